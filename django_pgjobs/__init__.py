@@ -1,0 +1,21 @@
+"""django-pgjobs: PostgreSQL-native background jobs and cron schedules for Django."""
+
+from typing import TYPE_CHECKING, Any
+
+from .exceptions import DiscardJob, PayloadError, UnknownQueue, UnknownTask
+from .tasks import Task, task
+
+if TYPE_CHECKING:
+    from .models import Job
+
+__all__ = ["DiscardJob", "Job", "PayloadError", "Task", "UnknownQueue", "UnknownTask", "task"]
+
+
+def __getattr__(name: str) -> Any:
+    # Models can only be imported once Django's app registry is ready, so
+    # ``from django_pgjobs import Job`` is resolved lazily.
+    if name == "Job":
+        from .models import Job
+
+        return Job
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,33 @@
+from typing import Any
+
+from django.apps import AppConfig
+from django.db.models.signals import post_migrate
+
+
+class PgJobsConfig(AppConfig):
+    name = "django_pgjobs"
+    label = "pgjobs"
+    verbose_name = "Background jobs"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from django.utils.module_loading import autodiscover_modules
+
+        from . import checks  # noqa: F401 - registers the system checks
+
+        # Register @task functions living in each installed app's tasks.py, so
+        # enqueue-by-name and the worker find them without importing by hand.
+        autodiscover_modules("tasks")
+        post_migrate.connect(_sync_queues, sender=self)
+
+
+def _sync_queues(using: str, apps: Any, **kwargs: Any) -> None:
+    from . import conf
+    from .queues import sync_from_settings
+
+    try:
+        apps.get_model("pgjobs", "Queue")
+    except LookupError:
+        return  # migrated backwards past the queue table
+    if using == conf.get("DATABASE"):
+        sync_from_settings(using)

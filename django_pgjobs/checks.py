@@ -1,0 +1,103 @@
+"""System checks for the PGJOBS setting: a typo fails at start, with the fix in the message."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import Error, Tags, register
+
+from . import conf
+from .backoff import Backoff
+from .queues import QUEUE_NAME
+
+QUEUE_OPTIONS = {
+    "concurrency",
+    "priority",
+    "paused",
+    "blocking",
+    "max_attempts",
+    "backoff_strategy",
+    "backoff_base",
+    "backoff_max",
+    "backoff_jitter",
+}
+
+
+def _error(message: str, hint: str | None, number: int) -> Error:
+    return Error(message, hint=hint, obj="settings.PGJOBS", id=f"pgjobs.E{number:03d}")
+
+
+@register(Tags.compatibility)
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    user = conf.user_settings()
+    errors: list[Error] = []
+    if not isinstance(getattr(settings, "PGJOBS", {}) or {}, dict):
+        return [_error("PGJOBS must be a dict.", None, 1)]
+    for key, value in user.items():
+        if key not in conf.DEFAULTS:
+            close = difflib.get_close_matches(key, conf.DEFAULTS, n=1)
+            hint = (
+                f"Did you mean {close[0]!r}?" if close else f"Known keys: {sorted(conf.DEFAULTS)}"
+            )
+            errors.append(_error(f"Unknown PGJOBS key {key!r}.", hint, 2))
+        elif not isinstance(value, conf.TYPES[key]) or isinstance(value, bool):
+            expected = conf.TYPES[key]
+            names = (
+                " or ".join(t.__name__ for t in expected)
+                if isinstance(expected, tuple)
+                else expected.__name__
+            )
+            errors.append(_error(f"PGJOBS[{key!r}] must be {names}, not {value!r}.", None, 3))
+    if errors:
+        return errors
+    return errors + _check_values() + _check_queues()
+
+
+def _check_values() -> list[Error]:
+    errors = []
+    for key in ("MAX_ATTEMPTS", "WORKER_CONCURRENCY", "MAX_PAYLOAD_BYTES"):
+        if conf.get(key) < 1:
+            errors.append(_error(f"PGJOBS[{key!r}] must be at least 1.", None, 4))
+    for key in ("POLL_INTERVAL", "HEARTBEAT_INTERVAL", "WORKER_STALE_AFTER"):
+        if conf.get(key) <= 0:
+            errors.append(_error(f"PGJOBS[{key!r}] must be greater than 0.", None, 4))
+    try:
+        Backoff.from_dict(conf.get("BACKOFF"))
+    except (TypeError, ValueError) as problem:
+        errors.append(_error(f"PGJOBS['BACKOFF'] is invalid: {problem}", None, 5))
+    if conf.get("DATABASE") not in settings.DATABASES:
+        errors.append(_error("PGJOBS['DATABASE'] names no database in DATABASES.", None, 6))
+    return errors
+
+
+def _check_queues() -> list[Error]:
+    errors = []
+    declared = conf.get("QUEUES")
+    default = conf.get("DEFAULT_QUEUE")
+    if default not in declared:
+        errors.append(
+            _error(
+                f"PGJOBS['DEFAULT_QUEUE'] {default!r} is not in PGJOBS['QUEUES'].",
+                "Add it to QUEUES so jobs without a queue have somewhere to go.",
+                7,
+            )
+        )
+    for name, options in declared.items():
+        if not isinstance(name, str) or not QUEUE_NAME.match(name):
+            errors.append(_error(f"Invalid queue name {name!r} in PGJOBS['QUEUES'].", None, 8))
+            continue
+        if not isinstance(options, dict):
+            errors.append(_error(f"PGJOBS['QUEUES'][{name!r}] must be a dict.", None, 9))
+            continue
+        unknown = set(options) - QUEUE_OPTIONS
+        if unknown:
+            errors.append(
+                _error(
+                    f"Unknown option(s) {sorted(unknown)} for queue {name!r}.",
+                    f"Known options: {sorted(QUEUE_OPTIONS)}",
+                    10,
+                )
+            )
+    return errors

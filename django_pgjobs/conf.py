@@ -1,0 +1,86 @@
+"""The ``PGJOBS`` setting: defaults, lookup and validation.
+
+Every key has a default. Unknown keys and values of the wrong type are
+reported by the system check in ``checks.py`` so a typo fails loudly at start.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings as django_settings
+
+DEFAULTS: dict[str, Any] = {
+    # Database alias that holds the job tables.
+    "DATABASE": "default",
+    # Queue used when neither the call nor the task names one.
+    "DEFAULT_QUEUE": "default",
+    # Queues that exist without anyone creating them in the admin:
+    # name -> Queue field values (concurrency, priority, paused, blocking, ...).
+    "QUEUES": {"default": {}},
+    # Attempts before a failing job is discarded, unless the task or queue says otherwise.
+    "MAX_ATTEMPTS": 20,
+    # Retry delays: strategy is "exponential" (with jitter), "linear" or "fixed".
+    "BACKOFF": {"strategy": "exponential", "base": 2.0, "max": 24 * 3600.0, "jitter": 0.1},
+    # Jobs a worker process runs at once (threads), unless --concurrency says otherwise.
+    "WORKER_CONCURRENCY": 10,
+    # Seconds between polls when no notification arrives: the fallback truth.
+    "POLL_INTERVAL": 2.0,
+    # Seconds between worker heartbeats.
+    "HEARTBEAT_INTERVAL": 5.0,
+    # Seconds without a heartbeat after which a worker is presumed dead.
+    "WORKER_STALE_AFTER": 60.0,
+    # Seconds a stopping worker waits for running jobs before handing them back.
+    "SHUTDOWN_TIMEOUT": 30.0,
+    # Largest accepted args+kwargs, in bytes of JSON.
+    "MAX_PAYLOAD_BYTES": 1_000_000,
+}
+
+# Types each key must have; QUEUES and BACKOFF are checked in depth by checks.py.
+TYPES: dict[str, type | tuple[type, ...]] = {
+    "DATABASE": str,
+    "DEFAULT_QUEUE": str,
+    "QUEUES": dict,
+    "MAX_ATTEMPTS": int,
+    "BACKOFF": dict,
+    "WORKER_CONCURRENCY": int,
+    "POLL_INTERVAL": (int, float),
+    "HEARTBEAT_INTERVAL": (int, float),
+    "WORKER_STALE_AFTER": (int, float),
+    "SHUTDOWN_TIMEOUT": (int, float),
+    "MAX_PAYLOAD_BYTES": int,
+}
+
+
+def user_settings() -> dict[str, Any]:
+    return dict(getattr(django_settings, "PGJOBS", None) or {})
+
+
+def get(key: str) -> Any:
+    """The value of one ``PGJOBS`` key, falling back to its default."""
+    value = user_settings().get(key, DEFAULTS[key])
+    if key == "BACKOFF":
+        return {**DEFAULTS["BACKOFF"], **value}
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A read of all keys at once, for code that wants attribute access."""
+
+    database: str
+    default_queue: str
+    queues: dict[str, dict[str, Any]]
+    max_attempts: int
+    backoff: dict[str, Any]
+    worker_concurrency: int
+    poll_interval: float
+    heartbeat_interval: float
+    worker_stale_after: float
+    shutdown_timeout: float
+    max_payload_bytes: int
+
+
+def load() -> Settings:
+    return Settings(**{key.lower(): get(key) for key in DEFAULTS})

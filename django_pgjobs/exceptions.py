@@ -1,0 +1,37 @@
+"""Errors raised to users. Each says what was wrong and what to do instead."""
+
+from __future__ import annotations
+
+
+class PgJobsError(Exception):
+    """Base class for errors raised by django-pgjobs."""
+
+
+class UnknownTask(PgJobsError, LookupError):
+    def __init__(self, name: str, hint: str = "") -> None:
+        self.name = name
+        message = f"unknown task {name!r}: no function decorated with @task has that dotted path"
+        super().__init__(f"{message}. {hint}" if hint else message)
+
+
+class UnknownQueue(PgJobsError, LookupError):
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(
+            f"unknown queue {name!r}: declare it in PGJOBS['QUEUES'] or create it in the admin"
+        )
+
+
+class InvalidQueueName(PgJobsError, ValueError):
+    def __init__(self, name: object) -> None:
+        super().__init__(
+            f"invalid queue name {name!r}: use 1-63 letters, digits, '_', '-', '.' or ':'"
+        )
+
+
+class PayloadError(PgJobsError, TypeError):
+    """args/kwargs that can't be stored as JSON, or are too large."""
+
+
+class DiscardJob(PgJobsError):
+    """Raise from a task to fail the job for good, without further attempts."""

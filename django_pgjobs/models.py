@@ -1,0 +1,239 @@
+"""Queues, jobs and worker processes.
+
+State changes don't happen here: they go through ``transitions`` so that the
+worker, the admin and user code share one implementation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from . import conf
+from .backoff import STRATEGIES, Backoff
+from .states import ACTIVE, CLAIMABLE, FINISHED, JobState
+
+if TYPE_CHECKING:
+    from .enqueue import JobSpec
+
+
+def _in(states: Iterable[str]) -> list[str]:
+    return sorted(str(s) for s in states)
+
+
+class Queue(models.Model):
+    """Per-queue settings. A queue named in ``PGJOBS["QUEUES"]`` gets a row on first use."""
+
+    name = models.CharField(max_length=63, primary_key=True)
+    concurrency = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Most jobs of this queue executing at once across all workers; empty = no limit.",
+    )
+    priority = models.SmallIntegerField(
+        default=0, help_text="Workers serving several queues claim from higher values first."
+    )
+    paused = models.BooleanField(default=False, help_text="Paused queues start no new jobs.")
+    blocking = models.BooleanField(
+        default=False,
+        help_text="Run one job at a time, in priority/run_at order; a job waiting "
+        "for its retry holds the queue until it has run again.",
+    )
+    max_attempts = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Default for jobs of this queue; empty = PGJOBS setting."
+    )
+    backoff_strategy = models.CharField(
+        max_length=16, blank=True, choices=[(s, s) for s in STRATEGIES]
+    )
+    backoff_base = models.FloatField(null=True, blank=True, help_text="Seconds.")
+    backoff_max = models.FloatField(null=True, blank=True, help_text="Seconds.")
+    backoff_jitter = models.FloatField(null=True, blank=True, help_text="Fraction, 0..1.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-priority", "name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(name__regex=r"^[A-Za-z0-9_.:-]+$"), name="pgjobs_queue_name_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(max_attempts__isnull=True) | Q(max_attempts__gte=1),
+                name="pgjobs_queue_max_attempts_positive",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def backoff(self) -> Backoff:
+        """This queue's retry policy: its own fields over the PGJOBS default."""
+        options = dict(conf.get("BACKOFF"))
+        own = {
+            "strategy": self.backoff_strategy or None,
+            "base": self.backoff_base,
+            "max": self.backoff_max,
+            "jitter": self.backoff_jitter,
+        }
+        options.update({k: v for k, v in own.items() if v is not None})
+        return Backoff.from_dict(options)
+
+
+class WorkerProcess(models.Model):
+    """One running ``runworker`` process; it heartbeats its row while alive."""
+
+    host = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    queues = models.JSONField(default=list)
+    concurrency = models.PositiveIntegerField(default=1)
+    started_at = models.DateTimeField(default=timezone.now)
+    heartbeat_at = models.DateTimeField(default=timezone.now, db_index=True)
+    stop_requested = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["-started_at"]
+        verbose_name = "worker process"
+
+    def __str__(self) -> str:
+        return f"worker {self.pk} ({self.host}:{self.pid})"
+
+
+class Job(models.Model):
+    task = models.CharField(max_length=255)
+    queue = models.CharField(max_length=63)
+    args = models.JSONField(default=list)
+    kwargs = models.JSONField(default=dict)
+    state = models.CharField(max_length=16, choices=JobState.choices, default=JobState.AVAILABLE)
+    priority = models.SmallIntegerField(default=0, help_text="Higher runs first.")
+    attempt = models.PositiveIntegerField(default=0)
+    max_attempts = models.PositiveIntegerField(default=20)
+    timeout = models.FloatField(null=True, blank=True, help_text="Seconds per attempt.")
+    run_at = models.DateTimeField(default=timezone.now)
+    created_at = models.DateTimeField(default=timezone.now)
+    attempted_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    errors = models.JSONField(default=list, blank=True)
+    result = models.JSONField(null=True, blank=True)
+    # NULL, not "", means "no key": NULLs never collide in the unique index.
+    unique_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
+    connector = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
+    # Who holds the job while it executes; every write of the outcome checks the lease.
+    worker = models.ForeignKey(
+        WorkerProcess,
+        null=True,
+        blank=True,
+        # Rows of stopped workers are deleted; finished jobs keep the dangling id
+        # as history instead of a mass UPDATE on every job the worker ever ran.
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        db_index=False,  # pgjobs_job_held covers the lookups that matter
+        related_name="jobs",
+    )
+    lease = models.UUIDField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            # Matches the claim query's WHERE and ORDER BY exactly.
+            models.Index(
+                "queue",
+                models.F("priority").desc(),
+                "run_at",
+                "id",
+                condition=Q(state__in=_in(CLAIMABLE)),
+                name="pgjobs_job_claim",
+            ),
+            models.Index(
+                fields=["queue"], condition=Q(state="executing"), name="pgjobs_job_executing"
+            ),
+            models.Index(fields=["worker"], condition=Q(state="executing"), name="pgjobs_job_held"),
+            models.Index(
+                fields=["finished_at"],
+                condition=Q(state__in=_in(FINISHED)),
+                name="pgjobs_job_finished",
+            ),
+            models.Index(fields=["state", "queue"], name="pgjobs_job_state_queue"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(state__in=[s.value for s in JobState]), name="pgjobs_job_state_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(max_attempts__gte=1), name="pgjobs_job_max_attempts_positive"
+            ),
+            models.CheckConstraint(
+                condition=~Q(state="executing") | Q(lease__isnull=False),
+                name="pgjobs_job_executing_has_lease",
+            ),
+            models.UniqueConstraint(
+                fields=["unique_key"],
+                condition=Q(state__in=_in(ACTIVE)),
+                name="pgjobs_job_unique_key_active",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.task} [{self.state}]"
+
+    # -- the public API (DESIGN.md) -------------------------------------------------
+
+    @classmethod
+    def enqueue(
+        cls,
+        task: str,
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        *,
+        queue: str | None = None,
+        priority: int | None = None,
+        run_at: datetime | None = None,
+        max_attempts: int | None = None,
+        unique_key: str | None = None,
+        connector: str | None = None,
+        depends_on: Sequence[Job | int] = (),
+        timeout: float | None = None,
+    ) -> Job:
+        """Insert one job in the caller's transaction and return it."""
+        from .enqueue import JobSpec, insert_jobs
+
+        spec = JobSpec(
+            task=task,
+            args=args,
+            kwargs=kwargs or {},
+            queue=queue,
+            priority=priority,
+            run_at=run_at,
+            max_attempts=max_attempts,
+            unique_key=unique_key,
+            connector=connector,
+            depends_on=depends_on,
+            timeout=timeout,
+        )
+        return insert_jobs([spec])[0]
+
+    @classmethod
+    def enqueue_many(cls, specs: Iterable[JobSpec | dict[str, Any]]) -> list[Job]:
+        """Insert many jobs in one round trip; each item is a JobSpec or its dict."""
+        from .enqueue import JobSpec, insert_jobs
+
+        return insert_jobs([s if isinstance(s, JobSpec) else JobSpec(**s) for s in specs])
+
+    def retry(self) -> Job:
+        """Make this job run again as soon as possible (operator action)."""
+        from .transitions import retry
+
+        return retry(self)
+
+    def cancel(self) -> Job:
+        """Cancel this job; a job already finished is left as it is."""
+        from .transitions import cancel
+
+        return cancel(self)
+
+    @property
+    def is_finished(self) -> bool:
+        return self.state in FINISHED

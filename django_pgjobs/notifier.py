@@ -1,0 +1,93 @@
+"""A LISTEN connection that turns PostgreSQL notifications into callbacks.
+
+It runs on its own thread with its own connection (a listening connection
+can't be shared with queries). When the connection drops it reconnects with
+backoff and reports the reconnect, because notifications sent while it was
+away are lost: the listener must then re-read the truth from the tables.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+
+import psycopg
+from psycopg import sql
+
+from . import db
+
+logger = logging.getLogger(__name__)
+
+#: Payload: a queue name. Sent on commit when runnable jobs appear in it, or its settings change.
+JOBS_CHANNEL = "pgjobs_jobs"
+
+
+class Notifier:
+    def __init__(
+        self,
+        channels: Iterable[str],
+        on_notify: Callable[[str, str], None],
+        on_reconnect: Callable[[], None] = lambda: None,
+        *,
+        using: str | None = None,
+        max_backoff: float = 5.0,
+    ) -> None:
+        self.channels = list(channels)
+        self.on_notify = on_notify
+        self.on_reconnect = on_reconnect
+        self.params = db.connection_params(using)
+        self.max_backoff = max_backoff
+        self.connected = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pgjobs-notifier", daemon=True)
+        self._conn: psycopg.Connection | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def backend_pid(self) -> int | None:
+        """The server process of the LISTEN connection (tests terminate it)."""
+        conn = self._conn
+        return conn.info.backend_pid if conn is not None and not conn.closed else None
+
+    def _listen(self) -> psycopg.Connection:
+        conn = psycopg.connect(**self.params, autocommit=True)
+        for channel in self.channels:
+            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+        return conn
+
+    def _run(self) -> None:
+        delay = 0.1
+        first = True
+        while not self._stop.is_set():
+            try:
+                self._conn = self._listen()
+            except psycopg.OperationalError as error:
+                logger.warning("LISTEN connection failed (%s); retrying in %.1fs", error, delay)
+                self._stop.wait(delay)
+                delay = min(delay * 2, self.max_backoff)
+                continue
+            self.connected.set()
+            delay = 0.1
+            if not first:
+                self.on_reconnect()
+            first = False
+            try:
+                self._pump(self._conn)
+            except psycopg.OperationalError as error:
+                logger.warning("LISTEN connection lost (%s); reconnecting", error)
+            finally:
+                self.connected.clear()
+                self._conn.close()
+
+    def _pump(self, conn: psycopg.Connection) -> None:
+        while not self._stop.is_set():
+            # A short timeout keeps stop() responsive; notifications themselves
+            # arrive as soon as the server sends them.
+            for notify in conn.notifies(timeout=0.5):
+                self.on_notify(notify.channel, notify.payload)

@@ -1,0 +1,61 @@
+"""Which queues exist: those declared in settings and those stored in the table."""
+
+from __future__ import annotations
+
+import re
+import threading
+
+from . import conf
+from .exceptions import InvalidQueueName, UnknownQueue
+
+QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,63}$")
+
+_known_rows: set[str] = set()
+_lock = threading.Lock()
+
+
+def validate_name(name: object) -> str:
+    if not isinstance(name, str) or not QUEUE_NAME.match(name):
+        raise InvalidQueueName(name)
+    return name
+
+
+def check_known(name: object) -> str:
+    """Return ``name`` if it is a valid, existing queue; raise otherwise.
+
+    Settings queues are always known. Table rows are cached per process and the
+    cache is refreshed on a miss, so a queue created in the admin is usable at
+    once and a steady state costs no query.
+    """
+    name = validate_name(name)
+    if name in conf.get("QUEUES") or name in _known_rows:
+        return name
+    from .models import Queue
+
+    names = set(Queue.objects.using(conf.get("DATABASE")).values_list("name", flat=True))
+    with _lock:
+        _known_rows.clear()
+        _known_rows.update(names)
+    if name not in names:
+        raise UnknownQueue(name)
+    return name
+
+
+def sync_from_settings(using: str | None = None) -> list[str]:
+    """Create the rows of settings-declared queues that don't exist yet.
+
+    Existing rows are left alone: once a queue exists, the admin owns its values.
+    Returns the names created.
+    """
+    from .models import Queue
+
+    using = using or conf.get("DATABASE")
+    declared = conf.get("QUEUES")
+    existing = set(
+        Queue.objects.using(using).filter(name__in=list(declared)).values_list("name", flat=True)
+    )
+    missing = [
+        Queue(name=name, **options) for name, options in declared.items() if name not in existing
+    ]
+    Queue.objects.using(using).bulk_create(missing, ignore_conflicts=True)
+    return [q.name for q in missing]

@@ -1,0 +1,24 @@
+-- Claim the head of a blocking queue: nothing while one of its jobs executes;
+-- a job waiting for its retry is the head until it has run again, so order
+-- holds across failures. Only correct after lock_queue.sql in the same transaction.
+UPDATE pgjobs_job AS job
+SET state = 'executing',
+    attempt = job.attempt + 1,
+    attempted_at = %(now)s,
+    worker_id = %(worker_id)s,
+    lease = gen_random_uuid()
+FROM (
+    SELECT id, run_at
+    FROM pgjobs_job
+    WHERE queue = %(queue)s
+      AND state IN ('available', 'scheduled', 'retryable')
+      AND (run_at <= %(now)s OR state = 'retryable')
+      AND NOT EXISTS (
+          SELECT 1 FROM pgjobs_job WHERE queue = %(queue)s AND state = 'executing'
+      )
+    ORDER BY state = 'retryable' DESC, priority DESC, run_at, id
+    LIMIT 1
+    FOR UPDATE
+) AS head
+WHERE job.id = head.id AND head.run_at <= %(now)s
+RETURNING job.*

@@ -1,0 +1,7 @@
+-- Serialise claimers of one limited or blocking queue. Run in the claim's
+-- transaction, as its own statement, so the claim that follows takes a fresh
+-- snapshot and counts the executing jobs of whoever held the lock before us.
+SELECT name, paused, blocking, concurrency
+FROM pgjobs_queue
+WHERE name = %(queue)s
+FOR UPDATE

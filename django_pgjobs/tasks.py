@@ -1,0 +1,152 @@
+"""The ``@task`` decorator and the registry of task functions by dotted path."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
+
+from .backoff import Backoff
+from .exceptions import UnknownTask
+
+if TYPE_CHECKING:
+    from .models import Job
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_registry: dict[str, Task[Any, Any]] = {}
+
+
+@dataclass(eq=False)
+class Task(Generic[P, R]):
+    """A function that can run on a worker. Calling it runs it here and now."""
+
+    func: Callable[P, R]
+    name: str
+    queue: str | None = None
+    priority: int | None = None
+    max_attempts: int | None = None
+    timeout: float | None = None
+    backoff: Backoff | None = None
+    is_async: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.is_async = inspect.iscoroutinefunction(self.func)
+        self.__doc__ = self.func.__doc__
+        self.__wrapped__ = self.func
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.func(*args, **kwargs)
+
+    def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Job:
+        """Enqueue a run of this task with these arguments, in the caller's transaction."""
+        from .models import Job
+
+        return Job.enqueue(self.name, args=list(args), kwargs=dict(kwargs))
+
+    def using(self, **options: Any) -> Enqueuer:
+        """Override enqueue options for one call.
+
+        ``send_welcome.using(run_at=tomorrow, priority=5).enqueue(42)``
+        """
+        return Enqueuer(self, options)
+
+
+@dataclass(frozen=True)
+class Enqueuer:
+    task: Task[Any, Any]
+    options: dict[str, Any]
+
+    def enqueue(self, *args: Any, **kwargs: Any) -> Job:
+        from .models import Job
+
+        return Job.enqueue(self.task.name, args=list(args), kwargs=dict(kwargs), **self.options)
+
+
+@overload
+def task(func: Callable[P, R], /) -> Task[P, R]: ...
+@overload
+def task(
+    *,
+    name: str | None = None,
+    queue: str | None = None,
+    priority: int | None = None,
+    max_attempts: int | None = None,
+    timeout: float | None = None,
+    backoff: Backoff | dict[str, Any] | None = None,
+) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+
+def task(
+    func: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    queue: str | None = None,
+    priority: int | None = None,
+    max_attempts: int | None = None,
+    timeout: float | None = None,
+    backoff: Backoff | dict[str, Any] | None = None,
+) -> Any:
+    """Register a function as a task under its dotted path ("app.module.func").
+
+    Options given here are defaults for every job of the task; a call to
+    ``Job.enqueue`` or ``task.using(...)`` can override them.
+    """
+    if max_attempts is not None and max_attempts < 1:
+        raise ValueError("max_attempts must be at least 1")
+    if isinstance(backoff, dict):
+        backoff = Backoff.from_dict(backoff)
+
+    def register(fn: Callable[..., Any]) -> Task[Any, Any]:
+        task_name = name or f"{fn.__module__}.{fn.__qualname__}"
+        if "<locals>" in task_name:
+            raise ValueError(f"{task_name}: tasks must be module-level functions")
+        registered = Task(
+            fn,
+            task_name,
+            queue=queue,
+            priority=priority,
+            max_attempts=max_attempts,
+            timeout=timeout,
+            backoff=backoff,
+        )
+        _registry[task_name] = registered
+        return registered
+
+    return register(func) if func is not None else register
+
+
+def get_task(name: str) -> Task[Any, Any]:
+    """The registered task called ``name``, importing its module if needed.
+
+    Only functions decorated with ``@task`` are returned, so a job row can never
+    name an arbitrary importable callable.
+    """
+    found = _registry.get(name)
+    if found is not None:
+        return found
+    module_name, _, _ = name.rpartition(".")
+    # Walk up the dotted path: "pkg.mod.Class.method" lives in "pkg.mod".
+    while module_name:
+        try:
+            importlib.import_module(module_name)
+        except ModuleNotFoundError as missing:
+            # Only "this prefix is not a module" means walk up; a broken import inside
+            # the task's own module is the user's error and must surface.
+            if missing.name is None or not module_name.startswith(missing.name):
+                raise
+            module_name, _, _ = module_name.rpartition(".")
+            continue
+        break
+    found = _registry.get(name)
+    if found is None:
+        raise UnknownTask(name, "Is the module importable and the function decorated with @task?")
+    return found
+
+
+def registered_tasks() -> dict[str, Task[Any, Any]]:
+    return dict(_registry)

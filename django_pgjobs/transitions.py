@@ -1,0 +1,163 @@
+"""One function per job state change, shared by the worker, the admin and the API.
+
+Each change is one conditional UPDATE: it only matches rows in a state the
+state machine allows to move, and outcome writes of an executing job also
+match its lease, so a worker that lost its job (rescued, cancelled, handed
+back) can't overwrite what happened since.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback as tb
+from datetime import datetime
+from typing import Any
+
+from django.db.models import F, JSONField, Value
+from django.db.models.expressions import CombinedExpression
+from django.utils import timezone
+
+from . import conf, signals
+from .backoff import Backoff
+from .models import Job, Queue
+from .states import InvalidTransition, JobState, sources_of
+
+logger = logging.getLogger(__name__)
+S = JobState
+
+
+def _append(field: str, item: dict[str, Any]) -> CombinedExpression:
+    """SQL ``field || '[item]'``: appends without reading the list first."""
+    return CombinedExpression(
+        F(field), "||", Value([item], output_field=JSONField()), output_field=JSONField()
+    )
+
+
+def _move(job: Job, to: JobState, *, lease_checked: bool = False, **values: Any) -> bool:
+    """Move ``job`` to ``to`` if its stored state allows it; refresh it either way."""
+    rows = Job.objects.using(job._state.db or conf.get("DATABASE")).filter(
+        pk=job.pk, state__in=sources_of(to)
+    )
+    if lease_checked:
+        rows = rows.filter(state=S.EXECUTING, lease=job.lease)
+    moved = rows.update(state=to, **values) == 1
+    job.refresh_from_db()
+    return moved
+
+
+def error_record(attempt: int, at: datetime, error: BaseException) -> dict[str, Any]:
+    return {
+        "attempt": attempt,
+        "at": at.isoformat(),
+        "error": f"{type(error).__name__}: {error}",
+        "traceback": "".join(tb.format_exception(error)),
+    }
+
+
+# -- outcomes of an attempt (worker only; lease-checked) --------------------------------
+
+
+def complete(job: Job, result: Any, now: datetime | None = None) -> bool:
+    """executing -> completed, keeping the return value. False if the lease was lost."""
+    now = now or timezone.now()
+    moved = _move(job, S.COMPLETED, lease_checked=True, result=result, finished_at=now, lease=None)
+    if moved:
+        signals.job_completed.send(sender=Job, job=job)
+    return moved
+
+
+def fail(
+    job: Job,
+    error: BaseException,
+    now: datetime | None = None,
+    *,
+    backoff: Backoff | None = None,
+    discard: bool = False,
+    spread: float | None = None,
+) -> bool:
+    """executing -> retryable (run_at by backoff) or discarded; the error is appended.
+
+    Discarded when attempts are used up or ``discard`` is set. False if the lease was lost.
+    """
+    now = now or timezone.now()
+    record = error_record(job.attempt, now, error)
+    if discard or job.attempt >= job.max_attempts:
+        moved = _move(
+            job,
+            S.DISCARDED,
+            lease_checked=True,
+            errors=_append("errors", record),
+            finished_at=now,
+            lease=None,
+        )
+        if moved:
+            signals.job_discarded.send(sender=Job, job=job, error=error)
+        return moved
+    policy = backoff or queue_backoff(job.queue)
+    moved = _move(
+        job,
+        S.RETRYABLE,
+        lease_checked=True,
+        errors=_append("errors", record),
+        run_at=policy.next_run_at(job.attempt, now, spread),
+        lease=None,
+    )
+    if moved:
+        signals.job_retrying.send(sender=Job, job=job, error=error)
+    return moved
+
+
+def hand_back(job: Job) -> bool:
+    """executing -> available without counting the attempt (the worker is stopping)."""
+    return _move(
+        job,
+        S.AVAILABLE,
+        lease_checked=True,
+        attempt=F("attempt") - 1,
+        lease=None,
+        worker=None,
+    )
+
+
+def queue_backoff(queue: str) -> Backoff:
+    row = Queue.objects.using(conf.get("DATABASE")).filter(name=queue).first()
+    return row.backoff() if row else Backoff.from_dict(conf.get("BACKOFF"))
+
+
+# -- operator actions (admin, API, user code) --------------------------------------
+
+
+def retry(job: Job, now: datetime | None = None) -> Job:
+    """Run the job again as soon as possible, with at least one attempt left."""
+    now = now or timezone.now()
+    moved = _move(
+        job,
+        S.AVAILABLE,
+        run_at=now,
+        finished_at=None,
+        max_attempts=_at_least_one_more(),
+    )
+    if not moved:
+        raise InvalidTransition(job.pk, job.state, S.AVAILABLE)
+    return job
+
+
+def _at_least_one_more() -> Any:
+    from django.db.models.functions import Greatest
+
+    return Greatest(F("max_attempts"), F("attempt") + 1)
+
+
+def cancel(job: Job, now: datetime | None = None) -> Job:
+    """Cancel a job that has not finished. An executing job loses its lease, so
+    whatever its worker reports afterwards is refused."""
+    now = now or timezone.now()
+    job.refresh_from_db()
+    if job.is_finished:
+        return job
+    moved = _move(job, S.CANCELLED, finished_at=now, lease=None)
+    if moved:
+        signals.job_cancelled.send(sender=Job, job=job)
+    elif not job.is_finished:
+        raise InvalidTransition(job.pk, job.state, S.CANCELLED)
+    return job

@@ -1,0 +1,277 @@
+"""The worker loop: claim due jobs, run them on a thread pool, sleep until woken.
+
+Wake-ups come from NOTIFY (a job was enqueued, a queue changed), from a job
+finishing (capacity freed) or from the poll timer, which is the fallback truth
+when a notification is lost. ``run_once`` and ``drain`` are the same steps
+without the loop, for tests and ``--burst``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime
+
+from django.db import DatabaseError, InterfaceError, OperationalError, connections, transaction
+from django.utils import timezone
+
+from . import conf, db, transitions
+from .execution import execute
+from .models import Job, Queue, WorkerProcess
+from .notifier import JOBS_CHANNEL, Notifier
+from .queues import check_known, sync_from_settings
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+class Worker:
+    def __init__(
+        self,
+        queues: Iterable[str] | None = None,
+        concurrency: int | None = None,
+        *,
+        poll_interval: float | None = None,
+        burst: bool = False,
+        clock: Clock = timezone.now,
+    ) -> None:
+        self.using = conf.get("DATABASE")
+        self.queues = list(queues) if queues else all_queue_names(self.using)
+        for name in self.queues:
+            check_known(name)
+        self.concurrency = concurrency or conf.get("WORKER_CONCURRENCY")
+        if self.concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.poll_interval = poll_interval or conf.get("POLL_INTERVAL")
+        self.burst = burst
+        self.clock = clock
+        self.record: WorkerProcess | None = None
+        self.running: dict[int, tuple[Job, Future[str]]] = {}
+        self.wakeup = threading.Event()
+        self.stopping = threading.Event()
+        self.hand_back_now = threading.Event()
+        self.stats: Counter[str] = Counter()
+        self._pool: ThreadPoolExecutor | None = None
+        self._notifier: Notifier | None = None
+        self._heartbeat: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    # -- one step -----------------------------------------------------------------
+
+    def claim(self, limit: int, now: datetime | None = None) -> list[Job]:
+        """Claim up to ``limit`` due jobs across this worker's queues, best first."""
+        now = now or self.clock()
+        worker_id = self.record.pk if self.record else None
+        configs = {
+            row["name"]: row
+            for row in db.fetch_dicts("queue_configs", {"queues": self.queues}, self.using)
+        }
+        ordered = sorted(
+            self.queues, key=lambda name: -(configs.get(name) or {}).get("priority", 0)
+        )
+        claimed: list[Job] = []
+        for name in ordered:
+            wanted = limit - len(claimed)
+            if wanted <= 0:
+                break
+            config = configs.get(name) or {}
+            if config.get("paused"):
+                continue
+            params = {"queue": name, "limit": wanted, "now": now, "worker_id": worker_id}
+            if config.get("blocking") or config.get("concurrency") is not None:
+                claimed += self._claim_limited(params)
+            else:
+                claimed += db.fetch_jobs("claim", params, self.using)
+        claimed.sort(key=lambda job: (-job.priority, job.run_at, job.pk))
+        return claimed
+
+    def _claim_limited(self, params: dict) -> list[Job]:
+        with transaction.atomic(using=self.using):
+            locked = db.fetch_dicts("lock_queue", params, self.using)
+            if not locked or locked[0]["paused"]:
+                return []
+            config = locked[0]
+            if config["blocking"]:
+                return db.fetch_jobs("claim_blocking", params, self.using)
+            return db.fetch_jobs(
+                "claim_limited", {**params, "concurrency": config["concurrency"]}, self.using
+            )
+
+    def run_once(self, now: datetime | None = None) -> list[Job]:
+        """Claim what free capacity allows and start it on the pool (inline if no pool)."""
+        free = self.concurrency - len(self.running)
+        if free <= 0 or self.stopping.is_set():
+            return []
+        jobs = self.claim(free, now)
+        for job in jobs:
+            if self._pool is None:
+                self._record(execute(job, self.clock))
+            else:
+                self._submit(job)
+        return jobs
+
+    def drain(self, now: datetime | None = None, max_jobs: int | None = None) -> Counter[str]:
+        """Run due jobs inline, one batch after another, until none is due.
+
+        Returns how many jobs ended in each state. ``now`` is used for claiming,
+        so a test can run jobs scheduled in the future.
+        """
+        before = Counter(self.stats)
+        done = 0
+        while max_jobs is None or done < max_jobs:
+            batch = self.claim(min(self.concurrency, (max_jobs or 10**9) - done), now)
+            if not batch:
+                break
+            for job in batch:
+                self._record(execute(job, self.clock))
+            done += len(batch)
+        return self.stats - before
+
+    def _record(self, outcome: str) -> None:
+        with self._lock:
+            self.stats[outcome] += 1
+
+    def _submit(self, job: Job) -> None:
+        assert self._pool is not None
+        future = self._pool.submit(execute, job, self.clock)
+        self.running[job.pk] = (job, future)
+        future.add_done_callback(lambda done, job_id=job.pk: self._finished(job_id, done))
+
+    def _finished(self, job_id: int, future: Future[str]) -> None:
+        self.running.pop(job_id, None)
+        if not future.cancelled():
+            error = future.exception()
+            self._record("crashed" if error else future.result())
+            if error:
+                logger.error("job %s crashed the executor: %r", job_id, error)
+        self.wakeup.set()
+
+    # -- the loop -------------------------------------------------------------------
+
+    def start(self) -> None:
+        sync_from_settings(self.using)
+        self.record = WorkerProcess.objects.using(self.using).create(
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            queues=self.queues,
+            concurrency=self.concurrency,
+        )
+        self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="pgjobs-job")
+        self._notifier = Notifier(
+            [JOBS_CHANNEL], self._on_notify, self.wakeup.set, using=self.using
+        )
+        self._notifier.start()
+        self._heartbeat = threading.Thread(target=self._beat, name="pgjobs-heartbeat", daemon=True)
+        self._heartbeat.start()
+        logger.info(
+            "worker %s started: queues=%s concurrency=%s",
+            self.record.pk,
+            self.queues,
+            self.concurrency,
+        )
+
+    def run(self) -> None:
+        """Start, loop until asked to stop (or idle, with burst), then shut down cleanly."""
+        self.start()
+        try:
+            self._loop()
+        finally:
+            self.shutdown()
+
+    def _loop(self) -> None:
+        retry_delay = 0.1
+        while not self.stopping.is_set():
+            self.wakeup.clear()
+            try:
+                free = self.concurrency - len(self.running)
+                claimed = self.run_once()
+                retry_delay = 0.1
+            except (OperationalError, InterfaceError) as error:
+                logger.warning("database unavailable (%s); retrying in %.1fs", error, retry_delay)
+                connections[self.using].close()
+                self.stopping.wait(retry_delay)
+                retry_delay = min(retry_delay * 2, 10.0)
+                continue
+            if self.burst and not claimed and not self.running:
+                break
+            if claimed and len(claimed) == free:
+                continue  # maybe more is due; claim again as soon as capacity allows
+            self.wakeup.wait(self.poll_interval)
+
+    def _on_notify(self, channel: str, payload: str) -> None:
+        if payload in self.queues:
+            self.wakeup.set()
+
+    def _beat(self) -> None:
+        interval = conf.get("HEARTBEAT_INTERVAL")
+        while not self.stopping.wait(interval):
+            try:
+                stop = beat(self.record.pk, self.using)
+            except DatabaseError as error:
+                logger.warning("heartbeat failed: %s", error)
+                connections[self.using].close()
+                continue
+            if stop:
+                logger.info("worker %s: stop requested", self.record.pk)
+                self.request_stop()
+        connections[self.using].close()
+
+    def request_stop(self) -> None:
+        """First call: stop claiming and let running jobs finish. Second: hand them back now."""
+        if self.stopping.is_set():
+            self.hand_back_now.set()
+        self.stopping.set()
+        self.wakeup.set()
+
+    def shutdown(self) -> None:
+        self.stopping.set()
+        grace = conf.get("SHUTDOWN_TIMEOUT")
+        deadline = timezone.now().timestamp() + grace
+        while self.running and not self.hand_back_now.is_set():
+            remaining = deadline - timezone.now().timestamp()
+            if remaining <= 0:
+                break
+            self.hand_back_now.wait(min(remaining, 0.05))
+        for job, _future in list(self.running.values()):
+            try:
+                handed = transitions.hand_back(job)
+            except DatabaseError as error:
+                # The lease stays valid; rescue of stale workers will return it.
+                logger.error("could not hand back job %s: %s", job.pk, error)
+                continue
+            logger.warning("job %s %s", job.pk, "handed back" if handed else "already moved on")
+        if self._notifier:
+            self._notifier.stop()
+        if self._pool:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        if self.record:
+            try:
+                WorkerProcess.objects.using(self.using).filter(pk=self.record.pk).delete()
+            except DatabaseError as error:
+                logger.warning("could not remove worker row %s: %s", self.record.pk, error)
+        logger.info("worker stopped: %s", dict(self.stats))
+
+    @property
+    def has_abandoned_jobs(self) -> bool:
+        """Jobs still running on threads after shutdown (their results will be refused)."""
+        return bool(self.running)
+
+
+def beat(worker_id: int, using: str) -> bool:
+    """Record a heartbeat; returns whether the worker was asked to stop."""
+    rows = WorkerProcess.objects.using(using).filter(pk=worker_id)
+    if not rows.update(heartbeat_at=timezone.now()):
+        return True  # our row was deleted: an operator removed us
+    return rows.filter(stop_requested=True).exists()
+
+
+def all_queue_names(using: str) -> list[str]:
+    declared = list(conf.get("QUEUES"))
+    stored = Queue.objects.using(using).exclude(name__in=declared).values_list("name", flat=True)
+    return declared + sorted(stored)
