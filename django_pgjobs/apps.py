@@ -1,6 +1,7 @@
 from typing import Any
 
 from django.apps import AppConfig
+from django.apps import apps as django_apps
 from django.db.models.signals import post_migrate
 
 
@@ -21,12 +22,12 @@ class PgJobsConfig(AppConfig):
         post_migrate.connect(_sync_queues, sender=self)
 
 
-def _sync_queues(using: str, apps: Any, **kwargs: Any) -> None:
+def _sync_queues(using: str, apps: Any = None, **kwargs: Any) -> None:
     from . import conf
     from .queues import sync_from_settings
 
     try:
-        apps.get_model("pgjobs", "Queue")
+        (apps or django_apps).get_model("pgjobs", "Queue")
     except LookupError:
         return  # migrated backwards past the queue table
     if using == conf.get("DATABASE"):

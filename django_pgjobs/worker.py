@@ -14,7 +14,6 @@ import socket
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 
 from django.db import DatabaseError, InterfaceError, OperationalError, connections, transaction
@@ -24,6 +23,7 @@ from . import conf, db, transitions
 from .execution import execute
 from .models import Job, Queue, WorkerProcess
 from .notifier import JOBS_CHANNEL, Notifier
+from .pool import JobPool
 from .queues import check_known, sync_from_settings
 
 logger = logging.getLogger(__name__)
@@ -52,12 +52,12 @@ class Worker:
         self.burst = burst
         self.clock = clock
         self.record: WorkerProcess | None = None
-        self.running: dict[int, tuple[Job, Future[str]]] = {}
+        self.running: dict[int, Job] = {}
         self.wakeup = threading.Event()
         self.stopping = threading.Event()
         self.hand_back_now = threading.Event()
         self.stats: Counter[str] = Counter()
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: JobPool | None = None
         self._notifier: Notifier | None = None
         self._heartbeat: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -113,23 +113,26 @@ class Worker:
             if self._pool is None:
                 self._record(execute(job, self.clock))
             else:
-                self._submit(job)
+                self.running[job.pk] = job
+                self._pool.submit(job)
         return jobs
 
     def drain(self, now: datetime | None = None, max_jobs: int | None = None) -> Counter[str]:
         """Run due jobs inline, one batch after another, until none is due.
 
-        Returns how many jobs ended in each state. ``now`` is used for claiming,
-        so a test can run jobs scheduled in the future.
+        Returns how many jobs ended in each state. ``now`` stands in for the
+        clock while draining, so a test can run jobs scheduled in the future and
+        see their retries computed from that instant.
         """
+        clock = self.clock if now is None else (lambda: now)
         before = Counter(self.stats)
         done = 0
         while max_jobs is None or done < max_jobs:
-            batch = self.claim(min(self.concurrency, (max_jobs or 10**9) - done), now)
+            batch = self.claim(min(self.concurrency, (max_jobs or 10**9) - done), clock())
             if not batch:
                 break
             for job in batch:
-                self._record(execute(job, self.clock))
+                self._record(execute(job, clock))
             done += len(batch)
         return self.stats - before
 
@@ -137,20 +140,13 @@ class Worker:
         with self._lock:
             self.stats[outcome] += 1
 
-    def _submit(self, job: Job) -> None:
-        assert self._pool is not None
-        future = self._pool.submit(execute, job, self.clock)
-        self.running[job.pk] = (job, future)
-        future.add_done_callback(lambda done, job_id=job.pk: self._finished(job_id, done))
+    def _execute(self, job: Job) -> str:
+        return execute(job, self.clock)
 
-    def _finished(self, job_id: int, future: Future[str]) -> None:
-        self.running.pop(job_id, None)
-        if not future.cancelled():
-            error = future.exception()
-            self._record("crashed" if error else future.result())
-            if error:
-                logger.error("job %s crashed the executor: %r", job_id, error)
-        self.wakeup.set()
+    def _finished(self, job: Job, outcome: str) -> None:
+        self.running.pop(job.pk, None)
+        self._record(outcome)
+        self.wakeup.set()  # capacity is free: claim again
 
     # -- the loop -------------------------------------------------------------------
 
@@ -162,7 +158,7 @@ class Worker:
             queues=self.queues,
             concurrency=self.concurrency,
         )
-        self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="pgjobs-job")
+        self._pool = JobPool(self.concurrency, self._execute, self._finished)
         self._notifier = Notifier(
             [JOBS_CHANNEL], self._on_notify, self.wakeup.set, using=self.using
         )
@@ -238,7 +234,7 @@ class Worker:
             if remaining <= 0:
                 break
             self.hand_back_now.wait(min(remaining, 0.05))
-        for job, _future in list(self.running.values()):
+        for job in list(self.running.values()):
             try:
                 handed = transitions.hand_back(job)
             except DatabaseError as error:
@@ -249,18 +245,14 @@ class Worker:
         if self._notifier:
             self._notifier.stop()
         if self._pool:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool.shutdown(timeout=1.0)
         if self.record:
             try:
                 WorkerProcess.objects.using(self.using).filter(pk=self.record.pk).delete()
             except DatabaseError as error:
                 logger.warning("could not remove worker row %s: %s", self.record.pk, error)
+        connections[self.using].close()
         logger.info("worker stopped: %s", dict(self.stats))
-
-    @property
-    def has_abandoned_jobs(self) -> bool:
-        """Jobs still running on threads after shutdown (their results will be refused)."""
-        return bool(self.running)
 
 
 def beat(worker_id: int, using: str) -> bool:

@@ -64,6 +64,8 @@ PGJOBS = {
         "serial": {"blocking": True},
     },
     "POLL_INTERVAL": env.float("PGJOBS_POLL_INTERVAL", default=2.0),
+    "SHUTDOWN_TIMEOUT": env.float("PGJOBS_SHUTDOWN_TIMEOUT", default=30.0),
+    "HEARTBEAT_INTERVAL": env.float("PGJOBS_HEARTBEAT_INTERVAL", default=5.0),
 }
 
 LOGGING = {

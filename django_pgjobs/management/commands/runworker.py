@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import sys
 from typing import Any
@@ -63,10 +62,6 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
         worker.run()
-        if worker.has_abandoned_jobs:
-            # Handed-back jobs may still be running on threads we can't kill;
-            # their results will be refused, so leave without waiting for them.
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(0)
+        # Handed-back jobs may still run on daemon threads; they die with the
+        # process, and anything they would have written is refused by the lease.
         return 0

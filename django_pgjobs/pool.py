@@ -1,0 +1,61 @@
+"""A fixed set of threads that run jobs, each keeping its own database connection.
+
+Not concurrent.futures: its threads can't close their Django connections on
+exit, and interpreter shutdown joins them, so one hung job would keep a
+stopping worker alive. These threads are daemons and close their connections
+when they finish.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from django.db import connections
+
+logger = logging.getLogger(__name__)
+
+
+class JobPool:
+    def __init__(
+        self,
+        size: int,
+        run: Callable[[Any], str],
+        on_done: Callable[[Any, str], None],
+        name: str = "pgjobs-job",
+    ) -> None:
+        self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._run = run
+        self._on_done = on_done
+        self._threads = [
+            threading.Thread(target=self._serve, name=f"{name}-{n}", daemon=True)
+            for n in range(size)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, item: Any) -> None:
+        self._inbox.put(item)
+
+    def _serve(self) -> None:
+        try:
+            while (item := self._inbox.get()) is not None:
+                try:
+                    outcome = self._run(item)
+                except Exception:  # execute() records task errors; this is our own bug
+                    logger.exception("running %r crashed", item)
+                    outcome = "crashed"
+                self._on_done(item, outcome)
+        finally:
+            connections.close_all()
+
+    def shutdown(self, timeout: float = 5.0) -> bool:
+        """Let idle threads exit; True if all did within ``timeout``."""
+        for _ in self._threads:
+            self._inbox.put(None)
+        for thread in self._threads:
+            thread.join(timeout)
+        return not any(thread.is_alive() for thread in self._threads)

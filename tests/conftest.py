@@ -1,0 +1,134 @@
+"""Fixtures: in-process workers, real worker processes, a second connection, deadlines."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import psycopg
+import pytest
+from django.db import connection
+
+from django_pgjobs import db
+from django_pgjobs.worker import Worker
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = 10.0, interval: float = 0.01) -> Any:
+    """Poll ``condition`` until it returns something truthy; fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s: {condition}")
+        time.sleep(interval)
+
+
+@pytest.fixture
+def wait() -> Callable[..., Any]:
+    return wait_until
+
+
+@pytest.fixture
+def worker(db: None) -> Worker:
+    """A worker that is not started: use ``run_once``/``drain`` to run jobs inline."""
+    return Worker(concurrency=10)
+
+
+@pytest.fixture
+def second_connection(transactional_db: None) -> Iterator[psycopg.Connection]:
+    """A raw connection to the test database, separate from Django's."""
+    conn = psycopg.connect(**db.connection_params(), autocommit=True)
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def threaded_worker(transactional_db: None) -> Iterator[Callable[..., Worker]]:
+    """Start Worker.run() on a background thread; stopped at teardown."""
+    started: list[tuple[Worker, threading.Thread]] = []
+
+    def start(**options: Any) -> Worker:
+        worker = Worker(**options)
+        thread = threading.Thread(target=worker.run, daemon=True)
+        thread.start()
+        wait_until(lambda: worker.record is not None and worker._notifier.connected.is_set())
+        started.append((worker, thread))
+        return worker
+
+    yield start
+    for worker, thread in started:
+        worker.request_stop()
+        thread.join(15)
+        assert not thread.is_alive(), "worker thread did not stop"
+
+
+class WorkerProcess:
+    """A real ``manage.py runworker`` process against the test database."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        self.log = ROOT / ".pytest_cache" / f"worker-{os.getpid()}-{time.monotonic_ns()}.log"
+        self.log.parent.mkdir(exist_ok=True)
+        self._log_file = self.log.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "manage.py"), "runworker", *args],
+            cwd=ROOT,
+            env={**os.environ, **test_database_env(), **(env or {})},
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait(self, timeout: float = 60) -> int:
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self._log_file.close()
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.wait(timeout)
+
+
+def test_database_env() -> dict[str, str]:
+    """Environment that points a child process at the test database."""
+    settings = connection.settings_dict
+    user = quote(settings["USER"] or "", safe="")
+    password = quote(settings["PASSWORD"] or "", safe="")
+    credentials = f"{user}:{password}@" if password else f"{user}@"
+    host = quote(settings["HOST"] or "", safe="")  # a socket directory is a path
+    url = f"postgres://{credentials}{host}:{settings['PORT'] or 5432}/{settings['NAME']}"
+    return {"DATABASE_URL": url, "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture
+def worker_process(transactional_db: None) -> Iterator[Callable[..., WorkerProcess]]:
+    started: list[WorkerProcess] = []
+
+    def start(*args: str, **kwargs: Any) -> WorkerProcess:
+        process = WorkerProcess(*args, **kwargs)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.proc.poll() is None:
+            process.stop(signal.SIGKILL, timeout=10)

@@ -1,0 +1,83 @@
+"""Factories that build valid jobs and queues; one trait per job state."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import factory
+from django.utils import timezone
+
+from django_pgjobs.models import Job, Queue, WorkerProcess
+from django_pgjobs.states import JobState
+
+
+class QueueFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Queue
+        django_get_or_create = ("name",)
+
+    name = factory.Sequence(lambda n: f"queue-{n}")
+
+
+class WorkerProcessFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = WorkerProcess
+
+    host = "test-host"
+    pid = factory.Sequence(lambda n: 10_000 + n)
+    queues = factory.LazyFunction(lambda: ["default"])
+
+
+class JobFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Job
+
+    task = "testproject.demo.tasks.add"
+    queue = "default"
+    args = factory.LazyFunction(lambda: [1, 2])
+    kwargs = factory.LazyFunction(dict)
+    state = JobState.AVAILABLE
+    max_attempts = 3
+
+    class Params:
+        waiting = factory.Trait(state=JobState.WAITING)
+        scheduled = factory.Trait(
+            state=JobState.SCHEDULED,
+            run_at=factory.LazyFunction(lambda: timezone.now() + timedelta(hours=1)),
+        )
+        executing = factory.Trait(
+            state=JobState.EXECUTING,
+            attempt=1,
+            attempted_at=factory.LazyFunction(timezone.now),
+            lease=factory.LazyFunction(uuid.uuid4),
+        )
+        retryable = factory.Trait(
+            state=JobState.RETRYABLE,
+            attempt=1,
+            attempted_at=factory.LazyFunction(timezone.now),
+            run_at=factory.LazyFunction(lambda: timezone.now() + timedelta(minutes=5)),
+            errors=factory.LazyFunction(
+                lambda: [{"attempt": 1, "at": "", "error": "E: x", "traceback": ""}]
+            ),
+        )
+        completed = factory.Trait(
+            state=JobState.COMPLETED,
+            attempt=1,
+            result=3,
+            attempted_at=factory.LazyFunction(timezone.now),
+            finished_at=factory.LazyFunction(timezone.now),
+        )
+        discarded = factory.Trait(
+            state=JobState.DISCARDED,
+            attempt=3,
+            finished_at=factory.LazyFunction(timezone.now),
+            errors=factory.LazyFunction(
+                lambda: [
+                    {"attempt": n, "at": "", "error": "E: x", "traceback": ""} for n in (1, 2, 3)
+                ]
+            ),
+        )
+        cancelled = factory.Trait(
+            state=JobState.CANCELLED, finished_at=factory.LazyFunction(timezone.now)
+        )

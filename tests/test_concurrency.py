@@ -1,0 +1,194 @@
+"""Behaviour across connections and processes, against the real PostgreSQL."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import statistics
+import threading
+import time
+
+import psycopg
+import pytest
+from django.db import transaction
+
+from django_pgjobs import Job, db
+from django_pgjobs.models import Queue
+from django_pgjobs.notifier import JOBS_CHANNEL
+from django_pgjobs.signals import job_started
+from django_pgjobs.states import JobState
+from testproject.demo.models import Run
+from testproject.demo.tasks import add, record, serial_step, sleep
+
+pytestmark = pytest.mark.django_db(transaction=True)
+logger = logging.getLogger(__name__)
+
+
+def notifications(conn: psycopg.Connection, timeout: float = 0.3) -> list[str]:
+    return [n.payload for n in conn.notifies(timeout=timeout)]
+
+
+def test_workers_are_notified_on_commit_only(second_connection):
+    second_connection.execute(f"LISTEN {JOBS_CHANNEL}")
+    with transaction.atomic():
+        add.enqueue(1, 2)
+        assert notifications(second_connection) == [], "notified before commit"
+    assert notifications(second_connection) == ["default"]
+
+
+def test_a_rolled_back_enqueue_notifies_nobody(second_connection):
+    second_connection.execute(f"LISTEN {JOBS_CHANNEL}")
+    with pytest.raises(RuntimeError), transaction.atomic():
+        add.enqueue(1, 2)
+        raise RuntimeError
+    assert notifications(second_connection) == []
+    assert not Job.objects.exists()
+
+
+def test_ten_thousand_jobs_in_one_transaction_send_one_notification_per_queue(second_connection):
+    second_connection.execute(f"LISTEN {JOBS_CHANNEL}")
+    with transaction.atomic():
+        Job.enqueue_many(
+            [{"task": "testproject.demo.tasks.add", "args": [n, n]} for n in range(5000)]
+            + [
+                {"task": "testproject.demo.tasks.add", "args": [n, n], "queue": "mail"}
+                for n in range(5000)
+            ]
+        )
+    assert sorted(notifications(second_connection, timeout=1.0)) == ["default", "mail"]
+
+
+def test_scheduled_jobs_do_not_wake_workers(second_connection):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    second_connection.execute(f"LISTEN {JOBS_CHANNEL}")
+    add.using(run_at=timezone.now() + timedelta(hours=1)).enqueue(1, 2)
+    assert notifications(second_connection) == []
+
+
+def test_jobs_made_available_again_and_queue_changes_wake_workers(second_connection):
+    job = add.enqueue(1, 2)
+    Job.objects.filter(pk=job.pk).update(state=JobState.CANCELLED)
+    second_connection.execute(f"LISTEN {JOBS_CHANNEL}")
+    job.retry()
+    assert notifications(second_connection) == ["default"]
+    Queue.objects.update_or_create(name="mail", defaults={"paused": True})
+    assert notifications(second_connection) == ["mail"]
+
+
+def test_two_claimers_on_separate_connections_never_get_the_same_job(second_connection):
+    Job.enqueue_many([{"task": "testproject.demo.tasks.add", "args": [n, n]} for n in range(10)])
+    params = {"queue": "default", "limit": 6, "worker_id": None}
+    with psycopg.connect(**db.connection_params()) as first:  # holds its locks until commit
+        now = first.execute("SELECT now()").fetchone()[0]
+        mine = {row[0] for row in first.execute(db.statement("claim"), {**params, "now": now})}
+        theirs = {
+            row[0]
+            for row in second_connection.execute(db.statement("claim"), {**params, "now": now})
+        }
+        first.commit()
+    assert len(mine) == 6 and len(theirs) == 4
+    assert not mine & theirs
+
+
+@pytest.mark.slow
+def test_two_worker_processes_run_each_job_exactly_once(worker_process):
+    Job.enqueue_many(
+        [{"task": "testproject.demo.tasks.record", "args": [f"job-{n}"]} for n in range(300)]
+    )
+    workers = [worker_process("--burst", "--concurrency", "4") for _ in range(2)]
+    assert [w.wait(120) for w in workers] == [0, 0], workers[0].output() + workers[1].output()
+    tags = list(Run.objects.values_list("tag", flat=True))
+    assert len(tags) == 300 and len(set(tags)) == 300
+    assert set(Job.objects.values_list("state", flat=True)) == {JobState.COMPLETED}
+
+
+def test_an_idle_worker_starts_a_new_job_within_milliseconds(threaded_worker):
+    worker = threaded_worker(poll_interval=30)  # the poll can't be what wakes it
+    started: dict[int, float] = {}
+    arrived = threading.Event()
+
+    def on_start(sender, job, **kwargs):
+        started[job.pk] = time.monotonic()
+        arrived.set()
+
+    job_started.connect(on_start)
+    latencies = []
+    try:
+        for n in range(10):
+            arrived.clear()
+            with transaction.atomic():
+                job = add.enqueue(n, n)
+            committed = time.monotonic()
+            assert arrived.wait(5), "job did not start"
+            latencies.append(started[job.pk] - committed)
+    finally:
+        job_started.disconnect(on_start)
+    median = statistics.median(latencies)
+    logger.warning(
+        "commit-to-start latency: median %.1f ms, max %.1f ms",
+        median * 1000,
+        max(latencies) * 1000,
+    )
+    assert worker.stats["completed"] >= 9
+    assert median < 0.05, f"median latency {median * 1000:.1f} ms"
+
+
+def test_unpausing_a_queue_wakes_an_idle_worker_at_once(threaded_worker, wait):
+    Queue.objects.update_or_create(name="default", defaults={"paused": True})
+    threaded_worker(poll_interval=30)
+    job = add.enqueue(1, 1)
+    Queue.objects.filter(name="default").update(paused=False)
+    wait(lambda: Job.objects.get(pk=job.pk).state == JobState.COMPLETED, timeout=5)
+
+
+@pytest.mark.slow
+def test_a_blocking_queue_never_runs_two_jobs_at_once_across_processes(worker_process):
+    Queue.objects.update_or_create(name="serial", defaults={"blocking": True})
+    for n in range(12):
+        serial_step.enqueue(f"s{n:02d}", 0.03)
+    workers = [worker_process("--burst", "--queues", "serial", "--concurrency", "4") for _ in "ab"]
+    # --burst exits when nothing is due; a worker shut out by the other may leave
+    # early, so run a last pass to finish whatever is left.
+    for w in workers:
+        assert w.wait(120) == 0, w.output()
+    assert worker_process("--burst", "--queues", "serial").wait(60) == 0
+    tags = list(Run.objects.order_by("id").values_list("tag", flat=True))
+    expected = [tag for n in range(12) for tag in (f"s{n:02d}", f"s{n:02d}:end")]
+    assert tags == expected, "jobs overlapped or ran out of order"
+
+
+@pytest.mark.slow
+def test_sigterm_lets_a_short_job_finish_and_hands_back_a_long_one(worker_process, wait):
+    short = sleep.enqueue(0.5)
+    long = sleep.enqueue(60)
+    process = worker_process("--concurrency", "2", env={"PGJOBS_SHUTDOWN_TIMEOUT": "2"})
+    wait(lambda: Job.objects.filter(state=JobState.EXECUTING).count() == 2, timeout=20)
+    started = time.monotonic()
+    assert process.stop(signal.SIGTERM, timeout=20) == 0, process.output()
+    assert time.monotonic() - started < 10
+    short.refresh_from_db()
+    long.refresh_from_db()
+    assert short.state == JobState.COMPLETED
+    assert long.state == JobState.AVAILABLE and long.attempt == 0 and long.lease is None
+    assert "handed back" in process.output()
+
+
+@pytest.mark.slow
+def test_burst_exits_zero_once_nothing_is_due(worker_process):
+    record.enqueue("one")
+    process = worker_process("--burst")
+    assert process.wait(60) == 0, process.output()
+    assert Run.objects.count() == 1
+
+
+@pytest.mark.slow
+def test_several_processes_from_one_command(worker_process):
+    Job.enqueue_many(
+        [{"task": "testproject.demo.tasks.record", "args": [f"p-{n}"]} for n in range(100)]
+    )
+    process = worker_process("--burst", "--processes", "2", "--concurrency", "2")
+    assert process.wait(120) == 0, process.output()
+    assert Run.objects.count() == 100

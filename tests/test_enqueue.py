@@ -1,0 +1,166 @@
+"""Enqueueing: what gets written, when it becomes visible, and what is refused."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.db import transaction
+from django.utils import timezone
+
+from django_pgjobs import Job, PayloadError, UnknownQueue, UnknownTask
+from django_pgjobs.exceptions import InvalidQueueName
+from django_pgjobs.states import JobState
+from testproject.demo.tasks import add, send_welcome
+from tests.factories import QueueFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def test_task_enqueue_writes_an_available_job_with_the_task_defaults():
+    job = send_welcome.enqueue(42)
+
+    stored = Job.objects.get(pk=job.pk)
+    assert stored.task == "testproject.demo.tasks.send_welcome"
+    assert stored.args == [42]
+    assert stored.queue == "mail"
+    assert stored.max_attempts == 3
+    assert stored.state == JobState.AVAILABLE
+
+
+def test_job_enqueue_by_dotted_path_takes_every_documented_option():
+    when = timezone.now() + timedelta(hours=1)
+    job = Job.enqueue(
+        "testproject.demo.tasks.add",
+        args=[1],
+        kwargs={"b": 2},
+        queue="mail",
+        priority=5,
+        run_at=when,
+        max_attempts=7,
+        unique_key="add-1-2",
+    )
+    stored = Job.objects.get(pk=job.pk)
+    assert (stored.queue, stored.priority, stored.max_attempts) == ("mail", 5, 7)
+    assert stored.kwargs == {"b": 2}
+    assert stored.run_at == when
+    assert stored.state == JobState.SCHEDULED
+    assert stored.unique_key == "add-1-2"
+
+
+def test_using_overrides_options_for_one_call():
+    job = add.using(priority=9, queue="mail").enqueue(1, 2)
+    assert (job.priority, job.queue) == (9, "mail")
+
+
+def test_max_attempts_falls_back_from_task_to_queue_settings_to_global(settings):
+    settings.PGJOBS = {"QUEUES": {"default": {}, "picky": {"max_attempts": 4}}, "MAX_ATTEMPTS": 9}
+    assert Job.enqueue("testproject.demo.tasks.add", [1, 2], queue="picky").max_attempts == 4
+    assert Job.enqueue("testproject.demo.tasks.add", [1, 2]).max_attempts == 9
+    assert Job.enqueue("testproject.demo.tasks.send_welcome", [1], queue="picky").max_attempts == 3
+
+
+def test_enqueue_many_inserts_all_jobs_in_one_statement(django_assert_num_queries):
+    specs = [{"task": "testproject.demo.tasks.add", "args": [i, i]} for i in range(100)]
+    with django_assert_num_queries(1):
+        jobs = Job.enqueue_many(specs)
+    assert len(jobs) == 100
+    assert all(job.pk for job in jobs)
+    assert Job.objects.count() == 100
+
+
+def test_a_rolled_back_transaction_leaves_no_job():
+    with pytest.raises(RuntimeError), transaction.atomic():
+        add.enqueue(1, 2)
+        raise RuntimeError("the view failed")
+    assert not Job.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, named",
+    [
+        ([datetime(2026, 1, 1, tzinfo=UTC)], {}, "args[0]"),
+        ([1], {"user": object()}, "kwargs['user']"),
+        ([{"nested": [1, {2, 3}]}], {}, "args[0]['nested'][1]"),
+        ([float("nan")], {}, "not a finite number"),
+        ([{1: "int key"}], {}, "keys must be str"),
+    ],
+)
+def test_arguments_that_are_not_json_raise_naming_the_value_and_write_nothing(args, kwargs, named):
+    with pytest.raises(TypeError, match=named.replace("[", r"\[").replace("]", r"\]")):
+        Job.enqueue("testproject.demo.tasks.add", args=args, kwargs=kwargs)
+    assert not Job.objects.exists()
+
+
+def test_one_bad_job_in_a_batch_writes_none_of_the_batch():
+    specs = [
+        {"task": "testproject.demo.tasks.add", "args": [1, 2]},
+        {"task": "testproject.demo.tasks.add", "args": [object()]},
+    ]
+    with pytest.raises(PayloadError):
+        Job.enqueue_many(specs)
+    assert not Job.objects.exists()
+
+
+def test_oversized_payload_is_refused(settings):
+    settings.PGJOBS = {"MAX_PAYLOAD_BYTES": 1000}
+    with pytest.raises(PayloadError, match="over the limit of 1000"):
+        add.enqueue("x" * 2000, 1)
+    assert not Job.objects.exists()
+
+
+def test_unknown_task_is_refused():
+    with pytest.raises(UnknownTask, match="no_such_task"):
+        Job.enqueue("testproject.demo.tasks.no_such_task")
+    with pytest.raises(UnknownTask, match=r"os\.system"):
+        Job.enqueue("os.system", args=["true"])  # importable, but not a @task
+    assert not Job.objects.exists()
+
+
+def test_unknown_and_invalid_queues_are_refused():
+    with pytest.raises(UnknownQueue, match="nowhere"):
+        add.using(queue="nowhere").enqueue(1, 2)
+    with pytest.raises(InvalidQueueName):
+        add.using(queue="has spaces").enqueue(1, 2)
+    assert not Job.objects.exists()
+
+
+def test_a_queue_created_in_the_table_is_usable_at_once():
+    with pytest.raises(UnknownQueue):
+        add.using(queue="reports").enqueue(1, 2)
+    QueueFactory(name="reports")
+    assert add.using(queue="reports").enqueue(1, 2).queue == "reports"
+
+
+def test_naive_run_at_is_refused():
+    with pytest.raises(ValueError, match="timezone-aware"):
+        add.using(run_at=datetime(2030, 1, 1)).enqueue(1, 2)
+
+
+def test_duplicate_unique_key_returns_the_existing_active_job():
+    first = add.using(unique_key="report:7").enqueue(1, 2)
+    second = add.using(unique_key="report:7").enqueue(1, 2)
+    assert second.pk == first.pk
+    assert second.is_duplicate and not first.is_duplicate
+    assert Job.objects.count() == 1
+
+
+def test_enqueue_sends_job_enqueued():
+    from django_pgjobs.signals import job_enqueued
+
+    seen = []
+
+    def receiver(sender, job, **kwargs):
+        seen.append(job.pk)
+
+    job_enqueued.connect(receiver)
+    try:
+        job = add.enqueue(1, 2)
+    finally:
+        job_enqueued.disconnect(receiver)
+    assert seen == [job.pk]
+
+
+def test_calling_a_task_runs_it_here_and_now():
+    assert add(2, 3) == 5
+    assert not Job.objects.exists()
