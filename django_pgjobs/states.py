@@ -41,6 +41,10 @@ ALLOWED: dict[JobState, frozenset[JobState]] = {
 CLAIMABLE: frozenset[JobState] = frozenset({S.AVAILABLE, S.SCHEDULED, S.RETRYABLE})
 #: States a job never leaves on its own.
 FINISHED: frozenset[JobState] = frozenset({S.COMPLETED, S.DISCARDED, S.CANCELLED})
+#: States an operator's retry ("run it again now") applies to. Not executing
+#: (that would be a second run beside the first) and not waiting (its
+#: dependencies decide).
+RETRY_FROM: frozenset[JobState] = FINISHED | {S.SCHEDULED, S.RETRYABLE}
 #: States in which the job still has work ahead of it.
 ACTIVE: frozenset[JobState] = frozenset(set(JobState) - FINISHED)
 

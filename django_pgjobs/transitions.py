@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import traceback as tb
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -20,7 +21,7 @@ from django.utils import timezone
 from . import conf, signals
 from .backoff import Backoff
 from .models import Job, Queue
-from .states import InvalidTransition, JobState, sources_of
+from .states import RETRY_FROM, InvalidTransition, JobState, sources_of
 
 logger = logging.getLogger(__name__)
 S = JobState
@@ -33,10 +34,23 @@ def _append(field: str, item: dict[str, Any]) -> CombinedExpression:
     )
 
 
-def _move(job: Job, to: JobState, *, lease_checked: bool = False, **values: Any) -> bool:
-    """Move ``job`` to ``to`` if its stored state allows it; refresh it either way."""
+def _move(
+    job: Job,
+    to: JobState,
+    *,
+    lease_checked: bool = False,
+    sources: Iterable[str] | None = None,
+    **values: Any,
+) -> bool:
+    """Move ``job`` to ``to`` if its stored state allows it; refresh it either way.
+
+    ``sources`` narrows the states the state machine allows to move from.
+    """
+    allowed = set(sources_of(to))
+    if sources is not None:
+        allowed &= {str(s) for s in sources}
     rows = Job.objects.using(job._state.db or conf.get("DATABASE")).filter(
-        pk=job.pk, state__in=sources_of(to)
+        pk=job.pk, state__in=sorted(allowed)
     )
     if lease_checked:
         rows = rows.filter(state=S.EXECUTING, lease=job.lease)
@@ -133,6 +147,7 @@ def retry(job: Job, now: datetime | None = None) -> Job:
     moved = _move(
         job,
         S.AVAILABLE,
+        sources=RETRY_FROM,
         run_at=now,
         finished_at=None,
         max_attempts=_at_least_one_more(),

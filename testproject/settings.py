@@ -1,6 +1,7 @@
 """Settings of the demo project and the test suite, read from the environment."""
 
 from pathlib import Path
+from urllib.parse import unquote
 
 import environ
 
@@ -13,6 +14,9 @@ DEBUG = env.bool("DEBUG", default=True)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 
 DATABASES = {"default": env.db("DATABASE_URL", default="postgres://root@127.0.0.1:5432/pgjobs")}
+# A socket directory comes percent-encoded in the URL's host (postgres://user@%2Fpath:5432/db);
+# django-environ leaves it encoded.
+DATABASES["default"]["HOST"] = unquote(DATABASES["default"]["HOST"])
 
 INSTALLED_APPS = [
     "django.contrib.admin",

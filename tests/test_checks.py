@@ -1,0 +1,49 @@
+"""Bad PGJOBS settings fail the system check with a message that says the fix."""
+
+from __future__ import annotations
+
+import pytest
+
+from django_pgjobs.checks import check_settings
+
+
+def messages(settings_value, settings):
+    settings.PGJOBS = settings_value
+    return [error.msg + " " + (error.hint or "") for error in check_settings()]
+
+
+def test_defaults_pass(settings):
+    assert messages({}, settings) == []
+
+
+def test_a_misspelt_key_names_the_right_one(settings):
+    assert messages({"POLL_INTERVALL": 1}, settings) == [
+        "Unknown PGJOBS key 'POLL_INTERVALL'. Did you mean 'POLL_INTERVAL'?"
+    ]
+
+
+@pytest.mark.parametrize(
+    "value, fragment",
+    [
+        ({"MAX_ATTEMPTS": "5"}, "must be int"),
+        ({"MAX_ATTEMPTS": 0}, "at least 1"),
+        ({"POLL_INTERVAL": 0}, "greater than 0"),
+        ({"BACKOFF": {"strategy": "random"}}, "unknown backoff strategy"),
+        ({"QUEUES": {"default": {}, "bad name": {}}}, "Invalid queue name"),
+        ({"QUEUES": {"default": {"concurrancy": 2}}}, "Unknown option(s) ['concurrancy']"),
+        ({"QUEUES": {"mail": {}}}, "DEFAULT_QUEUE"),
+        ({"DATABASE": "other"}, "names no database"),
+    ],
+)
+def test_bad_values_are_reported(value, fragment, settings):
+    found = messages(value, settings)
+    assert any(fragment in message for message in found), found
+
+
+def test_check_command_fails_on_bad_settings(settings):
+    from django.core.management import call_command
+    from django.core.management.base import SystemCheckError
+
+    settings.PGJOBS = {"WORKER_CONCURENCY": 4}
+    with pytest.raises(SystemCheckError, match="WORKER_CONCURRENCY"):
+        call_command("check")

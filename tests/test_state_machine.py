@@ -1,0 +1,87 @@
+"""The state machine is declared once and the database enforces the same table."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from django.db import IntegrityError, transaction
+
+from django_pgjobs.models import Job
+from django_pgjobs.states import ALLOWED, FINISHED, InvalidTransition, JobState, can_transition
+from tests.factories import JobFactory
+
+pytestmark = pytest.mark.django_db
+
+STATES = [state.value for state in JobState]
+
+
+def test_the_migration_encodes_exactly_the_declared_transitions():
+    from importlib import import_module
+
+    migration = import_module("django_pgjobs.migrations.0002_triggers")
+    declared = {f"{a}>{b}" for a, targets in ALLOWED.items() for b in targets}
+    assert set(migration.ALLOWED_PAIRS) == declared
+
+
+@pytest.mark.parametrize("from_state, to_state", list(itertools.permutations(STATES, 2)))
+def test_the_database_refuses_what_the_state_machine_forbids(from_state, to_state):
+    trait = {} if from_state == "available" else {from_state: True}
+    job = JobFactory(**trait)
+    update = {"state": to_state}
+    if to_state == "executing":
+        update["lease"] = "00000000-0000-0000-0000-000000000001"
+    if can_transition(from_state, to_state):
+        Job.objects.filter(pk=job.pk).update(**update)
+    else:
+        with pytest.raises(IntegrityError, match="cannot go from"), transaction.atomic():
+            Job.objects.filter(pk=job.pk).update(**update)
+
+
+def test_an_executing_job_must_hold_a_lease():
+    job = JobFactory()
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Job.objects.filter(pk=job.pk).update(state="executing")
+
+
+def test_finished_jobs_can_only_be_retried():
+    for state in FINISHED:
+        assert ALLOWED[state] == {JobState.AVAILABLE}
+
+
+@pytest.mark.parametrize("trait", ["completed", "discarded", "cancelled", "retryable", "scheduled"])
+def test_retry_makes_a_job_available_now_with_an_attempt_left(trait):
+    job = JobFactory(**{trait: True})
+    job.retry()
+    assert job.state == JobState.AVAILABLE
+    assert job.max_attempts > job.attempt
+    assert job.finished_at is None
+
+
+def test_retry_of_an_executing_job_is_refused():
+    job = JobFactory(executing=True)
+    with pytest.raises(InvalidTransition):
+        job.retry()
+
+
+@pytest.mark.parametrize("trait", ["waiting", "scheduled", "retryable", "executing"])
+def test_cancel_stops_a_job_that_has_not_finished(trait):
+    job = JobFactory(**{trait: True})
+    job.cancel()
+    assert job.state == JobState.CANCELLED and job.finished_at is not None
+    assert job.lease is None
+
+
+def test_cancel_leaves_a_finished_job_alone():
+    job = JobFactory(completed=True)
+    assert job.cancel().state == JobState.COMPLETED
+
+
+def test_an_outcome_is_refused_once_the_lease_is_gone(worker):
+    from django_pgjobs import transitions
+
+    job = JobFactory(executing=True)
+    stale = Job.objects.get(pk=job.pk)
+    job.cancel()
+    assert not transitions.complete(stale, result=1)
+    assert Job.objects.get(pk=job.pk).state == JobState.CANCELLED
