@@ -1,0 +1,444 @@
+"""What every benchmark runner shares: the workloads, timing and measuring.
+
+Stdlib only (plus psycopg, which every runner's virtualenv has), because each
+queue under test runs in a virtualenv of its own and imports this file from
+there. A runner subclasses ``Adapter`` with the few things that differ between
+queues (how to enqueue, how to start a worker, how to count finished jobs) and
+calls ``main(adapter)``; the workloads themselves are written once, here, so
+every queue gets exactly the same treatment.
+
+The runner prints one JSON object on its last line of output; ``run.py``
+collects those and prints the comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
+
+#: The environment variable through which a worker's ``stamp`` task learns
+#: where to send the instant it started (W3 latency).
+STAMP_ADDRESS = "PGJOBS_BENCH_STAMP"
+
+
+def now() -> float:
+    """CLOCK_MONOTONIC: one clock for every process on the machine, immune to NTP steps."""
+    return time.clock_gettime(time.CLOCK_MONOTONIC)
+
+
+def send_stamp(seq: int) -> None:
+    """Called first thing by the latency task of every queue under test."""
+    stamp = now()
+    host, _, port = os.environ[STAMP_ADDRESS].partition(":")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.sendto(f"{seq} {stamp!r}".encode(), (host, int(port)))
+
+
+def wait_until(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.005):
+    deadline = now() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if now() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
+    return ordered[index]
+
+
+# -- databases ------------------------------------------------------------------------
+
+
+def with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + name))
+
+
+def database_name(url: str) -> str:
+    return urlsplit(url).path.lstrip("/")
+
+
+def recreate_database(url: str) -> None:
+    """Drop and create the database ``url`` names: every run starts from nothing."""
+    import psycopg
+    from psycopg import sql
+
+    name = database_name(url)
+    with psycopg.connect(with_database(url, "postgres"), autocommit=True) as conn:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", [name]
+        )
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def drop_database(url: str) -> None:
+    import psycopg
+    from psycopg import sql
+
+    name = database_name(url)
+    with psycopg.connect(with_database(url, "postgres"), autocommit=True) as conn:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", [name]
+        )
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+def libpq_env(url: str) -> dict[str, str]:
+    """PG* variables for tools that read libpq's environment (pgbench, pgqueuer)."""
+    parts = urlsplit(url)
+    env = {"PGDATABASE": parts.path.lstrip("/"), "PGPORT": str(parts.port or 5432)}
+    if parts.hostname:
+        env["PGHOST"] = parts.hostname
+    if parts.username:
+        env["PGUSER"] = parts.username
+    if parts.password:
+        env["PGPASSWORD"] = parts.password
+    return env
+
+
+# -- processes -------------------------------------------------------------------------
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (Linux /proc)."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                todo += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def peak_rss_mb(pid: int) -> float:
+    """Largest peak resident set (VmHWM) of any process in the tree, in MB."""
+    peaks = []
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{member}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peaks.append(int(line.split()[1]) / 1024)
+    return max(peaks, default=0.0)
+
+
+@dataclass
+class Workers:
+    """Worker processes of the queue under test, started in their own process group."""
+
+    procs: list[subprocess.Popen]
+    log: Path
+
+    def alive(self) -> bool:
+        return all(proc.poll() is None for proc in self.procs)
+
+    def peak_rss_mb(self) -> float:
+        return max(peak_rss_mb(proc.pid) for proc in self.procs)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+        deadline = now() + timeout
+        for proc in self.procs:
+            try:
+                proc.wait(max(0.1, deadline - now()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+
+    def tail(self, lines: int = 30) -> str:
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def start_workers(commands: list[list[str]], env: dict[str, str], cwd: Path, log: Path) -> Workers:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    out = log.open("wb")
+    procs = [
+        subprocess.Popen(
+            command,
+            cwd=cwd,
+            env={**os.environ, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own group: stop() reaches forked children too
+        )
+        for command in commands
+    ]
+    return Workers(procs, log)
+
+
+class StampListener:
+    """Receives the ``seq instant`` datagrams the latency task sends when it starts."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
+
+    def wait_for(self, seq: int, timeout: float) -> float:
+        deadline = now() + timeout
+        while True:
+            remaining = deadline - now()
+            if remaining <= 0:
+                raise TimeoutError(f"job {seq} did not start within {timeout}s")
+            self.sock.settimeout(remaining)
+            data = self.sock.recv(128).decode().split()
+            if int(data[0]) == seq:
+                return float(data[1])
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+# -- the queue under test ---------------------------------------------------------------
+
+
+@dataclass
+class Config:
+    """A way to run workers: how many processes, how much concurrency each."""
+
+    processes: int
+    concurrency: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        extra = "".join(f" {k}={v}" for k, v in self.extra.items())
+        return f"{self.processes}p x {self.concurrency}{extra}"
+
+
+class Adapter:
+    """What differs between queues. Subclasses fill these in."""
+
+    name = "?"
+    version = "?"
+    #: Configurations tried for the drain; the best median is reported.
+    drain_configs: list[Config] = []
+    #: The configuration of the idle worker in the latency workload.
+    latency_config: Config = Config(1, 10)
+    #: LISTEN connections each worker process opens (0: it only polls).
+    listeners_per_process = 1
+
+    def __init__(self, url: str, workdir: Path) -> None:
+        self.url = url
+        self.workdir = workdir
+
+    def install(self) -> None:
+        """Create the queue's tables in the (new, empty) database."""
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        """Empty the job tables between repetitions."""
+        raise NotImplementedError
+
+    def enqueue_each(self, count: int) -> None:
+        """``count`` no-op jobs, each in its own transaction."""
+        raise NotImplementedError
+
+    def enqueue_bulk(self, count: int) -> bool:
+        """``count`` no-op jobs through the bulk API; False if the queue has none."""
+        raise NotImplementedError
+
+    def enqueue_queued(self, count: int) -> None:
+        """``count`` no-op jobs queued for a drain, the fastest way the queue allows."""
+        if not self.enqueue_bulk(count):
+            self.enqueue_each(count)
+
+    def enqueue_stamp(self, seq: int) -> None:
+        """One latency job (its task calls ``send_stamp(seq)``), committed on return."""
+        raise NotImplementedError
+
+    def done(self) -> int:
+        """How many jobs have finished successfully."""
+        raise NotImplementedError
+
+    def worker_commands(self, config: Config) -> list[list[str]]:
+        raise NotImplementedError
+
+    def worker_env(self) -> dict[str, str]:
+        return {}
+
+    def listening(self) -> int:
+        """How many connections of the database are LISTENing (worker readiness)."""
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            return conn.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND query ILIKE 'listen%%'"
+            ).fetchone()[0]
+
+    def close(self) -> None:
+        pass
+
+
+# -- the workloads --------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def running(adapter: Adapter, config: Config, env: dict[str, str] | None = None) -> Iterator:
+    """Workers started, connected and warmed up (their task code imported)."""
+    log = adapter.workdir / f"{adapter.name}-worker.log"
+    workers = start_workers(
+        adapter.worker_commands(config),
+        {**adapter.worker_env(), **(env or {})},
+        adapter.workdir,
+        log,
+    )
+    try:
+        expected = adapter.listeners_per_process * config.processes
+        wait_until(
+            lambda: not workers.alive() or adapter.listening() >= expected,
+            60,
+            f"{expected} LISTEN connections",
+            interval=0.05,
+        )
+        before = adapter.done()
+        warm = 4 * config.processes
+        adapter.enqueue_queued(warm)
+        wait_until(
+            lambda: not workers.alive() or adapter.done() >= before + warm,
+            60,
+            "warm-up jobs",
+            interval=0.02,
+        )
+        if not workers.alive():
+            raise RuntimeError(f"{adapter.name} worker exited:\n{workers.tail()}")
+        if not adapter.listeners_per_process:
+            # Nothing shows when every process is ready: give slow starters time.
+            time.sleep(2.0)
+        yield workers
+    finally:
+        workers.stop()
+
+
+def w1_enqueue(adapter: Adapter, jobs: int, each_jobs: int) -> dict[str, float | None]:
+    adapter.reset()
+    started = now()
+    adapter.enqueue_each(each_jobs)
+    each = each_jobs / (now() - started)
+    adapter.reset()
+    started = now()
+    supported = adapter.enqueue_bulk(jobs)
+    bulk = jobs / (now() - started) if supported else None
+    adapter.reset()
+    return {"each": each, "bulk": bulk}
+
+
+def w2_drain(adapter: Adapter, config: Config, jobs: int) -> dict[str, float]:
+    """Idle, warmed-up workers; ``jobs`` no-op jobs committed at once; time to all done."""
+    adapter.reset()
+    with running(adapter, config) as workers:
+        before = adapter.done()
+        adapter.enqueue_queued(jobs)
+        started = now()
+        wait_until(
+            lambda: adapter.done() >= before + jobs or not workers.alive(),
+            600,
+            "the drain",
+            interval=0.01,
+        )
+        elapsed = now() - started
+        if not workers.alive():
+            raise RuntimeError(f"{adapter.name} worker exited:\n{workers.tail()}")
+        rss = workers.peak_rss_mb()
+    adapter.reset()
+    return {"jobs_per_s": jobs / elapsed, "rss_mb": rss}
+
+
+def w3_latency(adapter: Adapter, jobs: int) -> dict[str, float]:
+    """An idle worker; one job at a time; commit-to-start latency."""
+    adapter.reset()
+    listener = StampListener()
+    try:
+        with running(adapter, adapter.latency_config, {STAMP_ADDRESS: listener.address}):
+            latencies = []
+            for seq in range(jobs):
+                base = adapter.done()
+                adapter.enqueue_stamp(seq)
+                committed = now()
+                latencies.append(listener.wait_for(seq, 10) - committed)
+                # Let the worker finish and go idle again before the next job.
+                wait_until(lambda b=base: adapter.done() > b, 10, f"job {seq} to finish")
+    finally:
+        listener.close()
+    adapter.reset()
+    ms = [x * 1000 for x in latencies]
+    return {"p50_ms": percentile(ms, 0.5), "p99_ms": percentile(ms, 0.99), "max_ms": max(ms)}
+
+
+def run_suite(adapter: Adapter, args: argparse.Namespace) -> dict[str, Any]:
+    recreate_database(adapter.url)
+    adapter.install()
+    result: dict[str, Any] = {"system": adapter.name, "version": adapter.version}
+    log = sys.stderr
+
+    w1 = [w1_enqueue(adapter, args.jobs, args.each_jobs or args.jobs) for _ in range(args.reps)]
+    result["w1_each"] = statistics.median(r["each"] for r in w1)
+    bulks = [r["bulk"] for r in w1 if r["bulk"] is not None]
+    result["w1_bulk"] = statistics.median(bulks) if bulks else None
+    print(f"[{adapter.name}] W1 {w1}", file=log, flush=True)
+
+    drains: dict[str, list[dict[str, float]]] = {}
+    for config in adapter.drain_configs[: args.configs or None]:
+        drains[config.label] = [w2_drain(adapter, config, args.jobs) for _ in range(args.reps)]
+        print(f"[{adapter.name}] W2 {config.label}: {drains[config.label]}", file=log, flush=True)
+    best = max(drains, key=lambda k: statistics.median(r["jobs_per_s"] for r in drains[k]))
+    result["w2"] = statistics.median(r["jobs_per_s"] for r in drains[best])
+    result["w2_config"] = best
+    result["w2_all"] = {
+        label: statistics.median(r["jobs_per_s"] for r in runs) for label, runs in drains.items()
+    }
+    result["rss_mb"] = max(r["rss_mb"] for runs in drains.values() for r in runs)
+
+    if args.latency_jobs:
+        w3 = w3_latency(adapter, args.latency_jobs)
+        result.update({f"w3_{k}": v for k, v in w3.items()})
+        print(f"[{adapter.name}] W3 {w3}", file=log, flush=True)
+    adapter.close()
+    if not args.keep_database:
+        drop_database(adapter.url)
+    return result
+
+
+def main(make_adapter: Callable[[str, Path], Adapter]) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--url", required=True, help="database URL (it is dropped and created)")
+    parser.add_argument("--jobs", type=int, default=10_000)
+    parser.add_argument("--each-jobs", type=int, default=0, help="W1 one per transaction")
+    parser.add_argument("--latency-jobs", type=int, default=200)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--configs", type=int, default=0, help="try only the first N configs")
+    parser.add_argument("--workdir", type=Path, default=BENCH_DIR / ".work")
+    parser.add_argument("--keep-database", action="store_true")
+    args = parser.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    adapter = make_adapter(args.url, args.workdir)
+    result = run_suite(adapter, args)
+    print(json.dumps(result))

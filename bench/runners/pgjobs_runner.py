@@ -1,0 +1,93 @@
+"""Runs the workloads on django-pgjobs (this repository), in the project's virtualenv."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+sys.path[:0] = [str(HERE), str(HERE.parent), str(ROOT)]
+
+from common import Adapter, Config, main  # noqa: E402
+
+
+class PgJobs(Adapter):
+    name = "django-pgjobs"
+    drain_configs = [Config(2, 10), Config(2, 50), Config(1, 20)]
+    latency_config = Config(1, 10)
+
+    def __init__(self, url: str, workdir: Path) -> None:
+        super().__init__(url, workdir)
+        os.environ.update(self.worker_env())
+        import django
+
+        django.setup()
+        self.version = _version()
+
+    def worker_env(self) -> dict[str, str]:
+        return {
+            "DATABASE_URL": self.url,
+            "DJANGO_SETTINGS_MODULE": "pgjobs_settings",
+            "PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent), str(ROOT)]),
+        }
+
+    def install(self) -> None:
+        from django.core.management import call_command
+
+        call_command("migrate", verbosity=0)
+
+    def reset(self) -> None:
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute("TRUNCATE pgjobs_job, pgjobs_jobdependency, pgjobs_workerprocess")
+
+    def enqueue_each(self, count: int) -> None:
+        from django_pgjobs import Job
+
+        for _ in range(count):
+            Job.enqueue("pgjobs_tasks.noop")
+
+    def enqueue_bulk(self, count: int) -> bool:
+        from django_pgjobs import Job
+
+        Job.enqueue_many([{"task": "pgjobs_tasks.noop"}] * count)
+        return True
+
+    def enqueue_stamp(self, seq: int) -> None:
+        from django_pgjobs import Job
+
+        Job.enqueue("pgjobs_tasks.stamp", args=[seq])
+
+    def done(self) -> int:
+        from django_pgjobs.models import Job
+
+        return Job.objects.filter(state="completed").count()
+
+    def worker_commands(self, config: Config) -> list[list[str]]:
+        return [
+            [
+                sys.executable,
+                str(ROOT / "manage.py"),
+                "runworker",
+                "--queues=default",
+                f"--processes={config.processes}",
+                f"--concurrency={config.concurrency}",
+            ]
+        ]
+
+
+def _version() -> str:
+    import subprocess
+    from importlib.metadata import version
+
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    return f"{version('django-pgjobs')}+{commit}" if commit else version("django-pgjobs")
+
+
+if __name__ == "__main__":
+    main(PgJobs)

@@ -1,0 +1,11 @@
+"""Settings for benchmarking django-pgjobs: the test project's, minus debugging.
+
+DEBUG=True would make Django keep every query in memory and slow each one down.
+"""
+
+from testproject.settings import *  # noqa: F403
+from testproject.settings import LOGGING
+
+DEBUG = False
+PGJOBS = {"QUEUES": {"default": {}}}
+LOGGING["loggers"]["django_pgjobs"]["level"] = "WARNING"

@@ -1,0 +1,88 @@
+"""Runs the workloads on pgqueuer, in a virtualenv of its own (see run.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent)]
+
+from common import Adapter, Config, main  # noqa: E402
+
+
+class PgQueuer(Adapter):
+    name = "pgqueuer"
+    version = version("pgqueuer")
+    # Concurrency is the dequeue batch size: pgqueuer runs a batch's async jobs at once.
+    drain_configs = [Config(2, 10), Config(2, 50), Config(1, 50)]
+    latency_config = Config(1, 10)
+    # Its LISTEN shares the connection with its queries: not visible in pg_stat_activity.
+    listeners_per_process = 0
+
+    def __init__(self, url: str, workdir: Path) -> None:
+        super().__init__(url, workdir)
+        self.loop = asyncio.new_event_loop()
+        self.enqueued = 0
+        self.queries = None
+
+    def _run(self, coroutine: Any) -> Any:
+        return self.loop.run_until_complete(coroutine)
+
+    def _connect(self) -> None:
+        import asyncpg
+        from pgqueuer import AsyncpgDriver, Queries
+
+        self.conn = self._run(asyncpg.connect(self.url))
+        self.queries = Queries(AsyncpgDriver(self.conn))
+
+    def worker_env(self) -> dict[str, str]:
+        return {"PGDSN": self.url, "PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent)])}
+
+    def install(self) -> None:
+        subprocess.run(
+            [sys.executable, "-m", "pgqueuer", "install"],
+            env={**os.environ, **self.worker_env()},
+            check=True,
+            capture_output=True,
+        )
+        self._connect()
+
+    def reset(self) -> None:
+        self._run(self.conn.execute("TRUNCATE pgqueuer, pgqueuer_log, pgqueuer_statistics"))
+        self.enqueued = 0
+
+    def enqueue_each(self, count: int) -> None:
+        for _ in range(count):
+            self._run(self.queries.enqueue("noop", None))
+        self.enqueued += count
+
+    def enqueue_bulk(self, count: int) -> bool:
+        self._run(self.queries.enqueue(["noop"] * count, [None] * count, [0] * count))
+        self.enqueued += count
+        return True
+
+    def enqueue_stamp(self, seq: int) -> None:
+        self._run(self.queries.enqueue("stamp", str(seq).encode()))
+        self.enqueued += 1
+
+    def done(self) -> int:
+        # Finished jobs leave the queue table (their log rows get folded away).
+        return self.enqueued - self._run(self.conn.fetchval("SELECT count(*) FROM pgqueuer"))
+
+    def worker_commands(self, config: Config) -> list[list[str]]:
+        command = [sys.executable, str(HERE / "pgqueuer_app.py"), str(config.concurrency)]
+        return [command] * config.processes
+
+    def close(self) -> None:
+        self._run(self.conn.close())
+        self.loop.close()
+
+
+if __name__ == "__main__":
+    main(PgQueuer)
