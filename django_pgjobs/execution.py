@@ -7,19 +7,21 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
 from django.utils import timezone
 
-from . import signals, transitions
+from . import conf, signals, transitions
+from .backoff import Backoff
 from .context import JobContext, _current
 from .dependencies import results_of_dependencies
 from .exceptions import DiscardJob, JobTimeout, UnknownTask
 from .models import Job
 from .tasks import Task, get_task
+from .transitions import Outcome
 
 logger = logging.getLogger(__name__)
 
@@ -84,47 +86,74 @@ def execute(job: Job, clock: Clock = timezone.now, context: JobContext | None = 
     while it ran (rescued, cancelled, timed out by the worker). Never raises
     for anything the task does.
     """
+    return record([run(job, clock, context)])[0]
+
+
+def run(job: Job, clock: Clock = timezone.now, context: JobContext | None = None) -> Outcome:
+    """Run the task of a claimed job and return its outcome, not yet written.
+
+    Writing is left to the caller so that a worker can write the outcomes of
+    many jobs in one statement (``record``). Never raises for anything the task does.
+    """
     context = context or JobContext(job)
     signals.job_started.send(sender=Job, job=job)
     try:
         try:
             registered = get_task(job.task)
         except UnknownTask as error:
-            return _write(job, transitions.fail, error, clock(), discard=True)
+            return transitions.failed(job, error, clock(), discard=True)
         try:
             result = call_task(registered, context)
         except DiscardJob as error:
-            return _write(job, transitions.fail, error, clock(), discard=True)
+            return transitions.failed(job, error, clock(), discard=True)
         except BaseException as error:  # a task's failure, even SystemExit, is data
             logger.info("job %s (%s) attempt %s failed: %r", job.pk, job.task, job.attempt, error)
-            return _write(job, transitions.fail, error, clock(), backoff=registered.backoff)
-        return _write(job, transitions.complete, _jsonable(result), clock())
+            return _retry_or_discard(job, error, clock(), registered.backoff)
+        return transitions.completed(job, _jsonable(result), clock())
     finally:
         drop_broken_connections()
 
 
-def _write(job: Job, outcome: Callable[..., bool], *args: Any, **kwargs: Any) -> str:
-    """Write an outcome, retrying through a database outage for up to a minute.
+def _retry_or_discard(
+    job: Job, error: BaseException, now: datetime, backoff: Backoff | None
+) -> Outcome:
+    try:
+        # Without a backoff of its own the job's queue decides, which takes a read.
+        return transitions.failed(job, error, now, backoff=backoff)
+    except DatabaseError as problem:
+        logger.warning("job %s: queue backoff unreadable (%s); using the default", job.pk, problem)
+        return transitions.failed(job, error, now, backoff=Backoff.from_dict(conf.get("BACKOFF")))
 
-    If the database stays away the job stays executing under our lease; rescue
-    returns it once this worker is gone.
+
+def record(outcomes: Sequence[Outcome]) -> list[str]:
+    """Write outcomes (one statement), retrying through a database outage for up to a minute.
+
+    Returns, for each, the state its job ended in, "lost" if its lease was taken
+    away, or "unrecorded" if the database stayed away: such a job stays
+    executing under our lease and is rescued once this worker is gone.
     """
+    if not outcomes:
+        return []
     delay, deadline = 0.1, time.monotonic() + 60.0
     while True:
         try:
-            if not outcome(job, *args, **kwargs):
-                logger.warning("job %s: outcome refused, its lease was taken away", job.pk)
-                return "lost"
-            return job.state
+            written = transitions.finish(outcomes)
+            break
         except (OperationalError, InterfaceError) as error:
             if time.monotonic() > deadline:
-                logger.error("job %s: could not record its outcome: %s", job.pk, error)
-                return "unrecorded"
-            logger.warning("job %s: database unavailable (%s); retrying", job.pk, error)
+                logger.error("could not record %d outcome(s): %s", len(outcomes), error)
+                return ["unrecorded"] * len(outcomes)
+            logger.warning("database unavailable (%s); retrying outcome writes", error)
             for conn in connections.all(initialized_only=True):
                 conn.close()
             time.sleep(delay)  # this thread has nothing else to do meanwhile
             delay = min(delay * 2, 5.0)
+    states = []
+    for outcome, moved in zip(outcomes, written, strict=True):
+        if not moved:
+            logger.warning("job %s: outcome refused, its lease was taken away", outcome.job.pk)
+        states.append(outcome.job.state if moved else "lost")
+    return states
 
 
 def drop_broken_connections() -> None:

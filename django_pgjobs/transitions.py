@@ -8,15 +8,16 @@ back) can't overwrite what happened since.
 
 from __future__ import annotations
 
+import json
 import logging
 import traceback as tb
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from django.db import transaction
-from django.db.models import F, JSONField, Value
-from django.db.models.expressions import CombinedExpression
+from django.db.models import F
 from django.utils import timezone
 
 from . import conf, db, signals
@@ -27,13 +28,6 @@ from .workers import CONTROL_CHANNEL
 
 logger = logging.getLogger(__name__)
 S = JobState
-
-
-def _append(field: str, item: dict[str, Any]) -> CombinedExpression:
-    """SQL ``field || '[item]'``: appends without reading the list first."""
-    return CombinedExpression(
-        F(field), "||", Value([item], output_field=JSONField()), output_field=JSONField()
-    )
 
 
 def _move(
@@ -73,13 +67,107 @@ def error_record(attempt: int, at: datetime, error: BaseException) -> dict[str, 
 # -- outcomes of an attempt (worker only; lease-checked) --------------------------------
 
 
+@dataclass
+class Outcome:
+    """What an attempt of ``job`` ended in, to be written by ``finish``."""
+
+    job: Job
+    state: JobState  # completed, retryable or discarded
+    at: datetime
+    result: Any = None
+    error: BaseException | None = None
+    run_at: datetime | None = None  # retryable: when to run again
+
+
+def completed(job: Job, result: Any, now: datetime | None = None) -> Outcome:
+    return Outcome(job, S.COMPLETED, now or timezone.now(), result=result)
+
+
+def failed(
+    job: Job,
+    error: BaseException,
+    now: datetime | None = None,
+    *,
+    backoff: Backoff | None = None,
+    discard: bool = False,
+    spread: float | None = None,
+) -> Outcome:
+    """Retryable (run_at by backoff), or discarded when attempts are used up or ``discard``."""
+    now = now or timezone.now()
+    if discard or job.attempt >= job.max_attempts:
+        return Outcome(job, S.DISCARDED, now, error=error)
+    policy = backoff or queue_backoff(job.queue)
+    return Outcome(
+        job, S.RETRYABLE, now, error=error, run_at=policy.next_run_at(job.attempt, now, spread)
+    )
+
+
+def finish(outcomes: Sequence[Outcome]) -> list[bool]:
+    """Write many outcomes in one lease-checked UPDATE; True for each one written.
+
+    A job whose lease was taken away (rescued, cancelled, handed back) is left
+    as it is and gets False. Written jobs are updated from what the database
+    returned (no second read) and their signal is sent, one per job.
+    """
+    results: dict[int, bool] = {}
+    by_alias: dict[str, list[Outcome]] = {}
+    for outcome in outcomes:
+        by_alias.setdefault(outcome.job._state.db or conf.get("DATABASE"), []).append(outcome)
+    for using, group in by_alias.items():
+        params: dict[str, list[Any]] = {
+            "ids": [],
+            "leases": [],
+            "states": [],
+            "results": [],
+            "errors": [],
+            "run_ats": [],
+            "finished_ats": [],
+        }
+        for outcome in group:
+            job = outcome.job
+            params["ids"].append(job.pk)
+            params["leases"].append(job.lease)
+            params["states"].append(str(outcome.state))
+            # JSONField stores None as SQL NULL; so do we.
+            params["results"].append(None if outcome.result is None else json.dumps(outcome.result))
+            params["errors"].append(
+                None
+                if outcome.error is None
+                else json.dumps(error_record(job.attempt, outcome.at, outcome.error))
+            )
+            params["run_ats"].append(outcome.run_at)
+            params["finished_ats"].append(None if outcome.state == S.RETRYABLE else outcome.at)
+        written = {row.pk: row for row in db.fetch_jobs("finish", params, using)}
+        for outcome in group:
+            row = written.get(outcome.job.pk)
+            if row is None:
+                outcome.job.refresh_from_db()  # refused: show what happened instead
+            else:
+                _copy_fields(row, outcome.job)
+            results[outcome.job.pk] = row is not None
+    for outcome in outcomes:
+        if results[outcome.job.pk]:
+            _send_outcome_signal(outcome)
+    return [results[outcome.job.pk] for outcome in outcomes]
+
+
+def _copy_fields(source: Job, target: Job) -> None:
+    for field in Job._meta.concrete_fields:
+        setattr(target, field.attname, getattr(source, field.attname))
+
+
+def _send_outcome_signal(outcome: Outcome) -> None:
+    if outcome.state == S.COMPLETED:
+        signals.job_completed.send(sender=Job, job=outcome.job)
+    elif outcome.state == S.DISCARDED:
+        signals.job_discarded.send(sender=Job, job=outcome.job, error=outcome.error)
+    else:
+        signals.job_retrying.send(sender=Job, job=outcome.job, error=outcome.error)
+
+
 def complete(job: Job, result: Any, now: datetime | None = None) -> bool:
     """executing -> completed, keeping the return value. False if the lease was lost."""
-    now = now or timezone.now()
-    moved = _move(job, S.COMPLETED, lease_checked=True, result=result, finished_at=now, lease=None)
-    if moved:
-        signals.job_completed.send(sender=Job, job=job)
-    return moved
+    return finish([completed(job, result, now)])[0]
 
 
 def fail(
@@ -95,32 +183,8 @@ def fail(
 
     Discarded when attempts are used up or ``discard`` is set. False if the lease was lost.
     """
-    now = now or timezone.now()
-    record = error_record(job.attempt, now, error)
-    if discard or job.attempt >= job.max_attempts:
-        moved = _move(
-            job,
-            S.DISCARDED,
-            lease_checked=True,
-            errors=_append("errors", record),
-            finished_at=now,
-            lease=None,
-        )
-        if moved:
-            signals.job_discarded.send(sender=Job, job=job, error=error)
-        return moved
-    policy = backoff or queue_backoff(job.queue)
-    moved = _move(
-        job,
-        S.RETRYABLE,
-        lease_checked=True,
-        errors=_append("errors", record),
-        run_at=policy.next_run_at(job.attempt, now, spread),
-        lease=None,
-    )
-    if moved:
-        signals.job_retrying.send(sender=Job, job=job, error=error)
-    return moved
+    outcome = failed(job, error, now, backoff=backoff, discard=discard, spread=spread)
+    return finish([outcome])[0]
 
 
 def hand_back(job: Job) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import socket
 import threading
 import time
@@ -23,12 +24,13 @@ from django.utils import timezone
 from . import conf, db, maintenance, transitions
 from .context import JobContext
 from .exceptions import JobTimeout
-from .execution import execute
+from .execution import execute, record, run
 from .models import Job, Queue, WorkerProcess
 from .notifier import JOBS_CHANNEL, Notifier
 from .pool import JobPool
 from .queues import check_known, sync_from_settings
 from .tasks import get_task
+from .transitions import Outcome
 from .workers import CONTROL_CHANNEL
 
 logger = logging.getLogger(__name__)
@@ -38,6 +40,9 @@ Clock = Callable[[], datetime]
 #: Seconds past its timeout after which a sync job that ignored the interrupt is
 #: failed by the worker and its thread abandoned.
 TIMEOUT_GRACE = 1.0
+
+#: Most outcomes written by one statement.
+MAX_OUTCOME_BATCH = 500
 
 
 class Worker:
@@ -70,6 +75,13 @@ class Worker:
         self._notifier: Notifier | None = None
         self._heartbeat: threading.Thread | None = None
         self._lock = threading.Lock()
+        # Outcomes of jobs that ran on the pool, waiting to be written by the
+        # completer thread: everything that piled up while it wrote the last
+        # batch goes in one statement (one commit) next.
+        self._outcomes: queue.SimpleQueue[tuple[JobContext, Outcome | str] | None] = (
+            queue.SimpleQueue()
+        )
+        self._completer: threading.Thread | None = None
 
     # -- one step -----------------------------------------------------------------
 
@@ -152,13 +164,62 @@ class Worker:
         with self._lock:
             self.stats[outcome] += 1
 
-    def _execute(self, context: JobContext) -> str:
-        return execute(context.job, self.clock, context)
+    def _run(self, context: JobContext) -> Outcome:
+        return run(context.job, self.clock, context)
+
+    def _ran(self, context: JobContext, outcome: Outcome | str) -> None:
+        """A pool thread is done with a job: queue its outcome for the completer."""
+        self._outcomes.put((context, outcome))
+
+    def _complete(self) -> None:
+        """The completer thread: write queued outcomes in batches, then free their slots.
+
+        A job keeps its slot until its outcome is written, so the concurrency
+        limit covers written-or-not outcomes too, and shutdown can tell jobs
+        still running from jobs done.
+        """
+        try:
+            while (item := self._outcomes.get()) is not None:
+                batch = [item]
+                last = False
+                while len(batch) < MAX_OUTCOME_BATCH:
+                    try:
+                        more = self._outcomes.get_nowait()
+                    except queue.Empty:
+                        break
+                    if more is None:
+                        last = True
+                        break
+                    batch.append(more)
+                self._write_batch(batch)
+                if last:
+                    break
+        finally:
+            connections.close_all()
+
+    def _write_batch(self, batch: list[tuple[JobContext, Outcome | str]]) -> None:
+        pending = [(c, o) for c, o in batch if isinstance(o, Outcome)]
+        try:
+            states = record([outcome for _, outcome in pending])
+        except Exception:  # our own bug: the jobs stay executing and get rescued
+            logger.exception("writing %d outcome(s) failed", len(pending))
+            states = ["crashed"] * len(pending)
+        for (context, _), state in zip(pending, states, strict=True):
+            self._finished(context, state)
+        for context, outcome in batch:
+            if not isinstance(outcome, Outcome):
+                self._finished(context, outcome)  # the pool's "crashed"
 
     def _finished(self, context: JobContext, outcome: str) -> None:
         self.running.pop(context.job.pk, None)
         self._record(outcome)
         self.wakeup.set()  # capacity is free: claim again
+
+    def _stop_completer(self, timeout: float = 10.0) -> None:
+        """Write what is queued, then stop the completer thread."""
+        if self._completer is not None and self._completer.is_alive():
+            self._outcomes.put(None)
+            self._completer.join(timeout)
 
     # -- timeouts and cancellation ---------------------------------------------------
 
@@ -205,7 +266,11 @@ class Worker:
             queues=self.queues,
             concurrency=self.concurrency,
         )
-        self._pool = JobPool(self.concurrency, self._execute, self._finished)
+        self._completer = threading.Thread(
+            target=self._complete, name="pgjobs-completer", daemon=True
+        )
+        self._completer.start()
+        self._pool = JobPool(self.concurrency, self._run, self._ran)
         self._notifier = Notifier(
             [JOBS_CHANNEL, CONTROL_CHANNEL], self._on_notify, self.wakeup.set, using=self.using
         )
@@ -297,6 +362,8 @@ class Worker:
                 break
             self.enforce_timeouts()
             self.hand_back_now.wait(min(remaining, 0.05))
+        # Jobs that finished are written, not handed back (which would run them again).
+        self._stop_completer()
         for context in list(self.running.values()):
             job = context.job
             context.request_cancel()  # async tasks stop; sync ones see the flag
