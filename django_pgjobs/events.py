@@ -13,14 +13,19 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import psycopg
+from django.db import connections
 from psycopg import sql
 
 from . import db
+
+if TYPE_CHECKING:
+    from .models import Job
 
 EVENTS_CHANNEL = "pgjobs_events"
 
@@ -90,3 +95,28 @@ class EventStream:
 def listen(using: str | None = None) -> EventStream:
     """Subscribe to job events from now on."""
     return EventStream(using)
+
+
+def publish(changes: Iterable[tuple[Job, str | None]], using: str) -> None:
+    """Publish ``(job, previous state)`` events for changes made by statements
+    that don't publish their own (a worker's claims and outcomes: see
+    migration 0009_performance). Inside a transaction, they go out when it
+    commits; otherwise at once, in a short transaction that doesn't wait for
+    the disk.
+    """
+    payloads = [
+        json.dumps(
+            {
+                "id": job.pk,
+                "task": job.task,
+                "queue": job.queue,
+                "state": job.state,
+                "previous": previous,
+                "attempt": job.attempt,
+            }
+        )
+        for job, previous in changes
+    ]
+    if payloads:
+        statement = "publish" if connections[using].in_atomic_block else "publish_now"
+        db.fetch_dicts(statement, {"payloads": payloads}, using)

@@ -20,7 +20,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from . import conf, db, signals
+from . import conf, db, events, signals
 from .backoff import Backoff
 from .models import Job, Queue
 from .states import RETRY_FROM, InvalidTransition, JobState, sources_of
@@ -138,6 +138,8 @@ def finish(outcomes: Sequence[Outcome]) -> list[bool]:
             params["run_ats"].append(outcome.run_at)
             params["finished_ats"].append(None if outcome.state == S.RETRYABLE else outcome.at)
         written = {row.pk: row for row in db.fetch_jobs("finish", params, using)}
+        # finish.sql leaves publishing its events to us (see events.publish).
+        events.publish(((row, S.EXECUTING.value) for row in written.values()), using)
         for outcome in group:
             row = written.get(outcome.job.pk)
             if row is None:

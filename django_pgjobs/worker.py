@@ -21,7 +21,7 @@ from datetime import datetime
 from django.db import DatabaseError, InterfaceError, OperationalError, connections, transaction
 from django.utils import timezone
 
-from . import conf, db, maintenance, transitions
+from . import conf, db, events, maintenance, transitions
 from .context import JobContext
 from .exceptions import JobTimeout
 from .execution import execute, record, run
@@ -85,8 +85,12 @@ class Worker:
 
     # -- one step -----------------------------------------------------------------
 
-    def claim(self, limit: int, now: datetime | None = None) -> list[Job]:
-        """Claim up to ``limit`` due jobs across this worker's queues, best first."""
+    def claim(self, limit: int, now: datetime | None = None, *, publish: bool = True) -> list[Job]:
+        """Claim up to ``limit`` due jobs across this worker's queues, best first.
+
+        The claim statements leave publishing their events to the caller:
+        ``publish=False`` lets the loop start the jobs first (``publish_claimed``).
+        """
         now = now or self.clock()
         worker_id = self.record.pk if self.record else None
         configs = {
@@ -110,7 +114,12 @@ class Worker:
             else:
                 claimed += db.fetch_jobs("claim", params, self.using)
         claimed.sort(key=lambda job: (-job.priority, job.run_at, job.pk))
+        if publish:
+            self.publish_claimed(claimed)
         return claimed
+
+    def publish_claimed(self, jobs: list[Job]) -> None:
+        events.publish(((job, job.previous) for job in jobs), self.using)
 
     def _claim_limited(self, params: dict) -> list[Job]:
         with transaction.atomic(using=self.using):
@@ -129,7 +138,7 @@ class Worker:
         free = self.concurrency - len(self.running)
         if free <= 0 or self.stopping.is_set():
             return []
-        jobs = self.claim(free, now)
+        jobs = self.claim(free, now, publish=self._pool is None)
         for job in jobs:
             if self._pool is None:
                 self._record(execute(job, self.clock))
@@ -139,6 +148,8 @@ class Worker:
                 context = JobContext(job, started=time.monotonic())
                 self.running[job.pk] = context
                 self._pool.submit(context)
+        if self._pool is not None:
+            self.publish_claimed(jobs)  # after starting them: events don't delay jobs
         return jobs
 
     def drain(self, now: datetime | None = None, max_jobs: int | None = None) -> Counter[str]:

@@ -18,6 +18,14 @@ keeps the new row versions on the same page, and autovacuum visits the table
 after 2% of it changed instead of 20%, so the claim index stays free of dead
 entries under churn.
 
+Events of a worker's claims and outcomes are no longer sent from inside those
+transactions: every transaction that NOTIFYs takes one cluster-wide lock and
+holds it through its commit's fsync, so notifying claims and outcomes
+serialise with each other (and with every other notifying transaction on the
+server) instead of sharing WAL flushes. Those statements mark themselves (see
+``pgjobs_publish_changes``) and the worker publishes their events right after
+they commit, in a short transaction of its own that doesn't wait for the disk.
+
 Statement triggers can't name columns (``UPDATE OF state``), so they see every
 UPDATE of the table; each one starts with a join of the transition tables on
 ``id`` that finds nothing when no state changed.
@@ -60,6 +68,14 @@ CREATE TRIGGER pgjobs_job_transition
 
 CREATE FUNCTION pgjobs_publish_changes() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
+    -- A statement that publishes its own events after it commits (a worker's
+    -- claims and outcomes) says so by setting pgjobs.publisher to its start
+    -- time; changes it causes through other triggers (released dependents)
+    -- are still published here.
+    IF pg_trigger_depth() = 1
+       AND current_setting('pgjobs.publisher', true) = statement_timestamp()::text THEN
+        RETURN NULL;
+    END IF;
     PERFORM pg_notify('pgjobs_events', json_build_object(
         'id', n.id, 'task', n.task, 'queue', n.queue, 'state', n.state,
         'previous', o.state, 'attempt', n.attempt)::text)

@@ -1,6 +1,10 @@
 -- Claim up to %(limit)s due jobs of one queue that has no concurrency limit.
 -- SKIP LOCKED lets any number of workers claim side by side without waiting on
 -- each other; the inner query matches the pgjobs_job_claim index.
+WITH publisher AS (
+    -- The worker publishes these events itself once this commits (see events.py).
+    SELECT set_config('pgjobs.publisher', statement_timestamp()::text, true)
+)
 UPDATE pgjobs_job AS job
 SET state = 'executing',
     attempt = job.attempt + 1,
@@ -8,7 +12,7 @@ SET state = 'executing',
     worker_id = %(worker_id)s,
     lease = gen_random_uuid()
 FROM (
-    SELECT id
+    SELECT id, state
     FROM pgjobs_job
     WHERE queue = %(queue)s
       AND state IN ('available', 'scheduled', 'retryable')
@@ -16,6 +20,6 @@ FROM (
     ORDER BY priority DESC, run_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
-) AS due
+) AS due, publisher
 WHERE job.id = due.id
-RETURNING job.*
+RETURNING job.*, due.state AS previous

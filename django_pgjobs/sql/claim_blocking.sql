@@ -1,6 +1,10 @@
 -- Claim the head of a blocking queue: nothing while one of its jobs executes;
 -- a job waiting for its retry is the head until it has run again, so order
 -- holds across failures. Only correct after lock_queue.sql in the same transaction.
+WITH publisher AS (
+    -- The worker publishes these events itself once this commits (see events.py).
+    SELECT set_config('pgjobs.publisher', statement_timestamp()::text, true)
+)
 UPDATE pgjobs_job AS job
 SET state = 'executing',
     attempt = job.attempt + 1,
@@ -8,7 +12,7 @@ SET state = 'executing',
     worker_id = %(worker_id)s,
     lease = gen_random_uuid()
 FROM (
-    SELECT id, run_at
+    SELECT id, run_at, state
     FROM pgjobs_job
     WHERE queue = %(queue)s
       AND state IN ('available', 'scheduled', 'retryable')
@@ -19,6 +23,6 @@ FROM (
     ORDER BY state = 'retryable' DESC, priority DESC, run_at, id
     LIMIT 1
     FOR UPDATE
-) AS head
+) AS head, publisher
 WHERE job.id = head.id AND head.run_at <= %(now)s
-RETURNING job.*
+RETURNING job.*, head.state AS previous

@@ -1,5 +1,9 @@
 -- Claim due jobs of a queue with a global concurrency limit, up to what the
 -- limit leaves free. Only correct after lock_queue.sql in the same transaction.
+WITH publisher AS (
+    -- The worker publishes these events itself once this commits (see events.py).
+    SELECT set_config('pgjobs.publisher', statement_timestamp()::text, true)
+)
 UPDATE pgjobs_job AS job
 SET state = 'executing',
     attempt = job.attempt + 1,
@@ -7,7 +11,7 @@ SET state = 'executing',
     worker_id = %(worker_id)s,
     lease = gen_random_uuid()
 FROM (
-    SELECT id
+    SELECT id, state
     FROM pgjobs_job
     WHERE queue = %(queue)s
       AND state IN ('available', 'scheduled', 'retryable')
@@ -20,6 +24,6 @@ FROM (
         )
     ))
     FOR UPDATE SKIP LOCKED
-) AS due
+) AS due, publisher
 WHERE job.id = due.id
-RETURNING job.*
+RETURNING job.*, due.state AS previous

@@ -2,6 +2,10 @@
 -- result), retryable (run again at run_at) or discarded, each with its error
 -- appended. Lease-checked per job: a job whose lease was taken away (rescued,
 -- cancelled, handed back) is not matched, and is missing from what this returns.
+WITH publisher AS (
+    -- The worker publishes these events itself once this commits (see events.py).
+    SELECT set_config('pgjobs.publisher', statement_timestamp()::text, true)
+)
 UPDATE pgjobs_job AS job
 SET state = outcome.state,
     result = CASE WHEN outcome.state = 'completed' THEN outcome.result::jsonb ELSE job.result END,
@@ -20,7 +24,7 @@ FROM unnest(
     %(errors)s::text[],
     %(run_ats)s::timestamptz[],
     %(finished_ats)s::timestamptz[]
-) AS outcome (id, lease, state, result, error, run_at, finished_at)
+) AS outcome (id, lease, state, result, error, run_at, finished_at), publisher
 WHERE job.id = outcome.id
   AND job.state = 'executing'
   AND job.lease = outcome.lease
