@@ -12,14 +12,17 @@ connection of its own and yields them::
 from __future__ import annotations
 
 import json
+import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from queue import Empty, SimpleQueue
 from types import TracebackType
 from typing import TYPE_CHECKING
 
 import psycopg
-from django.db import connections
+from django.db import DatabaseError, connections
 from psycopg import sql
 
 from . import db
@@ -28,6 +31,7 @@ if TYPE_CHECKING:
     from .models import Job
 
 EVENTS_CHANNEL = "pgjobs_events"
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -97,14 +101,11 @@ def listen(using: str | None = None) -> EventStream:
     return EventStream(using)
 
 
-def publish(changes: Iterable[tuple[Job, str | None]], using: str) -> None:
-    """Publish ``(job, previous state)`` events for changes made by statements
-    that don't publish their own (a worker's claims and outcomes: see
-    migration 0009_performance). Inside a transaction, they go out when it
-    commits; otherwise at once, in a short transaction that doesn't wait for
-    the disk.
-    """
-    payloads = [
+Change = tuple["Job", str | None]  # a job as it is now, and the state it left
+
+
+def payloads(changes: Iterable[Change]) -> list[str]:
+    return [
         json.dumps(
             {
                 "id": job.pk,
@@ -117,6 +118,82 @@ def publish(changes: Iterable[tuple[Job, str | None]], using: str) -> None:
         )
         for job, previous in changes
     ]
-    if payloads:
+
+
+def publish(changes: Iterable[Change], using: str) -> None:
+    """Publish events for changes made by statements that don't publish their
+    own (a worker's claims and outcomes: see migration 0009_performance).
+
+    Inside a transaction they go out when it commits; otherwise at once, in a
+    short transaction that doesn't wait for the disk.
+    """
+    _send(payloads(changes), using)
+
+
+def _send(messages: list[str], using: str) -> None:
+    if messages:
         statement = "publish" if connections[using].in_atomic_block else "publish_now"
-        db.fetch_dicts(statement, {"payloads": payloads}, using)
+        db.fetch_dicts(statement, {"payloads": messages}, using)
+
+
+class Publisher:
+    """``publish`` from a thread of its own, for a worker.
+
+    Publishing waits for PostgreSQL's cluster-wide NOTIFY lock, which every
+    notifying commit on the server holds through its fsync; a worker's claims
+    and outcome writes must not wait for it. Events queue up here (in order)
+    while the thread waits, and go out many per statement.
+    """
+
+    MAX_BATCH = 5000
+
+    def __init__(self, using: str) -> None:
+        self.using = using
+        self._queue: SimpleQueue[list[str] | None] = SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="pgjobs-publisher", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def publish(self, changes: Iterable[Change]) -> None:
+        messages = payloads(changes)
+        if messages:
+            self._queue.put(messages)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Send what is queued, then stop."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        try:
+            while (first := self._queue.get()) is not None:
+                batch, last = list(first), False
+                while len(batch) < self.MAX_BATCH:
+                    try:
+                        more = self._queue.get_nowait()
+                    except Empty:
+                        break
+                    if more is None:
+                        last = True
+                        break
+                    batch += more
+                self._send(batch)
+                if last:
+                    break
+        finally:
+            connections.close_all()
+
+    def _send(self, batch: list[str]) -> None:
+        for delay in (0.1, 0.5, 2.0, None):
+            try:
+                _send(batch, self.using)
+                return
+            except DatabaseError as error:
+                if delay is None:
+                    logger.error("dropped %d job event(s): %s", len(batch), error)
+                    return
+                logger.warning("could not publish job events (%s); retrying", error)
+                connections[self.using].close()
+                time.sleep(delay)  # this thread has nothing else to do meanwhile

@@ -7,7 +7,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -18,6 +18,7 @@ from . import conf, signals, transitions
 from .backoff import Backoff
 from .context import JobContext, _current
 from .dependencies import results_of_dependencies
+from .events import Change
 from .exceptions import DiscardJob, JobTimeout, UnknownTask
 from .models import Job
 from .tasks import Task, get_task
@@ -125,7 +126,9 @@ def _retry_or_discard(
         return transitions.failed(job, error, now, backoff=Backoff.from_dict(conf.get("BACKOFF")))
 
 
-def record(outcomes: Sequence[Outcome]) -> list[str]:
+def record(
+    outcomes: Sequence[Outcome], publish: Callable[[Iterable[Change]], None] | None = None
+) -> list[str]:
     """Write outcomes (one statement), retrying through a database outage for up to a minute.
 
     Returns, for each, the state its job ended in, "lost" if its lease was taken
@@ -137,7 +140,7 @@ def record(outcomes: Sequence[Outcome]) -> list[str]:
     delay, deadline = 0.1, time.monotonic() + 60.0
     while True:
         try:
-            written = transitions.finish(outcomes)
+            written = transitions.finish(outcomes, publish)
             break
         except (OperationalError, InterfaceError) as error:
             if time.monotonic() > deadline:

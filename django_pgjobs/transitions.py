@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import traceback as tb
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -102,12 +102,15 @@ def failed(
     )
 
 
-def finish(outcomes: Sequence[Outcome]) -> list[bool]:
+def finish(
+    outcomes: Sequence[Outcome], publish: Callable[[Iterable[events.Change]], None] | None = None
+) -> list[bool]:
     """Write many outcomes in one lease-checked UPDATE; True for each one written.
 
     A job whose lease was taken away (rescued, cancelled, handed back) is left
     as it is and gets False. Written jobs are updated from what the database
-    returned (no second read) and their signal is sent, one per job.
+    returned (no second read) and their signal is sent, one per job. Their
+    events go to ``publish`` (default: ``events.publish`` at once).
     """
     results: dict[int, bool] = {}
     by_alias: dict[str, list[Outcome]] = {}
@@ -139,7 +142,11 @@ def finish(outcomes: Sequence[Outcome]) -> list[bool]:
             params["finished_ats"].append(None if outcome.state == S.RETRYABLE else outcome.at)
         written = {row.pk: row for row in db.fetch_jobs("finish", params, using)}
         # finish.sql leaves publishing its events to us (see events.publish).
-        events.publish(((row, S.EXECUTING.value) for row in written.values()), using)
+        changes = [(row, S.EXECUTING.value) for row in written.values()]
+        if publish is None:
+            events.publish(changes, using)
+        else:
+            publish(changes)
         for outcome in group:
             row = written.get(outcome.job.pk)
             if row is None:

@@ -82,6 +82,10 @@ class Worker:
             queue.SimpleQueue()
         )
         self._completer: threading.Thread | None = None
+        self._publisher: events.Publisher | None = None
+        # Jobs in ``running`` whose task returned and whose outcome awaits the
+        # completer: they hold no thread, so their slots can take new jobs.
+        self._returned: set[int] = set()
 
     # -- one step -----------------------------------------------------------------
 
@@ -119,7 +123,11 @@ class Worker:
         return claimed
 
     def publish_claimed(self, jobs: list[Job]) -> None:
-        events.publish(((job, job.previous) for job in jobs), self.using)
+        changes = [(job, job.previous) for job in jobs]
+        if self._publisher is None:
+            events.publish(changes, self.using)
+        else:
+            self._publisher.publish(changes)
 
     def _claim_limited(self, params: dict) -> list[Job]:
         with transaction.atomic(using=self.using):
@@ -135,10 +143,13 @@ class Worker:
 
     def run_once(self, now: datetime | None = None) -> list[Job]:
         """Claim what free capacity allows and start it on the pool (inline if no pool)."""
-        free = self.concurrency - len(self.running)
+        free = self.free_slots()
         if free <= 0 or self.stopping.is_set():
             return []
         jobs = self.claim(free, now, publish=self._pool is None)
+        if self._pool is not None:
+            # Queued before the jobs start, so they precede the jobs' outcome events.
+            self.publish_claimed(jobs)
         for job in jobs:
             if self._pool is None:
                 self._record(execute(job, self.clock))
@@ -148,8 +159,6 @@ class Worker:
                 context = JobContext(job, started=time.monotonic())
                 self.running[job.pk] = context
                 self._pool.submit(context)
-        if self._pool is not None:
-            self.publish_claimed(jobs)  # after starting them: events don't delay jobs
         return jobs
 
     def drain(self, now: datetime | None = None, max_jobs: int | None = None) -> Counter[str]:
@@ -178,9 +187,17 @@ class Worker:
     def _run(self, context: JobContext) -> Outcome:
         return run(context.job, self.clock, context)
 
+    def free_slots(self) -> int:
+        """Jobs this worker can start now: a job whose outcome is being written
+        still counts as running (shutdown and cancellation see it), but it no
+        longer needs its thread, so claiming overlaps with writing."""
+        return self.concurrency - len(self.running) + len(self._returned)
+
     def _ran(self, context: JobContext, outcome: Outcome | str) -> None:
         """A pool thread is done with a job: queue its outcome for the completer."""
+        self._returned.add(context.job.pk)
         self._outcomes.put((context, outcome))
+        self.wakeup.set()  # its thread is free: claim again
 
     def _complete(self) -> None:
         """The completer thread: write queued outcomes in batches, then free their slots.
@@ -211,7 +228,8 @@ class Worker:
     def _write_batch(self, batch: list[tuple[JobContext, Outcome | str]]) -> None:
         pending = [(c, o) for c, o in batch if isinstance(o, Outcome)]
         try:
-            states = record([outcome for _, outcome in pending])
+            publish = self._publisher.publish if self._publisher else None
+            states = record([outcome for _, outcome in pending], publish)
         except Exception:  # our own bug: the jobs stay executing and get rescued
             logger.exception("writing %d outcome(s) failed", len(pending))
             states = ["crashed"] * len(pending)
@@ -223,6 +241,7 @@ class Worker:
 
     def _finished(self, context: JobContext, outcome: str) -> None:
         self.running.pop(context.job.pk, None)
+        self._returned.discard(context.job.pk)
         self._record(outcome)
         self.wakeup.set()  # capacity is free: claim again
 
@@ -237,7 +256,7 @@ class Worker:
     def enforce_timeouts(self) -> None:
         """Interrupt sync jobs past their timeout; fail the ones that ignore it."""
         for context in list(self.running.values()):
-            if not context.overdue():
+            if context.job.pk in self._returned or not context.overdue():
                 continue
             if not getattr(context, "interrupted", False):
                 context.interrupted = True  # type: ignore[attr-defined]
@@ -261,7 +280,7 @@ class Worker:
             self._pool.replace(context.thread_id)
 
     def _next_deadline_in(self) -> float | None:
-        deadlines = [c.deadline() for c in self.running.values()]
+        deadlines = [c.deadline() for c in self.running.values() if c.job.pk not in self._returned]
         pending = [d for d in deadlines if d is not None]
         if not pending:
             return None
@@ -277,6 +296,8 @@ class Worker:
             queues=self.queues,
             concurrency=self.concurrency,
         )
+        self._publisher = events.Publisher(self.using)
+        self._publisher.start()
         self._completer = threading.Thread(
             target=self._complete, name="pgjobs-completer", daemon=True
         )
@@ -309,7 +330,7 @@ class Worker:
             self.wakeup.clear()
             try:
                 self.enforce_timeouts()
-                free = self.concurrency - len(self.running)
+                free = self.free_slots()
                 claimed = self.run_once()
                 retry_delay = 0.1
             except (OperationalError, InterfaceError) as error:
@@ -375,6 +396,8 @@ class Worker:
             self.hand_back_now.wait(min(remaining, 0.05))
         # Jobs that finished are written, not handed back (which would run them again).
         self._stop_completer()
+        if self._publisher:
+            self._publisher.stop()
         for context in list(self.running.values()):
             job = context.job
             context.request_cancel()  # async tasks stop; sync ones see the flag
