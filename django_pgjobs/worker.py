@@ -83,6 +83,9 @@ class Worker:
         )
         self._completer: threading.Thread | None = None
         self._publisher: events.Publisher | None = None
+        # (generation, read at, configs): see _queue_configs.
+        self._configs: tuple[int, float, dict[str, dict]] | None = None
+        self._config_generation = 0
         # Jobs in ``running`` whose task returned and whose outcome awaits the
         # completer: they hold no thread, so their slots can take new jobs.
         self._returned: set[int] = set()
@@ -97,10 +100,7 @@ class Worker:
         """
         now = now or self.clock()
         worker_id = self.record.pk if self.record else None
-        configs = {
-            row["name"]: row
-            for row in db.fetch_dicts("queue_configs", {"queues": self.queues}, self.using)
-        }
+        configs = self._queue_configs()
         ordered = sorted(
             self.queues, key=lambda name: -(configs.get(name) or {}).get("priority", 0)
         )
@@ -121,6 +121,38 @@ class Worker:
         if publish:
             self.publish_claimed(claimed)
         return claimed
+
+    def _queue_configs(self) -> dict[str, dict]:
+        """Paused/blocking/limit/priority of this worker's queues.
+
+        A started worker keeps them between claims: any change to a queue row
+        notifies its name on the jobs channel, which drops the copy (so does a
+        reconnect of the LISTEN connection, since notifications may have been
+        lost), and it is read again after ``poll_interval`` regardless. Without
+        a listening notifier (``drain``, tests) they are read every time.
+        """
+        generation = self._config_generation
+        listening = self._notifier is not None and self._notifier.connected.is_set()
+        cached = self._configs
+        if (
+            listening
+            and cached is not None
+            and cached[0] == generation
+            and time.monotonic() - cached[1] < self.poll_interval
+        ):
+            return cached[2]
+        rows = db.fetch_dicts("queue_configs", {"queues": self.queues}, self.using)
+        configs = {row["name"]: row for row in rows}
+        # Kept only if nothing was notified while we read (the generation is unchanged).
+        self._configs = (generation, time.monotonic(), configs)
+        return configs
+
+    def _forget_queue_configs(self) -> None:
+        self._config_generation += 1
+
+    def _on_reconnect(self) -> None:
+        self._forget_queue_configs()
+        self.wakeup.set()
 
     def publish_claimed(self, jobs: list[Job]) -> None:
         changes = [(job, job.previous) for job in jobs]
@@ -304,7 +336,7 @@ class Worker:
         self._completer.start()
         self._pool = JobPool(self.concurrency, self._run, self._ran)
         self._notifier = Notifier(
-            [JOBS_CHANNEL, CONTROL_CHANNEL], self._on_notify, self.wakeup.set, using=self.using
+            [JOBS_CHANNEL, CONTROL_CHANNEL], self._on_notify, self._on_reconnect, using=self.using
         )
         self._notifier.start()
         self._heartbeat = threading.Thread(target=self._beat, name="pgjobs-heartbeat", daemon=True)
@@ -349,6 +381,8 @@ class Worker:
     def _on_notify(self, channel: str, payload: str) -> None:
         if channel == JOBS_CHANNEL:
             if payload in self.queues:
+                # New jobs or a changed queue row: the payload doesn't say which.
+                self._forget_queue_configs()
                 self.wakeup.set()
             return
         action, _, target = payload.partition(":")
