@@ -61,7 +61,8 @@ def user_settings() -> dict[str, Any]:
 
 def get(key: str) -> Any:
     """The value of one ``PGJOBS`` key, falling back to its default."""
-    value = user_settings().get(key, DEFAULTS[key])
+    # Read in place (no copy of the dict): enqueue calls this for every job.
+    value = (getattr(django_settings, "PGJOBS", None) or {}).get(key, DEFAULTS[key])
     if key == "BACKOFF":
         return {**DEFAULTS["BACKOFF"], **value}
     return value

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -44,7 +46,6 @@ class JobSpec:
 
 def build_job(spec: JobSpec, now: datetime) -> Job:
     """Validate a spec and make the unsaved Job; raises before anything is written."""
-    from .models import Job
 
     registered = get_task(spec.task)
     queue = queues.check_known(spec.queue or registered.queue or conf.get("DEFAULT_QUEUE"))
@@ -70,8 +71,9 @@ def build_job(spec: JobSpec, now: datetime) -> Job:
         meta["pass_results"] = True
     if spec.on_dependency_failure != "cancel":
         meta["on_dependency_failure"] = spec.on_dependency_failure
-    payload.check([], meta, conf.get("MAX_PAYLOAD_BYTES"))
-    return Job(
+    if meta:
+        payload.check([], meta, conf.get("MAX_PAYLOAD_BYTES"))
+    return _new_job(
         task=registered.name,
         queue=queue,
         args=list(spec.args),
@@ -84,6 +86,19 @@ def build_job(spec: JobSpec, now: datetime) -> Job:
         state=JobState.SCHEDULED if run_at > now else JobState.AVAILABLE,
         unique_key=spec.unique_key or registered.unique_key(spec.args, spec.kwargs),
         meta=meta,
+    )
+
+
+def _new_job(**values: Any) -> Job:
+    """``Job(**values)``, built by position: Django's ``Model.__init__`` is several
+    times faster that way, which shows in large ``enqueue_many`` batches."""
+    from .models import Job
+
+    return Job(
+        *[
+            values[field.attname] if field.attname in values else field.get_default()
+            for field in Job._meta.concrete_fields
+        ]
     )
 
 
@@ -113,7 +128,7 @@ def insert_jobs(specs: list[JobSpec]) -> list[Job]:
                 dependencies.initial_state(job, {i: states[i] for i in ids}, now)
         plain = [job for job in jobs if job.unique_key is None]
         if plain:
-            Job.objects.using(using).bulk_create(plain)
+            _insert_many(plain, using)
         for job, spec in zip(jobs, specs, strict=True):
             if job.unique_key is not None:
                 _insert_unique(job, using, _unique_for(spec))
@@ -129,6 +144,35 @@ def insert_jobs(specs: list[JobSpec]) -> list[Job]:
         if not getattr(job, "is_duplicate", False):
             signals.job_enqueued.send(sender=Job, job=job)
     return jobs
+
+
+def _insert_many(jobs: list[Job], using: str) -> None:
+    """Save new jobs with one INSERT of a JSON array (``sql/insert_jobs.sql``).
+
+    Django's ``bulk_create`` spends most of a large batch compiling one
+    parameter per field per row; one JSON document per batch costs a fraction.
+    """
+    from .models import Job
+
+    fields = [field for field in Job._meta.concrete_fields if not field.primary_key]
+    rows = json.dumps(
+        [{field.column: getattr(job, field.attname) for field in fields} for job in jobs],
+        default=_json_default,
+        separators=(",", ":"),
+    )
+    ids = sorted(row["id"] for row in db.fetch_dicts("insert_jobs", {"rows": rows}, using))
+    for job, pk in zip(jobs, ids, strict=True):
+        job.pk = pk
+        job._state.adding = False
+        job._state.db = using
+
+
+def _json_default(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    raise TypeError(f"{value!r} is not JSON-serialisable")
 
 
 def _unique_for(spec: JobSpec) -> float | None:
