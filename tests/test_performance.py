@@ -1,0 +1,126 @@
+"""What the fast paths must keep: batched outcomes, statement triggers, plans, storage."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from django_pgjobs import Job, db, events, transitions
+from django_pgjobs.states import JobState
+from testproject.demo.tasks import add
+from tests.factories import JobFactory
+
+pytestmark = pytest.mark.django_db
+
+S = JobState
+
+
+def plan(statement: str, params: dict) -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("EXPLAIN " + db.statement(statement), params)
+        return "\n".join(row[0] for row in cursor.fetchall())
+
+
+def test_outcomes_are_written_in_one_statement_each_checked_against_its_lease(
+    django_assert_num_queries,
+):
+    jobs = [Job.objects.get(pk=JobFactory(executing=True).pk) for _ in range(3)]
+    stale = Job.objects.get(pk=jobs[1].pk)
+    stale.lease = None  # as if rescued and claimed again by someone else
+    now = timezone.now()
+    outcomes = [
+        transitions.completed(jobs[0], {"n": 1}, now),
+        transitions.completed(stale, 2, now),
+        transitions.failed(jobs[2], ValueError("no"), now, discard=True),
+    ]
+    # One UPDATE, one read-back of the refused job, one publish of the events.
+    with django_assert_num_queries(3):
+        assert transitions.finish(outcomes) == [True, False, True]
+    first, second, third = (Job.objects.get(pk=job.pk) for job in jobs)
+    assert (first.state, first.result, first.lease) == (S.COMPLETED, {"n": 1}, None)
+    assert second.state == S.EXECUTING and second.result is None
+    assert third.state == S.DISCARDED and third.errors[-1]["error"] == "ValueError: no"
+    assert jobs[0].state == S.COMPLETED and jobs[0].finished_at == now  # from RETURNING
+
+
+def test_a_batch_finishing_two_dependencies_of_one_job_releases_it_once():
+    first, second = (Job.objects.get(pk=JobFactory(executing=True).pk) for _ in range(2))
+    joined = Job.enqueue("testproject.demo.tasks.add", [1, 1], depends_on=[first, second])
+    transitions.finish([transitions.completed(first, 1), transitions.completed(second, 2)])
+    joined.refresh_from_db()
+    assert joined.state == S.AVAILABLE and joined.pending_dependencies == 0
+
+
+def test_the_state_machine_still_refuses_bad_moves_of_many_jobs_at_once():
+    from django.db import IntegrityError, transaction
+
+    done = [JobFactory(completed=True) for _ in range(3)]
+    bad_move = pytest.raises(IntegrityError, match="cannot go from completed to executing")
+    with bad_move, transaction.atomic():
+        Job.objects.filter(pk__in=[job.pk for job in done]).update(
+            state="executing", lease="00000000-0000-0000-0000-000000000001"
+        )
+    assert set(Job.objects.values_list("state", flat=True)) == {S.COMPLETED}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_worker_events_are_published_once_and_released_dependents_still_are(worker):
+    with events.listen() as stream:
+        parent = add.enqueue(1, 1)
+        child = Job.enqueue("testproject.demo.tasks.add", [2, 2], depends_on=[parent])
+        worker.drain()
+        seen = [(e.job_id, e.previous, e.state) for e in stream.iter(timeout=1)]
+    assert seen.count((parent.pk, "available", "executing")) == 1
+    assert seen.count((parent.pk, "executing", "completed")) == 1
+    # Released by the trigger inside the worker's outcome statement:
+    assert seen.count((child.pk, "waiting", "available")) == 1
+    assert seen.count((child.pk, "executing", "completed")) == 1
+
+
+def test_the_outcome_statement_finds_jobs_by_primary_key():
+    # A table that has seen some work, analysed (the plan of an empty one means nothing).
+    JobFactory.create_batch(300, completed=True)
+    JobFactory.create_batch(100, executing=True)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE pgjobs_job")
+    params = {
+        "ids": [1, 2],
+        "leases": [None, None],
+        "states": ["completed", "completed"],
+        "results": [None, None],
+        "errors": [None, None],
+        "run_ats": [None, None],
+        "finished_ats": [None, None],
+    }
+    found = plan("finish", params)
+    assert "Index Scan using pgjobs_job_pkey" in found, found
+
+
+def test_limited_claims_use_the_claim_index():
+    params = {"queue": "mail", "limit": 10, "now": timezone.now(), "worker_id": None}
+    assert "pgjobs_job_claim" in plan("claim_limited", {**params, "concurrency": 2})
+
+
+def test_the_job_table_leaves_room_for_updates_in_place():
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT reloptions FROM pg_class WHERE relname = 'pgjobs_job'")
+        options = cursor.fetchone()[0]
+    assert "fillfactor=70" in options
+
+
+def test_enqueue_many_returns_saved_jobs_in_order_with_every_field():
+    when = timezone.now()
+    jobs = Job.enqueue_many(
+        [
+            {"task": "testproject.demo.tasks.add", "args": [n, n], "priority": n, "run_at": when}
+            for n in range(5)
+        ]
+    )
+    assert [job.pk for job in jobs] == sorted(job.pk for job in jobs)
+    for n, job in enumerate(jobs):
+        stored = Job.objects.get(pk=job.pk)
+        assert (stored.args, stored.priority, stored.run_at) == ([n, n], n, when)
+        assert (stored.kwargs, stored.errors, stored.meta, stored.result) == ({}, [], {}, None)
+        assert not job._state.adding
