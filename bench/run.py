@@ -245,7 +245,12 @@ def fmt(value: float | None, unit: str = "") -> str:
     return f"{value:,.0f}"
 
 
-def report(info: dict[str, str], results: list[dict[str, Any]], top: dict[str, Any] | None) -> str:
+def report(
+    info: dict[str, str],
+    results: list[dict[str, Any]],
+    top: dict[str, Any] | None,
+    args_jobs: int,
+) -> str:
     lines = [
         f"Measured {info['date']} on {info['cpu']}, {info['postgres']}, {info['python']}.",
         "Medians of the repetitions; `load` is the 1/5/15-minute load average before -> after.",
@@ -255,9 +260,10 @@ def report(info: dict[str, str], results: list[dict[str, Any]], top: dict[str, A
         "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | --- |",
     ]
     for r in results:
+        scaled = f" ({r['jobs']:,} jobs)" if r.get("jobs", args_jobs) != args_jobs else ""
         lines.append(
             f"| {r['system']} {r['version']} | {fmt(r['w1_each'])} | {fmt(r['w1_bulk'])}"
-            f" | {fmt(r['w2'])} | {r['w2_config']} | {fmt(r.get('w3_p50_ms'), 'ms')}"
+            f" | {fmt(r['w2'])}{scaled} | {r['w2_config']} | {fmt(r.get('w3_p50_ms'), 'ms')}"
             f" | {fmt(r.get('w3_p99_ms'), 'ms')} | {fmt(r['rss_mb'])} | {r['load']} |"
         )
     if top:
@@ -325,7 +331,7 @@ def main() -> int:
             top = run_ceiling(base_url, args)
         else:
             log("pgbench not found: no ceiling")
-    text = report(machine(), results, top)
+    text = report(machine(), results, top, args.jobs)
     print(text)
     log(f"done in {time.monotonic() - started:.0f}s")
     if args.write_readme:

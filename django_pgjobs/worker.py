@@ -363,6 +363,10 @@ class Worker:
             try:
                 self.enforce_timeouts()
                 free = self.free_slots()
+                # Read before claiming: a job whose outcome is being written still
+                # blocks its queue (blocking, limited) for this claim even if it is
+                # gone from ``running`` by the time the claim returns.
+                was_idle = not self.running
                 claimed = self.run_once()
                 retry_delay = 0.1
             except (OperationalError, InterfaceError) as error:
@@ -371,7 +375,7 @@ class Worker:
                 self.stopping.wait(retry_delay)
                 retry_delay = min(retry_delay * 2, 10.0)
                 continue
-            if self.burst and not claimed and not self.running:
+            if self.burst and not claimed and was_idle:
                 break
             if claimed and len(claimed) == free:
                 continue  # maybe more is due; claim again as soon as capacity allows
