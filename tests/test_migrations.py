@@ -23,6 +23,8 @@ def test_triggers_are_installed_and_reversible():
         "pgjobs_job_made_available",
         "pgjobs_job_transition",
         "pgjobs_queue_changed",
+        "pgjobs_schedule_changed",
+        "pgjobs_schedule_replan",
     }
     assert trigger_names() == expected
     call_command("migrate", "pgjobs", "0001", verbosity=0)
