@@ -202,8 +202,8 @@ def next_due_at(using: str) -> datetime | None:
 def fire(schedule_id: int, now: datetime, *, using: str, grace: timedelta) -> Fired | None:
     """Fire the schedule's due tick, if it has one, in one transaction.
 
-    None when there was nothing to do: another scheduler holds the schedule or
-    already moved it on, or it was disabled or deleted meanwhile.
+    None when nothing was due: the schedule was only planned (new or edited),
+    another scheduler holds it or moved it on, or it was disabled or deleted.
     """
     with transaction.atomic(using=using):
         schedule = (
@@ -219,8 +219,14 @@ def fire(schedule_id: int, now: datetime, *, using: str, grace: timedelta) -> Fi
         except (InvalidCron, UnknownTimezone) as error:
             raise InvalidSchedule(f"schedule {schedule.name!r}: {error}") from None
         decision = plan(cron, schedule.next_fire_at, now, schedule.misfire, grace)
-        if decision.fire_at is None and decision.next_fire_at == schedule.next_fire_at:
-            return None  # not due after all: someone fired it since we looked
+        if decision.fire_at is None and not decision.missed:
+            # Nothing was due: a new or edited schedule gets its first tick planned,
+            # or another scheduler fired this one since we looked.
+            if decision.next_fire_at != schedule.next_fire_at:
+                Schedule.objects.using(using).filter(pk=schedule.pk).update(
+                    next_fire_at=decision.next_fire_at
+                )
+            return None
         fired = Fired(schedule.name, decision.fire_at, decision.next_fire_at, None, decision.missed)
         if decision.fire_at is not None:
             fired = replace(fired, **_fire_tick(schedule, decision.fire_at, now, using))
