@@ -71,18 +71,12 @@ class Scheduler:
     # -- one pass -----------------------------------------------------------------------
 
     def fire_due(self, now: datetime | None = None) -> list[Fired]:
-        """Fire every schedule due at ``now``; each in its own transaction."""
-        now = now or self.clock()
-        fired = []
-        for schedule_id in schedules.due_ids(now, self.using):
-            try:
-                result = schedules.fire(schedule_id, now, using=self.using, grace=self.grace)
-            except InvalidSchedule as error:
-                self._report_broken(error)
-                continue
-            if result is not None:
-                fired.append(result)
-                self._record(result)
+        """Fire every schedule due at ``now``."""
+        fired, broken = schedules.fire_due(now or self.clock(), using=self.using, grace=self.grace)
+        for result in fired:
+            self._record(result)
+        for error in broken:
+            self._report_broken(error)
         return fired
 
     def run_once(self, now: datetime | None = None) -> Report:

@@ -170,7 +170,8 @@ class Fired:
     """What one scheduler did for one due schedule."""
 
     schedule: str
-    fire_at: datetime | None  # the tick fired; None if it was dropped (misfire="skip")
+    #: The tick fired; None if it was dropped (misfire="skip") or had fired already.
+    fire_at: datetime | None
     next_fire_at: datetime
     job_id: int | None = None
     missed: int = 0
@@ -181,17 +182,6 @@ class InvalidSchedule(PgJobsError, ValueError):
     """A stored schedule whose cron or timezone no longer parses (written around save())."""
 
 
-def due_ids(now: datetime, using: str) -> list[int]:
-    """Enabled schedules with a tick at or before ``now``, or no next tick planned yet."""
-    return list(
-        Schedule.objects.using(using)
-        .filter(enabled=True)
-        .filter(Q(next_fire_at__lte=now) | Q(next_fire_at__isnull=True))
-        .order_by("next_fire_at", "pk")
-        .values_list("pk", flat=True)
-    )
-
-
 def next_due_at(using: str) -> datetime | None:
     """The earliest planned tick of any enabled schedule."""
     return (
@@ -199,42 +189,67 @@ def next_due_at(using: str) -> datetime | None:
     )
 
 
-def fire(schedule_id: int, now: datetime, *, using: str, grace: timedelta) -> Fired | None:
-    """Fire the schedule's due tick, if it has one, in one transaction.
+def fire_due(
+    now: datetime, *, using: str, grace: timedelta, batch_size: int = 100
+) -> tuple[list[Fired], list[InvalidSchedule]]:
+    """Fire every schedule due at ``now``: enabled, with a tick at or before ``now`` or
+    none planned yet. Returns what fired and the rows too broken to plan.
 
-    None when nothing was due: the schedule was only planned (new or edited),
-    another scheduler holds it or moved it on, or it was disabled or deleted.
+    Schedules are locked and fired ``batch_size`` at a time in one transaction (one
+    commit for many ticks); each in a savepoint, so one failing undoes no other.
+    Rows another scheduler holds are skipped, not waited for.
     """
-    with transaction.atomic(using=using):
-        schedule = (
-            Schedule.objects.using(using)
-            .select_for_update(skip_locked=True)
-            .filter(pk=schedule_id, enabled=True)
-            .first()
-        )
-        if schedule is None:
-            return None
-        try:
-            cron = schedule.cron_schedule()
-        except (InvalidCron, UnknownTimezone) as error:
-            raise InvalidSchedule(f"schedule {schedule.name!r}: {error}") from None
-        decision = plan(cron, schedule.next_fire_at, now, schedule.misfire, grace)
-        if decision.fire_at is None and not decision.missed:
-            # Nothing was due: a new or edited schedule gets its first tick planned,
-            # or another scheduler fired this one since we looked.
-            if decision.next_fire_at != schedule.next_fire_at:
-                Schedule.objects.using(using).filter(pk=schedule.pk).update(
-                    next_fire_at=decision.next_fire_at
-                )
-            return None
-        fired = Fired(schedule.name, decision.fire_at, decision.next_fire_at, None, decision.missed)
-        if decision.fire_at is not None:
-            fired = replace(fired, **_fire_tick(schedule, decision.fire_at, now, using))
-        updates: dict[str, Any] = {"next_fire_at": decision.next_fire_at}
-        if fired.fire_at is not None:
-            updates["last_fire_at"] = fired.fire_at
-        Schedule.objects.using(using).filter(pk=schedule.pk).update(**updates)
-        return fired
+    fired: list[Fired] = []
+    broken: list[InvalidSchedule] = []
+    seen: list[int] = []  # broken rows stay due; don't pick them up twice
+    while True:
+        with transaction.atomic(using=using):
+            batch = list(
+                Schedule.objects.using(using)
+                .select_for_update(skip_locked=True)
+                .filter(enabled=True)
+                .filter(Q(next_fire_at__lte=now) | Q(next_fire_at__isnull=True))
+                .exclude(pk__in=seen)
+                .order_by("next_fire_at", "pk")[:batch_size]
+            )
+            for schedule in batch:
+                seen.append(schedule.pk)
+                try:
+                    with transaction.atomic(using=using):
+                        result = fire(schedule, now, using=using, grace=grace)
+                except InvalidSchedule as error:
+                    broken.append(error)
+                    continue
+                if result is not None:
+                    fired.append(result)
+        if len(batch) < batch_size:
+            return fired, broken
+
+
+def fire(schedule: Schedule, now: datetime, *, using: str, grace: timedelta) -> Fired | None:
+    """Fire the due tick of ``schedule``, whose row the caller holds locked.
+
+    None when nothing was due: the schedule was only planned (new or edited), or
+    another scheduler fired it since it was read.
+    """
+    try:
+        cron = schedule.cron_schedule()
+    except (InvalidCron, UnknownTimezone) as error:
+        raise InvalidSchedule(f"schedule {schedule.name!r}: {error}") from None
+    decision = plan(cron, schedule.next_fire_at, now, schedule.misfire, grace)
+    rows = Schedule.objects.using(using).filter(pk=schedule.pk)
+    if decision.fire_at is None and not decision.missed:
+        if decision.next_fire_at != schedule.next_fire_at:
+            rows.update(next_fire_at=decision.next_fire_at)  # first plan after a create or edit
+        return None
+    fired = Fired(schedule.name, decision.fire_at, decision.next_fire_at, None, decision.missed)
+    if decision.fire_at is not None:
+        fired = replace(fired, **_fire_tick(schedule, decision.fire_at, now, using))
+    updates: dict[str, Any] = {"next_fire_at": decision.next_fire_at}
+    if fired.fire_at is not None:
+        updates["last_fire_at"] = fired.fire_at
+    rows.update(**updates)
+    return fired
 
 
 def _fire_tick(schedule: Schedule, fire_at: datetime, now: datetime, using: str) -> dict:

@@ -1,11 +1,14 @@
-"""A scheduler process on a simulated clock, for tests/test_scheduler.py.
+"""A scheduler process on simulated time, for tests/test_scheduler.py.
 
-    python -m tests.simulated_scheduler START END
+    python -m tests.simulated_scheduler START
 
-Runs the real ``Scheduler.loop`` from START to END (ISO instants), but its sleep
-jumps the clock to the wake-up time instead of waiting, so hours of ticks take
-seconds. It waits for a line on stdin before starting, so that several
-processes can be started together, and prints its stats as JSON when done.
+Runs the real ``Scheduler.loop`` from START (an ISO instant). Its clock is kept
+by the test process, for all schedulers at once: each sleep prints
+``wait <instant>`` and blocks until the test answers ``go`` (simulated time is
+now that instant) or ``stop``. The test wakes whoever asked for the earliest
+instant, all together when several asked for the same one, so schedulers race
+for each tick as they would on synchronised real clocks, without real waiting.
+Prints its stats as JSON when stopped.
 """
 
 from __future__ import annotations
@@ -13,24 +16,27 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from datetime import datetime
 
 
-class SimulatedClock:
-    def __init__(self, start: datetime, end: datetime, on_end: object) -> None:
-        self.current, self.end, self.on_end = start, end, on_end
+class SharedClock:
+    def __init__(self, start: datetime, on_stop: Callable[[], None]) -> None:
+        self.current = start
+        self.on_stop = on_stop
 
     def now(self) -> datetime:
         return self.current
 
     def sleep_until(self, when: datetime) -> None:
-        if when > self.end:
-            self.on_end()
-        else:
+        print(f"wait {when.isoformat()}", flush=True)
+        if sys.stdin.readline().strip() == "go":
             self.current = max(self.current, when)
+        else:
+            self.on_stop()
 
 
-def main(start: str, end: str) -> None:
+def main(start: str) -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "testproject.settings")
     import django
 
@@ -38,15 +44,12 @@ def main(start: str, end: str) -> None:
     from django_pgjobs.scheduler import Scheduler
 
     scheduler = Scheduler(routines=[])
-    clock = SimulatedClock(
-        datetime.fromisoformat(start), datetime.fromisoformat(end), scheduler.request_stop
-    )
+    clock = SharedClock(datetime.fromisoformat(start), scheduler.request_stop)
     scheduler.clock = clock.now
-    print("ready", flush=True)
-    sys.stdin.readline()
+    clock.sleep_until(clock.current)  # start when the others do
     scheduler.loop(clock.sleep_until)
     print(json.dumps(dict(scheduler.stats)), flush=True)
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    main(sys.argv[1])

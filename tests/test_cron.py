@@ -262,14 +262,14 @@ def oracle_next(fields: tuple, zone: zoneinfo.ZoneInfo, after: datetime) -> date
             shown = now_showing
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(frequent_expressions, st.one_of(dst_zones, zones), instants)
 def test_next_after_agrees_with_a_brute_force_walk_of_the_clock(fields, zone, after):
     cron = Cron.parse(" ".join(text for text, _ in fields[:2]) + " * * " + fields[2][0], zone)
     assert cron.next_after(after) == oracle_next(fields, cron.zone, after)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(any_expressions, zones, instants)
 def test_fire_times_move_forward_and_bracket_every_instant(fields, zone, instant):
     cron = any_cron(fields, zone)
@@ -283,7 +283,7 @@ def test_fire_times_move_forward_and_bracket_every_instant(fields, zone, instant
         assert cron.next_after(latest) == following, "a fire time between latest and next"
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(any_expressions, zones, instants, instants)
 def test_next_after_is_monotonic(fields, zone, a, b):
     cron = any_cron(fields, zone)
@@ -291,7 +291,7 @@ def test_next_after_is_monotonic(fields, zone, a, b):
     assert cron.next_after(early) <= cron.next_after(late)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     frequent_expressions,
     dst_zones,
