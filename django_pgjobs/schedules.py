@@ -270,6 +270,7 @@ def _fire_tick(schedule: Schedule, fire_at: datetime, now: datetime, using: str)
                 kwargs=schedule.kwargs,
                 queue=schedule.queue or None,
                 priority=schedule.priority,
+                meta={"schedule": schedule.name, "fire_at": fire_at.isoformat()},
             )
     except (OperationalError, InterfaceError):
         raise  # the connection is gone: the whole tick rolls back and is retried

@@ -290,6 +290,7 @@ def test_at_its_tick_a_schedule_enqueues_its_job_records_the_tick_and_plans_the_
     job = Job.objects.get()
     assert (fired.fire_at, fired.job_id, fired.next_fire_at) == (at(11), job.pk, at(12))
     assert (job.task, job.args, job.queue) == (schedule.task, schedule.args, "default")
+    assert job.meta == {"schedule": schedule.name, "fire_at": "2026-06-01T11:00:00+00:00"}
     assert enqueued == [job.pk], "not enqueued through Job.enqueue"
     tick = ScheduleTick.objects.get()
     assert (tick.schedule, tick.fire_at, tick.job_id, tick.error) == (schedule, at(11), job.pk, "")

@@ -64,7 +64,8 @@ DROP FUNCTION IF EXISTS pgjobs_schedule_replan();
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('pgjobs', '0002_triggers'),
+        # After main's 0003 (pipelines) so the history stays linear; see the merge commit.
+        ('pgjobs', '0003_pipelines_events'),
     ]
 
     operations = [
