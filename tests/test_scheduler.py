@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from django_pgjobs.cron import Cron
@@ -110,7 +111,7 @@ def test_a_schedule_added_while_running_fires_and_a_deleted_one_stops(running_sc
     assert ScheduleTick.objects.count() == 1
 
 
-def test_after_losing_its_listen_connection_the_scheduler_reconnects_and_re_reads(
+def test_after_losing_its_connections_the_scheduler_reconnects_and_re_reads(
     running_scheduler, second_connection, wait
 ):
     clock = ShiftedClock()
@@ -123,7 +124,15 @@ def test_after_losing_its_listen_connection_the_scheduler_reconnects_and_re_read
     # the scheduler can only learn of it by re-reading when it reconnects.
     minute = clock.minute_starts_in(2.0)
     Schedule.objects.filter(pk=schedule.pk).update(next_fire_at=minute)
-    second_connection.execute("SELECT pg_terminate_backend(%s)", [listener])
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        ours = cursor.fetchone()[0]
+    cut = second_connection.execute(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid NOT IN (pg_backend_pid(), %s)",
+        [ours],
+    ).fetchone()[0]
+    assert cut >= 2, "expected the scheduler's LISTEN and query connections"
 
     wait(lambda: scheduler._notifier.backend_pid() not in (None, listener), timeout=10)
     tick = wait(lambda: ScheduleTick.objects.filter(schedule=schedule).first(), timeout=10)
