@@ -13,3 +13,12 @@ def give_up() -> None:
 @task
 def exits() -> None:
     sys.exit(3)
+
+
+@task
+def enqueue_follow_up(n: int) -> int:
+    """Enqueues another job, as tasks that fan out do."""
+    from testproject.demo.tasks import add
+
+    add.enqueue(n, n)
+    return n
