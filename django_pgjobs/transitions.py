@@ -14,14 +14,16 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
+from django.db import transaction
 from django.db.models import F, JSONField, Value
 from django.db.models.expressions import CombinedExpression
 from django.utils import timezone
 
-from . import conf, signals
+from . import conf, db, signals
 from .backoff import Backoff
 from .models import Job, Queue
 from .states import RETRY_FROM, InvalidTransition, JobState, sources_of
+from .workers import CONTROL_CHANNEL
 
 logger = logging.getLogger(__name__)
 S = JobState
@@ -171,7 +173,13 @@ def cancel(job: Job, now: datetime | None = None) -> Job:
     job.refresh_from_db()
     if job.is_finished:
         return job
-    moved = _move(job, S.CANCELLED, finished_at=now, lease=None)
+    was_executing = job.state == S.EXECUTING
+    using = job._state.db or conf.get("DATABASE")
+    with transaction.atomic(using=using):
+        moved = _move(job, S.CANCELLED, finished_at=now, lease=None)
+        if moved and was_executing:
+            # Tell the worker running it (on commit) so an async task stops now.
+            db.notify(CONTROL_CHANNEL, f"cancel:{job.pk}", using)
     if moved:
         signals.job_cancelled.send(sender=Job, job=job)
     elif not job.is_finished:
