@@ -20,8 +20,6 @@ class PgJobsConfig(AppConfig):
         # enqueue-by-name and the worker find them without importing by hand.
         autodiscover_modules("tasks")
         post_migrate.connect(_sync_queues, sender=self)
-        # Relays job signals to Django's task signals; connected before any job runs.
-        from . import bridge  # noqa: F401
 
 
 def _sync_queues(using: str, apps: Any = None, **kwargs: Any) -> None:

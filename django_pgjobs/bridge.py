@@ -7,8 +7,9 @@ validates it and :func:`register` adds it to the pgjobs task registry under that
 path. So the worker finds it the way it finds every task: ``get_task`` imports
 the module named by the path, and only decorated functions are ever run.
 
-This module must import without Django's Tasks framework (Django 5.2 without
-the backport): it only touches ``compat`` once a Django Task was registered.
+Django's task_finished is relayed from our job_completed/job_discarded
+signals, which are connected as soon as a Django Task is registered (always
+before one of its jobs can finish in this process).
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ import functools
 import inspect
 import logging
 from collections.abc import Callable
-from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from . import signals
+from .context import current_job
 from .exceptions import UnknownTask
 from .states import JobState
 from .tasks import get_task
@@ -35,9 +36,6 @@ logger = logging.getLogger(__name__)
 
 #: Dotted path -> the Django Task registered under it (the module-level object).
 _django_tasks: dict[str, Task] = {}
-
-#: The job this thread is running; set as it starts (see ``_remember_job``).
-_running_job: ContextVar[Job | None] = ContextVar("pgjobs_running_django_task", default=None)
 
 # Django's priorities (-100..100) and ours (a smallint) both run higher values
 # first, and ours contain Django's, so a Django priority is stored as it is:
@@ -130,15 +128,15 @@ def _started(django_task: Task) -> tuple[Any, ...]:
     """Send Django's task_started; return the arguments that go before the caller's."""
     from .compat import TaskContext, task_backends, task_started
 
-    job = _running_job.get()
-    if job is None:
+    running = current_job()
+    if running is None:
         if django_task.takes_context:
             raise RuntimeError(
                 f"{django_task.module_path} takes a context, which only exists on a worker"
             )
         return ()
     backend = task_backends[django_task.backend]
-    result = result_from_job(job, django_task, backend.alias)
+    result = result_from_job(running.job, django_task, backend.alias)
     task_started.send(type(backend), task_result=result)
     return (TaskContext(task_result=result),) if django_task.takes_context else ()
 
@@ -209,12 +207,6 @@ def _worker_ids(job: Job) -> list[str]:
 # -- relaying our signals to Django's -------------------------------------------------------
 
 
-def _remember_job(sender: Any, job: Job, **kwargs: Any) -> None:
-    # Sent by the worker in the thread that is about to run the job, so the
-    # runner can tell Django which TaskResult started and build TaskContext.
-    _running_job.set(job)
-
-
 def _send_finished(sender: Any, job: Job, **kwargs: Any) -> None:
     django_task = _django_tasks.get(job.task)
     if django_task is None:
@@ -229,7 +221,6 @@ def _send_finished(sender: Any, job: Job, **kwargs: Any) -> None:
             logger.error("task_finished receiver %r failed: %r", receiver, response)
 
 
-signals.job_started.connect(_remember_job, dispatch_uid="pgjobs.bridge.remember_job")
 # Django's "finished" means the TaskResult is final: completed or out of attempts.
 # A failed attempt that will be retried leaves the result READY and sends nothing.
 signals.job_completed.connect(_send_finished, dispatch_uid="pgjobs.bridge.completed")
