@@ -21,7 +21,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from . import signals
+from . import exceptions, signals
 from .context import current_job
 from .exceptions import UnknownTask
 from .states import JobState
@@ -187,9 +187,13 @@ def exception_class_path(record: dict[str, Any]) -> str:
     """The dotted path of the exception class of one ``Job.errors`` record."""
     if record.get("exception_class"):
         return record["exception_class"]
-    # Records written before the class path was kept: "ValueError: message".
+    # Records without it (written by rescue.sql, or before it was kept) start
+    # with the class name: "ValueError: message", "WorkerLost: worker 7 ...".
     name = str(record.get("error", "")).partition(":")[0]
-    return f"builtins.{name}" if isinstance(getattr(builtins, name, None), type) else name
+    for module in (builtins, exceptions):
+        if isinstance(getattr(module, name, None), type):
+            return f"{module.__name__}.{name}"
+    return name
 
 
 def _worker_ids(job: Job) -> list[str]:

@@ -90,8 +90,9 @@ def _errors_raised_here() -> Iterator[list[BaseException]]:
     errors: list[BaseException] = []
     thread = threading.get_ident()
 
-    def collect(sender: Any, job: Any, error: BaseException, **kwargs: Any) -> None:
-        if threading.get_ident() == thread:
+    def collect(sender: Any, job: Any, error: BaseException | None, **kwargs: Any) -> None:
+        # Rescue of a dead worker's job sends error=None: nothing was raised here.
+        if error is not None and threading.get_ident() == thread:
             errors.append(error)
 
     signals.job_retrying.connect(collect, weak=False)

@@ -293,3 +293,15 @@ def test_djangos_documentation_example_runs_on_a_worker_process(worker_process):
     assert "Subject: You have a message" in process.output()
     context.refresh()
     assert context.return_value == {"attempt": 1, "id": context.id}
+
+
+def test_a_job_rescued_from_a_dead_worker_reports_worker_lost(backend):
+    from django_pgjobs.exceptions import WorkerLost
+
+    job = JobFactory(
+        task=ADD,
+        discarded=True,
+        errors=[{"attempt": 1, "at": "", "error": "WorkerLost: worker 7 stopped", "traceback": ""}],
+    )
+    [error] = backend.get_result(str(job.pk)).errors
+    assert error.exception_class is WorkerLost
