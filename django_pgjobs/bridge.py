@@ -22,6 +22,19 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import exceptions, signals
+from .compat import (
+    TASK_MAX_PRIORITY,
+    TASK_MIN_PRIORITY,
+    InvalidTask,
+    Task,
+    TaskContext,
+    TaskError,
+    TaskResult,
+    TaskResultStatus,
+    task_backends,
+    task_finished,
+    task_started,
+)
 from .context import current_job
 from .exceptions import UnknownTask
 from .states import JobState
@@ -29,7 +42,6 @@ from .tasks import get_task
 from .tasks import task as pgjobs_task
 
 if TYPE_CHECKING:
-    from .compat import Task, TaskResult, TaskResultStatus
     from .models import Job
 
 logger = logging.getLogger(__name__)
@@ -48,8 +60,6 @@ def to_pgjobs_priority(priority: int) -> int:
 
 
 def to_django_priority(priority: int) -> int:
-    from .compat import TASK_MAX_PRIORITY, TASK_MIN_PRIORITY
-
     return max(TASK_MIN_PRIORITY, min(TASK_MAX_PRIORITY, priority))
 
 
@@ -60,8 +70,6 @@ def status_of(state: str) -> TaskResultStatus:
     (waiting, scheduled, available, and retryable: failed but retrying) is
     READY; cancelled counts as FAILED ("unable to start", in Django's words).
     """
-    from .compat import TaskResultStatus
-
     return {
         JobState.WAITING: TaskResultStatus.READY,
         JobState.SCHEDULED: TaskResultStatus.READY,
@@ -126,8 +134,6 @@ def _runner(django_task: Task) -> Callable[..., Any]:
 
 def _started(django_task: Task) -> tuple[Any, ...]:
     """Send Django's task_started; return the arguments that go before the caller's."""
-    from .compat import TaskContext, task_backends, task_started
-
     running = current_job()
     if running is None:
         if django_task.takes_context:
@@ -145,8 +151,6 @@ def _started(django_task: Task) -> tuple[Any, ...]:
 
 
 def result_from_job(job: Job, django_task: Task, alias: str) -> TaskResult:
-    from .compat import InvalidTask, TaskResult, TaskResultStatus
-
     try:
         task = django_task.using(
             queue_name=job.queue, priority=to_django_priority(job.priority), backend=alias
@@ -174,9 +178,7 @@ def result_from_job(job: Job, django_task: Task, alias: str) -> TaskResult:
     return result
 
 
-def _task_error(record: dict[str, Any]) -> Any:
-    from .compat import TaskError
-
+def _task_error(record: dict[str, Any]) -> TaskError:
     return TaskError(
         exception_class_path=exception_class_path(record),
         traceback=record.get("traceback", ""),
@@ -215,8 +217,6 @@ def _send_finished(sender: Any, job: Job, **kwargs: Any) -> None:
     django_task = _django_tasks.get(job.task)
     if django_task is None:
         return
-    from .compat import task_backends, task_finished
-
     backend = task_backends[django_task.backend]
     result = result_from_job(job, django_task, backend.alias)
     # send_robust: a failing receiver must not undo an outcome already written.

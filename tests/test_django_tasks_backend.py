@@ -305,3 +305,21 @@ def test_a_job_rescued_from_a_dead_worker_reports_worker_lost(backend):
     )
     [error] = backend.get_result(str(job.pk)).errors
     assert error.exception_class is WorkerLost
+
+
+def test_a_queues_list_in_tasks_restricts_queue_names():
+    from django_pgjobs.backend import PgJobsBackend
+
+    restricted = PgJobsBackend("restricted", {"BACKEND": "...", "QUEUES": ["default"]})
+    restricted.validate_task(django_tasks.async_double)  # queue "default"
+    with pytest.raises(InvalidTask, match="'mail' is not valid"):
+        restricted.validate_task(django_tasks.add)  # queue "mail"
+
+
+def test_system_checks_report_a_missing_app_and_bad_queue_names(monkeypatch):
+    from django_pgjobs import backend as backend_module
+
+    configured = backend_module.PgJobsBackend("x", {"QUEUES": ["ok", "not ok"]})
+    assert [error.id for error in configured.check()] == ["pgjobs.E102"]
+    monkeypatch.setattr(backend_module.apps, "is_installed", lambda name: False)
+    assert "pgjobs.E101" in [error.id for error in configured.check()]
