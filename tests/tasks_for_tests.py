@@ -59,6 +59,16 @@ def until_cancelled(tag: str, limit: float = 30) -> str:
     return "ran to the end"
 
 
+@task(unique=True)
+def unique_report(report_id: int | str) -> str:
+    return f"report {report_id}"
+
+
+@task(unique_for=3600)
+def once_an_hour(name: str) -> str:
+    return name
+
+
 @task
 def enqueue_follow_up(n: int) -> int:
     """Enqueues another job, as tasks that fan out do."""
