@@ -151,3 +151,23 @@ def test_frozen_time_refuses_naive_times_and_going_backwards():
         clock.advance(seconds=-1)
     before = timezone.now()
     assert before <= timezone.now(), "the real clock is back"
+
+
+def test_drain_runs_a_whole_pipeline_stage_after_stage():
+    from django_pgjobs.pipelines import enqueue_pipeline
+    from testproject.demo.tasks import square, total
+
+    *_, (gathered,) = enqueue_pipeline(
+        [square.spec(n) for n in range(4)], total.using(pass_results=True).spec()
+    )
+    assert testing.drain() == {"completed": 5}
+    gathered.refresh_from_db()
+    assert gathered.result == 0 + 1 + 4 + 9
+
+
+def test_run_inline_runs_a_dependent_job_in_the_drain_that_runs_its_dependency():
+    first = add.enqueue(1, 1)  # enqueued before run_inline: not run yet
+    with testing.run_inline():
+        follower = Job.enqueue("testproject.demo.tasks.add", [2, 2], depends_on=[first])
+    assert Job.objects.get(pk=first.pk).state == JobState.COMPLETED
+    assert (follower.state, follower.result) == (JobState.COMPLETED, 4)
