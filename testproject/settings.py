@@ -86,7 +86,7 @@ LOGGING = {
     },
 }
 
-# Django's Tasks framework runs on pgjobs (docs/django-tasks.md). On Django 5.2 it
+# Django's Tasks framework runs on pgjobs (docs/howto/django-tasks.md). On Django 5.2 it
 # comes from the django-tasks backport, an app of its own.
 TASKS = {"default": {"BACKEND": "django_pgjobs.backend.PgJobsBackend"}}
 if importlib.util.find_spec("django_tasks"):
