@@ -189,7 +189,8 @@ class Worker:
                 # The pool has a free thread for it, so it starts now; knowing the
                 # start here lets the loop wake in time for the job's timeout.
                 context = JobContext(job, started=time.monotonic())
-                self.running[job.pk] = context
+                with self._lock:
+                    self.running[job.pk] = context
                 self._pool.submit(context)
         return jobs
 
@@ -223,11 +224,13 @@ class Worker:
         """Jobs this worker can start now: a job whose outcome is being written
         still counts as running (shutdown and cancellation see it), but it no
         longer needs its thread, so claiming overlaps with writing."""
-        return self.concurrency - len(self.running) + len(self._returned)
+        with self._lock:
+            return self.concurrency - len(self.running) + len(self._returned)
 
     def _ran(self, context: JobContext, outcome: Outcome | str) -> None:
         """A pool thread is done with a job: queue its outcome for the completer."""
-        self._returned.add(context.job.pk)
+        with self._lock:
+            self._returned.add(context.job.pk)
         self._outcomes.put((context, outcome))
         self.wakeup.set()  # its thread is free: claim again
 
@@ -272,8 +275,9 @@ class Worker:
                 self._finished(context, outcome)  # the pool's "crashed"
 
     def _finished(self, context: JobContext, outcome: str) -> None:
-        self.running.pop(context.job.pk, None)
-        self._returned.discard(context.job.pk)
+        with self._lock:
+            self.running.pop(context.job.pk, None)
+            self._returned.discard(context.job.pk)
         self._record(outcome)
         self.wakeup.set()  # capacity is free: claim again
 
@@ -287,7 +291,7 @@ class Worker:
 
     def enforce_timeouts(self) -> None:
         """Interrupt sync jobs past their timeout; fail the ones that ignore it."""
-        for context in list(self.running.values()):
+        for context in self.running_contexts():
             if context.job.pk in self._returned or not context.overdue():
                 continue
             if not getattr(context, "interrupted", False):
@@ -306,13 +310,20 @@ class Worker:
         except DatabaseError as problem:
             logger.error("could not fail overdue job %s: %s", job.pk, problem)
             return  # try again on the next pass
-        self.running.pop(job.pk, None)
+        with self._lock:
+            self.running.pop(job.pk, None)
         self._record("timed out")
         if self._pool is not None and context.thread_id is not None:
             self._pool.replace(context.thread_id)
 
+    def running_contexts(self) -> list[JobContext]:
+        """A snapshot: job threads remove their jobs from ``running`` as they finish."""
+        with self._lock:
+            return list(self.running.values())
+
     def _next_deadline_in(self) -> float | None:
-        deadlines = [c.deadline() for c in self.running.values() if c.job.pk not in self._returned]
+        returned = self._returned
+        deadlines = [c.deadline() for c in self.running_contexts() if c.job.pk not in returned]
         pending = [d for d in deadlines if d is not None]
         if not pending:
             return None
@@ -436,7 +447,7 @@ class Worker:
         self._stop_completer()
         if self._publisher:
             self._publisher.stop()
-        for context in list(self.running.values()):
+        for context in self.running_contexts():
             job = context.job
             context.request_cancel()  # async tasks stop; sync ones see the flag
             try:

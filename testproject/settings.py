@@ -1,8 +1,10 @@
 """Settings of the demo project and the test suite, read from the environment."""
 
+import importlib.util
 from pathlib import Path
 from urllib.parse import unquote
 
+import django
 import environ
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -72,6 +74,20 @@ PGJOBS = {
     "HEARTBEAT_INTERVAL": env.float("PGJOBS_HEARTBEAT_INTERVAL", default=5.0),
     "WORKER_STALE_AFTER": env.float("PGJOBS_WORKER_STALE_AFTER", default=60.0),
     "RESCUE_INTERVAL": env.float("PGJOBS_RESCUE_INTERVAL", default=30.0),
+    # Created in the Schedule table when `runscheduler` starts (then editable in the admin).
+    "SCHEDULES": {
+        "demo-every-minute": {
+            "cron": "* * * * *",
+            "task": "testproject.demo.tasks.add",
+            "args": [20, 22],
+        },
+        "demo-weekday-mornings": {
+            "cron": "30 8 * * mon-fri",
+            "timezone": "Europe/Berlin",
+            "task": "testproject.demo.tasks.send_welcome",
+            "args": [1],
+        },
+    },
 }
 
 LOGGING = {
@@ -83,3 +99,14 @@ LOGGING = {
         "django_pgjobs": {"handlers": ["console"], "level": env("PGJOBS_LOG_LEVEL", default="INFO")}
     },
 }
+
+# Django's Tasks framework runs on pgjobs (docs/howto/django-tasks.md). On Django 5.2 it
+# comes from the django-tasks backport, an app of its own.
+TASKS = {"default": {"BACKEND": "django_pgjobs.backend.PgJobsBackend"}}
+if importlib.util.find_spec("django_tasks"):
+    INSTALLED_APPS.append("django_tasks")
+# Mail goes to the console (the worker's log); Django 6.1 configures it with MAILERS.
+if django.VERSION >= (6, 1):
+    MAILERS = {"default": {"BACKEND": "django.core.mail.backends.console.EmailBackend"}}
+else:
+    EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"

@@ -197,6 +197,6 @@ CREATE TRIGGER pgjobs_job_changed
 
 
 class Migration(migrations.Migration):
-    dependencies = [("pgjobs", "0003_pipelines_events")]
+    dependencies = [("pgjobs", "0003_schedules")]
 
     operations = [migrations.RunSQL(FORWARD, REVERSE)]
