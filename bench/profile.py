@@ -63,6 +63,9 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=1)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--top", type=int, default=30)
+    parser.add_argument(
+        "--gil", action="store_true", help="only samples holding the GIL: Python's own CPU time"
+    )
     args = parser.parse_args()
     base = os.environ.get("DATABASE_URL", "postgres://root@127.0.0.1:5432/pgjobs")
     url = with_database(base, base.rsplit("/", 1)[-1] + "_bench_profile")
@@ -77,6 +80,7 @@ def main() -> None:
     spy = py_spy()
     with running(adapter, Config(args.processes, args.concurrency)) as workers:
         options = ["--subprocesses", "--threads", "--nonblocking", "--rate", "250"]
+        options += ["--gil"] if args.gil else []
         output = ["--format", "raw", "--output", str(raw)]
         recorder = subprocess.Popen(
             [spy, "record", "--pid", str(workers.procs[0].pid), *options, *output],

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -155,24 +153,14 @@ def _insert_many(jobs: list[Job], using: str) -> None:
     from .models import Job
 
     fields = [field for field in Job._meta.concrete_fields if not field.primary_key]
-    rows = json.dumps(
-        [{field.column: getattr(job, field.attname) for field in fields} for job in jobs],
-        default=_json_default,
-        separators=(",", ":"),
+    rows = db.as_json(
+        [{field.column: getattr(job, field.attname) for field in fields} for job in jobs]
     )
     ids = sorted(row["id"] for row in db.fetch_dicts("insert_jobs", {"rows": rows}, using))
     for job, pk in zip(jobs, ids, strict=True):
         job.pk = pk
         job._state.adding = False
         job._state.db = using
-
-
-def _json_default(value: Any) -> str:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    raise TypeError(f"{value!r} is not JSON-serialisable")
 
 
 def _unique_for(spec: JobSpec) -> float | None:

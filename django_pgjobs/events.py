@@ -104,18 +104,16 @@ def listen(using: str | None = None) -> EventStream:
 Change = tuple["Job", str | None]  # a job as it is now, and the state it left
 
 
-def payloads(changes: Iterable[Change]) -> list[str]:
+def as_events(changes: Iterable[Change]) -> list[dict]:
     return [
-        json.dumps(
-            {
-                "id": job.pk,
-                "task": job.task,
-                "queue": job.queue,
-                "state": job.state,
-                "previous": previous,
-                "attempt": job.attempt,
-            }
-        )
+        {
+            "id": job.id,
+            "task": job.task,
+            "queue": job.queue,
+            "state": job.state,
+            "previous": previous,
+            "attempt": job.attempt,
+        }
         for job, previous in changes
     ]
 
@@ -127,13 +125,13 @@ def publish(changes: Iterable[Change], using: str) -> None:
     Inside a transaction they go out when it commits; otherwise at once, in a
     short transaction that doesn't wait for the disk.
     """
-    _send(payloads(changes), using)
+    _send(as_events(changes), using)
 
 
-def _send(messages: list[str], using: str) -> None:
-    if messages:
+def _send(batch: list[dict], using: str) -> None:
+    if batch:
         statement = "publish" if connections[using].in_atomic_block else "publish_now"
-        db.fetch_dicts(statement, {"payloads": messages}, using)
+        db.fetch_dicts(statement, {"events": db.as_json(batch)}, using)
 
 
 class Publisher:
@@ -149,16 +147,16 @@ class Publisher:
 
     def __init__(self, using: str) -> None:
         self.using = using
-        self._queue: SimpleQueue[list[str] | None] = SimpleQueue()
+        self._queue: SimpleQueue[list[dict] | None] = SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="pgjobs-publisher", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
     def publish(self, changes: Iterable[Change]) -> None:
-        messages = payloads(changes)
-        if messages:
-            self._queue.put(messages)
+        batch = as_events(changes)
+        if batch:
+            self._queue.put(batch)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Send what is queued, then stop."""
@@ -185,7 +183,7 @@ class Publisher:
         finally:
             connections.close_all()
 
-    def _send(self, batch: list[str]) -> None:
+    def _send(self, batch: list[dict]) -> None:
         for delay in (0.1, 0.5, 2.0, None):
             try:
                 _send(batch, self.using)

@@ -118,52 +118,51 @@ def finish(
     for outcome in outcomes:
         by_alias.setdefault(outcome.job._state.db or conf.get("DATABASE"), []).append(outcome)
     for using, group in by_alias.items():
-        params: dict[str, list[Any]] = {
-            "ids": [],
-            "leases": [],
-            "states": [],
-            "results": [],
-            "errors": [],
-            "run_ats": [],
-            "finished_ats": [],
-        }
-        for outcome in group:
-            job = outcome.job
-            params["ids"].append(job.pk)
-            params["leases"].append(job.lease)
-            params["states"].append(str(outcome.state))
-            # JSONField stores None as SQL NULL; so do we.
-            params["results"].append(None if outcome.result is None else json.dumps(outcome.result))
-            params["errors"].append(
-                None
+        rows = [
+            {
+                "id": outcome.job.id,
+                "lease": outcome.job.lease,
+                "state": outcome.state.value,
+                "result": outcome.result,
+                "error": None
                 if outcome.error is None
-                else json.dumps(error_record(job.attempt, outcome.at, outcome.error))
-            )
-            params["run_ats"].append(outcome.run_at)
-            params["finished_ats"].append(None if outcome.state == S.RETRYABLE else outcome.at)
-        written = {row.pk: row for row in db.fetch_jobs("finish", params, using)}
+                else error_record(outcome.job.attempt, outcome.at, outcome.error),
+                "run_at": outcome.run_at,
+                # Retryable jobs are not finished.
+                "finished_at": None if outcome.state == S.RETRYABLE else outcome.at,
+            }
+            for outcome in group
+        ]
+        outcomes_json = db.as_json(rows)
+        written = {
+            row["id"]: row for row in db.fetch_dicts("finish", {"outcomes": outcomes_json}, using)
+        }
+        for outcome, row_sent in zip(group, rows, strict=True):
+            job, row = outcome.job, written.get(outcome.job.pk)
+            results[job.pk] = row is not None
+            if row is None:
+                job.refresh_from_db()  # refused: show what happened instead
+                continue
+            # What the database now holds, without reading the whole row back.
+            job.state, job.run_at, job.finished_at = row["state"], row["run_at"], row["finished_at"]
+            job.lease = None
+            if outcome.state == S.COMPLETED:
+                # As stored: through JSON and back (tuples become lists, and so on).
+                result = row_sent["result"]
+                job.result = result if result is None else json.loads(json.dumps(result))
+            if row["errors"] is not None:
+                errors = row["errors"]
+                job.errors = json.loads(errors) if isinstance(errors, str) else errors
         # finish.sql leaves publishing its events to us (see events.publish).
-        changes = [(row, S.EXECUTING.value) for row in written.values()]
+        changes = [(o.job, S.EXECUTING.value) for o in group if results[o.job.pk]]
         if publish is None:
             events.publish(changes, using)
         else:
             publish(changes)
-        for outcome in group:
-            row = written.get(outcome.job.pk)
-            if row is None:
-                outcome.job.refresh_from_db()  # refused: show what happened instead
-            else:
-                _copy_fields(row, outcome.job)
-            results[outcome.job.pk] = row is not None
     for outcome in outcomes:
         if results[outcome.job.pk]:
             _send_outcome_signal(outcome)
     return [results[outcome.job.pk] for outcome in outcomes]
-
-
-def _copy_fields(source: Job, target: Job) -> None:
-    for field in Job._meta.concrete_fields:
-        setattr(target, field.attname, getattr(source, field.attname))
 
 
 def _send_outcome_signal(outcome: Outcome) -> None:

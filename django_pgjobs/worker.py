@@ -89,6 +89,10 @@ class Worker:
         # Jobs in ``running`` whose task returned and whose outcome awaits the
         # completer: they hold no thread, so their slots can take new jobs.
         self._returned: set[int] = set()
+        # Running jobs with a timeout whose task has not returned: the only ones
+        # the loop must watch (scanning every running job on every wake-up made
+        # the loop quadratic in the concurrency).
+        self._timed: dict[int, JobContext] = {}
 
     # -- one step -----------------------------------------------------------------
 
@@ -191,6 +195,8 @@ class Worker:
                 context = JobContext(job, started=time.monotonic())
                 with self._lock:
                     self.running[job.pk] = context
+                    if job.timeout is not None:
+                        self._timed[job.pk] = context
                 self._pool.submit(context)
         return jobs
 
@@ -231,6 +237,7 @@ class Worker:
         """A pool thread is done with a job: queue its outcome for the completer."""
         with self._lock:
             self._returned.add(context.job.pk)
+            self._timed.pop(context.job.pk, None)
         self._outcomes.put((context, outcome))
         self.wakeup.set()  # its thread is free: claim again
 
@@ -278,6 +285,7 @@ class Worker:
         with self._lock:
             self.running.pop(context.job.pk, None)
             self._returned.discard(context.job.pk)
+            self._timed.pop(context.job.pk, None)
         self._record(outcome)
         self.wakeup.set()  # capacity is free: claim again
 
@@ -291,8 +299,10 @@ class Worker:
 
     def enforce_timeouts(self) -> None:
         """Interrupt sync jobs past their timeout; fail the ones that ignore it."""
-        for context in self.running_contexts():
-            if context.job.pk in self._returned or not context.overdue():
+        with self._lock:
+            timed = list(self._timed.values())
+        for context in timed:
+            if not context.overdue():
                 continue
             if not getattr(context, "interrupted", False):
                 context.interrupted = True  # type: ignore[attr-defined]
@@ -312,6 +322,7 @@ class Worker:
             return  # try again on the next pass
         with self._lock:
             self.running.pop(job.pk, None)
+            self._timed.pop(job.pk, None)
         self._record("timed out")
         if self._pool is not None and context.thread_id is not None:
             self._pool.replace(context.thread_id)
@@ -322,9 +333,9 @@ class Worker:
             return list(self.running.values())
 
     def _next_deadline_in(self) -> float | None:
-        returned = self._returned
-        deadlines = [c.deadline() for c in self.running_contexts() if c.job.pk not in returned]
-        pending = [d for d in deadlines if d is not None]
+        with self._lock:
+            timed = list(self._timed.values())
+        pending = [d for d in (c.deadline() for c in timed) if d is not None]
         if not pending:
             return None
         return max(0.01, min(pending) - time.monotonic())

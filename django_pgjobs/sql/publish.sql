@@ -1,4 +1,4 @@
--- Publish job events (JSON payloads) on pgjobs_events in the caller's
+-- Publish job events (%(events)s: a JSON array of them) on pgjobs_events in the caller's
 -- transaction: delivered when it commits.
-SELECT count(pg_notify('pgjobs_events', payload))
-FROM unnest(%(payloads)s::text[]) AS payload
+SELECT count(pg_notify('pgjobs_events', event::text))
+FROM jsonb_array_elements(%(events)s::jsonb) AS event
