@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import threading
 import time
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .exceptions import JobCancelled
@@ -39,12 +38,14 @@ class JobContext:
     thread_id: int | None = None
     loop: asyncio.AbstractEventLoop | None = None
     task: asyncio.Future | None = None
-    _cancel: threading.Event = field(default_factory=threading.Event)
+    # A plain flag, not a threading.Event: nobody waits on it, and a worker
+    # makes one context per job (an Event costs a Condition and a lock).
+    _cancelled: bool = False
 
     @property
     def cancelled(self) -> bool:
         """True once the job was cancelled while running."""
-        return self._cancel.is_set()
+        return self._cancelled
 
     def raise_if_cancelled(self) -> None:
         if self.cancelled:
@@ -68,7 +69,7 @@ class JobContext:
     # -- called by the worker, from another thread ------------------------------------
 
     def request_cancel(self) -> None:
-        self._cancel.set()
+        self._cancelled = True
         if self.loop is not None and self.task is not None:
             self.loop.call_soon_threadsafe(self.task.cancel)
 

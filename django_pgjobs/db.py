@@ -37,10 +37,39 @@ def fetch_dicts(name: str, params: dict[str, Any], using: str | None = None) -> 
 
 
 def fetch_jobs(name: str, params: dict[str, Any], using: str | None = None) -> list:
-    """Run a statement that returns job rows, as Job instances (JSON fields decoded)."""
+    """Run a statement that returns job rows, as Job instances (JSON fields decoded).
+
+    Columns that are not fields of Job (``previous``) become attributes. Built
+    with ``Model.from_db`` rather than a RawQuerySet, whose per-row machinery
+    cost a worker more than the claim's own work.
+    """
+    from django.db.models import JSONField
+
     from .models import Job
 
-    return list(Job.objects.raw(statement(name), params, using=using or alias()))
+    using = using or alias()
+    fields = Job._meta.concrete_fields
+    with connections[using].cursor() as cursor:
+        cursor.execute(statement(name), params)
+        columns = [col.name for col in cursor.description]
+        rows = cursor.fetchall()
+    position = {name: index for index, name in enumerate(columns)}
+    order = [position[field.column] for field in fields]
+    json_at = [i for i, field in enumerate(fields) if isinstance(field, JSONField)]
+    taken = set(order)
+    extras = [(name, index) for name, index in position.items() if index not in taken]
+    names = [field.attname for field in fields]
+    jobs = []
+    for row in rows:
+        values = [row[index] for index in order]
+        for i in json_at:
+            if isinstance(values[i], str):  # Django's connections hand jsonb over as text
+                values[i] = json.loads(values[i])
+        job = Job.from_db(using, names, values)
+        for name, index in extras:
+            setattr(job, name, row[index])
+        jobs.append(job)
+    return jobs
 
 
 def as_json(value: Any) -> str:

@@ -138,8 +138,8 @@ def finish(
             row["id"]: row for row in db.fetch_dicts("finish", {"outcomes": outcomes_json}, using)
         }
         for outcome, row_sent in zip(group, rows, strict=True):
-            job, row = outcome.job, written.get(outcome.job.pk)
-            results[job.pk] = row is not None
+            job, row = outcome.job, written.get(outcome.job.id)
+            results[job.id] = row is not None
             if row is None:
                 job.refresh_from_db()  # refused: show what happened instead
                 continue
@@ -154,15 +154,15 @@ def finish(
                 errors = row["errors"]
                 job.errors = json.loads(errors) if isinstance(errors, str) else errors
         # finish.sql leaves publishing its events to us (see events.publish).
-        changes = [(o.job, S.EXECUTING.value) for o in group if results[o.job.pk]]
+        changes = [(o.job, S.EXECUTING.value) for o in group if results[o.job.id]]
         if publish is None:
             events.publish(changes, using)
         else:
             publish(changes)
     for outcome in outcomes:
-        if results[outcome.job.pk]:
+        if results[outcome.job.id]:
             _send_outcome_signal(outcome)
-    return [results[outcome.job.pk] for outcome in outcomes]
+    return [results[outcome.job.id] for outcome in outcomes]
 
 
 def _send_outcome_signal(outcome: Outcome) -> None:

@@ -194,9 +194,9 @@ class Worker:
                 # start here lets the loop wake in time for the job's timeout.
                 context = JobContext(job, started=time.monotonic())
                 with self._lock:
-                    self.running[job.pk] = context
+                    self.running[job.id] = context
                     if job.timeout is not None:
-                        self._timed[job.pk] = context
+                        self._timed[job.id] = context
                 self._pool.submit(context)
         return jobs
 
@@ -236,8 +236,8 @@ class Worker:
     def _ran(self, context: JobContext, outcome: Outcome | str) -> None:
         """A pool thread is done with a job: queue its outcome for the completer."""
         with self._lock:
-            self._returned.add(context.job.pk)
-            self._timed.pop(context.job.pk, None)
+            self._returned.add(context.job.id)
+            self._timed.pop(context.job.id, None)
         self._outcomes.put((context, outcome))
         self.wakeup.set()  # its thread is free: claim again
 
@@ -283,9 +283,9 @@ class Worker:
 
     def _finished(self, context: JobContext, outcome: str) -> None:
         with self._lock:
-            self.running.pop(context.job.pk, None)
-            self._returned.discard(context.job.pk)
-            self._timed.pop(context.job.pk, None)
+            self.running.pop(context.job.id, None)
+            self._returned.discard(context.job.id)
+            self._timed.pop(context.job.id, None)
         self._record(outcome)
         self.wakeup.set()  # capacity is free: claim again
 
