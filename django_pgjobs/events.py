@@ -165,6 +165,7 @@ class Publisher:
             self._thread.join(timeout)
 
     def _run(self) -> None:
+        db.prepare_on_this_thread()
         try:
             while (first := self._queue.get()) is not None:
                 batch, last = list(first), False

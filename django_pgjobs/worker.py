@@ -248,6 +248,7 @@ class Worker:
         limit covers written-or-not outcomes too, and shutdown can tell jobs
         still running from jobs done.
         """
+        db.prepare_on_this_thread()
         try:
             while (item := self._outcomes.get()) is not None:
                 batch = [item]
@@ -379,6 +380,7 @@ class Worker:
             self.shutdown()
 
     def _loop(self) -> None:
+        db.prepare_on_this_thread()
         retry_delay = 0.1
         while not self.stopping.is_set():
             self.wakeup.clear()
