@@ -113,13 +113,16 @@ def run_system(name: str, base_url: str, args: argparse.Namespace) -> dict[str, 
 # -- the ceiling: pgbench on a plain copy of the job table ------------------------------
 
 
-def claim_statement(batch: int) -> str:
-    """Our claim statement, on the plain table, as pgbench SQL on one line."""
+def claim_script(batch: int) -> str:
+    """Our claim statement on the plain table, then the completion, as a pgbench script.
+
+    The claim's rows are collected into an array (``\\gset``) by turning its UPDATE
+    into one more CTE, so the script runs it unchanged but for what marks it for
+    our events trigger (the plain table has no triggers).
+    """
     text = (ROOT / "django_pgjobs" / "sql" / "claim.sql").read_text()
     text = "\n".join(line.split("--")[0] for line in text.splitlines())
-    # Without the marking that tells our events trigger the worker publishes
-    # (the plain table has no triggers), and so it can be nested in a CTE.
-    text = re.sub(r"WITH publisher AS \(.*?\)\s*(?=UPDATE)", "", text, flags=re.S)
+    text = re.sub(r"WITH publisher AS \(.*?\),\s*", "WITH ", text, count=1, flags=re.S)
     text = text.replace(", publisher", "")
     for name, value in {
         "queue": "'default'",
@@ -129,7 +132,13 @@ def claim_statement(batch: int) -> str:
     }.items():
         text = text.replace(f"%({name})s", value)
     text = text.replace("pgjobs_job", "plain_job")
-    return " ".join(text.split())
+    ctes, update = text.split("\nUPDATE ", 1)
+    claim = " ".join(f"{ctes}, claimed AS (UPDATE {update})".split())
+    return (
+        f"{claim} SELECT coalesce(array_agg(id), '{{}}') AS ids FROM claimed \\gset\n"
+        "UPDATE plain_job SET state = 'completed', finished_at = now(), lease = NULL,"
+        " result = 'null' WHERE id = ANY(:ids::bigint[]) AND state = 'executing';\n"
+    )
 
 
 def prepare_ceiling(url: str) -> None:
@@ -169,12 +178,7 @@ def ceiling(url: str, batch: int, rows: int, clients: int) -> float:
             [rows],
         )
         conn.execute("VACUUM ANALYZE plain_job")
-    script = (
-        f"WITH claimed AS ({claim_statement(batch)})"
-        " SELECT coalesce(array_agg(id), '{}') AS ids FROM claimed \\gset\n"
-        "UPDATE plain_job SET state = 'completed', finished_at = now(), lease = NULL,"
-        " result = 'null' WHERE id = ANY(:ids::bigint[]) AND state = 'executing';\n"
-    )
+    script = claim_script(batch)
     with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as file:
         file.write(script)
     try:

@@ -33,13 +33,20 @@ def alias() -> str:
 
 _local = threading.local()
 
+#: Statements whose generic plan is as good as a fresh one (tests/test_performance.py
+#: checks none of them reads the whole job table). claim.sql and claim_limited.sql
+#: are written for it; the blocking claim, rare by nature, is planned each time.
+PREPARABLE = frozenset(
+    {"claim", "claim_limited", "finish", "publish", "publish_now", "queue_configs"}
+)
+
 
 def prepare_on_this_thread() -> None:
-    """Run this thread's statements from ``sql/`` as server-side prepared statements.
+    """Run this thread's ``PREPARABLE`` statements as server-side prepared statements.
 
     For a worker's own threads (claim loop, completer, publisher): they run the
-    same few statements all day, and preparing them saves their planning (a
-    third of a claim's time in the database). Only there: a worker holds a
+    same few statements all day, and preparing them saves their planning. Only
+    there: a worker holds a
     session of its own, while web processes may go through PgBouncer in
     transaction mode, where prepared statements need care
     (docs/howto/pgbouncer.md).
@@ -49,7 +56,7 @@ def prepare_on_this_thread() -> None:
 
 def _run(name: str, params: dict[str, Any], using: str) -> tuple[list[str], list[tuple]]:
     connection = connections[using]
-    if getattr(_local, "prepare", False):
+    if name in PREPARABLE and getattr(_local, "prepare", False):
         connection.ensure_connection()
         # A server-binding cursor on Django's connection (same transaction, same
         # type adapters): psycopg prepares the statement on first use.

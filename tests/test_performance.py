@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.db import connection
 from django.utils import timezone
@@ -93,6 +95,30 @@ def test_the_outcome_statement_reads_jobs_through_an_index():
         found = "\n".join(row[0] for row in cursor.fetchall())
     assert "Seq Scan on pgjobs_job" not in found, found
     assert "Index Scan using pgjobs_job_" in found, found
+
+
+def test_the_generic_plans_of_prepared_statements_read_jobs_through_an_index():
+    # Workers prepare these (db.PREPARABLE); PostgreSQL may then plan them once
+    # for any parameters, without seeing the batch.
+    JobFactory.create_batch(2000, completed=True)
+    JobFactory.create_batch(50, executing=True)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE pgjobs_job")
+        cursor.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        for name in sorted(db.PREPARABLE):
+            text = db.statement(name)
+            params = sorted(set(re.findall(r"%\((\w+)\)s", text)))
+            for number, param in enumerate(params, 1):
+                text = text.replace(f"%({param})s", f"${number}")
+            cursor.execute(f"PREPARE generic_{name} AS {text}")
+            nulls = ", ".join(["NULL"] * len(params))
+            cursor.execute(
+                f"EXPLAIN EXECUTE generic_{name}({nulls})"
+                if params
+                else f"EXPLAIN EXECUTE generic_{name}"
+            )
+            found = "\n".join(row[0] for row in cursor.fetchall())
+            assert "Seq Scan on pgjobs_job" not in found, f"{name}:\n{found}"
 
 
 def test_limited_claims_use_the_claim_index():

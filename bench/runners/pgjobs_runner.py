@@ -15,7 +15,7 @@ from common import Adapter, Config, main  # noqa: E402
 
 class PgJobs(Adapter):
     name = "django-pgjobs"
-    drain_configs = [Config(2, 10), Config(2, 50), Config(1, 20)]
+    drain_configs = [Config(2, 50), Config(2, 100), Config(1, 100)]
     latency_config = Config(1, 10)
 
     def __init__(self, url: str, workdir: Path) -> None:

@@ -1,17 +1,13 @@
 -- Claim up to %(limit)s due jobs of one queue that has no concurrency limit.
 -- SKIP LOCKED lets any number of workers claim side by side without waiting on
--- each other; the inner query matches the pgjobs_job_claim index.
+-- each other; the inner query matches the pgjobs_job_claim index. Workers run
+-- this as a prepared statement: the jobs are found again by primary key
+-- (id = ANY) so that its generic plan, which can't know the LIMIT, never joins
+-- the whole table.
 WITH publisher AS (
     -- The worker publishes these events itself once this commits (see events.py).
     SELECT set_config('pgjobs.publisher', statement_timestamp()::text, true)
-)
-UPDATE pgjobs_job AS job
-SET state = 'executing',
-    attempt = job.attempt + 1,
-    attempted_at = %(now)s,
-    worker_id = %(worker_id)s,
-    lease = gen_random_uuid()
-FROM (
+), due AS MATERIALIZED (
     SELECT id, state
     FROM pgjobs_job
     WHERE queue = %(queue)s
@@ -20,6 +16,14 @@ FROM (
     ORDER BY priority DESC, run_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
-) AS due, publisher
-WHERE job.id = due.id
+)
+UPDATE pgjobs_job AS job
+SET state = 'executing',
+    attempt = job.attempt + 1,
+    attempted_at = %(now)s,
+    worker_id = %(worker_id)s,
+    lease = gen_random_uuid()
+FROM due, publisher
+WHERE job.id = ANY (ARRAY(SELECT id FROM due))
+  AND job.id = due.id
 RETURNING job.*, due.state AS previous

@@ -3,14 +3,8 @@
 WITH publisher AS (
     -- The worker publishes these events itself once this commits (see events.py).
     SELECT set_config('pgjobs.publisher', statement_timestamp()::text, true)
-)
-UPDATE pgjobs_job AS job
-SET state = 'executing',
-    attempt = job.attempt + 1,
-    attempted_at = %(now)s,
-    worker_id = %(worker_id)s,
-    lease = gen_random_uuid()
-FROM (
+), due AS MATERIALIZED (
+    -- Found again by primary key below, for a sound generic plan (see claim.sql).
     SELECT id, state
     FROM pgjobs_job
     WHERE queue = %(queue)s
@@ -24,6 +18,14 @@ FROM (
         )
     ))
     FOR UPDATE SKIP LOCKED
-) AS due, publisher
-WHERE job.id = due.id
+)
+UPDATE pgjobs_job AS job
+SET state = 'executing',
+    attempt = job.attempt + 1,
+    attempted_at = %(now)s,
+    worker_id = %(worker_id)s,
+    lease = gen_random_uuid()
+FROM due, publisher
+WHERE job.id = ANY (ARRAY(SELECT id FROM due))
+  AND job.id = due.id
 RETURNING job.*, due.state AS previous
