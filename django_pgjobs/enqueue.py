@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -94,10 +95,22 @@ def _new_job(**values: Any) -> Job:
 
     return Job(
         *[
-            values[field.attname] if field.attname in values else field.get_default()
-            for field in Job._meta.concrete_fields
+            values[name] if name in values else (default() if call else default)
+            for name, call, default in _field_defaults()
         ]
     )
+
+
+@functools.cache
+def _field_defaults() -> list[tuple[str, bool, Any]]:
+    """(attname, default is callable, default) of Job's fields, in field order."""
+    from .models import Job
+
+    found = []
+    for model_field in Job._meta.concrete_fields:
+        default = model_field.default if model_field.has_default() else model_field.get_default()
+        found.append((model_field.attname, callable(default), default))
+    return found
 
 
 def _queue_max_attempts(queue: str) -> int:
