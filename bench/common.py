@@ -287,6 +287,10 @@ class Adapter:
     def worker_env(self) -> dict[str, str]:
         return {}
 
+    def config_env(self, config: Config) -> dict[str, str]:
+        """Environment for workers of one configuration (its ``extra`` options)."""
+        return {}
+
     def listening(self) -> int:
         """How many connections of the database are LISTENing (worker readiness)."""
         import psycopg
@@ -310,7 +314,7 @@ def running(adapter: Adapter, config: Config, env: dict[str, str] | None = None)
     log = adapter.workdir / f"{adapter.name}-worker.log"
     workers = start_workers(
         adapter.worker_commands(config),
-        {**adapter.worker_env(), **(env or {})},
+        {**adapter.worker_env(), **adapter.config_env(config), **(env or {})},
         adapter.workdir,
         log,
     )

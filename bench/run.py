@@ -274,6 +274,10 @@ def report(
             f" | {fmt(r['w2'])}{scaled} | {r['w2_config']} | {fmt(r.get('w3_p50_ms'), 'ms')}"
             f" | {fmt(r.get('w3_p99_ms'), 'ms')} | {fmt(r['rss_mb'])} | {r['load']} |"
         )
+    lines += ["", "W2 drain by worker configuration (processes x concurrency), jobs/s:", ""]
+    for r in results:
+        configs = ", ".join(f"{label}: {fmt(value)}" for label, value in r["w2_all"].items())
+        lines.append(f"- {r['system']}: {configs}")
     if top:
         lines += [
             "",

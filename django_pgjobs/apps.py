@@ -19,6 +19,11 @@ class PgJobsConfig(AppConfig):
         # Register @task functions living in each installed app's tasks.py, so
         # enqueue-by-name and the worker find them without importing by hand.
         autodiscover_modules("tasks")
+        from django.db.backends.signals import connection_created
+
+        from .events import switch_off_in_database
+
+        connection_created.connect(switch_off_in_database, dispatch_uid="pgjobs-events-off")
         post_migrate.connect(_sync_queues, sender=self)
 
 

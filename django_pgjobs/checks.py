@@ -42,7 +42,9 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
                 f"Did you mean {close[0]!r}?" if close else f"Known keys: {sorted(conf.DEFAULTS)}"
             )
             errors.append(_error(f"Unknown PGJOBS key {key!r}.", hint, 2))
-        elif not isinstance(value, conf.TYPES[key]) or isinstance(value, bool):
+        elif not isinstance(value, conf.TYPES[key]) or (
+            isinstance(value, bool) and conf.TYPES[key] is not bool
+        ):
             expected = conf.TYPES[key]
             names = (
                 " or ".join(t.__name__ for t in expected)

@@ -25,7 +25,7 @@ import psycopg
 from django.db import DatabaseError, connections
 from psycopg import sql
 
-from . import db
+from . import conf, db
 
 if TYPE_CHECKING:
     from .models import Job
@@ -96,6 +96,14 @@ class EventStream:
         self.close()
 
 
+def switch_off_in_database(connection: object, **kwargs: object) -> None:
+    """``connection_created`` receiver when ``PGJOBS["EVENTS"]`` is False: the event
+    triggers skip sessions that say so (migration 0009_performance)."""
+    if getattr(connection, "alias", None) == conf.get("DATABASE") and not conf.get("EVENTS"):
+        with connection.cursor() as cursor:  # type: ignore[attr-defined]
+            cursor.execute("SET pgjobs.events = 'off'")
+
+
 def listen(using: str | None = None) -> EventStream:
     """Subscribe to job events from now on."""
     return EventStream(using)
@@ -123,9 +131,11 @@ def publish(changes: Iterable[Change], using: str) -> None:
     own (a worker's claims and outcomes: see migration 0009_performance).
 
     Inside a transaction they go out when it commits; otherwise at once, in a
-    short transaction that doesn't wait for the disk.
+    short transaction that doesn't wait for the disk. Nothing with
+    ``PGJOBS["EVENTS"] = False``.
     """
-    _send(as_events(changes), using)
+    if conf.get("EVENTS"):
+        _send(as_events(changes), using)
 
 
 def _send(batch: list[dict], using: str) -> None:

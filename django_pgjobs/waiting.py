@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import psycopg
 from psycopg import sql
 
-from . import db
+from . import conf, db
 from .events import EVENTS_CHANNEL, Event, listen
 from .states import FINISHED
 
@@ -22,7 +22,13 @@ def _finished_event(job_id: int) -> Callable[[Event], bool]:
     return lambda event: event.job_id == job_id and event.state in FINISHED
 
 
+#: Seconds between reads of a waited-for job when events are off.
+POLL_EVERY = 0.05
+
+
 def wait_for(job: Job, timeout: float | None) -> Job:
+    if not conf.get("EVENTS"):
+        return _poll(job, timeout)
     with listen(job._state.db) as stream:
         # Listening first, then reading, leaves no gap for the event to slip through.
         job.refresh_from_db()
@@ -34,7 +40,32 @@ def wait_for(job: Job, timeout: float | None) -> Job:
     return job
 
 
+def _poll(job: Job, timeout: float | None) -> Job:
+    """wait() without events (``PGJOBS["EVENTS"] = False``): read until finished."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        job.refresh_from_db()
+        if job.is_finished:
+            return job
+        if deadline is not None and time.monotonic() >= deadline:
+            raise TimeoutError(f"job {job.pk} did not finish within {timeout}s")
+        time.sleep(POLL_EVERY)  # nothing to wake us: events are off
+
+
+async def _async_poll(job: Job, timeout: float | None) -> Job:
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        await job.arefresh_from_db()
+        if job.is_finished:
+            return job
+        if deadline is not None and time.monotonic() >= deadline:
+            raise TimeoutError(f"job {job.pk} did not finish within {timeout}s")
+        await asyncio.sleep(POLL_EVERY)
+
+
 async def async_wait_for(job: Job, timeout: float | None) -> Job:
+    if not conf.get("EVENTS"):
+        return await _async_poll(job, timeout)
     params = db.connection_params(job._state.db)
     conn = await psycopg.AsyncConnection.connect(**params, autocommit=True)
     try:

@@ -160,10 +160,11 @@ class Worker:
 
     def publish_claimed(self, jobs: list[Job]) -> None:
         changes = [(job, job.previous) for job in jobs]
-        if self._publisher is None:
-            events.publish(changes, self.using)
-        else:
+        if self._publisher is not None:
             self._publisher.publish(changes)
+        elif self._pool is None:  # inline (drain, tests): at once
+            events.publish(changes, self.using)
+        # else: a started worker without a publisher has EVENTS off
 
     def _claim_limited(self, params: dict) -> list[Job]:
         with transaction.atomic(using=self.using):
@@ -271,7 +272,7 @@ class Worker:
     def _write_batch(self, batch: list[tuple[JobContext, Outcome | str]]) -> None:
         pending = [(c, o) for c, o in batch if isinstance(o, Outcome)]
         try:
-            publish = self._publisher.publish if self._publisher else None
+            publish = self._publisher.publish if self._publisher else _discard
             states = record([outcome for _, outcome in pending], publish)
         except Exception:  # our own bug: the jobs stay executing and get rescued
             logger.exception("writing %d outcome(s) failed", len(pending))
@@ -351,8 +352,9 @@ class Worker:
             queues=self.queues,
             concurrency=self.concurrency,
         )
-        self._publisher = events.Publisher(self.using)
-        self._publisher.start()
+        if conf.get("EVENTS"):
+            self._publisher = events.Publisher(self.using)
+            self._publisher.start()
         self._completer = threading.Thread(
             target=self._complete, name="pgjobs-completer", daemon=True
         )
@@ -481,6 +483,10 @@ class Worker:
                 logger.warning("could not remove worker row %s: %s", self.record.pk, error)
         connections[self.using].close()
         logger.info("worker stopped: %s", dict(self.stats))
+
+
+def _discard(changes: Iterable[events.Change]) -> None:
+    """Where a worker's outcome events go with ``PGJOBS["EVENTS"]`` off."""
 
 
 def beat(worker_id: int, using: str) -> bool:

@@ -147,3 +147,27 @@ def test_enqueue_many_returns_saved_jobs_in_order_with_every_field():
         assert (stored.args, stored.priority, stored.run_at) == ([n, n], n, when)
         assert (stored.kwargs, stored.errors, stored.meta, stored.result) == ({}, [], {}, None)
         assert not job._state.adding
+
+
+@pytest.mark.django_db(transaction=True)
+def test_with_events_off_nothing_is_published_and_wait_still_returns(settings, worker):
+    settings.PGJOBS = {**settings.PGJOBS, "EVENTS": False}
+    events.switch_off_in_database(connection)  # what every new connection does
+    try:
+        with events.listen() as stream:
+            job = add.enqueue(1, 2)
+            worker.drain()
+            assert list(stream.iter(timeout=0.5)) == []
+        assert job.wait(timeout=5).result == 3
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("RESET pgjobs.events")
+
+
+def test_events_takes_a_bool(settings):
+    from django_pgjobs.checks import check_settings
+
+    settings.PGJOBS = {"EVENTS": False}
+    assert check_settings() == []
+    settings.PGJOBS = {"EVENTS": "no"}
+    assert [error.id for error in check_settings()] == ["pgjobs.E003"]

@@ -15,7 +15,14 @@ from common import Adapter, Config, main  # noqa: E402
 
 class PgJobs(Adapter):
     name = "django-pgjobs"
-    drain_configs = [Config(2, 50), Config(2, 100), Config(1, 100)]
+    # The last one turns the events channel off (PGJOBS["EVENTS"] = False): none
+    # of the peers publishes every transition, so that one compares like with like.
+    drain_configs = [
+        Config(2, 50),
+        Config(2, 100),
+        Config(1, 100),
+        Config(2, 50, {"events": "off"}),
+    ]
     latency_config = Config(1, 10)
 
     def __init__(self, url: str, workdir: Path) -> None:
@@ -32,6 +39,9 @@ class PgJobs(Adapter):
             "DJANGO_SETTINGS_MODULE": "pgjobs_settings",
             "PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent), str(ROOT)]),
         }
+
+    def config_env(self, config: Config) -> dict[str, str]:
+        return {"PGJOBS_EVENTS": "0"} if config.extra.get("events") == "off" else {}
 
     def install(self) -> None:
         from django.core.management import call_command

@@ -3,9 +3,11 @@
 DEBUG=True would make Django keep every query in memory and slow each one down.
 """
 
+import os
+
 from testproject.settings import *  # noqa: F403
 from testproject.settings import LOGGING
 
 DEBUG = False
-PGJOBS = {"QUEUES": {"default": {}}}
+PGJOBS = {"QUEUES": {"default": {}}, "EVENTS": os.environ.get("PGJOBS_EVENTS", "1") != "0"}
 LOGGING["loggers"]["django_pgjobs"]["level"] = "WARNING"

@@ -26,6 +26,9 @@ server) instead of sharing WAL flushes. Those statements mark themselves (see
 ``pgjobs_publish_changes``) and the worker publishes their events right after
 they commit, in a short transaction of its own that doesn't wait for the disk.
 
+With ``PGJOBS["EVENTS"] = False`` the app's sessions set ``pgjobs.events`` to
+``off`` and the event triggers (inserts too) publish nothing.
+
 Statement triggers can't name columns (``UPDATE OF state``), so they see every
 UPDATE of the table; each one starts with a join of the transition tables on
 ``id`` that finds nothing when no state changed.
@@ -74,6 +77,10 @@ BEGIN
     -- are still published here.
     IF pg_trigger_depth() = 1
        AND current_setting('pgjobs.publisher', true) = statement_timestamp()::text THEN
+        RETURN NULL;
+    END IF;
+    -- PGJOBS["EVENTS"] = False: the app's sessions say so (events.switch_off_in_database).
+    IF current_setting('pgjobs.events', true) = 'off' THEN
         RETURN NULL;
     END IF;
     PERFORM pg_notify('pgjobs_events', json_build_object(
@@ -156,6 +163,19 @@ CREATE TRIGGER pgjobs_job_finished
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION pgjobs_release_dependents_of();
 
+CREATE OR REPLACE FUNCTION pgjobs_publish_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF current_setting('pgjobs.events', true) = 'off' THEN
+        RETURN NULL;
+    END IF;
+    PERFORM pg_notify('pgjobs_events', json_build_object(
+        'id', id, 'task', task, 'queue', queue, 'state', state,
+        'previous', NULL, 'attempt', attempt)::text)
+    FROM inserted;
+    RETURN NULL;
+END
+$$;
+
 ALTER TABLE pgjobs_job SET (
     fillfactor = 70,
     autovacuum_vacuum_scale_factor = 0.02,
@@ -165,6 +185,15 @@ ALTER TABLE pgjobs_job SET (
 
 # Back to the row triggers of 0002 and 0003 (their functions were left in place).
 REVERSE = """
+CREATE OR REPLACE FUNCTION pgjobs_publish_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('pgjobs_events', json_build_object(
+        'id', id, 'task', task, 'queue', queue, 'state', state,
+        'previous', NULL, 'attempt', attempt)::text)
+    FROM inserted;
+    RETURN NULL;
+END
+$$;
 ALTER TABLE pgjobs_job RESET (
     fillfactor, autovacuum_vacuum_scale_factor, autovacuum_analyze_scale_factor
 );
