@@ -144,8 +144,11 @@ def finish(
                 job.refresh_from_db()  # refused: show what happened instead
                 continue
             # What the database now holds, without reading the whole row back.
-            job.state, job.run_at, job.finished_at = row["state"], row["run_at"], row["finished_at"]
-            job.lease = None
+            # Written as sent (and returned only when not known already).
+            job.state, job.lease = outcome.state, None
+            job.finished_at = row_sent["finished_at"]
+            if outcome.run_at is not None:
+                job.run_at = outcome.run_at
             if outcome.state == S.COMPLETED:
                 # As stored: through JSON and back (tuples become lists, and so on).
                 result = row_sent["result"]

@@ -30,5 +30,4 @@ FROM jsonb_to_recordset(%(outcomes)s::jsonb) AS outcome (
 WHERE job.id = outcome.id
   AND job.state = 'executing'
   AND job.lease = outcome.lease
-RETURNING job.id, job.state, job.run_at, job.finished_at,
-    CASE WHEN outcome.error IS NULL THEN NULL ELSE job.errors END AS errors
+RETURNING job.id, CASE WHEN outcome.error IS NULL THEN NULL ELSE job.errors END AS errors
