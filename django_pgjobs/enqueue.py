@@ -165,13 +165,11 @@ def _insert_many(jobs: list[Job], using: str) -> None:
     """
     from .models import Job
 
-    fields = [field for field in Job._meta.concrete_fields if not field.primary_key]
-    rows = db.as_json(
-        [{field.column: getattr(job, field.attname) for field in fields} for job in jobs]
-    )
+    names = [(f.attname, f.column) for f in Job._meta.concrete_fields if not f.primary_key]
+    rows = db.as_json([{column: job.__dict__[name] for name, column in names} for job in jobs])
     ids = sorted(row["id"] for row in db.fetch_dicts("insert_jobs", {"rows": rows}, using))
     for job, pk in zip(jobs, ids, strict=True):
-        job.pk = pk
+        job.id = pk
         job._state.adding = False
         job._state.db = using
 

@@ -171,3 +171,12 @@ def test_events_takes_a_bool(settings):
     assert check_settings() == []
     settings.PGJOBS = {"EVENTS": "no"}
     assert [error.id for error in check_settings()] == ["pgjobs.E003"]
+
+
+def test_the_bulk_insert_names_every_column_of_the_model_but_id():
+    from django_pgjobs.models import Job
+
+    text = db.statement("insert_jobs")
+    listed = re.search(r"INSERT INTO pgjobs_job \(([^)]*)\)", text).group(1)
+    columns = [name.strip() for name in listed.split(",")]
+    assert columns == [f.column for f in Job._meta.concrete_fields if not f.primary_key]
