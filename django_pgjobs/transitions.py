@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from django.db.models import F, JSONField, Value
+from django.db.models import F, JSONField, QuerySet, Value
 from django.db.models.expressions import CombinedExpression
 from django.utils import timezone
 
@@ -176,3 +176,36 @@ def cancel(job: Job, now: datetime | None = None) -> Job:
     elif not job.is_finished:
         raise InvalidTransition(job.pk, job.state, S.CANCELLED)
     return job
+
+
+# -- bulk operator actions: one UPDATE for a whole queryset ----------------------------
+
+
+def retry_many(jobs: QuerySet[Job], now: datetime | None = None) -> int:
+    """``retry`` for every job of ``jobs`` that may be retried, in one UPDATE.
+
+    Jobs in other states (executing, waiting, available) are left alone. Returns
+    how many jobs were made available.
+    """
+    now = now or timezone.now()
+    allowed = set(sources_of(S.AVAILABLE)) & {str(s) for s in RETRY_FROM}
+    return (
+        jobs.order_by()
+        .filter(state__in=sorted(allowed))
+        .update(state=S.AVAILABLE, run_at=now, finished_at=None, max_attempts=_at_least_one_more())
+    )
+
+
+def cancel_many(jobs: QuerySet[Job], now: datetime | None = None) -> int:
+    """``cancel`` for every unfinished job of ``jobs``, in one UPDATE; finished jobs
+    are left alone. Returns how many jobs were cancelled.
+
+    Unlike ``cancel`` it sends no ``job_cancelled`` signal per job: that would
+    mean loading every row. The database trigger still checks each change.
+    """
+    now = now or timezone.now()
+    return (
+        jobs.order_by()
+        .filter(state__in=sources_of(S.CANCELLED))
+        .update(state=S.CANCELLED, finished_at=now, lease=None)
+    )

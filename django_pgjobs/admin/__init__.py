@@ -1,0 +1,17 @@
+"""The Django admin as an operator console for jobs, queues and workers.
+
+Every state-changing view is POST with CSRF, requires the Django permission
+of the model (403 without it), and calls the library functions the worker
+and the API use (``transitions``, ``queues``, ``workers``).
+"""
+
+from django.contrib import admin
+
+from ..models import Job, Queue, WorkerProcess
+from .jobs import JobAdmin
+from .queues import QueueAdmin
+from .workers import WorkerProcessAdmin
+
+admin.site.register(Job, JobAdmin)
+admin.site.register(Queue, QueueAdmin)
+admin.site.register(WorkerProcess, WorkerProcessAdmin)
