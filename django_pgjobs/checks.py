@@ -60,9 +60,17 @@ def _check_values() -> list[Error]:
     for key in ("MAX_ATTEMPTS", "WORKER_CONCURRENCY", "MAX_PAYLOAD_BYTES"):
         if conf.get(key) < 1:
             errors.append(_error(f"PGJOBS[{key!r}] must be at least 1.", None, 4))
-    for key in ("POLL_INTERVAL", "HEARTBEAT_INTERVAL", "WORKER_STALE_AFTER"):
+    for key in ("POLL_INTERVAL", "HEARTBEAT_INTERVAL", "WORKER_STALE_AFTER", "RESCUE_INTERVAL"):
         if conf.get(key) <= 0:
             errors.append(_error(f"PGJOBS[{key!r}] must be greater than 0.", None, 4))
+    if conf.get("WORKER_STALE_AFTER") < 2 * conf.get("HEARTBEAT_INTERVAL"):
+        errors.append(
+            _error(
+                "PGJOBS['WORKER_STALE_AFTER'] must be at least twice HEARTBEAT_INTERVAL.",
+                "Otherwise live workers are taken for dead and their jobs run twice.",
+                11,
+            )
+        )
     try:
         Backoff.from_dict(conf.get("BACKOFF"))
     except (TypeError, ValueError) as problem:

@@ -6,7 +6,6 @@ reported by the system check in ``checks.py`` so a typo fails loudly at start.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings as django_settings
@@ -31,6 +30,8 @@ DEFAULTS: dict[str, Any] = {
     "HEARTBEAT_INTERVAL": 5.0,
     # Seconds without a heartbeat after which a worker is presumed dead.
     "WORKER_STALE_AFTER": 60.0,
+    # Seconds between passes of a worker's rescue of jobs held by dead workers.
+    "RESCUE_INTERVAL": 30.0,
     # Seconds a stopping worker waits for running jobs before handing them back.
     "SHUTDOWN_TIMEOUT": 30.0,
     # Largest accepted args+kwargs, in bytes of JSON.
@@ -49,6 +50,7 @@ TYPES: dict[str, type | tuple[type, ...]] = {
     "HEARTBEAT_INTERVAL": (int, float),
     "WORKER_STALE_AFTER": (int, float),
     "SHUTDOWN_TIMEOUT": (int, float),
+    "RESCUE_INTERVAL": (int, float),
     "MAX_PAYLOAD_BYTES": int,
 }
 
@@ -63,24 +65,3 @@ def get(key: str) -> Any:
     if key == "BACKOFF":
         return {**DEFAULTS["BACKOFF"], **value}
     return value
-
-
-@dataclass(frozen=True)
-class Settings:
-    """A read of all keys at once, for code that wants attribute access."""
-
-    database: str
-    default_queue: str
-    queues: dict[str, dict[str, Any]]
-    max_attempts: int
-    backoff: dict[str, Any]
-    worker_concurrency: int
-    poll_interval: float
-    heartbeat_interval: float
-    worker_stale_after: float
-    shutdown_timeout: float
-    max_payload_bytes: int
-
-
-def load() -> Settings:
-    return Settings(**{key.lower(): get(key) for key in DEFAULTS})

@@ -46,3 +46,15 @@ def connection_params(using: str | None = None) -> dict[str, Any]:
     for internal in ("cursor_factory", "context", "server_side_binding", "prepare_threshold"):
         params.pop(internal, None)
     return params
+
+
+def execute(name: str, params: dict[str, Any], using: str | None = None) -> int:
+    """Run a statement that returns no rows; returns the number of rows it touched."""
+    with connections[using or alias()].cursor() as cursor:
+        cursor.execute(statement(name), params)
+        return cursor.rowcount
+
+
+def notify(channel: str, payload: str, using: str | None = None) -> None:
+    """pg_notify in the current transaction: delivered on commit, dropped on rollback."""
+    execute("notify", {"channel": channel, "payload": payload}, using)

@@ -33,5 +33,13 @@ class PayloadError(PgJobsError, TypeError):
     """args/kwargs that can't be stored as JSON, or are too large."""
 
 
+class JobTimeout(PgJobsError):
+    """The attempt ran longer than its job's timeout."""
+
+
+class JobCancelled(PgJobsError):
+    """Raised in a task (by ``raise_if_cancelled``) whose job was cancelled."""
+
+
 class DiscardJob(PgJobsError):
     """Raise from a task to fail the job for good, without further attempts."""

@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
+import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from django.db import connections
+from django.db import DatabaseError, InterfaceError, OperationalError, connections
 from django.utils import timezone
 
 from . import signals, transitions
-from .exceptions import DiscardJob, UnknownTask
+from .context import JobContext, _current
+from .exceptions import DiscardJob, JobTimeout, UnknownTask
 from .models import Job
 from .tasks import Task, get_task
 
@@ -22,14 +25,22 @@ logger = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 
 
-class JobTimeout(Exception):
-    """The attempt ran longer than the job's timeout."""
-
-
-def call_task(registered: Task[Any, Any], job: Job) -> Any:
+def call_task(registered: Task[Any, Any], context: JobContext) -> Any:
     """Call the task function; async functions get an event loop of their own."""
-    if not registered.is_async:
-        return registered.func(*job.args, **job.kwargs)
+    job = context.job
+    context.thread_id = threading.get_ident()
+    context.started = time.monotonic()
+    token = _current.set(context)
+    try:
+        if not registered.is_async:
+            return registered.func(*job.args, **job.kwargs)
+        return _run_coroutine(registered, context)
+    finally:
+        _current.reset(token)
+
+
+def _run_coroutine(registered: Task[Any, Any], context: JobContext) -> Any:
+    job = context.job
 
     async def with_timeout() -> Any:
         coroutine = registered.func(*job.args, **job.kwargs)
@@ -40,7 +51,17 @@ def call_task(registered: Task[Any, Any], job: Job) -> Any:
         except TimeoutError:
             raise JobTimeout(f"attempt exceeded its timeout of {job.timeout}s") from None
 
-    return asyncio.run(with_timeout())
+    loop = asyncio.new_event_loop()
+    try:
+        context.task = loop.create_task(with_timeout())
+        context.loop = loop
+        if context.cancelled:  # cancelled before the loop existed
+            context.task.cancel()
+        return loop.run_until_complete(context.task)
+    finally:
+        context.loop = None
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
 
 
 def _jsonable(value: Any) -> Any:
@@ -52,33 +73,54 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def execute(job: Job, clock: Clock = timezone.now) -> str:
+def execute(job: Job, clock: Clock = timezone.now, context: JobContext | None = None) -> str:
     """Run ``job`` (already claimed, state executing) and write its outcome.
 
     Returns the state the job ended in, or "lost" if its lease was taken away
-    while it ran. Never raises for anything the task does.
+    while it ran (rescued, cancelled, timed out by the worker). Never raises
+    for anything the task does.
     """
+    context = context or JobContext(job)
     signals.job_started.send(sender=Job, job=job)
     try:
         try:
             registered = get_task(job.task)
         except UnknownTask as error:
-            transitions.fail(job, error, clock(), discard=True)
-            return job.state
+            return _write(job, transitions.fail, error, clock(), discard=True)
         try:
-            result = call_task(registered, job)
+            result = call_task(registered, context)
         except DiscardJob as error:
-            transitions.fail(job, error, clock(), discard=True)
-        except BaseException as error:
+            return _write(job, transitions.fail, error, clock(), discard=True)
+        except BaseException as error:  # a task's failure, even SystemExit, is data
             logger.info("job %s (%s) attempt %s failed: %r", job.pk, job.task, job.attempt, error)
-            transitions.fail(job, error, clock(), backoff=registered.backoff)
-        else:
-            if not transitions.complete(job, _jsonable(result), clock()):
-                logger.warning("job %s finished after its lease was lost; result dropped", job.pk)
-                return "lost"
-        return job.state
+            return _write(job, transitions.fail, error, clock(), backoff=registered.backoff)
+        return _write(job, transitions.complete, _jsonable(result), clock())
     finally:
         drop_broken_connections()
+
+
+def _write(job: Job, outcome: Callable[..., bool], *args: Any, **kwargs: Any) -> str:
+    """Write an outcome, retrying through a database outage for up to a minute.
+
+    If the database stays away the job stays executing under our lease; rescue
+    returns it once this worker is gone.
+    """
+    delay, deadline = 0.1, time.monotonic() + 60.0
+    while True:
+        try:
+            if not outcome(job, *args, **kwargs):
+                logger.warning("job %s: outcome refused, its lease was taken away", job.pk)
+                return "lost"
+            return job.state
+        except (OperationalError, InterfaceError) as error:
+            if time.monotonic() > deadline:
+                logger.error("job %s: could not record its outcome: %s", job.pk, error)
+                return "unrecorded"
+            logger.warning("job %s: database unavailable (%s); retrying", job.pk, error)
+            for conn in connections.all(initialized_only=True):
+                conn.close()
+            time.sleep(delay)  # this thread has nothing else to do meanwhile
+            delay = min(delay * 2, 5.0)
 
 
 def drop_broken_connections() -> None:
@@ -89,7 +131,11 @@ def drop_broken_connections() -> None:
     """
     for conn in connections.all(initialized_only=True):
         if conn.connection is not None and conn.errors_occurred:
-            if conn.is_usable():
+            try:
+                usable = conn.is_usable()
+            except DatabaseError:
+                usable = False
+            if usable:
                 conn.errors_occurred = False
             else:
                 conn.close()

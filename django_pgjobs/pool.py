@@ -30,6 +30,9 @@ class JobPool:
         self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._run = run
         self._on_done = on_done
+        self._name = name
+        self._lock = threading.Lock()
+        self._retired: set[int] = set()
         self._threads = [
             threading.Thread(target=self._serve, name=f"{name}-{n}", daemon=True)
             for n in range(size)
@@ -40,22 +43,37 @@ class JobPool:
     def submit(self, item: Any) -> None:
         self._inbox.put(item)
 
+    def replace(self, thread_id: int) -> None:
+        """Retire the thread ``thread_id`` (stuck in a job we gave up on) and start
+        a new one in its place, so the pool keeps its size. The retired thread
+        exits when its job finally returns."""
+        with self._lock:
+            self._retired.add(thread_id)
+            thread = threading.Thread(
+                target=self._serve, name=f"{self._name}-{len(self._threads)}", daemon=True
+            )
+            self._threads.append(thread)
+        thread.start()
+
     def _serve(self) -> None:
+        me = threading.get_ident()
         try:
-            while (item := self._inbox.get()) is not None:
+            while me not in self._retired and (item := self._inbox.get()) is not None:
                 try:
                     outcome = self._run(item)
                 except Exception:  # execute() records task errors; this is our own bug
                     logger.exception("running %r crashed", item)
                     outcome = "crashed"
-                self._on_done(item, outcome)
+                if me not in self._retired:
+                    self._on_done(item, outcome)
         finally:
             connections.close_all()
 
     def shutdown(self, timeout: float = 5.0) -> bool:
         """Let idle threads exit; True if all did within ``timeout``."""
-        for _ in self._threads:
+        serving = [t for t in self._threads if t.ident not in self._retired]
+        for _ in serving:
             self._inbox.put(None)
-        for thread in self._threads:
+        for thread in serving:
             thread.join(timeout)
-        return not any(thread.is_alive() for thread in self._threads)
+        return not any(thread.is_alive() for thread in serving)

@@ -14,14 +14,16 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
+from django.db import transaction
 from django.db.models import F, JSONField, QuerySet, Value
 from django.db.models.expressions import CombinedExpression
 from django.utils import timezone
 
-from . import conf, signals
+from . import conf, db, signals
 from .backoff import Backoff
 from .models import Job, Queue
 from .states import RETRY_FROM, InvalidTransition, JobState, sources_of
+from .workers import CONTROL_CHANNEL
 
 logger = logging.getLogger(__name__)
 S = JobState
@@ -170,7 +172,13 @@ def cancel(job: Job, now: datetime | None = None) -> Job:
     job.refresh_from_db()
     if job.is_finished:
         return job
-    moved = _move(job, S.CANCELLED, finished_at=now, lease=None)
+    was_executing = job.state == S.EXECUTING
+    using = job._state.db or conf.get("DATABASE")
+    with transaction.atomic(using=using):
+        moved = _move(job, S.CANCELLED, finished_at=now, lease=None)
+        if moved and was_executing:
+            # Tell the worker running it (on commit) so an async task stops now.
+            db.notify(CONTROL_CHANNEL, f"cancel:{job.pk}", using)
     if moved:
         signals.job_cancelled.send(sender=Job, job=job)
     elif not job.is_finished:
@@ -200,12 +208,19 @@ def cancel_many(jobs: QuerySet[Job], now: datetime | None = None) -> int:
     """``cancel`` for every unfinished job of ``jobs``, in one UPDATE; finished jobs
     are left alone. Returns how many jobs were cancelled.
 
-    Unlike ``cancel`` it sends no ``job_cancelled`` signal per job: that would
-    mean loading every row. The database trigger still checks each change.
+    Like ``cancel``, workers running one of the jobs are told on commit (there are
+    at most as many executing jobs as worker threads, so that list stays short).
+    Unlike it, no ``job_cancelled`` signal is sent per job: that would mean loading
+    every row. The database trigger still checks each change.
     """
     now = now or timezone.now()
-    return (
-        jobs.order_by()
-        .filter(state__in=sources_of(S.CANCELLED))
-        .update(state=S.CANCELLED, finished_at=now, lease=None)
-    )
+    using = jobs.db
+    unfinished = jobs.order_by().filter(state__in=sources_of(S.CANCELLED))
+    with transaction.atomic(using=using):
+        running = list(
+            unfinished.filter(state=S.EXECUTING).select_for_update().values_list("pk", flat=True)
+        )
+        cancelled = unfinished.update(state=S.CANCELLED, finished_at=now, lease=None)
+        for job_id in running:
+            db.notify(CONTROL_CHANNEL, f"cancel:{job_id}", using)
+    return cancelled

@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import datetime
@@ -19,16 +20,24 @@ from datetime import datetime
 from django.db import DatabaseError, InterfaceError, OperationalError, connections, transaction
 from django.utils import timezone
 
-from . import conf, db, transitions
+from . import conf, db, maintenance, transitions
+from .context import JobContext
+from .exceptions import JobTimeout
 from .execution import execute
 from .models import Job, Queue, WorkerProcess
 from .notifier import JOBS_CHANNEL, Notifier
 from .pool import JobPool
 from .queues import check_known, sync_from_settings
+from .tasks import get_task
+from .workers import CONTROL_CHANNEL
 
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+
+#: Seconds past its timeout after which a sync job that ignored the interrupt is
+#: failed by the worker and its thread abandoned.
+TIMEOUT_GRACE = 1.0
 
 
 class Worker:
@@ -52,7 +61,7 @@ class Worker:
         self.burst = burst
         self.clock = clock
         self.record: WorkerProcess | None = None
-        self.running: dict[int, Job] = {}
+        self.running: dict[int, JobContext] = {}
         self.wakeup = threading.Event()
         self.stopping = threading.Event()
         self.hand_back_now = threading.Event()
@@ -113,8 +122,9 @@ class Worker:
             if self._pool is None:
                 self._record(execute(job, self.clock))
             else:
-                self.running[job.pk] = job
-                self._pool.submit(job)
+                context = JobContext(job)
+                self.running[job.pk] = context
+                self._pool.submit(context)
         return jobs
 
     def drain(self, now: datetime | None = None, max_jobs: int | None = None) -> Counter[str]:
@@ -140,13 +150,48 @@ class Worker:
         with self._lock:
             self.stats[outcome] += 1
 
-    def _execute(self, job: Job) -> str:
-        return execute(job, self.clock)
+    def _execute(self, context: JobContext) -> str:
+        return execute(context.job, self.clock, context)
 
-    def _finished(self, job: Job, outcome: str) -> None:
-        self.running.pop(job.pk, None)
+    def _finished(self, context: JobContext, outcome: str) -> None:
+        self.running.pop(context.job.pk, None)
         self._record(outcome)
         self.wakeup.set()  # capacity is free: claim again
+
+    # -- timeouts and cancellation ---------------------------------------------------
+
+    def enforce_timeouts(self) -> None:
+        """Interrupt sync jobs past their timeout; fail the ones that ignore it."""
+        for context in list(self.running.values()):
+            if not context.overdue():
+                continue
+            if not getattr(context, "interrupted", False):
+                context.interrupted = True  # type: ignore[attr-defined]
+                context.interrupt(JobTimeout)
+            elif context.overdue(grace=TIMEOUT_GRACE):
+                self._abandon(context)
+
+    def _abandon(self, context: JobContext) -> None:
+        job = context.job
+        error = JobTimeout(f"attempt exceeded its timeout of {job.timeout}s")
+        logger.warning("job %s ignored its timeout; failing it and abandoning its thread", job.pk)
+        try:
+            backoff = get_task(job.task).backoff
+            transitions.fail(job, error, self.clock(), backoff=backoff)
+        except DatabaseError as problem:
+            logger.error("could not fail overdue job %s: %s", job.pk, problem)
+            return  # try again on the next pass
+        self.running.pop(job.pk, None)
+        self._record("timed out")
+        if self._pool is not None and context.thread_id is not None:
+            self._pool.replace(context.thread_id)
+
+    def _next_deadline_in(self) -> float | None:
+        deadlines = [c.deadline() for c in self.running.values()]
+        pending = [d for d in deadlines if d is not None]
+        if not pending:
+            return None
+        return max(0.01, min(pending) - time.monotonic())
 
     # -- the loop -------------------------------------------------------------------
 
@@ -160,7 +205,7 @@ class Worker:
         )
         self._pool = JobPool(self.concurrency, self._execute, self._finished)
         self._notifier = Notifier(
-            [JOBS_CHANNEL], self._on_notify, self.wakeup.set, using=self.using
+            [JOBS_CHANNEL, CONTROL_CHANNEL], self._on_notify, self.wakeup.set, using=self.using
         )
         self._notifier.start()
         self._heartbeat = threading.Thread(target=self._beat, name="pgjobs-heartbeat", daemon=True)
@@ -185,6 +230,7 @@ class Worker:
         while not self.stopping.is_set():
             self.wakeup.clear()
             try:
+                self.enforce_timeouts()
                 free = self.concurrency - len(self.running)
                 claimed = self.run_once()
                 retry_delay = 0.1
@@ -198,24 +244,39 @@ class Worker:
                 break
             if claimed and len(claimed) == free:
                 continue  # maybe more is due; claim again as soon as capacity allows
-            self.wakeup.wait(self.poll_interval)
+            deadline_in = self._next_deadline_in()
+            self.wakeup.wait(min(self.poll_interval, deadline_in or self.poll_interval))
 
     def _on_notify(self, channel: str, payload: str) -> None:
-        if payload in self.queues:
-            self.wakeup.set()
+        if channel == JOBS_CHANNEL:
+            if payload in self.queues:
+                self.wakeup.set()
+            return
+        action, _, target = payload.partition(":")
+        if action == "stop" and self.record and target in ("all", str(self.record.pk)):
+            logger.info("worker %s: stop requested", self.record.pk)
+            self.request_stop()
+        elif action == "cancel" and target.isdigit():
+            context = self.running.get(int(target))
+            if context is not None:
+                logger.info("job %s cancelled while running", target)
+                context.request_cancel()
 
     def _beat(self) -> None:
         interval = conf.get("HEARTBEAT_INTERVAL")
+        rescue_every = conf.get("RESCUE_INTERVAL")
+        next_rescue = time.monotonic()
         while not self.stopping.wait(interval):
             try:
-                stop = beat(self.record.pk, self.using)
+                if beat(self.record.pk, self.using):
+                    logger.info("worker %s: stop requested", self.record.pk)
+                    self.request_stop()
+                if time.monotonic() >= next_rescue:
+                    maintenance.rescue_orphaned(self.clock())
+                    next_rescue = time.monotonic() + rescue_every
             except DatabaseError as error:
                 logger.warning("heartbeat failed: %s", error)
                 connections[self.using].close()
-                continue
-            if stop:
-                logger.info("worker %s: stop requested", self.record.pk)
-                self.request_stop()
         connections[self.using].close()
 
     def request_stop(self) -> None:
@@ -227,14 +288,16 @@ class Worker:
 
     def shutdown(self) -> None:
         self.stopping.set()
-        grace = conf.get("SHUTDOWN_TIMEOUT")
-        deadline = timezone.now().timestamp() + grace
+        deadline = time.monotonic() + conf.get("SHUTDOWN_TIMEOUT")
         while self.running and not self.hand_back_now.is_set():
-            remaining = deadline - timezone.now().timestamp()
+            remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
+            self.enforce_timeouts()
             self.hand_back_now.wait(min(remaining, 0.05))
-        for job in list(self.running.values()):
+        for context in list(self.running.values()):
+            job = context.job
+            context.request_cancel()  # async tasks stop; sync ones see the flag
             try:
                 handed = transitions.hand_back(job)
             except DatabaseError as error:
@@ -259,7 +322,7 @@ def beat(worker_id: int, using: str) -> bool:
     """Record a heartbeat; returns whether the worker was asked to stop."""
     rows = WorkerProcess.objects.using(using).filter(pk=worker_id)
     if not rows.update(heartbeat_at=timezone.now()):
-        return True  # our row was deleted: an operator removed us
+        return True  # our row is gone: we were presumed dead and our jobs rescued
     return rows.filter(stop_requested=True).exists()
 
 

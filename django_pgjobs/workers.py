@@ -1,19 +1,33 @@
-"""Operator actions on worker processes, shared by the admin and ``manage.py stopworker``."""
+"""Operating worker processes from outside: the kill switch."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from . import conf
+from django.db import transaction
+
+from . import db
 from .models import WorkerProcess
 
+#: Payloads: "stop:<worker id>", "stop:all", "cancel:<job id>".
+CONTROL_CHANNEL = "pgjobs_control"
 
-def request_stop(worker_ids: Iterable[int], using: str | None = None) -> int:
-    """Ask workers to stop; returns how many rows were flagged.
 
-    The flag is the kill switch: each worker's heartbeat thread reads it and
-    shuts its worker down gracefully (running jobs finish or are handed back).
+def request_stop(worker_ids: Iterable[int] | None = None) -> int:
+    """Ask workers (all when ``worker_ids`` is None) to stop claiming, finish or hand
+    back their jobs, and exit. Returns how many worker rows were flagged.
+
+    The flag is the truth (workers see it on their next heartbeat); the
+    notification makes running workers react at once.
     """
-    ids = [int(pk) for pk in worker_ids]
-    rows = WorkerProcess.objects.using(using or conf.get("DATABASE")).filter(pk__in=ids)
-    return rows.update(stop_requested=True)
+    using = db.alias()
+    rows = WorkerProcess.objects.using(using).filter(stop_requested=False)
+    if worker_ids is not None:
+        ids = sorted(set(worker_ids))
+        rows = rows.filter(pk__in=ids)
+    with transaction.atomic(using=using):
+        flagged = list(rows.values_list("pk", flat=True))
+        WorkerProcess.objects.using(using).filter(pk__in=flagged).update(stop_requested=True)
+        for worker_id in flagged:
+            db.notify(CONTROL_CHANNEL, f"stop:{worker_id}", using)
+    return len(flagged)

@@ -1,0 +1,77 @@
+"""What a running task can know about its job: ``current_job()``.
+
+Async tasks are cancelled for real when their job is cancelled. Sync tasks
+can't be interrupted safely, so they are told: long-running sync tasks should
+check ``current_job().cancelled`` (or call ``raise_if_cancelled()``) between
+steps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import threading
+import time
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from .exceptions import JobCancelled
+
+if TYPE_CHECKING:
+    from .models import Job
+
+_current: ContextVar[JobContext | None] = ContextVar("pgjobs_current_job", default=None)
+
+
+def current_job() -> JobContext | None:
+    """The context of the job this code runs in, or None outside a worker."""
+    return _current.get()
+
+
+@dataclass(eq=False)
+class JobContext:
+    job: Job
+    started: float | None = None  # time.monotonic() when the task was called
+    thread_id: int | None = None
+    loop: asyncio.AbstractEventLoop | None = None
+    task: asyncio.Future | None = None
+    _cancel: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the job was cancelled while running."""
+        return self._cancel.is_set()
+
+    def raise_if_cancelled(self) -> None:
+        if self.cancelled:
+            raise JobCancelled(f"job {self.job.pk} was cancelled")
+
+    def deadline(self) -> float | None:
+        if self.started is None or self.job.timeout is None:
+            return None
+        return self.started + self.job.timeout
+
+    def overdue(self, grace: float = 0.0) -> bool:
+        deadline = self.deadline()
+        return deadline is not None and time.monotonic() > deadline + grace
+
+    # -- called by the worker, from another thread ------------------------------------
+
+    def request_cancel(self) -> None:
+        self._cancel.set()
+        if self.loop is not None and self.task is not None:
+            self.loop.call_soon_threadsafe(self.task.cancel)
+
+    def interrupt(self, exception: type[BaseException]) -> bool:
+        """Raise ``exception`` in the job's thread at its next Python instruction.
+
+        Best effort: a thread blocked in a C call (sleep, a socket read) sees it
+        only when the call returns.
+        """
+        if self.thread_id is None:
+            return False
+        hit = ctypes.pythonapi.PyThreadState_SetAsyncExc(
+            ctypes.c_ulong(self.thread_id), ctypes.py_object(exception)
+        )
+        return hit == 1
