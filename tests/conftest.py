@@ -63,7 +63,7 @@ def threaded_worker(transactional_db: None) -> Iterator[Callable[..., Worker]]:
         worker = Worker(**options)
         thread = threading.Thread(target=worker.run, daemon=True)
         thread.start()
-        wait_until(lambda: worker.record is not None and worker._notifier.connected.is_set())
+        wait_until(lambda: worker._notifier is not None and worker._notifier.connected.is_set())
         started.append((worker, thread))
         return worker
 
