@@ -122,7 +122,9 @@ class Worker:
             if self._pool is None:
                 self._record(execute(job, self.clock))
             else:
-                context = JobContext(job)
+                # The pool has a free thread for it, so it starts now; knowing the
+                # start here lets the loop wake in time for the job's timeout.
+                context = JobContext(job, started=time.monotonic())
                 self.running[job.pk] = context
                 self._pool.submit(context)
         return jobs

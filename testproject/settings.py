@@ -70,6 +70,8 @@ PGJOBS = {
     "POLL_INTERVAL": env.float("PGJOBS_POLL_INTERVAL", default=2.0),
     "SHUTDOWN_TIMEOUT": env.float("PGJOBS_SHUTDOWN_TIMEOUT", default=30.0),
     "HEARTBEAT_INTERVAL": env.float("PGJOBS_HEARTBEAT_INTERVAL", default=5.0),
+    "WORKER_STALE_AFTER": env.float("PGJOBS_WORKER_STALE_AFTER", default=60.0),
+    "RESCUE_INTERVAL": env.float("PGJOBS_RESCUE_INTERVAL", default=30.0),
 }
 
 LOGGING = {

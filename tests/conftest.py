@@ -63,15 +63,26 @@ def threaded_worker(transactional_db: None) -> Iterator[Callable[..., Worker]]:
         worker = Worker(**options)
         thread = threading.Thread(target=worker.run, daemon=True)
         thread.start()
-        wait_until(lambda: worker._notifier is not None and worker._notifier.connected.is_set())
         started.append((worker, thread))
+        wait_until(lambda: worker._notifier is not None and worker._notifier.connected.is_set())
         return worker
 
     yield start
     for worker, thread in started:
         worker.request_stop()
         thread.join(15)
-        assert not thread.is_alive(), "worker thread did not stop"
+        assert not thread.is_alive(), "worker thread did not stop:\n" + thread_stacks()
+
+
+def thread_stacks() -> str:
+    import traceback
+
+    frames = sys._current_frames()
+    return "\n".join(
+        f"--- {thread.name}\n" + "".join(traceback.format_stack(frames[thread.ident], limit=8))
+        for thread in threading.enumerate()
+        if thread.ident in frames
+    )
 
 
 class WorkerProcess:

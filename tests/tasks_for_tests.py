@@ -1,8 +1,11 @@
 """Tasks only the tests use."""
 
 import sys
+import time
 
 from django_pgjobs import DiscardJob, task
+from django_pgjobs.context import current_job
+from testproject.demo.tasks import record
 
 
 @task
@@ -13,3 +16,44 @@ def give_up() -> None:
 @task
 def exits() -> None:
     sys.exit(3)
+
+
+@task
+def slow_on_first_attempt(tag: str, seconds: float) -> int:
+    """Record the start; sleep on the first attempt only; record the end."""
+    context = current_job()
+    attempt = context.job.attempt if context else 0
+    record(f"{tag}:start:{attempt}")
+    if attempt == 1:
+        time.sleep(seconds)
+    record(f"{tag}:end:{attempt}")
+    return attempt
+
+
+@task
+def busy(seconds: float) -> str:
+    """Pure Python work: a timeout interrupts it at once."""
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        pass
+    return "finished"
+
+
+@task
+def blocked(seconds: float) -> str:
+    """Blocked in C: an interrupt can't reach it until the sleep returns."""
+    time.sleep(seconds)
+    return "finished"
+
+
+@task
+def until_cancelled(tag: str, limit: float = 30) -> str:
+    """A long sync task that checks the cancellation flag between steps."""
+    record(f"{tag}:start")
+    until = time.monotonic() + limit
+    while time.monotonic() < until:
+        if current_job().cancelled:
+            record(f"{tag}:saw-cancel")
+            return "stopped early"
+        time.sleep(0.01)
+    return "ran to the end"

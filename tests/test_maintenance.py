@@ -1,0 +1,89 @@
+"""Rescue of jobs held by dead workers, and pruning of finished jobs."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from django_pgjobs import maintenance, transitions
+from django_pgjobs.models import Job, WorkerProcess
+from django_pgjobs.states import JobState
+from tests.factories import JobFactory, WorkerProcessFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def held_by(worker, **kwargs):
+    return JobFactory(executing=True, worker=worker, **kwargs)
+
+
+def test_jobs_of_a_worker_with_a_stale_heartbeat_are_rescued_with_the_attempt_counted():
+    now = timezone.now()
+    dead = WorkerProcessFactory(heartbeat_at=now - timedelta(minutes=5))
+    job = held_by(dead, max_attempts=3)
+
+    assert maintenance.rescue_orphaned(now, stale_after=60) == 1
+
+    job.refresh_from_db()
+    assert job.state == JobState.RETRYABLE and job.attempt == 1
+    assert job.run_at == now and job.lease is None
+    assert job.errors[-1]["error"].startswith(f"WorkerLost: worker {dead.pk}")
+    assert not WorkerProcess.objects.filter(pk=dead.pk).exists()
+
+
+def test_a_rescued_job_on_its_last_attempt_is_discarded():
+    now = timezone.now()
+    dead = WorkerProcessFactory(heartbeat_at=now - timedelta(minutes=5))
+    job = held_by(dead, max_attempts=1)
+    maintenance.rescue_orphaned(now, stale_after=60)
+    job.refresh_from_db()
+    assert job.state == JobState.DISCARDED and job.finished_at == now
+
+
+def test_jobs_of_live_workers_are_left_alone():
+    now = timezone.now()
+    alive = WorkerProcessFactory(heartbeat_at=now - timedelta(seconds=10))
+    job = held_by(alive)
+    assert maintenance.rescue_orphaned(now, stale_after=60) == 0
+    assert Job.objects.get(pk=job.pk).state == JobState.EXECUTING
+
+
+def test_jobs_whose_worker_row_is_gone_are_rescued():
+    job = held_by(WorkerProcessFactory())
+    WorkerProcess.objects.all().delete()
+    assert maintenance.rescue_orphaned(timezone.now(), stale_after=60) == 1
+    assert Job.objects.get(pk=job.pk).state == JobState.RETRYABLE
+
+
+def test_jobs_claimed_without_a_worker_row_are_rescued_once_old():
+    now = timezone.now()
+    fresh = JobFactory(executing=True, attempted_at=now - timedelta(seconds=5))
+    old = JobFactory(executing=True, attempted_at=now - timedelta(minutes=5))
+    assert maintenance.rescue_orphaned(now, stale_after=60) == 1
+    assert Job.objects.get(pk=fresh.pk).state == JobState.EXECUTING
+    assert Job.objects.get(pk=old.pk).state == JobState.RETRYABLE
+
+
+def test_the_lost_worker_can_not_write_after_the_rescue():
+    now = timezone.now()
+    job = held_by(WorkerProcessFactory(heartbeat_at=now - timedelta(minutes=5)))
+    stale_copy = Job.objects.get(pk=job.pk)
+    maintenance.rescue_orphaned(now, stale_after=60)
+    assert not transitions.complete(stale_copy, result="late")
+    assert Job.objects.get(pk=job.pk).state == JobState.RETRYABLE
+
+
+def test_prune_deletes_only_old_finished_jobs_in_batches():
+    now = timezone.now()
+    old = now - timedelta(days=10)
+    for trait in ("completed", "discarded", "cancelled"):
+        JobFactory.create_batch(5, **{trait: True}, finished_at=old)
+    recent = JobFactory(completed=True, finished_at=now)
+    active = [JobFactory(), JobFactory(retryable=True), JobFactory(executing=True)]
+
+    assert maintenance.prune_finished(now, older_than=timedelta(days=7), batch_size=4) == 15
+
+    remaining = set(Job.objects.values_list("pk", flat=True))
+    assert remaining == {recent.pk, *(job.pk for job in active)}

@@ -1,0 +1,164 @@
+"""Fault tests with real worker processes: crashes, freezes, lost connections."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+
+from django_pgjobs import Job
+from django_pgjobs.models import WorkerProcess
+from django_pgjobs.states import JobState
+from testproject.demo.models import Run
+from testproject.demo.tasks import add, async_sleep
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+# Settings for workers that detect dead peers within a couple of seconds.
+FAST_RESCUE = {
+    "PGJOBS_HEARTBEAT_INTERVAL": "0.3",
+    "PGJOBS_WORKER_STALE_AFTER": "1.5",
+    "PGJOBS_RESCUE_INTERVAL": "0.3",
+    "PGJOBS_POLL_INTERVAL": "0.5",
+}
+
+
+def tags() -> list[str]:
+    return list(Run.objects.order_by("id").values_list("tag", flat=True))
+
+
+def test_a_job_of_a_sigkilled_worker_is_rescued_and_completes_exactly_once(worker_process, wait):
+    job = Job.enqueue("tests.tasks_for_tests.slow_on_first_attempt", args=["k", 30])
+    doomed = worker_process(env=FAST_RESCUE)
+    wait(lambda: "k:start:1" in tags(), timeout=20)
+    os.kill(doomed.pid, signal.SIGKILL)
+    doomed.wait(10)
+
+    rescuer = worker_process(env=FAST_RESCUE)
+    wait(lambda: Job.objects.get(pk=job.pk).state == JobState.COMPLETED, timeout=30)
+
+    job.refresh_from_db()
+    assert job.attempt == 2 and job.result == 2
+    assert job.errors[0]["error"].startswith("WorkerLost")
+    assert [t for t in tags() if ":end:" in t] == ["k:end:2"]
+    assert rescuer.stop() == 0
+
+
+def test_a_frozen_worker_that_wakes_after_the_rescue_can_not_write(worker_process, wait):
+    job = Job.enqueue("tests.tasks_for_tests.slow_on_first_attempt", args=["z", 3])
+    frozen = worker_process(env=FAST_RESCUE)
+    wait(lambda: "z:start:1" in tags(), timeout=20)
+    os.kill(frozen.pid, signal.SIGSTOP)
+    try:
+        rescuer = worker_process(env=FAST_RESCUE)
+        wait(lambda: Job.objects.get(pk=job.pk).state == JobState.COMPLETED, timeout=30)
+    finally:
+        os.kill(frozen.pid, signal.SIGCONT)
+    # The frozen worker finishes its sleep, finds its lease gone, and stops:
+    # its heartbeat finds its row deleted by the rescue.
+    assert frozen.wait(30) == 0, frozen.output()
+    assert "outcome refused" in frozen.output()
+    job.refresh_from_db()
+    assert job.result == 2 and job.attempt == 2
+    assert "z:end:1" in tags(), "the frozen attempt did finish its work"
+    assert rescuer.stop() == 0
+
+
+def test_new_jobs_still_start_after_the_listen_connection_is_killed(threaded_worker, wait):
+    worker = threaded_worker(poll_interval=1.0)
+    listener = worker._notifier.backend_pid()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(%s)", [listener])
+    job = add.enqueue(1, 1)
+    wait(lambda: Job.objects.get(pk=job.pk).state == JobState.COMPLETED, timeout=3)
+    wait(lambda: worker._notifier.backend_pid() not in (None, listener), timeout=5)
+
+
+def test_a_worker_survives_all_its_connections_being_cut(worker_process, wait):
+    process = worker_process(env={"PGJOBS_POLL_INTERVAL": "0.5"})
+    wait(lambda: WorkerProcess.objects.exists(), timeout=20)
+    first = add.enqueue(1, 1)
+    wait(lambda: Job.objects.get(pk=first.pk).state == JobState.COMPLETED, timeout=10)
+    with connection.cursor() as cursor:  # what a server restart looks like to the worker
+        cursor.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        assert cursor.fetchone()[0] >= 2
+    second = add.enqueue(2, 2)
+    wait(lambda: Job.objects.get(pk=second.pk).state == JobState.COMPLETED, timeout=15)
+    assert process.stop() == 0, process.output()
+
+
+def test_twenty_thousand_jobs_over_four_workers_all_run_once(worker_process):
+    count = int(os.environ.get("PGJOBS_BURST_JOBS", "20000"))
+    Job.enqueue_many(
+        [{"task": "testproject.demo.tasks.record", "args": [f"b{n}"]} for n in range(count)]
+    )
+    workers = [worker_process("--burst", "--concurrency", "4") for _ in range(4)]
+    for process in workers:
+        assert process.wait(600) == 0, process.output()[-2000:]
+    # A worker may leave early if it briefly finds nothing due; finish the rest.
+    assert worker_process("--burst").wait(600) == 0
+    assert Run.objects.count() == count
+    assert Run.objects.values("tag").distinct().count() == count
+    assert Job.objects.exclude(state=JobState.COMPLETED).count() == 0
+
+
+def test_stopworker_makes_a_running_worker_exit(worker_process, wait):
+    process = worker_process()
+    record = wait(lambda: WorkerProcess.objects.first(), timeout=20)
+    call_command("stopworker", str(record.pk))
+    assert process.wait(10) == 0
+    assert not WorkerProcess.objects.filter(pk=record.pk).exists()
+
+
+def test_stopworker_refuses_unknown_ids_and_changes_nothing(worker_process, wait):
+    from django.core.management.base import CommandError
+
+    worker_process()
+    record = wait(lambda: WorkerProcess.objects.first(), timeout=20)
+    with pytest.raises(CommandError, match="no worker process with id"):
+        call_command("stopworker", str(record.pk), str(record.pk + 1000))
+    assert not WorkerProcess.objects.get(pk=record.pk).stop_requested
+
+
+def test_an_overrunning_python_job_is_interrupted_and_retried(threaded_worker, wait):
+    job = Job.enqueue("tests.tasks_for_tests.busy", args=[30], max_attempts=2, timeout=0.3)
+    threaded_worker()
+    wait(lambda: Job.objects.get(pk=job.pk).state == JobState.RETRYABLE, timeout=5)
+    job.refresh_from_db()
+    assert job.errors[0]["error"].startswith("JobTimeout")
+
+
+def test_a_job_blocked_past_its_timeout_is_failed_and_its_slot_reused(threaded_worker, wait):
+    stuck = Job.enqueue("tests.tasks_for_tests.blocked", args=[20], max_attempts=1, timeout=0.3)
+    worker = threaded_worker(concurrency=1)
+    wait(lambda: Job.objects.get(pk=stuck.pk).state == JobState.DISCARDED, timeout=5)
+    assert "timeout of 0.3s" in Job.objects.get(pk=stuck.pk).errors[0]["error"]
+    follower = add.enqueue(1, 1)  # the only slot was stuck: it must have been replaced
+    wait(lambda: Job.objects.get(pk=follower.pk).state == JobState.COMPLETED, timeout=5)
+    assert worker.stats["timed out"] == 1
+
+
+def test_cancelling_a_running_async_job_stops_it(threaded_worker, wait):
+    job = async_sleep.enqueue(30)
+    worker = threaded_worker()
+    wait(lambda: job.pk in worker.running, timeout=5)
+    Job.objects.get(pk=job.pk).cancel()
+    wait(lambda: job.pk not in worker.running, timeout=3)
+    assert Job.objects.get(pk=job.pk).state == JobState.CANCELLED
+    assert worker.stats["lost"] == 1  # its CancelledError outcome was refused
+
+
+def test_a_running_sync_job_sees_its_cancellation_flag(threaded_worker, wait):
+    job = Job.enqueue("tests.tasks_for_tests.until_cancelled", args=["c"])
+    worker = threaded_worker()
+    wait(lambda: "c:start" in tags(), timeout=5)
+    Job.objects.get(pk=job.pk).cancel()
+    wait(lambda: "c:saw-cancel" in tags(), timeout=3)
+    wait(lambda: job.pk not in worker.running, timeout=3)
+    assert Job.objects.get(pk=job.pk).state == JobState.CANCELLED
