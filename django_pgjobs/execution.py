@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from . import signals, transitions
 from .context import JobContext, _current
+from .dependencies import results_of_dependencies
 from .exceptions import DiscardJob, JobTimeout, UnknownTask
 from .models import Job
 from .tasks import Task, get_task
@@ -31,19 +32,22 @@ def call_task(registered: Task[Any, Any], context: JobContext) -> Any:
     context.thread_id = threading.get_ident()
     context.started = time.monotonic()
     token = _current.set(context)
+    kwargs = job.kwargs
+    if job.meta.get("pass_results"):  # a gather job of a pipeline
+        kwargs = {**kwargs, "results": results_of_dependencies(job)}
     try:
         if not registered.is_async:
-            return registered.func(*job.args, **job.kwargs)
-        return _run_coroutine(registered, context)
+            return registered.func(*job.args, **kwargs)
+        return _run_coroutine(registered, context, kwargs)
     finally:
         _current.reset(token)
 
 
-def _run_coroutine(registered: Task[Any, Any], context: JobContext) -> Any:
+def _run_coroutine(registered: Task[Any, Any], context: JobContext, kwargs: dict) -> Any:
     job = context.job
 
     async def with_timeout() -> Any:
-        coroutine = registered.func(*job.args, **job.kwargs)
+        coroutine = registered.func(*job.args, **kwargs)
         if job.timeout is None:
             return await coroutine
         try:
