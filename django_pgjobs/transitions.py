@@ -15,14 +15,14 @@ from datetime import datetime
 from typing import Any
 
 from django.db import transaction
-from django.db.models import F, JSONField, QuerySet, Value
+from django.db.models import F, JSONField, Q, QuerySet, Value
 from django.db.models.expressions import CombinedExpression
 from django.utils import timezone
 
 from . import conf, db, signals
 from .backoff import Backoff
 from .models import Job, Queue
-from .states import RETRY_FROM, InvalidTransition, JobState, sources_of
+from .states import FINISHED, RETRY_FROM, InvalidTransition, JobState, sources_of
 from .workers import CONTROL_CHANNEL
 
 logger = logging.getLogger(__name__)
@@ -224,3 +224,31 @@ def cancel_many(jobs: QuerySet[Job], now: datetime | None = None) -> int:
         for job_id in running:
             db.notify(CONTROL_CHANNEL, f"cancel:{job_id}", using)
     return cancelled
+
+
+def delete_many(jobs: QuerySet[Job], now: datetime | None = None) -> int:
+    """Delete every job of ``jobs`` that is not executing; returns how many.
+
+    The dependency edges and the jobs go in one DELETE each (Django's cascade
+    would load every job into memory first). Jobs that were waiting for a deleted
+    unfinished job can never run: they are cancelled, as if their dependency had
+    failed. Executing jobs are kept: cancel them first.
+    """
+    from .models import JobDependency
+
+    using = jobs.db
+    doomed = jobs.order_by().exclude(state=S.EXECUTING)
+    ids = doomed.values("pk")
+    with transaction.atomic(using=using):
+        unfinished = doomed.exclude(state__in=sorted(FINISHED)).values("pk")
+        stranded = list(
+            JobDependency.objects.using(using)
+            .filter(depends_on__in=unfinished, satisfied=False)
+            .values_list("job_id", flat=True)
+            .distinct()
+        )
+        edges = JobDependency.objects.using(using).filter(Q(job__in=ids) | Q(depends_on__in=ids))
+        edges._raw_delete(using)
+        deleted = doomed._raw_delete(using)
+        cancel_many(Job.objects.using(using).filter(pk__in=stranded), now)
+    return deleted

@@ -140,3 +140,11 @@ def test_a_view_only_operator_can_watch_the_dashboard():
 def test_the_app_index_links_to_the_dashboard(admin_client):
     page = admin_client.get(reverse("admin:app_list", args=["pgjobs"])).content.decode()
     assert reverse("admin:pgjobs_dashboard") in page
+
+
+def test_delete_many_is_a_fixed_number_of_statements(django_assert_max_num_queries):
+    JobFactory.create_batch(20, completed=True)
+    JobFactory(executing=True)
+    with django_assert_max_num_queries(8):  # savepoint, lookups, edges, jobs, cancel: no per-row
+        assert transitions.delete_many(Job.objects.all()) == 20
+    assert Job.objects.get().state == S.EXECUTING

@@ -302,3 +302,41 @@ def test_without_any_permission_the_admin_pages_are_closed(client):
     assert nobody.get(reverse("admin:pgjobs_dashboard_data")).status_code == 403
     anonymous = client.get(reverse("admin:pgjobs_dashboard_data"))
     assert anonymous.status_code == 302 and "login" in anonymous["Location"]
+
+
+# -- pipelines ----------------------------------------------------------------------------
+
+
+def test_the_detail_page_shows_what_a_job_waits_for_and_what_needs_it(admin_client):
+    from testproject.demo.tasks import add
+
+    first = add.enqueue(1, 1)
+    second = Job.enqueue("testproject.demo.tasks.add", args=[2, 2], depends_on=[first])
+    page = admin_client.get(detail(second)).content.decode()
+    assert "Waits for (1 unfinished)" in page and f"#{first.pk} testproject.demo.tasks.add" in page
+    assert "Waiting for 1 unfinished dependency" in page
+    page = admin_client.get(detail(first)).content.decode()
+    assert f"#{second.pk} testproject.demo.tasks.add" in page.split("Needed by")[1]
+
+
+def test_deleting_an_unfinished_dependency_cancels_what_waits_for_it(admin_client):
+    from testproject.demo.tasks import add
+
+    first = add.enqueue(1, 1)
+    second = Job.enqueue("testproject.demo.tasks.add", args=[2, 2], depends_on=[first])
+    admin_client.post(changelist(), {**action("delete_jobs", first), "confirmed": "yes"})
+    assert not Job.objects.filter(pk=first.pk).exists()
+    assert state_of(second) == S.CANCELLED, "it would otherwise wait for ever"
+
+
+def test_an_executing_job_cannot_be_deleted_from_its_page(admin_client):
+    job = JobFactory(executing=True)
+    url = reverse("admin:pgjobs_job_delete", args=[job.pk])
+    assert admin_client.post(url, {"post": "yes"}).status_code == 403
+    assert state_of(job) == S.EXECUTING
+
+
+def test_delete_from_the_job_page_goes_through_delete_many(admin_client):
+    job = JobFactory(completed=True)
+    admin_client.post(reverse("admin:pgjobs_job_delete", args=[job.pk]), {"post": "yes"})
+    assert not Job.objects.filter(pk=job.pk).exists()

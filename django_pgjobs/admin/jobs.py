@@ -27,7 +27,7 @@ from django.utils.html import format_html
 from django.utils.text import Truncator
 
 from .. import stats, transitions
-from ..models import Job
+from ..models import Job, JobDependency
 from ..states import FINISHED, RETRY_FROM, InvalidTransition, JobState
 from .base import OperatorAdmin
 from .dashboard import DashboardViews
@@ -36,6 +36,8 @@ from .paginator import EstimatingPaginator
 from .timeline import timeline
 
 S = JobState
+#: Dependencies and dependents listed on a job's page; a pipeline can fan out to thousands.
+LINKED_JOBS = 50
 
 
 class JobAdmin(OperatorAdmin):
@@ -99,6 +101,17 @@ class JobAdmin(OperatorAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # jobs are enqueued by code, with validation the admin form can't give
+
+    def has_delete_permission(self, request: HttpRequest, obj: Job | None = None) -> bool:
+        if obj is not None and obj.state == S.EXECUTING:
+            return False  # its worker still holds it: cancel first
+        return super().has_delete_permission(request, obj)
+
+    def delete_model(self, request: HttpRequest, obj: Job) -> None:
+        transitions.delete_many(Job.objects.filter(pk=obj.pk))
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        transitions.delete_many(queryset)
 
     def get_actions(self, request: HttpRequest, action_location: Any = None) -> dict[str, Any]:
         # action_location exists from Django 6.1 on; 5.2 calls get_actions(request).
@@ -174,6 +187,12 @@ class JobAdmin(OperatorAdmin):
             can_cancel=can_change and job.state not in FINISHED,
             can_delete=self.has_delete_permission(request, job) and job.state != S.EXECUTING,
             worker_url=self._worker_url(job),
+            waits_for=JobDependency.objects.filter(job=job)
+            .select_related("depends_on")
+            .order_by("depends_on_id")[:LINKED_JOBS],
+            needed_by=JobDependency.objects.filter(depends_on=job)
+            .select_related("job")
+            .order_by("job_id")[:LINKED_JOBS],
             queue_url=reverse("admin:pgjobs_queue_change", args=[job.queue]),
             has_view_permission=True,
         )
@@ -281,7 +300,7 @@ class JobAdmin(OperatorAdmin):
                     selected=request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME),
                 ),
             )
-        deleted, _ = deletable.delete()
+        deleted = transitions.delete_many(queryset)
         self.message_user(
             request,
             f"{deleted:,} job(s) deleted. Executing jobs were kept: cancel them first.",

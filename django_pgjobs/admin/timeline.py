@@ -61,5 +61,7 @@ def _now(job: Job) -> Event:
     if state == S.SCHEDULED:
         return Event("pending", "Scheduled to run", job.run_at)
     if state == S.WAITING:
-        return Event("pending", "Waiting for its dependencies")
+        count = job.pending_dependencies
+        noun = "dependency" if count == 1 else "dependencies"
+        return Event("pending", f"Waiting for {count} unfinished {noun}")
     return Event("pending", "Available: waiting for a worker since", job.run_at)
