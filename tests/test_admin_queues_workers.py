@@ -154,3 +154,11 @@ def test_stop_in_the_admin_stops_a_running_worker(threaded_worker, admin_user, w
     client.force_login(admin_user)
     client.post(reverse("admin:pgjobs_workerprocess_stop", args=[worker.record.pk]))
     wait(lambda: not WorkerProcess.objects.filter(pk=worker.record.pk).exists(), timeout=10)
+
+
+def test_operators_who_may_only_look_see_no_buttons():
+    QueueFactory(name="mail")
+    WorkerProcessFactory()
+    assert b"formaction" not in staff_client("view_queue").get(changelist("queue")).content
+    viewer = staff_client("view_workerprocess", username="viewer")
+    assert b"formaction" not in viewer.get(changelist("workerprocess")).content

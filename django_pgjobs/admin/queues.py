@@ -90,6 +90,12 @@ class QueueAdmin(OperatorAdmin):
             )
         )
 
+    def get_list_display(self, request: HttpRequest) -> tuple[str, ...]:
+        shown = tuple(super().get_list_display(request))
+        if self.has_change_permission(request):
+            return shown
+        return tuple("paused" if name == "paused_toggle" else name for name in shown)
+
     def get_readonly_fields(self, request: HttpRequest, obj: Queue | None = None) -> tuple:
         return ("name",) if obj else ()  # jobs refer to queues by name
 

@@ -63,6 +63,12 @@ class WorkerProcessAdmin(OperatorAdmin):
             .annotate(held=Coalesce(Subquery(held, output_field=IntegerField()), Value(0)))
         )
 
+    def get_list_display(self, request: HttpRequest) -> tuple[str, ...]:
+        shown = tuple(super().get_list_display(request))
+        if self.has_change_permission(request):
+            return shown
+        return tuple("stop_requested" if name == "stop_button" else name for name in shown)
+
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # rows are written by the workers themselves
 
