@@ -162,3 +162,11 @@ def test_operators_who_may_only_look_see_no_buttons():
     assert b"formaction" not in staff_client("view_queue").get(changelist("queue")).content
     viewer = staff_client("view_workerprocess", username="viewer")
     assert b"formaction" not in viewer.get(changelist("workerprocess")).content
+
+
+def test_a_workers_held_jobs_link_lists_exactly_those_jobs(admin_client):
+    worker = WorkerProcessFactory()
+    held = JobFactory(executing=True, worker=worker)
+    JobFactory(executing=True)
+    response = admin_client.get(changelist(), {"worker": worker.pk, "state": "executing"})
+    assert [job.pk for job in response.context["cl"].result_list] == [held.pk]
