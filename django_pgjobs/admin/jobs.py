@@ -66,7 +66,7 @@ class JobAdmin(OperatorAdmin):
 
     # -- what is shown -----------------------------------------------------------------
 
-    @admin.display(description="state", ordering="state")
+    @admin.display(description="state")
     def state_badge(self, job: Job) -> str:
         return format_html('<span class="pgjobs-state pgjobs-{}">{}</span>', job.state, job.state)
 
