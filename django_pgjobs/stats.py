@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from . import conf
 from .models import Job, Queue, WorkerProcess
-from .states import ACTIVE, JobState
+from .states import ACTIVE, CLAIMABLE, JobState
 
 S = JobState
 
@@ -80,13 +80,15 @@ def state_tallies(jobs: QuerySet[Job], cap: int | None = None) -> dict[str, Tall
     return {state.value: tally(jobs.filter(state=state), cap) for state in JobState}
 
 
-def queue_depths(using: str | None = None) -> list[dict[str, Any]]:
-    """Each queue's settings and how many of its jobs are in each unfinished state.
+def queue_depths(now: datetime | None = None, using: str | None = None) -> list[dict[str, Any]]:
+    """Each queue's settings, how many of its jobs are in each unfinished state, and
+    since when its oldest due job has been waiting (``oldest_available_at``).
 
     Queues that exist only because jobs name them (no row) are listed too.
     Finished jobs are not counted: they are history, not depth.
     """
     using = using or conf.get("DATABASE")
+    now = now or timezone.now()
     counts: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(DEPTH_STATES, 0))
     grouped = (
         Job.objects.using(using)
@@ -98,11 +100,7 @@ def queue_depths(using: str | None = None) -> list[dict[str, Any]]:
     for queue, state, n in grouped:
         counts[queue][state] = n
     oldest = dict(
-        Job.objects.using(using)
-        .filter(state=S.AVAILABLE)
-        .values_list("queue")
-        .annotate(oldest=Min("run_at"))
-        .order_by()
+        due_jobs(now, using).values_list("queue").annotate(oldest=Min("run_at")).order_by()
     )
     rows = {q.name: q for q in Queue.objects.using(using)}
     names = list(rows) + sorted(set(counts) - set(rows))
@@ -117,6 +115,19 @@ def queue_depths(using: str | None = None) -> list[dict[str, Any]]:
         }
         for name in names
     ]
+
+
+def due_jobs(now: datetime, using: str | None = None) -> QuerySet[Job]:
+    """Jobs a worker could claim right now: available, or scheduled/retryable and due.
+
+    Their ``run_at`` is when they started waiting for a worker. The filter is the
+    claim index's own condition, so ``Min("run_at")`` per queue reads only that
+    index (no table rows), even with a large backlog.
+    """
+    claimable = sorted(str(state) for state in CLAIMABLE)
+    return Job.objects.using(using or conf.get("DATABASE")).filter(
+        state__in=claimable, run_at__lte=now
+    )
 
 
 def throughput(

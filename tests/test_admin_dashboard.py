@@ -41,12 +41,21 @@ def test_queue_depths_count_unfinished_jobs_and_the_oldest_available():
     JobFactory(queue="reports", run_at=NOW - timedelta(minutes=1))
     JobFactory(queue="reports", scheduled=True)
     JobFactory(queue="orphan")  # no queue row: still listed
-    depths = {q["name"]: q for q in stats.queue_depths()}
+    depths = {q["name"]: q for q in stats.queue_depths(NOW)}
     reports = depths["reports"]["depth"]
     assert (reports["available"], reports["scheduled"]) == (2, 1)
     assert depths["reports"]["paused"] is True
     assert depths["reports"]["oldest_available_at"] == NOW - timedelta(minutes=10)
     assert depths["orphan"]["depth"]["available"] == 1
+
+
+def test_a_due_retry_is_waiting_for_a_worker_too():
+    QueueFactory(name="reports")
+    JobFactory(queue="reports", run_at=NOW - timedelta(minutes=1))
+    JobFactory(queue="reports", retryable=True, run_at=NOW - timedelta(minutes=30))
+    JobFactory(queue="reports", retryable=True, run_at=NOW + timedelta(minutes=30))  # not due
+    depths = {q["name"]: q for q in stats.queue_depths(NOW)}
+    assert depths["reports"]["oldest_available_at"] == NOW - timedelta(minutes=30)
 
 
 def test_tallies_are_exact_under_the_cap_and_estimated_above():

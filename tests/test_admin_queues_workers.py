@@ -26,7 +26,7 @@ def test_the_queue_list_shows_depth_per_state_and_settings(admin_client):
     response = admin_client.get(changelist("queue"))
     assert response.status_code == 200
     mail = next(q for q in response.context["cl"].result_list if q.name == "mail")
-    assert (mail.depth_available, mail.depth_executing, mail.depth_retryable) == (3, 1, 0)
+    assert (mail.depth["available"], mail.depth["executing"], mail.depth["retryable"]) == (3, 1, 0)
     assert b'data-pgjobs-depth="mail/available">3<' in response.content
     assert b"pgjobs/dashboard.js" in response.content, "depths refresh themselves"
 

@@ -27,7 +27,7 @@ def dashboard_data(now: datetime | None = None) -> dict[str, Any]:
     now = now or timezone.now()
     series = stats.throughput(now)
     queues = []
-    for queue in stats.queue_depths():
+    for queue in stats.queue_depths(now):
         oldest = queue["oldest_available_at"]
         queues.append(
             {
