@@ -340,3 +340,10 @@ def test_delete_from_the_job_page_goes_through_delete_many(admin_client):
     job = JobFactory(completed=True)
     admin_client.post(reverse("admin:pgjobs_job_delete", args=[job.pk]), {"post": "yes"})
     assert not Job.objects.filter(pk=job.pk).exists()
+
+
+def test_the_result_count_shows_only_while_searching(admin_client):
+    JobFactory(args=["needle"])
+    assert b"results (" not in admin_client.get(changelist()).content
+    page = admin_client.get(changelist(), {"q": "needle"}).content.decode()
+    assert "1 result (" in page

@@ -79,7 +79,7 @@ class JobAdmin(OperatorAdmin):
         shown = ", ".join(
             [repr(a) for a in job.args] + [f"{k}={v!r}" for k, v in job.kwargs.items()]
         )
-        return Truncator(shown).chars(60)
+        return Truncator(shown).chars(40)
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Job], search_term: str

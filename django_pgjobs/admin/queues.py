@@ -65,8 +65,7 @@ class QueueAdmin(OperatorAdmin):
         *(f"depth_{state}_column" for state in DEPTH_STATES),
         "oldest_available",
     )
-    list_filter = ("paused", "blocking")
-    search_fields = ("name",)
+    show_facets = admin.ShowFacets.NEVER
     actions = ("pause_queues", "resume_queues")
     change_list_template = "admin/pgjobs/queue/change_list.html"
     fieldsets = (

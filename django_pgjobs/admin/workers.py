@@ -33,7 +33,7 @@ class WorkerProcessAdmin(OperatorAdmin):
         "held_jobs",
         "stop_button",
     )
-    list_filter = ("host", "stop_requested")
+    show_facets = admin.ShowFacets.NEVER
     actions = ("stop_workers",)
     change_form_template = "admin/pgjobs/workerprocess/change_form.html"
     fields = (
