@@ -173,10 +173,10 @@ def test_a_workers_held_jobs_link_lists_exactly_those_jobs(admin_client):
 
 
 def test_editing_or_adding_a_queue_needs_the_permission():
-    QueueFactory(name="mail")
+    QueueFactory(name="reports")
     viewer = staff_client("view_queue")
-    edit = reverse("admin:pgjobs_queue_change", args=["mail"])
+    edit = reverse("admin:pgjobs_queue_change", args=["reports"])
     assert viewer.post(edit, {"priority": 0, "concurrency": 9}).status_code == 403
-    assert Queue.objects.get(name="mail").concurrency is None
+    assert Queue.objects.get(name="reports").concurrency is None
     response = viewer.post(reverse("admin:pgjobs_queue_add"), {"name": "new", "priority": 0})
     assert response.status_code == 403 and not Queue.objects.filter(name="new").exists()
