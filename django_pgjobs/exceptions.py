@@ -43,3 +43,7 @@ class JobCancelled(PgJobsError):
 
 class DiscardJob(PgJobsError):
     """Raise from a task to fail the job for good, without further attempts."""
+
+
+class WorkerLost(PgJobsError):
+    """Recorded by rescue on a job whose worker stopped heartbeating while running it."""
