@@ -44,9 +44,6 @@ class Tally:
     def __str__(self) -> str:
         return f"{self.value:,}" if self.exact else f"≈{_short(self.value)}"
 
-    def as_json(self) -> dict[str, Any]:
-        return {"value": self.value, "exact": self.exact, "label": str(self)}
-
 
 def _short(n: int) -> str:
     for size, suffix in ((1_000_000_000, "G"), (1_000_000, "M"), (1_000, "k")):
