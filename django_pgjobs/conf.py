@@ -36,6 +36,11 @@ DEFAULTS: dict[str, Any] = {
     "SHUTDOWN_TIMEOUT": 30.0,
     # Largest accepted args+kwargs, in bytes of JSON.
     "MAX_PAYLOAD_BYTES": 1_000_000,
+    # Keys that encrypt connector secrets: the first encrypts, all decrypt (rotation).
+    # Empty: derived from SECRET_KEY and SECRET_KEY_FALLBACKS.
+    "SECRET_KEYS": [],
+    # Seconds a job waits before trying again when its connector's concurrency is used up.
+    "CONNECTOR_BUSY_DELAY": 1.0,
 }
 
 # Types each key must have; QUEUES and BACKOFF are checked in depth by checks.py.
@@ -52,6 +57,8 @@ TYPES: dict[str, type | tuple[type, ...]] = {
     "SHUTDOWN_TIMEOUT": (int, float),
     "RESCUE_INTERVAL": (int, float),
     "MAX_PAYLOAD_BYTES": int,
+    "SECRET_KEYS": (list, tuple),
+    "CONNECTOR_BUSY_DELAY": (int, float),
 }
 
 

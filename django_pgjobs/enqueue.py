@@ -11,6 +11,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from . import conf, payload, queues, signals
+from .connectors.store import check_known as check_connector
 from .states import ACTIVE, JobState
 from .tasks import get_task
 
@@ -44,8 +45,9 @@ def build_job(spec: JobSpec, now: datetime) -> Job:
     payload.check(spec.args, spec.kwargs, conf.get("MAX_PAYLOAD_BYTES"))
     if spec.depends_on:
         raise NotImplementedError("depends_on is not supported yet")
-    if spec.connector is not None:
-        raise NotImplementedError("connectors are not supported yet")
+    connector = spec.connector or registered.connector
+    if connector is not None:
+        connector = check_connector(connector)
     max_attempts = spec.max_attempts or registered.max_attempts or _queue_max_attempts(queue)
     if max_attempts < 1:
         raise ValueError("max_attempts must be at least 1")
@@ -67,6 +69,7 @@ def build_job(spec: JobSpec, now: datetime) -> Job:
         created_at=now,
         state=JobState.SCHEDULED if run_at > now else JobState.AVAILABLE,
         unique_key=spec.unique_key,
+        connector=connector,
     )
 
 

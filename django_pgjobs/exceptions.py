@@ -43,3 +43,11 @@ class JobCancelled(PgJobsError):
 
 class DiscardJob(PgJobsError):
     """Raise from a task to fail the job for good, without further attempts."""
+
+
+class UnknownConnector(PgJobsError, LookupError):
+    def __init__(self, name: object) -> None:
+        self.name = name
+        super().__init__(
+            f"unknown connector {name!r}: create it in the admin (Background jobs → Connectors)"
+        )

@@ -8,13 +8,15 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
 from django.utils import timezone
 
 from . import signals, transitions
+from .connectors import runtime as connector_runtime
+from .connectors.errors import ConnectorBusy
 from .context import JobContext, _current
 from .exceptions import DiscardJob, JobTimeout, UnknownTask
 from .models import Job
@@ -32,18 +34,20 @@ def call_task(registered: Task[Any, Any], context: JobContext) -> Any:
     context.started = time.monotonic()
     token = _current.set(context)
     try:
-        if not registered.is_async:
-            return registered.func(*job.args, **job.kwargs)
-        return _run_coroutine(registered, context)
+        with connector_runtime.attached(context):
+            kwargs = {**job.kwargs, **connector_runtime.injected(registered.func, context)}
+            if not registered.is_async:
+                return registered.func(*job.args, **kwargs)
+            return _run_coroutine(registered, context, kwargs)
     finally:
         _current.reset(token)
 
 
-def _run_coroutine(registered: Task[Any, Any], context: JobContext) -> Any:
+def _run_coroutine(registered: Task[Any, Any], context: JobContext, kwargs: dict) -> Any:
     job = context.job
 
     async def with_timeout() -> Any:
-        coroutine = registered.func(*job.args, **job.kwargs)
+        coroutine = registered.func(*job.args, **kwargs)
         if job.timeout is None:
             return await coroutine
         try:
@@ -89,6 +93,8 @@ def execute(job: Job, clock: Clock = timezone.now, context: JobContext | None = 
             return _write(job, transitions.fail, error, clock(), discard=True)
         try:
             result = call_task(registered, context)
+        except ConnectorBusy as busy:  # not started: try again soon, attempt not counted
+            return _write(job, transitions.snooze, clock() + timedelta(seconds=busy.delay))
         except DiscardJob as error:
             return _write(job, transitions.fail, error, clock(), discard=True)
         except BaseException as error:  # a task's failure, even SystemExit, is data

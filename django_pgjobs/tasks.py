@@ -32,6 +32,8 @@ class Task(Generic[P, R]):
     timeout: float | None = None
     backoff: Backoff | None = None
     is_async: bool = field(init=False)
+    #: Connector name used by jobs of this task unless the enqueue call names one.
+    connector: str | None = None
 
     def __post_init__(self) -> None:
         self.is_async = inspect.iscoroutinefunction(self.func)
@@ -77,6 +79,7 @@ def task(
     max_attempts: int | None = None,
     timeout: float | None = None,
     backoff: Backoff | dict[str, Any] | None = None,
+    connector: str | None = None,
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
 
@@ -90,6 +93,7 @@ def task(
     max_attempts: int | None = None,
     timeout: float | None = None,
     backoff: Backoff | dict[str, Any] | None = None,
+    connector: str | None = None,
 ) -> Any:
     """Register a function as a task under its dotted path ("app.module.func").
 
@@ -113,6 +117,7 @@ def task(
             max_attempts=max_attempts,
             timeout=timeout,
             backoff=backoff,
+            connector=connector,
         )
         _registry[task_name] = registered
         return registered

@@ -184,3 +184,17 @@ def cancel(job: Job, now: datetime | None = None) -> Job:
     elif not job.is_finished:
         raise InvalidTransition(job.pk, job.state, S.CANCELLED)
     return job
+
+
+def snooze(job: Job, until: datetime) -> bool:
+    """executing -> available at ``until`` without counting the attempt: the job could
+    not start yet (its connector is at its concurrency limit). Lease-checked."""
+    return _move(
+        job,
+        S.AVAILABLE,
+        lease_checked=True,
+        attempt=F("attempt") - 1,
+        run_at=until,
+        lease=None,
+        worker=None,
+    )

@@ -8,7 +8,7 @@ from datetime import timedelta
 import factory
 from django.utils import timezone
 
-from django_pgjobs.models import Job, Queue, WorkerProcess
+from django_pgjobs.models import Connector, Job, Queue, WorkerProcess
 from django_pgjobs.states import JobState
 
 
@@ -81,3 +81,23 @@ class JobFactory(factory.django.DjangoModelFactory):
         cancelled = factory.Trait(
             state=JobState.CANCELLED, finished_at=factory.LazyFunction(timezone.now)
         )
+
+
+class ConnectorFactory(factory.django.DjangoModelFactory):
+    """A valid connector; ``ConnectorFactory(secrets={"token": "..."})`` stores them encrypted."""
+
+    class Meta:
+        model = Connector
+        django_get_or_create = ("name",)
+        skip_postgeneration_save = True
+
+    name = factory.Sequence(lambda n: f"connector-{n}")
+    kind = "http"
+    config = factory.LazyFunction(lambda: {"url": "http://127.0.0.1:9/hook"})
+
+    @factory.post_generation
+    def secrets(self, create: bool, extracted: dict | None, **kwargs: object) -> None:
+        if extracted:
+            self.set_secrets(extracted)
+            if create:
+                self.save()
