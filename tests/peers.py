@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes
@@ -103,6 +104,14 @@ class _Sink:
         return "250 OK"
 
 
+class _Controller(Controller):
+    def factory(self) -> Any:
+        # The test server takes AUTH over plain TCP on purpose: it is on 127.0.0.1.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Requiring AUTH while not requiring TLS")
+            return super().factory()
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -121,9 +130,10 @@ def smtp_peer() -> Iterator[SmtpPeer]:
             and data.password.decode() == peer.password
         )
         peer.logins.append((data.login.decode() if isinstance(data, LoginPassword) else "", ok))
-        return AuthResult(success=ok)
+        # handled=False: the server answers 535 itself (its default leaves the client waiting).
+        return AuthResult(success=ok, handled=False)
 
-    controller = Controller(
+    controller = _Controller(
         _Sink(peer),
         hostname=peer.host,
         port=peer.port,
