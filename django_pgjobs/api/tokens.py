@@ -30,6 +30,12 @@ def digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def generate() -> tuple[str, str, str]:
+    """A new token: (the token itself, its digest to store, its prefix to show)."""
+    plain = PREFIX + secrets.token_urlsafe(32)
+    return plain, digest(plain), plain[:12]
+
+
 def issue(
     name: str,
     queues: Iterable[str],
@@ -40,11 +46,11 @@ def issue(
     expires_at: datetime | None = None,
 ) -> tuple[ApiToken, str]:
     """Create a token; returns the row and the token itself, which is never stored."""
-    plain = PREFIX + secrets.token_urlsafe(32)
+    plain, hashed, prefix = generate()
     token = ApiToken.objects.using(conf.get("DATABASE")).create(
         name=name,
-        token_hash=digest(plain),
-        prefix=plain[:12],
+        token_hash=hashed,
+        prefix=prefix,
         queues=list(queues),
         can_enqueue=can_enqueue,
         can_read=can_read,
@@ -56,8 +62,7 @@ def issue(
 
 def regenerate(token: ApiToken) -> str:
     """Give an existing token a new value (the old one stops working); returns it."""
-    plain = PREFIX + secrets.token_urlsafe(32)
-    token.token_hash, token.prefix = digest(plain), plain[:12]
+    plain, token.token_hash, token.prefix = generate()
     token.save(update_fields=["token_hash", "prefix"])
     return plain
 
