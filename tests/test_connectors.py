@@ -236,3 +236,19 @@ def test_loading_a_connector_logs_no_secret(worker, http_peer, caplog):
     assert caplog.records, "the failure was logged"
     assert TOKEN not in caplog.text
     assert isinstance(get_connector("hook"), HttpConnector)
+
+
+@pytest.mark.parametrize(
+    "value, fragment",
+    [
+        ({"SECRET_KEYS": "one-key"}, "must be list or tuple"),
+        ({"SECRET_KEYS": ["short"]}, "at least 32 characters"),
+        ({"CONNECTOR_BUSY_DELAY": 0}, "greater than 0"),
+    ],
+)
+def test_bad_connector_settings_fail_the_system_check(value, fragment, settings):
+    from django_pgjobs.checks import check_settings
+
+    settings.PGJOBS = {**settings.PGJOBS, **value}
+    found = [error.msg + " " + (error.hint or "") for error in check_settings()]
+    assert any(fragment in message for message in found), found
