@@ -19,6 +19,9 @@ from typing import TYPE_CHECKING, Any
 from .exceptions import JobCancelled
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from .enqueue import JobSpec
     from .models import Job
 
 _current: ContextVar[JobContext | None] = ContextVar("pgjobs_current_job", default=None)
@@ -48,6 +51,12 @@ class JobContext:
     def raise_if_cancelled(self) -> None:
         if self.cancelled:
             raise JobCancelled(f"job {self.job.pk} was cancelled")
+
+    def add_jobs(self, specs: Sequence[JobSpec]) -> list[Job]:
+        """Enqueue jobs into this job's pipeline: its dependents wait for them too."""
+        from .pipelines import add_to_running_pipeline
+
+        return add_to_running_pipeline(specs)
 
     def deadline(self) -> float | None:
         if self.started is None or self.job.timeout is None:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from . import conf, payload, queues, signals
+from . import conf, db, dependencies, payload, queues, signals
 from .connectors.store import check_known as check_connector
 from .states import ACTIVE, JobState
 from .tasks import get_task
@@ -34,6 +35,12 @@ class JobSpec:
     connector: str | None = None
     depends_on: Sequence[Any] = ()
     timeout: float | None = None
+    # Pipelines: hand the dependencies' results to the task as ``results=[...]``.
+    pass_results: bool = False
+    # What a failed (discarded/cancelled) dependency does to this job: "cancel" or "run".
+    on_dependency_failure: str = "cancel"
+    # Free-form labels stored in Job.meta (e.g. {"pipeline": "nightly"}).
+    meta: dict[str, Any] = field(default_factory=dict)
 
 
 def build_job(spec: JobSpec, now: datetime) -> Job:
@@ -43,8 +50,11 @@ def build_job(spec: JobSpec, now: datetime) -> Job:
     registered = get_task(spec.task)
     queue = queues.check_known(spec.queue or registered.queue or conf.get("DEFAULT_QUEUE"))
     payload.check(spec.args, spec.kwargs, conf.get("MAX_PAYLOAD_BYTES"))
-    if spec.depends_on:
-        raise NotImplementedError("depends_on is not supported yet")
+    if spec.on_dependency_failure not in dependencies.ON_FAILURE:
+        raise ValueError(
+            f"on_dependency_failure must be one of {dependencies.ON_FAILURE}, "
+            f"not {spec.on_dependency_failure!r}"
+        )
     connector = spec.connector or registered.connector
     if connector is not None:
         connector = check_connector(connector)
@@ -57,6 +67,12 @@ def build_job(spec: JobSpec, now: datetime) -> Job:
     if spec.run_at is not None and timezone.is_naive(spec.run_at):
         raise ValueError("run_at must be timezone-aware")
     run_at = spec.run_at or now
+    meta = dict(spec.meta)
+    if spec.pass_results:
+        meta["pass_results"] = True
+    if spec.on_dependency_failure != "cancel":
+        meta["on_dependency_failure"] = spec.on_dependency_failure
+    payload.check([], meta, conf.get("MAX_PAYLOAD_BYTES"))
     return Job(
         task=registered.name,
         queue=queue,
@@ -68,7 +84,8 @@ def build_job(spec: JobSpec, now: datetime) -> Job:
         run_at=run_at,
         created_at=now,
         state=JobState.SCHEDULED if run_at > now else JobState.AVAILABLE,
-        unique_key=spec.unique_key,
+        unique_key=spec.unique_key or registered.unique_key(spec.args, spec.kwargs),
+        meta=meta,
         connector=connector,
     )
 
@@ -79,29 +96,72 @@ def _queue_max_attempts(queue: str) -> int:
 
 
 def insert_jobs(specs: list[JobSpec]) -> list[Job]:
-    """Insert jobs with one INSERT (jobs with a unique_key go one by one)."""
+    """Insert jobs with one INSERT (jobs with a unique_key go one by one).
+
+    Jobs with dependencies add a locking read of the dependencies and an
+    INSERT of the edges, in one transaction with the jobs.
+    """
     using = conf.get("DATABASE")
     now = timezone.now()
     jobs = [build_job(spec, now) for spec in specs]
-    plain = [job for job in jobs if job.unique_key is None]
-    from .models import Job
+    wanted = [dependencies.job_ids(spec.depends_on) for spec in specs]
+    from .models import Job, JobDependency
 
-    if plain:
-        Job.objects.using(using).bulk_create(plain)
-    for job in jobs:
-        if job.unique_key is not None:
-            _insert_unique(job, using)
+    # A plain batch is one INSERT; dependencies and unique keys need a transaction.
+    simple = not any(wanted) and all(job.unique_key is None for job in jobs)
+    with contextlib.nullcontext() if simple else transaction.atomic(using=using):
+        states = dependencies.lock(sorted({i for ids in wanted for i in ids}), using)
+        for job, ids in zip(jobs, wanted, strict=True):
+            if ids:
+                dependencies.initial_state(job, {i: states[i] for i in ids}, now)
+        plain = [job for job in jobs if job.unique_key is None]
+        if plain:
+            Job.objects.using(using).bulk_create(plain)
+        for job, spec in zip(jobs, specs, strict=True):
+            if job.unique_key is not None:
+                _insert_unique(job, using, _unique_for(spec))
+        edges = [
+            edge
+            for job, ids in zip(jobs, wanted, strict=True)
+            if ids and not getattr(job, "is_duplicate", False)
+            for edge in dependencies.edges_for(job, {i: states[i] for i in ids})
+        ]
+        if edges:
+            JobDependency.objects.using(using).bulk_create(edges)
     for job in jobs:
         if not getattr(job, "is_duplicate", False):
             signals.job_enqueued.send(sender=Job, job=job)
     return jobs
 
 
-def _insert_unique(job: Job, using: str) -> None:
-    """Insert, or if an active job holds the key, turn ``job`` into that one."""
+def _unique_for(spec: JobSpec) -> float | None:
+    return get_task(spec.task).unique_for
+
+
+def _insert_unique(job: Job, using: str, unique_for: float | None = None) -> None:
+    """Insert, or if a job holds the key, turn ``job`` into that one.
+
+    By default the key is held while a job with it is active (the partial
+    unique index decides, race-free). With ``unique_for`` seconds it is held
+    for that long after the holder was enqueued, whatever its state:
+    enqueuers of one key then queue on a transaction-level advisory lock.
+    """
     from .models import Job
 
     job.is_duplicate = False
+    if unique_for is not None:
+        db.fetch_dicts("lock_unique_key", {"key": job.unique_key}, using)
+        since = job.created_at - timedelta(seconds=unique_for)
+        existing = (
+            Job.objects.using(using)
+            .filter(unique_key=job.unique_key, created_at__gte=since)
+            .order_by("-id")
+            .first()
+        )
+        if existing is not None:
+            job.__dict__.update(existing.__dict__)
+            job.is_duplicate = True
+            return
     try:
         with transaction.atomic(using=using):
             Job.objects.using(using).bulk_create([job])

@@ -18,6 +18,7 @@ from . import signals, transitions
 from .connectors import runtime as connector_runtime
 from .connectors.errors import ConnectorBusy
 from .context import JobContext, _current
+from .dependencies import results_of_dependencies
 from .exceptions import DiscardJob, JobTimeout, UnknownTask
 from .models import Job
 from .tasks import Task, get_task
@@ -33,9 +34,12 @@ def call_task(registered: Task[Any, Any], context: JobContext) -> Any:
     context.thread_id = threading.get_ident()
     context.started = time.monotonic()
     token = _current.set(context)
+    kwargs = job.kwargs
+    if job.meta.get("pass_results"):  # a gather job of a pipeline
+        kwargs = {**kwargs, "results": results_of_dependencies(job)}
     try:
         with connector_runtime.attached(context):
-            kwargs = {**job.kwargs, **connector_runtime.injected(registered.func, context)}
+            kwargs = {**kwargs, **connector_runtime.injected(registered.func, context)}
             if not registered.is_async:
                 return registered.func(*job.args, **kwargs)
             return _run_coroutine(registered, context, kwargs)

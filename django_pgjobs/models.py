@@ -102,6 +102,29 @@ class WorkerProcess(models.Model):
         return f"worker {self.pk} ({self.host}:{self.pid})"
 
 
+class JobDependency(models.Model):
+    """``job`` waits for ``depends_on``: an edge of a pipeline."""
+
+    job = models.ForeignKey("Job", on_delete=models.CASCADE, related_name="+")
+    depends_on = models.ForeignKey("Job", on_delete=models.CASCADE, related_name="+")
+    # Set once this edge has been counted off the job's pending_dependencies, so a
+    # dependency that finishes twice (retried by an operator) releases nothing twice.
+    satisfied = models.BooleanField(default=False)
+
+    class Meta:
+        verbose_name_plural = "job dependencies"
+        constraints = [
+            models.UniqueConstraint(fields=["depends_on", "job"], name="pgjobs_dependency_unique"),
+            models.CheckConstraint(
+                condition=~Q(job=models.F("depends_on")), name="pgjobs_dependency_not_self"
+            ),
+        ]
+        indexes = [models.Index(fields=["job"], name="pgjobs_dependency_job")]
+
+    def __str__(self) -> str:
+        return f"#{self.job_id} waits for #{self.depends_on_id}"
+
+
 class Job(models.Model):
     task = models.CharField(max_length=255)
     queue = models.CharField(max_length=63)
@@ -134,6 +157,10 @@ class Job(models.Model):
         related_name="jobs",
     )
     lease = models.UUIDField(null=True, blank=True, editable=False)
+    # Dependencies not completed yet; the job leaves `waiting` when this reaches 0.
+    pending_dependencies = models.PositiveIntegerField(default=0)
+    # Options that travel with the job: pipeline id, pass_results, on_dependency_failure.
+    meta = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["-id"]
@@ -196,6 +223,9 @@ class Job(models.Model):
         connector: str | None = None,
         depends_on: Sequence[Job | int] = (),
         timeout: float | None = None,
+        pass_results: bool = False,
+        on_dependency_failure: str = "cancel",
+        meta: dict[str, Any] | None = None,
     ) -> Job:
         """Insert one job in the caller's transaction and return it."""
         from .enqueue import JobSpec, insert_jobs
@@ -212,6 +242,9 @@ class Job(models.Model):
             connector=connector,
             depends_on=depends_on,
             timeout=timeout,
+            pass_results=pass_results,
+            on_dependency_failure=on_dependency_failure,
+            meta=meta or {},
         )
         return insert_jobs([spec])[0]
 
@@ -237,6 +270,18 @@ class Job(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.state in FINISHED
+
+    def wait(self, timeout: float | None = None) -> Job:
+        """Block until this job is finished (woken by NOTIFY); raise TimeoutError."""
+        from .waiting import wait_for
+
+        return wait_for(self, timeout)
+
+    async def async_wait(self, timeout: float | None = None) -> Job:
+        """``wait()`` for async code."""
+        from .waiting import async_wait_for
+
+        return await async_wait_for(self, timeout)
 
 
 # -- connectors and API tokens (issue 6) -----------------------------------------------

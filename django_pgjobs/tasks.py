@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import inspect
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
@@ -12,6 +14,7 @@ from .backoff import Backoff
 from .exceptions import UnknownTask
 
 if TYPE_CHECKING:
+    from .enqueue import JobSpec
     from .models import Job
 
 P = ParamSpec("P")
@@ -31,6 +34,8 @@ class Task(Generic[P, R]):
     max_attempts: int | None = None
     timeout: float | None = None
     backoff: Backoff | None = None
+    unique: bool = False
+    unique_for: float | None = None
     is_async: bool = field(init=False)
     #: Connector name used by jobs of this task unless the enqueue call names one.
     connector: str | None = None
@@ -48,6 +53,19 @@ class Task(Generic[P, R]):
         from .models import Job
 
         return Job.enqueue(self.name, args=list(args), kwargs=dict(kwargs))
+
+    def spec(self, *args: P.args, **kwargs: P.kwargs) -> JobSpec:
+        """A job to enqueue later, e.g. as a stage of a pipeline."""
+        from .enqueue import JobSpec
+
+        return JobSpec(self.name, args=list(args), kwargs=dict(kwargs))
+
+    def unique_key(self, args: Any, kwargs: Any) -> str | None:
+        """The key a ``unique`` task derives from its arguments, or None."""
+        if not (self.unique or self.unique_for):
+            return None
+        encoded = json.dumps([list(args), kwargs], sort_keys=True, separators=(",", ":"))
+        return f"{self.name}:{hashlib.sha256(encoded.encode()).hexdigest()[:32]}"
 
     def using(self, **options: Any) -> Enqueuer:
         """Override enqueue options for one call.
@@ -67,6 +85,11 @@ class Enqueuer:
 
         return Job.enqueue(self.task.name, args=list(args), kwargs=dict(kwargs), **self.options)
 
+    def spec(self, *args: Any, **kwargs: Any) -> JobSpec:
+        from .enqueue import JobSpec
+
+        return JobSpec(self.task.name, args=list(args), kwargs=dict(kwargs), **self.options)
+
 
 @overload
 def task(func: Callable[P, R], /) -> Task[P, R]: ...
@@ -80,6 +103,8 @@ def task(
     timeout: float | None = None,
     backoff: Backoff | dict[str, Any] | None = None,
     connector: str | None = None,
+    unique: bool = False,
+    unique_for: float | None = None,
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
 
@@ -94,11 +119,17 @@ def task(
     timeout: float | None = None,
     backoff: Backoff | dict[str, Any] | None = None,
     connector: str | None = None,
+    unique: bool = False,
+    unique_for: float | None = None,
 ) -> Any:
     """Register a function as a task under its dotted path ("app.module.func").
 
     Options given here are defaults for every job of the task; a call to
     ``Job.enqueue`` or ``task.using(...)`` can override them.
+
+    ``unique=True``: enqueueing the same arguments while such a job is active
+    returns that job. ``unique_for=seconds``: the same, for that long after the
+    first was enqueued, whatever became of it.
     """
     if max_attempts is not None and max_attempts < 1:
         raise ValueError("max_attempts must be at least 1")
@@ -118,6 +149,8 @@ def task(
             timeout=timeout,
             backoff=backoff,
             connector=connector,
+            unique=unique,
+            unique_for=unique_for,
         )
         _registry[task_name] = registered
         return registered

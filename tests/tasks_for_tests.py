@@ -57,3 +57,13 @@ def until_cancelled(tag: str, limit: float = 30) -> str:
             return "stopped early"
         time.sleep(0.01)
     return "ran to the end"
+
+
+@task(unique=True)
+def unique_report(report_id: int | str) -> str:
+    return f"report {report_id}"
+
+
+@task(unique_for=3600)
+def once_an_hour(name: str) -> str:
+    return name

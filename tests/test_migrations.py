@@ -23,6 +23,9 @@ def test_triggers_are_installed_and_reversible():
         "pgjobs_job_made_available",
         "pgjobs_job_transition",
         "pgjobs_queue_changed",
+        "pgjobs_job_finished",
+        "pgjobs_job_changed",
+        "pgjobs_job_published",
     }
     assert trigger_names() == expected
     call_command("migrate", "pgjobs", "0001", verbosity=0)

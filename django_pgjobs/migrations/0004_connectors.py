@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('pgjobs', '0002_triggers'),
+        ('pgjobs', '0003_pipelines_events'),
     ]
 
     operations = [

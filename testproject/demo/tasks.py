@@ -60,3 +60,23 @@ def serial_step(tag: str, seconds: float = 0.05) -> str:
 def sleep(seconds: float) -> float:
     time.sleep(seconds)
     return seconds
+
+
+@task
+def square(n: int) -> int:
+    return n * n
+
+
+@task
+def total(results: list[int]) -> int:
+    """A pipeline's gather step: receives every result of the stage before."""
+    return sum(results)
+
+
+@task
+def split(count: int) -> int:
+    """Fan out from inside a running job: whatever waits for us waits for these too."""
+    from django_pgjobs.context import current_job
+
+    current_job().add_jobs([square.spec(n) for n in range(count)])
+    return count

@@ -1,0 +1,57 @@
+"""Waiting for a job to finish, woken by its event rather than by polling."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import psycopg
+from psycopg import sql
+
+from . import db
+from .events import EVENTS_CHANNEL, Event, listen
+from .states import FINISHED
+
+if TYPE_CHECKING:
+    from .models import Job
+
+
+def _finished_event(job_id: int) -> Callable[[Event], bool]:
+    return lambda event: event.job_id == job_id and event.state in FINISHED
+
+
+def wait_for(job: Job, timeout: float | None) -> Job:
+    with listen(job._state.db) as stream:
+        # Listening first, then reading, leaves no gap for the event to slip through.
+        job.refresh_from_db()
+        if job.is_finished:
+            return job
+        if stream.first(_finished_event(job.pk), timeout) is None:
+            raise TimeoutError(f"job {job.pk} did not finish within {timeout}s")
+    job.refresh_from_db()
+    return job
+
+
+async def async_wait_for(job: Job, timeout: float | None) -> Job:
+    params = db.connection_params(job._state.db)
+    conn = await psycopg.AsyncConnection.connect(**params, autocommit=True)
+    try:
+        await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(EVENTS_CHANNEL)))
+        await job.arefresh_from_db()
+        if job.is_finished:
+            return job
+        deadline = None if timeout is None else time.monotonic() + timeout
+        matches = _finished_event(job.pk)
+        while True:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise TimeoutError(f"job {job.pk} did not finish within {timeout}s")
+            async for notify in conn.notifies(timeout=remaining, stop_after=1):
+                if matches(Event.from_payload(notify.payload)):
+                    await job.arefresh_from_db()
+                    return job
+            await asyncio.sleep(0)
+    finally:
+        await conn.close()

@@ -1,0 +1,102 @@
+"""Every transition is published; wait() wakes on the job's own event."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from django_pgjobs import Job, events
+from django_pgjobs.signals import job_completed, job_discarded, job_retrying, job_started
+from django_pgjobs.states import JobState
+from testproject.demo.tasks import add, always_fails
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_inserts_and_state_changes_are_published_in_order(worker):
+    with events.listen() as stream:
+        job = add.enqueue(1, 2)
+        worker.drain()
+        seen = [
+            (e.previous, e.state)
+            for e in stream.iter(timeout=1, where=lambda e: e.job_id == job.pk)
+        ]
+    assert seen == [(None, "available"), ("available", "executing"), ("executing", "completed")]
+
+
+def test_events_carry_the_task_queue_and_attempt(worker):
+    with events.listen() as stream:
+        job = always_fails.enqueue("x")
+        worker.drain()
+        event = stream.first(lambda e: e.job_id == job.pk and e.state == "retryable", timeout=2)
+    assert event is not None
+    assert (event.task, event.queue, event.attempt) == (job.task, "default", 1)
+
+
+def test_django_signals_fire_in_the_process_where_the_transition_happens(worker):
+    seen: list[tuple[str, int]] = []
+
+    def receiver_for(name):
+        def receiver(sender, job, **kwargs):
+            seen.append((name, job.pk))
+
+        return receiver
+
+    receivers = {
+        job_started: receiver_for("started"),
+        job_completed: receiver_for("completed"),
+        job_retrying: receiver_for("retrying"),
+        job_discarded: receiver_for("discarded"),
+    }
+    for signal, receiver in receivers.items():
+        signal.connect(receiver)
+    try:
+        ok = add.enqueue(1, 1)
+        bad = Job.enqueue("testproject.demo.tasks.always_fails", max_attempts=1)
+        worker.drain()
+    finally:
+        for signal, receiver in receivers.items():
+            signal.disconnect(receiver)
+    assert ("completed", ok.pk) in seen and ("discarded", bad.pk) in seen
+    assert ("started", ok.pk) in seen and ("started", bad.pk) in seen
+
+
+def test_wait_returns_at_once_for_a_finished_job(worker):
+    job = add.enqueue(1, 1)
+    worker.drain()
+    assert job.wait(timeout=1).result == 2
+
+
+def test_wait_times_out_with_a_clear_error():
+    job = add.enqueue(1, 1)
+    with pytest.raises(TimeoutError, match=f"job {job.pk} did not finish within 0.2s"):
+        job.wait(timeout=0.2)
+
+
+def test_wait_returns_within_milliseconds_of_completion(threaded_worker):
+    job = Job.enqueue("testproject.demo.tasks.sleep", args=[0.3])
+    threaded_worker()
+    done = job.wait(timeout=10)
+    returned = time.time()
+    assert done.state == JobState.COMPLETED and done.result == 0.3
+    # finished_at is the worker's wall clock when it recorded the outcome.
+    delay = returned - done.finished_at.timestamp()
+    print(f"wait() returned {delay * 1000:.1f} ms after completion")
+    assert delay < 0.05
+
+
+def test_async_wait(threaded_worker):
+    job = add.enqueue(20, 22)
+    threaded_worker()
+
+    async def waiting() -> Job:
+        return await job.async_wait(timeout=10)
+
+    result: list[Job] = []
+    thread = threading.Thread(target=lambda: result.append(asyncio.run(waiting())))
+    thread.start()
+    thread.join(15)
+    assert result and result[0].result == 42

@@ -1,0 +1,174 @@
+"""Jobs that depend on jobs: waiting, release, failure, fan-out/fan-in, stages."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.db import connections, transaction
+
+from django_pgjobs import Job, transitions
+from django_pgjobs.dependencies import UnknownDependency
+from django_pgjobs.models import JobDependency
+from django_pgjobs.pipelines import enqueue_pipeline
+from django_pgjobs.states import JobState
+from testproject.demo.tasks import add, split, square, total
+from tests.factories import JobFactory
+
+pytestmark = pytest.mark.django_db
+
+S = JobState
+
+
+def state(job: Job) -> str:
+    return Job.objects.get(pk=job.pk).state
+
+
+def test_a_job_waits_until_all_its_dependencies_complete(worker):
+    first, second = add.enqueue(1, 1), add.enqueue(2, 2)
+    joined = Job.enqueue("testproject.demo.tasks.add", [3, 3], depends_on=[first, second.pk])
+    assert joined.state == S.WAITING and joined.pending_dependencies == 2
+
+    assert worker.drain(max_jobs=1) == {"completed": 1}  # only one dependency ran
+    assert state(joined) == S.WAITING
+    worker.drain()
+    assert state(joined) == S.COMPLETED
+
+
+def test_dependencies_already_completed_count_as_done():
+    done = JobFactory(completed=True)
+    job = Job.enqueue("testproject.demo.tasks.add", [1, 1], depends_on=[done])
+    assert job.state == S.AVAILABLE and job.pending_dependencies == 0
+
+
+def test_a_failed_dependency_cancels_its_dependents_down_the_chain(worker):
+    doomed = Job.enqueue("testproject.demo.tasks.always_fails", max_attempts=1)
+    child = Job.enqueue("testproject.demo.tasks.add", [1, 1], depends_on=[doomed])
+    grandchild = Job.enqueue("testproject.demo.tasks.add", [1, 1], depends_on=[child])
+    worker.drain()
+    assert state(doomed) == S.DISCARDED
+    for job in (child, grandchild):
+        job.refresh_from_db()
+        assert job.state == S.CANCELLED
+        assert job.errors[-1]["error"].startswith("DependencyFailed")
+
+
+def test_run_anyway_dependents_run_after_a_failed_dependency(worker):
+    doomed = JobFactory(retryable=True, max_attempts=1)
+    cleanup = Job.enqueue(
+        "testproject.demo.tasks.add", [1, 1], depends_on=[doomed], on_dependency_failure="run"
+    )
+    doomed.cancel()
+    assert state(cleanup) == S.AVAILABLE
+
+
+def test_a_dependency_that_completes_twice_releases_once(worker):
+    first, second = add.enqueue(1, 1), add.using(queue="mail").enqueue(2, 2)
+    joined = Job.enqueue("testproject.demo.tasks.add", [3, 3], depends_on=[first, second])
+    only_default = type(worker)(["default"])
+    only_default.drain()
+    Job.objects.get(pk=first.pk).retry()  # an operator re-runs the finished dependency
+    only_default.drain()
+    assert state(first) == S.COMPLETED and state(second) == S.AVAILABLE
+    joined.refresh_from_db()
+    assert joined.state == S.WAITING and joined.pending_dependencies == 1
+
+
+def test_unknown_dependencies_are_refused_and_nothing_is_written():
+    with pytest.raises(UnknownDependency, match="999999"):
+        Job.enqueue("testproject.demo.tasks.add", [1, 1], depends_on=[999999])
+    assert not Job.objects.exists()
+
+
+def test_an_already_failed_dependency_cancels_the_new_job_at_once():
+    failed = JobFactory(discarded=True)
+    job = Job.enqueue("testproject.demo.tasks.add", [1, 1], depends_on=[failed])
+    assert job.state == S.CANCELLED
+
+
+def test_stages_run_in_order_and_the_gather_job_gets_every_result(worker):
+    fan_out, gather, last = enqueue_pipeline(
+        [square.spec(n) for n in range(5)],
+        total.using(pass_results=True).spec(),
+        add.spec(0, 0),
+        name="nightly",
+    )
+    assert all(job.meta["pipeline"] == "nightly" for stage in (fan_out, gather) for job in stage)
+    assert {job.state for job in gather + last} == {S.WAITING}
+    assert JobDependency.objects.filter(job=gather[0]).count() == 5
+    worker.drain()
+    assert Job.objects.get(pk=gather[0].pk).result == sum(n * n for n in range(5))
+    assert state(last[0]) == S.COMPLETED
+
+
+def test_a_running_job_can_add_jobs_its_dependents_then_wait_for(worker):
+    _splitter, gather = enqueue_pipeline(
+        split.spec(4), total.using(pass_results=True).spec(), name="split"
+    )
+    worker.drain(max_jobs=1)  # runs the splitter, which adds 4 squares
+    assert state(gather[0]) == S.WAITING
+    assert Job.objects.filter(task__endswith=".square", meta__pipeline="split").count() == 4
+    worker.drain()
+    # The gather job sees the splitter's result and the four squares, in id order.
+    assert Job.objects.get(pk=gather[0].pk).result == 4 + 0 + 1 + 4 + 9
+
+
+def test_an_empty_pipeline_or_stage_is_refused():
+    with pytest.raises(ValueError):
+        enqueue_pipeline()
+    with pytest.raises(ValueError):
+        enqueue_pipeline([add.spec(1, 1)], [])
+    assert not Job.objects.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_three_stages_with_fifty_way_fan_out_over_two_worker_processes(worker_process, wait):
+    (start,), fan_out, (gather,) = enqueue_pipeline(
+        add.spec(0, 0),
+        [square.spec(n) for n in range(50)],
+        total.using(pass_results=True).spec(),
+    )
+    workers = [worker_process("--concurrency", "4") for _ in range(2)]
+    wait(lambda: state(gather) in {S.COMPLETED, S.DISCARDED}, timeout=60)
+    gather.refresh_from_db()
+    assert gather.state == S.COMPLETED
+    assert gather.result == sum(n * n for n in range(50))
+    finished = Job.objects.filter(pk__in=[j.pk for j in fan_out]).values_list(
+        "finished_at", flat=True
+    )
+    assert max(finished) <= gather.attempted_at
+    assert min(j.attempted_at for j in Job.objects.filter(pk__in=[j.pk for j in fan_out])) >= (
+        Job.objects.get(pk=start.pk).finished_at
+    )
+    for process in workers:
+        assert process.stop() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_last_dependencies_finishing_at_once_release_the_dependent_exactly_once():
+    first = JobFactory(executing=True)
+    second = JobFactory(executing=True)
+    joined = Job.enqueue("testproject.demo.tasks.add", [1, 1], depends_on=[first, second])
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def finish(job: Job) -> None:
+        try:
+            with transaction.atomic():
+                barrier.wait(5)
+                transitions.complete(Job.objects.get(pk=job.pk), result=None)
+        except BaseException as error:
+            errors.append(error)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=finish, args=(job,)) for job in (first, second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert not errors
+    joined.refresh_from_db()
+    assert joined.state == S.AVAILABLE and joined.pending_dependencies == 0
+    assert JobDependency.objects.filter(job=joined, satisfied=True).count() == 2

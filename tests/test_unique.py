@@ -1,0 +1,67 @@
+"""Unique jobs: one job per key, enforced by the database."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+from django.db import connections, transaction
+from django.utils import timezone
+
+from django_pgjobs import Job
+from django_pgjobs.states import JobState
+from tests.tasks_for_tests import once_an_hour, unique_report
+
+pytestmark = pytest.mark.django_db
+
+
+def test_unique_tasks_derive_their_key_from_the_arguments():
+    first = unique_report.enqueue(7)
+    again = unique_report.enqueue(7)
+    other = unique_report.enqueue(8)
+    assert again.pk == first.pk and again.is_duplicate
+    assert other.pk != first.pk
+    assert Job.objects.count() == 2
+
+
+def test_the_key_is_free_again_once_the_job_finished(worker):
+    first = unique_report.enqueue(7)
+    worker.drain()
+    assert Job.objects.get(pk=first.pk).state == JobState.COMPLETED
+    assert unique_report.enqueue(7).pk != first.pk
+
+
+def test_unique_for_a_period_holds_the_key_whatever_the_state(worker):
+    first = once_an_hour.enqueue("daily-report")
+    worker.drain()
+    assert once_an_hour.enqueue("daily-report").pk == first.pk
+    Job.objects.filter(pk=first.pk).update(created_at=timezone.now() - timedelta(hours=2))
+    assert once_an_hour.enqueue("daily-report").pk != first.pk
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("enqueue", [unique_report.enqueue, once_an_hour.enqueue])
+def test_twenty_threads_enqueueing_one_key_create_exactly_one_job(enqueue):
+    barrier = threading.Barrier(20)
+    ids: list[int] = []
+    errors: list[BaseException] = []
+
+    def attempt() -> None:
+        try:
+            barrier.wait(10)
+            with transaction.atomic():
+                ids.append(enqueue("same").pk)
+        except BaseException as error:
+            errors.append(error)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=attempt) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not errors
+    assert len(ids) == 20 and len(set(ids)) == 1
+    assert Job.objects.count() == 1
