@@ -15,6 +15,7 @@ from django.http import HttpRequest
 
 from ..models import Connector
 from ..secrets import SecretsUnreadable
+from .base import ConnectorKind
 from .registry import kinds
 from .store import build
 
@@ -44,6 +45,16 @@ def parse_secret_lines(text: str) -> tuple[dict[str, str], list[str]]:
     return changes, removals
 
 
+def options_summary(kind_class: type[ConnectorKind]) -> str:
+    """``url (required), method=POST, ...`` for the config field's help."""
+    parts = [
+        f"{option.name} (required)" if option.required else f"{option.name}={option.default!r}"
+        for option in kind_class.options
+    ]
+    secrets = "any name" if kind_class.secrets is None else ", ".join(kind_class.secrets)
+    return ", ".join(parts) + f" — secrets: {secrets or 'none'}"
+
+
 class ConnectorForm(forms.ModelForm):
     kind = forms.ChoiceField(choices=())
     secrets = forms.CharField(
@@ -55,12 +66,17 @@ class ConnectorForm(forms.ModelForm):
     class Meta:
         model = Connector
         fields = ["name", "kind", "description", "config", "concurrency"]
+        widgets = {"description": forms.Textarea(attrs={"rows": 2})}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["kind"].choices = [
             (name, kind_class.label or name) for name, kind_class in sorted(kinds().items())
         ]
+        shown = [self.instance.kind] if self.instance.kind in kinds() else sorted(kinds())
+        self.fields["config"].help_text = "A JSON object. " + "; ".join(
+            f"{name}: {options_summary(kinds()[name])}" for name in shown
+        )
         stored = ", ".join(self.instance.secret_names) or "none"
         self.fields["secrets"].help_text = (
             f"Stored: {stored}. One NAME=value per line sets a secret, NAME= removes one; "
