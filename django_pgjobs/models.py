@@ -370,6 +370,11 @@ class ApiToken(models.Model):
         blank=True,
         help_text='Queues it may enqueue into, read and run; ["*"] for every queue.',
     )
+    connectors = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='Connectors its jobs may name explicitly; ["*"] for every connector.',
+    )
     can_enqueue = models.BooleanField(default=True, help_text="POST /jobs")
     can_read = models.BooleanField(default=True, help_text="GET /jobs/<id>")
     can_run = models.BooleanField(default=False, help_text="POST /jobs/run")
@@ -387,3 +392,6 @@ class ApiToken(models.Model):
 
     def allows_queue(self, queue: str) -> bool:
         return "*" in self.queues or queue in self.queues
+
+    def allows_connector(self, name: str) -> bool:
+        return "*" in self.connectors or name in self.connectors

@@ -25,7 +25,7 @@ ADD = "testproject.demo.tasks.add"
 
 @pytest.fixture
 def token() -> str:
-    return issue("ci", ["*"], can_run=True)[1]
+    return issue("ci", ["*"], can_run=True, connectors=["*"])[1]
 
 
 def post(client: Client, path: str, body: object = None, token: str | None = None, **extra):
@@ -215,6 +215,17 @@ def test_a_token_may_only_enqueue_into_its_queues(client):
     refused = post(client, "/jobs/", {"task": ADD, "args": [1, 2]}, plain)  # task default: default
     assert refused.status_code == 403 and "'default'" in refused.json()["message"]
     assert Job.objects.count() == 1
+
+
+def test_naming_a_connector_needs_a_token_that_covers_it(client):
+    ConnectorFactory(name="deploy", kind="command", config={"executable": "true"})
+    ConnectorFactory(name="hook")
+    _, plain = issue("hooks-only", ["*"], connectors=["hook"])
+    refused = post(client, "/jobs/", {"task": ADD, "args": [1, 2], "connector": "deploy"}, plain)
+    assert refused.status_code == 403 and "'deploy'" in refused.json()["message"]
+    assert not Job.objects.exists()
+    allowed = post(client, "/jobs/", {"task": ADD, "args": [1, 2], "connector": "hook"}, plain)
+    assert allowed.status_code == 201 and allowed.json()["connector"] == "hook"
 
 
 @pytest.mark.parametrize(
@@ -424,3 +435,20 @@ def test_the_openapi_description_is_served_valid_and_covers_every_route(client):
     assert set(spec["paths"]) == {"/", "/{id}", "/run"}
     codes = set(spec["components"]["schemas"]["Error"]["properties"]["error"]["enum"])
     assert codes >= {"invalid", "unauthorized", "forbidden", "not_found", "method_not_allowed"}
+
+
+def test_issue_api_token_prints_a_working_token(client):
+    import io
+
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    out = io.StringIO()
+    call_command("issue_api_token", "deploy", "--queues", "mail", "--run", stdout=out)
+    plain = out.getvalue().strip()
+    token = ApiToken.objects.get(name="deploy")
+    assert (token.token_hash, token.queues, token.can_run) == (digest(plain), ["mail"], True)
+    assert get(client, "/jobs/1", plain).status_code == 404  # authenticated, no such job
+    with pytest.raises(CommandError, match="--queues"):
+        call_command("issue_api_token", "x", "--queues", "bad name")
+    assert ApiToken.objects.count() == 1

@@ -22,15 +22,30 @@ from .tokens import generate
 class ApiTokenForm(forms.ModelForm):
     class Meta:
         model = ApiToken
-        fields = ["name", "queues", "can_enqueue", "can_read", "can_run", "active", "expires_at"]
+        fields = [
+            "name",
+            "queues",
+            "connectors",
+            "can_enqueue",
+            "can_read",
+            "can_run",
+            "active",
+            "expires_at",
+        ]
 
     def clean_queues(self) -> list[str]:
-        queues = self.cleaned_data.get("queues")
+        queues = self.cleaned_data.get("queues") or []
         if not isinstance(queues, list) or not all(
             isinstance(name, str) and (name == "*" or QUEUE_NAME.match(name)) for name in queues
         ):
             raise forms.ValidationError('a list of queue names, e.g. ["mail"], or ["*"]')
         return queues
+
+    def clean_connectors(self) -> list[str]:
+        names = self.cleaned_data.get("connectors") or []
+        if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+            raise forms.ValidationError('a list of connector names, e.g. ["mailer"], or ["*"]')
+        return names
 
 
 @admin.register(ApiToken)

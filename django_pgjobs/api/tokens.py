@@ -44,6 +44,7 @@ def issue(
     can_read: bool = True,
     can_run: bool = False,
     expires_at: datetime | None = None,
+    connectors: Iterable[str] = (),
 ) -> tuple[ApiToken, str]:
     """Create a token; returns the row and the token itself, which is never stored."""
     plain, hashed, prefix = generate()
@@ -52,6 +53,7 @@ def issue(
         token_hash=hashed,
         prefix=prefix,
         queues=list(queues),
+        connectors=list(connectors),
         can_enqueue=can_enqueue,
         can_read=can_read,
         can_run=can_run,

@@ -108,6 +108,10 @@ def enqueue(request: HttpRequest, token: ApiToken) -> HttpResponse:
     queue = options.get("queue") or registered.queue or conf.get("DEFAULT_QUEUE")
     if not token.allows_queue(queue):
         return error(403, "forbidden", f"this token may not use queue {queue!r}")
+    connector = options.get("connector")
+    if connector is not None and not token.allows_connector(connector):
+        # A connector can send mail or run a command: naming one is a right of its own.
+        return error(403, "forbidden", f"this token may not use connector {connector!r}")
     size = payload.encoded_size(options.get("args", []), options.get("kwargs", {}))
     if size > conf.get("MAX_PAYLOAD_BYTES"):
         limit = conf.get("MAX_PAYLOAD_BYTES")
