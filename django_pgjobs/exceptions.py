@@ -45,6 +45,10 @@ class DiscardJob(PgJobsError):
     """Raise from a task to fail the job for good, without further attempts."""
 
 
+class WorkerLost(PgJobsError):
+    """Recorded by rescue on a job whose worker stopped heartbeating while running it."""
+
+
 class UnknownConnector(PgJobsError, LookupError):
     def __init__(self, name: object) -> None:
         self.name = name

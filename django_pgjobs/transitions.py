@@ -67,6 +67,7 @@ def error_record(attempt: int, at: datetime, error: BaseException) -> dict[str, 
         "at": at.isoformat(),
         "error": f"{type(error).__name__}: {error}",
         "traceback": "".join(tb.format_exception(error)),
+        "exception_class": f"{type(error).__module__}.{type(error).__qualname__}",
     }
 
 

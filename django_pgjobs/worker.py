@@ -137,7 +137,8 @@ class Worker:
                 # The pool has a free thread for it, so it starts now; knowing the
                 # start here lets the loop wake in time for the job's timeout.
                 context = JobContext(job, started=time.monotonic())
-                self.running[job.pk] = context
+                with self._lock:
+                    self.running[job.pk] = context
                 self._pool.submit(context)
         return jobs
 
@@ -168,7 +169,8 @@ class Worker:
         return execute(context.job, self.clock, context)
 
     def _finished(self, context: JobContext, outcome: str) -> None:
-        self.running.pop(context.job.pk, None)
+        with self._lock:
+            self.running.pop(context.job.pk, None)
         self._record(outcome)
         self.wakeup.set()  # capacity is free: claim again
 
@@ -176,7 +178,7 @@ class Worker:
 
     def enforce_timeouts(self) -> None:
         """Interrupt sync jobs past their timeout; fail the ones that ignore it."""
-        for context in list(self.running.values()):
+        for context in self.running_contexts():
             if not context.overdue():
                 continue
             if not getattr(context, "interrupted", False):
@@ -195,13 +197,19 @@ class Worker:
         except DatabaseError as problem:
             logger.error("could not fail overdue job %s: %s", job.pk, problem)
             return  # try again on the next pass
-        self.running.pop(job.pk, None)
+        with self._lock:
+            self.running.pop(job.pk, None)
         self._record("timed out")
         if self._pool is not None and context.thread_id is not None:
             self._pool.replace(context.thread_id)
 
+    def running_contexts(self) -> list[JobContext]:
+        """A snapshot: job threads remove their jobs from ``running`` as they finish."""
+        with self._lock:
+            return list(self.running.values())
+
     def _next_deadline_in(self) -> float | None:
-        deadlines = [c.deadline() for c in self.running.values()]
+        deadlines = [c.deadline() for c in self.running_contexts()]
         pending = [d for d in deadlines if d is not None]
         if not pending:
             return None
@@ -309,7 +317,7 @@ class Worker:
                 break
             self.enforce_timeouts()
             self.hand_back_now.wait(min(remaining, 0.05))
-        for context in list(self.running.values()):
+        for context in self.running_contexts():
             job = context.job
             context.request_cancel()  # async tasks stop; sync ones see the flag
             try:

@@ -1,8 +1,10 @@
 """Settings of the demo project and the test suite, read from the environment."""
 
+import importlib.util
 from pathlib import Path
 from urllib.parse import unquote
 
+import django
 import environ
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -83,3 +85,14 @@ LOGGING = {
         "django_pgjobs": {"handlers": ["console"], "level": env("PGJOBS_LOG_LEVEL", default="INFO")}
     },
 }
+
+# Django's Tasks framework runs on pgjobs (docs/howto/django-tasks.md). On Django 5.2 it
+# comes from the django-tasks backport, an app of its own.
+TASKS = {"default": {"BACKEND": "django_pgjobs.backend.PgJobsBackend"}}
+if importlib.util.find_spec("django_tasks"):
+    INSTALLED_APPS.append("django_tasks")
+# Mail goes to the console (the worker's log); Django 6.1 configures it with MAILERS.
+if django.VERSION >= (6, 1):
+    MAILERS = {"default": {"BACKEND": "django.core.mail.backends.console.EmailBackend"}}
+else:
+    EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"

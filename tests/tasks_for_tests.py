@@ -67,3 +67,12 @@ def unique_report(report_id: int | str) -> str:
 @task(unique_for=3600)
 def once_an_hour(name: str) -> str:
     return name
+
+
+@task
+def enqueue_follow_up(n: int) -> int:
+    """Enqueues another job, as tasks that fan out do."""
+    from testproject.demo.tasks import add
+
+    add.enqueue(n, n)
+    return n

@@ -193,3 +193,15 @@ def test_several_processes_from_one_command(worker_process):
     process = worker_process("--burst", "--processes", "2", "--concurrency", "2")
     assert process.wait(120) == 0, process.output()
     assert Run.objects.count() == 100
+
+
+@pytest.mark.slow
+def test_a_signal_that_arrives_twice_at_once_still_lets_jobs_finish(worker_process, wait):
+    # Ctrl-C or systemd reach a --processes child directly and via its parent.
+    job = sleep.enqueue(1.5)
+    process = worker_process(env={"PGJOBS_SHUTDOWN_TIMEOUT": "30"})
+    wait(lambda: Job.objects.get(pk=job.pk).state == JobState.EXECUTING, timeout=20)
+    process.proc.send_signal(signal.SIGTERM)
+    process.proc.send_signal(signal.SIGTERM)
+    assert process.wait(30) == 0, process.output()
+    assert Job.objects.get(pk=job.pk).state == JobState.COMPLETED

@@ -93,6 +93,7 @@ def test_a_worker_survives_all_its_connections_being_cut(worker_process, wait):
     assert process.stop() == 0, process.output()
 
 
+@pytest.mark.timeout(900)  # minutes, not seconds, on a loaded 2-core CI machine
 def test_twenty_thousand_jobs_over_four_workers_all_run_once(worker_process):
     count = int(os.environ.get("PGJOBS_BURST_JOBS", "20000"))
     Job.enqueue_many(

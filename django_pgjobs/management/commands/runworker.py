@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+import time
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -14,6 +15,9 @@ from django_pgjobs.supervisor import run_processes
 from django_pgjobs.worker import Worker
 
 logger = logging.getLogger("django_pgjobs.worker")
+
+#: Signals closer together than this (seconds) are one request to stop.
+SAME_SIGNAL_WITHIN = 1.0
 
 
 class Command(BaseCommand):
@@ -55,7 +59,15 @@ class Command(BaseCommand):
         except (UnknownQueue, InvalidQueueName, ValueError) as error:
             raise CommandError(str(error)) from error
 
+        first_signal_at: list[float] = []
+
         def on_signal(signum: int, frame: object) -> None:
+            now = time.monotonic()
+            # Ctrl-C, or systemd stopping the whole cgroup, reaches a --processes
+            # child both directly and through its parent: count those as one.
+            if first_signal_at and now - first_signal_at[0] < SAME_SIGNAL_WITHIN:
+                return
+            first_signal_at.append(now)
             logger.info("received %s", signal.Signals(signum).name)
             worker.request_stop()
 

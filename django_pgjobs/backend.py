@@ -1,0 +1,160 @@
+"""A backend for Django's Tasks framework that stores and runs Tasks as pgjobs jobs.
+
+    TASKS = {"default": {"BACKEND": "django_pgjobs.backend.PgJobsBackend"}}
+
+``enqueue`` writes a Job in the caller's transaction; ``manage.py runworker``
+runs it; ``get_result`` reads the Job back as a TaskResult. Works with
+``django.tasks`` (Django 6+) and with the ``django-tasks`` backport (Django 5.2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from django.apps import apps
+from django.core import checks
+
+from . import bridge, conf
+from .compat import (
+    BaseTaskBackend,
+    InvalidTask,
+    Task,
+    TaskResult,
+    TaskResultDoesNotExist,
+    task_enqueued,
+)
+from .exceptions import InvalidQueueName
+from .queues import validate_name
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PgJobsTask(Task):
+    """Django's Task with the pgjobs options a job can have.
+
+    Set them with ``@task(max_attempts=3, timeout=60)`` (Django 6.1+ and the
+    backport pass extra decorator arguments through) or, on any version, with
+    ``.using(max_attempts=3)``. Unset options fall back as for every pgjobs
+    job: to the queue's defaults, then to the PGJOBS setting.
+    """
+
+    max_attempts: int | None = None
+    timeout: float | None = None
+    unique_key: str | None = None
+
+    def using(
+        self,
+        *,
+        priority: int | None = None,
+        queue_name: str | None = None,
+        run_after: datetime | None = None,
+        backend: str | None = None,
+        max_attempts: int | None = None,
+        timeout: float | None = None,
+        unique_key: str | None = None,
+    ) -> PgJobsTask:
+        changed = Task.using(
+            self, priority=priority, queue_name=queue_name, run_after=run_after, backend=backend
+        )
+        ours = {"max_attempts": max_attempts, "timeout": timeout, "unique_key": unique_key}
+        ours = {name: value for name, value in ours.items() if value is not None}
+        return replace(changed, **ours) if ours else changed
+
+
+class PgJobsBackend(BaseTaskBackend):
+    task_class = PgJobsTask
+
+    supports_defer = True
+    supports_async_task = True
+    supports_get_result = True
+    supports_priority = True
+
+    def __init__(self, alias: str, params: dict[str, Any]) -> None:
+        super().__init__(alias, params)
+        # Without a QUEUES list every pgjobs queue is allowed; whether the queue
+        # exists is checked at enqueue, against PGJOBS["QUEUES"] and the table.
+        if "QUEUES" not in params:
+            self.queues = set()
+
+    def validate_task(self, task: Task) -> None:
+        super().validate_task(task)
+        try:
+            validate_name(task.queue_name)
+        except InvalidQueueName as error:
+            raise InvalidTask(str(error)) from None
+        _validate_options(task)
+        bridge.register(task)
+
+    def enqueue(self, task: Task, args: Any, kwargs: Any) -> TaskResult:
+        from .models import Job
+
+        self.validate_task(task)
+        job = Job.enqueue(
+            task.module_path,
+            args=list(args),
+            kwargs=dict(kwargs),
+            queue=task.queue_name,
+            priority=bridge.to_pgjobs_priority(task.priority),
+            run_at=task.run_after,
+            max_attempts=getattr(task, "max_attempts", None),
+            timeout=getattr(task, "timeout", None),
+            unique_key=getattr(task, "unique_key", None),
+        )
+        result = bridge.result_from_job(job, task, self.alias)
+        # A unique_key already held by an active job returns that job, as
+        # Job.enqueue does; nothing new was enqueued, so no signal.
+        if not getattr(job, "is_duplicate", False):
+            task_enqueued.send(type(self), task_result=result)
+        return result
+
+    def get_result(self, result_id: str) -> TaskResult:
+        from .models import Job
+
+        try:
+            pk = int(result_id)
+        except (TypeError, ValueError):
+            raise TaskResultDoesNotExist(f"{result_id!r} is not a pgjobs job id") from None
+        job = Job.objects.using(conf.get("DATABASE")).filter(pk=pk).first()
+        if job is None:
+            raise TaskResultDoesNotExist(f"there is no job {pk}")
+        django_task = bridge.django_task_named(job.task)
+        if django_task is None:
+            raise TaskResultDoesNotExist(
+                f"job {pk} runs {job.task!r}, which is not a Django Task of this backend"
+            )
+        return bridge.result_from_job(job, django_task, self.alias)
+
+    def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
+        errors: list[checks.CheckMessage] = []
+        if not apps.is_installed("django_pgjobs"):
+            errors.append(
+                checks.Error(
+                    f"TASKS[{self.alias!r}] uses PgJobsBackend but django_pgjobs is not installed.",
+                    hint="Add 'django_pgjobs' to INSTALLED_APPS.",
+                    id="pgjobs.E101",
+                )
+            )
+        for name in sorted(self.queues):
+            try:
+                validate_name(name)
+            except InvalidQueueName as error:
+                errors.append(checks.Error(f"TASKS[{self.alias!r}]: {error}", id="pgjobs.E102"))
+        return errors
+
+
+def _validate_options(task: Task) -> None:
+    """Refuse pgjobs options a job can't have, when the task is defined or copied."""
+    max_attempts = getattr(task, "max_attempts", None)
+    timeout = getattr(task, "timeout", None)
+    unique_key = getattr(task, "unique_key", None)
+    if max_attempts is not None and not (_is_number(max_attempts, int) and max_attempts >= 1):
+        raise InvalidTask(f"max_attempts must be a whole number from 1 up, not {max_attempts!r}")
+    if timeout is not None and not (_is_number(timeout, int | float) and timeout > 0):
+        raise InvalidTask(f"timeout must be a number of seconds above 0, not {timeout!r}")
+    if unique_key is not None and not (isinstance(unique_key, str) and 0 < len(unique_key) <= 255):
+        raise InvalidTask(f"unique_key must be a string of 1 to 255 characters, not {unique_key!r}")
+
+
+def _is_number(value: object, kind: Any) -> bool:
+    return isinstance(value, kind) and not isinstance(value, bool)

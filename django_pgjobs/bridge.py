@@ -1,0 +1,231 @@
+"""Running Django ``@task`` functions on the pgjobs worker, and reporting on them.
+
+A Django Task enqueued through ``PgJobsBackend`` becomes an ordinary Job whose
+``task`` is the function's dotted path. Whenever a Django Task of our backend
+is created (its module is imported and the decorator runs), the backend
+validates it and :func:`register` adds it to the pgjobs task registry under that
+path. So the worker finds it the way it finds every task: ``get_task`` imports
+the module named by the path, and only decorated functions are ever run.
+
+Django's task_finished is relayed from our job_completed/job_discarded
+signals, which are connected as soon as a Django Task is registered (always
+before one of its jobs can finish in this process).
+"""
+
+from __future__ import annotations
+
+import builtins
+import functools
+import inspect
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from . import exceptions, signals
+from .compat import (
+    TASK_MAX_PRIORITY,
+    TASK_MIN_PRIORITY,
+    InvalidTask,
+    Task,
+    TaskContext,
+    TaskError,
+    TaskResult,
+    TaskResultStatus,
+    task_backends,
+    task_finished,
+    task_started,
+)
+from .context import current_job
+from .exceptions import UnknownTask
+from .states import JobState
+from .tasks import get_task
+from .tasks import task as pgjobs_task
+
+if TYPE_CHECKING:
+    from .models import Job
+
+logger = logging.getLogger(__name__)
+
+#: Dotted path -> the Django Task registered under it (the module-level object).
+_django_tasks: dict[str, Task] = {}
+
+# Django's priorities (-100..100) and ours (a smallint) both run higher values
+# first, and ours contain Django's, so a Django priority is stored as it is:
+# @task(priority=10) and pgjobs' priority=10 mean the same. Reading back, a
+# priority an operator set outside Django's range is clamped into it.
+
+
+def to_pgjobs_priority(priority: int) -> int:
+    return int(priority)
+
+
+def to_django_priority(priority: int) -> int:
+    return max(TASK_MIN_PRIORITY, min(TASK_MAX_PRIORITY, priority))
+
+
+def status_of(state: str) -> TaskResultStatus:
+    """Our job state as Django's TaskResultStatus.
+
+    Django has four statuses. Every state in which the job will still run
+    (waiting, scheduled, available, and retryable: failed but retrying) is
+    READY; cancelled counts as FAILED ("unable to start", in Django's words).
+    """
+    return {
+        JobState.WAITING: TaskResultStatus.READY,
+        JobState.SCHEDULED: TaskResultStatus.READY,
+        JobState.AVAILABLE: TaskResultStatus.READY,
+        JobState.RETRYABLE: TaskResultStatus.READY,
+        JobState.EXECUTING: TaskResultStatus.RUNNING,
+        JobState.COMPLETED: TaskResultStatus.SUCCESSFUL,
+        JobState.DISCARDED: TaskResultStatus.FAILED,
+        JobState.CANCELLED: TaskResultStatus.FAILED,
+    }[JobState(state)]
+
+
+# -- registering Django Tasks as pgjobs tasks ---------------------------------------------
+
+
+def register(django_task: Task) -> None:
+    """Make ``django_task`` runnable by the worker under its dotted path.
+
+    The first Task seen for a path wins: that is the module-level object the
+    decorator made; later ones are ``.using()`` copies of it.
+    """
+    name = django_task.module_path
+    if name in _django_tasks:
+        return
+    _django_tasks[name] = django_task
+    pgjobs_task(
+        name=name,
+        queue=django_task.queue_name,
+        priority=to_pgjobs_priority(django_task.priority),
+        max_attempts=getattr(django_task, "max_attempts", None),
+        timeout=getattr(django_task, "timeout", None),
+    )(_runner(django_task))
+
+
+def django_task_named(name: str) -> Task | None:
+    """The Django Task registered under ``name``, importing its module if needed."""
+    if name not in _django_tasks:
+        try:
+            get_task(name)  # imports the module, whose decorators register its tasks
+        except (UnknownTask, ImportError):
+            return None
+    return _django_tasks.get(name)
+
+
+def _runner(django_task: Task) -> Callable[..., Any]:
+    """The function the worker calls for jobs of ``django_task``."""
+    func = django_task.func
+    if inspect.iscoroutinefunction(func):
+
+        @functools.wraps(func)
+        async def run_async(*args: Any, **kwargs: Any) -> Any:
+            return await func(*_started(django_task), *args, **kwargs)
+
+        return run_async
+
+    @functools.wraps(func)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        return func(*_started(django_task), *args, **kwargs)
+
+    return run
+
+
+def _started(django_task: Task) -> tuple[Any, ...]:
+    """Send Django's task_started; return the arguments that go before the caller's."""
+    running = current_job()
+    if running is None:
+        if django_task.takes_context:
+            raise RuntimeError(
+                f"{django_task.module_path} takes a context, which only exists on a worker"
+            )
+        return ()
+    backend = task_backends[django_task.backend]
+    result = result_from_job(running.job, django_task, backend.alias)
+    task_started.send(type(backend), task_result=result)
+    return (TaskContext(task_result=result),) if django_task.takes_context else ()
+
+
+# -- jobs as Django TaskResults -------------------------------------------------------------
+
+
+def result_from_job(job: Job, django_task: Task, alias: str) -> TaskResult:
+    try:
+        task = django_task.using(
+            queue_name=job.queue, priority=to_django_priority(job.priority), backend=alias
+        )
+    except InvalidTask:  # moved to a queue the backend doesn't list: keep the task's own
+        task = django_task
+    status = status_of(job.state)
+    result = TaskResult(
+        task=task,
+        id=str(job.pk),
+        status=status,
+        enqueued_at=job.created_at,
+        # pgjobs keeps the start of the latest attempt only.
+        started_at=job.attempted_at,
+        last_attempted_at=job.attempted_at,
+        finished_at=job.finished_at,
+        args=list(job.args),
+        kwargs=dict(job.kwargs),
+        backend=alias,
+        errors=[_task_error(record) for record in job.errors],
+        worker_ids=_worker_ids(job),
+    )
+    if status == TaskResultStatus.SUCCESSFUL:
+        object.__setattr__(result, "_return_value", job.result)
+    return result
+
+
+def _task_error(record: dict[str, Any]) -> TaskError:
+    return TaskError(
+        exception_class_path=exception_class_path(record),
+        traceback=record.get("traceback", ""),
+    )
+
+
+def exception_class_path(record: dict[str, Any]) -> str:
+    """The dotted path of the exception class of one ``Job.errors`` record."""
+    if record.get("exception_class"):
+        return record["exception_class"]
+    # Records without it (written by rescue.sql, or before it was kept) start
+    # with the class name: "ValueError: message", "WorkerLost: worker 7 ...".
+    name = str(record.get("error", "")).partition(":")[0]
+    for module in (builtins, exceptions):
+        if isinstance(getattr(module, name, None), type):
+            return f"{module.__name__}.{name}"
+    return name
+
+
+def _worker_ids(job: Job) -> list[str]:
+    """One id per attempt, so TaskResult.attempts is right.
+
+    pgjobs keeps which worker process ran the latest attempt only; earlier
+    attempts get an empty id, and so do jobs run inline without a worker row.
+    """
+    if job.attempt < 1:
+        return []
+    latest = str(job.worker_id) if job.worker_id is not None else ""
+    return [""] * (job.attempt - 1) + [latest]
+
+
+# -- relaying our signals to Django's -------------------------------------------------------
+
+
+def _send_finished(sender: Any, job: Job, **kwargs: Any) -> None:
+    django_task = _django_tasks.get(job.task)
+    if django_task is None:
+        return
+    backend = task_backends[django_task.backend]
+    result = result_from_job(job, django_task, backend.alias)
+    # send_robust: a failing receiver must not undo an outcome already written.
+    for receiver, response in task_finished.send_robust(type(backend), task_result=result):
+        if isinstance(response, Exception):
+            logger.error("task_finished receiver %r failed: %r", receiver, response)
+
+
+# Django's "finished" means the TaskResult is final: completed or out of attempts.
+# A failed attempt that will be retried leaves the result READY and sends nothing.
+signals.job_completed.connect(_send_finished, dispatch_uid="pgjobs.bridge.completed")
+signals.job_discarded.connect(_send_finished, dispatch_uid="pgjobs.bridge.discarded")

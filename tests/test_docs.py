@@ -1,0 +1,90 @@
+"""The reference pages say what the code does: each table is checked against its source."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.core.management import load_command_class
+from django.dispatch import Signal
+
+from django_pgjobs import conf, signals
+from django_pgjobs.bridge import status_of
+from django_pgjobs.states import ALLOWED, JobState
+from tests.conftest import ROOT
+
+DOCS = ROOT / "docs"
+
+
+def table_rows(page: str) -> list[list[str]]:
+    """The cells of every Markdown table row of ``page``, header rows included."""
+    rows = []
+    for line in (DOCS / page).read_text().splitlines():
+        if line.startswith("|") and not set(line) <= set("|- "):
+            rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    return rows
+
+
+def names_in(cell: str) -> list[str]:
+    """`a`, b (note) -> ["a", "b"]"""
+    return [re.sub(r"\(.*?\)", "", part).strip(" `") for part in cell.split(",")]
+
+
+def test_every_setting_is_in_the_settings_reference():
+    documented = {row[0].strip("`") for row in table_rows("reference/settings.md")}
+    assert set(conf.DEFAULTS) - documented == set()
+
+
+def test_the_state_machine_page_lists_exactly_the_allowed_transitions():
+    documented: dict[str, set[str]] = {}
+    for sources, targets in table_rows("states.md")[1:]:
+        for source in names_in(sources):
+            documented[source] = set(names_in(targets))
+    assert documented == {str(s): {str(t) for t in targets} for s, targets in ALLOWED.items()}
+
+
+def test_the_states_reference_lists_every_state():
+    documented = [row[0].strip("`") for row in table_rows("reference/states.md")[1:9]]
+    assert documented == [str(state) for state in JobState]
+
+
+def test_the_status_mapping_of_the_backend_reference_is_the_one_in_use():
+    rows = [row for row in table_rows("reference/django-tasks.md") if len(row) == 2]
+    documented = {
+        row[0].strip("`"): row[1].strip("`") for row in rows if row[0].strip("`") in JobState
+    }
+    assert documented == {str(state): str(status_of(state)) for state in JobState}
+
+
+#: Options every management command has; the reference leaves them to Django's docs.
+DJANGO_OPTIONS = {
+    "--help",
+    "--version",
+    "--verbosity",
+    "--settings",
+    "--pythonpath",
+    "--traceback",
+    "--no-color",
+    "--force-color",
+    "--skip-checks",
+}
+
+
+@pytest.mark.parametrize("command", ["runworker", "stopworker"])
+def test_every_command_option_is_in_the_commands_reference(command):
+    parser = load_command_class("django_pgjobs", command).create_parser("manage.py", command)
+    options = {
+        option
+        for action in parser._actions
+        for option in action.option_strings
+        if option.startswith("--") and option not in DJANGO_OPTIONS
+    }
+    section = (DOCS / "reference/commands.md").read_text().split(f"## `{command}`")[1]
+    section = section.split("\n## ")[0]
+    assert {option for option in options if f"`{option}" not in section} == set()
+
+
+def test_every_signal_is_in_the_signals_reference():
+    declared = {name for name, value in vars(signals).items() if isinstance(value, Signal)}
+    documented = {row[0].strip("`") for row in table_rows("reference/signals.md")}
+    assert declared - documented == set()

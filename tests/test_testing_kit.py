@@ -1,0 +1,173 @@
+"""django_pgjobs.testing: the helpers users write their own tests with."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.utils import timezone
+
+from django_pgjobs import Job, testing
+from django_pgjobs.compat import TaskResultStatus
+from django_pgjobs.states import JobState
+from testproject.demo.tasks import add, always_fails, send_welcome
+from tests import django_tasks_for_tests as django_tasks
+
+pytestmark = pytest.mark.django_db
+
+
+def test_drain_runs_what_is_due_and_counts_the_outcomes():
+    add.enqueue(1, 2)
+    always_fails.using(max_attempts=1).enqueue()
+    assert testing.drain() == {"completed": 1, "discarded": 1}
+    assert testing.drain() == {}
+
+
+def test_drain_can_be_limited_to_queues():
+    add.enqueue(1, 2)
+    mail = send_welcome.enqueue(7)
+    assert testing.drain("mail") == {"completed": 1}
+    mail.refresh_from_db()
+    assert mail.result == "welcome mail sent to user 7"
+    assert testing.enqueued_jobs(add)
+
+
+def test_drain_runs_jobs_that_jobs_enqueue():
+    Job.enqueue("tests.tasks_for_tests.enqueue_follow_up", args=[4])
+    assert testing.drain() == {"completed": 2}
+    assert Job.objects.get(task="testproject.demo.tasks.add").result == 8
+
+
+def test_drain_can_raise_the_error_of_a_failed_job_after_recording_it():
+    job = always_fails.enqueue("no such order")
+    with pytest.raises(ValueError, match="no such order"):
+        testing.drain(raise_errors=True)
+    job.refresh_from_db()
+    assert job.state == JobState.RETRYABLE and len(job.errors) == 1
+
+
+def test_run_inline_runs_each_job_before_enqueue_returns():
+    with testing.run_inline():
+        job = add.enqueue(2, 3)
+        assert (job.state, job.result) == (JobState.COMPLETED, 5)
+        parent = Job.enqueue("tests.tasks_for_tests.enqueue_follow_up", args=[1])
+    assert parent.state == JobState.COMPLETED
+    assert Job.objects.filter(state=JobState.COMPLETED).count() == 3
+    outside = add.enqueue(1, 1)
+    assert outside.state == JobState.AVAILABLE
+
+
+def test_run_inline_leaves_jobs_scheduled_for_later_alone():
+    with testing.run_inline():
+        job = add.using(run_at=timezone.now() + timedelta(hours=1)).enqueue(1, 1)
+    assert job.state == JobState.SCHEDULED
+
+
+def test_run_inline_records_failures_or_raises_them():
+    with testing.run_inline():
+        job = always_fails.using(max_attempts=1).enqueue("declined")
+    assert job.state == JobState.DISCARDED
+    with testing.run_inline(raise_errors=True), pytest.raises(ValueError, match="declined"):
+        always_fails.enqueue("declined")
+
+
+def test_run_inline_works_for_django_tasks():
+    with testing.run_inline():
+        result = django_tasks.add.enqueue(20, 22)
+    assert result.status == TaskResultStatus.SUCCESSFUL
+    assert result.return_value == 42
+
+
+def test_assert_enqueued_matches_task_arguments_and_queue():
+    send_welcome.enqueue(42)
+    [job] = testing.assert_enqueued(send_welcome, args=[42], queue="mail")
+    assert job.args == [42]
+    testing.assert_enqueued("testproject.demo.tasks.send_welcome", count=1)
+    testing.assert_not_enqueued(send_welcome, args=[43])
+    testing.assert_not_enqueued(add)
+
+
+def test_assert_enqueued_failures_show_what_is_enqueued():
+    send_welcome.enqueue(42)
+    with pytest.raises(AssertionError) as failure:
+        testing.assert_enqueued(send_welcome, args=[7])
+    message = str(failure.value)
+    assert "expected a job of testproject.demo.tasks.send_welcome with args=[7]; found 0" in message
+    assert "queue='mail'" in message and "args=[42]" in message
+    with pytest.raises(AssertionError, match="expected no job"):
+        testing.assert_not_enqueued(send_welcome)
+    with pytest.raises(AssertionError, match="expected 2 job"):
+        testing.assert_enqueued(send_welcome, count=2)
+
+
+def test_jobs_that_started_no_longer_count_as_enqueued():
+    add.enqueue(1, 1)
+    testing.drain()
+    testing.assert_not_enqueued(add)
+
+
+def test_assert_enqueued_accepts_django_tasks():
+    django_tasks.add.enqueue(1, b=2)
+    testing.assert_enqueued(django_tasks.add, args=[1], kwargs={"b": 2}, queue="mail", priority=2)
+
+
+def test_assert_enqueued_refuses_what_is_not_a_task():
+    with pytest.raises(TypeError, match="expected a task"):
+        testing.assert_enqueued(42)
+
+
+def test_frozen_time_runs_scheduled_jobs_when_advanced_past_run_at():
+    with testing.freeze_time(datetime(2030, 1, 1, 9, tzinfo=UTC)) as clock:
+        job = add.using(run_at=clock.now + timedelta(days=1)).enqueue(1, 1)
+        assert job.created_at == datetime(2030, 1, 1, 9, tzinfo=UTC)
+        assert testing.drain() == {}
+        clock.advance(hours=23, minutes=59)
+        assert testing.drain() == {}
+        clock.advance(minutes=1)
+        assert testing.drain() == {"completed": 1}
+    job.refresh_from_db()
+    assert job.finished_at == datetime(2030, 1, 2, 9, tzinfo=UTC)
+
+
+def test_frozen_time_walks_a_job_through_its_retries():
+    # always_fails retries after a fixed 0.5 s.
+    with testing.freeze_time() as clock:
+        job = always_fails.using(max_attempts=3).enqueue()
+        assert testing.drain() == {"retryable": 1}
+        assert testing.drain() == {}
+        clock.advance(seconds=0.5)
+        assert testing.drain() == {"retryable": 1}
+        clock.advance(timedelta(seconds=0.5))
+        assert testing.drain() == {"discarded": 1}
+    job.refresh_from_db()
+    assert [e["attempt"] for e in job.errors] == [1, 2, 3]
+
+
+def test_frozen_time_refuses_naive_times_and_going_backwards():
+    naive = datetime(2030, 1, 1)
+    with pytest.raises(ValueError, match="timezone-aware"), testing.freeze_time(naive):
+        pass
+    with testing.freeze_time() as clock, pytest.raises(ValueError, match="forward"):
+        clock.advance(seconds=-1)
+    before = timezone.now()
+    assert before <= timezone.now(), "the real clock is back"
+
+
+def test_drain_runs_a_whole_pipeline_stage_after_stage():
+    from django_pgjobs.pipelines import enqueue_pipeline
+    from testproject.demo.tasks import square, total
+
+    *_, (gathered,) = enqueue_pipeline(
+        [square.spec(n) for n in range(4)], total.using(pass_results=True).spec()
+    )
+    assert testing.drain() == {"completed": 5}
+    gathered.refresh_from_db()
+    assert gathered.result == 0 + 1 + 4 + 9
+
+
+def test_run_inline_runs_a_dependent_job_in_the_drain_that_runs_its_dependency():
+    first = add.enqueue(1, 1)  # enqueued before run_inline: not run yet
+    with testing.run_inline():
+        follower = Job.enqueue("testproject.demo.tasks.add", [2, 2], depends_on=[first])
+    assert Job.objects.get(pk=first.pk).state == JobState.COMPLETED
+    assert (follower.state, follower.result) == (JobState.COMPLETED, 4)
