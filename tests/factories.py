@@ -8,7 +8,8 @@ from datetime import timedelta
 import factory
 from django.utils import timezone
 
-from django_pgjobs.models import Connector, Job, Queue, WorkerProcess
+from django_pgjobs.cron import Cron
+from django_pgjobs.models import Connector, Job, Queue, Schedule, WorkerProcess
 from django_pgjobs.states import JobState
 
 
@@ -80,6 +81,29 @@ class JobFactory(factory.django.DjangoModelFactory):
         )
         cancelled = factory.Trait(
             state=JobState.CANCELLED, finished_at=factory.LazyFunction(timezone.now)
+        )
+
+
+class ScheduleFactory(factory.django.DjangoModelFactory):
+    """A valid, enabled schedule that fires every minute in UTC; nothing planned yet."""
+
+    class Meta:
+        model = Schedule
+
+    name = factory.Sequence(lambda n: f"schedule-{n}")
+    cron = "* * * * *"
+    timezone = "UTC"
+    task = "testproject.demo.tasks.record"
+    args = factory.LazyAttribute(lambda schedule: [schedule.name])
+
+    class Params:
+        disabled = factory.Trait(enabled=False)
+        skipping = factory.Trait(misfire="skip")
+        # Planned by a scheduler: its next tick (after now) is known.
+        planned = factory.Trait(
+            next_fire_at=factory.LazyAttribute(
+                lambda s: Cron.parse(s.cron, s.timezone).next_after(timezone.now())
+            )
         )
 
 

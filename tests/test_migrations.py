@@ -26,6 +26,8 @@ def test_triggers_are_installed_and_reversible():
         "pgjobs_job_finished",
         "pgjobs_job_changed",
         "pgjobs_job_published",
+        "pgjobs_schedule_changed",
+        "pgjobs_schedule_replan",
     }
     assert trigger_names() == expected
     call_command("migrate", "pgjobs", "0001", verbosity=0)

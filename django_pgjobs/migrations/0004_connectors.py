@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('pgjobs', '0003_pipelines_events'),
+        ('pgjobs', '0003_schedules'),
     ]
 
     operations = [
