@@ -52,7 +52,13 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
             errors.append(_error(f"PGJOBS[{key!r}] must be {names}, not {value!r}.", None, 3))
     if errors:
         return errors
-    return errors + _check_values() + _check_queues()
+    return (
+        errors
+        + _check_values()
+        + _check_queues()
+        + _check_scheduler()
+        + _check_connector_settings()
+    )
 
 
 def _check_values() -> list[Error]:
@@ -108,4 +114,48 @@ def _check_queues() -> list[Error]:
                     10,
                 )
             )
+    return errors
+
+
+def _check_scheduler() -> list[Error]:
+    from django.core.exceptions import ImproperlyConfigured
+
+    from .schedules import declared_schedule
+
+    errors = []
+    if conf.get("MISFIRE_GRACE") < 0:
+        errors.append(_error("PGJOBS['MISFIRE_GRACE'] must not be negative.", None, 20))
+    if conf.get("PRUNE_AFTER") <= 0:
+        errors.append(_error("PGJOBS['PRUNE_AFTER'] must be greater than 0.", None, 20))
+    interval = conf.get("PRUNE_INTERVAL")
+    if interval is not None and interval <= 0:
+        errors.append(
+            _error(
+                "PGJOBS['PRUNE_INTERVAL'] must be greater than 0.", "Use None to turn it off.", 20
+            )
+        )
+    for name, options in conf.get("SCHEDULES").items():
+        if not isinstance(name, str) or not name or len(name) > 200:
+            errors.append(_error(f"Invalid schedule name {name!r}: 1-200 characters.", None, 21))
+            continue
+        try:
+            declared_schedule(name, options, offline=True)
+        except ImproperlyConfigured as problem:
+            errors.append(_error(str(problem), None, 22))
+    return errors
+
+
+def _check_connector_settings() -> list[Error]:
+    errors = []
+    keys = conf.get("SECRET_KEYS")
+    if any(not isinstance(key, str) or len(key) < 32 for key in keys):
+        errors.append(
+            _error(
+                "PGJOBS['SECRET_KEYS'] must be a list of strings of at least 32 characters.",
+                "Make one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'",
+                12,
+            )
+        )
+    if conf.get("CONNECTOR_BUSY_DELAY") <= 0:
+        errors.append(_error("PGJOBS['CONNECTOR_BUSY_DELAY'] must be greater than 0.", None, 4))
     return errors

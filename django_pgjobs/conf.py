@@ -36,6 +36,21 @@ DEFAULTS: dict[str, Any] = {
     "SHUTDOWN_TIMEOUT": 30.0,
     # Largest accepted args+kwargs, in bytes of JSON.
     "MAX_PAYLOAD_BYTES": 1_000_000,
+    # Cron schedules declared in code: name -> {"cron", "task", and optionally "timezone",
+    # "args", "kwargs", "queue", "priority", "enabled", "misfire"}. Created in the Schedule
+    # table when a scheduler starts; rows that exist are left alone (the database wins).
+    "SCHEDULES": {},
+    # Seconds a tick may be late and still fire under misfire="skip".
+    "MISFIRE_GRACE": 60.0,
+    # Seconds finished jobs and fired-tick records are kept before the scheduler prunes them.
+    "PRUNE_AFTER": 7 * 24 * 3600.0,
+    # Seconds between prunes by the scheduler; None turns pruning off.
+    "PRUNE_INTERVAL": 300.0,
+    # Keys that encrypt connector secrets: the first encrypts, all decrypt (rotation).
+    # Empty: derived from SECRET_KEY and SECRET_KEY_FALLBACKS.
+    "SECRET_KEYS": [],
+    # Seconds a job waits before trying again when its connector's concurrency is used up.
+    "CONNECTOR_BUSY_DELAY": 1.0,
 }
 
 # Types each key must have; QUEUES and BACKOFF are checked in depth by checks.py.
@@ -52,6 +67,12 @@ TYPES: dict[str, type | tuple[type, ...]] = {
     "SHUTDOWN_TIMEOUT": (int, float),
     "RESCUE_INTERVAL": (int, float),
     "MAX_PAYLOAD_BYTES": int,
+    "SCHEDULES": dict,
+    "MISFIRE_GRACE": (int, float),
+    "PRUNE_AFTER": (int, float),
+    "PRUNE_INTERVAL": (int, float, type(None)),
+    "SECRET_KEYS": (list, tuple),
+    "CONNECTOR_BUSY_DELAY": (int, float),
 }
 
 

@@ -14,7 +14,7 @@ import threading
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .exceptions import JobCancelled
 
@@ -40,6 +40,8 @@ class JobContext:
     loop: asyncio.AbstractEventLoop | None = None
     task: asyncio.Future | None = None
     _cancel: threading.Event = field(default_factory=threading.Event)
+    #: The job's connector, loaded when the task starts (see django_pgjobs.connectors).
+    connector: Any = None
 
     @property
     def cancelled(self) -> bool:

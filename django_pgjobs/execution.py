@@ -8,13 +8,15 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
 from django.utils import timezone
 
 from . import signals, transitions
+from .connectors import runtime as connector_runtime
+from .connectors.errors import ConnectorBusy
 from .context import JobContext, _current
 from .dependencies import results_of_dependencies
 from .exceptions import DiscardJob, JobTimeout, UnknownTask
@@ -36,9 +38,11 @@ def call_task(registered: Task[Any, Any], context: JobContext) -> Any:
     if job.meta.get("pass_results"):  # a gather job of a pipeline
         kwargs = {**kwargs, "results": results_of_dependencies(job)}
     try:
-        if not registered.is_async:
-            return registered.func(*job.args, **kwargs)
-        return _run_coroutine(registered, context, kwargs)
+        with connector_runtime.attached(context):
+            kwargs = {**kwargs, **connector_runtime.injected(registered.func, context)}
+            if not registered.is_async:
+                return registered.func(*job.args, **kwargs)
+            return _run_coroutine(registered, context, kwargs)
     finally:
         _current.reset(token)
 
@@ -93,6 +97,8 @@ def execute(job: Job, clock: Clock = timezone.now, context: JobContext | None = 
             return _write(job, transitions.fail, error, clock(), discard=True)
         try:
             result = call_task(registered, context)
+        except ConnectorBusy as busy:  # not started: try again soon, attempt not counted
+            return _write(job, transitions.snooze, clock() + timedelta(seconds=busy.delay))
         except DiscardJob as error:
             return _write(job, transitions.fail, error, clock(), discard=True)
         except BaseException as error:  # a task's failure, even SystemExit, is data

@@ -282,3 +282,300 @@ class Job(models.Model):
         from .waiting import async_wait_for
 
         return await async_wait_for(self, timeout)
+
+
+# -- cron schedules (scheduler.py fires them, cron.py says when) ------------------------
+
+
+def default_timezone() -> str:
+    """New schedules read their cron fields on the project's clock unless they name another."""
+    from django.conf import settings
+
+    return getattr(settings, "TIME_ZONE", None) or "UTC"
+
+
+def validate_cron(value: str) -> None:
+    from django.core.exceptions import ValidationError
+
+    from .cron import InvalidCron, parse_expression
+
+    try:
+        parse_expression(value)
+    except InvalidCron as error:
+        raise ValidationError(str(error), code="invalid_cron") from None
+
+
+def validate_timezone(value: str) -> None:
+    from django.core.exceptions import ValidationError
+
+    from .cron import UnknownTimezone, parse_timezone
+
+    try:
+        parse_timezone(value)
+    except UnknownTimezone as error:
+        raise ValidationError(str(error), code="unknown_timezone") from None
+
+
+MISFIRE_CHOICES = [
+    ("catch_up", "Catch up: fire once for missed ticks"),
+    ("skip", "Skip missed ticks"),
+]
+
+
+class Schedule(models.Model):
+    """A cron schedule that enqueues a job at each tick.
+
+    Edit it any time (admin, ORM, SQL): a changed cron, timezone or a re-enable
+    clears ``next_fire_at`` (database trigger), and running schedulers are
+    notified and plan from the first tick after that moment.
+    """
+
+    name = models.CharField(max_length=200, unique=True)
+    cron = models.CharField(
+        max_length=100,
+        validators=[validate_cron],
+        help_text="minute hour day-of-month month day-of-week, e.g. '*/15 * * * *' or "
+        "'30 2 * * 1-5'; or @hourly, @daily, @weekly, @monthly, @yearly.",
+    )
+    timezone = models.CharField(
+        max_length=63,
+        default=default_timezone,
+        validators=[validate_timezone],
+        help_text="IANA name, e.g. 'Europe/Berlin': the cron fields are read on this clock.",
+    )
+    task = models.CharField(max_length=255, help_text="Dotted path of a @task function.")
+    args = models.JSONField(default=list, blank=True)
+    kwargs = models.JSONField(default=dict, blank=True)
+    queue = models.CharField(max_length=63, blank=True, help_text="Empty: the task's queue.")
+    priority = models.SmallIntegerField(
+        null=True, blank=True, help_text="Empty: the task's priority."
+    )
+    enabled = models.BooleanField(default=True)
+    misfire = models.CharField(
+        max_length=16,
+        choices=MISFIRE_CHOICES,
+        default="catch_up",
+        help_text="What to do with ticks missed while no scheduler ran.",
+    )
+    # Written by schedulers only; save() leaves them alone.
+    last_fire_at = models.DateTimeField(null=True, blank=True, editable=False)
+    next_fire_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    SCHEDULER_FIELDS = frozenset({"last_fire_at", "next_fire_at"})
+
+    class Meta:
+        ordering = ["name"]
+        indexes = [
+            models.Index(
+                fields=["next_fire_at"], condition=Q(enabled=True), name="pgjobs_schedule_due"
+            )
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(misfire__in=[value for value, _ in MISFIRE_CHOICES]),
+                name="pgjobs_schedule_misfire_valid",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def save(self, **kwargs: Any) -> None:
+        """Save; refuses an invalid cron or timezone even without full_clean().
+
+        Updates leave ``last_fire_at``/``next_fire_at`` alone: a form loaded before
+        a tick must not write back the times the scheduler has moved on from.
+        """
+        from .schedules import check_timing_fields
+
+        check_timing_fields(self)
+        updating = not self._state.adding and not kwargs.get("force_insert")
+        if updating and kwargs.get("update_fields") is None:
+            kwargs["update_fields"] = [
+                field.name
+                for field in self._meta.concrete_fields
+                if not field.primary_key and field.name not in self.SCHEDULER_FIELDS
+            ]
+        super().save(**kwargs)
+
+    def clean(self) -> None:
+        from .schedules import check_job_fields
+
+        check_job_fields(self)
+
+    def cron_schedule(self) -> Any:
+        """This schedule's expression and timezone as a ``cron.Cron``."""
+        from .cron import Cron
+
+        return Cron.parse(self.cron, self.timezone)
+
+    def upcoming(self, count: int = 5, after: datetime | None = None) -> list[datetime]:
+        """The next ``count`` fire times after ``after`` (default: now), in UTC."""
+        cron = self.cron_schedule()
+        times: list[datetime] = []
+        current = after or timezone.now()
+        for _ in range(count):
+            current = cron.next_after(current)
+            times.append(current)
+        return times
+
+
+class ScheduleTick(models.Model):
+    """A tick a scheduler fired. Unique per (schedule, fire_at): a tick fires once,
+    however many schedulers run, because the database refuses the second row."""
+
+    schedule = models.ForeignKey(Schedule, on_delete=models.CASCADE, related_name="ticks")
+    fire_at = models.DateTimeField(help_text="The tick: when the schedule was due.")
+    fired_at = models.DateTimeField(help_text="When a scheduler fired it.")
+    job = models.ForeignKey(
+        Job,
+        null=True,
+        blank=True,
+        # Pruning deletes old jobs in bulk; the tick keeps the id as history.
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="schedule_ticks",
+    )
+    error = models.TextField(blank=True, help_text="Why no job was enqueued, if none was.")
+
+    class Meta:
+        ordering = ["-fire_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["schedule", "fire_at"], name="pgjobs_tick_once")
+        ]
+        indexes = [models.Index(fields=["fired_at"], name="pgjobs_tick_fired_at")]
+
+    def __str__(self) -> str:
+        return f"{self.schedule_id} @ {self.fire_at.isoformat()}"
+
+
+class Routine(models.Model):
+    """A maintenance routine's timetable (prune, rescue), shared by all schedulers
+    so that each routine runs once per interval, not once per scheduler."""
+
+    name = models.CharField(max_length=63, primary_key=True)
+    next_run_at = models.DateTimeField()
+    last_run_at = models.DateTimeField(null=True, blank=True)
+    last_result = models.CharField(max_length=255, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "maintenance routine"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+# -- connectors and API tokens (issue 6) -----------------------------------------------
+
+
+class Connector(models.Model):
+    """A named configuration of an external system that jobs use, loaded at run time.
+
+    ``config`` holds the plain settings of its kind; secrets live encrypted in
+    ``encrypted_secrets`` (see ``django_pgjobs.secrets``) with only their names
+    in clear, so nothing here renders a secret by accident.
+    """
+
+    name = models.CharField(
+        max_length=100,
+        unique=True,
+        help_text="What jobs name it by: letters, digits, '_', '-', '.' or ':'.",
+    )
+    kind = models.CharField(max_length=50)
+    description = models.TextField(blank=True)
+    config = models.JSONField(default=dict, blank=True)
+    concurrency = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Most jobs using this connector at once across all workers; empty = no limit.",
+    )
+    encrypted_secrets = models.TextField(blank=True, default="", editable=False)
+    secret_names = models.JSONField(default=list, blank=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(name__regex=r"^[A-Za-z0-9_.:-]+$"), name="pgjobs_connector_name_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(concurrency__isnull=True) | Q(concurrency__gte=1),
+                name="pgjobs_connector_concurrency_positive",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def __repr__(self) -> str:
+        return f"<Connector {self.name!r} kind={self.kind!r} secrets={sorted(self.secret_names)}>"
+
+    def clean(self) -> None:
+        from .connectors.registry import validate_connector
+
+        validate_connector(self)
+
+    def get_secrets(self) -> dict[str, Any]:
+        from . import secrets
+
+        return secrets.decrypt(self.encrypted_secrets, f"connector {self.name!r}")
+
+    def set_secrets(self, values: dict[str, Any]) -> None:
+        """Replace every secret (not saved until ``save()``); {} removes them all."""
+        from . import secrets
+
+        self.encrypted_secrets = secrets.encrypt(values)
+        self.secret_names = sorted(values)
+
+    def update_secrets(self, changes: dict[str, Any], remove: Iterable[str] = ()) -> None:
+        """Set some secrets and remove others, keeping the rest."""
+        current = self.get_secrets() if self.encrypted_secrets else {}
+        current.update(changes)
+        for name in remove:
+            current.pop(name, None)
+        self.set_secrets(current)
+
+
+class ApiToken(models.Model):
+    """A bearer token of the HTTP API. Only its SHA-256 is stored; it is shown once."""
+
+    name = models.CharField(max_length=100, help_text="Who or what uses it.")
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    prefix = models.CharField(
+        max_length=12, editable=False, help_text="The token's first characters, to recognise it."
+    )
+    queues = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='Queues it may enqueue into, read and run; ["*"] for every queue.',
+    )
+    connectors = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='Connectors its jobs may name explicitly; ["*"] for every connector.',
+    )
+    can_enqueue = models.BooleanField(default=True, help_text="POST /jobs")
+    can_read = models.BooleanField(default=True, help_text="GET /jobs/<id>")
+    can_run = models.BooleanField(default=False, help_text="POST /jobs/run")
+    active = models.BooleanField(default=True, help_text="Untick to revoke.")
+    expires_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "API token"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    def allows_queue(self, queue: str) -> bool:
+        return "*" in self.queues or queue in self.queues
+
+    def allows_connector(self, name: str) -> bool:
+        return "*" in self.connectors or name in self.connectors

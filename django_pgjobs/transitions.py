@@ -187,6 +187,20 @@ def cancel(job: Job, now: datetime | None = None) -> Job:
     return job
 
 
+def snooze(job: Job, until: datetime) -> bool:
+    """executing -> available at ``until`` without counting the attempt: the job could
+    not start yet (its connector is at its concurrency limit). Lease-checked."""
+    return _move(
+        job,
+        S.AVAILABLE,
+        lease_checked=True,
+        attempt=F("attempt") - 1,
+        run_at=until,
+        lease=None,
+        worker=None,
+    )
+
+
 # -- bulk operator actions: one UPDATE for a whole queryset ----------------------------
 
 

@@ -74,6 +74,20 @@ PGJOBS = {
     "HEARTBEAT_INTERVAL": env.float("PGJOBS_HEARTBEAT_INTERVAL", default=5.0),
     "WORKER_STALE_AFTER": env.float("PGJOBS_WORKER_STALE_AFTER", default=60.0),
     "RESCUE_INTERVAL": env.float("PGJOBS_RESCUE_INTERVAL", default=30.0),
+    # Created in the Schedule table when `runscheduler` starts (then editable in the admin).
+    "SCHEDULES": {
+        "demo-every-minute": {
+            "cron": "* * * * *",
+            "task": "testproject.demo.tasks.add",
+            "args": [20, 22],
+        },
+        "demo-weekday-mornings": {
+            "cron": "30 8 * * mon-fri",
+            "timezone": "Europe/Berlin",
+            "task": "testproject.demo.tasks.send_welcome",
+            "args": [1],
+        },
+    },
 }
 
 LOGGING = {

@@ -8,7 +8,8 @@ from datetime import timedelta
 import factory
 from django.utils import timezone
 
-from django_pgjobs.models import Job, Queue, WorkerProcess
+from django_pgjobs.cron import Cron
+from django_pgjobs.models import Connector, Job, Queue, Schedule, WorkerProcess
 from django_pgjobs.states import JobState
 
 
@@ -81,3 +82,46 @@ class JobFactory(factory.django.DjangoModelFactory):
         cancelled = factory.Trait(
             state=JobState.CANCELLED, finished_at=factory.LazyFunction(timezone.now)
         )
+
+
+class ScheduleFactory(factory.django.DjangoModelFactory):
+    """A valid, enabled schedule that fires every minute in UTC; nothing planned yet."""
+
+    class Meta:
+        model = Schedule
+
+    name = factory.Sequence(lambda n: f"schedule-{n}")
+    cron = "* * * * *"
+    timezone = "UTC"
+    task = "testproject.demo.tasks.record"
+    args = factory.LazyAttribute(lambda schedule: [schedule.name])
+
+    class Params:
+        disabled = factory.Trait(enabled=False)
+        skipping = factory.Trait(misfire="skip")
+        # Planned by a scheduler: its next tick (after now) is known.
+        planned = factory.Trait(
+            next_fire_at=factory.LazyAttribute(
+                lambda s: Cron.parse(s.cron, s.timezone).next_after(timezone.now())
+            )
+        )
+
+
+class ConnectorFactory(factory.django.DjangoModelFactory):
+    """A valid connector; ``ConnectorFactory(secrets={"token": "..."})`` stores them encrypted."""
+
+    class Meta:
+        model = Connector
+        django_get_or_create = ("name",)
+        skip_postgeneration_save = True
+
+    name = factory.Sequence(lambda n: f"connector-{n}")
+    kind = "http"
+    config = factory.LazyFunction(lambda: {"url": "http://127.0.0.1:9/hook"})
+
+    @factory.post_generation
+    def secrets(self, create: bool, extracted: dict | None, **kwargs: object) -> None:
+        if extracted:
+            self.set_secrets(extracted)
+            if create:
+                self.save()

@@ -70,7 +70,7 @@ DJANGO_OPTIONS = {
 }
 
 
-@pytest.mark.parametrize("command", ["runworker", "stopworker"])
+@pytest.mark.parametrize("command", ["runworker", "stopworker", "runscheduler"])
 def test_every_command_option_is_in_the_commands_reference(command):
     parser = load_command_class("django_pgjobs", command).create_parser("manage.py", command)
     options = {

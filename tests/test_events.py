@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import statistics
 import threading
 import time
 
@@ -77,15 +78,18 @@ def test_wait_times_out_with_a_clear_error():
 
 
 def test_wait_returns_within_milliseconds_of_completion(threaded_worker):
-    job = Job.enqueue("testproject.demo.tasks.sleep", args=[0.3])
     threaded_worker()
-    done = job.wait(timeout=10)
-    returned = time.time()
-    assert done.state == JobState.COMPLETED and done.result == 0.3
-    # finished_at is the worker's wall clock when it recorded the outcome.
-    delay = returned - done.finished_at.timestamp()
-    print(f"wait() returned {delay * 1000:.1f} ms after completion")
-    assert delay < 0.05
+    delays = []
+    for _ in range(5):
+        job = Job.enqueue("testproject.demo.tasks.sleep", args=[0.2])
+        done = job.wait(timeout=10)
+        returned = time.time()
+        assert done.state == JobState.COMPLETED and done.result == 0.2
+        # finished_at is the worker's wall clock when it recorded the outcome.
+        delays.append(returned - done.finished_at.timestamp())
+    median = statistics.median(delays)
+    print(f"wait() returned {median * 1000:.1f} ms (median) after completion")
+    assert median < 0.05
 
 
 def test_async_wait(threaded_worker):

@@ -26,6 +26,8 @@ def test_triggers_are_installed_and_reversible():
         "pgjobs_job_finished",
         "pgjobs_job_changed",
         "pgjobs_job_published",
+        "pgjobs_schedule_changed",
+        "pgjobs_schedule_replan",
     }
     assert trigger_names() == expected
     call_command("migrate", "pgjobs", "0001", verbosity=0)
@@ -47,7 +49,13 @@ def test_the_claim_query_uses_the_claim_index():
         cursor.execute("SET LOCAL enable_seqscan = off")
         cursor.execute(
             "EXPLAIN " + db.statement("claim"),
-            {"queue": "default", "limit": 10, "now": "2026-01-01T00:00:00Z", "worker_id": None},
+            {
+                "queue": "default",
+                "limit": 10,
+                "now": "2026-01-01T00:00:00Z",
+                "worker_id": None,
+                "states": ["available", "retryable", "scheduled"],
+            },
         )
         plan = "\n".join(row[0] for row in cursor.fetchall())
     assert "pgjobs_job_claim" in plan, plan

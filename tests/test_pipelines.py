@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 
 import pytest
 from django.db import connections, transaction
@@ -137,9 +138,12 @@ def test_three_stages_with_fifty_way_fan_out_over_two_worker_processes(worker_pr
     finished = Job.objects.filter(pk__in=[j.pk for j in fan_out]).values_list(
         "finished_at", flat=True
     )
-    assert max(finished) <= gather.attempted_at
+    # attempted_at is the claiming worker's clock read just before its claim
+    # statement, which may precede the commit that released the job by a little.
+    slack = timedelta(seconds=1)
+    assert max(finished) <= gather.attempted_at + slack
     assert min(j.attempted_at for j in Job.objects.filter(pk__in=[j.pk for j in fan_out])) >= (
-        Job.objects.get(pk=start.pk).finished_at
+        Job.objects.get(pk=start.pk).finished_at - slack
     )
     for process in workers:
         assert process.stop() == 0

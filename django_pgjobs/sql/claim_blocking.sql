@@ -1,6 +1,7 @@
 -- Claim the head of a blocking queue: nothing while one of its jobs executes;
 -- a job waiting for its retry is the head until it has run again, so order
 -- holds across failures. Only correct after lock_queue.sql in the same transaction.
+-- A head outside the requested states is left alone, and nothing behind it runs either.
 UPDATE pgjobs_job AS job
 SET state = 'executing',
     attempt = job.attempt + 1,
@@ -8,7 +9,7 @@ SET state = 'executing',
     worker_id = %(worker_id)s,
     lease = gen_random_uuid()
 FROM (
-    SELECT id, run_at
+    SELECT id, run_at, state
     FROM pgjobs_job
     WHERE queue = %(queue)s
       AND state IN ('available', 'scheduled', 'retryable')
@@ -20,5 +21,5 @@ FROM (
     LIMIT 1
     FOR UPDATE
 ) AS head
-WHERE job.id = head.id AND head.run_at <= %(now)s
+WHERE job.id = head.id AND head.run_at <= %(now)s AND head.state = ANY(%(states)s)
 RETURNING job.*

@@ -1,0 +1,60 @@
+"""``manage.py runscheduler``: fire cron schedules and run maintenance until stopped."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from django_pgjobs import schedules
+from django_pgjobs.scheduler import Scheduler
+
+logger = logging.getLogger("django_pgjobs.scheduler")
+
+
+class Command(BaseCommand):
+    help = "Fire cron schedules (the Schedule table) and run maintenance until stopped."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--once",
+            action="store_true",
+            help="Fire what is due now and run due maintenance, then exit 0 "
+            "(for hosts that run this from cron every minute).",
+        )
+        parser.add_argument(
+            "--no-maintenance",
+            action="store_true",
+            help="Only fire schedules; no pruning or rescue from this process.",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        scheduler = Scheduler(routines=[] if options["no_maintenance"] else None)
+        if options["once"]:
+            try:
+                schedules.sync_from_settings(scheduler.using)
+            except ImproperlyConfigured as error:
+                raise CommandError(str(error)) from error
+            report = scheduler.run_once()
+            fired = [f for f in report.fired if f.fire_at is not None]
+            self.stdout.write(
+                f"fired {len(fired)} tick(s)"
+                + "".join(
+                    f"\n  {f.schedule} @ {f.fire_at.isoformat()}: job {f.job_id}" for f in fired
+                )
+            )
+            return
+
+        def on_signal(signum: int, frame: object) -> None:
+            logger.info("received %s", signal.Signals(signum).name)
+            scheduler.request_stop()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        try:
+            scheduler.run()
+        except ImproperlyConfigured as error:
+            raise CommandError(str(error)) from error

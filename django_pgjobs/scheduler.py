@@ -1,0 +1,209 @@
+"""The scheduler loop: fire due ticks, then sleep until the next tick or an edit.
+
+The loop keeps no copy of the schedules: every pass reads what is due from the
+table, so an edit only has to wake it. Wake-ups come from NOTIFY on
+``pgjobs_schedules`` (a schedule was created, edited or deleted), from a
+reconnect of the LISTEN connection (notifications sent while it was away are
+lost, so it re-reads), and from the timer set for the next tick. Maintenance
+(prune, rescue) runs on a thread of its own so a long prune never delays a tick.
+
+``run_once(now)`` is one pass without the loop. ``loop(sleep_until)`` takes its
+sleep as a parameter so a test can drive it with a simulated clock.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.db import DatabaseError, InterfaceError, OperationalError, connections
+from django.utils import timezone
+
+from . import conf, housekeeping, schedules
+from .housekeeping import RoutineSpec
+from .notifier import Notifier
+from .schedules import SCHEDULES_CHANNEL, Fired, InvalidSchedule
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+#: Longest sleep without a look at the table: covers lost notifications and clock jumps.
+MAX_SLEEP = timedelta(seconds=60)
+#: Shortest sleep when something due could not be fired (another scheduler holds it).
+MIN_SLEEP = timedelta(seconds=0.5)
+
+
+@dataclass
+class Report:
+    """What one pass did."""
+
+    fired: list[Fired] = field(default_factory=list)
+    routines: dict[str, int] = field(default_factory=dict)
+    #: When the next tick or routine is due (None: nothing is scheduled).
+    next_wakeup: datetime | None = None
+
+
+class Scheduler:
+    def __init__(
+        self,
+        *,
+        clock: Clock = timezone.now,
+        routines: Iterable[RoutineSpec] | None = None,
+        max_sleep: timedelta = MAX_SLEEP,
+    ) -> None:
+        self.using = conf.get("DATABASE")
+        self.clock = clock
+        self.routines = housekeeping.configured_routines() if routines is None else list(routines)
+        self.grace = timedelta(seconds=conf.get("MISFIRE_GRACE"))
+        self.max_sleep = max_sleep
+        self.wakeup = threading.Event()
+        self.stopping = threading.Event()
+        self.stats: Counter[str] = Counter()
+        self._notifier: Notifier | None = None
+        self._housekeeper: threading.Thread | None = None
+        self._reported_broken: set[str] = set()
+
+    # -- one pass -----------------------------------------------------------------------
+
+    def fire_due(self, now: datetime | None = None) -> list[Fired]:
+        """Fire every schedule due at ``now``."""
+        fired, broken = schedules.fire_due(now or self.clock(), using=self.using, grace=self.grace)
+        for result in fired:
+            self._record(result)
+        for error in broken:
+            self._report_broken(error)
+        return fired
+
+    def run_once(self, now: datetime | None = None) -> Report:
+        """Fire what is due at ``now`` and run the maintenance routines that are due."""
+        now = now or self.clock()
+        fired = self.fire_due(now)
+        done = housekeeping.run_due(self.routines, now, self.using)
+        candidates = [
+            schedules.next_due_at(self.using),
+            housekeeping.next_due_at(self.routines, now, self.using),
+        ]
+        return Report(fired, done, min((c for c in candidates if c), default=None))
+
+    def _record(self, fired: Fired) -> None:
+        if fired.error:
+            self.stats["failed"] += 1
+        elif fired.fire_at is not None:
+            self.stats["fired"] += 1
+            logger.info(
+                "schedule %r: fired tick %s as job %s", fired.schedule, fired.fire_at, fired.job_id
+            )
+        if fired.missed:
+            self.stats["missed"] += fired.missed
+            logger.warning(
+                "schedule %r: %s tick(s) missed while no scheduler ran%s",
+                fired.schedule,
+                fired.missed,
+                "" if fired.fire_at else " (misfire=skip: dropped)",
+            )
+
+    def _report_broken(self, error: InvalidSchedule) -> None:
+        # A broken row stays due on every pass; say so once, not once a pass.
+        if str(error) not in self._reported_broken:
+            self._reported_broken.add(str(error))
+            logger.error("%s; fix it in the admin", error)
+
+    # -- the loop -----------------------------------------------------------------------
+
+    def loop(self, sleep_until: Callable[[datetime], None] | None = None) -> None:
+        """Pass after pass until ``request_stop``; ``sleep_until`` defaults to real time."""
+        sleep_until = sleep_until or self._sleep_until
+        retry_delay = 0.1
+        while not self.stopping.is_set():
+            self.wakeup.clear()  # before reading: an edit from now on wakes the next sleep
+            try:
+                now = self.clock()
+                self.fire_due(now)
+                wake_at = self._wake_at(now)
+                retry_delay = 0.1
+            except (OperationalError, InterfaceError) as error:
+                logger.warning("database unavailable (%s); retrying in %.1fs", error, retry_delay)
+                connections[self.using].close()
+                wake_at = self.clock() + timedelta(seconds=retry_delay)
+                retry_delay = min(retry_delay * 2, 10.0)
+            sleep_until(wake_at)
+
+    def _wake_at(self, now: datetime) -> datetime:
+        next_tick = schedules.next_due_at(self.using)
+        if next_tick is None:
+            return now + self.max_sleep
+        if next_tick <= now:  # due but not fired: another scheduler holds it, or it's broken
+            return now + MIN_SLEEP
+        return min(next_tick, now + self.max_sleep)
+
+    def _sleep_until(self, when: datetime) -> None:
+        seconds = (when - self.clock()).total_seconds()
+        if seconds > 0:
+            self.wakeup.wait(seconds)
+
+    def start(self) -> None:
+        """Sync settings-declared schedules, start listening, start maintenance."""
+        created = schedules.sync_from_settings(self.using)
+        if created:
+            logger.info("created schedule(s) from settings: %s", ", ".join(created))
+        self._notifier = Notifier(
+            [SCHEDULES_CHANNEL], self._on_notify, self._on_reconnect, using=self.using
+        )
+        self._notifier.start()
+        # Listen before the first read, so no edit falls between the two.
+        if not self._notifier.connected.wait(5):
+            logger.warning("LISTEN not connected yet; checking the table every %s", self.max_sleep)
+        if self.routines:
+            self._housekeeper = threading.Thread(
+                target=self._housekeep, name="pgjobs-housekeeping", daemon=True
+            )
+            self._housekeeper.start()
+        logger.info(
+            "scheduler started; maintenance: %s",
+            ", ".join(f"{r.name} every {r.interval}" for r in self.routines) or "off",
+        )
+
+    def run(self) -> None:
+        self.start()
+        try:
+            self.loop()
+        finally:
+            self.shutdown()
+
+    def request_stop(self) -> None:
+        self.stopping.set()
+        self.wakeup.set()
+
+    def shutdown(self) -> None:
+        self.stopping.set()
+        if self._notifier:
+            self._notifier.stop()
+        if self._housekeeper:
+            self._housekeeper.join(10)
+        connections[self.using].close()
+        logger.info("scheduler stopped: %s", dict(self.stats))
+
+    def _on_notify(self, channel: str, payload: str) -> None:
+        self.wakeup.set()
+
+    def _on_reconnect(self) -> None:
+        logger.info("LISTEN reconnected; re-reading schedules")
+        self.wakeup.set()
+
+    def _housekeep(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                housekeeping.run_due(self.routines, self.clock(), self.using)
+                wake_at = housekeeping.next_due_at(self.routines, self.clock(), self.using)
+                delay = (wake_at - self.clock()).total_seconds() if wake_at else 60.0
+            except DatabaseError as error:
+                logger.warning("maintenance: database unavailable (%s)", error)
+                connections[self.using].close()
+                delay = 5.0
+            self.stopping.wait(min(max(delay, 1.0), self.max_sleep.total_seconds()))
+        connections[self.using].close()

@@ -1,0 +1,412 @@
+"""Schedules in the database: validation, live edits, settings sync, and firing each
+tick exactly once, with the clock passed in."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+from django.core.exceptions import ImproperlyConfigured, ValidationError
+from django.db import IntegrityError, connection, transaction
+from django.forms import modelform_factory
+
+from django_pgjobs import Job, db
+from django_pgjobs.models import Schedule, ScheduleTick
+from django_pgjobs.scheduler import Scheduler
+from django_pgjobs.schedules import SCHEDULES_CHANNEL, sync_from_settings
+from django_pgjobs.signals import job_enqueued
+from tests.factories import ScheduleFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def at(hour: int, minute: int = 0, second: float = 0) -> datetime:
+    return datetime(2026, 6, 1, hour, minute, tzinfo=UTC) + timedelta(seconds=second)
+
+
+@pytest.fixture
+def scheduler() -> Scheduler:
+    """A scheduler without maintenance, driven by run_once(now)."""
+    return Scheduler(routines=[])
+
+
+def hourly(**fields) -> Schedule:
+    """An hourly schedule planned for 11:00 as if a scheduler had seen it at 10:30."""
+    schedule = ScheduleFactory(cron="0 * * * *", **fields)
+    Scheduler(routines=[]).run_once(at(10, 30))
+    schedule.refresh_from_db()
+    assert schedule.next_fire_at == at(11)
+    return schedule
+
+
+# -- validation: the admin and forms get these for free -----------------------------------
+
+
+def test_an_invalid_cron_is_an_error_on_the_cron_field_and_nothing_is_saved():
+    schedule = Schedule(name="bad", cron="61 * * * *", task="testproject.demo.tasks.add")
+    with pytest.raises(ValidationError) as caught:
+        schedule.full_clean()
+    assert "out of range" in caught.value.message_dict["cron"][0]
+    with pytest.raises(ValidationError, match="cron"):
+        schedule.save()
+    assert not Schedule.objects.exists()
+
+
+def test_an_unknown_timezone_is_an_error_on_the_timezone_field_and_nothing_is_saved():
+    schedule = Schedule(
+        name="bad", cron="0 9 * * *", timezone="Europe/Bxrlin", task="testproject.demo.tasks.add"
+    )
+    with pytest.raises(ValidationError) as caught:
+        schedule.full_clean()
+    assert "unknown timezone 'Europe/Bxrlin'" in caught.value.message_dict["timezone"][0]
+    with pytest.raises(ValidationError, match="timezone"):
+        schedule.save()
+    assert not Schedule.objects.exists()
+
+
+def test_a_model_form_shows_each_problem_on_its_field():
+    form_class = modelform_factory(Schedule, fields="__all__")
+    form = form_class(
+        data={
+            "name": "nightly",
+            "cron": "30 2 * *",
+            "timezone": "Mars/Olympus",
+            "task": "testproject.demo.tasks.nope",
+            "args": "[]",
+            "kwargs": "{}",
+            "misfire": "catch_up",
+            "enabled": "on",
+        }
+    )
+    assert not form.is_valid()
+    assert set(form.errors) == {"cron", "timezone", "task"}
+    assert "has 4 fields" in form.errors["cron"][0]
+    assert "last_fire_at" not in form.fields and "next_fire_at" not in form.fields
+
+
+@pytest.mark.parametrize(
+    "fields, field, fragment",
+    [
+        ({"task": "testproject.demo.tasks.missing"}, "task", "unknown task"),
+        ({"queue": "no-such-queue"}, "queue", "unknown queue"),
+        ({"queue": "bad name"}, "queue", "invalid queue name"),
+        ({"args": {"not": "a list"}}, "args", "JSON list"),
+        ({"kwargs": [1]}, "kwargs", "JSON object"),
+        ({"kwargs": {"when": datetime(2026, 1, 1)}}, "kwargs", "JSON-serialisable"),
+    ],
+)
+def test_the_job_a_schedule_would_enqueue_is_checked_field_by_field(fields, field, fragment):
+    schedule = ScheduleFactory.build(**fields)
+    with pytest.raises(ValidationError) as caught:
+        schedule.full_clean()
+    assert fragment in " ".join(caught.value.message_dict[field])
+
+
+def test_a_valid_schedule_passes_full_clean_and_lists_its_upcoming_fire_times():
+    schedule = ScheduleFactory.build(cron="30 2 * * *", timezone="Europe/Berlin")
+    schedule.full_clean()
+    assert schedule.upcoming(2, after=datetime(2026, 3, 28, 12, tzinfo=UTC)) == [
+        datetime(2026, 3, 29, 1, 0, tzinfo=UTC),  # 02:30 is skipped: 03:00 CEST
+        datetime(2026, 3, 30, 0, 30, tzinfo=UTC),
+    ]
+
+
+# -- live edits ------------------------------------------------------------------------
+
+
+def test_saving_a_stale_form_never_moves_the_scheduler_times_back():
+    schedule = hourly()
+    loaded = Schedule.objects.get(pk=schedule.pk)  # e.g. an admin form opened now
+    Scheduler(routines=[]).run_once(at(11))  # the 11:00 tick fires meanwhile
+    loaded.args = ["edited"]
+    loaded.save()
+    schedule.refresh_from_db()
+    assert schedule.args == ["edited"]
+    assert (schedule.last_fire_at, schedule.next_fire_at) == (at(11), at(12))
+
+
+@pytest.mark.parametrize(
+    "change, replanned",
+    [
+        ({"cron": "*/5 * * * *"}, True),
+        ({"timezone": "Asia/Tokyo"}, True),
+        ({"args": ["other"]}, False),
+        ({"enabled": False}, False),
+    ],
+)
+def test_changing_when_a_schedule_fires_makes_schedulers_plan_it_anew(change, replanned):
+    schedule = hourly()
+    for name, value in change.items():
+        setattr(schedule, name, value)
+    schedule.save()
+    schedule.refresh_from_db()
+    assert (schedule.next_fire_at is None) == replanned
+
+
+def test_edits_made_with_sql_are_replanned_too():
+    schedule = hourly()
+    Schedule.objects.filter(pk=schedule.pk).update(cron="*/10 * * * *")
+    schedule.refresh_from_db()
+    assert schedule.next_fire_at is None
+    Scheduler(routines=[]).run_once(at(10, 31))
+    schedule.refresh_from_db()
+    assert schedule.next_fire_at == at(10, 40)
+
+
+def test_a_re_enabled_schedule_does_not_fire_for_ticks_it_slept_through(scheduler):
+    schedule = hourly(misfire="catch_up")
+    schedule.enabled = False
+    schedule.save()
+    scheduler.run_once(at(15, 30))
+    schedule.enabled = True
+    schedule.save()
+    report = scheduler.run_once(at(15, 31))
+    assert report.fired == []
+    assert not Job.objects.exists()
+    schedule.refresh_from_db()
+    assert schedule.next_fire_at == at(16)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_creating_editing_and_deleting_a_schedule_notify_on_commit(second_connection):
+    def notified() -> list[str]:
+        return [n.payload for n in second_connection.notifies(timeout=0.3)]
+
+    second_connection.execute(f"LISTEN {SCHEDULES_CHANNEL}")
+    with transaction.atomic():
+        schedule = ScheduleFactory()
+        assert notified() == [], "notified before commit"
+    assert notified() == [str(schedule.pk)]
+    Scheduler(routines=[]).run_once()  # plans next_fire_at: the scheduler's own write
+    assert notified() == [], "a scheduler's bookkeeping woke the schedulers"
+    schedule.cron = "*/2 * * * *"
+    schedule.save()
+    assert notified() == [str(schedule.pk)]
+    pk = schedule.pk
+    schedule.delete()
+    assert notified() == [str(pk)]
+
+
+# -- schedules declared in settings ----------------------------------------------------
+
+DECLARED = {
+    "nightly-report": {
+        "cron": "30 2 * * *",
+        "timezone": "Europe/Berlin",
+        "task": "testproject.demo.tasks.record",
+        "args": ["report"],
+        "misfire": "skip",
+    }
+}
+
+
+def test_settings_schedules_are_created_once_and_the_database_wins_after(settings, caplog):
+    settings.PGJOBS = {**settings.PGJOBS, "SCHEDULES": DECLARED}
+    assert sync_from_settings() == ["nightly-report"]
+    row = Schedule.objects.get(name="nightly-report")
+    assert (row.cron, row.timezone, row.args, row.misfire) == (
+        "30 2 * * *",
+        "Europe/Berlin",
+        ["report"],
+        "skip",
+    )
+    row.cron = "45 3 * * *"  # edited in the admin
+    row.save()
+    with caplog.at_level(logging.WARNING, logger="django_pgjobs.schedules"):
+        assert sync_from_settings() == []
+    assert Schedule.objects.get(name="nightly-report").cron == "45 3 * * *"
+    assert "differs from its row" in caplog.text and "['cron']" in caplog.text
+
+
+def test_a_deleted_settings_schedule_comes_back_on_the_next_sync(settings):
+    settings.PGJOBS = {**settings.PGJOBS, "SCHEDULES": DECLARED}
+    sync_from_settings()
+    Schedule.objects.all().delete()
+    assert sync_from_settings() == ["nightly-report"]
+
+
+@pytest.mark.parametrize(
+    "entry, fragment",
+    [
+        ({"cron": "0 9 * * *"}, "missing ['task']"),
+        ({"cron": "0 9 * * *", "task": "testproject.demo.tasks.add", "when": 1}, "unknown option"),
+        ({"cron": "0 25 * * *", "task": "testproject.demo.tasks.add"}, "cron:"),
+        ({"cron": "0 9 * * *", "task": "x.y", "timezone": "Nowhere"}, "timezone:"),
+        ({"cron": "0 9 * * *", "task": "testproject.demo.tasks.add", "args": 5}, "args:"),
+        ({"cron": "0 9 * * *", "task": "testproject.demo.tasks.add", "misfire": "no"}, "misfire"),
+    ],
+)
+def test_bad_settings_schedules_fail_the_system_check_and_the_sync(entry, fragment, settings):
+    from django_pgjobs.checks import check_settings
+
+    settings.PGJOBS = {**settings.PGJOBS, "SCHEDULES": {"broken": entry}}
+    messages = [error.msg for error in check_settings()]
+    assert any(fragment in message for message in messages), messages
+    with pytest.raises(ImproperlyConfigured, match="broken"):
+        sync_from_settings()
+    assert not Schedule.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "setting, value, fragment",
+    [
+        ("MISFIRE_GRACE", -1, "must not be negative"),
+        ("PRUNE_AFTER", 0, "greater than 0"),
+        ("PRUNE_INTERVAL", 0, "Use None to turn it off"),
+        ("SCHEDULES", [], "must be dict"),
+    ],
+)
+def test_bad_scheduler_settings_fail_the_system_check(setting, value, fragment, settings):
+    from django_pgjobs.checks import check_settings
+
+    settings.PGJOBS = {**settings.PGJOBS, setting: value}
+    found = [f"{error.msg} {error.hint or ''}" for error in check_settings()]
+    assert any(fragment in message for message in found), found
+
+
+# -- firing ----------------------------------------------------------------------------
+
+
+def test_a_new_schedule_waits_for_its_first_tick_after_now(scheduler):
+    schedule = ScheduleFactory(cron="0 * * * *")
+    report = scheduler.run_once(at(10, 30))
+    assert report.fired == [] and not Job.objects.exists()
+    schedule.refresh_from_db()
+    assert schedule.next_fire_at == at(11)
+    assert report.next_wakeup == at(11)
+
+
+def test_at_its_tick_a_schedule_enqueues_its_job_records_the_tick_and_plans_the_next(scheduler):
+    schedule = hourly()
+    enqueued = []
+    job_enqueued.connect(receiver := lambda sender, job, **kw: enqueued.append(job.pk))
+    try:
+        report = scheduler.run_once(at(11, 0, 0.2))
+    finally:
+        job_enqueued.disconnect(receiver)
+    [fired] = report.fired
+    job = Job.objects.get()
+    assert (fired.fire_at, fired.job_id, fired.next_fire_at) == (at(11), job.pk, at(12))
+    assert (job.task, job.args, job.queue) == (schedule.task, schedule.args, "default")
+    assert job.meta == {"schedule": schedule.name, "fire_at": "2026-06-01T11:00:00+00:00"}
+    assert enqueued == [job.pk], "not enqueued through Job.enqueue"
+    tick = ScheduleTick.objects.get()
+    assert (tick.schedule, tick.fire_at, tick.job_id, tick.error) == (schedule, at(11), job.pk, "")
+    schedule.refresh_from_db()
+    assert (schedule.last_fire_at, schedule.next_fire_at) == (at(11), at(12))
+
+
+def test_a_tick_fires_once_however_often_schedulers_look(scheduler):
+    hourly()
+    for now in (at(11), at(11), at(11, 0, 1), at(11, 59, 59)):
+        Scheduler(routines=[]).run_once(now)
+        scheduler.run_once(now)
+    assert Job.objects.count() == 1
+
+
+def test_the_database_refuses_a_second_record_of_the_same_tick():
+    schedule = hourly()
+    ScheduleTick.objects.create(schedule=schedule, fire_at=at(11), fired_at=at(11))
+    with pytest.raises(IntegrityError), transaction.atomic():
+        ScheduleTick.objects.create(schedule=schedule, fire_at=at(11), fired_at=at(11, 0, 1))
+
+
+def test_a_tick_set_back_by_hand_does_not_fire_again(scheduler):
+    schedule = hourly()
+    scheduler.run_once(at(11))
+    Schedule.objects.filter(pk=schedule.pk).update(next_fire_at=at(11))  # someone meddles
+    report = scheduler.run_once(at(11, 0, 30))
+    assert report.fired[0].fire_at is None
+    assert Job.objects.count() == 1
+    schedule.refresh_from_db()
+    assert schedule.next_fire_at == at(12)
+
+
+def test_catch_up_fires_once_for_the_ticks_missed_while_no_scheduler_ran(scheduler):
+    schedule = hourly(misfire="catch_up")
+    [fired] = scheduler.run_once(at(15, 20)).fired
+    assert (fired.fire_at, fired.missed) == (at(15), 4)
+    assert Job.objects.count() == 1
+    schedule.refresh_from_db()
+    assert schedule.next_fire_at == at(16)
+
+
+def test_skip_drops_ticks_missed_beyond_the_grace_period(scheduler):
+    hourly(misfire="skip")
+    [fired] = scheduler.run_once(at(15, 20)).fired
+    assert (fired.fire_at, fired.missed) == (None, 5)
+    assert not Job.objects.exists()
+    [on_time] = scheduler.run_once(at(16, 0, 30)).fired  # within MISFIRE_GRACE (60 s)
+    assert on_time.fire_at == at(16)
+
+
+def test_disabled_schedules_do_not_fire(scheduler):
+    schedule = hourly()
+    Schedule.objects.filter(pk=schedule.pk).update(enabled=False)
+    assert scheduler.run_once(at(12)).fired == []
+    assert not Job.objects.exists()
+
+
+def test_queue_and_priority_of_a_schedule_override_the_task_defaults(scheduler):
+    hourly(queue="mail", priority=7)
+    scheduler.run_once(at(11))
+    assert Job.objects.values_list("queue", "priority").get() == ("mail", 7)
+
+
+def test_a_schedule_whose_task_is_gone_records_why_and_moves_on(scheduler, caplog):
+    schedule = hourly()
+    other = hourly(name="healthy")
+    Schedule.objects.filter(pk=schedule.pk).update(task="testproject.demo.tasks.removed")
+    with caplog.at_level(logging.ERROR):
+        report = scheduler.run_once(at(11))
+    assert {f.schedule: bool(f.error) for f in report.fired} == {
+        schedule.name: True,
+        "healthy": False,
+    }
+    tick = ScheduleTick.objects.get(schedule=schedule)
+    assert tick.job_id is None and "unknown task" in tick.error
+    assert Job.objects.get().args == other.args
+    assert scheduler.run_once(at(11, 0, 5)).fired == [], "the failed tick was retried"
+
+
+def test_a_row_broken_around_save_is_reported_once_and_others_still_fire(scheduler, caplog):
+    hourly(name="healthy")
+    broken = ScheduleFactory()
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE pgjobs_schedule SET cron = 'nonsense' WHERE id = %s", [broken.pk])
+    with caplog.at_level(logging.ERROR, logger="django_pgjobs.scheduler"):
+        scheduler.run_once(at(11))
+        scheduler.run_once(at(11, 0, 1))
+    assert Job.objects.count() == 1
+    assert caplog.text.count("'nonsense'") == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_schedule_another_scheduler_is_firing_is_skipped_not_waited_for(second_connection):
+    ScheduleFactory(cron="0 * * * *")
+    Scheduler(routines=[]).run_once(at(10, 30))
+    with psycopg.connect(**db.connection_params(), autocommit=False) as other:
+        other.execute("SELECT id FROM pgjobs_schedule FOR UPDATE")  # mid-fire elsewhere
+        report = Scheduler(routines=[]).run_once(at(11))
+        assert report.fired == []
+        assert report.next_wakeup == at(11)
+        other.rollback()
+    assert Scheduler(routines=[]).run_once(at(11)).fired[0].fire_at == at(11)
+
+
+def test_runscheduler_once_fires_what_is_due_and_exits(settings):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    settings.PGJOBS = {**settings.PGJOBS, "SCHEDULES": {}}
+    schedule = ScheduleFactory(cron="* * * * *")
+    Schedule.objects.filter(pk=schedule.pk).update(
+        next_fire_at=datetime.now(UTC).replace(second=0, microsecond=0)
+    )
+    out = StringIO()
+    call_command("runscheduler", "--once", "--no-maintenance", stdout=out)
+    assert "fired 1 tick(s)" in out.getvalue()
+    assert Job.objects.count() == 1
