@@ -97,6 +97,7 @@ class WorkerProcess(models.Model):
     class Meta:
         ordering = ["-started_at"]
         verbose_name = "worker process"
+        verbose_name_plural = "worker processes"
 
     def __str__(self) -> str:
         return f"worker {self.pk} ({self.host}:{self.pid})"
