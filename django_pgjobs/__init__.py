@@ -2,13 +2,22 @@
 
 from typing import TYPE_CHECKING, Any
 
-from .exceptions import DiscardJob, PayloadError, UnknownQueue, UnknownTask
+from .exceptions import DiscardJob, PayloadError, UnknownConnector, UnknownQueue, UnknownTask
 from .tasks import Task, task
 
 if TYPE_CHECKING:
     from .models import Job
 
-__all__ = ["DiscardJob", "Job", "PayloadError", "Task", "UnknownQueue", "UnknownTask", "task"]
+__all__ = [
+    "DiscardJob",
+    "Job",
+    "PayloadError",
+    "Task",
+    "UnknownConnector",
+    "UnknownQueue",
+    "UnknownTask",
+    "task",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -25,6 +25,10 @@ class PgJobsConfig(AppConfig):
 
         connection_created.connect(switch_off_in_database, dispatch_uid="pgjobs-events-off")
         post_migrate.connect(_sync_queues, sender=self)
+        if django_apps.is_installed("django.contrib.admin"):
+            # Connector and API token admins live beside their features.
+            from .api import admin as _api_admin  # noqa: F401
+            from .connectors import admin as _connector_admin  # noqa: F401
 
 
 def _sync_queues(using: str, apps: Any = None, **kwargs: Any) -> None:

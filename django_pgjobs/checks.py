@@ -54,7 +54,13 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
             errors.append(_error(f"PGJOBS[{key!r}] must be {names}, not {value!r}.", None, 3))
     if errors:
         return errors
-    return errors + _check_values() + _check_queues() + _check_scheduler()
+    return (
+        errors
+        + _check_values()
+        + _check_queues()
+        + _check_scheduler()
+        + _check_connector_settings()
+    )
 
 
 def _check_values() -> list[Error]:
@@ -138,4 +144,20 @@ def _check_scheduler() -> list[Error]:
             declared_schedule(name, options, offline=True)
         except ImproperlyConfigured as problem:
             errors.append(_error(str(problem), None, 22))
+    return errors
+
+
+def _check_connector_settings() -> list[Error]:
+    errors = []
+    keys = conf.get("SECRET_KEYS")
+    if any(not isinstance(key, str) or len(key) < 32 for key in keys):
+        errors.append(
+            _error(
+                "PGJOBS['SECRET_KEYS'] must be a list of strings of at least 32 characters.",
+                "Make one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'",
+                12,
+            )
+        )
+    if conf.get("CONNECTOR_BUSY_DELAY") <= 0:
+        errors.append(_error("PGJOBS['CONNECTOR_BUSY_DELAY'] must be greater than 0.", None, 4))
     return errors

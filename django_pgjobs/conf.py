@@ -49,6 +49,11 @@ DEFAULTS: dict[str, Any] = {
     "PRUNE_AFTER": 7 * 24 * 3600.0,
     # Seconds between prunes by the scheduler; None turns pruning off.
     "PRUNE_INTERVAL": 300.0,
+    # Keys that encrypt connector secrets: the first encrypts, all decrypt (rotation).
+    # Empty: derived from SECRET_KEY and SECRET_KEY_FALLBACKS.
+    "SECRET_KEYS": [],
+    # Seconds a job waits before trying again when its connector's concurrency is used up.
+    "CONNECTOR_BUSY_DELAY": 1.0,
 }
 
 # Types each key must have; QUEUES and BACKOFF are checked in depth by checks.py.
@@ -70,6 +75,8 @@ TYPES: dict[str, type | tuple[type, ...]] = {
     "MISFIRE_GRACE": (int, float),
     "PRUNE_AFTER": (int, float),
     "PRUNE_INTERVAL": (int, float, type(None)),
+    "SECRET_KEYS": (list, tuple),
+    "CONNECTOR_BUSY_DELAY": (int, float),
 }
 
 

@@ -13,7 +13,7 @@ import ctypes
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .exceptions import JobCancelled
 
@@ -41,6 +41,8 @@ class JobContext:
     # A plain flag, not a threading.Event: nobody waits on it, and a worker
     # makes one context per job (an Event costs a Condition and a lock).
     _cancelled: bool = False
+    #: The job's connector, loaded when the task starts (see django_pgjobs.connectors).
+    connector: Any = None
 
     @property
     def cancelled(self) -> bool:

@@ -13,6 +13,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from . import conf, db, dependencies, payload, queues, signals
+from .connectors.store import check_known as check_connector
 from .states import ACTIVE, JobState
 from .tasks import get_task
 
@@ -54,8 +55,9 @@ def build_job(spec: JobSpec, now: datetime) -> Job:
             f"on_dependency_failure must be one of {dependencies.ON_FAILURE}, "
             f"not {spec.on_dependency_failure!r}"
         )
-    if spec.connector is not None:
-        raise NotImplementedError("connectors are not supported yet")
+    connector = spec.connector or registered.connector
+    if connector is not None:
+        connector = check_connector(connector)
     max_attempts = spec.max_attempts or registered.max_attempts or _queue_max_attempts(queue)
     if max_attempts < 1:
         raise ValueError("max_attempts must be at least 1")
@@ -85,6 +87,7 @@ def build_job(spec: JobSpec, now: datetime) -> Job:
         state=JobState.SCHEDULED if run_at > now else JobState.AVAILABLE,
         unique_key=spec.unique_key or registered.unique_key(spec.args, spec.kwargs),
         meta=meta,
+        connector=connector,
     )
 
 

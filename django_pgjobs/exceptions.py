@@ -47,3 +47,11 @@ class DiscardJob(PgJobsError):
 
 class WorkerLost(PgJobsError):
     """Recorded by rescue on a job whose worker stopped heartbeating while running it."""
+
+
+class UnknownConnector(PgJobsError, LookupError):
+    def __init__(self, name: object) -> None:
+        self.name = name
+        super().__init__(
+            f"unknown connector {name!r}: create it in the admin (Background jobs → Connectors)"
+        )

@@ -8,7 +8,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
@@ -16,6 +16,8 @@ from django.utils import timezone
 
 from . import conf, signals, transitions
 from .backoff import Backoff
+from .connectors import runtime as connector_runtime
+from .connectors.errors import ConnectorBusy
 from .context import JobContext, _current
 from .dependencies import results_of_dependencies
 from .events import Change
@@ -39,9 +41,11 @@ def call_task(registered: Task[Any, Any], context: JobContext) -> Any:
     if job.meta.get("pass_results"):  # a gather job of a pipeline
         kwargs = {**kwargs, "results": results_of_dependencies(job)}
     try:
-        if not registered.is_async:
-            return registered.func(*job.args, **kwargs)
-        return _run_coroutine(registered, context, kwargs)
+        with connector_runtime.attached(context):
+            kwargs = {**kwargs, **connector_runtime.injected(registered.func, context)}
+            if not registered.is_async:
+                return registered.func(*job.args, **kwargs)
+            return _run_coroutine(registered, context, kwargs)
     finally:
         _current.reset(token)
 
@@ -90,11 +94,13 @@ def execute(job: Job, clock: Clock = timezone.now, context: JobContext | None = 
     return record([run(job, clock, context)])[0]
 
 
-def run(job: Job, clock: Clock = timezone.now, context: JobContext | None = None) -> Outcome:
+def run(job: Job, clock: Clock = timezone.now, context: JobContext | None = None) -> Outcome | str:
     """Run the task of a claimed job and return its outcome, not yet written.
 
     Writing is left to the caller so that a worker can write the outcomes of
-    many jobs in one statement (``record``). Never raises for anything the task does.
+    many jobs in one statement (``record``). A job that could not start (its
+    connector is busy) is snoozed here and then, and the state it ended in is
+    returned instead. Never raises for anything the task does.
     """
     context = context or JobContext(job)
     signals.job_started.send(sender=Job, job=job)
@@ -105,6 +111,8 @@ def run(job: Job, clock: Clock = timezone.now, context: JobContext | None = None
             return transitions.failed(job, error, clock(), discard=True)
         try:
             result = call_task(registered, context)
+        except ConnectorBusy as busy:  # not started: try again soon, attempt not counted
+            return _snooze(job, clock() + timedelta(seconds=busy.delay))
         except DiscardJob as error:
             return transitions.failed(job, error, clock(), discard=True)
         except BaseException as error:  # a task's failure, even SystemExit, is data
@@ -126,17 +134,35 @@ def _retry_or_discard(
         return transitions.failed(job, error, now, backoff=Backoff.from_dict(conf.get("BACKOFF")))
 
 
+def _snooze(job: Job, until: datetime) -> str:
+    """Hand a job that could not start back until ``until`` (lease-checked), now."""
+    delay, deadline = 0.1, time.monotonic() + 60.0
+    while True:
+        try:
+            return job.state if transitions.snooze(job, until) else "lost"
+        except (OperationalError, InterfaceError) as error:
+            if time.monotonic() > deadline:
+                logger.error("job %s: could not snooze it: %s", job.pk, error)
+                return "unrecorded"
+            for conn in connections.all(initialized_only=True):
+                conn.close()
+            time.sleep(delay)  # this thread has nothing else to do meanwhile
+            delay = min(delay * 2, 5.0)
+
+
 def record(
-    outcomes: Sequence[Outcome], publish: Callable[[Iterable[Change]], None] | None = None
+    items: Sequence[Outcome | str], publish: Callable[[Iterable[Change]], None] | None = None
 ) -> list[str]:
     """Write outcomes (one statement), retrying through a database outage for up to a minute.
 
     Returns, for each, the state its job ended in, "lost" if its lease was taken
     away, or "unrecorded" if the database stayed away: such a job stays
-    executing under our lease and is rescued once this worker is gone.
+    executing under our lease and is rescued once this worker is gone. Items
+    that are already a state (see ``run``) are passed through.
     """
+    outcomes = [item for item in items if isinstance(item, Outcome)]
     if not outcomes:
-        return []
+        return [str(item) for item in items]
     delay, deadline = 0.1, time.monotonic() + 60.0
     while True:
         try:
@@ -145,18 +171,23 @@ def record(
         except (OperationalError, InterfaceError) as error:
             if time.monotonic() > deadline:
                 logger.error("could not record %d outcome(s): %s", len(outcomes), error)
-                return ["unrecorded"] * len(outcomes)
+                return [item if isinstance(item, str) else "unrecorded" for item in items]
             logger.warning("database unavailable (%s); retrying outcome writes", error)
             for conn in connections.all(initialized_only=True):
                 conn.close()
             time.sleep(delay)  # this thread has nothing else to do meanwhile
             delay = min(delay * 2, 5.0)
-    states = []
-    for outcome, moved in zip(outcomes, written, strict=True):
-        if not moved:
-            logger.warning("job %s: outcome refused, its lease was taken away", outcome.job.pk)
-        states.append(outcome.job.state if moved else "lost")
-    return states
+    states = iter(written)
+    ended = []
+    for item in items:
+        if not isinstance(item, Outcome):
+            ended.append(item)
+        elif next(states):
+            ended.append(item.job.state)
+        else:
+            logger.warning("job %s: outcome refused, its lease was taken away", item.job.pk)
+            ended.append("lost")
+    return ended
 
 
 def drop_broken_connections() -> None:

@@ -97,6 +97,7 @@ class WorkerProcess(models.Model):
     class Meta:
         ordering = ["-started_at"]
         verbose_name = "worker process"
+        verbose_name_plural = "worker processes"
 
     def __str__(self) -> str:
         return f"worker {self.pk} ({self.host}:{self.pid})"
@@ -466,3 +467,116 @@ class Routine(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+# -- connectors and API tokens (issue 6) -----------------------------------------------
+
+
+class Connector(models.Model):
+    """A named configuration of an external system that jobs use, loaded at run time.
+
+    ``config`` holds the plain settings of its kind; secrets live encrypted in
+    ``encrypted_secrets`` (see ``django_pgjobs.secrets``) with only their names
+    in clear, so nothing here renders a secret by accident.
+    """
+
+    name = models.CharField(
+        max_length=100,
+        unique=True,
+        help_text="What jobs name it by: letters, digits, '_', '-', '.' or ':'.",
+    )
+    kind = models.CharField(max_length=50)
+    description = models.TextField(blank=True)
+    config = models.JSONField(default=dict, blank=True)
+    concurrency = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Most jobs using this connector at once across all workers; empty = no limit.",
+    )
+    encrypted_secrets = models.TextField(blank=True, default="", editable=False)
+    secret_names = models.JSONField(default=list, blank=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(name__regex=r"^[A-Za-z0-9_.:-]+$"), name="pgjobs_connector_name_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(concurrency__isnull=True) | Q(concurrency__gte=1),
+                name="pgjobs_connector_concurrency_positive",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def __repr__(self) -> str:
+        return f"<Connector {self.name!r} kind={self.kind!r} secrets={sorted(self.secret_names)}>"
+
+    def clean(self) -> None:
+        from .connectors.registry import validate_connector
+
+        validate_connector(self)
+
+    def get_secrets(self) -> dict[str, Any]:
+        from . import secrets
+
+        return secrets.decrypt(self.encrypted_secrets, f"connector {self.name!r}")
+
+    def set_secrets(self, values: dict[str, Any]) -> None:
+        """Replace every secret (not saved until ``save()``); {} removes them all."""
+        from . import secrets
+
+        self.encrypted_secrets = secrets.encrypt(values)
+        self.secret_names = sorted(values)
+
+    def update_secrets(self, changes: dict[str, Any], remove: Iterable[str] = ()) -> None:
+        """Set some secrets and remove others, keeping the rest."""
+        current = self.get_secrets() if self.encrypted_secrets else {}
+        current.update(changes)
+        for name in remove:
+            current.pop(name, None)
+        self.set_secrets(current)
+
+
+class ApiToken(models.Model):
+    """A bearer token of the HTTP API. Only its SHA-256 is stored; it is shown once."""
+
+    name = models.CharField(max_length=100, help_text="Who or what uses it.")
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    prefix = models.CharField(
+        max_length=12, editable=False, help_text="The token's first characters, to recognise it."
+    )
+    queues = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='Queues it may enqueue into, read and run; ["*"] for every queue.',
+    )
+    connectors = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='Connectors its jobs may name explicitly; ["*"] for every connector.',
+    )
+    can_enqueue = models.BooleanField(default=True, help_text="POST /jobs")
+    can_read = models.BooleanField(default=True, help_text="GET /jobs/<id>")
+    can_run = models.BooleanField(default=False, help_text="POST /jobs/run")
+    active = models.BooleanField(default=True, help_text="Untick to revoke.")
+    expires_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "API token"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    def allows_queue(self, queue: str) -> bool:
+        return "*" in self.queues or queue in self.queues
+
+    def allows_connector(self, name: str) -> bool:
+        return "*" in self.connectors or name in self.connectors

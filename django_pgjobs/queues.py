@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Iterable
 
 from . import conf
 from .exceptions import InvalidQueueName, UnknownQueue
@@ -59,3 +60,14 @@ def sync_from_settings(using: str | None = None) -> list[str]:
     ]
     Queue.objects.using(using).bulk_create(missing, ignore_conflicts=True)
     return [q.name for q in missing]
+
+
+def set_paused(names: Iterable[str], paused: bool, using: str | None = None) -> int:
+    """Pause or resume queues by name; returns how many rows changed.
+
+    Resuming wakes idle workers at once: the queue table's trigger notifies them.
+    """
+    from .models import Queue
+
+    rows = Queue.objects.using(using or conf.get("DATABASE")).filter(name__in=list(names))
+    return rows.exclude(paused=paused).update(paused=paused)

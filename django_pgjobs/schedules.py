@@ -11,6 +11,7 @@ tick and its job exist together or not at all.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 from django.core.exceptions import NON_FIELD_ERRORS, ImproperlyConfigured, ValidationError
 from django.db import IntegrityError, InterfaceError, OperationalError, transaction
 from django.db.models import Min, Q
+from django.utils import timezone
 
 from . import conf, payload, queues
 from .cron import Cron, InvalidCron, UnknownTimezone, plan
@@ -291,3 +293,34 @@ def prune_ticks(now: datetime, older_than: timedelta, using: str | None = None) 
     using = using or conf.get("DATABASE")
     deleted, _ = ScheduleTick.objects.using(using).filter(fired_at__lt=now - older_than).delete()
     return deleted
+
+
+# -- operator actions (admin, commands) ---------------------------------------------------
+
+
+def set_enabled(schedule_ids: Iterable[int], enabled: bool, using: str | None = None) -> int:
+    """Enable or disable schedules; returns how many changed.
+
+    The schedule table's triggers replan a re-enabled schedule from the first
+    tick after now (missed ticks don't fire) and wake the schedulers.
+    """
+    rows = Schedule.objects.using(using or conf.get("DATABASE")).filter(pk__in=list(schedule_ids))
+    return rows.exclude(enabled=enabled).update(enabled=enabled)
+
+
+def run_now(schedule: Schedule, now: datetime | None = None) -> Job:
+    """Enqueue the schedule's job at once, outside its cron ticks.
+
+    No tick is recorded and the next tick is unchanged: this is an extra run.
+    Raises what ``Job.enqueue`` raises (the task or queue is gone) and enqueues
+    nothing then.
+    """
+    now = now or timezone.now()
+    return Job.enqueue(
+        schedule.task,
+        args=schedule.args,
+        kwargs=schedule.kwargs,
+        queue=schedule.queue or None,
+        priority=schedule.priority,
+        meta={"schedule": schedule.name, "run_now": now.isoformat()},
+    )

@@ -37,6 +37,8 @@ class Task(Generic[P, R]):
     unique: bool = False
     unique_for: float | None = None
     is_async: bool = field(init=False)
+    #: Connector name used by jobs of this task unless the enqueue call names one.
+    connector: str | None = None
 
     def __post_init__(self) -> None:
         self.is_async = inspect.iscoroutinefunction(self.func)
@@ -100,6 +102,7 @@ def task(
     max_attempts: int | None = None,
     timeout: float | None = None,
     backoff: Backoff | dict[str, Any] | None = None,
+    connector: str | None = None,
     unique: bool = False,
     unique_for: float | None = None,
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
@@ -115,6 +118,7 @@ def task(
     max_attempts: int | None = None,
     timeout: float | None = None,
     backoff: Backoff | dict[str, Any] | None = None,
+    connector: str | None = None,
     unique: bool = False,
     unique_for: float | None = None,
 ) -> Any:
@@ -144,6 +148,7 @@ def task(
             max_attempts=max_attempts,
             timeout=timeout,
             backoff=backoff,
+            connector=connector,
             unique=unique,
             unique_for=unique_for,
         )

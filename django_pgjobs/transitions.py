@@ -17,13 +17,13 @@ from datetime import datetime
 from typing import Any
 
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from . import conf, db, events, signals
 from .backoff import Backoff
 from .models import Job, Queue
-from .states import RETRY_FROM, InvalidTransition, JobState, sources_of
+from .states import FINISHED, RETRY_FROM, InvalidTransition, JobState, sources_of
 from .workers import CONTROL_CHANNEL
 
 logger = logging.getLogger(__name__)
@@ -260,3 +260,85 @@ def cancel(job: Job, now: datetime | None = None) -> Job:
     elif not job.is_finished:
         raise InvalidTransition(job.pk, job.state, S.CANCELLED)
     return job
+
+
+def snooze(job: Job, until: datetime) -> bool:
+    """executing -> available at ``until`` without counting the attempt: the job could
+    not start yet (its connector is at its concurrency limit). Lease-checked."""
+    return _move(
+        job,
+        S.AVAILABLE,
+        lease_checked=True,
+        attempt=F("attempt") - 1,
+        run_at=until,
+        lease=None,
+        worker=None,
+    )
+
+
+# -- bulk operator actions: one UPDATE for a whole queryset ----------------------------
+
+
+def retry_many(jobs: QuerySet[Job], now: datetime | None = None) -> int:
+    """``retry`` for every job of ``jobs`` that may be retried, in one UPDATE.
+
+    Jobs in other states (executing, waiting, available) are left alone. Returns
+    how many jobs were made available.
+    """
+    now = now or timezone.now()
+    allowed = set(sources_of(S.AVAILABLE)) & {str(s) for s in RETRY_FROM}
+    return (
+        jobs.order_by()
+        .filter(state__in=sorted(allowed))
+        .update(state=S.AVAILABLE, run_at=now, finished_at=None, max_attempts=_at_least_one_more())
+    )
+
+
+def cancel_many(jobs: QuerySet[Job], now: datetime | None = None) -> int:
+    """``cancel`` for every unfinished job of ``jobs``, in one UPDATE; finished jobs
+    are left alone. Returns how many jobs were cancelled.
+
+    Like ``cancel``, workers running one of the jobs are told on commit (there are
+    at most as many executing jobs as worker threads, so that list stays short).
+    Unlike it, no ``job_cancelled`` signal is sent per job: that would mean loading
+    every row. The database trigger still checks each change.
+    """
+    now = now or timezone.now()
+    using = jobs.db
+    unfinished = jobs.order_by().filter(state__in=sources_of(S.CANCELLED))
+    with transaction.atomic(using=using):
+        running = list(
+            unfinished.filter(state=S.EXECUTING).select_for_update().values_list("pk", flat=True)
+        )
+        cancelled = unfinished.update(state=S.CANCELLED, finished_at=now, lease=None)
+        for job_id in running:
+            db.notify(CONTROL_CHANNEL, f"cancel:{job_id}", using)
+    return cancelled
+
+
+def delete_many(jobs: QuerySet[Job], now: datetime | None = None) -> int:
+    """Delete every job of ``jobs`` that is not executing; returns how many.
+
+    The dependency edges and the jobs go in one DELETE each (Django's cascade
+    would load every job into memory first). Jobs that were waiting for a deleted
+    unfinished job can never run: they are cancelled, as if their dependency had
+    failed. Executing jobs are kept: cancel them first.
+    """
+    from .models import JobDependency
+
+    using = jobs.db
+    doomed = jobs.order_by().exclude(state=S.EXECUTING)
+    ids = doomed.values("pk")
+    with transaction.atomic(using=using):
+        unfinished = doomed.exclude(state__in=sorted(FINISHED)).values("pk")
+        stranded = list(
+            JobDependency.objects.using(using)
+            .filter(depends_on__in=unfinished, satisfied=False)
+            .values_list("job_id", flat=True)
+            .distinct()
+        )
+        edges = JobDependency.objects.using(using).filter(Q(job__in=ids) | Q(depends_on__in=ids))
+        edges._raw_delete(using)
+        deleted = doomed._raw_delete(using)
+        cancel_many(Job.objects.using(using).filter(pk__in=stranded), now)
+    return deleted

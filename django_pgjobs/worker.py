@@ -29,6 +29,7 @@ from .models import Job, Queue, WorkerProcess
 from .notifier import JOBS_CHANNEL, Notifier
 from .pool import JobPool
 from .queues import check_known, sync_from_settings
+from .states import CLAIMABLE
 from .tasks import get_task
 from .transitions import Outcome
 from .workers import CONTROL_CHANNEL
@@ -54,6 +55,7 @@ class Worker:
         poll_interval: float | None = None,
         burst: bool = False,
         clock: Clock = timezone.now,
+        states: Iterable[str] | None = None,
     ) -> None:
         self.using = conf.get("DATABASE")
         self.queues = list(queues) if queues else all_queue_names(self.using)
@@ -65,6 +67,10 @@ class Worker:
         self.poll_interval = poll_interval or conf.get("POLL_INTERVAL")
         self.burst = burst
         self.clock = clock
+        # Which claimable states to take (POST /jobs/run?status=); all by default.
+        self.states = sorted(str(s) for s in (states or CLAIMABLE))
+        if not set(self.states) <= set(CLAIMABLE):
+            raise ValueError(f"states must be among {sorted(CLAIMABLE)}, not {self.states}")
         self.record: WorkerProcess | None = None
         self.running: dict[int, JobContext] = {}
         self.wakeup = threading.Event()
@@ -116,7 +122,13 @@ class Worker:
             config = configs.get(name) or {}
             if config.get("paused"):
                 continue
-            params = {"queue": name, "limit": wanted, "now": now, "worker_id": worker_id}
+            params = {
+                "queue": name,
+                "limit": wanted,
+                "now": now,
+                "worker_id": worker_id,
+                "states": self.states,
+            }
             if config.get("blocking") or config.get("concurrency") is not None:
                 claimed += self._claim_limited(params)
             else:
@@ -224,7 +236,7 @@ class Worker:
         with self._lock:
             self.stats[outcome] += 1
 
-    def _run(self, context: JobContext) -> Outcome:
+    def _run(self, context: JobContext) -> Outcome | str:
         return run(context.job, self.clock, context)
 
     def free_slots(self) -> int:

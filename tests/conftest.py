@@ -143,3 +143,7 @@ def worker_process(transactional_db: None) -> Iterator[Callable[..., WorkerProce
     for process in started:
         if process.proc.poll() is None:
             process.stop(signal.SIGKILL, timeout=10)
+
+
+# Local HTTP and SMTP servers for connector tests.
+from tests.peers import http_peer, smtp_peer  # noqa: E402, F401

@@ -9,7 +9,7 @@ import factory
 from django.utils import timezone
 
 from django_pgjobs.cron import Cron
-from django_pgjobs.models import Job, Queue, Schedule, WorkerProcess
+from django_pgjobs.models import Connector, Job, Queue, Schedule, WorkerProcess
 from django_pgjobs.states import JobState
 
 
@@ -105,3 +105,23 @@ class ScheduleFactory(factory.django.DjangoModelFactory):
                 lambda s: Cron.parse(s.cron, s.timezone).next_after(timezone.now())
             )
         )
+
+
+class ConnectorFactory(factory.django.DjangoModelFactory):
+    """A valid connector; ``ConnectorFactory(secrets={"token": "..."})`` stores them encrypted."""
+
+    class Meta:
+        model = Connector
+        django_get_or_create = ("name",)
+        skip_postgeneration_save = True
+
+    name = factory.Sequence(lambda n: f"connector-{n}")
+    kind = "http"
+    config = factory.LazyFunction(lambda: {"url": "http://127.0.0.1:9/hook"})
+
+    @factory.post_generation
+    def secrets(self, create: bool, extracted: dict | None, **kwargs: object) -> None:
+        if extracted:
+            self.set_secrets(extracted)
+            if create:
+                self.save()

@@ -49,7 +49,13 @@ def test_the_claim_query_uses_the_claim_index():
         cursor.execute("SET LOCAL enable_seqscan = off")
         cursor.execute(
             "EXPLAIN " + db.statement("claim"),
-            {"queue": "default", "limit": 10, "now": "2026-01-01T00:00:00Z", "worker_id": None},
+            {
+                "queue": "default",
+                "limit": 10,
+                "now": "2026-01-01T00:00:00Z",
+                "worker_id": None,
+                "states": ["available", "retryable", "scheduled"],
+            },
         )
         plan = "\n".join(row[0] for row in cursor.fetchall())
     assert "pgjobs_job_claim" in plan, plan

@@ -226,6 +226,6 @@ CREATE TRIGGER pgjobs_job_changed
 
 
 class Migration(migrations.Migration):
-    dependencies = [("pgjobs", "0003_schedules")]
+    dependencies = [("pgjobs", "0005_worker_process_plural")]
 
     operations = [migrations.RunSQL(FORWARD, REVERSE)]

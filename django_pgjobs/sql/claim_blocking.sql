@@ -1,6 +1,7 @@
 -- Claim the head of a blocking queue: nothing while one of its jobs executes;
 -- a job waiting for its retry is the head until it has run again, so order
 -- holds across failures. Only correct after lock_queue.sql in the same transaction.
+-- A head outside the requested states is left alone, and nothing behind it runs either.
 WITH publisher AS (
     -- The worker publishes these events itself once this commits (see events.py).
     SELECT set_config('pgjobs.publisher', statement_timestamp()::text, true)
@@ -24,5 +25,5 @@ FROM (
     LIMIT 1
     FOR UPDATE
 ) AS head, publisher
-WHERE job.id = head.id AND head.run_at <= %(now)s
+WHERE job.id = head.id AND head.run_at <= %(now)s AND head.state = ANY(%(states)s)
 RETURNING job.*, head.state AS previous

@@ -10,6 +10,7 @@ WITH publisher AS (
     WHERE queue = %(queue)s
       AND state IN ('available', 'scheduled', 'retryable')
       AND run_at <= %(now)s
+      AND state = ANY(%(states)s)
     ORDER BY priority DESC, run_at, id
     LIMIT greatest(0, least(
         %(limit)s,

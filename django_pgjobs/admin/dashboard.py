@@ -1,0 +1,77 @@
+"""The dashboard page and the JSON it refreshes itself from.
+
+The page is rendered once; ``static/pgjobs/dashboard.js`` then fetches
+``data/`` every few seconds and redraws the chart and tables in place, so
+nothing is loaded from outside the site (no CDN, no chart library).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.contrib.admin import ModelAdmin
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils import timezone
+
+from .. import stats
+
+#: How often the page asks for fresh numbers, in milliseconds.
+REFRESH_MS = 3000
+
+
+def dashboard_data(now: datetime | None = None) -> dict[str, Any]:
+    """Everything the dashboard shows, as JSON-ready values."""
+    now = now or timezone.now()
+    series = stats.throughput(now)
+    queues = []
+    for queue in stats.queue_depths(now):
+        oldest = queue["oldest_available_at"]
+        queues.append(
+            {
+                **{key: queue[key] for key in ("name", "paused", "blocking", "concurrency")},
+                "depth": queue["depth"],
+                "oldest_available_seconds": _age(now, oldest),
+                "url": reverse("admin:pgjobs_queue_change", args=[queue["name"]]),
+            }
+        )
+    ages = [q["oldest_available_seconds"] for q in queues if q["oldest_available_seconds"]]
+    return {
+        "generated_at": now.isoformat(),
+        "throughput": [{**point, "minute": point["minute"].isoformat()} for point in series],
+        "totals": {
+            "completed": sum(point["completed"] for point in series),
+            "failed": sum(point["failed"] for point in series),
+        },
+        "queues": queues,
+        "oldest_available_seconds": max(ages, default=None),
+        "workers": stats.worker_summary(now),
+    }
+
+
+def _age(now: datetime, since: datetime | None) -> float | None:
+    return None if since is None else max(0.0, (now - since).total_seconds())
+
+
+class DashboardViews:
+    def __init__(self, model_admin: ModelAdmin) -> None:
+        self.model_admin = model_admin
+
+    def page(self, request: HttpRequest) -> HttpResponse:
+        admin_site = self.model_admin.admin_site
+        context = {
+            **admin_site.each_context(request),
+            "opts": self.model_admin.opts,
+            "title": "Job dashboard",
+            "data": dashboard_data(),
+            "data_url": reverse("admin:pgjobs_dashboard_data"),
+            "refresh_ms": REFRESH_MS,
+        }
+        return TemplateResponse(request, "admin/pgjobs/dashboard.html", context)
+
+    def data(self, request: HttpRequest) -> HttpResponse:
+        response = JsonResponse(dashboard_data())
+        response["Cache-Control"] = "no-store"
+        return response

@@ -1,0 +1,309 @@
+"""The job console: a changelist that stays fast at millions of rows, a detail page
+with every attempt's traceback, and operator actions that go through ``transitions``."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from django.contrib import admin, messages
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.views.main import ChangeList
+from django.core.exceptions import PermissionDenied
+from django.db.models import Q, QuerySet, TextField
+from django.db.models.functions import Cast
+from django.db.models.lookups import Contains
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseNotAllowed,
+    HttpResponseRedirect,
+    QueryDict,
+)
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html
+from django.utils.text import Truncator
+
+from .. import stats, transitions
+from ..models import Job, JobDependency
+from ..states import FINISHED, RETRY_FROM, InvalidTransition, JobState
+from .base import OperatorAdmin
+from .dashboard import DashboardViews
+from .filters import QueueFilter, StateFilter, TaskFilter
+from .paginator import EstimatingPaginator
+from .timeline import timeline
+
+S = JobState
+#: Dependencies and dependents listed on a job's page; a pipeline can fan out to thousands.
+LINKED_JOBS = 50
+
+
+class JobAdmin(OperatorAdmin):
+    list_display = (
+        "id",
+        "task",
+        "state_badge",
+        "queue",
+        "attempts",
+        "args_preview",
+        "run_at",
+        "finished_at",
+    )
+    list_display_links = ("id", "task")
+    list_filter = (StateFilter, QueueFilter, TaskFilter)
+    search_fields = ("task",)  # shows the search box; get_search_results does the work
+    search_help_text = "A job id (finds that job), or text in the task name or the arguments."
+    date_hierarchy = "created_at"
+    sortable_by = ("id",)  # the one order an index serves on millions of rows
+    paginator = EstimatingPaginator
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER  # facets count every row: stats.tally instead
+    list_per_page = 50
+    actions = ("retry_jobs", "cancel_jobs", "delete_jobs")
+    change_list_template = "admin/pgjobs/job/change_list.html"
+
+    # -- what is shown -----------------------------------------------------------------
+
+    @admin.display(description="state")
+    def state_badge(self, job: Job) -> str:
+        return format_html('<span class="pgjobs-state pgjobs-{}">{}</span>', job.state, job.state)
+
+    @admin.display(description="attempts")
+    def attempts(self, job: Job) -> str:
+        return f"{job.attempt}/{job.max_attempts}"
+
+    @admin.display(description="arguments")
+    def args_preview(self, job: Job) -> str:
+        shown = ", ".join(
+            [repr(a) for a in job.args] + [f"{k}={v!r}" for k, v in job.kwargs.items()]
+        )
+        return Truncator(shown).chars(40)
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Job], search_term: str
+    ) -> tuple[QuerySet[Job], bool]:
+        """A number (or #number) finds that job by id, through the primary key.
+
+        Other text is looked for in the task name (any case) and in the JSON of the
+        arguments (exact case: a plain LIKE on the JSON text costs half of ILIKE).
+        That is a scan of the table, so the state tabs skip their counts meanwhile.
+        """
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        number = term.removeprefix("#")
+        if number.isdigit() and int(number) < 2**63:
+            return queryset.filter(pk=int(number)), False
+        in_json = [Contains(Cast(field, TextField()), term) for field in ("args", "kwargs")]
+        return queryset.filter(Q(task__icontains=term) | Q(in_json[0]) | Q(in_json[1])), False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # jobs are enqueued by code, with validation the admin form can't give
+
+    def has_delete_permission(self, request: HttpRequest, obj: Job | None = None) -> bool:
+        if obj is not None and obj.state == S.EXECUTING:
+            return False  # its worker still holds it: cancel first
+        return super().has_delete_permission(request, obj)
+
+    def delete_model(self, request: HttpRequest, obj: Job) -> None:
+        transitions.delete_many(Job.objects.filter(pk=obj.pk))
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        transitions.delete_many(queryset)
+
+    def get_actions(self, request: HttpRequest, action_location: Any = None) -> dict[str, Any]:
+        # action_location exists from Django 6.1 on; 5.2 calls get_actions(request).
+        if action_location is None:
+            actions = super().get_actions(request)
+        else:
+            actions = super().get_actions(request, action_location=action_location)
+        # Django's version loads and lists every selected object; ours is one DELETE.
+        actions.pop("delete_selected", None)
+        return actions
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        response = super().changelist_view(request, extra_context)
+        context = getattr(response, "context_data", None)
+        if context and isinstance(context.get("cl"), ChangeList):
+            context.update(self._state_tabs(request, context["cl"]))
+        return response
+
+    def _state_tabs(self, request: HttpRequest, cl: ChangeList) -> dict[str, Any]:
+        """Tallies per state under the current filters other than state, as tabs."""
+        others = cl.get_queryset(request, exclude_parameters=[StateFilter.parameter_name])
+        # A text search scans the table; counting per state would scan it again.
+        searching = bool(cl.query) and not cl.query.strip().removeprefix("#").isdigit()
+        tallies = {} if searching else stats.state_tallies(others)
+        current = request.GET.get(StateFilter.parameter_name)
+        tabs = [
+            {
+                "state": state.value,
+                "label": state.label,
+                "tally": tallies.get(state.value),
+                "url": cl.get_query_string({StateFilter.parameter_name: state.value}, ["p"]),
+                "selected": current == state.value,
+            }
+            for state in JobState
+        ]
+        return {
+            "state_tabs": tabs,
+            "all_states_url": cl.get_query_string(remove=[StateFilter.parameter_name, "p"]),
+            "discarded_tally": tallies.get(S.DISCARDED.value),
+            "counted": not searching,
+            "can_retry_discarded": self.has_change_permission(request),
+            "filters_query": cl.get_query_string(remove=["p"]).removeprefix("?"),
+        }
+
+    # -- the detail page -----------------------------------------------------------------
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        """A read-only page: a job's fields change only through its actions."""
+        if request.method != "GET":
+            return HttpResponseNotAllowed(["GET"])
+        if not self.has_view_or_change_permission(request):
+            raise PermissionDenied
+        job = self.get_object(request, object_id)
+        if job is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        can_change = self.has_change_permission(request, job)
+        return self.render_page(
+            request,
+            "admin/pgjobs/job/detail.html",
+            title=f"Job #{job.pk}",
+            job=job,
+            original=job,
+            timeline=timeline(job),
+            can_retry=can_change and job.state in RETRY_FROM,
+            can_cancel=can_change and job.state not in FINISHED,
+            can_delete=self.has_delete_permission(request, job) and job.state != S.EXECUTING,
+            worker_url=self._worker_url(job),
+            waits_for=JobDependency.objects.filter(job=job)
+            .select_related("depends_on")
+            .order_by("depends_on_id")[:LINKED_JOBS],
+            needed_by=JobDependency.objects.filter(depends_on=job)
+            .select_related("job")
+            .order_by("job_id")[:LINKED_JOBS],
+            queue_url=reverse("admin:pgjobs_queue_change", args=[job.queue]),
+            has_view_permission=True,
+        )
+
+    def _worker_url(self, job: Job) -> str | None:
+        if job.worker_id is None or job.state != S.EXECUTING:
+            return None
+        return reverse("admin:pgjobs_workerprocess_change", args=[job.worker_id])
+
+    # -- operator actions: one job -------------------------------------------------------
+
+    def get_urls(self) -> list[URLPattern]:
+        dashboard = DashboardViews(self)
+        own = [
+            path("<int:job_id>/retry/", self.operator_view(self.retry_view, "change"),
+                 name="pgjobs_job_retry"),
+            path("<int:job_id>/cancel/", self.operator_view(self.cancel_view, "change"),
+                 name="pgjobs_job_cancel"),
+            path("retry-discarded/", self.operator_view(self.retry_discarded_view, "change"),
+                 name="pgjobs_job_retry_discarded"),
+            path("dashboard/", self.reader_view(dashboard.page), name="pgjobs_dashboard"),
+            path("dashboard/data/", self.reader_view(dashboard.data),
+                 name="pgjobs_dashboard_data"),
+        ]  # fmt: skip
+        return own + super().get_urls()
+
+    def retry_view(self, request: HttpRequest, job_id: int) -> HttpResponse:
+        job = get_object_or_404(self.get_queryset(request), pk=job_id)
+        try:
+            transitions.retry(job)
+        except InvalidTransition:
+            self.message_user(request, f"Job #{job.pk} is {job.state}: it can't be retried now.",
+                              messages.ERROR)  # fmt: skip
+        else:
+            self.message_user(request, f"Job #{job.pk} will run again.", messages.SUCCESS)
+        return HttpResponseRedirect(reverse("admin:pgjobs_job_change", args=[job.pk]))
+
+    def cancel_view(self, request: HttpRequest, job_id: int) -> HttpResponse:
+        job = get_object_or_404(self.get_queryset(request), pk=job_id)
+        before = job.state
+        try:
+            transitions.cancel(job)
+        except InvalidTransition:
+            self.message_user(request, f"Job #{job.pk} could not be cancelled.", messages.ERROR)
+        else:
+            if before in FINISHED:
+                self.message_user(request, f"Job #{job.pk} had already finished ({before}).",
+                                  messages.WARNING)  # fmt: skip
+            else:
+                self.message_user(request, f"Job #{job.pk} cancelled.", messages.SUCCESS)
+        return HttpResponseRedirect(reverse("admin:pgjobs_job_change", args=[job.pk]))
+
+    def retry_discarded_view(self, request: HttpRequest) -> HttpResponse:
+        """Retry every discarded job matching the changelist's filters, in one UPDATE."""
+        filters = request.POST.get("filters", "")
+        listing = copy.copy(request)
+        listing.GET = QueryDict(filters)
+        listing.method = "GET"
+        changelist = reverse("admin:pgjobs_job_changelist")
+        try:
+            cl = self.get_changelist_instance(listing)
+            others = cl.get_queryset(listing, exclude_parameters=[StateFilter.parameter_name])
+        except IncorrectLookupParameters as error:
+            self.message_user(request, f"Nothing retried: bad filter ({error}).", messages.ERROR)
+            return HttpResponseRedirect(changelist)
+        retried = transitions.retry_many(others.filter(state=S.DISCARDED))
+        self.message_user(request, f"{retried:,} discarded job(s) will run again.",
+                          messages.SUCCESS)  # fmt: skip
+        return HttpResponseRedirect(f"{changelist}?{filters}" if filters else changelist)
+
+    # -- operator actions: many jobs -------------------------------------------------------
+
+    @admin.action(description="Retry selected jobs", permissions=["change"])
+    def retry_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        retried = transitions.retry_many(queryset)
+        self.message_user(
+            request,
+            f"{retried:,} job(s) will run again. Executing, waiting and available jobs "
+            "were left alone.",
+            messages.SUCCESS,
+        )
+
+    @admin.action(description="Cancel selected jobs", permissions=["change"])
+    def cancel_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        cancelled = transitions.cancel_many(queryset)
+        self.message_user(
+            request,
+            f"{cancelled:,} job(s) cancelled. Finished jobs were left alone.",
+            messages.SUCCESS,
+        )
+
+    @admin.action(description="Delete selected jobs", permissions=["delete"])
+    def delete_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> HttpResponse | None:
+        """Ask once, then delete with one statement. Executing jobs are kept: cancel first."""
+        deletable = queryset.exclude(state=S.EXECUTING)
+        if request.POST.get("confirmed") != "yes":
+            return TemplateResponse(
+                request,
+                "admin/pgjobs/job/delete_confirmation.html",
+                self.operator_context(
+                    request,
+                    title="Delete jobs?",
+                    tally=stats.tally(deletable),
+                    post=request.POST,
+                    selected=request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME),
+                ),
+            )
+        deleted = transitions.delete_many(queryset)
+        self.message_user(
+            request,
+            f"{deleted:,} job(s) deleted. Executing jobs were kept: cancel them first.",
+            messages.SUCCESS,
+        )
+        return None

@@ -1,0 +1,211 @@
+"""Cron schedules: when they fire next, on their own clock; enable, disable, run now."""
+
+from __future__ import annotations
+
+import zoneinfo
+from datetime import datetime
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.urls import URLPattern, path, reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+
+from .. import schedules
+from ..cron import InvalidCron, UnknownTimezone
+from ..models import Schedule
+from .base import OperatorAdmin
+
+#: Upcoming fire times listed on a schedule's page.
+UPCOMING = 5
+#: Fired ticks listed on a schedule's page.
+RECENT_TICKS = 10
+
+
+def fire_times(schedule: Schedule, now: datetime, count: int = UPCOMING) -> list[datetime]:
+    """The next ``count`` fire times after ``now``, on the schedule's own clock.
+
+    Computed from the expression, not read from ``next_fire_at``, so a schedule
+    no scheduler has planned yet (or a disabled one) shows them too.
+    """
+    try:
+        zone = schedule.cron_schedule().zone
+        return [instant.astimezone(zone) for instant in schedule.upcoming(count, after=now)]
+    except (InvalidCron, UnknownTimezone):
+        return []
+
+
+def _local(instant: datetime | None, zone_name: str) -> str:
+    if instant is None:
+        return "—"
+    try:
+        zone = zoneinfo.ZoneInfo(zone_name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        zone = timezone.get_current_timezone()
+    return instant.astimezone(zone).strftime("%a %Y-%m-%d %H:%M %Z")
+
+
+class ScheduleAdmin(OperatorAdmin):
+    list_display = (
+        "name",
+        "cron",
+        "timezone",
+        "task",
+        "queue",
+        "enabled_toggle",
+        "next_fire",
+        "last_fire",
+        "run_now_button",
+    )
+    list_display_links = ("name",)
+    search_fields = ("name", "task")
+    show_facets = admin.ShowFacets.NEVER
+    actions = ("enable_schedules", "disable_schedules", "run_schedules_now")
+    readonly_fields = ("next_fire_times", "last_fire_at", "next_fire_at", "recent_ticks")
+    fieldsets = (
+        (None, {"fields": ("name", "enabled", "cron", "timezone", "next_fire_times")}),
+        ("Job", {"fields": ("task", "args", "kwargs", "queue", "priority")}),
+        ("Ticks", {"fields": ("misfire", "last_fire_at", "next_fire_at", "recent_ticks")}),
+    )
+
+    # -- what is shown ---------------------------------------------------------------------
+
+    @admin.display(description="next fire (its timezone)", ordering="next_fire_at")
+    def next_fire(self, schedule: Schedule) -> str:
+        if not schedule.enabled:
+            return "disabled"
+        upcoming = schedule.next_fire_at or next(
+            iter(fire_times(schedule, timezone.now(), 1)), None
+        )
+        return _local(upcoming, schedule.timezone)
+
+    @admin.display(description="last fire", ordering="last_fire_at")
+    def last_fire(self, schedule: Schedule) -> str:
+        return _local(schedule.last_fire_at, schedule.timezone)
+
+    @admin.display(description="next fire times")
+    def next_fire_times(self, schedule: Schedule) -> str:
+        if schedule.pk is None:
+            return "shown once saved"
+        times = fire_times(schedule, timezone.now())
+        if not times:
+            return "—"
+        return format_html_join(
+            "", "<div>{}</div>", ((t.strftime("%a %Y-%m-%d %H:%M %Z"),) for t in times)
+        )
+
+    @admin.display(description="recent ticks")
+    def recent_ticks(self, schedule: Schedule) -> str:
+        if schedule.pk is None:
+            return "—"
+        ticks = schedule.ticks.order_by("-fire_at")[:RECENT_TICKS]
+        if not ticks:
+            return "none yet"
+        return format_html_join(
+            "",
+            "<div>{} → {}</div>",
+            (
+                (
+                    _local(tick.fire_at, schedule.timezone),
+                    format_html('<a href="{}">job #{}</a>',
+                                reverse("admin:pgjobs_job_change", args=[tick.job_id]),
+                                tick.job_id)
+                    if tick.job_id else format_html("<span class=\"pgjobs-error\">{}</span>",
+                                                    tick.error or "no job"),
+                )
+                for tick in ticks
+            ),
+        )  # fmt: skip
+
+    @admin.display(description="enabled", ordering="enabled")
+    def enabled_toggle(self, schedule: Schedule) -> str:
+        action = "disable" if schedule.enabled else "enable"
+        return format_html(
+            '<span class="pgjobs-{}">{}</span> <button type="submit" class="button" '
+            'formaction="{}">{}</button>',
+            "running" if schedule.enabled else "paused",
+            "enabled" if schedule.enabled else "disabled",
+            reverse(f"admin:pgjobs_schedule_{action}", args=[schedule.pk]),
+            action.capitalize(),
+        )
+
+    @admin.display(description="run now")
+    def run_now_button(self, schedule: Schedule) -> str:
+        return format_html(
+            '<button type="submit" class="button" formaction="{}">Run now</button>',
+            reverse("admin:pgjobs_schedule_run_now", args=[schedule.pk]),
+        )
+
+    def get_list_display(self, request: HttpRequest) -> tuple[str, ...]:
+        shown = tuple(super().get_list_display(request))
+        if self.has_change_permission(request):
+            return shown
+        hidden = {"run_now_button"}
+        swapped = {"enabled_toggle": "enabled"}
+        return tuple(swapped.get(name, name) for name in shown if name not in hidden)
+
+    # -- operator actions --------------------------------------------------------------------
+
+    def get_urls(self) -> list[URLPattern]:
+        own = [
+            path("<int:schedule_id>/enable/", self.operator_view(self.enable_view, "change"),
+                 name="pgjobs_schedule_enable"),
+            path("<int:schedule_id>/disable/", self.operator_view(self.disable_view, "change"),
+                 name="pgjobs_schedule_disable"),
+            path("<int:schedule_id>/run-now/", self.operator_view(self.run_now_view, "change"),
+                 name="pgjobs_schedule_run_now"),
+        ]  # fmt: skip
+        return own + super().get_urls()
+
+    def enable_view(self, request: HttpRequest, schedule_id: int) -> HttpResponse:
+        return self._set_enabled(request, schedule_id, enabled=True)
+
+    def disable_view(self, request: HttpRequest, schedule_id: int) -> HttpResponse:
+        return self._set_enabled(request, schedule_id, enabled=False)
+
+    def _set_enabled(
+        self, request: HttpRequest, schedule_id: int, *, enabled: bool
+    ) -> HttpResponse:
+        schedule = get_object_or_404(Schedule, pk=schedule_id)
+        schedules.set_enabled([schedule.pk], enabled)
+        verb = "enabled" if enabled else "disabled"
+        self.message_user(request, f"Schedule {schedule.name} {verb}.", messages.SUCCESS)
+        return HttpResponseRedirect(reverse("admin:pgjobs_schedule_changelist"))
+
+    def run_now_view(self, request: HttpRequest, schedule_id: int) -> HttpResponse:
+        schedule = get_object_or_404(Schedule, pk=schedule_id)
+        self._run_now(request, [schedule])
+        return HttpResponseRedirect(reverse("admin:pgjobs_schedule_changelist"))
+
+    def _run_now(self, request: HttpRequest, chosen: Any) -> None:
+        for schedule in chosen:
+            try:
+                job = schedules.run_now(schedule)
+            except Exception as error:  # the task or queue is gone: say which, go on
+                self.message_user(request, f"Schedule {schedule.name}: nothing enqueued: "
+                                  f"{type(error).__name__}: {error}", messages.ERROR)  # fmt: skip
+                continue
+            url = reverse("admin:pgjobs_job_change", args=[job.pk])
+            self.message_user(
+                request,
+                format_html('Schedule {} enqueued <a href="{}">job #{}</a>.', schedule.name,
+                            url, job.pk),
+                messages.SUCCESS,
+            )  # fmt: skip
+
+    @admin.action(description="Enable selected schedules", permissions=["change"])
+    def enable_schedules(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:
+        changed = schedules.set_enabled(queryset.values_list("pk", flat=True), True)
+        self.message_user(request, f"{changed} schedule(s) enabled.", messages.SUCCESS)
+
+    @admin.action(description="Disable selected schedules", permissions=["change"])
+    def disable_schedules(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:
+        changed = schedules.set_enabled(queryset.values_list("pk", flat=True), False)
+        self.message_user(request, f"{changed} schedule(s) disabled.", messages.SUCCESS)
+
+    @admin.action(description="Run selected schedules now", permissions=["change"])
+    def run_schedules_now(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:
+        self._run_now(request, queryset)

@@ -1,0 +1,67 @@
+"""A job's history as a list of events, oldest first, for the detail page."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from ..models import Job
+from ..states import JobState
+
+S = JobState
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: str  # css class: enqueued, started, failed, completed, discarded, cancelled, pending
+    title: str
+    at: datetime | None = None
+    error: str = ""
+    traceback: str = ""
+
+
+def _parse(at: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(at) if at else None
+    except (TypeError, ValueError):
+        return None
+
+
+def timeline(job: Job) -> list[Event]:
+    """Enqueued, then each failed attempt with its error, then where the job is now."""
+    events = [Event("enqueued", f"Enqueued on queue {job.queue}", job.created_at)]
+    for record in job.errors or []:
+        events.append(
+            Event(
+                "failed",
+                f"Attempt {record.get('attempt', '?')} failed",
+                _parse(record.get("at")),
+                error=str(record.get("error", "")),
+                traceback=str(record.get("traceback", "")),
+            )
+        )
+    events.append(_now(job))
+    return events
+
+
+def _now(job: Job) -> Event:
+    state = S(job.state)
+    if state == S.EXECUTING:
+        where = f" on worker {job.worker_id}" if job.worker_id else ""
+        return Event("started", f"Attempt {job.attempt} running{where}", job.attempted_at)
+    if state == S.COMPLETED:
+        return Event("completed", f"Attempt {job.attempt} completed", job.finished_at)
+    if state == S.DISCARDED:
+        return Event("discarded", f"Discarded after {job.attempt} attempt(s)", job.finished_at)
+    if state == S.CANCELLED:
+        return Event("cancelled", "Cancelled", job.finished_at)
+    if state == S.RETRYABLE:
+        return Event("pending", f"Attempt {job.attempt + 1} due", job.run_at)
+    if state == S.SCHEDULED:
+        return Event("pending", "Scheduled to run", job.run_at)
+    if state == S.WAITING:
+        count = job.pending_dependencies
+        noun = "dependency" if count == 1 else "dependencies"
+        return Event("pending", f"Waiting for {count} unfinished {noun}")
+    return Event("pending", "Available: waiting for a worker since", job.run_at)

@@ -1,0 +1,158 @@
+"""Worker processes: who is alive, what each holds, and the kill switch."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery, Value
+from django.db.models.functions import Coalesce
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.urls import URLPattern, path, reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+
+from .. import conf, workers
+from ..models import Job, WorkerProcess
+from ..states import JobState
+from ..templatetags.pgjobs_admin import duration
+from .base import OperatorAdmin
+
+
+class WorkerProcessAdmin(OperatorAdmin):
+    list_display = (
+        "id",
+        "host",
+        "pid",
+        "queue_names",
+        "concurrency",
+        "started_at",
+        "heartbeat",
+        "held_jobs",
+        "stop_button",
+    )
+    show_facets = admin.ShowFacets.NEVER
+    actions = ("stop_workers",)
+    change_form_template = "admin/pgjobs/workerprocess/change_form.html"
+    fields = (
+        "host",
+        "pid",
+        "queues",
+        "concurrency",
+        "started_at",
+        "heartbeat",
+        "stop_requested",
+        "held_job_list",
+    )
+    readonly_fields = fields
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[WorkerProcess]:
+        # A subquery per row reads the pgjobs_job_held index; a JOIN would scan all jobs.
+        held = (
+            Job.objects.filter(worker=OuterRef("pk"), state=JobState.EXECUTING)
+            .order_by()
+            .values("worker")
+            .annotate(n=Count("*"))
+            .values("n")
+        )
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(held=Coalesce(Subquery(held, output_field=IntegerField()), Value(0)))
+        )
+
+    def get_list_display(self, request: HttpRequest) -> tuple[str, ...]:
+        shown = tuple(super().get_list_display(request))
+        if self.has_change_permission(request):
+            return shown
+        return tuple("stop_requested" if name == "stop_button" else name for name in shown)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # rows are written by the workers themselves
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        extra = {
+            **(extra_context or {}),
+            "show_save": False,
+            "show_save_and_continue": False,
+            "show_save_and_add_another": False,
+            "can_stop": self.has_change_permission(request),
+        }
+        return super().change_view(request, object_id, form_url, extra)
+
+    @admin.display(description="queues")
+    def queue_names(self, worker: WorkerProcess) -> str:
+        return ", ".join(worker.queues) if worker.queues else "all"
+
+    @admin.display(description="last heartbeat", ordering="heartbeat_at")
+    def heartbeat(self, worker: WorkerProcess) -> str:
+        age = max(0, int((timezone.now() - worker.heartbeat_at).total_seconds()))
+        stale = timedelta(seconds=age) > timedelta(seconds=conf.get("WORKER_STALE_AFTER"))
+        return format_html(
+            '<span class="pgjobs-{}">{} ago{}</span>',
+            "stale" if stale else "live",
+            duration(age),
+            " (stale)" if stale else "",
+        )
+
+    @admin.display(description="jobs held", ordering="held")
+    def held_jobs(self, worker: WorkerProcess) -> str:
+        count = getattr(worker, "held", 0)
+        url = reverse("admin:pgjobs_job_changelist")
+        return format_html('<a href="{}?worker={}&state=executing">{}</a>', url, worker.pk, count)
+
+    @admin.display(description="jobs held")
+    def held_job_list(self, worker: WorkerProcess) -> str:
+        jobs = Job.objects.filter(worker=worker, state=JobState.EXECUTING).order_by("pk")[:100]
+        if not jobs:
+            return "none"
+        return format_html_join(
+            "",
+            '<div><a href="{}">#{} {}</a> (attempt {}, since {})</div>',
+            (
+                (reverse("admin:pgjobs_job_change", args=[j.pk]), j.pk, j.task, j.attempt,
+                 j.attempted_at)
+                for j in jobs
+            ),
+        )  # fmt: skip
+
+    @admin.display(description="stop")
+    def stop_button(self, worker: WorkerProcess) -> str:
+        if worker.stop_requested:
+            return "stopping…"
+        return format_html(
+            '<button type="submit" class="button" formaction="{}">Stop</button>',
+            reverse("admin:pgjobs_workerprocess_stop", args=[worker.pk]),
+        )
+
+    def get_urls(self) -> list[URLPattern]:
+        own = [
+            path("<int:worker_id>/stop/", self.operator_view(self.stop_view, "change"),
+                 name="pgjobs_workerprocess_stop"),
+        ]  # fmt: skip
+        return own + super().get_urls()
+
+    def stop_view(self, request: HttpRequest, worker_id: int) -> HttpResponse:
+        worker = get_object_or_404(WorkerProcess, pk=worker_id)
+        workers.request_stop([worker.pk])
+        self.message_user(
+            request,
+            f"Worker {worker.pk} ({worker.host}:{worker.pid}) will stop at its next heartbeat.",
+            messages.SUCCESS,
+        )
+        return HttpResponseRedirect(reverse("admin:pgjobs_workerprocess_changelist"))
+
+    @admin.action(description="Stop selected workers", permissions=["change"])
+    def stop_workers(self, request: HttpRequest, queryset: QuerySet[WorkerProcess]) -> None:
+        stopped = workers.request_stop(queryset.values_list("pk", flat=True))
+        self.message_user(
+            request, f"{stopped} worker(s) will stop at their next heartbeat.", messages.SUCCESS
+        )

@@ -1,0 +1,88 @@
+"""API tokens: issued once in clear, stored as SHA-256, checked on every request.
+
+Tokens are 256 random bits, so a plain SHA-256 is enough to store them (a slow
+password hash protects guessable secrets, which these are not) and lets the
+lookup be one indexed query.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+from django.utils import timezone
+
+from .. import conf
+from ..models import ApiToken
+
+PREFIX = "pgj_"
+#: last_used_at is written at most this often per token, not on every request.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+class TokenRefused(Exception):
+    """Why a request's token does not authenticate it (always a 401)."""
+
+
+def digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def generate() -> tuple[str, str, str]:
+    """A new token: (the token itself, its digest to store, its prefix to show)."""
+    plain = PREFIX + secrets.token_urlsafe(32)
+    return plain, digest(plain), plain[:12]
+
+
+def issue(
+    name: str,
+    queues: Iterable[str],
+    *,
+    can_enqueue: bool = True,
+    can_read: bool = True,
+    can_run: bool = False,
+    expires_at: datetime | None = None,
+    connectors: Iterable[str] = (),
+) -> tuple[ApiToken, str]:
+    """Create a token; returns the row and the token itself, which is never stored."""
+    plain, hashed, prefix = generate()
+    token = ApiToken.objects.using(conf.get("DATABASE")).create(
+        name=name,
+        token_hash=hashed,
+        prefix=prefix,
+        queues=list(queues),
+        connectors=list(connectors),
+        can_enqueue=can_enqueue,
+        can_read=can_read,
+        can_run=can_run,
+        expires_at=expires_at,
+    )
+    return token, plain
+
+
+def regenerate(token: ApiToken) -> str:
+    """Give an existing token a new value (the old one stops working); returns it."""
+    plain, token.token_hash, token.prefix = generate()
+    token.save(update_fields=["token_hash", "prefix"])
+    return plain
+
+
+def authenticate(header: str | None, now: datetime | None = None) -> ApiToken:
+    """The token of an ``Authorization: Bearer ...`` header, or TokenRefused."""
+    now = now or timezone.now()
+    scheme, _, value = (header or "").partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        raise TokenRefused("send the token as 'Authorization: Bearer <token>'")
+    found = ApiToken.objects.using(conf.get("DATABASE")).filter(token_hash=digest(value.strip()))
+    token = found.first()
+    if token is None:
+        raise TokenRefused("unknown token")
+    if not token.active:
+        raise TokenRefused("this token was revoked")
+    if token.expires_at is not None and token.expires_at <= now:
+        raise TokenRefused("this token has expired")
+    if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
+        found.update(last_used_at=now)
+    return token

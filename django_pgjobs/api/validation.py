@@ -1,0 +1,168 @@
+"""Turning request bodies and query strings into checked values, naming each bad field."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.utils.dateparse import parse_datetime
+
+from ..states import CLAIMABLE
+
+
+class Invalid(Exception):
+    """A request with bad fields; ``fields`` maps each one to what is wrong with it."""
+
+    def __init__(self, fields: dict[str, str], message: str = "the request is invalid") -> None:
+        self.fields = fields
+        super().__init__(message)
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    def no_constants(name: str) -> Any:
+        raise ValueError(f"{name} is not valid JSON")
+
+    try:
+        body = json.loads(raw or b"null", parse_constant=no_constants)
+    except (ValueError, UnicodeDecodeError) as problem:
+        raise Invalid({"body": f"not valid JSON: {problem}"}) from None
+    if not isinstance(body, dict):
+        raise Invalid({"body": "must be a JSON object"})
+    return body
+
+
+# -- POST /jobs -------------------------------------------------------------------------
+
+
+def _string(max_length: int) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        if not isinstance(value, str) or not value:
+            raise ValueError("must be a non-empty string")
+        if len(value) > max_length:
+            raise ValueError(f"must be at most {max_length} characters")
+        return value
+
+    return check
+
+
+def _integer(low: int, high: int) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ValueError("must be an integer")
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low} and {high}")
+        return value
+
+    return check
+
+
+def _of_type(kind: type, name: str) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        if not isinstance(value, kind):
+            raise ValueError(f"must be a JSON {name}")
+        return value
+
+    return check
+
+
+def _timestamp(value: Any) -> datetime:
+    parsed = parse_datetime(value) if isinstance(value, str) else None
+    if parsed is None:
+        raise ValueError("must be an ISO 8601 date-time, e.g. 2030-01-01T09:00:00Z")
+    if parsed.tzinfo is None:
+        raise ValueError("must include a time zone (Z or +hh:mm)")
+    return parsed
+
+
+def _seconds(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError("must be a number of seconds greater than 0")
+    return float(value)
+
+
+ENQUEUE_FIELDS: dict[str, Callable[[Any], Any]] = {
+    "task": _string(255),
+    "args": _of_type(list, "array"),
+    "kwargs": _of_type(dict, "object"),
+    "queue": _string(63),
+    "run_at": _timestamp,
+    "priority": _integer(-32768, 32767),
+    "max_attempts": _integer(1, 1_000_000),
+    "unique_key": _string(255),
+    "connector": _string(100),
+    "timeout": _seconds,
+}
+
+
+def parse_enqueue(body: Mapping[str, Any]) -> dict[str, Any]:
+    """Checked keyword arguments for ``Job.enqueue``; null means "use the default"."""
+    problems: dict[str, str] = {}
+    options: dict[str, Any] = {}
+    for name in sorted(set(body) - set(ENQUEUE_FIELDS)):
+        problems[name] = f"unknown field; known fields: {', '.join(ENQUEUE_FIELDS)}"
+    if body.get("task") is None:
+        problems["task"] = "is required"
+    for name, check in ENQUEUE_FIELDS.items():
+        if body.get(name) is None:
+            continue
+        try:
+            options[name] = check(body[name])
+        except ValueError as problem:
+            problems[name] = str(problem)
+    if problems:
+        raise Invalid(problems)
+    return options
+
+
+# -- POST /jobs/run ---------------------------------------------------------------------
+
+RUN_PARAMETERS = ("queue", "status", "limit", "max_seconds")
+MAX_RUN_LIMIT = 100
+
+
+@dataclass
+class RunRequest:
+    queues: list[str] | None
+    states: list[str] | None
+    limit: int
+    max_seconds: float | None
+
+
+def parse_run(query: Mapping[str, str]) -> RunRequest:
+    problems: dict[str, str] = {}
+    for name in sorted(set(query) - set(RUN_PARAMETERS)):
+        problems[name] = f"unknown parameter; known: {', '.join(RUN_PARAMETERS)}"
+    queues = _names(query.get("queue"))
+    states = _names(query.get("status"))
+    if states and not set(states) <= set(CLAIMABLE):
+        problems["status"] = f"must be among {', '.join(sorted(CLAIMABLE))} (comma-separated)"
+    limit = 10
+    if query.get("limit") is not None:
+        try:
+            limit = int(query["limit"])
+            if not 1 <= limit <= MAX_RUN_LIMIT:
+                raise ValueError
+        except ValueError:
+            problems["limit"] = f"must be an integer between 1 and {MAX_RUN_LIMIT}"
+    max_seconds = None
+    if query.get("max_seconds") is not None:
+        try:
+            max_seconds = _seconds(float(query["max_seconds"]))
+            if not math.isfinite(max_seconds):
+                raise ValueError
+        except ValueError:
+            problems["max_seconds"] = "must be a number of seconds greater than 0"
+    if problems:
+        raise Invalid(problems)
+    return RunRequest(queues, states, limit, max_seconds)
+
+
+def _names(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    return names or None

@@ -1,0 +1,172 @@
+"""JSON views of the HTTP API. Each one: check the method and the token, parse,
+call the library, shape the answer. Errors are JSON: ``{"error", "message",
+"fields"?}``; a refused request changes nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from django.core.exceptions import RequestDataTooBig
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.urls import reverse
+from django.views.decorators.csrf import csrf_exempt
+
+from .. import conf, payload, queues
+from ..exceptions import InvalidQueueName, UnknownConnector, UnknownQueue, UnknownTask
+from ..inline import run_due
+from ..models import ApiToken, Job
+from ..tasks import get_task
+from .tokens import TokenRefused, authenticate
+from .validation import Invalid, parse_enqueue, parse_json_object, parse_run
+
+OPENAPI = Path(__file__).resolve().parent.parent / "openapi.yaml"
+
+View = Callable[..., HttpResponse]
+
+
+def error(status: int, code: str, message: str, **extra: Any) -> JsonResponse:
+    return JsonResponse({"error": code, "message": message, **extra}, status=status)
+
+
+def api_view(method: str, permission: str) -> Callable[[View], View]:
+    """Method check, bearer-token authentication and permission, JSON errors."""
+
+    def decorate(view: View) -> View:
+        @functools.wraps(view)
+        @csrf_exempt  # token in a header, never a cookie: nothing to forge
+        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if request.method != method:
+                response = error(405, "method_not_allowed", f"use {method}")
+                response["Allow"] = method
+                return response
+            try:
+                token = authenticate(request.headers.get("Authorization"))
+            except TokenRefused as refused:
+                response = error(401, "unauthorized", str(refused))
+                response["WWW-Authenticate"] = 'Bearer realm="pgjobs", error="invalid_token"'
+                return response
+            if not getattr(token, permission):
+                return error(403, "forbidden", f"this token does not have {permission}")
+            try:
+                return view(request, token, *args, **kwargs)
+            except Invalid as invalid:
+                return error(400, "invalid", str(invalid), fields=invalid.fields)
+
+        return wrapped
+
+    return decorate
+
+
+def job_json(job: Job) -> dict[str, Any]:
+    def when(value: datetime | None) -> str | None:
+        return value.isoformat() if value else None
+
+    return {
+        "id": job.pk,
+        "task": job.task,
+        "queue": job.queue,
+        "state": job.state,
+        "priority": job.priority,
+        "attempt": job.attempt,
+        "max_attempts": job.max_attempts,
+        "args": job.args,
+        "kwargs": job.kwargs,
+        "run_at": when(job.run_at),
+        "created_at": when(job.created_at),
+        "attempted_at": when(job.attempted_at),
+        "finished_at": when(job.finished_at),
+        "result": job.result,
+        "errors": job.errors,
+        "unique_key": job.unique_key,
+        "connector": job.connector,
+        "timeout": job.timeout,
+        "url": reverse("pgjobs:job", args=[job.pk]),
+    }
+
+
+@api_view("POST", "can_enqueue")
+def enqueue(request: HttpRequest, token: ApiToken) -> HttpResponse:
+    if request.content_type != "application/json":
+        return error(415, "unsupported_media_type", "send the job as application/json")
+    try:
+        body = parse_json_object(request.body)
+    except RequestDataTooBig:
+        return error(
+            413, "payload_too_large", "the request body is over DATA_UPLOAD_MAX_MEMORY_SIZE"
+        )
+    options = parse_enqueue(body)
+    try:
+        registered = get_task(options["task"])
+    except UnknownTask as unknown:
+        raise Invalid({"task": str(unknown)}) from None
+    queue = options.get("queue") or registered.queue or conf.get("DEFAULT_QUEUE")
+    if not token.allows_queue(queue):
+        return error(403, "forbidden", f"this token may not use queue {queue!r}")
+    connector = options.get("connector")
+    if connector is not None and not token.allows_connector(connector):
+        # A connector can send mail or run a command: naming one is a right of its own.
+        return error(403, "forbidden", f"this token may not use connector {connector!r}")
+    size = payload.encoded_size(options.get("args", []), options.get("kwargs", {}))
+    if size > conf.get("MAX_PAYLOAD_BYTES"):
+        limit = conf.get("MAX_PAYLOAD_BYTES")
+        message = f"args and kwargs are {size} bytes of JSON, over the limit of {limit}"
+        return error(413, "payload_too_large", message, fields={"args": message})
+    try:
+        job = Job.enqueue(**options)
+    except (UnknownQueue, InvalidQueueName) as bad:
+        raise Invalid({"queue": str(bad)}) from None
+    except UnknownConnector as bad:
+        raise Invalid({"connector": str(bad)}) from None
+    duplicate = getattr(job, "is_duplicate", False)
+    response = JsonResponse(
+        {**job_json(job), "duplicate": duplicate}, status=200 if duplicate else 201
+    )
+    response["Location"] = reverse("pgjobs:job", args=[job.pk])
+    return response
+
+
+@api_view("GET", "can_read")
+def job_detail(request: HttpRequest, token: ApiToken, job_id: int) -> HttpResponse:
+    job = Job.objects.using(conf.get("DATABASE")).filter(pk=job_id).first()
+    if job is None or not token.allows_queue(job.queue):
+        # Jobs of other queues are not this token's to know about, not even that they exist.
+        return error(404, "not_found", f"no job {job_id}")
+    return JsonResponse(job_json(job))
+
+
+@transaction.non_atomic_requests  # each claim and outcome commits on its own, as in a worker
+@api_view("POST", "can_run")
+def run(request: HttpRequest, token: ApiToken) -> HttpResponse:
+    wanted = parse_run(request.GET)
+    names = wanted.queues or (None if "*" in token.queues else list(token.queues))
+    if names == []:
+        return error(403, "forbidden", "this token has no queues")
+    for name in names or ():
+        if not token.allows_queue(name):
+            return error(403, "forbidden", f"this token may not run queue {name!r}")
+        try:
+            queues.check_known(name)
+        except (UnknownQueue, InvalidQueueName) as bad:
+            raise Invalid({"queue": str(bad)}) from None
+    report = run_due(
+        names, states=wanted.states, limit=wanted.limit, max_seconds=wanted.max_seconds
+    )
+    return JsonResponse(
+        {
+            "ran": len(report.jobs),
+            "stopped": report.stopped,
+            "outcomes": report.outcomes(),
+            "jobs": [{**job_json(job), "outcome": outcome} for job, outcome in report.jobs],
+        }
+    )
+
+
+def openapi(request: HttpRequest) -> HttpResponse:
+    """The OpenAPI description of this API (public: it describes, it grants nothing)."""
+    return HttpResponse(OPENAPI.read_bytes(), content_type="application/yaml")

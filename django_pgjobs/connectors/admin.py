@@ -1,0 +1,133 @@
+"""Admin for connectors: secrets are write-only, and connections can be tested.
+
+Registered from ``PgJobsConfig.ready()`` (the admin engineer owns
+``django_pgjobs/admin.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from ..models import Connector
+from ..secrets import SecretsUnreadable
+from .base import ConnectorKind
+from .registry import kinds
+from .store import build
+
+
+class WriteOnlyTextarea(forms.Textarea):
+    """Never renders a value, not even the one just submitted (like a password field)."""
+
+    def format_value(self, value: Any) -> None:
+        return None
+
+
+def parse_secret_lines(text: str) -> tuple[dict[str, str], list[str]]:
+    """``NAME=value`` lines set secrets, ``NAME=`` lines remove them."""
+    changes: dict[str, str] = {}
+    removals: list[str] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        name, equals, value = line.partition("=")
+        name = name.strip()
+        if not equals or not name:
+            raise forms.ValidationError(f"line {number}: expected NAME=value (or NAME= to remove)")
+        if value:
+            changes[name] = value
+        else:
+            removals.append(name)
+    return changes, removals
+
+
+def options_summary(kind_class: type[ConnectorKind]) -> str:
+    """``url (required), method=POST, ...`` for the config field's help."""
+    parts = [
+        f"{option.name} (required)" if option.required else f"{option.name}={option.default!r}"
+        for option in kind_class.options
+    ]
+    secrets = "any name" if kind_class.secrets is None else ", ".join(kind_class.secrets)
+    return ", ".join(parts) + f" — secrets: {secrets or 'none'}"
+
+
+class ConnectorForm(forms.ModelForm):
+    kind = forms.ChoiceField(choices=())
+    secrets = forms.CharField(
+        required=False,
+        widget=WriteOnlyTextarea(attrs={"rows": 3, "autocomplete": "off", "spellcheck": "false"}),
+    )
+    clear_secrets = forms.BooleanField(required=False, help_text="Remove every stored secret.")
+
+    class Meta:
+        model = Connector
+        fields = ["name", "kind", "description", "config", "concurrency"]
+        widgets = {"description": forms.Textarea(attrs={"rows": 2})}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["kind"].choices = [
+            (name, kind_class.label or name) for name, kind_class in sorted(kinds().items())
+        ]
+        shown = [self.instance.kind] if self.instance.kind in kinds() else sorted(kinds())
+        self.fields["config"].help_text = "A JSON object. " + "; ".join(
+            f"{name}: {options_summary(kinds()[name])}" for name in shown
+        )
+        stored = ", ".join(self.instance.secret_names) or "none"
+        self.fields["secrets"].help_text = (
+            f"Stored: {stored}. One NAME=value per line sets a secret, NAME= removes one; "
+            "leave empty to keep them. Stored values are never shown."
+        )
+
+    def clean_secrets(self) -> tuple[dict[str, str], list[str]]:
+        return parse_secret_lines(self.cleaned_data.get("secrets") or "")
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        changes, removals = cleaned.get("secrets") or ({}, [])
+        if cleaned.get("clear_secrets"):
+            self.instance.set_secrets(changes)
+        elif changes or removals:
+            try:
+                self.instance.update_secrets(changes, removals)
+            except SecretsUnreadable as error:
+                self.add_error("secrets", f"{error} Tick 'clear secrets' to start over.")
+        return cleaned
+
+
+@admin.register(Connector)
+class ConnectorAdmin(admin.ModelAdmin):
+    form = ConnectorForm
+    list_display = ["name", "kind", "concurrency", "stored_secrets", "updated_at"]
+    list_filter = ["kind"]
+    search_fields = ["name", "description"]
+    readonly_fields = ["created_at", "updated_at"]
+    actions = ["test_connection"]
+    fieldsets = [
+        (None, {"fields": ["name", "kind", "description", "concurrency"]}),
+        ("Configuration", {"fields": ["config"]}),
+        ("Secrets (encrypted, write-only)", {"fields": ["secrets", "clear_secrets"]}),
+        ("History", {"fields": ["created_at", "updated_at"]}),
+    ]
+
+    @admin.display(description="secrets")
+    def stored_secrets(self, connector: Connector) -> str:
+        return ", ".join(connector.secret_names) or "—"
+
+    @admin.action(description="Test connection of selected connectors", permissions=["change"])
+    def test_connection(self, request: HttpRequest, queryset: QuerySet[Connector]) -> None:
+        for connector in queryset:
+            try:
+                seen = build(connector).test()
+            except Exception as problem:  # shown to the operator, never raised
+                self.message_user(
+                    request,
+                    f"{connector.name}: {type(problem).__name__}: {problem}",
+                    messages.ERROR,
+                )
+            else:
+                self.message_user(request, f"{connector.name}: {seen}", messages.SUCCESS)

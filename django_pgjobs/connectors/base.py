@@ -1,0 +1,146 @@
+"""What a connector kind is: its options, its secrets, and the object tasks use.
+
+A kind is a class. Its class attributes describe what an operator stores
+(``options`` for the plain configuration, ``secrets`` for the names of the
+encrypted values); an instance is built for each job from the stored row, so
+a changed URL or password applies to the next job without a redeploy.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+REDACTED = "********"
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+REQUIRED: Any = _Required()
+
+
+@dataclass(frozen=True)
+class Option:
+    """One key of a connector's plain configuration."""
+
+    name: str
+    types: type | tuple[type, ...]
+    default: Any = REQUIRED
+    help: str = ""
+    #: Returns what is wrong with a value of the right type, or None.
+    check: Callable[[Any], str | None] | None = None
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+    def problem(self, value: Any) -> str | None:
+        types = self.types if isinstance(self.types, tuple) else (self.types,)
+        wrong_bool = isinstance(value, bool) and bool not in types
+        if not isinstance(value, types) or wrong_bool:
+            names = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            return f"must be {names}, not {value!r}"
+        return self.check(value) if self.check else None
+
+
+class ConnectorKind:
+    """Base class of connector kinds; subclass it and register it with ``register_kind``.
+
+    Instances are what a task receives: ``name``, ``config`` (defaults filled
+    in) and ``secret(name)``. ``repr`` and ``str`` never show secrets.
+    """
+
+    #: The value stored in ``Connector.kind``.
+    kind: ClassVar[str] = ""
+    label: ClassVar[str] = ""
+    options: ClassVar[Sequence[Option]] = ()
+    #: Names of the secrets this kind reads; None accepts any name.
+    secrets: ClassVar[Sequence[str] | None] = ()
+
+    def __init__(self, name: str, config: dict[str, Any], secrets: dict[str, Any]) -> None:
+        self.name = name
+        defaults = {option.name: copy.deepcopy(option.default) for option in self.options}
+        self.config = defaults | config
+        self.__secrets = dict(secrets)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+    __str__ = __repr__
+
+    # -- what kinds and tasks use -------------------------------------------------------
+
+    def secret(self, name: str, default: Any = None) -> Any:
+        return self.__secrets.get(name, default)
+
+    def secret_values(self) -> dict[str, Any]:
+        return dict(self.__secrets)
+
+    def redact(self, text: str) -> str:
+        """``text`` with every secret value replaced; for messages and captured output."""
+        for value in sorted(map(str, self.__secrets.values()), key=len, reverse=True):
+            if len(value) >= 4:
+                text = text.replace(value, REDACTED)
+        return text
+
+    def call(self, payload: Any = None, **options: Any) -> Any:
+        """Do this kind's one obvious thing with ``payload`` (the ``call`` task uses it)."""
+        raise NotImplementedError(f"connector kind {self.kind!r} has no call()")
+
+    def test(self) -> str:
+        """Check the connection without side effects; return what was seen, or raise."""
+        raise NotImplementedError(f"connector kind {self.kind!r} has no connection test")
+
+    # -- validation -------------------------------------------------------------------
+
+    @classmethod
+    def validate(cls, config: Any, secret_names: Sequence[str]) -> dict[str, str]:
+        """Problems with a stored configuration, by field (``config.url``); {} if none."""
+        if not isinstance(config, dict):
+            return {"config": f"must be a JSON object, not {type(config).__name__}"}
+        problems: dict[str, str] = {}
+        known = {option.name: option for option in cls.options}
+        for key in sorted(set(config) - set(known)):
+            problems[f"config.{key}"] = f"unknown option; {cls.kind} takes {sorted(known)}"
+        for option in cls.options:
+            if option.name not in config:
+                if option.required:
+                    problems[f"config.{option.name}"] = "is required"
+                continue
+            problem = option.problem(config[option.name])
+            if problem:
+                problems[f"config.{option.name}"] = problem
+        if cls.secrets is not None:
+            for name in sorted(set(secret_names) - set(cls.secrets)):
+                takes = list(cls.secrets)
+                problems[f"secrets.{name}"] = f"unknown secret; {cls.kind} takes {takes}"
+        if not problems:
+            problems.update(cls.check({o.name: o.default for o in cls.options} | config))
+        return problems
+
+    @classmethod
+    def check(cls, config: dict[str, Any]) -> dict[str, str]:
+        """Rules across options (override); ``config`` has its defaults filled in."""
+        return {}
+
+
+# -- small checks shared by kinds -------------------------------------------------------
+
+
+def positive(value: Any) -> str | None:
+    return None if value is None or value > 0 else "must be greater than 0"
+
+
+def str_dict(value: dict[Any, Any]) -> str | None:
+    bad = [k for k, v in value.items() if not isinstance(k, str) or not isinstance(v, str)]
+    return f"keys and values must be strings ({bad[0]!r})" if bad else None
+
+
+def str_list(value: list[Any]) -> str | None:
+    bad = [item for item in value if not isinstance(item, str)]
+    return f"items must be strings ({bad[0]!r})" if bad else None

@@ -1,0 +1,38 @@
+"""Errors of connectors. Messages never contain a secret: they are stored in job errors."""
+
+from __future__ import annotations
+
+from ..exceptions import PgJobsError
+
+
+class ConnectorError(PgJobsError):
+    """A call through a connector failed (the job's attempt fails and is retried)."""
+
+
+class ConnectorMisconfigured(ConnectorError):
+    """The stored configuration is not valid for its kind.
+
+    ``fields`` maps each bad field (``config.url``, ``secrets.token``...) to what is wrong.
+    """
+
+    def __init__(self, name: str, fields: dict[str, str]) -> None:
+        self.fields = fields
+        details = "; ".join(f"{field}: {problem}" for field, problem in sorted(fields.items()))
+        super().__init__(f"connector {name!r} is misconfigured: {details}")
+
+
+class UnknownConnectorKind(PgJobsError, LookupError):
+    def __init__(self, kind: str, known: list[str]) -> None:
+        self.kind = kind
+        super().__init__(
+            f"unknown connector kind {kind!r}; registered kinds: {', '.join(known)}. "
+            "Register your own with django_pgjobs.connectors.register_kind."
+        )
+
+
+class ConnectorBusy(PgJobsError):
+    """Every concurrency slot of the connector is taken: the job waits, its attempt not counted."""
+
+    def __init__(self, name: str, delay: float) -> None:
+        self.delay = delay
+        super().__init__(f"connector {name!r} is at its concurrency limit")

@@ -1,0 +1,186 @@
+"""The ``http`` kind: call a webhook or an HTTP API.
+
+Config: ``url``, ``method`` (POST), ``headers``, ``timeout`` (10 s),
+``expected_status`` (empty: any 2xx), ``username`` (with the ``password``
+secret: basic auth), ``api_key_header`` (X-Api-Key, with the ``api_key``
+secret), ``max_response_bytes``. Secrets: ``token`` (sent as ``Authorization:
+Bearer``), ``password``, ``api_key``. Redirects are not followed: a 3xx is an
+answer like any other, judged by ``expected_status``.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any
+
+from .base import ConnectorKind, Option, positive, str_dict
+from .errors import ConnectorError
+from .registry import register_kind
+
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+#: Most characters of a response body kept in a job's result or error.
+BODY_IN_RESULT = 10_000
+
+
+class HttpStatusError(ConnectorError):
+    """The server answered with a status the connector does not expect."""
+
+    def __init__(self, message: str, response: HttpResponse) -> None:
+        self.response = response
+        super().__init__(message)
+
+
+@dataclass
+class HttpResponse:
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", errors="replace")
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def _http_url(url: str) -> str | None:
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "must be an absolute http:// or https:// URL"
+    return None
+
+
+def _method(method: str) -> str | None:
+    return None if method.upper() in METHODS else f"must be one of {', '.join(METHODS)}"
+
+
+def _statuses(value: list[Any]) -> str | None:
+    if all(isinstance(code, int) and 100 <= code <= 599 for code in value):
+        return None
+    return "must be a list of HTTP status codes (100-599)"
+
+
+def display_url(url: str) -> str:
+    """The URL without credentials or query string, which may carry secrets."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # urllib then raises HTTPError with the 3xx: an answer like any other
+
+
+_opener = urllib.request.build_opener(_NoRedirects)
+
+
+@register_kind
+class HttpConnector(ConnectorKind):
+    kind = "http"
+    label = "HTTP (webhook, API)"
+    options = (
+        Option("url", str, help="Absolute http(s) URL.", check=_http_url),
+        Option("method", str, "POST", check=_method),
+        Option("headers", dict, {}, "Extra request headers (not secret).", check=str_dict),
+        Option("timeout", (int, float), 10.0, "Seconds.", check=positive),
+        Option("expected_status", list, [], "Status codes that mean success.", check=_statuses),
+        Option("username", str, "", "With the password secret: basic auth."),
+        Option("api_key_header", str, "X-Api-Key", "Header carrying the api_key secret."),
+        Option("max_response_bytes", int, 1_000_000, check=positive),
+    )
+    secrets = ("token", "password", "api_key")
+
+    def request(
+        self,
+        payload: Any = None,
+        *,
+        method: str | None = None,
+        path: str = "",
+        query: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        data: bytes | None = None,
+        check: bool = True,
+    ) -> HttpResponse:
+        """Send one request; ``payload`` (if not None) goes as JSON, ``data`` as is.
+
+        ``path`` and ``query`` extend the configured URL. With ``check`` a status
+        other than the expected ones raises HttpStatusError.
+        """
+        method = (method or self.config["method"]).upper()
+        url = self._url(path, query)
+        all_headers = {**self.config["headers"], **self._auth_headers(), **(headers or {})}
+        if payload is not None:
+            data = json.dumps(payload).encode()
+            all_headers.setdefault("Content-Type", "application/json")
+        outgoing = urllib.request.Request(url, data=data, headers=all_headers, method=method)
+        where = f"{method} {display_url(url)}"
+        try:
+            with _opener.open(outgoing, timeout=self.config["timeout"]) as answer:
+                response = self._response(answer.status, answer.headers, answer)
+        except urllib.error.HTTPError as answer:
+            response = self._response(answer.code, answer.headers, answer)
+        except (urllib.error.URLError, OSError, ValueError) as problem:
+            reason = getattr(problem, "reason", problem)
+            raise ConnectorError(self.redact(f"{where} failed: {reason}")) from None
+        if check and not self.expects(response.status):
+            excerpt = self.redact(response.text[:500])
+            raise HttpStatusError(f"{where} answered {response.status}: {excerpt}", response)
+        return response
+
+    def expects(self, status: int) -> bool:
+        expected = self.config["expected_status"]
+        return status in expected if expected else 200 <= status < 300
+
+    def call(self, payload: Any = None, **options: Any) -> dict[str, Any]:
+        """Send ``payload`` as JSON with the configured method; the answer is the result."""
+        response = self.request(payload, **options)
+        body: Any = self.redact(response.text[:BODY_IN_RESULT])
+        if response.headers.get("content-type", "").startswith("application/json"):
+            with contextlib.suppress(ValueError):  # mislabelled: keep the text
+                body = json.loads(body)
+        return {"status": response.status, "body": body}
+
+    def test(self) -> str:
+        response = self.request(method="HEAD", check=False)
+        return f"HEAD {display_url(self.config['url'])} answered {response.status}"
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _url(self, path: str, query: dict[str, Any] | None) -> str:
+        url = self.config["url"]
+        if path:
+            url = url.rstrip("/") + "/" + path.lstrip("/")
+        if query:
+            joiner = "&" if urllib.parse.urlsplit(url).query else "?"
+            url += joiner + urllib.parse.urlencode(query, doseq=True)
+        return url
+
+    def _auth_headers(self) -> dict[str, str]:
+        headers = {}
+        if self.secret("api_key"):
+            headers[self.config["api_key_header"]] = self.secret("api_key")
+        if self.secret("token"):
+            headers["Authorization"] = f"Bearer {self.secret('token')}"
+        elif self.config["username"] or self.secret("password"):
+            pair = f"{self.config['username']}:{self.secret('password', '')}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
+        return headers
+
+    def _response(self, status: int, headers: Any, stream: Any) -> HttpResponse:
+        limit = self.config["max_response_bytes"]
+        body = stream.read(limit + 1)
+        if len(body) > limit:
+            raise ConnectorError(
+                f"{display_url(self.config['url'])}: response over max_response_bytes ({limit})"
+            )
+        return HttpResponse(status, {k.lower(): v for k, v in headers.items()}, body)

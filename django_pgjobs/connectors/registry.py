@@ -1,0 +1,86 @@
+"""Connector kinds by name: the built-in ones and those a project registers."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, TypeVar
+
+from .base import ConnectorKind
+from .errors import ConnectorMisconfigured, UnknownConnectorKind
+
+if TYPE_CHECKING:
+    from ..models import Connector
+
+K = TypeVar("K", bound=type[ConnectorKind])
+
+_kinds: dict[str, type[ConnectorKind]] = {}
+
+
+def register_kind(kind_class: K) -> K:
+    """Make a kind available to connectors (usable as a class decorator).
+
+    Register in your ``AppConfig.ready()`` (or a module it imports) so that web
+    processes and workers both know the kind.
+    """
+    if not (isinstance(kind_class, type) and issubclass(kind_class, ConnectorKind)):
+        raise TypeError(f"{kind_class!r} is not a ConnectorKind subclass")
+    if not kind_class.kind:
+        raise ValueError(f"{kind_class.__name__}.kind must name the kind")
+    _kinds[kind_class.kind] = kind_class
+    return kind_class
+
+
+def get_kind(kind: str) -> type[ConnectorKind]:
+    _load_builtins()
+    try:
+        return _kinds[kind]
+    except KeyError:
+        raise UnknownConnectorKind(kind, sorted(_kinds)) from None
+
+
+def kinds() -> dict[str, type[ConnectorKind]]:
+    _load_builtins()
+    return dict(_kinds)
+
+
+def validate_connector(connector: Connector) -> None:
+    """Raise ``django.core.exceptions.ValidationError`` naming each bad field."""
+    from django.core.exceptions import ValidationError
+
+    try:
+        kind_class = get_kind(connector.kind)
+    except UnknownConnectorKind as error:
+        raise ValidationError({"kind": str(error)}) from None
+    problems = kind_class.validate(connector.config, connector.secret_names)
+    if problems:
+        raise ValidationError(_as_form_errors(problems))
+
+
+def check_stored(connector: Connector) -> type[ConnectorKind]:
+    """The kind of a stored connector, or ConnectorMisconfigured naming what is wrong."""
+    try:
+        kind_class = get_kind(connector.kind)
+    except UnknownConnectorKind as error:
+        raise ConnectorMisconfigured(connector.name, {"kind": str(error)}) from None
+    problems = kind_class.validate(connector.config, connector.secret_names)
+    if problems:
+        raise ConnectorMisconfigured(connector.name, problems)
+    return kind_class
+
+
+def _as_form_errors(problems: dict[str, str]) -> dict[str, list[str]]:
+    # Form fields are "config" and "secrets"; the message keeps the key inside them.
+    errors: dict[str, list[str]] = {}
+    for field, problem in sorted(problems.items()):
+        top, _, key = field.partition(".")
+        errors.setdefault(top, []).append(f"{key}: {problem}" if key else problem)
+    return errors
+
+
+_builtins_loaded = False
+
+
+def _load_builtins() -> None:
+    global _builtins_loaded
+    if not _builtins_loaded:
+        _builtins_loaded = True
+        from . import command, http, smtp  # noqa: F401 - each registers its kind

@@ -1,0 +1,104 @@
+"""A running job's connector: loaded, given a concurrency slot, handed to the task.
+
+The hook in ``execution.call_task`` is ``attached(context)`` around the call and
+``injected(func, context)`` for its keyword arguments.
+
+Concurrency across workers: a connector with ``concurrency = N`` has N slots,
+each a session-level advisory lock taken on the job thread's own database
+connection for as long as the task runs. No free slot: ``ConnectorBusy``, and
+``execution`` puts the job back (``transitions.snooze``) to try again
+``CONNECTOR_BUSY_DELAY`` seconds later, its attempt not counted.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from django.db import DatabaseError
+
+from .. import conf, db
+from ..context import JobContext
+from .errors import ConnectorBusy
+
+logger = logging.getLogger(__name__)
+
+#: Advisory lock keys of slots: this namespace in the top 16 bits ("pj"), the
+#: connector id in the next 32, the slot number in the last 16.
+LOCK_NAMESPACE = 0x706A << 48
+MAX_SLOTS = 0xFFFF
+
+
+def slot_key(connector_id: int, slot: int) -> int:
+    return LOCK_NAMESPACE + (connector_id << 16) + slot
+
+
+def take_slot(connector_id: int, slots: int, using: str | None = None) -> int | None:
+    """The key of a slot now held by this connection, or None if all are taken."""
+    base = slot_key(connector_id, 0)
+    rows = db.fetch_dicts(
+        "connector_take_slot", {"slots": min(slots, MAX_SLOTS), "base": base}, using
+    )
+    return base + rows[0]["slot"] if rows else None
+
+
+def release_slot(key: int, using: str | None = None) -> None:
+    try:
+        released = db.fetch_dicts("connector_release_slot", {"key": key}, using)[0]["released"]
+    except DatabaseError as error:
+        # The connection broke; PostgreSQL released its locks when it ended.
+        logger.warning("could not release connector slot %s: %s", key, error)
+        return
+    if not released:
+        logger.warning("connector slot %s was no longer held (connection replaced?)", key)
+
+
+@contextmanager
+def attached(context: JobContext) -> Iterator[None]:
+    """Load the job's connector into ``context.connector`` and hold a slot meanwhile."""
+    from ..models import Connector
+    from .store import build
+
+    name = context.job.connector
+    if not name:
+        yield
+        return
+    using = conf.get("DATABASE")
+    stored = Connector.objects.using(using).filter(name=name).first()
+    if stored is None:
+        from ..exceptions import UnknownConnector
+
+        raise UnknownConnector(name)
+    resolved = build(stored)  # before the slot: a misconfigured connector holds none
+    key = take_slot(stored.pk, stored.concurrency, using) if stored.concurrency else None
+    if stored.concurrency and key is None:
+        raise ConnectorBusy(name, conf.get("CONNECTOR_BUSY_DELAY"))
+    context.connector = resolved
+    try:
+        yield
+    finally:
+        if key is not None:
+            release_slot(key, using)
+
+
+def injected(func: Callable[..., Any], context: JobContext) -> dict[str, Any]:
+    """``{"connector": ...}`` for tasks that take a ``connector`` parameter."""
+    if context.connector is None or "connector" in context.job.kwargs:
+        return {}
+    return {"connector": context.connector} if _takes_connector(func) else {}
+
+
+@functools.cache
+def _takes_connector(func: Callable[..., Any]) -> bool:
+    try:
+        parameter = inspect.signature(func).parameters.get("connector")
+    except (TypeError, ValueError):
+        return False
+    return parameter is not None and parameter.kind in (
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        inspect.Parameter.KEYWORD_ONLY,
+    )

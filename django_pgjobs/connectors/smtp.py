@@ -1,0 +1,138 @@
+"""The ``smtp`` kind: send mail through Django's SMTP email backend.
+
+Config: ``host``, ``port`` (25, or 587 with ``use_tls``, 465 with ``use_ssl``),
+``username``, ``use_tls`` (STARTTLS), ``use_ssl``, ``timeout`` (10 s),
+``from_email`` (default ``DEFAULT_FROM_EMAIL``). Secret: ``password``.
+"""
+
+from __future__ import annotations
+
+import smtplib
+from collections.abc import Sequence
+from typing import Any
+
+import django
+from django.conf import settings
+from django.core.mail import EmailMessage, EmailMultiAlternatives
+from django.core.mail.backends.smtp import EmailBackend
+
+from .base import ConnectorKind, Option, positive
+from .errors import ConnectorError
+from .registry import register_kind
+
+
+def _port(value: int | None) -> str | None:
+    return None if value is None or 0 < value < 65536 else "must be between 1 and 65535"
+
+
+def _recipients(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return value
+    raise TypeError(f"recipients must be an address or a list of addresses, not {value!r}")
+
+
+@register_kind
+class SmtpConnector(ConnectorKind):
+    kind = "smtp"
+    label = "SMTP (mail)"
+    options = (
+        Option("host", str, check=lambda host: None if host else "is required"),
+        Option("port", (int, type(None)), None, "Default: 25, 587 with TLS, 465 with SSL.", _port),
+        Option("username", str, ""),
+        Option("use_tls", bool, False, "STARTTLS after connecting."),
+        Option("use_ssl", bool, False, "Implicit TLS from the start."),
+        Option("timeout", (int, float), 10.0, "Seconds.", check=positive),
+        Option("from_email", str, "", "Default sender; empty: DEFAULT_FROM_EMAIL."),
+    )
+    secrets = ("password",)
+
+    @classmethod
+    def check(cls, config: dict[str, Any]) -> dict[str, str]:
+        if config["use_tls"] and config["use_ssl"]:
+            return {"config.use_ssl": "use_tls and use_ssl exclude each other; set one"}
+        return {}
+
+    def backend(self) -> EmailBackend:
+        """A Django email backend (connection) for this server: ``with ... as conn:``."""
+        options: dict[str, Any] = {
+            "host": self.config["host"],
+            "port": self.config["port"],
+            "username": self.config["username"],
+            "password": self.secret("password", ""),
+            "use_tls": self.config["use_tls"],
+            "use_ssl": self.config["use_ssl"],
+            "timeout": self.config["timeout"],
+        }
+        if django.VERSION >= (6, 1):
+            # Django 6.1 builds backends for MAILERS with an alias; doing the same
+            # avoids the warning about constructing backends directly.
+            options["alias"] = f"pgjobs-connector:{self.name}"
+        if options["port"] is None:
+            use_ssl, use_tls = options["use_ssl"], options["use_tls"]
+            options["port"] = 465 if use_ssl else 587 if use_tls else 25
+        return EmailBackend(**options)
+
+    def send(self, messages: Sequence[EmailMessage]) -> int:
+        """Send Django email messages over one connection; returns how many were sent."""
+        sender = self.config["from_email"] or settings.DEFAULT_FROM_EMAIL
+        for message in messages:
+            if not message.from_email or message.from_email == settings.DEFAULT_FROM_EMAIL:
+                message.from_email = sender
+        try:
+            with self.backend() as connection:
+                return connection.send_messages(list(messages)) or 0
+        except (smtplib.SMTPException, OSError) as problem:
+            where = f"{self.config['host']}:{self.config['port'] or 'default port'}"
+            raise ConnectorError(self.redact(f"SMTP {where}: {problem!r}")) from None
+
+    def send_mail(
+        self,
+        subject: str,
+        body: str,
+        to: str | list[str],
+        *,
+        html: str | None = None,
+        from_email: str | None = None,
+        cc: str | list[str] | None = None,
+        bcc: str | list[str] | None = None,
+        reply_to: str | list[str] | None = None,
+    ) -> int:
+        message = EmailMultiAlternatives(
+            subject=subject,
+            body=body,
+            from_email=from_email or None,
+            to=_recipients(to),
+            cc=_recipients(cc) if cc else None,
+            bcc=_recipients(bcc) if bcc else None,
+            reply_to=_recipients(reply_to) if reply_to else None,
+        )
+        if html:
+            message.attach_alternative(html, "text/html")
+        return self.send([message])
+
+    def call(self, payload: Any = None, **options: Any) -> dict[str, Any]:
+        """``payload``: {"subject", "body", "to", optional "html", "from_email", "cc",
+        "bcc", "reply_to"}."""
+        if not isinstance(payload, dict):
+            raise TypeError('smtp payload must be an object: {"subject", "body", "to", ...}')
+        known = {"subject", "body", "to", "html", "from_email", "cc", "bcc", "reply_to"}
+        unknown = sorted(set(payload) - known)
+        missing = sorted({"subject", "body", "to"} - set(payload))
+        if unknown or missing:
+            raise TypeError(f"smtp payload: unknown keys {unknown}, missing keys {missing}")
+        sent = self.send_mail(**payload)
+        return {"sent": sent, "to": _recipients(payload["to"])}
+
+    def test(self) -> str:
+        """Connect, say EHLO, start TLS and log in as configured; send nothing."""
+        backend = self.backend()
+        try:
+            backend.open()
+        except (smtplib.SMTPException, OSError) as problem:
+            where = f"SMTP {backend.host}:{backend.port}"
+            raise ConnectorError(self.redact(f"{where}: {problem!r}")) from None
+        backend.close()
+        login = f" and logged in as {backend.username}" if backend.username else ""
+        return f"connected to {backend.host}:{backend.port}{login}"

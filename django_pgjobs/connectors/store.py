@@ -1,0 +1,53 @@
+"""Finding stored connectors: by name at enqueue, and fully built at run time."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from .. import conf
+from ..exceptions import UnknownConnector
+from .base import ConnectorKind
+from .registry import check_stored
+
+_known: set[str] = set()
+_lock = threading.Lock()
+
+
+def check_known(name: object) -> str:
+    """Return ``name`` if a connector has it; raise UnknownConnector otherwise.
+
+    Names are cached per process and the cache is refreshed on a miss (like
+    queues), so enqueueing many jobs costs one query at most and a connector
+    created a moment ago is usable at once. A connector deleted since is found
+    out when the job runs.
+    """
+    if not isinstance(name, str) or name not in _known:
+        from ..models import Connector
+
+        names = set(Connector.objects.using(conf.get("DATABASE")).values_list("name", flat=True))
+        with _lock:
+            _known.clear()
+            _known.update(names)
+        if name not in names:
+            raise UnknownConnector(name)
+    return name  # type: ignore[return-value]
+
+
+def get_connector(name: str) -> ConnectorKind:
+    """Load the connector called ``name`` from the database, secrets decrypted.
+
+    What a task receives; usable outside jobs too (a view, a shell). Each call
+    reads the current row, so rotated URLs and passwords apply at once.
+    """
+    from ..models import Connector
+
+    stored = Connector.objects.using(conf.get("DATABASE")).filter(name=name).first()
+    if stored is None:
+        raise UnknownConnector(name)
+    return build(stored)
+
+
+def build(stored: Any) -> ConnectorKind:
+    kind_class = check_stored(stored)
+    return kind_class(stored.name, dict(stored.config), stored.get_secrets())

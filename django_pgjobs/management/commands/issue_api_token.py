@@ -1,0 +1,49 @@
+"""``manage.py issue_api_token NAME --queues a,b``: create an HTTP API token from a shell
+(deploy scripts, hosts without the admin). The token is printed once."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import timezone
+
+from django_pgjobs.api.tokens import issue
+from django_pgjobs.queues import QUEUE_NAME
+
+
+def names(value: str) -> list[str]:
+    return [name.strip() for name in value.split(",") if name.strip()]
+
+
+class Command(BaseCommand):
+    help = "Create an API token and print it (only its hash is stored)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("name", help="Who or what uses it.")
+        parser.add_argument("--queues", required=True, help="Comma-separated, or '*' for all.")
+        parser.add_argument("--connectors", default="", help="Connectors its jobs may name.")
+        parser.add_argument("--run", action="store_true", help="Allow POST /jobs/run.")
+        parser.add_argument("--no-enqueue", action="store_true", help="Forbid POST /jobs/.")
+        parser.add_argument("--no-read", action="store_true", help="Forbid GET /jobs/<id>.")
+        parser.add_argument("--expires-in-days", type=float, default=None)
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        queues = names(options["queues"])
+        bad = [name for name in queues if name != "*" and not QUEUE_NAME.match(name)]
+        if not queues or bad:
+            raise CommandError(f"--queues needs queue names or '*' (bad: {bad})")
+        days = options["expires_in_days"]
+        if days is not None and days <= 0:
+            raise CommandError("--expires-in-days must be greater than 0")
+        _, plain = issue(
+            options["name"],
+            queues,
+            connectors=names(options["connectors"]),
+            can_enqueue=not options["no_enqueue"],
+            can_read=not options["no_read"],
+            can_run=options["run"],
+            expires_at=timezone.now() + timedelta(days=days) if days else None,
+        )
+        self.stdout.write(plain)

@@ -1,0 +1,90 @@
+"""Encryption at rest for connector secrets (Fernet: AES-128-CBC with an HMAC).
+
+Keys come from ``PGJOBS["SECRET_KEYS"]``: the first encrypts, every one
+decrypts, so a key is rotated by putting the new one first, running
+``manage.py rotate_connector_secrets`` and then dropping the old one. Each
+entry is any string with enough entropy; it is stretched into a Fernet key
+with HKDF, so a plain ``secrets.token_urlsafe(32)`` will do. Without the
+setting, the keys are derived from Django's ``SECRET_KEY`` and
+``SECRET_KEY_FALLBACKS``, which rotate the same way.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import json
+from typing import Any
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from django.conf import settings
+
+from . import conf
+from .exceptions import PgJobsError
+
+#: Separates these keys from any other use of the same secret (Django's signing,
+#: sessions): HKDF with a different ``info`` gives unrelated keys.
+KEY_PURPOSE = b"django-pgjobs connector secrets v1"
+
+
+class SecretsUnreadable(PgJobsError):
+    """Stored secrets that no configured key decrypts (a key was dropped too early)."""
+
+
+def configured_keys() -> list[str]:
+    keys = list(conf.get("SECRET_KEYS"))
+    if keys:
+        return keys
+    return [settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", [])]
+
+
+@functools.lru_cache(maxsize=16)
+def _fernet_key(material: str) -> bytes:
+    derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=KEY_PURPOSE).derive(
+        material.encode()
+    )
+    return base64.urlsafe_b64encode(derived)
+
+
+def _cipher() -> MultiFernet:
+    return MultiFernet([Fernet(_fernet_key(key)) for key in configured_keys()])
+
+
+def encrypt(values: dict[str, str]) -> str:
+    """Encrypt a dict of secrets with the current key; an empty dict stores nothing."""
+    if not values:
+        return ""
+    plain = json.dumps(values, separators=(",", ":"), sort_keys=True).encode()
+    return _cipher().encrypt(plain).decode()
+
+
+def decrypt(token: str, owner: str = "connector") -> dict[str, Any]:
+    if not token:
+        return {}
+    try:
+        plain = _cipher().decrypt(token.encode())
+    except InvalidToken:
+        raise SecretsUnreadable(
+            f"{owner}: its secrets can't be decrypted with any key in PGJOBS['SECRET_KEYS'] "
+            "(or SECRET_KEY and SECRET_KEY_FALLBACKS). Was the key that encrypted them "
+            "removed before `manage.py rotate_connector_secrets` ran? Put it back, or "
+            "enter the secrets again."
+        ) from None
+    return json.loads(plain)
+
+
+def rotate(token: str) -> str:
+    """Re-encrypt with the current (first) key; the plaintext is never returned."""
+    if not token:
+        return token
+    try:
+        return _cipher().rotate(token.encode()).decode()
+    except InvalidToken:
+        raise SecretsUnreadable("secrets can't be decrypted with any configured key") from None
+
+
+def mask(values: dict[str, Any]) -> dict[str, str]:
+    """What may be shown of secrets: their names only."""
+    return dict.fromkeys(sorted(values), "********")

@@ -1,0 +1,184 @@
+"""Numbers about the queue for people watching it: counts, depths, throughput.
+
+Everything here must stay cheap on a table of millions of jobs, because the
+admin runs it on every page load and the dashboard every few seconds:
+
+- counts stop at a cap and fall back to the planner's estimate past it;
+- grouped counts only touch states that have an index to count from;
+- time windows read the indexes on ``finished_at`` and ``state``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.db.models import Count, Min, QuerySet
+from django.db.models.functions import TruncMinute
+from django.utils import timezone
+
+from . import conf
+from .models import Job, Queue, WorkerProcess
+from .states import ACTIVE, CLAIMABLE, JobState
+
+S = JobState
+
+#: Exact counts stop here; above it the planner's estimate is shown.
+COUNT_CAP = 10_000
+
+#: States whose jobs are still to run, shown as a queue's depth.
+#: In declaration order: waiting, scheduled, available, executing, retryable.
+DEPTH_STATES: tuple[str, ...] = tuple(s.value for s in JobState if s in ACTIVE)
+
+
+@dataclass(frozen=True)
+class Tally:
+    """A count that is exact up to ``COUNT_CAP`` and an estimate above it."""
+
+    value: int
+    exact: bool = True
+
+    def __str__(self) -> str:
+        return f"{self.value:,}" if self.exact else f"≈{_short(self.value)}"
+
+
+def _short(n: int) -> str:
+    for size, suffix in ((1_000_000_000, "G"), (1_000_000, "M"), (1_000, "k")):
+        if n >= size:
+            return f"{n / size:.1f}".removesuffix(".0") + suffix
+    return str(n)
+
+
+def tally(jobs: QuerySet[Any], cap: int | None = None) -> Tally:
+    """Count ``jobs`` exactly if there are at most ``cap``, else estimate.
+
+    The capped count reads at most ``cap + 1`` rows; the estimate is the
+    planner's row estimate for the same query, so it costs no scan at all.
+    """
+    cap = COUNT_CAP if cap is None else cap
+    unordered = jobs.order_by()
+    counted = unordered[: cap + 1].count()
+    if counted <= cap:
+        return Tally(counted)
+    return Tally(max(estimate(unordered), cap + 1), exact=False)
+
+
+def estimate(jobs: QuerySet[Any]) -> int:
+    """The planner's estimate of how many rows ``jobs`` returns."""
+    plan = json.loads(jobs.order_by().explain(format="json"))
+    return int(plan[0]["Plan"]["Plan Rows"])
+
+
+def state_tallies(jobs: QuerySet[Job], cap: int | None = None) -> dict[str, Tally]:
+    """A tally per job state; each reads the (state, queue) index, at most ``cap`` rows."""
+    return {state.value: tally(jobs.filter(state=state), cap) for state in JobState}
+
+
+def queue_depths(now: datetime | None = None, using: str | None = None) -> list[dict[str, Any]]:
+    """Each queue's settings, how many of its jobs are in each unfinished state, and
+    since when its oldest due job has been waiting (``oldest_available_at``).
+
+    Queues that exist only because jobs name them (no row) are listed too.
+    Finished jobs are not counted: they are history, not depth.
+    """
+    using = using or conf.get("DATABASE")
+    now = now or timezone.now()
+    counts: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(DEPTH_STATES, 0))
+    grouped = (
+        Job.objects.using(using)
+        .filter(state__in=DEPTH_STATES)
+        .values_list("queue", "state")
+        .annotate(n=Count("*"))
+        .order_by()
+    )
+    for queue, state, n in grouped:
+        counts[queue][state] = n
+    oldest = dict(
+        due_jobs(now, using).values_list("queue").annotate(oldest=Min("run_at")).order_by()
+    )
+    rows = {q.name: q for q in Queue.objects.using(using)}
+    names = list(rows) + sorted(set(counts) - set(rows))
+    return [
+        {
+            "name": name,
+            "paused": rows[name].paused if name in rows else False,
+            "blocking": rows[name].blocking if name in rows else False,
+            "concurrency": rows[name].concurrency if name in rows else None,
+            "depth": counts[name],
+            "oldest_available_at": oldest.get(name),
+        }
+        for name in names
+    ]
+
+
+def due_jobs(now: datetime, using: str | None = None) -> QuerySet[Job]:
+    """Jobs a worker could claim right now: available, or scheduled/retryable and due.
+
+    Their ``run_at`` is when they started waiting for a worker. The filter is the
+    claim index's own condition, so ``Min("run_at")`` per queue reads only that
+    index (no table rows), even with a large backlog.
+    """
+    claimable = sorted(str(state) for state in CLAIMABLE)
+    return Job.objects.using(using or conf.get("DATABASE")).filter(
+        state__in=claimable, run_at__lte=now
+    )
+
+
+def throughput(
+    now: datetime | None = None, minutes: int = 60, using: str | None = None
+) -> list[dict[str, Any]]:
+    """Jobs completed and attempts failed in each of the last ``minutes`` minutes, oldest first.
+
+    A failure is a job discarded in that minute, or a job now waiting for its
+    retry whose failed attempt started in that minute. (A job that failed and
+    has since completed counts as completed: the table keeps no row per attempt.)
+    """
+    using = using or conf.get("DATABASE")
+    now = now or timezone.now()
+    end = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    start = end - timedelta(minutes=minutes)
+    jobs = Job.objects.using(using)
+    completed = _per_minute(
+        jobs.filter(state=S.COMPLETED, finished_at__gte=start, finished_at__lt=end), "finished_at"
+    )
+    discarded = _per_minute(
+        jobs.filter(state=S.DISCARDED, finished_at__gte=start, finished_at__lt=end), "finished_at"
+    )
+    retrying = _per_minute(
+        jobs.filter(state=S.RETRYABLE, attempted_at__gte=start, attempted_at__lt=end),
+        "attempted_at",
+    )
+    series = []
+    for n in range(minutes):
+        minute = start + timedelta(minutes=n)
+        series.append(
+            {
+                "minute": minute,
+                "completed": completed.get(minute, 0),
+                "failed": discarded.get(minute, 0) + retrying.get(minute, 0),
+            }
+        )
+    return series
+
+
+def _per_minute(jobs: QuerySet[Job], field: str) -> dict[datetime, int]:
+    rows = (
+        jobs.annotate(minute=TruncMinute(field, tzinfo=UTC))
+        .values_list("minute")
+        .annotate(n=Count("*"))
+        .order_by()
+    )
+    return {minute.astimezone(UTC): n for minute, n in rows}
+
+
+def worker_summary(now: datetime | None = None, using: str | None = None) -> dict[str, int]:
+    """How many worker rows are alive (recent heartbeat) and how many look dead."""
+    using = using or conf.get("DATABASE")
+    now = now or timezone.now()
+    fresh_since = now - timedelta(seconds=conf.get("WORKER_STALE_AFTER"))
+    rows = WorkerProcess.objects.using(using)
+    live = rows.filter(heartbeat_at__gte=fresh_since).count()
+    return {"live": live, "stale": rows.count() - live}

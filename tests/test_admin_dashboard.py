@@ -1,0 +1,159 @@
+"""The dashboard and the numbers behind it; the bulk transitions the admin relies on."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.urls import reverse
+
+from django_pgjobs import stats, transitions
+from django_pgjobs.admin.timeline import timeline
+from django_pgjobs.models import Job
+from django_pgjobs.states import JobState
+from tests.admin_helpers import staff_client
+from tests.factories import JobFactory, QueueFactory, WorkerProcessFactory
+
+pytestmark = pytest.mark.django_db
+S = JobState
+NOW = datetime(2026, 3, 1, 12, 30, 20, tzinfo=UTC)
+
+
+# -- stats ------------------------------------------------------------------------------------
+
+
+def test_throughput_counts_completions_and_failures_per_minute():
+    JobFactory.create_batch(3, completed=True, finished_at=NOW - timedelta(minutes=2))
+    JobFactory(discarded=True, finished_at=NOW - timedelta(minutes=2))
+    JobFactory(retryable=True, attempted_at=NOW - timedelta(seconds=5))
+    JobFactory(completed=True, finished_at=NOW - timedelta(hours=2))  # out of the window
+    series = stats.throughput(NOW)
+    assert len(series) == 60
+    assert series[-1]["minute"] == datetime(2026, 3, 1, 12, 30, tzinfo=UTC)
+    by_minute = {p["minute"].minute: (p["completed"], p["failed"]) for p in series}
+    assert by_minute[28] == (3, 1) and by_minute[30] == (0, 1)
+    assert sum(p["completed"] for p in series) == 3
+
+
+def test_queue_depths_count_unfinished_jobs_and_the_oldest_available():
+    QueueFactory(name="reports", paused=True)
+    JobFactory(queue="reports", run_at=NOW - timedelta(minutes=10))
+    JobFactory(queue="reports", run_at=NOW - timedelta(minutes=1))
+    JobFactory(queue="reports", scheduled=True)
+    JobFactory(queue="orphan")  # no queue row: still listed
+    depths = {q["name"]: q for q in stats.queue_depths(NOW)}
+    reports = depths["reports"]["depth"]
+    assert (reports["available"], reports["scheduled"]) == (2, 1)
+    assert depths["reports"]["paused"] is True
+    assert depths["reports"]["oldest_available_at"] == NOW - timedelta(minutes=10)
+    assert depths["orphan"]["depth"]["available"] == 1
+
+
+def test_a_due_retry_is_waiting_for_a_worker_too():
+    QueueFactory(name="reports")
+    JobFactory(queue="reports", run_at=NOW - timedelta(minutes=1))
+    JobFactory(queue="reports", retryable=True, run_at=NOW - timedelta(minutes=30))
+    JobFactory(queue="reports", retryable=True, run_at=NOW + timedelta(minutes=30))  # not due
+    depths = {q["name"]: q for q in stats.queue_depths(NOW)}
+    assert depths["reports"]["oldest_available_at"] == NOW - timedelta(minutes=30)
+
+
+def test_tallies_are_exact_under_the_cap_and_estimated_above():
+    JobFactory.create_batch(4)
+    assert stats.tally(Job.objects.all(), cap=10) == stats.Tally(4)
+    over = stats.tally(Job.objects.all(), cap=2)
+    assert not over.exact and over.value >= 3 and str(over).startswith("≈")
+
+
+def test_worker_summary_separates_live_from_stale():
+    WorkerProcessFactory()
+    WorkerProcessFactory(heartbeat_at=NOW - timedelta(hours=1))
+    assert stats.worker_summary() == {"live": 1, "stale": 1}
+
+
+# -- bulk transitions ----------------------------------------------------------------------
+
+
+def test_retry_many_is_one_update_that_respects_the_state_machine(django_assert_num_queries):
+    retried = [JobFactory(**{trait: True}) for trait in ("discarded", "completed", "cancelled")]
+    kept = [JobFactory(executing=True), JobFactory(waiting=True), JobFactory()]
+    exhausted = JobFactory(discarded=True, attempt=3, max_attempts=3)
+    with django_assert_num_queries(1):
+        assert transitions.retry_many(Job.objects.all()) == 4
+    assert {Job.objects.get(pk=j.pk).state for j in retried} == {S.AVAILABLE}
+    assert [Job.objects.get(pk=j.pk).state for j in kept] == [S.EXECUTING, S.WAITING, S.AVAILABLE]
+    assert Job.objects.get(pk=exhausted.pk).max_attempts == 4
+
+
+def test_cancel_many_cancels_unfinished_jobs_and_takes_leases_away():
+    running, waiting, done = (
+        JobFactory(executing=True),
+        JobFactory(scheduled=True),
+        JobFactory(completed=True),
+    )
+    assert transitions.cancel_many(Job.objects.all()) == 2
+    running.refresh_from_db()
+    assert running.state == S.CANCELLED and running.lease is None
+    assert Job.objects.get(pk=waiting.pk).state == S.CANCELLED
+    assert Job.objects.get(pk=done.pk).state == S.COMPLETED
+
+
+# -- the timeline ---------------------------------------------------------------------------
+
+
+def test_the_timeline_reads_enqueued_then_each_failure_then_the_end():
+    job = JobFactory(discarded=True)
+    kinds = [event.kind for event in timeline(job)]
+    assert kinds == ["enqueued", "failed", "failed", "failed", "discarded"]
+
+
+def test_a_malformed_error_record_does_not_break_the_timeline():
+    job = JobFactory(retryable=True, errors=[{"at": "not a date"}, {}])
+    events = timeline(job)
+    assert [e.at for e in events[1:3]] == [None, None] and events[-1].kind == "pending"
+
+
+# -- the page and its data ------------------------------------------------------------------
+
+
+def test_the_dashboard_page_draws_from_our_own_static_files(admin_client):
+    JobFactory(completed=True)
+    response = admin_client.get(reverse("admin:pgjobs_dashboard"))
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert 'id="pgjobs-chart"' in page and "pgjobs/dashboard.js" in page
+    assert 'id="pgjobs-initial"' in page and "http" not in page.split("pgjobs-initial")[1][:50]
+    assert reverse("admin:pgjobs_dashboard_data") in page
+
+
+def test_the_dashboard_data_is_json_with_throughput_depths_and_ages(admin_client):
+    QueueFactory(name="mail")
+    JobFactory(queue="mail")
+    JobFactory(completed=True)
+    WorkerProcessFactory()
+    response = admin_client.get(reverse("admin:pgjobs_dashboard_data"))
+    assert response["Content-Type"] == "application/json"
+    data = response.json()
+    assert len(data["throughput"]) == 60 and data["totals"]["completed"] == 1
+    mail = next(q for q in data["queues"] if q["name"] == "mail")
+    assert mail["depth"]["available"] == 1 and mail["oldest_available_seconds"] >= 0
+    assert data["workers"] == {"live": 1, "stale": 0}
+
+
+def test_a_view_only_operator_can_watch_the_dashboard():
+    viewer = staff_client("view_job")
+    assert viewer.get(reverse("admin:pgjobs_dashboard")).status_code == 200
+    assert viewer.get(reverse("admin:pgjobs_dashboard_data")).status_code == 200
+
+
+def test_the_app_index_links_to_the_dashboard(admin_client):
+    page = admin_client.get(reverse("admin:app_list", args=["pgjobs"])).content.decode()
+    assert reverse("admin:pgjobs_dashboard") in page
+
+
+def test_delete_many_is_a_fixed_number_of_statements(django_assert_max_num_queries):
+    JobFactory.create_batch(20, completed=True)
+    JobFactory(executing=True)
+    with django_assert_max_num_queries(8):  # savepoint, lookups, edges, jobs, cancel: no per-row
+        assert transitions.delete_many(Job.objects.all()) == 20
+    assert Job.objects.get().state == S.EXECUTING

@@ -1,0 +1,349 @@
+"""The job admin: list, detail with tracebacks, and operator actions behind permissions."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from django_pgjobs import stats
+from django_pgjobs.models import Job
+from django_pgjobs.states import JobState
+from tests.admin_helpers import action, changelist, detail, staff_client, state_of
+from tests.factories import JobFactory
+
+pytestmark = pytest.mark.django_db
+S = JobState
+
+
+# -- the list ---------------------------------------------------------------------------
+
+
+def test_the_list_shows_jobs_and_a_count_per_state(admin_client):
+    JobFactory.create_batch(2, discarded=True)
+    JobFactory(completed=True, task="testproject.demo.tasks.record")
+    response = admin_client.get(changelist())
+    assert response.status_code == 200
+    tabs = {tab["state"]: str(tab["tally"]) for tab in response.context["state_tabs"]}
+    assert tabs["discarded"] == "2" and tabs["completed"] == "1" and tabs["executing"] == "0"
+    assert b"testproject.demo.tasks.record" in response.content
+
+
+def test_state_counts_follow_the_other_filters(admin_client):
+    JobFactory(discarded=True, queue="mail")
+    JobFactory(discarded=True, queue="default")
+    response = admin_client.get(changelist(), {"queue": "mail"})
+    tabs = {tab["state"]: tab["tally"].value for tab in response.context["state_tabs"]}
+    assert tabs["discarded"] == 1
+
+
+@pytest.mark.parametrize(
+    "query, expected",
+    [
+        ({"state": "discarded"}, {"failed"}),
+        ({"queue": "mail"}, {"mail"}),
+        ({"task": "testproject.demo.tasks.record"}, {"record"}),
+        ({"q": "needle"}, {"needle"}),
+        ({"q": "RECORD"}, {"record"}),
+    ],
+)
+def test_filters_and_search(admin_client, query, expected):
+    JobFactory(discarded=True, args=["failed"])
+    JobFactory(queue="mail", args=["mail"])
+    JobFactory(task="testproject.demo.tasks.record", args=["record"])
+    JobFactory(kwargs={"tag": "needle"}, args=["needle"])
+    response = admin_client.get(changelist(), query)
+    assert response.status_code == 200
+    shown = {job.args[0] for job in response.context["cl"].result_list}
+    assert shown == expected
+
+
+def test_search_by_id_finds_that_job(admin_client):
+    wanted = JobFactory()
+    JobFactory.create_batch(3)
+    for term in (str(wanted.pk), f"#{wanted.pk}"):
+        response = admin_client.get(changelist(), {"q": term})
+        assert [job.pk for job in response.context["cl"].result_list] == [wanted.pk]
+
+
+def test_an_unknown_state_is_a_clear_error_not_an_empty_list(admin_client):
+    response = admin_client.get(changelist(), {"state": "exploded"})
+    assert response.status_code == 302 and "e=1" in response["Location"]
+
+
+def test_the_date_hierarchy_offers_the_range_of_jobs_without_scanning_them(admin_client):
+    JobFactory()
+    response = admin_client.get(changelist())
+    assert b"date-hierarchy" in response.content or b"toplinks" in response.content
+    year = Job.objects.get().created_at.year
+    response = admin_client.get(changelist(), {"created_at__year": year})
+    assert response.status_code == 200 and len(response.context["cl"].result_list) == 1
+
+
+def test_past_the_cap_the_list_shows_an_estimate(admin_client, monkeypatch):
+    monkeypatch.setattr(stats, "COUNT_CAP", 3)
+    JobFactory.create_batch(5, completed=True)
+    response = admin_client.get(changelist())
+    assert response.context["cl"].paginator.is_estimate
+    assert b"about " in response.content
+    completed = next(t for t in response.context["state_tabs"] if t["state"] == "completed")
+    assert not completed["tally"].exact and str(completed["tally"]).startswith("≈")
+
+
+def test_the_list_costs_a_bounded_number_of_queries(admin_client, django_assert_max_num_queries):
+    JobFactory.create_batch(30)
+    with django_assert_max_num_queries(25):
+        assert admin_client.get(changelist()).status_code == 200
+
+
+# -- the detail page ----------------------------------------------------------------------
+
+
+def test_the_detail_page_shows_args_result_and_every_attempt_with_its_traceback(admin_client):
+    job = JobFactory(
+        discarded=True,
+        args=[42, "x"],
+        kwargs={"mode": "fast"},
+        errors=[
+            {"attempt": 1, "at": "2026-01-01T00:00:00+00:00", "error": "ValueError: one",
+             "traceback": "Traceback (most recent call last):\n  first frame\nValueError: one"},
+            {"attempt": 2, "at": "2026-01-01T00:01:00+00:00", "error": "KeyError: 'two'",
+             "traceback": "Traceback (most recent call last):\n  second frame\nKeyError: 'two'"},
+        ],
+    )  # fmt: skip
+    response = admin_client.get(detail(job))
+    assert response.status_code == 200
+    page = response.content.decode()
+    for text in ("42", "&quot;fast&quot;", "ValueError: one", "first frame", "second frame",
+                 "Attempt 2 failed", "Discarded after", "Retry now"):  # fmt: skip
+        assert text in page, text
+    assert "KeyError: &#x27;two&#x27;" in page, "errors are escaped, never rendered as HTML"
+
+
+def test_the_detail_page_of_a_completed_job_shows_its_result(admin_client):
+    job = JobFactory(completed=True, result={"sent": 3})
+    page = admin_client.get(detail(job)).content.decode()
+    assert "&quot;sent&quot;: 3" in page and "Attempt 1 completed" in page
+
+
+def test_the_detail_page_offers_only_what_the_state_and_permissions_allow(admin_client):
+    running = JobFactory(executing=True)
+    page = admin_client.get(detail(running)).content.decode()
+    assert "Cancel" in page and "Retry now" not in page and "Delete</a>" not in page
+    viewer = staff_client("view_job")
+    page = viewer.get(detail(JobFactory(discarded=True))).content.decode()
+    assert "Retry now" not in page and "pgjobs-cancel" not in page
+
+
+def test_the_detail_page_is_read_only(admin_client):
+    job = JobFactory()
+    assert admin_client.post(detail(job), {"state": "completed"}).status_code == 405
+    assert state_of(job) == S.AVAILABLE
+
+
+def test_there_is_no_add_form_jobs_are_enqueued_by_code(admin_client):
+    assert admin_client.get(reverse("admin:pgjobs_job_add")).status_code == 403
+
+
+# -- actions on one job -----------------------------------------------------------------------
+
+
+def test_retry_makes_a_discarded_job_available_again(admin_client):
+    job = JobFactory(discarded=True)
+    response = admin_client.post(reverse("admin:pgjobs_job_retry", args=[job.pk]))
+    assert response.status_code == 302
+    job.refresh_from_db()
+    assert job.state == S.AVAILABLE and job.max_attempts > job.attempt
+
+
+def test_retry_of_an_executing_job_says_why_and_changes_nothing(admin_client):
+    job = JobFactory(executing=True)
+    response = admin_client.post(reverse("admin:pgjobs_job_retry", args=[job.pk]), follow=True)
+    assert "can&#x27;t be retried" in response.content.decode()
+    assert state_of(job) == S.EXECUTING
+
+
+def test_cancel_stops_a_scheduled_job(admin_client):
+    job = JobFactory(scheduled=True)
+    admin_client.post(reverse("admin:pgjobs_job_cancel", args=[job.pk]))
+    assert state_of(job) == S.CANCELLED
+
+
+def test_state_changes_refuse_get(admin_client):
+    job = JobFactory(discarded=True)
+    assert admin_client.get(reverse("admin:pgjobs_job_retry", args=[job.pk])).status_code == 405
+    assert state_of(job) == S.DISCARDED
+
+
+def test_state_changes_need_a_csrf_token(admin_user):
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(admin_user)
+    job = JobFactory(discarded=True)
+    assert client.post(reverse("admin:pgjobs_job_retry", args=[job.pk])).status_code == 403
+    assert state_of(job) == S.DISCARDED
+
+
+def test_a_missing_job_is_a_404(admin_client):
+    assert admin_client.post(reverse("admin:pgjobs_job_retry", args=[999999])).status_code == 404
+
+
+# -- actions on many jobs -------------------------------------------------------------------
+
+
+def test_retry_selected_retries_what_can_be_retried_and_leaves_the_rest(admin_client):
+    failed, done, running = (
+        JobFactory(discarded=True),
+        JobFactory(completed=True),
+        JobFactory(executing=True),
+    )
+    admin_client.post(changelist(), action("retry_jobs", failed, done, running))
+    assert [state_of(j) for j in (failed, done, running)] == [S.AVAILABLE, S.AVAILABLE,
+                                                              S.EXECUTING]  # fmt: skip
+
+
+def test_cancel_selected_cancels_unfinished_jobs_only(admin_client):
+    waiting, done = JobFactory(scheduled=True), JobFactory(completed=True)
+    admin_client.post(changelist(), action("cancel_jobs", waiting, done))
+    assert [state_of(waiting), state_of(done)] == [S.CANCELLED, S.COMPLETED]
+
+
+def test_select_across_acts_on_every_job_matching_the_filter(admin_client):
+    mail = JobFactory.create_batch(3, discarded=True, queue="mail")
+    other = JobFactory(discarded=True)
+    # The browser posts the ticked rows of the page along with "select all".
+    data = action("retry_jobs", mail[0], select_across=True)
+    admin_client.post(changelist() + "?queue=mail", data)
+    assert {state_of(j) for j in mail} == {S.AVAILABLE}
+    assert state_of(other) == S.DISCARDED
+
+
+def test_delete_asks_first_then_deletes_all_but_executing_jobs(admin_client):
+    old, running = JobFactory(completed=True), JobFactory(executing=True)
+    response = admin_client.post(changelist(), action("delete_jobs", old, running))
+    assert response.status_code == 200 and b"Yes, delete" in response.content
+    assert Job.objects.count() == 2, "nothing deleted before confirmation"
+    admin_client.post(changelist(), {**action("delete_jobs", old, running), "confirmed": "yes"})
+    assert list(Job.objects.values_list("pk", flat=True)) == [running.pk]
+
+
+def test_retry_all_discarded_retries_only_discarded_jobs_matching_the_filter(admin_client):
+    mail = JobFactory.create_batch(3, discarded=True, queue="mail")
+    elsewhere = JobFactory(discarded=True, queue="default")
+    done = JobFactory(completed=True, queue="mail")
+    url = reverse("admin:pgjobs_job_retry_discarded")
+    response = admin_client.post(url, {"filters": "queue=mail&state=discarded"})
+    assert response.status_code == 302 and "queue=mail" in response["Location"]
+    assert {state_of(j) for j in mail} == {S.AVAILABLE}
+    assert state_of(elsewhere) == S.DISCARDED and state_of(done) == S.COMPLETED
+
+
+def test_retry_all_discarded_refuses_a_bad_filter_and_changes_nothing(admin_client):
+    job = JobFactory(discarded=True)
+    url = reverse("admin:pgjobs_job_retry_discarded")
+    response = admin_client.post(url, {"filters": "state=nonsense"}, follow=True)
+    assert b"Nothing retried" in response.content
+    assert state_of(job) == S.DISCARDED
+
+
+def test_the_retry_all_button_shows_when_discarded_jobs_match(admin_client):
+    JobFactory(discarded=True)
+    assert b"pgjobs-retry-discarded" in admin_client.get(changelist()).content
+    Job.objects.all().delete()
+    assert b"pgjobs-retry-discarded" not in admin_client.get(changelist()).content
+
+
+# -- permissions: a staff user without the permission gets 403 and nothing changes ---------
+
+
+def _single(name):
+    return lambda job: (reverse(f"admin:pgjobs_job_{name}", args=[job.pk]), {})
+
+
+@pytest.mark.parametrize(
+    "request_for, trait, needs",
+    [
+        (_single("retry"), "discarded", "change_job"),
+        (_single("cancel"), "scheduled", "change_job"),
+        (_single("delete"), "completed", "delete_job"),
+        (lambda job: (changelist(), action("retry_jobs", job)), "discarded", "change_job"),
+        (lambda job: (changelist(), action("cancel_jobs", job)), "scheduled", "change_job"),
+        (
+            lambda job: (changelist(), {**action("delete_jobs", job), "confirmed": "yes"}),
+            "completed",
+            "delete_job",
+        ),
+        (
+            lambda job: (reverse("admin:pgjobs_job_retry_discarded"), {"filters": ""}),
+            "discarded",
+            "change_job",
+        ),
+    ],
+    ids=["retry", "cancel", "delete", "retry_jobs", "cancel_jobs", "delete_jobs", "retry_all"],
+)
+def test_without_the_permission_an_operator_gets_403_and_nothing_changes(request_for, trait, needs):
+    job = JobFactory(**{trait: True})
+    url, data = request_for(job)
+    viewer = staff_client("view_job")
+    assert viewer.post(url, {**data, "post": "yes"}).status_code == 403
+    assert state_of(job) == trait
+    # ...and with the permission, the same request goes through.
+    allowed = staff_client("view_job", needs, username="allowed")
+    assert allowed.post(url, {**data, "post": "yes"}).status_code in (200, 302)
+    assert not Job.objects.filter(pk=job.pk, state=trait).exists()
+
+
+def test_without_any_permission_the_admin_pages_are_closed(client):
+    job = JobFactory()
+    nobody = staff_client()
+    assert nobody.get(changelist()).status_code == 403
+    assert nobody.get(detail(job)).status_code == 403
+    assert nobody.get(reverse("admin:pgjobs_dashboard")).status_code == 403
+    assert nobody.get(reverse("admin:pgjobs_dashboard_data")).status_code == 403
+    anonymous = client.get(reverse("admin:pgjobs_dashboard_data"))
+    assert anonymous.status_code == 302 and "login" in anonymous["Location"]
+
+
+# -- pipelines ----------------------------------------------------------------------------
+
+
+def test_the_detail_page_shows_what_a_job_waits_for_and_what_needs_it(admin_client):
+    from testproject.demo.tasks import add
+
+    first = add.enqueue(1, 1)
+    second = Job.enqueue("testproject.demo.tasks.add", args=[2, 2], depends_on=[first])
+    page = admin_client.get(detail(second)).content.decode()
+    assert "Waits for (1 unfinished)" in page and f"#{first.pk} testproject.demo.tasks.add" in page
+    assert "Waiting for 1 unfinished dependency" in page
+    page = admin_client.get(detail(first)).content.decode()
+    assert f"#{second.pk} testproject.demo.tasks.add" in page.split("Needed by")[1]
+
+
+def test_deleting_an_unfinished_dependency_cancels_what_waits_for_it(admin_client):
+    from testproject.demo.tasks import add
+
+    first = add.enqueue(1, 1)
+    second = Job.enqueue("testproject.demo.tasks.add", args=[2, 2], depends_on=[first])
+    admin_client.post(changelist(), {**action("delete_jobs", first), "confirmed": "yes"})
+    assert not Job.objects.filter(pk=first.pk).exists()
+    assert state_of(second) == S.CANCELLED, "it would otherwise wait for ever"
+
+
+def test_an_executing_job_cannot_be_deleted_from_its_page(admin_client):
+    job = JobFactory(executing=True)
+    url = reverse("admin:pgjobs_job_delete", args=[job.pk])
+    assert admin_client.post(url, {"post": "yes"}).status_code == 403
+    assert state_of(job) == S.EXECUTING
+
+
+def test_delete_from_the_job_page_goes_through_delete_many(admin_client):
+    job = JobFactory(completed=True)
+    admin_client.post(reverse("admin:pgjobs_job_delete", args=[job.pk]), {"post": "yes"})
+    assert not Job.objects.filter(pk=job.pk).exists()
+
+
+def test_the_result_count_shows_only_while_searching(admin_client):
+    JobFactory(args=["needle"])
+    assert b"results (" not in admin_client.get(changelist()).content
+    page = admin_client.get(changelist(), {"q": "needle"}).content.decode()
+    assert "1 result (" in page

@@ -1,0 +1,97 @@
+"""The schedule admin: fire times on the schedule's clock, validation, enable/disable, run now."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from django.urls import reverse
+
+from django_pgjobs.admin.schedules import fire_times
+from django_pgjobs.models import Job, Schedule
+from tests.admin_helpers import action, changelist, staff_client
+
+pytestmark = pytest.mark.django_db
+
+
+def make_schedule(**fields) -> Schedule:
+    values = {
+        "name": "nightly report",
+        "cron": "30 9 * * *",
+        "timezone": "Asia/Tokyo",
+        "task": "testproject.demo.tasks.add",
+        "args": [1, 2],
+    }
+    return Schedule.objects.create(**{**values, **fields})
+
+
+def test_fire_times_are_on_the_schedules_own_clock():
+    schedule = make_schedule()
+    times = fire_times(schedule, datetime(2026, 3, 1, 0, 0, tzinfo=UTC))  # 09:00 in Tokyo
+    assert [t.strftime("%d %H:%M %Z") for t in times[:2]] == ["01 09:30 JST", "02 09:30 JST"]
+
+
+def test_the_list_and_the_page_show_next_fire_times_in_the_schedules_timezone(admin_client):
+    schedule = make_schedule()
+    assert "09:30 JST" in admin_client.get(changelist("schedule")).content.decode()
+    page = admin_client.get(reverse("admin:pgjobs_schedule_change", args=[schedule.pk]))
+    assert page.content.decode().count("09:30 JST") == 5
+
+
+def test_a_bad_cron_is_refused_with_a_clear_message(admin_client):
+    response = admin_client.post(
+        reverse("admin:pgjobs_schedule_add"),
+        {"name": "broken", "cron": "61 * * * *", "timezone": "UTC", "misfire": "catch_up",
+         "task": "testproject.demo.tasks.add", "args": "[]", "kwargs": "{}"},
+    )  # fmt: skip
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors
+    assert "cron" in errors and "61" in str(errors["cron"])
+    assert not Schedule.objects.filter(name="broken").exists()
+
+
+def test_disable_and_enable(admin_client):
+    schedule = make_schedule()
+    admin_client.post(reverse("admin:pgjobs_schedule_disable", args=[schedule.pk]))
+    assert not Schedule.objects.get(pk=schedule.pk).enabled
+    admin_client.post(changelist("schedule"), action("enable_schedules", schedule))
+    assert Schedule.objects.get(pk=schedule.pk).enabled
+
+
+def test_run_now_enqueues_the_schedules_job_at_once(admin_client):
+    schedule = make_schedule(args=[20, 22])
+    response = admin_client.post(reverse("admin:pgjobs_schedule_run_now", args=[schedule.pk]))
+    assert response.status_code == 302
+    job = Job.objects.get()
+    assert (job.task, job.args, job.meta.get("schedule")) == (
+        schedule.task,
+        [20, 22],
+        schedule.name,
+    )
+    assert Schedule.objects.get(pk=schedule.pk).last_fire_at is None, "a run now is not a tick"
+
+
+def test_run_now_of_a_schedule_whose_task_is_gone_says_so(admin_client):
+    schedule = make_schedule()
+    Schedule.objects.filter(pk=schedule.pk).update(task="testproject.demo.tasks.removed")
+    response = admin_client.post(changelist("schedule"), action("run_schedules_now", schedule),
+                                 follow=True)  # fmt: skip
+    assert "nothing enqueued" in response.content.decode()
+    assert not Job.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "request_for",
+    [
+        lambda s: (reverse("admin:pgjobs_schedule_disable", args=[s.pk]), {}),
+        lambda s: (reverse("admin:pgjobs_schedule_run_now", args=[s.pk]), {}),
+        lambda s: (changelist("schedule"), action("disable_schedules", s)),
+        lambda s: (changelist("schedule"), action("run_schedules_now", s)),
+    ],
+    ids=["disable", "run_now", "disable_action", "run_now_action"],
+)
+def test_without_change_permission_an_operator_gets_403_and_nothing_changes(request_for):
+    schedule = make_schedule()
+    url, data = request_for(schedule)
+    assert staff_client("view_schedule").post(url, data).status_code == 403
+    assert Schedule.objects.get(pk=schedule.pk).enabled and not Job.objects.exists()

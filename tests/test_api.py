@@ -1,0 +1,454 @@
+"""The HTTP API: POST /jobs/, GET /jobs/<id>, POST /jobs/run — and every way to be refused."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import timedelta
+
+import pytest
+from django.db import connections
+from django.test import Client
+from django.utils import timezone
+
+from django_pgjobs import Job
+from django_pgjobs.api.tokens import digest, issue
+from django_pgjobs.models import ApiToken, WorkerProcess
+from django_pgjobs.states import JobState
+from testproject.demo.models import Run
+from tests.factories import ConnectorFactory, JobFactory, QueueFactory
+
+pytestmark = pytest.mark.django_db
+
+ADD = "testproject.demo.tasks.add"
+
+
+@pytest.fixture
+def token() -> str:
+    return issue("ci", ["*"], can_run=True, connectors=["*"])[1]
+
+
+def post(client: Client, path: str, body: object = None, token: str | None = None, **extra):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    data = body if isinstance(body, str | bytes) else json.dumps(body)
+    return client.post(path, data, content_type="application/json", headers=headers, **extra)
+
+
+def get(client: Client, path: str, token: str | None = None):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return client.get(path, headers=headers)
+
+
+# -- tokens -----------------------------------------------------------------------------
+
+
+def test_tokens_are_stored_as_a_hash_and_recognisable_by_their_prefix():
+    row, plain = issue("deploy", ["default"])
+    stored = ApiToken.objects.filter(pk=row.pk).values().get()
+    assert plain not in json.dumps(stored, default=str)
+    assert stored["token_hash"] == digest(plain) and plain.startswith(stored["prefix"])
+
+
+@pytest.mark.parametrize(
+    "method, path", [("post", "/jobs/"), ("get", "/jobs/1"), ("post", "/jobs/run")]
+)
+@pytest.mark.parametrize(
+    "authorization", [None, "Bearer", "Bearer pgj_wrong", "Token {token}", "{token}"]
+)
+def test_a_missing_or_wrong_token_is_401_and_changes_nothing(
+    client, token, method, path, authorization
+):
+    job = JobFactory()
+    headers = {"Authorization": authorization.format(token=token)} if authorization else {}
+    body = json.dumps({"task": ADD, "args": [1, 2]})
+    if method == "post":
+        response = client.post(path, body, content_type="application/json", headers=headers)
+    else:
+        response = client.get(path, headers=headers)
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"].startswith("Bearer")
+    assert response.json()["error"] == "unauthorized"
+    assert list(Job.objects.values_list("pk", "state")) == [(job.pk, JobState.AVAILABLE)]
+    assert ApiToken.objects.get().last_used_at is None
+
+
+def test_revoked_and_expired_tokens_are_401(client):
+    revoked, revoked_plain = issue("old", ["*"])
+    ApiToken.objects.filter(pk=revoked.pk).update(active=False)
+    _, expired = issue("temp", ["*"], expires_at=timezone.now() - timedelta(seconds=1))
+    for plain, reason in ((revoked_plain, "revoked"), (expired, "expired")):
+        response = post(Client(), "/jobs/", {"task": ADD}, plain)
+        assert response.status_code == 401 and reason in response.json()["message"]
+    assert not Job.objects.exists()
+
+
+def test_a_valid_token_records_when_it_was_last_used(client, token):
+    assert post(client, "/jobs/", {"task": ADD, "args": [1, 2]}, token).status_code == 201
+    assert ApiToken.objects.get().last_used_at is not None
+
+
+@pytest.mark.parametrize(
+    "permission, method, path",
+    [
+        ("can_enqueue", "post", "/jobs/"),
+        ("can_read", "get", "/jobs/1"),
+        ("can_run", "post", "/jobs/run"),
+    ],
+)
+def test_a_token_without_the_permission_is_403(client, permission, method, path):
+    _, plain = issue("narrow", ["*"], **{permission: False})
+    JobFactory(pk=1)
+    response = (
+        post(client, path, {"task": ADD}, plain) if method == "post" else get(client, path, plain)
+    )
+    assert response.status_code == 403
+    assert permission in response.json()["message"]
+    assert Job.objects.get(pk=1).state == JobState.AVAILABLE and Job.objects.count() == 1
+
+
+# -- POST /jobs/ --------------------------------------------------------------------------
+
+
+def test_enqueue_creates_the_job_and_answers_201_with_where_to_find_it(client, token):
+    run_at = (timezone.now() + timedelta(hours=1)).isoformat()
+    response = post(
+        client,
+        "/jobs/",
+        {
+            "task": ADD,
+            "args": [1],
+            "kwargs": {"b": 2},
+            "queue": "mail",
+            "priority": 5,
+            "run_at": run_at,
+            "max_attempts": 4,
+            "timeout": 30,
+        },
+        token,
+    )
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    job = Job.objects.get(pk=body["id"])
+    assert response["Location"] == f"/jobs/{job.pk}" == body["url"]
+    assert (job.task, job.args, job.kwargs, job.queue) == (ADD, [1], {"b": 2}, "mail")
+    assert (job.priority, job.max_attempts, job.timeout) == (5, 4, 30.0)
+    assert job.state == JobState.SCHEDULED and body["state"] == "scheduled"
+    assert body["duplicate"] is False
+
+
+def test_enqueue_defaults_come_from_the_task(client, token):
+    body = post(
+        client, "/jobs/", {"task": "testproject.demo.tasks.send_welcome", "args": [7]}, token
+    ).json()
+    assert (body["queue"], body["max_attempts"], body["state"]) == ("mail", 3, "available")
+
+
+def test_a_unique_key_held_by_an_active_job_returns_that_job_with_200(client, token):
+    first = post(client, "/jobs/", {"task": ADD, "args": [1, 2], "unique_key": "k"}, token)
+    again = post(client, "/jobs/", {"task": ADD, "args": [1, 2], "unique_key": "k"}, token)
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json()["id"] == first.json()["id"] and again.json()["duplicate"] is True
+    assert Job.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    "body, field, fragment",
+    [
+        ("{not json", "body", "not valid JSON"),
+        ('{"task": NaN}', "body", "NaN is not valid JSON"),
+        ([1, 2], "body", "must be a JSON object"),
+        ({}, "task", "is required"),
+        ({"task": ADD, "argz": []}, "argz", "unknown field"),
+        ({"task": 5}, "task", "non-empty string"),
+        ({"task": ADD, "args": {"a": 1}}, "args", "array"),
+        ({"task": ADD, "kwargs": [1]}, "kwargs", "object"),
+        ({"task": ADD, "priority": "high"}, "priority", "integer"),
+        ({"task": ADD, "priority": 40000}, "priority", "between"),
+        ({"task": ADD, "priority": True}, "priority", "integer"),
+        ({"task": ADD, "max_attempts": 0}, "max_attempts", "between 1"),
+        ({"task": ADD, "run_at": "tomorrow"}, "run_at", "ISO 8601"),
+        ({"task": ADD, "run_at": "2030-01-01T09:00:00"}, "run_at", "time zone"),
+        ({"task": ADD, "timeout": -1}, "timeout", "greater than 0"),
+        ({"task": ADD, "unique_key": "x" * 256}, "unique_key", "at most 255"),
+        ({"task": "os.system", "args": ["true"]}, "task", "unknown task"),
+        ({"task": "nowhere.nothing"}, "task", "unknown task"),
+        ({"task": ADD, "queue": "nowhere"}, "queue", "unknown queue"),
+        ({"task": ADD, "queue": "bad name"}, "queue", "invalid queue name"),
+        ({"task": ADD, "connector": "nowhere"}, "connector", "unknown connector"),
+    ],
+)
+def test_invalid_requests_are_400_naming_the_field_and_write_nothing(
+    client, token, body, field, fragment
+):
+    response = post(client, "/jobs/", body, token)
+    assert response.status_code == 400, response.content
+    payload = response.json()
+    assert payload["error"] == "invalid"
+    assert fragment in payload["fields"][field], payload
+    assert not Job.objects.exists()
+
+
+def test_several_bad_fields_are_reported_at_once(client, token):
+    response = post(client, "/jobs/", {"task": ADD, "priority": "x", "args": 1}, token)
+    assert set(response.json()["fields"]) == {"priority", "args"}
+
+
+def test_a_body_that_is_not_json_is_415(client, token):
+    response = client.post("/jobs/", {"task": ADD}, headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 415 and not Job.objects.exists()
+
+
+def test_an_oversized_payload_is_413_naming_args(client, token, settings):
+    settings.PGJOBS = {**settings.PGJOBS, "MAX_PAYLOAD_BYTES": 100}
+    response = post(client, "/jobs/", {"task": ADD, "args": ["x" * 200, 1]}, token)
+    assert response.status_code == 413
+    assert "over the limit of 100" in response.json()["fields"]["args"]
+    assert not Job.objects.exists()
+
+
+def test_a_token_may_only_enqueue_into_its_queues(client):
+    _, plain = issue("mail-only", ["mail"])
+    assert (
+        post(client, "/jobs/", {"task": ADD, "queue": "mail", "args": [1, 2]}, plain).status_code
+        == 201
+    )
+    refused = post(client, "/jobs/", {"task": ADD, "args": [1, 2]}, plain)  # task default: default
+    assert refused.status_code == 403 and "'default'" in refused.json()["message"]
+    assert Job.objects.count() == 1
+
+
+def test_naming_a_connector_needs_a_token_that_covers_it(client):
+    ConnectorFactory(name="deploy", kind="command", config={"executable": "true"})
+    ConnectorFactory(name="hook")
+    _, plain = issue("hooks-only", ["*"], connectors=["hook"])
+    refused = post(client, "/jobs/", {"task": ADD, "args": [1, 2], "connector": "deploy"}, plain)
+    assert refused.status_code == 403 and "'deploy'" in refused.json()["message"]
+    assert not Job.objects.exists()
+    allowed = post(client, "/jobs/", {"task": ADD, "args": [1, 2], "connector": "hook"}, plain)
+    assert allowed.status_code == 201 and allowed.json()["connector"] == "hook"
+
+
+@pytest.mark.parametrize(
+    "method, path", [("get", "/jobs/"), ("post", "/jobs/1"), ("get", "/jobs/run")]
+)
+def test_the_wrong_method_is_405_with_allow(client, token, method, path):
+    headers = {"Authorization": f"Bearer {token}"}
+    response = getattr(client, method)(path, headers=headers)
+    assert response.status_code == 405 and response["Allow"] in ("GET", "POST")
+
+
+# -- GET /jobs/<id> -------------------------------------------------------------------
+
+
+def test_a_job_reads_back_with_state_attempts_errors_and_result(client, token):
+    done = JobFactory(completed=True)
+    failed = JobFactory(discarded=True)
+    body = get(client, f"/jobs/{done.pk}", token).json()
+    assert (body["state"], body["result"], body["attempt"]) == ("completed", 3, 1)
+    body = get(client, f"/jobs/{failed.pk}", token).json()
+    assert body["state"] == "discarded"
+    assert [e["attempt"] for e in body["errors"]] == [1, 2, 3]
+
+
+def test_unknown_jobs_and_jobs_of_other_queues_are_404(client):
+    _, plain = issue("mail-only", ["mail"])
+    other = JobFactory(queue="default")
+    assert get(client, f"/jobs/{other.pk}", plain).status_code == 404
+    assert get(client, "/jobs/999999", plain).status_code == 404
+
+
+def test_api_json_never_contains_a_connector_secret(client, token, http_peer):
+    secret = "tok-never-shown-81"
+    ConnectorFactory(name="hook", config={"url": http_peer.url}, secrets={"token": secret})
+    http_peer.status, http_peer.answer = 500, f"echo {secret}".encode()
+    job_id = post(
+        client,
+        "/jobs/",
+        {
+            "task": "django_pgjobs.connectors.tasks.call",
+            "connector": "hook",
+            "kwargs": {"payload": {}},
+        },
+        token,
+    ).json()["id"]
+    ran = post(client, "/jobs/run", None, token)
+    read = get(client, f"/jobs/{job_id}", token)
+    assert ran.json()["outcomes"] == {"retryable": 1}
+    assert secret not in ran.content.decode() + read.content.decode()
+    assert read.json()["connector"] == "hook"
+
+
+# -- POST /jobs/run -------------------------------------------------------------------
+
+
+def test_run_executes_due_jobs_and_reports_each_outcome(client, token):
+    ok = Job.enqueue(ADD, [1, 2])
+    bad = Job.enqueue(ADD, ["x", 1], max_attempts=1)
+    later = Job.enqueue(ADD, [1, 1], run_at=timezone.now() + timedelta(hours=1))
+    response = post(client, "/jobs/run", None, token)
+    assert response.status_code == 200
+    report = response.json()
+    assert (report["ran"], report["stopped"]) == (2, "empty")
+    assert report["outcomes"] == {"completed": 1, "discarded": 1}
+    assert {job["id"]: job["outcome"] for job in report["jobs"]} == {
+        ok.pk: "completed",
+        bad.pk: "discarded",
+    }
+    assert Job.objects.get(pk=ok.pk).result == 3
+    assert Job.objects.get(pk=later.pk).state == JobState.SCHEDULED
+    assert not WorkerProcess.objects.exists(), "the request's worker row is gone"
+
+
+def test_run_stops_at_the_limit(client, token):
+    Job.enqueue_many([{"task": ADD, "args": [n, n]} for n in range(5)])
+    report = post(client, "/jobs/run?limit=2", None, token).json()
+    assert (report["ran"], report["stopped"]) == (2, "limit")
+    assert Job.objects.filter(state=JobState.AVAILABLE).count() == 3
+
+
+def test_run_stops_starting_jobs_after_max_seconds(client, token):
+    Job.enqueue_many([{"task": "testproject.demo.tasks.sleep", "args": [0.2]} for _ in range(3)])
+    report = post(client, "/jobs/run?max_seconds=0.1", None, token).json()
+    assert (report["ran"], report["stopped"]) == (1, "time")
+
+
+def test_run_takes_only_the_queues_and_states_asked_for(client, token):
+    mail = Job.enqueue(ADD, [1, 1], queue="mail")
+    Job.enqueue(ADD, [2, 2])  # default queue
+    retry = JobFactory(retryable=True, run_at=timezone.now() - timedelta(seconds=1))
+    report = post(client, "/jobs/run?queue=mail", None, token).json()
+    assert [job["id"] for job in report["jobs"]] == [mail.pk]
+    report = post(client, "/jobs/run?status=retryable", None, token).json()
+    assert [job["id"] for job in report["jobs"]] == [retry.pk]
+
+
+def test_run_honours_queue_concurrency_held_elsewhere(client, token):
+    QueueFactory(name="limited", concurrency=1)
+    JobFactory(queue="limited", executing=True)  # a worker somewhere runs one
+    waiting = Job.enqueue(ADD, [1, 1], queue="limited")
+    assert post(client, "/jobs/run?queue=limited", None, token).json()["ran"] == 0
+    assert Job.objects.get(pk=waiting.pk).state == JobState.AVAILABLE
+
+
+def test_run_honours_paused_queues(client, token):
+    QueueFactory(name="held", paused=True)
+    Job.enqueue(ADD, [1, 1], queue="held")
+    assert post(client, "/jobs/run?queue=held", None, token).json()["ran"] == 0
+
+
+def test_run_honours_blocking_order_and_a_head_waiting_to_retry(client, token):
+    QueueFactory(name="serial", blocking=True)
+    head = JobFactory(queue="serial", retryable=True)  # runs again in 5 minutes
+    second = Job.enqueue(ADD, [1, 1], queue="serial")
+    assert post(client, "/jobs/run?queue=serial", None, token).json()["ran"] == 0
+    Job.objects.filter(pk=head.pk).update(run_at=timezone.now())
+    report = post(client, "/jobs/run?queue=serial", None, token).json()
+    assert [job["id"] for job in report["jobs"]] == [head.pk, second.pk]
+
+
+def test_run_interrupts_a_sync_job_past_its_timeout(client, token):
+    job = Job.enqueue("tests.tasks_for_tests.busy", args=[30], timeout=0.2, max_attempts=1)
+    report = post(client, "/jobs/run", None, token).json()
+    assert report["outcomes"] == {"discarded": 1}
+    assert "JobTimeout" in Job.objects.get(pk=job.pk).errors[0]["error"]
+
+
+def test_run_puts_back_a_job_whose_connector_is_busy(client, token, second_connection):
+    from django_pgjobs.connectors.runtime import slot_key
+
+    hook = ConnectorFactory(name="hook", concurrency=1)
+    second_connection.execute("SELECT pg_advisory_lock(%s)", [slot_key(hook.pk, 0)])
+    job = Job.enqueue("django_pgjobs.connectors.tasks.call", connector="hook")
+    report = post(client, "/jobs/run", None, token).json()
+    assert report["outcomes"] == {"available": 1}
+    job.refresh_from_db()
+    assert (job.state, job.attempt) == (JobState.AVAILABLE, 0)
+
+
+@pytest.mark.parametrize(
+    "query, field",
+    [
+        ("limit=0", "limit"),
+        ("limit=many", "limit"),
+        ("limit=1000", "limit"),
+        ("max_seconds=-1", "max_seconds"),
+        ("max_seconds=nan", "max_seconds"),
+        ("status=completed", "status"),
+        ("queue=nowhere", "queue"),
+        ("queues=default", "queues"),
+    ],
+)
+def test_bad_run_parameters_are_400_and_run_nothing(client, token, query, field):
+    job = Job.enqueue(ADD, [1, 1])
+    response = post(client, f"/jobs/run?{query}", None, token)
+    assert response.status_code == 400 and field in response.json()["fields"]
+    assert Job.objects.get(pk=job.pk).state == JobState.AVAILABLE
+
+
+def test_a_token_runs_only_its_queues(client):
+    _, plain = issue("mail-runner", ["mail"], can_run=True)
+    mail = Job.enqueue(ADD, [1, 1], queue="mail")
+    other = Job.enqueue(ADD, [1, 1])
+    assert post(client, "/jobs/run?queue=default", None, plain).status_code == 403
+    report = post(client, "/jobs/run", None, plain).json()  # default: the token's queues
+    assert [job["id"] for job in report["jobs"]] == [mail.pk]
+    assert Job.objects.get(pk=other.pk).state == JobState.AVAILABLE
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_run_requests_keep_a_blocking_queue_serial(token):
+    Job.enqueue_many(
+        [{"task": "testproject.demo.tasks.serial_step", "args": [f"s{n}", 0.05]} for n in range(6)]
+    )
+    statuses: list[int] = []
+
+    def call() -> None:
+        try:
+            response = post(Client(), "/jobs/run?queue=serial&limit=6", None, token)
+            statuses.append(response.status_code)
+        finally:
+            connections.close_all()  # this thread's own connection
+
+    threads = [threading.Thread(target=call) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert statuses == [200, 200, 200]
+    tags = list(Run.objects.order_by("id").values_list("tag", flat=True))
+    assert tags == [tag for n in range(6) for tag in (f"s{n}", f"s{n}:end")]
+
+
+# -- the description -------------------------------------------------------------------
+
+
+def test_the_openapi_description_is_served_valid_and_covers_every_route(client):
+    from openapi_spec_validator import validate
+    from openapi_spec_validator.readers import read_from_filename
+
+    response = client.get("/jobs/openapi.yaml")
+    assert response.status_code == 200 and response["Content-Type"] == "application/yaml"
+    from django_pgjobs.api.views import OPENAPI
+
+    spec, _ = read_from_filename(str(OPENAPI))
+    validate(spec)
+    assert set(spec["paths"]) == {"/", "/{id}", "/run"}
+    codes = set(spec["components"]["schemas"]["Error"]["properties"]["error"]["enum"])
+    assert codes >= {"invalid", "unauthorized", "forbidden", "not_found", "method_not_allowed"}
+
+
+def test_issue_api_token_prints_a_working_token(client):
+    import io
+
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    out = io.StringIO()
+    call_command("issue_api_token", "deploy", "--queues", "mail", "--run", stdout=out)
+    plain = out.getvalue().strip()
+    token = ApiToken.objects.get(name="deploy")
+    assert (token.token_hash, token.queues, token.can_run) == (digest(plain), ["mail"], True)
+    assert get(client, "/jobs/1", plain).status_code == 404  # authenticated, no such job
+    with pytest.raises(CommandError, match="--queues"):
+        call_command("issue_api_token", "x", "--queues", "bad name")
+    assert ApiToken.objects.count() == 1

@@ -1,0 +1,298 @@
+"""Each built-in connector kind against a real local peer: an HTTP server, an SMTP
+server, a child process."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from django_pgjobs import Job
+from django_pgjobs.connectors import ConnectorError, get_connector
+from django_pgjobs.connectors.command import running_commands
+from django_pgjobs.models import Connector
+from django_pgjobs.states import JobState
+from tests.factories import ConnectorFactory, QueueFactory
+
+pytestmark = pytest.mark.django_db
+
+TOKEN = "tok-3f9a1c77e2b54d0a"
+CALL = "django_pgjobs.connectors.tasks.call"
+
+
+def run_one(worker, **enqueue) -> Job:
+    job = Job.enqueue(**enqueue)
+    worker.drain()
+    job.refresh_from_db()
+    return job
+
+
+# -- http -----------------------------------------------------------------------------
+
+
+def test_http_call_posts_the_payload_as_json_with_the_bearer_token(worker, http_peer):
+    ConnectorFactory(name="hook", config={"url": http_peer.url}, secrets={"token": TOKEN})
+    job = run_one(worker, task=CALL, kwargs={"payload": {"order": 7}}, connector="hook")
+
+    assert job.state == JobState.COMPLETED
+    assert job.result == {"status": 200, "body": {"ok": True}}
+    (request,) = http_peer.received
+    assert (request.method, request.path) == ("POST", "/hook")
+    assert json.loads(request.body) == {"order": 7}
+    assert request.headers["Authorization"] == f"Bearer {TOKEN}"
+    assert request.headers["Content-Type"] == "application/json"
+
+
+def test_http_basic_auth_api_key_and_plain_headers(worker, http_peer):
+    ConnectorFactory(
+        name="hook",
+        config={"url": http_peer.url, "method": "PUT", "username": "svc", "headers": {"X-A": "1"}},
+        secrets={"password": "pw-secret-1", "api_key": "key-secret-1"},
+    )
+    job = run_one(worker, task=CALL, kwargs={"payload": [1]}, connector="hook")
+    assert job.state == JobState.COMPLETED
+    (request,) = http_peer.received
+    assert request.method == "PUT"
+    assert (
+        request.headers["Authorization"] == "Basic " + base64.b64encode(b"svc:pw-secret-1").decode()
+    )
+    assert request.headers["X-Api-Key"] == "key-secret-1"
+    assert request.headers["X-A"] == "1"
+
+
+def test_an_unexpected_status_fails_the_attempt_without_leaking_the_token(worker, http_peer):
+    ConnectorFactory(
+        name="hook", config={"url": http_peer.url + "?sig=abc123"}, secrets={"token": TOKEN}
+    )
+    http_peer.status, http_peer.answer = 503, f"denied for {TOKEN}".encode()
+    job = run_one(worker, task=CALL, kwargs={"payload": {}}, connector="hook")
+
+    assert job.state == JobState.RETRYABLE
+    error = job.errors[0]["error"]
+    assert error.startswith("HttpStatusError: POST http://127.0.0.1:")
+    assert "/hook answered 503: denied for ********" in error
+    assert TOKEN not in json.dumps(job.errors) and "abc123" not in error
+
+
+def test_expected_status_decides_what_success_is(worker, http_peer):
+    ConnectorFactory(name="hook", config={"url": http_peer.url, "expected_status": [202]})
+    assert run_one(worker, task=CALL, connector="hook").state == JobState.RETRYABLE
+    http_peer.status = 202
+    assert run_one(worker, task=CALL, connector="hook").state == JobState.COMPLETED
+
+
+def test_changing_url_and_token_in_the_database_applies_to_the_next_job(worker, http_peer):
+    hook = ConnectorFactory(name="hook", config={"url": "http://127.0.0.1:9/gone"})
+    first = run_one(worker, task=CALL, connector="hook")
+    assert first.state == JobState.RETRYABLE
+    assert "failed" in first.errors[0]["error"]
+
+    hook.config = {"url": http_peer.url}  # what an operator does in the admin
+    hook.update_secrets({"token": "rotated-token-2"})
+    hook.save()
+    second = run_one(worker, task=CALL, connector="hook")  # same worker, no restart
+    assert second.state == JobState.COMPLETED
+    assert http_peer.received[0].headers["Authorization"] == "Bearer rotated-token-2"
+
+
+def test_a_task_with_a_connector_parameter_gets_the_http_connector(worker, http_peer):
+    ConnectorFactory(name="hook", config={"url": http_peer.url})
+    job = run_one(
+        worker, task="tests.tasks_for_connectors.post_to", args=[{"a": 1}], connector="hook"
+    )
+    assert job.result == {"status": 200, "body": {"ok": True}}
+
+
+def test_http_connection_test_reports_the_status_without_a_body(http_peer):
+    ConnectorFactory(name="hook", config={"url": http_peer.url})
+    assert get_connector("hook").test().endswith("answered 200")
+    assert http_peer.received[0].method == "HEAD"
+    ConnectorFactory(name="nothing-there", config={"url": "http://127.0.0.1:9/"})
+    with pytest.raises(ConnectorError, match="refused"):
+        get_connector("nothing-there").test()
+
+
+# -- smtp -----------------------------------------------------------------------------
+
+
+def mailer(peer, password: str | None = None, **config) -> Connector:
+    return ConnectorFactory(
+        name="mailer",
+        kind="smtp",
+        config={
+            "host": peer.host,
+            "port": peer.port,
+            "username": peer.username,
+            "from_email": "jobs@example.com",
+            **config,
+        },
+        secrets={"password": password or peer.password},
+    )
+
+
+def test_smtp_sends_through_the_server_with_the_stored_credentials(worker, smtp_peer):
+    mailer(smtp_peer)
+    from tests.tasks_for_connectors import welcome
+
+    job = welcome.enqueue("ada@example.com")  # the task names the connector
+    worker.drain()
+    job.refresh_from_db()
+
+    assert (job.state, job.result) == (JobState.COMPLETED, 1)
+    assert smtp_peer.logins == [("mailer", True)]
+    (message,) = smtp_peer.messages
+    assert message["Subject"] == "Welcome"
+    assert message["To"] == "ada@example.com"
+    assert message["From"] == "jobs@example.com"
+    assert {part.get_content_type() for part in message.walk()} >= {"text/plain", "text/html"}
+
+
+def test_a_wrong_smtp_password_fails_without_showing_it_then_a_new_one_works(
+    worker, smtp_peer, caplog
+):
+    connector = mailer(smtp_peer, password="wrong-password-77")
+    job = run_one(
+        worker,
+        task=CALL,
+        kwargs={"payload": {"subject": "s", "body": "b", "to": "x@example.com"}},
+        connector="mailer",
+    )
+    assert job.state == JobState.RETRYABLE
+    assert "SMTPAuthenticationError" in job.errors[0]["error"]
+    assert "wrong-password-77" not in json.dumps(job.errors) + caplog.text
+
+    connector.update_secrets({"password": smtp_peer.password})
+    connector.save()
+    job.retry()
+    worker.drain()
+    job.refresh_from_db()
+    assert (job.state, job.result) == (JobState.COMPLETED, {"sent": 1, "to": ["x@example.com"]})
+
+
+def test_a_malformed_mail_payload_is_discarded_with_the_reason(worker, smtp_peer):
+    mailer(smtp_peer)
+    job = run_one(worker, task=CALL, kwargs={"payload": {"subject": "s"}}, connector="mailer")
+    assert job.state == JobState.DISCARDED
+    assert "missing keys ['body', 'to']" in job.errors[0]["error"]
+    assert smtp_peer.messages == []
+
+
+def test_smtp_connection_test_logs_in_and_sends_nothing(smtp_peer):
+    mailer(smtp_peer)
+    assert "logged in as mailer" in get_connector("mailer").test()
+    assert smtp_peer.logins == [("mailer", True)] and smtp_peer.messages == []
+
+
+# -- command --------------------------------------------------------------------------
+
+
+def command(code: str, name: str = "script", secrets: dict | None = None, **config) -> Connector:
+    return ConnectorFactory(
+        name=name,
+        kind="command",
+        config={"executable": sys.executable, "args": ["-c", code], **config},
+        secrets=secrets or {},
+    )
+
+
+def test_a_command_s_output_and_exit_code_are_the_result(worker):
+    command("import sys; print('out', sys.argv[1:]); print('err', file=sys.stderr)")
+    job = run_one(worker, task=CALL, connector="script")
+    assert job.state == JobState.COMPLETED
+    assert job.result["exit_code"] == 0
+    assert job.result["stdout"] == "out []\n" and job.result["stderr"] == "err\n"
+
+
+def test_a_non_zero_exit_fails_the_attempt_with_stderr(worker):
+    command("import sys; print('disk full', file=sys.stderr); sys.exit(3)")
+    job = run_one(worker, task=CALL, connector="script")
+    assert job.state == JobState.RETRYABLE
+    assert job.errors[0]["error"].endswith("exited with code 3: disk full\n")
+
+
+def test_secrets_reach_the_process_as_environment_and_are_masked_in_output(worker):
+    command("import os; print(os.environ['DB_PASSWORD'])", secrets={"DB_PASSWORD": "hunter2-x"})
+    job = run_one(worker, task=CALL, connector="script")
+    assert job.result["stdout"] == "********\n"
+
+
+def test_jobs_append_arguments_only_where_the_connector_allows_it(worker):
+    command("import sys; print(sys.argv[1:])")
+    job = run_one(worker, task=CALL, kwargs={"payload": {"args": ["--x"]}}, connector="script")
+    assert "does not take arguments from jobs" in job.errors[0]["error"]
+    command("import sys; print(sys.argv[1:])", name="open", allow_job_args=True)
+    job = run_one(worker, task=CALL, kwargs={"payload": {"args": ["--x"]}}, connector="open")
+    assert job.result["stdout"] == "['--x']\n"
+
+
+def test_input_goes_to_stdin_and_only_the_tail_of_big_output_is_kept(worker):
+    command("import sys; data = sys.stdin.read(); print('x' * 5000 + data)", max_output_bytes=100)
+    job = run_one(worker, task=CALL, kwargs={"payload": {"input": "END"}}, connector="script")
+    assert job.result["stdout"].endswith("xEND\n") and len(job.result["stdout"]) == 100
+    assert job.result["truncated"] is True
+
+
+def test_a_command_over_its_timeout_is_killed(worker):
+    command("import time; time.sleep(30)", timeout=0.3)
+    job = run_one(worker, task=CALL, connector="script")
+    assert "CommandTimeout" in job.errors[0]["error"]
+    assert running_commands() == []
+
+
+def test_a_missing_executable_is_a_clear_error(worker):
+    ConnectorFactory(name="ghost", kind="command", config={"executable": "no-such-tool-xyz"})
+    job = run_one(worker, task=CALL, connector="ghost")
+    assert "executable 'no-such-tool-xyz' not found" in job.errors[0]["error"]
+    with pytest.raises(ConnectorError, match="not found"):
+        get_connector("ghost").test()
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.django_db(transaction=True)
+def test_cancelling_the_job_kills_its_process(threaded_worker, wait, tmp_path: Path):
+    pid_file = tmp_path / "pid"
+    command(
+        f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+    )
+    job = Job.enqueue(CALL, connector="script")
+    threaded_worker()
+    pid = int(wait(lambda: pid_file.exists() and pid_file.read_text(), timeout=10))
+    assert [run.pid for run in running_commands()] == [pid]
+    Job.objects.get(pk=job.pk).cancel()
+    wait(lambda: not pid_alive(pid), timeout=5)
+    assert Job.objects.get(pk=job.pk).state == JobState.CANCELLED
+
+
+@pytest.mark.django_db(transaction=True)
+def test_running_commands_count_against_their_queue_s_concurrency(threaded_worker, tmp_path):
+    QueueFactory(name="scripts", concurrency=1)
+    log = tmp_path / "log"
+    command(
+        "import sys, time; log = open(sys.argv[1], 'a'); log.write(f'start {time.time()}\\n');"
+        " log.flush(); time.sleep(0.3); log.write(f'end {time.time()}\\n')",
+        allow_job_args=True,
+    )
+    jobs = [
+        Job.enqueue(
+            CALL, kwargs={"payload": {"args": [str(log)]}}, connector="script", queue="scripts"
+        )
+        for _ in range(3)
+    ]
+    threaded_worker(queues=["scripts"], concurrency=3)
+    from tests.conftest import wait_until
+
+    wait_until(lambda: Job.objects.filter(state=JobState.COMPLETED).count() == 3, timeout=15)
+    events = [line.split() for line in log.read_text().splitlines()]
+    assert [kind for kind, _ in events] == ["start", "end"] * 3, "processes overlapped"
+    assert all(Job.objects.get(pk=job.pk).attempt == 1 for job in jobs)
