@@ -264,7 +264,7 @@ def report(
         "Medians of the repetitions; `load` is the 1/5/15-minute load average before -> after.",
         "",
         "| system | W1 enqueue, 1 per tx (jobs/s) | W1 bulk (jobs/s) | W2 drain (jobs/s)"
-        " | W2 config | W3 p50 (ms) | W3 p99 (ms) | peak worker RSS (MB) | load |",
+        " | W2 config | W3 p50 (ms) | W3 p99 (ms) | peak worker RSS, W2 config (MB) | load |",
         "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | --- |",
     ]
     for r in results:
@@ -274,9 +274,16 @@ def report(
             f" | {fmt(r['w2'])}{scaled} | {r['w2_config']} | {fmt(r.get('w3_p50_ms'), 'ms')}"
             f" | {fmt(r.get('w3_p99_ms'), 'ms')} | {fmt(r['rss_mb'])} | {r['load']} |"
         )
-    lines += ["", "W2 drain by worker configuration (processes x concurrency), jobs/s:", ""]
+    lines += [
+        "",
+        "W2 drain by worker configuration (processes x concurrency): jobs/s (peak RSS, MB):",
+        "",
+    ]
     for r in results:
-        configs = ", ".join(f"{label}: {fmt(value)}" for label, value in r["w2_all"].items())
+        configs = ", ".join(
+            f"{label}: {fmt(value)} ({fmt(r['rss_all'][label])})"
+            for label, value in r["w2_all"].items()
+        )
         lines.append(f"- {r['system']}: {configs}")
     if top:
         lines += [
