@@ -129,6 +129,7 @@ def claim_script(batch: int) -> str:
         "limit": str(batch),
         "now": "now()",
         "worker_id": "NULL",
+        "states": "ARRAY['available', 'scheduled', 'retryable']",
     }.items():
         text = text.replace(f"%({name})s", value)
     text = text.replace("pgjobs_job", "plain_job")

@@ -16,10 +16,15 @@ from django.utils import timezone
 
 from . import conf
 from .backoff import STRATEGIES, Backoff
+from .queues import NAME_CHARACTERS
 from .states import ACTIVE, CLAIMABLE, FINISHED, JobState
 
 if TYPE_CHECKING:
     from .enqueue import JobSpec
+
+
+#: Queue and connector names, as their CHECK constraints say (length is the field's).
+NAME_PATTERN = rf"^{NAME_CHARACTERS}+$"
 
 
 def _in(states: Iterable[str]) -> list[str]:
@@ -59,7 +64,7 @@ class Queue(models.Model):
         ordering = ["-priority", "name"]
         constraints = [
             models.CheckConstraint(
-                condition=Q(name__regex=r"^[A-Za-z0-9_.:-]+$"), name="pgjobs_queue_name_valid"
+                condition=Q(name__regex=NAME_PATTERN), name="pgjobs_queue_name_valid"
             ),
             models.CheckConstraint(
                 condition=Q(max_attempts__isnull=True) | Q(max_attempts__gte=1),
@@ -502,7 +507,7 @@ class Connector(models.Model):
         ordering = ["name"]
         constraints = [
             models.CheckConstraint(
-                condition=Q(name__regex=r"^[A-Za-z0-9_.:-]+$"), name="pgjobs_connector_name_valid"
+                condition=Q(name__regex=NAME_PATTERN), name="pgjobs_connector_name_valid"
             ),
             models.CheckConstraint(
                 condition=Q(concurrency__isnull=True) | Q(concurrency__gte=1),

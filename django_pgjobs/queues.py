@@ -9,7 +9,9 @@ from collections.abc import Iterable
 from . import conf
 from .exceptions import InvalidQueueName, UnknownQueue
 
-QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,63}$")
+#: The characters of queue and connector names (also enforced by CHECK constraints).
+NAME_CHARACTERS = r"[A-Za-z0-9_.:-]"
+QUEUE_NAME = re.compile(rf"^{NAME_CHARACTERS}{{1,63}}$")
 
 _known_rows: set[str] = set()
 _lock = threading.Lock()
