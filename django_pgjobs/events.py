@@ -1,7 +1,8 @@
 """Job transitions as a stream any process can subscribe to.
 
 A trigger publishes every job insert and state change on the PostgreSQL
-channel ``pgjobs_events`` (on commit, like any NOTIFY). ``listen()`` opens a
+channel ``pgjobs_events`` (on commit, like any NOTIFY), many events per
+notification: each payload is a JSON array of them. ``listen()`` opens a
 connection of its own and yields them::
 
     with events.listen() as stream:
@@ -44,8 +45,7 @@ class Event:
     attempt: int
 
     @classmethod
-    def from_payload(cls, payload: str) -> Event:
-        data = json.loads(payload)
+    def from_dict(cls, data: dict) -> Event:
         return cls(
             job_id=data["id"],
             task=data["task"],
@@ -54,6 +54,13 @@ class Event:
             previous=data.get("previous"),
             attempt=data["attempt"],
         )
+
+    @classmethod
+    def parse(cls, payload: str) -> list[Event]:
+        """The events of one notification: a JSON array of them, in order
+        (migration 0010; a lone object, as published before it, is read too)."""
+        data = json.loads(payload)
+        return [cls.from_dict(item) for item in (data if isinstance(data, list) else [data])]
 
 
 class EventStream:
@@ -73,9 +80,9 @@ class EventStream:
             if remaining is not None and remaining <= 0:
                 return
             for notify in self._conn.notifies(timeout=remaining, stop_after=1):
-                event = Event.from_payload(notify.payload)
-                if where(event):
-                    yield event
+                for event in Event.parse(notify.payload):
+                    if where(event):
+                        yield event
 
     def first(self, where: Callable[[Event], bool], timeout: float | None = None) -> Event | None:
         """The first matching event within ``timeout`` seconds, or None."""

@@ -80,7 +80,7 @@ async def async_wait_for(job: Job, timeout: float | None) -> Job:
             if remaining is not None and remaining <= 0:
                 raise TimeoutError(f"job {job.pk} did not finish within {timeout}s")
             async for notify in conn.notifies(timeout=remaining, stop_after=1):
-                if matches(Event.from_payload(notify.payload)):
+                if any(matches(event) for event in Event.parse(notify.payload)):
                     await job.arefresh_from_db()
                     return job
             await asyncio.sleep(0)

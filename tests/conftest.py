@@ -114,6 +114,13 @@ class WorkerProcess:
             self._log_file.close()
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        # A signal that arrives before the worker installed its handlers (a slow
+        # start on a loaded machine) kills it outright: wait until it registered.
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            if " started: " in self.output():  # logged once the handlers are in place
+                break
+            time.sleep(0.05)
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         return self.wait(timeout)

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from django_pgjobs import Job, events
+from django_pgjobs.models import Queue
 from django_pgjobs.signals import job_completed, job_discarded, job_retrying, job_started
 from django_pgjobs.states import JobState
 from testproject.demo.tasks import add, always_fails
@@ -104,3 +105,32 @@ def test_async_wait(threaded_worker):
     thread.start()
     thread.join(15)
     assert result and result[0].result == 42
+
+
+def test_a_large_batch_is_published_many_events_per_notification(second_connection):
+    """10,000 inserted jobs cost a few hundred notifications, each under PostgreSQL's
+    8,000-byte payload limit, that together hold every event once, in order."""
+    long_task_queue = Queue.objects.create(name="q" * 63).name
+    second_connection.execute("LISTEN pgjobs_events")
+    jobs = Job.enqueue_many(
+        [{"task": "testproject.demo.tasks.add", "args": [i, i]} for i in range(10_000)]
+        + [{"task": "testproject.demo.tasks.add", "queue": long_task_queue}] * 100
+    )
+    payloads = wait_for_payloads(second_connection, until_events=len(jobs))
+    assert len(payloads) < 400
+    assert max(len(p.encode()) for p in payloads) < 8000
+    ids = [event.job_id for payload in payloads for event in events.Event.parse(payload)]
+    assert ids == [job.pk for job in jobs]
+
+
+def wait_for_payloads(conn, until_events: int, timeout: float = 10.0) -> list[str]:
+    payloads: list[str] = []
+    seen, deadline = 0, time.monotonic() + timeout
+    while seen < until_events and time.monotonic() < deadline:
+        for notify in conn.notifies(timeout=max(0.0, deadline - time.monotonic())):
+            if notify.channel == "pgjobs_events":
+                payloads.append(notify.payload)
+                seen += len(events.Event.parse(notify.payload))
+            if seen >= until_events:
+                break
+    return payloads

@@ -4,5 +4,5 @@
 -- cluster-wide NOTIFY lock until it returns, and notifications aren't durable
 -- anyway, so there is nothing to wait for.
 WITH no_wait AS (SELECT set_config('synchronous_commit', 'off', true))
-SELECT count(pg_notify('pgjobs_events', event::text))
-FROM jsonb_array_elements(%(events)s::jsonb) AS event, no_wait
+SELECT pgjobs_publish_events(%(events)s::jsonb)
+FROM no_wait
