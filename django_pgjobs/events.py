@@ -1,8 +1,9 @@
 """Job transitions as a stream any process can subscribe to.
 
 A trigger publishes every job insert and state change on the PostgreSQL
-channel ``pgjobs_events`` (on commit, like any NOTIFY), many events per
-notification: each payload is a JSON array of them. ``listen()`` opens a
+channel ``pgjobs_events`` (on commit, like any NOTIFY), one notification for
+every job of a statement that made the same transition (the payload format is
+in migration 0010). ``listen()`` opens a
 connection of its own and yields them::
 
     with events.listen() as stream:
@@ -12,6 +13,7 @@ connection of its own and yields them::
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import threading
@@ -45,22 +47,21 @@ class Event:
     attempt: int
 
     @classmethod
-    def from_dict(cls, data: dict) -> Event:
-        return cls(
-            job_id=data["id"],
-            task=data["task"],
-            queue=data["queue"],
-            state=data["state"],
-            previous=data.get("previous"),
-            attempt=data["attempt"],
-        )
-
-    @classmethod
     def parse(cls, payload: str) -> list[Event]:
-        """The events of one notification: a JSON array of them, in order
-        (migration 0010; a lone object, as published before it, is read too)."""
+        """The events of one notification, in order (format: migration 0010)."""
         data = json.loads(payload)
-        return [cls.from_dict(item) for item in (data if isinstance(data, list) else [data])]
+        ids = data["ids"] if "ids" in data else [data["id"]]
+        return [
+            cls(
+                job_id=job_id,
+                task=data["task"],
+                queue=data["queue"],
+                state=data["state"],
+                previous=data.get("previous"),
+                attempt=data["attempt"],
+            )
+            for job_id in ids
+        ]
 
 
 class EventStream:
@@ -118,19 +119,46 @@ def listen(using: str | None = None) -> EventStream:
 
 Change = tuple["Job", str | None]  # a job as it is now, and the state it left
 
+#: (task, queue, state, previous state, attempt): what jobs sharing a payload share.
+RunKey = tuple[str, str, str, str | None, int]
+Run = tuple[RunKey, list[int]]
 
-def as_events(changes: Iterable[Change]) -> list[dict]:
-    return [
-        {
-            "id": job.id,
-            "task": job.task,
-            "queue": job.queue,
-            "state": job.state,
-            "previous": previous,
-            "attempt": job.attempt,
-        }
-        for job, previous in changes
-    ]
+#: Most job ids in one payload: 300 keeps it under PostgreSQL's 8,000 bytes.
+IDS_PER_PAYLOAD = 300
+
+
+def _key(change: Change) -> RunKey:
+    job, previous = change
+    return (job.task, job.queue, str(job.state), previous, job.attempt)
+
+
+def runs_of(changes: Iterable[Change]) -> list[Run]:
+    """Consecutive changes that made the same transition, as (key, ids): the
+    events as they are now (jobs change again later), compact and in order."""
+    return [(key, [job.id for job, _ in group]) for key, group in itertools.groupby(changes, _key)]
+
+
+def payloads(runs: Iterable[Run]) -> list[str]:
+    """Notification payloads for ``runs``, in order (the format of migration 0010)."""
+    found = []
+    for (task, queue, state, previous, attempt), ids in runs:
+        for start in range(0, len(ids), IDS_PER_PAYLOAD):
+            found.append(
+                _encode(
+                    {
+                        "ids": ids[start : start + IDS_PER_PAYLOAD],
+                        "task": task,
+                        "queue": queue,
+                        "state": state,
+                        "previous": previous,
+                        "attempt": attempt,
+                    }
+                )
+            )
+    return found
+
+
+_encode = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def publish(changes: Iterable[Change], using: str) -> None:
@@ -142,13 +170,13 @@ def publish(changes: Iterable[Change], using: str) -> None:
     ``PGJOBS["EVENTS"] = False``.
     """
     if conf.get("EVENTS"):
-        _send(as_events(changes), using)
+        _send(runs_of(changes), using)
 
 
-def _send(batch: list[dict], using: str) -> None:
-    if batch:
+def _send(runs: list[Run], using: str) -> None:
+    if runs:
         statement = "publish" if connections[using].in_atomic_block else "publish_now"
-        db.fetch_dicts(statement, {"events": db.as_json(batch)}, using)
+        db.fetch_dicts(statement, {"payloads": payloads(runs)}, using)
 
 
 class Publisher:
@@ -160,20 +188,20 @@ class Publisher:
     while the thread waits, and go out many per statement.
     """
 
-    MAX_BATCH = 5000
+    MAX_RUNS = 500
 
     def __init__(self, using: str) -> None:
         self.using = using
-        self._queue: SimpleQueue[list[dict] | None] = SimpleQueue()
+        self._queue: SimpleQueue[list[Run] | None] = SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="pgjobs-publisher", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
     def publish(self, changes: Iterable[Change]) -> None:
-        batch = as_events(changes)
-        if batch:
-            self._queue.put(batch)
+        runs = runs_of(changes)
+        if runs:
+            self._queue.put(runs)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Send what is queued, then stop."""
@@ -186,7 +214,7 @@ class Publisher:
         try:
             while (first := self._queue.get()) is not None:
                 batch, last = list(first), False
-                while len(batch) < self.MAX_BATCH:
+                while len(batch) < self.MAX_RUNS:
                     try:
                         more = self._queue.get_nowait()
                     except Empty:
@@ -201,7 +229,7 @@ class Publisher:
         finally:
             connections.close_all()
 
-    def _send(self, batch: list[dict]) -> None:
+    def _send(self, batch: list[Run]) -> None:
         for delay in (0.1, 0.5, 2.0, None):
             try:
                 _send(batch, self.using)

@@ -1,3 +1,5 @@
--- Publish job events (%(events)s: a JSON array of them) on pgjobs_events in the caller's
--- transaction: delivered when it commits, many per notification (migration 0010).
-SELECT pgjobs_publish_events(%(events)s::jsonb)
+-- Publish job events on pgjobs_events in the caller's transaction: delivered when
+-- it commits. %(payloads)s: notification payloads as events.payloads() builds
+-- them (the format of migration 0010).
+SELECT count(pg_notify('pgjobs_events', payload))
+FROM unnest(%(payloads)s::text[]) AS payload
