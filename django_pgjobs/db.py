@@ -10,6 +10,7 @@ import functools
 import json
 import threading
 import uuid
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -129,6 +130,20 @@ def fetch_jobs(name: str, params: dict[str, Any], using: str | None = None) -> l
             setattr(job, name, row[index])
         jobs.append(job)
     return jobs
+
+
+def copy_rows(name: str, rows: Iterable[Sequence[Any]], using: str | None = None) -> None:
+    """Stream ``rows`` into the ``COPY ... FROM STDIN`` statement ``name``, in the
+    current transaction. Values go as text: JSON columns take JSON strings."""
+    connection = connections[using or alias()]
+    connection.ensure_connection()
+    with (
+        connection.wrap_database_errors,
+        connection.connection.cursor() as cursor,
+        cursor.copy(statement(name)) as copy,
+    ):
+        for row in rows:
+            copy.write_row(row)
 
 
 def as_json(value: Any) -> str:

@@ -9,6 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from django_pgjobs import Job, PayloadError, UnknownQueue, UnknownTask
+from django_pgjobs.enqueue import COPY_AT_LEAST
 from django_pgjobs.exceptions import InvalidQueueName
 from django_pgjobs.states import JobState
 from testproject.demo.tasks import add, send_welcome
@@ -60,13 +61,42 @@ def test_max_attempts_falls_back_from_task_to_queue_settings_to_global(settings)
     assert Job.enqueue("testproject.demo.tasks.send_welcome", [1], queue="picky").max_attempts == 3
 
 
-def test_enqueue_many_inserts_all_jobs_in_one_statement(django_assert_num_queries):
-    specs = [{"task": "testproject.demo.tasks.add", "args": [i, i]} for i in range(100)]
+def test_enqueue_many_inserts_a_small_batch_with_one_statement(django_assert_num_queries):
+    specs = [
+        {"task": "testproject.demo.tasks.add", "args": [i, i]} for i in range(COPY_AT_LEAST - 1)
+    ]
     with django_assert_num_queries(1):
         jobs = Job.enqueue_many(specs)
-    assert len(jobs) == 100
-    assert all(job.pk for job in jobs)
-    assert Job.objects.count() == 100
+    assert [job.args for job in jobs] == [[i, i] for i in range(COPY_AT_LEAST - 1)]
+    assert [job.pk for job in jobs] == sorted(Job.objects.values_list("pk", flat=True))
+
+
+def test_a_large_batch_is_copied_in_and_stored_as_a_small_one_would_be():
+    """Batches of COPY_AT_LEAST jobs or more go through COPY: same rows, same ids."""
+    later = timezone.now() + timedelta(hours=1)
+    varied = [
+        {"task": "testproject.demo.tasks.add", "args": [1, "two", [3]], "kwargs": {"k": None}},
+        {"task": "testproject.demo.tasks.add", "run_at": later, "priority": -3, "timeout": 2.5},
+        {"task": "testproject.demo.tasks.send_welcome", "args": [7], "meta": {"batch": "x"}},
+        {"task": "testproject.demo.tasks.add", "queue": "mail", "max_attempts": 2},
+    ]
+    small = Job.enqueue_many(varied)
+    large = Job.enqueue_many(varied * (COPY_AT_LEAST // len(varied) + 1))
+    assert [job.pk for job in large] == sorted(
+        Job.objects.filter(pk__gt=small[-1].pk).values_list("pk", flat=True)
+    )
+    stored = {job.pk: job for job in Job.objects.all()}
+    skip = {"id", "created_at", "run_at"}
+
+    def fields(job):
+        return {k: v for k, v in vars(job).items() if not k.startswith("_") and k not in skip}
+
+    for i, job in enumerate(large):
+        assert fields(stored[job.pk]) == fields(stored[small[i % len(varied)].pk])
+        assert fields(job) == fields(stored[job.pk])  # what enqueue_many returned
+    assert stored[large[1].pk].state == JobState.SCHEDULED
+    assert stored[large[0].pk].result is None  # NULL, not JSON null
+    assert Job.objects.filter(pk=large[0].pk, result__isnull=True).exists()
 
 
 def test_a_rolled_back_transaction_leaves_no_job():

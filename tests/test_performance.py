@@ -174,10 +174,11 @@ def test_events_takes_a_bool(settings):
     assert [error.id for error in check_settings()] == ["pgjobs.E003"]
 
 
-def test_the_bulk_insert_names_every_column_of_the_model_but_id():
+@pytest.mark.parametrize("statement, skipped", [("insert_jobs", "id"), ("copy_jobs", None)])
+def test_the_bulk_inserts_name_every_column_of_the_model(statement, skipped):
     from django_pgjobs.models import Job
 
-    text = db.statement("insert_jobs")
-    listed = re.search(r"INSERT INTO pgjobs_job \(([^)]*)\)", text).group(1)
+    text = db.statement(statement)
+    listed = re.search(r"(?:INSERT INTO|COPY) pgjobs_job \(([^)]*)\)", text).group(1)
     columns = [name.strip() for name in listed.split(",")]
-    assert columns == [f.column for f in Job._meta.concrete_fields if not f.primary_key]
+    assert columns == [f.column for f in Job._meta.concrete_fields if f.column != skipped]
