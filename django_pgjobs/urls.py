@@ -1,10 +1,14 @@
-"""The HTTP API: ``path("jobs/", include("django_pgjobs.urls"))`` gives
+"""The HTTP API: ``path("", include("django_pgjobs.urls"))`` gives
 
-- ``POST jobs/``            enqueue a job
-- ``GET  jobs/<id>``        a job's state, attempts, errors and result
-- ``POST jobs/run``         run due jobs in this request
-- ``GET  jobs/openapi.yaml`` the OpenAPI description
+- ``POST /jobs``              enqueue a job (``POST /jobs/`` too)
+- ``GET  /jobs/<id>``         a job's state, attempts, errors and result
+- ``POST /jobs/run``          run due jobs in this request
+- ``GET  /jobs/openapi.yaml`` the OpenAPI description
 
+The ``jobs`` prefix is ours, so the paths are those of DESIGN.md whatever the
+project's APPEND_SLASH: a POST to ``/jobs`` must resolve as it is, since Django
+cannot redirect a POST to ``/jobs/``. Mount it elsewhere with a prefix of your
+own: ``path("api/", include("django_pgjobs.urls"))`` gives ``POST /api/jobs``.
 See docs/http-api.md.
 """
 
@@ -15,8 +19,11 @@ from .api import views
 app_name = "pgjobs"
 
 urlpatterns = [
-    path("", views.enqueue, name="enqueue"),
-    path("<int:job_id>", views.job_detail, name="job"),
-    path("run", views.run, name="run"),
-    path("openapi.yaml", views.openapi, name="openapi"),
+    path("jobs", views.enqueue, name="enqueue"),
+    # Clients written for the trailing slash keep working. Unnamed, so that
+    # reverse("pgjobs:enqueue") gives the contract's "jobs".
+    path("jobs/", views.enqueue),
+    path("jobs/<int:job_id>", views.job_detail, name="job"),
+    path("jobs/run", views.run, name="run"),
+    path("jobs/openapi.yaml", views.openapi, name="openapi"),
 ]

@@ -3,5 +3,5 @@ from django.urls import include, path
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("jobs/", include("django_pgjobs.urls")),
+    path("", include("django_pgjobs.urls")),
 ]

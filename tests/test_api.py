@@ -1,4 +1,4 @@
-"""The HTTP API: POST /jobs/, GET /jobs/<id>, POST /jobs/run — and every way to be refused."""
+"""The HTTP API: POST /jobs, GET /jobs/<id>, POST /jobs/run — and every way to be refused."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 from django.db import connections
 from django.test import Client
+from django.urls import reverse
 from django.utils import timezone
 
 from django_pgjobs import Job
@@ -50,7 +51,8 @@ def test_tokens_are_stored_as_a_hash_and_recognisable_by_their_prefix():
 
 
 @pytest.mark.parametrize(
-    "method, path", [("post", "/jobs/"), ("get", "/jobs/1"), ("post", "/jobs/run")]
+    "method, path",
+    [("post", "/jobs"), ("post", "/jobs/"), ("get", "/jobs/1"), ("post", "/jobs/run")],
 )
 @pytest.mark.parametrize(
     "authorization", [None, "Bearer", "Bearer pgj_wrong", "Token {token}", "{token}"]
@@ -77,20 +79,20 @@ def test_revoked_and_expired_tokens_are_401(client):
     ApiToken.objects.filter(pk=revoked.pk).update(active=False)
     _, expired = issue("temp", ["*"], expires_at=timezone.now() - timedelta(seconds=1))
     for plain, reason in ((revoked_plain, "revoked"), (expired, "expired")):
-        response = post(Client(), "/jobs/", {"task": ADD}, plain)
+        response = post(Client(), "/jobs", {"task": ADD}, plain)
         assert response.status_code == 401 and reason in response.json()["message"]
     assert not Job.objects.exists()
 
 
 def test_a_valid_token_records_when_it_was_last_used(client, token):
-    assert post(client, "/jobs/", {"task": ADD, "args": [1, 2]}, token).status_code == 201
+    assert post(client, "/jobs", {"task": ADD, "args": [1, 2]}, token).status_code == 201
     assert ApiToken.objects.get().last_used_at is not None
 
 
 @pytest.mark.parametrize(
     "permission, method, path",
     [
-        ("can_enqueue", "post", "/jobs/"),
+        ("can_enqueue", "post", "/jobs"),
         ("can_read", "get", "/jobs/1"),
         ("can_run", "post", "/jobs/run"),
     ],
@@ -106,14 +108,63 @@ def test_a_token_without_the_permission_is_403(client, permission, method, path)
     assert Job.objects.get(pk=1).state == JobState.AVAILABLE and Job.objects.count() == 1
 
 
-# -- POST /jobs/ --------------------------------------------------------------------------
+# -- the paths of DESIGN.md ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_post_jobs_without_a_trailing_slash_enqueues_with_append_slash_on(
+    client, token, settings, debug
+):
+    # Django's defaults: a POST to a path that only resolved with a slash would be
+    # a body-losing 301, or a RuntimeError under DEBUG.
+    settings.APPEND_SLASH, settings.DEBUG = True, debug
+    response = post(client, "/jobs", {"task": ADD, "args": [1, 2]}, token)
+    assert response.status_code == 201, response.content
+    job = Job.objects.get()
+    assert (response.json()["id"], job.task, job.args) == (job.pk, ADD, [1, 2])
+
+
+def test_post_jobs_with_a_trailing_slash_still_enqueues(client, token):
+    response = post(client, "/jobs/", {"task": ADD, "args": [1, 2]}, token)
+    assert response.status_code == 201, response.content
+    job = Job.objects.get()
+    assert response.json()["id"] == job.pk and response["Location"] == f"/jobs/{job.pk}"
+
+
+def test_a_job_is_read_and_run_at_the_designs_paths(client, token):
+    job = Job.enqueue(ADD, [1, 2])
+    assert get(client, f"/jobs/{job.pk}", token).json()["state"] == "available"
+    ran = post(client, "/jobs/run?queue=default&status=available&limit=1", None, token)
+    assert ran.status_code == 200 and [j["id"] for j in ran.json()["jobs"]] == [job.pk]
+    assert get(client, f"/jobs/{job.pk}", token).json()["state"] == "completed"
+
+
+def test_the_url_names_reverse_to_the_designs_paths():
+    assert [
+        reverse("pgjobs:enqueue"),
+        reverse("pgjobs:job", args=[7]),
+        reverse("pgjobs:run"),
+        reverse("pgjobs:openapi"),
+    ] == ["/jobs", "/jobs/7", "/jobs/run", "/jobs/openapi.yaml"]
+
+
+@pytest.mark.urls("tests.urls_under_api")
+def test_a_prefix_of_the_project_comes_before_jobs(client, token):
+    response = post(client, "/api/jobs", {"task": ADD, "args": [1, 2]}, token)
+    assert response.status_code == 201, response.content
+    assert response["Location"] == f"/api/jobs/{Job.objects.get().pk}"
+    assert get(client, response["Location"], token).json()["state"] == "available"
+    assert post(client, "/api/jobs/run", None, token).json()["ran"] == 1
+
+
+# -- POST /jobs -------------------------------------------------------------------------
 
 
 def test_enqueue_creates_the_job_and_answers_201_with_where_to_find_it(client, token):
     run_at = (timezone.now() + timedelta(hours=1)).isoformat()
     response = post(
         client,
-        "/jobs/",
+        "/jobs",
         {
             "task": ADD,
             "args": [1],
@@ -138,14 +189,14 @@ def test_enqueue_creates_the_job_and_answers_201_with_where_to_find_it(client, t
 
 def test_enqueue_defaults_come_from_the_task(client, token):
     body = post(
-        client, "/jobs/", {"task": "testproject.demo.tasks.send_welcome", "args": [7]}, token
+        client, "/jobs", {"task": "testproject.demo.tasks.send_welcome", "args": [7]}, token
     ).json()
     assert (body["queue"], body["max_attempts"], body["state"]) == ("mail", 3, "available")
 
 
 def test_a_unique_key_held_by_an_active_job_returns_that_job_with_200(client, token):
-    first = post(client, "/jobs/", {"task": ADD, "args": [1, 2], "unique_key": "k"}, token)
-    again = post(client, "/jobs/", {"task": ADD, "args": [1, 2], "unique_key": "k"}, token)
+    first = post(client, "/jobs", {"task": ADD, "args": [1, 2], "unique_key": "k"}, token)
+    again = post(client, "/jobs", {"task": ADD, "args": [1, 2], "unique_key": "k"}, token)
     assert (first.status_code, again.status_code) == (201, 200)
     assert again.json()["id"] == first.json()["id"] and again.json()["duplicate"] is True
     assert Job.objects.count() == 1
@@ -180,7 +231,7 @@ def test_a_unique_key_held_by_an_active_job_returns_that_job_with_200(client, to
 def test_invalid_requests_are_400_naming_the_field_and_write_nothing(
     client, token, body, field, fragment
 ):
-    response = post(client, "/jobs/", body, token)
+    response = post(client, "/jobs", body, token)
     assert response.status_code == 400, response.content
     payload = response.json()
     assert payload["error"] == "invalid"
@@ -189,18 +240,18 @@ def test_invalid_requests_are_400_naming_the_field_and_write_nothing(
 
 
 def test_several_bad_fields_are_reported_at_once(client, token):
-    response = post(client, "/jobs/", {"task": ADD, "priority": "x", "args": 1}, token)
+    response = post(client, "/jobs", {"task": ADD, "priority": "x", "args": 1}, token)
     assert set(response.json()["fields"]) == {"priority", "args"}
 
 
 def test_a_body_that_is_not_json_is_415(client, token):
-    response = client.post("/jobs/", {"task": ADD}, headers={"Authorization": f"Bearer {token}"})
+    response = client.post("/jobs", {"task": ADD}, headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 415 and not Job.objects.exists()
 
 
 def test_an_oversized_payload_is_413_naming_args(client, token, settings):
     settings.PGJOBS = {**settings.PGJOBS, "MAX_PAYLOAD_BYTES": 100}
-    response = post(client, "/jobs/", {"task": ADD, "args": ["x" * 200, 1]}, token)
+    response = post(client, "/jobs", {"task": ADD, "args": ["x" * 200, 1]}, token)
     assert response.status_code == 413
     assert "over the limit of 100" in response.json()["fields"]["args"]
     assert not Job.objects.exists()
@@ -209,10 +260,10 @@ def test_an_oversized_payload_is_413_naming_args(client, token, settings):
 def test_a_token_may_only_enqueue_into_its_queues(client):
     _, plain = issue("mail-only", ["mail"])
     assert (
-        post(client, "/jobs/", {"task": ADD, "queue": "mail", "args": [1, 2]}, plain).status_code
+        post(client, "/jobs", {"task": ADD, "queue": "mail", "args": [1, 2]}, plain).status_code
         == 201
     )
-    refused = post(client, "/jobs/", {"task": ADD, "args": [1, 2]}, plain)  # task default: default
+    refused = post(client, "/jobs", {"task": ADD, "args": [1, 2]}, plain)  # task default: default
     assert refused.status_code == 403 and "'default'" in refused.json()["message"]
     assert Job.objects.count() == 1
 
@@ -221,15 +272,16 @@ def test_naming_a_connector_needs_a_token_that_covers_it(client):
     ConnectorFactory(name="deploy", kind="command", config={"executable": "true"})
     ConnectorFactory(name="hook")
     _, plain = issue("hooks-only", ["*"], connectors=["hook"])
-    refused = post(client, "/jobs/", {"task": ADD, "args": [1, 2], "connector": "deploy"}, plain)
+    refused = post(client, "/jobs", {"task": ADD, "args": [1, 2], "connector": "deploy"}, plain)
     assert refused.status_code == 403 and "'deploy'" in refused.json()["message"]
     assert not Job.objects.exists()
-    allowed = post(client, "/jobs/", {"task": ADD, "args": [1, 2], "connector": "hook"}, plain)
+    allowed = post(client, "/jobs", {"task": ADD, "args": [1, 2], "connector": "hook"}, plain)
     assert allowed.status_code == 201 and allowed.json()["connector"] == "hook"
 
 
 @pytest.mark.parametrize(
-    "method, path", [("get", "/jobs/"), ("post", "/jobs/1"), ("get", "/jobs/run")]
+    "method, path",
+    [("get", "/jobs"), ("get", "/jobs/"), ("post", "/jobs/1"), ("get", "/jobs/run")],
 )
 def test_the_wrong_method_is_405_with_allow(client, token, method, path):
     headers = {"Authorization": f"Bearer {token}"}
@@ -263,7 +315,7 @@ def test_api_json_never_contains_a_connector_secret(client, token, http_peer):
     http_peer.status, http_peer.answer = 500, f"echo {secret}".encode()
     job_id = post(
         client,
-        "/jobs/",
+        "/jobs",
         {
             "task": "django_pgjobs.connectors.tasks.call",
             "connector": "hook",
@@ -432,7 +484,7 @@ def test_the_openapi_description_is_served_valid_and_covers_every_route(client):
 
     spec, _ = read_from_filename(str(OPENAPI))
     validate(spec)
-    assert set(spec["paths"]) == {"/", "/{id}", "/run"}
+    assert set(spec["paths"]) == {"/jobs", "/jobs/{id}", "/jobs/run"}
     codes = set(spec["components"]["schemas"]["Error"]["properties"]["error"]["enum"])
     assert codes >= {"invalid", "unauthorized", "forbidden", "not_found", "method_not_allowed"}
 

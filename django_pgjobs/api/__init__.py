@@ -1,1 +1,1 @@
-"""The HTTP API: ``path("jobs/", include("django_pgjobs.urls"))``. See docs/http-api.md."""
+"""The HTTP API: ``path("", include("django_pgjobs.urls"))``. See docs/http-api.md."""

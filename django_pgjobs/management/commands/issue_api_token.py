@@ -25,7 +25,7 @@ class Command(BaseCommand):
         parser.add_argument("--queues", required=True, help="Comma-separated, or '*' for all.")
         parser.add_argument("--connectors", default="", help="Connectors its jobs may name.")
         parser.add_argument("--run", action="store_true", help="Allow POST /jobs/run.")
-        parser.add_argument("--no-enqueue", action="store_true", help="Forbid POST /jobs/.")
+        parser.add_argument("--no-enqueue", action="store_true", help="Forbid POST /jobs.")
         parser.add_argument("--no-read", action="store_true", help="Forbid GET /jobs/<id>.")
         parser.add_argument("--expires-in-days", type=float, default=None)
 
