@@ -79,7 +79,7 @@ def main() -> None:
     adapter.install()
     spy = py_spy()
     with running(adapter, Config(args.processes, args.concurrency)) as workers:
-        options = ["--subprocesses", "--threads", "--nonblocking", "--rate", "250"]
+        options = ["--subprocesses", "--threads", "--nonblocking", "--rate", "1000"]
         options += ["--gil"] if args.gil else []
         output = ["--format", "raw", "--output", str(raw)]
         recorder = subprocess.Popen(

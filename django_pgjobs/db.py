@@ -64,14 +64,22 @@ def _run(name: str, params: dict[str, Any], using: str) -> tuple[list[str], list
         with connection.wrap_database_errors:
             cursor = _prepared_cursor(connection.connection)
             cursor.execute(statement(name), params, prepare=True)
-            if cursor.description is None:
-                return [], []
-            return [col.name for col in cursor.description], cursor.fetchall()
+            columns = _column_names(cursor)
+            return columns, cursor.fetchall() if columns else []
     with connection.cursor() as cursor:
         cursor.execute(statement(name), params)
-        if cursor.description is None:
-            return [], []
-        return [col.name for col in cursor.description], cursor.fetchall()
+        columns = _column_names(cursor.cursor)
+        return columns, cursor.fetchall() if columns else []
+
+
+def _column_names(cursor: psycopg.Cursor) -> list[str]:
+    """The result's column names ([] if it returned no rows), read off the result
+    itself: ``cursor.description`` builds a Column object per column per
+    statement, which showed in a busy worker's profile."""
+    result = cursor.pgresult
+    if result is None or result.status != psycopg.pq.ExecStatus.TUPLES_OK:
+        return []
+    return [(result.fname(i) or b"").decode() for i in range(result.nfields)]
 
 
 def _prepared_cursor(raw: psycopg.Connection) -> psycopg.Cursor:
@@ -103,33 +111,39 @@ def fetch_jobs(name: str, params: dict[str, Any], using: str | None = None) -> l
     """Run a statement that returns job rows, as Job instances (JSON fields decoded).
 
     Columns that are not fields of Job (``previous``) become attributes. Built
-    with ``Model.from_db`` rather than a RawQuerySet, whose per-row machinery
-    cost a worker more than the claim's own work.
+    with ``Job.from_fields``: a RawQuerySet's per-row machinery, and even
+    ``Model.from_db``, cost a worker more than the claim's own work.
     """
+    from .models import Job
+
+    using = using or alias()
+    columns, rows = _run(name, params, using)
+    names, json_names = _job_columns()
+    attnames = [names.get(column, column) for column in columns]
+    decode = [attname for attname in attnames if attname in json_names]
+    jobs = []
+    for row in rows:
+        fields = dict(zip(attnames, row, strict=True))
+        for attname in decode:
+            value = fields[attname]
+            if isinstance(value, str):  # Django's connections hand jsonb over as text
+                fields[attname] = json.loads(value)
+        jobs.append(Job.from_fields(fields, using))
+    return jobs
+
+
+@functools.cache
+def _job_columns() -> tuple[dict[str, str], frozenset[str]]:
+    """Job's {column: attname}, and the attnames of its JSON fields."""
     from django.db.models import JSONField
 
     from .models import Job
 
-    using = using or alias()
     fields = Job._meta.concrete_fields
-    columns, rows = _run(name, params, using)
-    position = {name: index for index, name in enumerate(columns)}
-    order = [position[field.column] for field in fields]
-    json_at = [i for i, field in enumerate(fields) if isinstance(field, JSONField)]
-    taken = set(order)
-    extras = [(name, index) for name, index in position.items() if index not in taken]
-    names = [field.attname for field in fields]
-    jobs = []
-    for row in rows:
-        values = [row[index] for index in order]
-        for i in json_at:
-            if isinstance(values[i], str):  # Django's connections hand jsonb over as text
-                values[i] = json.loads(values[i])
-        job = Job.from_db(using, names, values)
-        for name, index in extras:
-            setattr(job, name, row[index])
-        jobs.append(job)
-    return jobs
+    return (
+        {field.column: field.attname for field in fields},
+        frozenset(field.attname for field in fields if isinstance(field, JSONField)),
+    )
 
 
 def copy_rows(name: str, rows: Iterable[Sequence[Any]], using: str | None = None) -> None:

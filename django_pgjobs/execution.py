@@ -76,6 +76,8 @@ def _run_coroutine(registered: Task[Any, Any], context: JobContext, kwargs: dict
 
 
 def _jsonable(value: Any) -> Any:
+    if value is None or type(value) in (str, int, bool):  # most results: nothing to check
+        return value
     try:
         json.dumps(value, allow_nan=False)
     except (TypeError, ValueError):
