@@ -24,6 +24,11 @@ DEFAULTS: dict[str, Any] = {
     "BACKOFF": {"strategy": "exponential", "base": 2.0, "max": 24 * 3600.0, "jitter": 0.1},
     # Jobs a worker process runs at once (threads), unless --concurrency says otherwise.
     "WORKER_CONCURRENCY": 10,
+    # Jobs a worker process claims beyond its free threads, to start as threads free
+    # up (unless --prefetch says otherwise). Larger claims cost the database less
+    # per job: worth it for many short jobs; 0 for long ones, which would wait
+    # behind each other while another worker idles.
+    "WORKER_PREFETCH": 0,
     # Seconds between polls when no notification arrives: the fallback truth.
     "POLL_INTERVAL": 2.0,
     # Seconds between worker heartbeats.
@@ -64,6 +69,7 @@ TYPES: dict[str, type | tuple[type, ...]] = {
     "MAX_ATTEMPTS": int,
     "BACKOFF": dict,
     "WORKER_CONCURRENCY": int,
+    "WORKER_PREFETCH": int,
     "POLL_INTERVAL": (int, float),
     "HEARTBEAT_INTERVAL": (int, float),
     "WORKER_STALE_AFTER": (int, float),

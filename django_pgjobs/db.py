@@ -36,12 +36,12 @@ def alias() -> str:
 _local = threading.local()
 TIMESTAMPTZ_OID = 1184
 
-#: Statements whose generic plan is as good as a fresh one (tests/test_performance.py
-#: checks none of them reads the whole job table). claim.sql and claim_limited.sql
-#: are written for it; the blocking claim, rare by nature, is planned each time.
-PREPARABLE = frozenset(
-    {"claim", "claim_limited", "finish", "publish", "publish_now", "queue_configs"}
-)
+#: Statements a worker prepares: their plan can't go stale. Those that read the job
+#: table (claims, finish) are planned each time instead: a generic plan made while
+#: the table was empty (a worker started on an idle queue, or after a TRUNCATE)
+#: joined a burst of 10,000 new jobs by sequential scans, 100 times slower per
+#: claim, until autovacuum's next ANALYZE (tests/test_performance.py).
+PREPARABLE = frozenset({"publish", "publish_now", "queue_configs"})
 
 
 def prepare_on_this_thread() -> None:
@@ -107,6 +107,10 @@ def fetch_dicts(name: str, params: dict[str, Any], using: str | None = None) -> 
     return [dict(zip(columns, row, strict=True)) for row in rows]
 
 
+#: jsonb texts of most JSON fields of a claimed job: made without the decoder.
+_EMPTY_JSON = {"[]": list, "{}": dict}
+
+
 def fetch_jobs(name: str, params: dict[str, Any], using: str | None = None) -> list:
     """Run a statement that returns job rows, as Job instances (JSON fields decoded).
 
@@ -126,8 +130,9 @@ def fetch_jobs(name: str, params: dict[str, Any], using: str | None = None) -> l
         fields = dict(zip(attnames, row, strict=True))
         for attname in decode:
             value = fields[attname]
-            if isinstance(value, str):  # Django's connections hand jsonb over as text
-                fields[attname] = json.loads(value)
+            if type(value) is str:  # Django's connections hand jsonb over as text
+                empty = _EMPTY_JSON.get(value)
+                fields[attname] = empty() if empty else json.loads(value)
         jobs.append(Job.from_fields(fields, using))
     return jobs
 

@@ -53,6 +53,7 @@ class Worker:
         concurrency: int | None = None,
         *,
         poll_interval: float | None = None,
+        prefetch: int | None = None,
         burst: bool = False,
         clock: Clock = timezone.now,
         states: Iterable[str] | None = None,
@@ -64,6 +65,11 @@ class Worker:
         self.concurrency = concurrency or conf.get("WORKER_CONCURRENCY")
         if self.concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        # Claimed jobs beyond the free threads wait in the pool's inbox, already
+        # executing in the database: claims come in bigger batches (see run_once).
+        self.prefetch = conf.get("WORKER_PREFETCH") if prefetch is None else prefetch
+        if self.prefetch < 0:
+            raise ValueError("prefetch must be 0 or more")
         self.poll_interval = poll_interval or conf.get("POLL_INTERVAL")
         self.burst = burst
         self.clock = clock
@@ -95,6 +101,8 @@ class Worker:
         # Jobs in ``running`` whose task returned and whose outcome awaits the
         # completer: they hold no thread, so their slots can take new jobs.
         self._returned: set[int] = set()
+        # Claimed jobs submitted to the pool that no thread has started yet.
+        self._queued = 0
         # Running jobs with a timeout whose task has not returned: the only ones
         # the loop must watch (scanning every running job on every wake-up made
         # the loop quadratic in the concurrency).
@@ -191,9 +199,16 @@ class Worker:
             )
 
     def run_once(self, now: datetime | None = None) -> list[Job]:
-        """Claim what free capacity allows and start it on the pool (inline if no pool)."""
+        """Claim what free capacity allows and start it on the pool (inline if no pool).
+
+        With a prefetch, it claims only once the jobs waiting for a thread run
+        out or half the capacity is free: one claim of many jobs rather than a
+        claim each time a job ends.
+        """
         free = self.free_slots()
         if free <= 0 or self.stopping.is_set():
+            return []
+        if self.prefetch and self._queued and free < (self.concurrency + self.prefetch) // 2:
             return []
         jobs = self.claim(free, now, publish=self._pool is None)
         if self._pool is not None:
@@ -203,11 +218,11 @@ class Worker:
             if self._pool is None:
                 self._record(execute(job, self.clock))
             else:
-                # The pool has a free thread for it, so it starts now; knowing the
-                # start here lets the loop wake in time for the job's timeout.
-                context = JobContext(job, started=time.monotonic())
+                # It starts when a thread takes it (at once, unless prefetched).
+                context = JobContext(job)
                 with self._lock:
                     self.running[job.id] = context
+                    self._queued += 1
                     if job.timeout is not None:
                         self._timed[job.id] = context
                 self._pool.submit(context)
@@ -237,14 +252,24 @@ class Worker:
             self.stats[outcome] += 1
 
     def _run(self, context: JobContext) -> Outcome | str:
+        with self._lock:
+            self._queued -= 1
+        if self.stopping.is_set():  # a prefetched job that never started: give it back
+            return "handed back" if transitions.hand_back(context.job) else "lost"
+        if context.job.timeout is not None:
+            # Known before the task is called, so the loop wakes in time for its timeout.
+            context.started = time.monotonic()
+            self.wakeup.set()
         return run(context.job, self.clock, context)
 
     def free_slots(self) -> int:
-        """Jobs this worker can start now: a job whose outcome is being written
-        still counts as running (shutdown and cancellation see it), but it no
-        longer needs its thread, so claiming overlaps with writing."""
+        """Jobs this worker can claim now: its threads and prefetch, less the jobs it
+        holds. A job whose outcome is being written still counts as running
+        (shutdown and cancellation see it), but it no longer needs its thread, so
+        claiming overlaps with writing."""
         with self._lock:
-            return self.concurrency - len(self.running) + len(self._returned)
+            held = len(self.running) - len(self._returned)
+            return self.concurrency + self.prefetch - held
 
     def _ran(self, context: JobContext, outcome: Outcome | str) -> None:
         """A pool thread is done with a job: queue its outcome for the completer."""

@@ -47,3 +47,12 @@ def test_check_command_fails_on_bad_settings(settings):
     settings.PGJOBS = {"WORKER_CONCURENCY": 4}
     with pytest.raises(SystemCheckError, match="WORKER_CONCURRENCY"):
         call_command("check")
+
+
+def test_a_negative_prefetch_is_refused(settings):
+    from django.core.management import call_command
+    from django.core.management.base import SystemCheckError
+
+    settings.PGJOBS = {"WORKER_PREFETCH": -1}
+    with pytest.raises(SystemCheckError, match="WORKER_PREFETCH"):
+        call_command("check")

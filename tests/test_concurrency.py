@@ -11,6 +11,7 @@ import time
 import psycopg
 import pytest
 from django.db import transaction
+from django.db.models import Count
 
 from django_pgjobs import Job, db
 from django_pgjobs.models import Queue
@@ -205,3 +206,46 @@ def test_a_signal_that_arrives_twice_at_once_still_lets_jobs_finish(worker_proce
     process.proc.send_signal(signal.SIGTERM)
     assert process.wait(30) == 0, process.output()
     assert Job.objects.get(pk=job.pk).state == JobState.COMPLETED
+
+
+def test_a_prefetching_worker_claims_beyond_its_threads_but_runs_no_more_at_once(
+    threaded_worker, wait
+):
+    """--prefetch: one claim takes threads + prefetch jobs; the extra ones wait their turn."""
+    running, most = 0, 0
+    lock = threading.Lock()
+
+    def count(sender, job, **kwargs):
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.02)  # job_started runs in the job's thread, before the task
+        with lock:
+            running -= 1
+
+    jobs = Job.enqueue_many(
+        [{"task": "testproject.demo.tasks.add", "args": [i, i]} for i in range(60)]
+    )
+    job_started.connect(count)
+    try:
+        worker = threaded_worker(concurrency=3, prefetch=20)
+        wait(lambda: Job.objects.filter(state=JobState.COMPLETED).count() == 60, timeout=30)
+    finally:
+        job_started.disconnect(count)
+    assert most <= 3
+    # Jobs claimed by one statement share its attempted_at.
+    claims = Job.objects.values("attempted_at").annotate(n=Count("id")).order_by("-n")
+    assert claims[0]["n"] == 23
+    assert worker.stats[JobState.COMPLETED] == 60
+    assert [job.attempt for job in Job.objects.filter(pk__in=[j.pk for j in jobs])] == [1] * 60
+
+
+def test_prefetched_jobs_that_never_started_are_handed_back_on_stop(threaded_worker, wait):
+    jobs = [sleep.enqueue(0.5) for _ in range(5)]
+    worker = threaded_worker(concurrency=1, prefetch=4, poll_interval=30)
+    wait(lambda: Job.objects.filter(state=JobState.EXECUTING).count() == 5, timeout=10)
+    worker.request_stop()
+    wait(lambda: not Job.objects.filter(state=JobState.EXECUTING).exists(), timeout=10)
+    states = sorted(Job.objects.filter(pk__in=[j.pk for j in jobs]).values_list("state", "attempt"))
+    assert states == [(JobState.AVAILABLE, 0)] * 4 + [(JobState.COMPLETED, 1)]

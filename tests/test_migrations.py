@@ -23,8 +23,6 @@ def test_triggers_are_installed_and_reversible():
         "pgjobs_job_made_available",
         "pgjobs_job_transition",
         "pgjobs_queue_changed",
-        "pgjobs_job_finished",
-        "pgjobs_job_changed",
         "pgjobs_job_published",
         "pgjobs_schedule_changed",
         "pgjobs_schedule_replan",

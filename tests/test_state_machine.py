@@ -38,6 +38,23 @@ def test_the_database_refuses_what_the_state_machine_forbids(from_state, to_stat
             Job.objects.filter(pk=job.pk).update(**update)
 
 
+def test_one_statement_moving_many_jobs_is_checked_row_by_row():
+    """The trigger sees a whole statement at once: one bad move among many fails all."""
+    movable = [JobFactory() for _ in range(300)]
+    finished = JobFactory(completed=True)
+    everything = Job.objects.filter(pk__in=[j.pk for j in [*movable, finished]])
+    bad_move = pytest.raises(IntegrityError, match=f"job {finished.pk} cannot go from completed")
+    with bad_move, transaction.atomic():
+        everything.update(state="cancelled")
+    assert set(Job.objects.values_list("state", flat=True)) == {"available", "completed"}
+
+
+def test_a_job_id_can_not_change():
+    job = JobFactory()
+    with pytest.raises(IntegrityError, match="ids cannot change"), transaction.atomic():
+        Job.objects.filter(pk=job.pk).update(id=job.pk + 1000)
+
+
 def test_an_executing_job_must_hold_a_lease():
     job = JobFactory()
     with pytest.raises(IntegrityError), transaction.atomic():

@@ -31,6 +31,12 @@ class Command(BaseCommand):
             "--concurrency", type=int, default=None, help="Jobs run at once per process."
         )
         parser.add_argument(
+            "--prefetch",
+            type=int,
+            default=None,
+            help="Jobs claimed beyond free threads, for many short jobs (default 0).",
+        )
+        parser.add_argument(
             "--processes", type=int, default=1, help="Worker processes to start (one per core)."
         )
         parser.add_argument(
@@ -53,6 +59,7 @@ class Command(BaseCommand):
             worker = Worker(
                 queues or None,
                 options["concurrency"],
+                prefetch=options["prefetch"],
                 poll_interval=options["poll_interval"],
                 burst=options["burst"],
             )
