@@ -1,6 +1,6 @@
 """Where a draining django-pgjobs worker spends its time: py-spy, summarised.
 
-    .venv/bin/python bench/profile.py [--jobs 20000] [--processes 1] [--concurrency 50]
+    .venv/bin/python bench/profile.py [--jobs N] [--processes N] [--concurrency N] [--prefetch N]
 
 Starts a worker on a fresh database, attaches py-spy (installed on first use
 into bench/.venvs/tools), drains the jobs, and prints the functions with the
@@ -62,6 +62,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--processes", type=int, default=1)
     parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--prefetch", type=int, default=100)
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument(
         "--gil", action="store_true", help="only samples holding the GIL: Python's own CPU time"
@@ -78,7 +79,9 @@ def main() -> None:
     adapter = PgJobs(url, workdir)
     adapter.install()
     spy = py_spy()
-    with running(adapter, Config(args.processes, args.concurrency)) as workers:
+    with running(
+        adapter, Config(args.processes, args.concurrency, {"prefetch": args.prefetch})
+    ) as workers:
         options = ["--subprocesses", "--threads", "--nonblocking", "--rate", "1000"]
         options += ["--gil"] if args.gil else []
         output = ["--format", "raw", "--output", str(raw)]

@@ -45,25 +45,24 @@ PREPARABLE = frozenset({"publish", "publish_now", "queue_configs"})
 
 
 def prepare_on_this_thread() -> None:
-    """Run this thread's ``PREPARABLE`` statements as server-side prepared statements.
+    """Run this thread's statements on a server-binding cursor of its own, and
+    its ``PREPARABLE`` ones as server-side prepared statements.
 
     For a worker's own threads (claim loop, completer, publisher): they run the
-    same few statements all day, and preparing them saves their planning. Only
-    there: a worker holds a
-    session of its own, while web processes may go through PgBouncer in
-    transaction mode, where prepared statements need care
-    (docs/howto/pgbouncer.md).
+    same few statements all day. Only there: a worker holds a session of its
+    own, while web processes may go through PgBouncer in transaction mode,
+    where prepared statements need care (docs/howto/pgbouncer.md).
     """
     _local.prepare = True
 
 
 def _run(name: str, params: dict[str, Any], using: str) -> tuple[list[str], list[tuple]]:
     connection = connections[using]
-    if name in PREPARABLE and getattr(_local, "prepare", False):
+    if getattr(_local, "prepare", False):  # a worker's own thread
         connection.ensure_connection()
         with connection.wrap_database_errors:
             cursor = _prepared_cursor(connection.connection)
-            cursor.execute(statement(name), params, prepare=True)
+            cursor.execute(statement(name), params, prepare=name in PREPARABLE)
             columns = _column_names(cursor)
             return columns, cursor.fetchall() if columns else []
     with connection.cursor() as cursor:

@@ -131,21 +131,20 @@ class JobBuilder:
 
 def _new_job(**values: Any) -> Job:
     """An unsaved Job with ``values`` and the fields' defaults (``Job.from_fields``)."""
-    from .models import Job
-
-    constant, computed = _field_defaults()
+    job_class, constant, computed = _job_template()
     fields = dict(constant)
     for name, default in computed:  # mutable or time-dependent defaults: one each
         if name not in values:
             fields[name] = default()
     fields.update(values)
-    return Job.from_fields(fields)
+    return job_class.from_fields(fields)
 
 
 @functools.cache
-def _field_defaults() -> tuple[dict[str, Any], list[tuple[str, Any]]]:
-    """Job's field defaults: {attname: value} of the constant ones, and
-    (attname, callable) of those computed for each job."""
+def _job_template() -> tuple[type[Job], dict[str, Any], list[tuple[str, Any]]]:
+    """Job, and its field defaults: {attname: value} of the constant ones, and
+    (attname, callable) of those computed for each job. Looked up once: even
+    the import of Job cost a large batch a microsecond per job."""
     from .models import Job
 
     constant, computed = {}, []
@@ -155,7 +154,7 @@ def _field_defaults() -> tuple[dict[str, Any], list[tuple[str, Any]]]:
             computed.append((model_field.attname, default))
         else:
             constant[model_field.attname] = default
-    return constant, computed
+    return Job, constant, computed
 
 
 def _queue_max_attempts(queue: str) -> int:

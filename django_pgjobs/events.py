@@ -129,7 +129,7 @@ IDS_PER_PAYLOAD = 300
 
 def _key(change: Change) -> RunKey:
     job, previous = change
-    return (job.task, job.queue, str(job.state), previous, job.attempt)
+    return (job.task, job.queue, job.state, previous, job.attempt)
 
 
 def runs_of(changes: Iterable[Change]) -> list[Run]:

@@ -41,13 +41,19 @@ def call_task(registered: Task[Any, Any], context: JobContext) -> Any:
     if job.meta.get("pass_results"):  # a gather job of a pipeline
         kwargs = {**kwargs, "results": results_of_dependencies(job)}
     try:
+        if not job.connector:
+            return _call(registered, context, kwargs)
         with connector_runtime.attached(context):
             kwargs = {**kwargs, **connector_runtime.injected(registered.func, context)}
-            if not registered.is_async:
-                return registered.func(*job.args, **kwargs)
-            return _run_coroutine(registered, context, kwargs)
+            return _call(registered, context, kwargs)
     finally:
         _current.reset(token)
+
+
+def _call(registered: Task[Any, Any], context: JobContext, kwargs: dict) -> Any:
+    if not registered.is_async:
+        return registered.func(*context.job.args, **kwargs)
+    return _run_coroutine(registered, context, kwargs)
 
 
 def _run_coroutine(registered: Task[Any, Any], context: JobContext, kwargs: dict) -> Any:
