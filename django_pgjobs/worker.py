@@ -256,6 +256,8 @@ class Worker:
             self._queued -= 1
         if self.stopping.is_set():  # a prefetched job that never started: give it back
             return "handed back" if transitions.hand_back(context.job) else "lost"
+        if context.cancelled:  # cancelled while it waited for a thread: don't start it
+            return "lost"
         if context.job.timeout is not None:
             # Known before the task is called, so the loop wakes in time for its timeout.
             context.started = time.monotonic()

@@ -249,3 +249,15 @@ def test_prefetched_jobs_that_never_started_are_handed_back_on_stop(threaded_wor
     wait(lambda: not Job.objects.filter(state=JobState.EXECUTING).exists(), timeout=10)
     states = sorted(Job.objects.filter(pk__in=[j.pk for j in jobs]).values_list("state", "attempt"))
     assert states == [(JobState.AVAILABLE, 0)] * 4 + [(JobState.COMPLETED, 1)]
+
+
+def test_a_prefetched_job_cancelled_before_it_starts_never_runs(threaded_worker, wait):
+    first = sleep.enqueue(0.5)
+    waiting = record.enqueue("should-not-run")
+    worker = threaded_worker(concurrency=1, prefetch=1, poll_interval=30)
+    wait(lambda: Job.objects.filter(state=JobState.EXECUTING).count() == 2, timeout=10)
+    Job.objects.get(pk=waiting.pk).cancel()
+    wait(lambda: worker.stats["lost"] == 1, timeout=10)  # its thread passed it over
+    assert Job.objects.get(pk=first.pk).state == JobState.COMPLETED
+    assert not Run.objects.filter(tag="should-not-run").exists()
+    assert Job.objects.get(pk=waiting.pk).state == JobState.CANCELLED
