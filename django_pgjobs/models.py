@@ -277,9 +277,9 @@ class Job(models.Model):
     @classmethod
     def enqueue_many(cls, specs: Iterable[JobSpec | dict[str, Any]]) -> list[Job]:
         """Insert many jobs in one round trip; each item is a JobSpec or its dict."""
-        from .enqueue import JobSpec, insert_jobs
+        from .enqueue import insert_jobs
 
-        return insert_jobs([s if isinstance(s, JobSpec) else JobSpec(**s) for s in specs])
+        return insert_jobs(list(specs))
 
     def retry(self) -> Job:
         """Make this job run again as soon as possible (operator action)."""

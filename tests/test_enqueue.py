@@ -194,3 +194,20 @@ def test_enqueue_sends_job_enqueued():
 def test_calling_a_task_runs_it_here_and_now():
     assert add(2, 3) == 5
     assert not Job.objects.exists()
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_a_large_batch_leaves_the_cycle_collector_as_it_found_it(enabled):
+    """enqueue_many pauses the collector while it builds a large batch, and only then."""
+    import gc
+
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        Job.enqueue_many([{"task": "testproject.demo.tasks.add", "args": [1, 2]}] * COPY_AT_LEAST)
+        with pytest.raises(PayloadError):  # and when the batch is refused
+            Job.enqueue_many([{"task": "testproject.demo.tasks.add", "args": [object()]}] * 200)
+        assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()
+    assert Job.objects.count() == COPY_AT_LEAST
