@@ -20,9 +20,9 @@ class PgJobs(Adapter):
     # events=off turns the events channel off (PGJOBS["EVENTS"] = False): none of
     # the peers publishes every transition, so that one compares like with like.
     drain_configs = [
-        Config(2, 50, {"prefetch": 100}),
+        Config(2, 50, {"prefetch": 300}),
         Config(2, 50),
-        Config(2, 50, {"prefetch": 100, "events": "off"}),
+        Config(2, 50, {"prefetch": 300, "events": "off"}),
     ]
     latency_config = Config(1, 10)
 
