@@ -62,7 +62,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--processes", type=int, default=1)
     parser.add_argument("--concurrency", type=int, default=50)
-    parser.add_argument("--prefetch", type=int, default=100)
+    parser.add_argument("--prefetch", type=int, default=300)
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument(
         "--gil", action="store_true", help="only samples holding the GIL: Python's own CPU time"

@@ -164,15 +164,12 @@ def insert_jobs(specs: Sequence[JobSpec | dict[str, Any]]) -> list[Job]:
     Jobs with dependencies add a locking read of the dependencies and an
     INSERT of the edges, in one transaction with the jobs.
     """
-    with _no_cyclic_gc(len(specs) >= COPY_AT_LEAST):
-        return _insert_jobs([s if isinstance(s, JobSpec) else JobSpec(**s) for s in specs])
-
-
-def _insert_jobs(specs: list[JobSpec]) -> list[Job]:
     using = conf.get("DATABASE")
     builder = JobBuilder(timezone.now())
     now = builder.now
-    jobs = [builder.build(spec) for spec in specs]
+    with _no_cyclic_gc(len(specs) >= COPY_AT_LEAST):
+        specs = [s if isinstance(s, JobSpec) else JobSpec(**s) for s in specs]
+        jobs = [builder.build(spec) for spec in specs]
     wanted = [dependencies.job_ids(spec.depends_on) if spec.depends_on else [] for spec in specs]
     from .models import Job, JobDependency
 

@@ -158,7 +158,9 @@ def payloads(runs: Iterable[Run]) -> list[str]:
     return found
 
 
-_encode = json.JSONEncoder(separators=(",", ":")).encode
+# Raw UTF-8, not \u escapes: the 8,000-byte bound of a payload (migration 0010)
+# counts a character of a task name as four bytes at most.
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 def publish(changes: Iterable[Change], using: str) -> None:

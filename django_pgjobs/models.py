@@ -217,7 +217,6 @@ class Job(models.Model):
     # -- the public API (DESIGN.md) -------------------------------------------------
 
     @classmethod
-    @classmethod
     def from_fields(cls, fields: dict[str, Any], using: str | None = None) -> Job:
         """A Job holding ``fields`` ({attname: value}, every field), as stored in
         ``using`` (or unsaved if None).

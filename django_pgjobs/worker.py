@@ -254,10 +254,19 @@ class Worker:
     def _run(self, context: JobContext) -> Outcome | str:
         with self._lock:
             self._queued -= 1
-        if self.stopping.is_set():  # a prefetched job that never started: give it back
+            # Cancelled while it waited for a thread (by an operator, or by shutdown,
+            # which then hands it back itself): don't start it.
+            if context.cancelled:
+                return "lost"
+            # A prefetched job that never started: give it back. (Without prefetch a
+            # job is claimed for a free thread and starts at once: it runs, and
+            # shutdown waits for it as before.) Marked under the lock, so that
+            # shutdown doesn't hand it back a second time.
+            give_back = self.prefetch > 0 and self.stopping.is_set()
+            if give_back:
+                context.request_cancel()
+        if give_back:
             return "handed back" if transitions.hand_back(context.job) else "lost"
-        if context.cancelled:  # cancelled while it waited for a thread: don't start it
-            return "lost"
         if context.job.timeout is not None:
             # Known before the task is called, so the loop wakes in time for its timeout.
             context.started = time.monotonic()
@@ -503,7 +512,10 @@ class Worker:
             self._publisher.stop()
         for context in self.running_contexts():
             job = context.job
-            context.request_cancel()  # async tasks stop; sync ones see the flag
+            with self._lock:  # see _run: one of us hands a job back, not both
+                if context.cancelled:
+                    continue  # already cancelled: its lease is gone, or a job thread has it
+                context.request_cancel()  # async tasks stop; sync ones see the flag
             try:
                 handed = transitions.hand_back(job)
             except DatabaseError as error:

@@ -110,11 +110,11 @@ def test_async_wait(threaded_worker):
 def test_a_large_batch_is_published_many_events_per_notification(second_connection):
     """10,000 inserted jobs of one task and queue cost 34 notifications, each under
     PostgreSQL's 8,000-byte payload limit, that together hold every event once, in order."""
-    long_task_queue = Queue.objects.create(name="q" * 63).name
+    long_queue = Queue.objects.create(name="q" * 63).name
     second_connection.execute("LISTEN pgjobs_events")
     jobs = Job.enqueue_many(
         [{"task": "testproject.demo.tasks.add", "args": [i, i]} for i in range(10_000)]
-        + [{"task": "testproject.demo.tasks.add", "queue": long_task_queue}] * 100
+        + [{"task": "testproject.demo.tasks.add", "queue": long_queue}] * 100
     )
     payloads = wait_for_payloads(second_connection, until_events=len(jobs))
     assert len(payloads) == 34 + 1
@@ -134,3 +134,15 @@ def wait_for_payloads(conn, until_events: int, timeout: float = 10.0) -> list[st
             if seen >= until_events:
                 break
     return payloads
+
+
+def test_the_worker_s_payloads_stay_under_the_limit_for_the_longest_names():
+    """Worst case: 300 ids of 19 digits, a task name of 255 four-byte characters."""
+    task = "\U0001f600" * 255
+    runs = [
+        ((task, "q" * 63, "executing", "available", 2147483647), list(range(10**18, 10**18 + 900)))
+    ]
+    found = events.payloads(runs)
+    assert len(found) == 3
+    assert max(len(payload.encode()) for payload in found) < 8000
+    assert [e.job_id for p in found for e in events.Event.parse(p)] == runs[0][1]

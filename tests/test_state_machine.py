@@ -38,7 +38,7 @@ def test_the_database_refuses_what_the_state_machine_forbids(from_state, to_stat
             Job.objects.filter(pk=job.pk).update(**update)
 
 
-def test_one_statement_moving_many_jobs_is_checked_row_by_row():
+def test_one_forbidden_move_among_many_fails_the_whole_statement():
     """The trigger sees a whole statement at once: one bad move among many fails all."""
     movable = [JobFactory() for _ in range(300)]
     finished = JobFactory(completed=True)

@@ -14,7 +14,8 @@ sorted by id: an UPDATE's old and new rows are the same jobs, so the arrays line
 up without a join. Then, as before: a forbidden move fails the statement; the
 events of the changes are published (unless the statement publishes its own,
 see 0009); finished jobs are counted off their dependents. The trigger keeps the
-name of the state-machine check, ``pgjobs_job_transition``.
+name of the state-machine check, ``pgjobs_job_transition``. The three functions
+of the old triggers stay in the database, unused, for the reverse migration.
 """
 
 from importlib import import_module

@@ -1,9 +1,9 @@
 -- Claim up to %(limit)s due jobs of one queue that has no concurrency limit.
 -- SKIP LOCKED lets any number of workers claim side by side without waiting on
--- each other; the inner query matches the pgjobs_job_claim index. Workers run
--- this as a prepared statement: the jobs are found again by primary key
--- (id = ANY) so that its generic plan, which can't know the LIMIT, never joins
--- the whole table.
+-- each other; the inner query matches the pgjobs_job_claim index. The jobs are
+-- found again by primary key (id = ANY): a plan that can't know how many rows
+-- the LIMIT gives (the planner guesses one) still never joins the whole table.
+-- It is planned each time, not prepared (see db.PREPARABLE).
 WITH publisher AS (
     -- The worker publishes these events itself once this commits (see events.py).
     SELECT set_config('pgjobs.publisher', statement_timestamp()::text, true)

@@ -4,7 +4,7 @@ WITH publisher AS (
     -- The worker publishes these events itself once this commits (see events.py).
     SELECT set_config('pgjobs.publisher', statement_timestamp()::text, true)
 ), due AS MATERIALIZED (
-    -- Found again by primary key below, for a sound generic plan (see claim.sql).
+    -- Found again by primary key below, for a sound plan (see claim.sql).
     SELECT id, state
     FROM pgjobs_job
     WHERE queue = %(queue)s
