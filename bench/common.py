@@ -81,6 +81,11 @@ def database_name(url: str) -> str:
 
 def recreate_database(url: str) -> None:
     """Drop and create the database ``url`` names: every run starts from nothing."""
+    drop_database(url, create=True)
+
+
+def drop_database(url: str, *, create: bool = False) -> None:
+    """Drop the database ``url`` names (ending its sessions); ``create`` makes it anew."""
     import psycopg
     from psycopg import sql
 
@@ -90,19 +95,8 @@ def recreate_database(url: str) -> None:
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", [name]
         )
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-
-
-def drop_database(url: str) -> None:
-    import psycopg
-    from psycopg import sql
-
-    name = database_name(url)
-    with psycopg.connect(with_database(url, "postgres"), autocommit=True) as conn:
-        conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", [name]
-        )
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+        if create:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
 def libpq_env(url: str) -> dict[str, str]:

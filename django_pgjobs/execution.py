@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
 from django.utils import timezone
@@ -144,17 +144,30 @@ def _retry_or_discard(
 
 def _snooze(job: Job, until: datetime) -> str:
     """Hand a job that could not start back until ``until`` (lease-checked), now."""
+    snoozed = _through_outage(lambda: transitions.snooze(job, until), f"snooze job {job.pk}")
+    if snoozed is None:
+        return "unrecorded"
+    return job.state if snoozed else "lost"
+
+
+T = TypeVar("T")
+
+
+def _through_outage(write: Callable[[], T], what: str) -> T | None:
+    """``write()``, retried through a database outage for up to a minute; None if
+    the database stayed away. The calling thread has nothing else to do meanwhile."""
     delay, deadline = 0.1, time.monotonic() + 60.0
     while True:
         try:
-            return job.state if transitions.snooze(job, until) else "lost"
+            return write()
         except (OperationalError, InterfaceError) as error:
             if time.monotonic() > deadline:
-                logger.error("job %s: could not snooze it: %s", job.pk, error)
-                return "unrecorded"
+                logger.error("could not %s: %s", what, error)
+                return None
+            logger.warning("database unavailable (%s); retrying to %s", error, what)
             for conn in connections.all(initialized_only=True):
                 conn.close()
-            time.sleep(delay)  # this thread has nothing else to do meanwhile
+            time.sleep(delay)
             delay = min(delay * 2, 5.0)
 
 
@@ -171,20 +184,11 @@ def record(
     outcomes = [item for item in items if isinstance(item, Outcome)]
     if not outcomes:
         return [str(item) for item in items]
-    delay, deadline = 0.1, time.monotonic() + 60.0
-    while True:
-        try:
-            written = transitions.finish(outcomes, publish)
-            break
-        except (OperationalError, InterfaceError) as error:
-            if time.monotonic() > deadline:
-                logger.error("could not record %d outcome(s): %s", len(outcomes), error)
-                return [item if isinstance(item, str) else "unrecorded" for item in items]
-            logger.warning("database unavailable (%s); retrying outcome writes", error)
-            for conn in connections.all(initialized_only=True):
-                conn.close()
-            time.sleep(delay)  # this thread has nothing else to do meanwhile
-            delay = min(delay * 2, 5.0)
+    written = _through_outage(
+        lambda: transitions.finish(outcomes, publish), f"record {len(outcomes)} outcome(s)"
+    )
+    if written is None:
+        return [item if isinstance(item, str) else "unrecorded" for item in items]
     states = iter(written)
     ended = []
     for item in items:
