@@ -245,6 +245,8 @@ def test_prefetched_jobs_that_never_started_are_handed_back_on_stop(threaded_wor
     jobs = [sleep.enqueue(0.5) for _ in range(5)]
     worker = threaded_worker(concurrency=1, prefetch=4, poll_interval=30)
     wait(lambda: Job.objects.filter(state=JobState.EXECUTING).count() == 5, timeout=10)
+    # Its one thread has taken the first job (a stop before that hands back all five).
+    wait(lambda: worker._queued == 4, timeout=10)
     worker.request_stop()
     wait(lambda: not Job.objects.filter(state=JobState.EXECUTING).exists(), timeout=10)
     states = sorted(Job.objects.filter(pk__in=[j.pk for j in jobs]).values_list("state", "attempt"))
