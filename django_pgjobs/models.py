@@ -125,7 +125,15 @@ class JobDependency(models.Model):
                 condition=~Q(job=models.F("depends_on")), name="pgjobs_dependency_not_self"
             ),
         ]
-        indexes = [models.Index(fields=["job"], name="pgjobs_dependency_job")]
+        indexes = [
+            models.Index(fields=["job"], name="pgjobs_dependency_job"),
+            # The release trigger's "does anything wait at all?" (migration 0013).
+            models.Index(
+                fields=["depends_on"],
+                condition=Q(satisfied=False),
+                name="pgjobs_dependency_unsatisfied",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"#{self.job_id} waits for #{self.depends_on_id}"

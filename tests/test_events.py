@@ -123,6 +123,29 @@ def test_a_large_batch_is_published_many_events_per_notification(second_connecti
     assert ids == [job.pk for job in jobs]
 
 
+def test_an_operator_s_bulk_change_names_each_job_with_its_own_task_and_queue(
+    second_connection,
+):
+    """One UPDATE of jobs of two tasks in two queues: every event carries its own job's."""
+    other = Queue.objects.create(name="other").name
+    jobs = Job.enqueue_many(
+        [
+            {"task": "testproject.demo.tasks.add", "queue": other if i % 3 else None}
+            for i in range(50)
+        ]
+        + [{"task": "testproject.demo.tasks.always_fails"} for _ in range(7)]
+    )
+    second_connection.execute("LISTEN pgjobs_events")
+    Job.objects.filter(pk__in=[job.pk for job in jobs]).update(state="cancelled")
+    payloads = wait_for_payloads(second_connection, until_events=len(jobs))
+    seen = {
+        event.job_id: (event.task, event.queue, event.previous, event.state)
+        for payload in payloads
+        for event in events.Event.parse(payload)
+    }
+    assert seen == {job.pk: (job.task, job.queue, "available", "cancelled") for job in jobs}
+
+
 def wait_for_payloads(conn, until_events: int, timeout: float = 10.0) -> list[str]:
     payloads: list[str] = []
     seen, deadline = 0, time.monotonic() + timeout

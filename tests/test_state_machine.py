@@ -6,6 +6,7 @@ import itertools
 
 import pytest
 from django.db import IntegrityError, transaction
+from django.db.models import Case, Value, When
 
 from django_pgjobs.models import Job
 from django_pgjobs.states import ALLOWED, FINISHED, InvalidTransition, JobState, can_transition
@@ -47,6 +48,36 @@ def test_one_forbidden_move_among_many_fails_the_whole_statement():
     with bad_move, transaction.atomic():
         everything.update(state="cancelled")
     assert set(Job.objects.values_list("state", flat=True)) == {"available", "completed"}
+
+
+def test_a_statement_moving_jobs_to_different_states_is_checked_job_by_job():
+    """Jobs moved to several states at once are checked one by one: allowed moves
+    pass together, and one forbidden move among them fails them all."""
+    waiting, scheduled, finished = (
+        JobFactory(waiting=True),
+        JobFactory(scheduled=True),
+        JobFactory(completed=True),
+    )
+    to_available_or_cancelled = Case(
+        When(state="waiting", then=Value("cancelled")), default=Value("available")
+    )
+    Job.objects.filter(pk__in=[waiting.pk, scheduled.pk]).update(state=to_available_or_cancelled)
+    assert dict(Job.objects.values_list("pk", "state")) == {
+        waiting.pk: "cancelled",
+        scheduled.pk: "available",
+        finished.pk: "completed",
+    }
+    to_scheduled_or_available = Case(
+        When(pk=finished.pk, then=Value("scheduled")), default=Value("available")
+    )
+    bad_move = pytest.raises(IntegrityError, match=f"job {finished.pk} cannot go from completed")
+    with bad_move, transaction.atomic():
+        Job.objects.update(state=to_scheduled_or_available)
+
+
+def test_a_statement_that_changes_no_state_is_let_through():
+    jobs = [JobFactory(completed=True) for _ in range(3)]
+    assert Job.objects.update(priority=5) == len(jobs)
 
 
 def test_a_job_id_can_not_change():
