@@ -99,6 +99,46 @@ def test_a_large_batch_is_copied_in_and_stored_as_a_small_one_would_be():
     assert Job.objects.filter(pk=large[0].pk, result__isnull=True).exists()
 
 
+def test_a_large_batch_keeps_every_character_of_its_arguments():
+    """COPY's text format escapes tabs, newlines and backslashes; JSON escapes its own."""
+    awkward = ["a\tb", "line\nbreak\r", "back\\slash", 'quote"', "é ü 日本 🎉", "\\N", ""]
+    specs = [
+        {
+            "task": "testproject.demo.tasks.add",
+            "args": [awkward, i],
+            "kwargs": {"k\t\\": awkward[i % len(awkward)]},
+            "meta": {"note": awkward[i % len(awkward)]},
+        }
+        for i in range(COPY_AT_LEAST)
+    ]
+    jobs = Job.enqueue_many(specs)
+    stored = {job.pk: job for job in Job.objects.filter(pk__in=[job.pk for job in jobs])}
+    for spec, job in zip(specs, jobs, strict=True):
+        assert stored[job.pk].args == spec["args"]
+        assert stored[job.pk].kwargs == spec["kwargs"]
+        assert stored[job.pk].meta == spec["meta"]
+
+
+def test_jobs_of_one_batch_with_the_same_options_share_no_mutable_field():
+    """A batch works out shared options once; every job still gets its own values."""
+    jobs = Job.enqueue_many(
+        [{"task": "testproject.demo.tasks.add", "args": [i, i]} for i in range(3)]
+    )
+    jobs[0].meta["mine"] = True
+    jobs[0].errors.append("mine")
+    assert [job.args for job in jobs] == [[0, 0], [1, 1], [2, 2]]
+    assert [job.meta for job in jobs[1:]] == [{}, {}]
+    assert [job.errors for job in jobs[1:]] == [[], []]
+
+
+def test_a_unique_task_derives_each_job_s_key_from_its_own_arguments():
+    jobs = Job.enqueue_many(
+        [{"task": "tests.tasks_for_tests.unique_report", "args": [i]} for i in (1, 2, 1)]
+    )
+    assert jobs[0].unique_key != jobs[1].unique_key
+    assert jobs[2].pk == jobs[0].pk  # the duplicate is the job already holding the key
+
+
 def test_a_rolled_back_transaction_leaves_no_job():
     with pytest.raises(RuntimeError), transaction.atomic():
         add.enqueue(1, 2)
