@@ -10,7 +10,7 @@ import functools
 import json
 import threading
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -150,9 +150,9 @@ def _job_columns() -> tuple[dict[str, str], frozenset[str]]:
     )
 
 
-def copy_rows(name: str, rows: Iterable[Sequence[Any]], using: str | None = None) -> None:
-    """Stream ``rows`` into the ``COPY ... FROM STDIN`` statement ``name``, in the
-    current transaction. Values go as text: JSON columns take JSON strings."""
+def copy_text(name: str, chunks: Iterable[str], using: str | None = None) -> None:
+    """Stream ``chunks`` of COPY text into the ``COPY ... FROM STDIN`` statement
+    ``name``, in the current transaction (``copying`` makes the text)."""
     connection = connections[using or alias()]
     connection.ensure_connection()
     with (
@@ -160,8 +160,8 @@ def copy_rows(name: str, rows: Iterable[Sequence[Any]], using: str | None = None
         connection.connection.cursor() as cursor,
         cursor.copy(statement(name)) as copy,
     ):
-        for row in rows:
-            copy.write_row(row)
+        for chunk in chunks:
+            copy.write(chunk)
 
 
 def as_json(value: Any) -> str:

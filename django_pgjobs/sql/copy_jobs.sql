@@ -1,10 +1,11 @@
 -- Load many new jobs at once (enqueue.py, batches of COPY_AT_LEAST jobs or more).
 -- COPY parses rows as they stream in, with no JSON document to take apart and
 -- no RETURNING: the ids were taken beforehand (next_job_ids.sql). It fires the
--- same statement triggers as an INSERT. The column list is every column:
--- tests/test_performance.py checks it against the model.
+-- same statement triggers as an INSERT. Every column is listed (tests check it
+-- against the model): first those copying.OWN_COLUMNS formats for each job,
+-- then those it formats once for each distinct set of values.
 COPY pgjobs_job (
-    id, task, queue, args, kwargs, state, priority, attempt, max_attempts, timeout,
-    run_at, created_at, attempted_at, finished_at, errors, result, unique_key,
-    connector, worker_id, lease, pending_dependencies, meta
+    id, args, kwargs, meta, errors, result, unique_key,
+    task, queue, state, priority, attempt, max_attempts, timeout, run_at, created_at,
+    attempted_at, finished_at, connector, worker_id, lease, pending_dependencies
 ) FROM STDIN
