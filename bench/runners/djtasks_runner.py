@@ -75,6 +75,11 @@ class DjangoTasksDB(Adapter):
 
         return DBTaskResult.objects.filter(status="SUCCESSFUL").count()
 
+    def busy(self) -> bool:
+        from django_tasks_db.models import DBTaskResult
+
+        return DBTaskResult.objects.filter(status__in=["READY", "RUNNING"]).exists()
+
     def worker_commands(self, config: Config) -> list[list[str]]:
         command = [
             sys.executable,

@@ -75,6 +75,9 @@ class PgQueuer(Adapter):
         # Finished jobs leave the queue table (their log rows get folded away).
         return self.enqueued - self._run(self.conn.fetchval("SELECT count(*) FROM pgqueuer"))
 
+    def busy(self) -> bool:
+        return self._run(self.conn.fetchval("SELECT EXISTS (SELECT FROM pgqueuer)"))
+
     def worker_commands(self, config: Config) -> list[list[str]]:
         command = [sys.executable, str(HERE / "pgqueuer_app.py"), str(config.concurrency)]
         return [command] * config.processes

@@ -68,6 +68,11 @@ class Procrastinate(Adapter):
             "SELECT count(*) FROM procrastinate_jobs WHERE status = 'succeeded'"
         ).fetchone()[0]
 
+    def busy(self) -> bool:
+        return self.conn.execute(
+            "SELECT EXISTS (SELECT FROM procrastinate_jobs WHERE status IN ('todo', 'doing'))"
+        ).fetchone()[0]
+
     def worker_commands(self, config: Config) -> list[list[str]]:
         command = [
             sys.executable,
