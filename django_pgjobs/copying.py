@@ -15,6 +15,7 @@ import operator
 import re
 from collections.abc import Callable, Iterator
 from datetime import date
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 
 #: Columns formatted for each job: they are its own, or hold lists and dicts.
 #: copy_jobs.sql names them first; the rest are formatted once per distinct set.
-OWN_COLUMNS = ("id", "args", "kwargs", "meta", "errors", "result", "unique_key")
+OWN_COLUMNS = ("id", "args", "kwargs", "meta", "errors", "result")
 
 #: Rows per chunk handed to the connection.
 CHUNK = 1000
@@ -43,8 +44,12 @@ def text(value: Any) -> str:
         return value.translate(_ESCAPES)
     if isinstance(value, bool):
         return "t" if value else "f"
-    if isinstance(value, int | float):
-        return repr(value)
+    if isinstance(value, int):  # an IntEnum too: its number
+        return int.__repr__(value)
+    if isinstance(value, float):
+        return float.__repr__(value)
+    if isinstance(value, Decimal):
+        return str(value)
     if isinstance(value, date):  # datetimes too: ISO 8601, with their offset
         return value.isoformat()
     if isinstance(value, UUID):
@@ -93,7 +98,8 @@ def _layout() -> tuple[list[tuple[str, Callable[[Any], str]]], list[str]]:
     from .models import Job
 
     listed = re.search(r"COPY pgjobs_job \(([^)]*)\)", db.statement("copy_jobs"))
-    assert listed, "copy_jobs.sql names its columns"
+    if listed is None:
+        raise AssertionError("copy_jobs.sql must name its columns")
     columns = [name.strip() for name in listed.group(1).split(",")]
     if tuple(columns[: len(OWN_COLUMNS)]) != OWN_COLUMNS:
         raise AssertionError(f"copy_jobs.sql must list {OWN_COLUMNS} first")

@@ -64,8 +64,8 @@ class JobBuilder:
         self._tasks: dict[str, Task[Any, Any]] = {}
         self._queue_attempts: dict[Any, int] = {}
         self._connectors: set[Any] = set()
-        # options -> (the fields they decide, the task if it derives unique keys)
-        self._shapes: dict[tuple[Any, ...], tuple[dict[str, Any], Task[Any, Any] | None]] = {}
+        # options -> (the fields they decide, the registered task)
+        self._shapes: dict[tuple[Any, ...], tuple[dict[str, Any], Task[Any, Any]]] = {}
 
     def _task(self, name: str) -> Task[Any, Any]:
         registered = self._tasks.get(name)
@@ -99,11 +99,15 @@ class JobBuilder:
             spec.timeout,
             spec.pass_results,
             spec.on_dependency_failure,
+            # 1, 1.0 and True are equal keys: each type is checked on its own.
+            type(spec.priority),
+            type(spec.max_attempts),
+            type(spec.timeout),
         )
         shape = self._shapes.get(options)
         if shape is None:
             shape = self._shapes[options] = self._shape(spec)
-        decided, derives_keys = shape
+        decided, registered = shape
         payload.check(spec.args, spec.kwargs, self.max_payload)
         fields = dict(decided)
         fields["args"] = list(spec.args)
@@ -111,15 +115,15 @@ class JobBuilder:
         fields["meta"] = {**spec.meta, **decided["meta"]}  # the options' flags win
         if spec.meta:
             payload.check([], fields["meta"], self.max_payload)
-        if derives_keys is not None and not spec.unique_key:
-            fields["unique_key"] = derives_keys.unique_key(spec.args, spec.kwargs)
+        if not spec.unique_key:  # a unique task derives it from the arguments
+            fields["unique_key"] = registered.unique_key(spec.args, spec.kwargs)
         job_class, _, computed = _job_template()
         for name, default in computed:  # mutable defaults: one each
             if name not in fields:
                 fields[name] = default()
         return job_class.from_fields(fields)
 
-    def _shape(self, spec: JobSpec) -> tuple[dict[str, Any], Task[Any, Any] | None]:
+    def _shape(self, spec: JobSpec) -> tuple[dict[str, Any], Task[Any, Any]]:
         """Check a job's options; the fields they decide (every field but the
         arguments, the meta the caller gave and mutable defaults)."""
         registered = self._task(spec.task)
@@ -159,8 +163,7 @@ class JobBuilder:
         fields["unique_key"] = spec.unique_key or None
         fields["meta"] = flags
         fields["connector"] = connector
-        derives_keys = registered if registered.unique or registered.unique_for else None
-        return fields, derives_keys
+        return fields, registered
 
 
 @functools.cache

@@ -19,7 +19,7 @@ from django_pgjobs.models import Queue
 from django_pgjobs.notifier import JOBS_CHANNEL
 from django_pgjobs.signals import job_started
 from django_pgjobs.states import JobState
-from django_pgjobs.worker import _fewer_collections
+from django_pgjobs.worker import COLLECT_YOUNGEST_EVERY, _fewer_collections
 from testproject.demo.models import Run
 from testproject.demo.tasks import add, record, serial_step, sleep
 
@@ -270,17 +270,23 @@ def test_a_prefetched_job_cancelled_before_it_starts_never_runs(threaded_worker,
 def test_a_running_worker_holds_the_cycle_collector_back_until_it_stops(threaded_worker, wait):
     before = gc.get_threshold()
     worker = threaded_worker(concurrency=1)
-    wait(lambda: gc.get_threshold()[0] == 50_000)
+    wait(lambda: gc.get_threshold()[0] == COLLECT_YOUNGEST_EVERY)
     worker.request_stop()
     wait(lambda: gc.get_threshold() == before, timeout=10)
-    assert gc.get_freeze_count() == 0
 
 
 def test_workers_side_by_side_share_the_collector_setting_and_the_last_restores_it():
     before = gc.get_threshold()
     with _fewer_collections():
         with _fewer_collections():
-            assert gc.get_threshold()[0] == 50_000
-        assert gc.get_threshold()[0] == 50_000  # the other one still runs
+            assert gc.get_threshold()[0] == COLLECT_YOUNGEST_EVERY
+        assert gc.get_threshold()[0] == COLLECT_YOUNGEST_EVERY  # the other one still runs
     assert gc.get_threshold() == before
-    assert gc.get_freeze_count() == 0
+
+
+def test_what_the_process_froze_itself_stays_frozen_after_the_workers_stop():
+    gc.freeze()
+    frozen = gc.get_freeze_count()
+    with _fewer_collections():
+        pass
+    assert gc.get_freeze_count() >= frozen

@@ -7,9 +7,10 @@ import statistics
 import threading
 import time
 
+import psycopg
 import pytest
 
-from django_pgjobs import Job, events
+from django_pgjobs import Job, db, events
 from django_pgjobs.models import Queue
 from django_pgjobs.signals import job_completed, job_discarded, job_retrying, job_started
 from django_pgjobs.states import JobState
@@ -144,6 +145,20 @@ def test_an_operator_s_bulk_change_names_each_job_with_its_own_task_and_queue(
         for event in events.Event.parse(payload)
     }
     assert seen == {job.pk: (job.task, job.queue, "available", "cancelled") for job in jobs}
+
+
+def test_a_change_from_a_session_that_never_ran_a_worker_statement_is_published(
+    second_connection,
+):
+    """A fresh session has no pgjobs.publisher setting at all (it reads as NULL)."""
+    job = Job.enqueue("testproject.demo.tasks.add", args=[1, 2])
+    second_connection.execute("LISTEN pgjobs_events")
+    with psycopg.connect(**db.connection_params(), autocommit=True) as fresh:
+        fresh.execute("UPDATE pgjobs_job SET state = 'cancelled' WHERE id = %s", [job.pk])
+    payloads = wait_for_payloads(second_connection, until_events=1)
+    assert [(e.job_id, e.state) for p in payloads for e in events.Event.parse(p)] == [
+        (job.pk, "cancelled")
+    ]
 
 
 def wait_for_payloads(conn, until_events: int, timeout: float = 10.0) -> list[str]:

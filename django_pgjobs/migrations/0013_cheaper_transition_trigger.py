@@ -1,16 +1,16 @@
-"""The job-update trigger costs a worker's claims and outcomes a third of what it did.
+"""The job-update trigger costs a worker's claims and outcomes under a third of what it did.
 
 ``pgjobs_job_transitioned`` (0011) ran on every claim and every outcome a
-worker writes, and took about 9 microseconds per job of them: as much as
-PostgreSQL's own work for the UPDATE's indexes. Same checks and effects, less
-work on the way:
+worker writes, and took 8.4 microseconds per job of them (EXPLAIN ANALYZE of
+100-job claims and completions, against 2.4 now): a quarter of PostgreSQL's own
+work for those UPDATEs. Same checks and effects, less work on the way:
 
 - The transition tables are read once each, unsorted. PostgreSQL records an
   updated row's old and new versions together, so ``old_rows`` and
   ``new_rows`` list the jobs in the same order; the ids are compared one for
   one to be sure, and sorting both is the fallback (a changed id still fails).
-- A statement that changed no state (most of the outcome writes of a retry
-  loop, a pause, a heartbeat) stops there.
+- A statement that changed no state (a new priority or run_at, dependents
+  counted down that still wait) stops there.
 - The state machine is checked first on the whole statement at once: when
   every changed job went to one state from states allowed to reach it (a
   claim: to executing; an outcome batch: to completed; an operator's bulk
@@ -21,8 +21,8 @@ work on the way:
   were lost: the unset setting reads as NULL, which made the whole condition
   NULL, that is false. It is compared with IS NOT DISTINCT FROM now.
 - A statement that finished jobs looks for dependents only while some
-  dependency is unsatisfied (one probe of a new partial index); a queue
-  without pipelines never looks. The index is built CONCURRENTLY: a plain
+  dependency, anywhere, is unsatisfied (one probe of a new partial index):
+  without pipelines in flight, no statement looks. The index is built CONCURRENTLY: a plain
   build would hold up every worker writing outcomes until it is done.
 """
 
@@ -32,9 +32,8 @@ from django.contrib.postgres.operations import AddIndexConcurrently
 from django.db import migrations, models
 
 _triggers = import_module("django_pgjobs.migrations.0002_triggers")
+_performance = import_module("django_pgjobs.migrations.0009_performance")
 _linear = import_module("django_pgjobs.migrations.0011_linear_triggers")
-
-PAIRS = "ARRAY[" + ", ".join(f"'{pair}'" for pair in _triggers.ALLOWED_PAIRS) + "]"
 
 
 def _reachable_from() -> str:
@@ -44,7 +43,7 @@ def _reachable_from() -> str:
         source, target = pair.split(">")
         sources.setdefault(target, {target}).add(source)
     branches = " ".join(
-        f"WHEN '{target}' THEN ARRAY[{', '.join(repr(s) for s in sorted(found))}]"
+        f"WHEN '{target}' THEN ARRAY[{', '.join(f"'{s}'" for s in sorted(found))}]"
         for target, found in sorted(sources.items())
     )
     return f"CASE states[1] {branches} ELSE ARRAY[]::text[] END"
@@ -148,7 +147,7 @@ BEGIN
 END
 $$;
 """.replace("{reachable}", _reachable_from())
-    .replace("{pairs}", PAIRS)
+    .replace("{pairs}", _performance.PAIRS)
     .replace("{release}", _RELEASE)
 )
 
