@@ -13,7 +13,7 @@ import functools
 import json
 import operator
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import date
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -67,7 +67,7 @@ def json_text(value: Any) -> str:
     return encoded.replace("\\", "\\\\") if "\\" in encoded else encoded
 
 
-def lines(jobs: list[Job]) -> Iterator[str]:
+def lines(jobs: Iterable[Job]) -> Iterator[str]:
     """The jobs as COPY text, ``CHUNK`` rows at a time."""
     own, shared = _layout()
     shared_values: Callable[[dict[str, Any]], tuple[Any, ...]] = operator.itemgetter(*shared)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -50,6 +50,11 @@ def build_job(spec: JobSpec, now: datetime) -> Job:
     return JobBuilder(now).build(spec)
 
 
+#: What a job's options decide: its fields but the arguments, meta and mutable
+#: defaults, and its registered task.
+Shape = tuple[dict[str, Any], Task[Any, Any]]
+
+
 class JobBuilder:
     """``build_job`` for a batch. What depends only on a job's options, not on its
     arguments (the registered task, whether the queue exists, its default
@@ -65,7 +70,7 @@ class JobBuilder:
         self._queue_attempts: dict[Any, int] = {}
         self._connectors: set[Any] = set()
         # options -> (the fields they decide, the registered task)
-        self._shapes: dict[tuple[Any, ...], tuple[dict[str, Any], Task[Any, Any]]] = {}
+        self._shapes: dict[tuple[Any, ...], Shape] = {}
 
     def _task(self, name: str) -> Task[Any, Any]:
         registered = self._tasks.get(name)
@@ -88,6 +93,10 @@ class JobBuilder:
         return name
 
     def build(self, spec: JobSpec) -> Job:
+        return self.make(spec, self.check(spec))
+
+    def check(self, spec: JobSpec) -> Shape:
+        """Validate ``spec``; what ``make`` needs of its options."""
         options = (
             spec.task,
             spec.queue,
@@ -107,14 +116,18 @@ class JobBuilder:
         shape = self._shapes.get(options)
         if shape is None:
             shape = self._shapes[options] = self._shape(spec)
-        decided, registered = shape
         payload.check(spec.args, spec.kwargs, self.max_payload)
+        if spec.meta:
+            payload.check([], {**spec.meta, **shape[0]["meta"]}, self.max_payload)
+        return shape
+
+    def make(self, spec: JobSpec, shape: Shape) -> Job:
+        """The unsaved Job of a checked ``spec``."""
+        decided, registered = shape
         fields = dict(decided)
         fields["args"] = list(spec.args)
         fields["kwargs"] = dict(spec.kwargs)
         fields["meta"] = {**spec.meta, **decided["meta"]}  # the options' flags win
-        if spec.meta:
-            payload.check([], fields["meta"], self.max_payload)
         if not spec.unique_key:  # a unique task derives it from the arguments
             fields["unique_key"] = registered.unique_key(spec.args, spec.kwargs)
         job_class, _, computed = _job_template()
@@ -123,7 +136,12 @@ class JobBuilder:
                 fields[name] = default()
         return job_class.from_fields(fields)
 
-    def _shape(self, spec: JobSpec) -> tuple[dict[str, Any], Task[Any, Any]]:
+    def keyed(self, spec: JobSpec, shape: Shape) -> bool:
+        """Whether the job of ``spec`` will have a unique key (and go in alone)."""
+        registered = shape[1]
+        return bool(spec.unique_key or registered.unique or registered.unique_for)
+
+    def _shape(self, spec: JobSpec) -> Shape:
         """Check a job's options; the fields they decide (every field but the
         arguments, the meta the caller gave and mutable defaults)."""
         registered = self._task(spec.task)
@@ -201,9 +219,31 @@ def insert_jobs(specs: Sequence[JobSpec | dict[str, Any]]) -> list[Job]:
     now = builder.now
     with _no_cyclic_gc(len(specs) >= COPY_AT_LEAST):
         specs = [s if isinstance(s, JobSpec) else JobSpec(**s) for s in specs]
-        jobs = [builder.build(spec) for spec in specs]
+        shapes = [builder.check(spec) for spec in specs]  # nothing is written before this
+        plain = not any(
+            spec.depends_on or builder.keyed(spec, shape)
+            for spec, shape in zip(specs, shapes, strict=True)
+        )
+        if plain and len(specs) >= COPY_AT_LEAST:
+            jobs = _copy_in(specs, shapes, builder, using)
+        else:
+            jobs = [builder.make(spec, shape) for spec, shape in zip(specs, shapes, strict=True)]
+    if not (plain and len(specs) >= COPY_AT_LEAST):
+        _insert_built(specs, jobs, using, now)
+    if signals.job_enqueued.receivers:  # a send per job costs a large batch even unheard
+        from .models import Job
+
+        for job in jobs:
+            if not getattr(job, "is_duplicate", False):
+                signals.job_enqueued.send(sender=Job, job=job)
+    return jobs
+
+
+def _insert_built(specs: list[JobSpec], jobs: list[Job], using: str, now: datetime) -> None:
+    """Insert built jobs: plain ones in one statement, keyed ones one by one, the
+    dependency edges after them (in one transaction if there are any of those)."""
     wanted = [dependencies.job_ids(spec.depends_on) if spec.depends_on else [] for spec in specs]
-    from .models import Job, JobDependency
+    from .models import JobDependency
 
     # A plain batch is one INSERT; dependencies and unique keys need a transaction.
     simple = not any(wanted) and all(job.unique_key is None for job in jobs)
@@ -226,16 +266,12 @@ def insert_jobs(specs: Sequence[JobSpec | dict[str, Any]]) -> list[Job]:
         ]
         if edges:
             JobDependency.objects.using(using).bulk_create(edges)
-    if signals.job_enqueued.receivers:  # a send per job costs a large batch even unheard
-        for job in jobs:
-            if not getattr(job, "is_duplicate", False):
-                signals.job_enqueued.send(sender=Job, job=job)
-    return jobs
 
 
 @contextlib.contextmanager
 def _no_cyclic_gc(pause: bool) -> Iterator[None]:
-    """Pause the cycle collector while a large batch of jobs is built.
+    """Pause the cycle collector while a large batch of jobs is built (a plain one
+    is built while it is copied in, so that too).
 
     Each job is a few new containers, none of them garbage, so the collector
     ran over and over through a growing heap for nothing: half the time of
@@ -265,10 +301,7 @@ def _insert_many(jobs: list[Job], using: str) -> None:
     parameter per field per row; one JSON document per batch costs a fraction.
     """
     if len(jobs) >= COPY_AT_LEAST:
-        ids = db.fetch_dicts("next_job_ids", {"count": len(jobs)}, using)[0]["ids"]
-        for job, pk in zip(jobs, sorted(ids), strict=True):
-            job.id = pk
-        db.copy_text("copy_jobs", copying.lines(jobs), using)
+        _copy(jobs, len(jobs), using)
     else:
         from .models import Job
 
@@ -280,6 +313,37 @@ def _insert_many(jobs: list[Job], using: str) -> None:
     for job in jobs:
         job._state.adding = False
         job._state.db = using
+
+
+def _copy_in(
+    specs: list[JobSpec], shapes: list[Shape], builder: JobBuilder, using: str
+) -> list[Job]:
+    """Insert a plain batch of checked specs with one COPY, building each job as its
+    row streams out: PostgreSQL stores one chunk of rows while the next is built.
+    (Checked beforehand, no job fails to build half-way through.)"""
+    jobs: list[Job] = []
+
+    def built() -> Iterator[Job]:
+        for spec, shape in zip(specs, shapes, strict=True):
+            job = builder.make(spec, shape)
+            job._state.adding, job._state.db = False, using
+            jobs.append(job)
+            yield job
+
+    _copy(built(), len(specs), using)
+    return jobs
+
+
+def _copy(jobs: Iterable[Job], count: int, using: str) -> None:
+    """COPY ``count`` new jobs in, numbered from the sequence (sql/copy_jobs.sql)."""
+    ids = sorted(db.fetch_dicts("next_job_ids", {"count": count}, using)[0]["ids"])
+
+    def numbered() -> Iterator[Job]:
+        for job, pk in zip(jobs, ids, strict=True):
+            job.id = pk
+            yield job
+
+    db.copy_text("copy_jobs", copying.lines(numbered()), using)
 
 
 def _unique_for(spec: JobSpec) -> float | None:
