@@ -172,6 +172,27 @@ def test_one_bad_job_in_a_batch_writes_none_of_the_batch():
     assert not Job.objects.exists()
 
 
+@pytest.mark.parametrize("bad", ["args", "task", "queue", "run_at"])
+def test_a_bad_job_at_the_end_of_a_large_batch_writes_none_and_leaves_the_transaction_usable(bad):
+    """A large batch is checked as it is copied in: the COPY is undone, not the caller's work."""
+    wrong = {
+        "args": {"args": [object()]},
+        "task": {"task": "testproject.demo.tasks.nope"},
+        "queue": {"queue": "bad queue!"},
+        "run_at": {"run_at": datetime(2030, 1, 1)},  # naive
+    }[bad]
+    specs = [
+        {"task": "testproject.demo.tasks.add", "args": [i, i]} for i in range(3 * COPY_AT_LEAST)
+    ]
+    specs[-1] = {**specs[-1], **wrong}
+    with transaction.atomic():
+        mine = add.enqueue(1, 1)
+        with pytest.raises((PayloadError, UnknownTask, InvalidQueueName, ValueError)):
+            Job.enqueue_many(specs)
+        after = add.enqueue(2, 2)  # the transaction carries on
+    assert list(Job.objects.values_list("pk", flat=True).order_by("pk")) == [mine.pk, after.pk]
+
+
 def test_oversized_payload_is_refused(settings):
     settings.PGJOBS = {"MAX_PAYLOAD_BYTES": 1000}
     with pytest.raises(PayloadError, match="over the limit of 1000"):
