@@ -16,6 +16,9 @@ statement triggers, about a third of what the insert itself cost:
   ``jit = off``: they are small queries over rows already in memory.
 """
 
+import re
+from importlib import import_module
+
 from django.db import migrations
 
 FORWARD = """
@@ -55,33 +58,23 @@ $$;
 ALTER FUNCTION pgjobs_job_transitioned() SET jit = off;
 """
 
-# The functions of 0010_event_batches and 0002_triggers.
-REVERSE = """
-ALTER FUNCTION pgjobs_job_transitioned() RESET jit;
 
-CREATE OR REPLACE FUNCTION pgjobs_notify_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM pg_notify('pgjobs_jobs', q.queue)
-    FROM (SELECT DISTINCT queue FROM inserted WHERE state = 'available') AS q;
-    RETURN NULL;
-END
-$$;
+def _function(migration: str, name: str) -> str:
+    """The CREATE FUNCTION statement of ``name`` in an earlier migration's FORWARD."""
+    forward = import_module(f"django_pgjobs.migrations.{migration}").FORWARD
+    found = re.search(rf"CREATE (?:OR REPLACE )?FUNCTION {name}\(\).*?\n\$\$;\n", forward, re.S)
+    if found is None:
+        raise LookupError(f"{name} is not created in {migration}")
+    return found.group(0).replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1)
 
-CREATE OR REPLACE FUNCTION pgjobs_publish_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF current_setting('pgjobs.events', true) = 'off' THEN
-        RETURN NULL;
-    END IF;
-    PERFORM pgjobs_publish_events(
-        array_agg(id), array_agg(task::text), array_agg(queue::text),
-        array_agg(state::text), array_agg(NULL::text), array_agg(attempt)
-    )
-    FROM inserted
-    HAVING count(*) > 0;
-    RETURN NULL;
-END
-$$;
-"""
+
+# The functions as 0002_triggers and 0010_event_batches made them.
+REVERSE = (
+    "ALTER FUNCTION pgjobs_job_transitioned() RESET jit;\n\n"
+    + _function("0002_triggers", "pgjobs_notify_inserted")
+    + "\n"
+    + _function("0010_event_batches", "pgjobs_publish_inserted")
+)
 
 
 class Migration(migrations.Migration):
