@@ -42,9 +42,9 @@ def _reachable_from() -> str:
     for pair in _triggers.ALLOWED_PAIRS:
         source, target = pair.split(">")
         sources.setdefault(target, {target}).add(source)
+    quoted = {target: ", ".join(f"'{s}'" for s in sorted(found)) for target, found in sources.items()}
     branches = " ".join(
-        f"WHEN '{target}' THEN ARRAY[{', '.join(f"'{s}'" for s in sorted(found))}]"
-        for target, found in sorted(sources.items())
+        f"WHEN '{target}' THEN ARRAY[{quoted[target]}]" for target in sorted(quoted)
     )
     return f"CASE states[1] {branches} ELSE ARRAY[]::text[] END"
 
