@@ -136,11 +136,6 @@ class JobBuilder:
                 fields[name] = default()
         return job_class.from_fields(fields)
 
-    def keyed(self, spec: JobSpec, shape: Shape) -> bool:
-        """Whether the job of ``spec`` will have a unique key (and go in alone)."""
-        registered = shape[1]
-        return bool(spec.unique_key or registered.unique or registered.unique_for)
-
     def _shape(self, spec: JobSpec) -> Shape:
         """Check a job's options; the fields they decide (every field but the
         arguments, the meta the caller gave and mutable defaults)."""
@@ -220,15 +215,16 @@ def insert_jobs(specs: Sequence[JobSpec | dict[str, Any]]) -> list[Job]:
     with _no_cyclic_gc(len(specs) >= COPY_AT_LEAST):
         specs = [s if isinstance(s, JobSpec) else JobSpec(**s) for s in specs]
         shapes = [builder.check(spec) for spec in specs]  # nothing is written before this
-        plain = not any(
-            spec.depends_on or builder.keyed(spec, shape)
+        # A large batch without dependencies or keys is built while COPY streams it.
+        streamed = len(specs) >= COPY_AT_LEAST and not any(
+            spec.depends_on or spec.unique_key or shape[1].derives_keys
             for spec, shape in zip(specs, shapes, strict=True)
         )
-        if plain and len(specs) >= COPY_AT_LEAST:
+        if streamed:
             jobs = _copy_in(specs, shapes, builder, using)
         else:
             jobs = [builder.make(spec, shape) for spec, shape in zip(specs, shapes, strict=True)]
-    if not (plain and len(specs) >= COPY_AT_LEAST):
+    if not streamed:
         _insert_built(specs, jobs, using, now)
     if signals.job_enqueued.receivers:  # a send per job costs a large batch even unheard
         from .models import Job

@@ -60,9 +60,14 @@ class Task(Generic[P, R]):
 
         return JobSpec(self.name, args=list(args), kwargs=dict(kwargs))
 
+    @property
+    def derives_keys(self) -> bool:
+        """Whether its jobs get a unique key from their arguments (``unique_key``)."""
+        return bool(self.unique or self.unique_for)
+
     def unique_key(self, args: Any, kwargs: Any) -> str | None:
         """The key a ``unique`` task derives from its arguments, or None."""
-        if not (self.unique or self.unique_for):
+        if not self.derives_keys:
             return None
         encoded = json.dumps([list(args), kwargs], sort_keys=True, separators=(",", ":"))
         return f"{self.name}:{hashlib.sha256(encoded.encode()).hexdigest()[:32]}"

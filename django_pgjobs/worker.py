@@ -559,10 +559,10 @@ def _fewer_collections() -> Iterator[None]:
     reference counting, yet every 700 allocations the collector ran, and its
     older generations walked everything Django had loaded. What is loaded by now
     is frozen (never walked again) and the youngest generation is collected every
-    ``COLLECT_YOUNGEST_EVERY`` allocations instead: 3-24% less worker CPU per no-op job in five
-    alternating pairs of drains (median 8%).
-    Workers running side by side in one process (tests) share one setting: the
-    first to start changes it, the last to stop restores it.
+    ``COLLECT_YOUNGEST_EVERY`` allocations instead: 3-24% less worker CPU per no-op
+    job in five alternating pairs of drains (median 8%). Workers running side by
+    side in one process (tests) share one setting: the first to start changes it,
+    the last to stop restores it.
     """
     global _collector_users, _collector_threshold
     with _collector_lock:

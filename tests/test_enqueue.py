@@ -139,6 +139,17 @@ def test_a_unique_task_derives_each_job_s_key_from_its_own_arguments():
     assert jobs[2].pk == jobs[0].pk  # the duplicate is the job already holding the key
 
 
+def test_a_large_batch_of_a_unique_task_still_goes_in_one_by_one_and_deduplicates():
+    """Keys decide per job; a batch with any is never copied in wholesale."""
+    specs = [
+        {"task": "tests.tasks_for_tests.unique_report", "args": [i % 10]}
+        for i in range(COPY_AT_LEAST)
+    ]
+    jobs = Job.enqueue_many(specs)
+    assert len({job.pk for job in jobs}) == 10
+    assert Job.objects.count() == 10
+
+
 def test_a_rolled_back_transaction_leaves_no_job():
     with pytest.raises(RuntimeError), transaction.atomic():
         add.enqueue(1, 2)
