@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
+from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any
 
 from .exceptions import PayloadError
@@ -32,20 +34,61 @@ def _find_bad_value(value: Any, path: str) -> str | None:
     return f"{path} = {value!r} (type {type(value).__name__})"
 
 
-# One encoder for every check: json.dumps with options builds a new one per call,
-# which was most of the cost of checking a small payload.
-_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+_SCALARS = frozenset({str, int, bool, type(None)})
+
+
+def _is_plain(value: Any) -> bool:
+    """Whether ``value`` is made of nothing but JSON's own types: the quick test,
+    which builds no paths. (A subclass, say an IntEnum, fails it and is judged
+    by ``_find_bad_value``, which takes it.)"""
+    kind = type(value)
+    if kind in _SCALARS:
+        return True
+    if kind is float:
+        return math.isfinite(value)
+    if kind is list or kind is tuple:
+        return all(map(_is_plain, value))
+    if kind is dict:
+        return all(type(key) is str for key in value) and all(map(_is_plain, value.values()))
+    return False
+
+
+def _compact_json() -> Callable[[Any], str]:
+    """``json.dumps(value, separators=(",", ":"), allow_nan=False)``, four times
+    quicker on small values: ``JSONEncoder.encode`` sets up a new C encoder on
+    every call, this one is set up once. (It skips the check for circular
+    values, which never get this far: ``_is_plain`` recurses forever on them first.)"""
+    options = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+    if c_make_encoder is None:  # a Python without the C accelerator
+        return options.encode
+    encoder = c_make_encoder(
+        None,  # no circularity markers
+        options.default,
+        encode_basestring_ascii,
+        None,  # no indent
+        options.key_separator,
+        options.item_separator,
+        False,  # sort_keys
+        False,  # skipkeys
+        False,  # allow_nan
+    )
+    return lambda value: "".join(encoder(value, 0))
+
+
+#: Compact JSON, ASCII only (the rest is escaped), for checks and for storing.
+dumps = _compact_json()
 
 
 def encoded_size(args: Any, kwargs: Any) -> int:
     """Check args/kwargs are plain JSON and return their encoded size in bytes."""
     if args in ([], ()) and kwargs == {}:  # many jobs of a large batch take nothing
         return 7  # [[],{}]
-    for name, value in (("args", args), ("kwargs", kwargs)):
-        bad = _find_bad_value(value, name)
-        if bad:
-            raise PayloadError(f"job arguments must be JSON-serialisable: {bad}")
-    return len(_encode([args, kwargs]).encode())
+    if not (_is_plain(args) and _is_plain(kwargs)):
+        for name, value in (("args", args), ("kwargs", kwargs)):
+            bad = _find_bad_value(value, name)
+            if bad:
+                raise PayloadError(f"job arguments must be JSON-serialisable: {bad}")
+    return len(dumps([args, kwargs]))  # ASCII (non-ASCII is escaped): a byte per character
 
 
 def check(args: Any, kwargs: Any, limit: int) -> None:
