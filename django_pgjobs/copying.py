@@ -1,99 +1,134 @@
-"""New jobs as the text of a ``COPY pgjobs_job FROM STDIN`` (``sql/copy_jobs.sql``).
+"""New jobs in the binary format of ``COPY pgjobs_job FROM STDIN`` (``sql/copy_jobs.sql``).
 
 The jobs of a large batch mostly differ only in their id and arguments: the
-columns they share (task, queue, state, times, ...) are turned into COPY text
-once for each distinct set of values, and each job adds only what is its own.
-Handing psycopg every value of every row instead cost more client time than
-PostgreSQL spent storing the rows.
+columns they share (task, queue, state, times, ...) are encoded once for each
+distinct set of values, and each job adds only what is its own.
+
+Binary, not text: PostgreSQL then parses no numbers or timestamps, which was
+a quarter of its time storing a batch, and nothing needs escaping. Every value
+must then have its column's exact type; ``_layout`` picks each column's encoder
+from the type Django gives it, and refuses a type it has no encoder for.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import operator
 import re
+import struct
 from collections.abc import Callable, Iterable, Iterator
-from datetime import date
-from decimal import Decimal
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
-from uuid import UUID
 
-from . import db
+from django.utils import timezone
+
+from . import db, payload
 
 if TYPE_CHECKING:
     from .models import Job
 
-#: Columns formatted for each job: they are its own, or hold lists and dicts.
-#: copy_jobs.sql names them first; the rest are formatted once per distinct set.
+#: Columns encoded for each job: they are its own, or hold lists and dicts.
+#: copy_jobs.sql names them first; the rest are encoded once per distinct set.
 OWN_COLUMNS = ("id", "args", "kwargs", "meta", "errors", "result")
 
-#: Rows per chunk handed to the connection.
+#: Rows per chunk handed to the connection; the first is smaller, so that
+#: PostgreSQL starts storing rows while the rest are made.
+FIRST_CHUNK = 100
 CHUNK = 1000
 
-_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-_EMPTY_JSON = {list: "[]", dict: "{}"}
-_encode_json = json.JSONEncoder(separators=(",", ":")).encode
+#: The signature, no flags, no header extension; and the end of the data.
+HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
+TRAILER = b"\xff\xff"
+
+Encoder = Callable[[Any], bytes]
+
+_NULL = b"\xff\xff\xff\xff"
+_length = struct.Struct(">i").pack
+_EMPTY_JSONB = {list: _length(3) + b"\x01[]", dict: _length(3) + b"\x01{}"}
+_POSTGRES_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 
-def text(value: Any) -> str:
-    """One value in COPY's text format (NULL is ``\\N``)."""
-    if value is None:
-        return "\\N"
-    if isinstance(value, str):
-        return value.translate(_ESCAPES)
-    if isinstance(value, bool):
-        return "t" if value else "f"
-    if isinstance(value, int):  # an IntEnum too: its number
-        return int.__repr__(value)
-    if isinstance(value, float):
-        return float.__repr__(value)
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, date):  # datetimes too: ISO 8601, with their offset
-        return value.isoformat()
-    if isinstance(value, UUID):
-        return str(value)
-    raise TypeError(f"no COPY text for {type(value).__name__}")
+def _fixed(code: str) -> Encoder:
+    packed = struct.Struct(">i" + code)
+    size = packed.size - 4
+    return lambda value: packed.pack(size, value)
 
 
-def json_text(value: Any) -> str:
-    """A JSON column's value (None stays NULL, not JSON null)."""
-    if value is None:
-        return "\\N"
-    if not value and type(value) in _EMPTY_JSON:  # most JSON fields of a new job
-        return _EMPTY_JSON[type(value)]
-    encoded = _encode_json(value)  # ASCII: tabs and newlines arrive escaped
-    return encoded.replace("\\", "\\\\") if "\\" in encoded else encoded
+def _text(value: str) -> bytes:
+    encoded = value.encode()
+    return _length(len(encoded)) + encoded
 
 
-def lines(jobs: Iterable[Job]) -> Iterator[str]:
-    """The jobs as COPY text, ``CHUNK`` rows at a time."""
-    own, shared = _layout()
-    shared_values: Callable[[dict[str, Any]], tuple[Any, ...]] = operator.itemgetter(*shared)
-    formatted: dict[tuple[Any, ...], str] = {}
-    chunk: list[str] = []
+def jsonb(value: Any) -> bytes:
+    """A JSON value as a jsonb column (format version 1: the JSON text)."""
+    if not value and type(value) in _EMPTY_JSONB:  # most JSON fields of a new job
+        return _EMPTY_JSONB[type(value)]
+    encoded = payload.dumps(value).encode()
+    return _length(len(encoded) + 1) + b"\x01" + encoded
+
+
+_int8 = _fixed("q")
+
+
+def _timestamptz(value: datetime) -> bytes:
+    """Microseconds since 2000-01-01 UTC."""
+    if timezone.is_naive(value):  # USE_TZ = False: local time of TIME_ZONE
+        value = timezone.make_aware(value, timezone.get_default_timezone())
+    return _int8((value - _POSTGRES_EPOCH) // _MICROSECOND)
+
+
+#: Encoders by the column type Django creates (``Field.db_type``), up to any "(".
+ENCODERS: dict[str, Encoder] = {
+    "bigint": _int8,
+    "integer": _fixed("i"),
+    "smallint": _fixed("h"),
+    "double precision": _fixed("d"),
+    "boolean": _fixed("?"),
+    "varchar": _text,
+    "text": _text,
+    "timestamp with time zone": _timestamptz,
+    "uuid": lambda value: _length(16) + value.bytes,
+    "jsonb": jsonb,
+}
+
+
+def nullable(encode: Encoder) -> Encoder:
+    return lambda value: _NULL if value is None else encode(value)
+
+
+def chunks(jobs: Iterable[Job]) -> Iterator[bytes]:
+    """The jobs as COPY data: the header, rows in chunks, the trailer."""
+    columns = _columns()
+    own, shared = columns[: len(OWN_COLUMNS)], columns[len(OWN_COLUMNS) :]
+    shared_values: Callable[[dict[str, Any]], tuple[Any, ...]] = operator.itemgetter(
+        *[name for name, _ in shared]
+    )
+    shared_encoders = [encode for _, encode in shared]
+    encoded: dict[tuple[Any, ...], bytes] = {}
+    row_start = struct.pack(">h", len(columns))
+    chunk: list[bytes] = [HEADER]
+    size = FIRST_CHUNK
     for job in jobs:
         values = job.__dict__
         key = shared_values(values)
-        tail = formatted.get(key)
+        tail = encoded.get(key)
         if tail is None:
-            tail = formatted[key] = "\t".join(map(text, key))
-        chunk.append(
-            "\t".join([to_text(values[name]) for name, to_text in own]) + "\t" + tail + "\n"
-        )
-        if len(chunk) == CHUNK:
-            yield "".join(chunk)
-            chunk = []
-    if chunk:
-        yield "".join(chunk)
+            tail = encoded[key] = b"".join(
+                [encode(value) for encode, value in zip(shared_encoders, key, strict=True)]
+            )
+        chunk.append(row_start + b"".join([encode(values[name]) for name, encode in own]) + tail)
+        if len(chunk) >= size:
+            yield b"".join(chunk)
+            chunk, size = [], CHUNK
+    chunk.append(TRAILER)
+    yield b"".join(chunk)
 
 
 @functools.cache
-def _layout() -> tuple[list[tuple[str, Callable[[Any], str]]], list[str]]:
-    """copy_jobs.sql's columns as attnames: the job's own (each with its
-    formatter), then the shared ones. Read from the statement, which says the order."""
-    from django.db.models import JSONField
+def _columns() -> list[tuple[str, Encoder]]:
+    """copy_jobs.sql's columns as (attname, encoder), in its order, which it says."""
+    from django.db import connections
 
     from .models import Job
 
@@ -104,8 +139,13 @@ def _layout() -> tuple[list[tuple[str, Callable[[Any], str]]], list[str]]:
     if tuple(columns[: len(OWN_COLUMNS)]) != OWN_COLUMNS:
         raise AssertionError(f"copy_jobs.sql must list {OWN_COLUMNS} first")
     by_column = {field.column: field for field in Job._meta.concrete_fields}
-    own = [by_column[name] for name in OWN_COLUMNS]
-    return (
-        [(f.attname, json_text if isinstance(f, JSONField) else text) for f in own],
-        [by_column[name].attname for name in columns[len(OWN_COLUMNS) :]],
-    )
+    connection = connections[db.alias()]
+    layout = []
+    for name in columns:
+        field = by_column[name]
+        db_type = field.db_type(connection).split("(")[0]
+        if db_type not in ENCODERS:
+            raise TypeError(f"no COPY encoder for column {name} of type {db_type}")
+        encode = ENCODERS[db_type]
+        layout.append((field.attname, nullable(encode) if field.null else encode))
+    return layout

@@ -150,9 +150,9 @@ def _job_columns() -> tuple[dict[str, str], frozenset[str]]:
     )
 
 
-def copy_text(name: str, chunks: Iterable[str], using: str | None = None) -> None:
-    """Stream ``chunks`` of COPY text into the ``COPY ... FROM STDIN`` statement
-    ``name``, in the current transaction (``copying`` makes the text)."""
+def copy_in(name: str, chunks: Iterable[bytes], using: str | None = None) -> None:
+    """Stream ``chunks`` of COPY data into the ``COPY ... FROM STDIN`` statement
+    ``name``, in the current transaction (``copying`` makes the data)."""
     connection = connections[using or alias()]
     connection.ensure_connection()
     with (

@@ -5,10 +5,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -50,9 +50,14 @@ def build_job(spec: JobSpec, now: datetime) -> Job:
     return JobBuilder(now).build(spec)
 
 
-#: What a job's options decide: its fields but the arguments, meta and mutable
-#: defaults, and its registered task.
-Shape = tuple[dict[str, Any], Task[Any, Any]]
+class Shape(NamedTuple):
+    """What a job's options decide, worked out once per batch for each set of them."""
+
+    #: Every field but the arguments, the meta the caller gave and ``fresh`` ones.
+    fields: dict[str, Any]
+    task: Task[Any, Any]
+    #: Fields whose default is a new list or dict: each job gets its own.
+    fresh: tuple[tuple[str, Callable[[], Any]], ...]
 
 
 class JobBuilder:
@@ -66,13 +71,15 @@ class JobBuilder:
         self.now = now
         self.max_payload = conf.get("MAX_PAYLOAD_BYTES")
         self.default_queue = conf.get("DEFAULT_QUEUE")
+        self.job_class = _job_template()[0]
         self._tasks: dict[str, Task[Any, Any]] = {}
         self._queue_attempts: dict[Any, int] = {}
         self._connectors: set[Any] = set()
-        # options -> (the fields they decide, the registered task)
+        # options -> what they decide
         self._shapes: dict[tuple[Any, ...], Shape] = {}
 
-    def _task(self, name: str) -> Task[Any, Any]:
+    def task(self, name: str) -> Task[Any, Any]:
+        """The registered task ``name`` (UnknownTask if there is none)."""
         registered = self._tasks.get(name)
         if registered is None:
             registered = self._tasks[name] = get_task(name)
@@ -91,6 +98,23 @@ class JobBuilder:
             check_connector(name)
             self._connectors.add(name)
         return name
+
+    def _queue_of(self, queue: Any, registered: Task[Any, Any]) -> tuple[str, int]:
+        """A job's queue (the one it names, else its task's, else the default)."""
+        return self._queue(queue or registered.queue or self.default_queue)
+
+    def _connector_of(self, connector: Any, registered: Task[Any, Any]) -> str | None:
+        """A job's connector (the one it names, else its task's), if any."""
+        connector = connector or registered.connector
+        return None if connector is None else self._connector(connector)
+
+    def look_up(self, task: str, queue: str | None, connector: str | None) -> Task[Any, Any]:
+        """Ask the database now what checking these options needs, and remember it:
+        while a COPY streams, its connection takes no other statement."""
+        registered = self.task(task)
+        self._queue_of(queue, registered)
+        self._connector_of(connector, registered)
+        return registered
 
     def build(self, spec: JobSpec) -> Job:
         return self.make(spec, self.check(spec))
@@ -118,37 +142,34 @@ class JobBuilder:
             shape = self._shapes[options] = self._shape(spec)
         payload.check(spec.args, spec.kwargs, self.max_payload)
         if spec.meta:
-            payload.check([], {**spec.meta, **shape[0]["meta"]}, self.max_payload)
+            payload.check([], {**spec.meta, **shape.fields["meta"]}, self.max_payload)
         return shape
 
     def make(self, spec: JobSpec, shape: Shape) -> Job:
         """The unsaved Job of a checked ``spec``."""
-        decided, registered = shape
-        fields = dict(decided)
+        job = self.job_class.from_fields(shape.fields)
+        fields = job.__dict__
         fields["args"] = list(spec.args)
         fields["kwargs"] = dict(spec.kwargs)
-        fields["meta"] = {**spec.meta, **decided["meta"]}  # the options' flags win
-        if not spec.unique_key:  # a unique task derives it from the arguments
-            fields["unique_key"] = registered.unique_key(spec.args, spec.kwargs)
-        job_class, _, computed = _job_template()
-        for name, default in computed:  # mutable defaults: one each
-            if name not in fields:
-                fields[name] = default()
-        return job_class.from_fields(fields)
+        flags = shape.fields["meta"]
+        fields["meta"] = {**spec.meta, **flags} if spec.meta else dict(flags)  # the flags win
+        for name, default in shape.fresh:
+            fields[name] = default()
+        if not spec.unique_key and shape.task.derives_keys:  # from the arguments
+            fields["unique_key"] = shape.task.unique_key(spec.args, spec.kwargs)
+        return job
 
     def _shape(self, spec: JobSpec) -> Shape:
         """Check a job's options; the fields they decide (every field but the
         arguments, the meta the caller gave and mutable defaults)."""
-        registered = self._task(spec.task)
-        queue, queue_attempts = self._queue(spec.queue or registered.queue or self.default_queue)
+        registered = self.task(spec.task)
+        queue, queue_attempts = self._queue_of(spec.queue, registered)
         if spec.on_dependency_failure not in dependencies.ON_FAILURE:
             raise ValueError(
                 f"on_dependency_failure must be one of {dependencies.ON_FAILURE}, "
                 f"not {spec.on_dependency_failure!r}"
             )
-        connector = spec.connector or registered.connector
-        if connector is not None:
-            connector = self._connector(connector)
+        connector = self._connector_of(spec.connector, registered)
         max_attempts = spec.max_attempts or registered.max_attempts or queue_attempts
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
@@ -164,7 +185,8 @@ class JobBuilder:
             flags["pass_results"] = True
         if spec.on_dependency_failure != "cancel":
             flags["on_dependency_failure"] = spec.on_dependency_failure
-        fields = dict(_job_template()[1])  # the constant defaults, then what the options say
+        _, constant, computed = _job_template()
+        fields = dict(constant)  # the constant defaults, then what the options say
         fields["task"] = registered.name
         fields["queue"] = queue
         fields["priority"] = priority
@@ -176,7 +198,11 @@ class JobBuilder:
         fields["unique_key"] = spec.unique_key or None
         fields["meta"] = flags
         fields["connector"] = connector
-        return fields, registered
+        own = {"args", "kwargs", "meta"}  # make() gives every job its own of these
+        fresh = tuple(
+            (name, new) for name, new in computed if name not in own and name not in fields
+        )
+        return Shape(fields, registered, fresh)
 
 
 @functools.cache
@@ -211,21 +237,18 @@ def insert_jobs(specs: Sequence[JobSpec | dict[str, Any]]) -> list[Job]:
     """
     using = conf.get("DATABASE")
     builder = JobBuilder(timezone.now())
-    now = builder.now
+    # A large plain batch (no dependencies, no keys) is checked and built while
+    # COPY streams it; any other is checked whole before anything is written.
+    streamed = len(specs) >= COPY_AT_LEAST and _copyable(specs, builder)
     with _no_cyclic_gc(len(specs) >= COPY_AT_LEAST):
-        specs = [s if isinstance(s, JobSpec) else JobSpec(**s) for s in specs]
-        shapes = [builder.check(spec) for spec in specs]  # nothing is written before this
-        # A large batch without dependencies or keys is built while COPY streams it.
-        streamed = len(specs) >= COPY_AT_LEAST and not any(
-            spec.depends_on or spec.unique_key or shape[1].derives_keys
-            for spec, shape in zip(specs, shapes, strict=True)
-        )
         if streamed:
-            jobs = _copy_in(specs, shapes, builder, using)
+            jobs = _copy_in(specs, builder, using)
         else:
-            jobs = [builder.make(spec, shape) for spec, shape in zip(specs, shapes, strict=True)]
+            checked = [_as_spec(s) for s in specs]
+            shapes = [builder.check(spec) for spec in checked]  # nothing is written before this
+            jobs = [builder.make(spec, shape) for spec, shape in zip(checked, shapes, strict=True)]
     if not streamed:
-        _insert_built(specs, jobs, using, now)
+        _insert_built(checked, jobs, using, builder.now)
     if signals.job_enqueued.receivers:  # a send per job costs a large batch even unheard
         from .models import Job
 
@@ -311,22 +334,63 @@ def _insert_many(jobs: list[Job], using: str) -> None:
         job._state.db = using
 
 
+def _as_spec(spec: JobSpec | dict[str, Any]) -> JobSpec:
+    return spec if isinstance(spec, JobSpec) else JobSpec(**spec)
+
+
+def _copyable(specs: Sequence[JobSpec | dict[str, Any]], builder: JobBuilder) -> bool:
+    """Whether a batch can go in as one COPY, checked as it streams: no job names
+    dependencies or a unique key, nor has a task that derives one (those need reads
+    and writes of their own). Looks up what the checks ask the database of the
+    batch's tasks, queues and connectors, which they can't once the COPY has begun."""
+    derives_keys: dict[tuple[str, str | None, str | None], bool] = {}
+    for spec in specs:
+        if isinstance(spec, JobSpec):
+            task, queue, connector = spec.task, spec.queue, spec.connector
+            depends_on, unique_key = spec.depends_on, spec.unique_key
+        elif isinstance(spec, dict):
+            task, queue, connector = spec.get("task"), spec.get("queue"), spec.get("connector")
+            depends_on, unique_key = spec.get("depends_on"), spec.get("unique_key")
+        else:
+            return False
+        if depends_on or unique_key:
+            return False
+        options = (task, queue, connector)
+        try:
+            derives = derives_keys.get(options)  # type: ignore[arg-type]
+        except TypeError:  # an unhashable name: checked whole, to the usual error
+            return False
+        if derives is None:
+            if not isinstance(task, str):
+                return False  # likewise
+            derives = derives_keys[options] = builder.look_up(task, queue, connector).derives_keys
+        if derives:
+            return False
+    return True
+
+
 def _copy_in(
-    specs: list[JobSpec], shapes: list[Shape], builder: JobBuilder, using: str
+    specs: Sequence[JobSpec | dict[str, Any]], builder: JobBuilder, using: str
 ) -> list[Job]:
-    """Insert a plain batch of checked specs with one COPY, building each job as its
-    row streams out: PostgreSQL stores one chunk of rows while the next is built.
-    (Checked beforehand, no job fails to build half-way through.)"""
+    """Insert a plain batch with one COPY, checking and building each job as its row
+    streams out: PostgreSQL stores one chunk of rows while we make the next.
+
+    A job that fails its checks ends the COPY with an error, which undoes it: in
+    autocommit the COPY is a transaction of its own; in the caller's transaction
+    it runs in a savepoint, so the caller's transaction stays usable."""
     jobs: list[Job] = []
 
     def built() -> Iterator[Job]:
-        for spec, shape in zip(specs, shapes, strict=True):
-            job = builder.make(spec, shape)
+        for item in specs:
+            spec = _as_spec(item)
+            job = builder.make(spec, builder.check(spec))
             job._state.adding, job._state.db = False, using
             jobs.append(job)
             yield job
 
-    _copy(built(), len(specs), using)
+    in_transaction = transaction.get_connection(using).in_atomic_block
+    with transaction.atomic(using=using) if in_transaction else contextlib.nullcontext():
+        _copy(built(), len(specs), using)
     return jobs
 
 
@@ -339,7 +403,7 @@ def _copy(jobs: Iterable[Job], count: int, using: str) -> None:
             job.id = pk
             yield job
 
-    db.copy_text("copy_jobs", copying.lines(numbered()), using)
+    db.copy_in("copy_jobs", copying.chunks(numbered()), using)
 
 
 def _unique_for(spec: JobSpec) -> float | None:

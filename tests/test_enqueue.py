@@ -100,7 +100,7 @@ def test_a_large_batch_is_copied_in_and_stored_as_a_small_one_would_be():
 
 
 def test_a_large_batch_keeps_every_character_of_its_arguments():
-    """COPY's text format escapes tabs, newlines and backslashes; JSON escapes its own."""
+    """Tabs, newlines, backslashes, quotes and non-ASCII text reach the table unchanged."""
     awkward = ["a\tb", "line\nbreak\r", "back\\slash", 'quote"', "é ü 日本 🎉", "\\N", ""]
     specs = [
         {
@@ -202,6 +202,61 @@ def test_a_bad_job_at_the_end_of_a_large_batch_writes_none_and_leaves_the_transa
             Job.enqueue_many(specs)
         after = add.enqueue(2, 2)  # the transaction carries on
     assert list(Job.objects.values_list("pk", flat=True).order_by("pk")) == [mine.pk, after.pk]
+
+
+def test_a_queue_and_connector_first_named_late_in_a_large_batch_are_looked_up_before_it():
+    """Checking a queue or connector reads the database, which a streaming COPY forbids."""
+    from tests.factories import ConnectorFactory
+
+    late = QueueFactory(name="late").name
+    hook = ConnectorFactory(name="late-hook").name
+    plain = [{"task": "testproject.demo.tasks.add", "args": [1, 2]}] * COPY_AT_LEAST
+    jobs = Job.enqueue_many(
+        [*plain, {"task": "testproject.demo.tasks.add", "queue": late, "connector": hook}]
+    )
+    assert (jobs[-1].queue, jobs[-1].connector) == (late, hook)
+    with pytest.raises(UnknownQueue):
+        Job.enqueue_many([*plain, {"task": "testproject.demo.tasks.add", "queue": "nowhere"}])
+    assert Job.objects.count() == COPY_AT_LEAST + 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_bad_job_late_in_a_large_batch_outside_a_transaction_writes_none():
+    """In autocommit the COPY is a transaction of its own: the error undoes all of it."""
+    specs = [
+        {"task": "testproject.demo.tasks.add", "args": [i, i]} for i in range(3 * COPY_AT_LEAST)
+    ]
+    specs[-1] = {**specs[-1], "args": [float("inf")]}
+    with pytest.raises(PayloadError, match="not a finite number"):
+        Job.enqueue_many(specs)
+    assert not Job.objects.exists()
+    assert len(Job.enqueue_many(specs[:-1])) == Job.objects.count() == 3 * COPY_AT_LEAST - 1
+
+
+def test_arguments_of_subclasses_of_json_types_are_stored_as_their_json_values():
+    """The quick check knows only JSON's own types; the full one still takes these."""
+    from enum import IntEnum, StrEnum
+
+    class Size(IntEnum):
+        LARGE = 3
+
+    class Colour(StrEnum):
+        RED = "red"
+
+    specs = [
+        {"task": "testproject.demo.tasks.add", "args": [Size.LARGE, Colour.RED]}
+    ] * COPY_AT_LEAST
+    jobs = Job.enqueue_many(specs)
+    assert Job.objects.get(pk=jobs[-1].pk).args == [3, "red"]
+
+
+def test_a_large_batch_stores_naive_times_as_local_time_without_time_zone_support(settings):
+    """USE_TZ = False: naive datetimes mean TIME_ZONE's local time, as the ORM stores them."""
+    settings.USE_TZ, settings.TIME_ZONE = False, "Asia/Tokyo"
+    jobs = Job.enqueue_many([{"task": "testproject.demo.tasks.add"}] * COPY_AT_LEAST)
+    assert timezone.is_naive(jobs[0].created_at)
+    stored = Job.objects.get(pk=jobs[0].pk)
+    assert (stored.created_at, stored.run_at) == (jobs[0].created_at, jobs[0].run_at)
 
 
 def test_oversized_payload_is_refused(settings):
