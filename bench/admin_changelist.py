@@ -103,7 +103,7 @@ def fill(rows: int) -> None:
     print(f"filling pgjobs_job with {rows:,} rows…", flush=True)
     started = time.perf_counter()
     with connection.cursor() as cursor:
-        cursor.execute("TRUNCATE pgjobs_job RESTART IDENTITY")
+        cursor.execute("TRUNCATE pgjobs_job, pgjobs_jobdependency RESTART IDENTITY")
         cursor.execute(FILL, {"rows": rows})
     vacuum()
     print(f"filled in {time.perf_counter() - started:.1f} s", flush=True)
