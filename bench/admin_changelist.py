@@ -28,7 +28,8 @@ DEFAULT_URL = "postgres://root@127.0.0.1:5432/pgjobs_admin_bench"
 # million rows in seconds where the ORM would take minutes.
 FILL = """
 INSERT INTO pgjobs_job (task, queue, args, kwargs, state, priority, attempt, max_attempts,
-                        run_at, created_at, attempted_at, finished_at, errors, result)
+                        run_at, created_at, attempted_at, finished_at, errors, result,
+                        meta, pending_dependencies)
 SELECT (ARRAY['testproject.demo.tasks.add', 'testproject.demo.tasks.send_welcome',
               'testproject.demo.tasks.flaky', 'testproject.demo.tasks.record'])[1 + n %% 4],
        (ARRAY['default', 'mail', 'serial'])[1 + (n / 7) %% 3],
@@ -49,7 +50,9 @@ SELECT (ARRAY['testproject.demo.tasks.add', 'testproject.demo.tasks.send_welcome
             'attempt', 1, 'at', created, 'error', 'RuntimeError: the flaky service said no',
             'traceback', repeat('  File "app/tasks.py", line 12, in flaky' || chr(10), 8)))
             ELSE '[]'::jsonb END,
-       CASE WHEN state = 'completed' THEN to_jsonb(n) END
+       CASE WHEN state = 'completed' THEN to_jsonb(n) END,
+       '{}'::jsonb,
+       0
 FROM (
     SELECT n,
            now() - interval '30 days' + (interval '30 days' * n / %(rows)s) AS created,

@@ -33,6 +33,14 @@ COUNT_CAP = 10_000
 #: In declaration order: waiting, scheduled, available, executing, retryable.
 DEPTH_STATES: tuple[str, ...] = tuple(s.value for s in JobState if s in ACTIVE)
 
+#: DEPTH_STATES by the index that holds their jobs keyed by queue: pgjobs_job_claim,
+#: pgjobs_job_executing, pgjobs_job_state_queue_rest.
+DEPTH_INDEXES: tuple[list[str], ...] = (
+    [S.AVAILABLE.value],
+    [S.EXECUTING.value],
+    [s for s in DEPTH_STATES if s not in (S.AVAILABLE, S.EXECUTING)],
+)
+
 
 @dataclass(frozen=True)
 class Tally:
@@ -73,7 +81,8 @@ def estimate(jobs: QuerySet[Any]) -> int:
 
 
 def state_tallies(jobs: QuerySet[Job], cap: int | None = None) -> dict[str, Tally]:
-    """A tally per job state; each reads the (state, queue) index, at most ``cap`` rows."""
+    """A tally per job state; each reads an index that holds the state's jobs with
+    their queue (claim, executing, state_queue_rest), at most ``cap`` rows."""
     return {state.value: tally(jobs.filter(state=state), cap) for state in JobState}
 
 
@@ -87,14 +96,7 @@ def queue_depths(now: datetime | None = None, using: str | None = None) -> list[
     using = using or conf.get("DATABASE")
     now = now or timezone.now()
     counts: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(DEPTH_STATES, 0))
-    grouped = (
-        Job.objects.using(using)
-        .filter(state__in=DEPTH_STATES)
-        .values_list("queue", "state")
-        .annotate(n=Count("*"))
-        .order_by()
-    )
-    for queue, state, n in grouped:
+    for queue, state, n in depth_counts(using):
         counts[queue][state] = n
     oldest = dict(
         due_jobs(now, using).values_list("queue").annotate(oldest=Min("run_at")).order_by()
@@ -112,6 +114,18 @@ def queue_depths(now: datetime | None = None, using: str | None = None) -> list[
         }
         for name in names
     ]
+
+
+def depth_counts(using: str | None = None) -> QuerySet[Job]:
+    """(queue, state, count) of every unfinished state: one grouped count per index
+    that holds some of them by queue (DEPTH_INDEXES), in one query. Grouped over all
+    of them at once, PostgreSQL would read the table instead."""
+    jobs = Job.objects.using(using or conf.get("DATABASE"))
+    grouped = [
+        jobs.filter(state__in=states).values_list("queue", "state").annotate(n=Count("*"))
+        for states in DEPTH_INDEXES
+    ]
+    return grouped[0].union(*grouped[1:], all=True).order_by()
 
 
 def due_jobs(now: datetime, using: str | None = None) -> QuerySet[Job]:

@@ -127,6 +127,33 @@ def test_limited_claims_use_the_claim_index():
     assert "pgjobs_job_claim" in plan("claim_limited", {**params, "concurrency": 2})
 
 
+def explained(queryset) -> str:
+    """The plan of ``queryset`` where the table could only be read whole as a last resort."""
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+    return queryset.explain()
+
+
+@pytest.mark.parametrize("state", list(JobState))
+def test_each_state_is_counted_from_an_index_without_reading_the_table(state):
+    """The admin's state tabs count up to a cap; each state has an index to count from
+    (on a table of millions, a state without one would be a read of all of it)."""
+    from django_pgjobs import stats
+
+    found = explained(Job.objects.filter(state=state).order_by()[: stats.COUNT_CAP + 1])
+    assert "Seq Scan" not in found and re.search(r"Index.* (on|using) pgjobs_job_", found), found
+
+
+def test_queue_depths_are_counted_from_indexes():
+    from django_pgjobs import stats
+
+    found = explained(stats.depth_counts())
+    assert "Seq Scan" not in found, found
+    assert len(re.findall(r"Index (Only )?Scan", found)) == len(stats.DEPTH_INDEXES), found
+    counted = [state for states in stats.DEPTH_INDEXES for state in states]
+    assert sorted(counted) == sorted(stats.DEPTH_STATES)
+
+
 def test_the_job_table_leaves_room_for_updates_in_place():
     with connection.cursor() as cursor:
         cursor.execute("SELECT reloptions FROM pg_class WHERE relname = 'pgjobs_job'")
