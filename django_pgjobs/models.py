@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.db import models
 from django.db.models import Q
+from django.db.models.base import ModelState
 from django.utils import timezone
 
 from . import conf
@@ -247,7 +248,7 @@ class Job(models.Model):
         and there ``__init__`` was the largest single cost.
         """
         job = cls.__new__(cls)
-        job._state = models.base.ModelState()
+        job._state = ModelState()
         if using is not None:
             job._state.adding, job._state.db = False, using
         job.__dict__.update(fields)

@@ -81,7 +81,7 @@ dumps = _compact_json()
 
 def encoded_size(args: Any, kwargs: Any) -> int:
     """Check args/kwargs are plain JSON and return their encoded size in bytes."""
-    if args in ([], ()) and kwargs == {}:  # many jobs of a large batch take nothing
+    if not args and not kwargs:  # many jobs of a large batch take nothing
         return 7  # [[],{}]
     if not (_is_plain(args) and _is_plain(kwargs)):
         for name, value in (("args", args), ("kwargs", kwargs)):
