@@ -6,7 +6,7 @@ distinct set of values, and each job adds only what is its own.
 
 Binary, not text: PostgreSQL then parses no numbers or timestamps, which was
 a quarter of its time storing a batch, and nothing needs escaping. Every value
-must then have its column's exact type; ``_layout`` picks each column's encoder
+must then have its column's exact type; ``_columns`` picks each column's encoder
 from the type Django gives it, and refuses a type it has no encoder for.
 """
 
@@ -94,6 +94,7 @@ ENCODERS: dict[str, Encoder] = {
 
 
 def nullable(encode: Encoder) -> Encoder:
+    """``encode`` for a column that may be NULL (a length of -1, no bytes)."""
     return lambda value: _NULL if value is None else encode(value)
 
 

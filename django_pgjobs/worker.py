@@ -208,9 +208,7 @@ class Worker:
         claim each time a job ends.
         """
         free = self.free_slots()
-        if free <= 0 or self.stopping.is_set():
-            return []
-        if self.prefetch and self._queued and free < (self.concurrency + self.prefetch) // 2:
+        if self.stopping.is_set() or not self._worth_a_claim(free):
             return []
         jobs = self.claim(free, now, publish=self._pool is None)
         if self._pool is not None:
@@ -256,6 +254,8 @@ class Worker:
     def _run(self, context: JobContext) -> Outcome | str:
         with self._lock:
             self._queued -= 1
+            if self.prefetch and not self._queued:
+                self.wakeup.set()  # the last prefetched job started: claim more
             # Cancelled while it waited for a thread (by an operator, or by shutdown,
             # which then hands it back itself): don't start it.
             if context.cancelled:
@@ -281,16 +281,33 @@ class Worker:
         (shutdown and cancellation see it), but it no longer needs its thread, so
         claiming overlaps with writing."""
         with self._lock:
-            held = len(self.running) - len(self._returned)
-            return self.concurrency + self.prefetch - held
+            return self._free()
+
+    def _free(self) -> int:
+        """``free_slots``, for a caller that holds ``_lock``."""
+        return self.concurrency + self.prefetch - (len(self.running) - len(self._returned))
+
+    def _worth_a_claim(self, free: int) -> bool:
+        """Whether ``free`` slots are worth a claim now. With a prefetch, only once the
+        jobs waiting for a thread run out or half the capacity is free: one claim of
+        many jobs rather than a claim each time a job ends."""
+        if free <= 0:
+            return False
+        return not (
+            self.prefetch and self._queued and free < (self.concurrency + self.prefetch) // 2
+        )
 
     def _ran(self, context: JobContext, outcome: Outcome | str) -> None:
         """A pool thread is done with a job: queue its outcome for the completer."""
         with self._lock:
             self._returned.add(context.job.id)
             self._timed.pop(context.job.id, None)
+            # Its thread is free. The loop is woken only if that makes a claim worth
+            # it: woken after every job, it went round for nothing most of the time.
+            wake = self._worth_a_claim(self._free())
         self._outcomes.put((context, outcome))
-        self.wakeup.set()  # its thread is free: claim again
+        if wake:
+            self.wakeup.set()
 
     def _complete(self) -> None:
         """The completer thread: write queued outcomes in batches, then free their slots.
@@ -327,19 +344,21 @@ class Worker:
         except Exception:  # our own bug: the jobs stay executing and get rescued
             logger.exception("writing %d outcome(s) failed", len(pending))
             states = ["crashed"] * len(pending)
-        for (context, _), state in zip(pending, states, strict=True):
-            self._finished(context, state)
-        for context, outcome in batch:
-            if not isinstance(outcome, Outcome):
-                self._finished(context, outcome)  # the pool's "crashed"
+        ended = [(context, state) for (context, _), state in zip(pending, states, strict=True)]
+        ended += [(c, o) for c, o in batch if not isinstance(o, Outcome)]  # the pool's "crashed"
+        self._finished(ended)
 
-    def _finished(self, context: JobContext, outcome: str) -> None:
+    def _finished(self, ended: list[tuple[JobContext, str]]) -> None:
+        """Free the slots of jobs whose outcome is written (or given up on)."""
         with self._lock:
-            self.running.pop(context.job.id, None)
-            self._returned.discard(context.job.id)
-            self._timed.pop(context.job.id, None)
-        self._record(outcome)
-        self.wakeup.set()  # capacity is free: claim again
+            for context, outcome in ended:
+                self.running.pop(context.job.id, None)
+                self._returned.discard(context.job.id)
+                self._timed.pop(context.job.id, None)
+                self.stats[outcome] += 1
+            wake = self._worth_a_claim(self._free())
+        if wake:
+            self.wakeup.set()
 
     def _stop_completer(self, timeout: float = 10.0) -> None:
         """Write what is queued, then stop the completer thread."""
