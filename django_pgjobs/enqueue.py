@@ -171,11 +171,20 @@ class JobBuilder:
             )
         connector = self._connector_of(spec.connector, registered)
         max_attempts = spec.max_attempts or registered.max_attempts or queue_attempts
-        if max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1")
+        if not isinstance(max_attempts, int) or max_attempts < 1:
+            raise ValueError(
+                f"max_attempts must be a whole number, at least 1, not {max_attempts!r}"
+            )
         priority = spec.priority if spec.priority is not None else (registered.priority or 0)
+        if not isinstance(priority, int):
+            raise ValueError(f"priority must be a whole number, not {priority!r}")
         if not -32768 <= priority <= 32767:
             raise ValueError(f"priority {priority} is outside -32768..32767")
+        timeout = spec.timeout if spec.timeout is not None else registered.timeout
+        if timeout is not None and (
+            not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0
+        ):
+            raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
         now = self.now
         if spec.run_at is not None and timezone.is_naive(spec.run_at):
             raise ValueError("run_at must be timezone-aware")
@@ -191,7 +200,7 @@ class JobBuilder:
         fields["queue"] = queue
         fields["priority"] = priority
         fields["max_attempts"] = max_attempts
-        fields["timeout"] = spec.timeout if spec.timeout is not None else registered.timeout
+        fields["timeout"] = None if timeout is None else float(timeout)
         fields["run_at"] = run_at
         fields["created_at"] = now
         fields["state"] = JobState.SCHEDULED if run_at > now else JobState.AVAILABLE
@@ -388,7 +397,9 @@ def _copy_in(
             jobs.append(job)
             yield job
 
-    in_transaction = transaction.get_connection(using).in_atomic_block
+    connection = transaction.get_connection(using)
+    # A transaction is open inside atomic(), and also with autocommit turned off.
+    in_transaction = connection.in_atomic_block or not connection.get_autocommit()
     with transaction.atomic(using=using) if in_transaction else contextlib.nullcontext():
         _copy(built(), len(specs), using)
     return jobs

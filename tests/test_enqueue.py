@@ -233,6 +233,41 @@ def test_a_bad_job_late_in_a_large_batch_outside_a_transaction_writes_none():
     assert len(Job.enqueue_many(specs[:-1])) == Job.objects.count() == 3 * COPY_AT_LEAST - 1
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_bad_job_late_in_a_large_batch_with_autocommit_off_leaves_the_transaction_usable():
+    """autocommit off opens a transaction without atomic(): the COPY still gets a savepoint."""
+    specs = [
+        {"task": "testproject.demo.tasks.add", "args": [i, i]} for i in range(3 * COPY_AT_LEAST)
+    ]
+    specs[-1] = {**specs[-1], "queue": "bad queue!"}
+    transaction.set_autocommit(False)
+    try:
+        mine = add.enqueue(1, 1)
+        with pytest.raises(InvalidQueueName):
+            Job.enqueue_many(specs)
+        after = add.enqueue(2, 2)
+        transaction.commit()
+    finally:
+        transaction.set_autocommit(True)
+    assert list(Job.objects.values_list("pk", flat=True).order_by("pk")) == [mine.pk, after.pk]
+
+
+@pytest.mark.parametrize("size", [1, COPY_AT_LEAST])
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("priority", 1.5, "priority must be a whole number"),
+        ("max_attempts", "3", "max_attempts must be a whole number"),
+        ("timeout", "30", "timeout must be a positive number of seconds"),
+        ("timeout", 0, "timeout must be a positive number of seconds"),
+    ],
+)
+def test_options_of_the_wrong_type_are_refused_naming_the_option(size, option, value, message):
+    with pytest.raises(ValueError, match=message):
+        Job.enqueue_many([{"task": "testproject.demo.tasks.add", option: value}] * size)
+    assert not Job.objects.exists()
+
+
 def test_arguments_of_subclasses_of_json_types_are_stored_as_their_json_values():
     """The quick check knows only JSON's own types; the full one still takes these."""
     from enum import IntEnum, StrEnum
