@@ -7,6 +7,8 @@ from urllib.parse import unquote
 import django
 import environ
 
+from testproject.testdb import test_database_name
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env")
@@ -19,6 +21,10 @@ DATABASES = {"default": env.db("DATABASE_URL", default="postgres://root@127.0.0.
 # A socket directory comes percent-encoded in the URL's host (postgres://user@%2Fpath:5432/db);
 # django-environ leaves it encoded.
 DATABASES["default"]["HOST"] = unquote(DATABASES["default"]["HOST"])
+# Each test run gets a database of its own, so that runs side by side on one server
+# (two checkouts, CI beside a developer) never share or drop each other's. The name
+# carries this host and the run's pid: tests/conftest.py drops those of runs that died.
+DATABASES["default"]["TEST"] = {"NAME": test_database_name(DATABASES["default"]["NAME"])}
 
 INSTALLED_APPS = [
     "django.contrib.admin",

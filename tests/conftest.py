@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import quote
 
 import psycopg
+import psycopg.sql
 import pytest
 from django.db import connection
 
@@ -21,6 +22,30 @@ from django_pgjobs import db
 from django_pgjobs.worker import Worker
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Drop the test databases that runs on this host left when they died."""
+    from django.conf import settings
+
+    from testproject.testdb import is_leftover
+
+    params = dict(settings.DATABASES["default"])
+    with psycopg.connect(
+        host=params["HOST"] or None,
+        port=params["PORT"] or None,
+        user=params["USER"] or None,
+        password=params["PASSWORD"] or None,
+        dbname="postgres",
+        autocommit=True,
+    ) as admin:
+        names = [row[0] for row in admin.execute("SELECT datname FROM pg_database")]
+        for name in filter(is_leftover, names):
+            admin.execute(
+                psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                    psycopg.sql.Identifier(name)
+                )
+            )
 
 
 def wait_until(condition: Callable[[], Any], timeout: float = 10.0, interval: float = 0.01) -> Any:
