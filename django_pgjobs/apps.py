@@ -12,13 +12,12 @@ class PgJobsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from django.utils.module_loading import autodiscover_modules
-
         from . import checks  # noqa: F401 - registers the system checks
+        from .tasks import import_task_modules
 
-        # Register @task functions living in each installed app's tasks.py, so
-        # enqueue-by-name and the worker find them without importing by hand.
-        autodiscover_modules("tasks")
+        # Register @task functions living in each installed app's tasks.py and in
+        # PGJOBS["TASK_MODULES"]: task names resolve against this registry only.
+        import_task_modules()
         from django.db.backends.signals import connection_created
 
         from .events import switch_off_in_database

@@ -4,8 +4,9 @@ A Django Task enqueued through ``PgJobsBackend`` becomes an ordinary Job whose
 ``task`` is the function's dotted path. Whenever a Django Task of our backend
 is created (its module is imported and the decorator runs), the backend
 validates it and :func:`register` adds it to the pgjobs task registry under that
-path. So the worker finds it the way it finds every task: ``get_task`` imports
-the module named by the path, and only decorated functions are ever run.
+path. So the worker finds it the way it finds every task: in the registry,
+filled at startup from the ``tasks`` modules of installed apps and
+``PGJOBS["TASK_MODULES"]``. A path is never imported because a job names it.
 
 Django's task_finished is relayed from our job_completed/job_discarded
 signals, which are connected as soon as a Django Task is registered (always
@@ -36,9 +37,7 @@ from .compat import (
     task_started,
 )
 from .context import current_job
-from .exceptions import UnknownTask
 from .states import JobState
-from .tasks import get_task
 from .tasks import task as pgjobs_task
 
 if TYPE_CHECKING:
@@ -105,12 +104,7 @@ def register(django_task: Task) -> None:
 
 
 def django_task_named(name: str) -> Task | None:
-    """The Django Task registered under ``name``, importing its module if needed."""
-    if name not in _django_tasks:
-        try:
-            get_task(name)  # imports the module, whose decorators register its tasks
-        except (UnknownTask, ImportError):
-            return None
+    """The Django Task registered under ``name``, or None: a lookup, never an import."""
     return _django_tasks.get(name)
 
 

@@ -81,6 +81,14 @@ def _check_values() -> list[Error]:
                 11,
             )
         )
+    if not all(isinstance(name, str) and name for name in conf.get("TASK_MODULES")):
+        errors.append(
+            _error(
+                "PGJOBS['TASK_MODULES'] must be a list of module paths.",
+                'e.g. ["myproject.jobs"]',
+                30,
+            )
+        )
     try:
         Backoff.from_dict(conf.get("BACKOFF"))
     except (TypeError, ValueError) as problem:

@@ -44,6 +44,10 @@ DEFAULTS: dict[str, Any] = {
     # Publish every job transition on the pgjobs_events channel (events.listen(),
     # job.wait()). Off saves workers about a quarter of their time on tiny jobs.
     "EVENTS": True,
+    # Modules that define tasks, imported at startup besides the tasks.py of each
+    # installed app, e.g. ["myproject.jobs"]. Task names resolve against the tasks
+    # registered then: a job or a request naming another module never imports it.
+    "TASK_MODULES": [],
     # Cron schedules declared in code: name -> {"cron", "task", and optionally "timezone",
     # "args", "kwargs", "queue", "priority", "enabled", "misfire"}. Created in the Schedule
     # table when a scheduler starts; rows that exist are left alone (the database wins).
@@ -77,6 +81,7 @@ TYPES: dict[str, type | tuple[type, ...]] = {
     "RESCUE_INTERVAL": (int, float),
     "MAX_PAYLOAD_BYTES": int,
     "EVENTS": bool,
+    "TASK_MODULES": (list, tuple),
     "SCHEDULES": dict,
     "MISFIRE_GRACE": (int, float),
     "PRUNE_AFTER": (int, float),

@@ -70,8 +70,6 @@ def check_job_fields(schedule: Schedule, *, offline: bool = False) -> None:
         get_task(schedule.task)
     except UnknownTask as error:
         errors["task"] = str(error)
-    except ImportError as error:
-        errors["task"] = f"can't import the module of {schedule.task!r}: {error}"
     if schedule.queue:
         try:
             (queues.validate_name if offline else queues.check_known)(schedule.queue)

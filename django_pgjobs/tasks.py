@@ -163,32 +163,46 @@ def task(
     return register(func) if func is not None else register
 
 
-def get_task(name: str) -> Task[Any, Any]:
-    """The registered task called ``name``, importing its module if needed.
+#: What an UnknownTask says about registering a task.
+HOW_TO_REGISTER = (
+    "Tasks are looked up among those registered at startup, never imported by name: "
+    "define it with @task in the tasks.py module of an installed app, or list its module "
+    "in PGJOBS['TASK_MODULES'], and restart the process (web and workers)."
+)
 
-    Only functions decorated with ``@task`` are returned, so a job row can never
-    name an arbitrary importable callable.
+
+def get_task(name: str) -> Task[Any, Any]:
+    """The registered task called ``name``; UnknownTask if there is none.
+
+    A lookup only, never an import: a name comes from a job row, a client of the
+    HTTP API or a schedule, and importing the module it names would run that
+    module's code here. Task modules are imported once, at startup
+    (``import_task_modules``).
     """
-    found = _registry.get(name)
-    if found is not None:
-        return found
-    module_name, _, _ = name.rpartition(".")
-    # Walk up the dotted path: "pkg.mod.Class.method" lives in "pkg.mod".
-    while module_name:
-        try:
-            importlib.import_module(module_name)
-        except ModuleNotFoundError as missing:
-            # Only "this prefix is not a module" means walk up; a broken import inside
-            # the task's own module is the user's error and must surface.
-            if missing.name is None or not module_name.startswith(missing.name):
-                raise
-            module_name, _, _ = module_name.rpartition(".")
-            continue
-        break
-    found = _registry.get(name)
+    found = _registry.get(name) if isinstance(name, str) else None
     if found is None:
-        raise UnknownTask(name, "Is the module importable and the function decorated with @task?")
+        raise UnknownTask(name, HOW_TO_REGISTER)
     return found
+
+
+def import_task_modules() -> None:
+    """Import the modules that define tasks: the ``tasks`` module of every installed
+    app and each module of ``PGJOBS["TASK_MODULES"]``. Called by ``AppConfig.ready``.
+
+    A module that fails to import fails the start, as Django's own autodiscovery
+    does; a setting of the wrong type is left to the system check to report.
+    """
+    from django.utils.module_loading import autodiscover_modules
+
+    from . import conf
+    from .connectors import tasks as _built_in  # noqa: F401 - the connectors' "call" task
+
+    autodiscover_modules("tasks")
+    modules = conf.get("TASK_MODULES")
+    if isinstance(modules, list | tuple):
+        for module in modules:
+            if isinstance(module, str):
+                importlib.import_module(module)
 
 
 def registered_tasks() -> dict[str, Task[Any, Any]]:

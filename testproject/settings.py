@@ -80,6 +80,14 @@ PGJOBS = {
     "HEARTBEAT_INTERVAL": env.float("PGJOBS_HEARTBEAT_INTERVAL", default=5.0),
     "WORKER_STALE_AFTER": env.float("PGJOBS_WORKER_STALE_AFTER", default=60.0),
     "RESCUE_INTERVAL": env.float("PGJOBS_RESCUE_INTERVAL", default=30.0),
+    # Task modules outside the apps' tasks.py, imported at startup (task names are
+    # looked up among registered tasks only): those of the test suite.
+    "TASK_MODULES": [
+        "tests.tasks_for_tests",
+        "tests.tasks_for_admin",
+        "tests.tasks_for_connectors",
+        "tests.django_tasks_for_tests",
+    ],
     # Created in the Schedule table when `runscheduler` starts (then editable in the admin).
     "SCHEDULES": {
         "demo-every-minute": {

@@ -9,5 +9,9 @@ from testproject.settings import *  # noqa: F403
 from testproject.settings import LOGGING
 
 DEBUG = False
-PGJOBS = {"QUEUES": {"default": {}}, "EVENTS": os.environ.get("PGJOBS_EVENTS", "1") != "0"}
+PGJOBS = {
+    "QUEUES": {"default": {}},
+    "EVENTS": os.environ.get("PGJOBS_EVENTS", "1") != "0",
+    "TASK_MODULES": ["pgjobs_tasks"],
+}
 LOGGING["loggers"]["django_pgjobs"]["level"] = "WARNING"
