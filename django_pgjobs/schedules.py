@@ -293,6 +293,20 @@ def prune_ticks(now: datetime, older_than: timedelta, using: str | None = None) 
     return deleted
 
 
+def fire_times(schedule: Schedule, now: datetime, count: int = 5) -> list[datetime]:
+    """The next ``count`` fire times after ``now``, on the schedule's own clock;
+    [] for a row whose cron or timezone no longer parses.
+
+    Computed from the expression, not read from ``next_fire_at``, so a schedule
+    no scheduler has planned yet (or a disabled one) shows them too.
+    """
+    try:
+        zone = schedule.cron_schedule().zone
+        return [instant.astimezone(zone) for instant in schedule.upcoming(count, after=now)]
+    except (InvalidCron, UnknownTimezone):
+        return []
+
+
 # -- operator actions (admin, commands) ---------------------------------------------------
 
 

@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from . import conf
 from .models import Job, Queue, WorkerProcess
-from .states import ACTIVE, CLAIMABLE, JobState
+from .states import ACTIVE, CLAIMABLE, FINISHED, JobState
 
 S = JobState
 
@@ -98,9 +98,7 @@ def queue_depths(now: datetime | None = None, using: str | None = None) -> list[
     counts: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(DEPTH_STATES, 0))
     for queue, state, n in depth_counts(using):
         counts[queue][state] = n
-    oldest = dict(
-        due_jobs(now, using).values_list("queue").annotate(oldest=Min("run_at")).order_by()
-    )
+    oldest = oldest_due(now, using)
     rows = {q.name: q for q in Queue.objects.using(using)}
     names = list(rows) + sorted(set(counts) - set(rows))
     return [
@@ -126,6 +124,11 @@ def depth_counts(using: str | None = None) -> QuerySet[Job]:
         for states in DEPTH_INDEXES
     ]
     return grouped[0].union(*grouped[1:], all=True).order_by()
+
+
+def oldest_due(now: datetime, using: str | None = None) -> dict[str, datetime]:
+    """Since when each queue's oldest due job has waited (queues with none are left out)."""
+    return dict(due_jobs(now, using).values_list("queue").annotate(oldest=Min("run_at")).order_by())
 
 
 def due_jobs(now: datetime, using: str | None = None) -> QuerySet[Job]:
@@ -196,3 +199,36 @@ def worker_summary(now: datetime | None = None, using: str | None = None) -> dic
     rows = WorkerProcess.objects.using(using)
     live = rows.filter(heartbeat_at__gte=fresh_since).count()
     return {"live": live, "stale": rows.count() - live}
+
+
+def finished_tallies(using: str | None = None, cap: int | None = None) -> dict[str, Tally]:
+    """A tally of each finished state (history): exact up to ``cap``, estimated above."""
+    jobs = Job.objects.using(using or conf.get("DATABASE"))
+    return {
+        state.value: tally(jobs.filter(state=state), cap) for state in JobState if state in FINISHED
+    }
+
+
+def workers(now: datetime | None = None, using: str | None = None) -> list[dict[str, Any]]:
+    """Every worker row, newest first, with the age of its heartbeat and whether it is alive."""
+    now = now or timezone.now()
+    stale_after = conf.get("WORKER_STALE_AFTER")
+    rows = WorkerProcess.objects.using(using or conf.get("DATABASE")).order_by("-started_at", "-pk")
+    listed = []
+    for row in rows:
+        age = max(0.0, (now - row.heartbeat_at).total_seconds())
+        listed.append(
+            {
+                "id": row.pk,
+                "host": row.host,
+                "pid": row.pid,
+                "queues": row.queues,
+                "concurrency": row.concurrency,
+                "started_at": row.started_at,
+                "heartbeat_at": row.heartbeat_at,
+                "heartbeat_age": age,
+                "alive": age <= stale_after,
+                "stop_requested": row.stop_requested,
+            }
+        )
+    return listed

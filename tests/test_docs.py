@@ -88,3 +88,22 @@ def test_every_signal_is_in_the_signals_reference():
     declared = {name for name, value in vars(signals).items() if isinstance(value, Signal)}
     documented = {row[0].strip("`") for row in table_rows("reference/signals.md")}
     assert declared - documented == set()
+
+
+def test_every_pgjobs_subcommand_and_option_is_in_the_operations_page():
+    import argparse
+
+    parser = load_command_class("django_pgjobs", "pgjobs").create_parser("manage.py", "pgjobs")
+    (subparsers,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    page = (DOCS / "operations.md").read_text()
+    missing = []
+    for name, subparser in subparsers.choices.items():
+        if f"`{name}" not in page:
+            missing.append(name)
+        for action in subparser._actions:
+            missing += [
+                o
+                for o in action.option_strings
+                if o.startswith("--") and o not in DJANGO_OPTIONS and f"`{o}" not in page
+            ]
+    assert missing == []

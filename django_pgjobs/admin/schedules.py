@@ -15,7 +15,6 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from .. import schedules
-from ..cron import InvalidCron, UnknownTimezone
 from ..models import Schedule
 from .base import OperatorAdmin
 
@@ -26,16 +25,8 @@ RECENT_TICKS = 10
 
 
 def fire_times(schedule: Schedule, now: datetime, count: int = UPCOMING) -> list[datetime]:
-    """The next ``count`` fire times after ``now``, on the schedule's own clock.
-
-    Computed from the expression, not read from ``next_fire_at``, so a schedule
-    no scheduler has planned yet (or a disabled one) shows them too.
-    """
-    try:
-        zone = schedule.cron_schedule().zone
-        return [instant.astimezone(zone) for instant in schedule.upcoming(count, after=now)]
-    except (InvalidCron, UnknownTimezone):
-        return []
+    """The next ``count`` fire times after ``now``, on the schedule's own clock."""
+    return schedules.fire_times(schedule, now, count)
 
 
 def _local(instant: datetime | None, zone_name: str) -> str:

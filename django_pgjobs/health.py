@@ -1,0 +1,179 @@
+"""Health checks for probes and monitoring: database, this host's workers, queue ages, cron.
+
+Each check reads what the workers and schedulers write anyway (heartbeats,
+``next_fire_at``) and what the dashboard counts (the claim index), so a probe
+every few seconds costs the database next to nothing.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import DatabaseError, connections
+from django.db.models import Q
+from django.utils import timezone
+
+from . import conf, stats
+from .models import Queue, Schedule, WorkerProcess
+
+#: How late a planned cron tick may be before the scheduler counts as lagging.
+DEFAULT_SCHEDULER_LAG = timedelta(seconds=60)
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def run_checks(
+    now: datetime | None = None,
+    *,
+    host: str | None = None,
+    require_worker: bool = False,
+    stale_after: timedelta | None = None,
+    max_age: timedelta | None = None,
+    queues: Iterable[str] = (),
+    scheduler_lag: timedelta | None = DEFAULT_SCHEDULER_LAG,
+    using: str | None = None,
+) -> list[Check]:
+    """Every check asked for; healthy when all are ``ok``.
+
+    - database: it answers;
+    - workers: no worker of ``host`` (default: this one) has a stale heartbeat,
+      and with ``require_worker`` at least one is alive;
+    - queue <name>: (with ``max_age``) no due job of an unpaused queue has waited longer;
+    - scheduler: (unless ``scheduler_lag`` is None) no enabled schedule's planned
+      tick is later than that.
+    """
+    using = using or conf.get("DATABASE")
+    now = now or timezone.now()
+    database = check_database(using)
+    if not database.ok:
+        return [database]
+    checks = [database]
+    checks.append(
+        check_workers(
+            now,
+            host or socket.gethostname(),
+            require=require_worker,
+            stale_after=stale_after,
+            using=using,
+        )
+    )
+    if max_age is not None:
+        checks += check_queue_ages(now, max_age, queues, using)
+    if scheduler_lag is not None:
+        checks.append(check_scheduler(now, scheduler_lag, using))
+    return checks
+
+
+def check_database(using: str) -> Check:
+    try:
+        with connections[using].cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except DatabaseError as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
+        return Check("database", False, f"unreachable: {first_line}")
+    return Check("database", True, "answers")
+
+
+def check_workers(
+    now: datetime,
+    host: str,
+    *,
+    require: bool = False,
+    stale_after: timedelta | None = None,
+    using: str | None = None,
+) -> Check:
+    """No worker row of ``host`` is stale, unless a worker started on it since
+    (a process that crashed and was restarted leaves a row until rescue removes it)."""
+    stale_after = stale_after or timedelta(seconds=conf.get("WORKER_STALE_AFTER"))
+    rows = list(
+        WorkerProcess.objects.using(using or conf.get("DATABASE"))
+        .filter(host=host)
+        .values("pk", "pid", "started_at", "heartbeat_at")
+    )
+    fresh = [row for row in rows if row["heartbeat_at"] >= now - stale_after]
+    stale = [
+        row
+        for row in rows
+        if row not in fresh
+        and not any(
+            other["pk"] != row["pk"] and other["started_at"] > row["heartbeat_at"] for other in rows
+        )
+    ]
+    if stale:
+        worst = min(stale, key=lambda row: row["heartbeat_at"])
+        age = (now - worst["heartbeat_at"]).total_seconds()
+        return Check(
+            "workers",
+            False,
+            f"worker {worst['pk']} (pid {worst['pid']}) on {host} last heartbeat "
+            f"{age:.0f}s ago (stale after {stale_after.total_seconds():.0f}s)",
+        )
+    if require and not fresh:
+        return Check("workers", False, f"no worker is running on {host}")
+    return Check("workers", True, f"{len(fresh)} alive on {host}")
+
+
+def check_queue_ages(
+    now: datetime, max_age: timedelta, queues: Iterable[str] = (), using: str | None = None
+) -> list[Check]:
+    """A check per unpaused queue (or per one of ``queues``): its oldest due job's wait."""
+    using = using or conf.get("DATABASE")
+    oldest = stats.oldest_due(now, using)
+    paused = set(Queue.objects.using(using).filter(paused=True).values_list("name", flat=True))
+    names = sorted(set(queues) or (set(oldest) | known_queue_names(using)))
+    checks = []
+    for name in names:
+        if name in paused:
+            checks.append(Check(f"queue {name}", True, "paused"))
+            continue
+        since = oldest.get(name)
+        waited = timedelta(0) if since is None else max(timedelta(0), now - since)
+        checks.append(
+            Check(
+                f"queue {name}",
+                waited <= max_age,
+                f"oldest due job waiting {waited.total_seconds():.0f}s "
+                f"(limit {max_age.total_seconds():.0f}s)",
+            )
+        )
+    return checks
+
+
+def known_queue_names(using: str) -> set[str]:
+    return set(conf.get("QUEUES")) | set(Queue.objects.using(using).values_list("name", flat=True))
+
+
+def check_scheduler(now: datetime, max_lag: timedelta, using: str | None = None) -> Check:
+    """The most overdue enabled schedule: a tick planned before ``now - max_lag`` that no
+    scheduler has fired, or a schedule no scheduler has planned in that long."""
+    schedules = Schedule.objects.using(using or conf.get("DATABASE")).filter(enabled=True)
+    late_before = now - max_lag
+    overdue = (
+        schedules.filter(
+            Q(next_fire_at__lt=late_before)
+            | Q(next_fire_at__isnull=True, updated_at__lt=late_before)
+        )
+        .order_by("next_fire_at", "updated_at")
+        .values("name", "next_fire_at", "updated_at")
+        .first()
+    )
+    if overdue is None:
+        return Check("scheduler", True, f"no tick more than {max_lag.total_seconds():.0f}s late")
+    if overdue["next_fire_at"] is None:
+        detail = f"schedule {overdue['name']!r} has not been planned by any scheduler"
+    else:
+        lag = (now - overdue["next_fire_at"]).total_seconds()
+        detail = f"schedule {overdue['name']!r} is {lag:.0f}s late"
+    return Check("scheduler", False, f"{detail} (limit {max_lag.total_seconds():.0f}s)")

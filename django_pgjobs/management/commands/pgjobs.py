@@ -1,0 +1,556 @@
+"""``manage.py pgjobs SUBCOMMAND``: what the admin does, from a shell or a script.
+
+Each subcommand checks what it was given (``selection``), calls the library
+function the admin calls (``transitions``, ``queues``, ``stats``, ``health``...)
+and prints a table, or one JSON document with ``--json``. Exit codes: 0 done,
+1 refused or failed (bad input, unknown job or queue, a check that failed,
+a question answered no), 2 a usage error.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import DatabaseError
+from django.utils import timezone
+
+from django_pgjobs import conf, health, maintenance, queues, schedules, stats, transitions
+from django_pgjobs.cron import InvalidCron, UnknownTimezone
+from django_pgjobs.exceptions import PgJobsError
+from django_pgjobs.models import Job, Queue, Schedule
+from django_pgjobs.selection import (
+    InvalidSelection,
+    JobFilter,
+    parse_duration,
+    parse_ids,
+    parse_queues,
+)
+from django_pgjobs.states import FINISHED, InvalidTransition
+from django_pgjobs.templatetags.pgjobs_admin import duration
+
+#: Most jobs ``list`` prints; most fire times ``schedules --next`` computes.
+MAX_LIST = 10_000
+MAX_NEXT = 100
+
+
+class Command(BaseCommand):
+    help = (
+        "Operate the job queue: stats, list, show, retry, cancel, delete, pause, resume, "
+        "schedules, prune, health. `manage.py pgjobs SUBCOMMAND --help` tells more."
+    )
+    stealth_options = ("stdin",)
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        sub = parser.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
+        add = _adder(sub)
+        add("stats", "Jobs per queue and state, the oldest due job per queue, the workers.")
+        listing = add("list", "Jobs matching filters, newest first.")
+        _filters(listing)
+        listing.add_argument("--limit", type=int, default=50, help="Most jobs shown (50).")
+        show = add("show", "Everything about one job, with the traceback of each failed attempt.")
+        show.add_argument("id", help="A job id.")
+        for name, what in (
+            ("retry", "Run jobs again now (finished, scheduled or retryable ones)."),
+            ("cancel", "Cancel jobs that have not finished (running ones lose their lease)."),
+            ("delete", "Delete jobs that are not executing."),
+        ):
+            action = add(name, what + " By id, or by filter after a question.")
+            action.add_argument("ids", nargs="*", help="Job ids.")
+            _filters(action)
+            action.add_argument("--yes", action="store_true", help="Don't ask; do it.")
+        for name, what in (("pause", "Start no new jobs of"), ("resume", "Start jobs of")):
+            toggle = add(name, f"{what} these queues.")
+            toggle.add_argument("queues", nargs="+", help="Queue names.")
+        listed = add("schedules", "Cron schedules: last and next fires, how late they are.")
+        listed.add_argument("--next", type=int, default=3, help="Fire times shown per schedule.")
+        prune = add("prune", "Delete finished jobs and fired-tick records older than a limit.")
+        prune.add_argument(
+            "--older-than", default=None, help="A duration (7d, 12h); default PRUNE_AFTER."
+        )
+        check = add("health", "Exit 1 unless the database, workers, queues and cron are fine.")
+        check.add_argument(
+            "--require-worker", action="store_true", help="Fail unless a worker runs on this host."
+        )
+        check.add_argument("--host", default=None, help="Check this host's workers (this one).")
+        check.add_argument(
+            "--stale-after", default=None, help="Heartbeat age that fails (WORKER_STALE_AFTER)."
+        )
+        check.add_argument("--max-age", default=None, help="Fail if a due job waited longer (off).")
+        check.add_argument(
+            "--queues",
+            action="append",
+            default=[],
+            help="Queues whose age is checked (every unpaused one).",
+        )
+        check.add_argument(
+            "--max-scheduler-lag",
+            default="60s",
+            help="Fail if a cron tick is later than this (60s); 'off'.",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        self.options = options
+        handler: Callable[[], None] = getattr(self, "do_" + options["subcommand"])
+        try:
+            handler()
+        except (InvalidSelection, PgJobsError) as error:
+            raise CommandError(str(error), returncode=1) from None
+        except DatabaseError as error:
+            raise CommandError(f"database error: {_first_line(error)}", returncode=1) from None
+
+    # -- reading ------------------------------------------------------------------------
+
+    def do_stats(self) -> None:
+        now = timezone.now()
+        depths = stats.queue_depths(now)
+        finished = stats.finished_tallies()
+        workers = stats.workers(now)
+        for queue in depths:
+            since = queue.pop("oldest_available_at")
+            queue["oldest_due_at"] = since
+            queue["oldest_due_seconds"] = None if since is None else _seconds(now - since)
+        if self.emit(
+            {
+                "generated_at": now,
+                "queues": depths,
+                "finished": {s: {"count": t.value, "exact": t.exact} for s, t in finished.items()},
+                "workers": workers,
+            }
+        ):
+            return
+        rows = [
+            [
+                q["name"],
+                "paused" if q["paused"] else "running",
+                *q["depth"].values(),
+                duration(q["oldest_due_seconds"]),
+            ]
+            for q in depths
+        ]
+        self.table(["queue", "", *stats.DEPTH_STATES, "oldest due"], rows)
+        self.say("finished: " + ", ".join(f"{state} {t}" for state, t in finished.items()))
+        alive = sum(1 for w in workers if w["alive"])
+        self.say(f"workers: {alive} alive, {len(workers) - alive} stale")
+        if workers:
+            self.table(
+                ["id", "host", "pid", "queues", "threads", "heartbeat", ""],
+                [
+                    [
+                        w["id"],
+                        w["host"],
+                        w["pid"],
+                        _names(w["queues"]),
+                        w["concurrency"],
+                        duration(w["heartbeat_age"]) + " ago",
+                        _worker_state(w),
+                    ]
+                    for w in workers
+                ],
+            )
+
+    def do_list(self) -> None:
+        selected = self.job_filter(ids=())
+        limit = self.options["limit"]
+        if not 1 <= limit <= MAX_LIST:
+            raise InvalidSelection(f"--limit must be from 1 to {MAX_LIST}")
+        jobs = list(selected.jobs().order_by("-id")[: limit + 1])
+        more, jobs = len(jobs) > limit, jobs[:limit]
+        if self.emit({"jobs": [job_summary(job) for job in jobs], "more": more}):
+            return
+        self.table(
+            ["id", "state", "queue", "task", "attempt", "run at", "finished at"],
+            [
+                [
+                    job.pk,
+                    job.state,
+                    job.queue,
+                    job.task,
+                    f"{job.attempt}/{job.max_attempts}",
+                    _when(job.run_at),
+                    _when(job.finished_at),
+                ]
+                for job in jobs
+            ],
+        )
+        if not jobs:
+            self.say(f"no {selected.describe()}")
+        elif more:
+            self.say(f"(the newest {limit}; --limit shows more)")
+
+    def do_show(self) -> None:
+        job = self.get_job(parse_ids([self.options["id"]])[0])
+        details = job_details(job)
+        if self.emit(details):
+            return
+        structured = ("args", "kwargs", "meta", "result")
+        for key, value in details.items():
+            if key not in ("errors", *structured):
+                self.say(f"{key + ':':<22}{_plain(value)}")
+        for key in structured:
+            self.say(f"{key + ':':<22}{_printable(json.dumps(details[key], default=str))}")
+        for error in details["errors"]:
+            self.say(
+                f"\nattempt {_plain(error.get('attempt'))} at {_plain(error.get('at'))}: "
+                f"{_plain(error.get('error'))}"
+            )
+            if error.get("traceback"):
+                self.say(_printable(str(error["traceback"]).rstrip(), keep_newlines=True))
+
+    def do_schedules(self) -> None:
+        count = self.options["next"]
+        if not 0 <= count <= MAX_NEXT:
+            raise InvalidSelection(f"--next must be from 0 to {MAX_NEXT}")
+        now = timezone.now()
+        listed = [schedule_summary(s, now, count) for s in Schedule.objects.using(_db())]
+        if self.emit({"schedules": listed}):
+            return
+        self.table(
+            ["name", "enabled", "cron", "timezone", "task", "last fire", "next fire", "late"],
+            [
+                [
+                    s["name"],
+                    "yes" if s["enabled"] else "no",
+                    s["cron"],
+                    s["timezone"],
+                    s["task"],
+                    _when(s["last_fire_at"]),
+                    _when(s["next_fire_at"]),
+                    duration(s["late_seconds"]) if s["late_seconds"] else "",
+                ]
+                for s in listed
+            ],
+        )
+        for s in listed:
+            if s["problem"]:
+                self.say(f"{_plain(s['name'])}: {_plain(s['problem'])}")
+            elif count and s["upcoming"]:
+                times = ", ".join(t.strftime("%a %Y-%m-%d %H:%M %Z") for t in s["upcoming"])
+                self.say(f"{_plain(s['name'])}: next {times}")
+        if not listed:
+            self.say("no schedules")
+
+    def do_health(self) -> None:
+        options = self.options
+        lag = options["max_scheduler_lag"]
+        checks = health.run_checks(
+            host=options["host"],
+            require_worker=options["require_worker"],
+            stale_after=_duration_or_none(options["stale_after"], "--stale-after"),
+            max_age=_duration_or_none(options["max_age"], "--max-age"),
+            queues=parse_queues(options["queues"]),
+            scheduler_lag=None if lag == "off" else _positive(lag, "--max-scheduler-lag"),
+        )
+        healthy = all(check.ok for check in checks)
+        if not self.emit({"healthy": healthy, "checks": [c.as_dict() for c in checks]}):
+            self.table(
+                ["", "check", "detail"],
+                [["ok" if c.ok else "FAIL", c.name, c.detail] for c in checks],
+            )
+        if not healthy:
+            raise CommandError("unhealthy", returncode=1)
+
+    # -- changing -------------------------------------------------------------------------
+
+    def do_retry(self) -> None:
+        self.change_jobs(
+            "retry", one=_retry_one, many=transitions.retry_many, done="will run again"
+        )
+
+    def do_cancel(self) -> None:
+        self.change_jobs("cancel", one=_cancel_one, many=transitions.cancel_many, done="cancelled")
+
+    def do_delete(self) -> None:
+        self.change_jobs("delete", one=None, many=transitions.delete_many, done="deleted")
+
+    def change_jobs(
+        self,
+        verb: str,
+        *,
+        one: Callable[[Job], str] | None,
+        many: Callable[[Any], int],
+        done: str,
+    ) -> None:
+        """By id: one transition per job, each reported (delete asks first). By filter:
+        one UPDATE or DELETE for every match, after a question unless ``--yes``."""
+        selected = self.job_filter(ids=self.options["ids"])
+        if selected.by_id == selected.has_filters:
+            raise InvalidSelection(
+                f"{verb}: give job ids or filters (--state, --queue, --task, "
+                "--since, --before), not both"
+            )
+        if selected.by_id and one is not None:
+            self.report_each(verb, selected.ids, one)
+            return
+        matched = stats.tally(selected.jobs())
+        if not self.options["yes"] and not self.confirm(
+            f"{verb} {matched} job(s): {selected.describe()}?"
+        ):
+            raise CommandError("nothing done (answer y, or pass --yes)", returncode=1)
+        changed = many(selected.jobs())
+        if not self.emit({"action": verb, "matched": matched.value, "changed": changed}):
+            self.say(f"{changed} job(s) {done}")
+            if verb == "delete" and changed < matched.value:
+                self.say("executing jobs are kept: cancel them first")
+
+    def report_each(self, verb: str, ids: Sequence[int], one: Callable[[Job], str]) -> None:
+        jobs = Job.objects.using(_db()).in_bulk(list(ids))
+        results = []
+        for job_id in ids:
+            job = jobs.get(job_id)
+            if job is None:
+                results.append({"id": job_id, "ok": False, "detail": "no such job"})
+                continue
+            try:
+                results.append({"id": job_id, "ok": True, "detail": one(job), "state": job.state})
+            except InvalidTransition:
+                detail = f"is {job.state}: can't {verb} it"
+                results.append({"id": job_id, "ok": False, "detail": detail, "state": job.state})
+        if not self.emit({"action": verb, "results": results}):
+            for result in results:
+                self.say(f"job {result['id']}: {result['detail']}")
+        if not all(result["ok"] for result in results):
+            raise CommandError("some jobs could not be changed", returncode=1)
+
+    def do_pause(self) -> None:
+        self.set_paused(True)
+
+    def do_resume(self) -> None:
+        self.set_paused(False)
+
+    def set_paused(self, paused: bool) -> None:
+        names = parse_queues(self.options["queues"])
+        queues.sync_from_settings(_db())
+        existing = set(
+            Queue.objects.using(_db()).filter(name__in=names).values_list("name", flat=True)
+        )
+        unknown = [name for name in names if name not in existing]
+        if unknown:
+            missing = ", ".join(unknown)
+            raise CommandError(f"no queue named {missing}; nothing changed", returncode=1)
+        already = set(
+            Queue.objects.using(_db())
+            .filter(name__in=names, paused=paused)
+            .values_list("name", flat=True)
+        )
+        queues.set_paused(names, paused)
+        verb = "paused" if paused else "resumed"
+        results = [{"queue": n, "changed": n not in already} for n in names]
+        if not self.emit({"action": verb, "results": results}):
+            for name in names:
+                self.say(f"{name}: {'already ' if name in already else ''}{verb}")
+
+    def do_prune(self) -> None:
+        text = self.options["older_than"]
+        older_than = (
+            timedelta(seconds=conf.get("PRUNE_AFTER"))
+            if text is None
+            else parse_duration(text, "--older-than")
+        )
+        now = timezone.now()
+        jobs = maintenance.prune_finished(now, older_than)
+        ticks = schedules.prune_ticks(now, older_than)
+        summary = {"jobs": jobs, "ticks": ticks, "older_than_seconds": older_than.total_seconds()}
+        if not self.emit(summary):
+            self.say(
+                f"deleted {jobs} finished job(s) and {ticks} tick record(s) older than "
+                f"{duration(older_than.total_seconds())}"
+            )
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def job_filter(self, ids: Iterable[str]) -> JobFilter:
+        o = self.options
+        return JobFilter.parse(
+            ids=ids,
+            states=o["state"],
+            queues=o["queue"],
+            tasks=o["task"],
+            since=o["since"],
+            before=o["before"],
+        )
+
+    def get_job(self, job_id: int) -> Job:
+        job = Job.objects.using(_db()).filter(pk=job_id).first()
+        if job is None:
+            raise CommandError(f"no job with id {job_id}", returncode=1)
+        return job
+
+    def confirm(self, question: str) -> bool:
+        self.stderr.write(f"{question} [y/N] ", ending="")
+        self.stderr.flush()
+        answer = (self.options.get("stdin") or sys.stdin).readline()
+        return answer.strip().lower() in ("y", "yes")
+
+    def emit(self, data: Any) -> bool:
+        """With --json, print ``data`` as one JSON document and return True."""
+        if not self.options["json"]:
+            return False
+        self.stdout.write(json.dumps(data, cls=DjangoJSONEncoder, ensure_ascii=False))
+        return True
+
+    def say(self, text: str) -> None:
+        self.stdout.write(text)
+
+    def table(self, headers: list[str], rows: list[list[Any]]) -> None:
+        if not rows:
+            return
+        cells = [[_plain(value) for value in row] for row in [headers, *rows]]
+        widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+        for row in cells:
+            self.say("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+# -- what a job, a schedule looks like to a script ---------------------------------------
+
+
+def job_summary(job: Job) -> dict[str, Any]:
+    fields = (
+        "id",
+        "task",
+        "queue",
+        "state",
+        "priority",
+        "attempt",
+        "max_attempts",
+        "run_at",
+        "created_at",
+        "attempted_at",
+        "finished_at",
+    )
+    return {field: getattr(job, field) for field in fields}
+
+
+def job_details(job: Job) -> dict[str, Any]:
+    errors = job.errors if isinstance(job.errors, list) else [{"error": job.errors}]
+    return {
+        **job_summary(job),
+        "timeout": job.timeout,
+        "unique_key": job.unique_key,
+        "connector": job.connector,
+        "worker": job.worker_id if job.state == "executing" else None,
+        "pending_dependencies": job.pending_dependencies,
+        "args": job.args,
+        "kwargs": job.kwargs,
+        "meta": job.meta,
+        "result": job.result,
+        "errors": [error if isinstance(error, dict) else {"error": error} for error in errors],
+    }
+
+
+def schedule_summary(schedule: Schedule, now: datetime, count: int) -> dict[str, Any]:
+    try:
+        schedule.cron_schedule()
+        problem = ""
+    except (InvalidCron, UnknownTimezone) as error:
+        problem = f"can't be planned: {error}"
+    late = None
+    if schedule.enabled and schedule.next_fire_at and schedule.next_fire_at < now:
+        late = _seconds(now - schedule.next_fire_at)
+    return {
+        "name": schedule.name,
+        "enabled": schedule.enabled,
+        "cron": schedule.cron,
+        "timezone": schedule.timezone,
+        "task": schedule.task,
+        "queue": schedule.queue or None,
+        "last_fire_at": schedule.last_fire_at,
+        "next_fire_at": schedule.next_fire_at,
+        "late_seconds": late,
+        "upcoming": [] if problem or not count else schedules.fire_times(schedule, now, count),
+        "problem": problem,
+    }
+
+
+def _retry_one(job: Job) -> str:
+    transitions.retry(job)
+    return "will run again"
+
+
+def _cancel_one(job: Job) -> str:
+    before = job.state
+    transitions.cancel(job)
+    return f"had already finished ({before})" if before in FINISHED else "cancelled"
+
+
+# -- small things -----------------------------------------------------------------------
+
+
+def _adder(sub: Any) -> Callable[[str, str], CommandParser]:
+    def add(name: str, help_text: str) -> CommandParser:
+        parser = sub.add_parser(name, help=help_text, description=help_text)
+        parser.add_argument("--json", action="store_true", help="Print one JSON document.")
+        return parser
+
+    return add
+
+
+def _filters(parser: CommandParser) -> None:
+    parser.add_argument(
+        "--state",
+        action="append",
+        default=[],
+        help="Job state (repeat or comma-separate for several).",
+    )
+    parser.add_argument("--queue", action="append", default=[], help="Queue name.")
+    parser.add_argument("--task", action="append", default=[], help="Task dotted path.")
+    parser.add_argument(
+        "--since", default=None, help="Created since: ISO date/time, or a duration ago (2h)."
+    )
+    parser.add_argument("--before", default=None, help="Created before: as --since.")
+
+
+def _db() -> str:
+    return conf.get("DATABASE")
+
+
+def _seconds(delta: timedelta) -> float:
+    return max(0.0, round(delta.total_seconds(), 3))
+
+
+def _duration_or_none(text: str | None, what: str) -> timedelta | None:
+    return None if text is None else _positive(text, what)
+
+
+def _positive(text: str, what: str) -> timedelta:
+    value = parse_duration(text, what)
+    if value <= timedelta(0):
+        raise InvalidSelection(f"{what} must be more than 0")
+    return value
+
+
+def _worker_state(worker: dict[str, Any]) -> str:
+    state = "alive" if worker["alive"] else "STALE"
+    return state + (", stopping" if worker["stop_requested"] else "")
+
+
+def _names(value: Any) -> str:
+    return ",".join(str(v) for v in value) if isinstance(value, list) else str(value)
+
+
+def _when(instant: datetime | None) -> str:
+    return "" if instant is None else timezone.localtime(instant).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, datetime):
+        return timezone.localtime(value).isoformat()
+    return _printable("" if value is None else str(value))
+
+
+def _printable(text: str, *, keep_newlines: bool = False) -> str:
+    """``text`` with control characters escaped: a stored value can't drive the terminal."""
+    if text.isprintable():
+        return text
+    kept = "\n" if keep_newlines else ""
+    return "".join(c if c.isprintable() or c in kept else repr(c)[1:-1] for c in text)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -1,0 +1,374 @@
+"""``manage.py pgjobs``: the operator's command line, its exit codes and its JSON."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from datetime import timedelta
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.utils import timezone
+
+from django_pgjobs.models import Job, Queue, Schedule, WorkerProcess
+from django_pgjobs.selection import InvalidSelection, JobFilter, parse_instant
+from django_pgjobs.states import JobState
+from tests.conftest import ROOT, wait_until
+from tests.conftest import test_database_env as database_env
+from tests.factories import JobFactory, QueueFactory, ScheduleFactory, WorkerProcessFactory
+
+S = JobState
+pytestmark = pytest.mark.django_db
+
+
+def pgjobs(*args: str, answer: str | None = None) -> tuple[int, str, str]:
+    """Run ``manage.py pgjobs ARGS`` in process: (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    options = {"stdout": out, "stderr": err}
+    if answer is not None:
+        options["stdin"] = io.StringIO(answer)
+    try:
+        call_command("pgjobs", *args, **options)
+        code = 0
+    except CommandError as error:
+        err.write(str(error))
+        code = error.returncode
+    return code, out.getvalue(), err.getvalue()
+
+
+def as_json(*args: str) -> dict:
+    code, out, err = pgjobs(*args, "--json")
+    assert code == 0, err
+    return json.loads(out)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """The real command in a process of its own, as a shell script runs it."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), "pgjobs", *args],
+        cwd=ROOT,
+        env={**os.environ, **database_env()},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+# -- reading -----------------------------------------------------------------------------
+
+
+def test_stats_counts_each_queue_by_state_with_its_oldest_due_job_and_lists_workers():
+    now = timezone.now()
+    JobFactory(queue="default", run_at=now - timedelta(minutes=5))
+    JobFactory(queue="default")
+    JobFactory(queue="mail", executing=True)
+    JobFactory(queue="mail", completed=True)
+    WorkerProcessFactory(host="web-1", heartbeat_at=now)
+    WorkerProcessFactory(host="web-2", heartbeat_at=now - timedelta(hours=1))
+
+    report = as_json("stats")
+
+    queues = {q["name"]: q for q in report["queues"]}
+    assert queues["default"]["depth"]["available"] == 2
+    assert 290 < queues["default"]["oldest_due_seconds"] < 400
+    assert queues["mail"]["depth"]["executing"] == 1
+    assert queues["mail"]["oldest_due_seconds"] is None
+    assert report["finished"]["completed"] == {"count": 1, "exact": True}
+    assert sorted((w["host"], w["alive"]) for w in report["workers"]) == [
+        ("web-1", True),
+        ("web-2", False),
+    ]
+    code, out, _ = pgjobs("stats")
+    assert code == 0
+    assert "default" in out and "workers: 1 alive, 1 stale" in out and "STALE" in out
+
+
+def test_list_filters_by_state_queue_task_and_creation_time_newest_first():
+    old = JobFactory(queue="mail", discarded=True)
+    Job.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=3))
+    recent = JobFactory(queue="mail", discarded=True)
+    JobFactory(queue="mail", completed=True)
+    JobFactory(queue="default", discarded=True, task="testproject.demo.tasks.always_fails")
+
+    def ids(*args: str) -> list[int]:
+        return [job["id"] for job in as_json("list", *args)["jobs"]]
+
+    assert ids("--state", "discarded", "--queue", "mail") == [recent.pk, old.pk]
+    assert ids("--state", "discarded", "--queue", "mail", "--since", "1d") == [recent.pk]
+    assert ids("--queue", "mail", "--before", "2d") == [old.pk]
+    assert len(ids("--state", "discarded,completed")) == 4
+    assert len(ids("--task", "testproject.demo.tasks.always_fails")) == 1
+    listed = as_json("list", "--limit", "1")
+    assert len(listed["jobs"]) == 1 and listed["more"] is True
+    code, out, _ = pgjobs("list", "--state", "waiting")
+    assert code == 0 and out.strip() == "no jobs with state waiting"
+
+
+def test_show_prints_every_attempt_with_its_traceback():
+    job = JobFactory(
+        discarded=True,
+        errors=[
+            {"attempt": 1, "at": "t1", "error": "ValueError: first", "traceback": "Trace one"},
+            {"attempt": 2, "at": "t2", "error": "ValueError: second", "traceback": "Trace two"},
+        ],
+        meta={"pipeline": "nightly"},
+    )
+    code, out, _ = pgjobs("show", str(job.pk))
+    assert code == 0
+    assert "ValueError: first" in out and "Trace two" in out and '"pipeline": "nightly"' in out
+    shown = as_json("show", f"#{job.pk}")
+    assert shown["id"] == job.pk and len(shown["errors"]) == 2 and shown["state"] == "discarded"
+
+
+def test_a_stored_row_of_any_shape_is_shown_without_driving_the_terminal():
+    job = JobFactory(task="evil\x1b[2J\x07task", errors={"not": "a list"}, args={"x": 1})
+    Job.objects.filter(pk=job.pk).update(meta=["odd"], result="\x1b]0;title\x07")
+    code, out, _ = pgjobs("show", str(job.pk))
+    assert code == 0
+    assert "\x1b" not in out and "\x07" not in out
+    assert "evil\\x1b[2J\\x07task" in out
+    code, out, _ = pgjobs("list")
+    assert code == 0 and "\x1b" not in out
+
+
+# -- changing ------------------------------------------------------------------------------
+
+
+def test_retry_by_id_reports_each_job_and_fails_for_those_it_could_not_retry():
+    discarded = JobFactory(discarded=True)
+    executing = JobFactory(executing=True)
+    code, out, _ = pgjobs("retry", str(discarded.pk), str(executing.pk), "99999")
+    assert code == 1
+    assert f"job {discarded.pk}: will run again" in out
+    assert f"job {executing.pk}: is executing: can't retry it" in out
+    assert "job 99999: no such job" in out
+    discarded.refresh_from_db()
+    executing.refresh_from_db()
+    assert (discarded.state, executing.state) == (S.AVAILABLE, S.EXECUTING)
+
+
+def test_cancel_by_id_takes_the_lease_of_a_running_job_and_leaves_finished_ones():
+    running = JobFactory(executing=True)
+    done = JobFactory(completed=True)
+    report = as_json("cancel", str(running.pk), str(done.pk))
+    assert [(r["id"], r["ok"], r["state"]) for r in report["results"]] == [
+        (running.pk, True, "cancelled"),
+        (done.pk, True, "completed"),
+    ]
+    running.refresh_from_db()
+    assert running.lease is None
+
+
+def test_retry_by_filter_asks_first_and_changes_nothing_without_a_yes():
+    jobs = [JobFactory(queue="mail", discarded=True) for _ in range(3)]
+    JobFactory(queue="default", discarded=True)
+    code, _, err = pgjobs("retry", "--state", "discarded", "--queue", "mail", answer="n\n")
+    assert code == 1 and "retry 3 job(s): jobs with state discarded, queue mail?" in err
+    assert Job.objects.filter(state=S.DISCARDED).count() == 4
+    code, _, _ = pgjobs("retry", "--state", "discarded", "--queue", "mail", answer="")  # EOF
+    assert code == 1 and Job.objects.filter(state=S.DISCARDED).count() == 4
+
+    code, out, _ = pgjobs("retry", "--state", "discarded", "--queue", "mail", answer="y\n")
+    assert code == 0 and "3 job(s) will run again" in out
+    assert {j.state for j in Job.objects.filter(pk__in=[j.pk for j in jobs])} == {S.AVAILABLE}
+
+
+def test_delete_asks_even_by_id_keeps_executing_jobs_and_takes_yes_for_scripts():
+    done = JobFactory(completed=True)
+    running = JobFactory(executing=True)
+    code, _, err = pgjobs("delete", str(done.pk), str(running.pk), answer="no\n")
+    assert code == 1 and "delete 2 job(s)" in err
+    assert Job.objects.count() == 2
+    report = as_json("delete", str(done.pk), str(running.pk), "--yes")
+    assert report == {"action": "delete", "matched": 2, "changed": 1}
+    assert list(Job.objects.values_list("pk", flat=True)) == [running.pk]
+
+
+def test_cancel_by_filter_in_one_update():
+    for _ in range(3):
+        JobFactory(queue="mail", scheduled=True)
+    report = as_json("cancel", "--queue", "mail", "--yes")
+    assert report["changed"] == 3
+    assert set(Job.objects.values_list("state", flat=True)) == {S.CANCELLED}
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["retry"],  # nothing selected
+        ["delete", "--yes"],
+        ["retry", "1", "--state", "discarded"],  # ids and filters
+    ],
+)
+def test_a_change_needs_ids_or_filters_but_not_both(args):
+    JobFactory(discarded=True)
+    code, _, err = pgjobs(*args)
+    assert code == 1 and "give job ids or filters" in err
+    assert Job.objects.get().state == S.DISCARDED
+
+
+def test_pause_and_resume_queues_and_refuse_unknown_ones_changing_nothing():
+    QueueFactory(name="reports")
+    code, out, _ = pgjobs("pause", "mail", "reports")
+    assert code == 0 and "mail: paused" in out and "reports: paused" in out
+    assert set(Queue.objects.filter(paused=True).values_list("name", flat=True)) == {
+        "mail",
+        "reports",
+    }
+    code, out, _ = pgjobs("pause", "mail")
+    assert "mail: already paused" in out
+    code, _, err = pgjobs("resume", "mail", "nope")
+    assert code == 1 and "no queue named nope" in err
+    assert Queue.objects.get(name="mail").paused
+    assert as_json("resume", "mail")["results"] == [{"queue": "mail", "changed": True}]
+    assert not Queue.objects.get(name="mail").paused
+
+
+def test_schedules_show_next_fires_lateness_and_rows_that_no_longer_parse():
+    now = timezone.now()
+    late = ScheduleFactory(name="late", cron="*/5 * * * *")
+    Schedule.objects.filter(pk=late.pk).update(next_fire_at=now - timedelta(minutes=10))
+    broken = ScheduleFactory(name="broken")
+    Schedule.objects.filter(pk=broken.pk).update(cron="every tuesday")
+    listed = {s["name"]: s for s in as_json("schedules", "--next", "2")["schedules"]}
+    assert 590 < listed["late"]["late_seconds"] < 700
+    assert len(listed["late"]["upcoming"]) == 2
+    assert listed["broken"]["upcoming"] == [] and "can't be planned" in listed["broken"]["problem"]
+    code, out, _ = pgjobs("schedules")
+    assert code == 0 and "late" in out and "broken: can't be planned" in out
+
+
+def test_prune_deletes_jobs_finished_before_the_limit():
+    old = JobFactory(completed=True)
+    Job.objects.filter(pk=old.pk).update(finished_at=timezone.now() - timedelta(days=2))
+    kept = JobFactory(completed=True)
+    assert as_json("prune", "--older-than", "1d")["jobs"] == 1
+    assert list(Job.objects.values_list("pk", flat=True)) == [kept.pk]
+
+
+# -- health ----------------------------------------------------------------------------------
+
+
+def test_health_passes_with_nothing_running_and_fails_on_a_stale_worker_of_this_host():
+    assert as_json("health")["healthy"] is True
+    long_ago = timezone.now() - timedelta(minutes=5)
+    stale = WorkerProcessFactory(
+        host=socket.gethostname(), started_at=long_ago, heartbeat_at=long_ago
+    )
+    code, out, _ = pgjobs("health")
+    assert code == 1 and f"FAIL  workers    worker {stale.pk}" in out
+    # Another host's stale worker is that host's business.
+    assert as_json("health", "--host", "elsewhere")["healthy"] is True
+    # Restarted since (a new process on this host): the old row waits for rescue.
+    WorkerProcessFactory(host=socket.gethostname())
+    assert as_json("health")["healthy"] is True
+
+
+def test_health_can_require_a_worker_on_this_host():
+    code, out, _ = pgjobs("health", "--require-worker")
+    assert code == 1 and "no worker is running on" in out
+
+
+def test_health_fails_when_an_unpaused_queue_has_waited_too_long():
+    JobFactory(queue="mail", run_at=timezone.now() - timedelta(minutes=10))
+    code, out, _ = pgjobs("health", "--max-age", "5m")
+    assert code == 1 and "FAIL  queue mail" in out
+    assert as_json("health", "--max-age", "5m", "--queues", "default")["healthy"] is True
+    Queue.objects.filter(name="mail").update(paused=True)
+    assert as_json("health", "--max-age", "5m")["healthy"] is True
+
+
+def test_health_fails_when_a_cron_tick_is_late_or_no_scheduler_ever_planned():
+    late = ScheduleFactory()
+    Schedule.objects.filter(pk=late.pk).update(next_fire_at=timezone.now() - timedelta(minutes=3))
+    code, out, _ = pgjobs("health")
+    assert code == 1 and f"schedule '{late.name}' is" in out
+    assert as_json("health", "--max-scheduler-lag", "5m")["healthy"] is True
+    assert as_json("health", "--max-scheduler-lag", "off")["healthy"] is True
+    Schedule.objects.filter(pk=late.pk).update(
+        next_fire_at=None, updated_at=timezone.now() - timedelta(hours=1)
+    )
+    code, out, _ = pgjobs("health")
+    assert code == 1 and "has not been planned by any scheduler" in out
+
+
+@pytest.mark.slow
+def test_health_of_a_real_worker_process(worker_process):
+    worker = worker_process("--concurrency", "1")
+    wait_until(lambda: WorkerProcess.objects.filter(pid=worker.pid).exists(), timeout=30)
+    result = run_cli("health", "--require-worker", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(result.stdout)["healthy"] is True
+
+    worker.proc.send_signal(signal.SIGSTOP)  # frozen: alive, but no heartbeat
+    try:
+        result = wait_until(
+            lambda: (r := run_cli("health", "--stale-after", "2s")).returncode == 1 and r,
+            timeout=30,
+        )
+        assert "last heartbeat" in result.stdout
+    finally:
+        worker.proc.send_signal(signal.SIGCONT)
+    assert wait_until(lambda: run_cli("health", "--stale-after", "2s").returncode == 0, 30)
+
+
+# -- odd input -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["show", "99999999999999999999"], "not a job id"),
+        (["show", "-3"], "not a job id"),
+        (["show", "12abc"], "not a job id"),
+        (["show", "٣"], "not a job id"),  # a digit, but not an ASCII one
+        (["retry", "0", "--yes"], "not a job id"),
+        (["list", "--since", "yesterday"], "--since: expected an ISO date"),
+        (["list", "--since", "2025-13-45"], "--since: expected an ISO date"),
+        (["list", "--before", "999999999999999999w"], "too long"),
+        (["list", "--state", "done"], "unknown state 'done'"),
+        (["list", "--queue", "no spaces"], "invalid queue name"),
+        (["list", "--task", "x" * 300], "not a task name"),
+        (["list", "--limit", "0"], "--limit must be"),
+        (["schedules", "--next", "1000"], "--next must be"),
+        (["prune", "--older-than", "soon"], "--older-than: expected"),
+        (["health", "--max-age", "0"], "--max-age must be more than 0"),
+        (["pause", "bad/name"], "invalid queue name"),
+    ],
+)
+def test_odd_input_is_a_clear_error_with_exit_code_1(args, message):
+    code, _, err = pgjobs(*args)
+    assert code == 1
+    assert message in err
+
+
+def test_a_nul_in_any_filter_is_refused_before_the_database_sees_it():
+    for option in ("--task", "--queue", "--state"):
+        code, _, err = pgjobs("list", option, "a\x00b")
+        assert code == 1 and "\\x00" in err
+
+
+@pytest.mark.slow
+def test_the_real_command_exits_1_without_a_traceback_and_2_on_usage_errors():
+    bad = run_cli("show", "99999999999999999999")
+    assert bad.returncode == 1
+    assert "not a job id" in bad.stderr and "Traceback" not in bad.stderr
+    usage = run_cli("frobnicate")
+    assert usage.returncode == 2 and "invalid choice" in usage.stderr
+    missing = run_cli("show", "12345")
+    assert missing.returncode == 1 and "no job with id 12345" in missing.stderr
+
+
+def test_job_filters_parse_instants_on_the_projects_clock():
+    now = timezone.now()
+    assert parse_instant("2h", now) == now - timedelta(hours=2)
+    assert parse_instant("2025-05-01T12:00+02:00").isoformat() == "2025-05-01T12:00:00+02:00"
+    assert timezone.is_aware(parse_instant("2025-05-01"))
+    with pytest.raises(InvalidSelection):
+        JobFilter.parse(ids=["1", "x"])
