@@ -61,6 +61,9 @@ DEFAULTS: dict[str, Any] = {
     # Keys that encrypt connector secrets: the first encrypts, all decrypt (rotation).
     # Empty: derived from SECRET_KEY and SECRET_KEY_FALLBACKS.
     "SECRET_KEYS": [],
+    # Include each error's traceback in HTTP API answers. Off: tracebacks show server
+    # paths and code to API clients; the admin shows them to staff either way.
+    "API_TRACEBACKS": False,
     # Seconds a job waits before trying again when its connector's concurrency is used up.
     "CONNECTOR_BUSY_DELAY": 1.0,
 }
@@ -88,6 +91,7 @@ TYPES: dict[str, type | tuple[type, ...]] = {
     "PRUNE_INTERVAL": (int, float, type(None)),
     "SECRET_KEYS": (list, tuple),
     "CONNECTOR_BUSY_DELAY": (int, float),
+    "API_TRACEBACKS": bool,
 }
 
 

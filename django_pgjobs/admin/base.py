@@ -1,8 +1,14 @@
-"""What every pgjobs admin shares: operator views that are POST + CSRF + permission.
+"""What every pgjobs admin shares: operator views that are POST + CSRF + permission,
+and pages that answer odd input with a message, never a 500.
 
 Django's admin hides an action the user may not run and treats a POST of it
 as "no action selected". An operator console should say no plainly instead:
 a state-changing request without the permission gets 403 and changes nothing.
+
+Django's admin also lets some input through to the database that PostgreSQL
+refuses (a NUL character in a filter or an id) or that Python can't convert
+(a year of thirty digits): here such a filter is an invalid lookup, such an id
+finds nothing, and JSON fields refuse what can't be stored (``fields.py``).
 """
 
 from __future__ import annotations
@@ -11,15 +17,28 @@ from collections.abc import Callable
 from typing import Any
 
 from django.contrib import admin
-from django.core.exceptions import PermissionDenied
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.views.main import ChangeList
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import models
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.template.response import TemplateResponse
+
+from .fields import StorableJSONField
 
 View = Callable[..., HttpResponse]
 
 
+#: Years a date hierarchy link may name (Python's datetime and PostgreSQL's both hold these).
+YEARS = range(1, 10_000)
+
+
 class OperatorAdmin(admin.ModelAdmin):
-    """A ModelAdmin whose state-changing views and actions refuse with 403."""
+    """A ModelAdmin whose state-changing views and actions refuse with 403, and whose
+    pages refuse odd input without a 500."""
+
+    formfield_overrides = {models.JSONField: {"form_class": StorableJSONField}}
 
     def operator_view(self, view: View, permission: str) -> View:
         """Wrap ``view``: staff login and CSRF (admin_view), POST only, ``permission`` required.
@@ -51,7 +70,45 @@ class OperatorAdmin(admin.ModelAdmin):
     ) -> HttpResponse:
         if request.method == "POST" and "action" in request.POST:
             self.check_action_permission(request)
+            self._drop_impossible_selections(request)
         return super().changelist_view(request, extra_context)
+
+    def get_changelist_instance(self, request: HttpRequest) -> ChangeList:
+        """Django's, but a parameter the database or Python can't take is an invalid
+        lookup (the changelist then says so) instead of a 500."""
+        for name, values in request.GET.lists():
+            if any("\x00" in value for value in values):
+                raise IncorrectLookupParameters(f"{name}: NUL characters are not allowed")
+        if self.date_hierarchy:
+            year = request.GET.get(f"{self.date_hierarchy}__year")
+            if year is not None and not (year.isdigit() and int(year) in YEARS):
+                raise IncorrectLookupParameters(f"no such year: {year[:20]!r}")
+        return super().get_changelist_instance(request)
+
+    def get_object(
+        self, request: HttpRequest, object_id: str, from_field: str | None = None
+    ) -> Any:
+        """The object, or None for an id no row can have (one with a NUL, say)."""
+        if "\x00" in object_id:
+            return None
+        return super().get_object(request, object_id, from_field)
+
+    def _drop_impossible_selections(self, request: HttpRequest) -> None:
+        """Leave out selected ids that no row can have (Django would answer 500)."""
+        selected = request.POST.getlist(ACTION_CHECKBOX_NAME)
+        possible = [pk for pk in selected if self._possible_pk(pk)]
+        if possible != selected:
+            request.POST = request.POST.copy()
+            request.POST.setlist(ACTION_CHECKBOX_NAME, possible)
+
+    def _possible_pk(self, value: str) -> bool:
+        if "\x00" in value:
+            return False
+        try:
+            self.opts.pk.to_python(value)
+        except ValidationError:
+            return False
+        return True
 
     def check_action_permission(self, request: HttpRequest) -> None:
         """403 for a posted action that exists but that this user may not run."""

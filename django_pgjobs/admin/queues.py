@@ -7,8 +7,7 @@ from typing import Any
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.shortcuts import get_object_or_404
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
@@ -127,7 +126,9 @@ class QueueAdmin(OperatorAdmin):
         return self._set_paused(request, name, paused=False)
 
     def _set_paused(self, request: HttpRequest, name: str, *, paused: bool) -> HttpResponse:
-        queue = get_object_or_404(Queue, name=name)
+        queue = self.get_object(request, name)
+        if queue is None:
+            raise Http404(f"no queue {name!r}")
         queues.set_paused([queue.name], paused)
         verb = "paused" if paused else "resumed"
         self.message_user(request, f"Queue {queue.name} {verb}.", messages.SUCCESS)

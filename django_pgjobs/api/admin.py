@@ -14,6 +14,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
+from ..admin.base import OperatorAdmin
 from ..models import ApiToken
 from ..queues import QUEUE_NAME
 from .tokens import generate
@@ -49,7 +50,7 @@ class ApiTokenForm(forms.ModelForm):
 
 
 @admin.register(ApiToken)
-class ApiTokenAdmin(admin.ModelAdmin):
+class ApiTokenAdmin(OperatorAdmin):
     form = ApiTokenForm
     list_display = [
         "name",

@@ -30,6 +30,8 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
         body = json.loads(raw or b"null", parse_constant=no_constants)
     except (ValueError, UnicodeDecodeError) as problem:
         raise Invalid({"body": f"not valid JSON: {problem}"}) from None
+    except RecursionError:
+        raise Invalid({"body": "nested too deeply"}) from None
     if not isinstance(body, dict):
         raise Invalid({"body": "must be a JSON object"})
     return body

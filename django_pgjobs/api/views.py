@@ -82,12 +82,25 @@ def job_json(job: Job) -> dict[str, Any]:
         "attempted_at": when(job.attempted_at),
         "finished_at": when(job.finished_at),
         "result": job.result,
-        "errors": job.errors,
+        "errors": errors_json(job.errors),
         "unique_key": job.unique_key,
         "connector": job.connector,
         "timeout": job.timeout,
         "url": reverse("pgjobs:job", args=[job.pk]),
     }
+
+
+def errors_json(errors: Any) -> Any:
+    """A job's error records, without tracebacks unless ``API_TRACEBACKS`` is on:
+    they show server paths and source lines to clients."""
+    if conf.get("API_TRACEBACKS") or not isinstance(errors, list):
+        return errors
+    return [
+        {key: value for key, value in record.items() if key != "traceback"}
+        if isinstance(record, dict)
+        else record
+        for record in errors
+    ]
 
 
 @api_view("POST", "can_enqueue")

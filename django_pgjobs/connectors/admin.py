@@ -13,6 +13,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from ..admin.base import OperatorAdmin
 from ..models import Connector
 from ..secrets import SecretsUnreadable
 from .base import ConnectorKind
@@ -74,9 +75,10 @@ class ConnectorForm(forms.ModelForm):
             (name, kind_class.label or name) for name, kind_class in sorted(kinds().items())
         ]
         shown = [self.instance.kind] if self.instance.kind in kinds() else sorted(kinds())
-        self.fields["config"].help_text = "A JSON object. " + "; ".join(
-            f"{name}: {options_summary(kinds()[name])}" for name in shown
-        )
+        if "config" in self.fields:  # not for staff who may only view
+            self.fields["config"].help_text = "A JSON object. " + "; ".join(
+                f"{name}: {options_summary(kinds()[name])}" for name in shown
+            )
         stored = ", ".join(self.instance.secret_names) or "none"
         self.fields["secrets"].help_text = (
             f"Stored: {stored}. One NAME=value per line sets a secret, NAME= removes one; "
@@ -100,7 +102,7 @@ class ConnectorForm(forms.ModelForm):
 
 
 @admin.register(Connector)
-class ConnectorAdmin(admin.ModelAdmin):
+class ConnectorAdmin(OperatorAdmin):
     form = ConnectorForm
     list_display = ["name", "kind", "concurrency", "stored_secrets", "updated_at"]
     list_filter = ["kind"]
@@ -113,6 +115,13 @@ class ConnectorAdmin(admin.ModelAdmin):
         ("Secrets (encrypted, write-only)", {"fields": ["secrets", "clear_secrets"]}),
         ("History", {"fields": ["created_at", "updated_at"]}),
     ]
+
+    def get_fieldsets(self, request: HttpRequest, obj: Connector | None = None) -> list[Any]:
+        if obj is not None and not self.has_change_permission(request, obj):
+            # Staff who may only view see which secrets are stored, and nothing to type in.
+            return [*self.fieldsets[:2], ("Secrets", {"fields": ["stored_secrets"]}),
+                    self.fieldsets[3]]  # fmt: skip
+        return self.fieldsets
 
     @admin.display(description="secrets")
     def stored_secrets(self, connector: Connector) -> str:
