@@ -45,6 +45,23 @@ class DiscardJob(PgJobsError):
     """Raise from a task to fail the job for good, without further attempts."""
 
 
+class TransactionLeftOpen(PgJobsError):
+    """The task left a transaction open on a database connection; it was rolled back.
+
+    The attempt fails (and is retried like any failure): what the task wrote in
+    that transaction was never committed.
+    """
+
+    def __init__(self, left: dict[str, str]) -> None:
+        self.left = left
+        where = "; ".join(f"on database {alias!r}, {what}" for alias, what in left.items())
+        super().__init__(
+            f"the task left a transaction open ({where}): it was rolled back, so what the "
+            "task wrote in it was not committed. Use atomic() as a context manager or "
+            "decorator, and commit or roll back what you begin"
+        )
+
+
 class WorkerLost(PgJobsError):
     """Recorded by rescue on a job whose worker stopped heartbeating while running it."""
 

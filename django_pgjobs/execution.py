@@ -14,14 +14,14 @@ from typing import Any, TypeVar
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
 from django.utils import timezone
 
-from . import conf, signals, transitions
+from . import conf, leftovers, signals, transitions
 from .backoff import Backoff
 from .connectors import runtime as connector_runtime
 from .connectors.errors import ConnectorBusy
 from .context import JobContext, _current
 from .dependencies import results_of_dependencies
 from .events import Change
-from .exceptions import DiscardJob, JobTimeout, UnknownTask
+from .exceptions import DiscardJob, JobTimeout, TransactionLeftOpen, UnknownTask
 from .models import Job
 from .tasks import Task, get_task
 from .transitions import Outcome
@@ -70,7 +70,8 @@ def _run_coroutine(registered: Task[Any, Any], context: JobContext, kwargs: dict
 
     loop = asyncio.new_event_loop()
     try:
-        context.task = loop.create_task(with_timeout())
+        with leftovers.orm_calls_on_this_threads_executor():
+            context.task = loop.create_task(with_timeout())
         context.loop = loop
         if context.cancelled:  # cancelled before the loop existed
             context.task.cancel()
@@ -113,22 +114,46 @@ def run(job: Job, clock: Clock = timezone.now, context: JobContext | None = None
     context = context or JobContext(job)
     signals.job_started.send(sender=Job, job=job)
     try:
-        try:
-            registered = get_task(job.task)
-        except UnknownTask as error:
-            return transitions.failed(job, error, clock(), discard=True)
-        try:
-            result = call_task(registered, context)
-        except ConnectorBusy as busy:  # not started: try again soon, attempt not counted
-            return _snooze(job, clock() + timedelta(seconds=busy.delay))
-        except DiscardJob as error:
-            return transitions.failed(job, error, clock(), discard=True)
-        except BaseException as error:  # a task's failure, even SystemExit, is data
-            logger.info("job %s (%s) attempt %s failed: %r", job.pk, job.task, job.attempt, error)
-            return _retry_or_discard(job, error, clock(), registered.backoff)
-        return transitions.completed(job, _jsonable(result), clock())
-    finally:
-        drop_broken_connections()
+        registered = get_task(job.task)
+    except UnknownTask as error:
+        return transitions.failed(job, error, clock(), discard=True)
+    try:
+        result = _call_and_tidy_up(registered, context)
+    except ConnectorBusy as busy:  # not started: try again soon, attempt not counted
+        return _snooze(job, clock() + timedelta(seconds=busy.delay))
+    except DiscardJob as error:
+        return transitions.failed(job, error, clock(), discard=True)
+    except BaseException as error:  # a task's failure, even SystemExit, is data
+        logger.info("job %s (%s) attempt %s failed: %r", job.pk, job.task, job.attempt, error)
+        return _retry_or_discard(job, error, clock(), registered.backoff)
+    return transitions.completed(job, _jsonable(result), clock())
+
+
+def _call_and_tidy_up(registered: Task[Any, Any], context: JobContext) -> Any:
+    """``call_task``, then tidy up this thread's connections (and, for an async task,
+    its ORM thread's): broken ones are closed, and if the task left a transaction
+    open, it is rolled back and the attempt fails with ``TransactionLeftOpen`` (or,
+    if it failed anyway, its error says so in a note).
+    """
+    before = leftovers.snapshot()
+    try:
+        result = call_task(registered, context)
+    except BaseException as error:
+        left = _tidy_up(before, registered)
+        if left:
+            error.add_note(str(TransactionLeftOpen(left)))
+        raise
+    left = _tidy_up(before, registered)
+    if left:
+        raise TransactionLeftOpen(left)
+    return result
+
+
+def _tidy_up(before: leftovers.Snapshot, registered: Task[Any, Any]) -> dict[str, str]:
+    left = leftovers.tidy(before)
+    if registered.is_async:
+        left.update(leftovers.tidy_orm_thread())
+    return left
 
 
 def _retry_or_discard(
@@ -139,6 +164,7 @@ def _retry_or_discard(
         return transitions.failed(job, error, now, backoff=backoff)
     except DatabaseError as problem:
         logger.warning("job %s: queue backoff unreadable (%s); using the default", job.pk, problem)
+        leftovers.drop_broken()
         return transitions.failed(job, error, now, backoff=Backoff.from_dict(conf.get("BACKOFF")))
 
 
@@ -200,21 +226,3 @@ def record(
             logger.warning("job %s: outcome refused, its lease was taken away", item.job.pk)
             ended.append("lost")
     return ended
-
-
-def drop_broken_connections() -> None:
-    """Close this thread's connections that a task left broken; keep healthy ones.
-
-    Unlike Django's close_old_connections this ignores CONN_MAX_AGE=0, which
-    would otherwise reconnect once per job.
-    """
-    for conn in connections.all(initialized_only=True):
-        if conn.connection is not None and conn.errors_occurred:
-            try:
-                usable = conn.is_usable()
-            except DatabaseError:
-                usable = False
-            if usable:
-                conn.errors_occurred = False
-            else:
-                conn.close()

@@ -16,6 +16,8 @@ from typing import Any
 
 from django.db import connections
 
+from . import leftovers
+
 logger = logging.getLogger(__name__)
 
 
@@ -57,6 +59,7 @@ class JobPool:
 
     def _serve(self) -> None:
         me = threading.get_ident()
+        leftovers.own_this_thread()
         try:
             while me not in self._retired and (item := self._inbox.get()) is not None:
                 try:
@@ -67,6 +70,7 @@ class JobPool:
                 if me not in self._retired:
                     self._on_done(item, outcome)
         finally:
+            leftovers.release_orm_thread()
             connections.close_all()
 
     def shutdown(self, timeout: float = 5.0) -> bool:

@@ -26,6 +26,11 @@ DATABASES["default"]["HOST"] = unquote(DATABASES["default"]["HOST"])
 # carries this host and the run's pid: tests/conftest.py drops those of runs that died.
 DATABASES["default"]["TEST"] = {"NAME": test_database_name(DATABASES["default"]["NAME"])}
 
+# A second alias, for tests of what a worker does with every database a task uses
+# (tests/test_reliability.py sets it in a worker's environment).
+if "SECOND_DATABASE_URL" in env.ENVIRON:
+    DATABASES["second"] = env.db("SECOND_DATABASE_URL")
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",

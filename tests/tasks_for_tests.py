@@ -76,3 +76,64 @@ def enqueue_follow_up(n: int) -> int:
 
     add.enqueue(n, n)
     return n
+
+
+def _record_on(tag: str, using: str) -> None:
+    from testproject.demo.models import Run
+
+    Run.objects.using(using).create(tag=tag, pid=0)
+
+
+@task
+def record_on(tag: str, using: str = "default") -> str:
+    _record_on(tag, using)
+    return tag
+
+
+@task
+def leaves_atomic_open(tag: str, using: str = "default") -> None:
+    """A bug: an atomic block entered and never left (no exception, no exit)."""
+    from django.db import transaction
+
+    transaction.atomic(using=using).__enter__()
+    _record_on(tag, using)
+
+
+@task
+def leaves_begin_open(tag: str, using: str = "default") -> None:
+    """A bug: a raw BEGIN never committed."""
+    from django.db import connections
+
+    with connections[using].cursor() as cursor:
+        cursor.execute("BEGIN")
+    _record_on(tag, using)
+
+
+@task
+def leaves_autocommit_off(tag: str, using: str = "default") -> None:
+    """A bug: autocommit turned off and never back on."""
+    from django.db import transaction
+
+    transaction.set_autocommit(False, using=using)
+    _record_on(tag, using)
+
+
+@task
+async def async_leaves_atomic_open(tag: str, using: str = "default") -> None:
+    """The same bug in an async task, whose ORM calls run on another thread."""
+    from asgiref.sync import sync_to_async
+
+    await sync_to_async(leaves_atomic_open.func)(tag, using)
+
+
+@task
+async def async_record(tag: str) -> str:
+    """Writes through the async ORM; returns the name of the thread its ORM calls ran on."""
+    import threading
+
+    from asgiref.sync import sync_to_async
+
+    from testproject.demo.models import Run
+
+    await Run.objects.acreate(tag=tag, pid=0)
+    return await sync_to_async(lambda: threading.current_thread().name)()

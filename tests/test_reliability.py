@@ -14,6 +14,7 @@ from django_pgjobs.models import WorkerProcess
 from django_pgjobs.states import JobState
 from testproject.demo.models import Run
 from testproject.demo.tasks import add, async_sleep
+from tests import conftest
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -163,3 +164,82 @@ def test_a_running_sync_job_sees_its_cancellation_flag(threaded_worker, wait):
     wait(lambda: "c:saw-cancel" in tags(), timeout=3)
     wait(lambda: job.pk not in worker.running, timeout=3)
     assert Job.objects.get(pk=job.pk).state == JobState.CANCELLED
+
+
+LEFT_OPEN = [
+    ("leaves_atomic_open", "default", "atomic() block"),
+    ("leaves_atomic_open", "second", "atomic() block"),
+    ("leaves_begin_open", "default", "(BEGIN)"),
+    ("leaves_autocommit_off", "second", "set_autocommit(False)"),
+    ("async_leaves_atomic_open", "default", "atomic() block"),
+]
+
+
+def test_a_transaction_a_task_leaves_open_fails_that_job_and_not_the_next(worker_process, wait):
+    # One thread, jobs in priority order: each buggy job is followed by a good one
+    # writing on the same database alias, on the same thread.
+    pairs = []
+    for n, (task, using, what) in enumerate(LEFT_OPEN):
+        priority = 100 - 2 * n
+        bad = Job.enqueue(
+            f"tests.tasks_for_tests.{task}",
+            args=[f"bad{n}", using],
+            priority=priority,
+            max_attempts=1,
+        )
+        good = Job.enqueue(
+            "tests.tasks_for_tests.record_on", args=[f"good{n}", using], priority=priority - 1
+        )
+        pairs.append((bad, good, using, what))
+    second = conftest.test_database_env()["DATABASE_URL"]
+    process = worker_process("--concurrency", "1", env={"SECOND_DATABASE_URL": second})
+    last = pairs[-1][1]
+    wait(lambda: Job.objects.get(pk=last.pk).state == JobState.COMPLETED, timeout=30)
+
+    assert tags() == [f"good{n}" for n in range(len(LEFT_OPEN))], "the bad writes rolled back"
+    for bad, good, using, what in pairs:
+        bad.refresh_from_db()
+        assert bad.state == JobState.DISCARDED, (bad.task, bad.state)
+        error = bad.errors[0]["error"]
+        assert error.startswith("TransactionLeftOpen"), error
+        assert f"on database {using!r}" in error and what in error, error
+        assert Job.objects.get(pk=good.pk).state == JobState.COMPLETED
+    wait(lambda: not sessions_idle_in_transaction(), timeout=5)  # none for good
+    assert process.stop() == 0, process.output()
+
+
+def sessions_idle_in_transaction() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND state LIKE 'idle in transaction%%'"
+        )
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.django_db(transaction=False)
+def test_jobs_run_inline_in_the_callers_transaction_roll_back_only_what_they_left_open():
+    from django.db import transaction
+
+    from django_pgjobs import testing
+
+    bad = Job.enqueue("tests.tasks_for_tests.leaves_atomic_open", args=["bad"], max_attempts=1)
+    good = Job.enqueue("tests.tasks_for_tests.record_on", args=["good"], priority=-1)
+    assert connection.in_atomic_block  # the test case's transaction
+    depth = len(connection.atomic_blocks)
+    assert testing.drain() == {"discarded": 1, "completed": 1}
+    assert len(connection.atomic_blocks) == depth
+    assert Job.objects.get(pk=bad.pk).errors[0]["error"].startswith("TransactionLeftOpen")
+    assert Job.objects.get(pk=good.pk).state == JobState.COMPLETED
+    assert tags() == ["good"]
+    with transaction.atomic():  # the caller's transaction is still usable
+        assert Job.objects.count() == 2
+
+
+def test_async_tasks_run_their_orm_calls_on_their_job_threads_own_thread(threaded_worker, wait):
+    jobs = [Job.enqueue("tests.tasks_for_tests.async_record", args=[f"a{n}"]) for n in range(4)]
+    threaded_worker(concurrency=2)
+    wait(lambda: all(Job.objects.get(pk=j.pk).state == JobState.COMPLETED for j in jobs), 10)
+    names = {Job.objects.get(pk=j.pk).result for j in jobs}
+    assert names <= {"pgjobs-job-0-orm", "pgjobs-job-1-orm"}, names
+    assert sorted(tags()) == ["a0", "a1", "a2", "a3"]
