@@ -60,7 +60,20 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
         + _check_queues()
         + _check_scheduler()
         + _check_connector_settings()
+        + _check_middleware()
     )
+
+
+def _check_middleware() -> list[Error]:
+    from django.core.exceptions import ImproperlyConfigured
+
+    from .middleware import build
+
+    try:
+        build(conf.get("MIDDLEWARE"))
+    except ImproperlyConfigured as problem:
+        return [_error(str(problem), "See docs/operations.md#middleware.", 40)]
+    return []
 
 
 def _check_values() -> list[Error]:

@@ -66,6 +66,10 @@ DEFAULTS: dict[str, Any] = {
     "API_TRACEBACKS": False,
     # Seconds a job waits before trying again when its connector's concurrency is used up.
     "CONNECTOR_BUSY_DELAY": 1.0,
+    # Hooks around each job's execution and around enqueue, outermost first: dotted paths
+    # of functions f(context, call_next) or of classes with execute() and/or enqueue()
+    # (django_pgjobs.middleware; built in: metrics, tracing, tenants).
+    "MIDDLEWARE": [],
 }
 
 # Types each key must have; QUEUES and BACKOFF are checked in depth by checks.py.
@@ -92,6 +96,7 @@ TYPES: dict[str, type | tuple[type, ...]] = {
     "SECRET_KEYS": (list, tuple),
     "CONNECTOR_BUSY_DELAY": (int, float),
     "API_TRACEBACKS": bool,
+    "MIDDLEWARE": (list, tuple),
 }
 
 

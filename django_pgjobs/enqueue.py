@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from . import conf, copying, db, dependencies, payload, queues, signals
+from . import conf, copying, db, dependencies, middleware, payload, queues, signals
 from .connectors.store import check_known as check_connector
 from .states import ACTIVE, JobState
 from .tasks import Task, get_task
@@ -242,8 +242,15 @@ def insert_jobs(specs: Sequence[JobSpec | dict[str, Any]]) -> list[Job]:
     a unique_key go one by one.
 
     Jobs with dependencies add a locking read of the dependencies and an
-    INSERT of the edges, in one transaction with the jobs.
+    INSERT of the edges, in one transaction with the jobs. The enqueue hooks of
+    ``PGJOBS["MIDDLEWARE"]`` see the specs first.
     """
+    if not middleware.chain().enqueue:
+        return _insert_jobs(specs)
+    return middleware.enqueue([_as_spec(spec) for spec in specs], _insert_jobs)
+
+
+def _insert_jobs(specs: Sequence[JobSpec | dict[str, Any]]) -> list[Job]:
     using = conf.get("DATABASE")
     builder = JobBuilder(timezone.now())
     # A large plain batch (no dependencies, no keys) is checked and built while

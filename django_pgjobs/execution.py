@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
 from django.utils import timezone
 
-from . import conf, leftovers, signals, transitions
+from . import conf, leftovers, middleware, signals, transitions
 from .backoff import Backoff
 from .connectors import runtime as connector_runtime
 from .connectors.errors import ConnectorBusy
@@ -32,22 +32,31 @@ Clock = Callable[[], datetime]
 
 
 def call_task(registered: Task[Any, Any], context: JobContext) -> Any:
-    """Call the task function; async functions get an event loop of their own."""
-    job = context.job
+    """Call the task function inside the execute hooks of ``PGJOBS["MIDDLEWARE"]``;
+    async functions get an event loop of their own."""
     context.thread_id = threading.get_ident()
     context.started = time.monotonic()
     token = _current.set(context)
+    try:
+        hooks = middleware.chain().execute
+        if not hooks:
+            return _call_with_inputs(registered, context)
+        return middleware.execute(context, lambda: _call_with_inputs(registered, context), hooks)
+    finally:
+        _current.reset(token)
+
+
+def _call_with_inputs(registered: Task[Any, Any], context: JobContext) -> Any:
+    """Call the task with its dependencies' results and its connector, if it takes them."""
+    job = context.job
     kwargs = job.kwargs
     if job.meta.get("pass_results"):  # a gather job of a pipeline
         kwargs = {**kwargs, "results": results_of_dependencies(job)}
-    try:
-        if not job.connector:
-            return _call(registered, context, kwargs)
-        with connector_runtime.attached(context):
-            kwargs = {**kwargs, **connector_runtime.injected(registered.func, context)}
-            return _call(registered, context, kwargs)
-    finally:
-        _current.reset(token)
+    if not job.connector:
+        return _call(registered, context, kwargs)
+    with connector_runtime.attached(context):
+        kwargs = {**kwargs, **connector_runtime.injected(registered.func, context)}
+        return _call(registered, context, kwargs)
 
 
 def _call(registered: Task[Any, Any], context: JobContext, kwargs: dict) -> Any:
@@ -60,7 +69,12 @@ def _run_coroutine(registered: Task[Any, Any], context: JobContext, kwargs: dict
     job = context.job
 
     async def with_timeout() -> Any:
-        coroutine = registered.func(*job.args, **kwargs)
+        if middleware.chain().execute_async:
+            coroutine = middleware.execute_async(
+                context, lambda: registered.func(*job.args, **kwargs)
+            )
+        else:
+            coroutine = registered.func(*job.args, **kwargs)
         if job.timeout is None:
             return await coroutine
         try:

@@ -28,7 +28,7 @@ def rescue_orphaned(now: datetime, stale_after: float | None = None) -> int:
     for job in rescued:
         logger.warning("rescued job %s (%s) from lost worker %s", job.pk, job.task, job.worker_id)
         signal = signals.job_discarded if job.state == JobState.DISCARDED else signals.job_retrying
-        signal.send(sender=Job, job=job, error=None)
+        signal.send(sender=Job, job=job, error=None, rescued=True)
     if gone:
         logger.warning("removed %s stale worker row(s)", gone)
     return len(rescued)

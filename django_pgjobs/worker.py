@@ -23,7 +23,7 @@ from datetime import datetime
 from django.db import DatabaseError, InterfaceError, OperationalError, connections, transaction
 from django.utils import timezone
 
-from . import conf, db, events, maintenance, transitions
+from . import conf, db, events, maintenance, middleware, transitions
 from .context import JobContext
 from .exceptions import JobTimeout
 from .execution import execute, record, run
@@ -80,6 +80,8 @@ class Worker:
         if not set(self.states) <= set(CLAIMABLE):
             raise ValueError(f"states must be among {sorted(CLAIMABLE)}, not {self.states}")
         self.record: WorkerProcess | None = None
+        #: time.monotonic() of the last heartbeat written (or of the start): for probes.
+        self.heartbeat_ok_at: float | None = None
         self.running: dict[int, JobContext] = {}
         self.wakeup = threading.Event()
         self.stopping = threading.Event()
@@ -414,6 +416,7 @@ class Worker:
     # -- the loop -------------------------------------------------------------------
 
     def start(self) -> None:
+        middleware.chain()  # a bad entry fails here, not job by job
         sync_from_settings(self.using)
         self.record = WorkerProcess.objects.using(self.using).create(
             host=socket.gethostname(),
@@ -421,6 +424,7 @@ class Worker:
             queues=self.queues,
             concurrency=self.concurrency,
         )
+        self.heartbeat_ok_at = time.monotonic()
         if conf.get("EVENTS"):
             self._publisher = events.Publisher(self.using)
             self._publisher.start()
@@ -504,6 +508,7 @@ class Worker:
                 if beat(self.record.pk, self.using):
                     logger.info("worker %s: stop requested", self.record.pk)
                     self.request_stop()
+                self.heartbeat_ok_at = time.monotonic()
                 if time.monotonic() >= next_rescue:
                     maintenance.rescue_orphaned(self.clock())
                     next_rescue = time.monotonic() + rescue_every

@@ -85,6 +85,9 @@ PGJOBS = {
     "HEARTBEAT_INTERVAL": env.float("PGJOBS_HEARTBEAT_INTERVAL", default=5.0),
     "WORKER_STALE_AFTER": env.float("PGJOBS_WORKER_STALE_AFTER", default=60.0),
     "RESCUE_INTERVAL": env.float("PGJOBS_RESCUE_INTERVAL", default=30.0),
+    # Hooks around execution and enqueue (docs/operations.md#middleware); tests set
+    # them for their worker processes through the environment.
+    "MIDDLEWARE": env.list("PGJOBS_MIDDLEWARE", default=[]),
     # Task modules outside the apps' tasks.py, imported at startup (task names are
     # looked up among registered tasks only): those of the test suite.
     "TASK_MODULES": [

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from django_pgjobs import middleware, probes
 from django_pgjobs.exceptions import InvalidQueueName, UnknownQueue
+from django_pgjobs.metrics import require_client
 from django_pgjobs.supervisor import run_processes
 from django_pgjobs.worker import Worker
 
@@ -45,16 +50,77 @@ class Command(BaseCommand):
         parser.add_argument(
             "--poll-interval", type=float, default=None, help="Seconds between fallback polls."
         )
+        parser.add_argument(
+            "--metrics-port",
+            type=int,
+            default=None,
+            help="Serve /metrics, /livez and /readyz on this port (needs prometheus_client).",
+        )
+        parser.add_argument(
+            "--metrics-address", default="0.0.0.0", help="Address of --metrics-port (all)."
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         queues = [name.strip() for name in options["queues"].split(",") if name.strip()]
-        if options["processes"] < 1:
+        processes = options["processes"]
+        if processes < 1:
             raise CommandError("--processes must be at least 1")
-        if options["processes"] > 1:
-            sys.exit(run_processes(options["processes"], lambda: self._run_worker(queues, options)))
-        sys.exit(self._run_worker(queues, options))
+        with self._endpoint(options) as endpoint:
 
-    def _run_worker(self, queues: list[str], options: dict[str, Any]) -> int:
+            def run(index: int) -> int:
+                return self._run_worker(queues, options, endpoint, index)
+
+            if processes > 1:
+                serve = (lambda _: endpoint.start()) if endpoint else None
+                code = run_processes(processes, run, serve)
+            else:
+                if endpoint:
+                    endpoint.start()
+                code = run(0)
+        sys.exit(code)
+
+    @contextlib.contextmanager
+    def _endpoint(self, options: dict[str, Any]) -> Iterator[probes.Endpoint | None]:
+        """The --metrics-port server, bound (not yet serving), or None without the option."""
+        port, processes = options["metrics_port"], options["processes"]
+        if port is None:
+            yield None
+            return
+        if not 0 <= port <= 65535:
+            raise CommandError("--metrics-port must be from 0 to 65535")
+        try:
+            require_client()
+        except ImproperlyConfigured as error:
+            raise CommandError(f"--metrics-port: {error}") from None
+        shared = probes.shared_metrics_dir() if processes > 1 else contextlib.nullcontext()
+        with shared:
+            try:
+                endpoint = probes.Endpoint(
+                    options["metrics_address"], port, probes.Board(processes)
+                )
+            except OSError as error:
+                raise CommandError(f"--metrics-port {port}: {error.strerror or error}") from None
+            middleware.add("django_pgjobs.metrics.PrometheusMiddleware")
+            logger.info(
+                "serving /metrics, /livez and /readyz on http://%s:%s",
+                options["metrics_address"],
+                endpoint.port,
+            )
+            try:
+                yield endpoint
+            finally:
+                endpoint.stop()
+
+    def _run_worker(
+        self,
+        queues: list[str],
+        options: dict[str, Any],
+        endpoint: probes.Endpoint | None = None,
+        index: int = 0,
+    ) -> int:
+        if endpoint and options["processes"] > 1:
+            endpoint.close_in_child()
+            probes.count_in_shared_dir()
         try:
             worker = Worker(
                 queues or None,
@@ -80,7 +146,11 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
-        worker.run()
+        if endpoint is None:
+            worker.run()
+        else:
+            with probes.Reporter(endpoint.board, index, worker):
+                worker.run()
         # Handed-back jobs may still run on daemon threads; they die with the
         # process, and anything they would have written is refused by the lease.
         return 0

@@ -1,0 +1,205 @@
+"""The HTTP endpoint of ``runworker --metrics-port``: ``/metrics``, ``/livez``, ``/readyz``.
+
+With ``--processes N`` the command's parent process serves it for all of its
+worker processes: each reports its state into a small array of shared memory
+(made before the fork), and their counters meet in ``PROMETHEUS_MULTIPROC_DIR``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from ctypes import c_double
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from multiprocessing.sharedctypes import RawArray
+from typing import TYPE_CHECKING, Any
+
+from django.db import connections
+
+from . import conf
+
+if TYPE_CHECKING:
+    from .worker import Worker
+
+logger = logging.getLogger(__name__)
+
+#: Seconds between a worker process's reports of its state.
+REPORT_EVERY = 1.0
+
+# A slot of the board: [state, last heartbeat (time.monotonic(), one clock for every
+# process of the machine), pid].
+_STATE, _BEAT, _PID = range(3)
+STARTING, READY, STOPPING, STOPPED = 0.0, 1.0, 2.0, 3.0
+_NAMES = {STARTING: "starting", READY: "ready", STOPPING: "stopping", STOPPED: "stopped"}
+
+
+class Board:
+    """What each worker process of this command last said about itself."""
+
+    def __init__(self, processes: int) -> None:
+        self.processes = processes
+        self._values = RawArray(c_double, 3 * processes)
+        now = time.monotonic()
+        for index in range(processes):
+            self._values[3 * index + _BEAT] = now  # a starting worker has until the stale limit
+
+    def report(self, index: int, state: float, beat: float | None) -> None:
+        base = 3 * index
+        self._values[base + _PID] = os.getpid()
+        if beat is not None:
+            self._values[base + _BEAT] = beat
+        self._values[base + _STATE] = state
+
+    def problems(self, *, ready: bool) -> list[str]:
+        """Why the processes are not live (or not ready); [] when they all are."""
+        stale_after = conf.get("WORKER_STALE_AFTER")
+        now = time.monotonic()
+        found = []
+        for index in range(self.processes):
+            state, beat, pid = self._values[3 * index : 3 * index + 3]
+            who = f"worker process {index + 1}" + (f" (pid {int(pid)})" if pid else "")
+            if state == STOPPED:
+                found.append(f"{who} has stopped")
+            elif now - beat > stale_after:
+                found.append(f"{who}: no heartbeat for {now - beat:.0f}s")
+            elif ready and state != READY:
+                found.append(f"{who} is {_NAMES.get(state, 'unknown')}")
+        return found
+
+
+class Reporter:
+    """A thread that copies a worker's state into its slot of the board, every second."""
+
+    def __init__(self, board: Board, index: int, worker: Worker) -> None:
+        self.board, self.index, self.worker = board, index, worker
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pgjobs-probe", daemon=True)
+
+    def __enter__(self) -> Reporter:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join(REPORT_EVERY * 2)
+        self.board.report(self.index, STOPPED, None)
+
+    def _run(self) -> None:
+        while True:
+            self.board.report(self.index, worker_state(self.worker), self.worker.heartbeat_ok_at)
+            if self._done.wait(REPORT_EVERY):
+                return
+
+
+def worker_state(worker: Worker) -> float:
+    if worker.stopping.is_set():
+        return STOPPING
+    notifier = worker._notifier
+    if worker.record is None or notifier is None or not notifier.connected.is_set():
+        return STARTING
+    return READY
+
+
+class Endpoint:
+    """The HTTP server. Binding happens here, so a port in use fails the command at
+    once; serving starts with ``start()`` (in the parent, after any fork)."""
+
+    def __init__(self, address: str, port: int, board: Board) -> None:
+        self.board = board
+        handler = type("Handler", (_Handler,), {"board": board})
+        self.server = ThreadingHTTPServer((address, port), handler)
+        self.server.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return self.server.server_address[1]
+
+    def start(self) -> None:
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, name="pgjobs-metrics", daemon=True
+        )
+        self._thread.start()
+
+    def close_in_child(self) -> None:
+        """A forked worker process lets go of the parent's listening socket."""
+        self.server.socket.close()
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self.server.shutdown()
+        self.server.server_close()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    board: Board
+    server_version = "pgjobs"
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        try:
+            if path == "/metrics":
+                self._metrics()
+            elif path in ("/livez", "/readyz"):
+                problems = self.board.problems(ready=path == "/readyz")
+                word = "ready" if path == "/readyz" else "live"
+                text = f"not {word}: " + "; ".join(problems) if problems else word
+                self._send(503 if problems else 200, text + "\n", "text/plain; charset=utf-8")
+            else:
+                self._send(404, "try /metrics, /livez or /readyz\n", "text/plain; charset=utf-8")
+        finally:
+            connections.close_all()  # this request's thread is about to end
+
+    def _metrics(self) -> None:
+        from .metrics import exposition
+
+        try:
+            body, content_type = exposition(self.headers.get("Accept", ""))
+        except Exception:
+            logger.exception("metrics exposition failed")
+            self._send(500, "metrics exposition failed; see the worker's log\n", "text/plain")
+            return
+        self._send(200, body, content_type)
+
+    def _send(self, status: int, body: str | bytes, content_type: str) -> None:
+        data = body.encode() if isinstance(body, str) else body
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        logger.debug("metrics endpoint: " + format, *args)
+
+
+@contextlib.contextmanager
+def shared_metrics_dir() -> Iterator[str]:
+    """A ``PROMETHEUS_MULTIPROC_DIR`` for the worker processes about to be forked: the
+    one set in the environment, or a fresh directory removed afterwards."""
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if given:
+        yield given
+        return
+    path = tempfile.mkdtemp(prefix="pgjobs-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    try:
+        yield path
+    finally:
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def count_in_shared_dir() -> None:
+    """In a forked worker process: write this process's metrics to the shared directory,
+    even if prometheus_client was imported (and chose in-memory values) before the
+    directory was set."""
+    from prometheus_client import values
+
+    values.ValueClass = values.get_value_class()
