@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
 from typing import Any
 
 from django_pgjobs import DiscardJob
+from django_pgjobs.tenants import TenantMiddleware
 from testproject.demo.tasks import record
 
 
@@ -56,3 +60,24 @@ def discard_value_errors(context: Any, call_next: Any) -> Any:
         return call_next()
     except ValueError as error:
         raise DiscardJob(f"not retried: {error}") from error
+
+
+# -- a tenancy of its own, for TenantMiddleware's callable form --------------------------
+
+CURRENT_TENANT: ContextVar[str | None] = ContextVar("test_tenant", default=None)
+
+
+def current_tenant() -> str | None:
+    return CURRENT_TENANT.get()
+
+
+@contextlib.contextmanager
+def use_tenant(tenant: str) -> Iterator[None]:
+    token = CURRENT_TENANT.set(tenant)
+    try:
+        yield
+    finally:
+        CURRENT_TENANT.reset(token)
+
+
+tenants = TenantMiddleware(current=current_tenant, activate=use_tenant)

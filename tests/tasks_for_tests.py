@@ -137,3 +137,23 @@ async def async_record(tag: str) -> str:
 
     await Run.objects.acreate(tag=tag, pid=0)
     return await sync_to_async(lambda: threading.current_thread().name)()
+
+
+@task
+def record_tenant(tag: str) -> str | None:
+    """Record the tenant of tests.middleware_for_tests' own tenancy that the job runs in."""
+    from tests.middleware_for_tests import current_tenant
+
+    record(f"{tag}:{current_tenant()}")
+    return current_tenant()
+
+
+@task
+def fan_out_to_tenants(tenants: list[str]) -> int:
+    """What a cron job for every tenant does: enqueue one job inside each tenant."""
+    from tests.middleware_for_tests import use_tenant
+
+    for tenant in tenants:
+        with use_tenant(tenant):
+            record_tenant.enqueue("fanned")
+    return len(tenants)
