@@ -51,7 +51,8 @@ class TenantMiddleware:
         tenant = self.current()
         if tenant is not None:
             for spec in specs:
-                if META_KEY not in spec.meta:
+                # Any meta but a dict is refused by enqueue's checks; an explicit tenant stays.
+                if isinstance(spec.meta, dict) and META_KEY not in spec.meta:
                     spec.meta = {**spec.meta, META_KEY: tenant}
         return call_next(specs)
 

@@ -62,7 +62,8 @@ class TracingMiddleware:
             carrier: dict[str, str] = {}
             propagate.inject(carrier)
             for spec in specs:
-                spec.meta = {**spec.meta, META_KEY: carrier}
+                if isinstance(spec.meta, dict):  # any other meta is refused by the checks
+                    spec.meta = {**spec.meta, META_KEY: carrier}
             jobs = call_next(specs)
             queues = {job.queue for job in jobs}
             if len(queues) == 1:

@@ -115,3 +115,26 @@ def test_a_real_worker_process_runs_the_configured_hooks(worker_process):
     assert job.state == S.COMPLETED
     # Enqueued here, without the Stamp: the worker's hook sees no stamp.
     assert wait_until(tags) == ["outer:before:add", "stamp:None", "outer:after"]
+
+
+def test_a_built_in_middleware_without_its_library_fails_the_check_with_the_install_line(
+    use_middleware, monkeypatch
+):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def without(name, *args, **kwargs):
+        if name.startswith(("prometheus_client", "opentelemetry")):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", without)
+    for entry, extra in (
+        ("django_pgjobs.metrics.PrometheusMiddleware", "prometheus"),
+        ("django_pgjobs.tracing.TracingMiddleware", "opentelemetry"),
+    ):
+        use_middleware(entry)
+        errors = check_settings()
+        assert [e.id for e in errors] == ["pgjobs.E040"]
+        assert f'pip install "django-pgjobs[{extra}]"' in errors[0].msg

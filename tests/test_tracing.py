@@ -113,3 +113,20 @@ def test_the_link_crosses_into_a_real_worker_process(traced, worker_process, tmp
     assert run["attributes"]["messaging.message.id"] == str(job.pk)
     assert run["attributes"]["messaging.system"] == "pgjobs"
     assert run["attributes"]["pgjobs.outcome"] == "completed"
+
+
+@pytest.mark.django_db
+def test_a_meta_that_is_no_dict_meets_enqueues_own_checks_as_without_tracing(settings):
+    def refusal() -> str:
+        with pytest.raises(Exception) as refused:
+            Job.enqueue(add.name, args=[1, 2], meta=["not", "a", "dict"])
+        return f"{type(refused.value).__name__}: {refused.value}"
+
+    settings.PGJOBS = {**settings.PGJOBS, "MIDDLEWARE": []}
+    without = refusal()
+    settings.PGJOBS = {
+        **settings.PGJOBS,
+        "MIDDLEWARE": [TRACING, "tests.middleware_for_tests.tenants"],
+    }
+    assert refusal() == without
+    assert not Job.objects.exists()
