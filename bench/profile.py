@@ -69,7 +69,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     base = os.environ.get("DATABASE_URL", "postgres://root@127.0.0.1:5432/pgjobs")
-    url = with_database(base, base.rsplit("/", 1)[-1] + "_bench_profile")
+    url = with_database(base, base.rsplit("/", 1)[-1] + f"_bench_profile_{os.getpid()}")
     workdir = BENCH / ".work"
     workdir.mkdir(exist_ok=True)
     raw = workdir / "profile.txt"

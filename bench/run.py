@@ -89,7 +89,9 @@ def venv_python(name: str, packages: list[str] | None) -> str:
 def run_system(name: str, base_url: str, args: argparse.Namespace) -> dict[str, Any]:
     script, packages = SYSTEMS[name]
     python = venv_python(name, packages)
-    url = with_database(base_url, f"{database_name(base_url)}_bench_{name.replace('-', '_')}")
+    url = with_database(
+        base_url, f"{database_name(base_url)}_bench_{name.replace('-', '_')}_{os.getpid()}"
+    )
     command = [
         python,
         str(BENCH / "runners" / script),
@@ -210,7 +212,7 @@ def ceiling(url: str, batch: int, rows: int, clients: int) -> float:
 
 
 def run_ceiling(base_url: str, args: argparse.Namespace) -> dict[str, Any]:
-    url = with_database(base_url, f"{database_name(base_url)}_bench_ceiling")
+    url = with_database(base_url, f"{database_name(base_url)}_bench_ceiling_{os.getpid()}")
     before = load()
     log(f"pgbench ceiling: load {before}")
     prepare_ceiling(url)
