@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING, Any
 from .exceptions import JobCancelled
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterable, Sequence
 
     from .enqueue import JobSpec
     from .models import Job
+    from .redaction import Redactor
 
 _current: ContextVar[JobContext | None] = ContextVar("pgjobs_current_job", default=None)
 
@@ -43,6 +44,9 @@ class JobContext:
     _cancelled: bool = False
     #: The job's connector, loaded when the task starts (see django_pgjobs.connectors).
     connector: Any = None
+    #: Masks the secrets of every connector loaded while the job runs, in its
+    #: error, its result and the worker's log (see django_pgjobs.redaction).
+    redactor: Redactor | None = None
 
     @property
     def cancelled(self) -> bool:
@@ -52,6 +56,23 @@ class JobContext:
     def raise_if_cancelled(self) -> None:
         if self.cancelled:
             raise JobCancelled(f"job {self.job.pk} was cancelled")
+
+    def add_secrets(self, values: Iterable[Any]) -> None:
+        """Mask these values (a connector's secrets) in what this job leaves behind."""
+        if self.redactor is None:
+            from .redaction import Redactor
+
+            self.redactor = Redactor()
+        self.redactor.add(values)
+
+    def mask(self, text: str) -> str:
+        """``text`` with the secrets this job loaded, and any credentials, masked: for
+        what leaves the job besides its stored error (a log line, a trace span)."""
+        if self.redactor is not None:
+            return self.redactor.text(text)
+        from .redaction import mask_credentials
+
+        return mask_credentials(text)
 
     def add_jobs(self, specs: Sequence[JobSpec]) -> list[Job]:
         """Enqueue jobs into this job's pipeline: its dependents wait for them too."""

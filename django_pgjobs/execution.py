@@ -102,7 +102,8 @@ def _jsonable(value: Any) -> Any:
     try:
         json.dumps(value, allow_nan=False)
     except (TypeError, ValueError):
-        logger.warning("job result %r is not JSON-serialisable; storing its repr", value)
+        # Its type only: the value may hold what the job's redactor masks in the result.
+        logger.warning("job result of type %s is not JSON; storing its repr", type(value).__name__)
         return {"repr": repr(value)[:10_000]}
     return value
 
@@ -127,6 +128,13 @@ def run(job: Job, clock: Clock = timezone.now, context: JobContext | None = None
     """
     context = context or JobContext(job)
     signals.job_started.send(sender=Job, job=job)
+    outcome = _attempt(job, clock, context)
+    if context.redactor and isinstance(outcome, Outcome):
+        outcome.redactor = context.redactor  # the secrets of the connectors it loaded
+    return outcome
+
+
+def _attempt(job: Job, clock: Clock, context: JobContext) -> Outcome | str:
     try:
         registered = get_task(job.task)
     except UnknownTask as error:
@@ -138,7 +146,9 @@ def run(job: Job, clock: Clock = timezone.now, context: JobContext | None = None
     except DiscardJob as error:
         return transitions.failed(job, error, clock(), discard=True)
     except BaseException as error:  # a task's failure, even SystemExit, is data
-        logger.info("job %s (%s) attempt %s failed: %r", job.pk, job.task, job.attempt, error)
+        if logger.isEnabledFor(logging.INFO):
+            failure = context.mask(repr(error))
+            logger.info("job %s (%s) attempt %s failed: %s", job.pk, job.task, job.attempt, failure)
         return _retry_or_discard(job, error, clock(), registered.backoff)
     return transitions.completed(job, _jsonable(result), clock())
 

@@ -14,6 +14,7 @@ conventions.
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -94,6 +95,9 @@ class TracingMiddleware:
             links=links,
             start_time=int(claimed_at.timestamp() * 1e9) if claimed_at else None,
             attributes=_job_attributes(job),
+            # Recorded below, masked: the exception may echo the job's secrets.
+            record_exception=False,
+            set_status_on_exception=False,
         ) as span:
             span.add_event("started")  # the span began when the job was claimed
             try:
@@ -102,11 +106,30 @@ class TracingMiddleware:
                 span.set_attribute("pgjobs.outcome", "snoozed")
                 span.set_status(StatusCode.UNSET)
                 raise
-            except BaseException:
+            except BaseException as error:
                 span.set_attribute("pgjobs.outcome", "failed")
+                _record_failure(span, error, context)
                 raise
             span.set_attribute("pgjobs.outcome", "completed")
             return result
+
+
+def _record_failure(span: Any, error: BaseException, context: JobContext) -> None:
+    """What ``record_exception`` records, with the job's secrets and credentials masked
+    as in its stored error (docs/security.md)."""
+    from opentelemetry.trace import StatusCode
+
+    message = context.mask(str(error))
+    span.set_status(StatusCode.ERROR, f"{type(error).__name__}: {message}")
+    span.add_event(
+        "exception",
+        {
+            "exception.type": f"{type(error).__module__}.{type(error).__qualname__}",
+            "exception.message": message,
+            "exception.stacktrace": context.mask("".join(traceback.format_exception(error))),
+            "exception.escaped": True,
+        },
+    )
 
 
 def enqueue_context(job: Job) -> Any:

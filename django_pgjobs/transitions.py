@@ -23,6 +23,7 @@ from django.utils import timezone
 from . import conf, db, events, signals
 from .backoff import Backoff
 from .models import Job, Queue
+from .redaction import Redactor, mask_credentials
 from .states import FINISHED, RETRY_FROM, InvalidTransition, JobState, sources_of
 from .workers import CONTROL_CHANNEL
 
@@ -55,12 +56,17 @@ def _move(
     return moved
 
 
-def error_record(attempt: int, at: datetime, error: BaseException) -> dict[str, Any]:
+def error_record(
+    attempt: int, at: datetime, error: BaseException, redactor: Redactor | None = None
+) -> dict[str, Any]:
+    """What ``Job.errors`` keeps of one failed attempt. Basic and Bearer credentials are
+    masked in the message and the traceback, and so are the secrets of ``redactor``."""
+    mask = redactor.text if redactor else mask_credentials
     return {
         "attempt": attempt,
         "at": at.isoformat(),
-        "error": f"{type(error).__name__}: {error}",
-        "traceback": "".join(tb.format_exception(error)),
+        "error": mask(f"{type(error).__name__}: {error}"),
+        "traceback": mask("".join(tb.format_exception(error))),
         "exception_class": f"{type(error).__module__}.{type(error).__qualname__}",
     }
 
@@ -78,6 +84,8 @@ class Outcome:
     result: Any = None
     error: BaseException | None = None
     run_at: datetime | None = None  # retryable: when to run again
+    #: Masks the secrets the attempt loaded in its error and result before they are written.
+    redactor: Redactor | None = None
 
 
 def completed(job: Job, result: Any, now: datetime | None = None) -> Outcome:
@@ -117,6 +125,8 @@ def finish(
     by_alias: dict[str, list[Outcome]] = {}
     for outcome in outcomes:
         by_alias.setdefault(outcome.job._state.db or conf.get("DATABASE"), []).append(outcome)
+        if outcome.redactor:  # the result as it is written, read back and signalled
+            outcome.result = outcome.redactor.value(outcome.result)
     for using, group in by_alias.items():
         # JSON-ready values (text for uuids and times): the encoder then never calls
         # back into Python, which was most of its cost per job.
@@ -128,7 +138,7 @@ def finish(
                 "result": outcome.result,
                 "error": None
                 if outcome.error is None
-                else error_record(outcome.job.attempt, outcome.at, outcome.error),
+                else error_record(outcome.job.attempt, outcome.at, outcome.error, outcome.redactor),
                 "run_at": None if outcome.run_at is None else outcome.run_at.isoformat(),
                 # Retryable jobs are not finished.
                 "finished_at": None if outcome.state == S.RETRYABLE else outcome.at.isoformat(),

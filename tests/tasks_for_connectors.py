@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django_pgjobs import task
-from django_pgjobs.connectors import CommandConnector, HttpConnector, SmtpConnector
+from django_pgjobs.connectors import CommandConnector, ConnectorKind, HttpConnector, SmtpConnector
 from django_pgjobs.context import current_job
 
 
@@ -28,3 +28,39 @@ def connector_name() -> str:
 @task
 def run_command(args: list[str], connector: CommandConnector) -> dict[str, Any]:
     return connector.run(args).as_dict()
+
+
+def echoes(secrets: dict[str, Any]) -> str:
+    """Each secret as servers and libraries echo it: raw, URL-encoded, in base64 at each
+    alignment (as inside "user:password"), escaped in JSON, and in an auth header."""
+    import base64
+    import json
+    import urllib.parse
+
+    forms = []
+    for value in map(str, secrets.values()):
+        forms += [value, urllib.parse.quote(value), urllib.parse.quote_plus(value, safe="")]
+        for prefix in ("", "u", "user:"):
+            forms.append(base64.b64encode(f"{prefix}{value}".encode()).decode())
+            forms.append(base64.urlsafe_b64encode(f"{prefix}{value}".encode()).decode())
+        forms.append(json.dumps({"password": value}))
+        basic = base64.b64encode(f"someone:{value}".encode()).decode()
+        forms.append(f"Authorization: Basic {basic}")
+    return " | ".join(forms)
+
+
+@task
+def echo_secrets(fail: bool, connector: ConnectorKind) -> str:
+    """Returns, or fails with, the job connector's secrets in every form they travel in."""
+    echoed = echoes(connector.secret_values())
+    if fail:
+        raise RuntimeError(f"the server said: {echoed}")
+    return echoed
+
+
+@task
+def echo_secrets_of(name: str) -> None:
+    """Fails with the secrets of a connector the task loads itself (not the job's)."""
+    from django_pgjobs.connectors import get_connector
+
+    raise RuntimeError(f"the server said: {echoes(get_connector(name).secret_values())}")

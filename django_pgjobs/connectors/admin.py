@@ -15,6 +15,7 @@ from django.http import HttpRequest
 
 from ..admin.base import OperatorAdmin
 from ..models import Connector
+from ..redaction import mask_credentials
 from ..secrets import SecretsUnreadable
 from .base import ConnectorKind
 from .registry import kinds
@@ -130,13 +131,12 @@ class ConnectorAdmin(OperatorAdmin):
     @admin.action(description="Test connection of selected connectors", permissions=["change"])
     def test_connection(self, request: HttpRequest, queryset: QuerySet[Connector]) -> None:
         for connector in queryset:
+            built: ConnectorKind | None = None
             try:
-                seen = build(connector).test()
+                built = build(connector)
+                seen, level = built.test(), messages.SUCCESS
             except Exception as problem:  # shown to the operator, never raised
-                self.message_user(
-                    request,
-                    f"{connector.name}: {type(problem).__name__}: {problem}",
-                    messages.ERROR,
-                )
-            else:
-                self.message_user(request, f"{connector.name}: {seen}", messages.SUCCESS)
+                seen, level = f"{type(problem).__name__}: {problem}", messages.ERROR
+            # What a server answered may echo the secrets: messages are stored in the session.
+            shown = built.redact(seen) if built is not None else mask_credentials(seen)
+            self.message_user(request, f"{connector.name}: {shown}", level)

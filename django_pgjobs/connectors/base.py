@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-REDACTED = "********"
+from ..redaction import Redactor
 
 
 class _Required:
@@ -67,6 +67,7 @@ class ConnectorKind:
         defaults = {option.name: copy.deepcopy(option.default) for option in self.options}
         self.config = defaults | config
         self.__secrets = dict(secrets)
+        self.__redactor: Redactor | None = None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
@@ -82,11 +83,12 @@ class ConnectorKind:
         return dict(self.__secrets)
 
     def redact(self, text: str) -> str:
-        """``text`` with every secret value replaced; for messages and captured output."""
-        for value in sorted(map(str, self.__secrets.values()), key=len, reverse=True):
-            if len(value) >= 4:
-                text = text.replace(value, REDACTED)
-        return text
+        """``text`` with every secret value masked, raw and in the forms it travels in
+        (base64, URL-encoded, JSON-escaped; see django_pgjobs.redaction), and every
+        Basic or Bearer credential; for messages and captured output."""
+        if self.__redactor is None:
+            self.__redactor = Redactor(self.__secrets.values())
+        return self.__redactor.text(text)
 
     def call(self, payload: Any = None, **options: Any) -> Any:
         """Do this kind's one obvious thing with ``payload`` (the ``call`` task uses it)."""

@@ -6,6 +6,7 @@ import threading
 from typing import Any
 
 from .. import conf
+from ..context import current_job
 from ..exceptions import UnknownConnector
 from .base import ConnectorKind
 from .registry import check_stored
@@ -49,5 +50,11 @@ def get_connector(name: str) -> ConnectorKind:
 
 
 def build(stored: Any) -> ConnectorKind:
+    """The connector of a stored row, secrets decrypted. Inside a job, its secrets are
+    masked from then on in whatever the job leaves behind (error, result, log)."""
     kind_class = check_stored(stored)
-    return kind_class(stored.name, dict(stored.config), stored.get_secrets())
+    secrets = stored.get_secrets()
+    running = current_job()
+    if running is not None and secrets:
+        running.add_secrets(secrets.values())
+    return kind_class(stored.name, dict(stored.config), secrets)

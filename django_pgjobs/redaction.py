@@ -1,0 +1,137 @@
+"""Masking secrets, and what is derived from them, in text before it is stored, logged or shown.
+
+A server that echoes a request back does not echo the password: it echoes
+``Authorization: Basic <base64 of "user:password">``, or the password
+URL-encoded in a query string, or escaped in JSON. So a ``Redactor`` masks each
+secret in every form it is likely to travel in:
+
+- as it is, and escaped as in a JSON string;
+- URL-encoded (``%2F`` and ``%2f``, ``+`` or ``%20`` for a space);
+- in base64 and URL-safe base64, wherever it sits in the encoded text. The
+  base64 of ``"user:" + secret`` encodes the secret differently depending on
+  how many bytes come before it (0, 1 or 2 past a multiple of three), so each
+  of the three alignments is masked: the characters that depend on the secret
+  alone.
+
+``mask_credentials`` also masks the value of every ``Basic`` credential (base64
+of ``user:password``) and ``Bearer`` token in a text, whoever's they are: error
+messages get it whether or not a connector was involved.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import urllib.parse
+from collections.abc import Iterable
+from typing import Any
+
+REDACTED = "********"
+#: Shorter secrets are not masked: "abc" would mask every word that contains it.
+MIN_SECRET_LENGTH = 4
+#: Encoded fragments shorter than this are not masked for the same reason.
+MIN_FRAGMENT_LENGTH = 4
+
+_BASIC = re.compile(r"\b(Basic)(\s+)([A-Za-z0-9+/_-]{4,}={0,2})")
+_BEARER = re.compile(r"\b(Bearer)(\s+)([A-Za-z0-9._~+/-]{8,}=*)")
+
+
+def mask_credentials(text: str) -> str:
+    """``text`` with the value of each Basic credential and Bearer token masked."""
+    if "Basic" not in text and "Bearer" not in text:
+        return text
+    text = _BASIC.sub(_mask_basic, text)
+    return _BEARER.sub(lambda found: f"{found[1]}{found[2]}{REDACTED}", text)
+
+
+def _mask_basic(found: re.Match[str]) -> str:
+    """Mask a Basic value that is base64 of ``user:password`` ("Basic setup" stays)."""
+    value = found[3]
+    try:
+        decoded = base64.b64decode(value + "=" * (-len(value) % 4), altchars=b"-_")
+    except (binascii.Error, ValueError):
+        return found[0]
+    if b":" not in decoded:
+        return found[0]
+    return f"{found[1]}{found[2]}{REDACTED}"
+
+
+def encoded_forms(secret: str) -> set[str]:
+    """The secret and the forms it travels in (module docstring)."""
+    raw = secret.encode("utf-8", "surrogatepass")
+    forms = {secret, json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1]}
+    for safe in ("", "/"):
+        for quoted in (urllib.parse.quote(secret, safe), urllib.parse.quote_plus(secret, safe)):
+            forms.add(quoted)
+            forms.add(re.sub(r"%[0-9A-F]{2}", lambda m: m[0].lower(), quoted))
+    for offset in range(3):
+        encoded = base64.b64encode(b"\0" * offset + raw).decode().rstrip("=")
+        total = offset + len(raw)
+        # Skip the characters that also carry bits of the bytes before the secret,
+        # and those that carry bits of the bytes after it.
+        start = (0, 2, 3)[offset]
+        end = 4 * (total // 3) + total % 3
+        fragment = encoded[start:end]
+        if len(fragment) >= MIN_FRAGMENT_LENGTH:
+            forms.add(fragment)
+            forms.add(fragment.replace("+", "-").replace("/", "_"))
+    return {form for form in forms if len(form) >= MIN_SECRET_LENGTH}
+
+
+class Redactor:
+    """Masks a set of secret values, in every form of ``encoded_forms``, and
+    credentials (``mask_credentials``). Falsy when it has no secret to mask."""
+
+    def __init__(self, secrets: Iterable[Any] = ()) -> None:
+        self._secrets: set[str] = set()
+        self._pattern: re.Pattern[str] | None = None
+        self.add(secrets)
+
+    def add(self, secrets: Iterable[Any]) -> None:
+        """Mask these too."""
+        new = {str(s) for s in secrets if s is not None and len(str(s)) >= MIN_SECRET_LENGTH}
+        if new - self._secrets:
+            self._secrets |= new
+            forms = set().union(*(encoded_forms(secret) for secret in self._secrets))
+            # Longest first: a secret that contains another is masked whole.
+            alternatives = sorted(forms, key=len, reverse=True)
+            self._pattern = re.compile("|".join(map(re.escape, alternatives)))
+
+    def __bool__(self) -> bool:
+        return bool(self._secrets)
+
+    def text(self, text: str) -> str:
+        """``text`` with every form of every secret, and every credential, masked."""
+        if self._pattern is not None:
+            text = self._pattern.sub(REDACTED, text)
+        return mask_credentials(text)
+
+    def value(self, value: Any) -> Any:
+        """A JSON-like value (dicts, lists, strings, numbers) with every string masked,
+        keys included. Walks without recursion, so any depth is fine."""
+        if isinstance(value, str):
+            return self.text(value)
+        if not isinstance(value, dict | list | tuple):
+            return value
+        root: list[Any] = [None]
+        pending: list[tuple[Any, Any, Any]] = [(value, root, 0)]
+        while pending:
+            item, parent, slot = pending.pop()
+            if isinstance(item, str):
+                parent[slot] = self.text(item)
+            elif isinstance(item, dict):
+                copied: dict[Any, Any] = {}
+                parent[slot] = copied
+                for key, inner in item.items():
+                    masked_key = self.text(key) if isinstance(key, str) else key
+                    copied[masked_key] = None
+                    pending.append((inner, copied, masked_key))
+            elif isinstance(item, list | tuple):
+                listed: list[Any] = [None] * len(item)
+                parent[slot] = listed
+                pending.extend((inner, listed, index) for index, inner in enumerate(item))
+            else:
+                parent[slot] = item
+        return root[0]

@@ -1,0 +1,234 @@
+"""Secrets never leave in any form: a canary sweep of every surface.
+
+A secret is planted in connectors (an http password and token, a command's
+environment). Jobs then make it come back the ways servers and libraries echo
+secrets: raw, URL-encoded, in base64 at every alignment (``Authorization: Basic
+<base64 of user:password>``), escaped in JSON, in errors and in results, through
+the job's own connector and through one the task loads itself. Every surface is
+then searched for the canary in each of those forms, decoding what looks like
+base64 or URL-encoding on its own (not with the redaction's code): the job rows,
+the API's answers, the admin's pages and messages, the events channel, the
+worker's log and a ``pg_dump`` of the database.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import urllib.parse
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from django.db import connection
+from django.test import Client
+
+from django_pgjobs import Job, db
+from django_pgjobs.api.tokens import issue
+from django_pgjobs.events import EVENTS_CHANNEL
+from django_pgjobs.redaction import Redactor, encoded_forms, mask_credentials
+from tests.admin_helpers import action
+from tests.factories import ConnectorFactory
+
+CANARY = "Cnry-7f3e/9+a=b&c?d é"
+USER = "mallory"
+CALL = "django_pgjobs.connectors.tasks.call"
+
+
+def leaks(text: str, secret: str = CANARY) -> list[str]:
+    """How ``secret`` can be read out of ``text``: as it is, URL-decoded, JSON-decoded,
+    or from any run of base64 characters, decoded at each of its four offsets."""
+    found = []
+    if secret in text:
+        found.append("raw")
+    for name, decode in (("url", urllib.parse.unquote), ("url+", urllib.parse.unquote_plus)):
+        if secret in decode(text) and secret not in text:
+            found.append(name)
+    if json.dumps(secret)[1:-1] in text and secret not in text:
+        found.append("json")
+    needle = secret.encode()
+    for run in re.findall(r"[A-Za-z0-9+/_-]{6,}", text):
+        for offset in range(4):
+            chunk = run[offset:]
+            chunk = chunk[: len(chunk) - len(chunk) % 4]
+            for altchars in (b"+/", b"-_"):
+                try:
+                    decoded = base64.b64decode(chunk, altchars=altchars)
+                except (binascii.Error, ValueError):
+                    continue
+                if needle in decoded or needle[:12] in decoded:
+                    found.append(f"base64 {run[:40]}")
+    return found
+
+
+def test_the_oracle_finds_each_form_the_jobs_echo():
+    from tests.tasks_for_connectors import echoes
+
+    for form in echoes({"password": CANARY}).split(" | "):
+        assert leaks(form), form
+
+
+def test_a_redactor_masks_every_form_and_credentials_of_others():
+    from tests.tasks_for_connectors import echoes
+
+    echoed = echoes({"password": CANARY})
+    assert leaks(echoed)
+    assert leaks(Redactor([CANARY]).text(echoed)) == []
+    basic = base64.b64encode(b"someone:other-password").decode()
+    assert mask_credentials(f"Authorization: Basic {basic}") == "Authorization: Basic ********"
+    assert mask_credentials("Authorization: Bearer abcdef0123456789") == (
+        "Authorization: Bearer ********"
+    )
+    # Words are not credentials.
+    assert mask_credentials("Basic setup; Bearer token expired") == (
+        "Basic setup; Bearer token expired"
+    )
+    assert all(len(form) >= 4 for form in encoded_forms("abcd"))
+
+
+def test_redacting_a_value_masks_keys_and_any_depth():
+    deep: object = CANARY
+    for _ in range(5000):
+        deep = [deep]
+    masked = Redactor([CANARY]).value({CANARY: [deep, {"x": CANARY}], "n": 1})
+    assert list(masked) == ["********", "n"] and masked["n"] == 1
+    inner, other = masked["********"]
+    assert other == {"x": "********"}
+    for _ in range(5000):
+        (inner,) = inner
+    assert inner == "********"
+
+
+# -- the canary sweep -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def canary_connectors(transactional_db, http_peer) -> dict[str, str]:
+    """Connectors holding the canary; the http peer echoes the credentials it got."""
+    basic = base64.b64encode(f"{USER}:{CANARY}".encode()).decode()
+    http_peer.status = 500
+    http_peer.content_type = "text/plain"
+    http_peer.answer = (
+        f"denied: Authorization: Basic {basic}; password={urllib.parse.quote(CANARY)}"
+    ).encode()
+    ConnectorFactory(
+        name="basic-hook",
+        config={"url": http_peer.url, "username": USER},
+        secrets={"password": CANARY},
+    )
+    ConnectorFactory(name="token-hook", config={"url": http_peer.url}, secrets={"token": CANARY})
+    script = 'echo "out $CANARY"; printf %s "user:$CANARY" | base64 >&2; exit 3'
+    ConnectorFactory(
+        name="shell",
+        kind="command",
+        config={"executable": "sh", "args": ["-c", script]},
+        secrets={"CANARY": CANARY},
+    )
+    return {"basic": basic}
+
+
+def enqueue_leaky_jobs() -> list[Job]:
+    return [
+        Job.enqueue(CALL, kwargs={"payload": {"a": 1}}, connector="basic-hook", max_attempts=2),
+        Job.enqueue(CALL, kwargs={"payload": {"a": 1}}, connector="token-hook", max_attempts=1),
+        Job.enqueue(CALL, kwargs={"payload": {}}, connector="shell", max_attempts=1),
+        Job.enqueue("tests.tasks_for_connectors.echo_secrets", args=[True], connector="shell"),
+        Job.enqueue("tests.tasks_for_connectors.echo_secrets", args=[False], connector="shell"),
+        Job.enqueue("tests.tasks_for_connectors.echo_secrets_of", args=["basic-hook"]),
+    ]
+
+
+@pytest.fixture
+def events() -> Iterator[list[str]]:
+    """Every payload published on the events channel while the test runs."""
+    listener = psycopg.connect(**db.connection_params(), autocommit=True)
+    listener.execute(f"LISTEN {EVENTS_CHANNEL}")
+    payloads: list[str] = []
+    yield payloads
+    payloads.extend(n.payload for n in listener.notifies(timeout=1, stop_after=None))
+    listener.close()
+
+
+def pg_dump() -> str:
+    settings = connection.settings_dict
+    command = [shutil.which("pg_dump") or "pg_dump", "--data-only", "--dbname", settings["NAME"]]
+    for option, key in (("--host", "HOST"), ("--port", "PORT"), ("--username", "USER")):
+        if settings[key]:
+            command += [option, str(settings[key])]
+    env = {**os.environ, "PGPASSWORD": settings["PASSWORD"] or ""}
+    return subprocess.run(command, capture_output=True, text=True, env=env, check=True).stdout
+
+
+def test_a_planted_secret_leaves_through_no_surface(
+    canary_connectors, events, worker_process, admin_client, caplog
+):
+    caplog.set_level(logging.DEBUG)
+    surfaces: dict[str, str] = {}
+    api = Client()
+    token = issue("canary", ["*"], can_run=True, connectors=["*"])[1]
+    bearer = {"Authorization": f"Bearer {token}"}
+
+    # Half of the jobs run in a request (POST /jobs/run), half in a worker process.
+    by_api = enqueue_leaky_jobs()
+    ran = api.post("/jobs/run?limit=50", headers=bearer)
+    assert ran.status_code == 200 and ran.json()["ran"] == len(by_api)
+    surfaces["POST /jobs/run"] = ran.content.decode()
+    by_worker = enqueue_leaky_jobs()
+    worker = worker_process("--burst")
+    assert worker.wait(60) == 0
+    surfaces["worker log"] = worker.output()
+
+    jobs = list(Job.objects.order_by("pk"))
+    assert {job.state for job in jobs} >= {"completed", "discarded", "retryable"}
+    assert any("denied" in json.dumps(job.errors) for job in jobs)  # the echo came back
+    for job in jobs:
+        surfaces[f"job {job.pk} row"] = json.dumps([job.errors, job.result])
+        surfaces[f"GET /jobs/{job.pk}"] = api.get(
+            f"/jobs/{job.pk}", headers=bearer
+        ).content.decode()
+        surfaces[f"admin job {job.pk}"] = admin_client.get(
+            f"/admin/pgjobs/job/{job.pk}/change/"
+        ).content.decode()
+    surfaces["admin job list"] = admin_client.get("/admin/pgjobs/job/").content.decode()
+    connectors = list(ConnectorFactory._meta.model.objects.all())
+    tested = admin_client.post(
+        "/admin/pgjobs/connector/", action("test_connection", *connectors), follow=True
+    )
+    surfaces["admin test connection"] = tested.content.decode()
+    for connector in connectors:
+        page = admin_client.get(f"/admin/pgjobs/connector/{connector.pk}/change/")
+        surfaces[f"admin connector {connector.name}"] = page.content.decode()
+    surfaces["in-process log"] = caplog.text
+    surfaces["events"] = "\n".join(events)
+    surfaces["pg_dump"] = pg_dump()
+
+    found = {name: leaks(text) for name, text in surfaces.items()}
+    assert {name: how for name, how in found.items() if how} == {}
+    assert len(by_api) + len(by_worker) == len(jobs)
+
+
+def test_a_trace_span_of_a_failed_job_carries_no_secret(canary_connectors, settings, worker):
+    """The span of a failed run records its exception (message, stack trace) masked as
+    the stored error is: a tracing backend is one more place a secret could go."""
+    pytest.importorskip("opentelemetry.sdk")
+    from tests.test_tracing import TRACING, exporter
+
+    settings.PGJOBS = {**settings.PGJOBS, "MIDDLEWARE": [TRACING]}
+    exporter.clear()
+    jobs = enqueue_leaky_jobs()
+    worker.drain()
+    spans = [span for span in exporter.get_finished_spans() if span.name.startswith("process")]
+    assert len(spans) == len(jobs)
+    failed = [span for span in spans if span.attributes["pgjobs.outcome"] == "failed"]
+    assert failed and all(span.status.status_code.name == "ERROR" for span in failed)
+    recorded = json.dumps(
+        [[span.status.description, [dict(e.attributes) for e in span.events]] for span in spans]
+    )
+    assert "the server said" in recorded and "exception.stacktrace" in recorded
+    assert leaks(recorded) == []
