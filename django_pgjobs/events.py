@@ -3,7 +3,7 @@
 A trigger publishes every job insert and state change on the PostgreSQL
 channel ``pgjobs_events`` (on commit, like any NOTIFY), one notification for
 every job of a statement that made the same transition (the payload format is
-in migration 0010). ``listen()`` opens a
+in migrations/sql/0002_database_triggers.sql). ``listen()`` opens a
 connection of its own and yields them::
 
     with events.listen() as stream:
@@ -48,7 +48,7 @@ class Event:
 
     @classmethod
     def parse(cls, payload: str) -> list[Event]:
-        """The events of one notification, in order (format: migration 0010)."""
+        """The events of one notification, in order (format: pgjobs_publish_events)."""
         data = json.loads(payload)
         ids = data["ids"] if "ids" in data else [data["id"]]
         return [
@@ -106,7 +106,7 @@ class EventStream:
 
 def switch_off_in_database(connection: object, **kwargs: object) -> None:
     """``connection_created`` receiver when ``PGJOBS["EVENTS"]`` is False: the event
-    triggers skip sessions that say so (migration 0009_performance)."""
+    triggers skip sessions that say so (migrations/sql/0002_database_triggers.sql)."""
     if getattr(connection, "alias", None) == conf.get("DATABASE") and not conf.get("EVENTS"):
         with connection.cursor() as cursor:  # type: ignore[attr-defined]
             cursor.execute("SET pgjobs.events = 'off'")
@@ -139,7 +139,7 @@ def runs_of(changes: Iterable[Change]) -> list[Run]:
 
 
 def payloads(runs: Iterable[Run]) -> list[str]:
-    """Notification payloads for ``runs``, in order (the format of migration 0010)."""
+    """Notification payloads for ``runs``, in order (the format of pgjobs_publish_events)."""
     found = []
     for (task, queue, state, previous, attempt), ids in runs:
         for start in range(0, len(ids), IDS_PER_PAYLOAD):
@@ -158,14 +158,14 @@ def payloads(runs: Iterable[Run]) -> list[str]:
     return found
 
 
-# Raw UTF-8, not \u escapes: the 8,000-byte bound of a payload (migration 0010)
+# Raw UTF-8, not \u escapes: the 8,000-byte bound of a payload (pgjobs_publish_events)
 # counts a character of a task name as four bytes at most.
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 def publish(changes: Iterable[Change], using: str) -> None:
     """Publish events for changes made by statements that don't publish their
-    own (a worker's claims and outcomes: see migration 0009_performance).
+    own (a worker's claims and outcomes: see pgjobs_job_transitioned).
 
     Inside a transaction they go out when it commits; otherwise at once, in a
     short transaction that doesn't wait for the disk. Nothing with

@@ -128,7 +128,7 @@ class JobDependency(models.Model):
         ]
         indexes = [
             models.Index(fields=["job"], name="pgjobs_dependency_job"),
-            # The release trigger's "does anything wait at all?" (migration 0013).
+            # The release trigger's "does anything wait at all?" (pgjobs_job_transitioned).
             models.Index(
                 fields=["depends_on"],
                 condition=Q(satisfied=False),

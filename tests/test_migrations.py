@@ -1,12 +1,40 @@
-"""Migrations install the triggers and take them away again."""
+"""Migrations: what they install is what the models and SQL files say, databases of the
+history before the squash upgrade to the same schema, and only PostgreSQL is migrated."""
 
 from __future__ import annotations
 
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
 import pytest
+from django.apps import apps
 from django.core.management import call_command
 from django.db import connection
+from psycopg import sql
+
+from django_pgjobs.migrations import SQL_DIR
+from tests.conftest import ROOT
+from tests.conftest import test_database_env as database_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+#: Functions the history before the squash left behind, unused: each trigger rewrite
+#: (0009, 0011) kept the functions of the triggers it replaced, for its reverse.
+LEFT_BEHIND_BEFORE_SQUASH = {
+    "pgjobs_check_transition()",
+    "pgjobs_check_transitions()",
+    "pgjobs_publish_change()",
+    "pgjobs_publish_changes()",
+    "pgjobs_release_dependents()",
+    "pgjobs_release_dependents_of()",
+}
 
 
 def trigger_names() -> set[str]:
@@ -18,6 +46,7 @@ def trigger_names() -> set[str]:
 
 
 def test_triggers_are_installed_and_reversible():
+    connection.ensure_connection()
     expected = {
         "pgjobs_job_inserted",
         "pgjobs_job_made_available",
@@ -31,6 +60,7 @@ def test_triggers_are_installed_and_reversible():
     call_command("migrate", "pgjobs", "0001", verbosity=0)
     try:
         assert trigger_names() == set()
+        assert functions(connection.connection) == {}
     finally:
         call_command("migrate", "pgjobs", verbosity=0)
     assert trigger_names() == expected
@@ -38,6 +68,17 @@ def test_triggers_are_installed_and_reversible():
 
 def test_models_and_migrations_agree():
     call_command("makemigrations", "--check", "--dry-run", verbosity=0)
+
+
+def test_the_history_is_numbered_without_gaps():
+    loader_names = sorted(
+        path.stem for path in (ROOT / "django_pgjobs" / "migrations").glob("[0-9]*.py")
+    )
+    assert [int(name[:4]) for name in loader_names] == list(range(1, len(loader_names) + 1))
+    for name in loader_names:  # each SQL file belongs to a migration, with its reverse
+        assert not (SQL_DIR / f"{name}.sql").exists() or (SQL_DIR / f"{name}.reverse.sql").exists()
+    for path in SQL_DIR.glob("*.sql"):
+        assert path.name.split(".")[0] in loader_names, f"{path.name} belongs to no migration"
 
 
 def test_the_claim_query_uses_the_claim_index():
@@ -57,3 +98,334 @@ def test_the_claim_query_uses_the_claim_index():
         )
         plan = "\n".join(row[0] for row in cursor.fetchall())
     assert "pgjobs_job_claim" in plan, plan
+
+
+# -- the schema, read from pg_catalog ----------------------------------------------------
+
+_STRING = r"'(?:[^']|'')*'"
+
+
+def normalized(source: str) -> str:
+    """SQL without its comments, and without whitespace where it separates nothing."""
+    keep = lambda pattern: lambda m: m.group(1) or pattern  # noqa: E731
+    source = re.sub(rf"({_STRING})|--[^\n]*", keep(""), source)
+    source = re.sub(rf"({_STRING})|\s+", keep(" "), source)
+    return re.sub(rf"({_STRING})|(?<=\W) | (?=\W)", keep(""), source).strip()
+
+
+def _rows(conn: Any, query: str) -> list[tuple]:
+    with conn.cursor() as cursor:
+        cursor.execute(query)
+        return [
+            tuple(tuple(v) if isinstance(v, list) else v for v in row) for row in cursor.fetchall()
+        ]
+
+
+_OURS = "n.nspname = current_schema() AND c.relname LIKE 'pgjobs%'"
+
+
+def functions(conn: Any) -> dict[str, tuple]:
+    """{signature: (kind, language, volatility, settings, result, normalized body)}."""
+    return {
+        row[0]: row[1:]
+        for row in _rows(
+            conn,
+            """
+            SELECT p.oid::regprocedure::text, p.prokind, l.lanname, p.provolatile,
+                   p.proconfig, pg_get_function_result(p.oid), p.prosrc
+            FROM pg_proc AS p
+            JOIN pg_namespace AS n ON n.oid = p.pronamespace
+            JOIN pg_language AS l ON l.oid = p.prolang
+            WHERE n.nspname = current_schema() AND p.proname LIKE 'pgjobs%'
+            """,
+        )
+    }
+
+
+def schema(conn: Any) -> dict[str, Any]:
+    """Every pgjobs table, column, index, constraint, trigger and function of a database."""
+    return {
+        "tables": set(
+            _rows(
+                conn,
+                f"""SELECT c.relname, c.relkind, c.reloptions FROM pg_class AS c
+                JOIN pg_namespace AS n ON n.oid = c.relnamespace WHERE {_OURS}""",
+            )
+        ),
+        "columns": set(
+            _rows(
+                conn,
+                f"""SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod),
+                       a.attnotnull, pg_get_expr(d.adbin, d.adrelid), a.attidentity,
+                       a.attgenerated, a.attcollation
+                FROM pg_attribute AS a
+                JOIN pg_class AS c ON c.oid = a.attrelid
+                JOIN pg_namespace AS n ON n.oid = c.relnamespace
+                LEFT JOIN pg_attrdef AS d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+                WHERE {_OURS} AND c.relkind = 'r' AND a.attnum > 0 AND NOT a.attisdropped""",
+            )
+        ),
+        "indexes": set(
+            _rows(
+                conn,
+                f"""SELECT c.relname, pg_get_indexdef(i.indexrelid), i.indisvalid
+                FROM pg_index AS i
+                JOIN pg_class AS c ON c.oid = i.indexrelid
+                JOIN pg_namespace AS n ON n.oid = c.relnamespace WHERE {_OURS}""",
+            )
+        ),
+        "constraints": set(
+            _rows(
+                conn,
+                f"""SELECT c.relname, k.conname, pg_get_constraintdef(k.oid),
+                       k.condeferrable, k.condeferred, k.convalidated
+                FROM pg_constraint AS k
+                JOIN pg_class AS c ON c.oid = k.conrelid
+                JOIN pg_namespace AS n ON n.oid = c.relnamespace WHERE {_OURS}""",
+            )
+        ),
+        "sequences": set(
+            _rows(
+                conn,
+                f"""SELECT c.relname, format_type(s.seqtypid, NULL), s.seqstart,
+                       s.seqincrement, s.seqmin, s.seqmax, s.seqcycle
+                FROM pg_sequence AS s
+                JOIN pg_class AS c ON c.oid = s.seqrelid
+                JOIN pg_namespace AS n ON n.oid = c.relnamespace WHERE {_OURS}""",
+            )
+        ),
+        "triggers": set(
+            _rows(
+                conn,
+                f"""SELECT t.tgname, pg_get_triggerdef(t.oid), t.tgenabled
+                FROM pg_trigger AS t
+                JOIN pg_class AS c ON c.oid = t.tgrelid
+                JOIN pg_namespace AS n ON n.oid = c.relnamespace
+                WHERE {_OURS} AND NOT t.tgisinternal""",
+            )
+        ),
+        "functions": {
+            signature: (*details[:-1], normalized(details[-1]))
+            for signature, details in functions(conn).items()
+        },
+    }
+
+
+def differences(left: dict[str, Any], right: dict[str, Any]) -> dict[str, Any]:
+    found = {}
+    for part in left:
+        if isinstance(left[part], dict):
+            keys = left[part].keys() | right[part].keys()
+            odd = {k: (left[part].get(k), right[part].get(k)) for k in keys}
+            odd = {k: pair for k, pair in odd.items() if pair[0] != pair[1]}
+        else:
+            odd = {"only left": left[part] - right[part], "only right": right[part] - left[part]}
+            odd = {k: v for k, v in odd.items() if v}
+        if odd:
+            found[part] = odd
+    return found
+
+
+# -- scratch databases ------------------------------------------------------------------
+
+
+def _admin() -> psycopg.Connection:
+    settings = connection.settings_dict
+    return psycopg.connect(
+        host=settings["HOST"] or None,
+        port=settings["PORT"] or None,
+        user=settings["USER"] or None,
+        password=settings["PASSWORD"] or None,
+        dbname="postgres",
+        autocommit=True,
+    )
+
+
+class Scratch:
+    """An empty database named after the test database (so a dead run's is dropped)."""
+
+    def __init__(self, suffix: str) -> None:
+        self.name = f"{connection.settings_dict['NAME']}_{suffix}"
+        url = database_env()["DATABASE_URL"]
+        self.url = url.rsplit("/", 1)[0] + "/" + self.name
+
+    def __enter__(self) -> Scratch:
+        with _admin() as admin:
+            admin.execute(self._drop())
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.name)))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with _admin() as admin:
+            admin.execute(self._drop())
+
+    def _drop(self) -> sql.Composed:
+        return sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(self.name))
+
+    def connect(self) -> psycopg.Connection:
+        return psycopg.connect(self.url, autocommit=True)
+
+    def manage(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return manage(*args, DATABASE_URL=self.url, **env)
+
+
+def manage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``manage.py`` on tests/settings_for_migrations.py, in a process of its own."""
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=os.environ | {"DJANGO_SETTINGS_MODULE": "tests.settings_for_migrations"} | env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def migrated(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+@pytest.fixture(scope="module")
+def upgraded_and_fresh(django_db_blocker: Any) -> Iterator[tuple[Scratch, Scratch]]:
+    """A database migrated with the history before the squash up to 0015 and then with
+    today's migrations, beside one migrated with today's only."""
+    with django_db_blocker.unblock(), Scratch("before_squash") as old, Scratch("fresh") as fresh:
+        migrated(old.manage("migrate", "pgjobs", "-v", "0", PGJOBS_TEST_OLD_MIGRATIONS="1"))
+        with old.connect() as conn:  # some rows, to see them survive
+            conn.execute(
+                "INSERT INTO pgjobs_job (task, queue, args, kwargs, state, priority, attempt,"
+                " max_attempts, run_at, created_at, errors, pending_dependencies, meta)"
+                " VALUES ('tests.tasks_for_tests.add', 'default', '[1, 2]', '{}', 'available',"
+                " 0, 0, 20, now(), now(), '[]', 0, '{}')"
+            )
+        migrated(old.manage("migrate", "pgjobs", "-v", "0"))
+        migrated(fresh.manage("migrate", "pgjobs", "-v", "0"))
+        yield old, fresh
+
+
+def test_a_database_at_0015_upgrades_to_the_schema_of_a_fresh_install(upgraded_and_fresh):
+    old, fresh = upgraded_and_fresh
+    with old.connect() as old_conn, fresh.connect() as fresh_conn:
+        before, now = schema(old_conn), schema(fresh_conn)
+        left_behind = set(before["functions"]) - set(now["functions"])
+        assert left_behind == LEFT_BEHIND_BEFORE_SQUASH
+        for signature in left_behind:
+            del before["functions"][signature]
+        assert differences(before, now) == {}
+        assert len(now["triggers"]) == 7 and len(now["functions"]) == 8  # not vacuous
+        # Nothing ran on the upgrade: the squashed migrations were only recorded.
+        recorded = [
+            row[0]
+            for row in _rows(
+                old_conn, "SELECT name FROM django_migrations WHERE app = 'pgjobs' ORDER BY id"
+            )
+        ]
+        assert recorded[-2:] == ["0001_tables", "0002_database_triggers"]
+        assert len(recorded) == 15
+        assert _rows(old_conn, "SELECT task, state FROM pgjobs_job") == [
+            ("tests.tasks_for_tests.add", "available")
+        ]
+        # And its triggers still refuse a forbidden move.
+        with pytest.raises(psycopg.errors.CheckViolation, match="cannot go from"):
+            old_conn.execute("UPDATE pgjobs_job SET state = 'completed'")
+    assert migrated(old.manage("migrate", "--check", "pgjobs", "--plan")).returncode == 0
+
+
+def test_the_database_runs_the_functions_of_the_sql_files():
+    """What the newest SQL file defining each function says is what the database runs."""
+    defined: dict[str, str] = {}
+    for path in sorted(SQL_DIR.glob("[0-9]*.sql")):
+        if path.name.endswith(".reverse.sql"):
+            continue
+        for name, body in re.findall(
+            r"CREATE (?:OR REPLACE )?FUNCTION (\w+)\(.*?\$\$(.*?)\$\$;", path.read_text(), re.S
+        ):
+            defined[name] = body
+    connection.ensure_connection()
+    in_database = {
+        signature.split("(")[0]: details[-1]
+        for signature, details in functions(connection.connection).items()
+    }
+    assert in_database.keys() == defined.keys()
+    for name, body in defined.items():
+        assert in_database[name] == body, name
+
+
+def test_the_database_has_the_tables_columns_indexes_and_constraints_of_the_models():
+    """The models' tables as the database has them (makemigrations --check says the
+    migrations agree with the models; this says the database agrees with both)."""
+    connection.ensure_connection()
+    found = schema(connection.connection)
+    tables = {row[0] for row in found["tables"] if row[1] == "r"}
+    columns = {(row[0], row[1]) for row in found["columns"]}
+    named = {row[0] for row in found["indexes"]} | {row[1] for row in found["constraints"]}
+    models = list(apps.get_app_config("pgjobs").get_models())
+    assert tables == {model._meta.db_table for model in models}
+    assert columns == {
+        (model._meta.db_table, field.column)
+        for model in models
+        for field in model._meta.local_concrete_fields
+    }
+    declared = {
+        item.name for model in models for item in [*model._meta.indexes, *model._meta.constraints]
+    }
+    assert declared <= named, declared - named
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT reloptions FROM pg_class WHERE relname = 'pgjobs_job'")
+        assert cursor.fetchone()[0] == [
+            "fillfactor=70",
+            "autovacuum_vacuum_scale_factor=0.02",
+            "autovacuum_analyze_scale_factor=0.02",
+        ]
+
+
+# -- PostgreSQL only --------------------------------------------------------------------
+
+
+def _sqlite_tables(path: Path) -> set[str]:
+    with sqlite3.connect(path) as db:
+        return {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+
+
+def _sqlite_pgjobs_migrations(path: Path) -> list[str]:
+    with sqlite3.connect(path) as db:
+        return [r[0] for r in db.execute("SELECT name FROM django_migrations WHERE app='pgjobs'")]
+
+
+def test_migrate_refuses_sqlite_before_applying_anything(tmp_path):
+    database = tmp_path / "db.sqlite3"
+    result = manage("migrate", "--skip-checks", PGJOBS_TEST_SQLITE=str(database))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert "PostgreSQLRequired: Migrating the database 'default': DATABASES['default'] uses " in (
+        result.stderr
+    )
+    assert "'django.db.backends.sqlite3'" in result.stderr
+    assert "set its ENGINE to 'django.db.backends.postgresql'" in result.stderr
+    assert "No pgjobs migration was applied." in result.stderr
+    assert not {name for name in _sqlite_tables(database) if name.startswith("pgjobs")}
+    assert _sqlite_pgjobs_migrations(database) == []
+
+
+def test_migrate_refuses_when_pgjobs_database_is_not_postgresql(tmp_path):
+    with Scratch("jobs_alias") as scratch:
+        result = scratch.manage(
+            "migrate", "--skip-checks", "pgjobs", PGJOBS_TEST_SQLITE_JOBS=str(tmp_path / "j.db")
+        )
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert "PGJOBS['DATABASE'] is 'jobs': DATABASES['jobs'] uses " in result.stderr
+        assert "Migrating the database 'default'" not in result.stderr
+        with scratch.connect() as conn:
+            assert _rows(conn, "SELECT relname FROM pg_class WHERE relname LIKE 'pgjobs%'") == []
+            assert _rows(conn, "SELECT name FROM django_migrations WHERE app = 'pgjobs'") == []
+
+
+def test_the_refusal_names_an_alias_that_does_not_exist(settings):
+    from django_pgjobs.postgres import PostgreSQLRequired, require_postgresql
+
+    settings.PGJOBS = {**settings.PGJOBS, "DATABASE": "jobz"}
+    with pytest.raises(PostgreSQLRequired, match="The database alias 'jobz' is not in DATABASES"):
+        require_postgresql("default")
+    settings.PGJOBS = {**settings.PGJOBS, "DATABASE": "default"}
+    require_postgresql("default")  # PostgreSQL: nothing to say

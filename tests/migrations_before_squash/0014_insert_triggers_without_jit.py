@@ -61,7 +61,7 @@ ALTER FUNCTION pgjobs_job_transitioned() SET jit = off;
 
 def _function(migration: str, name: str) -> str:
     """The CREATE FUNCTION statement of ``name`` in an earlier migration's FORWARD."""
-    forward = import_module(f"django_pgjobs.migrations.{migration}").FORWARD
+    forward = import_module(f"tests.migrations_before_squash.{migration}").FORWARD
     found = re.search(rf"CREATE (?:OR REPLACE )?FUNCTION {name}\(\).*?\n\$\$;\n", forward, re.S)
     if found is None:
         raise LookupError(f"{name} is not created in {migration}")

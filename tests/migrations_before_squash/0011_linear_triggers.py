@@ -22,7 +22,7 @@ from importlib import import_module
 
 from django.db import migrations
 
-_previous = import_module("django_pgjobs.migrations.0009_performance")
+_previous = import_module("tests.migrations_before_squash.0009_performance")
 
 FORWARD = """
 DROP TRIGGER pgjobs_job_transition ON pgjobs_job;

@@ -38,7 +38,7 @@ from importlib import import_module
 
 from django.db import migrations
 
-_triggers = import_module("django_pgjobs.migrations.0002_triggers")
+_triggers = import_module("tests.migrations_before_squash.0002_triggers")
 
 PAIRS = "ARRAY[" + ", ".join(f"'{pair}'" for pair in _triggers.ALLOWED_PAIRS) + "]"
 

@@ -31,9 +31,9 @@ from importlib import import_module
 from django.contrib.postgres.operations import AddIndexConcurrently
 from django.db import migrations, models
 
-_triggers = import_module("django_pgjobs.migrations.0002_triggers")
-_performance = import_module("django_pgjobs.migrations.0009_performance")
-_linear = import_module("django_pgjobs.migrations.0011_linear_triggers")
+_triggers = import_module("tests.migrations_before_squash.0002_triggers")
+_performance = import_module("tests.migrations_before_squash.0009_performance")
+_linear = import_module("tests.migrations_before_squash.0011_linear_triggers")
 
 
 def _reachable_from() -> str:
