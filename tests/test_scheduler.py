@@ -127,10 +127,15 @@ def test_after_losing_its_connections_the_scheduler_reconnects_and_re_reads(
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
         ours = cursor.fetchone()[0]
+    others = (
+        "FROM pg_stat_activity WHERE datname = current_database()"
+        " AND pid NOT IN (pg_backend_pid(), %s)"
+    )
+    # The query connection opens with the loop's first look, which a busy machine
+    # may not have taken yet when LISTEN is up.
+    wait(lambda: second_connection.execute(f"SELECT count(*) {others}", [ours]).fetchone()[0] >= 2)
     cut = second_connection.execute(
-        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-        "WHERE datname = current_database() AND pid NOT IN (pg_backend_pid(), %s)",
-        [ours],
+        f"SELECT count(pg_terminate_backend(pid)) {others}", [ours]
     ).fetchone()[0]
     assert cut >= 2, "expected the scheduler's LISTEN and query connections"
 
