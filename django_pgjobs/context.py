@@ -47,6 +47,8 @@ class JobContext:
     #: Masks the secrets of every connector loaded while the job runs, in its
     #: error, its result and the worker's log (see django_pgjobs.redaction).
     redactor: Redactor | None = None
+    #: Run in a child process of its own (see django_pgjobs.isolation).
+    isolated: bool = False
 
     @property
     def cancelled(self) -> bool:

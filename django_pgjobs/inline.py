@@ -5,7 +5,9 @@ Jobs are claimed one at a time through ``Worker.claim``, the statements every
 worker uses, so queue concurrency, pausing and blocking order hold exactly as
 they do for workers running beside it. While it runs, the caller is a
 registered worker with a heartbeat, so its jobs are not taken for lost, and
-a sync task past its timeout is interrupted as in a worker.
+a sync task past its timeout is interrupted as in a worker. A job a lost worker
+held runs alone in a child process, as in a worker (isolation.py): if it is the
+one that kills its process, it kills its child, not the caller.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from datetime import datetime
 from django.db import DatabaseError, connections
 from django.utils import timezone
 
-from . import conf
+from . import conf, isolation
 from .context import JobContext
 from .exceptions import JobTimeout
 from .execution import execute
@@ -80,10 +82,13 @@ def run_due(
             claimed = worker.claim(1)
             if not claimed:
                 break
-            context = JobContext(claimed[0])
-            watchdog.watch(context)
-            outcome = execute(claimed[0], clock, context)
-            watchdog.watch(None)
+            if isolation.wanted(claimed[0]):  # its child is killed at its timeout
+                outcome = isolation.execute_alone(claimed[0], clock)
+            else:
+                context = JobContext(claimed[0])
+                watchdog.watch(context)
+                outcome = execute(claimed[0], clock, context)
+                watchdog.watch(None)
             report.jobs.append((claimed[0], outcome))
     finally:
         watchdog.stop()

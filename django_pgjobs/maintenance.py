@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from django.db import transaction
+from django.db.models import Q
 
 from . import conf, db, signals
 from .models import Job, WorkerProcess
@@ -14,23 +16,41 @@ from .states import JobState
 logger = logging.getLogger(__name__)
 
 
-def rescue_orphaned(now: datetime, stale_after: float | None = None) -> int:
+def rescue_orphaned(
+    now: datetime, stale_after: float | None = None, *, dead_workers: Iterable[int] = ()
+) -> int:
     """Return jobs held by dead workers to the queue; delete those workers' rows.
 
     A worker is dead when its heartbeat is older than ``stale_after`` seconds
-    (default ``WORKER_STALE_AFTER``). Safe to run from many processes at once.
+    (default ``WORKER_STALE_AFTER``), or at once when it is one of ``dead_workers``
+    (a supervisor saw its process end). The lost attempt counts against none of
+    its jobs: each keeps its place in the queue and is marked a suspect, to run
+    alone next time (see sql/rescue.sql). Safe to run from many processes at once.
     """
     stale_before = now - timedelta(seconds=stale_after or conf.get("WORKER_STALE_AFTER"))
+    dead = sorted(set(dead_workers))
     using = db.alias()
+    params = {"now": now, "stale_before": stale_before, "dead_workers": dead}
     with transaction.atomic(using=using):
-        rescued = db.fetch_jobs("rescue", {"now": now, "stale_before": stale_before}, using)
-        gone = WorkerProcess.objects.using(using).filter(heartbeat_at__lt=stale_before).delete()[0]
+        rescued = db.fetch_jobs("rescue", params, using)
+        gone = (
+            WorkerProcess.objects.using(using)
+            .filter(Q(heartbeat_at__lt=stale_before) | Q(pk__in=dead))
+            .delete()[0]
+        )
+    if rescued or gone:
+        ids = ", ".join(str(job.pk) for job in rescued[:20]) + (" ..." if len(rescued) > 20 else "")
+        logger.warning(
+            "removed %s lost worker row(s); returned %s job(s) they held to the queue%s",
+            gone,
+            len(rescued),
+            f": {ids}" if rescued else "",
+        )
     for job in rescued:
-        logger.warning("rescued job %s (%s) from lost worker %s", job.pk, job.task, job.worker_id)
+        # The error rescue.sql appended says which worker and what happens next.
+        logger.info("rescued job %s (%s): %s", job.pk, job.task, job.errors[-1]["error"])
         signal = signals.job_discarded if job.state == JobState.DISCARDED else signals.job_retrying
         signal.send(sender=Job, job=job, error=None, rescued=True)
-    if gone:
-        logger.warning("removed %s stale worker row(s)", gone)
     return len(rescued)
 
 

@@ -23,7 +23,7 @@ from datetime import datetime
 from django.db import DatabaseError, InterfaceError, OperationalError, connections, transaction
 from django.utils import timezone
 
-from . import conf, db, events, maintenance, middleware, transitions
+from . import conf, db, events, isolation, maintenance, middleware, supervisor, transitions
 from .context import JobContext
 from .exceptions import JobTimeout
 from .execution import execute, record, run
@@ -218,14 +218,15 @@ class Worker:
             self.publish_claimed(jobs)
         for job in jobs:
             if self._pool is None:
-                self._record(execute(job, self.clock))
+                self._record(self._execute(job, self.clock))
             else:
                 # It starts when a thread takes it (at once, unless prefetched).
-                context = JobContext(job)
+                context = JobContext(job, isolated=isolation.wanted(job))
                 with self._lock:
                     self.running[job.id] = context
                     self._queued += 1
-                    if job.timeout is not None:
+                    # An isolated job's thread enforces its timeout itself.
+                    if job.timeout is not None and not context.isolated:
                         self._timed[job.id] = context
                 self._pool.submit(context)
         return jobs
@@ -245,9 +246,15 @@ class Worker:
             if not batch:
                 break
             for job in batch:
-                self._record(execute(job, clock))
+                self._record(self._execute(job, clock))
             done += len(batch)
         return self.stats - before
+
+    def _execute(self, job: Job, clock: Callable[[], datetime]) -> str:
+        """Run a claimed job inline (no pool) and write its outcome."""
+        if isolation.wanted(job):
+            return isolation.execute_alone(job, clock)
+        return execute(job, clock)
 
     def _record(self, outcome: str) -> None:
         with self._lock:
@@ -271,6 +278,8 @@ class Worker:
                 context.request_cancel()
         if give_back:
             return "handed back" if transitions.hand_back(context.job) else "lost"
+        if context.isolated:  # a worker was lost while holding it: run it alone
+            return isolation.run_alone(context, self.clock)
         if context.job.timeout is not None:
             # Known before the task is called, so the loop wakes in time for its timeout.
             context.started = time.monotonic()
@@ -425,6 +434,7 @@ class Worker:
             concurrency=self.concurrency,
         )
         self.heartbeat_ok_at = time.monotonic()
+        supervisor.announce(f"worker:{self.record.pk}")  # if it runs under --processes
         if conf.get("EVENTS"):
             self._publisher = events.Publisher(self.using)
             self._publisher.start()

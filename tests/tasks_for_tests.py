@@ -1,9 +1,12 @@
 """Tasks only the tests use."""
 
+import ctypes
+import os
+import signal
 import sys
 import time
 
-from django_pgjobs import DiscardJob, task
+from django_pgjobs import DiscardJob, isolation, task
 from django_pgjobs.context import current_job
 from testproject.demo.tasks import record
 
@@ -19,15 +22,37 @@ def exits() -> None:
 
 
 @task
-def slow_on_first_attempt(tag: str, seconds: float) -> int:
-    """Record the start; sleep on the first attempt only; record the end."""
+def slow_on_first_run(tag: str, seconds: float) -> int:
+    """Record the start; sleep on the first run only (before any rescue); record the end.
+
+    Returns the run: 1, plus one for each time a worker was lost holding the job.
+    """
     context = current_job()
-    attempt = context.job.attempt if context else 0
-    record(f"{tag}:start:{attempt}")
-    if attempt == 1:
+    run = 1 + isolation.crashes(context.job) if context else 0
+    record(f"{tag}:start:{run}")
+    if run == 1:
         time.sleep(seconds)
-    record(f"{tag}:end:{attempt}")
-    return attempt
+    record(f"{tag}:end:{run}")
+    return run
+
+
+@task(max_attempts=3, backoff={"strategy": "fixed", "base": 0.2, "jitter": 0})
+def poison(how: str) -> None:
+    """Kill the process running it, each time."""
+    if how == "sigkill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif how == "exit":
+        os._exit(3)
+    elif how == "segfault":
+        ctypes.string_at(0)  # reads address 0: SIGSEGV
+    raise ValueError(f"unknown way to die: {how!r}")
+
+
+@task(max_attempts=3)
+def recorded_pid(tag: str) -> int:
+    """Record the run, return the pid of the process that ran it."""
+    record(tag)
+    return os.getpid()
 
 
 @task

@@ -19,27 +19,55 @@ def held_by(worker, **kwargs):
     return JobFactory(executing=True, worker=worker, **kwargs)
 
 
-def test_jobs_of_a_worker_with_a_stale_heartbeat_are_rescued_with_the_attempt_counted():
+def test_jobs_of_a_worker_with_a_stale_heartbeat_are_rescued_without_counting_the_attempt():
     now = timezone.now()
     dead = WorkerProcessFactory(heartbeat_at=now - timedelta(minutes=5))
-    job = held_by(dead, max_attempts=3)
+    queued_at = now - timedelta(minutes=10)
+    job = held_by(dead, max_attempts=3, run_at=queued_at, meta={"pipeline": "p"})
 
     assert maintenance.rescue_orphaned(now, stale_after=60) == 1
 
     job.refresh_from_db()
-    assert job.state == JobState.RETRYABLE and job.attempt == 1
-    assert job.run_at == now and job.lease is None
-    assert job.errors[-1]["error"].startswith(f"WorkerLost: worker {dead.pk}")
+    # Available at its old place in the queue, its attempt given back, one crash more.
+    assert job.state == JobState.AVAILABLE and job.attempt == 0
+    assert job.run_at == queued_at and job.lease is None and job.worker_id is None
+    assert job.meta == {"pipeline": "p", "crashes": 1}
+    assert job.errors[-1]["error"].startswith(f"WorkerLost: worker {dead.pk} was lost")
+    assert "not counted" in job.errors[-1]["error"]
     assert not WorkerProcess.objects.filter(pk=dead.pk).exists()
 
 
-def test_a_rescued_job_on_its_last_attempt_is_discarded():
+def test_a_job_lost_more_than_max_attempts_times_is_discarded():
     now = timezone.now()
     dead = WorkerProcessFactory(heartbeat_at=now - timedelta(minutes=5))
-    job = held_by(dead, max_attempts=1)
+    job = held_by(dead, max_attempts=2, meta={"crashes": 2})
     maintenance.rescue_orphaned(now, stale_after=60)
     job.refresh_from_db()
     assert job.state == JobState.DISCARDED and job.finished_at == now
+    assert job.attempt == 1 and job.meta["crashes"] == 3
+    assert "more than max_attempts" in job.errors[-1]["error"]
+
+
+@pytest.mark.parametrize(
+    "meta", [[], "text", {"crashes": "many"}, {"crashes": -4}, {"crashes": 1e30}]
+)
+def test_rescue_survives_whatever_meta_holds(meta):
+    now = timezone.now()
+    job = held_by(WorkerProcessFactory(heartbeat_at=now - timedelta(minutes=5)))
+    Job.objects.filter(pk=job.pk).update(meta=meta)
+    assert maintenance.rescue_orphaned(now, stale_after=60) == 1
+    job.refresh_from_db()
+    assert isinstance(job.meta["crashes"], int)
+
+
+def test_the_jobs_of_workers_known_dead_are_rescued_at_once():
+    now = timezone.now()
+    dead, alive = WorkerProcessFactory(heartbeat_at=now), WorkerProcessFactory(heartbeat_at=now)
+    lost, kept = held_by(dead), held_by(alive)
+    assert maintenance.rescue_orphaned(now, stale_after=60, dead_workers=[dead.pk]) == 1
+    assert Job.objects.get(pk=lost.pk).state == JobState.AVAILABLE
+    assert Job.objects.get(pk=kept.pk).state == JobState.EXECUTING
+    assert list(WorkerProcess.objects.values_list("pk", flat=True)) == [alive.pk]
 
 
 def test_jobs_of_live_workers_are_left_alone():
@@ -54,7 +82,7 @@ def test_jobs_whose_worker_row_is_gone_are_rescued():
     job = held_by(WorkerProcessFactory())
     WorkerProcess.objects.all().delete()
     assert maintenance.rescue_orphaned(timezone.now(), stale_after=60) == 1
-    assert Job.objects.get(pk=job.pk).state == JobState.RETRYABLE
+    assert Job.objects.get(pk=job.pk).state == JobState.AVAILABLE
 
 
 def test_jobs_claimed_without_a_worker_row_are_rescued_once_old():
@@ -63,7 +91,7 @@ def test_jobs_claimed_without_a_worker_row_are_rescued_once_old():
     old = JobFactory(executing=True, attempted_at=now - timedelta(minutes=5))
     assert maintenance.rescue_orphaned(now, stale_after=60) == 1
     assert Job.objects.get(pk=fresh.pk).state == JobState.EXECUTING
-    assert Job.objects.get(pk=old.pk).state == JobState.RETRYABLE
+    assert Job.objects.get(pk=old.pk).state == JobState.AVAILABLE
 
 
 def test_the_lost_worker_can_not_write_after_the_rescue():
@@ -72,7 +100,7 @@ def test_the_lost_worker_can_not_write_after_the_rescue():
     stale_copy = Job.objects.get(pk=job.pk)
     maintenance.rescue_orphaned(now, stale_after=60)
     assert not transitions.complete(stale_copy, result="late")
-    assert Job.objects.get(pk=job.pk).state == JobState.RETRYABLE
+    assert Job.objects.get(pk=job.pk).state == JobState.AVAILABLE
 
 
 def test_prune_deletes_only_old_finished_jobs_in_batches():

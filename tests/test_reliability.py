@@ -32,7 +32,7 @@ def tags() -> list[str]:
 
 
 def test_a_job_of_a_sigkilled_worker_is_rescued_and_completes_exactly_once(worker_process, wait):
-    job = Job.enqueue("tests.tasks_for_tests.slow_on_first_attempt", args=["k", 30])
+    job = Job.enqueue("tests.tasks_for_tests.slow_on_first_run", args=["k", 30])
     doomed = worker_process(env=FAST_RESCUE)
     wait(lambda: "k:start:1" in tags(), timeout=20)
     os.kill(doomed.pid, signal.SIGKILL)
@@ -42,14 +42,15 @@ def test_a_job_of_a_sigkilled_worker_is_rescued_and_completes_exactly_once(worke
     wait(lambda: Job.objects.get(pk=job.pk).state == JobState.COMPLETED, timeout=30)
 
     job.refresh_from_db()
-    assert job.attempt == 2 and job.result == 2
+    # The lost attempt was not counted; the second run went alone (a suspect).
+    assert job.attempt == 1 and job.result == 2 and job.meta["crashes"] == 1
     assert job.errors[0]["error"].startswith("WorkerLost")
     assert [t for t in tags() if ":end:" in t] == ["k:end:2"]
     assert rescuer.stop() == 0
 
 
 def test_a_frozen_worker_that_wakes_after_the_rescue_can_not_write(worker_process, wait):
-    job = Job.enqueue("tests.tasks_for_tests.slow_on_first_attempt", args=["z", 3])
+    job = Job.enqueue("tests.tasks_for_tests.slow_on_first_run", args=["z", 3])
     frozen = worker_process(env=FAST_RESCUE)
     wait(lambda: "z:start:1" in tags(), timeout=20)
     os.kill(frozen.pid, signal.SIGSTOP)
@@ -63,7 +64,7 @@ def test_a_frozen_worker_that_wakes_after_the_rescue_can_not_write(worker_proces
     assert frozen.wait(30) == 0, frozen.output()
     assert "outcome refused" in frozen.output()
     job.refresh_from_db()
-    assert job.result == 2 and job.attempt == 2
+    assert job.result == 2 and job.attempt == 1
     assert "z:end:1" in tags(), "the frozen attempt did finish its work"
     assert rescuer.stop() == 0
 
@@ -243,3 +244,67 @@ def test_async_tasks_run_their_orm_calls_on_their_job_threads_own_thread(threade
     names = {Job.objects.get(pk=j.pk).result for j in jobs}
     assert names <= {"pgjobs-job-0-orm", "pgjobs-job-1-orm"}, names
     assert sorted(tags()) == ["a0", "a1", "a2", "a3"]
+
+
+QUICK_POLL = {"PGJOBS_POLL_INTERVAL": "0.5"}
+
+
+def test_a_killed_child_of_processes_is_replaced_and_its_jobs_rescued_at_once(worker_process, wait):
+    job = Job.enqueue("tests.tasks_for_tests.slow_on_first_run", args=["r", 60])
+    supervisor = worker_process("--processes", "2", env=QUICK_POLL)
+    wait(lambda: "r:start:1" in tags(), timeout=30)
+    holder = Job.objects.get(pk=job.pk).worker
+    os.kill(holder.pid, signal.SIGKILL)
+    # Well within the stale limit (60 s): the supervisor saw its child die.
+    wait(lambda: Job.objects.get(pk=job.pk).state == JobState.COMPLETED, timeout=20)
+    wait(lambda: WorkerProcess.objects.exclude(pk=holder.pk).count() == 2, timeout=20)
+    assert not WorkerProcess.objects.filter(pk=holder.pk).exists()
+    assert supervisor.stop() == 0, supervisor.output()[-3000:]
+    assert "was killed by SIGKILL" in supervisor.output()
+
+
+POISONS = {
+    "sigkill": "WorkerLost: the job's process died with SIGKILL",
+    "exit": "WorkerLost: the job's process exited with status 3 without recording an outcome",
+    "segfault": "WorkerLost: the job's process died with SIGSEGV",
+}
+
+
+def test_poison_jobs_are_discarded_alone_and_their_bystanders_complete(worker_process, wait):
+    specs = [{"task": "tests.tasks_for_tests.recorded_pid", "args": [f"n{n}"]} for n in range(300)]
+    for position, how in zip((20, 120, 220), POISONS, strict=True):
+        specs.insert(position, {"task": "tests.tasks_for_tests.poison", "args": [how]})
+    Job.enqueue_many(specs)
+    poisons = Job.objects.filter(task="tests.tasks_for_tests.poison")
+    normal = Job.objects.exclude(task="tests.tasks_for_tests.poison")
+
+    # The stale limit stays at 60 s: the supervisor returns a dead child's jobs at once.
+    supervisor = worker_process("--processes", "2", "--concurrency", "5", env=QUICK_POLL)
+    wait(lambda: not poisons.exclude(state=JobState.DISCARDED).exists(), timeout=120)
+    wait(lambda: not normal.exclude(state=JobState.COMPLETED).exists(), timeout=60)
+    assert supervisor.stop() == 0, supervisor.output()[-3000:]
+
+    # Each poison took a shared worker down once (not counted: nobody knew it was
+    # the one), then died alone three times, each an attempt pinned on it.
+    for job in poisons:
+        how = job.args[0]
+        assert job.attempt == 3 and job.meta["crashes"] == 1, (how, job.errors)
+        assert "was lost while holding this job" in job.errors[0]["error"]
+        assert [e["error"] for e in job.errors[1:]] == [POISONS[how]] * 3
+    # No bystander was discarded or ran at a cost of an attempt.
+    assert set(Run.objects.values_list("tag", flat=True)) == {f"n{n}" for n in range(300)}
+    assert not normal.exclude(attempt=1).exists()
+    suspects = normal.filter(meta__crashes__gte=1)
+    assert suspects.exists(), "no bystander was caught in a crash: the test proves nothing"
+    # At most a worker's worth per poison: its threads' jobs, and those whose
+    # outcome was not written yet (a job's slot is free once it returned).
+    assert suspects.count() <= 3 * 2 * 5
+    # Suspects ran alone: in a child process, not in one of the workers.
+    worker_pids = set(
+        Job.objects.filter(task__endswith="recorded_pid")
+        .exclude(meta__crashes__gte=1)
+        .values_list("result", flat=True)
+    )
+    assert not worker_pids & set(suspects.values_list("result", flat=True))
+    output = supervisor.output()
+    assert output.count("restarting it") == 3, output[-3000:]

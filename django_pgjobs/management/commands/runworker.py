@@ -12,8 +12,9 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import timezone
 
-from django_pgjobs import middleware, probes
+from django_pgjobs import maintenance, middleware, probes
 from django_pgjobs.exceptions import InvalidQueueName, UnknownQueue
 from django_pgjobs.metrics import require_client
 from django_pgjobs.supervisor import run_processes
@@ -71,8 +72,9 @@ class Command(BaseCommand):
                 return self._run_worker(queues, options, endpoint, index)
 
             if processes > 1:
+                self._worker(queues, options)  # options refused here, not by each child
                 serve = (lambda _: endpoint.start()) if endpoint else None
-                code = run_processes(processes, run, serve)
+                code = run_processes(processes, run, serve, rescue=rescue_at_once)
             else:
                 if endpoint:
                     endpoint.start()
@@ -111,6 +113,18 @@ class Command(BaseCommand):
             finally:
                 endpoint.stop()
 
+    def _worker(self, queues: list[str], options: dict[str, Any]) -> Worker:
+        try:
+            return Worker(
+                queues or None,
+                options["concurrency"],
+                prefetch=options["prefetch"],
+                poll_interval=options["poll_interval"],
+                burst=options["burst"],
+            )
+        except (UnknownQueue, InvalidQueueName, ValueError) as error:
+            raise CommandError(str(error)) from error
+
     def _run_worker(
         self,
         queues: list[str],
@@ -121,17 +135,7 @@ class Command(BaseCommand):
         if endpoint and options["processes"] > 1:
             endpoint.close_in_child()
             probes.count_in_shared_dir()
-        try:
-            worker = Worker(
-                queues or None,
-                options["concurrency"],
-                prefetch=options["prefetch"],
-                poll_interval=options["poll_interval"],
-                burst=options["burst"],
-            )
-        except (UnknownQueue, InvalidQueueName, ValueError) as error:
-            raise CommandError(str(error)) from error
-
+        worker = self._worker(queues, options)
         first_signal_at: list[float] = []
 
         def on_signal(signum: int, frame: object) -> None:
@@ -154,3 +158,8 @@ class Command(BaseCommand):
         # Handed-back jobs may still run on daemon threads; they die with the
         # process, and anything they would have written is refused by the lease.
         return 0
+
+
+def rescue_at_once(worker_ids: list[int]) -> None:
+    """The supervisor saw the process of these workers end: return their jobs now."""
+    maintenance.rescue_orphaned(timezone.now(), dead_workers=worker_ids)

@@ -1,0 +1,73 @@
+"""Suspects (jobs a lost worker held) run alone in a child process of their own."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from django_pgjobs import Job
+from django_pgjobs.states import JobState
+from django_pgjobs.worker import Worker
+from testproject.demo.models import Run
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def suspect(task: str, *args, **options) -> Job:
+    job = Job.enqueue(task, args=list(args), **options)
+    Job.objects.filter(pk=job.pk).update(meta={"crashes": 1})
+    return job
+
+
+def test_a_suspect_runs_in_a_child_process_and_completes():
+    job = suspect("tests.tasks_for_tests.recorded_pid", "alone")
+    plain = Job.enqueue("tests.tasks_for_tests.recorded_pid", args=["shared"])
+    assert Worker(concurrency=2).drain() == {"completed": 2}
+    job.refresh_from_db()
+    plain.refresh_from_db()
+    assert job.state == JobState.COMPLETED and job.attempt == 1
+    assert job.result != os.getpid() and plain.result == os.getpid()
+    assert set(Run.objects.values_list("tag", flat=True)) == {"alone", "shared"}
+
+
+def test_a_suspect_that_kills_its_process_has_the_attempt_counted_and_is_retried():
+    job = suspect("tests.tasks_for_tests.poison", "sigkill")
+    assert Worker().drain() == {"retryable": 1}
+    job.refresh_from_db()
+    assert job.attempt == 1 and job.state == JobState.RETRYABLE
+    assert job.errors[-1]["error"] == "WorkerLost: the job's process died with SIGKILL"
+
+
+def test_a_suspect_on_its_last_attempt_that_kills_its_process_is_discarded():
+    job = suspect("tests.tasks_for_tests.poison", "exit", max_attempts=1)
+    assert Worker().drain() == {"discarded": 1}
+    job.refresh_from_db()
+    assert job.attempt == 1 and "exited with status 3" in job.errors[-1]["error"]
+
+
+def test_a_suspect_stuck_past_its_timeout_is_killed(threaded_worker, wait):
+    job = suspect("tests.tasks_for_tests.blocked", 30, timeout=0.2, max_attempts=1)
+    threaded_worker()
+    wait(lambda: Job.objects.get(pk=job.pk).state == JobState.DISCARDED, timeout=15)
+    job.refresh_from_db()
+    assert "timeout of 0.2s; its process was killed" in job.errors[-1]["error"]
+
+
+def test_cancelling_a_running_suspect_kills_its_process(threaded_worker, wait):
+    job = suspect("tests.tasks_for_tests.until_cancelled", "iso", 30)
+    worker = threaded_worker()
+    wait(lambda: Run.objects.filter(tag="iso:start").exists(), timeout=15)
+    Job.objects.get(pk=job.pk).cancel()
+    wait(lambda: job.pk not in worker.running, timeout=5)
+    assert Job.objects.get(pk=job.pk).state == JobState.CANCELLED
+    # Killed, not told: a sync task in a thread would have seen the flag instead.
+    assert not Run.objects.filter(tag="iso:saw-cancel").exists()
+
+
+def test_run_due_runs_a_suspect_in_a_child_and_outlives_it():
+    from django_pgjobs import inline
+
+    job = suspect("tests.tasks_for_tests.poison", "segfault")
+    assert inline.run_due().outcomes() == {"retryable": 1}  # this process survived
+    assert "SIGSEGV" in Job.objects.get(pk=job.pk).errors[-1]["error"]
