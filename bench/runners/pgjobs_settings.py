@@ -14,4 +14,4 @@ PGJOBS = {
     "EVENTS": os.environ.get("PGJOBS_EVENTS", "1") != "0",
     "TASK_MODULES": ["pgjobs_tasks"],
 }
-LOGGING["loggers"]["django_pgjobs"]["level"] = "WARNING"
+LOGGING["loggers"]["django_pgjobs"]["level"] = os.environ.get("PGJOBS_LOG_LEVEL", "WARNING")
