@@ -15,9 +15,8 @@ from typing import Any
 
 from django.db import DatabaseError, connections
 from django.db.models import Q
-from django.utils import timezone
 
-from . import conf, stats
+from . import clocks, conf, stats
 from .models import Queue, Schedule, WorkerProcess
 
 #: How late a planned cron tick may be before the scheduler counts as lagging.
@@ -55,10 +54,10 @@ def run_checks(
       tick is later than that.
     """
     using = using or conf.get("DATABASE")
-    now = now or timezone.now()
     database = check_database(using)
     if not database.ok:
         return [database]
+    now = now or clocks.database_now(using)  # heartbeats are stamped by the database
     checks = [database]
     checks.append(
         check_workers(

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.db import DatabaseError, connections
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from . import conf, isolation
@@ -65,7 +66,12 @@ def run_due(
     worker = Worker(queues, concurrency=1, states=states, clock=clock)
     using = worker.using
     worker.record = WorkerProcess.objects.using(using).create(
-        host=socket.gethostname(), pid=os.getpid(), queues=worker.queues, concurrency=1
+        host=socket.gethostname(),
+        pid=os.getpid(),
+        queues=worker.queues,
+        concurrency=1,
+        started_at=Now(),  # heartbeats go by the database's clock (see worker.beat)
+        heartbeat_at=Now(),
     )
     watchdog = _Watchdog(worker.record.pk, using)
     watchdog.start()

@@ -99,6 +99,12 @@ class WorkerProcess(models.Model):
     started_at = models.DateTimeField(default=timezone.now)
     heartbeat_at = models.DateTimeField(default=timezone.now, db_index=True)
     stop_requested = models.BooleanField(default=False)
+    clock_skew = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="Seconds this host's clock is ahead of the database's (negative: behind), "
+        "as measured at the last heartbeat.",
+    )
 
     class Meta:
         ordering = ["-started_at"]
@@ -495,6 +501,29 @@ class ScheduleTick(models.Model):
 
     def __str__(self) -> str:
         return f"{self.schedule_id} @ {self.fire_at.isoformat()}"
+
+
+class SchedulerProcess(models.Model):
+    """One running ``runscheduler`` process; it updates its row on every pass."""
+
+    host = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    started_at = models.DateTimeField(default=timezone.now)
+    heartbeat_at = models.DateTimeField(default=timezone.now)
+    clock_skew = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="Seconds this host's clock is ahead of the database's (negative: behind), "
+        "as measured at the last pass. Ticks fire by the database's clock regardless.",
+    )
+
+    class Meta:
+        ordering = ["-started_at"]
+        verbose_name = "scheduler process"
+        verbose_name_plural = "scheduler processes"
+
+    def __str__(self) -> str:
+        return f"scheduler {self.pk} ({self.host}:{self.pid})"
 
 
 class Routine(models.Model):

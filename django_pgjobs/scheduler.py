@@ -7,6 +7,12 @@ reconnect of the LISTEN connection (notifications sent while it was away are
 lost, so it re-reads), and from the timer set for the next tick. Maintenance
 (prune, rescue) runs on a thread of its own so a long prune never delays a tick.
 
+Ticks fire by the database's clock, not the host's: the default clock is a
+``clocks.DatabaseClock``, whose skew is measured at every pass (one round trip),
+so a host whose clock runs 45 s fast fires nothing 45 s early. A running
+scheduler keeps a ``SchedulerProcess`` row up to date on every pass, with the skew
+it measured (the admin shows it).
+
 ``run_once(now)`` is one pass without the loop. ``loop(sleep_until)`` takes its
 sleep as a parameter so a test can drive it with a simulated clock.
 """
@@ -14,6 +20,8 @@ sleep as a parameter so a test can drive it with a simulated clock.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -21,10 +29,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
-from django.utils import timezone
+from django.db.models.functions import Now
 
-from . import conf, housekeeping, schedules
+from . import clocks, conf, housekeeping, schedules
 from .housekeeping import RoutineSpec
+from .models import SchedulerProcess
 from .notifier import Notifier
 from .schedules import SCHEDULES_CHANNEL, Fired, InvalidSchedule
 
@@ -36,6 +45,8 @@ Clock = Callable[[], datetime]
 MAX_SLEEP = timedelta(seconds=60)
 #: Shortest sleep when something due could not be fired (another scheduler holds it).
 MIN_SLEEP = timedelta(seconds=0.5)
+#: Rows of schedulers not seen for this long are deleted when a scheduler starts.
+FORGET_SCHEDULERS_AFTER = timedelta(hours=1)
 
 
 @dataclass
@@ -52,12 +63,14 @@ class Scheduler:
     def __init__(
         self,
         *,
-        clock: Clock = timezone.now,
+        clock: Clock | None = None,
         routines: Iterable[RoutineSpec] | None = None,
         max_sleep: timedelta = MAX_SLEEP,
     ) -> None:
         self.using = conf.get("DATABASE")
-        self.clock = clock
+        #: By default the database's clock, measured on every pass (see clocks.py).
+        self.clock: Clock = clock or clocks.DatabaseClock(self.using)
+        self.record: SchedulerProcess | None = None
         self.routines = housekeeping.configured_routines() if routines is None else list(routines)
         self.grace = timedelta(seconds=conf.get("MISFIRE_GRACE"))
         self.max_sleep = max_sleep
@@ -81,7 +94,9 @@ class Scheduler:
 
     def run_once(self, now: datetime | None = None) -> Report:
         """Fire what is due at ``now`` and run the maintenance routines that are due."""
-        now = now or self.clock()
+        if now is None:
+            clocks.measure(self.clock)
+            now = self.clock()
         fired = self.fire_due(now)
         done = housekeeping.run_due(self.routines, now, self.using)
         candidates = [
@@ -122,6 +137,7 @@ class Scheduler:
         while not self.stopping.is_set():
             self.wakeup.clear()  # before reading: an edit from now on wakes the next sleep
             try:
+                self._check_in()
                 now = self.clock()
                 self.fire_due(now)
                 wake_at = self._wake_at(now)
@@ -132,6 +148,13 @@ class Scheduler:
                 wake_at = self.clock() + timedelta(seconds=retry_delay)
                 retry_delay = min(retry_delay * 2, 10.0)
             sleep_until(wake_at)
+
+    def _check_in(self) -> None:
+        """Measure the clock's skew (a database clock) and update this scheduler's row."""
+        skew = clocks.measure(self.clock)
+        if self.record is not None:
+            rows = SchedulerProcess.objects.using(self.using).filter(pk=self.record.pk)
+            rows.update(heartbeat_at=Now(), clock_skew=skew)
 
     def _wake_at(self, now: datetime) -> datetime:
         next_tick = schedules.next_due_at(self.using)
@@ -151,6 +174,12 @@ class Scheduler:
         created = schedules.sync_from_settings(self.using)
         if created:
             logger.info("created schedule(s) from settings: %s", ", ".join(created))
+        clocks.measure(self.clock)  # before maintenance starts: rescue goes by it
+        processes = SchedulerProcess.objects.using(self.using)
+        processes.filter(heartbeat_at__lt=Now() - FORGET_SCHEDULERS_AFTER).delete()
+        self.record = processes.create(
+            host=socket.gethostname(), pid=os.getpid(), started_at=Now(), heartbeat_at=Now()
+        )
         self._notifier = Notifier(
             [SCHEDULES_CHANNEL], self._on_notify, self._on_reconnect, using=self.using
         )
@@ -185,6 +214,11 @@ class Scheduler:
             self._notifier.stop()
         if self._housekeeper:
             self._housekeeper.join(10)
+        if self.record is not None:
+            try:
+                SchedulerProcess.objects.using(self.using).filter(pk=self.record.pk).delete()
+            except DatabaseError as error:
+                logger.warning("could not remove scheduler row %s: %s", self.record.pk, error)
         connections[self.using].close()
         logger.info("scheduler stopped: %s", dict(self.stats))
 

@@ -270,6 +270,9 @@ def _fire_tick(schedule: Schedule, fire_at: datetime, now: datetime, using: str)
                 kwargs=schedule.kwargs,
                 queue=schedule.queue or None,
                 priority=schedule.priority,
+                # Due when the tick fired, by the scheduler's clock (the database's),
+                # not by this host's: a fast host would make it wait.
+                run_at=now,
                 meta={"schedule": schedule.name, "fire_at": fire_at.isoformat()},
             )
     except (OperationalError, InterfaceError):

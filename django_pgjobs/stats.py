@@ -20,7 +20,7 @@ from django.db.models import Count, Min, QuerySet
 from django.db.models.functions import TruncMinute
 from django.utils import timezone
 
-from . import conf
+from . import clocks, conf
 from .models import Job, Queue, WorkerProcess
 from .states import ACTIVE, CLAIMABLE, FINISHED, JobState
 
@@ -194,7 +194,7 @@ def _per_minute(jobs: QuerySet[Job], field: str) -> dict[datetime, int]:
 def worker_summary(now: datetime | None = None, using: str | None = None) -> dict[str, int]:
     """How many worker rows are alive (recent heartbeat) and how many look dead."""
     using = using or conf.get("DATABASE")
-    now = now or timezone.now()
+    now = now or clocks.database_now(using)  # heartbeats are stamped by the database
     fresh_since = now - timedelta(seconds=conf.get("WORKER_STALE_AFTER"))
     rows = WorkerProcess.objects.using(using)
     live = rows.filter(heartbeat_at__gte=fresh_since).count()
@@ -211,7 +211,7 @@ def finished_tallies(using: str | None = None, cap: int | None = None) -> dict[s
 
 def workers(now: datetime | None = None, using: str | None = None) -> list[dict[str, Any]]:
     """Every worker row, newest first, with the age of its heartbeat and whether it is alive."""
-    now = now or timezone.now()
+    now = now or clocks.database_now(using)  # heartbeats are stamped by the database
     stale_after = conf.get("WORKER_STALE_AFTER")
     rows = WorkerProcess.objects.using(using or conf.get("DATABASE")).order_by("-started_at", "-pk")
     listed = []

@@ -21,9 +21,10 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 
 from django.db import DatabaseError, InterfaceError, OperationalError, connections, transaction
+from django.db.models.functions import Now
 from django.utils import timezone
 
-from . import conf, db, events, isolation, maintenance, middleware, supervisor, transitions
+from . import clocks, conf, db, events, isolation, maintenance, middleware, supervisor, transitions
 from .context import JobContext
 from .exceptions import JobTimeout
 from .execution import execute, record, run
@@ -75,6 +76,10 @@ class Worker:
         self.poll_interval = poll_interval or conf.get("POLL_INTERVAL")
         self.burst = burst
         self.clock = clock
+        #: The database's clock as seen from here: heartbeats and rescue go by it,
+        #: and its skew, measured at each heartbeat, is shown in the admin. Claims
+        #: go by ``clock``, the one enqueuers set run_at with (see docs/scheduling.md).
+        self.database_clock = clocks.DatabaseClock(self.using)
         # Which claimable states to take (POST /jobs/run?status=); all by default.
         self.states = sorted(str(s) for s in (states or CLAIMABLE))
         if not set(self.states) <= set(CLAIMABLE):
@@ -432,6 +437,8 @@ class Worker:
             pid=os.getpid(),
             queues=self.queues,
             concurrency=self.concurrency,
+            started_at=Now(),
+            heartbeat_at=Now(),
         )
         self.heartbeat_ok_at = time.monotonic()
         supervisor.announce(f"worker:{self.record.pk}")  # if it runs under --processes
@@ -515,12 +522,13 @@ class Worker:
         next_rescue = time.monotonic()
         while not self.stopping.wait(interval):
             try:
-                if beat(self.record.pk, self.using):
+                if beat(self.record.pk, self.using, self.database_clock.measure()):
                     logger.info("worker %s: stop requested", self.record.pk)
                     self.request_stop()
                 self.heartbeat_ok_at = time.monotonic()
                 if time.monotonic() >= next_rescue:
-                    maintenance.rescue_orphaned(self.clock())
+                    # Heartbeats are stamped by the database: judge them by its clock.
+                    maintenance.rescue_orphaned(self.database_clock())
                     next_rescue = time.monotonic() + rescue_every
             except DatabaseError as error:
                 logger.warning("heartbeat failed: %s", error)
@@ -577,10 +585,11 @@ def _discard(changes: Iterable[events.Change]) -> None:
     """Where a worker's outcome events go with ``PGJOBS["EVENTS"]`` off."""
 
 
-def beat(worker_id: int, using: str) -> bool:
-    """Record a heartbeat; returns whether the worker was asked to stop."""
+def beat(worker_id: int, using: str, clock_skew: float | None = None) -> bool:
+    """Record a heartbeat (by the database's clock, which rescue judges it by) and the
+    host's measured ``clock_skew``; returns whether the worker was asked to stop."""
     rows = WorkerProcess.objects.using(using).filter(pk=worker_id)
-    if not rows.update(heartbeat_at=timezone.now()):
+    if not rows.update(heartbeat_at=Now(), clock_skew=clock_skew):
         return True  # our row is gone: we were presumed dead and our jobs rescued
     return rows.filter(stop_requested=True).exists()
 

@@ -74,6 +74,16 @@ TIME_ZONE = "UTC"
 STATIC_URL = "static/"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Tests only: make this process's clock run this many seconds ahead of the real one
+# (negative: behind), as on a host whose clock is off (tests/test_clocks.py).
+if CLOCK_OFFSET := env.float("PGJOBS_TEST_CLOCK_OFFSET", default=0.0):
+    import datetime as _datetime
+
+    from django.utils import timezone as _timezone
+
+    _real_now = _timezone.now
+    _timezone.now = lambda: _real_now() + _datetime.timedelta(seconds=CLOCK_OFFSET)
+
 PGJOBS = {
     "QUEUES": {
         "default": {},

@@ -1,4 +1,5 @@
-"""The Django admin as an operator console for jobs, queues, schedules and workers.
+"""The Django admin as an operator console for jobs, queues, schedules, workers and
+schedulers.
 
 Connectors and API tokens have their admins beside their features
 (``connectors/admin.py``, ``api/admin.py``), registered from ``apps.py``.
@@ -10,9 +11,10 @@ and the API use (``transitions``, ``queues``, ``workers``).
 
 from django.contrib import admin
 
-from ..models import Job, Queue, Schedule, WorkerProcess
+from ..models import Job, Queue, Schedule, SchedulerProcess, WorkerProcess
 from .jobs import JobAdmin
 from .queues import QueueAdmin
+from .schedulers import SchedulerProcessAdmin
 from .schedules import ScheduleAdmin
 from .workers import WorkerProcessAdmin
 
@@ -20,3 +22,4 @@ admin.site.register(Job, JobAdmin)
 admin.site.register(Queue, QueueAdmin)
 admin.site.register(WorkerProcess, WorkerProcessAdmin)
 admin.site.register(Schedule, ScheduleAdmin)
+admin.site.register(SchedulerProcess, SchedulerProcessAdmin)

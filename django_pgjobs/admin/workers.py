@@ -1,4 +1,5 @@
-"""Worker processes: who is alive, what each holds, and the kill switch."""
+"""Worker processes: who is alive, what each holds, how far its clock is off, and
+the kill switch."""
 
 from __future__ import annotations
 
@@ -6,19 +7,48 @@ from datetime import timedelta
 from typing import Any
 
 from django.contrib import admin, messages
-from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery, Value
-from django.db.models.functions import Coalesce
+from django.db.models import (
+    Count,
+    DurationField,
+    ExpressionWrapper,
+    F,
+    IntegerField,
+    OuterRef,
+    QuerySet,
+    Subquery,
+    Value,
+)
+from django.db.models.functions import Coalesce, Now
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import URLPattern, path, reverse
-from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from .. import conf, workers
-from ..models import Job, WorkerProcess
+from ..models import Job, SchedulerProcess, WorkerProcess
 from ..states import JobState
-from ..templatetags.pgjobs_admin import duration
+from ..templatetags.pgjobs_admin import clock_skew, duration
 from .base import OperatorAdmin
+
+
+def heartbeat_age() -> ExpressionWrapper:
+    """A process row's heartbeat age, by the database's clock, which stamps heartbeats
+    (this web host's clock may be off: its skew would show as age)."""
+    return ExpressionWrapper(Now() - F("heartbeat_at"), output_field=DurationField())
+
+
+def seen(process: WorkerProcess | SchedulerProcess, stale_after: timedelta) -> str:
+    """How long ago ``process`` (annotated with ``heartbeat_age``) checked in; stale
+    past ``stale_after``."""
+    age = getattr(process, "heartbeat_age", None) or timedelta(0)
+    seconds = max(0, int(age.total_seconds()))
+    stale = age > stale_after
+    return format_html(
+        '<span class="pgjobs-{}">{} ago{}</span>',
+        "stale" if stale else "live",
+        duration(seconds),
+        " (stale)" if stale else "",
+    )
 
 
 class WorkerProcessAdmin(OperatorAdmin):
@@ -30,6 +60,7 @@ class WorkerProcessAdmin(OperatorAdmin):
         "concurrency",
         "started_at",
         "heartbeat",
+        "clock",
         "held_jobs",
         "stop_button",
     )
@@ -43,6 +74,7 @@ class WorkerProcessAdmin(OperatorAdmin):
         "concurrency",
         "started_at",
         "heartbeat",
+        "clock",
         "stop_requested",
         "held_job_list",
     )
@@ -61,6 +93,7 @@ class WorkerProcessAdmin(OperatorAdmin):
             super()
             .get_queryset(request)
             .annotate(held=Coalesce(Subquery(held, output_field=IntegerField()), Value(0)))
+            .annotate(heartbeat_age=heartbeat_age())
         )
 
     def get_list_display(self, request: HttpRequest) -> tuple[str, ...]:
@@ -92,16 +125,13 @@ class WorkerProcessAdmin(OperatorAdmin):
     def queue_names(self, worker: WorkerProcess) -> str:
         return ", ".join(worker.queues) if worker.queues else "all"
 
-    @admin.display(description="last heartbeat", ordering="heartbeat_at")
+    @admin.display(description="last heartbeat", ordering="-heartbeat_at")
     def heartbeat(self, worker: WorkerProcess) -> str:
-        age = max(0, int((timezone.now() - worker.heartbeat_at).total_seconds()))
-        stale = timedelta(seconds=age) > timedelta(seconds=conf.get("WORKER_STALE_AFTER"))
-        return format_html(
-            '<span class="pgjobs-{}">{} ago{}</span>',
-            "stale" if stale else "live",
-            duration(age),
-            " (stale)" if stale else "",
-        )
+        return seen(worker, timedelta(seconds=conf.get("WORKER_STALE_AFTER")))
+
+    @admin.display(description="host clock", ordering="clock_skew")
+    def clock(self, worker: WorkerProcess) -> str:
+        return clock_skew(worker.clock_skew)
 
     @admin.display(description="jobs held", ordering="held")
     def held_jobs(self, worker: WorkerProcess) -> str:

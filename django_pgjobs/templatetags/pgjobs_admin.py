@@ -120,3 +120,21 @@ def duration(seconds: float | None) -> str:
     if s < 86400:
         return f"{s // 3600}h {s % 3600 // 60}m"
     return f"{s // 86400}d {s % 86400 // 3600}h"
+
+
+#: A host clock further than this (seconds) from the database's is shown as a problem.
+SKEW_SHOWN_AS_A_PROBLEM = 1.0
+
+
+def clock_skew(seconds: float | None) -> str:
+    """A host clock's measured skew against the database's: "in sync", "45.0 s ahead",
+    "3.2 s behind" (HTML: more than ``SKEW_SHOWN_AS_A_PROBLEM`` is marked)."""
+    from django.utils.html import format_html
+
+    if seconds is None:
+        return "—"
+    if abs(seconds) < 0.05:
+        return "in sync"
+    text = f"{abs(seconds):.1f} s {'ahead' if seconds > 0 else 'behind'}"
+    problem = abs(seconds) >= SKEW_SHOWN_AS_A_PROBLEM
+    return format_html('<span class="pgjobs-{}">{}</span>', "stale" if problem else "live", text)

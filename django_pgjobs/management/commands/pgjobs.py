@@ -20,7 +20,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import DatabaseError
 from django.utils import timezone
 
-from django_pgjobs import conf, health, maintenance, queues, schedules, stats, transitions
+from django_pgjobs import clocks, conf, health, maintenance, queues, schedules, stats, transitions
 from django_pgjobs.cron import InvalidCron, UnknownTimezone
 from django_pgjobs.exceptions import PgJobsError
 from django_pgjobs.models import Job, Queue, Schedule
@@ -107,7 +107,7 @@ class Command(BaseCommand):
     # -- reading ------------------------------------------------------------------------
 
     def do_stats(self) -> None:
-        now = timezone.now()
+        now = clocks.database_now(_db())  # worker heartbeats are stamped by the database
         depths = stats.queue_depths(now)
         finished = stats.finished_tallies()
         workers = stats.workers(now)

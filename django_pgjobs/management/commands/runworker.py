@@ -12,9 +12,8 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.utils import timezone
 
-from django_pgjobs import maintenance, middleware, probes
+from django_pgjobs import clocks, maintenance, middleware, probes
 from django_pgjobs.exceptions import InvalidQueueName, UnknownQueue
 from django_pgjobs.metrics import require_client
 from django_pgjobs.supervisor import run_processes
@@ -162,4 +161,4 @@ class Command(BaseCommand):
 
 def rescue_at_once(worker_ids: list[int]) -> None:
     """The supervisor saw the process of these workers end: return their jobs now."""
-    maintenance.rescue_orphaned(timezone.now(), dead_workers=worker_ids)
+    maintenance.rescue_orphaned(clocks.database_now(), dead_workers=worker_ids)
