@@ -73,8 +73,16 @@ def crashes(job: Job) -> int:
 
 
 def wanted(job: Job) -> bool:
-    """Whether ``job`` must run alone: a worker was lost while holding it."""
-    return crashes(job) > 0 and available()
+    """Whether ``job`` must run alone: a worker was lost while holding it, or its
+    task asks for it (``@task(isolated=True)``)."""
+    return (crashes(job) > 0 or _asked_by_its_task(job)) and available()
+
+
+def _asked_by_its_task(job: Job) -> bool:
+    try:
+        return get_task(job.task).isolated
+    except UnknownTask:
+        return False  # run() discards it, on a thread as any job
 
 
 def available() -> bool:

@@ -39,6 +39,8 @@ class Task(Generic[P, R]):
     is_async: bool = field(init=False)
     #: Connector name used by jobs of this task unless the enqueue call names one.
     connector: str | None = None
+    #: Run every attempt in a child process of its own (see django_pgjobs.isolation).
+    isolated: bool = False
 
     def __post_init__(self) -> None:
         self.is_async = inspect.iscoroutinefunction(self.func)
@@ -110,6 +112,7 @@ def task(
     connector: str | None = None,
     unique: bool = False,
     unique_for: float | None = None,
+    isolated: bool = False,
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
 
@@ -126,6 +129,7 @@ def task(
     connector: str | None = None,
     unique: bool = False,
     unique_for: float | None = None,
+    isolated: bool = False,
 ) -> Any:
     """Register a function as a task under its dotted path ("app.module.func").
 
@@ -134,7 +138,9 @@ def task(
 
     ``unique=True``: enqueueing the same arguments while such a job is active
     returns that job. ``unique_for=seconds``: the same, for that long after the
-    first was enqueued, whatever became of it.
+    first was enqueued, whatever became of it. ``isolated=True``: every attempt
+    runs in a child process of its own, where ``timeout`` is a hard limit (the
+    process is killed) and a crash is the job's alone; about 10-20 ms a job.
     """
     if max_attempts is not None and max_attempts < 1:
         raise ValueError("max_attempts must be at least 1")
@@ -156,6 +162,7 @@ def task(
             connector=connector,
             unique=unique,
             unique_for=unique_for,
+            isolated=isolated,
         )
         _registry[task_name] = registered
         return registered

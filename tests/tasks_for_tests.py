@@ -182,3 +182,10 @@ def fan_out_to_tenants(tenants: list[str]) -> int:
         with use_tenant(tenant):
             record_tenant.enqueue("fanned")
     return len(tenants)
+
+
+@task(isolated=True)
+def isolated_pid(seconds: float = 0) -> int:
+    """Runs in a child process of its own: returns that process's pid."""
+    time.sleep(seconds)  # blocked in C: only killing its process stops it early
+    return os.getpid()

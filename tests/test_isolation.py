@@ -71,3 +71,16 @@ def test_run_due_runs_a_suspect_in_a_child_and_outlives_it():
     job = suspect("tests.tasks_for_tests.poison", "segfault")
     assert inline.run_due().outcomes() == {"retryable": 1}  # this process survived
     assert "SIGSEGV" in Job.objects.get(pk=job.pk).errors[-1]["error"]
+
+
+def test_a_task_declared_isolated_runs_each_attempt_in_a_child_process(threaded_worker, wait):
+    quick = Job.enqueue("tests.tasks_for_tests.isolated_pid")
+    stuck = Job.enqueue(
+        "tests.tasks_for_tests.isolated_pid", args=[30], timeout=0.2, max_attempts=1
+    )
+    threaded_worker()
+    wait(lambda: Job.objects.get(pk=quick.pk).state == JobState.COMPLETED, timeout=15)
+    assert Job.objects.get(pk=quick.pk).result != os.getpid()
+    # A hard timeout: the sleep can't be interrupted in a thread, its process is killed.
+    wait(lambda: Job.objects.get(pk=stuck.pk).state == JobState.DISCARDED, timeout=15)
+    assert "its process was killed" in Job.objects.get(pk=stuck.pk).errors[-1]["error"]
