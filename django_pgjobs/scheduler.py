@@ -154,7 +154,17 @@ class Scheduler:
         skew = clocks.measure(self.clock)
         if self.record is not None:
             rows = SchedulerProcess.objects.using(self.using).filter(pk=self.record.pk)
-            rows.update(heartbeat_at=Now(), clock_skew=skew)
+            if not rows.update(heartbeat_at=Now(), clock_skew=skew):  # deleted by hand
+                self.record = self._register(skew)
+
+    def _register(self, skew: float | None) -> SchedulerProcess:
+        return SchedulerProcess.objects.using(self.using).create(
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            started_at=Now(),
+            heartbeat_at=Now(),
+            clock_skew=skew,
+        )
 
     def _wake_at(self, now: datetime) -> datetime:
         next_tick = schedules.next_due_at(self.using)
@@ -174,12 +184,9 @@ class Scheduler:
         created = schedules.sync_from_settings(self.using)
         if created:
             logger.info("created schedule(s) from settings: %s", ", ".join(created))
-        clocks.measure(self.clock)  # before maintenance starts: rescue goes by it
-        processes = SchedulerProcess.objects.using(self.using)
-        processes.filter(heartbeat_at__lt=Now() - FORGET_SCHEDULERS_AFTER).delete()
-        self.record = processes.create(
-            host=socket.gethostname(), pid=os.getpid(), started_at=Now(), heartbeat_at=Now()
-        )
+        forgotten = Now() - FORGET_SCHEDULERS_AFTER
+        SchedulerProcess.objects.using(self.using).filter(heartbeat_at__lt=forgotten).delete()
+        self.record = self._register(clocks.measure(self.clock))
         self._notifier = Notifier(
             [SCHEDULES_CHANNEL], self._on_notify, self._on_reconnect, using=self.using
         )
