@@ -241,12 +241,35 @@ def record(
         return [item if isinstance(item, str) else "unrecorded" for item in items]
     states = iter(written)
     ended = []
+    refused = []
     for item in items:
         if not isinstance(item, Outcome):
             ended.append(item)
         elif next(states):
             ended.append(item.job.state)
         else:
-            logger.warning("job %s: outcome refused, its lease was taken away", item.job.pk)
+            refused.append(item.job)
             ended.append("lost")
+    if refused:
+        _log_refused(refused)
     return ended
+
+
+def _log_refused(jobs: list[Job]) -> None:
+    """Say why outcomes were refused: an operator's cancel or delete is no news
+    worth a warning; a lease taken away (the job was rescued) is."""
+    using = jobs[0]._state.db or conf.get("DATABASE")
+    try:
+        stored = dict(
+            Job.objects.using(using).filter(pk__in=[j.pk for j in jobs]).values_list("pk", "state")
+        )
+    except DatabaseError:
+        stored = {job.pk: "unknown" for job in jobs}
+    for job in jobs:
+        state = stored.get(job.pk)
+        if state is None:
+            logger.info("job %s: deleted while it ran; its outcome was dropped", job.pk)
+        elif state == "cancelled":
+            logger.info("job %s: cancelled while it ran; its outcome was dropped", job.pk)
+        else:
+            logger.warning("job %s: outcome refused, its lease was taken away", job.pk)

@@ -8,6 +8,7 @@ back) can't overwrite what happened since.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import traceback as tb
@@ -52,8 +53,15 @@ def _move(
     if lease_checked:
         rows = rows.filter(state=S.EXECUTING, lease=job.lease)
     moved = rows.update(state=to, **values) == 1
-    job.refresh_from_db()
+    _refresh(job)
     return moved
+
+
+def _refresh(job: Job) -> None:
+    """Read ``job`` again, unless its row is gone: an operator may delete a job
+    (once cancelled) while its thread still runs; the object then stays as it was."""
+    with contextlib.suppress(Job.DoesNotExist):
+        job.refresh_from_db()
 
 
 def error_record(
@@ -153,7 +161,7 @@ def finish(
             job, row = outcome.job, written.get(outcome.job.id)
             results[job.id] = row is not None
             if row is None:
-                job.refresh_from_db()  # refused: show what happened instead
+                _refresh(job)  # refused: show what happened instead
                 continue
             # What the database now holds, without reading the whole row back.
             # Written as sent (and returned only when not known already).

@@ -267,6 +267,26 @@ def test_a_prefetched_job_cancelled_before_it_starts_never_runs(threaded_worker,
     assert Job.objects.get(pk=waiting.pk).state == JobState.CANCELLED
 
 
+def test_a_job_cancelled_and_deleted_while_it_runs_is_let_go_without_an_error(
+    threaded_worker, wait, caplog
+):
+    """An operator cancels a running job, then deletes it, before its thread is done:
+    the worker drops its outcome quietly, and writes those of the others as usual."""
+    from django_pgjobs import transitions
+
+    doomed, kept = sleep.enqueue(0.6), sleep.enqueue(0.6)
+    worker = threaded_worker(concurrency=2)
+    wait(lambda: Job.objects.filter(state=JobState.EXECUTING).count() == 2, timeout=10)
+    transitions.cancel(Job.objects.get(pk=doomed.pk))
+    assert transitions.delete_many(Job.objects.filter(pk=doomed.pk)) == 1
+    wait(lambda: Job.objects.get(pk=kept.pk).state == JobState.COMPLETED, timeout=10)
+    wait(lambda: not worker.running, timeout=10)
+    assert worker.stats["lost"] == 1 and worker.stats["completed"] == 1
+    loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert loud == [], [r.getMessage() for r in loud]
+    assert f"job {doomed.pk}: deleted while it ran" in caplog.text
+
+
 def test_a_running_worker_holds_the_cycle_collector_back_until_it_stops(threaded_worker, wait):
     before = gc.get_threshold()
     worker = threaded_worker(concurrency=1)
