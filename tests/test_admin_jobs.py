@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.urls import reverse
 
@@ -347,3 +349,33 @@ def test_the_result_count_shows_only_while_searching(admin_client):
     assert b"results (" not in admin_client.get(changelist()).content
     page = admin_client.get(changelist(), {"q": "needle"}).content.decode()
     assert "1 result (" in page
+
+
+def _breadcrumbs(response) -> tuple[str, str]:
+    """The breadcrumbs' element and their words, as the page renders them."""
+    html = response.content.decode()
+    found = re.search(r'<(ol|div) class="breadcrumbs">(.*?)</\1>', html, re.S)
+    assert found, html
+    words = " ".join(re.sub(r"<[^>]+>|&rsaquo;", " ", found.group(2)).split())
+    return found.group(1), words
+
+
+def test_every_page_builds_its_breadcrumbs_as_the_admin_of_this_django_does(admin_client):
+    """Django 6 lists breadcrumbs in an <ol>, 5.2 in a <div>: each styles only its own
+    (an <ol> on 5.2 renders as a numbered list)."""
+    own, _ = _breadcrumbs(admin_client.get(changelist()))  # Django's own template
+    job = JobFactory(discarded=True)
+    token = {"name": "cron", "queues": '["default"]', "can_read": "on", "active": "on"}
+    pages = {
+        "job": admin_client.get(detail(job)),
+        "dashboard": admin_client.get(reverse("admin:pgjobs_dashboard")),
+        "delete": admin_client.post(changelist(), action("delete_jobs", job)),
+        "token": admin_client.post(reverse("admin:pgjobs_apitoken_add"), token),
+    }
+    trails = {name: _breadcrumbs(response) for name, response in pages.items()}
+    assert trails == {
+        "job": (own, f"Home Background jobs Jobs Job #{job.pk}"),
+        "dashboard": (own, "Home Background jobs Dashboard"),
+        "delete": (own, "Home Background jobs Jobs Delete jobs"),
+        "token": (own, "Home Background jobs API tokens cron"),
+    }

@@ -6,6 +6,7 @@ import calendar
 import datetime
 from typing import Any
 
+import django
 from django import template
 from django.contrib.admin.views.main import ChangeList
 from django.utils import formats, timezone
@@ -138,3 +139,20 @@ def clock_skew(seconds: float | None) -> str:
     text = f"{abs(seconds):.1f} s {'ahead' if seconds > 0 else 'behind'}"
     problem = abs(seconds) >= SKEW_SHOWN_AS_A_PROBLEM
     return format_html('<span class="pgjobs-{}">{}</span>', "stale" if problem else "live", text)
+
+
+#: Django 6.0 made the admin's breadcrumbs an ordered list; before, a div of links
+#: separated by &rsaquo;. Each version's CSS styles only its own markup.
+BREADCRUMBS_AS_LIST = django.VERSION >= (6, 0)
+
+
+@register.inclusion_tag("admin/pgjobs/breadcrumbs.html")
+def pgjobs_breadcrumbs(*trail: str) -> dict[str, Any]:
+    """Breadcrumbs in the markup of the Django version in use.
+
+    ``trail`` alternates labels and URLs of the pages above, and ends with this
+    page's label: ``{% pgjobs_breadcrumbs "Home" home_url "Jobs" jobs_url "#42" %}``.
+    """
+    *above, current = trail
+    links = list(zip(above[::2], above[1::2], strict=True))
+    return {"links": links, "current": current, "as_list": BREADCRUMBS_AS_LIST}
