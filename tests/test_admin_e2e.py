@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
+import django
 import pytest
 from django.contrib.auth.models import User
 from django.utils import timezone
@@ -60,10 +61,23 @@ def browser(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
 
 
 def screenshot(page: object, name: str) -> None:
+    """Save a screenshot of ``page``; on Django 5, as ``<name>-django5.png``."""
     folder = os.environ.get("PGJOBS_SCREENSHOTS")
     target = ROOT / folder if folder else ROOT / ".pytest_cache" / "screenshots"
     target.mkdir(parents=True, exist_ok=True)
+    if django.VERSION[0] < 6:
+        name = name.replace(".png", f"-django{django.VERSION[0]}.png")
     page.screenshot(path=str(target / name), full_page=True)
+
+
+def log_in(context: object, live_server: object, next_url: str) -> object:
+    User.objects.create_superuser("ops", "ops@example.com", "s3cret-pass")
+    page = context.new_page()
+    page.goto(f"{live_server.url}/admin/login/?next={next_url}")
+    page.fill("#id_username", "ops")
+    page.fill("#id_password", "s3cret-pass")
+    page.click("input[type=submit]")
+    return page
 
 
 def an_hour_of_history() -> None:
@@ -74,15 +88,19 @@ def an_hour_of_history() -> None:
         at = now - timedelta(minutes=minute, seconds=30)
         done = 6 + int(5 * math.sin(minute / 6)) + minute % 3
         jobs += [JobFactory.build(completed=True, finished_at=at) for _ in range(done)]
-        if minute % 7 == 3:
-            jobs += [JobFactory.build(discarded=True, finished_at=at) for _ in range(2)]
+        if minute % 7 == 3:  # two jobs fail three times each, in the minute they end
+            failed = [
+                {"attempt": n, "at": (at - timedelta(seconds=3 - n)).isoformat(),
+                 "error": "TimeoutError: the mail server did not answer", "traceback": ""}
+                for n in (1, 2, 3)
+            ]  # fmt: skip
+            jobs += [JobFactory.build(discarded=True, finished_at=at, errors=failed) for _ in "ab"]
     Job.objects.bulk_create(jobs)
 
 
 def test_an_operator_retries_a_failed_job_and_watches_it_complete(
     browser, live_server, worker_process, wait
 ):
-    User.objects.create_superuser("ops", "ops@example.com", "s3cret-pass")
     an_hour_of_history()
     job = Job.enqueue("tests.tasks_for_admin.charge", args=[1042])
     worker = worker_process("--concurrency", "2", env={"PGJOBS_POLL_INTERVAL": "0.5"})
@@ -91,11 +109,7 @@ def test_an_operator_retries_a_failed_job_and_watches_it_complete(
 
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     context.set_default_timeout(60_000)
-    page = context.new_page()
-    page.goto(f"{live_server.url}/admin/login/?next=/admin/pgjobs/job/")
-    page.fill("#id_username", "ops")
-    page.fill("#id_password", "s3cret-pass")
-    page.click("input[type=submit]")
+    page = log_in(context, live_server, "/admin/pgjobs/job/")
     page.wait_for_selector("#result_list")
 
     # The list shows the discarded job; its page shows the error and the traceback.
@@ -130,3 +144,54 @@ def test_an_operator_retries_a_failed_job_and_watches_it_complete(
     assert "Attempt 2 completed" in page.inner_text("#pgjobs-timeline")
     context.close()
     assert worker.stop() == 0, worker.output()
+
+
+def a_page_of_every_kind_of_job() -> None:
+    """What an operator's list holds: every state, long task paths, long errors."""
+    now = timezone.now()
+    error = (
+        "ConnectionRefusedError: [Errno 111] Connection refused while posting the invoice"
+        " to https://billing.internal.example.com/api/v2/invoices"
+    )
+    failures = [{"attempt": 1, "at": now.isoformat(), "error": error, "traceback": "..."}]
+    tasks = ["testproject.demo.tasks.send_welcome", "billing.integrations.accounting.tasks"
+             ".export_invoices_to_the_accounting_system", "testproject.demo.tasks.add"]  # fmt: skip
+    jobs = []
+    states = ["completed", "discarded", "retryable", "executing", "scheduled", "waiting",
+              "available", "cancelled", "completed", "discarded", "completed"]  # fmt: skip
+    for n, trait in enumerate(states):
+        extra = {"errors": failures} if trait in ("discarded", "retryable") else {}
+        if trait in ("completed", "discarded"):
+            extra |= {"attempted_at": now - timedelta(seconds=n + 2), "finished_at": now}
+        jobs.append(
+            JobFactory.build(
+                **({} if trait == "available" else {trait: True}),
+                **extra,
+                task=tasks[n % 3],
+                queue=["default", "mail", "reports-nightly"][n % 3],
+                args=[n * 1000, "customer@example.com"],
+                kwargs={"locale": "de-DE", "retry_reason": "payment provider timeout"},
+            )
+        )
+    Job.objects.bulk_create(jobs)
+
+
+def test_the_job_list_fits_a_1280_pixel_screen(browser, live_server):
+    a_page_of_every_kind_of_job()
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(60_000)
+    page = log_in(context, live_server, "/admin/pgjobs/job/")
+    page.wait_for_selector("#result_list")
+    screenshot(page, "admin-job-list.png")
+    widths = page.evaluate(
+        """() => {
+            const page = document.documentElement, results = document.querySelector('.results');
+            return [page.scrollWidth, page.clientWidth, results.scrollWidth, results.clientWidth];
+        }"""
+    )
+    assert widths[0] <= widths[1], f"the page scrolls sideways: {widths}"
+    assert widths[2] <= widths[3], f"the list scrolls sideways: {widths}"
+    headers = page.inner_text("#result_list thead")
+    for column in ("LAST ERROR", "DURATION", "TIME"):
+        assert column in headers.upper(), headers
+    context.close()

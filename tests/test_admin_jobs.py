@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 
 from django_pgjobs import stats
 from django_pgjobs.models import Job
 from django_pgjobs.states import JobState
 from tests.admin_helpers import action, changelist, detail, staff_client, state_of
-from tests.factories import JobFactory
+from tests.factories import JobFactory, WorkerProcessFactory
 
 pytestmark = pytest.mark.django_db
 S = JobState
@@ -95,6 +99,106 @@ def test_the_list_costs_a_bounded_number_of_queries(admin_client, django_assert_
     JobFactory.create_batch(30)
     with django_assert_max_num_queries(25):
         assert admin_client.get(changelist()).status_code == 200
+
+
+def test_the_list_shows_each_jobs_last_error_and_how_long_it_ran(admin_client):
+    started = timezone.now() - timedelta(minutes=5)
+    failed = JobFactory(
+        discarded=True,
+        attempted_at=started,
+        finished_at=started + timedelta(seconds=2.5),
+        errors=[
+            {"attempt": 1, "at": "", "error": "ValueError: first", "traceback": "..."},
+            {"attempt": 2, "at": "", "error": "KeyError: 'gone'\nand more", "traceback": "..."},
+        ],
+    )
+    quick = JobFactory(
+        completed=True, attempted_at=started, finished_at=started + timedelta(milliseconds=250)
+    )
+    rows = _rows_by_id(admin_client.get(changelist()))
+    assert "KeyError: &#x27;gone&#x27;" in rows[failed.pk] and "and more" not in rows[failed.pk]
+    assert "ValueError" not in rows[failed.pk]
+    assert ">2.5s<" in rows[failed.pk] and ">250ms<" in rows[quick.pk]
+
+
+def test_the_list_reads_no_traceback_and_no_query_per_job(admin_client):
+    """The list reads each job's last error out of ``errors`` in the database, not
+    the column itself (every traceback), and costs the same for 2 jobs or 40."""
+    tracebacks = [{"attempt": 1, "at": "", "error": "E: x", "traceback": "frame\n" * 500}]
+
+    def queries_for(count: int) -> list[str]:
+        JobFactory.create_batch(count, discarded=True, errors=tracebacks)
+        with CaptureQueriesContext(connection) as captured:
+            assert admin_client.get(changelist()).status_code == 200
+        return [query["sql"] for query in captured.captured_queries]
+
+    few, many = queries_for(2), queries_for(38)
+    assert len(few) == len(many)
+    page = next(sql for sql in many if '"last_error"' in sql)
+    assert not re.search(r'"pgjobs_job"\."errors"(?!\s*#>>)', page), page
+    assert '"pgjobs_job"."result"' not in page
+
+
+def test_times_are_shown_to_the_second_in_one_format(admin_client):
+    at = datetime(2026, 3, 1, 9, 30, 15, 500_000, tzinfo=UTC)
+    job = JobFactory(
+        discarded=True,
+        created_at=at,
+        run_at=at + timedelta(seconds=30),
+        attempted_at=at + timedelta(seconds=31),
+        finished_at=at + timedelta(seconds=33),
+        errors=[{"attempt": 1, "at": (at + timedelta(seconds=32)).isoformat(), "error": "E: x",
+                 "traceback": ""}],
+    )  # fmt: skip
+    listing = admin_client.get(changelist()).content.decode()
+    page = admin_client.get(detail(job)).content.decode()
+    assert "2026-03-01 09:30:48</time>" in listing  # when it was discarded
+    for shown in ("09:30:15", "09:30:45", "09:30:46", "09:30:47", "09:30:48"):
+        assert f"2026-03-01 {shown}</time>" in page, shown
+    assert ">2.0s<" in page  # the last attempt's duration
+    for other in ("a.m.", "p.m.", "March 1, 2026"):  # Django's default format
+        assert other not in listing + page, other
+    dashboard = admin_client.get(reverse("admin:pgjobs_dashboard")).content.decode()
+    assert re.search(r'id="pgjobs-updated">\d{4}-\d\d-\d\d \d\d:\d\d:\d\d<', dashboard)
+    WorkerProcessFactory(started_at=at)
+    workers = admin_client.get(changelist("workerprocess")).content.decode()
+    assert "2026-03-01 09:30:15</time>" in workers
+
+
+def test_read_only_pages_are_titled_for_what_they_show(admin_client):
+    """Jobs and worker rows change only through actions: no "Select job to change"."""
+    worker = WorkerProcessFactory()
+    pages = {
+        "jobs": admin_client.get(changelist()),
+        "workers": admin_client.get(changelist("workerprocess")),
+        "worker": admin_client.get(reverse("admin:pgjobs_workerprocess_change", args=[worker.pk])),
+        "jobs, view only": staff_client("view_job").get(changelist()),
+    }
+    titles = {name: _title(response) for name, response in pages.items()}
+    assert titles == {
+        "jobs": "Jobs",
+        "workers": "Worker processes",
+        "worker": "Worker process",
+        "jobs, view only": "Jobs",
+    }
+
+
+def _title(response) -> str:
+    html = response.content.decode()
+    assert "to change" not in html and "to view" not in html
+    return re.search(r"<h1>(.*?)</h1>", html).group(1)
+
+
+def _rows_by_id(response) -> dict[int, str]:
+    """Each row of the job list, by job id."""
+    html = response.content.decode()
+    rows = re.findall(r"<tr[^>]*>(.*?)</tr>", html, re.S)
+    found = {}
+    for row in rows:
+        match = re.search(r'name="_selected_action" value="(\d+)"', row)
+        if match:
+            found[int(match.group(1))] = row
+    return found
 
 
 # -- the detail page ----------------------------------------------------------------------

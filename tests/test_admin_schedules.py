@@ -33,9 +33,9 @@ def test_fire_times_are_on_the_schedules_own_clock():
 
 def test_the_list_and_the_page_show_next_fire_times_in_the_schedules_timezone(admin_client):
     schedule = make_schedule()
-    assert "09:30 JST" in admin_client.get(changelist("schedule")).content.decode()
+    assert "09:30:00 JST" in admin_client.get(changelist("schedule")).content.decode()
     page = admin_client.get(reverse("admin:pgjobs_schedule_change", args=[schedule.pk]))
-    assert page.content.decode().count("09:30 JST") == 5
+    assert page.content.decode().count("09:30:00 JST") == 5
 
 
 def test_a_bad_cron_is_refused_with_a_clear_message(admin_client):

@@ -17,6 +17,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from .. import stats
+from ..templatetags.pgjobs_admin import TIME_FORMAT
 
 #: How often the page asks for fresh numbers, in milliseconds.
 REFRESH_MS = 3000
@@ -40,7 +41,16 @@ def dashboard_data(now: datetime | None = None) -> dict[str, Any]:
     ages = [q["oldest_available_seconds"] for q in queues if q["oldest_available_seconds"]]
     return {
         "generated_at": now.isoformat(),
-        "throughput": [{**point, "minute": point["minute"].isoformat()} for point in series],
+        # As every time of the admin (TIME_FORMAT): the browser's clock may differ.
+        "generated_at_shown": timezone.localtime(now).strftime(TIME_FORMAT),
+        "throughput": [
+            {
+                **point,
+                "minute": point["minute"].isoformat(),
+                "label": timezone.localtime(point["minute"]).strftime("%H:%M"),
+            }
+            for point in series
+        ],
         "totals": {
             "completed": sum(point["completed"] for point in series),
             "failed": sum(point["failed"] for point in series),

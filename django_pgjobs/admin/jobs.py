@@ -11,7 +11,8 @@ from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet, TextField
-from django.db.models.functions import Cast
+from django.db.models.fields.json import KT
+from django.db.models.functions import Cast, Left
 from django.db.models.lookups import Contains
 from django.http import (
     HttpRequest,
@@ -23,12 +24,15 @@ from django.http import (
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
-from django.utils.html import format_html
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 from django.utils.text import Truncator
 
 from .. import stats, transitions
 from ..models import Job, JobDependency
 from ..states import FINISHED, RETRY_FROM, InvalidTransition, JobState
+from ..templatetags.pgjobs_admin import elapsed, when
 from .base import OperatorAdmin
 from .dashboard import DashboardViews
 from .filters import QueueFilter, StateFilter, TaskFilter
@@ -40,18 +44,37 @@ S = JobState
 LINKED_JOBS = 50
 
 
+#: Characters of a job's last error the list shows (the page shows all of it).
+LAST_ERROR_CHARS = 200
+
+
+class JobChangeList(ChangeList):
+    """The job list reads what it shows of each job on its page: the first characters
+    of its last error, not the ``errors`` column (every attempt's traceback), and not
+    its ``result``. Counting the rows reads neither."""
+
+    def get_results(self, request: HttpRequest) -> None:
+        super().get_results(request)
+        last_error = Left(KT("errors__-1__error"), LAST_ERROR_CHARS)
+        self.result_list = self.result_list.defer("errors", "result").annotate(
+            last_error=last_error
+        )
+
+
 class JobAdmin(OperatorAdmin):
+    # Seven columns fit a 1280 px screen beside the admin's navigation and the
+    # filters: the queue goes under the task, the attempt under the state, and one
+    # time says what happened last (the job's page shows every time).
     list_display = (
         "id",
-        "task",
+        "task_name",
         "state_badge",
-        "queue",
-        "attempts",
         "args_preview",
-        "run_at",
-        "finished_at",
+        "last_error",
+        "latest",
+        "ran_for",
     )
-    list_display_links = ("id", "task")
+    list_display_links = ("id", "task_name")
     list_filter = (StateFilter, QueueFilter, TaskFilter)
     search_fields = ("task",)  # shows the search box; get_search_results does the work
     search_help_text = "A job id (finds that job), or text in the task name or the arguments."
@@ -66,13 +89,36 @@ class JobAdmin(OperatorAdmin):
 
     # -- what is shown -----------------------------------------------------------------
 
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return JobChangeList
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        # Django says "Select job to change", but a job changes only through actions.
+        extra_context = {"title": "Jobs", **(extra_context or {})}
+        response = super().changelist_view(request, extra_context)
+        context = getattr(response, "context_data", None)
+        if context and isinstance(context.get("cl"), ChangeList):
+            context.update(self._state_tabs(request, context["cl"]))
+        return response
+
+    @admin.display(description="task")
+    def task_name(self, job: Job) -> str:
+        """The dotted path, breakable after each dot so that a long one wraps; its queue."""
+        parts = job.task.split(".")
+        path = format_html_join(mark_safe(".<wbr>"), "{}", ((part,) for part in parts))
+        return format_html('{}<div class="pgjobs-muted">{}</div>', path, job.queue)
+
     @admin.display(description="state")
     def state_badge(self, job: Job) -> str:
-        return format_html('<span class="pgjobs-state pgjobs-{}">{}</span>', job.state, job.state)
-
-    @admin.display(description="attempts")
-    def attempts(self, job: Job) -> str:
-        return f"{job.attempt}/{job.max_attempts}"
+        return format_html(
+            '<span class="pgjobs-state pgjobs-{}">{}</span><div class="pgjobs-muted">{}/{}</div>',
+            job.state,
+            job.state,
+            job.attempt,
+            job.max_attempts,
+        )
 
     @admin.display(description="arguments")
     def args_preview(self, job: Job) -> str:
@@ -80,6 +126,45 @@ class JobAdmin(OperatorAdmin):
             [repr(a) for a in job.args] + [f"{k}={v!r}" for k, v in job.kwargs.items()]
         )
         return Truncator(shown).chars(40)
+
+    @admin.display(description="last error")
+    def last_error(self, job: Job) -> str:
+        error = getattr(job, "last_error", None) or ""
+        first_line = next((line for line in error.splitlines() if line.strip()), "")
+        if not first_line:
+            return ""
+        return format_html(
+            '<span class="pgjobs-error" title="{}">{}</span>',
+            first_line,
+            Truncator(first_line).chars(60),
+        )
+
+    @admin.display(description="time")
+    def latest(self, job: Job) -> str:
+        """What happened last, or happens next: finished, started, due, or enqueued."""
+        state = S(job.state)
+        if state in FINISHED and job.finished_at:
+            label, at = state.label.lower(), job.finished_at
+        elif state == S.EXECUTING and job.attempted_at:
+            label, at = "started", job.attempted_at
+        elif state in (S.SCHEDULED, S.RETRYABLE):
+            label, at = "due", job.run_at
+        elif state == S.AVAILABLE:
+            label, at = "available since", job.run_at
+        else:
+            label, at = "enqueued", job.created_at
+        return format_html('<div class="pgjobs-muted">{}</div>{}', label, when(at))
+
+    @admin.display(description="duration")
+    def ran_for(self, job: Job) -> str:
+        """How long its last attempt ran (so far, while it executes)."""
+        if job.attempted_at is None:
+            return ""
+        if job.state == S.EXECUTING:
+            return elapsed((timezone.now() - job.attempted_at).total_seconds())
+        if job.finished_at is None or job.finished_at < job.attempted_at:
+            return ""
+        return elapsed((job.finished_at - job.attempted_at).total_seconds())
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Job], search_term: str
@@ -122,15 +207,6 @@ class JobAdmin(OperatorAdmin):
         # Django's version loads and lists every selected object; ours is one DELETE.
         actions.pop("delete_selected", None)
         return actions
-
-    def changelist_view(
-        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
-    ) -> HttpResponse:
-        response = super().changelist_view(request, extra_context)
-        context = getattr(response, "context_data", None)
-        if context and isinstance(context.get("cl"), ChangeList):
-            context.update(self._state_tabs(request, context["cl"]))
-        return response
 
     def _state_tabs(self, request: HttpRequest, cl: ChangeList) -> dict[str, Any]:
         """Tallies per state under the current filters other than state, as tabs."""
@@ -183,6 +259,7 @@ class JobAdmin(OperatorAdmin):
             job=job,
             original=job,
             timeline=timeline(job),
+            ran_for=self.ran_for(job),
             can_retry=can_change and job.state in RETRY_FROM,
             can_cancel=can_change and job.state not in FINISHED,
             can_delete=self.has_delete_permission(request, job) and job.state != S.EXECUTING,

@@ -22,6 +22,9 @@ from .base import OperatorAdmin
 UPCOMING = 5
 #: Fired ticks listed on a schedule's page.
 RECENT_TICKS = 10
+#: A schedule's times, on its own clock: the admin's time format with the weekday
+#: and the zone (cron fields often name weekdays).
+OWN_CLOCK = "%a %Y-%m-%d %H:%M:%S %Z"
 
 
 def fire_times(schedule: Schedule, now: datetime, count: int = UPCOMING) -> list[datetime]:
@@ -36,7 +39,7 @@ def _local(instant: datetime | None, zone_name: str) -> str:
         zone = zoneinfo.ZoneInfo(zone_name)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         zone = timezone.get_current_timezone()
-    return instant.astimezone(zone).strftime("%a %Y-%m-%d %H:%M %Z")
+    return instant.astimezone(zone).strftime(OWN_CLOCK)
 
 
 class ScheduleAdmin(OperatorAdmin):
@@ -55,11 +58,11 @@ class ScheduleAdmin(OperatorAdmin):
     search_fields = ("name", "task")
     show_facets = admin.ShowFacets.NEVER
     actions = ("enable_schedules", "disable_schedules", "run_schedules_now")
-    readonly_fields = ("next_fire_times", "last_fire_at", "next_fire_at", "recent_ticks")
+    readonly_fields = ("next_fire_times", "last_fire", "planned_fire", "recent_ticks")
     fieldsets = (
         (None, {"fields": ("name", "enabled", "cron", "timezone", "next_fire_times")}),
         ("Job", {"fields": ("task", "args", "kwargs", "queue", "priority")}),
-        ("Ticks", {"fields": ("misfire", "last_fire_at", "next_fire_at", "recent_ticks")}),
+        ("Ticks", {"fields": ("misfire", "last_fire", "planned_fire", "recent_ticks")}),
     )
 
     # -- what is shown ---------------------------------------------------------------------
@@ -77,6 +80,10 @@ class ScheduleAdmin(OperatorAdmin):
     def last_fire(self, schedule: Schedule) -> str:
         return _local(schedule.last_fire_at, schedule.timezone)
 
+    @admin.display(description="next fire (planned by the scheduler)")
+    def planned_fire(self, schedule: Schedule) -> str:
+        return _local(schedule.next_fire_at, schedule.timezone)
+
     @admin.display(description="next fire times")
     def next_fire_times(self, schedule: Schedule) -> str:
         if schedule.pk is None:
@@ -84,9 +91,7 @@ class ScheduleAdmin(OperatorAdmin):
         times = fire_times(schedule, timezone.now())
         if not times:
             return "—"
-        return format_html_join(
-            "", "<div>{}</div>", ((t.strftime("%a %Y-%m-%d %H:%M %Z"),) for t in times)
-        )
+        return format_html_join("", "<div>{}</div>", ((t.strftime(OWN_CLOCK),) for t in times))
 
     @admin.display(description="recent ticks")
     def recent_ticks(self, schedule: Schedule) -> str:

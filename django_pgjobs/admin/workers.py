@@ -27,7 +27,7 @@ from django.utils.html import format_html, format_html_join
 from .. import conf, workers
 from ..models import Job, SchedulerProcess, WorkerProcess
 from ..states import JobState
-from ..templatetags.pgjobs_admin import clock_skew, duration
+from ..templatetags.pgjobs_admin import clock_skew, duration, when
 from .base import OperatorAdmin
 
 
@@ -58,7 +58,7 @@ class WorkerProcessAdmin(OperatorAdmin):
         "pid",
         "queue_names",
         "concurrency",
-        "started_at",
+        "started",
         "heartbeat",
         "clock",
         "held_jobs",
@@ -72,7 +72,7 @@ class WorkerProcessAdmin(OperatorAdmin):
         "pid",
         "queues",
         "concurrency",
-        "started_at",
+        "started",
         "heartbeat",
         "clock",
         "stop_requested",
@@ -105,6 +105,13 @@ class WorkerProcessAdmin(OperatorAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # rows are written by the workers themselves
 
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        # Django says "Select worker process to change"; only the Stop button changes one.
+        extra = {"title": "Worker processes", **(extra_context or {})}
+        return super().changelist_view(request, extra)
+
     def change_view(
         self,
         request: HttpRequest,
@@ -113,6 +120,8 @@ class WorkerProcessAdmin(OperatorAdmin):
         extra_context: dict[str, Any] | None = None,
     ) -> HttpResponse:
         extra = {
+            # Django says "Change worker process": the row is the worker's to write.
+            "title": "Worker process",
             **(extra_context or {}),
             "show_save": False,
             "show_save_and_continue": False,
@@ -124,6 +133,10 @@ class WorkerProcessAdmin(OperatorAdmin):
     @admin.display(description="queues")
     def queue_names(self, worker: WorkerProcess) -> str:
         return ", ".join(worker.queues) if worker.queues else "all"
+
+    @admin.display(description="started", ordering="started_at")
+    def started(self, worker: WorkerProcess) -> str:
+        return when(worker.started_at)
 
     @admin.display(description="last heartbeat", ordering="-heartbeat_at")
     def heartbeat(self, worker: WorkerProcess) -> str:
@@ -149,7 +162,7 @@ class WorkerProcessAdmin(OperatorAdmin):
             '<div><a href="{}">#{} {}</a> (attempt {}, since {})</div>',
             (
                 (reverse("admin:pgjobs_job_change", args=[j.pk]), j.pk, j.task, j.attempt,
-                 j.attempted_at)
+                 when(j.attempted_at))
                 for j in jobs
             ),
         )  # fmt: skip

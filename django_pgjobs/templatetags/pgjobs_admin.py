@@ -10,6 +10,7 @@ import django
 from django import template
 from django.contrib.admin.views.main import ChangeList
 from django.utils import formats, timezone
+from django.utils.html import format_html
 from django.utils.text import capfirst
 
 register = template.Library()
@@ -106,6 +107,37 @@ def pretty_json(value: Any) -> str:
     import json
 
     return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+
+
+#: Every time the pgjobs admin shows, in the current time zone, to the second.
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+@register.filter
+def when(value: datetime.datetime | None) -> str:
+    """A time as ``2026-12-05 14:03:27`` in the current time zone, in a <time> element
+    that carries it in full (ISO 8601, with its offset) for tools and tooltips."""
+    if not isinstance(value, datetime.datetime):
+        return "—"
+    local = timezone.localtime(value) if timezone.is_aware(value) else value
+    return format_html(
+        '<time datetime="{}" title="{}">{}</time>',
+        local.isoformat(),
+        local.tzname() or "",
+        local.strftime(TIME_FORMAT),
+    )
+
+
+@register.filter
+def elapsed(seconds: float | None) -> str:
+    """How long something ran: 250ms, 4.2s, then as ``duration``."""
+    if seconds is None or seconds == "":
+        return "—"
+    if seconds < 1:
+        return f"{max(0, round(seconds * 1000))}ms"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    return duration(seconds)
 
 
 @register.filter

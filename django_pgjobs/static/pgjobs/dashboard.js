@@ -48,8 +48,7 @@
     });
     series.forEach(function (p, i) {
       var x = left + i * slot;
-      var when = new Date(p.minute);
-      var label = when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+      var label = p.label;  // HH:MM on the site's clock, as every time of the admin
       [["completed", 0], ["failed", 1]].forEach(function (kind) {
         var value = p[kind[0]];
         var h = plot * value / most;
@@ -91,7 +90,7 @@
     setText("pgjobs-oldest", duration(data.oldest_available_seconds));
     setText("pgjobs-workers", data.workers.live);
     setText("pgjobs-workers-stale", data.workers.stale ? data.workers.stale + " stale" : "");
-    setText("pgjobs-updated", new Date(data.generated_at).toLocaleTimeString());
+    setText("pgjobs-updated", data.generated_at_shown);
     var tbody = document.getElementById("pgjobs-queue-rows");
     if (tbody) { queueRows(tbody, data.queues); }
     data.queues.forEach(function (q) {
