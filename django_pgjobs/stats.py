@@ -16,8 +16,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from django.db.models import Count, Min, QuerySet
+from django.db.models import (
+    Case,
+    CharField,
+    Count,
+    F,
+    Func,
+    JSONField,
+    Min,
+    Q,
+    QuerySet,
+    Value,
+    When,
+)
 from django.db.models.functions import TruncMinute
+from django.db.models.lookups import Exact
 from django.utils import timezone
 
 from . import clocks, conf
@@ -149,9 +162,9 @@ def throughput(
 ) -> list[dict[str, Any]]:
     """Jobs completed and attempts failed in each of the last ``minutes`` minutes, oldest first.
 
-    A failure is a job discarded in that minute, or a job now waiting for its
-    retry whose failed attempt started in that minute. (A job that failed and
-    has since completed counts as completed: the table keeps no row per attempt.)
+    Failed attempts are counted from the jobs' error histories (``Job.errors``), each
+    in the minute it failed: a job that failed eight times counts eight, and a job
+    that failed and then completed counts as both (see ``failed_attempts``).
     """
     using = using or conf.get("DATABASE")
     now = now or timezone.now()
@@ -161,13 +174,7 @@ def throughput(
     completed = _per_minute(
         jobs.filter(state=S.COMPLETED, finished_at__gte=start, finished_at__lt=end), "finished_at"
     )
-    discarded = _per_minute(
-        jobs.filter(state=S.DISCARDED, finished_at__gte=start, finished_at__lt=end), "finished_at"
-    )
-    retrying = _per_minute(
-        jobs.filter(state=S.RETRYABLE, attempted_at__gte=start, attempted_at__lt=end),
-        "attempted_at",
-    )
+    failed = failed_attempts(start, end, using)
     series = []
     for n in range(minutes):
         minute = start + timedelta(minutes=n)
@@ -175,10 +182,71 @@ def throughput(
             {
                 "minute": minute,
                 "completed": completed.get(minute, 0),
-                "failed": discarded.get(minute, 0) + retrying.get(minute, 0),
+                "failed": failed.get(minute, 0),
             }
         )
     return series
+
+
+#: The times of a job's failed attempts (of ``Job.errors``, a list), as a JSON array.
+#: Lax and silent: a record that is no object, or has no number for an attempt, is
+#: skipped, never an error (no stored row may break the dashboard).
+FAILURE_TIMES = "lax $[*] ? (@.attempt >= 1).at"
+
+
+def failed_attempts(
+    start: datetime, end: datetime, using: str | None = None
+) -> dict[datetime, int]:
+    """Attempts that failed in [start, end), per minute (UTC).
+
+    Read from the error history of the jobs that can hold such a failure (each an
+    index read): those that finished since ``start``; those retrying at or after
+    ``start`` (a retry is due after the failure that caused it); those executing an
+    attempt that started since ``start`` (it started after the previous one failed).
+    Of these, only jobs that ever failed are read: past their first attempt, or
+    retryable, or discarded. A failed job that an operator put back in the queue is
+    counted again once it runs: while it waits, it is left out.
+    """
+    jobs = Job.objects.using(using or conf.get("DATABASE")).order_by()
+    ever_failed = Q(attempt__gte=2) | Q(state__in=[S.RETRYABLE, S.DISCARDED])
+    times = Case(
+        When(
+            Exact(Func(F("errors"), function="jsonb_typeof", output_field=CharField()), "array"),
+            then=Func(
+                F("errors"),
+                Value(FAILURE_TIMES),
+                Value({}, output_field=JSONField()),
+                Value(True),
+                function="jsonb_path_query_array",
+            ),
+        ),
+        output_field=JSONField(),
+    )
+    holders = [
+        jobs.filter(state__in=sorted(FINISHED), finished_at__gte=start),
+        jobs.filter(state=S.RETRYABLE, run_at__gte=start),
+        jobs.filter(state=S.EXECUTING, attempted_at__gte=start),
+    ]
+    found = [
+        holder.filter(ever_failed).annotate(times=times).values_list("times", flat=True)
+        for holder in holders
+    ]
+    counts: dict[datetime, int] = defaultdict(int)
+    for failures in found[0].union(*found[1:], all=True).order_by():
+        for at in failures if isinstance(failures, list) else ():
+            moment = _instant(at)
+            if moment is not None and start <= moment < end:
+                counts[moment.replace(second=0, microsecond=0)] += 1
+    return counts
+
+
+def _instant(value: Any) -> datetime | None:
+    """An ISO 8601 time from a job's record, in UTC (no zone: UTC); None if it is none."""
+    try:
+        moment = datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _per_minute(jobs: QuerySet[Job], field: str) -> dict[datetime, int]:

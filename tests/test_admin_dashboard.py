@@ -22,10 +22,21 @@ NOW = datetime(2026, 3, 1, 12, 30, 20, tzinfo=UTC)
 # -- stats ------------------------------------------------------------------------------------
 
 
+def failure(attempt: object, at: object) -> dict[str, object]:
+    """A record of Job.errors as the worker writes it."""
+    at = at.isoformat() if isinstance(at, datetime) else at
+    return {"attempt": attempt, "at": at, "error": "E: x", "traceback": ""}
+
+
+def failed_per_minute(series: list[dict]) -> dict[int, int]:
+    return {p["minute"].minute: p["failed"] for p in series if p["failed"]}
+
+
 def test_throughput_counts_completions_and_failures_per_minute():
     JobFactory.create_batch(3, completed=True, finished_at=NOW - timedelta(minutes=2))
-    JobFactory(discarded=True, finished_at=NOW - timedelta(minutes=2))
-    JobFactory(retryable=True, attempted_at=NOW - timedelta(seconds=5))
+    last = NOW - timedelta(minutes=2)
+    JobFactory(discarded=True, attempt=1, finished_at=last, errors=[failure(1, last)])
+    JobFactory(retryable=True, errors=[failure(1, NOW - timedelta(seconds=5))])
     JobFactory(completed=True, finished_at=NOW - timedelta(hours=2))  # out of the window
     series = stats.throughput(NOW)
     assert len(series) == 60
@@ -33,6 +44,43 @@ def test_throughput_counts_completions_and_failures_per_minute():
     by_minute = {p["minute"].minute: (p["completed"], p["failed"]) for p in series}
     assert by_minute[28] == (3, 1) and by_minute[30] == (0, 1)
     assert sum(p["completed"] for p in series) == 3
+
+
+def test_every_failed_attempt_counts_in_the_minute_it_failed():
+    """Eight failed attempts are eight failures, not one discarded job."""
+    records = [failure(n, NOW - timedelta(minutes=9 - n)) for n in range(1, 9)]
+    JobFactory(discarded=True, attempt=8, max_attempts=8, finished_at=NOW, errors=records)
+    series = stats.throughput(NOW)
+    assert failed_per_minute(series) == {minute: 1 for minute in range(22, 30)}
+    assert sum(p["failed"] for p in series) == 8
+
+
+def test_a_failure_stays_on_the_chart_after_the_job_completes_on_its_retry():
+    JobFactory(
+        completed=True,
+        attempt=2,
+        attempted_at=NOW - timedelta(minutes=1),
+        finished_at=NOW - timedelta(minutes=1),
+        errors=[failure(1, NOW - timedelta(minutes=3))],
+    )
+    running = JobFactory(executing=True, attempt=3, errors=[failure(2, NOW - timedelta(minutes=4))])
+    series = stats.throughput(NOW)
+    assert failed_per_minute(series) == {26: 1, 27: 1}
+    assert {p["minute"].minute: p["completed"] for p in series if p["completed"]} == {29: 1}
+    assert running.state == S.EXECUTING
+
+
+def test_the_chart_counts_nothing_that_is_no_failed_attempt():
+    """A cancelled dependent's record (it never ran), old failures, and records
+    no worker wrote: nothing to count, and nothing that breaks the dashboard."""
+    gone = NOW - timedelta(minutes=1)
+    JobFactory(state=S.CANCELLED, finished_at=gone, errors=[failure(0, gone)])
+    JobFactory(discarded=True, finished_at=gone, errors=[failure(1, NOW - timedelta(hours=3))])
+    odd = [failure("2", gone), failure(2, "yesterday"), failure(2, None), "text", 7, [1]]
+    JobFactory(discarded=True, finished_at=gone, errors=odd)
+    JobFactory(retryable=True, errors={"attempt": 1, "at": gone.isoformat()})
+    JobFactory(retryable=True, errors="failed")
+    assert failed_per_minute(stats.throughput(NOW)) == {}
 
 
 def test_queue_depths_count_unfinished_jobs_and_the_oldest_available():
