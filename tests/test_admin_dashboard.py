@@ -155,10 +155,27 @@ def test_the_timeline_reads_enqueued_then_each_failure_then_the_end():
     assert kinds == ["enqueued", "failed", "failed", "failed", "discarded"]
 
 
+def test_a_job_cancelled_while_it_ran_keeps_that_attempt_on_its_timeline():
+    job = JobFactory(executing=True, attempt=2, errors=[failure(1, NOW - timedelta(minutes=5))])
+    started = Job.objects.get(pk=job.pk).attempted_at
+    transitions.cancel(job)
+    events = [(e.kind, e.title, e.at) for e in timeline(Job.objects.get(pk=job.pk))]
+    assert events[1:] == [
+        ("failed", "Attempt 1 failed", NOW - timedelta(minutes=5)),
+        ("started", "Attempt 2 started", started),
+        ("cancelled", "Cancelled", Job.objects.get(pk=job.pk).finished_at),
+    ]
+    waiting = JobFactory(scheduled=True)  # never ran: nothing to keep
+    transitions.cancel(waiting)
+    assert [e.kind for e in timeline(waiting)] == ["enqueued", "cancelled"]
+
+
 def test_a_malformed_error_record_does_not_break_the_timeline():
     job = JobFactory(retryable=True, errors=[{"at": "not a date"}, {}])
     events = timeline(job)
     assert [e.at for e in events[1:3]] == [None, None] and events[-1].kind == "pending"
+    for errors in ("text", {"attempt": 1}, [7, "x", None]):
+        assert timeline(JobFactory(state=S.CANCELLED, errors=errors))[-1].kind == "cancelled"
 
 
 # -- the page and its data ------------------------------------------------------------------

@@ -31,7 +31,8 @@ def _parse(at: Any) -> datetime | None:
 def timeline(job: Job) -> list[Event]:
     """Enqueued, then each failed attempt with its error, then where the job is now."""
     events = [Event("enqueued", f"Enqueued on queue {job.queue}", job.created_at)]
-    for record in job.errors or []:
+    records = [r for r in job.errors if isinstance(r, dict)] if isinstance(job.errors, list) else []
+    for record in records:
         events.append(
             Event(
                 "failed",
@@ -41,8 +42,17 @@ def timeline(job: Job) -> list[Event]:
                 traceback=str(record.get("traceback", "")),
             )
         )
+    if job.state == S.CANCELLED and _ran_without_failing(job, records):
+        # Cancelled while it ran: no record of that attempt, but it happened.
+        events.append(Event("started", f"Attempt {job.attempt} started", job.attempted_at))
     events.append(_now(job))
     return events
+
+
+def _ran_without_failing(job: Job, records: list[dict[str, Any]]) -> bool:
+    """Whether the job's last attempt started and left no failure behind."""
+    failed = {record.get("attempt") for record in records}
+    return job.attempt >= 1 and job.attempted_at is not None and job.attempt not in failed
 
 
 def _now(job: Job) -> Event:
