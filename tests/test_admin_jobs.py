@@ -12,7 +12,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from django_pgjobs import stats
-from django_pgjobs.models import Job
+from django_pgjobs.models import Job, SchedulerProcess
 from django_pgjobs.states import JobState
 from tests.admin_helpers import action, changelist, detail, staff_client, state_of
 from tests.factories import JobFactory, WorkerProcessFactory
@@ -168,10 +168,15 @@ def test_times_are_shown_to_the_second_in_one_format(admin_client):
 def test_read_only_pages_are_titled_for_what_they_show(admin_client):
     """Jobs and worker rows change only through actions: no "Select job to change"."""
     worker = WorkerProcessFactory()
+    scheduler = SchedulerProcess.objects.create(host="web-1", pid=42)
     pages = {
         "jobs": admin_client.get(changelist()),
         "workers": admin_client.get(changelist("workerprocess")),
         "worker": admin_client.get(reverse("admin:pgjobs_workerprocess_change", args=[worker.pk])),
+        "schedulers": admin_client.get(changelist("schedulerprocess")),
+        "scheduler": admin_client.get(
+            reverse("admin:pgjobs_schedulerprocess_change", args=[scheduler.pk])
+        ),
         "jobs, view only": staff_client("view_job").get(changelist()),
     }
     titles = {name: _title(response) for name, response in pages.items()}
@@ -179,6 +184,8 @@ def test_read_only_pages_are_titled_for_what_they_show(admin_client):
         "jobs": "Jobs",
         "workers": "Worker processes",
         "worker": "Worker process",
+        "schedulers": "Scheduler processes",
+        "scheduler": "Scheduler process",
         "jobs, view only": "Jobs",
     }
 

@@ -3,13 +3,15 @@ and how far its host's clock is from the database's (ticks go by the database's)
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 
 from ..models import SchedulerProcess
 from ..scheduler import MAX_SLEEP
-from ..templatetags.pgjobs_admin import clock_skew
+from ..templatetags.pgjobs_admin import clock_skew, when
 from .base import OperatorAdmin
 from .workers import heartbeat_age, seen
 
@@ -18,10 +20,27 @@ STALE_AFTER = 2 * MAX_SLEEP
 
 
 class SchedulerProcessAdmin(OperatorAdmin):
-    list_display = ("id", "host", "pid", "started_at", "last_pass", "clock")
+    list_display = ("id", "host", "pid", "started", "last_pass", "clock")
     show_facets = admin.ShowFacets.NEVER
-    fields = ("host", "pid", "started_at", "last_pass", "clock")
+    fields = ("host", "pid", "started", "last_pass", "clock")
     readonly_fields = fields
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        # Django says "Select scheduler process to view": the rows are the schedulers' own.
+        extra = {"title": "Scheduler processes", **(extra_context or {})}
+        return super().changelist_view(request, extra)
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        extra = {"title": "Scheduler process", **(extra_context or {})}
+        return super().change_view(request, object_id, form_url, extra)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[SchedulerProcess]:
         return super().get_queryset(request).annotate(heartbeat_age=heartbeat_age())
@@ -31,6 +50,10 @@ class SchedulerProcessAdmin(OperatorAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False  # nothing to edit; deleting a row of a dead scheduler is allowed
+
+    @admin.display(description="started", ordering="started_at")
+    def started(self, scheduler: SchedulerProcess) -> str:
+        return when(scheduler.started_at)
 
     @admin.display(description="last pass", ordering="-heartbeat_at")
     def last_pass(self, scheduler: SchedulerProcess) -> str:
