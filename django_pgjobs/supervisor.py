@@ -161,9 +161,14 @@ class Supervisor:
         """Run the children, replacing those that die, until all have stopped cleanly
         or SIGTERM/SIGINT (forwarded to them) stopped them. Returns 0 when every
         child's last process exited 0."""
-        signal.signal(signal.SIGTERM, self._stop)
-        signal.signal(signal.SIGINT, self._stop)
-        signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+        handlers = {
+            signum: signal.signal(signum, handler)
+            for signum, handler in (
+                (signal.SIGTERM, self._stop),
+                (signal.SIGINT, self._stop),
+                (signal.SIGCHLD, lambda signum, frame: None),
+            )
+        }
         old_wakeup = signal.set_wakeup_fd(self._wake_w)
         try:
             for slot in self.slots:
@@ -174,6 +179,8 @@ class Supervisor:
                 pass
         finally:
             signal.set_wakeup_fd(old_wakeup)
+            for signum, handler in handlers.items():
+                signal.signal(signum, handler)
             os.close(self._wake_r)
             os.close(self._wake_w)
         return next((slot.exit_code for slot in self.slots if slot.exit_code), 0)
