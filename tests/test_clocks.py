@@ -33,9 +33,15 @@ def test_a_database_clock_measures_a_host_clock_45_s_fast_and_tells_the_database
     assert clock.uncertainty is not None and clock.uncertainty < 0.5
 
 
-def test_a_scheduler_on_a_fast_host_fires_nothing_early():
+def tick_ahead() -> tuple[datetime, datetime]:
+    """The database's time now, and a minute's start at least 20 s after it: time
+    enough to start a process before the tick is due."""
     db_now = clocks.database_now()
-    tick = (db_now + timedelta(minutes=1)).replace(second=0, microsecond=0)
+    return db_now, (db_now + timedelta(seconds=80)).replace(second=0, microsecond=0)
+
+
+def test_a_scheduler_on_a_fast_host_fires_nothing_early():
+    db_now, tick = tick_ahead()
     schedule = ScheduleFactory(cron="* * * * *")
     Schedule.objects.filter(pk=schedule.pk).update(next_fire_at=tick)
     # The host's clock is already past the tick; the database's is not.
@@ -61,9 +67,8 @@ def run_scheduler_once(offset: float) -> str:
     return done.stdout + done.stderr
 
 
-def test_runscheduler_on_a_host_45_s_fast_waits_for_the_databases_clock():
-    db_now = clocks.database_now()
-    tick = (db_now + timedelta(minutes=1)).replace(second=0, microsecond=0)
+def test_runscheduler_on_a_host_fast_waits_for_the_databases_clock():
+    db_now, tick = tick_ahead()
     schedule = ScheduleFactory(cron="* * * * *")
     Schedule.objects.filter(pk=schedule.pk).update(next_fire_at=tick)
     offset = (tick - db_now).total_seconds() + 5  # its clock says the tick is 5 s old
@@ -92,7 +97,9 @@ def test_a_scheduler_process_on_a_slow_host_fires_a_due_tick_at_once(wait):
     try:
         fired = wait(lambda: ScheduleTick.objects.filter(schedule=schedule).first(), timeout=20)
         seen_at = clocks.database_now()
-        assert fired.fire_at == tick
+        # The tick, or the next one if a minute began while the process started (one
+        # job for both: catch-up fires the latest due tick).
+        assert fired.fire_at in (tick, tick + timedelta(minutes=1))
         # Fired and stamped by the database's clock, well before the host's reaches it.
         assert seen_at - tick < timedelta(seconds=behind - 5)
         assert abs((seen_at - fired.fired_at).total_seconds()) < 10
