@@ -2,7 +2,14 @@
 
 from typing import TYPE_CHECKING, Any
 
-from .exceptions import DiscardJob, PayloadError, UnknownConnector, UnknownQueue, UnknownTask
+from .exceptions import (
+    DiscardJob,
+    InvalidOption,
+    PayloadError,
+    UnknownConnector,
+    UnknownQueue,
+    UnknownTask,
+)
 from .tasks import Task, task
 
 if TYPE_CHECKING:
@@ -10,6 +17,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DiscardJob",
+    "InvalidOption",
     "Job",
     "PayloadError",
     "Task",

@@ -10,6 +10,9 @@ import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from . import limits
+from .exceptions import InvalidOption
+
 STRATEGIES = ("exponential", "linear", "fixed")
 
 
@@ -21,12 +24,16 @@ class Backoff:
     jitter: float = 0.1  # fraction: the delay is spread by up to +/- this much
 
     def __post_init__(self) -> None:
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"unknown backoff strategy {self.strategy!r}; use one of {STRATEGIES}")
-        if self.base < 0 or self.max < 0:
-            raise ValueError("backoff base and max must not be negative")
-        if not 0 <= self.jitter <= 1:
-            raise ValueError("backoff jitter is a fraction between 0 and 1")
+        """Refuse what would make a retry's time uncomputable (NaN, a delay past year
+        9999): a worker computes it when a job fails, and could not record the failure."""
+        if not isinstance(self.strategy, str) or self.strategy not in STRATEGIES:
+            raise InvalidOption(
+                "backoff strategy",
+                f"is unknown: {limits.shown(self.strategy)}; use one of {STRATEGIES}",
+            )
+        limits.seconds(self.base, "backoff base", zero=True)
+        limits.seconds(self.max, "backoff max", zero=True)
+        limits.fraction(self.jitter, "backoff jitter")
 
     def delay(self, attempt: int, spread: float = 0.5) -> float:
         """Seconds to wait after failed ``attempt`` (1-based).
@@ -55,6 +62,8 @@ class Backoff:
     @classmethod
     def from_dict(cls, options: dict) -> Backoff:
         known = {"strategy", "base", "max", "jitter"}
+        if not isinstance(options, dict):
+            raise InvalidOption("backoff", f"must be a dict, not {limits.shown(options)}")
         unknown = set(options) - known
         if unknown:
             raise ValueError(f"unknown backoff option(s) {sorted(unknown)}; known: {sorted(known)}")

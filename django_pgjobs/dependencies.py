@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import db
 from .exceptions import PgJobsError
+from .limits import shown
 from .states import JobState
 
 if TYPE_CHECKING:
@@ -37,8 +38,8 @@ def job_ids(depends_on: Sequence[Job | int]) -> list[int]:
     ids = []
     for item in depends_on:
         job_id = item if isinstance(item, int) else getattr(item, "pk", None)
-        if not isinstance(job_id, int):
-            raise TypeError(f"depends_on takes saved jobs or job ids, not {item!r}")
+        if not isinstance(job_id, int) or isinstance(job_id, bool) or not 0 < job_id < 2**63:
+            raise TypeError(f"depends_on takes saved jobs or job ids, not {shown(item)}")
         ids.append(job_id)
     return sorted(set(ids))
 

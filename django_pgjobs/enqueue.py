@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from . import conf, copying, db, dependencies, middleware, payload, queues, signals
+from . import conf, copying, db, dependencies, limits, middleware, payload, queues, signals
 from .connectors.store import check_known as check_connector
+from .exceptions import InvalidQueueName
 from .states import ACTIVE, JobState
 from .tasks import Task, get_task
 
@@ -80,6 +81,8 @@ class JobBuilder:
 
     def task(self, name: str) -> Task[Any, Any]:
         """The registered task ``name`` (UnknownTask if there is none)."""
+        if not isinstance(name, str):
+            return get_task(name)  # raises UnknownTask
         registered = self._tasks.get(name)
         if registered is None:
             registered = self._tasks[name] = get_task(name)
@@ -87,14 +90,17 @@ class JobBuilder:
 
     def _queue(self, name: Any) -> tuple[str, int]:
         """The checked queue name and its default max_attempts."""
-        attempts = self._queue_attempts.get(name)
+        try:
+            attempts = self._queue_attempts.get(name)
+        except TypeError:  # unhashable: no name at all
+            raise InvalidQueueName(name) from None
         if attempts is None:
             queues.check_known(name)
             attempts = self._queue_attempts[name] = _queue_max_attempts(name)
         return name, attempts
 
     def _connector(self, name: Any) -> str:
-        if name not in self._connectors:
+        if not isinstance(name, str) or name not in self._connectors:
             check_connector(name)
             self._connectors.add(name)
         return name
@@ -137,12 +143,18 @@ class JobBuilder:
             type(spec.max_attempts),
             type(spec.timeout),
         )
-        shape = self._shapes.get(options)
+        try:
+            shape = self._shapes.get(options)
+        except (TypeError, ValueError):  # unhashable, or a tzinfo that can't say its offset
+            return self._checked_payload(spec, self._shape(spec))  # _shape says what is wrong
         if shape is None:
             shape = self._shapes[options] = self._shape(spec)
+        return self._checked_payload(spec, shape)
+
+    def _checked_payload(self, spec: JobSpec, shape: Shape) -> Shape:
         payload.check(spec.args, spec.kwargs, self.max_payload)
         if spec.meta:
-            payload.check([], {**spec.meta, **shape.fields["meta"]}, self.max_payload)
+            payload.check_meta(spec.meta, self.max_payload)
         return shape
 
     def make(self, spec: JobSpec, shape: Shape) -> Job:
@@ -170,25 +182,18 @@ class JobBuilder:
                 f"not {spec.on_dependency_failure!r}"
             )
         connector = self._connector_of(spec.connector, registered)
-        max_attempts = spec.max_attempts or registered.max_attempts or queue_attempts
-        if not isinstance(max_attempts, int) or max_attempts < 1:
-            raise ValueError(
-                f"max_attempts must be a whole number, at least 1, not {max_attempts!r}"
-            )
-        priority = spec.priority if spec.priority is not None else (registered.priority or 0)
-        if not isinstance(priority, int):
-            raise ValueError(f"priority must be a whole number, not {priority!r}")
-        if not -32768 <= priority <= 32767:
-            raise ValueError(f"priority {priority} is outside -32768..32767")
-        timeout = spec.timeout if spec.timeout is not None else registered.timeout
-        if timeout is not None and (
-            not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0
-        ):
-            raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
+        max_attempts = limits.max_attempts(
+            _first_set(spec.max_attempts, registered.max_attempts, queue_attempts)
+        )
+        priority = limits.priority(_first_set(spec.priority, registered.priority, 0))
+        timeout = _first_set(spec.timeout, registered.timeout)
+        if timeout is not None:
+            timeout = limits.timeout(timeout)
         now = self.now
-        if spec.run_at is not None and timezone.is_naive(spec.run_at):
-            raise ValueError("run_at must be timezone-aware")
-        run_at = spec.run_at or now
+        run_at = now if spec.run_at is None else _stored_time(limits.moment(spec.run_at), now)
+        unique_key = spec.unique_key or None
+        if unique_key is not None:
+            limits.text(unique_key, "unique_key")
         flags: dict[str, Any] = {}
         if spec.pass_results:
             flags["pass_results"] = True
@@ -200,11 +205,11 @@ class JobBuilder:
         fields["queue"] = queue
         fields["priority"] = priority
         fields["max_attempts"] = max_attempts
-        fields["timeout"] = None if timeout is None else float(timeout)
+        fields["timeout"] = timeout
         fields["run_at"] = run_at
         fields["created_at"] = now
         fields["state"] = JobState.SCHEDULED if run_at > now else JobState.AVAILABLE
-        fields["unique_key"] = spec.unique_key or None
+        fields["unique_key"] = unique_key
         fields["meta"] = flags
         fields["connector"] = connector
         own = {"args", "kwargs", "meta"}  # make() gives every job its own of these
@@ -212,6 +217,22 @@ class JobBuilder:
             (name, new) for name, new in computed if name not in own and name not in fields
         )
         return Shape(fields, registered, fresh)
+
+
+def _first_set(*values: Any) -> Any:
+    """The first value that is not None (0 and "" count as set: they are refused)."""
+    for value in values:
+        if value is not None:
+            return value
+    return None
+
+
+def _stored_time(moment: datetime, now: datetime) -> datetime:
+    """A checked time (aware, in UTC) as the job's times are: naive local time when
+    USE_TZ is off (``now`` is naive then), else as it is."""
+    if timezone.is_naive(now):
+        return timezone.make_naive(moment, timezone.get_default_timezone())
+    return moment
 
 
 @functools.cache

@@ -30,7 +30,24 @@ class InvalidQueueName(PgJobsError, ValueError):
 
 
 class PayloadError(PgJobsError, TypeError):
-    """args/kwargs that can't be stored as JSON, or are too large."""
+    """args/kwargs (or meta) that can't be stored as JSON, or are too large.
+
+    ``field`` names the argument at fault ("args", "kwargs" or "meta") when known.
+    """
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        self.field = field
+        super().__init__(message)
+
+
+class InvalidOption(PgJobsError, ValueError):
+    """An option of a job, a task, a queue or a schedule that no job row can hold or
+    no worker can run (a ``run_at`` outside years 1-9999, a timeout that is not a
+    finite number, a priority beyond -32768..32767, ...); ``field`` names it."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field, self.problem = field, problem
+        super().__init__(f"{field} {problem}")
 
 
 class JobTimeout(PgJobsError):

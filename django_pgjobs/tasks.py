@@ -10,8 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
+from . import limits
 from .backoff import Backoff
-from .exceptions import UnknownTask
+from .exceptions import InvalidOption, UnknownTask
 
 if TYPE_CHECKING:
     from .enqueue import JobSpec
@@ -142,8 +143,7 @@ def task(
     runs in a child process of its own, where ``timeout`` is a hard limit (the
     process is killed) and a crash is the job's alone; about 10-20 ms a job.
     """
-    if max_attempts is not None and max_attempts < 1:
-        raise ValueError("max_attempts must be at least 1")
+    _check_options(queue, priority, max_attempts, timeout, connector, unique_for)
     if isinstance(backoff, dict):
         backoff = Backoff.from_dict(backoff)
 
@@ -151,6 +151,9 @@ def task(
         task_name = name or f"{fn.__module__}.{fn.__qualname__}"
         if "<locals>" in task_name:
             raise ValueError(f"{task_name}: tasks must be module-level functions")
+        # Its jobs store the name; a unique task's keys are the name and 33 characters.
+        room = limits.TEXT_LENGTH - (UNIQUE_KEY_SUFFIX if unique or unique_for else 0)
+        limits.text(task_name, "task name", room)
         registered = Task(
             fn,
             task_name,
@@ -168,6 +171,37 @@ def task(
         return registered
 
     return register(func) if func is not None else register
+
+
+#: Characters a derived unique key adds to the task's name (":" and 32 hex digits).
+UNIQUE_KEY_SUFFIX = 33
+
+
+def _check_options(
+    queue: Any,
+    priority: Any,
+    max_attempts: Any,
+    timeout: Any,
+    connector: Any,
+    unique_for: Any,
+) -> None:
+    """Refuse, when the task is defined, options none of its jobs could have."""
+    from .connectors.store import CONNECTOR_NAME
+    from .queues import validate_name
+
+    if queue is not None:
+        validate_name(queue)
+    if priority is not None:
+        limits.priority(priority)
+    if max_attempts is not None:
+        limits.max_attempts(max_attempts)
+    if timeout is not None:
+        limits.timeout(timeout)
+    named = isinstance(connector, str) and CONNECTOR_NAME.match(connector)
+    if connector is not None and not named:
+        raise InvalidOption("connector", f"is not a connector name: {limits.shown(connector)}")
+    if unique_for is not None:
+        limits.seconds(unique_for, "unique_for", high=limits.MAX_UNIQUE_FOR)
 
 
 #: What an UnknownTask says about registering a task.

@@ -189,3 +189,47 @@ def isolated_pid(seconds: float = 0) -> int:
     """Runs in a child process of its own: returns that process's pid."""
     time.sleep(seconds)  # blocked in C: only killing its process stops it early
     return os.getpid()
+
+
+@task
+def takes_anything(*args: object, **kwargs: object) -> int:
+    """Runs with whatever arguments it is given (the hardening tests' property tests)."""
+    return len(args) + len(kwargs)
+
+
+def _cyclic() -> list:
+    value: list = [1]
+    value.append(value)
+    return value
+
+
+def _deep(levels: int) -> list:
+    value: list = []
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+#: What ``returns_odd`` and ``raises_odd`` make: values no JSON column can hold as they are.
+ODD = {
+    "nul": lambda: "a\x00b",
+    "surrogate": lambda: "a\ud800b",
+    "nan": lambda: float("nan"),
+    "huge int": lambda: 10**5000,
+    "cycle": _cyclic,
+    "deep": lambda: _deep(5_000),
+    "object": object,
+    "nul key": lambda: {"a\x00": 1},
+    "large": lambda: "x" * 2_000_000,
+}
+
+
+@task
+def returns_odd(kind: str) -> object:
+    return ODD[kind]()
+
+
+@task
+def raises_odd(kind: str) -> None:
+    value = ODD[kind]() if kind in ODD else kind
+    raise ValueError(value if isinstance(value, str) else repr(value)[:100] + kind + "\x00\ud800")

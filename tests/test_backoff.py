@@ -61,10 +61,15 @@ def test_next_run_at_adds_the_delay_to_the_given_instant():
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"strategy": "quadratic"}, "unknown backoff strategy"),
-        ({"base": -1}, "must not be negative"),
-        ({"jitter": 2}, "between 0 and 1"),
+        ({"strategy": "quadratic"}, "backoff strategy is unknown"),
+        ({"base": -1}, "backoff base must be a number of seconds from 0 and"),
+        ({"jitter": 2}, "from 0 to 1"),
         ({"speed": 1}, "unknown backoff option"),
+        ({"base": float("nan")}, "backoff base must be a number of seconds"),
+        ({"max": float("inf")}, "backoff max must be a number of seconds"),
+        ({"max": 10**400}, "backoff max must be a number of seconds"),
+        ({"jitter": float("nan")}, "from 0 to 1"),
+        ({"base": "2"}, "backoff base must be a number of seconds"),
     ],
 )
 def test_bad_policies_are_refused(options, message):

@@ -28,7 +28,7 @@ def test_a_misspelt_key_names_the_right_one(settings):
         ({"MAX_ATTEMPTS": "5"}, "must be int"),
         ({"MAX_ATTEMPTS": 0}, "at least 1"),
         ({"POLL_INTERVAL": 0}, "greater than 0"),
-        ({"BACKOFF": {"strategy": "random"}}, "unknown backoff strategy"),
+        ({"BACKOFF": {"strategy": "random"}}, "backoff strategy is unknown"),
         ({"QUEUES": {"default": {}, "bad name": {}}}, "Invalid queue name"),
         ({"QUEUES": {"default": {"concurrancy": 2}}}, "Unknown option(s) ['concurrancy']"),
         ({"QUEUES": {"mail": {}}}, "DEFAULT_QUEUE"),

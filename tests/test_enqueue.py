@@ -258,8 +258,8 @@ def test_a_bad_job_late_in_a_large_batch_with_autocommit_off_leaves_the_transact
     [
         ("priority", 1.5, "priority must be a whole number"),
         ("max_attempts", "3", "max_attempts must be a whole number"),
-        ("timeout", "30", "timeout must be a positive number of seconds"),
-        ("timeout", 0, "timeout must be a positive number of seconds"),
+        ("timeout", "30", "timeout must be a number of seconds"),
+        ("timeout", 0, "timeout must be a number of seconds above 0"),
     ],
 )
 def test_options_of_the_wrong_type_are_refused_naming_the_option(size, option, value, message):

@@ -94,7 +94,7 @@ def test_a_model_form_shows_each_problem_on_its_field():
         ({"queue": "bad name"}, "queue", "invalid queue name"),
         ({"args": {"not": "a list"}}, "args", "JSON list"),
         ({"kwargs": [1]}, "kwargs", "JSON object"),
-        ({"kwargs": {"when": datetime(2026, 1, 1)}}, "kwargs", "JSON-serialisable"),
+        ({"kwargs": {"when": datetime(2026, 1, 1)}}, "kwargs", "can't be stored as JSON"),
     ],
 )
 def test_the_job_a_schedule_would_enqueue_is_checked_field_by_field(fields, field, fragment):

@@ -11,6 +11,8 @@ from typing import Any
 
 from django.utils.dateparse import parse_datetime
 
+from .. import limits
+from ..exceptions import InvalidOption
 from ..states import CLAIMABLE
 
 
@@ -40,13 +42,21 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
 # -- POST /jobs -------------------------------------------------------------------------
 
 
+def _within_limits(check: Callable[[Any], Any], value: Any) -> Any:
+    """``check(value)`` (one of ``limits``), its refusal said of the field."""
+    try:
+        return check(value)
+    except InvalidOption as refused:
+        raise ValueError(refused.problem) from None
+
+
 def _string(max_length: int) -> Callable[[Any], Any]:
     def check(value: Any) -> Any:
         if not isinstance(value, str) or not value:
             raise ValueError("must be a non-empty string")
         if len(value) > max_length:
             raise ValueError(f"must be at most {max_length} characters")
-        return value
+        return _within_limits(lambda text: limits.text(text, "", max_length), value)
 
     return check
 
@@ -72,18 +82,22 @@ def _of_type(kind: type, name: str) -> Callable[[Any], Any]:
 
 
 def _timestamp(value: Any) -> datetime:
-    parsed = parse_datetime(value) if isinstance(value, str) else None
+    example = "an ISO 8601 date-time, e.g. 2030-01-01T09:00:00Z"
+    try:
+        parsed = parse_datetime(value) if isinstance(value, str) else None
+    except ValueError as problem:  # a date that is none (2024-02-30), an offset over 24h
+        raise ValueError(f"must be {example}: {problem}") from None
     if parsed is None:
-        raise ValueError("must be an ISO 8601 date-time, e.g. 2030-01-01T09:00:00Z")
+        raise ValueError(f"must be {example}")
     if parsed.tzinfo is None:
         raise ValueError("must include a time zone (Z or +hh:mm)")
-    return parsed
+    return _within_limits(limits.moment, parsed)
 
 
 def _seconds(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
         raise ValueError("must be a number of seconds greater than 0")
-    return float(value)
+    return _within_limits(limits.timeout, value)
 
 
 ENQUEUE_FIELDS: dict[str, Callable[[Any], Any]] = {
@@ -92,8 +106,8 @@ ENQUEUE_FIELDS: dict[str, Callable[[Any], Any]] = {
     "kwargs": _of_type(dict, "object"),
     "queue": _string(63),
     "run_at": _timestamp,
-    "priority": _integer(-32768, 32767),
-    "max_attempts": _integer(1, 1_000_000),
+    "priority": _integer(*limits.SMALLINT),
+    "max_attempts": _integer(1, limits.MAX_ATTEMPTS),
     "unique_key": _string(255),
     "connector": _string(100),
     "timeout": _seconds,

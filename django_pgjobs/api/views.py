@@ -18,7 +18,14 @@ from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 
 from .. import conf, payload, queues
-from ..exceptions import InvalidQueueName, UnknownConnector, UnknownQueue, UnknownTask
+from ..exceptions import (
+    InvalidOption,
+    InvalidQueueName,
+    PayloadError,
+    UnknownConnector,
+    UnknownQueue,
+    UnknownTask,
+)
 from ..inline import run_due
 from ..models import ApiToken, Job
 from ..tasks import get_task
@@ -125,7 +132,10 @@ def enqueue(request: HttpRequest, token: ApiToken) -> HttpResponse:
     if connector is not None and not token.allows_connector(connector):
         # A connector can send mail or run a command: naming one is a right of its own.
         return error(403, "forbidden", f"this token may not use connector {connector!r}")
-    size = payload.encoded_size(options.get("args", []), options.get("kwargs", {}))
+    try:
+        size = payload.encoded_size(options.get("args", []), options.get("kwargs", {}))
+    except PayloadError as bad:  # a NUL, a lone surrogate, too deep, ...
+        raise Invalid({bad.field or "args": str(bad)}) from None
     if size > conf.get("MAX_PAYLOAD_BYTES"):
         limit = conf.get("MAX_PAYLOAD_BYTES")
         message = f"args and kwargs are {size} bytes of JSON, over the limit of {limit}"
@@ -136,6 +146,8 @@ def enqueue(request: HttpRequest, token: ApiToken) -> HttpResponse:
         raise Invalid({"queue": str(bad)}) from None
     except UnknownConnector as bad:
         raise Invalid({"connector": str(bad)}) from None
+    except (InvalidOption, PayloadError) as bad:  # an option the task gives, say
+        raise Invalid({bad.field or "args": str(bad)}) from None
     duplicate = getattr(job, "is_duplicate", False)
     response = JsonResponse(
         {**job_json(job), "duplicate": duplicate}, status=200 if duplicate else 201

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from typing import Any
 
 from .. import conf
 from ..context import current_job
 from ..exceptions import UnknownConnector
+from ..queues import NAME_CHARACTERS
 from .base import ConnectorKind
 from .registry import check_stored
+
+#: What a connector's name may be (its CHECK constraint; Connector.name is varchar(100)).
+CONNECTOR_NAME = re.compile(rf"^{NAME_CHARACTERS}{{1,100}}$")
 
 _known: set[str] = set()
 _lock = threading.Lock()
@@ -23,7 +28,9 @@ def check_known(name: object) -> str:
     created a moment ago is usable at once. A connector deleted since is found
     out when the job runs.
     """
-    if not isinstance(name, str) or name not in _known:
+    if not isinstance(name, str) or not CONNECTOR_NAME.match(name):
+        raise UnknownConnector(name)  # no connector can have that name: no need to look
+    if name not in _known:
         from ..models import Connector
 
         names = set(Connector.objects.using(conf.get("DATABASE")).values_list("name", flat=True))

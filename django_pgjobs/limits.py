@@ -1,0 +1,156 @@
+"""What a job, a task, a queue or a schedule can hold: each option checked in Python
+before anything is written.
+
+PostgreSQL refuses values Python takes (a time before year 1 once in UTC, a UTC
+offset of over 16 hours, a NUL in text, a number beyond its column) and readers
+choke on others (a time no local time zone can show, a timeout that is not a
+number): a refusal at the database aborts the caller's transaction, and a row
+that can't be read stops every worker that claims it. So every entry point
+checks its values here first, and the database's CHECK constraints say the same
+for rows written any other way. The JSON values (args, kwargs, meta, results)
+are ``payload``'s.
+
+Each check returns the value as it is stored, or raises ``InvalidOption``
+naming the field (``ValidationError`` for forms and model saves: ``validation_error``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from .exceptions import InvalidOption
+
+#: Stored times lie in [EARLIEST, END): a day inside Python's years 1-9999 at each
+#: end, so that every stored time can also be shown in any local time zone.
+EARLIEST = datetime(1, 1, 2, tzinfo=UTC)
+END = datetime(9999, 12, 31, tzinfo=UTC)
+
+#: ``smallint`` columns (priorities).
+SMALLINT = (-32768, 32767)
+#: Attempts of one job: beyond any real retry policy, and each one may add an error record.
+MAX_ATTEMPTS = 1_000_000
+#: Longest timeout and backoff delay, in seconds: a year.
+MAX_SECONDS = 365 * 24 * 3600.0
+#: Longest ``unique_for`` of a task, in seconds: a century (its window is subtracted from now).
+MAX_UNIQUE_FOR = 100 * 365 * 24 * 3600.0
+#: Longest unique_key, task and connector name a job row holds (``varchar(255)``).
+TEXT_LENGTH = 255
+
+
+def shown(value: Any, width: int = 80) -> str:
+    """``repr(value)`` for a message, shortened; never raises (an int of 5,000 digits does)."""
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):
+        return f"<a {type(value).__name__} too large to show>"
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def text_problem(value: str) -> str | None:
+    """Why PostgreSQL can't store the string ``value`` (as text or in jsonb), or None."""
+    if "\x00" in value:
+        return "contains a NUL character (\\u0000), which PostgreSQL can't store"
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as error:
+            bad = error.object[error.start]
+            return f"contains a lone surrogate ({bad!r}), which is not text UTF-8 can encode"
+    return None
+
+
+def moment(value: Any, field: str = "run_at") -> datetime:
+    """An aware datetime, in UTC, within [EARLIEST, END)."""
+    if not isinstance(value, datetime):
+        raise InvalidOption(
+            field, f"must be a timezone-aware datetime, not {type(value).__name__} {shown(value)}"
+        )
+    try:
+        offset = value.utcoffset()
+        in_utc = None if offset is None else value.astimezone(UTC)
+    except (OverflowError, ValueError):  # before year 1 or after 9999 once in UTC
+        offset, in_utc = timedelta(0), None
+    if offset is None:
+        raise InvalidOption(field, "must be timezone-aware (a naive datetime is no instant)")
+    if in_utc is None or not EARLIEST <= in_utc < END:
+        raise InvalidOption(
+            field,
+            f"{_when(value)} is out of range: times must lie from "
+            f"{EARLIEST.date().isoformat()} up to (not including) {END.date().isoformat()}, UTC",
+        )
+    return in_utc
+
+
+def _when(value: datetime) -> str:
+    try:
+        return value.isoformat()
+    except (OverflowError, ValueError):  # a tzinfo that can't say its offset
+        return shown(value)
+
+
+def whole_number(value: Any, field: str, low: int, high: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidOption(field, f"must be a whole number, not {shown(value)}")
+    if not low <= value <= high:
+        raise InvalidOption(field, f"must be between {low} and {high}, not {shown(value)}")
+    return value
+
+
+def priority(value: Any, field: str = "priority") -> int:
+    return whole_number(value, field, *SMALLINT)
+
+
+def max_attempts(value: Any, field: str = "max_attempts") -> int:
+    return whole_number(value, field, 1, MAX_ATTEMPTS)
+
+
+def seconds(value: Any, field: str, *, zero: bool = False, high: float = MAX_SECONDS) -> float:
+    """A finite number of seconds, above 0 (or from 0 with ``zero``) and at most ``high``."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidOption(field, f"must be a number of seconds, not {shown(value)}")
+    number = float(value) if abs(value) < 1e300 else math.inf  # an int too large for a float
+    low = "from 0" if zero else "above 0"
+    in_range = (number >= 0 if zero else number > 0) and number <= high
+    if not (math.isfinite(number) and in_range):
+        raise InvalidOption(
+            field, f"must be a number of seconds {low} and at most {high:.0f}, not {shown(value)}"
+        )
+    return number
+
+
+def timeout(value: Any, field: str = "timeout") -> float:
+    return seconds(value, field)
+
+
+def fraction(value: Any, field: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidOption(field, f"must be a number, not {shown(value)}")
+    if not 0 <= value <= 1:  # NaN fails too
+        raise InvalidOption(field, f"must be a fraction from 0 to 1, not {shown(value)}")
+    return float(value)
+
+
+def text(value: Any, field: str, max_length: int = TEXT_LENGTH) -> str:
+    """A non-empty string PostgreSQL can store in a ``varchar(max_length)``."""
+    if not isinstance(value, str):
+        raise InvalidOption(field, f"must be a string, not {type(value).__name__} {shown(value)}")
+    if not value or len(value) > max_length:
+        raise InvalidOption(field, f"must be 1 to {max_length} characters, not {len(value)}")
+    problem = text_problem(value)
+    if problem:
+        raise InvalidOption(field, problem)
+    return value
+
+
+def validation_error(check: Callable[[], Any]) -> Any:
+    """``check()``, its InvalidOption turned into Django's ValidationError on its field
+    (for ``Model.clean``/``save`` and forms)."""
+    from django.core.exceptions import ValidationError
+
+    try:
+        return check()
+    except InvalidOption as error:
+        raise ValidationError({error.field: str(error)}) from None
