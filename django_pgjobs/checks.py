@@ -8,21 +8,12 @@ from typing import Any
 from django.conf import settings
 from django.core.checks import Error, Tags, register
 
-from . import conf
+from . import conf, limits, queues
 from .backoff import Backoff
+from .exceptions import InvalidOption
 from .queues import QUEUE_NAME
 
-QUEUE_OPTIONS = {
-    "concurrency",
-    "priority",
-    "paused",
-    "blocking",
-    "max_attempts",
-    "backoff_strategy",
-    "backoff_base",
-    "backoff_max",
-    "backoff_jitter",
-}
+QUEUE_OPTIONS = frozenset(queues.OPTIONS)
 
 
 def _error(message: str, hint: str | None, number: int) -> Error:
@@ -139,6 +130,11 @@ def _check_queues() -> list[Error]:
                     10,
                 )
             )
+            continue
+        try:
+            queues.check_options(name, options)
+        except InvalidOption as problem:  # a value no worker could use
+            errors.append(_error(f"PGJOBS['QUEUES'][{name!r}]: {problem}.", None, 13))
     return errors
 
 
@@ -160,8 +156,10 @@ def _check_scheduler() -> list[Error]:
             )
         )
     for name, options in conf.get("SCHEDULES").items():
-        if not isinstance(name, str) or not name or len(name) > 200:
-            errors.append(_error(f"Invalid schedule name {name!r}: 1-200 characters.", None, 21))
+        try:
+            limits.text(name, "name", 200)
+        except InvalidOption as problem:
+            errors.append(_error(f"Invalid schedule name {name!r}: {problem.problem}.", None, 21))
             continue
         try:
             declared_schedule(name, options, offline=True)

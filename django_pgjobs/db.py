@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import psycopg.adapt
 from django.db import connections
 from psycopg.pq import Format
 
-from . import conf
+from . import conf, payload
 
 SQL_DIR = Path(__file__).resolve().parent / "sql"
 
@@ -64,11 +65,58 @@ def _run(name: str, params: dict[str, Any], using: str) -> tuple[list[str], list
             cursor = _prepared_cursor(connection.connection)
             cursor.execute(statement(name), params, prepare=name in PREPARABLE)
             columns = _column_names(cursor)
-            return columns, cursor.fetchall() if columns else []
+            return columns, _fetch_all(cursor) if columns else []
     with connection.cursor() as cursor:
         cursor.execute(statement(name), params)
         columns = _column_names(cursor.cursor)
-        return columns, cursor.fetchall() if columns else []
+        return columns, _fetch_all(cursor.cursor) if columns else []
+
+
+def _fetch_all(cursor: psycopg.Cursor) -> list[tuple]:
+    """The rows of the result, each as a tuple; a row with a value psycopg can't load
+    as Python (a time before year 1, written around the CHECK constraints) is an
+    ``UnloadableRow`` instead, rather than an error that loses the whole result.
+
+    Claims commit as they return their rows: losing the result would leave every job
+    it claimed executing, and the same row would stop the next claim again.
+    """
+    try:
+        return cursor.fetchall()
+    except psycopg.DataError:
+        pass
+    rows: list[tuple] = []
+    cursor.scroll(0, "absolute")
+    for index in range(cursor.pgresult.ntuples if cursor.pgresult else 0):
+        try:
+            rows.append(cursor.fetchone())
+        except psycopg.DataError:
+            rows.append(UnloadableRow(cursor, index))
+            cursor.scroll(index + 1, "absolute")
+    return rows
+
+
+class UnloadableRow(tuple):
+    """A row some of whose values can't be loaded: those are None, and ``problems``
+    names each with its error."""
+
+    problems: dict[str, str]
+
+    def __new__(cls, cursor: psycopg.Cursor, index: int) -> UnloadableRow:
+        result = cursor.pgresult
+        assert result is not None
+        loading = psycopg.adapt.Transformer.from_context(cursor)
+        values, problems = [], {}
+        for column in range(result.nfields):
+            raw = result.get_value(index, column)
+            try:
+                loader = loading.get_loader(result.ftype(column), result.fformat(column))
+                values.append(None if raw is None else loader.load(raw))
+            except psycopg.DataError as error:
+                values.append(None)
+                problems[(result.fname(column) or b"?").decode()] = str(error)
+        row = super().__new__(cls, values)
+        row.problems = problems
+        return row
 
 
 def _column_names(cursor: psycopg.Cursor) -> list[str]:
@@ -106,6 +154,9 @@ def fetch_dicts(name: str, params: dict[str, Any], using: str | None = None) -> 
     return [dict(zip(columns, row, strict=True)) for row in rows]
 
 
+#: JSON fields a job can't run without; the others (errors, result) are only shown.
+_NEEDED_TO_RUN = frozenset({"args", "kwargs", "meta"})
+
 #: jsonb texts of most JSON fields of a claimed job: made without the decoder.
 _EMPTY_JSON = {"[]": list, "{}": dict}
 
@@ -127,12 +178,22 @@ def fetch_jobs(name: str, params: dict[str, Any], using: str | None = None) -> l
     jobs = []
     for row in rows:
         fields = dict(zip(attnames, row, strict=True))
+        problems = getattr(row, "problems", None)
         for attname in decode:
             value = fields[attname]
             if type(value) is str:  # Django's connections hand jsonb over as text
                 empty = _EMPTY_JSON.get(value)
-                fields[attname] = empty() if empty else json.loads(value)
-        jobs.append(Job.from_fields(fields, using))
+                try:
+                    fields[attname] = empty() if empty else json.loads(value)
+                except (ValueError, RecursionError) as error:  # written around enqueue
+                    fields[attname] = payload.unreadable(value, error)
+                    if attname in _NEEDED_TO_RUN:
+                        problems = {**(problems or {}), attname: fields[attname].problem}
+        job = Job.from_fields(fields, using)
+        if problems:
+            # The worker fails such a job at once (execution.unrunnable) and goes on.
+            job.unreadable = "; ".join(f"{name}: {why}" for name, why in problems.items())
+        jobs.append(job)
     return jobs
 
 

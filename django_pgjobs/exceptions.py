@@ -79,6 +79,18 @@ class TransactionLeftOpen(PgJobsError):
         )
 
 
+class UnrunnableJob(PgJobsError):
+    """Recorded on a job a worker claimed but can't run as its row stands: written around
+    ``Job.enqueue`` (by SQL, an old version, a bug), with JSON Python can't read back or
+    arguments that are not an array and an object. The job is discarded, its row kept."""
+
+    def __init__(self, job_id: object, problem: str) -> None:
+        super().__init__(
+            f"job {job_id} can't run as stored: {problem} (a row written around "
+            "Job.enqueue: by SQL, an old version or a bug; fix it and retry the job)"
+        )
+
+
 class WorkerLost(PgJobsError):
     """Recorded by rescue on a job whose worker stopped heartbeating while running it."""
 

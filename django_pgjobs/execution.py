@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 import time
@@ -14,14 +13,21 @@ from typing import Any, TypeVar
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
 from django.utils import timezone
 
-from . import conf, leftovers, middleware, signals, transitions
+from . import conf, leftovers, middleware, payload, signals, transitions
 from .backoff import Backoff
 from .connectors import runtime as connector_runtime
 from .connectors.errors import ConnectorBusy
 from .context import JobContext, _current
 from .dependencies import results_of_dependencies
 from .events import Change
-from .exceptions import DiscardJob, JobTimeout, TransactionLeftOpen, UnknownTask
+from .exceptions import (
+    DiscardJob,
+    JobTimeout,
+    TransactionLeftOpen,
+    UnknownTask,
+    UnrunnableJob,
+)
+from .limits import shown
 from .models import Job
 from .tasks import Task, get_task
 from .transitions import Outcome
@@ -96,16 +102,40 @@ def _run_coroutine(registered: Task[Any, Any], context: JobContext, kwargs: dict
         loop.close()
 
 
-def _jsonable(value: Any) -> Any:
-    if value is None or type(value) in (str, int, bool):  # most results: nothing to check
-        return value
-    try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError):
+def _storable(job: Job, result: Any) -> Any:
+    """The result to store: itself, or a stand-in saying why it can't be (not JSON, a
+    NUL, too large, ...). A result the database refused would fail the outcome write
+    of every job written with it."""
+    stored, why = payload.storable_result(result, conf.get("MAX_PAYLOAD_BYTES"))
+    if why is not None:
         # Its type only: the value may hold what the job's redactor masks in the result.
-        logger.warning("job result of type %s is not JSON; storing its repr", type(value).__name__)
-        return {"repr": repr(value)[:10_000]}
-    return value
+        kind = type(result).__name__
+        logger.warning("job %s: its result (a %s) can't be stored; storing its repr", job.pk, kind)
+    return stored
+
+
+def unrunnable(job: Job) -> str | None:
+    """Why a claimed job can't run as its row stands, or None: a row written around
+    ``Job.enqueue`` (by SQL, an old version, a bug) whose JSON Python can't read
+    back, or whose arguments are not an array and an object."""
+    problem = getattr(job, "unreadable", None)
+    if problem:
+        return problem
+    for name, kind, json_name in _SHAPES:
+        value = job.__dict__[name]
+        if type(value) is not kind:
+            return f"its {name} is {_json_type(value)}, not a JSON {json_name}"
+    return None
+
+
+_SHAPES = (("args", list, "array"), ("kwargs", dict, "object"), ("meta", dict, "object"))
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, payload.Unreadable):
+        return f"unreadable: {value.problem}"
+    names = {dict: "a JSON object", list: "a JSON array", str: "a JSON string"}
+    return "null" if value is None else names.get(type(value), f"a JSON {type(value).__name__}")
 
 
 def execute(job: Job, clock: Clock = timezone.now, context: JobContext | None = None) -> str:
@@ -135,6 +165,10 @@ def run(job: Job, clock: Clock = timezone.now, context: JobContext | None = None
 
 
 def _attempt(job: Job, clock: Clock, context: JobContext) -> Outcome | str:
+    problem = unrunnable(job)
+    if problem:
+        logger.error("job %s can't run as stored: %s; discarding it", job.pk, problem)
+        return transitions.failed(job, UnrunnableJob(job.pk, problem), clock(), discard=True)
     try:
         registered = get_task(job.task)
     except UnknownTask as error:
@@ -147,10 +181,10 @@ def _attempt(job: Job, clock: Clock, context: JobContext) -> Outcome | str:
         return transitions.failed(job, error, clock(), discard=True)
     except BaseException as error:  # a task's failure, even SystemExit, is data
         if logger.isEnabledFor(logging.INFO):
-            failure = context.mask(repr(error))
+            failure = context.mask(shown(error, 500))  # repr() fails on some values
             logger.info("job %s (%s) attempt %s failed: %s", job.pk, job.task, job.attempt, failure)
         return _retry_or_discard(job, error, clock(), registered.backoff)
-    return transitions.completed(job, _jsonable(result), clock())
+    return transitions.completed(job, _storable(job, result), clock())
 
 
 def _call_and_tidy_up(registered: Task[Any, Any], context: JobContext) -> Any:

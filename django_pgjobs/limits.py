@@ -46,6 +46,8 @@ def shown(value: Any, width: int = 80) -> str:
         text = repr(value)
     except (ValueError, RecursionError):
         return f"<a {type(value).__name__} too large to show>"
+    except Exception as error:  # a __repr__ of the caller's that fails
+        return f"<a {type(value).__name__} whose repr() raised {type(error).__name__}>"
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
@@ -143,6 +145,20 @@ def text(value: Any, field: str, max_length: int = TEXT_LENGTH) -> str:
     if problem:
         raise InvalidOption(field, problem)
     return value
+
+
+def validate_time(value: datetime) -> None:
+    """A model field validator: the time within [EARLIEST, END) (a naive one, with
+    USE_TZ off, in the default time zone), else ValidationError."""
+    from django.core.exceptions import ValidationError
+    from django.utils import timezone
+
+    if isinstance(value, datetime) and timezone.is_naive(value):
+        value = timezone.make_aware(value, timezone.get_default_timezone())
+    try:
+        moment(value, "time")
+    except InvalidOption as error:
+        raise ValidationError(error.problem, code="out_of_range") from None
 
 
 def validation_error(check: Callable[[], Any]) -> Any:

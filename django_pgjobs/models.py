@@ -15,8 +15,9 @@ from django.db.models import Q
 from django.db.models.base import ModelState
 from django.utils import timezone
 
-from . import conf
+from . import conf, limits, payload
 from .backoff import STRATEGIES, Backoff
+from .payload import names_in
 from .queues import NAME_CHARACTERS
 from .states import ACTIVE, CLAIMABLE, FINISHED, JobState
 
@@ -30,6 +31,35 @@ NAME_PATTERN = rf"^{NAME_CHARACTERS}+$"
 
 def _in(states: Iterable[str]) -> list[str]:
     return sorted(str(s) for s in states)
+
+
+class ReadableJSONField(models.JSONField):
+    """Django's JSONField, except that a stored value Python's json can't read back (an
+    integer of 5,000 digits, nesting deeper than the stack: a row written around the
+    checks of enqueue) loads as a ``payload.Unreadable`` holding its text, as Django
+    already does with text that is not JSON, instead of raising in every worker, page
+    and answer that reads the row."""
+
+    def from_db_value(self, value: Any, expression: Any, connection: Any) -> Any:
+        try:
+            return super().from_db_value(value, expression, connection)
+        except (ValueError, RecursionError) as error:
+            return payload.unreadable(value, error)
+
+
+def times_in_range(name: str, *fields: str, nullable: Iterable[str] = ()) -> models.CheckConstraint:
+    """A CHECK that the times of ``fields`` (and of ``nullable`` ones, when set) lie within
+    ``limits.EARLIEST``..``limits.END``: the times Python can load and every local time
+    zone can show. Enqueue checks as much; this stops rows written any other way."""
+    within = {"gte": limits.EARLIEST, "lt": limits.END}
+    condition = Q()
+    for field in fields:
+        condition &= Q(**{f"{field}__{op}": bound for op, bound in within.items()})
+    for field in nullable:
+        condition &= Q(**{f"{field}__isnull": True}) | Q(
+            **{f"{field}__{op}": bound for op, bound in within.items()}
+        )
+    return models.CheckConstraint(condition=condition, name=name)
 
 
 class Queue(models.Model):
@@ -71,10 +101,49 @@ class Queue(models.Model):
                 condition=Q(max_attempts__isnull=True) | Q(max_attempts__gte=1),
                 name="pgjobs_queue_max_attempts_positive",
             ),
+            # A worker computes a failed job's retry from these (NaN or a delay past
+            # year 9999 would fail it): the limits of backoff.Backoff.
+            models.CheckConstraint(
+                condition=(Q(backoff_strategy="") | Q(backoff_strategy__in=STRATEGIES))
+                & (
+                    Q(backoff_base__isnull=True)
+                    | Q(backoff_base__gte=0, backoff_base__lte=limits.MAX_SECONDS)
+                )
+                & (
+                    Q(backoff_max__isnull=True)
+                    | Q(backoff_max__gte=0, backoff_max__lte=limits.MAX_SECONDS)
+                )
+                & (
+                    Q(backoff_jitter__isnull=True) | Q(backoff_jitter__gte=0, backoff_jitter__lte=1)
+                ),
+                name="pgjobs_queue_backoff_valid",
+            ),
+            times_in_range("pgjobs_queue_times_in_range", "updated_at"),
         ]
 
     def __str__(self) -> str:
         return self.name
+
+    def save(self, **kwargs: Any) -> None:
+        """Save; refuses (ValidationError) a value no worker could use, even without
+        full_clean(), rather than leave it to the database to refuse with an error."""
+        self.check_options()
+        super().save(**kwargs)
+
+    def clean(self) -> None:
+        self.check_options()
+
+    def check_options(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        from .exceptions import InvalidQueueName
+        from .queues import OPTIONS, check_options
+
+        options = {option: getattr(self, option) for option in OPTIONS}
+        try:
+            limits.validation_error(lambda: check_options(self.name, options))
+        except InvalidQueueName as error:
+            raise ValidationError({"name": str(error)}) from None
 
     def backoff(self) -> Backoff:
         """This queue's retry policy: its own fields over the PGJOBS default."""
@@ -94,7 +163,7 @@ class WorkerProcess(models.Model):
 
     host = models.CharField(max_length=255)
     pid = models.PositiveIntegerField()
-    queues = models.JSONField(default=list)
+    queues = ReadableJSONField(default=list)
     concurrency = models.PositiveIntegerField(default=1)
     started_at = models.DateTimeField(default=timezone.now)
     heartbeat_at = models.DateTimeField(default=timezone.now, db_index=True)
@@ -110,6 +179,9 @@ class WorkerProcess(models.Model):
         ordering = ["-started_at"]
         verbose_name = "worker process"
         verbose_name_plural = "worker processes"
+        constraints = [
+            times_in_range("pgjobs_workerprocess_times_in_range", "started_at", "heartbeat_at")
+        ]
 
     def __str__(self) -> str:
         return f"worker {self.pk} ({self.host}:{self.pid})"
@@ -149,8 +221,8 @@ class JobDependency(models.Model):
 class Job(models.Model):
     task = models.CharField(max_length=255)
     queue = models.CharField(max_length=63)
-    args = models.JSONField(default=list)
-    kwargs = models.JSONField(default=dict)
+    args = ReadableJSONField(default=list)
+    kwargs = ReadableJSONField(default=dict)
     state = models.CharField(max_length=16, choices=JobState.choices, default=JobState.AVAILABLE)
     priority = models.SmallIntegerField(default=0, help_text="Higher runs first.")
     attempt = models.PositiveIntegerField(default=0)
@@ -160,8 +232,8 @@ class Job(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     attempted_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
-    errors = models.JSONField(default=list, blank=True)
-    result = models.JSONField(null=True, blank=True)
+    errors = ReadableJSONField(default=list, blank=True)
+    result = ReadableJSONField(null=True, blank=True)
     # NULL, not "", means "no key": NULLs never collide in the unique index.
     unique_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
     connector = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
@@ -181,7 +253,7 @@ class Job(models.Model):
     # Dependencies not completed yet; the job leaves `waiting` when this reaches 0.
     pending_dependencies = models.PositiveIntegerField(default=0)
     # Options that travel with the job: pipeline id, pass_results, on_dependency_failure.
-    meta = models.JSONField(default=dict, blank=True)
+    meta = ReadableJSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["-id"]
@@ -228,6 +300,20 @@ class Job(models.Model):
             models.CheckConstraint(
                 condition=~Q(state="executing") | Q(lease__isnull=False),
                 name="pgjobs_job_executing_has_lease",
+            ),
+            # What no worker, page or answer could load or use (enqueue refuses as
+            # much, and these stop rows written any other way): times outside years
+            # 1-9999 (a day in), a timeout that is no finite number of seconds.
+            times_in_range(
+                "pgjobs_job_times_in_range",
+                "run_at",
+                "created_at",
+                nullable=["attempted_at", "finished_at"],
+            ),
+            models.CheckConstraint(
+                condition=Q(timeout__isnull=True)
+                | Q(timeout__gt=0, timeout__lte=limits.MAX_SECONDS),
+                name="pgjobs_job_timeout_in_range",
             ),
             # Jobs without a key (most) stay out of the index: an entry for each
             # of them on insert and again on claim was a tenth of a bulk insert.
@@ -396,8 +482,8 @@ class Schedule(models.Model):
         help_text="IANA name, e.g. 'Europe/Berlin': the cron fields are read on this clock.",
     )
     task = models.CharField(max_length=255, help_text="Dotted path of a @task function.")
-    args = models.JSONField(default=list, blank=True)
-    kwargs = models.JSONField(default=dict, blank=True)
+    args = ReadableJSONField(default=list, blank=True)
+    kwargs = ReadableJSONField(default=dict, blank=True)
     queue = models.CharField(max_length=63, blank=True, help_text="Empty: the task's queue.")
     priority = models.SmallIntegerField(
         null=True, blank=True, help_text="Empty: the task's priority."
@@ -428,21 +514,37 @@ class Schedule(models.Model):
             models.CheckConstraint(
                 condition=Q(misfire__in=[value for value, _ in MISFIRE_CHOICES]),
                 name="pgjobs_schedule_misfire_valid",
-            )
+            ),
+            times_in_range(
+                "pgjobs_schedule_times_in_range",
+                "created_at",
+                "updated_at",
+                nullable=["last_fire_at", "next_fire_at"],
+            ),
         ]
 
     def __str__(self) -> str:
         return self.name
 
     def save(self, **kwargs: Any) -> None:
-        """Save; refuses an invalid cron or timezone even without full_clean().
+        """Save; refuses (ValidationError) an invalid cron or timezone, and what the table
+        can't hold or a scheduler can't read back, even without full_clean().
 
         Updates leave ``last_fire_at``/``next_fire_at`` alone: a form loaded before
         a tick must not write back the times the scheduler has moved on from.
         """
-        from .schedules import check_timing_fields
+        from django.core.exceptions import ValidationError
 
-        check_timing_fields(self)
+        from .schedules import check_storable_fields, check_timing_fields
+
+        problems: dict[str, list[str]] = {}
+        for check in (check_storable_fields, check_timing_fields):
+            try:
+                check(self)
+            except ValidationError as error:
+                problems.update(error.message_dict)
+        if problems:
+            raise ValidationError(problems)
         updating = not self._state.adding and not kwargs.get("force_insert")
         if updating and kwargs.get("update_fields") is None:
             kwargs["update_fields"] = [
@@ -495,7 +597,8 @@ class ScheduleTick(models.Model):
     class Meta:
         ordering = ["-fire_at"]
         constraints = [
-            models.UniqueConstraint(fields=["schedule", "fire_at"], name="pgjobs_tick_once")
+            models.UniqueConstraint(fields=["schedule", "fire_at"], name="pgjobs_tick_once"),
+            times_in_range("pgjobs_tick_times_in_range", "fire_at", "fired_at"),
         ]
         indexes = [models.Index(fields=["fired_at"], name="pgjobs_tick_fired_at")]
 
@@ -521,6 +624,9 @@ class SchedulerProcess(models.Model):
         ordering = ["-started_at"]
         verbose_name = "scheduler process"
         verbose_name_plural = "scheduler processes"
+        constraints = [
+            times_in_range("pgjobs_schedulerprocess_times_in_range", "started_at", "heartbeat_at")
+        ]
 
     def __str__(self) -> str:
         return f"scheduler {self.pk} ({self.host}:{self.pid})"
@@ -538,6 +644,9 @@ class Routine(models.Model):
     class Meta:
         ordering = ["name"]
         verbose_name = "maintenance routine"
+        constraints = [
+            times_in_range("pgjobs_routine_times_in_range", "next_run_at", nullable=["last_run_at"])
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -561,14 +670,14 @@ class Connector(models.Model):
     )
     kind = models.CharField(max_length=50)
     description = models.TextField(blank=True)
-    config = models.JSONField(default=dict, blank=True)
+    config = ReadableJSONField(default=dict, blank=True)
     concurrency = models.PositiveIntegerField(
         null=True,
         blank=True,
         help_text="Most jobs using this connector at once across all workers; empty = no limit.",
     )
     encrypted_secrets = models.TextField(blank=True, default="", editable=False)
-    secret_names = models.JSONField(default=list, blank=True, editable=False)
+    secret_names = ReadableJSONField(default=list, blank=True, editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -582,18 +691,50 @@ class Connector(models.Model):
                 condition=Q(concurrency__isnull=True) | Q(concurrency__gte=1),
                 name="pgjobs_connector_concurrency_positive",
             ),
+            times_in_range("pgjobs_connector_times_in_range", "created_at", "updated_at"),
         ]
 
     def __str__(self) -> str:
         return self.name
 
     def __repr__(self) -> str:
-        return f"<Connector {self.name!r} kind={self.kind!r} secrets={sorted(self.secret_names)}>"
+        secrets = sorted(names_in(self.secret_names))
+        return f"<Connector {self.name!r} kind={self.kind!r} secrets={secrets}>"
+
+    def save(self, **kwargs: Any) -> None:
+        """Save; refuses (ValidationError) what the table can't hold, even without
+        full_clean(), rather than leave it to the database to refuse with an error."""
+        self.check_storable()
+        super().save(**kwargs)
 
     def clean(self) -> None:
         from .connectors.registry import validate_connector
 
+        self.check_storable()
         validate_connector(self)
+
+    def check_storable(self) -> None:
+        """ValidationError per field for a name no job can name, text with a NUL or a
+        lone surrogate, or a config that is no JSON object PostgreSQL can store."""
+        from django.core.exceptions import ValidationError
+
+        from .connectors.store import CONNECTOR_NAME
+
+        errors: dict[str, str] = {}
+        if not isinstance(self.name, str) or not CONNECTOR_NAME.match(self.name):
+            errors["name"] = "1-100 letters, digits, '_', '-', '.' or ':'"
+        for field, length in (("kind", 50), ("description", None)):
+            value = getattr(self, field)
+            if not isinstance(value, str) or (length and not 0 < len(value) <= length):
+                errors[field] = f"must be a string of 1 to {length} characters"
+            elif problem := limits.text_problem(value):
+                errors[field] = problem
+        if not isinstance(self.config, dict):
+            errors["config"] = "must be a JSON object"
+        elif problem := payload.problem(self.config, "config"):
+            errors["config"] = problem
+        if errors:
+            raise ValidationError(errors)
 
     def get_secrets(self) -> dict[str, Any]:
         from . import secrets
@@ -624,12 +765,12 @@ class ApiToken(models.Model):
     prefix = models.CharField(
         max_length=12, editable=False, help_text="The token's first characters, to recognise it."
     )
-    queues = models.JSONField(
+    queues = ReadableJSONField(
         default=list,
         blank=True,
         help_text='Queues it may enqueue into, read and run; ["*"] for every queue.',
     )
-    connectors = models.JSONField(
+    connectors = ReadableJSONField(
         default=list,
         blank=True,
         help_text='Connectors its jobs may name explicitly; ["*"] for every connector.',
@@ -638,19 +779,28 @@ class ApiToken(models.Model):
     can_read = models.BooleanField(default=True, help_text="GET /jobs/<id>")
     can_run = models.BooleanField(default=False, help_text="POST /jobs/run")
     active = models.BooleanField(default=True, help_text="Untick to revoke.")
-    expires_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True, validators=[limits.validate_time])
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["name"]
         verbose_name = "API token"
+        constraints = [
+            times_in_range(
+                "pgjobs_apitoken_times_in_range",
+                "created_at",
+                nullable=["expires_at", "last_used_at"],
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
 
     def allows_queue(self, queue: str) -> bool:
-        return "*" in self.queues or queue in self.queues
+        queues = names_in(self.queues)
+        return "*" in queues or queue in queues
 
     def allows_connector(self, name: str) -> bool:
-        return "*" in self.connectors or name in self.connectors
+        connectors = names_in(self.connectors)
+        return "*" in connectors or name in connectors

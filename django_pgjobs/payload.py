@@ -261,3 +261,78 @@ def check_meta(meta: Any, limit: int) -> None:
             "(PGJOBS['MAX_PAYLOAD_BYTES'])",
             field="meta",
         )
+
+
+# -- reading back, and what a worker stores ------------------------------------------------
+
+
+class Unreadable(str):
+    """A stored JSON value that Python's json can't read back (written around enqueue: by
+    SQL, an old version, a bug), kept as its text; ``problem`` says why."""
+
+    problem: str
+
+
+def unreadable(text: str, error: BaseException) -> Unreadable:
+    """``text`` as an Unreadable value, for the JSON that ``error`` refused to load."""
+    value = Unreadable(text)
+    if isinstance(error, RecursionError):
+        value.problem = "its JSON is nested deeper than Python can read"
+    else:
+        value.problem = f"its JSON can't be read by Python: {shown(str(error), 120)}"
+    return value
+
+
+def loads(text: str) -> Any:
+    """A stored JSON text as Python values; if Python can't read it back (an integer of
+    more than 4,300 digits, nesting deeper than the stack), an ``Unreadable``, so that
+    whoever reads the row (a worker, the API, the admin) carries on."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as error:
+        return unreadable(text, error)
+
+
+def names_in(value: Any) -> list[str]:
+    """The names of a stored JSON list of names (a token's scopes, a worker's queues,
+    a connector's secret names). What is no list of strings (written by SQL) names
+    nothing: text must never grant a queue by a substring of it."""
+    return [item for item in value if isinstance(item, str)] if isinstance(value, list) else []
+
+
+def storable_text(text: str, limit: int) -> str:
+    """``text`` as a text column can hold it: NUL and lone surrogates written as
+    escapes, cut to ``limit`` characters (for error records, whose text comes
+    from exceptions: a task's, or a library's quoting what it was given)."""
+    if len(text) > limit:
+        text = text[:limit] + f"... [{len(text) - limit} more characters]"
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    if not text.isascii():
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
+def storable_result(value: Any, limit: int) -> tuple[Any, str | None]:
+    """``value`` if it can be stored as a job's result (the rules of arguments), and
+    None; otherwise what stands in for it, ``{"repr": ..., "unstorable": why}``, and why.
+
+    Most results are None, a bool, a number or a short string: those cost a type test.
+    """
+    kind = type(value)
+    if value is None or kind is bool:
+        return value, None
+    if kind is int and value.bit_length() < 14_000:  # fewer than 4,215 digits
+        return value, None
+    if kind is str and len(value) * 6 <= limit and value.isascii() and "\x00" not in value:
+        return value, None  # ASCII JSON escapes a character in at most 6
+    try:
+        size = len(encode(value, "result"))
+    except PayloadError as error:
+        why = str(error)
+    else:
+        if size <= limit:
+            return value, None
+        why = f"result is {size} bytes of JSON, over the limit of {limit} (MAX_PAYLOAD_BYTES)"
+    stand_in = {"repr": storable_text(shown(value, 2_000), 2_000), "unstorable": why}
+    return stand_in, why

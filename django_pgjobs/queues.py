@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
-from . import conf
-from .exceptions import InvalidQueueName, UnknownQueue
+from . import conf, limits
+from .backoff import STRATEGIES
+from .exceptions import InvalidOption, InvalidQueueName, UnknownQueue
 
 #: The characters of queue and connector names (also enforced by CHECK constraints).
 NAME_CHARACTERS = r"[A-Za-z0-9_.:-]"
@@ -21,6 +23,49 @@ def validate_name(name: object) -> str:
     if not isinstance(name, str) or not QUEUE_NAME.match(name):
         raise InvalidQueueName(name)
     return name
+
+
+def _boolean(value: object, field: str) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidOption(field, f"must be True or False, not {limits.shown(value)}")
+    return value
+
+
+def _strategy(value: object, field: str) -> str:
+    if value != "" and value not in STRATEGIES:
+        shown = limits.shown(value)
+        raise InvalidOption(field, f"must be one of {STRATEGIES} (or empty), not {shown}")
+    return value  # type: ignore[return-value]
+
+
+#: The options of a queue (``Queue`` fields, keys of a ``PGJOBS["QUEUES"]`` entry), each
+#: with its check: what a worker can use (the database's CHECK constraints agree).
+OPTIONS: dict[str, Callable[[Any, str], Any]] = {
+    "concurrency": lambda value, field: limits.whole_number(value, field, 0, 2**31 - 1),
+    "priority": limits.priority,
+    "paused": _boolean,
+    "blocking": _boolean,
+    "max_attempts": limits.max_attempts,
+    "backoff_strategy": _strategy,
+    "backoff_base": lambda value, field: limits.seconds(value, field, zero=True),
+    "backoff_max": lambda value, field: limits.seconds(value, field, zero=True),
+    "backoff_jitter": limits.fraction,
+}
+#: Options whose None means "no limit" or "the default".
+OPTIONAL = frozenset(OPTIONS) - {"priority", "paused", "blocking", "backoff_strategy"}
+
+
+def check_options(name: object, options: dict[str, Any]) -> None:
+    """Refuse a queue no worker could use: InvalidQueueName, or InvalidOption naming the
+    option (an unknown one too)."""
+    validate_name(name)
+    for option, value in options.items():
+        check = OPTIONS.get(option)
+        if check is None:
+            raise InvalidOption(option, f"is not a queue option; they are {sorted(OPTIONS)}")
+        if value is None and option in OPTIONAL:
+            continue
+        check(value, option)
 
 
 def check_known(name: object) -> str:

@@ -21,9 +21,9 @@ from django.db import IntegrityError, InterfaceError, OperationalError, transact
 from django.db.models import Min, Q
 from django.utils import timezone
 
-from . import conf, payload, queues
+from . import conf, limits, payload, queues
 from .cron import Cron, InvalidCron, UnknownTimezone, plan
-from .exceptions import PayloadError, PgJobsError, UnknownTask
+from .exceptions import InvalidOption, InvalidQueueName, PayloadError, PgJobsError, UnknownTask
 from .models import MISFIRE_CHOICES, Job, Schedule, ScheduleTick
 from .tasks import get_task
 
@@ -56,6 +56,39 @@ def check_timing_fields(schedule: Schedule) -> None:
         errors["timezone"] = str(error)
     if schedule.misfire not in {value for value, _ in MISFIRE_CHOICES}:
         errors["misfire"] = f"misfire must be one of {[v for v, _ in MISFIRE_CHOICES]}"
+    if errors:
+        raise ValidationError(errors)
+
+
+def check_storable_fields(schedule: Schedule) -> None:
+    """What the table can't hold, or a scheduler could not read back or enqueue: text
+    with a NUL or a lone surrogate, a name too long, arguments that are no JSON list
+    and object, a priority beyond a smallint. Raises ValidationError per field;
+    ``save()`` checks this, so the database never has to refuse it with an error."""
+    errors: dict[str, str] = {}
+    for field, length in (("name", 200), ("task", 255), ("cron", 100), ("timezone", 63)):
+        try:
+            limits.text(getattr(schedule, field), field, length)
+        except InvalidOption as error:
+            errors[field] = f"{field} {error.problem}"
+    if schedule.queue:
+        try:
+            queues.validate_name(schedule.queue)
+        except InvalidQueueName as error:
+            errors["queue"] = str(error)
+    if schedule.priority is not None:
+        try:
+            limits.priority(schedule.priority)
+        except InvalidOption as error:
+            errors["priority"] = str(error)
+    if not isinstance(schedule.args, list):
+        errors["args"] = "args must be a JSON list, e.g. [42]"
+    elif problem := payload.problem(schedule.args, "args"):
+        errors["args"] = problem
+    if not isinstance(schedule.kwargs, dict):
+        errors["kwargs"] = 'kwargs must be a JSON object, e.g. {"user_id": 42}'
+    elif problem := payload.problem(schedule.kwargs, "kwargs"):
+        errors["kwargs"] = problem
     if errors:
         raise ValidationError(errors)
 
@@ -219,6 +252,12 @@ def fire_due(
                         result = fire(schedule, now, using=using, grace=grace)
                 except InvalidSchedule as error:
                     broken.append(error)
+                    continue
+                except (OperationalError, InterfaceError):
+                    raise  # the connection is gone: the loop retries
+                except Exception as error:  # a row no scheduler can use: not the others' fault
+                    what = f"{type(error).__name__}: {error}"
+                    broken.append(InvalidSchedule(f"schedule {schedule.name!r}: {what}"))
                     continue
                 if result is not None:
                     fired.append(result)

@@ -21,7 +21,7 @@ from django.db import transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
-from . import conf, db, events, signals
+from . import conf, db, events, payload, signals
 from .backoff import Backoff
 from .models import Job, Queue
 from .redaction import Redactor, mask_credentials
@@ -64,19 +64,38 @@ def _refresh(job: Job) -> None:
         job.refresh_from_db()
 
 
+#: Most characters of an error record's message and traceback: each failed attempt adds one.
+ERROR_LENGTH = 10_000
+TRACEBACK_LENGTH = 50_000
+
+
 def error_record(
     attempt: int, at: datetime, error: BaseException, redactor: Redactor | None = None
 ) -> dict[str, Any]:
     """What ``Job.errors`` keeps of one failed attempt. Basic and Bearer credentials are
-    masked in the message and the traceback, and so are the secrets of ``redactor``."""
+    masked in the message and the traceback, and so are the secrets of ``redactor``.
+    Then it is made text the database takes whatever the exception holds (a NUL or a
+    lone surrogate quoted from bad input would fail the write of every outcome in its
+    batch), and no longer than a page or two."""
     mask = redactor.text if redactor else mask_credentials
+    kind = type(error)
+    message = mask(f"{kind.__name__}: {_message(error)}")
     return {
         "attempt": attempt,
         "at": at.isoformat(),
-        "error": mask(f"{type(error).__name__}: {error}"),
-        "traceback": mask("".join(tb.format_exception(error))),
-        "exception_class": f"{type(error).__module__}.{type(error).__qualname__}",
+        "error": payload.storable_text(message, ERROR_LENGTH),
+        "traceback": payload.storable_text(
+            mask("".join(tb.format_exception(error))), TRACEBACK_LENGTH
+        ),
+        "exception_class": payload.storable_text(f"{kind.__module__}.{kind.__qualname__}", 500),
     }
+
+
+def _message(error: BaseException) -> str:
+    try:
+        return str(error)
+    except Exception as failed:  # an exception whose __str__ raises
+        return f"<str() of the exception raised {type(failed).__name__}>"
 
 
 # -- outcomes of an attempt (worker only; lease-checked) --------------------------------
@@ -173,7 +192,7 @@ def finish(
                 job.result = _as_stored(outcome.result)
             if row["errors"] is not None:
                 errors = row["errors"]
-                job.errors = json.loads(errors) if isinstance(errors, str) else errors
+                job.errors = payload.loads(errors) if isinstance(errors, str) else errors
         # finish.sql leaves publishing its events to us (see events.publish).
         changes = [(o.job, S.EXECUTING.value) for o in group if results[o.job.id]]
         if publish is None:
@@ -237,8 +256,15 @@ def hand_back(job: Job) -> bool:
 
 
 def queue_backoff(queue: str) -> Backoff:
+    """The queue's retry policy; the default one if its row holds values no policy can
+    have (written around the admin's checks: by SQL, or before they existed)."""
     row = Queue.objects.using(conf.get("DATABASE")).filter(name=queue).first()
-    return row.backoff() if row else Backoff.from_dict(conf.get("BACKOFF"))
+    if row is not None:
+        try:
+            return row.backoff()
+        except ValueError as error:
+            logger.error("queue %r: its backoff is invalid (%s); using the default", queue, error)
+    return Backoff.from_dict(conf.get("BACKOFF"))
 
 
 # -- operator actions (admin, API, user code) --------------------------------------

@@ -150,7 +150,8 @@ class Worker:
                 claimed += self._claim_limited(params)
             else:
                 claimed += db.fetch_jobs("claim", params, self.using)
-        claimed.sort(key=lambda job: (-job.priority, job.run_at, job.pk))
+        # (A row whose run_at could not be loaded sorts as due now; it is failed at once.)
+        claimed.sort(key=lambda job: (-job.priority, job.run_at or now, job.pk))
         if publish:
             self.publish_claimed(claimed)
         return claimed

@@ -232,4 +232,4 @@ def returns_odd(kind: str) -> object:
 @task
 def raises_odd(kind: str) -> None:
     value = ODD[kind]() if kind in ODD else kind
-    raise ValueError(value if isinstance(value, str) else repr(value)[:100] + kind + "\x00\ud800")
+    raise ValueError(value if isinstance(value, str) else f"{kind} \x00\ud800", value)

@@ -346,3 +346,168 @@ def drain_everything(jobs: list[Job] | None = None) -> None:
     latest = max((job.run_at for job in jobs or Job.objects.all()), default=None)
     now = max(latest, django_timezone.now()) if latest else django_timezone.now()
     Worker(concurrency=10).drain(now=now)
+
+
+# -- settings, queues, schedules, connectors ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "options, fragment",
+    [
+        ({"backoff_base": math.nan}, "backoff_base must be a number of seconds"),
+        ({"backoff_max": 1e12}, "backoff_max must be a number of seconds"),
+        ({"backoff_jitter": 2}, "backoff_jitter must be a fraction"),
+        ({"backoff_strategy": "random"}, "backoff_strategy must be one of"),
+        ({"priority": 2**15}, "priority must be between"),
+        ({"max_attempts": 0}, "max_attempts must be between 1"),
+        ({"concurrency": -1}, "concurrency must be between 0"),
+        ({"concurrency": 2**40}, "concurrency must be between 0"),
+        ({"paused": "yes"}, "paused must be True or False"),
+    ],
+)
+def test_queues_no_worker_could_use_are_refused_by_settings_save_and_forms(
+    options, fragment, settings
+):
+    from django.core.exceptions import ValidationError
+
+    from django_pgjobs.checks import check_settings
+    from django_pgjobs.models import Queue
+
+    settings.PGJOBS = {"QUEUES": {"default": {}, "odd": options}}
+    found = [error.msg for error in check_settings()]
+    assert any(fragment in message and "'odd'" in message for message in found), found
+    with pytest.raises(ValidationError, match=fragment):
+        Queue(name="odd", **options).save()
+    assert not Queue.objects.filter(name="odd").exists()
+
+
+def test_a_queue_name_with_nul_is_refused_by_save():
+    from django.core.exceptions import ValidationError
+
+    from django_pgjobs.models import Queue
+
+    with pytest.raises(ValidationError, match="invalid queue name"):
+        Queue(name="a\x00b").save()
+
+
+@pytest.mark.parametrize(
+    "options, fragment",
+    [
+        ({"args": ["a\x00"]}, "NUL"),
+        ({"kwargs": {"\ud800": 1}}, "surrogate"),
+        ({"args": _deep(MAX_DEPTH + 1)}, "nested more than"),
+        ({"priority": 40_000}, "priority"),
+        ({"queue": "no spaces"}, "invalid queue name"),
+    ],
+)
+def test_schedules_in_settings_that_no_job_could_hold_fail_the_check(options, fragment, settings):
+    from django_pgjobs.checks import check_settings
+
+    entry = {"cron": "* * * * *", "task": "testproject.demo.tasks.add", **options}
+    settings.PGJOBS = {"SCHEDULES": {"odd": entry}}
+    found = [error.msg for error in check_settings()]
+    assert any(fragment in message for message in found), found
+
+
+def test_a_schedule_name_with_nul_fails_the_check(settings):
+    from django_pgjobs.checks import check_settings
+
+    entry = {"cron": "* * * * *", "task": "testproject.demo.tasks.add"}
+    settings.PGJOBS = {"SCHEDULES": {"a\x00b": entry}}
+    assert any("NUL" in error.msg for error in check_settings())
+
+
+SCHEDULE_FIELDS = st.fixed_dictionaries(
+    {
+        "name": mostly(st.text(min_size=1, max_size=20), TEXT),
+        "cron": mostly(
+            st.sampled_from(["* * * * *", "0 3 * * *", "@yearly"]),
+            st.sampled_from(["nonsense", "* * * * *\x00", "\ud800"]),
+        ),
+        "task": mostly(st.just(ANYTHING), st.sampled_from(["no.such", "no.such\x00task"])),
+    },
+    optional={
+        "args": mostly(st.lists(PLAIN_JSON, max_size=3), JSON),
+        "kwargs": mostly(st.dictionaries(st.text(max_size=4), PLAIN_JSON, max_size=3), JSON),
+        "queue": mostly(st.sampled_from(["", "default"]), st.sampled_from(["no such", "x\x00"])),
+        "priority": mostly(st.none(), NUMBERS),
+        "timezone": mostly(
+            st.sampled_from(["UTC", "Europe/Berlin", "Pacific/Kiritimati"]),
+            st.sampled_from(["Nowhere/Else", "UTC\x00", "\udc00"]),
+        ),
+    },
+)
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(fields=SCHEDULE_FIELDS)
+def test_any_schedule_is_refused_by_save_or_fires(fields):
+    """Schedule.save(): a ValidationError and nothing written, or a schedule whose due
+    tick the scheduler fires (enqueueing its job, or recording why it could not)."""
+    from django.core.exceptions import ValidationError
+
+    from django_pgjobs.models import Schedule
+    from django_pgjobs.scheduler import Scheduler
+
+    with transaction.atomic():
+        try:
+            with transaction.atomic():
+                schedule = Schedule(**fields)
+                schedule.save()
+        except ValidationError:
+            event("refused")
+            assert not Schedule.objects.exists()
+        else:
+            event("saved")
+            now = django_timezone.now()
+            due = schedule.cron_schedule().latest_at_or_before(now)
+            Schedule.objects.update(next_fire_at=due)
+            Scheduler(routines=[]).run_once(now)
+            tick = schedule.ticks.get()
+            assert tick.job_id is not None or tick.error
+            if tick.job_id:
+                drain_everything()
+        transaction.set_rollback(True)
+
+
+CONNECTOR_FIELDS = st.fixed_dictionaries(
+    {
+        "name": st.one_of(st.sampled_from(["hook", "a b", "x\x00"]), TEXT),
+        "kind": st.sampled_from(["http", "smtp", "nope", "http\x00"]),
+        "config": st.one_of(
+            st.fixed_dictionaries({"url": st.sampled_from(["http://127.0.0.1:9", "x"])}),
+            st.dictionaries(TEXT, JSON, max_size=3),
+            JSON,
+        ),
+        "description": st.one_of(st.just(""), TEXT),
+    }
+)
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(fields=CONNECTOR_FIELDS)
+def test_any_connector_is_refused_by_save_or_stored_and_read_back(fields):
+    from django.core.exceptions import ValidationError
+
+    from django_pgjobs.models import Connector
+
+    with transaction.atomic():
+        try:
+            with transaction.atomic():
+                Connector(**fields).save()
+        except ValidationError:
+            event("refused")
+            assert not Connector.objects.exists()
+        else:
+            event("saved")
+            stored = Connector.objects.get()
+            assert repr(stored) and stored.config == Connector(**fields).config
+        transaction.set_rollback(True)

@@ -23,13 +23,13 @@ from django.http import (
 )
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
-from django.urls import URLPattern, path, reverse
+from django.urls import NoReverseMatch, URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 from django.utils.text import Truncator
 
-from .. import stats, transitions
+from .. import limits, stats, transitions
 from ..models import Job, JobDependency
 from ..states import FINISHED, RETRY_FROM, InvalidTransition, JobState
 from ..templatetags.pgjobs_admin import elapsed, when
@@ -122,10 +122,16 @@ class JobAdmin(OperatorAdmin):
 
     @admin.display(description="arguments")
     def args_preview(self, job: Job) -> str:
-        shown = ", ".join(
-            [repr(a) for a in job.args] + [f"{k}={v!r}" for k, v in job.kwargs.items()]
-        )
-        return Truncator(shown).chars(40)
+        # Whatever the row holds: args and kwargs of any JSON, or Unreadable text.
+        args = job.args if isinstance(job.args, list) else [job.args]
+        parts = [limits.shown(value, 40) for value in args[:5]]
+        if isinstance(job.kwargs, dict):
+            parts += [
+                f"{key}={limits.shown(value, 40)}" for key, value in list(job.kwargs.items())[:5]
+            ]
+        else:
+            parts.append(limits.shown(job.kwargs, 40))
+        return Truncator(", ".join(parts)).chars(40)
 
     @admin.display(description="last error")
     def last_error(self, job: Job) -> str:
@@ -270,7 +276,7 @@ class JobAdmin(OperatorAdmin):
             needed_by=JobDependency.objects.filter(depends_on=job)
             .select_related("job")
             .order_by("job_id")[:LINKED_JOBS],
-            queue_url=reverse("admin:pgjobs_queue_change", args=[job.queue]),
+            queue_url=_url("admin:pgjobs_queue_change", job.queue),
             has_view_permission=True,
         )
 
@@ -383,4 +389,13 @@ class JobAdmin(OperatorAdmin):
             f"{deleted:,} job(s) deleted. Executing jobs were kept: cancel them first.",
             messages.SUCCESS,
         )
+        return None
+
+
+def _url(name: str, *args: object) -> str | None:
+    """The URL, or None for an argument no URL can carry (a queue name with a newline,
+    written by SQL): the page shows the value without a link."""
+    try:
+        return reverse(name, args=args)
+    except NoReverseMatch:
         return None

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from .. import limits
+from ..limits import shown
 from ..models import Job
 from ..states import JobState
 
@@ -23,23 +25,28 @@ class Event:
 
 def _parse(at: Any) -> datetime | None:
     try:
-        return datetime.fromisoformat(at) if at else None
-    except (TypeError, ValueError):
+        parsed = datetime.fromisoformat(at) if at else None
+        return None if parsed is None else limits.moment(parsed, "at")
+    except (TypeError, ValueError):  # not a time, or one no time zone can show
         return None
 
 
 def timeline(job: Job) -> list[Event]:
     """Enqueued, then each failed attempt with its error, then where the job is now."""
     events = [Event("enqueued", f"Enqueued on queue {job.queue}", job.created_at)]
-    records = [r for r in job.errors if isinstance(r, dict)] if isinstance(job.errors, list) else []
+    # A list of records, as workers write them; anything else (written by SQL) is shown.
+    records = job.errors if isinstance(job.errors, list) else [job.errors] if job.errors else []
     for record in records:
+        if not isinstance(record, dict):
+            events.append(Event("failed", "An error record", error=shown(record, 2_000)))
+            continue
         events.append(
             Event(
                 "failed",
-                f"Attempt {record.get('attempt', '?')} failed",
+                f"Attempt {shown(record.get('attempt', '?'), 20)} failed",
                 _parse(record.get("at")),
-                error=str(record.get("error", "")),
-                traceback=str(record.get("traceback", "")),
+                error=_text(record.get("error", "")),
+                traceback=_text(record.get("traceback", "")),
             )
         )
     if job.state == S.CANCELLED and _ran_without_failing(job, records):
@@ -49,10 +56,14 @@ def timeline(job: Job) -> list[Event]:
     return events
 
 
-def _ran_without_failing(job: Job, records: list[dict[str, Any]]) -> bool:
+def _ran_without_failing(job: Job, records: list[Any]) -> bool:
     """Whether the job's last attempt started and left no failure behind."""
-    failed = {record.get("attempt") for record in records}
+    failed = {record.get("attempt") for record in records if isinstance(record, dict)}
     return job.attempt >= 1 and job.attempted_at is not None and job.attempt not in failed
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else shown(value, 2_000)
 
 
 def _now(job: Job) -> Event:

@@ -26,6 +26,7 @@ from django.utils.html import format_html, format_html_join
 
 from .. import conf, workers
 from ..models import Job, SchedulerProcess, WorkerProcess
+from ..payload import names_in
 from ..states import JobState
 from ..templatetags.pgjobs_admin import clock_skew, duration, when
 from .base import OperatorAdmin
@@ -132,7 +133,7 @@ class WorkerProcessAdmin(OperatorAdmin):
 
     @admin.display(description="queues")
     def queue_names(self, worker: WorkerProcess) -> str:
-        return ", ".join(worker.queues) if worker.queues else "all"
+        return ", ".join(names_in(worker.queues)) or "all"
 
     @admin.display(description="started", ordering="started_at")
     def started(self, worker: WorkerProcess) -> str:

@@ -28,6 +28,7 @@ from ..exceptions import (
 )
 from ..inline import run_due
 from ..models import ApiToken, Job
+from ..payload import names_in
 from ..tasks import get_task
 from .tokens import TokenRefused, authenticate
 from .validation import Invalid, parse_enqueue, parse_json_object, parse_run
@@ -169,7 +170,8 @@ def job_detail(request: HttpRequest, token: ApiToken, job_id: int) -> HttpRespon
 @api_view("POST", "can_run")
 def run(request: HttpRequest, token: ApiToken) -> HttpResponse:
     wanted = parse_run(request.GET)
-    names = wanted.queues or (None if "*" in token.queues else list(token.queues))
+    scopes = names_in(token.queues)
+    names = wanted.queues or (None if "*" in scopes else scopes)
     if names == []:
         return error(403, "forbidden", "this token has no queues")
     for name in names or ():

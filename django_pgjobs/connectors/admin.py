@@ -15,6 +15,7 @@ from django.http import HttpRequest
 
 from ..admin.base import OperatorAdmin
 from ..models import Connector
+from ..payload import names_in
 from ..redaction import mask_credentials
 from ..secrets import SecretsUnreadable
 from .base import ConnectorKind
@@ -80,7 +81,7 @@ class ConnectorForm(forms.ModelForm):
             self.fields["config"].help_text = "A JSON object. " + "; ".join(
                 f"{name}: {options_summary(kinds()[name])}" for name in shown
             )
-        stored = ", ".join(self.instance.secret_names) or "none"
+        stored = ", ".join(names_in(self.instance.secret_names)) or "none"
         self.fields["secrets"].help_text = (
             f"Stored: {stored}. One NAME=value per line sets a secret, NAME= removes one; "
             "leave empty to keep them. Stored values are never shown."
@@ -126,7 +127,7 @@ class ConnectorAdmin(OperatorAdmin):
 
     @admin.display(description="secrets")
     def stored_secrets(self, connector: Connector) -> str:
-        return ", ".join(connector.secret_names) or "—"
+        return ", ".join(names_in(connector.secret_names)) or "—"
 
     @admin.action(description="Test connection of selected connectors", permissions=["change"])
     def test_connection(self, request: HttpRequest, queryset: QuerySet[Connector]) -> None:

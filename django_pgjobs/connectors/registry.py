@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, TypeVar
 
+from ..payload import names_in
 from .base import ConnectorKind
 from .errors import ConnectorMisconfigured, UnknownConnectorKind
 
@@ -50,7 +51,7 @@ def validate_connector(connector: Connector) -> None:
         kind_class = get_kind(connector.kind)
     except UnknownConnectorKind as error:
         raise ValidationError({"kind": str(error)}) from None
-    problems = kind_class.validate(connector.config, connector.secret_names)
+    problems = kind_class.validate(connector.config, names_in(connector.secret_names))
     if problems:
         raise ValidationError(_as_form_errors(problems))
 
@@ -61,7 +62,7 @@ def check_stored(connector: Connector) -> type[ConnectorKind]:
         kind_class = get_kind(connector.kind)
     except UnknownConnectorKind as error:
         raise ConnectorMisconfigured(connector.name, {"kind": str(error)}) from None
-    problems = kind_class.validate(connector.config, connector.secret_names)
+    problems = kind_class.validate(connector.config, names_in(connector.secret_names))
     if problems:
         raise ConnectorMisconfigured(connector.name, problems)
     return kind_class

@@ -106,7 +106,12 @@ def pretty_json(value: Any) -> str:
     """JSON indented for reading; the template escapes it."""
     import json
 
-    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+    from ..limits import shown
+
+    try:
+        return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+    except (ValueError, RecursionError):  # nested too deep to indent, written by SQL
+        return shown(value, 100_000)
 
 
 #: Every time the pgjobs admin shows, in the current time zone, to the second.

@@ -1,0 +1,509 @@
+"""Rows no reader can choke on (issue 16): whatever is in the tables, written by SQL, an
+old version or a bug, no worker, scheduler, API answer or admin page fails on it.
+
+Two layers: CHECK constraints refuse what no reader could load (times outside years
+1-9999, a NaN timeout, a backoff no retry can be computed from), and the readers
+survive what still gets in (odd JSON, JSON Python can't read back, unknown tasks,
+connectors and queues). A worker fails a job it can't run with a clear error
+(discarded, the error kept) and goes on with the others it claimed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.db import IntegrityError, connection, transaction
+from django.urls import reverse
+
+from django_pgjobs.api.tokens import issue
+from django_pgjobs.models import Connector, Job, Queue, Schedule, SchedulerProcess
+from django_pgjobs.scheduler import Scheduler
+from tests.conftest import WorkerProcess
+from tests.factories import JobFactory
+
+pytestmark = pytest.mark.django_db
+
+ADD = "testproject.demo.tasks.add"
+
+
+def sql(statement: str, params: Any = None) -> list[tuple]:
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params)
+        return cursor.fetchall() if cursor.description else []
+
+
+def insert_job(**columns: str) -> int:
+    """A job row written by SQL: ``columns`` are SQL expressions over the defaults."""
+    values = {
+        "task": f"'{ADD}'",
+        "queue": "'default'",
+        "args": "'[1, 2]'",
+        "kwargs": "'{}'",
+        "state": "'available'",
+        "priority": "0",
+        "attempt": "0",
+        "max_attempts": "3",
+        "run_at": "now() - interval '1 second'",
+        "created_at": "now()",
+        "errors": "'[]'",
+        "pending_dependencies": "0",
+        "meta": "'{}'",
+        **columns,
+    }
+    names, expressions = ", ".join(values), ", ".join(values.values())
+    return sql(f"INSERT INTO pgjobs_job ({names}) VALUES ({expressions}) RETURNING id")[0][0]
+
+
+# -- the database refuses what no reader could load -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "run_at = '0001-01-01 00:00:00+14'",
+        "run_at = '0044-03-15 BC'",
+        "run_at = 'infinity'",
+        "run_at = '-infinity'",
+        "run_at = '10000-01-01 00:00:00+00'",
+        "run_at = '9999-12-31 12:00:00+00'",
+        "created_at = '0001-01-01 00:00:00+00'",
+        "finished_at = 'infinity'",
+        "attempted_at = '0001-01-01 00:00:00+00'",
+        "timeout = 'NaN'",
+        "timeout = 'Infinity'",
+        "timeout = -1",
+        "timeout = 1e300",
+    ],
+)
+def test_the_database_refuses_job_values_no_reader_could_use(statement):
+    job = JobFactory()
+    refused = pytest.raises(IntegrityError, match=r"pgjobs_job_(times|timeout)_in_range")
+    with refused, transaction.atomic():
+        sql(f"UPDATE pgjobs_job SET {statement} WHERE id = %s", [job.pk])
+
+
+@pytest.mark.parametrize(
+    "table, statement",
+    [
+        ("pgjobs_queue", "backoff_base = 'NaN'"),
+        ("pgjobs_queue", "backoff_max = 1e12"),
+        ("pgjobs_queue", "backoff_jitter = 2"),
+        ("pgjobs_queue", "backoff_strategy = 'random'"),
+        ("pgjobs_queue", "updated_at = 'infinity'"),
+        ("pgjobs_schedule", "next_fire_at = '0001-01-01 00:00:00+14'"),
+        ("pgjobs_schedule", "last_fire_at = 'infinity'"),
+        ("pgjobs_workerprocess", "heartbeat_at = '-infinity'"),
+        ("pgjobs_schedulerprocess", "started_at = '0001-01-01 00:00:00+14'"),
+        ("pgjobs_apitoken", "expires_at = '0001-01-01 00:00:00+14'"),
+        ("pgjobs_connector", "created_at = 'infinity'"),
+        ("pgjobs_routine", "next_run_at = 'infinity'"),
+        ("pgjobs_scheduletick", "fire_at = '-infinity'"),
+    ],
+)
+def test_the_database_refuses_such_values_in_every_table(table, statement, rows):
+    refused = pytest.raises(IntegrityError, match=r"_in_range|_backoff_valid")
+    with refused, transaction.atomic():
+        sql(f"UPDATE {table} SET {statement}")
+
+
+@pytest.fixture
+def rows() -> None:
+    """A row in each table the constraints guard."""
+    from tests.factories import ConnectorFactory, QueueFactory, WorkerProcessFactory
+
+    QueueFactory(name="default")
+    schedule = Schedule.objects.create(name="s", cron="* * * * *", task=ADD)
+    WorkerProcessFactory()
+    SchedulerProcess.objects.create(host="h", pid=1)
+    issue("ci", ["*"])
+    ConnectorFactory(name="hook")
+    sql("INSERT INTO pgjobs_routine (name, next_run_at, last_result) VALUES ('r', now(), '')")
+    sql(
+        "INSERT INTO pgjobs_scheduletick (schedule_id, fire_at, fired_at, error)"
+        " VALUES (%s, now(), now(), '')",
+        [schedule.pk],
+    )
+
+
+def test_the_job_tables_constraints_are_the_models():
+    """Migration 0003 writes them by hand (to add them NOT VALID): they must say what
+    the models say, as Django would have written them."""
+    sql("CREATE TEMP TABLE model_job (LIKE pgjobs_job)")
+    for constraint in Job._meta.constraints:
+        if constraint.name.startswith("pgjobs_job_time"):
+            with connection.schema_editor(atomic=False) as editor:
+                definition = constraint.constraint_sql(Job, editor)
+            sql(f"ALTER TABLE model_job ADD {definition}")
+    query = (
+        "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint"
+        " WHERE conrelid = %s::regclass AND conname LIKE 'pgjobs_job_time%%' ORDER BY 1"
+    )
+    assert sql(query, ["pgjobs_job"]) == sql(query, ["model_job"])
+    assert len(sql(query, ["pgjobs_job"])) == 2
+
+
+# -- the readers survive what still gets in --------------------------------------------------
+
+#: Job rows a worker can't run as they stand, with what the error it records says.
+ODD_ROWS: dict[str, tuple[dict[str, str], str]] = {
+    "args an object": ({"args": """'{"a": 1}'"""}, "args is a JSON object, not a JSON array"),
+    "args a string": ({"args": "'\"12\"'"}, "args is a JSON string"),
+    "args null": ({"args": "'null'"}, "args is null"),
+    "kwargs a list": ({"kwargs": "'[1]'"}, "kwargs is a JSON array, not a JSON object"),
+    "kwargs a number": ({"kwargs": "'7'"}, "kwargs is a JSON int"),
+    "meta a list": ({"meta": "'[]'"}, "meta is a JSON array"),
+    "args with a number Python can't read": (
+        {"args": "'[1" + "0" * 5000 + "]'"},
+        "args: its JSON can't be read by Python",
+    ),
+    "kwargs nested deeper than Python reads": (
+        {"kwargs": "'" + '{"a":' * 3000 + "1" + "}" * 3000 + "'"},
+        "kwargs: its JSON is nested deeper than Python can read",
+    ),
+}  # fmt: skip
+
+#: Rows a worker runs or fails as usual, whatever else is odd in them.
+ODD_BUT_RUNNABLE = {
+    "errors an object": {"errors": """'{"not": "a list"}'"""},
+    "errors a list of strings": {"errors": """'["boom", 3, null]'"""},
+    "result a number Python can't read": {"result": "'1" + "0" * 5000 + "'"},
+    "meta with unknown keys": {"meta": """'{"pipeline": [1], "x": {"y": null}}'"""},
+}
+
+
+@pytest.mark.parametrize("case", ODD_ROWS)
+def test_a_worker_discards_a_job_it_cant_run_keeps_the_error_and_runs_the_others(worker, case):
+    columns, message = ODD_ROWS[case]
+    before = JobFactory()
+    odd = insert_job(**columns)
+    after = JobFactory()
+    assert worker.drain() == {"completed": 2, "discarded": 1}
+    assert Job.objects.get(pk=before.pk).state == Job.objects.get(pk=after.pk).state == "completed"
+    state, errors = sql("SELECT state, errors::text FROM pgjobs_job WHERE id = %s", [odd])[0]
+    assert state == "discarded"
+    assert "UnrunnableJob" in errors and message in errors, errors
+    assert not Job.objects.filter(state="executing").exists()
+
+
+@pytest.mark.parametrize("case", ODD_BUT_RUNNABLE)
+def test_other_odd_json_does_not_stop_a_job(worker, case):
+    insert_job(**ODD_BUT_RUNNABLE[case])
+    assert worker.drain() == {"completed": 1}
+
+
+def test_unknown_tasks_connectors_and_queues_stop_nothing(worker):
+    unknown_task = insert_job(task="'nowhere.nothing'")
+    unknown_connector = insert_job(connector="'gone'")
+    unknown_queue = insert_job(queue="'nowhere'")
+    plain = JobFactory()
+    assert worker.drain() == {"completed": 1, "discarded": 1, "retryable": 1}
+    states = dict(Job.objects.values_list("pk", "state"))
+    assert states == {
+        unknown_task: "discarded",  # UnknownTask
+        unknown_connector: "retryable",  # UnknownConnector: it may be created again
+        unknown_queue: "available",  # no worker serves it; the admin and API show it
+        plain.pk: "completed",
+    }
+    assert "UnknownTask" in Job.objects.get(pk=unknown_task).errors[0]["error"]
+    assert "UnknownConnector" in Job.objects.get(pk=unknown_connector).errors[0]["error"]
+
+
+def test_a_connector_whose_stored_config_is_not_an_object_fails_its_job_clearly(worker):
+    Connector.objects.create(name="odd", kind="http", config={"url": "http://127.0.0.1:9"})
+    sql("""UPDATE pgjobs_connector SET config = '[1, 2]' WHERE name = 'odd'""")
+    job = Job.enqueue("django_pgjobs.connectors.tasks.call", connector="odd")
+    assert worker.drain() == {"retryable": 1}
+    job.refresh_from_db()
+    assert "config: must be a JSON object, not list" in job.errors[0]["error"]
+
+
+def test_a_queue_whose_backoff_no_retry_can_be_computed_from_falls_back_to_the_default(worker):
+    """Written around the CHECK constraint (dropped here, as in a database restored
+    without it): the job is retried on the default policy, the worker goes on."""
+    Queue.objects.get_or_create(name="default")
+    sql("ALTER TABLE pgjobs_queue DROP CONSTRAINT pgjobs_queue_backoff_valid")
+    sql("UPDATE pgjobs_queue SET backoff_base = 'NaN', backoff_jitter = 5 WHERE name = 'default'")
+    job = Job.enqueue("tests.tasks_for_tests.raises_odd", args=["nul"])
+    assert worker.drain() == {"retryable": 1}
+    job.refresh_from_db()
+    assert job.run_at > job.attempted_at
+    assert "a\\x00b" in job.errors[0]["error"]  # the NUL, escaped
+
+
+# -- the readers: API and admin ----------------------------------------------------------------
+
+
+def all_odd_rows() -> list[int]:
+    ids = [insert_job(**columns) for columns, _ in ODD_ROWS.values()]
+    ids += [insert_job(**columns) for columns in ODD_BUT_RUNNABLE.values()]
+    ids += [insert_job(task="'nowhere.nothing'"), insert_job(queue="'no/such queue'")]
+    ids.append(insert_job(state="'discarded'", errors="""'{"error": "x"}'""", finished_at="now()"))
+    ids.append(insert_job(state="'completed'", result="'[[[[1]]]]'", finished_at="now()"))
+    return ids
+
+
+def test_the_api_shows_every_odd_row(client):
+    token = issue("ci", ["*"])[1]
+    for job_id in all_odd_rows():
+        response = client.get(f"/jobs/{job_id}", headers={"Authorization": f"Bearer {token}"})
+        assert response.status_code == 200, (job_id, response.content[:300])
+        assert response.json()["id"] == job_id
+
+
+def test_the_admin_lists_shows_and_deletes_every_odd_row(admin_client):
+    ids = all_odd_rows()
+    changelist = reverse("admin:pgjobs_job_changelist")
+    assert admin_client.get(changelist).status_code == 200
+    for query in ["?q=nothing", "?state=discarded", "?queue=nowhere", f"?q={ids[0]}"]:
+        assert admin_client.get(changelist + query).status_code == 200, query
+    for job_id in ids:
+        page = admin_client.get(reverse("admin:pgjobs_job_change", args=[job_id]))
+        assert page.status_code == 200, (job_id, page.content[-500:])
+        deleting = admin_client.get(reverse("admin:pgjobs_job_delete", args=[job_id]))
+        assert deleting.status_code == 200, job_id
+    response = admin_client.post(
+        changelist,
+        {"action": "delete_jobs", "_selected_action": ids, "confirmed": "yes"},
+    )
+    assert response.status_code == 302
+    assert not Job.objects.filter(pk__in=ids).exists()
+
+
+# -- the scheduler ---------------------------------------------------------------------------
+
+
+def test_the_scheduler_records_a_tick_it_cant_enqueue_and_fires_the_others():
+    good = Schedule.objects.create(name="good", cron="* * * * *", task=ADD, args=[1, 2])
+    odd = {}
+    for name, column, value in [
+        ("args an object", "args", """'{"a": 1}'"""),
+        ("kwargs unreadable", "kwargs", """'{"a": 1""" + "0" * 5000 + "}'"),
+        ("task unknown", "task", "'nowhere.nothing'"),
+        ("queue invalid", "queue", "'no such queue'"),
+        ("priority of a smallint nobody may use", "priority", "-32768"),
+    ]:
+        schedule = Schedule.objects.create(name=name, cron="* * * * *", task=ADD)
+        sql(f"UPDATE pgjobs_schedule SET {column} = {value} WHERE id = %s", [schedule.pk])
+        odd[name] = schedule.pk
+    sql("UPDATE pgjobs_schedule SET next_fire_at = now() - interval '1 minute'")
+    Scheduler(routines=[]).run_once()
+    good.refresh_from_db()
+    assert good.ticks.get().job_id is not None
+    for name, pk in odd.items():
+        tick = Schedule.objects.get(pk=pk).ticks.get()
+        if name.startswith("priority"):
+            assert tick.job_id is not None  # odd, but a job can hold it
+        else:
+            assert tick.error and tick.job_id is None, name
+
+
+def test_the_scheduler_goes_on_past_a_schedule_it_cant_plan(caplog):
+    good = Schedule.objects.create(name="good", cron="* * * * *", task=ADD)
+    broken = Schedule.objects.create(name="broken", cron="* * * * *", task=ADD)
+    sql("UPDATE pgjobs_schedule SET cron = 'not a cron' WHERE id = %s", [broken.pk])
+    sql("UPDATE pgjobs_schedule SET next_fire_at = now() - interval '1 minute'")
+    Scheduler(routines=[]).run_once()
+    assert good.ticks.exists() and not broken.ticks.exists()
+
+
+# -- a row psycopg can't load, past the constraints ------------------------------------------
+
+
+@pytest.fixture
+def without_time_constraint() -> Iterator[None]:
+    """The job table without its CHECK on times, as a database restored from a dump
+    taken before it: what still gets in, the worker must survive. Put back after."""
+    sql("ALTER TABLE pgjobs_job DROP CONSTRAINT pgjobs_job_times_in_range")
+    yield
+
+
+def test_a_claimed_row_psycopg_cant_load_is_discarded_and_the_rest_run(
+    worker, without_time_constraint
+):
+    """The audit's finding: one such row made every claim of its queue raise DataError
+    after the claim had committed, leaving every job it claimed executing."""
+    before = JobFactory()
+    odd = insert_job(run_at="'0001-01-01 00:00:00+14'")
+    future = insert_job(run_at="'infinity'", state="'scheduled'")
+    after = JobFactory()
+    assert worker.drain() == {"completed": 2, "discarded": 1}
+    assert Job.objects.filter(pk__in=[before.pk, after.pk], state="completed").count() == 2
+    state, errors = sql("SELECT state, errors::text FROM pgjobs_job WHERE id = %s", [odd])[0]
+    assert state == "discarded" and "UnrunnableJob" in errors and "run_at" in errors
+    assert sql("SELECT state FROM pgjobs_job WHERE id = %s", [future]) == [("scheduled",)]
+    assert not sql("SELECT id FROM pgjobs_job WHERE state = 'executing'")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_process_survives_a_row_it_cant_load():
+    """``runworker --burst`` on a queue holding a BC row: the row is discarded, the other
+    jobs complete, and the worker exits 0 (it used to exit with DataError, every time)."""
+    sql("ALTER TABLE pgjobs_job DROP CONSTRAINT pgjobs_job_times_in_range")
+    try:
+        odd = insert_job(run_at="'0001-01-01 00:00:00+14'")
+        plain = [JobFactory().pk for _ in range(3)]
+        process = WorkerProcess("--burst", "--queues", "default")
+        assert process.wait(120) == 0, process.output()
+        states = dict(Job.objects.values_list("pk", "state"))
+        assert [states[pk] for pk in plain] == ["completed"] * 3
+        assert states[odd] == "discarded"
+    finally:
+        sql("DELETE FROM pgjobs_job")
+        sql(
+            "ALTER TABLE pgjobs_job ADD CONSTRAINT pgjobs_job_times_in_range CHECK ("
+            + _constraint_condition("pgjobs_job_times_in_range")
+            + ")"
+        )
+
+
+def _constraint_condition(name: str) -> str:
+    """The SQL condition of the model's CHECK constraint ``name``."""
+    from django.db.models.sql import Query
+
+    constraint = next(c for c in Job._meta.constraints if c.name == name)
+    query = Query(Job)
+    where = query.build_where(constraint.condition)
+    compiler = query.get_compiler(connection=connection)
+    text, params = where.as_sql(compiler, connection)
+    return connection.ops.compose_sql(text, params)
+
+
+def test_json_columns_of_every_model_load_what_python_cant_read():
+    """Connector config, schedule args, token scopes: each reads back as text, not an error."""
+    insert_job(args="'[1" + "0" * 5000 + "]'")
+    job = Job.objects.get()
+    assert isinstance(job.args, str) and job.args.startswith("[1000")
+    assert "can't be read by Python" in job.args.problem
+    assert json.loads(json.dumps({"args": job.args}))  # the API can answer with it
+
+
+# -- what a worker writes ----------------------------------------------------------------
+
+ODD_KINDS = ["nul", "surrogate", "nan", "huge int", "cycle", "deep", "object", "nul key", "large"]
+
+
+@pytest.mark.parametrize("kind", ODD_KINDS)
+def test_a_result_no_column_can_hold_is_stored_as_a_stand_in_saying_why(worker, kind):
+    job = Job.enqueue("tests.tasks_for_tests.returns_odd", args=[kind])
+    assert worker.drain() == {"completed": 1}
+    job.refresh_from_db()
+    assert set(job.result) == {"repr", "unstorable"}, job.result
+    assert job.result["unstorable"]
+
+
+@pytest.mark.parametrize("kind", [*ODD_KINDS, "plain"])
+def test_an_error_of_any_text_is_recorded(worker, kind):
+    job = Job.enqueue("tests.tasks_for_tests.raises_odd", args=[kind], max_attempts=1)
+    assert worker.drain() == {"discarded": 1}
+    job.refresh_from_db()
+    record = job.errors[0]
+    assert record["error"].startswith("ValueError: ")
+    assert len(record["error"]) <= 10_100 and len(record["traceback"]) <= 50_100
+
+
+@pytest.mark.django_db(transaction=True)
+def test_odd_outcomes_in_one_batch_are_all_written(threaded_worker, wait):
+    """The completer writes many outcomes in one statement: one the database refused
+    used to leave every job of its batch executing."""
+    jobs = [Job.enqueue("tests.tasks_for_tests.returns_odd", args=[kind]) for kind in ODD_KINDS]
+    jobs += [
+        Job.enqueue("tests.tasks_for_tests.raises_odd", args=[kind], max_attempts=1)
+        for kind in ODD_KINDS
+    ]
+    jobs += [Job.enqueue(ADD, args=[n, n]) for n in range(10)]
+    threaded_worker(concurrency=4)
+    wait(lambda: not Job.objects.exclude(state__in=["completed", "discarded"]).exists(), 60)
+    assert Job.objects.filter(state="completed").count() == len(ODD_KINDS) + 10
+    assert Job.objects.filter(state="discarded").count() == len(ODD_KINDS)
+
+
+#: JSON no column of ours should hold, each in every JSON column in turn.
+ODD_JSON = [
+    """'{"a": 1}'""",
+    "'[1, \"x\"]'",
+    "'\"text\"'",
+    "'null'",
+    "'1" + "0" * 5000 + "'",
+    "'" + "[" * 3000 + "]" * 3000 + "'",
+]
+JSON_COLUMNS = {
+    "schedule": ("pgjobs_schedule", ["args", "kwargs"]),
+    "connector": ("pgjobs_connector", ["config", "secret_names"]),
+    "workerprocess": ("pgjobs_workerprocess", ["queues"]),
+    "apitoken": ("pgjobs_apitoken", ["queues", "connectors"]),
+}
+
+
+@pytest.mark.parametrize("model", JSON_COLUMNS)
+@pytest.mark.parametrize("value", ODD_JSON, ids=range(len(ODD_JSON)))
+def test_every_admin_page_shows_odd_json_in_every_column(admin_client, rows, model, value):
+    table, columns = JSON_COLUMNS[model]
+    sql(f"UPDATE {table} SET " + ", ".join(f"{column} = {value}" for column in columns))
+    assert admin_client.get(reverse(f"admin:pgjobs_{model}_changelist")).status_code == 200
+    pk = sql(f"SELECT {'id' if model != 'queue' else 'name'} FROM {table} LIMIT 1")[0][0]
+    page = admin_client.get(reverse(f"admin:pgjobs_{model}_change", args=[pk]))
+    assert page.status_code == 200, page.content[-300:]
+
+
+@pytest.mark.parametrize("value", ODD_JSON, ids=range(len(ODD_JSON)))
+def test_a_token_whose_scopes_are_odd_json_grants_nothing(client, value):
+    """Not even by accident: a scope that is text must not match queues by substring."""
+    _, plain = issue("odd", ["default"])
+    sql(f"UPDATE pgjobs_apitoken SET queues = {value}, connectors = {value}")
+    job = JobFactory()
+    answer = client.get(f"/jobs/{job.pk}", headers={"Authorization": f"Bearer {plain}"})
+    assert answer.status_code == 404
+    enqueued = client.post(
+        "/jobs",
+        json.dumps({"task": ADD, "args": [1, 2]}),
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {plain}"},
+    )
+    assert enqueued.status_code == 403 and Job.objects.count() == 1
+
+
+@pytest.mark.parametrize("timezone", ["UTC", "Pacific/Kiritimati", "Pacific/Pago_Pago"])
+@pytest.mark.parametrize("cron", ["* * * * *", "0 0 29 2 *", "@yearly"])
+@pytest.mark.parametrize(
+    "next_fire_at", ["'0001-01-02 00:00:00+00'", "'9999-12-30 23:59:59+00'", "now()"]
+)
+def test_the_scheduler_plans_from_times_at_the_edges(timezone, cron, next_fire_at):
+    good = Schedule.objects.create(name="good", cron="* * * * *", task=ADD)
+    edge = Schedule.objects.create(name="edge", cron=cron, timezone=timezone, task=ADD)
+    sql("UPDATE pgjobs_schedule SET next_fire_at = now() - interval '1 minute'")
+    sql(f"UPDATE pgjobs_schedule SET next_fire_at = {next_fire_at} WHERE id = %s", [edge.pk])
+    Scheduler(routines=[]).run_once()
+    assert good.ticks.count() == 1
+    Schedule.objects.get(pk=edge.pk)  # still readable
+
+
+def test_a_schedule_that_fails_in_any_way_does_not_stop_the_others(monkeypatch):
+    good = Schedule.objects.create(name="good", cron="* * * * *", task=ADD)
+    Schedule.objects.create(name="odd", cron="* * * * *", task=ADD)
+    sql("UPDATE pgjobs_schedule SET next_fire_at = now() - interval '1 minute'")
+    planned = Schedule.cron_schedule
+
+    def cron_schedule(self: Schedule) -> Any:
+        if self.name == "odd":
+            raise OverflowError("date value out of range")
+        return planned(self)
+
+    monkeypatch.setattr(Schedule, "cron_schedule", cron_schedule)
+    Scheduler(routines=[]).run_once()
+    assert good.ticks.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_post_jobs_run_runs_past_odd_rows(client):
+    """The API's inline runner claims as a worker does: odd rows are discarded, the
+    others run, the answer lists each."""
+    token = issue("ci", ["*"], can_run=True)[1]
+    odd = [insert_job(**columns) for columns, _ in ODD_ROWS.values()]
+    plain = JobFactory().pk
+    response = client.post("/jobs/run?limit=20", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 200, response.content[:300]
+    assert response.json()["outcomes"] == {"discarded": len(odd), "completed": 1}
+    assert Job.objects.get(pk=plain).state == "completed"
