@@ -9,6 +9,7 @@ runs it; ``get_result`` reads the Job back as a TaskResult. Works with
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 from django.apps import apps
 from django.core import checks
 
-from . import bridge, conf
+from . import bridge, conf, limits
 from .compat import (
     BaseTaskBackend,
     InvalidTask,
@@ -25,7 +26,7 @@ from .compat import (
     TaskResultDoesNotExist,
     task_enqueued,
 )
-from .exceptions import InvalidQueueName
+from .exceptions import InvalidOption, InvalidQueueName
 from .queues import validate_name
 
 
@@ -144,17 +145,17 @@ class PgJobsBackend(BaseTaskBackend):
 
 
 def _validate_options(task: Task) -> None:
-    """Refuse pgjobs options a job can't have, when the task is defined or copied."""
-    max_attempts = getattr(task, "max_attempts", None)
-    timeout = getattr(task, "timeout", None)
-    unique_key = getattr(task, "unique_key", None)
-    if max_attempts is not None and not (_is_number(max_attempts, int) and max_attempts >= 1):
-        raise InvalidTask(f"max_attempts must be a whole number from 1 up, not {max_attempts!r}")
-    if timeout is not None and not (_is_number(timeout, int | float) and timeout > 0):
-        raise InvalidTask(f"timeout must be a number of seconds above 0, not {timeout!r}")
-    if unique_key is not None and not (isinstance(unique_key, str) and 0 < len(unique_key) <= 255):
-        raise InvalidTask(f"unique_key must be a string of 1 to 255 characters, not {unique_key!r}")
-
-
-def _is_number(value: object, kind: Any) -> bool:
-    return isinstance(value, kind) and not isinstance(value, bool)
+    """Refuse pgjobs options a job can't have, when the task is defined or copied: the
+    rules of ``Job.enqueue`` (``limits``), said as Django's InvalidTask."""
+    checks: dict[str, Callable[[Any, str], Any]] = {
+        "max_attempts": limits.max_attempts,
+        "timeout": limits.timeout,
+        "unique_key": limits.text,
+    }
+    for option, check in checks.items():
+        value = getattr(task, option, None)
+        if value is not None:
+            try:
+                check(value, option)
+            except InvalidOption as error:
+                raise InvalidTask(str(error)) from None
