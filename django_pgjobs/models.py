@@ -729,9 +729,7 @@ class Connector(models.Model):
                 errors[field] = f"must be a string of 1 to {length} characters"
             elif problem := limits.text_problem(value):
                 errors[field] = problem
-        if not isinstance(self.config, dict):
-            errors["config"] = "must be a JSON object"
-        elif problem := payload.problem(self.config, "config"):
+        if problem := payload.shaped_problem(self.config, "config", dict):
             errors["config"] = problem
         if errors:
             raise ValidationError(errors)

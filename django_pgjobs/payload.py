@@ -164,6 +164,15 @@ def problem(value: Any, name: str) -> str | None:
     return None
 
 
+def shaped_problem(value: Any, name: str, kind: type, example: str = "") -> str | None:
+    """``problem``, for a value that must also be a JSON array (``kind`` list) or
+    object (dict): a schedule's args and kwargs, a connector's config."""
+    if not isinstance(value, kind):
+        shape = "list" if kind is list else "object"
+        return f"{name} must be a JSON {shape}" + (f", e.g. {example}" if example else "")
+    return problem(value, name)
+
+
 def encode(value: Any, name: str) -> str:
     """``value`` as the compact ASCII JSON that is stored; PayloadError naming the
     part of it that can't be stored or read back."""

@@ -81,14 +81,9 @@ def check_storable_fields(schedule: Schedule) -> None:
             limits.priority(schedule.priority)
         except InvalidOption as error:
             errors["priority"] = str(error)
-    if not isinstance(schedule.args, list):
-        errors["args"] = "args must be a JSON list, e.g. [42]"
-    elif problem := payload.problem(schedule.args, "args"):
-        errors["args"] = problem
-    if not isinstance(schedule.kwargs, dict):
-        errors["kwargs"] = 'kwargs must be a JSON object, e.g. {"user_id": 42}'
-    elif problem := payload.problem(schedule.kwargs, "kwargs"):
-        errors["kwargs"] = problem
+    for name, kind, example in (("args", list, "[42]"), ("kwargs", dict, '{"user_id": 42}')):
+        if problem := payload.shaped_problem(getattr(schedule, name), name, kind, example):
+            errors[name] = problem
     if errors:
         raise ValidationError(errors)
 
