@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 
 class PgJobsError(Exception):
     """Base class for errors raised by django-pgjobs."""
@@ -60,6 +62,71 @@ class JobCancelled(PgJobsError):
 
 class DiscardJob(PgJobsError):
     """Raise from a task to fail the job for good, without further attempts."""
+
+
+class _Later(PgJobsError):
+    """An exception that says when the job should run next: in ``seconds`` (a number
+    from 0 up to a year) or at ``until`` (a timezone-aware datetime). Anything else
+    raises ``InvalidOption`` at once, which fails the attempt like any error."""
+
+    def __init__(self, seconds: float | None, until: datetime | None, said: str) -> None:
+        from . import limits
+
+        name = type(self).__name__
+        if (seconds is None) == (until is None):
+            raise InvalidOption(name, "takes either seconds or until=, not both or neither")
+        self.seconds = None if seconds is None else limits.seconds(seconds, "seconds", zero=True)
+        self.until = None if until is None else limits.moment(until, "until")
+        self.said = said if isinstance(said, str) else limits.shown(said)
+        super().__init__(self.said)
+
+    def when(self) -> str:
+        """ "in 30s" or "at <instant>"."""
+        if self.until is not None:
+            return f"at {self.until.isoformat()}"
+        return f"in {self.seconds:g}s"
+
+    def wake_at(self, now: datetime) -> datetime:
+        """When the job may run again, seen at ``now``."""
+        if self.until is not None:
+            return self.until
+        return now + timedelta(seconds=self.seconds or 0.0)
+
+
+class Snooze(_Later):
+    """Raise (or return) from a task: not now, run again in ``seconds`` (or at
+    ``until``). The attempt is not counted and no error is recorded: the job waits
+    (``scheduled``), and its page shows the snooze and ``reason``
+    (docs/flow-control.md)."""
+
+    def __init__(
+        self, seconds: float | None = None, *, until: datetime | None = None, reason: str = ""
+    ) -> None:
+        super().__init__(seconds, until, reason)
+
+    @property
+    def reason(self) -> str:
+        return self.said
+
+    def __str__(self) -> str:
+        then = f"snoozed, to run {self.when()}"
+        return f"{self.said}: {then}" if self.said else then
+
+
+class RetryAfter(_Later):
+    """Raise from a task: this attempt failed, and the next one should run in
+    ``seconds`` (or at ``until``) rather than when the backoff says (the
+    ``Retry-After`` of an answer, say). The attempt counts, and ``message`` is its
+    recorded error; with no attempt left the job is discarded."""
+
+    def __init__(
+        self, seconds: float | None = None, *, until: datetime | None = None, message: str = ""
+    ) -> None:
+        super().__init__(seconds, until, message)
+
+    def __str__(self) -> str:
+        then = f"next attempt {self.when()}"
+        return f"{self.said} ({then})" if self.said else then
 
 
 class TransactionLeftOpen(PgJobsError):

@@ -13,16 +13,17 @@ from typing import Any, TypeVar
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
 from django.utils import timezone
 
-from . import conf, leftovers, middleware, payload, signals, transitions
+from . import conf, leftovers, limits, middleware, payload, signals, transitions
 from .backoff import Backoff
 from .connectors import runtime as connector_runtime
-from .connectors.errors import ConnectorBusy
 from .context import JobContext, _current
 from .dependencies import results_of_dependencies
 from .events import Change
 from .exceptions import (
     DiscardJob,
     JobTimeout,
+    RetryAfter,
+    Snooze,
     TransactionLeftOpen,
     UnknownTask,
     UnrunnableJob,
@@ -67,8 +68,12 @@ def _call_with_inputs(registered: Task[Any, Any], context: JobContext) -> Any:
 
 def _call(registered: Task[Any, Any], context: JobContext, kwargs: dict) -> Any:
     if not registered.is_async:
-        return registered.func(*context.job.args, **kwargs)
-    return _run_coroutine(registered, context, kwargs)
+        result = registered.func(*context.job.args, **kwargs)
+    else:
+        result = _run_coroutine(registered, context, kwargs)
+    if isinstance(result, Snooze):  # returned rather than raised: the same to everyone
+        raise result
+    return result
 
 
 def _run_coroutine(registered: Task[Any, Any], context: JobContext, kwargs: dict) -> Any:
@@ -175,15 +180,16 @@ def _attempt(job: Job, clock: Clock, context: JobContext) -> Outcome | str:
         return transitions.failed(job, error, clock(), discard=True)
     try:
         result = _call_and_tidy_up(registered, context)
-    except ConnectorBusy as busy:  # not started: try again soon, attempt not counted
-        return _snooze(job, clock() + timedelta(seconds=busy.delay))
+    except Snooze as snooze:  # not now (the task said so, or its connector): not counted
+        now = clock()
+        return _snooze(job, snooze.wake_at(now), now, context.mask(snooze.reason))
     except DiscardJob as error:
         return transitions.failed(job, error, clock(), discard=True)
     except BaseException as error:  # a task's failure, even SystemExit, is data
         if logger.isEnabledFor(logging.INFO):
             failure = context.mask(shown(error, 500))  # repr() fails on some values
             logger.info("job %s (%s) attempt %s failed: %s", job.pk, job.task, job.attempt, failure)
-        return _retry_or_discard(job, error, clock(), registered.backoff)
+        return failed_attempt(job, error, clock(), registered)
     return transitions.completed(job, _storable(job, result), clock())
 
 
@@ -214,7 +220,48 @@ def _tidy_up(before: leftovers.Snapshot, registered: Task[Any, Any]) -> dict[str
     return left
 
 
-def _retry_or_discard(
+def failed_attempt(
+    job: Job, error: BaseException, now: datetime, registered: Task[Any, Any] | None
+) -> Outcome:
+    """What a failed attempt leads to. ``RetryAfter`` sets the next attempt's time;
+    the task's ``discard_on`` and ``retry_on`` may discard the job at once; else it is
+    retried when the task's backoff says, or its queue's (discarded, either way, once
+    its attempts are used up)."""
+    if isinstance(error, RetryAfter):
+        return transitions.failed(job, error, now, run_at=error.wake_at(now))
+    if registered is None:
+        return _by_queue_backoff(job, error, now, None)
+    if registered.gives_up_on(error):
+        return transitions.failed(job, error, now, discard=True)
+    if registered.backoff is None or isinstance(registered.backoff, Backoff):
+        return _by_queue_backoff(job, error, now, registered.backoff)
+    run_at = _task_backoff(job, error, now, registered)
+    if run_at is None:
+        return _by_queue_backoff(job, error, now, None)
+    return transitions.failed(job, error, now, run_at=run_at)
+
+
+def _task_backoff(
+    job: Job, error: BaseException, now: datetime, registered: Task[Any, Any]
+) -> datetime | None:
+    """When the task's backoff function says the next attempt runs; None (and an error
+    logged) if it raised or gave no number of seconds from 0 up to a year."""
+    try:
+        delay = registered.backoff(job.attempt, error)  # type: ignore[operator]
+        if isinstance(delay, timedelta):
+            delay = delay.total_seconds()
+        return now + timedelta(seconds=limits.seconds(delay, "backoff", zero=True))
+    except Exception as problem:  # the task's own code: any failure is possible
+        logger.error(
+            "job %s (%s): its backoff function failed (%s); using the queue's backoff",
+            job.pk,
+            job.task,
+            shown(problem, 300),
+        )
+        return None
+
+
+def _by_queue_backoff(
     job: Job, error: BaseException, now: datetime, backoff: Backoff | None
 ) -> Outcome:
     try:
@@ -226,9 +273,11 @@ def _retry_or_discard(
         return transitions.failed(job, error, now, backoff=Backoff.from_dict(conf.get("BACKOFF")))
 
 
-def _snooze(job: Job, until: datetime) -> str:
-    """Hand a job that could not start back until ``until`` (lease-checked), now."""
-    snoozed = _through_outage(lambda: transitions.snooze(job, until), f"snooze job {job.pk}")
+def _snooze(job: Job, until: datetime, now: datetime, reason: str) -> str:
+    """Put a job that could not start back until ``until`` (lease-checked), now."""
+    snoozed = _through_outage(
+        lambda: transitions.snooze(job, until, now, reason), f"snooze job {job.pk}"
+    )
     if snoozed is None:
         return "unrecorded"
     return job.state if snoozed else "lost"

@@ -179,8 +179,9 @@ def _verdict(
     if state != JobState.EXECUTING or lease != job.lease:
         # The child wrote its outcome, or the lease was taken away (cancelled,
         # handed back, rescued): either way nothing is ours to write.
-        finished = {JobState.COMPLETED, JobState.RETRYABLE, JobState.DISCARDED}
-        return state if state in finished else "lost"
+        # (Scheduled: the child snoozed it.)
+        ended = {JobState.COMPLETED, JobState.RETRYABLE, JobState.DISCARDED, JobState.SCHEDULED}
+        return state if state in ended else "lost"
     if exitcode is None:  # its supervisor went away first: nothing is known
         return "handed back" if transitions.hand_back(job) else "lost"
     if killed_at_timeout:
@@ -190,11 +191,13 @@ def _verdict(
     else:
         error = WorkerLost(f"the job's process {_how_it_ended(exitcode)}")
     logger.warning("job %s (%s) attempt %s: %s", job.pk, job.task, job.attempt, error)
+    from .execution import failed_attempt
+
     try:
-        backoff = get_task(job.task).backoff
+        registered = get_task(job.task)
     except UnknownTask:
-        backoff = None  # the queue's
-    return transitions.failed(job, error, clock(), backoff=backoff)
+        registered = None  # the queue's backoff
+    return failed_attempt(job, error, clock(), registered)
 
 
 def _how_it_ended(exitcode: int | None) -> str:

@@ -27,8 +27,7 @@ from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
 from . import conf, signals, stats
-from .connectors.errors import ConnectorBusy
-from .exceptions import DiscardJob
+from .exceptions import DiscardJob, Snooze
 from .models import Queue, Schedule
 
 if TYPE_CHECKING:
@@ -238,7 +237,7 @@ class PrometheusMiddleware:
         started = time.perf_counter()
         try:
             result = call_next()
-        except ConnectorBusy:
+        except Snooze:
             raise  # it never started: it runs again, its attempt uncounted
         except BaseException as error:
             if not context.cancelled:

@@ -28,8 +28,11 @@ ALLOWED: dict[JobState, frozenset[JobState]] = {
     S.WAITING: frozenset({S.AVAILABLE, S.SCHEDULED, S.CANCELLED}),
     S.SCHEDULED: frozenset({S.AVAILABLE, S.EXECUTING, S.CANCELLED}),
     S.AVAILABLE: frozenset({S.EXECUTING, S.SCHEDULED, S.CANCELLED}),
-    # executing -> available is a hand-back on shutdown (attempt not counted).
-    S.EXECUTING: frozenset({S.COMPLETED, S.RETRYABLE, S.DISCARDED, S.CANCELLED, S.AVAILABLE}),
+    # executing -> available is a hand-back on shutdown, executing -> scheduled a
+    # snooze (the job could not start yet); neither counts the attempt.
+    S.EXECUTING: frozenset(
+        {S.COMPLETED, S.RETRYABLE, S.DISCARDED, S.CANCELLED, S.AVAILABLE, S.SCHEDULED}
+    ),
     S.RETRYABLE: frozenset({S.EXECUTING, S.AVAILABLE, S.CANCELLED, S.DISCARDED}),
     # Finished jobs can be retried by an operator.
     S.COMPLETED: frozenset({S.AVAILABLE}),

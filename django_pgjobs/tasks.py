@@ -23,6 +23,11 @@ R = TypeVar("R")
 
 _registry: dict[str, Task[Any, Any]] = {}
 
+#: What ``retry_on`` and ``discard_on`` take: an exception class or a tuple of them.
+ExceptionTypes = type[BaseException] | tuple[type[BaseException], ...]
+#: A task's own backoff: (attempt, error) -> seconds (or a timedelta) to wait.
+BackoffFunction = Callable[[int, BaseException], Any]
+
 
 @dataclass(eq=False)
 class Task(Generic[P, R]):
@@ -34,7 +39,8 @@ class Task(Generic[P, R]):
     priority: int | None = None
     max_attempts: int | None = None
     timeout: float | None = None
-    backoff: Backoff | None = None
+    #: Retry delays: a policy, or a function of (attempt, error) giving seconds.
+    backoff: Backoff | BackoffFunction | None = None
     unique: bool = False
     unique_for: float | None = None
     is_async: bool = field(init=False)
@@ -42,6 +48,10 @@ class Task(Generic[P, R]):
     connector: str | None = None
     #: Run every attempt in a child process of its own (see django_pgjobs.isolation).
     isolated: bool = False
+    #: Exceptions worth another attempt; when set, any other one discards the job.
+    retry_on: tuple[type[BaseException], ...] = ()
+    #: Exceptions that discard the job at once, whatever attempts are left.
+    discard_on: tuple[type[BaseException], ...] = ()
 
     def __post_init__(self) -> None:
         self.is_async = inspect.iscoroutinefunction(self.func)
@@ -50,6 +60,17 @@ class Task(Generic[P, R]):
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.func(*args, **kwargs)
+
+    def gives_up_on(self, error: BaseException) -> bool:
+        """Whether a failure with ``error`` discards the job at once (``discard_on``, or
+        not among ``retry_on`` when that is set); ``RetryAfter`` asks for a retry."""
+        from .exceptions import RetryAfter
+
+        if isinstance(error, RetryAfter):
+            return False
+        if self.discard_on and isinstance(error, self.discard_on):
+            return True
+        return bool(self.retry_on) and not isinstance(error, self.retry_on)
 
     def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Job:
         """Enqueue a run of this task with these arguments, in the caller's transaction."""
@@ -109,11 +130,13 @@ def task(
     priority: int | None = None,
     max_attempts: int | None = None,
     timeout: float | None = None,
-    backoff: Backoff | dict[str, Any] | None = None,
+    backoff: Backoff | dict[str, Any] | BackoffFunction | None = None,
     connector: str | None = None,
     unique: bool = False,
     unique_for: float | None = None,
     isolated: bool = False,
+    retry_on: ExceptionTypes = (),
+    discard_on: ExceptionTypes = (),
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
 
@@ -126,11 +149,13 @@ def task(
     priority: int | None = None,
     max_attempts: int | None = None,
     timeout: float | None = None,
-    backoff: Backoff | dict[str, Any] | None = None,
+    backoff: Backoff | dict[str, Any] | BackoffFunction | None = None,
     connector: str | None = None,
     unique: bool = False,
     unique_for: float | None = None,
     isolated: bool = False,
+    retry_on: ExceptionTypes = (),
+    discard_on: ExceptionTypes = (),
 ) -> Any:
     """Register a function as a task under its dotted path ("app.module.func").
 
@@ -142,10 +167,23 @@ def task(
     first was enqueued, whatever became of it. ``isolated=True``: every attempt
     runs in a child process of its own, where ``timeout`` is a hard limit (the
     process is killed) and a crash is the job's alone; about 10-20 ms a job.
+
+    Failures: ``discard_on=(ValueError, ...)`` discards the job at the first of
+    those; ``retry_on=(TimeoutError, ...)`` retries only those and discards on any
+    other; ``backoff`` is a ``Backoff``, its dict, or a function ``(attempt, error)``
+    returning the seconds to wait (docs/flow-control.md).
     """
     _check_options(queue, priority, max_attempts, timeout, connector, unique_for)
+    retry_on = exception_types(retry_on, "retry_on")
+    discard_on = exception_types(discard_on, "discard_on")
     if isinstance(backoff, dict):
         backoff = Backoff.from_dict(backoff)
+    elif backoff is not None and not isinstance(backoff, Backoff) and not callable(backoff):
+        raise InvalidOption(
+            "backoff",
+            f"must be a Backoff, its dict, or a function (attempt, error) -> seconds, "
+            f"not {limits.shown(backoff)}",
+        )
 
     def register(fn: Callable[..., Any]) -> Task[Any, Any]:
         task_name = name or f"{fn.__module__}.{fn.__qualname__}"
@@ -166,11 +204,24 @@ def task(
             unique=unique,
             unique_for=unique_for,
             isolated=isolated,
+            retry_on=retry_on,
+            discard_on=discard_on,
         )
         _registry[task_name] = registered
         return registered
 
     return register(func) if func is not None else register
+
+
+def exception_types(value: Any, field: str) -> tuple[type[BaseException], ...]:
+    """``value`` (an exception class or a tuple of them) as a tuple; InvalidOption if not."""
+    types = value if isinstance(value, tuple | list) else (value,)
+    for kind in types:
+        if not (isinstance(kind, type) and issubclass(kind, BaseException)):
+            raise InvalidOption(
+                field, f"must be exception classes, like (TimeoutError,), not {limits.shown(kind)}"
+            )
+    return tuple(types)
 
 
 #: Characters a derived unique key adds to the task's name (":" and 32 hex digits).

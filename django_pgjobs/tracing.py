@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ImproperlyConfigured
 
-from .connectors.errors import ConnectorBusy
+from .exceptions import Snooze
 
 if TYPE_CHECKING:
     from .context import JobContext
@@ -102,7 +102,7 @@ class TracingMiddleware:
             span.add_event("started")  # the span began when the job was claimed
             try:
                 result = call_next()
-            except ConnectorBusy:
+            except Snooze:
                 span.set_attribute("pgjobs.outcome", "snoozed")
                 span.set_status(StatusCode.UNSET)
                 raise

@@ -127,15 +127,17 @@ def failed(
     backoff: Backoff | None = None,
     discard: bool = False,
     spread: float | None = None,
+    run_at: datetime | None = None,
 ) -> Outcome:
-    """Retryable (run_at by backoff), or discarded when attempts are used up or ``discard``."""
+    """Retryable (at ``run_at``, else when the backoff says), or discarded when attempts
+    are used up or ``discard``."""
     now = now or timezone.now()
     if discard or job.attempt >= job.max_attempts:
         return Outcome(job, S.DISCARDED, now, error=error)
-    policy = backoff or queue_backoff(job.queue)
-    return Outcome(
-        job, S.RETRYABLE, now, error=error, run_at=policy.next_run_at(job.attempt, now, spread)
-    )
+    if run_at is None:
+        policy = backoff or queue_backoff(job.queue)
+        run_at = policy.next_run_at(job.attempt, now, spread)
+    return Outcome(job, S.RETRYABLE, now, error=error, run_at=run_at)
 
 
 def finish(
@@ -313,18 +315,34 @@ def cancel(job: Job, now: datetime | None = None) -> Job:
     return job
 
 
-def snooze(job: Job, until: datetime) -> bool:
-    """executing -> available at ``until`` without counting the attempt: the job could
-    not start yet (its connector is at its concurrency limit). Lease-checked."""
-    return _move(
-        job,
-        S.AVAILABLE,
-        lease_checked=True,
-        attempt=F("attempt") - 1,
-        run_at=until,
-        lease=None,
-        worker=None,
+def snooze(job: Job, until: datetime, now: datetime | None = None, reason: str = "") -> bool:
+    """executing -> scheduled until ``until`` (available if that is not after ``now``),
+    without counting the attempt: the job could not start yet (it raised ``Snooze``,
+    or its connector is busy or throttled). Lease-checked: False if the job was lost.
+    The job's meta keeps the number of snoozes and the last one (``reason`` included)."""
+    now = now or timezone.now()
+    rows = db.fetch_dicts(
+        "snooze",
+        {
+            "id": job.pk,
+            "lease": job.lease,
+            "until": until,
+            "now": now,
+            "reason": payload.storable_text(mask_credentials(reason), SNOOZE_REASON_LENGTH),
+        },
+        job._state.db or conf.get("DATABASE"),
     )
+    if not rows:
+        _refresh(job)  # refused: show what happened instead
+        return False
+    job.__dict__.update(rows[0], lease=None, worker_id=None)
+    if isinstance(job.meta, str):  # jsonb as text, on Django's own connections
+        job.meta = payload.loads(job.meta)
+    return True
+
+
+#: Most characters of a snooze's reason kept on the job.
+SNOOZE_REASON_LENGTH = 500
 
 
 # -- bulk operator actions: one UPDATE for a whole queryset ----------------------------

@@ -27,7 +27,7 @@ from django.utils import timezone
 from . import clocks, conf, db, events, isolation, maintenance, middleware, supervisor, transitions
 from .context import JobContext
 from .exceptions import JobTimeout
-from .execution import execute, record, run
+from .execution import execute, failed_attempt, record, run
 from .models import Job, Queue, WorkerProcess
 from .notifier import JOBS_CHANNEL, Notifier
 from .pool import JobPool
@@ -403,8 +403,7 @@ class Worker:
         error = JobTimeout(f"attempt exceeded its timeout of {job.timeout}s")
         logger.warning("job %s ignored its timeout; failing it and abandoning its thread", job.pk)
         try:
-            backoff = get_task(job.task).backoff
-            transitions.fail(job, error, self.clock(), backoff=backoff)
+            transitions.finish([failed_attempt(job, error, self.clock(), get_task(job.task))])
         except DatabaseError as problem:
             logger.error("could not fail overdue job %s: %s", job.pk, problem)
             return  # try again on the next pass

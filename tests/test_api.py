@@ -412,9 +412,9 @@ def test_run_puts_back_a_job_whose_connector_is_busy(client, token, second_conne
     second_connection.execute("SELECT pg_advisory_lock(%s)", [slot_key(hook.pk, 0)])
     job = Job.enqueue("django_pgjobs.connectors.tasks.call", connector="hook")
     report = post(client, "/jobs/run", None, token).json()
-    assert report["outcomes"] == {"available": 1}
+    assert report["outcomes"] == {"scheduled": 1}
     job.refresh_from_db()
-    assert (job.state, job.attempt) == (JobState.AVAILABLE, 0)
+    assert (job.state, job.attempt) == (JobState.SCHEDULED, 0)
 
 
 @pytest.mark.parametrize(

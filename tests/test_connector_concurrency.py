@@ -59,9 +59,10 @@ def test_a_job_whose_connector_is_busy_waits_without_using_an_attempt(worker, se
     job = Job.enqueue(CALL, connector="hook")
     now = timezone.now()
 
-    assert worker.drain(now=now) == {"available": 1}
+    assert worker.drain(now=now) == {"scheduled": 1}
     job.refresh_from_db()
-    assert (job.state, job.attempt, job.errors, job.lease) == (JobState.AVAILABLE, 0, [], None)
+    assert (job.state, job.attempt, job.errors, job.lease) == (JobState.SCHEDULED, 0, [], None)
+    assert job.meta["snoozed"]["reason"] == "connector 'hook' is at its concurrency limit"
     assert job.run_at == now + timedelta(seconds=1.0)  # CONNECTOR_BUSY_DELAY
     assert worker.drain(now=now) == {}, "it waits for its run_at"
 

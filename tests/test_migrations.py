@@ -305,7 +305,11 @@ def upgraded_and_fresh(django_db_blocker: Any) -> Iterator[tuple[Scratch, Scratc
 
 
 #: Migrations added on top of the squash, in order.
-MIGRATIONS_AFTER_SQUASH = ["0003_process_clock_skew", "0004_boundaries"]
+MIGRATIONS_AFTER_SQUASH = [
+    "0003_process_clock_skew",
+    "0004_boundaries",
+    "0005_snooze_to_scheduled",
+]
 
 
 def test_a_database_at_0015_upgrades_to_the_schema_of_a_fresh_install(upgraded_and_fresh):

@@ -16,11 +16,12 @@ S = JobState
 
 @dataclass(frozen=True)
 class Event:
-    kind: str  # css class: enqueued, started, failed, completed, discarded, cancelled, pending
+    kind: str  # css class: enqueued, started, failed, snoozed, completed, discarded, ...
     title: str
     at: datetime | None = None
     error: str = ""
     traceback: str = ""
+    note: str = ""
 
 
 def _parse(at: Any) -> datetime | None:
@@ -49,11 +50,41 @@ def timeline(job: Job) -> list[Event]:
                 traceback=_text(record.get("traceback", "")),
             )
         )
+    snoozed = _snoozed(job)
+    if snoozed is not None:
+        events.append(snoozed)
     if job.state == S.CANCELLED and _ran_without_failing(job, records):
         # Cancelled while it ran: no record of that attempt, but it happened.
         events.append(Event("started", f"Attempt {job.attempt} started", job.attempted_at))
+    # In time order between enqueue and now (a snooze among failed attempts).
+    events[1:] = sorted(events[1:], key=_in_time)
     events.append(_now(job))
     return events
+
+
+def _in_time(event: Event) -> tuple[bool, float]:
+    """Sorts by time (naive or aware alike), events without one last."""
+    return (event.at is None, event.at.timestamp() if event.at else 0.0)
+
+
+def _snoozed(job: Job) -> Event | None:
+    """The job's snoozes, as its meta keeps them (how many, and the last one)."""
+    record = job.meta.get("snoozed") if isinstance(job.meta, dict) else None
+    if not isinstance(record, dict):
+        return None
+    count = record.get("count")
+    times = f"{shown(count, 20)} times, the last " if count != 1 else ""
+    return Event(
+        "snoozed",
+        f"Snoozed {times}until {_shown_time(record.get('until'))}",
+        _parse(record.get("at")),
+        note=_text(record.get("reason") or "") + " (no attempt counted)",
+    )
+
+
+def _shown_time(value: Any) -> str:
+    parsed = _parse(value)
+    return parsed.isoformat(sep=" ", timespec="seconds") if parsed else shown(value, 40)
 
 
 def _ran_without_failing(job: Job, records: list[Any]) -> bool:

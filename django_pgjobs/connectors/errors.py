@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..exceptions import PgJobsError
+from ..exceptions import PgJobsError, Snooze
 
 
 class ConnectorError(PgJobsError):
@@ -30,9 +30,9 @@ class UnknownConnectorKind(PgJobsError, LookupError):
         )
 
 
-class ConnectorBusy(PgJobsError):
+class ConnectorBusy(Snooze):
     """Every concurrency slot of the connector is taken: the job waits, its attempt not counted."""
 
     def __init__(self, name: str, delay: float) -> None:
         self.delay = delay
-        super().__init__(f"connector {name!r} is at its concurrency limit")
+        super().__init__(delay, reason=f"connector {name!r} is at its concurrency limit")

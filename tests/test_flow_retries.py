@@ -1,0 +1,196 @@
+"""Snooze, RetryAfter, retry_on / discard_on and backoff functions (docs/flow-control.md)."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from django_pgjobs import InvalidOption, Job, RetryAfter, Snooze, task, transitions
+from django_pgjobs.states import JobState
+from tests.admin_helpers import detail
+from tests.factories import JobFactory
+from tests.tasks_for_flow import ODD_SECONDS
+
+S = JobState
+FLOW = "tests.tasks_for_flow"
+NOW = datetime(2030, 1, 1, 12, tzinfo=UTC)
+
+
+def _drained(worker, job: Job, now: datetime = NOW) -> Job:
+    worker.drain(now=now)
+    job.refresh_from_db()
+    return job
+
+
+# -- snooze ---------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("returned", [False, True], ids=["raised", "returned"])
+def test_a_snooze_waits_without_counting_an_attempt_or_an_error(worker, returned):
+    job = Job.enqueue(
+        f"{FLOW}.snooze_times", kwargs={"times": 2, "seconds": 30, "returned": returned}
+    )
+
+    job = _drained(worker, job)
+    assert (job.state, job.attempt, job.errors, job.lease) == (S.SCHEDULED, 0, [], None)
+    assert job.run_at == NOW + timedelta(seconds=30)
+    assert job.meta["snoozed"]["count"] == 1
+    assert job.meta["snoozed"]["reason"] == "waiting, 1 of 2"
+
+    assert worker.drain(now=NOW + timedelta(seconds=29)) == {}, "it waits for its time"
+    job = _drained(worker, job, NOW + timedelta(seconds=30))
+    assert (job.state, job.attempt, job.meta["snoozed"]["count"]) == (S.SCHEDULED, 0, 2)
+    job = _drained(worker, job, NOW + timedelta(seconds=60))
+    assert (job.state, job.attempt, job.result) == (S.COMPLETED, 1, 2)
+
+
+@pytest.mark.django_db
+def test_a_snooze_of_zero_seconds_makes_the_job_available_at_once(worker):
+    job = Job.enqueue(f"{FLOW}.snooze_times", kwargs={"times": 1, "seconds": 0})
+    worker.drain(now=NOW, max_jobs=1)
+    job.refresh_from_db()
+    assert (job.state, job.run_at, job.attempt) == (S.AVAILABLE, NOW, 0)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("kind", sorted(ODD_SECONDS))
+def test_a_snooze_of_no_sensible_time_fails_the_attempt_with_a_clear_error(worker, kind):
+    job = _drained(worker, Job.enqueue(f"{FLOW}.snooze_with", args=[kind]))
+    assert (job.state, job.attempt) == (S.RETRYABLE, 1)
+    assert "InvalidOption" in job.errors[0]["error"]
+    assert "snoozed" not in job.meta
+
+
+def test_snooze_and_retry_after_refuse_odd_times_when_made():
+    for make in (Snooze, RetryAfter):
+        with pytest.raises(InvalidOption, match="either seconds or until"):
+            make()
+        with pytest.raises(InvalidOption, match="either seconds or until"):
+            make(1, until=NOW)
+        with pytest.raises(InvalidOption, match="timezone-aware"):
+            make(until=datetime(2030, 1, 1))
+        with pytest.raises(InvalidOption, match="out of range"):
+            make(until=datetime(1, 1, 1, tzinfo=UTC))
+        with pytest.raises(InvalidOption, match="seconds"):
+            make(math.nan)
+    assert Snooze(until=NOW).wake_at(NOW - timedelta(days=1)) == NOW
+    assert str(Snooze(5, reason="busy")) == "busy: snoozed, to run in 5s"
+    assert str(RetryAfter(5)) == "next attempt in 5s"
+
+
+@pytest.mark.django_db
+def test_a_snooze_is_lease_checked_and_keeps_its_reason_storable():
+    job = JobFactory(executing=True)
+    stale = Job.objects.get(pk=job.pk)
+    Job.objects.filter(pk=job.pk).update(lease=None, state=S.CANCELLED)
+    assert transitions.snooze(stale, NOW, NOW) is False
+    assert Job.objects.get(pk=job.pk).state == S.CANCELLED
+
+    fresh = JobFactory(executing=True)
+    reason = "nul \x00, lone \ud800, Authorization: Bearer hunter2hunter2, " + "x" * 1000
+    assert transitions.snooze(fresh, NOW + timedelta(seconds=1), NOW, reason) is True
+    stored = Job.objects.get(pk=fresh.pk)
+    assert (stored.state, stored.attempt) == (S.SCHEDULED, 0)
+    shown = stored.meta["snoozed"]["reason"]
+    assert "hunter2" not in shown and "\x00" not in shown and len(shown) < 700
+
+
+# -- retry policies -------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_retry_after_sets_the_next_attempt_and_counts_it(worker):
+    job = _drained(worker, Job.enqueue(f"{FLOW}.retry_after", args=[120]))
+    assert (job.state, job.attempt, job.run_at) == (S.RETRYABLE, 1, NOW + timedelta(seconds=120))
+    assert job.errors[0]["error"] == (
+        "RetryAfter: the service asked us to wait (next attempt in 120s)"
+    )
+    job = _drained(worker, job, job.run_at)
+    assert (job.state, job.attempt) == (S.DISCARDED, 2), "max_attempts=2: no retry left"
+
+
+@pytest.mark.django_db
+def test_discard_on_discards_at_the_first_such_error(worker):
+    job = _drained(worker, Job.enqueue(f"{FLOW}.discards_on_value_error", args=["value"]))
+    assert (job.state, job.attempt) == (S.DISCARDED, 1)
+    other = _drained(worker, Job.enqueue(f"{FLOW}.discards_on_value_error", args=["key"]))
+    assert other.state == S.RETRYABLE
+
+
+@pytest.mark.django_db
+def test_retry_on_retries_only_those_errors(worker):
+    job = _drained(worker, Job.enqueue(f"{FLOW}.retries_on_timeout", args=["timeout"]))
+    assert job.state == S.RETRYABLE
+    other = _drained(worker, Job.enqueue(f"{FLOW}.retries_on_timeout", args=["key"]))
+    assert (other.state, other.attempt) == (S.DISCARDED, 1)
+    assert other.errors[0]["error"].startswith("KeyError")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "how, delay",
+    [("seven", 7.0), ("delta", 60.0), ("raise", None), ("nan", None)],
+)
+def test_a_backoff_function_sets_the_delay_or_falls_back_to_the_queue(worker, how, delay):
+    job = _drained(worker, Job.enqueue(f"{FLOW}.backs_off", args=[how]))
+    assert (job.state, job.attempt) == (S.RETRYABLE, 1)
+    waited = (job.run_at - NOW).total_seconds()
+    if delay is not None:
+        assert waited == delay
+    else:  # PGJOBS["BACKOFF"]: 2 s, +/- 10%
+        assert 1.8 <= waited <= 2.2
+
+
+@pytest.mark.parametrize(
+    "options, field",
+    [
+        ({"retry_on": "ValueError"}, "retry_on"),
+        ({"retry_on": (ValueError, 3)}, "retry_on"),
+        ({"discard_on": object}, "discard_on"),
+        ({"backoff": 42}, "backoff"),
+    ],
+)
+def test_task_refuses_retry_options_that_are_no_exceptions_or_functions(options, field):
+    with pytest.raises(InvalidOption) as refused:
+        task(name="tests.never_registered", **options)(lambda: None)
+    assert refused.value.field == field
+
+
+# -- the admin ------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_the_job_page_shows_its_snoozes_and_retry_after(worker, admin_client):
+    snoozed = _drained(worker, Job.enqueue(f"{FLOW}.snooze_times", kwargs={"times": 3}))
+    page = admin_client.get(detail(snoozed)).content.decode()
+    assert "Snoozed until" in page and "waiting, 1 of 3" in page
+    assert "no attempt counted" in page
+    snoozed = _drained(worker, snoozed, snoozed.run_at)
+    page = admin_client.get(detail(snoozed)).content.decode()
+    assert "Snoozed 2 times, the last until" in page
+
+    retried = _drained(worker, Job.enqueue(f"{FLOW}.retry_after", args=[60]))
+    page = admin_client.get(detail(retried)).content.decode()
+    assert "next attempt in 60s" in page and "Attempt 2 due" in page
+
+
+# -- a real worker process ------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_process_runs_a_snoozing_job_to_completion(worker_process, wait):
+    jobs = [
+        Job.enqueue(f"{FLOW}.snooze_times", kwargs={"times": 2, "seconds": 0.2, "returned": r})
+        for r in (False, True)
+    ]
+    worker = worker_process("--concurrency", "2", env={"PGJOBS_POLL_INTERVAL": "0.2"})
+    wait(lambda: all(Job.objects.get(pk=j.pk).state == S.COMPLETED for j in jobs), timeout=30)
+    assert worker.stop() == 0
+    for job in jobs:
+        job.refresh_from_db()
+        assert (job.attempt, job.result, job.errors) == (1, 2, [])
+        assert job.meta["snoozed"]["count"] == 2
