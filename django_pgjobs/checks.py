@@ -144,8 +144,10 @@ def _check_scheduler() -> list[Error]:
     from .schedules import declared_schedule
 
     errors = []
-    if conf.get("MISFIRE_GRACE") < 0:
-        errors.append(_error("PGJOBS['MISFIRE_GRACE'] must not be negative.", None, 20))
+    try:
+        limits.seconds(conf.get("MISFIRE_GRACE"), "PGJOBS['MISFIRE_GRACE']", zero=True)
+    except InvalidOption as problem:  # negative, NaN, infinite: no scheduler could start
+        errors.append(_error(f"{problem}.", None, 20))
     if conf.get("PRUNE_AFTER") <= 0:
         errors.append(_error("PGJOBS['PRUNE_AFTER'] must be greater than 0.", None, 20))
     interval = conf.get("PRUNE_INTERVAL")

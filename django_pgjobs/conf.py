@@ -48,11 +48,13 @@ DEFAULTS: dict[str, Any] = {
     # installed app, e.g. ["myproject.jobs"]. Task names resolve against the tasks
     # registered then: a job or a request naming another module never imports it.
     "TASK_MODULES": [],
-    # Cron schedules declared in code: name -> {"cron", "task", and optionally "timezone",
-    # "args", "kwargs", "queue", "priority", "enabled", "misfire"}. Created in the Schedule
-    # table when a scheduler starts; rows that exist are left alone (the database wins).
+    # Schedules declared in code: name -> {"cron", "task", and optionally "timezone",
+    # "args", "kwargs", "queue", "priority", "enabled", "jitter", "overlap", "catch_up",
+    # "catch_up_window", "catch_up_limit"}. Created in the Schedule table when a scheduler
+    # starts; rows that exist are left alone (the database wins).
     "SCHEDULES": {},
-    # Seconds a tick may be late and still fire under misfire="skip".
+    # Seconds a tick may be late and still count as on time: it fires under any catch_up
+    # policy (with catch_up="none", only such a tick fires).
     "MISFIRE_GRACE": 60.0,
     # Seconds finished jobs and fired-tick records are kept before the scheduler prunes them.
     "PRUNE_AFTER": 7 * 24 * 3600.0,

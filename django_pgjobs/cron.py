@@ -1,9 +1,17 @@
-"""When a cron schedule fires: pure functions of (expression, timezone, instant).
+"""When a schedule fires: pure functions of (expression, timezone, instant).
 
 Nothing here reads a clock or the database, so every rule is a property test.
 
-The timezone rule ("alarm clock"): each local time the expression names fires
-once, at the first instant the zone's clock shows that time *or a later one*.
+Two kinds of expression:
+
+- cron, five fields (``minute hour day-of-month month day-of-week``) or six, with
+  a seconds field first (``second minute hour ...``), read on the schedule's
+  timezone's clock;
+- ``@every 30s``, ``@every 1h30m``: elapsed time, the instants that are whole
+  multiples of the interval since 1970-01-01 00:00 UTC, whatever the timezone.
+
+The timezone rule for cron ("alarm clock"): each local time the expression names
+fires once, at the first instant the zone's clock shows that time *or a later one*.
 
 - Spring forward (02:00 -> 03:00 in Europe/Berlin): 02:30 never shows, so it
   fires at 03:00 CEST, the moment the clock jumps past it. Several skipped
@@ -13,7 +21,7 @@ once, at the first instant the zone's clock shows that time *or a later one*.
 
 So a daily job runs exactly once every day, and fire times only ever move
 forward. Schedules that must keep an even rhythm through the repeated hour
-(every 15 minutes, say) belong in UTC, which has no such hour.
+(every 15 minutes, say) belong in UTC, which has no such hour, or are intervals.
 
 Instants in and out are timezone-aware; results are in UTC.
 """
@@ -21,11 +29,13 @@ Instants in and out are timezone-aware; results are in UTC.
 from __future__ import annotations
 
 import functools
+import hashlib
 import re
 import zoneinfo
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import TypeAlias
 
 from croniter import CroniterBadCronError, CroniterBadDateError, CroniterError, croniter
 
@@ -34,6 +44,7 @@ ALIASES = frozenset(
     {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
 )
 
+#: Names each field of a five-field expression may use, by field (minute first).
 _NAMES = (
     {},
     {},
@@ -44,6 +55,14 @@ _NAMES = (
 )
 _RANGE = re.compile(r"^(?P<low>\w+)-(?P<high>\w+)(?:/(?P<step>\d+))?$")
 
+#: ``@every`` and its interval: days, hours, minutes and seconds, in that order.
+EVERY = "@every"
+_INTERVAL = re.compile(r"^(?:(\d{1,6})d)?(?:(\d{1,6})h)?(?:(\d{1,7})m)?(?:(\d{1,9})s)?$")
+#: Longest interval of ``@every``: a year. Less often is what cron is for.
+MAX_INTERVAL = timedelta(days=365)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
 
 class InvalidCron(ValueError):
     """A cron expression that is malformed or never fires."""
@@ -53,13 +72,15 @@ class UnknownTimezone(ValueError):
     """A timezone name that is not in the IANA database."""
 
 
-class Misfire(StrEnum):
-    """What to do with ticks missed while no scheduler was running."""
+class CatchUp(StrEnum):
+    """What to fire after ticks were missed (no scheduler ran, or it was held up)."""
 
-    #: Fire once for all missed ticks, as soon as a scheduler is back.
-    CATCH_UP = "catch_up"
-    #: Drop missed ticks; fire only a tick that is at most the grace period late.
-    SKIP = "skip"
+    #: Only a tick that is at most the grace period (``MISFIRE_GRACE``) late.
+    NONE = "none"
+    #: The latest missed tick, once, if it is within the schedule's catch-up window.
+    LATEST = "latest"
+    #: Every missed tick within the window, oldest first, the latest ``limit`` of them.
+    ALL = "all"
 
 
 @functools.cache
@@ -77,24 +98,31 @@ def parse_timezone(name: str) -> zoneinfo.ZoneInfo:
 
 
 def parse_expression(expression: str) -> str:
-    """The expression, stripped, if it is valid 5-field cron that fires; else InvalidCron."""
+    """The expression with its spaces tidied, if it is a valid cron expression that
+    fires (5 fields, or 6 with seconds first) or a valid ``@every``; else InvalidCron."""
     if not isinstance(expression, str) or not expression.strip():
-        raise InvalidCron("a cron expression is required, e.g. '*/5 * * * *'")
+        raise InvalidCron("a cron expression is required, e.g. '*/5 * * * *' or '@every 30s'")
     expression = " ".join(expression.split())
+    if expression.lower().startswith(EVERY):
+        parse_interval(expression)
+        return expression.lower()
     fields = expression.split(" ")
     if expression.startswith("@"):
         if expression.lower() not in ALIASES:
             raise InvalidCron(
-                f"unknown cron shorthand {expression!r}; use one of {sorted(ALIASES)}"
+                f"unknown cron shorthand {expression!r}; use one of {sorted(ALIASES)} "
+                "or '@every <interval>'"
             )
-    elif len(fields) != 5:
+    elif len(fields) not in (5, 6):
         raise InvalidCron(
             f"cron expression {expression!r} has {len(fields)} fields; use 5: "
-            "minute hour day-of-month month day-of-week"
+            "minute hour day-of-month month day-of-week, or 6 with seconds first"
         )
     readable = standard(expression)
     try:
-        croniter(readable, datetime(2000, 1, 1)).get_next(datetime)
+        croniter(readable, datetime(2000, 1, 1), second_at_beginning=len(fields) == 6).get_next(
+            datetime
+        )
     except CroniterBadDateError:
         raise InvalidCron(f"cron expression {expression!r} never fires (no such date)") from None
     except (CroniterBadCronError, CroniterError, ValueError, KeyError) as error:
@@ -104,6 +132,25 @@ def parse_expression(expression: str) -> str:
             error = "'H' (hashed) fields are not supported"
         raise InvalidCron(f"invalid cron expression {expression!r}: {error}") from None
     return expression
+
+
+def parse_interval(expression: str) -> timedelta:
+    """The interval of ``@every <interval>`` (e.g. ``30s``, ``1h30m``, ``2d``)."""
+    _, _, text = " ".join(expression.split()).lower().partition(" ")
+    match = _INTERVAL.match(text.replace(" ", ""))
+    if not text or match is None or not any(match.groups()):
+        raise InvalidCron(
+            f"invalid interval in {expression!r}: write '@every' and whole days, hours, "
+            "minutes and seconds, largest first, e.g. '@every 30s', '@every 1h30m', '@every 2d'"
+        )
+    days, hours, minutes, seconds = (int(part or 0) for part in match.groups())
+    interval = timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+    if not timedelta(seconds=1) <= interval <= MAX_INTERVAL:
+        raise InvalidCron(
+            f"interval of {expression!r} must be from 1s up to 365d; "
+            "for less often, use a cron expression"
+        )
+    return interval
 
 
 def standard(expression: str) -> str:
@@ -116,9 +163,10 @@ def standard(expression: str) -> str:
     if expression.startswith("@"):
         return expression
     fields = expression.split(" ")
+    seconds = fields[:-5]  # the sixth field, first, if there is one; named like minutes
     return " ".join(
         ",".join(_standard_part(part, index, expression) for part in field.split(","))
-        for index, field in enumerate(fields)
+        for index, field in enumerate(seconds + fields[-5:], start=-len(seconds))
     )
 
 
@@ -142,7 +190,7 @@ def _standard_part(part: str, index: int, expression: str) -> str:
 def _number(token: str, index: int) -> int | None:
     if token.isdigit():
         return int(token)
-    return _NAMES[index].get(token.lower())
+    return _NAMES[max(index, 0)].get(token.lower())
 
 
 def _wall(instant: datetime, zone: zoneinfo.ZoneInfo) -> datetime:
@@ -174,9 +222,42 @@ def first_reached(wall_time: datetime, zone: zoneinfo.ZoneInfo) -> datetime:
     return datetime.fromtimestamp(after, UTC)
 
 
+def timing(expression: str, timezone: str = "UTC") -> Cron | Interval:
+    """The ``Cron`` or ``Interval`` of a schedule's expression and timezone."""
+    if isinstance(expression, str) and expression.strip().lower().startswith(EVERY):
+        return Interval.parse(expression, timezone)
+    return Cron.parse(expression, timezone)
+
+
+class _FireTimes:
+    """What both kinds derive from ``next_after`` and ``latest_at_or_before``."""
+
+    def next_after(self, instant: datetime) -> datetime:
+        raise NotImplementedError
+
+    def latest_at_or_before(self, instant: datetime) -> datetime | None:
+        raise NotImplementedError
+
+    def fire_times(self, after: datetime, until: datetime) -> list[datetime]:
+        """Every fire time in ``(after, until]``, in order."""
+        found = []
+        current = self.next_after(after)
+        while current <= until:
+            found.append(current)
+            current = self.next_after(current)
+        return found
+
+    def is_fire_time(self, instant: datetime) -> bool:
+        return self.next_after(instant - _MICROSECOND) == instant
+
+    def previous(self, tick: datetime) -> datetime | None:
+        """The fire time before the fire time ``tick``, None if there is none."""
+        return self.latest_at_or_before(tick - _MICROSECOND)
+
+
 @dataclass(frozen=True)
-class Cron:
-    """A validated cron expression in a timezone."""
+class Cron(_FireTimes):
+    """A validated cron expression (5 fields, or 6 with seconds first) in a timezone."""
 
     expression: str
     zone: zoneinfo.ZoneInfo
@@ -184,7 +265,17 @@ class Cron:
     @classmethod
     def parse(cls, expression: str, timezone: str = "UTC") -> Cron:
         """Validate; ``expression`` is kept in the form croniter reads as standard cron."""
-        return cls(standard(parse_expression(expression)), parse_timezone(timezone))
+        parsed = parse_expression(expression)
+        if parsed.startswith(EVERY):
+            raise InvalidCron(f"{expression!r} is an interval, not cron: use cron.timing()")
+        return cls(standard(parsed), parse_timezone(timezone))
+
+    @property
+    def has_seconds(self) -> bool:
+        return not self.expression.startswith("@") and self.expression.count(" ") == 5
+
+    def _times(self, start: datetime) -> croniter:
+        return croniter(self.expression, start, second_at_beginning=self.has_seconds)
 
     def _first_wall_after(self, instant: datetime) -> datetime:
         """The first local time named by the expression whose fire time is after ``instant``."""
@@ -192,7 +283,7 @@ class Cron:
         # Local times up to the clock's reading now fired at or before now. During a
         # repeated hour the clock reads less than it already showed, so some later
         # times fired already too: skip them (at most the repeated hour's worth).
-        times = croniter(self.expression, _wall(instant, self.zone))
+        times = self._times(_wall(instant, self.zone))
         while True:
             candidate = times.get_next(datetime)
             if first_reached(candidate, self.zone) > instant:
@@ -206,73 +297,142 @@ class Cron:
         """The last fire time at or before ``instant`` (UTC), None if there is none."""
         following = self._first_wall_after(instant)
         try:
-            previous = croniter(self.expression, following).get_prev(datetime)
+            previous = self._times(following).get_prev(datetime)
         except CroniterBadDateError:
             return None
         return first_reached(previous, self.zone)
 
-    def fire_times(self, after: datetime, until: datetime) -> list[datetime]:
-        """Every fire time in ``(after, until]``, in order."""
-        found = []
-        current = self.next_after(after)
-        while current <= until:
-            found.append(current)
-            current = self.next_after(current)
-        return found
 
-    def is_fire_time(self, instant: datetime) -> bool:
-        return self.next_after(instant - timedelta(microseconds=1)) == instant
+@dataclass(frozen=True)
+class Interval(_FireTimes):
+    """``@every <interval>``: the instants that are whole multiples of ``step`` since
+    1970-01-01 00:00 UTC. Elapsed time: the timezone changes nothing."""
+
+    expression: str
+    zone: zoneinfo.ZoneInfo
+    step: timedelta
+
+    @classmethod
+    def parse(cls, expression: str, timezone: str = "UTC") -> Interval:
+        parsed = parse_expression(expression)
+        if not parsed.startswith(EVERY):
+            raise InvalidCron(f"{expression!r} is cron, not an interval: use cron.timing()")
+        return cls(parsed, parse_timezone(timezone), parse_interval(parsed))
+
+    def _steps(self, instant: datetime) -> int:
+        """How many whole steps lie between the epoch and ``instant`` (floor)."""
+        _require_aware(instant)
+        return (instant - _EPOCH) // self.step
+
+    def next_after(self, instant: datetime) -> datetime:
+        return _EPOCH + (self._steps(instant) + 1) * self.step
+
+    def latest_at_or_before(self, instant: datetime) -> datetime | None:
+        return _EPOCH + self._steps(instant) * self.step
+
+
+#: When a schedule fires.
+Timing: TypeAlias = Cron | Interval
+
+
+# -- jitter ----------------------------------------------------------------------------------
+
+
+def jitter_delay(key: str, tick: datetime, jitter: float, gap: timedelta) -> timedelta:
+    """How long after ``tick`` its job is due: a delay from 0 up to ``jitter`` seconds
+    and less than ``gap`` (the time to the next tick), whole milliseconds.
+
+    Random-looking but a pure function of the schedule's ``key`` (its name) and the
+    tick, so every scheduler that could fire the tick computes the same delay, and
+    schedules with the same expression spread out evenly.
+    """
+    bound = min(timedelta(seconds=jitter), gap - timedelta(milliseconds=1))
+    if bound <= timedelta(0):
+        return timedelta(0)
+    digest = hashlib.sha256(f"{key}\x00{tick.astimezone(UTC).isoformat()}".encode()).digest()
+    fraction = int.from_bytes(digest[:8], "big") / 2**64
+    return timedelta(milliseconds=int(fraction * (bound // timedelta(milliseconds=1) + 1)))
+
+
+# -- what to fire ------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Plan:
     """What a scheduler does for one schedule at one instant."""
 
-    #: The tick to fire now, or None.
-    fire_at: datetime | None
-    #: The schedule's next tick after this one: the time to wake up for.
+    #: The ticks to fire now, oldest first; empty for none.
+    fire: tuple[datetime, ...]
+    #: The schedule's next tick after these: the time to wake up for.
     next_fire_at: datetime
-    #: Ticks that passed unfired (not counting ``fire_at``): late or dropped.
+    #: Ticks that passed unfired (not counting those in ``fire``): late or dropped.
     missed: int = 0
+
+    @property
+    def fire_at(self) -> datetime | None:
+        """The latest tick to fire now, or None."""
+        return self.fire[-1] if self.fire else None
+
+
+#: How many missed ticks ``plan`` counts at most (it walks them to count).
+COUNT_LIMIT = 1000
 
 
 def plan(
-    cron: Cron,
+    timing: Timing,
     next_fire_at: datetime | None,
     now: datetime,
-    misfire: Misfire | str = Misfire.CATCH_UP,
+    catch_up: CatchUp | str = CatchUp.LATEST,
     grace: timedelta = timedelta(seconds=60),
-    count_limit: int = 1000,
+    window: timedelta | None = None,
+    limit: int = 100,
 ) -> Plan:
     """Decide what to fire at ``now`` for a schedule whose next tick is ``next_fire_at``.
 
     ``next_fire_at`` None means the schedule is new or its timing was edited: it
     fires from the first tick after ``now``, never for ticks before it. Otherwise
-    every tick in ``[next_fire_at, now]`` is due; the latest of them fires once
-    (``catch_up``), or only if it is at most ``grace`` late (``skip``).
-    ``missed`` counts the others, up to ``count_limit``.
+    every tick in ``[next_fire_at, now]`` is due, and fires by ``catch_up``:
+
+    - ``none``: the latest, if it is at most ``grace`` late;
+    - ``latest``: the latest, if it is at most ``window`` late (None: however late);
+    - ``all``: each one at most ``window`` late, the latest ``limit`` of them.
+
+    A tick at most ``grace`` late is on time: ``latest`` and ``all`` fire it
+    whatever their window. ``missed`` counts the due ticks not fired, up to
+    ``COUNT_LIMIT``.
     """
     _require_aware(now)
     if next_fire_at is None or next_fire_at > now:
-        return Plan(None, next_fire_at or cron.next_after(now))
-    upcoming = cron.next_after(now)
-    latest = cron.latest_at_or_before(now)
+        return Plan((), next_fire_at or timing.next_after(now))
+    upcoming = timing.next_after(now)
+    latest = timing.latest_at_or_before(now)
     if latest is None or latest < next_fire_at:
         # next_fire_at is not a tick of this expression (e.g. the tz database changed).
-        return Plan(None, upcoming)
-    missed = _count(cron, next_fire_at, latest, count_limit)
-    on_time = now - latest <= grace
-    if Misfire(misfire) is Misfire.SKIP and not on_time:
-        return Plan(None, upcoming, missed + 1)
-    return Plan(latest, upcoming, missed)
+        return Plan((), upcoming)
+    policy = CatchUp(catch_up)
+    if policy is CatchUp.NONE:
+        window = grace
+    elif window is not None:
+        window = max(window, grace)
+    oldest = next_fire_at if window is None else max(next_fire_at, now - window)
+    fire: list[datetime] = []
+    current: datetime | None = latest
+    while current is not None and current >= oldest:
+        fire.append(current)
+        if policy is not CatchUp.ALL or len(fire) >= limit:
+            break
+        current = timing.previous(current)
+    fire.reverse()
+    last_unfired = fire[0] if fire else upcoming
+    return Plan(tuple(fire), upcoming, _count(timing, next_fire_at, last_unfired))
 
 
-def _count(cron: Cron, first: datetime, last: datetime, limit: int) -> int:
-    """How many ticks lie in ``[first, last)``, counting at most ``limit``."""
+def _count(timing: Timing, first: datetime, last: datetime) -> int:
+    """How many ticks lie in ``[first, last)``, counting at most ``COUNT_LIMIT``."""
     count, current = 0, first
-    while current < last and count < limit:
+    while current < last and count < COUNT_LIMIT:
         count += 1
-        current = cron.next_after(current)
+        current = timing.next_after(current)
     return count
 
 

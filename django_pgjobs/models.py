@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 from django.db.models.base import ModelState
@@ -454,10 +455,22 @@ def validate_timezone(value: str) -> None:
         raise ValidationError(str(error), code="unknown_timezone") from None
 
 
-MISFIRE_CHOICES = [
-    ("catch_up", "Catch up: fire once for missed ticks"),
-    ("skip", "Skip missed ticks"),
+CATCH_UP_CHOICES = [
+    ("latest", "latest: the latest missed tick, once"),
+    ("all", "all: every missed tick, up to the limit"),
+    ("none", "none: no missed tick (only one at most MISFIRE_GRACE late)"),
 ]
+OVERLAP_CHOICES = [
+    ("allow", "allow: fire whatever the previous job is doing"),
+    ("skip", "skip: not while the previous job is unfinished"),
+    ("queue", "queue: at most one job waiting behind the running one"),
+]
+#: Longest jitter of a schedule, in seconds: a day.
+MAX_JITTER = 86_400
+#: Most missed ticks a schedule with catch_up "all" fires at once.
+MAX_CATCH_UP_LIMIT = 1000
+#: Longest catch-up window, in seconds: ten years (longer is "however late": leave it empty).
+MAX_CATCH_UP_WINDOW = 10 * 365 * 86_400
 
 
 class Schedule(models.Model):
@@ -473,7 +486,9 @@ class Schedule(models.Model):
         max_length=100,
         validators=[validate_cron],
         help_text="minute hour day-of-month month day-of-week, e.g. '*/15 * * * *' or "
-        "'30 2 * * 1-5'; or @hourly, @daily, @weekly, @monthly, @yearly.",
+        "'30 2 * * 1-5'; a sixth field first for seconds ('*/10 * * * * *'); @hourly, @daily, "
+        "@weekly, @monthly, @yearly; or an interval of elapsed time: '@every 30s', "
+        "'@every 1h30m'.",
     )
     timezone = models.CharField(
         max_length=63,
@@ -489,19 +504,54 @@ class Schedule(models.Model):
         null=True, blank=True, help_text="Empty: the task's priority."
     )
     enabled = models.BooleanField(default=True)
-    misfire = models.CharField(
-        max_length=16,
-        choices=MISFIRE_CHOICES,
-        default="catch_up",
-        help_text="What to do with ticks missed while no scheduler ran.",
+    jitter = models.PositiveIntegerField(
+        default=0,
+        validators=[MaxValueValidator(MAX_JITTER)],
+        help_text="Seconds: each tick's job is due up to this much later (0-86400), the same "
+        "delay for a tick on every scheduler; spreads schedules that share a time.",
+    )
+    overlap = models.CharField(
+        max_length=8,
+        choices=OVERLAP_CHOICES,
+        default="allow",
+        help_text="What a tick does while the schedule's previous job is unfinished.",
+    )
+    catch_up = models.CharField(
+        max_length=8,
+        choices=CATCH_UP_CHOICES,
+        default="latest",
+        help_text="What fires for ticks missed while no scheduler ran.",
+    )
+    catch_up_window = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_CATCH_UP_WINDOW)],
+        help_text="Seconds: missed ticks older than this never fire (latest, all). "
+        "Empty: however old.",
+    )
+    catch_up_limit = models.PositiveSmallIntegerField(
+        default=100,
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_CATCH_UP_LIMIT)],
+        help_text="all: the most missed ticks fired at once, the latest ones (1-1000).",
     )
     # Written by schedulers only; save() leaves them alone.
     last_fire_at = models.DateTimeField(null=True, blank=True, editable=False)
     next_fire_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_job = models.ForeignKey(
+        Job,
+        null=True,
+        blank=True,
+        editable=False,
+        # Pruning deletes old jobs in bulk; the schedule keeps the id.
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="+",
+        help_text="The last job a tick or 'run now' enqueued: what the overlap policy watches.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
-    SCHEDULER_FIELDS = frozenset({"last_fire_at", "next_fire_at"})
+    SCHEDULER_FIELDS = frozenset({"last_fire_at", "next_fire_at", "last_job"})
 
     class Meta:
         ordering = ["name"]
@@ -512,8 +562,21 @@ class Schedule(models.Model):
         ]
         constraints = [
             models.CheckConstraint(
-                condition=Q(misfire__in=[value for value, _ in MISFIRE_CHOICES]),
-                name="pgjobs_schedule_misfire_valid",
+                condition=Q(catch_up__in=[value for value, _ in CATCH_UP_CHOICES]),
+                name="pgjobs_schedule_catch_up_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(overlap__in=[value for value, _ in OVERLAP_CHOICES]),
+                name="pgjobs_schedule_overlap_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(jitter__gte=0, jitter__lte=MAX_JITTER)
+                & Q(catch_up_limit__gte=1, catch_up_limit__lte=MAX_CATCH_UP_LIMIT)
+                & (
+                    Q(catch_up_window__isnull=True)
+                    | Q(catch_up_window__gte=1, catch_up_window__lte=MAX_CATCH_UP_WINDOW)
+                ),
+                name="pgjobs_schedule_policies_in_range",
             ),
             times_in_range(
                 "pgjobs_schedule_times_in_range",
@@ -554,16 +617,36 @@ class Schedule(models.Model):
             ]
         super().save(**kwargs)
 
+    def clean_fields(self, exclude: Iterable[str] | None = None) -> None:
+        """Django's checks of each field, after the strict ones of the policy fields:
+        a Django integer field would round 1.5 to 1, read True as 1, and fail with an
+        OverflowError on an infinite float."""
+        from django.core.exceptions import ValidationError
+
+        from .schedules import check_policy_fields
+
+        problems: dict[str, list[str]] = {}
+        try:
+            check_policy_fields(self)
+        except ValidationError as error:
+            problems.update(error.message_dict)
+        try:
+            super().clean_fields(exclude={*(exclude or ()), *problems})
+        except ValidationError as error:
+            problems.update(error.message_dict)
+        if problems:
+            raise ValidationError(problems)
+
     def clean(self) -> None:
         from .schedules import check_job_fields
 
         check_job_fields(self)
 
     def cron_schedule(self) -> Any:
-        """This schedule's expression and timezone as a ``cron.Cron``."""
-        from .cron import Cron
+        """This schedule's expression and timezone: a ``cron.Cron`` or ``cron.Interval``."""
+        from .cron import timing
 
-        return Cron.parse(self.cron, self.timezone)
+        return timing(self.cron, self.timezone)
 
     def upcoming(self, count: int = 5, after: datetime | None = None) -> list[datetime]:
         """The next ``count`` fire times after ``after`` (default: now), in UTC."""

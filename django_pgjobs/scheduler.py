@@ -108,6 +108,8 @@ class Scheduler:
     def _record(self, fired: Fired) -> None:
         if fired.error:
             self.stats["failed"] += 1
+        elif fired.skipped:
+            self.stats["skipped"] += 1
         elif fired.fire_at is not None:
             self.stats["fired"] += 1
             logger.info(
@@ -119,7 +121,7 @@ class Scheduler:
                 "schedule %r: %s tick(s) missed while no scheduler ran%s",
                 fired.schedule,
                 fired.missed,
-                "" if fired.fire_at else " (misfire=skip: dropped)",
+                "" if fired.fire_at else " (dropped by its catch_up policy)",
             )
 
     def _report_broken(self, error: InvalidSchedule) -> None:

@@ -6,6 +6,9 @@ while holding its row lock (others skip it), and records the tick in
 ``ScheduleTick``, whose unique (schedule, fire_at) refuses a second firing of
 the same tick in any case. The job is enqueued in the same transaction, so a
 tick and its job exist together or not at all.
+
+Each tick's job obeys the schedule's overlap policy (``allow``, ``skip``, ``queue``,
+judged by the state of ``last_job``) and is due ``cron.jitter_delay`` after its tick.
 """
 
 from __future__ import annotations
@@ -22,9 +25,19 @@ from django.db.models import Min, Q
 from django.utils import timezone
 
 from . import conf, limits, payload, queues
-from .cron import Cron, InvalidCron, UnknownTimezone, plan
+from .cron import InvalidCron, Timing, UnknownTimezone, jitter_delay, parse_timezone, plan, timing
 from .exceptions import InvalidOption, InvalidQueueName, PayloadError, PgJobsError, UnknownTask
-from .models import MISFIRE_CHOICES, Job, Schedule, ScheduleTick
+from .models import (
+    CATCH_UP_CHOICES,
+    MAX_CATCH_UP_LIMIT,
+    MAX_CATCH_UP_WINDOW,
+    MAX_JITTER,
+    OVERLAP_CHOICES,
+    Job,
+    Schedule,
+    ScheduleTick,
+)
+from .states import FINISHED, JobState
 from .tasks import get_task
 
 logger = logging.getLogger(__name__)
@@ -35,27 +48,64 @@ SCHEDULES_CHANNEL = "pgjobs_schedules"
 
 #: Keys a schedule declared in ``PGJOBS["SCHEDULES"]`` may have.
 DECLARED_OPTIONS = frozenset(
-    {"cron", "task", "timezone", "args", "kwargs", "queue", "priority", "enabled", "misfire"}
+    {"cron", "task", "timezone", "args", "kwargs", "queue", "priority", "enabled"}
+    | {"jitter", "overlap", "catch_up", "catch_up_window", "catch_up_limit"}
 )
 REQUIRED_OPTIONS = frozenset({"cron", "task"})
+#: Options of earlier versions, and what replaced them.
+RENAMED_OPTIONS = {
+    "misfire": "'misfire' is now 'catch_up': 'catch_up' became 'latest', 'skip' became 'none'"
+}
+#: The policy fields: (name, lowest, highest, whether it may be None).
+POLICY_NUMBERS = (
+    ("jitter", 0, MAX_JITTER, False),
+    ("catch_up_window", 1, MAX_CATCH_UP_WINDOW, True),
+    ("catch_up_limit", 1, MAX_CATCH_UP_LIMIT, False),
+)
 
 
 # -- validation (Schedule.clean/save use these) -------------------------------------------
 
 
 def check_timing_fields(schedule: Schedule) -> None:
-    """What the scheduler can't work without; raises ValidationError naming the field."""
+    """What the scheduler can't work without: its expression, timezone and policies.
+    Raises ValidationError naming each field."""
     errors: dict[str, str] = {}
     try:
-        Cron.parse(schedule.cron, "UTC")
+        timing(schedule.cron, "UTC")
     except InvalidCron as error:
         errors["cron"] = str(error)
     try:
-        Cron.parse("* * * * *", schedule.timezone)
+        parse_timezone(schedule.timezone)
     except UnknownTimezone as error:
         errors["timezone"] = str(error)
-    if schedule.misfire not in {value for value, _ in MISFIRE_CHOICES}:
-        errors["misfire"] = f"misfire must be one of {[v for v, _ in MISFIRE_CHOICES]}"
+    try:
+        check_policy_fields(schedule)
+    except ValidationError as error:
+        errors.update({field: " ".join(texts) for field, texts in error.message_dict.items()})
+    if errors:
+        raise ValidationError(errors)
+
+
+def check_policy_fields(schedule: Schedule) -> None:
+    """The overlap and catch-up policies and the jitter, as they are: choices, and whole
+    numbers in range (no float, bool or text that Django's fields would round or read).
+    Raises ValidationError naming each field."""
+    errors: dict[str, str] = {}
+    for field, choices in (("catch_up", CATCH_UP_CHOICES), ("overlap", OVERLAP_CHOICES)):
+        allowed = [value for value, _ in choices]
+        if not isinstance(getattr(schedule, field), str) or getattr(schedule, field) not in allowed:
+            errors[field] = (
+                f"{field} must be one of {allowed}, not {limits.shown(getattr(schedule, field))}"
+            )
+    for field, low, high, nullable in POLICY_NUMBERS:
+        value = getattr(schedule, field)
+        if value is None and nullable:
+            continue
+        try:
+            limits.whole_number(value, field, low, high)
+        except InvalidOption as error:
+            errors[field] = str(error) + (" (or empty: no limit)" if nullable else "")
     if errors:
         raise ValidationError(errors)
 
@@ -138,9 +188,15 @@ def declared_schedule(name: str, options: dict[str, Any], *, offline: bool = Fal
     unknown = set(options) - DECLARED_OPTIONS
     missing = REQUIRED_OPTIONS - set(options)
     if unknown or missing:
+        renamed = [RENAMED_OPTIONS[option] for option in sorted(unknown & set(RENAMED_OPTIONS))]
         raise ImproperlyConfigured(
             f"PGJOBS['SCHEDULES'][{name!r}]: "
-            + (f"unknown option(s) {sorted(unknown)}; " if unknown else "")
+            + (
+                f"unknown option(s) {', '.join(sorted(map(limits.shown, unknown)))}; "
+                if unknown
+                else ""
+            )
+            + "".join(f"{hint}; " for hint in renamed)
             + (f"missing {sorted(missing)}; " if missing else "")
             + f"known options: {sorted(DECLARED_OPTIONS)}"
         )
@@ -186,7 +242,7 @@ def sync_from_settings(using: str | None = None) -> list[str]:
 
 
 def _differences(declared: Schedule, row: Schedule) -> list[str]:
-    fields = ("cron", "timezone", "task", "args", "kwargs", "queue", "priority", "misfire")
+    fields = sorted(DECLARED_OPTIONS - {"enabled"})
     return [field for field in fields if getattr(declared, field) != getattr(row, field)]
 
 
@@ -195,15 +251,19 @@ def _differences(declared: Schedule, row: Schedule) -> list[str]:
 
 @dataclass(frozen=True)
 class Fired:
-    """What one scheduler did for one due schedule."""
+    """What one scheduler did for one tick of a due schedule (or for its missed ticks)."""
 
     schedule: str
-    #: The tick fired; None if it was dropped (misfire="skip") or had fired already.
+    #: The tick fired; None if it was dropped (catch_up) or had fired already.
     fire_at: datetime | None
     next_fire_at: datetime
     job_id: int | None = None
+    #: Ticks that passed unfired before this one (catch_up: late or dropped).
     missed: int = 0
+    #: Why the tick enqueued nothing: its job could not be enqueued.
     error: str = ""
+    #: Why the tick enqueued nothing: the overlap policy.
+    skipped: str = ""
 
 
 class InvalidSchedule(PgJobsError, ValueError):
@@ -244,50 +304,73 @@ def fire_due(
                 seen.append(schedule.pk)
                 try:
                     with transaction.atomic(using=using):
-                        result = fire(schedule, now, using=using, grace=grace)
+                        fired.extend(fire(schedule, now, using=using, grace=grace))
                 except InvalidSchedule as error:
                     broken.append(error)
-                    continue
                 except (OperationalError, InterfaceError):
                     raise  # the connection is gone: the loop retries
                 except Exception as error:  # a row no scheduler can use: not the others' fault
                     what = f"{type(error).__name__}: {error}"
                     broken.append(InvalidSchedule(f"schedule {schedule.name!r}: {what}"))
-                    continue
-                if result is not None:
-                    fired.append(result)
         if len(batch) < batch_size:
             return fired, broken
 
 
-def fire(schedule: Schedule, now: datetime, *, using: str, grace: timedelta) -> Fired | None:
-    """Fire the due tick of ``schedule``, whose row the caller holds locked.
+def fire(schedule: Schedule, now: datetime, *, using: str, grace: timedelta) -> list[Fired]:
+    """Fire the due ticks of ``schedule``, whose row the caller holds locked: one
+    Fired for each, or one with ``fire_at`` None for ticks only missed.
 
-    None when nothing was due: the schedule was only planned (new or edited), or
+    Empty when nothing was due: the schedule was only planned (new or edited), or
     another scheduler fired it since it was read.
     """
     try:
-        cron = schedule.cron_schedule()
+        schedule_timing = schedule.cron_schedule()
     except (InvalidCron, UnknownTimezone) as error:
         raise InvalidSchedule(f"schedule {schedule.name!r}: {error}") from None
-    decision = plan(cron, schedule.next_fire_at, now, schedule.misfire, grace)
+    window = schedule.catch_up_window
+    decision = plan(
+        schedule_timing,
+        schedule.next_fire_at,
+        now,
+        schedule.catch_up,
+        grace,
+        None if window is None else timedelta(seconds=window),
+        schedule.catch_up_limit,
+    )
     rows = Schedule.objects.using(using).filter(pk=schedule.pk)
-    if decision.fire_at is None and not decision.missed:
+    if not decision.fire and not decision.missed:
         if decision.next_fire_at != schedule.next_fire_at:
             rows.update(next_fire_at=decision.next_fire_at)  # first plan after a create or edit
-        return None
-    fired = Fired(schedule.name, decision.fire_at, decision.next_fire_at, None, decision.missed)
-    if decision.fire_at is not None:
-        fired = replace(fired, **_fire_tick(schedule, decision.fire_at, now, using))
+        return []
+    last_job_before = schedule.last_job_id
+    fired = [
+        _fire_tick(schedule, schedule_timing, fire_at, decision.next_fire_at, now, using)
+        for fire_at in decision.fire
+    ]
+    if not fired:
+        fired = [Fired(schedule.name, None, decision.next_fire_at)]
+    fired[0] = replace(fired[0], missed=decision.missed)
     updates: dict[str, Any] = {"next_fire_at": decision.next_fire_at}
-    if fired.fire_at is not None:
-        updates["last_fire_at"] = fired.fire_at
+    done = [result.fire_at for result in fired if result.fire_at is not None]
+    if done:
+        updates["last_fire_at"] = done[-1]
+    if schedule.last_job_id != last_job_before:
+        updates["last_job_id"] = schedule.last_job_id
     rows.update(**updates)
     return fired
 
 
-def _fire_tick(schedule: Schedule, fire_at: datetime, now: datetime, using: str) -> dict:
-    """Record the tick and enqueue its job; returns what to change in the Fired report."""
+def _fire_tick(
+    schedule: Schedule,
+    schedule_timing: Timing,
+    fire_at: datetime,
+    next_fire_at: datetime,
+    now: datetime,
+    using: str,
+) -> Fired:
+    """Record the tick and enqueue its job, if the overlap policy lets it (then
+    ``schedule.last_job_id`` is that job's)."""
+    fired = Fired(schedule.name, fire_at, next_fire_at)
     try:
         with transaction.atomic(using=using):
             tick = ScheduleTick.objects.using(using).create(
@@ -295,20 +378,19 @@ def _fire_tick(schedule: Schedule, fire_at: datetime, now: datetime, using: str)
             )
     except IntegrityError:
         # This tick fired before (its next_fire_at was set back by hand, say).
-        return {"fire_at": None}
+        return replace(fired, fire_at=None)
+    skipped, wait_for = overlap(schedule, using)
+    if skipped:
+        tick.error = skipped
+        tick.save(update_fields=["error"])
+        logger.info("schedule %r: tick %s %s", schedule.name, fire_at, skipped)
+        return replace(fired, skipped=skipped)
+    # Due when the tick fired (or its jitter says), by the scheduler's clock (the
+    # database's), not by this host's: a fast host would make it wait.
+    due = fire_at + tick_delay(schedule, schedule_timing, fire_at)
     try:
         with transaction.atomic(using=using):
-            job = Job.enqueue(
-                schedule.task,
-                args=schedule.args,
-                kwargs=schedule.kwargs,
-                queue=schedule.queue or None,
-                priority=schedule.priority,
-                # Due when the tick fired, by the scheduler's clock (the database's),
-                # not by this host's: a fast host would make it wait.
-                run_at=now,
-                meta={"schedule": schedule.name, "fire_at": fire_at.isoformat()},
-            )
+            job = _enqueue(schedule, max(due, now), wait_for, fire_at=fire_at.isoformat())
     except (OperationalError, InterfaceError):
         raise  # the connection is gone: the whole tick rolls back and is retried
     except Exception as error:
@@ -317,10 +399,61 @@ def _fire_tick(schedule: Schedule, fire_at: datetime, now: datetime, using: str)
         tick.error = f"{type(error).__name__}: {error}"
         tick.save(update_fields=["error"])
         logger.error("schedule %r: tick %s enqueued nothing: %s", schedule.name, fire_at, error)
-        return {"error": tick.error}
+        return replace(fired, error=tick.error)
     tick.job_id = job.pk
     tick.save(update_fields=["job"])
-    return {"job_id": job.pk}
+    return replace(fired, job_id=job.pk)
+
+
+def tick_delay(schedule: Schedule, schedule_timing: Timing, fire_at: datetime) -> timedelta:
+    """How long after its tick ``fire_at`` the job is due: the schedule's jitter, the
+    same on every scheduler, and less than the time to the next tick."""
+    if not schedule.jitter:
+        return timedelta(0)
+    gap = schedule_timing.next_after(fire_at) - fire_at
+    return jitter_delay(schedule.name, fire_at, schedule.jitter, gap)
+
+
+def overlap(schedule: Schedule, using: str) -> tuple[str, list[int]]:
+    """What the overlap policy says of a new job of ``schedule`` now: ``("", [])`` to
+    enqueue it, ``("", [id])`` to enqueue it waiting for job ``id``, or why not.
+
+    Judged by the state of ``schedule.last_job``: under ``skip`` a new job waits
+    for no unfinished one; under ``queue`` one may wait behind the one running
+    (executing, or between attempts), and no more.
+    """
+    if schedule.overlap == "allow" or schedule.last_job_id is None:
+        return "", []
+    last = schedule.last_job_id
+    state = Job.objects.using(using).filter(pk=last).values_list("state", flat=True).first()
+    if state is None or state in FINISHED:  # finished, or pruned since
+        return "", []
+    if schedule.overlap == "queue":
+        if state in (JobState.EXECUTING, JobState.RETRYABLE):
+            return "", [last]
+        return (
+            f"skipped: job {last} of this schedule is {state}, waiting to run (overlap=queue)",
+            [],
+        )
+    return f"skipped: job {last} of this schedule is {state} (overlap=skip)", []
+
+
+def _enqueue(schedule: Schedule, run_at: datetime | None, wait_for: list[int], **meta: str) -> Job:
+    """Enqueue the schedule's job (waiting for ``wait_for``, whatever their outcome);
+    it becomes ``schedule.last_job_id``."""
+    job = Job.enqueue(
+        schedule.task,
+        args=schedule.args,
+        kwargs=schedule.kwargs,
+        queue=schedule.queue or None,
+        priority=schedule.priority,
+        run_at=run_at,
+        depends_on=wait_for,
+        on_dependency_failure="run" if wait_for else "cancel",
+        meta={"schedule": schedule.name, **meta},
+    )
+    schedule.last_job_id = job.pk
+    return job
 
 
 def prune_ticks(now: datetime, older_than: timedelta, using: str | None = None) -> int:
@@ -357,19 +490,27 @@ def set_enabled(schedule_ids: Iterable[int], enabled: bool, using: str | None = 
     return rows.exclude(enabled=enabled).update(enabled=enabled)
 
 
-def run_now(schedule: Schedule, now: datetime | None = None) -> Job:
-    """Enqueue the schedule's job at once, outside its cron ticks.
+class NotRun(PgJobsError):
+    """Run now enqueued nothing: the schedule's overlap policy says no."""
 
-    No tick is recorded and the next tick is unchanged: this is an extra run.
-    Raises what ``Job.enqueue`` raises (the task or queue is gone) and enqueues
-    nothing then.
+
+def run_now(schedule: Schedule, now: datetime | None = None) -> Job:
+    """Enqueue the schedule's job at once, outside its ticks.
+
+    No tick is recorded and the next tick is unchanged: this is an extra run. The
+    overlap policy holds for it as for a tick: under ``skip`` (or ``queue`` with one
+    waiting already) it raises ``NotRun`` while the last job is unfinished; under
+    ``queue`` it waits behind the running one. Raises what ``Job.enqueue`` raises
+    (the task or queue is gone) and enqueues nothing then.
     """
     now = now or timezone.now()
-    return Job.enqueue(
-        schedule.task,
-        args=schedule.args,
-        kwargs=schedule.kwargs,
-        queue=schedule.queue or None,
-        priority=schedule.priority,
-        meta={"schedule": schedule.name, "run_now": now.isoformat()},
-    )
+    using = conf.get("DATABASE")
+    with transaction.atomic(using=using):
+        locked = Schedule.objects.using(using).select_for_update().get(pk=schedule.pk)
+        skipped, wait_for = overlap(locked, using)
+        if skipped:
+            raise NotRun(skipped.replace("skipped: ", "not run: ", 1))
+        job = _enqueue(locked, None, wait_for, run_now=now.isoformat())
+        Schedule.objects.using(using).filter(pk=locked.pk).update(last_job_id=job.pk)
+    schedule.last_job_id = job.pk
+    return job

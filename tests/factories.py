@@ -8,7 +8,7 @@ from datetime import timedelta
 import factory
 from django.utils import timezone
 
-from django_pgjobs.cron import Cron
+from django_pgjobs.cron import timing
 from django_pgjobs.models import Connector, Job, Queue, Schedule, WorkerProcess
 from django_pgjobs.states import JobState
 
@@ -98,11 +98,11 @@ class ScheduleFactory(factory.django.DjangoModelFactory):
 
     class Params:
         disabled = factory.Trait(enabled=False)
-        skipping = factory.Trait(misfire="skip")
+        skipping = factory.Trait(catch_up="none")
         # Planned by a scheduler: its next tick (after now) is known.
         planned = factory.Trait(
             next_fire_at=factory.LazyAttribute(
-                lambda s: Cron.parse(s.cron, s.timezone).next_after(timezone.now())
+                lambda s: timing(s.cron, s.timezone).next_after(timezone.now())
             )
         )
 

@@ -41,7 +41,8 @@ def test_the_list_and_the_page_show_next_fire_times_in_the_schedules_timezone(ad
 def test_a_bad_cron_is_refused_with_a_clear_message(admin_client):
     response = admin_client.post(
         reverse("admin:pgjobs_schedule_add"),
-        {"name": "broken", "cron": "61 * * * *", "timezone": "UTC", "misfire": "catch_up",
+        {"name": "broken", "cron": "61 * * * *", "timezone": "UTC", "catch_up": "latest",
+         "jitter": "0", "overlap": "allow", "catch_up_limit": "100",
          "task": "testproject.demo.tasks.add", "args": "[]", "kwargs": "{}"},
     )  # fmt: skip
     assert response.status_code == 200

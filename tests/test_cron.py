@@ -1,4 +1,5 @@
-"""Fire times are pure functions of (expression, timezone, instant): examples and properties."""
+"""Fire times are pure functions of (expression, timezone, instant): examples and properties,
+for five- and six-field cron and @every intervals; catch-up plans and jitter."""
 
 from __future__ import annotations
 
@@ -10,7 +11,17 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from django_pgjobs.cron import Cron, InvalidCron, Misfire, UnknownTimezone, plan
+from django_pgjobs.cron import (
+    COUNT_LIMIT,
+    CatchUp,
+    Cron,
+    Interval,
+    InvalidCron,
+    UnknownTimezone,
+    jitter_delay,
+    plan,
+    timing,
+)
 
 BERLIN = zoneinfo.ZoneInfo("Europe/Berlin")
 MINUTE = timedelta(minutes=1)
@@ -120,7 +131,9 @@ def test_aliases_are_accepted():
     [
         ("", "required"),
         ("* * * *", "has 4 fields"),
-        ("0 * * * * *", "has 6 fields"),
+        ("0 * * * * * *", "has 7 fields"),
+        ("60 * * * * *", "out of range"),
+        ("50-10 * * * * *", "runs backwards"),
         ("61 * * * *", "out of range"),
         ("0 0 30 2 *", "never fires"),
         ("H * * * *", "'H'"),
@@ -145,7 +158,7 @@ def test_naive_instants_are_refused():
         Cron.parse("* * * * *").next_after(datetime(2026, 1, 1))
 
 
-# -- misfire --------------------------------------------------------------------------
+# -- catching up ------------------------------------------------------------------------
 
 HOURLY = Cron.parse("0 * * * *")
 GRACE = timedelta(seconds=60)
@@ -153,7 +166,7 @@ GRACE = timedelta(seconds=60)
 
 def test_a_new_schedule_fires_from_the_first_tick_after_now():
     result = plan(HOURLY, None, utc(2026, 1, 1, 10, 30))
-    assert (result.fire_at, result.next_fire_at) == (None, utc(2026, 1, 1, 11))
+    assert (result.fire, result.next_fire_at) == ((), utc(2026, 1, 1, 11))
 
 
 def test_a_due_tick_fires_and_the_next_is_planned():
@@ -165,20 +178,130 @@ def test_a_due_tick_fires_and_the_next_is_planned():
     )
 
 
-def test_catch_up_fires_once_for_all_missed_ticks_at_the_latest_of_them():
-    result = plan(HOURLY, utc(2026, 1, 1, 11), utc(2026, 1, 1, 15, 20), Misfire.CATCH_UP)
-    assert (result.fire_at, result.next_fire_at, result.missed) == (
-        utc(2026, 1, 1, 15),
+def test_latest_fires_once_for_all_missed_ticks_at_the_latest_of_them():
+    result = plan(HOURLY, utc(2026, 1, 1, 11), utc(2026, 1, 1, 15, 20), CatchUp.LATEST)
+    assert (result.fire, result.next_fire_at, result.missed) == (
+        (utc(2026, 1, 1, 15),),
         utc(2026, 1, 1, 16),
         4,
     )
 
 
-def test_skip_drops_ticks_later_than_the_grace_period():
-    late = plan(HOURLY, utc(2026, 1, 1, 11), utc(2026, 1, 1, 15, 20), Misfire.SKIP, GRACE)
-    assert (late.fire_at, late.next_fire_at, late.missed) == (None, utc(2026, 1, 1, 16), 5)
-    on_time = plan(HOURLY, utc(2026, 1, 1, 11), utc(2026, 1, 1, 15, 0, 30), Misfire.SKIP, GRACE)
-    assert on_time.fire_at == utc(2026, 1, 1, 15)
+def test_latest_fires_nothing_older_than_its_window():
+    window = timedelta(minutes=30)
+    late = plan(HOURLY, utc(2026, 1, 1, 11), utc(2026, 1, 1, 15, 40), CatchUp.LATEST, GRACE, window)
+    assert (late.fire, late.missed) == ((), 5)
+    inside = plan(HOURLY, utc(2026, 1, 1, 11), utc(2026, 1, 1, 15, 20), "latest", GRACE, window)
+    assert inside.fire == (utc(2026, 1, 1, 15),)
+
+
+def test_none_drops_ticks_later_than_the_grace_period():
+    late = plan(HOURLY, utc(2026, 1, 1, 11), utc(2026, 1, 1, 15, 20), CatchUp.NONE, GRACE)
+    assert (late.fire, late.next_fire_at, late.missed) == ((), utc(2026, 1, 1, 16), 5)
+    on_time = plan(HOURLY, utc(2026, 1, 1, 11), utc(2026, 1, 1, 15, 0, 30), CatchUp.NONE, GRACE)
+    assert on_time.fire == (utc(2026, 1, 1, 15),)
+
+
+def test_all_fires_every_missed_tick_within_the_window_up_to_the_limit():
+    every = plan(HOURLY, utc(2026, 1, 1, 11), utc(2026, 1, 1, 15, 20), CatchUp.ALL, GRACE)
+    assert every.fire == tuple(utc(2026, 1, 1, hour) for hour in range(11, 16))
+    assert every.missed == 0
+    capped = plan(HOURLY, utc(2026, 1, 1, 11), utc(2026, 1, 1, 15, 20), "all", GRACE, None, 2)
+    assert (capped.fire, capped.missed) == ((utc(2026, 1, 1, 14), utc(2026, 1, 1, 15)), 3)
+    window = timedelta(hours=2, minutes=30)
+    recent = plan(HOURLY, utc(2026, 1, 1, 11), utc(2026, 1, 1, 15, 20), "all", GRACE, window)
+    assert recent.fire == (utc(2026, 1, 1, 13), utc(2026, 1, 1, 14), utc(2026, 1, 1, 15))
+
+
+def test_a_tick_within_the_grace_period_fires_whatever_the_window():
+    result = plan(HOURLY, utc(2026, 1, 1, 15), utc(2026, 1, 1, 15, 0, 30), "latest", GRACE,
+                  timedelta(seconds=1))  # fmt: skip
+    assert result.fire == (utc(2026, 1, 1, 15),)
+
+
+# -- seconds and intervals ------------------------------------------------------------------
+
+
+def test_a_sixth_field_first_is_seconds():
+    cron = Cron.parse("*/15 * * * * *")
+    assert cron.fire_times(utc(2026, 1, 1, 10), utc(2026, 1, 1, 10, 1)) == [
+        utc(2026, 1, 1, 10, 0, s) for s in (15, 30, 45)
+    ] + [utc(2026, 1, 1, 10, 1)]
+    assert Cron.parse("30 0 9 * * 1-5", "Europe/Berlin").next_after(utc(2026, 1, 2, 12)) == utc(
+        2026, 1, 5, 8, 0, 30
+    )
+    assert Cron.parse("5-5 * * * * *").fire_times(utc(2026, 1, 1), utc(2026, 1, 1, 0, 2)) == [
+        utc(2026, 1, 1, 0, 0, 5),
+        utc(2026, 1, 1, 0, 1, 5),
+    ]
+
+
+def test_seconds_skipped_by_lord_howes_half_hour_jump_fire_at_the_jump():
+    # 2026-10-04 02:00 on Lord Howe Island: clocks go from +10:30 to 02:30 at +11.
+    cron = Cron.parse("15 15 2 * * *", "Australia/Lord_Howe")
+    fired = cron.fire_times(utc(2026, 10, 2), utc(2026, 10, 6))
+    assert fired == [
+        utc(2026, 10, 2, 15, 45, 15),
+        utc(2026, 10, 3, 15, 30),  # the jump: 02:15:15 never showed
+        utc(2026, 10, 4, 15, 15, 15),
+        utc(2026, 10, 5, 15, 15, 15),
+    ]
+
+
+def test_lord_howes_repeated_half_hour_is_quiet_for_frequent_seconds_schedules():
+    # 2026-04-05 02:00 (+11) the clock goes back to 01:30 (+10:30).
+    cron = Cron.parse("*/20 * * * * *", "Australia/Lord_Howe")
+    fired = cron.fire_times(utc(2026, 4, 4, 14, 59, 30), utc(2026, 4, 4, 15, 30, 30))
+    assert fired == [
+        utc(2026, 4, 4, 14, 59, 40),
+        utc(2026, 4, 4, 15, 30, 0),  # 01:30-01:59 showed again, and fired the first time
+        utc(2026, 4, 4, 15, 30, 20),
+    ]
+
+
+def test_intervals_are_elapsed_time_from_the_unix_epoch_in_any_zone():
+    every = timing("@every 90s", "Australia/Lord_Howe")
+    assert isinstance(every, Interval)
+    assert every.next_after(utc(2026, 1, 1, 0, 0, 1)) == utc(2026, 1, 1, 0, 1, 30)
+    fired = every.fire_times(utc(2026, 4, 4, 14, 58), utc(2026, 4, 4, 15, 3))
+    assert {b - a for a, b in itertools.pairwise(fired)} == {timedelta(seconds=90)}
+    assert timing("@every 1h30m").next_after(utc(2026, 1, 1, 0, 59)) == utc(2026, 1, 1, 1, 30)
+    assert timing(" @EVERY   2d ").expression == "@every 2d"
+
+
+@pytest.mark.parametrize(
+    "expression, message",
+    [
+        ("@every", "invalid interval"),
+        ("@every 0s", "from 1s up to 365d"),
+        ("@every 366d", "from 1s up to 365d"),
+        ("@every 1s1m", "largest first"),
+        ("@every 1.5h", "invalid interval"),
+        ("@every -5s", "invalid interval"),
+        ("@every 99999999999999999999s", "invalid interval"),
+        ("@every 30s\x00", "invalid interval"),
+    ],
+)
+def test_invalid_intervals_say_what_is_wrong(expression, message):
+    with pytest.raises(InvalidCron, match=message):
+        timing(expression)
+
+
+# -- jitter ---------------------------------------------------------------------------------
+
+
+def test_jitter_is_the_same_for_a_tick_wherever_it_is_computed_and_spreads_ticks_out():
+    tick = utc(2026, 1, 1, 10)
+    delays = [jitter_delay(f"report-{n}", tick, 60, timedelta(hours=1)) for n in range(1000)]
+    assert delays == [
+        jitter_delay(f"report-{n}", tick, 60, timedelta(hours=1)) for n in range(1000)
+    ]
+    assert all(timedelta(0) <= delay <= timedelta(seconds=60) for delay in delays)
+    per_ten_seconds = [0] * 6
+    for delay in delays:
+        per_ten_seconds[min(int(delay.total_seconds() // 10), 5)] += 1
+    assert all(120 < count < 220 for count in per_ten_seconds), per_ten_seconds
+    assert jitter_delay("report-1", tick, 0, timedelta(hours=1)) == timedelta(0)
 
 
 # -- properties -----------------------------------------------------------------------
@@ -297,22 +420,186 @@ def test_next_after_is_monotonic(fields, zone, a, b):
     dst_zones,
     instants,
     st.integers(0, 5 * 24 * 3600),
-    st.sampled_from(list(Misfire)),
+    st.sampled_from(list(CatchUp)),
 )
-def test_a_plan_never_fires_the_future_nor_twice(fields, zone, start, seconds_later, misfire):
+def test_a_plan_never_fires_the_future_nor_twice(fields, zone, start, seconds_later, catch_up):
     cron = any_cron((*fields[:2], ("*", None), ("*", None), fields[2]), zone)
     next_fire_at = cron.next_after(start)
     now = next_fire_at + timedelta(seconds=seconds_later)
-    result = plan(cron, next_fire_at, now, misfire, GRACE)
+    result = plan(cron, next_fire_at, now, catch_up, GRACE)
     assert result.next_fire_at > now
     assert result.next_fire_at == cron.next_after(now)
-    if misfire is Misfire.CATCH_UP:
+    if catch_up is CatchUp.LATEST:
         assert result.fire_at == cron.latest_at_or_before(now)
     if result.fire_at is not None:
         assert next_fire_at <= result.fire_at <= now
         assert cron.is_fire_time(result.fire_at)
-        if misfire is Misfire.SKIP:
+        if catch_up is CatchUp.NONE:
             assert now - result.fire_at <= GRACE
     # Planning again from where this plan leaves off fires nothing more until then.
-    again = plan(cron, result.next_fire_at, now, misfire, GRACE)
-    assert again.fire_at is None and again.next_fire_at == result.next_fire_at
+    again = plan(cron, result.next_fire_at, now, catch_up, GRACE)
+    assert again.fire == () and again.next_fire_at == result.next_fire_at
+
+
+# -- properties of seconds, intervals, catching up and jitter -------------------------------
+
+SECOND = timedelta(seconds=1)
+seconds_expressions = st.tuples(field(0, 59), field(0, 59), field(0, 23), field(0, 6))
+# Lord Howe's half-hour shifts and other odd zones are drawn often; any zone sometimes.
+shifting_zones = st.one_of(
+    st.sampled_from(["Australia/Lord_Howe", "Europe/Berlin", "America/New_York", "Asia/Tehran"]),
+    zones,
+)
+
+
+def oracle_next_with_seconds(fields: tuple, zone: zoneinfo.ZoneInfo, after: datetime) -> datetime:
+    """The rule in its own words, to the second: walk the real timeline a minute at a time
+    (offsets change only at whole minutes since 1980), the clock running evenly within
+    each minute; a local time fires the first moment the clock shows it or later."""
+    seconds, minutes, hours, weekdays = (values for _, values in fields)
+
+    def named_minute(local_minute: datetime) -> bool:
+        weekday = (local_minute.weekday() + 1) % 7  # cron: 0 = Sunday
+        return local_minute.minute in minutes and local_minute.hour in hours and weekday in weekdays
+
+    def reading(instant: datetime) -> datetime:
+        return instant.astimezone(zone).replace(tzinfo=None)
+
+    start = after.replace(second=0, microsecond=0)
+    # The highest the clock has shown up to ``after`` (it can show less after falling back).
+    shown = max(
+        [reading(after)] + [reading(start - k * MINUTE) + MINUTE - _US for k in range(1, 26 * 60)]
+    )
+    segment_start, segment_end = after, start + MINUTE
+    while True:
+        clock_then = reading(segment_start)
+        clock_at_end = clock_then + (segment_end - segment_start)  # shown until just before
+        local_minute = shown.replace(second=0, microsecond=0)
+        while local_minute < clock_at_end:
+            if named_minute(local_minute):
+                for second in sorted(seconds):
+                    local_time = local_minute + second * SECOND
+                    if shown < local_time < clock_at_end:
+                        return segment_start + max(local_time - clock_then, timedelta(0))
+            local_minute += MINUTE
+        shown = max(shown, clock_at_end - _US)
+        segment_start, segment_end = segment_end, segment_end + MINUTE
+
+
+_US = timedelta(microseconds=1)
+
+
+@settings(max_examples=150, deadline=None)
+@given(seconds_expressions, shifting_zones, instants)
+def test_six_field_next_after_agrees_with_a_brute_force_walk_of_the_clock(fields, zone, after):
+    texts = [text for text, _ in fields]
+    cron = Cron.parse(" ".join(texts[:3]) + " * * " + texts[3], zone)
+    assert cron.has_seconds
+    assert cron.next_after(after) == oracle_next_with_seconds(fields, cron.zone, after)
+
+
+def oracle_next_interval(step_seconds: int, after: datetime) -> datetime:
+    """Walk whole seconds after ``after`` until one is a whole number of steps from the
+    Unix epoch, counted as POSIX time does (elapsed seconds, no clock in sight)."""
+    instant = after.replace(microsecond=0) + SECOND
+    while int(instant.timestamp()) % step_seconds:
+        instant += SECOND
+    return instant
+
+
+interval_steps = st.integers(1, 3 * 3600)
+
+
+def interval_text(step: int) -> str:
+    hours, rest = divmod(step, 3600)
+    minutes, seconds = divmod(rest, 60)
+    parts = [(hours, "h"), (minutes, "m"), (seconds, "s")]
+    return "@every " + "".join(f"{n}{unit}" for n, unit in parts if n)
+
+
+@settings(max_examples=150, deadline=None)
+@given(interval_steps, shifting_zones, instants)
+def test_interval_next_after_agrees_with_a_brute_force_walk_of_elapsed_seconds(step, zone, after):
+    every = timing(interval_text(step), zone)
+    assert every.step == timedelta(seconds=step)
+    following = every.next_after(after)
+    assert following == oracle_next_interval(step, after)
+    assert every.latest_at_or_before(following) == following
+    assert every.latest_at_or_before(following - _US) == following - every.step
+    assert every.previous(following) == following - every.step
+
+
+def any_timing(draw: st.DrawFn, zone: str) -> Cron | Interval:
+    """A five-field or six-field cron expression, or an interval, that fires often."""
+    kind = draw(st.sampled_from(["cron", "seconds", "interval"]))
+    if kind == "interval":
+        return timing(interval_text(draw(st.integers(60, 6 * 3600))), zone)
+    fields = draw(frequent_expressions)
+    texts = [text for text, _ in fields]
+    five = " ".join(texts[:2]) + " * * " + texts[2]
+    if kind == "seconds":
+        # A few seconds a minute at most, so a day's ticks stay few enough to list.
+        second = draw(st.integers(0, 59))
+        five = f"{second} {five}"
+    return any_cron_text(five, zone)
+
+
+def any_cron_text(expression: str, zone: str) -> Cron:
+    try:
+        return Cron.parse(expression, zone)
+    except InvalidCron:
+        assume(False)
+        raise
+
+
+windows = st.one_of(st.none(), st.integers(0, 2 * 24 * 3600).map(lambda s: timedelta(seconds=s)))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.data(),
+    dst_zones,
+    instants,
+    st.integers(0, 24 * 3600),
+    st.sampled_from(list(CatchUp)),
+    windows,
+    st.integers(1, 30),
+)
+def test_a_plan_fires_what_its_policy_says_of_the_due_ticks_listed_one_by_one(
+    data, zone, start, seconds_later, catch_up, window, limit
+):
+    schedule = any_timing(data.draw, zone)
+    next_fire_at = schedule.next_after(start)
+    now = next_fire_at + timedelta(seconds=seconds_later)
+    due = schedule.fire_times(next_fire_at - _US, now)  # every tick in [next_fire_at, now]
+    assert due and due[0] == next_fire_at
+    result = plan(schedule, next_fire_at, now, catch_up, GRACE, window, limit)
+    reach = max(window, GRACE) if window is not None else None
+    if catch_up is CatchUp.NONE:
+        reach = GRACE
+    within = [tick for tick in due if reach is None or now - tick <= reach]
+    expected = {
+        CatchUp.NONE: within[-1:],
+        CatchUp.LATEST: within[-1:],
+        CatchUp.ALL: within[-limit:],
+    }[catch_up]
+    assert list(result.fire) == expected
+    assert result.missed == min(len(due) - len(expected), COUNT_LIMIT)
+    assert result.next_fire_at == schedule.next_after(now)
+    again = plan(schedule, result.next_fire_at, now, catch_up, GRACE, window, limit)
+    assert again.fire == () and again.next_fire_at == result.next_fire_at
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.text(min_size=1, max_size=40),
+    instants,
+    st.integers(0, 86_400),
+    st.integers(1, 7 * 86_400_000).map(lambda ms: timedelta(milliseconds=ms)),
+)
+def test_jitter_is_a_pure_function_bounded_by_the_jitter_and_the_next_tick(key, tick, jitter, gap):
+    delay = jitter_delay(key, tick, jitter, gap)
+    assert delay == jitter_delay(key, tick.astimezone(BERLIN), jitter, gap)  # same instant
+    assert timedelta(0) <= delay <= timedelta(seconds=jitter)
+    assert delay < gap
+    assert delay % timedelta(milliseconds=1) == timedelta(0)

@@ -215,7 +215,8 @@ def test_the_connector_and_token_forms_are_403_to_post_for_viewers(rows, viewer)
 VALID_FORMS = {
     "queue": {"name": "odd", "priority": "0", "concurrency": "", "max_attempts": "",
               "backoff_strategy": "", "backoff_base": "", "backoff_max": "", "backoff_jitter": ""},
-    "schedule": {"name": "odd", "cron": "* * * * *", "timezone": "UTC", "misfire": "catch_up",
+    "schedule": {"name": "odd", "cron": "* * * * *", "timezone": "UTC", "catch_up": "latest",
+                 "jitter": "0", "overlap": "allow", "catch_up_window": "", "catch_up_limit": "100",
                  "task": "testproject.demo.tasks.add", "args": "[1, 2]", "kwargs": "{}",
                  "queue": "", "priority": "", "enabled": "on"},
     "connector": {"name": "odd", "kind": "http", "description": "", "concurrency": "",

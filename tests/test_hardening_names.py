@@ -91,8 +91,9 @@ def test_a_schedule_naming_an_unregistered_task_is_invalid_and_imports_nothing()
 def test_the_schedule_admin_form_refuses_it_with_a_message(admin_client, name):
     response = admin_client.post(
         reverse("admin:pgjobs_schedule_add"),
-        {"name": "planted", "cron": "* * * * *", "timezone": "UTC", "misfire": "catch_up",
-         "task": name, "args": "[]", "kwargs": "{}"},
+        {"name": "planted", "cron": "* * * * *", "timezone": "UTC", "catch_up": "latest",
+         "jitter": "0", "overlap": "allow", "catch_up_limit": "100", "task": name, "args": "[]",
+         "kwargs": "{}"},
     )  # fmt: skip
     assert response.status_code == 200
     assert "task" in response.context["adminform"].form.errors

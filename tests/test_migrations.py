@@ -309,6 +309,7 @@ MIGRATIONS_AFTER_SQUASH = [
     "0003_process_clock_skew",
     "0004_boundaries",
     "0005_snooze_to_scheduled",
+    "0006_schedule_policies",
 ]
 
 
@@ -438,3 +439,28 @@ def test_the_refusal_names_an_alias_that_does_not_exist(settings):
         require_postgresql("default")
     settings.PGJOBS = {**settings.PGJOBS, "DATABASE": "default"}
     require_postgresql("default")  # PostgreSQL: nothing to say
+
+
+def test_0006_turns_misfire_into_catch_up_and_back(django_db_blocker):
+    with django_db_blocker.unblock(), Scratch("misfire") as scratch:
+        migrated(scratch.manage("migrate", "pgjobs", "0005", "-v", "0"))
+        with scratch.connect() as conn:
+            for name, misfire in (("kept", "catch_up"), ("dropped", "skip")):
+                conn.execute(
+                    "INSERT INTO pgjobs_schedule (name, cron, timezone, task, args, kwargs,"
+                    " queue, enabled, misfire, created_at, updated_at) VALUES"
+                    " (%s, '* * * * *', 'UTC', 'x.y', '[]', '{}', '', true, %s, now(), now())",
+                    (name, misfire),
+                )
+        migrated(scratch.manage("migrate", "pgjobs", "0006", "-v", "0"))
+        query = "SELECT name, catch_up, overlap, jitter FROM pgjobs_schedule ORDER BY name"
+        with scratch.connect() as conn:
+            assert _rows(conn, query) == [
+                ("dropped", "none", "allow", 0),
+                ("kept", "latest", "allow", 0),
+            ]
+            conn.execute("UPDATE pgjobs_schedule SET catch_up = 'all' WHERE name = 'kept'")
+        migrated(scratch.manage("migrate", "pgjobs", "0005", "-v", "0"))
+        with scratch.connect() as conn:
+            rows = _rows(conn, "SELECT name, misfire FROM pgjobs_schedule ORDER BY name")
+            assert rows == [("dropped", "skip"), ("kept", "catch_up")]

@@ -144,10 +144,14 @@ def test_after_losing_its_connections_the_scheduler_reconnects_and_re_reads(
     assert tick.fire_at == minute
 
 
-def run_on_shared_time(processes: list[subprocess.Popen], end: datetime) -> None:
+def run_on_shared_time(
+    processes: list[subprocess.Popen],
+    end: datetime,
+    before_each: Callable[[datetime], None] | None = None,
+) -> None:
     """Keep simulated time for schedulers started with tests.simulated_scheduler: wake
     whoever asked for the earliest instant (all of them if they asked for the same),
-    until every request is past ``end``."""
+    until every request is past ``end``. ``before_each(instant)`` runs before they wake."""
 
     def request(process: subprocess.Popen) -> datetime:
         line = process.stdout.readline()
@@ -161,6 +165,8 @@ def run_on_shared_time(processes: list[subprocess.Popen], end: datetime) -> None
     waiting = {process: request(process) for process in processes}
     while (now := min(waiting.values())) <= end:
         woken = [process for process, at in waiting.items() if at == now]
+        if before_each is not None:
+            before_each(now)
         for process in woken:
             tell(process, "go")
         for process in woken:  # they run their passes side by side

@@ -76,7 +76,10 @@ def test_a_model_form_shows_each_problem_on_its_field():
             "task": "testproject.demo.tasks.nope",
             "args": "[]",
             "kwargs": "{}",
-            "misfire": "catch_up",
+            "catch_up": "latest",
+            "jitter": "0",
+            "overlap": "allow",
+            "catch_up_limit": "100",
             "enabled": "on",
         }
     )
@@ -156,7 +159,7 @@ def test_edits_made_with_sql_are_replanned_too():
 
 
 def test_a_re_enabled_schedule_does_not_fire_for_ticks_it_slept_through(scheduler):
-    schedule = hourly(misfire="catch_up")
+    schedule = hourly(catch_up="latest")
     schedule.enabled = False
     schedule.save()
     scheduler.run_once(at(15, 30))
@@ -197,7 +200,8 @@ DECLARED = {
         "timezone": "Europe/Berlin",
         "task": "testproject.demo.tasks.record",
         "args": ["report"],
-        "misfire": "skip",
+        "catch_up": "none",
+        "jitter": 300,
     }
 }
 
@@ -206,11 +210,12 @@ def test_settings_schedules_are_created_once_and_the_database_wins_after(setting
     settings.PGJOBS = {**settings.PGJOBS, "SCHEDULES": DECLARED}
     assert sync_from_settings() == ["nightly-report"]
     row = Schedule.objects.get(name="nightly-report")
-    assert (row.cron, row.timezone, row.args, row.misfire) == (
+    assert (row.cron, row.timezone, row.args, row.catch_up, row.jitter) == (
         "30 2 * * *",
         "Europe/Berlin",
         ["report"],
-        "skip",
+        "none",
+        300,
     )
     row.cron = "45 3 * * *"  # edited in the admin
     row.save()
@@ -235,7 +240,11 @@ def test_a_deleted_settings_schedule_comes_back_on_the_next_sync(settings):
         ({"cron": "0 25 * * *", "task": "testproject.demo.tasks.add"}, "cron:"),
         ({"cron": "0 9 * * *", "task": "x.y", "timezone": "Nowhere"}, "timezone:"),
         ({"cron": "0 9 * * *", "task": "testproject.demo.tasks.add", "args": 5}, "args:"),
-        ({"cron": "0 9 * * *", "task": "testproject.demo.tasks.add", "misfire": "no"}, "misfire"),
+        ({"cron": "0 9 * * *", "task": "testproject.demo.tasks.add", "catch_up": "no"}, "catch_up"),
+        (
+            {"cron": "0 9 * * *", "task": "testproject.demo.tasks.add", "misfire": "skip"},
+            "'misfire' is now 'catch_up'",
+        ),
     ],
 )
 def test_bad_settings_schedules_fail_the_system_check_and_the_sync(entry, fragment, settings):
@@ -252,7 +261,8 @@ def test_bad_settings_schedules_fail_the_system_check_and_the_sync(entry, fragme
 @pytest.mark.parametrize(
     "setting, value, fragment",
     [
-        ("MISFIRE_GRACE", -1, "must not be negative"),
+        ("MISFIRE_GRACE", -1, "number of seconds from 0"),
+        ("MISFIRE_GRACE", float("nan"), "number of seconds from 0"),
         ("PRUNE_AFTER", 0, "greater than 0"),
         ("PRUNE_INTERVAL", 0, "Use None to turn it off"),
         ("SCHEDULES", [], "must be dict"),
@@ -324,8 +334,8 @@ def test_a_tick_set_back_by_hand_does_not_fire_again(scheduler):
     assert schedule.next_fire_at == at(12)
 
 
-def test_catch_up_fires_once_for_the_ticks_missed_while_no_scheduler_ran(scheduler):
-    schedule = hourly(misfire="catch_up")
+def test_latest_fires_once_for_the_ticks_missed_while_no_scheduler_ran(scheduler):
+    schedule = hourly(catch_up="latest")
     [fired] = scheduler.run_once(at(15, 20)).fired
     assert (fired.fire_at, fired.missed) == (at(15), 4)
     assert Job.objects.count() == 1
@@ -333,8 +343,8 @@ def test_catch_up_fires_once_for_the_ticks_missed_while_no_scheduler_ran(schedul
     assert schedule.next_fire_at == at(16)
 
 
-def test_skip_drops_ticks_missed_beyond_the_grace_period(scheduler):
-    hourly(misfire="skip")
+def test_none_drops_ticks_missed_beyond_the_grace_period(scheduler):
+    hourly(catch_up="none")
     [fired] = scheduler.run_once(at(15, 20)).fired
     assert (fired.fire_at, fired.missed) == (None, 5)
     assert not Job.objects.exists()

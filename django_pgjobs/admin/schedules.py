@@ -42,6 +42,11 @@ def _local(instant: datetime | None, zone_name: str) -> str:
     return instant.astimezone(zone).strftime(OWN_CLOCK)
 
 
+def _tick_class(error: str) -> str:
+    """A skipped tick (its overlap policy) is no failure: it is shown quieter."""
+    return "pgjobs-skipped" if error.startswith("skipped:") else "pgjobs-error"
+
+
 class ScheduleAdmin(OperatorAdmin):
     list_display = (
         "name",
@@ -51,6 +56,7 @@ class ScheduleAdmin(OperatorAdmin):
         "queue",
         "enabled_toggle",
         "next_fire",
+        "overlap",
         "last_fire",
         "run_now_button",
     )
@@ -58,12 +64,20 @@ class ScheduleAdmin(OperatorAdmin):
     search_fields = ("name", "task")
     show_facets = admin.ShowFacets.NEVER
     actions = ("enable_schedules", "disable_schedules", "run_schedules_now")
-    readonly_fields = ("next_fire_times", "last_fire", "planned_fire", "recent_ticks")
+    readonly_fields = (
+        "next_fire_times",
+        "last_fire",
+        "planned_fire",
+        "last_job_link",
+        "recent_ticks",
+    )
     fieldsets = (
         (None, {"fields": ("name", "enabled", "cron", "timezone", "next_fire_times")}),
         ("Job", {"fields": ("task", "args", "kwargs", "queue", "priority")}),
-        ("Ticks", {"fields": ("misfire", "last_fire", "planned_fire", "recent_ticks")}),
-    )
+        ("Policies", {"fields": ("jitter", "overlap", "catch_up", "catch_up_window",
+                                 "catch_up_limit")}),
+        ("Ticks", {"fields": ("last_fire", "planned_fire", "last_job_link", "recent_ticks")}),
+    )  # fmt: skip
 
     # -- what is shown ---------------------------------------------------------------------
 
@@ -93,6 +107,16 @@ class ScheduleAdmin(OperatorAdmin):
             return "—"
         return format_html_join("", "<div>{}</div>", ((t.strftime(OWN_CLOCK),) for t in times))
 
+    @admin.display(description="last job")
+    def last_job_link(self, schedule: Schedule) -> str:
+        if schedule.last_job_id is None:
+            return "—"
+        return format_html(
+            '<a href="{}">job #{}</a>',
+            reverse("admin:pgjobs_job_change", args=[schedule.last_job_id]),
+            schedule.last_job_id,
+        )
+
     @admin.display(description="recent ticks")
     def recent_ticks(self, schedule: Schedule) -> str:
         if schedule.pk is None:
@@ -109,7 +133,8 @@ class ScheduleAdmin(OperatorAdmin):
                     format_html('<a href="{}">job #{}</a>',
                                 reverse("admin:pgjobs_job_change", args=[tick.job_id]),
                                 tick.job_id)
-                    if tick.job_id else format_html("<span class=\"pgjobs-error\">{}</span>",
+                    if tick.job_id else format_html("<span class=\"{}\">{}</span>",
+                                                    _tick_class(tick.error),
                                                     tick.error or "no job"),
                 )
                 for tick in ticks
@@ -180,6 +205,10 @@ class ScheduleAdmin(OperatorAdmin):
         for schedule in chosen:
             try:
                 job = schedules.run_now(schedule)
+            except schedules.NotRun as refused:  # its overlap policy: not an error
+                self.message_user(request, f"Schedule {schedule.name}: {refused}",
+                                  messages.WARNING)  # fmt: skip
+                continue
             except Exception as error:  # the task or queue is gone: say which, go on
                 self.message_user(request, f"Schedule {schedule.name}: nothing enqueued: "
                                   f"{type(error).__name__}: {error}", messages.ERROR)  # fmt: skip

@@ -230,7 +230,7 @@ class Command(BaseCommand):
             if s["problem"]:
                 self.say(f"{_plain(s['name'])}: {_plain(s['problem'])}")
             elif count and s["upcoming"]:
-                times = ", ".join(t.strftime("%a %Y-%m-%d %H:%M %Z") for t in s["upcoming"])
+                times = ", ".join(t.strftime("%a %Y-%m-%d %H:%M:%S %Z") for t in s["upcoming"])
                 self.say(f"{_plain(s['name'])}: next {times}")
         if not listed:
             self.say("no schedules")
@@ -459,6 +459,9 @@ def schedule_summary(schedule: Schedule, now: datetime, count: int) -> dict[str,
         "timezone": schedule.timezone,
         "task": schedule.task,
         "queue": schedule.queue or None,
+        "jitter": schedule.jitter,
+        "overlap": schedule.overlap,
+        "catch_up": schedule.catch_up,
         "last_fire_at": schedule.last_fire_at,
         "next_fire_at": schedule.next_fire_at,
         "late_seconds": late,
