@@ -35,8 +35,8 @@ def _sync_queues(using: str, apps: Any = None, **kwargs: Any) -> None:
     from .queues import sync_from_settings
 
     try:
-        (apps or django_apps).get_model("pgjobs", "Queue")
+        model = (apps or django_apps).get_model("pgjobs", "Queue")
     except LookupError:
         return  # migrated backwards past the queue table
     if using == conf.get("DATABASE"):
-        sync_from_settings(using)
+        sync_from_settings(using, model)  # the table as the migrations left it

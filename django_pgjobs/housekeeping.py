@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from django.db import DatabaseError
 from django.db.models import Count, Min, Q
 
-from . import conf, maintenance, schedules
+from . import conf, maintenance, ratelimits, schedules
 from .models import Routine
 
 logger = logging.getLogger(__name__)
@@ -30,9 +30,14 @@ class RoutineSpec:
 
 
 def prune(now: datetime) -> int:
-    """Delete finished jobs and fired-tick records older than ``PRUNE_AFTER``."""
+    """Delete finished jobs and fired-tick records older than ``PRUNE_AFTER``, and the
+    windows of rate limits that no start lies in any more."""
     older_than = timedelta(seconds=conf.get("PRUNE_AFTER"))
-    return maintenance.prune_finished(now, older_than) + schedules.prune_ticks(now, older_than)
+    return (
+        maintenance.prune_finished(now, older_than)
+        + schedules.prune_ticks(now, older_than)
+        + ratelimits.prune(now, conf.get("DATABASE"))
+    )
 
 
 def rescue(now: datetime) -> int:

@@ -36,6 +36,8 @@ MAX_ATTEMPTS = 1_000_000
 MAX_SECONDS = 365 * 24 * 3600.0
 #: Longest ``unique_for`` of a task, in seconds: a century (its window is subtracted from now).
 MAX_UNIQUE_FOR = 100 * 365 * 24 * 3600.0
+#: Most starts a rate limit allows per period: its window keeps the time of each.
+MAX_RATE = 10_000
 #: Longest unique_key, task and connector name a job row holds (``varchar(255)``).
 TEXT_LENGTH = 255
 
@@ -125,6 +127,30 @@ def seconds(value: Any, field: str, *, zero: bool = False, high: float = MAX_SEC
 
 def timeout(value: Any, field: str = "timeout") -> float:
     return seconds(value, field)
+
+
+def rate_limit(value: Any, field: str = "rate_limit") -> int:
+    return whole_number(value, field, 1, MAX_RATE)
+
+
+def rate_period(value: Any, field: str = "rate_period") -> float:
+    return seconds(value, field)
+
+
+def rate_problems(limit: Any, period: Any) -> dict[str, str]:
+    """What is wrong with a rate limit (None: no limit) and its period, by field."""
+    problems = {}
+    for field, value, check in (
+        ("rate_limit", limit, rate_limit),
+        ("rate_period", period, rate_period),
+    ):
+        if value is None and field == "rate_limit":
+            continue
+        try:
+            check(value, field)
+        except InvalidOption as error:
+            problems[field] = error.problem
+    return problems
 
 
 def fraction(value: Any, field: str) -> float:

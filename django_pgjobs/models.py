@@ -63,6 +63,35 @@ def times_in_range(name: str, *fields: str, nullable: Iterable[str] = ()) -> mod
     return models.CheckConstraint(condition=condition, name=name)
 
 
+def rate_limit_field(of: str) -> models.PositiveIntegerField:
+    return models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text=f"Most {of} started per rate period, across all workers, in any window "
+        f"of that length; 1 to {limits.MAX_RATE:,}; empty = no limit.",
+    )
+
+
+def rate_period_field() -> models.FloatField:
+    # blank: a form that leaves it out keeps the default (an emptied one is refused).
+    return models.FloatField(
+        default=1.0, blank=True, help_text="Seconds: the window of the rate limit."
+    )
+
+
+def rate_limit_valid(name: str, limit: str = "rate_limit", period: str = "rate_period") -> Any:
+    """A CHECK on a rate limit and its period: what ``limits.rate_limit`` and
+    ``limits.seconds`` take."""
+    return models.CheckConstraint(
+        condition=(
+            Q(**{f"{limit}__isnull": True})
+            | Q(**{f"{limit}__gte": 1, f"{limit}__lte": limits.MAX_RATE})
+        )
+        & Q(**{f"{period}__gt": 0, f"{period}__lte": limits.MAX_SECONDS}),
+        name=name,
+    )
+
+
 class Queue(models.Model):
     """Per-queue settings. A queue named in ``PGJOBS["QUEUES"]`` gets a row on first use."""
 
@@ -90,6 +119,8 @@ class Queue(models.Model):
     backoff_base = models.FloatField(null=True, blank=True, help_text="Seconds.")
     backoff_max = models.FloatField(null=True, blank=True, help_text="Seconds.")
     backoff_jitter = models.FloatField(null=True, blank=True, help_text="Fraction, 0..1.")
+    rate_limit = rate_limit_field("jobs of this queue")
+    rate_period = rate_period_field()
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -120,6 +151,7 @@ class Queue(models.Model):
                 name="pgjobs_queue_backoff_valid",
             ),
             times_in_range("pgjobs_queue_times_in_range", "updated_at"),
+            rate_limit_valid("pgjobs_queue_rate_limit_valid"),
         ]
 
     def __str__(self) -> str:
@@ -759,6 +791,8 @@ class Connector(models.Model):
         blank=True,
         help_text="Most jobs using this connector at once across all workers; empty = no limit.",
     )
+    rate_limit = rate_limit_field("jobs using this connector")
+    rate_period = rate_period_field()
     encrypted_secrets = models.TextField(blank=True, default="", editable=False)
     secret_names = ReadableJSONField(default=list, blank=True, editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
@@ -775,6 +809,7 @@ class Connector(models.Model):
                 name="pgjobs_connector_concurrency_positive",
             ),
             times_in_range("pgjobs_connector_times_in_range", "created_at", "updated_at"),
+            rate_limit_valid("pgjobs_connector_rate_limit_valid"),
         ]
 
     def __str__(self) -> str:
@@ -814,6 +849,7 @@ class Connector(models.Model):
                 errors[field] = problem
         if problem := payload.shaped_problem(self.config, "config", dict):
             errors["config"] = problem
+        errors.update(limits.rate_problems(self.rate_limit, self.rate_period))
         if errors:
             raise ValidationError(errors)
 
@@ -836,6 +872,36 @@ class Connector(models.Model):
         for name in remove:
             current.pop(name, None)
         self.set_secrets(current)
+
+
+class TimesField(models.Field):
+    """A ``timestamptz[]`` column, read and written as a list of aware datetimes
+    (``django.contrib.postgres``' ArrayField would need that app installed)."""
+
+    description = "A list of times"
+
+    def db_type(self, connection: Any) -> str:
+        return "timestamp with time zone[]"
+
+
+class RateWindow(models.Model):
+    """The recent starts under one rate limit (``ratelimits``): the time of each start
+    within the limit's last period, by the database's clock."""
+
+    scope = models.CharField(
+        max_length=400, primary_key=True, help_text="queue:<name> or connector:<name>."
+    )
+    starts = TimesField(default=list, blank=True)
+    expires_at = models.DateTimeField(
+        help_text="When its newest start leaves the window: the row can go then."
+    )
+
+    class Meta:
+        ordering = ["scope"]
+        constraints = [times_in_range("pgjobs_ratewindow_times_in_range", "expires_at")]
+
+    def __str__(self) -> str:
+        return self.scope
 
 
 class ApiToken(models.Model):

@@ -50,9 +50,19 @@ OPTIONS: dict[str, Callable[[Any, str], Any]] = {
     "backoff_base": lambda value, field: limits.seconds(value, field, zero=True),
     "backoff_max": lambda value, field: limits.seconds(value, field, zero=True),
     "backoff_jitter": limits.fraction,
+    "rate_limit": limits.rate_limit,
+    "rate_period": limits.rate_period,
 }
 #: Options whose None means "no limit" or "the default".
-OPTIONAL = frozenset(OPTIONS) - {"priority", "paused", "blocking", "backoff_strategy"}
+OPTIONAL = frozenset(OPTIONS) - {
+    "priority",
+    "paused",
+    "blocking",
+    "backoff_strategy",
+    "rate_period",
+}
+#: Options that limit how jobs start: claims of such a queue take turns (lock_queue.sql).
+FLOW_LIMITS = ("rate_limit",)
 
 
 def check_options(name: object, options: dict[str, Any]) -> None:
@@ -66,6 +76,14 @@ def check_options(name: object, options: dict[str, Any]) -> None:
         if value is None and option in OPTIONAL:
             continue
         check(value, option)
+    if options.get("blocking"):
+        limited = [option for option in FLOW_LIMITS if options.get(option) is not None]
+        if limited:
+            raise InvalidOption(
+                limited[0],
+                "does not apply to a blocking queue, which runs one job at a time in order; "
+                "use concurrency 1 instead of blocking",
+            )
 
 
 def check_known(name: object) -> str:
@@ -89,23 +107,29 @@ def check_known(name: object) -> str:
     return name
 
 
-def sync_from_settings(using: str | None = None) -> list[str]:
+def sync_from_settings(using: str | None = None, model: Any = None) -> list[str]:
     """Create the rows of settings-declared queues that don't exist yet.
 
     Existing rows are left alone: once a queue exists, the admin owns its values.
-    Returns the names created.
+    Returns the names created. ``model`` is the Queue of a migration's state (after
+    ``migrate`` to an older migration the table has fewer columns): only the options
+    it has fields for are set.
     """
     from .models import Queue
 
+    model = model or Queue
     using = using or conf.get("DATABASE")
     declared = conf.get("QUEUES")
     existing = set(
-        Queue.objects.using(using).filter(name__in=list(declared)).values_list("name", flat=True)
+        model.objects.using(using).filter(name__in=list(declared)).values_list("name", flat=True)
     )
+    fields = {field.name for field in model._meta.concrete_fields}
     missing = [
-        Queue(name=name, **options) for name, options in declared.items() if name not in existing
+        model(name=name, **{key: value for key, value in options.items() if key in fields})
+        for name, options in declared.items()
+        if name not in existing
     ]
-    Queue.objects.using(using).bulk_create(missing, ignore_conflicts=True)
+    model.objects.using(using).bulk_create(missing, ignore_conflicts=True)
     return [q.name for q in missing]
 
 

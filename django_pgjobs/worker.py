@@ -24,7 +24,18 @@ from django.db import DatabaseError, InterfaceError, OperationalError, connectio
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from . import clocks, conf, db, events, isolation, maintenance, middleware, supervisor, transitions
+from . import (
+    clocks,
+    conf,
+    db,
+    events,
+    isolation,
+    maintenance,
+    middleware,
+    ratelimits,
+    supervisor,
+    transitions,
+)
 from .context import JobContext
 from .exceptions import JobTimeout
 from .execution import execute, failed_attempt, record, run
@@ -112,6 +123,9 @@ class Worker:
         self._returned: set[int] = set()
         # Claimed jobs submitted to the pool that no thread has started yet.
         self._queued = 0
+        # time.monotonic() when a full rate limit's window has room again (see
+        # _claim_rated): the loop claims again then, not at its next poll.
+        self._room_at: float | None = None
         # Running jobs with a timeout whose task has not returned: the only ones
         # the loop must watch (scanning every running job on every wake-up made
         # the loop quadratic in the concurrency).
@@ -128,6 +142,7 @@ class Worker:
         now = now or self.clock()
         worker_id = self.record.pk if self.record else None
         configs = self._queue_configs()
+        self._room_at = None  # set again by the claims of full rate limits
         ordered = sorted(
             self.queues, key=lambda name: -(configs.get(name) or {}).get("priority", 0)
         )
@@ -146,7 +161,7 @@ class Worker:
                 "worker_id": worker_id,
                 "states": self.states,
             }
-            if config.get("blocking") or config.get("concurrency") is not None:
+            if config.get("limited"):
                 claimed += self._claim_limited(params)
             else:
                 claimed += db.fetch_jobs("claim", params, self.using)
@@ -204,9 +219,36 @@ class Worker:
             config = locked[0]
             if config["blocking"]:
                 return db.fetch_jobs("claim_blocking", params, self.using)
-            return db.fetch_jobs(
-                "claim_limited", {**params, "concurrency": config["concurrency"]}, self.using
+            params = {**params, "concurrency": config["concurrency"], "started_at": params["now"]}
+            if config["rate_limit"] is None:
+                return db.fetch_jobs("claim_limited", params, self.using)
+            return self._claim_rated(params, config)
+
+    def _claim_rated(self, params: dict, config: dict) -> list[Job]:
+        """Claim what the queue's rate limit has left (its turn is taken: lock_queue.sql)
+        and record the starts; once the window is full, wake up when it has room."""
+        scope = ratelimits.queue_scope(params["queue"])
+        window = ratelimits.read(scope, config["rate_limit"], config["rate_period"], self.using)
+        wanted = min(params["limit"], window.left)
+        claimed = (
+            db.fetch_jobs(
+                "claim_limited",
+                {**params, "limit": wanted, "started_at": window.now},
+                self.using,
             )
+            if wanted
+            else []
+        )
+        ratelimits.record(window, len(claimed), scope, self.using)
+        if len(claimed) == window.left:  # full: more may be due by then
+            self._room_again(window.room_again_in())
+        return claimed
+
+    def _room_again(self, seconds: float) -> None:
+        """Claim again in ``seconds`` at the latest: a rate limit's window has room then."""
+        at = time.monotonic() + seconds
+        if self._room_at is None or at < self._room_at:
+            self._room_at = at
 
     def run_once(self, now: datetime | None = None) -> list[Job]:
         """Claim what free capacity allows and start it on the pool (inline if no pool).
@@ -423,6 +465,8 @@ class Worker:
         with self._lock:
             timed = list(self._timed.values())
         pending = [d for d in (c.deadline() for c in timed) if d is not None]
+        if self._room_at is not None:
+            pending.append(self._room_at)
         if not pending:
             return None
         return max(0.01, min(pending) - time.monotonic())

@@ -24,6 +24,8 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
+    #: time.time() when it arrived.
+    at: float = field(default_factory=time.time)
 
 
 @dataclass

@@ -310,6 +310,7 @@ MIGRATIONS_AFTER_SQUASH = [
     "0004_boundaries",
     "0005_snooze_to_scheduled",
     "0006_schedule_policies",
+    "0007_rate_limits",
 ]
 
 

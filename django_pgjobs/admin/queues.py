@@ -12,7 +12,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from .. import queues, stats
+from .. import conf, queues, ratelimits, stats
 from ..models import Queue
 from ..stats import DEPTH_STATES
 from ..templatetags.pgjobs_admin import duration
@@ -31,10 +31,17 @@ class QueueChangeList(ChangeList):
         super().get_results(request)
         depths = {row["name"]: row for row in stats.queue_depths()}
         self.result_list = list(self.result_list)
+        rated = {
+            ratelimits.queue_scope(queue.name): queue.rate_period
+            for queue in self.result_list
+            if queue.rate_limit is not None
+        }
+        used = ratelimits.in_use(rated, timezone.now(), conf.get("DATABASE")) if rated else {}
         for queue in self.result_list:
             row = depths.get(queue.name, {})
             queue.depth = row.get("depth") or dict.fromkeys(stats.DEPTH_STATES, 0)
             queue.oldest_available_at = row.get("oldest_available_at")
+            queue.rate_used = used.get(ratelimits.queue_scope(queue.name), 0)
 
 
 def _depth_column(state: str) -> Any:
@@ -60,6 +67,7 @@ class QueueAdmin(OperatorAdmin):
         "paused_toggle",
         "blocking",
         "concurrency",
+        "limits",
         "priority",
         *(f"depth_{state}_column" for state in DEPTH_STATES),
         "oldest_available",
@@ -74,6 +82,15 @@ class QueueAdmin(OperatorAdmin):
             {"fields": ("max_attempts", "backoff_strategy", "backoff_base", "backoff_max",
                         "backoff_jitter")},
         ),
+        (
+            "Rate limit",
+            {
+                "fields": ("rate_limit", "rate_period"),
+                "description": "At most rate_limit jobs of the queue start in any window of "
+                "rate_period seconds, across all workers; a job over it waits, its attempt "
+                "not counted. Changes apply at the next claim.",
+            },
+        ),
     )  # fmt: skip
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
@@ -87,6 +104,19 @@ class QueueAdmin(OperatorAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: Queue | None = None) -> tuple:
         return ("name",) if obj else ()  # jobs refer to queues by name
+
+    @admin.display(description="rate limit")
+    def limits(self, queue: Queue) -> str:
+        """The queue's rate limit, and how much of it the last period used."""
+        if queue.rate_limit is None:
+            return "—"
+        return format_html(
+            '{}<div class="pgjobs-muted" data-pgjobs-rate="{}">{} in the last {}</div>',
+            ratelimits.describe(queue.rate_limit, queue.rate_period),
+            queue.name,
+            getattr(queue, "rate_used", 0),
+            ratelimits.period_text(queue.rate_period),
+        )
 
     @admin.display(description="oldest due job waiting")
     def oldest_available(self, queue: Queue) -> str:

@@ -13,6 +13,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from .. import ratelimits
 from ..admin.base import OperatorAdmin
 from ..models import Connector
 from ..payload import names_in
@@ -68,7 +69,15 @@ class ConnectorForm(forms.ModelForm):
 
     class Meta:
         model = Connector
-        fields = ["name", "kind", "description", "config", "concurrency"]
+        fields = [
+            "name",
+            "kind",
+            "description",
+            "config",
+            "concurrency",
+            "rate_limit",
+            "rate_period",
+        ]
         widgets = {"description": forms.Textarea(attrs={"rows": 2})}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -106,13 +115,22 @@ class ConnectorForm(forms.ModelForm):
 @admin.register(Connector)
 class ConnectorAdmin(OperatorAdmin):
     form = ConnectorForm
-    list_display = ["name", "kind", "concurrency", "stored_secrets", "updated_at"]
+    list_display = ["name", "kind", "concurrency", "rate", "stored_secrets", "updated_at"]
     list_filter = ["kind"]
     search_fields = ["name", "description"]
     readonly_fields = ["created_at", "updated_at"]
     actions = ["test_connection"]
     fieldsets = [
         (None, {"fields": ["name", "kind", "description", "concurrency"]}),
+        (
+            "Rate limit",
+            {
+                "fields": ["rate_limit", "rate_period"],
+                "description": "At most rate_limit jobs using the connector start in any "
+                "window of rate_period seconds, across all workers; a job over it waits "
+                "until the window has room, its attempt not counted.",
+            },
+        ),
         ("Configuration", {"fields": ["config"]}),
         ("Secrets (encrypted, write-only)", {"fields": ["secrets", "clear_secrets"]}),
         ("History", {"fields": ["created_at", "updated_at"]}),
@@ -121,9 +139,16 @@ class ConnectorAdmin(OperatorAdmin):
     def get_fieldsets(self, request: HttpRequest, obj: Connector | None = None) -> list[Any]:
         if obj is not None and not self.has_change_permission(request, obj):
             # Staff who may only view see which secrets are stored, and nothing to type in.
-            return [*self.fieldsets[:2], ("Secrets", {"fields": ["stored_secrets"]}),
-                    self.fieldsets[3]]  # fmt: skip
+            return [
+                ("Secrets", {"fields": ["stored_secrets"]}) if "secrets" in options["fields"]
+                else (title, options)
+                for title, options in self.fieldsets
+            ]  # fmt: skip
         return self.fieldsets
+
+    @admin.display(description="rate limit")
+    def rate(self, connector: Connector) -> str:
+        return ratelimits.describe(connector.rate_limit, connector.rate_period) or "—"
 
     @admin.display(description="secrets")
     def stored_secrets(self, connector: Connector) -> str:

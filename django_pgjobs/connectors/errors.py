@@ -31,8 +31,9 @@ class UnknownConnectorKind(PgJobsError, LookupError):
 
 
 class ConnectorBusy(Snooze):
-    """Every concurrency slot of the connector is taken: the job waits, its attempt not counted."""
+    """The connector can't take the job now (every concurrency slot is taken, its rate
+    limit's window is full): the job waits ``delay`` seconds, its attempt not counted."""
 
-    def __init__(self, name: str, delay: float) -> None:
+    def __init__(self, name: str, delay: float, why: str = "is at its concurrency limit") -> None:
         self.delay = delay
-        super().__init__(delay, reason=f"connector {name!r} is at its concurrency limit")
+        super().__init__(delay, reason=f"connector {name!r} {why}")

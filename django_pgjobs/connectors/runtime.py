@@ -8,6 +8,9 @@ each a session-level advisory lock taken on the job thread's own database
 connection for as long as the task runs. No free slot: ``ConnectorBusy``, and
 ``execution`` puts the job back (``transitions.snooze``) to try again
 ``CONNECTOR_BUSY_DELAY`` seconds later, its attempt not counted.
+
+A connector's rate limit is taken at the same moment, once the slot is held
+(``ratelimits.take``); a full window snoozes the job until it has room again.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any
 
 from django.db import DatabaseError
 
-from .. import conf, db
+from .. import conf, db, ratelimits
 from ..context import JobContext
 from .errors import ConnectorBusy
 
@@ -77,12 +80,24 @@ def attached(context: JobContext) -> Iterator[None]:
     key = take_slot(stored.pk, stored.concurrency, using) if stored.concurrency else None
     if stored.concurrency and key is None:
         raise ConnectorBusy(name, conf.get("CONNECTOR_BUSY_DELAY"))
-    context.connector = resolved
     try:
+        if stored.rate_limit is not None:  # a start under it: after the slot, never wasted
+            _start_under_rate_limit(stored, using)
+        context.connector = resolved
         yield
     finally:
         if key is not None:
             release_slot(key, using)
+
+
+def _start_under_rate_limit(stored: Any, using: str) -> None:
+    """Take a start of the connector's rate limit; ``ConnectorBusy`` until its window
+    has room again if it is full."""
+    scope = ratelimits.connector_scope(stored.name)
+    taken = ratelimits.take(scope, stored.rate_limit, stored.rate_period, using)
+    if taken.at is None:
+        limit = ratelimits.describe(stored.rate_limit, stored.rate_period)
+        raise ConnectorBusy(stored.name, taken.wait, f"is at its rate limit ({limit})")
 
 
 def injected(func: Callable[..., Any], context: JobContext) -> dict[str, Any]:

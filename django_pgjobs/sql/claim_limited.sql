@@ -1,5 +1,7 @@
 -- Claim due jobs of a queue with a global concurrency limit, up to what the
 -- limit leaves free. Only correct after lock_queue.sql in the same transaction.
+-- Under a rate limit, %(limit)s is what its window has left, and the attempts
+-- start at %(started_at)s, the database's time ratelimits records them at.
 WITH publisher AS (
     -- The worker publishes these events itself once this commits (see events.py).
     SELECT set_config('pgjobs.publisher', statement_timestamp()::text, true)
@@ -23,7 +25,7 @@ WITH publisher AS (
 UPDATE pgjobs_job AS job
 SET state = 'executing',
     attempt = job.attempt + 1,
-    attempted_at = %(now)s,
+    attempted_at = %(started_at)s,
     worker_id = %(worker_id)s,
     lease = gen_random_uuid()
 FROM due, publisher
