@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import gc
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -17,7 +18,7 @@ from . import conf, copying, db, dependencies, limits, middleware, payload, queu
 from .connectors.store import check_known as check_connector
 from .exceptions import InvalidQueueName
 from .states import ACTIVE, JobState
-from .tasks import Task, get_task
+from .tasks import Task, any_typed, get_task
 
 if TYPE_CHECKING:
     from .models import Job
@@ -74,6 +75,8 @@ class JobBuilder:
         self.default_queue = conf.get("DEFAULT_QUEUE")
         self.job_class = _job_template()[0]
         self._tasks: dict[str, Task[Any, Any]] = {}
+        #: Whether a job may be of a typed task: if none is registered, none looks.
+        self.typed = any_typed()
         self._queue_attempts: dict[Any, int] = {}
         self._connectors: set[Any] = set()
         # options -> what they decide
@@ -123,7 +126,19 @@ class JobBuilder:
         return registered
 
     def build(self, spec: JobSpec) -> Job:
+        spec = self.typed_arguments(spec)
         return self.make(spec, self.check(spec))
+
+    def typed_arguments(self, spec: JobSpec) -> JobSpec:
+        """``spec``, or for a typed task a copy with its arguments checked against the
+        task's signature and turned into JSON (InvalidArguments naming what doesn't fit)."""
+        if not self.typed:
+            return spec
+        signature = self.task(spec.task).signature
+        if signature is None:
+            return spec
+        args, kwargs = signature.dump(spec.args, spec.kwargs)
+        return dataclasses.replace(spec, args=args, kwargs=kwargs)
 
     def check(self, spec: JobSpec) -> Shape:
         """Validate ``spec``; what ``make`` needs of its options."""
@@ -281,7 +296,7 @@ def _insert_jobs(specs: Sequence[JobSpec | dict[str, Any]]) -> list[Job]:
         if streamed:
             jobs = _copy_in(specs, builder, using)
         else:
-            checked = [_as_spec(s) for s in specs]
+            checked = [builder.typed_arguments(_as_spec(s)) for s in specs]
             shapes = [builder.check(spec) for spec in checked]  # nothing is written before this
             jobs = [builder.make(spec, shape) for spec, shape in zip(checked, shapes, strict=True)]
     if not streamed:
@@ -419,7 +434,7 @@ def _copy_in(
 
     def built() -> Iterator[Job]:
         for item in specs:
-            spec = _as_spec(item)
+            spec = builder.typed_arguments(_as_spec(item))
             job = builder.make(spec, builder.check(spec))
             job._state.adding, job._state.db = False, using
             jobs.append(job)

@@ -22,6 +22,7 @@ from .events import Change
 from .exceptions import (
     DiscardJob,
     JobTimeout,
+    PayloadError,
     RetryAfter,
     Snooze,
     TransactionLeftOpen,
@@ -56,36 +57,46 @@ def call_task(registered: Task[Any, Any], context: JobContext) -> Any:
 def _call_with_inputs(registered: Task[Any, Any], context: JobContext) -> Any:
     """Call the task with its dependencies' results and its connector, if it takes them."""
     job = context.job
-    kwargs = job.kwargs
+    args, kwargs = _typed_inputs(registered, job) if registered.typed else (job.args, job.kwargs)
     if job.meta.get("pass_results"):  # a gather job of a pipeline
         kwargs = {**kwargs, "results": results_of_dependencies(job)}
     if not job.connector:
-        return _call(registered, context, kwargs)
+        return _call(registered, context, args, kwargs)
     with connector_runtime.attached(context):
         kwargs = {**kwargs, **connector_runtime.injected(registered.func, context)}
-        return _call(registered, context, kwargs)
+        return _call(registered, context, args, kwargs)
 
 
-def _call(registered: Task[Any, Any], context: JobContext, kwargs: dict) -> Any:
+def _typed_inputs(registered: Task[Any, Any], job: Job) -> tuple[list[Any], dict[str, Any]]:
+    """A typed task's stored arguments as the typed values it declares; a row that
+    doesn't fit them (written around enqueue, or the task's signature changed since)
+    can't run: UnrunnableJob, which discards it saying why."""
+    try:
+        return registered.signature.parse(job.args, job.kwargs)  # type: ignore[union-attr]
+    except PayloadError as error:
+        raise UnrunnableJob(job.pk, f"its arguments don't fit the task's types: {error}") from None
+
+
+def _call(registered: Task[Any, Any], context: JobContext, args: list, kwargs: dict) -> Any:
     if not registered.is_async:
-        result = registered.func(*context.job.args, **kwargs)
+        result = registered.func(*args, **kwargs)
     else:
-        result = _run_coroutine(registered, context, kwargs)
+        result = _run_coroutine(registered, context, args, kwargs)
     if isinstance(result, Snooze):  # returned rather than raised: the same to everyone
         raise result
     return result
 
 
-def _run_coroutine(registered: Task[Any, Any], context: JobContext, kwargs: dict) -> Any:
+def _run_coroutine(
+    registered: Task[Any, Any], context: JobContext, args: list, kwargs: dict
+) -> Any:
     job = context.job
 
     async def with_timeout() -> Any:
         if middleware.chain().execute_async:
-            coroutine = middleware.execute_async(
-                context, lambda: registered.func(*job.args, **kwargs)
-            )
+            coroutine = middleware.execute_async(context, lambda: registered.func(*args, **kwargs))
         else:
-            coroutine = registered.func(*job.args, **kwargs)
+            coroutine = registered.func(*args, **kwargs)
         if job.timeout is None:
             return await coroutine
         try:
@@ -183,7 +194,7 @@ def _attempt(job: Job, clock: Clock, context: JobContext) -> Outcome | str:
     except Snooze as snooze:  # not now (the task said so, or its connector): not counted
         now = clock()
         return _snooze(job, snooze.wake_at(now), now, context.mask(snooze.reason))
-    except DiscardJob as error:
+    except (DiscardJob, UnrunnableJob) as error:
         return transitions.failed(job, error, clock(), discard=True)
     except BaseException as error:  # a task's failure, even SystemExit, is data
         if logger.isEnabledFor(logging.INFO):

@@ -144,8 +144,9 @@ def check_job_fields(schedule: Schedule, *, offline: bool = False) -> None:
     ``offline`` checks the queue's name but not that it exists (no database query).
     """
     errors: dict[str, str] = {}
+    registered = None
     try:
-        get_task(schedule.task)
+        registered = get_task(schedule.task)
     except UnknownTask as error:
         errors["task"] = str(error)
     if schedule.queue:
@@ -163,6 +164,11 @@ def check_job_fields(schedule: Schedule, *, offline: bool = False) -> None:
         errors["kwargs"] = problem
     if not errors and (problem := _payload_problem(schedule.args, schedule.kwargs)):
         errors[NON_FIELD_ERRORS] = problem
+    if not errors and registered is not None and registered.signature is not None:
+        try:  # what a typed task's enqueue checks: the same words, on args or kwargs
+            registered.signature.dump(schedule.args, schedule.kwargs)
+        except PayloadError as error:
+            errors["kwargs" if (error.field or "").startswith("kwargs") else "args"] = str(error)
     if errors:
         raise ValidationError(errors)
 

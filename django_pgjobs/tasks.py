@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import inspect
@@ -17,6 +18,7 @@ from .exceptions import InvalidOption, UnknownTask
 if TYPE_CHECKING:
     from .enqueue import JobSpec
     from .models import Job
+    from .typed import Signature
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -52,6 +54,9 @@ class Task(Generic[P, R]):
     retry_on: tuple[type[BaseException], ...] = ()
     #: Exceptions that discard the job at once, whatever attempts are left.
     discard_on: tuple[type[BaseException], ...] = ()
+    #: Check arguments against the type hints at enqueue; pass typed values in (typed.py).
+    typed: bool = False
+    _signature: Signature | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.is_async = inspect.iscoroutinefunction(self.func)
@@ -83,6 +88,18 @@ class Task(Generic[P, R]):
         from .enqueue import JobSpec
 
         return JobSpec(self.name, args=list(args), kwargs=dict(kwargs))
+
+    @property
+    def signature(self) -> Signature | None:
+        """The checked signature of a typed task; None for a plain one. Built when the
+        task is defined, or on first use if its hints named what wasn't defined yet."""
+        if not self.typed:
+            return None
+        if self._signature is None:
+            from .typed import Signature
+
+            self._signature = Signature(self.func)
+        return self._signature
 
     @property
     def derives_keys(self) -> bool:
@@ -137,6 +154,7 @@ def task(
     isolated: bool = False,
     retry_on: ExceptionTypes = (),
     discard_on: ExceptionTypes = (),
+    typed: bool = False,
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
 
@@ -156,6 +174,7 @@ def task(
     isolated: bool = False,
     retry_on: ExceptionTypes = (),
     discard_on: ExceptionTypes = (),
+    typed: bool = False,
 ) -> Any:
     """Register a function as a task under its dotted path ("app.module.func").
 
@@ -172,6 +191,10 @@ def task(
     those; ``retry_on=(TimeoutError, ...)`` retries only those and discards on any
     other; ``backoff`` is a ``Backoff``, its dict, or a function ``(attempt, error)``
     returning the seconds to wait (docs/flow-control.md).
+
+    ``typed=True``: enqueue checks the arguments against the function's type hints
+    (dates, decimals, UUIDs, dataclasses, pydantic models...) and refuses, naming the
+    argument, what doesn't fit; the worker passes the typed values in (docs/typed-arguments.md).
     """
     _check_options(queue, priority, max_attempts, timeout, connector, unique_for)
     retry_on = exception_types(retry_on, "retry_on")
@@ -206,7 +229,10 @@ def task(
             isolated=isolated,
             retry_on=retry_on,
             discard_on=discard_on,
+            typed=typed,
         )
+        if typed:
+            _compile_signature(registered)
         _registry[task_name] = registered
         return registered
 
@@ -222,6 +248,25 @@ def exception_types(value: Any, field: str) -> tuple[type[BaseException], ...]:
                 field, f"must be exception classes, like (TimeoutError,), not {limits.shown(kind)}"
             )
     return tuple(types)
+
+
+def _compile_signature(registered: Task[Any, Any]) -> None:
+    """Build a typed task's signature now, so that a type its arguments can't be stored
+    as fails the decorator (a TypeError naming the parameter); a hint naming what its
+    module defines further down waits for the first enqueue."""
+    global _any_typed
+    _any_typed = True
+    with contextlib.suppress(NameError):
+        registered.signature  # noqa: B018 - built and kept
+
+
+#: Whether any typed task is registered: if not, enqueue skips looking (a large batch
+#: of plain jobs pays nothing for typed arguments).
+_any_typed = False
+
+
+def any_typed() -> bool:
+    return _any_typed
 
 
 #: Characters a derived unique key adds to the task's name (":" and 32 hex digits).

@@ -105,6 +105,7 @@ PGJOBS = {
         "tests.tasks_for_admin",
         "tests.tasks_for_connectors",
         "tests.tasks_for_flow",
+        "tests.tasks_for_typed",
         "tests.django_tasks_for_tests",
     ],
     # Created in the Schedule table when `runscheduler` starts (then editable in the admin).

@@ -480,7 +480,7 @@ def test_the_openapi_description_is_served_valid_and_covers_every_route(client):
 
     response = client.get("/jobs/openapi.yaml")
     assert response.status_code == 200 and response["Content-Type"] == "application/yaml"
-    from django_pgjobs.api.views import OPENAPI
+    from django_pgjobs.api.openapi import OPENAPI
 
     spec, _ = read_from_filename(str(OPENAPI))
     validate(spec)

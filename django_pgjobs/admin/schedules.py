@@ -15,7 +15,9 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from .. import schedules
+from ..exceptions import UnknownTask
 from ..models import Schedule
+from ..tasks import get_task
 from .base import OperatorAdmin
 
 #: Upcoming fire times listed on a schedule's page.
@@ -70,10 +72,12 @@ class ScheduleAdmin(OperatorAdmin):
         "planned_fire",
         "last_job_link",
         "recent_ticks",
+        "task_arguments",
     )
     fieldsets = (
         (None, {"fields": ("name", "enabled", "cron", "timezone", "next_fire_times")}),
-        ("Job", {"fields": ("task", "args", "kwargs", "queue", "priority")}),
+        ("Job", {"fields": ("task", "task_arguments", "args", "kwargs", "queue",
+                            "priority")}),
         ("Policies", {"fields": ("jitter", "overlap", "catch_up", "catch_up_window",
                                  "catch_up_limit")}),
         ("Ticks", {"fields": ("last_fire", "planned_fire", "last_job_link", "recent_ticks")}),
@@ -106,6 +110,18 @@ class ScheduleAdmin(OperatorAdmin):
         if not times:
             return "—"
         return format_html_join("", "<div>{}</div>", ((t.strftime(OWN_CLOCK),) for t in times))
+
+    @admin.display(description="arguments the task takes")
+    def task_arguments(self, schedule: Schedule) -> str:
+        """A typed task's parameters and what each expects (args and kwargs are checked
+        against them); nothing for a plain task, which takes any JSON."""
+        try:
+            signature = get_task(schedule.task).signature
+        except (UnknownTask, NameError, TypeError):
+            return "—"
+        if signature is None:
+            return "any JSON (the task is not typed)"
+        return signature.describe() or "none"
 
     @admin.display(description="last job")
     def last_job_link(self, schedule: Schedule) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from django.core.exceptions import RequestDataTooBig
@@ -30,10 +29,9 @@ from ..inline import run_due
 from ..models import ApiToken, Job
 from ..payload import names_in
 from ..tasks import get_task
+from .openapi import document as openapi_document
 from .tokens import TokenRefused, authenticate
 from .validation import Invalid, parse_enqueue, parse_json_object, parse_run
-
-OPENAPI = Path(__file__).resolve().parent.parent / "openapi.yaml"
 
 View = Callable[..., HttpResponse]
 
@@ -195,5 +193,6 @@ def run(request: HttpRequest, token: ApiToken) -> HttpResponse:
 
 
 def openapi(request: HttpRequest) -> HttpResponse:
-    """The OpenAPI description of this API (public: it describes, it grants nothing)."""
-    return HttpResponse(OPENAPI.read_bytes(), content_type="application/yaml")
+    """The OpenAPI description of this API, with the arguments of each typed task
+    (public: it describes, it grants nothing)."""
+    return HttpResponse(openapi_document(), content_type="application/yaml")
