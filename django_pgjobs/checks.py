@@ -181,6 +181,15 @@ def _check_connector_settings() -> list[Error]:
                 12,
             )
         )
+    allowed = conf.get("HTTP_ALLOWED_HOSTS")
+    if allowed is not None:
+        from .connectors.destinations import Destinations
+
+        try:
+            Destinations(allowed)
+        except ValueError as problem:
+            example = 'e.g. ["api.example.com", "*.example.org", "10.0.0.0/8"]'
+            errors.append(_error(f"PGJOBS['HTTP_ALLOWED_HOSTS']: {problem}.", example, 31))
     if conf.get("CONNECTOR_BUSY_DELAY") <= 0:
         errors.append(_error("PGJOBS['CONNECTOR_BUSY_DELAY'] must be greater than 0.", None, 4))
     return errors

@@ -66,6 +66,9 @@ DEFAULTS: dict[str, Any] = {
     # Include each error's traceback in HTTP API answers. Off: tracebacks show server
     # paths and code to API clients; the admin shows them to staff either way.
     "API_TRACEBACKS": False,
+    # Hosts and networks http connectors may connect to, e.g. ["api.example.com",
+    # "*.example.org", "203.0.113.0/24"], checked on the resolved addresses; None: any.
+    "HTTP_ALLOWED_HOSTS": None,
     # Seconds a job waits before trying again when its connector's concurrency is used up.
     "CONNECTOR_BUSY_DELAY": 1.0,
     # Hooks around each job's execution and around enqueue, outermost first: dotted paths
@@ -98,6 +101,7 @@ TYPES: dict[str, type | tuple[type, ...]] = {
     "SECRET_KEYS": (list, tuple),
     "CONNECTOR_BUSY_DELAY": (int, float),
     "API_TRACEBACKS": bool,
+    "HTTP_ALLOWED_HOSTS": (list, tuple, type(None)),
     "MIDDLEWARE": (list, tuple),
 }
 

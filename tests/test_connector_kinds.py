@@ -230,7 +230,8 @@ def test_jobs_append_arguments_only_where_the_connector_allows_it(worker):
 
 
 def test_input_goes_to_stdin_and_only_the_tail_of_big_output_is_kept(worker):
-    command("import sys; data = sys.stdin.read(); print('x' * 5000 + data)", max_output_bytes=100)
+    code = "import sys; data = sys.stdin.read(); print('x' * 5000 + data)"
+    command(code, max_output_bytes=100, allow_job_input=True)
     job = run_one(worker, task=CALL, kwargs={"payload": {"input": "END"}}, connector="script")
     assert job.result["stdout"].endswith("xEND\n") and len(job.result["stdout"]) == 100
     assert job.result["truncated"] is True

@@ -13,7 +13,13 @@ The instance is also ``current_job().connector``. See docs/connectors.md.
 
 from .base import REQUIRED, ConnectorKind, Option
 from .command import CommandConnector, CommandFailed, CommandResult, CommandTimeout
-from .errors import ConnectorBusy, ConnectorError, ConnectorMisconfigured, UnknownConnectorKind
+from .errors import (
+    ConnectorBusy,
+    ConnectorError,
+    ConnectorMisconfigured,
+    ConnectorRefused,
+    UnknownConnectorKind,
+)
 from .http import HttpConnector, HttpResponse, HttpStatusError
 from .registry import get_kind, kinds, register_kind
 from .smtp import SmtpConnector
@@ -29,6 +35,7 @@ __all__ = [
     "ConnectorError",
     "ConnectorKind",
     "ConnectorMisconfigured",
+    "ConnectorRefused",
     "HttpConnector",
     "HttpResponse",
     "HttpStatusError",

@@ -3,6 +3,7 @@
 Config: ``executable`` (a path, or a name looked up on PATH), ``args``,
 ``cwd``, ``env``, ``inherit_env`` (default: only PATH, HOME, LANG, TZ, TMPDIR
 are passed on), ``timeout``, ``allow_job_args`` (let jobs append arguments),
+``allow_job_input`` (let jobs send data to the program's stdin),
 ``max_output_bytes`` (the tail of stdout and of stderr that is kept),
 ``kill_grace``. Every secret is passed as an environment variable of the
 same name, and its value is masked in the captured output.
@@ -31,7 +32,7 @@ from typing import IO, Any
 from ..context import current_job
 from ..exceptions import JobCancelled
 from .base import ConnectorKind, Option, positive, str_dict, str_list
-from .errors import ConnectorError
+from .errors import ConnectorError, ConnectorRefused
 from .registry import register_kind
 
 logger = logging.getLogger(__name__)
@@ -129,6 +130,7 @@ class CommandConnector(ConnectorKind):
         Option("inherit_env", bool, False, "Pass on the worker's whole environment."),
         Option("timeout", (int, float, type(None)), None, "Seconds; then killed.", positive),
         Option("allow_job_args", bool, False, "Let jobs append arguments."),
+        Option("allow_job_input", bool, False, "Let jobs send input to stdin."),
         Option("max_output_bytes", int, 65536, "Tail of stdout/stderr kept.", positive),
         Option("kill_grace", (int, float), 5.0, "Seconds between SIGTERM and SIGKILL.", positive),
     )
@@ -143,8 +145,16 @@ class CommandConnector(ConnectorKind):
         return problems
 
     def run(self, args: Sequence[str] = (), input: str | bytes | None = None) -> CommandResult:
-        """Run the command to its end; raise CommandFailed on a non-zero exit code."""
+        """Run the command to its end; raise CommandFailed on a non-zero exit code.
+
+        ``args`` and ``input`` come from the job: each needs the connector's consent
+        (``allow_job_args``, ``allow_job_input``), or ConnectorRefused."""
         argv = self._argv(args)
+        if input is not None and not self.config["allow_job_input"]:
+            raise ConnectorRefused(
+                f"connector {self.name!r} does not take input from jobs "
+                "(set allow_job_input in its config to allow it)"
+            )
         started = time.monotonic()
         process = subprocess.Popen(
             argv,
@@ -196,7 +206,7 @@ class CommandConnector(ConnectorKind):
         if isinstance(args, str) or not all(isinstance(a, str) for a in args):
             raise TypeError(f"command args must be a list of strings, not {args!r}")
         if args and not self.config["allow_job_args"]:
-            raise ConnectorError(
+            raise ConnectorRefused(
                 f"connector {self.name!r} does not take arguments from jobs "
                 "(set allow_job_args in its config to allow it)"
             )

@@ -9,6 +9,12 @@ class ConnectorError(PgJobsError):
     """A call through a connector failed (the job's attempt fails and is retried)."""
 
 
+class ConnectorRefused(ConnectorError):
+    """The connector's owner did not allow this (job arguments or input for a command,
+    a destination outside ``HTTP_ALLOWED_HOSTS``): no retry changes that, so the
+    built-in ``call`` task discards the job."""
+
+
 class ConnectorMisconfigured(ConnectorError):
     """The stored configuration is not valid for its kind.
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import json
 import urllib.error
 import urllib.parse
@@ -19,6 +20,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import conf
+from . import destinations
 from .base import ConnectorKind, Option, positive, str_dict
 from .errors import ConnectorError
 from .registry import register_kind
@@ -51,9 +54,30 @@ class HttpResponse:
 
 
 def _http_url(url: str) -> str | None:
-    parts = urllib.parse.urlsplit(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that isn't one
+    except ValueError:
+        return "must be an absolute http:// or https:// URL"
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return "must be an absolute http:// or https:// URL"
+    if parts.username is not None or parts.password is not None:
+        # The config is plain text, shown in the admin: credentials go in secrets.
+        return "must not carry credentials: use the username option and the password secret"
+    return None
+
+
+#: Headers that carry credentials: the config is plain text, shown in the admin.
+CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
+
+
+def _plain_headers(headers: dict[Any, Any]) -> str | None:
+    problem = str_dict(headers)
+    if problem:
+        return problem
+    found = sorted(name for name in headers if name.lower() in CREDENTIAL_HEADERS)
+    if found:
+        return f"{found[0]} carries credentials: use the token or password secret instead"
     return None
 
 
@@ -81,7 +105,17 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
         return None  # urllib then raises HTTPError with the 3xx: an answer like any other
 
 
-_opener = urllib.request.build_opener(_NoRedirects)
+@functools.lru_cache(maxsize=8)
+def _opener(allowed: tuple[str, ...] | None) -> urllib.request.OpenerDirector:
+    """The opener for an allow-list (``PGJOBS["HTTP_ALLOWED_HOSTS"]``; None: any host)."""
+    if allowed is None:
+        return urllib.request.build_opener(_NoRedirects)
+    return urllib.request.build_opener(_NoRedirects, *destinations.handlers(allowed))
+
+
+def _allowed_hosts() -> tuple[str, ...] | None:
+    allowed = conf.get("HTTP_ALLOWED_HOSTS")
+    return None if allowed is None else tuple(allowed)
 
 
 @register_kind
@@ -91,7 +125,7 @@ class HttpConnector(ConnectorKind):
     options = (
         Option("url", str, help="Absolute http(s) URL.", check=_http_url),
         Option("method", str, "POST", check=_method),
-        Option("headers", dict, {}, "Extra request headers (not secret).", check=str_dict),
+        Option("headers", dict, {}, "Extra request headers (not secret).", check=_plain_headers),
         Option("timeout", (int, float), 10.0, "Seconds.", check=positive),
         Option("expected_status", list, [], "Status codes that mean success.", check=_statuses),
         Option("username", str, "", "With the password secret: basic auth."),
@@ -125,7 +159,8 @@ class HttpConnector(ConnectorKind):
         outgoing = urllib.request.Request(url, data=data, headers=all_headers, method=method)
         where = f"{method} {display_url(url)}"
         try:
-            with _opener.open(outgoing, timeout=self.config["timeout"]) as answer:
+            opener = _opener(_allowed_hosts())
+            with opener.open(outgoing, timeout=self.config["timeout"]) as answer:
                 response = self._response(answer.status, answer.headers, answer)
         except urllib.error.HTTPError as answer:
             response = self._response(answer.code, answer.headers, answer)

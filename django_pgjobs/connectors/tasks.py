@@ -16,6 +16,7 @@ from ..context import current_job
 from ..exceptions import DiscardJob
 from ..tasks import task
 from .base import ConnectorKind
+from .errors import ConnectorRefused
 
 
 @task
@@ -29,3 +30,5 @@ def call(payload: Any = None, connector: ConnectorKind | None = None) -> Any:
         return connector.call(payload)
     except TypeError as bad_payload:  # no retry makes a malformed payload right
         raise DiscardJob(f"bad payload for connector {connector.name!r}: {bad_payload}") from None
+    except ConnectorRefused as refused:  # nor one a refusal by the connector's owner
+        raise DiscardJob(str(refused)) from None
