@@ -99,6 +99,16 @@ def _check_values() -> list[Error]:
         errors.append(_error(f"PGJOBS['BACKOFF'] is invalid: {problem}", None, 5))
     if conf.get("DATABASE") not in settings.DATABASES:
         errors.append(_error("PGJOBS['DATABASE'] names no database in DATABASES.", None, 6))
+    listen = conf.get("LISTEN_DATABASE")
+    if isinstance(listen, str) and listen not in settings.DATABASES:
+        errors.append(
+            _error(
+                f"PGJOBS['LISTEN_DATABASE'] is {listen!r}, which names no database in DATABASES.",
+                "Name a DATABASES entry with a direct (or session-pooled) connection to the "
+                "jobs database, or leave LISTEN_DATABASE out.",
+                41,
+            )
+        )
     return errors
 
 

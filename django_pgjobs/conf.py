@@ -35,6 +35,10 @@ DEFAULTS: dict[str, Any] = {
     "HEARTBEAT_INTERVAL": 5.0,
     # Seconds without a heartbeat after which a worker is presumed dead.
     "WORKER_STALE_AFTER": 60.0,
+    # Database alias (in DATABASES) of the connection workers LISTEN on, when it must
+    # differ from DATABASE: a direct connection, where DATABASE goes through PgBouncer
+    # in transaction mode (which makes LISTEN inert). None: DATABASE.
+    "LISTEN_DATABASE": None,
     # Seconds between passes of a worker's rescue of jobs held by dead workers.
     "RESCUE_INTERVAL": 30.0,
     # Seconds a stopping worker waits for running jobs before handing them back.
@@ -91,6 +95,7 @@ TYPES: dict[str, type | tuple[type, ...]] = {
     "WORKER_STALE_AFTER": (int, float),
     "SHUTDOWN_TIMEOUT": (int, float),
     "RESCUE_INTERVAL": (int, float),
+    "LISTEN_DATABASE": (str, type(None)),
     "MAX_PAYLOAD_BYTES": int,
     "EVENTS": bool,
     "TASK_MODULES": (list, tuple),

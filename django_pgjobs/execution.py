@@ -297,15 +297,24 @@ def _snooze(job: Job, until: datetime, now: datetime, reason: str) -> str:
 T = TypeVar("T")
 
 
-def _through_outage(write: Callable[[], T], what: str) -> T | None:
-    """``write()``, retried through a database outage for up to a minute; None if
-    the database stayed away. The calling thread has nothing else to do meanwhile."""
-    delay, deadline = 0.1, time.monotonic() + 60.0
+#: Seconds a write is retried through a database outage before it is given up on,
+#: by callers that have something better to do then (see ``record``).
+OUTAGE_WINDOW = 60.0
+
+
+def _through_outage(
+    write: Callable[[], T], what: str, give_up_after: float | None = OUTAGE_WINDOW
+) -> T | None:
+    """``write()``, retried through a database outage for ``give_up_after`` seconds
+    (None: for as long as it takes); None if the database stayed away. The calling
+    thread has nothing else to do meanwhile."""
+    delay = 0.1
+    deadline = None if give_up_after is None else time.monotonic() + give_up_after
     while True:
         try:
             return write()
         except (OperationalError, InterfaceError) as error:
-            if time.monotonic() > deadline:
+            if deadline is not None and time.monotonic() > deadline:
                 logger.error("could not %s: %s", what, error)
                 return None
             logger.warning("database unavailable (%s); retrying to %s", error, what)
@@ -316,20 +325,28 @@ def _through_outage(write: Callable[[], T], what: str) -> T | None:
 
 
 def record(
-    items: Sequence[Outcome | str], publish: Callable[[Iterable[Change]], None] | None = None
+    items: Sequence[Outcome | str],
+    publish: Callable[[Iterable[Change]], None] | None = None,
+    *,
+    give_up_after: float | None = OUTAGE_WINDOW,
 ) -> list[str]:
-    """Write outcomes (one statement), retrying through a database outage for up to a minute.
+    """Write outcomes (one statement), retrying through a database outage for
+    ``give_up_after`` seconds (None: until it is back).
 
     Returns, for each, the state its job ended in, "lost" if its lease was taken
     away, or "unrecorded" if the database stayed away: such a job stays
-    executing under our lease and is rescued once this worker is gone. Items
-    that are already a state (see ``run``) are passed through.
+    executing under our lease and is rescued once this process's worker is gone
+    (or, under a live worker, once it sees it no longer holds the job). Items
+    that are already a state (see ``run``) are passed through. A started
+    worker's completer never gives up (see ``Worker._write_batch``).
     """
     outcomes = [item for item in items if isinstance(item, Outcome)]
     if not outcomes:
         return [str(item) for item in items]
     written = _through_outage(
-        lambda: transitions.finish(outcomes, publish), f"record {len(outcomes)} outcome(s)"
+        lambda: transitions.finish(outcomes, publish),
+        f"record {len(outcomes)} outcome(s)",
+        give_up_after,
     )
     if written is None:
         return [item if isinstance(item, str) else "unrecorded" for item in items]

@@ -54,6 +54,28 @@ def rescue_orphaned(
     return len(rescued)
 
 
+def reclaim_forgotten(
+    worker_id: int, held: list[int], claimed_before: datetime, now: datetime
+) -> int:
+    """Return to the queue the jobs of a live worker that it no longer holds.
+
+    Its lease on them outlives whatever made it forget them, and rescue only
+    takes a dead worker's jobs. The attempt counts (it ran, or was meant to),
+    and the error says what happened. See sql/reclaim_forgotten.sql.
+    """
+    using = db.alias()
+    params = {
+        "worker_id": worker_id,
+        "held": held,
+        "claimed_before": claimed_before,
+        "now": now,
+    }
+    reclaimed = db.fetch_jobs("reclaim_forgotten", params, using)
+    for job in reclaimed:
+        logger.warning("job %s: worker %s no longer held it; %s", job.pk, worker_id, job.state)
+    return len(reclaimed)
+
+
 def prune_finished(now: datetime, older_than: timedelta, batch_size: int = 1000) -> int:
     """Delete jobs finished more than ``older_than`` ago, one short transaction per batch."""
     using = db.alias()

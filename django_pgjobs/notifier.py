@@ -3,19 +3,23 @@
 It runs on its own thread with its own connection (a listening connection
 can't be shared with queries). When the connection drops it reconnects with
 backoff and reports the reconnect, because notifications sent while it was
-away are lost: the listener must then re-read the truth from the tables.
+away are lost: the listener must then re-read the truth from the tables. A
+connection whose network path went silent drops nothing and hears nothing, so
+with ``check_every`` it also asks its connection a question on that interval
+and reconnects when no answer comes (see liveness.py).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 
 import psycopg
 from psycopg import sql
 
-from . import db
+from . import db, liveness
 
 logger = logging.getLogger(__name__)
 
@@ -32,12 +36,16 @@ class Notifier:
         *,
         using: str | None = None,
         max_backoff: float = 5.0,
+        check_every: float | None = None,
     ) -> None:
         self.channels = list(channels)
         self.on_notify = on_notify
         self.on_reconnect = on_reconnect
         self.params = db.connection_params(using)
         self.max_backoff = max_backoff
+        self.check_every = check_every
+        #: Reconnects since start (a silent path, a dropped connection).
+        self.reconnects = 0
         self.connected = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pgjobs-notifier", daemon=True)
@@ -56,7 +64,10 @@ class Notifier:
         return conn.info.backend_pid if conn is not None and not conn.closed else None
 
     def _listen(self) -> psycopg.Connection:
-        conn = psycopg.connect(**self.params, autocommit=True)
+        params = dict(self.params)
+        if "application_name" in params:  # named by liveness.harden_connections
+            params["application_name"] = f"{params['application_name'][:56]} listen"
+        conn = psycopg.connect(**params, autocommit=True)
         for channel in self.channels:
             conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
         return conn
@@ -75,6 +86,7 @@ class Notifier:
             self.connected.set()
             delay = 0.1
             if not first:
+                self.reconnects += 1
                 self.on_reconnect()
             first = False
             try:
@@ -86,8 +98,18 @@ class Notifier:
                 self._conn.close()
 
     def _pump(self, conn: psycopg.Connection) -> None:
+        checked = time.monotonic()
         while not self._stop.is_set():
             # A short timeout keeps stop() responsive; notifications themselves
             # arrive as soon as the server sends them.
             for notify in conn.notifies(timeout=0.5):
                 self.on_notify(notify.channel, notify.payload)
+            if self.check_every and time.monotonic() - checked >= self.check_every:
+                self._check(conn)
+                checked = time.monotonic()
+
+    def _check(self, conn: psycopg.Connection) -> None:
+        """Raise OperationalError (which reconnects) unless ``conn`` answers in time."""
+        timeout = max(2 * self.check_every, 1.0)
+        if not liveness.answers(conn, timeout):
+            raise psycopg.OperationalError(f"no answer to a liveness check within {timeout:.1f}s")

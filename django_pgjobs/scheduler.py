@@ -190,7 +190,11 @@ class Scheduler:
         SchedulerProcess.objects.using(self.using).filter(heartbeat_at__lt=forgotten).delete()
         self.record = self._register(clocks.measure(self.clock))
         self._notifier = Notifier(
-            [SCHEDULES_CHANNEL], self._on_notify, self._on_reconnect, using=self.using
+            [SCHEDULES_CHANNEL],
+            self._on_notify,
+            self._on_reconnect,
+            using=conf.get("LISTEN_DATABASE") or self.using,
+            check_every=conf.get("HEARTBEAT_INTERVAL"),
         )
         self._notifier.start()
         # Listen before the first read, so no edit falls between the two.

@@ -18,7 +18,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db import DatabaseError, InterfaceError, OperationalError, connections, transaction
 from django.db.models.functions import Now
@@ -56,6 +56,10 @@ Clock = Callable[[], datetime]
 #: failed by the worker and its thread abandoned.
 TIMEOUT_GRACE = 1.0
 
+#: Seconds a started worker waits for its own probe notification before it warns
+#: that LISTEN hears nothing.
+LISTEN_PROBE_TIMEOUT = 5.0
+
 #: Most outcomes written by one statement.
 MAX_OUTCOME_BATCH = 500
 
@@ -71,6 +75,7 @@ class Worker:
         burst: bool = False,
         clock: Clock = timezone.now,
         states: Iterable[str] | None = None,
+        on_stale: Callable[[object, float, float], None] | None = None,
     ) -> None:
         self.using = conf.get("DATABASE")
         self.queues = list(queues) if queues else all_queue_names(self.using)
@@ -96,6 +101,12 @@ class Worker:
         if not set(self.states) <= set(CLAIMABLE):
             raise ValueError(f"states must be among {sorted(CLAIMABLE)}, not {self.states}")
         self.record: WorkerProcess | None = None
+        # Called (worker id, seconds silent, limit) when no heartbeat could be written
+        # for WORKER_STALE_AFTER: runworker ends the process (liveness.exit_stale).
+        self.on_stale = on_stale
+        self._gone = threading.Event()  # set once shutdown is over
+        # (payload, heard): the probe that tells whether LISTEN hears anything.
+        self._probe: tuple[str, threading.Event] | None = None
         #: time.monotonic() of the last heartbeat written (or of the start): for probes.
         self.heartbeat_ok_at: float | None = None
         self.running: dict[int, JobContext] = {}
@@ -119,8 +130,12 @@ class Worker:
         self._configs: tuple[int, float, dict[str, dict]] | None = None
         self._config_generation = 0
         # Jobs in ``running`` whose task returned and whose outcome awaits the
-        # completer: they hold no thread, so their slots can take new jobs.
+        # completer: they hold no thread, so their slots can take new jobs (up to
+        # a bound: see _free).
         self._returned: set[int] = set()
+        # True while a claim's jobs are on their way into ``running``: the
+        # heartbeat then can't tell a forgotten job from a just-claimed one.
+        self._claiming = False
         # Claimed jobs submitted to the pool that no thread has started yet.
         self._queued = 0
         # time.monotonic() when a full rate limit's window has room again (see
@@ -260,7 +275,17 @@ class Worker:
         free = self.free_slots()
         if self.stopping.is_set() or not self._worth_a_claim(free):
             return []
-        jobs = self.claim(free, now, publish=self._pool is None)
+        with self._lock:
+            self._claiming = True
+        try:
+            jobs = self.claim(free, now, publish=self._pool is None)
+            self._start_claimed(jobs)
+        finally:
+            with self._lock:
+                self._claiming = False
+        return jobs
+
+    def _start_claimed(self, jobs: list[Job]) -> None:
         if self._pool is not None:
             # Queued before the jobs start, so they precede the jobs' outcome events.
             self.publish_claimed(jobs)
@@ -277,7 +302,6 @@ class Worker:
                     if job.timeout is not None and not context.isolated:
                         self._timed[job.id] = context
                 self._pool.submit(context)
-        return jobs
 
     def drain(self, now: datetime | None = None, max_jobs: int | None = None) -> Counter[str]:
         """Run due jobs inline, one batch after another, until none is due.
@@ -343,8 +367,14 @@ class Worker:
             return self._free()
 
     def _free(self) -> int:
-        """``free_slots``, for a caller that holds ``_lock``."""
-        return self.concurrency + self.prefetch - (len(self.running) - len(self._returned))
+        """``free_slots``, for a caller that holds ``_lock``.
+
+        Jobs whose outcome awaits the completer free their slot, but no more of
+        them than the worker's capacity: while outcomes can't be written (the
+        database is away) the worker stops claiming instead of piling up jobs
+        it can't finish. It holds at most twice its capacity."""
+        capacity = self.concurrency + self.prefetch
+        return capacity - (len(self.running) - min(len(self._returned), capacity))
 
     def _worth_a_claim(self, free: int) -> bool:
         """Whether ``free`` slots are worth a claim now. With a prefetch, only once the
@@ -399,7 +429,12 @@ class Worker:
         pending = [(c, o) for c, o in batch if isinstance(o, Outcome)]
         try:
             publish = self._publisher.publish if self._publisher else _discard
-            states = record([outcome for _, outcome in pending], publish)
+            # Never given up on while this worker lives: a dropped outcome would
+            # leave its job executing under our live lease. The slots stay taken
+            # meanwhile, which stops claiming (see _free). Past the stale limit the
+            # watchdog ends the process, and rescue returns the jobs.
+            outcomes = [outcome for _, outcome in pending]
+            states = record(outcomes, publish, give_up_after=None)
         except Exception:  # our own bug: the jobs stay executing and get rescued
             logger.exception("writing %d outcome(s) failed", len(pending))
             states = ["crashed"] * len(pending)
@@ -495,11 +530,18 @@ class Worker:
         self._completer.start()
         self._pool = JobPool(self.concurrency, self._run, self._ran)
         self._notifier = Notifier(
-            [JOBS_CHANNEL, CONTROL_CHANNEL], self._on_notify, self._on_reconnect, using=self.using
+            [JOBS_CHANNEL, CONTROL_CHANNEL],
+            self._on_notify,
+            self._on_reconnect,
+            using=conf.get("LISTEN_DATABASE") or self.using,
+            check_every=conf.get("HEARTBEAT_INTERVAL"),
         )
         self._notifier.start()
         self._heartbeat = threading.Thread(target=self._beat, name="pgjobs-heartbeat", daemon=True)
         self._heartbeat.start()
+        if self.on_stale is not None:
+            threading.Thread(target=self._watch, name="pgjobs-watchdog", daemon=True).start()
+        threading.Thread(target=self._check_listen, name="pgjobs-listen-check", daemon=True).start()
         logger.info(
             "worker %s started: queues=%s concurrency=%s",
             self.record.pk,
@@ -551,7 +593,10 @@ class Worker:
                 self.wakeup.set()
             return
         action, _, target = payload.partition(":")
-        if action == "stop" and self.record and target in ("all", str(self.record.pk)):
+        probe = self._probe
+        if probe is not None and payload == probe[0]:
+            probe[1].set()
+        elif action == "stop" and self.record and target in ("all", str(self.record.pk)):
             logger.info("worker %s: stop requested", self.record.pk)
             self.request_stop()
         elif action == "cancel" and target.isdigit():
@@ -573,11 +618,67 @@ class Worker:
                 if time.monotonic() >= next_rescue:
                     # Heartbeats are stamped by the database: judge them by its clock.
                     maintenance.rescue_orphaned(self.database_clock())
+                    self.reclaim_forgotten()
                     next_rescue = time.monotonic() + rescue_every
             except DatabaseError as error:
                 logger.warning("heartbeat failed: %s", error)
                 connections[self.using].close()
         connections[self.using].close()
+
+    def _watch(self) -> None:
+        """The watchdog thread: past WORKER_STALE_AFTER without a heartbeat written,
+        others presume this worker dead and take its jobs; then it must not go on
+        (its writes would be refused, its claims would find its row gone), and a
+        clean shutdown would wait on the same dead connections: ``on_stale``."""
+        limit = conf.get("WORKER_STALE_AFTER")
+        while not self._gone.wait(min(1.0, limit / 4)):
+            silent = time.monotonic() - (self.heartbeat_ok_at or time.monotonic())
+            if silent > limit:
+                self.on_stale(self.record.pk if self.record else None, silent, limit)
+                return
+
+    def _check_listen(self) -> None:
+        """Warn when LISTEN hears nothing: behind PgBouncer in transaction mode it is
+        silently inert, and new jobs then wait for the next poll."""
+        if not self._notifier or not self._notifier.connected.wait(LISTEN_PROBE_TIMEOUT):
+            return  # not connected: the notifier says so itself
+        heard = threading.Event()
+        self._probe = (f"probe:{self.record.pk}:{os.getpid()}", heard)
+        try:
+            db.notify(CONTROL_CHANNEL, self._probe[0], self.using)
+        except DatabaseError:
+            return  # the database is away: the loop says so
+        finally:
+            connections.close_all()
+        if heard.wait(LISTEN_PROBE_TIMEOUT):
+            logger.debug("worker %s: LISTEN heard its probe", self.record.pk)
+        else:
+            listen = conf.get("LISTEN_DATABASE") or self.using
+            logger.warning(
+                "worker %s: LISTEN (database %r) did not hear a notification sent through "
+                "database %r within %.0fs. Behind PgBouncer in transaction mode LISTEN is "
+                "inert: set PGJOBS['LISTEN_DATABASE'] to a direct connection (see "
+                "docs/howto/pgbouncer.md). Until then new jobs wait for the next poll "
+                "(POLL_INTERVAL %.1fs).",
+                self.record.pk,
+                listen,
+                self.using,
+                LISTEN_PROBE_TIMEOUT,
+                self.poll_interval,
+            )
+
+    def reclaim_forgotten(self) -> int:
+        """Return jobs our lease holds that this worker no longer runs (none, unless an
+        outcome was dropped by a bug): rescue takes only dead workers' jobs, so
+        without this such a job would stay executing for as long as we live."""
+        with self._lock:
+            if self._claiming or self.record is None:
+                return 0  # a claim's jobs may be committed but not yet in ``running``
+            held = list(self.running)
+            # Jobs claimed since are stamped later than this, give or take the skew of
+            # rate-limited claims (stamped by the database): allow for it generously.
+            claimed_before = self.clock() - timedelta(seconds=conf.get("WORKER_STALE_AFTER"))
+        return maintenance.reclaim_forgotten(self.record.pk, held, claimed_before, self.clock())
 
     def request_stop(self) -> None:
         """First call: stop claiming and let running jobs finish. Second: hand them back now."""
@@ -622,6 +723,7 @@ class Worker:
             except DatabaseError as error:
                 logger.warning("could not remove worker row %s: %s", self.record.pk, error)
         connections[self.using].close()
+        self._gone.set()
         logger.info("worker stopped: %s", dict(self.stats))
 
 

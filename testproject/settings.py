@@ -30,6 +30,10 @@ DATABASES["default"]["TEST"] = {"NAME": test_database_name(DATABASES["default"][
 # (tests/test_reliability.py sets it in a worker's environment).
 if "SECOND_DATABASE_URL" in env.ENVIRON:
     DATABASES["second"] = env.db("SECOND_DATABASE_URL")
+# The connection workers LISTEN on, when it must differ (PGJOBS["LISTEN_DATABASE"]):
+# tests/test_liveness.py routes it through a proxy, or at another database.
+if "LISTEN_DATABASE_URL" in env.ENVIRON:
+    DATABASES["listen"] = env.db("LISTEN_DATABASE_URL")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -95,6 +99,7 @@ PGJOBS = {
     "HEARTBEAT_INTERVAL": env.float("PGJOBS_HEARTBEAT_INTERVAL", default=5.0),
     "WORKER_STALE_AFTER": env.float("PGJOBS_WORKER_STALE_AFTER", default=60.0),
     "RESCUE_INTERVAL": env.float("PGJOBS_RESCUE_INTERVAL", default=30.0),
+    "LISTEN_DATABASE": "listen" if "LISTEN_DATABASE_URL" in env.ENVIRON else None,
     # Hooks around execution and enqueue (docs/operations.md#middleware); tests set
     # them for their worker processes through the environment.
     "MIDDLEWARE": env.list("PGJOBS_MIDDLEWARE", default=[]),

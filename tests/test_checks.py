@@ -56,3 +56,9 @@ def test_a_negative_prefetch_is_refused(settings):
     settings.PGJOBS = {"WORKER_PREFETCH": -1}
     with pytest.raises(SystemCheckError, match="WORKER_PREFETCH"):
         call_command("check")
+
+
+def test_a_listen_database_must_be_in_databases(settings):
+    (error,) = messages({"LISTEN_DATABASE": "direct"}, settings)
+    assert "'direct', which names no database in DATABASES" in error
+    assert messages({"LISTEN_DATABASE": "default"}, settings) == []

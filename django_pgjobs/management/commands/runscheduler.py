@@ -9,7 +9,7 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from django_pgjobs import schedules
+from django_pgjobs import conf, liveness, schedules
 from django_pgjobs.scheduler import Scheduler
 
 logger = logging.getLogger("django_pgjobs.scheduler")
@@ -32,6 +32,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        liveness.harden_connections(conf.get("DATABASE"), "scheduler")
         scheduler = Scheduler(routines=[] if options["no_maintenance"] else None)
         if options["once"]:
             try:

@@ -13,7 +13,7 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from django_pgjobs import clocks, maintenance, middleware, probes
+from django_pgjobs import clocks, conf, liveness, maintenance, middleware, probes
 from django_pgjobs.exceptions import InvalidQueueName, UnknownQueue
 from django_pgjobs.metrics import require_client
 from django_pgjobs.supervisor import run_processes
@@ -112,7 +112,7 @@ class Command(BaseCommand):
             finally:
                 endpoint.stop()
 
-    def _worker(self, queues: list[str], options: dict[str, Any]) -> Worker:
+    def _worker(self, queues: list[str], options: dict[str, Any], **more: Any) -> Worker:
         try:
             return Worker(
                 queues or None,
@@ -120,6 +120,7 @@ class Command(BaseCommand):
                 prefetch=options["prefetch"],
                 poll_interval=options["poll_interval"],
                 burst=options["burst"],
+                **more,
             )
         except (UnknownQueue, InvalidQueueName, ValueError) as error:
             raise CommandError(str(error)) from error
@@ -134,7 +135,9 @@ class Command(BaseCommand):
         if endpoint and options["processes"] > 1:
             endpoint.close_in_child()
             probes.count_in_shared_dir()
-        worker = self._worker(queues, options)
+        for alias in {conf.get("DATABASE"), conf.get("LISTEN_DATABASE") or conf.get("DATABASE")}:
+            liveness.harden_connections(alias, "worker")
+        worker = self._worker(queues, options, on_stale=liveness.exit_stale)
         first_signal_at: list[float] = []
 
         def on_signal(signum: int, frame: object) -> None:
