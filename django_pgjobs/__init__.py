@@ -1,5 +1,8 @@
 """django-pgjobs: PostgreSQL-native background jobs and cron schedules for Django."""
 
+#: The release, by semantic versioning (CHANGELOG.md): read by pyproject.toml too.
+__version__ = "0.1.0"
+
 from typing import TYPE_CHECKING, Any
 
 from .exceptions import (

@@ -8,7 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.core.checks import Error, Tags, register
 
-from . import conf, limits, queues
+from . import conf, limits, postgres, queues
 from .backoff import Backoff
 from .exceptions import InvalidOption
 from .queues import QUEUE_NAME
@@ -99,7 +99,12 @@ def _check_values() -> list[Error]:
         errors.append(_error(f"PGJOBS['BACKOFF'] is invalid: {problem}", None, 5))
     if conf.get("DATABASE") not in settings.DATABASES:
         errors.append(_error("PGJOBS['DATABASE'] names no database in DATABASES.", None, 6))
+    elif found := postgres.problem(conf.get("DATABASE")):
+        # SQLite is what startproject sets up: say so now, not halfway through migrate.
+        errors.append(_error(f"pgjobs needs PostgreSQL. {found}", None, 42))
     listen = conf.get("LISTEN_DATABASE")
+    if isinstance(listen, str) and listen in settings.DATABASES and postgres.problem(listen):
+        errors.append(_error(f"PGJOBS['LISTEN_DATABASE']: {postgres.problem(listen)}", None, 42))
     if isinstance(listen, str) and listen not in settings.DATABASES:
         errors.append(
             _error(

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
 from django.utils import timezone
 
-from . import conf, leftovers, limits, middleware, payload, signals, transitions
+from . import conf, leftovers, limits, logs, middleware, payload, signals, transitions
 from .backoff import Backoff
 from .connectors import runtime as connector_runtime
 from .context import JobContext, _current
@@ -31,6 +31,7 @@ from .exceptions import (
 )
 from .limits import shown
 from .models import Job
+from .states import JobState
 from .tasks import Task, get_task
 from .transitions import Outcome
 
@@ -199,7 +200,14 @@ def _attempt(job: Job, clock: Clock, context: JobContext) -> Outcome | str:
     except BaseException as error:  # a task's failure, even SystemExit, is data
         if logger.isEnabledFor(logging.INFO):
             failure = context.mask(shown(error, 500))  # repr() fails on some values
-            logger.info("job %s (%s) attempt %s failed: %s", job.pk, job.task, job.attempt, failure)
+            logger.info(
+                "job %s (%s) attempt %s failed: %s",
+                job.pk,
+                job.task,
+                job.attempt,
+                failure,
+                extra=logs.job_fields(job),
+            )
         return failed_attempt(job, error, clock(), registered)
     return transitions.completed(job, _storable(job, result), clock())
 
@@ -358,12 +366,38 @@ def record(
             ended.append(item)
         elif next(states):
             ended.append(item.job.state)
+            _log_outcome(item)
         else:
             refused.append(item.job)
             ended.append("lost")
     if refused:
         _log_refused(refused)
     return ended
+
+
+def _log_outcome(outcome: Outcome) -> None:
+    """A discard is a warning with its error (a failed attempt was logged when it
+    failed); a completion is a line at verbosity 2 (``logs.jobs_logger``)."""
+    job = outcome.job
+    if outcome.state == JobState.DISCARDED:
+        error = job.errors[-1].get("error") if job.errors else None
+        logger.warning(
+            "job %s (%s) discarded after attempt %s: %s",
+            job.pk,
+            job.task,
+            job.attempt,
+            error,
+            extra=logs.job_fields(job),
+        )
+    elif outcome.state == JobState.COMPLETED and logs.jobs_logger.isEnabledFor(logging.INFO):
+        took = (outcome.at - job.attempted_at).total_seconds() if job.attempted_at else None
+        logs.jobs_logger.info(
+            "job %s (%s) completed%s",
+            job.pk,
+            job.task,
+            f" in {took:.3f}s" if took is not None else "",
+            extra=logs.job_fields(job),
+        )
 
 
 def _log_refused(jobs: list[Job]) -> None:

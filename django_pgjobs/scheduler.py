@@ -31,9 +31,9 @@ from datetime import datetime, timedelta
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
 from django.db.models.functions import Now
 
-from . import clocks, conf, housekeeping, schedules
+from . import __version__, clocks, conf, housekeeping, logs, schedules
 from .housekeeping import RoutineSpec
-from .models import SchedulerProcess
+from .models import Schedule, SchedulerProcess
 from .notifier import Notifier
 from .schedules import SCHEDULES_CHANNEL, Fired, InvalidSchedule
 
@@ -205,9 +205,19 @@ class Scheduler:
                 target=self._housekeep, name="pgjobs-housekeeping", daemon=True
             )
             self._housekeeper.start()
+        logs.process_fields["scheduler_id"] = self.record.pk
+        settings = connections[self.using].settings_dict
         logger.info(
-            "scheduler started; maintenance: %s",
+            "django-pgjobs %s scheduler %s started: database %s on %s:%s, %s schedule(s), "
+            "maintenance: %s, pid %s",
+            __version__,
+            self.record.pk,
+            settings.get("NAME"),
+            settings.get("HOST") or "localhost",
+            settings.get("PORT") or 5432,
+            Schedule.objects.using(self.using).count(),
             ", ".join(f"{r.name} every {r.interval}" for r in self.routines) or "off",
+            os.getpid(),
         )
 
     def run(self) -> None:
@@ -233,7 +243,9 @@ class Scheduler:
             except DatabaseError as error:
                 logger.warning("could not remove scheduler row %s: %s", self.record.pk, error)
         connections[self.using].close()
-        logger.info("scheduler stopped: %s", dict(self.stats))
+        logger.info(
+            "scheduler stopped: %s", logs.in_words(self.stats) if self.stats else "nothing fired"
+        )
 
     def _on_notify(self, channel: str, payload: str) -> None:
         self.wakeup.set()

@@ -25,11 +25,13 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from . import (
+    __version__,
     clocks,
     conf,
     db,
     events,
     isolation,
+    logs,
     maintenance,
     middleware,
     ratelimits,
@@ -542,11 +544,20 @@ class Worker:
         if self.on_stale is not None:
             threading.Thread(target=self._watch, name="pgjobs-watchdog", daemon=True).start()
         threading.Thread(target=self._check_listen, name="pgjobs-listen-check", daemon=True).start()
+        logs.process_fields["worker_id"] = self.record.pk
+        settings = connections[self.using].settings_dict
         logger.info(
-            "worker %s started: queues=%s concurrency=%s",
+            "django-pgjobs %s worker %s started: database %s on %s:%s, queues %s, "
+            "concurrency %s, prefetch %s, pid %s",
+            __version__,
             self.record.pk,
-            self.queues,
+            settings.get("NAME"),
+            settings.get("HOST") or "localhost",
+            settings.get("PORT") or 5432,
+            ", ".join(self.queues),
             self.concurrency,
+            self.prefetch,
+            os.getpid(),
         )
 
     def run(self) -> None:
@@ -724,7 +735,11 @@ class Worker:
                 logger.warning("could not remove worker row %s: %s", self.record.pk, error)
         connections[self.using].close()
         self._gone.set()
-        logger.info("worker stopped: %s", dict(self.stats))
+        logger.info(
+            "worker %s stopped: %s",
+            self.record.pk if self.record else "-",
+            logs.in_words(self.stats),
+        )
 
 
 def _discard(changes: Iterable[events.Change]) -> None:

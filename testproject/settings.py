@@ -138,6 +138,9 @@ LOGGING = {
         "django_pgjobs": {"handlers": ["console"], "level": env("PGJOBS_LOG_LEVEL", default="INFO")}
     },
 }
+# Tests of what runworker prints in a project that configures no logging set this.
+if env.bool("PGJOBS_TEST_NO_LOGGING", default=False):
+    del LOGGING
 
 # Django's Tasks framework runs on pgjobs (docs/howto/django-tasks.md). On Django 5.2 it
 # comes from the django-tasks backport, an app of its own.

@@ -419,6 +419,19 @@ def test_migrate_refuses_sqlite_before_applying_anything(tmp_path):
     assert _sqlite_pgjobs_migrations(database) == []
 
 
+def test_check_and_migrate_on_sqlite_fail_with_the_fix_and_apply_nothing(tmp_path):
+    """What a fresh startproject (SQLite) gets: the system check names the fix, and
+    migrate, which runs the checks first, stops before applying anything at all."""
+    database = tmp_path / "db.sqlite3"
+    checked = manage("check", PGJOBS_TEST_SQLITE=str(database))
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    assert "pgjobs.E042" in checked.stderr and "pgjobs needs PostgreSQL" in checked.stderr
+    assert "set its ENGINE to 'django.db.backends.postgresql'" in checked.stderr
+    migrated = manage("migrate", PGJOBS_TEST_SQLITE=str(database))
+    assert migrated.returncode == 1 and "pgjobs.E042" in migrated.stderr
+    assert not database.exists() or not _sqlite_tables(database)
+
+
 def test_migrate_refuses_when_pgjobs_database_is_not_postgresql(tmp_path):
     with Scratch("jobs_alias") as scratch:
         result = scratch.manage(

@@ -255,7 +255,13 @@ def test_runscheduler_creates_the_settings_schedules_and_stops_cleanly_on_sigter
             assert declared, "the demo project declares schedules"
             wait(lambda: set(Schedule.objects.values_list("name", flat=True)) == declared, 30)
             wait(lambda: Schedule.objects.filter(next_fire_at__isnull=True).count() == 0, 30)
-            wait(lambda: b"scheduler started" in log_path.read_bytes(), 30)
+            wait(
+                lambda: (
+                    b" scheduler " in log_path.read_bytes()
+                    and b" started: " in log_path.read_bytes()
+                ),
+                30,
+            )
             process.send_signal(signal.SIGTERM)
             assert process.wait(30) == 0, log_path.read_text()
         finally:

@@ -6,6 +6,7 @@ The HTML comment before each block says what to do with it:
 - ``run: background``: start it (a worker) as the reader's second terminal does,
   after stopping the previous one with SIGINT, as Ctrl-C would;
 - ``run: write PATH`` / ``run: append PATH``: write the block to a file, or add it at the end;
+- ``run: installed``: the install step: what it installs must be importable here;
 - ``run: pycon``: the lines typed into ``manage.py shell``, checked as a doctest;
   with ``until-it-passes`` it is checked again until it passes (a worker is busy).
 
@@ -113,12 +114,20 @@ class Reader:
             "write": self.write,
             "append": self.append,
             "pycon": self.pycon,
+            "installed": self.installed,
         }[block.kind]
         action(block)
 
     def shell(self, block: Block) -> None:
         done = self.run(["bash", "-euo", "pipefail", "-c", block.code])
         assert done.returncode == 0, f"{block.code}\n{done.stdout}"
+
+    def installed(self, block: Block) -> None:
+        """The install step, from a clone: not run here (it would replace this
+        environment's editable install); what it installs must be importable.
+        tests/test_first_contact.py installs the built wheel in a fresh venv."""
+        done = self.run([sys.executable, "-c", "import django_pgjobs, psycopg, django"])
+        assert done.returncode == 0, done.stdout
 
     def write(self, block: Block) -> None:
         (self.project / block.argument).write_text(block.code)

@@ -9,7 +9,7 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from django_pgjobs import conf, liveness, schedules
+from django_pgjobs import conf, liveness, logs, schedules
 from django_pgjobs.scheduler import Scheduler
 
 logger = logging.getLogger("django_pgjobs.scheduler")
@@ -30,8 +30,16 @@ class Command(BaseCommand):
             action="store_true",
             help="Only fire schedules; no pruning or rescue from this process.",
         )
+        parser.add_argument(
+            "--log-format",
+            choices=["text", "json"],
+            default="text",
+            help="How to print (when LOGGING doesn't configure django_pgjobs): lines of text, "
+            "or one JSON object per line. -v 0 prints only errors, 2 adds each completed job.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        logs.speak(options["verbosity"], options["log_format"])
         liveness.harden_connections(conf.get("DATABASE"), "scheduler")
         scheduler = Scheduler(routines=[] if options["no_maintenance"] else None)
         if options["once"]:

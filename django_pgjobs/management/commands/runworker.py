@@ -13,7 +13,7 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from django_pgjobs import clocks, conf, liveness, maintenance, middleware, probes
+from django_pgjobs import clocks, conf, liveness, logs, maintenance, middleware, probes
 from django_pgjobs.exceptions import InvalidQueueName, UnknownQueue
 from django_pgjobs.metrics import require_client
 from django_pgjobs.supervisor import run_processes
@@ -59,8 +59,16 @@ class Command(BaseCommand):
         parser.add_argument(
             "--metrics-address", default="0.0.0.0", help="Address of --metrics-port (all)."
         )
+        parser.add_argument(
+            "--log-format",
+            choices=["text", "json"],
+            default="text",
+            help="How to print (when LOGGING doesn't configure django_pgjobs): lines of text, "
+            "or one JSON object per line. -v 0 prints only errors, 2 adds each completed job.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        logs.speak(options["verbosity"], options["log_format"])
         queues = [name.strip() for name in options["queues"].split(",") if name.strip()]
         processes = options["processes"]
         if processes < 1:

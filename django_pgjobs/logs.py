@@ -1,0 +1,108 @@
+"""What runworker and runscheduler print when the project configures no logging for us.
+
+Like runserver, they speak by default: a start line, a line per failed attempt, a
+warning per discarded job, a stop summary in words. ``-v`` sets how much (0: errors
+only; 1: that; 2: also each completed job; 3: debugging), ``--log-format json``
+prints one JSON object per line for log pipelines. A project whose LOGGING
+configures the ``django_pgjobs`` logger, or the root logger, keeps its own setup:
+we add nothing then. Every record about a job carries ``job_id``, ``task``,
+``queue`` and ``attempt``; records of a worker process carry ``worker_id``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from .context import current_job
+
+#: Per-job lines (completed jobs) go to this logger, so verbosity 1 can leave them out.
+jobs_logger = logging.getLogger("django_pgjobs.jobs")
+
+#: Fields every record of this process carries (the worker's id once it has one).
+process_fields: dict[str, Any] = {}
+
+JOB_FIELDS = ("job_id", "task", "queue", "attempt")
+FIELDS = (*JOB_FIELDS, "worker_id", "scheduler_id")
+
+#: Django's verbosity -> (level of django_pgjobs, level of django_pgjobs.jobs).
+LEVELS = {
+    0: (logging.ERROR, logging.ERROR),
+    1: (logging.INFO, logging.WARNING),
+    2: (logging.INFO, logging.INFO),
+    3: (logging.DEBUG, logging.DEBUG),
+}
+
+
+def job_fields(job: Any) -> dict[str, Any]:
+    """The ``extra=`` of a record about ``job``."""
+    return {"job_id": job.pk, "task": job.task, "queue": job.queue, "attempt": job.attempt}
+
+
+class AddFields(logging.Filter):
+    """Gives every record the job fields of the job it was logged in (if any) and
+    the process's fields, so that the JSON format can print them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "job_id"):
+            context = current_job()
+            if context is not None:
+                for key, value in job_fields(context.job).items():
+                    setattr(record, key, value)
+        for key, value in process_fields.items():
+            if not hasattr(record, key):
+                setattr(record, key, value)
+        return True
+
+
+class JSONFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key in FIELDS:
+            value = getattr(record, key, None)
+            if value is not None:
+                entry[key] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(message)s"
+
+
+def configured_elsewhere() -> bool:
+    """Whether the project's logging already handles our records."""
+    ours = logging.getLogger("django_pgjobs")
+    return bool(ours.handlers or logging.getLogger().handlers)
+
+
+def speak(verbosity: int = 1, log_format: str = "text") -> bool:
+    """Print our records on stderr at ``verbosity``, unless the project's logging
+    handles them; returns whether it installed the handler."""
+    if configured_elsewhere():
+        return False
+    handler = logging.StreamHandler(sys.stderr)
+    text = logging.Formatter(TEXT_FORMAT)
+    handler.setFormatter(JSONFormatter() if log_format == "json" else text)
+    handler.addFilter(AddFields())
+    ours = logging.getLogger("django_pgjobs")
+    ours.addHandler(handler)
+    ours.propagate = False  # nothing else would print it, and lastResort would double it
+    level, jobs_level = LEVELS[max(0, min(verbosity, 3))]
+    ours.setLevel(level)
+    jobs_logger.setLevel(jobs_level)
+    return True
+
+
+def in_words(counts: dict[Any, int]) -> str:
+    """``{"completed": 3, "retryable": 1}`` as "3 completed, 1 retryable"; "no jobs"."""
+    parts = [f"{n} {getattr(state, 'value', state)}" for state, n in counts.items() if n]
+    return ", ".join(parts) or "no jobs"

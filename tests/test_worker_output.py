@@ -1,0 +1,97 @@
+"""What runworker and runscheduler print in a project whose LOGGING says nothing of us."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from django_pgjobs import Job, __version__
+from testproject.demo.tasks import add
+from tests import conftest
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+
+def manage(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **conftest.test_database_env(), "PGJOBS_TEST_NO_LOGGING": "1"}
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=conftest.ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def enqueue_three() -> tuple[Job, Job, Job]:
+    done = add.enqueue(1, 2)
+    retried = Job.enqueue("tests.tasks_for_tests.raises_odd", args=["plain"], max_attempts=3)
+    discarded = Job.enqueue("testproject.demo.tasks.always_fails", max_attempts=1)
+    return done, retried, discarded
+
+
+def test_runworker_speaks_by_default():
+    done, retried, discarded = enqueue_three()
+    result = manage("runworker", "--burst")
+    assert result.returncode == 0, result.stderr
+    out = result.stderr
+    assert f"django-pgjobs {__version__} worker " in out
+    assert " started: database " in out and "concurrency 10, prefetch 0, pid " in out
+    assert f"job {retried.pk} (tests.tasks_for_tests.raises_odd) attempt 1 failed: " in out
+    assert (
+        f"WARNING job {discarded.pk} (testproject.demo.tasks.always_fails) discarded after "
+        "attempt 1: ValueError: boom"
+    ) in out
+    assert f"job {done.pk} " not in out  # completions only from -v 2
+    stop = next(line for line in out.splitlines() if " stopped: " in line)
+    assert "1 completed" in stop and "1 retryable" in stop and "1 discarded" in stop
+    assert "JobState" not in out
+
+
+def test_verbosity_0_prints_only_errors_and_2_each_completion():
+    enqueue_three()
+    quiet = manage("runworker", "--burst", "-v", "0")
+    assert quiet.returncode == 0 and quiet.stderr == "" and quiet.stdout == ""
+    done = add.enqueue(2, 3)
+    chatty = manage("runworker", "--burst", "-v", "2")
+    assert f"job {done.pk} (testproject.demo.tasks.add) completed in " in chatty.stderr
+
+
+def test_json_lines_carry_the_job_and_worker_fields():
+    done, retried, discarded = enqueue_three()
+    result = manage("runworker", "--burst", "-v", "2", "--log-format", "json")
+    lines = [json.loads(line) for line in result.stderr.splitlines()]
+    assert all({"time", "level", "logger", "message"} <= set(line) for line in lines)
+    by_job = {line.get("job_id"): line for line in lines if "job_id" in line}
+    assert by_job[discarded.pk]["level"] == "warning"
+    for job in (done, retried, discarded):
+        line = by_job[job.pk]
+        assert line["task"] == job.task and line["queue"] == "default"
+        assert line["attempt"] == 1 and isinstance(line["worker_id"], int)
+
+
+def test_runscheduler_speaks_by_default(tmp_path):
+    result = manage("runscheduler", "--once")
+    assert result.returncode == 0, result.stderr
+    # --once reports what it fired on stdout; a long-running scheduler prints its banner
+    # (tests/test_scheduler.py starts one).
+    assert "fired " in result.stdout
+
+
+def test_a_project_that_configures_logging_keeps_it():
+    add.enqueue(1, 1)
+    env = {**os.environ, **conftest.test_database_env()}  # testproject's LOGGING
+    result = subprocess.run(
+        [sys.executable, "manage.py", "runworker", "--burst", "--log-format", "json"],
+        cwd=conftest.ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert " INFO django_pgjobs.worker: django-pgjobs " in result.stderr  # its own format
