@@ -465,7 +465,7 @@ def _unique_for(spec: JobSpec) -> float | None:
 
 
 def _insert_unique(job: Job, using: str, unique_for: float | None = None) -> None:
-    """Insert, or if a job holds the key, turn ``job`` into that one.
+    """Insert, or if a job of its queue holds the key, turn ``job`` into that one.
 
     By default the key is held while a job with it is active (the partial
     unique index decides, race-free). With ``unique_for`` seconds it is held
@@ -476,11 +476,11 @@ def _insert_unique(job: Job, using: str, unique_for: float | None = None) -> Non
 
     job.is_duplicate = False
     if unique_for is not None:
-        db.fetch_dicts("lock_unique_key", {"key": job.unique_key}, using)
+        db.fetch_dicts("lock_unique_key", {"queue": job.queue, "key": job.unique_key}, using)
         since = job.created_at - timedelta(seconds=unique_for)
         existing = (
             Job.objects.using(using)
-            .filter(unique_key=job.unique_key, created_at__gte=since)
+            .filter(queue=job.queue, unique_key=job.unique_key, created_at__gte=since)
             .order_by("-id")
             .first()
         )
@@ -494,7 +494,7 @@ def _insert_unique(job: Job, using: str, unique_for: float | None = None) -> Non
     except IntegrityError:
         existing = (
             Job.objects.using(using)
-            .filter(unique_key=job.unique_key, state__in=[str(s) for s in ACTIVE])
+            .filter(queue=job.queue, unique_key=job.unique_key, state__in=[str(s) for s in ACTIVE])
             .first()
         )
         if existing is None:  # the holder finished between our insert and this read

@@ -350,10 +350,12 @@ class Job(models.Model):
             ),
             # Jobs without a key (most) stay out of the index: an entry for each
             # of them on insert and again on claim was a tenth of a bulk insert.
+            # A key is unique within a queue: whoever may use one queue (an API
+            # token scoped to it) can neither see nor occupy another queue's keys.
             models.UniqueConstraint(
-                fields=["unique_key"],
+                fields=["queue", "unique_key"],
                 condition=Q(state__in=_in(ACTIVE), unique_key__isnull=False),
-                name="pgjobs_job_unique_key_active",
+                name="pgjobs_job_queue_unique_key_active",
             ),
         ]
 

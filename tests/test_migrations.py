@@ -311,6 +311,7 @@ MIGRATIONS_AFTER_SQUASH = [
     "0005_snooze_to_scheduled",
     "0006_schedule_policies",
     "0007_rate_limits",
+    "0008_unique_keys_per_queue",
 ]
 
 

@@ -65,3 +65,13 @@ def test_twenty_threads_enqueueing_one_key_create_exactly_one_job(enqueue):
     assert not errors
     assert len(ids) == 20 and len(set(ids)) == 1
     assert Job.objects.count() == 1
+
+
+def test_a_unique_key_is_unique_within_its_queue():
+    first = Job.enqueue("testproject.demo.tasks.add", args=[1, 1], unique_key="k-per-queue")
+    other = Job.enqueue(
+        "testproject.demo.tasks.add", args=[2, 2], unique_key="k-per-queue", queue="mail"
+    )
+    again = Job.enqueue("testproject.demo.tasks.add", args=[3, 3], unique_key="k-per-queue")
+    assert other.pk != first.pk and not other.is_duplicate
+    assert again.pk == first.pk and again.is_duplicate
