@@ -15,6 +15,8 @@ from urllib.parse import quote
 import pytest
 from django.contrib import admin
 from django.test import Client
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from django_pgjobs.api.tokens import issue
 from django_pgjobs.models import ApiToken, Connector, Job, Queue, Schedule, WorkerProcess
@@ -251,3 +253,46 @@ def test_a_viewer_sees_a_connectors_secret_names_and_no_box_to_type_secrets_in(r
     html = page.content.decode()
     assert "token" in html and "s3cr3t-canary" not in html
     assert 'name="secrets"' not in html and 'name="config"' not in html
+
+
+# -- forms: a property test -------------------------------------------------------------
+
+#: Any text a browser can send, odd values weighted in (hypothesis shrinks to the
+#: smallest failing form).
+FIELD_VALUES = st.one_of(
+    st.sampled_from(ODD_FIELD_VALUES),
+    st.text(max_size=40),
+    st.from_regex(r"-?[0-9]{1,25}(\.[0-9]{1,5})?(e[0-9]{1,3})?", fullmatch=True),
+    st.sampled_from(["[]", "{}", "[1, 2]", '{"a": 1}', "null", "true", "*/5 * * * *", "UTC"]),
+)
+
+
+@pytest.mark.parametrize("model", VALID_FORMS)
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(changes=st.dictionaries(st.sampled_from(sorted(set().union(*VALID_FORMS.values()))),
+                               FIELD_VALUES, max_size=4))  # fmt: skip
+def test_any_add_form_is_refused_or_saves_a_row_every_page_reads(model, changes, admin_client):
+    """For any values: a form with errors and nothing written, or a saved row (a
+    redirect; for a token, the page that shows it once) whose pages render."""
+    fields = {k: v for k, v in changes.items() if k in VALID_FORMS[model]}
+    data = {**VALID_FORMS[model], **fields}
+    table = MODELS[model].objects
+    before = table.count()
+    body = "&".join(f"{quote(k)}={encoded(v)}" for k, v in data.items())
+    response = admin_client.post(
+        f"/admin/pgjobs/{model}/add/", body, content_type="application/x-www-form-urlencoded"
+    )
+    assert response.status_code in (200, 302), (response.status_code, data)
+    if table.count() == before:  # refused, with the form's errors
+        assert response.status_code == 200, data
+        return
+    row = table.order_by("-pk").first()
+    try:
+        for url in (f"/admin/pgjobs/{model}/", f"/admin/pgjobs/{model}/{row.pk}/change/"):
+            assert admin_client.get(url).status_code == 200, (url, data)
+    finally:
+        table.filter(pk=row.pk).delete()  # the next example starts from the same rows
