@@ -54,9 +54,8 @@ def harden_connections(using: str, role: str) -> str:
     name = f"pgjobs {role} {socket.gethostname()}:{os.getpid()}"
     # PostgreSQL keeps 63 bytes of it; the pid at the end matters most.
     options.setdefault("application_name", name[-63:])
-    for conn in connections.all(initialized_only=True):
-        if conn.alias == using:
-            conn.close()  # reconnects with the options
+    # Connections already open keep their options (closing them here would break a
+    # caller's transaction, as call_command in a test's): the command opens its own.
     return options["application_name"]
 
 
