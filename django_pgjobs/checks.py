@@ -72,8 +72,9 @@ def _check_values() -> list[Error]:
     for key in ("MAX_ATTEMPTS", "WORKER_CONCURRENCY", "MAX_PAYLOAD_BYTES"):
         if conf.get(key) < 1:
             errors.append(_error(f"PGJOBS[{key!r}] must be at least 1.", None, 4))
-    if conf.get("WORKER_PREFETCH") < 0:
-        errors.append(_error("PGJOBS['WORKER_PREFETCH'] must be 0 or more.", None, 4))
+    prefetch = conf.get("WORKER_PREFETCH")
+    if prefetch != "auto" and (not isinstance(prefetch, int) or prefetch < 0):
+        errors.append(_error("PGJOBS['WORKER_PREFETCH'] must be 0 or more, or \"auto\".", None, 4))
     for key in ("POLL_INTERVAL", "HEARTBEAT_INTERVAL", "WORKER_STALE_AFTER", "RESCUE_INTERVAL"):
         if conf.get(key) <= 0:
             errors.append(_error(f"PGJOBS[{key!r}] must be greater than 0.", None, 4))

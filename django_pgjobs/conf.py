@@ -27,8 +27,9 @@ DEFAULTS: dict[str, Any] = {
     # Jobs a worker process claims beyond its free threads, to start as threads free
     # up (unless --prefetch says otherwise). Larger claims cost the database less
     # per job: worth it for many short jobs; 0 for long ones, which would wait
-    # behind each other while another worker idles.
-    "WORKER_PREFETCH": 0,
+    # behind each other while another worker idles. "auto": grows while claims come
+    # back full of short jobs (up to 10 per thread), shrinks when they don't.
+    "WORKER_PREFETCH": "auto",
     # Seconds between polls when no notification arrives: the fallback truth.
     "POLL_INTERVAL": 2.0,
     # Seconds between worker heartbeats.
@@ -89,7 +90,7 @@ TYPES: dict[str, type | tuple[type, ...]] = {
     "MAX_ATTEMPTS": int,
     "BACKOFF": dict,
     "WORKER_CONCURRENCY": int,
-    "WORKER_PREFETCH": int,
+    "WORKER_PREFETCH": (int, str),
     "POLL_INTERVAL": (int, float),
     "HEARTBEAT_INTERVAL": (int, float),
     "WORKER_STALE_AFTER": (int, float),

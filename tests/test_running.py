@@ -165,3 +165,25 @@ def test_jobs_write_through_the_orm_in_the_same_database(worker):
     record.enqueue("hello")
     worker.drain()
     assert list(Run.objects.values_list("tag", flat=True)) == ["hello"]
+
+
+def test_auto_prefetch_grows_while_claims_come_back_full_of_short_jobs(db):
+    worker = Worker(concurrency=10)  # WORKER_PREFETCH is "auto" by default
+    assert worker.auto_prefetch and worker.prefetch == 0
+    worker._adapt_prefetch(asked=10, got=10)
+    assert worker.prefetch == 0, "nothing is known of the jobs' length yet"
+    worker._run_seconds = 0.002
+    grown = []
+    for _ in range(6):
+        worker._adapt_prefetch(asked=worker.free_slots(), got=worker.free_slots())
+        grown.append(worker.prefetch)
+    assert grown == [10, 20, 40, 80, 100, 100]  # at most 10 per thread
+    worker._adapt_prefetch(asked=50, got=10)  # the queue ran dry
+    assert worker.prefetch == 50
+    worker._run_seconds = 2.0  # long jobs: never prefetched
+    worker._adapt_prefetch(asked=60, got=60)
+    worker._adapt_prefetch(asked=60, got=60)
+    assert worker.prefetch == 12
+    assert Worker(concurrency=10, prefetch=0).auto_prefetch is False
+    with pytest.raises(ValueError, match='or "auto"'):
+        Worker(concurrency=10, prefetch="lots")

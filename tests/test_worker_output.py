@@ -41,7 +41,7 @@ def test_runworker_speaks_by_default():
     assert result.returncode == 0, result.stderr
     out = result.stderr
     assert f"django-pgjobs {__version__} worker " in out
-    assert " started: database " in out and "concurrency 10, prefetch 0, pid " in out
+    assert " started: database " in out and "concurrency 10, prefetch auto, pid " in out
     assert f"job {retried.pk} (tests.tasks_for_tests.raises_odd) attempt 1 failed: " in out
     assert (
         f"WARNING job {discarded.pk} (testproject.demo.tasks.always_fails) discarded after "

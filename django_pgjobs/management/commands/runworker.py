@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import logging
 import signal
@@ -25,6 +26,16 @@ logger = logging.getLogger("django_pgjobs.worker")
 SAME_SIGNAL_WITHIN = 1.0
 
 
+def _prefetch(value: str) -> int | str:
+    """--prefetch: "auto" or a number of jobs."""
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'{value!r} is not a number or "auto"') from None
+
+
 class Command(BaseCommand):
     help = "Run background jobs from the given queues until stopped."
 
@@ -37,9 +48,10 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--prefetch",
-            type=int,
+            type=_prefetch,
             default=None,
-            help="Jobs claimed beyond free threads, for many short jobs (default 0).",
+            help='Jobs claimed beyond free threads: a number, or "auto" (the default: grows '
+            "while claims come back full of short jobs).",
         )
         parser.add_argument(
             "--processes", type=int, default=1, help="Worker processes to start (one per core)."
