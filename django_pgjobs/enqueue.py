@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from . import conf, copying, db, dependencies, limits, middleware, payload, queues, signals
 from .connectors.store import check_known as check_connector
-from .exceptions import InvalidQueueName
+from .exceptions import InvalidOption, InvalidQueueName
 from .states import ACTIVE, JobState
 from .tasks import Task, any_typed, get_task
 
@@ -45,6 +45,10 @@ class JobSpec:
     on_dependency_failure: str = "cancel"
     # Free-form labels stored in Job.meta (e.g. {"pipeline": "nightly"}).
     meta: dict[str, Any] = field(default_factory=dict)
+    # Debounce: the pending job of this key in the queue takes this call's arguments
+    # and waits ``debounce`` seconds more, instead of a new job (see _insert_debounced).
+    debounce_key: str | None = None
+    debounce: float | None = None
 
 
 def build_job(spec: JobSpec, now: datetime) -> Job:
@@ -153,10 +157,13 @@ class JobBuilder:
             spec.timeout,
             spec.pass_results,
             spec.on_dependency_failure,
+            spec.debounce_key,
+            spec.debounce,
             # 1, 1.0 and True are equal keys: each type is checked on its own.
             type(spec.priority),
             type(spec.max_attempts),
             type(spec.timeout),
+            type(spec.debounce),
         )
         try:
             shape = self._shapes.get(options)
@@ -210,6 +217,9 @@ class JobBuilder:
         if unique_key is not None:
             limits.text(unique_key, "unique_key")
         flags: dict[str, Any] = {}
+        if spec.debounce_key is not None or spec.debounce is not None:
+            flags["debounce"] = _debounce(spec, registered)
+            run_at = now + timedelta(seconds=flags["debounce"]["seconds"])
         if spec.pass_results:
             flags["pass_results"] = True
         if spec.on_dependency_failure != "cancel":
@@ -232,6 +242,20 @@ class JobBuilder:
             (name, new) for name, new in computed if name not in own and name not in fields
         )
         return Shape(fields, registered, fresh)
+
+
+def _debounce(spec: JobSpec, registered: Task[Any, Any]) -> dict[str, Any]:
+    """The checked ``meta["debounce"]`` of a debounced job."""
+    key = limits.text(spec.debounce_key, "debounce_key")
+    seconds = limits.seconds(spec.debounce, "debounce")
+    if spec.unique_key or registered.derives_keys:
+        # The first of a unique key wins, the last of a debounce key: not both.
+        raise InvalidOption("debounce_key", "can't be combined with a unique key")
+    if spec.run_at is not None:
+        raise InvalidOption("debounce_key", "sets run_at itself: leave run_at out")
+    if spec.depends_on:
+        raise InvalidOption("debounce_key", "can't be combined with depends_on")
+    return {"key": key, "seconds": seconds}
 
 
 def _first_set(*values: Any) -> Any:
@@ -316,19 +340,24 @@ def _insert_built(specs: list[JobSpec], jobs: list[Job], using: str, now: dateti
     wanted = [dependencies.job_ids(spec.depends_on) if spec.depends_on else [] for spec in specs]
     from .models import JobDependency
 
-    # A plain batch is one INSERT; dependencies and unique keys need a transaction.
-    simple = not any(wanted) and all(job.unique_key is None for job in jobs)
+    # A plain batch is one INSERT; dependencies and unique and debounce keys need a
+    # transaction.
+    simple = not any(wanted) and all(
+        job.unique_key is None and "debounce" not in job.meta for job in jobs
+    )
     with contextlib.nullcontext() if simple else transaction.atomic(using=using):
         states = dependencies.lock(sorted({i for ids in wanted for i in ids}), using)
         for job, ids in zip(jobs, wanted, strict=True):
             if ids:
                 dependencies.initial_state(job, {i: states[i] for i in ids}, now)
-        plain = [job for job in jobs if job.unique_key is None]
+        plain = [job for job in jobs if job.unique_key is None and "debounce" not in job.meta]
         if plain:
             _insert_many(plain, using)
         for job, spec in zip(jobs, specs, strict=True):
             if job.unique_key is not None:
                 _insert_unique(job, using, _unique_for(spec))
+            elif "debounce" in job.meta:
+                _insert_debounced(job, using)
         edges = [
             edge
             for job, ids in zip(jobs, wanted, strict=True)
@@ -400,12 +429,14 @@ def _copyable(specs: Sequence[JobSpec | dict[str, Any]], builder: JobBuilder) ->
         if isinstance(spec, JobSpec):
             task, queue, connector = spec.task, spec.queue, spec.connector
             depends_on, unique_key = spec.depends_on, spec.unique_key
+            debounced = spec.debounce_key is not None or spec.debounce is not None
         elif isinstance(spec, dict):
             task, queue, connector = spec.get("task"), spec.get("queue"), spec.get("connector")
             depends_on, unique_key = spec.get("depends_on"), spec.get("unique_key")
+            debounced = "debounce_key" in spec or "debounce" in spec
         else:
             return False
-        if depends_on or unique_key:
+        if depends_on or unique_key or debounced:
             return False
         options = (task, queue, connector)
         try:
@@ -501,3 +532,37 @@ def _insert_unique(job: Job, using: str, unique_for: float | None = None) -> Non
             raise
         job.__dict__.update(existing.__dict__)
         job.is_duplicate = True
+
+
+def _insert_debounced(job: Job, using: str) -> None:
+    """Insert a debounced job, or if its queue holds a pending job (scheduled or
+    available, not yet claimed) of the same key, give that one this job's arguments,
+    meta and priority and move its run_at to this job's, and turn ``job`` into it.
+
+    Enqueuers of one key take turns on a transaction-level advisory lock, and the
+    pending job is locked (FOR UPDATE) before it is changed: a worker claiming it
+    meanwhile either got it first (it is executing: this call adds a new job, so
+    the new call's work is not lost) or waits for the change.
+    """
+    from .models import Job
+
+    key = job.meta["debounce"]["key"]
+    job.is_duplicate = False
+    db.fetch_dicts("lock_debounce_key", {"queue": job.queue, "key": key}, using)
+    pending = db.fetch_jobs("pending_debounced", {"queue": job.queue, "key": key}, using)
+    if not pending:
+        _insert_many([job], using)
+        return
+    holder = pending[0]
+    changes = {
+        "args": job.args,
+        "kwargs": job.kwargs,
+        "meta": job.meta,
+        "priority": job.priority,
+        "run_at": job.run_at,
+        "state": job.state,
+    }
+    Job.objects.using(using).filter(pk=holder.pk).update(**changes)
+    job.__dict__.update({**holder.__dict__, **changes, "state": JobState(job.state)})
+    job._state.adding, job._state.db = False, using
+    job.is_duplicate = True

@@ -399,6 +399,8 @@ class Job(models.Model):
         pass_results: bool = False,
         on_dependency_failure: str = "cancel",
         meta: dict[str, Any] | None = None,
+        debounce_key: str | None = None,
+        debounce: float | None = None,
     ) -> Job:
         """Insert one job in the caller's transaction and return it."""
         from .enqueue import JobSpec, insert_jobs
@@ -418,6 +420,8 @@ class Job(models.Model):
             pass_results=pass_results,
             on_dependency_failure=on_dependency_failure,
             meta=meta or {},
+            debounce_key=debounce_key,
+            debounce=debounce,
         )
         return insert_jobs([spec])[0]
 

@@ -312,6 +312,7 @@ MIGRATIONS_AFTER_SQUASH = [
     "0006_schedule_policies",
     "0007_rate_limits",
     "0008_unique_keys_per_queue",
+    "0009_debounce_index",
 ]
 
 

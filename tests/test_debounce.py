@@ -1,0 +1,128 @@
+"""Debounce by key: the pending job of a key takes the newest arguments and waits
+again, instead of a job per call; atomic under concurrency (issue 20, item 4)."""
+
+from __future__ import annotations
+
+import math
+import threading
+from datetime import timedelta
+
+import pytest
+from django.db import connections, transaction
+from django.utils import timezone
+
+from django_pgjobs import InvalidOption, Job
+from django_pgjobs.states import JobState
+from django_pgjobs.worker import Worker
+from tests.tasks_for_tests import unique_report
+
+ADD = "testproject.demo.tasks.add"
+
+
+def pending(key: str) -> list[Job]:
+    return list(Job.objects.filter(meta__debounce__key=key, state__in=["scheduled", "available"]))
+
+
+@pytest.mark.django_db
+def test_calls_within_the_window_make_one_job_with_the_last_arguments():
+    first = Job.enqueue(ADD, args=[1, 1], debounce_key="cart-7", debounce=5)
+    assert not first.is_duplicate and first.state == JobState.SCHEDULED
+    before = timezone.now()
+    second = Job.enqueue(ADD, args=[2, 2], debounce_key="cart-7", debounce=5)
+    third = Job.enqueue(ADD, args=[3, 3], debounce_key="cart-7", debounce=5, priority=4)
+    assert second.is_duplicate and third.is_duplicate and third.pk == first.pk
+    (job,) = pending("cart-7")
+    assert job.args == [3, 3] and job.priority == 4
+    assert job.run_at >= before + timedelta(seconds=5), "each call restarts the wait"
+    assert job.meta["debounce"] == {"key": "cart-7", "seconds": 5.0}
+    # Other keys and other queues are other jobs.
+    other = Job.enqueue(ADD, args=[1, 1], debounce_key="cart-8", debounce=5)
+    elsewhere = Job.enqueue(ADD, args=[1, 1], debounce_key="cart-7", debounce=5, queue="mail")
+    assert len({first.pk, other.pk, elsewhere.pk}) == 3
+
+
+@pytest.mark.django_db
+def test_the_job_runs_once_after_the_window_with_the_last_arguments():
+    for n in range(3):
+        Job.enqueue(ADD, args=[n, n], debounce_key="k", debounce=2)
+    worker = Worker(concurrency=2)
+    assert worker.drain() == {}  # not due yet
+    ran = worker.drain(now=timezone.now() + timedelta(seconds=3))
+    assert ran == {"completed": 1}
+    assert Job.objects.get().result == 4
+
+
+@pytest.mark.django_db
+def test_a_call_after_the_job_started_adds_a_job_so_its_work_is_not_lost():
+    first = Job.enqueue(ADD, args=[1, 1], debounce_key="k", debounce=1)
+    claimed = Worker(concurrency=1).claim(1, timezone.now() + timedelta(seconds=2))
+    assert [j.pk for j in claimed] == [first.pk]
+    later = Job.enqueue(ADD, args=[2, 2], debounce_key="k", debounce=1)
+    assert later.pk != first.pk and not later.is_duplicate
+
+
+@pytest.mark.django_db(transaction=True)
+def test_twenty_threads_of_one_key_make_exactly_one_pending_job():
+    barrier = threading.Barrier(20)
+    errors: list[BaseException] = []
+
+    def call(n: int) -> None:
+        try:
+            barrier.wait(10)
+            Job.enqueue(ADD, args=[n, n], debounce_key="burst", debounce=30)
+        except BaseException as error:
+            errors.append(error)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=call, args=(n,)) for n in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not errors
+    (job,) = pending("burst")
+    assert Job.objects.count() == 1 and job.args[0] in range(20)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "options, field",
+    [
+        ({"debounce_key": "k"}, "debounce"),
+        ({"debounce": 5}, "debounce_key"),
+        ({"debounce_key": "", "debounce": 5}, "debounce_key"),
+        ({"debounce_key": "k\x00", "debounce": 5}, "debounce_key"),
+        ({"debounce_key": "k", "debounce": -1}, "debounce"),
+        ({"debounce_key": "k", "debounce": math.nan}, "debounce"),
+        ({"debounce_key": "k", "debounce": "5"}, "debounce"),
+        ({"debounce_key": "k", "debounce": 5, "unique_key": "u"}, "debounce_key"),
+        ({"debounce_key": "k", "debounce": 5, "run_at": timezone.now()}, "debounce_key"),
+    ],
+)
+def test_odd_debounce_options_are_refused_with_nothing_written(options, field):
+    with transaction.atomic():
+        with pytest.raises(InvalidOption) as refused:
+            Job.enqueue(ADD, args=[1, 1], **options)
+        assert refused.value.field == field
+        assert Job.objects.count() == 0  # and the transaction is still usable
+
+
+@pytest.mark.django_db
+def test_a_unique_task_can_not_be_debounced():
+    with pytest.raises(InvalidOption, match="unique key"):
+        unique_report.using(debounce_key="k", debounce=1).enqueue(1)
+
+
+@pytest.mark.django_db
+def test_the_pending_job_is_found_through_its_index():
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute(
+            "EXPLAIN SELECT * FROM pgjobs_job WHERE queue = 'default'"
+            " AND (meta -> 'debounce' ->> 'key') = 'k' AND state IN ('scheduled', 'available')"
+        )
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "pgjobs_job_debounce_pending" in plan, plan
