@@ -799,6 +799,9 @@ class Connector(models.Model):
     )
     rate_limit = rate_limit_field("jobs using this connector")
     rate_period = rate_period_field()
+    # Set when the service answered "too many requests" / "unavailable" with a
+    # Retry-After: every job using the connector waits until then (connectors/runtime.py).
+    throttled_until = models.DateTimeField(null=True, blank=True, editable=False)
     encrypted_secrets = models.TextField(blank=True, default="", editable=False)
     secret_names = ReadableJSONField(default=list, blank=True, editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
@@ -815,6 +818,7 @@ class Connector(models.Model):
                 name="pgjobs_connector_concurrency_positive",
             ),
             times_in_range("pgjobs_connector_times_in_range", "created_at", "updated_at"),
+            times_in_range("pgjobs_connector_throttled_in_range", nullable=["throttled_until"]),
             rate_limit_valid("pgjobs_connector_rate_limit_valid"),
         ]
 

@@ -36,6 +36,8 @@ class HttpPeer:
     status: int = 200
     answer: bytes = b'{"ok": true}'
     content_type: str = "application/json"
+    #: More headers of the answer (e.g. Retry-After).
+    extra_headers: dict[str, str] = field(default_factory=dict)
     #: Seconds each request is held before the answer: makes overlap observable.
     delay: float = 0.0
     received: list[Received] = field(default_factory=list)
@@ -61,6 +63,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_response(peer.status)
             self.send_header("Content-Type", peer.content_type)
             self.send_header("Content-Length", str(len(peer.answer)))
+            for name, value in peer.extra_headers.items():
+                self.send_header(name, value)
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(peer.answer)

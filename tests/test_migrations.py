@@ -313,6 +313,7 @@ MIGRATIONS_AFTER_SQUASH = [
     "0007_rate_limits",
     "0008_unique_keys_per_queue",
     "0009_debounce_index",
+    "0010_connector_throttled_until",
 ]
 
 

@@ -12,6 +12,8 @@ from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils import timezone
+from django.utils.html import format_html
 
 from .. import ratelimits
 from ..admin.base import OperatorAdmin
@@ -19,6 +21,7 @@ from ..models import Connector
 from ..payload import names_in
 from ..redaction import mask_credentials
 from ..secrets import SecretsUnreadable
+from ..templatetags.pgjobs_admin import when
 from .base import ConnectorKind
 from .registry import kinds
 from .store import build
@@ -115,10 +118,12 @@ class ConnectorForm(forms.ModelForm):
 @admin.register(Connector)
 class ConnectorAdmin(OperatorAdmin):
     form = ConnectorForm
-    list_display = ["name", "kind", "concurrency", "rate", "stored_secrets", "updated_at"]
+    list_display = [
+        "name", "kind", "concurrency", "rate", "throttled", "stored_secrets", "updated_at"
+    ]  # fmt: skip
     list_filter = ["kind"]
     search_fields = ["name", "description"]
-    readonly_fields = ["created_at", "updated_at"]
+    readonly_fields = ["throttled", "created_at", "updated_at"]
     actions = ["test_connection"]
     fieldsets = [
         (None, {"fields": ["name", "kind", "description", "concurrency"]}),
@@ -129,6 +134,14 @@ class ConnectorAdmin(OperatorAdmin):
                 "description": "At most rate_limit jobs using the connector start in any "
                 "window of rate_period seconds, across all workers; a job over it waits "
                 "until the window has room, its attempt not counted.",
+            },
+        ),
+        (
+            "Backpressure",
+            {
+                "fields": ["throttled"],
+                "description": "When the service answers 429 or 503 with Retry-After, every "
+                "job using the connector waits until then, its attempt not counted.",
             },
         ),
         ("Configuration", {"fields": ["config"]}),
@@ -149,6 +162,13 @@ class ConnectorAdmin(OperatorAdmin):
     @admin.display(description="rate limit")
     def rate(self, connector: Connector) -> str:
         return ratelimits.describe(connector.rate_limit, connector.rate_period) or "—"
+
+    @admin.display(description="throttled")
+    def throttled(self, connector: Connector) -> str:
+        until = connector.throttled_until
+        if until is None or until <= timezone.now():
+            return "—"
+        return format_html("until {}", when(until))
 
     @admin.display(description="secrets")
     def stored_secrets(self, connector: Connector) -> str:

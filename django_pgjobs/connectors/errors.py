@@ -36,6 +36,15 @@ class UnknownConnectorKind(PgJobsError, LookupError):
         )
 
 
+class ConnectorThrottled(Snooze):
+    """The service said "not now" (429 or 503 with Retry-After): this job waits until
+    then, its attempt not counted, and so does every other job using the connector."""
+
+    def __init__(self, name: str, delay: float, status: int) -> None:
+        self.delay, self.status = delay, status
+        super().__init__(delay, reason=f"connector {name!r} answered {status} with Retry-After")
+
+
 class ConnectorBusy(Snooze):
     """The connector can't take the job now (every concurrency slot is taken, its rate
     limit's window is full): the job waits ``delay`` seconds, its attempt not counted."""

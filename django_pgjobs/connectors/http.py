@@ -12,18 +12,20 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import email.utils
 import functools
 import json
 import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
-from .. import conf
+from .. import conf, db
 from . import destinations
 from .base import ConnectorKind, Option, positive, str_dict
-from .errors import ConnectorError
+from .errors import ConnectorError, ConnectorThrottled
 from .registry import register_kind
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
@@ -167,6 +169,11 @@ class HttpConnector(ConnectorKind):
         except (urllib.error.URLError, OSError, ValueError) as problem:
             reason = getattr(problem, "reason", problem)
             raise ConnectorError(self.redact(f"{where} failed: {reason}")) from None
+        if check and response.status in THROTTLE_STATUSES and not self.expects(response.status):
+            delay = retry_after(response.headers.get("retry-after"))
+            if delay is not None:
+                throttle(self.name, delay)
+                raise ConnectorThrottled(self.name, delay, response.status)
         if check and not self.expects(response.status):
             excerpt = self.redact(response.text[:500])
             raise HttpStatusError(f"{where} answered {response.status}: {excerpt}", response)
@@ -219,3 +226,34 @@ class HttpConnector(ConnectorKind):
                 f"{display_url(self.config['url'])}: response over max_response_bytes ({limit})"
             )
         return HttpResponse(status, {k.lower(): v for k, v in headers.items()}, body)
+
+
+#: Answers that throttle the connector when they carry a Retry-After.
+THROTTLE_STATUSES = frozenset({429, 503})
+#: The longest a Retry-After is obeyed for, in seconds: a bigger one (or a date far
+#: ahead) is taken as this, so that a confused server can't park jobs for days.
+MAX_RETRY_AFTER = 3600.0
+
+
+def retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds a Retry-After header asks for (delay-seconds or an HTTP-date), at most
+    MAX_RETRY_AFTER; None if there is none or it can't be read."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return min(float(value), MAX_RETRY_AFTER)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+def throttle(name: str, delay: float) -> None:
+    """Make every job using connector ``name`` wait ``delay`` seconds from now (by the
+    database's clock; a later deadline already set stays)."""
+    db.execute("throttle_connector", {"name": name, "seconds": delay})

@@ -11,6 +11,11 @@ connection for as long as the task runs. No free slot: ``ConnectorBusy``, and
 
 A connector's rate limit is taken at the same moment, once the slot is held
 (``ratelimits.take``); a full window snoozes the job until it has room again.
+
+Backpressure: when the service answers 429 or 503 with a Retry-After, the http
+connector sets the row's ``throttled_until`` (sql/throttle_connector.sql) and
+snoozes its job; every job that takes the connector before then is snoozed until
+then too, before it takes a slot. No attempt is counted.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from django.db import DatabaseError
+from django.utils import timezone
 
 from .. import conf, db, ratelimits
 from ..context import JobContext
@@ -77,6 +83,7 @@ def attached(context: JobContext) -> Iterator[None]:
 
         raise UnknownConnector(name)
     resolved = build(stored)  # before the slot: a misconfigured connector holds none
+    _wait_if_throttled(stored)
     key = take_slot(stored.pk, stored.concurrency, using) if stored.concurrency else None
     if stored.concurrency and key is None:
         raise ConnectorBusy(name, conf.get("CONNECTOR_BUSY_DELAY"))
@@ -88,6 +95,20 @@ def attached(context: JobContext) -> Iterator[None]:
     finally:
         if key is not None:
             release_slot(key, using)
+
+
+def _wait_if_throttled(stored: Any) -> None:
+    """``ConnectorBusy`` until the instant the service asked for, if it asked for one
+    still ahead (``throttled_until``, by the database's clock: read with the row, it
+    is compared with this host's clock, which the worker keeps near it)."""
+    until = stored.throttled_until
+    if until is None:
+        return
+    wait = (until - timezone.now()).total_seconds()
+    if wait > 0:
+        raise ConnectorBusy(
+            stored.name, wait, f"is throttled until {until.isoformat(timespec='seconds')}"
+        )
 
 
 def _start_under_rate_limit(stored: Any, using: str) -> None:

@@ -1,0 +1,70 @@
+"""Connector backpressure: a 429/503 with Retry-After makes every job using the
+connector wait until then, without an attempt counted (issue 20, item 5)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
+import pytest
+from django.utils import timezone
+
+from django_pgjobs import Job
+from django_pgjobs.connectors.http import MAX_RETRY_AFTER, retry_after
+from django_pgjobs.models import Connector
+from django_pgjobs.states import JobState
+from django_pgjobs.worker import Worker
+from tests.factories import ConnectorFactory
+
+pytestmark = pytest.mark.django_db
+
+CALL = "django_pgjobs.connectors.tasks.call"
+
+
+def test_retry_after_is_read_as_seconds_or_a_date_and_capped():
+    now = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
+    assert retry_after("120") == 120.0
+    assert retry_after(format_datetime(now + timedelta(seconds=30), usegmt=True), now) == 30.0
+    assert retry_after(format_datetime(now - timedelta(hours=1), usegmt=True), now) == 0.0
+    assert retry_after("99999999") == MAX_RETRY_AFTER
+    for odd in (None, "", "soon", "-5", "1.5", "\x00"):
+        assert retry_after(odd) is None
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_a_throttled_answer_makes_every_job_of_the_connector_wait(http_peer, admin_client, status):
+    ConnectorFactory(name="api", config={"url": http_peer.url})
+    http_peer.status, http_peer.extra_headers = status, {"Retry-After": "120"}
+    jobs = [Job.enqueue(CALL, kwargs={"payload": n}, connector="api") for n in range(3)]
+    before = timezone.now()
+    outcomes = Worker(concurrency=1).drain()
+    assert len(http_peer.received) == 1, "the others waited without calling"
+    stored = Connector.objects.get()
+    assert stored.throttled_until >= before + timedelta(seconds=119)
+    for job in jobs:
+        job.refresh_from_db()
+        assert job.state == JobState.SCHEDULED and job.attempt == 0, (job.state, job.attempt)
+        assert job.run_at >= before + timedelta(seconds=118)
+        assert (
+            "answered" in job.meta["snoozed"]["reason"]
+            or "throttled until" in (job.meta["snoozed"]["reason"])
+        )
+    assert outcomes == {"scheduled": 3}
+    # The admin shows it.
+    page = admin_client.get("/admin/pgjobs/connector/").content.decode()
+    assert "until <time" in page
+    # Once the time has come, the jobs run (the service is fine again).
+    http_peer.status, http_peer.extra_headers = 200, {}
+    Connector.objects.update(throttled_until=timezone.now() - timedelta(seconds=1))
+    later = Worker(concurrency=1).drain(now=timezone.now() + timedelta(seconds=121))
+    assert later == {"completed": 3}
+
+
+def test_a_429_without_retry_after_is_an_ordinary_failure(http_peer):
+    ConnectorFactory(name="api", config={"url": http_peer.url})
+    http_peer.status = 429
+    job = Job.enqueue(CALL, kwargs={"payload": 1}, connector="api")
+    Worker(concurrency=1).drain()
+    job.refresh_from_db()
+    assert job.state == JobState.RETRYABLE and job.attempt == 1
+    assert Connector.objects.get().throttled_until is None
