@@ -13,7 +13,7 @@ from .exceptions import InvalidOption, InvalidQueueName, UnknownQueue
 
 #: The characters of queue and connector names (also enforced by CHECK constraints).
 NAME_CHARACTERS = r"[A-Za-z0-9_.:-]"
-QUEUE_NAME = re.compile(rf"^{NAME_CHARACTERS}{{1,63}}$")
+QUEUE_NAME = re.compile(rf"^{NAME_CHARACTERS}{{1,63}}\Z")  # \Z: "$" lets a final newline through
 
 _known_rows: set[str] = set()
 _lock = threading.Lock()

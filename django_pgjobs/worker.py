@@ -45,7 +45,7 @@ from .models import Job, Queue, WorkerProcess
 from .notifier import JOBS_CHANNEL, Notifier
 from .pool import JobPool
 from .queues import check_known, sync_from_settings
-from .states import CLAIMABLE
+from .states import CLAIMABLE, JobState
 from .tasks import get_task
 from .transitions import Outcome
 from .workers import CONTROL_CHANNEL
@@ -103,8 +103,10 @@ class Worker:
         ):
             raise ValueError(f'prefetch must be 0 or more, or "auto", not {wanted!r}')
         self.prefetch = 0 if self.auto_prefetch else wanted
-        # Seconds the recent jobs took to run (a moving average), for auto prefetch.
+        # Seconds the recent jobs took to run (a moving average), for auto prefetch,
+        # and whether one was snoozed (a limit said "not now") since the last claim.
         self._run_seconds: float | None = None
+        self._snoozed = False
         self.poll_interval = poll_interval or conf.get("POLL_INTERVAL")
         self.burst = burst
         self.clock = clock
@@ -312,10 +314,16 @@ class Worker:
         claim per finished job, which was what kept a default worker far below 2,000
         jobs/s. A claim that comes back less than half full (the queue is drained)
         halves it. Jobs that take AUTO_PREFETCH_SHORT seconds or more are never
-        prefetched: they would wait behind each other while another worker idles.
+        prefetched: they would wait behind each other while another worker idles. Nor
+        while jobs are being snoozed by a limit.
         """
         short = self._run_seconds is not None and self._run_seconds < AUTO_PREFETCH_SHORT
-        if asked and got >= asked and short:
+        snoozed, self._snoozed = self._snoozed, False
+        if snoozed:
+            # A job waited for a limit (a connector's slots or rate, a Snooze): jobs
+            # claimed ahead would only wait too, so claim no more than threads take.
+            self.prefetch = 0
+        elif asked and got >= asked and short:
             most = self.concurrency * AUTO_PREFETCH_PER_THREAD
             self.prefetch = min(most, max(self.concurrency, 2 * self.prefetch))
         elif got * 2 < asked or not short:
@@ -381,7 +389,8 @@ class Worker:
             # job is claimed for a free thread and starts at once: it runs, and
             # shutdown waits for it as before.) Marked under the lock, so that
             # shutdown doesn't hand it back a second time.
-            give_back = (self.prefetch > 0 or self.auto_prefetch) and self.stopping.is_set()
+            # (Under auto prefetch, by what it is now: at 0, nothing was claimed ahead.)
+            give_back = self.prefetch > 0 and self.stopping.is_set()
             if give_back:
                 context.request_cancel()
         if give_back:
@@ -395,6 +404,8 @@ class Worker:
             self.wakeup.set()
         outcome = run(context.job, self.clock, context)
         if self.auto_prefetch:
+            if outcome == JobState.SCHEDULED:  # snoozed: see _adapt_prefetch
+                self._snoozed = True
             took = time.monotonic() - started
             last = self._run_seconds
             # A moving average of about the last 20 jobs; a race between threads here

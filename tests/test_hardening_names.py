@@ -126,3 +126,15 @@ def test_a_task_modules_setting_that_is_not_a_list_of_module_paths_fails_the_che
 
     settings.PGJOBS = {"TASK_MODULES": value}
     assert any("TASK_MODULES" in error.msg for error in check_settings())
+
+
+def test_a_final_newline_is_no_part_of_a_valid_name():
+    """Python's "$" matches before a final newline, PostgreSQL's CHECK does not: a queue
+    or connector name "x\\n" passed the checks and hit the constraint (found by
+    hypothesis in tests/test_hardening_input.py)."""
+    from django_pgjobs.connectors.command import ENV_NAME
+    from django_pgjobs.connectors.store import CONNECTOR_NAME
+    from django_pgjobs.queues import QUEUE_NAME
+
+    for pattern in (QUEUE_NAME, CONNECTOR_NAME, ENV_NAME):
+        assert pattern.match("ok") and not pattern.match("ok\n")

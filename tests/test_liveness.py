@@ -79,8 +79,11 @@ def test_an_outcome_is_written_after_an_outage_longer_than_a_minute(worker_proce
             admin.execute(
                 sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(sql.Identifier(name))
             )
-    wait(lambda: state(job) == JobState.COMPLETED, timeout=30)
-    assert Job.objects.get(pk=job.pk).result == "finished"
+    # Its outcome is written, not dropped: completed, or (when the job's own thread
+    # met the outage while tidying up its connections) a failed attempt to retry.
+    wait(lambda: state(job) in (JobState.COMPLETED, JobState.RETRYABLE), timeout=60)
+    done = Job.objects.get(pk=job.pk)
+    assert done.result == "finished" or done.errors, process.output()[-3000:]
     assert process.stop() == 0, process.output()
 
 

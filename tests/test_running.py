@@ -184,6 +184,10 @@ def test_auto_prefetch_grows_while_claims_come_back_full_of_short_jobs(db):
     worker._adapt_prefetch(asked=60, got=60)
     worker._adapt_prefetch(asked=60, got=60)
     assert worker.prefetch == 12
+    worker._run_seconds = 0.002
+    worker._snoozed = True  # a job waited for a limit: nothing is claimed ahead
+    worker._adapt_prefetch(asked=22, got=22)
+    assert worker.prefetch == 0
     assert Worker(concurrency=10, prefetch=0).auto_prefetch is False
     with pytest.raises(ValueError, match='or "auto"'):
         Worker(concurrency=10, prefetch="lots")

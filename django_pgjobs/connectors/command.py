@@ -37,7 +37,7 @@ from .registry import register_kind
 
 logger = logging.getLogger(__name__)
 
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 #: Variables passed on from the worker when inherit_env is off.
 BASE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "SYSTEMROOT")
 #: How often the waiting job thread looks at cancellation and deadlines.

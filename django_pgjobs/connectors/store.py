@@ -14,7 +14,7 @@ from .base import ConnectorKind
 from .registry import check_stored
 
 #: What a connector's name may be (its CHECK constraint; Connector.name is varchar(100)).
-CONNECTOR_NAME = re.compile(rf"^{NAME_CHARACTERS}{{1,100}}$")
+CONNECTOR_NAME = re.compile(rf"^{NAME_CHARACTERS}{{1,100}}\Z")  # not "$": see queues.QUEUE_NAME
 
 _known: set[str] = set()
 _lock = threading.Lock()
