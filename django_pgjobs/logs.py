@@ -106,3 +106,23 @@ def in_words(counts: dict[Any, int]) -> str:
     """``{"completed": 3, "retryable": 1}`` as "3 completed, 1 retryable"; "no jobs"."""
     parts = [f"{n} {getattr(state, 'value', state)}" for state, n in counts.items() if n]
     return ", ".join(parts) or "no jobs"
+
+
+def add_arguments(parser: Any) -> None:
+    """``--log-format``, for runworker and runscheduler (``-v`` is Django's own)."""
+    parser.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default="text",
+        help="How to print (when LOGGING doesn't configure django_pgjobs): lines of text, "
+        "or one JSON object per line. -v 0 prints only errors, 2 adds each completed job.",
+    )
+
+
+def database(using: str) -> str:
+    """``mysite on 127.0.0.1:5432``: the database of alias ``using``, for start lines."""
+    from django.db import connections
+
+    settings = connections[using].settings_dict
+    host = settings.get("HOST") or "localhost"
+    return f"{settings.get('NAME')} on {host}:{settings.get('PORT') or 5432}"

@@ -206,15 +206,12 @@ class Scheduler:
             )
             self._housekeeper.start()
         logs.process_fields["scheduler_id"] = self.record.pk
-        settings = connections[self.using].settings_dict
         logger.info(
-            "django-pgjobs %s scheduler %s started: database %s on %s:%s, %s schedule(s), "
+            "django-pgjobs %s scheduler %s started: database %s, %s schedule(s), "
             "maintenance: %s, pid %s",
             __version__,
             self.record.pk,
-            settings.get("NAME"),
-            settings.get("HOST") or "localhost",
-            settings.get("PORT") or 5432,
+            logs.database(self.using),
             Schedule.objects.using(self.using).count(),
             ", ".join(f"{r.name} every {r.interval}" for r in self.routines) or "off",
             os.getpid(),

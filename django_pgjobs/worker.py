@@ -598,15 +598,12 @@ class Worker:
             threading.Thread(target=self._watch, name="pgjobs-watchdog", daemon=True).start()
         threading.Thread(target=self._check_listen, name="pgjobs-listen-check", daemon=True).start()
         logs.process_fields["worker_id"] = self.record.pk
-        settings = connections[self.using].settings_dict
         logger.info(
-            "django-pgjobs %s worker %s started: database %s on %s:%s, queues %s, "
+            "django-pgjobs %s worker %s started: database %s, queues %s, "
             "concurrency %s, prefetch %s, pid %s",
             __version__,
             self.record.pk,
-            settings.get("NAME"),
-            settings.get("HOST") or "localhost",
-            settings.get("PORT") or 5432,
+            logs.database(self.using),
             ", ".join(self.queues),
             self.concurrency,
             AUTO if self.auto_prefetch else self.prefetch,

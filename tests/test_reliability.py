@@ -273,13 +273,20 @@ POISONS = {
 }
 
 
-def test_poison_jobs_are_discarded_alone_and_their_bystanders_complete(worker_process, wait):
+def enqueue_poisons_among_300():
+    """300 normal jobs with the three poisons among them; (poisons, normal) querysets."""
     specs = [{"task": "tests.tasks_for_tests.recorded_pid", "args": [f"n{n}"]} for n in range(300)]
     for position, how in zip((20, 120, 220), POISONS, strict=True):
         specs.insert(position, {"task": "tests.tasks_for_tests.poison", "args": [how]})
     Job.enqueue_many(specs)
-    poisons = Job.objects.filter(task="tests.tasks_for_tests.poison")
-    normal = Job.objects.exclude(task="tests.tasks_for_tests.poison")
+    return (
+        Job.objects.filter(task="tests.tasks_for_tests.poison"),
+        Job.objects.exclude(task="tests.tasks_for_tests.poison"),
+    )
+
+
+def test_poison_jobs_are_discarded_alone_and_their_bystanders_complete(worker_process, wait):
+    poisons, normal = enqueue_poisons_among_300()
 
     # The stale limit stays at 60 s: the supervisor returns a dead child's jobs at once.
     # No prefetch: the counts below depend on what a worker holds when it dies (with
@@ -321,12 +328,7 @@ def test_with_auto_prefetch_poison_jobs_still_hurt_no_bystander(worker_process, 
     """Auto prefetch (the default) lets a worker hold more jobs, so a crash makes more
     suspects; the guarantees are the same: every poison discarded after its attempts,
     every other job completed once, no attempt of theirs spent."""
-    specs = [{"task": "tests.tasks_for_tests.recorded_pid", "args": [f"n{n}"]} for n in range(300)]
-    for position, how in zip((20, 120, 220), POISONS, strict=True):
-        specs.insert(position, {"task": "tests.tasks_for_tests.poison", "args": [how]})
-    Job.enqueue_many(specs)
-    poisons = Job.objects.filter(task="tests.tasks_for_tests.poison")
-    normal = Job.objects.exclude(task="tests.tasks_for_tests.poison")
+    poisons, normal = enqueue_poisons_among_300()
     supervisor = worker_process("--processes", "2", "--concurrency", "5", env=QUICK_POLL)
     wait(lambda: not poisons.exclude(state=JobState.DISCARDED).exists(), timeout=180)
     wait(lambda: not normal.exclude(state=JobState.COMPLETED).exists(), timeout=120)

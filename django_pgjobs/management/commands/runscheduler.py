@@ -30,13 +30,7 @@ class Command(BaseCommand):
             action="store_true",
             help="Only fire schedules; no pruning or rescue from this process.",
         )
-        parser.add_argument(
-            "--log-format",
-            choices=["text", "json"],
-            default="text",
-            help="How to print (when LOGGING doesn't configure django_pgjobs): lines of text, "
-            "or one JSON object per line. -v 0 prints only errors, 2 adds each completed job.",
-        )
+        logs.add_arguments(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
         logs.speak(options["verbosity"], options["log_format"])

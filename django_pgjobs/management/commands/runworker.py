@@ -71,13 +71,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--metrics-address", default="0.0.0.0", help="Address of --metrics-port (all)."
         )
-        parser.add_argument(
-            "--log-format",
-            choices=["text", "json"],
-            default="text",
-            help="How to print (when LOGGING doesn't configure django_pgjobs): lines of text, "
-            "or one JSON object per line. -v 0 prints only errors, 2 adds each completed job.",
-        )
+        logs.add_arguments(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
         logs.speak(options["verbosity"], options["log_format"])
