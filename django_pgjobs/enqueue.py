@@ -49,6 +49,9 @@ class JobSpec:
     # and waits ``debounce`` seconds more, instead of a new job (see _insert_debounced).
     debounce_key: str | None = None
     debounce: float | None = None
+    # Per-key concurrency: with the queue's key_concurrency N, at most N jobs of this
+    # key execute at once (sql/claim_keyed.sql). E.g. a customer or tenant id.
+    concurrency_key: str | None = None
 
 
 def build_job(spec: JobSpec, now: datetime) -> Job:
@@ -159,6 +162,7 @@ class JobBuilder:
             spec.on_dependency_failure,
             spec.debounce_key,
             spec.debounce,
+            spec.concurrency_key,
             # 1, 1.0 and True are equal keys: each type is checked on its own.
             type(spec.priority),
             type(spec.max_attempts),
@@ -220,6 +224,8 @@ class JobBuilder:
         if spec.debounce_key is not None or spec.debounce is not None:
             flags["debounce"] = _debounce(spec, registered)
             run_at = now + timedelta(seconds=flags["debounce"]["seconds"])
+        if spec.concurrency_key is not None:
+            flags["concurrency_key"] = limits.text(spec.concurrency_key, "concurrency_key")
         if spec.pass_results:
             flags["pass_results"] = True
         if spec.on_dependency_failure != "cancel":

@@ -121,6 +121,12 @@ class Queue(models.Model):
     backoff_jitter = models.FloatField(null=True, blank=True, help_text="Fraction, 0..1.")
     rate_limit = rate_limit_field("jobs of this queue")
     rate_period = rate_period_field()
+    key_concurrency = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Most jobs of one concurrency_key executing at once across all workers "
+        "(other keys' jobs run meanwhile); empty = no limit per key.",
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -132,6 +138,10 @@ class Queue(models.Model):
             models.CheckConstraint(
                 condition=Q(max_attempts__isnull=True) | Q(max_attempts__gte=1),
                 name="pgjobs_queue_max_attempts_positive",
+            ),
+            models.CheckConstraint(
+                condition=Q(key_concurrency__isnull=True) | Q(key_concurrency__gte=1),
+                name="pgjobs_queue_key_concurrency_positive",
             ),
             # A worker computes a failed job's retry from these (NaN or a delay past
             # year 9999 would fail it): the limits of backoff.Backoff.
@@ -401,6 +411,7 @@ class Job(models.Model):
         meta: dict[str, Any] | None = None,
         debounce_key: str | None = None,
         debounce: float | None = None,
+        concurrency_key: str | None = None,
     ) -> Job:
         """Insert one job in the caller's transaction and return it."""
         from .enqueue import JobSpec, insert_jobs
@@ -422,6 +433,7 @@ class Job(models.Model):
             meta=meta or {},
             debounce_key=debounce_key,
             debounce=debounce,
+            concurrency_key=concurrency_key,
         )
         return insert_jobs([spec])[0]
 

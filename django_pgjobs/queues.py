@@ -52,6 +52,7 @@ OPTIONS: dict[str, Callable[[Any, str], Any]] = {
     "backoff_jitter": limits.fraction,
     "rate_limit": limits.rate_limit,
     "rate_period": limits.rate_period,
+    "key_concurrency": lambda value, field: limits.whole_number(value, field, 1, 2**31 - 1),
 }
 #: Options whose None means "no limit" or "the default".
 OPTIONAL = frozenset(OPTIONS) - {
@@ -62,7 +63,7 @@ OPTIONAL = frozenset(OPTIONS) - {
     "rate_period",
 }
 #: Options that limit how jobs start: claims of such a queue take turns (lock_queue.sql).
-FLOW_LIMITS = ("rate_limit",)
+FLOW_LIMITS = ("rate_limit", "key_concurrency")
 
 
 def check_options(name: object, options: dict[str, Any]) -> None:

@@ -252,9 +252,14 @@ class Worker:
             config = locked[0]
             if config["blocking"]:
                 return db.fetch_jobs("claim_blocking", params, self.using)
-            params = {**params, "concurrency": config["concurrency"], "started_at": params["now"]}
+            params = {
+                **params,
+                "concurrency": config["concurrency"],
+                "key_concurrency": config["key_concurrency"],
+                "started_at": params["now"],
+            }
             if config["rate_limit"] is None:
-                return db.fetch_jobs("claim_limited", params, self.using)
+                return db.fetch_jobs(_limited_claim(config), params, self.using)
             return self._claim_rated(params, config)
 
     def _claim_rated(self, params: dict, config: dict) -> list[Job]:
@@ -265,7 +270,7 @@ class Worker:
         wanted = min(params["limit"], window.left)
         claimed = (
             db.fetch_jobs(
-                "claim_limited",
+                _limited_claim(config),
                 {**params, "limit": wanted, "started_at": window.now},
                 self.using,
             )
@@ -790,6 +795,12 @@ class Worker:
             self.record.pk if self.record else "-",
             logs.in_words(self.stats),
         )
+
+
+def _limited_claim(config: dict) -> str:
+    """The claim statement of a limited queue: with a per-key limit, the one that
+    counts each key's executing jobs (claim_keyed.sql), else claim_limited.sql."""
+    return "claim_keyed" if config.get("key_concurrency") else "claim_limited"
 
 
 def _discard(changes: Iterable[events.Change]) -> None:

@@ -314,6 +314,7 @@ MIGRATIONS_AFTER_SQUASH = [
     "0008_unique_keys_per_queue",
     "0009_debounce_index",
     "0010_connector_throttled_until",
+    "0011_queue_key_concurrency",
 ]
 
 

@@ -76,7 +76,8 @@ class QueueAdmin(OperatorAdmin):
     actions = ("pause_queues", "resume_queues")
     change_list_template = "admin/pgjobs/queue/change_list.html"
     fieldsets = (
-        (None, {"fields": ("name", "paused", "blocking", "concurrency", "priority")}),
+        (None, {"fields": ("name", "paused", "blocking", "concurrency", "key_concurrency",
+                           "priority")}),
         (
             "Retries",
             {"fields": ("max_attempts", "backoff_strategy", "backoff_base", "backoff_max",
@@ -105,17 +106,24 @@ class QueueAdmin(OperatorAdmin):
     def get_readonly_fields(self, request: HttpRequest, obj: Queue | None = None) -> tuple:
         return ("name",) if obj else ()  # jobs refer to queues by name
 
-    @admin.display(description="rate limit")
+    @admin.display(description="limits")
     def limits(self, queue: Queue) -> str:
-        """The queue's rate limit, and how much of it the last period used."""
+        """The queue's rate limit, how much of it the last period used, and its
+        per-key limit."""
+        per_key = (
+            format_html('<div class="pgjobs-muted">{} per key at once</div>', queue.key_concurrency)
+            if queue.key_concurrency
+            else ""
+        )
         if queue.rate_limit is None:
-            return "—"
+            return per_key or "—"
         return format_html(
-            '{}<div class="pgjobs-muted" data-pgjobs-rate="{}">{} in the last {}</div>',
+            '{}<div class="pgjobs-muted" data-pgjobs-rate="{}">{} in the last {}</div>{}',
             ratelimits.describe(queue.rate_limit, queue.rate_period),
             queue.name,
             getattr(queue, "rate_used", 0),
             ratelimits.period_text(queue.rate_period),
+            per_key,
         )
 
     @admin.display(description="oldest due job waiting")
