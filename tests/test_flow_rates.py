@@ -154,9 +154,14 @@ def test_a_connector_rate_limit_holds_across_worker_processes(worker_process, ht
 
     assert len(http_peer.received) == count
     assert set(Job.objects.values_list("attempt", flat=True)) == {1}, "waiting burns no attempt"
-    # The starts are limited; their requests follow within milliseconds.
+    # The starts are limited (by the database's clock, exactly); each request follows
+    # its start within milliseconds on an idle host, but on a loaded one (CI: two
+    # cores, the suite, PostgreSQL and two workers) a thread can be held for a quarter
+    # of a second between its start and its request, which bunched arrivals of
+    # neighbouring windows. So: at most 3 in any 0.7 s, and 15 calls take 4 s or more.
     arrivals = [datetime.fromtimestamp(r.at, tz=UTC) for r in http_peer.received]
-    assert most_in_any_window(arrivals, 0.9) <= 3
+    assert most_in_any_window(arrivals, 0.7) <= 3
+    assert (max(arrivals) - min(arrivals)).total_seconds() >= count / 3 - 1
     snoozed = Job.objects.filter(meta__snoozed__isnull=False).first()
     assert "is at its rate limit (3 per 1 s)" in snoozed.meta["snoozed"]["reason"]
 
