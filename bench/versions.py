@@ -36,8 +36,9 @@ def measure(checkout: Path, jobs: int, each: int) -> dict[str, float]:
     if done.returncode:
         raise SystemExit(f"{checkout}: bench/run.py failed:\n{done.stdout[-2000:]}{done.stderr}")
     found = {}
+    output = done.stdout + done.stderr  # the runner's progress lines go to stderr
     for name, (pattern, pick) in FIGURES.items():
-        match = re.search(pattern, done.stdout)
+        match = re.search(pattern, output)
         if match is None:
             raise SystemExit(f"{checkout}: no {name} in:\n{done.stdout[-2000:]}")
         found[name] = float(pick(ast.literal_eval(match.group(1))))
