@@ -24,7 +24,8 @@ from psycopg import sql
 from django_pgjobs import __version__, db
 from tests import conftest
 
-pytestmark = [pytest.mark.slow]
+# Alone: python -m pytest -m first_contact
+pytestmark = [pytest.mark.slow, pytest.mark.first_contact]
 
 ROOT = conftest.ROOT
 
@@ -230,3 +231,17 @@ def test_the_readme_shows_what_this_test_does():
     assert 'pip install ./django-pgjobs "psycopg[binary]"' in readme
     assert '"django_pgjobs"' in readme and '"ENGINE": "django.db.backends.postgresql"' in readme
     assert "python manage.py runworker --burst" in readme
+
+
+def test_the_postgresql_versions_stated_are_the_djangos_own_minimums():
+    # Django refuses a server older than its minimum on connecting: the docs must not
+    # promise one (they once said 13, which neither Django 5.2 nor 6 accepts).
+    import django
+    from django.db import connection
+
+    stated = {5: 14, 6: 15}
+    assert connection.features.minimum_database_version == (stated[django.VERSION[0]],)
+    index = " ".join((ROOT / "docs" / "index.md").read_text().split())
+    assert "PostgreSQL 14 or later with Django 5.2, 15 or later with Django 6" in index
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert "PostgreSQL 14+ with Django 5.2, 15+ with Django 6" in readme
