@@ -11,9 +11,12 @@ we add nothing then. Every record about a job carries ``job_id``, ``task``,
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import logging
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,7 +29,12 @@ jobs_logger = logging.getLogger("django_pgjobs.jobs")
 process_fields: dict[str, Any] = {}
 
 JOB_FIELDS = ("job_id", "task", "queue", "attempt")
-FIELDS = (*JOB_FIELDS, "worker_id", "scheduler_id")
+FIELDS = (*JOB_FIELDS, "worker_id", "scheduler_id", "token_id", "token_name")
+
+#: The API token of the request being served (id and name, never the secret).
+request_fields: contextvars.ContextVar[tuple[tuple[str, Any], ...]] = contextvars.ContextVar(
+    "pgjobs_request_fields", default=()
+)
 
 #: Django's verbosity -> (level of django_pgjobs, level of django_pgjobs.jobs).
 LEVELS = {
@@ -52,6 +60,9 @@ class AddFields(logging.Filter):
             if context is not None:
                 for key, value in job_fields(context.job).items():
                     setattr(record, key, value)
+        for key, value in request_fields.get():  # () outside an API request
+            if not hasattr(record, key):
+                setattr(record, key, value)
         for key, value in process_fields.items():
             if not hasattr(record, key):
                 setattr(record, key, value)
@@ -73,6 +84,16 @@ class JSONFormatter(logging.Formatter):
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
+
+
+@contextlib.contextmanager
+def api_token(token: Any) -> Iterator[None]:
+    """Records logged inside carry ``token_id`` and ``token_name`` (never the secret)."""
+    reset = request_fields.set((("token_id", token.pk), ("token_name", token.name)))
+    try:
+        yield
+    finally:
+        request_fields.reset(reset)
 
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(message)s"

@@ -6,6 +6,7 @@ call the library, shape the answer. Errors are JSON: ``{"error", "message",
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -16,7 +17,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 
-from .. import conf, payload, queues
+from .. import conf, logs, payload, queues
 from ..exceptions import (
     InvalidOption,
     InvalidQueueName,
@@ -34,6 +35,8 @@ from .tokens import TokenRefused, authenticate
 from .validation import Invalid, parse_enqueue, parse_json_object, parse_run
 
 View = Callable[..., HttpResponse]
+
+logger = logging.getLogger(__name__)
 
 
 def error(status: int, code: str, message: str, **extra: Any) -> JsonResponse:
@@ -60,7 +63,8 @@ def api_view(method: str, permission: str) -> Callable[[View], View]:
             if not getattr(token, permission):
                 return error(403, "forbidden", f"this token does not have {permission}")
             try:
-                return view(request, token, *args, **kwargs)
+                with logs.api_token(token):
+                    return view(request, token, *args, **kwargs)
             except Invalid as invalid:
                 return error(400, "invalid", str(invalid), fields=invalid.fields)
 
@@ -148,6 +152,15 @@ def enqueue(request: HttpRequest, token: ApiToken) -> HttpResponse:
     except (InvalidOption, PayloadError) as bad:  # an option the task gives, say
         raise Invalid({bad.field or "args": str(bad)}) from None
     duplicate = getattr(job, "is_duplicate", False)
+    logger.info(
+        "api: job %s (%s) %s on queue %s by token %s",
+        job.pk,
+        job.task,
+        "already there (duplicate)" if duplicate else "enqueued",
+        job.queue,
+        token.name,
+        extra=logs.job_fields(job),
+    )
     response = JsonResponse(
         {**job_json(job), "duplicate": duplicate}, status=200 if duplicate else 201
     )
@@ -182,6 +195,7 @@ def run(request: HttpRequest, token: ApiToken) -> HttpResponse:
     report = run_due(
         names, states=wanted.states, limit=wanted.limit, max_seconds=wanted.max_seconds
     )
+    logger.info("api: token %s ran %s job(s)", token.name, len(report.jobs))
     return JsonResponse(
         {
             "ran": len(report.jobs),
