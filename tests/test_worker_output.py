@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -95,3 +96,33 @@ def test_a_project_that_configures_logging_keeps_it():
         timeout=120,
     )
     assert " INFO django_pgjobs.worker: django-pgjobs " in result.stderr  # its own format
+
+
+def test_processes_children_print_one_start_line_each(tmp_path):
+    done = add.enqueue(1, 2)
+    log = tmp_path / "stderr"
+    env = {**os.environ, **conftest.test_database_env(), "PGJOBS_TEST_NO_LOGGING": "1"}
+    with log.open("w") as err:
+        supervisor = subprocess.Popen(
+            [sys.executable, "manage.py", "runworker", "--processes", "2"],
+            cwd=conftest.ROOT,
+            env=env,
+            stderr=err,
+        )
+        try:
+            conftest.wait_until(lambda: log.read_text().count(" started: database ") >= 2, 60)
+            conftest.wait_until(lambda: Job.objects.get(pk=done.pk).state == "completed", 30)
+        finally:
+            supervisor.send_signal(signal.SIGINT)
+            try:
+                code = supervisor.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                supervisor.kill()  # never leave a worker behind
+                raise
+    assert code == 0
+    lines = log.read_text().splitlines()
+    starts = [line for line in lines if " started: database " in line]
+    assert len(starts) == 2  # one per child, none from the supervisor, none twice
+    assert len({line.split(" pid ")[1] for line in starts}) == 2
+    stops = [line for line in lines if " stopped: " in line]
+    assert len(stops) == 2 and any("1 completed" in line for line in stops)
