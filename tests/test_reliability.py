@@ -334,7 +334,11 @@ def test_with_auto_prefetch_poison_jobs_still_hurt_no_bystander(worker_process, 
     wait(lambda: not normal.exclude(state=JobState.COMPLETED).exists(), timeout=120)
     assert supervisor.stop() == 0, supervisor.output()[-3000:]
     for job in poisons:
-        assert job.attempt == 3, (job.args, job.errors)
-        assert [e["error"] for e in job.errors[-3:]] == [POISONS[job.args[0]]] * 3
+        # Discarded: after three deaths alone, each an attempt, or (rarely) by rescue
+        # after more crashes than attempts of workers that merely held it (a suspect
+        # can be prefetched), which are recorded but never counted as attempts.
+        assert job.state == JobState.DISCARDED and job.attempt <= 3, (job.args, job.errors)
+        alone = [e["error"] for e in job.errors if e["error"] == POISONS[job.args[0]]]
+        assert len(alone) == job.attempt, job.errors
     assert set(Run.objects.values_list("tag", flat=True)) == {f"n{n}" for n in range(300)}
     assert not normal.exclude(attempt=1).exists()
