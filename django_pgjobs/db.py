@@ -47,7 +47,8 @@ PREPARABLE = frozenset({"publish", "publish_now", "queue_configs"})
 
 def prepare_on_this_thread() -> None:
     """Run this thread's statements on a server-binding cursor of its own, and
-    its ``PREPARABLE`` ones as server-side prepared statements.
+    its ``PREPARABLE`` ones as server-side prepared statements if the connection
+    prepares at all (Django's default, ``prepare_threshold`` None, never does).
 
     For a worker's own threads (claim loop, completer, publisher): they run the
     same few statements all day. Only there: a worker holds a session of its
@@ -63,13 +64,35 @@ def _run(name: str, params: dict[str, Any], using: str) -> tuple[list[str], list
         connection.ensure_connection()
         with connection.wrap_database_errors:
             cursor = _prepared_cursor(connection.connection)
-            cursor.execute(statement(name), params, prepare=name in PREPARABLE)
+            try:
+                cursor.execute(statement(name), params, prepare=name in PREPARABLE)
+            except PREPARED_ELSEWHERE as error:
+                raise psycopg.OperationalError(_prepared_elsewhere(name, error)) from error
             columns = _column_names(cursor)
             return columns, _fetch_all(cursor) if columns else []
     with connection.cursor() as cursor:
         cursor.execute(statement(name), params)
         columns = _column_names(cursor.cursor)
         return columns, _fetch_all(cursor.cursor) if columns else []
+
+
+#: What a prepared statement raises when its transaction runs on another server
+#: connection than the one that prepared it: a pooler in transaction mode.
+PREPARED_ELSEWHERE = (
+    psycopg.errors.InvalidSqlStatementName,
+    psycopg.errors.DuplicatePreparedStatement,
+)
+
+
+def _prepared_elsewhere(name: str, error: Exception) -> str:
+    return (
+        f"statement {name!r}: {error}. A statement prepared on one server connection "
+        "was missing on, or clashed with another on, the next: the connection goes "
+        "through a pooler in transaction mode (PgBouncer before 1.21, or without "
+        "max_prepared_statements) while its DATABASES OPTIONS set prepare_threshold. "
+        "Remove prepare_threshold (Django's default: no prepared statements); "
+        "see docs/howto/pgbouncer.md."
+    )
 
 
 def _fetch_all(cursor: psycopg.Cursor) -> list[tuple]:

@@ -896,6 +896,31 @@ class Connector(models.Model):
         self.set_secrets(current)
 
 
+class ConnectorSlot(models.Model):
+    """One concurrency slot of a connector, taken by the job that runs with it.
+
+    A slot is held while its row names a job that still executes under the same
+    lease: a worker that dies frees its slots when its jobs are rescued, with no
+    session state (works behind PgBouncer in transaction mode; connectors/runtime.py).
+    """
+
+    connector = models.ForeignKey(Connector, on_delete=models.CASCADE, related_name="+")
+    slot = models.PositiveIntegerField()
+    # No foreign key: a pruned job's row is a free slot, reused by the next taker.
+    job_id = models.BigIntegerField()
+    lease = models.UUIDField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["connector", "slot"], name="pgjobs_connectorslot_one_per_slot"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"slot {self.slot} of connector {self.connector_id}: job {self.job_id}"
+
+
 class TimesField(models.Field):
     """A ``timestamptz[]`` column, read and written as a list of aware datetimes
     (``django.contrib.postgres``' ArrayField would need that app installed)."""

@@ -34,6 +34,15 @@ if "SECOND_DATABASE_URL" in env.ENVIRON:
 # tests/test_liveness.py routes it through a proxy, or at another database.
 if "LISTEN_DATABASE_URL" in env.ENVIRON:
     DATABASES["listen"] = env.db("LISTEN_DATABASE_URL")
+# Behind PgBouncer in transaction mode (`./dev test` runs the worker tests so):
+# DATABASE_URL is PgBouncer, DIRECT_DATABASE_URL the same server without it, for
+# LISTEN alone (docs/howto/pgbouncer.md). Its test database is default's.
+BEHIND_PGBOUNCER = "DIRECT_DATABASE_URL" in env.ENVIRON
+if BEHIND_PGBOUNCER:
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
+    DATABASES.setdefault("listen", env.db("DIRECT_DATABASE_URL"))
+    DATABASES["listen"]["HOST"] = unquote(DATABASES["listen"]["HOST"])
+    DATABASES["listen"]["TEST"] = {"MIRROR": "default"}
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -99,7 +108,7 @@ PGJOBS = {
     "HEARTBEAT_INTERVAL": env.float("PGJOBS_HEARTBEAT_INTERVAL", default=5.0),
     "WORKER_STALE_AFTER": env.float("PGJOBS_WORKER_STALE_AFTER", default=60.0),
     "RESCUE_INTERVAL": env.float("PGJOBS_RESCUE_INTERVAL", default=30.0),
-    "LISTEN_DATABASE": "listen" if "LISTEN_DATABASE_URL" in env.ENVIRON else None,
+    "LISTEN_DATABASE": "listen" if "listen" in DATABASES else None,
     # Hooks around execution and enqueue (docs/operations.md#middleware); tests set
     # them for their worker processes through the environment.
     "MIDDLEWARE": env.list("PGJOBS_MIDDLEWARE", default=[]),

@@ -73,8 +73,12 @@ def worker(db: None) -> Worker:
 
 @pytest.fixture
 def second_connection(transactional_db: None) -> Iterator[psycopg.Connection]:
-    """A raw connection to the test database, separate from Django's."""
-    conn = psycopg.connect(**db.connection_params(), autocommit=True)
+    """A raw connection to the test database, separate from Django's (tests LISTEN
+    on it: behind PgBouncer, straight to PostgreSQL, as LISTEN_DATABASE)."""
+    behind_pgbouncer = "DIRECT_DATABASE_URL" in os.environ
+    conn = psycopg.connect(
+        **db.connection_params("listen" if behind_pgbouncer else None), autocommit=True
+    )
     yield conn
     conn.close()
 
@@ -153,13 +157,36 @@ class WorkerProcess:
 
 def test_database_env() -> dict[str, str]:
     """Environment that points a child process at the test database."""
-    settings = connection.settings_dict
+    env = {"DATABASE_URL": database_url(connection.settings_dict), "PYTHONUNBUFFERED": "1"}
+    if "DIRECT_DATABASE_URL" in os.environ:  # behind PgBouncer: LISTEN goes direct
+        from django.db import connections
+
+        env["DIRECT_DATABASE_URL"] = database_url(connections["listen"].settings_dict)
+    return env
+
+
+def database_url(settings: dict[str, Any]) -> str:
     user = quote(settings["USER"] or "", safe="")
     password = quote(settings["PASSWORD"] or "", safe="")
     credentials = f"{user}:{password}@" if password else f"{user}@"
     host = quote(settings["HOST"] or "", safe="")  # a socket directory is a path
-    url = f"postgres://{credentials}{host}:{settings['PORT'] or 5432}/{settings['NAME']}"
-    return {"DATABASE_URL": url, "PYTHONUNBUFFERED": "1"}
+    return f"postgres://{credentials}{host}:{settings['PORT'] or 5432}/{settings['NAME']}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def pgbouncer_lets_go_of_the_test_database(django_db_setup: None) -> Iterator[None]:
+    """Behind PgBouncer its idle server connections hold the test database open,
+    and dropping it would fail: end them first (this runs before the drop)."""
+    yield
+    if "DIRECT_DATABASE_URL" not in os.environ:
+        return
+    name = connection.settings_dict["NAME"]
+    with psycopg.connect(os.environ["DIRECT_DATABASE_URL"], autocommit=True) as direct:
+        direct.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = %s AND pid <> pg_backend_pid()",
+            [name],
+        )
 
 
 @pytest.fixture

@@ -405,11 +405,11 @@ def test_run_interrupts_a_sync_job_past_its_timeout(client, token):
     assert "JobTimeout" in Job.objects.get(pk=job.pk).errors[0]["error"]
 
 
-def test_run_puts_back_a_job_whose_connector_is_busy(client, token, second_connection):
-    from django_pgjobs.connectors.runtime import slot_key
+def test_run_puts_back_a_job_whose_connector_is_busy(client, token):
+    from tests.test_connector_concurrency import occupy
 
     hook = ConnectorFactory(name="hook", concurrency=1)
-    second_connection.execute("SELECT pg_advisory_lock(%s)", [slot_key(hook.pk, 0)])
+    occupy(hook)
     job = Job.enqueue("django_pgjobs.connectors.tasks.call", connector="hook")
     report = post(client, "/jobs/run", None, token).json()
     assert report["outcomes"] == {"scheduled": 1}

@@ -1,61 +1,73 @@
-"""A connector's concurrency limit holds across connections and worker processes."""
+"""A connector's concurrency limit holds across connections and worker processes
+(also behind PgBouncer in transaction mode: `./dev test` runs this file through it)."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-import psycopg
 import pytest
 from django.db import connection
 from django.utils import timezone
 
 from django_pgjobs import Job, db, transitions
-from django_pgjobs.connectors.runtime import release_slot, slot_key, take_slot
+from django_pgjobs.connectors.runtime import lock_key, release_slot, take_slot
+from django_pgjobs.models import ConnectorSlot
 from django_pgjobs.states import JobState
-from tests.conftest import wait_until
 from tests.factories import ConnectorFactory, JobFactory
 
 CALL = "django_pgjobs.connectors.tasks.call"
 
 
-def advisory_locks_held(conn: psycopg.Connection) -> int:
-    return conn.execute(
-        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
-    ).fetchone()[0]
+def occupy(connector: object, slot: int = 0) -> Job:
+    """A job that executes holding ``slot`` of ``connector``, as a worker elsewhere."""
+    job = JobFactory(executing=True)
+    ConnectorSlot.objects.create(connector=connector, slot=slot, job_id=job.pk, lease=job.lease)
+    return job
 
 
 @pytest.mark.django_db(transaction=True)
-def test_slots_are_shared_by_all_connections_and_freed_when_one_closes(second_connection):
-    base = slot_key(7, 0)
-    statement = db.statement("connector_take_slot")
-    other = psycopg.connect(**db.connection_params(), autocommit=True)
+def test_slots_are_shared_by_all_connections_and_freed_when_their_job_stops_executing(
+    second_connection,
+):
+    hook = ConnectorFactory(name="hook", concurrency=2)
+    first, second, third = (JobFactory(executing=True) for _ in range(3))
 
-    assert take_slot(7, 2) is not None
-    theirs = second_connection.execute(statement, {"slots": 2, "base": base}).fetchone()
-    assert theirs is not None and advisory_locks_held(second_connection) == 1
-    assert other.execute(statement, {"slots": 2, "base": base}).fetchone() is None
+    assert take_slot(hook.pk, 2, first.pk, first.lease) == 0
+    lock = db.statement("connector_lock_slots")
+    take = db.statement("connector_take_slot")
+    with second_connection.transaction():  # another worker's connection
+        second_connection.execute(lock, {"key": lock_key(hook.pk)})
+        row = second_connection.execute(
+            take, {"connector": hook.pk, "slots": 2, "job": second.pk, "lease": second.lease}
+        ).fetchone()
+    assert row == (1,)
+    assert take_slot(hook.pk, 2, third.pk, third.lease) is None
 
-    second_connection.close()  # a worker that dies gives its slot back with its connection
-    # The server ends the closed session (and frees its locks) a moment later.
-    wait_until(lambda: other.execute(statement, {"slots": 2, "base": base}).fetchone(), timeout=5)
-    other.close()
+    # Its worker died and the job was rescued: no release ran, yet the slot is free.
+    Job.objects.filter(pk=first.pk).update(state=JobState.AVAILABLE, lease=None, worker=None)
+    assert take_slot(hook.pk, 2, third.pk, third.lease) == 0
+    assert ConnectorSlot.objects.filter(connector=hook).count() == 2
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_released_slot_can_be_taken_again():
-    key = take_slot(8, 1)
-    assert key is not None and take_slot(8, 1) is not None, "session locks are re-entrant"
-    release_slot(key)
-    release_slot(key)
-    with connection.cursor() as cursor:
+def test_a_released_slot_can_be_taken_again_and_nothing_stays_in_the_session(caplog):
+    hook = ConnectorFactory(name="hook", concurrency=1)
+    job, other = JobFactory(executing=True), JobFactory(executing=True)
+    assert take_slot(hook.pk, 1, job.pk, job.lease) == 0
+    assert take_slot(hook.pk, 1, other.pk, other.lease) is None, "one slot, one holder"
+    release_slot(hook.pk, 0, job.lease)
+    release_slot(hook.pk, 0, job.lease)
+    assert "was no longer held" in caplog.text
+    assert take_slot(hook.pk, 1, other.pk, other.lease) == 0
+    with connection.cursor() as cursor:  # nothing a pooler in transaction mode would lose
         cursor.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
         assert cursor.fetchone()[0] == 0
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_job_whose_connector_is_busy_waits_without_using_an_attempt(worker, second_connection):
+def test_a_job_whose_connector_is_busy_waits_without_using_an_attempt(worker):
     hook = ConnectorFactory(name="hook", concurrency=1)
-    second_connection.execute("SELECT pg_advisory_lock(%s)", [slot_key(hook.pk, 0)])
+    holder = occupy(hook)
     job = Job.enqueue(CALL, connector="hook")
     now = timezone.now()
 
@@ -66,10 +78,11 @@ def test_a_job_whose_connector_is_busy_waits_without_using_an_attempt(worker, se
     assert job.run_at == now + timedelta(seconds=1.0)  # CONNECTOR_BUSY_DELAY
     assert worker.drain(now=now) == {}, "it waits for its run_at"
 
-    second_connection.execute("SELECT pg_advisory_unlock_all()")
+    Job.objects.filter(pk=holder.pk).update(state=JobState.COMPLETED, lease=None, worker=None)
     assert worker.drain(now=job.run_at) == {"retryable": 1}  # ran (port 9 refuses)
     job.refresh_from_db()
     assert job.attempt == 1
+    assert not ConnectorSlot.objects.filter(job_id=job.pk).exists(), "released after the run"
 
 
 @pytest.mark.django_db

@@ -4,8 +4,11 @@ The hook in ``execution.call_task`` is ``attached(context)`` around the call and
 ``injected(func, context)`` for its keyword arguments.
 
 Concurrency across workers: a connector with ``concurrency = N`` has N slots,
-each a session-level advisory lock taken on the job thread's own database
-connection for as long as the task runs. No free slot: ``ConnectorBusy``, and
+rows of ``ConnectorSlot``. A job takes one (sql/connector_take_slot.sql) before
+its task runs and deletes its row after; a slot whose row names a job no longer
+executing under that lease is free, so a worker that dies gives its slots back
+when its jobs are rescued. No session state (locks, prepared statements): it
+holds behind PgBouncer in transaction mode. No free slot: ``ConnectorBusy``, and
 ``execution`` puts the job back (``transitions.snooze``) to try again
 ``CONNECTOR_BUSY_DELAY`` seconds later, its attempt not counted.
 
@@ -27,7 +30,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from django.db import DatabaseError
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from .. import conf, db, ratelimits
@@ -36,34 +39,51 @@ from .errors import ConnectorBusy
 
 logger = logging.getLogger(__name__)
 
-#: Advisory lock keys of slots: this namespace in the top 16 bits ("pj"), the
-#: connector id in the next 32, the slot number in the last 16.
+#: Advisory lock keys (transaction-level) of slot takers: this namespace in the top
+#: 16 bits ("pj"), the connector id in the next 32, zero in the last 16.
 LOCK_NAMESPACE = 0x706A << 48
 MAX_SLOTS = 0xFFFF
 
 
-def slot_key(connector_id: int, slot: int) -> int:
-    return LOCK_NAMESPACE + (connector_id << 16) + slot
+def lock_key(connector_id: int) -> int:
+    return LOCK_NAMESPACE + (connector_id << 16)
 
 
-def take_slot(connector_id: int, slots: int, using: str | None = None) -> int | None:
-    """The key of a slot now held by this connection, or None if all are taken."""
-    base = slot_key(connector_id, 0)
-    rows = db.fetch_dicts(
-        "connector_take_slot", {"slots": min(slots, MAX_SLOTS), "base": base}, using
-    )
-    return base + rows[0]["slot"] if rows else None
+def take_slot(
+    connector_id: int, slots: int, job_id: int, lease: Any, using: str | None = None
+) -> int | None:
+    """The slot now held by job ``job_id`` under ``lease``, or None if all are taken."""
+    using = using or conf.get("DATABASE")
+    with transaction.atomic(using=using):
+        db.fetch_dicts("connector_lock_slots", {"key": lock_key(connector_id)}, using)
+        rows = db.fetch_dicts(
+            "connector_take_slot",
+            {
+                "connector": connector_id,
+                "slots": min(slots, MAX_SLOTS),
+                "job": job_id,
+                "lease": lease,
+            },
+            using,
+        )
+    return rows[0]["slot"] if rows else None
 
 
-def release_slot(key: int, using: str | None = None) -> None:
+def release_slot(connector_id: int, slot: int, lease: Any, using: str | None = None) -> None:
+    from ..models import ConnectorSlot
+
     try:
-        released = db.fetch_dicts("connector_release_slot", {"key": key}, using)[0]["released"]
+        deleted, _ = (
+            ConnectorSlot.objects.using(using or conf.get("DATABASE"))
+            .filter(connector_id=connector_id, slot=slot, lease=lease)
+            .delete()
+        )
     except DatabaseError as error:
-        # The connection broke; PostgreSQL released its locks when it ended.
-        logger.warning("could not release connector slot %s: %s", key, error)
+        # The slot frees itself once the job no longer executes under this lease.
+        logger.warning("could not release slot %s of connector %s: %s", slot, connector_id, error)
         return
-    if not released:
-        logger.warning("connector slot %s was no longer held (connection replaced?)", key)
+    if not deleted:
+        logger.warning("slot %s of connector %s was no longer held", slot, connector_id)
 
 
 @contextmanager
@@ -84,8 +104,13 @@ def attached(context: JobContext) -> Iterator[None]:
         raise UnknownConnector(name)
     resolved = build(stored)  # before the slot: a misconfigured connector holds none
     _wait_if_throttled(stored)
-    key = take_slot(stored.pk, stored.concurrency, using) if stored.concurrency else None
-    if stored.concurrency and key is None:
+    job = context.job
+    slot = (
+        take_slot(stored.pk, stored.concurrency, job.pk, job.lease, using)
+        if stored.concurrency
+        else None
+    )
+    if stored.concurrency and slot is None:
         raise ConnectorBusy(name, conf.get("CONNECTOR_BUSY_DELAY"))
     try:
         if stored.rate_limit is not None:  # a start under it: after the slot, never wasted
@@ -93,8 +118,8 @@ def attached(context: JobContext) -> Iterator[None]:
         context.connector = resolved
         yield
     finally:
-        if key is not None:
-            release_slot(key, using)
+        if slot is not None:
+            release_slot(stored.pk, slot, job.lease, using)
 
 
 def _wait_if_throttled(stored: Any) -> None:

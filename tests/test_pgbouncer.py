@@ -1,0 +1,117 @@
+"""Behind PgBouncer in transaction mode: what breaks with session state, and the
+settings that avoid it (docs/howto/pgbouncer.md). `./dev test` runs this file, and
+the worker tests, through a real PgBouncer; the tests marked so need it."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+import pytest
+from django.db import DatabaseError, connection, connections
+
+from django_pgjobs import db
+
+behind_pgbouncer = pytest.mark.skipif(
+    "DIRECT_DATABASE_URL" not in os.environ, reason="needs PgBouncer (./dev test runs it)"
+)
+
+
+def on_a_worker_thread(work: Callable[[], Any]) -> Any:
+    """``work()`` on a thread that prepares statements as a worker's threads do."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        db.prepare_on_this_thread()
+        try:
+            outcome["value"] = work()
+        except Exception as error:  # handed to the test
+            outcome["error"] = error
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(30)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def prepared_statements() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_prepared_statements")
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("threshold", [None, 5])
+def test_a_worker_thread_prepares_only_if_the_connection_prepares_at_all(settings, threshold):
+    """Django's default (prepare_threshold None) prepares nothing: fit for PgBouncer
+    in transaction mode. Set in OPTIONS, the worker's threads prepare a few statements."""
+    settings.DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = threshold
+
+    def work() -> int:
+        db.fetch_dicts("queue_configs", {"queues": ["default"]})
+        with connection.cursor() as cursor:  # this thread's own connection
+            cursor.execute("SELECT count(*) FROM pg_prepared_statements")
+            return cursor.fetchone()[0]
+
+    try:
+        assert on_a_worker_thread(work) == (0 if threshold is None else 1)
+    finally:
+        settings.DATABASES["default"]["OPTIONS"].pop("prepare_threshold")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_prepared_statement_gone_from_the_session_is_an_error_that_says_why():
+    def work() -> None:
+        connection.ensure_connection()
+        connection.connection.prepare_threshold = 5  # as OPTIONS would set it
+        db.fetch_dicts("queue_configs", {"queues": ["default"]})
+        # What a pooler in transaction mode does: the next transaction runs on
+        # another server connection, where the statement was never prepared.
+        with connection.cursor() as cursor:  # by name: psycopg notices DEALLOCATE ALL
+            cursor.execute("SELECT name FROM pg_prepared_statements")
+            cursor.execute(f"DEALLOCATE {cursor.fetchone()[0]}")
+        db.fetch_dicts("queue_configs", {"queues": ["default"]})
+
+    with pytest.raises(DatabaseError, match=r"pooler in transaction mode.*prepare_threshold"):
+        on_a_worker_thread(work)
+
+
+@behind_pgbouncer
+@pytest.mark.django_db(transaction=True)
+def test_session_state_leaks_between_clients_of_pgbouncer():
+    """Why pgjobs keeps nothing in the session: two clients, one server connection.
+    A session-level advisory lock (the old connector slots) held by one client is
+    re-entered by the other, and a prepared statement of one clashes with the other's."""
+    params = db.connection_params()
+    with psycopg.connect(**params, autocommit=True) as one:
+        one.execute("DEALLOCATE ALL")  # what earlier tests' clients left on it
+        pid = one.execute("SELECT pg_backend_pid()").fetchone()[0]
+        assert one.execute("SELECT pg_try_advisory_lock(42)").fetchone()[0]
+        one.execute("SELECT 1", prepare=True)  # psycopg's name: _pg3_0
+        with psycopg.connect(**params, autocommit=True) as two:
+            # Idle, one's server connection is the next one lent (PgBouncer reuses
+            # the last released first).
+            assert two.execute("SELECT pg_backend_pid()").fetchone()[0] == pid
+            assert two.execute("SELECT pg_try_advisory_lock(42)").fetchone()[0], (
+                "a second holder of the same lock: a concurrency limit of 1 exceeded"
+            )
+            with pytest.raises(psycopg.errors.DuplicatePreparedStatement):
+                two.execute("SELECT 2", prepare=True)
+            two.execute("SELECT pg_advisory_unlock_all()")
+            two.execute("DEALLOCATE ALL")
+
+
+@behind_pgbouncer
+def test_the_suite_runs_through_pgbouncer_and_listens_directly():
+    from django.conf import settings
+
+    assert settings.DATABASES["default"]["PORT"] != settings.DATABASES["listen"]["PORT"]
+    assert settings.PGJOBS["LISTEN_DATABASE"] == "listen"
+    assert not settings.DATABASES["default"].get("OPTIONS", {}).get("prepare_threshold")
