@@ -315,6 +315,7 @@ MIGRATIONS_AFTER_SQUASH = [
     "0009_debounce_index",
     "0010_connector_throttled_until",
     "0011_queue_key_concurrency",
+    "0012_connector_slots",
 ]
 
 
