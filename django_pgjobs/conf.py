@@ -6,6 +6,7 @@ reported by the system check in ``checks.py`` so a typo fails loudly at start.
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 from django.conf import settings as django_settings
@@ -40,6 +41,10 @@ DEFAULTS: dict[str, Any] = {
     # differ from DATABASE: a direct connection, where DATABASE goes through PgBouncer
     # in transaction mode (which makes LISTEN inert). None: DATABASE.
     "LISTEN_DATABASE": None,
+    # The host name workers and schedulers record (the Worker processes page, their
+    # connections' application_name, `pgjobs health`'s default --host). None: the
+    # machine's hostname. Set it where hosts share one: containers on the host network.
+    "HOST_NAME": None,
     # Seconds between passes of a worker's rescue of jobs held by dead workers.
     "RESCUE_INTERVAL": 30.0,
     # Seconds a stopping worker waits for running jobs before handing them back.
@@ -97,6 +102,7 @@ TYPES: dict[str, type | tuple[type, ...]] = {
     "SHUTDOWN_TIMEOUT": (int, float),
     "RESCUE_INTERVAL": (int, float),
     "LISTEN_DATABASE": (str, type(None)),
+    "HOST_NAME": (str, type(None)),
     "MAX_PAYLOAD_BYTES": int,
     "EVENTS": bool,
     "TASK_MODULES": (list, tuple),
@@ -123,3 +129,9 @@ def get(key: str) -> Any:
     if key == "BACKOFF":
         return {**DEFAULTS["BACKOFF"], **value}
     return value
+
+
+def host_name() -> str:
+    """The name of this host, as workers and schedulers record it: ``HOST_NAME``, else
+    the machine's hostname (in a container, its own: a pod's name)."""
+    return get("HOST_NAME") or socket.gethostname()

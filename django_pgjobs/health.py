@@ -7,7 +7,6 @@ every few seconds costs the database next to nothing.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
@@ -62,7 +61,7 @@ def run_checks(
     checks.append(
         check_workers(
             now,
-            host or socket.gethostname(),
+            host or conf.host_name(),
             require=require_worker,
             stale_after=stale_after,
             using=using,

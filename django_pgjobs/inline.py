@@ -13,7 +13,6 @@ one that kills its process, it kills its child, not the caller.
 from __future__ import annotations
 
 import os
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -66,7 +65,7 @@ def run_due(
     worker = Worker(queues, concurrency=1, states=states, clock=clock)
     using = worker.using
     worker.record = WorkerProcess.objects.using(using).create(
-        host=socket.gethostname(),
+        host=conf.host_name(),
         pid=os.getpid(),
         queues=worker.queues,
         concurrency=1,

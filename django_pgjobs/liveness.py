@@ -15,13 +15,14 @@ import contextlib
 import logging
 import os
 import select
-import socket
 import sys
 import time
 from typing import Any
 
 import psycopg
 from django.db import connections
+
+from . import conf
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ def harden_connections(using: str, role: str) -> str:
     options = connections.settings[using].setdefault("OPTIONS", {})
     for key, value in CONNECTION_OPTIONS.items():
         options.setdefault(key, value)
-    name = f"pgjobs {role} {socket.gethostname()}:{os.getpid()}"
+    name = f"pgjobs {role} {conf.host_name()}:{os.getpid()}"
     # PostgreSQL keeps 63 bytes of it; the pid at the end matters most.
     options.setdefault("application_name", name[-63:])
     # Connections already open keep their options (closing them here would break a

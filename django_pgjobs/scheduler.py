@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -161,7 +160,7 @@ class Scheduler:
 
     def _register(self, skew: float | None) -> SchedulerProcess:
         return SchedulerProcess.objects.using(self.using).create(
-            host=socket.gethostname(),
+            host=conf.host_name(),
             pid=os.getpid(),
             started_at=Now(),
             heartbeat_at=Now(),

@@ -13,7 +13,6 @@ import gc
 import logging
 import os
 import queue
-import socket
 import threading
 import time
 from collections import Counter
@@ -572,7 +571,7 @@ class Worker:
         middleware.chain()  # a bad entry fails here, not job by job
         sync_from_settings(self.using)
         self.record = WorkerProcess.objects.using(self.using).create(
-            host=socket.gethostname(),
+            host=conf.host_name(),
             pid=os.getpid(),
             queues=self.queues,
             concurrency=self.concurrency,

@@ -108,6 +108,8 @@ PGJOBS = {
     "HEARTBEAT_INTERVAL": env.float("PGJOBS_HEARTBEAT_INTERVAL", default=5.0),
     "WORKER_STALE_AFTER": env.float("PGJOBS_WORKER_STALE_AFTER", default=60.0),
     "RESCUE_INTERVAL": env.float("PGJOBS_RESCUE_INTERVAL", default=30.0),
+    # tests/test_many_hosts.py gives each simulated host's processes a name of its own.
+    "HOST_NAME": env.str("PGJOBS_HOST_NAME", default=None),
     "LISTEN_DATABASE": "listen" if "listen" in DATABASES else None,
     # Hooks around execution and enqueue (docs/operations.md#middleware); tests set
     # them for their worker processes through the environment.

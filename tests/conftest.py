@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -115,14 +115,21 @@ def thread_stacks() -> str:
 
 
 class WorkerProcess:
-    """A real ``manage.py runworker`` process against the test database."""
+    """A real ``manage.py runworker`` (or ``command``) process against the test database;
+    ``prefix`` runs it through another program (``ip netns exec ...``) that execs it."""
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
-        self.log = ROOT / ".pytest_cache" / f"worker-{os.getpid()}-{time.monotonic_ns()}.log"
+    def __init__(
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        command: str = "runworker",
+        prefix: Sequence[str] = (),
+    ) -> None:
+        self.log = ROOT / ".pytest_cache" / f"{command}-{os.getpid()}-{time.monotonic_ns()}.log"
         self.log.parent.mkdir(exist_ok=True)
         self._log_file = self.log.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "manage.py"), "runworker", *args],
+            [*prefix, sys.executable, str(ROOT / "manage.py"), command, *args],
             cwd=ROOT,
             env={**os.environ, **test_database_env(), **(env or {})},
             stdout=self._log_file,

@@ -37,9 +37,13 @@ class Pipe:
 
 
 class PgProxy:
-    def __init__(self, target: tuple[str, int] = ("127.0.0.1", 5432)) -> None:
+    def __init__(
+        self,
+        target: tuple[str, int] = ("127.0.0.1", 5432),
+        listen: tuple[str, int] = ("127.0.0.1", 0),
+    ) -> None:
         self.target = target
-        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener = socket.create_server(listen)
         self.port = self.listener.getsockname()[1]
         self.pipes: list[Pipe] = []
         self.swallow_new = False

@@ -1,4 +1,4 @@
-"""``manage.py stopworker ID [ID ...] | --all``: the kill switch, from a shell."""
+"""``manage.py stopworker ID [ID ...] | --host NAME | --all``: the kill switch, from a shell."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from django_pgjobs import db
 from django_pgjobs.models import WorkerProcess
 from django_pgjobs.workers import request_stop
 
@@ -18,17 +19,22 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("ids", nargs="*", type=int, help="Worker process ids.")
+        parser.add_argument("--host", default=None, help="Stop every worker of this host.")
         parser.add_argument("--all", action="store_true", help="Stop every worker.")
 
     def handle(self, *args: Any, **options: Any) -> None:
         ids: list[int] = options["ids"]
-        if options["all"] == bool(ids):
-            raise CommandError("give worker ids or --all (not both)")
+        host: str | None = options["host"]
+        if [bool(ids), host is not None, options["all"]].count(True) != 1:
+            raise CommandError("give worker ids, --host or --all (one of them)")
+        rows = WorkerProcess.objects.using(db.alias())
         if ids:
-            unknown = set(ids) - set(
-                WorkerProcess.objects.filter(pk__in=ids).values_list("pk", flat=True)
-            )
+            unknown = set(ids) - set(rows.filter(pk__in=ids).values_list("pk", flat=True))
             if unknown:
                 raise CommandError(f"no worker process with id(s) {sorted(unknown)}")
+        if host is not None:
+            ids = list(rows.filter(host=host).values_list("pk", flat=True))
+            if not ids:
+                raise CommandError(f"no worker process on host {host!r}")
         flagged = request_stop(None if options["all"] else ids)
         self.stdout.write(f"asked {flagged} worker process(es) to stop")
