@@ -156,6 +156,19 @@ def worker_hosts() -> set[str]:
     return set(WorkerProcess.objects.values_list("host", flat=True))
 
 
+def listening_workers() -> int:
+    """Worker processes listening on the control channel: a stop request reaches them
+    at once (one notified before would wait for their next heartbeat)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND application_name LIKE 'pgjobs worker %%listen' AND state = 'idle'"
+            # LISTEN pgjobs_jobs, then LISTEN pgjobs_control; later, probes.
+            " AND query <> '' AND query NOT LIKE '%%pgjobs_jobs%%'"
+        )
+        return cursor.fetchone()[0]
+
+
 def test_a_host_in_a_network_namespace_reaches_postgresql_only_through_its_veth(netns):
     if not isinstance(netns, Netns):
         pytest.skip(netns)
@@ -191,7 +204,7 @@ def test_the_jobs_of_a_host_whose_workers_are_killed_complete_once_on_another_ho
     for _ in range(2):
         doomed.start("runworker", "--concurrency", "2", "--prefetch", "0", env=FAST_RESCUE)
     started = {f"j{n}:start:1" for n in range(4)}
-    wait(lambda: started <= set(Run.objects.values_list("tag", flat=True)), timeout=30)
+    wait(lambda: started <= set(Run.objects.values_list("tag", flat=True)), timeout=60)
     assert worker_hosts() == {doomed.name}
     for process in doomed.processes:
         os.kill(process.pid, signal.SIGKILL)
@@ -199,7 +212,7 @@ def test_the_jobs_of_a_host_whose_workers_are_killed_complete_once_on_another_ho
 
     helper = rescuer.start("runworker", "--concurrency", "4", env=FAST_RESCUE)
     done = Job.objects.filter(pk__in=[j.pk for j in jobs], state=JobState.COMPLETED)
-    wait(lambda: done.count() == 4, timeout=30)
+    wait(lambda: done.count() == 4, timeout=60)
 
     assert worker_hosts() == {rescuer.name}  # the dead host's rows went with the rescue
     for job in Job.objects.filter(pk__in=[j.pk for j in jobs]):
@@ -216,7 +229,7 @@ def test_the_kill_switch_reaches_workers_on_every_host(hosts, wait):
     a, b, c = hosts("a"), hosts("b"), hosts("c")
     for host in (a, b, b, c):
         host.start("runworker", "--concurrency", "1", env=quiet)
-    wait(lambda: WorkerProcess.objects.count() == 4, timeout=30)
+    wait(lambda: listening_workers() == 4, timeout=60)
     assert worker_hosts() == {a.name, b.name, c.name}
 
     call_command("stopworker", "--host", b.name, stdout=open(os.devnull, "w"))  # noqa: SIM115
@@ -238,7 +251,7 @@ def test_schedulers_on_three_hosts_fire_each_second_once_and_survive_one_host_dy
         host.start("runscheduler", "--no-maintenance")
     ticks = ScheduleTick.objects.filter(schedule=every)
     wait(lambda: ticks.count() >= 5, timeout=60)
-    wait(lambda: SchedulerProcess.objects.count() == 3, timeout=10)
+    wait(lambda: SchedulerProcess.objects.count() == 3, timeout=60)
     assert set(SchedulerProcess.objects.values_list("host", flat=True)) == {a.name, b.name, c.name}
 
     os.kill(b.processes[0].pid, signal.SIGKILL)  # a host dies: the others keep the beat
@@ -267,7 +280,7 @@ def test_a_queue_concurrency_limit_holds_across_hosts(hosts, wait):
             "4",
             env={"PGJOBS_POLL_INTERVAL": "0.2"},
         )
-    wait(lambda: WorkerProcess.objects.count() == 3, timeout=30)
+    wait(lambda: WorkerProcess.objects.count() == 3, timeout=60)
     host_of = dict(WorkerProcess.objects.values_list("pk", "host"))
     ids = [
         Job.enqueue("tests.tasks_for_tests.blocked", args=[0.2], queue="mail").pk for _ in range(16)
