@@ -22,6 +22,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -232,9 +233,13 @@ class Config:
     processes: int
     concurrency: int
     extra: dict[str, Any] = field(default_factory=dict)
+    #: A name shown instead of the options (e.g. "bare runworker").
+    name: str = ""
 
     @property
     def label(self) -> str:
+        if self.name:
+            return self.name
         extra = "".join(f" {k}={v}" for k, v in self.extra.items())
         return f"{self.processes}p x {self.concurrency}{extra}"
 
@@ -244,8 +249,13 @@ class Adapter:
 
     name = "?"
     version = "?"
-    #: Configurations tried for the drain; the best median is reported.
+    #: Configurations the tuning sweep (``run.py --tune``) tries on the drain.
     drain_configs: list[Config] = []
+    #: The best of them, chosen from that sweep (see bench/README.md): what every
+    #: round of ``run.py`` runs W2 with.
+    best: Config = Config(1, 1)
+    #: Configurations W4 (a fixed offered rate) runs with; empty: W4 is not run.
+    sustained_configs: list[Config] = []
     #: The configuration of the idle worker in the latency workload.
     latency_config: Config = Config(1, 10)
     #: LISTEN connections each worker process opens (0: it only polls).
@@ -294,6 +304,14 @@ class Adapter:
         took PostgreSQL up to 2 ms a poll, a few percent of the box that none of
         the queues under test could use.
         """
+        raise NotImplementedError
+
+    def remaining(self) -> int:
+        """How many jobs are still queued or running (the drain's progress, W4's backlog)."""
+        raise NotImplementedError
+
+    def enqueue_stamps(self, first: int, count: int) -> None:
+        """Latency jobs ``first .. first + count - 1`` in one bulk call (W4)."""
         raise NotImplementedError
 
     def worker_commands(self, config: Config) -> list[list[str]]:
@@ -380,27 +398,44 @@ def w1_enqueue(adapter: Adapter, jobs: int, each_jobs: int) -> dict[str, float |
 
 
 def w2_drain(adapter: Adapter, config: Config, jobs: int) -> dict[str, float]:
-    """Idle, warmed-up workers; ``jobs`` no-op jobs committed at once; time to all done."""
+    """Idle, warmed-up workers; ``jobs`` no-op jobs committed at once; time to all done.
+
+    ``jobs_per_s`` is the whole drain, from the enqueue's commit to the last job
+    done, start-up included (the first claims, prefetch ramping up). ``steady_per_s``
+    is the rate between 10% and 90% of the jobs done: the pace once running,
+    without the start and the tail.
+    """
     adapter.reset()
     checkpoint(adapter.url)
     with running(adapter, config) as workers:
         before = adapter.done()
         adapter.enqueue_queued(jobs)
         started = now()
-        wait_until(
-            lambda: not adapter.busy() or not workers.alive(),
-            600,
-            "the drain",
-            interval=0.01,
-        )
+        samples: list[tuple[float, int]] = []
+
+        def finished() -> bool:
+            left = adapter.remaining()
+            samples.append((now(), left))
+            return left == 0 or not workers.alive()
+
+        wait_until(finished, 600, "the drain", interval=0.01)
         elapsed = now() - started
         if not workers.alive():
             raise RuntimeError(f"{adapter.name} worker exited:\n{workers.tail()}")
-        if (finished := adapter.done() - before) != jobs:
-            raise RuntimeError(f"{adapter.name}: {finished} of {jobs} jobs succeeded")
+        if (done := adapter.done() - before) != jobs:
+            raise RuntimeError(f"{adapter.name}: {done} of {jobs} jobs succeeded")
         rss = workers.peak_rss_mb()
     adapter.reset()
-    return {"jobs_per_s": jobs / elapsed, "rss_mb": rss}
+    return {"jobs_per_s": jobs / elapsed, "steady_per_s": steady_rate(samples, jobs), "rss_mb": rss}
+
+
+def steady_rate(samples: list[tuple[float, int]], jobs: int) -> float:
+    """Jobs/s between the first samples with >= 10% and >= 90% of the jobs done."""
+    first = next((s for s in samples if s[1] <= 0.9 * jobs), samples[0])
+    last = next((s for s in samples if s[1] <= 0.1 * jobs), samples[-1])
+    if last[0] <= first[0]:
+        return 0.0
+    return (first[1] - last[1]) / (last[0] - first[0])
 
 
 def w3_latency(adapter: Adapter, jobs: int) -> dict[str, float]:
@@ -424,39 +459,118 @@ def w3_latency(adapter: Adapter, jobs: int) -> dict[str, float]:
     return {"p50_ms": percentile(ms, 0.5), "p99_ms": percentile(ms, 0.99), "max_ms": max(ms)}
 
 
+def w4_sustained(adapter: Adapter, config: Config, rate: float, seconds: float) -> dict:
+    """A producer offers ``rate`` jobs/s for ``seconds`` while warmed-up workers drain.
+
+    Every 10 ms the producer enqueues what is due in one bulk call (so that the
+    rate offered does not depend on how fast one client commits single jobs);
+    every 100 ms it samples the backlog (jobs queued or running). Each job is a
+    latency job: its task sends the instant it started, and its end-to-end
+    latency is that instant minus the commit of the bulk call that enqueued it.
+    """
+    adapter.reset()
+    checkpoint(adapter.url)
+    listener = StampListener()
+    listener.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    starts: dict[int, float] = {}
+
+    def receive() -> None:
+        listener.sock.settimeout(None)
+        while True:
+            try:
+                data = listener.sock.recv(128).decode().split()
+            except OSError:
+                return
+            starts[int(data[0])] = float(data[1])
+
+    try:
+        with running(adapter, config, {STAMP_ADDRESS: listener.address}) as workers:
+            receiver = threading.Thread(target=receive, daemon=True)
+            receiver.start()
+            starts.clear()  # the warm-up jobs send no stamps, but be sure
+            committed: list[tuple[int, int, float]] = []  # first seq, count, commit time
+            backlog: list[int] = []
+            offered, tick = 0, 0
+            start = now()
+            while (elapsed := now() - start) < seconds:
+                due = int(elapsed * rate) - offered
+                if due > 0:
+                    adapter.enqueue_stamps(offered, due)
+                    committed.append((offered, due, now()))
+                    offered += due
+                if tick % 10 == 0:
+                    backlog.append(adapter.remaining())
+                tick += 1
+                time.sleep(max(0.0, start + tick * 0.01 - now()))
+            wait_until(
+                lambda: len(starts) >= offered or not workers.alive(),
+                300,
+                "the backlog to drain",
+                interval=0.05,
+            )
+            late = now() - start - seconds
+            if not workers.alive():
+                raise RuntimeError(f"{adapter.name} worker exited:\n{workers.tail()}")
+            rss = workers.peak_rss_mb()
+    finally:
+        listener.close()
+    adapter.reset()
+    ms = [
+        (starts[seq] - at) * 1000
+        for first, count, at in committed
+        for seq in range(first, first + count)
+        if seq in starts
+    ]
+    return {
+        "offered": offered,
+        "max_backlog": max(backlog, default=0),
+        "p50_ms": percentile(ms, 0.5),
+        "p99_ms": percentile(ms, 0.99),
+        "max_ms": max(ms),
+        "done_late_s": late,
+        "rss_mb": rss,
+    }
+
+
 def run_suite(adapter: Adapter, args: argparse.Namespace) -> dict[str, Any]:
     recreate_database(adapter.url)
     adapter.install()
     result: dict[str, Any] = {"system": adapter.name, "version": adapter.version}
     log = sys.stderr
-
     jobs = max(1, round(args.jobs * adapter.scale))
-    each_jobs = max(1, round((args.each_jobs or args.jobs) * adapter.scale))
-    result["jobs"], result["each_jobs"] = jobs, each_jobs
-    w1 = [w1_enqueue(adapter, args.jobs, each_jobs) for _ in range(args.reps)]
-    result["w1_each"] = statistics.median(r["each"] for r in w1)
-    bulks = [r["bulk"] for r in w1 if r["bulk"] is not None]
-    result["w1_bulk"] = statistics.median(bulks) if bulks else None
-    print(f"[{adapter.name}] W1 {w1}", file=log, flush=True)
+    result["jobs"] = jobs
 
-    drains: dict[str, list[dict[str, float]]] = {}
-    for config in adapter.drain_configs[: args.configs or None]:
-        drains[config.label] = [w2_drain(adapter, config, jobs) for _ in range(args.reps)]
-        print(f"[{adapter.name}] W2 {config.label}: {drains[config.label]}", file=log, flush=True)
-    best = max(drains, key=lambda k: statistics.median(r["jobs_per_s"] for r in drains[k]))
-    result["w2"] = statistics.median(r["jobs_per_s"] for r in drains[best])
-    result["w2_config"] = best
-    result["w2_all"] = {
-        label: statistics.median(r["jobs_per_s"] for r in runs) for label, runs in drains.items()
-    }
-    # Peak RSS of the configuration the figure is for; every configuration's beside it.
-    result["rss_all"] = {label: max(r["rss_mb"] for r in runs) for label, runs in drains.items()}
-    result["rss_mb"] = result["rss_all"][best]
-
-    if args.latency_jobs:
+    if args.tune:
+        # Every configuration of the sweep on W2, ``reps`` times each.
+        result["tune"], result["best"], result["reps"] = {}, adapter.best.label, args.reps
+        for config in adapter.drain_configs:
+            runs = [w2_drain(adapter, config, jobs) for _ in range(args.reps)]
+            print(f"[{adapter.name}] W2 {config.label}: {runs}", file=log, flush=True)
+            result["tune"][config.label] = {
+                key: statistics.median(r[key] for r in runs) for key in runs[0]
+            }
+    workloads = set(args.workloads.split(","))
+    if "w1" in workloads:
+        each_jobs = max(1, round((args.each_jobs or args.jobs) * adapter.scale))
+        result["each_jobs"] = each_jobs
+        w1 = w1_enqueue(adapter, args.jobs, each_jobs)
+        result["w1_each"], result["w1_bulk"] = w1["each"], w1["bulk"]
+        print(f"[{adapter.name}] W1 {w1}", file=log, flush=True)
+    if "w2" in workloads:
+        w2 = w2_drain(adapter, adapter.best, jobs)
+        result["w2_config"] = adapter.best.label
+        result.update({f"w2_{k}": v for k, v in w2.items()})
+        print(f"[{adapter.name}] W2 {adapter.best.label}: {w2}", file=log, flush=True)
+    if "w3" in workloads and args.latency_jobs:
         w3 = w3_latency(adapter, args.latency_jobs)
         result.update({f"w3_{k}": v for k, v in w3.items()})
         print(f"[{adapter.name}] W3 {w3}", file=log, flush=True)
+    if "w4" in workloads and args.w4_seconds:
+        result["w4"] = {}
+        for config in adapter.sustained_configs:
+            w4 = w4_sustained(adapter, config, args.w4_rate, args.w4_seconds)
+            result["w4"][config.label] = w4
+            print(f"[{adapter.name}] W4 {config.label}: {w4}", file=log, flush=True)
     adapter.close()
     if not args.keep_database:
         drop_database(adapter.url)
@@ -469,8 +583,11 @@ def main(make_adapter: Callable[[str, Path], Adapter]) -> None:
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--each-jobs", type=int, default=0, help="W1 one per transaction")
     parser.add_argument("--latency-jobs", type=int, default=200)
-    parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--configs", type=int, default=0, help="try only the first N configs")
+    parser.add_argument("--reps", type=int, default=1, help="--tune: drains per configuration")
+    parser.add_argument("--tune", action="store_true", help="W2 with every drain configuration")
+    parser.add_argument("--workloads", default="w1,w2,w3,w4", help="which ones to run")
+    parser.add_argument("--w4-rate", type=float, default=2000.0, help="W4: jobs/s offered")
+    parser.add_argument("--w4-seconds", type=float, default=0.0, help="W4: 0 leaves it out")
     parser.add_argument("--workdir", type=Path, default=BENCH_DIR / ".work")
     parser.add_argument("--keep-database", action="store_true")
     args = parser.parse_args()

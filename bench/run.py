@@ -86,7 +86,8 @@ def venv_python(name: str, packages: list[str] | None) -> str:
     return str(python)
 
 
-def run_system(name: str, base_url: str, args: argparse.Namespace) -> dict[str, Any]:
+def run_system(name: str, base_url: str, args: argparse.Namespace, *extra: str) -> dict[str, Any]:
+    """One run of a system's runner (a fresh database); its JSON result, with the load."""
     script, packages = SYSTEMS[name]
     python = venv_python(name, packages)
     url = with_database(
@@ -99,16 +100,16 @@ def run_system(name: str, base_url: str, args: argparse.Namespace) -> dict[str, 
         f"--jobs={args.jobs}",
         f"--each-jobs={args.each_jobs}",
         f"--latency-jobs={args.latency_jobs}",
-        f"--reps={args.reps}",
-        f"--configs={args.configs}",
+        f"--w4-rate={args.w4_rate}",
+        *extra,
     ]
-    before = load()
-    log(f"{name}: load {before}")
+    before = os.getloadavg()[0]
+    log(f"{name} {' '.join(extra)}: load {load()}")
     done = subprocess.run(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{name} runner failed with exit code {done.returncode}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    result["load"] = f"{before} -> {load()}"
+    result["load"] = (before + os.getloadavg()[0]) / 2
     return result
 
 
@@ -213,15 +214,14 @@ def ceiling(url: str, batch: int, rows: int, clients: int) -> float:
 
 def run_ceiling(base_url: str, args: argparse.Namespace) -> dict[str, Any]:
     url = with_database(base_url, f"{database_name(base_url)}_bench_ceiling_{os.getpid()}")
-    before = load()
-    log(f"pgbench ceiling: load {before}")
+    before = os.getloadavg()[0]
+    log(f"pgbench ceiling: load {load()}")
     prepare_ceiling(url)
     result: dict[str, Any] = {}
     for batch, rows in ((1, args.ceiling_rows // 10), (100, args.ceiling_rows)):
-        runs = [ceiling(url, batch, rows, clients=2) for _ in range(args.reps)]
-        log(f"pgbench batch {batch}: {[round(r) for r in runs]} jobs/s")
-        result[f"batch_{batch}"] = statistics.median(runs)
-    result["load"] = f"{before} -> {load()}"
+        result[f"batch_{batch}"] = ceiling(url, batch, rows, clients=2)
+        log(f"pgbench batch {batch}: {result[f'batch_{batch}']:,.0f} jobs/s")
+    result["load"] = (before + os.getloadavg()[0]) / 2
     drop_database(url)
     return result
 
@@ -256,64 +256,161 @@ def fmt(value: float | None, unit: str = "") -> str:
     return f"{value:,.0f}"
 
 
-def report(
-    info: dict[str, str],
-    results: list[dict[str, Any]],
-    top: dict[str, Any] | None,
-    args_jobs: int,
-) -> str:
+#: The figures compared per pair: (result key, heading, higher is better).
+COMPARED = [
+    ("w1_each", "W1a enqueue, 1 per tx (jobs/s)", True),
+    ("w1_bulk", "W1b bulk (jobs/s)", True),
+    ("w2_steady_per_s", "W2 drain, steady (jobs/s)", True),
+    ("w2_jobs_per_s", "W2 drain, whole (jobs/s)", True),
+    ("w3_p50_ms", "W3 p50 (ms)", False),
+    ("w3_p99_ms", "W3 p99 (ms)", False),
+    ("w2_rss_mb", "peak worker RSS in W2 (MB)", False),
+]
+
+
+def ratio(ours: float | None, peer: float | None) -> float | None:
+    return ours / peer if ours and peer else None
+
+
+def pair_cell(ours: float | None, peer: float | None, unit: str) -> str:
+    r = ratio(ours, peer)
+    return f"{fmt(ours, unit)} / {fmt(peer, unit)} = {r:.2f}" if r else "n/a"
+
+
+def report(info: dict[str, str], rounds: list[dict[str, Any]]) -> str:
+    """Per-round tables, one per peer: ours / peer = ratio of each adjacent pair."""
     lines = [
         f"Measured {info['date']} on {info['cpu']}, {info['postgres']}, {info['python']}.",
-        "Medians of the repetitions; `load` is the 1/5/15-minute load average before -> after.",
-        "",
-        "| system | W1 enqueue, 1 per tx (jobs/s) | W1 bulk (jobs/s) | W2 drain (jobs/s)"
-        " | W2 config | W3 p50 (ms) | W3 p99 (ms) | peak worker RSS, W2 config (MB) | load |",
-        "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | --- |",
+        f"{len(rounds)} rounds. In each round every peer ran right after or right before"
+        " django-pgjobs (the order alternates between rounds); each cell is"
+        " ours / peer = ratio of that adjacent pair, `load` the 1-minute load average"
+        " during the pair. Ratios above 1 are better for django-pgjobs, except for the"
+        " ms and MB columns (lower is better there).",
     ]
-    for r in results:
-        scaled = f" ({r['jobs']:,} jobs)" if r.get("jobs", args_jobs) != args_jobs else ""
-        lines.append(
-            f"| {r['system']} {r['version']} | {fmt(r['w1_each'])} | {fmt(r['w1_bulk'])}"
-            f" | {fmt(r['w2'])}{scaled} | {r['w2_config']} | {fmt(r.get('w3_p50_ms'), 'ms')}"
-            f" | {fmt(r.get('w3_p99_ms'), 'ms')} | {fmt(r['rss_mb'])} | {r['load']} |"
-        )
-    lines += [
-        "",
-        "W2 drain by worker configuration (processes x concurrency): jobs/s (peak RSS, MB):",
-        "",
-    ]
-    for r in results:
-        configs = ", ".join(
-            f"{label}: {fmt(value)} ({fmt(r['rss_all'][label])})"
-            for label, value in r["w2_all"].items()
-        )
-        lines.append(f"- {r['system']}: {configs}")
-    if top:
+    ours_name = "django-pgjobs"
+    peers: list[str] = []
+    for rnd in rounds:
+        for pair in rnd["pairs"]:
+            if pair["peer"]["system"] not in peers:
+                peers.append(pair["peer"]["system"])
+    for peer in peers:
+        pairs = [
+            (i + 1, pair)
+            for i, rnd in enumerate(rounds)
+            for pair in rnd["pairs"]
+            if pair["peer"]["system"] == peer
+        ]
+        first = pairs[0][1]
         lines += [
             "",
-            "| pgbench ceiling: claim + complete on a plain copy of the job table, 2 clients"
-            " | jobs/s | load |",
-            "| --- | ---: | --- |",
-            f"| 1 job per claim | {fmt(top['batch_1'])} | {top['load']} |",
-            f"| 100 jobs per claim | {fmt(top['batch_100'])} | |",
+            f"**{ours_name} {first['ours']['version']} ({first['ours']['w2_config']}) vs"
+            f" {peer} {first['peer']['version']} ({first['peer']['w2_config']})**"
+            + (
+                f"; {peer} drained {first['peer']['jobs']:,} jobs (ours"
+                f" {first['ours']['jobs']:,}) and enqueued"
+                f" {first['peer']['each_jobs']:,} one by one"
+                if first["peer"]["jobs"] != first["ours"]["jobs"]
+                else ""
+            ),
+            "",
+            "| round | first | load | " + " | ".join(h for _, h, _ in COMPARED) + " |",
+            "| --- | --- | ---: | " + " | ".join("---:" for _ in COMPARED) + " |",
         ]
-    ours = next((r for r in results if r["system"] == "django-pgjobs"), None)
-    if ours:
-        ratios = []
-        for r in results:
-            if r is not ours and r["w2"]:
-                ratios.append(f"{ours['w2'] / r['w2']:.1f}x {r['system']}")
-        if top:
-            ratios.append(f"{100 * ours['w2'] / top['batch_100']:.0f}% of the 100-job ceiling")
-        if ratios:
-            lines += ["", "django-pgjobs W2 drain: " + ", ".join(ratios) + "."]
+        for number, pair in pairs:
+            cells = [
+                pair_cell(pair["ours"].get(key), pair["peer"].get(key), "ms" if "ms" in key else "")
+                for key, _, _ in COMPARED
+            ]
+            first_name = "ours" if pair["ours_first"] else peer
+            lines.append(
+                f"| {number} | {first_name} | {pair['load']:.1f} | " + " | ".join(cells) + " |"
+            )
+        medians = []
+        for key, _, _ in COMPARED:
+            ratios = [ratio(p["ours"].get(key), p["peer"].get(key)) for _, p in pairs]
+            ratios = [r for r in ratios if r is not None]
+            medians.append(f"**{statistics.median(ratios):.2f}**" if ratios else "n/a")
+        lines.append("| median ratio | | | " + " | ".join(medians) + " |")
+    w4_rows = [
+        (i + 1, side, label, w4)
+        for i, rnd in enumerate(rounds)
+        for pair in rnd["pairs"]
+        for side in ("ours", "peer")
+        for label, w4 in pair[side].get("w4", {}).items()
+    ]
+    if w4_rows:
+        offered = w4_rows[0][3]["offered"]
+        lines += [
+            "",
+            f"**W4: {offered:,} jobs offered at a fixed rate while the workers drain**"
+            " (end-to-end: from the commit of the bulk call that enqueued a job to its task"
+            " starting; `late`: how long after the producer stopped the last job started)",
+            "",
+            "| round | system | configuration | max backlog | p50 (ms) | p99 (ms)"
+            " | max (ms) | late (s) | peak RSS (MB) |",
+            "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for number, side, label, w4 in w4_rows:
+            system = next(
+                pair[side]["system"]
+                for pair in rounds[number - 1]["pairs"]
+                if label in pair[side].get("w4", {})
+            )
+            lines.append(
+                f"| {number} | {system} | {label} | {w4['max_backlog']:,} | {w4['p50_ms']:.1f}"
+                f" | {w4['p99_ms']:.1f} | {w4['max_ms']:.1f} | {w4['done_late_s']:.2f}"
+                f" | {w4['rss_mb']:.0f} |"
+            )
+    ceilings = [(i + 1, rnd) for i, rnd in enumerate(rounds) if rnd.get("ceiling")]
+    if ceilings:
+        lines += [
+            "",
+            "**Ceiling: pgbench, 2 clients, our claim statement then the completion on a"
+            " plain copy of the job table**, right after a run of ours in the same round;"
+            " `% of claim100`: our W2 steady rate of that run over the 100-job ceiling",
+            "",
+            "| round | load | claim1 (jobs/s) | claim100 (jobs/s) | our W2 steady"
+            " | % of claim100 |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        shares = []
+        for number, rnd in ceilings:
+            top, ours = rnd["ceiling"], rnd["ceiling_ours"]
+            share = 100 * ours["w2_steady_per_s"] / top["batch_100"]
+            shares.append(share)
+            lines.append(
+                f"| {number} | {top['load']:.1f} | {fmt(top['batch_1'])}"
+                f" | {fmt(top['batch_100'])} | {fmt(ours['w2_steady_per_s'])} | {share:.0f}% |"
+            )
+        lines.append(f"| median | | | | | **{statistics.median(shares):.0f}%** |")
     return "\n".join(lines)
 
 
-def write_readme(text: str) -> None:
+def tune_report(info: dict[str, str], results: list[dict[str, Any]]) -> str:
+    """Every configuration of every system's sweep on W2; the best of each in bold."""
+    lines = [
+        f"Swept {info['date']} (`run.py --tune`, {results[0].get('reps', 1)} drain each)"
+        f" on {info['cpu']}; `load`: 1-minute load average during the system's sweep;"
+        " **bold**: the configuration stored as the runner's `best`.",
+        "",
+        "| system | configuration | W2 steady (jobs/s) | W2 whole (jobs/s) | RSS (MB) | load |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for r in results:
+        for label, w2 in r["tune"].items():
+            shown = f"**{label}**" if label == r["best"] else label
+            lines.append(
+                f"| {r['system']} | {shown} | {fmt(w2['steady_per_s'])}"
+                f" | {fmt(w2['jobs_per_s'])} | {fmt(w2['rss_mb'])} | {r['load']:.1f} |"
+            )
+    return "\n".join(lines)
+
+
+def write_readme(text: str, block: str = "results") -> None:
+    """Replace the README's block between ``<!-- block:start -->`` and its end."""
     readme = BENCH / "README.md"
     content = readme.read_text()
-    start, end = "<!-- results:start -->", "<!-- results:end -->"
+    start, end = f"<!-- {block}:start -->", f"<!-- {block}:end -->"
     before, _, rest = content.partition(start)
     _, _, after = rest.partition(end)
     readme.write_text(f"{before}{start}\n{text}\n{end}{after}")
@@ -326,34 +423,74 @@ DEFAULT_URL = "postgres://root@127.0.0.1:5432/pgjobs"
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="ours only, tiny sizes (CI)")
-    parser.add_argument("--only", default="", help="comma-separated systems (default: all)")
+    parser.add_argument("--only", default="", help="comma-separated peers (default: all)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--tune", action="store_true", help="sweep every system's W2 configs")
+    parser.add_argument("--reps", type=int, default=1, help="--tune: drains per configuration")
     parser.add_argument("--no-ceiling", action="store_true")
-    parser.add_argument("--jobs", type=int, default=10_000, help="W1 bulk and W2 jobs")
-    parser.add_argument("--each-jobs", type=int, default=10_000, help="W1 one-per-tx jobs")
+    parser.add_argument("--jobs", type=int, default=20_000, help="W1b bulk and W2 jobs")
+    parser.add_argument("--each-jobs", type=int, default=5_000, help="W1a one-per-tx jobs")
     parser.add_argument("--latency-jobs", type=int, default=200)
-    parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--configs", type=int, default=0, help="W2: first N configs only")
+    parser.add_argument("--w4-rate", type=float, default=2000.0)
+    parser.add_argument("--w4-seconds", type=float, default=30.0, help="0: no W4")
     parser.add_argument("--ceiling-rows", type=int, default=200_000)
     parser.add_argument("--write-readme", action="store_true")
     args = parser.parse_args()
     base_url = os.environ.get("DATABASE_URL", DEFAULT_URL)
-    systems = [s for s in args.only.split(",") if s] or list(SYSTEMS)
+    peers = [s for s in args.only.split(",") if s and s != "pgjobs"] or [
+        s for s in SYSTEMS if s != "pgjobs"
+    ]
     if args.quick:
-        systems, args.no_ceiling = ["pgjobs"], True
-        args.jobs, args.each_jobs, args.latency_jobs, args.reps, args.configs = 300, 100, 20, 1, 1
-    unknown = set(systems) - set(SYSTEMS)
+        peers, args.no_ceiling, args.rounds = [], True, 1
+        args.jobs, args.each_jobs, args.latency_jobs = 300, 100, 20
+        args.w4_rate, args.w4_seconds = 200, 1
+    unknown = set(peers) - set(SYSTEMS)
     if unknown:
         parser.error(f"unknown systems {sorted(unknown)}; known: {sorted(SYSTEMS)}")
 
     started = time.monotonic()
-    results = [run_system(name, base_url, args) for name in systems]
-    top = None
-    if not args.no_ceiling:
-        if shutil.which("pgbench"):
-            top = run_ceiling(base_url, args)
-        else:
-            log("pgbench not found: no ceiling")
-    text = report(machine(), results, top, args.jobs)
+    if args.tune:
+        results = [
+            run_system(name, base_url, args, "--tune", "--workloads=", f"--reps={args.reps}")
+            for name in ["pgjobs", *peers]
+        ]
+        text = tune_report(machine(), results)
+        print(text)
+        log(f"done in {time.monotonic() - started:.0f}s")
+        if args.write_readme:
+            write_readme(text, "tune")
+        return 0
+    if args.quick:
+        result = run_system("pgjobs", base_url, args, f"--w4-seconds={args.w4_seconds}")
+        print(json.dumps(result, indent=1))
+        return 0
+
+    rounds = []
+    for number in range(args.rounds):
+        ours_first = number % 2 == 0
+        rnd: dict[str, Any] = {"pairs": []}
+        for peer in peers:
+            # W4 compares us with pgqueuer only (the peers that keep up with 2,000/s).
+            extra = [f"--w4-seconds={args.w4_seconds if peer == 'pgqueuer' else 0}"]
+            before = os.getloadavg()[0]
+            order = ["pgjobs", peer] if ours_first else [peer, "pgjobs"]
+            ran = {name: run_system(name, base_url, args, *extra) for name in order}
+            rnd["pairs"].append(
+                {
+                    "peer": ran[peer],
+                    "ours": ran["pgjobs"],
+                    "ours_first": ours_first,
+                    "load": (before + os.getloadavg()[0]) / 2,
+                }
+            )
+            rnd["ceiling_ours"] = ran["pgjobs"]
+        if not args.no_ceiling and shutil.which("pgbench"):
+            if not peers:
+                rnd["ceiling_ours"] = run_system("pgjobs", base_url, args, "--w4-seconds=0")
+            rnd["ceiling"] = run_ceiling(base_url, args)
+        rounds.append(rnd)
+        log(f"round {number + 1} done after {time.monotonic() - started:.0f}s")
+    text = report(machine(), rounds)
     print(text)
     log(f"done in {time.monotonic() - started:.0f}s")
     if args.write_readme:

@@ -17,6 +17,13 @@ DATABASES = {
         "PASSWORD": unquote(_url.password or ""),
         "HOST": unquote(_url.hostname or ""),
         "PORT": _url.port or 5432,
+        # bench/runners/djtasks_runner.py sets it per configuration: "None" keeps
+        # connections open (persistent), "0" (Django's default) closes them per job.
+        "CONN_MAX_AGE": (
+            None
+            if os.environ.get("BENCH_CONN_MAX_AGE") == "None"
+            else int(os.environ.get("BENCH_CONN_MAX_AGE", "0"))
+        ),
     }
 }
 TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}

@@ -15,15 +15,25 @@ from common import Adapter, Config, main  # noqa: E402
 
 class PgJobs(Adapter):
     name = "django-pgjobs"
-    # One process per core; a single process (1p x 100) was never faster here.
-    # prefetch: the recommended setting for many short jobs (runworker --prefetch).
-    # events=off turns the events channel off (PGJOBS["EVENTS"] = False): none of
-    # the peers publishes every transition, so that one compares like with like.
+    # The tuning sweep (run.py --tune). prefetch: runworker --prefetch N (no
+    # prefetch option: its default, auto). events=off turns the events channel off
+    # (PGJOBS["EVENTS"] = False): none of the peers publishes every transition.
     drain_configs = [
         Config(2, 50, {"prefetch": 300}),
         Config(2, 50),
+        Config(2, 50, {"prefetch": 0}),
+        Config(2, 50, {"prefetch": 1000}),
+        Config(2, 100, {"prefetch": 300}),
+        Config(1, 50, {"prefetch": 300}),
+        Config(3, 50, {"prefetch": 300}),
         Config(2, 50, {"prefetch": 300, "events": "off"}),
     ]
+    # What docs/howto/deploy-workers.md recommends for many short jobs, with the
+    # events channel on (the default): the best of the sweep but for events=off,
+    # which gives up a feature the default has (see bench/README.md).
+    best = Config(2, 50, {"prefetch": 300})
+    # W4: the recommended configuration, and `runworker` with no options at all.
+    sustained_configs = [best, Config(1, 0, name="bare runworker")]
     latency_config = Config(1, 10)
 
     def __init__(self, url: str, workdir: Path) -> None:
@@ -89,18 +99,35 @@ class PgJobs(Adapter):
             )
             return cursor.fetchone()[0]
 
+    def remaining(self) -> int:
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pgjobs_job"
+                " WHERE state IN ('available', 'scheduled', 'retryable', 'executing')"
+            )
+            return cursor.fetchone()[0]
+
+    def enqueue_stamps(self, first: int, count: int) -> None:
+        from django_pgjobs import Job
+
+        Job.enqueue_many(
+            [{"task": "pgjobs_tasks.stamp", "args": [seq]} for seq in range(first, first + count)]
+        )
+
     def worker_commands(self, config: Config) -> list[list[str]]:
-        return [
-            [
-                sys.executable,
-                str(ROOT / "manage.py"),
-                "runworker",
-                "--queues=default",
-                f"--processes={config.processes}",
-                f"--concurrency={config.concurrency}",
-                f"--prefetch={config.extra.get('prefetch', 0)}",
-            ]
+        command = [sys.executable, str(ROOT / "manage.py"), "runworker"]
+        if config.name == "bare runworker":
+            return [command]
+        command += [
+            "--queues=default",
+            f"--processes={config.processes}",
+            f"--concurrency={config.concurrency}",
         ]
+        if "prefetch" in config.extra:
+            command.append(f"--prefetch={config.extra['prefetch']}")
+        return [command]
 
 
 def _version() -> str:
