@@ -6,7 +6,7 @@ import difflib
 from typing import Any
 
 from django.conf import settings
-from django.core.checks import Error, Tags, register
+from django.core.checks import Error, Tags, Warning, register
 
 from . import conf, limits, postgres, queues
 from .backoff import Backoff
@@ -113,6 +113,31 @@ def _check_values() -> list[Error]:
                 "Name a DATABASES entry with a direct (or session-pooled) connection to the "
                 "jobs database, or leave LISTEN_DATABASE out.",
                 41,
+            )
+        )
+    return errors + _check_pooled_database(listen)
+
+
+def _check_pooled_database(listen: Any) -> list[Any]:
+    """A LISTEN_DATABASE apart says DATABASE goes through a pooler in transaction
+    mode: then its connections must keep no prepared statements across transactions
+    (Warning: a session-mode pooler, or a direct LISTEN for another reason, is fine)."""
+    database = conf.get("DATABASE")
+    if not isinstance(listen, str) or listen == database or database not in settings.DATABASES:
+        return []
+    options = settings.DATABASES[database].get("OPTIONS") or {}
+    errors: list[Any] = []
+    if options.get("prepare_threshold") is not None:
+        errors.append(
+            Warning(
+                f"DATABASES[{database!r}] prepares statements (OPTIONS prepare_threshold) "
+                "and PGJOBS['LISTEN_DATABASE'] says it goes through a pooler: in "
+                "transaction mode a statement prepared on one server connection is "
+                "missing on the next.",
+                hint="Remove prepare_threshold, unless the pooler is PgBouncer 1.21+ "
+                "with max_prepared_statements (docs/howto/pgbouncer.md).",
+                obj="settings.DATABASES",
+                id="pgjobs.W001",
             )
         )
     return errors

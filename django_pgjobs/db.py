@@ -273,6 +273,14 @@ def connection_params(using: str | None = None) -> dict[str, Any]:
     return params
 
 
+def listen_alias(using: str | None = None) -> str:
+    """The alias to LISTEN on for the jobs of ``using``: ``LISTEN_DATABASE`` stands in
+    for ``DATABASE`` (which may go through PgBouncer in transaction mode, where LISTEN
+    hears nothing), any other alias is its own."""
+    using = using or alias()
+    return (conf.get("LISTEN_DATABASE") or using) if using == alias() else using
+
+
 def execute(name: str, params: dict[str, Any], using: str | None = None) -> int:
     """Run a statement that returns no rows; returns the number of rows it touched."""
     with connections[using or alias()].cursor() as cursor:

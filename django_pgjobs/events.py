@@ -68,7 +68,8 @@ class EventStream:
     """An open subscription; use as a context manager so the connection closes."""
 
     def __init__(self, using: str | None = None) -> None:
-        self._conn = psycopg.connect(**db.connection_params(using), autocommit=True)
+        params = db.connection_params(db.listen_alias(using))
+        self._conn = psycopg.connect(**params, autocommit=True)
         self._conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(EVENTS_CHANNEL)))
 
     def iter(

@@ -66,7 +66,7 @@ async def _async_poll(job: Job, timeout: float | None) -> Job:
 async def async_wait_for(job: Job, timeout: float | None) -> Job:
     if not conf.get("EVENTS"):
         return await _async_poll(job, timeout)
-    params = db.connection_params(job._state.db)
+    params = db.connection_params(db.listen_alias(job._state.db))
     conn = await psycopg.AsyncConnection.connect(**params, autocommit=True)
     try:
         await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(EVENTS_CHANNEL)))

@@ -62,3 +62,17 @@ def test_a_listen_database_must_be_in_databases(settings):
     (error,) = messages({"LISTEN_DATABASE": "direct"}, settings)
     assert "'direct', which names no database in DATABASES" in error
     assert messages({"LISTEN_DATABASE": "default"}, settings) == []
+
+
+def test_prepared_statements_through_a_pooler_are_warned_about(settings):
+    settings.DATABASES["direct"] = dict(settings.DATABASES["default"])
+    options = settings.DATABASES["default"].setdefault("OPTIONS", {})
+    try:
+        assert messages({"LISTEN_DATABASE": "direct"}, settings) == []
+        options["prepare_threshold"] = 5
+        (warning,) = check_settings()
+        assert warning.id == "pgjobs.W001" and "Remove prepare_threshold" in warning.hint
+        assert messages({}, settings) == [], "no LISTEN_DATABASE: no pooler said"
+    finally:
+        options.pop("prepare_threshold", None)
+        del settings.DATABASES["direct"]

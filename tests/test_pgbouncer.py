@@ -115,3 +115,18 @@ def test_the_suite_runs_through_pgbouncer_and_listens_directly():
     assert settings.DATABASES["default"]["PORT"] != settings.DATABASES["listen"]["PORT"]
     assert settings.PGJOBS["LISTEN_DATABASE"] == "listen"
     assert not settings.DATABASES["default"].get("OPTIONS", {}).get("prepare_threshold")
+
+
+@behind_pgbouncer
+@pytest.mark.django_db(transaction=True)
+def test_wait_and_events_listen_on_the_direct_connection(threaded_worker):
+    """job.wait() and events.listen() LISTEN on LISTEN_DATABASE: through PgBouncer
+    in transaction mode they would hear nothing, and wait() would time out."""
+    from django_pgjobs import events
+    from testproject.demo.tasks import add
+
+    threaded_worker(concurrency=2)
+    with events.listen() as stream:
+        job = add.enqueue(2, 3)
+        assert job.wait(timeout=10).result == 5
+        assert stream.first(lambda event: event.job_id == job.pk, timeout=5) is not None
