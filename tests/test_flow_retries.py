@@ -9,7 +9,7 @@ import pytest
 
 from django_pgjobs import InvalidOption, Job, RetryAfter, Snooze, task, transitions
 from django_pgjobs.states import JobState
-from tests.admin_helpers import detail
+from tests.admin_helpers import changelist, detail
 from tests.factories import JobFactory
 from tests.tasks_for_flow import ODD_SECONDS
 
@@ -175,6 +175,26 @@ def test_the_job_page_shows_its_snoozes_and_retry_after(worker, admin_client):
     retried = _drained(worker, Job.enqueue(f"{FLOW}.retry_after", args=[60]))
     page = admin_client.get(detail(retried)).content.decode()
     assert "next attempt in 60s" in page and "Attempt 2 due" in page
+
+
+@pytest.mark.django_db
+def test_the_job_list_finds_snoozed_jobs_and_marks_them(worker, admin_client):
+    snoozed = _drained(worker, Job.enqueue(f"{FLOW}.snooze_times", kwargs={"times": 3}))
+    plain = JobFactory()
+    odd = JobFactory(meta={"snoozed": "not a record"}, state=S.SCHEDULED)  # hostile: no crash
+    done = JobFactory(meta={"snoozed": {"count": 2}}, state=S.COMPLETED)
+
+    def listed(query: str) -> tuple[set[int], str]:
+        response = admin_client.get(changelist() + query)
+        assert response.status_code == 200
+        return {job.pk for job in response.context["cl"].result_list}, response.content.decode()
+
+    waiting, page = listed("?snoozed=waiting")
+    assert waiting == {snoozed.pk, odd.pk}
+    assert page.count("data-pgjobs-snoozed") == 1 and ">snoozed</div>" in page
+    assert listed("?snoozed=ever")[0] == {snoozed.pk, odd.pk, done.pk}
+    assert plain.pk in listed("")[0]
+    assert admin_client.get(changelist() + "?snoozed=nonsense").status_code in (200, 302)
 
 
 # -- a real worker process ------------------------------------------------------------

@@ -65,3 +65,24 @@ class TaskFilter(admin.SimpleListFilter):
     def queryset(self, request: HttpRequest, queryset: QuerySet[Job]) -> QuerySet[Job]:
         value = self.value()
         return queryset if value is None else queryset.filter(task=value)
+
+
+class SnoozedFilter(admin.SimpleListFilter):
+    """Jobs a snooze put back (``meta["snoozed"]``: the task's ``Snooze``, a busy or
+    throttled connector, a connector's rate limit): waiting now, or ever."""
+
+    title = "snoozed"
+    parameter_name = "snoozed"
+    WAITING = (JobState.SCHEDULED, JobState.AVAILABLE)
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("waiting", "waiting after a snooze"), ("ever", "snoozed at least once")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Job]) -> QuerySet[Job]:
+        value = self.value()
+        if value is None:
+            return queryset
+        if value not in ("waiting", "ever"):
+            raise IncorrectLookupParameters(f"unknown snoozed choice {value!r}")
+        snoozed = queryset.filter(meta__has_key="snoozed")
+        return snoozed.filter(state__in=self.WAITING) if value == "waiting" else snoozed

@@ -35,7 +35,7 @@ from ..states import FINISHED, RETRY_FROM, InvalidTransition, JobState
 from ..templatetags.pgjobs_admin import elapsed, when
 from .base import OperatorAdmin
 from .dashboard import DashboardViews
-from .filters import QueueFilter, StateFilter, TaskFilter
+from .filters import QueueFilter, SnoozedFilter, StateFilter, TaskFilter
 from .paginator import EstimatingPaginator
 from .timeline import timeline
 
@@ -61,6 +61,16 @@ class JobChangeList(ChangeList):
         )
 
 
+def _snoozed_note(job: Job) -> str:
+    """``snoozed`` (``snoozed 3 times``) under the state of a job waiting after a snooze."""
+    record = job.meta.get("snoozed") if isinstance(job.meta, dict) else None
+    if not isinstance(record, dict) or job.state not in SnoozedFilter.WAITING:
+        return ""
+    count = record.get("count")
+    times = f" {limits.shown(count, 20)} times" if count != 1 else ""
+    return format_html('<div class="pgjobs-muted" data-pgjobs-snoozed>snoozed{}</div>', times)
+
+
 class JobAdmin(OperatorAdmin):
     # Seven columns fit a 1280 px screen beside the admin's navigation and the
     # filters: the queue goes under the task, the attempt under the state, and one
@@ -75,7 +85,7 @@ class JobAdmin(OperatorAdmin):
         "ran_for",
     )
     list_display_links = ("id", "task_name")
-    list_filter = (StateFilter, QueueFilter, TaskFilter)
+    list_filter = (StateFilter, QueueFilter, TaskFilter, SnoozedFilter)
     search_fields = ("task",)  # shows the search box; get_search_results does the work
     search_help_text = "A job id (finds that job), or text in the task name or the arguments."
     date_hierarchy = "created_at"
@@ -113,11 +123,12 @@ class JobAdmin(OperatorAdmin):
     @admin.display(description="state")
     def state_badge(self, job: Job) -> str:
         return format_html(
-            '<span class="pgjobs-state pgjobs-{}">{}</span><div class="pgjobs-muted">{}/{}</div>',
+            '<span class="pgjobs-state pgjobs-{}">{}</span><div class="pgjobs-muted">{}/{}</div>{}',
             job.state,
             job.state,
             job.attempt,
             job.max_attempts,
+            _snoozed_note(job),
         )
 
     @admin.display(description="arguments")
