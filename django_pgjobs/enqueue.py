@@ -49,8 +49,9 @@ class JobSpec:
     # and waits ``debounce`` seconds more, instead of a new job (see _insert_debounced).
     debounce_key: str | None = None
     debounce: float | None = None
-    # Per-key concurrency: with the queue's key_concurrency N, at most N jobs of this
-    # key execute at once (sql/claim_keyed.sql). E.g. a customer or tenant id.
+    # Per-key limits: with the queue's key_concurrency N, at most N jobs of this key
+    # execute at once; with its key_rate_limit M, at most M start per key_rate_period
+    # (sql/claim_keyed.sql). E.g. a customer or tenant id. Over the task's own key.
     concurrency_key: str | None = None
 
 
@@ -195,6 +196,10 @@ class JobBuilder:
             fields[name] = default()
         if not spec.unique_key and shape.task.derives_keys:  # from the arguments
             fields["unique_key"] = shape.task.unique_key(spec.args, spec.kwargs)
+        if spec.concurrency_key is None and callable(shape.task.concurrency_key):
+            key = shape.task.derived_concurrency_key(spec.args, spec.kwargs)
+            if key is not None:
+                fields["meta"]["concurrency_key"] = key
         return job
 
     def _shape(self, spec: JobSpec) -> Shape:
@@ -226,6 +231,8 @@ class JobBuilder:
             run_at = now + timedelta(seconds=flags["debounce"]["seconds"])
         if spec.concurrency_key is not None:
             flags["concurrency_key"] = limits.text(spec.concurrency_key, "concurrency_key")
+        elif isinstance(registered.concurrency_key, str):  # the task's own key
+            flags["concurrency_key"] = registered.concurrency_key
         if spec.pass_results:
             flags["pass_results"] = True
         if spec.on_dependency_failure != "cancel":

@@ -127,6 +127,8 @@ class Queue(models.Model):
         help_text="Most jobs of one concurrency_key executing at once across all workers "
         "(other keys' jobs run meanwhile); empty = no limit per key.",
     )
+    key_rate_limit = rate_limit_field("jobs of one concurrency_key")
+    key_rate_period = rate_period_field()
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -162,6 +164,9 @@ class Queue(models.Model):
             ),
             times_in_range("pgjobs_queue_times_in_range", "updated_at"),
             rate_limit_valid("pgjobs_queue_rate_limit_valid"),
+            rate_limit_valid(
+                "pgjobs_queue_key_rate_limit_valid", "key_rate_limit", "key_rate_period"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -936,7 +941,9 @@ class RateWindow(models.Model):
     within the limit's last period, by the database's clock."""
 
     scope = models.CharField(
-        max_length=400, primary_key=True, help_text="queue:<name> or connector:<name>."
+        max_length=400,
+        primary_key=True,
+        help_text="queue:<name>, connector:<name> or key:<queue>/<key>.",
     )
     starts = TimesField(default=list, blank=True)
     expires_at = models.DateTimeField(

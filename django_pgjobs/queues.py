@@ -53,6 +53,8 @@ OPTIONS: dict[str, Callable[[Any, str], Any]] = {
     "rate_limit": limits.rate_limit,
     "rate_period": limits.rate_period,
     "key_concurrency": lambda value, field: limits.whole_number(value, field, 1, 2**31 - 1),
+    "key_rate_limit": limits.rate_limit,
+    "key_rate_period": limits.rate_period,
 }
 #: Options whose None means "no limit" or "the default".
 OPTIONAL = frozenset(OPTIONS) - {
@@ -61,9 +63,10 @@ OPTIONAL = frozenset(OPTIONS) - {
     "blocking",
     "backoff_strategy",
     "rate_period",
+    "key_rate_period",
 }
 #: Options that limit how jobs start: claims of such a queue take turns (lock_queue.sql).
-FLOW_LIMITS = ("rate_limit", "key_concurrency")
+FLOW_LIMITS = ("rate_limit", "key_concurrency", "key_rate_limit")
 
 
 def check_options(name: object, options: dict[str, Any]) -> None:

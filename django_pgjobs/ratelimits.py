@@ -1,9 +1,11 @@
 """Rate limits: at most N starts in any window of a period, by the database's clock.
 
-A limit keeps its recent starts in a ``RateWindow`` row (scope ``queue:<name>`` or
-``connector:<name>``): the time of each start within the last period. Its users
-take turns on a row lock (a queue's claims on the queue row, ``lock_queue.sql``; a
-connector's jobs on the window row, ``lock_rate_window.sql``), then read the window
+A limit keeps its recent starts in a ``RateWindow`` row (scope ``queue:<name>``,
+``connector:<name>``, or ``key:<queue>/<key>`` for each key of a queue's
+``key_rate_limit``, recorded by ``claim_keyed.sql``): the time of each start within
+the last period. Its users take turns on a row lock (a queue's claims on the queue
+row, ``lock_queue.sql``; a connector's jobs on the window row,
+``lock_rate_window.sql``), then read the window
 in a statement of their own, so that the database's clock reads later than every
 start recorded before. A start at ``t`` is allowed while fewer than N recorded
 starts are later than ``t - period``: then no window ``(a, a + period]`` ever holds
@@ -86,6 +88,12 @@ def queue_scope(name: str) -> str:
 
 def connector_scope(name: str) -> str:
     return f"connector:{name}"
+
+
+def key_scope(queue: str) -> str:
+    """The prefix of the windows of a queue's concurrency keys (``key:<queue>/<key>``):
+    a queue name has no "/", so no two queue and key pairs share a window."""
+    return f"key:{queue}/"
 
 
 def prune(now: datetime, using: str) -> int:

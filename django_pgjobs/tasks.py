@@ -56,6 +56,9 @@ class Task(Generic[P, R]):
     discard_on: tuple[type[BaseException], ...] = ()
     #: Check arguments against the type hints at enqueue; pass typed values in (typed.py).
     typed: bool = False
+    #: The key of its jobs under their queue's per-key limits: a string, or a function
+    #: of the job's arguments returning one (or None: no key), called at enqueue.
+    concurrency_key: str | Callable[..., str | None] | None = None
     _signature: Signature | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -113,6 +116,22 @@ class Task(Generic[P, R]):
         encoded = json.dumps([list(args), kwargs], sort_keys=True, separators=(",", ":"))
         return f"{self.name}:{hashlib.sha256(encoded.encode()).hexdigest()[:32]}"
 
+    def derived_concurrency_key(self, args: Any, kwargs: Any) -> str | None:
+        """The key its ``concurrency_key`` function gives these arguments (None without
+        one); InvalidOption, naming the task, if the function raises or returns
+        anything but None or a string PostgreSQL can store, of 1 to 255 characters."""
+        derive = self.concurrency_key
+        if not callable(derive):
+            return None
+        field = f"concurrency_key of {self.name}"
+        try:
+            key = derive(*args, **kwargs)
+        except Exception as error:
+            raise InvalidOption(
+                field, f"raised {type(error).__name__}: {limits.shown(str(error))}"
+            ) from error
+        return None if key is None else limits.text(key, field)
+
     def using(self, **options: Any) -> Enqueuer:
         """Override enqueue options for one call.
 
@@ -155,6 +174,7 @@ def task(
     retry_on: ExceptionTypes = (),
     discard_on: ExceptionTypes = (),
     typed: bool = False,
+    concurrency_key: str | Callable[..., str | None] | None = None,
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
 
@@ -175,6 +195,7 @@ def task(
     retry_on: ExceptionTypes = (),
     discard_on: ExceptionTypes = (),
     typed: bool = False,
+    concurrency_key: str | Callable[..., str | None] | None = None,
 ) -> Any:
     """Register a function as a task under its dotted path ("app.module.func").
 
@@ -195,10 +216,16 @@ def task(
     ``typed=True``: enqueue checks the arguments against the function's type hints
     (dates, decimals, UUIDs, dataclasses, pydantic models...) and refuses, naming the
     argument, what doesn't fit; the worker passes the typed values in (docs/typed-arguments.md).
+
+    ``concurrency_key="name"`` or ``concurrency_key=lambda account_id, **kw: ...``: the
+    key of its jobs under their queue's ``key_concurrency`` and ``key_rate_limit``, the
+    function called with the job's arguments at enqueue (docs/flow-control.md).
     """
     _check_options(queue, priority, max_attempts, timeout, connector, unique_for)
     retry_on = exception_types(retry_on, "retry_on")
     discard_on = exception_types(discard_on, "discard_on")
+    if concurrency_key is not None and not callable(concurrency_key):
+        limits.text(concurrency_key, "concurrency_key")
     if isinstance(backoff, dict):
         backoff = Backoff.from_dict(backoff)
     elif backoff is not None and not isinstance(backoff, Backoff) and not callable(backoff):
@@ -230,6 +257,7 @@ def task(
             retry_on=retry_on,
             discard_on=discard_on,
             typed=typed,
+            concurrency_key=concurrency_key,
         )
         if typed:
             _compile_signature(registered)

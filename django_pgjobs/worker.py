@@ -71,6 +71,10 @@ LISTEN_PROBE_TIMEOUT = 5.0
 #: Most outcomes written by one statement.
 MAX_OUTCOME_BATCH = 500
 
+#: Least seconds between the claims a queue's key_rate_limit wakes a worker for (a
+#: key held back has room within its period; a tiny period must not spin).
+MIN_KEY_RECLAIM = 0.1
+
 
 class Worker:
     def __init__(
@@ -255,11 +259,21 @@ class Worker:
                 **params,
                 "concurrency": config["concurrency"],
                 "key_concurrency": config["key_concurrency"],
-                "started_at": params["now"],
+                "key_rate_limit": config["key_rate_limit"],
+                "key_rate_period": config["key_rate_period"],
+                "key_scope": ratelimits.key_scope(params["queue"]),
+                # Under a rate limit per key, the start is the claim's own clock (None),
+                # later than every start recorded before in its keys' windows.
+                "started_at": None if config["key_rate_limit"] else params["now"],
             }
             if config["rate_limit"] is None:
-                return db.fetch_jobs(_limited_claim(config), params, self.using)
-            return self._claim_rated(params, config)
+                claimed = db.fetch_jobs(_limited_claim(config), params, self.using)
+            else:
+                claimed = self._claim_rated(params, config)
+        if config["key_rate_limit"] and len(claimed) < params["limit"]:
+            # A key's window may have held jobs back: it has room within a period.
+            self._room_again(max(config["key_rate_period"], MIN_KEY_RECLAIM))
+        return claimed
 
     def _claim_rated(self, params: dict, config: dict) -> list[Job]:
         """Claim what the queue's rate limit has left (its turn is taken: lock_queue.sql)
@@ -798,8 +812,10 @@ class Worker:
 
 def _limited_claim(config: dict) -> str:
     """The claim statement of a limited queue: with a per-key limit, the one that
-    counts each key's executing jobs (claim_keyed.sql), else claim_limited.sql."""
-    return "claim_keyed" if config.get("key_concurrency") else "claim_limited"
+    counts each key's executing jobs and recent starts (claim_keyed.sql), else
+    claim_limited.sql."""
+    keyed = config.get("key_concurrency") or config.get("key_rate_limit")
+    return "claim_keyed" if keyed else "claim_limited"
 
 
 def _discard(changes: Iterable[events.Change]) -> None:

@@ -85,3 +85,25 @@ def started(tag: str, seconds: float = 0.0) -> str:
     if seconds:
         time.sleep(seconds)
     return tag
+
+
+@task(concurrency_key=lambda account_id, n=0: f"account-{account_id}")
+def per_account(account_id: int, n: int = 0) -> int:
+    """A job of one account: its key derived from its arguments at enqueue."""
+    return n
+
+
+@task(concurrency_key="reports")
+def one_key_for_all() -> None:
+    """Every job of this task has the same key."""
+
+
+def _odd_key(kind: str) -> object:
+    if kind == "raises":
+        raise LookupError("no such account")
+    return {"int": 7, "empty": "", "long": "k" * 256, "nul": "a\x00", "list": ["a"]}[kind]
+
+
+@task(concurrency_key=lambda kind: _odd_key(kind))
+def odd_key(kind: str) -> None:
+    """Its key function raises, or returns what no key can be."""

@@ -316,6 +316,7 @@ MIGRATIONS_AFTER_SQUASH = [
     "0010_connector_throttled_until",
     "0011_queue_key_concurrency",
     "0012_connector_slots",
+    "0013_queue_key_rate_limit",
 ]
 
 

@@ -10,7 +10,7 @@ from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from .. import conf, queues, ratelimits, stats
 from ..models import Queue
@@ -42,6 +42,18 @@ class QueueChangeList(ChangeList):
             queue.depth = row.get("depth") or dict.fromkeys(stats.DEPTH_STATES, 0)
             queue.oldest_available_at = row.get("oldest_available_at")
             queue.rate_used = used.get(ratelimits.queue_scope(queue.name), 0)
+
+
+def _per_key_limits(queue: Queue) -> list[str]:
+    """``2 per key at once``, ``10 per key per 1 s``: a queue's per-key limits."""
+    lines = []
+    if queue.key_concurrency:
+        lines.append(f"{queue.key_concurrency:,} per key at once")
+    if queue.key_rate_limit:
+        lines.append(
+            f"{queue.key_rate_limit:,} per key per {ratelimits.period_text(queue.key_rate_period)}"
+        )
+    return lines
 
 
 def _depth_column(state: str) -> Any:
@@ -76,8 +88,7 @@ class QueueAdmin(OperatorAdmin):
     actions = ("pause_queues", "resume_queues")
     change_list_template = "admin/pgjobs/queue/change_list.html"
     fieldsets = (
-        (None, {"fields": ("name", "paused", "blocking", "concurrency", "key_concurrency",
-                           "priority")}),
+        (None, {"fields": ("name", "paused", "blocking", "concurrency", "priority")}),
         (
             "Retries",
             {"fields": ("max_attempts", "backoff_strategy", "backoff_base", "backoff_max",
@@ -90,6 +101,17 @@ class QueueAdmin(OperatorAdmin):
                 "description": "At most rate_limit jobs of the queue start in any window of "
                 "rate_period seconds, across all workers; a job over it waits, its attempt "
                 "not counted. Changes apply at the next claim.",
+            },
+        ),
+        (
+            "Per key",
+            {
+                "fields": ("key_concurrency", "key_rate_limit", "key_rate_period"),
+                "description": "Limits on the jobs of each concurrency_key (a tenant, an "
+                "account), across all workers: at most key_concurrency of them executing "
+                "at once, at most key_rate_limit starting in any window of key_rate_period "
+                "seconds. A key at its limit holds back its own jobs only. Changes apply "
+                "at the next claim.",
             },
         ),
     )  # fmt: skip
@@ -109,11 +131,11 @@ class QueueAdmin(OperatorAdmin):
     @admin.display(description="limits")
     def limits(self, queue: Queue) -> str:
         """The queue's rate limit, how much of it the last period used, and its
-        per-key limit."""
-        per_key = (
-            format_html('<div class="pgjobs-muted">{} per key at once</div>', queue.key_concurrency)
-            if queue.key_concurrency
-            else ""
+        per-key limits."""
+        per_key = format_html_join(
+            "",
+            '<div class="pgjobs-muted">{}</div>',
+            [(line,) for line in _per_key_limits(queue)],
         )
         if queue.rate_limit is None:
             return per_key or "—"

@@ -1,8 +1,11 @@
--- Claim due jobs of a queue with a per-key limit (Queue.key_concurrency): at most
--- %(key_concurrency)s jobs of one concurrency key (meta->>'concurrency_key', set at
--- enqueue) executing at once, and within the queue's own concurrency limit, if any.
--- Only correct after lock_queue.sql in the same transaction: claimers of the queue
--- take turns, so the executing jobs counted here are all there are.
+-- Claim due jobs of a queue with per-key limits: at most %(key_concurrency)s jobs of
+-- one concurrency key (meta->>'concurrency_key', set at enqueue) executing at once,
+-- at most %(key_rate_limit)s of them starting in any window of %(key_rate_period)s
+-- seconds (either limit may be NULL: none), and within the queue's own concurrency
+-- limit, if any. Only correct after lock_queue.sql in the same transaction: claimers
+-- of the queue take turns, so the executing jobs counted here are all there are, and
+-- each key's window (a RateWindow row, scope %(key_scope)s || key) holds every start
+-- recorded before, all earlier than this statement's clock.
 --
 -- Fairness: a key at its limit holds back its own jobs only. Among the jobs whose
 -- key has room (and those without a key), the usual order decides: priority, then
@@ -16,10 +19,15 @@
 WITH publisher AS (
     -- The worker publishes these events itself once this commits (see events.py).
     SELECT set_config('pgjobs.publisher', statement_timestamp()::text, true)
+), clock AS (
+    -- When these attempts start: under a queue rate limit, the time ratelimits
+    -- records them at; else this statement's clock (later than the lock's taking).
+    SELECT coalesce(%(started_at)s::timestamptz, statement_timestamp()) AS at
 ), running AS (
     SELECT meta ->> 'concurrency_key' AS key, count(*) AS executing
     FROM pgjobs_job
-    WHERE queue = %(queue)s
+    WHERE %(key_concurrency)s::integer IS NOT NULL
+      AND queue = %(queue)s
       AND state = 'executing'
       AND (meta ->> 'concurrency_key') IS NOT NULL
     GROUP BY 1
@@ -34,12 +42,27 @@ WITH publisher AS (
       AND state IN ('available', 'scheduled', 'retryable')
       AND run_at <= %(now)s
       AND state = ANY(%(states)s)
+), started AS (
+    -- Each due key's starts within its last period (a start at t is allowed while
+    -- fewer than key_rate_limit recorded starts are later than t - period).
+    SELECT keys.key, count(*) AS used
+    FROM (SELECT DISTINCT key FROM ranked WHERE key IS NOT NULL) AS keys
+    JOIN pgjobs_ratewindow AS window_row ON window_row.scope = %(key_scope)s || keys.key
+    CROSS JOIN LATERAL unnest(window_row.starts) AS start_at
+    CROSS JOIN clock
+    WHERE %(key_rate_limit)s::integer IS NOT NULL
+      AND start_at > clock.at - make_interval(secs => %(key_rate_period)s)
+    GROUP BY keys.key
 ), due AS MATERIALIZED (
     SELECT ranked.id, ranked.state
     FROM ranked
     LEFT JOIN running USING (key)
+    LEFT JOIN started USING (key)
     WHERE ranked.key IS NULL
-       OR ranked.place + coalesce(running.executing, 0) <= %(key_concurrency)s
+       OR ((%(key_concurrency)s::integer IS NULL
+            OR ranked.place + coalesce(running.executing, 0) <= %(key_concurrency)s)
+           AND (%(key_rate_limit)s::integer IS NULL
+            OR ranked.place + coalesce(started.used, 0) <= %(key_rate_limit)s))
     ORDER BY ranked.priority DESC, ranked.run_at, ranked.id
     LIMIT greatest(0, least(
         %(limit)s,
@@ -47,15 +70,34 @@ WITH publisher AS (
             SELECT count(*) FROM pgjobs_job WHERE queue = %(queue)s AND state = 'executing'
         )
     ))
+), claimed AS (
+    UPDATE pgjobs_job AS job
+    SET state = 'executing',
+        attempt = job.attempt + 1,
+        attempted_at = clock.at,
+        worker_id = %(worker_id)s,
+        lease = gen_random_uuid()
+    FROM due, publisher, clock
+    WHERE job.id = ANY (ARRAY(SELECT id FROM due))
+      AND job.id = due.id
+      AND job.state IN ('available', 'scheduled', 'retryable')
+    RETURNING job.*, due.state AS previous
+), recorded AS (
+    -- The starts of each key, in its window, dropping those that left it.
+    INSERT INTO pgjobs_ratewindow AS window_row (scope, starts, expires_at)
+    SELECT %(key_scope)s || (claimed.meta ->> 'concurrency_key'),
+           array_fill(clock.at, ARRAY[count(*)::integer]),
+           clock.at + make_interval(secs => %(key_rate_period)s)
+    FROM claimed CROSS JOIN clock
+    WHERE %(key_rate_limit)s::integer IS NOT NULL
+      AND (claimed.meta ->> 'concurrency_key') IS NOT NULL
+    GROUP BY claimed.meta ->> 'concurrency_key', clock.at
+    ON CONFLICT (scope) DO UPDATE
+    SET starts = array(
+            SELECT start_at FROM unnest(window_row.starts) AS start_at
+            WHERE start_at > EXCLUDED.expires_at - 2 * make_interval(secs => %(key_rate_period)s)
+            ORDER BY start_at
+        ) || EXCLUDED.starts,
+        expires_at = EXCLUDED.expires_at
 )
-UPDATE pgjobs_job AS job
-SET state = 'executing',
-    attempt = job.attempt + 1,
-    attempted_at = %(started_at)s,
-    worker_id = %(worker_id)s,
-    lease = gen_random_uuid()
-FROM due, publisher
-WHERE job.id = ANY (ARRAY(SELECT id FROM due))
-  AND job.id = due.id
-  AND job.state IN ('available', 'scheduled', 'retryable')
-RETURNING job.*, due.state AS previous
+SELECT * FROM claimed

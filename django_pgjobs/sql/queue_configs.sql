@@ -3,6 +3,6 @@
 -- a concurrency, rate or per-key limit) is claimed through lock_queue.sql.
 SELECT name, paused, priority,
        blocking OR concurrency IS NOT NULL OR rate_limit IS NOT NULL
-       OR key_concurrency IS NOT NULL AS limited
+       OR key_concurrency IS NOT NULL OR key_rate_limit IS NOT NULL AS limited
 FROM pgjobs_queue
 WHERE name = ANY(%(queues)s)
