@@ -109,9 +109,11 @@ def test_session_state_leaks_between_clients_of_pgbouncer():
 
 
 @behind_pgbouncer
+@pytest.mark.django_db
 def test_the_suite_runs_through_pgbouncer_and_listens_directly():
     from django.conf import settings
 
+    assert connections["listen"].settings_dict["NAME"] == connection.settings_dict["NAME"]
     assert settings.DATABASES["default"]["PORT"] != settings.DATABASES["listen"]["PORT"]
     assert settings.PGJOBS["LISTEN_DATABASE"] == "listen"
     assert not settings.DATABASES["default"].get("OPTIONS", {}).get("prepare_threshold")
