@@ -503,12 +503,15 @@ def w4_sustained(adapter: Adapter, config: Config, rate: float, seconds: float) 
                 tick += 1
                 time.sleep(max(0.0, start + tick * 0.01 - now()))
             wait_until(
-                lambda: len(starts) >= offered or not workers.alive(),
+                lambda: adapter.remaining() == 0 or not workers.alive(),
                 300,
                 "the backlog to drain",
                 interval=0.05,
             )
             late = now() - start - seconds
+            # The last datagrams may still be on their way (none should be lost).
+            with contextlib.suppress(TimeoutError):
+                wait_until(lambda: len(starts) >= offered, 2, "the last stamps", interval=0.05)
             if not workers.alive():
                 raise RuntimeError(f"{adapter.name} worker exited:\n{workers.tail()}")
             rss = workers.peak_rss_mb()
@@ -523,6 +526,7 @@ def w4_sustained(adapter: Adapter, config: Config, rate: float, seconds: float) 
     ]
     return {
         "offered": offered,
+        "stamps_missing": offered - len(ms),
         "max_backlog": max(backlog, default=0),
         "p50_ms": percentile(ms, 0.5),
         "p99_ms": percentile(ms, 0.99),

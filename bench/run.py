@@ -86,7 +86,9 @@ def venv_python(name: str, packages: list[str] | None) -> str:
     return str(python)
 
 
-def run_system(name: str, base_url: str, args: argparse.Namespace, *extra: str) -> dict[str, Any]:
+def run_system(
+    name: str, base_url: str, args: argparse.Namespace, *extra: str
+) -> dict[str, Any] | None:
     """One run of a system's runner (a fresh database); its JSON result, with the load."""
     script, packages = SYSTEMS[name]
     python = venv_python(name, packages)
@@ -107,7 +109,11 @@ def run_system(name: str, base_url: str, args: argparse.Namespace, *extra: str) 
     log(f"{name} {' '.join(extra)}: load {load()}")
     done = subprocess.run(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     if done.returncode != 0:
-        raise SystemExit(f"{name} runner failed with exit code {done.returncode}")
+        if args.quick or args.tune:
+            raise SystemExit(f"{name} runner failed with exit code {done.returncode}")
+        # One failed run must not lose a long interleaved run: its pair is left out.
+        log(f"{name} runner failed with exit code {done.returncode}: pair left out")
+        return None
     result = json.loads(done.stdout.strip().splitlines()[-1])
     result["load"] = (before + os.getloadavg()[0]) / 2
     return result
@@ -361,6 +367,10 @@ def report(info: dict[str, str], rounds: list[dict[str, Any]]) -> str:
                 f" | {w4['p99_ms']:.1f} | {w4['max_ms']:.1f} | {w4['done_late_s']:.2f}"
                 f" | {w4['rss_mb']:.0f} |"
             )
+            if w4.get("stamps_missing"):
+                lines[-1] = lines[-1].replace(
+                    f"| {label} |", f"| {label} ({w4['stamps_missing']} stamps lost) |"
+                )
     ceilings = [(i + 1, rnd) for i, rnd in enumerate(rounds) if rnd.get("ceiling")]
     if ceilings:
         lines += [
@@ -429,7 +439,7 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=1, help="--tune: drains per configuration")
     parser.add_argument("--no-ceiling", action="store_true")
     parser.add_argument("--jobs", type=int, default=20_000, help="W1b bulk and W2 jobs")
-    parser.add_argument("--each-jobs", type=int, default=5_000, help="W1a one-per-tx jobs")
+    parser.add_argument("--each-jobs", type=int, default=3_000, help="W1a one-per-tx jobs")
     parser.add_argument("--latency-jobs", type=int, default=200)
     parser.add_argument("--w4-rate", type=float, default=2000.0)
     parser.add_argument("--w4-seconds", type=float, default=30.0, help="0: no W4")
@@ -437,7 +447,7 @@ def main() -> int:
     parser.add_argument("--write-readme", action="store_true")
     args = parser.parse_args()
     base_url = os.environ.get("DATABASE_URL", DEFAULT_URL)
-    peers = [s for s in args.only.split(",") if s and s != "pgjobs"] or [
+    peers = [s for s in args.only.split(",") if s and (s != "pgjobs" or args.tune)] or [
         s for s in SYSTEMS if s != "pgjobs"
     ]
     if args.quick:
@@ -452,7 +462,7 @@ def main() -> int:
     if args.tune:
         results = [
             run_system(name, base_url, args, "--tune", "--workloads=", f"--reps={args.reps}")
-            for name in ["pgjobs", *peers]
+            for name in (peers if args.only else ["pgjobs", *peers])
         ]
         text = tune_report(machine(), results)
         print(text)
@@ -475,6 +485,8 @@ def main() -> int:
             before = os.getloadavg()[0]
             order = ["pgjobs", peer] if ours_first else [peer, "pgjobs"]
             ran = {name: run_system(name, base_url, args, *extra) for name in order}
+            if None in ran.values():
+                continue
             rnd["pairs"].append(
                 {
                     "peer": ran[peer],
@@ -485,9 +497,10 @@ def main() -> int:
             )
             rnd["ceiling_ours"] = ran["pgjobs"]
         if not args.no_ceiling and shutil.which("pgbench"):
-            if not peers:
+            if "ceiling_ours" not in rnd:
                 rnd["ceiling_ours"] = run_system("pgjobs", base_url, args, "--w4-seconds=0")
-            rnd["ceiling"] = run_ceiling(base_url, args)
+            if rnd["ceiling_ours"]:
+                rnd["ceiling"] = run_ceiling(base_url, args)
         rounds.append(rnd)
         log(f"round {number + 1} done after {time.monotonic() - started:.0f}s")
     text = report(machine(), rounds)
