@@ -1,0 +1,374 @@
+"""Ten million jobs: what a full job table costs enqueue, claim, drain, admin and API.
+
+    .venv/bin/python bench/scale.py                     # empty, then 10,000,000 rows
+    .venv/bin/python bench/scale.py --rows 1000000 --keep
+
+Measures everything once on the empty table, fills it with ``--rows`` jobs the
+way production looks before pruning (97% finished over ten days: completed,
+discarded with a traceback, cancelled; a few thousand available, scheduled,
+retryable and executing), VACUUM ANALYZEs it as autovacuum would have, and
+measures again; then prunes the oldest day's finished jobs (the library's
+``maintenance.prune_finished``, what ``manage.py pgjobs prune`` calls) while a
+probe claims, and prints a table: empty vs full, the ratio, ``!!`` past 2x.
+
+- enqueue: ``Job.enqueue`` one job per transaction, p50/p99 of 300;
+- claim: claim.sql for one job of a queue of its own, claim + commit, p50/p99 of 300;
+- W2 drain: 10,000 no-op jobs on ``runworker --processes 2 --concurrency 50
+  --prefetch 300`` (as bench/run.py), jobs/s;
+- admin: every page through Django's test client as a superuser, the median of 5:
+  the job list unfiltered, with each state, queue and task filter, a search, a
+  date drill-down, the dashboard and its data, a job's page;
+- API: ``GET /jobs/<id>`` and ``POST /jobs`` with a token, median of 20.
+
+A database of its own (``pgjobs_bench_scale_p<pid>``), dropped at the end unless
+``--keep``. The load average is printed with every phase.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path[:0] = [str(HERE / "runners"), str(HERE), str(ROOT)]
+
+from common import drop_database, percentile, with_database  # noqa: E402
+
+CLAIM_SQL = (ROOT / "django_pgjobs" / "sql" / "claim.sql").read_text()
+INSERT_AVAILABLE = """
+INSERT INTO pgjobs_job (task, queue, args, kwargs, state, priority, attempt, max_attempts,
+                        run_at, created_at, errors, meta, pending_dependencies)
+SELECT 'pgjobs_tasks.noop', %(queue)s, '[]', '{}', 'available', 0, 0, 1, now(), now(),
+       '[]', '{}', 0
+FROM generate_series(1, %(count)s)
+"""
+# Set-based: generate_series writes a million rows in seconds where the ORM would take
+# minutes. Rows n in [lo, hi) of a table of %(rows)s, created evenly over ten days.
+FILL = """
+INSERT INTO pgjobs_job (task, queue, args, kwargs, state, priority, attempt, max_attempts,
+                        run_at, created_at, attempted_at, finished_at, errors, result,
+                        meta, pending_dependencies, lease, worker_id)
+SELECT (ARRAY['pgjobs_tasks.noop', 'pgjobs_tasks.sleep_ms', 'soak_tasks.maybe_fail',
+              'soak_tasks.tick'])[1 + n %% 4],
+       (ARRAY['default', 'mail', 'reports'])[1 + (n / 7) %% 3],
+       jsonb_build_array(n, 'user-' || (n %% 5000), 'order-' || md5(n::text)),
+       jsonb_build_object('locale', 'en', 'notify', n %% 2 = 0),
+       state,
+       0,
+       CASE WHEN state IN ('available', 'scheduled') THEN 0
+            ELSE 1 + (state = 'discarded')::int * 2 END,
+       3,
+       created + CASE WHEN state = 'scheduled' THEN interval '2 days' ELSE interval '0' END,
+       created,
+       CASE WHEN state IN ('available', 'scheduled') THEN NULL
+            ELSE created + interval '1 second' END,
+       CASE WHEN state IN ('completed', 'discarded', 'cancelled')
+            THEN created + interval '2 seconds' END,
+       CASE WHEN state IN ('discarded', 'retryable') THEN jsonb_build_array(jsonb_build_object(
+            'attempt', 1, 'at', created, 'error', 'RuntimeError: the flaky service said no',
+            'traceback', repeat('  File "app/tasks.py", line 12, in flaky' || chr(10), 8)))
+            ELSE '[]'::jsonb END,
+       CASE WHEN state = 'completed' THEN jsonb_build_object('sent', n, 'id', md5(n::text)) END,
+       CASE WHEN n %% 10 = 0 THEN jsonb_build_object('pipeline', md5(n::text)) ELSE '{}' END,
+       0,
+       CASE WHEN state = 'executing' THEN gen_random_uuid() END,
+       CASE WHEN state = 'executing' THEN 1 END
+FROM (
+    SELECT n,
+           now() - interval '10 days' + (interval '10 days' * n / %(rows)s) AS created,
+           CASE WHEN n > %(rows)s - %(active)s THEN
+                    (ARRAY['available', 'scheduled', 'retryable', 'executing'])[1 + n %% 4]
+                WHEN n %% 100 < 95 THEN 'completed'
+                WHEN n %% 100 < 98 THEN 'discarded'
+                ELSE 'cancelled' END AS state
+    FROM generate_series(%(lo)s, %(hi)s - 1) AS n
+) AS g
+"""
+
+
+def main() -> None:
+    # SIGTERM ends it as Ctrl-C does: the finally clauses stop workers, drop the database.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=10_000_000)
+    parser.add_argument("--active", type=int, default=4000, help="unfinished jobs among them")
+    parser.add_argument("--keep", action="store_true", help="keep the database")
+    parser.add_argument("--no-drain", action="store_true", help="skip W2")
+    options = parser.parse_args()
+
+    base = os.environ.get("DATABASE_URL", "postgres://root@127.0.0.1:5432/postgres")
+    url = with_database(base, f"pgjobs_bench_scale_p{os.getpid()}")
+    drop_database(url, create=True)
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "DJANGO_SETTINGS_MODULE": "scale_settings",
+        "PYTHONPATH": os.pathsep.join([str(HERE / "runners"), str(HERE), str(ROOT)]),
+    }
+    os.environ.update(env)
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+    from django.test.utils import setup_test_environment
+
+    setup_test_environment()
+    call_command("migrate", verbosity=0)
+    try:
+        bench = Bench(url, env, drain=not options.no_drain)
+        empty = bench.measure("empty")
+        fill(url, options.rows, options.active)
+        full = bench.measure(f"{options.rows:,} rows")
+        pruned = bench.prune()
+        report(empty, full, options.rows)
+        print(pruned)
+    finally:
+        from django.db import connections
+
+        connections.close_all()
+        if options.keep:
+            print(f"kept: {url}")
+        else:
+            drop_database(url)
+
+
+def load() -> str:
+    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def fill(url: str, rows: int, active: int, chunk: int = 1_000_000) -> None:
+    """Insert ``rows`` jobs in chunks (triggers off: nobody listens), then VACUUM ANALYZE."""
+    import psycopg
+
+    start = time.monotonic()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SET session_replication_role = replica")
+        for lo in range(1, rows + 1, chunk):
+            hi = min(lo + chunk, rows + 1)
+            conn.execute(FILL, {"rows": rows, "active": active, "lo": lo, "hi": hi})
+            print(f"  filled {hi - 1:,} rows, {time.monotonic() - start:.0f} s; load {load()}",
+                  flush=True)  # fmt: skip
+        conn.execute("VACUUM (ANALYZE) pgjobs_job")
+        size = conn.execute("SELECT pg_size_pretty(pg_total_relation_size('pgjobs_job'))")
+        print(f"  filled and vacuumed in {time.monotonic() - start:.0f} s; "
+              f"table with indexes {size.fetchone()[0]}; load {load()}", flush=True)  # fmt: skip
+
+
+class Bench:
+    def __init__(self, url: str, env: dict[str, str], drain: bool) -> None:
+        from django.contrib.auth.models import User
+
+        from django_pgjobs.api import tokens
+
+        self.url, self.env, self.drain_on = url, env, drain
+        User.objects.create_superuser("bench", "bench@example.com", "bench")
+        _, self.token = tokens.issue("bench", ["default", "mail", "reports", "claim", "drain"])
+
+    def measure(self, label: str) -> dict[str, float]:
+        print(f"{label}: load {load()}", flush=True)
+        figures: dict[str, float] = {}
+        figures.update(self.enqueue())
+        figures.update(self.claim())
+        if self.drain_on:
+            figures.update(self.drain())
+        figures.update(self.admin())
+        figures.update(self.api())
+        figures["load (1 min)"] = os.getloadavg()[0]
+        for name, value in figures.items():
+            print(f"  {name}: {value:.2f}", flush=True)
+        return figures
+
+    def enqueue(self, count: int = 300) -> dict[str, float]:
+        from django_pgjobs import Job
+
+        times = []
+        for _ in range(count):
+            begin = time.perf_counter()
+            Job.enqueue("pgjobs_tasks.noop", queue="reports", run_at=far_future())
+            times.append((time.perf_counter() - begin) * 1000)
+        return {"enqueue p50 (ms)": percentile(times, 0.5),
+                "enqueue p99 (ms)": percentile(times, 0.99)}  # fmt: skip
+
+    def claim(self, count: int = 300) -> dict[str, float]:
+        times = claims(self.url, count)
+        return {"claim p50 (ms)": percentile(times, 0.5),
+                "claim p99 (ms)": percentile(times, 0.99)}  # fmt: skip
+
+    def drain(self, jobs: int = 10_000) -> dict[str, float]:
+        import psycopg
+
+        worker = subprocess.Popen(
+            [sys.executable, str(ROOT / "manage.py"), "runworker", "--queues=drain",
+             "--processes", "2", "--concurrency", "50", "--prefetch", "300"],
+            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+        try:
+            time.sleep(4)
+            with psycopg.connect(self.url, autocommit=True) as conn:
+                conn.execute("CHECKPOINT")
+                begin = time.monotonic()
+                conn.execute(INSERT_AVAILABLE, {"queue": "drain", "count": jobs})
+                left = (
+                    "SELECT EXISTS (SELECT FROM pgjobs_job WHERE queue = 'drain'"
+                    " AND state = 'available') OR EXISTS (SELECT FROM pgjobs_job"
+                    " WHERE queue = 'drain' AND state = 'executing')"
+                )
+                deadline = begin + 300
+                while conn.execute(left).fetchone()[0] and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                took = time.monotonic() - begin
+        finally:
+            os.killpg(worker.pid, 15)
+            worker.wait(60)
+        return {"W2 drain (jobs/s)": jobs / took}
+
+    def admin(self, repeat: int = 5) -> dict[str, float]:
+        from django.test import Client
+        from django.urls import reverse
+
+        from django_pgjobs.models import Job
+        from django_pgjobs.states import JobState
+
+        client = Client()
+        client.login(username="bench", password="bench")
+        changelist = reverse("admin:pgjobs_job_changelist")
+        job = Job.objects.filter(state="completed").order_by("-id").first()
+        today = datetime.now(UTC)
+        pages = {"admin list": changelist}
+        for state in JobState.values:
+            pages[f"admin list state={state}"] = f"{changelist}?state={state}"
+        for queue in ("default", "mail", "reports"):
+            pages[f"admin list queue={queue}"] = f"{changelist}?queue={queue}"
+        pages["admin list task=soak_tasks.tick"] = f"{changelist}?task=soak_tasks.tick"
+        pages["admin list state+queue"] = f"{changelist}?state=discarded&queue=mail"
+        pages["admin list search"] = f"{changelist}?q=soak_tasks.tick"
+        pages["admin list page 100"] = f"{changelist}?p=100"
+        pages["admin list created today"] = (
+            f"{changelist}?created_at__year={today.year}&created_at__month={today.month}"
+            f"&created_at__day={today.day}"
+        )
+        pages["admin dashboard"] = reverse("admin:pgjobs_dashboard")
+        pages["admin dashboard data"] = reverse("admin:pgjobs_dashboard_data")
+        pages["admin job page"] = reverse("admin:pgjobs_job_change", args=[job.pk])
+        return {f"{name} (ms)": timed(client.get, path, repeat) for name, path in pages.items()}
+
+    def api(self, repeat: int = 20) -> dict[str, float]:
+        from django.test import Client
+
+        from django_pgjobs.models import Job
+
+        client = Client(headers={"authorization": f"Bearer {self.token}"})
+        job = Job.objects.filter(state="completed").order_by("-id").first()
+        body = {"task": "pgjobs_tasks.noop", "queue": "reports", "run_at": "2999-01-01T00:00:00Z"}
+        return {
+            "API GET /jobs/<id> (ms)": timed(client.get, f"/jobs/{job.pk}", repeat),
+            "API POST /jobs (ms)": timed(
+                lambda path: client.post(path, body, content_type="application/json"),
+                "/jobs", repeat, expect=(201, 202, 200),
+            ),
+        }  # fmt: skip
+
+    def prune(self, seconds: float = 20.0) -> str:
+        """Claims alone, then while one day's finished jobs are pruned."""
+        from django.db import connection
+
+        from django_pgjobs import maintenance
+
+        quiet = claims(self.url, duration=seconds)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT min(created_at) FROM pgjobs_job")
+            oldest = cursor.fetchone()[0]
+        now = datetime.now(UTC)
+        older_than = now - (oldest + timedelta(days=1))
+        during: list[float] = []
+        done = threading.Event()
+        probe = threading.Thread(target=lambda: during.extend(claims(self.url, until=done)))
+        probe.start()
+        begin = time.monotonic()
+        deleted = maintenance.prune_finished(now, older_than)
+        took = time.monotonic() - begin
+        done.set()
+        probe.join()
+        return (
+            f"prune of the oldest day: {deleted:,} jobs in {took:.1f} s "
+            f"({deleted / took:,.0f}/s); load {load()}\n"
+            f"claim while pruning: p50 {percentile(during, 0.5):.2f} ms, p99 "
+            f"{percentile(during, 0.99):.2f} ms, max {max(during):.1f} ms ({len(during)} claims); "
+            f"without: p50 {percentile(quiet, 0.5):.2f} ms, p99 {percentile(quiet, 0.99):.2f} ms, "
+            f"max {max(quiet):.1f} ms ({len(quiet)} claims)"
+        )
+
+
+def far_future() -> datetime:
+    return datetime(2999, 1, 1, tzinfo=UTC)
+
+
+def claims(url: str, count: int = 0, duration: float = 0, until=None) -> list[float]:
+    """Claim one job at a time of queue 'claim' (claim + commit timed), then complete it."""
+    import psycopg
+
+    times: list[float] = []
+    end = time.monotonic() + duration
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(INSERT_AVAILABLE, {"queue": "claim", "count": 1})
+        while True:
+            if count and len(times) >= count:
+                break
+            if duration and time.monotonic() >= end:
+                break
+            if until is not None and until.is_set():
+                break
+            params = {"queue": "claim", "now": datetime.now(UTC), "limit": 1,
+                      "states": ["available"], "worker_id": None}  # fmt: skip
+            begin = time.perf_counter()
+            with conn.transaction():
+                claimed = conn.execute(CLAIM_SQL, params).fetchall()
+            times.append((time.perf_counter() - begin) * 1000)
+            # Complete it and offer the next: the claim always finds exactly one job.
+            conn.execute(
+                "UPDATE pgjobs_job SET state = 'completed', finished_at = now() WHERE id = %s",
+                (claimed[0][0],),
+            )
+            conn.execute(INSERT_AVAILABLE, {"queue": "claim", "count": 1})
+            time.sleep(0.005)
+    return times
+
+
+def timed(get, path: str, repeat: int, expect=(200,)) -> float:
+    get(path)  # warm: the first request of a page pays for imports and template loading
+    times = []
+    for _ in range(repeat):
+        begin = time.perf_counter()
+        response = get(path)
+        times.append((time.perf_counter() - begin) * 1000)
+        if response.status_code not in expect:
+            raise SystemExit(f"{path}: HTTP {response.status_code}")
+    return statistics.median(times)
+
+
+def report(empty: dict[str, float], full: dict[str, float], rows: int) -> None:
+    print(f"\n| measure | empty table | {rows:,} rows | ratio |")
+    print("| --- | ---: | ---: | ---: |")
+    for name, before in empty.items():
+        after = full[name]
+        if name.startswith("load"):
+            print(f"| {name} | {before:.2f} | {after:.2f} | |")
+            continue
+        # For a rate, slower is a smaller number: the ratio is always "how much worse".
+        ratio = before / after if "jobs/s" in name else after / before
+        flag = " !!" if ratio > 2 else ""
+        print(f"| {name} | {before:,.2f} | {after:,.2f} | {ratio:.2f}x{flag} |")
+
+
+if __name__ == "__main__":
+    main()
