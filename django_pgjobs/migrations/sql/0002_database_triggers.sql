@@ -11,6 +11,10 @@
 --   pgjobs_schedule_replan     makes schedulers plan an edited schedule afresh
 --   pgjobs_schedule_changed    tells running schedulers a schedule changed
 --
+-- Since migration 0014, pgjobs_job_inserted alone does the work of the two insert
+-- triggers (pgjobs_job_published is gone), with a short path for an INSERT of one
+-- row: see sql/0014_one_insert_trigger.sql.
+--
 -- Wake-ups go out on the channel pgjobs_jobs with the queue name as payload: PostgreSQL
 -- folds identical notifications of one transaction into one, so a transaction
 -- inserting 10,000 jobs into one queue wakes workers once. Events go out on
