@@ -415,10 +415,10 @@ def _insert_many(jobs: list[Job], using: str) -> None:
     """
     if len(jobs) >= COPY_AT_LEAST:
         _copy(jobs, len(jobs), using)
+    elif len(jobs) == 1:
+        _insert_one(jobs[0], using)
     else:
-        from .models import Job
-
-        names = [(f.attname, f.column) for f in Job._meta.concrete_fields if not f.primary_key]
+        names, _ = _insert_columns()
         rows = db.as_json([{column: job.__dict__[name] for name, column in names} for job in jobs])
         ids = sorted(row["id"] for row in db.fetch_dicts("insert_jobs", {"rows": rows}, using))
         for job, pk in zip(jobs, ids, strict=True):
@@ -426,6 +426,35 @@ def _insert_many(jobs: list[Job], using: str) -> None:
     for job in jobs:
         job._state.adding = False
         job._state.db = using
+
+
+def _insert_one(job: Job, using: str) -> None:
+    """Save one new job as a row of values (``sql/insert_job.sql``): for the server,
+    ~70 us less per statement than a JSON array of one row."""
+    names, json_columns = _insert_columns()
+    fields = job.__dict__
+    values = {column: fields[name] for name, column in names}
+    for column in json_columns:
+        value = values[column]
+        if value is not None:  # None: SQL NULL, as in the JSON array
+            empty = None if value else _EMPTY_JSON.get(type(value))
+            values[column] = empty or db.as_json(value)  # most are empty: no encoder
+    job.id = db.fetch_dicts("insert_job", values, using)[0]["id"]
+
+
+_EMPTY_JSON = {list: "[]", dict: "{}"}
+
+
+@functools.cache
+def _insert_columns() -> tuple[list[tuple[str, str]], list[str]]:
+    """(attname, column) of every field of Job but id; the columns of JSON fields."""
+    from django.db.models import JSONField
+
+    from .models import Job
+
+    fields = [f for f in Job._meta.concrete_fields if not f.primary_key]
+    names = [(f.attname, f.column) for f in fields]
+    return names, [f.column for f in fields if isinstance(f, JSONField)]
 
 
 def _as_spec(spec: JobSpec | dict[str, Any]) -> JobSpec:

@@ -71,6 +71,29 @@ def test_enqueue_many_inserts_a_small_batch_with_one_statement(django_assert_num
     assert [job.pk for job in jobs] == sorted(Job.objects.values_list("pk", flat=True))
 
 
+def test_one_job_is_one_insert_of_values_stored_as_a_batch_would_store_it(
+    django_assert_num_queries,
+):
+    """Job.enqueue sends one statement (sql/insert_job.sql: no savepoint, no read),
+    and the row is the one enqueue_many's JSON array writes for the same job."""
+    later = timezone.now() + timedelta(hours=1)
+    options = [
+        {"args": ["\u00e9t\u00e9", [3], None], "kwargs": {"k": None, "n": 1.5}},
+        {"run_at": later, "priority": -3, "timeout": 2.5, "meta": {"batch": "x"}},
+        {"max_attempts": 2, "concurrency_key": "customer-7", "pass_results": True},
+    ]
+    for option in options:
+        with django_assert_num_queries(1):
+            one = Job.enqueue("testproject.demo.tasks.add", **option)
+        pair = Job.enqueue_many([{"task": "testproject.demo.tasks.add", **option}] * 2)
+        columns = [f.attname for f in Job._meta.concrete_fields if f.attname != "id"]
+        rows = Job.objects.filter(pk__in=[one.pk, pair[0].pk]).order_by("pk").values(*columns)
+        now = {"created_at": None} | ({} if "run_at" in option else {"run_at": None})
+        written, batched = [row | now for row in rows]
+        assert written == batched
+        assert Job.objects.get(pk=one.pk).args == one.args
+
+
 def test_a_large_batch_is_copied_in_and_stored_as_a_small_one_would_be():
     """Batches of COPY_AT_LEAST jobs or more go through COPY: same rows, same ids."""
     later = timezone.now() + timedelta(hours=1)

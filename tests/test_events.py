@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import statistics
 import threading
 import time
+from datetime import timedelta
 
 import psycopg
 import pytest
+from django.utils import timezone
 
 from django_pgjobs import Job, db, events
 from django_pgjobs.models import Queue
@@ -122,6 +125,33 @@ def test_a_large_batch_is_published_many_events_per_notification(second_connecti
     assert max(len(p.encode()) for p in payloads) < 8000
     ids = [event.job_id for payload in payloads for event in events.Event.parse(payload)]
     assert ids == [job.pk for job in jobs]
+
+
+def test_one_inserted_job_is_announced_as_a_batch_of_one_would_be(second_connection):
+    """An INSERT of one row takes the trigger's short path: the same wake-up (none for a
+    scheduled job) and the same event payload as the grouping queries write."""
+    second_connection.execute("LISTEN pgjobs_events")
+    second_connection.execute("LISTEN pgjobs_jobs")
+    later = Job.enqueue("testproject.demo.tasks.add", run_at=timezone.now() + timedelta(hours=1))
+    one = Job.enqueue("testproject.demo.tasks.add", args=[1, 2])
+    pair = Job.enqueue_many([{"task": "testproject.demo.tasks.add"}] * 2)
+    received: list[tuple[str, str]] = []
+    deadline = time.monotonic() + 10
+    while sum(channel == "pgjobs_events" for channel, _ in received) < 3:
+        assert time.monotonic() < deadline, received
+        received += [(n.channel, n.payload) for n in second_connection.notifies(timeout=1)]
+    assert [payload for channel, payload in received if channel == "pgjobs_jobs"] == [
+        "default",
+        "default",
+    ]
+    scheduled, single, batch = [
+        json.loads(payload) for channel, payload in received if channel == "pgjobs_events"
+    ]
+    task = {"task": "testproject.demo.tasks.add", "queue": "default", "previous": None}
+    assert scheduled == {"ids": [later.pk], **task, "state": "scheduled", "attempt": 0}
+    assert single == {"ids": [one.pk], **task, "state": "available", "attempt": 0}
+    assert batch == {"ids": [job.pk for job in pair], **task, "state": "available", "attempt": 0}
+    assert list(single) == list(batch)  # same keys in the same order
 
 
 def test_an_operator_s_bulk_change_names_each_job_with_its_own_task_and_queue(

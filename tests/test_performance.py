@@ -205,7 +205,9 @@ def test_events_takes_a_bool(settings):
     assert [error.id for error in check_settings()] == ["pgjobs.E003"]
 
 
-@pytest.mark.parametrize("statement, skipped", [("insert_jobs", "id"), ("copy_jobs", None)])
+@pytest.mark.parametrize(
+    "statement, skipped", [("insert_jobs", "id"), ("insert_job", "id"), ("copy_jobs", None)]
+)
 def test_the_bulk_inserts_name_every_column_of_the_model(statement, skipped):
     from django_pgjobs.models import Job
 
