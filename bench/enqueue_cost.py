@@ -1,0 +1,140 @@
+"""What one enqueue per transaction costs per job: wall time, Python CPU, server CPU.
+
+    .venv/bin/python bench/enqueue_cost.py [--jobs 3000] [--rounds 3] [--only pgjobs]
+
+One client enqueues no-op jobs one by one, each in a transaction of its own (run.py's
+W1a), on a fresh database per run. Beside the wall time it reads the CPU time of the
+Python process (getrusage) and of its PostgreSQL backend (/proc/<pid>/schedstat: the
+server must run on this machine), which still mean something on a loaded box where
+the wall time doesn't. django-pgjobs and pgqueuer (in its virtualenv, installed by
+run.py on first use) take turns in each round; the load average is printed beside
+each run. docs/how-it-works.md ("Where one enqueue's microseconds go") reads it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+sys.path[:0] = [str(BENCH / "runners"), str(BENCH)]
+
+from common import (  # noqa: E402
+    checkpoint,
+    database_name,
+    drop_database,
+    recreate_database,
+    with_database,
+)
+
+DEFAULT_URL = "postgres://root@127.0.0.1:5432/pgjobs"
+
+
+def backend_cpu_ns(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
+
+
+def measure(system: str, url: str, jobs: int) -> dict[str, float]:
+    """In the system's own interpreter: per-job figures of ``jobs`` enqueues."""
+    if system == "pgjobs":
+        from pgjobs_runner import PgJobs
+
+        adapter = PgJobs(url, BENCH / ".work")
+        from django.db import connection
+
+        def backend_pid() -> int:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                return cursor.fetchone()[0]
+    else:
+        from pgqueuer_runner import PgQueuer
+
+        adapter = PgQueuer(url, BENCH / ".work")
+
+        def backend_pid() -> int:
+            return adapter._run(adapter.conn.fetchval("SELECT pg_backend_pid()"))
+
+    recreate_database(url)
+    try:
+        adapter.install()
+        adapter.enqueue_each(200)  # caches, plans, connection: what a server pays once
+        adapter.reset()
+        checkpoint(url)
+        pid = backend_pid()
+        server, python = backend_cpu_ns(pid), time.process_time()
+        started = time.perf_counter()
+        adapter.enqueue_each(jobs)
+        wall = time.perf_counter() - started
+        python, server = time.process_time() - python, backend_cpu_ns(pid) - server
+        version = adapter.version
+        adapter.close()
+    finally:
+        drop_database(url)
+    return {
+        "version": version,
+        "per_s": jobs / wall,
+        "wall_us": wall / jobs * 1e6,
+        "python_us": python / jobs * 1e6,
+        "server_us": server / jobs / 1e3,
+    }
+
+
+def run(system: str, base_url: str, jobs: int) -> dict[str, float]:
+    from run import SYSTEMS, venv_python
+
+    python = venv_python(system, SYSTEMS[system][1])
+    url = with_database(base_url, f"{database_name(base_url)}_bench_cost_{system}_{os.getpid()}")
+    before = os.getloadavg()[0]
+    done = subprocess.run(
+        [python, __file__, "--measure", system, f"--url={url}", f"--jobs={jobs}"],
+        stdout=subprocess.PIPE,
+        text=True,
+        check=True,
+    )
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["load"] = (before + os.getloadavg()[0]) / 2
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=3000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--only", default="pgjobs,pgqueuer", help="comma-separated systems")
+    parser.add_argument("--measure", help=argparse.SUPPRESS)  # the child's side
+    parser.add_argument("--url", default=os.environ.get("DATABASE_URL", DEFAULT_URL))
+    args = parser.parse_args()
+    if args.measure:
+        print(json.dumps(measure(args.measure, args.url, args.jobs)))
+        return
+    systems = args.only.split(",")
+    results: dict[str, list[dict[str, float]]] = {system: [] for system in systems}
+    for round_ in range(args.rounds):
+        for system in systems if round_ % 2 == 0 else systems[::-1]:
+            r = run(system, args.url, args.jobs)
+            results[system].append(r)
+            print(
+                f"round {round_ + 1} {system:9} {r['per_s']:7,.0f}/s  wall {r['wall_us']:4.0f} us"
+                f"  python {r['python_us']:4.0f} us  server {r['server_us']:4.0f} us"
+                f"  load {r['load']:.1f}",
+                flush=True,
+            )
+    for system, runs in results.items():
+        median = {
+            key: statistics.median(r[key] for r in runs) for key in runs[0] if key != "version"
+        }
+        print(
+            f"median    {system} {runs[0]['version']}: {median['per_s']:,.0f}/s, wall "
+            f"{median['wall_us']:.0f} us, python {median['python_us']:.0f} us, server "
+            f"{median['server_us']:.0f} us per job (load {median['load']:.1f})"
+        )
+
+
+if __name__ == "__main__":
+    main()
