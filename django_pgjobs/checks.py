@@ -94,6 +94,10 @@ def _check_values() -> list[Error]:
                 30,
             )
         )
+    host_name = conf.get("HOST_NAME")
+    if host_name is not None and (problem := conf.host_name_problem(host_name)):
+        hint = "Set a name of up to 255 printable characters, or None for the machine's hostname."
+        errors.append(_error(problem, hint, 14))
     try:
         Backoff.from_dict(conf.get("BACKOFF"))
     except (TypeError, ValueError) as problem:

@@ -10,6 +10,10 @@ import socket
 from typing import Any
 
 from django.conf import settings as django_settings
+from django.core.exceptions import ImproperlyConfigured
+
+from . import limits
+from .exceptions import InvalidOption
 
 DEFAULTS: dict[str, Any] = {
     # Database alias that holds the job tables.
@@ -133,5 +137,24 @@ def get(key: str) -> Any:
 
 def host_name() -> str:
     """The name of this host, as workers and schedulers record it: ``HOST_NAME``, else
-    the machine's hostname (in a container, its own: a pod's name)."""
-    return get("HOST_NAME") or socket.gethostname()
+    the machine's hostname (in a container, its own: a pod's name).
+
+    Raises ``ImproperlyConfigured`` (the words of check ``pgjobs.E014``) for a
+    ``HOST_NAME`` no row or connection can carry: otherwise a worker would fail at
+    connect with libpq's error, or at its first insert."""
+    name = get("HOST_NAME")
+    if name is None:
+        return socket.gethostname()
+    problem = host_name_problem(name)
+    if problem:
+        raise ImproperlyConfigured(problem)
+    return name
+
+
+def host_name_problem(name: Any) -> str | None:
+    """What is wrong with ``name`` as ``HOST_NAME`` (a message naming the setting), or None."""
+    try:
+        limits.host_name(name, "PGJOBS['HOST_NAME']")
+    except InvalidOption as error:
+        return f"{error}."
+    return None

@@ -173,6 +173,21 @@ def text(value: Any, field: str, max_length: int = TEXT_LENGTH) -> str:
     return value
 
 
+def host_name(value: Any, field: str = "host") -> str:
+    """A host name as worker and scheduler rows record it (``varchar(255)``) and their
+    connections' ``application_name`` carries: text (``text``), not only white space,
+    and nothing unprintable (libpq takes no NUL; PostgreSQL shows others as ``?``)."""
+    text(value, field)
+    if not value.strip():
+        raise InvalidOption(field, "must not be only white space")
+    hidden = next((char for char in value if not char.isprintable()), None)
+    if hidden is not None:
+        raise InvalidOption(
+            field, f"must not contain control or other unprintable characters, as {hidden!r}"
+        )
+    return value
+
+
 def validate_time(value: datetime) -> None:
     """A model field validator: the time within [EARLIEST, END) (a naive one, with
     USE_TZ off, in the default time zone), else ValidationError."""

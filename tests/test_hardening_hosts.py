@@ -1,0 +1,81 @@
+"""Host names no row or connection can carry are refused where they come in, naming the fix.
+
+A ``PGJOBS["HOST_NAME"]`` reaches each worker's and scheduler's ``application_name``
+and their ``WorkerProcess`` row: a NUL used to fail at connect with libpq's error, a
+name over 255 characters at the first insert.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from django_pgjobs import conf, inline
+from django_pgjobs.checks import check_settings
+from django_pgjobs.liveness import harden_connections
+from django_pgjobs.models import WorkerProcess
+
+ODD_NAMES = [
+    pytest.param("\x00", "contains a NUL character", id="nul"),
+    pytest.param("web\x001", "contains a NUL character", id="nul-inside"),
+    pytest.param("", "must be 1 to 255 characters, not 0", id="empty"),
+    pytest.param("   ", "must not be only white space", id="spaces"),
+    pytest.param(" \t\n", "must not be only white space", id="white-space"),
+    pytest.param("web\n1", "unprintable characters, as '\\n'", id="newline"),
+    pytest.param("web\x1b[31m1", "unprintable characters, as '\\x1b'", id="escape"),
+    pytest.param("web\x7f", "unprintable characters, as '\\x7f'", id="delete"),
+    pytest.param("web\u200b1", "unprintable characters, as '\\u200b'", id="zero-width"),
+    pytest.param("web\ud8001", "contains a lone surrogate", id="surrogate"),
+    pytest.param("w" * 256, "must be 1 to 255 characters, not 256", id="too-long"),
+]
+
+
+@pytest.mark.parametrize("name, problem", ODD_NAMES)
+def test_the_system_check_names_the_setting_and_what_is_wrong(name, problem, settings):
+    settings.PGJOBS = {"HOST_NAME": name}
+    errors = check_settings()
+    assert [error.id for error in errors] == ["pgjobs.E014"], errors
+    assert errors[0].msg.startswith("PGJOBS['HOST_NAME'] ") and problem in errors[0].msg
+
+
+@pytest.mark.parametrize("name, problem", ODD_NAMES)
+def test_where_the_name_is_read_it_is_refused_in_the_same_words(name, problem, settings):
+    settings.PGJOBS = {"HOST_NAME": name}
+    [error] = check_settings()
+    with pytest.raises(ImproperlyConfigured) as refused:
+        conf.host_name()
+    assert str(refused.value) == error.msg
+
+
+@pytest.mark.parametrize("name", ["web-1", "Web 1.example.org", "hôte-é", "w" * 255])
+def test_names_a_row_and_a_connection_can_carry_pass(name, settings):
+    settings.PGJOBS = {"HOST_NAME": name}
+    assert check_settings() == []
+    assert conf.host_name() == name
+
+
+def test_none_is_the_machines_hostname(settings):
+    settings.PGJOBS = {"HOST_NAME": None}
+    assert check_settings() == [] and conf.host_name() == socket.gethostname()
+
+
+@pytest.mark.django_db
+def test_a_worker_refuses_before_it_connects_or_writes(settings):
+    settings.PGJOBS = {"HOST_NAME": "web\x001"}
+    with pytest.raises(ImproperlyConfigured, match="PGJOBS\\['HOST_NAME'\\] contains a NUL"):
+        harden_connections("default", "worker")
+    with pytest.raises(ImproperlyConfigured, match="PGJOBS\\['HOST_NAME'\\] contains a NUL"):
+        inline.run_due()
+    assert not WorkerProcess.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_runworker_exits_on_the_check_and_records_no_worker(worker_process):
+    # An environment variable can't carry a NUL: white space stands for the odd names.
+    process = worker_process(env={"PGJOBS_HOST_NAME": " \t "})
+    assert process.wait(60) != 0
+    output = process.output()
+    assert "pgjobs.E014" in output and "PGJOBS['HOST_NAME'] must not be only white space" in output
+    assert not WorkerProcess.objects.exists()
