@@ -2,20 +2,25 @@
 
 A ``PGJOBS["HOST_NAME"]`` reaches each worker's and scheduler's ``application_name``
 and their ``WorkerProcess`` row: a NUL used to fail at connect with libpq's error, a
-name over 255 characters at the first insert.
+name over 255 characters at the first insert. ``stopworker --host`` with a NUL
+failed in its query, with psycopg's words.
 """
 
 from __future__ import annotations
 
+import io
 import socket
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
+from django.core.management import call_command
+from django.core.management.base import CommandError
 
 from django_pgjobs import conf, inline
 from django_pgjobs.checks import check_settings
 from django_pgjobs.liveness import harden_connections
 from django_pgjobs.models import WorkerProcess
+from tests.factories import WorkerProcessFactory
 
 ODD_NAMES = [
     pytest.param("\x00", "contains a NUL character", id="nul"),
@@ -79,3 +84,26 @@ def test_runworker_exits_on_the_check_and_records_no_worker(worker_process):
     output = process.output()
     assert "pgjobs.E014" in output and "PGJOBS['HOST_NAME'] must not be only white space" in output
     assert not WorkerProcess.objects.exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "host, problem",
+    [
+        pytest.param("web\x001", "--host contains a NUL character", id="nul"),
+        pytest.param("", "--host must be 1 to 255 characters, not 0", id="empty"),
+        pytest.param("w" * 256, "--host must be 1 to 255 characters, not 256", id="too-long"),
+        pytest.param(" ", "--host must not be only white space", id="white-space"),
+        pytest.param("web\n1", "--host must not contain control", id="newline"),
+    ],
+)
+def test_stopworker_refuses_a_host_no_worker_can_have_and_flags_nobody(host, problem):
+    worker = WorkerProcessFactory(host="web")
+    with pytest.raises(CommandError) as refused:
+        call_command("stopworker", "--host", host)
+    assert str(refused.value).startswith(problem), refused.value
+    assert "no worker process records such a host" in str(refused.value)
+    # Nothing written, and the caller's transaction still takes queries.
+    assert not WorkerProcess.objects.filter(stop_requested=True).exists()
+    call_command("stopworker", "--host", worker.host, stdout=io.StringIO())
+    assert WorkerProcess.objects.get(pk=worker.pk).stop_requested

@@ -6,7 +6,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from django_pgjobs import db
+from django_pgjobs import db, limits
+from django_pgjobs.exceptions import InvalidOption
 from django_pgjobs.models import WorkerProcess
 from django_pgjobs.workers import request_stop
 
@@ -33,6 +34,10 @@ class Command(BaseCommand):
             if unknown:
                 raise CommandError(f"no worker process with id(s) {sorted(unknown)}")
         if host is not None:
+            try:  # a NUL would fail in the query, with psycopg's words
+                limits.host_name(host, "--host")
+            except InvalidOption as problem:
+                raise CommandError(f"{problem}: no worker process records such a host") from None
             ids = list(rows.filter(host=host).values_list("pk", flat=True))
             if not ids:
                 raise CommandError(f"no worker process on host {host!r}")
