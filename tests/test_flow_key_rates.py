@@ -3,22 +3,19 @@ across worker processes, while other keys' jobs run beside them (issue 20, item 
 
 from __future__ import annotations
 
-import math
 import time
 from collections import defaultdict
 
 import pytest
-from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.urls import reverse
 
-from django_pgjobs import InvalidOption, Job, queues, ratelimits, task
-from django_pgjobs.checks import check_settings
+from django_pgjobs import InvalidOption, Job, ratelimits, task
 from django_pgjobs.enqueue import COPY_AT_LEAST
 from django_pgjobs.models import Queue, RateWindow
 from django_pgjobs.states import JobState
 from django_pgjobs.worker import Worker
-from tests.test_flow_rates import ODD_LIMITS, ODD_PERIODS, most_in_any_window
+from tests.test_flow_rates import most_in_any_window
 
 S = JobState
 ADD = "testproject.demo.tasks.add"
@@ -111,39 +108,8 @@ def test_odd_task_keys_are_refused_at_definition():
             task(concurrency_key=odd)(lambda: None)
 
 
-@pytest.mark.parametrize("limit", ODD_LIMITS, ids=repr)
-def test_odd_key_rate_limits_are_refused_by_settings_and_saves(settings, limit):
-    with pytest.raises(InvalidOption) as refused:
-        queues.check_options("q", {"key_rate_limit": limit})
-    assert refused.value.field == "key_rate_limit"
-    settings.PGJOBS = {**settings.PGJOBS, "QUEUES": {"default": {"key_rate_limit": limit}}}
-    assert any(
-        error.id == "pgjobs.E013" and "key_rate_limit" in error.msg for error in check_settings()
-    )
-
-
-@pytest.mark.parametrize("period", ODD_PERIODS, ids=repr)
-def test_odd_key_rate_periods_are_refused(period):
-    with pytest.raises(InvalidOption) as refused:
-        queues.check_options("q", {"key_rate_limit": 5, "key_rate_period": period})
-    assert refused.value.field == "key_rate_period"
-
-
-@pytest.mark.django_db
-@pytest.mark.parametrize(
-    "fields",
-    [{"key_rate_limit": 0}, {"key_rate_limit": 10**12}, {"key_rate_period": math.nan}],
-    ids=repr,
-)
-def test_queue_saves_refuse_odd_key_rates(fields):
-    with pytest.raises(ValidationError):
-        Queue(name="odd", **fields).save()
-    assert not Queue.objects.filter(name="odd").exists()
-
-
-def test_a_blocking_queue_takes_no_key_rate_limit():
-    with pytest.raises(InvalidOption, match="blocking"):
-        queues.check_options("q", {"blocking": True, "key_rate_limit": 5})
+# Odd key_rate_limit and key_rate_period values: tests/test_flow_rates.py's refusal
+# tests run over both pairs of fields.
 
 
 @pytest.mark.django_db

@@ -32,19 +32,11 @@ from django_pgjobs.states import JobState
 from testproject.demo.models import Run
 from tests import conftest
 from tests.admin_helpers import action, changelist
+from tests.conftest import FAST_RESCUE
 from tests.factories import ScheduleFactory
 from tests.pgproxy import PgProxy
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
-
-# Peers found dead within a couple of seconds; heartbeats rare enough that a stop
-# request can only arrive in time by its notification.
-FAST_RESCUE = {
-    "PGJOBS_HEARTBEAT_INTERVAL": "0.3",
-    "PGJOBS_WORKER_STALE_AFTER": "1.5",
-    "PGJOBS_RESCUE_INTERVAL": "0.3",
-    "PGJOBS_POLL_INTERVAL": "0.5",
-}
 
 
 @dataclass

@@ -15,16 +15,9 @@ from django_pgjobs.states import JobState
 from testproject.demo.models import Run
 from testproject.demo.tasks import add, async_sleep
 from tests import conftest
+from tests.conftest import FAST_RESCUE
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
-
-# Settings for workers that detect dead peers within a couple of seconds.
-FAST_RESCUE = {
-    "PGJOBS_HEARTBEAT_INTERVAL": "0.3",
-    "PGJOBS_WORKER_STALE_AFTER": "1.5",
-    "PGJOBS_RESCUE_INTERVAL": "0.3",
-    "PGJOBS_POLL_INTERVAL": "0.5",
-}
 
 
 def tags() -> list[str]:
