@@ -20,13 +20,18 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path[:0] = [str(HERE), str(ROOT)]
+
+from common import FILLED_JOB_COLUMNS, admin_client  # noqa: E402
+
 DEFAULT_URL = "postgres://root@127.0.0.1:5432/pgjobs_admin_bench"
 
 # Filling the table is the one place raw SQL is worth it: generate_series writes a
 # million rows in seconds where the ORM would take minutes.
-FILL = """
+FILL = (
+    """
 INSERT INTO pgjobs_job (task, queue, args, kwargs, state, priority, attempt, max_attempts,
                         run_at, created_at, attempted_at, finished_at, errors, result,
                         meta, pending_dependencies)
@@ -36,20 +41,9 @@ SELECT (ARRAY['testproject.demo.tasks.add', 'testproject.demo.tasks.send_welcome
        jsonb_build_array(n, 'user-' || (n %% 5000)),
        '{}'::jsonb,
        state,
-       0,
-       CASE WHEN state IN ('available', 'scheduled') THEN 0
-            ELSE 1 + (state = 'discarded')::int * 2 END,
-       3,
-       created + CASE WHEN state = 'scheduled' THEN interval '2 days' ELSE interval '0' END,
-       created,
-       CASE WHEN state IN ('available', 'scheduled') THEN NULL
-            ELSE created + interval '1 second' END,
-       CASE WHEN state IN ('completed', 'discarded', 'cancelled')
-            THEN created + interval '2 seconds' END,
-       CASE WHEN state IN ('discarded', 'retryable') THEN jsonb_build_array(jsonb_build_object(
-            'attempt', 1, 'at', created, 'error', 'RuntimeError: the flaky service said no',
-            'traceback', repeat('  File "app/tasks.py", line 12, in flaky' || chr(10), 8)))
-            ELSE '[]'::jsonb END,
+       0,"""
+    + FILLED_JOB_COLUMNS
+    + """,
        CASE WHEN state = 'completed' THEN to_jsonb(n) END,
        '{}'::jsonb,
        0
@@ -65,6 +59,7 @@ FROM (
     FROM generate_series(1, %(rows)s) AS n
 ) AS rows
 """
+)
 
 
 def setup(url: str) -> None:
@@ -130,18 +125,12 @@ def main() -> None:
     setup(os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL))
     fill(options.rows)
 
-    from django.contrib.auth.models import User
     from django.db import transaction
-    from django.test import Client
 
     from django_pgjobs import transitions
     from django_pgjobs.models import Job
 
-    user = User.objects.filter(username="bench").first() or User.objects.create_superuser(
-        "bench", "bench@example.com", "bench"
-    )
-    client = Client()
-    client.force_login(user)
+    client = admin_client()
     sample = Job.objects.filter(state="discarded").order_by("-id").first()
     year = sample.created_at.year
 

@@ -125,6 +125,97 @@ def libpq_env(url: str) -> dict[str, str]:
     return env
 
 
+# -- django-pgjobs' own scripts (scale, soak, sustained, admin_changelist) ---------------
+# Django is imported inside these functions: the runners of other queues import this
+# file from virtualenvs without it.
+
+#: The columns attempt, max_attempts, run_at, created_at, attempted_at, finished_at and
+#: errors of a filled job row, from its ``state`` and ``created`` time: how a finished,
+#: failed or waiting job of the last days looks (a failure's traceback included).
+FILLED_JOB_COLUMNS = """
+       CASE WHEN state IN ('available', 'scheduled') THEN 0
+            ELSE 1 + (state = 'discarded')::int * 2 END,
+       3,
+       created + CASE WHEN state = 'scheduled' THEN interval '2 days' ELSE interval '0' END,
+       created,
+       CASE WHEN state IN ('available', 'scheduled') THEN NULL
+            ELSE created + interval '1 second' END,
+       CASE WHEN state IN ('completed', 'discarded', 'cancelled')
+            THEN created + interval '2 seconds' END,
+       CASE WHEN state IN ('discarded', 'retryable') THEN jsonb_build_array(jsonb_build_object(
+            'attempt', 1, 'at', created, 'error', 'RuntimeError: the flaky service said no',
+            'traceback', repeat('  File "app/tasks.py", line 12, in flaky' || chr(10), 8)))
+            ELSE '[]'::jsonb END"""
+
+
+def setup_django(url: str, settings_module: str) -> dict[str, str]:
+    """Set Django up in this process on the database ``url``; returns the environment
+    that does the same for a child (``manage.py runworker``, a producer)."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "DJANGO_SETTINGS_MODULE": settings_module,
+        "PYTHONPATH": os.pathsep.join([str(BENCH_DIR / "runners"), str(BENCH_DIR), str(ROOT)]),
+    }
+    os.environ.update(env)
+    import django
+
+    django.setup()
+    return env
+
+
+def scratch_django(name: str, settings_module: str) -> tuple[str, dict[str, str]]:
+    """A new database ``pgjobs_bench_<name>_p<pid>`` (on ``$DATABASE_URL``'s server),
+    migrated, with Django set up on it: its URL and the environment for children.
+    The caller drops it (``drop_database``) when done."""
+    base = os.environ.get("DATABASE_URL", "postgres://root@127.0.0.1:5432/postgres")
+    url = with_database(base, f"pgjobs_bench_{name}_p{os.getpid()}")
+    drop_database(url, create=True)
+    env = setup_django(url, settings_module)
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    return url, env
+
+
+def admin_client() -> Any:
+    """Django's test client, logged in as the superuser ``bench`` (made if missing)."""
+    from django.contrib.auth.models import User
+    from django.test import Client
+
+    user = User.objects.filter(username="bench").first() or User.objects.create_superuser(
+        "bench", "bench@example.com", "bench"
+    )
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def offer_at_rate(
+    rate: float,
+    seconds: float,
+    enqueue: Callable[[int, int], Any],
+    each_tick: Callable[[int, int], Any] | None = None,
+    tick: float = 0.01,
+) -> int:
+    """Offer ``rate`` jobs/s for ``seconds``: every ``tick`` seconds one call of
+    ``enqueue(first, count)`` with the jobs due by then (one bulk call, so that the
+    rate offered does not hang on how fast one client commits single jobs), then
+    ``each_tick(ticks, offered)``. Returns how many jobs were offered."""
+    offered, ticks = 0, 0
+    start = now()
+    while (elapsed := now() - start) < seconds:
+        due = int(elapsed * rate) - offered
+        if due > 0:
+            enqueue(offered, due)
+            offered += due
+        if each_tick is not None:
+            each_tick(ticks, offered)
+        ticks += 1
+        time.sleep(max(0.0, start + ticks * tick - now()))
+    return offered
+
+
 # -- processes -------------------------------------------------------------------------
 
 
@@ -490,18 +581,17 @@ def w4_sustained(adapter: Adapter, config: Config, rate: float, seconds: float) 
             starts.clear()  # the warm-up jobs send no stamps, but be sure
             committed: list[tuple[int, int, float]] = []  # first seq, count, commit time
             backlog: list[int] = []
-            offered, tick = 0, 0
-            start = now()
-            while (elapsed := now() - start) < seconds:
-                due = int(elapsed * rate) - offered
-                if due > 0:
-                    adapter.enqueue_stamps(offered, due)
-                    committed.append((offered, due, now()))
-                    offered += due
-                if tick % 10 == 0:
+
+            def enqueue(first: int, count: int) -> None:
+                adapter.enqueue_stamps(first, count)
+                committed.append((first, count, now()))
+
+            def sample(ticks: int, offered: int) -> None:
+                if ticks % 10 == 0:
                     backlog.append(adapter.remaining())
-                tick += 1
-                time.sleep(max(0.0, start + tick * 0.01 - now()))
+
+            start = now()
+            offered = offer_at_rate(rate, seconds, enqueue, sample)
             wait_until(
                 lambda: adapter.remaining() == 0 or not workers.alive(),
                 300,

@@ -41,7 +41,13 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [str(HERE / "runners"), str(HERE), str(ROOT)]
 
-from common import drop_database, percentile, with_database  # noqa: E402
+from common import (  # noqa: E402
+    FILLED_JOB_COLUMNS,
+    admin_client,
+    drop_database,
+    percentile,
+    scratch_django,
+)
 
 CLAIM_SQL = (ROOT / "django_pgjobs" / "sql" / "claim.sql").read_text()
 INSERT_AVAILABLE = """
@@ -53,7 +59,8 @@ FROM generate_series(1, %(count)s)
 """
 # Set-based: generate_series writes a million rows in seconds where the ORM would take
 # minutes. Rows n in [lo, hi) of a table of %(rows)s, created evenly over ten days.
-FILL = """
+FILL = (
+    """
 INSERT INTO pgjobs_job (task, queue, args, kwargs, state, priority, attempt, max_attempts,
                         run_at, created_at, attempted_at, finished_at, errors, result,
                         meta, pending_dependencies, lease, worker_id)
@@ -63,20 +70,9 @@ SELECT (ARRAY['pgjobs_tasks.noop', 'pgjobs_tasks.sleep_ms', 'soak_tasks.maybe_fa
        jsonb_build_array(n, 'user-' || (n %% 5000), 'order-' || md5(n::text)),
        jsonb_build_object('locale', 'en', 'notify', n %% 2 = 0),
        state,
-       0,
-       CASE WHEN state IN ('available', 'scheduled') THEN 0
-            ELSE 1 + (state = 'discarded')::int * 2 END,
-       3,
-       created + CASE WHEN state = 'scheduled' THEN interval '2 days' ELSE interval '0' END,
-       created,
-       CASE WHEN state IN ('available', 'scheduled') THEN NULL
-            ELSE created + interval '1 second' END,
-       CASE WHEN state IN ('completed', 'discarded', 'cancelled')
-            THEN created + interval '2 seconds' END,
-       CASE WHEN state IN ('discarded', 'retryable') THEN jsonb_build_array(jsonb_build_object(
-            'attempt', 1, 'at', created, 'error', 'RuntimeError: the flaky service said no',
-            'traceback', repeat('  File "app/tasks.py", line 12, in flaky' || chr(10), 8)))
-            ELSE '[]'::jsonb END,
+       0,"""
+    + FILLED_JOB_COLUMNS
+    + """,
        CASE WHEN state = 'completed' THEN jsonb_build_object('sent', n, 'id', md5(n::text)) END,
        CASE WHEN n %% 10 = 0 THEN jsonb_build_object('pipeline', md5(n::text)) ELSE '{}' END,
        0,
@@ -93,6 +89,7 @@ FROM (
     FROM generate_series(%(lo)s, %(hi)s - 1) AS n
 ) AS g
 """
+)
 
 
 def main() -> None:
@@ -105,24 +102,10 @@ def main() -> None:
     parser.add_argument("--no-drain", action="store_true", help="skip W2")
     options = parser.parse_args()
 
-    base = os.environ.get("DATABASE_URL", "postgres://root@127.0.0.1:5432/postgres")
-    url = with_database(base, f"pgjobs_bench_scale_p{os.getpid()}")
-    drop_database(url, create=True)
-    env = {
-        **os.environ,
-        "DATABASE_URL": url,
-        "DJANGO_SETTINGS_MODULE": "scale_settings",
-        "PYTHONPATH": os.pathsep.join([str(HERE / "runners"), str(HERE), str(ROOT)]),
-    }
-    os.environ.update(env)
-    import django
-
-    django.setup()
-    from django.core.management import call_command
+    url, env = scratch_django("scale", "scale_settings")
     from django.test.utils import setup_test_environment
 
     setup_test_environment()
-    call_command("migrate", verbosity=0)
     try:
         bench = Bench(url, env, drain=not options.no_drain)
         empty = bench.measure("empty")
@@ -165,12 +148,9 @@ def fill(url: str, rows: int, active: int, chunk: int = 1_000_000) -> None:
 
 class Bench:
     def __init__(self, url: str, env: dict[str, str], drain: bool) -> None:
-        from django.contrib.auth.models import User
-
         from django_pgjobs.api import tokens
 
         self.url, self.env, self.drain_on = url, env, drain
-        User.objects.create_superuser("bench", "bench@example.com", "bench")
         _, self.token = tokens.issue("bench", ["default", "mail", "reports", "claim", "drain"])
 
     def measure(self, label: str) -> dict[str, float]:
@@ -233,14 +213,12 @@ class Bench:
         return {"W2 drain (jobs/s)": jobs / took}
 
     def admin(self, repeat: int = 5) -> dict[str, float]:
-        from django.test import Client
         from django.urls import reverse
 
         from django_pgjobs.models import Job
         from django_pgjobs.states import JobState
 
-        client = Client()
-        client.login(username="bench", password="bench")
+        client = admin_client()
         changelist = reverse("admin:pgjobs_job_changelist")
         job = Job.objects.filter(state="completed").order_by("-id").first()
         today = datetime.now(UTC)

@@ -41,8 +41,15 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [str(HERE / "runners"), str(HERE), str(ROOT)]
 
-from common import drop_database, percentile, with_database  # noqa: E402
+from common import (  # noqa: E402
+    drop_database,
+    offer_at_rate,
+    percentile,
+    scratch_django,
+    setup_django,
+)
 
+SETTINGS = "soak_settings"  # bench/runners/soak_settings.py
 SAMPLE_EVERY = 30.0
 FAIL_RATE = 0.05
 CLAIM_SQL = (ROOT / "django_pgjobs" / "sql" / "claim.sql").read_text()
@@ -94,47 +101,23 @@ def main() -> None:
     soak(options)
 
 
-def setup_django(url: str) -> dict[str, str]:
-    env = {
-        **os.environ,
-        "DATABASE_URL": url,
-        "DJANGO_SETTINGS_MODULE": "soak_settings",
-        "PYTHONPATH": os.pathsep.join([str(HERE / "runners"), str(HERE), str(ROOT)]),
-    }
-    os.environ.update(env)
-    import django
-
-    django.setup()
-    return env
-
-
 def produce(rate: float, seconds: float, counter: Path) -> None:
     """Enqueue maybe_fail jobs at ``rate`` per second in 10 ms batches; write the count."""
-    setup_django(os.environ["DATABASE_URL"])
+    setup_django(os.environ["DATABASE_URL"], SETTINGS)
     from django_pgjobs import Job
 
     job = {"task": "soak_tasks.maybe_fail", "kwargs": {"fail_rate": FAIL_RATE}}
-    offered, written, start = 0, 0.0, time.monotonic()
-    while (elapsed := time.monotonic() - start) < seconds:
-        due = int(elapsed * rate) - offered
-        if due > 0:
-            Job.enqueue_many([job] * due)
-            offered += due
-        if elapsed - written >= 1:
+
+    def count(ticks: int, offered: int) -> None:
+        if ticks % 100 == 0:  # about once a second
             counter.write_text(str(offered))
-            written = elapsed
-        time.sleep(max(0.0, 0.01 - (time.monotonic() - start - elapsed)))
+
+    offered = offer_at_rate(rate, seconds, lambda first, due: Job.enqueue_many([job] * due), count)
     counter.write_text(str(offered))
 
 
 def soak(options: argparse.Namespace) -> None:
-    base = os.environ.get("DATABASE_URL", "postgres://root@127.0.0.1:5432/postgres")
-    url = with_database(base, f"pgjobs_bench_soak_scale_p{os.getpid()}")
-    drop_database(url, create=True)
-    env = setup_django(url)
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
+    url, env = scratch_django("soak_scale", SETTINGS)
     worker_args = options.worker_args or ["--processes", "2", "--concurrency", "50"]
     manage = [sys.executable, str(ROOT / "manage.py")]
     quiet = {"env": env, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}

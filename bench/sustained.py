@@ -24,7 +24,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [str(HERE / "runners"), str(HERE), str(ROOT)]
 
-from common import drop_database, percentile, with_database  # noqa: E402
+from common import drop_database, offer_at_rate, percentile, scratch_django  # noqa: E402
 
 
 def main() -> None:
@@ -34,25 +34,11 @@ def main() -> None:
     parser.add_argument("worker_args", nargs="*", help="runworker options after --")
     options = parser.parse_args()
 
-    base = os.environ.get("DATABASE_URL", "postgres://root@127.0.0.1:5432/postgres")
-    url = with_database(base, f"pgjobs_bench_sustained_p{os.getpid()}")
-    drop_database(url, create=True)
-    env = {
-        **os.environ,
-        "DATABASE_URL": url,
-        "DJANGO_SETTINGS_MODULE": "pgjobs_settings",
-        "PYTHONPATH": os.pathsep.join([str(HERE / "runners"), str(HERE), str(ROOT)]),
-    }
-    os.environ.update(env)
-    import django
-
-    django.setup()
-    from django.core.management import call_command
+    url, env = scratch_django("sustained", "pgjobs_settings")
     from django.db import connection
 
     from django_pgjobs import Job
 
-    call_command("migrate", verbosity=0)
     worker = subprocess.Popen(
         [sys.executable, str(ROOT / "manage.py"), "runworker", "--queues=default",
          *options.worker_args],
@@ -76,14 +62,12 @@ def main() -> None:
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
-        tick, offered = 0.01, 0
         start = time.monotonic()
-        while (elapsed := time.monotonic() - start) < options.seconds:
-            due = int(elapsed * options.rate) - offered
-            if due > 0:
-                Job.enqueue_many([{"task": "pgjobs_tasks.noop"}] * due)
-                offered += due
-            time.sleep(max(0.0, tick - (time.monotonic() - start - elapsed)))
+        offered = offer_at_rate(
+            options.rate,
+            options.seconds,
+            lambda first, count: Job.enqueue_many([{"task": "pgjobs_tasks.noop"}] * count),
+        )
         produced_in = time.monotonic() - start
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
