@@ -3,14 +3,14 @@
 The hook in ``execution.call_task`` is ``attached(context)`` around the call and
 ``injected(func, context)`` for its keyword arguments.
 
-Concurrency across workers: a connector with ``concurrency = N`` has N slots,
-rows of ``ConnectorSlot``. A job takes one (sql/connector_take_slot.sql) before
-its task runs and deletes its row after; a slot whose row names a job no longer
-executing under that lease is free, so a worker that dies gives its slots back
-when its jobs are rescued. No session state (locks, prepared statements): it
-holds behind PgBouncer in transaction mode. No free slot: ``ConnectorBusy``, and
-``execution`` puts the job back (``transitions.snooze``) to try again
-``CONNECTOR_BUSY_DELAY`` seconds later, its attempt not counted.
+Concurrency across workers: a connector with ``concurrency = N`` has N slots, rows
+of ``ConnectorSlot``. A job takes one (sql/connector_take_slot.sql) before its task
+runs and deletes its row after (sql/connector_release_slot.sql); a slot whose row
+names a job no longer executing under that lease is free, so a worker that dies
+gives its slots back when its jobs are rescued. No session state (locks, prepared
+statements): it holds behind PgBouncer in transaction mode. No free slot:
+``ConnectorBusy``, and ``execution`` puts the job back (``transitions.snooze``) to
+try again ``CONNECTOR_BUSY_DELAY`` seconds later, its attempt not counted.
 
 A connector's rate limit is taken at the same moment, once the slot is held
 (``ratelimits.take``); a full window snoozes the job until it has room again.
@@ -70,14 +70,10 @@ def take_slot(
 
 
 def release_slot(connector_id: int, slot: int, lease: Any, using: str | None = None) -> None:
-    from ..models import ConnectorSlot
-
+    """Give back the slot ``take_slot`` gave, if it still names ``lease``."""
+    params = {"connector": connector_id, "slot": slot, "lease": lease}
     try:
-        deleted, _ = (
-            ConnectorSlot.objects.using(using or conf.get("DATABASE"))
-            .filter(connector_id=connector_id, slot=slot, lease=lease)
-            .delete()
-        )
+        deleted = db.execute("connector_release_slot", params, using)
     except DatabaseError as error:
         # The slot frees itself once the job no longer executes under this lease.
         logger.warning("could not release slot %s of connector %s: %s", slot, connector_id, error)
