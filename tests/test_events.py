@@ -11,6 +11,8 @@ from datetime import timedelta
 
 import psycopg
 import pytest
+from asgiref.sync import sync_to_async
+from django.db import connections
 from django.utils import timezone
 
 from django_pgjobs import Job, db, events
@@ -102,7 +104,13 @@ def test_async_wait(threaded_worker):
     threaded_worker()
 
     async def waiting() -> Job:
-        return await job.async_wait(timeout=10)
+        try:
+            return await job.async_wait(timeout=10)
+        finally:
+            # Outside async_to_sync the async ORM runs on asgiref's one thread for sync
+            # code, which outlives this test: close the connection it opened there, or
+            # it holds the test database open and dropping it fails at the session's end.
+            await sync_to_async(connections.close_all)()
 
     result: list[Job] = []
     thread = threading.Thread(target=lambda: result.append(asyncio.run(waiting())))
