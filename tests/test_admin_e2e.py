@@ -19,6 +19,7 @@ from pathlib import Path
 import django
 import pytest
 from django.contrib.auth.models import User
+from django.db import connections
 from django.utils import timezone
 
 from django_pgjobs import Job
@@ -56,8 +57,15 @@ def browser(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+            # Within sync_playwright the test runs in a context of its own (a greenlet's
+            # contextvars), where Django opens a connection apart from this thread's
+            # usual one and nothing else closes it: it held the test database open, and
+            # the session's drop of it failed ("being accessed by other users").
+            connections.close_all()
 
 
 def screenshot(page: object, name: str) -> None:
