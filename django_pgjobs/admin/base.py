@@ -24,6 +24,8 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import models
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.template.response import TemplateResponse
+from django.utils.html import format_html
+from django.utils.translation import gettext as _
 
 from .fields import StorableJSONField
 
@@ -39,6 +41,16 @@ class OperatorAdmin(admin.ModelAdmin):
     pages refuse odd input without a 500."""
 
     formfield_overrides = {models.JSONField: {"form_class": StorableJSONField}}
+
+    def action_checkbox(self, obj: Any) -> str:
+        """Django's checkbox, written out: its widget renders a template per row, which
+        was two fifths of the time a page of 50 jobs took to render."""
+        return format_html(
+            '<input type="checkbox" name="{}" value="{}" class="action-select" aria-label="{}">',
+            ACTION_CHECKBOX_NAME,
+            str(obj.pk),
+            format_html(_("Select this object for an action - {}"), str(obj)),
+        )
 
     def operator_view(self, view: View, permission: str) -> View:
         """Wrap ``view``: staff login and CSRF (admin_view), POST only, ``permission`` required.
@@ -83,6 +95,10 @@ class OperatorAdmin(admin.ModelAdmin):
             year = request.GET.get(f"{self.date_hierarchy}__year")
             if year is not None and not (year.isdigit() and int(year) in YEARS):
                 raise IncorrectLookupParameters(f"no such year: {year[:20]!r}")
+            for part in ("month", "day"):  # Django checks their range, not their size
+                value = request.GET.get(f"{self.date_hierarchy}__{part}")
+                if value is not None and not (value.isdigit() and len(value) <= 2):
+                    raise IncorrectLookupParameters(f"no such {part}: {value[:20]!r}")
         return super().get_changelist_instance(request)
 
     def get_object(

@@ -7,8 +7,20 @@ import copy
 from typing import Any
 
 from django.contrib import admin, messages
-from django.contrib.admin.options import IncorrectLookupParameters
-from django.contrib.admin.views.main import ChangeList
+from django.contrib.admin.options import (
+    IS_FACETS_VAR,
+    IS_POPUP_VAR,
+    TO_FIELD_VAR,
+    IncorrectLookupParameters,
+)
+from django.contrib.admin.views.main import (
+    ALL_VAR,
+    ERROR_FLAG,
+    ORDER_VAR,
+    PAGE_VAR,
+    SEARCH_VAR,
+    ChangeList,
+)
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet, TextField
 from django.db.models.fields.json import KT
@@ -36,7 +48,7 @@ from ..templatetags.pgjobs_admin import elapsed, when
 from .base import OperatorAdmin
 from .dashboard import DashboardViews
 from .filters import QueueFilter, SnoozedFilter, StateFilter, TaskFilter
-from .paginator import EstimatingPaginator
+from .paginator import SCAN_SECONDS, EstimatingPaginator
 from .timeline import timeline
 
 S = JobState
@@ -47,6 +59,13 @@ LINKED_JOBS = 50
 #: Characters of a job's last error the list shows (the page shows all of it).
 LAST_ERROR_CHARS = 200
 
+#: Filters an index serves (pgjobs_job_claim, _executing and _state_queue_rest hold
+#: every job by state and queue): under these alone the list counts, up to a cap.
+INDEXED_FILTERS = frozenset({"state", "queue"})
+#: Changelist parameters that filter nothing.
+NOT_FILTERS = frozenset({PAGE_VAR, ORDER_VAR, ALL_VAR, ERROR_FLAG, TO_FIELD_VAR, IS_POPUP_VAR,
+                         IS_FACETS_VAR})  # fmt: skip
+
 
 class JobChangeList(ChangeList):
     """The job list reads what it shows of each job on its page: the first characters
@@ -55,6 +74,10 @@ class JobChangeList(ChangeList):
 
     def get_results(self, request: HttpRequest) -> None:
         super().get_results(request)
+        if isinstance(self.paginator, EstimatingPaginator) and not self.paginator.countable:
+            # The paginator found this page's ids already (newest first, bounded in
+            # time); Django would scan again, without a LIMIT if it fits one page.
+            self.result_list = self.paginator.shown(self.queryset)
         last_error = Left(KT("errors__-1__error"), LAST_ERROR_CHARS)
         self.result_list = self.result_list.defer("errors", "result").annotate(
             last_error=last_error
@@ -102,6 +125,23 @@ class JobAdmin(OperatorAdmin):
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return JobChangeList
 
+    def get_paginator(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[Job],
+        per_page: int,
+        orphans: int = 0,
+        allow_empty_first_page: bool = True,
+    ) -> EstimatingPaginator:
+        try:
+            number = int(request.GET.get(PAGE_VAR, 1))
+        except ValueError:
+            number = 1
+        return EstimatingPaginator(
+            queryset, per_page, orphans, allow_empty_first_page,
+            countable=countable(request), number=number,
+        )  # fmt: skip
+
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
@@ -110,7 +150,15 @@ class JobAdmin(OperatorAdmin):
         response = super().changelist_view(request, extra_context)
         context = getattr(response, "context_data", None)
         if context and isinstance(context.get("cl"), ChangeList):
-            context.update(self._state_tabs(request, context["cl"]))
+            cl = context["cl"]
+            context.update(self._state_tabs(request, cl))
+            if getattr(cl.paginator, "timed_out", False):
+                self.message_user(
+                    request,
+                    f"No jobs shown: finding them took more than {SCAN_SECONDS} s, because no "
+                    "index serves this filter. Narrow it by state or queue (or search by id).",
+                    messages.WARNING,
+                )
         return response
 
     @admin.display(description="task")
@@ -190,7 +238,8 @@ class JobAdmin(OperatorAdmin):
 
         Other text is looked for in the task name (any case) and in the JSON of the
         arguments (exact case: a plain LIKE on the JSON text costs half of ILIKE).
-        That is a scan of the table, so the state tabs skip their counts meanwhile.
+        That is a scan of the table: nothing is counted (the tabs show the planner's
+        estimates), and the scan for the page stops after ``SCAN_SECONDS``.
         """
         term = search_term.strip()
         if not term:
@@ -228,9 +277,10 @@ class JobAdmin(OperatorAdmin):
     def _state_tabs(self, request: HttpRequest, cl: ChangeList) -> dict[str, Any]:
         """Tallies per state under the current filters other than state, as tabs."""
         others = cl.get_queryset(request, exclude_parameters=[StateFilter.parameter_name])
-        # A text search scans the table; counting per state would scan it again.
-        searching = bool(cl.query) and not cl.query.strip().removeprefix("#").isdigit()
-        tallies = {} if searching else stats.state_tallies(others)
+        # Under a filter no index serves, a capped count of a rare state would read
+        # every row of a common one: the planner's estimates instead.
+        counted = countable(request)
+        tallies = stats.state_tallies(others, counted=counted)
         current = request.GET.get(StateFilter.parameter_name)
         tabs = [
             {
@@ -246,7 +296,7 @@ class JobAdmin(OperatorAdmin):
             "state_tabs": tabs,
             "all_states_url": cl.get_query_string(remove=[StateFilter.parameter_name, "p"]),
             "discarded_tally": tallies.get(S.DISCARDED.value),
-            "counted": not searching,
+            "counted": counted,
             "can_retry_discarded": self.has_change_permission(request),
             "filters_query": cl.get_query_string(remove=["p"]).removeprefix("?"),
         }
@@ -401,6 +451,19 @@ class JobAdmin(OperatorAdmin):
             messages.SUCCESS,
         )
         return None
+
+
+def countable(request: HttpRequest) -> bool:
+    """Whether the list's filters are ones an index serves (state, queue, a search by
+    id): then counting them up to a cap reads at most that many index entries."""
+    for name, value in request.GET.items():
+        if name == SEARCH_VAR:
+            term = value.strip().removeprefix("#")
+            if term and not (term.isdigit() and int(term) < 2**63):
+                return False
+        elif name not in INDEXED_FILTERS and name not in NOT_FILTERS:
+            return False
+    return True
 
 
 def _url(name: str, *args: object) -> str | None:

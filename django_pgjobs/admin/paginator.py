@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from functools import cached_property
+from typing import Any
 
 from django.core.paginator import Paginator
+from django.db import OperationalError, connections, transaction
+from django.db.models import QuerySet
 
-from ..stats import Tally, tally
+from .. import stats
+from ..stats import Tally
 
 
 class EstimatingPaginator(Paginator):
@@ -16,11 +20,66 @@ class EstimatingPaginator(Paginator):
     filtered rows. Here an exact count costs at most ``COUNT_CAP`` index rows, and a
     larger result is shown as an estimate ("≈1.2M jobs"): pages past the
     real end are simply empty.
+
+    Under a filter no index serves (``countable=False``: a task, a date, a text
+    search), even a capped count reads every row when few match. Then nothing is
+    counted: the rows of the page asked for (``number``) and one more are found
+    (``page_ids``), newest first, in a statement that may run ``SCAN_SECONDS``
+    at most, and the count is exact only if that page is the last one; else it
+    is the planner's estimate. ``timed_out`` says the scan was cut short.
     """
+
+    def __init__(
+        self,
+        object_list: QuerySet[Any],
+        per_page: int,
+        orphans: int = 0,
+        allow_empty_first_page: bool = True,
+        *,
+        countable: bool = True,
+        number: int = 1,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(object_list, per_page, orphans, allow_empty_first_page, **kwargs)
+        self.countable, self.number = countable, max(1, number)
+        self.timed_out = False
+
+    @cached_property
+    def page_ids(self) -> list[int] | None:
+        """Ids of the page's rows and of the next row (None when counting)."""
+        if self.countable:
+            return None
+        start = (self.number - 1) * self.per_page
+        if start + self.per_page >= 2**63 - 1:
+            return []  # no job has such a position (PostgreSQL's OFFSET would overflow)
+        ids = self.object_list.values_list("pk", flat=True)[start : start + self.per_page + 1]
+        using = self.object_list.db
+        try:
+            with transaction.atomic(using=using), connections[using].cursor() as cursor:
+                # A time limit, and no parallel workers (they cost more to start than
+                # a page's scan, and take the cores the workers need); local to this
+                # transaction, and put back after for a caller's enclosing one.
+                cursor.execute(SCAN_SETTINGS, [f"{SCAN_SECONDS}s", "0"])
+                before = cursor.fetchone()[:2]
+                found = list(ids)
+                cursor.execute(SCAN_SETTINGS, before)
+                return found
+        except OperationalError as error:
+            if getattr(error.__cause__, "sqlstate", None) != QUERY_CANCELED:
+                raise
+            self.timed_out = True
+            return []
 
     @cached_property
     def tally(self) -> Tally:
-        return tally(self.object_list)
+        if self.countable:
+            return stats.tally(self.object_list)
+        ids, start = self.page_ids or [], (self.number - 1) * self.per_page
+        if (ids and len(ids) <= self.per_page) or (not ids and start == 0 and not self.timed_out):
+            return Tally(start + len(ids))  # this page is the last: everything is known
+        # More than this page (or a page past the end): at least what was seen.
+        least = start + len(ids)
+        return Tally(max(stats.estimate(self.object_list), least), exact=False)
 
     @cached_property
     def count(self) -> int:
@@ -29,3 +88,20 @@ class EstimatingPaginator(Paginator):
     @property
     def is_estimate(self) -> bool:
         return not self.tally.exact
+
+    def shown(self, rows: QuerySet[Any]) -> QuerySet[Any]:
+        """``rows`` (the changelist's whole queryset) cut to this page by ``page_ids``,
+        so that the scan is not run again."""
+        if self.page_ids is None:
+            raise ValueError("a counting paginator pages with page(), not shown()")
+        return rows.filter(pk__in=self.page_ids[: self.per_page]) if self.page_ids else rows.none()
+
+
+#: How long the scan for a page under a filter no index serves may take.
+SCAN_SECONDS = 5
+SCAN_SETTINGS = """SELECT current_setting('statement_timeout'),
+                          current_setting('max_parallel_workers_per_gather'),
+                          set_config('statement_timeout', %s, true),
+                          set_config('max_parallel_workers_per_gather', %s, true)"""
+#: PostgreSQL's error for a statement cut short by statement_timeout.
+QUERY_CANCELED = "57014"

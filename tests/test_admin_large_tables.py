@@ -1,0 +1,231 @@
+"""The job list on large tables: counts only where an index serves them, estimates
+elsewhere, a bounded scan for a page, and odd input answered without a 500."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from django_pgjobs import stats
+from django_pgjobs.admin import jobs as job_admin
+from django_pgjobs.admin import paginator
+from django_pgjobs.models import Job
+from django_pgjobs.states import JobState
+from tests.admin_helpers import changelist
+from tests.factories import JobFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def shown(response) -> list[int]:
+    return [job.pk for job in response.context["cl"].result_list]
+
+
+def tabs(response) -> dict[str, stats.Tally]:
+    return {tab["state"]: tab["tally"] for tab in response.context["state_tabs"]}
+
+
+def no_count_of_rows(queries: CaptureQueriesContext) -> bool:
+    return not any("count(" in q["sql"].lower() for q in queries.captured_queries)
+
+
+# -- where counting is cheap (state, queue, a search by id) -----------------------------
+
+
+@pytest.mark.parametrize("query", [{}, {"state": "completed"}, {"queue": "mail", "p": "1"}])
+def test_under_indexed_filters_the_list_counts_up_to_the_cap(admin_client, monkeypatch, query):
+    monkeypatch.setattr(stats, "COUNT_CAP", 3)
+    JobFactory.create_batch(5, completed=True, queue="mail")
+    JobFactory(discarded=True, queue="mail")
+    response = admin_client.get(changelist(), query)
+    cl = response.context["cl"]
+    assert cl.paginator.countable and cl.paginator.is_estimate and cl.result_count >= 4
+    assert b"about " in response.content
+    assert tabs(response)["discarded"] == stats.Tally(1)  # under the cap: exact
+    assert not tabs(response)["completed"].exact
+
+
+def test_the_tabs_are_counted_in_two_statements_at_most(admin_client):
+    JobFactory.create_batch(3, completed=True)
+    with CaptureQueriesContext(connection) as queries:
+        admin_client.get(changelist())
+    counts = [q for q in queries.captured_queries if "count(*)" in q["sql"].lower()]
+    # One for the paginator, one for the seven tabs (no EXPLAIN: all under the cap).
+    assert len(counts) == 2
+
+
+def test_tallies_agree_with_one_count_each(monkeypatch):
+    JobFactory.create_batch(4, completed=True)
+    JobFactory.create_batch(2, discarded=True, queue="mail")
+    sets = [Job.objects.all(), Job.objects.filter(queue="mail"), Job.objects.none()]
+    sets.append(Job.objects.filter(state="completed", queue="mail"))
+    assert stats.tallies(sets, cap=3) == [
+        stats.Tally(max(stats.estimate(sets[0]), 4), exact=False),
+        stats.Tally(2),
+        stats.Tally(0),
+        stats.Tally(0),
+    ]
+    assert stats.tallies([]) == [] and stats.estimates([]) == []
+
+
+def test_estimates_of_contradictory_filters_are_asked_one_by_one():
+    # The planner drops a branch it proves empty from the UNION ALL: still one per set.
+    both = Job.objects.filter(state="completed").filter(state="discarded")
+    assert len(stats.estimates([Job.objects.all(), both, Job.objects.all()])) == 3
+
+
+# -- where it is not (task, date, text search, snoozed) ---------------------------------
+
+
+UNINDEXED = [
+    {"task": "testproject.demo.tasks.add"},
+    {"q": "needle"},
+    {"snoozed": "ever"},
+]
+
+
+@pytest.mark.parametrize("query", UNINDEXED)
+def test_under_other_filters_nothing_is_counted(admin_client, query):
+    JobFactory.create_batch(3, completed=True, args=["needle"], meta={"snoozed": {"count": 1}})
+    with CaptureQueriesContext(connection) as queries:
+        response = admin_client.get(changelist(), query)
+    assert response.status_code == 200 and no_count_of_rows(queries)
+    cl = response.context["cl"]
+    # Fewer than a page: the count is exact after all (what the page found).
+    assert not cl.paginator.countable and cl.result_count == 3 and not cl.paginator.is_estimate
+    assert len(shown(response)) == 3
+    assert all(not tally.exact for tally in tabs(response).values())  # planner estimates
+    assert b"about " not in response.content
+
+
+def test_a_filter_matching_more_than_a_page_is_paged_and_estimated(admin_client, monkeypatch):
+    monkeypatch.setattr(job_admin.JobAdmin, "list_per_page", 2)
+    made = JobFactory.create_batch(5, task="testproject.demo.tasks.record")
+    JobFactory.create_batch(3)
+    newest = sorted((job.pk for job in made), reverse=True)
+    query = {"task": "testproject.demo.tasks.record"}
+    first = admin_client.get(changelist(), query)
+    assert shown(first) == newest[:2] and first.context["cl"].paginator.is_estimate
+    assert first.context["cl"].result_count >= 3 and b"about " in first.content
+    last = admin_client.get(changelist(), {**query, "p": "3"})
+    assert shown(last) == newest[4:] and last.context["cl"].result_count == 5
+    assert not last.context["cl"].paginator.is_estimate
+
+
+@pytest.mark.parametrize("page", ["99", "0", "-1", "x", "9" * 30])
+def test_pages_past_the_end_or_no_page_answer_cleanly(admin_client, page):
+    JobFactory.create_batch(3)
+    response = admin_client.get(changelist(), {"task": "testproject.demo.tasks.add", "p": page})
+    assert response.status_code in (200, 302)
+    if response.status_code == 302:
+        assert "e=1" in response["Location"]
+
+
+def test_date_drill_down_finds_the_days_jobs(admin_client):
+    today = JobFactory()
+    JobFactory(created_at=timezone.now() - timedelta(days=40))
+    now = timezone.localtime()
+    response = admin_client.get(
+        changelist(),
+        {"created_at__year": now.year, "created_at__month": now.month, "created_at__day": now.day},
+    )
+    assert response.status_code == 200 and shown(response) == [today.pk]
+
+
+def test_a_scan_that_takes_too_long_is_cut_short_with_a_message(admin_client, monkeypatch):
+    JobFactory.create_batch(3)
+    monkeypatch.setattr(paginator, "SCAN_SECONDS", 0.001)
+    # A search that costs PostgreSQL a few milliseconds per row: past the limit at once.
+    slow = "pg_sleep"
+    monkeypatch.setattr(
+        job_admin.JobAdmin,
+        "get_search_results",
+        lambda self, request, queryset, term: (
+            queryset.extra(where=["pg_sleep(0.05) IS NOT NULL"]) if term == slow else queryset,
+            False,
+        ),
+    )
+    response = admin_client.get(changelist(), {"q": slow})
+    assert response.status_code == 200 and shown(response) == []
+    assert response.context["cl"].paginator.timed_out
+    assert "No jobs shown" in response.content.decode()
+    # The transaction and the session's settings are as before.
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW statement_timeout")
+        assert cursor.fetchone()[0] == "0"
+        cursor.execute("SELECT count(*) FROM pgjobs_job")
+        assert cursor.fetchone()[0] == 3
+
+
+def test_the_scan_leaves_the_callers_settings_as_they_were(admin_client):
+    JobFactory.create_batch(2)
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL max_parallel_workers_per_gather = 1")
+    admin_client.get(changelist(), {"q": "needle"})
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW statement_timeout")
+        assert cursor.fetchone()[0] == "0"
+        cursor.execute("SHOW max_parallel_workers_per_gather")
+        assert cursor.fetchone()[0] == "1"
+
+
+# -- an empty table, hostile input ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "query",
+    [{}, {"state": "discarded"}, {"queue": "mail"}, {"q": "x"}, {"q": "17"}, *UNINDEXED],
+)
+def test_an_empty_table_answers_every_filter(admin_client, query):
+    response = admin_client.get(changelist(), query)
+    assert response.status_code == 200 and shown(response) == []
+    assert response.context["cl"].result_count == 0
+
+
+HOSTILE_SEARCHES = ["a\x00b", "%", "_", "%_%", "\\", "'; DROP TABLE pgjobs_job; --", "é" * 5000,
+                    "x" * 100_000, "#", "#" + "9" * 40, "9" * 40, " 12 "]  # fmt: skip
+
+
+@pytest.mark.parametrize("term", HOSTILE_SEARCHES)
+def test_hostile_searches_answer_cleanly(admin_client, term):
+    JobFactory(args=["100%_done"])
+    response = admin_client.get(changelist(), {"q": term})
+    assert response.status_code in (200, 302)
+    assert Job.objects.count() == 1
+
+
+def test_a_search_of_bytes_that_are_no_utf8_answers_cleanly(admin_client):
+    JobFactory()
+    assert admin_client.get(changelist() + "?q=%ED%A0%80%FF").status_code == 200
+
+
+@pytest.mark.parametrize("term, found", [("%", 1), ("_", 1), ("0%_d", 1), ("50%", 0)])
+def test_wildcards_in_a_search_are_plain_characters(admin_client, term, found):
+    JobFactory(args=["100%_done"])
+    JobFactory(args=["other"])
+    response = admin_client.get(changelist(), {"q": term})
+    assert len(shown(response)) == found
+
+
+@pytest.mark.parametrize(
+    "dates",
+    [
+        {"created_at__year": "0"},
+        {"created_at__year": "99999"},
+        {"created_at__year": "2026", "created_at__month": "13"},
+        {"created_at__year": "2026", "created_at__month": "2", "created_at__day": "30"},
+        {"created_at__year": "2026", "created_at__month": "x"},
+        {"created_at__year": "2026", "created_at__month": "1", "created_at__day": "9" * 30},
+        {"created_at__month": "1"},
+        {"created_at__day": "1"},
+        {"created_at__year": "2026\x00"},
+    ],
+)
+def test_bogus_date_drill_downs_answer_cleanly(admin_client, dates):
+    JobFactory(state=JobState.COMPLETED, finished_at=timezone.now())
+    response = admin_client.get(changelist(), dates)
+    assert response.status_code in (200, 302)
