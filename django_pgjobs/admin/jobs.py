@@ -137,9 +137,15 @@ class JobAdmin(OperatorAdmin):
             number = int(request.GET.get(PAGE_VAR, 1))
         except ValueError:
             number = 1
+        counted = countable(request)
+        # Unfiltered by state, the list's count is the sum of the tabs' (one statement
+        # for all eight): a count of all jobs, or of a queue's, reads the table itself.
+        per_state = None
+        if counted and StateFilter.parameter_name not in request.GET:
+            per_state = stats.state_tallies(queryset)
         return EstimatingPaginator(
             queryset, per_page, orphans, allow_empty_first_page,
-            countable=countable(request), number=number,
+            countable=counted, number=number, per_state=per_state,
         )  # fmt: skip
 
     def changelist_view(
@@ -280,7 +286,9 @@ class JobAdmin(OperatorAdmin):
         # Under a filter no index serves, a capped count of a rare state would read
         # every row of a common one: the planner's estimates instead.
         counted = countable(request)
-        tallies = stats.state_tallies(others, counted=counted)
+        tallies = getattr(cl.paginator, "per_state", None)
+        if tallies is None:
+            tallies = stats.state_tallies(others, counted=counted)
         current = request.GET.get(StateFilter.parameter_name)
         tabs = [
             {

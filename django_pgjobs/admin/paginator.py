@@ -27,6 +27,9 @@ class EstimatingPaginator(Paginator):
     (``page_ids``), newest first, in a statement that may run ``SCAN_SECONDS``
     at most, and the count is exact only if that page is the last one; else it
     is the planner's estimate. ``timed_out`` says the scan was cut short.
+
+    ``per_state``: the list's tallies per state, already counted for its tabs; the
+    count is their sum.
     """
 
     def __init__(
@@ -38,10 +41,12 @@ class EstimatingPaginator(Paginator):
         *,
         countable: bool = True,
         number: int = 1,
+        per_state: dict[str, Tally] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(object_list, per_page, orphans, allow_empty_first_page, **kwargs)
         self.countable, self.number = countable, max(1, number)
+        self.per_state = per_state
         self.timed_out = False
 
     @cached_property
@@ -72,6 +77,9 @@ class EstimatingPaginator(Paginator):
 
     @cached_property
     def tally(self) -> Tally:
+        if self.per_state is not None:
+            parts = self.per_state.values()
+            return Tally(sum(t.value for t in parts), exact=all(t.exact for t in parts))
         if self.countable:
             return stats.tally(self.object_list)
         ids, start = self.page_ids or [], (self.number - 1) * self.per_page

@@ -16,6 +16,14 @@ from django.utils.text import capfirst
 register = template.Library()
 
 
+@register.inclusion_tag("admin/change_list_results.html")
+def pgjobs_result_list(cl: ChangeList) -> dict[str, Any]:
+    """Django's ``{% result_list cl %}``, its rows written faster (``admin/rows.py``)."""
+    from ..admin.rows import result_list  # the admin package imports this module
+
+    return result_list(cl)
+
+
 @register.inclusion_tag("admin/date_hierarchy.html")
 def pgjobs_date_hierarchy(cl: ChangeList) -> dict[str, Any]:
     """Django's date drill-down without its ``SELECT DISTINCT date_trunc(...)`` scans.
