@@ -133,6 +133,9 @@ class JobAdmin(OperatorAdmin):
         orphans: int = 0,
         allow_empty_first_page: bool = True,
     ) -> EstimatingPaginator:
+        if queryset.model is not Job:  # the history page pages log entries with it
+            return super().get_paginator(request, queryset, per_page, orphans,
+                                         allow_empty_first_page)  # fmt: skip
         try:
             number = int(request.GET.get(PAGE_VAR, 1))
         except ValueError:
