@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/scale.py                     # empty, then 10,000,000 rows
     .venv/bin/python bench/scale.py --rows 1000000 --keep
+    .venv/bin/python bench/scale.py --reuse pgjobs_bench_scale_p123 --only admin --rounds 3
 
 Measures everything once on the empty table, fills it with ``--rows`` jobs the
 way production looks before pruning (97% finished over ten days: completed,
@@ -15,13 +16,23 @@ probe claims, and prints a table: empty vs full, the ratio, ``!!`` past 2x.
 - claim: claim.sql for one job of a queue of its own, claim + commit, p50/p99 of 300;
 - W2 drain: 10,000 no-op jobs on ``runworker --processes 2 --concurrency 50
   --prefetch 300`` (as bench/run.py), jobs/s;
-- admin: every page through Django's test client as a superuser, the median of 5:
+- admin: every page through Django's test client as a superuser, the median of 9
+  (and the CPU per page of this process and its PostgreSQL backend, which the load
+  changes less):
   the job list unfiltered, with each state, queue and task filter, a search, a
   date drill-down, the dashboard and its data, a job's page;
 - API: ``GET /jobs/<id>`` and ``POST /jobs`` with a token, median of 20.
 
 A database of its own (``pgjobs_bench_scale_p<pid>``), dropped at the end unless
 ``--keep``. The load average is printed with every phase.
+
+To iterate on one part: ``--keep`` a filled database once, then ``--reuse NAME``
+measures it against a new empty database (dropped at the end; the kept one is
+not) without filling, ``--only`` some phases (``admin``, ``api``, ...), in
+``--rounds`` alternating empty and full (A B A B: the load changes less between
+the two than over minutes); each figure is the median of the rounds.
+``--baseline-rows N`` gives the new database N jobs of the same mix instead of
+none (pages full of jobs on both sides).
 """
 
 from __future__ import annotations
@@ -44,9 +55,11 @@ sys.path[:0] = [str(HERE / "runners"), str(HERE), str(ROOT)]
 from common import (  # noqa: E402
     FILLED_JOB_COLUMNS,
     admin_client,
+    database_name,
     drop_database,
     percentile,
     scratch_django,
+    with_database,
 )
 
 CLAIM_SQL = (ROOT / "django_pgjobs" / "sql" / "claim.sql").read_text()
@@ -100,14 +113,32 @@ def main() -> None:
     parser.add_argument("--active", type=int, default=4000, help="unfinished jobs among them")
     parser.add_argument("--keep", action="store_true", help="keep the database")
     parser.add_argument("--no-drain", action="store_true", help="skip W2")
+    parser.add_argument("--reuse", metavar="NAME", help="a database kept filled by --keep")
+    parser.add_argument("--only", help=f"comma-separated phases of {','.join(PHASES)}")
+    parser.add_argument("--rounds", type=int, default=1, help="alternations, with --reuse")
+    parser.add_argument(
+        "--baseline-rows", type=int, default=0,
+        help="with --reuse: the small database gets this many jobs of the same mix, not none",
+    )  # fmt: skip
     options = parser.parse_args()
+    phases = options.only.split(",") if options.only else list(PHASES)
+    if options.no_drain and "drain" in phases:
+        phases.remove("drain")
+    if unknown := set(phases) - set(PHASES):
+        parser.error(f"unknown phases: {', '.join(sorted(unknown))}")
 
     url, env = scratch_django("scale", "scale_settings")
     from django.test.utils import setup_test_environment
 
     setup_test_environment()
     try:
-        bench = Bench(url, env, drain=not options.no_drain)
+        bench = Bench(url, env, phases)
+        if options.reuse:
+            if options.baseline_rows:
+                fill(url, options.baseline_rows, max(4, options.baseline_rows // 12))
+            alternate(bench, with_database(url, options.reuse), options.rounds,
+                      options.baseline_rows)  # fmt: skip
+            return
         empty = bench.measure("empty")
         fill(url, options.rows, options.active)
         full = bench.measure(f"{options.rows:,} rows")
@@ -122,6 +153,48 @@ def main() -> None:
             print(f"kept: {url}")
         else:
             drop_database(url)
+
+
+PHASES = ("enqueue", "claim", "drain", "admin", "api")
+
+
+def alternate(bench: Bench, full_url: str, rounds: int, baseline: int = 0) -> None:
+    """Measure the new database and the kept full one in turn, ``rounds`` times."""
+    from django.db import connection
+
+    empty_url = bench.url
+    runs: dict[str, list[dict[str, float]]] = {empty_url: [], full_url: []}
+    for n in range(rounds):
+        for url in (empty_url, full_url):
+            use_database(url)
+            bench.url, bench.env = url, {**bench.env, "DATABASE_URL": url}
+            bench.prepare()
+            runs[url].append(bench.measure(f"round {n + 1}, {database_name(url)}"))
+    use_database(empty_url)
+    with psycopg_connect(full_url) as conn:
+        rows = conn.execute("SELECT reltuples::bigint FROM pg_class WHERE relname = 'pgjobs_job'")
+        size = rows.fetchone()[0]
+    connection.close()
+    report(medians(runs[empty_url]), medians(runs[full_url]), size, baseline)
+
+
+def use_database(url: str) -> None:
+    """Point Django's connection at ``url``'s database (it reconnects on the next query)."""
+    from django.db import connection
+
+    connection.close()
+    connection.settings_dict["NAME"] = database_name(url)
+    os.environ["DATABASE_URL"] = url
+
+
+def psycopg_connect(url: str):
+    import psycopg
+
+    return psycopg.connect(url, autocommit=True)
+
+
+def medians(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {name: statistics.median(run[name] for run in runs) for name in runs[0]}
 
 
 def load() -> str:
@@ -147,21 +220,24 @@ def fill(url: str, rows: int, active: int, chunk: int = 1_000_000) -> None:
 
 
 class Bench:
-    def __init__(self, url: str, env: dict[str, str], drain: bool) -> None:
-        from django_pgjobs.api import tokens
+    def __init__(self, url: str, env: dict[str, str], phases: list[str]) -> None:
+        self.url, self.env, self.phases = url, env, phases
+        self.prepare()
 
-        self.url, self.env, self.drain_on = url, env, drain
+    def prepare(self) -> None:
+        """The API token, and a completed job for the job page and the API, in this database."""
+        from django_pgjobs.api import tokens
+        from django_pgjobs.models import Job
+
+        if not Job.objects.filter(state="completed").exists():
+            claims(self.url, count=1)  # claims one job and completes it
         _, self.token = tokens.issue("bench", ["default", "mail", "reports", "claim", "drain"])
 
     def measure(self, label: str) -> dict[str, float]:
         print(f"{label}: load {load()}", flush=True)
         figures: dict[str, float] = {}
-        figures.update(self.enqueue())
-        figures.update(self.claim())
-        if self.drain_on:
-            figures.update(self.drain())
-        figures.update(self.admin())
-        figures.update(self.api())
+        for phase in self.phases:
+            figures.update(getattr(self, phase)())
         figures["load (1 min)"] = os.getloadavg()[0]
         for name, value in figures.items():
             print(f"  {name}: {value:.2f}", flush=True)
@@ -212,7 +288,7 @@ class Bench:
             worker.wait(60)
         return {"W2 drain (jobs/s)": jobs / took}
 
-    def admin(self, repeat: int = 5) -> dict[str, float]:
+    def admin(self, repeat: int = 9) -> dict[str, float]:
         from django.urls import reverse
 
         from django_pgjobs.models import Job
@@ -238,7 +314,15 @@ class Bench:
         pages["admin dashboard"] = reverse("admin:pgjobs_dashboard")
         pages["admin dashboard data"] = reverse("admin:pgjobs_dashboard_data")
         pages["admin job page"] = reverse("admin:pgjobs_job_change", args=[job.pk])
-        return {f"{name} (ms)": timed(client.get, path, repeat) for name, path in pages.items()}
+        figures = {}
+        for name, path in pages.items():
+            python, backend = process_cpu(), backend_cpu()
+            figures[f"{name} (ms)"] = timed(client.get, path, repeat)
+            # Load-robust: CPU of this process and of its PostgreSQL backend per page
+            # (the warm-up request included: repeat + 1 of them).
+            spent = process_cpu() - python + backend_cpu() - backend
+            figures[f"{name} (CPU ms)"] = spent / (repeat + 1)
+        return figures
 
     def api(self, repeat: int = 20) -> dict[str, float]:
         from django.test import Client
@@ -285,6 +369,21 @@ class Bench:
             f"without: p50 {percentile(quiet, 0.5):.2f} ms, p99 {percentile(quiet, 0.99):.2f} ms, "
             f"max {max(quiet):.1f} ms ({len(quiet)} claims)"
         )
+
+
+def process_cpu() -> float:
+    return time.process_time() * 1000
+
+
+def backend_cpu() -> float:
+    """CPU ms (utime + stime, in clock ticks) of Django's PostgreSQL backend."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
 
 
 def far_future() -> datetime:
@@ -334,8 +433,9 @@ def timed(get, path: str, repeat: int, expect=(200,)) -> float:
     return statistics.median(times)
 
 
-def report(empty: dict[str, float], full: dict[str, float], rows: int) -> None:
-    print(f"\n| measure | empty table | {rows:,} rows | ratio |")
+def report(empty: dict[str, float], full: dict[str, float], rows: int, baseline: int = 0) -> None:
+    first = f"{baseline:,} rows" if baseline else "empty table"
+    print(f"\n| measure | {first} | {rows:,} rows | ratio |")
     print("| --- | ---: | ---: | ---: |")
     for name, before in empty.items():
         after = full[name]
