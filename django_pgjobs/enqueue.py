@@ -407,18 +407,16 @@ COPY_AT_LEAST = 100
 
 
 def _insert_many(jobs: list[Job], using: str) -> None:
-    """Save new jobs: COPY for large batches, else one INSERT of a JSON array
-    (``sql/insert_jobs.sql``).
+    """Save new jobs: COPY for large batches, one job through pgjobs_insert_job,
+    else one INSERT of a JSON array (``sql/insert_jobs.sql``).
 
     Django's ``bulk_create`` spends most of a large batch compiling one
     parameter per field per row; one JSON document per batch costs a fraction.
     """
     if len(jobs) >= COPY_AT_LEAST:
         _copy(jobs, len(jobs), using)
-    elif len(jobs) == 1:
-        _insert_one(jobs[0], using)
-    else:
-        names, _ = _insert_columns()
+    elif len(jobs) != 1 or not _insert_one(jobs[0], using):
+        names = _insert_columns()
         rows = db.as_json([{column: job.__dict__[name] for name, column in names} for job in jobs])
         ids = sorted(row["id"] for row in db.fetch_dicts("insert_jobs", {"rows": rows}, using))
         for job, pk in zip(jobs, ids, strict=True):
@@ -428,33 +426,54 @@ def _insert_many(jobs: list[Job], using: str) -> None:
         job._state.db = using
 
 
-def _insert_one(job: Job, using: str) -> None:
-    """Save one new job as a row of values (``sql/insert_job.sql``): for the server,
-    ~70 us less per statement than a JSON array of one row."""
-    names, json_columns = _insert_columns()
+def _insert_one(job: Job, using: str) -> bool:
+    """Save one new job through pgjobs_insert_job (``sql/insert_job.sql``), whose
+    INSERT PostgreSQL plans once per session; False, writing nothing, if the job
+    doesn't start as every new job does (the function writes those columns itself)."""
     fields = job.__dict__
-    values = {column: fields[name] for name, column in names}
-    for column in json_columns:
+    if any(fields[name] != value for name, value in _FRESH.items()):
+        return False
+    values = {column: fields[name] for name, column in _function_columns()}
+    for column in ("args", "kwargs", "meta"):
         value = values[column]
-        if value is not None:  # None: SQL NULL, as in the JSON array
-            empty = None if value else _EMPTY_JSON.get(type(value))
-            values[column] = empty or db.as_json(value)  # most are empty: no encoder
+        empty = None if value else _EMPTY_JSON.get(type(value))
+        values[column] = empty or db.as_json(value)  # most are empty: no encoder
     job.id = db.fetch_dicts("insert_job", values, using)[0]["id"]
+    return True
 
 
+#: What every new job starts with: pgjobs_insert_job writes these columns itself.
+_FRESH = {
+    "attempt": 0,
+    "attempted_at": None,
+    "finished_at": None,
+    "errors": [],
+    "result": None,
+    "worker_id": None,
+    "lease": None,
+}
 _EMPTY_JSON = {list: "[]", dict: "{}"}
 
 
 @functools.cache
-def _insert_columns() -> tuple[list[tuple[str, str]], list[str]]:
-    """(attname, column) of every field of Job but id; the columns of JSON fields."""
-    from django.db.models import JSONField
-
+def _function_columns() -> list[tuple[str, str]]:
+    """(attname, column) of the fields pgjobs_insert_job takes: all of Job's but id
+    and those of ``_FRESH``."""
     from .models import Job
 
-    fields = [f for f in Job._meta.concrete_fields if not f.primary_key]
-    names = [(f.attname, f.column) for f in fields]
-    return names, [f.column for f in fields if isinstance(f, JSONField)]
+    return [
+        (f.attname, f.column)
+        for f in Job._meta.concrete_fields
+        if not f.primary_key and f.attname not in _FRESH
+    ]
+
+
+@functools.cache
+def _insert_columns() -> list[tuple[str, str]]:
+    """(attname, column) of every field of Job but id."""
+    from .models import Job
+
+    return [(f.attname, f.column) for f in Job._meta.concrete_fields if not f.primary_key]
 
 
 def _as_spec(spec: JobSpec | dict[str, Any]) -> JobSpec:

@@ -205,9 +205,27 @@ def test_events_takes_a_bool(settings):
     assert [error.id for error in check_settings()] == ["pgjobs.E003"]
 
 
-@pytest.mark.parametrize(
-    "statement, skipped", [("insert_jobs", "id"), ("insert_job", "id"), ("copy_jobs", None)]
-)
+def test_the_one_job_insert_names_every_column_of_the_model():
+    """pgjobs_insert_job (migration 0015) takes every column but id and those every new
+    job starts with, which it writes itself: enqueue.py's _FRESH."""
+    from django_pgjobs.enqueue import _FRESH, _function_columns
+    from django_pgjobs.migrations import SQL_DIR
+    from django_pgjobs.models import Job
+
+    text = (SQL_DIR / "0015_insert_job_function.sql").read_text()
+    listed = re.search(r"INSERT INTO pgjobs_job AS job \(([^)]*)\)", text).group(1)
+    columns = [name.strip() for name in listed.split(",")]
+    model = [f.column for f in Job._meta.concrete_fields if f.column != "id"]
+    assert sorted(columns) == sorted(model) and len(columns) == len(set(columns))
+    taken = [column for _, column in _function_columns()]
+    assert sorted(taken + list(_FRESH)) == sorted(model)
+    declared = re.search(r"FUNCTION pgjobs_insert_job\((.*?)\) RETURNS", text, re.S).group(1)
+    parameters = [item.split()[0] for item in declared.split(",")]
+    assert sorted(parameters) == sorted(taken)
+    assert re.findall(r"%\((\w+)\)s", db.statement("insert_job")) == parameters  # in order
+
+
+@pytest.mark.parametrize("statement, skipped", [("insert_jobs", "id"), ("copy_jobs", None)])
 def test_the_bulk_inserts_name_every_column_of_the_model(statement, skipped):
     from django_pgjobs.models import Job
 
