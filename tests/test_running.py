@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -167,27 +168,44 @@ def test_jobs_write_through_the_orm_in_the_same_database(worker):
     assert list(Run.objects.values_list("tag", flat=True)) == ["hello"]
 
 
-def test_auto_prefetch_grows_while_claims_come_back_full_of_short_jobs(db):
+def test_auto_prefetch_claims_ahead_what_the_threads_start_within_its_horizon(db):
     worker = Worker(concurrency=10)  # WORKER_PREFETCH is "auto" by default
     assert worker.auto_prefetch and worker.prefetch == 0
     worker._adapt_prefetch(asked=10, got=10)
     assert worker.prefetch == 0, "nothing is known of the jobs' length yet"
-    worker._run_seconds = 0.002
-    grown = []
-    for _ in range(6):
-        worker._adapt_prefetch(asked=worker.free_slots(), got=worker.free_slots())
-        grown.append(worker.prefetch)
-    assert grown == [10, 20, 40, 80, 100, 100]  # at most 10 per thread
-    worker._adapt_prefetch(asked=50, got=10)  # the queue ran dry
-    assert worker.prefetch == 50
-    worker._run_seconds = 2.0  # long jobs: never prefetched
+    worker._run_seconds = 0.0002  # no-ops: as many as 10 per thread
+    worker._adapt_prefetch(asked=10, got=3)
+    assert worker.prefetch == 0, "a short claim: nothing more is due, no need to grow"
+    worker._adapt_prefetch(asked=10, got=10)
+    assert worker.prefetch == 100
+    worker._adapt_prefetch(asked=110, got=20)  # the queue ran dry: no reason to shrink
+    assert worker.prefetch == 100
+    worker._run_seconds = 0.01  # 10-ms jobs: what 10 threads start within 50 ms
+    worker._adapt_prefetch(asked=60, got=2)
+    assert worker.prefetch == 50, "longer jobs shrink it at once, full claim or not"
+    worker._run_seconds = 1.0  # long jobs: never prefetched
     worker._adapt_prefetch(asked=60, got=60)
-    worker._adapt_prefetch(asked=60, got=60)
-    assert worker.prefetch == 12
-    worker._run_seconds = 0.002
+    assert worker.prefetch == 0
+    worker._run_seconds = 0.0002
     worker._snoozed = True  # a job waited for a limit: nothing is claimed ahead
-    worker._adapt_prefetch(asked=22, got=22)
+    worker._adapt_prefetch(asked=10, got=10)
     assert worker.prefetch == 0
     assert Worker(concurrency=10, prefetch=0).auto_prefetch is False
     with pytest.raises(ValueError, match='or "auto"'):
         Worker(concurrency=10, prefetch="lots")
+
+
+def test_a_job_running_long_stops_auto_prefetch_before_its_run_time_is_known(db):
+    """Short jobs made the prefetch large; a job that has been on its thread for a
+    second means jobs got long: nothing more is claimed ahead, though the average of
+    the last runs still says short."""
+    worker = Worker(concurrency=10)
+    worker._run_seconds = 0.0002
+    worker._adapt_prefetch(asked=10, got=10)
+    assert worker.prefetch == 100
+    worker._started[1] = time.monotonic() - 1.0
+    worker._adapt_prefetch(asked=10, got=10)
+    assert worker.prefetch == 0
+    worker._started.clear()
+    worker._adapt_prefetch(asked=10, got=10)
+    assert worker.prefetch == 100
