@@ -4,6 +4,10 @@
 -- found again by primary key (id = ANY): a plan that can't know how many rows
 -- the LIMIT gives (the planner guesses one) still never joins the whole table.
 -- It is planned each time, not prepared (see db.PREPARABLE).
+-- The UPDATE is not joined to "due": a join by id beside id = ANY made each job's
+-- index probe go through the whole array again (a claim of 1,000 jobs took 33 ms
+-- rather than 15). Each job's previous state is looked up instead, by binary
+-- search (width_bucket) in the claimed ids sorted, once per job.
 WITH publisher AS (
     -- The worker publishes these events itself once this commits (see events.py).
     SELECT set_config('pgjobs.publisher', statement_timestamp()::text, true)
@@ -24,7 +28,9 @@ SET state = 'executing',
     attempted_at = %(now)s,
     worker_id = %(worker_id)s,
     lease = gen_random_uuid()
-FROM due, publisher
+FROM publisher
 WHERE job.id = ANY (ARRAY(SELECT id FROM due))
-  AND job.id = due.id
-RETURNING job.*, due.state AS previous
+RETURNING job.*,
+    (ARRAY(SELECT state FROM due ORDER BY id))[
+        width_bucket(job.id, ARRAY(SELECT id FROM due ORDER BY id))
+    ] AS previous
