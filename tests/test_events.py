@@ -222,3 +222,25 @@ def test_the_worker_s_payloads_stay_under_the_limit_for_the_longest_names():
     assert len(found) == 3
     assert max(len(payload.encode()) for payload in found) < 8000
     assert [e.job_id for p in found for e in events.Event.parse(p)] == runs[0][1]
+
+
+def test_one_claim_tells_each_job_the_state_it_was_claimed_from(worker):
+    """claim.sql looks each job's previous state up among the claimed ids sorted: jobs
+    claimed out of id order (by priority) from three states each get their own."""
+    from django_pgjobs import transitions
+
+    retried = add.enqueue(0, 0)
+    now = timezone.now() + timedelta(seconds=1)
+    [claimed] = worker.claim(1, now, publish=False)
+    transitions.finish([transitions.failed(claimed, RuntimeError("x"), now, run_at=now)])
+    later = now + timedelta(hours=1)
+    jobs = [Job.enqueue("testproject.demo.tasks.add", args=[i, i], priority=i) for i in range(4)]
+    scheduled = Job.enqueue("testproject.demo.tasks.add", args=[9, 9], run_at=later, priority=2)
+    claimed = worker.claim(10, later + timedelta(seconds=1), publish=False)
+    previous = {job.pk: job.previous for job in claimed}
+    assert previous == {
+        **{job.pk: "available" for job in jobs},
+        scheduled.pk: "scheduled",
+        retried.pk: "retryable",
+    }
+    assert [job.pk for job in claimed][:2] == [jobs[3].pk, jobs[2].pk]
