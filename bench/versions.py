@@ -3,46 +3,49 @@
     git worktree add /tmp/before <rev> && ln -s "$PWD/.venv" /tmp/before/
     .venv/bin/python bench/versions.py /tmp/before . --rounds 5
 
-Each round runs ``bench/run.py --only <ours>`` (W1 one job per transaction, W1 bulk,
-W2 drain at the recommended config) in each checkout, alternating which goes first,
-and prints the per-round ratios (second / first) with the load of the round, and
-their medians. Both run on the same machine, minutes apart at most.
+Each round runs each checkout's own ``bench/runners/pgjobs_runner.py`` (W1 one job
+per transaction, W1 bulk, W2 drain at its best config, whole and steady), in a fresh
+database dropped afterwards, alternating which goes first, and prints the per-round
+ratios (second / first) with the load of the round, and their medians. Both run on
+the same machine, minutes apart at most.
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
+import json
 import os
-import re
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import database_name, with_database
+
 FIGURES = {
-    "W1 each": (r"\] W1 (\[.*\])", lambda v: v[0]["each"]),
-    "W1 bulk": (r"\] W1 (\[.*\])", lambda v: v[0]["bulk"]),
-    "W2 drain": (r"\] W2 [^:]*: (\[.*\])", lambda v: v[0]["jobs_per_s"]),
+    "W1 each": "w1_each",
+    "W1 bulk": "w1_bulk",
+    "W2 drain": "w2_jobs_per_s",
+    "W2 steady": "w2_steady_per_s",
 }
+DATABASE = "postgres://root@127.0.0.1:5432/pgjobs"
 
 
 def measure(checkout: Path, jobs: int, each: int) -> dict[str, float]:
+    """One run of the checkout's own runner (W1 and W2 at its best config)."""
+    base = os.environ.get("DATABASE_URL", DATABASE)
+    url = with_database(base, f"{database_name(base)}_bench_versions_{os.getpid()}")
     done = subprocess.run(
-        [sys.executable, "bench/run.py", "--only", "pgjobs", "--no-ceiling", "--configs", "1",
-         "--jobs", str(jobs), "--each-jobs", str(each), "--latency-jobs", "20", "--reps", "1"],
+        [sys.executable, "bench/runners/pgjobs_runner.py", f"--url={url}", f"--jobs={jobs}",
+         f"--each-jobs={each}", "--latency-jobs=20", "--workloads=w1,w2"],
         cwd=checkout, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     if done.returncode:
-        raise SystemExit(f"{checkout}: bench/run.py failed:\n{done.stdout[-2000:]}{done.stderr}")
-    found = {}
-    output = done.stdout + done.stderr  # the runner's progress lines go to stderr
-    for name, (pattern, pick) in FIGURES.items():
-        match = re.search(pattern, output)
-        if match is None:
-            raise SystemExit(f"{checkout}: no {name} in:\n{done.stdout[-2000:]}")
-        found[name] = float(pick(ast.literal_eval(match.group(1))))
-    return found
+        raise SystemExit(f"{checkout}: its runner failed:\n{done.stderr[-3000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return {name: float(result[key]) for name, key in FIGURES.items()}
 
 
 def main() -> None:
