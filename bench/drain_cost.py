@@ -4,7 +4,9 @@
 
 On a fresh database: ``jobs`` no-op jobs enqueued at once, then drained in a loop of
 claim (sql/claim.sql, ``batch`` jobs) and finish (sql/finish.sql, all completed), each
-in its own transaction as a worker runs them, without running any task. For each
+in its own transaction as a worker's threads run them (the same server-binding
+cursor), without running any task; ``--held N`` jobs stay executing throughout, as
+other workers' jobs do in a busy drain. For each
 statement it reads the CPU time of the PostgreSQL backend (/proc/<pid>/schedstat: the
 server must run on this machine) and of this Python process: figures that still mean
 something on a loaded box, where the wall time doesn't. The load average is printed
@@ -32,14 +34,24 @@ def backend_cpu_ns(pid: int) -> int:
     return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
 
 
-def drain(jobs: int, batch: int) -> dict[str, float]:
-    """Claim and complete ``jobs`` jobs ``batch`` at a time; CPU per job of each step."""
+def drain(jobs: int, batch: int, held: int = 0) -> dict[str, float]:
+    """Claim and complete ``jobs`` jobs ``batch`` at a time; CPU per job of each step.
+
+    ``held`` more jobs are claimed first and never finished: the jobs other workers
+    hold while they run them (a busy drain of three processes holds about 1,000).
+    """
     from django.db import connection, transaction
     from django.utils import timezone
 
     from django_pgjobs import Job, db, transitions
 
-    Job.enqueue_many([{"task": "pgjobs_tasks.noop"}] * jobs)
+    db.prepare_on_this_thread()  # as a worker's claim loop and completer do
+    Job.enqueue_many([{"task": "pgjobs_tasks.noop"}] * (held + jobs))
+    if held:
+        with transaction.atomic():
+            params = {"queue": "default", "limit": held, "now": timezone.now()}
+            params |= {"worker_id": None, "states": ["available", "scheduled", "retryable"]}
+            assert len(db.fetch_jobs("claim", params)) == held
     checkpoint_url = os.environ["DATABASE_URL"]
     checkpoint(checkpoint_url)
     with connection.cursor() as cursor:
@@ -112,6 +124,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=20000)
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--held", type=int, default=0, help="jobs left executing throughout")
     # To learn what a trigger costs, in this scratch database only.
     parser.add_argument("--scratch-sql", action="append", default=[], help=argparse.SUPPRESS)
     parser.add_argument("--url", default=os.environ.get("DATABASE_URL", DEFAULT_URL))
@@ -128,10 +141,11 @@ def main() -> None:
         runs = []
         for round_ in range(args.rounds):
             adapter.reset()
-            r = drain(args.jobs, args.batch)
+            r = drain(args.jobs, args.batch, args.held)
             runs.append(r)
             print(
-                f"round {round_ + 1} batch {args.batch}: server claim {r['claim_server_us']:.1f}"
+                f"round {round_ + 1} batch {args.batch} held {args.held}: server claim"
+                f" {r['claim_server_us']:.1f}"
                 f" finish {r['finish_server_us']:.1f} us/job; python claim"
                 f" {r['claim_python_us']:.1f} finish {r['finish_python_us']:.1f} us/job;"
                 f" wall {r['wall_us']:.0f} us/job; {r['updates']} updates, {r['hot']} HOT;"

@@ -81,12 +81,13 @@ def test_worker_events_are_published_once_and_released_dependents_still_are(work
     assert seen.count((child.pk, "executing", "completed")) == 1
 
 
-def test_the_outcome_statement_reads_jobs_through_an_index():
+def test_the_outcome_statement_reads_only_its_own_jobs_by_primary_key():
     # A table that has seen work, analysed (the plan of an empty one means nothing):
-    # the planner may probe the primary key per outcome or hash the executing jobs
-    # (a partial index), but must never read the whole table.
+    # the planner must probe the primary key per outcome, neither read the whole
+    # table nor every executing job (the partial index it took before: a busy
+    # drain's thousand executing jobs read to write a few dozen outcomes).
     JobFactory.create_batch(2000, completed=True)
-    JobFactory.create_batch(50, executing=True)
+    JobFactory.create_batch(200, executing=True)
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE pgjobs_job")
         outcome = {"lease": None, "state": "completed", "result": None, "error": None}
@@ -94,7 +95,7 @@ def test_the_outcome_statement_reads_jobs_through_an_index():
         cursor.execute("EXPLAIN " + db.statement("finish"), {"outcomes": db.as_json(rows)})
         found = "\n".join(row[0] for row in cursor.fetchall())
     assert "Seq Scan on pgjobs_job" not in found, found
-    assert "Index Scan using pgjobs_job_" in found, found
+    assert "pgjobs_job_executing" not in found and "pgjobs_job_pkey" in found, found
 
 
 def test_the_generic_plans_of_prepared_statements_read_jobs_through_an_index():

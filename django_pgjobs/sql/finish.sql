@@ -4,9 +4,25 @@
 -- appended. Lease-checked per job: a job whose lease was taken away (rescued,
 -- cancelled, handed back) is not matched, and is missing from what this returns.
 -- Returns only what the caller doesn't know already (errors only when they grew).
+-- The jobs are found by primary key (id = ANY), one probe per outcome: the
+-- state check is written so that it can't match the pgjobs_job_executing index,
+-- which the planner took instead (it guesses few executing jobs) and which made
+-- each statement read every executing job of every worker (a thousand, in a
+-- busy drain) to write a few dozen.
 WITH publisher AS (
     -- The worker publishes these events itself once this commits (see events.py).
     SELECT set_config('pgjobs.publisher', statement_timestamp()::text, true)
+), outcome AS MATERIALIZED (
+    SELECT *
+    FROM jsonb_to_recordset(%(outcomes)s::jsonb) AS outcome (
+        id bigint,
+        lease uuid,
+        state text,
+        result jsonb,
+        error jsonb,
+        run_at timestamptz,
+        finished_at timestamptz
+    )
 )
 UPDATE pgjobs_job AS job
 SET state = outcome.state,
@@ -18,16 +34,9 @@ SET state = outcome.state,
     run_at = coalesce(outcome.run_at, job.run_at),
     finished_at = outcome.finished_at,
     lease = NULL
-FROM jsonb_to_recordset(%(outcomes)s::jsonb) AS outcome (
-    id bigint,
-    lease uuid,
-    state text,
-    result jsonb,
-    error jsonb,
-    run_at timestamptz,
-    finished_at timestamptz
-), publisher
-WHERE job.id = outcome.id
-  AND job.state = 'executing'
+FROM outcome, publisher
+WHERE job.id = ANY (ARRAY(SELECT id FROM outcome))
+  AND job.id = outcome.id
+  AND (job.state = 'executing') IS TRUE  -- state is NOT NULL: the same as = 'executing'
   AND job.lease = outcome.lease
 RETURNING job.id, CASE WHEN outcome.error IS NULL THEN NULL ELSE job.errors END AS errors

@@ -1,0 +1,188 @@
+"""What a W2 drain costs per job in CPU: the worker processes and their PostgreSQL backends.
+
+    .venv/bin/python bench/w2_cost.py [--jobs 30000] [--rounds 3] [--only pgjobs,pgqueuer]
+
+On a 2-core box a drain is bounded by the CPU each job takes, worker and server
+together; that figure holds on a loaded box where the jobs per second don't. Each
+system drains ``jobs`` no-op jobs with its ``best`` configuration (run.py's W2), on a
+fresh database per run, the systems taking turns in each round. Read: the CPU time
+of the worker processes and their children (/proc/<pid>/stat), of every backend of
+the database (/proc/<pid>/schedstat: the server must run on this machine), and the
+transactions committed (pg_stat_database), each per job, with the load average.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+sys.path[:0] = [str(BENCH / "runners"), str(BENCH)]
+
+from common import (  # noqa: E402
+    checkpoint,
+    database_name,
+    drop_database,
+    now,
+    recreate_database,
+    running,
+    wait_until,
+    with_database,
+)
+
+DEFAULT_URL = "postgres://root@127.0.0.1:5432/pgjobs"
+TICK = os.sysconf("SC_CLK_TCK")
+#: Seconds for idle backends to have flushed their counters to pg_stat_database
+#: (at most once a second while busy; an idle one within the workers' poll).
+STATS_FLUSHED = 3.0
+
+
+def tree_cpu_s(root: int) -> float:
+    """CPU seconds of ``root`` and its live descendants (threads included)."""
+    children: dict[int, list[int]] = {}
+    stats: dict[int, list[str]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rpartition(")")[2].split()
+            except OSError:
+                continue
+            stats[int(entry.name)] = fields
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        if pid in stats:
+            # utime, stime, and those of reaped children (fields 14-17 of stat).
+            total += sum(int(value) for value in stats[pid][11:15]) / TICK
+        todo += children.get(pid, [])
+    return total
+
+
+def backends_cpu_s(conn, others: set[int]) -> tuple[float, int]:
+    """CPU seconds of the database's backends but ``others``, and the transactions committed."""
+    pids = conn.execute(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+    ).fetchall()
+    total = 0
+    for (pid,) in pids:
+        if pid not in others:
+            with contextlib.suppress(OSError):
+                total += int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
+    conn.execute("SELECT pg_stat_clear_snapshot()")
+    commits = conn.execute(
+        "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+    ).fetchone()[0]
+    return total / 1e9, commits
+
+
+def measure(system: str, url: str, jobs: int) -> dict[str, float]:
+    """In the system's own interpreter: per-job CPU of one drain of ``jobs`` jobs."""
+    import psycopg
+
+    if system == "pgjobs":
+        from pgjobs_runner import PgJobs as Runner
+    else:
+        from pgqueuer_runner import PgQueuer as Runner
+    recreate_database(url)
+    try:
+        adapter = Runner(url, BENCH / ".work")
+        adapter.install()
+        adapter.done()  # its connection open: not a worker's
+        with psycopg.connect(url, autocommit=True) as conn:
+            # The backends that are not the workers': this one's, the adapter's.
+            others = {
+                pid
+                for (pid,) in conn.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                ).fetchall()
+            }
+            with running(adapter, adapter.best) as workers:
+                checkpoint(url)
+                time.sleep(STATS_FLUSHED)
+                before_done = adapter.done()
+                workers_cpu = sum(tree_cpu_s(proc.pid) for proc in workers.procs)
+                server_cpu, commits = backends_cpu_s(conn, others)
+                started = now()
+                adapter.enqueue_queued(jobs)
+                # busy() is an EXISTS of two partial indexes: cheap, unlike done()'s count.
+                wait_until(lambda: not adapter.busy(), 600, "the drain", 0.01)
+                wall = now() - started
+                assert adapter.done() == before_done + jobs
+                workers_cpu = sum(tree_cpu_s(proc.pid) for proc in workers.procs) - workers_cpu
+                server_after, _ = backends_cpu_s(conn, others)
+                time.sleep(STATS_FLUSHED)
+                _, commits_after = backends_cpu_s(conn, others)
+        adapter.close()
+    finally:
+        drop_database(url)
+    return {
+        "version": adapter.version,
+        "per_s": jobs / wall,
+        "worker_us": workers_cpu / jobs * 1e6,
+        "server_us": (server_after - server_cpu) / jobs * 1e6,
+        "commits_per_100": (commits_after - commits) / jobs * 100,
+    }
+
+
+def run(system: str, base_url: str, jobs: int) -> dict[str, float]:
+    from run import SYSTEMS, venv_python
+
+    python = venv_python(system, SYSTEMS[system][1])
+    url = with_database(base_url, f"{database_name(base_url)}_bench_w2cost_{system}_{os.getpid()}")
+    before = os.getloadavg()[0]
+    done = subprocess.run(
+        [python, __file__, "--measure", system, f"--url={url}", f"--jobs={jobs}"],
+        stdout=subprocess.PIPE,
+        text=True,
+        check=True,
+    )
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["load"] = (before + os.getloadavg()[0]) / 2
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=30000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--only", default="pgjobs,pgqueuer", help="comma-separated systems")
+    parser.add_argument("--measure", help=argparse.SUPPRESS)  # the child's side
+    parser.add_argument("--url", default=os.environ.get("DATABASE_URL", DEFAULT_URL))
+    args = parser.parse_args()
+    if args.measure:
+        print(json.dumps(measure(args.measure, args.url, args.jobs)))
+        return
+    systems = args.only.split(",")
+    results: dict[str, list[dict[str, float]]] = {system: [] for system in systems}
+    for round_ in range(args.rounds):
+        for system in systems if round_ % 2 == 0 else systems[::-1]:
+            r = run(system, args.url, args.jobs)
+            results[system].append(r)
+            print(
+                f"round {round_ + 1} {system:9} {r['per_s']:7,.0f}/s  worker {r['worker_us']:4.1f}"
+                f" us  server {r['server_us']:4.1f} us  total"
+                f" {r['worker_us'] + r['server_us']:4.1f} us/job;"
+                f" {r['commits_per_100']:.1f} commits/100 jobs  load {r['load']:.1f}",
+                flush=True,
+            )
+    for system, runs in results.items():
+        median = {
+            key: statistics.median(r[key] for r in runs) for key in runs[0] if key != "version"
+        }
+        print(
+            f"median    {system} {runs[0]['version']}: worker {median['worker_us']:.1f} us,"
+            f" server {median['server_us']:.1f} us per job; {median['per_s']:,.0f}/s"
+            f" (load {median['load']:.1f})"
+        )
+
+
+if __name__ == "__main__":
+    main()
