@@ -110,8 +110,8 @@ def measure(system: str, url: str, jobs: int) -> dict[str, float]:
                 before_done = adapter.done()
                 workers_cpu = sum(tree_cpu_s(proc.pid) for proc in workers.procs)
                 server_cpu, commits = backends_cpu_s(conn, others)
-                started = now()
                 adapter.enqueue_queued(jobs)
+                started = now()  # as run.py's W2: from the enqueue's commit
                 # busy() is an EXISTS of two partial indexes: cheap, unlike done()'s count.
                 wait_until(lambda: not adapter.busy(), 600, "the drain", 0.01)
                 wall = now() - started
