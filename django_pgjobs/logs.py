@@ -141,9 +141,15 @@ def add_arguments(parser: Any) -> None:
 
 
 def database(using: str) -> str:
-    """``mysite on 127.0.0.1:5432``: the database of alias ``using``, for start lines."""
+    """``mysite on 127.0.0.1:5432``: the database alias ``using`` is connected to, for
+    start lines. Read from the connection, not the settings: without HOST or PORT,
+    libpq goes by PGHOST and PGPORT or to its default socket, not localhost."""
     from django.db import connections
 
-    settings = connections[using].settings_dict
-    host = settings.get("HOST") or "localhost"
-    return f"{settings.get('NAME')} on {host}:{settings.get('PORT') or 5432}"
+    connection = connections[using]
+    connection.ensure_connection()
+    info = connection.connection.info
+    if info.host.startswith("/"):  # a socket directory
+        return f"{info.dbname} on socket {info.host}/.s.PGSQL.{info.port}"
+    host = f"[{info.host}]" if ":" in info.host else info.host  # IPv6
+    return f"{info.dbname} on {host}:{info.port}"

@@ -7,10 +7,12 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+from django.db import connection
 
-from django_pgjobs import Job, __version__
+from django_pgjobs import Job, __version__, logs
 from testproject.demo.tasks import add
 from tests import conftest
 
@@ -52,6 +54,42 @@ def test_runworker_speaks_by_default():
     stop = next(line for line in out.splitlines() if " stopped: " in line)
     assert "1 completed" in stop and "1 retryable" in stop and "1 discarded" in stop
     assert "JobState" not in out
+
+
+def where_libpq_goes(monkeypatch: pytest.MonkeyPatch, host: str, port: int) -> str:
+    """The start line's database, for a project whose DATABASES names no HOST or PORT
+    while the environment's PGHOST and PGPORT say ``host`` and ``port``."""
+    monkeypatch.setitem(connection.settings_dict, "HOST", "")
+    monkeypatch.setitem(connection.settings_dict, "PORT", "")
+    monkeypatch.setenv("PGHOST", host)
+    monkeypatch.setenv("PGPORT", str(port))
+    connection.close()
+    try:
+        return logs.database("default")
+    finally:
+        connection.close()  # the next query reconnects with the settings restored
+
+
+def test_start_line_names_the_server_libpq_connected_to(monkeypatch):
+    # It said "localhost:5432" whenever DATABASES had no HOST (the tutorial's settings).
+    connection.ensure_connection()
+    host, port = connection.connection.info.host, connection.connection.info.port
+    name = connection.settings_dict["NAME"]
+    said = where_libpq_goes(monkeypatch, host, port)
+    if host.startswith("/"):
+        assert said == f"{name} on socket {host}/.s.PGSQL.{port}"
+    else:
+        assert said == f"{name} on {host}:{port}"
+
+
+def test_start_line_names_a_socket_as_a_socket(monkeypatch):
+    connection.ensure_connection()
+    port = connection.connection.info.port
+    directory = "/var/run/postgresql"
+    if not Path(directory, f".s.PGSQL.{port}").exists():
+        pytest.skip(f"no server socket in {directory}")
+    said = where_libpq_goes(monkeypatch, directory, port)
+    assert said == f"{connection.settings_dict['NAME']} on socket {directory}/.s.PGSQL.{port}"
 
 
 def test_verbosity_0_prints_only_errors_and_2_each_completion():
