@@ -199,7 +199,8 @@ def _attempt(job: Job, clock: Clock, context: JobContext) -> Outcome | str:
         return transitions.failed(job, error, clock(), discard=True)
     except BaseException as error:  # a task's failure, even SystemExit, is data
         if logger.isEnabledFor(logging.INFO):
-            failure = context.mask(shown(error, 500))  # repr() fails on some values
+            # As the job's error record and the discard warning say it, not repr().
+            failure = context.mask(limits.shortened(transitions.error_line(error), 500))
             logger.info(
                 "job %s (%s) attempt %s failed: %s",
                 job.pk,

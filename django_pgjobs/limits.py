@@ -50,6 +50,11 @@ def shown(value: Any, width: int = 80) -> str:
         return f"<a {type(value).__name__} too large to show>"
     except Exception as error:  # a __repr__ of the caller's that fails
         return f"<a {type(value).__name__} whose repr() raised {type(error).__name__}>"
+    return shortened(text, width)
+
+
+def shortened(text: str, width: int) -> str:
+    """``text``, cut to ``width`` characters with ``...`` if it is longer."""
     return text if len(text) <= width else text[: width - 3] + "..."
 
 

@@ -79,7 +79,7 @@ def error_record(
     batch), and no longer than a page or two."""
     mask = redactor.text if redactor else mask_credentials
     kind = type(error)
-    message = mask(f"{kind.__name__}: {_message(error)}")
+    message = mask(error_line(error))
     return {
         "attempt": attempt,
         "at": at.isoformat(),
@@ -89,6 +89,11 @@ def error_record(
         ),
         "exception_class": payload.storable_text(f"{kind.__module__}.{kind.__qualname__}", 500),
     }
+
+
+def error_line(error: BaseException) -> str:
+    """``ValueError: no such user``: how an error reads in ``Job.errors`` and in logs."""
+    return f"{type(error).__name__}: {_message(error)}"
 
 
 def _message(error: BaseException) -> str:

@@ -46,6 +46,9 @@ def test_runworker_speaks_by_default():
     assert f"django-pgjobs {__version__} worker " in out
     assert " started: database " in out and "concurrency 10, prefetch auto, pid " in out
     assert f"job {retried.pk} (tests.tasks_for_tests.raises_odd) attempt 1 failed: " in out
+    # Each failed attempt reads as its error record does (it printed a repr() before).
+    failed = f"job {discarded.pk} (testproject.demo.tasks.always_fails) attempt 1 failed: "
+    assert f"{failed}ValueError: boom\n" in out
     assert (
         f"WARNING job {discarded.pk} (testproject.demo.tasks.always_fails) discarded after "
         "attempt 1: ValueError: boom"
