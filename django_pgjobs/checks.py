@@ -106,7 +106,7 @@ def _check_values() -> list[Error]:
         errors.append(_error("PGJOBS['DATABASE'] names no database in DATABASES.", None, 6))
     elif found := postgres.problem(conf.get("DATABASE")):
         # SQLite is what startproject sets up: say so now, not halfway through migrate.
-        errors.append(_error(f"pgjobs needs PostgreSQL. {found}", None, 42))
+        errors.append(_error(found, None, 42))  # it says "django-pgjobs needs PostgreSQL"
     listen = conf.get("LISTEN_DATABASE")
     if isinstance(listen, str) and listen in settings.DATABASES and postgres.problem(listen):
         errors.append(_error(f"PGJOBS['LISTEN_DATABASE']: {postgres.problem(listen)}", None, 42))

@@ -436,6 +436,7 @@ def test_check_and_migrate_on_sqlite_fail_with_the_fix_and_apply_nothing(tmp_pat
     checked = manage("check", PGJOBS_TEST_SQLITE=str(database))
     assert checked.returncode == 1, checked.stdout + checked.stderr
     assert "pgjobs.E042" in checked.stderr and "pgjobs needs PostgreSQL" in checked.stderr
+    assert checked.stderr.count("needs PostgreSQL") == 1  # it said so twice in one line
     assert "set its ENGINE to 'django.db.backends.postgresql'" in checked.stderr
     migrated = manage("migrate", PGJOBS_TEST_SQLITE=str(database))
     assert migrated.returncode == 1 and "pgjobs.E042" in migrated.stderr
