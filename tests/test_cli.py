@@ -365,6 +365,26 @@ def test_the_real_command_exits_1_without_a_traceback_and_2_on_usage_errors():
     assert missing.returncode == 1 and "no job with id 12345" in missing.stderr
 
 
+@pytest.mark.slow
+def test_a_reader_that_stops_reading_ends_the_command_without_a_traceback():
+    # `pgjobs show 42 | head` printed a BrokenPipeError traceback once head had its lines.
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "manage.py"), "pgjobs", "stats"],
+        cwd=ROOT,
+        env={**os.environ, **database_env()},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    process.stdout.close()  # before it has written a line
+    try:
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()  # a no-op once it has exited
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+    assert process.returncode == 1
+
+
 def test_job_filters_parse_instants_on_the_projects_clock():
     now = timezone.now()
     assert parse_instant("2h", now) == now - timedelta(hours=2)

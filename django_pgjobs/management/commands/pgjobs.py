@@ -10,6 +10,7 @@ a question answered no), 2 a usage error.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
@@ -99,6 +100,9 @@ class Command(BaseCommand):
         handler: Callable[[], None] = getattr(self, "do_" + options["subcommand"])
         try:
             handler()
+            self.stdout.flush()  # a reader that went away is found here, not at exit
+        except BrokenPipeError:
+            _reader_gone()
         except (InvalidSelection, PgJobsError) as error:
             raise CommandError(str(error), returncode=1) from None
         except DatabaseError as error:
@@ -557,3 +561,11 @@ def _printable(text: str, *, keep_newlines: bool = False) -> str:
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def _reader_gone() -> None:
+    """``pgjobs show 42 | head``: the reader closed the pipe. Exit 1 without a
+    traceback, and keep Python's exit-time flush of stdout from failing too."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(1)
