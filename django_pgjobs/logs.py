@@ -124,9 +124,19 @@ def speak(verbosity: int = 1, log_format: str = "text") -> bool:
 
 
 def in_words(counts: dict[Any, int]) -> str:
-    """``{"completed": 3, "retryable": 1}`` as "3 completed, 1 retryable"; "no jobs"."""
-    parts = [f"{n} {getattr(state, 'value', state)}" for state, n in counts.items() if n]
-    return ", ".join(parts) or "no jobs"
+    """``{"completed": 3, "retryable": 1}`` as "3 completed, 1 retryable"; "no jobs".
+
+    In a fixed order (``WORDS_ORDER``, then the rest by name), not in the order the
+    counts first happened, so that two summaries read alike side by side."""
+    named = {getattr(state, "value", state): n for state, n in counts.items() if n}
+    rank = {word: index for index, word in enumerate(WORDS_ORDER)}
+    ordered = sorted(named, key=lambda word: (rank.get(word, len(rank)), str(word)))
+    return ", ".join(f"{named[word]} {word}" for word in ordered) or "no jobs"
+
+
+#: The order of a stop summary: a worker's outcomes, then a scheduler's ticks.
+WORDS_ORDER = ("completed", "retryable", "scheduled", "discarded", "cancelled",
+               "fired", "skipped", "failed")  # fmt: skip
 
 
 def add_arguments(parser: Any) -> None:

@@ -55,8 +55,16 @@ def test_runworker_speaks_by_default():
     ) in out
     assert f"job {done.pk} " not in out  # completions only from -v 2
     stop = next(line for line in out.splitlines() if " stopped: " in line)
-    assert "1 completed" in stop and "1 retryable" in stop and "1 discarded" in stop
+    assert stop.endswith("stopped: 1 completed, 1 retryable, 1 discarded")
     assert "JobState" not in out
+
+
+def test_a_summary_reads_in_a_fixed_order_not_the_order_things_happened():
+    from django_pgjobs.states import JobState
+
+    counts = {JobState.DISCARDED: 1, "odd": 2, JobState.COMPLETED: 3, JobState.RETRYABLE: 0}
+    assert logs.in_words(counts) == "3 completed, 1 discarded, 2 odd"
+    assert logs.in_words({"fired": 0}) == "no jobs"
 
 
 def where_libpq_goes(monkeypatch: pytest.MonkeyPatch, host: str, port: int) -> str:
