@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import heapq
 import logging
 import os
 import queue
@@ -168,6 +169,10 @@ class Worker:
         # time.monotonic() when a full rate limit's window has room again (see
         # _claim_rated): the loop claims again then, not at its next poll.
         self._room_at: float | None = None
+        # time.monotonic() of each retry or snooze this worker wrote that is due
+        # before its next poll, soonest first (a heap): a retry 1 s after a failure
+        # runs then, not at the poll after it (see _wake_when_due).
+        self._retries_at: list[float] = []
         # Running jobs with a timeout whose task has not returned: the only ones
         # the loop must watch (scanning every running job on every wake-up made
         # the loop quadratic in the concurrency).
@@ -452,6 +457,8 @@ class Worker:
             if self.auto_prefetch:
                 with self._lock:
                     self._started.pop(context.job.id, None)
+        if outcome == JobState.SCHEDULED and context.job.run_at is not None:  # snoozed
+            self._wake_when_due([(context.job.run_at - self.clock()).total_seconds()])
         if self.auto_prefetch:
             if outcome == JobState.SCHEDULED:  # snoozed: see _adapt_prefetch
                 self._snoozed = True
@@ -544,7 +551,31 @@ class Worker:
             states = ["crashed"] * len(pending)
         ended = [(context, state) for (context, _), state in zip(pending, states, strict=True)]
         ended += [(c, o) for c, o in batch if not isinstance(o, Outcome)]  # the pool's "crashed"
+        self._wake_when_due(
+            [
+                (outcome.run_at - outcome.at).total_seconds()
+                for (_, outcome), state in zip(pending, states, strict=True)
+                if state == JobState.RETRYABLE and outcome.run_at is not None
+            ]
+        )
         self._finished(ended)
+
+    def _wake_when_due(self, delays: list[float]) -> None:
+        """Wake the loop when each of these jobs it put back (a retry, a snooze) is
+        due, ``delays`` seconds from now, if that is before the next poll. Nobody
+        notifies a job that becomes due (only new and made-available ones are), so a
+        retry 1 s after a failure otherwise waited for the poll (POLL_INTERVAL)."""
+        soon = sorted(d for d in delays if d < self.poll_interval)
+        if not soon:
+            return
+        now = time.monotonic()
+        with self._lock:
+            # A few ms late rather than early: a claim a hair before run_at finds
+            # nothing. Jobs due within 10 ms of each other share one wake-up.
+            for delay in soon:
+                at = now + max(0.0, delay) + 0.005
+                if not self._retries_at or abs(at - max(self._retries_at)) > 0.01:
+                    heapq.heappush(self._retries_at, at)
 
     def _finished(self, ended: list[tuple[JobContext, str]]) -> None:
         """Free the slots of jobs whose outcome is written (or given up on)."""
@@ -600,12 +631,21 @@ class Worker:
         with self._lock:
             return list(self.running.values())
 
-    def _next_deadline_in(self) -> float | None:
+    def _next_deadline_in(self, claimed_at: float) -> float | None:
+        """Seconds until the loop must claim or check again before its next poll: a
+        timeout, a rate limit's room, a retry due (None: none before the poll).
+        ``claimed_at``: when this pass's claim began (a retry due before it was taken
+        by it, or by another worker)."""
         with self._lock:
             timed = list(self._timed.values())
         pending = [d for d in (c.deadline() for c in timed) if d is not None]
         if self._room_at is not None:
             pending.append(self._room_at)
+        with self._lock:
+            while self._retries_at and self._retries_at[0] <= claimed_at:
+                heapq.heappop(self._retries_at)
+            if self._retries_at:
+                pending.append(self._retries_at[0])
         if not pending:
             return None
         return max(0.01, min(pending) - time.monotonic())
@@ -680,6 +720,7 @@ class Worker:
                 # blocks its queue (blocking, limited) for this claim even if it is
                 # gone from ``running`` by the time the claim returns.
                 was_idle = not self.running
+                claimed_at = time.monotonic()
                 claimed = self.run_once()
                 retry_delay = 0.1
             except (OperationalError, InterfaceError) as error:
@@ -692,7 +733,7 @@ class Worker:
                 break
             if claimed and len(claimed) == free:
                 continue  # maybe more is due; claim again as soon as capacity allows
-            deadline_in = self._next_deadline_in()
+            deadline_in = self._next_deadline_in(claimed_at)
             self.wakeup.wait(min(self.poll_interval, deadline_in or self.poll_interval))
 
     def _on_notify(self, channel: str, payload: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -214,3 +215,18 @@ def test_a_worker_process_runs_a_snoozing_job_to_completion(worker_process, wait
         job.refresh_from_db()
         assert (job.attempt, job.result, job.errors) == (1, 2, [])
         assert job.meta["snoozed"]["count"] == 2
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_wakes_for_a_retry_or_a_snooze_due_before_its_next_poll(worker_process, wait):
+    # Nobody notifies a job that becomes due: the worker remembers those it put back.
+    retried = Job.enqueue(f"{FLOW}.retry_after", args=[0.3])  # 2 attempts, 0.3 s apart
+    snoozed = Job.enqueue(f"{FLOW}.snooze_times", kwargs={"times": 1, "seconds": 0.3})
+    worker = worker_process("--concurrency", "2", env={"PGJOBS_POLL_INTERVAL": "60"})
+    begin = time.monotonic()
+    wait(lambda: Job.objects.get(pk=retried.pk).state == S.DISCARDED, timeout=30)
+    wait(lambda: Job.objects.get(pk=snoozed.pk).state == S.COMPLETED, timeout=30)
+    assert time.monotonic() - begin < 20  # not the poll's 60 s (start-up included)
+    assert worker.stop() == 0
+    assert Job.objects.get(pk=retried.pk).attempt == 2
