@@ -233,7 +233,8 @@ def test_pause_and_resume_queues_and_refuse_unknown_ones_changing_nothing():
 def test_schedules_show_next_fires_lateness_and_rows_that_no_longer_parse():
     now = timezone.now()
     late = ScheduleFactory(name="late", cron="*/5 * * * *")
-    Schedule.objects.filter(pk=late.pk).update(next_fire_at=now - timedelta(minutes=10))
+    due = now - timedelta(minutes=10)
+    Schedule.objects.filter(pk=late.pk).update(next_fire_at=due)
     broken = ScheduleFactory(name="broken")
     Schedule.objects.filter(pk=broken.pk).update(cron="every tuesday")
     listed = {s["name"]: s for s in as_json("schedules", "--next", "2")["schedules"]}
@@ -242,6 +243,9 @@ def test_schedules_show_next_fires_lateness_and_rows_that_no_longer_parse():
     assert listed["broken"]["upcoming"] == [] and "can't be planned" in listed["broken"]["problem"]
     code, out, _ = pgjobs("schedules")
     assert code == 0 and "late" in out and "broken: can't be planned" in out
+    # The table's times name their zone (TIME_ZONE), as each "next" line names its own.
+    zone = timezone.localtime(now).strftime("%Z")
+    assert timezone.localtime(due).strftime(f"%Y-%m-%d %H:%M:%S {zone}") in out
 
 
 def test_prune_deletes_jobs_finished_before_the_limit():

@@ -541,7 +541,10 @@ def _names(value: Any) -> str:
 
 
 def _when(instant: datetime | None) -> str:
-    return "" if instant is None else timezone.localtime(instant).strftime("%Y-%m-%d %H:%M:%S")
+    """In TIME_ZONE, named: ``schedules`` prints each schedule's next fires in its own."""
+    if instant is None:
+        return ""
+    return timezone.localtime(instant).strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
 def _plain(value: Any) -> str:
