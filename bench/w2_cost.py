@@ -66,6 +66,12 @@ def tree_cpu_s(root: int) -> float:
     return total
 
 
+def box_ticks() -> tuple[int, int]:
+    """(idle, total) CPU ticks of the whole box so far (/proc/stat): how busy the drain kept it."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    return fields[3] + fields[4], sum(fields[:8])  # idle + iowait; user .. steal
+
+
 def backends_cpu_s(conn, others: set[int]) -> tuple[float, int]:
     """CPU seconds of the database's backends but ``others``, and the transactions committed."""
     pids = conn.execute(
@@ -112,9 +118,13 @@ def measure(system: str, url: str, jobs: int) -> dict[str, float]:
                 server_cpu, commits = backends_cpu_s(conn, others)
                 adapter.enqueue_queued(jobs)
                 started = now()  # as run.py's W2: from the enqueue's commit
+                box = box_ticks()
                 # busy() is an EXISTS of two partial indexes: cheap, unlike done()'s count.
                 wait_until(lambda: not adapter.busy(), 600, "the drain", 0.01)
                 wall = now() - started
+                idle, total = (
+                    after - before for after, before in zip(box_ticks(), box, strict=True)
+                )
                 assert adapter.done() == before_done + jobs
                 workers_cpu = sum(tree_cpu_s(proc.pid) for proc in workers.procs) - workers_cpu
                 server_after, _ = backends_cpu_s(conn, others)
@@ -129,6 +139,7 @@ def measure(system: str, url: str, jobs: int) -> dict[str, float]:
         "worker_us": workers_cpu / jobs * 1e6,
         "server_us": (server_after - server_cpu) / jobs * 1e6,
         "commits_per_100": (commits_after - commits) / jobs * 100,
+        "idle_pct": 100 * idle / max(total, 1),
     }
 
 
@@ -170,7 +181,8 @@ def main() -> None:
                 f"round {round_ + 1} {system:9} {r['per_s']:7,.0f}/s  worker {r['worker_us']:4.1f}"
                 f" us  server {r['server_us']:4.1f} us  total"
                 f" {r['worker_us'] + r['server_us']:4.1f} us/job;"
-                f" {r['commits_per_100']:.1f} commits/100 jobs  load {r['load']:.1f}",
+                f" {r['commits_per_100']:.1f} commits/100 jobs; box {r['idle_pct']:.0f}% idle;"
+                f" load {r['load']:.1f}",
                 flush=True,
             )
     for system, runs in results.items():
