@@ -17,7 +17,7 @@ from typing import Any
 
 import psycopg
 import psycopg.adapt
-from django.db import connections
+from django.db import DatabaseError, OperationalError, connections
 from psycopg.pq import Format
 
 from . import conf, payload
@@ -70,10 +70,38 @@ def _run(name: str, params: dict[str, Any], using: str) -> tuple[list[str], list
                 raise psycopg.OperationalError(_prepared_elsewhere(name, error)) from error
             columns = _column_names(cursor)
             return columns, _fetch_all(cursor) if columns else []
-    with connection.cursor() as cursor:
-        cursor.execute(statement(name), params)
+    with _cursor(connection, name) as cursor:
+        try:
+            cursor.execute(statement(name), params)
+        except DatabaseError as error:
+            if isinstance(error.__cause__, PREPARED_ELSEWHERE):
+                raise OperationalError(_prepared_elsewhere(name, error.__cause__)) from error
+            raise
         columns = _column_names(cursor.cursor)
         return columns, _fetch_all(cursor.cursor) if columns else []
+
+
+#: Statements prepared in any process whose connection prepares at all (``OPTIONS``
+#: ``prepare_threshold``, which Django's own cursors ignore: they bind on the client):
+#: ``Job.enqueue``'s insert, the statement a web process runs most. Its plan and its
+#: result don't depend on the job table's contents or columns (the INSERT is inside
+#: pgjobs_insert_job, which keeps its own plan).
+PREPARED_ANYWHERE = frozenset({"insert_job"})
+
+
+def _cursor(connection: Any, name: str) -> Any:
+    """Django's cursor for statement ``name``: for one of ``PREPARED_ANYWHERE`` on a
+    connection that prepares, over a server-binding psycopg cursor, which psycopg
+    prepares once it has run ``prepare_threshold`` times; still wrapped by Django
+    (its execute wrappers, its query log, ``assertNumQueries``)."""
+    if name in PREPARED_ANYWHERE:
+        connection.close_if_health_check_failed()
+        connection.ensure_connection()
+        raw = connection.connection
+        if raw.prepare_threshold is not None:
+            with connection.wrap_database_errors:
+                return connection._prepare_cursor(psycopg.Cursor(raw))
+    return connection.cursor()
 
 
 #: What a prepared statement raises when its transaction runs on another server

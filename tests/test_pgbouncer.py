@@ -83,6 +83,73 @@ def test_a_prepared_statement_gone_from_the_session_is_an_error_that_says_why():
         on_a_worker_thread(work)
 
 
+def on_a_thread_of_its_own(work: Callable[[], Any]) -> Any:
+    """``work()`` on a new thread (a new connection), as a web process's request runs."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = work()
+        except Exception as error:  # handed to the test
+            outcome["error"] = error
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(30)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("threshold", [None, 2])
+def test_enqueue_is_prepared_only_if_the_connection_prepares_at_all(settings, threshold):
+    """Job.enqueue's insert is prepared (after prepare_threshold runs) on a connection
+    that prepares; Django still sees each run (execute wrappers, the query log)."""
+    from django.test.utils import CaptureQueriesContext
+
+    from django_pgjobs import Job
+
+    settings.DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = threshold
+
+    def work() -> tuple[int, int, list[int]]:
+        with CaptureQueriesContext(connection) as queries:
+            jobs = [Job.enqueue("testproject.demo.tasks.add", [n, n]) for n in range(4)]
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_prepared_statements")
+            prepared = cursor.fetchone()[0]
+        stored = [Job.objects.get(pk=job.pk).args[0] for job in jobs]
+        return prepared, len(queries), stored
+
+    try:
+        prepared, seen, stored = on_a_thread_of_its_own(work)
+    finally:
+        settings.DATABASES["default"]["OPTIONS"].pop("prepare_threshold")
+    assert prepared == (0 if threshold is None else 1)
+    assert seen == 4 and stored == [0, 1, 2, 3]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_prepared_enqueue_gone_from_the_session_is_an_error_that_says_why():
+    from django_pgjobs import Job
+
+    def work() -> None:
+        connection.ensure_connection()
+        connection.connection.prepare_threshold = 0  # as OPTIONS would set it
+        Job.enqueue("testproject.demo.tasks.add", [1, 1])
+        # A pooler in transaction mode: the next transaction's server connection
+        # never saw the statement.
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT name FROM pg_prepared_statements")
+            cursor.execute(f"DEALLOCATE {cursor.fetchone()[0]}")
+        Job.enqueue("testproject.demo.tasks.add", [1, 1])
+
+    with pytest.raises(DatabaseError, match=r"pooler in transaction mode.*prepare_threshold"):
+        on_a_thread_of_its_own(work)
+
+
 @behind_pgbouncer
 @pytest.mark.django_db(transaction=True)
 def test_session_state_leaks_between_clients_of_pgbouncer():
