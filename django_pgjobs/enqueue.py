@@ -328,8 +328,9 @@ def _insert_jobs(specs: Sequence[JobSpec | dict[str, Any]]) -> list[Job]:
     builder = JobBuilder(timezone.now())
     # A large plain batch (no dependencies, no keys) is checked and built while
     # COPY streams it; any other is checked whole before anything is written.
-    streamed = len(specs) >= COPY_AT_LEAST and _copyable(specs, builder)
-    with _no_cyclic_gc(len(specs) >= COPY_AT_LEAST):
+    large = len(specs) >= COPY_AT_LEAST
+    streamed = large and _copyable(specs, builder)
+    with _no_cyclic_gc() if large else contextlib.nullcontext():
         if streamed:
             jobs = _copy_in(specs, builder, using)
         else:
@@ -350,20 +351,21 @@ def _insert_jobs(specs: Sequence[JobSpec | dict[str, Any]]) -> list[Job]:
 def _insert_built(specs: list[JobSpec], jobs: list[Job], using: str, now: datetime) -> None:
     """Insert built jobs: plain ones in one statement, keyed ones one by one, the
     dependency edges after them (in one transaction if there are any of those)."""
+    if len(jobs) == 1 and not specs[0].depends_on and _plain(jobs[0]):
+        _insert_many(jobs, using)  # Job.enqueue's usual job: nothing else to do
+        return
     wanted = [dependencies.job_ids(spec.depends_on) if spec.depends_on else [] for spec in specs]
     from .models import JobDependency
 
     # A plain batch is one INSERT; dependencies and unique and debounce keys need a
     # transaction.
-    simple = not any(wanted) and all(
-        job.unique_key is None and "debounce" not in job.meta for job in jobs
-    )
+    simple = not any(wanted) and all(_plain(job) for job in jobs)
     with contextlib.nullcontext() if simple else transaction.atomic(using=using):
         states = dependencies.lock(sorted({i for ids in wanted for i in ids}), using)
         for job, ids in zip(jobs, wanted, strict=True):
             if ids:
                 dependencies.initial_state(job, {i: states[i] for i in ids}, now)
-        plain = [job for job in jobs if job.unique_key is None and "debounce" not in job.meta]
+        plain = [job for job in jobs if _plain(job)]
         if plain:
             _insert_many(plain, using)
         for job, spec in zip(jobs, specs, strict=True):
@@ -381,8 +383,13 @@ def _insert_built(specs: list[JobSpec], jobs: list[Job], using: str, now: dateti
             JobDependency.objects.using(using).bulk_create(edges)
 
 
+def _plain(job: Job) -> bool:
+    """Whether ``job`` goes in with the others, not on its own (a unique or debounce key)."""
+    return job.unique_key is None and "debounce" not in job.meta
+
+
 @contextlib.contextmanager
-def _no_cyclic_gc(pause: bool) -> Iterator[None]:
+def _no_cyclic_gc() -> Iterator[None]:
     """Pause the cycle collector while a large batch of jobs is built (a plain one
     is built while it is copied in, so that too).
 
@@ -391,7 +398,7 @@ def _no_cyclic_gc(pause: bool) -> Iterator[None]:
     building 10,000 jobs. Reference counting still frees what is dropped;
     the collector's previous state is restored.
     """
-    if not pause or not gc.isenabled():
+    if not gc.isenabled():
         yield
         return
     gc.disable()
