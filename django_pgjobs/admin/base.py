@@ -93,7 +93,7 @@ class OperatorAdmin(admin.ModelAdmin):
                 raise IncorrectLookupParameters(f"{name}: NUL characters are not allowed")
         if self.date_hierarchy:
             year = request.GET.get(f"{self.date_hierarchy}__year")
-            if year is not None and not (year.isdigit() and int(year) in YEARS):
+            if year is not None and not (year.isascii() and year.isdigit() and int(year) in YEARS):
                 raise IncorrectLookupParameters(f"no such year: {year[:20]!r}")
             for part in ("month", "day"):  # Django checks their range, not their size
                 value = request.GET.get(f"{self.date_hierarchy}__{part}")

@@ -253,9 +253,9 @@ class JobAdmin(OperatorAdmin):
         term = search_term.strip()
         if not term:
             return queryset, False
-        number = term.removeprefix("#")
-        if number.isdigit() and int(number) < 2**63:
-            return queryset.filter(pk=int(number)), False
+        job_id = searched_id(term)
+        if job_id is not None:
+            return queryset.filter(pk=job_id), False
         in_json = [Contains(Cast(field, TextField()), term) for field in ("args", "kwargs")]
         return queryset.filter(Q(task__icontains=term) | Q(in_json[0]) | Q(in_json[1])), False
 
@@ -469,12 +469,21 @@ def countable(request: HttpRequest) -> bool:
     id): then counting them up to a cap reads at most that many index entries."""
     for name, value in request.GET.items():
         if name == SEARCH_VAR:
-            term = value.strip().removeprefix("#")
-            if term and not (term.isdigit() and int(term) < 2**63):
+            term = value.strip()
+            if term and searched_id(term) is None:
                 return False
         elif name not in INDEXED_FILTERS and name not in NOT_FILTERS:
             return False
     return True
+
+
+def searched_id(term: str) -> int | None:
+    """The job id a search term names (``42``, ``#42``), or None. ASCII digits only:
+    ``str.isdigit`` is true of ``²`` and ``①`` too, which ``int()`` refuses."""
+    number = term.removeprefix("#")
+    if number.isascii() and number.isdigit() and int(number) < 2**63:
+        return int(number)
+    return None
 
 
 def _url(name: str, *args: object) -> str | None:
