@@ -6,9 +6,12 @@ as "no action selected". An operator console should say no plainly instead:
 a state-changing request without the permission gets 403 and changes nothing.
 
 Django's admin also lets some input through to the database that PostgreSQL
-refuses (a NUL character in a filter or an id) or that Python can't convert
-(a year of thirty digits): here such a filter is an invalid lookup, such an id
-finds nothing, and JSON fields refuse what can't be stored (``fields.py``).
+refuses (a NUL character in a filter or an id, a regular expression it can't
+compile) or that Python can't convert (a year of thirty digits, a year lookup of
+year 0, a drill-down into year 9999 whose end is in year 10000): here such a filter
+is an invalid lookup, such an id finds nothing, and JSON fields refuse what can't be
+stored (``fields.py``). Django answers an invalid lookup with a redirect to the
+unfiltered list (``?e=1``) and drops the reason: here the list says it.
 """
 
 from __future__ import annotations
@@ -16,12 +19,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import ChangeList
-from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import models
+from django.core.exceptions import (
+    EmptyResultSet,
+    FullResultSet,
+    PermissionDenied,
+    ValidationError,
+)
+from django.db import DataError, connections, models, transaction
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.template.response import TemplateResponse
 from django.utils.html import format_html
@@ -34,6 +43,53 @@ View = Callable[..., HttpResponse]
 
 #: Years a date hierarchy link may name (Python's datetime and PostgreSQL's both hold these).
 YEARS = range(1, 10_000)
+
+
+#: Lookups whose value PostgreSQL compiles as a regular expression.
+REGEX_LOOKUPS = ("__regex", "__iregex")
+
+
+class CheckedChangeList(ChangeList):
+    """Django's changelist, but a filter that fails only once its SQL is written or
+    run is an invalid lookup before any row is read."""
+
+    def get_filters(self, request: HttpRequest) -> tuple[Any, ...]:
+        try:
+            found = super().get_filters(request)
+        except (OverflowError, ValueError) as error:  # the drill-down's end, past 9999
+            raise IncorrectLookupParameters(f"no such period: {error}") from None
+        # What is left once the list's filters took theirs: lookups from the URL.
+        self.url_lookups = found[2]
+        using = self.root_queryset.db
+        for key, values in self.url_lookups.items():
+            if key.endswith(REGEX_LOOKUPS):
+                for value in values:
+                    _check_regex(key, value, using)
+        return found
+
+    def get_queryset(self, request: HttpRequest, exclude_parameters: Any = None) -> QuerySet:
+        queryset = super().get_queryset(request, exclude_parameters)
+        if not self.url_lookups:
+            return queryset  # only the list's own filters, whose SQL is known to compile
+        # A year lookup of year 0 or of twenty digits is accepted by filter() and
+        # raises only here, while Django writes the SQL.
+        try:
+            queryset.query.get_compiler(using=queryset.db).as_sql()
+        except (EmptyResultSet, FullResultSet):
+            pass
+        except (OverflowError, ValueError) as error:
+            raise IncorrectLookupParameters(error) from None
+        return queryset
+
+
+def _check_regex(key: str, value: Any, using: str) -> None:
+    """PostgreSQL's complaint about ``value`` as a regular expression, as an invalid
+    lookup (run, it would fail the page's query with a DataError)."""
+    try:
+        with transaction.atomic(using=using), connections[using].cursor() as cursor:
+            cursor.execute("SELECT '' ~ %s", [str(value)])
+    except DataError as error:
+        raise IncorrectLookupParameters(f"{key}: {str(error).strip()}") from None
 
 
 class OperatorAdmin(admin.ModelAdmin):
@@ -85,9 +141,23 @@ class OperatorAdmin(admin.ModelAdmin):
             self._drop_impossible_selections(request)
         return super().changelist_view(request, extra_context)
 
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return CheckedChangeList
+
     def get_changelist_instance(self, request: HttpRequest) -> ChangeList:
         """Django's, but a parameter the database or Python can't take is an invalid
-        lookup (the changelist then says so) instead of a 500."""
+        lookup instead of a 500, and the user is told what was wrong with it."""
+        try:
+            self._check_parameters(request)
+            return super().get_changelist_instance(request)
+        except IncorrectLookupParameters as error:
+            # Django redirects to the unfiltered list (?e=1) and keeps no reason.
+            reason = str(error).rstrip(".") or "no such page"
+            self.message_user(request, f"Invalid filter or page: {reason}.", messages.ERROR,
+                              fail_silently=True)  # fmt: skip
+            raise
+
+    def _check_parameters(self, request: HttpRequest) -> None:
         for name, values in request.GET.lists():
             if any("\x00" in value for value in values):
                 raise IncorrectLookupParameters(f"{name}: NUL characters are not allowed")
@@ -99,7 +169,6 @@ class OperatorAdmin(admin.ModelAdmin):
                 value = request.GET.get(f"{self.date_hierarchy}__{part}")
                 if value is not None and not (value.isdigit() and len(value) <= 2):
                     raise IncorrectLookupParameters(f"no such {part}: {value[:20]!r}")
-        return super().get_changelist_instance(request)
 
     def get_object(
         self, request: HttpRequest, object_id: str, from_field: str | None = None

@@ -45,7 +45,7 @@ from .. import limits, stats, transitions
 from ..models import Job, JobDependency
 from ..states import FINISHED, RETRY_FROM, InvalidTransition, JobState
 from ..templatetags.pgjobs_admin import elapsed, when
-from .base import OperatorAdmin
+from .base import CheckedChangeList, OperatorAdmin
 from .dashboard import DashboardViews
 from .filters import QueueFilter, SnoozedFilter, StateFilter, TaskFilter
 from .paginator import SCAN_SECONDS, EstimatingPaginator
@@ -67,7 +67,7 @@ NOT_FILTERS = frozenset({PAGE_VAR, ORDER_VAR, ALL_VAR, ERROR_FLAG, TO_FIELD_VAR,
                          IS_FACETS_VAR})  # fmt: skip
 
 
-class JobChangeList(ChangeList):
+class JobChangeList(CheckedChangeList):
     """The job list reads what it shows of each job on its page: the first characters
     of its last error, not the ``errors`` column (every attempt's traceback), and not
     its ``result``. Counting the rows reads neither."""
@@ -410,8 +410,8 @@ class JobAdmin(OperatorAdmin):
         try:
             cl = self.get_changelist_instance(listing)
             others = cl.get_queryset(listing, exclude_parameters=[StateFilter.parameter_name])
-        except IncorrectLookupParameters as error:
-            self.message_user(request, f"Nothing retried: bad filter ({error}).", messages.ERROR)
+        except IncorrectLookupParameters:  # get_changelist_instance said why
+            self.message_user(request, "Nothing retried.", messages.ERROR)
             return HttpResponseRedirect(changelist)
         retried = transitions.retry_many(others.filter(state=S.DISCARDED))
         self.message_user(request, f"{retried:,} discarded job(s) will run again.",

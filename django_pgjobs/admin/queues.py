@@ -16,10 +16,10 @@ from .. import conf, queues, ratelimits, stats
 from ..models import Queue
 from ..stats import DEPTH_STATES
 from ..templatetags.pgjobs_admin import duration
-from .base import OperatorAdmin
+from .base import CheckedChangeList, OperatorAdmin
 
 
-class QueueChangeList(ChangeList):
+class QueueChangeList(CheckedChangeList):
     """Attaches live depths to the page's queues from two grouped queries.
 
     Not a correlated subquery per queue and state: on a never-analyzed queue table
