@@ -8,11 +8,18 @@ escaped, or refuses the query string (a redirect to ``?e=1`` that says why, or a
 
 from __future__ import annotations
 
+import json
+from urllib.parse import quote
+
 import pytest
+from django.contrib.admin.utils import quote as admin_quote
+from django.urls import reverse
 
 from django_pgjobs.models import Job
+from django_pgjobs.states import JobState
 from tests.admin_helpers import changelist
-from tests.factories import JobFactory
+from tests.factories import JobFactory, QueueFactory, WorkerProcessFactory
+from tests.test_hardening_rows import insert_job
 
 pytestmark = pytest.mark.django_db
 
@@ -144,3 +151,212 @@ def test_retry_discarded_under_a_refused_filter_retries_nothing(admin_client, fi
     assert response.status_code == 200
     assert Job.objects.get(pk=job.pk).state == "discarded"
     assert messages_of(response)[-1] == "Nothing retried."
+
+
+# -- rows written by SQL ------------------------------------------------------------------
+
+#: Markup that must arrive escaped wherever a row's value is shown.
+MARKUP = "<script>pwned()</script>"
+
+
+def odd_row(**columns: str) -> int:
+    """A job row written by SQL (``columns``: SQL expressions), past every Python check."""
+    return insert_job(**columns)
+
+
+def json_of(value: object) -> str:
+    """``value`` as a SQL literal of JSON."""
+    return "'" + json.dumps(value).replace("'", "''") + "'"
+
+
+FINISHED = {"finished_at": "now()"}
+#: Rows no code of ours writes, each within the database's CHECKs.
+# fmt: off
+ODD_ROWS: dict[str, dict[str, str]] = {
+    "task of markup": {"task": f"'{MARKUP}'"},
+    "task of 255 characters": {"task": "'" + "a." * 127 + "b'"},
+    "task empty": {"task": "''"},
+    "task of bidi and zero-width characters": {"task": "'\u202e\u200b\u200d.x\u2066'"},
+    "queue of markup": {"queue": f"'{MARKUP[:60]}'"},
+    "queue with a newline": {"queue": "E'a\\nb'"},
+    "queue empty": {"queue": "''"},
+    "queue of path characters": {"queue": "'../x/%2F?#'"},
+    "queue of a space": {"queue": "' '"},
+    "args of markup": {"args": json_of([MARKUP, {MARKUP: MARKUP}])},
+    "kwargs of markup": {"kwargs": json_of({MARKUP: MARKUP})},
+    "args a number": {"args": "'5'"},
+    "kwargs a string": {"kwargs": json_of(MARKUP)},
+    "args with an escaped NUL": {"args": """'["a\\\\u0000b"]'"""},
+    "args of 200,000 characters": {"args": json_of(["y" * 200_000])},
+    "args nested 3,000 deep": {"args": "'" + "[" * 3000 + "]" * 3000 + "'"},
+    "kwargs nested 3,000 deep": {"kwargs": "'" + '{"a":' * 3000 + "1" + "}" * 3000 + "'"},
+    "meta of markup, snoozed": {
+        "state": "'scheduled'",
+        "run_at": "now() + interval '1 hour'",
+        "meta": json_of({"pipeline": MARKUP, "snoozed": dict.fromkeys(
+            ("count", "until", "at", "reason"), MARKUP)}),
+    },
+    "meta snoozed a list": {"meta": json_of({"snoozed": [1, 2]})},
+    "meta snoozed at the ends of time": {
+        "meta": json_of({"snoozed": {"count": 1e300, "at": "0001-01-01T00:00:00-12:00",
+                                     "until": "9999-12-31T23:59:59+14:00"}}),
+    },
+    "errors of markup": {
+        "state": "'discarded'", **FINISHED,
+        "errors": json_of([dict.fromkeys(("attempt", "at", "error", "traceback"), MARKUP)]),
+    },
+    "errors not records": {
+        "state": "'discarded'", **FINISHED, "errors": json_of([MARKUP, 3, None, [1], {"error": 5}]),
+    },
+    "errors ending in a string": {"state": "'retryable'", "errors": json_of([{}, MARKUP])},
+    "an error that is an object": {
+        "state": "'retryable'", "errors": json_of([{"error": {"a": MARKUP}}]),
+    },
+    "errors an object": {"state": "'discarded'", **FINISHED, "errors": json_of({"error": MARKUP})},
+    "errors a string": {"state": "'discarded'", **FINISHED, "errors": json_of(MARKUP)},
+    "errors null": {"errors": "'null'"},
+    "an error of blank lines": {
+        "state": "'discarded'", **FINISHED, "errors": json_of([{"error": "\n\n   \n"}]),
+    },
+    "errors at odd times": {
+        "state": "'discarded'", **FINISHED,
+        "errors": json_of([{"error": "e", "at": at} for at in (
+            "0001-01-01T00:00:00", "9999-12-31T23:59:59.999999", "0001-01-01T00:00:00+14:00",
+            5, "2024-02-30", MARKUP)]),
+    },
+    "result of markup": {"state": "'completed'", **FINISHED, "result": json_of({MARKUP: MARKUP})},
+    "result nested 3,000 deep": {
+        "state": "'completed'", **FINISHED, "result": "'" + "[" * 3000 + "]" * 3000 + "'",
+    },
+    "result SQL NULL": {"state": "'completed'", **FINISHED, "result": "NULL"},
+    "times at the first day": {
+        "run_at": "'0001-01-02 00:00:00+00'", "created_at": "'0001-01-02 00:00:00+00'",
+    },
+    "times at the last day, finished before it started": {
+        "state": "'completed'", "run_at": "'9999-12-30 23:59:59+00'",
+        "created_at": "'9999-12-30 23:59:59+00'", "attempted_at": "'9999-12-30 23:59:59+00'",
+        "finished_at": "'0001-01-02 00:00:00+00'",
+    },
+    "completed, never finished": {"state": "'completed'"},
+    "executing, never started, held by no worker": {
+        "state": "'executing'", "lease": "gen_random_uuid()", "worker_id": "424242",
+    },
+    "executing, started in 9999": {
+        "state": "'executing'", "lease": "gen_random_uuid()", "attempt": "5",
+        "attempted_at": "'9999-12-30 00:00:00+00'",
+    },
+    "executing since year 1": {
+        "state": "'executing'", "lease": "gen_random_uuid()",
+        "attempted_at": "'0001-01-02 00:00:00+00'",
+    },
+    "priority lowest": {"priority": "-32768"},
+    "priority highest": {"priority": "32767"},
+    "attempts at their largest": {
+        "state": "'retryable'", "attempt": "2147483647", "max_attempts": "2147483647",
+    },
+    "waiting for 2,147,483,647 dependencies": {
+        "state": "'waiting'", "pending_dependencies": "2147483647",
+    },
+    "timeout of 1e-300 s": {"timeout": "1e-300"},
+    "unique key and connector of markup": {
+        "unique_key": f"'{MARKUP}'", "connector": f"'{MARKUP}'",
+    },
+}
+# fmt: on
+
+#: Every view of the job list: each tab, filter, search and drill-down.
+LIST_QUERIES = [
+    "", *(f"state={state}" for state in JobState.values), "snoozed=waiting", "snoozed=ever",
+    "q=script", "q=pwned()", f"task={quote(MARKUP)}", f"queue={quote(MARKUP[:60])}", "queue=a%0Ab",
+    "queue=", "created_at__year=1", "created_at__year=1&created_at__month=1",
+    "created_at__year=9999&created_at__month=12&created_at__day=30", "all=", "p=2", "o=-1",
+]  # fmt: skip
+
+
+@pytest.fixture
+def odd_rows() -> dict[str, int]:
+    WorkerProcessFactory()
+    return {name: odd_row(**columns) for name, columns in ODD_ROWS.items()}
+
+
+def unescaped(response) -> str | None:
+    """The markup around the first unescaped ``MARKUP`` in the page, if any."""
+    body = response.content.decode(errors="replace")
+    at = body.find(MARKUP)
+    return None if at < 0 else body[max(0, at - 200) : at + 50]
+
+
+@pytest.mark.parametrize("query", LIST_QUERIES)
+def test_every_view_of_the_list_shows_odd_rows_escaped(admin_client, odd_rows, query):
+    response = admin_client.get(f"{changelist()}?{query}")
+    assert response.status_code == 200, response.status_code
+    assert unescaped(response) is None, unescaped(response)
+
+
+@pytest.mark.parametrize("zone", ["Pacific/Kiritimati", "Pacific/Pago_Pago"])
+def test_rows_at_the_ends_of_time_show_in_any_time_zone(admin_client, odd_rows, settings, zone):
+    settings.TIME_ZONE = zone
+    for query in ("", "state=completed", "state=executing", "created_at__year=1"):
+        assert admin_client.get(f"{changelist()}?{query}").status_code == 200, query
+    for name in ("times at the first day", "times at the last day, finished before it started"):
+        assert admin_client.get(detail_url(odd_rows[name])).status_code == 200, name
+
+
+def detail_url(pk: int) -> str:
+    return reverse("admin:pgjobs_job_change", args=[pk])
+
+
+@pytest.mark.parametrize("name", ODD_ROWS)
+def test_every_odd_row_has_a_page_that_shows_it_escaped(admin_client, odd_rows, name):
+    pk = odd_rows[name]
+    for url in (detail_url(pk), reverse("admin:pgjobs_job_history", args=[pk])):
+        response = admin_client.get(url)
+        assert response.status_code == 200, (url, response.status_code)
+        assert unescaped(response) is None, unescaped(response)
+    deleting = admin_client.get(reverse("admin:pgjobs_job_delete", args=[pk]))
+    executing = ODD_ROWS[name].get("state") == "'executing'"
+    assert deleting.status_code == (403 if executing else 200)  # cancel first
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["/admin/pgjobs/job/dashboard/", "/admin/pgjobs/queue/", "/admin/pgjobs/workerprocess/",
+     "/admin/pgjobs/schedule/", "/admin/pgjobs/", "/admin/"],
+)  # fmt: skip
+def test_the_other_pages_show_odd_rows_escaped(admin_client, odd_rows, url):
+    response = admin_client.get(url)
+    assert response.status_code == 200, response.status_code
+    assert unescaped(response) is None, unescaped(response)
+
+
+DASHBOARD = "/admin/pgjobs/job/dashboard/"
+
+
+def queue_page(name: str) -> str:
+    return reverse("admin:pgjobs_queue_change", args=[admin_quote(name)])
+
+
+def test_the_dashboard_lists_every_queue_jobs_name(admin_client, odd_rows):
+    """A queue jobs name but no URL can (an empty name) is listed without a link:
+    reverse() raised NoReverseMatch, a 500 on the page and on its data."""
+    response = admin_client.get(DASHBOARD + "data/")
+    assert response.status_code == 200 and response["Content-Type"] == "application/json"
+    queues = {queue["name"]: queue["url"] for queue in response.json()["queues"]}
+    assert queues[""] is None
+    for name in ("default", "a\nb", MARKUP[:60], "../x/%2F?#", " "):
+        assert queues[name] == queue_page(name), name
+    page = admin_client.get(DASHBOARD).content.decode()
+    assert "<tr><td></td>" in page  # the empty name, no link
+
+
+@pytest.mark.parametrize("name", ["x_3A", "a_5Fb", "a:b", "low.er-case_9"])
+def test_queue_links_lead_to_their_queue(admin_client, name):
+    """Django's admin unquotes a change page's id (``_3A`` is ``:``): the dashboard
+    and the job page linked queue ``x_3A`` to a queue ``x:``, which doesn't exist."""
+    QueueFactory(name=name)
+    job = JobFactory(queue=name)
+    url = next(q["url"] for q in admin_client.get(DASHBOARD + "data/").json()["queues"]
+               if q["name"] == name)  # fmt: skip
+    assert f'href="{url}"' in admin_client.get(detail_url(job.pk)).content.decode()
+    page = admin_client.get(url)
+    assert page.status_code == 200 and page.context["original"].name == name

@@ -33,6 +33,7 @@ from django.db import DataError, connections, models, transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.template.response import TemplateResponse
+from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext as _
 
@@ -212,3 +213,13 @@ class OperatorAdmin(admin.ModelAdmin):
 
     def render_page(self, request: HttpRequest, template: str, **context: Any) -> TemplateResponse:
         return TemplateResponse(request, template, self.operator_context(request, **context))
+
+
+def url_or_none(name: str, *args: object) -> str | None:
+    """The URL, or None for an argument no URL can carry (an empty queue name, written
+    by SQL): the page shows the value without a link. A primary key of a change page
+    goes through the admin's ``quote`` first, as Django's own links do."""
+    try:
+        return reverse(name, args=args)
+    except NoReverseMatch:
+        return None

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from django.contrib.admin import ModelAdmin
+from django.contrib.admin.utils import quote
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -18,6 +19,7 @@ from django.utils import timezone
 
 from .. import stats
 from ..templatetags.pgjobs_admin import TIME_FORMAT
+from .base import url_or_none
 
 #: How often the page asks for fresh numbers, in milliseconds.
 REFRESH_MS = 3000
@@ -35,7 +37,9 @@ def dashboard_data(now: datetime | None = None) -> dict[str, Any]:
                 **{key: queue[key] for key in ("name", "paused", "blocking", "concurrency")},
                 "depth": queue["depth"],
                 "oldest_available_seconds": _age(now, oldest),
-                "url": reverse("admin:pgjobs_queue_change", args=[queue["name"]]),
+                # The page unquotes it (x_3A was linked as x:); None for a
+                # name jobs carry that no URL can (an empty one).
+                "url": url_or_none("admin:pgjobs_queue_change", quote(queue["name"])),
             }
         )
     ages = [q["oldest_available_seconds"] for q in queues if q["oldest_available_seconds"]]

@@ -13,6 +13,7 @@ from django.contrib.admin.options import (
     TO_FIELD_VAR,
     IncorrectLookupParameters,
 )
+from django.contrib.admin.utils import quote
 from django.contrib.admin.views.main import (
     ALL_VAR,
     ERROR_FLAG,
@@ -35,7 +36,7 @@ from django.http import (
 )
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
-from django.urls import NoReverseMatch, URLPattern, path, reverse
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
@@ -45,7 +46,7 @@ from .. import limits, stats, transitions
 from ..models import Job, JobDependency
 from ..states import FINISHED, RETRY_FROM, InvalidTransition, JobState
 from ..templatetags.pgjobs_admin import elapsed, when
-from .base import CheckedChangeList, OperatorAdmin
+from .base import CheckedChangeList, OperatorAdmin, url_or_none
 from .dashboard import DashboardViews
 from .filters import QueueFilter, SnoozedFilter, StateFilter, TaskFilter
 from .paginator import SCAN_SECONDS, EstimatingPaginator
@@ -348,7 +349,7 @@ class JobAdmin(OperatorAdmin):
             needed_by=JobDependency.objects.filter(depends_on=job)
             .select_related("job")
             .order_by("job_id")[:LINKED_JOBS],
-            queue_url=_url("admin:pgjobs_queue_change", job.queue),
+            queue_url=url_or_none("admin:pgjobs_queue_change", quote(job.queue)),
             has_view_permission=True,
         )
 
@@ -484,12 +485,3 @@ def searched_id(term: str) -> int | None:
     if number.isascii() and number.isdigit() and int(number) < 2**63:
         return int(number)
     return None
-
-
-def _url(name: str, *args: object) -> str | None:
-    """The URL, or None for an argument no URL can carry (a queue name with a newline,
-    written by SQL): the page shows the value without a link."""
-    try:
-        return reverse(name, args=args)
-    except NoReverseMatch:
-        return None

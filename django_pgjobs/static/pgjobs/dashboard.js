@@ -70,7 +70,8 @@
     queues.forEach(function (q) {
       var row = el("tr");
       var name = el("td");
-      name.appendChild(el("a", { href: q.url }, q.name));
+      // No url: a queue name no URL can carry (written by SQL), shown as text.
+      name.appendChild(q.url ? el("a", { href: q.url }, q.name) : document.createTextNode(q.name));
       row.appendChild(name);
       row.appendChild(el("td", {}, (q.paused ? "paused" : "running") + (q.blocking ? ", blocking" : "")));
       row.appendChild(el("td", {}, q.concurrency === null ? "—" : q.concurrency));
