@@ -125,6 +125,35 @@ def test_a_page_past_the_end_says_so(admin_client, monkeypatch):
     assert messages_of(response) == ["Invalid filter or page: no such page."]
 
 
+@pytest.mark.parametrize("page", ["3", "9", "99999999999999999999"])
+def test_a_page_past_the_end_under_a_filter_no_index_serves_says_so(
+    admin_client, monkeypatch, page
+):
+    """Nothing is counted there; a page past the end was shown, empty, with a count
+    of the jobs before it ("about 4,999,999,999,999,999,999,950 jobs")."""
+    from django_pgjobs.admin import jobs as job_admin
+
+    monkeypatch.setattr(job_admin.JobAdmin, "list_per_page", 2)
+    JobFactory.create_batch(3)
+    query = {"task": "testproject.demo.tasks.add", "p": page}
+    response = admin_client.get(changelist(), query, follow=True)
+    assert response.redirect_chain == [(f"{changelist()}?e=1", 302)]
+    # Refused by Django's paginator (the count puts the page past the end) or by ours.
+    assert messages_of(response)[0] in (
+        "Invalid filter or page: no such page.",
+        f"Invalid filter or page: page {page} is past the end of the list.",
+    )
+
+
+def test_the_last_page_under_such_a_filter_is_shown(admin_client, monkeypatch):
+    from django_pgjobs.admin import jobs as job_admin
+
+    monkeypatch.setattr(job_admin.JobAdmin, "list_per_page", 2)
+    jobs = JobFactory.create_batch(3)
+    response = admin_client.get(changelist(), {"task": "testproject.demo.tasks.add", "p": "2"})
+    assert shown(response) == [jobs[0].pk] and response.context["cl"].result_count == 3
+
+
 def test_a_valid_regex_filters(admin_client):
     mail = JobFactory(task="app.mail.send")
     JobFactory()

@@ -78,6 +78,10 @@ class JobChangeList(CheckedChangeList):
         if isinstance(self.paginator, EstimatingPaginator) and not self.paginator.countable:
             # The paginator found this page's ids already (newest first, bounded in
             # time); Django would scan again, without a LIMIT if it fits one page.
+            if self.paginator.past_the_end:
+                # Django refuses a page past a count; this count can't say where the end is.
+                page = self.paginator.number
+                raise IncorrectLookupParameters(f"page {page} is past the end of the list")
             self.result_list = self.paginator.shown(self.queryset)
         last_error = Left(KT("errors__-1__error"), LAST_ERROR_CHARS)
         self.result_list = self.result_list.defer("errors", "result").annotate(

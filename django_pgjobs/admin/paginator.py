@@ -89,6 +89,12 @@ class EstimatingPaginator(Paginator):
         least = start + len(ids)
         return Tally(max(stats.estimate(self.object_list), least), exact=False)
 
+    @property
+    def past_the_end(self) -> bool:
+        """Whether the page asked for, not the first, found no job: it has none to show
+        (the count, "at least what was seen", may still say it exists)."""
+        return self.page_ids == [] and self.number > 1 and not self.timed_out
+
     @cached_property
     def count(self) -> int:
         return self.tally.value
