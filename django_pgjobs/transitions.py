@@ -277,9 +277,18 @@ def queue_backoff(queue: str) -> Backoff:
 # -- operator actions (admin, API, user code) --------------------------------------
 
 
+#: The most attempts the ``attempt`` column (an int) counts. A job there can't run
+#: again: a claim counts one more attempt, and the overflow would fail the claim
+#: of every job of its queue. Only SQL writes one (enqueue caps max_attempts).
+ATTEMPT_LIMIT = 2**31 - 1
+
+
 def retry(job: Job, now: datetime | None = None) -> Job:
-    """Run the job again as soon as possible, with at least one attempt left."""
+    """Run the job again as soon as possible, with at least one attempt left.
+    InvalidTransition for a job in another state or at ``ATTEMPT_LIMIT``."""
     now = now or timezone.now()
+    if job.attempt >= ATTEMPT_LIMIT:
+        raise InvalidTransition(job.pk, job.state, S.AVAILABLE)
     moved = _move(
         job,
         S.AVAILABLE,
@@ -356,14 +365,15 @@ SNOOZE_REASON_LENGTH = 500
 def retry_many(jobs: QuerySet[Job], now: datetime | None = None) -> int:
     """``retry`` for every job of ``jobs`` that may be retried, in one UPDATE.
 
-    Jobs in other states (executing, waiting, available) are left alone. Returns
-    how many jobs were made available.
+    Jobs in other states (executing, waiting, available) are left alone, and so are
+    jobs at ``ATTEMPT_LIMIT`` (one made the whole UPDATE fail: integer out of range).
+    Returns how many jobs were made available.
     """
     now = now or timezone.now()
     allowed = set(sources_of(S.AVAILABLE)) & {str(s) for s in RETRY_FROM}
     return (
         jobs.order_by()
-        .filter(state__in=sorted(allowed))
+        .filter(state__in=sorted(allowed), attempt__lt=ATTEMPT_LIMIT)
         .update(state=S.AVAILABLE, run_at=now, finished_at=None, max_attempts=_at_least_one_more())
     )
 

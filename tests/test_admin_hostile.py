@@ -389,3 +389,49 @@ def test_queue_links_lead_to_their_queue(admin_client, name):
     assert f'href="{url}"' in admin_client.get(detail_url(job.pk)).content.decode()
     page = admin_client.get(url)
     assert page.status_code == 200 and page.context["original"].name == name
+
+
+# -- actions on such rows ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["retry_jobs", "cancel_jobs", "delete_jobs"])
+def test_bulk_actions_on_every_odd_row_answer_cleanly(admin_client, odd_rows, name):
+    data = {"action": name, "index": "0", "_selected_action": list(odd_rows.values()),
+            "confirmed": "yes"}  # fmt: skip
+    response = admin_client.post(changelist(), data)
+    assert response.status_code == 302, response.status_code
+    assert admin_client.get(changelist()).status_code == 200
+
+
+@pytest.mark.parametrize("name", ODD_ROWS)
+def test_retry_and_cancel_of_each_odd_row_answer_cleanly(admin_client, odd_rows, name):
+    pk = odd_rows[name]
+    for view in ("pgjobs_job_retry", "pgjobs_job_cancel"):
+        response = admin_client.post(reverse(f"admin:{view}", args=[pk]))
+        assert response.status_code == 302, (view, response.status_code)
+    assert admin_client.get(detail_url(pk)).status_code == 200
+
+
+def test_retry_all_discarded_under_a_filter_retries_odd_rows_too(admin_client, odd_rows):
+    response = admin_client.post("/admin/pgjobs/job/retry-discarded/", {"filters": "q=pwned"})
+    assert response.status_code == 302
+    assert not Job.objects.filter(state="discarded", pk__in=odd_rows.values(),
+                                  task__contains="pwned").exists()  # fmt: skip
+
+
+def test_a_job_at_the_attempt_counters_limit_is_not_retried(admin_client):
+    """Its retry made ``attempt + 1`` overflow: a 500, and the bulk retry of every job
+    selected with it failed. Made available, its claim would fail every claim of its
+    queue (integer out of range): it stays as it is, and says why."""
+    odd = odd_row(state="'discarded'", attempt="2147483647", max_attempts="2147483647",
+                  finished_at="now()")  # fmt: skip
+    plain = JobFactory(discarded=True)
+    response = admin_client.post(reverse("admin:pgjobs_job_retry", args=[odd]), follow=True)
+    assert messages_of(response) == [
+        f"Job #{odd} can't be retried now: it has had 2,147,483,647 attempts, the most its "
+        "counter holds."
+    ]
+    data = {"action": "retry_jobs", "index": "0", "_selected_action": [odd, plain.pk]}
+    assert admin_client.post(changelist(), data).status_code == 302
+    states = dict(Job.objects.values_list("pk", "state"))
+    assert states == {odd: "discarded", plain.pk: "available"}

@@ -384,7 +384,11 @@ class JobAdmin(OperatorAdmin):
         try:
             transitions.retry(job)
         except InvalidTransition:
-            self.message_user(request, f"Job #{job.pk} is {job.state}: it can't be retried now.",
+            if job.attempt >= transitions.ATTEMPT_LIMIT:
+                why = f"it has had {job.attempt:,} attempts, the most its counter holds"
+            else:
+                why = f"it is {job.state}"
+            self.message_user(request, f"Job #{job.pk} can't be retried now: {why}.",
                               messages.ERROR)  # fmt: skip
         else:
             self.message_user(request, f"Job #{job.pk} will run again.", messages.SUCCESS)
