@@ -307,12 +307,13 @@ def failed_attempts(
 
 
 def _instant(value: Any) -> datetime | None:
-    """An ISO 8601 time from a job's record, in UTC (no zone: UTC); None if it is none."""
+    """An ISO 8601 time from a job's record, in UTC (no zone: UTC); None if it is none,
+    or if it is none once in UTC (0001-01-01T00:00+14:00 is in year 0)."""
     try:
         moment = datetime.fromisoformat(value)
-    except (TypeError, ValueError):
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except (TypeError, ValueError, OverflowError):
         return None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _per_minute(jobs: QuerySet[Job], field: str) -> dict[datetime, int]:

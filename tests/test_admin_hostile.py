@@ -253,6 +253,12 @@ ODD_ROWS: dict[str, dict[str, str]] = {
             "0001-01-01T00:00:00", "9999-12-31T23:59:59.999999", "0001-01-01T00:00:00+14:00",
             5, "2024-02-30", MARKUP)]),
     },
+    "failed attempts at times past the ends once in UTC": {
+        "state": "'discarded'", **FINISHED, "attempt": "3",
+        "errors": json_of([{"attempt": n, "error": "e", "at": at} for n, at in enumerate((
+            "0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-12:00", "2024-02-30T00:00:00"),
+            start=1)]),
+    },
     "result of markup": {"state": "'completed'", **FINISHED, "result": json_of({MARKUP: MARKUP})},
     "result nested 3,000 deep": {
         "state": "'completed'", **FINISHED, "result": "'" + "[" * 3000 + "]" * 3000 + "'",
