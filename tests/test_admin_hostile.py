@@ -15,7 +15,7 @@ import pytest
 from django.contrib.admin.utils import quote as admin_quote
 from django.urls import reverse
 
-from django_pgjobs.models import Job
+from django_pgjobs.models import Job, WorkerProcess
 from django_pgjobs.states import JobState
 from tests.admin_helpers import changelist
 from tests.factories import JobFactory, QueueFactory, WorkerProcessFactory
@@ -310,8 +310,14 @@ LIST_QUERIES = [
 
 @pytest.fixture
 def odd_rows() -> dict[str, int]:
-    WorkerProcessFactory()
-    return {name: odd_row(**columns) for name, columns in ODD_ROWS.items()}
+    rows = {name: odd_row(**columns) for name, columns in ODD_ROWS.items()}
+    worker = WorkerProcessFactory(host=MARKUP, queues=[MARKUP, "default"])
+    rows["held by a worker"] = odd_row(
+        task=f"'{MARKUP}'", state="'executing'", lease="gen_random_uuid()",
+        attempted_at="now()", worker_id=str(worker.pk),
+    )  # fmt: skip
+    QueueFactory(name="default")
+    return rows
 
 
 def unescaped(response) -> str | None:
@@ -355,10 +361,13 @@ def test_every_odd_row_has_a_page_that_shows_it_escaped(admin_client, odd_rows, 
 
 @pytest.mark.parametrize(
     "url",
-    ["/admin/pgjobs/job/dashboard/", "/admin/pgjobs/queue/", "/admin/pgjobs/workerprocess/",
-     "/admin/pgjobs/schedule/", "/admin/pgjobs/", "/admin/"],
+    ["/admin/pgjobs/job/dashboard/", "/admin/pgjobs/queue/", "/admin/pgjobs/queue/default/change/",
+     "/admin/pgjobs/workerprocess/", "worker page", "/admin/pgjobs/schedule/", "/admin/pgjobs/",
+     "/admin/"],
 )  # fmt: skip
 def test_the_other_pages_show_odd_rows_escaped(admin_client, odd_rows, url):
+    if url == "worker page":  # it lists the jobs the worker holds
+        url = reverse("admin:pgjobs_workerprocess_change", args=[WorkerProcess.objects.get().pk])
     response = admin_client.get(url)
     assert response.status_code == 200, response.status_code
     assert unescaped(response) is None, unescaped(response)
