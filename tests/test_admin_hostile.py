@@ -72,7 +72,10 @@ ODD_QUERIES = [
     # PostgreSQL runs it (DataError): each was a 500.
     "finished_at__year=0", "finished_at__year=10000", "run_at__year=99999999999999999999",
     "run_at__iso_year=0", "task__regex=(", "task__iregex=[", "errors__0__error__regex=(",
-    "task__regex=a&task__regex=)",
+    "task__regex=a&task__regex=)", "id=99999999999999999999", "id__in=1,99999999999999999999",
+    "id__gt=99999999999999999999", "id__lt=-99999999999999999999",
+    "created_at__gte=0001-01-01T00:00:00%2B14:00", "created_at__lt=9999-12-31T23:59:59-12:00",
+    "priority__in=-32769,32768", "attempt=2147483648",
     # Django's drill-down ends a period at the start of the next: past year 9999.
     "created_at__year=9999", "created_at__year=9999&created_at__month=12",
     "created_at__year=9999&created_at__month=12&created_at__day=31",
