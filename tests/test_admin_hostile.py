@@ -262,6 +262,10 @@ ODD_ROWS: dict[str, dict[str, str]] = {
             "0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-12:00", "2024-02-30T00:00:00"),
             start=1)]),
     },
+    "cancelled while it ran, attempt numbers of every JSON type": {
+        "state": "'cancelled'", **FINISHED, "attempt": "2", "attempted_at": "now()",
+        "errors": json_of([{"attempt": n, "error": "e"} for n in ([1], {"a": 1}, "1", None)]),
+    },
     "result of markup": {"state": "'completed'", **FINISHED, "result": json_of({MARKUP: MARKUP})},
     "result nested 3,000 deep": {
         "state": "'completed'", **FINISHED, "result": "'" + "[" * 3000 + "]" * 3000 + "'",

@@ -89,7 +89,8 @@ def _shown_time(value: Any) -> str:
 
 def _ran_without_failing(job: Job, records: list[Any]) -> bool:
     """Whether the job's last attempt started and left no failure behind."""
-    failed = {record.get("attempt") for record in records if isinstance(record, dict)}
+    # A list, not a set: an attempt written by SQL may be a list or an object.
+    failed = [record.get("attempt") for record in records if isinstance(record, dict)]
     return job.attempt >= 1 and job.attempted_at is not None and job.attempt not in failed
 
 
