@@ -84,24 +84,31 @@ def pgjobs_date_hierarchy(cl: ChangeList) -> dict[str, Any]:
             ],
             "field_name": name,
         }
+    years = range(max(first.year, last.year - YEARS_SHOWN + 1), last.year + 1)
     return {
         "show": True,
         "back": None,
-        "choices": [
-            {"link": link(year=y), "title": str(y)} for y in range(first.year, last.year + 1)
-        ],
+        "choices": [{"link": link(year=y), "title": str(y)} for y in years],
         "field_name": name,
     }
+
+
+#: Years the drill-down offers at most, back from the newest job's.
+YEARS_SHOWN = 100
 
 
 def _bounds(
     cl: ChangeList, field: str
 ) -> tuple[datetime.datetime | None, datetime.datetime | None]:
+    """The first and the last job's times, the last no later than now: a job written by
+    SQL as created in year 9999 (or in year 1, with YEARS_SHOWN) made every list page
+    offer 8,000 years (450 KB, 0.36 s a page instead of 0.05)."""
     rows = cl.root_queryset.values_list(field, flat=True)
     first, last = rows.order_by("pk").first(), rows.order_by("-pk").first()
     if first is None or last is None:
         return None, None
-    first, last = sorted((timezone.localtime(first), timezone.localtime(last)))
+    now = timezone.localtime()
+    first, last = sorted((min(timezone.localtime(first), now), min(timezone.localtime(last), now)))
     return first, last
 
 
