@@ -21,6 +21,7 @@ from django.urls import reverse
 from django_pgjobs.api.tokens import issue
 from django_pgjobs.models import Connector, Job, Queue, Schedule, SchedulerProcess
 from django_pgjobs.scheduler import Scheduler
+from django_pgjobs.worker import Worker
 from tests.conftest import WorkerProcess
 from tests.factories import JobFactory
 
@@ -507,3 +508,19 @@ def test_post_jobs_run_runs_past_odd_rows(client):
     assert response.status_code == 200, response.content[:300]
     assert response.json()["outcomes"] == {"discarded": len(odd), "completed": 1}
     assert Job.objects.get(pk=plain).state == "completed"
+
+
+@pytest.mark.parametrize("queue", ["default", "mail", "serial", "keyed"])
+def test_a_job_at_the_attempt_counters_limit_stops_nothing_on_its_queue(db, queue):
+    # Its claim made "integer out of range" of the whole claim statement: every claim
+    # of its queue failed, so no job of that queue ran again.
+    if queue == "keyed":
+        Queue.objects.create(name="keyed", key_concurrency=2)
+    odd = insert_job(queue=f"'{queue}'", attempt="2147483647", priority="1")  # claimed first
+    plain = JobFactory(queue=queue)
+    worker = Worker([queue], concurrency=10)
+    for _ in range(3):  # a blocking queue runs one job per claim
+        worker.drain()
+    states = dict(Job.objects.values_list("pk", "state"))
+    assert states == {odd: "completed", plain.pk: "completed"}
+    assert Job.objects.get(pk=odd).attempt == 2147483647  # stays at its limit
