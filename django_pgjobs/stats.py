@@ -5,38 +5,31 @@ admin runs it on every page load and the dashboard every few seconds:
 
 - counts stop at a cap and fall back to the planner's estimate past it;
 - grouped counts only touch states that have an index to count from;
-- time windows read the indexes on ``finished_at`` and ``state``.
+- time windows read the indexes on ``finished_at`` and ``state``, and the
+  dashboard's hour at most PER_SLICE finished jobs per SLICE_SECONDS (estimating
+  past that), rather than every job of the hour.
 """
 
 from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from itertools import chain
 from typing import Any
 
 from django.core.exceptions import EmptyResultSet
 from django.db import connections
 from django.db.models import (
-    Case,
-    CharField,
     Count,
-    F,
-    Func,
-    JSONField,
     Min,
-    Q,
     QuerySet,
-    Value,
-    When,
 )
-from django.db.models.functions import TruncMinute
-from django.db.models.lookups import Exact
 from django.utils import timezone
 
-from . import clocks, conf
+from . import clocks, conf, db
 from .models import Job, Queue, WorkerProcess
 from .states import ACTIVE, CLAIMABLE, FINISHED, JobState
 
@@ -223,36 +216,12 @@ def due_jobs(now: datetime, using: str | None = None) -> QuerySet[Job]:
     )
 
 
-def throughput(
-    now: datetime | None = None, minutes: int = 60, using: str | None = None
-) -> list[dict[str, Any]]:
-    """Jobs completed and attempts failed in each of the last ``minutes`` minutes, oldest first.
+#: The dashboard's hour is read in slices of this many seconds (a divisor of 60)...
+SLICE_SECONDS = 30
 
-    Failed attempts are counted from the jobs' error histories (``Job.errors``), each
-    in the minute it failed: a job that failed eight times counts eight, and a job
-    that failed and then completed counts as both (see ``failed_attempts``).
-    """
-    using = using or conf.get("DATABASE")
-    now = now or timezone.now()
-    end = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
-    start = end - timedelta(minutes=minutes)
-    jobs = Job.objects.using(using)
-    completed = _per_minute(
-        jobs.filter(state=S.COMPLETED, finished_at__gte=start, finished_at__lt=end), "finished_at"
-    )
-    failed = failed_attempts(start, end, using)
-    series = []
-    for n in range(minutes):
-        minute = start + timedelta(minutes=n)
-        series.append(
-            {
-                "minute": minute,
-                "completed": completed.get(minute, 0),
-                "failed": failed.get(minute, 0),
-            }
-        )
-    return series
-
+#: ... at most this many finished jobs of each, the first half and the last half:
+#: a slice with more is estimated.
+PER_SLICE = 15
 
 #: The times of a job's failed attempts (of ``Job.errors``, a list), as a JSON array.
 #: Lax and silent: a record that is no object, or has no number for an attempt, is
@@ -260,70 +229,89 @@ def throughput(
 FAILURE_TIMES = "lax $[*] ? (@.attempt >= 1).at"
 
 
-def failed_attempts(
-    start: datetime, end: datetime, using: str | None = None
-) -> dict[datetime, int]:
-    """Attempts that failed in [start, end), per minute (UTC).
+def throughput(
+    now: datetime | None = None, minutes: int = 60, using: str | None = None
+) -> list[dict[str, Any]]:
+    """Jobs completed and attempts failed in each of the last ``minutes`` minutes, oldest first.
 
-    Read from the error history of the jobs that can hold such a failure (each an
-    index read): those that finished since ``start``; those retrying at or after
-    ``start`` (a retry is due after the failure that caused it); those executing an
-    attempt that started since ``start`` (it started after the previous one failed).
-    Of these, only jobs that ever failed are read: past their first attempt, or
-    retryable, or discarded. A failed job that an operator put back in the queue is
-    counted again once it runs: while it waits, it is left out.
+    Failed attempts are counted from the jobs' error histories (``Job.errors``), each
+    in the minute it failed: a job that failed eight times counts eight, and a job
+    that failed and then completed counts as both.
+
+    Finished jobs are read at most PER_SLICE per SLICE_SECONDS (sql/throughput.sql),
+    so that the cost stays the same however busy the queue: a slice with more is
+    estimated from its first and last jobs, and its minute marked ``approximate``.
     """
-    jobs = Job.objects.using(using or conf.get("DATABASE")).order_by()
-    ever_failed = Q(attempt__gte=2) | Q(state__in=[S.RETRYABLE, S.DISCARDED])
-    times = Case(
-        When(
-            Exact(Func(F("errors"), function="jsonb_typeof", output_field=CharField()), "array"),
-            then=Func(
-                F("errors"),
-                Value(FAILURE_TIMES),
-                Value({}, output_field=JSONField()),
-                Value(True),
-                function="jsonb_path_query_array",
-            ),
-        ),
-        output_field=JSONField(),
-    )
-    holders = [
-        jobs.filter(state__in=sorted(FINISHED), finished_at__gte=start),
-        jobs.filter(state=S.RETRYABLE, run_at__gte=start),
-        jobs.filter(state=S.EXECUTING, attempted_at__gte=start),
+    if 60 % SLICE_SECONDS:
+        raise ValueError(f"SLICE_SECONDS must divide a minute, not {SLICE_SECONDS}")
+    now = now or timezone.now()
+    end = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    start = end - timedelta(minutes=minutes)
+    params = {
+        "start": start,
+        "end": end,
+        "slice": SLICE_SECONDS,
+        "slices": minutes * 60 // SLICE_SECONDS,
+        "head": (PER_SLICE + 1) // 2,
+        "tail": PER_SLICE // 2,
+        "failure_times": FAILURE_TIMES,
+    }
+    rows = db.fetch_dicts("throughput", params, using or db.alias())
+    completed, failed, approximate = _per_minute(rows, start, minutes)
+    return [
+        {
+            "minute": start + timedelta(minutes=n),
+            "completed": round(completed.get(n, 0)),
+            "failed": round(failed.get(n, 0)),
+            "approximate": n in approximate,
+        }
+        for n in range(minutes)
     ]
-    found = [
-        holder.filter(ever_failed).annotate(times=times).values_list("times", flat=True)
-        for holder in holders
-    ]
-    counts: dict[datetime, int] = defaultdict(int)
-    for failures in found[0].union(*found[1:], all=True).order_by():
-        for at in failures if isinstance(failures, list) else ():
-            moment = _instant(at)
-            if moment is not None and start <= moment < end:
-                counts[moment.replace(second=0, microsecond=0)] += 1
-    return counts
 
 
-def _instant(value: Any) -> datetime | None:
-    """An ISO 8601 time from a job's record, in UTC (no zone: UTC); None if it is none,
-    or if it is none once in UTC (0001-01-01T00:00+14:00 is in year 0)."""
-    try:
-        moment = datetime.fromisoformat(value)
-        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-    except (TypeError, ValueError, OverflowError):
-        return None
+def _per_minute(
+    rows: list[dict[str, Any]], start: datetime, minutes: int
+) -> tuple[dict[int, float], dict[int, float], set[int]]:
+    """Completed jobs and failed attempts per minute (from 0) of sql/throughput.sql's
+    rows, and the minutes with an estimate in them."""
+    completed: dict[int, float] = {}
+    failed: dict[int, float] = defaultdict(float)
+    approximate: set[int] = set()
+    for row in rows:
+        if row["minute"] is not None:
+            completed[row["minute"]] = float(row["completed"])
+            if row["approximate"]:
+                approximate.add(row["minute"])
+            continue
+        for weight, estimated, per_job in _json(row["failures"]) or ():
+            for minute in _minutes(chain.from_iterable(per_job or ()), start, minutes):
+                failed[minute] += weight
+                if estimated:
+                    approximate.add(minute)
+    return completed, failed, approximate
 
 
-def _per_minute(jobs: QuerySet[Job], field: str) -> dict[datetime, int]:
-    rows = (
-        jobs.annotate(minute=TruncMinute(field, tzinfo=UTC))
-        .values_list("minute")
-        .annotate(n=Count("*"))
-        .order_by()
-    )
-    return {minute.astimezone(UTC): n for minute, n in rows}
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _minutes(times: Iterable[Any], start: datetime, minutes: int) -> Iterator[int]:
+    """The minute (counted from ``start``) of each of ``times`` (ISO 8601 texts) within
+    ``minutes`` of it; a time without a zone is UTC, and one that is no time is skipped.
+    Never an error: 0001-01-01T00:00+14:00, out of range in UTC, is merely long ago."""
+    for at in times:
+        try:
+            moment = datetime.fromisoformat(at)
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=UTC)
+            minute = (moment - start) // ONE_MINUTE
+        except (TypeError, ValueError, OverflowError):
+            continue
+        if 0 <= minute < minutes:
+            yield minute
+
+
+ONE_MINUTE = timedelta(minutes=1)
 
 
 def worker_summary(now: datetime | None = None, using: str | None = None) -> dict[str, int]:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import random
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
 from django_pgjobs import stats, transitions
 from django_pgjobs.admin.timeline import timeline
@@ -81,6 +84,136 @@ def test_the_chart_counts_nothing_that_is_no_failed_attempt():
     JobFactory(retryable=True, errors={"attempt": 1, "at": gone.isoformat()})
     JobFactory(retryable=True, errors="failed")
     assert failed_per_minute(stats.throughput(NOW)) == {}
+
+
+# The first slice (stats.SLICE_SECONDS long) of the minute 12:28 of the dashboard's hour.
+SLICE = datetime(2026, 3, 1, 12, 28, tzinfo=UTC)
+
+
+def finished_in_slice(count: int, within: float | None = None, **fields: object) -> None:
+    """``count`` jobs finished evenly over the first ``within`` seconds of SLICE (all of it)."""
+    step = (within or stats.SLICE_SECONDS) / count
+    Job.objects.bulk_create(
+        JobFactory.build(
+            **{"completed": True, **fields},
+            finished_at=SLICE + timedelta(seconds=step * (n + 0.5)),
+        )
+        for n in range(count)
+    )
+
+
+def minute_of(series: list[dict], minute: int) -> dict:
+    return next(p for p in series if p["minute"].minute == minute)
+
+
+def test_a_slice_of_at_most_per_slice_jobs_is_counted_exactly():
+    finished_in_slice(stats.PER_SLICE - 1)
+    finished_in_slice(3, discarded=True, errors=[failure(1, SLICE)])
+    point = minute_of(stats.throughput(NOW), 28)
+    # More than PER_SLICE: only PER_SLICE of them are read, the slice is estimated.
+    assert point["approximate"] is True
+    Job.objects.filter(state=S.DISCARDED).delete()
+    point = minute_of(stats.throughput(NOW), 28)
+    assert point == {
+        "minute": datetime(2026, 3, 1, 12, 28, tzinfo=UTC),
+        "completed": stats.PER_SLICE - 1,
+        "failed": 0,
+        "approximate": False,
+    }
+
+
+def test_a_busy_slice_is_estimated_and_marked_approximate():
+    """100 jobs in one slice, PER_SLICE read: within 5% (evenly spaced ones come out
+    under by (PER_SLICE - 2.5) / (PER_SLICE - 2): 3.8% at 15)."""
+    finished_in_slice(100)
+    series = stats.throughput(NOW)
+    point = minute_of(series, 28)
+    assert point["approximate"] is True and 95 <= point["completed"] <= 105
+    assert [p["minute"].minute for p in series if p["approximate"]] == [28]
+
+
+def test_a_burst_that_ends_within_its_slice_is_not_stretched_over_the_rest_of_it():
+    """300 jobs in the first 1.5 s of a slice, then none: the estimate ends at the last."""
+    finished_in_slice(300, within=1.5)
+    point = minute_of(stats.throughput(NOW), 28)
+    assert point["approximate"] is True and 285 <= point["completed"] <= 315
+
+
+def test_a_burst_at_the_start_of_a_busy_slice_is_not_taken_to_last_all_of_it():
+    """A schedule firing 300 jobs on the minute (done in 2 s) on top of 11 jobs/s: the
+    slice is read at both ends, so the burst's rate is not stretched over the other
+    28 s (taken from the first jobs alone, it came out about 7 times too many)."""
+    finished_in_slice(300, within=2.0)
+    finished_in_slice(11 * stats.SLICE_SECONDS)
+    point = minute_of(stats.throughput(NOW), 28)
+    real = 300 + 11 * stats.SLICE_SECONDS
+    assert point["approximate"] is True and 0.7 * real <= point["completed"] <= 1.3 * real
+
+
+def test_the_failures_of_an_estimated_slice_are_weighted_as_its_jobs():
+    finished_in_slice(100, discarded=True, attempt=1, errors=[failure(1, SLICE)])
+    point = minute_of(stats.throughput(NOW), 28)
+    assert point["approximate"] is True and 95 <= point["failed"] <= 105
+    assert point["completed"] == 0
+
+
+def test_jobs_finished_at_one_instant_count_as_those_read_rather_than_without_bound():
+    """A bulk cancel: no rate to scale by, so the PER_SLICE read stand for themselves (≈)."""
+    Job.objects.bulk_create(
+        JobFactory.build(completed=True, finished_at=SLICE + timedelta(seconds=3))
+        for _ in range(60)
+    )
+    point = minute_of(stats.throughput(NOW), 28)
+    assert (point["completed"], point["approximate"]) == (stats.PER_SLICE, True)
+
+
+def test_an_hour_of_random_traffic_is_estimated_within_ten_percent():
+    """4 jobs/s finishing at random for 20 minutes (4,800; 120 a slice of 30 s): the
+    hour's total within 10% (its standard error about 4%), each minute within 50%
+    (about 20%)."""
+    rng = random.Random(21)
+    first = NOW.replace(second=0) - timedelta(minutes=25)
+    moments = sorted(rng.uniform(0, 1200) for _ in range(4800))
+    Job.objects.bulk_create(
+        JobFactory.build(completed=True, finished_at=first + timedelta(seconds=at))
+        for at in moments
+    )
+    series = stats.throughput(NOW)
+    busy = [p for p in series if first <= p["minute"] < first + timedelta(minutes=20)]
+    assert len(busy) == 20 and all(p["approximate"] for p in busy)
+    assert abs(sum(p["completed"] for p in series) / 4800 - 1) < 0.10
+    exact = Counter(int(at // 60) for at in moments)
+    assert all(abs(p["completed"] / exact[n] - 1) < 0.5 for n, p in enumerate(busy))
+
+
+def test_an_empty_hour_is_all_zeros_and_exact(admin_client):
+    assert all(
+        (p["completed"], p["failed"], p["approximate"]) == (0, 0, False)
+        for p in stats.throughput(NOW)
+    )
+    data = admin_client.get(reverse("admin:pgjobs_dashboard_data")).json()
+    assert data["totals"] == {"completed": 0, "failed": 0, "approximate": False}
+
+
+def test_estimated_totals_are_shown_with_an_approximately_sign(admin_client):
+    now = timezone.now()
+    Job.objects.bulk_create(
+        JobFactory.build(completed=True, finished_at=now - timedelta(seconds=n * 0.05))
+        for n in range(1, 100)
+    )
+    data = admin_client.get(reverse("admin:pgjobs_dashboard_data")).json()
+    assert data["totals"]["approximate"] is True
+    assert any(point["approximate"] for point in data["throughput"])
+    page = admin_client.get(reverse("admin:pgjobs_dashboard")).content.decode()
+    assert 'id="pgjobs-completed-total">≈' in page and 'id="pgjobs-failed-total">≈' in page
+    assert 'id="pgjobs-sampled">' in page  # the legend says why, shown
+
+
+def test_exact_totals_have_no_approximately_sign(admin_client):
+    JobFactory(completed=True)
+    page = admin_client.get(reverse("admin:pgjobs_dashboard")).content.decode()
+    assert 'id="pgjobs-completed-total">1<' in page
+    assert 'id="pgjobs-sampled" hidden>' in page
 
 
 def test_queue_depths_count_unfinished_jobs_and_the_oldest_available():

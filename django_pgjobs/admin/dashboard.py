@@ -55,9 +55,12 @@ def dashboard_data(now: datetime | None = None) -> dict[str, Any]:
             }
             for point in series
         ],
+        # Estimated past stats.PER_SLICE finished jobs per stats.SLICE_SECONDS: the
+        # page puts "≈" before an approximate figure, never shown as exact.
         "totals": {
             "completed": sum(point["completed"] for point in series),
             "failed": sum(point["failed"] for point in series),
+            "approximate": any(point["approximate"] for point in series),
         },
         "queues": queues,
         "oldest_available_seconds": max(ages, default=None),
@@ -82,6 +85,8 @@ class DashboardViews:
             "data": dashboard_data(),
             "data_url": reverse("admin:pgjobs_dashboard_data"),
             "refresh_ms": REFRESH_MS,
+            "per_slice": stats.PER_SLICE,
+            "slice_seconds": stats.SLICE_SECONDS,
         }
         return TemplateResponse(request, "admin/pgjobs/dashboard.html", context)
 

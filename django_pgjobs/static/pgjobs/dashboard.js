@@ -56,7 +56,9 @@
           x: x + 1 + kind[1] * (slot - 2) / 2, y: top + plot - h,
           width: Math.max((slot - 2) / 2, 1), height: h, "class": "pgjobs-bar-" + kind[0]
         });
-        bar.appendChild(el("svg:title", {}, label + ": " + value + " " + kind[0]));
+        // An estimate (stats.throughput samples busy minutes) is never shown as exact.
+        var shown = (p.approximate ? "≈" : "") + value;
+        bar.appendChild(el("svg:title", {}, label + ": " + shown + " " + kind[0]));
         svg.appendChild(bar);
       });
       if (i % 10 === 0) {
@@ -86,8 +88,11 @@
   function render(data) {
     var chart = document.getElementById("pgjobs-chart");
     if (chart) { drawChart(chart, data.throughput); }
-    setText("pgjobs-completed-total", data.totals.completed);
-    setText("pgjobs-failed-total", data.totals.failed);
+    var about = data.totals.approximate ? "≈" : "";
+    setText("pgjobs-completed-total", about + data.totals.completed);
+    setText("pgjobs-failed-total", about + data.totals.failed);
+    var sampled = document.getElementById("pgjobs-sampled");
+    if (sampled) { sampled.hidden = !data.totals.approximate; }
     setText("pgjobs-oldest", duration(data.oldest_available_seconds));
     setText("pgjobs-workers", data.workers.live);
     setText("pgjobs-workers-stale", data.workers.stale ? data.workers.stale + " stale" : "");
