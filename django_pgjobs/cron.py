@@ -39,6 +39,8 @@ from typing import TypeAlias
 
 from croniter import CroniterBadCronError, CroniterBadDateError, CroniterError, croniter
 
+from .limits import plain_digits
+
 #: Shorthands croniter understands and we accept; "@reboot" has no meaning here.
 ALIASES = frozenset(
     {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
@@ -188,7 +190,7 @@ def _standard_part(part: str, index: int, expression: str) -> str:
 
 
 def _number(token: str, index: int) -> int | None:
-    if token.isdigit():
+    if plain_digits(token):
         return int(token)
     return _NAMES[max(index, 0)].get(token.lower())
 

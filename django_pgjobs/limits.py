@@ -23,6 +23,14 @@ from typing import Any
 
 from .exceptions import InvalidOption
 
+
+def plain_digits(text: str) -> bool:
+    """Whether ``text`` is ASCII digits only. ``str.isdigit`` is true of ``²`` and ``①``
+    too, which ``int()`` refuses: a check by ``isdigit`` alone let them through to a
+    ValueError."""
+    return text.isascii() and text.isdigit()
+
+
 #: Stored times lie in [EARLIEST, END): a day inside Python's years 1-9999 at each
 #: end, so that every stored time can also be shown in any local time zone.
 EARLIEST = datetime(1, 1, 2, tzinfo=UTC)

@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from . import conf
 from .exceptions import InvalidQueueName, PgJobsError
+from .limits import plain_digits
 from .models import Job
 from .queues import validate_name
 from .states import JobState
@@ -40,7 +41,7 @@ class InvalidSelection(PgJobsError, ValueError):
 def parse_id(value: object) -> int:
     """A job id: a whole number from 1 to PostgreSQL's largest bigint ('#12' is 12)."""
     text = str(value).strip().removeprefix("#")
-    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= MAX_ID:
+    if not plain_digits(text) or not 1 <= int(text) <= MAX_ID:
         raise InvalidSelection(f"not a job id: {_shown(value)} (a whole number from 1 to {MAX_ID})")
     return int(text)
 

@@ -31,6 +31,7 @@ from . import (
     db,
     events,
     isolation,
+    limits,
     logs,
     maintenance,
     middleware,
@@ -750,7 +751,7 @@ class Worker:
         elif action == "stop" and self.record and target in ("all", str(self.record.pk)):
             logger.info("worker %s: stop requested", self.record.pk)
             self.request_stop()
-        elif action == "cancel" and target.isdigit():
+        elif action == "cancel" and limits.plain_digits(target):
             context = self.running.get(int(target))
             if context is not None:
                 logger.info("job %s cancelled while running", target)

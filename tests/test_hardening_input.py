@@ -511,3 +511,24 @@ def test_any_connector_is_refused_by_save_or_stored_and_read_back(fields):
             stored = Connector.objects.get()
             assert repr(stored) and stored.config == Connector(**fields).config
         transaction.set_rollback(True)
+
+
+# -- digits that str.isdigit accepts and int() refuses ---------------------------------
+
+
+ODD_DIGITS = ["²", "①", "1²", "٣"]  # superscript, circled, mixed; Arabic-Indic (int() reads it)
+
+
+@pytest.mark.parametrize("digits", ODD_DIGITS)
+def test_odd_digits_are_refused_or_ignored_wherever_a_number_is_read(db, digits):
+    from django_pgjobs import cron
+    from django_pgjobs.connectors.http import retry_after
+    from django_pgjobs.selection import InvalidSelection, parse_id
+
+    with pytest.raises(cron.InvalidCron):  # a range bound: was int()'s ValueError
+        cron.timing(f"1-{digits} * * * *")
+    assert retry_after(digits) is None  # a Retry-After header nobody can read
+    with pytest.raises(InvalidSelection):
+        parse_id(digits)
+    worker = Worker(concurrency=1)
+    worker._on_notify("pgjobs_control", f"cancel:{digits}")  # ignored, not a crash

@@ -37,6 +37,7 @@ from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext as _
 
+from ..limits import plain_digits
 from .fields import StorableJSONField
 
 View = Callable[..., HttpResponse]
@@ -164,11 +165,11 @@ class OperatorAdmin(admin.ModelAdmin):
                 raise IncorrectLookupParameters(f"{name}: NUL characters are not allowed")
         if self.date_hierarchy:
             year = request.GET.get(f"{self.date_hierarchy}__year")
-            if year is not None and not (year.isascii() and year.isdigit() and int(year) in YEARS):
+            if year is not None and not (plain_digits(year) and int(year) in YEARS):
                 raise IncorrectLookupParameters(f"no such year: {year[:20]!r}")
             for part in ("month", "day"):  # Django checks their range, not their size
                 value = request.GET.get(f"{self.date_hierarchy}__{part}")
-                if value is not None and not (value.isdigit() and len(value) <= 2):
+                if value is not None and not (plain_digits(value) and len(value) <= 2):
                     raise IncorrectLookupParameters(f"no such {part}: {value[:20]!r}")
 
     def get_object(

@@ -487,9 +487,8 @@ def countable(request: HttpRequest) -> bool:
 
 
 def searched_id(term: str) -> int | None:
-    """The job id a search term names (``42``, ``#42``), or None. ASCII digits only:
-    ``str.isdigit`` is true of ``²`` and ``①`` too, which ``int()`` refuses."""
+    """The job id a search term names (``42``, ``#42``), or None."""
     number = term.removeprefix("#")
-    if number.isascii() and number.isdigit() and int(number) < 2**63:
+    if limits.plain_digits(number) and int(number) < 2**63:
         return int(number)
     return None

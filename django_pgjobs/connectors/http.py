@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .. import conf, db
+from ..limits import plain_digits
 from . import destinations
 from .base import ConnectorKind, Option, positive, str_dict
 from .errors import ConnectorError, ConnectorThrottled
@@ -241,7 +242,7 @@ def retry_after(value: str | None, now: datetime | None = None) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if plain_digits(value):
         return min(float(value), MAX_RETRY_AFTER)
     try:
         when = email.utils.parsedate_to_datetime(value)

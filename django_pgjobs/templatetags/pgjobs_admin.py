@@ -13,6 +13,8 @@ from django.utils import formats, timezone
 from django.utils.html import format_html
 from django.utils.text import capfirst
 
+from ..limits import plain_digits
+
 register = template.Library()
 
 
@@ -36,7 +38,7 @@ def pgjobs_date_hierarchy(cl: ChangeList) -> dict[str, Any]:
     field = cl.date_hierarchy
     first, last = _bounds(cl, field)
     params = {key: cl.params.get(f"{field}__{key}") for key in ("year", "month", "day")}
-    year, month, day = (int(v) if v and str(v).isdigit() else None for v in params.values())
+    year, month, day = (int(v) if v and plain_digits(str(v)) else None for v in params.values())
 
     def link(**lookups: int) -> str:
         return cl.get_query_string(
