@@ -9,6 +9,12 @@ fresh database per run, the systems taking turns in each round. Read: the CPU ti
 of the worker processes and their children (/proc/<pid>/stat), of every backend of
 the database (/proc/<pid>/schedstat: the server must run on this machine), and the
 transactions committed (pg_stat_database), each per job, with the load average.
+
+The same CPU is read again within run.py's steady window (from the first sample with
+10% of the jobs done to the first with 90%; the remaining count sampled every 10 ms,
+as run.py's W2 does): a system that does much of its work before its first jobs
+count as done (claims far ahead, completions written late) spends less in the
+window than in the whole drain, and its steady rate is higher by as much.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
@@ -119,8 +126,16 @@ def measure(system: str, url: str, jobs: int) -> dict[str, float]:
                 adapter.enqueue_queued(jobs)
                 started = now()  # as run.py's W2: from the enqueue's commit
                 box = box_ticks()
-                # busy() is an EXISTS of two partial indexes: cheap, unlike done()'s count.
-                wait_until(lambda: not adapter.busy(), 600, "the drain", 0.01)
+                marks: dict[float, tuple[int, Reading]] = {}
+
+                def finished() -> bool:
+                    left = adapter.remaining()
+                    for done in WINDOW:
+                        if done not in marks and left <= (1 - done) * jobs:
+                            marks[done] = (left, read(workers, conn, others))
+                    return left == 0
+
+                wait_until(finished, 600, "the drain", 0.01)
                 wall = now() - started
                 idle, total = (
                     after - before for after, before in zip(box_ticks(), box, strict=True)
@@ -133,6 +148,8 @@ def measure(system: str, url: str, jobs: int) -> dict[str, float]:
         adapter.close()
     finally:
         drop_database(url)
+    (left_from, first), (left_to, last) = marks[WINDOW[0]], marks[WINDOW[1]]
+    in_window = left_from - left_to
     return {
         "version": adapter.version,
         "per_s": jobs / wall,
@@ -140,7 +157,33 @@ def measure(system: str, url: str, jobs: int) -> dict[str, float]:
         "server_us": (server_after - server_cpu) / jobs * 1e6,
         "commits_per_100": (commits_after - commits) / jobs * 100,
         "idle_pct": 100 * idle / max(total, 1),
+        "window_per_s": in_window / (last.at - first.at),
+        "window_worker_us": (last.workers - first.workers) / in_window * 1e6,
+        "window_server_us": (last.server - first.server) / in_window * 1e6,
+        "window_idle_pct": 100 * (last.idle - first.idle) / max(last.total - first.total, 1),
     }
+
+
+#: run.py's steady window: from 10% of the jobs done to 90%.
+WINDOW = (0.1, 0.9)
+
+
+@dataclass
+class Reading:
+    """CPU seconds so far of the workers and of their backends, and the box's ticks."""
+
+    at: float
+    workers: float
+    server: float
+    idle: int
+    total: int
+
+
+def read(workers, conn, others: set[int]) -> Reading:
+    at = now()
+    idle, total = box_ticks()
+    server, _ = backends_cpu_s(conn, others)
+    return Reading(at, sum(tree_cpu_s(proc.pid) for proc in workers.procs), server, idle, total)
 
 
 def run(system: str, base_url: str, jobs: int) -> dict[str, float]:
@@ -182,7 +225,11 @@ def main() -> None:
                 f" us  server {r['server_us']:4.1f} us  total"
                 f" {r['worker_us'] + r['server_us']:4.1f} us/job;"
                 f" {r['commits_per_100']:.1f} commits/100 jobs; box {r['idle_pct']:.0f}% idle;"
-                f" load {r['load']:.1f}",
+                f" load {r['load']:.1f}\n"
+                f"  steady window {r['window_per_s']:7,.0f}/s  worker {r['window_worker_us']:4.1f}"
+                f" us  server {r['window_server_us']:4.1f} us  total"
+                f" {r['window_worker_us'] + r['window_server_us']:4.1f} us/job;"
+                f" box {r['window_idle_pct']:.0f}% idle",
                 flush=True,
             )
     for system, runs in results.items():
@@ -192,7 +239,9 @@ def main() -> None:
         print(
             f"median    {system} {runs[0]['version']}: worker {median['worker_us']:.1f} us,"
             f" server {median['server_us']:.1f} us per job; {median['per_s']:,.0f}/s"
-            f" (load {median['load']:.1f})"
+            f" (load {median['load']:.1f}); steady window: worker"
+            f" {median['window_worker_us']:.1f} us, server {median['window_server_us']:.1f} us"
+            f" per job; {median['window_per_s']:,.0f}/s"
         )
 
 
