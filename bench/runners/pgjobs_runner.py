@@ -26,12 +26,18 @@ class PgJobs(Adapter):
         Config(2, 100, {"prefetch": 300}),
         Config(1, 50, {"prefetch": 300}),
         Config(3, 50, {"prefetch": 300}),
+        Config(3, 50, {"prefetch": 1000}),
+        Config(3, 20, {"prefetch": 1000}),
+        Config(4, 50, {"prefetch": 1000}),
         Config(2, 50, {"prefetch": 300, "events": "off"}),
     ]
     # The best of the sweep with the events channel on (the default; events=off
     # gives up a feature, see bench/README.md): 3 processes beat 2 on this 2-core
-    # box, as they take a larger share of it (so do the peers' 4).
-    best = Config(3, 50, {"prefetch": 300})
+    # box, as they take a larger share of it (so do the peers' 4). Prefetch 1000
+    # rather than 300: claims and outcome writes of ~1,000 jobs cost about 7% less
+    # CPU per job over a drain than of ~350 (bench/README.md, "W2: where the steady
+    # gap comes from"); 2000 only moves work out of the steady window.
+    best = Config(3, 50, {"prefetch": 1000})
     # W4: what docs/howto/deploy-workers.md recommends for many short jobs, and
     # `runworker` with no options at all.
     recommended = Config(2, 50, {"prefetch": 300})
