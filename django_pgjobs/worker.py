@@ -547,9 +547,13 @@ class Worker:
             # watchdog ends the process, and rescue returns the jobs.
             outcomes = [outcome for _, outcome in pending]
             states = record(outcomes, publish, give_up_after=None)
-        except Exception:  # our own bug: the jobs stay executing and get rescued
-            logger.exception("writing %d outcome(s) failed", len(pending))
-            states = ["crashed"] * len(pending)
+        except Exception:  # no outage: a row or our own bug refused the statement
+            if len(pending) == 1:
+                logger.exception("writing the outcome of job %s failed", pending[0][1].job.pk)
+                states = ["crashed"]
+            else:
+                logger.warning("writing %d outcomes failed; writing each alone", len(pending))
+                states = self._write_alone([outcome for _, outcome in pending])
         ended = [(context, state) for (context, _), state in zip(pending, states, strict=True)]
         ended += [(c, o) for c, o in batch if not isinstance(o, Outcome)]  # the pool's "crashed"
         self._wake_when_due(
@@ -560,6 +564,22 @@ class Worker:
             ]
         )
         self._finished(ended)
+
+    def _write_alone(self, outcomes: list[Outcome]) -> list[str]:
+        """Write each outcome in a statement of its own, after their batch failed:
+        one job whose row a trigger or constraint refuses (a dependency edge to a
+        job that doesn't exist, say) then costs only that job, which stays executing
+        under our lease until a rescue pass returns it ("crashed"); the others'
+        outcomes land instead of being run again."""
+        publish = self._publisher.publish if self._publisher else _discard
+        states = []
+        for outcome in outcomes:
+            try:
+                states += record([outcome], publish, give_up_after=None)
+            except Exception:
+                logger.exception("writing the outcome of job %s failed", outcome.job.pk)
+                states.append("crashed")
+        return states
 
     def _wake_when_due(self, delays: list[float]) -> None:
         """Wake the loop when each of these jobs it put back (a retry, a snooze) is

@@ -524,3 +524,29 @@ def test_a_job_at_the_attempt_counters_limit_stops_nothing_on_its_queue(db, queu
     states = dict(Job.objects.values_list("pk", "state"))
     assert states == {odd: "completed", plain.pk: "completed"}
     assert Job.objects.get(pk=odd).attempt == 2147483647  # stays at its limit
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_an_outcome_a_row_refuses_costs_only_its_job_not_its_batch(worker_process, wait):
+    # A row whose finish the database refuses (here a trigger of the site's own, as an
+    # audit table's might): its batch of outcomes failed with it, and the other jobs
+    # of the batch stayed executing until a rescue ran them again.
+    refused = insert_job()
+    sql(
+        "CREATE FUNCTION refuse_one() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+        f" IF NEW.id = {refused} AND NEW.state = 'completed' THEN"
+        " RAISE EXCEPTION 'refused by the site'; END IF; RETURN NEW; END $$"
+    )
+    sql("CREATE TRIGGER refuse_one BEFORE UPDATE ON pgjobs_job FOR EACH ROW"
+        " EXECUTE FUNCTION refuse_one()")  # fmt: skip
+    try:
+        others = [JobFactory().pk for _ in range(40)]
+        worker = worker_process("--concurrency", "20")
+        wait(lambda: Job.objects.filter(pk__in=others, state="completed").count() == 40, timeout=30)
+        assert set(Job.objects.filter(pk__in=others).values_list("attempt", flat=True)) == {1}
+        assert Job.objects.get(pk=refused).state == "executing"  # until a rescue pass
+        assert worker.stop() == 0
+    finally:  # a transactional test's flush keeps functions and triggers
+        sql("DROP TRIGGER refuse_one ON pgjobs_job")
+        sql("DROP FUNCTION refuse_one()")
