@@ -71,6 +71,56 @@ def percentile(values: list[float], fraction: float) -> float:
 # -- databases ------------------------------------------------------------------------
 
 
+DEFAULT_URL = "postgres://root@127.0.0.1:5432/pgjobs"
+
+
+# -- the CPU-cost scripts (enqueue_cost.py, w2_cost.py): one system per child process --
+
+
+def cost_arguments(description: str, jobs: int) -> argparse.Namespace:
+    """The options every cost script takes; ``--measure`` is the child's side."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--jobs", type=int, default=jobs)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--only", default="pgjobs,pgqueuer", help="comma-separated systems")
+    parser.add_argument("--measure", help=argparse.SUPPRESS)
+    parser.add_argument("--url", default=os.environ.get("DATABASE_URL", DEFAULT_URL))
+    return parser.parse_args()
+
+
+def measure_apart(script: str, system: str, base_url: str, tag: str, jobs: int) -> dict:
+    """``script --measure system`` in the system's own virtualenv, on a database of its
+    own (``<name>_bench_<tag>_<system>_<pid>``): the figures its last line prints, and
+    the load average around it."""
+    from run import SYSTEMS, venv_python
+
+    python = venv_python(system, SYSTEMS[system][1])
+    url = with_database(base_url, f"{database_name(base_url)}_bench_{tag}_{system}_{os.getpid()}")
+    before = os.getloadavg()[0]
+    done = subprocess.run(
+        [python, script, "--measure", system, f"--url={url}", f"--jobs={jobs}"],
+        stdout=subprocess.PIPE,
+        text=True,
+        check=True,
+    )
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["load"] = (before + os.getloadavg()[0]) / 2
+    return result
+
+
+def taking_turns(systems: list[str], rounds: int) -> Iterator[tuple[int, str]]:
+    """(round, system): each system once per round (numbered from 1), the order
+    reversed every other round (A B, B A, ...)."""
+    for round_ in range(rounds):
+        for system in systems if round_ % 2 == 0 else systems[::-1]:
+            yield round_ + 1, system
+
+
+def median_figures(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """The median of each numeric figure over ``runs``."""
+    return {key: statistics.median(r[key] for r in runs) for key in runs[0] if key != "version"}
+
+
 def with_database(url: str, name: str) -> str:
     parts = urlsplit(url)
     return urlunsplit(parts._replace(path="/" + name))

@@ -13,11 +13,7 @@ each run. docs/how-it-works.md ("Where one enqueue's microseconds go") reads it.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,13 +23,13 @@ sys.path[:0] = [str(BENCH / "runners"), str(BENCH)]
 
 from common import (  # noqa: E402
     checkpoint,
-    database_name,
+    cost_arguments,
     drop_database,
+    measure_apart,
+    median_figures,
     recreate_database,
-    with_database,
+    taking_turns,
 )
-
-DEFAULT_URL = "postgres://root@127.0.0.1:5432/pgjobs"
 
 
 def backend_cpu_ns(pid: int) -> int:
@@ -85,50 +81,24 @@ def measure(system: str, url: str, jobs: int) -> dict[str, float]:
     }
 
 
-def run(system: str, base_url: str, jobs: int) -> dict[str, float]:
-    from run import SYSTEMS, venv_python
-
-    python = venv_python(system, SYSTEMS[system][1])
-    url = with_database(base_url, f"{database_name(base_url)}_bench_cost_{system}_{os.getpid()}")
-    before = os.getloadavg()[0]
-    done = subprocess.run(
-        [python, __file__, "--measure", system, f"--url={url}", f"--jobs={jobs}"],
-        stdout=subprocess.PIPE,
-        text=True,
-        check=True,
-    )
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    result["load"] = (before + os.getloadavg()[0]) / 2
-    return result
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--jobs", type=int, default=3000)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--only", default="pgjobs,pgqueuer", help="comma-separated systems")
-    parser.add_argument("--measure", help=argparse.SUPPRESS)  # the child's side
-    parser.add_argument("--url", default=os.environ.get("DATABASE_URL", DEFAULT_URL))
-    args = parser.parse_args()
+    args = cost_arguments(__doc__.split("\n\n")[0], jobs=3000)
     if args.measure:
         print(json.dumps(measure(args.measure, args.url, args.jobs)))
         return
     systems = args.only.split(",")
     results: dict[str, list[dict[str, float]]] = {system: [] for system in systems}
-    for round_ in range(args.rounds):
-        for system in systems if round_ % 2 == 0 else systems[::-1]:
-            r = run(system, args.url, args.jobs)
-            results[system].append(r)
-            print(
-                f"round {round_ + 1} {system:9} {r['per_s']:7,.0f}/s  wall {r['wall_us']:4.0f} us"
-                f"  python {r['python_us']:4.0f} us  server {r['server_us']:4.0f} us"
-                f"  load {r['load']:.1f}",
-                flush=True,
-            )
+    for round_, system in taking_turns(systems, args.rounds):
+        r = measure_apart(__file__, system, args.url, "cost", args.jobs)
+        results[system].append(r)
+        print(
+            f"round {round_} {system:9} {r['per_s']:7,.0f}/s  wall {r['wall_us']:4.0f} us"
+            f"  python {r['python_us']:4.0f} us  server {r['server_us']:4.0f} us"
+            f"  load {r['load']:.1f}",
+            flush=True,
+        )
     for system, runs in results.items():
-        median = {
-            key: statistics.median(r[key] for r in runs) for key in runs[0] if key != "version"
-        }
+        median = median_figures(runs)
         print(
             f"median    {system} {runs[0]['version']}: {median['per_s']:,.0f}/s, wall "
             f"{median['wall_us']:.0f} us, python {median['python_us']:.0f} us, server "

@@ -19,12 +19,9 @@ window than in the whole drain, and its steady rate is higher by as much.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
-import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -35,16 +32,17 @@ sys.path[:0] = [str(BENCH / "runners"), str(BENCH)]
 
 from common import (  # noqa: E402
     checkpoint,
-    database_name,
+    cost_arguments,
     drop_database,
+    measure_apart,
+    median_figures,
     now,
     recreate_database,
     running,
+    taking_turns,
     wait_until,
-    with_database,
 )
 
-DEFAULT_URL = "postgres://root@127.0.0.1:5432/pgjobs"
 TICK = os.sysconf("SC_CLK_TCK")
 #: Seconds for idle backends to have flushed their counters to pg_stat_database
 #: (at most once a second while busy; an idle one within the workers' poll).
@@ -186,56 +184,30 @@ def read(workers, conn, others: set[int]) -> Reading:
     return Reading(at, sum(tree_cpu_s(proc.pid) for proc in workers.procs), server, idle, total)
 
 
-def run(system: str, base_url: str, jobs: int) -> dict[str, float]:
-    from run import SYSTEMS, venv_python
-
-    python = venv_python(system, SYSTEMS[system][1])
-    url = with_database(base_url, f"{database_name(base_url)}_bench_w2cost_{system}_{os.getpid()}")
-    before = os.getloadavg()[0]
-    done = subprocess.run(
-        [python, __file__, "--measure", system, f"--url={url}", f"--jobs={jobs}"],
-        stdout=subprocess.PIPE,
-        text=True,
-        check=True,
-    )
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    result["load"] = (before + os.getloadavg()[0]) / 2
-    return result
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--jobs", type=int, default=30000)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--only", default="pgjobs,pgqueuer", help="comma-separated systems")
-    parser.add_argument("--measure", help=argparse.SUPPRESS)  # the child's side
-    parser.add_argument("--url", default=os.environ.get("DATABASE_URL", DEFAULT_URL))
-    args = parser.parse_args()
+    args = cost_arguments(__doc__.split("\n\n")[0], jobs=30000)
     if args.measure:
         print(json.dumps(measure(args.measure, args.url, args.jobs)))
         return
     systems = args.only.split(",")
     results: dict[str, list[dict[str, float]]] = {system: [] for system in systems}
-    for round_ in range(args.rounds):
-        for system in systems if round_ % 2 == 0 else systems[::-1]:
-            r = run(system, args.url, args.jobs)
-            results[system].append(r)
-            print(
-                f"round {round_ + 1} {system:9} {r['per_s']:7,.0f}/s  worker {r['worker_us']:4.1f}"
-                f" us  server {r['server_us']:4.1f} us  total"
-                f" {r['worker_us'] + r['server_us']:4.1f} us/job;"
-                f" {r['commits_per_100']:.1f} commits/100 jobs; box {r['idle_pct']:.0f}% idle;"
-                f" load {r['load']:.1f}\n"
-                f"  steady window {r['window_per_s']:7,.0f}/s  worker {r['window_worker_us']:4.1f}"
-                f" us  server {r['window_server_us']:4.1f} us  total"
-                f" {r['window_worker_us'] + r['window_server_us']:4.1f} us/job;"
-                f" box {r['window_idle_pct']:.0f}% idle",
-                flush=True,
-            )
+    for round_, system in taking_turns(systems, args.rounds):
+        r = measure_apart(__file__, system, args.url, "w2cost", args.jobs)
+        results[system].append(r)
+        print(
+            f"round {round_} {system:9} {r['per_s']:7,.0f}/s  worker {r['worker_us']:4.1f}"
+            f" us  server {r['server_us']:4.1f} us  total"
+            f" {r['worker_us'] + r['server_us']:4.1f} us/job;"
+            f" {r['commits_per_100']:.1f} commits/100 jobs; box {r['idle_pct']:.0f}% idle;"
+            f" load {r['load']:.1f}\n"
+            f"  steady window {r['window_per_s']:7,.0f}/s  worker {r['window_worker_us']:4.1f}"
+            f" us  server {r['window_server_us']:4.1f} us  total"
+            f" {r['window_worker_us'] + r['window_server_us']:4.1f} us/job;"
+            f" box {r['window_idle_pct']:.0f}% idle",
+            flush=True,
+        )
     for system, runs in results.items():
-        median = {
-            key: statistics.median(r[key] for r in runs) for key in runs[0] if key != "version"
-        }
+        median = median_figures(runs)
         print(
             f"median    {system} {runs[0]['version']}: worker {median['worker_us']:.1f} us,"
             f" server {median['server_us']:.1f} us per job; {median['per_s']:,.0f}/s"
