@@ -18,6 +18,10 @@ from django_pgjobs import db
 behind_pgbouncer = pytest.mark.skipif(
     "DIRECT_DATABASE_URL" not in os.environ, reason="needs PgBouncer (./dev test runs it)"
 )
+direct_only = pytest.mark.skipif(
+    "DIRECT_DATABASE_URL" in os.environ,
+    reason="reads its session's prepared statements: behind PgBouncer other clients' share it",
+)
 
 
 def on_a_worker_thread(work: Callable[[], Any]) -> Any:
@@ -103,6 +107,7 @@ def on_a_thread_of_its_own(work: Callable[[], Any]) -> Any:
     return outcome["value"]
 
 
+@direct_only
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("threshold", [None, 2])
 def test_enqueue_is_prepared_only_if_the_connection_prepares_at_all(settings, threshold):
