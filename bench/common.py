@@ -77,18 +77,47 @@ DEFAULT_URL = "postgres://root@127.0.0.1:5432/pgjobs"
 # -- the CPU-cost scripts (enqueue_cost.py, w2_cost.py): one system per child process --
 
 
-def cost_arguments(description: str, jobs: int) -> argparse.Namespace:
-    """The options every cost script takes; ``--measure`` is the child's side."""
-    parser = argparse.ArgumentParser(description=description)
+def cost_main(
+    script: str,
+    doc: str,
+    measure: Callable[[str, str, int], dict[str, Any]],
+    *,
+    jobs: int,
+    tag: str,
+    per_run: Callable[[dict[str, Any]], str],
+    per_median: Callable[[dict[str, float]], str],
+) -> None:
+    """The main of a cost script: ``--measure SYSTEM`` (the child's side) prints what
+    ``measure(system, url, jobs)`` returns as JSON; otherwise each system of
+    ``--only`` runs ``script --measure`` in its own virtualenv, taking turns
+    ``--rounds`` times, and a line per run (``per_run``) and the medians per system
+    (``per_median``) are printed."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=jobs)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", default="pgjobs,pgqueuer", help="comma-separated systems")
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     parser.add_argument("--url", default=os.environ.get("DATABASE_URL", DEFAULT_URL))
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.measure:
+        print(json.dumps(measure(args.measure, args.url, args.jobs)))
+        return
+    systems = args.only.split(",")
+    results: dict[str, list[dict[str, Any]]] = {system: [] for system in systems}
+    for round_ in range(args.rounds):
+        # The order reversed every other round (A B, B A, ...).
+        for system in systems if round_ % 2 == 0 else systems[::-1]:
+            run = _measure_apart(script, system, args.url, tag, args.jobs)
+            results[system].append(run)
+            print(f"round {round_ + 1} {system:9} {per_run(run)}", flush=True)
+    for system, runs in results.items():
+        medians = {
+            key: statistics.median(r[key] for r in runs) for key in runs[0] if key != "version"
+        }
+        print(f"median    {system} {runs[0]['version']}: {per_median(medians)}")
 
 
-def measure_apart(script: str, system: str, base_url: str, tag: str, jobs: int) -> dict:
+def _measure_apart(script: str, system: str, base_url: str, tag: str, jobs: int) -> dict:
     """``script --measure system`` in the system's own virtualenv, on a database of its
     own (``<name>_bench_<tag>_<system>_<pid>``): the figures its last line prints, and
     the load average around it."""
@@ -106,19 +135,6 @@ def measure_apart(script: str, system: str, base_url: str, tag: str, jobs: int) 
     result = json.loads(done.stdout.strip().splitlines()[-1])
     result["load"] = (before + os.getloadavg()[0]) / 2
     return result
-
-
-def taking_turns(systems: list[str], rounds: int) -> Iterator[tuple[int, str]]:
-    """(round, system): each system once per round (numbered from 1), the order
-    reversed every other round (A B, B A, ...)."""
-    for round_ in range(rounds):
-        for system in systems if round_ % 2 == 0 else systems[::-1]:
-            yield round_ + 1, system
-
-
-def median_figures(runs: list[dict[str, Any]]) -> dict[str, float]:
-    """The median of each numeric figure over ``runs``."""
-    return {key: statistics.median(r[key] for r in runs) for key in runs[0] if key != "version"}
 
 
 def with_database(url: str, name: str) -> str:

@@ -13,7 +13,6 @@ each run. docs/how-it-works.md ("Where one enqueue's microseconds go") reads it.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -23,12 +22,9 @@ sys.path[:0] = [str(BENCH / "runners"), str(BENCH)]
 
 from common import (  # noqa: E402
     checkpoint,
-    cost_arguments,
+    cost_main,
     drop_database,
-    measure_apart,
-    median_figures,
     recreate_database,
-    taking_turns,
 )
 
 
@@ -82,28 +78,23 @@ def measure(system: str, url: str, jobs: int) -> dict[str, float]:
 
 
 def main() -> None:
-    args = cost_arguments(__doc__.split("\n\n")[0], jobs=3000)
-    if args.measure:
-        print(json.dumps(measure(args.measure, args.url, args.jobs)))
-        return
-    systems = args.only.split(",")
-    results: dict[str, list[dict[str, float]]] = {system: [] for system in systems}
-    for round_, system in taking_turns(systems, args.rounds):
-        r = measure_apart(__file__, system, args.url, "cost", args.jobs)
-        results[system].append(r)
-        print(
-            f"round {round_} {system:9} {r['per_s']:7,.0f}/s  wall {r['wall_us']:4.0f} us"
-            f"  python {r['python_us']:4.0f} us  server {r['server_us']:4.0f} us"
-            f"  load {r['load']:.1f}",
-            flush=True,
-        )
-    for system, runs in results.items():
-        median = median_figures(runs)
-        print(
-            f"median    {system} {runs[0]['version']}: {median['per_s']:,.0f}/s, wall "
-            f"{median['wall_us']:.0f} us, python {median['python_us']:.0f} us, server "
-            f"{median['server_us']:.0f} us per job (load {median['load']:.1f})"
-        )
+    cost_main(
+        __file__,
+        __doc__,
+        measure,
+        jobs=3000,
+        tag="cost",
+        per_run=lambda run: (
+            f"{run['per_s']:7,.0f}/s  wall {run['wall_us']:4.0f} us"
+            f"  python {run['python_us']:4.0f} us  server {run['server_us']:4.0f} us"
+            f"  load {run['load']:.1f}"
+        ),
+        per_median=lambda medians: (
+            f"{medians['per_s']:,.0f}/s, wall "
+            f"{medians['wall_us']:.0f} us, python {medians['python_us']:.0f} us, server "
+            f"{medians['server_us']:.0f} us per job (load {medians['load']:.1f})"
+        ),
+    )
 
 
 if __name__ == "__main__":

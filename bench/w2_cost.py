@@ -20,7 +20,6 @@ window than in the whole drain, and its steady rate is higher by as much.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 import time
@@ -32,14 +31,11 @@ sys.path[:0] = [str(BENCH / "runners"), str(BENCH)]
 
 from common import (  # noqa: E402
     checkpoint,
-    cost_arguments,
+    cost_main,
     drop_database,
-    measure_apart,
-    median_figures,
     now,
     recreate_database,
     running,
-    taking_turns,
     wait_until,
 )
 
@@ -185,36 +181,31 @@ def read(workers, conn, others: set[int]) -> Reading:
 
 
 def main() -> None:
-    args = cost_arguments(__doc__.split("\n\n")[0], jobs=30000)
-    if args.measure:
-        print(json.dumps(measure(args.measure, args.url, args.jobs)))
-        return
-    systems = args.only.split(",")
-    results: dict[str, list[dict[str, float]]] = {system: [] for system in systems}
-    for round_, system in taking_turns(systems, args.rounds):
-        r = measure_apart(__file__, system, args.url, "w2cost", args.jobs)
-        results[system].append(r)
-        print(
-            f"round {round_} {system:9} {r['per_s']:7,.0f}/s  worker {r['worker_us']:4.1f}"
-            f" us  server {r['server_us']:4.1f} us  total"
-            f" {r['worker_us'] + r['server_us']:4.1f} us/job;"
-            f" {r['commits_per_100']:.1f} commits/100 jobs; box {r['idle_pct']:.0f}% idle;"
-            f" load {r['load']:.1f}\n"
-            f"  steady window {r['window_per_s']:7,.0f}/s  worker {r['window_worker_us']:4.1f}"
-            f" us  server {r['window_server_us']:4.1f} us  total"
-            f" {r['window_worker_us'] + r['window_server_us']:4.1f} us/job;"
-            f" box {r['window_idle_pct']:.0f}% idle",
-            flush=True,
-        )
-    for system, runs in results.items():
-        median = median_figures(runs)
-        print(
-            f"median    {system} {runs[0]['version']}: worker {median['worker_us']:.1f} us,"
-            f" server {median['server_us']:.1f} us per job; {median['per_s']:,.0f}/s"
-            f" (load {median['load']:.1f}); steady window: worker"
-            f" {median['window_worker_us']:.1f} us, server {median['window_server_us']:.1f} us"
-            f" per job; {median['window_per_s']:,.0f}/s"
-        )
+    cost_main(
+        __file__,
+        __doc__,
+        measure,
+        jobs=30000,
+        tag="w2cost",
+        per_run=lambda run: (
+            f"{run['per_s']:7,.0f}/s  worker {run['worker_us']:4.1f}"
+            f" us  server {run['server_us']:4.1f} us  total"
+            f" {run['worker_us'] + run['server_us']:4.1f} us/job;"
+            f" {run['commits_per_100']:.1f} commits/100 jobs; box {run['idle_pct']:.0f}% idle;"
+            f" load {run['load']:.1f}\n"
+            f"  steady window {run['window_per_s']:7,.0f}/s  worker {run['window_worker_us']:4.1f}"
+            f" us  server {run['window_server_us']:4.1f} us  total"
+            f" {run['window_worker_us'] + run['window_server_us']:4.1f} us/job;"
+            f" box {run['window_idle_pct']:.0f}% idle"
+        ),
+        per_median=lambda medians: (
+            f"worker {medians['worker_us']:.1f} us,"
+            f" server {medians['server_us']:.1f} us per job; {medians['per_s']:,.0f}/s"
+            f" (load {medians['load']:.1f}); steady window: worker"
+            f" {medians['window_worker_us']:.1f} us, server {medians['window_server_us']:.1f} us"
+            f" per job; {medians['window_per_s']:,.0f}/s"
+        ),
+    )
 
 
 if __name__ == "__main__":
