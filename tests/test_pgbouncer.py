@@ -24,12 +24,11 @@ direct_only = pytest.mark.skipif(
 )
 
 
-def on_a_worker_thread(work: Callable[[], Any]) -> Any:
-    """``work()`` on a thread that prepares statements as a worker's threads do."""
+def on_a_thread_of_its_own(work: Callable[[], Any]) -> Any:
+    """``work()`` on a new thread (a new connection), as a web process's request runs."""
     outcome: dict[str, Any] = {}
 
     def run() -> None:
-        db.prepare_on_this_thread()
         try:
             outcome["value"] = work()
         except Exception as error:  # handed to the test
@@ -43,6 +42,16 @@ def on_a_worker_thread(work: Callable[[], Any]) -> Any:
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]
+
+
+def on_a_worker_thread(work: Callable[[], Any]) -> Any:
+    """``work()`` on a thread that prepares statements as a worker's threads do."""
+
+    def prepared() -> Any:
+        db.prepare_on_this_thread()
+        return work()
+
+    return on_a_thread_of_its_own(prepared)
 
 
 def prepared_statements() -> int:
@@ -85,26 +94,6 @@ def test_a_prepared_statement_gone_from_the_session_is_an_error_that_says_why():
 
     with pytest.raises(DatabaseError, match=r"pooler in transaction mode.*prepare_threshold"):
         on_a_worker_thread(work)
-
-
-def on_a_thread_of_its_own(work: Callable[[], Any]) -> Any:
-    """``work()`` on a new thread (a new connection), as a web process's request runs."""
-    outcome: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            outcome["value"] = work()
-        except Exception as error:  # handed to the test
-            outcome["error"] = error
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join(30)
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
 
 
 @direct_only
