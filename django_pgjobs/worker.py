@@ -539,8 +539,8 @@ class Worker:
 
     def _write_batch(self, batch: list[tuple[JobContext, Outcome | str]]) -> None:
         pending = [(c, o) for c, o in batch if isinstance(o, Outcome)]
+        publish = self._publisher.publish if self._publisher else _discard
         try:
-            publish = self._publisher.publish if self._publisher else _discard
             # Never given up on while this worker lives: a dropped outcome would
             # leave its job executing under our live lease. The slots stay taken
             # meanwhile, which stops claiming (see _free). Past the stale limit the
@@ -553,7 +553,7 @@ class Worker:
                 states = ["crashed"]
             else:
                 logger.warning("writing %d outcomes failed; writing each alone", len(pending))
-                states = self._write_alone([outcome for _, outcome in pending])
+                states = _write_alone([outcome for _, outcome in pending], publish)
         ended = [(context, state) for (context, _), state in zip(pending, states, strict=True)]
         ended += [(c, o) for c, o in batch if not isinstance(o, Outcome)]  # the pool's "crashed"
         self._wake_when_due(
@@ -564,22 +564,6 @@ class Worker:
             ]
         )
         self._finished(ended)
-
-    def _write_alone(self, outcomes: list[Outcome]) -> list[str]:
-        """Write each outcome in a statement of its own, after their batch failed:
-        one job whose row a trigger or constraint refuses (a dependency edge to a
-        job that doesn't exist, say) then costs only that job, which stays executing
-        under our lease until a rescue pass returns it ("crashed"); the others'
-        outcomes land instead of being run again."""
-        publish = self._publisher.publish if self._publisher else _discard
-        states = []
-        for outcome in outcomes:
-            try:
-                states += record([outcome], publish, give_up_after=None)
-            except Exception:
-                logger.exception("writing the outcome of job %s failed", outcome.job.pk)
-                states.append("crashed")
-        return states
 
     def _wake_when_due(self, delays: list[float]) -> None:
         """Wake the loop when each of these jobs it put back (a retry, a snooze) is
@@ -659,14 +643,11 @@ class Worker:
         by it, or by another worker)."""
         with self._lock:
             timed = list(self._timed.values())
-        pending = [d for d in (c.deadline() for c in timed) if d is not None]
-        if self._room_at is not None:
-            pending.append(self._room_at)
-        with self._lock:
             while self._retries_at and self._retries_at[0] <= claimed_at:
                 heapq.heappop(self._retries_at)
-            if self._retries_at:
-                pending.append(self._retries_at[0])
+            retry_at = self._retries_at[0] if self._retries_at else None
+        pending = [d for d in (c.deadline() for c in timed) if d is not None]
+        pending += [at for at in (self._room_at, retry_at) if at is not None]
         if not pending:
             return None
         return max(0.01, min(pending) - time.monotonic())
@@ -901,6 +882,23 @@ class Worker:
             self.record.pk if self.record else "-",
             logs.in_words(self.stats),
         )
+
+
+def _write_alone(
+    outcomes: list[Outcome], publish: Callable[[Iterable[events.Change]], None]
+) -> list[str]:
+    """Write each outcome in a statement of its own, after their batch failed: one job
+    whose row a trigger or constraint refuses (a site's own trigger, say) then costs
+    only that job, which stays executing under our lease until a rescue pass returns
+    it ("crashed"); the others' outcomes land instead of being run again."""
+    states = []
+    for outcome in outcomes:
+        try:
+            states += record([outcome], publish, give_up_after=None)
+        except Exception:
+            logger.exception("writing the outcome of job %s failed", outcome.job.pk)
+            states.append("crashed")
+    return states
 
 
 def _limited_claim(config: dict) -> str:
