@@ -277,9 +277,11 @@ def queue_backoff(queue: str) -> Backoff:
 # -- operator actions (admin, API, user code) --------------------------------------
 
 
-#: The most attempts the ``attempt`` column (an int) counts. A job there can't run
-#: again: a claim counts one more attempt, and the overflow would fail the claim
-#: of every job of its queue. Only SQL writes one (enqueue caps max_attempts).
+#: The most attempts the ``attempt`` column (an int) counts. A job there can't be
+#: retried: a retry leaves it ``attempt + 1`` attempts (``_at_least_one_more``), past
+#: the column. (The claim statements keep such a counter where it is, so that the
+#: job can't fail the claim of every job of its queue.) Only SQL writes one
+#: (enqueue caps max_attempts).
 ATTEMPT_LIMIT = 2**31 - 1
 
 

@@ -24,7 +24,7 @@ WITH publisher AS (
 )
 UPDATE pgjobs_job AS job
 SET state = 'executing',
-    -- A counter already at its column's limit (written by hand) stays there: past it,
+    -- A counter at transitions.ATTEMPT_LIMIT (written by SQL) stays there: past it,
     -- "integer out of range" failed the claim, and every claim of the queue after it.
     attempt = least(job.attempt, 2147483646) + 1,
     attempted_at = %(now)s,
