@@ -182,6 +182,9 @@ class JobBuilder:
         payload.check(spec.args, spec.kwargs, self.max_payload)
         if spec.meta:
             payload.check_meta(spec.meta, self.max_payload)
+            if not OPTION_KEYS.keys().isdisjoint(spec.meta):
+                key = min(OPTION_KEYS.keys() & spec.meta.keys())
+                raise InvalidOption("meta", f"key {key!r} is set by {OPTION_KEYS[key]} instead")
         return shape
 
     def make(self, spec: JobSpec, shape: Shape) -> Job:
@@ -407,6 +410,17 @@ def _no_cyclic_gc() -> Iterator[None]:
     finally:
         gc.enable()
 
+
+#: Keys of a job's meta that its options write and workers and triggers act on (a
+#: ``meta={"debounce": 5}`` of the caller's was a TypeError at enqueue; one of
+#: ``{"on_dependency_failure": "x"}`` ran the job after a failed dependency), with
+#: the options that write them.
+OPTION_KEYS = {
+    "concurrency_key": "concurrency_key=",
+    "debounce": "debounce_key= and debounce=",
+    "on_dependency_failure": "on_dependency_failure=",
+    "pass_results": "pass_results=",
+}
 
 #: Batches from this size on are loaded with COPY: two round trips instead of one,
 #: but a third of the server's work and of ours per job.
