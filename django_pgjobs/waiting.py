@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import psycopg
 from psycopg import sql
 
-from . import conf, db
+from . import conf, db, limits
 from .events import EVENTS_CHANNEL, Event, listen
 from .states import FINISHED
 
@@ -26,7 +26,14 @@ def _finished_event(job_id: int) -> Callable[[Event], bool]:
 POLL_EVERY = 0.05
 
 
+def checked_timeout(timeout: object) -> float | None:
+    """None (no limit) or a number of seconds from 0 to a year, else InvalidOption: a
+    NaN never ran out (the wait never ended), a string failed in the arithmetic."""
+    return None if timeout is None else limits.seconds(timeout, "timeout", zero=True)
+
+
 def wait_for(job: Job, timeout: float | None) -> Job:
+    timeout = checked_timeout(timeout)
     if not conf.get("EVENTS"):
         return _poll(job, timeout)
     with listen(job._state.db) as stream:
@@ -35,7 +42,7 @@ def wait_for(job: Job, timeout: float | None) -> Job:
         if job.is_finished:
             return job
         if stream.first(_finished_event(job.pk), timeout) is None:
-            raise TimeoutError(f"job {job.pk} did not finish within {timeout}s")
+            raise TimeoutError(f"job {job.pk} did not finish within {timeout:g}s")
     job.refresh_from_db()
     return job
 
@@ -48,7 +55,7 @@ def _poll(job: Job, timeout: float | None) -> Job:
         if job.is_finished:
             return job
         if deadline is not None and time.monotonic() >= deadline:
-            raise TimeoutError(f"job {job.pk} did not finish within {timeout}s")
+            raise TimeoutError(f"job {job.pk} did not finish within {timeout:g}s")
         time.sleep(POLL_EVERY)  # nothing to wake us: events are off
 
 
@@ -59,11 +66,12 @@ async def _async_poll(job: Job, timeout: float | None) -> Job:
         if job.is_finished:
             return job
         if deadline is not None and time.monotonic() >= deadline:
-            raise TimeoutError(f"job {job.pk} did not finish within {timeout}s")
+            raise TimeoutError(f"job {job.pk} did not finish within {timeout:g}s")
         await asyncio.sleep(POLL_EVERY)
 
 
 async def async_wait_for(job: Job, timeout: float | None) -> Job:
+    timeout = checked_timeout(timeout)
     if not conf.get("EVENTS"):
         return await _async_poll(job, timeout)
     params = db.connection_params(db.listen_alias(job._state.db))
@@ -78,7 +86,7 @@ async def async_wait_for(job: Job, timeout: float | None) -> Job:
         while True:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
-                raise TimeoutError(f"job {job.pk} did not finish within {timeout}s")
+                raise TimeoutError(f"job {job.pk} did not finish within {timeout:g}s")
             async for notify in conn.notifies(timeout=remaining, stop_after=1):
                 if any(matches(event) for event in Event.parse(notify.payload)):
                     await job.arefresh_from_db()
