@@ -10,14 +10,21 @@ transaction usable.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import math
+from collections.abc import Callable, Iterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
+from django.db import transaction
 from django.utils import timezone
 
 from django_pgjobs import maintenance
+from django_pgjobs.enqueue import JobSpec
+from django_pgjobs.exceptions import InvalidOption
 from django_pgjobs.models import Job, JobDependency
+from django_pgjobs.pipelines import enqueue_pipeline
 from tests.test_hardening_rows import sql
 
 pytestmark = pytest.mark.django_db
@@ -78,3 +85,80 @@ def test_prune_keeps_a_dependency_until_its_dependents_have_finished(worker, che
     age(early.pk, late.pk, gather.pk)
     assert maintenance.prune_finished(timezone.now(), timedelta(days=7)) == 3
     assert not JobDependency.objects.exists()
+
+
+# -- hostile calls on the Python API ---------------------------------------------------------
+
+
+def first_job() -> Job:
+    return Job.objects.order_by("pk").first() or Job.enqueue(ADD, [1, 2])
+
+
+#: Calls that must raise ``InvalidOption`` with this message, writing nothing.
+REFUSED_CALLS: dict[str, tuple[Callable[[], Any], str]] = {
+    # A meta of the caller's set the keys its options write, bypassing their checks:
+    # {"debounce": 5} was a TypeError; {"debounce": {"key": ...}} made it a debounced
+    # job; {"on_dependency_failure": 5} ran it after a failed dependency.
+    "meta setting debounce": (
+        lambda: Job.enqueue(ADD, [1, 2], meta={"debounce": 5}),
+        "meta key 'debounce' is set by debounce_key= and debounce= instead",
+    ),
+    "meta setting a debounce key": (
+        lambda: Job.enqueue(ADD, [1, 2], meta={"debounce": {"key": "k", "seconds": 5}}),
+        "meta key 'debounce'",
+    ),
+    "meta setting on_dependency_failure": (
+        lambda: Job.enqueue(ADD, [1, 2], depends_on=[first_job()],
+                            meta={"on_dependency_failure": 5}),
+        "meta key 'on_dependency_failure' is set by on_dependency_failure= instead",
+    ),
+    "meta setting pass_results": (
+        lambda: Job.enqueue(ADD, [1, 2], meta={"pass_results": "yes"}),
+        "meta key 'pass_results' is set by pass_results= instead",
+    ),
+    "meta setting concurrency_key": (
+        lambda: Job.enqueue(ADD, [1, 2], meta={"concurrency_key": ["x"] * 1000}),
+        "meta key 'concurrency_key' is set by concurrency_key= instead",
+    ),
+    "enqueue_many, a meta setting them all": (
+        lambda: Job.enqueue_many(
+            [{"task": ADD}, {"task": ADD, "meta": {"pass_results": 1, "debounce": 1}}]
+        ),
+        "meta key 'debounce'",
+    ),
+    "a pipeline stage": (
+        lambda: enqueue_pipeline([JobSpec(task=ADD, meta={"on_dependency_failure": "run"})]),
+        "meta key 'on_dependency_failure'",
+    ),
+    # A NaN never ran out: job.wait() waited forever. A string failed in the arithmetic.
+    **{
+        f"wait(timeout={shown})": (
+            lambda value=value: first_job().wait(timeout=value),
+            "timeout must be a number of seconds",
+        )
+        for value, shown in [(math.nan, "nan"), (math.inf, "inf"), (-1, "-1"), ("1", "'1'"),
+                             (True, "True"), (10**400, "10**400")]
+    },
+    "async_wait(timeout=nan)": (
+        lambda: asyncio.run(first_job().async_wait(timeout=math.nan)),
+        "timeout must be a number of seconds",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("call", REFUSED_CALLS)
+def test_a_hostile_call_raises_the_documented_error_writes_nothing_and_keeps_the_transaction(
+    call,
+):
+    first = first_job()
+    act, message = REFUSED_CALLS[call]
+    with transaction.atomic():
+        with pytest.raises(InvalidOption, match=message.replace("(", r"\(").replace(")", r"\)")):
+            act()
+        assert list(Job.objects.values_list("pk", flat=True)) == [first.pk]  # still usable
+
+
+def test_a_wait_of_zero_seconds_still_times_out_at_once():
+    with pytest.raises(TimeoutError, match="did not finish within 0s"):
+        first_job().wait(timeout=0)
