@@ -9,10 +9,21 @@ class PgJobsError(Exception):
     """Base class for errors raised by django-pgjobs."""
 
 
+def _named(value: object) -> str:
+    """``repr(value)`` for a name in a message, cut past any name a row can hold: an
+    int of 5,000 digits given as a queue made ``repr`` raise ValueError instead of the
+    error, and a megabyte of text was carried whole in it."""
+    from .limits import shown
+
+    return shown(value, 300)
+
+
 class UnknownTask(PgJobsError, LookupError):
     def __init__(self, name: str, hint: str = "") -> None:
         self.name = name
-        message = f"unknown task {name!r}: no function decorated with @task has that dotted path"
+        message = (
+            f"unknown task {_named(name)}: no function decorated with @task has that dotted path"
+        )
         super().__init__(f"{message}. {hint}" if hint else message)
 
 
@@ -20,14 +31,15 @@ class UnknownQueue(PgJobsError, LookupError):
     def __init__(self, name: str) -> None:
         self.name = name
         super().__init__(
-            f"unknown queue {name!r}: declare it in PGJOBS['QUEUES'] or create it in the admin"
+            f"unknown queue {_named(name)}: "
+            "declare it in PGJOBS['QUEUES'] or create it in the admin"
         )
 
 
 class InvalidQueueName(PgJobsError, ValueError):
     def __init__(self, name: object) -> None:
         super().__init__(
-            f"invalid queue name {name!r}: use 1-63 letters, digits, '_', '-', '.' or ':'"
+            f"invalid queue name {_named(name)}: use 1-63 letters, digits, '_', '-', '.' or ':'"
         )
 
 
@@ -166,5 +178,6 @@ class UnknownConnector(PgJobsError, LookupError):
     def __init__(self, name: object) -> None:
         self.name = name
         super().__init__(
-            f"unknown connector {name!r}: create it in the admin (Background jobs → Connectors)"
+            f"unknown connector {_named(name)}: "
+            "create it in the admin (Background jobs → Connectors)"
         )
