@@ -141,8 +141,15 @@ def set_paused(names: Iterable[str], paused: bool, using: str | None = None) -> 
     """Pause or resume queues by name; returns how many rows changed.
 
     Resuming wakes idle workers at once: the queue table's trigger notifies them.
+    A name no queue can have raises InvalidQueueName (a NUL was a DataError from the
+    database, which aborted the caller's transaction), and so does a bare string:
+    ``set_paused("default", True)`` looked for queues "d", "e", ... and paused none.
     """
     from .models import Queue
 
-    rows = Queue.objects.using(using or conf.get("DATABASE")).filter(name__in=list(names))
+    if isinstance(names, str):
+        raise TypeError(f"set_paused takes a list of queue names, not the string {names!r}")
+    checked = [validate_name(name) for name in names]
+    _boolean(paused, "paused")
+    rows = Queue.objects.using(using or conf.get("DATABASE")).filter(name__in=checked)
     return rows.exclude(paused=paused).update(paused=paused)
