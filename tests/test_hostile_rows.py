@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
@@ -20,11 +21,17 @@ import pytest
 from django.db import transaction
 from django.utils import timezone
 
-from django_pgjobs import maintenance
+from django_pgjobs import maintenance, queues
 from django_pgjobs.enqueue import JobSpec
-from django_pgjobs.exceptions import InvalidOption
-from django_pgjobs.models import Job, JobDependency
+from django_pgjobs.exceptions import (
+    InvalidOption,
+    InvalidQueueName,
+    UnknownConnector,
+    UnknownTask,
+)
+from django_pgjobs.models import Job, JobDependency, Queue
 from django_pgjobs.pipelines import enqueue_pipeline
+from tests.factories import QueueFactory
 from tests.test_hardening_rows import sql
 
 pytestmark = pytest.mark.django_db
@@ -146,17 +153,51 @@ REFUSED_CALLS: dict[str, tuple[Callable[[], Any], str]] = {
 }  # fmt: skip
 
 
+HUGE = 10**5000  # repr() raises ValueError: "Exceeds the limit (4300 digits)"
+
+#: Calls that must raise another documented error, with this message, writing nothing.
+OTHER_REFUSALS: dict[str, tuple[Callable[[], Any], type[Exception], str]] = {
+    # The message's repr() of the name raised ValueError instead of the error.
+    "queue=10**5000": (lambda: Job.enqueue(ADD, [1, 2], queue=HUGE), InvalidQueueName,
+                       "invalid queue name <a int too large to show>"),
+    "connector=10**5000": (lambda: Job.enqueue(ADD, [1, 2], connector=HUGE), UnknownConnector,
+                           "unknown connector <a int too large to show>"),
+    "task 10**5000": (lambda: Job.enqueue(HUGE), UnknownTask,
+                      "unknown task <a int too large to show>"),
+    "a queue of a megabyte": (lambda: Job.enqueue(ADD, queue="q" * 10**6), InvalidQueueName,
+                              r"invalid queue name 'q{290,300}\.\.\.: use"),
+    # A NUL reached the database (DataError: the caller's transaction aborted); a
+    # string was read as a list of one-letter queues, and nothing was paused.
+    "set_paused of a NUL": (lambda: queues.set_paused(["a\x00"], True), InvalidQueueName,
+                            r"invalid queue name 'a\\x00'"),
+    "set_paused of a string": (lambda: queues.set_paused("default", True), TypeError,
+                               "set_paused takes a list of queue names, not the string"),
+    "set_paused of 10**5000": (lambda: queues.set_paused([HUGE], True), InvalidQueueName,
+                               "invalid queue name <a int"),
+    "set_paused('yes')": (lambda: queues.set_paused(["default"], "yes"), InvalidOption,
+                          "paused must be True or False"),
+}  # fmt: skip
+
+ALL_REFUSED = {
+    **{name: (act, InvalidOption, re.escape(text)) for name, (act, text) in REFUSED_CALLS.items()},
+    **OTHER_REFUSALS,
+}
+
+
 @pytest.mark.timeout(20)
-@pytest.mark.parametrize("call", REFUSED_CALLS)
+@pytest.mark.parametrize("call", ALL_REFUSED)
 def test_a_hostile_call_raises_the_documented_error_writes_nothing_and_keeps_the_transaction(
     call,
 ):
     first = first_job()
-    act, message = REFUSED_CALLS[call]
+    QueueFactory(name="default")
+    before = list(Queue.objects.values_list("name", "paused"))
+    act, error, message = ALL_REFUSED[call]
     with transaction.atomic():
-        with pytest.raises(InvalidOption, match=message.replace("(", r"\(").replace(")", r"\)")):
+        with pytest.raises(error, match=message):
             act()
         assert list(Job.objects.values_list("pk", flat=True)) == [first.pk]  # still usable
+        assert list(Queue.objects.values_list("name", "paused")) == before
 
 
 def test_a_wait_of_zero_seconds_still_times_out_at_once():
