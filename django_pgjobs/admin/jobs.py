@@ -38,14 +38,12 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
-from django.utils.html import format_html, format_html_join
-from django.utils.safestring import mark_safe
-from django.utils.text import Truncator
+from django.utils.safestring import SafeString
 
 from .. import limits, stats, transitions
 from ..models import Job, JobDependency
 from ..states import FINISHED, RETRY_FROM, InvalidTransition, JobState
-from ..templatetags.pgjobs_admin import elapsed, when
+from ..templatetags.pgjobs_admin import clipped, elapsed, escaped, when
 from .base import CheckedChangeList, OperatorAdmin, url_or_none
 from .dashboard import DashboardViews
 from .filters import QueueFilter, SnoozedFilter, StateFilter, TaskFilter
@@ -96,7 +94,8 @@ def _snoozed_note(job: Job) -> str:
         return ""
     count = record.get("count")
     times = f" {limits.shown(count, 20)} times" if count != 1 else ""
-    return format_html('<div class="pgjobs-muted" data-pgjobs-snoozed>snoozed{}</div>', times)
+    note = f"snoozed{escaped(times)}"
+    return SafeString(f'<div class="pgjobs-muted" data-pgjobs-snoozed>{note}</div>')
 
 
 class JobAdmin(OperatorAdmin):
@@ -178,19 +177,16 @@ class JobAdmin(OperatorAdmin):
     @admin.display(description="task")
     def task_name(self, job: Job) -> str:
         """The dotted path, breakable after each dot so that a long one wraps; its queue."""
-        parts = job.task.split(".")
-        path = format_html_join(mark_safe(".<wbr>"), "{}", ((part,) for part in parts))
-        return format_html('{}<div class="pgjobs-muted">{}</div>', path, job.queue)
+        # f-strings and ``escaped``, not format_html, in every column: a page has 50 rows.
+        path = escaped(job.task).replace(".", ".<wbr>")  # escaping writes no dot
+        return SafeString(f'{path}<div class="pgjobs-muted">{escaped(job.queue)}</div>')
 
     @admin.display(description="state")
     def state_badge(self, job: Job) -> str:
-        return format_html(
-            '<span class="pgjobs-state pgjobs-{}">{}</span><div class="pgjobs-muted">{}/{}</div>{}',
-            job.state,
-            job.state,
-            job.attempt,
-            job.max_attempts,
-            _snoozed_note(job),
+        state = escaped(job.state)
+        return SafeString(
+            f'<span class="pgjobs-state pgjobs-{state}">{state}</span><div class="pgjobs-muted">'
+            f"{escaped(job.attempt)}/{escaped(job.max_attempts)}</div>{_snoozed_note(job)}"
         )
 
     @admin.display(description="arguments")
@@ -204,7 +200,7 @@ class JobAdmin(OperatorAdmin):
             ]
         else:
             parts.append(limits.shown(job.kwargs, 40))
-        return Truncator(", ".join(parts)).chars(40)
+        return clipped(", ".join(parts), 40)
 
     @admin.display(description="last error")
     def last_error(self, job: Job) -> str:
@@ -212,10 +208,9 @@ class JobAdmin(OperatorAdmin):
         first_line = next((line for line in error.splitlines() if line.strip()), "")
         if not first_line:
             return ""
-        return format_html(
-            '<span class="pgjobs-error" title="{}">{}</span>',
-            first_line,
-            Truncator(first_line).chars(60),
+        return SafeString(
+            f'<span class="pgjobs-error" title="{escaped(first_line)}">'
+            f"{escaped(clipped(first_line, 60))}</span>"
         )
 
     @admin.display(description="time")
@@ -232,7 +227,7 @@ class JobAdmin(OperatorAdmin):
             label, at = "available since", job.run_at
         else:
             label, at = "enqueued", job.created_at
-        return format_html('<div class="pgjobs-muted">{}</div>{}', label, when(at))
+        return SafeString(f'<div class="pgjobs-muted">{escaped(label)}</div>{when(at)}')
 
     @admin.display(description="duration")
     def ran_for(self, job: Job) -> str:

@@ -27,6 +27,8 @@ from django.utils import formats
 from django.utils.html import conditional_escape, escape
 from django.utils.safestring import SafeString
 
+from ..templatetags.pgjobs_admin import escaped
+
 #: A primary key no job has, to find where a row's id goes in its URL.
 _SENTINEL = 987_654_321_987_654_321
 
@@ -51,7 +53,7 @@ def rows(cl: ChangeList) -> Iterator[ResultList]:
             yield ResultList(None, items_for_result(cl, result, None))
         return
     admin = cl.model_admin
-    empty = admin.get_empty_value_display()
+    empty = conditional_escape(admin.get_empty_value_display())
     url = add_preserved_filters(
         {"preserved_filters": cl.preserved_filters, "opts": cl.opts},
         cl.url_for_result(cl.model(pk=_SENTINEL)),
@@ -65,7 +67,7 @@ def rows(cl: ChangeList) -> Iterator[ResultList]:
             if name == "action_checkbox":
                 cells.append(f'<td class="action-checkbox">{value(result)}</td>')
                 continue
-            shown = conditional_escape(display_for_value(value(result), empty))
+            shown = _shown(value(result), empty)
             if name in links:
                 tag, first = ("th" if first else "td"), False
                 cell = f'<{tag} class="field-{name}"><a href="{link}">{shown}</a></{tag}>'
@@ -76,10 +78,23 @@ def rows(cl: ChangeList) -> Iterator[ResultList]:
         yield ResultList(None, [SafeString("".join(cells))])
 
 
+def _shown(value: Any, empty: str) -> str:
+    """What ``conditional_escape(display_for_value(value, empty))`` makes of a cell's
+    value; a string, the usual case, without the other types' checks."""
+    if value.__class__ is SafeString:
+        return value or empty
+    if value.__class__ is str:
+        value = value.strip()
+        return escaped(value) if value else empty
+    return conditional_escape(display_for_value(value, empty))
+
+
 def _cell_value(cl: ChangeList, name: Any, pk_name: str) -> Callable[[Any], Any] | None:
     """A function of a row giving what Django's ``lookup_field`` gives for column
     ``name``: the primary key or a method of the admin; None for any other column."""
     if name == pk_name:
+        if formats.number_format(_SENTINEL) == str(_SENTINEL):
+            return lambda result: str(result.pk)  # no thousands separator: as Django's
         return lambda result: formats.number_format(result.pk)
     method = getattr(cl.model_admin, name, None) if isinstance(name, str) else None
     if not callable(method) or getattr(method, "boolean", False):

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import calendar
 import datetime
+import html
+import unicodedata
 from typing import Any
 
 import django
 from django import template
 from django.contrib.admin.views.main import ChangeList
 from django.utils import formats, timezone
-from django.utils.html import format_html
-from django.utils.text import capfirst
+from django.utils.safestring import SafeString
+from django.utils.text import Truncator, capfirst
 
 from ..limits import plain_digits
 
@@ -142,12 +144,25 @@ def when(value: datetime.datetime | None) -> str:
     if not isinstance(value, datetime.datetime):
         return "—"
     local = timezone.localtime(value) if timezone.is_aware(value) else value
-    return format_html(
-        '<time datetime="{}" title="{}">{}</time>',
-        local.isoformat(),
-        local.tzname() or "",
-        local.strftime(TIME_FORMAT),
+    # An f-string, not format_html: the job list writes one per row.
+    return SafeString(
+        f'<time datetime="{escaped(local.isoformat())}" title="{escaped(local.tzname() or "")}">'
+        f"{escaped(local.strftime(TIME_FORMAT))}</time>"
     )
+
+
+def escaped(value: Any) -> str:
+    """Django's ``escape`` without its wrapper for lazy strings, which cost as much as the
+    escaping (the job list escapes some 800 values a page). Like ``escape``, it escapes
+    safe strings too."""
+    return html.escape(str(value))
+
+
+def clipped(text: str, width: int) -> str:
+    """``Truncator(text).chars(width)``: text that fits is returned without Truncator's
+    loop over its characters (what fits has no more than ``width`` of them)."""
+    text = unicodedata.normalize("NFC", text)
+    return text if len(text) <= width else Truncator(text).chars(width)
 
 
 @register.filter
