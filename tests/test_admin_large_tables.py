@@ -270,3 +270,16 @@ def test_the_page_shows_the_fast_rows(admin_client):
     assert f'href="/admin/pgjobs/job/{job.pk}/change/?_changelist_filters=state%3Davailable"' in (
         content
     )
+
+
+@pytest.mark.parametrize("jobs", [0, 1, 3])
+def test_each_job_is_a_row_of_the_table(admin_client, jobs):
+    shown = [JobFactory() for _ in range(jobs)]
+    content = admin_client.get(changelist()).content.decode()
+    if not shown:
+        assert 'id="result_list"' not in content
+        return
+    body = content.split("<tbody>", 1)[1].split("</tbody>", 1)[0]
+    assert body.count("<tr>") == body.count("</tr>") == jobs
+    for job in shown:
+        assert body.count(f'value="{job.pk}" class="action-select"') == 1

@@ -4,9 +4,9 @@ Django's ``items_for_result`` looks up each cell's field, formats its value,
 reverses the row's URL and merges the list's filters into it for every link, and
 escapes the finished cell again: rendering a page of 50 jobs took twice as long as
 the rest of the page. Here each row's URL comes from one template per page and
-each cell is written once, and a row is one string. The HTML is Django's, cell
-for cell (a test compares the two); lists that edit rows or pick one for a popup
-use Django's own.
+each cell is written once by a function chosen once per column, and the rows are
+one string for the template. The HTML is Django's, cell for cell (a test compares
+the two); lists that edit rows or pick one for a popup use Django's own.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import Any
 
 from django.contrib.admin.templatetags.admin_list import (
     ResultList,
-    items_for_result,
     result_headers,
     result_hidden_fields,
+    results,
 )
 from django.contrib.admin.templatetags.admin_urls import add_preserved_filters
 from django.contrib.admin.utils import display_for_value
@@ -41,41 +41,67 @@ def result_list(cl: ChangeList) -> dict[str, Any]:
         "result_hidden_fields": list(result_hidden_fields(cl)),
         "result_headers": headers,
         "num_sorted_fields": sum(1 for h in headers if h["sortable"] and h["sorted"]),
-        "results": list(rows(cl)),
+        "results": _as_one(cl, list(rows(cl))),
     }
 
 
+def _as_one(cl: ChangeList, written: list[ResultList]) -> list[ResultList]:
+    """Our rows as one item of one row, which the template writes as ``<tr>{{ item }}</tr>``:
+    its loop over 50 rows cost 0.45 ms of CPU, a fifth of what the rows cost."""
+    if not written or _columns(cl) is None:
+        return written  # nothing to show, or Django's rows
+    return [ResultList(None, [SafeString("</tr>\n<tr>".join(row[0] for row in written))])]
+
+
 def rows(cl: ChangeList) -> Iterator[ResultList]:
-    pk_name = cl.lookup_opts.pk.attname
-    columns = [(name, _cell_value(cl, name, pk_name)) for name in cl.list_display]
-    if cl.formset or cl.is_popup or cl.to_field or any(v is None for _, v in columns):
-        for result in cl.result_list:  # what Django's own does, unchanged
-            yield ResultList(None, items_for_result(cl, result, None))
+    """The changelist's rows as Django's ``results`` yields them, each one string."""
+    columns = _columns(cl)
+    if columns is None:
+        yield from results(cl)  # Django's own, unchanged
         return
-    admin = cl.model_admin
-    empty = conditional_escape(admin.get_empty_value_display())
+    empty = conditional_escape(cl.model_admin.get_empty_value_display())
     url = add_preserved_filters(
         {"preserved_filters": cl.preserved_filters, "opts": cl.opts},
         cl.url_for_result(cl.model(pk=_SENTINEL)),
     )
     before, _, after = escape(url).partition(str(_SENTINEL))
-    links = set(cl.list_display_links or cl.list_display[:1])
+    links = list(cl.list_display_links or cl.list_display[:1])
+    first_link = next((n for n, _ in columns if n in links and n != "action_checkbox"), None)
+    # A function per column, decided once a page: each row is then one call a cell.
+    cells = [_cell(name, value, empty, name in links, name == first_link)
+             for name, value in columns]  # fmt: skip
     for result in cl.result_list:
-        cells, first = [], True
-        link = f"{before}{escape(str(result.pk))}{after}"
-        for name, value in columns:
-            if name == "action_checkbox":
-                cells.append(f'<td class="action-checkbox">{value(result)}</td>')
-                continue
-            shown = _shown(value(result), empty)
-            if name in links:
-                tag, first = ("th" if first else "td"), False
-                cell = f'<{tag} class="field-{name}"><a href="{link}">{shown}</a></{tag}>'
-            else:
-                cell = f'<td class="field-{name}">{shown}</td>'
-            cells.append(cell)
+        link = f"{before}{escaped(result.pk)}{after}"
         # One item per row: the template renders each item once, 400 a page before.
-        yield ResultList(None, [SafeString("".join(cells))])
+        yield ResultList(None, [SafeString("".join([cell(result, link) for cell in cells]))])
+
+
+Cell = Callable[[Any, str], str]
+
+
+def _cell(name: str, value: Callable[[Any], Any], empty: str, link: bool, first: bool) -> Cell:
+    """The function writing column ``name``'s cell of a row, given the row's URL: a
+    link in the list's link columns (the first of them a <th>, as Django's)."""
+    if name == "action_checkbox":
+        return lambda result, url: f'<td class="action-checkbox">{value(result)}</td>'
+    if not link:
+        return lambda result, url: f'<td class="field-{name}">{_shown(value(result), empty)}</td>'
+    tag = "th" if first else "td"
+    return lambda result, url: (
+        f'<{tag} class="field-{name}"><a href="{url}">{_shown(value(result), empty)}</a></{tag}>'
+    )
+
+
+def _columns(cl: ChangeList) -> list[tuple[Any, Callable[[Any], Any]]] | None:
+    """Each column's name and value function, or None where Django's rows are needed:
+    a list that edits rows or picks one for a popup, or a column other than the
+    primary key or a method of the admin."""
+    pk_name = cl.lookup_opts.pk.attname
+    columns = [(name, _cell_value(cl, name, pk_name)) for name in cl.list_display]
+    if cl.formset or cl.is_popup or cl.to_field:
+        return None
+    found = [(name, value) for name, value in columns if value is not None]
+    return found if len(found) == len(columns) else None
 
 
 def _shown(value: Any, empty: str) -> str:
