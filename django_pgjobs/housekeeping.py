@@ -31,12 +31,14 @@ class RoutineSpec:
 
 def prune(now: datetime) -> int:
     """Delete finished jobs and fired-tick records older than ``PRUNE_AFTER``, and the
-    windows of rate limits that no start lies in any more."""
+    windows of rate limits that no start lies in any more; cancel the waiting jobs
+    that nothing can release (``maintenance.cancel_stranded``)."""
     older_than = timedelta(seconds=conf.get("PRUNE_AFTER"))
     return (
         maintenance.prune_finished(now, older_than)
         + schedules.prune_ticks(now, older_than)
         + ratelimits.prune(now, conf.get("DATABASE"))
+        + maintenance.cancel_stranded(now)
     )
 
 
