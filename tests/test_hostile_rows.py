@@ -21,7 +21,7 @@ import pytest
 from django.db import transaction
 from django.utils import timezone
 
-from django_pgjobs import maintenance, queues
+from django_pgjobs import housekeeping, maintenance, queues
 from django_pgjobs.enqueue import JobSpec
 from django_pgjobs.exceptions import (
     InvalidOption,
@@ -31,8 +31,9 @@ from django_pgjobs.exceptions import (
 )
 from django_pgjobs.models import Job, JobDependency, Queue
 from django_pgjobs.pipelines import enqueue_pipeline
+from testproject.demo.tasks import split, total
 from tests.factories import QueueFactory
-from tests.test_hardening_rows import sql
+from tests.test_hardening_rows import insert_job, sql
 
 pytestmark = pytest.mark.django_db
 
@@ -92,6 +93,76 @@ def test_prune_keeps_a_dependency_until_its_dependents_have_finished(worker, che
     age(early.pk, late.pk, gather.pk)
     assert maintenance.prune_finished(timezone.now(), timedelta(days=7)) == 3
     assert not JobDependency.objects.exists()
+
+
+def dangling_edges(*edges: tuple[int, int], satisfied: bool = False) -> None:
+    """Edges (job, depends_on) naming jobs that don't exist: the foreign keys are
+    triggers, which a replica session skips (a restore of part of a dump)."""
+    sql("SET session_replication_role = replica")
+    for job_id, depends_on_id in edges:
+        sql(
+            "INSERT INTO pgjobs_jobdependency (job_id, depends_on_id, satisfied)"
+            " VALUES (%s, %s, %s)",
+            [job_id, depends_on_id, satisfied],
+        )
+    sql("SET session_replication_role = origin")
+
+
+GONE = 987_654_321  # no job has this id
+
+
+@pytest.mark.django_db(transaction=True)
+def test_jobs_with_edges_to_jobs_that_dont_exist_finish_and_cancel(worker):
+    """Their edges, written by another (committed) session, are updated as their
+    dependents are released: PostgreSQL checks no key the update leaves as it is.
+    (Written in the same transaction, it does, and refuses the finish at commit: an
+    admin test saw that; no worker's transaction writes edges that way.)"""
+    runs = insert_job()
+    cancelled = insert_job(state="'scheduled'", run_at="now() + interval '1 day'")
+    dangling_edges((GONE, runs), (GONE + 1, cancelled))
+    assert worker.drain() == {"completed": 1}
+    assert Job.objects.get(pk=cancelled).cancel().state == "cancelled"
+    assert sorted(JobDependency.objects.values_list("satisfied", flat=True)) == [True, True]
+
+
+def test_a_job_waiting_for_a_job_that_doesnt_exist_is_cancelled_saying_so(worker, caplog):
+    """It waited forever, in no list of problems. The scheduler's prune routine now
+    cancels it, as transitions.delete_many cancels the dependents of a deleted job,
+    and its error names the missing job; a retry runs it."""
+    stranded = insert_job(state="'waiting'", pending_dependencies="1")
+    dangling_edges((stranded, GONE))
+    counted_wrong = insert_job(state="'waiting'", pending_dependencies="2147483647")
+    fine = Job.enqueue(ADD, [1, 2], run_at=timezone.now() + timedelta(hours=1))
+    waits = Job.enqueue(ADD, [3, 4], depends_on=[fine])
+    behind = Job.enqueue(ADD, [5, 6], depends_on=[stranded])  # cancelled with it
+    assert housekeeping.prune(timezone.now()) == 2  # and `behind`, by the trigger
+    assert states() == {stranded: "cancelled", counted_wrong: "cancelled", fine.pk: "scheduled",
+                        waits.pk: "waiting", behind.pk: "cancelled"}  # fmt: skip
+    errors = {pk: Job.objects.get(pk=pk).errors[-1]["error"] for pk in (stranded, counted_wrong)}
+    assert errors == {
+        stranded: f"DependencyFailed: job {GONE} does not exist",
+        counted_wrong: "DependencyFailed: it waits for 2147483647 dependencies, but no job it "
+        "depends on is unfinished",
+    }
+    assert f"job {stranded} ({ADD}) can never run" in caplog.text
+    assert Job.objects.get(pk=behind.pk).errors[-1]["error"] == (
+        f"DependencyFailed: job {stranded} ended cancelled"
+    )
+    assert Job.objects.get(pk=stranded).retry().state == "available"
+    assert worker.drain() == {"completed": 1}
+    assert housekeeping.prune(timezone.now()) == 0  # nothing more to do
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_running_job_adds_to_its_pipeline_past_an_edge_to_a_job_that_doesnt_exist(worker):
+    """The edges it copies went to the missing job too: the insert failed at commit,
+    and the running job with it, on every attempt."""
+    splitter, gather = enqueue_pipeline(
+        split.spec(2), total.using(pass_results=True).spec(), name="odd"
+    )
+    dangling_edges((GONE, splitter[0].pk))
+    assert worker.drain() == {"completed": 4}
+    assert Job.objects.get(pk=gather[0].pk).result == 2 + 0 + 1
 
 
 # -- hostile calls on the Python API ---------------------------------------------------------
