@@ -22,20 +22,25 @@ def rescue_orphaned(
     """Return jobs held by dead workers to the queue; delete those workers' rows.
 
     A worker is dead when its heartbeat is older than ``stale_after`` seconds
-    (default ``WORKER_STALE_AFTER``), or at once when it is one of ``dead_workers``
-    (a supervisor saw its process end). The lost attempt counts against none of
-    its jobs: each keeps its place in the queue and is marked a suspect, to run
-    alone next time (see sql/rescue.sql). Safe to run from many processes at once.
+    (default ``WORKER_STALE_AFTER``) or as far in the future, or at once when it is
+    one of ``dead_workers`` (a supervisor saw its process end). The lost attempt
+    counts against none of its jobs: each keeps its place in the queue and is marked
+    a suspect, to run alone next time (see sql/rescue.sql). Safe to run from many
+    processes at once.
     """
-    stale_before = now - timedelta(seconds=stale_after or conf.get("WORKER_STALE_AFTER"))
+    stale = timedelta(seconds=stale_after or conf.get("WORKER_STALE_AFTER"))
+    # A heartbeat as far ahead of ``now`` as a stale one is behind is no live worker's
+    # either (heartbeats are stamped by the database's clock, which ``now`` tells): a
+    # row written by SQL in the year 9999 held its jobs forever.
+    stale_before, beyond = now - stale, now + stale
     dead = sorted(set(dead_workers))
     using = db.alias()
-    params = {"now": now, "stale_before": stale_before, "dead_workers": dead}
+    params = {"now": now, "stale_before": stale_before, "beyond": beyond, "dead_workers": dead}
     with transaction.atomic(using=using):
         rescued = db.fetch_jobs("rescue", params, using)
         gone = (
             WorkerProcess.objects.using(using)
-            .filter(Q(heartbeat_at__lt=stale_before) | Q(pk__in=dead))
+            .filter(Q(heartbeat_at__lt=stale_before) | Q(heartbeat_at__gt=beyond) | Q(pk__in=dead))
             .delete()[0]
         )
     if rescued or gone:

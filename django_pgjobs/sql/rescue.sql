@@ -1,6 +1,7 @@
 -- Take back jobs whose worker is gone: listed in %(dead_workers)s (its process was
--- seen to end), its row deleted, its heartbeat older than %(stale_before)s, or
--- (claimed without a registered worker) claimed before then.
+-- seen to end), its row deleted, its heartbeat older than %(stale_before)s or later
+-- than %(beyond)s (no live worker's: written by SQL), or (claimed without a
+-- registered worker) claimed outside those times, or never (written by SQL).
 --
 -- Which of a lost worker's jobs took it down, if one did, can't be told: it may
 -- have died of one of them or of something else, and some were maybe only
@@ -46,8 +47,11 @@ FROM (
     LEFT JOIN pgjobs_workerprocess AS w ON w.id = held.worker_id
     WHERE held.state = 'executing'
       AND CASE
-            WHEN held.worker_id IS NULL THEN held.attempted_at < %(stale_before)s
+            WHEN held.worker_id IS NULL
+            THEN held.attempted_at IS NULL OR held.attempted_at < %(stale_before)s
+                 OR held.attempted_at > %(beyond)s
             ELSE w.id IS NULL OR w.heartbeat_at < %(stale_before)s
+                 OR w.heartbeat_at > %(beyond)s
                  OR held.worker_id = ANY(%(dead_workers)s::bigint[])
           END
     FOR UPDATE OF held SKIP LOCKED
