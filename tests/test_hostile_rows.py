@@ -11,17 +11,24 @@ transaction usable.
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 import math
+import os
 import re
+import sys
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.db import transaction
 from django.utils import timezone
 
-from django_pgjobs import housekeeping, maintenance, queues
+from django_pgjobs import clocks, housekeeping, maintenance, queues
+from django_pgjobs.api.tokens import issue
 from django_pgjobs.enqueue import JobSpec
 from django_pgjobs.exceptions import (
     InvalidOption,
@@ -29,10 +36,15 @@ from django_pgjobs.exceptions import (
     UnknownConnector,
     UnknownTask,
 )
-from django_pgjobs.models import Job, JobDependency, Queue
+from django_pgjobs.models import Job, JobDependency, Queue, Schedule, WorkerProcess
 from django_pgjobs.pipelines import enqueue_pipeline
+from django_pgjobs.scheduler import Scheduler
 from testproject.demo.tasks import split, total
-from tests.factories import QueueFactory
+from tests.conftest import ROOT
+from tests.factories import ConnectorFactory, QueueFactory, WorkerProcessFactory
+from tests.test_admin_hostile import MARKUP, json_of
+from tests.test_admin_hostile import ODD_ROWS as ADMIN_ROWS
+from tests.test_hardening_rows import ODD_ROWS as RUN_ROWS
 from tests.test_hardening_rows import insert_job, sql
 
 pytestmark = pytest.mark.django_db
@@ -274,3 +286,242 @@ def test_a_hostile_call_raises_the_documented_error_writes_nothing_and_keeps_the
 def test_a_wait_of_zero_seconds_still_times_out_at_once():
     with pytest.raises(TimeoutError, match="did not finish within 0s"):
         first_job().wait(timeout=0)
+
+
+# -- rescue -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "columns",
+    [
+        {"worker_id": "{future}"},  # its worker's heartbeat is in 9999
+        {"attempted_at": "'9999-12-30 00:00:00+00'"},  # no worker, claimed in 9999
+        {"attempted_at": "NULL"},  # no worker, never claimed
+    ],
+    ids=["worker heartbeat in 9999", "claimed in 9999", "never claimed"],
+)
+def test_a_job_held_by_no_live_worker_whatever_its_times_say_is_rescued(columns):
+    """Rescue waited for the heartbeat (or the claim) to be older than
+    WORKER_STALE_AFTER: one in the future, or none, never was, and the job stayed
+    executing forever. Heartbeats are stamped by the database's clock: one further
+    ahead of it than a stale one is behind is no live worker's."""
+    future = WorkerProcessFactory()
+    alive = WorkerProcessFactory()
+    sql("UPDATE pgjobs_workerprocess SET heartbeat_at = '9999-12-30 00:00:00+00' WHERE id = %s",
+        [future.pk])  # fmt: skip
+    held = {"state": "'executing'", "lease": "gen_random_uuid()", "attempt": "1",
+            "attempted_at": "now()"}  # fmt: skip
+    values = {key: value.format(future=future.pk) for key, value in columns.items()}
+    odd = insert_job(**{**held, **values})
+    kept = insert_job(**held, worker_id=str(alive.pk))
+    assert maintenance.rescue_orphaned(clocks.database_now()) == 1
+    assert states() == {odd: "available", kept: "executing"}
+    assert Job.objects.get(pk=odd).errors[-1]["error"].startswith("WorkerLost: worker ")
+    assert list(WorkerProcess.objects.values_list("pk", flat=True)) == [alive.pk]
+
+
+# -- odd job rows through a real worker ------------------------------------------------------
+
+#: A file that a task name written as a dotted path to ``os.system`` would create.
+CANARY = ROOT / ".pytest_cache" / f"hostile-canary-{os.getpid()}"
+
+
+def meta_of(value: object) -> dict[str, str]:
+    return {"meta": json_of(value)}
+
+
+#: Job rows no code of ours writes (within the CHECKs): what a worker leaves each in,
+#: and what its last error starts with (None: no error recorded).
+ODD_JOBS: dict[str, tuple[dict[str, str], str, str | None]] = {
+    # Task names resolve against the registry only: never imported, never called.
+    "task naming os.system": (
+        {"task": "'os.system'", "args": json_of([f"touch {CANARY}"])}, "discarded", "UnknownTask"),
+    "task naming builtins.exec": (
+        {"task": "'builtins.exec'", "args": json_of(["raise SystemExit(3)"])}, "discarded",
+        "UnknownTask"),
+    "task naming a test helper": (
+        {"task": "'tests.test_hardening_rows.sql'", "args": json_of(["DROP TABLE pgjobs_queue"])},
+        "discarded", "UnknownTask"),
+    "task naming a module nothing imported": (
+        {"task": "'tests.import_canary.planted'"}, "discarded", "UnknownTask"),
+    # Meta keys the code reads, of every wrong type: each is ignored or replaced.
+    "meta debounce a string": (meta_of({"debounce": "x"}), "completed", None),
+    "meta debounce of odd fields": (
+        meta_of({"debounce": {"key": 5, "seconds": "soon", "until": []}}), "completed", None),
+    "meta pass_results a string": (
+        {"task": f"'{GATHER}'", **meta_of({"pass_results": "yes"})}, "completed", None),
+    "meta on_dependency_failure a list": (
+        meta_of({"on_dependency_failure": ["run"]}), "completed", None),
+    "meta crashes a string": (meta_of({"crashes": "many"}), "completed", None),
+    "meta concurrency_key an object": (meta_of({"concurrency_key": {"a": 1}}), "completed", None),
+    "meta snoozed a string": (meta_of({"snoozed": "yes"}), "completed", None),
+    "meta labels of odd types": (
+        meta_of({"schedule": [1], "pipeline": {"a": None}, "fire_at": 5, "tenant": None,
+                 "otel": [1, 2]}), "completed", None),
+    # Arguments of odd JSON that Python reads, run as they are.
+    "args holding 1e400": ({"args": "'[1e400, 1]'"}, "completed", None),
+    "kwargs with a NUL in a key": (
+        {"kwargs": r"""'{"a\\u0000": 1}'""", "args": "'[1, 2]'"}, "retryable", "TypeError"),
+    "args of 100,000 items": ({"task": f"'{GATHER}'", "args": json_of([0] * 100_000)},
+                              "completed", None),
+    # Counters and limits at their ends.
+    "timeout of a year": ({"timeout": "31536000"}, "completed", None),
+    "attempt below the counter's limit": (
+        {"attempt": "2147483646", "max_attempts": "2147483647"}, "completed", None),
+    "no attempt left": ({"attempt": "5", "max_attempts": "1", "args": "'[]'"}, "discarded",
+                        "TypeError"),
+    "priority lowest": ({"priority": "-32768"}, "completed", None),
+    "connector of a kind nobody registered": (
+        {"task": "'django_pgjobs.connectors.tasks.call'", "connector": "'oddkind'"}, "retryable",
+        "ConnectorMisconfigured: connector 'oddkind' is misconfigured: kind: unknown connector"),
+}  # fmt: skip
+
+
+@pytest.fixture
+def odd_jobs() -> dict[str, int]:
+    ConnectorFactory(name="oddkind")
+    sql("UPDATE pgjobs_connector SET kind = 'nope' WHERE name = 'oddkind'")
+    return {name: insert_job(**columns) for name, (columns, _, _) in ODD_JOBS.items()}
+
+
+def test_a_worker_ends_every_odd_job_clearly_and_runs_the_others(worker, odd_jobs):
+    before = Job.enqueue(ADD, [1, 2])
+    after = Job.enqueue(ADD, [3, 4])
+    worker.drain()
+    ended = {name: Job.objects.get(pk=pk) for name, pk in odd_jobs.items()}
+    assert {name: job.state for name, job in ended.items()} == {
+        name: state for name, (_, state, _) in ODD_JOBS.items()
+    }
+    for name, (_, _, error) in ODD_JOBS.items():
+        errors = ended[name].errors
+        if error is None:
+            assert errors == [], (name, errors)
+        else:
+            assert errors[-1]["error"].startswith(error), (name, errors[-1])
+    assert Job.objects.get(pk=before.pk).result == 3 and Job.objects.get(pk=after.pk).result == 7
+    assert ended["args holding 1e400"].result == 10**400 + 1  # jsonb keeps it as a decimal
+    assert ended["attempt below the counter's limit"].attempt == 2147483647
+    assert "tests.import_canary" not in sys.modules and not CANARY.exists()
+
+
+# -- odd rows in every table, through every reader --------------------------------------------
+
+
+@pytest.fixture
+def odd_rows_everywhere(odd_jobs: dict[str, int]) -> dict[str, int]:
+    """This file's odd jobs, the admin's and the hardening tests', and odd rows in
+    every other table a worker, the scheduler, the API or the CLI reads."""
+    jobs = dict(odd_jobs)
+    jobs.update({f"admin: {name}": insert_job(**cols) for name, cols in ADMIN_ROWS.items()})
+    jobs.update({f"rows: {name}": insert_job(**cols) for name, (cols, _) in RUN_ROWS.items()})
+    for name, value in [("NaN", "a\nb"), ("Infinity", ""), ("-Infinity", MARKUP)]:
+        worker = WorkerProcessFactory(host=value)
+        sql("UPDATE pgjobs_workerprocess SET clock_skew = %s, queues = %s, pid = 2147483647,"
+            " concurrency = 0 WHERE id = %s", [name, '{"a": [1, null]}', worker.pk])  # fmt: skip
+    from_the_future = WorkerProcessFactory()
+    sql("UPDATE pgjobs_workerprocess SET heartbeat_at = '9999-12-30 00:00:00+00' WHERE id = %s",
+        [from_the_future.pk])  # fmt: skip
+    jobs["held by a worker whose heartbeat is in 9999"] = insert_job(
+        state="'executing'", lease="gen_random_uuid()", attempt="1", attempted_at="now()",
+        worker_id=str(from_the_future.pk),
+    )  # fmt: skip
+    sql(
+        "INSERT INTO pgjobs_schedulerprocess (host, pid, started_at, heartbeat_at, clock_skew)"
+        " VALUES ('', 2147483647, '0001-01-02 00:00:00+00', '9999-12-30 00:00:00+00', 'NaN')"
+    )
+    QueueFactory(name="default")
+    for name, columns in ODD_QUEUES.items():
+        QueueFactory(name=name)
+        sql(f"UPDATE pgjobs_queue SET {columns} WHERE name = %s", [name])
+        jobs[f"job of queue {name}"] = insert_job(queue=f"'{name}'")
+    ConnectorFactory(name="oddconfig")
+    sql("UPDATE pgjobs_connector SET config = '[1]', secret_names = '\"x\"',"
+        " encrypted_secrets = 'not a token', throttled_until = '9999-12-30 00:00:00+00',"
+        " concurrency = 2147483647 WHERE name = 'oddconfig'")  # fmt: skip
+    jobs["job of a connector throttled until 9999"] = insert_job(
+        task="'django_pgjobs.connectors.tasks.call'", connector="'oddconfig'"
+    )
+    for name, columns in ODD_SCHEDULES.items():
+        schedule = Schedule.objects.create(name=name, cron="* * * * *", task=ADD, args=[1, 2])
+        sql("UPDATE pgjobs_schedule SET next_fire_at = now() - interval '1 minute'")
+        sql(f"UPDATE pgjobs_schedule SET {columns} WHERE id = %s", [schedule.pk])
+    sql("INSERT INTO pgjobs_routine (name, next_run_at, last_result) VALUES"
+        " ('prune', '9999-12-30 00:00:00+00', %s), ('rescue', '0001-01-02 00:00:00+00', '')",
+        [MARKUP])  # fmt: skip
+    return jobs
+
+
+#: Queue rows within the CHECKs that no form writes.
+ODD_QUEUES = {
+    "zero": "concurrency = 0",
+    "huge": "concurrency = 2147483647, key_concurrency = 2147483647, priority = -32768,"
+    " max_attempts = 2147483647, rate_limit = 10000, rate_period = 31536000",
+    "keyed": "key_concurrency = 1, key_rate_limit = 1, key_rate_period = 1e-300",
+}
+
+#: Schedule rows written around Schedule.save()'s checks, each due now.
+ODD_SCHEDULES = {
+    "unknown zone": "timezone = 'Nowhere/Zone'",
+    "empty cron": "cron = ''",
+    "cron of markup": f"cron = '{MARKUP}'",
+    "task naming os.system": f"task = 'os.system', args = '{json.dumps([f'touch {CANARY}'])}'",
+    "queue overlap behind job -7": "overlap = 'queue', last_job_id = -7",
+    "skip overlap behind the largest id": "overlap = 'skip', last_job_id = 9223372036854775807",
+    "catching up from year 1": "catch_up = 'all', catch_up_limit = 5,"
+    " next_fire_at = '0001-01-02 00:00:00+00'",
+    "jitter of a day": "jitter = 86400",
+}
+
+
+def cli(*args: str) -> str:
+    """``manage.py pgjobs ARGS``; a check that fails (health) is fine, a crash is not."""
+    out = io.StringIO()
+    try:
+        call_command("pgjobs", *args, stdout=out, stderr=io.StringIO())
+    except CommandError as refused:
+        assert refused.returncode == 1 and args[0] == "health", (args, refused)
+    return out.getvalue()
+
+
+READINGS = [
+    ["stats"], ["stats", "--json"], ["list", "--limit", "10000"], ["list", "--json", "--limit",
+    "10000"], ["list", "--state", "waiting"], ["schedules", "--next", "100"],
+    ["schedules", "--json"], ["health"], ["health", "--json", "--max-age", "1s"],
+]  # fmt: skip
+
+
+def test_every_reader_survives_odd_rows_in_every_table(client, worker, odd_rows_everywhere):
+    jobs = odd_rows_everywhere
+    token = issue("ci", ["*"], can_run=True)[1]
+    headers = {"Authorization": f"Bearer {token}"}
+
+    def read_everything() -> None:
+        for args in READINGS:
+            if "--json" in args:
+                json.loads(cli(*args))
+            else:
+                cli(*args)
+        for pk in Job.objects.values_list("pk", flat=True):
+            cli("show", str(pk))
+            assert json.loads(cli("show", "--json", str(pk)))["id"] == pk
+            answer = client.get(f"/jobs/{pk}", headers=headers)
+            assert answer.status_code == 200 and answer.json()["id"] == pk, answer.content[:300]
+
+    read_everything()
+    now = clocks.database_now()
+    report = Scheduler().run_once(now)  # every schedule due, and both routines
+    assert set(report.routines) == {"rescue", "prune"}  # a prune due in 9999 is due now
+    fired = {f.schedule: f.job_id or f.error for f in report.fired}
+    assert fired["task naming os.system"].startswith("UnknownTask: unknown task 'os.system'")
+    assert all(isinstance(fired[name], int) for name in list(ODD_SCHEDULES)[4:]), fired
+    held = Job.objects.get(pk=jobs["held by a worker whose heartbeat is in 9999"])
+    assert held.state == "available" and "WorkerLost" in held.errors[-1]["error"]
+    assert not WorkerProcess.objects.filter(heartbeat_at__year=9999).exists()
+    worker.drain()
+    ran = client.post("/jobs/run?limit=100", headers=headers)
+    assert ran.status_code == 200, ran.content[:300]
+    assert housekeeping.prune(now + timedelta(days=400)) > 0
+    assert Job.objects.count() < len(jobs) / 2
+    read_everything()
+    assert not Job.objects.filter(state="executing").exists()
+    assert not CANARY.exists()
