@@ -36,11 +36,12 @@ from django_pgjobs.exceptions import (
     UnknownConnector,
     UnknownTask,
 )
-from django_pgjobs.models import Job, JobDependency, Queue, Schedule, WorkerProcess
+from django_pgjobs.models import Job, JobDependency, Queue, Schedule
+from django_pgjobs.models import WorkerProcess as WorkerRow
 from django_pgjobs.pipelines import enqueue_pipeline
 from django_pgjobs.scheduler import Scheduler
 from testproject.demo.tasks import split, total
-from tests.conftest import ROOT
+from tests.conftest import ROOT, WorkerProcess
 from tests.factories import ConnectorFactory, QueueFactory, WorkerProcessFactory
 from tests.test_admin_hostile import MARKUP, json_of
 from tests.test_admin_hostile import ODD_ROWS as ADMIN_ROWS
@@ -317,7 +318,7 @@ def test_a_job_held_by_no_live_worker_whatever_its_times_say_is_rescued(columns)
     assert maintenance.rescue_orphaned(clocks.database_now()) == 1
     assert states() == {odd: "available", kept: "executing"}
     assert Job.objects.get(pk=odd).errors[-1]["error"].startswith("WorkerLost: worker ")
-    assert list(WorkerProcess.objects.values_list("pk", flat=True)) == [alive.pk]
+    assert list(WorkerRow.objects.values_list("pk", flat=True)) == [alive.pk]
 
 
 # -- odd job rows through a real worker ------------------------------------------------------
@@ -516,7 +517,7 @@ def test_every_reader_survives_odd_rows_in_every_table(client, worker, odd_rows_
     assert all(isinstance(fired[name], int) for name in list(ODD_SCHEDULES)[4:]), fired
     held = Job.objects.get(pk=jobs["held by a worker whose heartbeat is in 9999"])
     assert held.state == "available" and "WorkerLost" in held.errors[-1]["error"]
-    assert not WorkerProcess.objects.filter(heartbeat_at__year=9999).exists()
+    assert not WorkerRow.objects.filter(heartbeat_at__year=9999).exists()
     worker.drain()
     ran = client.post("/jobs/run?limit=100", headers=headers)
     assert ran.status_code == 200, ran.content[:300]
@@ -524,4 +525,33 @@ def test_every_reader_survives_odd_rows_in_every_table(client, worker, odd_rows_
     assert Job.objects.count() < len(jobs) / 2
     read_everything()
     assert not Job.objects.filter(state="executing").exists()
+    assert not CANARY.exists()
+
+
+# -- the same, in real processes ------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_runworker_runscheduler_and_the_cli_as_processes_get_through_odd_rows(odd_jobs):
+    plain = [Job.enqueue(ADD, [n, n]).pk for n in range(3)]
+    for name, columns in ODD_SCHEDULES.items():
+        schedule = Schedule.objects.create(name=name, cron="* * * * *", task=ADD, args=[1, 2])
+        sql(f"UPDATE pgjobs_schedule SET {columns} WHERE id = %s", [schedule.pk])
+    sql("UPDATE pgjobs_schedule SET next_fire_at = now() - interval '1 minute'"
+        " WHERE next_fire_at > now()")  # fmt: skip
+    burst = WorkerProcess("--burst", "--queues", "default")
+    assert burst.wait(120) == 0, burst.output()
+    ended = dict(Job.objects.values_list("pk", "state"))
+    assert [ended[pk] for pk in plain] == ["completed"] * 3
+    assert {name: ended[pk] for name, pk in odd_jobs.items()} == {
+        name: state for name, (_, state, _) in ODD_JOBS.items()
+    }
+    scheduler = WorkerProcess("--once", command="runscheduler")
+    assert scheduler.wait(120) == 0, scheduler.output()
+    assert re.search(r"^fired [1-9]\d* tick\(s\)", scheduler.output(), re.M), scheduler.output()
+    assert "task naming os.system @" not in scheduler.output()  # recorded, never fired
+    listing = WorkerProcess("list", "--json", "--limit", "10000", command="pgjobs")
+    assert listing.wait(120) == 0, listing.output()
+    listed = json.loads(listing.output())["jobs"]
+    assert {job["id"] for job in listed} == set(Job.objects.values_list("pk", flat=True))
     assert not CANARY.exists()
