@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from django_pgjobs import Job, PayloadError, UnknownQueue, UnknownTask
@@ -92,6 +92,35 @@ def test_one_job_is_one_insert_of_values_stored_as_a_batch_would_store_it(
         written, batched = [row | now for row in rows]
         assert written == batched
         assert Job.objects.get(pk=one.pk).args == one.args
+
+
+def test_an_enqueue_run_while_an_enqueue_runs_gets_a_cursor_of_its_own():
+    """Job.enqueue's insert runs on a cursor its connection keeps; an execute wrapper
+    that enqueues between the insert and the read of its result must not take the
+    outer job's id (nor its result) for its own."""
+    inner: list[Job] = []
+
+    def enqueue_after(execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        if "pgjobs_insert_job" in sql and not inner:
+            inner.append(None)  # type: ignore[arg-type]
+            inner[0] = Job.enqueue("testproject.demo.tasks.add", [2, 2])
+        return result
+
+    Job.enqueue("testproject.demo.tasks.add", [0, 0])  # the connection keeps its cursor
+    with connection.execute_wrapper(enqueue_after):
+        outer = Job.enqueue("testproject.demo.tasks.add", [1, 1])
+    assert outer.pk != inner[0].pk
+    assert Job.objects.get(pk=outer.pk).args == [1, 1]
+    assert Job.objects.get(pk=inner[0].pk).args == [2, 2]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_enqueue_runs_on_a_new_connection_after_the_old_one_closed():
+    first = Job.enqueue("testproject.demo.tasks.add", [1, 1])
+    connection.close()
+    second = Job.enqueue("testproject.demo.tasks.add", [2, 2])
+    assert Job.objects.get(pk=second.pk).args == [2, 2] and second.pk > first.pk
 
 
 def test_a_large_batch_is_copied_in_and_stored_as_a_small_one_would_be():
