@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from django.core.signals import setting_changed
 from django.db import IntegrityError, transaction
+from django.dispatch import receiver
 from django.utils import timezone
 
 from . import conf, copying, db, dependencies, limits, middleware, payload, queues, signals
@@ -164,6 +166,8 @@ class JobBuilder:
             spec.debounce_key,
             spec.debounce,
             spec.concurrency_key,
+            # Not an option of the row, but a debounced job refuses it.
+            bool(spec.depends_on),
             # 1, 1.0 and True are equal keys: each type is checked on its own.
             type(spec.priority),
             type(spec.max_attempts),
@@ -173,9 +177,10 @@ class JobBuilder:
         try:
             shape = self._shapes.get(options)
         except (TypeError, ValueError):  # unhashable, or a tzinfo that can't say its offset
-            return self._checked_payload(spec, self._shape(spec))  # _shape says what is wrong
+            # _prototype says what is wrong
+            return self._checked_payload(spec, self._prototype(spec).at(self.now))
         if shape is None:
-            shape = self._shapes[options] = self._shape(spec)
+            shape = self._shapes[options] = self._shape(spec, options)
         return self._checked_payload(spec, shape)
 
     def _checked_payload(self, spec: JobSpec, shape: Shape) -> Shape:
@@ -205,9 +210,26 @@ class JobBuilder:
                 fields["meta"]["concurrency_key"] = key
         return job
 
-    def _shape(self, spec: JobSpec) -> Shape:
+    def _shape(self, spec: JobSpec, options: tuple[Any, ...]) -> Shape:
+        """What ``spec``'s options (``options``, their key) decide, now: from the
+        prototype an earlier call left for them if its task is still the registered
+        one, its queue and connector still known; else checked afresh."""
+        prototype = _PROTOTYPES.get(options)
+        if prototype is None or prototype.task is not self.task(spec.task):
+            prototype = self._prototype(spec)
+            if len(_PROTOTYPES) >= MAX_PROTOTYPES:
+                _PROTOTYPES.clear()
+            _PROTOTYPES[options] = prototype
+        else:
+            fields = prototype.fields
+            self._queue(fields["queue"])  # a queue row may have gone since
+            if fields["connector"] is not None:
+                self._connector(fields["connector"])
+        return prototype.at(self.now)
+
+    def _prototype(self, spec: JobSpec) -> Prototype:
         """Check a job's options; the fields they decide (every field but the
-        arguments, the meta the caller gave and mutable defaults)."""
+        arguments, the meta the caller gave, mutable defaults and the times)."""
         registered = self.task(spec.task)
         queue, queue_attempts = self._queue_of(spec.queue, registered)
         if spec.on_dependency_failure not in dependencies.ON_FAILURE:
@@ -223,15 +245,15 @@ class JobBuilder:
         timeout = _first_set(spec.timeout, registered.timeout)
         if timeout is not None:
             timeout = limits.timeout(timeout)
-        now = self.now
-        run_at = now if spec.run_at is None else _stored_time(limits.moment(spec.run_at), now)
+        run_at = None if spec.run_at is None else _stored_time(limits.moment(spec.run_at), self.now)
         unique_key = spec.unique_key or None
         if unique_key is not None:
             limits.text(unique_key, "unique_key")
         flags: dict[str, Any] = {}
+        delay = None
         if spec.debounce_key is not None or spec.debounce is not None:
             flags["debounce"] = _debounce(spec, registered)
-            run_at = now + timedelta(seconds=flags["debounce"]["seconds"])
+            delay = timedelta(seconds=flags["debounce"]["seconds"])
         if spec.concurrency_key is not None:
             flags["concurrency_key"] = limits.text(spec.concurrency_key, "concurrency_key")
         elif isinstance(registered.concurrency_key, str):  # the task's own key
@@ -240,24 +262,57 @@ class JobBuilder:
             flags["pass_results"] = True
         if spec.on_dependency_failure != "cancel":
             flags["on_dependency_failure"] = spec.on_dependency_failure
-        _, constant, computed = _job_template()
+        _, constant, fresh = _job_template()
         fields = dict(constant)  # the constant defaults, then what the options say
         fields["task"] = registered.name
         fields["queue"] = queue
         fields["priority"] = priority
         fields["max_attempts"] = max_attempts
         fields["timeout"] = timeout
-        fields["run_at"] = run_at
-        fields["created_at"] = now
-        fields["state"] = JobState.SCHEDULED if run_at > now else JobState.AVAILABLE
         fields["unique_key"] = unique_key
         fields["meta"] = flags
         fields["connector"] = connector
-        own = {"args", "kwargs", "meta"}  # make() gives every job its own of these
-        fresh = tuple(
-            (name, new) for name, new in computed if name not in own and name not in fields
-        )
-        return Shape(fields, registered, fresh)
+        return Prototype(fields, registered, fresh, run_at, delay)
+
+
+class Prototype(NamedTuple):
+    """What a job's options decide whenever it is enqueued: kept across calls
+    (``_PROTOTYPES``), as a web process enqueues the same few kinds of job all day
+    and checking their options was a tenth of ``Job.enqueue``'s Python time."""
+
+    #: Every field but the arguments, the caller's meta, ``fresh`` ones and the times.
+    fields: dict[str, Any]
+    task: Task[Any, Any]
+    fresh: tuple[tuple[str, Callable[[], Any]], ...]
+    #: The run_at the caller asked for, as stored; None: when enqueued (+ ``delay``).
+    run_at: datetime | None
+    #: A debounced job's wait.
+    delay: timedelta | None
+
+    def at(self, now: datetime) -> Shape:
+        """The shape of a job of these options enqueued at ``now``."""
+        fields = dict(self.fields)
+        run_at = self.run_at
+        if run_at is None:
+            run_at = now if self.delay is None else now + self.delay
+        fields["run_at"] = run_at
+        fields["created_at"] = now
+        fields["state"] = JobState.SCHEDULED if run_at > now else JobState.AVAILABLE
+        return Shape(fields, self.task, self.fresh)
+
+
+#: Options (``JobBuilder.check``'s key) -> what they decide. Checks that read settings
+#: are redone when a setting changes (``_forget_prototypes``); those that read the
+#: database (queue and connector names) and the task registry, on each call.
+_PROTOTYPES: dict[tuple[Any, ...], Prototype] = {}
+#: Past this many kinds of job, start again (options may be made up per call).
+MAX_PROTOTYPES = 1000
+
+
+@receiver(setting_changed)
+def _forget_prototypes(setting: str, **kwargs: Any) -> None:
+    if setting in ("PGJOBS", "USE_TZ", "TIME_ZONE"):
+        _PROTOTYPES.clear()
 
 
 def _debounce(spec: JobSpec, registered: Task[Any, Any]) -> dict[str, Any]:
@@ -290,22 +345,31 @@ def _stored_time(moment: datetime, now: datetime) -> datetime:
     return moment
 
 
+#: The fields a job's options, arguments and time decide (``Prototype``, ``make``).
+DECIDED = frozenset(
+    {"task", "queue", "priority", "max_attempts", "timeout", "unique_key", "meta", "connector"}
+    | {"run_at", "created_at", "state", "args", "kwargs"}
+)
+
+
 @functools.cache
-def _job_template() -> tuple[type[Job], dict[str, Any], list[tuple[str, Any]]]:
+def _job_template() -> tuple[type[Job], dict[str, Any], tuple[tuple[str, Any], ...]]:
     """Job, and its field defaults: {attname: value} of the constant ones, and
-    (attname, callable) of those computed for each job. Looked up once: even
-    the import of Job cost a large batch a microsecond per job. Built without
-    ``Model.__init__`` (``Job.from_fields``): a tenth of the cost."""
+    (attname, callable) of those computed for each job that no option decides
+    (``DECIDED``). Looked up once: even the import of Job cost a large batch
+    a microsecond per job. Built without ``Model.__init__`` (``Job.from_fields``):
+    a tenth of the cost."""
     from .models import Job
 
     constant, computed = {}, []
     for model_field in Job._meta.concrete_fields:
         default = model_field.default if model_field.has_default() else model_field.get_default()
         if callable(default):
-            computed.append((model_field.attname, default))
+            if model_field.attname not in DECIDED:
+                computed.append((model_field.attname, default))
         else:
             constant[model_field.attname] = default
-    return Job, constant, computed
+    return Job, constant, tuple(computed)
 
 
 def _queue_max_attempts(queue: str) -> int:

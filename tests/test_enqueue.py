@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.db import connection, transaction
 from django.utils import timezone
 
-from django_pgjobs import Job, PayloadError, UnknownQueue, UnknownTask
+from django_pgjobs import Job, PayloadError, UnknownQueue, UnknownTask, tasks
 from django_pgjobs.enqueue import COPY_AT_LEAST
-from django_pgjobs.exceptions import InvalidQueueName
+from django_pgjobs.exceptions import InvalidOption, InvalidQueueName
+from django_pgjobs.models import Queue
 from django_pgjobs.states import JobState
 from testproject.demo.tasks import add, send_welcome
 from tests.factories import QueueFactory
@@ -59,6 +61,53 @@ def test_max_attempts_falls_back_from_task_to_queue_settings_to_global(settings)
     assert Job.enqueue("testproject.demo.tasks.add", [1, 2], queue="picky").max_attempts == 4
     assert Job.enqueue("testproject.demo.tasks.add", [1, 2]).max_attempts == 9
     assert Job.enqueue("testproject.demo.tasks.send_welcome", [1], queue="picky").max_attempts == 3
+
+
+def test_what_options_decide_is_kept_between_calls_until_what_it_read_changes(settings):
+    """A kind of job's checked options are kept from one enqueue to the next; a
+    setting changed, a task registered again or gone, a queue row deleted: the next
+    enqueue sees it."""
+    name = "tests.test_enqueue.registered_twice"
+    try:
+        tasks.task(name=name)(add.func)
+        first = Job.enqueue(name, [1, 1])
+        assert (first.queue, first.max_attempts) == ("default", 20)
+        settings.PGJOBS = {**settings.PGJOBS, "MAX_ATTEMPTS": 9}
+        assert Job.enqueue(name, [1, 1]).max_attempts == 9
+        later = Job.enqueue(name, [1, 1])
+        assert later.created_at > first.created_at and later.run_at == later.created_at
+        tasks.task(name=name, queue="mail", priority=3)(add.func)
+        again = Job.enqueue(name, [1, 1])
+        assert (again.queue, again.priority) == ("mail", 3)
+    finally:
+        tasks._registry.pop(name, None)
+    with pytest.raises(UnknownTask):
+        Job.enqueue(name, [1, 1])
+    QueueFactory(name="short-lived")
+    Job.enqueue("testproject.demo.tasks.add", [1, 1], queue="short-lived")
+    Queue.objects.filter(name="short-lived").delete()
+    with pytest.raises(UnknownQueue):
+        Job.enqueue("testproject.demo.tasks.add", [1, 1], queue="gone")  # refreshes the names
+    with pytest.raises(UnknownQueue):
+        Job.enqueue("testproject.demo.tasks.add", [1, 1], queue="short-lived")
+
+
+def test_a_run_at_kept_between_calls_is_still_compared_with_the_time_of_each():
+    soon = timezone.now() + timedelta(milliseconds=50)
+    assert Job.enqueue("testproject.demo.tasks.add", [1, 1], run_at=soon).state == "scheduled"
+    deadline = time.monotonic() + 5
+    while timezone.now() <= soon and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert Job.enqueue("testproject.demo.tasks.add", [1, 1], run_at=soon).state == "available"
+
+
+def test_a_debounced_job_of_a_batch_refuses_depends_on_as_a_single_one_does():
+    """Its options are those of the batch's job before it, but for depends_on."""
+    first = Job.enqueue("testproject.demo.tasks.add", [1, 1])
+    spec = {"task": "testproject.demo.tasks.add", "debounce_key": "k", "debounce": 5}
+    with pytest.raises(InvalidOption, match="depends_on"):
+        Job.enqueue_many([spec, {**spec, "depends_on": [first]}])
+    assert Job.objects.count() == 1
 
 
 def test_enqueue_many_inserts_a_small_batch_with_one_statement(django_assert_num_queries):
