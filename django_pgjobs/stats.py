@@ -142,20 +142,28 @@ def _sql(jobs: QuerySet[Any]) -> tuple[str, tuple[Any, ...]] | None:
 
 
 def state_tallies(
-    jobs: QuerySet[Job], cap: int | None = None, *, counted: bool = True
+    jobs: QuerySet[Job],
+    cap: int | None = None,
+    *,
+    counted: bool = True,
+    known: dict[str, Tally] | None = None,
 ) -> dict[str, Tally]:
     """A tally per job state; each reads an index that holds the state's jobs with
     their queue (claim, executing, state_queue_rest), at most ``cap`` rows.
 
     ``counted=False``: only the planner's estimates, for filters no index serves
     (under which a count of a rare state would read every row of a common one).
+    ``known``: tallies of some states the caller has already, not counted again.
     """
-    per_state = [jobs.filter(state=state) for state in JobState]
+    known = known or {}
+    asked = [state for state in JobState if state.value not in known]
+    per_state = [jobs.filter(state=state) for state in asked]
     if counted:
         found = tallies(per_state, cap)
     else:
         found = [Tally(n, exact=False) for n in estimates(per_state)]
-    return {state.value: each for state, each in zip(JobState, found, strict=True)}
+    by_state = {**known, **{state.value: each for state, each in zip(asked, found, strict=True)}}
+    return {state.value: by_state[state.value] for state in JobState}
 
 
 def queue_depths(now: datetime | None = None, using: str | None = None) -> list[dict[str, Any]]:

@@ -66,6 +66,22 @@ def test_the_list_and_its_tabs_are_counted_in_one_or_two_statements(
     assert response.context["cl"].result_count == 3
 
 
+@pytest.mark.parametrize("cap", [3, 100])
+def test_under_a_state_filter_its_count_is_its_tabs(admin_client, monkeypatch, cap):
+    monkeypatch.setattr(stats, "COUNT_CAP", cap)
+    JobFactory.create_batch(5, completed=True, queue="mail")
+    JobFactory(discarded=True, queue="mail")
+    with CaptureQueriesContext(connection) as queries:
+        response = admin_client.get(changelist(), {"state": "completed", "queue": "mail"})
+    counts = [q["sql"] for q in queries.captured_queries if "count(*)" in q["sql"].lower()]
+    # Counted once, for the list: the tab shows that count.
+    assert sum("'completed'" in sql for sql in counts) == 1
+    tally = tabs(response)["completed"]
+    assert tally == response.context["cl"].paginator.tally
+    assert tally.exact == (cap >= 5)
+    assert tabs(response)["discarded"] == stats.Tally(1)
+
+
 def test_tallies_agree_with_one_count_each(monkeypatch):
     JobFactory.create_batch(4, completed=True)
     JobFactory.create_batch(2, discarded=True, queue="mail")

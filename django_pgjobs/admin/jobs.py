@@ -290,9 +290,14 @@ class JobAdmin(OperatorAdmin):
         # every row of a common one: the planner's estimates instead.
         counted = countable(request)
         tallies = getattr(cl.paginator, "per_state", None)
-        if tallies is None:
-            tallies = stats.state_tallies(others, counted=counted)
         current = request.GET.get(StateFilter.parameter_name)
+        if tallies is None:
+            # The list's count is its state's tab's, under the same filters: counted
+            # once (at ten million jobs, up to COUNT_CAP index rows less a page).
+            paginator = cl.paginator
+            shared = counted and current in JobState.values
+            known = {current: paginator.tally} if shared and paginator.countable else {}
+            tallies = stats.state_tallies(others, counted=counted, known=known)
         tabs = [
             {
                 "state": state.value,
