@@ -299,3 +299,19 @@ def test_each_job_is_a_row_of_the_table(admin_client, jobs):
     assert body.count("<tr>") == body.count("</tr>") == jobs
     for job in shown:
         assert body.count(f'value="{job.pk}" class="action-select"') == 1
+
+
+def test_clipped_text_is_truncators():
+    import random
+
+    from django.utils.text import Truncator
+
+    from django_pgjobs.templatetags.pgjobs_admin import clipped
+
+    # Letters, combining marks (not counted), a precomposed letter, markup, an emoji.
+    alphabet = ["a", "\u0301", "\u0308", "é", "e\u0301", " ", "\u200b", "<", "&", "\U0001f600"]
+    chance = random.Random(21)
+    for _ in range(3000):
+        text = "".join(chance.choice(alphabet) for _ in range(chance.randint(0, 70)))
+        for width in (1, 2, 5, 40, 60):
+            assert clipped(text, width) == Truncator(text).chars(width), (text, width)

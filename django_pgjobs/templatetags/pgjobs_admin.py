@@ -13,7 +13,7 @@ from django import template
 from django.contrib.admin.views.main import ChangeList
 from django.utils import formats, timezone
 from django.utils.safestring import SafeString
-from django.utils.text import Truncator, capfirst
+from django.utils.text import capfirst
 
 from ..limits import plain_digits
 
@@ -159,10 +159,28 @@ def escaped(value: Any) -> str:
 
 
 def clipped(text: str, width: int) -> str:
-    """``Truncator(text).chars(width)``: text that fits is returned without Truncator's
-    loop over its characters (what fits has no more than ``width`` of them)."""
+    """``text`` cut to ``width`` characters (``width`` >= 1), the last of them "…",
+    combining characters not counted: Django's ``Truncator(text).chars(width)``, but
+    with the ellipsis untranslated, as the rest of this admin. Truncator looks up the
+    translation twice a call, 20 of its 30 µs; the job list clips two texts a row."""
     text = unicodedata.normalize("NFC", text)
-    return text if len(text) <= width else Truncator(text).chars(width)
+    if len(text) <= width:
+        return text  # fits: no more than ``width`` characters to count
+    if text.isascii():
+        return text[: width - 1] + ELLIPSIS  # no combining character among them
+    seen, end = 0, 0
+    for i, char in enumerate(text):
+        if unicodedata.combining(char):
+            continue
+        seen += 1
+        if seen == width:
+            end = i  # where the ellipsis goes if there is more
+        elif seen > width:
+            return text[:end] + ELLIPSIS
+    return text
+
+
+ELLIPSIS = "…"
 
 
 @register.filter
