@@ -8,14 +8,19 @@ lookup be one indexed query.
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.utils import timezone
 
-from .. import conf
+from .. import conf, limits
+from ..connectors.store import CONNECTOR_NAME
+from ..exceptions import InvalidOption
 from ..models import ApiToken
+from ..queues import QUEUE_NAME
 
 PREFIX = "pgj_"
 #: last_used_at is written at most this often per token, not on every request.
@@ -46,20 +51,43 @@ def issue(
     expires_at: datetime | None = None,
     connectors: Iterable[str] = (),
 ) -> tuple[ApiToken, str]:
-    """Create a token; returns the row and the token itself, which is never stored."""
+    """Create a token; returns the row and the token itself, which is never stored.
+
+    Refuses (InvalidOption, nothing written) what the row can't hold or a request
+    could never match: a name of no text or over 100 characters, queues or
+    connectors that are not lists of their names (or ``"*"``), a flag that is not a
+    bool, an ``expires_at`` that is no aware time within years 1-9999. A NUL in the
+    name, or a name too long, reached the database as a DataError."""
+    limits.text(name, "name", ApiToken._meta.get_field("name").max_length)
+    for flag, value in (("can_enqueue", can_enqueue), ("can_read", can_read), ("can_run", can_run)):
+        if not isinstance(value, bool):
+            raise InvalidOption(flag, f"must be True or False, not {limits.shown(value)}")
+    if expires_at is not None:
+        expires_at = limits.moment(expires_at, "expires_at")
     plain, hashed, prefix = generate()
     token = ApiToken.objects.using(conf.get("DATABASE")).create(
         name=name,
         token_hash=hashed,
         prefix=prefix,
-        queues=list(queues),
-        connectors=list(connectors),
+        queues=scope(queues, "queues", QUEUE_NAME),
+        connectors=scope(connectors, "connectors", CONNECTOR_NAME),
         can_enqueue=can_enqueue,
         can_read=can_read,
         can_run=can_run,
         expires_at=expires_at,
     )
     return token, plain
+
+
+def scope(names: Iterable[Any], field: str, pattern: re.Pattern[str]) -> list[str]:
+    """``names`` as a token stores them: a list of names ``pattern`` matches, or ``"*"``."""
+    if isinstance(names, str | bytes):
+        raise InvalidOption(field, f"must be a list of names, not the string {limits.shown(names)}")
+    listed = list(names)
+    for name in listed:
+        if not (name == "*" or (isinstance(name, str) and pattern.match(name))):
+            raise InvalidOption(field, f"{limits.shown(name)} is not a name (nor '*')")
+    return listed
 
 
 def regenerate(token: ApiToken) -> str:

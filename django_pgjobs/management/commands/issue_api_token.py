@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 from typing import Any
 
@@ -10,6 +11,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from django_pgjobs.api.tokens import issue
+from django_pgjobs.exceptions import InvalidOption
 from django_pgjobs.queues import QUEUE_NAME
 
 
@@ -35,15 +37,22 @@ class Command(BaseCommand):
         if not queues or bad:
             raise CommandError(f"--queues needs queue names or '*' (bad: {bad})")
         days = options["expires_in_days"]
-        if days is not None and days <= 0:
-            raise CommandError("--expires-in-days must be greater than 0")
-        _, plain = issue(
-            options["name"],
-            queues,
-            connectors=names(options["connectors"]),
-            can_enqueue=not options["no_enqueue"],
-            can_read=not options["no_read"],
-            can_run=options["run"],
-            expires_at=timezone.now() + timedelta(days=days) if days else None,
-        )
+        if days is not None and not (math.isfinite(days) and days > 0):
+            raise CommandError("--expires-in-days must be a number greater than 0")
+        try:
+            expires_at = None if days is None else timezone.now() + timedelta(days=days)
+        except OverflowError:  # NaN and infinity were a ValueError and an OverflowError too
+            raise CommandError(f"--expires-in-days: {days:g} days is past the year 9999") from None
+        try:
+            _, plain = issue(
+                options["name"],
+                queues,
+                connectors=names(options["connectors"]),
+                can_enqueue=not options["no_enqueue"],
+                can_read=not options["no_read"],
+                can_run=options["run"],
+                expires_at=expires_at,
+            )
+        except InvalidOption as refused:  # a name of NUL or over 100 characters, ...
+            raise CommandError(str(refused)) from None
         self.stdout.write(plain)
