@@ -41,7 +41,8 @@ class InvalidSelection(PgJobsError, ValueError):
 def parse_id(value: object) -> int:
     """A job id: a whole number from 1 to PostgreSQL's largest bigint ('#12' is 12)."""
     text = str(value).strip().removeprefix("#")
-    if not plain_digits(text) or not 1 <= int(text) <= MAX_ID:
+    # Length first: int() refuses more than 4,300 digits with a ValueError of its own.
+    if not plain_digits(text) or len(text) > len(str(MAX_ID)) or not 1 <= int(text) <= MAX_ID:
         raise InvalidSelection(f"not a job id: {_shown(value)} (a whole number from 1 to {MAX_ID})")
     return int(text)
 
