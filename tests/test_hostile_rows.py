@@ -36,7 +36,7 @@ from django_pgjobs.exceptions import (
     UnknownConnector,
     UnknownTask,
 )
-from django_pgjobs.models import Job, JobDependency, Queue, Schedule
+from django_pgjobs.models import ApiToken, Job, JobDependency, Queue, Schedule
 from django_pgjobs.models import WorkerProcess as WorkerRow
 from django_pgjobs.pipelines import enqueue_pipeline
 from django_pgjobs.scheduler import Scheduler
@@ -555,3 +555,63 @@ def test_runworker_runscheduler_and_the_cli_as_processes_get_through_odd_rows(od
     listed = json.loads(listing.output())["jobs"]
     assert {job["id"] for job in listed} == set(Job.objects.values_list("pk", flat=True))
     assert not CANARY.exists()
+
+
+# -- hostile arguments on the command line ----------------------------------------------------
+
+#: Command lines each refused with exit status 1 and a message (a traceback before).
+REFUSED_COMMANDS = {
+    "a job id of 5,000 digits": (("pgjobs", "show", "1" * 5000), "not a job id: '1111"),
+    "retry by an id of 5,000 digits": (("pgjobs", "retry", "9" * 5000), "not a job id"),
+    **{
+        f"a token expiring in {days} days": (
+            ("issue_api_token", "ci", "--queues", "*", "--expires-in-days", days),
+            "--expires-in-days must be a number greater than 0",
+        )
+        for days in ("nan", "inf", "1e400", "-1")
+    },
+    "a token expiring past 9999": (
+        ("issue_api_token", "ci", "--queues", "*", "--expires-in-days", "3000000"),
+        "--expires-in-days: 3e+06 days is past the year 9999",
+    ),
+    "a token named with a NUL": (
+        ("issue_api_token", "c\x00i", "--queues", "*"), "name contains a NUL character"),
+    "a token named with 1,000 characters": (
+        ("issue_api_token", "x" * 1000, "--queues", "*"), "name must be 1 to 100 characters"),
+    "a token of a connector with a NUL": (
+        ("issue_api_token", "ci", "--queues", "*", "--connectors", "\x00"),
+        r"connectors '\x00' is not a name (nor '*')"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", REFUSED_COMMANDS)
+def test_a_hostile_command_line_exits_1_saying_why_and_writes_nothing(case):
+    """Each was a traceback (ValueError, OverflowError, DataError)."""
+    args, message = REFUSED_COMMANDS[case]
+    job = first_job()
+    with pytest.raises(CommandError) as refused:
+        call_command(*args, stdout=io.StringIO(), stderr=io.StringIO())
+    assert refused.value.returncode == 1 and str(refused.value).startswith(message)
+    assert not ApiToken.objects.exists() and list(Job.objects.all()) == [job]
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"name": "a\x00b"}, "name contains a NUL character"),
+        ({"name": 5}, "name must be a string"),
+        ({"queues": "default"}, "queues must be a list of names, not the string 'default'"),
+        ({"queues": ["a b"]}, "queues 'a b' is not a name"),
+        ({"queues": [None]}, "queues None is not a name"),
+        ({"connectors": ["hook", "\x00"]}, r"connectors '\x00' is not a name"),
+        ({"can_run": "yes"}, "can_run must be True or False, not 'yes'"),
+        ({"expires_at": timezone.now().replace(tzinfo=None)}, "expires_at must be timezone-aware"),
+        ({"expires_at": "2030-01-01"}, "expires_at must be a timezone-aware datetime"),
+    ],
+)
+def test_issuing_a_token_refuses_what_no_row_holds_and_keeps_the_transaction(options, message):
+    arguments = {"name": "ci", "queues": ["*"], **options}
+    with transaction.atomic():
+        with pytest.raises(InvalidOption, match=re.escape(message)):
+            issue(arguments.pop("name"), arguments.pop("queues"), **arguments)
+        assert not ApiToken.objects.exists()  # and the transaction still answers
