@@ -48,20 +48,43 @@ class Event:
 
     @classmethod
     def parse(cls, payload: str) -> list[Event]:
-        """The events of one notification, in order (format: pgjobs_publish_events)."""
-        data = json.loads(payload)
-        ids = data["ids"] if "ids" in data else [data["id"]]
-        return [
-            cls(
-                job_id=job_id,
-                task=data["task"],
-                queue=data["queue"],
-                state=data["state"],
-                previous=data.get("previous"),
-                attempt=data["attempt"],
-            )
-            for job_id in ids
-        ]
+        """The events of one notification, in order (format: pgjobs_publish_events).
+
+        None, and a warning, for a payload that is not such: anyone who may connect
+        can NOTIFY this channel, and one such payload (not JSON, or JSON of other
+        shapes) made every ``job.wait()`` and listener in progress fail."""
+        try:
+            data = json.loads(payload)
+            ids = data["ids"] if "ids" in data else [data["id"]]
+            events = [
+                cls(
+                    job_id=job_id,
+                    task=data["task"],
+                    queue=data["queue"],
+                    state=data["state"],
+                    previous=data.get("previous"),
+                    attempt=data["attempt"],
+                )
+                for job_id in ids
+            ]
+        except (ValueError, TypeError, KeyError, RecursionError):
+            events = None
+        if events is None or not all(event.well_formed() for event in events):
+            logger.warning("%s: not a job event, skipped: %s", EVENTS_CHANNEL, payload[:200])
+            return []
+        return events
+
+    def well_formed(self) -> bool:
+        def whole(value: object) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool)
+
+        texts = (self.task, self.queue, self.state)
+        return (
+            whole(self.job_id)
+            and whole(self.attempt)
+            and all(isinstance(text, str) for text in texts)
+            and (self.previous is None or isinstance(self.previous, str))
+        )
 
 
 class EventStream:
