@@ -27,9 +27,10 @@ from django.core.management.base import CommandError
 from django.db import transaction
 from django.utils import timezone
 
-from django_pgjobs import clocks, housekeeping, maintenance, queues
+from django_pgjobs import clocks, events, housekeeping, maintenance, queues
 from django_pgjobs.api.tokens import issue
 from django_pgjobs.enqueue import JobSpec
+from django_pgjobs.events import Event
 from django_pgjobs.exceptions import (
     InvalidOption,
     InvalidQueueName,
@@ -615,3 +616,33 @@ def test_issuing_a_token_refuses_what_no_row_holds_and_keeps_the_transaction(opt
         with pytest.raises(InvalidOption, match=re.escape(message)):
             issue(arguments.pop("name"), arguments.pop("queues"), **arguments)
         assert not ApiToken.objects.exists()  # and the transaction still answers
+
+
+# -- notifications no code of ours sent -------------------------------------------------------
+
+#: Payloads on the events channel that are no job event (anyone who may connect can
+#: NOTIFY it): each made every job.wait(), async_wait() and listener fail.
+NOT_EVENTS = [
+    "", "not json", "[1, 2]", "null", "5", '"ids"', '{"ids": "123"}', '{"id": 1}',
+    '{"ids": [1], "task": "t", "queue": "q", "state": ["completed"], "attempt": 1}',
+    '{"ids": [true], "task": "t", "queue": "q", "state": "completed", "attempt": 1}',
+    '{"ids": {"1": 1}, "task": "t", "queue": "q", "state": "completed", "attempt": 1}',
+    '{"id": 1, "task": "t", "queue": "q", "state": "completed", "attempt": 1, "previous": 5}',
+    "[" * 3900 + "]" * 3900,  # deeper than Python reads, within the 8,000 bytes of a payload
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("payload", NOT_EVENTS, ids=range(len(NOT_EVENTS)))
+def test_a_payload_that_is_no_event_is_skipped_and_logged(payload, caplog):
+    assert Event.parse(payload) == []
+    assert "pgjobs_events: not a job event, skipped" in caplog.text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_listener_hears_the_events_after_notifications_that_are_none(second_connection):
+    with events.listen() as stream:
+        for payload in NOT_EVENTS:
+            second_connection.execute("SELECT pg_notify('pgjobs_events', %s)", [payload])
+        job = Job.enqueue(ADD, [1, 2])
+        heard = stream.first(lambda event: event.job_id == job.pk, timeout=10)
+    assert heard is not None and heard.state == "available"
