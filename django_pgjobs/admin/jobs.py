@@ -73,9 +73,11 @@ class JobChangeList(CheckedChangeList):
 
     def get_results(self, request: HttpRequest) -> None:
         super().get_results(request)
-        if isinstance(self.paginator, EstimatingPaginator) and not self.paginator.countable:
-            # The paginator found this page's ids already (newest first, bounded in
-            # time); Django would scan again, without a LIMIT if it fits one page.
+        paginator = self.paginator
+        if isinstance(paginator, EstimatingPaginator) and paginator.page_ids is not None:
+            # The paginator found this page's ids (bounded in time: not counted, or
+            # past the first COUNT_CAP jobs); Django would scan again, without a LIMIT
+            # if it fits one page, or without a time limit.
             if self.paginator.past_the_end:
                 # Django refuses a page past a count; this count can't say where the end is.
                 page = self.paginator.number
@@ -166,12 +168,7 @@ class JobAdmin(OperatorAdmin):
             cl = context["cl"]
             context.update(self._state_tabs(request, cl))
             if getattr(cl.paginator, "timed_out", False):
-                self.message_user(
-                    request,
-                    f"No jobs shown: finding them took more than {SCAN_SECONDS} s, because no "
-                    "index serves this filter. Narrow it by state or queue (or search by id).",
-                    messages.WARNING,
-                )
+                self.message_user(request, _timed_out(cl.paginator), messages.WARNING)
         return response
 
     @admin.display(description="task")
@@ -471,6 +468,20 @@ class JobAdmin(OperatorAdmin):
             messages.SUCCESS,
         )
         return None
+
+
+def _timed_out(paginator: EstimatingPaginator) -> str:
+    """Why the list shows no jobs after its time limit, and what to do instead."""
+    if paginator.countable:  # an index serves the filters: the page was too deep
+        return (
+            f"No jobs shown: page {paginator.number:,} starts after {paginator.start:,} jobs, "
+            f"and reading that far took more than {SCAN_SECONDS} s. Sort by id ascending "
+            "(the id column's header) to start from the oldest jobs."
+        )
+    return (
+        f"No jobs shown: finding them took more than {SCAN_SECONDS} s, because no "
+        "index serves this filter. Narrow it by state or queue (or search by id)."
+    )
 
 
 def countable(request: HttpRequest) -> bool:
