@@ -27,7 +27,7 @@ from django.core.management.base import CommandError
 from django.db import transaction
 from django.utils import timezone
 
-from django_pgjobs import clocks, events, housekeeping, maintenance, queues
+from django_pgjobs import clocks, events, housekeeping, maintenance, metrics, queues
 from django_pgjobs.api.tokens import issue
 from django_pgjobs.enqueue import JobSpec
 from django_pgjobs.events import Event
@@ -503,6 +503,10 @@ def test_every_reader_survives_odd_rows_in_every_table(client, worker, odd_rows_
                 json.loads(cli(*args))
             else:
                 cli(*args)
+        for accept in ("", "application/openmetrics-text; version=1.0.0"):
+            text, _ = metrics.exposition(accept)
+            assert b"pgjobs_database_up 1.0" in text
+            assert b'queue="a\\nb"' in text and b'queue="a\nb"' not in text  # escaped
         for pk in Job.objects.values_list("pk", flat=True):
             cli("show", str(pk))
             assert json.loads(cli("show", "--json", str(pk)))["id"] == pk
