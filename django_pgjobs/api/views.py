@@ -196,12 +196,19 @@ def run(request: HttpRequest, token: ApiToken) -> HttpResponse:
         names, states=wanted.states, limit=wanted.limit, max_seconds=wanted.max_seconds
     )
     logger.info("api: token %s ran %s job(s)", token.name, len(report.jobs))
+    # Each job as it ended, not as it was claimed: its state was "executing", and its
+    # result, errors and finished_at empty (one query; a job deleted since is shown
+    # as it was claimed).
+    ended = Job.objects.using(conf.get("DATABASE")).in_bulk([job.pk for job, _ in report.jobs])
     return JsonResponse(
         {
             "ran": len(report.jobs),
             "stopped": report.stopped,
             "outcomes": report.outcomes(),
-            "jobs": [{**job_json(job), "outcome": outcome} for job, outcome in report.jobs],
+            "jobs": [
+                {**job_json(ended.get(job.pk, job)), "outcome": outcome}
+                for job, outcome in report.jobs
+            ],
         }
     )
 
