@@ -346,9 +346,23 @@ def test_run_executes_due_jobs_and_reports_each_outcome(client, token):
         ok.pk: "completed",
         bad.pk: "discarded",
     }
+    ended = {job["id"]: (job["state"], job["result"]) for job in report["jobs"]}
+    assert ended == {ok.pk: ("completed", 3), bad.pk: ("discarded", None)}
     assert Job.objects.get(pk=ok.pk).result == 3
     assert Job.objects.get(pk=later.pk).state == JobState.SCHEDULED
     assert not WorkerProcess.objects.exists(), "the request's worker row is gone"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_run_answers_each_job_as_it_ended_also_when_it_ran_in_a_process_of_its_own(client):
+    """An isolated job's outcome is written by its child process: the answer showed it
+    as claimed ("executing", no result, no finished_at)."""
+    token = issue("ci", ["*"], can_run=True)[1]
+    job = Job.enqueue("tests.tasks_for_tests.isolated_pid")
+    report = post(client, "/jobs/run", None, token).json()
+    [answer] = report["jobs"]
+    assert (answer["id"], answer["outcome"], answer["state"]) == (job.pk, "completed", "completed")
+    assert answer["result"] == Job.objects.get(pk=job.pk).result and answer["finished_at"]
 
 
 def test_run_stops_at_the_limit(client, token):
