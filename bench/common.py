@@ -80,7 +80,7 @@ DEFAULT_URL = "postgres://root@127.0.0.1:5432/pgjobs"
 def cost_main(
     script: str,
     doc: str,
-    measure: Callable[[str, str, int], dict[str, Any]],
+    measure: Callable[[str, str, int, list[str]], dict[str, Any]],
     *,
     jobs: int,
     tag: str,
@@ -88,26 +88,29 @@ def cost_main(
     per_median: Callable[[dict[str, float]], str],
 ) -> None:
     """The main of a cost script: ``--measure SYSTEM`` (the child's side) prints what
-    ``measure(system, url, jobs)`` returns as JSON; otherwise each system of
-    ``--only`` runs ``script --measure`` in its own virtualenv, taking turns
+    ``measure(system, url, jobs, scratch_sql)`` returns as JSON; otherwise each system
+    of ``--only`` runs ``script --measure`` in its own virtualenv, taking turns
     ``--rounds`` times, and a line per run (``per_run``) and the medians per system
-    (``per_median``) are printed."""
+    (``per_median``) are printed. ``--scratch-sql`` statements run on each fresh
+    database once the system is installed: to price a trigger or an index by taking
+    it away (never how to run)."""
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=jobs)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", default="pgjobs,pgqueuer", help="comma-separated systems")
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     parser.add_argument("--url", default=os.environ.get("DATABASE_URL", DEFAULT_URL))
+    parser.add_argument("--scratch-sql", action="append", default=[], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
-        print(json.dumps(measure(args.measure, args.url, args.jobs)))
+        print(json.dumps(measure(args.measure, args.url, args.jobs, args.scratch_sql)))
         return
     systems = args.only.split(",")
     results: dict[str, list[dict[str, Any]]] = {system: [] for system in systems}
     for round_ in range(args.rounds):
         # The order reversed every other round (A B, B A, ...).
         for system in systems if round_ % 2 == 0 else systems[::-1]:
-            run = _measure_apart(script, system, args.url, tag, args.jobs)
+            run = _measure_apart(script, system, args.url, tag, args.jobs, args.scratch_sql)
             results[system].append(run)
             print(f"round {round_ + 1} {system:9} {per_run(run)}", flush=True)
     for system, runs in results.items():
@@ -117,7 +120,9 @@ def cost_main(
         print(f"median    {system} {runs[0]['version']}: {per_median(medians)}")
 
 
-def _measure_apart(script: str, system: str, base_url: str, tag: str, jobs: int) -> dict:
+def _measure_apart(
+    script: str, system: str, base_url: str, tag: str, jobs: int, scratch_sql: list[str]
+) -> dict:
     """``script --measure system`` in the system's own virtualenv, on a database of its
     own (``<name>_bench_<tag>_<system>_<pid>``): the figures its last line prints, and
     the load average around it."""
@@ -127,7 +132,8 @@ def _measure_apart(script: str, system: str, base_url: str, tag: str, jobs: int)
     url = with_database(base_url, f"{database_name(base_url)}_bench_{tag}_{system}_{os.getpid()}")
     before = os.getloadavg()[0]
     done = subprocess.run(
-        [python, script, "--measure", system, f"--url={url}", f"--jobs={jobs}"],
+        [python, script, "--measure", system, f"--url={url}", f"--jobs={jobs}"]
+        + [f"--scratch-sql={statement}" for statement in scratch_sql],
         stdout=subprocess.PIPE,
         text=True,
         check=True,
@@ -164,6 +170,15 @@ def drop_database(url: str, *, create: bool = False) -> None:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
         if create:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def run_scratch_sql(url: str, statements: list[str]) -> None:
+    """``--scratch-sql``: statements run on a scratch database before it is measured."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        for statement in statements:
+            conn.execute(statement)
 
 
 def checkpoint(url: str) -> None:

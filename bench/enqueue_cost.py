@@ -25,6 +25,7 @@ from common import (  # noqa: E402
     cost_main,
     drop_database,
     recreate_database,
+    run_scratch_sql,
 )
 
 
@@ -32,7 +33,7 @@ def backend_cpu_ns(pid: int) -> int:
     return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
 
 
-def measure(system: str, url: str, jobs: int) -> dict[str, float]:
+def measure(system: str, url: str, jobs: int, scratch_sql: list[str]) -> dict[str, float]:
     """In the system's own interpreter: per-job figures of ``jobs`` enqueues."""
     if system == "pgjobs":
         from pgjobs_runner import PgJobs
@@ -55,6 +56,7 @@ def measure(system: str, url: str, jobs: int) -> dict[str, float]:
     recreate_database(url)
     try:
         adapter.install()
+        run_scratch_sql(url, scratch_sql)
         adapter.enqueue_each(200)  # caches, plans, connection: what a server pays once
         adapter.reset()
         checkpoint(url)

@@ -35,6 +35,7 @@ from common import (  # noqa: E402
     drop_database,
     now,
     recreate_database,
+    run_scratch_sql,
     running,
     wait_until,
 )
@@ -90,7 +91,7 @@ def backends_cpu_s(conn, others: set[int]) -> tuple[float, int]:
     return total / 1e9, commits
 
 
-def measure(system: str, url: str, jobs: int) -> dict[str, float]:
+def measure(system: str, url: str, jobs: int, scratch_sql: list[str]) -> dict[str, float]:
     """In the system's own interpreter: per-job CPU of one drain of ``jobs`` jobs."""
     import psycopg
 
@@ -102,6 +103,7 @@ def measure(system: str, url: str, jobs: int) -> dict[str, float]:
     try:
         adapter = Runner(url, BENCH / ".work")
         adapter.install()
+        run_scratch_sql(url, scratch_sql)
         adapter.done()  # its connection open: not a worker's
         with psycopg.connect(url, autocommit=True) as conn:
             # The backends that are not the workers': this one's, the adapter's.
