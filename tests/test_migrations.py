@@ -318,6 +318,7 @@ MIGRATIONS_AFTER_SQUASH = [
     "0013_queue_key_rate_limit",
     "0014_one_insert_trigger",
     "0015_insert_job_function",
+    "0016_one_executing_index",
 ]
 
 

@@ -235,3 +235,17 @@ def test_the_bulk_inserts_name_every_column_of_the_model(statement, skipped):
     columns = [name.strip() for name in listed.split(",")]
     model = [f.column for f in Job._meta.concrete_fields if f.column != skipped]
     assert sorted(columns) == sorted(model) and len(columns) == len(set(columns))
+
+
+def test_executing_jobs_are_found_by_queue_and_by_worker_through_one_index():
+    # pgjobs_job_executing (queue, worker_id) serves both: limited claims count a
+    # queue's executing jobs, rescue and the admin's workers look them up by worker.
+    JobFactory.create_batch(2000, completed=True)
+    JobFactory.create_batch(200, executing=True)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE pgjobs_job")
+    by_queue = Job.objects.filter(queue="mail", state=S.EXECUTING)
+    by_worker = Job.objects.filter(worker_id=1, state=S.EXECUTING)
+    for executing in (by_queue, by_worker):
+        found = explained(executing)
+        assert "pgjobs_job_executing" in found and "Seq Scan" not in found, found

@@ -82,7 +82,7 @@ class WorkerProcessAdmin(OperatorAdmin):
     readonly_fields = fields
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[WorkerProcess]:
-        # A subquery per row reads the pgjobs_job_held index; a JOIN would scan all jobs.
+        # A subquery per row reads the pgjobs_job_executing index; a JOIN would scan all jobs.
         held = (
             Job.objects.filter(worker=OuterRef("pk"), state=JobState.EXECUTING)
             .order_by()
