@@ -160,13 +160,14 @@ def _fetch_all(cursor: psycopg.Cursor) -> list[tuple]:
     except psycopg.DataError:
         pass
     rows: list[tuple] = []
-    cursor.scroll(0, "absolute")
     for index in range(cursor.pgresult.ntuples if cursor.pgresult else 0):
+        # Placed on each row before reading it: after an unloadable last row, moving
+        # past it was an IndexError that lost the result all the same.
+        cursor.scroll(index, "absolute")
         try:
             rows.append(cursor.fetchone())
         except psycopg.DataError:
             rows.append(UnloadableRow(cursor, index))
-            cursor.scroll(index + 1, "absolute")
     return rows
 
 
