@@ -41,13 +41,14 @@ from django_pgjobs.models import ApiToken, Job, JobDependency, Queue, Schedule
 from django_pgjobs.models import WorkerProcess as WorkerRow
 from django_pgjobs.pipelines import enqueue_pipeline
 from django_pgjobs.scheduler import Scheduler
+from django_pgjobs.worker import Worker
 from testproject.demo.tasks import split, total
 from tests.conftest import ROOT, WorkerProcess
 from tests.factories import ConnectorFactory, QueueFactory, WorkerProcessFactory
 from tests.test_admin_hostile import MARKUP, json_of
 from tests.test_admin_hostile import ODD_ROWS as ADMIN_ROWS
 from tests.test_hardening_rows import ODD_ROWS as RUN_ROWS
-from tests.test_hardening_rows import insert_job, sql
+from tests.test_hardening_rows import insert_job, sql, without_time_constraint  # noqa: F401
 
 pytestmark = pytest.mark.django_db
 
@@ -320,6 +321,45 @@ def test_a_job_held_by_no_live_worker_whatever_its_times_say_is_rescued(columns)
     assert states() == {odd: "available", kept: "executing"}
     assert Job.objects.get(pk=odd).errors[-1]["error"].startswith("WorkerLost: worker ")
     assert list(WorkerRow.objects.values_list("pk", flat=True)) == [alive.pk]
+
+
+@pytest.mark.usefixtures("without_time_constraint")
+def test_a_claim_whose_last_row_cant_be_loaded_discards_it_and_runs_the_others(worker):
+    """Reading past an unloadable row moved the cursor beyond the result when the row
+    was the last one: an IndexError lost the whole claim after it committed, leaving
+    every job it claimed executing, and the next claim took the same row again."""
+    plain = Job.enqueue(ADD, [1, 2], priority=1)  # claimed first, so the odd row is last
+    odd = insert_job(run_at="'0001-01-01 00:00:00+14'")
+    assert worker.drain() == {"completed": 1, "discarded": 1}
+    assert states() == {plain.pk: "completed", odd: "discarded"}
+
+
+# -- rate windows -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "starts",
+    [
+        "ARRAY['infinity'::timestamptz]",
+        "ARRAY['infinity'::timestamptz, 'infinity'::timestamptz, NULL]",
+        "ARRAY['9999-12-30 00:00:00+00'::timestamptz, '-infinity']",
+        "ARRAY[now() + interval '1 year']",
+    ],
+    ids=["infinity", "infinity twice and NULL", "9999 and -infinity", "a year ahead"],
+)
+def test_a_rate_window_holding_starts_no_worker_recorded_lets_the_queue_run(worker, starts):
+    """A start after the window's clock reads can't have been recorded (starts go by
+    that clock): counted, it kept the window full until then, so the limited queue
+    ran nothing; one of 'infinity' could not be loaded, and every claim of the queue
+    raised."""
+    Queue.objects.create(name="limited", rate_limit=1, rate_period=1)
+    job = Job.enqueue(ADD, [1, 2], queue="limited")
+    sql("INSERT INTO pgjobs_ratewindow (scope, starts, expires_at)"
+        f" VALUES ('queue:limited', {starts}, '9999-12-30 00:00:00+00')")  # fmt: skip
+    assert Worker(["limited"], concurrency=2).drain() == {"completed": 1}
+    assert Job.objects.get(pk=job.pk).result == 3
+    [(kept,)] = sql("SELECT cardinality(starts) FROM pgjobs_ratewindow")
+    assert kept == 1  # the start just taken: the others are dropped as it is recorded
 
 
 # -- odd job rows through a real worker ------------------------------------------------------
