@@ -470,8 +470,10 @@ def test_a_job_at_the_attempt_counters_limit_is_not_retried(admin_client):
 def test_a_job_whose_dependency_edges_point_nowhere_has_a_page(admin_client):
     """Edges to and from jobs that don't exist: their foreign keys are triggers,
     which a replica session skips (a restore of part of a dump). The pages show what
-    exists. (Finishing such a job fails: the release trigger updates the edge, and
-    the deferred key check refuses it. Not the admin's to mend.)"""
+    exists. (Finishing such a job works once the edges are committed: PostgreSQL
+    checks no key an update leaves as it is, except on a row written in the same
+    transaction, as here. A job waiting for a job that doesn't exist is cancelled by
+    the prune routine: tests/test_hostile_rows.py.)"""
     waiting = odd_row(state="'waiting'", pending_dependencies="1")
     sql("SET session_replication_role = replica")
     sql("INSERT INTO pgjobs_jobdependency (job_id, depends_on_id, satisfied)"
