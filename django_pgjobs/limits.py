@@ -17,7 +17,7 @@ naming the field (``ValidationError`` for forms and model saves: ``validation_er
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -113,6 +113,24 @@ def whole_number(value: Any, field: str, low: int, high: int) -> int:
         raise InvalidOption(field, f"must be a whole number, not {shown(value)}")
     if not low <= value <= high:
         raise InvalidOption(field, f"must be between {low} and {high}, not {shown(value)}")
+    return value
+
+
+#: The largest id a ``bigint`` primary key holds.
+MAX_ID = 2**63 - 1
+
+
+def row_ids(values: Any, field: str) -> list[int]:
+    """Ids of rows: an iterable of whole numbers from 1 to ``MAX_ID``, not a string,
+    whose characters are no ids (``request_stop("12")`` stopped workers 1 and 2)."""
+    if isinstance(values, str | bytes) or not isinstance(values, Iterable):
+        raise InvalidOption(field, f"must be a list of ids, not {shown(values)}")
+    return [whole_number(value, field, 1, MAX_ID) for value in values]
+
+
+def boolean(value: Any, field: str) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidOption(field, f"must be True or False, not {shown(value)}")
     return value
 
 

@@ -490,9 +490,14 @@ def set_enabled(schedule_ids: Iterable[int], enabled: bool, using: str | None = 
     """Enable or disable schedules; returns how many changed.
 
     The schedule table's triggers replan a re-enabled schedule from the first
-    tick after now (missed ticks don't fire) and wake the schedulers.
+    tick after now (missed ticks don't fire) and wake the schedulers. Ids that are
+    not whole numbers from 1 up, a string of them included, and an ``enabled`` that
+    is not a bool raise InvalidOption (``set_enabled("12", True)`` enabled
+    schedules 1 and 2).
     """
-    rows = Schedule.objects.using(using or conf.get("DATABASE")).filter(pk__in=list(schedule_ids))
+    ids = limits.row_ids(schedule_ids, "schedule_ids")
+    limits.boolean(enabled, "enabled")
+    rows = Schedule.objects.using(using or conf.get("DATABASE")).filter(pk__in=ids)
     return rows.exclude(enabled=enabled).update(enabled=enabled)
 
 

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 from django.db import transaction
 
-from . import db
+from . import db, limits
 from .models import WorkerProcess
 
 #: Payloads: "stop:<worker id>", "stop:all", "cancel:<job id>".
@@ -18,12 +18,14 @@ def request_stop(worker_ids: Iterable[int] | None = None) -> int:
     back their jobs, and exit. Returns how many worker rows were flagged.
 
     The flag is the truth (workers see it on their next heartbeat); the
-    notification makes running workers react at once.
+    notification makes running workers react at once. Ids that are not whole
+    numbers from 1 up raise InvalidOption, a string included (its characters are
+    no ids: ``request_stop("12")`` stopped workers 1 and 2).
     """
     using = db.alias()
     rows = WorkerProcess.objects.using(using).filter(stop_requested=False)
     if worker_ids is not None:
-        ids = sorted(set(worker_ids))
+        ids = sorted(set(limits.row_ids(worker_ids, "worker_ids")))
         rows = rows.filter(pk__in=ids)
     with transaction.atomic(using=using):
         flagged = list(rows.values_list("pk", flat=True))
