@@ -9,7 +9,8 @@ from datetime import datetime, timedelta
 from django.db import transaction
 from django.db.models import Q
 
-from . import conf, db, signals
+from . import conf, db, limits, signals
+from .exceptions import InvalidOption
 from .models import Job, WorkerProcess
 from .states import JobState
 
@@ -26,9 +27,14 @@ def rescue_orphaned(
     one of ``dead_workers`` (a supervisor saw its process end). The lost attempt
     counts against none of its jobs: each keeps its place in the queue and is marked
     a suspect, to run alone next time (see sql/rescue.sql). Safe to run from many
-    processes at once.
+    processes at once. A ``stale_after`` that is no number of seconds above 0 (a
+    negative one took every live worker's jobs) or ``dead_workers`` that are no ids
+    raise InvalidOption.
     """
-    stale = timedelta(seconds=stale_after or conf.get("WORKER_STALE_AFTER"))
+    if stale_after is None:
+        stale_after = conf.get("WORKER_STALE_AFTER")
+    stale = timedelta(seconds=limits.seconds(stale_after, "stale_after"))
+    dead_workers = limits.row_ids(dead_workers, "dead_workers")
     # A heartbeat as far ahead of ``now`` as a stale one is behind is no live worker's
     # either (heartbeats are stamped by the database's clock, which ``now`` tells): a
     # row written by SQL in the year 9999 held its jobs forever.
@@ -82,7 +88,16 @@ def reclaim_forgotten(
 
 
 def prune_finished(now: datetime, older_than: timedelta, batch_size: int = 1000) -> int:
-    """Delete jobs finished more than ``older_than`` ago, one short transaction per batch."""
+    """Delete jobs finished more than ``older_than`` ago, one short transaction per batch.
+
+    An ``older_than`` that is no timedelta of 0 or more (a negative one deleted jobs
+    finished just now) or a ``batch_size`` that is no whole number from 1 to 100,000
+    (0 looped for ever, deleting nothing) raise InvalidOption."""
+    if not isinstance(older_than, timedelta) or older_than < timedelta(0):
+        raise InvalidOption(
+            "older_than", f"must be a timedelta of 0 or more, not {limits.shown(older_than)}"
+        )
+    limits.whole_number(batch_size, "batch_size", 1, 100_000)
     using = db.alias()
     total = 0
     while True:
