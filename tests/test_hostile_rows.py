@@ -27,7 +27,16 @@ from django.core.management.base import CommandError
 from django.db import transaction
 from django.utils import timezone
 
-from django_pgjobs import clocks, events, housekeeping, maintenance, metrics, queues
+from django_pgjobs import (
+    clocks,
+    events,
+    housekeeping,
+    maintenance,
+    metrics,
+    queues,
+    schedules,
+    workers,
+)
 from django_pgjobs.api.tokens import issue
 from django_pgjobs.enqueue import JobSpec
 from django_pgjobs.events import Event
@@ -44,7 +53,7 @@ from django_pgjobs.scheduler import Scheduler
 from django_pgjobs.worker import Worker
 from testproject.demo.tasks import split, total
 from tests.conftest import ROOT, WorkerProcess
-from tests.factories import ConnectorFactory, QueueFactory, WorkerProcessFactory
+from tests.factories import ConnectorFactory, JobFactory, QueueFactory, WorkerProcessFactory
 from tests.test_admin_hostile import MARKUP, json_of
 from tests.test_admin_hostile import ODD_ROWS as ADMIN_ROWS
 from tests.test_hardening_rows import ODD_ROWS as RUN_ROWS
@@ -262,6 +271,42 @@ OTHER_REFUSALS: dict[str, tuple[Callable[[], Any], type[Exception], str]] = {
                                "invalid queue name <a int"),
     "set_paused('yes')": (lambda: queues.set_paused(["default"], "yes"), InvalidOption,
                           "paused must be True or False"),
+    # A string's characters were taken for ids: request_stop("12") stopped workers 1
+    # and 2, set_enabled("12", True) enabled schedules 1 and 2.
+    "request_stop('12')": (lambda: workers.request_stop("12"), InvalidOption,
+                           "worker_ids must be a list of ids, not '12'"),
+    "request_stop(['x'])": (lambda: workers.request_stop(["x"]), InvalidOption,
+                            "worker_ids must be a whole number, not 'x'"),
+    "set_enabled('12')": (lambda: schedules.set_enabled("12", True), InvalidOption,
+                          "schedule_ids must be a list of ids"),
+    "set_enabled(2**70)": (lambda: schedules.set_enabled([2**70], True), InvalidOption,
+                           "schedule_ids must be between 1 and 9223372036854775807"),
+    "set_enabled('yes')": (lambda: schedules.set_enabled([1], "yes"), InvalidOption,
+                           "enabled must be True or False"),
+    # Maintenance: 0 jobs a batch looped for ever; a negative age deleted jobs finished
+    # just now; a negative staleness took every live worker's jobs; NaN, an id of
+    # text or past bigint were ValueError, OverflowError or DataError.
+    "prune_finished(batch_size=0)": (
+        lambda: maintenance.prune_finished(timezone.now(), timedelta(days=1), batch_size=0),
+        InvalidOption, "batch_size must be between 1 and 100000, not 0"),
+    "prune_finished(older_than=-1 day)": (
+        lambda: maintenance.prune_finished(timezone.now(), timedelta(days=-1)), InvalidOption,
+        "older_than must be a timedelta of 0 or more"),
+    "prune_finished(older_than=7)": (
+        lambda: maintenance.prune_finished(timezone.now(), 7), InvalidOption,
+        "older_than must be a timedelta of 0 or more, not 7"),
+    **{
+        f"rescue_orphaned(stale_after={shown})": (
+            lambda value=value: maintenance.rescue_orphaned(timezone.now(), stale_after=value),
+            InvalidOption, "stale_after must be a number of seconds above 0")
+        for value, shown in [(-1, "-1"), (0, "0"), (math.nan, "nan"), (10**400, "10**400")]
+    },
+    "rescue_orphaned(dead_workers=['x'])": (
+        lambda: maintenance.rescue_orphaned(timezone.now(), dead_workers=["x"]), InvalidOption,
+        "dead_workers must be a whole number"),
+    "rescue_orphaned(dead_workers=[2**70])": (
+        lambda: maintenance.rescue_orphaned(timezone.now(), dead_workers=[2**70]),
+        InvalidOption, "dead_workers must be between 1 and"),
 }  # fmt: skip
 
 ALL_REFUSED = {
@@ -277,13 +322,24 @@ def test_a_hostile_call_raises_the_documented_error_writes_nothing_and_keeps_the
 ):
     first = first_job()
     QueueFactory(name="default")
-    before = list(Queue.objects.values_list("name", "paused"))
+    worker = WorkerProcessFactory()
+    held = insert_job(state="'executing'", lease="gen_random_uuid()", attempted_at="now()",
+                      worker_id=str(worker.pk))  # fmt: skip
+    done = JobFactory(completed=True)
+    Schedule.objects.create(name="s", cron="* * * * *", task=ADD, enabled=False)
+    everything = (
+        lambda: list(Job.objects.order_by("pk").values_list("pk", "state")),
+        lambda: list(Queue.objects.values_list("name", "paused")),
+        lambda: list(WorkerRow.objects.values_list("pk", "stop_requested")),
+        lambda: list(Schedule.objects.values_list("pk", "enabled")),
+    )
+    before = [read() for read in everything]
     act, error, message = ALL_REFUSED[call]
     with transaction.atomic():
         with pytest.raises(error, match=message):
             act()
-        assert list(Job.objects.values_list("pk", flat=True)) == [first.pk]  # still usable
-        assert list(Queue.objects.values_list("name", "paused")) == before
+        assert [read() for read in everything] == before  # nothing written, still usable
+    assert {first.pk, held, done.pk} <= set(Job.objects.values_list("pk", flat=True))
 
 
 def test_a_wait_of_zero_seconds_still_times_out_at_once():
