@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import functools
 import gc
+import operator
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -82,11 +83,11 @@ class JobBuilder:
     def __init__(self, now: datetime) -> None:
         self.now = now
         self.max_payload = conf.get("MAX_PAYLOAD_BYTES")
-        self.default_queue = conf.get("DEFAULT_QUEUE")
         self.job_class = _job_template()[0]
         self._tasks: dict[str, Task[Any, Any]] = {}
         #: Whether a job may be of a typed task: if none is registered, none looks.
         self.typed = any_typed()
+        self._queues: set[Any] = set()
         self._queue_attempts: dict[Any, int] = {}
         self._connectors: set[Any] = set()
         # options -> what they decide
@@ -101,14 +102,22 @@ class JobBuilder:
             registered = self._tasks[name] = get_task(name)
         return registered
 
-    def _queue(self, name: Any) -> tuple[str, int]:
-        """The checked queue name and its default max_attempts."""
+    def _known_queue(self, name: Any) -> str:
+        """``name`` if a queue has it (InvalidQueueName or UnknownQueue otherwise)."""
         try:
-            attempts = self._queue_attempts.get(name)
+            known = name in self._queues
         except TypeError:  # unhashable: no name at all
             raise InvalidQueueName(name) from None
-        if attempts is None:
+        if not known:
             queues.check_known(name)
+            self._queues.add(name)
+        return name
+
+    def _queue(self, name: Any) -> tuple[str, int]:
+        """The checked queue name and its default max_attempts."""
+        self._known_queue(name)
+        attempts = self._queue_attempts.get(name)
+        if attempts is None:
             attempts = self._queue_attempts[name] = _queue_max_attempts(name)
         return name, attempts
 
@@ -120,7 +129,7 @@ class JobBuilder:
 
     def _queue_of(self, queue: Any, registered: Task[Any, Any]) -> tuple[str, int]:
         """A job's queue (the one it names, else its task's, else the default)."""
-        return self._queue(queue or registered.queue or self.default_queue)
+        return self._queue(queue or registered.queue or conf.get("DEFAULT_QUEUE"))
 
     def _connector_of(self, connector: Any, registered: Task[Any, Any]) -> str | None:
         """A job's connector (the one it names, else its task's), if any."""
@@ -222,7 +231,7 @@ class JobBuilder:
             _PROTOTYPES[options] = prototype
         else:
             fields = prototype.fields
-            self._queue(fields["queue"])  # a queue row may have gone since
+            self._known_queue(fields["queue"])  # a queue row may have gone since
             if fields["connector"] is not None:
                 self._connector(fields["connector"])
         return prototype.at(self.now)
@@ -516,9 +525,10 @@ def _insert_one(job: Job, using: str) -> bool:
     INSERT PostgreSQL plans once per session; False, writing nothing, if the job
     doesn't start as every new job does (the function writes those columns itself)."""
     fields = job.__dict__
-    if any(fields[name] != value for name, value in _FRESH.items()):
+    if _fresh_values(fields) != _FRESH_VALUES:
         return False
-    values = {column: fields[name] for name, column in _function_columns()}
+    names, columns = _function_columns()
+    values = dict(zip(columns, names(fields), strict=True))
     for column in ("args", "kwargs", "meta"):
         value = values[column]
         empty = None if value else _EMPTY_JSON.get(type(value))
@@ -537,20 +547,18 @@ _FRESH = {
     "worker_id": None,
     "lease": None,
 }
+_fresh_values, _FRESH_VALUES = operator.itemgetter(*_FRESH), tuple(_FRESH.values())
 _EMPTY_JSON = {list: "[]", dict: "{}"}
 
 
 @functools.cache
-def _function_columns() -> list[tuple[str, str]]:
-    """(attname, column) of the fields pgjobs_insert_job takes: all of Job's but id
-    and those of ``_FRESH``."""
+def _function_columns() -> tuple[Callable[[dict[str, Any]], tuple[Any, ...]], tuple[str, ...]]:
+    """What reads a job's fields that pgjobs_insert_job takes (all of Job's but id
+    and those of ``_FRESH``) off its ``__dict__``, and their columns."""
     from .models import Job
 
-    return [
-        (f.attname, f.column)
-        for f in Job._meta.concrete_fields
-        if not f.primary_key and f.attname not in _FRESH
-    ]
+    fields = [f for f in Job._meta.concrete_fields if not f.primary_key and f.attname not in _FRESH]
+    return operator.itemgetter(*(f.attname for f in fields)), tuple(f.column for f in fields)
 
 
 @functools.cache
