@@ -11,6 +11,8 @@ from typing import Any
 
 from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 
 from . import limits
 from .exceptions import InvalidOption
@@ -126,13 +128,35 @@ def user_settings() -> dict[str, Any]:
     return dict(getattr(django_settings, "PGJOBS", None) or {})
 
 
+#: ``settings.PGJOBS`` as last read; None: read it again (it was replaced,
+#: ``_setting_changed``). Each read of a Django setting is a Python-level
+#: ``__getattribute__`` call (Django 6), and enqueue looked up three a job.
+_pgjobs: dict[str, Any] | None = None
+
+
 def get(key: str) -> Any:
     """The value of one ``PGJOBS`` key, falling back to its default."""
     # Read in place (no copy of the dict): enqueue calls this for every job.
-    value = (getattr(django_settings, "PGJOBS", None) or {}).get(key, DEFAULTS[key])
+    pgjobs = _pgjobs
+    if pgjobs is None:
+        pgjobs = _read()
+    value = pgjobs.get(key, DEFAULTS[key])
     if key == "BACKOFF":
         return {**DEFAULTS["BACKOFF"], **value}
     return value
+
+
+def _read() -> dict[str, Any]:
+    global _pgjobs
+    _pgjobs = getattr(django_settings, "PGJOBS", None) or {}
+    return _pgjobs
+
+
+@receiver(setting_changed)
+def _setting_changed(setting: str, **kwargs: Any) -> None:
+    global _pgjobs
+    if setting == "PGJOBS":
+        _pgjobs = None
 
 
 def host_name() -> str:

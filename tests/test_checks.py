@@ -76,3 +76,16 @@ def test_prepared_statements_through_a_pooler_are_warned_about(settings):
     finally:
         options.pop("prepare_threshold", None)
         del settings.DATABASES["direct"]
+
+
+def test_a_setting_read_is_kept_until_the_setting_is_replaced(settings):
+    """conf.get keeps the PGJOBS dict it read: a change in place shows at once, a
+    new dict (override_settings, pytest-django's ``settings``) once Django says so."""
+    from django_pgjobs import conf
+
+    settings.PGJOBS = {"MAX_ATTEMPTS": 3}
+    assert conf.get("MAX_ATTEMPTS") == 3
+    settings.PGJOBS["MAX_ATTEMPTS"] = 4
+    assert conf.get("MAX_ATTEMPTS") == 4
+    settings.PGJOBS = {}
+    assert conf.get("MAX_ATTEMPTS") == conf.DEFAULTS["MAX_ATTEMPTS"]
