@@ -446,7 +446,12 @@ def main() -> int:
     parser.add_argument("--w4-seconds", type=float, default=30.0, help="0: no W4")
     parser.add_argument("--ceiling-rows", type=int, default=200_000)
     parser.add_argument("--write-readme", action="store_true")
+    parser.add_argument(
+        "--workloads", default="", help="only these, e.g. w1 (default: all; no --write-readme)"
+    )
     args = parser.parse_args()
+    if args.workloads and args.write_readme:
+        parser.error("--write-readme records every workload: leave --workloads out")
     base_url = os.environ.get("DATABASE_URL", DEFAULT_URL)
     peers = [s for s in args.only.split(",") if s and (s != "pgjobs" or args.tune)] or [
         s for s in SYSTEMS if s != "pgjobs"
@@ -486,6 +491,8 @@ def main() -> int:
         for peer in peers:
             # W4 compares us with pgqueuer only (the peers that keep up with 2,000/s).
             extra = [f"--w4-seconds={args.w4_seconds if peer == 'pgqueuer' else 0}"]
+            if args.workloads:
+                extra.append(f"--workloads={args.workloads}")
             before = os.getloadavg()[0]
             order = ["pgjobs", peer] if ours_first else [peer, "pgjobs"]
             ran = {name: run_system(name, base_url, args, *extra) for name in order}
