@@ -310,8 +310,8 @@ def report(info: dict[str, str], rounds: list[dict[str, Any]]) -> str:
         first = pairs[0][1]
         lines += [
             "",
-            f"**{ours_name} {first['ours']['version']} ({first['ours']['w2_config']}) vs"
-            f" {peer} {first['peer']['version']} ({first['peer']['w2_config']})**"
+            f"**{ours_name} {first['ours']['version']} ({first['ours'].get('w2_config', 'no W2')})"
+            f" vs {peer} {first['peer']['version']} ({first['peer'].get('w2_config', 'no W2')})**"
             + (
                 f"; {peer} drained {first['peer']['jobs']:,} jobs (ours"
                 f" {first['ours']['jobs']:,}) and enqueued"
