@@ -72,6 +72,9 @@ def _check_values() -> list[Error]:
     for key in ("MAX_ATTEMPTS", "WORKER_CONCURRENCY", "MAX_PAYLOAD_BYTES"):
         if conf.get(key) < 1:
             errors.append(_error(f"PGJOBS[{key!r}] must be at least 1.", None, 4))
+    if conf.get("WORKER_CONCURRENCY") > limits.MAX_CONCURRENCY:
+        most = f"{limits.MAX_CONCURRENCY:,}"
+        errors.append(_error(f"PGJOBS['WORKER_CONCURRENCY'] must be at most {most}.", None, 4))
     prefetch = conf.get("WORKER_PREFETCH")
     if prefetch != "auto" and (not isinstance(prefetch, int) or prefetch < 0):
         errors.append(_error("PGJOBS['WORKER_PREFETCH'] must be 0 or more, or \"auto\".", None, 4))

@@ -116,6 +116,10 @@ def whole_number(value: Any, field: str, low: int, high: int) -> int:
     return value
 
 
+#: Most threads one worker process runs jobs on (--concurrency, WORKER_CONCURRENCY):
+#: past some thousands, more processes serve better than more threads.
+MAX_CONCURRENCY = 10_000
+
 #: The largest id a ``bigint`` primary key holds.
 MAX_ID = 2**63 - 1
 

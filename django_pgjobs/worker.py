@@ -98,7 +98,15 @@ class Worker:
         self.queues = list(queues) if queues else all_queue_names(self.using)
         for name in self.queues:
             check_known(name)
-        self.concurrency = concurrency or conf.get("WORKER_CONCURRENCY")
+        # None means the setting. Anything else is checked (InvalidOption, a
+        # ValueError): 0 silently meant the setting, 10**8 built that many threads
+        # before the first claim, and a poll interval of -1 or NaN polled without
+        # pause.
+        self.concurrency = (
+            conf.get("WORKER_CONCURRENCY")
+            if concurrency is None
+            else limits.whole_number(concurrency, "concurrency", 1, limits.MAX_CONCURRENCY)
+        )
         if self.concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         # Claimed jobs beyond the free threads wait in the pool's inbox, already
@@ -118,7 +126,11 @@ class Worker:
         # time.monotonic() when each job now on a thread started (auto prefetch): a
         # job running long stops the prefetch before its run time is known.
         self._started: dict[int, float] = {}
-        self.poll_interval = poll_interval or conf.get("POLL_INTERVAL")
+        self.poll_interval = (
+            conf.get("POLL_INTERVAL")
+            if poll_interval is None
+            else limits.seconds(poll_interval, "poll_interval")
+        )
         self.burst = burst
         self.clock = clock
         #: The database's clock as seen from here: heartbeats and rescue go by it,
