@@ -301,6 +301,20 @@ OTHER_REFUSALS: dict[str, tuple[Callable[[], Any], type[Exception], str]] = {
             InvalidOption, "stale_after must be a number of seconds above 0")
         for value, shown in [(-1, "-1"), (0, "0"), (math.nan, "nan"), (10**400, "10**400")]
     },
+    # Worker(concurrency=0) meant the setting; 10**8 built that many threads before
+    # its first claim. A poll interval of -1 or NaN made Event.wait return at once
+    # (the idle loop never paused), one of 1e400 raised OverflowError there.
+    **{
+        f"Worker({option}={shown})": (
+            lambda option=option, value=value: Worker(**{option: value}), InvalidOption,
+            f"{option} must be",
+        )
+        for option, value, shown in [
+            ("concurrency", 0, "0"), ("concurrency", 10**8, "10**8"), ("concurrency", 2.0, "2.0"),
+            ("poll_interval", -1, "-1"), ("poll_interval", math.nan, "nan"),
+            ("poll_interval", 1e400, "1e400"), ("poll_interval", "2", "'2'"),
+        ]
+    },
     "rescue_orphaned(dead_workers=['x'])": (
         lambda: maintenance.rescue_orphaned(timezone.now(), dead_workers=["x"]), InvalidOption,
         "dead_workers must be a whole number"),
