@@ -228,6 +228,11 @@ REFUSED_CALLS: dict[str, tuple[Callable[[], Any], str]] = {
         ),
         "meta key 'debounce'",
     ),
+    "enqueue_many by COPY, the last meta setting one": (
+        lambda: Job.enqueue_many([{"task": ADD}] * 149 + [{"task": ADD,
+                                                           "meta": {"pass_results": True}}]),
+        "meta key 'pass_results'",
+    ),
     "a pipeline stage": (
         lambda: enqueue_pipeline([JobSpec(task=ADD, meta={"on_dependency_failure": "run"})]),
         "meta key 'on_dependency_failure'",
