@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -10,7 +12,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from django_pgjobs import Job, PayloadError, UnknownQueue, UnknownTask, tasks
-from django_pgjobs.enqueue import COPY_AT_LEAST
+from django_pgjobs.enqueue import COPY_AT_LEAST, JobSpec
 from django_pgjobs.exceptions import InvalidOption, InvalidQueueName
 from django_pgjobs.models import Queue
 from django_pgjobs.states import JobState
@@ -49,6 +51,12 @@ def test_job_enqueue_by_dotted_path_takes_every_documented_option():
     assert stored.run_at == when
     assert stored.state == JobState.SCHEDULED
     assert stored.unique_key == "add-1-2"
+
+
+def test_job_enqueue_takes_the_options_of_a_job_spec_in_its_order():
+    """Job.enqueue builds its JobSpec positionally: the same names in the same order."""
+    parameters = list(inspect.signature(Job.enqueue).parameters)
+    assert parameters == [field.name for field in dataclasses.fields(JobSpec)]
 
 
 def test_using_overrides_options_for_one_call():
