@@ -208,7 +208,9 @@ class JobBuilder:
         fields["args"] = list(spec.args)
         fields["kwargs"] = dict(spec.kwargs)
         flags = shape.fields["meta"]
-        fields["meta"] = {**spec.meta, **flags} if spec.meta else dict(flags)  # the flags win
+        fields["meta"] = meta = {**spec.meta, **flags} if spec.meta else dict(flags)  # flags win
+        if "debounce" in flags:  # a job's own: the flags are kept between calls (Prototype)
+            meta["debounce"] = dict(flags["debounce"])
         for name, default in shape.fresh:
             fields[name] = default()
         if not spec.unique_key and shape.task.derives_keys:  # from the arguments

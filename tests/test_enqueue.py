@@ -100,6 +100,17 @@ def test_what_options_decide_is_kept_between_calls_until_what_it_read_changes(se
         Job.enqueue("testproject.demo.tasks.add", [1, 1], queue="short-lived")
 
 
+def test_a_job_changed_after_enqueue_changes_no_later_job():
+    """What a kind of job's options decide is kept between calls: a returned job's
+    meta, nested dicts too, is its own."""
+    first = Job.enqueue("testproject.demo.tasks.add", [1, 1], debounce_key="k", debounce=5)
+    first.meta["debounce"]["seconds"] = 99
+    first.meta["extra"] = True
+    second = Job.enqueue("testproject.demo.tasks.add", [2, 2], debounce_key="k", debounce=5)
+    assert second.meta == {"debounce": {"key": "k", "seconds": 5.0}}
+    assert Job.objects.get(pk=second.pk).meta == second.meta
+
+
 def test_a_run_at_kept_between_calls_is_still_compared_with_the_time_of_each():
     soon = timezone.now() + timedelta(milliseconds=50)
     assert Job.enqueue("testproject.demo.tasks.add", [1, 1], run_at=soon).state == "scheduled"
