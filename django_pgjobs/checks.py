@@ -76,8 +76,15 @@ def _check_values() -> list[Error]:
         most = f"{limits.MAX_CONCURRENCY:,}"
         errors.append(_error(f"PGJOBS['WORKER_CONCURRENCY'] must be at most {most}.", None, 4))
     prefetch = conf.get("WORKER_PREFETCH")
-    if prefetch != "auto" and (not isinstance(prefetch, int) or prefetch < 0):
-        errors.append(_error("PGJOBS['WORKER_PREFETCH'] must be 0 or more, or \"auto\".", None, 4))
+    if prefetch != "auto" and (
+        not isinstance(prefetch, int)
+        or isinstance(prefetch, bool)
+        or not 0 <= prefetch <= limits.MAX_PREFETCH
+    ):
+        most = f"{limits.MAX_PREFETCH:,}"
+        errors.append(
+            _error(f"PGJOBS['WORKER_PREFETCH'] must be \"auto\" or 0 to {most}.", None, 4)
+        )
     for key in ("POLL_INTERVAL", "HEARTBEAT_INTERVAL", "WORKER_STALE_AFTER", "RESCUE_INTERVAL"):
         if conf.get(key) <= 0:
             errors.append(_error(f"PGJOBS[{key!r}] must be greater than 0.", None, 4))

@@ -120,6 +120,12 @@ def whole_number(value: Any, field: str, low: int, high: int) -> int:
 #: past some thousands, more processes serve better than more threads.
 MAX_CONCURRENCY = 10_000
 
+#: Most jobs one worker process claims beyond its free threads (--prefetch,
+#: WORKER_PREFETCH): ten times the largest prefetch that still paid off in the
+#: deployment guide (1,000). Those jobs are in memory and executing in the database
+#: until a thread takes them; 10**9 claimed the whole queue in one statement.
+MAX_PREFETCH = 10_000
+
 #: The largest id a ``bigint`` primary key holds.
 MAX_ID = 2**63 - 1
 

@@ -40,7 +40,7 @@ from . import (
     transitions,
 )
 from .context import JobContext
-from .exceptions import JobTimeout
+from .exceptions import InvalidOption, JobTimeout
 from .execution import execute, failed_attempt, record, run
 from .models import Job, Queue, WorkerProcess
 from .notifier import JOBS_CHANNEL, Notifier
@@ -112,12 +112,18 @@ class Worker:
         # Claimed jobs beyond the free threads wait in the pool's inbox, already
         # executing in the database: claims come in bigger batches (see run_once).
         # "auto" (the default) adapts it: see _adapt_prefetch.
+        # Bounded like the concurrency: 10**9 claimed the whole queue into memory.
         wanted = conf.get("WORKER_PREFETCH") if prefetch is None else prefetch
         self.auto_prefetch = wanted == AUTO
-        if not self.auto_prefetch and (
-            not isinstance(wanted, int) or isinstance(wanted, bool) or wanted < 0
+        if not self.auto_prefetch and not (
+            isinstance(wanted, int)
+            and not isinstance(wanted, bool)
+            and 0 <= wanted <= limits.MAX_PREFETCH
         ):
-            raise ValueError(f'prefetch must be 0 or more, or "auto", not {wanted!r}')
+            most = f"{limits.MAX_PREFETCH:,}"
+            raise InvalidOption(
+                "prefetch", f'must be "auto" or 0 to {most} jobs, not {limits.shown(wanted)}'
+            )
         self.prefetch = 0 if self.auto_prefetch else wanted
         # Seconds the recent jobs took to run (a moving average), for auto prefetch,
         # and whether one was snoozed (a limit said "not now") since the last claim.

@@ -58,6 +58,12 @@ def test_a_negative_prefetch_is_refused(settings):
         call_command("check")
 
 
+@pytest.mark.parametrize("key, value", [("WORKER_PREFETCH", 10**9), ("WORKER_CONCURRENCY", 10**8)])
+def test_a_prefetch_or_concurrency_past_its_bound_is_refused(key, value, settings):
+    (error,) = messages({key: value}, settings)
+    assert error.startswith(f"PGJOBS[{key!r}] must be") and "10,000" in error
+
+
 def test_a_listen_database_must_be_in_databases(settings):
     (error,) = messages({"LISTEN_DATABASE": "direct"}, settings)
     assert "'direct', which names no database in DATABASES" in error

@@ -320,6 +320,15 @@ OTHER_REFUSALS: dict[str, tuple[Callable[[], Any], type[Exception], str]] = {
             ("poll_interval", 1e400, "1e400"), ("poll_interval", "2", "'2'"),
         ]
     },
+    # A prefetch of 10**9 claimed the whole queue into one worker's memory.
+    **{
+        f"Worker(prefetch={shown})": (
+            lambda value=value: Worker(prefetch=value), InvalidOption,
+            f'prefetch must be "auto" or 0 to 10,000 jobs, not {re.escape(shown)}',
+        )
+        for value, shown in [(10**9, "1000000000"), (-1, "-1"), (True, "True"),
+                             ("fast", "'fast'"), (HUGE, "<a int too large to show>")]
+    },
     "rescue_orphaned(dead_workers=['x'])": (
         lambda: maintenance.rescue_orphaned(timezone.now(), dead_workers=["x"]), InvalidOption,
         "dead_workers must be a whole number"),
