@@ -23,7 +23,10 @@ urlpatterns = [
     # Clients written for the trailing slash keep working. Unnamed, so that
     # reverse("pgjobs:enqueue") gives the contract's "jobs".
     path("jobs/", views.enqueue),
-    path("jobs/<int:job_id>", views.job_detail, name="job"),
     path("jobs/run", views.run, name="run"),
     path("jobs/openapi.yaml", views.openapi, name="openapi"),
+    # Any other segment, so that an id that is none gets the API's JSON 404: with
+    # <int:>, 4,301 digits (int() refuses them), "-1" or "abc" matched no pattern and
+    # got Django's HTML page. After the literal paths, which it would shadow.
+    path("jobs/<str:job_id>", views.job_detail, name="job"),
 ]

@@ -746,6 +746,37 @@ def test_issuing_a_token_refuses_what_no_row_holds_and_keeps_the_transaction(opt
         assert not ApiToken.objects.exists()  # and the transaction still answers
 
 
+# -- ids in the HTTP API's paths ----------------------------------------------------------
+
+#: Path segments where a job id goes that name no job: each got Django's HTML 404 page
+#: (4,301 digits are more than int() takes; the others matched no pattern).
+NOT_IDS = {
+    "4,301 digits": ("1" * 4301, "no job '1111"),
+    "past bigint": ("9" * 20, "no job '99999999999999999999'"),
+    "0": ("0", "no job '0'"),
+    "-1": ("-1", "no job '-1'"),
+    "letters": ("abc", "no job 'abc'"),
+    "a fraction": ("1.5", "no job '1.5'"),
+    "a NUL": ("%00", r"no job '\x00'"),
+    "an Arabic-Indic digit": ("%D9%A1", "no job '\u0661'"),
+}
+
+
+@pytest.mark.parametrize("case", NOT_IDS)
+def test_an_id_in_an_api_path_that_is_none_gets_the_apis_json_errors(client, case):
+    segment, message = NOT_IDS[case]
+    job = first_job()
+    token = issue("ci", ["*"], can_run=True)[1]
+    answer = client.get(f"/jobs/{segment}", headers={"Authorization": f"Bearer {token}"})
+    body = answer.json()
+    assert answer.status_code == 404 and set(body) == {"error", "message"}
+    assert body["error"] == "not_found" and body["message"].startswith(message)
+    # Authentication and the method are checked first, as on a real id.
+    assert client.get(f"/jobs/{segment}").json()["error"] == "unauthorized"
+    assert client.post(f"/jobs/{segment}").json()["error"] == "method_not_allowed"
+    assert list(Job.objects.all()) == [job]
+
+
 # -- notifications no code of ours sent -------------------------------------------------------
 
 #: Payloads on the events channel that are no job event (anyone who may connect can

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -17,7 +18,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 
-from .. import conf, logs, payload, queues
+from .. import conf, limits, logs, payload, queues
 from ..exceptions import (
     InvalidOption,
     InvalidQueueName,
@@ -169,12 +170,27 @@ def enqueue(request: HttpRequest, token: ApiToken) -> HttpResponse:
 
 
 @api_view("GET", "can_read")
-def job_detail(request: HttpRequest, token: ApiToken, job_id: int) -> HttpResponse:
-    job = Job.objects.using(conf.get("DATABASE")).filter(pk=job_id).first()
+def job_detail(request: HttpRequest, token: ApiToken, job_id: str) -> HttpResponse:
+    pk = id_in_path(job_id)
+    if pk is None:
+        return error(404, "not_found", f"no job {limits.shown(job_id)}")
+    job = Job.objects.using(conf.get("DATABASE")).filter(pk=pk).first()
     if job is None or not token.allows_queue(job.queue):
         # Jobs of other queues are not this token's to know about, not even that they exist.
-        return error(404, "not_found", f"no job {job_id}")
+        return error(404, "not_found", f"no job {pk}")
     return JsonResponse(job_json(job))
+
+
+#: A row id in a path: ASCII digits, as many as a bigint holds.
+ID_IN_PATH = re.compile(r"[0-9]{1,19}")
+
+
+def id_in_path(text: str) -> int | None:
+    """The id a path segment names, or None if it names none (not digits, 0, past bigint)."""
+    if not ID_IN_PATH.fullmatch(text):
+        return None
+    value = int(text)
+    return value if 1 <= value <= limits.MAX_ID else None
 
 
 @transaction.non_atomic_requests  # each claim and outcome commits on its own, as in a worker
