@@ -17,7 +17,7 @@ from django.contrib.admin.utils import quote as admin_quote
 from django.urls import reverse
 from django.utils import timezone
 
-from django_pgjobs.models import Job, WorkerProcess
+from django_pgjobs.models import ApiToken, Job, WorkerProcess
 from django_pgjobs.states import JobState
 from tests.admin_helpers import changelist
 from tests.factories import JobFactory, QueueFactory, WorkerProcessFactory
@@ -496,3 +496,33 @@ def test_jobs_created_at_the_ends_of_time_dont_fill_the_drill_down(admin_client)
     this_year = timezone.localtime().year
     assert max(years) == this_year and len(set(years)) == 100
     assert shown(response) == [last, *shown(response)[1:-1], first]
+
+
+# -- the API token form -----------------------------------------------------------------
+
+#: What the token form's fields may not hold, and the form error each gets: a
+#: connector of spaces or of 101 characters was saved, a name no connector has. (A
+#: NUL is refused by the JSON field itself, before the names are read.)
+REFUSED_TOKEN_FIELDS = {
+    "a connector with a NUL": ({"connectors": '["hook\\u0000"]'}, "NUL characters"),
+    "a connector of spaces": ({"connectors": '["a b"]'}, "'a b' is not a name (nor '*')"),
+    "a connector of 101 characters": ({"connectors": json.dumps(["c" * 101])}, "'ccc"),
+    "a connector that is a number": ({"connectors": "[5]"}, "5 is not a name"),
+    "connectors as a string": ({"connectors": '"hook"'}, "a list of connector names"),
+    "connectors as an object": ({"connectors": '{"hook": 1}'}, "a list of connector names"),
+    "a queue with a NUL": ({"queues": '["mail\\u0000"]'}, "NUL characters"),
+    "a queue of spaces": ({"queues": '["a b"]'}, "'a b' is not a name (nor '*')"),
+    "a name with a NUL": ({"name": "c\x00i"}, "Null characters are not allowed"),
+}
+
+
+@pytest.mark.parametrize("case", REFUSED_TOKEN_FIELDS)
+def test_the_token_form_refuses_names_no_token_holds_and_writes_nothing(admin_client, case):
+    fields, shown = REFUSED_TOKEN_FIELDS[case]
+    form = {"name": "ci", "queues": '["*"]', "connectors": "[]", "active": "on", **fields}
+    response = admin_client.post(reverse("admin:pgjobs_apitoken_add"), form)
+    assert response.status_code == 200  # the form again, with its errors
+    errors = response.context["adminform"].form.errors
+    field = next(iter(fields))
+    assert list(errors) == [field] and shown in " ".join(errors[field])
+    assert not ApiToken.objects.exists()

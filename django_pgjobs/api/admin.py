@@ -6,6 +6,7 @@ Registered from ``PgJobsConfig.ready()`` (the admin engineer owns
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django import forms
@@ -15,9 +16,11 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
 from ..admin.base import OperatorAdmin
+from ..connectors.store import CONNECTOR_NAME
+from ..exceptions import InvalidOption
 from ..models import ApiToken
 from ..queues import QUEUE_NAME
-from .tokens import generate
+from .tokens import generate, scope
 
 
 class ApiTokenForm(forms.ModelForm):
@@ -35,18 +38,23 @@ class ApiTokenForm(forms.ModelForm):
         ]
 
     def clean_queues(self) -> list[str]:
-        queues = self.cleaned_data.get("queues") or []
-        if not isinstance(queues, list) or not all(
-            isinstance(name, str) and (name == "*" or QUEUE_NAME.match(name)) for name in queues
-        ):
-            raise forms.ValidationError('a list of queue names, e.g. ["mail"], or ["*"]')
-        return queues
+        return self._names("queues", QUEUE_NAME, 'a list of queue names, e.g. ["mail"], or ["*"]')
 
     def clean_connectors(self) -> list[str]:
-        names = self.cleaned_data.get("connectors") or []
-        if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
-            raise forms.ValidationError('a list of connector names, e.g. ["mailer"], or ["*"]')
-        return names
+        return self._names(
+            "connectors", CONNECTOR_NAME, 'a list of connector names, e.g. ["mailer"], or ["*"]'
+        )
+
+    def _names(self, field: str, pattern: re.Pattern[str], expected: str) -> list[str]:
+        """The field's names as tokens.issue() checks them (a connector of spaces or
+        of 101 characters was stored, a name no connector can have)."""
+        names = self.cleaned_data.get(field) or []
+        if not isinstance(names, list):  # scope() would take a JSON object's keys
+            raise forms.ValidationError(expected)
+        try:
+            return scope(names, field, pattern)
+        except InvalidOption as refused:
+            raise forms.ValidationError(f"{refused.problem}: {expected}") from None
 
 
 @admin.register(ApiToken)
