@@ -196,9 +196,9 @@ class JobBuilder:
         payload.check(spec.args, spec.kwargs, self.max_payload)
         if spec.meta:
             payload.check_meta(spec.meta, self.max_payload)
-            if not OPTION_KEYS.keys().isdisjoint(spec.meta):
-                key = min(OPTION_KEYS.keys() & spec.meta.keys())
-                raise InvalidOption("meta", f"key {key!r} is set by {OPTION_KEYS[key]} instead")
+            if not RESERVED_KEYS.keys().isdisjoint(spec.meta):
+                key = min(RESERVED_KEYS.keys() & spec.meta.keys())
+                raise InvalidOption("meta", f"key {key!r} {RESERVED_KEYS[key]}")
         return shape
 
     def make(self, spec: JobSpec, shape: Shape) -> Job:
@@ -495,6 +495,22 @@ OPTION_KEYS = {
     "debounce": "debounce_key= and debounce=",
     "on_dependency_failure": "on_dependency_failure=",
     "pass_results": "pass_results=",
+}
+
+#: Keys of a job's meta that only pgjobs writes, records of what happened to the job
+#: that it acts on or shows: a caller's ``{"crashes": 25}`` made the job a crash
+#: suspect, run alone, and discarded at its first real rescue (more crashes than
+#: max_attempts); ``{"snoozed": ...}`` showed snoozes that never happened in the
+#: admin (filter, list, timeline), and the next real one counted on from it.
+RECORD_KEYS = {
+    "crashes": "rescue's count of the workers lost while holding the job",
+    "snoozed": "the count and the last of the job's snoozes",
+}
+
+#: Every meta key a caller may not set, with what the refusal says.
+RESERVED_KEYS = {
+    **{key: f"is set by {option} instead" for key, option in OPTION_KEYS.items()},
+    **{key: f"is written by pgjobs only ({what})" for key, what in RECORD_KEYS.items()},
 }
 
 #: Batches from this size on are loaded with COPY: two round trips instead of one,

@@ -222,6 +222,20 @@ REFUSED_CALLS: dict[str, tuple[Callable[[], Any], str]] = {
         lambda: Job.enqueue(ADD, [1, 2], meta={"concurrency_key": ["x"] * 1000}),
         "meta key 'concurrency_key' is set by concurrency_key= instead",
     ),
+    # Keys only pgjobs writes: {"crashes": 25} ran the job alone as a crash suspect and
+    # discarded it at its first real rescue; {"snoozed": ...} faked snoozes in the admin.
+    "meta setting crashes": (
+        lambda: Job.enqueue(ADD, [1, 2], meta={"crashes": 25}),
+        "meta key 'crashes' is written by pgjobs only (rescue's count of the workers lost",
+    ),
+    "meta setting snoozed": (
+        lambda: Job.enqueue(ADD, [1, 2], meta={"snoozed": {"count": 3}, "label": "x"}),
+        "meta key 'snoozed' is written by pgjobs only (the count and the last of the job's",
+    ),
+    "enqueue_many by COPY, a meta setting crashes": (
+        lambda: Job.enqueue_many([{"task": ADD, "meta": {"crashes": 0}}] * 150),
+        "meta key 'crashes'",
+    ),
     "enqueue_many, a meta setting them all": (
         lambda: Job.enqueue_many(
             [{"task": ADD}, {"task": ADD, "meta": {"pass_results": 1, "debounce": 1}}]
