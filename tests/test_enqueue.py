@@ -6,6 +6,7 @@ import dataclasses
 import inspect
 import time
 from datetime import UTC, datetime, timedelta
+from http import HTTPStatus
 
 import pytest
 from django.db import connection, transaction
@@ -149,6 +150,7 @@ def test_one_job_is_one_insert_of_values_stored_as_a_batch_would_store_it(
         {"args": ["\u00e9t\u00e9", [3], None], "kwargs": {"k": None, "n": 1.5}},
         {"run_at": later, "priority": -3, "timeout": 2.5, "meta": {"batch": "x"}},
         {"max_attempts": 2, "concurrency_key": "customer-7", "pass_results": True},
+        {"args": [HTTPStatus.OK, "\U0001f600", 2**70, -0.0], "kwargs": {"s": "a\\u0000"}},
     ]
     for option in options:
         with django_assert_num_queries(1):
