@@ -138,6 +138,16 @@ def row_ids(values: Any, field: str) -> list[int]:
     return [whole_number(value, field, 1, MAX_ID) for value in values]
 
 
+def saved(job: Any, action: str) -> None:
+    """Refuse a job never saved: it has no row to change or wait for. (retry() said
+    "job None: cannot go from available to available"; cancel() and wait() raised
+    Job.DoesNotExist, "Job matching query does not exist".)"""
+    if job.pk is None:
+        raise InvalidOption(
+            "job", f"was never saved (it has no id): {action}() needs a job from Job.enqueue()"
+        )
+
+
 def boolean(value: Any, field: str) -> bool:
     if not isinstance(value, bool):
         raise InvalidOption(field, f"must be True or False, not {shown(value)}")

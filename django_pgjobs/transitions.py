@@ -21,7 +21,7 @@ from django.db import transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
-from . import conf, db, events, payload, signals
+from . import conf, db, events, limits, payload, signals
 from .backoff import Backoff
 from .models import Job, Queue
 from .redaction import Redactor, mask_credentials
@@ -288,6 +288,7 @@ ATTEMPT_LIMIT = 2**31 - 1
 def retry(job: Job, now: datetime | None = None) -> Job:
     """Run the job again as soon as possible, with at least one attempt left.
     InvalidTransition for a job in another state or at ``ATTEMPT_LIMIT``."""
+    limits.saved(job, "retry")
     now = now or timezone.now()
     if job.attempt >= ATTEMPT_LIMIT:
         raise InvalidTransition(job.pk, job.state, S.AVAILABLE)
@@ -313,6 +314,7 @@ def _at_least_one_more() -> Any:
 def cancel(job: Job, now: datetime | None = None) -> Job:
     """Cancel a job that has not finished. An executing job loses its lease, so
     whatever its worker reports afterwards is refused."""
+    limits.saved(job, "cancel")
     now = now or timezone.now()
     job.refresh_from_db()
     if job.is_finished:

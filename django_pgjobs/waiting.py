@@ -33,6 +33,7 @@ def checked_timeout(timeout: object) -> float | None:
 
 
 def wait_for(job: Job, timeout: float | None) -> Job:
+    limits.saved(job, "wait")
     timeout = checked_timeout(timeout)
     if not conf.get("EVENTS"):
         return _poll(job, timeout)
@@ -71,6 +72,7 @@ async def _async_poll(job: Job, timeout: float | None) -> Job:
 
 
 async def async_wait_for(job: Job, timeout: float | None) -> Job:
+    limits.saved(job, "async_wait")
     timeout = checked_timeout(timeout)
     if not conf.get("EVENTS"):
         return await _async_poll(job, timeout)

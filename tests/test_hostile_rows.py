@@ -260,6 +260,16 @@ REFUSED_CALLS: dict[str, tuple[Callable[[], Any], str]] = {
         for value, shown in [(math.nan, "nan"), (math.inf, "inf"), (-1, "-1"), ("1", "'1'"),
                              (True, "True"), (10**400, "10**400")]
     },
+    # A job never saved: retry() said "job None: cannot go from ... to ...", cancel()
+    # and wait() raised Job.DoesNotExist ("Job matching query does not exist").
+    **{
+        f"an unsaved job's {action}()": (
+            lambda action=action: asyncio.run(Job(task=ADD).async_wait())
+            if action == "async_wait" else getattr(Job(task=ADD), action)(),
+            f"job was never saved (it has no id): {action}() needs a job from Job.enqueue()",
+        )
+        for action in ("retry", "cancel", "wait", "async_wait")
+    },
     "async_wait(timeout=nan)": (
         lambda: asyncio.run(first_job().async_wait(timeout=math.nan)),
         "timeout must be a number of seconds",
