@@ -829,3 +829,31 @@ def test_a_listener_hears_the_events_after_notifications_that_are_none(second_co
         job = Job.enqueue(ADD, [1, 2])
         heard = stream.first(lambda event: event.job_id == job.pk, timeout=10)
     assert heard is not None and heard.state == "available"
+
+
+# -- a schedule of a task that is none --------------------------------------------------------
+
+
+def test_a_schedule_of_no_task_logs_one_line_a_tick_and_no_traceback(caplog):
+    """Schedule.objects.create() skips full_clean (documented): a task of "os.system" is
+    saved, and each tick records UnknownTask. The scheduler says so once a tick, one
+    line without a traceback, and nothing on the passes between ticks."""
+    schedule = Schedule.objects.create(name="shell", cron="* * * * *", task="os.system",
+                                       args=[f"touch {CANARY}"])  # fmt: skip
+    Schedule.objects.create(name="fine", cron="* * * * *", task=ADD, args=[1, 2])
+    scheduler = Scheduler()
+    start = clocks.database_now().replace(second=0, microsecond=0)
+    caplog.set_level("DEBUG", logger="django_pgjobs")
+    for seconds in range(0, 3 * 60, 20):  # nine passes: the first plans, two ticks fire
+        scheduler.run_once(start + timedelta(seconds=seconds + 1))
+    problems = [r for r in caplog.records if r.levelname in ("WARNING", "ERROR", "CRITICAL")]
+    said = [r.getMessage() for r in problems]
+    assert len(said) == 2 and all(
+        re.match(r"schedule 'shell': tick \S+ \S+ enqueued nothing: unknown task 'os.system'", line)
+        and "\n" not in line
+        for line in said
+    ), said
+    assert all(r.name == "django_pgjobs.schedules" and not r.exc_info for r in problems)
+    ticks = list(schedule.ticks.order_by("fire_at").values_list("error", "job_id"))
+    assert [(error.split(":")[0], job) for error, job in ticks] == [("UnknownTask", None)] * 2
+    assert Job.objects.filter(task=ADD).count() == 2 and not CANARY.exists()
