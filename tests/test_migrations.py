@@ -319,6 +319,7 @@ MIGRATIONS_AFTER_SQUASH = [
     "0014_one_insert_trigger",
     "0015_insert_job_function",
     "0016_one_executing_index",
+    "0017_failed_by_id_index",
 ]
 
 
