@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from django.db import transaction
 from django.db.models import Q
 
-from . import conf, db, limits, signals
+from . import clocks, conf, db, limits, signals
 from .exceptions import InvalidOption
 from .models import Job, WorkerProcess
 from .states import JobState
@@ -35,14 +35,17 @@ def rescue_orphaned(
         stale_after = conf.get("WORKER_STALE_AFTER")
     stale = timedelta(seconds=limits.seconds(stale_after, "stale_after"))
     dead_workers = limits.row_ids(dead_workers, "dead_workers")
-    # A heartbeat as far ahead of ``now`` as a stale one is behind is no live worker's
-    # either (heartbeats are stamped by the database's clock, which ``now`` tells): a
-    # row written by SQL in the year 9999 held its jobs forever.
-    stale_before, beyond = now - stale, now + stale
+    stale_before = now - stale
     dead = sorted(set(dead_workers))
     using = db.alias()
-    params = {"now": now, "stale_before": stale_before, "beyond": beyond, "dead_workers": dead}
     with transaction.atomic(using=using):
+        # A heartbeat as far ahead as a stale one is behind is no live worker's either:
+        # a row written by SQL in the year 9999 held its jobs forever. Ahead of the
+        # database's clock too, not only of ``now``: a caller's clock that lags it (a
+        # host stepped back, a frozen test clock) must not make every live worker's
+        # fresh heartbeat look ahead, and take back every job that runs.
+        beyond = max(now, clocks.database_now(using)) + stale
+        params = {"now": now, "stale_before": stale_before, "beyond": beyond, "dead_workers": dead}
         rescued = db.fetch_jobs("rescue", params, using)
         gone = (
             WorkerProcess.objects.using(using)

@@ -37,6 +37,18 @@ def test_jobs_of_a_worker_with_a_stale_heartbeat_are_rescued_without_counting_th
     assert not WorkerProcess.objects.filter(pk=dead.pk).exists()
 
 
+def test_a_caller_whose_clock_lags_the_database_takes_no_live_workers_jobs():
+    # A heartbeat far ahead is no live worker's; but ahead of the database's clock,
+    # not only of the caller's: a scheduler host stepped back by minutes (or a frozen
+    # test clock) would otherwise take back every running job, to be run twice.
+    live = WorkerProcessFactory(heartbeat_at=timezone.now())
+    job = held_by(live)
+    lagging = timezone.now() - timedelta(minutes=10)
+    assert maintenance.rescue_orphaned(lagging, stale_after=60) == 0
+    job.refresh_from_db()
+    assert job.state == JobState.EXECUTING and WorkerProcess.objects.filter(pk=live.pk).exists()
+
+
 def test_a_job_lost_more_than_max_attempts_times_is_discarded():
     now = timezone.now()
     dead = WorkerProcessFactory(heartbeat_at=now - timedelta(minutes=5))
