@@ -253,6 +253,23 @@ def validate_time(value: datetime) -> None:
         raise ValidationError(error.problem, code="out_of_range") from None
 
 
+def stored_moment(value: Any, field: str) -> datetime:
+    """``moment`` for a time Django stores as it is: with USE_TZ off, a naive one too
+    (in the default time zone, as Django reads it), returned naive as Django saves it."""
+    from django.conf import settings
+    from django.utils import timezone
+
+    if settings.USE_TZ:
+        return moment(value, field)
+    zone = timezone.get_default_timezone()
+    if isinstance(value, datetime) and timezone.is_naive(value):
+        try:
+            value = timezone.make_aware(value, zone)
+        except (OverflowError, ValueError):  # next to year 1 or 9999: moment says so
+            value = value.replace(tzinfo=UTC)
+    return timezone.make_naive(moment(value, field), zone)
+
+
 def validation_error(check: Callable[[], Any]) -> Any:
     """``check()``, its InvalidOption turned into Django's ValidationError on its field
     (for ``Model.clean``/``save`` and forms)."""

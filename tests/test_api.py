@@ -518,3 +518,22 @@ def test_issue_api_token_prints_a_working_token(client):
     with pytest.raises(CommandError, match="--queues"):
         call_command("issue_api_token", "x", "--queues", "bad name")
     assert ApiToken.objects.count() == 1
+
+
+def test_a_token_expires_in_local_time_without_time_zone_support(client, settings):
+    """USE_TZ = False: issue_api_token --expires-in-days and issue() with a naive time
+    (TIME_ZONE's local time, as the ORM stores it) work; an aware one is stored local."""
+    import io
+
+    from django.core.management import call_command
+
+    settings.USE_TZ, settings.TIME_ZONE = False, "Asia/Tokyo"
+    out = io.StringIO()
+    call_command("issue_api_token", "week", "--queues", "*", "--expires-in-days", "7", stdout=out)
+    token = ApiToken.objects.get(name="week")
+    assert timezone.is_naive(token.expires_at)
+    assert abs(token.expires_at - timezone.now() - timedelta(days=7)) < timedelta(minutes=1)
+    assert get(client, "/jobs/1", out.getvalue().strip()).status_code == 404  # authenticated
+    aware = timezone.make_aware(timezone.now(), timezone.get_default_timezone())
+    later, _ = issue("aware", ["*"], expires_at=aware + timedelta(days=1))
+    assert later.expires_at == (aware + timedelta(days=1)).replace(tzinfo=None)

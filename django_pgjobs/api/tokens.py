@@ -56,14 +56,15 @@ def issue(
     Refuses (InvalidOption, nothing written) what the row can't hold or a request
     could never match: a name of no text or over 100 characters, queues or
     connectors that are not lists of their names (or ``"*"``), a flag that is not a
-    bool, an ``expires_at`` that is no aware time within years 1-9999. A NUL in the
+    bool, an ``expires_at`` that is no aware time within years 1-9999 (with USE_TZ
+    off, a naive one in the default time zone too). A NUL in the
     name, or a name too long, reached the database as a DataError."""
     limits.text(name, "name", ApiToken._meta.get_field("name").max_length)
     for flag, value in (("can_enqueue", can_enqueue), ("can_read", can_read), ("can_run", can_run)):
         if not isinstance(value, bool):
             raise InvalidOption(flag, f"must be True or False, not {limits.shown(value)}")
     if expires_at is not None:
-        expires_at = limits.moment(expires_at, "expires_at")
+        expires_at = limits.stored_moment(expires_at, "expires_at")
     plain, hashed, prefix = generate()
     token = ApiToken.objects.using(conf.get("DATABASE")).create(
         name=name,
