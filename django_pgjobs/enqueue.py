@@ -225,6 +225,8 @@ class JobBuilder:
         """What ``spec``'s options (``options``, their key) decide, now: from the
         prototype an earlier call left for them if its task is still the registered
         one, its queue and connector still known; else checked afresh."""
+        if _one_of_a_kind(spec):  # checked afresh, not kept: it would push out the rest
+            return self._prototype(spec).at(self.now)
         prototype = _PROTOTYPES.get(options)
         if prototype is None or prototype.task is not self.task(spec.task):
             prototype = self._prototype(spec)
@@ -318,6 +320,18 @@ class Prototype(NamedTuple):
 _PROTOTYPES: dict[tuple[Any, ...], Prototype] = {}
 #: Past this many kinds of job, start again (options may be made up per call).
 MAX_PROTOTYPES = 1000
+
+
+def _one_of_a_kind(spec: JobSpec) -> bool:
+    """Whether ``spec`` has an option that is usually new on every call (a time, a key
+    made from a user's id): kept, such jobs would fill ``_PROTOTYPES`` and clear it
+    of the few kinds a process enqueues all day."""
+    return (
+        spec.run_at is not None
+        or bool(spec.unique_key)
+        or spec.debounce_key is not None
+        or spec.concurrency_key is not None
+    )
 
 
 @receiver(setting_changed)

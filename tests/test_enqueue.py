@@ -495,3 +495,19 @@ def test_a_large_batch_leaves_the_cycle_collector_as_it_found_it(enabled):
     finally:
         (gc.enable if was else gc.disable)()
     assert Job.objects.count() == COPY_AT_LEAST
+
+
+def test_options_new_on_every_call_are_checked_afresh_not_kept():
+    # A run_at or a key made per call would fill the kept kinds of job and clear them
+    # of the few a process enqueues all day (enqueue._PROTOTYPES, at most 1,000).
+    from django_pgjobs import enqueue
+
+    name = "testproject.demo.tasks.add"
+    Job.enqueue(name, args=[1, 2])
+    kept = dict(enqueue._PROTOTYPES)
+    for n in range(20):
+        Job.enqueue(name, args=[n, n], unique_key=f"user-{n}")
+        Job.enqueue(name, args=[n, n], run_at=timezone.now() + timedelta(seconds=n))
+        Job.enqueue(name, args=[n, n], concurrency_key=f"tenant-{n}")
+    assert dict(enqueue._PROTOTYPES) == kept  # nothing added, nothing cleared
+    assert Job.objects.count() == 61
