@@ -142,13 +142,14 @@ def set_paused(names: Iterable[str], paused: bool, using: str | None = None) -> 
 
     Resuming wakes idle workers at once: the queue table's trigger notifies them.
     A name no queue can have raises InvalidQueueName (a NUL was a DataError from the
-    database, which aborted the caller's transaction), and so does a bare string:
+    database, which aborted the caller's transaction); a bare string raises TypeError:
     ``set_paused("default", True)`` looked for queues "d", "e", ... and paused none.
     """
     from .models import Queue
 
     if isinstance(names, str):
-        raise TypeError(f"set_paused takes a list of queue names, not the string {names!r}")
+        shown = limits.shown(names)
+        raise TypeError(f"set_paused takes a list of queue names, not the string {shown}")
     checked = [validate_name(name) for name in names]
     _boolean(paused, "paused")
     rows = Queue.objects.using(using or conf.get("DATABASE")).filter(name__in=checked)
