@@ -25,12 +25,6 @@ def validate_name(name: object) -> str:
     return name
 
 
-def _boolean(value: object, field: str) -> bool:
-    if not isinstance(value, bool):
-        raise InvalidOption(field, f"must be True or False, not {limits.shown(value)}")
-    return value
-
-
 def _strategy(value: object, field: str) -> str:
     if value != "" and value not in STRATEGIES:
         shown = limits.shown(value)
@@ -43,8 +37,8 @@ def _strategy(value: object, field: str) -> str:
 OPTIONS: dict[str, Callable[[Any, str], Any]] = {
     "concurrency": lambda value, field: limits.whole_number(value, field, 0, 2**31 - 1),
     "priority": limits.priority,
-    "paused": _boolean,
-    "blocking": _boolean,
+    "paused": limits.boolean,
+    "blocking": limits.boolean,
     "max_attempts": limits.max_attempts,
     "backoff_strategy": _strategy,
     "backoff_base": lambda value, field: limits.seconds(value, field, zero=True),
@@ -151,6 +145,6 @@ def set_paused(names: Iterable[str], paused: bool, using: str | None = None) -> 
         shown = limits.shown(names)
         raise TypeError(f"set_paused takes a list of queue names, not the string {shown}")
     checked = [validate_name(name) for name in names]
-    _boolean(paused, "paused")
+    limits.boolean(paused, "paused")
     rows = Queue.objects.using(using or conf.get("DATABASE")).filter(name__in=checked)
     return rows.exclude(paused=paused).update(paused=paused)

@@ -61,8 +61,7 @@ def issue(
     name, or a name too long, reached the database as a DataError."""
     limits.text(name, "name", ApiToken._meta.get_field("name").max_length)
     for flag, value in (("can_enqueue", can_enqueue), ("can_read", can_read), ("can_run", can_run)):
-        if not isinstance(value, bool):
-            raise InvalidOption(flag, f"must be True or False, not {limits.shown(value)}")
+        limits.boolean(value, flag)
     if expires_at is not None:
         expires_at = limits.stored_moment(expires_at, "expires_at")
     plain, hashed, prefix = generate()
