@@ -354,3 +354,19 @@ def test_clipped_text_is_truncators():
         text = "".join(chance.choice(alphabet) for _ in range(chance.randint(0, 70)))
         for width in (1, 2, 5, 40, 60):
             assert clipped(text, width) == Truncator(text).chars(width), (text, width)
+
+
+def test_a_themes_results_template_gets_each_row_apart(admin_client, settings, tmp_path):
+    # A theme's change_list_results.html may give each <tr> attributes of its own:
+    # rows joined into one item would have them on the first row only.
+    theme = tmp_path / "admin"
+    theme.mkdir()
+    (theme / "change_list_results.html").write_text(
+        '<table id="result_list"><tbody>{% for result in results %}'
+        '<tr class="{% cycle "row1" "row2" %}">{% for item in result %}{{ item }}{% endfor %}'
+        "</tr>{% endfor %}</tbody></table>"
+    )
+    settings.TEMPLATES = [{**settings.TEMPLATES[0], "DIRS": [str(tmp_path)]}]
+    JobFactory.create_batch(3)
+    content = admin_client.get(changelist()).content.decode()
+    assert content.count('<tr class="row1">') == 2 and content.count('<tr class="row2">') == 1

@@ -11,9 +11,12 @@ the two); lists that edit rows or pick one for a popup use Django's own.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+from django.contrib import admin
 from django.contrib.admin.templatetags.admin_list import (
     ResultList,
     result_headers,
@@ -23,6 +26,9 @@ from django.contrib.admin.templatetags.admin_list import (
 from django.contrib.admin.templatetags.admin_urls import add_preserved_filters
 from django.contrib.admin.utils import display_for_value
 from django.contrib.admin.views.main import ChangeList
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+from django.template.loader import get_template
 from django.utils import formats
 from django.utils.html import conditional_escape, escape
 from django.utils.safestring import SafeString
@@ -48,9 +54,25 @@ def result_list(cl: ChangeList) -> dict[str, Any]:
 def _as_one(cl: ChangeList, written: list[ResultList]) -> list[ResultList]:
     """Our rows as one item of one row, which the template writes as ``<tr>{{ item }}</tr>``:
     its loop over 50 rows cost 0.45 ms of CPU, a fifth of what the rows cost."""
-    if not written or _columns(cl) is None:
-        return written  # nothing to show, or Django's rows
+    if not written or _columns(cl) is None or not _rows_template_is_djangos():
+        return written  # nothing to show, Django's rows, or a theme's template
     return [ResultList(None, [SafeString("</tr>\n<tr>".join(row[0] for row in written))])]
+
+
+@functools.cache
+def _rows_template_is_djangos() -> bool:
+    """Whether ``admin/change_list_results.html`` is Django's own, which writes each
+    row as ``<tr>{{ item }}</tr>``: an admin theme's may give each ``<tr>`` attributes
+    (classes, stripes) that rows joined into one item would have on the first only."""
+    origin = get_template("admin/change_list_results.html").origin.name
+    own = Path(admin.__file__).resolve().parent / "templates"
+    return Path(origin).resolve().is_relative_to(own)
+
+
+@receiver(setting_changed)
+def _forget_rows_template(setting: str, **kwargs: Any) -> None:
+    if setting == "TEMPLATES":
+        _rows_template_is_djangos.cache_clear()
 
 
 def rows(cl: ChangeList) -> Iterator[ResultList]:
