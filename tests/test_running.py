@@ -191,7 +191,7 @@ def test_auto_prefetch_claims_ahead_what_the_threads_start_within_its_horizon(db
     worker._adapt_prefetch(asked=10, got=10)
     assert worker.prefetch == 0
     assert Worker(concurrency=10, prefetch=0).auto_prefetch is False
-    with pytest.raises(ValueError, match='or "auto"'):
+    with pytest.raises(ValueError, match='prefetch must be "auto" or 0 to 10,000 jobs'):
         Worker(concurrency=10, prefetch="lots")
 
 
