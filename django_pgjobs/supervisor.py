@@ -19,6 +19,12 @@ while it waits: the right process to fork a job that must run alone
 pipe; the supervisor forks the job's process, writes its pid into the pipe, and
 its exit status once it has reaped it. The job processes of a child that dies are
 killed with it.
+
+A child whose supervisor dies without stopping it (SIGKILL, the OOM killer) stops as
+on SIGTERM: nobody would restart, count or stop it any more, and a process manager
+that starts the command again would run it beside a fresh set of children. The
+supervisor never writes into a child's socket, so the socket turns readable only
+when the supervisor's end is gone.
 """
 
 from __future__ import annotations
@@ -59,6 +65,28 @@ def announce(message: str) -> None:
     if _report_fd is not None:
         with contextlib.suppress(OSError):
             os.write(_report_fd, f"{message}\n".encode())
+
+
+def stop_when_orphaned(launcher: socket.socket, parent: int) -> threading.Thread:
+    """In a child: SIGTERM itself once the supervisor ``parent`` has gone away."""
+
+    def watch() -> None:
+        while True:
+            select.select([launcher], [], [])
+            try:
+                if launcher.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT):
+                    return  # the supervisor never writes here: not its end closing
+                break  # end of file: the supervisor's end is closed
+            except BlockingIOError:
+                continue  # woken for nothing
+            except OSError:
+                break  # reset: gone as well
+        logger.warning("the supervisor (pid %s) is gone: stopping this worker process", parent)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    watcher = threading.Thread(target=watch, name="pgjobs-supervisor-watch", daemon=True)
+    watcher.start()
+    return watcher
 
 
 def can_launch() -> bool:
@@ -251,6 +279,7 @@ class Supervisor:
                 ours.close()
                 self._forked()
                 _report_fd, _launcher = report_w, theirs
+                stop_when_orphaned(theirs, os.getppid())
                 code = self.target(slot.number)
                 announce("exit")
             finally:

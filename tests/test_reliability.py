@@ -259,6 +259,21 @@ def test_a_killed_child_of_processes_is_replaced_and_its_jobs_rescued_at_once(wo
     assert "was killed by SIGKILL" in supervisor.output()
 
 
+def test_children_whose_supervisor_is_killed_finish_their_jobs_and_stop(worker_process, wait):
+    job = Job.enqueue("testproject.demo.tasks.sleep", args=[2])
+    supervisor = worker_process("--processes", "2", env=QUICK_POLL)
+    wait(lambda: Job.objects.get(pk=job.pk).state == JobState.EXECUTING, timeout=30)
+    children = set(WorkerProcess.objects.values_list("pid", flat=True))
+    assert len(children) == 2
+    supervisor.proc.kill()  # SIGKILL: no chance to stop its children
+    supervisor.wait(10)
+    # Each child stops as on SIGTERM: the running job finishes, the worker leaves.
+    wait(lambda: not WorkerProcess.objects.exists(), timeout=30)
+    assert Job.objects.get(pk=job.pk).state == JobState.COMPLETED
+    wait(lambda: not any(conftest.running(pid) for pid in children), timeout=10)
+    assert f"the supervisor (pid {supervisor.pid}) is gone" in supervisor.output()
+
+
 POISONS = {
     "sigkill": "WorkerLost: the job's process died with SIGKILL",
     "exit": "WorkerLost: the job's process exited with status 3 without recording an outcome",
