@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -134,6 +135,9 @@ class WorkerProcess:
             env={**os.environ, **test_database_env(), **(env or {})},
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
+            # Its own process group: what it forks is killed with it at the end of
+            # the test, even when it died first and left them behind.
+            start_new_session=True,
         )
 
     @property
@@ -160,6 +164,15 @@ class WorkerProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         return self.wait(timeout)
+
+
+def running(pid: int) -> bool:
+    """Whether process ``pid`` exists and has not ended (a zombie has ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 #: Environment for worker processes that find dead peers within a couple of seconds
@@ -219,6 +232,8 @@ def worker_process(transactional_db: None) -> Iterator[Callable[..., WorkerProce
     for process in started:
         if process.proc.poll() is None:
             process.stop(signal.SIGKILL, timeout=10)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # --processes children, job processes
 
 
 # Local HTTP and SMTP servers for connector tests.

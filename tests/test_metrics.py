@@ -19,7 +19,7 @@ from django_pgjobs import maintenance
 from django_pgjobs.metrics import DatabaseCollector, exposition
 from django_pgjobs.models import Job, Queue, Schedule, WorkerProcess
 from django_pgjobs.states import JobState
-from testproject.demo.tasks import add, always_fails
+from testproject.demo.tasks import add, always_fails, sleep
 from tests.conftest import wait_until
 from tests.factories import JobFactory, ScheduleFactory, WorkerProcessFactory
 
@@ -217,16 +217,18 @@ def test_a_worker_process_serves_its_counters_the_gauges_and_probes(worker_proce
 def test_several_processes_share_one_port_their_counters_add_up(worker_process):
     process, port = start_with_port(
         worker_process,
-        "--processes", "2", "--concurrency", "1",
+        "--processes", "2", "--concurrency", "1", "--prefetch", "0",
         env={"PGJOBS_HEARTBEAT_INTERVAL": "0.5", "PGJOBS_WORKER_STALE_AFTER": "3"},
     )  # fmt: skip
     wait_until(lambda: WorkerProcess.objects.count() == 2, timeout=30)
-    Job.enqueue_many([{"task": add.name, "args": [n, n]} for n in range(40)])
+    # One job at a time each, 0.1 s a job: one process can't take them all (with
+    # quick jobs and prefetch, one could, and the sum would prove nothing).
+    Job.enqueue_many([{"task": sleep.name, "args": [0.1]} for _ in range(20)])
     wait_until(lambda: not Job.objects.exclude(state=S.COMPLETED).exists(), timeout=60)
-    ok = {"queue": "default", "task": add.name}
+    ok = {"queue": "default", "task": sleep.name}
     assert wait_until(
         lambda: (
-            value(samples(fetch(port, "/metrics")[1]), "pgjobs_jobs_completed_total", **ok) == 40
+            value(samples(fetch(port, "/metrics")[1]), "pgjobs_jobs_completed_total", **ok) == 20
         )
     )
     assert len(set(Job.objects.values_list("worker_id", flat=True))) == 2  # both ran jobs
