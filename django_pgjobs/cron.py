@@ -56,6 +56,8 @@ _NAMES = (
     {d: n for n, d in enumerate(["sun", "mon", "tue", "wed", "thu", "fri", "sat"])},
 )
 _RANGE = re.compile(r"^(?P<low>\w+)-(?P<high>\w+)(?:/(?P<step>\d+))?$")
+#: croniter's "R", "R/5", "R(0-30)": a value drawn afresh at each reading.
+_RANDOM = re.compile(r"^r(?:$|[/(])", re.IGNORECASE)
 
 #: ``@every`` and its interval: days, hours, minutes and seconds, in that order.
 EVERY = "@every"
@@ -173,6 +175,13 @@ def standard(expression: str) -> str:
 
 
 def _standard_part(part: str, index: int, expression: str) -> str:
+    if _RANDOM.match(part):
+        # Each reading draws anew: the next tick planned is never a tick when read
+        # again, so the schedule would fire at random times or not at all.
+        raise InvalidCron(
+            f"cron expression {expression!r}: 'R' (random) fields are not supported; "
+            "name the time, or use the schedule's jitter to spread ticks"
+        )
     match = _RANGE.match(part)
     if not match:
         return part

@@ -1,0 +1,26 @@
+"""More hostile input: what test_hostile_rows, test_admin_hostile and test_hardening_*
+left out. Cron expressions croniter reads but no scheduler could keep, and others.
+
+Each case is refused where it comes in with the documented error, writes nothing and
+leaves the caller's transaction usable; rows written by SQL stop nothing else.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from django_pgjobs.cron import InvalidCron, timing
+
+# -- cron -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "expression",
+    ["R * * * *", "r * * * *", "0 R * * *", "R(0-30)/5 * * * *", "0 0 * * R", "R * * * * *"],
+)
+def test_a_random_field_is_refused_as_no_two_readers_would_agree_on_it(expression):
+    """croniter reads "R" as a time drawn afresh on each reading: next_fire_at would
+    never be a tick of the expression as read again, so the schedule fired at random
+    or not at all."""
+    with pytest.raises(InvalidCron, match="'R' \\(random\\) fields are not supported"):
+        timing(expression)
