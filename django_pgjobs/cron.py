@@ -61,7 +61,8 @@ _RANDOM = re.compile(r"^r(?:$|[/(])", re.IGNORECASE)
 
 #: ``@every`` and its interval: days, hours, minutes and seconds, in that order.
 EVERY = "@every"
-_INTERVAL = re.compile(r"^(?:(\d{1,6})d)?(?:(\d{1,6})h)?(?:(\d{1,7})m)?(?:(\d{1,9})s)?$")
+# ASCII: Python's \d and int() would read any script's digits (Arabic-Indic, fullwidth).
+_INTERVAL = re.compile(r"^(?:(\d{1,6})d)?(?:(\d{1,6})h)?(?:(\d{1,7})m)?(?:(\d{1,9})s)?$", re.ASCII)
 #: Longest interval of ``@every``: a year. Less often is what cron is for.
 MAX_INTERVAL = timedelta(days=365)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

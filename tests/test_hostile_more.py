@@ -24,3 +24,12 @@ def test_a_random_field_is_refused_as_no_two_readers_would_agree_on_it(expressio
     or not at all."""
     with pytest.raises(InvalidCron, match="'R' \\(random\\) fields are not supported"):
         timing(expression)
+
+
+@pytest.mark.parametrize(
+    "expression", ["@every \u0661\u0660s", "@every \uff15m", "@every \U0001d7d3m"]
+)
+def test_an_interval_in_digits_other_than_ascii_is_refused(expression):
+    """Python's \\d and int() read any script's digits; cron is written in 0-9."""
+    with pytest.raises(InvalidCron, match="invalid interval"):
+        timing(expression)
