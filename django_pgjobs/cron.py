@@ -189,7 +189,7 @@ def _standard_part(part: str, index: int, expression: str) -> str:
     low, high = (_number(match[bound], index) for bound in ("low", "high"))
     if low is None or high is None:
         return part  # "L", "#" and friends: croniter's business
-    if low == high:
+    if low == high or (index == 4 and (low, high) == (7, 0)):  # 7 and 0: both Sunday
         return match["low"]
     if low > high and not (index == 4 and high == 0):
         raise InvalidCron(

@@ -7,6 +7,8 @@ leaves the caller's transaction usable; rows written by SQL stop nothing else.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from django_pgjobs.cron import InvalidCron, timing
@@ -33,3 +35,9 @@ def test_an_interval_in_digits_other_than_ascii_is_refused(expression):
     """Python's \\d and int() read any script's digits; cron is written in 0-9."""
     with pytest.raises(InvalidCron, match="invalid interval"):
         timing(expression)
+
+
+def test_sunday_as_7_to_0_is_sunday_not_the_whole_week():
+    """7 and 0 are both Sunday: "7-0" was read as wrapping round the week, every day."""
+    after = datetime(2026, 1, 1, tzinfo=UTC)  # a Thursday
+    assert timing("0 0 * * 7-0").next_after(after) == datetime(2026, 1, 4, tzinfo=UTC)
