@@ -10,8 +10,29 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from django.db import transaction
 
+from django_pgjobs import Job
+from django_pgjobs.api.tokens import issue
 from django_pgjobs.cron import InvalidCron, timing
+
+ADD = "testproject.demo.tasks.add"
+
+
+@pytest.fixture
+def bearer(db) -> dict[str, str]:
+    return {"Authorization": "Bearer " + issue("ci", ["*"], can_run=True, connectors=["*"])[1]}
+
+
+def refused_writing_nothing(client, bearer, body: str) -> dict:
+    """POST /jobs in the caller's transaction: its answer's JSON, once checked that it
+    is a 400 that wrote nothing and that the transaction goes on."""
+    with transaction.atomic():
+        response = client.post("/jobs", body, content_type="application/json", headers=bearer)
+        assert response.status_code == 400, response.content
+        assert not Job.objects.exists()
+    return response.json()
+
 
 # -- cron -------------------------------------------------------------------------------------
 
@@ -41,3 +62,24 @@ def test_sunday_as_7_to_0_is_sunday_not_the_whole_week():
     """7 and 0 are both Sunday: "7-0" was read as wrapping round the week, every day."""
     after = datetime(2026, 1, 1, tzinfo=UTC)  # a Thursday
     assert timing("0 0 * * 7-0").next_after(after) == datetime(2026, 1, 4, tzinfo=UTC)
+
+
+# -- POST /jobs bodies --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body, key",
+    [
+        ('{"task": "nowhere.task", "task": "$ADD", "args": [1, 2]}', "'task'"),
+        ('{"task": "$ADD", "queue": "a", "queue": "default", "args": [1, 2]}', "'queue'"),
+        ('{"task": "$ADD", "args": [1, 2], "kwargs": {"to": "a", "to": "b"}}', "'to'"),
+        ('{"task": "$ADD", "args": [{"x": [{"y": 1, "y": 2}]}, 2]}', "'y'"),
+    ],
+)
+def test_a_key_twice_in_one_object_is_refused_not_read_as_the_last(client, bearer, body, key):
+    """json.loads keeps the last of two equal keys: a proxy or log that reads the first
+    saw another task, queue or argument than the one enqueued."""
+    answer = refused_writing_nothing(client, bearer, body.replace("$ADD", ADD))
+    assert answer["fields"] == {
+        "body": f"not valid JSON: the key {key} appears twice in one object"
+    }

@@ -28,8 +28,18 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
     def no_constants(name: str) -> Any:
         raise ValueError(f"{name} is not valid JSON")
 
+    def once_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        # json keeps the last of two equal keys; a proxy or log reading the first would
+        # see another task, queue or argument than the one enqueued.
+        seen: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in seen:
+                raise ValueError(f"the key {limits.shown(key)} appears twice in one object")
+            seen[key] = value
+        return seen
+
     try:
-        body = json.loads(raw or b"null", parse_constant=no_constants)
+        body = json.loads(raw or b"null", parse_constant=no_constants, object_pairs_hook=once_each)
     except (ValueError, UnicodeDecodeError) as problem:
         raise Invalid({"body": f"not valid JSON: {problem}"}) from None
     except RecursionError:
