@@ -7,14 +7,22 @@ leaves the caller's transaction usable; rows written by SQL stop nothing else.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from django_pgjobs import Job
 from django_pgjobs.api.tokens import issue
+from django_pgjobs.connectors.errors import ConnectorMisconfigured
+from django_pgjobs.connectors.store import get_connector
 from django_pgjobs.cron import InvalidCron, timing
+from django_pgjobs.models import Connector
+from tests.admin_helpers import action
+from tests.factories import ConnectorFactory
+from tests.test_hardening_rows import sql
 
 ADD = "testproject.demo.tasks.add"
 
@@ -83,3 +91,50 @@ def test_a_key_twice_in_one_object_is_refused_not_read_as_the_last(client, beare
     assert answer["fields"] == {
         "body": f"not valid JSON: the key {key} appears twice in one object"
     }
+
+
+# -- connectors ---------------------------------------------------------------------------
+
+CANARY = "Cnry-3a7c"
+CALL = "django_pgjobs.connectors.tasks.call"
+
+
+@pytest.mark.parametrize(
+    "kind, config, field",
+    [
+        ("http", {"url": [f"https://user:{CANARY}@hooks.example.com/x"]}, "config.url"),
+        (
+            "http",
+            {"url": "https://hooks.example.com/x", "username": {"pw": CANARY}},
+            "config.username",
+        ),
+        ("command", {"executable": "true", "args": [{"password": CANARY}]}, "config.args"),
+        ("smtp", {"host": f"mail.example.com:{CANARY}".split(":"), "port": 25}, "config.host"),
+    ],
+)
+def test_a_config_value_of_the_wrong_type_is_named_by_its_type_not_shown(
+    worker, admin_client, kind, config, field
+):
+    """A value of the wrong type was shown in full ("must be str, not ['https://user:..."):
+    in the job's error, which the API shows to every token of the queue, and the admin's."""
+    connector = ConnectorFactory(name="odd", kind=kind)
+    sql(
+        "UPDATE pgjobs_connector SET config = %s::jsonb WHERE id = %s",
+        [json.dumps(config), connector.pk],
+    )
+    with pytest.raises(ConnectorMisconfigured) as raised:
+        get_connector("odd")
+    assert field in raised.value.fields and CANARY not in str(raised.value)
+    job = Job.enqueue(CALL, connector="odd")
+    worker.drain()
+    job.refresh_from_db()
+    assert field in job.errors[0]["error"] and CANARY not in json.dumps(job.errors)
+    answer = admin_client.post(
+        "/admin/pgjobs/connector/", action("test_connection", connector), follow=True
+    )
+    shown = [str(message) for message in answer.context["messages"]]
+    assert shown and field.partition(".")[2] in shown[0] and CANARY not in " ".join(shown)
+    form = Connector(name="typed", kind=kind, config=config)
+    with pytest.raises(ValidationError) as refused:
+        form.full_clean()
+    assert CANARY not in str(refused.value.message_dict)

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from .. import limits
 from ..redaction import Redactor
 
 
@@ -44,7 +45,9 @@ class Option:
         wrong_bool = isinstance(value, bool) and bool not in types
         if not isinstance(value, types) or wrong_bool:
             names = " or ".join("null" if t is type(None) else t.__name__ for t in types)
-            return f"must be {names}, not {value!r}"
+            # The type only: a misplaced value may be a URL with its password, and this
+            # message goes into job errors (shown by the API) and admin messages.
+            return f"must be {names}, not {type(value).__name__}"
         return self.check(value) if self.check else None
 
 
@@ -140,9 +143,13 @@ def positive(value: Any) -> str | None:
 
 def str_dict(value: dict[Any, Any]) -> str | None:
     bad = [k for k, v in value.items() if not isinstance(k, str) or not isinstance(v, str)]
-    return f"keys and values must be strings ({bad[0]!r})" if bad else None
+    return (
+        f"keys and values must be strings (that of {limits.shown(bad[0])} is not)" if bad else None
+    )
 
 
 def str_list(value: list[Any]) -> str | None:
-    bad = [item for item in value if not isinstance(item, str)]
-    return f"items must be strings ({bad[0]!r})" if bad else None
+    bad = [index for index, item in enumerate(value) if not isinstance(item, str)]
+    return (
+        f"items must be strings (item {bad[0]} is {type(value[bad[0]]).__name__})" if bad else None
+    )
