@@ -20,6 +20,7 @@ import yaml
 from django.core.management import get_commands, load_command_class
 
 from django_pgjobs import conf
+from django_pgjobs.queues import NAME_CHARACTERS as QUEUE_NAME_CHARACTERS
 from tests.conftest import ROOT
 
 DEPLOY = ROOT / "deploy"
@@ -160,6 +161,21 @@ def test_systemd_analyze_verifies_the_units(tmp_path):
     )
     ours = [line for line in (result.stdout + result.stderr).splitlines() if "pgjobs" in line]
     assert result.returncode == 0 and not ours, result.stdout + result.stderr
+
+
+def test_the_worker_template_passes_the_instance_name_to_queues_as_it_is():
+    # %i, not %I: unescaping turns "-" into "/", and "high-priority" is a queue name.
+    # Every character a queue name may hold is one a unit name may hold, so %i carries
+    # any queue name unchanged; a list (a comma) can't be an instance name at all.
+    (template,) = [path for path in UNITS if path.name.endswith("@.service")]
+    exec_start = read_unit(template)["Service"]["ExecStart"]
+    assert "--queues %i" in exec_start and "%I" not in exec_start
+    assert QUEUE_NAME_CHARACTERS == "[A-Za-z0-9_.:-]"  # systemd.unit(5)'s, less "\\"
+    if shutil.which("systemd-escape"):  # a comma needs escaping: %i would keep "\x2c"
+        escaped = subprocess.run(
+            ["systemd-escape", "default,mail"], capture_output=True, text=True, check=True
+        )
+        assert escaped.stdout.strip() == "default\\x2cmail"
 
 
 # -- Dockerfile -----------------------------------------------------------------------------
