@@ -491,3 +491,51 @@ def test_0006_turns_misfire_into_catch_up_and_back(django_db_blocker):
         with scratch.connect() as conn:
             rows = _rows(conn, "SELECT name, misfire FROM pgjobs_schedule ORDER BY name")
             assert rows == [("dropped", "skip"), ("kept", "catch_up")]
+
+
+# -- commands on a database never migrated ------------------------------------------------
+
+
+def test_commands_on_an_unmigrated_database_say_to_migrate_not_a_traceback():
+    # A newcomer's first `runworker` before `migrate` printed 78 lines of traceback
+    # ending in 'relation "pgjobs_queue" does not exist'.
+    with Scratch("unmigrated") as scratch:
+        for command in (
+            ["runworker", "--burst"],
+            ["runworker", "--burst", "--processes", "2"],
+            ["runworker", "--burst", "--queues", "default"],
+            ["runscheduler", "--once"],
+            ["pgjobs", "stats"],
+        ):
+            result = scratch.manage(*command)
+            said = result.stdout + result.stderr
+            assert result.returncode == 1, (command, said)
+            assert "Traceback" not in said, (command, said)
+            assert f"The database '{scratch.name}' lacks pgjobs' tables" in result.stderr
+            assert "migration(s) of pgjobs are not applied (0001_tables," in result.stderr
+            assert "Run `python manage.py migrate` first." in result.stderr, command
+        with scratch.connect() as conn:  # the commands wrote nothing
+            assert _rows(conn, "SELECT relname FROM pg_class WHERE relname LIKE 'pgjobs%'") == []
+
+
+def test_other_database_errors_are_not_explained_as_unmigrated():
+    from django.db import ProgrammingError
+
+    from django_pgjobs import unmigrated
+
+    class Duplicate(Exception):
+        sqlstate = "23505"
+
+    class UndefinedTable(Exception):
+        sqlstate = "42P01"
+
+    other = ProgrammingError("duplicate key")
+    other.__cause__ = Duplicate()
+    assert unmigrated.explain(other, "default") is None
+    # A missing table of a migrated database is someone else's: pgjobs has none pending.
+    missing = ProgrammingError('relation "shop_order" does not exist')
+    missing.__cause__ = UndefinedTable()
+    assert unmigrated.pending("default") == []
+    assert unmigrated.explain(missing, "default") is None
+    with pytest.raises(ProgrammingError), unmigrated.required("default"):
+        raise missing

@@ -21,7 +21,17 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import DatabaseError
 from django.utils import timezone
 
-from django_pgjobs import clocks, conf, health, maintenance, queues, schedules, stats, transitions
+from django_pgjobs import (
+    clocks,
+    conf,
+    health,
+    maintenance,
+    queues,
+    schedules,
+    stats,
+    transitions,
+    unmigrated,
+)
 from django_pgjobs.cron import InvalidCron, UnknownTimezone
 from django_pgjobs.exceptions import PgJobsError
 from django_pgjobs.models import Job, Queue, Schedule
@@ -106,7 +116,8 @@ class Command(BaseCommand):
         except (InvalidSelection, PgJobsError) as error:
             raise CommandError(str(error), returncode=1) from None
         except DatabaseError as error:
-            raise CommandError(f"database error: {_first_line(error)}", returncode=1) from None
+            message = unmigrated.explain(error, _db()) or f"database error: {_first_line(error)}"
+            raise CommandError(message, returncode=1) from None
 
     # -- reading ------------------------------------------------------------------------
 

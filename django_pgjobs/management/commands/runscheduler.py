@@ -9,7 +9,7 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from django_pgjobs import conf, liveness, logs, schedules
+from django_pgjobs import conf, liveness, logs, schedules, unmigrated
 from django_pgjobs.scheduler import Scheduler
 
 logger = logging.getLogger("django_pgjobs.scheduler")
@@ -33,6 +33,10 @@ class Command(BaseCommand):
         logs.add_arguments(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
+        with unmigrated.required(conf.get("DATABASE")):
+            self._handle(options)
+
+    def _handle(self, options: dict[str, Any]) -> None:
         logs.speak(options["verbosity"], options["log_format"])
         liveness.harden_connections(conf.get("DATABASE"), "scheduler")
         scheduler = Scheduler(routines=[] if options["no_maintenance"] else None)

@@ -14,7 +14,16 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from django_pgjobs import clocks, conf, liveness, logs, maintenance, middleware, probes
+from django_pgjobs import (
+    clocks,
+    conf,
+    liveness,
+    logs,
+    maintenance,
+    middleware,
+    probes,
+    unmigrated,
+)
 from django_pgjobs.exceptions import InvalidQueueName, UnknownQueue
 from django_pgjobs.metrics import require_client
 from django_pgjobs.supervisor import run_processes
@@ -79,7 +88,7 @@ class Command(BaseCommand):
         processes = options["processes"]
         if processes < 1:
             raise CommandError("--processes must be at least 1")
-        with self._endpoint(options) as endpoint:
+        with unmigrated.required(conf.get("DATABASE")), self._endpoint(options) as endpoint:
 
             def run(index: int) -> int:
                 return self._run_worker(queues, options, endpoint, index)

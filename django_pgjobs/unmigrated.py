@@ -1,0 +1,57 @@
+"""A database without pgjobs' tables (``migrate`` not run): the error naming the fix."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+from django.core.management.base import CommandError
+from django.db import DatabaseError, connections
+
+#: SQLSTATEs of a missing table, function or column: what a query of pgjobs meets on
+#: a database whose pgjobs migrations are not (all) applied.
+UNDEFINED = frozenset({"42P01", "42883", "42703"})
+
+
+def pending(alias: str) -> list[str]:
+    """pgjobs' migrations not applied to the database ``alias``, in order."""
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connections[alias])
+    targets = [node for node in executor.loader.graph.leaf_nodes() if node[0] == "pgjobs"]
+    return [migration.name for migration, _ in executor.migration_plan(targets)]
+
+
+def explain(error: BaseException, alias: str) -> str | None:
+    """What to do about ``error`` if pgjobs' migrations missing from ``alias`` caused
+    it; None for any other error."""
+    cause = error if getattr(error, "sqlstate", None) else error.__cause__
+    if getattr(cause, "sqlstate", None) not in UNDEFINED:
+        return None
+    # Only now, on the way out: reading the migration graph costs a start-up time.
+    try:
+        names = pending(alias)
+    except DatabaseError:  # the connection is unusable: say what the database said
+        return None
+    if not names:
+        return None
+    database = connections[alias].settings_dict.get("NAME")
+    flag = "" if alias == "default" else f" --database {alias}"
+    shown = ", ".join(names[:2]) + (", ..." if len(names) > 2 else "")
+    return (
+        f"The database {database!r} lacks pgjobs' tables, or their latest changes: "
+        f"{len(names)} migration(s) of pgjobs are not applied ({shown}). "
+        f"Run `python manage.py migrate{flag}` first."
+    )
+
+
+@contextlib.contextmanager
+def required(alias: str) -> Iterator[None]:
+    """Turn a database error of unapplied pgjobs migrations into a ``CommandError``
+    saying to migrate (a message, not a traceback); others pass through."""
+    try:
+        yield
+    except DatabaseError as error:
+        if (message := explain(error, alias)) is None:
+            raise
+        raise CommandError(message) from error
