@@ -138,3 +138,38 @@ def test_a_config_value_of_the_wrong_type_is_named_by_its_type_not_shown(
     with pytest.raises(ValidationError) as refused:
         form.full_clean()
     assert CANARY not in str(refused.value.message_dict)
+
+
+@pytest.mark.parametrize(
+    "kind, config",
+    [
+        ("http", {"url": "https://hooks.example.com/x", "timeout": 1e300}),
+        ("smtp", {"host": "mail.example.com", "timeout": 1e300}),
+        ("command", {"executable": "true", "timeout": 1e300}),
+        ("command", {"executable": "true", "kill_grace": 10**30}),
+    ],
+)
+def test_a_wait_no_socket_or_process_can_take_is_refused_on_save(db, kind, config):
+    """A timeout of 1e300 passed "greater than 0", then every job of the connector and
+    every admin test failed with OverflowError (retried, saying nothing of the config)."""
+    key = next(key for key in config if key in ("timeout", "kill_grace"))
+    with pytest.raises(ValidationError) as refused:
+        Connector(name="slow", kind=kind, config=config).full_clean()
+    assert any(
+        message.startswith(f"{key}: must be a number of seconds above 0 and at most")
+        for message in refused.value.message_dict["config"]
+    ), refused.value
+
+
+def test_a_stored_wait_too_long_fails_its_job_as_misconfigured(worker):
+    connector = ConnectorFactory(name="slow")
+    sql(
+        "UPDATE pgjobs_connector SET config = config || '{\"timeout\": 1e400}' WHERE id = %s",
+        [connector.pk],
+    )
+    job = Job.enqueue(CALL, connector="slow")
+    worker.drain()
+    job.refresh_from_db()
+    assert job.errors[0]["error"].startswith(
+        "ConnectorMisconfigured: connector 'slow' is misconfigured: config.timeout"
+    )

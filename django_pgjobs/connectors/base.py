@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from .. import limits
+from ..exceptions import InvalidOption
 from ..redaction import Redactor
 
 
@@ -139,6 +140,18 @@ class ConnectorKind:
 
 def positive(value: Any) -> str | None:
     return None if value is None or value > 0 else "must be greater than 0"
+
+
+def seconds(value: Any) -> str | None:
+    """A wait: finite, above 0, at most a year (1e300 passed ``positive`` and made every
+    socket and subprocess wait raise OverflowError)."""
+    if value is None:
+        return None
+    try:
+        limits.seconds(value, "")
+    except InvalidOption as refused:
+        return refused.problem
+    return None
 
 
 def str_dict(value: dict[Any, Any]) -> str | None:

@@ -31,7 +31,7 @@ from typing import IO, Any
 
 from ..context import current_job
 from ..exceptions import JobCancelled
-from .base import ConnectorKind, Option, positive, str_dict, str_list
+from .base import ConnectorKind, Option, positive, seconds, str_dict, str_list
 from .errors import ConnectorError, ConnectorRefused
 from .registry import register_kind
 
@@ -128,11 +128,11 @@ class CommandConnector(ConnectorKind):
         Option("cwd", (str, type(None)), None, "Working directory."),
         Option("env", dict, {}, "Environment variables (not secret).", check=str_dict),
         Option("inherit_env", bool, False, "Pass on the worker's whole environment."),
-        Option("timeout", (int, float, type(None)), None, "Seconds; then killed.", positive),
+        Option("timeout", (int, float, type(None)), None, "Seconds; then killed.", seconds),
         Option("allow_job_args", bool, False, "Let jobs append arguments."),
         Option("allow_job_input", bool, False, "Let jobs send input to stdin."),
         Option("max_output_bytes", int, 65536, "Tail of stdout/stderr kept.", positive),
-        Option("kill_grace", (int, float), 5.0, "Seconds between SIGTERM and SIGKILL.", positive),
+        Option("kill_grace", (int, float), 5.0, "Seconds between SIGTERM and SIGKILL.", seconds),
     )
     secrets = None  # any name: each secret becomes an environment variable
 

@@ -25,7 +25,7 @@ from typing import Any
 from .. import conf, db
 from ..limits import plain_digits
 from . import destinations
-from .base import ConnectorKind, Option, positive, str_dict
+from .base import ConnectorKind, Option, positive, seconds, str_dict
 from .errors import ConnectorError, ConnectorThrottled
 from .registry import register_kind
 
@@ -129,7 +129,7 @@ class HttpConnector(ConnectorKind):
         Option("url", str, help="Absolute http(s) URL.", check=_http_url),
         Option("method", str, "POST", check=_method),
         Option("headers", dict, {}, "Extra request headers (not secret).", check=_plain_headers),
-        Option("timeout", (int, float), 10.0, "Seconds.", check=positive),
+        Option("timeout", (int, float), 10.0, "Seconds.", check=seconds),
         Option("expected_status", list, [], "Status codes that mean success.", check=_statuses),
         Option("username", str, "", "With the password secret: basic auth."),
         Option("api_key_header", str, "X-Api-Key", "Header carrying the api_key secret."),

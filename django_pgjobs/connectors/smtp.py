@@ -16,7 +16,7 @@ from django.conf import settings
 from django.core.mail import EmailMessage, EmailMultiAlternatives
 from django.core.mail.backends.smtp import EmailBackend
 
-from .base import ConnectorKind, Option, positive
+from .base import ConnectorKind, Option, seconds
 from .errors import ConnectorError
 from .registry import register_kind
 
@@ -43,7 +43,7 @@ class SmtpConnector(ConnectorKind):
         Option("username", str, ""),
         Option("use_tls", bool, False, "STARTTLS after connecting."),
         Option("use_ssl", bool, False, "Implicit TLS from the start."),
-        Option("timeout", (int, float), 10.0, "Seconds.", check=positive),
+        Option("timeout", (int, float), 10.0, "Seconds.", check=seconds),
         Option("from_email", str, "", "Default sender; empty: DEFAULT_FROM_EMAIL."),
     )
     secrets = ("password",)
