@@ -24,6 +24,7 @@ def _error(message: str, hint: str | None, number: int) -> Error:
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     user = conf.user_settings()
     errors: list[Error] = []
+    wrong_type = False
     if not isinstance(getattr(settings, "PGJOBS", {}) or {}, dict):
         return [_error("PGJOBS must be a dict.", None, 1)]
     for key, value in user.items():
@@ -43,7 +44,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
                 else expected.__name__
             )
             errors.append(_error(f"PGJOBS[{key!r}] must be {names}, not {value!r}.", None, 3))
-    if errors:
+            wrong_type = True
+    if wrong_type:  # the checks below read every value as its type
         return errors
     return (
         errors
@@ -181,7 +183,7 @@ def _check_queues() -> list[Error]:
             errors.append(
                 _error(
                     f"Unknown option(s) {sorted(unknown)} for queue {name!r}.",
-                    f"Known options: {sorted(QUEUE_OPTIONS)}",
+                    _known_options_hint(unknown),
                     10,
                 )
             )
@@ -191,6 +193,20 @@ def _check_queues() -> list[Error]:
         except InvalidOption as problem:  # a value no worker could use
             errors.append(_error(f"PGJOBS['QUEUES'][{name!r}]: {problem}.", None, 13))
     return errors
+
+
+def _known_options_hint(unknown: set[Any]) -> str:
+    """The option each unknown one is likely a misspelling of, else the known ones."""
+    guesses = {
+        key: close[0]
+        for key in sorted(unknown, key=str)
+        if isinstance(key, str) and (close := difflib.get_close_matches(key, QUEUE_OPTIONS, n=1))
+    }
+    if len(guesses) == len(unknown):
+        return " ".join(
+            f"Did you mean {right!r} for {wrong!r}?" for wrong, right in guesses.items()
+        )
+    return f"Known options: {sorted(QUEUE_OPTIONS)}"
 
 
 def _check_scheduler() -> list[Error]:

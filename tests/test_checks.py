@@ -22,6 +22,28 @@ def test_a_misspelt_key_names_the_right_one(settings):
     ]
 
 
+def test_a_misspelt_queue_option_names_the_right_one(settings):
+    assert messages({"QUEUES": {"default": {"concurency": 2}}}, settings) == [
+        "Unknown option(s) ['concurency'] for queue 'default'. "
+        "Did you mean 'concurrency' for 'concurency'?"
+    ]
+    (unguessable,) = messages({"QUEUES": {"default": {"concurency": 2, "zzz": 1}}}, settings)
+    assert "Known options: ['backoff_base'," in unguessable
+
+
+def test_a_misspelt_key_hides_no_other_problem(settings):
+    # Each typo was found only once the one before was fixed: a run of check per typo.
+    found = messages(
+        {"WORKER_CONCURENCY": 4, "QUEUES": {"default": {}, "mail": {"concurency": 2}}},
+        settings,
+    )
+    assert len(found) == 2, found
+    assert "Did you mean 'WORKER_CONCURRENCY'?" in found[0]
+    assert "Did you mean 'concurrency' for 'concurency'?" in found[1]
+    # A value of the wrong type still stops there: the checks after read it as its type.
+    assert len(messages({"POLL_INTERVAL": "2", "QUEUES": {"default": {"x": 1}}}, settings)) == 1
+
+
 @pytest.mark.parametrize(
     "value, fragment",
     [
