@@ -175,3 +175,15 @@ def test_processes_children_print_one_start_line_each(tmp_path):
     assert len({line.split(" pid ")[1] for line in starts}) == 2
     stops = [line for line in lines if " stopped: " in line]
     assert len(stops) == 2 and any("1 completed" in line for line in stops)
+
+
+def test_runworker_help_says_each_default_and_where_it_comes_from(settings):
+    from django.core.management import load_command_class
+
+    settings.PGJOBS = {**settings.PGJOBS, "WORKER_CONCURRENCY": 4, "POLL_INTERVAL": 0.5}
+    parser = load_command_class("django_pgjobs", "runworker").create_parser("manage.py", "x")
+    shown = " ".join(parser.format_help().split())  # argparse wraps where it likes
+    assert "(default: PGJOBS['WORKER_CONCURRENCY'], here 4)" in shown
+    assert "(default: PGJOBS['POLL_INTERVAL'], here 0.5)" in shown
+    assert "(default 1; for jobs that compute, about one per core)" in shown
+    assert "pip install 'django-pgjobs[prometheus]'" in shown

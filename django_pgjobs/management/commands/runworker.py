@@ -53,7 +53,11 @@ class Command(BaseCommand):
             "--queues", default="", help="Comma-separated queue names (default: every queue)."
         )
         parser.add_argument(
-            "--concurrency", type=int, default=None, help="Jobs run at once per process."
+            "--concurrency",
+            type=int,
+            default=None,
+            help="Jobs run at once per process, on threads (default: "
+            f"PGJOBS['WORKER_CONCURRENCY'], here {conf.get('WORKER_CONCURRENCY')!r}).",
         )
         parser.add_argument(
             "--prefetch",
@@ -63,19 +67,28 @@ class Command(BaseCommand):
             "while claims come back full of short jobs).",
         )
         parser.add_argument(
-            "--processes", type=int, default=1, help="Worker processes to start (one per core)."
+            "--processes",
+            type=int,
+            default=1,
+            help="Worker processes to start (default 1; for jobs that compute, about one "
+            "per core).",
         )
         parser.add_argument(
             "--burst", action="store_true", help="Run what is due now, then exit 0."
         )
         parser.add_argument(
-            "--poll-interval", type=float, default=None, help="Seconds between fallback polls."
+            "--poll-interval",
+            type=float,
+            default=None,
+            help="Seconds between polls when no notification arrives (default: "
+            f"PGJOBS['POLL_INTERVAL'], here {conf.get('POLL_INTERVAL')!r}).",
         )
         parser.add_argument(
             "--metrics-port",
             type=int,
             default=None,
-            help="Serve /metrics, /livez and /readyz on this port (needs prometheus_client).",
+            help="Serve /metrics, /livez and /readyz on this port (needs "
+            "pip install 'django-pgjobs[prometheus]').",
         )
         parser.add_argument(
             "--metrics-address", default="0.0.0.0", help="Address of --metrics-port (all)."
