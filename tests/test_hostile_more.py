@@ -173,3 +173,39 @@ def test_a_stored_wait_too_long_fails_its_job_as_misconfigured(worker):
     assert job.errors[0]["error"].startswith(
         "ConnectorMisconfigured: connector 'slow' is misconfigured: config.timeout"
     )
+
+
+@pytest.mark.parametrize(
+    "config, problem",
+    [
+        ({"headers": {"X-Tag": "a\r\nX-Injected: 1"}}, "the value of 'X-Tag' must be Latin-1"),
+        ({"headers": {"X-Tag": "a\x01b"}}, "the value of 'X-Tag' must be Latin-1"),
+        ({"headers": {"X-Tag": "\u20ac"}}, "the value of 'X-Tag' must be Latin-1"),
+        ({"headers": {"Bad Name": "x"}}, "'Bad Name' is not a header name"),
+        ({"headers": {"X-A:b": "x"}}, "'X-A:b' is not a header name"),
+        ({"api_key_header": "X-Key\n"}, "'X-Key\\n' is not a header name"),
+    ],
+)
+def test_a_header_no_request_can_carry_is_refused_on_save(db, http_peer, config, problem):
+    """http.client refuses them when sending: the connector was saved, and every job of
+    it failed (retried), echoing the header's value into its error."""
+    config = {"url": http_peer.url, **config}
+    with pytest.raises(ValidationError) as refused:
+        Connector(name="hook", kind="http", config=config).full_clean()
+    assert any(problem in message for message in refused.value.message_dict["config"]), (
+        refused.value
+    )
+    assert not http_peer.received
+
+
+def test_headers_a_request_can_carry_are_sent(worker, http_peer):
+    headers = {"X-Tag": "caf\u00e9\tok", "x.y_z~1": "a b"}
+    ConnectorFactory(
+        name="hook",
+        config={"url": http_peer.url, "headers": headers, "api_key_header": "X-K"},
+        secrets={"api_key": "k"},
+    )
+    Job.enqueue(CALL, connector="hook")
+    assert worker.drain() == {"completed": 1}
+    sent = {name.lower(): value for name, value in http_peer.received[0].headers.items()}
+    assert (sent["x-tag"], sent["x.y_z~1"], sent["x-k"]) == (headers["X-Tag"], "a b", "k")

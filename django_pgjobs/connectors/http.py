@@ -15,6 +15,7 @@ import contextlib
 import email.utils
 import functools
 import json
+import re
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -23,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .. import conf, db
-from ..limits import plain_digits
+from ..limits import plain_digits, shown
 from . import destinations
 from .base import ConnectorKind, Option, positive, seconds, str_dict
 from .errors import ConnectorError, ConnectorThrottled
@@ -74,6 +75,18 @@ def _http_url(url: str) -> str | None:
 CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
 
 
+#: A header name (RFC 9110 token); a value is Latin-1 text without control characters
+#: but tab. http.client refuses others at send time, so every job failed instead.
+HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _header_name(name: str) -> str | None:
+    if HEADER_NAME.match(name):
+        return None
+    return f"{shown(name)} is not a header name: use letters, digits and !#$%&'*+-.^_`|~"
+
+
 def _plain_headers(headers: dict[Any, Any]) -> str | None:
     problem = str_dict(headers)
     if problem:
@@ -81,7 +94,22 @@ def _plain_headers(headers: dict[Any, Any]) -> str | None:
     found = sorted(name for name in headers if name.lower() in CREDENTIAL_HEADERS)
     if found:
         return f"{found[0]} carries credentials: use the token or password secret instead"
+    for name, value in headers.items():
+        problem = _header_name(name)
+        if problem:
+            return problem
+        if _CONTROL.search(value) or not _latin1(value):
+            # The value is not shown: a header of the config may still carry a key.
+            return f"the value of {shown(name)} must be Latin-1 text without line breaks"
     return None
+
+
+def _latin1(text: str) -> bool:
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _method(method: str) -> str | None:
@@ -132,7 +160,9 @@ class HttpConnector(ConnectorKind):
         Option("timeout", (int, float), 10.0, "Seconds.", check=seconds),
         Option("expected_status", list, [], "Status codes that mean success.", check=_statuses),
         Option("username", str, "", "With the password secret: basic auth."),
-        Option("api_key_header", str, "X-Api-Key", "Header carrying the api_key secret."),
+        Option(
+            "api_key_header", str, "X-Api-Key", "Header carrying the api_key secret.", _header_name
+        ),
         Option("max_response_bytes", int, 1_000_000, check=positive),
     )
     secrets = ("token", "password", "api_key")
