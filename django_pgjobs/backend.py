@@ -112,10 +112,12 @@ class PgJobsBackend(BaseTaskBackend):
     def get_result(self, result_id: str) -> TaskResult:
         from .models import Job
 
-        try:
-            pk = int(result_id)
-        except (TypeError, ValueError):
-            raise TaskResultDoesNotExist(f"{result_id!r} is not a pgjobs job id") from None
+        # The id exactly as result.id gives it: int() also read " 1 ", "1_0", "\uff11"
+        # and 1.5, so ids that are none named some other job.
+        if not _is_job_id(result_id):
+            shown = limits.shown(result_id)
+            raise TaskResultDoesNotExist(f"{shown} is not a pgjobs job id") from None
+        pk = int(result_id)
         job = Job.objects.using(conf.get("DATABASE")).filter(pk=pk).first()
         if job is None:
             raise TaskResultDoesNotExist(f"there is no job {pk}")
@@ -142,6 +144,20 @@ class PgJobsBackend(BaseTaskBackend):
             except InvalidQueueName as error:
                 errors.append(checks.Error(f"TASKS[{self.alias!r}]: {error}", id="pgjobs.E102"))
         return errors
+
+
+def _is_job_id(result_id: Any) -> bool:
+    """Whether ``result_id`` is a job's id as TaskResult.id holds it (its decimal
+    digits), or as ``job.pk`` (an int)."""
+    if isinstance(result_id, int) and not isinstance(result_id, bool):
+        return 1 <= result_id <= limits.MAX_ID
+    return (
+        isinstance(result_id, str)
+        and limits.plain_digits(result_id)
+        and len(result_id) <= 19
+        and result_id == str(int(result_id))
+        and 1 <= int(result_id) <= limits.MAX_ID
+    )
 
 
 def _validate_options(task: Task) -> None:

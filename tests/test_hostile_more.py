@@ -16,11 +16,13 @@ from django.db import transaction
 
 from django_pgjobs import Job
 from django_pgjobs.api.tokens import issue
+from django_pgjobs.compat import TaskResultDoesNotExist, task_backends
 from django_pgjobs.connectors.errors import ConnectorMisconfigured
 from django_pgjobs.connectors.store import get_connector
 from django_pgjobs.cron import InvalidCron, timing
 from django_pgjobs.models import Connector
 from tests.admin_helpers import action
+from tests.django_tasks_for_tests import add as django_add
 from tests.factories import ConnectorFactory
 from tests.test_hardening_rows import sql
 
@@ -209,3 +211,21 @@ def test_headers_a_request_can_carry_are_sent(worker, http_peer):
     assert worker.drain() == {"completed": 1}
     sent = {name.lower(): value for name, value in http_peer.received[0].headers.items()}
     assert (sent["x-tag"], sent["x.y_z~1"], sent["x-k"]) == (headers["X-Tag"], "a b", "k")
+
+
+# -- the Django Tasks backend -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "result_id", [" {} ", "{}\n", "0{}", "\uff11", "+{}", True, 1.5, 2**63, "9" * 5000, "0", "-1"]
+)
+def test_get_result_reads_only_an_id_as_result_id_gives_it(db, result_id):
+    """int() read " 1 ", "01", "+1", fullwidth digits and 1.5 as job 1: an id that is
+    none read another job's result (and a 5,000-digit one was shown whole)."""
+    backend = task_backends["default"]
+    job = django_add.enqueue(1, 2)
+    assert backend.get_result(job.id).id == job.id
+    odd = result_id.format(job.id) if isinstance(result_id, str) else result_id
+    with pytest.raises(TaskResultDoesNotExist, match="is not a pgjobs job id") as refused:
+        backend.get_result(odd)
+    assert len(str(refused.value)) < 200
