@@ -167,6 +167,9 @@ def _validate_options(task: Task) -> None:
         "max_attempts": limits.max_attempts,
         "timeout": limits.timeout,
         "unique_key": limits.text,
+        # Django checks only that it is aware: years 1 and 9999 failed later, at
+        # enqueue, with pgjobs' InvalidOption instead of Django's InvalidTask.
+        "run_after": limits.moment,
     }
     for option, check in checks.items():
         value = getattr(task, option, None)

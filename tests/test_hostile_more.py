@@ -16,7 +16,7 @@ from django.db import transaction
 
 from django_pgjobs import Job
 from django_pgjobs.api.tokens import issue
-from django_pgjobs.compat import TaskResultDoesNotExist, task_backends
+from django_pgjobs.compat import InvalidTask, TaskResultDoesNotExist, task_backends
 from django_pgjobs.connectors.errors import ConnectorMisconfigured
 from django_pgjobs.connectors.store import get_connector
 from django_pgjobs.cron import InvalidCron, timing
@@ -229,3 +229,20 @@ def test_get_result_reads_only_an_id_as_result_id_gives_it(db, result_id):
     with pytest.raises(TaskResultDoesNotExist, match="is not a pgjobs job id") as refused:
         backend.get_result(odd)
     assert len(str(refused.value)) < 200
+
+
+@pytest.mark.parametrize(
+    "run_after",
+    [
+        datetime(1, 1, 1, tzinfo=UTC),
+        datetime.max.replace(tzinfo=UTC),
+        datetime(9999, 12, 31, tzinfo=UTC),
+    ],
+)
+def test_a_run_after_no_job_can_hold_is_an_invalid_task_where_it_is_set(db, run_after):
+    """Django checks only that run_after is aware: year 1 and 9999 got through using()
+    and failed at enqueue with pgjobs' InvalidOption, not the InvalidTask Django's
+    callers catch."""
+    with pytest.raises(InvalidTask, match=r"run_after .* is out of range"):
+        django_add.using(run_after=run_after)
+    assert not Job.objects.exists()
