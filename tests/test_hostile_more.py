@@ -246,3 +246,16 @@ def test_a_run_after_no_job_can_hold_is_an_invalid_task_where_it_is_set(db, run_
     with pytest.raises(InvalidTask, match=r"run_after .* is out of range"):
         django_add.using(run_after=run_after)
     assert not Job.objects.exists()
+
+
+def test_an_answer_nested_too_deep_to_read_is_kept_as_text_and_not_sent_again(worker, http_peer):
+    """A 200 whose JSON nests 5,000 deep raised RecursionError while call() read it: the
+    request had succeeded, yet the job failed and was retried, posting it again."""
+    ConnectorFactory(name="hook", config={"url": http_peer.url})
+    http_peer.answer = b"[" * 5000 + b"]" * 5000
+    job = Job.enqueue(CALL, args=[{"event": "paid"}], connector="hook")
+    assert worker.drain() == {"completed": 1}
+    job.refresh_from_db()
+    assert job.result == {"status": 200, "body": http_peer.answer.decode()}
+    assert len(http_peer.received) == 1
+

@@ -219,7 +219,8 @@ class HttpConnector(ConnectorKind):
         response = self.request(payload, **options)
         body: Any = self.redact(response.text[:BODY_IN_RESULT])
         if response.headers.get("content-type", "").startswith("application/json"):
-            with contextlib.suppress(ValueError):  # mislabelled: keep the text
+            # Mislabelled, or nested too deep for json (RecursionError): keep the text.
+            with contextlib.suppress(ValueError, RecursionError):
                 body = json.loads(body)
         return {"status": response.status, "body": body}
 
