@@ -258,4 +258,3 @@ def test_an_answer_nested_too_deep_to_read_is_kept_as_text_and_not_sent_again(wo
     job.refresh_from_db()
     assert job.result == {"status": 200, "body": http_peer.answer.decode()}
     assert len(http_peer.received) == 1
-
