@@ -506,6 +506,9 @@ def test_commands_on_an_unmigrated_database_say_to_migrate_not_a_traceback():
             ["runworker", "--burst", "--queues", "default"],
             ["runscheduler", "--once"],
             ["pgjobs", "stats"],
+            ["issue_api_token", "ci", "--queues", "default"],
+            ["stopworker", "--all"],
+            ["rotate_connector_secrets"],
         ):
             result = scratch.manage(*command)
             said = result.stdout + result.stderr

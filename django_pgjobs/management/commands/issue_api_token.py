@@ -10,6 +10,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
+from django_pgjobs import conf, unmigrated
 from django_pgjobs.api.tokens import issue
 from django_pgjobs.exceptions import InvalidOption
 from django_pgjobs.queues import QUEUE_NAME
@@ -30,6 +31,10 @@ class Command(BaseCommand):
         parser.add_argument("--no-enqueue", action="store_true", help="Forbid POST /jobs.")
         parser.add_argument("--no-read", action="store_true", help="Forbid GET /jobs/<id>.")
         parser.add_argument("--expires-in-days", type=float, default=None)
+
+    def execute(self, *args: Any, **options: Any) -> Any:
+        with unmigrated.required(conf.get("DATABASE")):  # "run migrate", not a traceback
+            return super().execute(*args, **options)
 
     def handle(self, *args: Any, **options: Any) -> None:
         queues = names(options["queues"])

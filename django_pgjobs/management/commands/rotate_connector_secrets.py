@@ -8,7 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from django_pgjobs import conf, secrets
+from django_pgjobs import conf, secrets, unmigrated
 from django_pgjobs.models import Connector
 
 
@@ -17,6 +17,10 @@ class Command(BaseCommand):
         "Re-encrypt connector secrets with the first key of PGJOBS['SECRET_KEYS']. Run it "
         "after putting a new key first; then the old keys can be removed."
     )
+
+    def execute(self, *args: Any, **options: Any) -> Any:
+        with unmigrated.required(conf.get("DATABASE")):  # "run migrate", not a traceback
+            return super().execute(*args, **options)
 
     def handle(self, *args: Any, **options: Any) -> None:
         using = conf.get("DATABASE")

@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from django_pgjobs import db, limits
+from django_pgjobs import conf, db, limits, unmigrated
 from django_pgjobs.exceptions import InvalidOption
 from django_pgjobs.models import WorkerProcess
 from django_pgjobs.workers import request_stop
@@ -22,6 +22,10 @@ class Command(BaseCommand):
         parser.add_argument("ids", nargs="*", type=int, help="Worker process ids.")
         parser.add_argument("--host", default=None, help="Stop every worker of this host.")
         parser.add_argument("--all", action="store_true", help="Stop every worker.")
+
+    def execute(self, *args: Any, **options: Any) -> Any:
+        with unmigrated.required(conf.get("DATABASE")):  # "run migrate", not a traceback
+            return super().execute(*args, **options)
 
     def handle(self, *args: Any, **options: Any) -> None:
         ids: list[int] = options["ids"]
