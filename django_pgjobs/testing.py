@@ -25,7 +25,8 @@ from unittest import mock
 
 from django.utils import timezone
 
-from . import conf, signals
+from . import conf, limits, payload, signals
+from .queues import validate_name
 from .states import JobState
 
 __all__ = [
@@ -148,10 +149,13 @@ def enqueued_jobs(
 ) -> list[Any]:
     """Jobs that are enqueued and have not started, matching every criterion given.
 
-    ``args`` and ``kwargs`` must equal the job's exactly (as JSON).
+    ``args`` and ``kwargs`` must equal the job's exactly (as JSON). A criterion no job
+    could hold is refused as ``Job.enqueue`` refuses it (PayloadError, InvalidQueueName,
+    InvalidOption), rather than matching nothing.
     """
     from .models import Job
 
+    _check_criteria(args, kwargs, queue, priority)
     jobs = Job.objects.using(conf.get("DATABASE")).filter(state__in=[str(s) for s in states])
     if task is not None:
         jobs = jobs.filter(task=task_name(task))
@@ -164,6 +168,17 @@ def enqueued_jobs(
     if priority is not None:
         jobs = jobs.filter(priority=priority)
     return list(jobs.order_by("id"))
+
+
+def _check_criteria(args: Any, kwargs: Any, queue: Any, priority: Any) -> None:
+    """Refuse criteria no job can hold: a NUL or NaN reached PostgreSQL as a DataError
+    (aborting the test's transaction), and ``args="ab"`` was read as ``["a", "b"]``."""
+    if args is not None or kwargs is not None:
+        payload.check([] if args is None else args, {} if kwargs is None else kwargs, 2**62)
+    if queue is not None:
+        validate_name(queue)
+    if priority is not None:
+        limits.priority(priority)
 
 
 def assert_enqueued(

@@ -8,18 +8,20 @@ leaves the caller's transaction usable; rows written by SQL stop nothing else.
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime
 
 import pytest
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from django_pgjobs import Job
+from django_pgjobs import InvalidOption, Job, PayloadError, testing
 from django_pgjobs.api.tokens import issue
 from django_pgjobs.compat import InvalidTask, TaskResultDoesNotExist, task_backends
 from django_pgjobs.connectors.errors import ConnectorMisconfigured
 from django_pgjobs.connectors.store import get_connector
 from django_pgjobs.cron import InvalidCron, timing
+from django_pgjobs.exceptions import InvalidQueueName
 from django_pgjobs.models import Connector
 from tests.admin_helpers import action
 from tests.django_tasks_for_tests import add as django_add
@@ -258,3 +260,31 @@ def test_an_answer_nested_too_deep_to_read_is_kept_as_text_and_not_sent_again(wo
     job.refresh_from_db()
     assert job.result == {"status": 200, "body": http_peer.answer.decode()}
     assert len(http_peer.received) == 1
+
+
+# -- the testing kit ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "criteria, error",
+    [
+        ({"args": ["\x00"]}, PayloadError),
+        ({"args": [math.nan]}, PayloadError),
+        ({"kwargs": {"\ud800": 1}}, PayloadError),
+        ({"args": "12"}, PayloadError),
+        ({"kwargs": [("a", 1)]}, PayloadError),
+        ({"queue": "a\x00b"}, InvalidQueueName),
+        ({"queue": 5}, InvalidQueueName),
+        ({"priority": True}, InvalidOption),
+        ({"priority": 2**70}, InvalidOption),
+    ],
+)
+def test_the_testing_kit_refuses_criteria_no_job_can_hold(db, criteria, error):
+    """A NUL or NaN reached PostgreSQL as a DataError, aborting the test's transaction;
+    args="12" matched jobs of args ["1", "2"]; True matched priority 1."""
+    Job.enqueue(ADD, args=[1, 2])
+    with transaction.atomic():
+        for check in (testing.enqueued_jobs, testing.assert_not_enqueued):
+            with pytest.raises(error):
+                check(ADD, **criteria)
+        assert testing.assert_enqueued(ADD, args=[1, 2])
