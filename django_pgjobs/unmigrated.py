@@ -31,8 +31,8 @@ def explain(error: BaseException, alias: str) -> str | None:
     # Only now, on the way out: reading the migration graph costs a start-up time.
     try:
         names = pending(alias)
-    except DatabaseError:  # the connection is unusable: say what the database said
-        return None
+    except Exception:  # an unusable connection, a broken migration graph: then
+        return None  # the database's own error says more than a guess
     if not names:
         return None
     database = connections[alias].settings_dict.get("NAME")

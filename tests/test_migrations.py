@@ -542,3 +542,23 @@ def test_other_database_errors_are_not_explained_as_unmigrated():
     assert unmigrated.explain(missing, "default") is None
     with pytest.raises(ProgrammingError), unmigrated.required("default"):
         raise missing
+
+
+def test_a_migration_graph_that_cannot_be_read_leaves_the_database_error_as_it_is(monkeypatch):
+    from django.db import ProgrammingError
+    from django.db.migrations.exceptions import NodeNotFoundError
+
+    from django_pgjobs import unmigrated
+
+    def broken(alias):
+        raise NodeNotFoundError("dependency of a missing migration", ("shop", "0002"))
+
+    class UndefinedTable(Exception):
+        sqlstate = "42P01"
+
+    monkeypatch.setattr(unmigrated, "pending", broken)
+    missing = ProgrammingError('relation "pgjobs_queue" does not exist')
+    missing.__cause__ = UndefinedTable()
+    assert unmigrated.explain(missing, "default") is None
+    with pytest.raises(ProgrammingError, match="pgjobs_queue"), unmigrated.required("default"):
+        raise missing
