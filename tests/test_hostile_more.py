@@ -288,3 +288,11 @@ def test_the_testing_kit_refuses_criteria_no_job_can_hold(db, criteria, error):
             with pytest.raises(error):
                 check(ADD, **criteria)
         assert testing.assert_enqueued(ADD, args=[1, 2])
+
+
+def test_a_path_goes_into_the_urls_path_not_after_its_query_string(db, http_peer):
+    """_url appended the path to the whole URL: "/hook?sig=S" + "orders/7" was sent as
+    "/hook?sig=S/orders/7", into the query string."""
+    ConnectorFactory(name="hook", config={"url": http_peer.url + "?sig=S#top"})
+    get_connector("hook").request(path="orders/7", query={"page": 2})
+    assert http_peer.received[-1].path == "/hook/orders/7?sig=S&page=2"

@@ -231,13 +231,16 @@ class HttpConnector(ConnectorKind):
     # -- helpers -------------------------------------------------------------------------
 
     def _url(self, path: str, query: dict[str, Any] | None) -> str:
-        url = self.config["url"]
+        # Into the URL's parts: appended to the whole URL, a path went after the
+        # configured query string ("/hook?sig=X/more"), into the query.
+        parts = urllib.parse.urlsplit(self.config["url"])
+        full_path, full_query = parts.path, parts.query
         if path:
-            url = url.rstrip("/") + "/" + path.lstrip("/")
+            full_path = full_path.rstrip("/") + "/" + path.lstrip("/")
         if query:
-            joiner = "&" if urllib.parse.urlsplit(url).query else "?"
-            url += joiner + urllib.parse.urlencode(query, doseq=True)
-        return url
+            extra = urllib.parse.urlencode(query, doseq=True)
+            full_query = f"{full_query}&{extra}" if full_query else extra
+        return urllib.parse.urlunsplit(parts._replace(path=full_path, query=full_query))
 
     def _auth_headers(self) -> dict[str, str]:
         headers = {}
