@@ -18,7 +18,7 @@ from django.db import transaction
 from django_pgjobs import InvalidOption, Job, PayloadError, testing
 from django_pgjobs.api.tokens import issue
 from django_pgjobs.compat import InvalidTask, TaskResultDoesNotExist, task_backends
-from django_pgjobs.connectors.errors import ConnectorMisconfigured
+from django_pgjobs.connectors.errors import ConnectorError, ConnectorMisconfigured
 from django_pgjobs.connectors.store import get_connector
 from django_pgjobs.cron import InvalidCron, timing
 from django_pgjobs.exceptions import InvalidQueueName
@@ -296,3 +296,13 @@ def test_a_path_goes_into_the_urls_path_not_after_its_query_string(db, http_peer
     ConnectorFactory(name="hook", config={"url": http_peer.url + "?sig=S#top"})
     get_connector("hook").request(path="orders/7", query={"page": 2})
     assert http_peer.received[-1].path == "/hook/orders/7?sig=S&page=2"
+
+
+@pytest.mark.parametrize("path", ["a\nb", "a b", "\x00"])
+def test_a_path_no_url_can_carry_fails_without_showing_the_query_string(db, http_peer, path):
+    """http.client's InvalidURL escaped request() and its message showed the path with
+    the configured query string, which error messages leave out (it may carry a key)."""
+    ConnectorFactory(name="hook", config={"url": http_peer.url + f"?sig={CANARY}"})
+    with pytest.raises(ConnectorError, match="the path or query holds a space") as refused:
+        get_connector("hook").request(path=path)
+    assert CANARY not in str(refused.value) and not http_peer.received

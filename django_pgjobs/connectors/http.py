@@ -14,6 +14,7 @@ import base64
 import contextlib
 import email.utils
 import functools
+import http.client
 import json
 import re
 import urllib.error
@@ -197,6 +198,12 @@ class HttpConnector(ConnectorKind):
                 response = self._response(answer.status, answer.headers, answer)
         except urllib.error.HTTPError as answer:
             response = self._response(answer.code, answer.headers, answer)
+        except http.client.InvalidURL:
+            # Its message shows the path with the query string, which display_url hides.
+            raise ConnectorError(
+                f"{where} failed: the path or query holds a space or a control character; "
+                "quote it (urllib.parse.quote)"
+            ) from None
         except (urllib.error.URLError, OSError, ValueError) as problem:
             reason = getattr(problem, "reason", problem)
             raise ConnectorError(self.redact(f"{where} failed: {reason}")) from None
