@@ -306,3 +306,15 @@ def test_a_path_no_url_can_carry_fails_without_showing_the_query_string(db, http
     with pytest.raises(ConnectorError, match="the path or query holds a space") as refused:
         get_connector("hook").request(path=path)
     assert CANARY not in str(refused.value) and not http_peer.received
+
+
+@pytest.mark.parametrize("name", ["A=B", "=", ""])
+def test_an_environment_name_no_process_can_be_given_is_refused_on_save(db, name):
+    """Popen raises ValueError for a name with "=" (every job of the connector failed,
+    retried) and passes an empty one on as nothing."""
+    config = {"executable": "true", "env": {name: "x", "LANG": "C"}}
+    with pytest.raises(ValidationError) as refused:
+        Connector(name="tool", kind="command", config=config).full_clean()
+    assert (
+        f"env: {name!r} is not an environment variable name" in refused.value.message_dict["config"]
+    )

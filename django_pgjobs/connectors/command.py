@@ -31,6 +31,7 @@ from typing import IO, Any
 
 from ..context import current_job
 from ..exceptions import JobCancelled
+from ..limits import shown
 from .base import ConnectorKind, Option, positive, seconds, str_dict, str_list
 from .errors import ConnectorError, ConnectorRefused
 from .registry import register_kind
@@ -91,6 +92,16 @@ def running_commands() -> list[RunningCommand]:
         return list(_running.values())
 
 
+def _environment(env: dict[Any, Any]) -> str | None:
+    """Strings, named as an environment can hold them: Popen refuses a name with "="
+    (ValueError at every run) and drops an empty one."""
+    problem = str_dict(env)
+    if problem:
+        return problem
+    bad = [name for name in env if not name or "=" in name]
+    return f"{shown(bad[0])} is not an environment variable name" if bad else None
+
+
 def _nonempty(value: str) -> str | None:
     return None if value.strip() else "is required"
 
@@ -126,7 +137,7 @@ class CommandConnector(ConnectorKind):
         Option("executable", str, help="Path, or a name found on PATH.", check=_nonempty),
         Option("args", list, [], "Arguments always passed first.", check=str_list),
         Option("cwd", (str, type(None)), None, "Working directory."),
-        Option("env", dict, {}, "Environment variables (not secret).", check=str_dict),
+        Option("env", dict, {}, "Environment variables (not secret).", check=_environment),
         Option("inherit_env", bool, False, "Pass on the worker's whole environment."),
         Option("timeout", (int, float, type(None)), None, "Seconds; then killed.", seconds),
         Option("allow_job_args", bool, False, "Let jobs append arguments."),
