@@ -318,3 +318,38 @@ def test_an_environment_name_no_process_can_be_given_is_refused_on_save(db, name
     assert (
         f"env: {name!r} is not an environment variable name" in refused.value.message_dict["config"]
     )
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        f"smtp://user:{CANARY}@mail.example.com:587",
+        f"user:{CANARY}@mail.example.com",
+        "mail.example.com\r\n",
+        "mail example.com",
+    ],
+)
+def test_an_smtp_host_that_is_a_url_is_refused_without_showing_it(worker, host):
+    """The host went into every error as it was ("SMTP smtp://user:password@...:
+    gaierror"), in the job's error the API shows."""
+    config = {"host": host}
+    with pytest.raises(ValidationError) as refused:
+        Connector(name="mail", kind="smtp", config=config).full_clean()
+    assert "host: must be a host name or an IP address" in refused.value.message_dict["config"][0]
+    assert CANARY not in str(refused.value)
+    stored = ConnectorFactory(name="mail", kind="smtp", config={"host": "mail.example.com"})
+    sql(
+        "UPDATE pgjobs_connector SET config = %s::jsonb WHERE id = %s",
+        [json.dumps(config), stored.pk],
+    )
+    job = Job.enqueue(
+        CALL, args=[{"subject": "s", "body": "b", "to": "a@example.com"}], connector="mail"
+    )
+    worker.drain()
+    job.refresh_from_db()
+    assert "config.host" in job.errors[0]["error"] and CANARY not in json.dumps(job.errors)
+
+
+@pytest.mark.parametrize("host", ["mail.example.com", "127.0.0.1", "::1", "[::1]", "smtp_relay"])
+def test_smtp_hosts_that_are_names_or_addresses_are_taken(db, host):
+    Connector(name="mail", kind="smtp", config={"host": host}).full_clean()

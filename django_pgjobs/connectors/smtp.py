@@ -7,6 +7,7 @@ Config: ``host``, ``port`` (25, or 587 with ``use_tls``, 465 with ``use_ssl``),
 
 from __future__ import annotations
 
+import re
 import smtplib
 from collections.abc import Sequence
 from typing import Any
@@ -25,6 +26,23 @@ def _port(value: int | None) -> str | None:
     return None if value is None or 0 < value < 65536 else "must be between 1 and 65535"
 
 
+#: A host name, an IPv4 address or an IPv6 one (bare or in brackets).
+HOST = re.compile(r"^(?:[A-Za-z0-9_.-]+|\[?[0-9A-Fa-f:.]+\]?)\Z")
+
+
+def _host(host: str) -> str | None:
+    if not host:
+        return "is required"
+    if HOST.match(host):
+        return None
+    # Not shown: "smtp://user:password@mail.example.com" is the likely slip, and it
+    # would be copied into every error of every job.
+    return (
+        "must be a host name or an IP address, not a URL; put the user in username "
+        "and the password in the password secret"
+    )
+
+
 def _recipients(value: Any) -> list[str]:
     if isinstance(value, str):
         return [value]
@@ -38,7 +56,7 @@ class SmtpConnector(ConnectorKind):
     kind = "smtp"
     label = "SMTP (mail)"
     options = (
-        Option("host", str, check=lambda host: None if host else "is required"),
+        Option("host", str, check=_host),
         Option("port", (int, type(None)), None, "Default: 25, 587 with TLS, 465 with SSL.", _port),
         Option("username", str, ""),
         Option("use_tls", bool, False, "STARTTLS after connecting."),
