@@ -97,6 +97,17 @@ def test_a_key_twice_in_one_object_is_refused_not_read_as_the_last(client, beare
     }
 
 
+@pytest.mark.parametrize("number", ["9" * 4301, "-" + "9" * 5000])
+def test_a_number_of_more_digits_than_python_reads_is_refused_in_the_apis_words(
+    client, bearer, number
+):
+    """int()'s refusal went to the client as it was: "... use
+    sys.set_int_max_str_digits() to increase the limit"."""
+    answer = refused_writing_nothing(client, bearer, f'{{"task": "{ADD}", "args": [{number}, 1]}}')
+    assert answer["fields"] == {"body": "not valid JSON: a number has more than 4300 digits"}
+    refused_writing_nothing(client, bearer, f'{{"task": "{ADD}", "priority": {number}}}')
+
+
 # -- connectors ---------------------------------------------------------------------------
 
 CANARY = "Cnry-3a7c"

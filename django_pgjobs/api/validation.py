@@ -24,6 +24,10 @@ class Invalid(Exception):
         super().__init__(message)
 
 
+#: Most digits of a JSON integer: what Python reads and prints back by default.
+MAX_DIGITS = 4300
+
+
 def parse_json_object(raw: bytes) -> dict[str, Any]:
     def no_constants(name: str) -> Any:
         raise ValueError(f"{name} is not valid JSON")
@@ -38,8 +42,19 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
             seen[key] = value
         return seen
 
+    def readable_int(digits: str) -> int:
+        # int()'s own refusal tells the client to call sys.set_int_max_str_digits().
+        if len(digits.lstrip("-")) > MAX_DIGITS:
+            raise ValueError(f"a number has more than {MAX_DIGITS} digits")
+        return int(digits)
+
     try:
-        body = json.loads(raw or b"null", parse_constant=no_constants, object_pairs_hook=once_each)
+        body = json.loads(
+            raw or b"null",
+            parse_constant=no_constants,
+            parse_int=readable_int,
+            object_pairs_hook=once_each,
+        )
     except (ValueError, UnicodeDecodeError) as problem:
         raise Invalid({"body": f"not valid JSON: {problem}"}) from None
     except RecursionError:
