@@ -364,3 +364,30 @@ def test_an_smtp_host_that_is_a_url_is_refused_without_showing_it(worker, host):
 @pytest.mark.parametrize("host", ["mail.example.com", "127.0.0.1", "::1", "[::1]", "smtp_relay"])
 def test_smtp_hosts_that_are_names_or_addresses_are_taken(db, host):
     Connector(name="mail", kind="smtp", config={"host": host}).full_clean()
+
+
+@pytest.mark.parametrize(
+    "kind, config, key",
+    [
+        (
+            "http",
+            {"url": "https://hooks.example.com/x", "max_response_bytes": 2**62},
+            "max_response_bytes",
+        ),
+        (
+            "http",
+            {"url": "https://hooks.example.com/x", "max_response_bytes": 10**30},
+            "max_response_bytes",
+        ),
+        ("command", {"executable": "true", "max_output_bytes": 10**30}, "max_output_bytes"),
+    ],
+)
+def test_a_byte_limit_no_read_can_take_is_refused_on_save(db, kind, config, key):
+    """read(2**62 + 1) raised MemoryError and read(10**30 + 1) OverflowError on every
+    answer without a Content-Length: every job of the connector failed, retried."""
+    with pytest.raises(ValidationError) as refused:
+        Connector(name="big", kind=kind, config=config).full_clean()
+    assert (
+        f"{key}: must be between 1 and 1073741824, not {config[key]}"
+        in refused.value.message_dict["config"]
+    )

@@ -154,6 +154,19 @@ def seconds(value: Any) -> str | None:
     return None
 
 
+#: Most bytes of an answer or output a connector holds in memory: a gibibyte. read()
+#: of 2**62 bytes raised MemoryError, of 10**30 OverflowError, at every job.
+MAX_BYTES = 2**30
+
+
+def byte_count(value: Any) -> str | None:
+    try:
+        limits.whole_number(value, "", 1, MAX_BYTES)
+    except InvalidOption as refused:
+        return refused.problem
+    return None
+
+
 def str_dict(value: dict[Any, Any]) -> str | None:
     bad = [k for k, v in value.items() if not isinstance(k, str) or not isinstance(v, str)]
     return (

@@ -32,7 +32,7 @@ from typing import IO, Any
 from ..context import current_job
 from ..exceptions import JobCancelled
 from ..limits import shown
-from .base import ConnectorKind, Option, positive, seconds, str_dict, str_list
+from .base import ConnectorKind, Option, byte_count, seconds, str_dict, str_list
 from .errors import ConnectorError, ConnectorRefused
 from .registry import register_kind
 
@@ -142,7 +142,7 @@ class CommandConnector(ConnectorKind):
         Option("timeout", (int, float, type(None)), None, "Seconds; then killed.", seconds),
         Option("allow_job_args", bool, False, "Let jobs append arguments."),
         Option("allow_job_input", bool, False, "Let jobs send input to stdin."),
-        Option("max_output_bytes", int, 65536, "Tail of stdout/stderr kept.", positive),
+        Option("max_output_bytes", int, 65536, "Tail of stdout/stderr kept.", byte_count),
         Option("kill_grace", (int, float), 5.0, "Seconds between SIGTERM and SIGKILL.", seconds),
     )
     secrets = None  # any name: each secret becomes an environment variable

@@ -27,7 +27,7 @@ from typing import Any
 from .. import conf, db
 from ..limits import plain_digits, shown
 from . import destinations
-from .base import ConnectorKind, Option, positive, seconds, str_dict
+from .base import ConnectorKind, Option, byte_count, seconds, str_dict
 from .errors import ConnectorError, ConnectorThrottled
 from .registry import register_kind
 
@@ -164,7 +164,7 @@ class HttpConnector(ConnectorKind):
         Option(
             "api_key_header", str, "X-Api-Key", "Header carrying the api_key secret.", _header_name
         ),
-        Option("max_response_bytes", int, 1_000_000, check=positive),
+        Option("max_response_bytes", int, 1_000_000, check=byte_count),
     )
     secrets = ("token", "password", "api_key")
 
