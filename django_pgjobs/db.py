@@ -6,11 +6,12 @@ project uses the ORM.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import threading
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -242,19 +243,31 @@ def fetch_dicts_in_one_process(
 ) -> list[dict]:
     """``fetch_dicts``, planned without parallel workers: for statements whose scans are
     short where the planner expects long ones (two workers take ~6 ms to start on a
-    2-core box and take the cores the queue's workers need). Local to a transaction of
-    its own, put back after for a caller's enclosing one."""
+    2-core box and take the cores the queue's workers need)."""
+    using = using or alias()
+    with local_settings(using, max_parallel_workers_per_gather="0"):
+        return fetch_dicts(name, params, using)
+
+
+@contextlib.contextmanager
+def local_settings(using: str | None = None, **values: str) -> Iterator[None]:
+    """Run the block with PostgreSQL settings ``values`` (``statement_timeout="5s"``)
+    in force for it alone: set local to a transaction of its own (a savepoint inside a
+    caller's), and put back after it for a caller's enclosing transaction; a block that
+    raises rolls back to the savepoint, which puts them back as well.
+
+    Never a session-wide SET: under PgBouncer in transaction mode it would stay on the
+    server connection, for whichever client gets it next."""
     using = using or alias()
     with transaction.atomic(using=using), connections[using].cursor() as cursor:
-        cursor.execute(_ONE_PROCESS, ["0"])
-        before = cursor.fetchone()[0]
-        found = fetch_dicts(name, params, using)
-        cursor.execute(_ONE_PROCESS, [before])
-        return found
+        cursor.execute(statement("local_settings"), _settings(values))
+        before = {name: value for name, value, _ in cursor.fetchall()}
+        yield
+        cursor.execute(statement("local_settings"), _settings(before))
 
 
-_ONE_PROCESS = """SELECT current_setting('max_parallel_workers_per_gather'),
-                         set_config('max_parallel_workers_per_gather', %s, true)"""
+def _settings(values: dict[str, str]) -> dict[str, list[str]]:
+    return {"names": list(values), "values": list(values.values())}
 
 
 def fetch_jobs(name: str, params: dict[str, Any], using: str | None = None) -> list:

@@ -11,7 +11,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from django.db import DatabaseError, connection, connections
+from django.db import DatabaseError, connection, connections, transaction
 
 from django_pgjobs import db
 
@@ -193,3 +193,31 @@ def test_wait_and_events_listen_on_the_direct_connection(threaded_worker):
         job = add.enqueue(2, 3)
         assert job.wait(timeout=10).result == 5
         assert stream.first(lambda event: event.job_id == job.pk, timeout=5) is not None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_local_settings_hold_in_their_block_alone():
+    """db.local_settings sets them local to a transaction: nothing stays on the server
+    connection for PgBouncer's next client, and a caller's own settings hold again
+    after the block, whether it returned or raised."""
+
+    def timeout() -> str:
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW statement_timeout")
+            return cursor.fetchone()[0]
+
+    default = timeout()
+    with db.local_settings(statement_timeout="3s"):
+        assert timeout() == "3s"
+    assert timeout() == default  # autocommit: the block's transaction has ended
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL statement_timeout = '7s'")
+        with db.local_settings(statement_timeout="3s", max_parallel_workers_per_gather="0"):
+            assert timeout() == "3s"
+        assert timeout() == "7s"
+        with pytest.raises(ValueError), db.local_settings(statement_timeout="3s"):
+            assert timeout() == "3s"
+            raise ValueError("the block failed")
+        assert timeout() == "7s"
+    assert timeout() == default

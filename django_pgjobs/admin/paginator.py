@@ -6,10 +6,10 @@ from functools import cached_property
 from typing import Any
 
 from django.core.paginator import Paginator
-from django.db import OperationalError, connections, transaction
+from django.db import OperationalError
 from django.db.models import QuerySet
 
-from .. import stats
+from .. import db, stats
 from ..stats import Tally
 
 
@@ -74,15 +74,12 @@ class EstimatingPaginator(Paginator):
         ids = self.object_list.values_list("pk", flat=True)[start : start + self.per_page + 1]
         using = self.object_list.db
         try:
-            with transaction.atomic(using=using), connections[using].cursor() as cursor:
-                # A time limit, and no parallel workers (they cost more to start than
-                # a page's scan, and take the cores the workers need); local to this
-                # transaction, and put back after for a caller's enclosing one.
-                cursor.execute(SCAN_SETTINGS, [f"{SCAN_SECONDS}s", "0"])
-                before = cursor.fetchone()[:2]
-                found = list(ids)
-                cursor.execute(SCAN_SETTINGS, before)
-                return found
+            # A time limit, and no parallel workers (they cost more to start than a
+            # page's scan, and take the cores the workers need).
+            with db.local_settings(
+                using, statement_timeout=f"{SCAN_SECONDS}s", max_parallel_workers_per_gather="0"
+            ):
+                return list(ids)
         except OperationalError as error:
             if getattr(error.__cause__, "sqlstate", None) != QUERY_CANCELED:
                 raise
@@ -127,9 +124,5 @@ class EstimatingPaginator(Paginator):
 
 #: How long the scan for a page under a filter no index serves may take.
 SCAN_SECONDS = 5
-SCAN_SETTINGS = """SELECT current_setting('statement_timeout'),
-                          current_setting('max_parallel_workers_per_gather'),
-                          set_config('statement_timeout', %s, true),
-                          set_config('max_parallel_workers_per_gather', %s, true)"""
 #: PostgreSQL's error for a statement cut short by statement_timeout.
 QUERY_CANCELED = "57014"
