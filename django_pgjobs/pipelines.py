@@ -19,8 +19,9 @@ waits for it then also waits for them.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
+from typing import Any
 
 from django.db import transaction
 
@@ -43,8 +44,8 @@ def enqueue_pipeline(*stages: Stage, name: str | None = None) -> list[list[Job]]
     created: list[list[Job]] = []
     with transaction.atomic(using=conf.get("DATABASE")):
         previous: list[Job] = []
-        for stage in stages:
-            specs = [stage] if isinstance(stage, JobSpec) else list(stage)
+        for number, stage in enumerate(stages, start=1):
+            specs = _specs(stage, f"pipeline stage {number}")
             if not specs:
                 raise ValueError("a pipeline stage needs at least one job")
             jobs = insert_jobs(
@@ -62,6 +63,29 @@ def enqueue_pipeline(*stages: Stage, name: str | None = None) -> list[list[Job]]
     return created
 
 
+def _specs(stage: Any, where: str) -> list[JobSpec]:
+    """The JobSpecs of a stage (one spec, its dict, or a sequence of them), or TypeError
+    saying which: ``"abc"`` was read as three jobs, and ``5`` or ``None`` among them
+    raised AttributeError."""
+    if isinstance(stage, JobSpec | dict):
+        stage = [stage]
+    elif isinstance(stage, str | bytes) or not isinstance(stage, Iterable):
+        raise TypeError(
+            f"{where}: expected a JobSpec or a list of them, not {type(stage).__name__}"
+        )
+    specs = []
+    for index, item in enumerate(stage):
+        if isinstance(item, dict):
+            item = JobSpec(**item)
+        if not isinstance(item, JobSpec):
+            raise TypeError(
+                f"{where}, job {index}: expected a JobSpec (task.spec(...)) or its dict, "
+                f"not {type(item).__name__}"
+            )
+        specs.append(item)
+    return specs
+
+
 def add_to_running_pipeline(specs: Sequence[JobSpec]) -> list[Job]:
     """From inside a running task: enqueue ``specs`` and make the job's dependents
     wait for them too (e.g. split work into many parallel jobs)."""
@@ -70,6 +94,7 @@ def add_to_running_pipeline(specs: Sequence[JobSpec]) -> list[Job]:
         raise RuntimeError("add_jobs can only be called from a running job")
     parent = context.job
     pipeline = parent.meta.get("pipeline")
+    specs = _specs(specs, "add_jobs")
     with transaction.atomic(using=parent._state.db or conf.get("DATABASE")):
         jobs = insert_jobs(
             [

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from datetime import UTC, datetime
 
 import pytest
@@ -23,6 +24,8 @@ from django_pgjobs.connectors.store import get_connector
 from django_pgjobs.cron import InvalidCron, timing
 from django_pgjobs.exceptions import InvalidQueueName
 from django_pgjobs.models import Connector
+from django_pgjobs.pipelines import enqueue_pipeline
+from testproject.demo.tasks import add as add_task
 from tests.admin_helpers import action
 from tests.django_tasks_for_tests import add as django_add
 from tests.factories import ConnectorFactory
@@ -391,3 +394,37 @@ def test_a_byte_limit_no_read_can_take_is_refused_on_save(db, kind, config, key)
         f"{key}: must be between 1 and 1073741824, not {config[key]}"
         in refused.value.message_dict["config"]
     )
+
+
+# -- pipelines -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "stages, said",
+    [
+        (("abc",), "pipeline stage 1: expected a JobSpec or a list of them, not str"),
+        ((None,), "pipeline stage 1: expected a JobSpec or a list of them, not NoneType"),
+        ((["ADD"], [None]), "pipeline stage 2, job 0: expected a JobSpec"),
+        (
+            ("ADD", ["ADD", 5]),
+            "pipeline stage 2, job 1: expected a JobSpec (task.spec(...)) or its dict, not int",
+        ),
+    ],
+)
+def test_a_pipeline_stage_that_holds_no_job_specs_is_a_type_error_saying_where(db, stages, said):
+    """A string stage was read as one job per character, and 5 or None among the specs
+    raised AttributeError ("'int' object has no attribute 'depends_on'")."""
+    spec = add_task.spec(1, 2)
+    stages = tuple(
+        spec if s == "ADD" else [spec if i == "ADD" else i for i in s] if isinstance(s, list) else s
+        for s in stages
+    )
+    with transaction.atomic():
+        with pytest.raises(TypeError, match=re.escape(said)):
+            enqueue_pipeline(*stages)
+        assert not Job.objects.exists()
+
+
+def test_a_pipeline_stage_may_hold_dicts_as_enqueue_many_takes_them(db):
+    (first,), (second,) = enqueue_pipeline(add_task.spec(1, 2), [{"task": ADD, "args": [3, 4]}])
+    assert second.args == [3, 4] and second.meta["pipeline"] == first.meta["pipeline"]
