@@ -158,6 +158,19 @@ def test_a_config_value_of_the_wrong_type_is_named_by_its_type_not_shown(
     assert CANARY not in str(refused.value.message_dict)
 
 
+@pytest.mark.parametrize("kwargs", [{"connector": "hook"}, {"connector": {"url": "http://x"}}])
+def test_the_call_task_given_a_connector_in_its_kwargs_is_discarded_saying_how(
+    worker, http_peer, kwargs
+):
+    """kwargs {"connector": "hook"} replace the stored connector the worker passes: call()
+    raised AttributeError ("'str' object has no attribute 'call'"), retried to the end."""
+    ConnectorFactory(name="hook", config={"url": http_peer.url})
+    job = Job.enqueue(CALL, kwargs={"payload": {"a": 1}, **kwargs}, connector="hook")
+    assert worker.drain() == {"discarded": 1}
+    job.refresh_from_db()
+    assert "not in its kwargs" in job.errors[-1]["error"] and not http_peer.received
+
+
 @pytest.mark.parametrize(
     "kind, config",
     [

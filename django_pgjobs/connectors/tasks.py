@@ -26,6 +26,13 @@ def call(payload: Any = None, connector: ConnectorKind | None = None) -> Any:
         connector = context.connector if context else None
     if connector is None:
         raise DiscardJob("enqueue this task with connector='<name>'")
+    if not isinstance(connector, ConnectorKind):
+        # A "connector" in the job's kwargs is passed instead of the stored one (so a
+        # task may take a name): here it was an AttributeError, retried to the end.
+        raise DiscardJob(
+            "name the connector with connector='<name>' on the job, not in its kwargs "
+            f"(got {type(connector).__name__})"
+        )
     try:
         return connector.call(payload)
     except TypeError as bad_payload:  # no retry makes a malformed payload right
