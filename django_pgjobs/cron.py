@@ -88,13 +88,23 @@ class CatchUp(StrEnum):
     ALL = "all"
 
 
+#: Names the IANA database lists that are no zone of their own: "localtime" is the
+#: machine's /etc/localtime, so schedulers on hosts set differently fired apart.
+MACHINE_ZONES = frozenset({"localtime"})
+
+
 @functools.cache
 def _known_timezones() -> frozenset[str]:
-    return frozenset(zoneinfo.available_timezones())
+    return frozenset(zoneinfo.available_timezones()) - MACHINE_ZONES
 
 
 def parse_timezone(name: str) -> zoneinfo.ZoneInfo:
     """The zone called ``name`` (IANA, e.g. "Europe/Berlin"), or UnknownTimezone."""
+    if name in MACHINE_ZONES:
+        raise UnknownTimezone(
+            f"timezone {name!r} is the zone each machine is set to, which another "
+            "scheduler's may not be: name the zone, e.g. 'UTC' or 'Europe/Berlin'"
+        )
     if not isinstance(name, str) or name not in _known_timezones():
         raise UnknownTimezone(
             f"unknown timezone {name!r}: use an IANA name such as 'UTC' or 'Europe/Berlin'"

@@ -21,9 +21,9 @@ from django_pgjobs.api.tokens import issue
 from django_pgjobs.compat import InvalidTask, TaskResultDoesNotExist, task_backends
 from django_pgjobs.connectors.errors import ConnectorError, ConnectorMisconfigured
 from django_pgjobs.connectors.store import get_connector
-from django_pgjobs.cron import InvalidCron, timing
+from django_pgjobs.cron import InvalidCron, UnknownTimezone, timing
 from django_pgjobs.exceptions import InvalidQueueName
-from django_pgjobs.models import Connector
+from django_pgjobs.models import Connector, Schedule
 from django_pgjobs.pipelines import enqueue_pipeline
 from testproject.demo.tasks import add as add_task
 from tests.admin_helpers import action
@@ -77,6 +77,16 @@ def test_sunday_as_7_to_0_is_sunday_not_the_whole_week():
     """7 and 0 are both Sunday: "7-0" was read as wrapping round the week, every day."""
     after = datetime(2026, 1, 1, tzinfo=UTC)  # a Thursday
     assert timing("0 0 * * 7-0").next_after(after) == datetime(2026, 1, 4, tzinfo=UTC)
+
+
+def test_the_machines_own_zone_is_refused_as_schedulers_on_other_hosts_read_it_apart(db):
+    """zoneinfo lists "localtime" (the machine's /etc/localtime): a schedule in it fired
+    at the local time of whichever host's scheduler planned it."""
+    with pytest.raises(UnknownTimezone, match="'localtime' is the zone each machine is set to"):
+        timing("0 9 * * *", "localtime")
+    with pytest.raises(ValidationError) as refused:
+        Schedule(name="local", cron="0 9 * * *", timezone="localtime", task=ADD).full_clean()
+    assert "timezone" in refused.value.message_dict
 
 
 # -- POST /jobs bodies --------------------------------------------------------------------
