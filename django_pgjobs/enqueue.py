@@ -258,7 +258,9 @@ class JobBuilder:
         timeout = _first_set(spec.timeout, registered.timeout)
         if timeout is not None:
             timeout = limits.timeout(timeout)
-        run_at = None if spec.run_at is None else _stored_time(limits.moment(spec.run_at), self.now)
+        run_at = None
+        if spec.run_at is not None:  # aware only: a naive run_at is refused, even with USE_TZ off
+            run_at = limits.stored_moment(spec.run_at, "run_at", naive=False)
         unique_key = spec.unique_key or None
         if unique_key is not None:
             limits.text(unique_key, "unique_key")
@@ -360,14 +362,6 @@ def _first_set(*values: Any) -> Any:
         if value is not None:
             return value
     return None
-
-
-def _stored_time(moment: datetime, now: datetime) -> datetime:
-    """A checked time (aware, in UTC) as the job's times are: naive local time when
-    USE_TZ is off (``now`` is naive then), else as it is."""
-    if timezone.is_naive(now):
-        return timezone.make_naive(moment, timezone.get_default_timezone())
-    return moment
 
 
 #: The fields a job's options, arguments and time decide (``Prototype``, ``make``).

@@ -240,34 +240,35 @@ def host_name(value: Any, field: str = "host") -> str:
 
 
 def validate_time(value: datetime) -> None:
-    """A model field validator: the time within [EARLIEST, END) (a naive one, with
-    USE_TZ off, in the default time zone), else ValidationError."""
+    """A model field validator: the time within [EARLIEST, END) (a naive one in the
+    default time zone, as Django saves it), else ValidationError."""
     from django.core.exceptions import ValidationError
-    from django.utils import timezone
 
-    if isinstance(value, datetime) and timezone.is_naive(value):
-        value = timezone.make_aware(value, timezone.get_default_timezone())
     try:
-        moment(value, "time")
+        stored_moment(value, "time", naive=True)
     except InvalidOption as error:
         raise ValidationError(error.problem, code="out_of_range") from None
 
 
-def stored_moment(value: Any, field: str) -> datetime:
-    """``moment`` for a time Django stores as it is: with USE_TZ off, a naive one too
-    (in the default time zone, as Django reads it), returned naive as Django saves it."""
+def stored_moment(value: Any, field: str, *, naive: bool | None = None) -> datetime:
+    """``moment``, returned as Django stores the time: aware in UTC, or naive in the
+    default time zone with USE_TZ off.
+
+    A naive ``value`` is read in the default time zone, as Django reads one, where
+    ``naive`` says so (unset: with USE_TZ off); else it is refused as ``moment`` refuses
+    it. The one rule for every stored time: enqueue's run_at (``naive=False``), tokens'
+    expires_at, the model fields' validator (``naive=True``)."""
     from django.conf import settings
     from django.utils import timezone
 
+    if naive is None:
+        naive = not settings.USE_TZ
+    if naive and isinstance(value, datetime) and timezone.is_naive(value):
+        value = timezone.make_aware(value, timezone.get_default_timezone())
+    in_utc = moment(value, field)
     if settings.USE_TZ:
-        return moment(value, field)
-    zone = timezone.get_default_timezone()
-    if isinstance(value, datetime) and timezone.is_naive(value):
-        try:
-            value = timezone.make_aware(value, zone)
-        except (OverflowError, ValueError):  # next to year 1 or 9999: moment says so
-            value = value.replace(tzinfo=UTC)
-    return timezone.make_naive(moment(value, field), zone)
+        return in_utc
+    return timezone.make_naive(in_utc, timezone.get_default_timezone())
 
 
 def validation_error(check: Callable[[], Any]) -> Any:
