@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import json
 import threading
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,10 @@ def _run_kept(connection: Any, name: str, params: dict[str, Any]) -> tuple[list[
     The cursor is taken off the connection while it runs, so a statement run from
     within (an execute wrapper that enqueues) gets one of its own.
     """
+    wrap = _cursor_wrapper(connection)
+    if wrap is None:  # a Django without it: the ordinary path, only slower
+        with connection.cursor() as cursor:
+            return _execute(cursor, name, params)
     connection.close_if_health_check_failed()
     connection.ensure_connection()
     raw = connection.connection
@@ -124,9 +129,32 @@ def _run_kept(connection: Any, name: str, params: dict[str, Any]) -> tuple[list[
             else:
                 kept = connection.create_cursor()
     try:
-        return _execute(connection._prepare_cursor(kept), name, params)
+        return _execute(wrap(kept), name, params)
     finally:
         connection.__dict__[_KEPT] = kept
+
+
+def _cursor_wrapper(connection: Any) -> Callable[[Any], Any] | None:
+    """Django's private ``connection._prepare_cursor(cursor)``, which wraps a database
+    cursor as ``connection.cursor()`` does; None where this Django has no such method
+    taking one cursor (a future Django may rename or change it)."""
+    prepare = getattr(connection, "_prepare_cursor", None)
+    if prepare is None:
+        return None
+    method = getattr(prepare, "__func__", None)  # with self, if bound to the connection
+    takes = _takes(method, 2) if method is not None else _takes(prepare, 1)
+    return prepare if takes else None
+
+
+@functools.cache
+def _takes(function: Callable[..., Any], count: int) -> bool:
+    """Whether ``function`` can be called with ``count`` positional arguments: read once
+    per function (inspect costs more than the statement), not per statement."""
+    try:
+        inspect.signature(function).bind(*[None] * count)
+    except (TypeError, ValueError):  # other arguments, or a signature none can read
+        return False
+    return True
 
 
 #: What a prepared statement raises when its transaction runs on another server

@@ -511,3 +511,57 @@ def test_options_new_on_every_call_are_checked_afresh_not_kept():
         Job.enqueue(name, args=[n, n], concurrency_key=f"tenant-{n}")
     assert dict(enqueue._PROTOTYPES) == kept  # nothing added, nothing cleared
     assert Job.objects.count() == 61
+
+
+def _future_django(connection, prepare_cursor):
+    """The connection's class as a future Django might have it: its cursors wrapped by
+    ``_wrap_cursor``, and ``_prepare_cursor`` gone or taking other arguments."""
+    wrap = type(connection)._prepare_cursor
+
+    class FutureDjango(type(connection)):
+        _wrap_cursor = wrap
+
+        def _cursor(self, name=None):
+            self.close_if_health_check_failed()
+            self.ensure_connection()
+            with self.wrap_database_errors:
+                return self._wrap_cursor(self.create_cursor(name))
+
+    def gone(self):
+        raise AttributeError("_prepare_cursor")
+
+    FutureDjango._prepare_cursor = property(gone) if prepare_cursor is None else prepare_cursor
+    return FutureDjango
+
+
+@pytest.mark.parametrize(
+    "prepare_cursor",
+    [None, lambda self, cursor, logged: cursor],
+    ids=["gone", "other arguments"],
+)
+def test_enqueue_works_in_the_callers_transaction_on_a_django_without_prepare_cursor(
+    monkeypatch, prepare_cursor
+):
+    """The kept cursor of Job.enqueue's insert is wrapped by Django's private
+    ``_prepare_cursor``: without it (or with another signature) enqueue takes the
+    ordinary ``connection.cursor()``, in the caller's transaction all the same."""
+    from django.db import connections
+    from django.test.utils import CaptureQueriesContext
+
+    from django_pgjobs import db
+
+    wrapper = connections[db.alias()]  # the connection itself, not django.db's proxy
+    wrapper.ensure_connection()
+    monkeypatch.setattr(wrapper, "__class__", _future_django(wrapper, prepare_cursor))
+    monkeypatch.delitem(wrapper.__dict__, db._KEPT, raising=False)
+    assert db._cursor_wrapper(wrapper) is None
+    with transaction.atomic():
+        with CaptureQueriesContext(connection) as queries:
+            job = add.enqueue(2, 3)
+        assert [query["sql"] for query in queries if "pgjobs_insert_job" in query["sql"]]
+        assert Job.objects.get(pk=job.pk).args == [2, 3]  # seen within the transaction
+        assert db._KEPT not in wrapper.__dict__  # the fallback ran it
+        transaction.set_rollback(True)
+    assert not Job.objects.filter(pk=job.pk).exists()  # gone with the caller's rollback
+    assert connection.in_atomic_block  # pytest-django's transaction, still usable
+    assert Job.objects.count() == 0
