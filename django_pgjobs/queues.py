@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from . import conf, limits
 from .backoff import STRATEGIES
 from .exceptions import InvalidOption, InvalidQueueName, UnknownQueue
+from .known import KnownNames
 
 #: The characters of queue and connector names (also enforced by CHECK constraints).
 NAME_CHARACTERS = r"[A-Za-z0-9_.:-]"
 QUEUE_NAME = re.compile(rf"^{NAME_CHARACTERS}{{1,63}}\Z")  # \Z: "$" lets a final newline through
 
-_known_rows: set[str] = set()
-_lock = threading.Lock()
+#: Queues stored in the table (those of settings are known without it).
+_stored = KnownNames("pgjobs.Queue")
 
 
 def validate_name(name: object) -> str:
@@ -92,17 +92,9 @@ def check_known(name: object) -> str:
     once and a steady state costs no query.
     """
     name = validate_name(name)
-    if name in conf.get("QUEUES") or name in _known_rows:
+    if name in conf.get("QUEUES") or name in _stored:
         return name
-    from .models import Queue
-
-    names = set(Queue.objects.using(conf.get("DATABASE")).values_list("name", flat=True))
-    with _lock:
-        _known_rows.clear()
-        _known_rows.update(names)
-    if name not in names:
-        raise UnknownQueue(name)
-    return name
+    raise UnknownQueue(name)
 
 
 def sync_from_settings(using: str | None = None, model: Any = None) -> list[str]:

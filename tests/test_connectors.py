@@ -141,6 +141,22 @@ def test_enqueue_with_an_unknown_connector_is_refused_and_writes_nothing():
     assert not Job.objects.exists()
 
 
+def test_a_connector_or_queue_stored_after_a_miss_is_known_at_once():
+    """Stored names are cached per process and read again on a miss (known.KnownNames):
+    a row made since the last read counts at once."""
+    from django_pgjobs import UnknownQueue
+    from tests.factories import QueueFactory
+
+    with pytest.raises(UnknownConnector):
+        Job.enqueue("testproject.demo.tasks.add", args=[1, 2], connector="late")
+    with pytest.raises(UnknownQueue):
+        Job.enqueue("testproject.demo.tasks.add", args=[1, 2], queue="late")
+    ConnectorFactory(name="late")
+    QueueFactory(name="late")
+    job = Job.enqueue("testproject.demo.tasks.add", args=[1, 2], connector="late", queue="late")
+    assert (job.connector, job.queue) == ("late", "late")
+
+
 def test_enqueue_stores_the_connector_name_from_the_call_or_the_task():
     ConnectorFactory(name="hook")
     ConnectorFactory(name="mailer", kind="smtp", config={"host": "127.0.0.1"})

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import re
-import threading
 from typing import Any
 
 from .. import conf
 from ..context import current_job
 from ..exceptions import UnknownConnector
+from ..known import KnownNames
 from ..queues import NAME_CHARACTERS
 from .base import ConnectorKind
 from .registry import check_stored
@@ -16,8 +16,7 @@ from .registry import check_stored
 #: What a connector's name may be (its CHECK constraint; Connector.name is varchar(100)).
 CONNECTOR_NAME = re.compile(rf"^{NAME_CHARACTERS}{{1,100}}\Z")  # not "$": see queues.QUEUE_NAME
 
-_known: set[str] = set()
-_lock = threading.Lock()
+_stored = KnownNames("pgjobs.Connector")
 
 
 def check_known(name: object) -> str:
@@ -30,16 +29,9 @@ def check_known(name: object) -> str:
     """
     if not isinstance(name, str) or not CONNECTOR_NAME.match(name):
         raise UnknownConnector(name)  # no connector can have that name: no need to look
-    if name not in _known:
-        from ..models import Connector
-
-        names = set(Connector.objects.using(conf.get("DATABASE")).values_list("name", flat=True))
-        with _lock:
-            _known.clear()
-            _known.update(names)
-        if name not in names:
-            raise UnknownConnector(name)
-    return name  # type: ignore[return-value]
+    if name not in _stored:
+        raise UnknownConnector(name)
+    return name
 
 
 def get_connector(name: str) -> ConnectorKind:
