@@ -387,6 +387,31 @@ def test_an_smtp_host_that_is_a_url_is_refused_without_showing_it(worker, host):
     assert "config.host" in job.errors[0]["error"] and CANARY not in json.dumps(job.errors)
 
 
+@pytest.mark.parametrize(
+    "sender", ["jobs@example.com\nBcc: all@example.com", "jobs@example.com\r\n"]
+)
+def test_an_smtp_sender_of_more_than_one_line_is_refused_on_save(worker, smtp_peer, sender):
+    """Django refuses a header with a line break when it sends: the connector was saved
+    and every mail job failed with ValueError, retried."""
+    config = {"host": "127.0.0.1", "port": smtp_peer.port, "from_email": sender}
+    with pytest.raises(ValidationError) as refused:
+        Connector(name="mail", kind="smtp", config=config).full_clean()
+    assert "from_email: must be on one line" in refused.value.message_dict["config"]
+    stored = ConnectorFactory(
+        name="mail", kind="smtp", config={"host": "127.0.0.1", "port": smtp_peer.port}
+    )
+    sql(
+        "UPDATE pgjobs_connector SET config = %s::jsonb WHERE id = %s",
+        [json.dumps(config), stored.pk],
+    )
+    job = Job.enqueue(
+        CALL, args=[{"subject": "s", "body": "b", "to": "a@example.com"}], connector="mail"
+    )
+    worker.drain()
+    job.refresh_from_db()
+    assert "config.from_email: must be on one line" in job.errors[0]["error"]
+
+
 @pytest.mark.parametrize("host", ["mail.example.com", "127.0.0.1", "::1", "[::1]", "smtp_relay"])
 def test_smtp_hosts_that_are_names_or_addresses_are_taken(db, host):
     Connector(name="mail", kind="smtp", config={"host": host}).full_clean()

@@ -43,6 +43,11 @@ def _host(host: str) -> str | None:
     )
 
 
+def _one_line(value: str) -> str | None:
+    # A line break is a header of its own (Bcc: ...): Django refuses it when sending.
+    return "must be on one line" if "\n" in value or "\r" in value else None
+
+
 def _recipients(value: Any) -> list[str]:
     if isinstance(value, str):
         return [value]
@@ -62,7 +67,7 @@ class SmtpConnector(ConnectorKind):
         Option("use_tls", bool, False, "STARTTLS after connecting."),
         Option("use_ssl", bool, False, "Implicit TLS from the start."),
         Option("timeout", (int, float), 10.0, "Seconds.", check=seconds),
-        Option("from_email", str, "", "Default sender; empty: DEFAULT_FROM_EMAIL."),
+        Option("from_email", str, "", "Default sender; empty: DEFAULT_FROM_EMAIL.", _one_line),
     )
     secrets = ("password",)
 
