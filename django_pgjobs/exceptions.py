@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from .states import InvalidTransition
+
 
 class PgJobsError(Exception):
     """Base class for errors raised by django-pgjobs."""
@@ -62,6 +64,16 @@ class InvalidOption(PgJobsError, ValueError):
     def __init__(self, field: str, problem: str) -> None:
         self.field, self.problem = field, problem
         super().__init__(f"{field} {problem}")
+
+
+class JobGone(PgJobsError, InvalidTransition):
+    """An operator action (retry, cancel) on a job whose row is gone: deleted, or
+    pruned once finished, since it was read. Nothing was written. An
+    ``InvalidTransition`` too, so code that catches that one keeps working."""
+
+    def __init__(self, job_id: int | None, to_state: str) -> None:
+        self.job_id, self.from_state, self.to_state = job_id, None, to_state
+        Exception.__init__(self, f"job {job_id} no longer exists (it was deleted or pruned)")
 
 
 class JobTimeout(PgJobsError):

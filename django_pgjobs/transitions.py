@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from . import conf, db, events, limits, payload, signals
 from .backoff import Backoff
+from .exceptions import JobGone
 from .models import Job, Queue
 from .redaction import Redactor, mask_credentials
 from .states import FINISHED, RETRY_FROM, InvalidTransition, JobState, sources_of
@@ -57,11 +58,18 @@ def _move(
     return moved
 
 
-def _refresh(job: Job) -> None:
+def _refresh(job: Job) -> bool:
     """Read ``job`` again, unless its row is gone: an operator may delete a job
-    (once cancelled) while its thread still runs; the object then stays as it was."""
+    (once cancelled) while its thread still runs; the object then stays as it was.
+    False if the row is gone."""
     with contextlib.suppress(Job.DoesNotExist):
         job.refresh_from_db()
+        return True
+    return False
+
+
+def _still_there(job: Job) -> bool:
+    return Job.objects.using(job._state.db or conf.get("DATABASE")).filter(pk=job.pk).exists()
 
 
 #: Most characters of an error record's message and traceback: each failed attempt adds one.
@@ -287,7 +295,8 @@ ATTEMPT_LIMIT = 2**31 - 1
 
 def retry(job: Job, now: datetime | None = None) -> Job:
     """Run the job again as soon as possible, with at least one attempt left.
-    InvalidTransition for a job in another state or at ``ATTEMPT_LIMIT``."""
+    InvalidTransition for a job in another state or at ``ATTEMPT_LIMIT``; JobGone
+    (an InvalidTransition) for a job whose row was deleted or pruned."""
     limits.saved(job, "retry")
     now = now or timezone.now()
     if job.attempt >= ATTEMPT_LIMIT:
@@ -301,6 +310,8 @@ def retry(job: Job, now: datetime | None = None) -> Job:
         max_attempts=_at_least_one_more(),
     )
     if not moved:
+        if not _still_there(job):  # else the message named the state it had when read
+            raise JobGone(job.pk, S.AVAILABLE)
         raise InvalidTransition(job.pk, job.state, S.AVAILABLE)
     return job
 
@@ -313,10 +324,12 @@ def _at_least_one_more() -> Any:
 
 def cancel(job: Job, now: datetime | None = None) -> Job:
     """Cancel a job that has not finished. An executing job loses its lease, so
-    whatever its worker reports afterwards is refused."""
+    whatever its worker reports afterwards is refused. JobGone for a job whose row
+    was deleted or pruned (it raised Job.DoesNotExist)."""
     limits.saved(job, "cancel")
     now = now or timezone.now()
-    job.refresh_from_db()
+    if not _refresh(job):
+        raise JobGone(job.pk, S.CANCELLED)
     if job.is_finished:
         return job
     was_executing = job.state == S.EXECUTING
@@ -329,6 +342,8 @@ def cancel(job: Job, now: datetime | None = None) -> Job:
     if moved:
         signals.job_cancelled.send(sender=Job, job=job)
     elif not job.is_finished:
+        if not _still_there(job):  # deleted between the read and the UPDATE
+            raise JobGone(job.pk, S.CANCELLED)
         raise InvalidTransition(job.pk, job.state, S.CANCELLED)
     return job
 

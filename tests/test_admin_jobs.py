@@ -16,6 +16,8 @@ from django_pgjobs.models import Job, SchedulerProcess
 from django_pgjobs.states import JobState
 from tests.admin_helpers import action, changelist, detail, staff_client, state_of
 from tests.factories import JobFactory, WorkerProcessFactory
+from tests.gone import deleted_before_its_update
+from tests.test_admin_hostile import messages_of
 
 pytestmark = pytest.mark.django_db
 S = JobState
@@ -297,8 +299,27 @@ def test_state_changes_need_a_csrf_token(admin_user):
     assert state_of(job) == S.DISCARDED
 
 
-def test_a_missing_job_is_a_404(admin_client):
-    assert admin_client.post(reverse("admin:pgjobs_job_retry", args=[999999])).status_code == 404
+@pytest.mark.parametrize("view", ["pgjobs_job_retry", "pgjobs_job_cancel"])
+def test_a_job_deleted_since_its_page_was_shown_is_said_to_be_gone(admin_client, view):
+    """It was a bare 404 page."""
+    response = admin_client.post(reverse(f"admin:{view}", args=[999999]), follow=True)
+    assert response.redirect_chain[0] == (reverse("admin:pgjobs_job_changelist"), 302)
+    assert messages_of(response) == [
+        "Job #999999 no longer exists (it was deleted or pruned); nothing changed."
+    ]
+
+
+@pytest.mark.parametrize("view", ["pgjobs_job_retry", "pgjobs_job_cancel"])
+def test_a_job_deleted_while_it_is_changed_is_said_to_be_gone(admin_client, view):
+    """Deleted between the view's read and its UPDATE: a retry said "can't be retried
+    now: it is discarded", a cancel "could not be cancelled"."""
+    job = JobFactory(discarded=True) if view == "pgjobs_job_retry" else JobFactory(scheduled=True)
+    with deleted_before_its_update(job.pk):
+        response = admin_client.post(reverse(f"admin:{view}", args=[job.pk]), follow=True)
+    assert messages_of(response) == [
+        f"Job #{job.pk} no longer exists (it was deleted or pruned); nothing changed."
+    ]
+    assert not Job.objects.exists()
 
 
 # -- actions on many jobs -------------------------------------------------------------------

@@ -22,6 +22,7 @@ from django_pgjobs.states import JobState
 from tests.conftest import ROOT, wait_until
 from tests.conftest import test_database_env as database_env
 from tests.factories import JobFactory, QueueFactory, ScheduleFactory, WorkerProcessFactory
+from tests.gone import deleted_before_its_update
 
 S = JobState
 pytestmark = pytest.mark.django_db
@@ -151,6 +152,18 @@ def test_retry_by_id_reports_each_job_and_fails_for_those_it_could_not_retry():
     discarded.refresh_from_db()
     executing.refresh_from_db()
     assert (discarded.state, executing.state) == (S.AVAILABLE, S.EXECUTING)
+
+
+@pytest.mark.parametrize("verb", ["retry", "cancel"])
+def test_a_job_deleted_while_it_is_changed_is_said_to_be_gone(verb):
+    """Deleted between the command's read and its UPDATE: a retry said "is discarded:
+    can't retry it", a cancel "is scheduled: can't cancel it"."""
+    job = JobFactory(discarded=True) if verb == "retry" else JobFactory(scheduled=True)
+    with deleted_before_its_update(job.pk):
+        code, out, err = pgjobs(verb, str(job.pk))
+    assert code == 1, err
+    assert out == f"job {job.pk}: no longer exists (it was deleted or pruned): can't {verb} it\n"
+    assert not Job.objects.exists()
 
 
 def test_cancel_by_id_takes_the_lease_of_a_running_job_and_leaves_finished_ones():

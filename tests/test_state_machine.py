@@ -9,6 +9,7 @@ import pytest
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Case, Value, When
 
+from django_pgjobs.exceptions import JobGone
 from django_pgjobs.models import Job
 from django_pgjobs.states import (
     ALLOWED,
@@ -19,6 +20,7 @@ from django_pgjobs.states import (
     sources_of,
 )
 from tests.factories import JobFactory
+from tests.gone import deleted_before_its_update
 
 pytestmark = pytest.mark.django_db
 
@@ -154,3 +156,28 @@ def test_an_outcome_is_refused_once_the_lease_is_gone(worker):
     job.cancel()
     assert not transitions.complete(stale, result=1)
     assert Job.objects.get(pk=job.pk).state == JobState.CANCELLED
+
+
+# -- a job whose row is gone -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("action", ["retry", "cancel"])
+def test_an_action_on_a_deleted_job_says_it_no_longer_exists(action):
+    """retry() said "cannot go from 'discarded' to 'available'" (the state the row had
+    when read), cancel() raised Job.DoesNotExist."""
+    job = JobFactory(discarded=True) if action == "retry" else JobFactory(scheduled=True)
+    Job.objects.filter(pk=job.pk).delete()
+    with pytest.raises(JobGone) as refused:
+        getattr(job, action)()
+    assert str(refused.value) == f"job {job.pk} no longer exists (it was deleted or pruned)"
+    assert not Job.objects.exists()
+
+
+@pytest.mark.parametrize("action", ["retry", "cancel"])
+def test_an_action_on_a_job_deleted_between_its_read_and_its_write_says_so(action):
+    job = JobFactory(discarded=True) if action == "retry" else JobFactory(scheduled=True)
+    with deleted_before_its_update(job.pk), pytest.raises(InvalidTransition) as refused:
+        getattr(job, action)()
+    assert isinstance(refused.value, JobGone)
+    assert str(refused.value) == f"job {job.pk} no longer exists (it was deleted or pruned)"
+    assert not Job.objects.exists()

@@ -34,13 +34,13 @@ from django.http import (
     HttpResponseRedirect,
     QueryDict,
 )
-from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.safestring import SafeString
 
 from .. import limits, stats, transitions
+from ..exceptions import JobGone
 from ..models import Job, JobDependency
 from ..states import FINISHED, RETRY_FROM, InvalidTransition, JobState
 from ..templatetags.pgjobs_admin import clipped, elapsed, escaped, when
@@ -377,9 +377,13 @@ class JobAdmin(OperatorAdmin):
         return own + super().get_urls()
 
     def retry_view(self, request: HttpRequest, job_id: int) -> HttpResponse:
-        job = get_object_or_404(self.get_queryset(request), pk=job_id)
+        job = self.get_queryset(request).filter(pk=job_id).first()
+        if job is None:
+            return self.gone(request, JobGone(job_id, JobState.AVAILABLE))
         try:
             transitions.retry(job)
+        except JobGone as gone:
+            return self.gone(request, gone)
         except InvalidTransition:
             if job.attempt >= transitions.ATTEMPT_LIMIT:
                 why = f"it has had {job.attempt:,} attempts, the most its counter holds"
@@ -392,10 +396,14 @@ class JobAdmin(OperatorAdmin):
         return HttpResponseRedirect(reverse("admin:pgjobs_job_change", args=[job.pk]))
 
     def cancel_view(self, request: HttpRequest, job_id: int) -> HttpResponse:
-        job = get_object_or_404(self.get_queryset(request), pk=job_id)
+        job = self.get_queryset(request).filter(pk=job_id).first()
+        if job is None:
+            return self.gone(request, JobGone(job_id, JobState.CANCELLED))
         before = job.state
         try:
             transitions.cancel(job)
+        except JobGone as gone:
+            return self.gone(request, gone)
         except InvalidTransition:
             self.message_user(request, f"Job #{job.pk} could not be cancelled.", messages.ERROR)
         else:
@@ -405,6 +413,16 @@ class JobAdmin(OperatorAdmin):
             else:
                 self.message_user(request, f"Job #{job.pk} cancelled.", messages.SUCCESS)
         return HttpResponseRedirect(reverse("admin:pgjobs_job_change", args=[job.pk]))
+
+    def gone(self, request: HttpRequest, gone: JobGone) -> HttpResponse:
+        """A job deleted or pruned since its page was shown: say so, on the list (its
+        own page would only say it does not exist)."""
+        self.message_user(
+            request,
+            f"Job #{gone.job_id} no longer exists (it was deleted or pruned); nothing changed.",
+            messages.ERROR,
+        )
+        return HttpResponseRedirect(reverse("admin:pgjobs_job_changelist"))
 
     def retry_discarded_view(self, request: HttpRequest) -> HttpResponse:
         """Retry every discarded job matching the changelist's filters, in one UPDATE."""

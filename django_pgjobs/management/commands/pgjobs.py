@@ -33,7 +33,7 @@ from django_pgjobs import (
     unmigrated,
 )
 from django_pgjobs.cron import InvalidCron, UnknownTimezone
-from django_pgjobs.exceptions import PgJobsError
+from django_pgjobs.exceptions import JobGone, PgJobsError
 from django_pgjobs.models import Job, Queue, Schedule
 from django_pgjobs.selection import (
     InvalidSelection,
@@ -323,6 +323,9 @@ class Command(BaseCommand):
                 continue
             try:
                 results.append({"id": job_id, "ok": True, "detail": one(job), "state": job.state})
+            except JobGone:  # deleted or pruned since it was read: its state is no more
+                detail = f"no longer exists (it was deleted or pruned): can't {verb} it"
+                results.append({"id": job_id, "ok": False, "detail": detail, "state": None})
             except InvalidTransition:
                 detail = f"is {job.state}: can't {verb} it"
                 results.append({"id": job_id, "ok": False, "detail": detail, "state": job.state})
