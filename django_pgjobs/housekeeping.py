@@ -33,13 +33,18 @@ def prune(now: datetime) -> int:
     """Delete finished jobs and fired-tick records older than ``PRUNE_AFTER``, and the
     windows of rate limits that no start lies in any more; cancel the waiting jobs
     that nothing can release (``maintenance.cancel_stranded``)."""
-    older_than = timedelta(seconds=conf.get("PRUNE_AFTER"))
-    return (
-        maintenance.prune_finished(now, older_than)
-        + schedules.prune_ticks(now, older_than)
-        + ratelimits.prune(now, conf.get("DATABASE"))
-        + maintenance.cancel_stranded(now)
-    )
+    return sum(pruned(now, timedelta(seconds=conf.get("PRUNE_AFTER"))).values())
+
+
+def pruned(now: datetime, older_than: timedelta) -> dict[str, int]:
+    """The prune routine with its own ``older_than``, each part's count by name; the
+    scheduler's routine and ``manage.py pgjobs prune`` both run this."""
+    return {
+        "jobs": maintenance.prune_finished(now, older_than),
+        "ticks": schedules.prune_ticks(now, older_than),
+        "rate_windows": ratelimits.prune(now, conf.get("DATABASE")),
+        "stranded": maintenance.cancel_stranded(now),
+    }
 
 
 def rescue(now: datetime) -> int:

@@ -23,6 +23,7 @@ from tests.conftest import ROOT, wait_until
 from tests.conftest import test_database_env as database_env
 from tests.factories import JobFactory, QueueFactory, ScheduleFactory, WorkerProcessFactory
 from tests.gone import deleted_before_its_update
+from tests.test_hardening_rows import insert_job
 
 S = JobState
 pytestmark = pytest.mark.django_db
@@ -267,6 +268,19 @@ def test_prune_deletes_jobs_finished_before_the_limit():
     kept = JobFactory(completed=True)
     assert as_json("prune", "--older-than", "1d")["jobs"] == 1
     assert list(Job.objects.values_list("pk", flat=True)) == [kept.pk]
+
+
+def test_prune_cancels_stranded_jobs_as_the_schedulers_routine_does():
+    """It only deleted finished jobs and ticks: a waiting job nothing can release
+    waited for ever, however often an operator pruned."""
+    stranded = insert_job(state="'waiting'", pending_dependencies="1")  # and no edge
+    assert Job.objects.get(pk=stranded).state == S.WAITING
+    code, out, err = pgjobs("prune", "--older-than", "1d")
+    assert code == 0, err
+    assert "cancelled 1 stranded job(s)" in out
+    assert Job.objects.get(pk=stranded).state == S.CANCELLED
+    report = as_json("prune", "--older-than", "1d")
+    assert (report["stranded"], report["jobs"], report["rate_windows"]) == (0, 0, 0)
 
 
 # -- health ----------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from django_pgjobs import (
     clocks,
     conf,
     health,
-    maintenance,
+    housekeeping,
     queues,
     schedules,
     stats,
@@ -370,14 +370,13 @@ class Command(BaseCommand):
             if text is None
             else parse_duration(text, "--older-than")
         )
-        now = timezone.now()
-        jobs = maintenance.prune_finished(now, older_than)
-        ticks = schedules.prune_ticks(now, older_than)
-        summary = {"jobs": jobs, "ticks": ticks, "older_than_seconds": older_than.total_seconds()}
-        if not self.emit(summary):
+        done = housekeeping.pruned(timezone.now(), older_than)  # the scheduler's routine
+        if not self.emit({**done, "older_than_seconds": older_than.total_seconds()}):
             self.say(
-                f"deleted {jobs} finished job(s) and {ticks} tick record(s) older than "
-                f"{duration(older_than.total_seconds())}"
+                f"deleted {done['jobs']} finished job(s) and {done['ticks']} tick record(s) "
+                f"older than {duration(older_than.total_seconds())}, and "
+                f"{done['rate_windows']} spent rate-limit window(s); cancelled "
+                f"{done['stranded']} stranded job(s) (waiting jobs nothing can release)"
             )
 
     # -- helpers ----------------------------------------------------------------------------
