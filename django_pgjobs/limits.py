@@ -101,6 +101,22 @@ def moment(value: Any, field: str = "run_at") -> datetime:
     return in_utc
 
 
+def before(now: datetime, older_than: Any, field: str = "older_than") -> datetime:
+    """``now - older_than``, for "older than" limits: a timedelta of 0 or more (a
+    negative one reached into the future) that reaches no earlier than year 1
+    (``timedelta.max`` raised OverflowError)."""
+    if not isinstance(older_than, timedelta) or older_than < timedelta(0):
+        raise InvalidOption(field, f"must be a timedelta of 0 or more, not {shown(older_than)}")
+    try:
+        return now - older_than
+    except OverflowError:
+        raise InvalidOption(
+            field,
+            f"reaches before year 1: {shown(older_than)} before {_when(now)} (keep it "
+            "under the time since then; a few years keeps every job)",
+        ) from None
+
+
 def _when(value: datetime) -> str:
     try:
         return value.isoformat()

@@ -10,7 +10,6 @@ from django.db import transaction
 from django.db.models import Q
 
 from . import clocks, conf, db, limits, signals
-from .exceptions import InvalidOption
 from .models import Job, WorkerProcess
 from .states import JobState
 
@@ -94,18 +93,16 @@ def prune_finished(now: datetime, older_than: timedelta, batch_size: int = 1000)
     """Delete jobs finished more than ``older_than`` ago, one short transaction per batch.
 
     An ``older_than`` that is no timedelta of 0 or more (a negative one deleted jobs
-    finished just now) or a ``batch_size`` that is no whole number from 1 to 100,000
+    finished just now) or reaches before year 1 (``timedelta.max`` raised
+    OverflowError), or a ``batch_size`` that is no whole number from 1 to 100,000
     (0 looped for ever, deleting nothing) raise InvalidOption."""
-    if not isinstance(older_than, timedelta) or older_than < timedelta(0):
-        raise InvalidOption(
-            "older_than", f"must be a timedelta of 0 or more, not {limits.shown(older_than)}"
-        )
+    finished_before = limits.before(now, older_than)
     limits.whole_number(batch_size, "batch_size", 1, 100_000)
     using = db.alias()
     total = 0
     while True:
         deleted = db.execute(
-            "prune", {"finished_before": now - older_than, "batch_size": batch_size}, using
+            "prune", {"finished_before": finished_before, "batch_size": batch_size}, using
         )
         total += deleted
         if deleted < batch_size:

@@ -463,9 +463,11 @@ def _enqueue(schedule: Schedule, run_at: datetime | None, wait_for: list[int], *
 
 
 def prune_ticks(now: datetime, older_than: timedelta, using: str | None = None) -> int:
-    """Delete the records of ticks fired more than ``older_than`` ago."""
+    """Delete the records of ticks fired more than ``older_than`` ago. InvalidOption,
+    as ``maintenance.prune_finished`` says, for an ``older_than`` no limit can be."""
+    fired_before = limits.before(now, older_than)
     using = using or conf.get("DATABASE")
-    deleted, _ = ScheduleTick.objects.using(using).filter(fired_at__lt=now - older_than).delete()
+    deleted, _ = ScheduleTick.objects.using(using).filter(fired_at__lt=fired_before).delete()
     return deleted
 
 

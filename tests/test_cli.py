@@ -270,6 +270,15 @@ def test_prune_deletes_jobs_finished_before_the_limit():
     assert list(Job.objects.values_list("pk", flat=True)) == [kept.pk]
 
 
+def test_prune_refuses_an_age_before_year_one():
+    """A traceback (OverflowError) it was."""
+    kept = JobFactory(completed=True)
+    code, out, err = pgjobs("prune", "--older-than", "99999999w")
+    assert (code, out) == (1, "")
+    assert "older_than reaches before year 1" in err
+    assert list(Job.objects.values_list("pk", flat=True)) == [kept.pk]
+
+
 def test_prune_cancels_stranded_jobs_as_the_schedulers_routine_does():
     """It only deleted finished jobs and ticks: a waiting job nothing can release
     waited for ever, however often an operator pruned."""

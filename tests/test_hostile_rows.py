@@ -324,6 +324,16 @@ OTHER_REFUSALS: dict[str, tuple[Callable[[], Any], type[Exception], str]] = {
     "prune_finished(older_than=7)": (
         lambda: maintenance.prune_finished(timezone.now(), 7), InvalidOption,
         "older_than must be a timedelta of 0 or more, not 7"),
+    # timedelta.max (or any age reaching before year 1) raised OverflowError.
+    **{
+        f"{name}(older_than={shown})": (
+            lambda call=call, value=value: call(timezone.now(), value), InvalidOption,
+            "older_than reaches before year 1")
+        for name, call in [("prune_finished", maintenance.prune_finished),
+                           ("prune_ticks", schedules.prune_ticks)]
+        for value, shown in [(timedelta.max, "timedelta.max"),
+                             (timedelta(days=800_000), "800k days")]
+    },
     **{
         f"rescue_orphaned(stale_after={shown})": (
             lambda value=value: maintenance.rescue_orphaned(timezone.now(), stale_after=value),
