@@ -15,7 +15,7 @@ from typing import Any
 from django.db import DatabaseError, connections
 from django.db.models import Q
 
-from . import clocks, conf, stats
+from . import clocks, conf, limits, stats
 from .models import Queue, Schedule, WorkerProcess
 
 #: How late a planned cron tick may be before the scheduler counts as lagging.
@@ -95,12 +95,13 @@ def check_workers(
     """No worker row of ``host`` is stale, unless a worker started on it since
     (a process that crashed and was restarted leaves a row until rescue removes it)."""
     stale_after = stale_after or timedelta(seconds=conf.get("WORKER_STALE_AFTER"))
+    stale_before = limits.before(now, stale_after, "stale_after")  # not OverflowError
     rows = list(
         WorkerProcess.objects.using(using or conf.get("DATABASE"))
         .filter(host=host)
         .values("pk", "pid", "started_at", "heartbeat_at")
     )
-    fresh = [row for row in rows if row["heartbeat_at"] >= now - stale_after]
+    fresh = [row for row in rows if row["heartbeat_at"] >= stale_before]
     stale = [
         row
         for row in rows
@@ -157,7 +158,7 @@ def check_scheduler(now: datetime, max_lag: timedelta, using: str | None = None)
     """The most overdue enabled schedule: a tick planned before ``now - max_lag`` that no
     scheduler has fired, or a schedule no scheduler has planned in that long."""
     schedules = Schedule.objects.using(using or conf.get("DATABASE")).filter(enabled=True)
-    late_before = now - max_lag
+    late_before = limits.before(now, max_lag, "max_lag")  # not OverflowError
     overdue = (
         schedules.filter(
             Q(next_fire_at__lt=late_before)

@@ -112,8 +112,7 @@ def before(now: datetime, older_than: Any, field: str = "older_than") -> datetim
     except OverflowError:
         raise InvalidOption(
             field,
-            f"reaches before year 1: {shown(older_than)} before {_when(now)} (keep it "
-            "under the time since then; a few years keeps every job)",
+            f"reaches before year 1: {shown(older_than)} before {_when(now)}",
         ) from None
 
 

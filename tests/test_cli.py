@@ -279,6 +279,18 @@ def test_prune_refuses_an_age_before_year_one():
     assert list(Job.objects.values_list("pk", flat=True)) == [kept.pk]
 
 
+@pytest.mark.parametrize(
+    ("option", "field"), [("--stale-after", "stale_after"), ("--max-scheduler-lag", "max_lag")]
+)
+def test_health_refuses_a_limit_before_year_one(option, field):
+    """A traceback (OverflowError) it was, once a worker or a schedule was there."""
+    WorkerProcessFactory()
+    ScheduleFactory()
+    code, out, err = pgjobs("health", option, "99999999w")
+    assert (code, out) == (1, "")
+    assert f"{field} reaches before year 1" in err
+
+
 def test_prune_cancels_stranded_jobs_as_the_schedulers_routine_does():
     """It only deleted finished jobs and ticks: a waiting job nothing can release
     waited for ever, however often an operator pruned."""
