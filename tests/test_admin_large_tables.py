@@ -96,6 +96,76 @@ def test_tallies_agree_with_one_count_each(monkeypatch):
     assert stats.tallies([]) == [] and stats.estimates([]) == []
 
 
+class Clock:
+    """A monotonic clock that moves only when told."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def counted(queries: CaptureQueriesContext) -> list[str]:
+    return [q["sql"] for q in queries.captured_queries if "count(*)" in q["sql"].lower()]
+
+
+def test_a_tally_past_its_cap_is_estimated_without_counting_for_a_while():
+    JobFactory.create_batch(4, completed=True)
+    JobFactory(discarded=True)
+    clock = Clock()
+    sets = [Job.objects.filter(state="completed"), Job.objects.filter(state="discarded")]
+    first = stats.tallies(sets, cap=2, clock=clock)
+    assert not first[0].exact and first[0].value >= 3 and first[1] == stats.Tally(1)
+    clock.now += stats.OVER_CAP_SECONDS - 0.1
+    with CaptureQueriesContext(connection) as queries:
+        again = stats.tallies(sets, cap=2, clock=clock)
+    assert again == first
+    # Only the exact one is counted; the other is the planner's estimate straight away.
+    [count] = counted(queries)
+    assert "discarded" in count and "completed" not in count
+    assert any(q["sql"].startswith("EXPLAIN") for q in queries.captured_queries)
+    clock.now += 0.1  # the window is over: counted again, exact now it is under the cap
+    Job.objects.filter(pk__in=sets[0].values("pk")[:2]).delete()
+    with CaptureQueriesContext(connection) as queries:
+        assert stats.tallies(sets, cap=2, clock=clock) == [stats.Tally(2), stats.Tally(1)]
+    assert len(counted(queries)) == 1
+    assert not any(q["sql"].startswith("EXPLAIN") for q in queries.captured_queries)
+
+
+def test_a_tally_past_its_cap_is_remembered_per_count():
+    JobFactory.create_batch(3, completed=True)
+    clock = Clock()
+    assert not stats.tally(Job.objects.filter(state="completed"), cap=2, clock=clock).exact
+    with CaptureQueriesContext(connection) as queries:
+        # Another cap or another filter is another count: counted.
+        assert stats.tally(Job.objects.filter(state="completed"), cap=3, clock=clock).exact
+        assert stats.tally(Job.objects.filter(state="discarded"), cap=2, clock=clock).exact
+        assert not stats.tally(Job.objects.filter(state="completed"), cap=2, clock=clock).exact
+    assert len(counted(queries)) == 2
+
+
+def test_a_tally_that_was_exact_is_counted_every_time():
+    JobFactory.create_batch(2, completed=True)
+    clock = Clock()
+    jobs = Job.objects.filter(state="completed")
+    with CaptureQueriesContext(connection) as queries:
+        assert [stats.tally(jobs, cap=2, clock=clock) for _ in range(3)] == [stats.Tally(2)] * 3
+    assert len(counted(queries)) == 3
+    JobFactory(completed=True)
+    assert not stats.tally(jobs, cap=2, clock=clock).exact  # not an answer kept from before
+
+
+def test_a_changed_setting_forgets_the_tallies_past_their_cap(settings):
+    JobFactory.create_batch(3, completed=True)
+    clock = Clock()
+    jobs = Job.objects.filter(state="completed")
+    assert not stats.tally(jobs, cap=2, clock=clock).exact
+    settings.PGJOBS = {**getattr(settings, "PGJOBS", {})}
+    Job.objects.filter(pk__in=jobs.values("pk")[:1]).delete()
+    assert stats.tally(jobs, cap=2, clock=clock) == stats.Tally(2)
+
+
 def test_estimates_of_contradictory_filters_are_asked_one_by_one():
     # The planner drops a branch it proves empty from the UNION ALL: still one per set.
     both = Job.objects.filter(state="completed").filter(state="discarded")
