@@ -100,7 +100,7 @@ def _known_timezones() -> frozenset[str]:
 
 def parse_timezone(name: str) -> zoneinfo.ZoneInfo:
     """The zone called ``name`` (IANA, e.g. "Europe/Berlin"), or UnknownTimezone."""
-    if name in MACHINE_ZONES:
+    if isinstance(name, str) and name in MACHINE_ZONES:  # a list is unhashable: below
         raise UnknownTimezone(
             f"timezone {name!r} is the zone each machine is set to, which another "
             "scheduler's may not be: name the zone, e.g. 'UTC' or 'Europe/Berlin'"

@@ -89,6 +89,14 @@ def test_the_machines_own_zone_is_refused_as_schedulers_on_other_hosts_read_it_a
     assert "timezone" in refused.value.message_dict
 
 
+@pytest.mark.parametrize("zone", [["UTC"], {"UTC": 1}, None, 5])
+def test_a_timezone_that_is_no_string_is_unknown_not_a_type_error(zone):
+    """The check for "localtime" came before the one for a string: a list or a dict
+    raised TypeError (unhashable) where every other name says UnknownTimezone."""
+    with pytest.raises(UnknownTimezone, match="unknown timezone"):
+        timing("0 9 * * *", zone)
+
+
 # -- POST /jobs bodies --------------------------------------------------------------------
 
 
