@@ -25,6 +25,8 @@ on SIGTERM: nobody would restart, count or stop it any more, and a process manag
 that starts the command again would run it beside a fresh set of children. The
 supervisor never writes into a child's socket, so the socket turns readable only
 when the supervisor's end is gone.
+A job process it forked is killed once it is gone (``die_with``): its worker hands
+the job back, to run again elsewhere.
 """
 
 from __future__ import annotations
@@ -87,6 +89,29 @@ def stop_when_orphaned(launcher: socket.socket, parent: int) -> threading.Thread
     watcher = threading.Thread(target=watch, name="pgjobs-supervisor-watch", daemon=True)
     watcher.start()
     return watcher
+
+
+#: How often a job process without a pidfd (not Linux 5.3+) looks for its supervisor.
+ORPHAN_POLL_SECONDS = 0.5
+
+
+def die_with(parent: int) -> None:
+    """In a job process: SIGKILL itself once the supervisor ``parent`` is gone. Its
+    worker, told nothing of how the job ended, hands the job back to run elsewhere;
+    left running, this process would run it alongside, unsupervised and past any
+    timeout (its writes refused by the lease, its side effects not). A fork server's
+    child does the same (``isolation._die_with_worker``)."""
+
+    def watch() -> None:
+        with contextlib.suppress(AttributeError, OSError):  # a pidfd: Linux 5.3+
+            watched = os.pidfd_open(parent)
+            if os.getppid() == parent:  # opened while it lived: not a reused pid
+                select.select([watched], [], [])
+        while os.getppid() == parent:  # without a pidfd: look now and then
+            time.sleep(ORPHAN_POLL_SECONDS)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="pgjobs-watch-supervisor", daemon=True).start()
 
 
 def can_launch() -> bool:
@@ -306,12 +331,14 @@ class Supervisor:
             return
         status = fds[0]
         connections.close_all()
+        supervisor = os.getpid()
         pid = os.fork()
         if pid == 0:  # the job's process
             code = 1
             try:
                 os.close(status)
                 self._forked()
+                die_with(supervisor)
                 from .isolation import run_in_child
 
                 code = run_in_child(request.decode())

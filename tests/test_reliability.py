@@ -274,6 +274,35 @@ def test_children_whose_supervisor_is_killed_finish_their_jobs_and_stop(worker_p
     assert f"the supervisor (pid {supervisor.pid}) is gone" in supervisor.output()
 
 
+def _children_of(pid: int) -> set[int]:
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.add(int(entry))
+    return found
+
+
+def test_an_isolated_jobs_process_dies_with_its_killed_supervisor(worker_process, wait):
+    """The supervisor forks isolated jobs' processes: once it was killed, its worker
+    handed the job back (nothing said how it ended) while the job's process ran on,
+    unsupervised, beside the next attempt."""
+    job = Job.enqueue("tests.tasks_for_tests.isolated_pid", args=[60])
+    supervisor = worker_process("--processes", "2", env=QUICK_POLL)
+    wait(lambda: Job.objects.get(pk=job.pk).state == JobState.EXECUTING, timeout=30)
+    workers = set(WorkerProcess.objects.values_list("pid", flat=True))
+    wait(lambda: _children_of(supervisor.pid) - workers, timeout=10)
+    [job_process] = _children_of(supervisor.pid) - workers
+    supervisor.proc.kill()
+    supervisor.wait(10)
+    wait(lambda: not conftest.running(job_process), timeout=10)
+
+
 POISONS = {
     "sigkill": "WorkerLost: the job's process died with SIGKILL",
     "exit": "WorkerLost: the job's process exited with status 3 without recording an outcome",
