@@ -129,6 +129,23 @@ def test_a_number_of_more_digits_than_python_reads_is_refused_in_the_apis_words(
     refused_writing_nothing(client, bearer, f'{{"task": "{ADD}", "priority": {number}}}')
 
 
+def test_a_number_past_this_interpreters_own_digit_limit_is_refused_in_the_apis_words(
+    client, bearer
+):
+    """The limit is the interpreter's (sys.set_int_max_str_digits), not a copy of its
+    default: under a lower one, int()'s advice reached the client again."""
+    import sys
+
+    before = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(1000)
+    try:
+        body = f'{{"task": "{ADD}", "args": [{"9" * 2000}, 1]}}'
+        answer = refused_writing_nothing(client, bearer, body)
+    finally:
+        sys.set_int_max_str_digits(before)
+    assert answer["fields"] == {"body": "not valid JSON: a number has more than 1000 digits"}
+
+
 # -- connectors ---------------------------------------------------------------------------
 
 CANARY = "Cnry-3a7c"
