@@ -22,11 +22,11 @@ def _error(message: str, hint: str | None, number: int) -> Error:
 
 @register(Tags.compatibility)
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    if not isinstance(getattr(settings, "PGJOBS", {}) or {}, dict):  # before reading it as one
+        return [_error("PGJOBS must be a dict.", None, 1)]
     user = conf.user_settings()
     errors: list[Error] = []
     wrong_type = False
-    if not isinstance(getattr(settings, "PGJOBS", {}) or {}, dict):
-        return [_error("PGJOBS must be a dict.", None, 1)]
     for key, value in user.items():
         if key not in conf.DEFAULTS:
             close = difflib.get_close_matches(key, conf.DEFAULTS, n=1)
@@ -43,7 +43,9 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
                 if isinstance(expected, tuple)
                 else expected.__name__
             )
-            errors.append(_error(f"PGJOBS[{key!r}] must be {names}, not {value!r}.", None, 3))
+            # The type, never the value: SECRET_KEYS = "the key" is a likely slip.
+            shown = type(value).__name__
+            errors.append(_error(f"PGJOBS[{key!r}] must be {names}, not {shown}.", None, 3))
             wrong_type = True
     if wrong_type:  # the checks below read every value as its type
         return errors

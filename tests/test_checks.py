@@ -62,6 +62,19 @@ def test_bad_values_are_reported(value, fragment, settings):
     assert any(fragment in message for message in found), found
 
 
+@pytest.mark.parametrize("value", ["a-secret-key", [("SECRET_KEYS", "a-secret-key")]])
+def test_a_pgjobs_of_the_wrong_shape_is_named_and_no_value_shown(value, settings):
+    from django.core.management import call_command
+    from django.core.management.base import SystemCheckError
+
+    settings.PGJOBS = value if isinstance(value, list) else {"SECRET_KEYS": value}
+    with pytest.raises(SystemCheckError) as refused:
+        call_command("check")
+    said = str(refused.value)
+    expected = "must be list or tuple, not str" if isinstance(value, str) else "must be a dict"
+    assert expected in said and "a-secret-key" not in said
+
+
 def test_check_command_fails_on_bad_settings(settings):
     from django.core.management import call_command
     from django.core.management.base import SystemCheckError
