@@ -22,11 +22,9 @@ killed with it.
 
 A child whose supervisor dies without stopping it (SIGKILL, the OOM killer) stops as
 on SIGTERM: nobody would restart, count or stop it any more, and a process manager
-that starts the command again would run it beside a fresh set of children. The
-supervisor never writes into a child's socket, so the socket turns readable only
-when the supervisor's end is gone.
-A job process it forked is killed once it is gone (``die_with``): its worker hands
-the job back, to run again elsewhere.
+that starts the command again would run it beside a fresh set of children. A job
+process it forked is killed once it is gone: its worker hands the job back, to run
+again elsewhere. Both watch it the same way (``signal_when_gone``).
 """
 
 from __future__ import annotations
@@ -69,38 +67,18 @@ def announce(message: str) -> None:
             os.write(_report_fd, f"{message}\n".encode())
 
 
-def stop_when_orphaned(launcher: socket.socket, parent: int) -> threading.Thread:
-    """In a child: SIGTERM itself once the supervisor ``parent`` has gone away."""
-
-    def watch() -> None:
-        while True:
-            select.select([launcher], [], [])
-            try:
-                if launcher.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT):
-                    return  # the supervisor never writes here: not its end closing
-                break  # end of file: the supervisor's end is closed
-            except BlockingIOError:
-                continue  # woken for nothing
-            except OSError:
-                break  # reset: gone as well
-        logger.warning("the supervisor (pid %s) is gone: stopping this worker process", parent)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    watcher = threading.Thread(target=watch, name="pgjobs-supervisor-watch", daemon=True)
-    watcher.start()
-    return watcher
-
-
-#: How often a job process without a pidfd (not Linux 5.3+) looks for its supervisor.
+#: How often a process without a pidfd (not Linux 5.3+) looks for its supervisor.
 ORPHAN_POLL_SECONDS = 0.5
 
 
-def die_with(parent: int) -> None:
-    """In a job process: SIGKILL itself once the supervisor ``parent`` is gone. Its
-    worker, told nothing of how the job ended, hands the job back to run elsewhere;
-    left running, this process would run it alongside, unsupervised and past any
-    timeout (its writes refused by the lease, its side effects not). A fork server's
-    child does the same (``isolation._die_with_worker``)."""
+def signal_when_gone(parent: int, signum: int, why: str = "") -> threading.Thread:
+    """Send this process ``signum`` once the supervisor ``parent`` has gone away, and
+    log ``why`` (if given) first: a child stops as on SIGTERM (nobody would restart,
+    count or stop it any more); a job process dies (``SIGKILL``: its worker, told
+    nothing of how the job ended, hands the job back to run elsewhere; left running,
+    it would run alongside, unsupervised and past any timeout: its writes refused by
+    the lease, its side effects not). A fork server's child does the same
+    (``isolation._die_with_worker``)."""
 
     def watch() -> None:
         with contextlib.suppress(AttributeError, OSError):  # a pidfd: Linux 5.3+
@@ -109,9 +87,13 @@ def die_with(parent: int) -> None:
                 select.select([watched], [], [])
         while os.getppid() == parent:  # without a pidfd: look now and then
             time.sleep(ORPHAN_POLL_SECONDS)
-        os.kill(os.getpid(), signal.SIGKILL)
+        if why:
+            logger.warning(why, parent)
+        os.kill(os.getpid(), signum)
 
-    threading.Thread(target=watch, name="pgjobs-watch-supervisor", daemon=True).start()
+    watcher = threading.Thread(target=watch, name="pgjobs-watch-supervisor", daemon=True)
+    watcher.start()
+    return watcher
 
 
 def can_launch() -> bool:
@@ -304,7 +286,11 @@ class Supervisor:
                 ours.close()
                 self._forked()
                 _report_fd, _launcher = report_w, theirs
-                stop_when_orphaned(theirs, os.getppid())
+                signal_when_gone(
+                    os.getppid(),
+                    signal.SIGTERM,
+                    "the supervisor (pid %s) is gone: stopping this worker process",
+                )
                 code = self.target(slot.number)
                 announce("exit")
             finally:
@@ -338,7 +324,7 @@ class Supervisor:
             try:
                 os.close(status)
                 self._forked()
-                die_with(supervisor)
+                signal_when_gone(supervisor, signal.SIGKILL)
                 from .isolation import run_in_child
 
                 code = run_in_child(request.decode())
