@@ -173,13 +173,20 @@ class WorkerProcess:
         return self.wait(timeout)
 
 
-def running(pid: int) -> bool:
-    """Whether process ``pid`` exists and has not ended (a zombie has ended)."""
+def proc_stat(pid: int | str) -> list[str] | None:
+    """Linux: the fields of ``/proc/<pid>/stat`` after the command's name (state,
+    parent pid, ...); None once the process is gone."""
     try:
         with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+            return stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def running(pid: int) -> bool:
+    """Whether process ``pid`` exists and has not ended (a zombie has ended)."""
+    fields = proc_stat(pid)
+    return fields is not None and fields[0] != "Z"
 
 
 #: Environment for worker processes that find dead peers within a couple of seconds

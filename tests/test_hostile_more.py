@@ -382,6 +382,22 @@ def test_an_environment_name_no_process_can_be_given_is_refused_on_save(db, name
     )
 
 
+def mail_job_errors(worker, saved: dict, stored: dict) -> list[dict]:
+    """The errors of one mail job through an smtp connector saved with ``saved`` and
+    then given ``stored`` by SQL, past the model's checks."""
+    connector = ConnectorFactory(name="mail", kind="smtp", config=saved)
+    sql(
+        "UPDATE pgjobs_connector SET config = %s::jsonb WHERE id = %s",
+        [json.dumps(stored), connector.pk],
+    )
+    job = Job.enqueue(
+        CALL, args=[{"subject": "s", "body": "b", "to": "a@example.com"}], connector="mail"
+    )
+    worker.drain()
+    job.refresh_from_db()
+    return job.errors
+
+
 @pytest.mark.parametrize(
     "host",
     [
@@ -399,17 +415,8 @@ def test_an_smtp_host_that_is_a_url_is_refused_without_showing_it(worker, host):
         Connector(name="mail", kind="smtp", config=config).full_clean()
     assert "host: must be a host name or an IP address" in refused.value.message_dict["config"][0]
     assert CANARY not in str(refused.value)
-    stored = ConnectorFactory(name="mail", kind="smtp", config={"host": "mail.example.com"})
-    sql(
-        "UPDATE pgjobs_connector SET config = %s::jsonb WHERE id = %s",
-        [json.dumps(config), stored.pk],
-    )
-    job = Job.enqueue(
-        CALL, args=[{"subject": "s", "body": "b", "to": "a@example.com"}], connector="mail"
-    )
-    worker.drain()
-    job.refresh_from_db()
-    assert "config.host" in job.errors[0]["error"] and CANARY not in json.dumps(job.errors)
+    errors = mail_job_errors(worker, {"host": "mail.example.com"}, config)
+    assert "config.host" in errors[0]["error"] and CANARY not in json.dumps(errors)
 
 
 @pytest.mark.parametrize(
@@ -422,19 +429,8 @@ def test_an_smtp_sender_of_more_than_one_line_is_refused_on_save(worker, smtp_pe
     with pytest.raises(ValidationError) as refused:
         Connector(name="mail", kind="smtp", config=config).full_clean()
     assert "from_email: must be on one line" in refused.value.message_dict["config"]
-    stored = ConnectorFactory(
-        name="mail", kind="smtp", config={"host": "127.0.0.1", "port": smtp_peer.port}
-    )
-    sql(
-        "UPDATE pgjobs_connector SET config = %s::jsonb WHERE id = %s",
-        [json.dumps(config), stored.pk],
-    )
-    job = Job.enqueue(
-        CALL, args=[{"subject": "s", "body": "b", "to": "a@example.com"}], connector="mail"
-    )
-    worker.drain()
-    job.refresh_from_db()
-    assert "config.from_email: must be on one line" in job.errors[0]["error"]
+    errors = mail_job_errors(worker, {"host": "127.0.0.1", "port": smtp_peer.port}, config)
+    assert "config.from_email: must be on one line" in errors[0]["error"]
 
 
 @pytest.mark.parametrize("host", ["mail.example.com", "127.0.0.1", "::1", "[::1]", "smtp_relay"])

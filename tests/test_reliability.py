@@ -277,14 +277,8 @@ def test_children_whose_supervisor_is_killed_finish_their_jobs_and_stop(worker_p
 def _children_of(pid: int) -> set[int]:
     found = set()
     for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as stat:
-                    fields = stat.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                found.add(int(entry))
+        if entry.isdigit() and (fields := conftest.proc_stat(entry)) and int(fields[1]) == pid:
+            found.add(int(entry))
     return found
 
 
