@@ -58,11 +58,6 @@ class JobSpec:
     concurrency_key: str | None = None
 
 
-def build_job(spec: JobSpec, now: datetime) -> Job:
-    """Validate a spec and make the unsaved Job; raises before anything is written."""
-    return JobBuilder(now).build(spec)
-
-
 class Shape(NamedTuple):
     """What a job's options decide, worked out once per batch for each set of them."""
 
@@ -74,11 +69,12 @@ class Shape(NamedTuple):
 
 
 class JobBuilder:
-    """``build_job`` for a batch. What depends only on a job's options, not on its
-    arguments (the registered task, whether the queue exists, its default
-    attempts, the checks of priority, run_at, connector) is worked out once per
-    batch for each set of options: the jobs of a large batch mostly share theirs,
-    and then each costs little more than a copy of a dict."""
+    """Validates specs and makes their unsaved Jobs, raising before anything is
+    written. What depends only on a job's options, not on its arguments (the
+    registered task, whether the queue exists, its default attempts, the checks of
+    priority, run_at, connector) is worked out once per batch for each set of
+    options: the jobs of a large batch mostly share theirs, and then each costs
+    little more than a copy of a dict."""
 
     def __init__(self, now: datetime) -> None:
         self.now = now

@@ -40,3 +40,8 @@ def action(name: str, *objects: object, select_across: bool = False) -> dict[str
 
 def state_of(job: Job) -> str:
     return Job.objects.values_list("state", flat=True).get(pk=job.pk)
+
+
+def messages_of(response) -> list[str]:
+    """The messages a response's page shows, as text."""
+    return [str(message) for message in response.context["messages"]]

@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from django_pgjobs.models import ApiToken, Job, WorkerProcess
 from django_pgjobs.states import JobState
-from tests.admin_helpers import changelist
+from tests.admin_helpers import changelist, messages_of
 from tests.factories import JobFactory, QueueFactory, WorkerProcessFactory
 from tests.test_hardening_rows import insert_job, sql
 
@@ -94,10 +94,6 @@ def test_odd_query_strings_are_shown_or_refused(admin_client, query):
     if response.status_code == 302:
         assert response["Location"] == f"{changelist()}?e=1"
     assert list(Job.objects.order_by("pk").values()) == before
-
-
-def messages_of(response) -> list[str]:
-    return [str(message) for message in response.context["messages"]]
 
 
 @pytest.mark.parametrize(

@@ -14,10 +14,9 @@ from django.utils import timezone
 from django_pgjobs import stats
 from django_pgjobs.models import Job, SchedulerProcess
 from django_pgjobs.states import JobState
-from tests.admin_helpers import action, changelist, detail, staff_client, state_of
+from tests.admin_helpers import action, changelist, detail, messages_of, staff_client, state_of
 from tests.factories import JobFactory, WorkerProcessFactory
 from tests.gone import deleted_before_its_update
-from tests.test_admin_hostile import messages_of
 
 pytestmark = pytest.mark.django_db
 S = JobState

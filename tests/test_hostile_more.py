@@ -26,7 +26,7 @@ from django_pgjobs.exceptions import InvalidQueueName
 from django_pgjobs.models import Connector, Schedule
 from django_pgjobs.pipelines import enqueue_pipeline
 from testproject.demo.tasks import add as add_task
-from tests.admin_helpers import action
+from tests.admin_helpers import action, messages_of
 from tests.django_tasks_for_tests import add as django_add
 from tests.factories import ConnectorFactory
 from tests.test_hardening_rows import sql
@@ -185,7 +185,7 @@ def test_a_config_value_of_the_wrong_type_is_named_by_its_type_not_shown(
     answer = admin_client.post(
         "/admin/pgjobs/connector/", action("test_connection", connector), follow=True
     )
-    shown = [str(message) for message in answer.context["messages"]]
+    shown = messages_of(answer)
     assert shown and field.partition(".")[2] in shown[0] and CANARY not in " ".join(shown)
     form = Connector(name="typed", kind=kind, config=config)
     with pytest.raises(ValidationError) as refused:
