@@ -147,17 +147,11 @@ class PgJobsBackend(BaseTaskBackend):
 
 
 def _is_job_id(result_id: Any) -> bool:
-    """Whether ``result_id`` is a job's id as TaskResult.id holds it (its decimal
-    digits), or as ``job.pk`` (an int)."""
+    """Whether ``result_id`` is a job's id as TaskResult.id holds it (``limits.id_in_text``),
+    or as ``job.pk`` (an int)."""
     if isinstance(result_id, int) and not isinstance(result_id, bool):
         return 1 <= result_id <= limits.MAX_ID
-    return (
-        isinstance(result_id, str)
-        and limits.plain_digits(result_id)
-        and len(result_id) <= 19
-        and result_id == str(int(result_id))
-        and 1 <= int(result_id) <= limits.MAX_ID
-    )
+    return limits.id_in_text(result_id) is not None
 
 
 def _validate_options(task: Task) -> None:

@@ -145,6 +145,20 @@ MAX_PREFETCH = 10_000
 MAX_ID = 2**63 - 1
 
 
+def id_in_text(text: Any) -> int | None:
+    """The row id ``text`` writes, or None: the one rule for a job id in text (an API
+    path, a ``TaskResult.id``, an operator's argument). It is ``str(id)`` exactly: ASCII
+    digits with no sign, white space, underscore or leading zero, from 1 to ``MAX_ID``.
+    int() also reads " 1 ", "+1", "1_000", "01" and Arabic-Indic digits, so readers that
+    used it named a job that text doesn't write (and raised on 5,000 digits)."""
+    if not isinstance(text, str) or not plain_digits(text) or text[0] == "0":
+        return None
+    if len(text) > len(str(MAX_ID)):  # first: int() refuses over 4,300 digits
+        return None
+    value = int(text)
+    return value if value <= MAX_ID else None
+
+
 def row_ids(values: Any, field: str) -> list[int]:
     """Ids of rows: an iterable of whole numbers from 1 to ``MAX_ID``, not a string,
     whose characters are no ids (``request_stop("12")`` stopped workers 1 and 2)."""

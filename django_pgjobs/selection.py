@@ -18,13 +18,11 @@ from django.utils import timezone
 
 from . import conf
 from .exceptions import InvalidQueueName, PgJobsError
-from .limits import plain_digits
+from .limits import MAX_ID, id_in_text
 from .models import Job
 from .queues import validate_name
 from .states import JobState
 
-#: The largest id PostgreSQL's bigint holds.
-MAX_ID = 2**63 - 1
 #: Longest text accepted as a filter value (a task name column is 255 long).
 MAX_TEXT = 255
 
@@ -39,12 +37,17 @@ class InvalidSelection(PgJobsError, ValueError):
 
 
 def parse_id(value: object) -> int:
-    """A job id: a whole number from 1 to PostgreSQL's largest bigint ('#12' is 12)."""
-    text = str(value).strip().removeprefix("#")
-    # Length first: int() refuses more than 4,300 digits with a ValueError of its own.
-    if not plain_digits(text) or len(text) > len(str(MAX_ID)) or not 1 <= int(text) <= MAX_ID:
-        raise InvalidSelection(f"not a job id: {_shown(value)} (a whole number from 1 to {MAX_ID})")
-    return int(text)
+    """A job id as ``limits.id_in_text`` reads it, after an optional '#' ('#12' is 12)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    text = value.removeprefix("#") if isinstance(value, str) else value
+    pk = id_in_text(text)
+    if pk is None:
+        raise InvalidSelection(
+            f"not a job id: {_shown(value)} (a whole number from 1 to {MAX_ID}, "
+            "in ASCII digits without sign, spaces or leading zeros)"
+        )
+    return pk
 
 
 def parse_ids(values: Iterable[object]) -> list[int]:

@@ -770,8 +770,8 @@ class Worker:
         elif action == "stop" and self.record and target in ("all", str(self.record.pk)):
             logger.info("worker %s: stop requested", self.record.pk)
             self.request_stop()
-        elif action == "cancel" and limits.plain_digits(target):
-            context = self.running.get(int(target))
+        elif action == "cancel" and (pk := limits.id_in_text(target)) is not None:
+            context = self.running.get(pk)
             if context is not None:
                 logger.info("job %s cancelled while running", target)
                 context.request_cancel()

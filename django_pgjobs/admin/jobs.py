@@ -516,8 +516,5 @@ def countable(request: HttpRequest) -> bool:
 
 
 def searched_id(term: str) -> int | None:
-    """The job id a search term names (``42``, ``#42``), or None."""
-    number = term.removeprefix("#")
-    if limits.plain_digits(number) and int(number) < 2**63:
-        return int(number)
-    return None
+    """The job id a search term names (``42``, ``#42``; ``limits.id_in_text``), or None."""
+    return limits.id_in_text(term.removeprefix("#"))

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import re
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -171,7 +170,7 @@ def enqueue(request: HttpRequest, token: ApiToken) -> HttpResponse:
 
 @api_view("GET", "can_read")
 def job_detail(request: HttpRequest, token: ApiToken, job_id: str) -> HttpResponse:
-    pk = id_in_path(job_id)
+    pk = limits.id_in_text(job_id)
     if pk is None:
         return error(404, "not_found", f"no job {limits.shown(job_id)}")
     job = Job.objects.using(conf.get("DATABASE")).filter(pk=pk).first()
@@ -179,18 +178,6 @@ def job_detail(request: HttpRequest, token: ApiToken, job_id: str) -> HttpRespon
         # Jobs of other queues are not this token's to know about, not even that they exist.
         return error(404, "not_found", f"no job {pk}")
     return JsonResponse(job_json(job))
-
-
-#: A row id in a path: ASCII digits, as many as a bigint holds.
-ID_IN_PATH = re.compile(r"[0-9]{1,19}")
-
-
-def id_in_path(text: str) -> int | None:
-    """The id a path segment names, or None if it names none (not digits, 0, past bigint)."""
-    if not ID_IN_PATH.fullmatch(text):
-        return None
-    value = int(text)
-    return value if 1 <= value <= limits.MAX_ID else None
 
 
 @transaction.non_atomic_requests  # each claim and outcome commits on its own, as in a worker
