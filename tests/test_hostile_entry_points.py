@@ -11,12 +11,15 @@ from urllib.parse import quote
 
 import pytest
 
-from django_pgjobs import limits
+from django_pgjobs import Job, limits
 from django_pgjobs.api.tokens import issue
 from django_pgjobs.compat import TaskResultDoesNotExist, task_backends
 from django_pgjobs.selection import InvalidSelection, parse_id
+from django_pgjobs.states import JobState
 from tests.admin_helpers import changelist
 from tests.django_tasks_for_tests import add as django_add
+
+ADD = "testproject.demo.tasks.add"
 
 # -- a job id in text ------------------------------------------------------------------------
 
@@ -78,3 +81,53 @@ def test_a_cancel_notice_for_no_job_id_is_ignored(worker):
     """The listener read its target with int(): 5,000 digits raised in it."""
     for target in ["9" * 5000, "01", "-1", "\u0661"]:
         worker._on_notify("pgjobs_control", f"cancel:{target}")
+
+
+# -- POST /jobs/run's numbers --------------------------------------------------------------
+
+ODD_RUN_NUMBERS = [
+    " 5", "5 ", "\t5", "+5", "1_0", "\u0663", "\uff15", "true", "", "0x5", "5e0", "inf", "nan",
+    "9" * 5000,
+]  # fmt: skip
+
+
+def run_request(client, query: str):
+    """POST /jobs/run with ``query`` (already encoded), one available job waiting: the
+    answer, once checked that the job was not run."""
+    job = Job.enqueue(ADD, [1, 1])
+    bearer = {"Authorization": "Bearer " + issue("ci", ["*"], can_run=True)[1]}
+    response = client.post(f"/jobs/run?{query}", headers=bearer)
+    assert Job.objects.get(pk=job.pk).state == JobState.AVAILABLE
+    return response
+
+
+@pytest.mark.parametrize(
+    "value", [*ODD_RUN_NUMBERS, "5.0", "1.5", "0", "-1", "101", str(2**63), "1e2"]
+)
+def test_a_run_limit_is_an_integer_in_ascii_digits_or_a_400_naming_it(db, client, value):
+    """int() read " 5", "+5", "1_0" and other scripts' digits as a limit."""
+    response = run_request(client, "limit=" + quote(value, safe=""))
+    assert response.status_code == 400
+    assert list(response.json()["fields"]) == ["limit"]
+
+
+@pytest.mark.parametrize("value", [*ODD_RUN_NUMBERS, "0", "-1", "1e2", ".5", "5.", "1e309"])
+def test_run_max_seconds_are_a_decimal_in_ascii_digits_or_a_400_naming_it(db, client, value):
+    """float() read " 5", "1_0", "1e2" and other scripts' digits as seconds."""
+    response = run_request(client, "max_seconds=" + quote(value, safe=""))
+    assert response.status_code == 400
+    assert list(response.json()["fields"]) == ["max_seconds"]
+
+
+@pytest.mark.parametrize("query", ["limit=1&limit=100", "max_seconds=1&max_seconds=50"])
+def test_a_run_parameter_given_twice_is_a_400_not_read_as_the_last(db, client, query):
+    """A proxy or log reading the first saw another limit than the one applied."""
+    response = run_request(client, query)
+    assert response.status_code == 400
+    assert "given more than once" in str(response.json()["fields"])
+
+
+@pytest.mark.parametrize("query", ["limit=1", "limit=05", "limit=100", "max_seconds=0.5"])
+def test_run_numbers_in_plain_digits_are_taken(db, client, query):
+    bearer = {"Authorization": "Bearer " + issue("ci", ["*"], can_run=True)[1]}
+    assert client.post(f"/jobs/run?{query}", headers=bearer).status_code == 200

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import math
+import re
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -181,25 +181,47 @@ def parse_run(query: Mapping[str, str]) -> RunRequest:
     states = _names(query.get("status"))
     if states and not set(states) <= set(CLAIMABLE):
         problems["status"] = f"must be among {', '.join(sorted(CLAIMABLE))} (comma-separated)"
-    limit = 10
-    if query.get("limit") is not None:
-        try:
-            limit = int(query["limit"])
-            if not 1 <= limit <= MAX_RUN_LIMIT:
-                raise ValueError
-        except ValueError:
-            problems["limit"] = f"must be an integer between 1 and {MAX_RUN_LIMIT}"
-    max_seconds = None
-    if query.get("max_seconds") is not None:
-        try:
-            max_seconds = _seconds(float(query["max_seconds"]))
-            if not math.isfinite(max_seconds):
-                raise ValueError
-        except ValueError:
-            problems["max_seconds"] = "must be a number of seconds greater than 0"
+    for name in RUN_PARAMETERS:
+        if len(_all_of(query, name)) > 1:
+            problems[name] = "given more than once"
+    numbers: dict[str, Any] = {"limit": 10, "max_seconds": None}
+    for name, read in RUN_NUMBERS.items():
+        if query.get(name) is not None and name not in problems:
+            try:
+                numbers[name] = read(query[name])
+            except ValueError as problem:
+                problems[name] = str(problem)
     if problems:
         raise Invalid(problems)
-    return RunRequest(queues, states, limit, max_seconds)
+    return RunRequest(queues, states, numbers["limit"], numbers["max_seconds"])
+
+
+def _all_of(query: Mapping[str, str], name: str) -> list[str]:
+    getlist = getattr(query, "getlist", None)  # a QueryDict keeps every value given
+    return getlist(name) if getlist else [query[name]] if name in query else []
+
+
+#: Numbers in a query string, in ASCII digits: int() and float() also read " 5", "+5",
+#: "1_0", "1e2" and other scripts' digits.
+_WHOLE = re.compile(r"[0-9]{1,20}")
+_DECIMAL = re.compile(r"[0-9]{1,20}(?:\.[0-9]{1,20})?")
+
+
+def _in_query(
+    pattern: re.Pattern[str], read: Callable[[str], Any], check: Callable[[Any], Any], what: str
+) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        if not pattern.fullmatch(text):
+            raise ValueError(f"must be {what} in ASCII digits, not {limits.shown(text)}")
+        return check(read(text))
+
+    return parse
+
+
+RUN_NUMBERS: dict[str, Callable[[str], Any]] = {
+    "limit": _in_query(_WHOLE, int, _integer(1, MAX_RUN_LIMIT), "an integer"),
+    "max_seconds": _in_query(_DECIMAL, float, _seconds, "a number of seconds (50, 0.5)"),
+}
 
 
 def _names(value: str | None) -> list[str] | None:
