@@ -11,13 +11,15 @@ from urllib.parse import quote
 
 import pytest
 
-from django_pgjobs import Job, limits
+from django_pgjobs import InvalidOption, Job, limits
 from django_pgjobs.api.tokens import issue
 from django_pgjobs.compat import TaskResultDoesNotExist, task_backends
+from django_pgjobs.connectors.store import get_connector
 from django_pgjobs.selection import InvalidSelection, parse_id
 from django_pgjobs.states import JobState
 from tests.admin_helpers import changelist
 from tests.django_tasks_for_tests import add as django_add
+from tests.factories import ConnectorFactory
 
 ADD = "testproject.demo.tasks.add"
 
@@ -131,3 +133,33 @@ def test_a_run_parameter_given_twice_is_a_400_not_read_as_the_last(db, client, q
 def test_run_numbers_in_plain_digits_are_taken(db, client, query):
     bearer = {"Authorization": "Bearer " + issue("ci", ["*"], can_run=True)[1]}
     assert client.post(f"/jobs/run?{query}", headers=bearer).status_code == 200
+
+
+# -- the http connector's request(method=) -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "method",
+    ["", " GET", "GET ", "GET\r\nX-Injected: 1", "G\u00c9T", "GE T", "GET/1", "(GET)", 7, b"GET",
+     "CONNECT", "connect", "TRACE", "Trace"],
+)  # fmt: skip
+def test_a_method_no_request_can_carry_is_refused_before_any_request(db, http_peer, method):
+    """request(method=) was used as given: "" fell back to the configured method, a
+    line break raised http.client's ValueError as a failed call (retried), an int
+    raised AttributeError, and TRACE echoed the request, credentials included, into
+    the answer."""
+    ConnectorFactory(name="hook", config={"url": http_peer.url}, secrets={"token": "s3cret"})
+    with pytest.raises(InvalidOption, match=r"^method ") as refused:
+        get_connector("hook").request({"a": 1}, method=method)
+    assert "s3cret" not in str(refused.value)
+    assert not http_peer.received
+
+
+@pytest.mark.parametrize("method", ["get", "Patch", "PURGE", "PROPFIND"])
+def test_a_method_that_is_a_token_is_sent_upper_cased(db, http_peer, method):
+    ConnectorFactory(name="hook", config={"url": http_peer.url})
+    response = get_connector("hook").request(method=method, check=False)
+    if method.upper() in ("GET", "PATCH"):
+        assert response.status == 200 and http_peer.received[0].method == method.upper()
+    else:  # the test server knows no such method: it answered 501, so it was sent
+        assert response.status == 501

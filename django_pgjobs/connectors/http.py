@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .. import conf, db
+from ..exceptions import InvalidOption
 from ..limits import plain_digits, shown
 from . import destinations
 from .base import ConnectorKind, Option, byte_count, seconds, str_dict
@@ -117,6 +118,32 @@ def _method(method: str) -> str | None:
     return None if method.upper() in METHODS else f"must be one of {', '.join(METHODS)}"
 
 
+#: Tokens ``request(method=)`` refuses: CONNECT asks for a tunnel, not the resource at
+#: the URL, and TRACE has the server echo the request, credentials included, into the
+#: answer, which becomes the job's result or error.
+REFUSED_METHODS = frozenset({"CONNECT", "TRACE"})
+
+
+def request_method(method: Any) -> str:
+    """``method`` as ``request(method=)`` sends it, upper-cased: an HTTP method token
+    (RFC 9110, the header names' grammar), not CONNECT or TRACE; else InvalidOption.
+    http.client sent "GE T" and "GET/1" as they were, and failed a line break or a
+    non-ASCII letter only once connected, as a call to retry."""
+    if not isinstance(method, str) or not HEADER_NAME.match(method):
+        raise InvalidOption(
+            "method",
+            f"must be an HTTP method: a token such as GET or POST (letters, digits and "
+            f"!#$%&'*+-.^_`|~), not {shown(method)}",
+        )
+    if method.upper() in REFUSED_METHODS:
+        raise InvalidOption(
+            "method",
+            f"{method.upper()} is refused: CONNECT asks for a tunnel, not the URL, and "
+            "TRACE echoes the request, credentials included, into the answer",
+        )
+    return method.upper()
+
+
 def _statuses(value: list[Any]) -> str | None:
     if all(isinstance(code, int) and 100 <= code <= 599 for code in value):
         return None
@@ -184,7 +211,7 @@ class HttpConnector(ConnectorKind):
         ``path`` and ``query`` extend the configured URL. With ``check`` a status
         other than the expected ones raises HttpStatusError.
         """
-        method = (method or self.config["method"]).upper()
+        method = request_method(self.config["method"] if method is None else method)
         url = self._url(path, query)
         all_headers = {**self.config["headers"], **self._auth_headers(), **(headers or {})}
         if payload is not None:
