@@ -7,6 +7,10 @@ query or request is made.
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
+import time
 from urllib.parse import quote
 
 import pytest
@@ -14,10 +18,12 @@ import pytest
 from django_pgjobs import InvalidOption, Job, limits
 from django_pgjobs.api.tokens import issue
 from django_pgjobs.compat import TaskResultDoesNotExist, task_backends
+from django_pgjobs.connectors.errors import ConnectorError
 from django_pgjobs.connectors.store import get_connector
 from django_pgjobs.selection import InvalidSelection, parse_id
 from django_pgjobs.states import JobState
 from tests.admin_helpers import changelist
+from tests.conftest import wait_until
 from tests.django_tasks_for_tests import add as django_add
 from tests.factories import ConnectorFactory
 
@@ -163,3 +169,70 @@ def test_a_method_that_is_a_token_is_sent_upper_cased(db, http_peer, method):
         assert response.status == 200 and http_peer.received[0].method == method.upper()
     else:  # the test server knows no such method: it answered 501, so it was sent
         assert response.status == 501
+
+
+# -- the http connector's timeout bounds the whole request ----------------------------------
+
+
+class TricklingPeer:
+    """An HTTP server on 127.0.0.1 that answers ``at_once``, then ``trickled`` a byte
+    each ``pause`` seconds: never silent as long as one read's timeout."""
+
+    def __init__(self, at_once: bytes, trickled: bytes, pause: float) -> None:
+        self.at_once, self.trickled, self.pause = at_once, trickled, pause
+        self.stop = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/hook"
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):
+            peer, _ = self.listener.accept()
+            with peer:
+                peer.recv(65536)  # the request: small enough for one read here
+                peer.sendall(self.at_once)
+                for byte in self.trickled:
+                    if self.stop.wait(self.pause):
+                        return
+                    peer.sendall(bytes([byte]))
+
+    def close(self) -> None:
+        self.stop.set()
+        self.listener.close()
+        self.thread.join(10)
+
+
+HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n"
+
+
+@pytest.mark.parametrize(
+    "at_once, trickled",
+    [(b"", HEAD + b"X-Slow: " + b"x" * 200 + b"\r\n\r\n" + b"x" * 100),  # the head trickles
+     (HEAD + b"\r\n", b"x" * 100)],  # the body trickles
+    ids=["head", "body"],
+)  # fmt: skip
+def test_a_peer_trickling_its_answer_is_cut_off_at_the_connectors_timeout(db, at_once, trickled):
+    """A byte each 0.1 s: each read waited less than the 0.5 s timeout, so the
+    request took as long as the peer liked (10-30 s here, forever for a hostile peer)."""
+    peer = TricklingPeer(at_once, trickled, pause=0.1)
+    try:
+        ConnectorFactory(name="slow", config={"url": peer.url, "timeout": 0.5})
+        connector = get_connector("slow")
+        outcome: dict[str, object] = {}
+
+        def call() -> None:
+            started = time.monotonic()
+            try:
+                connector.request({"a": 1})
+            except Exception as error:  # the test looks at what it was
+                outcome["error"] = error
+            outcome["seconds"] = time.monotonic() - started
+
+        threading.Thread(target=call, daemon=True).start()
+        assert wait_until(lambda: "seconds" in outcome, 8), "still reading after 8 s"
+        assert isinstance(outcome.get("error"), ConnectorError), outcome
+        assert "within the timeout (0.5 s)" in str(outcome["error"])
+        assert outcome["seconds"] < 2.5
+    finally:
+        peer.close()

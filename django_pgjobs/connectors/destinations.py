@@ -22,6 +22,7 @@ import urllib.request
 from collections.abc import Iterable
 from typing import Any
 
+from . import deadline
 from .errors import ConnectorRefused
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -104,19 +105,25 @@ class Destinations:
 
 
 class _HTTPConnection(http.client.HTTPConnection):
-    def __init__(self, *args: Any, destinations: Destinations, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, destinations: Destinations | None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._create_connection = destinations.connect
+        connect = destinations.connect if destinations else socket.create_connection
+        self._create_connection = deadline.watched(connect)
 
 
 class _HTTPSConnection(http.client.HTTPSConnection):
-    def __init__(self, *args: Any, destinations: Destinations, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, destinations: Destinations | None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._create_connection = destinations.connect  # TLS still checks the host name
+        connect = destinations.connect if destinations else socket.create_connection
+        self._create_connection = deadline.watched(connect)  # TLS still checks the host name
+
+    def connect(self) -> None:
+        super().connect()
+        deadline.watch(self.sock)  # the TLS socket, which replaced the one registered
 
 
 class _HTTPHandler(urllib.request.HTTPHandler):
-    def __init__(self, destinations: Destinations) -> None:
+    def __init__(self, destinations: Destinations | None) -> None:
         super().__init__()
         self.destinations = destinations
 
@@ -126,7 +133,7 @@ class _HTTPHandler(urllib.request.HTTPHandler):
 
 
 class _HTTPSHandler(urllib.request.HTTPSHandler):
-    def __init__(self, destinations: Destinations) -> None:
+    def __init__(self, destinations: Destinations | None) -> None:
         super().__init__()
         self.destinations = destinations
 
@@ -135,8 +142,12 @@ class _HTTPSHandler(urllib.request.HTTPSHandler):
         return self.do_open(connection, req, context=self._context)
 
 
-def handlers(entries: Iterable[str]) -> list[urllib.request.BaseHandler]:
-    """urllib handlers that connect only where ``entries`` allow, and use no proxy."""
+def handlers(entries: Iterable[str] | None) -> list[urllib.request.BaseHandler]:
+    """urllib handlers whose connections keep to the request's ``deadline``, and, for an
+    allow-list (``entries``; None: any host), connect only where it allows and use no
+    proxy."""
+    if entries is None:
+        return [_HTTPHandler(None), _HTTPSHandler(None)]
     destinations = Destinations(entries)
     return [
         urllib.request.ProxyHandler({}),

@@ -27,7 +27,7 @@ from typing import Any
 from .. import conf, db
 from ..exceptions import InvalidOption
 from ..limits import plain_digits, shown
-from . import destinations
+from . import deadline, destinations
 from .base import ConnectorKind, Option, byte_count, seconds, str_dict
 from .errors import ConnectorError, ConnectorThrottled
 from .registry import register_kind
@@ -167,8 +167,6 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
 @functools.lru_cache(maxsize=8)
 def _opener(allowed: tuple[str, ...] | None) -> urllib.request.OpenerDirector:
     """The opener for an allow-list (``PGJOBS["HTTP_ALLOWED_HOSTS"]``; None: any host)."""
-    if allowed is None:
-        return urllib.request.build_opener(_NoRedirects)
     return urllib.request.build_opener(_NoRedirects, *destinations.handlers(allowed))
 
 
@@ -219,12 +217,18 @@ class HttpConnector(ConnectorKind):
             all_headers.setdefault("Content-Type", "application/json")
         outgoing = urllib.request.Request(url, data=data, headers=all_headers, method=method)
         where = f"{method} {display_url(url)}"
+        timeout = self.config["timeout"]
         try:
-            opener = _opener(_allowed_hosts())
-            with opener.open(outgoing, timeout=self.config["timeout"]) as answer:
-                response = self._response(answer.status, answer.headers, answer)
-        except urllib.error.HTTPError as answer:
-            response = self._response(answer.code, answer.headers, answer)
+            with deadline.bounding(timeout) as bound:
+                try:
+                    response = self._exchange(outgoing, timeout)
+                except Exception:
+                    if not bound.expired:
+                        raise
+                if bound.expired:  # a body cut off there reads as a short one, no error
+                    raise ConnectorError(
+                        f"{where} failed: no whole answer within the timeout ({timeout:g} s)"
+                    )
         except http.client.InvalidURL:
             # Its message shows the path with the query string, which display_url hides.
             raise ConnectorError(
@@ -275,6 +279,14 @@ class HttpConnector(ConnectorKind):
             extra = urllib.parse.urlencode(query, doseq=True)
             full_query = f"{full_query}&{extra}" if full_query else extra
         return urllib.parse.urlunsplit(parts._replace(path=full_path, query=full_query))
+
+    def _exchange(self, outgoing: urllib.request.Request, timeout: float) -> HttpResponse:
+        opener = _opener(_allowed_hosts())
+        try:
+            with opener.open(outgoing, timeout=timeout) as answer:
+                return self._response(answer.status, answer.headers, answer)
+        except urllib.error.HTTPError as answer:
+            return self._response(answer.code, answer.headers, answer)
 
     def _auth_headers(self) -> dict[str, str]:
         headers = {}
