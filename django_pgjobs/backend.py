@@ -161,9 +161,10 @@ def _validate_options(task: Task) -> None:
         "max_attempts": limits.max_attempts,
         "timeout": limits.timeout,
         "unique_key": limits.text,
-        # Django checks only that it is aware: years 1 and 9999 failed later, at
-        # enqueue, with pgjobs' InvalidOption instead of Django's InvalidTask.
-        "run_after": limits.moment,
+        # Django checks only that it is aware (with USE_TZ): years 1 and 9999 failed
+        # later, at enqueue, with pgjobs' InvalidOption instead of Django's InvalidTask.
+        # Naive with USE_TZ off, as Django takes it: in TIME_ZONE, as enqueue reads it.
+        "run_after": limits.stored_moment,
     }
     for option, check in checks.items():
         value = getattr(task, option, None)

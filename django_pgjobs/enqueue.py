@@ -255,8 +255,8 @@ class JobBuilder:
         if timeout is not None:
             timeout = limits.timeout(timeout)
         run_at = None
-        if spec.run_at is not None:  # aware only: a naive run_at is refused, even with USE_TZ off
-            run_at = limits.stored_moment(spec.run_at, "run_at", naive=False)
+        if spec.run_at is not None:  # naive: in TIME_ZONE with USE_TZ off, else refused
+            run_at = limits.stored_moment(spec.run_at, "run_at")
         unique_key = spec.unique_key or None
         if unique_key is not None:
             limits.text(unique_key, "unique_key")

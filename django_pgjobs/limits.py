@@ -285,8 +285,8 @@ def stored_moment(value: Any, field: str, *, naive: bool | None = None) -> datet
 
     A naive ``value`` is read in the default time zone, as Django reads one, where
     ``naive`` says so (unset: with USE_TZ off); else it is refused as ``moment`` refuses
-    it. The one rule for every stored time: enqueue's run_at (``naive=False``), tokens'
-    expires_at, the model fields' validator (``naive=True``)."""
+    it. The one rule for every stored time: enqueue's run_at and a Django task's
+    run_after, tokens' expires_at, the model fields' validator (``naive=True``)."""
     from django.conf import settings
     from django.utils import timezone
 

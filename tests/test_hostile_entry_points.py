@@ -11,13 +11,16 @@ import contextlib
 import socket
 import threading
 import time
+from datetime import UTC, datetime
 from urllib.parse import quote
 
 import pytest
+from django.db import connection
+from django.test import override_settings
 
 from django_pgjobs import InvalidOption, Job, limits
 from django_pgjobs.api.tokens import issue
-from django_pgjobs.compat import TaskResultDoesNotExist, task_backends
+from django_pgjobs.compat import InvalidTask, TaskResultDoesNotExist, task_backends
 from django_pgjobs.connectors.errors import ConnectorError
 from django_pgjobs.connectors.store import get_connector
 from django_pgjobs.selection import InvalidSelection, parse_id
@@ -236,3 +239,44 @@ def test_a_peer_trickling_its_answer_is_cut_off_at_the_connectors_timeout(db, at
         assert outcome["seconds"] < 2.5
     finally:
         peer.close()
+
+
+# -- run_at without time zone support ---------------------------------------------------------
+
+#: 09:00 in Tokyo (UTC+9, no daylight saving time): midnight UTC.
+TOKYO_NINE = datetime(2030, 1, 1, 9, 0)
+MIDNIGHT_UTC = datetime(2030, 1, 1, tzinfo=UTC)
+
+
+def run_at_instant(job: Job) -> datetime:
+    """The job's run_at as stored, an instant whatever the session's time zone."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT extract(epoch FROM run_at) FROM pgjobs_job WHERE id = %s", [job.pk])
+        return datetime.fromtimestamp(float(cursor.fetchone()[0]), UTC)
+
+
+@pytest.mark.parametrize("run_at", [TOKYO_NINE, MIDNIGHT_UTC, MIDNIGHT_UTC.astimezone()])
+def test_without_time_zone_support_a_naive_run_at_is_local_time(db, run_at):
+    """With USE_TZ off Django's datetimes are naive, in TIME_ZONE: enqueue refused them
+    ("must be timezone-aware") while the job's own times were stored that way."""
+    with override_settings(USE_TZ=False, TIME_ZONE="Asia/Tokyo"):
+        job = Job.enqueue(ADD, [1, 2], run_at=run_at)
+        assert job.run_at == TOKYO_NINE  # as Django holds it: naive, in TIME_ZONE
+        assert Job.objects.get(pk=job.pk).run_at == TOKYO_NINE
+        [batch] = Job.enqueue_many([{"task": ADD, "run_at": run_at}])
+        assert run_at_instant(job) == run_at_instant(batch) == MIDNIGHT_UTC
+
+
+def test_without_time_zone_support_a_django_task_may_run_after_a_naive_time(db):
+    """Django takes a naive run_after with USE_TZ off; the backend refused it."""
+    with override_settings(USE_TZ=False, TIME_ZONE="Asia/Tokyo"):
+        result = django_add.using(run_after=TOKYO_NINE).enqueue(1, 2)
+        assert run_at_instant(Job.objects.get(pk=result.id)) == MIDNIGHT_UTC
+
+
+def test_with_time_zone_support_a_naive_run_at_is_still_refused(db):
+    with pytest.raises(InvalidOption, match="run_at must be timezone-aware"):
+        Job.enqueue(ADD, [1, 2], run_at=TOKYO_NINE)
+    with pytest.raises(InvalidTask, match="aware"):
+        django_add.using(run_after=TOKYO_NINE)
+    assert not Job.objects.exists()
