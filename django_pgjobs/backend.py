@@ -17,7 +17,7 @@ from typing import Any
 from django.apps import apps
 from django.core import checks
 
-from . import bridge, conf, limits
+from . import bridge, conf, kept_errors, limits
 from .compat import (
     BaseTaskBackend,
     InvalidTask,
@@ -118,7 +118,9 @@ class PgJobsBackend(BaseTaskBackend):
             shown = limits.shown(result_id)
             raise TaskResultDoesNotExist(f"{shown} is not a pgjobs job id") from None
         pk = int(result_id)
-        job = Job.objects.using(conf.get("DATABASE")).filter(pk=pk).first()
+        # Its first and latest error records only, however many its row holds.
+        jobs = kept_errors.bounded(Job.objects.using(conf.get("DATABASE")))
+        job = kept_errors.kept(jobs.filter(pk=pk).first())
         if job is None:
             raise TaskResultDoesNotExist(f"there is no job {pk}")
         django_task = bridge.django_task_named(job.task)

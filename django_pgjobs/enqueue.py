@@ -509,6 +509,7 @@ OPTION_KEYS = {
 RECORD_KEYS = {
     "crashes": "rescue's count of the workers lost while holding the job",
     "snoozed": "the count and the last of the job's snoozes",
+    "errors_dropped": "the count of error records the job no longer keeps",
 }
 
 #: Every meta key a caller may not set, with what the refusal says.

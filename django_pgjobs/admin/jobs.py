@@ -22,7 +22,7 @@ from django.contrib.admin.views.main import (
     SEARCH_VAR,
     ChangeList,
 )
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Q, QuerySet, TextField
 from django.db.models.fields.json import KT
 from django.db.models.functions import Cast, Left
@@ -39,7 +39,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.safestring import SafeString
 
-from .. import limits, stats, transitions
+from .. import kept_errors, limits, stats, transitions
 from ..exceptions import JobGone
 from ..models import Job, JobDependency
 from ..states import FINISHED, RETRY_FROM, InvalidTransition, JobState
@@ -315,6 +315,19 @@ class JobAdmin(OperatorAdmin):
         }
 
     # -- the detail page -----------------------------------------------------------------
+
+    def get_object(
+        self, request: HttpRequest, object_id: str, from_field: str | None = None
+    ) -> Job | None:
+        """The job with no more than ``kept_errors.KEPT`` of its error records, however
+        many its row holds: its page is read-only, and the object is never saved."""
+        if "\x00" in object_id:
+            return None
+        queryset = kept_errors.bounded(self.get_queryset(request))
+        try:
+            return kept_errors.kept(queryset.get(pk=Job._meta.pk.to_python(object_id)))
+        except (Job.DoesNotExist, ValidationError, ValueError):
+            return None
 
     def change_view(
         self,

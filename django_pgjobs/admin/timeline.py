@@ -6,10 +6,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from .. import limits
+from .. import kept_errors, limits
 from ..limits import shown
 from ..models import Job
 from ..states import JobState
+from ..transitions import ERROR_LENGTH, TRACEBACK_LENGTH
 
 S = JobState
 
@@ -22,6 +23,7 @@ class Event:
     error: str = ""
     traceback: str = ""
     note: str = ""
+    placed: datetime | None = None  # where an event without a time of its own goes
 
 
 def _parse(at: Any) -> datetime | None:
@@ -37,7 +39,9 @@ def timeline(job: Job) -> list[Event]:
     events = [Event("enqueued", f"Enqueued on queue {job.queue}", job.created_at)]
     # A list of records, as workers write them; anything else (written by SQL) is shown.
     records = job.errors if isinstance(job.errors, list) else [job.errors] if job.errors else []
-    for record in records:
+    for index, record in enumerate(records):
+        if index == 1:
+            events.extend(_not_kept(job, record))
         if not isinstance(record, dict):
             events.append(Event("failed", "An error record", error=shown(record, 2_000)))
             continue
@@ -46,8 +50,8 @@ def timeline(job: Job) -> list[Event]:
                 "failed",
                 f"Attempt {shown(record.get('attempt', '?'), 20)} failed",
                 _parse(record.get("at")),
-                error=_text(record.get("error", "")),
-                traceback=_text(record.get("traceback", "")),
+                error=_text(record.get("error", ""), ERROR_LENGTH),
+                traceback=_text(record.get("traceback", ""), TRACEBACK_LENGTH),
             )
         )
     snoozed = _snoozed(job)
@@ -64,7 +68,8 @@ def timeline(job: Job) -> list[Event]:
 
 def _in_time(event: Event) -> tuple[bool, float]:
     """Sorts by time (naive or aware alike), events without one last."""
-    return (event.at is None, event.at.timestamp() if event.at else 0.0)
+    at = event.at or event.placed
+    return (at is None, at.timestamp() if at else 0.0)
 
 
 def _snoozed(job: Job) -> Event | None:
@@ -94,8 +99,28 @@ def _ran_without_failing(job: Job, records: list[Any]) -> bool:
     return job.attempt >= 1 and job.attempted_at is not None and job.attempt not in failed
 
 
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else shown(value, 2_000)
+def _not_kept(job: Job, after: Any) -> list[Event]:
+    """The error records between the first and the latest that the job no longer keeps
+    (kept_errors.KEPT), where they were: just before the oldest of the latest."""
+    count = getattr(job, "errors_not_kept", None)
+    count = kept_errors.dropped(job) if count is None else count
+    if not count:
+        return []
+    noun = "record" if count == 1 else "records"
+    return [
+        Event(
+            "dropped",
+            f"{count:,} more error {noun} not kept",
+            note=f"A job keeps its first and its latest {kept_errors.KEPT - 1} error records.",
+            placed=_parse(after.get("at")) if isinstance(after, dict) else None,
+        )
+    ]
+
+
+def _text(value: Any, width: int = 2_000) -> str:
+    """A record's text, clipped as a worker clips what it writes (a row written by
+    hand may hold megabytes)."""
+    return limits.shortened(value, width) if isinstance(value, str) else shown(value, 2_000)
 
 
 def _now(job: Job) -> Event:

@@ -17,7 +17,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 
-from .. import conf, limits, logs, payload, queues
+from .. import conf, kept_errors, limits, logs, payload, queues
 from ..exceptions import (
     InvalidOption,
     InvalidQueueName,
@@ -93,6 +93,7 @@ def job_json(job: Job) -> dict[str, Any]:
         "finished_at": when(job.finished_at),
         "result": job.result,
         "errors": errors_json(job.errors),
+        "errors_not_kept": errors_not_kept(job),
         "unique_key": job.unique_key,
         "connector": job.connector,
         "timeout": job.timeout,
@@ -103,7 +104,11 @@ def job_json(job: Job) -> dict[str, Any]:
 def errors_json(errors: Any) -> Any:
     """A job's error records, without tracebacks unless ``API_TRACEBACKS`` is on:
     they show server paths and source lines to clients."""
-    if conf.get("API_TRACEBACKS") or not isinstance(errors, list):
+    if not isinstance(errors, list):
+        return errors
+    if len(errors) > kept_errors.KEPT:  # a job not read through kept_errors.bounded
+        errors = errors[:1] + errors[1 - kept_errors.KEPT :]
+    if conf.get("API_TRACEBACKS"):
         return errors
     return [
         {key: value for key, value in record.items() if key != "traceback"}
@@ -111,6 +116,17 @@ def errors_json(errors: Any) -> Any:
         else record
         for record in errors
     ]
+
+
+def errors_not_kept(job: Job) -> int:
+    """How many of the job's error records ``errors`` leaves out: dropped by the database
+    (meta.errors_dropped), or past ``kept_errors.KEPT`` in a row written by hand."""
+    counted = getattr(job, "errors_not_kept", None)
+    if counted is not None:
+        return counted
+    errors = job.errors
+    past = len(errors) - kept_errors.KEPT if isinstance(errors, list) else 0
+    return kept_errors.dropped(job) + max(past, 0)
 
 
 @api_view("POST", "can_enqueue")
@@ -173,7 +189,8 @@ def job_detail(request: HttpRequest, token: ApiToken, job_id: str) -> HttpRespon
     pk = limits.id_in_text(job_id)
     if pk is None:
         return error(404, "not_found", f"no job {limits.shown(job_id)}")
-    job = Job.objects.using(conf.get("DATABASE")).filter(pk=pk).first()
+    jobs = kept_errors.bounded(Job.objects.using(conf.get("DATABASE")))
+    job = kept_errors.kept(jobs.filter(pk=pk).first())
     if job is None or not token.allows_queue(job.queue):
         # Jobs of other queues are not this token's to know about, not even that they exist.
         return error(404, "not_found", f"no job {pk}")
@@ -202,7 +219,11 @@ def run(request: HttpRequest, token: ApiToken) -> HttpResponse:
     # Each job as it ended, not as it was claimed: its state was "executing", and its
     # result, errors and finished_at empty (one query; a job deleted since is shown
     # as it was claimed).
-    ended = Job.objects.using(conf.get("DATABASE")).in_bulk([job.pk for job, _ in report.jobs])
+    jobs = kept_errors.bounded(Job.objects.using(conf.get("DATABASE")))
+    ended = {
+        pk: kept_errors.kept(job)
+        for pk, job in jobs.in_bulk([j.pk for j, _ in report.jobs]).items()
+    }
     return JsonResponse(
         {
             "ran": len(report.jobs),
