@@ -170,23 +170,7 @@ def finish(
         if outcome.redactor:  # the result as it is written, read back and signalled
             outcome.result = outcome.redactor.value(outcome.result)
     for using, group in by_alias.items():
-        # JSON-ready values (text for uuids and times): the encoder then never calls
-        # back into Python, which was most of its cost per job.
-        rows = [
-            {
-                "id": outcome.job.id,
-                "lease": None if outcome.job.lease is None else str(outcome.job.lease),
-                "state": outcome.state.value,
-                "result": outcome.result,
-                "error": None
-                if outcome.error is None
-                else error_record(outcome.job.attempt, outcome.at, outcome.error, outcome.redactor),
-                "run_at": None if outcome.run_at is None else outcome.run_at.isoformat(),
-                # Retryable jobs are not finished.
-                "finished_at": None if outcome.state == S.RETRYABLE else outcome.at.isoformat(),
-            }
-            for outcome in group
-        ]
+        rows = [_outcome_row(outcome) for outcome in group]
         outcomes_json = db.as_json(rows)
         written = {
             row["id"]: row for row in db.fetch_dicts("finish", {"outcomes": outcomes_json}, using)
@@ -218,6 +202,31 @@ def finish(
         if results[outcome.job.id]:
             _send_outcome_signal(outcome)
     return [results[outcome.job.id] for outcome in outcomes]
+
+
+def _outcome_row(outcome: Outcome) -> dict[str, Any]:
+    """One outcome as finish.sql reads it: JSON-ready values (text for uuids and
+    times), so that the encoder never calls back into Python, which was most of its
+    cost per job. A value that is None is left out (jsonb_to_recordset reads a
+    missing key as NULL, as it does a null): a no-op job's outcome is four keys
+    rather than seven, less to encode here and to parse in PostgreSQL. A lease as
+    its 32 hex digits (PostgreSQL reads a uuid without hyphens too): ``str()`` of a
+    UUID costs four times ``.hex``, about 1 us per job."""
+    job = outcome.job
+    row: dict[str, Any] = {
+        "id": job.id,
+        "lease": None if job.lease is None else job.lease.hex,
+        "state": outcome.state.value,
+    }
+    if outcome.state != S.RETRYABLE:  # retryable jobs are not finished
+        row["finished_at"] = outcome.at.isoformat()
+    if outcome.result is not None:
+        row["result"] = outcome.result
+    if outcome.error is not None:
+        row["error"] = error_record(job.attempt, outcome.at, outcome.error, outcome.redactor)
+    if outcome.run_at is not None:
+        row["run_at"] = outcome.run_at.isoformat()
+    return row
 
 
 def _as_stored(result: Any) -> Any:
