@@ -83,8 +83,11 @@ WITH publisher AS (
     WHERE job.id = ANY (ARRAY(SELECT id FROM due))
       AND job.state IN ('available', 'scheduled', 'retryable')
     -- Each job's previous state by binary search, not a join (see claim.sql).
-    RETURNING job.*, (ARRAY(SELECT state FROM due ORDER BY id))[
-        width_bucket(job.id, ARRAY(SELECT id FROM due ORDER BY id))
+    RETURNING job.*, (ARRAY['available', 'scheduled', 'retryable'])[
+        (ARRAY(
+            SELECT array_position(ARRAY['available', 'scheduled', 'retryable'], state::text)
+            FROM due ORDER BY id
+        ))[width_bucket(job.id, ARRAY(SELECT id FROM due ORDER BY id))]
     ] AS previous
 ), recorded AS (
     -- The starts of each key, in its window, dropping those that left it.

@@ -34,6 +34,9 @@ FROM publisher
 WHERE job.id = ANY (ARRAY(SELECT id FROM due))
 RETURNING job.*,
     -- Each job's previous state by binary search, not a join (see claim.sql).
-    (ARRAY(SELECT state FROM due ORDER BY id))[
-        width_bucket(job.id, ARRAY(SELECT id FROM due ORDER BY id))
+    (ARRAY['available', 'scheduled', 'retryable'])[
+        (ARRAY(
+            SELECT array_position(ARRAY['available', 'scheduled', 'retryable'], state::text)
+            FROM due ORDER BY id
+        ))[width_bucket(job.id, ARRAY(SELECT id FROM due ORDER BY id))]
     ] AS previous
