@@ -8,6 +8,7 @@ query or request is made.
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import threading
 import time
@@ -193,7 +194,7 @@ class TricklingPeer:
         with contextlib.suppress(OSError):
             peer, _ = self.listener.accept()
             with peer:
-                peer.recv(65536)  # the request: small enough for one read here
+                _read_request(peer)  # all of it: a close with bytes unread sends a reset
                 peer.sendall(self.at_once)
                 for byte in self.trickled:
                     if self.stop.wait(self.pause):
@@ -204,6 +205,18 @@ class TricklingPeer:
         self.stop.set()
         self.listener.close()
         self.thread.join(10)
+
+
+def _read_request(peer: socket.socket) -> None:
+    """Read a request's head and the body its Content-Length announces."""
+    peer.settimeout(10)
+    received = b""
+    while b"\r\n\r\n" not in received:
+        received += peer.recv(65536) or b"\r\n\r\n"
+    head, _, body = received.partition(b"\r\n\r\n")
+    length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+    while length and len(body) < int(length[1]):
+        body += peer.recv(65536) or b"x" * int(length[1])
 
 
 HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n"
@@ -280,3 +293,57 @@ def test_with_time_zone_support_a_naive_run_at_is_still_refused(db):
     with pytest.raises(InvalidTask, match="aware"):
         django_add.using(run_after=TOKYO_NINE)
     assert not Job.objects.exists()
+
+
+# -- the http connector's answer: whole, and HTTP ---------------------------------------------
+
+
+def answer_of(peer: TricklingPeer) -> Exception | None:
+    """What a request to ``peer`` raised (None: it returned), waited on with a deadline."""
+    ConnectorFactory(name="peer", config={"url": peer.url, "timeout": 5})
+    connector = get_connector("peer")
+    outcome: dict[str, Exception | None] = {}
+
+    def call() -> None:
+        try:
+            connector.request({"a": 1}, check=False)
+            outcome["error"] = None
+        except Exception as error:  # the test looks at what it was
+            outcome["error"] = error
+
+    threading.Thread(target=call, daemon=True).start()
+    try:
+        assert wait_until(lambda: "error" in outcome, 8), "no answer after 8 s"
+    finally:
+        peer.close()
+    return outcome["error"]
+
+
+@pytest.mark.parametrize("status", [b"200 OK", b"500 Internal Server Error"])
+def test_an_answer_shorter_than_its_content_length_is_an_error_not_a_result(db, status):
+    """read(amt) returned the 40 bytes that came and no error: a truncated answer
+    was the job's result."""
+    head = b"HTTP/1.1 " + status + b"\r\nContent-Length: 100\r\n\r\n"
+    error = answer_of(TricklingPeer(head + b"x" * 40, b"", 0))
+    assert isinstance(error, ConnectorError), error
+    assert str(error) == f"POST {display_url_of(error)} failed: answer cut short: 40 of 100 bytes"
+
+
+def display_url_of(error: Exception) -> str:
+    return str(error).split(" ")[1]
+
+
+@pytest.mark.parametrize(
+    "answer, why",
+    [(b"garbage\r\n\r\n", "not HTTP"),  # BadStatusLine
+     (b"HTTP/1.1 200 OK\r\nX: " + b"x" * 70_000 + b"\r\n\r\n", "not HTTP (LineTooLong"),
+     (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "chunked body"),  # no size
+     (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n64\r\nxx", "chunked body")],
+    ids=["status-line", "long-header", "chunk-size", "chunk-cut"],
+)  # fmt: skip
+def test_an_answer_that_is_not_http_is_a_connector_error(db, answer, why):
+    """http.client's HTTPException (BadStatusLine, LineTooLong, IncompleteRead...) came
+    out of the connector as it was: neither a ConnectorError nor redacted."""
+    error = answer_of(TricklingPeer(answer, b"", 0))
+    assert isinstance(error, ConnectorError), error
+    assert str(error).startswith("POST http://127.0.0.1:") and why in str(error), error

@@ -221,7 +221,7 @@ class HttpConnector(ConnectorKind):
         try:
             with deadline.bounding(timeout) as bound:
                 try:
-                    response = self._exchange(outgoing, timeout)
+                    response = self._exchange(outgoing, timeout, where)
                 except Exception:
                     if not bound.expired:
                         raise
@@ -234,6 +234,16 @@ class HttpConnector(ConnectorKind):
             raise ConnectorError(
                 f"{where} failed: the path or query holds a space or a control character; "
                 "quote it (urllib.parse.quote)"
+            ) from None
+        except http.client.IncompleteRead:
+            raise ConnectorError(
+                f"{where} failed: answer cut short: its chunked body broke off or is malformed"
+            ) from None
+        except http.client.HTTPException as problem:  # BadStatusLine, LineTooLong...
+            # A peer answering garbage: a failed call like any other, retried.
+            detail = f"{type(problem).__name__}: {shown(str(problem))}"
+            raise ConnectorError(
+                self.redact(f"{where} failed: the answer is not HTTP ({detail})")
             ) from None
         except (urllib.error.URLError, OSError, ValueError) as problem:
             reason = getattr(problem, "reason", problem)
@@ -280,13 +290,15 @@ class HttpConnector(ConnectorKind):
             full_query = f"{full_query}&{extra}" if full_query else extra
         return urllib.parse.urlunsplit(parts._replace(path=full_path, query=full_query))
 
-    def _exchange(self, outgoing: urllib.request.Request, timeout: float) -> HttpResponse:
+    def _exchange(
+        self, outgoing: urllib.request.Request, timeout: float, where: str
+    ) -> HttpResponse:
         opener = _opener(_allowed_hosts())
         try:
             with opener.open(outgoing, timeout=timeout) as answer:
-                return self._response(answer.status, answer.headers, answer)
+                return self._response(answer.status, answer.headers, answer, where)
         except urllib.error.HTTPError as answer:
-            return self._response(answer.code, answer.headers, answer)
+            return self._response(answer.code, answer.headers, answer.fp, where)
 
     def _auth_headers(self) -> dict[str, str]:
         headers = {}
@@ -299,12 +311,19 @@ class HttpConnector(ConnectorKind):
             headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
         return headers
 
-    def _response(self, status: int, headers: Any, stream: Any) -> HttpResponse:
+    def _response(self, status: int, headers: Any, stream: Any, where: str) -> HttpResponse:
         limit = self.config["max_response_bytes"]
         body = stream.read(limit + 1)
         if len(body) > limit:
             raise ConnectorError(
                 f"{display_url(self.config['url'])}: response over max_response_bytes ({limit})"
+            )
+        # read(amt) returns what came before the peer closed, without an error: what
+        # its Content-Length announced and no byte brought is still counted here.
+        missing = getattr(stream, "length", None) or 0  # None: chunked, or no length said
+        if missing:
+            raise ConnectorError(
+                f"{where} failed: answer cut short: {len(body)} of {len(body) + missing} bytes"
             )
         return HttpResponse(status, {k.lower(): v for k, v in headers.items()}, body)
 
