@@ -347,3 +347,83 @@ def test_an_answer_that_is_not_http_is_a_connector_error(db, answer, why):
     error = answer_of(TricklingPeer(answer, b"", 0))
     assert isinstance(error, ConnectorError), error
     assert str(error).startswith("POST http://127.0.0.1:") and why in str(error), error
+
+
+# -- the smtp connector's timeout bounds the whole exchange ------------------------------------
+
+
+class TricklingSmtpPeer:
+    """An SMTP-ish server on 127.0.0.1: ``answers[0]`` as its greeting, then one answer
+    per command line; ``answers[slow]`` goes a byte each ``pause`` seconds."""
+
+    def __init__(self, answers: list[bytes], slow: int, pause: float) -> None:
+        self.answers, self.slow, self.pause = answers, slow, pause
+        self.stop = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):
+            peer, _ = self.listener.accept()
+            with peer, peer.makefile("rb") as commands:
+                peer.settimeout(10)
+                for index, answer in enumerate(self.answers):
+                    if index:
+                        commands.readline()
+                    if index != self.slow:
+                        peer.sendall(answer)
+                        continue
+                    for byte in answer:
+                        if self.stop.wait(self.pause):
+                            return
+                        peer.sendall(bytes([byte]))
+
+    def close(self) -> None:
+        self.stop.set()
+        self.listener.close()
+        self.thread.join(10)
+
+
+SMTP_ANSWERS = [
+    b"220-" + b"x" * 200 + b"\r\n220 ready\r\n",
+    b"250-" + b"x" * 200 + b"\r\n250 OK\r\n",
+]
+
+
+@pytest.mark.parametrize(
+    "operation, slow",
+    [("send_mail", 0), ("send_mail", 1), ("test", 0)],  # test() says no EHLO without TLS or login
+    ids=["send-greeting", "send-ehlo", "test-greeting"],
+)
+def test_an_smtp_peer_trickling_is_cut_off_at_the_connectors_timeout(db, operation, slow):
+    """A byte each 0.1 s: each read waited less than the 0.5 s timeout, so sending a
+    mail took as long as the server liked (20 s here, forever for a hostile one)."""
+    peer = TricklingSmtpPeer(SMTP_ANSWERS, slow, pause=0.1)
+    try:
+        config = {"host": "127.0.0.1", "port": peer.port, "timeout": 0.5}
+        ConnectorFactory(name="slowmail", kind="smtp", config=config)
+        connector = get_connector("slowmail")
+        outcome: dict[str, object] = {}
+
+        def call() -> None:
+            started = time.monotonic()
+            try:
+                if operation == "test":
+                    connector.test()
+                else:
+                    connector.send_mail("subject", "body", "to@example.com")
+            except Exception as error:  # the test looks at what it was
+                outcome["error"] = error
+            outcome["seconds"] = time.monotonic() - started
+
+        threading.Thread(target=call, daemon=True).start()
+        assert wait_until(lambda: "seconds" in outcome, 8), "still talking after 8 s"
+        assert isinstance(outcome.get("error"), ConnectorError), outcome
+        assert str(outcome["error"]) == (
+            f"SMTP 127.0.0.1:{peer.port}: no whole exchange within the timeout (0.5 s)"
+        )
+        assert outcome["seconds"] < 2.5
+    finally:
+        peer.close()

@@ -1,9 +1,10 @@
-"""One deadline for a whole HTTP request: connecting, sending and reading the answer.
+"""One deadline for a whole exchange with a peer: an HTTP request (connecting, sending,
+reading the answer), an SMTP session.
 
 A socket's timeout bounds each operation alone: a peer that sends a byte a second
 never lets one read wait long, and held a job as long as it liked. So the
-connections of a request register their sockets here, and when the request's time
-is up they are shut down, which wakes the read blocked on them with end of file.
+connections of an exchange register their sockets here, and when its time is up
+they are shut down, which wakes the read blocked on them with end of file.
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ def _shut(sock: socket.socket) -> None:
 
 @contextlib.contextmanager
 def bounding(seconds: float) -> Iterator[Deadline]:
-    """Shut down the sockets connections open inside this block ``seconds`` from now."""
+    """Shut down the sockets connections open inside this block ``seconds`` from now
+    (``watched``, ``adopt``, ``watch``)."""
     deadline = Deadline(seconds)
     token = _current.set(deadline)
     deadline.timer.start()
@@ -79,14 +81,19 @@ def watched(connect: Callable[..., socket.socket]) -> Callable[..., socket.socke
     handshake runs on it before the wrapped socket can be registered)."""
 
     def connect_within(address: tuple[str, int], timeout: Any = None, *args: Any) -> socket.socket:
-        sock = connect(address, timeout, *args)
-        watch(sock)
-        deadline = _current.get()
-        if deadline is not None and isinstance(timeout, int | float):
-            sock.settimeout(max(min(timeout, deadline.remaining()), 0.001))
-        return sock
+        return adopt(connect(address, timeout, *args), timeout)
 
     return connect_within
+
+
+def adopt(sock: socket.socket, timeout: Any) -> socket.socket:
+    """``sock``, just connected with ``timeout``, registered with the current deadline
+    and given no longer a timeout than the time left."""
+    watch(sock)
+    deadline = _current.get()
+    if deadline is not None and isinstance(timeout, int | float):
+        sock.settimeout(max(min(timeout, deadline.remaining()), 0.001))
+    return sock
 
 
 def watch(sock: socket.socket | None) -> None:

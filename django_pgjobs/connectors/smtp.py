@@ -7,9 +7,11 @@ Config: ``host``, ``port`` (25, or 587 with ``use_tls``, 465 with ``use_ssl``),
 
 from __future__ import annotations
 
+import contextlib
 import re
 import smtplib
-from collections.abc import Sequence
+import socket
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import django
@@ -17,6 +19,7 @@ from django.conf import settings
 from django.core.mail import EmailMessage, EmailMultiAlternatives
 from django.core.mail.backends.smtp import EmailBackend
 
+from . import deadline
 from .base import ConnectorKind, Option, seconds
 from .errors import ConnectorError
 from .registry import register_kind
@@ -54,6 +57,36 @@ def _recipients(value: Any) -> list[str]:
     if isinstance(value, list) and all(isinstance(item, str) for item in value):
         return value
     raise TypeError(f"recipients must be an address or a list of addresses, not {value!r}")
+
+
+class _WatchedSMTP(smtplib.SMTP):
+    """smtplib's client, its sockets kept to the current deadline (``deadline.bounding``)."""
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        # SMTP_SSL's _get_socket calls this one before its TLS handshake.
+        return deadline.adopt(super()._get_socket(host, port, timeout), timeout)
+
+    def connect(self, *args: Any, **kwargs: Any) -> tuple[int, bytes]:
+        try:
+            return super().connect(*args, **kwargs)
+        finally:
+            deadline.watch(self.sock)  # SMTP_SSL's: the TLS socket replaced the one adopted
+
+    def starttls(self, *args: Any, **kwargs: Any) -> tuple[int, bytes]:
+        try:
+            return super().starttls(*args, **kwargs)
+        finally:
+            deadline.watch(self.sock)  # the TLS socket, which replaced the one adopted
+
+
+class _WatchedSMTPSSL(smtplib.SMTP_SSL, _WatchedSMTP):
+    pass
+
+
+class _Backend(EmailBackend):
+    @property
+    def connection_class(self) -> type[smtplib.SMTP]:
+        return _WatchedSMTPSSL if self.use_ssl else _WatchedSMTP
 
 
 @register_kind
@@ -95,7 +128,7 @@ class SmtpConnector(ConnectorKind):
         if options["port"] is None:
             use_ssl, use_tls = options["use_ssl"], options["use_tls"]
             options["port"] = 465 if use_ssl else 587 if use_tls else 25
-        return EmailBackend(**options)
+        return _Backend(**options)
 
     def send(self, messages: Sequence[EmailMessage]) -> int:
         """Send Django email messages over one connection; returns how many were sent."""
@@ -103,11 +136,25 @@ class SmtpConnector(ConnectorKind):
         for message in messages:
             if not message.from_email or message.from_email == settings.DEFAULT_FROM_EMAIL:
                 message.from_email = sender
+        where = f"{self.config['host']}:{self.config['port'] or 'default port'}"
+        with self._exchange(where), self.backend() as connection:
+            return connection.send_messages(list(messages)) or 0
+
+    @contextlib.contextmanager
+    def _exchange(self, where: str) -> Iterator[None]:
+        """The SMTP session inside bounded as a whole by the timeout: a server sending a
+        byte each second never let one read wait it out. Its failures: ConnectorError."""
+        timeout = self.config["timeout"]
         try:
-            with self.backend() as connection:
-                return connection.send_messages(list(messages)) or 0
+            with deadline.bounding(timeout) as bound:
+                try:
+                    yield
+                except (smtplib.SMTPException, OSError):
+                    if not bound.expired:
+                        raise
+                    message = f"SMTP {where}: no whole exchange within the timeout ({timeout:g} s)"
+                    raise ConnectorError(message) from None
         except (smtplib.SMTPException, OSError) as problem:
-            where = f"{self.config['host']}:{self.config['port'] or 'default port'}"
             raise ConnectorError(self.redact(f"SMTP {where}: {problem!r}")) from None
 
     def send_mail(
@@ -151,11 +198,8 @@ class SmtpConnector(ConnectorKind):
     def test(self) -> str:
         """Connect, say EHLO, start TLS and log in as configured; send nothing."""
         backend = self.backend()
-        try:
+        with self._exchange(f"{backend.host}:{backend.port}"):
             backend.open()
-        except (smtplib.SMTPException, OSError) as problem:
-            where = f"SMTP {backend.host}:{backend.port}"
-            raise ConnectorError(self.redact(f"{where}: {problem!r}")) from None
-        backend.close()
+            backend.close()
         login = f" and logged in as {backend.username}" if backend.username else ""
         return f"connected to {backend.host}:{backend.port}{login}"
