@@ -16,6 +16,7 @@ before one of its jobs can finish in this process).
 from __future__ import annotations
 
 import builtins
+import contextlib
 import functools
 import inspect
 import logging
@@ -117,13 +118,24 @@ def _runner(django_task: Task) -> Callable[..., Any]:
         async def run_async(*args: Any, **kwargs: Any) -> Any:
             return await func(*_started(django_task), *args, **kwargs)
 
-        return run_async
+        return _called_as(run_async, django_task)
 
     @functools.wraps(func)
     def run(*args: Any, **kwargs: Any) -> Any:
         return func(*_started(django_task), *args, **kwargs)
 
-    return run
+    return _called_as(run, django_task)
+
+
+def _called_as(runner: Callable[..., Any], django_task: Task) -> Callable[..., Any]:
+    """``runner`` with the parameters a job's arguments bind to (binding.py): the task
+    function's, less the context that a ``takes_context`` task gets first."""
+    if django_task.takes_context:
+        with contextlib.suppress(TypeError, ValueError):  # no signature: none checked
+            signature = inspect.signature(django_task.func)
+            rest = list(signature.parameters.values())[1:]
+            runner.__signature__ = signature.replace(parameters=rest)  # type: ignore[attr-defined]
+    return runner
 
 
 def _started(django_task: Task) -> tuple[Any, ...]:

@@ -195,6 +195,9 @@ class JobBuilder:
             if not RESERVED_KEYS.keys().isdisjoint(spec.meta):
                 key = min(RESERVED_KEYS.keys() & spec.meta.keys())
                 raise InvalidOption("meta", f"key {key!r} {RESERVED_KEYS[key]}")
+        binding = shape.task.binding
+        if binding is not None:  # a call that could never bind is refused, not retried
+            binding.check(spec.args, spec.kwargs)
         return shape
 
     def make(self, spec: JobSpec, shape: Shape) -> Job:

@@ -56,6 +56,12 @@ class PayloadError(PgJobsError, TypeError):
         super().__init__(message)
 
 
+class InvalidArguments(PayloadError):
+    """Arguments that don't fit a task's signature (its parameters; a typed task's
+    types too); ``field`` is where, e.g. ``kwargs['when']`` or ``args[1].quantity``.
+    Also importable from ``django_pgjobs.typed``."""
+
+
 class InvalidOption(PgJobsError, ValueError):
     """An option of a job, a task, a queue or a schedule that no job row can hold or
     no worker can run (a ``run_at`` outside years 1-9999, a timeout that is not a

@@ -62,10 +62,26 @@ def _call_with_inputs(registered: Task[Any, Any], context: JobContext) -> Any:
     if job.meta.get("pass_results"):  # a gather job of a pipeline
         kwargs = {**kwargs, "results": results_of_dependencies(job)}
     if not job.connector:
+        _check_binding(registered, job, args, kwargs)
         return _call(registered, context, args, kwargs)
     with connector_runtime.attached(context):
         kwargs = {**kwargs, **connector_runtime.injected(registered.func, context)}
+        _check_binding(registered, job, args, kwargs)
         return _call(registered, context, args, kwargs)
+
+
+def _check_binding(registered: Task[Any, Any], job: Job, args: Any, kwargs: Any) -> None:
+    """A plain task's arguments that can't bind to its function (a row written around
+    enqueue, or the function changed since) would fail every attempt alike with a
+    TypeError: UnrunnableJob, which discards it at once saying which."""
+    binding = registered.binding
+    if binding is None:
+        return
+    try:
+        binding.check(args, kwargs, enqueue=False)
+    except PayloadError as error:
+        problem = f"its arguments don't fit the task's parameters: {error}"
+        raise UnrunnableJob(job.pk, problem) from None
 
 
 def _typed_inputs(registered: Task[Any, Any], job: Job) -> tuple[list[Any], dict[str, Any]]:

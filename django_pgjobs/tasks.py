@@ -16,6 +16,7 @@ from .backoff import Backoff
 from .exceptions import InvalidOption, UnknownTask
 
 if TYPE_CHECKING:
+    from .binding import Binding
     from .enqueue import JobSpec
     from .models import Job
     from .typed import Signature
@@ -60,6 +61,7 @@ class Task(Generic[P, R]):
     #: of the job's arguments returning one (or None: no key), called at enqueue.
     concurrency_key: str | Callable[..., str | None] | None = None
     _signature: Signature | None = field(default=None, init=False, repr=False)
+    _binding: Binding | bool | None = field(default=False, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.is_async = inspect.iscoroutinefunction(self.func)
@@ -103,6 +105,17 @@ class Task(Generic[P, R]):
 
             self._signature = Signature(self.func)
         return self._signature
+
+    @property
+    def binding(self) -> Binding | None:
+        """What a plain task's arguments must bind to, checked at enqueue and before each
+        call; None for a typed task (its signature checks them) or a function whose
+        parameters Python can't tell. Worked out once."""
+        if self._binding is False:
+            from .binding import Binding
+
+            self._binding = None if self.typed else Binding.of(self.func)
+        return self._binding  # type: ignore[return-value]
 
     @property
     def derives_keys(self) -> bool:

@@ -32,18 +32,10 @@ from datetime import date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from .exceptions import PayloadError
+from .binding import INJECTED
+from .exceptions import InvalidArguments, PayloadError
 from .limits import shown
 from .payload import MAX_DEPTH
-
-#: Parameters a worker passes in itself (pipelines' ``results``, a connector's
-#: ``connector``): not required at enqueue, not converted.
-INJECTED = frozenset({"results", "connector"})
-
-
-class InvalidArguments(PayloadError):
-    """Arguments that don't fit a typed task's signature; ``field`` is where, e.g.
-    ``kwargs['when']`` or ``args[1].quantity``."""
 
 
 class Refused(Exception):

@@ -126,7 +126,7 @@ def test_a_large_batch_is_published_many_events_per_notification(second_connecti
     second_connection.execute("LISTEN pgjobs_events")
     jobs = Job.enqueue_many(
         [{"task": "testproject.demo.tasks.add", "args": [i, i]} for i in range(10_000)]
-        + [{"task": "testproject.demo.tasks.add", "queue": long_queue}] * 100
+        + [{"task": "testproject.demo.tasks.add", "args": [1, 2], "queue": long_queue}] * 100
     )
     payloads = wait_for_payloads(second_connection, until_events=len(jobs))
     assert len(payloads) == 34 + 1
@@ -140,9 +140,11 @@ def test_one_inserted_job_is_announced_as_a_batch_of_one_would_be(second_connect
     scheduled job) and the same event payload as the grouping queries write."""
     second_connection.execute("LISTEN pgjobs_events")
     second_connection.execute("LISTEN pgjobs_jobs")
-    later = Job.enqueue("testproject.demo.tasks.add", run_at=timezone.now() + timedelta(hours=1))
+    later = Job.enqueue(
+        "testproject.demo.tasks.add", [1, 2], run_at=timezone.now() + timedelta(hours=1)
+    )
     one = Job.enqueue("testproject.demo.tasks.add", args=[1, 2])
-    pair = Job.enqueue_many([{"task": "testproject.demo.tasks.add"}] * 2)
+    pair = Job.enqueue_many([{"task": "testproject.demo.tasks.add", "args": [1, 2]}] * 2)
     received: list[tuple[str, str]] = []
     deadline = time.monotonic() + 10
     while sum(channel == "pgjobs_events" for channel, _ in received) < 3:
@@ -169,7 +171,11 @@ def test_an_operator_s_bulk_change_names_each_job_with_its_own_task_and_queue(
     other = Queue.objects.create(name="other").name
     jobs = Job.enqueue_many(
         [
-            {"task": "testproject.demo.tasks.add", "queue": other if i % 3 else None}
+            {
+                "task": "testproject.demo.tasks.add",
+                "args": [1, 2],
+                "queue": other if i % 3 else None,
+            }
             for i in range(50)
         ]
         + [{"task": "testproject.demo.tasks.always_fails"} for _ in range(7)]

@@ -286,7 +286,7 @@ def test_the_scheduler_records_a_tick_it_cant_enqueue_and_fires_the_others():
         ("queue invalid", "queue", "'no such queue'"),
         ("priority of a smallint nobody may use", "priority", "-32768"),
     ]:
-        schedule = Schedule.objects.create(name=name, cron="* * * * *", task=ADD)
+        schedule = Schedule.objects.create(name=name, cron="* * * * *", task=ADD, args=[1, 2])
         sql(f"UPDATE pgjobs_schedule SET {column} = {value} WHERE id = %s", [schedule.pk])
         odd[name] = schedule.pk
     sql("UPDATE pgjobs_schedule SET next_fire_at = now() - interval '1 minute'")

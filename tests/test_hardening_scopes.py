@@ -52,9 +52,14 @@ def case_enqueue(client: Client, tokens: tuple[str, str]) -> None:
     """The other queue's unique key neither reveals its job nor blocks this queue's."""
     default, mail = tokens
     theirs = Job.enqueue(ADD, args=[1, 1], queue="mail", unique_key="invoice-7")
-    held = post(client, "/jobs", {"task": ADD, "queue": "mail", "unique_key": "invoice-7"}, mail)
+    held = post(
+        client,
+        "/jobs",
+        {"task": ADD, "args": [1, 2], "queue": "mail", "unique_key": "invoice-7"},
+        mail,
+    )
     assert held.status_code == 200 and held.json()["id"] == theirs.pk  # its own queue's key
-    refused = post(client, "/jobs", {"task": ADD, "queue": "mail"}, default)
+    refused = post(client, "/jobs", {"task": ADD, "args": [1, 2], "queue": "mail"}, default)
     assert refused.status_code == 403 and str(theirs.pk) not in refused.content.decode()
     ours = post(client, "/jobs", {"task": ADD, "args": [2, 2], "unique_key": "invoice-7"}, default)
     # Keys are unique per queue: a job of its own, not theirs, and nothing said of theirs.

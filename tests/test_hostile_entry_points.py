@@ -276,7 +276,7 @@ def test_without_time_zone_support_a_naive_run_at_is_local_time(db, run_at):
         job = Job.enqueue(ADD, [1, 2], run_at=run_at)
         assert job.run_at == TOKYO_NINE  # as Django holds it: naive, in TIME_ZONE
         assert Job.objects.get(pk=job.pk).run_at == TOKYO_NINE
-        [batch] = Job.enqueue_many([{"task": ADD, "run_at": run_at}])
+        [batch] = Job.enqueue_many([{"task": ADD, "args": [1, 2], "run_at": run_at}])
         assert run_at_instant(job) == run_at_instant(batch) == MIDNIGHT_UTC
 
 

@@ -1,0 +1,127 @@
+"""A plain task's arguments that can't bind to its function: refused at enqueue with
+InvalidArguments saying which, and a row that holds them anyway (written by SQL, or the
+function changed since) discarded at its first attempt, not retried to max_attempts."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from django.db import transaction
+
+from django_pgjobs import Job
+from django_pgjobs.api.tokens import issue
+from django_pgjobs.binding import Binding
+from django_pgjobs.enqueue import JobSpec
+from django_pgjobs.exceptions import InvalidArguments
+from testproject.demo.tasks import add, total
+from tests.test_hardening_rows import insert_job
+
+pytestmark = pytest.mark.django_db
+
+ADD = "testproject.demo.tasks.add"
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "message"),
+    [
+        ([1, 2, 3], {}, "args: add() takes at most 2 positional argument(s), got 3"),
+        ([1], {}, "args: missing argument 'b' of add()"),
+        ([], {}, "args: missing argument 'a' of add()"),
+        ([1, 2], {"c": 3}, "kwargs['c']: add() has no parameter 'c'"),
+        ([1], {"a": 2}, "kwargs['a']: 'a' is given in args as well"),
+    ],
+)
+def test_enqueue_refuses_arguments_that_dont_bind_saying_which(args, kwargs, message):
+    with transaction.atomic():
+        with pytest.raises(InvalidArguments) as refused:
+            Job.enqueue(ADD, args=args, kwargs=kwargs)
+        assert str(refused.value) == message
+        with pytest.raises(InvalidArguments, match=re.escape(message)):
+            add.enqueue(*args, **kwargs)
+        with pytest.raises(InvalidArguments):
+            Job.enqueue_many([JobSpec(ADD, args=[1, 2])] * 150 + [JobSpec(ADD, args, kwargs)])
+        assert not Job.objects.exists()
+        Job.enqueue(ADD, args=[1], kwargs={"b": 2})  # the transaction goes on
+
+
+def test_what_a_worker_passes_in_itself_is_not_required_at_enqueue():
+    assert total.enqueue().pk  # a pipeline's gather step gets `results` from the worker
+
+
+def test_the_http_api_refuses_them_with_a_400_naming_the_argument(client):
+    token = issue("ci", ["*"])[1]
+    response = client.post(
+        "/jobs",
+        json.dumps({"task": ADD, "args": [1, 2, 3]}),
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert response.status_code == 400
+    assert "takes at most 2 positional argument(s), got 3" in response.content.decode()
+    assert not Job.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "message"),
+    [
+        ("[1, 2, 3]", "{}", "takes at most 2 positional argument(s), got 3"),
+        ("[1]", "{}", "missing argument 'b' of add()"),
+        ("[1, 2]", '{"c": 3}', "add() has no parameter 'c'"),
+    ],
+)
+def test_a_row_whose_arguments_dont_bind_is_discarded_at_its_first_attempt(
+    worker, args, kwargs, message
+):
+    pk = insert_job(args=f"'{args}'", kwargs=f"'{kwargs}'", max_attempts="20")
+    worker.drain()
+    job = Job.objects.get(pk=pk)
+    assert (job.state, job.attempt) == ("discarded", 1)
+    assert len(job.errors) == 1
+    error = job.errors[0]["error"]
+    assert error.startswith(f"UnrunnableJob: job {pk} can't run as stored: its arguments don't")
+    assert message in error
+
+
+def test_a_task_error_that_is_a_type_error_is_still_retried(worker):
+    pk = insert_job(args="""'[1, "two"]'""", max_attempts="3")  # 1 + "two" raises TypeError
+    worker.drain()
+    job = Job.objects.get(pk=pk)
+    assert job.state == "retryable" and "TypeError" in job.errors[0]["error"]
+
+
+def keyword_only(a, /, b, *, c, d=4): ...
+
+
+def gather(results, *rest, **options): ...
+
+
+@pytest.mark.parametrize(
+    ("func", "args", "kwargs", "problem"),
+    [
+        (keyword_only, [1, 2], {"c": 3}, None),
+        (keyword_only, [1], {"b": 2, "c": 3}, None),
+        (keyword_only, [1, 2], {}, "missing argument 'c'"),
+        (keyword_only, [], {"a": 1, "b": 2, "c": 3}, "'a' is positional-only: pass it in args"),
+        (keyword_only, [1, 2, 3], {"c": 3}, "takes at most 2 positional"),
+        (keyword_only, [1, 2], {"c": 3, 5: 1}, "keyword names must be strings"),
+        (gather, [1, 2, 3], {"x": 1}, None),
+        (gather, [1], {"results": 2}, "'results' is given in args as well"),
+    ],
+)
+def test_a_binding_binds_as_a_call_would(func, args, kwargs, problem):
+    binding = Binding(func)
+    if problem is None:
+        binding.check(args, kwargs)
+        binding.check(args, kwargs, enqueue=False)
+        func(*args, **kwargs)
+    else:
+        with pytest.raises(InvalidArguments, match=re.escape(problem)):
+            binding.check(args, kwargs)
+
+
+def test_when_the_job_runs_what_a_worker_passes_in_is_required_too():
+    Binding(gather).check([], {})
+    with pytest.raises(InvalidArguments, match=re.escape("missing argument 'results' of gather()")):
+        Binding(gather).check([], {}, enqueue=False)
