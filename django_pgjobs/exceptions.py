@@ -96,8 +96,9 @@ class DiscardJob(PgJobsError):
 
 class _Later(PgJobsError):
     """An exception that says when the job should run next: in ``seconds`` (a number
-    from 0 up to a year) or at ``until`` (a timezone-aware datetime). Anything else
-    raises ``InvalidOption`` at once, which fails the attempt like any error."""
+    from 0 up to a year) or at ``until`` (a timezone-aware datetime; naive, local time
+    in TIME_ZONE with USE_TZ off, as run_at). Anything else raises ``InvalidOption`` at
+    once, which fails the attempt like any error."""
 
     def __init__(self, seconds: float | None, until: datetime | None, said: str) -> None:
         from . import limits
@@ -106,7 +107,7 @@ class _Later(PgJobsError):
         if (seconds is None) == (until is None):
             raise InvalidOption(name, "takes either seconds or until=, not both or neither")
         self.seconds = None if seconds is None else limits.seconds(seconds, "seconds", zero=True)
-        self.until = None if until is None else limits.moment(until, "until")
+        self.until = None if until is None else limits.instant(until, "until")
         self.said = said if isinstance(said, str) else limits.shown(said)
         super().__init__(self.said)
 

@@ -279,22 +279,36 @@ def validate_time(value: datetime) -> None:
         raise ValidationError(error.problem, code="out_of_range") from None
 
 
-def stored_moment(value: Any, field: str, *, naive: bool | None = None) -> datetime:
-    """``moment``, returned as Django stores the time: aware in UTC, or naive in the
-    default time zone with USE_TZ off.
-
-    A naive ``value`` is read in the default time zone, as Django reads one, where
-    ``naive`` says so (unset: with USE_TZ off); else it is refused as ``moment`` refuses
-    it. The one rule for every stored time: enqueue's run_at and a Django task's
-    run_after, tokens' expires_at, the model fields' validator (``naive=True``)."""
+def instant(value: Any, field: str, *, naive: bool | None = None) -> datetime:
+    """``moment``: an aware datetime in UTC. A naive ``value`` is read in the default
+    time zone, as Django reads one, where ``naive`` says so (unset: with USE_TZ off);
+    else it is refused as ``moment`` refuses it. Snooze's and RetryAfter's until=."""
     from django.conf import settings
     from django.utils import timezone
 
-    if naive is None:
-        naive = not settings.USE_TZ
-    if naive and isinstance(value, datetime) and timezone.is_naive(value):
+    # Settings are read for a naive one only: an aware until= needs no configured Django.
+    if _naive(value) and (naive if naive is not None else not settings.USE_TZ):
         value = timezone.make_aware(value, timezone.get_default_timezone())
-    in_utc = moment(value, field)
+    return moment(value, field)
+
+
+def _naive(value: Any) -> bool:
+    """Whether ``value`` is a naive datetime; a tzinfo that fails is left to ``moment``."""
+    try:
+        return isinstance(value, datetime) and value.utcoffset() is None
+    except (OverflowError, ValueError):
+        return False
+
+
+def stored_moment(value: Any, field: str, *, naive: bool | None = None) -> datetime:
+    """``instant``, returned as Django stores the time: aware in UTC, or naive in the
+    default time zone with USE_TZ off. The one rule for every stored time: enqueue's
+    run_at and a Django task's run_after, tokens' expires_at, the model fields'
+    validator (``naive=True``)."""
+    from django.conf import settings
+    from django.utils import timezone
+
+    in_utc = instant(value, field, naive=naive)
     if settings.USE_TZ:
         return in_utc
     return timezone.make_naive(in_utc, timezone.get_default_timezone())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django_pgjobs import RetryAfter, Snooze, task
 from django_pgjobs.context import current_job
@@ -45,6 +45,12 @@ ODD_SECONDS = {
 @task
 def snooze_with(kind: str) -> None:
     raise Snooze(ODD_SECONDS[kind])  # type: ignore[arg-type]
+
+
+@task
+def snooze_until(when: str) -> None:
+    """Snooze until ``when``, an ISO time, naive or not."""
+    raise Snooze(until=datetime.fromisoformat(when))
 
 
 @task(max_attempts=2)

@@ -19,7 +19,7 @@ import pytest
 from django.db import connection
 from django.test import override_settings
 
-from django_pgjobs import InvalidOption, Job, limits
+from django_pgjobs import InvalidOption, Job, RetryAfter, Snooze, limits
 from django_pgjobs.api.tokens import issue
 from django_pgjobs.compat import InvalidTask, TaskResultDoesNotExist, task_backends
 from django_pgjobs.connectors.errors import ConnectorError
@@ -427,3 +427,32 @@ def test_an_smtp_peer_trickling_is_cut_off_at_the_connectors_timeout(db, operati
         assert outcome["seconds"] < 2.5
     finally:
         peer.close()
+
+
+# -- Snooze and RetryAfter until= without time zone support -------------------------------------
+
+
+@pytest.mark.parametrize("later", [Snooze, RetryAfter])
+def test_without_time_zone_support_a_naive_until_is_local_time(later):
+    """With USE_TZ off Django's datetimes are naive: Snooze(until=timezone.now() + ...)
+    raised InvalidOption in the task, a failed attempt, while run_at took it (7fe8c2c)."""
+    with override_settings(USE_TZ=False, TIME_ZONE="Asia/Tokyo"):
+        assert later(until=TOKYO_NINE).until == MIDNIGHT_UTC
+        assert later(until=MIDNIGHT_UTC).until == MIDNIGHT_UTC
+        with pytest.raises(InvalidOption, match="out of range"):
+            later(until=datetime(1, 1, 1, 8))  # the day before year 1 began in UTC
+
+
+def test_without_time_zone_support_a_task_snoozes_until_a_naive_time(worker):
+    with override_settings(USE_TZ=False, TIME_ZONE="Asia/Tokyo"):
+        job = Job.enqueue("tests.tasks_for_flow.snooze_until", [TOKYO_NINE.isoformat()])
+        worker.drain()
+        job.refresh_from_db()
+        assert (job.state, job.attempt, job.errors) == (JobState.SCHEDULED, 0, [])
+        assert run_at_instant(job) == MIDNIGHT_UTC
+
+
+@pytest.mark.parametrize("later", [Snooze, RetryAfter])
+def test_with_time_zone_support_a_naive_until_is_still_refused(later):
+    with pytest.raises(InvalidOption, match="until must be timezone-aware"):
+        later(until=TOKYO_NINE)
