@@ -74,10 +74,11 @@ class InvalidOption(PgJobsError, ValueError):
 
 class JobGone(PgJobsError, InvalidTransition):
     """An operator action (retry, cancel) on a job whose row is gone: deleted, or
-    pruned once finished, since it was read. Nothing was written. An
+    pruned once finished, since it was read; or a wait for it (``wait``,
+    ``async_wait``, ``to_state`` None). Nothing was written. An
     ``InvalidTransition`` too, so code that catches that one keeps working."""
 
-    def __init__(self, job_id: int | None, to_state: str) -> None:
+    def __init__(self, job_id: int | None, to_state: str | None = None) -> None:
         self.job_id, self.from_state, self.to_state = job_id, None, to_state
         Exception.__init__(self, f"job {job_id} no longer exists (it was deleted or pruned)")
 

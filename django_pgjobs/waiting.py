@@ -8,10 +8,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import psycopg
+from django.core.exceptions import ObjectDoesNotExist
 from psycopg import sql
 
 from . import conf, db, limits
 from .events import EVENTS_CHANNEL, Event, listen
+from .exceptions import JobGone
 from .states import FINISHED
 
 if TYPE_CHECKING:
@@ -25,6 +27,31 @@ def _finished_event(job_id: int) -> Callable[[Event], bool]:
 #: Seconds between reads of a waited-for job when events are off.
 POLL_EVERY = 0.05
 
+#: Seconds between looks at a waited-for job's row while no event comes: no event says
+#: that a job was deleted, and a wait without a timeout waited for it forever.
+WAIT_CHECK_EVERY = 1.0
+
+
+def _refreshed(job: Job) -> Job:
+    """``job`` read again; JobGone if its row was deleted or pruned."""
+    try:
+        job.refresh_from_db()
+    except ObjectDoesNotExist:
+        raise JobGone(job.pk) from None
+    return job
+
+
+async def _arefreshed(job: Job) -> Job:
+    try:
+        await job.arefresh_from_db()
+    except ObjectDoesNotExist:
+        raise JobGone(job.pk) from None
+    return job
+
+
+def _timed_out(job: Job, timeout: float | None) -> TimeoutError:
+    return TimeoutError(f"job {job.pk} did not finish within {timeout:g}s")
+
 
 def checked_timeout(timeout: object) -> float | None:
     """None (no limit) or a number of seconds from 0 to a year, else InvalidOption: a
@@ -37,37 +64,47 @@ def wait_for(job: Job, timeout: float | None) -> Job:
     timeout = checked_timeout(timeout)
     if not conf.get("EVENTS"):
         return _poll(job, timeout)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    matches = _finished_event(job.pk)
     with listen(job._state.db) as stream:
         # Listening first, then reading, leaves no gap for the event to slip through.
-        job.refresh_from_db()
-        if job.is_finished:
+        if _refreshed(job).is_finished:
             return job
-        if stream.first(_finished_event(job.pk), timeout) is None:
-            raise TimeoutError(f"job {job.pk} did not finish within {timeout:g}s")
-    job.refresh_from_db()
-    return job
+        while stream.first(matches, _step(deadline)) is None:
+            # No event for a while: the row may be gone, which no event says.
+            if _refreshed(job).is_finished:
+                return job
+            if deadline is not None and time.monotonic() >= deadline:
+                raise _timed_out(job, timeout)
+    return _refreshed(job)
+
+
+def _step(deadline: float | None, since: float | None = None) -> float:
+    """Seconds to listen before the next look at the row (WAIT_CHECK_EVERY after
+    ``since``, default now), or until the deadline if that comes first."""
+    now = time.monotonic()
+    step = WAIT_CHECK_EVERY - (0.0 if since is None else now - since)
+    return max(0.0, step if deadline is None else min(deadline - now, step))
 
 
 def _poll(job: Job, timeout: float | None) -> Job:
     """wait() without events (``PGJOBS["EVENTS"] = False``): read until finished."""
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
-        job.refresh_from_db()
-        if job.is_finished:
+        if _refreshed(job).is_finished:
             return job
         if deadline is not None and time.monotonic() >= deadline:
-            raise TimeoutError(f"job {job.pk} did not finish within {timeout:g}s")
+            raise _timed_out(job, timeout)
         time.sleep(POLL_EVERY)  # nothing to wake us: events are off
 
 
 async def _async_poll(job: Job, timeout: float | None) -> Job:
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
-        await job.arefresh_from_db()
-        if job.is_finished:
+        if (await _arefreshed(job)).is_finished:
             return job
         if deadline is not None and time.monotonic() >= deadline:
-            raise TimeoutError(f"job {job.pk} did not finish within {timeout:g}s")
+            raise _timed_out(job, timeout)
         await asyncio.sleep(POLL_EVERY)
 
 
@@ -80,19 +117,23 @@ async def async_wait_for(job: Job, timeout: float | None) -> Job:
     conn = await psycopg.AsyncConnection.connect(**params, autocommit=True)
     try:
         await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(EVENTS_CHANNEL)))
-        await job.arefresh_from_db()
-        if job.is_finished:
+        if (await _arefreshed(job)).is_finished:
             return job
         deadline = None if timeout is None else time.monotonic() + timeout
         matches = _finished_event(job.pk)
+        looked = time.monotonic()
         while True:
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                raise TimeoutError(f"job {job.pk} did not finish within {timeout:g}s")
-            async for notify in conn.notifies(timeout=remaining, stop_after=1):
+            async for notify in conn.notifies(timeout=_step(deadline, looked), stop_after=1):
                 if any(matches(event) for event in Event.parse(notify.payload)):
-                    await job.arefresh_from_db()
+                    return await _arefreshed(job)
+            now = time.monotonic()
+            if now - looked >= WAIT_CHECK_EVERY or (deadline is not None and now >= deadline):
+                # The row may be gone, which no event says.
+                if (await _arefreshed(job)).is_finished:
                     return job
+                if deadline is not None and now >= deadline:
+                    raise _timed_out(job, timeout)
+                looked = now
             await asyncio.sleep(0)
     finally:
         await conn.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import statistics
 import threading
 import time
@@ -16,10 +17,13 @@ from django.db import connections
 from django.utils import timezone
 
 from django_pgjobs import Job, db, events
+from django_pgjobs.exceptions import JobGone
 from django_pgjobs.models import Queue
 from django_pgjobs.signals import job_completed, job_discarded, job_retrying, job_started
 from django_pgjobs.states import JobState
+from django_pgjobs.waiting import WAIT_CHECK_EVERY
 from testproject.demo.tasks import add, always_fails
+from tests.conftest import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -250,3 +254,64 @@ def test_one_claim_tells_each_job_the_state_it_was_claimed_from(worker):
         retried.pk: "retryable",
     }
     assert [job.pk for job in claimed][:2] == [jobs[3].pk, jobs[2].pk]
+
+
+# -- wait() on a job whose row is gone ------------------------------------------------------
+
+
+@pytest.mark.parametrize("events_on", [True, False])
+def test_wait_on_a_deleted_job_says_it_is_gone(settings, events_on):
+    settings.PGJOBS = {**settings.PGJOBS, "EVENTS": events_on}
+    job = add.enqueue(1, 1)
+    Job.objects.filter(pk=job.pk).delete()
+    gone = f"job {job.pk} no longer exists (it was deleted or pruned)"
+    with pytest.raises(JobGone, match=re.escape(gone)):
+        job.wait(timeout=5)
+
+    async def waiting() -> Job:
+        try:
+            return await job.async_wait(timeout=5)
+        finally:
+            await sync_to_async(connections.close_all)()
+
+    with pytest.raises(JobGone, match=re.escape(gone)):
+        asyncio.run(waiting())
+
+
+def listening() -> bool:
+    """Whether a connection of this database listens for events (a wait started)."""
+    with connections["default"].cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND query ILIKE 'LISTEN%%' AND state = 'idle'"
+        )
+        return cursor.fetchone()[0] > 0
+
+
+@pytest.mark.parametrize("how", ["wait", "async_wait"])
+def test_a_wait_ends_soon_after_its_job_is_deleted(how):
+    """No event says a job was deleted: wait() looks at the row each WAIT_CHECK_EVERY
+    seconds while none comes, instead of waiting out its timeout (or forever)."""
+    job = add.enqueue(1, 1)
+    raised: list[BaseException] = []
+
+    def waiting() -> None:
+        try:
+            if how == "wait":
+                job.wait(timeout=30)
+            else:
+                asyncio.run(job.async_wait(timeout=30))
+        except BaseException as error:  # handed to the test, whatever it is
+            raised.append(error)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=waiting)
+    thread.start()
+    wait_until(listening)  # deleted while it waits, not before
+    Job.objects.filter(pk=job.pk).delete()
+    deleted = time.monotonic()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert raised and isinstance(raised[0], JobGone), raised
+    assert time.monotonic() - deleted < WAIT_CHECK_EVERY + 2
