@@ -199,8 +199,7 @@ def run(job: Job, clock: Clock = timezone.now, context: JobContext | None = None
 
 def _attempt(job: Job, clock: Clock, context: JobContext) -> Outcome | str:
     problem = unrunnable(job)
-    if problem:
-        logger.error("job %s can't run as stored: %s; discarding it", job.pk, problem)
+    if problem:  # its discard's warning says why (_log_outcome)
         return transitions.failed(job, UnrunnableJob(job.pk, problem), clock(), discard=True)
     try:
         registered = get_task(job.task)
@@ -214,8 +213,11 @@ def _attempt(job: Job, clock: Clock, context: JobContext) -> Outcome | str:
     except (DiscardJob, UnrunnableJob) as error:
         return transitions.failed(job, error, clock(), discard=True)
     except BaseException as error:  # a task's failure, even SystemExit, is data
-        if logger.isEnabledFor(logging.INFO):
-            # As the job's error record and the discard warning say it, not repr().
+        outcome = failed_attempt(job, error, clock(), registered)
+        # One line per event: a failure that discards the job is said by the discard's
+        # warning once it is written (_log_outcome), not by this line as well.
+        if outcome.state == JobState.RETRYABLE and logger.isEnabledFor(logging.INFO):
+            # As the job's error record says it, not repr().
             failure = context.mask(limits.shortened(transitions.error_line(error), 500))
             logger.info(
                 "job %s (%s) attempt %s failed: %s",
@@ -225,7 +227,7 @@ def _attempt(job: Job, clock: Clock, context: JobContext) -> Outcome | str:
                 failure,
                 extra=logs.job_fields(job),
             )
-        return failed_attempt(job, error, clock(), registered)
+        return outcome
     return transitions.completed(job, _storable(job, result), clock())
 
 
@@ -393,8 +395,9 @@ def record(
 
 
 def _log_outcome(outcome: Outcome) -> None:
-    """A discard is a warning with its error (a failed attempt was logged when it
-    failed); a completion is a line at verbosity 2 (``logs.jobs_logger``)."""
+    """A discard is a warning with its error, the one line of the attempt that ended
+    in it (a retried attempt's failure is logged when it fails); a completion is a
+    line at verbosity 2 (``logs.jobs_logger``)."""
     job = outcome.job
     if outcome.state == JobState.DISCARDED:
         error = job.errors[-1].get("error") if job.errors else None
