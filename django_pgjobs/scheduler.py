@@ -79,6 +79,9 @@ class Scheduler:
         self._notifier: Notifier | None = None
         self._housekeeper: threading.Thread | None = None
         self._reported_broken: set[str] = set()
+        #: Schedules the last pass could not plan: they stay due, so the next wake-up
+        #: is planned without them (each pass tries them again; an edit wakes it).
+        self._unplannable: set[int] = set()
 
     # -- one pass -----------------------------------------------------------------------
 
@@ -89,6 +92,9 @@ class Scheduler:
             self._record(result)
         for error in broken:
             self._report_broken(error)
+        self._unplannable = {e.schedule_id for e in broken if e.schedule_id is not None}
+        # One fixed and broken again is said again.
+        self._reported_broken &= {str(error) for error in broken}
         return fired
 
     def run_once(self, now: datetime | None = None) -> Report:
@@ -99,7 +105,7 @@ class Scheduler:
         fired = self.fire_due(now)
         done = housekeeping.run_due(self.routines, now, self.using)
         candidates = [
-            schedules.next_due_at(self.using),
+            schedules.next_due_at(self.using, self._unplannable),
             housekeeping.next_due_at(self.routines, now, self.using),
         ]
         return Report(fired, done, min((c for c in candidates if c), default=None))
@@ -168,10 +174,10 @@ class Scheduler:
         )
 
     def _wake_at(self, now: datetime) -> datetime:
-        next_tick = schedules.next_due_at(self.using)
+        next_tick = schedules.next_due_at(self.using, self._unplannable)
         if next_tick is None:
             return now + self.max_sleep
-        if next_tick <= now:  # due but not fired: another scheduler holds it, or it's broken
+        if next_tick <= now:  # due but not fired: another scheduler holds it
             return now + MIN_SLEEP
         return min(next_tick, now + self.max_sleep)
 

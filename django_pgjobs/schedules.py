@@ -273,14 +273,21 @@ class Fired:
 
 
 class InvalidSchedule(PgJobsError, ValueError):
-    """A stored schedule whose cron or timezone no longer parses (written around save())."""
+    """A stored schedule whose cron or timezone no longer parses (written around save()),
+    or that fails to plan in another way; ``schedule_id`` is its row's, when known."""
+
+    def __init__(self, message: str, schedule_id: int | None = None) -> None:
+        self.schedule_id = schedule_id
+        super().__init__(message)
 
 
-def next_due_at(using: str) -> datetime | None:
-    """The earliest planned tick of any enabled schedule."""
-    return (
-        Schedule.objects.using(using).filter(enabled=True).aggregate(at=Min("next_fire_at"))["at"]
-    )
+def next_due_at(using: str, unplannable: Iterable[int] = ()) -> datetime | None:
+    """The earliest planned tick of any enabled schedule, but those ``unplannable``: a
+    row that can't be planned stays due, and would be the earliest for good."""
+    rows = Schedule.objects.using(using).filter(enabled=True)
+    if unplannable:
+        rows = rows.exclude(pk__in=list(unplannable))
+    return rows.aggregate(at=Min("next_fire_at"))["at"]
 
 
 def fire_due(
@@ -312,12 +319,12 @@ def fire_due(
                     with transaction.atomic(using=using):
                         fired.extend(fire(schedule, now, using=using, grace=grace))
                 except InvalidSchedule as error:
-                    broken.append(error)
+                    broken.append(InvalidSchedule(str(error), schedule.pk))
                 except (OperationalError, InterfaceError):
                     raise  # the connection is gone: the loop retries
                 except Exception as error:  # a row no scheduler can use: not the others' fault
-                    what = f"{type(error).__name__}: {error}"
-                    broken.append(InvalidSchedule(f"schedule {schedule.name!r}: {what}"))
+                    what = f"schedule {schedule.name!r}: {type(error).__name__}: {error}"
+                    broken.append(InvalidSchedule(what, schedule.pk))
         if len(batch) < batch_size:
             return fired, broken
 
@@ -469,6 +476,16 @@ def prune_ticks(now: datetime, older_than: timedelta, using: str | None = None) 
     using = using or conf.get("DATABASE")
     deleted, _ = ScheduleTick.objects.using(using).filter(fired_at__lt=fired_before).delete()
     return deleted
+
+
+def plan_problem(schedule: Schedule) -> str | None:
+    """Why no scheduler can plan ``schedule`` (its cron or timezone no longer parses:
+    written around save()), or None."""
+    try:
+        schedule.cron_schedule()
+    except (InvalidCron, UnknownTimezone) as error:
+        return str(error)
+    return None
 
 
 def fire_times(schedule: Schedule, now: datetime, count: int = 5) -> list[datetime]:

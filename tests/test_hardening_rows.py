@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import pytest
 from django.db import IntegrityError, connection, transaction
 from django.urls import reverse
+from django.utils import timezone
 
 from django_pgjobs.api.tokens import issue
 from django_pgjobs.models import Connector, Job, Queue, Schedule, SchedulerProcess
@@ -308,6 +310,43 @@ def test_the_scheduler_goes_on_past_a_schedule_it_cant_plan(caplog):
     sql("UPDATE pgjobs_schedule SET next_fire_at = now() - interval '1 minute'")
     Scheduler(routines=[]).run_once()
     assert good.ticks.exists() and not broken.ticks.exists()
+
+
+def test_a_schedule_it_cant_plan_is_logged_once_and_wakes_the_scheduler_for_nothing(caplog):
+    """It stays due, and the loop slept MIN_SLEEP (0.5 s) between passes for it, for good:
+    now it sleeps until the next real tick (or MAX_SLEEP), trying it again on each pass."""
+    Schedule.objects.create(name="hourly", cron="0 * * * *", task=ADD, args=[1, 2])
+    broken = Schedule.objects.create(name="broken", cron="* * * * *", task=ADD, args=[1, 2])
+    sql("UPDATE pgjobs_schedule SET cron = 'not a cron' WHERE id = %s", [broken.pk])
+    sql("UPDATE pgjobs_schedule SET next_fire_at = now() - interval '1 minute' WHERE id = %s",
+        [broken.pk])  # fmt: skip
+    start = timezone.now()
+    clock = [start]
+    sleeps: list[float] = []
+    scheduler = Scheduler(routines=[], clock=lambda: clock[0])
+
+    def sleep_until(when: datetime) -> None:
+        sleeps.append((when - clock[0]).total_seconds())
+        clock[0] = max(clock[0], when)
+        if len(sleeps) == 4:
+            scheduler.request_stop()
+
+    scheduler.loop(sleep_until)
+    next_hour = Schedule.objects.get(name="hourly").next_fire_at
+    assert sleeps[0] == pytest.approx(min((next_hour - start).total_seconds(), 60))
+    assert min(sleeps) > 1, sleeps
+    errors = [r for r in caplog.records if r.levelname == "ERROR" and "'broken'" in r.message]
+    assert len(errors) == 1, [r.message for r in errors]
+    assert "not a cron" in errors[0].message
+
+
+def test_the_admin_says_which_schedule_cant_be_planned_and_why(admin_client):
+    broken = Schedule.objects.create(name="broken", cron="* * * * *", task=ADD, args=[1, 2])
+    sql("UPDATE pgjobs_schedule SET cron = 'not a cron' WHERE id = %s", [broken.pk])
+    listed = admin_client.get(reverse("admin:pgjobs_schedule_changelist")).content.decode()
+    page = admin_client.get(reverse("admin:pgjobs_schedule_change", args=[broken.pk]))
+    for html in (listed, page.content.decode()):
+        assert "can&#x27;t be planned: cron expression &#x27;not a cron&#x27; has 3 fields" in html
 
 
 # -- a row psycopg can't load, past the constraints ------------------------------------------

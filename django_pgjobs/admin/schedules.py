@@ -89,6 +89,9 @@ class ScheduleAdmin(OperatorAdmin):
     def next_fire(self, schedule: Schedule) -> str:
         if not schedule.enabled:
             return "disabled"
+        problem = schedules.plan_problem(schedule)
+        if problem:  # it stays due; the scheduler skips it until it is fixed
+            return f"can't be planned: {problem}"
         upcoming = schedule.next_fire_at or next(
             iter(fire_times(schedule, timezone.now(), 1)), None
         )
@@ -106,6 +109,9 @@ class ScheduleAdmin(OperatorAdmin):
     def next_fire_times(self, schedule: Schedule) -> str:
         if schedule.pk is None:
             return "shown once saved"
+        problem = schedules.plan_problem(schedule)
+        if problem:
+            return f"can't be planned: {problem}"
         times = fire_times(schedule, timezone.now())
         if not times:
             return "—"
