@@ -18,6 +18,7 @@ from urllib.parse import quote
 import pytest
 from django.db import connection
 from django.test import override_settings
+from django.urls import reverse
 
 from django_pgjobs import InvalidOption, Job, RetryAfter, Snooze, limits
 from django_pgjobs.api.tokens import issue
@@ -456,3 +457,38 @@ def test_without_time_zone_support_a_task_snoozes_until_a_naive_time(worker):
 def test_with_time_zone_support_a_naive_until_is_still_refused(later):
     with pytest.raises(InvalidOption, match="until must be timezone-aware"):
         later(until=TOKYO_NINE)
+
+
+# -- the admin's job pages read a job id by the same rule ------------------------------------
+
+
+def admin_job_url(text: str, view: str) -> str:
+    """A job's admin URL for ``text`` as the id, quoted as a browser sends it."""
+    return f"/admin/pgjobs/job/{quote(text, safe='')}/{view}/"
+
+
+@pytest.mark.parametrize("text", [text for text in NOT_IDS if text])
+def test_the_admins_job_pages_read_no_other_id(admin_client, job_id, text):
+    """Django read the id with int(): " 1 " and "+1" showed job 1's page, its history,
+    and the page that deletes it. Anything else than the id is what an id no job has
+    gets: the admin's "doesn't exist" redirect (404 where no admin URL matches)."""
+    unknown = admin_client.get(admin_job_url(str(limits.MAX_ID), "change"))
+    assert (unknown.status_code, unknown["Location"]) == (302, reverse("admin:index"))
+    for view in ("change", "history", "delete"):
+        assert admin_client.get(admin_job_url(job_id, view)).status_code == 200, view
+        answer = admin_client.get(admin_job_url(text.format(job_id), view))
+        assert (answer.status_code, answer.get("Location")) in [
+            (302, reverse("admin:index")), (404, None)
+        ], (view, answer.status_code)  # fmt: skip
+
+
+@pytest.mark.parametrize("text", ["+{}", "0{}", " {} ", "{}\n"])
+def test_the_admins_job_actions_take_no_other_id(admin_client, job_id, text):
+    """The retry and cancel URLs read "01" with int(), and a list action's selection
+    " 1 ": job 1 was cancelled."""
+    for view in ("retry", "cancel"):
+        answer = admin_client.post(admin_job_url(text.format(job_id), view))
+        assert answer.status_code in (302, 404) and answer.get("Location") != changelist()
+    data = {"action": "cancel_jobs", "index": 0, "_selected_action": [text.format(job_id)]}
+    admin_client.post(changelist(), data)
+    assert Job.objects.get(pk=job_id).state == JobState.AVAILABLE

@@ -22,12 +22,13 @@ from django.contrib.admin.views.main import (
     SEARCH_VAR,
     ChangeList,
 )
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet, TextField
 from django.db.models.fields.json import KT
 from django.db.models.functions import Cast, Left
 from django.db.models.lookups import Contains
 from django.http import (
+    Http404,
     HttpRequest,
     HttpResponse,
     HttpResponseNotAllowed,
@@ -320,14 +321,20 @@ class JobAdmin(OperatorAdmin):
         self, request: HttpRequest, object_id: str, from_field: str | None = None
     ) -> Job | None:
         """The job with no more than ``kept_errors.KEPT`` of its error records, however
-        many its row holds: its page is read-only, and the object is never saved."""
-        if "\x00" in object_id:
+        many its row holds: its page is read-only, and the object is never saved. None
+        (the admin's "doesn't exist") for text that is no job id (``limits.id_in_text``):
+        Django's to_python, int(), read " 1 " and "+1" as job 1."""
+        job_id = limits.id_in_text(object_id)
+        if job_id is None:
             return None
         queryset = kept_errors.bounded(self.get_queryset(request))
         try:
-            return kept_errors.kept(queryset.get(pk=Job._meta.pk.to_python(object_id)))
-        except (Job.DoesNotExist, ValidationError, ValueError):
+            return kept_errors.kept(queryset.get(pk=job_id))
+        except Job.DoesNotExist:
             return None
+
+    def _possible_pk(self, value: str) -> bool:
+        return limits.id_in_text(value) is not None  # a list action's selection, as above
 
     def change_view(
         self,
@@ -377,9 +384,10 @@ class JobAdmin(OperatorAdmin):
     def get_urls(self) -> list[URLPattern]:
         dashboard = DashboardViews(self)
         own = [
-            path("<int:job_id>/retry/", self.operator_view(self.retry_view, "change"),
+            # str, read by job_id_in_url: int read "01" as job 1.
+            path("<str:job_id>/retry/", self.operator_view(self.retry_view, "change"),
                  name="pgjobs_job_retry"),
-            path("<int:job_id>/cancel/", self.operator_view(self.cancel_view, "change"),
+            path("<str:job_id>/cancel/", self.operator_view(self.cancel_view, "change"),
                  name="pgjobs_job_cancel"),
             path("retry-discarded/", self.operator_view(self.retry_discarded_view, "change"),
                  name="pgjobs_job_retry_discarded"),
@@ -389,10 +397,11 @@ class JobAdmin(OperatorAdmin):
         ]  # fmt: skip
         return own + super().get_urls()
 
-    def retry_view(self, request: HttpRequest, job_id: int) -> HttpResponse:
-        job = self.get_queryset(request).filter(pk=job_id).first()
+    def retry_view(self, request: HttpRequest, job_id: str) -> HttpResponse:
+        pk = job_id_in_url(job_id)
+        job = self.get_queryset(request).filter(pk=pk).first()
         if job is None:
-            return self.gone(request, JobGone(job_id, JobState.AVAILABLE))
+            return self.gone(request, JobGone(pk, JobState.AVAILABLE))
         try:
             transitions.retry(job)
         except JobGone as gone:
@@ -408,10 +417,11 @@ class JobAdmin(OperatorAdmin):
             self.message_user(request, f"Job #{job.pk} will run again.", messages.SUCCESS)
         return HttpResponseRedirect(reverse("admin:pgjobs_job_change", args=[job.pk]))
 
-    def cancel_view(self, request: HttpRequest, job_id: int) -> HttpResponse:
-        job = self.get_queryset(request).filter(pk=job_id).first()
+    def cancel_view(self, request: HttpRequest, job_id: str) -> HttpResponse:
+        pk = job_id_in_url(job_id)
+        job = self.get_queryset(request).filter(pk=pk).first()
         if job is None:
-            return self.gone(request, JobGone(job_id, JobState.CANCELLED))
+            return self.gone(request, JobGone(pk, JobState.CANCELLED))
         before = job.state
         try:
             transitions.cancel(job)
@@ -526,6 +536,15 @@ def countable(request: HttpRequest) -> bool:
         elif name not in INDEXED_FILTERS and name not in NOT_FILTERS:
             return False
     return True
+
+
+def job_id_in_url(text: str) -> int:
+    """The job id an action's URL names (``limits.id_in_text``); else 404, as for a URL
+    that names no page."""
+    job_id = limits.id_in_text(text)
+    if job_id is None:
+        raise Http404(f"{limits.shown(text)} is not a job id")
+    return job_id
 
 
 def searched_id(term: str) -> int | None:
