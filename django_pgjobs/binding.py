@@ -27,7 +27,11 @@ class Binding:
 
     def __init__(self, func: Callable[..., Any]) -> None:
         self.name = getattr(func, "__qualname__", repr(func))
-        parameters = list(inspect.signature(func).parameters.values())
+        # The function's own parameters, not those of what it wraps: functools.wraps
+        # copies a wrapped function's name and __wrapped__, not what the wrapper passes
+        # it (a decorator may add an argument of its own), and a wrapper of
+        # (*args, **kwargs) is left unchecked rather than refused what it would take.
+        parameters = list(inspect.signature(func, follow_wrapped=False).parameters.values())
         kinds = {parameter.kind for parameter in parameters}
         positional = [p.name for p in parameters if p.kind in POSITIONAL]
         self.most = None if P.VAR_POSITIONAL in kinds else len(positional)

@@ -128,13 +128,13 @@ def _runner(django_task: Task) -> Callable[..., Any]:
 
 
 def _called_as(runner: Callable[..., Any], django_task: Task) -> Callable[..., Any]:
-    """``runner`` with the parameters a job's arguments bind to (binding.py): the task
-    function's, less the context that a ``takes_context`` task gets first."""
-    if django_task.takes_context:
-        with contextlib.suppress(TypeError, ValueError):  # no signature: none checked
-            signature = inspect.signature(django_task.func)
-            rest = list(signature.parameters.values())[1:]
-            runner.__signature__ = signature.replace(parameters=rest)  # type: ignore[attr-defined]
+    """``runner`` with the parameters a job's arguments bind to (binding.py, which reads
+    no further than a wrapper's own): the task function's, less the context that a
+    ``takes_context`` task gets first."""
+    with contextlib.suppress(TypeError, ValueError):  # no signature: none checked
+        signature = inspect.signature(django_task.func, follow_wrapped=False)
+        rest = list(signature.parameters.values())[1 if django_task.takes_context else 0 :]
+        runner.__signature__ = signature.replace(parameters=rest)  # type: ignore[attr-defined]
     return runner
 
 

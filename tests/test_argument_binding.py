@@ -4,13 +4,14 @@ function changed since) discarded at its first attempt, not retried to max_attem
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 
 import pytest
 from django.db import transaction
 
-from django_pgjobs import Job
+from django_pgjobs import Job, task
 from django_pgjobs.api.tokens import issue
 from django_pgjobs.binding import Binding
 from django_pgjobs.enqueue import JobSpec
@@ -125,3 +126,27 @@ def test_when_the_job_runs_what_a_worker_passes_in_is_required_too():
     Binding(gather).check([], {})
     with pytest.raises(InvalidArguments, match=re.escape("missing argument 'results' of gather()")):
         Binding(gather).check([], {}, enqueue=False)
+
+
+def with_session(func):
+    """A decorator that passes its function an argument of its own, as many do:
+    functools.wraps copies the name and __wrapped__, not the parameters a call binds to."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        return func("session", *args, **kwargs)
+
+    return wrapper
+
+
+@task
+@with_session
+def with_a_session(session, x):
+    return [session, x]
+
+
+def test_a_decorator_that_passes_its_own_argument_is_bound_as_the_wrapper(worker):
+    job = with_a_session.enqueue(x=1)
+    worker.drain()
+    job.refresh_from_db()
+    assert (job.state, job.result) == ("completed", ["session", 1])

@@ -323,3 +323,17 @@ def test_system_checks_report_a_missing_app_and_bad_queue_names(monkeypatch):
     assert [error.id for error in configured.check()] == ["pgjobs.E102"]
     monkeypatch.setattr(backend_module.apps, "is_installed", lambda name: False)
     assert "pgjobs.E101" in [error.id for error in configured.check()]
+
+
+@pytest.mark.parametrize(
+    ("django_task", "args", "problem"),
+    [
+        (django_tasks.add, [1, 2, 3], "add() takes at most 2 positional argument(s), got 3"),
+        (django_tasks.which_attempt, [1], "which_attempt() takes at most 0 positional"),
+    ],
+)
+def test_arguments_a_django_task_cant_bind_are_refused_at_enqueue(django_task, args, problem):
+    with pytest.raises(PayloadError) as refused:
+        django_task.enqueue(*args)
+    assert problem in str(refused.value)
+    assert not Job.objects.exists()
