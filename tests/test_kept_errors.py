@@ -3,6 +3,8 @@ and a row written by hand with any number of them is read as no more than that."
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from django.tasks import task_backends
 
@@ -107,3 +109,31 @@ def test_a_worker_runs_a_row_of_50000_records_and_cuts_it_back(worker):
     job = Job.objects.get(pk=pk)
     assert attempts(job) == [1, *range(49_983, 50_002)]
     assert job.meta["errors_dropped"] == 49_981
+
+
+@pytest.mark.parametrize(
+    ("errors", "meta", "kept", "meta_after"),
+    [
+        ("'{\"a\": 1}'", "'{}'", 2, {}),  # no array: appended to, never cut
+        ("'\"text\"'", "'{}'", 2, {}),
+        ("'null'", "'{}'", 2, {}),
+        (records(25), "'[1, 2]'", KEPT, {"errors_dropped": 6}),  # meta no object
+        (records(25), "'\"text\"'", KEPT, {"errors_dropped": 6}),
+        (records(25), '\'{"errors_dropped": "many"}\'', KEPT, {"errors_dropped": 6}),
+        (records(25), "'{\"errors_dropped\": -5}'", KEPT, {"errors_dropped": 6}),
+        (records(25), '\'{"errors_dropped": {"n": 1}}\'', KEPT, {"errors_dropped": 6}),
+        (records(25), "'{\"errors_dropped\": 1e400}'", KEPT, {"errors_dropped": 10**15}),
+        (records(25), "'{\"errors_dropped\": 2.5}'", KEPT, {"errors_dropped": 8}),
+        (records(25), "'{\"errors_dropped\": 1e-400}'", KEPT, {"errors_dropped": 6}),
+    ],
+)
+def test_an_append_to_a_row_of_odd_errors_or_meta_writes_a_whole_count(
+    errors, meta, kept, meta_after
+):
+    pk = insert_job(state="'discarded'", finished_at="now()", errors=errors, meta=meta)
+    sql("UPDATE pgjobs_job SET errors = errors || '[{\"attempt\": 99}]' WHERE id = %s", [pk])
+    (length, meta_text) = sql(
+        "SELECT jsonb_array_length(errors), meta::text FROM pgjobs_job WHERE id = %s", [pk]
+    )[0]
+    assert length == kept
+    assert json.loads(meta_text) == meta_after and "." not in meta_text, meta_text

@@ -17,9 +17,11 @@ DECLARE
     total integer := jsonb_array_length(NEW.errors);
     dropped numeric;
 BEGIN
+    -- A count written by hand may be anything: a number is cut to a whole one (2.5,
+    -- 1e-400 wrote 8.5 and a 400-digit decimal), within 0..1e15; else none so far.
     dropped := CASE
         WHEN jsonb_typeof(NEW.meta -> 'errors_dropped') = 'number'
-        THEN least(greatest((NEW.meta ->> 'errors_dropped')::numeric, 0), 1e15)
+        THEN least(greatest(trunc((NEW.meta ->> 'errors_dropped')::numeric), 0), 1e15)
         ELSE 0
     END;
     NEW.errors := jsonb_path_query_array(NEW.errors, '$[0, last - 18 to last]');
