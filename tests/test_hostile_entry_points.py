@@ -8,6 +8,7 @@ query or request is made.
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import socket
 import threading
@@ -492,3 +493,74 @@ def test_the_admins_job_actions_take_no_other_id(admin_client, job_id, text):
     data = {"action": "cancel_jobs", "index": 0, "_selected_action": [text.format(job_id)]}
     admin_client.post(changelist(), data)
     assert Job.objects.get(pk=job_id).state == JobState.AVAILABLE
+
+
+# -- POST /jobs/run's parameters in a JSON body ------------------------------------------------
+
+
+def run_with_body(client, body: bytes, content_type: str = "application/json", query: str = ""):
+    """POST /jobs/run with ``body``, one available job waiting: the answer, once
+    checked that the job was not run."""
+    job = Job.enqueue(ADD, [1, 1])
+    bearer = {"Authorization": "Bearer " + issue("ci", ["*"], can_run=True)[1]}
+    response = client.post(f"/jobs/run?{query}", body, content_type=content_type, headers=bearer)
+    assert Job.objects.get(pk=job.pk).state == JobState.AVAILABLE
+    return response
+
+
+def test_a_run_limit_in_a_json_body_is_applied(db, client):
+    """The view read the query string only: {"limit": 1} ran every due job, up to 10."""
+    jobs = [Job.enqueue(ADD, [1, n]) for n in range(3)]
+    bearer = {"Authorization": "Bearer " + issue("ci", ["*"], can_run=True)[1]}
+    body = {"limit": 1, "queue": ["default"], "status": "available", "max_seconds": 30}
+    response = client.post("/jobs/run", body, content_type="application/json", headers=bearer)
+    assert response.status_code == 200 and response.json()["ran"] == 1, response.json()
+    assert sorted(Job.objects.filter(pk__in=[j.pk for j in jobs]).values_list("state", flat=True)) \
+        == ["available", "available", "completed"]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"limit": "5"}, {"limit": True}, {"limit": 5.0}, {"limit": 0}, {"limit": 101},
+     {"limit": 10**30}, {"max_seconds": "1"}, {"max_seconds": 0}, {"max_seconds": False},
+     {"max_seconds": -1}, {"max_seconds": 10**30}, {"queue": 5}, {"queue": ["default", 5]},
+     {"status": ["done"]}, {"status": "available,done"}, {"limits": 5}],
+)  # fmt: skip
+def test_a_run_parameter_in_a_json_body_is_checked_as_in_the_query(db, client, body):
+    response = run_with_body(client, json.dumps(body).encode())
+    assert response.status_code == 400
+    assert list(response.json()["fields"]) == list(body), response.json()
+
+
+@pytest.mark.parametrize("raw", [b"[1]", b"1e400", b'{"max_seconds": 1e400}', b"{", b" "])
+def test_a_run_body_that_is_no_json_object_of_parameters_is_a_400(db, client, raw):
+    assert run_with_body(client, raw).status_code == 400
+
+
+@pytest.mark.parametrize("raw", [b"{}", b"null", b'{"limit": null}', b'{"queue": "default"}'])
+def test_a_run_body_without_a_number_takes_the_defaults(db, client, raw):
+    bearer = {"Authorization": "Bearer " + issue("ci", ["*"], can_run=True)[1]}
+    response = client.post("/jobs/run", raw, content_type="application/json", headers=bearer)
+    assert response.status_code == 200
+
+
+def test_a_run_parameter_in_the_query_and_the_body_is_a_400(db, client):
+    response = run_with_body(client, b'{"limit": 2}', query="limit=1")
+    assert response.status_code == 400
+    assert response.json()["fields"] == {
+        "limit": "given in both the query string and the body: give it once"
+    }
+
+
+def test_a_run_body_that_is_not_json_is_refused_saying_what_to_send(db, client):
+    """curl -d limit=5 sends a form: its limit was ignored, every due job ran."""
+    response = run_with_body(client, b"limit=5", "application/x-www-form-urlencoded")
+    assert response.status_code == 415
+    assert "application/json" in response.json()["message"]
+    assert "query string" in response.json()["message"]
+
+
+def test_a_run_body_over_the_upload_limit_is_a_413(db, client):
+    with override_settings(DATA_UPLOAD_MAX_MEMORY_SIZE=100):
+        response = run_with_body(client, json.dumps({"queue": "x" * 200}).encode())
+    assert response.status_code == 413

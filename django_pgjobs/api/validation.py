@@ -25,7 +25,9 @@ class Invalid(Exception):
         super().__init__(message)
 
 
-def parse_json_object(raw: bytes) -> dict[str, Any]:
+def parse_json_object(raw: bytes, *, null: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The JSON object ``raw`` holds; ``null`` (if given) for a body of JSON ``null``."""
+
     def no_constants(name: str) -> Any:
         raise ValueError(f"{name} is not valid JSON")
 
@@ -49,6 +51,8 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
         raise Invalid({"body": f"not valid JSON: {_said(problem)}"}) from None
     except RecursionError:
         raise Invalid({"body": "nested too deeply"}) from None
+    if body is None and null is not None:
+        return null
     if not isinstance(body, dict):
         raise Invalid({"body": "must be a JSON object"})
     return body
@@ -173,27 +177,30 @@ class RunRequest:
     max_seconds: float | None
 
 
-def parse_run(query: Mapping[str, str]) -> RunRequest:
+def parse_run(query: Mapping[str, str], body: Mapping[str, Any] | None = None) -> RunRequest:
+    """The parameters of a run, from the query string and a JSON object ``body`` (one
+    place each); a value of ``null`` in the body is one not given."""
+    body = {name: value for name, value in (body or {}).items() if value is not None}
     problems: dict[str, str] = {}
-    for name in sorted(set(query) - set(RUN_PARAMETERS)):
+    for name in sorted((set(query) | set(body)) - set(RUN_PARAMETERS)):
         problems[name] = f"unknown parameter; known: {', '.join(RUN_PARAMETERS)}"
-    queues = _names(query.get("queue"))
-    states = _names(query.get("status"))
-    if states and not set(states) <= set(CLAIMABLE):
-        problems["status"] = f"must be among {', '.join(sorted(CLAIMABLE))} (comma-separated)"
+    values: dict[str, Any] = {"queue": None, "status": None, "limit": 10, "max_seconds": None}
     for name in RUN_PARAMETERS:
-        if len(_all_of(query, name)) > 1:
-            problems[name] = "given more than once"
-    numbers: dict[str, Any] = {"limit": 10, "max_seconds": None}
-    for name, read in RUN_NUMBERS.items():
-        if query.get(name) is not None and name not in problems:
-            try:
-                numbers[name] = read(query[name])
-            except ValueError as problem:
-                problems[name] = str(problem)
+        given = _all_of(query, name)
+        try:
+            if len(given) > 1:
+                raise ValueError("given more than once")
+            if given and name in body:
+                raise ValueError("given in both the query string and the body: give it once")
+            if given:
+                values[name] = RUN_IN_QUERY[name](given[0])
+            elif name in body:
+                values[name] = RUN_IN_BODY[name](body[name])
+        except ValueError as problem:
+            problems[name] = str(problem)
     if problems:
         raise Invalid(problems)
-    return RunRequest(queues, states, numbers["limit"], numbers["max_seconds"])
+    return RunRequest(values["queue"], values["status"], values["limit"], values["max_seconds"])
 
 
 def _all_of(query: Mapping[str, str], name: str) -> list[str]:
@@ -218,14 +225,50 @@ def _in_query(
     return parse
 
 
-RUN_NUMBERS: dict[str, Callable[[str], Any]] = {
-    "limit": _in_query(_WHOLE, int, _integer(1, MAX_RUN_LIMIT), "an integer"),
-    "max_seconds": _in_query(_DECIMAL, float, _seconds, "a number of seconds (50, 0.5)"),
-}
-
-
 def _names(value: str | None) -> list[str] | None:
     if value is None:
         return None
     names = [name.strip() for name in value.split(",") if name.strip()]
     return names or None
+
+
+def _names_in_body(value: Any) -> list[str] | None:
+    """A JSON string of comma-separated names, as in the query string, or an array of them."""
+    if isinstance(value, str):
+        return _names(value)
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return _names(",".join(value))
+    what = "a string of comma-separated names or an array of strings"
+    raise ValueError(f"must be {what}, not {limits.shown(value)}")
+
+
+def _states(names: list[str] | None) -> list[str] | None:
+    if names and not set(names) <= set(CLAIMABLE):
+        raise ValueError(f"must be among {', '.join(sorted(CLAIMABLE))} (comma-separated)")
+    return names
+
+
+def _number_in_body(check: Callable[[Any], Any], what: str) -> Callable[[Any], Any]:
+    def parse(value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"must be {what}, not {limits.shown(value)}")
+        return check(value)
+
+    return parse
+
+
+_LIMIT = _integer(1, MAX_RUN_LIMIT)
+
+#: Each parameter of a run, read from the query string (text) and from a JSON body.
+RUN_IN_QUERY: dict[str, Callable[[str], Any]] = {
+    "queue": _names,
+    "status": lambda text: _states(_names(text)),
+    "limit": _in_query(_WHOLE, int, _LIMIT, "an integer"),
+    "max_seconds": _in_query(_DECIMAL, float, _seconds, "a number of seconds (50, 0.5)"),
+}
+RUN_IN_BODY: dict[str, Callable[[Any], Any]] = {
+    "queue": _names_in_body,
+    "status": lambda value: _states(_names_in_body(value)),
+    "limit": _number_in_body(_LIMIT, "a JSON integer"),
+    "max_seconds": _number_in_body(_seconds, "a JSON number of seconds (50, 0.5)"),
+}

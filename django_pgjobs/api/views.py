@@ -14,6 +14,7 @@ from typing import Any
 from django.core.exceptions import RequestDataTooBig
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http.multipartparser import MultiPartParserError
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -200,7 +201,23 @@ def job_detail(request: HttpRequest, token: ApiToken, job_id: str) -> HttpRespon
 @transaction.non_atomic_requests  # each claim and outcome commits on its own, as in a worker
 @api_view("POST", "can_run")
 def run(request: HttpRequest, token: ApiToken) -> HttpResponse:
-    wanted = parse_run(request.GET)
+    try:
+        body = request.body
+    except RequestDataTooBig:
+        return error(
+            413, "payload_too_large", "the request body is over DATA_UPLOAD_MAX_MEMORY_SIZE"
+        )
+    # The parameters come in the query string or a JSON object: a body of another kind
+    # (curl -d limit=5 sends a form) was ignored, and every due job ran.
+    in_json = bool(body) and request.content_type == "application/json"
+    if body and not in_json and not _empty_form(request):
+        return error(
+            415,
+            "unsupported_media_type",
+            "send the parameters in the query string, or in the body as a JSON object "
+            "(Content-Type: application/json)",
+        )
+    wanted = parse_run(request.GET, parse_json_object(body, null={}) if in_json else None)
     scopes = names_in(token.queues)
     names = wanted.queues or (None if "*" in scopes else scopes)
     if names == []:
@@ -235,6 +252,16 @@ def run(request: HttpRequest, token: ApiToken) -> HttpResponse:
             ],
         }
     )
+
+
+def _empty_form(request: HttpRequest) -> bool:
+    """Whether the body is a form without a field (what some clients send for "no body")."""
+    if request.content_type not in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        return False
+    try:
+        return not request.POST and not request.FILES
+    except MultiPartParserError:
+        return False
 
 
 def openapi(request: HttpRequest) -> HttpResponse:
