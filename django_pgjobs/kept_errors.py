@@ -55,3 +55,15 @@ def dropped(job: Any) -> int:
     if isinstance(count, bool) or not isinstance(count, int | float) or count != count:
         return 0
     return int(max(0, min(count, 10**15)))
+
+
+def not_kept(job: Any) -> int:
+    """How many of the job's error records ``errors`` leaves out: dropped by the database
+    (meta.errors_dropped), or past ``KEPT`` in a row written by hand and not read
+    through ``bounded``."""
+    counted = getattr(job, "errors_not_kept", None)
+    if counted is not None:
+        return counted
+    errors = job.errors
+    past = len(errors) - KEPT if isinstance(errors, list) else 0
+    return dropped(job) + max(past, 0)

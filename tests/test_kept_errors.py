@@ -3,9 +3,11 @@ and a row written by hand with any number of them is read as no more than that."
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
+from django.core.management import call_command
 from django.tasks import task_backends
 
 from django_pgjobs import Job
@@ -137,3 +139,19 @@ def test_an_append_to_a_row_of_odd_errors_or_meta_writes_a_whole_count(
     )[0]
     assert length == kept
     assert json.loads(meta_text) == meta_after and "." not in meta_text, meta_text
+
+
+def test_the_show_command_of_a_row_of_50000_records_prints_the_first_and_the_latest(
+    fifty_thousand,
+):
+    out = io.StringIO()
+    call_command("pgjobs", "show", str(fifty_thousand.pk), stdout=out)
+    text = out.getvalue()
+    assert len(text) < 100_000, len(text)
+    assert text.count("\nattempt ") == KEPT
+    assert "attempt 1 at" in text and "attempt 50000 at" in text
+    assert "49,980 more error records not kept" in text
+    out = io.StringIO()
+    call_command("pgjobs", "show", str(fifty_thousand.pk), "--json", stdout=out)
+    shown = json.loads(out.getvalue())
+    assert len(shown["errors"]) == KEPT and shown["errors_not_kept"] == 49_980

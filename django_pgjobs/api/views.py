@@ -94,7 +94,7 @@ def job_json(job: Job) -> dict[str, Any]:
         "finished_at": when(job.finished_at),
         "result": job.result,
         "errors": errors_json(job.errors),
-        "errors_not_kept": errors_not_kept(job),
+        "errors_not_kept": kept_errors.not_kept(job),
         "unique_key": job.unique_key,
         "connector": job.connector,
         "timeout": job.timeout,
@@ -117,17 +117,6 @@ def errors_json(errors: Any) -> Any:
         else record
         for record in errors
     ]
-
-
-def errors_not_kept(job: Job) -> int:
-    """How many of the job's error records ``errors`` leaves out: dropped by the database
-    (meta.errors_dropped), or past ``kept_errors.KEPT`` in a row written by hand."""
-    counted = getattr(job, "errors_not_kept", None)
-    if counted is not None:
-        return counted
-    errors = job.errors
-    past = len(errors) - kept_errors.KEPT if isinstance(errors, list) else 0
-    return kept_errors.dropped(job) + max(past, 0)
 
 
 @api_view("POST", "can_enqueue")

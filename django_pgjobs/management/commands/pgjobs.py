@@ -26,6 +26,7 @@ from django_pgjobs import (
     conf,
     health,
     housekeeping,
+    kept_errors,
     queues,
     schedules,
     stats,
@@ -199,7 +200,7 @@ class Command(BaseCommand):
             self.say(f"(the newest {limit}; --limit shows more)")
 
     def do_show(self) -> None:
-        job = self.get_job(parse_ids([self.options["id"]])[0])
+        job = self.get_job(parse_ids([self.options["id"]])[0], shown=True)
         details = job_details(job)
         if self.emit(details):
             return
@@ -209,7 +210,12 @@ class Command(BaseCommand):
                 self.say(f"{key + ':':<22}{_plain(value)}")
         for key in structured:
             self.say(f"{key + ':':<22}{_printable(json.dumps(details[key], default=str))}")
-        for error in details["errors"]:
+        for index, error in enumerate(details["errors"]):
+            if index == 1 and details["errors_not_kept"]:  # where they were
+                count = details["errors_not_kept"]
+                noun = "record" if count == 1 else "records"
+                self.say(f"\n({count:,} more error {noun} not kept: a job keeps its first")
+                self.say(f"and its latest {kept_errors.KEPT - 1})")
             self.say(
                 f"\nattempt {_plain(error.get('attempt'))} at {_plain(error.get('at'))}: "
                 f"{_plain(error.get('error'))}"
@@ -392,11 +398,14 @@ class Command(BaseCommand):
             before=o["before"],
         )
 
-    def get_job(self, job_id: int) -> Job:
-        job = Job.objects.using(_db()).filter(pk=job_id).first()
+    def get_job(self, job_id: int, *, shown: bool = False) -> Job:
+        """The job ``job_id``; ``shown``: to print, with its first and latest error
+        records only, however many its row holds (kept_errors), never to save."""
+        jobs = Job.objects.using(_db())
+        job = (kept_errors.bounded(jobs) if shown else jobs).filter(pk=job_id).first()
         if job is None:
             raise CommandError(f"no job with id {job_id}", returncode=1)
-        return job
+        return kept_errors.kept(job)
 
     def confirm(self, question: str) -> bool:
         self.stderr.write(f"{question} [y/N] ", ending="")
@@ -457,6 +466,7 @@ def job_details(job: Job) -> dict[str, Any]:
         "meta": job.meta,
         "result": job.result,
         "errors": [error if isinstance(error, dict) else {"error": error} for error in errors],
+        "errors_not_kept": kept_errors.not_kept(job),
     }
 
 
