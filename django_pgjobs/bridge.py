@@ -38,6 +38,7 @@ from .compat import (
     task_started,
 )
 from .context import current_job
+from .limits import shown
 from .states import JobState
 from .tasks import task as pgjobs_task
 
@@ -173,10 +174,11 @@ def result_from_job(job: Job, django_task: Task, alias: str) -> TaskResult:
         started_at=job.attempted_at,
         last_attempted_at=job.attempted_at,
         finished_at=job.finished_at,
-        args=list(job.args),
-        kwargs=dict(job.kwargs),
+        # A row written by SQL may hold any JSON: what is no array or object reads as none.
+        args=list(job.args) if isinstance(job.args, list) else [],
+        kwargs=dict(job.kwargs) if isinstance(job.kwargs, dict) else {},
         backend=alias,
-        errors=[_task_error(record) for record in job.errors],
+        errors=[_task_error(record) for record in _records(job.errors)],
         worker_ids=_worker_ids(job),
     )
     if status == TaskResultStatus.SUCCESSFUL:
@@ -184,16 +186,24 @@ def result_from_job(job: Job, django_task: Task, alias: str) -> TaskResult:
     return result
 
 
+def _records(errors: Any) -> list[dict[str, Any]]:
+    """A job's error records as objects, however its row holds them (as the admin's
+    timeline reads them): a value that is no list is one record, one no object its text."""
+    records = errors if isinstance(errors, list) else [errors] if errors else []
+    return [r if isinstance(r, dict) else {"error": shown(r, 2_000)} for r in records]
+
+
 def _task_error(record: dict[str, Any]) -> TaskError:
+    traceback = record.get("traceback", "")
     return TaskError(
         exception_class_path=exception_class_path(record),
-        traceback=record.get("traceback", ""),
+        traceback=traceback if isinstance(traceback, str) else shown(traceback, 2_000),
     )
 
 
 def exception_class_path(record: dict[str, Any]) -> str:
     """The dotted path of the exception class of one ``Job.errors`` record."""
-    if record.get("exception_class"):
+    if record.get("exception_class") and isinstance(record["exception_class"], str):
         return record["exception_class"]
     # Records without it (written by rescue.sql, or before it was kept) start
     # with the class name: "ValueError: message", "WorkerLost: worker 7 ...".

@@ -296,6 +296,33 @@ def test_get_result_reads_only_an_id_as_result_id_gives_it(db, result_id):
 
 
 @pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("errors", '{"a": 1}'),
+        ("errors", '"text"'),
+        ("errors", "null"),
+        ("errors", "5"),
+        ("errors", '[1, "x", null, [2], {"exception_class": [1], "traceback": {"t": 1}}]'),
+        ("args", '{"a": 1}'),
+        ("args", "7"),
+        ("kwargs", "[1, 2]"),
+        ("kwargs", '"text"'),
+    ],
+)
+def test_get_result_of_a_row_of_odd_json_is_a_result(db, column, value):
+    """A row written by SQL with errors that are no list of objects, args no array or
+    kwargs no object: get_result raised AttributeError or TypeError."""
+    job = django_add.enqueue(1, 2)
+    sql(f"UPDATE pgjobs_job SET {column} = %s::jsonb WHERE id = %s",
+        [value, int(job.id)])  # fmt: skip
+    result = task_backends["default"].get_result(job.id)
+    assert result.id == job.id
+    assert all(isinstance(error.traceback, str) for error in result.errors)
+    assert all(isinstance(error.exception_class_path, str) for error in result.errors)
+    assert isinstance(result.args, list) and isinstance(result.kwargs, dict)
+
+
+@pytest.mark.parametrize(
     "run_after",
     [
         datetime(1, 1, 1, tzinfo=UTC),
