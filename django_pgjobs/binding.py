@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -26,7 +27,7 @@ class Binding:
     The messages are those of a typed task's signature (typed.Signature.parse)."""
 
     def __init__(self, func: Callable[..., Any]) -> None:
-        self.name = getattr(func, "__qualname__", repr(func))
+        self.name = _name(func)
         # The function's own parameters, not those of what it wraps: functools.wraps
         # copies a wrapped function's name and __wrapped__, not what the wrapper passes
         # it (a decorator may add an argument of its own), and a wrapper of
@@ -93,3 +94,13 @@ class Binding:
             else:
                 problem = f"{self.name}() has no parameter {name!r}"
             raise InvalidArguments(f"{where}: {problem}", field=where)
+
+
+def _name(func: Callable[..., Any]) -> str:
+    """What a refusal calls ``func``: its qualified name, or its class's, never its repr
+    (a partial's or an instance's shows the values it holds, a secret among them, and
+    the refusal goes to an HTTP client and into the job's error)."""
+    while isinstance(func, functools.partial):
+        func = func.func
+    name = getattr(func, "__qualname__", None)
+    return name if isinstance(name, str) else type(func).__qualname__

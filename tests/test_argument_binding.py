@@ -150,3 +150,34 @@ def test_a_decorator_that_passes_its_own_argument_is_bound_as_the_wrapper(worker
     worker.drain()
     job.refresh_from_db()
     assert (job.state, job.result) == ("completed", ["session", 1])
+
+
+def send(to, *, api_key):
+    return to
+
+
+class Client:
+    def __init__(self, api_key):
+        self.api_key = api_key
+
+    def __repr__(self):
+        return f"Client(api_key={self.api_key!r})"
+
+    def __call__(self, to):
+        return to
+
+
+@pytest.mark.parametrize(
+    ("func", "name"),
+    [
+        (functools.partial(send, api_key="sk-live-secret"), "send"),
+        (Client("sk-live-secret"), "Client"),
+    ],
+)
+def test_a_refusal_names_the_function_never_shows_its_repr(func, name):
+    """A partial's repr, or an instance's, shows the values it holds: a secret among
+    them went into the refusal (the HTTP API's 400) and the job's error."""
+    with pytest.raises(InvalidArguments) as refused:
+        Binding(func).check([1, 2], {})
+    assert "sk-live-secret" not in str(refused.value)
+    assert f"{name}() takes at most 1 positional" in str(refused.value)
