@@ -57,6 +57,8 @@ def drain(jobs: int, batch: int, held: int = 0) -> dict[str, float]:
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
         pid = cursor.fetchone()[0]
+        # The held jobs' claim counted too, not left pending in this backend's stats.
+        cursor.execute("SELECT pg_stat_force_next_flush()")
         cursor.execute(
             "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'pgjobs_job'"
         )
