@@ -13,6 +13,7 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from urllib.parse import quote
 
@@ -180,15 +181,34 @@ def test_a_method_that_is_a_token_is_sent_upper_cased(db, http_peer, method):
 # -- the http connector's timeout bounds the whole request ----------------------------------
 
 
-class TricklingPeer:
-    """An HTTP server on 127.0.0.1 that answers ``at_once``, then ``trickled`` a byte
-    each ``pause`` seconds: never silent as long as one read's timeout."""
+def ended(action: Callable[[], object], what: str) -> dict[str, object]:
+    """Run ``action`` on a thread, waited on with a deadline of 8 s: ``error``, what it
+    raised (None: it returned), and ``seconds``, how long it took."""
+    outcome: dict[str, object] = {}
 
-    def __init__(self, at_once: bytes, trickled: bytes, pause: float) -> None:
-        self.at_once, self.trickled, self.pause = at_once, trickled, pause
+    def call() -> None:
+        started = time.monotonic()
+        try:
+            action()
+            outcome["error"] = None
+        except Exception as error:  # the test looks at what it was
+            outcome["error"] = error
+        outcome["seconds"] = time.monotonic() - started
+
+    threading.Thread(target=call, daemon=True).start()
+    assert wait_until(lambda: "seconds" in outcome, 8), f"{what} after 8 s"
+    return outcome
+
+
+class LocalPeer:
+    """A server on 127.0.0.1 for one connection, which ``talk`` serves on a thread of
+    its own; ``trickle`` sends bytes one at a time until ``close``."""
+
+    def __init__(self, pause: float) -> None:
+        self.pause = pause
         self.stop = threading.Event()
         self.listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/hook"
+        self.port = self.listener.getsockname()[1]
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
 
@@ -196,17 +216,38 @@ class TricklingPeer:
         with contextlib.suppress(OSError):
             peer, _ = self.listener.accept()
             with peer:
-                _read_request(peer)  # all of it: a close with bytes unread sends a reset
-                peer.sendall(self.at_once)
-                for byte in self.trickled:
-                    if self.stop.wait(self.pause):
-                        return
-                    peer.sendall(bytes([byte]))
+                self.talk(peer)
+
+    def talk(self, peer: socket.socket) -> None:
+        raise NotImplementedError
+
+    def trickle(self, peer: socket.socket, data: bytes) -> bool:
+        """Send ``data`` a byte each ``pause`` seconds; False if closed meanwhile."""
+        for byte in data:
+            if self.stop.wait(self.pause):
+                return False
+            peer.sendall(bytes([byte]))
+        return True
 
     def close(self) -> None:
         self.stop.set()
         self.listener.close()
         self.thread.join(10)
+
+
+class TricklingPeer(LocalPeer):
+    """An HTTP server that answers ``at_once``, then ``trickled`` a byte each ``pause``
+    seconds: never silent as long as one read's timeout."""
+
+    def __init__(self, at_once: bytes, trickled: bytes, pause: float) -> None:
+        self.at_once, self.trickled = at_once, trickled
+        super().__init__(pause)
+        self.url = f"http://127.0.0.1:{self.port}/hook"
+
+    def talk(self, peer: socket.socket) -> None:
+        _read_request(peer)  # all of it: a close with bytes unread sends a reset
+        peer.sendall(self.at_once)
+        self.trickle(peer, self.trickled)
 
 
 def _read_request(peer: socket.socket) -> None:
@@ -237,18 +278,7 @@ def test_a_peer_trickling_its_answer_is_cut_off_at_the_connectors_timeout(db, at
     try:
         ConnectorFactory(name="slow", config={"url": peer.url, "timeout": 0.5})
         connector = get_connector("slow")
-        outcome: dict[str, object] = {}
-
-        def call() -> None:
-            started = time.monotonic()
-            try:
-                connector.request({"a": 1})
-            except Exception as error:  # the test looks at what it was
-                outcome["error"] = error
-            outcome["seconds"] = time.monotonic() - started
-
-        threading.Thread(target=call, daemon=True).start()
-        assert wait_until(lambda: "seconds" in outcome, 8), "still reading after 8 s"
+        outcome = ended(lambda: connector.request({"a": 1}), "still reading")
         assert isinstance(outcome.get("error"), ConnectorError), outcome
         assert "within the timeout (0.5 s)" in str(outcome["error"])
         assert outcome["seconds"] < 2.5
@@ -304,21 +334,11 @@ def answer_of(peer: TricklingPeer) -> Exception | None:
     """What a request to ``peer`` raised (None: it returned), waited on with a deadline."""
     ConnectorFactory(name="peer", config={"url": peer.url, "timeout": 5})
     connector = get_connector("peer")
-    outcome: dict[str, Exception | None] = {}
-
-    def call() -> None:
-        try:
-            connector.request({"a": 1}, check=False)
-            outcome["error"] = None
-        except Exception as error:  # the test looks at what it was
-            outcome["error"] = error
-
-    threading.Thread(target=call, daemon=True).start()
     try:
-        assert wait_until(lambda: "error" in outcome, 8), "no answer after 8 s"
+        outcome = ended(lambda: connector.request({"a": 1}, check=False), "no answer")
     finally:
         peer.close()
-    return outcome["error"]
+    return outcome["error"]  # type: ignore[return-value]
 
 
 @pytest.mark.parametrize("status", [b"200 OK", b"500 Internal Server Error"])
@@ -354,38 +374,24 @@ def test_an_answer_that_is_not_http_is_a_connector_error(db, answer, why):
 # -- the smtp connector's timeout bounds the whole exchange ------------------------------------
 
 
-class TricklingSmtpPeer:
-    """An SMTP-ish server on 127.0.0.1: ``answers[0]`` as its greeting, then one answer
-    per command line; ``answers[slow]`` goes a byte each ``pause`` seconds."""
+class TricklingSmtpPeer(LocalPeer):
+    """An SMTP-ish server: ``answers[0]`` as its greeting, then one answer per command
+    line; ``answers[slow]`` goes a byte each ``pause`` seconds."""
 
     def __init__(self, answers: list[bytes], slow: int, pause: float) -> None:
-        self.answers, self.slow, self.pause = answers, slow, pause
-        self.stop = threading.Event()
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
+        self.answers, self.slow = answers, slow
+        super().__init__(pause)
 
-    def _serve(self) -> None:
-        with contextlib.suppress(OSError):
-            peer, _ = self.listener.accept()
-            with peer, peer.makefile("rb") as commands:
-                peer.settimeout(10)
-                for index, answer in enumerate(self.answers):
-                    if index:
-                        commands.readline()
-                    if index != self.slow:
-                        peer.sendall(answer)
-                        continue
-                    for byte in answer:
-                        if self.stop.wait(self.pause):
-                            return
-                        peer.sendall(bytes([byte]))
-
-    def close(self) -> None:
-        self.stop.set()
-        self.listener.close()
-        self.thread.join(10)
+    def talk(self, peer: socket.socket) -> None:
+        with peer.makefile("rb") as commands:
+            peer.settimeout(10)
+            for index, answer in enumerate(self.answers):
+                if index:
+                    commands.readline()
+                if index != self.slow:
+                    peer.sendall(answer)
+                elif not self.trickle(peer, answer):
+                    return
 
 
 SMTP_ANSWERS = [
@@ -407,21 +413,12 @@ def test_an_smtp_peer_trickling_is_cut_off_at_the_connectors_timeout(db, operati
         config = {"host": "127.0.0.1", "port": peer.port, "timeout": 0.5}
         ConnectorFactory(name="slowmail", kind="smtp", config=config)
         connector = get_connector("slowmail")
-        outcome: dict[str, object] = {}
-
-        def call() -> None:
-            started = time.monotonic()
-            try:
-                if operation == "test":
-                    connector.test()
-                else:
-                    connector.send_mail("subject", "body", "to@example.com")
-            except Exception as error:  # the test looks at what it was
-                outcome["error"] = error
-            outcome["seconds"] = time.monotonic() - started
-
-        threading.Thread(target=call, daemon=True).start()
-        assert wait_until(lambda: "seconds" in outcome, 8), "still talking after 8 s"
+        if operation == "test":
+            outcome = ended(connector.test, "still talking")
+        else:
+            outcome = ended(
+                lambda: connector.send_mail("subject", "body", "to@example.com"), "still talking"
+            )
         assert isinstance(outcome.get("error"), ConnectorError), outcome
         assert str(outcome["error"]) == (
             f"SMTP 127.0.0.1:{peer.port}: no whole exchange within the timeout (0.5 s)"
