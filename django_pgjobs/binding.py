@@ -75,7 +75,8 @@ class Binding:
                 self._refuse_keyword(kwargs, self.bound[index])
         missing = (self.missing_at_enqueue if enqueue else self.missing)[index]
         for name in missing:
-            if name not in kwargs:
+            # A positional-only one named in kwargs went to **kwargs, not to it.
+            if name not in kwargs or name in self.positional_only:
                 raise InvalidArguments(
                     f"args: missing argument {name!r} of {self.name}()", field="args"
                 )

@@ -98,6 +98,9 @@ def keyword_only(a, /, b, *, c, d=4): ...
 def gather(results, *rest, **options): ...
 
 
+def only_and_options(a, /, **options): ...
+
+
 @pytest.mark.parametrize(
     ("func", "args", "kwargs", "problem"),
     [
@@ -108,6 +111,8 @@ def gather(results, *rest, **options): ...
         (keyword_only, [1, 2, 3], {"c": 3}, "takes at most 2 positional"),
         (keyword_only, [1, 2], {"c": 3, 5: 1}, "keyword names must be strings"),
         (gather, [1, 2, 3], {"x": 1}, None),
+        (only_and_options, [], {"a": 1}, "missing argument 'a'"),  # goes to **options
+        (only_and_options, [1], {"a": 2}, None),
         (gather, [1], {"results": 2}, "'results' is given in args as well"),
     ],
 )
