@@ -210,6 +210,38 @@ def test_a_filter_matching_more_than_a_page_is_paged_and_estimated(admin_client,
     assert not last.context["cl"].paginator.is_estimate
 
 
+def test_uncounted_the_list_and_its_tabs_are_estimated_in_one_statement(admin_client, monkeypatch):
+    monkeypatch.setattr(job_admin.JobAdmin, "list_per_page", 2)
+    JobFactory.create_batch(4, completed=True, args=["needle"])
+    JobFactory(discarded=True, args=["needle"])
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE pgjobs_job")
+    with CaptureQueriesContext(connection) as queries:
+        response = admin_client.get(changelist(), {"q": "needle"})
+    explained = [q for q in queries.captured_queries if q["sql"].startswith("EXPLAIN")]
+    assert len(explained) == 1 and no_count_of_rows(queries)
+    cl = response.context["cl"]
+    # More than a page: the list's estimate is its tabs' (at least what it has seen).
+    estimated = sum(tally.value for tally in tabs(response).values())
+    assert cl.paginator.is_estimate and cl.result_count == max(estimated, 3)
+
+
+def test_state_estimates_are_the_planners_per_state():
+    JobFactory.create_batch(30, completed=True, task="testproject.demo.tasks.record")
+    JobFactory.create_batch(10, discarded=True)
+    JobFactory.create_batch(5, completed=True)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE pgjobs_job")
+    for jobs in (Job.objects.filter(task="testproject.demo.tasks.record"),
+                 Job.objects.filter(args__contains=["x"]), Job.objects.none()):  # fmt: skip
+        asked = stats.estimates([jobs.filter(state=state) for state in JobState])
+        found = stats.state_estimates(jobs)
+        assert all(not tally.exact for tally in found.values())
+        for state, planner in zip(JobState.values, asked, strict=True):
+            # Its arithmetic (the filter and the state independent), up to rounding.
+            assert abs(found[state].value - planner) <= max(1, planner // 100), state
+
+
 @pytest.mark.parametrize("page", ["99", "0", "-1", "x", "9" * 30])
 def test_pages_past_the_end_or_no_page_answer_cleanly(admin_client, page):
     JobFactory.create_batch(3)

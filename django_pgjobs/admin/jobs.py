@@ -150,9 +150,10 @@ class JobAdmin(OperatorAdmin):
         counted = countable(request)
         # Unfiltered by state, the list's count is the sum of the tabs' (one statement
         # for all eight): a count of all jobs, or of a queue's, reads the table itself.
+        # Uncounted, the tabs' estimates are the list's too: one EXPLAIN, not two.
         per_state = None
-        if counted and StateFilter.parameter_name not in request.GET:
-            per_state = stats.state_tallies(queryset)
+        if StateFilter.parameter_name not in request.GET:
+            per_state = stats.state_tallies(queryset, counted=counted)
         return EstimatingPaginator(
             queryset, per_page, orphans, allow_empty_first_page,
             countable=counted, number=number, per_state=per_state,

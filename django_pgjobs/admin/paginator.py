@@ -32,8 +32,8 @@ class EstimatingPaginator(Paginator):
     limit included, even where the list is counted: an OFFSET reads every row before
     the page, and the last page of ten million completed jobs took 8 s.
 
-    ``per_state``: the list's tallies per state, already counted for its tabs; the
-    count is their sum.
+    ``per_state``: the list's tallies per state, already counted (or, uncountable,
+    estimated) for its tabs; the count (or the estimate) is their sum.
     """
 
     def __init__(
@@ -88,17 +88,21 @@ class EstimatingPaginator(Paginator):
 
     @cached_property
     def tally(self) -> Tally:
-        if self.per_state is not None:
+        if self.countable:
+            if self.per_state is None:
+                return stats.tally(self.object_list)
             parts = self.per_state.values()
             return Tally(sum(t.value for t in parts), exact=all(t.exact for t in parts))
-        if self.countable:
-            return stats.tally(self.object_list)
         ids, start = self.page_ids or [], self.start
         if (ids and len(ids) <= self.per_page) or (not ids and start == 0 and not self.timed_out):
             return Tally(start + len(ids))  # this page is the last: everything is known
         # More than this page (or a page past the end): at least what was seen.
         least = start + len(ids)
-        return Tally(max(stats.estimate(self.object_list), least), exact=False)
+        if self.per_state is None:
+            estimate = stats.estimate(self.object_list)
+        else:
+            estimate = sum(t.value for t in self.per_state.values())
+        return Tally(max(estimate, least), exact=False)
 
     @property
     def past_the_end(self) -> bool:
