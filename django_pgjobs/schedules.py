@@ -38,7 +38,7 @@ from .models import (
     ScheduleTick,
 )
 from .states import FINISHED, JobState
-from .tasks import get_task
+from .tasks import Task, get_task
 
 logger = logging.getLogger(__name__)
 
@@ -164,13 +164,22 @@ def check_job_fields(schedule: Schedule, *, offline: bool = False) -> None:
         errors["kwargs"] = problem
     if not errors and (problem := _payload_problem(schedule.args, schedule.kwargs)):
         errors[NON_FIELD_ERRORS] = problem
-    if not errors and registered is not None and registered.signature is not None:
-        try:  # what a typed task's enqueue checks: the same words, on args or kwargs
-            registered.signature.dump(schedule.args, schedule.kwargs)
+    if not errors and registered is not None:
+        try:  # what enqueue checks of the arguments: the same words, on args or kwargs
+            _check_arguments(registered, schedule.args, schedule.kwargs)
         except PayloadError as error:
             errors["kwargs" if (error.field or "").startswith("kwargs") else "args"] = str(error)
     if errors:
         raise ValidationError(errors)
+
+
+def _check_arguments(registered: Task[Any, Any], args: list[Any], kwargs: dict[str, Any]) -> None:
+    """InvalidArguments if the arguments don't fit the task: a typed one's signature,
+    or a plain one's parameters (every tick of it would enqueue nothing)."""
+    if registered.signature is not None:
+        registered.signature.dump(args, kwargs)
+    elif registered.binding is not None:
+        registered.binding.check(args, kwargs)
 
 
 def _payload_problem(args: Any, kwargs: Any) -> str | None:

@@ -9,6 +9,7 @@ import json
 import re
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from django_pgjobs import Job, task
@@ -17,6 +18,7 @@ from django_pgjobs.binding import Binding
 from django_pgjobs.enqueue import JobSpec
 from django_pgjobs.exceptions import InvalidArguments
 from testproject.demo.tasks import add, total
+from tests.factories import ScheduleFactory
 from tests.test_hardening_rows import insert_job
 
 pytestmark = pytest.mark.django_db
@@ -186,3 +188,17 @@ def test_a_refusal_names_the_function_never_shows_its_repr(func, name):
         Binding(func).check([1, 2], {})
     assert "sk-live-secret" not in str(refused.value)
     assert f"{name}() takes at most 1 positional" in str(refused.value)
+
+
+def test_a_schedule_whose_arguments_dont_bind_is_refused_on_the_field(admin_client):
+    """Every tick of it enqueued nothing (InvalidArguments): refused when saved instead,
+    on the form's field, as a typed task's schedule is."""
+    schedule = ScheduleFactory.build(task=ADD, args=[1, 2, 3])
+    with pytest.raises(ValidationError) as refused:
+        schedule.full_clean()
+    assert "takes at most 2 positional argument(s), got 3" in refused.value.message_dict["args"][0]
+    schedule = ScheduleFactory.build(task=ADD, args=[1], kwargs={"c": 3})
+    with pytest.raises(ValidationError) as refused:
+        schedule.full_clean()
+    assert "add() has no parameter 'c'" in refused.value.message_dict["kwargs"][0]
+    ScheduleFactory.build(task=ADD, args=[1], kwargs={"b": 3}).full_clean()
