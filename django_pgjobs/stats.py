@@ -4,7 +4,8 @@ Everything here must stay cheap on a table of millions of jobs, because the
 admin runs it on every page load and the dashboard every few seconds:
 
 - counts stop at a cap and fall back to the planner's estimate past it, and a
-  count found past its cap is not run again for OVER_CAP_SECONDS (estimated);
+  count found past its cap is not run again for OVER_CAP_SECONDS (estimated), and
+  one the planner expects past ESTIMATE_PAST is not run at all;
 - grouped counts only touch states that have an index to count from;
 - time windows read the indexes on ``finished_at`` and ``state``, and the
   dashboard's hour at most PER_SLICE finished jobs per SLICE_SECONDS (estimating
@@ -98,7 +99,9 @@ def tallies(
     A page's eight tallies were eight round trips and eight plannings before.
     A count that came out past its cap is not run again for OVER_CAP_SECONDS (by
     ``clock``, seconds; ``time.monotonic``), nor estimated again: its estimate of then
-    is the tally straight away.
+    is the tally straight away. A count the planner expects past ESTIMATE_PAST rows is
+    not run at all: then the EXPLAIN comes first (on a table whose
+    statistics say it could be that large), and is the only one.
     """
     cap = COUNT_CAP if cap is None else cap
     if not querysets:
@@ -106,9 +109,9 @@ def tallies(
     using = querysets[0].db
     now = (clock or time.monotonic)()
     counts: dict[int, int] = {}  # by position
-    guessed: dict[int, int] = {}  # by position: past its cap a moment ago, its estimate
-    asked: list[tuple[int, tuple[Any, ...] | None]] = []  # position, _count_key
-    parts, params = [], []
+    guessed: dict[int, int] = {}  # by position: estimated rather than counted
+    asked: dict[int, tuple[Any, ...] | None] = {}  # position -> _count_key
+    compiled_at: dict[int, tuple[str, tuple[Any, ...]]] = {}
     for i, jobs in enumerate(querysets):
         compiled = _sql(jobs.order_by().values("pk")[: cap + 1])
         if compiled is None:
@@ -119,23 +122,84 @@ def tallies(
         if lately is not None:
             guessed[i] = lately
             continue
-        asked.append((i, key))
-        parts.append(f"(SELECT count(*) FROM ({compiled[0]}) AS capped)")
-        params.extend(compiled[1])
-    if parts:
-        with connections[using].cursor() as cursor:
-            cursor.execute("SELECT " + ", ".join(parts), params)
-            row = cursor.fetchone()
-        counts.update((i, n) for (i, _), n in zip(asked, row, strict=True))
-    over = [(i, key) for i, key in asked if counts[i] > cap]
-    for (i, key), n in zip(over, estimates([querysets[i] for i, _ in over]), strict=True):
-        guessed[i] = n
-        if key is not None:
-            _remember_over_cap(key, now + OVER_CAP_SECONDS, n)
+        asked[i], compiled_at[i] = key, compiled
+    planned = _planned_large(querysets, asked, now)
+    counted = [i for i in asked if planned.get(i, 0) <= ESTIMATE_PAST]
+    counts.update(_capped_counts(using, {i: compiled_at[i] for i in counted}))
+    over = [i for i in counted if counts[i] > cap]
+    unplanned = [i for i in over if i not in planned]
+    planned.update(zip(unplanned, estimates([querysets[i] for i in unplanned]), strict=True))
+    for i, key in asked.items():
+        if i not in counted or i in over:
+            guessed[i] = planned[i]
+            if key is not None:
+                _remember_over_cap(key, now + OVER_CAP_SECONDS, planned[i])
+        elif key is not None and i in planned:
+            _remember_under_large(key, now + OVER_CAP_SECONDS)
     return [
         Tally(max(guessed[i], cap + 1), exact=False) if i in guessed else Tally(counts[i])
         for i in range(len(querysets))
     ]
+
+
+def _capped_counts(using: str, compiled: dict[int, tuple[str, tuple[Any, ...]]]) -> dict[int, int]:
+    """The row count of each of ``compiled`` (capped queries, by position), in one statement."""
+    if not compiled:
+        return {}
+    parts = [f"(SELECT count(*) FROM ({sql}) AS capped)" for sql, _ in compiled.values()]
+    params = [param for _, found in compiled.values() for param in found]
+    with connections[using].cursor() as cursor:
+        cursor.execute("SELECT " + ", ".join(parts), params)
+        row = cursor.fetchone()
+    return dict(zip(compiled, row, strict=True))
+
+
+#: A count the planner expects to come out past this many rows (a hundred times
+#: COUNT_CAP) is not run at all: the planner's estimate is the tally, shown "≈" as
+#: any count past its cap.
+#: At ten million jobs, a page's first view counted each finished state up to its cap
+#: (10,001 index entries each, 4-15 ms for the three) only to show their estimates, and
+#: an empty table's page takes 13-16 ms. A hundred times the cap leaves room for the
+#: planner being wrong: a state it puts at a million is not under 10,000 unless the
+#: statistics are stale (a table pruned without ANALYZE), and then the tab says "≈",
+#: never a wrong exact number. Oban Web estimates its large states the same way.
+ESTIMATE_PAST = 100 * COUNT_CAP
+
+
+def _planned_large(
+    querysets: Sequence[QuerySet[Any]], asked: dict[int, tuple[Any, ...] | None], now: float
+) -> dict[int, int]:
+    """The planner's estimates (by position) of the ``asked`` counts, from one EXPLAIN,
+    if any of them could be past ``ESTIMATE_PAST``; else none.
+
+    Only a table the statistics say is that large is asked about (one catalog read, far
+    cheaper than the EXPLAIN), and not a count found under it a moment ago; a table
+    never analyzed (no statistics) is counted as before."""
+    unknown = [i for i, key in asked.items() if key is None or not _under_large_lately(key, now)]
+    if not unknown or _table_rows(querysets[0], now) <= ESTIMATE_PAST:
+        return {}
+    return dict(zip(unknown, estimates([querysets[i] for i in unknown]), strict=True))
+
+
+def _table_rows(jobs: QuerySet[Any], now: float) -> float:
+    """The statistics' row count of ``jobs``'s table (-1 if never analyzed nor vacuumed),
+    read at most once per OVER_CAP_SECONDS: a page of a small table pays no round trip."""
+    key = (jobs.db, jobs.model._meta.db_table)
+    with _over_cap_lock:
+        until, rows = _TABLE_ROWS.get(key, (now, -1.0))
+    if now < until:
+        return rows
+    with connections[jobs.db].cursor() as cursor:
+        cursor.execute("SELECT reltuples FROM pg_class WHERE oid = %s::regclass", [key[1]])
+        row = cursor.fetchone()
+    rows = -1.0 if row is None else float(row[0])
+    with _over_cap_lock:
+        _TABLE_ROWS[key] = (now + OVER_CAP_SECONDS, rows)
+    return rows
+
+
+#: (database alias, table) -> until when (``clock``) its statistics' row count is reused.
+_TABLE_ROWS: dict[tuple[str, str], tuple[float, float]] = {}
 
 
 #: A count that came out past its cap is neither run nor estimated again for this many
@@ -187,10 +251,36 @@ def _remember_over_cap(key: tuple[Any, ...], until: float, estimate: int) -> Non
         _OVER_CAP[key] = (until, estimate)
 
 
+#: Counts the planner expected under ESTIMATE_PAST -> until when (``clock``)
+#: they are run without asking it again (at ten million jobs, the EXPLAIN of a page's
+#: rarer states on every load).
+_UNDER_LARGE: dict[tuple[Any, ...], float] = {}
+
+
+def _under_large_lately(key: tuple[Any, ...], now: float) -> bool:
+    with _over_cap_lock:
+        until = _UNDER_LARGE.get(key)
+        if until is None:
+            return False
+        if now < until:
+            return True
+        del _UNDER_LARGE[key]
+        return False
+
+
+def _remember_under_large(key: tuple[Any, ...], until: float) -> None:
+    with _over_cap_lock:
+        if len(_UNDER_LARGE) >= MAX_OVER_CAP:
+            _UNDER_LARGE.clear()
+        _UNDER_LARGE[key] = until
+
+
 def forget_over_cap() -> None:
-    """Count every tally again from its next call."""
+    """Count (or estimate) every tally afresh from its next call."""
     with _over_cap_lock:
         _OVER_CAP.clear()
+        _UNDER_LARGE.clear()
+        _TABLE_ROWS.clear()
 
 
 @receiver(setting_changed)

@@ -166,6 +166,82 @@ def test_a_changed_setting_forgets_the_tallies_past_their_cap(settings):
     assert stats.tally(jobs, cap=2, clock=clock) == stats.Tally(2)
 
 
+def a_table_the_planner_knows(completed: int, discarded: int) -> None:
+    """``completed`` and ``discarded`` jobs, with the statistics of a real ANALYZE."""
+    JobFactory.create_batch(completed, completed=True)
+    JobFactory.create_batch(discarded, discarded=True)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE pgjobs_job")
+
+
+def counts_of(queries: CaptureQueriesContext, state: str) -> list[str]:
+    return [sql for sql in counted(queries) if f"'{state}'" in sql]
+
+
+def test_a_state_the_planner_puts_past_the_threshold_is_estimated_not_counted(
+    admin_client, monkeypatch
+):
+    # ESTIMATE_PAST is a million at COUNT_CAP 10,000: here 150 of 300 jobs are "millions".
+    monkeypatch.setattr(stats, "ESTIMATE_PAST", 150)
+    a_table_the_planner_knows(completed=300, discarded=5)
+    with CaptureQueriesContext(connection) as queries:
+        response = admin_client.get(changelist())
+    assert not counts_of(queries, "completed")  # never counted, not even up to the cap
+    assert len([q for q in queries.captured_queries if q["sql"].startswith("EXPLAIN")]) == 1
+    completed = tabs(response)["completed"]
+    assert not completed.exact and str(completed).startswith("≈")
+    # Under the threshold: exact, counted as before.
+    assert tabs(response)["discarded"] == stats.Tally(5) and counts_of(queries, "discarded")
+    assert response.context["cl"].paginator.is_estimate and b"about " in response.content
+    assert "≈".encode() in response.content
+    # The state's own list: its count is the estimate too, not counted.
+    with CaptureQueriesContext(connection) as queries:
+        response = admin_client.get(changelist(), {"state": "completed"})
+    assert not counts_of(queries, "completed")
+    assert response.context["cl"].paginator.is_estimate
+
+
+def test_under_the_threshold_a_state_is_counted_exactly(admin_client, monkeypatch):
+    monkeypatch.setattr(stats, "ESTIMATE_PAST", 1000)
+    a_table_the_planner_knows(completed=300, discarded=5)
+    with CaptureQueriesContext(connection) as queries:
+        response = admin_client.get(changelist())
+    assert tabs(response)["completed"] == stats.Tally(300) and counts_of(queries, "completed")
+    assert tabs(response)["discarded"] == stats.Tally(5)
+    assert response.context["cl"].result_count == 305
+
+
+def test_a_table_pruned_without_analyze_shows_an_estimate_never_a_wrong_count(monkeypatch):
+    monkeypatch.setattr(stats, "ESTIMATE_PAST", 150)
+    a_table_the_planner_knows(completed=300, discarded=0)
+    Job.objects.filter(state="completed").delete()  # the statistics still say 300
+    [tally] = stats.tallies([Job.objects.filter(state="completed")])
+    assert not tally.exact  # "≈", not "0" nor "300" as if counted
+
+
+def test_a_table_its_statistics_call_small_is_counted_without_asking_the_planner():
+    # As a table never analyzed (reltuples -1): under ESTIMATE_PAST, nothing to ask.
+    a_table_the_planner_knows(completed=300, discarded=5)
+    with CaptureQueriesContext(connection) as queries:
+        assert stats.tallies([Job.objects.filter(state="completed")]) == [stats.Tally(300)]
+    assert not any(q["sql"].startswith("EXPLAIN") for q in queries.captured_queries)
+
+
+def test_the_planners_word_on_a_count_is_reused_for_a_while(monkeypatch):
+    monkeypatch.setattr(stats, "ESTIMATE_PAST", 150)
+    a_table_the_planner_knows(completed=300, discarded=5)
+    clock = Clock()
+    sets = [Job.objects.filter(state="completed"), Job.objects.filter(state="discarded")]
+    first = stats.tallies(sets, clock=clock)
+    assert not first[0].exact and first[1] == stats.Tally(5)
+    clock.now += stats.OVER_CAP_SECONDS - 0.1
+    with CaptureQueriesContext(connection) as queries:
+        assert stats.tallies(sets, clock=clock) == first
+    # No EXPLAIN, no statistics read: the small state is counted, the large one not.
+    assert [q["sql"] for q in queries.captured_queries] == counts_of(queries, "discarded")
+    assert len(queries.captured_queries) == 1
+
+
 def test_estimates_of_contradictory_filters_are_asked_one_by_one():
     # The planner drops a branch it proves empty from the UNION ALL: still one per set.
     both = Job.objects.filter(state="completed").filter(state="discarded")
