@@ -8,8 +8,10 @@ query or request is made.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import re
+import smtplib
 import socket
 import threading
 import time
@@ -25,6 +27,7 @@ from django.urls import reverse
 from django_pgjobs import InvalidOption, Job, RetryAfter, Snooze, limits
 from django_pgjobs.api.tokens import issue
 from django_pgjobs.compat import InvalidTask, TaskResultDoesNotExist, task_backends
+from django_pgjobs.connectors import deadline
 from django_pgjobs.connectors.errors import ConnectorError
 from django_pgjobs.connectors.store import get_connector
 from django_pgjobs.selection import InvalidSelection, parse_id
@@ -369,6 +372,79 @@ def test_an_answer_that_is_not_http_is_a_connector_error(db, answer, why):
     error = answer_of(TricklingPeer(answer, b"", 0))
     assert isinstance(error, ConnectorError), error
     assert str(error).startswith("POST http://127.0.0.1:") and why in str(error), error
+
+
+# -- a deadline running out once the exchange is whole: no failure, no repeat ----------------
+
+
+@pytest.fixture
+def late_timer(monkeypatch):
+    """The deadline's timer firing the moment the answer was read, before the exchange
+    could end it: forced, so no sleep decides whether the race happens."""
+
+    def expire_the_current_deadline() -> None:
+        current = deadline._current.get()
+        assert current is not None, "outside the connector's deadline"
+        current.expire()
+
+    def read_then_expire(self, *args, **kwargs):
+        body = real_read(self, *args, **kwargs)
+        expire_the_current_deadline()
+        return body
+
+    def sendmail_then_expire(self, *args, **kwargs):
+        refused = real_sendmail(self, *args, **kwargs)
+        expire_the_current_deadline()
+        return refused
+
+    real_read, real_sendmail = http.client.HTTPResponse.read, smtplib.SMTP.sendmail
+    monkeypatch.setattr(http.client.HTTPResponse, "read", read_then_expire)
+    monkeypatch.setattr(smtplib.SMTP, "sendmail", sendmail_then_expire)
+
+
+def test_an_http_answer_read_whole_before_the_deadline_fired_is_a_success(
+    db, http_peer, late_timer
+):
+    """`expired` alone decided: the POST done and answered was a ConnectorError, and the
+    job's retry sent it again."""
+    ConnectorFactory(name="hook", config={"url": http_peer.url, "timeout": 5})
+    response = get_connector("hook").request({"a": 1})
+    assert (response.status, response.body) == (200, b'{"ok": true}')
+    assert len(http_peer.received) == 1
+
+
+def test_a_chunked_answer_read_whole_before_the_deadline_fired_is_a_success(db, late_timer):
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+    peer = TricklingPeer(chunked, b"", 0)
+    ConnectorFactory(name="hook", config={"url": peer.url, "timeout": 5})
+    connector = get_connector("hook")
+    try:
+        outcome = ended(lambda: connector.request({"a": 1}), "no answer")
+    finally:
+        peer.close()
+    assert outcome["error"] is None, outcome
+
+
+def test_an_answer_ended_by_a_close_as_the_deadline_fired_is_still_a_timeout(db, late_timer):
+    """Read up to the peer's close, the end of file may have been the deadline's shutdown:
+    such an answer can't be taken as whole."""
+    peer = TricklingPeer(b"HTTP/1.0 200 OK\r\n\r\nok", b"", 0)
+    ConnectorFactory(name="hook", config={"url": peer.url, "timeout": 5})
+    connector = get_connector("hook")
+    try:
+        outcome = ended(lambda: connector.request({"a": 1}), "no answer")
+    finally:
+        peer.close()
+    assert "no whole answer within the timeout (5 s)" in str(outcome["error"]), outcome
+
+
+def test_a_mail_accepted_before_the_deadline_fired_counts_as_sent(db, smtp_peer, late_timer):
+    config = {"host": smtp_peer.host, "port": smtp_peer.port, "username": smtp_peer.username}
+    ConnectorFactory(
+        name="mail", kind="smtp", config=config, secrets={"password": smtp_peer.password}
+    )
+    assert get_connector("mail").send_mail("subject", "body", "to@example.com") == 1
+    assert len(smtp_peer.messages) == 1
 
 
 # -- the smtp connector's timeout bounds the whole exchange ------------------------------------

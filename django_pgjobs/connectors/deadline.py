@@ -49,11 +49,13 @@ class Deadline:
             for sock in self.sockets:
                 _shut(sock)
 
-    def finish(self) -> None:
+    def finish(self) -> bool:
+        """End the exchange's time; whether it had run out first (its sockets shut)."""
         self.timer.cancel()
         with self.lock:
             self.done = True
             self.sockets.clear()
+            return self.expired
 
 
 def _shut(sock: socket.socket) -> None:
@@ -73,6 +75,13 @@ def bounding(seconds: float) -> Iterator[Deadline]:
     finally:
         deadline.finish()
         _current.reset(token)
+
+
+def settle() -> bool:
+    """End the current deadline now that its exchange is over (nothing shut later can
+    cut it); whether it had run out first. False outside ``bounding``."""
+    deadline = _current.get()
+    return deadline is not None and deadline.finish()
 
 
 def watched(connect: Callable[..., socket.socket]) -> Callable[..., socket.socket]:

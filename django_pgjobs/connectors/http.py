@@ -223,12 +223,11 @@ class HttpConnector(ConnectorKind):
                 try:
                     response = self._exchange(outgoing, timeout, where)
                 except Exception:
-                    if not bound.expired:
+                    if not bound.finish():
                         raise
-                if bound.expired:  # a body cut off there reads as a short one, no error
                     raise ConnectorError(
                         f"{where} failed: no whole answer within the timeout ({timeout:g} s)"
-                    )
+                    ) from None
         except http.client.InvalidURL:
             # Its message shows the path with the query string, which display_url hides.
             raise ConnectorError(
@@ -314,6 +313,11 @@ class HttpConnector(ConnectorKind):
     def _response(self, status: int, headers: Any, stream: Any, where: str) -> HttpResponse:
         limit = self.config["max_response_bytes"]
         body = stream.read(limit + 1)
+        # Its time up once the answer was whole is no failure (the call did happen: a
+        # retry would repeat it), so the deadline ends here, not at `expired` later.
+        if deadline.settle() and not _framed(stream):
+            # Read up to the peer's close: the end of file may be the deadline's shutdown.
+            raise ConnectorError(f"{where} failed: the answer may be cut short")
         if len(body) > limit:
             raise ConnectorError(
                 f"{display_url(self.config['url'])}: response over max_response_bytes ({limit})"
@@ -326,6 +330,12 @@ class HttpConnector(ConnectorKind):
                 f"{where} failed: answer cut short: {len(body)} of {len(body) + missing} bytes"
             )
         return HttpResponse(status, {k.lower(): v for k, v in headers.items()}, body)
+
+
+def _framed(stream: Any) -> bool:
+    """Whether the answer's end is told by its framing (Content-Length, chunked), not
+    by the connection closing."""
+    return bool(getattr(stream, "chunked", False)) or getattr(stream, "length", None) is not None
 
 
 #: Answers that throttle the connector when they carry a Retry-After.
