@@ -11,7 +11,8 @@ from .exceptions import InvalidArguments
 from .limits import shown
 
 #: Parameters a worker passes in itself (pipelines' ``results``, a connector's
-#: ``connector``): not required at enqueue.
+#: ``connector``): not required at enqueue. ``connector`` is passed only to a job that
+#: names a connector (its own or its task's): required of one that names none.
 INJECTED = frozenset({"results", "connector"})
 
 P = inspect.Parameter
@@ -45,7 +46,10 @@ class Binding:
         counts = range(len(positional) + 1)
         self.bound = [frozenset(positional[:n]) - self.positional_only for n in counts]
         self.missing = [tuple(r for r in required if r not in positional[:n]) for n in counts]
-        self.missing_at_enqueue = [tuple(r for r in m if r not in INJECTED) for m in self.missing]
+        self.missing_at_enqueue = {
+            True: [tuple(r for r in m if r not in INJECTED) for m in self.missing],
+            False: [tuple(r for r in m if r != "results") for m in self.missing],
+        }
 
     @classmethod
     def of(cls, func: Callable[..., Any]) -> Binding | None:
@@ -56,10 +60,17 @@ class Binding:
         except (TypeError, ValueError):
             return None
 
-    def check(self, args: Sequence[Any], kwargs: Mapping[Any, Any], enqueue: bool = True) -> None:
+    def check(
+        self,
+        args: Sequence[Any],
+        kwargs: Mapping[Any, Any],
+        enqueue: bool = True,
+        connector: bool = True,
+    ) -> None:
         """InvalidArguments naming the first of ``args`` and ``kwargs`` that doesn't bind,
         or a required parameter none gives. At enqueue, what a worker passes in itself
-        (``INJECTED``) is not required; when the job runs, it has been passed."""
+        (``INJECTED``; ``connector`` only if the job names one) is not required; when
+        the job runs, it has been passed."""
         count = len(args)
         if self.most is not None and count > self.most:
             raise InvalidArguments(
@@ -73,12 +84,13 @@ class Binding:
             fits = self.any_keyword or names <= self.keywords
             if not fits or not self.bound[index].isdisjoint(names):
                 self._refuse_keyword(kwargs, self.bound[index])
-        missing = (self.missing_at_enqueue if enqueue else self.missing)[index]
+        missing = (self.missing_at_enqueue[connector] if enqueue else self.missing)[index]
         for name in missing:
             # A positional-only one named in kwargs went to **kwargs, not to it.
             if name not in kwargs or name in self.positional_only:
                 raise InvalidArguments(
-                    f"args: missing argument {name!r} of {self.name}()", field="args"
+                    f"args: missing argument {name!r} of {self.name}(){why_missing(name)}",
+                    field="args",
                 )
 
     def _refuse_keyword(self, kwargs: Mapping[Any, Any], bound: frozenset[str]) -> None:
@@ -95,6 +107,12 @@ class Binding:
             else:
                 problem = f"{self.name}() has no parameter {name!r}"
             raise InvalidArguments(f"{where}: {problem}", field=where)
+
+
+def why_missing(name: str) -> str:
+    """What a refusal adds for a missing ``name``: a connector is passed only to a job
+    that names one."""
+    return " (the job names no connector: pass connector=)" if name == "connector" else ""
 
 
 def _name(func: Callable[..., Any]) -> str:

@@ -149,10 +149,12 @@ class JobBuilder:
         task's signature and turned into JSON (InvalidArguments naming what doesn't fit)."""
         if not self.typed:
             return spec
-        signature = self.task(spec.task).signature
+        registered = self.task(spec.task)
+        signature = registered.signature
         if signature is None:
             return spec
-        args, kwargs = signature.dump(spec.args, spec.kwargs)
+        connector = (spec.connector or registered.connector) is not None
+        args, kwargs = signature.dump(spec.args, spec.kwargs, connector)
         return dataclasses.replace(spec, args=args, kwargs=kwargs)
 
     def check(self, spec: JobSpec) -> Shape:
@@ -197,7 +199,7 @@ class JobBuilder:
                 raise InvalidOption("meta", f"key {key!r} {RESERVED_KEYS[key]}")
         binding = shape.task.binding
         if binding is not None:  # a call that could never bind is refused, not retried
-            binding.check(spec.args, spec.kwargs)
+            binding.check(spec.args, spec.kwargs, connector=shape.fields["connector"] is not None)
         return shape
 
     def make(self, spec: JobSpec, shape: Shape) -> Job:

@@ -89,7 +89,8 @@ def _typed_inputs(registered: Task[Any, Any], job: Job) -> tuple[list[Any], dict
     doesn't fit them (written around enqueue, or the task's signature changed since)
     can't run: UnrunnableJob, which discards it saying why."""
     try:
-        return registered.signature.parse(job.args, job.kwargs)  # type: ignore[union-attr]
+        signature = registered.signature
+        return signature.parse(job.args, job.kwargs, bool(job.connector))  # type: ignore[union-attr]
     except PayloadError as error:
         raise UnrunnableJob(job.pk, f"its arguments don't fit the task's types: {error}") from None
 

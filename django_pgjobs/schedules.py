@@ -176,10 +176,11 @@ def check_job_fields(schedule: Schedule, *, offline: bool = False) -> None:
 def _check_arguments(registered: Task[Any, Any], args: list[Any], kwargs: dict[str, Any]) -> None:
     """InvalidArguments if the arguments don't fit the task: a typed one's signature,
     or a plain one's parameters (every tick of it would enqueue nothing)."""
+    connector = registered.connector is not None  # a schedule's jobs name their task's
     if registered.signature is not None:
-        registered.signature.dump(args, kwargs)
+        registered.signature.dump(args, kwargs, connector)
     elif registered.binding is not None:
-        registered.binding.check(args, kwargs)
+        registered.binding.check(args, kwargs, connector=connector)
 
 
 def _payload_problem(args: Any, kwargs: Any) -> str | None:

@@ -32,7 +32,7 @@ from datetime import date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from .binding import INJECTED
+from .binding import INJECTED, why_missing
 from .exceptions import InvalidArguments, PayloadError
 from .limits import shown
 from .payload import MAX_DEPTH
@@ -590,13 +590,16 @@ class Signature:
         self.keyword: dict[str, Converter] = {}
         self.required: list[str] = []
         self.positional_only: set[str] = set()
+        #: A ``connector`` parameter without default: given only to a job naming one.
+        self.needs_connector = False
         self.var_positional: Converter | None = None
         self.var_keyword: Converter | None = None
         P = inspect.Parameter
         for name, parameter in parameters.items():
-            converter = _named(name, compiler.convert, hints.get(name, Any))
-            if name in INJECTED:
+            if name in INJECTED:  # the worker's object (a connector's class), not JSON
                 converter = Converter()
+            else:
+                converter = _named(name, compiler.convert, hints.get(name, Any))
             if parameter.kind is P.VAR_POSITIONAL:
                 self.var_positional = converter
                 continue
@@ -611,10 +614,15 @@ class Signature:
                 self.keyword[name] = converter
             if parameter.default is P.empty and name not in INJECTED:
                 self.required.append(name)
+            elif parameter.default is P.empty and name == "connector":
+                self.needs_connector = True
 
-    def parse(self, args: Any, kwargs: Any) -> tuple[list[Any], dict[str, Any]]:
+    def parse(
+        self, args: Any, kwargs: Any, connector: bool = True
+    ) -> tuple[list[Any], dict[str, Any]]:
         """``args`` and ``kwargs`` bound to the parameters as Python would, each value
-        in its parameter's type; InvalidArguments naming the first that doesn't fit."""
+        in its parameter's type; InvalidArguments naming the first that doesn't fit.
+        ``connector``: whether the job names one (then the worker passes it)."""
         if not isinstance(args, list | tuple):
             raise PayloadError(f"args must be a list, not {type(args).__name__}", field="args")
         if not isinstance(kwargs, dict):
@@ -649,13 +657,18 @@ class Signature:
             bound.add(name)
             parsed_kwargs[name] = self._parse(path, converter, value, name)
         missing = [name for name in self.required if name not in bound]
+        if not connector and self.needs_connector and "connector" not in bound:
+            missing.append("connector")
         if missing:
-            raise self._refused("args", f"missing argument {missing[0]!r} of {self.name}()")
+            why = why_missing(missing[0])
+            raise self._refused("args", f"missing argument {missing[0]!r} of {self.name}(){why}")
         return parsed_args, parsed_kwargs
 
-    def dump(self, args: Any, kwargs: Any) -> tuple[list[Any], dict[str, Any]]:
+    def dump(
+        self, args: Any, kwargs: Any, connector: bool = True
+    ) -> tuple[list[Any], dict[str, Any]]:
         """Checked ``args`` and ``kwargs`` as the JSON that is stored."""
-        parsed_args, parsed_kwargs = self.parse(args, kwargs)
+        parsed_args, parsed_kwargs = self.parse(args, kwargs, connector)
         converters = self._converters(len(parsed_args))
         pairs = zip(converters, parsed_args, strict=True)
         return (

@@ -13,6 +13,7 @@ from typing import Any, Literal, NotRequired, TypedDict
 import pydantic
 
 from django_pgjobs import task
+from django_pgjobs.connectors import ConnectorKind
 
 
 class Colour(enum.StrEnum):
@@ -106,3 +107,9 @@ class Later:
     """Defined after the task that names it: its signature is built at first use."""
 
     name: str
+
+
+@task(typed=True)
+def typed_post(payload: dict[str, int], connector: ConnectorKind) -> dict[str, int]:
+    """A typed task whose connector comes from its job (none of its own)."""
+    return payload

@@ -18,7 +18,7 @@ from django_pgjobs.binding import Binding
 from django_pgjobs.enqueue import JobSpec
 from django_pgjobs.exceptions import InvalidArguments
 from testproject.demo.tasks import add, total
-from tests.factories import ScheduleFactory
+from tests.factories import ConnectorFactory, ScheduleFactory
 from tests.test_hardening_rows import insert_job
 
 pytestmark = pytest.mark.django_db
@@ -202,3 +202,47 @@ def test_a_schedule_whose_arguments_dont_bind_is_refused_on_the_field(admin_clie
         schedule.full_clean()
     assert "add() has no parameter 'c'" in refused.value.message_dict["kwargs"][0]
     ScheduleFactory.build(task=ADD, args=[1], kwargs={"b": 3}).full_clean()
+
+
+# -- a required `connector`: passed in only to a job that names a connector ------------------
+
+POST_TO = "tests.tasks_for_connectors.post_to"
+TYPED_POST = "tests.tasks_for_typed.typed_post"
+NO_CONNECTOR = "missing argument 'connector' of {}() (the job names no connector: pass connector=)"
+
+
+@pytest.mark.parametrize(("task_name", "func"), [(POST_TO, "post_to"), (TYPED_POST, "typed_post")])
+def test_a_required_connector_on_a_job_naming_none_is_refused_at_enqueue(task_name, func):
+    """`connector` counted as always passed in: the job was taken, then discarded at
+    its first attempt (a plain task) or failed every attempt with a TypeError (typed)."""
+    with transaction.atomic():
+        with pytest.raises(InvalidArguments) as refused:
+            Job.enqueue(task_name, args=[{"a": 1}])
+        assert str(refused.value) == "args: " + NO_CONNECTOR.format(func)
+        with pytest.raises(InvalidArguments, match="'connector'"):
+            Job.enqueue_many([JobSpec(task_name, args=[{"a": 1}])])
+        assert not Job.objects.exists()
+        ConnectorFactory(name="hook")
+        assert Job.enqueue(task_name, args=[{"a": 1}], connector="hook").connector == "hook"
+
+
+def test_a_task_naming_its_own_connector_needs_none_from_the_job():
+    ConnectorFactory(name="mailer", kind="smtp", config={"host": "127.0.0.1"})
+    assert Job.enqueue("tests.tasks_for_connectors.welcome", args=["a@example.com"]).pk
+
+
+@pytest.mark.parametrize(("task_name", "func"), [(POST_TO, "post_to"), (TYPED_POST, "typed_post")])
+def test_a_schedule_of_a_task_that_needs_a_connector_it_names_none_of_is_refused(task_name, func):
+    schedule = ScheduleFactory.build(task=task_name, args=[{"a": 1}])
+    with pytest.raises(ValidationError) as refused:
+        schedule.full_clean()
+    assert NO_CONNECTOR.format(func) in refused.value.message_dict["args"][0]
+
+
+@pytest.mark.parametrize(("task_name", "func"), [(POST_TO, "post_to"), (TYPED_POST, "typed_post")])
+def test_a_row_needing_a_connector_it_names_none_of_is_discarded_at_once(worker, task_name, func):
+    pk = insert_job(task=f"'{task_name}'", args="""'[{"a": 1}]'""", max_attempts="20")
+    worker.drain()
+    job = Job.objects.get(pk=pk)
+    assert (job.state, job.attempt) == ("discarded", 1)
+    assert NO_CONNECTOR.format(func) in job.errors[0]["error"]
