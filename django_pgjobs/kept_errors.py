@@ -7,6 +7,8 @@ from typing import Any
 from django.db.models import IntegerField, QuerySet
 from django.db.models.expressions import RawSQL
 
+from . import limits
+
 #: Error records a job keeps: the first and the latest ``KEPT - 1``; meta.errors_dropped
 #: counts those dropped between them. The trigger of migration 0018
 #: (migrations/sql/0018_bounded_errors.sql) holds every write to this.
@@ -67,3 +69,11 @@ def not_kept(job: Any) -> int:
     errors = job.errors
     past = len(errors) - KEPT if isinstance(errors, list) else 0
     return dropped(job) + max(past, 0)
+
+
+def clipped(value: Any, width: int) -> str:
+    """A record's text (its error, its traceback) clipped to ``width``, as a worker
+    clips what it writes: a row written by hand may hold megabytes. Not text: shown."""
+    if isinstance(value, str):
+        return limits.shortened(value, width)
+    return limits.shown(value, 2_000)

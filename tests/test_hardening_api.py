@@ -14,8 +14,9 @@ import pytest
 from django.db import transaction
 from django.test import Client
 
-from django_pgjobs import Job
+from django_pgjobs import Job, limits
 from django_pgjobs.api.tokens import issue
+from django_pgjobs.transitions import ERROR_LENGTH, TRACEBACK_LENGTH
 from tests.factories import JobFactory
 
 pytestmark = pytest.mark.django_db
@@ -128,6 +129,21 @@ def test_errors_in_api_answers_carry_no_traceback_unless_the_setting_says_so(
     settings.PGJOBS = {**settings.PGJOBS, "API_TRACEBACKS": True}
     answer = client.get(f"/jobs/{job.pk}", headers=auth(token)).json()
     assert answer["errors"][0]["traceback"] == trace
+
+
+def test_an_error_record_written_by_hand_comes_back_clipped_as_a_worker_writes_one(
+    client, token, settings
+):
+    """Their number was bounded, not their size: one record with a 2 MB error (50 MB
+    as well) came back whole in every answer about the job."""
+    huge = "x" * 2_000_000
+    job = JobFactory(state="discarded", errors=[{"attempt": 1, "error": huge, "traceback": huge}])
+    settings.PGJOBS = {**settings.PGJOBS, "API_TRACEBACKS": True}
+    response = client.get(f"/jobs/{job.pk}", headers=auth(token))
+    [record] = response.json()["errors"]
+    assert record["error"] == limits.shortened(huge, ERROR_LENGTH)
+    assert record["traceback"] == limits.shortened(huge, TRACEBACK_LENGTH)
+    assert len(response.content) < ERROR_LENGTH + TRACEBACK_LENGTH + 1_000
 
 
 def test_a_job_whose_errors_are_not_a_list_of_records_is_still_answered(client, token):

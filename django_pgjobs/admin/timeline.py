@@ -50,8 +50,8 @@ def timeline(job: Job) -> list[Event]:
                 "failed",
                 f"Attempt {shown(record.get('attempt', '?'), 20)} failed",
                 _parse(record.get("at")),
-                error=_text(record.get("error", ""), ERROR_LENGTH),
-                traceback=_text(record.get("traceback", ""), TRACEBACK_LENGTH),
+                error=kept_errors.clipped(record.get("error", ""), ERROR_LENGTH),
+                traceback=kept_errors.clipped(record.get("traceback", ""), TRACEBACK_LENGTH),
             )
         )
     snoozed = _snoozed(job)
@@ -83,7 +83,7 @@ def _snoozed(job: Job) -> Event | None:
         "snoozed",
         f"Snoozed {times}until {_shown_time(record.get('until'))}",
         _parse(record.get("at")),
-        note=_text(record.get("reason") or "") + " (no attempt counted)",
+        note=kept_errors.clipped(record.get("reason") or "", 2_000) + " (no attempt counted)",
     )
 
 
@@ -115,12 +115,6 @@ def _not_kept(job: Job, after: Any) -> list[Event]:
             placed=_parse(after.get("at")) if isinstance(after, dict) else None,
         )
     ]
-
-
-def _text(value: Any, width: int = 2_000) -> str:
-    """A record's text, clipped as a worker clips what it writes (a row written by
-    hand may hold megabytes)."""
-    return limits.shortened(value, width) if isinstance(value, str) else shown(value, 2_000)
 
 
 def _now(job: Job) -> Event:

@@ -31,6 +31,7 @@ from ..inline import run_due
 from ..models import ApiToken, Job
 from ..payload import names_in
 from ..tasks import get_task
+from ..transitions import ERROR_LENGTH, TRACEBACK_LENGTH
 from .openapi import document as openapi_document
 from .tokens import TokenRefused, authenticate
 from .validation import Invalid, parse_enqueue, parse_json_object, parse_run
@@ -104,19 +105,26 @@ def job_json(job: Job) -> dict[str, Any]:
 
 def errors_json(errors: Any) -> Any:
     """A job's error records, without tracebacks unless ``API_TRACEBACKS`` is on:
-    they show server paths and source lines to clients."""
+    they show server paths and source lines to clients. Their error and traceback are
+    clipped as a worker writes them (ERROR_LENGTH, TRACEBACK_LENGTH), whatever the row."""
     if not isinstance(errors, list):
         return errors
     if len(errors) > kept_errors.KEPT:  # a job not read through kept_errors.bounded
         errors = errors[:1] + errors[1 - kept_errors.KEPT :]
-    if conf.get("API_TRACEBACKS"):
-        return errors
+    tracebacks = conf.get("API_TRACEBACKS")
     return [
-        {key: value for key, value in record.items() if key != "traceback"}
-        if isinstance(record, dict)
-        else record
+        _record_json(record, tracebacks) if isinstance(record, dict) else record
         for record in errors
     ]
+
+
+def _record_json(record: dict[str, Any], tracebacks: bool) -> dict[str, Any]:
+    shown = {key: value for key, value in record.items() if key != "traceback"}
+    if "error" in record:
+        shown["error"] = kept_errors.clipped(record["error"], ERROR_LENGTH)
+    if tracebacks and "traceback" in record:
+        shown["traceback"] = kept_errors.clipped(record["traceback"], TRACEBACK_LENGTH)
+    return shown
 
 
 @api_view("POST", "can_enqueue")
