@@ -21,6 +21,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 sys.path[:0] = [str(BENCH / "runners"), str(BENCH)]
@@ -28,6 +29,16 @@ sys.path[:0] = [str(BENCH / "runners"), str(BENCH)]
 from common import checkpoint, database_name, drop_database, recreate_database, with_database  # noqa: E402
 
 DEFAULT_URL = "postgres://root@127.0.0.1:5432/pgjobs"
+
+
+def job_updates(cursor: Any) -> tuple[int, int]:
+    """Updates and HOT updates of the job table so far, this backend's own included
+    (its pending statistics flushed first)."""
+    cursor.execute("SELECT pg_stat_force_next_flush()")
+    cursor.execute(
+        "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'pgjobs_job'"
+    )
+    return cursor.fetchone()
 
 
 def backend_cpu_ns(pid: int) -> int:
@@ -58,11 +69,7 @@ def drain(jobs: int, batch: int, held: int = 0) -> dict[str, float]:
         cursor.execute("SELECT pg_backend_pid()")
         pid = cursor.fetchone()[0]
         # The held jobs' claim counted too, not left pending in this backend's stats.
-        cursor.execute("SELECT pg_stat_force_next_flush()")
-        cursor.execute(
-            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'pgjobs_job'"
-        )
-        upd0, hot0 = cursor.fetchone()
+        upd0, hot0 = job_updates(cursor)
     spent = {"claim_server": 0, "claim_python": 0.0, "finish_server": 0, "finish_python": 0.0}
     done = 0
     load = os.getloadavg()[0]
@@ -93,11 +100,7 @@ def drain(jobs: int, batch: int, held: int = 0) -> dict[str, float]:
     assert done == jobs, (done, jobs)
     time.sleep(0.6)  # pg_stat_user_tables: the counters are flushed at most once a second
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_stat_force_next_flush()")
-        cursor.execute(
-            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'pgjobs_job'"
-        )
-        upd, hot = cursor.fetchone()
+        upd, hot = job_updates(cursor)
     return {
         "claim_server_us": spent["claim_server"] / jobs / 1e3,
         "finish_server_us": spent["finish_server"] / jobs / 1e3,

@@ -54,7 +54,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path[:0] = [str(BENCH / "runners"), str(BENCH)]
 
 from common import checkpoint, database_name, drop_database, recreate_database, with_database  # noqa: E402
-from drain_cost import DEFAULT_URL, backend_cpu_ns, scratch  # noqa: E402
+from drain_cost import DEFAULT_URL, backend_cpu_ns, job_updates, scratch  # noqa: E402
 
 CLAIMABLE = ["available", "scheduled", "retryable"]
 
@@ -265,11 +265,7 @@ def drain(mode: str, jobs: int, batch: int, held: int, turnover: int) -> dict[st
         cursor.execute("SELECT pg_backend_pid(), pg_current_wal_insert_lsn()::text")
         pid, lsn0 = cursor.fetchone()
         # The held jobs' claim counted too, not left pending in this backend's stats.
-        cursor.execute("SELECT pg_stat_force_next_flush()")
-        cursor.execute(
-            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'pgjobs_job'"
-        )
-        upd0, hot0 = cursor.fetchone()
+        upd0, hot0 = job_updates(cursor)
     spent = {"claim_server": 0, "claim_python": 0.0, "finish_server": 0, "finish_python": 0.0}
     done = batches = 0
     load = os.getloadavg()[0]
@@ -309,11 +305,7 @@ def drain(mode: str, jobs: int, batch: int, held: int, turnover: int) -> dict[st
         cluster = float(cursor.fetchone()[0])
     time.sleep(0.6)  # pg_stat_user_tables: the counters are flushed at most once a second
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_stat_force_next_flush()")
-        cursor.execute(
-            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'pgjobs_job'"
-        )
-        upd, hot = cursor.fetchone()
+        upd, hot = job_updates(cursor)
     if holder:
         holder.close()
     return {
