@@ -35,7 +35,7 @@ from django_pgjobs.states import JobState
 from tests.admin_helpers import changelist
 from tests.conftest import wait_until
 from tests.django_tasks_for_tests import add as django_add
-from tests.factories import ConnectorFactory
+from tests.factories import ConnectorFactory, ScheduleFactory, WorkerProcessFactory
 
 ADD = "testproject.demo.tasks.add"
 
@@ -566,6 +566,33 @@ def test_the_admins_job_actions_take_no_other_id(admin_client, job_id, text):
     data = {"action": "cancel_jobs", "index": 0, "_selected_action": [text.format(job_id)]}
     admin_client.post(changelist(), data)
     assert Job.objects.get(pk=job_id).state == JobState.AVAILABLE
+
+
+@pytest.mark.parametrize("model", ["schedule", "workerprocess"])
+@pytest.mark.parametrize("text", ["+{}", "0{}", " {} ", "{}\n"])
+def test_the_admins_schedule_and_worker_pages_read_no_other_id(admin_client, model, text):
+    """<int:> and the default get_object's int() read "01" and " 1 " as row 1: such a
+    URL showed schedule or worker 1's page, and disabled, ran or stopped it."""
+    row = ScheduleFactory() if model == "schedule" else WorkerProcessFactory()
+    base = f"/admin/pgjobs/{model}/"
+    assert admin_client.get(f"{base}{row.pk}/change/").status_code == 200
+    for view in ("change", "history", "delete"):
+        answer = admin_client.get(f"{base}{quote(text.format(row.pk), safe='')}/{view}/")
+        assert (answer.status_code, answer.get("Location")) in [
+            (302, reverse("admin:index")), (404, None)
+        ], (view, answer.status_code)  # fmt: skip
+    actions = ["disable", "run-now"] if model == "schedule" else ["stop"]
+    for action in actions:
+        answer = admin_client.post(f"{base}{quote(text.format(row.pk), safe='')}/{action}/")
+        assert answer.status_code == 404, action
+    action = "disable_schedules" if model == "schedule" else "stop_workers"
+    data = {"action": action, "index": 0, "_selected_action": [text.format(row.pk)]}
+    admin_client.post(base, data)
+    row.refresh_from_db()
+    if model == "schedule":
+        assert row.enabled and not Job.objects.exists()
+    else:
+        assert not row.stop_requested
 
 
 # -- POST /jobs/run's parameters in a JSON body ------------------------------------------------

@@ -31,12 +31,13 @@ from django.core.exceptions import (
 )
 from django.db import DataError, connections, models, transaction
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, reverse
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext as _
 
+from .. import limits
 from ..limits import plain_digits
 from ..templatetags.pgjobs_admin import escaped
 from .fields import StorableJSONField
@@ -176,8 +177,10 @@ class OperatorAdmin(admin.ModelAdmin):
     def get_object(
         self, request: HttpRequest, object_id: str, from_field: str | None = None
     ) -> Any:
-        """The object, or None for an id no row can have (one with a NUL, say)."""
-        if "\x00" in object_id:
+        """The object, or None (the admin's "doesn't exist") for an id no row can have:
+        one with a NUL, or for a numbered row text that is no id (``limits.id_in_text``):
+        Django's to_python, int(), read " 1 " and "01" as row 1."""
+        if from_field in (None, self.opts.pk.name) and not self._possible_pk(object_id):
             return None
         return super().get_object(request, object_id, from_field)
 
@@ -192,6 +195,8 @@ class OperatorAdmin(admin.ModelAdmin):
     def _possible_pk(self, value: str) -> bool:
         if "\x00" in value:
             return False
+        if isinstance(self.opts.pk, models.IntegerField):  # AutoField, BigAutoField
+            return limits.id_in_text(value) is not None
         try:
             self.opts.pk.to_python(value)
         except ValidationError:
@@ -225,3 +230,12 @@ def url_or_none(name: str, *args: object) -> str | None:
         return reverse(name, args=args)
     except NoReverseMatch:
         return None
+
+
+def id_in_url(text: str, kind: str) -> int:
+    """The row id an action's URL names (``limits.id_in_text``); else 404, as for a URL
+    that names no page (``<int:>`` read "01" as 1)."""
+    row_id = limits.id_in_text(text)
+    if row_id is None:
+        raise Http404(f"{limits.shown(text)} is not a {kind} id")
+    return row_id

@@ -28,7 +28,6 @@ from django.db.models.fields.json import KT
 from django.db.models.functions import Cast, Left
 from django.db.models.lookups import Contains
 from django.http import (
-    Http404,
     HttpRequest,
     HttpResponse,
     HttpResponseNotAllowed,
@@ -45,7 +44,7 @@ from ..exceptions import JobGone
 from ..models import Job, JobDependency
 from ..states import FINISHED, RETRY_FROM, InvalidTransition, JobState
 from ..templatetags.pgjobs_admin import clipped, elapsed, escaped, when
-from .base import CheckedChangeList, OperatorAdmin, url_or_none
+from .base import CheckedChangeList, OperatorAdmin, id_in_url, url_or_none
 from .dashboard import DashboardViews
 from .filters import QueueFilter, SnoozedFilter, StateFilter, TaskFilter
 from .paginator import SCAN_SECONDS, EstimatingPaginator
@@ -334,9 +333,6 @@ class JobAdmin(OperatorAdmin):
         except Job.DoesNotExist:
             return None
 
-    def _possible_pk(self, value: str) -> bool:
-        return limits.id_in_text(value) is not None  # a list action's selection, as above
-
     def change_view(
         self,
         request: HttpRequest,
@@ -540,12 +536,8 @@ def countable(request: HttpRequest) -> bool:
 
 
 def job_id_in_url(text: str) -> int:
-    """The job id an action's URL names (``limits.id_in_text``); else 404, as for a URL
-    that names no page."""
-    job_id = limits.id_in_text(text)
-    if job_id is None:
-        raise Http404(f"{limits.shown(text)} is not a job id")
-    return job_id
+    """The job id an action's URL names; else 404 (``base.id_in_url``)."""
+    return id_in_url(text, "job")
 
 
 def searched_id(term: str) -> int | None:

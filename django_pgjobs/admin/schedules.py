@@ -18,7 +18,7 @@ from .. import schedules
 from ..exceptions import UnknownTask
 from ..models import Schedule
 from ..tasks import get_task
-from .base import OperatorAdmin
+from .base import OperatorAdmin, id_in_url
 
 #: Upcoming fire times listed on a schedule's page.
 UPCOMING = 5
@@ -194,32 +194,33 @@ class ScheduleAdmin(OperatorAdmin):
 
     def get_urls(self) -> list[URLPattern]:
         own = [
-            path("<int:schedule_id>/enable/", self.operator_view(self.enable_view, "change"),
+            # str, read by id_in_url: int read "01" as schedule 1.
+            path("<str:schedule_id>/enable/", self.operator_view(self.enable_view, "change"),
                  name="pgjobs_schedule_enable"),
-            path("<int:schedule_id>/disable/", self.operator_view(self.disable_view, "change"),
+            path("<str:schedule_id>/disable/", self.operator_view(self.disable_view, "change"),
                  name="pgjobs_schedule_disable"),
-            path("<int:schedule_id>/run-now/", self.operator_view(self.run_now_view, "change"),
+            path("<str:schedule_id>/run-now/", self.operator_view(self.run_now_view, "change"),
                  name="pgjobs_schedule_run_now"),
         ]  # fmt: skip
         return own + super().get_urls()
 
-    def enable_view(self, request: HttpRequest, schedule_id: int) -> HttpResponse:
+    def enable_view(self, request: HttpRequest, schedule_id: str) -> HttpResponse:
         return self._set_enabled(request, schedule_id, enabled=True)
 
-    def disable_view(self, request: HttpRequest, schedule_id: int) -> HttpResponse:
+    def disable_view(self, request: HttpRequest, schedule_id: str) -> HttpResponse:
         return self._set_enabled(request, schedule_id, enabled=False)
 
     def _set_enabled(
-        self, request: HttpRequest, schedule_id: int, *, enabled: bool
+        self, request: HttpRequest, schedule_id: str, *, enabled: bool
     ) -> HttpResponse:
-        schedule = get_object_or_404(Schedule, pk=schedule_id)
+        schedule = get_object_or_404(Schedule, pk=id_in_url(schedule_id, "schedule"))
         schedules.set_enabled([schedule.pk], enabled)
         verb = "enabled" if enabled else "disabled"
         self.message_user(request, f"Schedule {schedule.name} {verb}.", messages.SUCCESS)
         return HttpResponseRedirect(reverse("admin:pgjobs_schedule_changelist"))
 
-    def run_now_view(self, request: HttpRequest, schedule_id: int) -> HttpResponse:
-        schedule = get_object_or_404(Schedule, pk=schedule_id)
+    def run_now_view(self, request: HttpRequest, schedule_id: str) -> HttpResponse:
+        schedule = get_object_or_404(Schedule, pk=id_in_url(schedule_id, "schedule"))
         self._run_now(request, [schedule])
         return HttpResponseRedirect(reverse("admin:pgjobs_schedule_changelist"))
 

@@ -29,7 +29,7 @@ from ..models import Job, SchedulerProcess, WorkerProcess
 from ..payload import names_in
 from ..states import JobState
 from ..templatetags.pgjobs_admin import clock_skew, duration, when
-from .base import OperatorAdmin
+from .base import OperatorAdmin, id_in_url
 
 
 def heartbeat_age() -> ExpressionWrapper:
@@ -179,13 +179,14 @@ class WorkerProcessAdmin(OperatorAdmin):
 
     def get_urls(self) -> list[URLPattern]:
         own = [
-            path("<int:worker_id>/stop/", self.operator_view(self.stop_view, "change"),
+            # str, read by id_in_url: int read "01" as worker 1.
+            path("<str:worker_id>/stop/", self.operator_view(self.stop_view, "change"),
                  name="pgjobs_workerprocess_stop"),
         ]  # fmt: skip
         return own + super().get_urls()
 
-    def stop_view(self, request: HttpRequest, worker_id: int) -> HttpResponse:
-        worker = get_object_or_404(WorkerProcess, pk=worker_id)
+    def stop_view(self, request: HttpRequest, worker_id: str) -> HttpResponse:
+        worker = get_object_or_404(WorkerProcess, pk=id_in_url(worker_id, "worker"))
         workers.request_stop([worker.pk])
         self.message_user(
             request,
