@@ -21,7 +21,15 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 sys.path[:0] = [str(BENCH / "runners"), str(BENCH)]
 
-from common import Config, now, recreate_database, running, wait_until, with_database  # noqa: E402
+from common import (  # noqa: E402
+    Config,
+    drop_database,
+    now,
+    recreate_database,
+    running,
+    wait_until,
+    with_database,
+)
 
 TOOLS = BENCH / ".venvs" / "tools"
 
@@ -74,29 +82,32 @@ def main() -> None:
     workdir.mkdir(exist_ok=True)
     raw = workdir / "profile.txt"
     recreate_database(url)
-    from pgjobs_runner import PgJobs
+    try:  # the scratch database goes whatever happens
+        from pgjobs_runner import PgJobs
 
-    adapter = PgJobs(url, workdir)
-    adapter.install()
-    spy = py_spy()
-    with running(
-        adapter, Config(args.processes, args.concurrency, {"prefetch": args.prefetch})
-    ) as workers:
-        options = ["--subprocesses", "--threads", "--nonblocking", "--rate", "1000"]
-        options += ["--gil"] if args.gil else []
-        output = ["--format", "raw", "--output", str(raw)]
-        recorder = subprocess.Popen(
-            [spy, "record", "--pid", str(workers.procs[0].pid), *options, *output],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        before = adapter.done()
-        adapter.enqueue_queued(args.jobs)
-        started = now()
-        wait_until(lambda: adapter.done() >= before + args.jobs, 600, "the drain", 0.01)
-        elapsed = now() - started
-        recorder.send_signal(signal.SIGINT)
-        recorder.wait(30)
+        adapter = PgJobs(url, workdir)
+        adapter.install()
+        spy = py_spy()
+        with running(
+            adapter, Config(args.processes, args.concurrency, {"prefetch": args.prefetch})
+        ) as workers:
+            options = ["--subprocesses", "--threads", "--nonblocking", "--rate", "1000"]
+            options += ["--gil"] if args.gil else []
+            output = ["--format", "raw", "--output", str(raw)]
+            recorder = subprocess.Popen(
+                [spy, "record", "--pid", str(workers.procs[0].pid), *options, *output],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            before = adapter.done()
+            adapter.enqueue_queued(args.jobs)
+            started = now()
+            wait_until(lambda: adapter.done() >= before + args.jobs, 600, "the drain", 0.01)
+            elapsed = now() - started
+            recorder.send_signal(signal.SIGINT)
+            recorder.wait(30)
+    finally:
+        drop_database(url)
     print(f"drained {args.jobs} jobs in {elapsed:.2f}s: {args.jobs / elapsed:,.0f} jobs/s\n")
     summarise(raw, args.top)
 
