@@ -19,10 +19,27 @@ from typing import Any
 
 import psycopg
 import psycopg.adapt
-from django.db import DatabaseError, OperationalError, connections, transaction
+from django.db import (
+    DatabaseError,
+    InterfaceError,
+    InternalError,
+    OperationalError,
+    connections,
+    transaction,
+)
 from psycopg.pq import Format
 
 from . import conf, payload
+
+#: What a loop that must go on (a worker's, a scheduler's, an outcome write's retry)
+#: answers by closing its connection and trying again after a pause: the server gone
+#: or unreachable (OperationalError), a connection closed under it (InterfaceError),
+#: or one whose protocol state psycopg no longer trusts (InternalError: "received 2
+#: results from command 'COMMIT'" once PgBouncer's server connection was terminated
+#: mid-transaction, which ended the worker) and PostgreSQL's own XX errors. The
+#: state machine's refusals are no InternalError: they raise check_violation.
+CONNECTION_TROUBLE = (OperationalError, InterfaceError, InternalError)
+
 
 SQL_DIR = Path(__file__).resolve().parent / "sql"
 

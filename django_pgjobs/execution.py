@@ -10,10 +10,10 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from django.db import DatabaseError, InterfaceError, OperationalError, connections
+from django.db import DatabaseError, connections
 from django.utils import timezone
 
-from . import conf, leftovers, limits, logs, middleware, payload, signals, transitions
+from . import conf, db, leftovers, limits, logs, middleware, payload, signals, transitions
 from .backoff import Backoff
 from .connectors import runtime as connector_runtime
 from .context import JobContext, _current
@@ -341,7 +341,7 @@ def _through_outage(
     while True:
         try:
             return write()
-        except (OperationalError, InterfaceError) as error:
+        except db.CONNECTION_TROUBLE as error:
             if deadline is not None and time.monotonic() > deadline:
                 logger.error("could not %s: %s", what, error)
                 return None

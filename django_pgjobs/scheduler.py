@@ -27,10 +27,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.db import DatabaseError, InterfaceError, OperationalError, connections
+from django.db import DatabaseError, connections
 from django.db.models.functions import Now
 
-from . import __version__, clocks, conf, housekeeping, logs, schedules
+from . import __version__, clocks, conf, db, housekeeping, logs, schedules
 from .housekeeping import RoutineSpec
 from .models import Schedule, SchedulerProcess
 from .notifier import Notifier
@@ -149,7 +149,7 @@ class Scheduler:
                 self.fire_due(now)
                 wake_at = self._wake_at(now)
                 retry_delay = 0.1
-            except (OperationalError, InterfaceError) as error:
+            except db.CONNECTION_TROUBLE as error:
                 logger.warning("database unavailable (%s); retrying in %.1fs", error, retry_delay)
                 connections[self.using].close()
                 wake_at = self.clock() + timedelta(seconds=retry_delay)

@@ -20,11 +20,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.core.exceptions import NON_FIELD_ERRORS, ImproperlyConfigured, ValidationError
-from django.db import IntegrityError, InterfaceError, OperationalError, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Min, Q
 from django.utils import timezone
 
-from . import conf, limits, payload, queues
+from . import conf, db, limits, payload, queues
 from .cron import InvalidCron, Timing, UnknownTimezone, jitter_delay, parse_timezone, plan, timing
 from .exceptions import InvalidOption, InvalidQueueName, PayloadError, PgJobsError, UnknownTask
 from .models import (
@@ -330,7 +330,7 @@ def fire_due(
                         fired.extend(fire(schedule, now, using=using, grace=grace))
                 except InvalidSchedule as error:
                     broken.append(InvalidSchedule(str(error), schedule.pk))
-                except (OperationalError, InterfaceError):
+                except db.CONNECTION_TROUBLE:
                     raise  # the connection is gone: the loop retries
                 except Exception as error:  # a row no scheduler can use: not the others' fault
                     what = f"schedule {schedule.name!r}: {type(error).__name__}: {error}"
@@ -414,7 +414,7 @@ def _fire_tick(
     try:
         with transaction.atomic(using=using):
             job = _enqueue(schedule, max(due, now), wait_for, fire_at=fire_at.isoformat())
-    except (OperationalError, InterfaceError):
+    except db.CONNECTION_TROUBLE:
         raise  # the connection is gone: the whole tick rolls back and is retried
     except Exception as error:
         # The task was removed, its queue deleted, ...: record the tick as fired

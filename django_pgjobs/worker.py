@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timedelta
 
-from django.db import DatabaseError, InterfaceError, OperationalError, connections, transaction
+from django.db import DatabaseError, connections, transaction
 from django.db.models.functions import Now
 from django.utils import timezone
 
@@ -743,7 +743,7 @@ class Worker:
                 claimed_at = time.monotonic()
                 claimed = self.run_once()
                 retry_delay = 0.1
-            except (OperationalError, InterfaceError) as error:
+            except db.CONNECTION_TROUBLE as error:
                 logger.warning("database unavailable (%s); retrying in %.1fs", error, retry_delay)
                 connections[self.using].close()
                 self.stopping.wait(retry_delay)
