@@ -322,6 +322,7 @@ MIGRATIONS_AFTER_SQUASH = [
     "0016_one_executing_index",
     "0017_failed_by_id_index",
     "0018_bounded_errors",
+    "0019_linear_insert_events",
 ]
 
 
