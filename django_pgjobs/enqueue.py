@@ -13,11 +13,22 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from django.core.signals import setting_changed
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.dispatch import receiver
 from django.utils import timezone
 
-from . import conf, copying, db, dependencies, limits, middleware, payload, queues, signals
+from . import (
+    conf,
+    copying,
+    db,
+    dependencies,
+    limits,
+    middleware,
+    payload,
+    queues,
+    signals,
+    unmigrated,
+)
 from .connectors.store import check_known as check_connector
 from .exceptions import InvalidOption, InvalidQueueName
 from .states import ACTIVE, JobState
@@ -405,9 +416,14 @@ def insert_jobs(specs: Sequence[JobSpec | dict[str, Any]]) -> list[Job]:
     INSERT of the edges, in one transaction with the jobs. The enqueue hooks of
     ``PGJOBS["MIDDLEWARE"]`` see the specs first.
     """
-    if not middleware.chain().enqueue:
-        return _insert_jobs(specs)
-    return middleware.enqueue([_as_spec(spec) for spec in specs], _insert_jobs)
+    try:
+        if not middleware.chain().enqueue:
+            return _insert_jobs(specs)
+        return middleware.enqueue([_as_spec(spec) for spec in specs], _insert_jobs)
+    except DatabaseError as error:  # costs nothing until raised
+        if (clearer := unmigrated.reworded(error, conf.get("DATABASE"))) is None:
+            raise
+        raise clearer from error
 
 
 def _insert_jobs(specs: Sequence[JobSpec | dict[str, Any]]) -> list[Job]:

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 from django.core.management.base import CommandError
 from django.db import DatabaseError, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 
 #: SQLSTATEs of a missing table, function or column: what a query of pgjobs meets on
 #: a database whose pgjobs migrations are not (all) applied.
@@ -15,9 +16,22 @@ UNDEFINED = frozenset({"42P01", "42883", "42703"})
 
 def pending(alias: str) -> list[str]:
     """pgjobs' migrations not applied to the database ``alias``, in order."""
+    connection = connections[alias]
+    if not connection.in_atomic_block:
+        return _pending_on(connection)
+    # The error being explained aborted the caller's transaction (an enqueue in an
+    # atomic block): django_migrations can only be read on a connection of our own.
+    own = connections.create_connection(alias)
+    try:
+        return _pending_on(own)
+    finally:
+        own.close()
+
+
+def _pending_on(connection: BaseDatabaseWrapper) -> list[str]:
     from django.db.migrations.executor import MigrationExecutor
 
-    executor = MigrationExecutor(connections[alias])
+    executor = MigrationExecutor(connection)
     targets = [node for node in executor.loader.graph.leaf_nodes() if node[0] == "pgjobs"]
     return [migration.name for migration, _ in executor.migration_plan(targets)]
 
@@ -55,3 +69,14 @@ def required(alias: str) -> Iterator[None]:
         if (message := explain(error, alias)) is None:
             raise
         raise CommandError(message) from error
+
+
+def reworded(error: DatabaseError, alias: str) -> DatabaseError | None:
+    """``error`` of the same class with a message saying to migrate, if pgjobs'
+    migrations missing from ``alias`` caused it; None for any other error. (An
+    enqueue said 'function pgjobs_insert_job(unknown, ...) does not exist', with
+    PostgreSQL's hint to add type casts.)"""
+    if (message := explain(error, alias)) is None:
+        return None
+    said = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return type(error)(f"{message} (PostgreSQL said: {said})")

@@ -524,6 +524,41 @@ def test_commands_on_an_unmigrated_database_say_to_migrate_not_a_traceback():
             assert _rows(conn, "SELECT relname FROM pg_class WHERE relname LIKE 'pgjobs%'") == []
 
 
+ENQUEUE_UNMIGRATED = """
+from django.db import DatabaseError, transaction
+from django_pgjobs import Job
+
+def said(enqueue):
+    try:
+        enqueue()
+    except DatabaseError as error:
+        print(type(error).__name__, "|", error)
+
+add = "testproject.demo.tasks.add"
+said(lambda: Job.enqueue(add, args=[1, 2]))
+with transaction.atomic():  # the error aborted this transaction: explained all the same
+    said(lambda: Job.enqueue(add, args=[1, 2]))
+said(lambda: Job.enqueue_many([{"task": add, "args": [n, 1]} for n in range(150)]))
+"""
+
+
+def test_enqueue_on_an_unmigrated_database_says_to_migrate():
+    # A newcomer's enqueue before `migrate` read 'function pgjobs_insert_job(unknown,
+    # ...) does not exist', with PostgreSQL's hint to add explicit type casts.
+    with Scratch("unmigrated_enqueue") as scratch:
+        result = scratch.manage("shell", "-c", ENQUEUE_UNMIGRATED)
+        lines = [line for line in result.stdout.splitlines() if "|" in line]
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert len(lines) == 3, result.stdout + result.stderr
+        for line in lines:
+            assert line.startswith("ProgrammingError | "), line
+            assert f"The database '{scratch.name}' lacks pgjobs' tables" in line
+            assert "Run `python manage.py migrate` first. (PostgreSQL said: " in line
+        assert "pgjobs_insert_job" in lines[0]
+        with scratch.connect() as conn:
+            assert _rows(conn, "SELECT relname FROM pg_class WHERE relname LIKE 'pgjobs%'") == []
+
+
 def test_other_database_errors_are_not_explained_as_unmigrated():
     from django.db import ProgrammingError
 
