@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
+from django_pgjobs.admin.schedulers import STALE_AFTER
 from django_pgjobs.admin.schedules import fire_times
-from django_pgjobs.models import Job, Schedule
+from django_pgjobs.models import Job, Schedule, SchedulerProcess
 from tests.admin_helpers import action, changelist, staff_client
 
 pytestmark = pytest.mark.django_db
@@ -36,6 +38,27 @@ def test_the_list_and_the_page_show_next_fire_times_in_the_schedules_timezone(ad
     assert "09:30:00 JST" in admin_client.get(changelist("schedule")).content.decode()
     page = admin_client.get(reverse("admin:pgjobs_schedule_change", args=[schedule.pk]))
     assert page.content.decode().count("09:30:00 JST") == 5
+
+
+def _warned(admin_client) -> bool:
+    page = admin_client.get(changelist("schedule"))
+    return "No scheduler is running" in page.content.decode()
+
+
+def test_the_list_says_when_no_scheduler_would_fire_its_schedules(admin_client):
+    # A newcomer added a schedule in the admin and nothing said runscheduler must run.
+    assert not _warned(admin_client)  # no schedule: nothing to say
+    schedule = make_schedule()
+    assert _warned(admin_client)
+    page = admin_client.get(changelist("schedule")).content.decode()
+    assert "`python manage.py runscheduler`" in page
+    process = SchedulerProcess.objects.create(host="web-1", pid=4242)
+    assert not _warned(admin_client)
+    stale = timezone.now() - STALE_AFTER - timedelta(seconds=10)
+    SchedulerProcess.objects.filter(pk=process.pk).update(started_at=stale, heartbeat_at=stale)
+    assert _warned(admin_client)
+    Schedule.objects.filter(pk=schedule.pk).update(enabled=False)
+    assert not _warned(admin_client)  # nothing would fire anyway
 
 
 def test_a_bad_cron_is_refused_with_a_clear_message(admin_client):

@@ -8,17 +8,19 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
+from django.db.models.functions import Now
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from .. import schedules
+from .. import conf, schedules
 from ..exceptions import UnknownTask
-from ..models import Schedule
+from ..models import Schedule, SchedulerProcess
 from ..tasks import get_task
 from .base import OperatorAdmin, id_in_url
+from .schedulers import STALE_AFTER
 
 #: Upcoming fire times listed on a schedule's page.
 UPCOMING = 5
@@ -42,6 +44,19 @@ def _local(instant: datetime | None, zone_name: str) -> str:
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         zone = timezone.get_current_timezone()
     return instant.astimezone(zone).strftime(OWN_CLOCK)
+
+
+#: What the list says when its enabled schedules have no scheduler to fire them.
+NO_SCHEDULER = (
+    "No scheduler is running: schedules fire only while `python manage.py runscheduler` "
+    "runs (one or several, each tick fires once). See Scheduler processes."
+)
+
+
+def scheduler_running() -> bool:
+    """Whether a ``runscheduler`` passed within STALE_AFTER, by the database's clock."""
+    processes = SchedulerProcess.objects.using(conf.get("DATABASE"))
+    return processes.filter(heartbeat_at__gte=Now() - STALE_AFTER).exists()
 
 
 def _tick_class(error: str) -> str:
@@ -82,6 +97,16 @@ class ScheduleAdmin(OperatorAdmin):
                                  "catch_up_limit")}),
         ("Ticks", {"fields": ("last_fire", "planned_fire", "last_job_link", "recent_ticks")}),
     )  # fmt: skip
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        # A newcomer adds a schedule here, and nothing ever fires: say why.
+        if request.method == "GET" and not scheduler_running():
+            enabled = Schedule.objects.using(conf.get("DATABASE")).filter(enabled=True)
+            if enabled.exists():
+                self.message_user(request, NO_SCHEDULER, messages.WARNING, fail_silently=True)
+        return super().changelist_view(request, extra_context)
 
     # -- what is shown ---------------------------------------------------------------------
 
