@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -40,25 +41,35 @@ def test_the_list_and_the_page_show_next_fire_times_in_the_schedules_timezone(ad
     assert page.content.decode().count("09:30:00 JST") == 5
 
 
-def _warned(admin_client) -> bool:
-    page = admin_client.get(changelist("schedule"))
-    return "No scheduler is running" in page.content.decode()
-
-
-def test_the_list_says_when_no_scheduler_would_fire_its_schedules(admin_client):
-    # A newcomer added a schedule in the admin and nothing said runscheduler must run.
-    assert not _warned(admin_client)  # no schedule: nothing to say
-    schedule = make_schedule()
-    assert _warned(admin_client)
+def _warning(admin_client) -> str | None:
     page = admin_client.get(changelist("schedule")).content.decode()
-    assert "`python manage.py runscheduler`" in page
+    start = page.find("No scheduler is running")
+    return None if start < 0 else page[start : page.index("</li>", start)]
+
+
+def test_the_list_says_when_no_scheduler_fires_its_late_schedules(admin_client):
+    # A newcomer added a schedule in the admin and nothing said runscheduler must run.
+    schedule = make_schedule(name="hourly", cron="0 * * * *")
+    assert _warning(admin_client) is None  # just added: not late yet
+    long_ago = timezone.now() - timedelta(minutes=5)
+    Schedule.objects.filter(pk=schedule.pk).update(updated_at=long_ago)
+    warning = _warning(admin_client)
+    assert "schedule &#x27;hourly&#x27; has not been planned by any scheduler" in warning
+    assert "`python manage.py runscheduler` runs" in warning
+    Schedule.objects.filter(pk=schedule.pk).update(next_fire_at=long_ago)
+    assert re.search(
+        r"schedule &#x27;hourly&#x27; is 30\ds late \(limit 60s\)", _warning(admin_client)
+    )
     process = SchedulerProcess.objects.create(host="web-1", pid=4242)
-    assert not _warned(admin_client)
+    assert _warning(admin_client) is None  # a scheduler runs: lateness is its business
     stale = timezone.now() - STALE_AFTER - timedelta(seconds=10)
     SchedulerProcess.objects.filter(pk=process.pk).update(started_at=stale, heartbeat_at=stale)
-    assert _warned(admin_client)
-    Schedule.objects.filter(pk=schedule.pk).update(enabled=False)
-    assert not _warned(admin_client)  # nothing would fire anyway
+    assert _warning(admin_client) is not None
+    # Ticks on time with no row: `runscheduler --once` from cron keeps none.
+    Schedule.objects.filter(pk=schedule.pk).update(next_fire_at=timezone.now())
+    assert _warning(admin_client) is None
+    Schedule.objects.filter(pk=schedule.pk).update(next_fire_at=long_ago, enabled=False)
+    assert _warning(admin_client) is None  # a disabled schedule is never late
 
 
 def test_a_bad_cron_is_refused_with_a_clear_message(admin_client):

@@ -15,7 +15,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from .. import conf, schedules
+from .. import conf, health, schedules
 from ..exceptions import UnknownTask
 from ..models import Schedule, SchedulerProcess
 from ..tasks import get_task
@@ -46,17 +46,22 @@ def _local(instant: datetime | None, zone_name: str) -> str:
     return instant.astimezone(zone).strftime(OWN_CLOCK)
 
 
-#: What the list says when its enabled schedules have no scheduler to fire them.
-NO_SCHEDULER = (
-    "No scheduler is running: schedules fire only while `python manage.py runscheduler` "
-    "runs (one or several, each tick fires once). See Scheduler processes."
-)
-
-
-def scheduler_running() -> bool:
-    """Whether a ``runscheduler`` passed within STALE_AFTER, by the database's clock."""
-    processes = SchedulerProcess.objects.using(conf.get("DATABASE"))
-    return processes.filter(heartbeat_at__gte=Now() - STALE_AFTER).exists()
+def no_scheduler_warning() -> str | None:
+    """What the list says when an enabled schedule is late (as ``pgjobs health`` counts
+    it) and no ``runscheduler`` passed within STALE_AFTER; None otherwise. (``--once``
+    from cron keeps no row: its schedules are on time, so it is not warned about.)"""
+    using = conf.get("DATABASE")
+    late = health.check_scheduler(timezone.now(), health.DEFAULT_SCHEDULER_LAG, using)
+    if late.ok:
+        return None
+    processes = SchedulerProcess.objects.using(using)
+    if processes.filter(heartbeat_at__gte=Now() - STALE_AFTER).exists():
+        return None  # a scheduler runs: the late schedule is its business, not a setup step
+    return (
+        f"No scheduler is running, and {late.detail}: schedules fire only while "
+        "`python manage.py runscheduler` runs (or `runscheduler --once` from cron). "
+        "See Scheduler processes."
+    )
 
 
 def _tick_class(error: str) -> str:
@@ -102,10 +107,8 @@ class ScheduleAdmin(OperatorAdmin):
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
         # A newcomer adds a schedule here, and nothing ever fires: say why.
-        if request.method == "GET" and not scheduler_running():
-            enabled = Schedule.objects.using(conf.get("DATABASE")).filter(enabled=True)
-            if enabled.exists():
-                self.message_user(request, NO_SCHEDULER, messages.WARNING, fail_silently=True)
+        if request.method == "GET" and (warning := no_scheduler_warning()):
+            self.message_user(request, warning, messages.WARNING, fail_silently=True)
         return super().changelist_view(request, extra_context)
 
     # -- what is shown ---------------------------------------------------------------------
