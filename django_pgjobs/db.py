@@ -19,6 +19,9 @@ from typing import Any
 
 import psycopg
 import psycopg.adapt
+import psycopg.copy
+import psycopg.generators
+import psycopg.waiting
 from django.db import (
     DatabaseError,
     InterfaceError,
@@ -376,10 +379,47 @@ def copy_in(name: str, chunks: Iterable[bytes], using: str | None = None) -> Non
     with (
         connection.wrap_database_errors,
         connection.connection.cursor() as cursor,
-        cursor.copy(statement(name)) as copy,
+        cursor.copy(statement(name), writer=_CopyWriter(cursor)) as copy,
     ):
         for chunk in chunks:
             copy.write(chunk)
+
+
+class _CopyWriter(psycopg.copy.LibpqWriter):
+    """psycopg's own writer, whose end of the COPY takes any number of results.
+
+    psycopg (3.3) expects exactly one there and raised a bare ``ValueError: too many
+    values to unpack`` when PostgreSQL sent two errors: a COPY in a savepoint that
+    failed for want of temp file space (``temp_file_limit``, a full disk) failed
+    again as its subtransaction was aborted, with "AbortSubTransaction while in
+    ABORT state". The first error, which names the COPY's line, is raised instead.
+    """
+
+    def finish(self, exc: BaseException | None = None) -> None:
+        message = None
+        if exc is not None:  # what psycopg's writer tells the server, which fails the COPY
+            text = f"error from Python: {type(exc).__qualname__} - {exc}"
+            message = text.encode(self.connection.info.encoding, "replace")
+        try:
+            self.connection.wait(_end_copy(self._pgconn, message, self.connection.info.encoding))
+        except psycopg.errors.QueryCanceled:
+            if message is None:  # else the failure we asked for: the caller has exc
+                raise
+
+
+def _end_copy(pgconn: Any, message: bytes | None, encoding: str) -> Any:
+    """End a COPY FROM STDIN (failing it with ``message``, if any), and raise the
+    first error of the results, however many PostgreSQL sends."""
+    while pgconn.put_copy_end(message) == 0:  # libpq's buffer is full: wait to write
+        while not (yield psycopg.waiting.Wait.W):
+            continue
+    yield from psycopg.generators.send(pgconn)
+    results = yield from psycopg.generators.fetch_many(pgconn)
+    if not results:
+        raise psycopg.InternalError("the server sent no result at the end of the COPY")
+    for result in results:
+        if result.status != psycopg.pq.ExecStatus.COMMAND_OK:
+            raise psycopg.errors.error_from_result(result, encoding=encoding)
 
 
 def as_json(value: Any) -> str:
