@@ -1,10 +1,12 @@
-"""One deadline for a whole exchange with a peer: an HTTP request (connecting, sending,
-reading the answer), an SMTP session.
+"""One deadline for a whole exchange with a peer: an HTTP request (looking up the host's
+name, connecting, TLS, sending, reading the answer), an SMTP session.
 
 A socket's timeout bounds each operation alone: a peer that sends a byte a second
 never lets one read wait long, and held a job as long as it liked. So the
 connections of an exchange register their sockets here, and when its time is up
-they are shut down, which wakes the read blocked on them with end of file.
+they are shut down, which wakes the read blocked on them with end of file. What
+has no socket to shut (the system resolver's lookup of a name) runs on a thread of
+its own, which the exchange stops waiting for when its time is up.
 """
 
 from __future__ import annotations
@@ -15,7 +17,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+AddressInfo = tuple[Any, Any, int, str, Any]
 
 _current: ContextVar[Deadline | None] = ContextVar("pgjobs_http_deadline", default=None)
 
@@ -36,10 +41,16 @@ class Deadline:
         return max(self.ends - time.monotonic(), 0.0)
 
     def watch(self, sock: socket.socket) -> None:
+        # A duplicate of its descriptor: TLS wraps a socket by detaching it, after which
+        # shutting the object down would do nothing, and the handshake ran on unbounded.
+        duplicate = socket.fromfd(sock.fileno(), sock.family, sock.type, sock.proto)
         with self.lock:
-            self.sockets.append(sock)
+            if self.done:
+                duplicate.close()
+                return
+            self.sockets.append(duplicate)
             if self.expired:
-                _shut(sock)
+                _shut(duplicate)
 
     def expire(self) -> None:
         with self.lock:
@@ -54,8 +65,15 @@ class Deadline:
         self.timer.cancel()
         with self.lock:
             self.done = True
+            for duplicate in self.sockets:
+                duplicate.close()  # the connection itself stays open while its owner's is
             self.sockets.clear()
             return self.expired
+
+    def ran_out(self) -> bool:
+        """End the exchange's time; whether it was up: its sockets shut, or a socket's
+        own timeout, never longer than the time left, fired as the timer was due."""
+        return self.finish() or self.remaining() == 0
 
 
 def _shut(sock: socket.socket) -> None:
@@ -84,25 +102,94 @@ def settle() -> bool:
     return deadline is not None and deadline.finish()
 
 
-def watched(connect: Callable[..., socket.socket]) -> Callable[..., socket.socket]:
-    """``connect`` (``socket.create_connection``'s signature), its socket registered
-    with the current deadline and given no longer a timeout than the time left (TLS's
-    handshake runs on it before the wrapped socket can be registered)."""
-
-    def connect_within(address: tuple[str, int], timeout: Any = None, *args: Any) -> socket.socket:
-        return adopt(connect(address, timeout, *args), timeout)
-
-    return connect_within
-
-
-def adopt(sock: socket.socket, timeout: Any) -> socket.socket:
-    """``sock``, just connected with ``timeout``, registered with the current deadline
-    and given no longer a timeout than the time left."""
-    watch(sock)
+def within(action: Callable[[], T], what: str) -> T:
+    """``action()``, which has no socket to shut, waited for until the current deadline
+    (if any): past it the deadline expires and TimeoutError says ``what`` took too long.
+    Its thread runs on, abandoned, until ``action`` returns (a lookup: until the system
+    resolver gives up by its own timeouts)."""
     deadline = _current.get()
-    if deadline is not None and isinstance(timeout, int | float):
-        sock.settimeout(max(min(timeout, deadline.remaining()), 0.001))
-    return sock
+    if deadline is None:
+        return action()
+    outcome: list[Any] = []
+    finished = threading.Event()
+
+    def run() -> None:
+        try:
+            outcome.append((True, action()))
+        except BaseException as error:  # handed to the waiting thread, which raises it
+            outcome.append((False, error))
+        finished.set()
+
+    threading.Thread(target=run, name=f"pgjobs {what}", daemon=True).start()
+    if not finished.wait(deadline.remaining()):
+        deadline.expire()
+        raise TimeoutError(f"{what} took longer than the time left")
+    returned, value = outcome[0]
+    if not returned:
+        raise value
+    return value
+
+
+def lookup(host: str, port: int) -> list[AddressInfo]:
+    """``getaddrinfo`` of ``host`` for a TCP connection, within the current deadline (an
+    IP address is read at once, without a thread)."""
+    with contextlib.suppress(socket.gaierror):
+        return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)
+    return within(
+        lambda: socket.getaddrinfo(host, port, type=socket.SOCK_STREAM), "the host name's lookup"
+    )
+
+
+def connect_any(
+    found: list[AddressInfo], timeout: Any = None, source_address: Any = None
+) -> socket.socket:
+    """A socket connected to the first of ``found`` that takes it, each registered with
+    the current deadline before connecting and given no longer than the time left (each
+    had the whole timeout: ten addresses that don't answer took ten times it)."""
+    problem: OSError = OSError("getaddrinfo returned no address")
+    for family, kind, proto, _, address in found:
+        sock = socket.socket(family, kind, proto)
+        try:
+            watch(sock)
+            limit = _time_left(timeout)
+            if limit is not socket._GLOBAL_DEFAULT_TIMEOUT:  # type: ignore[attr-defined]
+                sock.settimeout(limit)
+            if source_address:
+                sock.bind(source_address)
+            sock.connect(address)
+            return sock
+        except OSError as error:
+            sock.close()
+            problem = error
+        if _ran_out():
+            break
+    raise problem
+
+
+def create_connection(
+    address: tuple[str, int],
+    timeout: Any = socket._GLOBAL_DEFAULT_TIMEOUT,  # type: ignore[attr-defined]
+    source_address: Any = None,
+) -> socket.socket:
+    """``socket.create_connection``, the lookup and the connecting within the current
+    deadline; outside one, ``socket.create_connection`` itself."""
+    if _current.get() is None:
+        return socket.create_connection(address, timeout, source_address)
+    host, port = address
+    return connect_any(lookup(host, port), timeout, source_address)
+
+
+def _time_left(timeout: Any) -> Any:
+    deadline = _current.get()
+    if deadline is None:
+        return timeout
+    left = max(deadline.remaining(), 0.001)
+    return left if timeout is None or not isinstance(timeout, int | float) else min(timeout, left)
+
+
+def _ran_out() -> bool:
+    deadline = _current.get()
+    return deadline is not None and (deadline.expired or deadline.remaining() == 0)
 
 
 def watch(sock: socket.socket | None) -> None:

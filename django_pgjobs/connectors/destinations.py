@@ -76,9 +76,9 @@ class Destinations:
     ) -> socket.socket:
         host, port = address
         if self.allows_name(host):
-            return socket.create_connection(address, timeout, source_address)
+            return deadline.create_connection(address, timeout, source_address)
         try:
-            found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            found = deadline.lookup(host, port)
         except socket.gaierror as problem:
             raise ConnectorRefused(f"{host}: can't resolve it ({problem})") from None
         allowed = [info for info in found if self.allows_address(info[4][0])]
@@ -87,39 +87,26 @@ class Destinations:
             raise ConnectorRefused(
                 f"{host} ({addresses}) is not allowed by PGJOBS['HTTP_ALLOWED_HOSTS']"
             )
-        problem: OSError | None = None
-        for family, kind, proto, _, sockaddr in allowed:
-            sock = socket.socket(family, kind, proto)
-            try:
-                if timeout is not socket._GLOBAL_DEFAULT_TIMEOUT:  # type: ignore[attr-defined]
-                    sock.settimeout(timeout)
-                if source_address:
-                    sock.bind(source_address)
-                sock.connect(sockaddr)  # the address checked above, not a new lookup
-                return sock
-            except OSError as error:
-                sock.close()
-                problem = error
-        assert problem is not None
-        raise problem
+        # The addresses checked above, not a new lookup.
+        return deadline.connect_any(allowed, timeout, source_address)
+
+
+def _connect(address: tuple[str, int], timeout: Any = None, *args: Any) -> socket.socket:
+    """Any host: the lookup and the connecting within the request's deadline."""
+    return deadline.create_connection(address, timeout, *args)
 
 
 class _HTTPConnection(http.client.HTTPConnection):
     def __init__(self, *args: Any, destinations: Destinations | None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        connect = destinations.connect if destinations else socket.create_connection
-        self._create_connection = deadline.watched(connect)
+        self._create_connection = destinations.connect if destinations else _connect
 
 
 class _HTTPSConnection(http.client.HTTPSConnection):
     def __init__(self, *args: Any, destinations: Destinations | None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        connect = destinations.connect if destinations else socket.create_connection
-        self._create_connection = deadline.watched(connect)  # TLS still checks the host name
-
-    def connect(self) -> None:
-        super().connect()
-        deadline.watch(self.sock)  # the TLS socket, which replaced the one registered
+        # TLS still checks the host name, whatever address was connected to.
+        self._create_connection = destinations.connect if destinations else _connect
 
 
 class _HTTPHandler(urllib.request.HTTPHandler):

@@ -223,7 +223,7 @@ class HttpConnector(ConnectorKind):
                 try:
                     response = self._exchange(outgoing, timeout, where)
                 except Exception:
-                    if not bound.finish():
+                    if not bound.ran_out():
                         raise
                     raise ConnectorError(
                         f"{where} failed: no whole answer within the timeout ({timeout:g} s)"

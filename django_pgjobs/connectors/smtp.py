@@ -18,6 +18,7 @@ import django
 from django.conf import settings
 from django.core.mail import EmailMessage, EmailMultiAlternatives
 from django.core.mail.backends.smtp import EmailBackend
+from django.core.mail.utils import DNS_NAME
 
 from . import deadline
 from .base import ConnectorKind, Option, seconds
@@ -63,20 +64,11 @@ class _WatchedSMTP(smtplib.SMTP):
     """smtplib's client, its sockets kept to the current deadline (``deadline.bounding``)."""
 
     def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
-        # SMTP_SSL's _get_socket calls this one before its TLS handshake.
-        return deadline.adopt(super()._get_socket(host, port, timeout), timeout)
-
-    def connect(self, *args: Any, **kwargs: Any) -> tuple[int, bytes]:
-        try:
-            return super().connect(*args, **kwargs)
-        finally:
-            deadline.watch(self.sock)  # SMTP_SSL's: the TLS socket replaced the one adopted
-
-    def starttls(self, *args: Any, **kwargs: Any) -> tuple[int, bytes]:
-        try:
-            return super().starttls(*args, **kwargs)
-        finally:
-            deadline.watch(self.sock)  # the TLS socket, which replaced the one adopted
+        # SMTP_SSL's _get_socket calls this one before its TLS handshake; the TLS socket
+        # (of STARTTLS too) shares the descriptor the deadline shuts.
+        if timeout is not None and not timeout:
+            raise ValueError("Non-blocking socket (timeout=0) is not supported")
+        return deadline.create_connection((host, port), timeout, self.source_address)
 
 
 class _WatchedSMTPSSL(smtplib.SMTP_SSL, _WatchedSMTP):
@@ -87,6 +79,23 @@ class _Backend(EmailBackend):
     @property
     def connection_class(self) -> type[smtplib.SMTP]:
         return _WatchedSMTPSSL if self.use_ssl else _WatchedSMTP
+
+    def open(self) -> bool | None:
+        _know_local_name()
+        return super().open()
+
+
+_local_name_known = False
+
+
+def _know_local_name() -> None:
+    """Django's SMTP backend names this host in EHLO by a lookup of its own name
+    (``socket.getfqdn``, cached for the process once it answers): made within the
+    deadline, so a resolver that hangs can't hold the first mail past the timeout."""
+    global _local_name_known
+    if not _local_name_known:
+        deadline.within(DNS_NAME.get_fqdn, "the lookup of this host's name")
+        _local_name_known = True
 
 
 @register_kind
@@ -150,7 +159,7 @@ class SmtpConnector(ConnectorKind):
                 try:
                     yield
                 except (smtplib.SMTPException, OSError):
-                    if not bound.expired:
+                    if not bound.ran_out():
                         raise
                     message = f"SMTP {where}: no whole exchange within the timeout ({timeout:g} s)"
                     raise ConnectorError(message) from None
