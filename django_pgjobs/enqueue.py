@@ -531,6 +531,7 @@ RECORD_KEYS = {
     "crashes": "rescue's count of the workers lost while holding the job",
     "snoozed": "the count and the last of the job's snoozes",
     "errors_dropped": "the count of error records the job no longer keeps",
+    "smtp_sent": "the mail an smtp connector's server accepted for the job",
 }
 
 #: Every meta key a caller may not set, with what the refusal says.

@@ -99,6 +99,8 @@ class SmtpPeer:
     password: str = "smtp-pass-0001"
     messages: list[Message] = field(default_factory=list)
     logins: list[tuple[str, bool]] = field(default_factory=list)
+    #: Subjects of messages the server turns away once ("451 try again later").
+    refuse_once: set[str] = field(default_factory=set)
 
 
 class _Sink:
@@ -106,7 +108,11 @@ class _Sink:
         self.peer = peer
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.peer.messages.append(message_from_bytes(envelope.content))
+        message = message_from_bytes(envelope.content)
+        if message["Subject"] in self.peer.refuse_once:
+            self.peer.refuse_once.discard(message["Subject"])
+            return "451 4.3.0 try again later"
+        self.peer.messages.append(message)
         return "250 OK"
 
 

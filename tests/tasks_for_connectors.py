@@ -19,6 +19,26 @@ def welcome(to: str, connector: SmtpConnector) -> int:
     return connector.send_mail("Welcome", "Hello from the queue", to, html="<p>Hello</p>")
 
 
+@task(connector="mailer")
+def newsletter(subjects: list[str], connector: SmtpConnector) -> int:
+    """One message per subject, sent over one SMTP session."""
+    from django.core.mail import EmailMessage
+
+    messages = [
+        EmailMessage(subject, f"About {subject}", to=["ada@example.com"]) for subject in subjects
+    ]
+    return connector.send(messages)
+
+
+@task(connector="mailer")
+def mail_then_fail_once(to: str, connector: SmtpConnector) -> int:
+    """Sends its mail, then fails its first attempt."""
+    sent = connector.send_mail("Receipt", "Paid", to)
+    if current_job().job.attempt == 1:
+        raise RuntimeError("failed after the mail went")
+    return sent
+
+
 @task
 def connector_name() -> str:
     """Reads the connector from the job context instead of a parameter."""

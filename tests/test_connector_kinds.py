@@ -297,3 +297,124 @@ def test_running_commands_count_against_their_queue_s_concurrency(threaded_worke
     events = [line.split() for line in log.read_text().splitlines()]
     assert [kind for kind, _ in events] == ["start", "end"] * 3, "processes overlapped"
     assert all(Job.objects.get(pk=job.pk).attempt == 1 for job in jobs)
+
+
+def recorded(meta) -> dict[str, int]:
+    from django_pgjobs.connectors.sent_mail import recorded
+
+    return recorded(meta)
+
+
+def subjects(peer) -> list[str]:
+    return [message["Subject"] for message in peer.messages]
+
+
+def test_a_send_that_fails_part_way_sends_only_the_rest_when_retried(worker, smtp_peer):
+    """The retry sent every message again: the ones the server had accepted went twice."""
+    mailer(smtp_peer)
+    from tests.tasks_for_connectors import newsletter
+
+    smtp_peer.refuse_once = {"two"}
+    job = newsletter.enqueue(["one", "two", "three"])
+    worker.drain()
+    job.refresh_from_db()
+    assert job.state == JobState.RETRYABLE
+    assert subjects(smtp_peer) == ["one"]
+    assert job.errors[0]["error"] == (
+        f"SmtpPartlySent: SMTP 127.0.0.1:{smtp_peer.port}: SMTPDataError(451, b'4.3.0 try "
+        "again later') (after 1 of 3 messages were accepted; a retry of this job sends only "
+        "the others)"
+    )
+    assert list(job.meta["smtp_sent"].values()) == [1]
+
+    job.retry()
+    worker.drain()
+    job.refresh_from_db()
+    assert (job.state, job.result) == (JobState.COMPLETED, 3)
+    assert subjects(smtp_peer) == ["one", "two", "three"]
+    assert sorted(job.meta["smtp_sent"].values()) == [1, 1, 1]
+
+
+def test_a_mail_sent_before_the_task_failed_is_not_sent_by_its_retry(worker, smtp_peer, caplog):
+    mailer(smtp_peer)
+    from tests.tasks_for_connectors import mail_then_fail_once
+
+    job = mail_then_fail_once.enqueue("ada@example.com")
+    worker.drain()
+    job.retry()
+    worker.drain()
+    job.refresh_from_db()
+    assert (job.state, job.result) == (JobState.COMPLETED, 1)
+    assert subjects(smtp_peer) == ["Receipt"]
+    assert f"job {job.pk}: 1 of 1 messages were sent by an earlier attempt" in caplog.text
+
+
+def test_a_message_sent_twice_on_purpose_is_sent_twice_once_across_retries(worker, smtp_peer):
+    mailer(smtp_peer)
+    from tests.tasks_for_connectors import newsletter
+
+    smtp_peer.refuse_once = {"two"}
+    job = newsletter.enqueue(["one", "one", "two", "one"])
+    worker.drain()
+    assert subjects(smtp_peer) == ["one", "one"]
+    job.retry()
+    worker.drain()
+    job.refresh_from_db()
+    assert (job.state, job.result) == (JobState.COMPLETED, 4)
+    assert subjects(smtp_peer) == ["one", "one", "two", "one"]
+    assert sorted(job.meta["smtp_sent"].values()) == [1, 3]
+
+
+@pytest.mark.parametrize("planted", ["junk", [1], {"x": "y", "z": True}, None])
+def test_a_record_of_sent_mail_that_is_no_count_sends_everything(worker, smtp_peer, planted):
+    """A row written by hand: its smtp_sent is read as nothing sent, and replaced."""
+    mailer(smtp_peer)
+    from tests.tasks_for_connectors import newsletter
+
+    job = newsletter.enqueue(["one", "two"])
+    Job.objects.filter(pk=job.pk).update(meta={"smtp_sent": planted})
+    worker.drain()
+    job.refresh_from_db()
+    assert (job.state, job.result) == (JobState.COMPLETED, 2)
+    assert subjects(smtp_peer) == ["one", "two"]
+    assert sorted(recorded(job.meta).values()) == [1, 1]
+
+
+def test_outside_a_job_a_send_failing_part_way_says_how_far_it_went(smtp_peer):
+    from django.core.mail import EmailMessage
+
+    from django_pgjobs.connectors import SmtpPartlySent
+
+    mailer(smtp_peer)
+    smtp_peer.refuse_once = {"two"}
+    messages = [
+        EmailMessage(subject, "body", to=["ada@example.com"]) for subject in ["one", "two", "three"]
+    ]
+    with pytest.raises(SmtpPartlySent) as raised:
+        get_connector("mailer").send(messages)
+    assert (raised.value.sent, raised.value.total) == (1, 3)
+    assert str(raised.value).endswith(
+        "(after 1 of 3 messages were accepted; sending them all again sends those twice)"
+    )
+    assert subjects(smtp_peer) == ["one"]
+
+
+def test_a_message_is_known_by_what_is_sent_not_by_its_date_or_id():
+    """Built twice, a message differs in its Date, Message-ID and multipart boundaries;
+    a change to anything sent, the envelope included, is another message."""
+    from django.core.mail import EmailMultiAlternatives
+
+    from django_pgjobs.connectors.sent_mail import fingerprint
+
+    def built(**changes) -> str:
+        fields = {"subject": "s", "body": "b", "from_email": "a@example.com",
+                  "to": ["t@example.com"], "bcc": [], **changes}  # fmt: skip
+        message = EmailMultiAlternatives(**fields)
+        message.attach_alternative("<p>b</p>", "text/html")
+        message.attach("note.txt", "attached", "text/plain")
+        return fingerprint(message)
+
+    assert built() == built()
+    others = [built(subject="S"), built(body="c"), built(to=["u@example.com"]),
+              built(bcc=["b@example.com"]), built(from_email="z@example.com")]  # fmt: skip
+    assert len({built(), *others}) == 1 + len(others)

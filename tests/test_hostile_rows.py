@@ -232,6 +232,11 @@ REFUSED_CALLS: dict[str, tuple[Callable[[], Any], str]] = {
         lambda: Job.enqueue(ADD, [1, 2], meta={"snoozed": {"count": 3}, "label": "x"}),
         "meta key 'snoozed' is written by pgjobs only (the count and the last of the job's",
     ),
+    # {"smtp_sent": {fingerprint: 1}} kept the job's mail from being sent at all.
+    "meta setting smtp_sent": (
+        lambda: Job.enqueue(ADD, [1, 2], meta={"smtp_sent": {"0" * 32: 1}}),
+        "meta key 'smtp_sent' is written by pgjobs only (the mail an smtp connector's",
+    ),
     "enqueue_many by COPY, a meta setting crashes": (
         lambda: Job.enqueue_many([{"task": ADD, "meta": {"crashes": 0}}] * 150),
         "meta key 'crashes'",

@@ -22,7 +22,7 @@ from .errors import (
 )
 from .http import HttpConnector, HttpResponse, HttpStatusError
 from .registry import get_kind, kinds, register_kind
-from .smtp import SmtpConnector
+from .smtp import SmtpConnector, SmtpPartlySent
 from .store import get_connector
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "HttpStatusError",
     "Option",
     "SmtpConnector",
+    "SmtpPartlySent",
     "UnknownConnectorKind",
     "get_connector",
     "get_kind",

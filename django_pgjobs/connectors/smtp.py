@@ -8,6 +8,7 @@ Config: ``host``, ``port`` (25, or 587 with ``use_tls``, 465 with ``use_ssl``),
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import smtplib
 import socket
@@ -20,10 +21,12 @@ from django.core.mail import EmailMessage, EmailMultiAlternatives
 from django.core.mail.backends.smtp import EmailBackend
 from django.core.mail.utils import DNS_NAME
 
-from . import deadline
+from . import deadline, sent_mail
 from .base import ConnectorKind, Option, seconds
 from .errors import ConnectorError
 from .registry import register_kind
+
+logger = logging.getLogger(__name__)
 
 
 def _port(value: int | None) -> str | None:
@@ -58,6 +61,43 @@ def _recipients(value: Any) -> list[str]:
     if isinstance(value, list) and all(isinstance(item, str) for item in value):
         return value
     raise TypeError(f"recipients must be an address or a list of addresses, not {value!r}")
+
+
+class SmtpPartlySent(ConnectorError):
+    """A send failed after the server accepted some of its messages: ``sent`` of
+    ``total`` (in an earlier attempt of the job, or this one)."""
+
+    def __init__(self, failure: ConnectorError, sent: int, total: int, in_job: bool) -> None:
+        self.sent, self.total = sent, total
+        then = (
+            "a retry of this job sends only the others"
+            if in_job
+            else "sending them all again sends those twice"
+        )
+        super().__init__(f"{failure} (after {sent} of {total} messages were accepted; {then})")
+
+
+#: A message to send, its fingerprint and which occurrence of it in the job's attempt
+#: (None, 0 outside a job, where nothing is recorded).
+Pending = tuple[EmailMessage, str | None, int]
+
+
+def _unsent(messages: Sequence[EmailMessage], ledger: sent_mail.Ledger | None) -> list[Pending]:
+    """The messages no earlier attempt of the job sent."""
+    if ledger is None:
+        return [(message, None, 0) for message in messages]
+    _know_local_name()  # building a message names this host in its Message-ID
+    marked = [sent_mail.fingerprint(message) for message in messages]
+    counted = [(m, mark, ledger.occurrence(mark)) for m, mark in zip(messages, marked, strict=True)]
+    pending = [item for item in counted if not ledger.sent_before(item[1], item[2])]
+    if len(pending) < len(messages):
+        logger.info(
+            "job %s: %s of %s messages were sent by an earlier attempt, not sent again",
+            ledger.context.job.pk,
+            len(messages) - len(pending),
+            len(messages),
+        )
+    return pending
 
 
 class _WatchedSMTP(smtplib.SMTP):
@@ -140,14 +180,36 @@ class SmtpConnector(ConnectorKind):
         return _Backend(**options)
 
     def send(self, messages: Sequence[EmailMessage]) -> int:
-        """Send Django email messages over one connection; returns how many were sent."""
+        """Send Django email messages over one connection; returns how many were sent.
+
+        In a job, each message the server accepts is recorded in the job's row, and a
+        retry of the job doesn't send it again (``sent_mail``): it counts as sent. A
+        failure after some were accepted raises ``SmtpPartlySent``."""
+        messages = list(messages)
         sender = self.config["from_email"] or settings.DEFAULT_FROM_EMAIL
         for message in messages:
             if not message.from_email or message.from_email == settings.DEFAULT_FROM_EMAIL:
                 message.from_email = sender
+        ledger = sent_mail.ledger()
         where = f"{self.config['host']}:{self.config['port'] or 'default port'}"
-        with self._exchange(where), self.backend() as connection:
-            return connection.send_messages(list(messages)) or 0
+        earlier = sent = 0
+        try:
+            with self._exchange(where):
+                pending = _unsent(messages, ledger)
+                earlier = len(messages) - len(pending)
+                if pending:
+                    with self.backend() as connection:
+                        for message, mark, occurrence in pending:
+                            if connection.send_messages([message]):
+                                sent += 1
+                                if ledger is not None and mark is not None:
+                                    ledger.record(mark, occurrence)
+        except ConnectorError as failure:
+            if earlier + sent:
+                partly = SmtpPartlySent(failure, earlier + sent, len(messages), ledger is not None)
+                raise partly from None
+            raise
+        return earlier + sent
 
     @contextlib.contextmanager
     def _exchange(self, where: str) -> Iterator[None]:
