@@ -42,7 +42,8 @@ class Deadline:
 
     def watch(self, sock: socket.socket) -> None:
         # A duplicate of its descriptor: TLS wraps a socket by detaching it, after which
-        # shutting the object down would do nothing, and the handshake ran on unbounded.
+        # shutting the object down did nothing, and a STARTTLS handshake ran on for the
+        # socket's own timeout.
         duplicate = socket.fromfd(sock.fileno(), sock.family, sock.type, sock.proto)
         with self.lock:
             if self.done:
@@ -54,7 +55,7 @@ class Deadline:
 
     def expire(self) -> None:
         with self.lock:
-            if self.done:  # the request ended first: its sockets may be another's by now
+            if self.done:  # the exchange ended first: its duplicates are closed
                 return
             self.expired = True
             for sock in self.sockets:
