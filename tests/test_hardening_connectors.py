@@ -16,7 +16,7 @@ from django.core.exceptions import ValidationError
 
 from django_pgjobs import Job
 from django_pgjobs.checks import check_settings
-from django_pgjobs.connectors import ConnectorRefused, get_connector
+from django_pgjobs.connectors import ConnectorRefused, deadline, get_connector
 from django_pgjobs.connectors.destinations import Destinations
 from django_pgjobs.models import Connector
 from django_pgjobs.states import JobState
@@ -116,6 +116,21 @@ def test_http_connects_only_where_the_allow_list_says(allow, http_peer, entries,
         with pytest.raises(ConnectorRefused, match="HTTP_ALLOWED_HOSTS"):
             connector.call({"a": 1})
         assert http_peer.received == []
+
+
+def test_a_failed_lookup_under_the_allow_list_is_retried_not_discarded(allow, worker, monkeypatch):
+    """A resolver that fails for a while (EAI_AGAIN) is no refusal by the connector's
+    owner: the job's attempt fails and is retried, as without the allow-list."""
+
+    def resolver_down(host: str, port: int) -> list:
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(deadline, "lookup", resolver_down)
+    allow("192.0.2.0/24")
+    hook("http://hooks.example.com/hook")
+    job = run_one(worker, task=CALL, kwargs={"payload": {}}, connector="hook")
+    assert job.state == JobState.RETRYABLE and job.attempt == 1
+    assert "Temporary failure in name resolution" in job.errors[0]["error"]
 
 
 def test_a_refused_destination_discards_the_job_and_the_admin_test_says_why(

@@ -77,10 +77,9 @@ class Destinations:
         host, port = address
         if self.allows_name(host):
             return deadline.create_connection(address, timeout, source_address)
-        try:
-            found = deadline.lookup(host, port)
-        except socket.gaierror as problem:
-            raise ConnectorRefused(f"{host}: can't resolve it ({problem})") from None
+        # A lookup that fails (a resolver down for a minute, a name not there yet) is
+        # no refusal by the owner: its gaierror fails the attempt, which is retried.
+        found = deadline.lookup(host, port)
         allowed = [info for info in found if self.allows_address(info[4][0])]
         if not allowed:
             addresses = ", ".join(sorted({info[4][0] for info in found}))
