@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -66,3 +67,26 @@ def test_a_demo_that_fails_leaves_no_process_behind(tmp_path, wait):
     # Its jobs are spread over the first minute.
     runs = sorted(Job.objects.values_list("run_at", flat=True))
     assert (runs[-1] - runs[0]).total_seconds() >= 55
+
+
+def test_the_demo_registers_its_own_tasks_not_the_test_suites():
+    # The demo's admin listed the test suite's 53 tasks in its "By task" filter.
+    script = (
+        "from django.conf import settings; from django_pgjobs.tasks import registered_tasks; "
+        "names = set(registered_tasks()); "
+        "print(sorted(n for n in names if n.startswith('tests.'))); "
+        "print(all(s['task'] in names for s in settings.PGJOBS['SCHEDULES'].values()))"
+    )
+    env = {**os.environ, **conftest.test_database_env(), "PGJOBS_DEMO": "1"}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    done = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", script],
+        cwd=conftest.ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-2:] == ["[]", "True"], done.stdout
+    assert "export PGJOBS_DEMO=1" in DEV.read_text()
