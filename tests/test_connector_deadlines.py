@@ -10,13 +10,18 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from django_pgjobs.connectors import deadline
 from django_pgjobs.connectors.errors import ConnectorError
 from django_pgjobs.connectors.http import HttpConnector
 from django_pgjobs.connectors.smtp import SmtpConnector
+from tests.conftest import wait_until
 from tests.test_hostile_entry_points import LocalPeer, ended
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -168,3 +173,82 @@ def test_the_lookup_of_this_hosts_own_name_for_smtp_is_in_the_timeout():
     assert report["smtp"]["seconds"] is not None, "still waiting for the resolver"
     assert report["smtp"]["seconds"] < 2.5, report
     assert "within the timeout (0.5 s)" in report["smtp"]["error"], report
+
+
+# -- actions on threads of their own (a lookup): one per name, a bounded number -------------
+
+
+@pytest.fixture
+def held():
+    """Actions that block until the test ends, and a count of their runs."""
+    release, runs = threading.Event(), []
+
+    def action(value: object = "answer") -> Callable[[], object]:
+        def run() -> object:
+            runs.append(value)
+            release.wait(30)
+            return value
+
+        return run
+
+    yield action, runs
+    release.set()
+    wait_until(lambda: not deadline._running)
+
+
+def test_calls_for_one_name_while_its_lookup_hangs_share_one_thread(held):
+    """A resolver that doesn't answer held a thread per call until its own timeouts."""
+    action, runs = held
+    for _ in range(5):
+        with deadline.bounding(0.05), pytest.raises(TimeoutError, match="took longer"):
+            deadline.within(action(), "the host name's lookup", key=("getaddrinfo", "a", 80))
+    assert runs == ["answer"] and len(deadline._running) == 1
+
+
+def test_past_max_running_a_new_lookup_fails_at_once_and_is_retried_later(held, monkeypatch):
+    action, runs = held
+    monkeypatch.setattr(deadline, "MAX_RUNNING", 2)
+    for host in ("a", "b"):
+        with deadline.bounding(0.05), pytest.raises(TimeoutError):
+            deadline.within(action(host), "the host name's lookup", key=host)
+    started = time.monotonic()
+    with deadline.bounding(5), pytest.raises(OSError, match="2 others still wait"):
+        deadline.within(action("c"), "the host name's lookup", key="c")
+    assert time.monotonic() - started < 1 and runs == ["a", "b"]
+
+
+def test_a_lookup_that_answers_is_shared_by_the_calls_waiting_and_then_forgotten():
+    answered = threading.Event()
+    runs: list[int] = []
+
+    def slow_answer() -> list[int]:
+        runs.append(1)
+        answered.wait(10)
+        return [1, 2]
+
+    results: list[object] = []
+
+    def call() -> None:
+        with deadline.bounding(10):
+            results.append(deadline.within(slow_answer, "lookup", key="shared"))
+
+    threads = [threading.Thread(target=call) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    wait_until(lambda: runs)
+    answered.set()
+    for thread in threads:
+        thread.join(10)
+    assert results == [[1, 2]] * 3 and runs == [1] and not deadline._running
+
+
+def test_each_waiting_call_raises_its_own_copy_of_the_lookup_s_error():
+    def fails() -> None:
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    raised = []
+    for _ in range(2):
+        with deadline.bounding(5), pytest.raises(socket.gaierror) as info:
+            deadline.within(fails, "lookup", key="x")
+        raised.append(info.value)
+    assert raised[0] is not raised[1] and raised[0].errno == socket.EAI_AGAIN

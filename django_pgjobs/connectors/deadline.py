@@ -12,10 +12,11 @@ its own, which the exchange stops waiting for when its time is up.
 from __future__ import annotations
 
 import contextlib
+import copy
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
@@ -103,32 +104,72 @@ def settle() -> bool:
     return deadline is not None and deadline.finish()
 
 
-def within(action: Callable[[], T], what: str) -> T:
+#: Actions running on threads of their own (``within``), by what they do: a call finds
+#: the one it would start already running and waits for it. A system resolver that
+#: never answers held a thread per lookup until its own timeouts (seconds to minutes),
+#: as many as calls came in meanwhile; now one per host name, and at most this many.
+MAX_RUNNING = 32
+_running: dict[Hashable, _Run] = {}
+_running_lock = threading.Lock()
+
+
+class _Run:
+    """One run of an action on a thread of its own, which any number of calls wait for."""
+
+    def __init__(self) -> None:
+        self.finished = threading.Event()
+        self.returned = False
+        self.value: Any = None
+
+    def outcome(self) -> Any:
+        if self.returned:
+            return self.value
+        # Each waiting call raises a copy of its own: one exception raised in several
+        # threads would have its traceback written by all of them.
+        raise copy.copy(self.value)
+
+
+def _run_of(key: Hashable, action: Callable[[], Any], what: str) -> _Run:
+    """The run of ``action`` known as ``key``: the one running, or a new one."""
+    with _running_lock:
+        run = _running.get(key)
+        if run is not None:
+            return run
+        if len(_running) >= MAX_RUNNING:
+            raise OSError(
+                f"{what} can't start: {len(_running)} others still wait for an answer"
+                " (a resolver that doesn't answer?)"
+            )
+        run = _running[key] = _Run()
+
+    def work() -> None:
+        try:
+            run.value, run.returned = action(), True
+        except BaseException as error:  # handed to the waiting calls, which raise it
+            run.value = error
+        finally:
+            with _running_lock:
+                del _running[key]
+            run.finished.set()
+
+    threading.Thread(target=work, name=f"pgjobs {what}", daemon=True).start()
+    return run
+
+
+def within(action: Callable[[], T], what: str, key: Hashable | None = None) -> T:
     """``action()``, which has no socket to shut, waited for until the current deadline
     (if any): past it the deadline expires and TimeoutError says ``what`` took too long.
     Its thread runs on, abandoned, until ``action`` returns (a lookup: until the system
-    resolver gives up by its own timeouts)."""
+    resolver gives up by its own timeouts). Calls of the same ``key`` while one runs
+    wait for that one; while ``MAX_RUNNING`` run, a new one fails with OSError."""
     deadline = _current.get()
     if deadline is None:
         return action()
-    outcome: list[Any] = []
-    finished = threading.Event()
-
-    def run() -> None:
-        try:
-            outcome.append((True, action()))
-        except BaseException as error:  # handed to the waiting thread, which raises it
-            outcome.append((False, error))
-        finished.set()
-
-    threading.Thread(target=run, name=f"pgjobs {what}", daemon=True).start()
-    if not finished.wait(deadline.remaining()):
+    run = _run_of(object() if key is None else key, action, what)
+    if not run.finished.wait(deadline.remaining()):
         deadline.expire()
         raise TimeoutError(f"{what} took longer than the time left")
-    returned, value = outcome[0]
-    if not returned:
-        raise value
-    return value
+    return run.outcome()  # type: ignore[no-any-return]
 
 
 def lookup(host: str, port: int) -> list[AddressInfo]:
@@ -137,7 +178,9 @@ def lookup(host: str, port: int) -> list[AddressInfo]:
     with contextlib.suppress(socket.gaierror):
         return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)
     return within(
-        lambda: socket.getaddrinfo(host, port, type=socket.SOCK_STREAM), "the host name's lookup"
+        lambda: socket.getaddrinfo(host, port, type=socket.SOCK_STREAM),
+        "the host name's lookup",
+        key=("getaddrinfo", host, port),
     )
 
 

@@ -134,7 +134,7 @@ def _know_local_name() -> None:
     deadline, so a resolver that hangs can't hold the first mail past the timeout."""
     global _local_name_known
     if not _local_name_known:
-        deadline.within(DNS_NAME.get_fqdn, "the lookup of this host's name")
+        deadline.within(DNS_NAME.get_fqdn, "the lookup of this host's name", key="getfqdn")
         _local_name_known = True
 
 
