@@ -59,8 +59,15 @@ def lock(ids: list[int], using: str) -> dict[int, str]:
 
 def initial_state(job: Job, states: dict[int, str], now: datetime) -> None:
     """Set a new job's state from its dependencies' states (before insert)."""
+    # One pass, no list searched per dependency: "pending not in failed" searched the
+    # list of failed ones for each, and 64,000 failed dependencies of a job that runs
+    # anyway (on_dependency_failure="run") took 21 s to enqueue, 8,000 took 0.5 s.
     failed = [job_id for job_id, state in states.items() if state in FAILED]
-    pending = [job_id for job_id, state in states.items() if state != JobState.COMPLETED]
+    unfinished = [
+        job_id
+        for job_id, state in states.items()
+        if state != JobState.COMPLETED and state not in FAILED
+    ]
     policy = job.meta.get("on_dependency_failure", "cancel")
     if failed and policy == "cancel":
         job.state = JobState.CANCELLED
@@ -74,7 +81,6 @@ def initial_state(job: Job, states: dict[int, str], now: datetime) -> None:
             }
         ]
         return
-    unfinished = [job_id for job_id in pending if job_id not in failed]
     job.pending_dependencies = len(unfinished)
     if unfinished:
         job.state = JobState.WAITING

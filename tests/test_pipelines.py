@@ -7,9 +7,10 @@ from datetime import timedelta
 
 import pytest
 from django.db import connections, transaction
+from django.utils import timezone
 
 from django_pgjobs import Job, transitions
-from django_pgjobs.dependencies import UnknownDependency
+from django_pgjobs.dependencies import UnknownDependency, initial_state
 from django_pgjobs.models import JobDependency
 from django_pgjobs.pipelines import enqueue_pipeline
 from django_pgjobs.states import JobState
@@ -85,6 +86,33 @@ def test_an_already_failed_dependency_cancels_the_new_job_at_once():
     failed = JobFactory(discarded=True)
     job = Job.enqueue("testproject.demo.tasks.add", [1, 1], depends_on=[failed])
     assert job.state == S.CANCELLED
+
+
+class CountedId(int):
+    """A job id that counts how often it is compared with another."""
+
+    comparisons = 0
+
+    def __eq__(self, other: object) -> bool:
+        CountedId.comparisons += 1
+        return int(self) == other
+
+    __hash__ = int.__hash__
+
+
+def test_a_new_job_s_state_compares_no_dependency_with_every_other():
+    """A job that runs anyway after failed dependencies searched the list of failed
+    ones for each of them: 64,000 failed dependencies took 21 s to enqueue (8,000:
+    0.5 s). Now its dependencies are read once each, whatever their number."""
+    count = 2_000
+    states = {CountedId(i): "discarded" if i % 2 else "executing" for i in range(1, count + 1)}
+    job = Job(task="testproject.demo.tasks.add", meta={"on_dependency_failure": "run"})
+    CountedId.comparisons = 0
+
+    initial_state(job, states, timezone.now())
+
+    assert job.state == S.WAITING and job.pending_dependencies == count // 2
+    assert CountedId.comparisons < count  # 2,999,000 before
 
 
 def test_stages_run_in_order_and_the_gather_job_gets_every_result(worker):
