@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.db import transaction
 from django.db.models import Q
@@ -100,13 +100,19 @@ def prune_finished(now: datetime, older_than: timedelta, batch_size: int = 1000)
     limits.whole_number(batch_size, "batch_size", 1, 100_000)
     using = db.alias()
     total = 0
+    # Each batch goes on from the newest finished_at the last one deleted (sql/prune.sql).
+    finished_from = datetime.min.replace(tzinfo=UTC)
     while True:
-        deleted = db.execute(
-            "prune", {"finished_before": finished_before, "batch_size": batch_size}, using
-        )
-        total += deleted
-        if deleted < batch_size:
+        params = {
+            "finished_before": finished_before,
+            "finished_from": finished_from,
+            "batch_size": batch_size,
+        }
+        batch = db.fetch_dicts("prune", params, using)[0]
+        total += batch["deleted"]
+        if batch["deleted"] < batch_size:
             return total
+        finished_from = batch["finished_at"]
 
 
 def cancel_stranded(now: datetime) -> int:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.db import connection
 from django.utils import timezone
 
-from django_pgjobs import Job, db, events, transitions
+from django_pgjobs import Job, db, events, maintenance, transitions
+from django_pgjobs.models import JobDependency
 from django_pgjobs.states import JobState
 from testproject.demo.tasks import add
 from tests.factories import JobFactory
@@ -272,3 +274,81 @@ def test_the_newest_jobs_of_a_rare_finished_state_are_read_by_their_own_index(st
         cursor.execute("ANALYZE pgjobs_job")
     found = explained(Job.objects.filter(state=state).order_by("-id")[:50])
     assert "pgjobs_job_failed_by_id" in found and "Sort" not in found, found
+
+
+def finished_jobs(count: int, days_ago: int) -> list[int]:
+    """``count`` jobs completed ``days_ago`` days ago, a millisecond apart; their ids."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO pgjobs_job (task, queue, args, kwargs, state, priority, attempt,
+                                    max_attempts, run_at, created_at, finished_at, errors,
+                                    meta, pending_dependencies)
+            SELECT 'testproject.demo.tasks.add', 'default', '[]', '{}', 'completed', 0, 1, 3,
+                   now(), now(), now() - make_interval(days => %s) + n * interval '1 ms',
+                   '[]', '{}', 0
+            FROM generate_series(1, %s) AS n
+            RETURNING id
+            """,
+            [days_ago, count],
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+def index_scans(table: str) -> int:
+    """Index scans of ``table`` this transaction has run so far."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT coalesce(idx_scan, 0) FROM pg_stat_xact_user_tables WHERE relname = %s",
+            [table],
+        )
+        return cursor.fetchone()[0]
+
+
+def test_prune_looks_at_each_kept_job_once_not_once_per_batch():
+    # The oldest finished jobs are kept while a gather job waits for them: each batch
+    # looked at all of them again (a look up of their dependents each) before it found
+    # one to delete, and 100,000 jobs, half of them kept, took 19.8 s to prune against
+    # 1.6 s for 25,000.
+    kept = finished_jobs(500, days_ago=30)
+    finished_jobs(500, days_ago=20)
+    gather = JobFactory(waiting=True, pending_dependencies=1)
+    JobDependency.objects.bulk_create(
+        JobDependency(job=gather, depends_on_id=pk, satisfied=True) for pk in kept
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE pgjobs_job")
+        cursor.execute("ANALYZE pgjobs_jobdependency")
+    before = index_scans("pgjobs_jobdependency")
+
+    assert maintenance.prune_finished(timezone.now(), timedelta(days=7), batch_size=20) == 500
+
+    # 26 batches each looked up the dependents of the 500 kept jobs: 13,000 before.
+    assert index_scans("pgjobs_jobdependency") - before < 2_000
+    assert Job.objects.filter(pk__in=kept).count() == 500
+
+
+def test_prune_finds_a_batch_s_edges_through_their_indexes():
+    # A finished gather job of many dependencies: as "job_id = ANY (ARRAY(SELECT ...))
+    # OR depends_on_id = ANY (...)" every batch read every edge and searched both
+    # arrays of the batch's ids for each (100,000 dependencies: 300 ms a batch, 38.7 s
+    # to prune them all, against 2.7 s for 25,000).
+    dependencies = finished_jobs(1000, days_ago=30)
+    (gather,) = finished_jobs(1, days_ago=20)
+    JobDependency.objects.bulk_create(
+        JobDependency(job_id=gather, depends_on_id=pk, satisfied=True) for pk in dependencies
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE pgjobs_job")
+        cursor.execute("ANALYZE pgjobs_jobdependency")
+        params = {
+            "finished_before": timezone.now() - timedelta(days=7),
+            "finished_from": datetime.min.replace(tzinfo=UTC),
+            "batch_size": 100,
+        }
+        cursor.execute("EXPLAIN " + db.statement("prune"), params)
+        found = "\n".join(row[0] for row in cursor.fetchall())
+    assert "_id = ANY" not in found, found  # an array searched for each edge
+
+    assert maintenance.prune_finished(timezone.now(), timedelta(days=7), batch_size=100) == 1001
+    assert not JobDependency.objects.exists()
