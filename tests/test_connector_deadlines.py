@@ -217,9 +217,18 @@ def test_past_max_running_a_new_lookup_fails_at_once_and_is_retried_later(held, 
     assert time.monotonic() - started < 1 and runs == ["a", "b"]
 
 
-def test_a_lookup_that_answers_is_shared_by_the_calls_waiting_and_then_forgotten():
+def test_a_lookup_that_answers_is_shared_by_the_calls_waiting_and_then_forgotten(monkeypatch):
     answered = threading.Event()
     runs: list[int] = []
+    joined: list[object] = []  # calls that have the run they will wait for
+    run_of = deadline._run_of
+
+    def counted_run_of(*args: object) -> object:
+        run = run_of(*args)
+        joined.append(run)
+        return run
+
+    monkeypatch.setattr(deadline, "_run_of", counted_run_of)
 
     def slow_answer() -> list[int]:
         runs.append(1)
@@ -235,7 +244,7 @@ def test_a_lookup_that_answers_is_shared_by_the_calls_waiting_and_then_forgotten
     threads = [threading.Thread(target=call) for _ in range(3)]
     for thread in threads:
         thread.start()
-    wait_until(lambda: runs)
+    wait_until(lambda: len(joined) == 3)  # all three wait before the answer comes
     answered.set()
     for thread in threads:
         thread.join(10)
