@@ -104,7 +104,10 @@ def test_a_token_without_the_permission_is_403(client, permission, method, path)
         post(client, path, {"task": ADD}, plain) if method == "post" else get(client, path, plain)
     )
     assert response.status_code == 403
-    assert permission in response.json()["message"]
+    message = response.json()["message"]
+    assert permission in message and "admin's API tokens" in message  # how to grant it
+    if permission == "can_run":
+        assert "issue_api_token --run" in message
     assert Job.objects.get(pk=1).state == JobState.AVAILABLE and Job.objects.count() == 1
 
 

@@ -45,6 +45,15 @@ def error(status: int, code: str, message: str, **extra: Any) -> JsonResponse:
     return JsonResponse({"error": code, "message": message, **extra}, status=status)
 
 
+#: How an operator gives a token what it lacks, said by the 403 that refuses it.
+GRANT = {
+    "can_enqueue": " (an operator ticks it in the admin's API tokens)",
+    "can_read": " (an operator ticks it in the admin's API tokens)",
+    "can_run": " (an operator ticks it in the admin's API tokens, or issues a token"
+    " with `manage.py issue_api_token --run`)",
+}
+
+
 def api_view(method: str, permission: str) -> Callable[[View], View]:
     """Method check, bearer-token authentication and permission, JSON errors."""
 
@@ -63,7 +72,9 @@ def api_view(method: str, permission: str) -> Callable[[View], View]:
                 response["WWW-Authenticate"] = 'Bearer realm="pgjobs", error="invalid_token"'
                 return response
             if not getattr(token, permission):
-                return error(403, "forbidden", f"this token does not have {permission}")
+                return error(
+                    403, "forbidden", f"this token does not have {permission}{GRANT[permission]}"
+                )
             try:
                 with logs.api_token(token):
                     return view(request, token, *args, **kwargs)
