@@ -15,6 +15,7 @@ import traceback as tb
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from django.db import transaction
@@ -72,6 +73,9 @@ def _still_there(job: Job) -> bool:
     return Job.objects.using(job._state.db or conf.get("DATABASE")).filter(pk=job.pk).exists()
 
 
+#: Modules of the plumbing a task runs under (``_traceback_text``).
+PLUMBING_MODULES = ("execution.py", "middleware.py")
+
 #: Most characters of an error record's message and traceback: each failed attempt adds one.
 ERROR_LENGTH = 10_000
 TRACEBACK_LENGTH = 50_000
@@ -92,11 +96,23 @@ def error_record(
         "attempt": attempt,
         "at": at.isoformat(),
         "error": payload.storable_text(message, ERROR_LENGTH),
-        "traceback": payload.storable_text(
-            mask("".join(tb.format_exception(error))), TRACEBACK_LENGTH
-        ),
+        "traceback": payload.storable_text(mask(_traceback_text(error)), TRACEBACK_LENGTH),
         "exception_class": payload.storable_text(f"{kind.__module__}.{kind.__qualname__}", 500),
     }
+
+
+#: pgjobs' own plumbing between a worker and a task: a stored traceback starts at the
+#: first frame outside it (five frames of execution.py came before the task's own).
+_PLUMBING = frozenset(str(Path(__file__).with_name(name)) for name in PLUMBING_MODULES)
+
+
+def _traceback_text(error: BaseException) -> str:
+    """``error``'s traceback from the first frame outside ``_PLUMBING``; all of it if
+    the plumbing raised it itself. Chained exceptions keep theirs whole."""
+    first = error.__traceback__
+    while first is not None and first.tb_frame.f_code.co_filename in _PLUMBING:
+        first = first.tb_next
+    return "".join(tb.format_exception(type(error), error, first or error.__traceback__))
 
 
 def error_line(error: BaseException) -> str:

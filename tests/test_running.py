@@ -63,6 +63,26 @@ def test_retries_follow_the_backoff_and_end_discarded_with_every_error_kept(work
     assert all("raise ValueError(message)" in e["traceback"] for e in job.errors)
 
 
+def test_a_stored_traceback_starts_at_the_task_not_at_pgjobs_plumbing(worker):
+    job = always_fails.enqueue("boom")
+    worker.drain()
+    job.refresh_from_db()
+    frames = job.errors[0]["traceback"].splitlines()
+    assert frames[0] == "Traceback (most recent call last):"
+    assert "testproject/demo/tasks.py" in frames[1]  # no frame of execution.py before it
+    assert frames[-1] == "ValueError: boom"
+
+
+def test_a_middleware_s_frames_stay_in_the_stored_traceback(settings, worker):
+    settings.PGJOBS = {**settings.PGJOBS, "MIDDLEWARE": ["tests.middleware_for_tests.outer"]}
+    job = always_fails.enqueue("boom")
+    worker.drain()
+    job.refresh_from_db()
+    frames = job.errors[0]["traceback"].splitlines()
+    assert "tests/middleware_for_tests.py" in frames[1]  # the first frame outside pgjobs
+    assert any("testproject/demo/tasks.py" in line for line in frames)
+
+
 def test_queue_backoff_applies_when_the_task_has_none(worker):
     QueueFactory(name="slow-retries", backoff_strategy="linear", backoff_base=10, backoff_jitter=0)
     job = Job.enqueue("testproject.demo.tasks.add", args=["x", 1], queue="slow-retries")
