@@ -323,6 +323,7 @@ MIGRATIONS_AFTER_SQUASH = [
     "0017_failed_by_id_index",
     "0018_bounded_errors",
     "0019_linear_insert_events",
+    "0020_few_edges_per_job",
 ]
 
 
