@@ -28,7 +28,7 @@ import psycopg
 from django.db import DatabaseError, connections
 from psycopg import sql
 
-from . import conf, db
+from . import conf, db, outage
 
 if TYPE_CHECKING:
     from .models import Job
@@ -257,13 +257,19 @@ class Publisher:
 
     def _send(self, batch: list[Run]) -> None:
         for delay in (0.1, 0.5, 2.0, None):
+            began = time.monotonic()
             try:
                 _send(batch, self.using)
+                if delay != 0.1:  # back after a failure, on a new connection
+                    outage.reachable(self.using, began)
                 return
             except DatabaseError as error:
                 if delay is None:
-                    logger.error("dropped %d job event(s): %s", len(batch), error)
+                    logger.error("dropped %d job event(s): %s", len(batch), outage.describe(error))
                     return
-                logger.warning("could not publish job events (%s); retrying", error)
+                if isinstance(error, db.CONNECTION_TROUBLE):
+                    outage.unreachable(self.using, error)  # said once per outage
+                else:
+                    logger.warning("could not publish job events (%s); retrying", error)
                 connections[self.using].close()
-                time.sleep(delay)  # this thread has nothing else to do meanwhile
+                outage.pause(self.using, delay)  # this thread has nothing else to do

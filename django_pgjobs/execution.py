@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from django.db import DatabaseError, connections
 from django.utils import timezone
 
-from . import conf, db, leftovers, limits, logs, middleware, payload, signals, transitions
+from . import conf, db, leftovers, limits, logs, middleware, outage, payload, signals, transitions
 from .backoff import Backoff
 from .connectors import runtime as connector_runtime
 from .context import JobContext, _current
@@ -338,18 +338,26 @@ def _through_outage(
     thread has nothing else to do meanwhile."""
     delay = 0.1
     deadline = None if give_up_after is None else time.monotonic() + give_up_after
+    using = db.alias()
+    failed = False
     while True:
+        began = time.monotonic()
         try:
-            return write()
+            written = write()
         except db.CONNECTION_TROUBLE as error:
             if deadline is not None and time.monotonic() > deadline:
                 logger.error("could not %s: %s", what, error)
                 return None
-            logger.warning("database unavailable (%s); retrying to %s", error, what)
+            outage.unreachable(using, error)  # said once per outage, not per retry
             for conn in connections.all(initialized_only=True):
                 conn.close()
-            time.sleep(delay)
+            outage.pause(using, delay)  # cut short when the database is back
             delay = min(delay * 2, 5.0)
+            failed = True
+        else:
+            if failed:  # back after a failure, on a new connection
+                outage.reachable(using, began)
+            return written
 
 
 def record(

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 import psycopg
 from psycopg import sql
 
-from . import db, liveness
+from . import db, liveness, outage
 
 logger = logging.getLogger(__name__)
 
@@ -35,13 +35,14 @@ class Notifier:
         on_reconnect: Callable[[], None] = lambda: None,
         *,
         using: str | None = None,
-        max_backoff: float = 5.0,
+        max_backoff: float = 1.0,
         check_every: float | None = None,
     ) -> None:
         self.channels = list(channels)
         self.on_notify = on_notify
         self.on_reconnect = on_reconnect
         self.params = db.connection_params(using)
+        self.using = using or db.alias()
         self.max_backoff = max_backoff
         self.check_every = check_every
         #: Reconnects since start (a silent path, a dropped connection).
@@ -76,14 +77,16 @@ class Notifier:
         delay = 0.1
         first = True
         while not self._stop.is_set():
+            began = time.monotonic()
             try:
                 self._conn = self._listen()
             except psycopg.OperationalError as error:
-                logger.warning("LISTEN connection failed (%s); retrying in %.1fs", error, delay)
+                outage.unreachable(self.using, error)  # said once per outage
                 self._stop.wait(delay)
                 delay = min(delay * 2, self.max_backoff)
                 continue
             self.connected.set()
+            outage.reachable(self.using, began)
             delay = 0.1
             if not first:
                 self.reconnects += 1
@@ -91,8 +94,12 @@ class Notifier:
             first = False
             try:
                 self._pump(self._conn)
-            except psycopg.OperationalError as error:
+            except SilentConnection as error:
                 logger.warning("LISTEN connection lost (%s); reconnecting", error)
+            except psycopg.OperationalError as error:
+                # The server went away, or closed it: the reconnect says more, once,
+                # if the server is unreachable (outage.py).
+                logger.debug("LISTEN connection lost (%s); reconnecting", outage.describe(error))
             finally:
                 self.connected.clear()
                 self._conn.close()
@@ -112,4 +119,8 @@ class Notifier:
         """Raise OperationalError (which reconnects) unless ``conn`` answers in time."""
         timeout = max(2 * self.check_every, 1.0)
         if not liveness.answers(conn, timeout):
-            raise psycopg.OperationalError(f"no answer to a liveness check within {timeout:.1f}s")
+            raise SilentConnection(f"no answer to a liveness check within {timeout:.1f}s")
+
+
+class SilentConnection(psycopg.OperationalError):
+    """The LISTEN connection did not answer its liveness check in time."""

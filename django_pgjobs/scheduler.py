@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from datetime import datetime, timedelta
 from django.db import DatabaseError, connections
 from django.db.models.functions import Now
 
-from . import __version__, clocks, conf, db, housekeeping, logs, schedules
+from . import __version__, clocks, conf, db, housekeeping, logs, outage, schedules
 from .housekeeping import RoutineSpec
 from .models import Schedule, SchedulerProcess
 from .notifier import Notifier
@@ -123,7 +124,7 @@ class Scheduler:
         if fired.missed:
             self.stats["missed"] += fired.missed
             logger.warning(
-                "schedule %r: %s tick(s) missed while no scheduler ran%s",
+                "schedule %r: %s tick(s) missed while no scheduler could fire them%s",
                 fired.schedule,
                 fired.missed,
                 "" if fired.fire_at else " (dropped by its catch_up policy)",
@@ -143,14 +144,19 @@ class Scheduler:
         retry_delay = 0.1
         while not self.stopping.is_set():
             self.wakeup.clear()  # before reading: an edit from now on wakes the next sleep
+            began = time.monotonic()
             try:
                 self._check_in()
                 now = self.clock()
                 self.fire_due(now)
                 wake_at = self._wake_at(now)
+                if retry_delay > 0.1:  # back after a failure, on a new connection
+                    outage.reachable(self.using, began)
                 retry_delay = 0.1
             except db.CONNECTION_TROUBLE as error:
-                logger.warning("database unavailable (%s); retrying in %.1fs", error, retry_delay)
+                # Said once per outage; the LISTEN connection's reconnect (at most a
+                # second apart) wakes the sleep below once the database is back.
+                outage.unreachable(self.using, error)
                 connections[self.using].close()
                 wake_at = self.clock() + timedelta(seconds=retry_delay)
                 retry_delay = min(retry_delay * 2, 10.0)
@@ -253,7 +259,7 @@ class Scheduler:
         self.wakeup.set()
 
     def _on_reconnect(self) -> None:
-        logger.info("LISTEN reconnected; re-reading schedules")
+        logger.debug("LISTEN reconnected; re-reading schedules")
         self.wakeup.set()
 
     def _housekeep(self) -> None:
@@ -262,8 +268,12 @@ class Scheduler:
                 housekeeping.run_due(self.routines, self.clock(), self.using)
                 wake_at = housekeeping.next_due_at(self.routines, self.clock(), self.using)
                 delay = (wake_at - self.clock()).total_seconds() if wake_at else 60.0
+            except db.CONNECTION_TROUBLE as error:
+                outage.unreachable(self.using, error)  # said once per outage
+                connections[self.using].close()
+                delay = 5.0
             except DatabaseError as error:
-                logger.warning("maintenance: database unavailable (%s)", error)
+                logger.warning("maintenance failed (%s); trying again in 5s", error)
                 connections[self.using].close()
                 delay = 5.0
             self.stopping.wait(min(max(delay, 1.0), self.max_sleep.total_seconds()))

@@ -35,6 +35,7 @@ from . import (
     logs,
     maintenance,
     middleware,
+    outage,
     ratelimits,
     supervisor,
     transitions,
@@ -267,6 +268,7 @@ class Worker:
 
     def _on_reconnect(self) -> None:
         self._forget_queue_configs()
+        outage.retry_now(self.using)  # LISTEN got through: so will the claims, likely
         self.wakeup.set()
 
     def publish_claimed(self, jobs: list[Job]) -> None:
@@ -742,11 +744,15 @@ class Worker:
                 was_idle = not self.running
                 claimed_at = time.monotonic()
                 claimed = self.run_once()
+                if retry_delay > 0.1:  # back after a failure, on a new connection
+                    outage.reachable(self.using, claimed_at)
                 retry_delay = 0.1
             except db.CONNECTION_TROUBLE as error:
-                logger.warning("database unavailable (%s); retrying in %.1fs", error, retry_delay)
+                outage.unreachable(self.using, error)
                 connections[self.using].close()
-                self.stopping.wait(retry_delay)
+                # Cut short once another connection (the LISTEN one, at most a second
+                # apart) got through: not at the end of a backoff of up to 10 s.
+                outage.pause(self.using, retry_delay, self.stopping)
                 retry_delay = min(retry_delay * 2, 10.0)
                 continue
             if self.burst and not claimed and was_idle:
@@ -780,17 +786,26 @@ class Worker:
         interval = conf.get("HEARTBEAT_INTERVAL")
         rescue_every = conf.get("RESCUE_INTERVAL")
         next_rescue = time.monotonic()
+        failed = False
         while not self.stopping.wait(interval):
+            began = time.monotonic()
             try:
                 if beat(self.record.pk, self.using, self.database_clock.measure()):
                     logger.info("worker %s: stop requested", self.record.pk)
                     self.request_stop()
                 self.heartbeat_ok_at = time.monotonic()
+                if failed:  # back after a failure, on a new connection
+                    outage.reachable(self.using, began)
+                    failed = False
                 if time.monotonic() >= next_rescue:
                     # Heartbeats are stamped by the database: judge them by its clock.
                     maintenance.rescue_orphaned(self.database_clock())
                     self.reclaim_forgotten()
                     next_rescue = time.monotonic() + rescue_every
+            except db.CONNECTION_TROUBLE as error:
+                outage.unreachable(self.using, error)
+                connections[self.using].close()
+                failed = True
             except DatabaseError as error:
                 logger.warning("heartbeat failed: %s", error)
                 connections[self.using].close()

@@ -233,3 +233,15 @@ def returns_odd(kind: str) -> object:
 def raises_odd(kind: str) -> None:
     value = ODD[kind]() if kind in ODD else kind
     raise ValueError(value if isinstance(value, str) else f"{kind} \x00\ud800", value)
+
+
+@task
+def append_run(path: str, tag: str, seconds: float = 0) -> str:
+    """Sleep ``seconds``, then append a line "job-id attempt tag" to the file ``path``:
+    runs counted without the database (tests/test_server_restart.py stops it)."""
+    time.sleep(seconds)
+    context = current_job()
+    job = context.job if context else None
+    with open(path, "a") as runs:
+        runs.write(f"{job.pk if job else '-'} {job.attempt if job else '-'} {tag}\n")
+    return tag

@@ -1,0 +1,152 @@
+"""A process's view of a database outage: one line when it begins, one when it ends.
+
+Every thread of a worker or scheduler that meets a lost connection (its loop, its
+heartbeat, its LISTEN connection, its outcome writes, its event publisher) retries on
+its own. Each used to log every retry: a server restart of a few seconds made some
+thirty warnings per worker, most of them three lines long (libpq's hints). They report
+here instead: the first failure per database alias is a warning, the others are
+DEBUG (with a reminder every ``REMIND_EVERY`` seconds while it lasts), and the first
+success after it says the database is back and how long it was away. That success
+also ends the waits of the other threads' retries (``pause``), so a worker claims,
+writes and publishes again as soon as one of its connections got through, not at the
+end of each thread's own backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+logger = logging.getLogger(__name__)
+
+#: Seconds between the warnings that the database is still unreachable.
+REMIND_EVERY = 60.0
+
+
+@dataclass
+class _State:
+    since: float | None = None  # time.monotonic() of the first failure, while it lasts
+    reminded_at: float = 0.0
+    failures: int = 0
+    #: Goes up when the database answered again, or a retry should be tried now.
+    generation: int = 0
+
+
+_lock = threading.Lock()
+_changed = threading.Condition(_lock)
+_states: dict[str, _State] = {}
+
+
+def _state(alias: str) -> _State:
+    state = _states.get(alias)
+    if state is None:
+        with _lock:
+            state = _states.setdefault(alias, _State())
+    return state
+
+
+def describe(error: BaseException) -> str:
+    """The error's first line: libpq adds hints on lines of their own ("Is the server
+    running on that host...")."""
+    text = str(error).strip()
+    return text.splitlines()[0].strip() if text else type(error).__name__
+
+
+def unreachable(alias: str, error: BaseException) -> None:
+    """A statement on database ``alias`` failed for want of a connection; the caller
+    retries. A connection lost while the server still takes new ones (terminated, or
+    one opened before a restart and used after it) is no outage: it is said at DEBUG,
+    and the caller's retry reconnects. A connection refused is: said once."""
+    state = _state(alias)
+    now = time.monotonic()
+    refused = is_refused(error)
+    with _lock:
+        first = refused and state.since is None
+        if first:
+            state.since = state.reminded_at = now
+        if state.since is not None:
+            state.failures += 1
+        remind = not first and state.since is not None and now - state.reminded_at >= REMIND_EVERY
+        if remind:
+            state.reminded_at = now
+        since = state.since
+    if first:
+        logger.warning(
+            "database %r unreachable (%s); retrying until it answers",
+            alias,
+            describe(error),
+        )
+    elif remind and since is not None:
+        logger.warning(
+            "database %r still unreachable after %.0fs (%s)", alias, now - since, describe(error)
+        )
+    else:
+        logger.debug("database %r: %s; retrying", alias, describe(error))
+
+
+def is_refused(error: BaseException) -> bool:
+    """Whether ``error`` (or what it wraps) is a connection that could not be made:
+    refused, timed out, or turned away ("the database system is starting up")."""
+    seen: BaseException | None = error
+    while seen is not None:
+        text = str(seen)
+        if text.startswith("connection failed") or "connection to server" in text:
+            return True
+        seen = seen.__cause__
+    return False
+
+
+def reachable(alias: str, began: float) -> None:
+    """A statement on database ``alias`` begun at ``began`` (``time.monotonic()``)
+    succeeded on a new connection: if the database was unreachable, say it is back,
+    and end the waits in ``pause``. Callers say so only after their own attempt failed
+    and they closed its connection. A statement on a connection made before, or begun
+    before the outage was noticed, proves nothing: a fast shutdown refuses new
+    connections while sessions under way still finish their statements."""
+    state = _states.get(alias)
+    if state is None or state.since is None or began < state.since:
+        return
+    with _lock:
+        since = state.since
+        if since is None or began < since:  # another thread said so meanwhile
+            return
+        state.since = None
+        failures, state.failures = state.failures, 0
+        state.generation += 1
+        _changed.notify_all()
+    logger.warning(
+        "database %r reachable again after %.1fs (%d failed attempt(s) meanwhile)",
+        alias,
+        time.monotonic() - since,
+        failures,
+    )
+
+
+def retry_now(alias: str) -> None:
+    """End the waits in ``pause`` for ``alias`` (a LISTEN connection on another alias
+    of the same server got through)."""
+    state = _state(alias)
+    with _lock:
+        state.generation += 1
+        _changed.notify_all()
+
+
+def pause(alias: str, seconds: float, stop: threading.Event | None = None) -> None:
+    """Wait ``seconds`` before retrying on ``alias``; less once the database answered
+    another thread meanwhile, or ``stop`` is set."""
+    state = _state(alias)
+    deadline = time.monotonic() + seconds
+    with _lock:
+        generation = state.generation
+        while state.generation == generation and not (stop is not None and stop.is_set()):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            _changed.wait(min(left, 0.25))
+
+
+def is_down(alias: str) -> bool:
+    state = _states.get(alias)
+    return state is not None and state.since is not None
