@@ -396,7 +396,7 @@ def record(
             ended.append(item.job.state)
             _log_outcome(item)
         else:
-            refused.append(item.job)
+            refused.append(item)
             ended.append("lost")
     if refused:
         _log_refused(refused)
@@ -429,21 +429,36 @@ def _log_outcome(outcome: Outcome) -> None:
         )
 
 
-def _log_refused(jobs: list[Job]) -> None:
+def _log_refused(outcomes: list[Outcome]) -> None:
     """Say why outcomes were refused: an operator's cancel or delete is no news
-    worth a warning; a lease taken away (the job was rescued) is."""
-    using = jobs[0]._state.db or conf.get("DATABASE")
+    worth a warning, nor our own write that landed before the connection broke (the
+    server went away before its answer came: retried, it finds the job no longer
+    executing); a lease taken away (the job was rescued) is."""
+    using = outcomes[0].job._state.db or conf.get("DATABASE")
     try:
-        stored = dict(
-            Job.objects.using(using).filter(pk__in=[j.pk for j in jobs]).values_list("pk", "state")
-        )
+        rows = Job.objects.using(using).filter(pk__in=[o.job.pk for o in outcomes])
+        stored = {
+            pk: rest for pk, *rest in rows.values_list("pk", "state", "finished_at", "run_at")
+        }
     except DatabaseError:
-        stored = {job.pk: "unknown" for job in jobs}
-    for job in jobs:
-        state = stored.get(job.pk)
+        stored = None
+    for outcome in outcomes:
+        job = outcome.job
+        if stored is None:
+            logger.warning("job %s: outcome refused, its lease was taken away", job.pk)
+            continue
+        state, finished_at, run_at = stored.get(job.pk, (None, None, None))
         if state is None:
             logger.info("job %s: deleted while it ran; its outcome was dropped", job.pk)
         elif state == "cancelled":
             logger.info("job %s: cancelled while it ran; its outcome was dropped", job.pk)
+        elif state == outcome.state and (
+            finished_at == outcome.at if finished_at else run_at == outcome.run_at
+        ):
+            logger.info(
+                "job %s: its outcome was written already (the connection broke before "
+                "the answer came)",
+                job.pk,
+            )
         else:
             logger.warning("job %s: outcome refused, its lease was taken away", job.pk)

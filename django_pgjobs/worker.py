@@ -184,6 +184,9 @@ class Worker:
         # True while a claim's jobs are on their way into ``running``: the
         # heartbeat then can't tell a forgotten job from a just-claimed one.
         self._claiming = False
+        # True once a pass of the loop lost its connection: a claim may have committed
+        # without its answer (see _hand_back_unheld).
+        self._claim_in_doubt = False
         # Claimed jobs submitted to the pool that no thread has started yet.
         self._queued = 0
         # time.monotonic() when a full rate limit's window has room again (see
@@ -736,6 +739,8 @@ class Worker:
         while not self.stopping.is_set():
             self.wakeup.clear()
             try:
+                if self._claim_in_doubt:
+                    self._hand_back_unheld()
                 self.enforce_timeouts()
                 free = self.free_slots()
                 # Read before claiming: a job whose outcome is being written still
@@ -748,6 +753,7 @@ class Worker:
                     outage.reachable(self.using, claimed_at)
                 retry_delay = 0.1
             except db.CONNECTION_TROUBLE as error:
+                self._claim_in_doubt = True
                 outage.unreachable(self.using, error)
                 connections[self.using].close()
                 # Cut short once another connection (the LISTEN one, at most a second
@@ -761,6 +767,24 @@ class Worker:
                 continue  # maybe more is due; claim again as soon as capacity allows
             deadline_in = self._next_deadline_in(claimed_at)
             self.wakeup.wait(min(self.poll_interval, deadline_in or self.poll_interval))
+
+    def _hand_back_unheld(self) -> None:
+        """Give back the jobs of a claim whose answer was lost with the connection: it
+        may have committed, leaving them executing under this worker, which never
+        started them. Run by the loop, before its next claim (sql/hand_back_unheld.sql)."""
+        with self._lock:
+            held = list(self.running)
+        rows = db.fetch_dicts(
+            "hand_back_unheld", {"worker_id": self.record.pk, "held": held}, self.using
+        )
+        self._claim_in_doubt = False
+        if rows:
+            logger.warning(
+                "worker %s: a claim committed as the connection broke, its answer lost; "
+                "job(s) %s handed back (not counted as an attempt)",
+                self.record.pk,
+                ", ".join(str(row["id"]) for row in sorted(rows, key=lambda r: r["id"])),
+            )
 
     def _on_notify(self, channel: str, payload: str) -> None:
         if channel == JOBS_CHANNEL:

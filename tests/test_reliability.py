@@ -122,6 +122,66 @@ def test_a_worker_survives_a_connection_psycopg_no_longer_trusts(
     assert not broken
 
 
+def test_a_claim_whose_answer_is_lost_gives_its_jobs_back_at_once(
+    threaded_worker, wait, monkeypatch
+):
+    """A server that crashes or restarts as a claim commits leaves its jobs executing
+    under the worker, which never got them: they waited for a rescue pass more than
+    WORKER_STALE_AFTER (60 s) later, and lost an attempt there. The worker now gives
+    them back, uncounted, once it reconnects. The answer is lost here, once, after the
+    claim committed: tests/test_server_restart.py can't make that window on demand."""
+    from django.db import OperationalError
+
+    from django_pgjobs import db as pgjobs_db
+
+    real = pgjobs_db.fetch_jobs
+    lost: list[int] = []
+
+    def fetch_jobs(name: str, *args: object, **kwargs: object) -> list:
+        jobs = real(name, *args, **kwargs)
+        if name == "claim" and jobs and not lost:
+            lost.extend(job.pk for job in jobs)
+            raise OperationalError("server closed the connection unexpectedly")
+        return jobs
+
+    monkeypatch.setattr(pgjobs_db, "fetch_jobs", fetch_jobs)
+    job = add.enqueue(1, 1)
+    threaded_worker(poll_interval=0.5)
+    wait(lambda: Job.objects.get(pk=job.pk).state == JobState.COMPLETED, timeout=10)
+    job.refresh_from_db()
+    assert lost == [job.pk]
+    assert job.attempt == 1 and job.errors == [], job.errors
+
+
+def test_an_outcome_whose_answer_is_lost_is_not_written_twice(
+    threaded_worker, wait, monkeypatch, caplog
+):
+    """The outcome committed, then the connection broke before its answer came: the
+    write is retried and refused (the job is no longer executing), which is no lease
+    taken away, and says so."""
+    from django.db import OperationalError
+
+    from django_pgjobs import transitions
+
+    real = transitions.finish
+    lost: list[bool] = []
+
+    def finish(outcomes: list, *args: object, **kwargs: object) -> list:
+        written = real(outcomes, *args, **kwargs)
+        if not lost:
+            lost.append(True)
+            raise OperationalError("server closed the connection unexpectedly")
+        return written
+
+    monkeypatch.setattr(transitions, "finish", finish)
+    job = add.enqueue(1, 1)
+    threaded_worker(poll_interval=0.5)
+    wait(lambda: f"job {job.pk}: its outcome was written already" in caplog.text, timeout=10)
+    job.refresh_from_db()
+    assert job.state == JobState.COMPLETED and job.attempt == 1 and job.result == 2
+    assert "lease was taken away" not in caplog.text
+
+
 def test_twenty_thousand_jobs_over_four_workers_all_run_once(worker_process):
     count = int(os.environ.get("PGJOBS_BURST_JOBS", "20000"))
     Job.enqueue_many(
