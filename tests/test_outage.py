@@ -1,0 +1,101 @@
+"""outage.py's rules, without a server to stop: what starts an outage, what ends it,
+what is said (tests/test_server_restart.py restarts a real one)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from django.db import OperationalError
+
+from django_pgjobs import outage
+
+REFUSED = (
+    'connection failed: connection to server at "127.0.0.1", port 5432 failed: '
+    "Connection refused\n\tIs the server running on that host and accepting TCP/IP "
+    "connections?"
+)
+LOST = "consuming input failed: server closed the connection unexpectedly\n\tThis probably..."
+
+
+def wrapped(message: str) -> OperationalError:
+    """As Django raises it: its OperationalError, caused by psycopg's."""
+    error = OperationalError(message)
+    error.__cause__ = psycopg.OperationalError(message)
+    return error
+
+
+@pytest.fixture
+def alias() -> Iterator[str]:
+    name = f"outage-test-{time.monotonic_ns()}"
+    yield name
+    outage._states.pop(name, None)
+
+
+def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_a_refused_connection_is_said_once_and_its_end_once(alias, caplog):
+    caplog.set_level(logging.DEBUG, logger="django_pgjobs.outage")
+    began = time.monotonic()
+    for _ in range(5):
+        outage.unreachable(alias, wrapped(REFUSED))
+    assert outage.is_down(alias)
+    outage.reachable(alias, began)  # begun before the outage was noticed: proves nothing
+    assert outage.is_down(alias)
+    outage.reachable(alias, time.monotonic())
+    outage.reachable(alias, time.monotonic())  # said once
+    said = warnings(caplog)
+    assert len(said) == 2, said
+    assert said[0].startswith(f"database {alias!r} unreachable (connection failed: ")
+    assert "Is the server running" not in said[0]  # libpq's hint line
+    assert said[1].startswith(f"database {alias!r} reachable again after ")
+    assert "(5 failed attempt(s) meanwhile)" in said[1]
+    assert not outage.is_down(alias)
+
+
+def test_a_lost_connection_alone_is_no_outage(alias, caplog):
+    caplog.set_level(logging.DEBUG, logger="django_pgjobs.outage")
+    outage.unreachable(alias, wrapped(LOST))
+    outage.reachable(alias, time.monotonic())
+    assert not outage.is_down(alias) and warnings(caplog) == []
+    assert "server closed the connection unexpectedly" in caplog.text  # at DEBUG
+
+
+def test_a_long_outage_is_recalled_every_so_often(alias, caplog, monkeypatch):
+    monkeypatch.setattr(outage, "REMIND_EVERY", 0.0)
+    outage.unreachable(alias, wrapped(REFUSED))
+    outage.unreachable(alias, wrapped(REFUSED))
+    assert "still unreachable after" in warnings(caplog)[-1]
+
+
+def test_a_pause_ends_when_another_thread_gets_through(alias):
+    outage.unreachable(alias, wrapped(REFUSED))
+    done = threading.Event()
+
+    def another_thread() -> None:  # whenever the pause begins, it is ended soon after
+        while not done.wait(0.05):
+            outage.retry_now(alias)
+
+    thread = threading.Thread(target=another_thread)
+    thread.start()
+    began = time.monotonic()
+    try:
+        outage.pause(alias, 30)
+    finally:
+        done.set()
+        thread.join(5)
+    assert time.monotonic() - began < 5
+
+
+def test_a_pause_is_not_cut_short_by_an_earlier_recovery(alias):
+    """A persistent error that is no refusal (an XX error, say) must not spin."""
+    outage.retry_now(alias)
+    began = time.monotonic()
+    outage.pause(alias, 0.3)
+    assert time.monotonic() - began >= 0.29
