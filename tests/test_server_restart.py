@@ -224,10 +224,25 @@ def trouble_lines(process: WorkerProcess) -> list[str]:
     return [line for line in process.output().splitlines() if not QUIET.match(line)]
 
 
+#: A worker's warning naming the jobs of a claim whose answer was lost with the server.
+HANDED_BACK = re.compile(
+    r"a claim committed as the connection broke.*job\(s\) ([\d, ]+) handed back"
+)
+
+
+def handed_back(process: WorkerProcess) -> set[int]:
+    return {int(pk) for found in HANDED_BACK.findall(process.output()) for pk in found.split(", ")}
+
+
 def said_once_per_outage(process: WorkerProcess, outages: int, allowed: str = "^$") -> None:
     """The process said the database was unreachable, and back, at most once per outage,
-    and nothing else above INFO (but lines matching ``allowed``): no line per retry."""
-    lines = [line for line in trouble_lines(process) if not re.search(allowed, line)]
+    and nothing else above INFO (but lines matching ``allowed``, and the jobs of a claim
+    whose answer was lost): no line per retry."""
+    lines = [
+        line
+        for line in trouble_lines(process)
+        if not re.search(allowed, line) and not HANDED_BACK.search(line)
+    ]
     away = [line for line in lines if "unreachable (" in line]
     back = [line for line in lines if "reachable again after" in line]
     assert 1 <= len(away) <= outages and len(back) == len(away), "\n".join(lines)
@@ -297,6 +312,11 @@ def test_jobs_drain_through_a_crash_and_a_fast_restart(jobs_db, start, tmp_path)
         assert worker.proc.poll() is None, worker.output()[-3000:]
         assert worker.stop() == 0, worker.output()[-3000:]
         said_once_per_outage(worker, outages=2)
+        # A claim that committed as the server died: its jobs never started, and were
+        # given back at once (not after WORKER_STALE_AFTER), to run once.
+        lost = handed_back(worker)
+        report(claims_answer_lost=sorted(lost))
+        assert all(ran[tag] == 1 for tag in tags_of(server, lost)), lost
 
 
 def test_a_job_enqueued_after_a_restart_starts_at_once(jobs_db, start, tmp_path):
