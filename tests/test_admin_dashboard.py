@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
@@ -12,7 +13,7 @@ from django.utils import timezone
 
 from django_pgjobs import db, stats, transitions
 from django_pgjobs.admin.timeline import timeline
-from django_pgjobs.models import Job
+from django_pgjobs.models import Job, Queue, WorkerProcess
 from django_pgjobs.states import JobState
 from tests.admin_helpers import staff_client
 from tests.factories import JobFactory, QueueFactory, WorkerProcessFactory
@@ -380,3 +381,28 @@ def test_the_chart_is_read_without_parallel_workers_and_the_setting_put_back(mon
             cursor.execute("SET LOCAL max_parallel_workers_per_gather = 3")
         assert len(stats.throughput()) == 60
         assert seen == ["0"] and workers() == "3"
+
+
+def _no_worker_warning(admin_client, url: str) -> str | None:
+    page = admin_client.get(url).content.decode()
+    start = page.find("No worker is running")
+    return None if start < 0 else page[start : page.index("</li>", start)]
+
+
+@pytest.mark.parametrize("page", ["admin:pgjobs_job_changelist", "admin:pgjobs_dashboard"])
+def test_the_job_list_and_dashboard_say_when_due_jobs_wait_with_no_worker(admin_client, page):
+    # A newcomer enqueued a job before starting any worker, and it just sat there.
+    url = reverse(page)
+    job = JobFactory(queue="default")
+    assert _no_worker_warning(admin_client, url) is None  # just enqueued: not waiting long
+    Job.objects.filter(pk=job.pk).update(run_at=timezone.now() - timedelta(minutes=2))
+    warning = _no_worker_warning(admin_client, url)
+    assert re.search(r"a job of queue &#x27;default&#x27; has waited 1[23]\ds", warning)
+    assert "`python manage.py runworker` runs" in warning
+    worker = WorkerProcessFactory()
+    assert _no_worker_warning(admin_client, url) is None  # a worker runs: the wait is its own
+    stale = timezone.now() - timedelta(hours=1)
+    WorkerProcess.objects.filter(pk=worker.pk).update(started_at=stale, heartbeat_at=stale)
+    assert _no_worker_warning(admin_client, url) is not None
+    Queue.objects.update_or_create(name="default", defaults={"paused": True})
+    assert _no_worker_warning(admin_client, url) is None  # a paused queue waits on purpose

@@ -7,17 +7,20 @@ nothing is loaded from outside the site (no CDN, no chart library).
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+from django.contrib import messages
 from django.contrib.admin import ModelAdmin
 from django.contrib.admin.utils import quote
+from django.db.models.functions import Now
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 
-from .. import stats
+from .. import conf, stats
+from ..models import Queue, WorkerProcess
 from ..templatetags.pgjobs_admin import TIME_FORMAT
 from .base import url_or_none
 
@@ -68,6 +71,40 @@ def dashboard_data(now: datetime | None = None) -> dict[str, Any]:
     }
 
 
+#: How long a due job waits with no worker alive before the job list and the dashboard
+#: say so (a newcomer's first job, enqueued before any runworker, just sat there).
+UNATTENDED_AFTER = timedelta(seconds=60)
+
+
+def no_worker_warning(now: datetime | None = None) -> str | None:
+    """What the job list and the dashboard say when no worker is alive (by its
+    heartbeat) and a due job of an unpaused queue has waited over UNATTENDED_AFTER;
+    None otherwise. Jobs only run by ``POST /jobs/run`` wait too: it says so."""
+    using = conf.get("DATABASE")
+    stale_after = timedelta(seconds=conf.get("WORKER_STALE_AFTER"))
+    # By the database's clock, which stamps heartbeats.
+    if WorkerProcess.objects.using(using).filter(heartbeat_at__gte=Now() - stale_after).exists():
+        return None
+    now = now or timezone.now()
+    paused = Queue.objects.using(using).filter(paused=True).values("name")
+    # One job that waited that long, not the longest: the claim index finds one at
+    # once, where the oldest of each queue read all of a backlog of millions.
+    waited = (
+        stats.due_jobs(now, using)
+        .filter(run_at__lt=now - UNATTENDED_AFTER)
+        .exclude(queue__in=paused)
+        .values_list("queue", "run_at")[:1]
+    )
+    if not waited:
+        return None
+    name, since = waited[0]
+    return (
+        f"No worker is running, and a job of queue {name!r} has waited "
+        f"{(now - since).total_seconds():.0f}s: jobs run only while `python manage.py "
+        "runworker` runs (or when `POST /jobs/run` runs them). See Worker processes."
+    )
+
+
 def _age(now: datetime, since: datetime | None) -> float | None:
     return None if since is None else max(0.0, (now - since).total_seconds())
 
@@ -77,6 +114,8 @@ class DashboardViews:
         self.model_admin = model_admin
 
     def page(self, request: HttpRequest) -> HttpResponse:
+        if warning := no_worker_warning():
+            self.model_admin.message_user(request, warning, messages.WARNING, fail_silently=True)
         admin_site = self.model_admin.admin_site
         context = {
             **admin_site.each_context(request),

@@ -45,7 +45,7 @@ from ..models import Job, JobDependency
 from ..states import FINISHED, RETRY_FROM, InvalidTransition, JobState
 from ..templatetags.pgjobs_admin import clipped, elapsed, escaped, when
 from .base import CheckedChangeList, OperatorAdmin, id_in_url, url_or_none
-from .dashboard import DashboardViews
+from .dashboard import DashboardViews, no_worker_warning
 from .filters import QueueFilter, SnoozedFilter, StateFilter, TaskFilter
 from .paginator import SCAN_SECONDS, EstimatingPaginator
 from .timeline import timeline
@@ -163,6 +163,9 @@ class JobAdmin(OperatorAdmin):
     ) -> HttpResponse:
         # Django says "Select job to change", but a job changes only through actions.
         extra_context = {"title": "Jobs", **(extra_context or {})}
+        # A newcomer enqueues before starting any worker, and the job just sits: say why.
+        if request.method == "GET" and (warning := no_worker_warning()):
+            self.message_user(request, warning, messages.WARNING, fail_silently=True)
         response = super().changelist_view(request, extra_context)
         context = getattr(response, "context_data", None)
         if context and isinstance(context.get("cl"), ChangeList):
