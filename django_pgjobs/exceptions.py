@@ -21,12 +21,38 @@ def _named(value: object) -> str:
 
 
 class UnknownTask(PgJobsError, LookupError):
-    def __init__(self, name: str, hint: str = "") -> None:
+    def __init__(self, name: str, hint: str = "", where: str = "") -> None:
         self.name = name
         message = (
-            f"unknown task {_named(name)}: no function decorated with @task has that dotted path"
+            f"unknown task {_named(name)}: no function decorated with @task has that "
+            f"dotted path{where}"
         )
         super().__init__(f"{message}. {hint}" if hint else message)
+
+    @classmethod
+    def in_worker(cls, name: str, retried: bool) -> UnknownTask:
+        """What a worker records on a job of a task it doesn't know: newer code may."""
+        other_cause = (
+            "the task's module is not imported at startup (define it in an installed "
+            "app's tasks.py, or list its module in PGJOBS['TASK_MODULES'])"
+        )
+        return cls(name, skew_hint(retried, other_cause), where=" in this worker")
+
+
+def skew_hint(retried: bool, other_cause: str) -> str:
+    """What a worker adds to an error of a job its code can't run but newer code may (a
+    rolling deploy starts web processes before every worker runs their code): the
+    attempt failed and the job is retried, or, once its attempts are used up, what to do."""
+    cause = (
+        "This worker's code may be older than the code that enqueued the job "
+        f"(a rolling deploy), or {other_cause}"
+    )
+    if retried:
+        return f"{cause}: retried, as a worker running newer code may run it"
+    return (
+        f"{cause}: its attempts are used up, so it is discarded; retry it once every "
+        "worker runs the code that enqueued it"
+    )
 
 
 class UnknownQueue(PgJobsError, LookupError):
@@ -179,14 +205,31 @@ class TransactionLeftOpen(PgJobsError):
 
 
 class UnrunnableJob(PgJobsError):
-    """Recorded on a job a worker claimed but can't run as its row stands: written around
-    ``Job.enqueue`` (by SQL, an old version, a bug), with JSON Python can't read back or
-    arguments that are not an array and an object. The job is discarded, its row kept."""
+    """Recorded on a job a worker claimed but no code could run as its row stands: written
+    around ``Job.enqueue`` (by SQL, an old version, a bug), with JSON Python can't read
+    back, arguments that are not an array and an object, a value psycopg can't load. The
+    job is discarded at once, its row kept. (Arguments that don't fit the task's
+    parameters in this worker are ``ArgumentMismatch``, retried.)"""
 
     def __init__(self, job_id: object, problem: str) -> None:
         super().__init__(
             f"job {job_id} can't run as stored: {problem} (a row written around "
             "Job.enqueue: by SQL, an old version or a bug; fix it and retry the job)"
+        )
+
+
+class ArgumentMismatch(PgJobsError):
+    """Recorded on a job whose stored arguments don't fit its task's parameters (or a
+    typed task's types) in the worker that claimed it: its code may be older than the
+    code that enqueued the job. An ordinary failed attempt: retried, with backoff."""
+
+    def __init__(self, job_id: object, fit: str, problem: str, retried: bool) -> None:
+        hint = skew_hint(
+            retried, "the task's signature changed since the job was enqueued (or SQL wrote it)"
+        )
+        super().__init__(
+            f"job {job_id}: its arguments don't fit the task's {fit} in this worker: "
+            f"{problem}. {hint}"
         )
 
 

@@ -20,6 +20,7 @@ from .context import JobContext, _current
 from .dependencies import results_of_dependencies
 from .events import Change
 from .exceptions import (
+    ArgumentMismatch,
     DiscardJob,
     JobTimeout,
     PayloadError,
@@ -71,28 +72,36 @@ def _call_with_inputs(registered: Task[Any, Any], context: JobContext) -> Any:
 
 
 def _check_binding(registered: Task[Any, Any], job: Job, args: Any, kwargs: Any) -> None:
-    """A plain task's arguments that can't bind to its function (a row written around
-    enqueue, or the function changed since) would fail every attempt alike with a
-    TypeError: UnrunnableJob, which discards it at once saying which."""
+    """A plain task's arguments that can't bind to its function in this worker: enqueued
+    by newer code (a rolling deploy), or the function changed since. ArgumentMismatch
+    saying which, rather than the call's TypeError: the attempt is retried (_skewed)."""
     binding = registered.binding
     if binding is None:
         return
     try:
         binding.check(args, kwargs, enqueue=False)
     except PayloadError as error:
-        problem = f"its arguments don't fit the task's parameters: {error}"
-        raise UnrunnableJob(job.pk, problem) from None
+        raise _mismatch(job, "parameters", error) from None
 
 
 def _typed_inputs(registered: Task[Any, Any], job: Job) -> tuple[list[Any], dict[str, Any]]:
     """A typed task's stored arguments as the typed values it declares; a row that
-    doesn't fit them (written around enqueue, or the task's signature changed since)
-    can't run: UnrunnableJob, which discards it saying why."""
+    doesn't fit them in this worker (enqueued by newer code, or the task's signature
+    changed since): ArgumentMismatch saying why, and the attempt is retried (_skewed)."""
     try:
         signature = registered.signature
         return signature.parse(job.args, job.kwargs, bool(job.connector))  # type: ignore[union-attr]
     except PayloadError as error:
-        raise UnrunnableJob(job.pk, f"its arguments don't fit the task's types: {error}") from None
+        raise _mismatch(job, "types", error) from None
+
+
+def _mismatch(job: Job, fit: str, error: PayloadError) -> ArgumentMismatch:
+    return ArgumentMismatch(job.pk, fit, str(error), retried=_attempts_left(job))
+
+
+def _attempts_left(job: Job) -> bool:
+    """Whether a failed attempt of ``job`` leaves it another (transitions.failed)."""
+    return job.attempt < job.max_attempts
 
 
 def _call(registered: Task[Any, Any], context: JobContext, args: list, kwargs: dict) -> Any:
@@ -204,14 +213,18 @@ def _attempt(job: Job, clock: Clock, context: JobContext) -> Outcome | str:
         return transitions.failed(job, UnrunnableJob(job.pk, problem), clock(), discard=True)
     try:
         registered = get_task(job.task)
-    except UnknownTask as error:
-        return transitions.failed(job, error, clock(), discard=True)
+    except UnknownTask:
+        # Its own error, saying why this worker can't run it (not how to enqueue it).
+        error = UnknownTask.in_worker(job.task, retried=_attempts_left(job))
+        return _skewed(job, error, clock(), None, context)
     try:
         result = _call_and_tidy_up(registered, context)
     except Snooze as snooze:  # not now (the task said so, or its connector): not counted
         now = clock()
         return _snooze(job, snooze.wake_at(now), now, context.mask(snooze.reason))
-    except (DiscardJob, UnrunnableJob) as error:
+    except ArgumentMismatch as error:
+        return _skewed(job, error.with_traceback(None), clock(), registered, context)
+    except DiscardJob as error:
         return transitions.failed(job, error, clock(), discard=True)
     except BaseException as error:  # a task's failure, even SystemExit, is data
         outcome = failed_attempt(job, error, clock(), registered)
@@ -230,6 +243,32 @@ def _attempt(job: Job, clock: Clock, context: JobContext) -> Outcome | str:
             )
         return outcome
     return transitions.completed(job, _storable(job, result), clock())
+
+
+def _skewed(
+    job: Job,
+    error: UnknownTask | ArgumentMismatch,
+    now: datetime,
+    registered: Task[Any, Any] | None,
+    context: JobContext,
+) -> Outcome:
+    """A job this worker's code can't run but newer code may (its task unknown here, its
+    arguments not fitting): in a rolling deploy web processes may enqueue for code that
+    some workers don't run yet. An ordinary failed attempt, retried with the job's backoff
+    until its attempts are used up; the task's ``discard_on``/``retry_on`` judge what the
+    task raises, and it never ran. One warning per attempt, no traceback: nothing failed
+    in any code (a discard is said by its own warning, _log_outcome)."""
+    outcome = _retried(job, error, now, registered)
+    if outcome.state == JobState.RETRYABLE:
+        logger.warning(
+            "job %s (%s) attempt %s can't run on this worker: %s",
+            job.pk,
+            job.task,
+            job.attempt,
+            context.mask(limits.shortened(transitions.error_line(error), 1000)),
+            extra=logs.job_fields(job),
+        )
+    return outcome
 
 
 def _call_and_tidy_up(registered: Task[Any, Any], context: JobContext) -> Any:
@@ -268,10 +307,18 @@ def failed_attempt(
     its attempts are used up)."""
     if isinstance(error, RetryAfter):
         return transitions.failed(job, error, now, run_at=error.wake_at(now))
+    if registered is not None and registered.gives_up_on(error):
+        return transitions.failed(job, error, now, discard=True)
+    return _retried(job, error, now, registered)
+
+
+def _retried(
+    job: Job, error: BaseException, now: datetime, registered: Task[Any, Any] | None
+) -> Outcome:
+    """A failed attempt retried when the task's backoff says, or its queue's (discarded
+    once the job's attempts are used up)."""
     if registered is None:
         return _by_queue_backoff(job, error, now, None)
-    if registered.gives_up_on(error):
-        return transitions.failed(job, error, now, discard=True)
     if registered.backoff is None or isinstance(registered.backoff, Backoff):
         return _by_queue_backoff(job, error, now, registered.backoff)
     run_at = _task_backoff(job, error, now, registered)

@@ -82,7 +82,7 @@ def _asked_by_its_task(job: Job) -> bool:
     try:
         return get_task(job.task).isolated
     except UnknownTask:
-        return False  # run() discards it, on a thread as any job
+        return False  # run() fails its attempt (retried: newer code may know it), on a thread
 
 
 def available() -> bool:

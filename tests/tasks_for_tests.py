@@ -245,3 +245,14 @@ def append_run(path: str, tag: str, seconds: float = 0) -> str:
     with open(path, "a") as runs:
         runs.write(f"{job.pk if job else '-'} {job.attempt if job else '-'} {tag}\n")
     return tag
+
+
+@task(
+    max_attempts=3,
+    backoff={"strategy": "fixed", "base": 0.5, "jitter": 0},
+    retry_on=ConnectionError,  # anything else it raises discards the job at once
+)
+def greet(name: str) -> str:
+    """As a worker on older code has it: newer code takes a ``greeting`` too
+    (tests/test_version_skew.py registers it in the enqueuing process)."""
+    return f"hello {name}"

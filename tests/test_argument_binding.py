@@ -1,6 +1,8 @@
 """A plain task's arguments that can't bind to its function: refused at enqueue with
-InvalidArguments saying which, and a row that holds them anyway (written by SQL, or the
-function changed since) discarded at its first attempt, not retried to max_attempts."""
+InvalidArguments saying which, and a row that holds them anyway (enqueued by newer code
+in a rolling deploy, written by SQL, or the function changed since) fails its attempts
+with ArgumentMismatch saying which, not a TypeError from the call, retried as newer code
+may run it (tests/test_version_skew.py)."""
 
 from __future__ import annotations
 
@@ -74,16 +76,17 @@ def test_the_http_api_refuses_them_with_a_400_naming_the_argument(client):
         ("[1, 2]", '{"c": 3}', "add() has no parameter 'c'"),
     ],
 )
-def test_a_row_whose_arguments_dont_bind_is_discarded_at_its_first_attempt(
+def test_a_row_whose_arguments_dont_bind_fails_its_attempt_saying_which(
     worker, args, kwargs, message
 ):
     pk = insert_job(args=f"'{args}'", kwargs=f"'{kwargs}'", max_attempts="20")
     worker.drain()
     job = Job.objects.get(pk=pk)
-    assert (job.state, job.attempt) == ("discarded", 1)
+    assert (job.state, job.attempt) == ("retryable", 1)
     assert len(job.errors) == 1
     error = job.errors[0]["error"]
-    assert error.startswith(f"UnrunnableJob: job {pk} can't run as stored: its arguments don't")
+    fit = "its arguments don't fit the task's parameters in this worker"
+    assert error.startswith(f"ArgumentMismatch: job {pk}: {fit}: ")
     assert message in error
 
 
@@ -213,8 +216,8 @@ NO_CONNECTOR = "missing argument 'connector' of {}() (the job names no connector
 
 @pytest.mark.parametrize(("task_name", "func"), [(POST_TO, "post_to"), (TYPED_POST, "typed_post")])
 def test_a_required_connector_on_a_job_naming_none_is_refused_at_enqueue(task_name, func):
-    """`connector` counted as always passed in: the job was taken, then discarded at
-    its first attempt (a plain task) or failed every attempt with a TypeError (typed)."""
+    """`connector` counted as always passed in: the job was taken, then failed every
+    attempt (ArgumentMismatch for a plain task, a TypeError for a typed one)."""
     with transaction.atomic():
         with pytest.raises(InvalidArguments) as refused:
             Job.enqueue(task_name, args=[{"a": 1}])
@@ -240,9 +243,10 @@ def test_a_schedule_of_a_task_that_needs_a_connector_it_names_none_of_is_refused
 
 
 @pytest.mark.parametrize(("task_name", "func"), [(POST_TO, "post_to"), (TYPED_POST, "typed_post")])
-def test_a_row_needing_a_connector_it_names_none_of_is_discarded_at_once(worker, task_name, func):
+def test_a_row_needing_a_connector_it_names_none_of_fails_saying_so(worker, task_name, func):
     pk = insert_job(task=f"'{task_name}'", args="""'[{"a": 1}]'""", max_attempts="20")
     worker.drain()
     job = Job.objects.get(pk=pk)
-    assert (job.state, job.attempt) == ("discarded", 1)
+    assert (job.state, job.attempt) == ("retryable", 1)
+    assert job.errors[0]["error"].startswith("ArgumentMismatch: ")
     assert NO_CONNECTOR.format(func) in job.errors[0]["error"]

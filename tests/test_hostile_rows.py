@@ -500,16 +500,17 @@ def meta_of(value: object) -> dict[str, str]:
 #: and what its last error starts with (None: no error recorded).
 ODD_JOBS: dict[str, tuple[dict[str, str], str, str | None]] = {
     # Task names resolve against the registry only: never imported, never called.
+    # (Retried, as a worker on newer code may know them: test_version_skew.py.)
     "task naming os.system": (
-        {"task": "'os.system'", "args": json_of([f"touch {CANARY}"])}, "discarded", "UnknownTask"),
+        {"task": "'os.system'", "args": json_of([f"touch {CANARY}"])}, "retryable", "UnknownTask"),
     "task naming builtins.exec": (
-        {"task": "'builtins.exec'", "args": json_of(["raise SystemExit(3)"])}, "discarded",
+        {"task": "'builtins.exec'", "args": json_of(["raise SystemExit(3)"])}, "retryable",
         "UnknownTask"),
     "task naming a test helper": (
         {"task": "'tests.test_hardening_rows.sql'", "args": json_of(["DROP TABLE pgjobs_queue"])},
-        "discarded", "UnknownTask"),
+        "retryable", "UnknownTask"),
     "task naming a module nothing imported": (
-        {"task": "'tests.import_canary.planted'"}, "discarded", "UnknownTask"),
+        {"task": "'tests.import_canary.planted'"}, "retryable", "UnknownTask"),
     # Meta keys the code reads, of every wrong type: each is ignored or replaced.
     "meta debounce a string": (meta_of({"debounce": "x"}), "completed", None),
     "meta debounce of odd fields": (
@@ -527,8 +528,8 @@ ODD_JOBS: dict[str, tuple[dict[str, str], str, str | None]] = {
     # Arguments of odd JSON that Python reads, run as they are.
     "args holding 1e400": ({"args": "'[1e400, 1]'"}, "completed", None),
     "kwargs with a NUL in a key": (
-        {"kwargs": r"""'{"a\\u0000": 1}'""", "args": "'[1, 2]'"}, "discarded",
-        "UnrunnableJob: job "),  # its arguments don't fit: add() has no parameter 'a\x00'
+        {"kwargs": r"""'{"a\\u0000": 1}'""", "args": "'[1, 2]'"}, "retryable",
+        "ArgumentMismatch: job "),  # its arguments don't fit: add() has no parameter 'a\x00'
 
     "args of 100,000 items": ({"task": f"'{GATHER}'", "args": json_of([0] * 100_000)},
                               "completed", None),
