@@ -55,6 +55,19 @@ def test_a_failed_dependency_cancels_its_dependents_down_the_chain(worker):
         assert job.errors[-1]["error"].startswith("DependencyFailed")
 
 
+def test_a_failed_job_cancels_a_chain_of_a_thousand_dependents():
+    """Each level of the cancellation fired the job table's trigger one level deeper:
+    from about 700 stages the server ran out of stack ("stack depth limit exceeded"),
+    and the first job's failure could never be recorded. Now a loop goes down the
+    chain, every level checked and published as before."""
+    stages = enqueue_pipeline(*[add.spec(1, n) for n in range(1000)])
+    first, last = stages[0][0], stages[-1][0]
+    first.cancel()
+    assert Job.objects.filter(state=S.CANCELLED).count() == 1000
+    last.refresh_from_db()
+    assert last.errors[-1]["error"] == f"DependencyFailed: job {stages[-2][0].pk} ended cancelled"
+
+
 def test_run_anyway_dependents_run_after_a_failed_dependency(worker):
     doomed = JobFactory(retryable=True, max_attempts=1)
     cleanup = Job.enqueue(
