@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import functools
 import gc
@@ -471,11 +472,13 @@ def _insert_built(specs: list[JobSpec], jobs: list[Job], using: str, now: dateti
         plain = [job for job in jobs if _plain(job)]
         if plain:
             _insert_many(plain, using)
+        debounced = _DebouncedBatch(using)
         for job, spec in zip(jobs, specs, strict=True):
             if job.unique_key is not None:
                 _insert_unique(job, using, _unique_for(spec))
             elif "debounce" in job.meta:
-                _insert_debounced(job, using)
+                debounced.add(job)
+        debounced.write()
         edges = [
             edge
             for job, ids in zip(jobs, wanted, strict=True)
@@ -757,7 +760,16 @@ def _insert_debounced(job: Job, using: str) -> None:
         _insert_many([job], using)
         return
     holder = pending[0]
-    changes = {
+    changes = _debounced_changes(job)
+    Job.objects.using(using).filter(pk=holder.pk).update(**changes)
+    job.__dict__.update({**holder.__dict__, **changes, "state": JobState(job.state)})
+    job._state.adding, job._state.db = False, using
+    job.is_duplicate = True
+
+
+def _debounced_changes(job: Job) -> dict[str, Any]:
+    """What a debounced call gives the pending job of its key."""
+    return {
         "args": job.args,
         "kwargs": job.kwargs,
         "meta": job.meta,
@@ -765,7 +777,43 @@ def _insert_debounced(job: Job, using: str) -> None:
         "run_at": job.run_at,
         "state": job.state,
     }
-    Job.objects.using(using).filter(pk=holder.pk).update(**changes)
-    job.__dict__.update({**holder.__dict__, **changes, "state": JobState(job.state)})
-    job._state.adding, job._state.db = False, using
-    job.is_duplicate = True
+
+
+class _DebouncedBatch:
+    """The debounced jobs of one batch: the first of each key goes through
+    ``_insert_debounced``; the others of that key only take the pending job it left
+    (theirs alone until we commit: inserted by us, or locked FOR UPDATE), and the
+    last one's changes are written once, at the end.
+
+    Each call of a key used to update the same row again: in one transaction none of
+    its old versions can be cleaned up, and each lookup of it went through all of
+    them, so 8,000 calls of one key in one enqueue_many took 104 s, the last 1,000 of
+    them 30 s against 3.7 s for the first."""
+
+    def __init__(self, using: str) -> None:
+        self.using = using
+        #: (queue, key) -> the job the batch's first call of it became, and the changes
+        #: of the last call since (None: none since).
+        self.pending: dict[tuple[str, str], tuple[Job, dict[str, Any] | None]] = {}
+
+    def add(self, job: Job) -> None:
+        key = (job.queue, job.meta["debounce"]["key"])
+        first = self.pending.get(key)
+        if first is None:
+            _insert_debounced(job, self.using)
+            self.pending[key] = (job, None)
+            return
+        holder, _ = first
+        changes = _debounced_changes(job)
+        fields = {n: v for n, v in holder.__dict__.items() if n not in ("_state", "is_duplicate")}
+        job.__dict__.update({**copy.deepcopy(fields), **changes, "state": JobState(job.state)})
+        job._state.adding, job._state.db = False, self.using
+        job.is_duplicate = True
+        self.pending[key] = (holder, changes)
+
+    def write(self) -> None:
+        from .models import Job
+
+        for holder, changes in self.pending.values():
+            if changes is not None:
+                Job.objects.using(self.using).filter(pk=holder.pk).update(**changes)
