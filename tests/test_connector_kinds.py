@@ -418,3 +418,27 @@ def test_a_message_is_known_by_what_is_sent_not_by_its_date_or_id():
     others = [built(subject="S"), built(body="c"), built(to=["u@example.com"]),
               built(bcc=["b@example.com"]), built(from_email="z@example.com")]  # fmt: skip
     assert len({built(), *others}) == 1 + len(others)
+
+
+def test_a_message_s_fingerprint_is_keyed_by_the_secret_key(settings):
+    """The fingerprint is shown wherever the job's meta is (admin, API, CLI): a plain
+    hash of a message with a short secret in it (a six-digit code) let whoever reads
+    the row try every guess against it. Keyed by SECRET_KEY, it can't be recomputed."""
+    import hashlib
+    import json
+
+    from django.core.mail import EmailMessage
+
+    from django_pgjobs.connectors.sent_mail import fingerprint
+
+    message = EmailMessage("Your code", "123456", "a@example.com", ["t@example.com"])
+    first = fingerprint(message)
+    built = message.message()
+    for name in ("Date", "Message-ID"):
+        del built[name]
+    plain = hashlib.sha256(json.dumps([message.from_email, message.recipients()]).encode())
+    plain.update(built.as_bytes())
+    assert first != plain.hexdigest()[:32]
+    settings.SECRET_KEY = "another-secret-key-" + "x" * 40
+    assert fingerprint(message) != first
+    assert len(first) == 32 and int(first, 16) >= 0

@@ -1,9 +1,9 @@
 """Mail a job's SMTP server accepted, recorded in the job's row as each is accepted, so
 that a retry of the job (or its rescue after a crash) doesn't send it again.
 
-A message is known by a fingerprint: a hash of its envelope (sender, every recipient,
-Bcc too) and of the message as built, without what differs each time it is built
-(its Date, its Message-ID, multipart boundaries). A retry that builds the same
+A message is known by a fingerprint: an HMAC, keyed by SECRET_KEY, of its envelope
+(sender, every recipient, Bcc too) and of the message as built, without what differs
+each time it is built (its Date, its Message-ID, multipart boundaries). A retry that builds the same
 message skips it; one that builds anything else sends it. The nth message of a
 fingerprint in an attempt is skipped if earlier attempts had n accepted: a job may
 send the same message twice on purpose.
@@ -11,7 +11,6 @@ send the same message twice on purpose.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import weakref
@@ -21,6 +20,7 @@ from typing import Any
 from django.core.exceptions import SynchronousOnlyOperation
 from django.core.mail import EmailMessage
 from django.db import DatabaseError, transaction
+from django.utils.crypto import salted_hmac
 
 from .. import conf, db
 from ..context import JobContext, current_job
@@ -33,17 +33,23 @@ KEY = "smtp_sent"
 _ledgers: weakref.WeakKeyDictionary[JobContext, Ledger] = weakref.WeakKeyDictionary()
 
 
+#: Sets fingerprints apart from SECRET_KEY's other HMACs.
+KEY_SALT = "django_pgjobs.connectors.sent_mail"
+
+
 def fingerprint(message: EmailMessage) -> str:
-    """32 hex digits of a SHA-256 of the message's envelope and of the message as built,
-    its Date, Message-ID and multipart boundaries left out."""
+    """32 hex digits of an HMAC-SHA-256 (keyed by SECRET_KEY) of the message's envelope
+    and of the message as built, its Date, Message-ID and multipart boundaries left out.
+    Keyed: the row is shown in the admin, the API and the CLI, and a plain hash of a
+    message holding a short secret (a six-digit code) let its readers test guesses."""
     built = message.message()
     for name in ("Date", "Message-ID"):
         del built[name]
     for index, part in enumerate(built.walk()):
         if part.is_multipart():
             part.set_boundary(f"pgjobs-fingerprint-{index}")
-    digest = hashlib.sha256(json.dumps([message.from_email, message.recipients()]).encode())
-    digest.update(built.as_bytes())
+    envelope = json.dumps([message.from_email, message.recipients()]).encode()
+    digest = salted_hmac(KEY_SALT, envelope + built.as_bytes(), algorithm="sha256")
     return digest.hexdigest()[:32]
 
 
