@@ -525,7 +525,7 @@ class Worker:
         """A pool thread is done with a job: queue its outcome for the completer."""
         with self._lock:
             self._returned.add(context.job.id)
-            self._timed.pop(context.job.id, None)
+            _forget(self._timed, context)
             # Its thread is free. The loop is woken only if that makes a claim worth
             # it: woken after every job, it went round for nothing most of the time.
             wake = self._worth_a_claim(self._free())
@@ -609,9 +609,9 @@ class Worker:
         """Free the slots of jobs whose outcome is written (or given up on)."""
         with self._lock:
             for context, outcome in ended:
-                self.running.pop(context.job.id, None)
+                _forget(self.running, context)
                 self._returned.discard(context.job.id)
-                self._timed.pop(context.job.id, None)
+                _forget(self._timed, context)
                 self.stats[outcome] += 1
             wake = self._worth_a_claim(self._free())
         if wake:
@@ -956,6 +956,14 @@ def _write_alone(
             logger.exception("writing the outcome of job %s failed", outcome.job.pk)
             states.append("crashed")
     return states
+
+
+def _forget(contexts: dict[int, JobContext], context: JobContext) -> None:
+    """Drop ``context`` from ``contexts`` if it is still there: its job may have been
+    claimed again since (a snooze or retry due at once, written before this run's slot
+    was freed), and the job's new run, under the same id, must stay."""
+    if contexts.get(context.job.id) is context:
+        del contexts[context.job.id]
 
 
 def _limited_claim(config: dict) -> str:

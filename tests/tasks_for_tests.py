@@ -4,9 +4,10 @@ import ctypes
 import os
 import signal
 import sys
+import threading
 import time
 
-from django_pgjobs import DiscardJob, isolation, task
+from django_pgjobs import DiscardJob, Snooze, isolation, task
 from django_pgjobs.context import current_job
 from testproject.demo.tasks import record
 
@@ -256,3 +257,17 @@ def greet(name: str) -> str:
     """As a worker on older code has it: newer code takes a ``greeting`` too
     (tests/test_version_skew.py registers it in the enqueuing process)."""
     return f"hello {name}"
+
+
+#: Set by a test to let ``snooze_once_then_wait``'s second run return.
+RELEASE = threading.Event()
+
+
+@task
+def snooze_once_then_wait() -> str:
+    """Snooze for 0 s on the first run; on the next, wait for RELEASE (10 s at most)."""
+    context = current_job()
+    if context is not None and "snoozed" not in context.job.meta:
+        raise Snooze(0)
+    RELEASE.wait(10)
+    return "done"

@@ -182,6 +182,40 @@ def test_an_outcome_whose_answer_is_lost_is_not_written_twice(
     assert "lease was taken away" not in caplog.text
 
 
+def test_a_job_claimed_again_before_its_last_run_was_freed_stays_held(
+    threaded_worker, wait, monkeypatch
+):
+    """A job snoozed for 0 s is due at once, and can be claimed again before the
+    completer frees its last run's slot (it was writing other outcomes): freeing that
+    slot took the new run out of ``running``, and the worker no longer knew it held
+    the job (shutdown, a cancel, hand_back_unheld and reclaim_forgotten went by it)."""
+    from django_pgjobs.worker import Worker
+    from tests import tasks_for_tests
+
+    real = Worker._finished
+    freed: list[int] = []
+
+    def finished(self: Worker, ended: list) -> None:
+        snoozed = [c for c, outcome in ended if outcome in (JobState.SCHEDULED, "available")]
+        for context in snoozed:  # freed late (a busy completer): after the new claim
+            pk = context.job.pk
+            wait(lambda c=context, pk=pk: self.running.get(pk) not in (None, c), timeout=10)
+        real(self, ended)
+        freed.extend(context.job.pk for context in snoozed)
+
+    monkeypatch.setattr(Worker, "_finished", finished)
+    tasks_for_tests.RELEASE.clear()
+    job = Job.enqueue("tests.tasks_for_tests.snooze_once_then_wait")
+    worker = threaded_worker(concurrency=2, poll_interval=0.5)
+    try:
+        wait(lambda: freed == [job.pk], timeout=10)
+        assert job.pk in worker.running  # its second run, under way
+    finally:
+        tasks_for_tests.RELEASE.set()
+    wait(lambda: Job.objects.get(pk=job.pk).state == JobState.COMPLETED, timeout=10)
+    wait(lambda: not worker.running, timeout=5)
+
+
 def test_twenty_thousand_jobs_over_four_workers_all_run_once(worker_process):
     count = int(os.environ.get("PGJOBS_BURST_JOBS", "20000"))
     Job.enqueue_many(
