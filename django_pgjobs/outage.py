@@ -58,7 +58,14 @@ def unreachable(alias: str, error: BaseException) -> None:
     """A statement on database ``alias`` failed for want of a connection; the caller
     retries. A connection lost while the server still takes new ones (terminated, or
     one opened before a restart and used after it) is no outage: it is said at DEBUG,
-    and the caller's retry reconnects. A connection refused is: said once."""
+    and the caller's retry reconnects. A connection refused is: said once. An error
+    the server sent about the statement itself (a read-only standby after a failover, a
+    statement_timeout, a full disk) is neither, and retrying may never get past it: a
+    warning each time, as before this module (at DEBUG, a worker that could claim
+    nothing, or a completer retrying its outcomes for ever, left nothing in the log)."""
+    if is_statement_error(error):
+        logger.warning("database %r: %s; retrying", alias, describe(error))
+        return
     state = _state(alias)
     now = time.monotonic()
     refused = is_refused(error)
@@ -94,6 +101,19 @@ def is_refused(error: BaseException) -> bool:
         text = str(seen)
         if text.startswith("connection failed") or "connection to server" in text:
             return True
+        seen = seen.__cause__
+    return False
+
+
+def is_statement_error(error: BaseException) -> bool:
+    """Whether ``error`` (or what it wraps) is the server's answer to a statement: a
+    SQLSTATE outside connection exceptions (08) and operator intervention (57P: shut
+    down, terminated, starting up). A lost connection has none (libpq's own error)."""
+    seen: BaseException | None = error
+    while seen is not None:
+        code = getattr(seen, "sqlstate", None)
+        if code:
+            return not code.startswith(("08", "57P"))
         seen = seen.__cause__
     return False
 

@@ -67,6 +67,28 @@ def test_a_lost_connection_alone_is_no_outage(alias, caplog):
     assert "server closed the connection unexpectedly" in caplog.text  # at DEBUG
 
 
+@pytest.mark.parametrize(
+    "error",
+    [
+        psycopg.errors.ReadOnlySqlTransaction("cannot execute UPDATE in a read-only transaction"),
+        psycopg.errors.QueryCanceled("canceling statement due to statement timeout"),
+        psycopg.errors.DiskFull("could not extend file: No space left on device"),
+    ],
+    ids=["read-only after a failover", "statement_timeout", "disk full"],
+)
+def test_a_statement_the_server_refuses_is_a_warning_each_time(alias, caplog, error):
+    """No lost connection, and the retries may never get past it (a worker pointed at a
+    standby after a failover claims nothing): said at DEBUG, it left a stuck worker,
+    or a completer retrying its outcomes for ever, with nothing in the log."""
+    wrapper = OperationalError(str(error))
+    wrapper.__cause__ = error
+    outage.unreachable(alias, wrapper)
+    outage.unreachable(alias, wrapper)
+    said = warnings(caplog)
+    assert len(said) == 2 and str(error) in said[0], said
+    assert not outage.is_down(alias)
+
+
 def test_a_long_outage_is_recalled_every_so_often(alias, caplog, monkeypatch):
     monkeypatch.setattr(outage, "REMIND_EVERY", 0.0)
     outage.unreachable(alias, wrapped(REFUSED))
