@@ -86,7 +86,8 @@ def _shut(sock: socket.socket) -> None:
 @contextlib.contextmanager
 def bounding(seconds: float) -> Iterator[Deadline]:
     """Shut down the sockets connections open inside this block ``seconds`` from now
-    (``watched``, ``adopt``, ``watch``)."""
+    (``create_connection``, ``connect_any``, ``watch``), and stop waiting for what runs
+    on threads of its own (``within``)."""
     deadline = Deadline(seconds)
     token = _current.set(deadline)
     deadline.timer.start()
