@@ -261,3 +261,22 @@ def test_each_waiting_call_raises_its_own_copy_of_the_lookup_s_error():
             deadline.within(fails, "lookup", key="x")
         raised.append(info.value)
     assert raised[0] is not raised[1] and raised[0].errno == socket.EAI_AGAIN
+
+
+def test_a_lookup_whose_thread_could_not_start_is_not_waited_for_by_the_next(monkeypatch):
+    """A thread that can't start (the process at its limit of threads) left its run
+    registered, never to finish: every later call for that name waited out its whole
+    timeout for it, and 32 such names failed every lookup, until the worker restarted."""
+    real_start = threading.Thread.start
+
+    def no_thread(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    with deadline.bounding(5):  # its timer's thread started
+        monkeypatch.setattr(threading.Thread, "start", no_thread)
+        with pytest.raises(RuntimeError, match="can't start new thread"):
+            deadline.within(lambda: "first", "the host name's lookup", key="unstarted")
+        monkeypatch.setattr(threading.Thread, "start", real_start)
+    assert "unstarted" not in deadline._running
+    with deadline.bounding(5):
+        assert deadline.within(lambda: "again", "the lookup", key="unstarted") == "again"

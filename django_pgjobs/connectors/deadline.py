@@ -153,7 +153,14 @@ def _run_of(key: Hashable, action: Callable[[], Any], what: str) -> _Run:
                 del _running[key]
             run.finished.set()
 
-    threading.Thread(target=work, name=f"pgjobs {what}", daemon=True).start()
+    try:
+        threading.Thread(target=work, name=f"pgjobs {what}", daemon=True).start()
+    except BaseException as error:  # no thread (the process at its limit): no run
+        with _running_lock:
+            del _running[key]
+        run.value = error  # for the calls that joined it meanwhile
+        run.finished.set()
+        raise
     return run
 
 
