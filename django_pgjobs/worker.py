@@ -906,6 +906,11 @@ class Worker:
                 break
             self.enforce_timeouts()
             self.hand_back_now.wait(min(remaining, 0.05))
+        if self._claim_in_doubt:  # the loop's last claim lost its answer: see _loop
+            try:
+                self._hand_back_unheld()
+            except DatabaseError as error:  # still away: rescue returns them (a crash)
+                logger.error("could not give back the jobs of a lost claim: %s", error)
         # Jobs that finished are written, not handed back (which would run them again).
         self._stop_completer()
         if self._publisher:

@@ -153,6 +153,39 @@ def test_a_claim_whose_answer_is_lost_gives_its_jobs_back_at_once(
     assert job.attempt == 1 and job.errors == [], job.errors
 
 
+def test_a_claim_whose_answer_is_lost_as_the_worker_stops_gives_its_jobs_back(
+    transactional_db, monkeypatch
+):
+    """The loop gave such jobs back on its next pass, but a worker asked to stop meanwhile
+    made none: they stayed executing under a worker whose row was gone, for a rescue to
+    count as a crash (the job then ran alone, a suspect). Shutdown gives them back too."""
+    import threading
+
+    from django.db import OperationalError
+
+    from django_pgjobs import db as pgjobs_db
+    from django_pgjobs.worker import Worker
+
+    worker = Worker(poll_interval=0.5)
+    real = pgjobs_db.fetch_jobs
+
+    def fetch_jobs(name: str, *args: object, **kwargs: object) -> list:
+        jobs = real(name, *args, **kwargs)
+        if name == "claim" and jobs:
+            worker.request_stop()  # a SIGTERM as the server went away
+            raise OperationalError("server closed the connection unexpectedly")
+        return jobs
+
+    monkeypatch.setattr(pgjobs_db, "fetch_jobs", fetch_jobs)
+    job = add.enqueue(1, 1)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    thread.join(20)
+    assert not thread.is_alive()
+    job.refresh_from_db()
+    assert (job.state, job.attempt, job.worker_id) == (JobState.AVAILABLE, 0, None)
+
+
 def test_an_outcome_whose_answer_is_lost_is_not_written_twice(
     threaded_worker, wait, monkeypatch, caplog
 ):
