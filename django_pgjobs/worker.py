@@ -82,6 +82,10 @@ MAX_OUTCOME_BATCH = 500
 MIN_KEY_RECLAIM = 0.1
 
 
+#: What a job thread or the completer says of a job whose outcome it didn't write.
+UNRECORDED = frozenset({"crashed", "unrecorded"})
+
+
 class Worker:
     def __init__(
         self,
@@ -187,6 +191,12 @@ class Worker:
         # True once a pass of the loop lost its connection: a claim may have committed
         # without its answer (see _hand_back_unheld).
         self._claim_in_doubt = False
+        # Jobs that left ``running`` with their outcome unwritten (the pool or the
+        # completer gave up on it: "crashed", "unrecorded"): they ran, and stay
+        # executing under our lease for reclaim_forgotten, which counts the attempt.
+        # _hand_back_unheld must not take them for a lost claim's and give them back
+        # uncounted. Forgotten when claimed again.
+        self._unrecorded: set[int] = set()
         # Claimed jobs submitted to the pool that no thread has started yet.
         self._queued = 0
         # time.monotonic() when a full rate limit's window has room again (see
@@ -411,6 +421,7 @@ class Worker:
                 context = JobContext(job, isolated=isolation.wanted(job))
                 with self._lock:
                     self.running[job.id] = context
+                    self._unrecorded.discard(job.id)
                     self._queued += 1
                     # An isolated job's thread enforces its timeout itself.
                     if job.timeout is not None and not context.isolated:
@@ -610,6 +621,8 @@ class Worker:
         with self._lock:
             for context, outcome in ended:
                 _forget(self.running, context)
+                if outcome in UNRECORDED:
+                    self._unrecorded.add(context.job.id)
                 self._returned.discard(context.job.id)
                 _forget(self._timed, context)
                 self.stats[outcome] += 1
@@ -773,7 +786,7 @@ class Worker:
         may have committed, leaving them executing under this worker, which never
         started them. Run by the loop, before its next claim (sql/hand_back_unheld.sql)."""
         with self._lock:
-            held = list(self.running)
+            held = [*self.running, *self._unrecorded]
         rows = db.fetch_dicts(
             "hand_back_unheld", {"worker_id": self.record.pk, "held": held}, self.using
         )

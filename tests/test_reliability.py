@@ -153,6 +153,55 @@ def test_a_claim_whose_answer_is_lost_gives_its_jobs_back_at_once(
     assert job.attempt == 1 and job.errors == [], job.errors
 
 
+def test_a_lost_claim_s_hand_back_leaves_a_job_that_ran_but_was_not_recorded(
+    threaded_worker, wait, monkeypatch
+):
+    """A job whose outcome the completer couldn't write ("crashed": a row it refused)
+    leaves ``running`` but ran: it stays executing for reclaim_forgotten, which counts
+    the attempt. A lost claim's hand-back took it for one of its own, never started,
+    and gave it back uncounted (the reviewer's finding)."""
+    from django.db import OperationalError
+
+    from django_pgjobs import db as pgjobs_db
+    from django_pgjobs import worker as worker_module
+
+    real_record = worker_module.record
+    refused: list[int] = []
+
+    def record(outcomes: list, *args: object, **kwargs: object) -> list:
+        if not refused:
+            refused.extend(outcome.job.pk for outcome in outcomes)
+            raise ValueError("a row the statement refused")  # no outage
+        return real_record(outcomes, *args, **kwargs)
+
+    monkeypatch.setattr(worker_module, "record", record)
+    ran = add.enqueue(1, 1)
+    worker = threaded_worker(poll_interval=0.5)
+    wait(lambda: worker.stats["crashed"] == 1, timeout=10)
+    assert refused == [ran.pk] and ran.pk not in worker.running
+
+    real_fetch = pgjobs_db.fetch_jobs
+    lost: list[int] = []
+
+    def fetch_jobs(name: str, *args: object, **kwargs: object) -> list:
+        jobs = real_fetch(name, *args, **kwargs)
+        if name == "claim" and jobs and not lost:
+            lost.extend(job.pk for job in jobs)
+            raise OperationalError("server closed the connection unexpectedly")
+        return jobs
+
+    monkeypatch.setattr(pgjobs_db, "fetch_jobs", fetch_jobs)
+    claimed = add.enqueue(2, 2)
+    wait(lambda: Job.objects.get(pk=claimed.pk).state == JobState.COMPLETED, timeout=10)
+    assert lost == [claimed.pk]
+    ran.refresh_from_db()
+    assert (ran.state, ran.attempt, ran.worker_id) == (
+        JobState.EXECUTING,
+        1,
+        worker.record.pk,
+    )
+
+
 def test_a_claim_whose_answer_is_lost_as_the_worker_stops_gives_its_jobs_back(
     transactional_db, monkeypatch
 ):
