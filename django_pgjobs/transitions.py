@@ -73,6 +73,9 @@ def _still_there(job: Job) -> bool:
     return Job.objects.using(job._state.db or conf.get("DATABASE")).filter(pk=job.pk).exists()
 
 
+#: The meta key where a job's SMTP connector counts the mail it sent (connectors/sent_mail.py).
+SENT_MAIL_KEY = "smtp_sent"
+
 #: Modules of the plumbing a task runs under (``_traceback_text``).
 PLUMBING_MODULES = ("execution.py", "middleware.py")
 
@@ -333,12 +336,25 @@ def retry(job: Job, now: datetime | None = None) -> Job:
         run_at=now,
         finished_at=None,
         max_attempts=_at_least_one_more(),
+        meta=_meta_for_a_retry(),
     )
     if not moved:
         if not _still_there(job):  # else the message named the state it had when read
             raise JobGone(job.pk, S.AVAILABLE)
         raise InvalidTransition(job.pk, job.state, S.AVAILABLE)
     return job
+
+
+def _meta_for_a_retry() -> Any:
+    """A retried job's meta: a completed job runs again whole, so it forgets the mail its
+    SMTP connector sent (``smtp_sent``, which spares a failed job's retry the messages
+    its server accepted already); a re-run of a "send the welcome mail" job sent none."""
+    from django.db.models import Case, When
+    from django.db.models.expressions import RawSQL
+
+    meta = Job._meta.get_field("meta")
+    forgotten = RawSQL("meta - %s", [SENT_MAIL_KEY], output_field=meta)
+    return Case(When(state=S.COMPLETED, then=forgotten), default=F("meta"), output_field=meta)
 
 
 def _at_least_one_more() -> Any:
@@ -418,7 +434,13 @@ def retry_many(jobs: QuerySet[Job], now: datetime | None = None) -> int:
     return (
         jobs.order_by()
         .filter(state__in=sorted(allowed), attempt__lt=ATTEMPT_LIMIT)
-        .update(state=S.AVAILABLE, run_at=now, finished_at=None, max_attempts=_at_least_one_more())
+        .update(
+            state=S.AVAILABLE,
+            run_at=now,
+            finished_at=None,
+            max_attempts=_at_least_one_more(),
+            meta=_meta_for_a_retry(),
+        )
     )
 
 

@@ -335,6 +335,28 @@ def test_a_send_that_fails_part_way_sends_only_the_rest_when_retried(worker, smt
     assert sorted(job.meta["smtp_sent"].values()) == [1, 1, 1]
 
 
+@pytest.mark.parametrize("how", ["retry", "retry_many"])
+def test_an_operator_s_retry_of_a_completed_job_sends_its_mail_again(worker, smtp_peer, how):
+    """A completed job runs again whole: a re-run of a "send the welcome mail" job sent
+    nothing (every message was in its smtp_sent), and said so only at INFO."""
+    from django_pgjobs import transitions
+    from tests.tasks_for_connectors import newsletter
+
+    mailer(smtp_peer)
+    job = newsletter.enqueue(["one", "two"])
+    worker.drain()
+    job.refresh_from_db()
+    assert job.state == JobState.COMPLETED and len(recorded(job.meta)) == 2
+    if how == "retry":
+        job.retry()
+    else:
+        assert transitions.retry_many(Job.objects.filter(pk=job.pk)) == 1
+    job.refresh_from_db()
+    assert "smtp_sent" not in job.meta
+    worker.drain()
+    assert subjects(smtp_peer) == ["one", "two", "one", "two"]
+
+
 def test_a_mail_sent_before_the_task_failed_is_not_sent_by_its_retry(worker, smtp_peer, caplog):
     mailer(smtp_peer)
     from tests.tasks_for_connectors import mail_then_fail_once

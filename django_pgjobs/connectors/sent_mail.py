@@ -24,11 +24,13 @@ from django.utils.crypto import salted_hmac
 
 from .. import conf, db
 from ..context import JobContext, current_job
+from ..transitions import SENT_MAIL_KEY
 
 logger = logging.getLogger(__name__)
 
-#: The key of the job's meta: {fingerprint: how many such messages were accepted}.
-KEY = "smtp_sent"
+#: The key of the job's meta: {fingerprint: how many such messages were accepted}. An
+#: operator's retry of a completed job drops it (transitions._meta_for_a_retry).
+KEY = SENT_MAIL_KEY
 
 _ledgers: weakref.WeakKeyDictionary[JobContext, Ledger] = weakref.WeakKeyDictionary()
 
