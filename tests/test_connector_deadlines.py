@@ -251,16 +251,42 @@ def test_a_lookup_that_answers_is_shared_by_the_calls_waiting_and_then_forgotten
     assert results == [[1, 2]] * 3 and runs == [1] and not deadline._running
 
 
-def test_each_waiting_call_raises_its_own_copy_of_the_lookup_s_error():
+def test_each_waiting_call_raises_its_own_copy_of_the_lookup_s_error(monkeypatch):
+    """Two calls wait for one lookup that fails: each raises an error of its own (one
+    exception raised in two threads has its traceback written by both)."""
+    answer = threading.Event()
+    joined: list[object] = []
+    run_of = deadline._run_of
+
+    def counted_run_of(*args: object) -> object:
+        run = run_of(*args)
+        joined.append(run)
+        return run
+
     def fails() -> None:
+        answer.wait(10)
         raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
 
-    raised = []
-    for _ in range(2):
-        with deadline.bounding(5), pytest.raises(socket.gaierror) as info:
-            deadline.within(fails, "lookup", key="x")
-        raised.append(info.value)
-    assert raised[0] is not raised[1] and raised[0].errno == socket.EAI_AGAIN
+    monkeypatch.setattr(deadline, "_run_of", counted_run_of)
+    raised: list[BaseException] = []
+
+    def call() -> None:
+        with deadline.bounding(10):
+            try:
+                deadline.within(fails, "lookup", key="x")
+            except socket.gaierror as error:
+                raised.append(error)
+
+    threads = [threading.Thread(target=call) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    wait_until(lambda: len(joined) == 2)
+    answer.set()
+    for thread in threads:
+        thread.join(10)
+    assert joined[0] is joined[1]  # one lookup, waited for twice
+    assert len(raised) == 2 and raised[0] is not raised[1]
+    assert raised[0].errno == raised[1].errno == socket.EAI_AGAIN
 
 
 def test_a_lookup_whose_thread_could_not_start_is_not_waited_for_by_the_next(monkeypatch):
