@@ -243,11 +243,17 @@ def worker_process(transactional_db: None) -> Iterator[Callable[..., WorkerProce
         return process
 
     yield start
-    for process in started:
+    kill_all(started)
+
+
+def kill_all(processes: list[WorkerProcess]) -> None:
+    """Kill what a test started and its process groups (--processes children, job
+    processes), whatever the test left running."""
+    for process in processes:
         if process.proc.poll() is None:
             process.stop(signal.SIGKILL, timeout=10)
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)  # --processes children, job processes
+            os.killpg(process.pid, signal.SIGKILL)
 
 
 # Local HTTP and SMTP servers for connector tests.

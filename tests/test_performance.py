@@ -295,11 +295,14 @@ def finished_jobs(count: int, days_ago: int) -> list[int]:
         return [row[0] for row in cursor.fetchall()]
 
 
-def index_scans(table: str) -> int:
-    """Index scans of ``table`` this transaction has run so far."""
+def scans(table: str, kind: str) -> int:
+    """Scans of ``table`` of one ``kind`` (``idx_scan``, ``seq_scan``) this transaction
+    has run so far."""
+    if kind not in ("idx_scan", "seq_scan"):
+        raise ValueError(kind)
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT coalesce(idx_scan, 0) FROM pg_stat_xact_user_tables WHERE relname = %s",
+            f"SELECT coalesce({kind}, 0) FROM pg_stat_xact_user_tables WHERE relname = %s",
             [table],
         )
         return cursor.fetchone()[0]
@@ -319,12 +322,12 @@ def test_prune_looks_at_each_kept_job_once_not_once_per_batch():
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE pgjobs_job")
         cursor.execute("ANALYZE pgjobs_jobdependency")
-    before = index_scans("pgjobs_jobdependency")
+    before = scans("pgjobs_jobdependency", "idx_scan")
 
     assert maintenance.prune_finished(timezone.now(), timedelta(days=7), batch_size=20) == 500
 
     # 26 batches each looked up the dependents of the 500 kept jobs: 13,000 before.
-    assert index_scans("pgjobs_jobdependency") - before < 2_000
+    assert scans("pgjobs_jobdependency", "idx_scan") - before < 2_000
     assert Job.objects.filter(pk__in=kept).count() == 500
 
 
@@ -354,16 +357,6 @@ def test_prune_finds_a_batch_s_edges_through_their_indexes():
     assert not JobDependency.objects.exists()
 
 
-def sequential_scans(table: str) -> int:
-    """Sequential scans of ``table`` this transaction has run so far."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT coalesce(seq_scan, 0) FROM pg_stat_xact_user_tables WHERE relname = %s",
-            [table],
-        )
-        return cursor.fetchone()[0]
-
-
 def test_prune_looks_up_dependents_by_index_when_one_job_has_most_edges():
     # ANALYZE saw one value of depends_on_id, so the planner took every finished job to
     # have all the edges, and looked for its unfinished dependents by reading the whole
@@ -376,9 +369,9 @@ def test_prune_looks_up_dependents_by_index_when_one_job_has_most_edges():
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE pgjobs_job")
         cursor.execute("ANALYZE pgjobs_jobdependency")
-    before = sequential_scans("pgjobs_job")
+    before = scans("pgjobs_job", "seq_scan")
 
     assert maintenance.prune_finished(timezone.now(), timedelta(days=7), batch_size=500) == 3001
 
-    assert sequential_scans("pgjobs_job") - before < 20  # one a finished job: 3,001
+    assert scans("pgjobs_job", "seq_scan") - before < 20  # one a finished job: 3,001
     assert not JobDependency.objects.exists()

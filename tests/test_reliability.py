@@ -122,14 +122,9 @@ def test_a_worker_survives_a_connection_psycopg_no_longer_trusts(
     assert not broken
 
 
-def test_a_claim_whose_answer_is_lost_gives_its_jobs_back_at_once(
-    threaded_worker, wait, monkeypatch
-):
-    """A server that crashes or restarts as a claim commits leaves its jobs executing
-    under the worker, which never got them: they waited for a rescue pass more than
-    WORKER_STALE_AFTER (60 s) later, and lost an attempt there. The worker now gives
-    them back, uncounted, once it reconnects. The answer is lost here, once, after the
-    claim committed: tests/test_server_restart.py can't make that window on demand."""
+def lose_the_next_claim_s_answer(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Make the next claim that takes jobs commit, then lose its answer, as a connection
+    broken as it commits does; the list it returns gets the ids that claim took."""
     from django.db import OperationalError
 
     from django_pgjobs import db as pgjobs_db
@@ -145,6 +140,18 @@ def test_a_claim_whose_answer_is_lost_gives_its_jobs_back_at_once(
         return jobs
 
     monkeypatch.setattr(pgjobs_db, "fetch_jobs", fetch_jobs)
+    return lost
+
+
+def test_a_claim_whose_answer_is_lost_gives_its_jobs_back_at_once(
+    threaded_worker, wait, monkeypatch
+):
+    """A server that crashes or restarts as a claim commits leaves its jobs executing
+    under the worker, which never got them: they waited for a rescue pass more than
+    WORKER_STALE_AFTER (60 s) later, and lost an attempt there. The worker now gives
+    them back, uncounted, once it reconnects. The answer is lost here, once, after the
+    claim committed: tests/test_server_restart.py can't make that window on demand."""
+    lost = lose_the_next_claim_s_answer(monkeypatch)
     job = add.enqueue(1, 1)
     threaded_worker(poll_interval=0.5)
     wait(lambda: Job.objects.get(pk=job.pk).state == JobState.COMPLETED, timeout=10)
@@ -160,9 +167,7 @@ def test_a_lost_claim_s_hand_back_leaves_a_job_that_ran_but_was_not_recorded(
     leaves ``running`` but ran: it stays executing for reclaim_forgotten, which counts
     the attempt. A lost claim's hand-back took it for one of its own, never started,
     and gave it back uncounted (the reviewer's finding)."""
-    from django.db import OperationalError
 
-    from django_pgjobs import db as pgjobs_db
     from django_pgjobs import worker as worker_module
 
     real_record = worker_module.record
@@ -180,17 +185,7 @@ def test_a_lost_claim_s_hand_back_leaves_a_job_that_ran_but_was_not_recorded(
     wait(lambda: worker.stats["crashed"] == 1, timeout=10)
     assert refused == [ran.pk] and ran.pk not in worker.running
 
-    real_fetch = pgjobs_db.fetch_jobs
-    lost: list[int] = []
-
-    def fetch_jobs(name: str, *args: object, **kwargs: object) -> list:
-        jobs = real_fetch(name, *args, **kwargs)
-        if name == "claim" and jobs and not lost:
-            lost.extend(job.pk for job in jobs)
-            raise OperationalError("server closed the connection unexpectedly")
-        return jobs
-
-    monkeypatch.setattr(pgjobs_db, "fetch_jobs", fetch_jobs)
+    lost = lose_the_next_claim_s_answer(monkeypatch)
     claimed = add.enqueue(2, 2)
     wait(lambda: Job.objects.get(pk=claimed.pk).state == JobState.COMPLETED, timeout=10)
     assert lost == [claimed.pk]

@@ -18,7 +18,6 @@ import os
 import pwd
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -37,7 +36,7 @@ from django.db import connections
 
 from django_pgjobs import Job
 from django_pgjobs.models import Schedule
-from tests.conftest import WorkerProcess, wait_until
+from tests.conftest import WorkerProcess, kill_all, wait_until
 
 PG_BIN = Path(os.environ.get("PGJOBS_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
 #: The alias this module's own process reaches the private server by.
@@ -184,11 +183,7 @@ def start(server: Cluster) -> Iterator[Callable[..., WorkerProcess]]:
         return process
 
     yield start
-    for process in started:
-        if process.proc.poll() is None:
-            process.stop(signal.SIGKILL, timeout=10)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
+    kill_all(started)
 
 
 def runs_of(path: Path) -> Counter[str]:
