@@ -260,18 +260,28 @@ class Scheduler:
 
     def _on_reconnect(self) -> None:
         logger.debug("LISTEN reconnected; re-reading schedules")
+        outage.retry_now(self.using)  # LISTEN_DATABASE may be another alias: wake maintenance
         self.wakeup.set()
 
     def _housekeep(self) -> None:
+        retry_delay = 0.1
         while not self.stopping.is_set():
+            began = time.monotonic()
             try:
                 housekeeping.run_due(self.routines, self.clock(), self.using)
                 wake_at = housekeeping.next_due_at(self.routines, self.clock(), self.using)
                 delay = (wake_at - self.clock()).total_seconds() if wake_at else 60.0
+                if retry_delay > 0.1:  # back after a failure, on a new connection
+                    outage.reachable(self.using, began)
+                retry_delay = 0.1
             except db.CONNECTION_TROUBLE as error:
                 outage.unreachable(self.using, error)  # said once per outage
                 connections[self.using].close()
-                delay = 5.0
+                # As the scheduler loop's: cut short once another connection of this
+                # process (the loop's, the LISTEN one) got through, not a fixed 5 s.
+                outage.pause(self.using, retry_delay, self.stopping)
+                retry_delay = min(retry_delay * 2, 5.0)
+                continue
             except DatabaseError as error:
                 logger.warning("maintenance failed (%s); trying again in 5s", error)
                 connections[self.using].close()

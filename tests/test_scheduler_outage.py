@@ -1,0 +1,77 @@
+"""The scheduler's maintenance thread through a database outage: it backs off and is
+woken as the other loops are (outage.py), and says the outage once and its end once
+(tests/test_server_restart.py restarts a real server under a whole scheduler)."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+
+import psycopg
+import pytest
+from django.db import connection
+
+from django_pgjobs import outage
+from django_pgjobs.housekeeping import RoutineSpec
+from django_pgjobs.scheduler import Scheduler
+from tests.conftest import wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def refused_connection() -> None:
+    """Raise what Django raises when the server refuses connections: a real refusal,
+    from a port nothing listens on any more."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with connection.wrap_database_errors:
+        psycopg.connect(host="127.0.0.1", port=port, connect_timeout=5)
+
+
+@pytest.fixture
+def no_outage() -> Iterator[None]:
+    """The scheduler's alias starts and ends this test with no outage on record."""
+    outage._states.pop("default", None)
+    yield
+    outage._states.pop("default", None)
+
+
+def test_maintenance_retries_are_woken_when_the_database_is_back_and_said_once(no_outage, caplog):
+    caplog.set_level(logging.DEBUG, logger="django_pgjobs.outage")
+    down = threading.Event()
+    down.set()
+    failures: list[float] = []
+    runs: list[float] = []
+
+    def action(now: datetime) -> int:
+        if down.is_set():
+            failures.append(time.monotonic())
+            refused_connection()
+        runs.append(time.monotonic())
+        return 0
+
+    scheduler = Scheduler(routines=[RoutineSpec("flaky", timedelta(milliseconds=1), action)])
+    thread = threading.Thread(target=scheduler._housekeep, daemon=True)
+    thread.start()
+    try:
+        # Backing off 0.1, 0.2, 0.4, 0.8, 1.6 s, then waiting 3.2 s (before: 5 s each).
+        wait_until(lambda: len(failures) >= 6, timeout=8)
+        down.clear()
+        back_at = time.monotonic()
+        scheduler._on_reconnect()  # what the LISTEN connection does once it gets through
+        wait_until(lambda: runs, timeout=5)
+        assert runs[0] - back_at < 1.0, f"resumed {runs[0] - back_at:.1f}s after"
+    finally:
+        scheduler.request_stop()
+        thread.join(10)
+    assert not thread.is_alive()
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(said) == 2, said
+    assert said[0].startswith("database 'default' unreachable (connection failed: "), said
+    assert said[1].startswith("database 'default' reachable again after "), said
+    assert not outage.is_down("default")
