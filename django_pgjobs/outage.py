@@ -19,6 +19,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+import psycopg
+
 logger = logging.getLogger(__name__)
 
 #: Seconds between the warnings that the database is still unreachable.
@@ -93,13 +95,22 @@ def unreachable(alias: str, error: BaseException) -> None:
         logger.debug("database %r: %s; retrying", alias, describe(error))
 
 
+#: How psycopg begins the errors of a connection attempt (its connect generator), and
+#: those only: libpq's own text follows, which also names "connection to server" on
+#: a connection lost after it was made.
+CONNECT_FAILED = ("connection failed: ", "connection is bad: ")
+
+
 def is_refused(error: BaseException) -> bool:
     """Whether ``error`` (or what it wraps) is a connection that could not be made:
-    refused, timed out, or turned away ("the database system is starting up")."""
+    refused, timed out, or turned away ("the database system is starting up"). Told
+    by psycopg's class and the prefix it gives a failed connection attempt, not by
+    libpq's words: a connection that was made and then lost is no refusal."""
     seen: BaseException | None = error
     while seen is not None:
-        text = str(seen)
-        if text.startswith("connection failed") or "connection to server" in text:
+        if isinstance(seen, psycopg.errors.ConnectionTimeout):
+            return True
+        if isinstance(seen, psycopg.OperationalError) and str(seen).startswith(CONNECT_FAILED):
             return True
         seen = seen.__cause__
     return False
@@ -168,5 +179,7 @@ def pause(alias: str, seconds: float, stop: threading.Event | None = None) -> No
 
 
 def is_down(alias: str) -> bool:
+    """Whether this process holds database ``alias`` unreachable: a connection was
+    refused and nothing has got through since (what ``pause`` waits out)."""
     state = _states.get(alias)
     return state is not None and state.since is not None

@@ -4,6 +4,7 @@ what is said (tests/test_server_restart.py restarts a real one)."""
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -65,6 +66,53 @@ def test_a_lost_connection_alone_is_no_outage(alias, caplog):
     outage.reachable(alias, time.monotonic())
     assert not outage.is_down(alias) and warnings(caplog) == []
     assert "server closed the connection unexpectedly" in caplog.text  # at DEBUG
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        wrapped(REFUSED),
+        wrapped(
+            'connection failed: connection to server at "127.0.0.1", port 5432 failed: '
+            "FATAL:  the database system is starting up"
+        ),
+        wrapped(
+            'connection failed: connection to server on socket "/run/postgresql/.s.PGSQL'
+            '.5432" failed: No such file or directory'
+        ),
+        wrapped("connection is bad: connection pointer is NULL"),
+        psycopg.errors.ConnectionTimeout("connection timeout expired"),
+    ],
+    ids=["refused", "starting up", "no socket", "bad", "timed out"],
+)
+def test_a_connection_attempt_that_failed_is_refused(error):
+    assert outage.is_refused(error)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        wrapped(LOST),
+        # libpq names "connection to server" on a lost connection too.
+        wrapped('consuming input failed: connection to server at "127.0.0.1" was lost'),
+        wrapped("sending query failed: connection to server was lost"),
+        wrapped("the connection is closed"),
+        psycopg.errors.AdminShutdown("terminating connection due to administrator command"),
+        OperationalError('connection failed: connection to server at "x", port 1 failed'),
+    ],
+    ids=["closed", "lost at", "lost", "closed here", "terminated", "not psycopg's"],
+)
+def test_a_connection_lost_after_it_was_made_is_not_refused(error):
+    assert not outage.is_refused(error)
+
+
+def test_a_real_refusal_is_refused():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(psycopg.OperationalError) as refused:
+        psycopg.connect(host="127.0.0.1", port=port, connect_timeout=5)
+    assert outage.is_refused(refused.value), refused.value
 
 
 @pytest.mark.parametrize(
