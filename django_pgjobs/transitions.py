@@ -76,9 +76,6 @@ def _still_there(job: Job) -> bool:
 #: The meta key where a job's SMTP connector counts the mail it sent (connectors/sent_mail.py).
 SENT_MAIL_KEY = "smtp_sent"
 
-#: Modules of the plumbing a task runs under (``_traceback_text``).
-PLUMBING_MODULES = ("execution.py", "middleware.py")
-
 #: Most characters of an error record's message and traceback: each failed attempt adds one.
 ERROR_LENGTH = 10_000
 TRACEBACK_LENGTH = 50_000
@@ -104,9 +101,12 @@ def error_record(
     }
 
 
-#: pgjobs' own plumbing between a worker and a task: a stored traceback starts at the
-#: first frame outside it (five frames of execution.py came before the task's own).
-_PLUMBING = frozenset(str(Path(__file__).with_name(name)) for name in PLUMBING_MODULES)
+#: The files of pgjobs' own plumbing between a worker and a task: a stored traceback
+#: starts at the first frame outside them (five frames of execution.py came before the
+#: task's own).
+_PLUMBING = frozenset(
+    str(Path(__file__).with_name(name)) for name in ("execution.py", "middleware.py")
+)
 
 
 def _traceback_text(error: BaseException) -> str:
