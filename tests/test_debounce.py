@@ -8,7 +8,8 @@ import threading
 from datetime import timedelta
 
 import pytest
-from django.db import connections, transaction
+from django.db import connection, connections, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from django_pgjobs import InvalidOption, Job
@@ -149,3 +150,47 @@ def test_a_batch_of_one_key_writes_its_pending_job_once(django_assert_max_num_qu
     ((made,), (kept,)) = pending("burst"), pending("old")
     assert made.pk == burst[0].pk and made.args == [50, 50]
     assert kept.pk == old.pk and kept.args == [50, 50] and kept.run_at == olds[-1].run_at
+
+
+@pytest.mark.django_db
+def test_calls_in_the_callers_transaction_make_no_subtransaction_each():
+    """Each debounced call in a transaction opened a savepoint, so each version of the
+    key's pending job it left was a subtransaction's, and every later lookup and update
+    of the row paid several times as much to step over it: 4,000 calls of one key in
+    one transaction took 28 s, 9 s without (the row's versions still add up: see
+    docs/flow-control.md#debounce). A version's xmin says which transaction wrote it."""
+    with transaction.atomic(), CaptureQueriesContext(connection) as queries:
+        jobs = [Job.enqueue(ADD, args=[n, n], debounce_key="k", debounce=5) for n in range(3)]
+        plain = Job.enqueue(ADD, args=[0, 0])  # written in the caller's transaction
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT DISTINCT xmin::text FROM pgjobs_job WHERE id = ANY(%s)",
+                [[jobs[0].pk, plain.pk]],
+            )
+            writers = cursor.fetchall()
+    assert not [q["sql"] for q in queries if "SAVEPOINT" in q["sql"]]
+    assert len(writers) == 1, "the pending job's last version is the caller's transaction's"
+    assert [job.is_duplicate for job in jobs] == [False, True, True]
+    (job,) = pending("k")
+    assert job.pk == jobs[0].pk and job.args == [2, 2]
+
+
+@pytest.mark.django_db
+def test_a_savepoint_rolled_back_between_calls_takes_its_calls_with_it():
+    """Calls of a key in the caller's transaction keep no state of their own: what a
+    rolled-back savepoint undid (an update of the pending job, or its insert) is
+    found undone by the next call."""
+    with transaction.atomic():
+        first = Job.enqueue(ADD, args=[1, 1], debounce_key="k", debounce=5)
+        with pytest.raises(RuntimeError), transaction.atomic():
+            Job.enqueue(ADD, args=[2, 2], debounce_key="k", debounce=5)
+            raise RuntimeError("undo")
+        third = Job.enqueue(ADD, args=[3, 3], debounce_key="k", debounce=5)
+        with pytest.raises(RuntimeError), transaction.atomic():
+            Job.enqueue(ADD, args=[1, 1], debounce_key="gone", debounce=5)
+            raise RuntimeError("undo")
+        again = Job.enqueue(ADD, args=[4, 4], debounce_key="gone", debounce=5)
+    assert third.is_duplicate and third.pk == first.pk
+    (job,) = pending("k")
+    assert job.args == [3, 3] and job.run_at == third.run_at
+    assert not again.is_duplicate and [j.pk for j in pending("gone")] == [again.pk]
