@@ -94,6 +94,17 @@ class DjangoTasksDB(Adapter):
 
         return DBTaskResult.objects.filter(status__in=["READY", "RUNNING"]).count()
 
+    def outcome_xids(self) -> list[int]:
+        from django.db import connection
+        from django_tasks_db.models import DBTaskResult
+
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT xmin::text::bigint FROM {DBTaskResult._meta.db_table}"
+                " WHERE status = 'SUCCESSFUL'"
+            )
+            return [xid for (xid,) in cursor.fetchall()]
+
     def worker_commands(self, config: Config) -> list[list[str]]:
         command = [
             sys.executable,

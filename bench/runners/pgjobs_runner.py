@@ -117,6 +117,14 @@ class PgJobs(Adapter):
             )
             return cursor.fetchone()[0]
 
+    def outcome_xids(self) -> list[int]:
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            # A completed job's last write is its outcome's (finish.sql).
+            cursor.execute("SELECT xmin::text::bigint FROM pgjobs_job WHERE state = 'completed'")
+            return [xid for (xid,) in cursor.fetchall()]
+
     def enqueue_stamps(self, first: int, count: int) -> None:
         from django_pgjobs import Job
 

@@ -94,6 +94,16 @@ class PgQueuer(Adapter):
     def remaining(self) -> int:
         return self._run(self.conn.fetchval("SELECT count(*) FROM pgqueuer"))
 
+    def outcome_xids(self) -> list[int]:
+        # A finished job leaves the queue table in the statement that logs its
+        # success (its log_job query), so the log row's transaction is the outcome's.
+        rows = self._run(
+            self.conn.fetch(
+                "SELECT xmin::text::bigint FROM pgqueuer_log WHERE status = 'successful'"
+            )
+        )
+        return [xid for (xid,) in rows]
+
     def enqueue_stamps(self, first: int, count: int) -> None:
         seqs = range(first, first + count)
         self._run(

@@ -87,6 +87,12 @@ class Procrastinate(Adapter):
             "SELECT count(*) FROM procrastinate_jobs WHERE status IN ('todo', 'doing')"
         ).fetchone()[0]
 
+    def outcome_xids(self) -> list[int]:
+        rows = self.conn.execute(
+            "SELECT xmin::text::bigint FROM procrastinate_jobs WHERE status = 'succeeded'"
+        ).fetchall()
+        return [xid for (xid,) in rows]
+
     def worker_commands(self, config: Config) -> list[list[str]]:
         command = [
             sys.executable,
