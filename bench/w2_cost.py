@@ -10,15 +10,17 @@ of the worker processes and their children (/proc/<pid>/stat), of every backend 
 the database (/proc/<pid>/schedstat: the server must run on this machine), and the
 transactions committed (pg_stat_database), each per job, with the load average.
 
-The same CPU is read again within run.py's steady window (from the first sample with
-10% of the jobs done to the first with 90%; the remaining count sampled every 10 ms,
-as run.py's W2 does): a system that does much of its work before its first jobs
-count as done (claims far ahead, completions written late) spends less in the
-window than in the whole drain, and its steady rate is higher by as much.
+The same CPU is read again within run.py's steady window (from 10% of the jobs done
+to 90%, each job done when its outcome's transaction ended, as run.py's W2 reads it;
+the CPU is read from /proc every 10 ms, the nearest reading after each edge taken):
+a system that does much of its work before its first jobs count as done (claims far
+ahead, completions written late) spends less in the window than in the whole drain,
+and its steady rate is higher by as much.
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import os
 import sys
@@ -30,6 +32,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path[:0] = [str(BENCH / "runners"), str(BENCH)]
 
 from common import (  # noqa: E402
+    TransactionEnds,
     checkpoint,
     cost_main,
     drop_database,
@@ -46,26 +49,32 @@ TICK = os.sysconf("SC_CLK_TCK")
 STATS_FLUSHED = 3.0
 
 
-def tree_cpu_s(root: int) -> float:
-    """CPU seconds of ``root`` and its live descendants (threads included)."""
+def process_tree(root: int) -> list[int]:
+    """``root`` and its live descendants."""
     children: dict[int, list[int]] = {}
-    stats: dict[int, list[str]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                fields = (entry / "stat").read_text().rpartition(")")[2].split()
+                parent = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
             except OSError:
                 continue
-            stats[int(entry.name)] = fields
-            children.setdefault(int(fields[1]), []).append(int(entry.name))
-    total, todo = 0.0, [root]
+            children.setdefault(parent, []).append(int(entry.name))
+    tree, todo = [], [root]
     while todo:
         pid = todo.pop()
-        if pid in stats:
-            # utime, stime, and those of reaped children (fields 14-17 of stat).
-            total += sum(int(value) for value in stats[pid][11:15]) / TICK
+        tree.append(pid)
         todo += children.get(pid, [])
-    return total
+    return tree
+
+
+def processes_cpu_s(pids: list[int]) -> float:
+    """CPU seconds of ``pids`` (threads included) and of the children they reaped."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+            total += sum(int(value) for value in fields[11:15])  # utime .. cstime
+    return total / TICK
 
 
 def box_ticks() -> tuple[int, int]:
@@ -74,21 +83,27 @@ def box_ticks() -> tuple[int, int]:
     return fields[3] + fields[4], sum(fields[:8])  # idle + iowait; user .. steal
 
 
-def backends_cpu_s(conn, others: set[int]) -> tuple[float, int]:
-    """CPU seconds of the database's backends but ``others``, and the transactions committed."""
-    pids = conn.execute(
+def backend_pids(conn, others: set[int]) -> list[int]:
+    """The database's backends but ``others``: the workers' (their connections persist)."""
+    rows = conn.execute(
         "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
     ).fetchall()
+    return [pid for (pid,) in rows if pid not in others]
+
+
+def backends_cpu_s(pids: list[int]) -> float:
     total = 0
-    for (pid,) in pids:
-        if pid not in others:
-            with contextlib.suppress(OSError):
-                total += int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            total += int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
+    return total / 1e9
+
+
+def commits(conn) -> int:
     conn.execute("SELECT pg_stat_clear_snapshot()")
-    commits = conn.execute(
+    return conn.execute(
         "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
     ).fetchone()[0]
-    return total / 1e9, commits
 
 
 def measure(system: str, url: str, jobs: int, scratch_sql: list[str]) -> dict[str, float]:
@@ -116,43 +131,43 @@ def measure(system: str, url: str, jobs: int, scratch_sql: list[str]) -> dict[st
             with running(adapter, adapter.best) as workers:
                 checkpoint(url)
                 time.sleep(STATS_FLUSHED)
-                before_done = adapter.done()
-                workers_cpu = sum(tree_cpu_s(proc.pid) for proc in workers.procs)
-                server_cpu, commits = backends_cpu_s(conn, others)
-                adapter.enqueue_queued(jobs)
-                started = now()  # as run.py's W2: from the enqueue's commit
-                box = box_ticks()
-                marks: dict[float, tuple[int, Reading]] = {}
+                # Read from here on at every 10 ms: only /proc, no query, no scan.
+                tree = [pid for proc in workers.procs for pid in process_tree(proc.pid)]
+                backends = backend_pids(conn, others | {conn.info.backend_pid})
+                commits_before = commits(conn)
+                readings = [read(tree, backends)]
+                with TransactionEnds(url) as ends:
+                    warm = set(adapter.outcome_xids())
+                    readings.append(read(tree, backends))
+                    adapter.enqueue_queued(jobs)
+                    started = now()  # as run.py's W2: from the enqueue's commit
 
-                def finished() -> bool:
-                    left = adapter.remaining()
-                    for done in WINDOW:
-                        if done not in marks and left <= (1 - done) * jobs:
-                            marks[done] = (left, read(workers, conn, others))
-                    return left == 0
+                    def finished() -> bool:
+                        readings.append(read(tree, backends))
+                        # The end polled every 50 ms, as run.py's W2 does.
+                        return len(readings) % 5 == 0 and not adapter.busy()
 
-                wait_until(finished, 600, "the drain", 0.01)
-                wall = now() - started
-                idle, total = (
-                    after - before for after, before in zip(box_ticks(), box, strict=True)
-                )
-                assert adapter.done() == before_done + jobs
-                workers_cpu = sum(tree_cpu_s(proc.pid) for proc in workers.procs) - workers_cpu
-                server_after, _ = backends_cpu_s(conn, others)
+                    wait_until(finished, 600, "the drain", 0.01)
                 time.sleep(STATS_FLUSHED)
-                _, commits_after = backends_cpu_s(conn, others)
+                commits_after = commits(conn)
+                xids = [xid for xid in adapter.outcome_xids() if xid not in warm]
         adapter.close()
     finally:
         drop_database(url)
-    (left_from, first), (left_to, last) = marks[WINDOW[0]], marks[WINDOW[1]]
-    in_window = left_from - left_to
+    assert len(xids) == jobs, f"{len(xids)} of {jobs} jobs succeeded"
+    done_at = sorted(ends.ended_at(xids))
+    start, end = readings[1], next(r for r in readings if r.at >= done_at[-1])
+    first, last = (
+        next(r for r in readings if r.at >= done_at[round(edge * jobs) - 1]) for edge in WINDOW
+    )
+    in_window = bisect.bisect_right(done_at, last.at) - bisect.bisect_right(done_at, first.at)
     return {
         "version": adapter.version,
-        "per_s": jobs / wall,
-        "worker_us": workers_cpu / jobs * 1e6,
-        "server_us": (server_after - server_cpu) / jobs * 1e6,
-        "commits_per_100": (commits_after - commits) / jobs * 100,
-        "idle_pct": 100 * idle / max(total, 1),
+        "per_s": jobs / (done_at[-1] - started),
+        "worker_us": (end.workers - start.workers) / jobs * 1e6,
+        "server_us": (end.server - start.server) / jobs * 1e6,
+        "commits_per_100": (commits_after - commits_before) / jobs * 100,
+        "idle_pct": 100 * (end.idle - start.idle) / max(end.total - start.total, 1),
         "window_per_s": in_window / (last.at - first.at),
         "window_worker_us": (last.workers - first.workers) / in_window * 1e6,
         "window_server_us": (last.server - first.server) / in_window * 1e6,
@@ -175,11 +190,10 @@ class Reading:
     total: int
 
 
-def read(workers, conn, others: set[int]) -> Reading:
+def read(tree: list[int], backends: list[int]) -> Reading:
     at = now()
     idle, total = box_ticks()
-    server, _ = backends_cpu_s(conn, others)
-    return Reading(at, sum(tree_cpu_s(proc.pid) for proc in workers.procs), server, idle, total)
+    return Reading(at, processes_cpu_s(tree), backends_cpu_s(backends), idle, total)
 
 
 def main() -> None:
