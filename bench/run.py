@@ -100,6 +100,7 @@ def run_system(
         str(BENCH / "runners" / script),
         f"--url={url}",
         f"--jobs={args.jobs}",
+        f"--large-jobs={args.large_jobs}",
         f"--each-jobs={args.each_jobs}",
         f"--latency-jobs={args.latency_jobs}",
         f"--w4-rate={args.w4_rate}",
@@ -269,6 +270,8 @@ COMPARED = [
     ("w1_bulk", "W1b bulk (jobs/s)", True),
     ("w2_steady_per_s", "W2 drain, steady (jobs/s)", True),
     ("w2_jobs_per_s", "W2 drain, whole (jobs/s)", True),
+    ("w2l_steady_per_s", "W2 large backlog, steady (jobs/s)", True),
+    ("w2l_jobs_per_s", "W2 large backlog, whole (jobs/s)", True),
     ("w3_p50_ms", "W3 p50 (ms)", False),
     ("w3_p99_ms", "W3 p99 (ms)", False),
     ("w2_rss_mb", "peak worker RSS in W2 (MB)", False),
@@ -317,6 +320,17 @@ def report(info: dict[str, str], rounds: list[dict[str, Any]]) -> str:
                 f" {first['ours']['jobs']:,}) and enqueued"
                 f" {first['peer']['each_jobs']:,} one by one"
                 if first["peer"]["jobs"] != first["ours"]["jobs"]
+                else ""
+            )
+            + (
+                f"; W2 drains {first['ours']['jobs']:,} jobs, W2 large"
+                f" {first['ours']['large_jobs']:,}"
+                + (
+                    f" ({peer} {first['peer']['large_jobs']:,})"
+                    if first["peer"].get("large_jobs") != first["ours"]["large_jobs"]
+                    else ""
+                )
+                if "large_jobs" in first["ours"]
                 else ""
             ),
             "",
@@ -440,6 +454,9 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=1, help="--tune: drains per configuration")
     parser.add_argument("--no-ceiling", action="store_true")
     parser.add_argument("--jobs", type=int, default=20_000, help="W1b bulk and W2 jobs")
+    parser.add_argument(
+        "--large-jobs", type=int, default=200_000, help="W2 of a large backlog; 0: not run"
+    )
     parser.add_argument("--each-jobs", type=int, default=3_000, help="W1a one-per-tx jobs")
     parser.add_argument("--latency-jobs", type=int, default=200)
     parser.add_argument("--w4-rate", type=float, default=2000.0)
@@ -459,6 +476,7 @@ def main() -> int:
     if args.quick:
         peers, args.rounds, args.ceiling_rows = [], 1, 2_000
         args.jobs, args.each_jobs, args.latency_jobs = 300, 100, 20
+        args.large_jobs = 600
         args.w4_rate, args.w4_seconds = 200, 1
     unknown = set(peers) - set(SYSTEMS)
     if unknown:
