@@ -33,6 +33,7 @@ sys.path[:0] = [str(BENCH / "runners"), str(BENCH)]
 
 from common import (  # noqa: E402
     TransactionEnds,
+    analyzed_with_backlog,
     checkpoint,
     cost_main,
     drop_database,
@@ -119,6 +120,7 @@ def measure(system: str, url: str, jobs: int, scratch_sql: list[str]) -> dict[st
         adapter = Runner(url, BENCH / ".work")
         adapter.install()
         run_scratch_sql(url, scratch_sql)
+        analyzed_with_backlog(adapter, jobs)  # as run.py's W2
         adapter.done()  # its connection open: not a worker's
         with psycopg.connect(url, autocommit=True) as conn:
             # The backends that are not the workers': this one's, the adapter's.
