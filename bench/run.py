@@ -176,21 +176,22 @@ def prepare_ceiling(url: str) -> None:
             conn.execute(f"ALTER TABLE plain_job SET ({', '.join(options)})")
 
 
-def ceiling(url: str, batch: int, rows: int, clients: int) -> float:
-    """Jobs/s of claim (one transaction) + complete (another), ``batch`` jobs at a time."""
+def flush_ceiling(url: str, rows: int) -> float:
+    """Transactions/s of one client inserting one small row per transaction: what W1a
+    (one job per transaction, one client) can reach at best on this disk, each commit
+    waiting for its WAL flush."""
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("TRUNCATE plain_job")
         conn.execute(
-            "INSERT INTO plain_job (task, queue, args, kwargs, state, priority, attempt,"
-            " max_attempts, run_at, created_at, errors, meta, pending_dependencies)"
-            " SELECT 'noop', 'default', '[]', '{}', 'available', 0, 0, 20, now(), now(),"
-            " '[]', '{}', 0 FROM generate_series(1, %s)",
-            [rows],
+            "CREATE TABLE IF NOT EXISTS flush_probe"
+            " (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, task text)"
         )
-        conn.execute("VACUUM ANALYZE plain_job")
-    script = claim_script(batch)
+    return pgbench(url, "INSERT INTO flush_probe (task) VALUES ('noop');\n", 1, rows)
+
+
+def pgbench(url: str, script: str, clients: int, transactions: int) -> float:
+    """Transactions/s of ``script`` run by ``clients``, ``transactions`` each, prepared."""
     with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as file:
         file.write(script)
     try:
@@ -205,7 +206,7 @@ def ceiling(url: str, batch: int, rows: int, clients: int) -> float:
                 "-j",
                 str(clients),
                 "-t",
-                str(rows // (batch * clients)),
+                str(transactions),
                 "-f",
                 file.name,
             ],
@@ -216,7 +217,24 @@ def ceiling(url: str, batch: int, rows: int, clients: int) -> float:
         ).stdout
     finally:
         os.unlink(file.name)
-    tps = float(re.search(r"tps = ([\d.]+)", out).group(1))
+    return float(re.search(r"tps = ([\d.]+)", out).group(1))
+
+
+def ceiling(url: str, batch: int, rows: int, clients: int) -> float:
+    """Jobs/s of claim (one transaction) + complete (another), ``batch`` jobs at a time."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("TRUNCATE plain_job")
+        conn.execute(
+            "INSERT INTO plain_job (task, queue, args, kwargs, state, priority, attempt,"
+            " max_attempts, run_at, created_at, errors, meta, pending_dependencies)"
+            " SELECT 'noop', 'default', '[]', '{}', 'available', 0, 0, 20, now(), now(),"
+            " '[]', '{}', 0 FROM generate_series(1, %s)",
+            [rows],
+        )
+        conn.execute("VACUUM ANALYZE plain_job")
+    tps = pgbench(url, claim_script(batch), clients, rows // (batch * clients))
     return tps * batch
 
 
@@ -229,6 +247,8 @@ def run_ceiling(base_url: str, args: argparse.Namespace) -> dict[str, Any]:
     for batch, rows in ((1, args.ceiling_rows // 10), (100, args.ceiling_rows)):
         result[f"batch_{batch}"] = ceiling(url, batch, rows, clients=2)
         log(f"pgbench batch {batch}: {result[f'batch_{batch}']:,.0f} jobs/s")
+    result["insert_1"] = flush_ceiling(url, args.each_jobs)
+    log(f"pgbench insert 1: {result['insert_1']:,.0f} rows/s")
     result["load"] = (before + os.getloadavg()[0]) / 2
     drop_database(url)
     return result
@@ -387,28 +407,61 @@ def report(info: dict[str, str], rounds: list[dict[str, Any]]) -> str:
                     f"| {label} |", f"| {label} ({w4['stamps_missing']} stamps lost) |"
                 )
     ceilings = [(i + 1, rnd) for i, rnd in enumerate(rounds) if rnd.get("ceiling")]
-    if ceilings:
-        lines += [
-            "",
-            "**Ceiling: pgbench, 2 clients, our claim statement then the completion on a"
-            " plain copy of the job table**, right after a run of ours in the same round;"
-            " `% of claim100`: our W2 steady rate of that run over the 100-job ceiling",
-            "",
-            "| round | load | claim1 (jobs/s) | claim100 (jobs/s) | our W2 steady"
-            " | % of claim100 |",
-            "| --- | ---: | ---: | ---: | ---: | ---: |",
-        ]
-        shares = []
-        for number, rnd in ceilings:
-            top, ours = rnd["ceiling"], rnd["ceiling_ours"]
-            share = 100 * ours["w2_steady_per_s"] / top["batch_100"]
-            shares.append(share)
-            lines.append(
-                f"| {number} | {top['load']:.1f} | {fmt(top['batch_1'])}"
-                f" | {fmt(top['batch_100'])} | {fmt(ours['w2_steady_per_s'])} | {share:.0f}% |"
-            )
-        lines.append(f"| median | | | | | **{statistics.median(shares):.0f}%** |")
+    lines += claim_ceiling_table(ceilings)
+    lines += flush_ceiling_table(ceilings)
     return "\n".join(lines)
+
+
+def claim_ceiling_table(ceilings: list[tuple[int, dict[str, Any]]]) -> list[str]:
+    """Our W2 steady rate of each round against the claim ceiling of that round."""
+    rows = [(n, rnd) for n, rnd in ceilings if rnd["ceiling_ours"].get("w2_steady_per_s")]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "**Ceiling: pgbench, 2 clients, our claim statement then the completion on a"
+        " plain copy of the job table**, right after a run of ours in the same round;"
+        " `% of claim100`: our W2 steady rate of that run over the 100-job ceiling",
+        "",
+        "| round | load | claim1 (jobs/s) | claim100 (jobs/s) | our W2 steady | % of claim100 |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    shares = []
+    for number, rnd in rows:
+        top, ours = rnd["ceiling"], rnd["ceiling_ours"]
+        share = 100 * ours["w2_steady_per_s"] / top["batch_100"]
+        shares.append(share)
+        lines.append(
+            f"| {number} | {top['load']:.1f} | {fmt(top['batch_1'])}"
+            f" | {fmt(top['batch_100'])} | {fmt(ours['w2_steady_per_s'])} | {share:.0f}% |"
+        )
+    lines.append(f"| median | | | | | **{statistics.median(shares):.0f}%** |")
+    return lines
+
+
+def flush_ceiling_table(ceilings: list[tuple[int, dict[str, Any]]]) -> list[str]:
+    """W1a of each system against the flush ceiling of its round."""
+    rows = [(n, rnd) for n, rnd in ceilings if rnd["ceiling"].get("insert_1")]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "**Ceiling of W1a: pgbench, 1 client, one plain one-row INSERT per transaction**"
+        " (each commit waits for its WAL flush, as every W1a job's does); each system's"
+        " W1a in that round, and its share of the ceiling",
+        "",
+        "| round | load | insert1 (jobs/s) | system | W1a (jobs/s) | % of insert1 |",
+        "| --- | ---: | ---: | --- | ---: | ---: |",
+    ]
+    for number, rnd in rows:
+        top = rnd["ceiling"]
+        for side in [rnd["ceiling_ours"], *(pair["peer"] for pair in rnd["pairs"])]:
+            if side.get("w1_each"):
+                lines.append(
+                    f"| {number} | {top['load']:.1f} | {fmt(top['insert_1'])} | {side['system']}"
+                    f" | {fmt(side['w1_each'])} | {100 * side['w1_each'] / top['insert_1']:.0f}% |"
+                )
+    return lines
 
 
 def tune_report(info: dict[str, str], results: list[dict[str, Any]]) -> str:
