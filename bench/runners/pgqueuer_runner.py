@@ -58,12 +58,19 @@ class PgQueuer(Adapter):
         return {"PGDSN": self.url, "PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent)])}
 
     def install(self) -> None:
-        subprocess.run(
-            [sys.executable, "-m", "pgqueuer", "install"],
-            env={**os.environ, **self.worker_env()},
-            check=True,
-            capture_output=True,
+        # `pgqueuer autovac`: its "recommended autovacuum settings" for its tables,
+        # among them fillfactor 70 on the queue table (room for HOT updates of a
+        # pick). BENCH_PGQUEUER_AUTOVAC=0 leaves them out (to measure what they do).
+        commands = ["install"] + (
+            ["autovac"] if os.environ.get("BENCH_PGQUEUER_AUTOVAC") != "0" else []
         )
+        for command in commands:
+            subprocess.run(
+                [sys.executable, "-m", "pgqueuer", command],
+                env={**os.environ, **self.worker_env()},
+                check=True,
+                capture_output=True,
+            )
         self._connect()
 
     def reset(self) -> None:
