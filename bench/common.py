@@ -809,7 +809,10 @@ def run_suite(adapter: Adapter, args: argparse.Namespace) -> dict[str, Any]:
     if args.tune:
         # Every configuration of the sweep on W2, ``reps`` times each.
         result["tune"], result["best"], result["reps"] = {}, adapter.best.label, args.reps
+        wanted = {label.strip() for label in args.tune_configs.split(",") if label.strip()}
         for config in adapter.drain_configs:
+            if wanted and config.label not in wanted:
+                continue
             runs = [w2_drain(adapter, config, jobs) for _ in range(args.reps)]
             print(f"[{adapter.name}] W2 {config.label}: {runs}", file=log, flush=True)
             result["tune"][config.label] = {
@@ -860,6 +863,7 @@ def main(make_adapter: Callable[[str, Path], Adapter]) -> None:
     parser.add_argument("--latency-jobs", type=int, default=200)
     parser.add_argument("--reps", type=int, default=1, help="--tune: drains per configuration")
     parser.add_argument("--tune", action="store_true", help="W2 with every drain configuration")
+    parser.add_argument("--tune-configs", default="", help="--tune: only these labels")
     parser.add_argument("--workloads", default="w1,w2,w3,w4", help="which ones to run")
     parser.add_argument("--w4-rate", type=float, default=2000.0, help="W4: jobs/s offered")
     parser.add_argument("--w4-seconds", type=float, default=0.0, help="W4: 0 leaves it out")

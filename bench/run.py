@@ -505,6 +505,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--tune", action="store_true", help="sweep every system's W2 configs")
     parser.add_argument("--reps", type=int, default=1, help="--tune: drains per configuration")
+    parser.add_argument(
+        "--tune-configs", default="", help="--tune: only these labels, e.g. '4p x 500,4p x 1000'"
+    )
     parser.add_argument("--no-ceiling", action="store_true")
     parser.add_argument("--jobs", type=int, default=20_000, help="W1b bulk and W2 jobs")
     parser.add_argument(
@@ -538,7 +541,15 @@ def main() -> int:
     started = time.monotonic()
     if args.tune:
         results = [
-            run_system(name, base_url, args, "--tune", "--workloads=", f"--reps={args.reps}")
+            run_system(
+                name,
+                base_url,
+                args,
+                "--tune",
+                "--workloads=",
+                f"--reps={args.reps}",
+                f"--tune-configs={args.tune_configs}",
+            )
             for name in (peers if args.only else ["pgjobs", *peers])
         ]
         text = tune_report(machine(), results)
