@@ -107,3 +107,20 @@ def test_every_pgjobs_subcommand_and_option_is_in_the_operations_page():
                 if o.startswith("--") and o not in DJANGO_OPTIONS and f"`{o}" not in page
             ]
     assert missing == []
+
+
+def test_no_page_repeats_a_heading():
+    # A repeated heading gets an anchor with a _1 suffix that mkdocs --strict accepts:
+    # links meant for the second one land on the first (scheduling.md had one twice).
+    repeated = []
+    for page in [*sorted(DOCS.rglob("*.md")), ROOT / "README.md"]:
+        seen: set[str] = set()
+        in_code = False
+        for line in page.read_text().splitlines():
+            if line.lstrip().startswith("```"):
+                in_code = not in_code
+            elif not in_code and re.match(r"#{1,6} ", line):
+                if line in seen:
+                    repeated.append(f"{page.relative_to(ROOT)}: {line}")
+                seen.add(line)
+    assert repeated == []
