@@ -1,4 +1,5 @@
-"""A database without pgjobs' tables (``migrate`` not run): the error naming the fix."""
+"""A database pgjobs can't use: without its tables (``migrate`` not run), or not
+reachable at all; the error naming the fix."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from collections.abc import Iterator
 from django.core.management.base import CommandError
 from django.db import DatabaseError, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
+
+from . import outage
 
 #: SQLSTATEs of a missing table, function or column: what a query of pgjobs meets on
 #: a database whose pgjobs migrations are not (all) applied.
@@ -59,14 +62,29 @@ def explain(error: BaseException, alias: str) -> str | None:
     )
 
 
+def unreachable(error: BaseException, alias: str) -> str | None:
+    """What to check if ``error`` is a connection to ``alias`` that could not be made
+    (no server there, no such database, a password refused); None for any other error."""
+    if not outage.is_refused(error):
+        return None
+    said = outage.describe(error)
+    for prefix in outage.CONNECT_FAILED:
+        said = said.removeprefix(prefix)
+    return (
+        f"Can't connect to database {alias!r}: {said}. Check DATABASES[{alias!r}] (NAME, "
+        "HOST, PORT, USER, PASSWORD), that PostgreSQL runs there and that the database exists."
+    )
+
+
 @contextlib.contextmanager
 def required(alias: str) -> Iterator[None]:
-    """Turn a database error of unapplied pgjobs migrations into a ``CommandError``
-    saying to migrate (a message, not a traceback); others pass through."""
+    """Turn a database error of unapplied pgjobs migrations, or a connection that could
+    not be made, into a ``CommandError`` saying what to do (a message, not a traceback
+    of a hundred lines); others pass through."""
     try:
         yield
     except DatabaseError as error:
-        if (message := explain(error, alias)) is None:
+        if (message := explain(error, alias) or unreachable(error, alias)) is None:
             raise
         raise CommandError(message) from error
 

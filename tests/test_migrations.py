@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -524,6 +526,38 @@ def test_commands_on_an_unmigrated_database_say_to_migrate_not_a_traceback():
             assert "Run `python manage.py migrate` first." in result.stderr, command
         with scratch.connect() as conn:  # the commands wrote nothing
             assert _rows(conn, "SELECT relname FROM pg_class WHERE relname LIKE 'pgjobs%'") == []
+
+
+def test_commands_without_their_database_say_what_to_check_not_a_traceback():
+    # A newcomer's first runworker before createdb printed 105 lines of traceback
+    # ending in libpq's 'database "mysite" does not exist'; with no server on the
+    # port, 107 ending in 'Connection refused'.
+    missing = Scratch("never_created")  # not entered: its database is never made
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    parts = urlsplit(missing.url)
+    closed = parts._replace(netloc=f"{parts.username or ''}@127.0.0.1:{port}").geturl()
+    for url, said in (
+        (missing.url, f'database "{missing.name}" does not exist'),
+        (closed, "Connection refused"),
+    ):
+        for command in (
+            ["runworker", "--burst"],
+            ["runworker", "--burst", "--processes", "2"],
+            ["runscheduler", "--once"],
+            ["pgjobs", "stats"],
+            ["issue_api_token", "ci", "--queues", "default"],
+            ["stopworker", "--all"],
+            ["rotate_connector_secrets"],
+        ):
+            result = manage(*command, DATABASE_URL=url)
+            output = result.stdout + result.stderr
+            assert result.returncode == 1, (command, output)
+            assert "Traceback" not in output, (command, output)
+            assert "Can't connect to database 'default': " in result.stderr, (command, output)
+            assert said in result.stderr, (command, output)
+            assert "Check DATABASES['default'] (NAME, HOST, PORT" in result.stderr, command
 
 
 ENQUEUE_UNMIGRATED = """

@@ -117,7 +117,11 @@ class Command(BaseCommand):
         except (InvalidSelection, PgJobsError) as error:
             raise CommandError(str(error), returncode=1) from None
         except DatabaseError as error:
-            message = unmigrated.explain(error, _db()) or f"database error: {_first_line(error)}"
+            message = (
+                unmigrated.explain(error, _db())
+                or unmigrated.unreachable(error, _db())
+                or f"database error: {_first_line(error)}"
+            )
             raise CommandError(message, returncode=1) from None
 
     # -- reading ------------------------------------------------------------------------
