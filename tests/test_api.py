@@ -268,6 +268,7 @@ def test_a_token_may_only_enqueue_into_its_queues(client):
     )
     refused = post(client, "/jobs", {"task": ADD, "args": [1, 2]}, plain)  # task default: default
     assert refused.status_code == 403 and "'default'" in refused.json()["message"]
+    assert "adds it to the token's queues in the admin" in refused.json()["message"]
     assert Job.objects.count() == 1
 
 
@@ -277,6 +278,7 @@ def test_naming_a_connector_needs_a_token_that_covers_it(client):
     _, plain = issue("hooks-only", ["*"], connectors=["hook"])
     refused = post(client, "/jobs", {"task": ADD, "args": [1, 2], "connector": "deploy"}, plain)
     assert refused.status_code == 403 and "'deploy'" in refused.json()["message"]
+    assert "adds it to the token's connectors in the admin" in refused.json()["message"]
     assert not Job.objects.exists()
     allowed = post(client, "/jobs", {"task": ADD, "args": [1, 2], "connector": "hook"}, plain)
     assert allowed.status_code == 201 and allowed.json()["connector"] == "hook"
@@ -458,7 +460,9 @@ def test_a_token_runs_only_its_queues(client):
     _, plain = issue("mail-runner", ["mail"], can_run=True)
     mail = Job.enqueue(ADD, [1, 1], queue="mail")
     other = Job.enqueue(ADD, [1, 1])
-    assert post(client, "/jobs/run?queue=default", None, plain).status_code == 403
+    refused = post(client, "/jobs/run?queue=default", None, plain)
+    assert refused.status_code == 403
+    assert "adds it to the token's queues in the admin" in refused.json()["message"]
     report = post(client, "/jobs/run", None, plain).json()  # default: the token's queues
     assert [job["id"] for job in report["jobs"]] == [mail.pk]
     assert Job.objects.get(pk=other.pk).state == JobState.AVAILABLE

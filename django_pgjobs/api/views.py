@@ -51,6 +51,8 @@ GRANT = {
     "can_read": " (an operator ticks it in the admin's API tokens)",
     "can_run": " (an operator ticks it in the admin's API tokens, or issues a token"
     " with `manage.py issue_api_token --run`)",
+    "queues": " (an operator adds it to the token's queues in the admin's API tokens)",
+    "connectors": " (an operator adds it to the token's connectors in the admin's API tokens)",
 }
 
 
@@ -155,11 +157,13 @@ def enqueue(request: HttpRequest, token: ApiToken) -> HttpResponse:
         raise Invalid({"task": str(unknown)}) from None
     queue = options.get("queue") or registered.queue or conf.get("DEFAULT_QUEUE")
     if not token.allows_queue(queue):
-        return error(403, "forbidden", f"this token may not use queue {queue!r}")
+        return error(403, "forbidden", f"this token may not use queue {queue!r}{GRANT['queues']}")
     connector = options.get("connector")
     if connector is not None and not token.allows_connector(connector):
         # A connector can send mail or run a command: naming one is a right of its own.
-        return error(403, "forbidden", f"this token may not use connector {connector!r}")
+        return error(
+            403, "forbidden", f"this token may not use connector {connector!r}{GRANT['connectors']}"
+        )
     try:
         size = payload.encoded_size(options.get("args", []), options.get("kwargs", {}))
     except PayloadError as bad:  # a NUL, a lone surrogate, too deep, ...
@@ -232,7 +236,9 @@ def run(request: HttpRequest, token: ApiToken) -> HttpResponse:
         return error(403, "forbidden", "this token has no queues")
     for name in names or ():
         if not token.allows_queue(name):
-            return error(403, "forbidden", f"this token may not run queue {name!r}")
+            return error(
+                403, "forbidden", f"this token may not run queue {name!r}{GRANT['queues']}"
+            )
         try:
             queues.check_known(name)
         except (UnknownQueue, InvalidQueueName) as bad:
