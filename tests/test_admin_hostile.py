@@ -508,6 +508,9 @@ REFUSED_TOKEN_FIELDS = {
     "connectors as an object": ({"connectors": '{"hook": 1}'}, "a list of connector names"),
     "a queue with a NUL": ({"queues": '["mail\\u0000"]'}, "NUL characters"),
     "a queue of spaces": ({"queues": '["a b"]'}, "'a b' is not a name (nor '*')"),
+    "a queue of spaces, typed": ({"queues": "a b, mail"}, "'a b' is not a name (nor '*')"),
+    "a queue with a NUL, typed": ({"queues": "mail\x00"}, "NUL characters"),
+    "queues as a number": ({"queues": "5"}, "a list of queue names"),
     "a name with a NUL": ({"name": "c\x00i"}, "Null characters are not allowed"),
 }
 

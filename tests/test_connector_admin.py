@@ -130,6 +130,35 @@ def test_a_token_added_in_the_admin_is_shown_once_and_stored_hashed(admin_client
     assert plain not in change + listing and token.prefix in listing
 
 
+@pytest.mark.parametrize(
+    ("typed", "stored"),
+    [("mail, default", ["mail", "default"]), ("reports", ["reports"]), ("*", ["*"])],
+)
+def test_token_queues_may_be_typed_as_the_command_takes_them(admin_client, typed, stored):
+    # A newcomer typed `reports` (issue_api_token takes --queues mail,default) and got
+    # "Enter a valid JSON." alone.
+    admin_client.post(
+        "/admin/pgjobs/apitoken/add/",
+        {"name": "cron", "queues": typed, "connectors": "hook", "active": "on"},
+    )
+    token = ApiToken.objects.get(name="cron")
+    assert token.queues == stored and token.connectors == ["hook"]
+
+
+def test_a_new_token_form_shows_empty_lists_not_null(admin_client):
+    page = admin_client.get("/admin/pgjobs/apitoken/add/").content.decode()
+    assert re.search(r'id="id_queues">\s*\[\]</textarea>', page)
+    assert re.search(r'id="id_connectors">\s*\[\]</textarea>', page)
+
+
+def test_token_queues_that_are_broken_json_say_what_to_enter(admin_client):
+    response = admin_client.post(
+        "/admin/pgjobs/apitoken/add/", {"name": "x", "queues": '["mail"', "active": "on"}
+    )
+    assert "Enter names separated by commas (mail, default)" in response.content.decode()
+    assert not ApiToken.objects.exists()
+
+
 def test_token_queues_must_be_queue_names(admin_client):
     response = admin_client.post(
         "/admin/pgjobs/apitoken/add/", {"name": "x", "queues": '["bad name"]', "active": "on"}

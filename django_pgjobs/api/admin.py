@@ -6,6 +6,7 @@ Registered from ``PgJobsConfig.ready()`` (the admin engineer owns
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -16,6 +17,7 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
 from ..admin.base import OperatorAdmin
+from ..admin.fields import StorableJSONField
 from ..connectors.store import CONNECTOR_NAME
 from ..exceptions import InvalidOption
 from ..models import ApiToken
@@ -23,7 +25,45 @@ from ..queues import QUEUE_NAME
 from .tokens import generate, scope
 
 
+class NamesField(StorableJSONField):
+    """A JSON list of names, or the names separated by commas as ``issue_api_token
+    --queues mail,default`` takes them: ``mail, default`` was refused with "Enter a
+    valid JSON." alone."""
+
+    default_error_messages = {
+        "invalid": "Enter names separated by commas (mail, default), or a JSON list of "
+        'them (["mail", "default"]); * for all.',
+    }
+
+    def to_python(self, value: Any) -> Any:
+        text = value.strip() if isinstance(value, str) else None
+        if text and text[0] not in '[{"' and not _is_json(text):
+            return [name.strip() for name in text.split(",") if name.strip()]
+        return super().to_python(value)
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
+
+
 class ApiTokenForm(forms.ModelForm):
+    queues = NamesField(
+        required=False,
+        initial=list,  # the model's default, which a declared field doesn't get
+        help_text="Queues it may enqueue into, read and run: mail, default (or a JSON "
+        "list); * for every queue.",
+    )
+    connectors = NamesField(
+        required=False,
+        initial=list,
+        help_text="Connectors its jobs may name explicitly: mailer, hook (or a JSON "
+        "list); * for every connector.",
+    )
+
     class Meta:
         model = ApiToken
         fields = [
