@@ -16,6 +16,7 @@ from typing import Any
 
 from django.apps import apps
 from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
 
 from . import bridge, conf, kept_errors, limits
 from .compat import (
@@ -79,6 +80,7 @@ class PgJobsBackend(BaseTaskBackend):
             self.queues = set()
 
     def validate_task(self, task: Task) -> None:
+        self._require_app()  # run by @task itself, and again by enqueue
         super().validate_task(task)
         try:
             validate_name(task.queue_name)
@@ -110,6 +112,7 @@ class PgJobsBackend(BaseTaskBackend):
         return result
 
     def get_result(self, result_id: str) -> TaskResult:
+        self._require_app()
         from .models import Job
 
         # The id exactly as result.id gives it: int() also read " 1 ", "1_0", "\uff11"
@@ -130,12 +133,27 @@ class PgJobsBackend(BaseTaskBackend):
             )
         return bridge.result_from_job(job, django_task, self.alias)
 
+    def _not_installed(self) -> str:
+        return f"TASKS[{self.alias!r}] uses PgJobsBackend but django_pgjobs is not installed"
+
+    def _require_app(self) -> None:
+        """Say what to fix when the app is missing: the check that says so (E101) runs
+        only if something imported django.tasks at startup, which nothing does in a
+        project without the app, and ``@task`` then failed deep in Django with "Model
+        class django_pgjobs.models.Queue doesn't declare an explicit app_label". (Before
+        the app registry has its app configs, nothing can be said yet.)"""
+        if apps.apps_ready and not apps.is_installed("django_pgjobs"):
+            raise ImproperlyConfigured(
+                f"{self._not_installed()}: add 'django_pgjobs' to INSTALLED_APPS, then run "
+                "`python manage.py migrate`."
+            )
+
     def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
         errors: list[checks.CheckMessage] = []
         if not apps.is_installed("django_pgjobs"):
             errors.append(
                 checks.Error(
-                    f"TASKS[{self.alias!r}] uses PgJobsBackend but django_pgjobs is not installed.",
+                    f"{self._not_installed()}.",
                     hint="Add 'django_pgjobs' to INSTALLED_APPS.",
                     id="pgjobs.E101",
                 )

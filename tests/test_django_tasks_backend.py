@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -323,6 +324,28 @@ def test_system_checks_report_a_missing_app_and_bad_queue_names(monkeypatch):
     assert [error.id for error in configured.check()] == ["pgjobs.E102"]
     monkeypatch.setattr(backend_module.apps, "is_installed", lambda name: False)
     assert "pgjobs.E101" in [error.id for error in configured.check()]
+
+
+def test_a_task_without_the_app_says_to_install_it(monkeypatch):
+    # A newcomer's project with TASKS set and django_pgjobs not in INSTALLED_APPS: E101
+    # never ran (nothing imported django.tasks at startup, so its checks weren't
+    # registered) and @task itself failed with "Model class
+    # django_pgjobs.models.Queue doesn't declare an explicit app_label and isn't in an
+    # application in INSTALLED_APPS".
+    from django.core.exceptions import ImproperlyConfigured
+
+    from django_pgjobs import backend as backend_module
+
+    monkeypatch.setattr(backend_module.apps, "is_installed", lambda name: False)
+    said = "TASKS['default'] uses PgJobsBackend but django_pgjobs is not installed: add "
+    backend = django_tasks.add.get_backend()
+    with pytest.raises(ImproperlyConfigured, match=re.escape(said)):
+        backend.validate_task(django_tasks.add)  # what @task calls
+    with pytest.raises(ImproperlyConfigured, match=re.escape(said)):
+        django_tasks.add.enqueue(1, 2)
+    with pytest.raises(ImproperlyConfigured, match="'django_pgjobs' to INSTALLED_APPS"):
+        backend.get_result("1")
+    assert not Job.objects.exists()
 
 
 @pytest.mark.parametrize(
