@@ -10,6 +10,8 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from django.apps import apps
+from django.core.exceptions import ImproperlyConfigured
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
@@ -25,6 +27,14 @@ from .states import ACTIVE, CLAIMABLE, FINISHED, JobState
 if TYPE_CHECKING:
     from .enqueue import JobSpec
 
+if apps.apps_ready and not apps.is_installed("django_pgjobs"):
+    # @task, Job, the API's URLs all load these models: Django's own error named the
+    # first of them ("Model class django_pgjobs.models.Queue doesn't declare an
+    # explicit app_label and isn't in an application in INSTALLED_APPS"), not the fix.
+    raise ImproperlyConfigured(
+        "django_pgjobs is not installed: add 'django_pgjobs' to INSTALLED_APPS, then run "
+        "`python manage.py migrate`."
+    )
 
 #: Queue and connector names, as their CHECK constraints say (length is the field's).
 NAME_PATTERN = rf"^{NAME_CHARACTERS}+$"

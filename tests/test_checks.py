@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from django_pgjobs.checks import check_settings
@@ -130,3 +133,32 @@ def test_a_setting_read_is_kept_until_the_setting_is_replaced(settings):
     assert conf.get("MAX_ATTEMPTS") == 4
     settings.PGJOBS = {}
     assert conf.get("MAX_ATTEMPTS") == conf.DEFAULTS["MAX_ATTEMPTS"]
+
+
+WITHOUT_THE_APP = """
+import django
+from django.conf import settings
+
+settings.configure(INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.auth"])
+django.setup()
+from django_pgjobs import task
+
+try:
+    @task
+    def send_welcome(user_id: int) -> None: ...
+except Exception as error:
+    print(type(error).__name__, "|", error)
+"""
+
+
+def test_a_task_in_a_project_without_the_app_says_to_install_it():
+    # A newcomer who skipped INSTALLED_APPS got, from @task, Django's 'Model class
+    # django_pgjobs.models.Queue doesn't declare an explicit app_label and isn't in an
+    # application in INSTALLED_APPS'.
+    ran = subprocess.run(
+        [sys.executable, "-c", WITHOUT_THE_APP], capture_output=True, text=True, timeout=60
+    )
+    assert ran.stdout.strip() == (
+        "ImproperlyConfigured | django_pgjobs is not installed: add 'django_pgjobs' to "
+        "INSTALLED_APPS, then run `python manage.py migrate`."
+    ), ran.stdout + ran.stderr
