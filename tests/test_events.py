@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import statistics
 import threading
 import time
+from collections.abc import Coroutine, Iterator
 from datetime import timedelta
+from typing import Any, TypeVar
 
 import psycopg
 import pytest
@@ -25,7 +28,61 @@ from django_pgjobs.waiting import WAIT_CHECK_EVERY
 from testproject.demo.tasks import add, always_fails
 from tests.conftest import wait_until
 
+T = TypeVar("T")
+
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def sessions_left() -> list[tuple]:
+    """Sessions in the test database other than Django's on this thread."""
+    params = connection.settings_dict
+    own = connection.connection
+    ours = own.info.backend_pid if own is not None and not own.closed else 0
+    with psycopg.connect(
+        host=params["HOST"] or None,
+        port=params["PORT"] or None,
+        user=params["USER"] or None,
+        password=params["PASSWORD"] or None,
+        dbname="postgres",
+    ) as admin:
+        return admin.execute(
+            "SELECT pid, application_name, state, left(query, 60) FROM pg_stat_activity"
+            " WHERE datname = %s AND pid <> %s",
+            [params["NAME"], ours],
+        ).fetchall()
+
+
+@pytest.fixture(autouse=True)
+def no_session_left_open() -> Iterator[None]:
+    """A test leaves no session open in the test database: one left on a thread that
+    outlives the test (asgiref's executor, where the async ORM runs outside
+    async_to_sync) kept the database from being dropped at the end of the run."""
+    yield
+    left: list[tuple] = []
+
+    def none_left() -> bool:
+        left[:] = sessions_left()
+        return not left
+
+    with contextlib.suppress(AssertionError):
+        wait_until(none_left, timeout=5)
+    assert not left, f"session(s) left open in the test database: {left}"
+
+
+def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run(coroutine)``, then close the connections the async ORM opened.
+
+    Outside async_to_sync (Django's ASGI handler runs each request in a context of its
+    own, and closes them at its end) the async ORM runs on asgiref's one thread for sync
+    code, which outlives the test."""
+
+    async def closing() -> T:
+        try:
+            return await coroutine
+        finally:
+            await sync_to_async(connections.close_all)()
+
+    return asyncio.run(closing())
 
 
 def test_inserts_and_state_changes_are_published_in_order(worker):
@@ -107,17 +164,8 @@ def test_async_wait(threaded_worker):
     job = add.enqueue(20, 22)
     threaded_worker()
 
-    async def waiting() -> Job:
-        try:
-            return await job.async_wait(timeout=10)
-        finally:
-            # Outside async_to_sync the async ORM runs on asgiref's one thread for sync
-            # code, which outlives this test: close the connection it opened there, or
-            # it holds the test database open and dropping it fails at the session's end.
-            await sync_to_async(connections.close_all)()
-
     result: list[Job] = []
-    thread = threading.Thread(target=lambda: result.append(asyncio.run(waiting())))
+    thread = threading.Thread(target=lambda: result.append(run_async(job.async_wait(timeout=10))))
     thread.start()
     thread.join(15)
     assert result and result[0].result == 42
@@ -279,15 +327,8 @@ def test_wait_on_a_deleted_job_says_it_is_gone(settings, events_on):
     gone = f"job {job.pk} no longer exists (it was deleted or pruned)"
     with pytest.raises(JobGone, match=re.escape(gone)):
         job.wait(timeout=5)
-
-    async def waiting() -> Job:
-        try:
-            return await job.async_wait(timeout=5)
-        finally:
-            await sync_to_async(connections.close_all)()
-
     with pytest.raises(JobGone, match=re.escape(gone)):
-        asyncio.run(waiting())
+        run_async(job.async_wait(timeout=5))
 
 
 def listening() -> bool:
@@ -312,7 +353,7 @@ def test_a_wait_ends_soon_after_its_job_is_deleted(how):
             if how == "wait":
                 job.wait(timeout=30)
             else:
-                asyncio.run(job.async_wait(timeout=30))
+                run_async(job.async_wait(timeout=30))
         except BaseException as error:  # handed to the test, whatever it is
             raised.append(error)
         finally:
