@@ -14,7 +14,8 @@ scheduler keeps a ``SchedulerProcess`` row up to date on every pass, with the sk
 it measured (the admin shows it).
 
 ``run_once(now)`` is one pass without the loop. ``loop(sleep_until)`` takes its
-sleep as a parameter so a test can drive it with a simulated clock.
+sleep as a parameter so a test can drive it with a simulated clock (the waits between
+retries while the database is unreachable are real time: see outage.py).
 """
 
 from __future__ import annotations
@@ -154,12 +155,16 @@ class Scheduler:
                     outage.reachable(self.using, began)
                 retry_delay = 0.1
             except db.CONNECTION_TROUBLE as error:
-                # Said once per outage; the LISTEN connection's reconnect (at most a
-                # second apart) wakes the sleep below once the database is back.
-                outage.unreachable(self.using, error)
+                outage.unreachable(self.using, error)  # said once per outage
                 connections[self.using].close()
-                wake_at = self.clock() + timedelta(seconds=retry_delay)
+                # Cut short once another connection of this process got through (the
+                # maintenance thread's, the LISTEN one's), as the worker loops are, or
+                # by an edit or a stop: it waited out its backoff (up to 10 s) unless
+                # the LISTEN connection, which may be another alias's, reconnected.
+                # A retry's wait, in real time: not a tick's, so not sleep_until's.
+                outage.pause(self.using, retry_delay, self.wakeup)
                 retry_delay = min(retry_delay * 2, 10.0)
+                continue
             sleep_until(wake_at)
 
     def _check_in(self) -> None:

@@ -75,3 +75,59 @@ def test_maintenance_retries_are_woken_when_the_database_is_back_and_said_once(n
     assert said[0].startswith("database 'default' unreachable (connection failed: "), said
     assert said[1].startswith("database 'default' reachable again after "), said
     assert not outage.is_down("default")
+
+
+def test_the_loop_resumes_as_soon_as_maintenance_gets_through(no_outage):
+    """The loop backs off up to 10 s between passes while the database is away; the
+    first connection of the process that gets through (here the maintenance thread's)
+    ends its wait, as it ends the worker loops', rather than leaving it to the end of
+    its own backoff (before: up to 10 s, or a second on the LISTEN connection's
+    reconnect, which LISTEN_DATABASE may make another server's)."""
+    down = threading.Event()
+    down.set()
+    failed: list[float] = []
+    passes: list[float] = []
+    maintained: list[float] = []
+
+    class Failing(Scheduler):
+        def _check_in(self) -> None:
+            if down.is_set():
+                failed.append(time.monotonic())
+                refused_connection()
+            passes.append(time.monotonic())
+            super()._check_in()
+
+    def action(now: datetime) -> int:
+        if down.is_set():
+            refused_connection()
+        maintained.append(time.monotonic())
+        return 0
+
+    def looping() -> None:
+        try:
+            scheduler.loop()
+        finally:
+            connection.close()  # as Scheduler.shutdown does
+
+    scheduler = Failing(routines=[RoutineSpec("flaky", timedelta(milliseconds=1), action)])
+    loop = threading.Thread(target=looping, daemon=True)
+    loop.start()
+    housekeeper = threading.Thread(target=scheduler._housekeep, daemon=True)
+    try:
+        # Failed passes 0.1, 0.2, 0.4, 0.8 and 1.6 s apart: the sixth waits 3.2 s.
+        wait_until(lambda: len(failed) >= 6, timeout=8)
+        housekeeper.start()  # fails once (down), then gets through 0.1 s later
+        wait_until(lambda: outage._state("default").failures >= 7, timeout=5)
+        down.clear()
+        wait_until(lambda: maintained, timeout=5)
+        wait_until(lambda: passes, timeout=10)
+        lag = passes[0] - maintained[0]
+        print(f"the loop resumed {lag * 1000:.0f} ms after maintenance got through")
+        assert lag < 1.0, f"the loop resumed {lag:.1f}s after maintenance got through"
+        assert len(failed) == 6, failed
+    finally:
+        scheduler.request_stop()
+        loop.join(10)
+        housekeeper.join(10)
+    assert not loop.is_alive() and not housekeeper.is_alive()
+    assert not outage.is_down("default")
