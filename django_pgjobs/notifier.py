@@ -2,16 +2,17 @@
 
 It runs on its own thread with its own connection (a listening connection
 can't be shared with queries). When the connection drops it reconnects with
-backoff and reports the reconnect, because notifications sent while it was
-away are lost: the listener must then re-read the truth from the tables. A
-connection whose network path went silent drops nothing and hears nothing, so
-with ``check_every`` it also asks its connection a question on that interval
-and reconnects when no answer comes (see liveness.py).
+backoff (``reconnect_delay``) and reports the reconnect, because notifications
+sent while it was away are lost: the listener must then re-read the truth from
+the tables. A connection whose network path went silent drops nothing and hears
+nothing, so with ``check_every`` it also asks its connection a question on that
+interval and reconnects when no answer comes (see liveness.py).
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -26,6 +27,31 @@ logger = logging.getLogger(__name__)
 #: Payload: a queue name. Sent on commit when runnable jobs appear in it, or its settings change.
 JOBS_CHANNEL = "pgjobs_jobs"
 
+#: Seconds before the first reconnect; each next one waits twice as long, up to a ceiling.
+RECONNECT_FIRST = 0.1
+#: The ceiling in an outage's first LONG_OUTAGE seconds (a restart, a failover)...
+RECONNECT_CEILING = 1.0
+#: ...and after them, which halves what a fleet tries meanwhile.
+RECONNECT_CEILING_LONG = 2.0
+LONG_OUTAGE = 30.0
+
+
+def reconnect_delay(failures: int, down_for: float, spread: float) -> float:
+    """Seconds to wait after ``failures`` (1-based) failed connection attempts in a
+    row, ``down_for`` seconds into an outage (outage.down_for), ``spread`` in [0, 1).
+
+    Every process of a fleet loses the server at the same moment; waits of a fixed
+    length kept them in step, so that 200 worker processes tried 200 connections in
+    the same few milliseconds, once a second, and so met a server coming back. Drawn
+    between half the wait and the whole of it, each process's attempts drift apart
+    within a few seconds. The ceiling bounds how long a process waits once the server
+    is back (its other loops wait for the first of its connections to get through,
+    outage.pause): within a second for an outage as long as a restart, two seconds
+    past LONG_OUTAGE."""
+    ceiling = RECONNECT_CEILING if down_for < LONG_OUTAGE else RECONNECT_CEILING_LONG
+    wait = min(RECONNECT_FIRST * 2 ** min(max(failures, 1) - 1, 32), ceiling)
+    return wait * (0.5 + spread / 2)
+
 
 class Notifier:
     def __init__(
@@ -35,7 +61,6 @@ class Notifier:
         on_reconnect: Callable[[], None] = lambda: None,
         *,
         using: str | None = None,
-        max_backoff: float = 1.0,
         check_every: float | None = None,
     ) -> None:
         self.channels = list(channels)
@@ -43,7 +68,6 @@ class Notifier:
         self.on_reconnect = on_reconnect
         self.params = db.connection_params(using)
         self.using = using or db.alias()
-        self.max_backoff = max_backoff
         self.check_every = check_every
         #: Reconnects since start (a silent path, a dropped connection).
         self.reconnects = 0
@@ -74,7 +98,7 @@ class Notifier:
         return conn
 
     def _run(self) -> None:
-        delay = 0.1
+        failures = 0
         first = True
         while not self._stop.is_set():
             began = time.monotonic()
@@ -82,12 +106,14 @@ class Notifier:
                 self._conn = self._listen()
             except psycopg.OperationalError as error:
                 outage.unreachable(self.using, error)  # said once per outage
-                self._stop.wait(delay)
-                delay = min(delay * 2, self.max_backoff)
+                failures += 1
+                delay = reconnect_delay(failures, outage.down_for(self.using), random.random())
+                # Cut short once another connection of this process got through.
+                outage.pause(self.using, delay, self._stop)
                 continue
             self.connected.set()
             outage.reachable(self.using, began)
-            delay = 0.1
+            failures = 0
             if not first:
                 self.reconnects += 1
                 self.on_reconnect()

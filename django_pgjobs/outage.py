@@ -178,6 +178,14 @@ def pause(alias: str, seconds: float, stop: threading.Event | None = None) -> No
             _changed.wait(min(left, 0.25))
 
 
+def down_for(alias: str) -> float:
+    """Seconds since this process found database ``alias`` unreachable; 0.0 if it
+    does not hold it so."""
+    state = _states.get(alias)
+    since = state.since if state is not None else None
+    return 0.0 if since is None else max(0.0, time.monotonic() - since)
+
+
 def is_down(alias: str) -> bool:
     """Whether this process holds database ``alias`` unreachable: a connection was
     refused and nothing has got through since (what ``pause`` waits out)."""
