@@ -41,8 +41,8 @@ def reconnect_delay(failures: int, down_for: float, spread: float) -> float:
     row, ``down_for`` seconds into an outage (outage.down_for), ``spread`` in [0, 1).
 
     Every process of a fleet loses the server at the same moment; waits of a fixed
-    length kept them in step, so that 200 worker processes tried 200 connections in
-    the same few milliseconds, once a second, and so met a server coming back. Drawn
+    length kept them in step (20 processes of a host tried within 100 ms of each
+    other, once a second), and so they met a server coming back all at once. Drawn
     between half the wait and the whole of it, each process's attempts drift apart
     within a few seconds. The ceiling bounds how long a process waits once the server
     is back (its other loops wait for the first of its connections to get through,
