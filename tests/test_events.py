@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import psycopg
 import pytest
 from asgiref.sync import sync_to_async
+from django.core.asgi import get_asgi_application
 from django.db import connection, connections, transaction
 from django.utils import timezone
 
@@ -169,6 +170,57 @@ def test_async_wait(threaded_worker):
     thread.start()
     thread.join(15)
     assert result and result[0].result == 42
+
+
+async def asgi_get(path: str) -> bytes:
+    """The body of a GET through Django's ASGI handler, as a server would drive it."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"testserver")],
+        "server": ("testserver", 80),
+        "client": ("127.0.0.1", 1),
+    }
+    requested = asyncio.Event()
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        if not requested.is_set():
+            requested.set()
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await asyncio.Event().wait()  # the client stays until the answer is sent
+        raise AssertionError("unreachable")
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    await get_asgi_application()(scope, receive, send)
+    return b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+
+
+@pytest.mark.urls("tests.urls_async_wait")
+def test_async_wait_in_an_asgi_app_leaves_no_connection_open():
+    """A site's async view that waits, served by Django's ASGI handler: each request's
+    ORM connection is closed at its end (request_finished, in the request's own
+    thread), and async_wait closes the LISTEN connection it opened. The test database
+    is left with no session (no_session_left_open), after 20 requests."""
+    finished = add.enqueue(1, 1)
+    finished.cancel()
+    waiting = add.enqueue(1, 2)
+    connection.close()
+
+    async def requests() -> list[bytes]:
+        pks = [finished.pk, waiting.pk] * 10
+        return [await asgi_get(f"/wait/{pk}") for pk in pks]
+
+    assert set(asyncio.run(requests())) == {b"cancelled", b"timeout"}
 
 
 def test_a_large_batch_is_published_many_events_per_notification(second_connection):
