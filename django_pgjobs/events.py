@@ -257,7 +257,7 @@ class Publisher:
 
     def _send(self, batch: list[Run]) -> None:
         for delay in (0.1, 0.5, 2.0, None):
-            began = time.monotonic()
+            began, seen = time.monotonic(), outage.generation(self.using)
             try:
                 _send(batch, self.using)
                 if delay != 0.1:  # back after a failure, on a new connection
@@ -272,4 +272,4 @@ class Publisher:
                 else:
                     logger.warning("could not publish job events (%s); retrying", error)
                 connections[self.using].close()
-                outage.pause(self.using, delay)  # this thread has nothing else to do
+                outage.pause(self.using, delay, since=seen)  # this thread has nothing else to do

@@ -388,7 +388,7 @@ def _through_outage(
     using = db.alias()
     failed = False
     while True:
-        began = time.monotonic()
+        began, seen = time.monotonic(), outage.generation(using)
         try:
             written = write()
         except db.CONNECTION_TROUBLE as error:
@@ -398,7 +398,7 @@ def _through_outage(
             outage.unreachable(using, error)  # said once per outage, not per retry
             for conn in connections.all(initialized_only=True):
                 conn.close()
-            outage.pause(using, delay)  # cut short when the database is back
+            outage.pause(using, delay, since=seen)  # cut short when the database is back
             delay = min(delay * 2, 5.0)
             failed = True
         else:

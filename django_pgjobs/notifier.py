@@ -101,7 +101,7 @@ class Notifier:
         failures = 0
         first = True
         while not self._stop.is_set():
-            began = time.monotonic()
+            began, seen = time.monotonic(), outage.generation(self.using)
             try:
                 self._conn = self._listen()
             except psycopg.OperationalError as error:
@@ -109,7 +109,7 @@ class Notifier:
                 failures += 1
                 delay = reconnect_delay(failures, outage.down_for(self.using), random.random())
                 # Cut short once another connection of this process got through.
-                outage.pause(self.using, delay, self._stop)
+                outage.pause(self.using, delay, self._stop, since=seen)
                 continue
             self.connected.set()
             outage.reachable(self.using, began)

@@ -164,13 +164,24 @@ def retry_now(alias: str) -> None:
         _changed.notify_all()
 
 
-def pause(alias: str, seconds: float, stop: threading.Event | None = None) -> None:
+def generation(alias: str) -> int:
+    """What ``pause(since=)`` compares: taken as an attempt begins, it lets the pause
+    after it fail end at once if another thread got through meanwhile."""
+    return _state(alias).generation
+
+
+def pause(
+    alias: str, seconds: float, stop: threading.Event | None = None, since: int | None = None
+) -> None:
     """Wait ``seconds`` before retrying on ``alias``; less once the database answered
-    another thread meanwhile, or ``stop`` is set."""
+    another thread meanwhile, or ``stop`` is set. Meanwhile is from ``since`` (a
+    ``generation`` taken as the failed attempt began), else from now: a thread that
+    got through while the attempt was under way was missed, and the pause waited out
+    its ``seconds``."""
     state = _state(alias)
     deadline = time.monotonic() + seconds
     with _lock:
-        generation = state.generation
+        generation = state.generation if since is None else since
         while state.generation == generation and not (stop is not None and stop.is_set()):
             left = deadline - time.monotonic()
             if left <= 0:

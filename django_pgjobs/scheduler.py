@@ -145,7 +145,7 @@ class Scheduler:
         retry_delay = 0.1
         while not self.stopping.is_set():
             self.wakeup.clear()  # before reading: an edit from now on wakes the next sleep
-            began = time.monotonic()
+            began, seen = time.monotonic(), outage.generation(self.using)
             try:
                 self._check_in()
                 now = self.clock()
@@ -162,7 +162,7 @@ class Scheduler:
                 # by an edit or a stop: it waited out its backoff (up to 10 s) unless
                 # the LISTEN connection, which may be another alias's, reconnected.
                 # A retry's wait, in real time: not a tick's, so not sleep_until's.
-                outage.pause(self.using, retry_delay, self.wakeup)
+                outage.pause(self.using, retry_delay, self.wakeup, since=seen)
                 retry_delay = min(retry_delay * 2, 10.0)
                 continue
             sleep_until(wake_at)
@@ -271,7 +271,7 @@ class Scheduler:
     def _housekeep(self) -> None:
         retry_delay = 0.1
         while not self.stopping.is_set():
-            began = time.monotonic()
+            began, seen = time.monotonic(), outage.generation(self.using)
             try:
                 housekeeping.run_due(self.routines, self.clock(), self.using)
                 wake_at = housekeeping.next_due_at(self.routines, self.clock(), self.using)
@@ -284,7 +284,7 @@ class Scheduler:
                 connections[self.using].close()
                 # As the scheduler loop's: cut short once another connection of this
                 # process (the loop's, the LISTEN one) got through, not a fixed 5 s.
-                outage.pause(self.using, retry_delay, self.stopping)
+                outage.pause(self.using, retry_delay, self.stopping, since=seen)
                 retry_delay = min(retry_delay * 2, 5.0)
                 continue
             except DatabaseError as error:

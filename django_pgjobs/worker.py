@@ -751,6 +751,7 @@ class Worker:
         retry_delay = 0.1
         while not self.stopping.is_set():
             self.wakeup.clear()
+            seen = outage.generation(self.using)
             try:
                 if self._claim_in_doubt:
                     self._hand_back_unheld()
@@ -771,7 +772,7 @@ class Worker:
                 connections[self.using].close()
                 # Cut short once another connection (the LISTEN one, at most a second
                 # apart) got through: not at the end of a backoff of up to 10 s.
-                outage.pause(self.using, retry_delay, self.stopping)
+                outage.pause(self.using, retry_delay, self.stopping, since=seen)
                 retry_delay = min(retry_delay * 2, 10.0)
                 continue
             if self.burst and not claimed and was_idle:

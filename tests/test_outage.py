@@ -169,3 +169,19 @@ def test_a_pause_is_not_cut_short_by_an_earlier_recovery(alias):
     began = time.monotonic()
     outage.pause(alias, 0.3)
     assert time.monotonic() - began >= 0.29
+
+
+def test_a_pause_ends_at_once_when_another_thread_got_through_during_the_attempt(alias):
+    """The pause after a failed attempt began to wait from its own start: a thread that
+    got through while the attempt was under way (its connect refused a moment before)
+    went unnoticed, and the retry waited out its backoff (tests/test_scheduler_outage.py
+    failed so, in one run, by 3 s)."""
+    seen = outage.generation(alias)  # the attempt begins
+    outage.unreachable(alias, wrapped(REFUSED))  # ...and fails
+    outage.retry_now(alias)  # meanwhile, another thread got through
+    began = time.monotonic()
+    outage.pause(alias, 5, since=seen)
+    assert time.monotonic() - began < 0.5
+    began = time.monotonic()
+    outage.pause(alias, 0.3, since=outage.generation(alias))  # nothing since: waits
+    assert time.monotonic() - began >= 0.29
