@@ -33,6 +33,7 @@ from . import (
     isolation,
     limits,
     logs,
+    lostclaims,
     maintenance,
     middleware,
     outage,
@@ -81,6 +82,10 @@ MAX_OUTCOME_BATCH = 500
 #: key held back has room within its period; a tiny period must not spin).
 MIN_KEY_RECLAIM = 0.1
 
+
+#: Seconds between the loop's hand-backs while the backend of a connection it lost
+#: may still commit a claim (it could not be ended: behind a pooler, say).
+LOST_CLAIM_RETRY = 1.0
 
 #: What a job thread or the completer says of a job whose outcome it didn't write.
 UNRECORDED = frozenset({"crashed", "unrecorded"})
@@ -191,6 +196,14 @@ class Worker:
         # True once a pass of the loop lost its connection: a claim may have committed
         # without its answer (see _hand_back_unheld).
         self._claim_in_doubt = False
+        # The loop's connection (the psycopg one) and the backend serving it, learnt
+        # once per connection: the one to end if the connection is lost (lostclaims).
+        self._backend: tuple[object, lostclaims.Backend | None] | None = None
+        # Backends of connections the loop lost that may still commit a claim, each
+        # with the time.monotonic() after which it is given up on; and when the loop
+        # tries them again (LOST_CLAIM_RETRY).
+        self._lost: list[tuple[lostclaims.Backend | None, float]] = []
+        self._retry_lost_at: float | None = None
         # Jobs that left ``running`` with their outcome unwritten (the pool or the
         # completer gave up on it: "crashed", "unrecorded"): they ran, and stay
         # executing under our lease for reclaim_forgotten, which counts the attempt.
@@ -683,7 +696,7 @@ class Worker:
                 heapq.heappop(self._retries_at)
             retry_at = self._retries_at[0] if self._retries_at else None
         pending = [d for d in (c.deadline() for c in timed) if d is not None]
-        pending += [at for at in (self._room_at, retry_at) if at is not None]
+        pending += [at for at in (self._room_at, retry_at, self._retry_lost_at) if at is not None]
         if not pending:
             return None
         return max(0.01, min(pending) - time.monotonic())
@@ -753,7 +766,8 @@ class Worker:
             self.wakeup.clear()
             seen = outage.generation(self.using)
             try:
-                if self._claim_in_doubt:
+                self._know_backend()
+                if self._claim_in_doubt and time.monotonic() >= (self._retry_lost_at or 0):
                     self._hand_back_unheld()
                 self.enforce_timeouts()
                 free = self.free_slots()
@@ -767,7 +781,7 @@ class Worker:
                     outage.reachable(self.using, claimed_at)
                 retry_delay = 0.1
             except db.CONNECTION_TROUBLE as error:
-                self._claim_in_doubt = True
+                self._lost_connection()
                 outage.unreachable(self.using, error)
                 connections[self.using].close()
                 # Cut short once another connection (the LISTEN one, at most a second
@@ -782,16 +796,45 @@ class Worker:
             deadline_in = self._next_deadline_in(claimed_at)
             self.wakeup.wait(min(self.poll_interval, deadline_in or self.poll_interval))
 
+    def _know_backend(self) -> None:
+        """Learn which backend serves the loop's connection, once per connection (made
+        here if need be): the one to end should it be lost (``_lost_connection``)."""
+        connection = connections[self.using]
+        connection.ensure_connection()
+        if self._backend is None or self._backend[0] is not connection.connection:
+            self._backend = None  # until known: a connection lost meanwhile ran no claim
+            self._backend = (connection.connection, lostclaims.serving(self.using))
+
+    def _lost_connection(self) -> None:
+        """The loop's connection broke: a claim may have committed without its answer,
+        or its backend may still be running it (see lostclaims)."""
+        self._claim_in_doubt = True
+        # Not compared with the connection now in place: a COMMIT that failed in
+        # atomic() has Django reconnect as it leaves the block.
+        known, self._backend = self._backend, None
+        if known is None:
+            return  # lost before its backend was known: no claim ran on it
+        give_up_at = time.monotonic() + conf.get("WORKER_STALE_AFTER")
+        with self._lock:
+            self._lost.append((known[1], give_up_at))
+
     def _hand_back_unheld(self) -> None:
         """Give back the jobs of a claim whose answer was lost with the connection: it
         may have committed, leaving them executing under this worker, which never
-        started them. Run by the loop, before its next claim (sql/hand_back_unheld.sql)."""
+        started them. Run by the loop, before its next claim (sql/hand_back_unheld.sql),
+        once the backends of the connections it lost are gone (``_end_lost``). While
+        one can't be made sure of (behind a pooler), again every LOST_CLAIM_RETRY
+        seconds, until WORKER_STALE_AFTER after it was lost."""
+        lost = self._end_lost()
         with self._lock:
             held = [*self.running, *self._unrecorded]
         rows = db.fetch_dicts(
             "hand_back_unheld", {"worker_id": self.record.pk, "held": held}, self.using
         )
-        self._claim_in_doubt = False
+        with self._lock:
+            self._lost = lost
+        self._claim_in_doubt = bool(lost)
+        self._retry_lost_at = time.monotonic() + LOST_CLAIM_RETRY if lost else None
         if rows:
             logger.warning(
                 "worker %s: a claim committed as the connection broke, its answer lost; "
@@ -799,6 +842,29 @@ class Worker:
                 self.record.pk,
                 ", ".join(str(row["id"]) for row in sorted(rows, key=lambda r: r["id"])),
             )
+
+    def _end_lost(self) -> list[tuple[lostclaims.Backend | None, float]]:
+        """End the backends of the connections the loop lost; those it can't be sure
+        are gone, and not yet given up on."""
+        with self._lock:
+            lost = list(self._lost)
+        left = []
+        for backend, give_up_at in lost:
+            if backend is not None and lostclaims.end(backend, self.using):
+                continue
+            if time.monotonic() < give_up_at:
+                left.append((backend, give_up_at))
+                continue
+            # Behind a pooler, what is always so after WORKER_STALE_AFTER: no news.
+            pooled = backend is None or backend.pooled
+            (logger.info if pooled else logger.warning)(
+                "worker %s: could not make sure that the backend of a connection it lost "
+                "ended (%s); a claim it commits from now on leaves its jobs to "
+                "reclaim_forgotten, which counts an attempt",
+                self.record.pk,
+                _which(backend),
+            )
+        return left
 
     def _on_notify(self, channel: str, payload: str) -> None:
         if channel == JOBS_CHANNEL:
@@ -898,6 +964,8 @@ class Worker:
         with self._lock:
             if self._claiming or self.record is None:
                 return 0  # a claim's jobs may be committed but not yet in ``running``
+            if self._lost:
+                return 0  # a lost claim's may be committed: the loop gives them back
             held = list(self.running)
             # Jobs claimed since are stamped later than this, give or take the skew of
             # rate-limited claims (stamped by the database): allow for it generously.
@@ -991,6 +1059,15 @@ def _limited_claim(config: dict) -> str:
     claim_limited.sql."""
     keyed = config.get("key_concurrency") or config.get("key_rate_limit")
     return "claim_keyed" if keyed else "claim_limited"
+
+
+def _which(backend: lostclaims.Backend | None) -> str:
+    """A lost connection's backend, in words."""
+    if backend is None:
+        return "the server did not say which it was"
+    if backend.pooled:
+        return "behind a pooler: its server connection is not the worker's to end"
+    return f"pid {backend.pid} still runs"
 
 
 def _discard(changes: Iterable[events.Change]) -> None:

@@ -7,8 +7,9 @@ from __future__ import annotations
 import signal
 import time
 import uuid
-from collections.abc import Iterator
-from datetime import timedelta
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import psycopg
 import pytest
@@ -16,8 +17,8 @@ from django.db import connection
 from django.utils import timezone
 from psycopg import sql
 
-from django_pgjobs import Job, db, execution, liveness
-from django_pgjobs.models import WorkerProcess
+from django_pgjobs import Job, db, execution, liveness, ratelimits
+from django_pgjobs.models import Queue, RateWindow, WorkerProcess
 from django_pgjobs.states import JobState
 from testproject.demo.tasks import add
 from tests import conftest
@@ -202,3 +203,193 @@ def test_a_listen_that_hears_is_not_reported(worker_process, wait):
     wait(lambda: "LISTEN heard its probe" in process.output(), timeout=30)
     assert "did not hear" not in process.output()
     assert process.stop() == 0, process.output()
+
+
+# -- a claim that outlives its connection ---------------------------------------------
+
+#: The advisory lock the scratch trigger of ``held_claim`` makes the first claim wait on.
+HELD = 74_201
+#: The scratch trigger's SQL: {when} is BEFORE (mid-statement) or a deferred AFTER (at
+#: COMMIT). Only the first claim of any job waits (a sequence counts them, outside
+#: every transaction).
+HOLD_FIRST_CLAIM = """
+CREATE SEQUENCE pgjobs_test_claims;
+CREATE FUNCTION pgjobs_test_hold_claim() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF nextval('pgjobs_test_claims') = 1 THEN
+        PERFORM pg_advisory_xact_lock_shared({lock});
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE {kind} TRIGGER pgjobs_test_hold_claim {when} UPDATE ON pgjobs_job {timing}
+    FOR EACH ROW WHEN (OLD.state <> 'executing' AND NEW.state = 'executing')
+    EXECUTE FUNCTION pgjobs_test_hold_claim();
+"""
+UNDO_HOLD = """
+DROP TRIGGER IF EXISTS pgjobs_test_hold_claim ON pgjobs_job;
+DROP FUNCTION IF EXISTS pgjobs_test_hold_claim();
+DROP SEQUENCE IF EXISTS pgjobs_test_claims;
+"""
+IN_THE_STATEMENT = {"kind": "", "when": "BEFORE", "timing": ""}
+WHERE_HELD = {
+    # A claim statement (autocommit: the server has its Sync, and commits when done).
+    "statement": IN_THE_STATEMENT,
+    # A rate-limited claim's statement, in its transaction: the client never sends its
+    # COMMIT, and the backend then sits idle in it, holding the queue's lock.
+    "rated statement": IN_THE_STATEMENT,
+    # A rate-limited claim's COMMIT (its jobs and the window's starts written).
+    "rated commit": {
+        "kind": "CONSTRAINT",
+        "when": "AFTER",
+        "timing": "DEFERRABLE INITIALLY DEFERRED",
+    },
+}
+
+
+@dataclass
+class HeldClaim:
+    admin: psycopg.Connection
+    where: str  # of WHERE_HELD
+
+    @property
+    def rated(self) -> bool:
+        return self.where.startswith("rated")
+
+    def backend(self) -> tuple[int, int] | None:
+        """(pid, client_port) of the backend waiting in the trigger, if one is."""
+        row = self.admin.execute(
+            "SELECT pid, client_port FROM pg_stat_activity WHERE datname = current_database()"
+            " AND wait_event_type = 'Lock' AND wait_event = 'advisory'"
+        ).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def claims_since(self, since: datetime, other_than: int) -> bool:
+        """Whether a backend other than ``other_than`` runs (or last ran) a claim begun
+        since ``since``: the worker's loop reconnected and is past its hand-back."""
+        return self.admin.execute(
+            "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid NOT IN (%s, pg_backend_pid()) AND query_start > %s"
+            " AND (query LIKE '%%Claim up to%%'"
+            " OR query LIKE '%%Serialise claimers%%'))",
+            [other_than, since],
+        ).fetchone()[0]
+
+    def now(self) -> datetime:
+        return self.admin.execute("SELECT clock_timestamp()").fetchone()[0]
+
+    def release(self) -> None:
+        self.admin.execute("SELECT pg_advisory_unlock(%s)", [HELD])
+
+
+@pytest.fixture(params=sorted(WHERE_HELD))
+def held_claim(request: pytest.FixtureRequest, transactional_db: None) -> Iterator[HeldClaim]:
+    """The worker's first claim waits on an advisory lock this test holds: at the
+    trigger's place (``request.param``)."""
+    with psycopg.connect(**db.connection_params(), autocommit=True) as admin:
+        admin.execute(UNDO_HOLD)
+        admin.execute(HOLD_FIRST_CLAIM.format(lock=HELD, **WHERE_HELD[request.param]))
+        admin.execute("SELECT pg_advisory_lock(%s)", [HELD])
+        try:
+            yield HeldClaim(admin, request.param)
+        finally:
+            admin.execute("SELECT pg_advisory_unlock_all()")
+            # A lost claim's backend left idle in its transaction (what the fix ends)
+            # would hold the table's lock for good, and the DROP TRIGGER wait for it.
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                " AND state LIKE 'idle in transaction%%'"
+            )
+            admin.execute(UNDO_HOLD)
+
+
+def lose_a_held_claim(
+    start: Callable[..., conftest.WorkerProcess], proxy: PgProxy, held_claim: HeldClaim
+) -> tuple[conftest.WorkerProcess, Job, Job]:
+    """The worker's first claim, of a job on its last attempt, waits in ``held_claim``;
+    the worker's connection breaks under it (its client alone: the backend goes on),
+    the worker reconnects and claims again, and the backend is let go. Returns the
+    worker, that job and one enqueued after the break."""
+    if held_claim.rated:
+        Queue.objects.update_or_create(
+            name="default", defaults={"rate_limit": 100, "rate_period": 600.0}
+        )
+    url = url_through(proxy) + "?sslmode=disable&gssencmode=disable"  # see PgProxy
+    env = {**FAST, "PGJOBS_WORKER_STALE_AFTER": "3", "DATABASE_URL": url}
+    held = Job.enqueue("testproject.demo.tasks.add", args=[1, 1], max_attempts=1)
+    process = start(env=env)
+    pid, port = conftest.wait_until(held_claim.backend, timeout=30)
+    cut_at = held_claim.now()
+    proxy.cut_client_of(port)
+    other = add.enqueue(2, 2)
+    # A claim since the break (which took that job, or waits for the queue's lock the
+    # lost claim holds) comes after the worker's hand-back.
+    conftest.wait_until(
+        lambda: (
+            state(other) != JobState.AVAILABLE or held_claim.claims_since(cut_at, other_than=pid)
+        ),
+        timeout=30,
+    )
+    held_claim.release()  # the lost claim's backend goes on, if it still lives
+    return process, held, other
+
+
+def ran_once(process: conftest.WorkerProcess, *jobs: Job) -> None:
+    """Each of ``jobs`` completed on its first attempt, nothing counted against it."""
+    for job in jobs:
+        conftest.wait_until(
+            lambda job=job: state(job) not in (JobState.AVAILABLE, JobState.EXECUTING),
+            timeout=30,
+        )
+        job.refresh_from_db()
+        assert (job.state, job.attempt, job.errors) == (JobState.COMPLETED, 1, []), (
+            job.errors,
+            process.output()[-3000:],
+        )
+
+
+def starts_recorded() -> int:
+    return len(RateWindow.objects.get(scope=ratelimits.queue_scope("default")).starts)
+
+
+def test_a_claim_that_commits_after_its_client_gave_up_loses_no_job(
+    worker_process, proxy, held_claim
+):
+    """The worker's connection breaks while its claim's backend is still at work (a
+    partition: the client gave up, the server did not notice), and the backend commits
+    the claim later, after the worker's hand-back of lost claims ran. The claimed job,
+    on its last attempt, sat executing under a live worker that never got it, until
+    reclaim_forgotten discarded it, counted, never run (3 s here, WORKER_STALE_AFTER:
+    60-90 s by default); a rate-limited queue's window kept the lost claim's start.
+    A rate-limited claim whose COMMIT never came sat idle in its transaction, holding
+    the queue's lock: no claim of that queue got through, any worker's, until the
+    server noticed its client gone (never, here: the proxy answers for it). Now the
+    worker ends that backend before its hand-back: the claim rolls back."""
+    process, held, other = lose_a_held_claim(worker_process, proxy, held_claim)
+    ran_once(process, held, other)
+    assert "was still active: ended it" in process.output()
+    if held_claim.rated:  # the two jobs' starts, not the lost claim's too
+        assert starts_recorded() == 2
+    assert process.stop() == 0, process.output()[-3000:]
+
+
+# A backend idle in a claim's transaction is ended by PgBouncer itself, which closes
+# the server connection of a client that left in a transaction: not by this proxy.
+@pytest.mark.parametrize("held_claim", ["statement", "rated commit"], indirect=True)
+def test_behind_a_pooler_a_claim_that_commits_late_is_given_back_all_the_same(
+    worker_process, held_claim
+):
+    """A pooler (PgBouncer) hands its clients pids of its own: the lost claim's backend
+    can't be told, nor is it the worker's to end. The worker hands back again every
+    second, until WORKER_STALE_AFTER after the loss: a claim committed meanwhile has
+    its jobs given back uncounted all the same (a rate limit's window keeps its start)."""
+    proxy = PgProxy(hide_backend_pids=True)
+    try:
+        process, held, other = lose_a_held_claim(worker_process, proxy, held_claim)
+        ran_once(process, held, other)
+        assert "ended" not in process.output()
+        if held_claim.rated:
+            assert starts_recorded() == 3
+        assert process.stop() == 0, process.output()[-3000:]
+    finally:
+        proxy.close()

@@ -195,6 +195,19 @@ def test_wait_and_events_listen_on_the_direct_connection(threaded_worker):
         assert stream.first(lambda event: event.job_id == job.pk, timeout=5) is not None
 
 
+@behind_pgbouncer
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_ends_no_backend_behind_pgbouncer():
+    """PgBouncer hands its clients a pid of its own: the backend a worker's connection
+    reports is no server's (and the server connections are not the worker's to end),
+    so a worker that lost its connection ends nothing (docs/reliability.md)."""
+    from django_pgjobs import lostclaims
+
+    backend = lostclaims.serving("default")
+    assert backend is not None and backend.pooled
+    assert not lostclaims.end(backend, "default")
+
+
 @pytest.mark.django_db(transaction=True)
 def test_local_settings_hold_in_their_block_alone():
     """db.local_settings sets them local to a transaction: nothing stays on the server

@@ -6,6 +6,10 @@
 -- available again at their place in the queue, the attempt the claim counted given
 -- back. The worker's loop runs this before its next claim, so no claim of its own is
 -- under way: a job of its that is not in %(held)s is no job it is about to start.
+-- A claim whose backend still runs (the client gave up on a partition) is not seen
+-- here: its rows are locked, and still available. The loop first ends that backend
+-- and waits until it is gone (lostclaims.py), or, behind a pooler, runs this again
+-- every second for a while.
 -- Without it such jobs waited for a rescue pass more than WORKER_STALE_AFTER later,
 -- and lost an attempt there.
 UPDATE pgjobs_job AS job
