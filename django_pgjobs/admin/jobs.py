@@ -39,7 +39,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.safestring import SafeString
 
-from .. import kept_errors, limits, stats, transitions
+from .. import limits, shown, stats, transitions
 from ..exceptions import JobGone
 from ..models import Job, JobDependency
 from ..states import FINISHED, RETRY_FROM, InvalidTransition, JobState
@@ -68,8 +68,9 @@ NOT_FILTERS = frozenset({PAGE_VAR, ORDER_VAR, ALL_VAR, ERROR_FLAG, TO_FIELD_VAR,
 
 class JobChangeList(CheckedChangeList):
     """The job list reads what it shows of each job on its page: the first characters
-    of its last error, not the ``errors`` column (every attempt's traceback), and not
-    its ``result``. Counting the rows reads neither."""
+    of its last error, not the ``errors`` column (every attempt's traceback), not
+    its ``result``, and its args, kwargs and meta only if small (``shown.listed``).
+    Counting the rows reads none of them."""
 
     def get_results(self, request: HttpRequest) -> None:
         super().get_results(request)
@@ -84,13 +85,14 @@ class JobChangeList(CheckedChangeList):
                 raise IncorrectLookupParameters(f"page {page} is past the end of the list")
             self.result_list = self.paginator.shown(self.queryset)
         last_error = Left(KT("errors__-1__error"), LAST_ERROR_CHARS)
-        self.result_list = self.result_list.defer("errors", "result").annotate(
-            last_error=last_error
+        self.result_list = shown.listed(
+            self.result_list.defer("errors", "result").annotate(last_error=last_error)
         )
 
 
 def _snoozed_note(job: Job) -> str:
     """``snoozed`` (``snoozed 3 times``) under the state of a job waiting after a snooze."""
+    shown.read_listed(job)
     record = job.meta.get("snoozed") if isinstance(job.meta, dict) else None
     if not isinstance(record, dict) or job.state not in SnoozedFilter.WAITING:
         return ""
@@ -192,7 +194,10 @@ class JobAdmin(OperatorAdmin):
 
     @admin.display(description="arguments")
     def args_preview(self, job: Job) -> str:
-        # Whatever the row holds: args and kwargs of any JSON, or Unreadable text.
+        # Whatever the row holds: args and kwargs of any JSON, or Unreadable text (or
+        # too large to read for a list).
+        if shown.read_listed(job) & {"args", "kwargs"}:
+            return f"(over {shown.LISTED_BYTES:,} bytes: not listed)"
         args = job.args if isinstance(job.args, list) else [job.args]
         parts = [limits.shown(value, 40) for value in args[:5]]
         if isinstance(job.kwargs, dict):
@@ -324,15 +329,16 @@ class JobAdmin(OperatorAdmin):
         self, request: HttpRequest, object_id: str, from_field: str | None = None
     ) -> Job | None:
         """The job with no more than ``kept_errors.KEPT`` of its error records, however
-        many its row holds: its page is read-only, and the object is never saved. None
+        many its row holds, and each JSON value only within ``shown.limit()``: its page
+        is read-only, and the object is never saved. None
         (the admin's "doesn't exist") for text that is no job id (``limits.id_in_text``):
         Django's to_python, int(), read " 1 " and "+1" as job 1."""
         job_id = limits.id_in_text(object_id)
         if job_id is None:
             return None
-        queryset = kept_errors.bounded(self.get_queryset(request))
+        queryset = shown.bounded(self.get_queryset(request))
         try:
-            return kept_errors.kept(queryset.get(pk=job_id))
+            return shown.read(queryset.get(pk=job_id))
         except Job.DoesNotExist:
             return None
 

@@ -18,7 +18,7 @@ from django.http.multipartparser import MultiPartParserError
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 
-from .. import conf, kept_errors, limits, logs, payload, queues
+from .. import conf, kept_errors, limits, logs, payload, queues, shown
 from ..exceptions import (
     InvalidOption,
     InvalidQueueName,
@@ -113,7 +113,16 @@ def job_json(job: Job) -> dict[str, Any]:
         "connector": job.connector,
         "timeout": job.timeout,
         "url": reverse("pgjobs:job", args=[job.pk]),
+        "not_shown": {
+            field: why
+            for field, why in getattr(job, "not_shown", {}).items()
+            if field in API_FIELDS
+        },
     }
+
+
+#: The job's JSON values an answer holds (of ``shown.FIELDS``; meta is the library's).
+API_FIELDS = ("args", "kwargs", "result")
 
 
 def errors_json(errors: Any) -> Any:
@@ -132,12 +141,12 @@ def errors_json(errors: Any) -> Any:
 
 
 def _record_json(record: dict[str, Any], tracebacks: bool) -> dict[str, Any]:
-    shown = {key: value for key, value in record.items() if key != "traceback"}
+    visible = {key: value for key, value in record.items() if key != "traceback"}
     if "error" in record:
-        shown["error"] = kept_errors.clipped(record["error"], ERROR_LENGTH)
+        visible["error"] = kept_errors.clipped(record["error"], ERROR_LENGTH)
     if tracebacks and "traceback" in record:
-        shown["traceback"] = kept_errors.clipped(record["traceback"], TRACEBACK_LENGTH)
-    return shown
+        visible["traceback"] = kept_errors.clipped(record["traceback"], TRACEBACK_LENGTH)
+    return visible
 
 
 @api_view("POST", "can_enqueue")
@@ -202,8 +211,8 @@ def job_detail(request: HttpRequest, token: ApiToken, job_id: str) -> HttpRespon
     pk = limits.id_in_text(job_id)
     if pk is None:
         return error(404, "not_found", f"no job {limits.shown(job_id)}")
-    jobs = kept_errors.bounded(Job.objects.using(conf.get("DATABASE")))
-    job = kept_errors.kept(jobs.filter(pk=pk).first())
+    jobs = shown.bounded(Job.objects.using(conf.get("DATABASE")))
+    job = shown.read(jobs.filter(pk=pk).first())
     if job is None or not token.allows_queue(job.queue):
         # Jobs of other queues are not this token's to know about, not even that they exist.
         return error(404, "not_found", f"no job {pk}")
@@ -249,11 +258,10 @@ def run(request: HttpRequest, token: ApiToken) -> HttpResponse:
     logger.info("api: token %s ran %s job(s)", token.name, len(report.jobs))
     # Each job as it ended, not as it was claimed: its state was "executing", and its
     # result, errors and finished_at empty (one query; a job deleted since is shown
-    # as it was claimed).
-    jobs = kept_errors.bounded(Job.objects.using(conf.get("DATABASE")))
+    # as it was claimed, as a worker loaded it).
+    jobs = shown.bounded(Job.objects.using(conf.get("DATABASE")))
     ended = {
-        pk: kept_errors.kept(job)
-        for pk, job in jobs.in_bulk([j.pk for j, _ in report.jobs]).items()
+        pk: shown.read(job) for pk, job in jobs.in_bulk([j.pk for j, _ in report.jobs]).items()
     }
     return JsonResponse(
         {

@@ -1,0 +1,118 @@
+"""What the HTTP API and the admin show of a job's JSON values: each at most
+``limit()`` bytes of JSON text, read that way from the database.
+
+Enqueue and workers write no value over ``MAX_PAYLOAD_BYTES`` of compact JSON, but a
+row written any other way (SQL, an older version, a bug) may hold up to jsonb's
+255 MB in each column: a 100 MB result made ``GET /jobs/<id>`` take 455 MB of memory
+and its admin page 741 MB, and a small value nested deep grew a hundredfold when
+indented. So the database says how large each value is, and sends it only within the
+limit; a value over it is left out and named, with why, in ``job.not_shown``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import BigIntegerField, BooleanField, QuerySet
+from django.db.models.expressions import RawSQL
+
+from . import conf, kept_errors
+
+#: The job's JSON columns the API and the admin show (``errors``: ``kept_errors``).
+FIELDS = ("args", "kwargs", "result", "meta")
+
+
+def limit() -> int:
+    """Most bytes of JSON text (as PostgreSQL writes it, in UTF-8) shown of one value:
+    twice ``MAX_PAYLOAD_BYTES``, so that whatever enqueue and workers write (compact
+    JSON, which PostgreSQL's text spaces out by at most half again) is shown whole."""
+    return 2 * conf.get("MAX_PAYLOAD_BYTES")
+
+
+def bounded(queryset: QuerySet[Any]) -> QuerySet[Any]:
+    """``queryset`` with each job's args, kwargs, result and meta read only if within
+    ``limit()``, and its errors as ``kept_errors.bounded`` reads them. Only for jobs
+    that are shown, never saved back; ``read`` each job it gives."""
+    from .models import ReadableJSONField
+
+    most = limit()
+    annotations = {}
+    for field in FIELDS:
+        column = f'"pgjobs_job"."{field}"'
+        annotations[f"_shown_{field}"] = RawSQL(
+            f"CASE WHEN octet_length({column}::text) <= %s THEN {column} END",
+            (most,),
+            output_field=ReadableJSONField(),
+        )
+        annotations[f"_bytes_{field}"] = RawSQL(
+            f"octet_length({column}::text)", (), output_field=BigIntegerField()
+        )
+    return kept_errors.bounded(queryset.defer(*FIELDS).annotate(**annotations))
+
+
+def read(job: Any) -> Any:
+    """A job read through ``bounded`` (or None): its JSON values set, those over the
+    limit to None and named in ``job.not_shown`` with why; its errors kept."""
+    if job is None or not hasattr(job, "_bytes_args"):
+        return kept_errors.kept(job)
+    most = limit()
+    job.not_shown = {}
+    for field in FIELDS:  # each set before anything reads it: a deferred one loads whole
+        size = getattr(job, f"_bytes_{field}")
+        if size is not None and size > most:
+            job.not_shown[field] = too_large(size, most)
+        setattr(job, field, getattr(job, f"_shown_{field}"))
+    if job.meta is None:
+        job.meta = {}  # what readers of meta (kept errors, the timeline) take for "nothing"
+    return kept_errors.kept(job)
+
+
+def too_large(size: int, most: int) -> str:
+    return (
+        f"not shown: its JSON is {size:,} bytes, over the {most:,} shown "
+        "(twice PGJOBS['MAX_PAYLOAD_BYTES'])"
+    )
+
+
+#: Most bytes the job list reads of a job's args, kwargs and meta, stored and as JSON
+#: text: it shows 40 characters of the arguments and a snooze count.
+LISTED_BYTES = 10_000
+_LISTED = ("args", "kwargs", "meta")
+
+
+def listed(queryset: QuerySet[Any]) -> QuerySet[Any]:
+    """``queryset`` with args, kwargs and meta read only within ``LISTED_BYTES`` each:
+    a page of jobs of 100 MB arguments, written by SQL, took 932 MB to show one. The
+    stored size is tested first, as it costs no conversion to text (3 s for 100 MB):
+    the list reads no more of a large value than its size. ``read_listed`` each job."""
+    from .models import ReadableJSONField
+
+    annotations = {}
+    for field in _LISTED:
+        column = f'"pgjobs_job"."{field}"'
+        over = (
+            f"CASE WHEN pg_column_size({column}) > %s THEN true "
+            f"ELSE octet_length({column}::text) > %s END"
+        )
+        annotations[f"_listed_{field}"] = RawSQL(
+            f"CASE WHEN {over} THEN NULL ELSE {column} END",
+            (LISTED_BYTES, LISTED_BYTES),
+            output_field=ReadableJSONField(),
+        )
+        annotations[f"_over_{field}"] = RawSQL(
+            over, (LISTED_BYTES, LISTED_BYTES), output_field=BooleanField()
+        )
+    return queryset.defer(*_LISTED).annotate(**annotations)
+
+
+def read_listed(job: Any) -> set[str]:
+    """For a job read through ``listed``: set its args, kwargs and meta (those over the
+    limit to None, meta to ``{}``) and return the names of those over it."""
+    if not hasattr(job, "_listed_args"):
+        return set()
+    if "args" not in job.__dict__:  # not yet set: a deferred field would load whole
+        for field in _LISTED:
+            setattr(job, field, getattr(job, f"_listed_{field}"))
+        if job.meta is None:
+            job.meta = {}
+    return {field for field in _LISTED if getattr(job, f"_over_{field}")}

@@ -1,0 +1,146 @@
+"""Rows whose JSON values are larger than anything enqueue or a worker writes, written by
+SQL: the API and the admin show each value up to twice ``MAX_PAYLOAD_BYTES`` and name
+the others, reading no more of them from the database than their size; the job list
+reads no more than ``shown.LISTED_BYTES`` of any; no indented page grows past the limit.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.urls import reverse
+
+from django_pgjobs import shown
+from django_pgjobs.api.tokens import issue
+from django_pgjobs.models import Job
+from tests.test_hardening_rows import insert_job, sql
+
+pytestmark = pytest.mark.django_db
+
+#: The limit the tests set: twice this, 2,000 bytes of JSON text, is shown.
+PAYLOAD = 1_000
+
+
+@pytest.fixture(autouse=True)
+def small_limit(settings) -> None:
+    settings.PGJOBS = {**settings.PGJOBS, "MAX_PAYLOAD_BYTES": PAYLOAD}
+
+
+@pytest.fixture
+def bearer(db) -> dict[str, str]:
+    return {"Authorization": "Bearer " + issue("ci", ["*"], can_run=True)[1]}
+
+
+def large_job(**columns: str) -> int:
+    """A completed job whose args, kwargs, result and meta are each over the limit."""
+    columns = {"state": "'completed'", **columns}
+    return insert_job(
+        finished_at="now()",
+        args="jsonb_build_array(repeat('a', 5000))",
+        kwargs="jsonb_build_object('k', repeat('k', 5000))",
+        result="to_jsonb(repeat('r', 5000))",
+        meta="jsonb_build_object('pipeline', repeat('m', 5000))",
+        **columns,
+    )
+
+
+def test_the_api_names_each_value_over_the_limit_instead_of_sending_it(client, bearer):
+    job_id = large_job()
+    response = client.get(f"/jobs/{job_id}", headers=bearer)
+    assert response.status_code == 200
+    answer = response.json()
+    assert len(response.content) < 2_000, response.content[:300]
+    assert answer["args"] is None and answer["kwargs"] is None and answer["result"] is None
+    assert set(answer["not_shown"]) == {"args", "kwargs", "result"}
+    assert answer["not_shown"]["result"] == (
+        "not shown: its JSON is 5,002 bytes, over the 2,000 shown "
+        "(twice PGJOBS['MAX_PAYLOAD_BYTES'])"
+    )
+
+
+def test_values_within_the_limit_are_shown_whole_and_none_named(client, bearer):
+    # 1,000 bytes of compact JSON, as enqueue takes it: PostgreSQL's text spaces it out.
+    job_id = insert_job(
+        state="'completed'",
+        finished_at="now()",
+        args=f"'{json.dumps([0] * 499, separators=(',', ':'))}'",
+        result="to_jsonb(repeat('r', 1990))",
+    )
+    answer = client.get(f"/jobs/{job_id}", headers=bearer).json()
+    assert answer["args"] == [0] * 499
+    assert answer["result"] == "r" * 1990
+    assert answer["not_shown"] == {}
+
+
+def test_post_jobs_run_names_a_result_over_the_limit(client, bearer):
+    Job.enqueue("testproject.demo.tasks.add", args=[1, 2])
+    # As a job that returned it before MAX_PAYLOAD_BYTES was lowered.
+    sql(
+        "CREATE FUNCTION pg_temp.big() RETURNS trigger AS $$ BEGIN "
+        "NEW.result := to_jsonb(repeat('r', 5000)); RETURN NEW; END $$ LANGUAGE plpgsql"
+    )
+    sql(
+        "CREATE TRIGGER big BEFORE UPDATE OF state ON pgjobs_job FOR EACH ROW "
+        "WHEN (NEW.state = 'completed') EXECUTE FUNCTION pg_temp.big()"
+    )
+    response = client.post("/jobs/run", headers=bearer)
+    assert response.status_code == 200, response.content[:300]
+    (job,) = response.json()["jobs"]
+    assert job["state"] == "completed" and job["result"] is None
+    assert "5,002 bytes" in job["not_shown"]["result"]
+
+
+def test_the_admin_page_names_each_value_over_the_limit(admin_client):
+    job_id = large_job()
+    page = admin_client.get(reverse("admin:pgjobs_job_change", args=[job_id]))
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "aaaa" not in text and "kkkk" not in text and "rrrr" not in text and "mmmm" not in text
+    for said in ("Arguments not shown", "Keyword arguments not shown", "Result not shown"):
+        assert f"{said}: its JSON is 5,0" in text, said
+    assert "Meta (pipeline, snoozes) not shown: its JSON is 5,016 bytes" in text
+
+
+def test_an_admin_page_indents_a_value_only_while_that_stays_within_the_limit(admin_client):
+    # 600 zeros 50 levels down: 1,900 bytes of JSON text, 62,000 characters indented.
+    deep = "[" * 50 + ",".join(["0"] * 600) + "]" * 50
+    job_id = insert_job(state="'completed'", finished_at="now()", result=f"'{deep}'")
+    page = admin_client.get(reverse("admin:pgjobs_job_change", args=[job_id]))
+    assert page.status_code == 200
+    assert len(page.content) < 30_000, len(page.content)
+    assert deep in page.content.decode()  # whole, compact
+
+
+def test_a_small_value_is_still_indented(admin_client):
+    job_id = insert_job(state="'completed'", finished_at="now()", result="""'{"a": [1]}'""")
+    page = admin_client.get(reverse("admin:pgjobs_job_change", args=[job_id]))
+    assert "{\n  &quot;a&quot;: [\n    1\n  ]\n}" in page.content.decode()
+
+
+def test_the_job_list_reads_no_large_value_and_says_so(admin_client):
+    small = insert_job(args="'[\"hello\"]'")
+    large = insert_job(
+        args=f"jsonb_build_array(repeat('a', {shown.LISTED_BYTES}))",
+        meta=f"jsonb_build_object('snoozed', jsonb_build_object('count', 2), "
+        f"'pad', repeat('m', {shown.LISTED_BYTES}))",
+    )
+    page = admin_client.get(reverse("admin:pgjobs_job_changelist"))
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "&#x27;hello&#x27;" in text
+    assert "aaaa" not in text
+    assert f"(over {shown.LISTED_BYTES:,} bytes: not listed)" in text
+    assert {small, large} <= set(Job.objects.values_list("pk", flat=True))
+
+
+def test_every_admin_action_on_a_large_job_answers(admin_client):
+    job_id = large_job(state="'discarded'")
+    for url in (
+        reverse("admin:pgjobs_job_delete", args=[job_id]),
+        reverse("admin:pgjobs_job_history", args=[job_id]),
+    ):
+        assert admin_client.get(url).status_code == 200, url
+    retried = admin_client.post(reverse("admin:pgjobs_job_retry", args=[job_id]))
+    assert retried.status_code == 302
+    assert Job.objects.get(pk=job_id).state == "available"
