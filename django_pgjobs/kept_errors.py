@@ -14,13 +14,51 @@ from . import limits
 #: (migrations/sql/0018_bounded_errors.sql) holds every write to this.
 KEPT = 20
 
+#: Characters of a record's error and traceback a reader gets from the database: one
+#: more than a worker writes (transitions.ERROR_LENGTH, TRACEBACK_LENGTH), so that
+#: ``clipped`` marks a longer one as cut. Any other value of a record, a record that is
+#: no object, or ``errors`` that is no list: its first OTHER_LENGTH characters, as text
+#: if it is no string; and a record's first OTHER_KEYS keys (jsonb orders them shortest
+#: first: a worker's five come first).
+ERROR_READ = 10_001
+TRACEBACK_READ = 50_001
+OTHER_LENGTH = 2_000
+OTHER_KEYS = 20
+
 _ERRORS = '"pgjobs_job"."errors"'
+
+
+def _at_most(value: str, length: str | int) -> str:
+    """SQL: the jsonb ``value``, a string cut to ``length`` characters, any other value
+    over it its text, cut."""
+    return (
+        f"CASE WHEN jsonb_typeof({value}) = 'string' THEN to_jsonb(left({value} #>> '{{}}', "
+        f"{length})) WHEN octet_length({value}::text) > {OTHER_LENGTH} "
+        f"THEN to_jsonb(left({value}::text, {OTHER_LENGTH})) ELSE {value} END"
+    )
+
+
+_LENGTH_OF_KEY = (
+    f"CASE key WHEN 'error' THEN {ERROR_READ} WHEN 'traceback' THEN {TRACEBACK_READ} "
+    f"ELSE {OTHER_LENGTH} END"
+)
+_RECORD = (
+    "CASE WHEN jsonb_typeof(record) = 'object' THEN (SELECT "
+    f"coalesce(jsonb_object_agg(left(key, 100), {_at_most('value', _LENGTH_OF_KEY)}), '{{}}') "
+    f"FROM (SELECT key, value FROM jsonb_each(record) LIMIT {OTHER_KEYS}) AS each_key) "
+    f"ELSE {_at_most('record', OTHER_LENGTH)} END"
+)
 # The same cut for a row written around that trigger (by hand, or before it existed):
-# whatever its length, a reader gets no more than KEPT records from the database.
+# whatever its length, a reader gets no more than KEPT records from the database, and
+# of each no more than a worker writes: a row of three 60 MB records made the API's
+# answer take 588 MB.
 _KEPT_SQL = (
-    f"CASE WHEN jsonb_typeof({_ERRORS}) = 'array' AND jsonb_array_length({_ERRORS}) > {KEPT} "
+    f"CASE WHEN jsonb_typeof({_ERRORS}) = 'array' THEN (SELECT "
+    f"coalesce(jsonb_agg({_RECORD} ORDER BY position), '[]') FROM jsonb_array_elements("
+    f"CASE WHEN jsonb_array_length({_ERRORS}) > {KEPT} "
     f"THEN jsonb_path_query_array({_ERRORS}, '$[0, last - {KEPT - 2} to last]') "
-    f"ELSE {_ERRORS} END"
+    f"ELSE {_ERRORS} END) WITH ORDINALITY AS records(record, position)) "
+    f"ELSE {_at_most(_ERRORS, OTHER_LENGTH)} END"
 )
 _LEFT_OUT_SQL = (
     f"CASE WHEN jsonb_typeof({_ERRORS}) = 'array' "

@@ -144,3 +144,32 @@ def test_every_admin_action_on_a_large_job_answers(admin_client):
     retried = admin_client.post(reverse("admin:pgjobs_job_retry", args=[job_id]))
     assert retried.status_code == 302
     assert Job.objects.get(pk=job_id).state == "available"
+
+
+def test_error_records_of_any_size_are_read_no_larger_than_a_worker_writes(
+    client, bearer, admin_client
+):
+    record = (
+        "jsonb_build_object('attempt', 1, 'error', repeat('E', 100000), "
+        "'traceback', repeat('t', 100000), 'junk', repeat('j', 100000), "
+        "repeat('k', 100000), 1)"
+    )
+    job_id = insert_job(
+        state="'retryable'",
+        attempt="1",
+        errors=f"jsonb_build_array({record}, to_jsonb(repeat('s', 100000)), "
+        "(SELECT jsonb_object_agg(g::text, g) FROM generate_series(1, 1000) g))",
+    )
+    answer = client.get(f"/jobs/{job_id}", headers=bearer).json()
+    first, text, many_keys = answer["errors"]
+    assert first["error"] == "E" * 9_997 + "..."
+    assert "traceback" not in first  # API_TRACEBACKS is off
+    assert first["junk"] == "j" * 2_000
+    assert first[f"{'k' * 100}"] == 1  # a key of 100,000 characters, cut
+    assert text == "s" * 2_000
+    assert len(many_keys) == 20
+    assert len(json.dumps(answer)) < 20_000
+    page = admin_client.get(reverse("admin:pgjobs_job_change", args=[job_id]))
+    assert page.status_code == 200
+    assert "E" * 9_997 + "..." in page.content.decode()
+    assert "t" * 49_997 + "..." in page.content.decode()
