@@ -36,10 +36,30 @@ class SecretsUnreadable(PgJobsError):
     """Stored secrets that no configured key decrypts (a key was dropped too early)."""
 
 
+class SecretKeysInvalid(SecretsUnreadable):
+    """``PGJOBS["SECRET_KEYS"]`` is no list of keys of at least ``MIN_KEY_LENGTH``
+    characters: nothing is encrypted or decrypted with it."""
+
+
+#: Shortest key ``SECRET_KEYS`` takes (check pgjobs.E012 says the same).
+MIN_KEY_LENGTH = 32
+
+
 def configured_keys() -> list[str]:
-    keys = list(conf.get("SECRET_KEYS"))
+    """The keys, newest first. ``SECRET_KEYS`` is checked here too, not only by the
+    system check (which no WSGI server runs): ``"the key"`` for ``["the key"]`` made
+    one key of each character, and the admin encrypted secrets with the key ``"t"``."""
+    keys = conf.get("SECRET_KEYS")
+    if not isinstance(keys, list | tuple) or any(
+        not isinstance(key, str) or len(key) < MIN_KEY_LENGTH for key in keys
+    ):
+        raise SecretKeysInvalid(
+            f"PGJOBS['SECRET_KEYS'] must be a list of strings of at least {MIN_KEY_LENGTH} "
+            "characters (check pgjobs.E012); nothing was encrypted or decrypted. Make one "
+            "with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
     if keys:
-        return keys
+        return list(keys)
     return [settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", [])]
 
 

@@ -20,7 +20,7 @@ from ..admin.base import OperatorAdmin
 from ..models import Connector
 from ..payload import names_in
 from ..redaction import mask_credentials
-from ..secrets import SecretsUnreadable
+from ..secrets import SecretKeysInvalid, SecretsUnreadable
 from ..templatetags.pgjobs_admin import when
 from .base import ConnectorKind
 from .registry import kinds
@@ -105,13 +105,15 @@ class ConnectorForm(forms.ModelForm):
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
         changes, removals = cleaned.get("secrets") or ({}, [])
-        if cleaned.get("clear_secrets"):
-            self.instance.set_secrets(changes)
-        elif changes or removals:
-            try:
+        try:
+            if cleaned.get("clear_secrets"):
+                self.instance.set_secrets(changes)
+            elif changes or removals:
                 self.instance.update_secrets(changes, removals)
-            except SecretsUnreadable as error:
-                self.add_error("secrets", f"{error} Tick 'clear secrets' to start over.")
+        except SecretKeysInvalid as error:
+            self.add_error("secrets", str(error))
+        except SecretsUnreadable as error:
+            self.add_error("secrets", f"{error} Tick 'clear secrets' to start over.")
         return cleaned
 
 

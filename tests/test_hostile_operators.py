@@ -1,0 +1,54 @@
+"""A careless operator's settings and clicks: what no system check stops (a WSGI server
+runs none) is refused where it is used, saying why, writing nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from django_pgjobs import secrets
+from django_pgjobs.models import Connector
+from tests.factories import ConnectorFactory
+from tests.test_connector_admin import ADD_URL, SECRET, form_data
+
+pytestmark = pytest.mark.django_db
+
+GOOD_KEY = hashlib.sha256(b"a key").hexdigest()  # 64 characters
+
+#: SECRET_KEYS values the system check refuses (pgjobs.E003, E012).
+BAD_KEYS = [GOOD_KEY, "short", ["short"], [GOOD_KEY, "short"], [GOOD_KEY, 5], {GOOD_KEY: 1}]
+
+
+@pytest.mark.parametrize("keys", BAD_KEYS)
+def test_secret_keys_no_check_would_pass_encrypt_nothing(settings, keys):
+    settings.PGJOBS = {**settings.PGJOBS, "SECRET_KEYS": keys}
+    connector = Connector(name="hook", kind="http", config={"url": "http://127.0.0.1:9/"})
+    with pytest.raises(secrets.SecretKeysInvalid, match="at least 32 characters"):
+        connector.set_secrets({"token": SECRET})
+    assert connector.encrypted_secrets == ""
+
+
+def test_stored_secrets_are_not_read_with_such_keys_either(settings):
+    # A string for a list was read as one key per character: the admin encrypted with
+    # the key "t", which anyone holding a dump could try.
+    settings.PGJOBS = {**settings.PGJOBS, "SECRET_KEYS": [GOOD_KEY]}
+    ConnectorFactory(name="hook", secrets={"token": SECRET})
+    settings.PGJOBS = {**settings.PGJOBS, "SECRET_KEYS": GOOD_KEY}
+    with pytest.raises(secrets.SecretKeysInvalid):
+        Connector.objects.get(name="hook").get_secrets()
+
+
+@pytest.mark.parametrize("clear", [False, True])
+def test_the_connector_form_says_the_keys_are_wrong_and_saves_nothing(
+    admin_client, settings, clear
+):
+    settings.PGJOBS = {**settings.PGJOBS, "SECRET_KEYS": GOOD_KEY}
+    data = form_data(secrets=f"token={SECRET}", **({"clear_secrets": "on"} if clear else {}))
+    response = admin_client.post(ADD_URL, data)
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "PGJOBS[&#x27;SECRET_KEYS&#x27;] must be a list of strings of at least 32" in page
+    assert SECRET not in page and GOOD_KEY not in page
+    assert not Connector.objects.exists()
