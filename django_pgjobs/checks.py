@@ -34,18 +34,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
                 f"Did you mean {close[0]!r}?" if close else f"Known keys: {sorted(conf.DEFAULTS)}"
             )
             errors.append(_error(f"Unknown PGJOBS key {key!r}.", hint, 2))
-        elif not isinstance(value, conf.TYPES[key]) or (
-            isinstance(value, bool) and conf.TYPES[key] is not bool
-        ):
-            expected = conf.TYPES[key]
-            names = (
-                " or ".join(t.__name__ for t in expected)
-                if isinstance(expected, tuple)
-                else expected.__name__
-            )
-            # The type, never the value: SECRET_KEYS = "the key" is a likely slip.
-            shown = type(value).__name__
-            errors.append(_error(f"PGJOBS[{key!r}] must be {names}, not {shown}.", None, 3))
+        elif problem := conf.type_problem(key, value):
+            errors.append(_error(problem, None, 3))
             wrong_type = True
     if wrong_type:  # the checks below read every value as its type
         return errors

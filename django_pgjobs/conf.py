@@ -134,20 +134,47 @@ def user_settings() -> dict[str, Any]:
 _pgjobs: dict[str, Any] | None = None
 
 
+#: The keys whose type ``get`` has checked since ``PGJOBS`` was last read.
+_typed: set[str] = set()
+
+
 def get(key: str) -> Any:
-    """The value of one ``PGJOBS`` key, falling back to its default."""
+    """The value of one ``PGJOBS`` key, falling back to its default. A value of another
+    type than ``TYPES`` says raises ImproperlyConfigured (check pgjobs.E003's words):
+    no WSGI server runs the checks, and ``API_TRACEBACKS = "False"`` sent tracebacks to
+    API clients, ``MAX_PAYLOAD_BYTES = "1000000"`` made every enqueue a TypeError."""
     # Read in place (no copy of the dict): enqueue calls this for every job.
     pgjobs = _pgjobs
     if pgjobs is None:
         pgjobs = _read()
     value = pgjobs.get(key, DEFAULTS[key])
+    if key not in _typed:  # once a key: a set lookup, not isinstance, on every call
+        problem = type_problem(key, value)
+        if problem:
+            raise ImproperlyConfigured(problem)
+        _typed.add(key)
     if key == "BACKOFF":
         return {**DEFAULTS["BACKOFF"], **value}
     return value
 
 
+def type_problem(key: str, value: Any) -> str | None:
+    """Why ``value`` can't be ``PGJOBS[key]`` by its type, naming the type, never the
+    value (``SECRET_KEYS = "the key"`` is a likely slip); or None."""
+    expected = TYPES[key]
+    if isinstance(value, expected) and not (isinstance(value, bool) and expected is not bool):
+        return None
+    names = (
+        " or ".join(kind.__name__ for kind in expected)
+        if isinstance(expected, tuple)
+        else expected.__name__
+    )
+    return f"PGJOBS[{key!r}] must be {names}, not {type(value).__name__}."
+
+
 def _read() -> dict[str, Any]:
     global _pgjobs
+    _typed.clear()
     _pgjobs = getattr(django_settings, "PGJOBS", None) or {}
     return _pgjobs
 

@@ -17,6 +17,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
 from . import conf
 from .exceptions import PgJobsError
@@ -49,7 +50,10 @@ def configured_keys() -> list[str]:
     """The keys, newest first. ``SECRET_KEYS`` is checked here too, not only by the
     system check (which no WSGI server runs): ``"the key"`` for ``["the key"]`` made
     one key of each character, and the admin encrypted secrets with the key ``"t"``."""
-    keys = conf.get("SECRET_KEYS")
+    try:
+        keys = conf.get("SECRET_KEYS")
+    except ImproperlyConfigured:  # not a list: said below, as the callers expect it
+        keys = None
     if not isinstance(keys, list | tuple) or any(
         not isinstance(key, str) or len(key) < MIN_KEY_LENGTH for key in keys
     ):

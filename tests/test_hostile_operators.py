@@ -7,8 +7,11 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.db import transaction
 
-from django_pgjobs import secrets
+from django_pgjobs import Job, conf, secrets
+from django_pgjobs.api.tokens import issue
 from django_pgjobs.models import Connector
 from tests.factories import ConnectorFactory
 from tests.test_connector_admin import ADD_URL, SECRET, form_data
@@ -52,3 +55,34 @@ def test_the_connector_form_says_the_keys_are_wrong_and_saves_nothing(
     assert "PGJOBS[&#x27;SECRET_KEYS&#x27;] must be a list of strings of at least 32" in page
     assert SECRET not in page and GOOD_KEY not in page
     assert not Connector.objects.exists()
+
+
+# -- PGJOBS values of the wrong type, where no check runs ---------------------------------
+
+
+def test_api_tracebacks_as_a_string_sends_no_traceback_but_says_what_is_wrong(client, settings):
+    job = Job.enqueue("testproject.demo.tasks.add", args=[1, 2])
+    Job.objects.filter(pk=job.pk).update(
+        errors=[{"attempt": 1, "error": "E", "traceback": "File /srv/app/secret_path.py"}]
+    )
+    bearer = {"Authorization": "Bearer " + issue("ci", ["*"])[1]}
+    settings.PGJOBS = {**settings.PGJOBS, "API_TRACEBACKS": "False"}  # from os.environ
+    with pytest.raises(ImproperlyConfigured) as refused:
+        client.get(f"/jobs/{job.pk}", headers=bearer)
+    assert str(refused.value) == "PGJOBS['API_TRACEBACKS'] must be bool, not str."
+
+
+def test_a_limit_of_the_wrong_type_refuses_enqueue_clearly_and_writes_nothing(settings):
+    settings.PGJOBS = {**settings.PGJOBS, "MAX_PAYLOAD_BYTES": "1000000"}
+    with transaction.atomic():
+        with pytest.raises(ImproperlyConfigured, match=r"MAX_PAYLOAD_BYTES'\] must be int"):
+            Job.enqueue("testproject.demo.tasks.add", args=[1, 2])
+        assert not Job.objects.exists()  # and the transaction goes on
+
+
+def test_a_key_set_right_again_is_read(settings):
+    settings.PGJOBS = {**settings.PGJOBS, "MAX_PAYLOAD_BYTES": 1.5}
+    with pytest.raises(ImproperlyConfigured):
+        conf.get("MAX_PAYLOAD_BYTES")
+    settings.PGJOBS = {**settings.PGJOBS, "MAX_PAYLOAD_BYTES": 2_000}
+    assert conf.get("MAX_PAYLOAD_BYTES") == 2_000
