@@ -630,7 +630,28 @@ def _insert_columns() -> list[tuple[str, str]]:
 
 
 def _as_spec(spec: JobSpec | dict[str, Any]) -> JobSpec:
-    return spec if isinstance(spec, JobSpec) else JobSpec(**spec)
+    if isinstance(spec, JobSpec):
+        return spec
+    try:
+        return JobSpec(**spec)
+    except TypeError:  # said again here, at no cost to a good batch
+        raise TypeError(spec_problem(spec)) from None
+
+
+def spec_problem(spec: Any) -> str:
+    """Why ``spec`` is no JobSpec's dict, in words that name the key: JobSpec(**spec)
+    said "argument after ** must be a mapping, not str" for a dict passed alone to
+    enqueue_many (whose keys were read as jobs)."""
+    if not isinstance(spec, dict):
+        return (
+            "each job of enqueue_many must be a JobSpec or a dict of Job.enqueue's arguments, "
+            f"not {type(spec).__name__} {limits.shown(spec)}"
+        )
+    known = [f.name for f in dataclasses.fields(JobSpec)]
+    unknown = [limits.shown(key) for key in spec if key not in known]
+    if unknown:
+        return f"a job's dict has unknown key(s) {', '.join(unknown)}; known: {', '.join(known)}"
+    return "a job's dict has no 'task'"
 
 
 def _copyable(specs: Sequence[JobSpec | dict[str, Any]], builder: JobBuilder) -> bool:

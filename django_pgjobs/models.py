@@ -475,6 +475,12 @@ class Job(models.Model):
         """Insert many jobs in one round trip; each item is a JobSpec or its dict."""
         from .enqueue import insert_jobs
 
+        if isinstance(specs, str | bytes | dict) or not isinstance(specs, Iterable):
+            # A dict alone was read as its keys, each then "not a mapping".
+            raise TypeError(
+                "enqueue_many takes a list of JobSpecs or dicts of Job.enqueue's "
+                f"arguments, not {type(specs).__name__}"
+            )
         return insert_jobs(list(specs))
 
     def retry(self) -> Job:

@@ -86,3 +86,32 @@ def test_a_key_set_right_again_is_read(settings):
         conf.get("MAX_PAYLOAD_BYTES")
     settings.PGJOBS = {**settings.PGJOBS, "MAX_PAYLOAD_BYTES": 2_000}
     assert conf.get("MAX_PAYLOAD_BYTES") == 2_000
+
+
+# -- enqueue_many given what is no batch of jobs --------------------------------------------
+
+ADD = "testproject.demo.tasks.add"
+
+
+@pytest.mark.parametrize(
+    "batch, said",
+    [
+        ({"task": ADD, "args": [1, 2]}, "enqueue_many takes a list of JobSpecs or dicts"),
+        (ADD, "enqueue_many takes a list of JobSpecs or dicts of Job.enqueue's arguments, not str"),
+        (5, "not int"),
+        ([None], "each job of enqueue_many must be a JobSpec or a dict of Job.enqueue's "
+         "arguments, not NoneType None"),
+        ([[ADD, [1, 2]]], "not list ['testproject.demo.tasks.add', [1, 2]]"),
+        ([{"task": ADD, "args": [1, 2], "prio": 3}], "a job's dict has unknown key(s) 'prio'; "
+         "known: task, args, kwargs, queue, priority"),
+        ([{"args": [1, 2]}], "a job's dict has no 'task'"),
+        ([{"task": ADD, "args": [1, 2]}] * 150 + [{"task": ADD, "prio": 1}],
+         "unknown key(s) 'prio'"),  # a batch COPY streams
+    ],
+)  # fmt: skip
+def test_enqueue_many_says_what_is_no_job_and_writes_nothing(batch, said):
+    with transaction.atomic():
+        with pytest.raises(TypeError) as refused:
+            Job.enqueue_many(batch)
+        assert said in str(refused.value)
+        assert not Job.objects.exists()  # and the transaction goes on
