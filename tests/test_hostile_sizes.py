@@ -173,3 +173,47 @@ def test_error_records_of_any_size_are_read_no_larger_than_a_worker_writes(
     assert page.status_code == 200
     assert "E" * 9_997 + "..." in page.content.decode()
     assert "t" * 49_997 + "..." in page.content.decode()
+
+
+def test_a_workers_page_reads_no_json_of_the_jobs_it_holds(admin_client):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from tests.factories import WorkerProcessFactory
+
+    worker = WorkerProcessFactory()
+    job_id = insert_job(
+        state="'executing'",
+        lease="gen_random_uuid()",
+        attempt="1",
+        attempted_at="now()",
+        worker_id=str(worker.pk),
+        args="jsonb_build_array(repeat('a', 5000))",
+    )
+    with CaptureQueriesContext(connection) as queries:
+        page = admin_client.get(reverse("admin:pgjobs_workerprocess_change", args=[worker.pk]))
+    assert page.status_code == 200 and f"#{job_id} " in page.content.decode()
+    read = [q["sql"] for q in queries if '"pgjobs_job"."args"' in q["sql"]]
+    assert read == []  # 100 jobs of 900 kB arguments took 180 MB to list
+
+
+def test_a_jobs_page_reads_no_json_of_the_jobs_it_links_to(admin_client):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    done = insert_job(
+        state="'completed'", finished_at="now()", result="to_jsonb(repeat('r', 5000))"
+    )
+    gather = insert_job(state="'waiting'", pending_dependencies="0")
+    after = insert_job(state="'waiting'", pending_dependencies="1")
+    sql(
+        "INSERT INTO pgjobs_jobdependency (job_id, depends_on_id, satisfied) "
+        "VALUES (%s, %s, true), (%s, %s, false)",
+        [gather, done, after, gather],
+    )
+    with CaptureQueriesContext(connection) as queries:
+        page = admin_client.get(reverse("admin:pgjobs_job_change", args=[gather]))
+    text = page.content.decode()
+    assert page.status_code == 200 and f"#{done} " in text and f"#{after} " in text
+    linked = [q["sql"] for q in queries if "pgjobs_jobdependency" in q["sql"]]
+    assert len(linked) == 2 and not any('"result"' in q or '"args"' in q for q in linked)

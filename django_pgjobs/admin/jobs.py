@@ -370,11 +370,14 @@ class JobAdmin(OperatorAdmin):
             can_cancel=can_change and job.state not in FINISHED,
             can_delete=self.has_delete_permission(request, job) and job.state != S.EXECUTING,
             worker_url=self._worker_url(job),
+            # Of each linked job what is shown: 50 with results of 1 MB were 50 MB read.
             waits_for=JobDependency.objects.filter(job=job)
             .select_related("depends_on")
+            .only("job_id", "depends_on__task", "depends_on__state")
             .order_by("depends_on_id")[:LINKED_JOBS],
             needed_by=JobDependency.objects.filter(depends_on=job)
             .select_related("job")
+            .only("depends_on_id", "job__task", "job__state")
             .order_by("job_id")[:LINKED_JOBS],
             queue_url=url_or_none("admin:pgjobs_queue_change", quote(job.queue)),
             has_view_permission=True,

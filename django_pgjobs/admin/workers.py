@@ -155,7 +155,9 @@ class WorkerProcessAdmin(OperatorAdmin):
 
     @admin.display(description="jobs held")
     def held_job_list(self, worker: WorkerProcess) -> str:
-        jobs = Job.objects.filter(worker=worker, state=JobState.EXECUTING).order_by("pk")[:100]
+        # What the list shows, not the rows: 100 jobs of 900 kB arguments took 180 MB.
+        held = Job.objects.filter(worker=worker, state=JobState.EXECUTING).order_by("pk")
+        jobs = held.only("pk", "task", "attempt", "attempted_at")[:100]
         if not jobs:
             return "none"
         return format_html_join(
