@@ -112,6 +112,11 @@ def test_list_filters_by_state_queue_task_and_creation_time_newest_first():
     assert code == 0 and out.strip() == "no jobs with state waiting"
 
 
+def test_list_of_an_empty_table_says_no_jobs(db):
+    code, out, _ = pgjobs("list")
+    assert code == 0 and out.strip() == "no jobs"  # it said "no every job"
+
+
 def test_show_prints_every_attempt_with_its_traceback():
     job = JobFactory(
         discarded=True,

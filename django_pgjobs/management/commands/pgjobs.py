@@ -199,7 +199,8 @@ class Command(BaseCommand):
             ],
         )
         if not jobs:
-            self.say(f"no {selected.describe()}")
+            described = selected.describe()  # "every job" when nothing filters
+            self.say("no jobs" if described == "every job" else f"no {described}")
         elif more:
             self.say(f"(the newest {limit}; --limit shows more)")
 
