@@ -106,15 +106,53 @@ def worker_state(worker: Worker) -> float:
     return READY
 
 
+#: Most connections the endpoint serves at once; one more is closed unanswered. A
+#: thread each, in the worker's own process: 300 idle connections held 300 threads
+#: for good, and a process's thread limit stops its jobs too.
+MAX_CONNECTIONS = 32
+#: Seconds a connection may wait between two reads of its request (or a write of the
+#: answer) before it is closed.
+READ_TIMEOUT = 10.0
+
+
+class _BoundedServer(ThreadingHTTPServer):
+    """A threading HTTP server with at most ``MAX_CONNECTIONS`` threads."""
+
+    daemon_threads = True
+    # Connections the kernel holds until accepted: beyond, a client's SYN is dropped and
+    # retried a second later (socketserver's 5 made a burst of 70 take 10 s to connect).
+    request_queue_size = 64
+
+    def __init__(self, address: tuple[str, int], handler: type[_Handler]) -> None:
+        super().__init__(address, handler)
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)  # over the limit: no thread, no answer
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:  # no thread started: it would have freed the slot
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
 class Endpoint:
     """The HTTP server. Binding happens here, so a port in use fails the command at
     once; serving starts with ``start()`` (in the parent, after any fork)."""
 
     def __init__(self, address: str, port: int, board: Board) -> None:
         self.board = board
-        handler = type("Handler", (_Handler,), {"board": board})
-        self.server = ThreadingHTTPServer((address, port), handler)
-        self.server.daemon_threads = True
+        # READ_TIMEOUT: a socket timeout on each read and write of a connection.
+        handler = type("Handler", (_Handler,), {"board": board, "timeout": READ_TIMEOUT})
+        self.server = _BoundedServer((address, port), handler)
         self._thread: threading.Thread | None = None
 
     @property
@@ -140,6 +178,9 @@ class Endpoint:
 class _Handler(BaseHTTPRequestHandler):
     board: Board
     server_version = "pgjobs"
+
+    def version_string(self) -> str:
+        return self.server_version  # it said "pgjobs Python/3.12.1" to anyone asking
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]

@@ -1,0 +1,79 @@
+"""The endpoint of ``runworker --metrics-port`` against idle and slow connections: it
+lives in the worker's process, a thread per connection, so it must hold few threads
+and none for long."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from django_pgjobs import probes
+from tests.conftest import wait_until
+
+
+@pytest.fixture
+def endpoint() -> Iterator[probes.Endpoint]:
+    served = probes.Endpoint("127.0.0.1", 0, probes.Board(1))
+    served.start()
+    yield served
+    served.stop()
+
+
+def connect(endpoint: probes.Endpoint) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", endpoint.port), timeout=10)
+
+
+def livez(endpoint: probes.Endpoint) -> bytes:
+    with connect(endpoint) as probe:
+        probe.sendall(b"GET /livez HTTP/1.0\r\n\r\n")
+        return probe.recv(200)
+
+
+def serving() -> int:
+    """Threads of this process serving a connection to an endpoint."""
+    return sum("process_request_thread" in thread.name for thread in threading.enumerate())
+
+
+def test_idle_connections_hold_no_more_threads_than_the_limit(monkeypatch):
+    monkeypatch.setattr(probes, "READ_TIMEOUT", 60.0)  # none closed while the test runs
+    wait_until(lambda: serving() == 0)  # those of other tests' connections have ended
+    endpoint = probes.Endpoint("127.0.0.1", 0, probes.Board(1))
+    endpoint.start()
+    idle = []
+    try:
+        for _ in range(probes.MAX_CONNECTIONS + 40):
+            held = connect(endpoint)
+            held.sendall(b"GET /livez HTTP/1.1\r\n")  # and never the rest
+            idle.append(held)
+        # Each one over the limit is closed, unanswered (300 held 300 threads for good).
+        wait_until(lambda: serving() == probes.MAX_CONNECTIONS)
+        assert idle[-1].recv(100) == b""
+        assert serving() == probes.MAX_CONNECTIONS
+        for held in idle:
+            held.close()
+        wait_until(lambda: serving() == 0)
+        assert livez(endpoint).startswith(b"HTTP/1.0 200")
+    finally:
+        for held in idle:
+            held.close()
+        endpoint.stop()
+
+
+def test_a_connection_that_sends_nothing_more_is_closed(monkeypatch):
+    monkeypatch.setattr(probes, "READ_TIMEOUT", 0.3)
+    served = probes.Endpoint("127.0.0.1", 0, probes.Board(1))
+    served.start()
+    try:
+        with connect(served) as held:
+            held.sendall(b"GET /livez HTTP/1.1\r\n")
+            assert held.recv(100) == b""  # closed by the endpoint, within the client's 10 s
+    finally:
+        served.stop()
+
+
+def test_the_server_header_does_not_say_pythons_version(endpoint):
+    answer = livez(endpoint)
+    assert b"Server: pgjobs\r\n" in answer and b"Python" not in answer
