@@ -217,3 +217,14 @@ def test_a_jobs_page_reads_no_json_of_the_jobs_it_links_to(admin_client):
     assert page.status_code == 200 and f"#{done} " in text and f"#{after} " in text
     linked = [q["sql"] for q in queries if "pgjobs_jobdependency" in q["sql"]]
     assert len(linked) == 2 and not any('"result"' in q or '"args"' in q for q in linked)
+
+
+def test_pgjobs_show_names_each_value_over_the_limit():
+    from tests.test_cli import as_json, pgjobs
+
+    job_id = large_job()
+    code, out, _ = pgjobs("show", str(job_id))
+    assert code == 0 and len(out) < 3_000, out[:300]
+    assert "result:               not shown: its JSON is 5,002 bytes, over the 2,000 shown" in out
+    printed = as_json("show", str(job_id))
+    assert printed["result"] is None and set(printed["not_shown"]) == set(shown.FIELDS)

@@ -29,6 +29,7 @@ from django_pgjobs import (
     kept_errors,
     queues,
     schedules,
+    shown,
     stats,
     transitions,
     unmigrated,
@@ -205,16 +206,17 @@ class Command(BaseCommand):
             self.say(f"(the newest {limit}; --limit shows more)")
 
     def do_show(self) -> None:
-        job = self.get_job(parse_ids([self.options["id"]])[0], shown=True)
+        job = self.get_job(parse_ids([self.options["id"]])[0], printed=True)
         details = job_details(job)
         if self.emit(details):
             return
         structured = ("args", "kwargs", "meta", "result")
         for key, value in details.items():
-            if key not in ("errors", *structured):
+            if key not in ("errors", "not_shown", *structured):
                 self.say(f"{key + ':':<22}{_plain(value)}")
         for key in structured:
-            self.say(f"{key + ':':<22}{_printable(json.dumps(details[key], default=str))}")
+            text = details["not_shown"].get(key) or json.dumps(details[key], default=str)
+            self.say(f"{key + ':':<22}{_printable(text)}")
         for index, error in enumerate(details["errors"]):
             if index == 1 and details["errors_not_kept"]:  # where they were
                 count = details["errors_not_kept"]
@@ -403,14 +405,15 @@ class Command(BaseCommand):
             before=o["before"],
         )
 
-    def get_job(self, job_id: int, *, shown: bool = False) -> Job:
-        """The job ``job_id``; ``shown``: to print, with its first and latest error
-        records only, however many its row holds (kept_errors), never to save."""
+    def get_job(self, job_id: int, *, printed: bool = False) -> Job:
+        """The job ``job_id``; ``printed``: to print, with its first and latest error
+        records only, however many its row holds (kept_errors), and each JSON value
+        only within ``shown.limit()``, as the API and the admin; never to save."""
         jobs = Job.objects.using(_db())
-        job = (kept_errors.bounded(jobs) if shown else jobs).filter(pk=job_id).first()
+        job = (shown.bounded(jobs) if printed else jobs).filter(pk=job_id).first()
         if job is None:
             raise CommandError(f"no job with id {job_id}", returncode=1)
-        return kept_errors.kept(job)
+        return shown.read(job)
 
     def confirm(self, question: str) -> bool:
         self.stderr.write(f"{question} [y/N] ", ending="")
@@ -472,6 +475,7 @@ def job_details(job: Job) -> dict[str, Any]:
         "result": job.result,
         "errors": [error if isinstance(error, dict) else {"error": error} for error in errors],
         "errors_not_kept": kept_errors.not_kept(job),
+        "not_shown": getattr(job, "not_shown", {}),
     }
 
 
