@@ -228,3 +228,17 @@ def test_pgjobs_show_names_each_value_over_the_limit():
     assert "result:               not shown: its JSON is 5,002 bytes, over the 2,000 shown" in out
     printed = as_json("show", str(job_id))
     assert printed["result"] is None and set(printed["not_shown"]) == set(shown.FIELDS)
+
+
+@pytest.mark.parametrize("action, state", [("retry", "discarded"), ("cancel", "available")])
+def test_retry_and_cancel_in_the_admin_read_no_json_of_the_job(admin_client, action, state):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    job_id = large_job(state=f"'{state}'")
+    with CaptureQueriesContext(connection) as queries:
+        answer = admin_client.post(reverse(f"admin:pgjobs_job_{action}", args=[job_id]))
+    assert answer.status_code == 302
+    assert Job.objects.get(pk=job_id).state == ("available" if action == "retry" else "cancelled")
+    read = [q["sql"] for q in queries if q["sql"].startswith("SELECT") and '"result"' in q["sql"]]
+    assert read == []

@@ -408,7 +408,7 @@ class JobAdmin(OperatorAdmin):
 
     def retry_view(self, request: HttpRequest, job_id: str) -> HttpResponse:
         pk = job_id_in_url(job_id)
-        job = self.get_queryset(request).filter(pk=pk).first()
+        job = self._acted_on(request, pk)
         if job is None:
             return self.gone(request, JobGone(pk, JobState.AVAILABLE))
         try:
@@ -428,7 +428,7 @@ class JobAdmin(OperatorAdmin):
 
     def cancel_view(self, request: HttpRequest, job_id: str) -> HttpResponse:
         pk = job_id_in_url(job_id)
-        job = self.get_queryset(request).filter(pk=pk).first()
+        job = self._acted_on(request, pk)
         if job is None:
             return self.gone(request, JobGone(pk, JobState.CANCELLED))
         before = job.state
@@ -445,6 +445,11 @@ class JobAdmin(OperatorAdmin):
             else:
                 self.message_user(request, f"Job #{job.pk} cancelled.", messages.SUCCESS)
         return HttpResponseRedirect(reverse("admin:pgjobs_job_change", args=[job.pk]))
+
+    def _acted_on(self, request: HttpRequest, pk: int) -> Job | None:
+        """The job a retry or cancel acts on, without its JSON values (read again after
+        the change, as transitions do): a row written by SQL may hold 255 MB in each."""
+        return self.get_queryset(request).defer(*shown.FIELDS, "errors").filter(pk=pk).first()
 
     def gone(self, request: HttpRequest, gone: JobGone) -> HttpResponse:
         """A job deleted or pruned since its page was shown: say so, on the list (its
