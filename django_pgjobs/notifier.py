@@ -50,7 +50,7 @@ def reconnect_delay(failures: int, down_for: float, spread: float) -> float:
     past LONG_OUTAGE."""
     ceiling = RECONNECT_CEILING if down_for < LONG_OUTAGE else RECONNECT_CEILING_LONG
     wait = min(RECONNECT_FIRST * 2 ** min(max(failures, 1) - 1, 32), ceiling)
-    return wait * (0.5 + spread / 2)
+    return outage.spread(wait, spread)
 
 
 class Notifier:

@@ -189,6 +189,14 @@ def pause(
             _changed.wait(min(left, 0.25))
 
 
+def spread(seconds: float, draw: float) -> float:
+    """``seconds`` brought down to between half of it and all of it by ``draw`` in
+    [0, 1) (``random.random()``): every process of a fleet loses the server at the same
+    moment, and retries of a fixed length keep them in step, so they would meet a
+    server coming back all at once (see notifier.reconnect_delay, measured there)."""
+    return seconds * (0.5 + draw / 2)
+
+
 def down_for(alias: str) -> float:
     """Seconds since this process found database ``alias`` unreachable; 0.0 if it
     does not hold it so."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import threading
 import time
 from collections import Counter
@@ -162,7 +163,9 @@ class Scheduler:
                 # by an edit or a stop: it waited out its backoff (up to 10 s) unless
                 # the LISTEN connection, which may be another alias's, reconnected.
                 # A retry's wait, in real time: not a tick's, so not sleep_until's.
-                outage.pause(self.using, retry_delay, self.wakeup, since=seen)
+                outage.pause(
+                    self.using, outage.spread(retry_delay, random.random()), self.wakeup, since=seen
+                )
                 retry_delay = min(retry_delay * 2, 10.0)
                 continue
             sleep_until(wake_at)
@@ -284,7 +287,12 @@ class Scheduler:
                 connections[self.using].close()
                 # As the scheduler loop's: cut short once another connection of this
                 # process (the loop's, the LISTEN one) got through, not a fixed 5 s.
-                outage.pause(self.using, retry_delay, self.stopping, since=seen)
+                outage.pause(
+                    self.using,
+                    outage.spread(retry_delay, random.random()),
+                    self.stopping,
+                    since=seen,
+                )
                 retry_delay = min(retry_delay * 2, 5.0)
                 continue
             except DatabaseError as error:

@@ -14,6 +14,7 @@ import heapq
 import logging
 import os
 import queue
+import random
 import threading
 import time
 from collections import Counter
@@ -786,7 +787,12 @@ class Worker:
                 connections[self.using].close()
                 # Cut short once another connection (the LISTEN one, at most a second
                 # apart) got through: not at the end of a backoff of up to 10 s.
-                outage.pause(self.using, retry_delay, self.stopping, since=seen)
+                outage.pause(
+                    self.using,
+                    outage.spread(retry_delay, random.random()),
+                    self.stopping,
+                    since=seen,
+                )
                 retry_delay = min(retry_delay * 2, 10.0)
                 continue
             if self.burst and not claimed and was_idle:

@@ -12,6 +12,8 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 from django.db import OperationalError
+from hypothesis import given
+from hypothesis import strategies as st
 
 from django_pgjobs import outage
 
@@ -185,3 +187,20 @@ def test_a_pause_ends_at_once_when_another_thread_got_through_during_the_attempt
     began = time.monotonic()
     outage.pause(alias, 0.3, since=outage.generation(alias))  # nothing since: waits
     assert time.monotonic() - began >= 0.29
+
+
+@given(
+    st.floats(min_value=0.0, max_value=3600.0),
+    st.floats(min_value=0.0, max_value=1.0, exclude_max=True),
+)
+def test_a_spread_wait_is_between_half_and_all_of_it(seconds, draw):
+    """What keeps a fleet's retries (claim loops, scheduler, LISTEN) out of step."""
+    waited = outage.spread(seconds, draw)
+    assert seconds / 2 <= waited <= seconds
+    assert outage.spread(seconds, 0.0) == seconds / 2
+
+
+def test_spread_draws_reach_across_the_range():
+    draws = [0.0, 0.25, 0.5, 0.75, 0.999]
+    waits = [outage.spread(10.0, d) for d in draws]
+    assert waits == sorted(waits) and waits[0] == 5.0 and waits[-1] > 9.99
