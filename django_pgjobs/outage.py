@@ -15,6 +15,7 @@ end of each thread's own backoff.
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from dataclasses import dataclass
@@ -189,12 +190,12 @@ def pause(
             _changed.wait(min(left, 0.25))
 
 
-def spread(seconds: float, draw: float) -> float:
+def spread(seconds: float, draw: float | None = None) -> float:
     """``seconds`` brought down to between half of it and all of it by ``draw`` in
-    [0, 1) (``random.random()``): every process of a fleet loses the server at the same
+    [0, 1) (by default ``random.random()``): every process of a fleet loses the server at the same
     moment, and retries of a fixed length keep them in step, so they would meet a
     server coming back all at once (see notifier.reconnect_delay, measured there)."""
-    return seconds * (0.5 + draw / 2)
+    return seconds * (0.5 + (random.random() if draw is None else draw) / 2)
 
 
 def down_for(alias: str) -> float:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import threading
 import time
 from collections import Counter
@@ -163,9 +162,7 @@ class Scheduler:
                 # by an edit or a stop: it waited out its backoff (up to 10 s) unless
                 # the LISTEN connection, which may be another alias's, reconnected.
                 # A retry's wait, in real time: not a tick's, so not sleep_until's.
-                outage.pause(
-                    self.using, outage.spread(retry_delay, random.random()), self.wakeup, since=seen
-                )
+                outage.pause(self.using, outage.spread(retry_delay), self.wakeup, since=seen)
                 retry_delay = min(retry_delay * 2, 10.0)
                 continue
             sleep_until(wake_at)
@@ -289,7 +286,7 @@ class Scheduler:
                 # process (the loop's, the LISTEN one) got through, not a fixed 5 s.
                 outage.pause(
                     self.using,
-                    outage.spread(retry_delay, random.random()),
+                    outage.spread(retry_delay),
                     self.stopping,
                     since=seen,
                 )

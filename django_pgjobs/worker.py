@@ -14,7 +14,6 @@ import heapq
 import logging
 import os
 import queue
-import random
 import threading
 import time
 from collections import Counter
@@ -789,7 +788,7 @@ class Worker:
                 # apart) got through: not at the end of a backoff of up to 10 s.
                 outage.pause(
                     self.using,
-                    outage.spread(retry_delay, random.random()),
+                    outage.spread(retry_delay),
                     self.stopping,
                     since=seen,
                 )

@@ -204,3 +204,5 @@ def test_spread_draws_reach_across_the_range():
     draws = [0.0, 0.25, 0.5, 0.75, 0.999]
     waits = [outage.spread(10.0, d) for d in draws]
     assert waits == sorted(waits) and waits[0] == 5.0 and waits[-1] > 9.99
+    drawn = {outage.spread(10.0) for _ in range(200)}  # the draw a retry makes itself
+    assert all(5.0 <= wait <= 10.0 for wait in drawn) and len(drawn) > 1
