@@ -25,21 +25,27 @@ from django_pgjobs.worker import Worker
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def maintenance_connection(settings: dict[str, Any]) -> psycopg.Connection:
+    """An autocommit connection to the server's ``postgres`` database, as the Django
+    database ``settings`` (a settings dict) would connect: for statements about other
+    databases (create, drop, the sessions in one)."""
+    return psycopg.connect(
+        host=settings["HOST"] or None,
+        port=settings["PORT"] or None,
+        user=settings["USER"] or None,
+        password=settings["PASSWORD"] or None,
+        dbname="postgres",
+        autocommit=True,
+    )
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Drop the test databases that runs on this host left when they died."""
     from django.conf import settings
 
     from testproject.testdb import is_leftover
 
-    params = dict(settings.DATABASES["default"])
-    with psycopg.connect(
-        host=params["HOST"] or None,
-        port=params["PORT"] or None,
-        user=params["USER"] or None,
-        password=params["PASSWORD"] or None,
-        dbname="postgres",
-        autocommit=True,
-    ) as admin:
+    with maintenance_connection(settings.DATABASES["default"]) as admin:
         names = [row[0] for row in admin.execute("SELECT datname FROM pg_database")]
         for name in filter(is_leftover, names):
             admin.execute(

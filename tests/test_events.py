@@ -27,7 +27,7 @@ from django_pgjobs.signals import job_completed, job_discarded, job_retrying, jo
 from django_pgjobs.states import JobState
 from django_pgjobs.waiting import WAIT_CHECK_EVERY
 from testproject.demo.tasks import add, always_fails
-from tests.conftest import wait_until
+from tests.conftest import maintenance_connection, wait_until
 
 T = TypeVar("T")
 
@@ -39,13 +39,7 @@ def sessions_left() -> list[tuple]:
     params = connection.settings_dict
     own = connection.connection
     ours = own.info.backend_pid if own is not None and not own.closed else 0
-    with psycopg.connect(
-        host=params["HOST"] or None,
-        port=params["PORT"] or None,
-        user=params["USER"] or None,
-        password=params["PASSWORD"] or None,
-        dbname="postgres",
-    ) as admin:
+    with maintenance_connection(params) as admin:
         return admin.execute(
             "SELECT pid, application_name, state, left(query, 60) FROM pg_stat_activity"
             " WHERE datname = %s AND pid <> %s",

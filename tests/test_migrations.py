@@ -22,7 +22,7 @@ from django.db import connection
 from psycopg import sql
 
 from django_pgjobs.migrations import SQL_DIR
-from tests.conftest import ROOT
+from tests.conftest import ROOT, maintenance_connection
 from tests.conftest import test_database_env as database_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -232,15 +232,7 @@ def differences(left: dict[str, Any], right: dict[str, Any]) -> dict[str, Any]:
 
 
 def _admin() -> psycopg.Connection:
-    settings = connection.settings_dict
-    return psycopg.connect(
-        host=settings["HOST"] or None,
-        port=settings["PORT"] or None,
-        user=settings["USER"] or None,
-        password=settings["PASSWORD"] or None,
-        dbname="postgres",
-        autocommit=True,
-    )
+    return maintenance_connection(connection.settings_dict)
 
 
 class Scratch:

@@ -29,12 +29,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg
 import pytest
 from django.db import connection
 from psycopg import sql
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, maintenance_connection
 
 TUTORIAL = ROOT / "docs" / "tutorial.md"
 BLOCK = re.compile(
@@ -193,14 +192,7 @@ def tutorial_database(transactional_db: None) -> Iterator[dict[str, str]]:
     """A database of the tutorial's own, and the PG* variables that point at it."""
     settings = connection.settings_dict
     name = f"{settings['NAME']}_tutorial"
-    admin = psycopg.connect(
-        host=settings["HOST"] or None,
-        port=settings["PORT"] or None,
-        user=settings["USER"] or None,
-        password=settings["PASSWORD"] or None,
-        dbname="postgres",
-        autocommit=True,
-    )
+    admin = maintenance_connection(settings)
     drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
     admin.execute(drop)
     admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
