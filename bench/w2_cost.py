@@ -38,6 +38,7 @@ from common import (  # noqa: E402
     cost_main,
     drop_database,
     now,
+    process_tree,
     recreate_database,
     run_scratch_sql,
     running,
@@ -48,24 +49,6 @@ TICK = os.sysconf("SC_CLK_TCK")
 #: Seconds for idle backends to have flushed their counters to pg_stat_database
 #: (at most once a second while busy; an idle one within the workers' poll).
 STATS_FLUSHED = 3.0
-
-
-def process_tree(root: int) -> list[int]:
-    """``root`` and its live descendants."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parent = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
-            except OSError:
-                continue
-            children.setdefault(parent, []).append(int(entry.name))
-    tree, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        tree.append(pid)
-        todo += children.get(pid, [])
-    return tree
 
 
 def processes_cpu_s(pids: list[int]) -> float:
