@@ -615,7 +615,9 @@ def w2_drain(adapter: Adapter, config: Config, jobs: int) -> dict[str, float]:
         if not workers.alive():
             raise RuntimeError(f"{adapter.name} worker exited:\n{workers.tail()}")
         rss = workers.peak_rss_mb()
-    xids = [xid for xid in adapter.outcome_xids() if xid not in warm]
+        # Read while the workers run: procrastinate's rows are written again as its
+        # workers stop (their worker_id set to NULL as they unregister).
+        xids = [xid for xid in adapter.outcome_xids() if xid not in warm]
     if len(xids) != jobs:
         raise RuntimeError(f"{adapter.name}: {len(xids)} of {jobs} jobs succeeded")
     done_at = sorted(ends.ended_at(xids))

@@ -337,8 +337,12 @@ def report(info: dict[str, str], rounds: list[dict[str, Any]]) -> str:
             f" vs {peer} {first['peer']['version']} ({first['peer'].get('w2_config', 'no W2')})**"
             + (
                 f"; {peer} drained {first['peer']['jobs']:,} jobs (ours"
-                f" {first['ours']['jobs']:,}) and enqueued"
-                f" {first['peer']['each_jobs']:,} one by one"
+                f" {first['ours']['jobs']:,})"
+                + (
+                    f" and enqueued {first['peer']['each_jobs']:,} one by one"
+                    if "each_jobs" in first["peer"]
+                    else ""
+                )
                 if first["peer"]["jobs"] != first["ours"]["jobs"]
                 else ""
             )
