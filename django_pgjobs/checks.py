@@ -1,4 +1,5 @@
-"""System checks for the PGJOBS setting: a typo fails at start, with the fix in the message."""
+"""System checks for the PGJOBS setting and the tasks' queues: a typo fails at start,
+with the fix in the message."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from typing import Any
 
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
+from django.core.exceptions import ImproperlyConfigured
+from django.db import DatabaseError, transaction
 
-from . import conf, limits, postgres, queues
+from . import conf, limits, postgres, queues, unmigrated
 from .backoff import Backoff
 from .exceptions import InvalidOption
 from .queues import QUEUE_NAME
@@ -185,6 +188,80 @@ def _check_queues() -> list[Error]:
         except InvalidOption as problem:  # a value no worker could use
             errors.append(_error(f"PGJOBS['QUEUES'][{name!r}]: {problem}.", None, 13))
     return errors
+
+
+@register(Tags.database)
+def check_task_queues(app_configs: Any = None, databases: Any = None, **kwargs: Any) -> list[Any]:
+    """pgjobs.W002: a task's ``queue=`` names no queue, in PGJOBS["QUEUES"] or in the
+    queue table (the admin creates rows): each enqueue of it raises UnknownQueue.
+
+    Rows are read only as Django's own checks that query do: tagged ``database``, run
+    for the databases asked for (``check --database``, ``migrate``), never by a plain
+    ``check`` or ``runserver``, which must pass with the database down."""
+    try:
+        alias, declared = _alias_and_queues()
+    except ImproperlyConfigured:  # check_settings says what is wrong with PGJOBS
+        return []
+    if alias not in (databases or ()) or postgres.problem(alias):
+        return []
+    undeclared = _undeclared_task_queues(declared)
+    stored = _stored_queues(alias, list(undeclared)) if undeclared else set()
+    if stored is None:  # the database could not say: no guess
+        return []
+    return [_missing_queue(name, names) for name, names in undeclared.items() if name not in stored]
+
+
+def _alias_and_queues() -> tuple[str, dict[str, Any]]:
+    """PGJOBS["DATABASE"] and PGJOBS["QUEUES"] if they can be read as such."""
+    if not isinstance(getattr(settings, "PGJOBS", {}) or {}, dict):
+        raise ImproperlyConfigured("PGJOBS must be a dict.")
+    alias, declared = conf.get("DATABASE"), conf.get("QUEUES")
+    if not isinstance(alias, str) or alias not in settings.DATABASES:
+        raise ImproperlyConfigured("PGJOBS['DATABASE'] names no database.")
+    return alias, declared
+
+
+def _undeclared_task_queues(declared: dict[str, Any]) -> dict[str, list[str]]:
+    """The queues registered tasks name that PGJOBS["QUEUES"] lacks, with their tasks.
+
+    A task without ``queue=`` goes to DEFAULT_QUEUE, which must be in QUEUES (E007)."""
+    from .tasks import registered_tasks
+
+    undeclared: dict[str, list[str]] = {}
+    for name, registered in sorted(registered_tasks().items()):
+        if registered.queue is not None and registered.queue not in declared:
+            undeclared.setdefault(registered.queue, []).append(name)
+    return dict(sorted(undeclared.items()))
+
+
+def _stored_queues(alias: str, names: list[str]) -> set[str] | None:
+    """Which of ``names`` the queue table has; None when the database can't be read."""
+    from .models import Queue
+
+    try:
+        # A savepoint inside a caller's transaction: a failure leaves it usable.
+        with transaction.atomic(using=alias):
+            rows = Queue.objects.using(alias).filter(name__in=names)
+            return set(rows.values_list("name", flat=True))
+    except DatabaseError as error:
+        cause = error if getattr(error, "sqlstate", None) else error.__cause__
+        if getattr(cause, "sqlstate", None) in unmigrated.UNDEFINED:
+            return set()  # not migrated yet: no table, so no rows (migrate adds only QUEUES)
+        return None  # unreachable, or refused: a check never fails on that
+
+
+def _missing_queue(name: str, task_names: list[str]) -> Warning:
+    more = len(task_names) - 3
+    shown = ", ".join(task_names[:3]) + (f" and {more} more" if more > 0 else "")
+    which = f"Task {shown} names" if len(task_names) == 1 else f"Tasks {shown} name"
+    return Warning(
+        f"{which} queue {name!r}, which is neither in PGJOBS['QUEUES'] nor in the queue "
+        "table: enqueueing raises UnknownQueue.",
+        hint=f"Add {name!r}: {{}} to PGJOBS['QUEUES'] (migrate, or a worker's start, "
+        "creates its row), or create the queue in the admin (Background jobs → Queues).",
+        obj="settings.PGJOBS",
+        id="pgjobs.W002",
+    )
 
 
 def _known_options_hint(unknown: set[Any]) -> str:

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import pytest
+from django.core.management import call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
-from django_pgjobs.checks import check_settings
+from django_pgjobs import tasks
+from django_pgjobs.checks import check_settings, check_task_queues
+from django_pgjobs.models import Queue
+from tests import conftest
+from tests.factories import QueueFactory
 
 
 def messages(settings_value, settings):
@@ -162,3 +171,89 @@ def test_a_task_in_a_project_without_the_app_says_to_install_it():
         "ImproperlyConfigured | django_pgjobs is not installed: add 'django_pgjobs' to "
         "INSTALLED_APPS, then run `python manage.py migrate`."
     ), ran.stdout + ran.stderr
+
+
+# -- a task's queue that no queue has (pgjobs.W002) -------------------------------------
+
+REPORTS = "tests.test_checks.build_report"
+
+
+@pytest.fixture
+def reports_task() -> Iterator[str]:
+    """A task of queue "reports", which the test settings' QUEUES lack."""
+    tasks.task(name=REPORTS, queue="reports")(lambda: None)
+    yield REPORTS
+    tasks._registry.pop(REPORTS, None)
+
+
+def queue_warnings(databases=("default",)) -> list:
+    return [w for w in check_task_queues(databases=list(databases)) if w.id == "pgjobs.W002"]
+
+
+@pytest.mark.django_db
+def test_a_tasks_queue_in_neither_settings_nor_table_is_warned_about(reports_task, capsys):
+    # It enqueued nothing (UnknownQueue) and `check` said nothing about it.
+    (warning,) = queue_warnings()
+    assert warning.msg == (
+        f"Task {REPORTS} names queue 'reports', which is neither in PGJOBS['QUEUES'] nor "
+        "in the queue table: enqueueing raises UnknownQueue."
+    )
+    assert warning.hint.startswith("Add 'reports': {} to PGJOBS['QUEUES']")
+    # `check --database default` (and `migrate`) say so; a plain `check` reads no table.
+    call_command("check", databases=["default"])
+    assert "pgjobs.W002" in capsys.readouterr().err
+    call_command("check")
+    assert "pgjobs.W002" not in capsys.readouterr().err
+
+
+@pytest.mark.django_db
+def test_a_queue_of_the_table_or_the_settings_is_no_mistake(reports_task, settings):
+    QueueFactory(name="reports")  # created in the admin: workers serve it by default
+    assert queue_warnings() == []
+    Queue.objects.filter(name="reports").delete()
+    settings.PGJOBS = {**settings.PGJOBS, "QUEUES": {**settings.PGJOBS["QUEUES"], "reports": {}}}
+    with CaptureQueriesContext(connection) as queried:
+        assert queue_warnings() == []
+    assert queried.captured_queries == [], "every queue declared: nothing to read"
+
+
+@pytest.mark.django_db
+def test_the_queue_check_runs_only_for_the_jobs_database(reports_task):
+    assert queue_warnings(databases=()) == []
+    assert len(queue_warnings(databases=("default",))) == 1
+
+
+@pytest.mark.django_db
+def test_before_migrate_a_tasks_queue_is_missing_and_the_transaction_stays_usable(reports_task):
+    # migrate runs the checks before it creates the table: no table, no row, so
+    # the queue is missing still after it (it creates the rows of QUEUES only).
+    with connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE pgjobs_queue RENAME TO pgjobs_queue_away")
+        assert len(queue_warnings()) == 1
+        cursor.execute("ALTER TABLE pgjobs_queue_away RENAME TO pgjobs_queue")
+    assert Queue.objects.filter(name="default").exists()
+
+
+CHECK_WITH_A_TASK = """
+from django_pgjobs import task
+from django.core.management import call_command
+
+task(name="tests.build_report", queue="reports")(lambda: None)
+call_command("check", databases=["default"])
+print("checked")
+"""
+
+
+def test_the_queue_check_passes_when_the_database_is_unreachable():
+    # Nothing listens on port 1: the check can't tell, so it says nothing and fails nothing.
+    env = {**conftest.test_database_env(), "DATABASE_URL": "postgres://root@127.0.0.1:1/none"}
+    ran = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", CHECK_WITH_A_TASK],
+        cwd=conftest.ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert ran.returncode == 0 and "checked" in ran.stdout, ran.stdout + ran.stderr
+    assert "W002" not in ran.stdout + ran.stderr
