@@ -15,7 +15,7 @@ from django_pgjobs import stats
 from django_pgjobs.models import Job, SchedulerProcess
 from django_pgjobs.states import JobState
 from tests.admin_helpers import action, changelist, detail, messages_of, staff_client, state_of
-from tests.factories import JobFactory, WorkerProcessFactory
+from tests.factories import ConnectorFactory, JobFactory, WorkerProcessFactory
 from tests.gone import deleted_before_its_update
 
 pytestmark = pytest.mark.django_db
@@ -62,6 +62,39 @@ def test_filters_and_search(admin_client, query, expected):
     assert response.status_code == 200
     shown = {job.args[0] for job in response.context["cl"].result_list}
     assert shown == expected
+
+
+CONNECTOR_CALL = "django_pgjobs.connectors.tasks.call"
+
+
+def task_choices(response) -> dict[str, str]:
+    """The "By task" filter's choices: their ``?task=`` value to their label."""
+    (spec,) = [s for s in response.context["cl"].filter_specs if s.parameter_name == "task"]
+    return dict(spec.lookup_choices)
+
+
+def test_by_task_shows_the_connectors_task_as_connector_calls_once_a_connector_exists(
+    admin_client,
+):
+    # It listed "django_pgjobs.connectors.tasks.call" among the project's own tasks,
+    # in every project, connectors or not.
+    choices = task_choices(admin_client.get(changelist()))
+    assert CONNECTOR_CALL not in choices and "testproject.demo.tasks.add" in choices
+    ConnectorFactory(name="billing-webhook")
+    JobFactory(task=CONNECTOR_CALL, connector="billing-webhook", args=["called"])
+    JobFactory(args=["other"])
+    choices = task_choices(admin_client.get(changelist()))
+    assert list(choices)[-1] == CONNECTOR_CALL and choices[CONNECTOR_CALL] == "connector calls"
+    assert list(choices)[:-1] == sorted(set(choices) - {CONNECTOR_CALL})
+    response = admin_client.get(changelist(), {"task": CONNECTOR_CALL})
+    assert {job.args[0] for job in response.context["cl"].result_list} == {"called"}
+    assert task_choices(response)[CONNECTOR_CALL] == "connector calls"
+
+
+def test_a_filter_on_connector_calls_stays_labelled_after_the_connectors_are_gone(admin_client):
+    response = admin_client.get(changelist(), {"task": CONNECTOR_CALL})
+    assert response.status_code == 200
+    assert task_choices(response)[CONNECTOR_CALL] == "connector calls"
 
 
 def test_search_by_id_finds_that_job(admin_client):

@@ -1,7 +1,7 @@
 """Changelist filters for jobs that stay cheap on millions of rows.
 
 Choices come from small sources (the state enum, the queue table, the task
-registry) rather than from ``SELECT DISTINCT`` over the job table.
+registry, whether a connector exists) rather than from ``SELECT DISTINCT`` over the job table.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from .. import conf
-from ..models import Job, Queue
+from ..connectors.tasks import call as connector_call
+from ..models import Connector, Job, Queue
 from ..states import JobState
 from ..tasks import registered_tasks
 
@@ -50,21 +51,32 @@ class QueueFilter(admin.SimpleListFilter):
 
 
 class TaskFilter(admin.SimpleListFilter):
-    """Tasks registered in this process; ``?task=`` also takes names no longer registered."""
+    """Tasks registered in this process; ``?task=`` also takes names no longer registered.
+
+    The connectors' built-in task is how a connector is called without a task of one's
+    own, not a task of the project: it comes last, as "connector calls", and only once
+    a connector exists (or it is the filter in use)."""
 
     title = "task"
     parameter_name = "task"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        names = sorted(registered_tasks())
+        names = sorted(set(registered_tasks()) - {connector_call.name})
         current = self.value()
-        if current and current not in names:
+        if current and current not in names and current != connector_call.name:
             names.append(current)
-        return [(name, name) for name in names]
+        choices = [(name, name) for name in names]
+        if current == connector_call.name or _any_connector():
+            choices.append((connector_call.name, "connector calls"))
+        return choices
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Job]) -> QuerySet[Job]:
         value = self.value()
         return queryset if value is None else queryset.filter(task=value)
+
+
+def _any_connector() -> bool:
+    return Connector.objects.using(conf.get("DATABASE")).exists()
 
 
 class SnoozedFilter(admin.SimpleListFilter):
