@@ -269,10 +269,14 @@ def scratch_django(name: str, settings_module: str) -> tuple[str, dict[str, str]
     base = os.environ.get("DATABASE_URL", "postgres://root@127.0.0.1:5432/postgres")
     url = with_database(base, f"pgjobs_bench_{name}_p{os.getpid()}")
     drop_database(url, create=True)
-    env = setup_django(url, settings_module)
-    from django.core.management import call_command
+    try:
+        env = setup_django(url, settings_module)
+        from django.core.management import call_command
 
-    call_command("migrate", verbosity=0)
+        call_command("migrate", verbosity=0)
+    except BaseException:  # the caller's try has not begun: the database is ours to drop
+        drop_database(url)
+        raise
     return url, env
 
 
@@ -801,7 +805,20 @@ def w4_sustained(adapter: Adapter, config: Config, rate: float, seconds: float) 
 
 
 def run_suite(adapter: Adapter, args: argparse.Namespace) -> dict[str, Any]:
+    """The workloads on a new database, dropped when they end, however they end (a
+    runner that failed part way left its database on the server)."""
     recreate_database(adapter.url)
+    try:
+        return run_workloads(adapter, args)
+    finally:
+        try:
+            adapter.close()
+        finally:
+            if not args.keep_database:
+                drop_database(adapter.url)
+
+
+def run_workloads(adapter: Adapter, args: argparse.Namespace) -> dict[str, Any]:
     adapter.install()
     result: dict[str, Any] = {"system": adapter.name, "version": adapter.version}
     log = sys.stderr
@@ -850,9 +867,6 @@ def run_suite(adapter: Adapter, args: argparse.Namespace) -> dict[str, Any]:
             w4 = w4_sustained(adapter, config, args.w4_rate, args.w4_seconds)
             result["w4"][config.label] = w4
             print(f"[{adapter.name}] W4 {config.label}: {w4}", file=log, flush=True)
-    adapter.close()
-    if not args.keep_database:
-        drop_database(adapter.url)
     return result
 
 

@@ -108,7 +108,12 @@ def run_system(
     ]
     before = os.getloadavg()[0]
     log(f"{name} {' '.join(extra)}: load {load()}")
-    done = subprocess.run(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    done = None
+    try:
+        done = subprocess.run(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    finally:
+        if done is None or done.returncode != 0:
+            drop_left_behind(url)  # the runner drops it, unless killed or interrupted
     if done.returncode != 0:
         if args.quick or args.tune:
             raise SystemExit(f"{name} runner failed with exit code {done.returncode}")
@@ -118,6 +123,15 @@ def run_system(
     result = json.loads(done.stdout.strip().splitlines()[-1])
     result["load"] = (before + os.getloadavg()[0]) / 2
     return result
+
+
+def drop_left_behind(url: str) -> None:
+    """Drop a failed runner's database if it is still there; a failure to is logged, as
+    one failed run must not end a long interleaved run."""
+    try:
+        drop_database(url)
+    except Exception as error:
+        log(f"could not drop the database {database_name(url)}: {error}")
 
 
 # -- the ceiling: pgbench on a plain copy of the job table ------------------------------
@@ -242,15 +256,17 @@ def run_ceiling(base_url: str, args: argparse.Namespace) -> dict[str, Any]:
     url = with_database(base_url, f"{database_name(base_url)}_bench_ceiling_{os.getpid()}")
     before = os.getloadavg()[0]
     log(f"pgbench ceiling: load {load()}")
-    prepare_ceiling(url)
-    result: dict[str, Any] = {}
-    for batch, rows in ((1, args.ceiling_rows // 10), (100, args.ceiling_rows)):
-        result[f"batch_{batch}"] = ceiling(url, batch, rows, clients=2)
-        log(f"pgbench batch {batch}: {result[f'batch_{batch}']:,.0f} jobs/s")
-    result["insert_1"] = flush_ceiling(url, args.each_jobs)
-    log(f"pgbench insert 1: {result['insert_1']:,.0f} rows/s")
-    result["load"] = (before + os.getloadavg()[0]) / 2
-    drop_database(url)
+    try:
+        prepare_ceiling(url)
+        result: dict[str, Any] = {}
+        for batch, rows in ((1, args.ceiling_rows // 10), (100, args.ceiling_rows)):
+            result[f"batch_{batch}"] = ceiling(url, batch, rows, clients=2)
+            log(f"pgbench batch {batch}: {result[f'batch_{batch}']:,.0f} jobs/s")
+        result["insert_1"] = flush_ceiling(url, args.each_jobs)
+        log(f"pgbench insert 1: {result['insert_1']:,.0f} rows/s")
+        result["load"] = (before + os.getloadavg()[0]) / 2
+    finally:  # a failure part way (pgbench, a claim.sql it can't run) left it behind
+        drop_database(url)
     return result
 
 
