@@ -7,13 +7,18 @@ row written any other way (SQL, an older version, a bug) may hold up to jsonb's
 and its admin page 741 MB, and a small value nested deep grew a hundredfold when
 indented. So the database says how large each value is, and sends it only within the
 limit; a value over it is left out and named, with why, in ``job.not_shown``.
+
+``within`` and ``unpack`` do the same for any model's JSON or text columns: the
+scheduler reads schedules' args and kwargs so, a job its connector's config and
+secrets, and the admin schedules, connectors and worker processes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
-from django.db.models import BigIntegerField, BooleanField, QuerySet
+from django.db.models import BigIntegerField, BooleanField, JSONField, QuerySet
 from django.db.models.expressions import RawSQL
 
 from . import conf, kept_errors
@@ -33,21 +38,7 @@ def bounded(queryset: QuerySet[Any]) -> QuerySet[Any]:
     """``queryset`` with each job's args, kwargs, result and meta read only if within
     ``limit()``, and its errors as ``kept_errors.bounded`` reads them. Only for jobs
     that are shown, never saved back; ``read`` each job it gives."""
-    from .models import ReadableJSONField
-
-    most = limit()
-    annotations = {}
-    for field in FIELDS:
-        column = f'"pgjobs_job"."{field}"'
-        annotations[f"_shown_{field}"] = RawSQL(
-            f"CASE WHEN octet_length({column}::text) <= %s THEN {column} END",
-            (most,),
-            output_field=ReadableJSONField(),
-        )
-        annotations[f"_bytes_{field}"] = RawSQL(
-            f"octet_length({column}::text)", (), output_field=BigIntegerField()
-        )
-    return kept_errors.bounded(queryset.defer(*FIELDS).annotate(**annotations))
+    return kept_errors.bounded(within(queryset, FIELDS))
 
 
 def read(job: Any) -> Any:
@@ -55,23 +46,59 @@ def read(job: Any) -> Any:
     limit to None and named in ``job.not_shown`` with why; its errors kept."""
     if job is None or not hasattr(job, "_bytes_args"):
         return kept_errors.kept(job)
-    most = limit()
-    job.not_shown = {}
-    for field in FIELDS:  # each set before anything reads it: a deferred one loads whole
-        size = getattr(job, f"_bytes_{field}")
-        if size is not None and size > most:
-            job.not_shown[field] = too_large(size, most)
-        setattr(job, field, getattr(job, f"_shown_{field}"))
+    unpack(job, FIELDS)
     if job.meta is None:
         job.meta = {}  # what readers of meta (kept errors, the timeline) take for "nothing"
     return kept_errors.kept(job)
 
 
-def too_large(size: int, most: int) -> str:
-    return (
-        f"not shown: its JSON is {size:,} bytes, over the {most:,} shown "
-        "(twice PGJOBS['MAX_PAYLOAD_BYTES'])"
-    )
+def within(
+    queryset: QuerySet[Any], fields: Iterable[str], most: int | None = None
+) -> QuerySet[Any]:
+    """``queryset`` with each of ``fields`` (JSON or text columns of its model) read only
+    if its text is within ``most`` bytes (default ``limit()``): the database says each
+    value's size and sends it only within the limit. Schedules, connectors and worker
+    processes are read so too, by the scheduler, the connectors and the admin: any
+    row may have been written by SQL. ``unpack`` each row it gives, before anything
+    reads those fields (a deferred field loads whole)."""
+    model, fields = queryset.model, tuple(fields)
+    most = limit() if most is None else most
+    annotations = {}
+    for name in fields:
+        field = model._meta.get_field(name)
+        column = f'"{model._meta.db_table}"."{field.column}"'
+        annotations[f"_shown_{name}"] = RawSQL(
+            f"CASE WHEN octet_length({column}::text) <= %s THEN {column} END",
+            (most,),
+            output_field=field.clone(),
+        )
+        annotations[f"_bytes_{name}"] = RawSQL(
+            f"octet_length({column}::text)", (), output_field=BigIntegerField()
+        )
+    return queryset.defer(*fields).annotate(**annotations)
+
+
+def unpack(
+    row: Any, fields: Iterable[str], most: int | None = None, verb: str = "shown"
+) -> dict[str, str]:
+    """Set ``fields`` of a row read through ``within`` (the same ``most``): each value
+    within the limit, None for those over it, which are named with why in
+    ``row.not_shown`` (and returned). A model's ``save()`` writes no field named there."""
+    most = limit() if most is None else most
+    not_shown: dict[str, str] = {}
+    for name in fields:  # each set before anything reads it: a deferred one loads whole
+        size = getattr(row, f"_bytes_{name}")
+        if size is not None and size > most:
+            json = isinstance(row._meta.get_field(name), JSONField)
+            not_shown[name] = too_large(size, most, verb, "JSON" if json else "text")
+        setattr(row, name, getattr(row, f"_shown_{name}"))
+    row.not_shown = not_shown
+    return not_shown
+
+
+def too_large(size: int, most: int, verb: str = "shown", kind: str = "JSON") -> str:
+    why = " (twice PGJOBS['MAX_PAYLOAD_BYTES'])" if most == limit() else ""
+    return f"not {verb}: its {kind} is {size:,} bytes, over the {most:,} {verb}{why}"
 
 
 #: Most bytes the job list reads of a job's args, kwargs and meta, stored and as JSON
