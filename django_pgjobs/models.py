@@ -58,6 +58,21 @@ class ReadableJSONField(models.JSONField):
             return payload.unreadable(value, error)
 
 
+def unread_fields(row: models.Model) -> frozenset[str]:
+    """The fields of ``row`` that were not read, being too large (``shown.within``):
+    they hold None, and saving the row must not write that over the stored value."""
+    return frozenset(getattr(row, "not_shown", ()))
+
+
+def save_read_fields(row: models.Model, kwargs: dict[str, Any], unread: frozenset[str]) -> None:
+    """Leave ``unread`` fields out of the ``update_fields`` of a ``save(**kwargs)``."""
+    if not unread:
+        return
+    if row._state.adding or kwargs.get("force_insert") or kwargs.get("update_fields") is None:
+        raise ValueError(f"{row!r}: {sorted(unread)} not read; it can only be updated")
+    kwargs["update_fields"] = [f for f in kwargs["update_fields"] if f not in unread]
+
+
 def times_in_range(name: str, *fields: str, nullable: Iterable[str] = ()) -> models.CheckConstraint:
     """A CHECK that the times of ``fields`` (and of ``nullable`` ones, when set) lie within
     ``limits.EARLIEST``..``limits.END``: the times Python can load and every local time
@@ -689,12 +704,14 @@ class Schedule(models.Model):
 
         from .schedules import check_storable_fields, check_timing_fields
 
+        unread = unread_fields(self)
         problems: dict[str, list[str]] = {}
         for check in (check_storable_fields, check_timing_fields):
             try:
                 check(self)
             except ValidationError as error:
                 problems.update(error.message_dict)
+        problems = {field: texts for field, texts in problems.items() if field not in unread}
         if problems:
             raise ValidationError(problems)
         updating = not self._state.adding and not kwargs.get("force_insert")
@@ -704,6 +721,7 @@ class Schedule(models.Model):
                 for field in self._meta.concrete_fields
                 if not field.primary_key and field.name not in self.SCHEDULER_FIELDS
             ]
+        save_read_fields(self, kwargs, unread)
         super().save(**kwargs)
 
     def clean_fields(self, exclude: Iterable[str] | None = None) -> None:
@@ -882,15 +900,23 @@ class Connector(models.Model):
 
     def save(self, **kwargs: Any) -> None:
         """Save; refuses (ValidationError) what the table can't hold, even without
-        full_clean(), rather than leave it to the database to refuse with an error."""
+        full_clean(), rather than leave it to the database to refuse with an error.
+        A field not read (``shown.within``: too large) is left as stored."""
         self.check_storable()
+        unread = unread_fields(self)
+        if unread and not self._state.adding and kwargs.get("update_fields") is None:
+            kwargs["update_fields"] = [
+                f.name for f in self._meta.concrete_fields if not f.primary_key
+            ]
+        save_read_fields(self, kwargs, unread)
         super().save(**kwargs)
 
     def clean(self) -> None:
         from .connectors.registry import validate_connector
 
         self.check_storable()
-        validate_connector(self)
+        if "config" not in unread_fields(self):  # its kind's check needs the whole config
+            validate_connector(self)
 
     def check_storable(self) -> None:
         """ValidationError per field for a name no job can name, text with a NUL or a
@@ -911,6 +937,7 @@ class Connector(models.Model):
         if problem := payload.shaped_problem(self.config, "config", dict):
             errors["config"] = problem
         errors.update(limits.rate_problems(self.rate_limit, self.rate_period))
+        errors = {field: text for field, text in errors.items() if field not in unread_fields(self)}
         if errors:
             raise ValidationError(errors)
 
@@ -925,6 +952,8 @@ class Connector(models.Model):
 
         self.encrypted_secrets = secrets.encrypt(values)
         self.secret_names = sorted(values)
+        for written in ("encrypted_secrets", "secret_names"):  # no longer kept as stored
+            getattr(self, "not_shown", {}).pop(written, None)
 
     def update_secrets(self, changes: dict[str, Any], remove: Iterable[str] = ()) -> None:
         """Set some secrets and remove others, keeping the rest."""

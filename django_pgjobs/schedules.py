@@ -21,10 +21,10 @@ from typing import Any
 
 from django.core.exceptions import NON_FIELD_ERRORS, ImproperlyConfigured, ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Min, Q
+from django.db.models import Min, Q, QuerySet
 from django.utils import timezone
 
-from . import conf, db, limits, payload, queues
+from . import conf, db, limits, payload, queues, shown
 from .cron import InvalidCron, Timing, UnknownTimezone, jitter_delay, parse_timezone, plan, timing
 from .exceptions import InvalidOption, InvalidQueueName, PayloadError, PgJobsError, UnknownTask
 from .models import (
@@ -36,6 +36,7 @@ from .models import (
     Job,
     Schedule,
     ScheduleTick,
+    unread_fields,
 )
 from .states import FINISHED, JobState
 from .tasks import Task, get_task
@@ -154,21 +155,28 @@ def check_job_fields(schedule: Schedule, *, offline: bool = False) -> None:
             (queues.validate_name if offline else queues.check_known)(schedule.queue)
         except (PgJobsError, ValueError) as error:
             errors["queue"] = str(error)
-    if not isinstance(schedule.args, list):
+    unread = unread_fields(schedule)  # too large to read: kept as stored, checked by ticks
+    if "args" in unread:
+        pass
+    elif not isinstance(schedule.args, list):
         errors["args"] = "args must be a JSON list, e.g. [42]"
     elif problem := _payload_problem(schedule.args, {}):
         errors["args"] = problem
-    if not isinstance(schedule.kwargs, dict):
+    if "kwargs" in unread:
+        pass
+    elif not isinstance(schedule.kwargs, dict):
         errors["kwargs"] = 'kwargs must be a JSON object, e.g. {"user_id": 42}'
     elif problem := _payload_problem([], schedule.kwargs):
         errors["kwargs"] = problem
-    if not errors and (problem := _payload_problem(schedule.args, schedule.kwargs)):
-        errors[NON_FIELD_ERRORS] = problem
-    if not errors and registered is not None:
-        try:  # what enqueue checks of the arguments: the same words, on args or kwargs
-            _check_arguments(registered, schedule.args, schedule.kwargs)
-        except PayloadError as error:
-            errors["kwargs" if (error.field or "").startswith("kwargs") else "args"] = str(error)
+    if not errors and not unread:
+        if problem := _payload_problem(schedule.args, schedule.kwargs):
+            errors[NON_FIELD_ERRORS] = problem
+        elif registered is not None:
+            try:  # what enqueue checks of the arguments: the same words, on args or kwargs
+                _check_arguments(registered, schedule.args, schedule.kwargs)
+            except PayloadError as error:
+                field = "kwargs" if (error.field or "").startswith("kwargs") else "args"
+                errors[field] = str(error)
     if errors:
         raise ValidationError(errors)
 
@@ -240,9 +248,8 @@ def sync_from_settings(using: str | None = None) -> list[str]:
     declared = {
         name: declared_schedule(name, options) for name, options in conf.get("SCHEDULES").items()
     }
-    existing = {
-        row.name: row for row in Schedule.objects.using(using).filter(name__in=list(declared))
-    }
+    rows = bounded(Schedule.objects.using(using).filter(name__in=list(declared)))
+    existing = {row.name: unpack(row) for row in rows}
     for name, row in existing.items():
         changed = _differences(declared[name], row)
         if changed:
@@ -263,6 +270,30 @@ def _differences(declared: Schedule, row: Schedule) -> list[str]:
 
 
 # -- firing ------------------------------------------------------------------------------
+
+#: The schedule's values a tick's job takes: read only within ``shown.limit()``.
+JOB_VALUES = ("args", "kwargs")
+
+
+def bounded(rows: QuerySet[Schedule]) -> QuerySet[Schedule]:
+    """``rows`` with their args and kwargs read only within ``shown.limit()``: a row
+    written by SQL may hold 255 MB in each, which no tick can enqueue anyway (enqueue
+    takes at most ``MAX_PAYLOAD_BYTES``). ``unpack`` each schedule it gives."""
+    return shown.within(rows, JOB_VALUES)
+
+
+def unpack(schedule: Schedule) -> Schedule:
+    """Set the args and kwargs of a schedule read through ``bounded``; one over the
+    limit is None and named in ``schedule.not_shown``: its ticks enqueue nothing."""
+    shown.unpack(schedule, JOB_VALUES, verb="read")
+    return schedule
+
+
+def unreadable(schedule: Schedule) -> str:
+    """Why no job can be enqueued from ``schedule``'s args and kwargs as read, or ''."""
+    return "; ".join(
+        f"{field} {why}" for field, why in sorted(getattr(schedule, "not_shown", {}).items())
+    )
 
 
 @dataclass(frozen=True)
@@ -315,16 +346,18 @@ def fire_due(
     seen: list[int] = []  # broken rows stay due; don't pick them up twice
     while True:
         with transaction.atomic(using=using):
-            batch = list(
+            due = (
                 Schedule.objects.using(using)
                 .select_for_update(skip_locked=True)
                 .filter(enabled=True)
                 .filter(Q(next_fire_at__lte=now) | Q(next_fire_at__isnull=True))
                 .exclude(pk__in=seen)
-                .order_by("next_fire_at", "pk")[:batch_size]
+                .order_by("next_fire_at", "pk")
             )
+            batch = list(bounded(due)[:batch_size])
             for schedule in batch:
                 seen.append(schedule.pk)
+                unpack(schedule)
                 try:
                     with transaction.atomic(using=using):
                         fired.extend(fire(schedule, now, using=using, grace=grace))
@@ -464,6 +497,8 @@ def overlap(schedule: Schedule, using: str) -> tuple[str, list[int]]:
 def _enqueue(schedule: Schedule, run_at: datetime | None, wait_for: list[int], **meta: str) -> Job:
     """Enqueue the schedule's job (waiting for ``wait_for``, whatever their outcome);
     it becomes ``schedule.last_job_id``."""
+    if problem := unreadable(schedule):  # recorded on the tick, and logged, as any refusal
+        raise PayloadError(f"{problem}; edit or delete the schedule", problem.split()[0])
     job = Job.enqueue(
         schedule.task,
         args=schedule.args,
@@ -546,7 +581,9 @@ def run_now(schedule: Schedule, now: datetime | None = None) -> Job:
     now = now or timezone.now()
     using = conf.get("DATABASE")
     with transaction.atomic(using=using):
-        locked = Schedule.objects.using(using).select_for_update().get(pk=schedule.pk)
+        locked = unpack(
+            bounded(Schedule.objects.using(using).select_for_update()).get(pk=schedule.pk)
+        )
         skipped, wait_for = overlap(locked, using)
         if skipped:
             raise NotRun(skipped.replace("skipped: ", "not run: ", 1))

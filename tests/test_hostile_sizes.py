@@ -2,18 +2,28 @@
 SQL: the API and the admin show each value up to twice ``MAX_PAYLOAD_BYTES`` and name
 the others, reading no more of them from the database than their size; the job list
 reads no more than ``shown.LISTED_BYTES`` of any; no indented page grows past the limit.
+Schedules, connectors and worker processes likewise, in the scheduler, a job's connector
+and the admin, whose forms save no value they did not read.
 """
 
 from __future__ import annotations
 
 import json
+from datetime import timedelta
+from io import StringIO
 
 import pytest
+from django.core.management import call_command
 from django.urls import reverse
+from django.utils import timezone
 
 from django_pgjobs import shown
 from django_pgjobs.api.tokens import issue
-from django_pgjobs.models import Job
+from django_pgjobs.connectors import get_connector
+from django_pgjobs.connectors.errors import ConnectorMisconfigured
+from django_pgjobs.models import Connector, Job, ReadableJSONField, Schedule, WorkerProcess
+from django_pgjobs.scheduler import Scheduler
+from tests.factories import ConnectorFactory
 from tests.test_hardening_rows import insert_job, sql
 
 pytestmark = pytest.mark.django_db
@@ -242,3 +252,189 @@ def test_retry_and_cancel_in_the_admin_read_no_json_of_the_job(admin_client, act
     assert Job.objects.get(pk=job_id).state == ("available" if action == "retry" else "cancelled")
     read = [q["sql"] for q in queries if q["sql"].startswith("SELECT") and '"result"' in q["sql"]]
     assert read == []
+
+
+# -- schedules, connectors and worker processes ------------------------------------------
+
+ADD = "testproject.demo.tasks.add"
+#: A JSON array of one string of this many characters: its text is over the limit.
+LARGE_ARRAY = "jsonb_build_array(repeat('a', 5000))"
+
+
+@pytest.fixture
+def loaded(monkeypatch) -> list[int]:
+    """The length of each JSON value any query loads, as Django reads it."""
+    sizes: list[int] = []
+    read = ReadableJSONField.from_db_value
+
+    def from_db_value(self, value, expression, connection):
+        sizes.append(len(value) if isinstance(value, str | bytes) else 0)
+        return read(self, value, expression, connection)
+
+    monkeypatch.setattr(ReadableJSONField, "from_db_value", from_db_value)
+    return sizes
+
+
+def large_schedule(name: str, column: str, value: str = LARGE_ARRAY) -> Schedule:
+    schedule = Schedule.objects.create(name=name, cron="* * * * *", task=ADD, args=[1, 2])
+    sql(f"UPDATE pgjobs_schedule SET {column} = {value} WHERE id = %s", [schedule.pk])
+    return schedule
+
+
+def test_the_scheduler_reads_no_large_arguments_records_why_and_fires_the_others_once(
+    loaded, caplog
+):
+    good = Schedule.objects.create(name="good", cron="* * * * *", task=ADD, args=[1, 2])
+    large_args = large_schedule("large args", "args")
+    large_kwargs = large_schedule(
+        "large kwargs", "kwargs", "jsonb_build_object('k', repeat('k', 5000))"
+    )
+    wrong_type = large_schedule("args a string", "args", "'\"text\"'")
+    sql("UPDATE pgjobs_schedule SET next_fire_at = now() - interval '1 minute'")
+    now = timezone.now()
+    scheduler = Scheduler(routines=[])
+    scheduler.run_once(now)
+    scheduler.run_once(now)  # nothing is due twice
+    assert good.ticks.get().job_id is not None
+    assert max(loaded) < 2 * PAYLOAD, "a value over the limit was read"
+    for schedule, field in ((large_args, "args"), (large_kwargs, "kwargs")):
+        tick = schedule.ticks.get()
+        assert tick.job_id is None
+        assert tick.error.startswith(f"PayloadError: {field} not read: its JSON is 5,0"), tick.error
+        assert "edit or delete the schedule" in tick.error
+        logged = [r.message for r in caplog.records if r.levelname == "ERROR"]
+        assert any(f"{schedule.name!r}" in m and f"{field} not read" in m for m in logged)
+    assert wrong_type.ticks.get().error and wrong_type.ticks.get().job_id is None
+    assert Job.objects.count() == 1
+    # And the next tick of each fires (or is refused) once more, the others unharmed.
+    scheduler.run_once(now + timedelta(minutes=1))
+    assert good.ticks.count() == 2 and large_args.ticks.count() == 2
+
+
+def test_run_now_of_a_schedule_with_large_arguments_says_why_and_enqueues_nothing(
+    admin_client, loaded
+):
+    schedule = large_schedule("large", "args")
+    answer = admin_client.post(
+        reverse("admin:pgjobs_schedule_run_now", args=[schedule.pk]), follow=True
+    )
+    assert (
+        "nothing enqueued: PayloadError: args not read: its JSON is 5,0" in answer.content.decode()
+    )
+    assert not Job.objects.exists()
+    assert max(loaded, default=0) < 2 * PAYLOAD
+
+
+def test_a_schedule_with_large_arguments_is_shown_without_them_and_saved_without_them(
+    admin_client, loaded
+):
+    schedule = large_schedule("large", "args")
+    listed = admin_client.get(reverse("admin:pgjobs_schedule_changelist"))
+    url = reverse("admin:pgjobs_schedule_change", args=[schedule.pk])
+    page = admin_client.get(url)
+    assert listed.status_code == page.status_code == 200
+    text = page.content.decode()
+    assert "aaaa" not in text and "aaaa" not in listed.content.decode()
+    assert "not shown: its JSON is 5,0" in text and "it is kept as stored" in text
+    assert 'name="args"' not in text and 'name="kwargs"' in text  # read-only, not a field
+    for action in ("enable", "disable"):
+        assert (
+            admin_client.post(
+                reverse(f"admin:pgjobs_schedule_{action}", args=[schedule.pk])
+            ).status_code
+            == 302
+        )
+    assert max(loaded) < 2 * PAYLOAD
+    form = {
+        "name": "large", "enabled": "on", "cron": "*/5 * * * *", "timezone": "UTC",
+        "task": ADD, "kwargs": "{}", "queue": "", "priority": "", "jitter": "0",
+        "overlap": "allow", "catch_up": "latest", "catch_up_window": "", "catch_up_limit": "100",
+    }  # fmt: skip
+    saved = admin_client.post(url, form)
+    assert saved.status_code == 302, saved.content.decode()[:2000]
+    assert sql("SELECT cron, octet_length(args::text) FROM pgjobs_schedule WHERE id = %s",
+               [schedule.pk]) == [("*/5 * * * *", 5004)]  # fmt: skip
+
+
+def large_connector(column: str, value: str) -> Connector:
+    connector = ConnectorFactory(name="hook", secrets={"token": "t0ken-value"})
+    sql(f"UPDATE pgjobs_connector SET {column} = {value} WHERE id = %s", [connector.pk])
+    return connector
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("config", "jsonb_build_object('url', 'http://127.0.0.1:9/', 'pad', repeat('c', 5000))"),
+        ("encrypted_secrets", "repeat('s', 5000)"),
+    ],
+)
+def test_a_job_whose_connector_has_a_large_value_fails_saying_why(worker, loaded, column, value):
+    large_connector(column, value)
+    job = Job.enqueue("django_pgjobs.connectors.tasks.call", connector="hook")
+    assert worker.drain() == {"retryable": 1}
+    error = Job.objects.values_list("errors", flat=True).get(pk=job.pk)[0]["error"]
+    assert f"connector 'hook' is misconfigured: {column}: not read: its " in error
+    with pytest.raises(ConnectorMisconfigured, match=f"{column}: not read: its (JSON|text) is 5,0"):
+        get_connector("hook")
+    assert max(loaded) < 2 * PAYLOAD
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "said"),
+    [
+        ("config", "jsonb_build_object('url', 'http://x/', 'pad', repeat('c', 5000))", "JSON"),
+        ("description", "repeat('d', 5000)", "text"),
+    ],
+)
+def test_a_connector_with_a_large_value_is_shown_without_it_and_saved_without_it(
+    admin_client, loaded, column, value, said
+):
+    connector = large_connector(column, value)
+    listed = admin_client.get(reverse("admin:pgjobs_connector_changelist"))
+    url = reverse("admin:pgjobs_connector_change", args=[connector.pk])
+    page = admin_client.get(url)
+    assert listed.status_code == page.status_code == 200
+    text = page.content.decode()
+    assert f"not shown: its {said} is 50" in text.replace(",", "")
+    assert f'name="{column}"' not in text
+    assert "cccc" not in text and "dddd" not in text and "dddd" not in listed.content.decode()
+    tested = admin_client.post(
+        reverse("admin:pgjobs_connector_changelist"),
+        {"action": "test_connection", "_selected_action": [connector.pk]},
+        follow=True,
+    )
+    assert tested.status_code == 200
+    assert max(loaded) < 2 * PAYLOAD
+    form = {"name": "hook", "kind": "http", "description": "edited",
+            "config": '{"url": "http://127.0.0.1:9/hook"}', "concurrency": "7", "secrets": "",
+            "rate_period": "1"}  # fmt: skip
+    form.pop(column)
+    saved = admin_client.post(url, form)
+    assert saved.status_code == 302, saved.content.decode()[:3000]
+    stored = f"SELECT concurrency, octet_length({column}::text) FROM pgjobs_connector WHERE id = %s"
+    size = sql(f"SELECT octet_length(({value})::text)")[0][0]
+    assert sql(stored, [connector.pk]) == [(7, size)]
+    assert Connector.objects.get(pk=connector.pk).get_secrets() == {"token": "t0ken-value"}
+
+
+def test_a_worker_process_with_large_queues_is_listed_and_shown_without_them(admin_client, loaded):
+    worker = WorkerProcess.objects.create(host="w", pid=1)
+    over = shown.LISTED_BYTES + 2000  # the list reads up to LISTED_BYTES, the page less
+    sql(f"UPDATE pgjobs_workerprocess SET queues = jsonb_build_array(repeat('a', {over})) "
+        "WHERE id = %s", [worker.pk])  # fmt: skip
+    listed = admin_client.get(reverse("admin:pgjobs_workerprocess_changelist"))
+    page = admin_client.get(reverse("admin:pgjobs_workerprocess_change", args=[worker.pk]))
+    assert listed.status_code == page.status_code == 200
+    assert f"not shown: its JSON is {over + 4:,} bytes" in page.content.decode()
+    assert f"not shown: its JSON is {over + 4:,} bytes, over the 10,000" in listed.content.decode()
+    assert "aaaa" not in page.content.decode() and "aaaa" not in listed.content.decode()
+    assert max(loaded) < 2 * PAYLOAD
+
+
+def test_pgjobs_schedules_reads_no_arguments(loaded):
+    large_schedule("large", "args")
+    out = StringIO()
+    call_command("pgjobs", "schedules", "--json", stdout=out)
+    assert [s["name"] for s in json.loads(out.getvalue())["schedules"]] == ["large"]
+    assert max(loaded, default=0) < 2 * PAYLOAD

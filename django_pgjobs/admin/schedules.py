@@ -19,7 +19,8 @@ from .. import conf, health, schedules
 from ..exceptions import UnknownTask
 from ..models import Schedule, SchedulerProcess
 from ..tasks import get_task
-from .base import OperatorAdmin, id_in_url
+from .base import id_in_url
+from .large import LargeValuesAdmin, not_shown_field
 from .schedulers import STALE_AFTER
 
 #: Upcoming fire times listed on a schedule's page.
@@ -69,7 +70,10 @@ def _tick_class(error: str) -> str:
     return "pgjobs-skipped" if error.startswith("skipped:") else "pgjobs-error"
 
 
-class ScheduleAdmin(OperatorAdmin):
+class ScheduleAdmin(LargeValuesAdmin):
+    large_fields = schedules.JOB_VALUES
+    args_not_shown = not_shown_field("args")
+    kwargs_not_shown = not_shown_field("kwargs")
     list_display = (
         "name",
         "cron",
@@ -241,14 +245,18 @@ class ScheduleAdmin(OperatorAdmin):
     def _set_enabled(
         self, request: HttpRequest, schedule_id: str, *, enabled: bool
     ) -> HttpResponse:
-        schedule = get_object_or_404(Schedule, pk=id_in_url(schedule_id, "schedule"))
+        schedule = get_object_or_404(
+            Schedule.objects.only("pk", "name"), pk=id_in_url(schedule_id, "schedule")
+        )
         schedules.set_enabled([schedule.pk], enabled)
         verb = "enabled" if enabled else "disabled"
         self.message_user(request, f"Schedule {schedule.name} {verb}.", messages.SUCCESS)
         return HttpResponseRedirect(reverse("admin:pgjobs_schedule_changelist"))
 
     def run_now_view(self, request: HttpRequest, schedule_id: str) -> HttpResponse:
-        schedule = get_object_or_404(Schedule, pk=id_in_url(schedule_id, "schedule"))
+        schedule = get_object_or_404(
+            Schedule.objects.only("pk", "name"), pk=id_in_url(schedule_id, "schedule")
+        )
         self._run_now(request, [schedule])
         return HttpResponseRedirect(reverse("admin:pgjobs_schedule_changelist"))
 

@@ -29,7 +29,8 @@ from ..models import Job, SchedulerProcess, WorkerProcess
 from ..payload import names_in
 from ..states import JobState
 from ..templatetags.pgjobs_admin import clock_skew, duration, when
-from .base import OperatorAdmin, id_in_url
+from .base import id_in_url
+from .large import LargeValuesAdmin
 
 
 def heartbeat_age() -> ExpressionWrapper:
@@ -52,7 +53,8 @@ def seen(process: WorkerProcess | SchedulerProcess, stale_after: timedelta) -> s
     )
 
 
-class WorkerProcessAdmin(OperatorAdmin):
+class WorkerProcessAdmin(LargeValuesAdmin):
+    large_fields = listed_fields = ("queues",)
     list_display = (
         "id",
         "host",
@@ -71,7 +73,7 @@ class WorkerProcessAdmin(OperatorAdmin):
     fields = (
         "host",
         "pid",
-        "queues",
+        "queue_names",
         "concurrency",
         "started",
         "heartbeat",
@@ -133,6 +135,10 @@ class WorkerProcessAdmin(OperatorAdmin):
 
     @admin.display(description="queues")
     def queue_names(self, worker: WorkerProcess) -> str:
+        # The page's row was read within shown.limit(), the list's within LISTED_BYTES.
+        too_large = worker.not_shown if "not_shown" in worker.__dict__ else self.listed(worker)
+        if "queues" in too_large:
+            return too_large["queues"]
         return ", ".join(names_in(worker.queues)) or "all"
 
     @admin.display(description="started", ordering="started_at")
@@ -188,7 +194,9 @@ class WorkerProcessAdmin(OperatorAdmin):
         return own + super().get_urls()
 
     def stop_view(self, request: HttpRequest, worker_id: str) -> HttpResponse:
-        worker = get_object_or_404(WorkerProcess, pk=id_in_url(worker_id, "worker"))
+        worker = get_object_or_404(
+            WorkerProcess.objects.only("pk", "host", "pid"), pk=id_in_url(worker_id, "worker")
+        )
         workers.request_stop([worker.pk])
         self.message_user(
             request,

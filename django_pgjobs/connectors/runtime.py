@@ -85,19 +85,14 @@ def release_slot(connector_id: int, slot: int, lease: Any, using: str | None = N
 @contextmanager
 def attached(context: JobContext) -> Iterator[None]:
     """Load the job's connector into ``context.connector`` and hold a slot meanwhile."""
-    from ..models import Connector
-    from .store import build
+    from .store import build, load
 
     name = context.job.connector
     if not name:
         yield
         return
     using = conf.get("DATABASE")
-    stored = Connector.objects.using(using).filter(name=name).first()
-    if stored is None:
-        from ..exceptions import UnknownConnector
-
-        raise UnknownConnector(name)
+    stored = load(name, using)
     resolved = build(stored)  # before the slot: a misconfigured connector holds none
     _wait_if_throttled(stored)
     job = context.job

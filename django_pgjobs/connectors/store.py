@@ -11,6 +11,7 @@ from ..exceptions import UnknownConnector
 from ..known import KnownNames
 from ..queues import NAME_CHARACTERS
 from .base import ConnectorKind
+from .errors import ConnectorMisconfigured
 from .registry import check_stored
 
 #: What a connector's name may be (its CHECK constraint; Connector.name is varchar(100)).
@@ -40,12 +41,29 @@ def get_connector(name: str) -> ConnectorKind:
     What a task receives; usable outside jobs too (a view, a shell). Each call
     reads the current row, so rotated URLs and passwords apply at once.
     """
+    return build(load(name, conf.get("DATABASE")))
+
+
+#: What a job's connector is built from, read only within ``shown.limit()`` each.
+BUILT_FROM = ("config", "encrypted_secrets", "secret_names")
+
+
+def load(name: str, using: str) -> Any:
+    """The stored row of connector ``name``, without its description, and with its
+    config and secrets only if each is within ``shown.limit()``: a row written by SQL
+    may hold 255 MB in each, and every job using it would load it. UnknownConnector if
+    there is none; ConnectorMisconfigured, naming the value and its size, for a value
+    over the limit."""
+    from .. import shown
     from ..models import Connector
 
-    stored = Connector.objects.using(conf.get("DATABASE")).filter(name=name).first()
+    rows = Connector.objects.using(using).filter(name=name).defer("description")
+    stored = shown.within(rows, BUILT_FROM).first()
     if stored is None:
         raise UnknownConnector(name)
-    return build(stored)
+    if too_large := shown.unpack(stored, BUILT_FROM, verb="read"):
+        raise ConnectorMisconfigured(stored.name, too_large)
+    return stored
 
 
 def build(stored: Any) -> ConnectorKind:
