@@ -17,7 +17,7 @@ import psycopg
 import pytest
 from asgiref.sync import sync_to_async
 from django.core.asgi import get_asgi_application
-from django.db import connection, connections, transaction
+from django.db import IntegrityError, connection, connections, transaction
 from django.utils import timezone
 
 from django_pgjobs import Job, db, events
@@ -272,6 +272,109 @@ def test_one_inserted_job_is_announced_as_a_batch_of_one_would_be(second_connect
     assert single == {"ids": [one.pk], **task, "state": "available", "attempt": 0}
     assert batch == {"ids": [job.pk for job in pair], **task, "state": "available", "attempt": 0}
     assert list(single) == list(batch)  # same keys in the same order
+
+
+def _received(conn: psycopg.Connection, events: int) -> list[tuple[str, str]]:
+    received: list[tuple[str, str]] = []
+    deadline = time.monotonic() + 10
+    while sum(channel == "pgjobs_events" for channel, _ in received) < events:
+        assert time.monotonic() < deadline, received
+        received += [(n.channel, n.payload) for n in conn.notifies(timeout=1)]
+    return received
+
+
+_ONE_ROW_INSERT = (
+    "INSERT INTO pgjobs_job (task, queue, args, kwargs, state, priority, attempt,"
+    " max_attempts, run_at, created_at, errors, pending_dependencies, meta)"
+    " VALUES ('testproject.demo.tasks.add', 'default', '[1, 2]', '{}', 'available', 0, 0,"
+    " 3, now(), now(), '[]', 0, '{}') RETURNING id"
+)
+
+
+def _trigger_runs(cursor: Any) -> int:
+    cursor.execute("SELECT pg_stat_get_xact_function_calls('pgjobs_announce_inserted'::regproc)")
+    return cursor.fetchone()[0] or 0
+
+
+def test_enqueue_announces_its_job_with_the_bytes_the_trigger_sends(second_connection):
+    """pgjobs_insert_job (Job.enqueue's one job) sends its wake-up and event itself, the
+    trigger skipping its INSERT: the same notifications, byte for byte, as the trigger
+    sends for a one-row INSERT written in SQL; and the mark it skips by is cleared, so
+    an INSERT after it in the same transaction is announced."""
+    second_connection.execute("LISTEN pgjobs_events")
+    second_connection.execute("LISTEN pgjobs_jobs")
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL track_functions = 'pl'")  # counted for this transaction
+        enqueued = Job.enqueue("testproject.demo.tasks.add", args=[1, 2])
+        assert _trigger_runs(cursor) == 0
+        cursor.execute(_ONE_ROW_INSERT)
+        written = cursor.fetchone()[0]
+        assert _trigger_runs(cursor) == 1
+    # Two transactions' worth, so PostgreSQL folds neither pair of notifications.
+    with connection.cursor() as cursor:
+        cursor.execute(_ONE_ROW_INSERT)
+        alone = cursor.fetchone()[0]
+    received = _received(second_connection, 3)
+    events = [payload for channel, payload in received if channel == "pgjobs_events"]
+    assert [channel for channel, _ in received].count("pgjobs_jobs") == 2  # one per commit
+    by_function, in_the_same_transaction, by_trigger = events
+    assert by_function.replace(str(enqueued.pk), "ID") == by_trigger.replace(str(alone), "ID")
+    assert json.loads(in_the_same_transaction)["ids"] == [written]
+
+
+def test_an_insert_a_trigger_makes_during_an_enqueue_is_announced(second_connection):
+    """The mark pgjobs_insert_job sets around its INSERT doesn't silence an INSERT into
+    the job table that another trigger makes while that INSERT runs."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE FUNCTION pgjobs_test_follow_up() RETURNS trigger LANGUAGE plpgsql AS $$"
+            " BEGIN"
+            "  IF NEW.task <> 'testproject.demo.tasks.add' THEN RETURN NULL; END IF;"
+            "  INSERT INTO pgjobs_job (task, queue, args, kwargs, state, priority, attempt,"
+            "   max_attempts, run_at, created_at, errors, pending_dependencies, meta)"
+            "  VALUES ('testproject.demo.tasks.send_welcome', 'mail', '[]', '{}', 'available',"
+            "   0, 0, 3, now(), now(), '[]', 0, '{}');"
+            "  RETURN NULL;"
+            " END $$"
+        )
+    second_connection.execute("LISTEN pgjobs_events")
+    second_connection.execute("LISTEN pgjobs_jobs")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE TRIGGER follow_up AFTER INSERT ON pgjobs_job"
+            " FOR EACH ROW EXECUTE FUNCTION pgjobs_test_follow_up()"
+        )
+        try:
+            enqueued = Job.enqueue("testproject.demo.tasks.add", args=[1, 2])
+        finally:
+            cursor.execute("DROP TRIGGER follow_up ON pgjobs_job")
+            cursor.execute("DROP FUNCTION pgjobs_test_follow_up()")
+    received = _received(second_connection, 2)
+    assert sorted(payload for channel, payload in received if channel == "pgjobs_jobs") == [
+        "default",
+        "mail",
+    ]
+    events = [json.loads(p) for channel, p in received if channel == "pgjobs_events"]
+    follow_up = Job.objects.get(task="testproject.demo.tasks.send_welcome")
+    assert sorted(event["ids"][0] for event in events) == sorted([enqueued.pk, follow_up.pk])
+
+
+def test_a_failed_enqueue_leaves_no_mark_behind(second_connection):
+    """An INSERT of pgjobs_insert_job's that fails (here a CHECK) rolls back, with the
+    caller's savepoint, the mark that makes the trigger skip it."""
+    second_connection.execute("LISTEN pgjobs_events")
+    with transaction.atomic(), connection.cursor() as cursor:
+        with pytest.raises(IntegrityError), transaction.atomic():
+            cursor.execute(
+                "SELECT pgjobs_insert_job('testproject.demo.tasks.add', 'default', '[]',"
+                " '{}', 'available', 0, 0, NULL, now(), now(), NULL, NULL, 0, '{}')"
+            )  # max_attempts 0
+        cursor.execute("SELECT current_setting('pgjobs.announced', true)")
+        assert cursor.fetchone()[0] in (None, "")
+        cursor.execute(_ONE_ROW_INSERT)
+        written = cursor.fetchone()[0]
+    received = _received(second_connection, 1)
+    assert [json.loads(p)["ids"] for _, p in received] == [[written]]
 
 
 def test_an_operator_s_bulk_change_names_each_job_with_its_own_task_and_queue(
