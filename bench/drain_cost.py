@@ -62,6 +62,7 @@ def drain(jobs: int, batch: int, held: int = 0) -> dict[str, float]:
         with transaction.atomic():
             params = {"queue": "default", "limit": held, "now": timezone.now()}
             params |= {"worker_id": None, "states": ["available", "scheduled", "retryable"]}
+            params["most"] = 2_000_000  # loaded.limit() at the default MAX_PAYLOAD_BYTES
             assert len(db.fetch_jobs("claim", params)) == held
     checkpoint_url = os.environ["DATABASE_URL"]
     checkpoint(checkpoint_url)
@@ -83,6 +84,7 @@ def drain(jobs: int, batch: int, held: int = 0) -> dict[str, float]:
                 "now": timezone.now(),
                 "worker_id": None,
                 "states": ["available", "scheduled", "retryable"],
+                "most": 2_000_000,
             }
             claimed = db.fetch_jobs("claim", params)
         spent["claim_server"] += backend_cpu_ns(pid) - server

@@ -241,6 +241,7 @@ def claim_params(batch: int) -> dict[str, Any]:
         "now": timezone.now(),
         "worker_id": None,
         "states": CLAIMABLE,
+        "most": 2_000_000,  # loaded.limit() at the default MAX_PAYLOAD_BYTES
     }
 
 

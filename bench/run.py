@@ -155,6 +155,7 @@ def claim_script(batch: int) -> str:
         "now": "now()",
         "worker_id": "NULL",
         "states": "ARRAY['available', 'scheduled', 'retryable']",
+        "most": "2000000",
     }.items():
         text = text.replace(f"%({name})s", value)
     text = text.replace("pgjobs_job", "plain_job")

@@ -450,7 +450,8 @@ def claims(url: str, count: int = 0, duration: float = 0, until=None) -> list[fl
             if until is not None and until.is_set():
                 break
             params = {"queue": "claim", "now": datetime.now(UTC), "limit": 1,
-                      "states": ["available"], "worker_id": None}  # fmt: skip
+                      "states": ["available"], "worker_id": None,
+                      "most": 2_000_000}  # fmt: skip
             begin = time.perf_counter()
             with conn.transaction():
                 claimed = conn.execute(CLAIM_SQL, params).fetchall()

@@ -240,7 +240,8 @@ class Probe(threading.Thread):
             while not self.done.is_set():
                 conn.execute(PROBE_INSERT)
                 params = {"queue": "probe", "now": datetime.now(UTC), "limit": 1,
-                          "states": ["available"], "worker_id": None}  # fmt: skip
+                          "states": ["available"], "worker_id": None,
+                          "most": 2_000_000}  # fmt: skip
                 begin = time.perf_counter()
                 with conn.transaction():
                     claimed = conn.execute(CLAIM_SQL, params).fetchall()

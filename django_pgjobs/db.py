@@ -32,7 +32,7 @@ from django.db import (
 )
 from psycopg.pq import Format
 
-from . import conf, payload
+from . import conf, loaded, payload
 
 #: What a loop that must go on (a worker's, a scheduler's, an outcome write's retry)
 #: answers by closing its connection and trying again after a pause: the server gone
@@ -350,6 +350,10 @@ def fetch_jobs(name: str, params: dict[str, Any], using: str | None = None) -> l
                     fields[attname] = payload.unreadable(value, error)
                     if attname in _NEEDED_TO_RUN:
                         problems = {**(problems or {}), attname: fields[attname].problem}
+        sizes = fields.get("oversized")
+        if sizes is not None:  # a claim left out a value over its limit (loaded.py)
+            over = loaded.left_out(fields, sizes, params["most"])
+            problems = {**(problems or {}), **over} if over else problems
         if problems:
             # The worker fails such a job at once (execution.unrunnable) and goes on.
             job.unreadable = "; ".join(f"{name}: {why}" for name, why in problems.items())

@@ -74,7 +74,11 @@ def crashes(job: Job) -> int:
 
 def wanted(job: Job) -> bool:
     """Whether ``job`` must run alone: a worker was lost while holding it, or its
-    task asks for it (``@task(isolated=True)``)."""
+    task asks for it (``@task(isolated=True)``). Never one that can't run as its claim
+    read it (its args too large to load: loaded.py): a child would read its row whole,
+    and its thread fails it at once."""
+    if getattr(job, "unreadable", None):
+        return False
     return (crashes(job) > 0 or _asked_by_its_task(job)) and available()
 
 

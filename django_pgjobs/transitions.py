@@ -22,7 +22,7 @@ from django.db import transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
-from . import conf, db, events, limits, payload, signals
+from . import conf, db, events, limits, loaded, payload, signals
 from .backoff import Backoff
 from .exceptions import JobGone
 from .models import Job, Queue
@@ -62,9 +62,12 @@ def _move(
 def _refresh(job: Job) -> bool:
     """Read ``job`` again, unless its row is gone: an operator may delete a job
     (once cancelled) while its thread still runs; the object then stays as it was.
-    False if the row is gone."""
+    False if the row is gone. Not the JSON values its claim left out (loaded.py)."""
+    fields = None
+    if getattr(job, "oversized", None) is not None:
+        fields = [f.attname for f in Job._meta.concrete_fields if f.attname not in loaded.COLUMNS]
     with contextlib.suppress(Job.DoesNotExist):
-        job.refresh_from_db()
+        job.refresh_from_db(fields=fields)
         return True
     return False
 
@@ -192,9 +195,12 @@ def finish(
         rows = [_outcome_row(outcome) for outcome in group]
         outcomes_json = db.as_json(rows)
         written = {
-            row["id"]: row for row in db.fetch_dicts("finish", {"outcomes": outcomes_json}, using)
+            row["id"]: row
+            for row in db.fetch_dicts(
+                "finish", {"outcomes": outcomes_json, "most": loaded.limit()}, using
+            )
         }
-        for outcome in group:
+        for outcome, written_row in zip(group, rows, strict=True):
             job, row = outcome.job, written.get(outcome.job.id)
             results[job.id] = row is not None
             if row is None:
@@ -211,6 +217,8 @@ def finish(
             if row["errors"] is not None:
                 errors = row["errors"]
                 job.errors = payload.loads(errors) if isinstance(errors, str) else errors
+            elif "error" in written_row:  # too large to send back (loaded.py)
+                job.errors = [written_row["error"]]  # the record written, at least
         # finish.sql leaves publishing its events to us (see events.publish).
         changes = [(o.job, S.EXECUTING.value) for o in group if results[o.job.id]]
         if publish is None:

@@ -32,6 +32,7 @@ from . import (
     events,
     isolation,
     limits,
+    loaded,
     logs,
     lostclaims,
     maintenance,
@@ -235,6 +236,7 @@ class Worker:
         now = now or self.clock()
         worker_id = self.record.pk if self.record else None
         configs = self._queue_configs()
+        most = loaded.limit()  # no larger JSON value is loaded (loaded.py)
         self._room_at = None  # set again by the claims of full rate limits
         ordered = sorted(
             self.queues, key=lambda name: -(configs.get(name) or {}).get("priority", 0)
@@ -253,6 +255,7 @@ class Worker:
                 "now": now,
                 "worker_id": worker_id,
                 "states": self.states,
+                "most": most,
             }
             if config.get("limited"):
                 claimed += self._claim_limited(params)

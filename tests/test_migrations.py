@@ -96,6 +96,7 @@ def test_the_claim_query_uses_the_claim_index():
                 "now": "2026-01-01T00:00:00Z",
                 "worker_id": None,
                 "states": ["available", "retryable", "scheduled"],
+                "most": 2_000_000,
             },
         )
         plan = "\n".join(row[0] for row in cursor.fetchall())

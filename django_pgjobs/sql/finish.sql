@@ -39,4 +39,9 @@ WHERE job.id = ANY (ARRAY(SELECT id FROM outcome))
   AND job.id = outcome.id
   AND (job.state = 'executing') IS TRUE  -- state is NOT NULL: the same as = 'executing'
   AND job.lease = outcome.lease
-RETURNING job.id, CASE WHEN outcome.error IS NULL THEN NULL ELSE job.errors END AS errors
+-- Errors over %(most)s bytes stored (written by SQL) are not sent back (loaded.py).
+RETURNING job.id,
+    CASE
+        WHEN outcome.error IS NOT NULL AND pg_column_size(job.errors) <= %(most)s
+        THEN job.errors
+    END AS errors
