@@ -49,7 +49,7 @@ def left_out(fields: dict[str, Any], sizes: list[int | None], most: int) -> dict
         else:
             fields[column] = _EMPTY[column]()
             why = too_large(size, most)
-            logger.warning("job %s: %s: %s; it runs without it", fields.get("id"), column, why)
+            logger.warning("job %s: %s: %s", fields.get("id"), column, why)
     return problems
 
 

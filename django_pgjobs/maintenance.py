@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from django.db import transaction
 from django.db.models import Q
 
-from . import clocks, conf, db, limits, signals
+from . import clocks, conf, db, limits, loaded, signals
 from .models import Job, WorkerProcess
 from .states import JobState
 
@@ -44,7 +44,13 @@ def rescue_orphaned(
         # host stepped back, a frozen test clock) must not make every live worker's
         # fresh heartbeat look ahead, and take back every job that runs.
         beyond = max(now, clocks.database_now(using)) + stale
-        params = {"now": now, "stale_before": stale_before, "beyond": beyond, "dead_workers": dead}
+        params = {
+            "now": now,
+            "stale_before": stale_before,
+            "beyond": beyond,
+            "dead_workers": dead,
+            "most": loaded.limit(),
+        }
         rescued = db.fetch_jobs("rescue", params, using)
         gone = (
             WorkerProcess.objects.using(using)
@@ -61,10 +67,18 @@ def rescue_orphaned(
         )
     for job in rescued:
         # The error rescue.sql appended says which worker and what happens next.
-        logger.info("rescued job %s (%s): %s", job.pk, job.task, job.errors[-1]["error"])
+        logger.info("rescued job %s (%s): %s", job.pk, job.task, _last_error(job))
         signal = signals.job_discarded if job.state == JobState.DISCARDED else signals.job_retrying
         signal.send(sender=Job, job=job, error=None, rescued=True)
     return len(rescued)
+
+
+def _last_error(job: Job) -> str:
+    """The error rescue.sql appended; not loaded if the job's errors are too large
+    (written by SQL, loaded.py)."""
+    if not job.errors:
+        return "(its errors are too large to load; see the job)"
+    return job.errors[-1]["error"]
 
 
 def reclaim_forgotten(
@@ -82,6 +96,7 @@ def reclaim_forgotten(
         "held": held,
         "claimed_before": claimed_before,
         "now": now,
+        "most": loaded.limit(),
     }
     reclaimed = db.fetch_jobs("reclaim_forgotten", params, using)
     for job in reclaimed:

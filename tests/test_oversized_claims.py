@@ -6,13 +6,17 @@ rest of its batch runs; one without its errors or result runs (loaded.py).
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.db import connection
+from django.utils import timezone
 
+from django_pgjobs import db, maintenance
 from django_pgjobs.models import Job, Queue
 from django_pgjobs.worker import Worker
 from tests.conftest import WorkerProcess
-from tests.factories import JobFactory
+from tests.factories import JobFactory, WorkerProcessFactory
 from tests.test_hardening_rows import insert_job, sql
 
 pytestmark = pytest.mark.django_db
@@ -125,14 +129,26 @@ def test_a_job_whose_errors_or_result_are_too_large_runs(worker, caplog, column,
     assert f"job {job_id}: {column}: its JSON is {size:,} bytes stored" in caplog.text
 
 
-def test_a_failed_attempt_of_a_job_whose_errors_are_too_large_is_written_and_logged(worker, caplog):
+def test_a_failed_attempt_of_a_job_whose_errors_are_too_large_is_written_and_logged(
+    worker, caplog, monkeypatch
+):
     errors = (
         "(SELECT jsonb_agg(jsonb_build_object('error', "
         "(SELECT string_agg(md5((i * j)::text), '') FROM generate_series(1, 1000) AS j))) "
         "FROM generate_series(1, 10) AS i)"
     )
     job_id = insert_job(args="'[1]'", max_attempts="1", errors=errors)  # add(1): TypeError
+    sent_back = []
+    fetch_dicts = db.fetch_dicts
+
+    def spy(name, *args, **kwargs):
+        rows = fetch_dicts(name, *args, **kwargs)
+        sent_back.extend(row["errors"] for row in rows if name == "finish")
+        return rows
+
+    monkeypatch.setattr(db, "fetch_dicts", spy)
     assert worker.drain() == {"discarded": 1}
+    assert sent_back == [None]  # the outcome write sends no such errors back
     count, last = sql(
         "SELECT jsonb_array_length(errors), errors -> -1 ->> 'error' FROM pgjobs_job WHERE id = %s",
         [job_id],
@@ -141,6 +157,49 @@ def test_a_failed_attempt_of_a_job_whose_errors_are_too_large_is_written_and_log
     assert f"job {job_id} (testproject.demo.tasks.add) discarded after attempt 1: {last}" in (
         caplog.text
     )
+
+
+@pytest.fixture
+def returned(monkeypatch) -> list[Job]:
+    """The jobs ``db.fetch_jobs`` returns (a spy: the statements run as ever)."""
+    jobs: list[Job] = []
+    fetch_jobs = db.fetch_jobs
+
+    def spy(*args, **kwargs):
+        jobs.extend(fetch_jobs(*args, **kwargs))
+        return jobs
+
+    monkeypatch.setattr(db, "fetch_jobs", spy)
+    return jobs
+
+
+@pytest.mark.parametrize("column", ["args", "errors"])
+def test_a_rescue_loads_no_value_over_the_limit(returned, caplog, column):
+    """The worker that held it died (out of memory on it, in an older version): the
+    worker that rescues it must not load it whole in its turn."""
+    now = timezone.now()
+    dead = WorkerProcessFactory(heartbeat_at=now - timedelta(minutes=5))
+    job = JobFactory(executing=True, worker=dead)
+    value = OVER["args"] if column == "args" else f"jsonb_build_array({OVER['args']})"
+    sql(f"UPDATE pgjobs_job SET {column} = {value} WHERE id = %s", [job.pk])
+    assert maintenance.rescue_orphaned(now, stale_after=60) == 1
+    (rescued,) = returned
+    assert getattr(rescued, column) in (None, []) and rescued.oversized is not None
+    assert Job.objects.get(pk=job.pk).state == "available"
+    if column == "errors":
+        assert f"job {job.pk}: errors: its JSON is" in caplog.text
+        assert "its errors are too large to load" in caplog.text
+
+
+def test_a_reclaim_loads_no_value_over_the_limit(returned):
+    now = timezone.now()
+    live = WorkerProcessFactory(heartbeat_at=now)
+    job = JobFactory(executing=True, worker=live, attempted_at=now - timedelta(minutes=5))
+    sql(f"UPDATE pgjobs_job SET args = {OVER['args']} WHERE id = %s", [job.pk])
+    assert maintenance.reclaim_forgotten(live.pk, [], now - timedelta(minutes=1), now) == 1
+    (reclaimed,) = returned
+    assert reclaimed.args is None and reclaimed.oversized is not None
+    assert Job.objects.get(pk=job.pk).state == "available"
 
 
 @pytest.mark.slow
