@@ -4,10 +4,11 @@ Enqueue refuses arguments over ``MAX_PAYLOAD_BYTES``, but a row written any othe
 (SQL, an older version, before the limit was lowered) may hold up to jsonb's 255 MB in
 each column, and a claim of up to 1,000 jobs loaded them all: a worker that claimed
 such a job could run out of memory, and so could the next after each rescue. So the
-claim statements send no value whose stored size is over the limit, and say which in
-their ``oversized`` column (sql/claim.sql). A job without its args, kwargs or meta
-can't run: the worker discards it at once, saying why (execution.unrunnable). Its
-errors and result are not needed to run it: left out, the job runs.
+claim statements (and the rescue's, the reclaim's) send no value whose stored size is
+over the limit, and say which in their ``oversized`` column (sql/claim.sql). A job
+without its args, kwargs or meta can't run: the worker discards it at once, saying
+why (execution.unrunnable). Its errors and result are not needed to run it: left
+out, the job runs.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from . import conf
+from . import shown
 
 logger = logging.getLogger(__name__)
 
@@ -30,10 +31,12 @@ _EMPTY = {"errors": list, "result": lambda: None}
 
 
 def limit() -> int:
-    """Most bytes a claim loads of one JSON value, as PostgreSQL stores it: twice
-    ``MAX_PAYLOAD_BYTES``, the most the API and the admin show (shown.limit), so that
-    whatever enqueue and workers write is loaded whole."""
-    return 2 * conf.get("MAX_PAYLOAD_BYTES")
+    """Most bytes a claim loads of one JSON value, as PostgreSQL stores it: what the API
+    and the admin show of one as text (``shown.limit``, twice ``MAX_PAYLOAD_BYTES``), so
+    that whatever enqueue and workers write is loaded whole. The stored size, not the
+    text's: ``pg_column_size`` reads it without loading the value (``octet_length`` of
+    the text converts it all, on every claim)."""
+    return shown.limit()
 
 
 def left_out(fields: dict[str, Any], sizes: list[int | None], most: int) -> dict[str, str]:
