@@ -205,6 +205,13 @@ def _send(runs: list[Run], using: str) -> None:
         db.fetch_dicts(statement, {"payloads": payloads(runs)}, using)
 
 
+#: How long a worker's publisher retries a batch of events through an outage, from
+#: its first failure, before it drops them (logged), and the waits it draws its
+#: retries' pauses from (the last one repeated).
+PUBLISH_RETRY_FOR = 2.6
+PUBLISH_RETRY_WAITS = (0.1, 0.5, 2.0)
+
+
 class Publisher:
     """``publish`` from a thread of its own, for a worker.
 
@@ -256,20 +263,29 @@ class Publisher:
             connections.close_all()
 
     def _send(self, batch: list[Run]) -> None:
-        for delay in (0.1, 0.5, 2.0, None):
+        """Send ``batch``, retrying for ``PUBLISH_RETRY_FOR`` seconds from its first
+        failure; then drop it (logged): the worker's claims and outcomes go on."""
+        waits = iter(PUBLISH_RETRY_WAITS)
+        give_up_at: float | None = None
+        while True:
             began, seen = time.monotonic(), outage.generation(self.using)
             try:
                 _send(batch, self.using)
-                if delay != 0.1:  # back after a failure, on a new connection
+                if give_up_at is not None:  # back after a failure, on a new connection
                     outage.reachable(self.using, began)
                 return
             except DatabaseError as error:
-                if delay is None:
+                now = time.monotonic()
+                if give_up_at is not None and now >= give_up_at:
                     logger.error("dropped %d job event(s): %s", len(batch), outage.describe(error))
                     return
+                give_up_at = give_up_at or now + PUBLISH_RETRY_FOR
                 if isinstance(error, db.CONNECTION_TROUBLE):
                     outage.unreachable(self.using, error)  # said once per outage
                 else:
                     logger.warning("could not publish job events (%s); retrying", error)
                 connections[self.using].close()
-                outage.pause(self.using, delay, since=seen)  # this thread has nothing else to do
+                # Drawn, so a fleet's publishers don't retry in step; the budget is
+                # counted in time, so drawing shorter waits doesn't shorten it.
+                wait = outage.spread(next(waits, PUBLISH_RETRY_WAITS[-1]))
+                outage.pause(self.using, min(wait, give_up_at - now), since=seen)

@@ -398,7 +398,8 @@ def _through_outage(
             outage.unreachable(using, error)  # said once per outage, not per retry
             for conn in connections.all(initialized_only=True):
                 conn.close()
-            outage.pause(using, delay, since=seen)  # cut short when the database is back
+            # Drawn (a fleet's completers out of step) and cut short when the database is back.
+            outage.pause(using, outage.spread(delay), since=seen)
             delay = min(delay * 2, 5.0)
             failed = True
         else:

@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 import pytest
@@ -206,3 +207,59 @@ def test_spread_draws_reach_across_the_range():
     assert waits == sorted(waits) and waits[0] == 5.0 and waits[-1] > 9.99
     drawn = {outage.spread(10.0) for _ in range(200)}  # the draw a retry makes itself
     assert all(5.0 <= wait <= 10.0 for wait in drawn) and len(drawn) > 1
+
+
+@pytest.fixture
+def unreachable_alias(django_db_blocker: Any) -> Iterator[str]:
+    """A database alias whose server refuses every connection (nothing listens on
+    port 1)."""
+    from django.db import connections
+
+    name = f"unreachable-{time.monotonic_ns()}"
+    connections.settings[name] = {**connections.settings["default"], "PORT": "1"}
+    with django_db_blocker.unblock():  # it never gets as far as a database
+        yield name
+    connections[name].close()
+    del connections.settings[name]
+    outage._states.pop(name, None)
+
+
+@pytest.fixture
+def drawn(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The waits handed to ``outage.spread`` (which still draws as it does)."""
+    asked: list[float] = []
+    real = outage.spread
+
+    def recorded(seconds: float, draw: float | None = None) -> float:
+        asked.append(seconds)
+        return real(seconds, draw)
+
+    monkeypatch.setattr(outage, "spread", recorded)
+    return asked
+
+
+def test_the_publisher_draws_its_waits_and_keeps_its_whole_budget(unreachable_alias, drawn, caplog):
+    """A fleet's publishers lose the server together: their retries are drawn (out of
+    step), and counted in time, so the shorter draws don't drop events sooner."""
+    from django_pgjobs import events
+
+    publisher = events.Publisher(unreachable_alias)
+    began = time.monotonic()
+    with caplog.at_level(logging.ERROR, logger="django_pgjobs"):
+        publisher._send([(("t", "default", "available", None, 0), [1, 2])])
+    took = time.monotonic() - began
+    assert drawn[:3] == list(events.PUBLISH_RETRY_WAITS)
+    assert events.PUBLISH_RETRY_FOR - 0.05 <= took < events.PUBLISH_RETRY_FOR + 2.0
+    assert any("dropped 1 job event(s)" in m for m in caplog.messages)
+
+
+def test_an_outcome_write_draws_its_waits(unreachable_alias, drawn):
+    from django.db import connections
+
+    from django_pgjobs import execution
+
+    def write() -> None:
+        connections[unreachable_alias].ensure_connection()
+
+    assert execution._through_outage(write, "write an outcome", give_up_after=0.5) is None
+    assert drawn[:3] == [0.1, 0.2, 0.4]
