@@ -23,6 +23,7 @@ from django.utils import timezone
 from django_pgjobs.api.tokens import issue
 from django_pgjobs.models import Connector, Job, Queue, Schedule, SchedulerProcess
 from django_pgjobs.scheduler import Scheduler
+from django_pgjobs.states import JobState
 from django_pgjobs.worker import Worker
 from tests.conftest import WorkerProcess
 from tests.factories import JobFactory
@@ -131,21 +132,72 @@ def rows() -> None:
     )
 
 
-def test_the_job_tables_constraints_are_the_models():
-    """Migration 0003 writes them by hand (to add them NOT VALID): they must say what
-    the models say, as Django would have written them."""
+#: The job table's constraints that migration 0023 writes by hand, compactly.
+COMPACT = ("pgjobs_job_state_valid", "pgjobs_job_times_in_range", "pgjobs_job_timeout_in_range")
+
+_EARLIEST, _END = "'0001-01-02 00:00:00+00'", "'9999-12-31 00:00:00+00'"
+_JUST_BEFORE = "::timestamptz - interval '1 microsecond'"
+#: (column, SQL values) to try: each edge of each rule, on both sides, and NULL.
+_TIMES = [f"{_EARLIEST}{_JUST_BEFORE}", _EARLIEST, f"{_END}{_JUST_BEFORE}", _END, "now()"]
+_EDGES = {
+    **{column: _TIMES for column in ("run_at", "created_at")},
+    **{column: [*_TIMES, "NULL"] for column in ("attempted_at", "finished_at")},
+    "state": [*(f"'{state}'" for state in JobState.values), "'Available'", "''", "'done'"],
+    "timeout": ["NULL", "0", "-1", "1e-9", "31536000", "31536000.000001", "'NaN'",
+                "'Infinity'", "'-Infinity'"],
+}  # fmt: skip
+
+
+def test_the_job_tables_hand_written_constraints_say_what_the_models_say():
+    """Migration 0023 writes three of them compactly (PostgreSQL plans every CHECK for
+    every statement): each must accept and refuse exactly what the model's, as Django
+    writes it, does, at every edge."""
     sql("CREATE TEMP TABLE model_job (LIKE pgjobs_job)")
+    sql("CREATE TEMP TABLE table_job (LIKE pgjobs_job)")
     for constraint in Job._meta.constraints:
-        if constraint.name.startswith("pgjobs_job_time"):
+        if constraint.name in COMPACT:
             with connection.schema_editor(atomic=False) as editor:
-                definition = constraint.constraint_sql(Job, editor)
-            sql(f"ALTER TABLE model_job ADD {definition}")
-    query = (
-        "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint"
-        " WHERE conrelid = %s::regclass AND conname LIKE 'pgjobs_job_time%%' ORDER BY 1"
-    )
-    assert sql(query, ["pgjobs_job"]) == sql(query, ["model_job"])
-    assert len(sql(query, ["pgjobs_job"])) == 2
+                sql(f"ALTER TABLE model_job ADD {constraint.constraint_sql(Job, editor)}")
+            (definition,) = sql(
+                "SELECT pg_get_constraintdef(oid) FROM pg_constraint"
+                " WHERE conrelid = 'pgjobs_job'::regclass AND conname = %s",
+                [constraint.name],
+            )[0]
+            sql(f"ALTER TABLE table_job ADD CONSTRAINT {constraint.name} {definition}")
+    added = "SELECT count(*) FROM pg_constraint WHERE conrelid = 'model_job'::regclass"
+    assert sql(added) == [(3,)]
+    differences = []
+    for column, values in _EDGES.items():
+        for value in values:
+            taken = {table: _accepts(table, column, value) for table in ("model", "table")}
+            if taken["model"] != taken["table"]:
+                differences.append((column, value, taken))
+    assert differences == []
+    # Not vacuous: the edges include what both refuse.
+    assert not _accepts("table", "timeout", "0") and _accepts("table", "timeout", "NULL")
+    assert not _accepts("table", "finished_at", _END) and _accepts("table", "state", "'waiting'")
+
+
+def _accepts(table: str, column: str, value: str) -> bool:
+    row = {
+        "task": "'t'", "queue": "'default'", "args": "'[]'", "kwargs": "'{}'",
+        "state": "'available'", "priority": "0", "attempt": "0", "max_attempts": "1",
+        "run_at": "now()", "created_at": "now()", "errors": "'[]'",
+        "pending_dependencies": "0", "meta": "'{}'", "id": "1",
+    }  # fmt: skip
+    row[column] = value
+    try:
+        with transaction.atomic():
+            sql(f"INSERT INTO {table}_job ({', '.join(row)}) VALUES ({', '.join(row.values())})")
+            raise _Accepted
+    except _Accepted:
+        return True
+    except IntegrityError:
+        return False
+
+
+class _Accepted(Exception):
+    """Rolls back a row that went in."""
 
 
 # -- the readers survive what still gets in --------------------------------------------------

@@ -321,6 +321,7 @@ MIGRATIONS_AFTER_SQUASH = [
     "0020_few_edges_per_job",
     "0021_cascade_in_a_loop",
     "0022_insert_job_announces_itself",
+    "0023_compact_job_checks",
 ]
 
 
