@@ -162,7 +162,9 @@ def _check_queues() -> list[Error]:
         errors.append(
             _error(
                 f"PGJOBS['DEFAULT_QUEUE'] {default!r} is not in PGJOBS['QUEUES'].",
-                "Add it to QUEUES so jobs without a queue have somewhere to go.",
+                f"Add {default!r}: {{}} to PGJOBS['QUEUES']{_own_queues_note()}, or set "
+                "PGJOBS['DEFAULT_QUEUE'] to one of its queues: jobs whose task names no "
+                "queue go there.",
                 7,
             )
         )
@@ -208,7 +210,20 @@ def check_task_queues(app_configs: Any = None, databases: Any = None, **kwargs: 
     stored = _stored_queues(alias, list(undeclared)) if undeclared else set()
     if stored is None:  # the database could not say: no guess
         return []
-    return [_missing_queue(name, names) for name, names in undeclared.items() if name not in stored]
+    missing = [name for name in undeclared if name not in stored]
+    return [_missing_queue(name, undeclared[name], declared) for name in missing]
+
+
+def _own_queues() -> bool:
+    """Whether PGJOBS sets QUEUES, which replaces the default one whole."""
+    return "QUEUES" in (getattr(settings, "PGJOBS", None) or {})
+
+
+def _own_queues_note() -> str:
+    """Why the default queue is gone, where PGJOBS has a QUEUES of its own."""
+    if not _own_queues():
+        return ""
+    return f" (a QUEUES of your own replaces the default one, {conf.DEFAULTS['QUEUES']!r})"
 
 
 def _alias_and_queues() -> tuple[str, dict[str, Any]]:
@@ -250,18 +265,27 @@ def _stored_queues(alias: str, names: list[str]) -> set[str] | None:
         return None  # unreachable, or refused: a check never fails on that
 
 
-def _missing_queue(name: str, task_names: list[str]) -> Warning:
+def _missing_queue(name: str, task_names: list[str], declared: dict[str, Any]) -> Warning:
     more = len(task_names) - 3
     shown = ", ".join(task_names[:3]) + (f" and {more} more" if more > 0 else "")
     which = f"Task {shown} names" if len(task_names) == 1 else f"Tasks {shown} name"
     return Warning(
         f"{which} queue {name!r}, which is neither in PGJOBS['QUEUES'] nor in the queue "
         "table: enqueueing raises UnknownQueue.",
-        hint=f"Add {name!r}: {{}} to PGJOBS['QUEUES'] (migrate, or a worker's start, "
-        "creates its row), or create the queue in the admin (Background jobs → Queues).",
+        hint=f"{_queue_line(name, declared)} (migrate, or a worker's start, creates its "
+        "row), or create the queue in the admin (Background jobs → Queues).",
         obj="settings.PGJOBS",
         id="pgjobs.W002",
     )
+
+
+def _queue_line(name: str, declared: dict[str, Any]) -> str:
+    """The setting that declares queue ``name``. Without a QUEUES of the project's own,
+    the whole of it: a QUEUES of only ``name`` would drop the default queue (E007)."""
+    if _own_queues():
+        return f"Add {name!r}: {{}} to PGJOBS['QUEUES']"
+    whole = {**declared, name: {}}
+    return f"Set PGJOBS['QUEUES'] = {whole!r}"
 
 
 def _known_options_hint(unknown: set[Any]) -> str:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -215,6 +217,29 @@ def test_a_queue_of_the_table_or_the_settings_is_no_mistake(reports_task, settin
     with CaptureQueriesContext(connection) as queried:
         assert queue_warnings() == []
     assert queried.captured_queries == [], "every queue declared: nothing to read"
+
+
+@pytest.mark.django_db
+def test_without_queues_of_ones_own_the_hint_is_a_whole_queues_that_passes(reports_task, settings):
+    # "Add 'reports': {} to PGJOBS['QUEUES']", done literally where PGJOBS has no QUEUES,
+    # gave QUEUES = {"reports": {}}: no "default" queue left, and E007 failed the check.
+    settings.PGJOBS = {key: value for key, value in settings.PGJOBS.items() if key != "QUEUES"}
+    (warning,) = queue_warnings()
+    line = re.search(r"^Set (PGJOBS\['QUEUES'\] = \{.*\}) \(migrate", warning.hint)
+    assert line, warning.hint
+    assert line.group(1) == "PGJOBS['QUEUES'] = {'default': {}, 'reports': {}}"
+    settings.PGJOBS = {**settings.PGJOBS, "QUEUES": ast.literal_eval(line.group(1).split(" = ")[1])}
+    assert check_settings() == [] and queue_warnings() == []
+
+
+def test_a_default_queue_left_out_of_queues_says_the_line_to_add(settings):
+    (said,) = messages({"QUEUES": {"reports": {}}}, settings)
+    assert said == (
+        "PGJOBS['DEFAULT_QUEUE'] 'default' is not in PGJOBS['QUEUES']. Add 'default': {} "
+        "to PGJOBS['QUEUES'] (a QUEUES of your own replaces the default one, "
+        "{'default': {}}), or set PGJOBS['DEFAULT_QUEUE'] to one of its queues: jobs "
+        "whose task names no queue go there."
+    )
 
 
 @pytest.mark.django_db
