@@ -1,8 +1,9 @@
 """Prometheus metrics: queue gauges read from the database at scrape time, and the
 exposition served by ``metrics_view`` (web processes) and ``runworker --metrics-port``.
 
-``prometheus_client`` is an optional extra (``pip install "django-pgjobs[prometheus]"``);
-nothing here imports it until metrics are asked for.
+``prometheus_client`` is an optional extra (``pip install "prometheus-client>=0.20"``, or
+the ``prometheus`` extra of django-pgjobs); nothing here imports it until metrics are
+asked for.
 
 The gauges are read when Prometheus scrapes, through the indexes the admin's
 dashboard counts from, so they are as fresh as the scrape and cost no work
@@ -37,7 +38,10 @@ if TYPE_CHECKING:
     from .enqueue import JobSpec
     from .models import Job
 
-INSTALL_HINT = 'metrics need prometheus_client: pip install "django-pgjobs[prometheus]"'
+#: The ``prometheus`` extra's requirement (pyproject.toml). The hint names it, not
+#: ``django-pgjobs[prometheus]``: installed from a clone, pgjobs is not on PyPI to be found.
+REQUIREMENT = "prometheus-client>=0.20"
+INSTALL_HINT = f'metrics need prometheus_client: pip install "{REQUIREMENT}"'
 
 
 def require_client() -> None:

@@ -1,7 +1,7 @@
 """OpenTelemetry tracing: a span for each enqueue and for each job's run, linked.
 
 ``PGJOBS["MIDDLEWARE"]`` entry ``"django_pgjobs.tracing.TracingMiddleware"``; needs
-``opentelemetry-api`` (``pip install "django-pgjobs[opentelemetry]"``) and, to send the
+``opentelemetry-api`` (``pip install "opentelemetry-api>=1.24"``) and, to send the
 spans anywhere, the SDK or an agent configured as OpenTelemetry documents.
 
 At enqueue, a ``send <queue>`` span (kind PRODUCER) wraps the insert, and its trace
@@ -30,7 +30,9 @@ if TYPE_CHECKING:
 #: Where a job keeps the trace context of its enqueue.
 META_KEY = "otel"
 SYSTEM = "pgjobs"
-INSTALL_HINT = 'tracing needs opentelemetry-api: pip install "django-pgjobs[opentelemetry]"'
+#: The ``opentelemetry`` extra's requirement (pyproject.toml), named as metrics.py names its.
+REQUIREMENT = "opentelemetry-api>=1.24"
+INSTALL_HINT = f'tracing needs opentelemetry-api: pip install "{REQUIREMENT}"'
 
 
 class TracingMiddleware:

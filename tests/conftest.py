@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,13 @@ from django_pgjobs import db, stats
 from django_pgjobs.worker import Worker
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def optional_dependencies() -> dict[str, list[str]]:
+    """pyproject.toml's extras: what an install hint must name, since a line like
+    ``pip install "django-pgjobs[prometheus]"`` finds nothing until it is on PyPI."""
+    with (ROOT / "pyproject.toml").open("rb") as file:
+        return tomllib.load(file)["project"]["optional-dependencies"]
 
 
 def maintenance_connection(settings: dict[str, Any]) -> psycopg.Connection:

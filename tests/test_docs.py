@@ -124,3 +124,21 @@ def test_no_page_repeats_a_heading():
                     repeated.append(f"{page.relative_to(ROOT)}: {line}")
                 seen.add(line)
     assert repeated == []
+
+
+def test_each_install_line_of_an_extra_names_what_pip_can_find():
+    # pgjobs is installed from a clone: `pip install "django-pgjobs[prometheus]"`, as
+    # the metrics page and runworker's error said, found no such distribution.
+    from django_pgjobs import metrics, tracing
+    from tests.conftest import optional_dependencies
+
+    pages = [ROOT / "README.md", *DOCS.rglob("*.md")]
+    bare = re.compile(r"""pip install ["']?django-pgjobs\[""")
+    assert [page.name for page in pages if bare.search(page.read_text())] == []
+    extras = optional_dependencies()
+    assert extras["prometheus"] == [metrics.REQUIREMENT]
+    assert extras["opentelemetry"] == [tracing.REQUIREMENT]
+    said = {page.name: " ".join(page.read_text().split()) for page in pages}
+    assert f'pip install "{metrics.REQUIREMENT}"' in said["operations.md"]
+    assert f'pip install "{tracing.REQUIREMENT}"' in said["operations.md"]
+    assert f'pip install "{extras["pydantic"][0]}"' in said["typed-arguments.md"]

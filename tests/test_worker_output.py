@@ -187,4 +187,5 @@ def test_runworker_help_says_each_default_and_where_it_comes_from(settings):
     assert "(default: PGJOBS['WORKER_CONCURRENCY'], here 4)" in shown
     assert "(default: PGJOBS['POLL_INTERVAL'], here 0.5)" in shown
     assert "(default 1; for jobs that compute, about one per core)" in shown
-    assert "pip install 'django-pgjobs[prometheus]'" in shown
+    (requirement,) = conftest.optional_dependencies()["prometheus"]
+    assert f"pip install '{requirement}'" in shown  # not on PyPI: not django-pgjobs[...]

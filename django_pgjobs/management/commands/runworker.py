@@ -25,6 +25,7 @@ from django_pgjobs import (
     unmigrated,
 )
 from django_pgjobs.exceptions import InvalidQueueName, UnknownQueue
+from django_pgjobs.metrics import REQUIREMENT as METRICS_REQUIREMENT
 from django_pgjobs.metrics import require_client
 from django_pgjobs.supervisor import run_processes
 from django_pgjobs.worker import Worker
@@ -88,7 +89,7 @@ class Command(BaseCommand):
             type=int,
             default=None,
             help="Serve /metrics, /livez and /readyz on this port (needs "
-            "pip install 'django-pgjobs[prometheus]').",
+            f"pip install '{METRICS_REQUIREMENT}').",
         )
         parser.add_argument(
             "--metrics-address", default="0.0.0.0", help="Address of --metrics-port (all)."
