@@ -234,9 +234,24 @@ def _has_unstorable_text(encoded: str, value: Any) -> bool:
     return False
 
 
+#: How ``_find_bad_value`` names a value of a type JSON has not.
+_FOREIGN = re.compile(r" \(type \w+\)$")
+
+#: Said when a task's argument is such a value: a date is the usual one, and
+#: ``@task(typed=True)`` is how a task takes it.
+TYPED_HINT = (
+    "; arguments are stored as JSON: pass JSON's own types (a date as its isoformat()), "
+    "or declare the task with @task(typed=True) to pass the dates, datetimes, Decimals, "
+    "UUIDs, enums and dataclasses its type hints name (docs/typed-arguments.md)"
+)
+
+
 def _refuse_arguments(args: Any, kwargs: Any) -> None:
-    _refuse(args, "args")
-    _refuse(kwargs, "kwargs")
+    for value, name in ((args, "args"), (kwargs, "kwargs")):
+        bad = _find_bad_value(value, name)
+        if bad:
+            hint = TYPED_HINT if _FOREIGN.search(bad) else ""
+            raise PayloadError(f"{name} can't be stored as JSON: {bad}{hint}", field=name)
 
 
 def _refuse(value: Any, name: str) -> None:

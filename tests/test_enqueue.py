@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from http import HTTPStatus
 
 import pytest
@@ -295,6 +295,27 @@ def test_a_rolled_back_transaction_leaves_no_job():
 def test_arguments_that_are_not_json_raise_naming_the_value_and_write_nothing(args, kwargs, named):
     with pytest.raises(TypeError, match=named.replace("[", r"\[").replace("]", r"\]")):
         Job.enqueue("testproject.demo.tasks.add", args=args, kwargs=kwargs)
+    assert not Job.objects.exists()
+
+
+def test_a_date_argument_is_refused_saying_how_to_pass_one():
+    # A date is the first non-JSON argument a new user passes: the error named it and
+    # its type but not the two ways to pass one, its isoformat() or @task(typed=True).
+    due = date(2026, 1, 31)
+    calls = (
+        lambda: add.enqueue(1, due),
+        lambda: Job.enqueue("testproject.demo.tasks.add", kwargs={"a": 1, "b": due}),
+        lambda: Job.enqueue_many([{"task": "testproject.demo.tasks.add", "args": [1, due]}]),
+    )
+    for call in calls:
+        with pytest.raises(PayloadError) as refused:
+            call()
+        said = str(refused.value)
+        assert "= datetime.date(2026, 1, 31) (type date); arguments are stored as JSON" in said
+        assert "isoformat()" in said and "@task(typed=True)" in said
+    with pytest.raises(PayloadError) as refused:  # not a type's fault: no such hint
+        add.enqueue(1, float("nan"))
+    assert "typed=True" not in str(refused.value)
     assert not Job.objects.exists()
 
 
