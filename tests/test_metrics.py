@@ -269,7 +269,7 @@ def test_metrics_port_needs_the_client_and_a_free_port(monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", without_client)
-    with pytest.raises(CommandError, match=r"pip install \"django-pgjobs\[prometheus\]\""):
+    with pytest.raises(CommandError, match=r"pip install \"prometheus-client>=0\.20\""):
         call_command("runworker", "--metrics-port", "0")
 
 
