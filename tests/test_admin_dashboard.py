@@ -383,9 +383,9 @@ def test_the_chart_is_read_without_parallel_workers_and_the_setting_put_back(mon
         assert seen == ["0"] and workers() == "3"
 
 
-def _no_worker_warning(admin_client, url: str) -> str | None:
+def _no_worker_warning(admin_client, url: str, opening: str = "No worker is running") -> str | None:
     page = admin_client.get(url).content.decode()
-    start = page.find("No worker is running")
+    start = page.find(opening)
     return None if start < 0 else page[start : page.index("</li>", start)]
 
 
@@ -406,3 +406,28 @@ def test_the_job_list_and_dashboard_say_when_due_jobs_wait_with_no_worker(admin_
     assert _no_worker_warning(admin_client, url) is not None
     Queue.objects.update_or_create(name="default", defaults={"paused": True})
     assert _no_worker_warning(admin_client, url) is None  # a paused queue waits on purpose
+
+
+@pytest.mark.parametrize("page", ["admin:pgjobs_job_changelist", "admin:pgjobs_dashboard"])
+def test_they_say_when_the_running_workers_serve_other_queues(admin_client, page):
+    # A newcomer created a queue in the admin while a worker ran for "every queue": the
+    # worker had read that list at its start, and the queue's jobs just sat there.
+    url, opening = reverse(page), "No running worker serves queue"
+    Queue.objects.get_or_create(name="reports")
+    worker = WorkerProcessFactory(queues=["default"])
+    job = JobFactory(queue="reports")
+    Job.objects.filter(pk=job.pk).update(run_at=timezone.now() - timedelta(minutes=2))
+    warning = _no_worker_warning(admin_client, url, opening)
+    assert re.search(r"queue &#x27;reports&#x27;, and a job of it has waited 1[23]\ds", warning)
+    assert "Restart the workers, or start one with `--queues reports`" in warning
+    assert _no_worker_warning(admin_client, url) is None  # a worker does run
+    # Rows written by SQL with queues that are no list of names serve nothing, and
+    # break nothing.
+    for odd in ({"reports": 1}, "reports", 0, [["reports"]]):
+        WorkerProcessFactory(queues=odd)
+        assert _no_worker_warning(admin_client, url, opening) is not None
+    WorkerProcess.objects.filter(pk=worker.pk).update(queues=["default", "reports"])
+    assert _no_worker_warning(admin_client, url, opening) is None
+    WorkerProcess.objects.filter(pk=worker.pk).update(queues=["default"])
+    Queue.objects.filter(name="reports").update(paused=True)
+    assert _no_worker_warning(admin_client, url, opening) is None  # paused on purpose

@@ -13,7 +13,8 @@ from typing import Any
 from django.contrib import messages
 from django.contrib.admin import ModelAdmin
 from django.contrib.admin.utils import quote
-from django.db.models.functions import Now
+from django.db.models import Exists, OuterRef
+from django.db.models.functions import JSONArray, Now
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -77,30 +78,42 @@ UNATTENDED_AFTER = timedelta(seconds=60)
 
 
 def no_worker_warning(now: datetime | None = None) -> str | None:
-    """What the job list and the dashboard say when no worker is alive (by its
-    heartbeat) and a due job of an unpaused queue has waited over UNATTENDED_AFTER;
-    None otherwise. Jobs only run by ``POST /jobs/run`` wait too: it says so."""
+    """What the job list and the dashboard say when a due job of an unpaused queue has
+    waited over UNATTENDED_AFTER and no worker alive (by its heartbeat) serves its
+    queue, none at all or none of that queue; None otherwise. Jobs only run by
+    ``POST /jobs/run`` wait too: it says so."""
     using = conf.get("DATABASE")
     stale_after = timedelta(seconds=conf.get("WORKER_STALE_AFTER"))
     # By the database's clock, which stamps heartbeats.
-    if WorkerProcess.objects.using(using).filter(heartbeat_at__gte=Now() - stale_after).exists():
-        return None
+    alive = WorkerProcess.objects.using(using).filter(heartbeat_at__gte=Now() - stale_after)
     now = now or timezone.now()
-    paused = Queue.objects.using(using).filter(paused=True).values("name")
+    due = stats.due_jobs(now, using).filter(run_at__lt=now - UNATTENDED_AFTER)
+    some_alive = alive.exists()
+    if some_alive:
+        # A queue made in the admin after the workers started: "every queue" is read
+        # at a worker's start, so its jobs sat there while the workers looked busy.
+        serving = alive.filter(queues__contains=JSONArray(OuterRef("name")))
+        unserved = Queue.objects.using(using).filter(paused=False).exclude(Exists(serving))
+        due = due.filter(queue__in=unserved.values("name"))
+    else:
+        due = due.exclude(queue__in=Queue.objects.using(using).filter(paused=True).values("name"))
     # One job that waited that long, not the longest: the claim index finds one at
     # once, where the oldest of each queue read all of a backlog of millions.
-    waited = (
-        stats.due_jobs(now, using)
-        .filter(run_at__lt=now - UNATTENDED_AFTER)
-        .exclude(queue__in=paused)
-        .values_list("queue", "run_at")[:1]
-    )
+    waited = due.values_list("queue", "run_at")[:1]
     if not waited:
         return None
     name, since = waited[0]
+    age = f"{(now - since).total_seconds():.0f}s"
+    if some_alive:
+        return (
+            f"No running worker serves queue {name!r}, and a job of it has waited {age}: "
+            "a worker takes jobs from the queues it started with (without --queues, "
+            "every queue that existed then). Restart the workers, or start one with "
+            f"`--queues {name}`. See Worker processes."
+        )
     return (
         f"No worker is running, and a job of queue {name!r} has waited "
-        f"{(now - since).total_seconds():.0f}s: jobs run only while `python manage.py "
+        f"{age}: jobs run only while `python manage.py "
         "runworker` runs (or when `POST /jobs/run` runs them). See Worker processes."
     )
 
