@@ -50,7 +50,12 @@ async def _arefreshed(job: Job) -> Job:
 
 
 def _timed_out(job: Job, timeout: float | None) -> TimeoutError:
-    return TimeoutError(f"job {job.pk} did not finish within {timeout:g}s")
+    """Says where the job (just read again) stands: a job no worker took reads as one
+    the worker is slow with, where the cause is that no worker serves its queue."""
+    where = f"it is {job.state}, on queue {job.queue!r}"
+    if job.state == "available":
+        where += " (no worker has taken it: is `manage.py runworker` running for that queue?)"
+    return TimeoutError(f"job {job.pk} did not finish within {timeout:g}s: {where}")
 
 
 def checked_timeout(timeout: object) -> float | None:

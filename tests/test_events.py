@@ -136,8 +136,16 @@ def test_wait_returns_at_once_for_a_finished_job(worker):
 
 def test_wait_times_out_with_a_clear_error():
     job = add.enqueue(1, 1)
-    with pytest.raises(TimeoutError, match=f"job {job.pk} did not finish within 0.2s"):
+    with pytest.raises(TimeoutError, match=f"job {job.pk} did not finish within 0.2s") as error:
         job.wait(timeout=0.2)
+    # Where it stands: with no worker, a newcomer's wait() ran out with nothing saying why.
+    assert str(error.value).endswith(
+        ": it is available, on queue 'default' (no worker has taken it: "
+        "is `manage.py runworker` running for that queue?)"
+    )
+    later = add.using(run_at=timezone.now() + timedelta(hours=1)).enqueue(1, 1)
+    with pytest.raises(TimeoutError, match=r"0s: it is scheduled, on queue 'default'$"):
+        later.wait(timeout=0)
 
 
 def test_wait_returns_within_milliseconds_of_completion(threaded_worker):
