@@ -233,11 +233,17 @@ def _attempt(job: Job, clock: Clock, context: JobContext) -> Outcome | str:
         if outcome.state == JobState.RETRYABLE and logger.isEnabledFor(logging.INFO):
             # As the job's error record says it, not repr().
             failure = context.mask(limits.shortened(transitions.error_line(error), 500))
+            # When it runs again: a newcomer's log said it failed, not that it would retry.
+            retry_in = (
+                logs.delay((outcome.run_at - outcome.at).total_seconds()) if outcome.run_at else "?"
+            )
             logger.info(
-                "job %s (%s) attempt %s failed: %s",
+                "job %s (%s) attempt %s of %s failed, retry in %s: %s",
                 job.pk,
                 job.task,
                 job.attempt,
+                job.max_attempts,
+                retry_in,
                 failure,
                 extra=logs.job_fields(job),
             )

@@ -134,6 +134,17 @@ def in_words(counts: dict[Any, int]) -> str:
     return ", ".join(f"{named[word]} {word}" for word in ordered) or "no jobs"
 
 
+def delay(seconds: float) -> str:
+    """A wait as a person reads it: 0.9s, 12s, 3m 5s, 2h 10m, 1d 4h."""
+    if seconds < 10:
+        return f"{max(seconds, 0.0):.1f}s"
+    whole = round(seconds)
+    for unit, size, smaller, small in (("d", 86400, "h", 3600), ("h", 3600, "m", 60)):
+        if whole >= size:
+            return f"{whole // size}{unit} {whole % size // small}{smaller}"
+    return f"{whole // 60}m {whole % 60}s" if whole >= 60 else f"{whole}s"
+
+
 #: The order of a stop summary: a worker's outcomes, then a scheduler's ticks.
 WORDS_ORDER = ("completed", "retryable", "scheduled", "discarded", "cancelled",
                "fired", "skipped", "failed")  # fmt: skip

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -46,8 +47,12 @@ def test_runworker_speaks_by_default():
     assert f"django-pgjobs {__version__} worker " in out
     assert " started: database " in out and "concurrency 10, prefetch auto, pid " in out
     # Each failed attempt reads as its error record does (it printed a repr() before).
-    failed = f"job {retried.pk} (tests.tasks_for_tests.raises_odd) attempt 1 failed: "
-    assert f"{failed}ValueError: ('plain', 'plain')\n" in out
+    # With how many it has and when it runs again (the demo's backoff: 2 s, jittered).
+    failed = f"job {retried.pk} (tests.tasks_for_tests.raises_odd) attempt 1 of 3 failed, "
+    assert re.search(
+        re.escape(failed) + r"retry in [12]\.\ds: " + re.escape("ValueError: ('plain', 'plain')\n"),
+        out,
+    ), out
     # The last one is one line, the discard's warning: it was a failed attempt line too.
     [line] = [line for line in out.splitlines() if f"job {discarded.pk} " in line]
     assert line.endswith(
@@ -66,6 +71,11 @@ def test_a_summary_reads_in_a_fixed_order_not_the_order_things_happened():
     counts = {JobState.DISCARDED: 1, "odd": 2, JobState.COMPLETED: 3, JobState.RETRYABLE: 0}
     assert logs.in_words(counts) == "3 completed, 1 discarded, 2 odd"
     assert logs.in_words({"fired": 0}) == "no jobs"
+
+
+def test_a_retry_delay_reads_as_a_person_says_it():
+    said = [logs.delay(s) for s in (-1, 0.94, 9.96, 12.4, 185, 7800, 86400, 100_000)]
+    assert said == ["0.0s", "0.9s", "10.0s", "12s", "3m 5s", "2h 10m", "1d 0h", "1d 3h"]
 
 
 def where_libpq_goes(monkeypatch: pytest.MonkeyPatch, host: str, port: int) -> str:
