@@ -145,8 +145,36 @@ def parse_expression(expression: str) -> str:
             # Jenkins' "H" needs a per-job seed; the schedule's name would do, but
             # the fire times would then change on rename. Not supported.
             error = "'H' (hashed) fields are not supported"
+        elif refused := _refused_field(fields):
+            name, field, values = refused
+            error = f"its {name} field, {field!r}, is wrong (it takes {values}; croniter: {error})"
         raise InvalidCron(f"invalid cron expression {expression!r}: {error}") from None
     return expression
+
+
+#: Each field's name and values, for an error that says which field is wrong (croniter
+#: says "[61 * * * *] is not acceptable, out of range", naming none).
+FIELDS = (
+    ("minute", "0-59"),
+    ("hour", "0-23"),
+    ("day-of-month", "1-31 or L"),
+    ("month", "1-12 or jan-dec"),
+    ("day-of-week", "0-7 or sun-sat"),
+)
+SECOND = ("second", "0-59")
+
+
+def _refused_field(fields: list[str]) -> tuple[str, str, str] | None:
+    """The first field croniter refuses alone, the others "*", as its name, text and
+    values (``("minute", "61", "0-59")``); None if each passes alone."""
+    named = ((SECOND,) if len(fields) == 6 else ()) + FIELDS
+    for index, ((name, values), field) in enumerate(zip(named, fields, strict=True)):
+        alone = " ".join(field if at == index else "*" for at in range(len(fields)))
+        try:
+            croniter(standard(alone), datetime(2000, 1, 1), second_at_beginning=len(fields) == 6)
+        except (CroniterBadCronError, CroniterError, ValueError, KeyError):
+            return name, field, values
+    return None
 
 
 def parse_interval(expression: str) -> timedelta:

@@ -4,6 +4,7 @@ for five- and six-field cron and @every intervals; catch-up plans and jitter."""
 from __future__ import annotations
 
 import itertools
+import re
 import zoneinfo
 from datetime import UTC, datetime, timedelta
 
@@ -145,6 +146,23 @@ def test_aliases_are_accepted():
 )
 def test_invalid_expressions_say_what_is_wrong(expression, message):
     with pytest.raises(InvalidCron, match=message):
+        Cron.parse(expression)
+
+
+@pytest.mark.parametrize(
+    "expression, said",
+    [
+        ("61 * * * *", "its minute field, '61', is wrong (it takes 0-59; croniter: "),
+        ("0 9 * * mon-fry", "its day-of-week field, 'mon-fry', is wrong (it takes 0-7 or sun-sat"),
+        ("0 24 * * *", "its hour field, '24', is wrong (it takes 0-23"),
+        ("60 0 9 * * *", "its second field, '60', is wrong (it takes 0-59"),
+        ("0 0 1 13 *", "its month field, '13', is wrong (it takes 1-12 or jan-dec"),
+    ],
+)
+def test_an_invalid_field_is_named(expression, said):
+    # croniter names none ("[61 * * * *] is not acceptable, out of range"): a newcomer's
+    # schedule in settings failed `check` with the whole expression to stare at.
+    with pytest.raises(InvalidCron, match=re.escape(f"expression {expression!r}: {said}")):
         Cron.parse(expression)
 
 
