@@ -13,7 +13,7 @@ from typing import Any
 from django.contrib import messages
 from django.contrib.admin import ModelAdmin
 from django.contrib.admin.utils import quote
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, OuterRef, QuerySet
 from django.db.models.functions import JSONArray, Now
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.response import TemplateResponse
@@ -77,15 +77,19 @@ def dashboard_data(now: datetime | None = None) -> dict[str, Any]:
 UNATTENDED_AFTER = timedelta(seconds=60)
 
 
+def alive_workers(using: str) -> QuerySet[WorkerProcess]:
+    """Workers whose heartbeat is fresh, by the database's clock (which stamps it)."""
+    stale_after = timedelta(seconds=conf.get("WORKER_STALE_AFTER"))
+    return WorkerProcess.objects.using(using).filter(heartbeat_at__gte=Now() - stale_after)
+
+
 def no_worker_warning(now: datetime | None = None) -> str | None:
     """What the job list and the dashboard say when a due job of an unpaused queue has
     waited over UNATTENDED_AFTER and no worker alive (by its heartbeat) serves its
     queue, none at all or none of that queue; None otherwise. Jobs only run by
     ``POST /jobs/run`` wait too: it says so."""
     using = conf.get("DATABASE")
-    stale_after = timedelta(seconds=conf.get("WORKER_STALE_AFTER"))
-    # By the database's clock, which stamps heartbeats.
-    alive = WorkerProcess.objects.using(using).filter(heartbeat_at__gte=Now() - stale_after)
+    alive = alive_workers(using)
     now = now or timezone.now()
     due = stats.due_jobs(now, using).filter(run_at__lt=now - UNATTENDED_AFTER)
     some_alive = alive.exists()
