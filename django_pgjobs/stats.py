@@ -36,7 +36,7 @@ from django.db.models import (
 from django.dispatch import receiver
 from django.utils import timezone
 
-from . import clocks, conf, db
+from . import clocks, conf, db, shown
 from .models import Job, Queue, WorkerProcess
 from .states import ACTIVE, CLAIMABLE, FINISHED, JobState
 
@@ -553,12 +553,18 @@ def finished_tallies(using: str | None = None, cap: int | None = None) -> dict[s
 
 
 def workers(now: datetime | None = None, using: str | None = None) -> list[dict[str, Any]]:
-    """Every worker row, newest first, with the age of its heartbeat and whether it is alive."""
+    """Every worker row, newest first, with the age of its heartbeat and whether it is alive.
+
+    Its queues are read only within ``shown.LISTED_BYTES``, as the admin's list reads
+    them: a row written by SQL may hold 255 MB there, and one of 100 MB made
+    ``pgjobs stats`` take 560 MB (71 MB now). Queues over it are None, and
+    ``not_shown`` says why."""
     now = now or clocks.database_now(using)  # heartbeats are stamped by the database
     stale_after = conf.get("WORKER_STALE_AFTER")
     rows = WorkerProcess.objects.using(using or conf.get("DATABASE")).order_by("-started_at", "-pk")
     listed = []
-    for row in rows:
+    for row in shown.within(rows, LISTED_WORKER_FIELDS, shown.LISTED_BYTES):
+        not_shown = shown.unpack(row, LISTED_WORKER_FIELDS, shown.LISTED_BYTES)
         age = max(0.0, (now - row.heartbeat_at).total_seconds())
         listed.append(
             {
@@ -572,6 +578,11 @@ def workers(now: datetime | None = None, using: str | None = None) -> list[dict[
                 "heartbeat_age": age,
                 "alive": age <= stale_after,
                 "stop_requested": row.stop_requested,
+                "not_shown": not_shown,
             }
         )
     return listed
+
+
+#: The worker rows' columns that may be large, written by SQL (the others are bounded).
+LISTED_WORKER_FIELDS = ("queues",)

@@ -13,7 +13,7 @@ from datetime import timedelta
 from io import StringIO
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.urls import reverse
 from django.utils import timezone
 
@@ -419,10 +419,8 @@ def test_a_connector_with_a_large_value_is_shown_without_it_and_saved_without_it
 
 
 def test_a_worker_process_with_large_queues_is_listed_and_shown_without_them(admin_client, loaded):
-    worker = WorkerProcess.objects.create(host="w", pid=1)
     over = shown.LISTED_BYTES + 2000  # the list reads up to LISTED_BYTES, the page less
-    sql(f"UPDATE pgjobs_workerprocess SET queues = jsonb_build_array(repeat('a', {over})) "
-        "WHERE id = %s", [worker.pk])  # fmt: skip
+    worker = large_worker(over)
     listed = admin_client.get(reverse("admin:pgjobs_workerprocess_changelist"))
     page = admin_client.get(reverse("admin:pgjobs_workerprocess_change", args=[worker.pk]))
     assert listed.status_code == page.status_code == 200
@@ -438,3 +436,58 @@ def test_pgjobs_schedules_reads_no_arguments(loaded):
     call_command("pgjobs", "schedules", "--json", stdout=out)
     assert [s["name"] for s in json.loads(out.getvalue())["schedules"]] == ["large"]
     assert max(loaded, default=0) < 2 * PAYLOAD
+
+
+def large_worker(over: int = shown.LISTED_BYTES + 2000) -> WorkerProcess:
+    worker = WorkerProcess.objects.create(host="w", pid=1)
+    sql(f"UPDATE pgjobs_workerprocess SET queues = jsonb_build_array(repeat('a', {over})) "
+        "WHERE id = %s", [worker.pk])  # fmt: skip
+    return worker
+
+
+def test_pgjobs_stats_reads_no_large_queues_of_a_worker_and_says_why(loaded):
+    large_worker()
+    WorkerProcess.objects.create(host="v", pid=2, queues=["mail"])
+    out = StringIO()
+    call_command("pgjobs", "stats", "--json", stdout=out)
+    by_host = {w["host"]: w for w in json.loads(out.getvalue())["workers"]}
+    assert by_host["v"]["queues"] == ["mail"] and by_host["v"]["not_shown"] == {}
+    assert by_host["w"]["queues"] is None and by_host["w"]["alive"]
+    said = "not shown: its JSON is 12,004 bytes, over the 10,000 shown"
+    assert by_host["w"]["not_shown"] == {"queues": said}
+    out = StringIO()
+    call_command("pgjobs", "stats", stdout=out)
+    assert said in out.getvalue() and "aaaa" not in out.getvalue()
+    assert max(loaded) < 2 * PAYLOAD
+
+
+def test_rotation_refuses_a_connector_whose_secrets_are_too_large_and_rotates_the_others(
+    settings, loaded
+):
+    settings.PGJOBS = {**settings.PGJOBS, "SECRET_KEYS": ["a" * 32]}
+    good = ConnectorFactory(name="good", secrets={"token": "t0ken-value"})
+    large = ConnectorFactory(name="large", secrets={"token": "t0ken-value"})
+    padded = ConnectorFactory(name="padded", secrets={"token": "t0ken-value"})
+    sql("UPDATE pgjobs_connector SET encrypted_secrets = repeat('s', 5000) WHERE id = %s",
+        [large.pk])  # fmt: skip
+    sql("UPDATE pgjobs_connector SET description = repeat('d', 5000), config = "
+        "jsonb_build_object('url', 'http://x/', 'pad', repeat('c', 5000)) WHERE id = %s",
+        [padded.pk])  # fmt: skip
+    settings.PGJOBS = {**settings.PGJOBS, "SECRET_KEYS": ["b" * 32, "a" * 32]}
+    out = StringIO()
+    with pytest.raises(CommandError) as raised:
+        call_command("rotate_connector_secrets", stdout=out)
+    assert "re-encrypted the secrets of 2 connector(s)" in out.getvalue()
+    assert str(raised.value) == (
+        "not re-encrypted, so the key that encrypted them is still needed: connector 'large': "
+        "encrypted_secrets not read: its text is 5,000 bytes, over the 2,000 read "
+        "(twice PGJOBS['MAX_PAYLOAD_BYTES']) (enter its secrets again, or delete it)"
+    )
+    assert max(loaded, default=0) < 2 * PAYLOAD
+    settings.PGJOBS = {**settings.PGJOBS, "SECRET_KEYS": ["b" * 32]}  # the old key is gone
+    for rotated in (good, padded):
+        assert Connector.objects.get(pk=rotated.pk).get_secrets() == {"token": "t0ken-value"}
+    kept = "SELECT encrypted_secrets = repeat('s', 5000) FROM pgjobs_connector WHERE id = %s"
+    assert sql(kept, [large.pk]) == [(True,)]
+    padding = "SELECT octet_length(description) FROM pgjobs_connector WHERE id = %s"
+    assert sql(padding, [padded.pk]) == [(5000,)]

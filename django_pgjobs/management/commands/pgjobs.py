@@ -166,7 +166,7 @@ class Command(BaseCommand):
                         w["id"],
                         w["host"],
                         w["pid"],
-                        _names(w["queues"]),
+                        w["not_shown"].get("queues") or _names(w["queues"]),
                         w["concurrency"],
                         duration(w["heartbeat_age"]) + " ago",
                         _worker_state(w),

@@ -7,9 +7,13 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
+from django.utils import timezone
 
-from django_pgjobs import conf, secrets, unmigrated
+from django_pgjobs import conf, secrets, shown, unmigrated
 from django_pgjobs.models import Connector
+
+#: The one column rotation reads of a connector besides its name.
+SECRETS = ("encrypted_secrets",)
 
 
 class Command(BaseCommand):
@@ -24,14 +28,41 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         using = conf.get("DATABASE")
-        rotated = 0
+        rotated, refused = 0, []
         with transaction.atomic(using=using):
-            stored = Connector.objects.using(using).select_for_update()
-            for connector in stored.exclude(encrypted_secrets=""):
-                try:
-                    connector.encrypted_secrets = secrets.rotate(connector.encrypted_secrets)
-                except secrets.SecretsUnreadable as error:
-                    raise CommandError(f"connector {connector.name!r}: {error}") from None
-                connector.save(update_fields=["encrypted_secrets", "updated_at"])
+            stored = Connector.objects.using(using).select_for_update().only("pk", "name")
+            for connector in shown.within(stored.exclude(encrypted_secrets=""), SECRETS):
+                if why := self.too_large(connector):
+                    refused.append(why)
+                    continue
+                self.rotate(connector, using)
                 rotated += 1
         self.stdout.write(f"re-encrypted the secrets of {rotated} connector(s)")
+        if refused:
+            raise CommandError(
+                "not re-encrypted, so the key that encrypted them is still needed: "
+                + "; ".join(refused)
+            )
+
+    @staticmethod
+    def too_large(connector: Connector) -> str | None:
+        """Why a connector's secrets were not read (too large: a row written by SQL may
+        hold 255 MB there, no connector can use them), or None if they were."""
+        if too_large := shown.unpack(connector, SECRETS, verb="read"):
+            return (
+                f"connector {connector.name!r}: encrypted_secrets {too_large['encrypted_secrets']}"
+                " (enter its secrets again, or delete it)"
+            )
+        return None
+
+    @staticmethod
+    def rotate(connector: Connector, using: str) -> None:
+        """Write the connector's secrets re-encrypted, and nothing else: ``save()`` would
+        check (and so load) its other columns, which may be as large."""
+        try:
+            token = secrets.rotate(connector.encrypted_secrets)
+        except secrets.SecretsUnreadable as error:
+            raise CommandError(f"connector {connector.name!r}: {error}") from None
+        Connector.objects.using(using).filter(pk=connector.pk).update(
+            encrypted_secrets=token, updated_at=timezone.now()
+        )
