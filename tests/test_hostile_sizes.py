@@ -491,3 +491,52 @@ def test_rotation_refuses_a_connector_whose_secrets_are_too_large_and_rotates_th
     assert sql(kept, [large.pk]) == [(True,)]
     padding = "SELECT octet_length(description) FROM pgjobs_connector WHERE id = %s"
     assert sql(padding, [padded.pk]) == [(5000,)]
+
+
+def large_tick(schedule: Schedule, size: int = shown.LISTED_BYTES + 2000) -> None:
+    sql("INSERT INTO pgjobs_scheduletick (fire_at, fired_at, error, schedule_id) "
+        f"VALUES (now(), now(), repeat('e', {size}), %s)", [schedule.pk])  # fmt: skip
+
+
+def test_a_schedule_page_names_a_large_tick_error_instead_of_showing_it(admin_client):
+    schedule = Schedule.objects.create(name="s", cron="* * * * *", task=ADD)
+    large_tick(schedule)
+    page = admin_client.get(reverse("admin:pgjobs_schedule_change", args=[schedule.pk]))
+    assert page.status_code == 200
+    assert "not shown: its text is 12,000 bytes, over the 10,000 shown" in page.content.decode()
+    assert "eeee" not in page.content.decode()
+
+
+def large_rows_of_each_admin() -> dict[str, int]:
+    """A schedule, a connector and a worker process, each with large values, and
+    rows deleted with them holding large values too (a tick) or pointing back (a slot)."""
+    schedule = large_schedule("large", "args")
+    large_tick(schedule)
+    connector = large_connector(
+        "config", "jsonb_build_object('url', 'http://x/', 'pad', repeat('c', 5000))"
+    )
+    sql("UPDATE pgjobs_connector SET description = repeat('d', 5000) WHERE id = %s",
+        [connector.pk])  # fmt: skip
+    sql("INSERT INTO pgjobs_connectorslot (connector_id, slot, job_id, lease) "
+        "VALUES (%s, 1, 1, gen_random_uuid())", [connector.pk])  # fmt: skip
+    return {"schedule": schedule.pk, "connector": connector.pk, "workerprocess": large_worker().pk}
+
+
+@pytest.mark.parametrize("page", ["change", "delete", "history"])
+@pytest.mark.parametrize("query", ["", "?_to_field=id"])
+def test_no_admin_page_of_a_row_reads_a_large_value_of_it_or_of_rows_deleted_with_it(
+    admin_client, loaded, page, query
+):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    for model, pk in large_rows_of_each_admin().items():
+        with CaptureQueriesContext(connection) as queries:
+            answer = admin_client.get(reverse(f"admin:pgjobs_{model}_{page}", args=[pk]) + query)
+        assert answer.status_code == 200, (model, answer.content[:500])
+        text = answer.content.decode()
+        assert "aaaa" not in text and "cccc" not in text and "dddd" not in text, model
+        assert max(loaded, default=0) < 2 * PAYLOAD, model
+        for text_column in ('"pgjobs_scheduletick"."error"', '"pgjobs_connector"."description"'):
+            whole = [q["sql"] for q in queries if f"{text_column}," in q["sql"]]
+            assert not whole, (model, whole[0][:300])
