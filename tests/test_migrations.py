@@ -322,6 +322,7 @@ MIGRATIONS_AFTER_SQUASH = [
     "0021_cascade_in_a_loop",
     "0022_insert_job_announces_itself",
     "0023_compact_job_checks",
+    "0024_schedule_changes_by_column",
 ]
 
 
