@@ -194,8 +194,8 @@ def _check_queues() -> list[Error]:
 
 @register(Tags.database)
 def check_task_queues(app_configs: Any = None, databases: Any = None, **kwargs: Any) -> list[Any]:
-    """pgjobs.W002: a task's ``queue=`` names no queue, in PGJOBS["QUEUES"] or in the
-    queue table (the admin creates rows): each enqueue of it raises UnknownQueue.
+    """pgjobs.W002: a task's ``queue=`` names no queue, in PGJOBS["QUEUES"] or among the
+    admin's queues (rows of the queue table): each enqueue of it raises UnknownQueue.
 
     Rows are read only as Django's own checks that query do: tagged ``database``, run
     for the databases asked for (``check --database``, ``migrate``), never by a plain
@@ -270,8 +270,8 @@ def _missing_queue(name: str, task_names: list[str], declared: dict[str, Any]) -
     shown = ", ".join(task_names[:3]) + (f" and {more} more" if more > 0 else "")
     which = f"Task {shown} names" if len(task_names) == 1 else f"Tasks {shown} name"
     return Warning(
-        f"{which} queue {name!r}, which is neither in PGJOBS['QUEUES'] nor in the queue "
-        "table: enqueueing raises UnknownQueue.",
+        f"{which} queue {name!r}, which is neither in PGJOBS['QUEUES'] nor a queue of the "
+        "admin (Background jobs → Queues): enqueueing raises UnknownQueue.",
         hint=f"{_queue_line(name, declared)} (migrate, or a worker's start, creates its "
         "row), or create the queue in the admin (Background jobs → Queues).",
         obj="settings.PGJOBS",

@@ -198,7 +198,7 @@ def test_a_tasks_queue_in_neither_settings_nor_table_is_warned_about(reports_tas
     (warning,) = queue_warnings()
     assert warning.msg == (
         f"Task {REPORTS} names queue 'reports', which is neither in PGJOBS['QUEUES'] nor "
-        "in the queue table: enqueueing raises UnknownQueue."
+        "a queue of the admin (Background jobs → Queues): enqueueing raises UnknownQueue."
     )
     assert warning.hint.startswith("Add 'reports': {} to PGJOBS['QUEUES']")
     # `check --database default` (and `migrate`) say so; a plain `check` reads no table.

@@ -199,3 +199,50 @@ def test_runworker_help_says_each_default_and_where_it_comes_from(settings):
     assert "(default 1; for jobs that compute, about one per core)" in shown
     (requirement,) = conftest.optional_dependencies()["prometheus"]
     assert f"pip install '{requirement}'" in shown  # not on PyPI: not django-pgjobs[...]
+
+
+def test_a_worker_on_a_database_missing_a_migration_warns_once_naming_it_and_runs():
+    from django.core.management import call_command
+    from django.db.migrations.loader import MigrationLoader
+
+    graph = MigrationLoader(connection).graph
+    (latest,) = [node for node in graph.leaf_nodes() if node[0] == "pgjobs"]
+    (before,) = [parent for parent in graph.node_map[latest].parents if parent[0] == "pgjobs"]
+    call_command("migrate", "pgjobs", before[1], verbosity=0)
+    try:
+        done = add.enqueue(1, 2)
+        result = manage("runworker", "--burst")
+    finally:
+        call_command("migrate", "pgjobs", verbosity=0)
+    assert result.returncode == 0, result.stderr
+    warned = [line for line in result.stderr.splitlines() if "migration(s) not applied" in line]
+    assert len(warned) == 1, result.stderr
+    assert "WARNING 1 pgjobs migration(s) not applied to database " in warned[0]
+    assert warned[0].endswith(
+        f": {latest[1]}. Run `python manage.py migrate`: until then this worker may fail "
+        "or miss what they add."
+    )
+    done.refresh_from_db()
+    assert done.state == "completed"
+
+
+def test_a_worker_warns_of_a_tasks_queue_no_queue_has_and_runs(caplog):
+    from django.core.management import call_command
+
+    from django_pgjobs import tasks
+
+    tasks.task(name="tests.reports", queue="reports")(lambda: None)
+    try:
+        with caplog.at_level("WARNING", logger="django_pgjobs"), pytest.raises(SystemExit) as ended:
+            call_command("runworker", "--burst")
+    finally:
+        tasks._registry.pop("tests.reports", None)
+    assert ended.value.code == 0
+    warned = [r.getMessage() for r in caplog.records if "pgjobs.W002" in r.getMessage()]
+    assert warned == [
+        "Task tests.reports names queue 'reports', which is neither in PGJOBS['QUEUES'] nor a "
+        "queue of the admin (Background jobs → Queues): enqueueing raises UnknownQueue. "
+        "Add 'reports': {} to PGJOBS['QUEUES'] (migrate, or a worker's start, creates its "
+        "row), or create the queue in the admin (Background jobs → Queues). (pgjobs.W002)"
+    ]
+    assert [r.levelname for r in caplog.records if "pgjobs.W002" in r.getMessage()] == ["WARNING"]
