@@ -50,6 +50,11 @@ FIRST_RESTART_DELAY = 0.5
 MAX_RESTART_DELAY = 30.0
 #: How often a child waiting to kill a job process looks for its pid.
 CHECK_PID_EVERY = 0.01
+#: Most children one supervisor runs (runworker --processes): each opens database
+#: connections of its own, and 100,000 made a fork bomb that exhausted the server's.
+MAX_PROCESSES = 256
+#: The signals that stop the supervisor, passed on to its children.
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
 
 # -- in a child -------------------------------------------------------------------------
 
@@ -188,6 +193,8 @@ class Supervisor:
         self.after_fork = after_fork
         self.rescue = rescue
         self.stopping = False
+        self._stop_signum = signal.SIGTERM
+        self._told: set[int] = set()  # children sent the stop signal
         self._wake_r, self._wake_w = os.pipe()
         for fd in (self._wake_r, self._wake_w):
             os.set_blocking(fd, False)
@@ -199,15 +206,17 @@ class Supervisor:
         handlers = {
             signum: signal.signal(signum, handler)
             for signum, handler in (
-                (signal.SIGTERM, self._stop),
-                (signal.SIGINT, self._stop),
+                *((signum, self._stop) for signum in STOP_SIGNALS),
                 (signal.SIGCHLD, lambda signum, frame: None),
             )
         }
         old_wakeup = signal.set_wakeup_fd(self._wake_w)
         try:
             for slot in self.slots:
+                if self.stopping:  # SIGTERM/SIGINT while starting: start no more
+                    break
                 self._start(slot)
+            self._tell_untold()
             if self.after_fork is not None:
                 self.after_fork([slot.pid for slot in self.slots if slot.pid is not None])
             while self._step():
@@ -227,6 +236,7 @@ class Supervisor:
         for slot in self.slots:
             if slot.restart_at is not None and now >= slot.restart_at and not self.stopping:
                 self._start(slot)
+        self._tell_untold()
         if all(slot.pid is None and not slot.jobs for slot in self.slots) and (
             self.stopping or all(slot.restart_at is None for slot in self.slots)
         ):
@@ -246,11 +256,24 @@ class Supervisor:
         return True
 
     def _stop(self, signum: int, frame: object) -> None:
-        self.stopping = True
+        self.stopping, self._stop_signum = True, signum
         for slot in self.slots:
             if slot.pid is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(slot.pid, signum)
+                self._tell(slot.pid, signum)
+
+    def _tell_untold(self) -> None:
+        """Pass the stop on to children forked while it was being handled: one whose
+        pid wasn't recorded yet when the signal came was never told, and the
+        supervisor waited for it for ever."""
+        if self.stopping:
+            for slot in self.slots:
+                if slot.pid is not None and slot.pid not in self._told:
+                    self._tell(slot.pid, self._stop_signum)
+
+    def _tell(self, pid: int, signum: int) -> None:
+        self._told.add(pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
 
     def _own_descriptors(self) -> list[int]:
         """What a process forked from the supervisor must close."""
@@ -278,6 +301,10 @@ class Supervisor:
         connections.close_all()
         report_r, report_w = os.pipe()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        # Held back over the fork: a stop passed on to the child before it has put
+        # back the default handlers ran the supervisor's own handler there, and the
+        # child never stopped. Pending, it reaches the child's own handling.
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         pid = os.fork()
         if pid == 0:  # the child
             code = 1
@@ -285,6 +312,7 @@ class Supervisor:
                 os.close(report_r)
                 ours.close()
                 self._forked()
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
                 _report_fd, _launcher = report_w, theirs
                 signal_when_gone(
                     os.getppid(),
@@ -295,10 +323,12 @@ class Supervisor:
                 announce("exit")
             finally:
                 os._exit(code)
+        slot.pid = pid
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         os.close(report_w)
         theirs.close()
         os.set_blocking(report_r, False)
-        slot.pid, slot.report, slot.launcher = pid, report_r, ours
+        slot.report, slot.launcher = report_r, ours
         slot.started = time.monotonic()
         slot.restart_at, slot.said = None, []
 
@@ -353,6 +383,10 @@ class Supervisor:
                         os.write(fd, f"exit {code}\n".encode())
                     os.close(fd)
                 elif slot.pid == pid:
+                    if pid in self._told and code == -self._stop_signum:
+                        # Stopped by the signal passed on before it could handle it (it
+                        # was starting): the stop asked for, not a failure.
+                        code = 0
                     slot.pid, slot.exit_code = None, code
                     self._after_exit(slot)
 

@@ -7,6 +7,9 @@ import re
 import subprocess
 import sys
 
+import pytest
+from django.core.management import CommandError, call_command
+
 from tests.conftest import ROOT
 
 SCRIPT = """
@@ -17,6 +20,19 @@ django.setup()
 from django_pgjobs.supervisor import run_processes
 
 mode = sys.argv[1]
+if mode == "stop-early":
+    # The first child asks the supervisor to stop while it is still starting the others:
+    # each child says it started (stdout), then waits to be stopped.
+    def target(index):
+        stopped = threading.Event()
+        signal.signal(signal.SIGTERM, lambda signum, frame: stopped.set())
+        print("started", index, flush=True)
+        if index == 0:
+            os.kill(os.getppid(), signal.SIGTERM)
+        stopped.wait(20)  # a child started after the stop is never told to stop
+        return 0
+
+    sys.exit(run_processes(int(sys.argv[2]), target))
 # A child that fails before registering a worker, or one that stops cleanly.
 target = (lambda index: 1) if mode == "fail" else (lambda index: 0)
 stop = threading.Timer(4.0, os.kill, (os.getpid(), signal.SIGTERM))
@@ -26,9 +42,9 @@ sys.exit(run_processes(1, target))
 """
 
 
-def supervise(mode: str) -> tuple[int, str]:
+def supervise(mode: str, *more: str) -> tuple[int, str]:
     done = subprocess.run(
-        [sys.executable, "-c", SCRIPT, mode],
+        [sys.executable, "-c", SCRIPT, mode, *more],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -48,3 +64,20 @@ def test_a_child_that_fails_to_start_is_restarted_after_a_doubling_delay():
 def test_a_child_that_stops_cleanly_is_not_replaced():
     code, output = supervise("exit")
     assert code == 0 and "restarting" not in output, output
+
+
+def test_a_stop_while_children_are_starting_starts_no_more():
+    # SIGTERM during the first starts stopped those already started but went on
+    # starting the rest: `runworker --processes 100000` could not be stopped.
+    code, output = supervise("stop-early", "300")
+    started = output.count("started ")
+    assert 1 <= started < 150, output[-2000:]  # all 300 before
+    assert code == 0, output[-2000:]
+
+
+@pytest.mark.parametrize("processes", [0, -1, 257, 100_000])
+def test_runworker_refuses_processes_out_of_range(processes):
+    # --processes 100000 forked children until the machine and the server's
+    # connections ran out.
+    with pytest.raises(CommandError, match=f"--processes must be 1 to 256, not {processes}"):
+        call_command("runworker", processes=processes, burst=True)

@@ -28,7 +28,7 @@ from django_pgjobs import (
 from django_pgjobs.exceptions import InvalidQueueName, UnknownQueue
 from django_pgjobs.metrics import REQUIREMENT as METRICS_REQUIREMENT
 from django_pgjobs.metrics import require_client
-from django_pgjobs.supervisor import run_processes
+from django_pgjobs.supervisor import MAX_PROCESSES, run_processes
 from django_pgjobs.worker import Worker
 
 logger = logging.getLogger("django_pgjobs.worker")
@@ -101,8 +101,12 @@ class Command(BaseCommand):
         logs.speak(options["verbosity"], options["log_format"])
         queues = [name.strip() for name in options["queues"].split(",") if name.strip()]
         processes = options["processes"]
-        if processes < 1:
-            raise CommandError("--processes must be at least 1")
+        if not 1 <= processes <= MAX_PROCESSES:
+            raise CommandError(
+                f"--processes must be 1 to {MAX_PROCESSES}, not {processes}: each process "
+                "holds database connections of its own; for more, run more runworker "
+                "commands (on more machines)"
+            )
         with unmigrated.required(conf.get("DATABASE")), self._endpoint(options) as endpoint:
             warn_at_start(conf.get("DATABASE"))
 
