@@ -135,14 +135,16 @@ def in_words(counts: dict[Any, int]) -> str:
 
 
 def delay(seconds: float) -> str:
-    """A wait as a person reads it: 0.9s, 12s, 3m 5s, 2h 10m, 1d 4h."""
+    """A wait as a person reads it: 0.9s, 12s, 3m 5s, 5m, 2h 10m, 1d 4h."""
     if seconds < 10:
         return f"{max(seconds, 0.0):.1f}s"
     whole = round(seconds)
-    for unit, size, smaller, small in (("d", 86400, "h", 3600), ("h", 3600, "m", 60)):
+    for unit, size, smaller, small in (("d", 86400, "h", 3600), ("h", 3600, "m", 60),
+                                       ("m", 60, "s", 1)):  # fmt: skip
         if whole >= size:
-            return f"{whole // size}{unit} {whole % size // small}{smaller}"
-    return f"{whole // 60}m {whole % 60}s" if whole >= 60 else f"{whole}s"
+            rest = whole % size // small
+            return f"{whole // size}{unit}" + (f" {rest}{smaller}" if rest else "")
+    return f"{whole}s"
 
 
 #: The order of a stop summary: a worker's outcomes, then a scheduler's ticks.

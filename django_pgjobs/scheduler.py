@@ -229,7 +229,10 @@ class Scheduler:
             self.record.pk,
             logs.database(self.using),
             Schedule.objects.using(self.using).count(),
-            ", ".join(f"{r.name} every {r.interval}" for r in self.routines) or "off",
+            ", ".join(
+                f"{r.name} every {logs.delay(r.interval.total_seconds())}" for r in self.routines
+            )
+            or "off",
             os.getpid(),
         )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import signal
@@ -74,8 +75,20 @@ def test_a_summary_reads_in_a_fixed_order_not_the_order_things_happened():
 
 
 def test_a_retry_delay_reads_as_a_person_says_it():
-    said = [logs.delay(s) for s in (-1, 0.94, 9.96, 12.4, 185, 7800, 86400, 100_000)]
-    assert said == ["0.0s", "0.9s", "10.0s", "12s", "3m 5s", "2h 10m", "1d 0h", "1d 3h"]
+    said = [logs.delay(s) for s in (-1, 0.94, 9.96, 12.4, 185, 300, 7800, 86400, 100_000)]
+    assert said == ["0.0s", "0.9s", "10.0s", "12s", "3m 5s", "5m", "2h 10m", "1d", "1d 3h"]
+
+
+def test_a_scheduler_says_its_maintenance_in_words(caplog):
+    # It said "rescue every 0:00:30, prune every 0:05:00": a timedelta's str().
+    from django_pgjobs.scheduler import Scheduler
+
+    caplog.set_level(logging.INFO, logger="django_pgjobs.scheduler")
+    scheduler = Scheduler()
+    scheduler.start()
+    scheduler.shutdown()
+    [line] = [r.getMessage() for r in caplog.records if " started: database " in r.getMessage()]
+    assert "schedule(s), maintenance: rescue every 30s, prune every 5m, pid " in line
 
 
 def where_libpq_goes(monkeypatch: pytest.MonkeyPatch, host: str, port: int) -> str:
