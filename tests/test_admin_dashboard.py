@@ -431,3 +431,20 @@ def test_they_say_when_the_running_workers_serve_other_queues(admin_client, page
     WorkerProcess.objects.filter(pk=worker.pk).update(queues=["default"])
     Queue.objects.filter(name="reports").update(paused=True)
     assert _no_worker_warning(admin_client, url, opening) is None  # paused on purpose
+
+
+def test_with_every_queue_served_no_job_is_read():
+    # Read as one join, the unserved queues' jobs were looked for among every due job:
+    # 290 ms at 400,000 due jobs of served queues. Names first: none, no job read.
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from django_pgjobs.admin.dashboard import no_worker_warning
+
+    JobFactory.create_batch(3, queue="default", run_at=timezone.now() - timedelta(hours=1))
+    WorkerProcessFactory(queues=list(Queue.objects.values_list("name", flat=True)))
+    with CaptureQueriesContext(connection) as queries:
+        assert no_worker_warning() is None
+    assert not [query for query in queries if '"pgjobs_job"' in query["sql"]], (
+        queries.captured_queries
+    )

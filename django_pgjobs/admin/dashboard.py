@@ -75,6 +75,8 @@ def dashboard_data(now: datetime | None = None) -> dict[str, Any]:
 #: How long a due job waits with no worker alive before the job list and the dashboard
 #: say so (a newcomer's first job, enqueued before any runworker, just sat there).
 UNATTENDED_AFTER = timedelta(seconds=60)
+#: Queues no live worker serves whose jobs are looked at (a list of names in the query).
+UNSERVED_LOOKED_AT = 100
 
 
 def alive_workers(using: str) -> QuerySet[WorkerProcess]:
@@ -98,7 +100,12 @@ def no_worker_warning(now: datetime | None = None) -> str | None:
         # at a worker's start, so its jobs sat there while the workers looked busy.
         serving = alive.filter(queues__contains=JSONArray(OuterRef("name")))
         unserved = Queue.objects.using(using).filter(paused=False).exclude(Exists(serving))
-        due = due.filter(queue__in=unserved.values("name"))
+        # Names first, then their jobs through the claim index (led by the queue): as
+        # one join it walked every due job of the served queues, 290 ms at 400,000.
+        names = list(unserved.values_list("name", flat=True)[:UNSERVED_LOOKED_AT])
+        if not names:
+            return None
+        due = due.filter(queue__in=names).order_by()
     else:
         due = due.exclude(queue__in=Queue.objects.using(using).filter(paused=True).values("name"))
     # One job that waited that long, not the longest: the claim index finds one at
