@@ -62,6 +62,18 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def test_a_bare_pgjobs_lists_its_subcommands(db):
+    # argparse said "the following arguments are required: SUBCOMMAND", naming none.
+    done = run_cli()
+    assert done.returncode == 2, done.stderr
+    assert "name a subcommand: stats, list, show, retry, cancel, delete, pause, resume, " in (
+        done.stderr
+    )
+    assert "schedules, prune or health (`manage.py pgjobs SUBCOMMAND --help` tells more)" in (
+        done.stderr
+    )
+
+
 # -- reading -----------------------------------------------------------------------------
 
 

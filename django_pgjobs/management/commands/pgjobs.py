@@ -60,7 +60,9 @@ class Command(BaseCommand):
     stealth_options = ("stdin",)
 
     def add_arguments(self, parser: CommandParser) -> None:
-        sub = parser.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
+        # Not required by argparse, whose error named no subcommand ("the following
+        # arguments are required: SUBCOMMAND"): handle() lists them.
+        sub = parser.add_subparsers(dest="subcommand", metavar="SUBCOMMAND")
         add = _adder(sub)
         add("stats", "Jobs per queue and state, the oldest due job per queue, the workers.")
         listing = add("list", "Jobs matching filters, newest first.")
@@ -106,9 +108,17 @@ class Command(BaseCommand):
             default="60s",
             help="Fail if a cron tick is later than this (60s); 'off'.",
         )
+        self.subcommands = list(sub.choices)
 
     def handle(self, *args: Any, **options: Any) -> None:
         self.options = options
+        if not options["subcommand"]:
+            *most, last = self.subcommands
+            raise CommandError(
+                f"name a subcommand: {', '.join(most)} or {last} "
+                "(`manage.py pgjobs SUBCOMMAND --help` tells more)",
+                returncode=2,
+            )
         handler: Callable[[], None] = getattr(self, "do_" + options["subcommand"])
         try:
             handler()
