@@ -79,6 +79,10 @@ LISTEN_PROBE_TIMEOUT = 5.0
 #: Most outcomes written by one statement.
 MAX_OUTCOME_BATCH = 500
 
+#: Least seconds between two reads of the queues' names by a worker of every queue:
+#: anyone who may connect can NOTIFY names it doesn't know.
+MIN_QUEUE_NAMES_REFRESH = 1.0
+
 #: Least seconds between the claims a queue's key_rate_limit wakes a worker for (a
 #: key held back has room within its period; a tiny period must not spin).
 MIN_KEY_RECLAIM = 0.1
@@ -106,7 +110,12 @@ class Worker:
         on_stale: Callable[[object, float, float], None] | None = None,
     ) -> None:
         self.using = conf.get("DATABASE")
+        # Without queues: every queue, the list read again as queues are added
+        # (``_refresh_queue_names``).
+        self.every_queue = not queues
         self.queues = list(queues) if queues else all_queue_names(self.using)
+        self._queue_names_read_at = time.monotonic()
+        self._queue_names_stale = False
         for name in self.queues:
             check_known(name)
         # None means the setting. Anything else is checked (InvalidOption, a
@@ -235,9 +244,9 @@ class Worker:
         """
         now = now or self.clock()
         worker_id = self.record.pk if self.record else None
+        self._room_at = None  # set again by the claims of full rate limits
         configs = self._queue_configs()
         most = loaded.limit()  # no larger JSON value is loaded (loaded.py)
-        self._room_at = None  # set again by the claims of full rate limits
         ordered = sorted(
             self.queues, key=lambda name: -(configs.get(name) or {}).get("priority", 0)
         )
@@ -284,8 +293,10 @@ class Worker:
             and cached is not None
             and cached[0] == generation
             and time.monotonic() - cached[1] < self.poll_interval
+            and not self._queue_names_stale
         ):
             return cached[2]
+        self._refresh_queue_names()
         rows = db.fetch_dicts("queue_configs", {"queues": self.queues}, self.using)
         configs = {row["name"]: row for row in rows}
         # Kept only if nothing was notified while we read (the generation is unchanged).
@@ -294,6 +305,39 @@ class Worker:
 
     def _forget_queue_configs(self) -> None:
         self._config_generation += 1
+
+    def _refresh_queue_names(self) -> None:
+        """For a worker of every queue: read the queues again when one it doesn't know
+        was notified (a queue row added: in the admin, say), or, while it listens,
+        ``poll_interval`` after the last read; at most once in ``MIN_QUEUE_NAMES_REFRESH``. The list was read
+        only at start, and a queue added later had its jobs wait beside a live worker
+        until it was restarted."""
+        if not self.every_queue:
+            return
+        since = time.monotonic() - self._queue_names_read_at
+        polled = self._notifier is not None and since >= self.poll_interval
+        if not (self._queue_names_stale or polled):
+            return
+        if since < MIN_QUEUE_NAMES_REFRESH:
+            self._room_again(MIN_QUEUE_NAMES_REFRESH - since)  # claim again then
+            return
+        self._queue_names_stale = False
+        self._queue_names_read_at = time.monotonic()
+        names = all_queue_names(self.using)
+        if names == self.queues:
+            return
+        added = [name for name in names if name not in self.queues]
+        self.queues = names
+        if self.record is not None:
+            WorkerProcess.objects.using(self.using).filter(pk=self.record.pk).update(
+                queues=names
+            )
+            logger.info(
+                "worker %s: queues now %s%s",
+                self.record.pk,
+                ", ".join(names),
+                f" (added {', '.join(added)})" if added else "",
+            )
 
     def _on_reconnect(self) -> None:
         self._forget_queue_configs()
@@ -878,6 +922,10 @@ class Worker:
         if channel == JOBS_CHANNEL:
             if payload in self.queues:
                 # New jobs or a changed queue row: the payload doesn't say which.
+                self._forget_queue_configs()
+                self.wakeup.set()
+            elif self.every_queue:  # a queue added since the list was read, likely
+                self._queue_names_stale = True
                 self._forget_queue_configs()
                 self.wakeup.set()
             return

@@ -180,18 +180,3 @@ def test_editing_or_adding_a_queue_needs_the_permission():
     assert Queue.objects.get(name="reports").concurrency is None
     response = viewer.post(reverse("admin:pgjobs_queue_add"), {"name": "new", "priority": 0})
     assert response.status_code == 403 and not Queue.objects.filter(name="new").exists()
-
-
-def test_adding_a_queue_while_workers_run_says_they_will_not_serve_it(admin_client):
-    # A worker reads "every queue" at its start: a newcomer's queue made in the admin
-    # got no job run, the worker alive and busy with the others.
-    add = reverse("admin:pgjobs_queue_add")
-    said = "Running workers take jobs from the queues they started with: none of them runs"
-    response = admin_client.post(add, {"name": "quiet", "priority": 0}, follow=True)
-    assert Queue.objects.filter(name="quiet").exists()
-    assert said not in response.content.decode()  # no worker runs: nothing to restart
-    WorkerProcessFactory()
-    response = admin_client.post(add, {"name": "reports", "priority": 0}, follow=True)
-    page = response.content.decode()
-    assert f"{said} the jobs of queue &#x27;reports&#x27;. Restart them, or start one" in page
-    assert "with `--queues reports`." in page

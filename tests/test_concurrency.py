@@ -16,6 +16,7 @@ from django.db.models import Count
 
 from django_pgjobs import Job, db
 from django_pgjobs.models import Queue
+from django_pgjobs.models import WorkerProcess as WorkerProcessRow
 from django_pgjobs.notifier import JOBS_CHANNEL
 from django_pgjobs.signals import job_started
 from django_pgjobs.states import JobState
@@ -311,3 +312,24 @@ def test_what_the_process_froze_itself_stays_frozen_after_the_workers_stop():
     with _fewer_collections():
         pass
     assert gc.get_freeze_count() >= frozen
+
+
+def test_a_worker_of_every_queue_serves_a_queue_added_after_it_started(threaded_worker, wait):
+    # "Every queue" was read once at start: a queue added in the admin then had its
+    # jobs wait beside a live worker until the worker was restarted.
+    worker = threaded_worker(poll_interval=30)  # the queue row's notification, not the poll
+    assert worker.every_queue and "late" not in worker.queues
+    Queue.objects.create(name="late")
+    job = Job.enqueue("testproject.demo.tasks.add", [2, 3], queue="late")
+    wait(lambda: Job.objects.get(pk=job.pk).state == JobState.COMPLETED, timeout=10)
+    assert "late" in WorkerProcessRow.objects.get(pk=worker.record.pk).queues
+
+
+def test_a_worker_of_named_queues_serves_only_those(threaded_worker, wait):
+    worker = threaded_worker(queues=["default"], poll_interval=0.2)
+    Queue.objects.create(name="late")
+    late = Job.enqueue("testproject.demo.tasks.add", [2, 3], queue="late")
+    then = Job.enqueue("testproject.demo.tasks.add", [2, 3], queue="default")
+    wait(lambda: Job.objects.get(pk=then.pk).state == JobState.COMPLETED, timeout=10)
+    assert worker.queues == ["default"]
+    assert Job.objects.get(pk=late.pk).state == JobState.AVAILABLE

@@ -96,8 +96,8 @@ def no_worker_warning(now: datetime | None = None) -> str | None:
     due = stats.due_jobs(now, using).filter(run_at__lt=now - UNATTENDED_AFTER)
     some_alive = alive.exists()
     if some_alive:
-        # A queue made in the admin after the workers started: "every queue" is read
-        # at a worker's start, so its jobs sat there while the workers looked busy.
+        # Workers whose --queues leave a queue out: its jobs sat there while the
+        # workers looked busy. (A worker of every queue reads new queues as they come.)
         serving = alive.filter(queues__contains=JSONArray(OuterRef("name")))
         unserved = Queue.objects.using(using).filter(paused=False).exclude(Exists(serving))
         # Names first, then their jobs through the claim index (led by the queue): as
@@ -118,9 +118,9 @@ def no_worker_warning(now: datetime | None = None) -> str | None:
     if some_alive:
         return (
             f"No running worker serves queue {name!r}, and a job of it has waited {age}: "
-            "a worker takes jobs from the queues it started with (without --queues, "
-            "every queue that existed then). Restart the workers, or start one with "
-            f"`--queues {name}`. See Worker processes."
+            "the running workers were started with `--queues` that leave it out. Start "
+            f"one with `--queues {name}` (or without `--queues`: every queue, those "
+            "added later too). See Worker processes."
         )
     return (
         f"No worker is running, and a job of queue {name!r} has waited "

@@ -17,7 +17,6 @@ from ..models import Queue
 from ..stats import DEPTH_STATES
 from ..templatetags.pgjobs_admin import duration
 from .base import CheckedChangeList, OperatorAdmin
-from .dashboard import alive_workers
 
 
 class QueueChangeList(CheckedChangeList):
@@ -125,21 +124,6 @@ class QueueAdmin(OperatorAdmin):
         if self.has_change_permission(request):
             return shown
         return tuple("paused" if name == "paused_toggle" else name for name in shown)
-
-    def response_add(
-        self, request: HttpRequest, obj: Queue, post_url_continue: str | None = None
-    ) -> HttpResponse:
-        # A worker reads "every queue" at its start: those running now never take this
-        # one's jobs, which just sat there, the worker alive and busy with the others.
-        if alive_workers(conf.get("DATABASE")).exists():
-            self.message_user(
-                request,
-                "Running workers take jobs from the queues they started with: none of "
-                f"them runs the jobs of queue {obj.name!r}. Restart them, or start one "
-                f"with `--queues {obj.name}`.",
-                messages.WARNING,
-            )
-        return super().response_add(request, obj, post_url_continue)
 
     def get_readonly_fields(self, request: HttpRequest, obj: Queue | None = None) -> tuple:
         return ("name",) if obj else ()  # jobs refer to queues by name
