@@ -329,9 +329,7 @@ class Worker:
         added = [name for name in names if name not in self.queues]
         self.queues = names
         if self.record is not None:
-            WorkerProcess.objects.using(self.using).filter(pk=self.record.pk).update(
-                queues=names
-            )
+            WorkerProcess.objects.using(self.using).filter(pk=self.record.pk).update(queues=names)
             logger.info(
                 "worker %s: queues now %s%s",
                 self.record.pk,
