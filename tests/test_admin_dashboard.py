@@ -397,7 +397,7 @@ def test_the_job_list_and_dashboard_say_when_due_jobs_wait_with_no_worker(admin_
     assert _no_worker_warning(admin_client, url) is None  # just enqueued: not waiting long
     Job.objects.filter(pk=job.pk).update(run_at=timezone.now() - timedelta(minutes=2))
     warning = _no_worker_warning(admin_client, url)
-    assert re.search(r"a job of queue &#x27;default&#x27; has waited 1[23]\ds", warning)
+    assert re.search(r"a job of queue &#x27;default&#x27; has waited 2m( 1?\ds)?", warning)
     assert "`python manage.py runworker` runs" in warning
     worker = WorkerProcessFactory()
     assert _no_worker_warning(admin_client, url) is None  # a worker runs: the wait is its own
@@ -418,7 +418,7 @@ def test_they_say_when_the_running_workers_serve_other_queues(admin_client, page
     job = JobFactory(queue="reports")
     Job.objects.filter(pk=job.pk).update(run_at=timezone.now() - timedelta(minutes=2))
     warning = _no_worker_warning(admin_client, url, opening)
-    assert re.search(r"queue &#x27;reports&#x27;, and a job of it has waited 1[23]\ds", warning)
+    assert re.search(r"queue &#x27;reports&#x27;, and a job of it has waited 2m( 1?\ds)?", warning)
     assert "Start one with `--queues reports`" in warning
     assert _no_worker_warning(admin_client, url) is None  # a worker does run
     # Rows written by SQL with queues that are no list of names serve nothing, and

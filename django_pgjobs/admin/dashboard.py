@@ -20,7 +20,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 
-from .. import conf, stats
+from .. import conf, logs, stats
 from ..models import Queue, WorkerProcess
 from ..templatetags.pgjobs_admin import TIME_FORMAT
 from .base import url_or_none
@@ -114,7 +114,8 @@ def no_worker_warning(now: datetime | None = None) -> str | None:
     if not waited:
         return None
     name, since = waited[0]
-    age = f"{(now - since).total_seconds():.0f}s"
+    # As the dashboard's tiles say it ("12m 41s", not "761s").
+    age = logs.delay((now - since).total_seconds())
     if some_alive:
         return (
             f"No running worker serves queue {name!r}, and a job of it has waited {age}: "
