@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import psycopg
 from django.core.exceptions import ObjectDoesNotExist
+from django.db import connections
 from psycopg import sql
 
 from . import conf, db, limits
@@ -53,7 +54,15 @@ def _timed_out(job: Job, timeout: float | None) -> TimeoutError:
     """Says where the job (just read again) stands: a job no worker took reads as one
     the worker is slow with, where the cause is that no worker serves its queue."""
     where = f"it is {job.state}, on queue {job.queue!r}"
-    if job.state == "available":
+    if connections[job._state.db or conf.get("DATABASE")].in_atomic_block:
+        # The likeliest cause: enqueued in this very transaction (a view under
+        # ATOMIC_REQUESTS), which no worker can see, so the wait could never end.
+        where += (
+            ", and this wait runs inside a transaction (transaction.atomic() or "
+            "ATOMIC_REQUESTS): workers see a job enqueued or retried in it only once it "
+            "commits, so wait after the commit"
+        )
+    elif job.state == "available":
         where += " (no worker has taken it: is `manage.py runworker` running for that queue?)"
     return TimeoutError(f"job {job.pk} did not finish within {timeout:g}s: {where}")
 

@@ -148,6 +148,22 @@ def test_wait_times_out_with_a_clear_error():
         later.wait(timeout=0)
 
 
+def test_a_wait_in_the_transaction_that_enqueued_says_so(threaded_worker):
+    # A newcomer's view under ATOMIC_REQUESTS enqueued and waited: no worker can see
+    # the job before the commit, and the wait ran out asking whether a worker ran.
+    threaded_worker()
+    with transaction.atomic():
+        job = add.enqueue(1, 1)
+        with pytest.raises(TimeoutError) as error:
+            job.wait(timeout=0.3)
+    assert str(error.value).endswith(
+        ": it is available, on queue 'default', and this wait runs inside a transaction "
+        "(transaction.atomic() or ATOMIC_REQUESTS): workers see a job enqueued or retried "
+        "in it only once it commits, so wait after the commit"
+    )
+    assert job.wait(timeout=10).result == 2  # committed: the worker runs it
+
+
 def test_wait_returns_within_milliseconds_of_completion(threaded_worker):
     threaded_worker()
     delays = []
