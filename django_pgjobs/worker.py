@@ -309,9 +309,9 @@ class Worker:
     def _refresh_queue_names(self) -> None:
         """For a worker of every queue: read the queues again when one it doesn't know
         was notified (a queue row added: in the admin, say), or, while it listens,
-        ``poll_interval`` after the last read; at most once in ``MIN_QUEUE_NAMES_REFRESH``. The list was read
-        only at start, and a queue added later had its jobs wait beside a live worker
-        until it was restarted."""
+        ``poll_interval`` after the last read; at most once in
+        ``MIN_QUEUE_NAMES_REFRESH``. The list was read only at start, and a queue added
+        later had its jobs wait beside a live worker until it was restarted."""
         if not self.every_queue:
             return
         since = time.monotonic() - self._queue_names_read_at
