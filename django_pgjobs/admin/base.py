@@ -66,6 +66,12 @@ class CheckedChangeList(ChangeList):
         self.url_lookups = found[2]
         using = self.root_queryset.db
         for key, values in self.url_lookups.items():
+            if key.endswith("__range"):
+                # Django hands the range lookup the URL's text, whose characters it
+                # reads as the bounds: "1" was an IndexError (a 500), "12" 1 to 2.
+                raise IncorrectLookupParameters(
+                    f"{key}: a range can't be given in the URL; filter with __gte and __lte instead"
+                )
             if key.endswith(REGEX_LOOKUPS):
                 for value in values:
                     _check_regex(key, value, using)
