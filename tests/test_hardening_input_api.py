@@ -51,6 +51,11 @@ REFUSED = {
     "run_at with an offset of 99 hours": ('"run_at": "2030-01-01T00:00:00+99:00"', "run_at", "ISO 8601"),
     "run_at on a day that is none": ('"run_at": "2024-02-30T00:00:00Z"', "run_at", "ISO 8601"),
     "run_at in year 0": ('"run_at": "0000-06-01T00:00:00Z"', "run_at", "ISO 8601"),
+    # Python's \d and int() read other scripts' digits: another reader would refuse them.
+    "run_at in Arabic-Indic digits": ('"run_at": "\u0662\u0660\u0663\u0660-01-01T00:00:00Z"', "run_at", "in ASCII"),
+    "run_at in fullwidth digits": ('"run_at": "2030-01-01T\uff10\uff10:00:00Z"', "run_at", "in ASCII"),
+    "run_at with a final newline": ('"run_at": "2030-01-01T00:00:00Z\\n"', "run_at", "in ASCII"),
+    "run_at with a space first": ('"run_at": " 2030-01-01T00:00:00Z"', "run_at", "in ASCII"),
     "timeout infinite (1e999)": ('"timeout": 1e999', "timeout", "at most"),
     "timeout absurd": ('"timeout": 1e300', "timeout", "at most 31536000"),
     "priority beyond smallint": ('"priority": 32768', "priority", "between"),

@@ -112,6 +112,10 @@ def _of_type(kind: type, name: str) -> Callable[[Any], Any]:
 
 def _timestamp(value: Any) -> datetime:
     example = "an ISO 8601 date-time, e.g. 2030-01-01T09:00:00Z"
+    if isinstance(value, str) and not _plain_ascii(value):
+        # Django's parser (\d, int()) reads other scripts' digits and a final newline:
+        # "\u0662\u0660\u0663\u0660-01-01" was 2030, which a proxy or a log reads apart.
+        raise ValueError(f"must be {example}, in ASCII without spaces or controls around it")
     try:
         parsed = parse_datetime(value) if isinstance(value, str) else None
     except ValueError as problem:  # a date that is none (2024-02-30), an offset over 24h
@@ -121,6 +125,10 @@ def _timestamp(value: Any) -> datetime:
     if parsed.tzinfo is None:
         raise ValueError("must include a time zone (Z or +hh:mm)")
     return _within_limits(limits.moment, parsed)
+
+
+def _plain_ascii(text: str) -> bool:
+    return text.isascii() and text.isprintable() and text == text.strip()
 
 
 def _seconds(value: Any) -> float:
