@@ -27,9 +27,10 @@ from .states import JobState
 MAX_TEXT = 255
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw]?)$")
+#: In ASCII digits: \d and float() also read other scripts' ("٣h" was three hours).
+_DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)\s*([smhdw]?)$")
 #: A duration with its unit, as an instant takes it ('20250501' is a date, not seconds).
-_AGO = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
+_AGO = re.compile(r"^([0-9]+(?:\.[0-9]+)?)\s*([smhdw])$")
 
 
 class InvalidSelection(PgJobsError, ValueError):

@@ -523,12 +523,21 @@ ODD_DIGITS = ["²", "①", "1²", "٣"]  # superscript, circled, mixed; Arabic-I
 def test_odd_digits_are_refused_or_ignored_wherever_a_number_is_read(db, digits):
     from django_pgjobs import cron
     from django_pgjobs.connectors.http import retry_after
-    from django_pgjobs.selection import InvalidSelection, parse_id
+    from django_pgjobs.selection import (
+        InvalidSelection,
+        parse_duration,
+        parse_id,
+        parse_instant,
+    )
 
     with pytest.raises(cron.InvalidCron):  # a range bound: was int()'s ValueError
         cron.timing(f"1-{digits} * * * *")
     assert retry_after(digits) is None  # a Retry-After header nobody can read
     with pytest.raises(InvalidSelection):
         parse_id(digits)
+    with pytest.raises(InvalidSelection):  # --older-than, --max-age: was 3 seconds
+        parse_duration(digits)
+    with pytest.raises(InvalidSelection):  # --since 3h: was three hours ago
+        parse_instant(f"{digits}h")
     worker = Worker(concurrency=1)
     worker._on_notify("pgjobs_control", f"cancel:{digits}")  # ignored, not a crash
