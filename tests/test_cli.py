@@ -261,6 +261,16 @@ def test_pause_and_resume_queues_and_refuse_unknown_ones_changing_nothing():
     assert not Queue.objects.get(name="mail").paused
 
 
+@pytest.mark.parametrize("names", [[""], [",", " "], [" , "]])
+@pytest.mark.parametrize("verb", ["pause", "resume"])
+def test_pause_and_resume_of_no_queue_name_is_refused(verb, names):
+    """Each was exit status 0, saying nothing and changing nothing."""
+    code, out, err = pgjobs(verb, *names)
+    assert code == 1 and out == ""
+    assert f"{verb}: give at least one queue name" in err
+    assert not Queue.objects.filter(paused=True).exists()
+
+
 def test_schedules_show_next_fires_lateness_and_rows_that_no_longer_parse():
     now = timezone.now()
     late = ScheduleFactory(name="late", cron="*/5 * * * *")

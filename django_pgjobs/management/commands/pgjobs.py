@@ -368,6 +368,8 @@ class Command(BaseCommand):
 
     def set_paused(self, paused: bool) -> None:
         names = parse_queues(self.options["queues"])
+        if not names:  # only empty names ("", ","): it said nothing and changed nothing
+            raise InvalidSelection(f"{self.options['subcommand']}: give at least one queue name")
         queues.sync_from_settings(_db())
         existing = set(
             Queue.objects.using(_db()).filter(name__in=names).values_list("name", flat=True)
