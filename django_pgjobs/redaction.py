@@ -11,7 +11,8 @@ secret in every form it is likely to travel in:
   base64 of ``"user:" + secret`` encodes the secret differently depending on
   how many bytes come before it (0, 1 or 2 past a multiple of three), so each
   of the three alignments is masked: the characters that depend on the secret
-  alone.
+  alone;
+- in hex, lower or upper case (a byte dump, ``bytes.hex()``).
 
 ``mask_credentials`` also masks the value of every ``Basic`` credential (base64
 of ``user:password``) and ``Bearer`` token in a text, whoever's they are: error
@@ -77,6 +78,8 @@ def encoded_forms(secret: str) -> set[str]:
         if len(fragment) >= MIN_FRAGMENT_LENGTH:
             forms.add(fragment)
             forms.add(fragment.replace("+", "-").replace("/", "_"))
+    # Hex is byte-aligned: the secret's digits are the same wherever it sits.
+    forms |= {raw.hex(), raw.hex().upper()}
     return {form for form in forms if len(form) >= MIN_SECRET_LENGTH}
 
 

@@ -52,7 +52,7 @@ def run_command(args: list[str], connector: CommandConnector) -> dict[str, Any]:
 
 def echoes(secrets: dict[str, Any]) -> str:
     """Each secret as servers and libraries echo it: raw, URL-encoded, in base64 at each
-    alignment (as inside "user:password"), escaped in JSON, and in an auth header."""
+    alignment (as inside "user:password"), in hex, escaped in JSON, and in an auth header."""
     import base64
     import json
     import urllib.parse
@@ -64,6 +64,9 @@ def echoes(secrets: dict[str, Any]) -> str:
             forms.append(base64.b64encode(f"{prefix}{value}".encode()).decode())
             forms.append(base64.urlsafe_b64encode(f"{prefix}{value}".encode()).decode())
         forms.append(json.dumps({"password": value}))
+        for prefix in ("", "user:"):  # hex, as a digest or a byte dump prints it
+            forms.append(f"{prefix}{value}".encode().hex())
+            forms.append(f"{prefix}{value}".encode().hex().upper())
         basic = base64.b64encode(f"someone:{value}".encode()).decode()
         forms.append(f"Authorization: Basic {basic}")
     return " | ".join(forms)

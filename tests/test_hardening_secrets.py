@@ -3,7 +3,7 @@
 A secret is planted in connectors (an http password and token, a command's
 environment). Jobs then make it come back the ways servers and libraries echo
 secrets: raw, URL-encoded, in base64 at every alignment (``Authorization: Basic
-<base64 of user:password>``), escaped in JSON, in errors and in results, through
+<base64 of user:password>``), in hex, escaped in JSON, in errors and in results, through
 the job's own connector and through one the task loads itself. Every surface is
 then searched for the canary in each of those forms, decoding what looks like
 base64 or URL-encoding on its own (not with the redaction's code): the job rows,
@@ -43,7 +43,8 @@ CALL = "django_pgjobs.connectors.tasks.call"
 
 def leaks(text: str, secret: str = CANARY) -> list[str]:
     """How ``secret`` can be read out of ``text``: as it is, URL-decoded, JSON-decoded,
-    or from any run of base64 characters, decoded at each of its four offsets."""
+    from any run of base64 characters, decoded at each of its four offsets, or from
+    any run of hex digits, at each of its two."""
     found = []
     if secret in text:
         found.append("raw")
@@ -64,6 +65,12 @@ def leaks(text: str, secret: str = CANARY) -> list[str]:
                     continue
                 if needle in decoded or needle[:12] in decoded:
                     found.append(f"base64 {run[:40]}")
+    for run in re.findall(r"[0-9A-Fa-f]{8,}", text):
+        for offset in range(2):
+            chunk = run[offset:]
+            decoded = bytes.fromhex(chunk[: len(chunk) - len(chunk) % 2])
+            if needle in decoded or needle[:12] in decoded:
+                found.append(f"hex {run[:40]}")
     return found
 
 
