@@ -25,8 +25,9 @@ urlpatterns = [
     path("jobs/", views.enqueue),
     path("jobs/run", views.run, name="run"),
     path("jobs/openapi.yaml", views.openapi, name="openapi"),
-    # Any other segment, so that an id that is none gets the API's JSON 404: with
+    # Any other path, so that an id that is none gets the API's JSON 404: with
     # <int:>, 4,301 digits (int() refuses them), "-1" or "abc" matched no pattern and
-    # got Django's HTML page. After the literal paths, which it would shadow.
-    path("jobs/<str:job_id>", views.job_detail, name="job"),
+    # got Django's HTML page, and with <str:> so did "1/" and "1/errors". After the
+    # literal paths, which it would shadow.
+    path("jobs/<path:job_id>", views.job_detail, name="job"),
 ]

@@ -802,6 +802,10 @@ NOT_IDS = {
     "a fraction": ("1.5", "no job '1.5'"),
     "a NUL": ("%00", r"no job '\x00'"),
     "an Arabic-Indic digit": ("%D9%A1", "no job '\u0661'"),
+    # Segments with a slash matched no pattern: Django's HTML page, still.
+    "an id with a trailing slash": ("1/", "no job '1/'"),
+    "an id and more": ("1/errors", "no job '1/errors'"),
+    "an encoded slash": ("1%2F", "no job '1/'"),
 }
 
 
