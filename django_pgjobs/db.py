@@ -10,6 +10,7 @@ import contextlib
 import functools
 import inspect
 import json
+import re
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -47,9 +48,17 @@ CONNECTION_TROUBLE = (OperationalError, InterfaceError, InternalError)
 SQL_DIR = Path(__file__).resolve().parent / "sql"
 
 
+#: A line of a statement that stands for a shared fragment: ``-- include: claimed_json``.
+_INCLUDE = re.compile(r"^[ \t]*-- include: (\w+)[ \t]*$", re.MULTILINE)
+
+
 @functools.cache
 def statement(name: str) -> str:
-    return (SQL_DIR / f"{name}.sql").read_text()
+    """The text of ``sql/<name>.sql``, each ``-- include: <fragment>`` line (alone on
+    its line) replaced by the text of ``sql/<fragment>.sql``, itself included the same
+    way: columns several statements return alike are written once (claimed_json.sql)."""
+    text = (SQL_DIR / f"{name}.sql").read_text()
+    return _INCLUDE.sub(lambda match: statement(match.group(1)).rstrip("\n"), text)
 
 
 def alias() -> str:
@@ -279,9 +288,6 @@ def fetch_dicts(name: str, params: dict[str, Any], using: str | None = None) -> 
     return [dict(zip(columns, row, strict=True)) for row in rows]
 
 
-#: JSON fields a job can't run without; the others (errors, result) are only shown.
-_NEEDED_TO_RUN = frozenset({"args", "kwargs", "meta"})
-
 #: jsonb texts of most JSON fields of a claimed job: made without the decoder.
 _EMPTY_JSON = {"[]": list, "{}": dict}
 
@@ -348,7 +354,7 @@ def fetch_jobs(name: str, params: dict[str, Any], using: str | None = None) -> l
                     fields[attname] = empty() if empty else json.loads(value)
                 except (ValueError, RecursionError) as error:  # written around enqueue
                     fields[attname] = payload.unreadable(value, error)
-                    if attname in _NEEDED_TO_RUN:
+                    if attname in loaded.NEEDED_TO_RUN:
                         problems = {**(problems or {}), attname: fields[attname].problem}
         sizes = fields.get("oversized")
         if sizes is not None:  # a claim left out a value over its limit (loaded.py)

@@ -47,11 +47,11 @@ def left_out(fields: dict[str, Any], sizes: list[int | None], most: int) -> dict
     for column, size in zip(COLUMNS, sizes, strict=True):
         if size is None or size <= most:
             continue
+        why = too_large(size, most)
         if column in NEEDED_TO_RUN:
-            problems[column] = too_large(size, most)
+            problems[column] = why
         else:
             fields[column] = _EMPTY[column]()
-            why = too_large(size, most)
             logger.warning("job %s: %s: %s", fields.get("id"), column, why)
     return problems
 

@@ -437,13 +437,7 @@ def test_a_worker_process_survives_a_row_it_cant_load():
     jobs complete, and the worker exits 0 (it used to exit with DataError, every time)."""
     sql("ALTER TABLE pgjobs_job DROP CONSTRAINT pgjobs_job_times_in_range")
     try:
-        odd = insert_job(run_at="'0001-01-01 00:00:00+14'")
-        plain = [JobFactory().pk for _ in range(3)]
-        process = WorkerProcess("--burst", "--queues", "default")
-        assert process.wait(120) == 0, process.output()
-        states = dict(Job.objects.values_list("pk", "state"))
-        assert [states[pk] for pk in plain] == ["completed"] * 3
-        assert states[odd] == "discarded"
+        a_burst_discards_it_and_runs_the_rest(insert_job(run_at="'0001-01-01 00:00:00+14'"))
     finally:
         sql("DELETE FROM pgjobs_job")
         sql(
@@ -451,6 +445,18 @@ def test_a_worker_process_survives_a_row_it_cant_load():
             + _constraint_condition("pgjobs_job_times_in_range")
             + ")"
         )
+
+
+def a_burst_discards_it_and_runs_the_rest(odd: int) -> WorkerProcess:
+    """Run ``runworker --burst`` on the default queue holding job ``odd`` and three plain
+    jobs: it exits 0, ``odd`` discarded, the others completed. The process, for its output."""
+    plain = [JobFactory().pk for _ in range(3)]
+    process = WorkerProcess("--burst", "--queues", "default")
+    assert process.wait(120) == 0, process.output()
+    states = dict(Job.objects.values_list("pk", "state"))
+    assert [states[pk] for pk in plain] == ["completed"] * 3
+    assert states[odd] == "discarded"
+    return process
 
 
 def _constraint_condition(name: str) -> str:

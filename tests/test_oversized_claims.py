@@ -15,9 +15,8 @@ from django.utils import timezone
 from django_pgjobs import db, maintenance
 from django_pgjobs.models import Job, Queue
 from django_pgjobs.worker import Worker
-from tests.conftest import WorkerProcess
 from tests.factories import JobFactory, WorkerProcessFactory
-from tests.test_hardening_rows import insert_job, sql
+from tests.test_hardening_rows import a_burst_discards_it_and_runs_the_rest, insert_job, sql
 
 pytestmark = pytest.mark.django_db
 
@@ -210,12 +209,7 @@ def test_a_worker_process_survives_a_job_too_large_to_load(settings):
     settings.PGJOBS = {k: v for k, v in settings.PGJOBS.items() if k != "MAX_PAYLOAD_BYTES"}
     try:
         odd = insert_job(args=incompressible(90_000))
-        plain = [JobFactory().pk for _ in range(3)]
-        process = WorkerProcess("--burst", "--queues", "default")
-        assert process.wait(120) == 0, process.output()
-        states = dict(Job.objects.values_list("pk", "state"))
-        assert [states[pk] for pk in plain] == ["completed"] * 3
-        assert states[odd] == "discarded"
+        process = a_burst_discards_it_and_runs_the_rest(odd)
         (error,) = sql("SELECT errors -> -1 ->> 'error' FROM pgjobs_job WHERE id = %s", [odd])[0]
         assert "over the 2,000,000 a worker loads" in error, error
         assert f"job {odd} (testproject.demo.tasks.add) discarded" in process.output()

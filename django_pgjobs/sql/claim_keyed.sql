@@ -82,27 +82,11 @@ WITH publisher AS (
     FROM publisher, clock
     WHERE job.id = ANY (ARRAY(SELECT id FROM due))
       AND job.state IN ('available', 'scheduled', 'retryable')
-    RETURNING job.id, job.task, job.queue, job.state, job.priority, job.attempt, job.max_attempts,
+    RETURNING job.id,
+        -- include: claimed_json
+        job.task, job.queue, job.state, job.priority, job.attempt, job.max_attempts,
         job.timeout, job.run_at, job.created_at, job.attempted_at, job.finished_at,
         job.unique_key, job.connector, job.lease, job.pending_dependencies, job.worker_id,
-        -- A JSON value over %(most)s bytes stored is not sent: a row written by SQL may
-        -- hold 255 MB in each (loaded.py). "oversized" gives the stored sizes of a job
-        -- with one, in loaded.COLUMNS order. pg_column_size reads them without detoasting.
-        CASE WHEN pg_column_size(job.args) <= %(most)s THEN job.args END AS args,
-        CASE WHEN pg_column_size(job.kwargs) <= %(most)s THEN job.kwargs END AS kwargs,
-        CASE WHEN pg_column_size(job.meta) <= %(most)s THEN job.meta END AS meta,
-        CASE WHEN pg_column_size(job.errors) <= %(most)s THEN job.errors END AS errors,
-        CASE WHEN pg_column_size(job.result) <= %(most)s THEN job.result END AS result,
-        CASE
-            WHEN greatest(
-                pg_column_size(job.args), pg_column_size(job.kwargs), pg_column_size(job.meta),
-                pg_column_size(job.errors), pg_column_size(job.result)
-            ) > %(most)s
-            THEN ARRAY[
-                pg_column_size(job.args), pg_column_size(job.kwargs), pg_column_size(job.meta),
-                pg_column_size(job.errors), pg_column_size(job.result)
-            ]
-        END AS oversized,
         -- Each job's previous state by binary search, not a join (see claim.sql).
         (ARRAY['available', 'scheduled', 'retryable'])[
             (ARRAY(

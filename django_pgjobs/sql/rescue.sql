@@ -57,23 +57,8 @@ FROM (
     FOR UPDATE OF held SKIP LOCKED
 ) AS lost
 WHERE job.id = lost.id
-RETURNING job.id, job.task, job.queue, job.state, job.priority, job.attempt, job.max_attempts,
+RETURNING job.id,
+    -- include: claimed_json
+    job.task, job.queue, job.state, job.priority, job.attempt, job.max_attempts,
     job.timeout, job.run_at, job.created_at, job.attempted_at, job.finished_at,
-    job.unique_key, job.connector, job.lease, job.pending_dependencies, job.worker_id,
-    -- A JSON value over %(most)s bytes stored is not sent: a row written by SQL may
-    -- hold 255 MB in each (loaded.py, as in claim.sql).
-    CASE WHEN pg_column_size(job.args) <= %(most)s THEN job.args END AS args,
-    CASE WHEN pg_column_size(job.kwargs) <= %(most)s THEN job.kwargs END AS kwargs,
-    CASE WHEN pg_column_size(job.meta) <= %(most)s THEN job.meta END AS meta,
-    CASE WHEN pg_column_size(job.errors) <= %(most)s THEN job.errors END AS errors,
-    CASE WHEN pg_column_size(job.result) <= %(most)s THEN job.result END AS result,
-    CASE
-        WHEN greatest(
-            pg_column_size(job.args), pg_column_size(job.kwargs), pg_column_size(job.meta),
-            pg_column_size(job.errors), pg_column_size(job.result)
-        ) > %(most)s
-        THEN ARRAY[
-            pg_column_size(job.args), pg_column_size(job.kwargs), pg_column_size(job.meta),
-            pg_column_size(job.errors), pg_column_size(job.result)
-        ]
-    END AS oversized
+    job.unique_key, job.connector, job.lease, job.pending_dependencies, job.worker_id
