@@ -357,9 +357,10 @@ def fetch_jobs(name: str, params: dict[str, Any], using: str | None = None) -> l
                     if attname in loaded.NEEDED_TO_RUN:
                         problems = {**(problems or {}), attname: fields[attname].problem}
         sizes = fields.get("oversized")
-        if sizes is not None:  # a claim left out a value over its limit (loaded.py)
+        if sizes is not None:  # a claim left out or deferred a value (loaded.py)
             over = loaded.left_out(fields, sizes, params["most"])
             problems = {**(problems or {}), **over} if over else problems
+            job.deferred = loaded.deferred(sizes, params["inline"], params["most"])
         if problems:
             # The worker fails such a job at once (execution.unrunnable) and goes on.
             job.unreadable = "; ".join(f"{name}: {why}" for name, why in problems.items())

@@ -13,7 +13,19 @@ from typing import Any, TypeVar
 from django.db import DatabaseError, connections
 from django.utils import timezone
 
-from . import conf, db, leftovers, limits, logs, middleware, outage, payload, signals, transitions
+from . import (
+    conf,
+    db,
+    leftovers,
+    limits,
+    loaded,
+    logs,
+    middleware,
+    outage,
+    payload,
+    signals,
+    transitions,
+)
 from .backoff import Backoff
 from .connectors import runtime as connector_runtime
 from .context import JobContext, _current
@@ -199,12 +211,28 @@ def run(job: Job, clock: Clock = timezone.now, context: JobContext | None = None
     connector is busy) is snoozed here and then, and the state it ended in is
     returned instead. Never raises for anything the task does.
     """
+    not_loaded = _load_deferred(job, clock)
+    if not_loaded is not None:
+        return not_loaded
     context = context or JobContext(job)
     signals.job_started.send(sender=Job, job=job)
     outcome = _attempt(job, clock, context)
     if context.redactor and isinstance(outcome, Outcome):
         outcome.redactor = context.redactor  # the secrets of the connectors it loaded
     return outcome
+
+
+def _load_deferred(job: Job, clock: Clock) -> Outcome | str | None:
+    """Read the values too large for the job's claim to send (loaded.py), on its own
+    thread, before anything reads its arguments (signal receivers, middleware, the
+    task): None once read. "lost" if it was taken away since its claim (rescued,
+    cancelled): not ours to run, nothing written. A failed attempt, retried by its
+    queue's backoff, if the database could not be reached: as a task's would be."""
+    try:
+        return None if loaded.load_deferred(job) else "lost"
+    except db.CONNECTION_TROUBLE as error:
+        connections[job._state.db or conf.get("DATABASE")].close()  # the next job reconnects
+        return failed_attempt(job, error.with_traceback(None), clock(), None)
 
 
 def _attempt(job: Job, clock: Clock, context: JobContext) -> Outcome | str:

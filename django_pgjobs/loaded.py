@@ -5,18 +5,31 @@ Enqueue refuses arguments over ``MAX_PAYLOAD_BYTES``, but a row written any othe
 each column, and a claim of up to 1,000 jobs loaded them all: a worker that claimed
 such a job could run out of memory, and so could the next after each rescue. So the
 claim statements (and the rescue's, the reclaim's) send no value whose stored size is
-over the limit, and say which in their ``oversized`` column (sql/claim.sql). A job
+over the limit, and say which in their ``oversized`` column (sql/claimed_json.sql). A job
 without its args, kwargs or meta can't run: the worker discards it at once, saying
 why (execution.unrunnable). Its errors and result are not needed to run it: left
 out, the job runs.
+
+Nor does a claim send a value over ``INLINE_BYTES`` stored (but within the limit):
+a worker holds up to ``prefetch`` claimed jobs (1,000) that wait for a thread, and
+300 jobs of 900 KB args took one to 1.5 GB of RSS. Such a value is *deferred*: the job's
+thread reads it (``load_deferred``) when the job is about to run, fenced by the
+claim's lease. A worker then holds whole values only for the jobs it runs: its memory
+is bounded by about concurrency x limit + prefetch x ``INLINE_BYTES`` per column. Meta
+is never deferred: the claim loop reads it (a rate limit's key in claim_keyed.sql,
+isolation's crash count), and enqueue keeps it small.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import shown
+from . import payload, shown
+from .states import JobState
+
+if TYPE_CHECKING:
+    from .models import Job
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +38,16 @@ COLUMNS = ("args", "kwargs", "meta", "errors", "result")
 
 #: Those a job can't run without.
 NEEDED_TO_RUN = frozenset({"args", "kwargs", "meta"})
+
+#: Those a claim may defer: all but meta (see above).
+DEFERRABLE = ("args", "kwargs", "errors", "result")
+
+#: Most bytes a claim sends of one deferrable value, as stored: larger ones are read
+#: when the job runs. 8 KB: a job's arguments are a few hundred bytes as a rule, so
+#: nearly every claim stays as it was, and the one query more goes to jobs that carry
+#: real data; yet a worker's 1,000 prefetched jobs hold at most 8 MB of each
+#: deferrable column as stored, where the limit (2 MB by default) allowed 2 GB.
+INLINE_BYTES = 8192
 
 #: What a left-out value is taken for by readers of the job (a worker's own logs).
 _EMPTY = {"errors": list, "result": lambda: None}
@@ -37,6 +60,51 @@ def limit() -> int:
     text's: ``pg_column_size`` reads it without loading the value (``octet_length`` of
     the text converts it all, on every claim)."""
     return shown.limit()
+
+
+def inline(most: int) -> int:
+    """Most bytes a claim sends of a deferrable value, as stored: ``INLINE_BYTES``, or
+    ``most`` (the limit) if that is lower."""
+    return min(INLINE_BYTES, most)
+
+
+def deferred(sizes: list[int], sent: int, most: int) -> tuple[str, ...]:
+    """The columns of a claimed job with stored ``sizes`` (in ``COLUMNS`` order) that
+    its claim deferred: over ``sent`` bytes, within ``most``."""
+    return tuple(
+        column
+        for column, size in zip(COLUMNS, sizes, strict=True)
+        if column in DEFERRABLE and size is not None and sent < size <= most
+    )
+
+
+def load_deferred(job: Job) -> bool:
+    """Read the values the claim of ``job`` deferred into it, on the thread about to run
+    it: no query for a job that has none. Fenced by the claim's lease: False, nothing
+    read, if the job is no longer executing under it (rescued, cancelled, reclaimed:
+    taken away, as a lost lease anywhere; its holder decides what becomes of it)."""
+    columns = getattr(job, "deferred", None)
+    if not columns:
+        return True
+    rows = (
+        type(job)
+        .objects.using(job._state.db)
+        .filter(pk=job.pk, state=JobState.EXECUTING, lease=job.lease)
+    )
+    row = rows.values_list(*columns).first()
+    if row is None:
+        return False
+    job.__dict__.update(zip(columns, row, strict=True))
+    job.deferred = ()
+    # JSON Python can't read back (written around enqueue): said as a claim says it.
+    problems = [
+        f"{column}: {value.problem}"
+        for column, value in zip(columns, row, strict=True)
+        if column in NEEDED_TO_RUN and isinstance(value, payload.Unreadable)
+    ]
+    if problems:  # the job is discarded at once (execution.unrunnable)
+        job.unreadable = "; ".join(filter(None, [getattr(job, "unreadable", None), *problems]))
+    return True
 
 
 def left_out(fields: dict[str, Any], sizes: list[int | None], most: int) -> dict[str, str]:

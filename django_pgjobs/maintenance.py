@@ -50,6 +50,7 @@ def rescue_orphaned(
             "beyond": beyond,
             "dead_workers": dead,
             "most": loaded.limit(),
+            "inline": loaded.limit(),  # all sent: these jobs are not run here (loaded.py)
         }
         rescued = db.fetch_jobs("rescue", params, using)
         gone = (
@@ -97,6 +98,7 @@ def reclaim_forgotten(
         "claimed_before": claimed_before,
         "now": now,
         "most": loaded.limit(),
+        "inline": loaded.limit(),  # all sent: these jobs are not run here (loaded.py)
     }
     reclaimed = db.fetch_jobs("reclaim_forgotten", params, using)
     for job in reclaimed:

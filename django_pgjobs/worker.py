@@ -265,6 +265,7 @@ class Worker:
                 "worker_id": worker_id,
                 "states": self.states,
                 "most": most,
+                "inline": loaded.inline(most),  # larger ones are read when the job runs
             }
             if config.get("limited"):
                 claimed += self._claim_limited(params)

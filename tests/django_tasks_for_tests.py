@@ -46,3 +46,8 @@ def flaky_charge(order_id: int) -> None:
 @task(unique_key="nightly-report")
 def nightly_report() -> str:
     return "done"
+
+
+@task
+def count_items(items: list) -> int:
+    return len(items)

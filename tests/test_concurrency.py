@@ -85,7 +85,7 @@ def test_jobs_made_available_again_and_queue_changes_wake_workers(second_connect
 def test_two_claimers_on_separate_connections_never_get_the_same_job(second_connection):
     Job.enqueue_many([{"task": "testproject.demo.tasks.add", "args": [n, n]} for n in range(10)])
     params = {"queue": "default", "limit": 6, "worker_id": None, "states": ["available"]}
-    params["most"] = 2_000_000
+    params["most"], params["inline"] = 2_000_000, 8192
     with psycopg.connect(**db.connection_params()) as first:  # holds its locks until commit
         now = first.execute("SELECT now()").fetchone()[0]
         mine = {row[0] for row in first.execute(db.statement("claim"), {**params, "now": now})}

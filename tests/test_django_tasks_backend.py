@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import secrets
 from datetime import timedelta
 
 import pytest
@@ -11,7 +12,7 @@ from django.core import checks
 from django.db import transaction
 from django.utils import timezone
 
-from django_pgjobs import Job, PayloadError, UnknownQueue
+from django_pgjobs import Job, PayloadError, UnknownQueue, execution
 from django_pgjobs.compat import (
     InvalidTask,
     TaskResultDoesNotExist,
@@ -360,3 +361,25 @@ def test_arguments_a_django_task_cant_bind_are_refused_at_enqueue(django_task, a
         django_task.enqueue(*args)
     assert problem in str(refused.value)
     assert not Job.objects.exists()
+
+
+def test_a_task_whose_arguments_its_claim_deferred_sees_them_whole(worker):
+    """Arguments larger than a claim sends (loaded.INLINE_BYTES) are read when the job
+    runs: the task, and Django's task_started, see them whole."""
+    items = [secrets.token_hex(16) for _ in range(2_000)]  # ~70 KB, not compressible
+    started = []
+
+    def receiver(sender, task_result, **kwargs):
+        started.append(task_result.args)
+
+    task_started.connect(receiver)
+    try:
+        result = django_tasks.count_items.enqueue(items)
+        (claimed,) = worker.claim(10)
+        assert claimed.deferred == ("args",)
+        assert execution.execute(claimed) == JobState.COMPLETED
+    finally:
+        task_started.disconnect(receiver)
+    result.refresh()
+    assert result.return_value == 2_000
+    assert started == [[items]]

@@ -97,6 +97,7 @@ def test_the_claim_query_uses_the_claim_index():
                 "worker_id": None,
                 "states": ["available", "retryable", "scheduled"],
                 "most": 2_000_000,
+                "inline": 8192,
             },
         )
         plan = "\n".join(row[0] for row in cursor.fetchall())

@@ -12,7 +12,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from django_pgjobs import db, maintenance
+from django_pgjobs import db, loaded, maintenance
 from django_pgjobs.models import Job, Queue
 from django_pgjobs.worker import Worker
 from tests.factories import JobFactory, WorkerProcessFactory
@@ -99,12 +99,14 @@ def test_a_claim_sends_no_value_over_the_limit(worker):
     assert claimed[odd].get_deferred_fields() == set()
 
 
-def test_a_value_within_the_limit_is_loaded_whole(worker):
+def test_a_value_within_the_limit_is_loaded_whole_when_its_job_runs(worker):
     text = "(SELECT string_agg(md5(i::text), '') FROM generate_series(1, 6000) AS i)"
     job_id = insert_job(args=f"jsonb_build_array({text})")
     assert 6000 * 32 < stored_size(job_id, "args") <= 2 * PAYLOAD
     (job,) = worker.claim(10)
-    assert job.oversized is None and len(job.args[0]) == 6000 * 32
+    assert job.args is None and job.deferred == ("args",)  # not with its claim
+    assert loaded.load_deferred(job) and len(job.args[0]) == 6000 * 32
+    assert not getattr(job, "unreadable", None)
 
 
 @pytest.mark.parametrize(

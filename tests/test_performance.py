@@ -127,7 +127,7 @@ def test_the_generic_plans_of_prepared_statements_read_jobs_through_an_index():
 
 def test_limited_claims_use_the_claim_index():
     params = {"queue": "mail", "limit": 10, "now": timezone.now(), "worker_id": None}
-    params["most"] = 2_000_000
+    params["most"], params["inline"] = 2_000_000, 8192
     params["states"] = ["available", "retryable", "scheduled"]
     limited = {**params, "concurrency": 2, "started_at": params["now"]}
     assert "pgjobs_job_claim" in plan("claim_limited", limited)
