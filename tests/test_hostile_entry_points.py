@@ -660,6 +660,35 @@ def test_a_run_body_that_is_not_json_is_refused_saying_what_to_send(db, client):
     assert "query string" in response.json()["message"]
 
 
+MULTIPART = "multipart/form-data; boundary=x"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"hello world", b'--x\r\nContent-Type: text/plain\r\n\r\n1\r\n--x--\r\n',
+     b'--x\r\nContent-Disposition: form-data\r\n\r\n1\r\n--x--\r\n',
+     b'--x\r\nContent-Disposition: form-data; name="limit"\r\n\r\n1\r\n'],
+)  # fmt: skip
+def test_a_multipart_body_that_carries_something_is_refused_even_unparsed(db, client, raw):
+    """Django's parser drops a part without a name and text that is no multipart at all:
+    the body was taken as an empty form, and every due job ran."""
+    response = run_with_body(client, raw, MULTIPART)
+    assert response.status_code == 415 and "query string" in response.json()["message"]
+
+
+def test_a_form_of_more_fields_than_django_reads_is_refused_as_json(db, client):
+    """request.POST raised TooManyFieldsSent: Django's HTML 400 page."""
+    response = run_with_body(client, b"a=1&" * 2000, "application/x-www-form-urlencoded")
+    assert response.status_code == 415 and "query string" in response.json()["message"]
+
+
+@pytest.mark.parametrize("raw", [b"--x--\r\n", b"--x--", b"\r\n--x--\r\n"])
+def test_an_empty_multipart_form_is_no_body(db, client, raw):
+    bearer = {"Authorization": "Bearer " + issue("ci", ["*"], can_run=True)[1]}
+    response = client.post("/jobs/run", raw, content_type=MULTIPART, headers=bearer)
+    assert response.status_code == 200, response.content
+
+
 def test_a_run_body_over_the_upload_limit_is_a_413(db, client):
     with override_settings(DATA_UPLOAD_MAX_MEMORY_SIZE=100):
         response = run_with_body(client, json.dumps({"queue": "x" * 200}).encode())

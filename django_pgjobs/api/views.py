@@ -11,10 +11,9 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.http.multipartparser import MultiPartParserError
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -278,11 +277,16 @@ def run(request: HttpRequest, token: ApiToken) -> HttpResponse:
 
 def _empty_form(request: HttpRequest) -> bool:
     """Whether the body is a form without a field (what some clients send for "no body")."""
-    if request.content_type not in ("multipart/form-data", "application/x-www-form-urlencoded"):
+    if request.content_type == "multipart/form-data":
+        # Only the close delimiter: Django's parser drops a part without a name, and
+        # text that is no multipart at all, so "no field parsed" is no empty form.
+        boundary = request.content_params.get("boundary", "").encode("latin-1", "replace")
+        return bool(boundary) and request.body.strip() == b"--" + boundary + b"--"
+    if request.content_type != "application/x-www-form-urlencoded":
         return False
     try:
         return not request.POST and not request.FILES
-    except MultiPartParserError:
+    except SuspiciousOperation:  # more fields than DATA_UPLOAD_MAX_NUMBER_FIELDS
         return False
 
 
