@@ -13,6 +13,7 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import connections
 
 from django_pgjobs import (
     checks,
@@ -208,7 +209,20 @@ class Command(BaseCommand):
 def warn_at_start(alias: str) -> None:
     """One WARNING line for pgjobs migrations not applied to ``alias``, and one per
     ``pgjobs.W002`` (a task's queue no queue has): a worker runs either way, but not
-    as meant, and said nothing of them (a plain ``check`` reads no database)."""
+    as meant, and said nothing of them (a plain ``check`` reads no database).
+
+    A connection this opens is closed after it: the worker's own must be opened after
+    ``liveness.harden_connections`` (its name, its keepalives), which one already
+    open keeps out of."""
+    was_open = connections[alias].connection is not None
+    try:
+        _warn_at_start(alias)
+    finally:
+        if not was_open and not connections[alias].in_atomic_block:
+            connections[alias].close()
+
+
+def _warn_at_start(alias: str) -> None:
     try:
         names = unmigrated.pending(alias)  # the migration graph: 10-70 ms, once
     except Exception:  # an unreadable graph or table: the worker's own errors say more
