@@ -54,7 +54,7 @@ def drain(jobs: int, batch: int, held: int = 0) -> dict[str, float]:
     from django.db import connection, transaction
     from django.utils import timezone
 
-    from django_pgjobs import Job, db, transitions
+    from django_pgjobs import Job, db, loaded, transitions
 
     db.prepare_on_this_thread()  # as a worker's claim loop and completer do
     Job.enqueue_many([{"task": "pgjobs_tasks.noop"}] * (held + jobs))
@@ -63,6 +63,7 @@ def drain(jobs: int, batch: int, held: int = 0) -> dict[str, float]:
             params = {"queue": "default", "limit": held, "now": timezone.now()}
             params |= {"worker_id": None, "states": ["available", "scheduled", "retryable"]}
             params["most"] = 2_000_000  # loaded.limit() at the default MAX_PAYLOAD_BYTES
+            params["inline"] = loaded.INLINE_BYTES
             assert len(db.fetch_jobs("claim", params)) == held
     checkpoint_url = os.environ["DATABASE_URL"]
     checkpoint(checkpoint_url)
@@ -85,6 +86,7 @@ def drain(jobs: int, batch: int, held: int = 0) -> dict[str, float]:
                 "worker_id": None,
                 "states": ["available", "scheduled", "retryable"],
                 "most": 2_000_000,
+                "inline": loaded.INLINE_BYTES,
             }
             claimed = db.fetch_jobs("claim", params)
         spent["claim_server"] += backend_cpu_ns(pid) - server

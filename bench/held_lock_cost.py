@@ -242,6 +242,7 @@ def claim_params(batch: int) -> dict[str, Any]:
         "worker_id": None,
         "states": CLAIMABLE,
         "most": 2_000_000,  # loaded.limit() at the default MAX_PAYLOAD_BYTES
+        "inline": 8192,  # loaded.INLINE_BYTES
     }
 
 

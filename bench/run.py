@@ -144,7 +144,10 @@ def claim_script(batch: int) -> str:
     into one more CTE, so the script runs it unchanged but for what marks it for
     our events trigger (the plain table has no triggers).
     """
-    text = (ROOT / "django_pgjobs" / "sql" / "claim.sql").read_text()
+    from django_pgjobs.db import statement
+    from django_pgjobs.loaded import INLINE_BYTES
+
+    text = statement("claim")  # its included fragments too
     text = "\n".join(line.split("--")[0] for line in text.splitlines())
     text = re.sub(r"WITH publisher AS \(.*?\),\s*", "WITH ", text, count=1, flags=re.S)
     text = text.replace(", publisher", "")
@@ -156,6 +159,7 @@ def claim_script(batch: int) -> str:
         "worker_id": "NULL",
         "states": "ARRAY['available', 'scheduled', 'retryable']",
         "most": "2000000",
+        "inline": str(INLINE_BYTES),
     }.items():
         text = text.replace(f"%({name})s", value)
     text = text.replace("pgjobs_job", "plain_job")

@@ -65,7 +65,10 @@ from common import (  # noqa: E402
     with_database,
 )
 
-CLAIM_SQL = (ROOT / "django_pgjobs" / "sql" / "claim.sql").read_text()
+from django_pgjobs.db import statement  # noqa: E402
+from django_pgjobs.loaded import INLINE_BYTES  # noqa: E402
+
+CLAIM_SQL = statement("claim")  # its included fragments too
 INSERT_AVAILABLE = """
 INSERT INTO pgjobs_job (task, queue, args, kwargs, state, priority, attempt, max_attempts,
                         run_at, created_at, errors, meta, pending_dependencies)
@@ -451,7 +454,7 @@ def claims(url: str, count: int = 0, duration: float = 0, until=None) -> list[fl
                 break
             params = {"queue": "claim", "now": datetime.now(UTC), "limit": 1,
                       "states": ["available"], "worker_id": None,
-                      "most": 2_000_000}  # fmt: skip
+                      "most": 2_000_000, "inline": INLINE_BYTES}  # fmt: skip
             begin = time.perf_counter()
             with conn.transaction():
                 claimed = conn.execute(CLAIM_SQL, params).fetchall()

@@ -49,10 +49,13 @@ from common import (  # noqa: E402
     setup_django,
 )
 
+from django_pgjobs.db import statement  # noqa: E402
+from django_pgjobs.loaded import INLINE_BYTES  # noqa: E402
+
 SETTINGS = "soak_settings"  # bench/runners/soak_settings.py
 SAMPLE_EVERY = 30.0
 FAIL_RATE = 0.05
-CLAIM_SQL = (ROOT / "django_pgjobs" / "sql" / "claim.sql").read_text()
+CLAIM_SQL = statement("claim")  # its included fragments too
 PROBE_INSERT = """
 INSERT INTO pgjobs_job (task, queue, args, kwargs, state, priority, attempt, max_attempts,
                         run_at, created_at, errors, meta, pending_dependencies)
@@ -241,7 +244,7 @@ class Probe(threading.Thread):
                 conn.execute(PROBE_INSERT)
                 params = {"queue": "probe", "now": datetime.now(UTC), "limit": 1,
                           "states": ["available"], "worker_id": None,
-                          "most": 2_000_000}  # fmt: skip
+                          "most": 2_000_000, "inline": INLINE_BYTES}  # fmt: skip
                 begin = time.perf_counter()
                 with conn.transaction():
                     claimed = conn.execute(CLAIM_SQL, params).fetchall()
