@@ -71,9 +71,11 @@ slice AS (
             LIMIT %(head)s
         ) AS job
     ) AS head
-    -- Only when the head is full, and without the head's jobs: when the slice holds
-    -- fewer than %(head)s + %(tail)s, its last %(tail)s include some of them, and then
-    -- every job of it has been read.
+    -- Only when the head is full, and without the head's jobs, left out before the
+    -- limit: jobs that finished at one instant (a bulk cancel) tie, and a descending
+    -- read may return some of the head's among its last, which left the slice short
+    -- of %(head)s + %(tail)s read and counted exactly. Fewer than %(tail)s read here
+    -- means every job of the slice has been read.
     LEFT JOIN LATERAL (
         SELECT count(*) AS read,
                count(*) FILTER (WHERE job.state = 'completed') AS completed,
@@ -95,10 +97,10 @@ slice AS (
               AND finished.finished_at >= slice.lo
               AND finished.finished_at < slice.lo + make_interval(secs => %(slice)s)
               AND head.read >= %(head)s
+              AND finished.id <> ALL (head.ids)
             ORDER BY finished.finished_at DESC
             LIMIT %(tail)s
         ) AS job
-        WHERE job.id <> ALL (head.ids)
     ) AS tail ON true
     WHERE head.read > 0
 ),
