@@ -151,9 +151,9 @@ class JobFilter:
         now = now or timezone.now()
         return cls(
             ids=tuple(parse_ids(ids)),
-            states=tuple(parse_states(states)),
-            queues=tuple(parse_queues(queues)),
-            tasks=tuple(parse_tasks(tasks)),
+            states=tuple(parse_states(_named(states, "--state"))),
+            queues=tuple(parse_queues(_named(queues, "--queue"))),
+            tasks=tuple(parse_tasks(_named(tasks, "--task"))),
             since=None if since is None else parse_instant(since, now, "--since"),
             before=None if before is None else parse_instant(before, now, "--before"),
         )
@@ -196,6 +196,16 @@ class JobFilter:
         if self.before:
             parts.append(f"created before {self.before.isoformat()}")
         return "jobs with " + ", ".join(parts) if parts else "every job"
+
+
+def _named(values: Iterable[str], option: str) -> list[str]:
+    """``values``, each naming something: a filter given as ``""`` filtered nothing, so
+    ``--queue "$QUEUE"`` with QUEUE unset selected the jobs of every queue."""
+    values = list(values)
+    for value in values:
+        if isinstance(value, str) and not value.replace(",", "").strip():
+            raise InvalidSelection(f"{option}: no name in {_shown(value)}")
+    return values
 
 
 def _split(values: Iterable[str]) -> list[str]:

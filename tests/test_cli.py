@@ -427,6 +427,16 @@ def test_odd_input_is_a_clear_error_with_exit_code_1(args, message):
     assert message in err
 
 
+def test_an_empty_filter_is_refused_rather_than_selecting_every_job():
+    """`--queue "$QUEUE"` with QUEUE unset must not widen a bulk action to every queue."""
+    JobFactory(discarded=True, queue="mail")
+    for option in ("--task", "--queue", "--state"):
+        for value in ("", " ", ",", " , "):
+            code, _, err = pgjobs("retry", "--state", "discarded", option, value, "--yes")
+            assert code == 1 and f"{option}: no name in" in err, (option, value)
+    assert Job.objects.get().state == "discarded"
+
+
 def test_a_nul_in_any_filter_is_refused_before_the_database_sees_it():
     for option in ("--task", "--queue", "--state"):
         code, _, err = pgjobs("list", option, "a\x00b")
