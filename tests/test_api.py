@@ -510,6 +510,15 @@ def test_the_openapi_description_is_served_valid_and_covers_every_route(client):
     assert codes >= {"invalid", "unauthorized", "forbidden", "not_found", "method_not_allowed"}
 
 
+def test_the_openapi_description_answers_get_and_head_only(client):
+    assert client.head("/jobs/openapi.yaml").status_code == 200
+    for method in ("post", "put", "patch", "delete"):
+        response = getattr(client, method)("/jobs/openapi.yaml")
+        assert response.status_code == 405, method
+        assert response.json()["error"] == "method_not_allowed"
+        assert response["Allow"] == "GET, HEAD"
+
+
 def test_issue_api_token_prints_a_working_token(client):
     import io
 

@@ -293,4 +293,10 @@ def _empty_form(request: HttpRequest) -> bool:
 def openapi(request: HttpRequest) -> HttpResponse:
     """The OpenAPI description of this API, with the arguments of each typed task
     (public: it describes, it grants nothing)."""
+    if request.method not in ("GET", "HEAD"):
+        # A POST here answered 200 with the document: a client that posts a job to
+        # the wrong path must hear so, as at every other route.
+        response = error(405, "method_not_allowed", "use GET")
+        response["Allow"] = "GET, HEAD"
+        return response
     return HttpResponse(openapi_document(), content_type="application/yaml")
