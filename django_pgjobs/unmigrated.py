@@ -39,6 +39,12 @@ def _pending_on(connection: BaseDatabaseWrapper) -> list[str]:
     return [migration.name for migration, _ in executor.migration_plan(targets)]
 
 
+def listed(names: list[str]) -> str:
+    """The first two of ``names`` and an ellipsis: on a database never migrated, all
+    of them made a line of two dozen names."""
+    return ", ".join(names[:2]) + (", ..." if len(names) > 2 else "")
+
+
 def explain(error: BaseException, alias: str) -> str | None:
     """What to do about ``error`` if pgjobs' migrations missing from ``alias`` caused
     it; None for any other error."""
@@ -54,10 +60,9 @@ def explain(error: BaseException, alias: str) -> str | None:
         return None
     database = connections[alias].settings_dict.get("NAME")
     flag = "" if alias == "default" else f" --database {alias}"
-    shown = ", ".join(names[:2]) + (", ..." if len(names) > 2 else "")
     return (
         f"The database {database!r} lacks pgjobs' tables, or their latest changes: "
-        f"{len(names)} migration(s) of pgjobs are not applied ({shown}). "
+        f"{len(names)} migration(s) of pgjobs are not applied ({listed(names)}). "
         f"Run `python manage.py migrate{flag}` first."
     )
 

@@ -521,6 +521,9 @@ def test_commands_on_an_unmigrated_database_say_to_migrate_not_a_traceback():
             assert f"The database '{scratch.name}' lacks pgjobs' tables" in result.stderr
             assert "migration(s) of pgjobs are not applied (0001_tables," in result.stderr
             assert "Run `python manage.py migrate` first." in result.stderr, command
+            # runworker's start-up warning named every migration: a line of two dozen.
+            named = [len(re.findall(r"\b\d{4}_\w+", line)) for line in said.splitlines()]
+            assert max(named) <= 2, (command, said)
         with scratch.connect() as conn:  # the commands wrote nothing
             assert _rows(conn, "SELECT relname FROM pg_class WHERE relname LIKE 'pgjobs%'") == []
 

@@ -234,7 +234,7 @@ def _warn_at_start(alias: str) -> None:
             "migrate%s`: until then this worker may fail or miss what they add.",
             len(names),
             logs.database(alias),
-            ", ".join(names),
+            unmigrated.listed(names),
             flag,
         )
     for warning in checks.check_task_queues(databases=[alias]):
