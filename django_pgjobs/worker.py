@@ -1076,9 +1076,13 @@ class Worker:
                 logger.warning("could not remove worker row %s: %s", self.record.pk, error)
         connections[self.using].close()
         self._gone.set()
+        # "after N attempts": a job retried and then completed counts in both words,
+        # which read as jobs summed to more than the worker ran.
+        attempts = sum(self.stats.values())
         logger.info(
-            "worker %s stopped: %s",
+            "worker %s stopped%s: %s",
             self.record.pk if self.record else "-",
+            f" after {attempts} attempt{'s' if attempts != 1 else ''}" if attempts else "",
             logs.in_words(self.stats),
         )
 

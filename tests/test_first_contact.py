@@ -207,7 +207,7 @@ def test_a_fresh_project_runs_a_job_enqueued_in_a_view(project, fresh_venv, scra
     worked = manage("runworker", "--burst")
     assert worked.returncode == 0, worked.stderr
     assert f"django-pgjobs {__version__} worker " in worked.stderr  # its start line
-    assert " stopped: 1 completed" in worked.stderr
+    assert " stopped after 1 attempt: 1 completed" in worked.stderr
     state = manage("shell", "-c", STATE)
     assert state.stdout.splitlines()[-1] == "completed welcome, 42", state.stdout + state.stderr
 

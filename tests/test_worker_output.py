@@ -61,8 +61,8 @@ def test_runworker_speaks_by_default():
         "attempt 1: ValueError: boom"
     )
     assert f"job {done.pk} " not in out  # completions only from -v 2
-    stop = next(line for line in out.splitlines() if " stopped: " in line)
-    assert stop.endswith("stopped: 1 completed, 1 retryable, 1 discarded")
+    stop = next(line for line in out.splitlines() if " stopped after " in line)
+    assert stop.endswith("stopped after 3 attempts: 1 completed, 1 retryable, 1 discarded")
     assert "JobState" not in out
 
 
@@ -197,7 +197,7 @@ def test_processes_children_print_one_start_line_each(tmp_path):
     starts = [line for line in lines if " started: database " in line]
     assert len(starts) == 2  # one per child, none from the supervisor, none twice
     assert len({line.split(" pid ")[1] for line in starts}) == 2
-    stops = [line for line in lines if " stopped: " in line]
+    stops = [line for line in lines if re.search(r"worker \d+ stopped( after|:)", line)]
     assert len(stops) == 2 and any("1 completed" in line for line in stops)
 
 
