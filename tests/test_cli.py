@@ -210,6 +210,34 @@ def test_retry_by_filter_asks_first_and_changes_nothing_without_a_yes():
     assert {j.state for j in Job.objects.filter(pk__in=[j.pk for j in jobs])} == {S.AVAILABLE}
 
 
+@pytest.mark.parametrize("verb", ["retry", "cancel", "delete"])
+def test_a_filter_that_matches_no_job_is_done_without_a_question(verb):
+    # It asked "retry 0 job(s): ...? [y/N]" and, with no answer (a script, cron), exited 1
+    # "nothing done", though the exit codes say a filter that matched no job is done.
+    kept = JobFactory(queue="mail", discarded=True)
+    code, out, err = pgjobs(verb, "--state", "discarded", "--queue", "default", answer="")
+    assert (code, err) == (0, "")
+    assert f"no jobs with state discarded, queue default: nothing to {verb}" in out
+    assert as_json(verb, "--state", "discarded", "--queue", "default") == {
+        "action": verb,
+        "matched": 0,
+        "changed": 0,
+    }
+    assert Job.objects.get().pk == kept.pk and Job.objects.get().state == S.DISCARDED
+
+
+def test_delete_of_an_unknown_id_is_an_error_as_for_retry_and_cancel():
+    # It asked "delete 0 job(s): jobs with id 4211?" and then, answered or with --yes,
+    # exited 0 "0 job(s) deleted"; retry, cancel and show of an unknown id exit 1.
+    done = JobFactory(completed=True)
+    missing = done.pk + 1000
+    code, _, err = pgjobs("delete", str(missing), "--yes")
+    assert code == 1 and f"no job with id {missing}; nothing done" in err
+    code, out, err = pgjobs("delete", str(done.pk), str(missing), answer="y\n")
+    assert code == 1 and "1 job(s) deleted" in out and f"no job with id {missing}" in err
+    assert not Job.objects.exists()
+
+
 def test_delete_asks_even_by_id_keeps_executing_jobs_and_takes_yes_for_scripts():
     done = JobFactory(completed=True)
     running = JobFactory(executing=True)

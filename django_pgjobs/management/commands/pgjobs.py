@@ -327,7 +327,17 @@ class Command(BaseCommand):
         if selected.by_id and one is not None:
             self.report_each(verb, selected.ids, one)
             return
+        # An unknown id is an error, as it is to retry, cancel and show; the others are
+        # still deleted (after the question).
+        unknown = _unknown_ids(selected.ids)
+        if unknown and len(unknown) == len(selected.ids):
+            raise CommandError(f"no job with id {_id_list(unknown)}; nothing done", returncode=1)
         matched = stats.tally(selected.jobs())
+        if matched.exact and matched.value == 0:
+            # Nothing to ask about: a script without --yes is done, not refused.
+            if not self.emit({"action": verb, "matched": 0, "changed": 0}):
+                self.say(f"no {selected.describe()}: nothing to {verb}")
+            return
         if not self.options["yes"] and not self.confirm(
             f"{verb} {matched} job(s): {selected.describe()}?"
         ):
@@ -337,6 +347,8 @@ class Command(BaseCommand):
             self.say(f"{changed} job(s) {done}")
             if verb == "delete" and changed < matched.value:
                 self.say("executing jobs are kept: cancel them first")
+        if unknown:
+            raise CommandError(f"no job with id {_id_list(unknown)}", returncode=1)
 
     def report_each(self, verb: str, ids: Sequence[int], one: Callable[[Job], str]) -> None:
         jobs = Job.objects.using(_db()).in_bulk(list(ids))
@@ -518,6 +530,18 @@ def schedule_summary(schedule: Schedule, now: datetime, count: int) -> dict[str,
         "upcoming": [] if problem or not count else schedules.fire_times(schedule, now, count),
         "problem": problem,
     }
+
+
+def _unknown_ids(ids: Sequence[int]) -> list[int]:
+    """Those of ``ids`` that no job has."""
+    if not ids:
+        return []
+    known = set(Job.objects.using(_db()).filter(pk__in=list(ids)).values_list("pk", flat=True))
+    return [job_id for job_id in ids if job_id not in known]
+
+
+def _id_list(ids: Sequence[int]) -> str:
+    return ", ".join(str(job_id) for job_id in ids)
 
 
 def _retry_one(job: Job) -> str:
