@@ -258,17 +258,21 @@ def test_cancel_by_filter_in_one_update():
 
 
 @pytest.mark.parametrize(
-    "args",
+    "args, why",
     [
-        ["retry"],  # nothing selected
-        ["delete", "--yes"],
-        ["retry", "1", "--state", "discarded"],  # ids and filters
+        # Neither said "..., not both" too, as if both had been given.
+        (["retry"], "retry: give job ids or filters (--state, --queue, --task, --since, "
+         "--before): none was given"),
+        (["delete", "--yes"], "delete: give job ids or filters"),
+        (["retry", "1", "--state", "discarded"], "retry: give job ids or filters (--state, "
+         "--queue, --task, --since, --before), not both"),
     ],
-)
-def test_a_change_needs_ids_or_filters_but_not_both(args):
+)  # fmt: skip
+def test_a_change_needs_ids_or_filters_but_not_both(args, why):
     JobFactory(discarded=True)
     code, _, err = pgjobs(*args)
-    assert code == 1 and "give job ids or filters" in err
+    assert code == 1 and why in err
+    assert "not both" not in err or "1" in args
     assert Job.objects.get().state == S.DISCARDED
 
 

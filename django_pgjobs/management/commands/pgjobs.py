@@ -320,9 +320,10 @@ class Command(BaseCommand):
         one UPDATE or DELETE for every match, after a question unless ``--yes``."""
         selected = self.job_filter(ids=self.options["ids"])
         if selected.by_id == selected.has_filters:
+            problem = ", not both" if selected.by_id else ": none was given"
             raise InvalidSelection(
                 f"{verb}: give job ids or filters (--state, --queue, --task, "
-                "--since, --before), not both"
+                f"--since, --before){problem}"
             )
         if selected.by_id and one is not None:
             self.report_each(verb, selected.ids, one)
