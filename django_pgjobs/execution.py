@@ -257,26 +257,41 @@ def _attempt(job: Job, clock: Clock, context: JobContext) -> Outcome | str:
     except BaseException as error:  # a task's failure, even SystemExit, is data
         outcome = failed_attempt(job, error, clock(), registered)
         # One line per event: a failure that discards the job is said by the discard's
-        # warning once it is written (_log_outcome), not by this line as well.
-        if outcome.state == JobState.RETRYABLE and logger.isEnabledFor(logging.INFO):
-            # As the job's error record says it, not repr().
-            failure = context.mask(limits.shortened(transitions.error_line(error), 500))
-            # When it runs again: a newcomer's log said it failed, not that it would retry.
-            retry_in = (
-                logs.delay((outcome.run_at - outcome.at).total_seconds()) if outcome.run_at else "?"
-            )
-            logger.info(
-                "job %s (%s) attempt %s of %s failed, retry in %s: %s",
-                job.pk,
-                job.task,
-                job.attempt,
-                job.max_attempts,
-                retry_in,
-                failure,
-                extra=logs.job_fields(job),
-            )
+        # warning once it is written (_log_outcome), not by this line as well; nor is a
+        # job cancelled while it ran retried (its outcome is refused: _log_refused).
+        if outcome.state == JobState.RETRYABLE and not context.cancelled:
+            _log_retry(outcome, lambda: context.mask(transitions.error_line(error)))
         return outcome
     return transitions.completed(job, _storable(job, result), clock())
+
+
+def _log_retry(outcome: Outcome, failure: Callable[[], str]) -> None:
+    """The line of a failed attempt that will be retried: when, and its error as the
+    job's error record says it (``failure``, only worked out when the line is logged)."""
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    job = outcome.job
+    # When it runs again: a newcomer's log said it failed, not that it would retry.
+    retry_in = logs.delay((outcome.run_at - outcome.at).total_seconds()) if outcome.run_at else "?"
+    logger.info(
+        "job %s (%s) attempt %s of %s failed, retry in %s: %s",
+        job.pk,
+        job.task,
+        job.attempt,
+        job.max_attempts,
+        retry_in,
+        limits.shortened(failure(), 500),
+        extra=logs.job_fields(job),
+    )
+
+
+def log_abandoned(outcome: Outcome, error: JobTimeout) -> None:
+    """What became of a job the worker failed itself, written: its task ignored the
+    timeout (blocked in C), so no failure of the task's own is logged for it."""
+    if outcome.state == JobState.RETRYABLE:
+        _log_retry(outcome, lambda: transitions.error_line(error))
+    else:
+        _log_outcome(outcome)
 
 
 def _skewed(

@@ -44,7 +44,7 @@ from . import (
 )
 from .context import JobContext
 from .exceptions import InvalidOption, JobTimeout
-from .execution import execute, failed_attempt, record, run
+from .execution import execute, failed_attempt, log_abandoned, record, run
 from .models import Job, Queue, WorkerProcess
 from .notifier import JOBS_CHANNEL, Notifier
 from .pool import JobPool
@@ -713,12 +713,20 @@ class Worker:
     def _abandon(self, context: JobContext) -> None:
         job = context.job
         error = JobTimeout(f"attempt exceeded its timeout of {job.timeout}s")
-        logger.warning("job %s ignored its timeout; failing it and abandoning its thread", job.pk)
+        logger.warning(
+            "job %s (%s) ignored its timeout; failing it and abandoning its thread",
+            job.pk,
+            job.task,
+            extra=logs.job_fields(job),
+        )
+        outcome = failed_attempt(job, error, self.clock(), get_task(job.task))
         try:
-            transitions.finish([failed_attempt(job, error, self.clock(), get_task(job.task))])
+            [written] = transitions.finish([outcome])
         except DatabaseError as problem:
             logger.error("could not fail overdue job %s: %s", job.pk, problem)
             return  # try again on the next pass
+        if written:  # retried when, or discarded: as for a failure of the task's own
+            log_abandoned(outcome, error)
         with self._lock:
             self.running.pop(job.pk, None)
             self._timed.pop(job.pk, None)

@@ -85,6 +85,17 @@ def until_cancelled(tag: str, limit: float = 30) -> str:
     return "ran to the end"
 
 
+@task
+def until_cancelled_raises(tag: str, limit: float = 30) -> str:
+    """As docs/reliability.md shows it: raise_if_cancelled() between steps."""
+    record(f"{tag}:start")
+    until = time.monotonic() + limit
+    while time.monotonic() < until:
+        current_job().raise_if_cancelled()
+        time.sleep(0.01)
+    return "ran to the end"
+
+
 @task(unique=True)
 def unique_report(report_id: int | str) -> str:
     return f"report {report_id}"

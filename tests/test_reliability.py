@@ -334,7 +334,9 @@ def test_an_overrunning_python_job_is_interrupted_and_retried(threaded_worker, w
     assert job.errors[0]["error"].startswith("JobTimeout")
 
 
-def test_a_job_blocked_past_its_timeout_is_failed_and_its_slot_reused(threaded_worker, wait):
+def test_a_job_blocked_past_its_timeout_is_failed_and_its_slot_reused(
+    threaded_worker, wait, caplog
+):
     stuck = Job.enqueue("tests.tasks_for_tests.blocked", args=[20], max_attempts=1, timeout=0.3)
     worker = threaded_worker(concurrency=1)
     wait(lambda: Job.objects.get(pk=stuck.pk).state == JobState.DISCARDED, timeout=5)
@@ -342,9 +344,45 @@ def test_a_job_blocked_past_its_timeout_is_failed_and_its_slot_reused(threaded_w
     follower = add.enqueue(1, 1)  # the only slot was stuck: it must have been replaced
     wait(lambda: Job.objects.get(pk=follower.pk).state == JobState.COMPLETED, timeout=5)
     assert worker.stats["timed out"] == 1
+    # The log said it "ignored its timeout; failing it" and never that it was discarded,
+    # as it says of every other discarded job.
+    said = [r.getMessage() for r in caplog.records if f"job {stuck.pk} " in r.getMessage()]
+    assert said == [
+        f"job {stuck.pk} (tests.tasks_for_tests.blocked) ignored its timeout; failing it and "
+        "abandoning its thread",
+        f"job {stuck.pk} (tests.tasks_for_tests.blocked) discarded after attempt 1: "
+        "JobTimeout: attempt exceeded its timeout of 0.3s",
+    ]
 
 
-def test_cancelling_a_running_async_job_stops_it(threaded_worker, wait):
+def test_a_job_blocked_past_its_timeout_with_attempts_left_says_when_it_runs_again(
+    threaded_worker, wait, caplog
+):
+    caplog.set_level("INFO", logger="django_pgjobs")
+    stuck = Job.enqueue("tests.tasks_for_tests.blocked", args=[20], max_attempts=2, timeout=0.3)
+    threaded_worker(concurrency=1)
+    wait(lambda: Job.objects.get(pk=stuck.pk).state == JobState.RETRYABLE, timeout=5)
+    failed = f"job {stuck.pk} (tests.tasks_for_tests.blocked) attempt 1 of 2 failed, retry in "
+    wait(lambda: failed in caplog.text, timeout=5)
+    assert "JobTimeout: attempt exceeded its timeout of 0.3s" in caplog.text
+
+
+def test_a_sync_job_cancelled_while_it_runs_is_not_said_to_retry(threaded_worker, wait, caplog):
+    # raise_if_cancelled() raises JobCancelled: the worker logged "attempt 1 of 20 failed,
+    # retry in 2.2s: JobCancelled: ...", and then that the job was cancelled.
+    caplog.set_level("INFO", logger="django_pgjobs")
+    job = Job.enqueue("tests.tasks_for_tests.until_cancelled_raises", args=["r"])
+    worker = threaded_worker()
+    wait(lambda: "r:start" in tags(), timeout=5)
+    Job.objects.get(pk=job.pk).cancel()
+    wait(lambda: job.pk not in worker.running, timeout=3)
+    assert Job.objects.get(pk=job.pk).state == JobState.CANCELLED
+    wait(lambda: f"job {job.pk}: cancelled while it ran" in caplog.text, timeout=5)
+    assert "retry in" not in caplog.text and "JobCancelled" not in caplog.text
+
+
+def test_cancelling_a_running_async_job_stops_it(threaded_worker, wait, caplog):
+    caplog.set_level("INFO", logger="django_pgjobs")
     job = async_sleep.enqueue(30)
     worker = threaded_worker()
     wait(lambda: job.pk in worker.running, timeout=5)
@@ -352,6 +390,7 @@ def test_cancelling_a_running_async_job_stops_it(threaded_worker, wait):
     wait(lambda: job.pk not in worker.running, timeout=3)
     assert Job.objects.get(pk=job.pk).state == JobState.CANCELLED
     assert worker.stats["lost"] == 1  # its CancelledError outcome was refused
+    assert "retry in" not in caplog.text  # it is cancelled, not retried
 
 
 def test_a_running_sync_job_sees_its_cancellation_flag(threaded_worker, wait):
