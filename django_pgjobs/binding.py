@@ -109,6 +109,20 @@ class Binding:
             raise InvalidArguments(f"{where}: {problem}", field=where)
 
 
+def takes_keyword(func: Callable[..., Any], name: str) -> bool:
+    """Whether ``func`` can be called with ``name=``: a parameter of that name that a
+    keyword can give, or ``**kwargs``. True for a callable whose parameters Python
+    can't tell (its calls are not checked)."""
+    try:
+        parameters = inspect.signature(func, follow_wrapped=False).parameters
+    except (TypeError, ValueError):
+        return True
+    parameter = parameters.get(name)
+    if parameter is not None and parameter.kind in KEYWORD:
+        return True
+    return any(p.kind is P.VAR_KEYWORD for p in parameters.values())
+
+
 def why_missing(name: str) -> str:
     """What a refusal adds for a missing ``name``: a connector is passed only to a job
     that names one."""

@@ -30,6 +30,7 @@ from . import (
     signals,
     unmigrated,
 )
+from .binding import takes_keyword
 from .connectors.store import check_known as check_connector
 from .exceptions import InvalidOption, InvalidQueueName
 from .states import ACTIVE, JobState
@@ -287,6 +288,14 @@ class JobBuilder:
         elif isinstance(registered.concurrency_key, str):  # the task's own key
             flags["concurrency_key"] = registered.concurrency_key
         if spec.pass_results:
+            # The worker calls it with results=[...]: a task that can't take them failed
+            # every attempt, blamed on a rolling deploy (ArgumentMismatch).
+            if not takes_keyword(registered.func, "results"):
+                raise InvalidOption(
+                    "pass_results",
+                    "calls the task with results=[...] (its dependencies' results), and "
+                    f"{registered.name} has no parameter 'results' (nor **kwargs)",
+                )
             flags["pass_results"] = True
         if spec.on_dependency_failure != "cancel":
             flags["on_dependency_failure"] = spec.on_dependency_failure

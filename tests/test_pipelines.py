@@ -9,7 +9,7 @@ import pytest
 from django.db import connections, transaction
 from django.utils import timezone
 
-from django_pgjobs import Job, transitions
+from django_pgjobs import InvalidOption, Job, transitions
 from django_pgjobs.dependencies import UnknownDependency, initial_state
 from django_pgjobs.models import JobDependency
 from django_pgjobs.pipelines import enqueue_pipeline
@@ -153,6 +153,28 @@ def test_a_running_job_can_add_jobs_its_dependents_then_wait_for(worker):
     worker.drain()
     # The gather job sees the splitter's result and the four squares, in id order.
     assert Job.objects.get(pk=gather[0].pk).result == 4 + 0 + 1 + 4 + 9
+
+
+def test_pass_results_to_a_task_that_takes_no_results_is_refused_at_enqueue():
+    # It was accepted, and each attempt then failed with ArgumentMismatch ("fetch() has
+    # no parameter 'results'... this worker's code may be older"): retried for nothing.
+    first = add.enqueue(1, 1)
+    with transaction.atomic():
+        for call in (
+            lambda: Job.enqueue("testproject.demo.tasks.add", [1, 1], pass_results=True),
+            lambda: add.using(pass_results=True).enqueue(1, 1),
+            lambda: enqueue_pipeline([square.spec(2)], add.using(pass_results=True).spec(1, 1)),
+        ):
+            with pytest.raises(InvalidOption) as refused:
+                call()
+            assert refused.value.field == "pass_results"
+            assert str(refused.value) == (
+                "pass_results calls the task with results=[...] (its dependencies' results), "
+                "and testproject.demo.tasks.add has no parameter 'results' (nor **kwargs)"
+            )
+        assert list(Job.objects.values_list("pk", flat=True)) == [first.pk]  # still usable
+    gather = Job.enqueue("testproject.demo.tasks.total", depends_on=[first], pass_results=True)
+    assert gather.state == S.WAITING
 
 
 def test_an_empty_pipeline_or_stage_is_refused():
