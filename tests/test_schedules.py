@@ -17,7 +17,7 @@ from django_pgjobs.models import Schedule, ScheduleTick
 from django_pgjobs.scheduler import Scheduler
 from django_pgjobs.schedules import SCHEDULES_CHANNEL, sync_from_settings
 from django_pgjobs.signals import job_enqueued
-from tests.factories import ScheduleFactory
+from tests.factories import JobFactory, ScheduleFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -420,3 +420,27 @@ def test_runscheduler_once_fires_what_is_due_and_exits(settings):
     call_command("runscheduler", "--once", "--no-maintenance", stdout=out)
     assert "fired 1 tick(s)" in out.getvalue()
     assert Job.objects.count() == 1
+    assert f"{schedule.name} @ " in out.getvalue()
+    assert f": job {Job.objects.get().pk}" in out.getvalue()
+
+
+def test_runscheduler_once_says_why_a_tick_enqueued_nothing(settings):
+    # Its summary said "job None" of a tick whose task is unknown, and of one its
+    # overlap policy skipped, where the log line said why.
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    settings.PGJOBS = {**settings.PGJOBS, "SCHEDULES": {}}
+    due = datetime.now(UTC).replace(second=0, microsecond=0)
+    gone = ScheduleFactory(name="gone", cron="* * * * *", task="tests.tasks_for_tests.none")
+    busy = ScheduleFactory(name="busy", cron="* * * * *", overlap="skip")
+    running = JobFactory(executing=True)
+    Schedule.objects.filter(pk=gone.pk).update(next_fire_at=due)
+    Schedule.objects.filter(pk=busy.pk).update(next_fire_at=due, last_job=running)
+    out = StringIO()
+    call_command("runscheduler", "--once", "--no-maintenance", stdout=out)
+    said = out.getvalue()
+    assert "job None" not in said
+    assert f"gone @ {due.isoformat()}: enqueued nothing: UnknownTask: unknown task " in said
+    assert f"busy @ {due.isoformat()}: skipped: job {running.pk} of this schedule is " in said

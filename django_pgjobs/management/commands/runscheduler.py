@@ -11,6 +11,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from django_pgjobs import conf, liveness, logs, schedules, unmigrated
 from django_pgjobs.scheduler import Scheduler
+from django_pgjobs.schedules import Fired
 
 logger = logging.getLogger("django_pgjobs.scheduler")
 
@@ -47,12 +48,7 @@ class Command(BaseCommand):
                 raise CommandError(str(error)) from error
             report = scheduler.run_once()
             fired = [f for f in report.fired if f.fire_at is not None]
-            self.stdout.write(
-                f"fired {len(fired)} tick(s)"
-                + "".join(
-                    f"\n  {f.schedule} @ {f.fire_at.isoformat()}: job {f.job_id}" for f in fired
-                )
-            )
+            self.stdout.write(f"fired {len(fired)} tick(s)" + "".join(map(_tick_line, fired)))
             return
 
         def on_signal(signum: int, frame: object) -> None:
@@ -65,3 +61,16 @@ class Command(BaseCommand):
             scheduler.run()
         except ImproperlyConfigured as error:
             raise CommandError(str(error)) from error
+
+
+def _tick_line(fired: Fired) -> str:
+    """A fired tick in ``--once``'s summary: its job, or why it enqueued none (as the
+    tick's record and the log say it), not "job None"."""
+    if fired.job_id is not None:
+        outcome = f"job {fired.job_id}"
+    elif fired.skipped:
+        outcome = fired.skipped
+    else:
+        outcome = f"enqueued nothing: {fired.error}"
+    at = fired.fire_at.isoformat() if fired.fire_at else "?"
+    return f"\n  {fired.schedule} @ {at}: {outcome}"
