@@ -191,11 +191,18 @@ class JobFilter:
         for label, values in (("state", self.states), ("queue", self.queues), ("task", self.tasks)):
             if values:
                 parts.append(f"{label} {' or '.join(values)}")
+        # "jobs created since ...", not "jobs with created since ...".
+        times = []
         if self.since:
-            parts.append(f"created since {self.since.isoformat()}")
+            times.append(f"created since {self.since.isoformat()}")
         if self.before:
-            parts.append(f"created before {self.before.isoformat()}")
-        return "jobs with " + ", ".join(parts) if parts else "every job"
+            times.append(f"created before {self.before.isoformat()}")
+        if not parts and not times:
+            return "every job"
+        head = f"jobs with {', '.join(parts)}" if parts else "jobs"
+        if not times:
+            return head
+        return (", " if parts else " ").join([head, ", ".join(times)])
 
 
 def _named(values: Iterable[str], option: str) -> list[str]:

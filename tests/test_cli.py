@@ -122,6 +122,13 @@ def test_list_filters_by_state_queue_task_and_creation_time_newest_first():
     assert len(listed["jobs"]) == 1 and listed["more"] is True
     code, out, _ = pgjobs("list", "--state", "waiting")
     assert code == 0 and out.strip() == "no jobs with state waiting"
+    # It said "no jobs with created since ...".
+    code, out, _ = pgjobs("list", "--since", "2025-05-01T14:30+00:00", "--before", "2025-05-02")
+    assert out.strip() == (
+        "no jobs created since 2025-05-01T14:30:00+00:00, created before 2025-05-02T00:00:00+00:00"
+    )
+    code, out, _ = pgjobs("list", "--state", "waiting", "--since", "2025-05-01T14:30+00:00")
+    assert out.strip() == "no jobs with state waiting, created since 2025-05-01T14:30:00+00:00"
 
 
 def test_list_of_an_empty_table_says_no_jobs(db):
