@@ -9,6 +9,7 @@ and the admin, whose forms save no value they did not read.
 from __future__ import annotations
 
 import json
+import re
 from datetime import timedelta
 from io import StringIO
 
@@ -67,6 +68,27 @@ def test_the_api_names_each_value_over_the_limit_instead_of_sending_it(client, b
         "not shown: its JSON is 5,002 bytes, over the 2,000 shown "
         "(twice PGJOBS['MAX_PAYLOAD_BYTES'])"
     )
+
+
+#: 40 KB of hex digits, as SQL: incompressible, so stored in over 8 times the 2,000 shown.
+INCOMPRESSIBLE = (
+    "to_jsonb((SELECT string_agg(md5(random()::text), '') FROM generate_series(1, 1250)))"
+)
+
+
+def test_a_value_stored_far_over_the_limit_is_named_by_its_stored_size(client, bearer):
+    # Its size as text is not measured: that converted 100 MB to text twice.
+    job_id = insert_job(state="'completed'", finished_at="now()", result=INCOMPRESSIBLE)
+    (stored,) = sql("SELECT pg_column_size(result) FROM pgjobs_job WHERE id = %s", [job_id])[0]
+    assert stored > shown.FAR_OVER * 2 * PAYLOAD
+    answer = client.get(f"/jobs/{job_id}", headers=bearer).json()
+    assert answer["result"] is None and answer["args"] == [1, 2]
+    assert re.fullmatch(
+        r"not shown: its JSON is ([\d,]+) bytes as stored, far over the 2,000 shown "
+        r"\(twice PGJOBS\['MAX_PAYLOAD_BYTES'\]\)",
+        answer["not_shown"]["result"],
+    ), answer["not_shown"]
+    assert f"{stored:,} bytes as stored" in answer["not_shown"]["result"]
 
 
 def test_values_within_the_limit_are_shown_whole_and_none_named(client, bearer):
