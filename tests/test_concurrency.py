@@ -11,7 +11,7 @@ import time
 
 import psycopg
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count
 
 from django_pgjobs import Job, db
@@ -20,7 +20,11 @@ from django_pgjobs.models import WorkerProcess as WorkerProcessRow
 from django_pgjobs.notifier import JOBS_CHANNEL
 from django_pgjobs.signals import job_started
 from django_pgjobs.states import JobState
-from django_pgjobs.worker import COLLECT_YOUNGEST_EVERY, _fewer_collections
+from django_pgjobs.worker import (
+    COLLECT_YOUNGEST_EVERY,
+    MIN_QUEUE_NAMES_REFRESH,
+    _fewer_collections,
+)
 from testproject.demo.models import Run
 from testproject.demo.tasks import add, record, serial_step, sleep
 
@@ -335,3 +339,49 @@ def test_a_worker_of_named_queues_serves_only_those(threaded_worker, wait):
     wait(lambda: Job.objects.get(pk=then.pk).state == JobState.COMPLETED, timeout=10)
     assert worker.queues == ["default"]
     assert Job.objects.get(pk=late.pk).state == JobState.AVAILABLE
+
+
+def test_a_flood_of_unknown_queue_names_reads_the_queues_at_most_once_a_second(
+    threaded_worker, wait, monkeypatch
+):
+    # Each name a worker of every queue doesn't know is a cue to read the queues again,
+    # and anyone who may connect can NOTIFY: 200 names read them at most once a second.
+    from django_pgjobs import worker as worker_module
+
+    reads: list[float] = []
+    real = worker_module.all_queue_names
+
+    def all_queue_names(using: str) -> list[str]:
+        reads.append(time.monotonic())
+        return real(using)
+
+    monkeypatch.setattr(worker_module, "all_queue_names", all_queue_names)
+    threaded_worker(poll_interval=30)  # the notifications, not the poll
+    flood = time.monotonic()
+    with connection.cursor() as cursor:
+        for n in range(200):  # each its own transaction: delivered one by one
+            cursor.execute("SELECT pg_notify(%s, %s)", [JOBS_CHANNEL, f"nothing-{n}"])
+    Queue.objects.create(name="late")  # the flood leaves it to be read within a second
+    job = Job.enqueue("testproject.demo.tasks.add", [2, 3], queue="late")
+    wait(lambda: Job.objects.get(pk=job.pk).state == JobState.COMPLETED, timeout=10)
+    took = time.monotonic() - flood
+    during = [at for at in reads if at >= flood]
+    assert 1 <= len(during) <= took / MIN_QUEUE_NAMES_REFRESH + 2, (len(during), took)
+
+
+def test_a_queue_deleted_while_a_worker_of_every_queue_runs_leaves_its_list(
+    threaded_worker, wait, caplog
+):
+    # A queue row's delete notifies nothing: the next poll reads the queues again.
+    Queue.objects.create(name="gone")
+    worker = threaded_worker(poll_interval=0.2)
+    assert "gone" in worker.queues
+    Queue.objects.filter(name="gone").delete()
+    wait(lambda: "gone" not in worker.queues, timeout=10)
+    # Its row says so right after (the list is set first, then written).
+    wait(lambda: "gone" not in WorkerProcessRow.objects.get(pk=worker.record.pk).queues)
+    assert "default" in WorkerProcessRow.objects.get(pk=worker.record.pk).queues
+    job = add.enqueue(1, 1)  # it runs on
+    wait(lambda: Job.objects.get(pk=job.pk).state == JobState.COMPLETED, timeout=10)
+    loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert loud == [], [r.getMessage() for r in loud]
