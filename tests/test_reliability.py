@@ -364,6 +364,8 @@ def test_a_job_blocked_past_its_timeout_is_failed_and_its_slot_reused(
     assert "timeout of 0.3s" in Job.objects.get(pk=stuck.pk).errors[0]["error"]
     follower = add.enqueue(1, 1)  # the only slot was stuck: it must have been replaced
     wait(lambda: Job.objects.get(pk=follower.pk).state == JobState.COMPLETED, timeout=5)
+    # The worker counts an outcome after its commit: the table can show it first.
+    wait(lambda: worker.stats["timed out"] >= 1, timeout=5)
     assert worker.stats["timed out"] == 1
     # The log said it "ignored its timeout; failing it" and never that it was discarded,
     # as it says of every other discarded job.
