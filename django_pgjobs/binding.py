@@ -12,7 +12,8 @@ from .limits import shown
 
 #: Parameters a worker passes in itself (pipelines' ``results``, a connector's
 #: ``connector``): not required at enqueue. ``connector`` is passed only to a job that
-#: names a connector (its own or its task's): required of one that names none.
+#: names a connector (its own or its task's), ``results`` only to one enqueued with
+#: ``pass_results=True``: required of the others.
 INJECTED = frozenset({"results", "connector"})
 
 P = inspect.Parameter
@@ -47,8 +48,11 @@ class Binding:
         self.bound = [frozenset(positional[:n]) - self.positional_only for n in counts]
         self.missing = [tuple(r for r in required if r not in positional[:n]) for n in counts]
         self.missing_at_enqueue = {
-            True: [tuple(r for r in m if r not in INJECTED) for m in self.missing],
-            False: [tuple(r for r in m if r != "results") for m in self.missing],
+            (connector, results): [
+                tuple(r for r in m if r not in passed_in(connector, results)) for m in self.missing
+            ]
+            for connector in (True, False)
+            for results in (True, False)
         }
 
     @classmethod
@@ -66,11 +70,12 @@ class Binding:
         kwargs: Mapping[Any, Any],
         enqueue: bool = True,
         connector: bool = True,
+        results: bool = True,
     ) -> None:
         """InvalidArguments naming the first of ``args`` and ``kwargs`` that doesn't bind,
         or a required parameter none gives. At enqueue, what a worker passes in itself
-        (``INJECTED``; ``connector`` only if the job names one) is not required; when
-        the job runs, it has been passed."""
+        (``connector`` if the job names one, ``results`` if it is enqueued with
+        ``pass_results``) is not required; when the job runs, it has been passed."""
         count = len(args)
         if self.most is not None and count > self.most:
             raise InvalidArguments(
@@ -84,7 +89,7 @@ class Binding:
             fits = self.any_keyword or names <= self.keywords
             if not fits or not self.bound[index].isdisjoint(names):
                 self._refuse_keyword(kwargs, self.bound[index])
-        missing = (self.missing_at_enqueue[connector] if enqueue else self.missing)[index]
+        missing = (self.missing_at_enqueue[connector, results] if enqueue else self.missing)[index]
         for name in missing:
             # A positional-only one named in kwargs went to **kwargs, not to it.
             if name not in kwargs or name in self.positional_only:
@@ -123,10 +128,22 @@ def takes_keyword(func: Callable[..., Any], name: str) -> bool:
     return any(p.kind is P.VAR_KEYWORD for p in parameters.values())
 
 
+def passed_in(connector: bool, results: bool) -> frozenset[str]:
+    """What the worker passes in itself: a connector to a job that names one
+    (``connector``), its dependencies' results to one enqueued with ``pass_results``."""
+    return frozenset(
+        name for name, passed in (("connector", connector), ("results", results)) if passed
+    )
+
+
 def why_missing(name: str) -> str:
     """What a refusal adds for a missing ``name``: a connector is passed only to a job
-    that names one."""
-    return " (the job names no connector: pass connector=)" if name == "connector" else ""
+    that names one, results only to a job enqueued with pass_results=True."""
+    if name == "connector":
+        return " (the job names no connector: pass connector=)"
+    if name == "results":
+        return " (its dependencies' results are passed only with pass_results=True)"
+    return ""
 
 
 def _name(func: Callable[..., Any]) -> str:

@@ -167,7 +167,7 @@ class JobBuilder:
         if signature is None:
             return spec
         connector = (spec.connector or registered.connector) is not None
-        args, kwargs = signature.dump(spec.args, spec.kwargs, connector)
+        args, kwargs = signature.dump(spec.args, spec.kwargs, connector, bool(spec.pass_results))
         return dataclasses.replace(spec, args=args, kwargs=kwargs)
 
     def check(self, spec: JobSpec) -> Shape:
@@ -212,7 +212,12 @@ class JobBuilder:
                 raise InvalidOption("meta", f"key {key!r} {RESERVED_KEYS[key]}")
         binding = shape.task.binding
         if binding is not None:  # a call that could never bind is refused, not retried
-            binding.check(spec.args, spec.kwargs, connector=shape.fields["connector"] is not None)
+            binding.check(
+                spec.args,
+                spec.kwargs,
+                connector=shape.fields["connector"] is not None,
+                results=bool(spec.pass_results),
+            )
         return shape
 
     def make(self, spec: JobSpec, shape: Shape) -> Job:

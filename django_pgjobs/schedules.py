@@ -185,10 +185,11 @@ def _check_arguments(registered: Task[Any, Any], args: list[Any], kwargs: dict[s
     """InvalidArguments if the arguments don't fit the task: a typed one's signature,
     or a plain one's parameters (every tick of it would enqueue nothing)."""
     connector = registered.connector is not None  # a schedule's jobs name their task's
+    # and never get results (pass_results): a task that requires them never runs.
     if registered.signature is not None:
-        registered.signature.dump(args, kwargs, connector)
+        registered.signature.dump(args, kwargs, connector, results=False)
     elif registered.binding is not None:
-        registered.binding.check(args, kwargs, connector=connector)
+        registered.binding.check(args, kwargs, connector=connector, results=False)
 
 
 def _payload_problem(args: Any, kwargs: Any) -> str | None:

@@ -592,6 +592,8 @@ class Signature:
         self.positional_only: set[str] = set()
         #: A ``connector`` parameter without default: given only to a job naming one.
         self.needs_connector = False
+        #: A ``results`` parameter without default: given only with pass_results=True.
+        self.needs_results = False
         self.var_positional: Converter | None = None
         self.var_keyword: Converter | None = None
         P = inspect.Parameter
@@ -616,13 +618,16 @@ class Signature:
                 self.required.append(name)
             elif parameter.default is P.empty and name == "connector":
                 self.needs_connector = True
+            elif parameter.default is P.empty and name == "results":
+                self.needs_results = True
 
     def parse(
-        self, args: Any, kwargs: Any, connector: bool = True
+        self, args: Any, kwargs: Any, connector: bool = True, results: bool = True
     ) -> tuple[list[Any], dict[str, Any]]:
         """``args`` and ``kwargs`` bound to the parameters as Python would, each value
         in its parameter's type; InvalidArguments naming the first that doesn't fit.
-        ``connector``: whether the job names one (then the worker passes it)."""
+        ``connector``: whether the job names one (then the worker passes it); ``results``:
+        whether it is enqueued with pass_results (then the worker passes them)."""
         if not isinstance(args, list | tuple):
             raise PayloadError(f"args must be a list, not {type(args).__name__}", field="args")
         if not isinstance(kwargs, dict):
@@ -659,16 +664,18 @@ class Signature:
         missing = [name for name in self.required if name not in bound]
         if not connector and self.needs_connector and "connector" not in bound:
             missing.append("connector")
+        if not results and self.needs_results and "results" not in bound:
+            missing.append("results")
         if missing:
             why = why_missing(missing[0])
             raise self._refused("args", f"missing argument {missing[0]!r} of {self.name}(){why}")
         return parsed_args, parsed_kwargs
 
     def dump(
-        self, args: Any, kwargs: Any, connector: bool = True
+        self, args: Any, kwargs: Any, connector: bool = True, results: bool = True
     ) -> tuple[list[Any], dict[str, Any]]:
         """Checked ``args`` and ``kwargs`` as the JSON that is stored."""
-        parsed_args, parsed_kwargs = self.parse(args, kwargs, connector)
+        parsed_args, parsed_kwargs = self.parse(args, kwargs, connector, results)
         converters = self._converters(len(parsed_args))
         pairs = zip(converters, parsed_args, strict=True)
         return (

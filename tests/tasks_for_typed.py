@@ -113,3 +113,9 @@ class Later:
 def typed_post(payload: dict[str, int], connector: ConnectorKind) -> dict[str, int]:
     """A typed task whose connector comes from its job (none of its own)."""
     return payload
+
+
+@task(typed=True)
+def typed_total(results: list[int], *, scale: int = 1) -> int:
+    """A typed gather step: its dependencies' results come from the worker."""
+    return sum(results) * scale

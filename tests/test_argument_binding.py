@@ -21,6 +21,7 @@ from django_pgjobs.enqueue import JobSpec
 from django_pgjobs.exceptions import InvalidArguments
 from testproject.demo.tasks import add, total
 from tests.factories import ConnectorFactory, ScheduleFactory
+from tests.tasks_for_typed import typed_total
 from tests.test_hardening_rows import insert_job
 
 pytestmark = pytest.mark.django_db
@@ -52,7 +53,33 @@ def test_enqueue_refuses_arguments_that_dont_bind_saying_which(args, kwargs, mes
 
 
 def test_what_a_worker_passes_in_itself_is_not_required_at_enqueue():
-    assert total.enqueue().pk  # a pipeline's gather step gets `results` from the worker
+    # a pipeline's gather step gets `results` from the worker
+    assert total.using(pass_results=True).enqueue().pk
+    assert total.enqueue(results=[1, 2]).pk  # or from its caller
+    assert typed_total.using(pass_results=True).enqueue(scale=2).pk
+
+
+@pytest.mark.parametrize("gather", [total, typed_total], ids=["plain", "typed"])
+def test_a_gather_step_enqueued_without_pass_results_is_refused(gather, settings):
+    # Its `results` come only with pass_results=True: without, it was accepted and then
+    # failed every attempt with ArgumentMismatch ("missing argument 'results'"), which
+    # blames a rolling deploy. A schedule's jobs never get them either.
+    expected = (
+        f"args: missing argument 'results' of {gather.func.__qualname__}() (its "
+        "dependencies' results are passed only with pass_results=True)"
+    )
+    with transaction.atomic():
+        for call in (
+            lambda: gather.enqueue(),
+            lambda: Job.enqueue(gather.name),
+            lambda: Job.enqueue_many([gather.spec()]),
+        ):
+            with pytest.raises(InvalidArguments) as refused:
+                call()
+            assert str(refused.value) == expected
+        assert not Job.objects.exists()
+    with pytest.raises(ValidationError, match=re.escape(expected)):
+        ScheduleFactory(name="gather", task=gather.name, args=[]).full_clean()
 
 
 def test_the_http_api_refuses_them_with_a_400_naming_the_argument(client):
