@@ -18,7 +18,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -35,6 +35,7 @@ from django_pgjobs import (
     metrics,
     queues,
     schedules,
+    testing,
     workers,
 )
 from django_pgjobs.api.tokens import issue
@@ -368,6 +369,30 @@ OTHER_REFUSALS: dict[str, tuple[Callable[[], Any], type[Exception], str]] = {
         )
         for value, shown in [(10**9, "1000000000"), (-1, "-1"), (True, "True"),
                              ("fast", "'fast'"), (HUGE, "<a int too large to show>")]
+    },
+    # A naive now was claimed with, then the outcome's arithmetic raised TypeError and
+    # left the batch's other jobs executing; text or a time past 9999 was a DataError or
+    # IntegrityError in the claim, aborting the caller's transaction.
+    **{
+        f"{name}(now={shown})": (
+            lambda call=call, value=value: call(value), InvalidOption,
+            re.escape(f"now {message}"))
+        for name, call in [("Worker().drain", lambda now: Worker().drain(now=now)),
+                           ("Worker().run_once", lambda now: Worker().run_once(now=now)),
+                           ("testing.drain", lambda now: testing.drain(now=now))]
+        for value, shown, message in [
+            (timezone.now().replace(tzinfo=None), "naive", "must be timezone-aware"),
+            ("2020", "'2020'", "must be a timezone-aware datetime, not str '2020'"),
+            (datetime(9999, 12, 31, 23, tzinfo=UTC), "9999-12-31", "9999-12-31T23:00:00+00:00 "
+             "is out of range"),
+        ]
+    },
+    **{
+        f"drain(max_jobs={shown})": (
+            lambda value=value: Worker().drain(max_jobs=value), InvalidOption,
+            f"max_jobs must be {message}")
+        for value, shown, message in [("1", "'1'", "a whole number, not '1'"),
+                                      (-1, "-1", "between 0 and"), (1.5, "1.5", "a whole")]
     },
     "rescue_orphaned(dead_workers=['x'])": (
         lambda: maintenance.rescue_orphaned(timezone.now(), dead_workers=["x"]), InvalidOption,
