@@ -351,7 +351,7 @@ def fetch_jobs(name: str, params: dict[str, Any], using: str | None = None) -> l
             if type(value) is str:  # Django's connections hand jsonb over as text
                 empty = _EMPTY_JSON.get(value)
                 try:
-                    fields[attname] = empty() if empty else json.loads(value)
+                    fields[attname] = empty() if empty else payload.decode(value)
                 except (ValueError, RecursionError) as error:  # written around enqueue
                     fields[attname] = payload.unreadable(value, error)
                     if attname in loaded.NEEDED_TO_RUN:

@@ -6,6 +6,7 @@ worker, the admin and user code share one implementation.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -46,14 +47,19 @@ def _in(states: Iterable[str]) -> list[str]:
 
 class ReadableJSONField(models.JSONField):
     """Django's JSONField, except that a stored value Python's json can't read back (an
-    integer of 5,000 digits, nesting deeper than the stack: a row written around the
-    checks of enqueue) loads as a ``payload.Unreadable`` holding its text, as Django
-    already does with text that is not JSON, instead of raising in every worker, page
-    and answer that reads the row."""
+    integer of 5,000 digits, a decimal past a float's range, nesting deeper than the
+    stack: a row written around the checks of enqueue) loads as a ``payload.Unreadable``
+    holding its text, as Django already does with text that is not JSON, instead of
+    raising (or, for the decimal, giving infinity) in every worker, page and answer
+    that reads the row."""
 
     def from_db_value(self, value: Any, expression: Any, connection: Any) -> Any:
-        try:
+        if not isinstance(value, str):  # None, or a key's value a backend gave as it is
             return super().from_db_value(value, expression, connection)
+        try:
+            return payload.decode(value)  # Django's json.loads, but for floats (payload)
+        except json.JSONDecodeError:  # text that is no JSON, returned as Django does
+            return value
         except (ValueError, RecursionError) as error:
             return payload.unreadable(value, error)
 

@@ -27,7 +27,7 @@ from json.encoder import (  # type: ignore[attr-defined]
 from typing import Any
 
 from .exceptions import PayloadError
-from .limits import shown, text_problem
+from .limits import shortened, shown, text_problem
 
 #: Most levels of lists and dicts inside one another. Readers parse and print
 #: JSON by recursion (Python's json module, the admin's indented view), and a
@@ -297,6 +297,22 @@ class Unreadable(str):
     problem: str
 
 
+def _finite_float(text: str) -> float:
+    """A JSON number with a fraction, as a float; refused if a float can't hold it.
+    jsonb keeps any decimal as it is (1e400 as 1 and 400 zeros): Python's json read
+    one of 310 digits and a fraction as infinity, which answers and ``--json`` output
+    then carried as ``Infinity``, no JSON any other parser reads."""
+    number = float(text)
+    if math.isinf(number):
+        raise ValueError(f"the number {shortened(text, 30)} is beyond a float's range")
+    return number
+
+
+#: The decoder of every stored JSON value: ``decode(text)``, as ``json.loads(text)``
+#: but for numbers past a float's range (``_finite_float``).
+decode = json.JSONDecoder(parse_float=_finite_float).decode
+
+
 def unreadable(text: str, error: BaseException) -> Unreadable:
     """``text`` as an Unreadable value, for the JSON that ``error`` refused to load."""
     value = Unreadable(text)
@@ -309,10 +325,11 @@ def unreadable(text: str, error: BaseException) -> Unreadable:
 
 def loads(text: str) -> Any:
     """A stored JSON text as Python values; if Python can't read it back (an integer of
-    more than 4,300 digits, nesting deeper than the stack), an ``Unreadable``, so that
-    whoever reads the row (a worker, the API, the admin) carries on."""
+    more than 4,300 digits, a decimal past a float's range, nesting deeper than the
+    stack), an ``Unreadable``, so that whoever reads the row (a worker, the API, the
+    admin) carries on."""
     try:
-        return json.loads(text)
+        return decode(text)
     except (ValueError, RecursionError) as error:
         return unreadable(text, error)
 

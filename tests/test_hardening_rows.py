@@ -10,12 +10,14 @@ connectors and queues). A worker fails a job it can't run with a clear error
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from django.core.management import call_command
 from django.db import IntegrityError, connection, transaction
 from django.urls import reverse
 from django.utils import timezone
@@ -203,6 +205,10 @@ class _Accepted(Exception):
 # -- the readers survive what still gets in --------------------------------------------------
 
 #: Job rows a worker can't run as they stand, with what the error it records says.
+#: A decimal that jsonb keeps as it is and Python's json read as infinity: a float
+#: can't hold it, and no JSON text can say infinity.
+PAST_A_FLOAT = "9" * 400 + ".5"
+
 ODD_ROWS: dict[str, tuple[dict[str, str], str]] = {
     "args an object": ({"args": """'{"a": 1}'"""}, "args is a JSON object, not a JSON array"),
     "args a string": ({"args": "'\"12\"'"}, "args is a JSON string"),
@@ -213,6 +219,11 @@ ODD_ROWS: dict[str, tuple[dict[str, str], str]] = {
     "args with a number Python can't read": (
         {"args": "'[1" + "0" * 5000 + "]'"},
         "args: its JSON can't be read by Python",
+    ),
+    # Read as infinity, it ran the task with inf (and answers said Infinity: below).
+    "args with a decimal past a float's range": (
+        {"args": f"'[{PAST_A_FLOAT}]'"},
+        "is beyond a float's range",  # in args, the only column of it
     ),
     "kwargs nested deeper than Python reads": (
         {"kwargs": "'" + '{"a":' * 3000 + "1" + "}" * 3000 + "'"},
@@ -478,6 +489,34 @@ def test_json_columns_of_every_model_load_what_python_cant_read():
     assert isinstance(job.args, str) and job.args.startswith("[1000")
     assert "can't be read by Python" in job.args.problem
     assert json.loads(json.dumps({"args": job.args}))  # the API can answer with it
+
+
+def strict_json(text: str | bytes) -> Any:
+    """``text`` read as JSON parsers other than Python's read it: no NaN, no Infinity."""
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_a_decimal_past_a_floats_range_is_shown_as_stored_not_as_infinity(client):
+    """Python's json read it as infinity, and the API answered ``[Infinity, 1]`` and
+    ``pgjobs show --json`` printed it: JavaScript's JSON.parse, jq and every other
+    strict parser refuse that. It reads as its text, as other JSON Python can't read."""
+    stored = f"[{PAST_A_FLOAT}, 1]"
+    job_id = insert_job(args=f"'{stored}'", kwargs=f"""'{{"a": -{PAST_A_FLOAT}}}'""",
+                        result=f"'{PAST_A_FLOAT}'")  # fmt: skip
+    job = Job.objects.get(pk=job_id)
+    assert job.args == stored and "beyond a float's range" in job.args.problem
+    assert job.kwargs.startswith('{"a": -999') and job.result == PAST_A_FLOAT
+    token = issue("ci", ["*"])[1]
+    answer = client.get(f"/jobs/{job_id}", headers={"Authorization": f"Bearer {token}"})
+    assert answer.status_code == 200
+    assert strict_json(answer.content)["args"] == stored
+    shown = io.StringIO()
+    call_command("pgjobs", "show", "--json", str(job_id), stdout=shown)
+    assert strict_json(shown.getvalue())["result"] == PAST_A_FLOAT
 
 
 # -- what a worker writes ----------------------------------------------------------------
