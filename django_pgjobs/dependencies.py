@@ -12,13 +12,12 @@ unless they were enqueued with ``on_dependency_failure="run"``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from . import db
-from .exceptions import PgJobsError
+from . import db, payload
+from .exceptions import PgJobsError, UnrunnableJob
 from .limits import shown
 from .states import JobState
 
@@ -97,10 +96,22 @@ def edges_for(job: Job, states: dict[int, str]) -> list[Any]:
 
 
 def results_of_dependencies(job: Job) -> list[Any]:
-    """Results of ``job``'s dependencies in dependency-id order (for gather jobs)."""
+    """Results of ``job``'s dependencies in dependency-id order (for gather jobs).
+
+    A result Python can't read back (written by SQL: an integer of 5,000 digits, a
+    decimal past a float's range) is ``UnrunnableJob``, which discards the job at once:
+    json's own ValueError or RecursionError failed every attempt, and the decimal was
+    passed as infinity."""
     rows = db.fetch_dicts("dependency_results", {"job_id": job.pk}, job._state.db)
-    # Django's connections hand jsonb over as text.
-    return [json.loads(r["result"]) if isinstance(r["result"], str) else r["result"] for r in rows]
+    results = []
+    for row in rows:
+        # Django's connections hand jsonb over as text.
+        result = payload.loads(row["result"]) if isinstance(row["result"], str) else row["result"]
+        if isinstance(result, payload.Unreadable):
+            which = f"the result of job {row['id']}, which it depends on"
+            raise UnrunnableJob(job.pk, f"{which}: {result.problem}")
+        results.append(result)
+    return results
 
 
 def extend_dependents(job: Job, new_jobs: Sequence[Job]) -> None:

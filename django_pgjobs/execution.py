@@ -252,7 +252,7 @@ def _attempt(job: Job, clock: Clock, context: JobContext) -> Outcome | str:
         return _snooze(job, snooze.wake_at(now), now, context.mask(snooze.reason))
     except ArgumentMismatch as error:
         return _skewed(job, error.with_traceback(None), clock(), registered, context)
-    except DiscardJob as error:
+    except (DiscardJob, UnrunnableJob) as error:  # Unrunnable: its inputs (dependencies)
         return transitions.failed(job, error, clock(), discard=True)
     except BaseException as error:  # a task's failure, even SystemExit, is data
         outcome = failed_attempt(job, error, clock(), registered)

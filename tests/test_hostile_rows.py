@@ -190,6 +190,33 @@ def test_a_running_job_adds_to_its_pipeline_past_an_edge_to_a_job_that_doesnt_ex
     assert Job.objects.get(pk=gather[0].pk).result == 2 + 0 + 1
 
 
+#: Results a gather job's dependency may hold, written by SQL, that Python can't read back.
+UNREADABLE_RESULTS = {
+    "an integer of 5,000 digits": ("'1" + "0" * 5000 + "'", "can't be read by Python"),
+    "nested 3,000 deep": ("'" + "[" * 3000 + "]" * 3000 + "'", "nested deeper than Python"),
+    "a decimal past a float's range": ("'" + "9" * 400 + ".5'", "beyond a float's range"),
+}
+
+
+@pytest.mark.parametrize("case", UNREADABLE_RESULTS)
+def test_a_gather_job_whose_dependencys_result_cant_be_read_is_discarded_saying_why(worker, case):
+    """It failed every attempt with json's own ValueError ("... use
+    sys.set_int_max_str_digits() to increase the limit") or RecursionError, and was
+    retried for nothing; the decimal was passed to it as infinity."""
+    stored, problem = UNREADABLE_RESULTS[case]
+    first = Job.enqueue(ADD, [1, 2])
+    gather = Job.enqueue(GATHER, depends_on=[first], pass_results=True)
+    assert worker.drain(max_jobs=1) == {"completed": 1}
+    sql(f"UPDATE pgjobs_job SET result = {stored} WHERE id = %s", [first.pk])
+    assert worker.drain() == {"discarded": 1}
+    error = Job.objects.get(pk=gather.pk).errors[-1]["error"]
+    assert error.startswith(
+        f"UnrunnableJob: job {gather.pk} can't run as stored: the result of job {first.pk}, "
+        "which it depends on: "
+    ), error
+    assert problem in error
+
+
 # -- hostile calls on the Python API ---------------------------------------------------------
 
 
