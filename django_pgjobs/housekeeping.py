@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from django.db import DatabaseError
 from django.db.models import Count, Min, Q
 
-from . import conf, maintenance, ratelimits, schedules
+from . import conf, limits, maintenance, ratelimits, schedules
 from .models import Routine
 
 logger = logging.getLogger(__name__)
@@ -39,6 +39,7 @@ def prune(now: datetime) -> int:
 def pruned(now: datetime, older_than: timedelta) -> dict[str, int]:
     """The prune routine with its own ``older_than``, each part's count by name; the
     scheduler's routine and ``manage.py pgjobs prune`` both run this."""
+    now = limits.stored_moment(now, "now")  # as limits.given_now: no clock stands in
     return {
         "jobs": maintenance.prune_finished(now, older_than),
         "ticks": schedules.prune_ticks(now, older_than),

@@ -104,7 +104,8 @@ def moment(value: Any, field: str = "run_at") -> datetime:
 def before(now: datetime, older_than: Any, field: str = "older_than") -> datetime:
     """``now - older_than``, for "older than" limits: a timedelta of 0 or more (a
     negative one reached into the future) that reaches no earlier than year 1
-    (``timedelta.max`` raised OverflowError)."""
+    (``timedelta.max`` raised OverflowError). ``now`` is checked as ``given_now``."""
+    now = stored_moment(now, "now")
     if not isinstance(older_than, timedelta) or older_than < timedelta(0):
         raise InvalidOption(field, f"must be a timedelta of 0 or more, not {shown(older_than)}")
     try:
@@ -312,6 +313,15 @@ def stored_moment(value: Any, field: str, *, naive: bool | None = None) -> datet
     if settings.USE_TZ:
         return in_utc
     return timezone.make_naive(in_utc, timezone.get_default_timezone())
+
+
+def given_now(value: Any, field: str = "now") -> datetime | None:
+    """A ``now`` given in place of the clock (a worker's drain, a scheduler's pass,
+    maintenance), as the clock gives it (``stored_moment``), or None for the clock.
+    Unchecked, a naive one was taken and then broke the arithmetic (leaving a drain's
+    jobs executing, the scheduler's rescue failing), and text or a time past 9999
+    failed in SQL, aborting the caller's transaction."""
+    return None if value is None else stored_moment(value, field)
 
 
 def validation_error(check: Callable[[], Any]) -> Any:

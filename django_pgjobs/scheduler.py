@@ -32,7 +32,7 @@ from datetime import datetime, timedelta
 from django.db import DatabaseError, connections
 from django.db.models.functions import Now
 
-from . import __version__, clocks, conf, db, housekeeping, logs, outage, schedules
+from . import __version__, clocks, conf, db, housekeeping, limits, logs, outage, schedules
 from .housekeeping import RoutineSpec
 from .models import Schedule, SchedulerProcess
 from .notifier import Notifier
@@ -89,6 +89,7 @@ class Scheduler:
 
     def fire_due(self, now: datetime | None = None) -> list[Fired]:
         """Fire every schedule due at ``now``."""
+        now = limits.given_now(now)
         fired, broken = schedules.fire_due(now or self.clock(), using=self.using, grace=self.grace)
         for result in fired:
             self._record(result)
@@ -101,6 +102,7 @@ class Scheduler:
 
     def run_once(self, now: datetime | None = None) -> Report:
         """Fire what is due at ``now`` and run the maintenance routines that are due."""
+        now = limits.given_now(now)
         if now is None:
             clocks.measure(self.clock)
             now = self.clock()

@@ -412,7 +412,7 @@ class Worker:
         out or half the capacity is free: one claim of many jobs rather than a
         claim each time a job ends.
         """
-        now = _given_now(now)
+        now = limits.given_now(now)
         free = self.free_slots()
         if self.stopping.is_set() or not self._worth_a_claim(free):
             return []
@@ -495,7 +495,7 @@ class Worker:
         clock while draining, so a test can run jobs scheduled in the future and
         see their retries computed from that instant.
         """
-        now = _given_now(now)
+        now = limits.given_now(now)
         if max_jobs is not None:
             limits.whole_number(max_jobs, "max_jobs", 0, limits.MAX_ID)
         clock = self.clock if now is None else (lambda: now)
@@ -1122,15 +1122,6 @@ def _forget(contexts: dict[int, JobContext], context: JobContext) -> None:
     was freed), and the job's new run, under the same id, must stay."""
     if contexts.get(context.job.id) is context:
         del contexts[context.job.id]
-
-
-def _given_now(now: object) -> datetime | None:
-    """The ``now`` a caller gave ``drain`` or ``run_once``, as the worker's clock gives
-    it (aware, or naive in the default time zone with USE_TZ off), or None. A naive one
-    with USE_TZ on was claimed with, then broke the outcome's arithmetic and left the
-    batch's other jobs executing; text or a time past 9999 aborted the caller's
-    transaction in the claim."""
-    return None if now is None else limits.stored_moment(now, "now")
 
 
 def _limited_claim(config: dict) -> str:

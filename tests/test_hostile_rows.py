@@ -313,6 +313,19 @@ REFUSED_CALLS: dict[str, tuple[Callable[[], Any], str]] = {
 
 HUGE = 10**5000  # repr() raises ValueError: "Exceeds the limit (4300 digits)"
 
+#: The scheduler's pass and maintenance, given a now that no clock gives: a naive one
+#: made the scheduler's rescue fail with TypeError (a traceback each pass) and wrote
+#: naive times; text was a TypeError or Django's ValidationError; past 9999, an
+#: IntegrityError that aborted the caller's transaction.
+NOW_TAKERS = [
+    ("Scheduler().run_once", lambda now: Scheduler().run_once(now)),
+    ("Scheduler().fire_due", lambda now: Scheduler(routines=[]).fire_due(now)),
+    ("rescue_orphaned", lambda now: maintenance.rescue_orphaned(now)),
+    ("prune_finished", lambda now: maintenance.prune_finished(now, timedelta(days=1))),
+    ("prune_ticks", lambda now: schedules.prune_ticks(now, timedelta(days=1))),
+    ("housekeeping.prune", lambda now: housekeeping.prune(now)),
+]
+
 #: Calls that must raise another documented error, with this message, writing nothing.
 OTHER_REFUSALS: dict[str, tuple[Callable[[], Any], type[Exception], str]] = {
     # The message's repr() of the name raised ValueError instead of the error.
@@ -399,14 +412,16 @@ OTHER_REFUSALS: dict[str, tuple[Callable[[], Any], type[Exception], str]] = {
     },
     # A naive now was claimed with, then the outcome's arithmetic raised TypeError and
     # left the batch's other jobs executing; text or a time past 9999 was a DataError or
-    # IntegrityError in the claim, aborting the caller's transaction.
+    # IntegrityError in the claim, aborting the caller's transaction. (NOW_TAKERS: the
+    # scheduler and maintenance.)
     **{
         f"{name}(now={shown})": (
             lambda call=call, value=value: call(value), InvalidOption,
             re.escape(f"now {message}"))
         for name, call in [("Worker().drain", lambda now: Worker().drain(now=now)),
                            ("Worker().run_once", lambda now: Worker().run_once(now=now)),
-                           ("testing.drain", lambda now: testing.drain(now=now))]
+                           ("testing.drain", lambda now: testing.drain(now=now)),
+                           *NOW_TAKERS]
         for value, shown, message in [
             (timezone.now().replace(tzinfo=None), "naive", "must be timezone-aware"),
             ("2020", "'2020'", "must be a timezone-aware datetime, not str '2020'"),
