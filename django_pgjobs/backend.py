@@ -9,6 +9,7 @@ runs it; ``get_result`` reads the Job back as a TaskResult. Works with
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -20,6 +21,8 @@ from django.core.exceptions import ImproperlyConfigured
 
 from . import bridge, conf, kept_errors, limits
 from .compat import (
+    TASK_MAX_PRIORITY,
+    TASK_MIN_PRIORITY,
     BaseTaskBackend,
     InvalidTask,
     Task,
@@ -81,6 +84,7 @@ class PgJobsBackend(BaseTaskBackend):
 
     def validate_task(self, task: Task) -> None:
         self._require_app()  # run by @task itself, and again by enqueue
+        _validate_types(task)
         super().validate_task(task)
         try:
             validate_name(task.queue_name)
@@ -172,6 +176,25 @@ def _is_job_id(result_id: Any) -> bool:
     if isinstance(result_id, int) and not isinstance(result_id, bool):
         return 1 <= result_id <= limits.MAX_ID
     return limits.id_in_text(result_id) is not None
+
+
+def _validate_types(task: Task) -> None:
+    """Refuse, as InvalidTask, a priority or run_after of a type Django's own checks take
+    for granted: ``run_after="2020"`` (or a date) was an AttributeError ("'str' object
+    has no attribute 'utcoffset'"), ``priority="5"`` a TypeError, ``priority=nan`` a
+    ValueError, from inside Django. Their values are checked after, by Django's rules
+    and ``_validate_options``."""
+    priority = task.priority  # a bool is an int: Django takes True as 1
+    if not (isinstance(priority, int) or (isinstance(priority, float) and math.isfinite(priority))):
+        raise InvalidTask(
+            f"priority must be a whole number between {TASK_MIN_PRIORITY} and "
+            f"{TASK_MAX_PRIORITY}, not {limits.shown(priority)}"
+        )
+    if task.run_after is not None and not isinstance(task.run_after, datetime):
+        try:
+            limits.moment(task.run_after, "run_after")
+        except InvalidOption as error:
+            raise InvalidTask(str(error)) from None
 
 
 def _validate_options(task: Task) -> None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import re
 import secrets
-from datetime import timedelta
+from datetime import date, timedelta
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -246,6 +247,12 @@ def test_a_held_unique_key_returns_the_existing_job_without_a_second_signal(sent
         ({"max_attempts": "3"}, "max_attempts"),
         ({"timeout": -1}, "timeout"),
         ({"unique_key": "x" * 256}, "unique_key"),
+        # Django's own checks took the types for granted: AttributeError ("'str' object
+        # has no attribute 'utcoffset'"), TypeError, ValueError from inside Django.
+        ({"run_after": "2020"}, "run_after must be a timezone-aware datetime, not str '2020'"),
+        ({"run_after": date(2020, 1, 1)}, "run_after must be a timezone-aware datetime, not date"),
+        ({"priority": "5"}, "priority must be a whole number between -100 and 100, not '5'"),
+        ({"priority": math.nan}, "priority must be a whole number between -100 and 100, not nan"),
     ],
 )
 def test_bad_pgjobs_options_are_refused(options, message):
