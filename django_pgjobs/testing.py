@@ -26,6 +26,7 @@ from unittest import mock
 from django.utils import timezone
 
 from . import conf, limits, payload, signals
+from .exceptions import InvalidOption
 from .queues import validate_name
 from .states import JobState
 
@@ -46,12 +47,15 @@ PENDING = (JobState.WAITING, JobState.SCHEDULED, JobState.AVAILABLE)
 def task_name(task: Any) -> str:
     """The dotted path a job stores for ``task``: a pgjobs Task, a Django Task or a string."""
     if isinstance(task, str):
+        # No job's task holds these: the lookup was a DataError or UnicodeEncodeError.
+        if problem := limits.text_problem(task):
+            raise InvalidOption("task", problem)
         return task
     if hasattr(task, "module_path"):  # Django's Task
         return task.module_path
     if hasattr(task, "name") and hasattr(task, "func"):  # pgjobs' Task
         return task.name
-    raise TypeError(f"expected a task or its dotted path, not {task!r}")
+    raise TypeError(f"expected a task or its dotted path, not {limits.shown(task)}")
 
 
 # -- running jobs -------------------------------------------------------------------------
@@ -156,7 +160,7 @@ def enqueued_jobs(
     from .models import Job
 
     _check_criteria(args, kwargs, queue, priority)
-    jobs = Job.objects.using(conf.get("DATABASE")).filter(state__in=[str(s) for s in states])
+    jobs = Job.objects.using(conf.get("DATABASE")).filter(state__in=_states(states))
     if task is not None:
         jobs = jobs.filter(task=task_name(task))
     if args is not None:
@@ -181,6 +185,19 @@ def _check_criteria(args: Any, kwargs: Any, queue: Any, priority: Any) -> None:
         limits.priority(priority)
 
 
+def _states(states: Any) -> list[str]:
+    """The job states named by ``states``: a string was read as its letters, and a name
+    that is no state matched nothing, so either made any assertion of absence pass."""
+    if isinstance(states, str) or not isinstance(states, Iterable):
+        raise InvalidOption("states", f"must be a list of job states, not {limits.shown(states)}")
+    names = [str(state) if isinstance(state, JobState) else state for state in states]
+    for name in names:
+        if name not in JobState.values:
+            known = ", ".join(JobState.values)
+            raise InvalidOption("states", f"{limits.shown(name)} is not a job state: use {known}")
+    return names
+
+
 def assert_enqueued(
     task: Any,
     *,
@@ -194,6 +211,8 @@ def assert_enqueued(
 
     With ``count``, exactly that many must match. Criteria left out match anything.
     """
+    if count is not None:  # "1" never equalled a count: "expected 1 job(s) ... found 1"
+        limits.whole_number(count, "count", 0, limits.MAX_ID)
     criteria = {"args": args, "kwargs": kwargs, "queue": queue, "priority": priority}
     found = enqueued_jobs(task, **criteria)
     if (count is None and found) or (count is not None and len(found) == count):
@@ -254,8 +273,8 @@ class FrozenClock:
         return self.now
 
     def set(self, at: datetime) -> datetime:
-        if timezone.is_naive(at):
-            raise ValueError("freeze_time needs a timezone-aware datetime")
+        if not isinstance(at, datetime) or timezone.is_naive(at):  # "2020": AttributeError
+            raise ValueError(f"freeze_time needs a timezone-aware datetime, not {limits.shown(at)}")
         self.now = at
         return at
 

@@ -379,6 +379,44 @@ def test_the_testing_kit_refuses_criteria_no_job_can_hold(db, criteria, error):
         assert testing.assert_enqueued(ADD, args=[1, 2])
 
 
+#: Testing-kit calls that matched nothing, failed deep down or said something false.
+KIT_REFUSALS = {
+    # Read as its letters, or a state that is none: no job matched, whatever was enqueued.
+    "states a string": (lambda: testing.enqueued_jobs(ADD, states="available"), InvalidOption,
+                        "states must be a list of job states, not 'available'"),
+    "states naming no state": (lambda: testing.enqueued_jobs(ADD, states=["finished"]),
+                               InvalidOption, "states 'finished' is not a job state: use "),
+    "states a number": (lambda: testing.enqueued_jobs(ADD, states=5), InvalidOption,
+                        "states must be a list of job states, not 5"),
+    # A DataError and a UnicodeEncodeError from the lookup.
+    "a task name with a NUL": (lambda: testing.enqueued_jobs("a\x00"), InvalidOption,
+                               "task contains a NUL character"),
+    "a task name with a surrogate": (lambda: testing.assert_not_enqueued("\ud800"),
+                                     InvalidOption, "task contains a lone surrogate"),
+    # Its repr() raised ValueError in the message.
+    "a task of 5,000 digits": (lambda: testing.enqueued_jobs(10**5000), TypeError,
+                               "expected a task or its dotted path, not <a int too large"),
+    # "expected 1 job(s) of ... found 1", and -1 asserted nothing that could hold.
+    "count a string": (lambda: testing.assert_enqueued(ADD, count="1"), InvalidOption,
+                       "count must be a whole number, not '1'"),
+    "count negative": (lambda: testing.assert_enqueued(ADD, count=-1), InvalidOption,
+                       "count must be between 0 and"),
+    # AttributeError: 'str' object has no attribute 'utcoffset'.
+    "freeze_time of text": (lambda: testing.freeze_time("2020").__enter__(), ValueError,
+                            "freeze_time needs a timezone-aware datetime, not '2020'"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", KIT_REFUSALS)
+def test_the_testing_kit_refuses_what_no_job_or_clock_can_be_and_keeps_the_transaction(db, case):
+    call, error, message = KIT_REFUSALS[case]
+    job = Job.enqueue(ADD, args=[1, 2])
+    with transaction.atomic():
+        with pytest.raises(error, match=re.escape(message)):
+            call()
+        assert testing.assert_enqueued(ADD, args=[1, 2], count=1) == [job]
+
+
 def test_a_path_goes_into_the_urls_path_not_after_its_query_string(db, http_peer):
     """_url appended the path to the whole URL: "/hook?sig=S" + "orders/7" was sent as
     "/hook?sig=S/orders/7", into the query string."""
