@@ -365,6 +365,7 @@ def test_prune_cancels_stranded_jobs_as_the_schedulers_routine_does():
     code, out, err = pgjobs("prune", "--older-than", "1d")
     assert code == 0, err
     assert "cancelled 1 stranded job(s)" in out
+    assert "older than 1d," in out  # as it was given: it said "older than 1d 0h"
     assert Job.objects.get(pk=stranded).state == S.CANCELLED
     report = as_json("prune", "--older-than", "1d")
     assert (report["stranded"], report["jobs"], report["rate_windows"]) == (0, 0, 0)

@@ -27,6 +27,7 @@ from django_pgjobs import (
     health,
     housekeeping,
     kept_errors,
+    logs,
     queues,
     schedules,
     shown,
@@ -414,7 +415,7 @@ class Command(BaseCommand):
         if not self.emit({**done, "older_than_seconds": older_than.total_seconds()}):
             self.say(
                 f"deleted {done['jobs']} finished job(s) and {done['ticks']} tick record(s) "
-                f"older than {duration(older_than.total_seconds())}, and "
+                f"older than {logs.delay(older_than.total_seconds())}, and "
                 f"{done['rate_windows']} spent rate-limit window(s); cancelled "
                 f"{done['stranded']} stranded job(s) (waiting jobs nothing can release)"
             )
