@@ -193,6 +193,7 @@ class JobBuilder:
             type(spec.max_attempts),
             type(spec.timeout),
             type(spec.debounce),
+            type(spec.pass_results),
         )
         try:
             shape = self._shapes.get(options)
@@ -267,8 +268,10 @@ class JobBuilder:
         if spec.on_dependency_failure not in dependencies.ON_FAILURE:
             raise ValueError(
                 f"on_dependency_failure must be one of {dependencies.ON_FAILURE}, "
-                f"not {spec.on_dependency_failure!r}"
+                f"not {limits.shown(spec.on_dependency_failure)}"
             )
+        # Taken for its truth: pass_results="no" (or "false" from a setting) passed results.
+        limits.boolean(spec.pass_results, "pass_results")
         connector = self._connector_of(spec.connector, registered)
         max_attempts = limits.max_attempts(
             _first_set(spec.max_attempts, registered.max_attempts, queue_attempts)

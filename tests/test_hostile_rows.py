@@ -285,6 +285,17 @@ REFUSED_CALLS: dict[str, tuple[Callable[[], Any], str]] = {
         lambda: enqueue_pipeline([JobSpec(task=ADD, meta={"on_dependency_failure": "run"})]),
         "meta key 'on_dependency_failure'",
     ),
+    # Taken for its truth: "no" passed the dependencies' results all the same. 1 comes
+    # after True, equal to it, so that a cached check of True can't take it.
+    **{
+        f"pass_results={shown}": (
+            lambda value=value: Job.enqueue_many(
+                [{"task": GATHER, "depends_on": [first_job()], "pass_results": True},
+                 {"task": GATHER, "depends_on": [first_job()], "pass_results": value}]),
+            f"pass_results must be True or False, not {shown}",
+        )
+        for value, shown in [("no", "'no'"), (1, "1"), ([], "[]")]
+    },
     # A NaN never ran out: job.wait() waited forever. A string failed in the arithmetic.
     **{
         f"wait(timeout={shown})": (
