@@ -324,6 +324,7 @@ MIGRATIONS_AFTER_SQUASH = [
     "0022_insert_job_announces_itself",
     "0023_compact_job_checks",
     "0024_schedule_changes_by_column",
+    "0025_cascade_finds_children_by_id",
 ]
 
 
