@@ -526,8 +526,9 @@ def test_children_whose_supervisor_is_killed_finish_their_jobs_and_stop(worker_p
     job = Job.enqueue("testproject.demo.tasks.sleep", args=[2])
     supervisor = worker_process("--processes", "2", env=QUICK_POLL)
     wait(lambda: Job.objects.get(pk=job.pk).state == JobState.EXECUTING, timeout=30)
+    # The other child may register after the first has claimed the job (a loaded box).
+    wait(lambda: WorkerProcess.objects.count() == 2, timeout=30)
     children = set(WorkerProcess.objects.values_list("pid", flat=True))
-    assert len(children) == 2
     supervisor.proc.kill()  # SIGKILL: no chance to stop its children
     supervisor.wait(10)
     # Each child stops as on SIGTERM: the running job finishes, the worker leaves.
@@ -552,6 +553,7 @@ def test_an_isolated_jobs_process_dies_with_its_killed_supervisor(worker_process
     job = Job.enqueue("tests.tasks_for_tests.isolated_pid", args=[60])
     supervisor = worker_process("--processes", "2", env=QUICK_POLL)
     wait(lambda: Job.objects.get(pk=job.pk).state == JobState.EXECUTING, timeout=30)
+    wait(lambda: WorkerProcess.objects.count() == 2, timeout=30)  # both, as above
     workers = set(WorkerProcess.objects.values_list("pid", flat=True))
     wait(lambda: _children_of(supervisor.pid) - workers, timeout=10)
     [job_process] = _children_of(supervisor.pid) - workers
