@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import html
 import json
 import logging
 import os
@@ -24,6 +25,7 @@ import subprocess
 import urllib.parse
 from collections.abc import Iterator
 
+import django
 import psycopg
 import pytest
 from django.db import connection
@@ -239,3 +241,37 @@ def test_a_trace_span_of_a_failed_job_carries_no_secret(canary_connectors, setti
     )
     assert "the server said" in recorded and "exception.stacktrace" in recorded
     assert leaks(recorded) == []
+
+
+def test_a_failed_connector_form_is_reported_without_the_secrets_typed(
+    transactional_db, admin_user, settings, mailoutbox
+):
+    """A request that fails is reported with its POST, in the error mail to ADMINS
+    (Django's debug page shows it all, DEBUG being for a developer's machine): the
+    secrets box is masked there. The failure is a real one: the table is locked, the
+    save times out."""
+    settings.DEBUG = False
+    # Django 6 takes addresses, and warns of (name, address) pairs; 5.2 takes pairs only.
+    settings.ADMINS = ["ops@example.com"] if django.VERSION >= (6,) else [("ops", "ops@x.y")]
+    hook = ConnectorFactory(name="hook", config={"url": "http://127.0.0.1:9/hook"})
+    client = Client(raise_request_exception=False)
+    client.force_login(admin_user)
+    locker = psycopg.connect(**db.connection_params())
+    locker.execute("LOCK TABLE pgjobs_connector IN SHARE MODE")  # reads go on, writes wait
+    with connection.cursor() as cursor:
+        cursor.execute("SET lock_timeout = '200ms'")
+    form = {
+        "name": "hook",
+        "kind": "http",
+        "config": '{"url": "http://127.0.0.1:9/hook"}',
+        "secrets": f"password={CANARY}",
+    }
+    try:
+        failed = client.post(f"/admin/pgjobs/connector/{hook.pk}/change/", form)
+    finally:
+        locker.close()
+    assert failed.status_code == 500
+    (mail,) = mailoutbox
+    report = "\n".join([mail.body, *(str(content) for content, _ in mail.alternatives)])
+    assert "lock timeout" in report and "secrets" in report
+    assert leaks(report) == [] and leaks(html.unescape(report)) == []

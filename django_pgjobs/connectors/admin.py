@@ -13,7 +13,9 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
+from django.utils.decorators import method_decorator
 from django.utils.html import format_html
+from django.views.decorators.debug import sensitive_post_parameters
 
 from .. import ratelimits
 from ..admin.large import LargeValuesAdmin, not_shown_field
@@ -159,6 +161,12 @@ class ConnectorAdmin(LargeValuesAdmin):
         ("Secrets (encrypted, write-only)", {"fields": ["secrets", "clear_secrets"]}),
         ("History", {"fields": ["created_at", "updated_at"]}),
     ]
+
+    @method_decorator(sensitive_post_parameters("secrets"))
+    def changeform_view(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+        # A request that fails (a lock timeout, a dropped connection) is reported with
+        # its POST: Django's debug page and the error mail to ADMINS mask this field.
+        return super().changeform_view(request, *args, **kwargs)
 
     def get_fieldsets(self, request: HttpRequest, obj: Connector | None = None) -> list[Any]:
         fieldsets = super().get_fieldsets(request, obj)
