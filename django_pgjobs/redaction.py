@@ -5,14 +5,20 @@ A server that echoes a request back does not echo the password: it echoes
 URL-encoded in a query string, or escaped in JSON. So a ``Redactor`` masks each
 secret in every form it is likely to travel in:
 
-- as it is, and escaped as in a JSON string;
-- URL-encoded (``%2F`` and ``%2f``, ``+`` or ``%20`` for a space);
-- in base64 and URL-safe base64, wherever it sits in the encoded text. The
+- as it is, and escaped as text escapes it: in a JSON string as Python writes it
+  (``\\u00e9`` or not), as Go does (``\\u0026`` for ``&``, ``\\u003c`` for ``<``),
+  as PHP does (``\\/`` for ``/``), a JSON string inside another, HTML (``&amp;``),
+  and Python's ``repr`` and ``ascii`` of it and of its UTF-8 bytes (``b'\\xc3\\xa9'``,
+  as an exception message quotes a server's answer);
+- URL-encoded, once or twice (``%2F`` and ``%2f``, ``+`` or ``%20`` for a space;
+  ``%252F``: a URL inside another URL's query string);
+- each of the escaped forms above (a JSON document holding the secret, base64-encoded
+  whole) in base64 and URL-safe base64, wherever it sits in the encoded text. The
   base64 of ``"user:" + secret`` encodes the secret differently depending on
   how many bytes come before it (0, 1 or 2 past a multiple of three), so each
   of the three alignments is masked: the characters that depend on the secret
   alone;
-- in hex, lower or upper case (a byte dump, ``bytes.hex()``).
+- each of the escaped forms in hex, lower or upper case (a byte dump, ``bytes.hex()``).
 
 ``mask_credentials`` also masks the value of every ``Basic`` credential (base64
 of ``user:password``) and ``Bearer`` token in a text, whoever's they are: error
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import html
 import json
 import re
 import urllib.parse
@@ -59,14 +66,37 @@ def _mask_basic(found: re.Match[str]) -> str:
     return f"{found[1]}{found[2]}{REDACTED}"
 
 
-def encoded_forms(secret: str) -> set[str]:
-    """The secret and the forms it travels in (module docstring)."""
-    raw = secret.encode("utf-8", "surrogatepass")
-    forms = {secret, json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1]}
+def escaped_forms(secret: str) -> set[str]:
+    """The secret as it is and as text escapes it (module docstring)."""
+    forms = {secret, html.escape(secret), html.escape(secret, quote=False)}
+    forms |= {repr(secret)[1:-1], ascii(secret)[1:-1]}
+    forms.add(repr(secret.encode("utf-8", "surrogatepass"))[2:-1])
+    for ascii_only in (True, False):
+        in_json = json.dumps(secret, ensure_ascii=ascii_only)[1:-1]
+        forms |= {in_json, in_json.replace("/", "\\/"), json.dumps(in_json)[1:-1]}
+        forms.add(_GO_ESCAPES.sub(lambda found: f"\\u{ord(found[0]):04x}", in_json))
+    return forms
+
+
+#: What Go's encoding/json (and other encoders meant for HTML pages) escape as \uXXXX.
+_GO_ESCAPES = re.compile("[<>&\u2028\u2029]")
+
+
+def url_forms(secret: str) -> set[str]:
+    """The secret URL-encoded once and twice, hex digits in either case."""
+    forms = set()
     for safe in ("", "/"):
         for quoted in (urllib.parse.quote(secret, safe), urllib.parse.quote_plus(secret, safe)):
-            forms.add(quoted)
-            forms.add(re.sub(r"%[0-9A-F]{2}", lambda m: m[0].lower(), quoted))
+            for form in (quoted, urllib.parse.quote(quoted, safe)):
+                forms.add(form)
+                forms.add(re.sub(r"%[0-9A-F]{2}", lambda m: m[0].lower(), form))
+    return forms
+
+
+def binary_forms(text: str) -> set[str]:
+    """``text`` (UTF-8) in base64 at each alignment, and in hex."""
+    raw = text.encode("utf-8", "surrogatepass")
+    forms = set()
     for offset in range(3):
         encoded = base64.b64encode(b"\0" * offset + raw).decode().rstrip("=")
         total = offset + len(raw)
@@ -79,7 +109,15 @@ def encoded_forms(secret: str) -> set[str]:
             forms.add(fragment)
             forms.add(fragment.replace("+", "-").replace("/", "_"))
     # Hex is byte-aligned: the secret's digits are the same wherever it sits.
-    forms |= {raw.hex(), raw.hex().upper()}
+    return forms | {raw.hex(), raw.hex().upper()}
+
+
+def encoded_forms(secret: str) -> set[str]:
+    """The secret and the forms it travels in (module docstring)."""
+    escaped = escaped_forms(secret)
+    forms = escaped | url_forms(secret)
+    for form in escaped:
+        forms |= binary_forms(form)
     return {form for form in forms if len(form) >= MIN_SECRET_LENGTH}
 
 

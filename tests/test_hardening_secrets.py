@@ -6,7 +6,8 @@ secrets: raw, URL-encoded, in base64 at every alignment (``Authorization: Basic
 <base64 of user:password>``), in hex, escaped in JSON, in errors and in results, through
 the job's own connector and through one the task loads itself. Every surface is
 then searched for the canary in each of those forms, decoding what looks like
-base64 or URL-encoding on its own (not with the redaction's code): the job rows,
+base64 or URL-encoding on its own (not with the redaction's code), and undoing the
+escapes of other languages' encoders (``unescaped``): the job rows,
 the API's answers, the admin's pages and messages, the events channel, the
 worker's log and a ``pg_dump`` of the database.
 """
@@ -15,7 +16,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import html
+import codecs
+import contextlib
+import html as pyhtml
 import json
 import logging
 import os
@@ -23,6 +26,7 @@ import re
 import shutil
 import subprocess
 import urllib.parse
+import warnings
 from collections.abc import Iterator
 
 import django
@@ -44,9 +48,54 @@ CALL = "django_pgjobs.connectors.tasks.call"
 
 
 def leaks(text: str, secret: str = CANARY) -> list[str]:
-    """How ``secret`` can be read out of ``text``: as it is, URL-decoded, JSON-decoded,
-    from any run of base64 characters, decoded at each of its four offsets, or from
-    any run of hex digits, at each of its two."""
+    """How ``secret`` can be read out of ``text``, or out of ``text`` with an escaping
+    undone (``unescaped``): as it is, URL-decoded, JSON-decoded, from any run of
+    base64 characters, decoded at each of its four offsets, or from any run of hex
+    digits, at each of its two."""
+    found = []
+    for how, view in unescaped(text).items():
+        found += [f"{how}: {form}" if how else form for form in _leaks(view, secret)]
+    return sorted(set(found))
+
+
+def unescaped(text: str) -> dict[str, str]:
+    """``text``, and ``text`` with each escaping undone that servers in other languages
+    add (Go's and PHP's JSON, a JSON string in another, HTML, Python's repr, a URL in a
+    URL's query string), by name; and each of them after a JSON string's escapes are
+    undone (the API's answers, a dump of job rows)."""
+    views = {}
+    for outer, layer in (("", text), ("json, ", _json_unescaped(text))):
+        for name, view in _unescaped_once(layer).items():
+            views[f"{outer}{name}"] = view
+    return views
+
+
+def _unescaped_once(text: str) -> dict[str, str]:
+    views = {
+        "": text,
+        "html": pyhtml.unescape(text),
+        "json": _json_unescaped(text),
+        "url twice": urllib.parse.unquote(urllib.parse.unquote(text)),
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # "\/" is no Python escape
+        with contextlib.suppress(ValueError):  # a backslash that starts no escape
+            views["repr of bytes"] = codecs.escape_decode(text.encode())[0].decode(errors="replace")
+        with contextlib.suppress(UnicodeDecodeError):
+            views["repr"] = text.encode("latin-1", "backslashreplace").decode("unicode_escape")
+    return views
+
+
+def _json_unescaped(text: str) -> str:
+    plain = {"n": "\n", "r": "\r", "t": "\t", "b": "\b", "f": "\f"}
+    return re.sub(
+        r"\\(u[0-9a-fA-F]{4}|.)",
+        lambda m: chr(int(m[1][1:], 16)) if len(m[1]) == 5 else plain.get(m[1], m[1]),
+        text,
+    )
+
+
+def _leaks(text: str, secret: str) -> list[str]:
     found = []
     if secret in text:
         found.append("raw")
@@ -274,4 +323,43 @@ def test_a_failed_connector_form_is_reported_without_the_secrets_typed(
     (mail,) = mailoutbox
     report = "\n".join([mail.body, *(str(content) for content, _ in mail.alternatives)])
     assert "lock timeout" in report and "secrets" in report
-    assert leaks(report) == [] and leaks(html.unescape(report)) == []
+    assert leaks(report) == [] and leaks(pyhtml.unescape(report)) == []
+
+
+def _in_json(value: object, **options: object) -> str:
+    return json.dumps(value, **options)  # type: ignore[arg-type]
+
+
+#: How servers in other languages echo a password they refused: each escapes it its way.
+ESCAPED_ECHOES = {
+    "go json": _in_json({"password": CANARY}, ensure_ascii=False)
+    .replace("&", "\\u0026")
+    .replace("<", "\\u003c"),
+    "php json": _in_json({"password": CANARY}).replace("/", "\\/"),
+    "json in json": _in_json({"upstream": _in_json({"password": CANARY})}),
+    "html": f"<p>denied: {pyhtml.escape(CANARY)}</p>",
+    "python bytes": f"denied: {CANARY.encode()!r}",
+    "python ascii": f"denied: {CANARY!a}",
+    "url in a url": "see /login?next="
+    + urllib.parse.quote(f"/hook?password={urllib.parse.quote(CANARY, safe='')}", safe=""),
+    "base64 of json": base64.b64encode(_in_json({"password": CANARY}).encode()).decode(),
+}
+
+
+@pytest.mark.parametrize("status", [500, 200])
+@pytest.mark.parametrize("echo", ESCAPED_ECHOES, ids=str)
+def test_a_secret_escaped_the_way_a_server_escapes_it_is_masked(http_peer, worker, status, echo):
+    """The answer is the job's error (500) or its result (200, as text): the password
+    comes back escaped as Go's, PHP's, Python's encoders or an HTML page escape it."""
+    assert leaks(ESCAPED_ECHOES[echo])  # the oracle reads it
+    http_peer.status, http_peer.content_type = status, "text/plain"
+    http_peer.answer = f"refused: {ESCAPED_ECHOES[echo]}".encode()
+    ConnectorFactory(
+        name="hook", config={"url": http_peer.url, "username": USER}, secrets={"password": CANARY}
+    )
+    job = Job.enqueue(CALL, kwargs={"payload": {}}, connector="hook", max_attempts=1)
+    worker.drain()
+    job.refresh_from_db()
+    stored = json.dumps([job.errors, job.result])
+    assert "refused" in stored
+    assert leaks(stored) == []
