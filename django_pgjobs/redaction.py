@@ -18,7 +18,8 @@ secret in every form it is likely to travel in:
   how many bytes come before it (0, 1 or 2 past a multiple of three), so each
   of the three alignments is masked: the characters that depend on the secret
   alone;
-- each of the escaped forms in hex, lower or upper case (a byte dump, ``bytes.hex()``).
+- each of the escaped forms in hex, lower or upper case (a byte dump, ``bytes.hex()``);
+- any of these split over lines (``LINE_BREAK``): base64 wrapped at 76 columns.
 
 ``mask_credentials`` also masks the value of every ``Basic`` credential (base64
 of ``user:password``) and ``Bearer`` token in a text, whoever's they are: error
@@ -29,7 +30,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import html
+import itertools
 import json
 import re
 import urllib.parse
@@ -121,6 +124,38 @@ def encoded_forms(secret: str) -> set[str]:
     return {form for form in forms if len(form) >= MIN_SECRET_LENGTH}
 
 
+#: Where a long value is wrapped: a line break (or a JSON string's ``\\n``) and the
+#: next line's indent. ``base64`` and MIME wrap base64 at 76 columns, headers are
+#: folded, log lines and terminals wrap.
+LINE_BREAK = re.compile(r"(?:\r?\n|(?:\\r)?\\n)[ \t]*")
+
+
+def masked_across_lines(pattern: re.Pattern[str], text: str) -> str:
+    """``text`` with each match of ``pattern`` that only its line breaks (``LINE_BREAK``)
+    interrupt masked, the line breaks inside it too."""
+    lines, starts = [], []  # each line's text, and where it starts in text
+    at = 0
+    for line_break in LINE_BREAK.finditer(text):
+        lines.append(text[at : line_break.start()])
+        starts.append(at)
+        at = line_break.end()
+    lines.append(text[at:])
+    starts.append(at)
+    joined_starts = list(itertools.accumulate((len(line) for line in lines[:-1]), initial=0))
+
+    def in_text(index: int) -> int:
+        """Where the character at ``index`` of the joined lines is in ``text``."""
+        line = bisect.bisect_right(joined_starts, index) - 1
+        return starts[line] + index - joined_starts[line]
+
+    masked, at = [], 0
+    for found in pattern.finditer("".join(lines)):
+        start, end = in_text(found.start()), in_text(found.end() - 1) + 1
+        masked += [text[at:start], REDACTED]
+        at = end
+    return "".join(masked) + text[at:]
+
+
 class Redactor:
     """Masks a set of secret values, in every form of ``encoded_forms``, and
     credentials (``mask_credentials``). Falsy when it has no secret to mask."""
@@ -147,6 +182,8 @@ class Redactor:
         """``text`` with every form of every secret, and every credential, masked."""
         if self._pattern is not None:
             text = self._pattern.sub(REDACTED, text)
+            if "\n" in text or "\\n" in text:
+                text = masked_across_lines(self._pattern, text)
         return mask_credentials(text)
 
     def value(self, value: Any) -> Any:

@@ -62,11 +62,13 @@ def unescaped(text: str) -> dict[str, str]:
     """``text``, and ``text`` with each escaping undone that servers in other languages
     add (Go's and PHP's JSON, a JSON string in another, HTML, Python's repr, a URL in a
     URL's query string), by name; and each of them after a JSON string's escapes are
-    undone (the API's answers, a dump of job rows)."""
+    undone (the API's answers, a dump of job rows), and with lines joined (base64
+    wrapped at 76 columns, a long line wrapped)."""
     views = {}
     for outer, layer in (("", text), ("json, ", _json_unescaped(text))):
-        for name, view in _unescaped_once(layer).items():
-            views[f"{outer}{name}"] = view
+        for joined, lines in (("", layer), ("joined, ", re.sub(r"\r?\n[ \t]*", "", layer))):
+            for name, view in _unescaped_once(lines).items():
+                views[f"{outer}{joined}{name}"] = view
     return views
 
 
@@ -363,3 +365,33 @@ def test_a_secret_escaped_the_way_a_server_escapes_it_is_masked(http_peer, worke
     stored = json.dumps([job.errors, job.result])
     assert "refused" in stored
     assert leaks(stored) == []
+
+
+#: Long enough that its base64 (after "user:") is wrapped by ``base64`` at 76 columns.
+LONG = f"{CANARY}-{CANARY}-{CANARY}"
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        'printf %s "user:$LONG" | base64 >&2; exit 3',  # 76 columns a line
+        'printf %s "$LONG" | fold -w 20 >&2; exit 3',
+        'printf "%s\\n" "$LONG" | base64 -w 0 | fold -w 12; printf "%s" "$LONG" | base64',
+    ],
+    ids=["base64 wraps", "a wrapped line", "split anywhere"],
+)
+def test_a_secret_split_across_lines_is_masked(worker, script):
+    """A program's output, the job's error (exit 3) or result: the secret, or its
+    base64, comes back wrapped over several lines."""
+    ConnectorFactory(
+        name="shell",
+        kind="command",
+        config={"executable": "sh", "args": ["-c", script]},
+        secrets={"LONG": LONG},
+    )
+    job = Job.enqueue(CALL, kwargs={"payload": {}}, connector="shell", max_attempts=1)
+    worker.drain()
+    job.refresh_from_db()
+    stored = json.dumps([job.errors, job.result])
+    assert "\\n" in stored  # what it printed came back, over several lines
+    assert leaks(stored, LONG) == []
