@@ -5,11 +5,12 @@ A server that echoes a request back does not echo the password: it echoes
 URL-encoded in a query string, or escaped in JSON. So a ``Redactor`` masks each
 secret in every form it is likely to travel in:
 
-- as it is, and escaped as text escapes it: in a JSON string as Python writes it
-  (``\\u00e9`` or not), as Go does (``\\u0026`` for ``&``, ``\\u003c`` for ``<``),
-  as PHP does (``\\/`` for ``/``), a JSON string inside another, HTML (``&amp;``),
-  and Python's ``repr`` and ``ascii`` of it and of its UTF-8 bytes (``b'\\xc3\\xa9'``,
-  as an exception message quotes a server's answer);
+- as it is, in lower and in upper case (a server's message shouting it, a key
+  compared without case and echoed so), and escaped as text escapes it: in a JSON
+  string as Python writes it (``\\u00e9`` or not), as Go does (``\\u0026`` for
+  ``&``, ``\\u003c`` for ``<``), as PHP does (``\\/`` for ``/``), a JSON string
+  inside another, HTML (``&amp;``), and Python's ``repr`` and ``ascii`` of it and of
+  its UTF-8 bytes (``b'\\xc3\\xa9'``, as an exception message quotes an answer);
 - URL-encoded, once or twice (``%2F`` and ``%2f``, ``+`` or ``%20`` for a space;
   ``%252F``: a URL inside another URL's query string);
 - each of the escaped forms above (a JSON document holding the secret, base64-encoded
@@ -71,7 +72,8 @@ def _mask_basic(found: re.Match[str]) -> str:
 
 def escaped_forms(secret: str) -> set[str]:
     """The secret as it is and as text escapes it (module docstring)."""
-    forms = {secret, html.escape(secret), html.escape(secret, quote=False)}
+    forms = {secret, secret.lower(), secret.upper(), html.escape(secret)}
+    forms.add(html.escape(secret, quote=False))
     forms |= {repr(secret)[1:-1], ascii(secret)[1:-1]}
     forms.add(repr(secret.encode("utf-8", "surrogatepass"))[2:-1])
     for ascii_only in (True, False):

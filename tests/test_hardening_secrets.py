@@ -101,6 +101,8 @@ def _leaks(text: str, secret: str) -> list[str]:
     found = []
     if secret in text:
         found.append("raw")
+    elif secret.lower() in text.lower():
+        found.append("raw, in another case")
     for name, decode in (("url", urllib.parse.unquote), ("url+", urllib.parse.unquote_plus)):
         if secret in decode(text) and secret not in text:
             found.append(name)
@@ -395,3 +397,18 @@ def test_a_secret_split_across_lines_is_masked(worker, script):
     stored = json.dumps([job.errors, job.result])
     assert "\\n" in stored  # what it printed came back, over several lines
     assert leaks(stored, LONG) == []
+
+
+@pytest.mark.parametrize("case", [str.upper, str.lower], ids=["upper", "lower"])
+def test_a_secret_in_another_case_is_masked(http_peer, worker, case):
+    """A server that shouts its refusal echoes the key upper-cased (one that compares
+    keys without case may echo it lower-cased): the job's error."""
+    http_peer.status, http_peer.content_type = 403, "text/plain"
+    http_peer.answer = case(f"invalid api key {CANARY}").encode()
+    ConnectorFactory(name="hook", config={"url": http_peer.url}, secrets={"api_key": CANARY})
+    job = Job.enqueue(CALL, kwargs={"payload": {}}, connector="hook", max_attempts=1)
+    worker.drain()
+    job.refresh_from_db()
+    stored = json.dumps(job.errors)
+    assert "api key" in stored.lower() and "403" in stored
+    assert leaks(stored) == []
