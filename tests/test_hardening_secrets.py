@@ -412,3 +412,21 @@ def test_a_secret_in_another_case_is_masked(http_peer, worker, case):
     stored = json.dumps(job.errors)
     assert "api key" in stored.lower() and "403" in stored
     assert leaks(stored) == []
+
+
+@pytest.mark.parametrize("log_format", ["json", "text"])
+def test_the_worker_log_at_its_most_verbose_carries_no_secret(
+    canary_connectors, worker_process, log_format
+):
+    """``--verbosity 3`` (debugging) in each ``--log-format``, with django-pgjobs's own
+    handler (a project that configures no logging): the sweep reads the project's."""
+    jobs = enqueue_leaky_jobs()
+    worker = worker_process(
+        "--burst", "--verbosity", "3", "--log-format", log_format,
+        env={"PGJOBS_TEST_NO_LOGGING": "1", "PGJOBS_LOG_LEVEL": "DEBUG"},
+    )  # fmt: skip
+    assert worker.wait(60) == 0
+    output = worker.output()
+    assert f"job {jobs[0].pk}" in output or f'"job_id": {jobs[0].pk}' in output
+    assert "the server said" in output  # the failures' lines are there
+    assert leaks(output) == []
