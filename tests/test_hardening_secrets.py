@@ -430,3 +430,22 @@ def test_the_worker_log_at_its_most_verbose_carries_no_secret(
     assert f"job {jobs[0].pk}" in output or f'"job_id": {jobs[0].pk}' in output
     assert "the server said" in output  # the failures' lines are there
     assert leaks(output) == []
+
+
+@pytest.mark.parametrize("failure", ["status", "timeout"])
+def test_an_http_error_outside_a_job_names_no_secret_of_its_path(db, http_peer, failure):
+    """An API that takes its key in the path (a bot's ``/bot<token>/sendMessage``), called
+    from a view or a shell, where no job masks the message: ``ConnectorError`` promises
+    messages without secrets, and they name the URL's path."""
+    from django_pgjobs.connectors import ConnectorError, get_connector
+
+    http_peer.status, http_peer.delay = (500, 0.0) if failure == "status" else (200, 3.0)
+    ConnectorFactory(
+        name="bot", config={"url": http_peer.url, "timeout": 0.5}, secrets={"token": CANARY}
+    )
+    bot = get_connector("bot")
+    path = f"/bot{urllib.parse.quote(CANARY, safe='')}/sendMessage"
+    with pytest.raises(ConnectorError) as failed:
+        bot.request({"text": "hi"}, path=path)
+    assert "sendMessage" in str(failed.value)
+    assert leaks(str(failed.value)) == []

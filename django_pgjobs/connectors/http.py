@@ -216,7 +216,8 @@ class HttpConnector(ConnectorKind):
             data = json.dumps(payload).encode()
             all_headers.setdefault("Content-Type", "application/json")
         outgoing = urllib.request.Request(url, data=data, headers=all_headers, method=method)
-        where = f"{method} {display_url(url)}"
+        # Every message names it: a path may carry a secret (an API's /bot<token>/...).
+        where = self.redact(f"{method} {display_url(url)}")
         timeout = self.config["timeout"]
         try:
             with deadline.bounding(timeout) as bound:
