@@ -24,7 +24,9 @@ import logging
 import os
 import re
 import shutil
+import socketserver
 import subprocess
+import threading
 import urllib.parse
 import warnings
 from collections.abc import Iterator
@@ -449,3 +451,72 @@ def test_an_http_error_outside_a_job_names_no_secret_of_its_path(db, http_peer, 
         bot.request({"text": "hi"}, path=path)
     assert "sendMessage" in str(failed.value)
     assert leaks(str(failed.value)) == []
+
+
+ASCII_CANARY = "Smtp-7f3e/9+a=b&c?d"
+
+
+class _EchoingSmtp(socketserver.StreamRequestHandler):
+    """An SMTP server that refuses every login, quoting what it got: the AUTH argument
+    (base64 of the user and password) and the password decoded, as UTF-8 bytes."""
+
+    def handle(self) -> None:
+        self.wfile.write(b"220 echo ESMTP\r\n")
+        while line := self.rfile.readline(1000):
+            command = line.strip().split(b" ")
+            verb = command[0].upper()
+            if verb in (b"EHLO", b"HELO"):
+                self.wfile.write(b"250-echo\r\n250 AUTH PLAIN LOGIN\r\n")
+            elif verb == b"AUTH" and command[1].upper() == b"PLAIN" and len(command) > 2:
+                password = base64.b64decode(command[2]).split(b"\0")[-1]
+                self.refuse(command[2], password)
+            elif verb == b"AUTH" and command[1].upper() == b"LOGIN":
+                self.wfile.write(b"334 VXNlcm5hbWU6\r\n")
+                self.rfile.readline(1000)
+                self.wfile.write(b"334 UGFzc3dvcmQ6\r\n")
+                answer = self.rfile.readline(1000).strip()
+                self.refuse(answer, base64.b64decode(answer))
+            elif verb == b"QUIT":
+                self.wfile.write(b"221 bye\r\n")
+                return
+            else:
+                self.wfile.write(b"502 not here\r\n")
+
+    def refuse(self, sent: bytes, password: bytes) -> None:
+        self.wfile.write(b"535 5.7.8 refused " + sent + b" (password " + password + b")\r\n")
+
+
+def test_an_smtp_login_refused_with_the_password_quoted_is_masked(transactional_db, admin_client):
+    """The admin's Test connection and a job's error: smtplib's exception quotes the
+    server's answer (as bytes), which holds the password, raw and in base64. (smtplib
+    sends ASCII passwords only.)"""
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _EchoingSmtp)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        mailer = ConnectorFactory(
+            name="mailer",
+            kind="smtp",
+            config={"host": "127.0.0.1", "port": server.server_address[1], "username": USER},
+            secrets={"password": ASCII_CANARY},
+        )
+        page = admin_client.post(
+            "/admin/pgjobs/connector/", action("test_connection", mailer), follow=True
+        ).content.decode()
+        job = Job.enqueue(
+            CALL,
+            kwargs={"payload": {"subject": "s", "body": "b", "to": "a@example.com"}},
+            connector="mailer",
+            max_attempts=1,
+        )
+        from django_pgjobs.worker import Worker
+
+        Worker(concurrency=1).drain()
+    finally:
+        server.shutdown()
+        server.server_close()
+    job.refresh_from_db()
+    assert "535" in page and "refused" in page
+    assert "535" in json.dumps(job.errors)
+    assert leaks(pyhtml.unescape(page), ASCII_CANARY) == []
+    assert leaks(json.dumps(job.errors), ASCII_CANARY) == []
