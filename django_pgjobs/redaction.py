@@ -23,8 +23,9 @@ secret in every form it is likely to travel in:
 - any of these split over lines (``LINE_BREAK``): base64 wrapped at 76 columns.
 
 ``mask_credentials`` also masks the value of every ``Basic`` credential (base64
-of ``user:password``) and ``Bearer`` token in a text, whoever's they are: error
-messages get it whether or not a connector was involved.
+of ``user:password``) and ``Bearer`` token in a text, and the password of every
+URL's ``user:password@``, whoever's they are: error messages get it whether or not
+a connector was involved.
 """
 
 from __future__ import annotations
@@ -48,10 +49,16 @@ MIN_FRAGMENT_LENGTH = 4
 
 _BASIC = re.compile(r"\b(Basic)(\s+)([A-Za-z0-9+/_-]{4,}={0,2})")
 _BEARER = re.compile(r"\b(Bearer)(\s+)([A-Za-z0-9._~+/-]{8,}=*)")
+#: The password of a URL's ``user:password@``, up to the last ``@`` of the authority:
+#: one typed into a DSN unquoted ("p@ss") is masked whole.
+_URL_PASSWORD = re.compile(r"""([A-Za-z][A-Za-z0-9+.-]*://[^\s/?#:@'"]*:)[^\s/?#'"]+(?=@)""")
 
 
 def mask_credentials(text: str) -> str:
-    """``text`` with the value of each Basic credential and Bearer token masked."""
+    """``text`` with the value of each Basic credential and Bearer token masked, and the
+    password of each URL that carries one (a DSN quoted by libpq, a webhook's URL)."""
+    if "://" in text:
+        text = _URL_PASSWORD.sub(lambda found: f"{found[1]}{REDACTED}", text)
     if "Basic" not in text and "Bearer" not in text:
         return text
     text = _BASIC.sub(_mask_basic, text)

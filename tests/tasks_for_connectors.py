@@ -87,3 +87,12 @@ def echo_secrets_of(name: str) -> None:
     from django_pgjobs.connectors import get_connector
 
     raise RuntimeError(f"the server said: {echoes(get_connector(name).secret_values())}")
+
+
+@task
+def connect_to(dsn: str) -> None:
+    """Connects to another database, as a task syncing two may: libpq quotes a DSN it
+    can't parse, password included."""
+    import psycopg
+
+    psycopg.connect(dsn, connect_timeout=2).close()

@@ -520,3 +520,25 @@ def test_an_smtp_login_refused_with_the_password_quoted_is_masked(transactional_
     assert "535" in json.dumps(job.errors)
     assert leaks(pyhtml.unescape(page), ASCII_CANARY) == []
     assert leaks(json.dumps(job.errors), ASCII_CANARY) == []
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        f"postgress://sync:{urllib.parse.quote(CANARY, safe='')}@127.0.0.1/other",  # mistyped
+        "postgress://sync:P@ss-Cnry-9f2@127.0.0.1/other",  # and an "@" not quoted
+    ],
+    ids=["scheme mistyped", "an @ in the password"],
+)
+def test_a_password_in_a_url_of_any_jobs_error_is_masked(worker, dsn):
+    """No connector: a task's own DSN, quoted by libpq in the error (and by the
+    traceback's source line, were it written there). Every job's error is masked for
+    credentials as for Basic and Bearer ones."""
+    password = urllib.parse.unquote(urllib.parse.urlsplit(dsn).netloc.rsplit("@", 1)[0])
+    password = password.split(":", 1)[1]
+    job = Job.enqueue("tests.tasks_for_connectors.connect_to", args=[dsn], max_attempts=1)
+    worker.drain()
+    job.refresh_from_db()
+    stored = json.dumps(job.errors)
+    assert "postgress://sync:" in stored  # libpq quoted the DSN
+    assert leaks(stored, password) == []
