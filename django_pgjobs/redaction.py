@@ -23,9 +23,10 @@ secret in every form it is likely to travel in:
 - any of these split over lines (``LINE_BREAK``): base64 wrapped at 76 columns.
 
 ``mask_credentials`` also masks the value of every ``Basic`` credential (base64
-of ``user:password``) and ``Bearer`` token in a text, and the password of every
-URL's ``user:password@``, whoever's they are: error messages get it whether or not
-a connector was involved.
+of ``user:password``) and ``Bearer`` token in a text, the password of every
+URL's ``user:password@`` and the value of every query parameter named as a
+credential (``?access_token=``), whoever's they are: error messages get it whether
+or not a connector was involved.
 """
 
 from __future__ import annotations
@@ -52,13 +53,25 @@ _BEARER = re.compile(r"\b(Bearer)(\s+)([A-Za-z0-9._~+/-]{8,}=*)")
 #: The password of a URL's ``user:password@``, up to the last ``@`` of the authority:
 #: one typed into a DSN unquoted ("p@ss") is masked whole.
 _URL_PASSWORD = re.compile(r"""([A-Za-z][A-Za-z0-9+.-]*://[^\s/?#:@'"]*:)[^\s/?#'"]+(?=@)""")
+#: The value of a URL's query parameter named as a credential (``access_token=``,
+#: ``apiKey=``, ``X-Amz-Signature=``): the words Django's error reports hide settings
+#: by, and a few more.
+_QUERY_CREDENTIAL = re.compile(
+    r"""([?&;][^=&#\s'"]*(?:api|auth|token|key|secret|pass|pwd|signature|sig|credential)"""
+    r"""[^=&#\s'"]*=)[^&#\s'"]+""",
+    re.IGNORECASE,
+)
 
 
 def mask_credentials(text: str) -> str:
-    """``text`` with the value of each Basic credential and Bearer token masked, and the
-    password of each URL that carries one (a DSN quoted by libpq, a webhook's URL)."""
+    """``text`` with the value of each Basic credential and Bearer token masked, the
+    password of each URL that carries one (a DSN quoted by libpq, a webhook's URL), and
+    the value of each query parameter named as a credential (an HTTP library's error
+    naming the URL it called)."""
     if "://" in text:
         text = _URL_PASSWORD.sub(lambda found: f"{found[1]}{REDACTED}", text)
+    if "=" in text:
+        text = _QUERY_CREDENTIAL.sub(lambda found: f"{found[1]}{REDACTED}", text)
     if "Basic" not in text and "Bearer" not in text:
         return text
     text = _BASIC.sub(_mask_basic, text)

@@ -542,3 +542,28 @@ def test_a_password_in_a_url_of_any_jobs_error_is_masked(worker, dsn):
     stored = json.dumps(job.errors)
     assert "postgress://sync:" in stored  # libpq quoted the DSN
     assert leaks(stored, password) == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"https://api.example.com/v1/me?access_token={urllib.parse.quote(CANARY, safe='')}",
+        f"https://b.s3.example.com/k?X-Amz-Credential=AKIA1&X-Amz-Signature={LONG[:30].encode().hex()}",
+        f"https://hooks.example.com/h?x=1&apiKey={urllib.parse.quote(CANARY, safe='')}#top",
+    ],
+    ids=["access_token", "a presigned URL", "apiKey"],
+)
+def test_a_token_in_a_urls_query_of_any_jobs_error_is_masked(worker, url):
+    """No connector: a task's HTTP library names the URL in its error, as requests does
+    ("401 Client Error: Unauthorized for url: ..."), with the token of its query."""
+    secret = urllib.parse.unquote(url.rsplit("=", 1)[1].split("#")[0])
+    job = Job.enqueue(
+        "tests.tasks_for_tests.raises_odd",
+        args=[f"401 Client Error: Unauthorized for url: {url}"],
+        max_attempts=1,
+    )
+    worker.drain()
+    job.refresh_from_db()
+    stored = json.dumps(job.errors)
+    assert "Unauthorized for url: https://" in stored
+    assert leaks(stored, secret) == []
