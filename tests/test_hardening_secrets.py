@@ -567,3 +567,55 @@ def test_a_token_in_a_urls_query_of_any_jobs_error_is_masked(worker, url):
     stored = json.dumps(job.errors)
     assert "Unauthorized for url: https://" in stored
     assert leaks(stored, secret) == []
+
+
+def _error_email_html(raised: BaseException) -> str:
+    """What Django's error email shows of ``raised`` with ``include_html`` (DEBUG off):
+    each frame of its traceback with its variables, those not marked sensitive. From
+    the frame the test called: the test's own (the peer's record of what it received)
+    stands for a view's."""
+    from django.test import RequestFactory
+    from django.views.debug import ExceptionReporter
+
+    called = raised.__traceback__.tb_next
+    reporter = ExceptionReporter(
+        RequestFactory().get("/"), type(raised), raised, called, is_email=True
+    )
+    return reporter.get_traceback_html()
+
+
+def test_an_http_call_failing_in_a_view_shows_no_secret_among_its_frames_variables(
+    db, http_peer, settings
+):
+    """A view calling a connector (no job to mask anything): the request's frame held
+    the headers it sent, Authorization among them, which an HTML error email lists."""
+    from django_pgjobs.connectors import ConnectorError, get_connector
+
+    settings.DEBUG = False
+    http_peer.status = 500
+    ConnectorFactory(name="token-hook", config={"url": http_peer.url}, secrets={"token": CANARY})
+    with pytest.raises(ConnectorError) as failed:
+        get_connector("token-hook").request({"text": "hi"})
+    html = _error_email_html(failed.value)
+    assert "sensitive_variables_wrapper" in html  # the connector's frames are in it
+    assert leaks(html) == []
+
+
+def test_a_command_failing_to_start_in_a_view_shows_no_secret_among_its_frames_variables(
+    db, settings, tmp_path
+):
+    """Popen's own frames hold the environment it was given: the secrets."""
+    from django_pgjobs.connectors import get_connector
+
+    settings.DEBUG = False
+    script = tmp_path / "broken"
+    script.write_text("#!/nonexistent/interpreter\n")
+    script.chmod(0o755)
+    ConnectorFactory(
+        name="broken", kind="command", config={"executable": str(script)}, secrets={"KEY": CANARY}
+    )
+    with pytest.raises(OSError) as failed:
+        get_connector("broken").run()
+    html = _error_email_html(failed.value)
+    assert "_execute_child" in html  # subprocess's frames are in it
+    assert leaks(html) == []

@@ -13,9 +13,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from django.views.decorators.debug import sensitive_variables
+
 from .. import limits
 from ..exceptions import InvalidOption
 from ..redaction import Redactor
+
+#: On a connector's call: Django's error reports (an HTML error email, a handler that
+#: renders frames) show none of the variables of its frame nor of any frame it calls,
+#: Python's own libraries included, which hold what was sent (the Authorization
+#: header, Popen's environment, smtplib's password) when a view's call fails.
+secret_frames = sensitive_variables()
 
 
 class _Required:

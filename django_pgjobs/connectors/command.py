@@ -32,7 +32,7 @@ from typing import IO, Any
 from ..context import current_job
 from ..exceptions import JobCancelled
 from ..limits import shown
-from .base import ConnectorKind, Option, byte_count, seconds, str_dict, str_list
+from .base import ConnectorKind, Option, byte_count, seconds, secret_frames, str_dict, str_list
 from .errors import ConnectorError, ConnectorRefused
 from .registry import register_kind
 
@@ -155,6 +155,7 @@ class CommandConnector(ConnectorKind):
                 problems[f"secrets.{name}"] = "must be an environment variable name"
         return problems
 
+    @secret_frames
     def run(self, args: Sequence[str] = (), input: str | bytes | None = None) -> CommandResult:
         """Run the command to its end; raise CommandFailed on a non-zero exit code.
 

@@ -28,7 +28,7 @@ from .. import conf, db
 from ..exceptions import InvalidOption
 from ..limits import plain_digits, shown
 from . import deadline, destinations
-from .base import ConnectorKind, Option, byte_count, seconds, str_dict
+from .base import ConnectorKind, Option, byte_count, seconds, secret_frames, str_dict
 from .errors import ConnectorError, ConnectorThrottled
 from .registry import register_kind
 
@@ -193,6 +193,7 @@ class HttpConnector(ConnectorKind):
     )
     secrets = ("token", "password", "api_key")
 
+    @secret_frames
     def request(
         self,
         payload: Any = None,

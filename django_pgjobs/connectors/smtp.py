@@ -22,7 +22,7 @@ from django.core.mail.backends.smtp import EmailBackend
 from django.core.mail.utils import DNS_NAME
 
 from . import deadline, sent_mail
-from .base import ConnectorKind, Option, seconds
+from .base import ConnectorKind, Option, seconds, secret_frames
 from .errors import ConnectorError
 from .registry import register_kind
 
@@ -120,6 +120,7 @@ class _Backend(EmailBackend):
     def connection_class(self) -> type[smtplib.SMTP]:
         return _WatchedSMTPSSL if self.use_ssl else _WatchedSMTP
 
+    @secret_frames
     def open(self) -> bool | None:
         _know_local_name()
         return super().open()
