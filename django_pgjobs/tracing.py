@@ -64,7 +64,9 @@ class TracingMiddleware:
         ) as span:
             carrier: dict[str, str] = {}
             propagate.inject(carrier)
-            for spec in specs:
+            # Without an SDK (the API's no-op tracer) nothing is injected: an empty
+            # "otel" in every job's meta would carry nothing.
+            for spec in specs if carrier else ():
                 if isinstance(spec.meta, dict):  # any other meta is refused by the checks
                     spec.meta = {**spec.meta, META_KEY: carrier}
             jobs = call_next(specs)

@@ -51,6 +51,20 @@ def test_enqueue_is_a_producer_span_whose_context_is_stored_with_the_job(traced)
 
 
 @pytest.mark.django_db
+def test_without_an_sdk_a_job_stores_no_empty_context(traced, monkeypatch):
+    """The API alone (no SDK configured: its no-op tracer) has no context to give:
+    each job's meta got an empty ``"otel": {}``."""
+    from django_pgjobs.tracing import TracingMiddleware
+
+    def no_sdk(self: TracingMiddleware) -> None:
+        self.tracer = trace.NoOpTracer()
+
+    monkeypatch.setattr(TracingMiddleware, "__init__", no_sdk)
+    job = add.enqueue(1, 2)
+    assert "otel" not in Job.objects.get(pk=job.pk).meta
+
+
+@pytest.mark.django_db
 def test_a_batch_is_one_span_with_its_count(traced):
     Job.enqueue_many([{"task": add.name, "args": [n, n]} for n in range(3)])
     (send,) = finished("send default")
