@@ -569,6 +569,27 @@ def test_a_token_in_a_urls_query_of_any_jobs_error_is_masked(worker, url):
     assert leaks(stored, secret) == []
 
 
+#: Errors from each character of which a credential rule read on to the end of its run:
+#: a run with no "=" after "?" or ";" (minified CSS, a row of placeholders), and a long
+#: run of letters and dots in an error that names a URL.
+LONG_RUNS = {
+    "minified CSS": "a=1 " + "p{margin:0;padding:0}" * 5_000,
+    "question marks": "a=1 " + "?" * 100_000,
+    "a dotted run beside a URL": "GET https://example.com/ failed: " + "a." * 100_000,
+}
+
+
+@pytest.mark.timeout(30)  # each took minutes (the URL: 80 s), hours at 1 MB
+@pytest.mark.parametrize("case", LONG_RUNS)
+def test_a_long_error_is_masked_in_time_in_proportion_to_its_length(worker, case):
+    """Every job's error and traceback are masked whole, before they are cut to size:
+    40 KB of ";" or "?" took 80 s, and a worker's thread was stuck for hours on 1 MB."""
+    job = Job.enqueue("tests.tasks_for_tests.raises_odd", args=[LONG_RUNS[case]], max_attempts=1)
+    assert worker.drain() == {"discarded": 1}
+    job.refresh_from_db()
+    assert job.errors[0]["error"].startswith("ValueError: ")
+
+
 def _error_email_html(raised: BaseException) -> str:
     """What Django's error email shows of ``raised`` with ``include_html`` (DEBUG off):
     each frame of its traceback with its variables, those not marked sensitive. From
