@@ -590,6 +590,12 @@ def test_a_long_error_is_masked_in_time_in_proportion_to_its_length(worker, case
     assert job.errors[0]["error"].startswith("ValueError: ")
 
 
+def test_a_url_in_a_run_that_starts_with_a_dot_or_a_dash_has_its_password_masked():
+    # Where a scheme starts is not where its run of scheme characters starts.
+    for text in ("see .postgres://app:pw-secret@db/app", "see -postgres://app:pw-secret@db/app"):
+        assert mask_credentials(text) == text.replace("pw-secret", "********")
+
+
 def _error_email_html(raised: BaseException) -> str:
     """What Django's error email shows of ``raised`` with ``include_html`` (DEBUG off):
     each frame of its traceback with its variables, those not marked sensitive. From
