@@ -290,6 +290,7 @@ def _empty_form(request: HttpRequest) -> bool:
         return False
 
 
+@csrf_exempt  # else CsrfViewMiddleware answers a POST with its 403 page, not this 405
 def openapi(request: HttpRequest) -> HttpResponse:
     """The OpenAPI description of this API, with the arguments of each typed task
     (public: it describes, it grants nothing)."""
