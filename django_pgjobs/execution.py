@@ -217,6 +217,7 @@ def run(job: Job, clock: Clock = timezone.now, context: JobContext | None = None
     context = context or JobContext(job)
     signals.job_started.send(sender=Job, job=job)
     outcome = _attempt(job, clock, context)
+    loaded.release(job)  # not held while the outcome waits to be written
     if context.redactor and isinstance(outcome, Outcome):
         outcome.redactor = context.redactor  # the secrets of the connectors it loaded
     return outcome
