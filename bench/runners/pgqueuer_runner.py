@@ -16,6 +16,20 @@ sys.path[:0] = [str(HERE), str(HERE.parent)]
 from common import Adapter, Config, main  # noqa: E402
 
 
+def _event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's, as pgqueuer's own runner (pgqueuer_app.py) and an async web server
+    such as uvicorn use when it is installed; asyncio's without it
+    (BENCH_PGQUEUER_UVLOOP=0 measures that)."""
+    if os.environ.get("BENCH_PGQUEUER_UVLOOP") != "0":
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
 class PgQueuer(Adapter):
     name = "pgqueuer"
     version = version("pgqueuer")
@@ -40,7 +54,7 @@ class PgQueuer(Adapter):
 
     def __init__(self, url: str, workdir: Path) -> None:
         super().__init__(url, workdir)
-        self.loop = asyncio.new_event_loop()
+        self.loop = _event_loop()
         self.enqueued = 0
         self.queries = None
 
