@@ -49,6 +49,9 @@ class JobContext:
     redactor: Redactor | None = None
     #: Run in a child process of its own (see django_pgjobs.isolation).
     isolated: bool = False
+    #: Failed by the worker at its timeout, its thread given up on: what the thread
+    #: returns, if it ever does, is dropped (see Worker._abandon).
+    abandoned: bool = False
 
     @property
     def cancelled(self) -> bool:

@@ -596,14 +596,21 @@ class Worker:
         )
 
     def _ran(self, context: JobContext, outcome: Outcome | str) -> None:
-        """A pool thread is done with a job: queue its outcome for the completer."""
+        """A pool thread is done with a job: queue its outcome for the completer.
+        Unless the worker gave up on it at its timeout: that failure was written and
+        counted instead (see _abandon)."""
         with self._lock:
-            self._returned.add(context.job.id)
-            _forget(self._timed, context)
+            abandoned = context.abandoned
+            if not abandoned:
+                self._returned.add(context.job.id)
+                _forget(self._timed, context)
             # Its thread is free. The loop is woken only if that makes a claim worth
             # it: woken after every job, it went round for nothing most of the time.
             wake = self._worth_a_claim(self._free())
-        self._outcomes.put((context, outcome))
+        if abandoned:
+            logger.info("job %s: its abandoned thread came back; nothing written", context.job.pk)
+        else:
+            self._outcomes.put((context, outcome))
         if wake:
             self.wakeup.set()
 
@@ -715,6 +722,9 @@ class Worker:
                 self._abandon(context)
 
     def _abandon(self, context: JobContext) -> None:
+        """Fail a job whose thread ignored its timeout, counted once as what was written."""
+        if not self._give_up_on(context):
+            return  # its thread came back first: the completer writes its outcome
         job = context.job
         error = JobTimeout(f"attempt exceeded its timeout of {job.timeout}s")
         logger.warning(
@@ -728,15 +738,30 @@ class Worker:
             [written] = transitions.finish([outcome])
         except DatabaseError as problem:
             logger.error("could not fail overdue job %s: %s", job.pk, problem)
-            return  # try again on the next pass
+            with self._lock:
+                self._timed[job.pk] = context  # try again on the next pass
+            return
         if written:  # retried when, or discarded: as for a failure of the task's own
             log_abandoned(outcome, error)
         with self._lock:
-            self.running.pop(job.pk, None)
-            self._timed.pop(job.pk, None)
-        self._record("timed out")
-        if self._pool is not None and context.thread_id is not None:
+            _forget(self.running, context)
+        # Not written: its lease was taken away (cancelled, deleted, rescued) first.
+        self._record(outcome.state if written else "lost")
+
+    def _give_up_on(self, context: JobContext) -> bool:
+        """Take a timed-out job from its thread: what the thread returns from now on is
+        dropped (_ran), and a new thread takes its place in the pool. False if the
+        thread came back first (it left ``_timed`` then)."""
+        with self._lock:
+            if self._timed.get(context.job.id) is not context:
+                return False
+            del self._timed[context.job.id]
+            first, context.abandoned = not context.abandoned, True
+        # Without a thread id it is held before its task (a job_started receiver):
+        # that thread serves on once it is let go.
+        if first and self._pool is not None and context.thread_id is not None:
             self._pool.replace(context.thread_id)
+        return True
 
     def running_contexts(self) -> list[JobContext]:
         """A snapshot: job threads remove their jobs from ``running`` as they finish."""

@@ -7,7 +7,7 @@ import sys
 import threading
 import time
 
-from django_pgjobs import DiscardJob, Snooze, isolation, task
+from django_pgjobs import DiscardJob, Snooze, isolation, signals, task
 from django_pgjobs.context import current_job
 from testproject.demo.tasks import record
 
@@ -70,6 +70,21 @@ def blocked(seconds: float) -> str:
     """Blocked in C: an interrupt can't reach it until the sleep returns."""
     time.sleep(seconds)
     return "finished"
+
+
+@task
+def slow_to_start(tag: str, seconds: float) -> str:
+    """Held ``seconds`` by a job_started receiver (below), before the task is called:
+    where no timeout's interrupt reaches it. Records that it ran, once let go."""
+    return record(f"{tag}:end")
+
+
+def _hold_slow_to_start(sender: object, job: object, **kwargs: object) -> None:
+    if getattr(job, "task", None) == "tests.tasks_for_tests.slow_to_start":
+        time.sleep(job.args[1])  # type: ignore[attr-defined]
+
+
+signals.job_started.connect(_hold_slow_to_start)
 
 
 @task

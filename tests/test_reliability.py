@@ -365,8 +365,8 @@ def test_a_job_blocked_past_its_timeout_is_failed_and_its_slot_reused(
     follower = add.enqueue(1, 1)  # the only slot was stuck: it must have been replaced
     wait(lambda: Job.objects.get(pk=follower.pk).state == JobState.COMPLETED, timeout=5)
     # The worker counts an outcome after its commit: the table can show it first.
-    wait(lambda: worker.stats["timed out"] >= 1, timeout=5)
-    assert worker.stats["timed out"] == 1
+    wait(lambda: worker.stats["discarded"] >= 1, timeout=5)
+    assert worker.stats == {"discarded": 1, "completed": 1}
     # The log said it "ignored its timeout; failing it" and never that it was discarded,
     # as it says of every other discarded job.
     said = [r.getMessage() for r in caplog.records if f"job {stuck.pk} " in r.getMessage()]
@@ -376,6 +376,21 @@ def test_a_job_blocked_past_its_timeout_is_failed_and_its_slot_reused(
         f"job {stuck.pk} (tests.tasks_for_tests.blocked) discarded after attempt 1: "
         "JobTimeout: attempt exceeded its timeout of 0.3s",
     ]
+
+
+def test_a_job_abandoned_at_its_timeout_counts_once_in_the_stop_line(worker_process, wait):
+    # Held before its task is called (a job_started receiver), where no interrupt
+    # reaches it: failed at its timeout, it was counted "timed out", and again "lost"
+    # when its thread came back and its outcome was refused.
+    job = Job.enqueue(
+        "tests.tasks_for_tests.slow_to_start", args=["s", 2.5], max_attempts=1, timeout=0.3
+    )
+    process = worker_process("--concurrency", "1", env={"PGJOBS_TEST_NO_LOGGING": "1"})
+    wait(lambda: Job.objects.get(pk=job.pk).state == JobState.DISCARDED, timeout=20)
+    wait(lambda: "s:end" in tags(), timeout=20)  # its thread came back
+    assert process.stop() == 0
+    [stop] = [line for line in process.output().splitlines() if " stopped after " in line]
+    assert stop.endswith(" stopped after 1 attempt: 1 discarded"), process.output()
 
 
 def test_a_job_blocked_past_its_timeout_with_attempts_left_says_when_it_runs_again(
