@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from django.db.models import QuerySet
@@ -68,6 +69,23 @@ def parse_duration(value: object, what: str = "duration") -> timedelta:
         return timedelta(seconds=float(number) * _UNITS[unit or "s"])
     except OverflowError:
         raise InvalidSelection(f"{what}: {_shown(value)} is too long") from None
+
+
+def duration_as_given(value: str) -> str:
+    """A duration ``parse_duration`` accepted, as it was typed, with its unit ('90'
+    is '90s'): what a command says it went by."""
+    number, unit = _DURATION.match(value.strip()).groups()  # type: ignore[union-attr]
+    return f"{number}{unit or 's'}"
+
+
+def duration_in_words(seconds: float) -> str:
+    """``seconds`` in the largest unit that holds it a whole number of times, which
+    ``parse_duration`` reads back as the same: 604800 is '1w', 5400 '90m', 0.25
+    '0.25s' (``logs.delay`` rounds: 100000 s is '1d 3h' there)."""
+    for unit in ("w", "d", "h", "m"):
+        if seconds > 0 and seconds % _UNITS[unit] == 0:
+            return f"{seconds // _UNITS[unit]:.0f}{unit}"
+    return f"{Decimal(repr(float(seconds))).normalize():f}s"  # _DURATION reads no 1e-05
 
 
 def parse_instant(value: object, now: datetime | None = None, what: str = "time") -> datetime:

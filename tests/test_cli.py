@@ -371,6 +371,31 @@ def test_prune_cancels_stranded_jobs_as_the_schedulers_routine_does():
     assert (report["stranded"], report["jobs"], report["rate_windows"]) == (0, 0, 0)
 
 
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [("1w", "1w"), ("14d", "14d"), ("36h", "36h"), ("100000", "100000s"), ("1.5 d", "1.5d")],
+)
+def test_prune_says_the_age_as_it_was_given(given, said):
+    # It said logs.delay's reading: "1w" as "7d", 100000 seconds as "1d 3h".
+    code, out, err = pgjobs("prune", "--older-than", given)
+    assert code == 0, err
+    assert f" older than {said}, " in out
+
+
+@pytest.mark.parametrize(
+    ("seconds", "said"),
+    [(7 * 86400, "1w"), (5400, "90m"), (100_000, "100000s"), (0.25, "0.25s")],
+)
+def test_prune_says_the_default_age_in_a_form_it_reads_back(settings, seconds, said):
+    from django_pgjobs.selection import parse_duration
+
+    settings.PGJOBS = {**settings.PGJOBS, "PRUNE_AFTER": seconds}
+    code, out, err = pgjobs("prune")
+    assert code == 0, err
+    assert f" older than {said}, " in out
+    assert parse_duration(said) == timedelta(seconds=seconds)
+
+
 # -- health ----------------------------------------------------------------------------------
 
 

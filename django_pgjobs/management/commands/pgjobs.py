@@ -27,7 +27,6 @@ from django_pgjobs import (
     health,
     housekeeping,
     kept_errors,
-    logs,
     queues,
     schedules,
     shown,
@@ -41,6 +40,8 @@ from django_pgjobs.models import Job, Queue, Schedule
 from django_pgjobs.selection import (
     InvalidSelection,
     JobFilter,
+    duration_as_given,
+    duration_in_words,
     parse_duration,
     parse_ids,
     parse_queues,
@@ -406,16 +407,17 @@ class Command(BaseCommand):
 
     def do_prune(self) -> None:
         text = self.options["older_than"]
-        older_than = (
-            timedelta(seconds=conf.get("PRUNE_AFTER"))
-            if text is None
-            else parse_duration(text, "--older-than")
-        )
+        if text is None:
+            older_than = timedelta(seconds=conf.get("PRUNE_AFTER"))
+            said = duration_in_words(conf.get("PRUNE_AFTER"))
+        else:
+            older_than = parse_duration(text, "--older-than")
+            said = duration_as_given(text)
         done = housekeeping.pruned(timezone.now(), older_than)  # the scheduler's routine
         if not self.emit({**done, "older_than_seconds": older_than.total_seconds()}):
             self.say(
                 f"deleted {done['jobs']} finished job(s) and {done['ticks']} tick record(s) "
-                f"older than {logs.delay(older_than.total_seconds())}, and "
+                f"older than {said}, and "
                 f"{done['rate_windows']} spent rate-limit window(s); cancelled "
                 f"{done['stranded']} stranded job(s) (waiting jobs nothing can release)"
             )
