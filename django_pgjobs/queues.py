@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -10,6 +11,8 @@ from . import conf, limits
 from .backoff import STRATEGIES
 from .exceptions import InvalidOption, InvalidQueueName, UnknownQueue
 from .known import KnownNames
+
+logger = logging.getLogger(__name__)
 
 #: The characters of queue and connector names (also enforced by CHECK constraints).
 NAME_CHARACTERS = r"[A-Za-z0-9_.:-]"
@@ -100,20 +103,23 @@ def check_known(name: object) -> str:
 def sync_from_settings(using: str | None = None, model: Any = None) -> list[str]:
     """Create the rows of settings-declared queues that don't exist yet.
 
-    Existing rows are left alone: once a queue exists, the admin owns its values.
-    Returns the names created. ``model`` is the Queue of a migration's state (after
-    ``migrate`` to an older migration the table has fewer columns): only the options
-    it has fields for are set.
+    Existing rows are left alone: once a queue exists, the admin owns its values. A
+    declaration that differs from its row is logged, as for schedules: a value changed
+    in settings alone changes nothing, and said nothing before. Returns the names
+    created. ``model`` is the Queue of a migration's state (after ``migrate`` to an
+    older migration the table has fewer columns): only the options it has fields for
+    are set or compared.
     """
     from .models import Queue
 
     model = model or Queue
     using = using or conf.get("DATABASE")
     declared = conf.get("QUEUES")
-    existing = set(
-        model.objects.using(using).filter(name__in=list(declared)).values_list("name", flat=True)
-    )
     fields = {field.name for field in model._meta.concrete_fields}
+    rows = {row.name: row for row in model.objects.using(using).filter(name__in=list(declared))}
+    for name, row in rows.items():
+        _warn_of_differences(name, declared[name], row, fields)
+    existing = set(rows)
     missing = [
         model(name=name, **{key: value for key, value in options.items() if key in fields})
         for name, options in declared.items()
@@ -121,6 +127,25 @@ def sync_from_settings(using: str | None = None, model: Any = None) -> list[str]
     ]
     model.objects.using(using).bulk_create(missing, ignore_conflicts=True)
     return [q.name for q in missing]
+
+
+#: Not compared with settings: pausing and resuming are an operator's acts, not tuning.
+UNCOMPARED = frozenset({"paused"})
+
+
+def _warn_of_differences(name: str, options: dict[str, Any], row: Any, fields: set[str]) -> None:
+    changed = [
+        f"{option}: {value!r} in settings, {getattr(row, option)!r} in the database"
+        for option, value in options.items()
+        if option in fields and option not in UNCOMPARED and getattr(row, option) != value
+    ]
+    if changed:
+        logger.warning(
+            "queue %r in PGJOBS['QUEUES'] differs from its row (%s); the database wins: "
+            "change the queue in the admin (Background jobs > Queues)",
+            name,
+            "; ".join(changed),
+        )
 
 
 def set_paused(names: Iterable[str], paused: bool, using: str | None = None) -> int:
