@@ -39,6 +39,7 @@ from django_pgjobs import (
     workers,
 )
 from django_pgjobs.api.tokens import issue
+from django_pgjobs.connectors import get_connector
 from django_pgjobs.enqueue import JobSpec
 from django_pgjobs.events import Event
 from django_pgjobs.exceptions import (
@@ -346,6 +347,15 @@ OTHER_REFUSALS: dict[str, tuple[Callable[[], Any], type[Exception], str]] = {
                            "unknown connector <a int too large to show>"),
     "task 10**5000": (lambda: Job.enqueue(HUGE), UnknownTask,
                       "unknown task <a int too large to show>"),
+    # A NUL reached the database as a DataError, a lone surrogate was psycopg's
+    # UnicodeEncodeError and 10**5000 int()'s ValueError: no connector has such a name.
+    **{
+        f"get_connector({shown})": (lambda name=name: get_connector(name), UnknownConnector,
+                                    f"unknown connector {re.escape(said)}")
+        for name, shown, said in [("a\x00b", "a NUL", r"'a\x00b'"),
+                                  ("\ud800", "a lone surrogate", r"'\ud800'"),
+                                  (HUGE, "10**5000", "<a int too large to show>")]
+    },
     "a queue of a megabyte": (lambda: Job.enqueue(ADD, queue="q" * 10**6), InvalidQueueName,
                               r"invalid queue name 'q{290,300}\.\.\.: use"),
     # A NUL reached the database (DataError: the caller's transaction aborted); a

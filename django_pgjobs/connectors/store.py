@@ -53,10 +53,14 @@ def load(name: str, using: str) -> Any:
     config and secrets only if each is within ``shown.limit()``: a row written by SQL
     may hold 255 MB in each, and every job using it would load it. UnknownConnector if
     there is none; ConnectorMisconfigured, naming the value and its size, for a value
-    over the limit."""
+    over the limit. A name no connector can have (``CONNECTOR_NAME``) is unknown
+    without a query: a NUL was PostgreSQL's DataError, a lone surrogate psycopg's
+    UnicodeEncodeError."""
     from .. import shown
     from ..models import Connector
 
+    if not isinstance(name, str) or not CONNECTOR_NAME.match(name):
+        raise UnknownConnector(name)
     rows = Connector.objects.using(using).filter(name=name).defer("description")
     stored = shown.within(rows, BUILT_FROM).first()
     if stored is None:
