@@ -273,5 +273,24 @@ def test_metrics_port_needs_the_client_and_a_free_port(monkeypatch):
         call_command("runworker", "--metrics-port", "0")
 
 
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "address, problem",
+    [
+        ("127.0.0.1\x00", "contains a NUL character"),
+        # What argv holds for bytes that are no UTF-8 (--metrics-address $'\xff').
+        ("\udcff", "contains a lone surrogate"),
+    ],
+)
+def test_a_metrics_address_no_socket_can_bind_to_is_refused_saying_so(address, problem):
+    """It was the socket's TypeError ("encoding of hostname failed"), in a traceback."""
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match=f"^--metrics-address {problem}"):
+        call_command("runworker", "--metrics-port", "0", "--metrics-address", address)
+    assert not WorkerProcess.objects.exists()
+
+
 def test_collecting_for_registration_asks_the_database_nothing():
     assert DatabaseCollector().describe() == []

@@ -19,6 +19,7 @@ from django_pgjobs import (
     checks,
     clocks,
     conf,
+    limits,
     liveness,
     logs,
     maintenance,
@@ -133,6 +134,10 @@ class Command(BaseCommand):
             return
         if not 0 <= port <= 65535:
             raise CommandError("--metrics-port must be from 0 to 65535")
+        # The socket refuses these with a TypeError ("encoding of hostname failed"),
+        # not the OSError of an address it can't bind.
+        if problem := limits.text_problem(options["metrics_address"]):
+            raise CommandError(f"--metrics-address {problem}")
         try:
             require_client()
         except ImproperlyConfigured as error:
