@@ -285,13 +285,67 @@ def test_naming_a_connector_needs_a_token_that_covers_it(client):
 
 
 @pytest.mark.parametrize(
-    "method, path",
-    [("get", "/jobs"), ("get", "/jobs/"), ("post", "/jobs/1"), ("get", "/jobs/run")],
+    "method, path, allow",
+    [
+        ("get", "/jobs", "POST"),
+        ("get", "/jobs/", "POST"),
+        ("head", "/jobs", "POST"),
+        ("post", "/jobs/1", "GET, HEAD"),
+        ("delete", "/jobs/1", "GET, HEAD"),
+        ("get", "/jobs/run", "POST"),
+        ("head", "/jobs/run", "POST"),
+    ],
 )
-def test_the_wrong_method_is_405_with_allow(client, token, method, path):
+def test_the_wrong_method_is_405_with_allow(client, token, method, path, allow):
     headers = {"Authorization": f"Bearer {token}"}
     response = getattr(client, method)(path, headers=headers)
-    assert response.status_code == 405 and response["Allow"] in ("GET", "POST")
+    assert response.status_code == 405 and response["Allow"] == allow
+
+
+def served_raw(method: str, path: str, token: str | None = None):
+    """The view's own response, as a server gets it: the test client drops a HEAD
+    answer's body itself, as most servers do, which would hide one sent."""
+    from django.test import RequestFactory
+    from django.urls import resolve
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = getattr(RequestFactory(), method)(path, headers=headers)
+    match = resolve(path)
+    return match.func(request, *match.args, **match.kwargs)
+
+
+@pytest.mark.parametrize("who", ["reader", "no token", "no can_read", "other queue", "no job"])
+def test_head_answers_as_get_does_without_a_body(client, token, who):
+    # Monitors and load balancers send HEAD: it was a 405 at every route but one.
+    job = Job.enqueue(ADD, args=[1, 2], queue="mail")
+    path, bearer = f"/jobs/{job.pk}", token
+    if who == "no token":
+        bearer = None
+    elif who == "no can_read":
+        bearer = issue("blind", ["*"], can_read=False)[1]
+    elif who == "other queue":
+        bearer = issue("narrow", ["default"])[1]
+    elif who == "no job":
+        path = f"/jobs/{job.pk + 1000}"
+    got = served_raw("get", path, bearer)
+    head = served_raw("head", path, bearer)
+    assert head.status_code == got.status_code and got.content
+    assert head.content == b""
+    assert head["Content-Length"] == str(len(got.content))
+    assert {k: v for k, v in head.items() if k != "Content-Length"} == {
+        k: v for k, v in got.items() if k != "Content-Length"
+    }
+    # Through Django's middleware too, as a deployment serves it.
+    headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
+    checked = Client(enforce_csrf_checks=True).head(path, headers=headers)
+    assert checked.status_code == got.status_code
+
+
+def test_head_of_the_openapi_description_sends_no_body(db):
+    got, head = served_raw("get", "/jobs/openapi.yaml"), served_raw("head", "/jobs/openapi.yaml")
+    assert head.status_code == 200 and head.content == b"" and got.content
+    assert head["Content-Length"] == str(len(got.content))
+    assert head["Content-Type"] == got["Content-Type"]
 
 
 # -- GET /jobs/<id> -------------------------------------------------------------------
@@ -506,6 +560,9 @@ def test_the_openapi_description_is_served_valid_and_covers_every_route(client):
     spec, _ = read_from_filename(str(OPENAPI))
     validate(spec)
     assert set(spec["paths"]) == {"/jobs", "/jobs/{id}", "/jobs/run"}
+    # Each route's methods as it answers them: a GET route answers HEAD too.
+    methods = {path: set(route) - {"parameters"} for path, route in spec["paths"].items()}
+    assert methods == {"/jobs": {"post"}, "/jobs/{id}": {"get", "head"}, "/jobs/run": {"post"}}
     codes = set(spec["components"]["schemas"]["Error"]["properties"]["error"]["enum"])
     assert codes >= {"invalid", "unauthorized", "forbidden", "not_found", "method_not_allowed"}
 

@@ -56,35 +56,57 @@ GRANT = {
 
 
 def api_view(method: str, permission: str) -> Callable[[View], View]:
-    """Method check, bearer-token authentication and permission, JSON errors."""
+    """Method check, bearer-token authentication and permission, JSON errors. A GET
+    view answers HEAD too (monitors and load balancers send it), as GET without a body."""
+    allowed = (method, "HEAD") if method == "GET" else (method,)
 
     def decorate(view: View) -> View:
         @functools.wraps(view)
         @csrf_exempt  # token in a header, never a cookie: nothing to forge
         def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-            if request.method != method:
-                response = error(405, "method_not_allowed", f"use {method}")
-                response["Allow"] = method
-                return response
-            try:
-                token = authenticate(request.headers.get("Authorization"))
-            except TokenRefused as refused:
-                response = error(401, "unauthorized", str(refused))
-                response["WWW-Authenticate"] = 'Bearer realm="pgjobs", error="invalid_token"'
-                return response
-            if not getattr(token, permission):
-                return error(
-                    403, "forbidden", f"this token does not have {permission}{GRANT[permission]}"
-                )
-            try:
-                with logs.api_token(token):
-                    return view(request, token, *args, **kwargs)
-            except Invalid as invalid:
-                return error(400, "invalid", str(invalid), fields=invalid.fields)
+            answer = _answer(request, view, allowed, permission, *args, **kwargs)
+            return without_body(request, answer)
 
         return wrapped
 
     return decorate
+
+
+def _answer(
+    request: HttpRequest,
+    view: View,
+    allowed: tuple[str, ...],
+    permission: str,
+    *args: Any,
+    **kwargs: Any,
+) -> HttpResponse:
+    """What ``api_view`` answers, before a HEAD loses its body."""
+    if request.method not in allowed:
+        response = error(405, "method_not_allowed", f"use {allowed[0]}")
+        response["Allow"] = ", ".join(allowed)
+        return response
+    try:
+        token = authenticate(request.headers.get("Authorization"))
+    except TokenRefused as refused:
+        response = error(401, "unauthorized", str(refused))
+        response["WWW-Authenticate"] = 'Bearer realm="pgjobs", error="invalid_token"'
+        return response
+    if not getattr(token, permission):
+        return error(403, "forbidden", f"this token does not have {permission}{GRANT[permission]}")
+    try:
+        with logs.api_token(token):
+            return view(request, token, *args, **kwargs)
+    except Invalid as invalid:
+        return error(400, "invalid", str(invalid), fields=invalid.fields)
+
+
+def without_body(request: HttpRequest, response: HttpResponse) -> HttpResponse:
+    """The answer to a HEAD: the GET's status and headers, its Content-Length too, and
+    no body (not every server drops one: an answer must not rely on it)."""
+    if request.method == "HEAD" and not response.streaming:
+        response["Content-Length"] = str(len(response.content))
+        response.content = b""
+    return response
 
 
 def job_json(job: Job) -> dict[str, Any]:
@@ -300,4 +322,5 @@ def openapi(request: HttpRequest) -> HttpResponse:
         response = error(405, "method_not_allowed", "use GET")
         response["Allow"] = "GET, HEAD"
         return response
-    return HttpResponse(openapi_document(), content_type="application/yaml")
+    document = HttpResponse(openapi_document(), content_type="application/yaml")
+    return without_body(request, document)
