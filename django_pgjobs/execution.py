@@ -281,7 +281,7 @@ def _log_retry(outcome: Outcome, failure: Callable[[], str]) -> None:
         job.attempt,
         job.max_attempts,
         retry_in,
-        limits.shortened(failure(), 500),
+        logs.one_line(limits.shortened(failure(), 500)),
         extra=logs.job_fields(job),
     )
 
@@ -315,7 +315,7 @@ def _skewed(
             job.pk,
             job.task,
             job.attempt,
-            context.mask(limits.shortened(transitions.error_line(error), 1000)),
+            logs.one_line(context.mask(limits.shortened(transitions.error_line(error), 1000))),
             extra=logs.job_fields(job),
         )
     return outcome
@@ -508,6 +508,8 @@ def _log_outcome(outcome: Outcome) -> None:
     job = outcome.job
     if outcome.state == JobState.DISCARDED:
         error = job.errors[-1].get("error") if job.errors else None
+        if isinstance(error, str):
+            error = logs.one_line(error)
         logger.warning(
             "job %s (%s) discarded after attempt %s: %s",
             job.pk,

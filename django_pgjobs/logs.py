@@ -134,6 +134,23 @@ def in_words(counts: dict[Any, int]) -> str:
     return ", ".join(f"{named[word]} {word}" for word in ordered) or "no jobs"
 
 
+#: Every character ``str.splitlines`` breaks a line at, as the escape Python writes for it.
+_LINE_BREAKS = str.maketrans(
+    {
+        c: c.encode("unicode_escape").decode("ascii")
+        for c in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+    }
+)
+
+
+def one_line(text: str) -> str:
+    """``text`` with its line breaks escaped (``\\n``), for a log line that quotes a job's
+    error: a server's HTML answer or a database error's DETAIL spread one failed attempt
+    over many lines, and a message could forge lines of its own (a job's record keeps
+    the text as it is)."""
+    return text.translate(_LINE_BREAKS)
+
+
 def delay(seconds: float) -> str:
     """A wait as a person reads it: 0.9s, 12s, 3m 5s, 5m, 2h 10m, 1d 4h."""
     if seconds < 10:

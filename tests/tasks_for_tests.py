@@ -297,3 +297,9 @@ def snooze_once_then_wait() -> str:
         raise Snooze(0)
     RELEASE.wait(10)
     return "done"
+
+
+@task
+def raises_message(message: str) -> None:
+    """Raises ValueError(message) as it is: a server's answer may hold line breaks."""
+    raise ValueError(message)

@@ -1,0 +1,41 @@
+"""A failed attempt is one line of the worker's log, whatever its error's message holds:
+a server's multi-line answer (an HTML error page) or a database error's DETAIL spread
+over many lines, and a message could forge lines of its own."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from django_pgjobs import Job, logs, testing
+
+pytestmark = pytest.mark.django_db
+
+FORGED = "no such user\n2026-12-05 05:34:37,115 INFO job 1 (x) completed\r\nDETAIL:\u2028end"
+
+
+def test_a_failed_and_a_discarded_attempt_are_one_line_each(caplog):
+    job = Job.enqueue("tests.tasks_for_tests.raises_message", args=[FORGED], max_attempts=2)
+    with caplog.at_level(logging.INFO, logger="django_pgjobs"), testing.freeze_time() as clock:
+        testing.drain()
+        job.refresh_from_db()
+        clock.set(job.run_at)
+        testing.drain()
+    lines = [r.getMessage() for r in caplog.records if f"job {job.pk} " in r.getMessage()]
+    assert len(lines) == 2, lines
+    for line in lines:
+        assert line.splitlines() == [line], line
+        assert line.endswith(
+            r"ValueError: no such user\n2026-12-05 05:34:37,115 INFO job 1 (x) completed\r\n"
+            r"DETAIL:\u2028end"
+        ), line
+    job.refresh_from_db()
+    assert job.errors[-1]["error"] == f"ValueError: {FORGED}", "the record keeps it as it is"
+
+
+def test_one_line_escapes_every_line_break_and_nothing_else():
+    breaks = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+    text = logs.one_line(f"a{breaks}b\té ü")
+    assert text.splitlines() == [text]
+    assert text == r"a\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029b" + "\té ü"
