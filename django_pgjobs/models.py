@@ -910,6 +910,11 @@ class Connector(models.Model):
         A field not read (``shown.within``: too large) is left as stored."""
         self.check_storable()
         unread = unread_fields(self)
+        written = kwargs.get("update_fields")
+        if "config" not in unread and (written is None or "config" in written):
+            from .connectors.registry import check_written
+
+            check_written(self)  # a credential in the plain config, shown in the admin
         if unread and not self._state.adding and kwargs.get("update_fields") is None:
             kwargs["update_fields"] = [
                 f.name for f in self._meta.concrete_fields if not f.primary_key

@@ -63,11 +63,39 @@ _URL_PASSWORD = re.compile(r"""([A-Za-z][A-Za-z0-9+.-]{0,63}://[^\s/?#:@'"]*:)[^
 _QUERY_NAME = re.compile(r"""[?&;]([^=&#?;\s'"]*)=""")
 #: A parameter's value: masked whole if its name is a credential's.
 _QUERY_VALUE = re.compile(r"""[^&#\s'"]+""")
-#: A credential's parameter name (``access_token``, ``apiKey``, ``X-Amz-Signature``):
-#: the words Django's error reports hide settings by, and a few more.
-_CREDENTIAL_NAME = re.compile(
-    "api|auth|token|key|secret|pass|pwd|signature|sig|credential", re.IGNORECASE
-)
+#: The words that make a name a credential's (``access_token``, ``apiKey``,
+#: ``X-Amz-Signature``, ``X-Hub-Signature``, ``sessionid``): those Django's error
+#: reports hide settings by, and a few more. One list for masking and for refusing.
+CREDENTIAL_WORDS = (
+    "auth", "token", "key", "secret", "pass", "pwd", "signature", "sig", "credential",
+    "session", "cookie",
+)  # fmt: skip
+#: A credential's parameter name, for masking: any of the words (or "api") anywhere in
+#: it. A value masked too many costs nothing.
+_CREDENTIAL_NAME = re.compile("|".join(("api", *CREDENTIAL_WORDS)), re.IGNORECASE)
+#: A name's words: runs of letters and digits, split where the case changes too
+#: (``apiKey``: api, Key; ``APIKey``: API, Key).
+_NAME_WORDS = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z0-9]+(?![a-z])")
+#: Words that make a credential's name as the start of a word (``Authorization``,
+#: ``passwd``, ``sessionid``): "pass" does only whole, or "bypass" would.
+_CREDENTIAL_PREFIXES = ("auth", "passw", "passphrase", "session")
+
+
+def names_a_credential(name: str) -> bool:
+    """Whether a header's or a query parameter's ``name`` names a credential: one of
+    its words is one of CREDENTIAL_WORDS, or a compound ending in one (``apikey``,
+    ``accesstoken``, ``oauth``, plurals too), or starts with one of
+    _CREDENTIAL_PREFIXES. For refusing a name in a plain config, so narrower than
+    masking: ``api-version``, ``X-GitHub-Api-Version``, ``X-Design`` and
+    ``X-Cache-Bypass`` are no credentials' names."""
+    for word in _NAME_WORDS.findall(name):
+        word = word.lower()
+        singular = word[:-1] if word.endswith("s") and not word.endswith("ss") else word
+        if word == "pass" or word.startswith(_CREDENTIAL_PREFIXES):
+            return True
+        if singular.endswith(tuple(w for w in CREDENTIAL_WORDS if w != "pass")):
+            return True
+    return False
 
 
 def _mask_query_credentials(text: str) -> str:

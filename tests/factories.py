@@ -125,3 +125,12 @@ class ConnectorFactory(factory.django.DjangoModelFactory):
             self.set_secrets(extracted)
             if create:
                 self.save()
+
+
+def stored_as_before(connector: Connector, config: dict) -> Connector:
+    """``connector`` given ``config`` past the rules for a config being written
+    (``ConnectorKind.write_problems``: a key in a URL's query string): a row saved by an
+    earlier release, which a worker still uses."""
+    Connector.objects.filter(pk=connector.pk).update(config=config)
+    connector.refresh_from_db()
+    return connector

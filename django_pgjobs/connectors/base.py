@@ -142,6 +142,15 @@ class ConnectorKind:
         """Rules across options (override); ``config`` has its defaults filled in."""
         return {}
 
+    @classmethod
+    def write_problems(cls, config: dict[str, Any]) -> dict[str, str]:
+        """Problems, by field, of a config being written, not of one already stored
+        (override): ``Connector.save()`` and ``full_clean()`` apply them, a worker does
+        not, so a rule added in a release refuses new configs without failing the jobs
+        of a row saved before it. ``config`` may be of any shape (``save()`` without
+        ``full_clean()``): look only at what has the expected type."""
+        return {}
+
 
 # -- small checks shared by kinds -------------------------------------------------------
 

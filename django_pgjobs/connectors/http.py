@@ -27,6 +27,7 @@ from typing import Any
 from .. import conf, db
 from ..exceptions import InvalidOption
 from ..limits import plain_digits, shown
+from ..redaction import names_a_credential
 from . import deadline, destinations
 from .base import ConnectorKind, Option, byte_count, seconds, secret_frames, str_dict
 from .errors import ConnectorError, ConnectorThrottled
@@ -73,8 +74,47 @@ def _http_url(url: str) -> str | None:
     return None
 
 
-#: Headers that carry credentials: the config is plain text, shown in the admin.
+#: Headers that carry credentials: the config is plain text, shown in the admin. Refused
+#: in a stored row too (its jobs fail); other credentials' names only when written
+#: (``credential_headers``), so that a row saved before that rule keeps working.
 CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
+#: Names with a credential's word that carry none: an idempotency key only tells
+#: requests apart (and is one per request, passed to ``request(headers=)``).
+NOT_CREDENTIAL_HEADERS = frozenset({"idempotency-key", "x-idempotency-key"})
+
+
+def credential_headers(headers: dict[Any, Any]) -> list[str]:
+    """The names in ``headers`` that name a credential (``X-Api-Key``, ``X-Auth-Token``,
+    ``X-Hub-Signature``; ``redaction.names_a_credential``), sorted."""
+    return sorted(
+        name
+        for name in headers
+        if isinstance(name, str)
+        and name.lower() not in NOT_CREDENTIAL_HEADERS
+        and names_a_credential(name)
+    )
+
+
+def credential_parameters(url: str) -> list[str]:
+    """The names of the query parameters of ``url`` that name a credential
+    (``api_key``, ``access_token``, ``X-Amz-Signature``), in order, each once."""
+    try:
+        query = urllib.parse.urlsplit(url).query
+    except ValueError:
+        return []
+    # Split at ";" too, as some servers (and redaction) do: "?a=1;token=x".
+    pairs = (pair.partition("=")[0] for pair in re.split("[&;]", query))
+    names = (urllib.parse.unquote_plus(name) for name in pairs)
+    return list(dict.fromkeys(name for name in names if names_a_credential(name)))
+
+
+def _names_credentials(what: str, names: list[str]) -> str:
+    """``the header 'X-Api-Key' names a credential``, or ``the headers 'A', 'B' name
+    credentials``: each is named, so that one added to a stored row's is told apart."""
+    listed = ", ".join(shown(name) for name in names)
+    if len(names) == 1:
+        return f"the {what} {listed} names a credential"
+    return f"the {what}s {listed} name credentials"
 
 
 #: A header name (RFC 9110 token); a value is Latin-1 text without control characters
@@ -192,6 +232,27 @@ class HttpConnector(ConnectorKind):
         Option("max_response_bytes", int, 1_000_000, check=byte_count),
     )
     secrets = ("token", "password", "api_key")
+
+    @classmethod
+    def write_problems(cls, config: dict[str, Any]) -> dict[str, str]:
+        """A credential in a header's or a query parameter's name: the config is plain
+        text, shown in the admin. Only when written (``ConnectorKind.write_problems``)."""
+        problems = {}
+        headers, url = config.get("headers"), config.get("url")
+        if isinstance(headers, dict) and (found := credential_headers(headers)):
+            problems["config.headers"] = (
+                f"{_names_credentials('header', found)}, and headers are plain text shown in the "
+                "admin: set api_key_header to the header's name and the api_key secret to "
+                "its value (Authorization: the token or password secret)"
+            )
+        if isinstance(url, str) and (found := credential_parameters(url)):
+            problems["config.url"] = (
+                f"{_names_credentials('query parameter', found)}, and the URL is plain "
+                "text shown in the admin: send the key as a header (api_key_header and the "
+                "api_key secret), or store it as the api_key secret and pass it from a task: "
+                f"request(query={{{shown(found[0])}: connector.secret('api_key')}})"
+            )
+        return problems
 
     @secret_frames
     def request(

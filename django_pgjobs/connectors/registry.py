@@ -52,8 +52,39 @@ def validate_connector(connector: Connector) -> None:
     except UnknownConnectorKind as error:
         raise ValidationError({"kind": str(error)}) from None
     problems = kind_class.validate(connector.config, names_in(connector.secret_names))
+    problems = problems or _new_write_problems(kind_class, connector)
     if problems:
         raise ValidationError(_as_form_errors(problems))
+
+
+def check_written(connector: Connector) -> None:
+    """ValidationError for a config its kind refuses to be written (``write_problems``),
+    for ``save()`` without ``full_clean()``; an unknown kind is left to
+    ``validate_connector``."""
+    from django.core.exceptions import ValidationError
+
+    try:
+        kind_class = get_kind(connector.kind)
+    except UnknownConnectorKind:
+        return
+    problems = _new_write_problems(kind_class, connector)
+    if problems:
+        raise ValidationError(_as_form_errors(problems))
+
+
+def _new_write_problems(kind_class: type[ConnectorKind], connector: Connector) -> dict[str, str]:
+    """What ``write_problems`` finds in the connector's config that its stored row's
+    does not have: a row saved before a rule was added keeps working and can still be
+    edited, as long as the edit adds nothing the rule refuses. The stored config is
+    read only when there is something to forgive."""
+    problems = kind_class.write_problems(connector.config)
+    if not problems or connector._state.adding or connector.pk is None:
+        return problems
+    rows = type(connector)._default_manager.using(connector._state.db)
+    stored = rows.filter(pk=connector.pk, kind=connector.kind).values_list("config", flat=True)
+    stored_config = stored.first()  # None: no such row of this kind; maybe no dict (SQL)
+    before = kind_class.write_problems(stored_config) if isinstance(stored_config, dict) else {}
+    return {field: problem for field, problem in problems.items() if before.get(field) != problem}
 
 
 def check_stored(connector: Connector) -> type[ConnectorKind]:

@@ -1,0 +1,167 @@
+"""A credential never goes where the admin shows it: not in an ``http`` connector's
+plain headers or URL query string (whatever the header's name). Refused by every
+entry point that writes a connector (``full_clean()``, ``save()``, the admin's form);
+a row saved before these rules keeps working. (The HTTP API manages no connectors.)"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.db import connection
+
+from django_pgjobs import Job
+from django_pgjobs.connectors import get_connector
+from django_pgjobs.models import Connector
+from django_pgjobs.states import JobState
+from tests.factories import ConnectorFactory, stored_as_before
+
+pytestmark = pytest.mark.django_db
+
+CALL = "django_pgjobs.connectors.tasks.call"
+KEY = "k3y-in-plain-sight-4242"
+ADD_URL = "/admin/pgjobs/connector/add/"
+
+CREDENTIAL_HEADERS = [
+    "X-Api-Key",
+    "Api-Key",
+    "X-Auth-Token",
+    "X-Access-Token",
+    "X-Api-Secret",
+    "X-Hub-Signature-256",
+    "X-Amz-Security-Token",
+    "X-Csrf-Token",
+    "X-Session-Id",
+    "x-apikey",
+    "X-Password",
+]
+PLAIN_HEADERS = [
+    "Accept",
+    "Content-Type",
+    "User-Agent",
+    "X-Request-Id",
+    "Idempotency-Key",
+    "X-GitHub-Api-Version",
+    "Cache-Control",
+    "X-Cache-Bypass",
+]
+
+
+def http_config(url: str = "https://api.example.com/v1", **headers: str) -> dict:
+    return {"url": url, "headers": headers}
+
+
+# -- the rule -----------------------------------------------------------------------------
+
+
+def test_credential_names_are_told_apart_from_plain_ones():
+    from django_pgjobs.redaction import names_a_credential
+
+    assert all(names_a_credential(name) for name in CREDENTIAL_HEADERS)
+    assert all(names_a_credential(name) for name in ("access_token", "apiKey", "sig", "passwd"))
+    # Idempotency-Key is let through by the http kind, not by this rule: "key" is a word.
+    plain = [name for name in PLAIN_HEADERS if name != "Idempotency-Key"]
+    assert not any(names_a_credential(name) for name in [*plain, "api-version", "page"])
+
+
+# -- headers --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("header", CREDENTIAL_HEADERS)
+def test_a_credential_header_is_refused_by_full_clean_and_by_save(header):
+    hook = Connector(name="hook", kind="http", config=http_config(**{header: KEY}))
+    with pytest.raises(ValidationError) as refused:
+        hook.full_clean()
+    (problem,) = refused.value.message_dict["config"]
+    assert header in problem and "api_key_header" in problem and KEY not in problem
+    with pytest.raises(ValidationError, match="names a credential"):
+        Connector.objects.create(name="hook", kind="http", config=http_config(**{header: KEY}))
+    assert not Connector.objects.exists()
+    with connection.cursor() as cursor:  # the caller's transaction is still usable
+        cursor.execute("SELECT 1")
+
+
+def test_plain_headers_and_an_api_version_parameter_are_kept(http_peer):
+    headers = dict.fromkeys(PLAIN_HEADERS, "v")
+    url = http_peer.url + "?api-version=2024-01-01"
+    hook = Connector(name="hook", kind="http", config=http_config(url, **headers))
+    hook.full_clean()
+    hook.save()
+    get_connector("hook").request({"x": 1})
+    assert http_peer.received[0].headers["Idempotency-Key"] == "v"
+    assert http_peer.received[0].path.endswith("?api-version=2024-01-01")
+
+
+def test_the_admin_refuses_a_credential_header_and_writes_nothing(admin_client):
+    config = json.dumps(http_config(**{"X-Api-Key": KEY, "Accept": "x"}))
+    page = admin_client.post(ADD_URL, form_data(config=config)).content.decode()
+    assert "X-Api-Key" in page and "names a credential" in page
+    assert not Connector.objects.exists()
+
+
+# -- the URL's query string ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "query", ["api_key=", "token=", "access_token=", "X-Amz-Signature=", "a=1;sig="]
+)
+def test_a_credential_in_the_url_s_query_string_is_refused(query, admin_client):
+    url = f"https://api.example.com/v1?{query}{KEY}"
+    hook = Connector(name="hook", kind="http", config={"url": url})
+    with pytest.raises(ValidationError) as refused:
+        hook.full_clean()
+    (problem,) = refused.value.message_dict["config"]
+    assert problem.startswith("url: the query parameter") and KEY not in problem
+    with pytest.raises(ValidationError, match="names a credential"):
+        Connector.objects.create(name="hook", kind="http", config={"url": url})
+    page = admin_client.post(ADD_URL, form_data(config=json.dumps({"url": url}))).content
+    assert b"names a credential" in page
+    assert not Connector.objects.exists()
+
+
+# -- rows saved before the rules ------------------------------------------------------------
+
+
+def legacy_hook(url: str, **config) -> Connector:
+    """A row as an earlier release saved it: with its key in the plain config."""
+    hook = ConnectorFactory(name="hook", config={"url": "http://127.0.0.1:9/"})
+    return stored_as_before(hook, {"url": url, **config})
+
+
+def test_a_row_saved_before_the_rule_keeps_working(worker, http_peer, admin_client):
+    hook = legacy_hook(http_peer.url + "?api_key=q", headers={"X-Api-Key": KEY})
+    job = Job.enqueue(CALL, kwargs={"payload": {"n": 1}}, connector="hook")
+    worker.drain()
+    job.refresh_from_db()
+    assert job.state == JobState.COMPLETED, job.errors
+    assert http_peer.received[0].headers["X-Api-Key"] == KEY
+
+    change = f"/admin/pgjobs/connector/{hook.pk}/change/"
+    assert admin_client.get(change).status_code == 200
+    hook.update_secrets({"token": "a-token-5678"})  # code may still rotate its secrets
+    hook.save()
+    # An edit that adds no credential is saved, in the admin and in code.
+    same = form_data(config=json.dumps(hook.config), description="edited")
+    assert admin_client.post(change, same).status_code == 302
+    hook.refresh_from_db()
+    hook.config["timeout"] = 5
+    hook.full_clean()
+    hook.save()
+    # One that adds a credential is refused, naming them all.
+    hook.config["headers"]["X-Auth-Token"] = "t"
+    with pytest.raises(ValidationError, match="'X-Api-Key', 'X-Auth-Token' name credentials"):
+        hook.save()
+    assert "X-Auth-Token" not in Connector.objects.get(pk=hook.pk).config["headers"]
+
+
+def form_data(**overrides: object) -> dict[str, object]:
+    return {
+        "name": "hook",
+        "kind": "http",
+        "description": "",
+        "config": '{"url": "http://127.0.0.1:9/hook"}',
+        "concurrency": "",
+        "secrets": "",
+        **overrides,
+    }
