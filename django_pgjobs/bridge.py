@@ -235,6 +235,25 @@ def _send_finished(sender: Any, job: Job, **kwargs: Any) -> None:
         return
     backend = task_backends[django_task.backend]
     result = result_from_job(job, django_task, backend.alias)
+    error = kwargs.get("error")
+    if not isinstance(error, BaseException):  # completed, or rescued (no error object)
+        _relay_finished(backend, result)
+        return
+    # Django's backends send it inside the except block, and its receiver logs the FAILED
+    # line with sys.exc_info(): outside one, Django 6's line lacked the traceback (and
+    # mail_admins' mail with it), and the backport's logger.exception printed
+    # "NoneType: None". The outcome is written already: this raise only sets exc_info,
+    # and the error's own traceback is given back as it was.
+    traceback = error.__traceback__
+    try:
+        raise error
+    except BaseException:
+        _relay_finished(backend, result)
+    finally:
+        error.__traceback__ = traceback
+
+
+def _relay_finished(backend: Any, result: Any) -> None:
     # send_robust: a failing receiver must not undo an outcome already written.
     for receiver, response in task_finished.send_robust(type(backend), task_result=result):
         if isinstance(response, Exception):

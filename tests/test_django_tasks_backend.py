@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import secrets
+import sys
 from datetime import date, timedelta
 
 import pytest
@@ -218,6 +220,36 @@ def test_djangos_signals_follow_the_job(worker, sent):
         ("started", TaskResultStatus.RUNNING, failing.id),
         ("finished", TaskResultStatus.FAILED, failing.id),
     ]
+
+
+def test_a_failed_results_task_finished_is_sent_while_its_error_is_handled(worker, caplog):
+    # Django's own backends send task_finished inside the except block, and its receiver
+    # logs the FAILED line with sys.exc_info(): sent outside one, Django 6's line came
+    # without the traceback, and the backport's logger.exception printed "NoneType: None".
+    seen = []
+
+    def receiver(sender, task_result, **kwargs):
+        seen.append((task_result.status, sys.exc_info()[1]))
+
+    task_finished.connect(receiver)
+    try:
+        ok = django_tasks.add.enqueue(1, 1)
+        failing = django_tasks.flaky_charge.enqueue(1)
+        worker.drain()
+        job = Job.objects.get(pk=int(failing.id))
+        with caplog.at_level(logging.INFO):
+            worker.drain(now=job.run_at)
+    finally:
+        task_finished.disconnect(receiver)
+    [(ok_status, ok_error), (status, error)] = seen
+    assert (ok_status, ok_error) == (TaskResultStatus.SUCCESSFUL, None), ok.id
+    assert status == TaskResultStatus.FAILED
+    assert isinstance(error, django_tasks.GatewayDown), error
+    assert str(error) == "could not charge order 1"
+    [line] = [r for r in caplog.records if "state=FAILED" in r.getMessage()]
+    assert line.levelno == logging.ERROR and line.exc_info and line.exc_info[1] is error
+    assert "NoneType: None" not in caplog.text
+    assert sys.exc_info() == (None, None, None), "nothing left being handled"
 
 
 def test_native_pgjobs_jobs_send_no_django_signals(worker, sent):
