@@ -138,13 +138,16 @@ def check_queue_ages(
             checks.append(Check(f"queue {name}", True, "paused"))
             continue
         since = oldest.get(name)
-        waited = timedelta(0) if since is None else max(timedelta(0), now - since)
+        limit = f"(limit {max_age.total_seconds():.0f}s)"
+        if since is None:  # "oldest due job waiting 0s" named a job there isn't
+            checks.append(Check(f"queue {name}", True, f"no due job {limit}"))
+            continue
+        waited = max(timedelta(0), now - since)
         checks.append(
             Check(
                 f"queue {name}",
                 waited <= max_age,
-                f"oldest due job waiting {waited.total_seconds():.0f}s "
-                f"(limit {max_age.total_seconds():.0f}s)",
+                f"oldest due job waiting {waited.total_seconds():.0f}s {limit}",
             )
         )
     return checks

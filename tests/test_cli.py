@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -426,6 +427,15 @@ def test_health_fails_when_an_unpaused_queue_has_waited_too_long():
     assert as_json("health", "--max-age", "5m", "--queues", "default")["healthy"] is True
     Queue.objects.filter(name="mail").update(paused=True)
     assert as_json("health", "--max-age", "5m")["healthy"] is True
+
+
+def test_health_says_a_queue_with_no_due_job_has_none_not_one_waiting_0s():
+    # A newcomer's empty queue read "oldest due job waiting 0s": which job?
+    JobFactory(queue="mail", run_at=timezone.now() - timedelta(seconds=30))
+    code, out, _ = pgjobs("health", "--max-age", "5m")
+    assert code == 0, out
+    assert re.search(r"ok +queue default +no due job \(limit 300s\)", out), out
+    assert re.search(r"ok +queue mail +oldest due job waiting \d+s \(limit 300s\)", out), out
 
 
 def test_health_fails_when_a_cron_tick_is_late_or_no_scheduler_ever_planned():
