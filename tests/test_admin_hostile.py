@@ -17,10 +17,10 @@ from django.contrib.admin.utils import quote as admin_quote
 from django.urls import reverse
 from django.utils import timezone
 
-from django_pgjobs.models import ApiToken, Job, WorkerProcess
+from django_pgjobs.models import ApiToken, Job, Schedule, WorkerProcess
 from django_pgjobs.states import JobState
 from tests.admin_helpers import changelist, messages_of
-from tests.factories import JobFactory, QueueFactory, WorkerProcessFactory
+from tests.factories import ConnectorFactory, JobFactory, QueueFactory, WorkerProcessFactory
 from tests.test_hardening_rows import insert_job, sql
 
 pytestmark = pytest.mark.django_db
@@ -137,6 +137,32 @@ def test_a_range_in_the_url_is_an_invalid_filter_on_every_list(admin_client, mod
         f"Invalid filter or page: {key}: a range can't be given in the URL; "
         "filter with __gte and __lte instead."
     ]
+
+
+#: Every relation to a row of ours whose admin has a search box: Django's autocomplete
+#: view searches that admin's rows (whether or not a form shows the widget).
+AUTOCOMPLETED = [("schedule", "last_job", "job"), ("jobdependency", "job", "job"),
+                 ("jobdependency", "depends_on", "job"), ("scheduletick", "job", "job"),
+                 ("scheduletick", "schedule", "schedule"),
+                 ("connectorslot", "connector", "connector")]  # fmt: skip
+
+
+@pytest.mark.parametrize("source, field, found", AUTOCOMPLETED)
+def test_the_autocomplete_view_finds_nothing_for_a_term_with_a_nul(
+    admin_client, source, field, found
+):
+    """The term reached PostgreSQL (a DataError, a 500): no row holds a NUL."""
+    job = JobFactory(task="testproject.demo.tasks.add")
+    schedule = Schedule.objects.create(name="add", cron="* * * * *", task=job.task, args=[1, 2])
+    connector = ConnectorFactory(name="add")
+    query = {"app_label": "pgjobs", "model_name": source, "field_name": field}
+    for term in ("\x00", "add\x00", "\x00add"):
+        response = admin_client.get("/admin/autocomplete/", {**query, "term": term})
+        assert response.status_code == 200
+        assert response.json()["results"] == []
+    response = admin_client.get("/admin/autocomplete/", {**query, "term": "add"})
+    row = {"job": job, "schedule": schedule, "connector": connector}[found]
+    assert [result["id"] for result in response.json()["results"]] == [str(row.pk)]
 
 
 def test_a_page_past_the_end_says_so(admin_client, monkeypatch):

@@ -180,6 +180,17 @@ class OperatorAdmin(admin.ModelAdmin):
                 if value is not None and not (plain_digits(value) and len(value) <= 2):
                     raise IncorrectLookupParameters(f"no such {part}: {value[:20]!r}")
 
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
+    ) -> tuple[QuerySet[Any], bool]:
+        """Django's search, but a term with a NUL finds nothing: no row holds one, and
+        PostgreSQL refused it (a DataError, a 500). The list refuses it first
+        (``_check_parameters``); Django's autocomplete view, which searches here for
+        any relation to these rows, sends the term as it came."""
+        if "\x00" in search_term:
+            return queryset.none(), False
+        return super().get_search_results(request, queryset, search_term)
+
     def get_object(
         self, request: HttpRequest, object_id: str, from_field: str | None = None
     ) -> Any:

@@ -259,6 +259,8 @@ class JobAdmin(OperatorAdmin):
         term = search_term.strip()
         if not term:
             return queryset, False
+        if "\x00" in term:  # as OperatorAdmin.get_search_results, which this replaces
+            return queryset.none(), False
         job_id = searched_id(term)
         if job_id is not None:
             return queryset.filter(pk=job_id), False
