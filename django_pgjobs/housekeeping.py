@@ -39,7 +39,7 @@ def prune(now: datetime) -> int:
 def pruned(now: datetime, older_than: timedelta) -> dict[str, int]:
     """The prune routine with its own ``older_than``, each part's count by name; the
     scheduler's routine and ``manage.py pgjobs prune`` both run this."""
-    now = limits.stored_moment(now, "now")  # as limits.given_now: no clock stands in
+    now = limits.required_now(now)
     return {
         "jobs": maintenance.prune_finished(now, older_than),
         "ticks": schedules.prune_ticks(now, older_than),

@@ -42,6 +42,10 @@ SMALLINT = (-32768, 32767)
 MAX_ATTEMPTS = 1_000_000
 #: Longest timeout and backoff delay, in seconds: a year.
 MAX_SECONDS = 365 * 24 * 3600.0
+#: A ``now`` a pass is given, or reads from its clock, lies before this: what it
+#: computes from it (a retry's backoff, a snooze, rescue's horizon) lies up to
+#: MAX_SECONDS later, and must still be a time a row holds.
+LATEST_NOW = END - timedelta(seconds=MAX_SECONDS)
 #: Longest ``unique_for`` of a task, in seconds: a century (its window is subtracted from now).
 MAX_UNIQUE_FOR = 100 * 365 * 24 * 3600.0
 #: Most starts a rate limit allows per period: its window keeps the time of each.
@@ -319,9 +323,28 @@ def given_now(value: Any, field: str = "now") -> datetime | None:
     """A ``now`` given in place of the clock (a worker's drain, a scheduler's pass,
     maintenance), as the clock gives it (``stored_moment``), or None for the clock.
     Unchecked, a naive one was taken and then broke the arithmetic (leaving a drain's
-    jobs executing, the scheduler's rescue failing), and text or a time past 9999
-    failed in SQL, aborting the caller's transaction."""
-    return None if value is None else stored_moment(value, field)
+    jobs executing, the scheduler's rescue failing), text or a time past 9999 failed
+    in SQL, aborting the caller's transaction, and one within a year of 9999-12-31
+    computed retries past it (``not_too_late``)."""
+    return None if value is None else required_now(value, field)
+
+
+def required_now(value: Any, field: str = "now") -> datetime:
+    """``given_now`` where no clock stands in (maintenance): None is refused too."""
+    not_too_late(instant(value, field), field)
+    return stored_moment(value, field)
+
+
+def not_too_late(now: datetime, field: str = "now") -> datetime:
+    """``now`` (aware), if it lies before ``LATEST_NOW``; else InvalidOption."""
+    if now.astimezone(UTC) >= LATEST_NOW:
+        raise InvalidOption(
+            field,
+            f"{_when(now)} is too late: it must lie before {LATEST_NOW.date().isoformat()}, "
+            "UTC, a year before the last time a row holds (a retry or a snooze computed "
+            "from it may lie a year later)",
+        )
+    return now
 
 
 def validation_error(check: Callable[[], Any]) -> Any:

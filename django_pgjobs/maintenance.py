@@ -30,7 +30,7 @@ def rescue_orphaned(
     negative one took every live worker's jobs) or ``dead_workers`` that are no ids
     raise InvalidOption.
     """
-    now = limits.stored_moment(now, "now")  # as limits.given_now: no clock stands in
+    now = limits.required_now(now)
     if stale_after is None:
         stale_after = conf.get("WORKER_STALE_AFTER")
     stale = timedelta(seconds=limits.seconds(stale_after, "stale_after"))

@@ -89,8 +89,8 @@ class Scheduler:
 
     def fire_due(self, now: datetime | None = None) -> list[Fired]:
         """Fire every schedule due at ``now``."""
-        now = limits.given_now(now)
-        fired, broken = schedules.fire_due(now or self.clock(), using=self.using, grace=self.grace)
+        now = limits.given_now(now) or self._now()
+        fired, broken = schedules.fire_due(now, using=self.using, grace=self.grace)
         for result in fired:
             self._record(result)
         for error in broken:
@@ -105,7 +105,7 @@ class Scheduler:
         now = limits.given_now(now)
         if now is None:
             clocks.measure(self.clock)
-            now = self.clock()
+            now = self._now()
         fired = self.fire_due(now)
         done = housekeeping.run_due(self.routines, now, self.using)
         candidates = [
@@ -113,6 +113,13 @@ class Scheduler:
             housekeeping.next_due_at(self.routines, now, self.using),
         ]
         return Report(fired, done, min((c for c in candidates if c), default=None))
+
+    def _now(self) -> datetime:
+        """The clock's reading, checked as a given ``now`` is (a test's clock may stand
+        anywhere)."""
+        now = self.clock()
+        limits.required_now(now, "the clock's now")
+        return now
 
     def _record(self, fired: Fired) -> None:
         if fired.error:

@@ -283,7 +283,13 @@ class FrozenClock:
         step = delta if delta is not None else timedelta(**units)
         if step < timedelta(0):
             raise ValueError("time only moves forward; use set() to go back")
-        return self.set(self.now + step)
+        try:
+            return self.set(self.now + step)
+        except OverflowError:
+            raise ValueError(
+                f"advancing {self.now.isoformat()} by {step} reaches past "
+                f"{datetime.max.isoformat()}, the last time Python holds"
+            ) from None
 
 
 @contextmanager

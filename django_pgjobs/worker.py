@@ -499,6 +499,7 @@ class Worker:
         if max_jobs is not None:
             limits.whole_number(max_jobs, "max_jobs", 0, limits.MAX_ID)
         clock = self.clock if now is None else (lambda: now)
+        limits.given_now(clock(), "the clock's now")  # a frozen one, near 9999, too
         before = Counter(self.stats)
         done = 0
         while max_jobs is None or done < max_jobs:

@@ -450,6 +450,19 @@ OTHER_REFUSALS: dict[str, tuple[Callable[[], Any], type[Exception], str]] = {
              "is out of range"),
         ]
     },
+    # A now a year or less before 9999-12-31: a retry, a snooze or rescue's horizon
+    # computed from it lay past the times a row holds (IntegrityError, or OverflowError,
+    # with the drain's claimed jobs left executing). Pruning looks back only: it takes it.
+    **{
+        f"{name}(now=9999-12-30)": (
+            lambda call=call: call(datetime(9999, 12, 30, 23, tzinfo=UTC)), InvalidOption,
+            re.escape("now 9999-12-30T23:00:00+00:00 is too late: it must lie before "
+                      "9998-12-31, UTC"))
+        for name, call in [("Worker().drain", lambda now: Worker().drain(now=now)),
+                           ("Worker().run_once", lambda now: Worker().run_once(now=now)),
+                           ("testing.drain", lambda now: testing.drain(now=now)),
+                           *NOW_TAKERS[:3], NOW_TAKERS[5]]
+    },
     **{
         f"drain(max_jobs={shown})": (
             lambda value=value: Worker().drain(max_jobs=value), InvalidOption,

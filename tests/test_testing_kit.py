@@ -7,8 +7,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.utils import timezone
 
-from django_pgjobs import Job, testing
+from django_pgjobs import Job, limits, testing
 from django_pgjobs.compat import TaskResultStatus
+from django_pgjobs.exceptions import InvalidOption
+from django_pgjobs.models import Queue, Schedule
 from django_pgjobs.states import JobState
 from testproject.demo.tasks import add, always_fails, send_welcome
 from tests import django_tasks_for_tests as django_tasks
@@ -171,3 +173,55 @@ def test_run_inline_runs_a_dependent_job_in_the_drain_that_runs_its_dependency()
         follower = Job.enqueue("testproject.demo.tasks.add", [2, 2], depends_on=[first])
     assert Job.objects.get(pk=first.pk).state == JobState.COMPLETED
     assert (follower.state, follower.result) == (JobState.COMPLETED, 4)
+
+
+# -- a now near the end of the times a row holds -------------------------------------------
+
+
+def slow_queue() -> str:
+    """A queue whose jobs retry a year after each failure: the longest backoff."""
+    Queue.objects.create(
+        name="yearly", backoff_strategy="fixed", backoff_base=limits.MAX_SECONDS,
+        backoff_max=limits.MAX_SECONDS, backoff_jitter=0,
+    )  # fmt: skip
+    return "yearly"
+
+
+def test_a_drain_a_moment_before_the_latest_now_stores_a_retry_a_year_later():
+    job = Job.enqueue("tests.tasks_for_tests.raises_odd", args=["plain"], queue=slow_queue())
+    now = limits.LATEST_NOW - timedelta(microseconds=1)
+    assert testing.drain(now=now) == {"retryable": 1}
+    assert Job.objects.get(pk=job.pk).run_at == now + timedelta(seconds=limits.MAX_SECONDS)
+
+
+def test_a_drain_under_a_clock_frozen_near_9999_is_refused_before_it_claims():
+    # Its retry, a year later, lay past 9999-12-31: an OverflowError escaped the drain
+    # and left the job it had claimed executing.
+    job = Job.enqueue("tests.tasks_for_tests.raises_odd", args=["plain"], queue=slow_queue())
+    late = r"the clock's now 9999-06-01T00:00:00\+00:00 is too late: it must lie before 9998-12-31"
+    with (
+        testing.freeze_time(datetime(9999, 6, 1, tzinfo=UTC)),
+        pytest.raises(InvalidOption, match=late),
+    ):
+        testing.drain()
+    assert Job.objects.get(pk=job.pk).state == JobState.AVAILABLE
+
+
+def test_a_scheduler_whose_clock_stands_near_9999_is_refused_before_it_fires():
+    from django_pgjobs.scheduler import Scheduler
+
+    Schedule.objects.create(name="daily", cron="@every 1d", task="testproject.demo.tasks.add")
+    scheduler = Scheduler(routines=[], clock=lambda: datetime(9999, 12, 30, 23, tzinfo=UTC))
+    with pytest.raises(InvalidOption, match="the clock's now 9999-12-30T23:00:00"):
+        scheduler.run_once()
+    with pytest.raises(InvalidOption, match="the clock's now 9999-12-30T23:00:00"):
+        scheduler.fire_due()
+    assert Schedule.objects.get().next_fire_at is None
+
+
+def test_a_frozen_clock_advanced_past_year_9999_says_so_and_stays():
+    with testing.freeze_time(datetime(9999, 12, 30, tzinfo=UTC)) as clock:
+        with pytest.raises(ValueError, match=r"reaches past 9999-12-31T23:59:59.999999, the last "
+                           "time Python holds"):  # fmt: skip
+            clock.advance(days=3)
+        assert clock() == datetime(9999, 12, 30, tzinfo=UTC)
