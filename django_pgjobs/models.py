@@ -958,21 +958,32 @@ class Connector(models.Model):
         return secrets.decrypt(self.encrypted_secrets, f"connector {self.name!r}")
 
     def set_secrets(self, values: dict[str, Any]) -> None:
-        """Replace every secret (not saved until ``save()``); {} removes them all."""
+        """Replace every secret (not saved until ``save()``); {} removes them all.
+        ValidationError, changing nothing, for a value the kind can't use."""
+        from .connectors.registry import secret_problems
+
+        secret_problems(self.kind, values)
+        self._store_secrets(values)
+
+    def update_secrets(self, changes: dict[str, Any], remove: Iterable[str] = ()) -> None:
+        """Set some secrets and remove others, keeping the rest. ValidationError,
+        changing nothing, for a value the kind can't use (those kept are not judged)."""
+        from .connectors.registry import secret_problems
+
+        secret_problems(self.kind, changes)
+        current = self.get_secrets() if self.encrypted_secrets else {}
+        current.update(changes)
+        for name in remove:
+            current.pop(name, None)
+        self._store_secrets(current)
+
+    def _store_secrets(self, values: dict[str, Any]) -> None:
         from . import secrets
 
         self.encrypted_secrets = secrets.encrypt(values)
         self.secret_names = sorted(values)
         for written in ("encrypted_secrets", "secret_names"):  # no longer kept as stored
             getattr(self, "not_shown", {}).pop(written, None)
-
-    def update_secrets(self, changes: dict[str, Any], remove: Iterable[str] = ()) -> None:
-        """Set some secrets and remove others, keeping the rest."""
-        current = self.get_secrets() if self.encrypted_secrets else {}
-        current.update(changes)
-        for name in remove:
-            current.pop(name, None)
-        self.set_secrets(current)
 
 
 class ConnectorSlot(models.Model):

@@ -1,7 +1,8 @@
 """A credential never goes where the admin shows it: not in an ``http`` connector's
-plain headers or URL query string (whatever the header's name). Refused by every
-entry point that writes a connector (``full_clean()``, ``save()``, the admin's form);
-a row saved before these rules keeps working. (The HTTP API manages no connectors.)"""
+plain headers or URL query string (whatever the header's name), nor a password an
+``smtp`` connector can't send. Refused by every entry point that writes a connector
+(``full_clean()``, ``save()``, ``set_secrets()``, the admin's form); a row saved
+before these rules keeps working. (The HTTP API manages no connectors.)"""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from django.db import connection
 
 from django_pgjobs import Job
 from django_pgjobs.connectors import get_connector
+from django_pgjobs.connectors.errors import ConnectorMisconfigured
 from django_pgjobs.models import Connector
+from django_pgjobs.secrets import encrypt
 from django_pgjobs.states import JobState
 from tests.factories import ConnectorFactory, stored_as_before
 
@@ -153,6 +156,67 @@ def test_a_row_saved_before_the_rule_keeps_working(worker, http_peer, admin_clie
     with pytest.raises(ValidationError, match="'X-Api-Key', 'X-Auth-Token' name credentials"):
         hook.save()
     assert "X-Auth-Token" not in Connector.objects.get(pk=hook.pk).config["headers"]
+
+
+# -- smtp: a password smtplib can send ------------------------------------------------------
+
+
+def smtp_connector(**config) -> Connector:
+    return Connector(name="mailer", kind="smtp", config={"host": "127.0.0.1", **config})
+
+
+def test_a_password_that_is_not_ascii_is_refused_where_it_is_set(admin_client):
+    mailer = smtp_connector(username="mailer")
+    with pytest.raises(ValidationError) as refused:
+        mailer.set_secrets({"password": "pässwörd-1"})
+    assert refused.value.message_dict == {
+        "secrets": [
+            "password: the password must be ASCII: smtplib sends the login in ASCII only "
+            "(every send would fail)"
+        ]
+    }
+    assert mailer.encrypted_secrets == "" and mailer.secret_names == []
+    mailer.set_secrets({"password": "ascii-1"})
+    mailer.save()
+    with pytest.raises(ValidationError, match="must be ASCII"):
+        mailer.update_secrets({"password": "pässwörd-1"})
+    assert Connector.objects.get(pk=mailer.pk).get_secrets() == {"password": "ascii-1"}
+
+    config = json.dumps({"host": "127.0.0.1", "username": "mailer"})
+    data = form_data(name="mailer2", kind="smtp", config=config, secrets="password=pässwörd-1")
+    page = admin_client.post(ADD_URL, data).content.decode()
+    assert "must be ASCII" in page and "pässwörd" not in page
+    assert not Connector.objects.filter(name="mailer2").exists()
+
+
+def test_a_username_that_is_not_ascii_is_refused_when_written():
+    with pytest.raises(ValidationError, match="the username must be ASCII"):
+        smtp_connector(username="müller").full_clean()
+    with pytest.raises(ValidationError, match="the username must be ASCII"):
+        smtp_connector(username="müller").save()
+    assert not Connector.objects.exists()
+
+
+def test_a_stored_password_that_is_not_ascii_fails_clearly_without_connecting(worker, smtp_peer):
+    mailer = ConnectorFactory(
+        name="mailer",
+        kind="smtp",
+        config={"host": smtp_peer.host, "port": smtp_peer.port, "username": smtp_peer.username},
+    )
+    secret = "pässwörd-2"
+    Connector.objects.filter(pk=mailer.pk).update(
+        encrypted_secrets=encrypt({"password": secret}), secret_names=["password"]
+    )
+    payload = {"subject": "s", "body": "b", "to": "x@example.com"}
+    job = Job.enqueue(CALL, kwargs={"payload": payload}, connector="mailer")
+    worker.drain()
+    job.refresh_from_db()
+    error = job.errors[0]["error"]
+    assert "ConnectorMisconfigured" in error and "password must be ASCII" in error, error
+    assert "UnicodeEncodeError" not in error and "\\xe4" not in error and "ä" not in error
+    assert smtp_peer.logins == [] and smtp_peer.messages == []
+    with pytest.raises(ConnectorMisconfigured, match=r"secrets\.password"):
+        get_connector("mailer").test()
 
 
 def form_data(**overrides: object) -> dict[str, object]:

@@ -10,6 +10,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
@@ -112,6 +113,8 @@ class ConnectorForm(forms.ModelForm):
             self.add_error("secrets", "The stored secrets were not read (too large): "
                            "tick 'clear secrets' to start over.")  # fmt: skip
             return cleaned
+        if "kind" in cleaned:  # the kind judges the secrets' values (set_secrets)
+            self.instance.kind = cleaned["kind"]
         try:
             if cleaned.get("clear_secrets"):
                 self.instance.set_secrets(changes)
@@ -121,6 +124,8 @@ class ConnectorForm(forms.ModelForm):
             self.add_error("secrets", str(error))
         except SecretsUnreadable as error:
             self.add_error("secrets", f"{error} Tick 'clear secrets' to start over.")
+        except ValidationError as refused:  # a value the kind can't use: never shown
+            self.add_error(None, refused)
         return cleaned
 
 

@@ -151,6 +151,12 @@ class ConnectorKind:
         ``full_clean()``): look only at what has the expected type."""
         return {}
 
+    @classmethod
+    def secret_problems(cls, values: dict[str, Any]) -> dict[str, str]:
+        """Problems, by field (``secrets.password``), of secret values being set
+        (override); the message must not show the value."""
+        return {}
+
 
 # -- small checks shared by kinds -------------------------------------------------------
 

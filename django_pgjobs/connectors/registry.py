@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..payload import names_in
 from .base import ConnectorKind
@@ -85,6 +85,20 @@ def _new_write_problems(kind_class: type[ConnectorKind], connector: Connector) -
     stored_config = stored.first()  # None: no such row of this kind; maybe no dict (SQL)
     before = kind_class.write_problems(stored_config) if isinstance(stored_config, dict) else {}
     return {field: problem for field, problem in problems.items() if before.get(field) != problem}
+
+
+def secret_problems(kind: str, values: dict[str, Any]) -> None:
+    """ValidationError (on ``secrets``) for secret values kind ``kind`` refuses; an
+    unknown kind is left to ``validate_connector``. Never shows a value."""
+    from django.core.exceptions import ValidationError
+
+    try:
+        kind_class = get_kind(kind)
+    except UnknownConnectorKind:
+        return
+    problems = kind_class.secret_problems(values)
+    if problems:
+        raise ValidationError(_as_form_errors(problems))
 
 
 def check_stored(connector: Connector) -> type[ConnectorKind]:

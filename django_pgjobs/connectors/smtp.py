@@ -23,7 +23,7 @@ from django.core.mail.utils import DNS_NAME
 
 from . import deadline, sent_mail
 from .base import ConnectorKind, Option, seconds, secret_frames
-from .errors import ConnectorError
+from .errors import ConnectorError, ConnectorMisconfigured
 from .registry import register_kind
 
 logger = logging.getLogger(__name__)
@@ -53,6 +53,11 @@ def _host(host: str) -> str | None:
 def _one_line(value: str) -> str | None:
     # A line break is a header of its own (Bcc: ...): Django refuses it when sending.
     return "must be on one line" if "\n" in value or "\r" in value else None
+
+
+#: smtplib sends AUTH (PLAIN, LOGIN, CRAM-MD5) in ASCII only: any other character
+#: failed every send with UnicodeEncodeError, after connecting.
+NOT_ASCII = "{what} must be ASCII: smtplib sends the login in ASCII only (every send would fail)"
 
 
 def _recipients(value: Any) -> list[str]:
@@ -160,8 +165,34 @@ class SmtpConnector(ConnectorKind):
             return {"config.use_ssl": "use_tls and use_ssl exclude each other; set one"}
         return {}
 
+    @classmethod
+    def write_problems(cls, config: dict[str, Any]) -> dict[str, str]:
+        username = config.get("username")
+        if isinstance(username, str) and not username.isascii():
+            return {"config.username": NOT_ASCII.format(what="the username")}
+        return {}
+
+    @classmethod
+    def secret_problems(cls, values: dict[str, Any]) -> dict[str, str]:
+        password = values.get("password")
+        if isinstance(password, str) and not password.isascii():
+            return {"secrets.password": NOT_ASCII.format(what="the password")}
+        return {}
+
+    def _check_login(self) -> None:
+        """ConnectorMisconfigured, before connecting, for a login smtplib can't send:
+        it raised UnicodeEncodeError naming a character of the password, and where."""
+        username, password = self.config["username"], self.secret("password", "")
+        if not (username and password):
+            return  # Django's backend logs in only with both: the row works as it is
+        problems = self.write_problems(self.config) | self.secret_problems(self.secret_values())
+        if problems:
+            raise ConnectorMisconfigured(self.name, problems)
+
     def backend(self) -> EmailBackend:
-        """A Django email backend (connection) for this server: ``with ... as conn:``."""
+        """A Django email backend (connection) for this server: ``with ... as conn:``.
+        ConnectorMisconfigured for a login smtplib can't send (not ASCII)."""
+        self._check_login()
         options: dict[str, Any] = {
             "host": self.config["host"],
             "port": self.config["port"],
