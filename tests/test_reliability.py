@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 import signal
+from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
 from django.db import connection
+from django.utils import timezone
 
-from django_pgjobs import Job, liveness
-from django_pgjobs.models import WorkerProcess
+from django_pgjobs import Job, limits, liveness
+from django_pgjobs.models import Queue, WorkerProcess
 from django_pgjobs.states import JobState
 from testproject.demo.models import Run
 from testproject.demo.tasks import add, async_sleep
@@ -391,6 +393,36 @@ def test_a_job_abandoned_at_its_timeout_counts_once_in_the_stop_line(worker_proc
     assert process.stop() == 0
     [stop] = [line for line in process.output().splitlines() if " stopped after " in line]
     assert stop.endswith(" stopped after 1 attempt: 1 discarded"), process.output()
+
+
+@pytest.mark.parametrize("attempt_before", [limits.MAX_ATTEMPTS - 2, limits.MAX_ATTEMPTS - 1])
+def test_the_longest_backoff_at_the_last_attempts_is_stored_and_the_worker_runs_on(
+    worker_process, wait, attempt_before
+):
+    # The largest backoff a queue holds (a year, exponential from a year, full jitter)
+    # after attempt 999,999 of 1,000,000: its retry lies a year on at most, far inside
+    # the times a row holds; the last attempt discards it. Either way the worker runs on.
+    Queue.objects.create(
+        name="yearly", backoff_strategy="exponential", backoff_base=limits.MAX_SECONDS,
+        backoff_max=limits.MAX_SECONDS, backoff_jitter=1,
+    )  # fmt: skip
+    job = Job.enqueue(
+        "tests.tasks_for_tests.raises_odd", args=["plain"], queue="yearly",
+        max_attempts=limits.MAX_ATTEMPTS,
+    )  # fmt: skip
+    Job.objects.filter(pk=job.pk).update(attempt=attempt_before)
+    process = worker_process("--queues", "yearly,default")
+    last = attempt_before + 1 == limits.MAX_ATTEMPTS
+    ended = JobState.DISCARDED if last else JobState.RETRYABLE
+    wait(lambda: Job.objects.get(pk=job.pk).state == ended, timeout=20)
+    failed = Job.objects.get(pk=job.pk)
+    assert failed.attempt == attempt_before + 1
+    if not last:
+        # From the failure, on the worker's clock: a year at most.
+        assert failed.run_at <= timezone.now() + timedelta(seconds=limits.MAX_SECONDS)
+    follower = add.enqueue(1, 1)
+    wait(lambda: Job.objects.get(pk=follower.pk).state == JobState.COMPLETED, timeout=20)
+    assert process.proc.poll() is None
 
 
 def test_a_job_blocked_past_its_timeout_with_attempts_left_says_when_it_runs_again(

@@ -276,3 +276,23 @@ def test_a_real_worker_never_runs_two_jobs_of_a_skip_or_queue_schedule_at_once(
     behind = Job.objects.filter(meta__schedule=queue.name, meta__on_dependency_failure="run")
     assert behind.exists()
     assert timezone.now()  # the schedulers stop at teardown
+
+
+def test_schedules_whose_next_tick_lies_far_or_nowhere_leave_a_real_scheduler_firing(
+    real_schedulers, wait
+):
+    # A tick years away (Feb 29: 2028), the longest interval,
+    # and rows no form takes (written by SQL: a date that never comes) beside one that
+    # fires each second: the scheduler plans what it can and fires on.
+    rare = ScheduleFactory(cron="0 0 29 2 *", timezone="UTC")
+    longest = ScheduleFactory(cron="@every 365d")
+    never = [ScheduleFactory(cron="* * * * *") for _ in range(2)]
+    Schedule.objects.filter(pk=never[0].pk).update(cron="0 0 30 2 *")
+    Schedule.objects.filter(pk=never[1].pk).update(cron="0 0 31 4 *")
+    every = ScheduleFactory(cron="* * * * * *")
+    real_schedulers(1)
+    wait(lambda: ScheduleTick.objects.filter(schedule=every).count() >= 3, timeout=60)
+    planned = dict(Schedule.objects.values_list("pk", "next_fire_at"))
+    assert planned[rare.pk] == datetime(2028, 2, 29, tzinfo=UTC)
+    assert planned[longest.pk] - timezone.now() <= timedelta(days=365)
+    assert [planned[schedule.pk] for schedule in never] == [None, None]
