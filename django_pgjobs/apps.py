@@ -39,4 +39,4 @@ def _sync_queues(using: str, apps: Any = None, **kwargs: Any) -> None:
     except LookupError:
         return  # migrated backwards past the queue table
     if using == conf.get("DATABASE"):
-        sync_from_settings(using, model)  # the table as the migrations left it
+        sync_from_settings(using, model, warn=True)  # the table as the migrations left it

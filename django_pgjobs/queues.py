@@ -100,13 +100,16 @@ def check_known(name: object) -> str:
     raise UnknownQueue(name)
 
 
-def sync_from_settings(using: str | None = None, model: Any = None) -> list[str]:
+def sync_from_settings(
+    using: str | None = None, model: Any = None, *, warn: bool = False
+) -> list[str]:
     """Create the rows of settings-declared queues that don't exist yet.
 
-    Existing rows are left alone: once a queue exists, the admin owns its values. A
-    declaration that differs from its row is logged, as for schedules: a value changed
-    in settings alone changes nothing, and said nothing before. Returns the names
-    created. ``model`` is the Queue of a migration's state (after ``migrate`` to an
+    Existing rows are left alone: once a queue exists, the admin owns its values. With
+    ``warn``, a declaration that differs from its row is logged, as for schedules: a
+    value changed in settings alone changes nothing, and said nothing before (``migrate``
+    and runworker's start warn, once: not each process of ``--processes``). Returns the
+    names created. ``model`` is the Queue of a migration's state (after ``migrate`` to an
     older migration the table has fewer columns): only the options it has fields for
     are set or compared.
     """
@@ -117,7 +120,7 @@ def sync_from_settings(using: str | None = None, model: Any = None) -> list[str]
     declared = conf.get("QUEUES")
     fields = {field.name for field in model._meta.concrete_fields}
     rows = {row.name: row for row in model.objects.using(using).filter(name__in=list(declared))}
-    for name, row in rows.items():
+    for name, row in rows.items() if warn else ():
         _warn_of_differences(name, declared[name], row, fields)
     existing = set(rows)
     missing = [

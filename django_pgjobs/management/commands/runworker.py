@@ -30,6 +30,7 @@ from django_pgjobs import (
 from django_pgjobs.exceptions import InvalidQueueName, UnknownQueue
 from django_pgjobs.metrics import REQUIREMENT as METRICS_REQUIREMENT
 from django_pgjobs.metrics import require_client
+from django_pgjobs.queues import sync_from_settings
 from django_pgjobs.supervisor import MAX_PROCESSES, run_processes
 from django_pgjobs.worker import Worker
 
@@ -244,6 +245,10 @@ def _warn_at_start(alias: str) -> None:
         )
     for warning in checks.check_task_queues(databases=[alias]):
         logger.warning("%s %s (%s)", warning.msg, warning.hint, warning.id)
+    # Here, once: each worker process syncs the queues again, without a word. A table
+    # missing: the worker's own errors say more.
+    with contextlib.suppress(Exception):
+        sync_from_settings(alias, warn=True)
 
 
 def rescue_at_once(worker_ids: list[int]) -> None:
