@@ -145,7 +145,8 @@ def _warn_of_differences(name: str, options: dict[str, Any], row: Any, fields: s
     if changed:
         logger.warning(
             "queue %r in PGJOBS['QUEUES'] differs from its row (%s); the database wins: "
-            "change the queue in the admin (Background jobs > Queues)",
+            "change the queue in the admin (Background jobs > Queues), or the declaration "
+            "to match it",
             name,
             "; ".join(changed),
         )

@@ -41,6 +41,7 @@ def test_a_declaration_that_differs_from_its_row_is_warned_about_and_changes_not
     assert "concurrency: 4 in settings, 2 in the database" in message
     assert "priority: 5 in settings, 0 in the database" in message
     assert "change the queue in the admin" in message
+    assert message.endswith("or the declaration to match it"), "an operator's tuning stays"
 
 
 def test_a_declaration_its_row_matches_says_nothing(settings, caplog):
