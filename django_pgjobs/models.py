@@ -931,7 +931,10 @@ class Connector(models.Model):
 
     def check_storable(self) -> None:
         """ValidationError per field for a name no job can name, text with a NUL or a
-        lone surrogate, or a config that is no JSON object PostgreSQL can store."""
+        lone surrogate, a config that is no JSON object PostgreSQL can store, or secret
+        names (``set_secrets``' keys, stored as they are) it can't store. (Of any shape:
+        a row written by SQL with odd ones is still saved by the admin, which has no
+        field for them.)"""
         from django.core.exceptions import ValidationError
 
         from .connectors.store import CONNECTOR_NAME
@@ -947,6 +950,8 @@ class Connector(models.Model):
                 errors[field] = problem
         if problem := payload.shaped_problem(self.config, "config", dict):
             errors["config"] = problem
+        if problem := payload.problem(self.secret_names, "secret_names"):
+            errors["secret_names"] = problem
         errors.update(limits.rate_problems(self.rate_limit, self.rate_period))
         errors = {field: text for field, text in errors.items() if field not in unread_fields(self)}
         if errors:

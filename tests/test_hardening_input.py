@@ -519,6 +519,40 @@ def test_any_connector_is_refused_by_save_or_stored_and_read_back(fields):
         transaction.set_rollback(True)
 
 
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "name, problem",
+    [("api\x00key", "contains a NUL character"), ("\ud800", "contains a lone surrogate")],
+)
+@pytest.mark.parametrize("existing", [False, True], ids=["new", "existing"])
+def test_a_secret_name_no_row_can_hold_is_refused_on_save_and_keeps_the_transaction(
+    name, problem, existing
+):
+    """The name is stored in secret_names (jsonb), which PostgreSQL refused with a
+    DataError: the caller's transaction was aborted. Its value is encrypted: any text."""
+    from django.core.exceptions import ValidationError
+
+    from django_pgjobs.models import Connector
+
+    if existing:
+        Connector(name="hook", kind="http", config={"url": "http://127.0.0.1:9"}).save()
+    stored = list(Connector.objects.values_list("name", "secret_names", "encrypted_secrets"))
+    with transaction.atomic():
+        connector = Connector.objects.filter(name="hook").first() or Connector(
+            name="hook", kind="http", config={"url": "http://127.0.0.1:9"}
+        )
+        connector.set_secrets({"token": "t\x00\ud800", name: "x"})
+        with pytest.raises(ValidationError) as refused:
+            connector.save()
+        assert problem in refused.value.message_dict["secret_names"][0]
+        assert list(Connector.objects.values_list("name", "secret_names", "encrypted_secrets")) == (
+            stored
+        )  # nothing written, and the transaction still answers
+    connector.set_secrets({"token": "t\x00\ud800"})
+    connector.save()
+    assert Connector.objects.get(name="hook").get_secrets() == {"token": "t\x00\ud800"}
+
+
 # -- digits that str.isdigit accepts and int() refuses ---------------------------------
 
 
