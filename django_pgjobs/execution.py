@@ -216,6 +216,8 @@ def run(job: Job, clock: Clock = timezone.now, context: JobContext | None = None
         return not_loaded
     context = context or JobContext(job)
     signals.job_started.send(sender=Job, job=job)
+    if context.abandoned:  # failed at its timeout while a receiver held it: not ours
+        return "lost"
     outcome = _attempt(job, clock, context)
     loaded.release(job)  # not held while the outcome waits to be written
     if context.redactor and isinstance(outcome, Outcome):

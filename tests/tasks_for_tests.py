@@ -75,13 +75,15 @@ def blocked(seconds: float) -> str:
 @task
 def slow_to_start(tag: str, seconds: float) -> str:
     """Held ``seconds`` by a job_started receiver (below), before the task is called:
-    where no timeout's interrupt reaches it. Records that it ran, once let go."""
+    where no timeout's interrupt reaches it. The receiver records "TAG:let-go" once
+    it lets go, the task "TAG:end" if it runs."""
     return record(f"{tag}:end")
 
 
 def _hold_slow_to_start(sender: object, job: object, **kwargs: object) -> None:
     if getattr(job, "task", None) == "tests.tasks_for_tests.slow_to_start":
         time.sleep(job.args[1])  # type: ignore[attr-defined]
+        record(f"{job.args[0]}:let-go")  # type: ignore[attr-defined]
 
 
 signals.job_started.connect(_hold_slow_to_start)

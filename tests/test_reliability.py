@@ -389,10 +389,13 @@ def test_a_job_abandoned_at_its_timeout_counts_once_in_the_stop_line(worker_proc
     )
     process = worker_process("--concurrency", "1", env={"PGJOBS_TEST_NO_LOGGING": "1"})
     wait(lambda: Job.objects.get(pk=job.pk).state == JobState.DISCARDED, timeout=20)
-    wait(lambda: "s:end" in tags(), timeout=20)  # its thread came back
+    wait(lambda: "s:let-go" in tags(), timeout=20)  # its thread came back
     assert process.stop() == 0
     [stop] = [line for line in process.output().splitlines() if " stopped after " in line]
     assert stop.endswith(" stopped after 1 attempt: 1 discarded"), process.output()
+    # Nor was its task called once let go: its failure was written, a retry could be
+    # running elsewhere.
+    assert "s:end" not in tags()
 
 
 @pytest.mark.parametrize("attempt_before", [limits.MAX_ATTEMPTS - 2, limits.MAX_ATTEMPTS - 1])
