@@ -147,8 +147,9 @@ def one_line(text: str) -> str:
     """``text`` with its line breaks escaped (``\\n``), for a log line that quotes a job's
     error: a server's HTML answer or a database error's DETAIL spread one failed attempt
     over many lines, and a message could forge lines of its own (a job's record keeps
-    the text as it is)."""
-    return text.translate(_LINE_BREAKS)
+    the text as it is). Line breaks and spaces it ends with are left out: a command's
+    stderr ends in one, and "oops\\n" said nothing more than "oops"."""
+    return text.rstrip().translate(_LINE_BREAKS)
 
 
 def delay(seconds: float) -> str:

@@ -39,3 +39,7 @@ def test_one_line_escapes_every_line_break_and_nothing_else():
     text = logs.one_line(f"a{breaks}b\té ü")
     assert text.splitlines() == [text]
     assert text == r"a\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029b" + "\té ü"
+    # A command's stderr ends with a line break: the line ends with the text.
+    assert logs.one_line("CommandFailed: sh exited with code 3: oops\n") == (
+        "CommandFailed: sh exited with code 3: oops"
+    )
