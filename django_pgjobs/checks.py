@@ -82,10 +82,14 @@ def _check_values() -> list[Error]:
         errors.append(
             _error(f"PGJOBS['WORKER_PREFETCH'] must be \"auto\" or 0 to {most}.", None, 4)
         )
-    for key in ("POLL_INTERVAL", "HEARTBEAT_INTERVAL", "WORKER_STALE_AFTER", "RESCUE_INTERVAL"):
-        if conf.get(key) <= 0:
-            errors.append(_error(f"PGJOBS[{key!r}] must be greater than 0.", None, 4))
-    if conf.get("WORKER_STALE_AFTER") < 2 * conf.get("HEARTBEAT_INTERVAL"):
+    durations = ("POLL_INTERVAL", "HEARTBEAT_INTERVAL", "WORKER_STALE_AFTER", "RESCUE_INTERVAL")
+    odd = [
+        error for key in durations for error in _duration_errors(key, limits.MAX_SECONDS, None, 4)
+    ]
+    errors += odd
+    errors += _duration_errors("SHUTDOWN_TIMEOUT", limits.MAX_SECONDS, None, 4, zero=True)
+    # Compared only as numbers of seconds: NaN compares False to all.
+    if not odd and conf.get("WORKER_STALE_AFTER") < 2 * conf.get("HEARTBEAT_INTERVAL"):
         errors.append(
             _error(
                 "PGJOBS['WORKER_STALE_AFTER'] must be at least twice HEARTBEAT_INTERVAL.",
@@ -302,6 +306,24 @@ def _known_options_hint(unknown: set[Any]) -> str:
     return f"Known options: {sorted(QUEUE_OPTIONS)}"
 
 
+#: Longest PRUNE_AFTER, in seconds: a century (its age is subtracted from now; a
+#: project that keeps its jobs for good turns pruning off).
+MAX_PRUNE_AFTER = 100 * 365 * 24 * 3600.0
+
+
+def _duration_errors(
+    key: str, high: float, hint: str | None, number: int, *, zero: bool = False
+) -> list[Error]:
+    """The error of a duration setting no process can wait or reach back (0 or less,
+    NaN, infinite, past ``high``): NaN passed ``<= 0``, and a worker met it only when
+    it slept, heartbeat or shut down by it."""
+    try:
+        limits.seconds(conf.get(key), f"PGJOBS[{key!r}]", zero=zero, high=high)
+    except InvalidOption as problem:
+        return [_error(f"{problem}.", hint, number)]
+    return []
+
+
 def _check_scheduler() -> list[Error]:
     from django.core.exceptions import ImproperlyConfigured
 
@@ -312,14 +334,11 @@ def _check_scheduler() -> list[Error]:
         limits.seconds(conf.get("MISFIRE_GRACE"), "PGJOBS['MISFIRE_GRACE']", zero=True)
     except InvalidOption as problem:  # negative, NaN, infinite: no scheduler could start
         errors.append(_error(f"{problem}.", None, 20))
-    if conf.get("PRUNE_AFTER") <= 0:
-        errors.append(_error("PGJOBS['PRUNE_AFTER'] must be greater than 0.", None, 20))
-    interval = conf.get("PRUNE_INTERVAL")
-    if interval is not None and interval <= 0:
-        errors.append(
-            _error(
-                "PGJOBS['PRUNE_INTERVAL'] must be greater than 0.", "Use None to turn it off.", 20
-            )
+    off = "PGJOBS['PRUNE_INTERVAL'] = None turns pruning off."
+    errors += _duration_errors("PRUNE_AFTER", MAX_PRUNE_AFTER, off, 20)
+    if conf.get("PRUNE_INTERVAL") is not None:
+        errors += _duration_errors(
+            "PRUNE_INTERVAL", limits.MAX_SECONDS, "Use None to turn it off.", 20
         )
     for name, options in conf.get("SCHEDULES").items():
         try:
@@ -354,6 +373,5 @@ def _check_connector_settings() -> list[Error]:
         except ValueError as problem:
             example = 'e.g. ["api.example.com", "*.example.org", "10.0.0.0/8"]'
             errors.append(_error(f"PGJOBS['HTTP_ALLOWED_HOSTS']: {problem}.", example, 31))
-    if conf.get("CONNECTOR_BUSY_DELAY") <= 0:
-        errors.append(_error("PGJOBS['CONNECTOR_BUSY_DELAY'] must be greater than 0.", None, 4))
+    errors += _duration_errors("CONNECTOR_BUSY_DELAY", limits.MAX_SECONDS, None, 4)
     return errors

@@ -63,7 +63,7 @@ def test_a_misspelt_key_hides_no_other_problem(settings):
     [
         ({"MAX_ATTEMPTS": "5"}, "must be int"),
         ({"MAX_ATTEMPTS": 0}, "at least 1"),
-        ({"POLL_INTERVAL": 0}, "greater than 0"),
+        ({"POLL_INTERVAL": 0}, "number of seconds above 0"),
         ({"BACKOFF": {"strategy": "random"}}, "backoff strategy is unknown"),
         ({"QUEUES": {"default": {}, "bad name": {}}}, "Invalid queue name"),
         ({"QUEUES": {"default": {"concurrancy": 2}}}, "Unknown option(s) ['concurrancy']"),
@@ -74,6 +74,55 @@ def test_a_misspelt_key_hides_no_other_problem(settings):
 def test_bad_values_are_reported(value, fragment, settings):
     found = messages(value, settings)
     assert any(fragment in message for message in found), found
+
+
+#: Durations no process can wait or reach back: NaN passed "<= 0" (every comparison of
+#: NaN is False), then a worker sleeping NaN seconds or a heartbeat every inf seconds
+#: (taken for dead, its jobs run twice) met them only when it ran.
+ODD_SECONDS = [float("nan"), float("inf"), 1e20, 10**400]
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "POLL_INTERVAL",
+        "HEARTBEAT_INTERVAL",
+        "WORKER_STALE_AFTER",
+        "RESCUE_INTERVAL",
+        "PRUNE_AFTER",
+        "PRUNE_INTERVAL",
+        "CONNECTOR_BUSY_DELAY",
+    ],
+)
+@pytest.mark.parametrize("value", [*ODD_SECONDS, 0, -1])
+def test_a_duration_setting_no_process_can_use_is_refused(key, value, settings):
+    found = messages({key: value}, settings)
+    assert any(f"PGJOBS[{key!r}] must be a number of seconds above 0" in m for m in found), found
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("PRUNE_AFTER", 100 * 365 * 24 * 3600),  # finished jobs kept a century
+        ("PRUNE_INTERVAL", 365 * 24 * 3600),
+        ("POLL_INTERVAL", 0.001),
+        ("WORKER_STALE_AFTER", 365 * 24 * 3600),
+    ],
+)
+def test_long_and_short_durations_in_range_pass(key, value, settings):
+    assert messages({key: value}, settings) == []
+
+
+@pytest.mark.parametrize("value", [*ODD_SECONDS, -1])
+def test_a_shutdown_timeout_no_worker_can_wait_is_refused(value, settings):
+    found = messages({"SHUTDOWN_TIMEOUT": value}, settings)
+    assert any("PGJOBS['SHUTDOWN_TIMEOUT'] must be a number of seconds from 0" in m for m in found)
+    assert messages({"SHUTDOWN_TIMEOUT": 0}, settings) == []  # hand running jobs back at once
+
+
+def test_a_prune_after_past_a_century_says_how_to_turn_pruning_off(settings):
+    (found,) = messages({"PRUNE_AFTER": 1e11}, settings)
+    assert "at most 3153600000" in found and "PRUNE_INTERVAL" in found and "None" in found
 
 
 @pytest.mark.parametrize("value", ["a-secret-key", [("SECRET_KEYS", "a-secret-key")]])

@@ -259,7 +259,7 @@ def test_loading_a_connector_logs_no_secret(worker, http_peer, caplog):
     [
         ({"SECRET_KEYS": "one-key"}, "must be list or tuple"),
         ({"SECRET_KEYS": ["short"]}, "at least 32 characters"),
-        ({"CONNECTOR_BUSY_DELAY": 0}, "greater than 0"),
+        ({"CONNECTOR_BUSY_DELAY": 0}, "number of seconds above 0"),
     ],
 )
 def test_bad_connector_settings_fail_the_system_check(value, fragment, settings):

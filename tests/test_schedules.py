@@ -264,7 +264,7 @@ def test_bad_settings_schedules_fail_the_system_check_and_the_sync(entry, fragme
     [
         ("MISFIRE_GRACE", -1, "number of seconds from 0"),
         ("MISFIRE_GRACE", float("nan"), "number of seconds from 0"),
-        ("PRUNE_AFTER", 0, "greater than 0"),
+        ("PRUNE_AFTER", 0, "number of seconds above 0"),
         ("PRUNE_INTERVAL", 0, "Use None to turn it off"),
         ("SCHEDULES", [], "must be dict"),
     ],
