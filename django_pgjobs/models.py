@@ -581,6 +581,8 @@ MAX_JITTER = 86_400
 MAX_CATCH_UP_LIMIT = 1000
 #: Longest catch-up window, in seconds: ten years (longer is "however late": leave it empty).
 MAX_CATCH_UP_WINDOW = 10 * 365 * 86_400
+#: Most fire times ``Schedule.upcoming`` lists in one call (10**9 looped for minutes).
+MAX_UPCOMING = 10_000
 
 
 class Schedule(models.Model):
@@ -762,12 +764,21 @@ class Schedule(models.Model):
         return timing(self.cron, self.timezone)
 
     def upcoming(self, count: int = 5, after: datetime | None = None) -> list[datetime]:
-        """The next ``count`` fire times after ``after`` (default: now), in UTC."""
+        """The next ``count`` fire times after ``after`` (default: now), in UTC; fewer
+        where they would reach the end of the times a row holds (``limits.END``).
+        InvalidOption for a ``count`` that is no whole number from 0 to
+        ``MAX_UPCOMING``, or an ``after`` that is no time a row holds (``limits.instant``)."""
         cron = self.cron_schedule()
+        count = limits.whole_number(count, "count", 0, MAX_UPCOMING)
+        current = timezone.now() if after is None else limits.instant(after, "after")
         times: list[datetime] = []
-        current = after or timezone.now()
-        for _ in range(count):
-            current = cron.next_after(current)
+        while len(times) < count:
+            try:
+                current = cron.next_after(current)
+            except (OverflowError, ValueError):  # the next one is past the year 9999
+                break
+            if current >= limits.END:
+                break
             times.append(current)
         return times
 

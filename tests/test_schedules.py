@@ -117,6 +117,40 @@ def test_a_valid_schedule_passes_full_clean_and_lists_its_upcoming_fire_times():
     ]
 
 
+def test_upcoming_lists_the_fire_times_up_to_the_last_time_a_row_holds():
+    """The next one past the year 9999 was an OverflowError or "year 10000 is out of
+    range" (ValueError): the list stops where times end instead."""
+    every_minute = ScheduleFactory.build(cron="* * * * *")
+    assert every_minute.upcoming(5, after=datetime(9999, 12, 30, 23, 58, tzinfo=UTC)) == [
+        datetime(9999, 12, 30, 23, 59, tzinfo=UTC)
+    ]
+    leap_days = ScheduleFactory.build(cron="0 0 29 2 *")
+    assert leap_days.upcoming(5, after=datetime(9990, 1, 1, tzinfo=UTC)) == [
+        datetime(9992, 2, 29, tzinfo=UTC),
+        datetime(9996, 2, 29, tzinfo=UTC),
+    ]
+
+
+@pytest.mark.parametrize(
+    "count, after, message",
+    [
+        ("5", None, "count must be a whole number, not '5'"),
+        (2.5, None, "count must be a whole number, not 2.5"),
+        (10**9, None, "count must be between 0 and 10000"),
+        (2, "2026-01-01", "after must be a timezone-aware datetime, not str '2026-01-01'"),
+        (2, datetime(2026, 1, 1), "after must be timezone-aware"),
+        (2, datetime(9999, 12, 31, 12, tzinfo=UTC), "after 9999-12-31T12:00:00+00:00 is out"),
+    ],
+)
+def test_upcoming_refuses_what_is_no_count_or_time_saying_which(count, after, message):
+    """They were a TypeError, an AttributeError ('str' object has no attribute
+    'tzinfo'), a loop of 10**9 fire times and an OverflowError."""
+    from django_pgjobs import InvalidOption
+
+    with pytest.raises(InvalidOption, match=re.escape(message)):
+        ScheduleFactory.build(cron="* * * * *").upcoming(count, after=after)
+
+
 # -- live edits ------------------------------------------------------------------------
 
 
