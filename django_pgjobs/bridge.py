@@ -23,7 +23,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from . import exceptions, signals
+from . import exceptions, limits, signals
 from .compat import (
     TASK_MAX_PRIORITY,
     TASK_MIN_PRIORITY,
@@ -219,11 +219,14 @@ def _worker_ids(job: Job) -> list[str]:
 
     pgjobs keeps which worker process ran the latest attempt only; earlier
     attempts get an empty id, and so do jobs run inline without a worker row.
+    At most ``limits.MAX_ATTEMPTS`` (no job can be given more): a row written by
+    SQL may count up to 2**31 - 1, and that list was 16 GB.
     """
-    if job.attempt < 1:
+    attempts = min(job.attempt, limits.MAX_ATTEMPTS)
+    if attempts < 1:
         return []
     latest = str(job.worker_id) if job.worker_id is not None else ""
-    return [""] * (job.attempt - 1) + [latest]
+    return [""] * (attempts - 1) + [latest]
 
 
 # -- relaying our signals to Django's -------------------------------------------------------

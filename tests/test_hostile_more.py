@@ -16,7 +16,7 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from django_pgjobs import InvalidOption, Job, PayloadError, testing
+from django_pgjobs import InvalidOption, Job, PayloadError, limits, testing
 from django_pgjobs.api.tokens import issue
 from django_pgjobs.compat import InvalidTask, TaskResultDoesNotExist, task_backends
 from django_pgjobs.connectors.errors import ConnectorError, ConnectorMisconfigured
@@ -320,6 +320,29 @@ def test_get_result_of_a_row_of_odd_json_is_a_result(db, column, value):
     assert all(isinstance(error.traceback, str) for error in result.errors)
     assert all(isinstance(error.exception_class_path, str) for error in result.errors)
     assert isinstance(result.args, list) and isinstance(result.kwargs, dict)
+
+
+@pytest.mark.parametrize("attempt", [limits.MAX_ATTEMPTS + 1, 2**31 - 2])
+def test_a_result_of_a_row_counting_more_attempts_than_a_job_can_have_is_bounded(worker, attempt):
+    """A TaskResult holds one worker id per attempt: a row written by SQL with an
+    attempt counter of 2**31 - 2 (the CHECK allows it) built a list of two billion
+    strings, 16 GB, in get_result and in the worker that ran its last attempt (to
+    send task_finished). Attempts past any job's max_attempts count as that many."""
+    from django_pgjobs.compat import task_finished
+
+    finished = []
+    task_finished.connect(lambda sender, task_result, **kw: finished.append(task_result),
+                          weak=False, dispatch_uid="bounded")  # fmt: skip
+    try:
+        job = django_add.enqueue(1, 2)
+        sql("UPDATE pgjobs_job SET attempt = %s, max_attempts = 2147483647 WHERE id = %s",
+            [attempt, int(job.id)])  # fmt: skip
+        assert task_backends["default"].get_result(job.id).attempts == limits.MAX_ATTEMPTS
+        assert worker.drain() == {"completed": 1}
+    finally:
+        task_finished.disconnect(dispatch_uid="bounded")
+    [result] = finished
+    assert result.return_value == 3 and result.attempts == limits.MAX_ATTEMPTS
 
 
 @pytest.mark.parametrize(
