@@ -151,11 +151,30 @@ def test_a_row_saved_before_the_rule_keeps_working(worker, http_peer, admin_clie
     hook.config["timeout"] = 5
     hook.full_clean()
     hook.save()
-    # One that adds a credential is refused, naming them all.
+    # One that adds a credential is refused, naming the one it adds.
     hook.config["headers"]["X-Auth-Token"] = "t"
-    with pytest.raises(ValidationError, match="'X-Api-Key', 'X-Auth-Token' name credentials"):
+    with pytest.raises(ValidationError, match="the header 'X-Auth-Token' names a credential"):
         hook.save()
     assert "X-Auth-Token" not in Connector.objects.get(pk=hook.pk).config["headers"]
+
+
+def test_an_edit_that_removes_one_of_a_stored_row_s_credentials_is_saved():
+    # The edit the rule asks for: refused while the row kept another credential, as
+    # the message naming the rest ("the header 'X-Api-Key' names a credential") was
+    # not the stored row's ("the headers 'X-Api-Key', 'X-Auth-Token' name ...").
+    hook = legacy_hook(
+        "http://127.0.0.1:9/?api_key=q&token=r", headers={"X-Api-Key": KEY, "X-Auth-Token": "t"}
+    )
+    del hook.config["headers"]["X-Auth-Token"]
+    hook.config["url"] = "http://127.0.0.1:9/?api_key=q"
+    hook.full_clean()
+    hook.save()
+    stored = Connector.objects.get(pk=hook.pk).config
+    assert stored["headers"] == {"X-Api-Key": KEY} and stored["url"].endswith("?api_key=q")
+    # Renaming one in another case adds none: header names are read in any case.
+    hook.config["headers"] = {"x-api-key": KEY}
+    hook.full_clean()
+    hook.save()
 
 
 # -- smtp: a password smtplib can send ------------------------------------------------------

@@ -152,6 +152,20 @@ class ConnectorKind:
         return {}
 
     @classmethod
+    def added_write_problems(cls, config: dict[str, Any], stored: Any) -> dict[str, str]:
+        """``write_problems`` of ``config`` less what the row's ``stored`` config (None
+        for a new row; any shape, written by SQL) already had: a row saved before a rule
+        keeps working and can be edited as long as the edit adds nothing the rule
+        refuses. Here a field's problem is forgiven if its message is the stored one's;
+        override where a message lists several things, or an edit that removes one of
+        them (the rule's own advice) is refused."""
+        problems = cls.write_problems(config)
+        before = cls.write_problems(stored) if problems and isinstance(stored, dict) else {}
+        return {
+            field: problem for field, problem in problems.items() if before.get(field) != problem
+        }
+
+    @classmethod
     def secret_problems(cls, values: dict[str, Any]) -> dict[str, str]:
         """Problems, by field (``secrets.password``), of secret values being set
         (override); the message must not show the value."""

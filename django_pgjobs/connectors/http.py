@@ -108,13 +108,44 @@ def credential_parameters(url: str) -> list[str]:
     return list(dict.fromkeys(name for name in names if names_a_credential(name)))
 
 
+def _credential_names(config: Any) -> tuple[list[str], list[str]]:
+    """The credential names of a config's headers and of its URL's query parameters
+    (``credential_headers``, ``credential_parameters``), of any shape."""
+    if not isinstance(config, dict):
+        return [], []
+    headers, url = config.get("headers"), config.get("url")
+    return (
+        credential_headers(headers) if isinstance(headers, dict) else [],
+        credential_parameters(url) if isinstance(url, str) else [],
+    )
+
+
 def _names_credentials(what: str, names: list[str]) -> str:
     """``the header 'X-Api-Key' names a credential``, or ``the headers 'A', 'B' name
-    credentials``: each is named, so that one added to a stored row's is told apart."""
+    credentials``."""
     listed = ", ".join(shown(name) for name in names)
     if len(names) == 1:
         return f"the {what} {listed} names a credential"
     return f"the {what}s {listed} name credentials"
+
+
+def _credential_problems(headers: list[str], parameters: list[str]) -> dict[str, str]:
+    """The problems of credential names in a config's headers and URL, by field."""
+    problems = {}
+    if headers:
+        problems["config.headers"] = (
+            f"{_names_credentials('header', headers)}, and headers are plain text shown in the "
+            "admin: set api_key_header to the header's name and the api_key secret to "
+            "its value (Authorization: the token or password secret)"
+        )
+    if parameters:
+        problems["config.url"] = (
+            f"{_names_credentials('query parameter', parameters)}, and the URL is plain "
+            "text shown in the admin: send the key as a header (api_key_header and the "
+            "api_key secret), or store it as the api_key secret and pass it from a task: "
+            f"request(query={{{shown(parameters[0])}: connector.secret('api_key')}})"
+        )
+    return problems
 
 
 #: A header name (RFC 9110 token); a value is Latin-1 text without control characters
@@ -237,22 +268,20 @@ class HttpConnector(ConnectorKind):
     def write_problems(cls, config: dict[str, Any]) -> dict[str, str]:
         """A credential in a header's or a query parameter's name: the config is plain
         text, shown in the admin. Only when written (``ConnectorKind.write_problems``)."""
-        problems = {}
-        headers, url = config.get("headers"), config.get("url")
-        if isinstance(headers, dict) and (found := credential_headers(headers)):
-            problems["config.headers"] = (
-                f"{_names_credentials('header', found)}, and headers are plain text shown in the "
-                "admin: set api_key_header to the header's name and the api_key secret to "
-                "its value (Authorization: the token or password secret)"
-            )
-        if isinstance(url, str) and (found := credential_parameters(url)):
-            problems["config.url"] = (
-                f"{_names_credentials('query parameter', found)}, and the URL is plain "
-                "text shown in the admin: send the key as a header (api_key_header and the "
-                "api_key secret), or store it as the api_key secret and pass it from a task: "
-                f"request(query={{{shown(found[0])}: connector.secret('api_key')}})"
-            )
-        return problems
+        return _credential_problems(*_credential_names(config))
+
+    @classmethod
+    def added_write_problems(cls, config: dict[str, Any], stored: Any) -> dict[str, str]:
+        """Only the credential names the stored row did not have (header names in any
+        case): an edit that removes one of its several is saved, and one that adds a
+        name is refused naming it."""
+        headers, parameters = _credential_names(config)
+        had_headers, had_parameters = _credential_names(stored)
+        had = {name.lower() for name in had_headers}
+        return _credential_problems(
+            [name for name in headers if name.lower() not in had],
+            [name for name in parameters if name not in had_parameters],
+        )
 
     @secret_frames
     def request(

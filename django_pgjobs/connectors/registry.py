@@ -74,17 +74,16 @@ def check_written(connector: Connector) -> None:
 
 def _new_write_problems(kind_class: type[ConnectorKind], connector: Connector) -> dict[str, str]:
     """What ``write_problems`` finds in the connector's config that its stored row's
-    does not have: a row saved before a rule was added keeps working and can still be
-    edited, as long as the edit adds nothing the rule refuses. The stored config is
-    read only when there is something to forgive."""
-    problems = kind_class.write_problems(connector.config)
-    if not problems or connector._state.adding or connector.pk is None:
-        return problems
-    rows = type(connector)._default_manager.using(connector._state.db)
-    stored = rows.filter(pk=connector.pk, kind=connector.kind).values_list("config", flat=True)
-    stored_config = stored.first()  # None: no such row of this kind; maybe no dict (SQL)
-    before = kind_class.write_problems(stored_config) if isinstance(stored_config, dict) else {}
-    return {field: problem for field, problem in problems.items() if before.get(field) != problem}
+    does not have (``ConnectorKind.added_write_problems``). The stored config is read
+    only when there is something to forgive."""
+    if not kind_class.write_problems(connector.config):
+        return {}
+    stored_config = None
+    if not connector._state.adding and connector.pk is not None:
+        rows = type(connector)._default_manager.using(connector._state.db)
+        stored = rows.filter(pk=connector.pk, kind=connector.kind).values_list("config", flat=True)
+        stored_config = stored.first()  # None: no such row of this kind
+    return kind_class.added_write_problems(connector.config, stored_config)
 
 
 def secret_problems(kind: str, values: dict[str, Any]) -> None:
