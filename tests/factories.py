@@ -134,3 +134,16 @@ def stored_as_before(connector: Connector, config: dict) -> Connector:
     Connector.objects.filter(pk=connector.pk).update(config=config)
     connector.refresh_from_db()
     return connector
+
+
+def connector_form(**overrides: object) -> dict[str, object]:
+    """The admin's connector form, filled in for an ``http`` connector "hook"."""
+    return {
+        "name": "hook",
+        "kind": "http",
+        "description": "",
+        "config": '{"url": "http://127.0.0.1:9/hook"}',
+        "concurrency": "",
+        "secrets": "",
+        **overrides,
+    }

@@ -9,7 +9,7 @@ from django.contrib.auth.models import Permission, User
 
 from django_pgjobs.api.tokens import digest
 from django_pgjobs.models import ApiToken, Connector
-from tests.factories import ConnectorFactory
+from tests.factories import ConnectorFactory, connector_form
 
 pytestmark = pytest.mark.django_db
 
@@ -17,20 +17,8 @@ SECRET = "s3cr3t-value-never-rendered"
 ADD_URL = "/admin/pgjobs/connector/add/"
 
 
-def form_data(**overrides: object) -> dict[str, object]:
-    return {
-        "name": "hook",
-        "kind": "http",
-        "description": "",
-        "config": '{"url": "http://127.0.0.1:9/hook"}',
-        "concurrency": "",
-        "secrets": "",
-        **overrides,
-    }
-
-
 def test_a_connector_added_in_the_admin_stores_its_secret_encrypted(admin_client):
-    response = admin_client.post(ADD_URL, form_data(secrets=f"token={SECRET}"))
+    response = admin_client.post(ADD_URL, connector_form(secrets=f"token={SECRET}"))
     assert response.status_code == 302, response.content.decode()[:2000]
     hook = Connector.objects.get(name="hook")
     assert hook.get_secrets() == {"token": SECRET}
@@ -54,7 +42,9 @@ def test_no_admin_page_renders_a_stored_secret(admin_client):
 
 
 def test_a_form_with_errors_does_not_echo_the_secret_just_typed(admin_client):
-    response = admin_client.post(ADD_URL, form_data(config='{"url": 5}', secrets=f"token={SECRET}"))
+    response = admin_client.post(
+        ADD_URL, connector_form(config='{"url": 5}', secrets=f"token={SECRET}")
+    )
     page = response.content.decode()
     assert response.status_code == 200 and "must be str" in page
     assert SECRET not in page
@@ -64,19 +54,19 @@ def test_a_form_with_errors_does_not_echo_the_secret_just_typed(admin_client):
 def test_an_empty_secrets_field_keeps_them_and_name_equals_removes_one(admin_client):
     hook = ConnectorFactory(name="hook", secrets={"token": SECRET, "api_key": "k-123456"})
     url = f"/admin/pgjobs/connector/{hook.pk}/change/"
-    assert admin_client.post(url, form_data(description="edited")).status_code == 302
+    assert admin_client.post(url, connector_form(description="edited")).status_code == 302
     assert Connector.objects.get(pk=hook.pk).get_secrets() == {
         "token": SECRET,
         "api_key": "k-123456",
     }
-    assert admin_client.post(url, form_data(secrets="api_key=")).status_code == 302
+    assert admin_client.post(url, connector_form(secrets="api_key=")).status_code == 302
     assert Connector.objects.get(pk=hook.pk).get_secrets() == {"token": SECRET}
 
 
 def test_a_malformed_secret_line_and_an_unknown_secret_name_are_refused(admin_client):
-    page = admin_client.post(ADD_URL, form_data(secrets="no equals sign")).content.decode()
+    page = admin_client.post(ADD_URL, connector_form(secrets="no equals sign")).content.decode()
     assert "line 1: expected NAME=value" in page
-    page = admin_client.post(ADD_URL, form_data(secrets="tokn=x")).content.decode()
+    page = admin_client.post(ADD_URL, connector_form(secrets="tokn=x")).content.decode()
     assert "tokn: unknown secret" in page
     assert not Connector.objects.exists()
 

@@ -18,7 +18,7 @@ from django_pgjobs.connectors.errors import ConnectorMisconfigured
 from django_pgjobs.models import Connector
 from django_pgjobs.secrets import encrypt
 from django_pgjobs.states import JobState
-from tests.factories import ConnectorFactory, stored_as_before
+from tests.factories import ConnectorFactory, connector_form, stored_as_before
 
 pytestmark = pytest.mark.django_db
 
@@ -98,7 +98,7 @@ def test_plain_headers_and_an_api_version_parameter_are_kept(http_peer):
 
 def test_the_admin_refuses_a_credential_header_and_writes_nothing(admin_client):
     config = json.dumps(http_config(**{"X-Api-Key": KEY, "Accept": "x"}))
-    page = admin_client.post(ADD_URL, form_data(config=config)).content.decode()
+    page = admin_client.post(ADD_URL, connector_form(config=config)).content.decode()
     assert "X-Api-Key" in page and "names a credential" in page
     assert not Connector.objects.exists()
 
@@ -118,7 +118,7 @@ def test_a_credential_in_the_url_s_query_string_is_refused(query, admin_client):
     assert problem.startswith("url: the query parameter") and KEY not in problem
     with pytest.raises(ValidationError, match="names a credential"):
         Connector.objects.create(name="hook", kind="http", config={"url": url})
-    page = admin_client.post(ADD_URL, form_data(config=json.dumps({"url": url}))).content
+    page = admin_client.post(ADD_URL, connector_form(config=json.dumps({"url": url}))).content
     assert b"names a credential" in page
     assert not Connector.objects.exists()
 
@@ -145,7 +145,7 @@ def test_a_row_saved_before_the_rule_keeps_working(worker, http_peer, admin_clie
     hook.update_secrets({"token": "a-token-5678"})  # code may still rotate its secrets
     hook.save()
     # An edit that adds no credential is saved, in the admin and in code.
-    same = form_data(config=json.dumps(hook.config), description="edited")
+    same = connector_form(config=json.dumps(hook.config), description="edited")
     assert admin_client.post(change, same).status_code == 302
     hook.refresh_from_db()
     hook.config["timeout"] = 5
@@ -202,7 +202,7 @@ def test_a_password_that_is_not_ascii_is_refused_where_it_is_set(admin_client):
     assert Connector.objects.get(pk=mailer.pk).get_secrets() == {"password": "ascii-1"}
 
     config = json.dumps({"host": "127.0.0.1", "username": "mailer"})
-    data = form_data(name="mailer2", kind="smtp", config=config, secrets="password=pässwörd-1")
+    data = connector_form(name="mailer2", kind="smtp", config=config, secrets="password=pässwörd-1")
     page = admin_client.post(ADD_URL, data).content.decode()
     assert "must be ASCII" in page and "pässwörd" not in page
     assert not Connector.objects.filter(name="mailer2").exists()
@@ -236,15 +236,3 @@ def test_a_stored_password_that_is_not_ascii_fails_clearly_without_connecting(wo
     assert smtp_peer.logins == [] and smtp_peer.messages == []
     with pytest.raises(ConnectorMisconfigured, match=r"secrets\.password"):
         get_connector("mailer").test()
-
-
-def form_data(**overrides: object) -> dict[str, object]:
-    return {
-        "name": "hook",
-        "kind": "http",
-        "description": "",
-        "config": '{"url": "http://127.0.0.1:9/hook"}',
-        "concurrency": "",
-        "secrets": "",
-        **overrides,
-    }
