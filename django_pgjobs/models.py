@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured
@@ -975,17 +975,24 @@ class Connector(models.Model):
 
     def set_secrets(self, values: dict[str, Any]) -> None:
         """Replace every secret (not saved until ``save()``); {} removes them all.
-        ValidationError, changing nothing, for a value the kind can't use."""
+        ValidationError, changing nothing, for values that are no dict of names to
+        values (``_check_secrets``) or a value the kind can't use."""
         from .connectors.registry import secret_problems
 
+        _check_secrets(values)
         secret_problems(self.kind, values)
         self._store_secrets(values)
 
     def update_secrets(self, changes: dict[str, Any], remove: Iterable[str] = ()) -> None:
         """Set some secrets and remove others, keeping the rest. ValidationError,
-        changing nothing, for a value the kind can't use (those kept are not judged)."""
+        changing nothing, as ``set_secrets``' for ``changes``, for a ``remove`` that is
+        no list of names, and for a value the kind can't use (those kept are not judged)."""
         from .connectors.registry import secret_problems
 
+        _check_secrets(changes)
+        if isinstance(remove, str | bytes) or not isinstance(remove, Iterable):
+            # A string's letters were each taken for a name, and removed.
+            _refuse_secrets(f"remove must be a list of secret names, not {limits.shown(remove)}")
         secret_problems(self.kind, changes)
         current = self.get_secrets() if self.encrypted_secrets else {}
         current.update(changes)
@@ -1000,6 +1007,30 @@ class Connector(models.Model):
         self.secret_names = sorted(values)
         for written in ("encrypted_secrets", "secret_names"):  # no longer kept as stored
             getattr(self, "not_shown", {}).pop(written, None)
+
+
+def _check_secrets(values: Any) -> None:
+    """ValidationError (on ``secrets``) unless ``values`` is a dict of names (strings)
+    to values JSON can hold: a list was stored as it was and failed each job using the
+    connector, a name of another type failed sorting them (TypeError), a value JSON
+    can't hold failed encrypting them. Any text is a value (it is stored encrypted)."""
+    if not isinstance(values, dict):
+        _refuse_secrets(f"must be a dict of secret names to values, not {type(values).__name__}")
+    for name, value in values.items():
+        if not isinstance(name, str):
+            _refuse_secrets(
+                f"names must be strings, not {type(name).__name__} {limits.shown(name)}"
+            )
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError, RecursionError):
+            _refuse_secrets(f"{limits.shown(name)} is no value JSON can hold")
+
+
+def _refuse_secrets(problem: str) -> NoReturn:
+    from django.core.exceptions import ValidationError
+
+    raise ValidationError({"secrets": problem})
 
 
 class ConnectorSlot(models.Model):

@@ -553,6 +553,35 @@ def test_a_secret_name_no_row_can_hold_is_refused_on_save_and_keeps_the_transact
     assert Connector.objects.get(name="hook").get_secrets() == {"token": "t\x00\ud800"}
 
 
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "change, said",
+    [
+        # Stored as it was: each job using the connector then failed with an AttributeError.
+        (lambda c: c.set_secrets(["token"]), "must be a dict of secret names to values, not list"),
+        (lambda c: c.update_secrets([("token", "x")]), "must be a dict of secret names"),
+        # sorted() of the names was a TypeError ('<' not supported between 'str' and 'int').
+        (lambda c: c.set_secrets({"token": "x", 1: "y"}), "names must be strings, not int 1"),
+        (lambda c: c.set_secrets({"token": object()}), "'token' is no value JSON can hold"),
+        # Each letter was taken for a name and removed.
+        (lambda c: c.update_secrets({}, remove="token"), "remove must be a list of secret names"),
+    ],
+)
+def test_secrets_that_are_no_names_and_values_are_refused_changing_nothing(change, said):
+    from django.core.exceptions import ValidationError
+
+    from django_pgjobs.models import Connector
+
+    connector = Connector(name="hook", kind="http", config={"url": "http://127.0.0.1:9"})
+    connector.set_secrets({"token": "t", "o": "kept"})
+    connector.save()
+    with pytest.raises(ValidationError) as refused:
+        change(connector)
+    assert said in refused.value.message_dict["secrets"][0]
+    assert connector.get_secrets() == {"token": "t", "o": "kept"}
+    assert connector.secret_names == ["o", "token"]
+
+
 # -- digits that str.isdigit accepts and int() refuses ---------------------------------
 
 
