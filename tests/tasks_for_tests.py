@@ -305,3 +305,13 @@ def snooze_once_then_wait() -> str:
 def raises_message(message: str) -> None:
     """Raises ValueError(message) as it is: a server's answer may hold line breaks."""
     raise ValueError(message)
+
+
+@task
+def call_in_a_transaction(payload=None, connector=None):
+    """Calls its connector inside a transaction of its own, which the connector's
+    ConnectorThrottled rolls back as it leaves (test_connector_backpressure)."""
+    from django.db import transaction
+
+    with transaction.atomic():
+        return connector.call(payload)

@@ -31,6 +31,40 @@ def test_retry_after_is_read_as_seconds_or_a_date_and_capped():
         assert retry_after(odd) is None
 
 
+def test_a_throttle_is_counted_from_when_it_is_written_not_from_its_transaction_start():
+    from django.db import connection, transaction
+
+    from django_pgjobs.connectors.http import throttle
+
+    ConnectorFactory(name="api")
+    with transaction.atomic(), connection.cursor() as cursor:
+        # now() is when this transaction began, already past: a task's own
+        # transaction may have begun long before the answer.
+        cursor.execute("SELECT clock_timestamp()")
+        [(before,)] = cursor.fetchall()
+        throttle("api", 120)
+    assert Connector.objects.get().throttled_until >= before + timedelta(seconds=120)
+
+
+def test_a_throttle_holds_when_the_task_rolls_its_own_transaction_back(http_peer):
+    ConnectorFactory(name="api", config={"url": http_peer.url})
+    http_peer.status, http_peer.extra_headers = 429, {"Retry-After": "120"}
+    jobs = [
+        Job.enqueue("tests.tasks_for_tests.call_in_a_transaction", connector="api")
+        for _ in range(2)
+    ]
+    before = timezone.now()
+    outcomes = Worker(concurrency=1).drain()
+    assert len(http_peer.received) == 1, "the second job waited without calling"
+    assert outcomes == {"scheduled": 2}
+    stored = Connector.objects.get()
+    assert stored.throttled_until is not None
+    assert stored.throttled_until >= before + timedelta(seconds=119)
+    for job in jobs:
+        job.refresh_from_db()
+        assert job.state == JobState.SCHEDULED and job.attempt == 0
+
+
 @pytest.mark.parametrize("status", [429, 503])
 def test_a_throttled_answer_makes_every_job_of_the_connector_wait(http_peer, admin_client, status):
     ConnectorFactory(name="api", config={"url": http_peer.url})

@@ -35,7 +35,7 @@ from django.utils import timezone
 
 from .. import conf, db, ratelimits
 from ..context import JobContext
-from .errors import ConnectorBusy
+from .errors import ConnectorBusy, ConnectorThrottled
 
 logger = logging.getLogger(__name__)
 
@@ -108,9 +108,25 @@ def attached(context: JobContext) -> Iterator[None]:
             _start_under_rate_limit(stored, using)
         context.connector = resolved
         yield
+    except ConnectorThrottled as throttled:
+        _throttle_again(name, throttled.delay)
+        raise
     finally:
         if slot is not None:
             release_slot(stored.pk, slot, job.lease, using)
+
+
+def _throttle_again(name: str, delay: float) -> None:
+    """Write a throttle again once the task is done: the one written when the service
+    answered is undone if the task's own transaction rolls back as the exception
+    leaves it, and every other job would call the service on (a later deadline
+    already written stays)."""
+    from .http import throttle
+
+    try:
+        throttle(name, delay)
+    except DatabaseError as error:  # the job is snoozed all the same
+        logger.warning("could not throttle connector %s: %s", name, error)
 
 
 def _wait_if_throttled(stored: Any) -> None:
