@@ -44,7 +44,7 @@ from .context import JobContext
 from .exceptions import JobTimeout, UnknownTask, WorkerLost
 from .models import Job
 from .states import JobState
-from .tasks import get_task
+from .tasks import get_task, registered_or_none
 from .transitions import Outcome
 
 logger = logging.getLogger(__name__)
@@ -197,11 +197,7 @@ def _verdict(
     logger.warning("job %s (%s) attempt %s: %s", job.pk, job.task, job.attempt, error)
     from .execution import failed_attempt
 
-    try:
-        registered = get_task(job.task)
-    except UnknownTask:
-        registered = None  # the queue's backoff
-    return failed_attempt(job, error, clock(), registered)
+    return failed_attempt(job, error, clock(), registered_or_none(job.task))
 
 
 def _how_it_ended(exitcode: int | None) -> str:

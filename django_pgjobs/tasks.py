@@ -363,6 +363,16 @@ def get_task(name: str) -> Task[Any, Any]:
     return found
 
 
+def registered_or_none(name: str) -> Task[Any, Any] | None:
+    """``get_task``, or None for a task this process doesn't know (a job enqueued by
+    newer code): for failing an attempt the worker ends itself (a timeout, a lost
+    process), by the queue's backoff then."""
+    try:
+        return get_task(name)
+    except UnknownTask:
+        return None
+
+
 def import_task_modules() -> None:
     """Import the modules that define tasks: the ``tasks`` module of every installed
     app and each module of ``PGJOBS["TASK_MODULES"]``. Called by ``AppConfig.ready``.

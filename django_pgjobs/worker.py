@@ -50,7 +50,7 @@ from .notifier import JOBS_CHANNEL, Notifier
 from .pool import JobPool
 from .queues import check_known, sync_from_settings
 from .states import CLAIMABLE, JobState
-from .tasks import get_task
+from .tasks import registered_or_none
 from .transitions import Outcome
 from .workers import CONTROL_CHANNEL
 
@@ -734,7 +734,9 @@ class Worker:
             job.task,
             extra=logs.job_fields(job),
         )
-        outcome = failed_attempt(job, error, self.clock(), get_task(job.task))
+        # Its task may be unknown here: held in a job_started receiver, sent before the
+        # lookup (UnknownTask ended the loop).
+        outcome = failed_attempt(job, error, self.clock(), registered_or_none(job.task))
         try:
             [written] = transitions.finish([outcome])
         except DatabaseError as problem:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from datetime import timedelta
 
 import pytest
@@ -11,7 +12,7 @@ from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
 
-from django_pgjobs import Job, limits, liveness
+from django_pgjobs import Job, limits, liveness, signals
 from django_pgjobs.models import Queue, WorkerProcess
 from django_pgjobs.states import JobState
 from testproject.demo.models import Run
@@ -378,6 +379,35 @@ def test_a_job_blocked_past_its_timeout_is_failed_and_its_slot_reused(
         f"job {stuck.pk} (tests.tasks_for_tests.blocked) discarded after attempt 1: "
         "JobTimeout: attempt exceeded its timeout of 0.3s",
     ]
+
+
+def test_a_job_of_an_unknown_task_held_past_its_timeout_is_failed_and_the_worker_goes_on(
+    threaded_worker, wait
+):
+    # A rolling deploy: a job of a task this worker doesn't know, held by a job_started
+    # receiver (sent before the task is looked up) past its timeout. Failing it looked
+    # the task up and its UnknownTask ended the worker's loop.
+    unknown = "tests.tasks_for_tests.added_by_newer_code"
+    let_go = threading.Event()
+
+    def hold(sender: object, job: Job, **kwargs: object) -> None:
+        if job.task == unknown:
+            let_go.wait(20)
+
+    signals.job_started.connect(hold)
+    try:
+        job = add.using(max_attempts=1, timeout=0.3).enqueue(1, 1)
+        Job.objects.filter(pk=job.pk).update(task=unknown)  # enqueued by newer code
+        worker = threaded_worker(concurrency=2)
+        wait(lambda: Job.objects.get(pk=job.pk).state == JobState.DISCARDED, timeout=10)
+        assert Job.objects.get(pk=job.pk).errors[0]["error"].startswith("JobTimeout")
+        follower = add.enqueue(1, 1)  # the loop goes on claiming
+        wait(lambda: Job.objects.get(pk=follower.pk).state == JobState.COMPLETED, timeout=10)
+        wait(lambda: worker.stats["completed"] >= 1, timeout=5)
+        assert worker.stats == {"discarded": 1, "completed": 1}
+    finally:
+        let_go.set()
+        signals.job_started.disconnect(hold)
 
 
 def test_a_job_abandoned_at_its_timeout_counts_once_in_the_stop_line(worker_process, wait):
