@@ -67,9 +67,10 @@ AUTO = "auto"
 #: Most jobs auto prefetch claims beyond the free threads, per thread.
 AUTO_PREFETCH_PER_THREAD = 10
 #: Seconds within which the threads must be able to start every job auto prefetch
-#: claims ahead, at the jobs' recent run time: 1-s jobs are never prefetched, 10-ms
-#: ones 5 per thread, no-ops up to AUTO_PREFETCH_PER_THREAD (more did no better in
-#: W4, and would be more jobs held behind a job that turns out long).
+#: claims ahead, at the jobs' recent run time: jobs over concurrency x 50 ms are not
+#: prefetched (1-s jobs below 20 threads), 10-ms ones 5 per thread, no-ops up to
+#: AUTO_PREFETCH_PER_THREAD (more did no better in W4, and would be more jobs held
+#: behind a job that turns out long).
 AUTO_PREFETCH_HORIZON = 0.05
 
 #: Seconds a started worker waits for its own probe notification before it warns
