@@ -84,12 +84,12 @@ _CREDENTIAL_PREFIXES = ("auth", "passw", "passphrase", "session")
 def names_a_credential(name: str) -> bool:
     """Whether a header's or a query parameter's ``name`` names a credential: one of
     its words is one of CREDENTIAL_WORDS, or a compound ending in one (``apikey``,
-    ``accesstoken``, ``oauth``, plurals too), or starts with one of
+    ``accesstoken``, ``oauth``, plurals too, a number after it), or starts with one of
     _CREDENTIAL_PREFIXES. For refusing a name in a plain config, so narrower than
     masking: ``api-version``, ``X-GitHub-Api-Version``, ``X-Design`` and
     ``X-Cache-Bypass`` are no credentials' names."""
     for word in _NAME_WORDS.findall(name):
-        word = word.lower()
+        word = word.lower().rstrip("0123456789")  # "Key2", "token1": a second key is one
         singular = word[:-1] if word.endswith("s") and not word.endswith("ss") else word
         if word == "pass" or word.startswith(_CREDENTIAL_PREFIXES):
             return True

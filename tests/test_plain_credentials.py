@@ -38,6 +38,9 @@ CREDENTIAL_HEADERS = [
     "X-Session-Id",
     "x-apikey",
     "X-Password",
+    "X-Api-Key2",  # a number after the word: a second key is a key
+    "X-Token1",
+    "clientSecret2",
 ]
 PLAIN_HEADERS = [
     "Accept",
@@ -107,7 +110,7 @@ def test_the_admin_refuses_a_credential_header_and_writes_nothing(admin_client):
 
 
 @pytest.mark.parametrize(
-    "query", ["api_key=", "token=", "access_token=", "X-Amz-Signature=", "a=1;sig="]
+    "query", ["api_key=", "token=", "access_token=", "X-Amz-Signature=", "a=1;sig=", "key2="]
 )
 def test_a_credential_in_the_url_s_query_string_is_refused(query, admin_client):
     url = f"https://api.example.com/v1?{query}{KEY}"
