@@ -17,7 +17,7 @@ from django_pgjobs import InvalidOption, Job, queues, ratelimits
 from django_pgjobs.checks import check_settings
 from django_pgjobs.models import Connector, Queue, RateWindow
 from django_pgjobs.states import JobState
-from tests.factories import ConnectorFactory
+from tests.factories import ConnectorFactory, connector_form
 
 S = JobState
 STARTED = "tests.tasks_for_flow.started"
@@ -264,14 +264,7 @@ def test_the_queue_admin_refuses_odd_rates_and_writes_nothing(admin_client, fiel
 def test_the_connector_admin_edits_and_shows_the_rate_limit(admin_client):
     hook = ConnectorFactory(name="hook")
     url = reverse("admin:pgjobs_connector_change", args=[hook.pk])
-    data = {
-        "name": "hook",
-        "kind": "http",
-        "description": "",
-        "config": '{"url": "http://127.0.0.1:9/hook"}',
-        "concurrency": "",
-        "secrets": "",
-    }
+    data = connector_form()
     refused = admin_client.post(url, {**data, "rate_limit": "5", "rate_period": "-1"})
     assert refused.status_code == 200 and Connector.objects.get(pk=hook.pk).rate_limit is None
     assert (

@@ -24,7 +24,7 @@ from django_pgjobs.connectors import get_connector
 from django_pgjobs.connectors.errors import ConnectorMisconfigured
 from django_pgjobs.models import Connector, Job, ReadableJSONField, Schedule, WorkerProcess
 from django_pgjobs.scheduler import Scheduler
-from tests.factories import ConnectorFactory
+from tests.factories import ConnectorFactory, connector_form
 from tests.test_hardening_rows import insert_job, sql
 
 pytestmark = pytest.mark.django_db
@@ -428,9 +428,7 @@ def test_a_connector_with_a_large_value_is_shown_without_it_and_saved_without_it
     )
     assert tested.status_code == 200
     assert max(loaded) < 2 * PAYLOAD
-    form = {"name": "hook", "kind": "http", "description": "edited",
-            "config": '{"url": "http://127.0.0.1:9/hook"}', "concurrency": "7", "secrets": "",
-            "rate_period": "1"}  # fmt: skip
+    form = connector_form(description="edited", concurrency="7", rate_period="1")
     form.pop(column)
     saved = admin_client.post(url, form)
     assert saved.status_code == 302, saved.content.decode()[:3000]
