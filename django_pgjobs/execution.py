@@ -53,11 +53,21 @@ logger = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 
 
+class _GivenUp(Exception):
+    """The worker failed the job at its timeout before its task was called."""
+
+
 def call_task(registered: Task[Any, Any], context: JobContext) -> Any:
     """Call the task function inside the execute hooks of ``PGJOBS["MIDDLEWARE"]``;
     async functions get an event loop of their own."""
     context.thread_id = threading.get_ident()
     context.started = time.monotonic()
+    # Looked at after thread_id is set, as Worker._give_up_on sets ``abandoned`` before
+    # it reads thread_id: either this sees it and the task is not called (its failure
+    # is written, a retry may run elsewhere), or the worker sees the thread and retires
+    # it, the task called before it gave up (as one blocked past its timeout).
+    if context.abandoned:
+        raise _GivenUp
     token = _current.set(context)
     try:
         hooks = middleware.chain().execute
@@ -217,7 +227,7 @@ def run(job: Job, clock: Clock = timezone.now, context: JobContext | None = None
     context = context or JobContext(job)
     signals.job_started.send(sender=Job, job=job)
     if context.abandoned:  # failed at its timeout while a receiver held it: not ours
-        return "lost"
+        return "lost"  # (call_task looks again, up to the task's call)
     outcome = _attempt(job, clock, context)
     loaded.release(job)  # not held while the outcome waits to be written
     if context.redactor and isinstance(outcome, Outcome):
@@ -250,6 +260,8 @@ def _attempt(job: Job, clock: Clock, context: JobContext) -> Outcome | str:
         return _skewed(job, error, clock(), None, context)
     try:
         result = _call_and_tidy_up(registered, context)
+    except _GivenUp:
+        return "lost"  # not ours to run: nothing is written (see call_task)
     except Snooze as snooze:  # not now (the task said so, or its connector): not counted
         now = clock()
         return _snooze(job, snooze.wake_at(now), now, context.mask(snooze.reason))

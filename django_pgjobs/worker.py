@@ -761,8 +761,9 @@ class Worker:
                 return False
             del self._timed[context.job.id]
             first, context.abandoned = not context.abandoned, True
-        # Without a thread id it is held before its task (a job_started receiver):
-        # that thread serves on once it is let go.
+        # Without a thread id it is not in its task yet (held in a job_started
+        # receiver, say): call_task sees ``abandoned`` and doesn't call it, and the
+        # thread serves on.
         if first and self._pool is not None and context.thread_id is not None:
             self._pool.replace(context.thread_id)
         return True

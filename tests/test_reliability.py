@@ -381,6 +381,35 @@ def test_a_job_blocked_past_its_timeout_is_failed_and_its_slot_reused(
     ]
 
 
+def test_a_job_failed_at_its_timeout_before_its_task_was_called_is_not_then_run(
+    threaded_worker, wait, monkeypatch, caplog
+):
+    # Past its job_started receivers (where run() looks) but not yet in its task, where
+    # no interrupt reaches it: failed at its timeout there, its task was still called
+    # once let go, after its failure was written (and while a retry could run).
+    from django_pgjobs import execution
+
+    let_go = threading.Event()
+    checked = execution.unrunnable
+
+    def slow_check(job: Job) -> str | None:
+        if job.task == "tests.tasks_for_tests.slow_to_start":
+            let_go.wait(20)
+        return checked(job)
+
+    monkeypatch.setattr(execution, "unrunnable", slow_check)
+    job = Job.enqueue(
+        "tests.tasks_for_tests.slow_to_start", args=["u", 0], max_attempts=1, timeout=0.3
+    )
+    threaded_worker(concurrency=2)
+    try:
+        wait(lambda: Job.objects.get(pk=job.pk).state == JobState.DISCARDED, timeout=10)
+    finally:
+        let_go.set()
+    wait(lambda: f"job {job.pk}: its abandoned thread came back" in caplog.text, timeout=10)
+    assert "u:end" not in tags()
+
+
 def test_a_job_of_an_unknown_task_held_past_its_timeout_is_failed_and_the_worker_goes_on(
     threaded_worker, wait
 ):
