@@ -4,6 +4,7 @@ the real clock with a real worker."""
 
 from __future__ import annotations
 
+import calendar
 import itertools
 import json
 import logging
@@ -281,7 +282,7 @@ def test_a_real_worker_never_runs_two_jobs_of_a_skip_or_queue_schedule_at_once(
 def test_schedules_whose_next_tick_lies_far_or_nowhere_leave_a_real_scheduler_firing(
     real_schedulers, wait
 ):
-    # A tick years away (Feb 29: 2028), the longest interval,
+    # A tick years away (the next Feb 29), the longest interval,
     # and rows no form takes (written by SQL: a date that never comes) beside one that
     # fires each second: the scheduler plans what it can and fires on.
     rare = ScheduleFactory(cron="0 0 29 2 *", timezone="UTC")
@@ -293,6 +294,16 @@ def test_schedules_whose_next_tick_lies_far_or_nowhere_leave_a_real_scheduler_fi
     real_schedulers(1)
     wait(lambda: ScheduleTick.objects.filter(schedule=every).count() >= 3, timeout=60)
     planned = dict(Schedule.objects.values_list("pk", "next_fire_at"))
-    assert planned[rare.pk] == datetime(2028, 2, 29, tzinfo=UTC)
+    assert planned[rare.pk] == next_leap_day(timezone.now())
     assert planned[longest.pk] - timezone.now() <= timedelta(days=365)
     assert [planned[schedule.pk] for schedule in never] == [None, None]
+
+
+def next_leap_day(after: datetime) -> datetime:
+    """The first Feb 29 (00:00 UTC) after ``after``: 2028 was written down in 2026."""
+    years = itertools.count(after.year)
+    return next(
+        day
+        for year in years
+        if calendar.isleap(year) and (day := datetime(year, 2, 29, tzinfo=UTC)) > after
+    )
