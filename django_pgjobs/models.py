@@ -1130,6 +1130,16 @@ class ApiToken(models.Model):
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
 
+    def save(self, **kwargs: Any) -> None:
+        """Save; a scope not read, being too large (``shown.within``), stays as stored."""
+        unread = unread_fields(self)
+        if unread and not self._state.adding and kwargs.get("update_fields") is None:
+            kwargs["update_fields"] = [
+                f.name for f in self._meta.concrete_fields if not f.primary_key
+            ]
+        save_read_fields(self, kwargs, unread)
+        super().save(**kwargs)
+
     def allows_queue(self, queue: str) -> bool:
         queues = names_in(self.queues)
         return "*" in queues or queue in queues

@@ -450,6 +450,54 @@ def test_a_worker_process_with_large_queues_is_listed_and_shown_without_them(adm
     assert max(loaded) < 2 * PAYLOAD
 
 
+def large_token(over: int = shown.LISTED_BYTES + 2000) -> tuple[int, str]:
+    """A token whose queues and connectors were made large by SQL; its id and value."""
+    token, plain = issue("large", ["default"], connectors=["hook"])
+    sql(f"UPDATE pgjobs_apitoken SET queues = jsonb_build_array('default', repeat('a', {over})),"
+        f" connectors = jsonb_build_array(repeat('c', {over})) WHERE id = %s",
+        [token.pk])  # fmt: skip
+    return token.pk, plain
+
+
+def test_an_api_token_with_large_scopes_is_listed_shown_and_saved_without_them(
+    admin_client, loaded
+):
+    pk, _ = large_token()
+    listed = admin_client.get(reverse("admin:pgjobs_apitoken_changelist"))
+    url = reverse("admin:pgjobs_apitoken_change", args=[pk])
+    page = admin_client.get(url)
+    assert listed.status_code == page.status_code == 200
+    said = f"not shown: its JSON is {shown.LISTED_BYTES + 2000 + 15:,} bytes"
+    assert said in page.content.decode() and said in listed.content.decode()
+    for text in (page.content.decode(), listed.content.decode()):
+        assert "aaaa" not in text and "cccc" not in text
+    assert max(loaded) < 2 * PAYLOAD
+    saved = admin_client.post(url, {"name": "renamed", "can_enqueue": "on", "active": "on"})
+    assert saved.status_code == 302, saved.content.decode()[:3000]
+    stored = "SELECT name, octet_length(queues::text), octet_length(connectors::text) "
+    assert sql(stored + "FROM pgjobs_apitoken WHERE id = %s", [pk]) == [
+        ("renamed", shown.LISTED_BYTES + 2000 + 15, shown.LISTED_BYTES + 2000 + 4)
+    ]
+
+
+def test_an_api_token_whose_scopes_are_too_large_to_read_is_refused_saying_why(
+    client, loaded, settings
+):
+    from django_pgjobs.api import tokens
+
+    _, plain = large_token(tokens.MAX_SCOPE_BYTES)
+    job = Job.objects.create(task=ADD)
+    answer = client.get(f"/jobs/{job.pk}", headers={"Authorization": f"Bearer {plain}"})
+    assert answer.status_code == 401
+    assert "too large to read" in answer.json()["message"]
+    assert "aaaa" not in answer.content.decode()
+    assert max(loaded, default=0) < 2 * PAYLOAD
+    # A token within the bound still works.
+    _, good = issue("good", ["*"])
+    answer = client.get(f"/jobs/{job.pk}", headers={"Authorization": f"Bearer {good}"})
+    assert answer.status_code == 200
+
+
 def test_pgjobs_schedules_reads_no_arguments(loaded):
     large_schedule("large", "args")
     out = StringIO()
