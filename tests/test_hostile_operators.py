@@ -13,8 +13,8 @@ from django.db import transaction
 from django_pgjobs import Job, conf, secrets
 from django_pgjobs.api.tokens import issue
 from django_pgjobs.models import Connector
-from tests.factories import ConnectorFactory
-from tests.test_connector_admin import ADD_URL, SECRET, form_data
+from tests.factories import ConnectorFactory, connector_form
+from tests.test_connector_admin import ADD_URL, SECRET
 
 pytestmark = pytest.mark.django_db
 
@@ -48,7 +48,7 @@ def test_the_connector_form_says_the_keys_are_wrong_and_saves_nothing(
     admin_client, settings, clear
 ):
     settings.PGJOBS = {**settings.PGJOBS, "SECRET_KEYS": GOOD_KEY}
-    data = form_data(secrets=f"token={SECRET}", **({"clear_secrets": "on"} if clear else {}))
+    data = connector_form(secrets=f"token={SECRET}", **({"clear_secrets": "on"} if clear else {}))
     response = admin_client.post(ADD_URL, data)
     assert response.status_code == 200
     page = response.content.decode()
