@@ -41,6 +41,11 @@ CREDENTIAL_HEADERS = [
     "X-Api-Key2",  # a number after the word: a second key is a key
     "X-Token1",
     "clientSecret2",
+    "x-accesskey",
+    "X-Passkey",
+    "X-Secretkey",
+    "X-Privatekey",
+    "X-Oauth",
 ]
 PLAIN_HEADERS = [
     "Accept",
@@ -51,6 +56,14 @@ PLAIN_HEADERS = [
     "X-GitHub-Api-Version",
     "Cache-Control",
     "X-Cache-Bypass",
+    # Words that end in a credential's word and name none: refused by 2121631's rule.
+    "X-Monkey",
+    "X-Turkey",
+    "X-Whiskey-Brand",
+    "X-Hockey-Team",
+    "X-Concession-Id",
+    "X-Obsession",
+    "X-Hotkey",
 ]
 
 
