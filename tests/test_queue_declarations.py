@@ -4,15 +4,12 @@ difference is said (a newcomer raised a concurrency in settings and nothing chan
 from __future__ import annotations
 
 import logging
-import os
-import subprocess
-import sys
 
 import pytest
 
 from django_pgjobs.models import Queue
 from django_pgjobs.queues import sync_from_settings
-from tests import conftest
+from tests.test_worker_output import manage
 
 pytestmark = pytest.mark.django_db
 
@@ -75,15 +72,7 @@ def test_a_new_declaration_is_created_without_a_warning(settings, caplog):
 @pytest.mark.django_db(transaction=True)
 def test_runworker_with_processes_says_it_once_not_once_per_process():
     stored("mail", concurrency=7)  # the test project declares {"concurrency": 2}
-    env = {**os.environ, **conftest.test_database_env(), "PGJOBS_TEST_NO_LOGGING": "1"}
-    result = subprocess.run(
-        [sys.executable, "manage.py", "runworker", "--processes", "2", "--burst"],
-        cwd=conftest.ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = manage("runworker", "--processes", "2", "--burst")
     assert result.returncode == 0, result.stderr
     said = [line for line in result.stderr.splitlines() if "differs from its row" in line]
     assert len(said) == 1, result.stderr
