@@ -55,7 +55,8 @@ class LargeValuesAdmin(OperatorAdmin):
         return shown.within(rows, self.listed_fields, shown.LISTED_BYTES)
 
     def listed(self, row: Any) -> dict[str, str]:
-        """Set the listed fields of a row of the list; those over the limit, with why."""
+        """Set the listed fields of a row of the list; those over the limit, with why.
+        A row of the change page, read already (``get_object``), is left as it is."""
         if "not_shown" not in row.__dict__:
             shown.unpack(row, self.listed_fields, shown.LISTED_BYTES)
         return row.not_shown

@@ -136,7 +136,7 @@ class WorkerProcessAdmin(LargeValuesAdmin):
     @admin.display(description="queues")
     def queue_names(self, worker: WorkerProcess) -> str:
         # The page's row was read within shown.limit(), the list's within LISTED_BYTES.
-        too_large = worker.not_shown if "not_shown" in worker.__dict__ else self.listed(worker)
+        too_large = self.listed(worker)
         if "queues" in too_large:
             return too_large["queues"]
         return ", ".join(names_in(worker.queues)) or "all"

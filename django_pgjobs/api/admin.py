@@ -124,7 +124,7 @@ class ApiTokenAdmin(LargeValuesAdmin):
     @admin.display(description="queues")
     def queue_names(self, token: ApiToken) -> str:
         # The page's row was read within shown.limit(), the list's within LISTED_BYTES.
-        too_large = token.not_shown if "not_shown" in token.__dict__ else self.listed(token)
+        too_large = self.listed(token)
         if "queues" in too_large:
             return too_large["queues"]
         return json.dumps(token.queues, ensure_ascii=False)  # as Django shows a JSONField

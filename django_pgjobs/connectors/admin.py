@@ -198,9 +198,7 @@ class ConnectorAdmin(LargeValuesAdmin):
     @admin.display(description="secrets")
     def stored_secrets(self, connector: Connector) -> str:
         # The page's row was read within shown.limit(), the list's within LISTED_BYTES.
-        unread = (
-            connector.not_shown if "not_shown" in connector.__dict__ else self.listed(connector)
-        )
+        unread = self.listed(connector)
         if "secret_names" in unread:
             return f"names {unread['secret_names']}"
         return ", ".join(names_in(connector.secret_names)) or "—"
