@@ -71,11 +71,14 @@ def unread_fields(row: models.Model) -> frozenset[str]:
 
 
 def save_read_fields(row: models.Model, kwargs: dict[str, Any], unread: frozenset[str]) -> None:
-    """Leave ``unread`` fields out of the ``update_fields`` of a ``save(**kwargs)``."""
+    """Leave ``unread`` fields out of the ``update_fields`` of a ``save(**kwargs)``
+    (every field but the primary key when it names none)."""
     if not unread:
         return
-    if row._state.adding or kwargs.get("force_insert") or kwargs.get("update_fields") is None:
+    if row._state.adding or kwargs.get("force_insert"):
         raise ValueError(f"{row!r}: {sorted(unread)} not read; it can only be updated")
+    if kwargs.get("update_fields") is None:
+        kwargs["update_fields"] = [f.name for f in row._meta.concrete_fields if not f.primary_key]
     kwargs["update_fields"] = [f for f in kwargs["update_fields"] if f not in unread]
 
 
@@ -926,10 +929,6 @@ class Connector(models.Model):
             from .connectors.registry import check_written
 
             check_written(self)  # a credential in the plain config, shown in the admin
-        if unread and not self._state.adding and kwargs.get("update_fields") is None:
-            kwargs["update_fields"] = [
-                f.name for f in self._meta.concrete_fields if not f.primary_key
-            ]
         save_read_fields(self, kwargs, unread)
         super().save(**kwargs)
 
@@ -1132,12 +1131,7 @@ class ApiToken(models.Model):
 
     def save(self, **kwargs: Any) -> None:
         """Save; a scope not read, being too large (``shown.within``), stays as stored."""
-        unread = unread_fields(self)
-        if unread and not self._state.adding and kwargs.get("update_fields") is None:
-            kwargs["update_fields"] = [
-                f.name for f in self._meta.concrete_fields if not f.primary_key
-            ]
-        save_read_fields(self, kwargs, unread)
+        save_read_fields(self, kwargs, unread_fields(self))
         super().save(**kwargs)
 
     def allows_queue(self, queue: str) -> bool:
