@@ -82,9 +82,7 @@ def _answer(
 ) -> HttpResponse:
     """What ``api_view`` answers, before a HEAD loses its body."""
     if request.method not in allowed:
-        response = error(405, "method_not_allowed", f"use {allowed[0]}")
-        response["Allow"] = ", ".join(allowed)
-        return response
+        return method_not_allowed(allowed)
     try:
         token = authenticate(request.headers.get("Authorization"))
     except TokenRefused as refused:
@@ -98,6 +96,13 @@ def _answer(
             return view(request, token, *args, **kwargs)
     except Invalid as invalid:
         return error(400, "invalid", str(invalid), fields=invalid.fields)
+
+
+def method_not_allowed(allowed: tuple[str, ...]) -> HttpResponse:
+    """The 405 of a route that answers only ``allowed`` (the first one named)."""
+    response = error(405, "method_not_allowed", f"use {allowed[0]}")
+    response["Allow"] = ", ".join(allowed)
+    return response
 
 
 def without_body(request: HttpRequest, response: HttpResponse) -> HttpResponse:
@@ -319,8 +324,6 @@ def openapi(request: HttpRequest) -> HttpResponse:
     if request.method not in ("GET", "HEAD"):
         # A POST here answered 200 with the document: a client that posts a job to
         # the wrong path must hear so, as at every other route.
-        response = error(405, "method_not_allowed", "use GET")
-        response["Allow"] = "GET, HEAD"
-        return response
+        return method_not_allowed(("GET", "HEAD"))
     document = HttpResponse(openapi_document(), content_type="application/yaml")
     return without_body(request, document)
