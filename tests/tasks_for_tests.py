@@ -315,3 +315,11 @@ def call_in_a_transaction(payload=None, connector=None):
 
     with transaction.atomic():
         return connector.call(payload)
+
+
+@task
+def call_another_connector(name, connector=None):
+    """Calls connector ``name``, not its own (test_connector_backpressure)."""
+    from django_pgjobs.connectors import get_connector
+
+    return get_connector(name).call(None)

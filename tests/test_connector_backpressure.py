@@ -65,6 +65,19 @@ def test_a_throttle_holds_when_the_task_rolls_its_own_transaction_back(http_peer
         assert job.state == JobState.SCHEDULED and job.attempt == 0
 
 
+def test_a_throttle_is_written_again_on_the_connector_that_answered_not_the_jobs(http_peer):
+    # A task may call a connector other than its own: the throttle written again once
+    # the task is done is the one that answered's, not the job's connector's.
+    ConnectorFactory(name="api", config={"url": http_peer.url})
+    ConnectorFactory(name="other", config={"url": http_peer.url})
+    http_peer.status, http_peer.extra_headers = 429, {"Retry-After": "120"}
+    Job.enqueue("tests.tasks_for_tests.call_another_connector", args=["other"], connector="api")
+    assert Worker(concurrency=1).drain() == {"scheduled": 1}
+    throttled = dict(Connector.objects.values_list("name", "throttled_until"))
+    assert throttled["other"] is not None
+    assert throttled["api"] is None, "the job's own connector never answered"
+
+
 @pytest.mark.parametrize("status", [429, 503])
 def test_a_throttled_answer_makes_every_job_of_the_connector_wait(http_peer, admin_client, status):
     ConnectorFactory(name="api", config={"url": http_peer.url})

@@ -41,7 +41,8 @@ class ConnectorThrottled(Snooze):
     then, its attempt not counted, and so does every other job using the connector."""
 
     def __init__(self, name: str, delay: float, status: int) -> None:
-        self.delay, self.status = delay, status
+        # ``connector``: the one that answered, which a task's own may not be.
+        self.connector, self.delay, self.status = name, delay, status
         super().__init__(delay, reason=f"connector {name!r} answered {status} with Retry-After")
 
 

@@ -108,8 +108,8 @@ def attached(context: JobContext) -> Iterator[None]:
             _start_under_rate_limit(stored, using)
         context.connector = resolved
         yield
-    except ConnectorThrottled as throttled:
-        _throttle_again(name, throttled.delay)
+    except ConnectorThrottled as throttled:  # of any connector the task called
+        _throttle_again(throttled.connector, throttled.delay)
         raise
     finally:
         if slot is not None:
