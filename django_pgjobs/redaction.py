@@ -79,6 +79,9 @@ _NAME_WORDS = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z0-9]+(?![a-z])")
 #: Words that make a credential's name as the start of a word (``Authorization``,
 #: ``passwd``, ``sessionid``): "pass" does only whole, or "bypass" would.
 _CREDENTIAL_PREFIXES = ("auth", "passw", "passphrase", "session")
+#: Words that start with "auth" and carry none: a thing's author (``X-Author``,
+#: ``X-Authored-By``, ``Authority``); "authoriz" and "authoris" do.
+_AUTHORSHIP = re.compile("author(?!i[sz])")
 #: What comes before a credential's word in a compound that names one (``apikey``,
 #: ``accesstoken``, ``clientsecret``, ``oauth``): any ending in one made ``X-Monkey``,
 #: ``X-Hockey-Team`` and ``X-Concession-Id`` credentials' names.
@@ -97,13 +100,16 @@ def names_a_credential(name: str) -> bool:
     """Whether a header's or a query parameter's ``name`` names a credential: one of
     its words is one of CREDENTIAL_WORDS, or a compound ending in one after one of
     _COMPOUND_STARTS (``apikey``, ``accesstoken``, ``oauth``, plurals too, a number
-    after it), or starts with one of _CREDENTIAL_PREFIXES. For refusing a name in a
-    plain config, so narrower than masking: ``api-version``, ``X-GitHub-Api-Version``,
-    ``X-Design``, ``X-Cache-Bypass`` and ``X-Monkey`` are no credentials' names."""
+    after it), or starts with one of _CREDENTIAL_PREFIXES (an author's word aside). For
+    refusing a name in a plain config, so narrower than masking: ``api-version``,
+    ``X-GitHub-Api-Version``, ``X-Design``, ``X-Cache-Bypass``, ``X-Monkey`` and
+    ``X-Author`` are no credentials' names."""
     for word in _NAME_WORDS.findall(name):
         word = word.lower().rstrip("0123456789")  # "Key2", "token1": a second key is one
         singular = word[:-1] if word.endswith("s") and not word.endswith("ss") else word
-        if word == "pass" or word.startswith(_CREDENTIAL_PREFIXES):
+        if word == "pass" or (
+            word.startswith(_CREDENTIAL_PREFIXES) and not _AUTHORSHIP.match(word)
+        ):
             return True
         if singular in CREDENTIAL_WORDS or singular.endswith(_COMPOUNDS):
             return True

@@ -46,6 +46,7 @@ CREDENTIAL_HEADERS = [
     "X-Secretkey",
     "X-Privatekey",
     "X-Oauth",
+    "X-Authorisation",
 ]
 PLAIN_HEADERS = [
     "Accept",
@@ -64,6 +65,10 @@ PLAIN_HEADERS = [
     "X-Concession-Id",
     "X-Obsession",
     "X-Hotkey",
+    # Words that start with "auth" and name no credential: a thing's author.
+    "X-Author",
+    "X-Authored-By",
+    "X-Authority",
 ]
 
 
