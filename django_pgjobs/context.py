@@ -36,7 +36,12 @@ def current_job() -> JobContext | None:
 class JobContext:
     job: Job
     started: float | None = None  # time.monotonic() when the task was called
+    #: The thread in the task, for interrupt(): set only once the task is called, as an
+    #: exception raised earlier would land in the worker's own code.
     thread_id: int | None = None
+    #: The worker's pool thread that took the job, from before its job_started
+    #: receivers run: the one to replace if the job is given up on (Worker._give_up_on).
+    pool_thread: int | None = None
     loop: asyncio.AbstractEventLoop | None = None
     task: asyncio.Future | None = None
     # A plain flag, not a threading.Event: nobody waits on it, and a worker

@@ -62,10 +62,10 @@ def call_task(registered: Task[Any, Any], context: JobContext) -> Any:
     async functions get an event loop of their own."""
     context.thread_id = threading.get_ident()
     context.started = time.monotonic()
-    # Looked at after thread_id is set, as Worker._give_up_on sets ``abandoned`` before
-    # it reads thread_id: either this sees it and the task is not called (its failure
-    # is written, a retry may run elsewhere), or the worker sees the thread and retires
-    # it, the task called before it gave up (as one blocked past its timeout).
+    # Looked at last before the call: a job the worker gave up on at its timeout is not
+    # called (its failure is written, a retry may run elsewhere). Given up on after
+    # this, the task runs on a thread the worker has retired, as one blocked past its
+    # timeout (Worker._give_up_on replaces the thread either way).
     if context.abandoned:
         raise _GivenUp
     token = _current.set(context)

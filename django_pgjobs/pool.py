@@ -67,8 +67,8 @@ class JobPool:
                 except Exception:  # execute() records task errors; this is our own bug
                     logger.exception("running %r crashed", item)
                     outcome = "crashed"
-                if me not in self._retired:
-                    self._on_done(item, outcome)
+                # Retired too: the caller knows it gave up on the job (and says so).
+                self._on_done(item, outcome)
         finally:
             leftovers.release_orm_thread()
             connections.close_all()

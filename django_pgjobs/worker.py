@@ -523,6 +523,7 @@ class Worker:
             self.stats[outcome] += 1
 
     def _run(self, context: JobContext) -> Outcome | str:
+        context.pool_thread = threading.get_ident()
         with self._lock:
             self._queued -= 1
             if self.prefetch and not self._queued:
@@ -761,11 +762,11 @@ class Worker:
                 return False
             del self._timed[context.job.id]
             first, context.abandoned = not context.abandoned, True
-        # Without a thread id it is not in its task yet (held in a job_started
-        # receiver, say): call_task sees ``abandoned`` and doesn't call it, and the
-        # thread serves on.
-        if first and self._pool is not None and context.thread_id is not None:
-            self._pool.replace(context.thread_id)
+        # Replaced even before its task is called (held in a job_started receiver,
+        # say; call_task then sees ``abandoned`` and doesn't call it): the held thread
+        # kept its slot, and the job claimed into the slot freed waited for it.
+        if first and self._pool is not None and context.pool_thread is not None:
+            self._pool.replace(context.pool_thread)
         return True
 
     def running_contexts(self) -> list[JobContext]:

@@ -439,6 +439,40 @@ def test_a_job_of_an_unknown_task_held_past_its_timeout_is_failed_and_the_worker
         signals.job_started.disconnect(hold)
 
 
+def test_a_thread_held_by_a_receiver_past_its_timeout_is_replaced(threaded_worker, wait):
+    # Failed at its timeout before its task was called (no thread id yet), its thread
+    # was not replaced: the worker ran a thread short while the receiver held it, and
+    # the job it claimed into the freed slot waited, executing, for no thread.
+    held = "tests.tasks_for_tests.slow_to_start"
+    let_go = threading.Event()
+
+    def hold(sender: object, job: Job, **kwargs: object) -> None:
+        if job.task == held:
+            let_go.wait(20)
+
+    signals.job_started.connect(hold)
+    try:
+        job = Job.enqueue(held, args=["r", 0], max_attempts=1, timeout=0.3)
+        worker = threaded_worker(concurrency=1, prefetch=0)
+        wait(lambda: Job.objects.get(pk=job.pk).state == JobState.DISCARDED, timeout=10)
+        follower = add.enqueue(1, 1)  # the only thread is held: it must have been replaced
+        wait(lambda: Job.objects.get(pk=follower.pk).state == JobState.COMPLETED, timeout=10)
+        wait(lambda: not worker.running, timeout=5)
+        assert worker.free_slots() == 1
+    finally:
+        let_go.set()
+        signals.job_started.disconnect(hold)
+    # Let go, the held thread retires: the pool serves on with one thread.
+    wait(lambda: len(serving(worker)) == 1, timeout=10)
+    assert worker.stats == {"discarded": 1, "completed": 1}
+    assert "r:end" not in tags()
+
+
+def serving(worker: object) -> list[threading.Thread]:
+    pool = worker._pool  # type: ignore[attr-defined]
+    return [t for t in pool._threads if t.is_alive() and t.ident not in pool._retired]
+
+
 def test_a_job_abandoned_at_its_timeout_counts_once_in_the_stop_line(worker_process, wait):
     # Held before its task is called (a job_started receiver), where no interrupt
     # reaches it: failed at its timeout, it was counted "timed out", and again "lost"
