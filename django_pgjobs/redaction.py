@@ -68,7 +68,7 @@ _QUERY_VALUE = re.compile(r"""[^&#\s'"]+""")
 #: reports hide settings by, and a few more. One list for masking and for refusing.
 CREDENTIAL_WORDS = (
     "auth", "token", "key", "secret", "pass", "pwd", "signature", "sig", "credential",
-    "session", "cookie",
+    "session", "cookie", "jwt",
 )  # fmt: skip
 #: A credential's parameter name, for masking: any of the words (or "api") anywhere in
 #: it. A value masked too many costs nothing.
@@ -94,17 +94,31 @@ _COMPOUND_STARTS = (
 _COMPOUNDS = tuple(
     start + word for start in _COMPOUND_STARTS for word in CREDENTIAL_WORDS if word != "pass"
 )
+#: Names ending in "code" that are credentials', its words run together: ``code`` alone
+#: is Azure Functions' function key (``?code=``) and OAuth's authorization code, where
+#: ``country_code``, ``postcode`` and ``barcode`` are no credentials.
+_CODE_NAMES = ("access", "pass", "secret", "auth", "verification", "security")
+
+
+def _names_a_code(words: list[str]) -> bool:
+    """Whether a name's words, run together, are ``code`` or one of _CODE_NAMES's."""
+    joined = "".join(word.lower().rstrip("0123456789") for word in words)
+    return joined == "code" or joined.endswith(tuple(f"{start}code" for start in _CODE_NAMES))
 
 
 def names_a_credential(name: str) -> bool:
     """Whether a header's or a query parameter's ``name`` names a credential: one of
     its words is one of CREDENTIAL_WORDS, or a compound ending in one after one of
     _COMPOUND_STARTS (``apikey``, ``accesstoken``, ``oauth``, plurals too, a number
-    after it), or starts with one of _CREDENTIAL_PREFIXES (an author's word aside). For
-    refusing a name in a plain config, so narrower than masking: ``api-version``,
-    ``X-GitHub-Api-Version``, ``X-Design``, ``X-Cache-Bypass``, ``X-Monkey`` and
-    ``X-Author`` are no credentials' names."""
-    for word in _NAME_WORDS.findall(name):
+    after it), or starts with one of _CREDENTIAL_PREFIXES (an author's word aside), or
+    is ``code`` (whole, or after one of _CODE_NAMES). For refusing a name in a plain
+    config, so narrower than masking: ``api-version``, ``X-GitHub-Api-Version``,
+    ``X-Design``, ``X-Cache-Bypass``, ``X-Monkey``, ``X-Author`` and ``country_code``
+    are no credentials' names."""
+    words = _NAME_WORDS.findall(name)
+    if _names_a_code(words):
+        return True
+    for word in words:
         word = word.lower().rstrip("0123456789")  # "Key2", "token1": a second key is one
         singular = word[:-1] if word.endswith("s") and not word.endswith("ss") else word
         if word == "pass" or (
@@ -120,8 +134,10 @@ def _mask_query_credentials(text: str) -> str:
     """``text`` with the value of each query parameter named as a credential masked."""
     kept, at = [], 0
     for name in _QUERY_NAME.finditer(text):
-        if name.start() < at or _CREDENTIAL_NAME.search(name[1]) is None:
-            continue  # inside a value masked already, or no credential's name
+        if name.start() < at:
+            continue  # inside a value masked already
+        if _CREDENTIAL_NAME.search(name[1]) is None and not names_a_credential(name[1]):
+            continue  # no credential's name ("?code=" is one, whole)
         value = _QUERY_VALUE.match(text, name.end())
         if value is not None:
             kept += [text[at : name.end()], REDACTED]

@@ -69,7 +69,16 @@ PLAIN_HEADERS = [
     "X-Author",
     "X-Authored-By",
     "X-Authority",
+    # "code" names a credential only whole or after a word that makes it one (below).
+    "country_code",
+    "X-Zip-Code",
+    "postcode",
+    "barcode",
+    "encode",
 ]
+#: Query parameters real services take credentials in, beside those named as headers
+#: are: Azure Functions' function key (``code``), OAuth's authorization code, a JWT.
+CREDENTIAL_PARAMETERS = ["code", "Code", "jwt", "access_code", "passcode", "verificationCode"]
 
 
 def http_config(url: str = "https://api.example.com/v1", **headers: str) -> dict:
@@ -84,6 +93,7 @@ def test_credential_names_are_told_apart_from_plain_ones():
 
     assert all(names_a_credential(name) for name in CREDENTIAL_HEADERS)
     assert all(names_a_credential(name) for name in ("access_token", "apiKey", "sig", "passwd"))
+    assert all(names_a_credential(name) for name in CREDENTIAL_PARAMETERS)
     # Idempotency-Key is let through by the http kind, not by this rule: "key" is a word.
     plain = [name for name in PLAIN_HEADERS if name != "Idempotency-Key"]
     assert not any(names_a_credential(name) for name in [*plain, "api-version", "page"])
@@ -128,7 +138,18 @@ def test_the_admin_refuses_a_credential_header_and_writes_nothing(admin_client):
 
 
 @pytest.mark.parametrize(
-    "query", ["api_key=", "token=", "access_token=", "X-Amz-Signature=", "a=1;sig=", "key2="]
+    "query",
+    [
+        "api_key=",
+        "token=",
+        "access_token=",
+        "X-Amz-Signature=",
+        "a=1;sig=",
+        "key2=",
+        "code=",  # an Azure Functions URL as the portal copies it
+        "jwt=",
+        "access_code=",
+    ],
 )
 def test_a_credential_in_the_url_s_query_string_is_refused(query, admin_client):
     url = f"https://api.example.com/v1?{query}{KEY}"
@@ -142,6 +163,20 @@ def test_a_credential_in_the_url_s_query_string_is_refused(query, admin_client):
     page = admin_client.post(ADD_URL, connector_form(config=json.dumps({"url": url}))).content
     assert b"names a credential" in page
     assert not Connector.objects.exists()
+
+
+def test_a_code_among_other_words_is_no_credential():
+    url = "https://api.example.com/v1?country_code=US&zip_code=10115&encode=1"
+    Connector(name="hook", kind="http", config={"url": url}).full_clean()
+
+
+def test_a_code_in_an_error_s_url_is_masked():
+    from django_pgjobs.redaction import mask_credentials
+
+    text = "401 for url: https://fn.azurewebsites.net/api/hook?code=Zm9vYmFy==&jwt=eyJ.x.y"
+    assert mask_credentials(text) == (
+        "401 for url: https://fn.azurewebsites.net/api/hook?code=********&jwt=********"
+    )
 
 
 # -- rows saved before the rules ------------------------------------------------------------
