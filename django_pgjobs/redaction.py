@@ -77,8 +77,11 @@ _CREDENTIAL_NAME = re.compile("|".join(("api", *CREDENTIAL_WORDS)), re.IGNORECAS
 #: (``apiKey``: api, Key; ``APIKey``: API, Key).
 _NAME_WORDS = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z0-9]+(?![a-z])")
 #: Words that make a credential's name as the start of a word (``Authorization``,
-#: ``passwd``, ``sessionid``): "pass" does only whole, or "bypass" would.
-_CREDENTIAL_PREFIXES = ("auth", "passw", "passphrase", "session")
+#: ``sessionid``): "obsession" names none.
+_CREDENTIAL_PREFIXES = ("auth", "session")
+#: Words that make a credential's name wherever they stand in a word (``passwd``,
+#: ``userpassword``, ``dbpasswd``): "pass" does only whole, or "bypass" would.
+_CREDENTIAL_PARTS = ("passw", "passphrase")
 #: Words that start with "auth" and carry none: a thing's author (``X-Author``,
 #: ``X-Authored-By``, ``Authority``); "authoriz" and "authoris" do.
 _AUTHORSHIP = re.compile("author(?!i[sz])")
@@ -110,20 +113,21 @@ def names_a_credential(name: str) -> bool:
     """Whether a header's or a query parameter's ``name`` names a credential: one of
     its words is one of CREDENTIAL_WORDS, or a compound ending in one after one of
     _COMPOUND_STARTS (``apikey``, ``accesstoken``, ``oauth``, plurals too, a number
-    after it), or starts with one of _CREDENTIAL_PREFIXES (an author's word aside), or
-    is ``code`` (whole, or after one of _CODE_NAMES). For refusing a name in a plain
-    config, so narrower than masking: ``api-version``, ``X-GitHub-Api-Version``,
-    ``X-Design``, ``X-Cache-Bypass``, ``X-Monkey``, ``X-Author`` and ``country_code``
-    are no credentials' names."""
+    after it), or holds one of _CREDENTIAL_PARTS, or starts with one of
+    _CREDENTIAL_PREFIXES (an author's word aside), or is ``code`` (whole, or after
+    one of _CODE_NAMES). For refusing a name in a plain config, so narrower than
+    masking: ``api-version``, ``X-GitHub-Api-Version``, ``X-Design``,
+    ``X-Cache-Bypass``, ``X-Monkey``, ``X-Author`` and ``country_code`` are no
+    credentials' names."""
     words = _NAME_WORDS.findall(name)
     if _names_a_code(words):
         return True
     for word in words:
         word = word.lower().rstrip("0123456789")  # "Key2", "token1": a second key is one
         singular = word[:-1] if word.endswith("s") and not word.endswith("ss") else word
-        if word == "pass" or (
-            word.startswith(_CREDENTIAL_PREFIXES) and not _AUTHORSHIP.match(word)
-        ):
+        if word == "pass" or any(part in word for part in _CREDENTIAL_PARTS):
+            return True
+        if word.startswith(_CREDENTIAL_PREFIXES) and not _AUTHORSHIP.match(word):
             return True
         if singular in CREDENTIAL_WORDS or singular.endswith(_COMPOUNDS):
             return True

@@ -47,6 +47,8 @@ CREDENTIAL_HEADERS = [
     "X-Privatekey",
     "X-Oauth",
     "X-Authorisation",
+    "X-Userpassword",  # a password after any word: none is "bypass"
+    "x-dbpasswd",
 ]
 PLAIN_HEADERS = [
     "Accept",
