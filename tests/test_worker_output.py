@@ -259,3 +259,34 @@ def test_a_worker_warns_of_a_tasks_queue_no_queue_has_and_runs(caplog):
         "row), or create the queue in the admin (Background jobs → Queues). (pgjobs.W002)"
     ]
     assert [r.levelname for r in caplog.records if "pgjobs.W002" in r.getMessage()] == ["WARNING"]
+
+
+def test_a_worker_whose_queue_declarations_can_not_be_compared_says_so_and_runs(
+    caplog, monkeypatch
+):
+    # The comparison at start was wrapped in suppress(Exception): a failure there (the
+    # database gone a moment, a permission) left the differences unsaid, and said nothing.
+    from django.core.management import call_command
+    from django.db import OperationalError
+
+    from django_pgjobs.management.commands import runworker
+
+    def refused(alias: str, warn: bool = False) -> list[str]:
+        raise OperationalError('permission denied for table pgjobs_queue\nLINE 1: SELECT "')
+
+    monkeypatch.setattr(runworker, "sync_from_settings", refused)
+    done = add.enqueue(1, 2)
+    with caplog.at_level("WARNING", logger="django_pgjobs"), pytest.raises(SystemExit) as ended:
+        call_command("runworker", "--burst")
+    assert ended.value.code == 0
+    said = [r for r in caplog.records if "PGJOBS['QUEUES']" in r.getMessage()]
+    assert [(r.levelname, r.getMessage()) for r in said] == [
+        (
+            "WARNING",
+            "could not compare PGJOBS['QUEUES'] with the queues of database 'default' "
+            '(OperationalError: permission denied for table pgjobs_queue\\nLINE 1: SELECT "); '
+            "a declaration that differs from its row is not warned of. The worker runs on.",
+        )
+    ]
+    done.refresh_from_db()
+    assert done.state == "completed"

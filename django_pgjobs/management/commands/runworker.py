@@ -25,6 +25,7 @@ from django_pgjobs import (
     maintenance,
     middleware,
     probes,
+    transitions,
     unmigrated,
 )
 from django_pgjobs.exceptions import InvalidQueueName, UnknownQueue
@@ -245,10 +246,16 @@ def _warn_at_start(alias: str) -> None:
         )
     for warning in checks.check_task_queues(databases=[alias]):
         logger.warning("%s %s (%s)", warning.msg, warning.hint, warning.id)
-    # Here, once: each worker process syncs the queues again, without a word. A table
-    # missing: the worker's own errors say more.
-    with contextlib.suppress(Exception):
+    # Here, once: each worker process syncs the queues again, without a word.
+    try:
         sync_from_settings(alias, warn=True)
+    except Exception as error:  # the worker's own sync may work (a moment's outage)
+        logger.warning(
+            "could not compare PGJOBS['QUEUES'] with the queues of database %r (%s); a "
+            "declaration that differs from its row is not warned of. The worker runs on.",
+            alias,
+            logs.one_line(limits.shortened(transitions.error_line(error), 500)),
+        )
 
 
 def rescue_at_once(worker_ids: list[int]) -> None:
