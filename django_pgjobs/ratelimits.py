@@ -2,7 +2,8 @@
 
 A limit keeps its recent starts in a ``RateWindow`` row (scope ``queue:<name>``,
 ``connector:<name>``, or ``key:<queue>/<key>`` for each key of a queue's
-``key_rate_limit``, recorded by ``claim_keyed.sql``): the time of each start within
+``key_rate_limit``, recorded by ``claim_keyed.sql``, ``key:<queue>/md5:<hex>`` for a
+key longer than enqueue writes): the time of each start within
 the last period. Its users take turns on a row lock (a queue's claims on the queue
 row, ``lock_queue.sql``; a connector's jobs on the window row,
 ``lock_rate_window.sql``), then read the window

@@ -367,6 +367,7 @@ class Worker:
                 "key_rate_limit": config["key_rate_limit"],
                 "key_rate_period": config["key_rate_period"],
                 "key_scope": ratelimits.key_scope(params["queue"]),
+                "key_length": limits.TEXT_LENGTH,  # the longest key enqueue writes
                 # Under a rate limit per key, the start is the claim's own clock (None),
                 # later than every start recorded before in its keys' windows.
                 "started_at": None if config["key_rate_limit"] else params["now"],

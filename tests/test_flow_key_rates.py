@@ -3,11 +3,14 @@ across worker processes, while other keys' jobs run beside them (issue 20, item 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections import defaultdict
 
 import pytest
 from django.db import transaction
+from django.db.models.expressions import RawSQL
 from django.urls import reverse
 
 from django_pgjobs import InvalidOption, Job, ratelimits, task
@@ -106,6 +109,30 @@ def test_odd_task_keys_are_refused_at_definition():
     for odd in ("", 7, "k" * 256, "a\x00"):
         with pytest.raises(InvalidOption, match="concurrency_key"):
             task(concurrency_key=odd)(lambda: None)
+
+
+@pytest.mark.django_db
+def test_a_key_longer_than_enqueue_writes_is_limited_as_any_key_and_stops_nothing():
+    """A key written by SQL past the 255 characters enqueue takes: its window's scope
+    (varchar(400)) could not hold it, and every claim of its queue failed with
+    DataError, so no job of the queue ran again. Its window is named by its digest."""
+    key_rated_queue(1, 3600.0)
+    long, longer = "k" * 100_000, "k" * 100_001
+    odd = enqueue("odd", 2) + enqueue("odder", 1)
+    for job, key in zip(odd, [long, long, longer], strict=True):
+        meta = json.dumps({"concurrency_key": key})
+        Job.objects.filter(pk=job.pk).update(meta=RawSQL("%s::jsonb", [meta]))
+    plain, fits = enqueue(None, 1), enqueue("k" * 255, 2)
+    worker = Worker(["rated"], concurrency=50)
+    assert worker.drain() == {"completed": 4}, "one job of each key, and the plain one"
+    assert worker.drain() == {}, "each key's window is full for an hour"
+    assert states(plain) == [(S.COMPLETED, 1)]
+    assert states(odd) == [(S.AVAILABLE, 0)] + [(S.COMPLETED, 1)] * 2  # long, long, longer
+    assert states(fits) == [(S.AVAILABLE, 0), (S.COMPLETED, 1)]
+    scopes = set(RateWindow.objects.values_list("scope", flat=True))
+    assert scopes == {"key:rated/" + "k" * 255} | {
+        "key:rated/md5:" + hashlib.md5(key.encode()).hexdigest() for key in (long, longer)
+    }
 
 
 # Odd key_rate_limit and key_rate_period values: tests/test_flow_rates.py's refusal

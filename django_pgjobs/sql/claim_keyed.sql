@@ -47,7 +47,11 @@ WITH publisher AS (
     -- fewer than key_rate_limit recorded starts are later than t - period).
     SELECT keys.key, count(*) AS used
     FROM (SELECT DISTINCT key FROM ranked WHERE key IS NOT NULL) AS keys
-    JOIN pgjobs_ratewindow AS window_row ON window_row.scope = %(key_scope)s || keys.key
+    JOIN pgjobs_ratewindow AS window_row ON window_row.scope = %(key_scope)s || (
+        -- As recorded below: a key longer than enqueue writes by its digest.
+        CASE WHEN length(keys.key) <= %(key_length)s THEN keys.key
+             ELSE 'md5:' || md5(keys.key) END
+    )
     CROSS JOIN LATERAL unnest(window_row.starts) AS start_at
     CROSS JOIN clock
     WHERE %(key_rate_limit)s::integer IS NOT NULL
@@ -95,9 +99,15 @@ WITH publisher AS (
             ))[width_bucket(job.id, ARRAY(SELECT id FROM due ORDER BY id))]
         ] AS previous
 ), recorded AS (
-    -- The starts of each key, in its window, dropping those that left it.
+    -- The starts of each key, in its window, dropping those that left it. A key
+    -- longer than enqueue writes (by SQL) goes by its digest: the scope could not
+    -- hold it, and the failed insert failed every claim of the queue.
     INSERT INTO pgjobs_ratewindow AS window_row (scope, starts, expires_at)
-    SELECT %(key_scope)s || (claimed.meta ->> 'concurrency_key'),
+    SELECT %(key_scope)s || (
+               CASE WHEN length(claimed.meta ->> 'concurrency_key') <= %(key_length)s
+                    THEN claimed.meta ->> 'concurrency_key'
+                    ELSE 'md5:' || md5(claimed.meta ->> 'concurrency_key') END
+           ),
            array_fill(clock.at, ARRAY[count(*)::integer]),
            clock.at + make_interval(secs => %(key_rate_period)s)
     FROM claimed CROSS JOIN clock
