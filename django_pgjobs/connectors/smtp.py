@@ -60,6 +60,14 @@ def _one_line(value: str) -> str | None:
 NOT_ASCII = "{what} must be ASCII: smtplib sends the login in ASCII only (every send would fail)"
 
 
+def _not_ascii(field: str, value: Any, what: str) -> dict[str, str]:
+    """``{field: why}`` for login text smtplib can't send; of any shape (a row
+    written by SQL), only text is judged."""
+    if isinstance(value, str) and not value.isascii():
+        return {field: NOT_ASCII.format(what=what)}
+    return {}
+
+
 def _recipients(value: Any) -> list[str]:
     if isinstance(value, str):
         return [value]
@@ -167,17 +175,11 @@ class SmtpConnector(ConnectorKind):
 
     @classmethod
     def write_problems(cls, config: dict[str, Any]) -> dict[str, str]:
-        username = config.get("username")
-        if isinstance(username, str) and not username.isascii():
-            return {"config.username": NOT_ASCII.format(what="the username")}
-        return {}
+        return _not_ascii("config.username", config.get("username"), "the username")
 
     @classmethod
     def secret_problems(cls, values: dict[str, Any]) -> dict[str, str]:
-        password = values.get("password")
-        if isinstance(password, str) and not password.isascii():
-            return {"secrets.password": NOT_ASCII.format(what="the password")}
-        return {}
+        return _not_ascii("secrets.password", values.get("password"), "the password")
 
     def _check_login(self) -> None:
         """ConnectorMisconfigured, before connecting, for a login smtplib can't send:
