@@ -498,6 +498,27 @@ def test_an_api_token_whose_scopes_are_too_large_to_read_is_refused_saying_why(
     assert answer.status_code == 200
 
 
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        ("active = false", "this token was revoked"),
+        ("expires_at = now() - interval '1 day'", "this token has expired"),
+    ],
+)
+def test_a_revoked_or_expired_token_with_large_scopes_is_told_so(client, loaded, change, said):
+    # Told its scopes were too large to read, to be fixed in the admin: fixed, it
+    # was still refused, for what it had been all along.
+    from django_pgjobs.api import tokens
+
+    pk, plain = large_token(tokens.MAX_SCOPE_BYTES)
+    sql(f"UPDATE pgjobs_apitoken SET {change} WHERE id = %s", [pk])
+    job = Job.objects.create(task=ADD)
+    answer = client.get(f"/jobs/{job.pk}", headers={"Authorization": f"Bearer {plain}"})
+    assert answer.status_code == 401
+    assert answer.json()["message"] == said
+    assert max(loaded, default=0) < 2 * PAYLOAD
+
+
 def test_pgjobs_schedules_reads_no_arguments(loaded):
     large_schedule("large", "args")
     out = StringIO()

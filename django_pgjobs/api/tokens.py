@@ -111,6 +111,12 @@ def authenticate(header: str | None, now: datetime | None = None) -> ApiToken:
     token = shown.within(found, SCOPES, MAX_SCOPE_BYTES).first()
     if token is None:
         raise TokenRefused("unknown token")
+    # Before the scopes: a revoked or expired token told to fix its scopes in the admin
+    # was refused again once they were fixed.
+    if not token.active:
+        raise TokenRefused("this token was revoked")
+    if token.expires_at is not None and token.expires_at <= now:
+        raise TokenRefused("this token has expired")
     if too_large := shown.unpack(token, SCOPES, MAX_SCOPE_BYTES, verb="read"):
         # Each request would load them whole: 2 million queue names written by SQL
         # took 530 MB to read and show. Such a token grants nothing until trimmed.
@@ -118,10 +124,6 @@ def authenticate(header: str | None, now: datetime | None = None) -> ApiToken:
         raise TokenRefused(
             f"this token's scopes are too large to read ({said}); fix it in the admin"
         )
-    if not token.active:
-        raise TokenRefused("this token was revoked")
-    if token.expires_at is not None and token.expires_at <= now:
-        raise TokenRefused("this token has expired")
     if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
         found.update(last_used_at=now)
     return token
