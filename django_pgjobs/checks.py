@@ -83,13 +83,14 @@ def _check_values() -> list[Error]:
             _error(f"PGJOBS['WORKER_PREFETCH'] must be \"auto\" or 0 to {most}.", None, 4)
         )
     durations = ("POLL_INTERVAL", "HEARTBEAT_INTERVAL", "WORKER_STALE_AFTER", "RESCUE_INTERVAL")
-    odd = [
-        error for key in durations for error in _duration_errors(key, limits.MAX_SECONDS, None, 4)
-    ]
-    errors += odd
+    odd = {key: _duration_errors(key, limits.MAX_SECONDS, None, 4) for key in durations}
+    errors += [error for found in odd.values() for error in found]
     errors += _duration_errors("SHUTDOWN_TIMEOUT", limits.MAX_SECONDS, None, 4, zero=True)
-    # Compared only as numbers of seconds: NaN compares False to all.
-    if not odd and conf.get("WORKER_STALE_AFTER") < 2 * conf.get("HEARTBEAT_INTERVAL"):
+    stale, heartbeat = conf.get("WORKER_STALE_AFTER"), conf.get("HEARTBEAT_INTERVAL")
+    # Compared only as numbers of seconds (NaN compares False to all); an odd
+    # POLL_INTERVAL or RESCUE_INTERVAL hides nothing here.
+    both_seconds = not (odd["WORKER_STALE_AFTER"] or odd["HEARTBEAT_INTERVAL"])
+    if both_seconds and stale < 2 * heartbeat:
         errors.append(
             _error(
                 "PGJOBS['WORKER_STALE_AFTER'] must be at least twice HEARTBEAT_INTERVAL.",

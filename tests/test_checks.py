@@ -100,6 +100,15 @@ def test_a_duration_setting_no_process_can_use_is_refused(key, value, settings):
     assert any(f"PGJOBS[{key!r}] must be a number of seconds above 0" in m for m in found), found
 
 
+def test_an_odd_poll_interval_hides_no_stale_limit_shorter_than_two_heartbeats(settings):
+    # Only the two compared settings must be numbers of seconds for the comparison.
+    found = messages(
+        {"POLL_INTERVAL": 0, "HEARTBEAT_INTERVAL": 10, "WORKER_STALE_AFTER": 15}, settings
+    )
+    assert any("PGJOBS['POLL_INTERVAL'] must be" in m for m in found), found
+    assert any("at least twice HEARTBEAT_INTERVAL" in m for m in found), found
+
+
 @pytest.mark.parametrize(
     "key, value",
     [
