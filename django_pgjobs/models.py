@@ -920,8 +920,9 @@ class Connector(models.Model):
 
     def save(self, **kwargs: Any) -> None:
         """Save; refuses (ValidationError) what the table can't hold, even without
-        full_clean(), rather than leave it to the database to refuse with an error.
-        A field not read (``shown.within``: too large) is left as stored."""
+        full_clean(), rather than leave it to the database to refuse with an error, and
+        a config its kind refuses to be written (``check_written``: a credential in
+        plain text). A field not read (``shown.within``: too large) is left as stored."""
         self.check_storable()
         unread = unread_fields(self)
         written = kwargs.get("update_fields")

@@ -120,8 +120,9 @@ def sync_from_settings(
     declared = conf.get("QUEUES")
     fields = {field.name for field in model._meta.concrete_fields}
     rows = {row.name: row for row in model.objects.using(using).filter(name__in=list(declared))}
-    for name, row in rows.items() if warn else ():
-        _warn_of_differences(name, declared[name], row, fields)
+    if warn:
+        for name, row in rows.items():
+            _warn_of_differences(name, declared[name], row, fields)
     existing = set(rows)
     missing = [
         model(name=name, **{key: value for key, value in options.items() if key in fields})
