@@ -115,3 +115,24 @@ def test_a_429_without_retry_after_is_an_ordinary_failure(http_peer):
     job.refresh_from_db()
     assert job.state == JobState.RETRYABLE and job.attempt == 1
     assert Connector.objects.get().throttled_until is None
+
+
+@pytest.mark.parametrize("until", ["'9999-12-30 00:00:00+00'", "now() + interval '2 years'"])
+def test_a_throttle_further_ahead_than_any_answer_sets_is_looked_at_again_hourly(until):
+    """Written by SQL (or restored from elsewhere): a wait past the year a snooze may
+    last made every job of the connector fail an attempt with InvalidOption ("seconds
+    must be ... at most 31536000"), until it was discarded. It waits as long as any
+    Retry-After is obeyed, and then looks again."""
+    from django.db import connection
+
+    ConnectorFactory(name="api")
+    with connection.cursor() as cursor:
+        cursor.execute(f"UPDATE pgjobs_connector SET throttled_until = {until}")
+    job = Job.enqueue(CALL, kwargs={"payload": 1}, connector="api")
+    before = timezone.now()
+    assert Worker(concurrency=1).drain() == {"scheduled": 1}
+    job.refresh_from_db()
+    assert job.state == JobState.SCHEDULED and job.attempt == 0 and job.errors == []
+    wait = (job.run_at - before).total_seconds()
+    assert MAX_RETRY_AFTER - 5 < wait < MAX_RETRY_AFTER + 5, wait
+    assert "is throttled until" in job.meta["snoozed"]["reason"]

@@ -132,14 +132,20 @@ def _throttle_again(name: str, delay: float) -> None:
 def _wait_if_throttled(stored: Any) -> None:
     """``ConnectorBusy`` until the instant the service asked for, if it asked for one
     still ahead (``throttled_until``, by the database's clock: read with the row, it
-    is compared with this host's clock, which the worker keeps near it)."""
+    is compared with this host's clock, which the worker keeps near it). One further
+    ahead than any answer sets (written by SQL) is looked at again after the longest
+    Retry-After obeyed: a wait past the year a snooze may last failed the job."""
+    from .http import MAX_RETRY_AFTER
+
     until = stored.throttled_until
     if until is None:
         return
     wait = (until - timezone.now()).total_seconds()
     if wait > 0:
         raise ConnectorBusy(
-            stored.name, wait, f"is throttled until {until.isoformat(timespec='seconds')}"
+            stored.name,
+            min(wait, MAX_RETRY_AFTER),
+            f"is throttled until {until.isoformat(timespec='seconds')}",
         )
 
 
