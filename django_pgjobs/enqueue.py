@@ -108,7 +108,8 @@ class JobBuilder:
             return get_task(name)  # raises UnknownTask
         registered = self._tasks.get(name)
         if registered is None:
-            registered = self._tasks[name] = get_task(name)
+            # The HTTP API has looked its task up without suggestions by now.
+            registered = self._tasks[name] = get_task(name, suggest=True)
         return registered
 
     def _known_queue(self, name: Any) -> str:

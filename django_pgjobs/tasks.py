@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import difflib
 import hashlib
 import importlib
 import inspect
@@ -349,18 +350,53 @@ HOW_TO_REGISTER = (
 )
 
 
-def get_task(name: str) -> Task[Any, Any]:
+def get_task(name: str, *, suggest: bool = False) -> Task[Any, Any]:
     """The registered task called ``name``; UnknownTask if there is none.
 
     A lookup only, never an import: a name comes from a job row, a client of the
     HTTP API or a schedule, and importing the module it names would run that
     module's code here. Task modules are imported once, at startup
     (``import_task_modules``).
+
+    ``suggest`` names registered tasks close to ``name`` in the error: for the
+    project's own code and its staff, never for an HTTP API client, who would learn
+    task names it did not send.
     """
     found = _registry.get(name) if isinstance(name, str) else None
     if found is None:
-        raise UnknownTask(name, HOW_TO_REGISTER)
+        close = similar_names(name) if suggest else []
+        did_you_mean = f"Did you mean {' or '.join(map(repr, close))}? " if close else ""
+        raise UnknownTask(name, did_you_mean + HOW_TO_REGISTER)
     return found
+
+
+def similar_names(name: object) -> list[str]:
+    """Up to three registered task names ``name`` may have meant: the same function
+    with its path cut short or misspelt (``add``, ``demo.tasks.add``), or a function
+    of the same module misspelt (``tasks.ad``, ``tasks.Add``). Module and function are
+    compared apart: tasks of one module share most of their names."""
+    if not isinstance(name, str) or len(name) > limits.TEXT_LENGTH:
+        return []  # no name a job holds: nothing is like it (and difflib stays cheap)
+    module, _, function = name.rpartition(".")
+    same_function, same_module = [], []
+    for known in _registry:
+        known_module, _, known_function = known.rpartition(".")
+        if _spelling(known_function) == _spelling(function):
+            same_function.append(known)
+        elif known_module == module and _close(known_function, function):
+            same_module.append(known)
+    # The path nearest the one typed first: ``demo.tasks.add`` meant the demo's.
+    same_function.sort(key=lambda known: -difflib.SequenceMatcher(None, known, name).ratio())
+    return (same_function + same_module)[:3]
+
+
+def _spelling(function: str) -> str:
+    """A function's name as typed in any case, with or without underscores."""
+    return function.replace("_", "").lower()
+
+
+def _close(known: str, typed: str) -> bool:
+    return difflib.SequenceMatcher(None, known, typed).ratio() >= 0.75
 
 
 def registered_or_none(name: str) -> Task[Any, Any] | None:

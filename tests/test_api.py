@@ -242,6 +242,15 @@ def test_invalid_requests_are_400_naming_the_field_and_write_nothing(
     assert not Job.objects.exists()
 
 
+def test_a_misspelt_task_is_not_answered_with_the_names_of_registered_ones(client, token):
+    """A token's holder learns no task name it did not send: the Python API's "did
+    you mean" is for the project's own code."""
+    response = post(client, "/jobs", {"task": ADD[:-1], "args": [1, 2]}, token)
+    assert response.status_code == 400, response.content
+    assert "unknown task" in response.json()["fields"]["task"]
+    assert ADD not in response.content.decode()
+
+
 def test_several_bad_fields_are_reported_at_once(client, token):
     response = post(client, "/jobs", {"task": ADD, "priority": "x", "args": 1}, token)
     assert set(response.json()["fields"]) == {"priority", "args"}

@@ -453,6 +453,30 @@ def test_unknown_task_is_refused():
     assert not Job.objects.exists()
 
 
+@pytest.mark.parametrize(
+    "misspelt",
+    [
+        "testproject.demo.tasks.ad",  # a letter short
+        "testproject.demo.task.add",  # the module misspelt
+        "add",  # the function's name alone
+        "demo.tasks.add",  # the app's path without its package
+    ],
+)
+def test_a_misspelt_task_name_is_refused_naming_the_registered_one(misspelt):
+    with pytest.raises(UnknownTask) as refused:
+        Job.enqueue(misspelt, args=[1, 2])
+    said = str(refused.value)
+    assert "Did you mean " in said and "'testproject.demo.tasks.add'" in said.split("?")[0]
+    assert "PGJOBS['TASK_MODULES']" in str(refused.value)  # the rest of the advice stays
+    assert not Job.objects.exists()
+
+
+def test_a_task_name_like_none_registered_suggests_nothing():
+    with pytest.raises(UnknownTask) as refused:
+        Job.enqueue("billing.jobs.charge_card")
+    assert "Did you mean" not in str(refused.value)
+
+
 def test_unknown_and_invalid_queues_are_refused():
     with pytest.raises(UnknownQueue, match="nowhere"):
         add.using(queue="nowhere").enqueue(1, 2)

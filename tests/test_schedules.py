@@ -94,6 +94,7 @@ def test_a_model_form_shows_each_problem_on_its_field():
     "fields, field, fragment",
     [
         ({"task": "testproject.demo.tasks.missing"}, "task", "unknown task"),
+        ({"task": "testproject.demo.tasks.ad"}, "task", "mean 'testproject.demo.tasks.add'?"),
         ({"queue": "no-such-queue"}, "queue", "unknown queue"),
         ({"queue": "bad name"}, "queue", "invalid queue name"),
         ({"args": {"not": "a list"}}, "args", "JSON list"),
