@@ -582,6 +582,31 @@ def test_secrets_that_are_no_names_and_values_are_refused_changing_nothing(chang
     assert connector.secret_names == ["o", "token"]
 
 
+@pytest.mark.django_db
+@pytest.mark.parametrize("kind", [["http"], {"http": 1}, 5])
+@pytest.mark.parametrize(
+    "change",
+    [lambda c: c.set_secrets({"token": "x"}), lambda c: c.update_secrets({"token": "x"})],
+)
+def test_secrets_of_a_connector_whose_kind_is_no_string_are_refused_changing_nothing(kind, change):
+    # A list or a dict (unhashable) failed the kinds' lookup with a bare TypeError.
+    from django.core.exceptions import ValidationError
+
+    from django_pgjobs.connectors import UnknownConnectorKind, get_kind
+    from django_pgjobs.models import Connector
+
+    connector = Connector(name="hook", kind="http", config={"url": "http://127.0.0.1:9"})
+    connector.set_secrets({"token": "t"})
+    connector.kind = kind
+    with pytest.raises(ValidationError) as refused:
+        change(connector)
+    said = refused.value.message_dict["kind"][0]
+    assert said == f"must be a string naming a connector kind, not {kind!r}"
+    assert connector.get_secrets() == {"token": "t"}
+    with pytest.raises(UnknownConnectorKind, match="unknown connector kind"):
+        get_kind(kind)
+
+
 # -- digits that str.isdigit accepts and int() refuses ---------------------------------
 
 

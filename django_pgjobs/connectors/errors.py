@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .. import limits
 from ..exceptions import PgJobsError, Snooze
 
 
@@ -31,7 +32,7 @@ class UnknownConnectorKind(PgJobsError, LookupError):
     def __init__(self, kind: str, known: list[str]) -> None:
         self.kind = kind
         super().__init__(
-            f"unknown connector kind {kind!r}; registered kinds: {', '.join(known)}. "
+            f"unknown connector kind {limits.shown(kind)}; registered kinds: {', '.join(known)}. "
             "Register your own with django_pgjobs.connectors.register_kind."
         )
 

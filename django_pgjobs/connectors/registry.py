@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from .. import limits
 from ..payload import names_in
 from .base import ConnectorKind
 from .errors import ConnectorMisconfigured, UnknownConnectorKind
@@ -32,10 +33,11 @@ def register_kind(kind_class: K) -> K:
 
 def get_kind(kind: str) -> type[ConnectorKind]:
     _load_builtins()
-    try:
-        return _kinds[kind]
-    except KeyError:
-        raise UnknownConnectorKind(kind, sorted(_kinds)) from None
+    # Of no string, no kind: a list (unhashable) failed the lookup with a TypeError.
+    kind_class = _kinds.get(kind) if isinstance(kind, str) else None
+    if kind_class is None:
+        raise UnknownConnectorKind(kind, sorted(_kinds))
+    return kind_class
 
 
 def kinds() -> dict[str, type[ConnectorKind]]:
@@ -91,6 +93,10 @@ def secret_problems(kind: str, values: dict[str, Any]) -> None:
     unknown kind is left to ``validate_connector``. Never shows a value."""
     from django.core.exceptions import ValidationError
 
+    if not isinstance(kind, str):  # no kind a row can hold, now or once registered
+        raise ValidationError(
+            {"kind": f"must be a string naming a connector kind, not {limits.shown(kind)}"}
+        )
     try:
         kind_class = get_kind(kind)
     except UnknownConnectorKind:
