@@ -990,13 +990,11 @@ class Connector(models.Model):
         from .connectors.registry import secret_problems
 
         _check_secrets(changes)
-        if isinstance(remove, str | bytes) or not isinstance(remove, Iterable):
-            # A string's letters were each taken for a name, and removed.
-            _refuse_secrets(f"remove must be a list of secret names, not {limits.shown(remove)}")
+        removed = _removed_names(remove)
         secret_problems(self.kind, changes)
         current = self.get_secrets() if self.encrypted_secrets else {}
         current.update(changes)
-        for name in remove:
+        for name in removed:
             current.pop(name, None)
         self._store_secrets(current)
 
@@ -1025,6 +1023,18 @@ def _check_secrets(values: Any) -> None:
             json.dumps(value)
         except (TypeError, ValueError, RecursionError):
             _refuse_secrets(f"{limits.shown(name)} is no value JSON can hold")
+
+
+def _removed_names(remove: Any) -> list[str]:
+    """``update_secrets``' ``remove`` as a list of names; ValidationError (on
+    ``secrets``) for anything else: a string's letters were each taken for a name, and
+    removed, and a name that is no string was dict.pop's TypeError, or removed nothing."""
+    names = None
+    if not isinstance(remove, str | bytes) and isinstance(remove, Iterable):
+        names = list(remove)
+    if names is None or not all(isinstance(name, str) for name in names):
+        _refuse_secrets(f"remove must be a list of secret names, not {limits.shown(remove)}")
+    return names
 
 
 def _refuse_secrets(problem: str) -> NoReturn:

@@ -565,6 +565,9 @@ def test_a_secret_name_no_row_can_hold_is_refused_on_save_and_keeps_the_transact
         (lambda c: c.set_secrets({"token": object()}), "'token' is no value JSON can hold"),
         # Each letter was taken for a name and removed.
         (lambda c: c.update_secrets({}, remove="token"), "remove must be a list of secret names"),
+        # An unhashable name was dict.pop's TypeError; a number was taken, removing nothing.
+        (lambda c: c.update_secrets({}, remove=[["token"]]), "remove must be a list of secret"),
+        (lambda c: c.update_secrets({}, remove=[1]), "remove must be a list of secret names"),
     ],
 )
 def test_secrets_that_are_no_names_and_values_are_refused_changing_nothing(change, said):
