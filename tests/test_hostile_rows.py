@@ -452,7 +452,9 @@ OTHER_REFUSALS: dict[str, tuple[Callable[[], Any], type[Exception], str]] = {
     },
     # A now a year or less before 9999-12-31: a retry, a snooze or rescue's horizon
     # computed from it lay past the times a row holds (IntegrityError, or OverflowError,
-    # with the drain's claimed jobs left executing). Pruning looks back only: it takes it.
+    # with the drain's claimed jobs left executing). prune_finished and prune_ticks look
+    # back only and take it; housekeeping.prune, the scheduler's routine, refuses it
+    # with the rest of a pass.
     **{
         f"{name}(now=9999-12-30)": (
             lambda call=call: call(datetime(9999, 12, 30, 23, tzinfo=UTC)), InvalidOption,
