@@ -290,3 +290,32 @@ def test_a_worker_whose_queue_declarations_can_not_be_compared_says_so_and_runs(
     ]
     done.refresh_from_db()
     assert done.state == "completed"
+
+
+def test_a_worker_with_no_task_of_the_project_registered_warns_and_runs(caplog, monkeypatch):
+    """A tasks module no app imports (tasks in jobs.py, an app left out of
+    INSTALLED_APPS) left the worker silent, and each job it claimed then failed."""
+    from django.core.management import call_command
+
+    from django_pgjobs import tasks
+    from django_pgjobs.connectors.tasks import call
+
+    monkeypatch.setattr(tasks, "_registry", {call.name: call})  # pgjobs' own task only
+    with caplog.at_level("WARNING", logger="django_pgjobs"), pytest.raises(SystemExit) as ended:
+        call_command("runworker", "--burst")
+    assert ended.value.code == 0
+    warned = [r for r in caplog.records if "no task" in r.getMessage()]
+    assert [r.levelname for r in warned] == ["WARNING"]
+    assert warned[0].getMessage() == (
+        "no task is registered in this worker: each job it claims will fail with "
+        "UnknownTask. Define tasks with @task in the tasks.py module of an app in "
+        "INSTALLED_APPS, or list their modules in PGJOBS['TASK_MODULES']."
+    )
+
+
+def test_a_worker_with_tasks_registered_does_not_warn_of_none(caplog):
+    from django.core.management import call_command
+
+    with caplog.at_level("WARNING", logger="django_pgjobs"), pytest.raises(SystemExit):
+        call_command("runworker", "--burst")
+    assert not [r for r in caplog.records if "no task is registered" in r.getMessage()]

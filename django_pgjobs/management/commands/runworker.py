@@ -25,9 +25,11 @@ from django_pgjobs import (
     maintenance,
     middleware,
     probes,
+    tasks,
     transitions,
     unmigrated,
 )
+from django_pgjobs.connectors.tasks import call as connector_call
 from django_pgjobs.exceptions import InvalidQueueName, UnknownQueue
 from django_pgjobs.metrics import REQUIREMENT as METRICS_REQUIREMENT
 from django_pgjobs.metrics import require_client
@@ -230,6 +232,7 @@ def warn_at_start(alias: str) -> None:
 
 
 def _warn_at_start(alias: str) -> None:
+    _warn_of_no_tasks()
     try:
         names = unmigrated.pending(alias)  # the migration graph: 10-70 ms, once
     except Exception:  # an unreadable graph or table: the worker's own errors say more
@@ -255,6 +258,18 @@ def _warn_at_start(alias: str) -> None:
             "declaration that differs from its row is not warned of. The worker runs on.",
             alias,
             logs.one_line(limits.shortened(transitions.error_line(error), 500)),
+        )
+
+
+def _warn_of_no_tasks() -> None:
+    """A project's tasks module that no app imports (tasks in ``jobs.py``, its app not
+    in INSTALLED_APPS) left the worker silent, and every job it claimed then failed."""
+    own = set(tasks.registered_tasks()) - {connector_call.name}  # pgjobs' own task
+    if not own:
+        logger.warning(
+            "no task is registered in this worker: each job it claims will fail with "
+            "UnknownTask. Define tasks with @task in the tasks.py module of an app in "
+            "INSTALLED_APPS, or list their modules in PGJOBS['TASK_MODULES']."
         )
 
 
