@@ -73,10 +73,14 @@ class ConnectorKind:
     options: ClassVar[Sequence[Option]] = ()
     #: Names of the secrets this kind reads; None accepts any name.
     secrets: ClassVar[Sequence[str] | None] = ()
+    #: Options a secret of the same name may hold instead, never both (http's ``url``:
+    #: a webhook's URL whose path is its key). Read with ``option()``.
+    secret_options: ClassVar[Sequence[str]] = ()
 
     def __init__(self, name: str, config: dict[str, Any], secrets: dict[str, Any]) -> None:
         self.name = name
-        defaults = {option.name: copy.deepcopy(option.default) for option in self.options}
+        # A required option is missing only where a secret holds it (secret_options).
+        defaults = {o.name: copy.deepcopy(o.default) for o in self.options if not o.required}
         self.config = defaults | config
         self.__secrets = dict(secrets)
         self.__redactor: Redactor | None = None
@@ -94,12 +98,26 @@ class ConnectorKind:
     def secret_values(self) -> dict[str, Any]:
         return dict(self.__secrets)
 
+    def option(self, name: str) -> Any:
+        """The option ``name``: the secret of that name if ``secret_options`` has it and
+        it is set, else the config's."""
+        if name in self.secret_options and name in self.__secrets:
+            return self.__secrets[name]
+        return self.config[name]
+
+    def masked_values(self) -> list[Any]:
+        """What ``redact`` (and a job running with this connector) masks: the secrets'
+        values, and parts of them that travel alone (override: the path of http's
+        ``url`` secret, which a server's 404 page echoes)."""
+        return list(self.__secrets.values())
+
     def redact(self, text: str) -> str:
-        """``text`` with every secret value masked, raw and in the forms it travels in
-        (base64, URL-encoded, JSON-escaped; see django_pgjobs.redaction), and every
-        Basic or Bearer credential; for messages and captured output."""
+        """``text`` with every secret value masked (``masked_values``), raw and in the
+        forms it travels in (base64, URL-encoded, JSON-escaped; see
+        django_pgjobs.redaction), and every Basic or Bearer credential; for messages and
+        captured output."""
         if self.__redactor is None:
-            self.__redactor = Redactor(self.__secrets.values())
+            self.__redactor = Redactor(self.masked_values())
         return self.__redactor.text(text)
 
     def call(self, payload: Any = None, **options: Any) -> Any:
@@ -122,6 +140,12 @@ class ConnectorKind:
         for key in sorted(set(config) - set(known)):
             problems[f"config.{key}"] = f"unknown option; {cls.kind} takes {sorted(known)}"
         for option in cls.options:
+            if option.name in cls.secret_options and option.name in secret_names:
+                if option.name in config:  # which one is used would be a surprise
+                    problems[f"config.{option.name}"] = (
+                        f"the {option.name} secret is set: leave this option out"
+                    )
+                continue
             if option.name not in config:
                 if option.required:
                     problems[f"config.{option.name}"] = "is required"

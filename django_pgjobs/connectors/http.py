@@ -4,8 +4,9 @@ Config: ``url``, ``method`` (POST), ``headers``, ``timeout`` (10 s),
 ``expected_status`` (empty: any 2xx), ``username`` (with the ``password``
 secret: basic auth), ``api_key_header`` (X-Api-Key, with the ``api_key``
 secret), ``max_response_bytes``. Secrets: ``token`` (sent as ``Authorization:
-Bearer``), ``password``, ``api_key``. Redirects are not followed: a 3xx is an
-answer like any other, judged by ``expected_status``.
+Bearer``), ``password``, ``api_key``, and ``url`` instead of the option for a URL
+that is its own credential (a Slack webhook's). Redirects are not followed: a 3xx is
+an answer like any other, judged by ``expected_status``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from ..limits import plain_digits, shown
 from ..redaction import names_a_credential
 from . import deadline, destinations
 from .base import ConnectorKind, Option, byte_count, seconds, secret_frames, str_dict
-from .errors import ConnectorError, ConnectorThrottled
+from .errors import ConnectorError, ConnectorMisconfigured, ConnectorThrottled
 from .registry import register_kind
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
@@ -143,9 +144,40 @@ def _credential_problems(headers: list[str], parameters: list[str]) -> dict[str,
             f"{_names_credentials('query parameter', parameters)}, and the URL is plain "
             "text shown in the admin: send the key as a header (api_key_header and the "
             "api_key secret), or store it as the api_key secret and pass it from a task: "
-            f"request(query={{{shown(parameters[0])}: connector.secret('api_key')}})"
+            f"request(query={{{shown(parameters[0])}: connector.secret('api_key')}}), or "
+            "set the url secret to the whole URL and leave url out"
         )
     return problems
+
+
+#: Services whose webhook URLs carry their key in the path, as their documentation has
+#: them copied: (name, host, path). Such a URL goes in the url secret.
+KEYED_PATHS = (
+    ("Slack", r"hooks\.slack(-gov)?\.com", r"/."),
+    ("Discord", r"((ptb|canary)\.)?discord(app)?\.com", r"/api/(v\d+/)?webhooks/."),
+    ("Telegram bot", r"api\.telegram\.org", r"/bot."),
+    ("Microsoft Teams", r"[\w-]+\.webhook\.office\.com|outlook\.office(365)?\.com", r"/webhook"),
+    ("Zapier", r"hooks\.zapier\.com", r"/hooks/."),
+)
+_KEYED_PATHS = tuple((name, re.compile(host), re.compile(path)) for name, host, path in KEYED_PATHS)
+
+
+def _keyed_path_problem(config: Any) -> dict[str, str]:
+    """A webhook's URL with its key in the path (``KEYED_PATHS``) in plain config."""
+    url = config.get("url") if isinstance(config, dict) else None
+    try:
+        parts = urllib.parse.urlsplit(url) if isinstance(url, str) else None
+    except ValueError:
+        return {}
+    for service, host, path in _KEYED_PATHS:
+        if parts and host.fullmatch(parts.hostname or "") and path.match(parts.path):
+            # The URL is not shown: its path is the key.
+            return {
+                "config.url": f"is a {service} webhook's URL, whose path is its key, and the "
+                "URL is plain text shown in the admin: set the url secret to it and leave "
+                "url out"
+            }
+    return {}
 
 
 #: A header name (RFC 9110 token); a value is Latin-1 text without control characters
@@ -262,13 +294,24 @@ class HttpConnector(ConnectorKind):
         ),
         Option("max_response_bytes", int, 1_000_000, check=byte_count),
     )
-    secrets = ("token", "password", "api_key")
+    secrets = ("token", "password", "api_key", "url")
+    secret_options = ("url",)
 
     @classmethod
     def write_problems(cls, config: dict[str, Any]) -> dict[str, str]:
-        """A credential in a header's or a query parameter's name: the config is plain
-        text, shown in the admin. Only when written (``ConnectorKind.write_problems``)."""
-        return _credential_problems(*_credential_names(config))
+        """A credential in a header's or a query parameter's name, or a webhook's URL
+        whose path is its key: the config is plain text, shown in the admin. Only when
+        written (``ConnectorKind.write_problems``)."""
+        return _credential_problems(*_credential_names(config)) | _keyed_path_problem(config)
+
+    @classmethod
+    def secret_problems(cls, values: dict[str, Any]) -> dict[str, str]:
+        """The url secret must be a URL the option takes (the message doesn't show it)."""
+        if "url" not in values:
+            return {}
+        url = values["url"]
+        problem = _http_url(url) if isinstance(url, str) else "must be a string"
+        return {"secrets.url": f"the url {problem}"} if problem else {}
 
     @classmethod
     def added_write_problems(cls, config: dict[str, Any], stored: Any) -> dict[str, str]:
@@ -278,10 +321,13 @@ class HttpConnector(ConnectorKind):
         headers, parameters = _credential_names(config)
         had_headers, had_parameters = _credential_names(stored)
         had = {name.lower() for name in had_headers}
-        return _credential_problems(
+        problems = _credential_problems(
             [name for name in headers if name.lower() not in had],
             [name for name in parameters if name not in had_parameters],
         )
+        if _keyed_path_problem(config) != _keyed_path_problem(stored):
+            problems |= _keyed_path_problem(config)
+        return problems
 
     @secret_frames
     def request(
@@ -308,7 +354,7 @@ class HttpConnector(ConnectorKind):
             all_headers.setdefault("Content-Type", "application/json")
         outgoing = urllib.request.Request(url, data=data, headers=all_headers, method=method)
         # Every message names it: a path may carry a secret (an API's /bot<token>/...).
-        where = self.redact(f"{method} {display_url(url)}")
+        where = f"{method} {self._shown(url)}"
         timeout = self.config["timeout"]
         try:
             with deadline.bounding(timeout) as bound:
@@ -365,14 +411,36 @@ class HttpConnector(ConnectorKind):
 
     def test(self) -> str:
         response = self.request(method="HEAD", check=False)
-        return f"HEAD {display_url(self.config['url'])} answered {response.status}"
+        return f"HEAD {self._shown(self._base_url())} answered {response.status}"
 
     # -- helpers -------------------------------------------------------------------------
+
+    def masked_values(self) -> list[Any]:
+        """The secrets, and the parts of the url secret a server echoes alone: its
+        path (a 404 page), the path's segments that look like keys, its query's values."""
+        url = self.secret("url")
+        return super().masked_values() + (_secret_parts(url) if isinstance(url, str) else [])
+
+    def _shown(self, url: str) -> str:
+        """``display_url(url)``, its path's secrets masked: its scheme and host stay (the
+        url secret, masked whole, would take them with it)."""
+        shown = display_url(url)
+        parts = urllib.parse.urlsplit(shown)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        return origin + self.redact(shown[len(origin) :])
+
+    def _base_url(self) -> str:
+        """The url option, or the url secret: ConnectorMisconfigured, not showing it, for
+        a secret that is no http(s) URL (written by SQL), which urllib's errors quote."""
+        problems = self.secret_problems(self.secret_values())
+        if problems:
+            raise ConnectorMisconfigured(self.name, problems)
+        return self.option("url")
 
     def _url(self, path: str, query: dict[str, Any] | None) -> str:
         # Into the URL's parts: appended to the whole URL, a path went after the
         # configured query string ("/hook?sig=X/more"), into the query.
-        parts = urllib.parse.urlsplit(self.config["url"])
+        parts = urllib.parse.urlsplit(self._base_url())
         full_path, full_query = parts.path, parts.query
         if path:
             full_path = full_path.rstrip("/") + "/" + path.lstrip("/")
@@ -411,9 +479,7 @@ class HttpConnector(ConnectorKind):
             # Read up to the peer's close: the end of file may be the deadline's shutdown.
             raise ConnectorError(f"{where} failed: the answer may be cut short")
         if len(body) > limit:
-            raise ConnectorError(
-                f"{display_url(self.config['url'])}: response over max_response_bytes ({limit})"
-            )
+            raise ConnectorError(f"{where}: response over max_response_bytes ({limit})")
         # read(amt) returns what came before the peer closed, without an error: what
         # its Content-Length announced and no byte brought is still counted here.
         missing = getattr(stream, "length", None) or 0  # None: chunked, or no length said
@@ -422,6 +488,23 @@ class HttpConnector(ConnectorKind):
                 f"{where} failed: answer cut short: {len(body)} of {len(body) + missing} bytes"
             )
         return HttpResponse(status, {k.lower(): v for k, v in headers.items()}, body)
+
+
+#: A path segment that looks like a key rather than a word: a digit in it, or long.
+_KEY_LIKE = re.compile(r".*\d|.{16}")
+
+
+def _secret_parts(url: str) -> list[str]:
+    """The parts of a URL held as a secret that travel alone: its path (without its
+    slashes at either end: "/" and "/services" are left readable in messages), its
+    segments that look like keys (``_KEY_LIKE``), and its query's values."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return []
+    segments = [urllib.parse.unquote(segment) for segment in parts.path.split("/")]
+    values = [value for _, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)]
+    return [parts.path.strip("/"), *filter(_KEY_LIKE.match, segments), parts.query, *values]
 
 
 def _framed(stream: Any) -> bool:

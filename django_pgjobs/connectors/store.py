@@ -75,7 +75,8 @@ def build(stored: Any) -> ConnectorKind:
     masked from then on in whatever the job leaves behind (error, result, log)."""
     kind_class = check_stored(stored)
     secrets = stored.get_secrets()
+    connector = kind_class(stored.name, dict(stored.config), secrets)
     running = current_job()
     if running is not None and secrets:
-        running.add_secrets(secrets.values())
-    return kind_class(stored.name, dict(stored.config), secrets)
+        running.add_secrets(connector.masked_values())
+    return connector
