@@ -179,6 +179,31 @@ def test_a_job_waiting_for_a_job_that_doesnt_exist_is_cancelled_saying_so(worker
     assert housekeeping.prune(timezone.now()) == 0  # nothing more to do
 
 
+@pytest.mark.parametrize("ended", ["completed", "discarded", "cancelled"])
+def test_a_job_waiting_on_an_edge_its_finished_dependency_never_released_is_cancelled(
+    worker, caplog, ended
+):
+    """An unsatisfied edge to a job that had already finished (written by SQL, or
+    restored apart from its jobs): a dependency releases its edges as it finishes,
+    once, so the job waited forever, in no list of problems. Cancelled as one whose
+    dependency is missing, its error says which job and how it ended; a retry runs it."""
+    done = insert_job(state=f"'{ended}'", attempt="1", attempted_at="now()",
+                      finished_at="now()")  # fmt: skip
+    stranded = insert_job(state="'waiting'", pending_dependencies="1")
+    dangling_edges((stranded, done))
+    fine = Job.enqueue(ADD, [1, 2], run_at=timezone.now() + timedelta(hours=1))
+    waits = Job.enqueue(ADD, [3, 4], depends_on=[fine])
+    assert housekeeping.prune(timezone.now()) == 1
+    assert states() == {done: ended, stranded: "cancelled", fine.pk: "scheduled",
+                        waits.pk: "waiting"}  # fmt: skip
+    error = Job.objects.get(pk=stranded).errors[-1]["error"]
+    assert error == f"DependencyFailed: job {done} ended {ended} without releasing it"
+    assert f"job {stranded} ({ADD}) can never run" in caplog.text
+    assert Job.objects.get(pk=stranded).retry().state == "available"
+    assert worker.drain() == {"completed": 1}
+    assert housekeeping.prune(timezone.now()) == 0
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_running_job_adds_to_its_pipeline_past_an_edge_to_a_job_that_doesnt_exist(worker):
     """The edges it copies went to the missing job too: the insert failed at commit,
