@@ -263,6 +263,7 @@ def _attempt(job: Job, clock: Clock, context: JobContext) -> Outcome | str:
     except _GivenUp:
         return "lost"  # not ours to run: nothing is written (see call_task)
     except Snooze as snooze:  # not now (the task said so, or its connector): not counted
+        connector_runtime.throttle_again(snooze)
         now = clock()
         return _snooze(job, snooze.wake_at(now), now, context.mask(snooze.reason))
     except ArgumentMismatch as error:

@@ -323,3 +323,15 @@ def call_another_connector(name, connector=None):
     from django_pgjobs.connectors import get_connector
 
     return get_connector(name).call(None)
+
+
+@task
+def call_named_in_a_transaction(name):
+    """Calls connector ``name`` (the job names none) inside a transaction of its own,
+    which the connector's ConnectorThrottled rolls back as it leaves."""
+    from django.db import transaction
+
+    from django_pgjobs.connectors import get_connector
+
+    with transaction.atomic():
+        return get_connector(name).call(None)

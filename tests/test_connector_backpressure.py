@@ -65,6 +65,17 @@ def test_a_throttle_holds_when_the_task_rolls_its_own_transaction_back(http_peer
         assert job.state == JobState.SCHEDULED and job.attempt == 0
 
 
+def test_a_throttle_holds_when_a_job_naming_no_connector_rolls_it_back(http_peer):
+    # A task may load a connector itself (get_connector): the job names none.
+    ConnectorFactory(name="api", config={"url": http_peer.url})
+    http_peer.status, http_peer.extra_headers = 429, {"Retry-After": "120"}
+    before = timezone.now()
+    Job.enqueue("tests.tasks_for_tests.call_named_in_a_transaction", args=["api"])
+    assert Worker(concurrency=1).drain() == {"scheduled": 1}
+    throttled_until = Connector.objects.get().throttled_until
+    assert throttled_until is not None and throttled_until >= before + timedelta(seconds=119)
+
+
 def test_a_throttle_is_written_again_on_the_connector_that_answered_not_the_jobs(http_peer):
     # A task may call a connector other than its own: the throttle written again once
     # the task is done is the one that answered's, not the job's connector's.

@@ -17,8 +17,9 @@ A connector's rate limit is taken at the same moment, once the slot is held
 
 Backpressure: when the service answers 429 or 503 with a Retry-After, the http
 connector sets the row's ``throttled_until`` (sql/throttle_connector.sql) and
-snoozes its job; every job that takes the connector before then is snoozed until
-then too, before it takes a slot. No attempt is counted.
+snoozes its job (``throttle_again`` writes it once more after the task: its own
+transaction may have rolled the first back); every job that takes the connector
+before then is snoozed until then too, before it takes a slot. No attempt is counted.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from django.utils import timezone
 
 from .. import conf, db, ratelimits
 from ..context import JobContext
+from ..exceptions import Snooze
 from .errors import ConnectorBusy, ConnectorThrottled
 
 logger = logging.getLogger(__name__)
@@ -108,25 +110,26 @@ def attached(context: JobContext) -> Iterator[None]:
             _start_under_rate_limit(stored, using)
         context.connector = resolved
         yield
-    except ConnectorThrottled as throttled:  # of any connector the task called
-        _throttle_again(throttled.connector, throttled.delay)
-        raise
     finally:
         if slot is not None:
             release_slot(stored.pk, slot, job.lease, using)
 
 
-def _throttle_again(name: str, delay: float) -> None:
-    """Write a throttle again once the task is done: the one written when the service
+def throttle_again(snooze: Snooze) -> None:
+    """If ``snooze`` is a connector's ``ConnectorThrottled``, write its throttle again,
+    once the task is done and its connections tidied: the one written when the service
     answered is undone if the task's own transaction rolls back as the exception
     leaves it, and every other job would call the service on (a later deadline
-    already written stays)."""
+    already written stays). Of the connector that answered, whether or not the job
+    names it: a task may load one itself (``get_connector``)."""
     from .http import throttle
 
+    if not isinstance(snooze, ConnectorThrottled):
+        return
     try:
-        throttle(name, delay)
+        throttle(snooze.connector, snooze.delay)
     except DatabaseError as error:  # the job is snoozed all the same
-        logger.warning("could not throttle connector %s: %s", name, error)
+        logger.warning("could not throttle connector %s: %s", snooze.connector, error)
 
 
 def _wait_if_throttled(stored: Any) -> None:
