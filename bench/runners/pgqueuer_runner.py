@@ -93,8 +93,9 @@ class PgQueuer(Adapter):
 
     def enqueue_each(self, count: int) -> None:
         # One coroutine awaits every enqueue, as an async web app would: a
-        # run_until_complete per job cost pgqueuer's client ~12 us each (a task, the
-        # loop started and stopped), which the loop's one turn per await doesn't.
+        # run_until_complete per job cost pgqueuer's client about 36 us of Python each
+        # (a task, the loop started and stopped; enqueue_cost.py, bench/README), which
+        # the loop's one turn per await doesn't.
         self._run(self._enqueue_each(count))
         self.enqueued += count
 
