@@ -271,7 +271,7 @@ def _attempt(job: Job, clock: Clock, context: JobContext) -> Outcome | str:
     except (DiscardJob, UnrunnableJob) as error:  # Unrunnable: its inputs (dependencies)
         return transitions.failed(job, error, clock(), discard=True)
     except BaseException as error:  # a task's failure, even SystemExit, is data
-        outcome = failed_attempt(job, error, clock(), registered)
+        outcome = failed_attempt(job, _timeout_said(job, error), clock(), registered)
         # One line per event: a failure that discards the job is said by the discard's
         # warning once it is written (_log_outcome), not by this line as well; nor is a
         # job cancelled while it ran retried (its outcome is refused: _log_refused).
@@ -279,6 +279,15 @@ def _attempt(job: Job, clock: Clock, context: JobContext) -> Outcome | str:
             _log_retry(outcome, lambda: context.mask(transitions.error_line(error)))
         return outcome
     return transitions.completed(job, _storable(job, result), clock())
+
+
+def _timeout_said(job: Job, error: BaseException) -> BaseException:
+    """``error``, saying which timeout if it is the worker's interrupt at the job's
+    timeout: that raises the bare class in the job's thread (an exception instance
+    can't be raised there), and the error record said "JobTimeout: " and no more."""
+    if type(error) is JobTimeout and not error.args:
+        error.args = (f"attempt exceeded its timeout of {job.timeout}s",)
+    return error
 
 
 def _log_retry(outcome: Outcome, failure: Callable[[], str]) -> None:
