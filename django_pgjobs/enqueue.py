@@ -17,6 +17,7 @@ from django.core.signals import setting_changed
 from django.db import DatabaseError, IntegrityError, transaction
 from django.dispatch import receiver
 from django.utils import timezone
+from django.utils.connection import ConnectionDoesNotExist
 
 from . import (
     conf,
@@ -26,6 +27,7 @@ from . import (
     limits,
     middleware,
     payload,
+    postgres,
     queues,
     signals,
     unmigrated,
@@ -439,10 +441,23 @@ def insert_jobs(specs: Sequence[JobSpec | dict[str, Any]]) -> list[Job]:
         if not middleware.chain().enqueue:
             return _insert_jobs(specs)
         return middleware.enqueue([_as_spec(spec) for spec in specs], _insert_jobs)
-    except DatabaseError as error:  # costs nothing until raised
-        if (clearer := unmigrated.reworded(error, conf.get("DATABASE"))) is None:
+    # Each costs nothing until raised. AttributeError: SQLite's connection lacks what
+    # psycopg's has; ConnectionDoesNotExist: PGJOBS["DATABASE"] no alias of DATABASES.
+    except (DatabaseError, AttributeError, ConnectionDoesNotExist) as error:
+        if (clearer := _clearer(error, conf.get("DATABASE"))) is None:
             raise
         raise clearer from error
+
+
+def _clearer(error: Exception, using: str) -> Exception | None:
+    """What to raise instead of ``error`` when the database can't hold jobs: not
+    PostgreSQL (SQLite failed deep in the insert: "'sqlite3.Connection' object has no
+    attribute 'prepare_threshold'"), no alias of DATABASES, or not migrated."""
+    if found := postgres.problem(using):
+        return postgres.PostgreSQLRequired(found)
+    if isinstance(error, DatabaseError):
+        return unmigrated.reworded(error, using)
+    return None
 
 
 def _insert_jobs(specs: Sequence[JobSpec | dict[str, Any]]) -> list[Job]:

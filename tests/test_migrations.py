@@ -473,6 +473,36 @@ def test_the_refusal_names_an_alias_that_does_not_exist(settings):
     require_postgresql("default")  # PostgreSQL: nothing to say
 
 
+def test_enqueue_on_sqlite_raises_the_fix_not_an_attributeerror(tmp_path):
+    """A project that skipped `check` and `migrate` and enqueued on its SQLite default
+    got "'sqlite3.Connection' object has no attribute 'prepare_threshold'"."""
+    code = (
+        "from django_pgjobs import Job\n"
+        "spec = {'task': 'testproject.demo.tasks.add', 'args': [1, 2]}\n"
+        "for count in (1, 200):  # one INSERT, and COPY\n"
+        "    try:\n"
+        "        Job.enqueue_many([spec] * count)\n"
+        "    except Exception as error:\n"
+        "        print('refused:', type(error).__name__, error)\n"
+    )
+    result = manage("shell", "-c", code, PGJOBS_TEST_SQLITE=str(tmp_path / "db.sqlite3"))
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.startswith("refused: ")]
+    assert len(lines) == 2, result.stdout
+    for line in lines:
+        assert line.startswith("refused: PostgreSQLRequired DATABASES['default'] uses "), line
+        assert "set its ENGINE to 'django.db.backends.postgresql'" in line
+
+
+def test_enqueue_on_an_alias_not_in_databases_names_it(settings):
+    from django_pgjobs import Job
+    from django_pgjobs.postgres import PostgreSQLRequired
+
+    settings.PGJOBS = {**settings.PGJOBS, "DATABASE": "jobz"}
+    with pytest.raises(PostgreSQLRequired, match="The database alias 'jobz' is not in DATABASES"):
+        Job.enqueue("testproject.demo.tasks.add", args=[1, 2])
+
+
 def test_0006_turns_misfire_into_catch_up_and_back(django_db_blocker):
     with django_db_blocker.unblock(), Scratch("misfire") as scratch:
         migrated(scratch.manage("migrate", "pgjobs", "0005", "-v", "0"))
