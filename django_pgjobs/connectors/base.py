@@ -9,13 +9,14 @@ a changed URL or password applies to the next job without a redeploy.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from django.views.decorators.debug import sensitive_variables
 
 from .. import limits
+from ..context import current_job
 from ..exceptions import InvalidOption
 from ..redaction import Redactor
 
@@ -83,6 +84,7 @@ class ConnectorKind:
         defaults = {o.name: copy.deepcopy(o.default) for o in self.options if not o.required}
         self.config = defaults | config
         self.__secrets = dict(secrets)
+        self.__also: list[Any] = []  # mask_also's
         self.__redactor: Redactor | None = None
 
     def __repr__(self) -> str:
@@ -109,7 +111,20 @@ class ConnectorKind:
         """What ``redact`` (and a job running with this connector) masks: the secrets'
         values, and parts of them that travel alone (override: the path of http's
         ``url`` secret, which a server's 404 page echoes)."""
-        return list(self.__secrets.values())
+        return [*self.__secrets.values(), *self.__also]
+
+    def mask_also(self, values: Iterable[Any]) -> None:
+        """Mask ``values`` too from now on, in ``redact`` and in the running job's error,
+        result and log: credentials a task passed to one call, which no secret holds."""
+        values = [value for value in values if value and value not in self.__also]
+        if not values:  # each call of a connector used in a loop adds its few once
+            return
+        self.__also += values
+        if self.__redactor is not None:
+            self.__redactor.add(values)
+        running = current_job()
+        if running is not None:
+            running.add_secrets(values)
 
     def redact(self, text: str) -> str:
         """``text`` with every secret value masked (``masked_values``), raw and in the

@@ -347,6 +347,8 @@ class HttpConnector(ConnectorKind):
         other than the expected ones raises HttpStatusError.
         """
         method = request_method(self.config["method"] if method is None else method)
+        # A server's refusal may echo them: masked like secrets, though none holds them.
+        self.mask_also(_credential_values(headers or {}, query or {}))
         url = self._url(path, query)
         all_headers = {**self.config["headers"], **self._auth_headers(), **(headers or {})}
         if payload is not None:
@@ -416,10 +418,15 @@ class HttpConnector(ConnectorKind):
     # -- helpers -------------------------------------------------------------------------
 
     def masked_values(self) -> list[Any]:
-        """The secrets, and the parts of the url secret a server echoes alone: its
-        path (a 404 page), the path's segments that look like keys, its query's values."""
+        """The secrets, the parts of the url secret a server echoes alone (its path, on
+        a 404 page; the path's segments that look like keys, its query's values), and
+        the credentials of a row's plain config saved before the rules refused them."""
         url = self.secret("url")
-        return super().masked_values() + (_secret_parts(url) if isinstance(url, str) else [])
+        secret_parts = _secret_parts(url) if isinstance(url, str) else []
+        config_url = self.config.get("url")
+        query = _query(config_url) if isinstance(config_url, str) else {}
+        plain = _credential_values(self.config.get("headers") or {}, query)
+        return super().masked_values() + secret_parts + plain
 
     def _shown(self, url: str) -> str:
         """``display_url(url)``, its path's secrets masked: its scheme and host stay (the
@@ -488,6 +495,31 @@ class HttpConnector(ConnectorKind):
                 f"{where} failed: answer cut short: {len(body)} of {len(body) + missing} bytes"
             )
         return HttpResponse(status, {k.lower(): v for k, v in headers.items()}, body)
+
+
+def _query(url: str) -> dict[str, list[str]]:
+    try:
+        return urllib.parse.parse_qs(urllib.parse.urlsplit(url).query, keep_blank_values=True)
+    except ValueError:
+        return {}
+
+
+def _credential_values(headers: Any, query: Any) -> list[str]:
+    """The values of the headers and the query parameters named as credentials
+    (``names_a_credential``), and of each header's the part after its scheme
+    (``Token x``: ``x``, which a server may echo alone), of any shape."""
+    values: list[str] = []
+    if isinstance(headers, dict):
+        for name in credential_headers(headers):
+            value = headers[name]
+            if isinstance(value, str):
+                values += [value, value.split(None, 1)[-1]]
+    if isinstance(query, dict):
+        for name, value in query.items():
+            if isinstance(name, str) and names_a_credential(name):
+                listed = value if isinstance(value, list | tuple) else [value]
+                values += [str(item) for item in listed if item is not None]
+    return values
 
 
 #: A path segment that looks like a key rather than a word: a digit in it, or long.
