@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 from collections.abc import Callable, Mapping, Sequence
@@ -110,8 +111,22 @@ class Binding:
             elif name in self.positional_only:
                 problem = f"{name!r} is positional-only: pass it in args"
             else:
-                problem = f"{self.name}() has no parameter {name!r}"
+                problem = no_parameter(self.name, name)
             raise InvalidArguments(f"{where}: {problem}", field=where)
+
+
+def no_parameter(function: str, name: str) -> str:
+    """That ``function`` takes no ``name``, and where it goes if it is one of the job's
+    options: ``add.enqueue(1, 2, queue="mail")`` reads as Job.enqueue's ``queue=``."""
+    from .enqueue import JobSpec
+
+    said = f"{function}() has no parameter {name!r}"
+    options = {option.name for option in dataclasses.fields(JobSpec)} - {"task", "args", "kwargs"}
+    if name in options:
+        said += (
+            f" (to set the job's {name}, enqueue with {function}.using({name}=...).enqueue(...))"
+        )
+    return said
 
 
 def takes_keyword(func: Callable[..., Any], name: str) -> bool:

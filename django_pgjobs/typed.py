@@ -32,7 +32,7 @@ from datetime import date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from .binding import INJECTED, why_missing
+from .binding import INJECTED, no_parameter, why_missing
 from .exceptions import InvalidArguments, PayloadError
 from .limits import shown
 from .payload import MAX_DEPTH
@@ -655,7 +655,7 @@ class Signature:
                 if name in self.positional_only:
                     raise self._refused(path, f"{name!r} is positional-only: pass it in args")
                 if self.var_keyword is None:
-                    raise self._refused(path, f"{self.name}() has no parameter {name!r}")
+                    raise self._refused(path, no_parameter(self.name, name))
                 converter = self.var_keyword
             elif name in bound:
                 raise self._refused(path, f"{name!r} is given in args as well")

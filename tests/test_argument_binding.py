@@ -52,6 +52,23 @@ def test_enqueue_refuses_arguments_that_dont_bind_saying_which(args, kwargs, mes
         Job.enqueue(ADD, args=[1], kwargs={"b": 2})  # the transaction goes on
 
 
+@pytest.mark.parametrize("option", ["queue", "priority", "run_at", "max_attempts"])
+def test_an_enqueue_option_given_as_an_argument_says_where_it_goes(option):
+    """`add.enqueue(1, 2, queue="mail")` reads as a job's option, as Job.enqueue takes it."""
+    with pytest.raises(InvalidArguments) as refused:
+        add.enqueue(1, 2, **{option: "x"})
+    assert str(refused.value) == (
+        f"kwargs['{option}']: add() has no parameter '{option}' (to set the job's "
+        f"{option}, enqueue with add.using({option}=...).enqueue(...))"
+    )
+    with pytest.raises(InvalidArguments, match=re.escape(f"typed_total.using({option}=...)")):
+        typed_total.enqueue(**{option: 1})
+    with pytest.raises(InvalidArguments) as refused:
+        add.enqueue(1, 2, args=[3])  # no option of .using()
+    assert str(refused.value) == "kwargs['args']: add() has no parameter 'args'"
+    assert not Job.objects.exists()
+
+
 def test_what_a_worker_passes_in_itself_is_not_required_at_enqueue():
     # a pipeline's gather step gets `results` from the worker
     assert total.using(pass_results=True).enqueue().pk
