@@ -24,8 +24,9 @@ secret in every form it is likely to travel in:
 
 ``mask_credentials`` also masks the value of every ``Basic`` credential (base64
 of ``user:password``) and ``Bearer`` token in a text, the password of every
-URL's ``user:password@`` and the value of every query parameter named as a
-credential (``?access_token=``), whoever's they are: error messages get it whether
+URL's ``user:password@``, the path of a webhook's URL that is its key (Slack's:
+``KEYED_PATHS``) and the value of every query parameter named as a credential
+(``?access_token=``), whoever's they are: error messages get it whether
 or not a connector was involved.
 """
 
@@ -134,6 +135,41 @@ def names_a_credential(name: str) -> bool:
     return False
 
 
+#: Services whose webhook URLs carry their key in the path, as their documentation has
+#: them copied: (name, host, path). Refused in an http connector's plain ``url``; the
+#: path of each is masked in any text (``mask_credentials``).
+KEYED_PATHS = (
+    ("Slack", r"hooks\.slack(-gov)?\.com", r"/."),
+    ("Discord", r"((ptb|canary)\.)?discord(app)?\.com", r"/api/(v\d+/)?webhooks/."),
+    ("Telegram bot", r"api\.telegram\.org", r"/bot."),
+    ("Microsoft Teams", r"[\w-]+\.webhook\.office\.com|outlook\.office(365)?\.com", r"/webhook"),
+    ("Zapier", r"hooks\.zapier\.com", r"/hooks/."),
+)
+_KEYED_PATHS = tuple(
+    (name, re.compile(host, re.IGNORECASE), re.compile(path)) for name, host, path in KEYED_PATHS
+)
+#: A URL on one of KEYED_PATHS' hosts: its origin, and its path up to a space or a quote.
+_KEYED_URL = re.compile(
+    r"(?P<origin>https?://(?:" + "|".join(host for _, host, _ in KEYED_PATHS) + r")(?::\d+)?)"
+    r"""(?P<path>/[^\s?#'"<>]*)""",
+    re.IGNORECASE,
+)
+
+
+def keyed_path_service(host: str, path: str) -> str | None:
+    """The name of the service (``KEYED_PATHS``) whose webhook URL's key is ``path``."""
+    for service, host_pattern, path_pattern in _KEYED_PATHS:
+        if host_pattern.fullmatch(host) and path_pattern.match(path):
+            return service
+    return None
+
+
+def _mask_keyed_path(found: re.Match[str]) -> str:
+    origin = found["origin"]
+    host = origin.split("://", 1)[1].rsplit(":", 1)[0]
+    return f"{origin}/{REDACTED}" if keyed_path_service(host, found["path"]) else found[0]
+
+
 def _mask_query_credentials(text: str) -> str:
     """``text`` with the value of each query parameter named as a credential masked."""
     kept, at = [], 0
@@ -151,11 +187,13 @@ def _mask_query_credentials(text: str) -> str:
 
 def mask_credentials(text: str) -> str:
     """``text`` with the value of each Basic credential and Bearer token masked, the
-    password of each URL that carries one (a DSN quoted by libpq, a webhook's URL), and
+    password of each URL that carries one (a DSN quoted by libpq, a webhook's URL), the
+    path of a webhook's URL that is its key (``KEYED_PATHS``: Slack's, Discord's), and
     the value of each query parameter named as a credential (an HTTP library's error
     naming the URL it called)."""
     if "://" in text:
         text = _URL_PASSWORD.sub(lambda found: f"{found[1]}{REDACTED}", text)
+        text = _KEYED_URL.sub(_mask_keyed_path, text)
     if "=" in text:
         text = _mask_query_credentials(text)
     if "Basic" not in text and "Bearer" not in text:

@@ -158,3 +158,21 @@ def test_the_admin_takes_a_webhook_url_as_the_url_secret(admin_client):
     assert hook.config == {} and hook.get_secrets() == {"url": f"{url}?a=b"}
     page = admin_client.get(f"/admin/pgjobs/connector/{hook.pk}/change/").content.decode()
     assert TOKEN not in page
+
+
+@pytest.mark.parametrize("service", WEBHOOKS)
+def test_a_webhook_url_in_any_job_s_error_has_its_path_masked(worker, service):
+    """No connector: a task posts to a webhook URL of its own settings, and its HTTP
+    library names the URL in its error ("404 Client Error: Not Found for url: ...")."""
+    url = WEBHOOKS[service]
+    job = Job.enqueue(
+        "tests.tasks_for_tests.raises_odd",
+        args=[f"404 Client Error: Not Found for url: {url}"],
+        max_attempts=1,
+    )
+    worker.drain()
+    job.refresh_from_db()
+    stored = json.dumps(job.errors)
+    host = urllib.parse.urlsplit(url).hostname
+    assert f"Not Found for url: https://{host}/********" in stored, stored
+    assert leaks(stored, TOKEN) == []

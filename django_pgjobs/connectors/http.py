@@ -28,7 +28,7 @@ from typing import Any
 from .. import conf, db
 from ..exceptions import InvalidOption
 from ..limits import plain_digits, shown
-from ..redaction import names_a_credential
+from ..redaction import keyed_path_service, names_a_credential
 from . import deadline, destinations
 from .base import ConnectorKind, Option, byte_count, seconds, secret_frames, str_dict
 from .errors import ConnectorError, ConnectorMisconfigured, ConnectorThrottled
@@ -150,18 +150,6 @@ def _credential_problems(headers: list[str], parameters: list[str]) -> dict[str,
     return problems
 
 
-#: Services whose webhook URLs carry their key in the path, as their documentation has
-#: them copied: (name, host, path). Such a URL goes in the url secret.
-KEYED_PATHS = (
-    ("Slack", r"hooks\.slack(-gov)?\.com", r"/."),
-    ("Discord", r"((ptb|canary)\.)?discord(app)?\.com", r"/api/(v\d+/)?webhooks/."),
-    ("Telegram bot", r"api\.telegram\.org", r"/bot."),
-    ("Microsoft Teams", r"[\w-]+\.webhook\.office\.com|outlook\.office(365)?\.com", r"/webhook"),
-    ("Zapier", r"hooks\.zapier\.com", r"/hooks/."),
-)
-_KEYED_PATHS = tuple((name, re.compile(host), re.compile(path)) for name, host, path in KEYED_PATHS)
-
-
 def _keyed_path_problem(config: Any) -> dict[str, str]:
     """A webhook's URL with its key in the path (``KEYED_PATHS``) in plain config."""
     url = config.get("url") if isinstance(config, dict) else None
@@ -169,14 +157,14 @@ def _keyed_path_problem(config: Any) -> dict[str, str]:
         parts = urllib.parse.urlsplit(url) if isinstance(url, str) else None
     except ValueError:
         return {}
-    for service, host, path in _KEYED_PATHS:
-        if parts and host.fullmatch(parts.hostname or "") and path.match(parts.path):
-            # The URL is not shown: its path is the key.
-            return {
-                "config.url": f"is a {service} webhook's URL, whose path is its key, and the "
-                "URL is plain text shown in the admin: set the url secret to it and leave "
-                "url out"
-            }
+    service = keyed_path_service(parts.hostname or "", parts.path) if parts else None
+    if service:
+        # The URL is not shown: its path is the key.
+        return {
+            "config.url": f"is a {service} webhook's URL, whose path is its key, and the "
+            "URL is plain text shown in the admin: set the url secret to it and leave "
+            "url out"
+        }
     return {}
 
 
