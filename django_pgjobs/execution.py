@@ -301,7 +301,7 @@ def _log_retry(outcome: Outcome, failure: Callable[[], str]) -> None:
     logger.info(
         "job %s (%s) attempt %s of %s failed, retry in %s: %s",
         job.pk,
-        job.task,
+        logs.printable(job.task),
         job.attempt,
         job.max_attempts,
         retry_in,
@@ -337,7 +337,7 @@ def _skewed(
         logger.warning(
             "job %s (%s) attempt %s can't run on this worker: %s",
             job.pk,
-            job.task,
+            logs.printable(job.task),
             job.attempt,
             logs.one_line(context.mask(limits.shortened(transitions.error_line(error), 1000))),
             extra=logs.job_fields(job),
@@ -415,7 +415,7 @@ def _task_backoff(
         logger.error(
             "job %s (%s): its backoff function failed (%s); using the queue's backoff",
             job.pk,
-            job.task,
+            logs.printable(job.task),
             shown(problem, 300),
         )
         return None
@@ -537,7 +537,7 @@ def _log_outcome(outcome: Outcome) -> None:
         logger.warning(
             "job %s (%s) discarded after attempt %s: %s",
             job.pk,
-            job.task,
+            logs.printable(job.task),
             job.attempt,
             error,
             extra=logs.job_fields(job),
@@ -547,7 +547,7 @@ def _log_outcome(outcome: Outcome) -> None:
         logs.jobs_logger.info(
             "job %s (%s) completed%s",
             job.pk,
-            job.task,
+            logs.printable(job.task),
             f" in {took:.3f}s" if took is not None else "",
             extra=logs.job_fields(job),
         )

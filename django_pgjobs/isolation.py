@@ -39,7 +39,7 @@ from typing import Any
 from django.db import connections
 from django.utils import timezone
 
-from . import conf, supervisor, transitions
+from . import conf, logs, supervisor, transitions
 from .context import JobContext
 from .exceptions import JobTimeout, UnknownTask, WorkerLost
 from .models import Job
@@ -194,7 +194,9 @@ def _verdict(
         )
     else:
         error = WorkerLost(f"the job's process {_how_it_ended(exitcode)}")
-    logger.warning("job %s (%s) attempt %s: %s", job.pk, job.task, job.attempt, error)
+    logger.warning(
+        "job %s (%s) attempt %s: %s", job.pk, logs.printable(job.task), job.attempt, error
+    )
     from .execution import failed_attempt
 
     return failed_attempt(job, error, clock(), registered_or_none(job.task))

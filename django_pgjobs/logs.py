@@ -152,6 +152,16 @@ def one_line(text: str) -> str:
     return text.rstrip().translate(_LINE_BREAKS)
 
 
+def printable(text: str) -> str:
+    """``text`` with what is not printable escaped as Python writes it (``\\n``,
+    ``\\x1b``, ``\\u202e``), for a name a row gave a log line (a job's task, an API
+    token's): written by SQL, it forged lines of the log, or sent the operator's
+    terminal escape sequences."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def delay(seconds: float) -> str:
     """A wait as a person reads it: 0.9s, 12s, 3m 5s, 5m, 2h 10m, 1d 4h."""
     if seconds < 10:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from django.db import transaction
 from django.db.models import Q
 
-from . import clocks, conf, db, limits, loaded, signals
+from . import clocks, conf, db, limits, loaded, logs, signals
 from .models import Job, WorkerProcess
 from .states import JobState
 
@@ -69,7 +69,7 @@ def rescue_orphaned(
         )
     for job in rescued:
         # The error rescue.sql appended says which worker and what happens next.
-        logger.info("rescued job %s (%s): %s", job.pk, job.task, _last_error(job))
+        logger.info("rescued job %s (%s): %s", job.pk, logs.printable(job.task), _last_error(job))
         signal = signals.job_discarded if job.state == JobState.DISCARDED else signals.job_retrying
         signal.send(sender=Job, job=job, error=None, rescued=True)
     return len(rescued)
@@ -141,6 +141,9 @@ def cancel_stranded(now: datetime) -> int:
     cancelled = db.fetch_dicts("cancel_stranded", {"now": now})
     for row in cancelled:
         logger.warning(
-            "job %s (%s) can never run: %s; cancelled", row["id"], row["task"], row["error"]
+            "job %s (%s) can never run: %s; cancelled",
+            row["id"],
+            logs.printable(row["task"]),
+            row["error"],
         )
     return len(cancelled)

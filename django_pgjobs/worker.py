@@ -734,7 +734,7 @@ class Worker:
         logger.warning(
             "job %s (%s) ignored its timeout; failing it and abandoning its thread",
             job.pk,
-            job.task,
+            logs.printable(job.task),
             extra=logs.job_fields(job),
         )
         # Its task may be unknown here: held in a job_started receiver, sent before the

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 
 import pytest
+from django.utils import timezone
 
 from django_pgjobs import Job, logs, testing
 
@@ -43,3 +44,41 @@ def test_one_line_escapes_every_line_break_and_nothing_else():
     assert logs.one_line("CommandFailed: sh exited with code 3: oops\n") == (
         "CommandFailed: sh exited with code 3: oops"
     )
+
+
+#: A task name as a row written by SQL may hold one: lines of its own, a terminal's
+#: escape sequence (clear the screen), a right-to-left override.
+HOSTILE_NAME = "x\n2026-12-05 05:34:37,115 INFO job 1 (x) completed\x1b[2J\u202eevil"
+
+
+def test_a_row_s_names_reach_the_log_escaped(caplog, client):
+    """Only the error a line quotes was escaped: a task name forged lines of the
+    worker's log and drove the operator's terminal, and so did an API token's name."""
+    from django_pgjobs import housekeeping, maintenance
+    from django_pgjobs.api.tokens import issue
+    from django_pgjobs.worker import Worker
+    from tests.test_hardening_rows import insert_job, sql
+
+    unknown = insert_job(task="'x'", max_attempts="2")
+    unrunnable = insert_job(task="'x'", args="'{}'")
+    held = insert_job(task="'x'", state="'executing'", lease="gen_random_uuid()", attempt="1",
+                      attempted_at="now() - interval '1 day'")  # fmt: skip
+    stranded = insert_job(task="'x'", state="'waiting'", pending_dependencies="1")
+    sql("UPDATE pgjobs_job SET task = %s", [HOSTILE_NAME])
+    token = issue("ci", ["*"])[1]
+    sql("UPDATE pgjobs_apitoken SET name = %s", [HOSTILE_NAME])
+    with caplog.at_level(logging.INFO, logger="django_pgjobs"):
+        Worker().drain()
+        maintenance.rescue_orphaned(timezone.now())
+        housekeeping.prune(timezone.now())
+        enqueued = {"task": "testproject.demo.tasks.add", "args": [1, 2]}
+        headers = {"Authorization": f"Bearer {token}"}
+        client.post("/jobs", enqueued, content_type="application/json", headers=headers)
+    lines = [r.getMessage() for r in caplog.records if "2026-12-05" in r.getMessage()]
+    said = {pk for pk in (unknown, unrunnable, held, stranded) for line in lines
+            if f"job {pk} (" in line}  # fmt: skip
+    assert said == {unknown, unrunnable, held, stranded}, lines
+    assert any(line.startswith("api: job ") for line in lines), lines  # the token's name
+    for line in lines:
+        assert line.splitlines() == [line] and line.isprintable(), repr(line)
+        assert r"x\n2026-12-05 05:34:37,115 INFO job 1 (x) completed\x1b[2J\u202eevil" in line

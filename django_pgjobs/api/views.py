@@ -222,7 +222,7 @@ def enqueue(request: HttpRequest, token: ApiToken) -> HttpResponse:
         job.task,
         "already there (duplicate)" if duplicate else "enqueued",
         job.queue,
-        token.name,
+        logs.printable(token.name),
         extra=logs.job_fields(job),
     )
     response = JsonResponse(
