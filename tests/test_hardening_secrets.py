@@ -187,6 +187,10 @@ def canary_connectors(transactional_db, http_peer) -> dict[str, str]:
         secrets={"password": CANARY},
     )
     ConnectorFactory(name="token-hook", config={"url": http_peer.url}, secrets={"token": CANARY})
+    # A webhook whose URL is its key (a Discord one's): the url secret, the key in its path.
+    origin = urllib.parse.urljoin(http_peer.url, "/")
+    path = f"{urllib.parse.quote(CANARY, safe='')}/sendMessage"
+    ConnectorFactory(name="path-hook", config={}, secrets={"url": origin + path})
     script = 'echo "out $CANARY"; printf %s "user:$CANARY" | base64 >&2; exit 3'
     ConnectorFactory(
         name="shell",
@@ -201,6 +205,7 @@ def enqueue_leaky_jobs() -> list[Job]:
     return [
         Job.enqueue(CALL, kwargs={"payload": {"a": 1}}, connector="basic-hook", max_attempts=2),
         Job.enqueue(CALL, kwargs={"payload": {"a": 1}}, connector="token-hook", max_attempts=1),
+        Job.enqueue(CALL, kwargs={"payload": {"a": 1}}, connector="path-hook", max_attempts=1),
         Job.enqueue(CALL, kwargs={"payload": {}}, connector="shell", max_attempts=1),
         Job.enqueue("tests.tasks_for_connectors.echo_secrets", args=[True], connector="shell"),
         Job.enqueue("tests.tasks_for_connectors.echo_secrets", args=[False], connector="shell"),

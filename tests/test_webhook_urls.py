@@ -176,3 +176,15 @@ def test_a_webhook_url_in_any_job_s_error_has_its_path_masked(worker, service):
     host = urllib.parse.urlsplit(url).hostname
     assert f"Not Found for url: https://{host}/********" in stored, stored
     assert leaks(stored, TOKEN) == []
+
+
+def test_the_key_of_a_telegram_bot_s_url_secret_is_masked_alone(http_peer):
+    """The path's segment is ``bot<id>:<key>``; a server may echo the key alone."""
+    origin = urllib.parse.urljoin(http_peer.url, "/").rstrip("/")
+    hook = Connector(name="bot", kind="http", config={})
+    hook.set_secrets({"url": f"{origin}/bot123456:{TOKEN}/sendMessage"})
+    hook.save()
+    http_peer.status, http_peer.answer = 401, f"invalid key {TOKEN}".encode()
+    with pytest.raises(ConnectorError) as failed:
+        get_connector("bot").request({"text": "hi"})
+    assert "invalid key ********" in str(failed.value), str(failed.value)

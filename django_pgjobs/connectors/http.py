@@ -512,19 +512,25 @@ def _credential_values(headers: Any, query: Any) -> list[str]:
 
 #: A path segment that looks like a key rather than a word: a digit in it, or long.
 _KEY_LIKE = re.compile(r".*\d|.{16}")
+#: A long run of a key's characters inside a segment: a Telegram bot's is
+#: ``bot<id>:<key>``, and a server may echo the key alone.
+_KEY_RUN = re.compile(r"[A-Za-z0-9_-]{16,}")
 
 
 def _secret_parts(url: str) -> list[str]:
     """The parts of a URL held as a secret that travel alone: its path (without its
     slashes at either end: "/" and "/services" are left readable in messages), its
-    segments that look like keys (``_KEY_LIKE``), and its query's values."""
+    segments that look like keys (``_KEY_LIKE``) and long runs inside them
+    (``_KEY_RUN``), and its query's values."""
     try:
         parts = urllib.parse.urlsplit(url)
     except ValueError:
         return []
     segments = [urllib.parse.unquote(segment) for segment in parts.path.split("/")]
+    runs = _KEY_RUN.findall(urllib.parse.unquote(parts.path))
     values = [value for _, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)]
-    return [parts.path.strip("/"), *filter(_KEY_LIKE.match, segments), parts.query, *values]
+    keys = [*filter(_KEY_LIKE.match, segments), *runs]
+    return [parts.path.strip("/"), *keys, parts.query, *values]
 
 
 def _framed(stream: Any) -> bool:
