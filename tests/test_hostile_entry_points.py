@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import io
 import json
 import re
 import smtplib
@@ -20,6 +21,8 @@ from datetime import UTC, datetime
 from urllib.parse import quote
 
 import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.db import connection
 from django.test import override_settings
 from django.urls import reverse
@@ -30,6 +33,7 @@ from django_pgjobs.compat import InvalidTask, TaskResultDoesNotExist, task_backe
 from django_pgjobs.connectors import deadline
 from django_pgjobs.connectors.errors import ConnectorError
 from django_pgjobs.connectors.store import get_connector
+from django_pgjobs.models import WorkerProcess
 from django_pgjobs.selection import InvalidSelection, parse_id
 from django_pgjobs.states import JobState
 from tests.admin_helpers import changelist
@@ -93,6 +97,19 @@ def test_the_admins_search_by_id_reads_ids_by_the_same_rule(admin_client, job_id
     found = admin_client.get(changelist(), {"q": f"#{job_id}"})
     assert found.context["cl"].result_count == 1
     assert admin_client.get(changelist(), {"q": term}).status_code == 200
+
+
+@pytest.mark.parametrize("text", NOT_IDS)
+def test_stopworker_reads_no_other_id(db, text):
+    """argparse's int() read " 5 ", "+5", "05", "1_000" and Arabic-Indic digits as
+    ids: ``stopworker 05`` asked worker 5 to stop, ``stopworker \u0661`` worker 1."""
+    worker = WorkerProcessFactory()
+    with pytest.raises(CommandError, match=r"^not a worker process id: ") as refused:
+        call_command("stopworker", text.format(worker.pk), stdout=io.StringIO())
+    assert refused.value.returncode == 1
+    assert not WorkerProcess.objects.filter(stop_requested=True).exists()
+    call_command("stopworker", str(worker.pk), stdout=io.StringIO())
+    assert WorkerProcess.objects.get().stop_requested
 
 
 def test_a_cancel_notice_for_no_job_id_is_ignored(worker):

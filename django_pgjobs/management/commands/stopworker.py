@@ -19,7 +19,9 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("ids", nargs="*", type=int, help="Worker process ids.")
+        # Text, read by the id rule (limits.id_in_text): argparse's int() read " 5",
+        # "+5", "05", "1_000" and Arabic-Indic digits as ids, and stopped those workers.
+        parser.add_argument("ids", nargs="*", help="Worker process ids.")
         parser.add_argument("--host", default=None, help="Stop every worker of this host.")
         parser.add_argument("--all", action="store_true", help="Stop every worker.")
 
@@ -28,7 +30,7 @@ class Command(BaseCommand):
             return super().execute(*args, **options)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        ids: list[int] = options["ids"]
+        ids = [_worker_id(text) for text in options["ids"]]
         host: str | None = options["host"]
         if [bool(ids), host is not None, options["all"]].count(True) != 1:
             raise CommandError("give worker ids, --host or --all (one of them)")
@@ -47,3 +49,14 @@ class Command(BaseCommand):
                 raise CommandError(f"no worker process on host {host!r}")
         flagged = request_stop(None if options["all"] else ids)
         self.stdout.write(f"asked {flagged} worker process(es) to stop")
+
+
+def _worker_id(text: str) -> int:
+    """The worker id ``text`` writes (as the admin shows it), or a CommandError."""
+    worker_id = limits.id_in_text(text)
+    if worker_id is None:
+        raise CommandError(
+            f"not a worker process id: {limits.shown(text)} (the ids of the Worker "
+            "processes admin page, as shown there)"
+        )
+    return worker_id
