@@ -188,3 +188,9 @@ def test_the_key_of_a_telegram_bot_s_url_secret_is_masked_alone(http_peer):
     with pytest.raises(ConnectorError) as failed:
         get_connector("bot").request({"text": "hi"})
     assert "invalid key ********" in str(failed.value), str(failed.value)
+
+
+def test_the_admin_s_help_says_the_url_secret_may_stand_in(admin_client):
+    page = admin_client.get(ADD_URL).content.decode()
+    assert "url (required, or the url secret)" in page
+    assert "token, password, api_key, url" in page

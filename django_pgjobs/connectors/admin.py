@@ -25,7 +25,7 @@ from ..payload import names_in
 from ..redaction import mask_credentials
 from ..secrets import SecretKeysInvalid, SecretsUnreadable
 from ..templatetags.pgjobs_admin import when
-from .base import ConnectorKind
+from .base import ConnectorKind, Option
 from .registry import kinds
 from .store import build, load
 
@@ -57,12 +57,17 @@ def parse_secret_lines(text: str) -> tuple[dict[str, str], list[str]]:
 
 def options_summary(kind_class: type[ConnectorKind]) -> str:
     """``url (required), method=POST, ...`` for the config field's help."""
-    parts = [
-        f"{option.name} (required)" if option.required else f"{option.name}={option.default!r}"
-        for option in kind_class.options
-    ]
+    parts = [_option_summary(option, kind_class) for option in kind_class.options]
     secrets = "any name" if kind_class.secrets is None else ", ".join(kind_class.secrets)
     return ", ".join(parts) + f" — secrets: {secrets or 'none'}"
+
+
+def _option_summary(option: Option, kind_class: type[ConnectorKind]) -> str:
+    if not option.required:
+        return f"{option.name}={option.default!r}"
+    if option.name in kind_class.secret_options:
+        return f"{option.name} (required, or the {option.name} secret)"
+    return f"{option.name} (required)"
 
 
 class ConnectorForm(forms.ModelForm):
