@@ -45,7 +45,7 @@ from .exceptions import (
 from .limits import shown
 from .models import Job
 from .states import JobState
-from .tasks import Task, get_task
+from .tasks import Task, get_task, registered_or_none
 from .transitions import Outcome
 
 logger = logging.getLogger(__name__)
@@ -535,10 +535,11 @@ def _log_outcome(outcome: Outcome) -> None:
         if isinstance(error, str):
             error = logs.one_line(error)
         logger.warning(
-            "job %s (%s) discarded after attempt %s: %s",
+            "job %s (%s) discarded after attempt %s%s: %s",
             job.pk,
             logs.printable(job.task),
             job.attempt,
+            _given_up_early(outcome),
             error,
             extra=logs.job_fields(job),
         )
@@ -551,6 +552,26 @@ def _log_outcome(outcome: Outcome) -> None:
             f" in {took:.3f}s" if took is not None else "",
             extra=logs.job_fields(job),
         )
+
+
+def _given_up_early(outcome: Outcome) -> str:
+    """Why a job with attempts left was discarded, for its log line: "discarded after
+    attempt 1" of a job allowed 20 left a newcomer wondering. Empty when its attempts
+    are used up, or its error says why (a row it can't run as stored)."""
+    job, error = outcome.job, outcome.error
+    if error is None or job.attempt >= job.max_attempts:
+        return ""
+    left = f" of {job.max_attempts}"
+    if isinstance(error, DiscardJob):
+        return f"{left} (DiscardJob)"
+    registered = registered_or_none(job.task)
+    if registered is None:
+        return ""
+    if registered.discard_on and isinstance(error, registered.discard_on):
+        return f"{left} (its task's discard_on)"
+    if registered.retry_on and not isinstance(error, registered.retry_on):
+        return f"{left} (not in its task's retry_on)"
+    return ""
 
 
 def _log_refused(outcomes: list[Outcome]) -> None:

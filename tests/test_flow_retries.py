@@ -132,6 +132,46 @@ def test_retry_on_retries_only_those_errors(worker):
 
 @pytest.mark.django_db
 @pytest.mark.parametrize(
+    "task, kind, why",
+    [
+        ("discards_on_value_error", "value", "its task's discard_on"),
+        ("retries_on_timeout", "key", "not in its task's retry_on"),
+    ],
+)
+def test_a_discard_with_attempts_left_says_why_in_the_log(worker, caplog, task, kind, why):
+    """ "discarded after attempt 1" of a job allowed 20 left a newcomer wondering."""
+    with caplog.at_level("WARNING", logger="django_pgjobs"):
+        job = _drained(worker, Job.enqueue(f"{FLOW}.{task}", args=[kind]))
+    [said] = [r.getMessage() for r in caplog.records if "discarded" in r.getMessage()]
+    assert said.startswith(
+        f"job {job.pk} ({FLOW}.{task}) discarded after attempt 1 of {job.max_attempts} ({why}): "
+    ), said
+
+
+@pytest.mark.django_db
+def test_a_discard_job_with_attempts_left_says_so_in_the_log(worker, caplog):
+    @task(name="tests.discards_itself")
+    def discards_itself() -> None:
+        from django_pgjobs import DiscardJob
+
+        raise DiscardJob("no such user")
+
+    try:
+        with caplog.at_level("WARNING", logger="django_pgjobs"):
+            job = _drained(worker, Job.enqueue("tests.discards_itself"))
+    finally:
+        from django_pgjobs import tasks
+
+        tasks._registry.pop("tests.discards_itself", None)
+    [said] = [r.getMessage() for r in caplog.records if "discarded" in r.getMessage()]
+    assert said == (
+        f"job {job.pk} (tests.discards_itself) discarded after attempt 1 of "
+        f"{job.max_attempts} (DiscardJob): DiscardJob: no such user"
+    )
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
     "how, delay",
     [("seven", 7.0), ("delta", 60.0), ("raise", None), ("nan", None)],
 )
