@@ -8,16 +8,17 @@ escaped, or refuses the query string (a redirect to ``?e=1`` that says why, or a
 
 from __future__ import annotations
 
+import html
 import json
 import re
-from urllib.parse import quote
+from urllib.parse import quote, urljoin, urlsplit
 
 import pytest
 from django.contrib.admin.utils import quote as admin_quote
 from django.urls import reverse
 from django.utils import timezone
 
-from django_pgjobs.models import ApiToken, Job, Schedule, WorkerProcess
+from django_pgjobs.models import ApiToken, Job, Queue, Schedule, WorkerProcess
 from django_pgjobs.states import JobState
 from tests.admin_helpers import changelist, messages_of
 from tests.factories import ConnectorFactory, JobFactory, QueueFactory, WorkerProcessFactory
@@ -463,6 +464,65 @@ def test_queue_links_lead_to_their_queue(admin_client, name):
     assert f'href="{url}"' in admin_client.get(detail_url(job.pk)).content.decode()
     page = admin_client.get(url)
     assert page.status_code == 200 and page.context["original"].name == name
+
+
+def browsed(href: str) -> str:
+    """The path a browser asks for when it follows ``href``: it resolves dot-segments
+    ("/./", "/../") first, which the test client doesn't."""
+    return urlsplit(urljoin("http://testserver/", html.unescape(href))).path
+
+
+def hrefs(response, pattern: str) -> list[str]:
+    return re.findall(rf'(?:href|formaction)="({pattern})"', response.content.decode())
+
+
+@pytest.mark.parametrize("name", [".", ".."])
+def test_a_queue_named_as_a_dot_segment_opens_from_every_link(admin_client, name):
+    """The name rule allows "." and "..": their links ended in "/./change/" and
+    "/../change/", which a browser resolves to another page (a queue "change", the app's
+    index) before it asks."""
+    QueueFactory(name=name)
+    job = JobFactory(queue=name)
+
+    def opens(href: str) -> bool:
+        page = admin_client.get(browsed(href))
+        return page.status_code == 200 and page.context["original"].name == name
+
+    listed = admin_client.get(reverse("admin:pgjobs_queue_changelist"))
+    [row] = [h for h in hrefs(listed, r"/admin/pgjobs/queue/[^\"]*/change/") if opens(h)]
+    linked = next(q["url"] for q in admin_client.get(DASHBOARD + "data/").json()["queues"]
+                  if q["name"] == name)  # fmt: skip
+    assert opens(linked) and browsed(linked) == browsed(row)
+    assert f'href="{linked}"' in admin_client.get(detail_url(job.pk)).content.decode()
+    page = admin_client.get(browsed(row))
+    [history] = hrefs(page, r"[^\"]*/history/")
+    [delete] = hrefs(page, r"[^\"]*/delete/")
+    for href in (history, delete):  # and back to the queue from each
+        opened = admin_client.get(browsed(href))
+        assert opened.status_code == 200 and opened.context["object"].name == name, href
+        assert [h for h in hrefs(opened, r"/admin/pgjobs/queue/[^\"]*/change/") if opens(h)]
+    saved = admin_client.post(browsed(row), {**edited(page), "_continue": "1"})
+    assert saved.status_code == 302 and browsed(saved["Location"]) == browsed(row)
+    paused_at = browsed(row).removesuffix("change/") + "pause/"  # its own button's
+    [pause] = [h for h in hrefs(listed, r"[^\"]*/pause/") if browsed(h) == paused_at]
+    assert admin_client.post(browsed(pause)).status_code == 302
+    assert Queue.objects.get(name=name).paused
+
+
+@pytest.mark.parametrize("name", [".", ".."])
+def test_a_queue_named_as_a_dot_segment_added_in_the_admin_opens_on(admin_client, name):
+    add = reverse("admin:pgjobs_queue_add")
+    added = admin_client.post(add, {**edited(admin_client.get(add)), "name": name,
+                                    "_continue": "1"})  # fmt: skip
+    assert added.status_code == 302, added.context["adminform"].form.errors
+    page = admin_client.get(browsed(added["Location"]))
+    assert page.status_code == 200 and page.context["original"].name == name
+
+
+def edited(page) -> dict[str, object]:
+    """The change form's fields as the page fills them in."""
+    form = page.context["adminform"].form
+    return {field.name: field.value() for field in form if field.value() is not None}
 
 
 # -- actions on such rows ---------------------------------------------------------------

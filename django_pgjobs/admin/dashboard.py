@@ -12,7 +12,6 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.admin import ModelAdmin
-from django.contrib.admin.utils import quote
 from django.db.models import Exists, OuterRef, QuerySet
 from django.db.models.functions import JSONArray, Now
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -23,7 +22,7 @@ from django.utils import timezone
 from .. import conf, logs, stats
 from ..models import Queue, WorkerProcess
 from ..templatetags.pgjobs_admin import TIME_FORMAT
-from .base import url_or_none
+from .base import quote_pk, url_or_none
 
 #: How often the page asks for fresh numbers, in milliseconds.
 REFRESH_MS = 3000
@@ -43,7 +42,7 @@ def dashboard_data(now: datetime | None = None) -> dict[str, Any]:
                 "oldest_available_seconds": _age(now, oldest),
                 # The page unquotes it (x_3A was linked as x:); None for a
                 # name jobs carry that no URL can (an empty one).
-                "url": url_or_none("admin:pgjobs_queue_change", quote(queue["name"])),
+                "url": url_or_none("admin:pgjobs_queue_change", quote_pk(queue["name"])),
             }
         )
     ages = [q["oldest_available_seconds"] for q in queues if q["oldest_available_seconds"]]

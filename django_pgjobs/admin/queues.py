@@ -16,7 +16,7 @@ from .. import conf, queues, ratelimits, stats
 from ..models import Queue
 from ..stats import DEPTH_STATES
 from ..templatetags.pgjobs_admin import duration
-from .base import CheckedChangeList, OperatorAdmin
+from .base import CheckedChangeList, OperatorAdmin, quote_pk, quoted_pk, unquote_pk
 
 
 class QueueChangeList(CheckedChangeList):
@@ -26,6 +26,9 @@ class QueueChangeList(CheckedChangeList):
     the planner guesses hundreds of rows and spends longer compiling the query
     (JIT) than running it.
     """
+
+    def url_for_result(self, result: Queue) -> str:
+        return reverse("admin:pgjobs_queue_change", args=[quote_pk(result.pk)])
 
     def get_results(self, request: HttpRequest) -> None:
         super().get_results(request)
@@ -125,6 +128,23 @@ class QueueAdmin(OperatorAdmin):
             return shown
         return tuple("paused" if name == "paused_toggle" else name for name in shown)
 
+    # A queue named "." or ".." is linked as "_2E" or "_2E_2E" (quote_pk): the pages of
+    # Django's own take the id as Django's quote makes it.
+    def change_view(self, request: HttpRequest, object_id: str, *args: Any, **kwargs: Any) -> Any:
+        return super().change_view(request, quoted_pk(object_id), *args, **kwargs)
+
+    def history_view(self, request: HttpRequest, object_id: str, *args: Any, **kwargs: Any) -> Any:
+        return super().history_view(request, quoted_pk(object_id), *args, **kwargs)
+
+    def delete_view(self, request: HttpRequest, object_id: str, *args: Any, **kwargs: Any) -> Any:
+        return super().delete_view(request, quoted_pk(object_id), *args, **kwargs)
+
+    def response_add(
+        self, request: HttpRequest, obj: Queue, post_url_continue: str | None = None
+    ) -> HttpResponse:
+        changed = reverse("admin:pgjobs_queue_change", args=[quote_pk(obj.pk)])
+        return super().response_add(request, obj, post_url_continue or changed)
+
     def get_readonly_fields(self, request: HttpRequest, obj: Queue | None = None) -> tuple:
         return ("name",) if obj else ()  # jobs refer to queues by name
 
@@ -165,7 +185,7 @@ class QueueAdmin(OperatorAdmin):
             'formaction="{}" name="_toggle" value="{}">{}</button>',
             "paused" if queue.paused else "running",
             "paused" if queue.paused else "running",
-            reverse(f"admin:pgjobs_queue_{action}", args=[queue.name]),
+            reverse(f"admin:pgjobs_queue_{action}", args=[quote_pk(queue.name)]),
             queue.name,
             action.capitalize(),
         )
@@ -186,7 +206,7 @@ class QueueAdmin(OperatorAdmin):
         return self._set_paused(request, name, paused=False)
 
     def _set_paused(self, request: HttpRequest, name: str, *, paused: bool) -> HttpResponse:
-        queue = self.get_object(request, name)
+        queue = self.get_object(request, unquote_pk(name))
         if queue is None:
             raise Http404(f"no queue {name!r}")
         queues.set_paused([queue.name], paused)
