@@ -440,6 +440,16 @@ def _snooze(job: Job, until: datetime, now: datetime, reason: str) -> str:
     )
     if snoozed is None:
         return "unrecorded"
+    if snoozed and logs.jobs_logger.isEnabledFor(logging.INFO):
+        # At -v 2, which prints every job: a job snoozing for ever said nothing.
+        logs.jobs_logger.info(
+            "job %s (%s) snoozed, runs again in %s%s",
+            job.pk,
+            job.task,
+            logs.delay((until - now).total_seconds()),
+            f": {logs.one_line(reason)}" if reason else "",
+            extra=logs.job_fields(job),
+        )
     return job.state if snoozed else "lost"
 
 

@@ -49,6 +49,18 @@ def test_a_snooze_waits_without_counting_an_attempt_or_an_error(worker, returned
 
 
 @pytest.mark.django_db
+def test_a_snooze_is_a_line_at_verbosity_2_with_when_and_why(worker, caplog):
+    """A job snoozing every second said nothing even at -v 2, which prints every job."""
+    job = Job.enqueue(f"{FLOW}.snooze_times", kwargs={"times": 2, "seconds": 30})
+    with caplog.at_level("INFO", logger="django_pgjobs.jobs"):
+        worker.drain(now=NOW)
+    said = [r.getMessage() for r in caplog.records if r.name == "django_pgjobs.jobs"]
+    assert said == [
+        f"job {job.pk} ({FLOW}.snooze_times) snoozed, runs again in 30s: waiting, 1 of 2"
+    ]
+
+
+@pytest.mark.django_db
 def test_a_snooze_of_zero_seconds_makes_the_job_available_at_once(worker):
     job = Job.enqueue(f"{FLOW}.snooze_times", kwargs={"times": 1, "seconds": 0})
     worker.drain(now=NOW, max_jobs=1)
