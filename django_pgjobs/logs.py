@@ -134,32 +134,25 @@ def in_words(counts: dict[Any, int]) -> str:
     return ", ".join(f"{named[word]} {word}" for word in ordered) or "no jobs"
 
 
-#: Every character ``str.splitlines`` breaks a line at, as the escape Python writes for it.
-_LINE_BREAKS = str.maketrans(
-    {
-        c: c.encode("unicode_escape").decode("ascii")
-        for c in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
-    }
-)
-
-
 def one_line(text: str) -> str:
-    """``text`` with its line breaks escaped (``\\n``), for a log line that quotes a job's
-    error: a server's HTML answer or a database error's DETAIL spread one failed attempt
-    over many lines, and a message could forge lines of its own (a job's record keeps
-    the text as it is). Line breaks and spaces it ends with are left out: a command's
-    stderr ends in one, and "oops\\n" said nothing more than "oops"."""
-    return text.rstrip().translate(_LINE_BREAKS)
+    """``text`` with its line breaks and other unprintable characters escaped (``\\n``,
+    ``\\x1b``; not a tab), for a log line that quotes a job's error: a server's HTML
+    answer or a database error's DETAIL spread one failed attempt over many lines, a
+    message could forge lines of its own, and one quoting a task's argument sent the
+    operator's terminal its escape sequences (a job's record keeps the text as it is).
+    Line breaks and spaces it ends with are left out: a command's stderr ends in one,
+    and "oops\\n" said nothing more than "oops"."""
+    return printable(text.rstrip(), keep="\t")
 
 
-def printable(text: str) -> str:
-    """``text`` with what is not printable escaped as Python writes it (``\\n``,
-    ``\\x1b``, ``\\u202e``), for a name a row gave a log line (a job's task, an API
-    token's): written by SQL, it forged lines of the log, or sent the operator's
-    terminal escape sequences."""
+def printable(text: str, keep: str = "") -> str:
+    """``text`` with what is not printable (but ``keep``) escaped as Python writes it
+    (``\\n``, ``\\x1b``, ``\\u202e``), for a name a row gave a log line (a job's task,
+    an API token's): written by SQL, it forged lines of the log, or sent the
+    operator's terminal escape sequences."""
     if text.isprintable():
         return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return "".join(c if c.isprintable() or c in keep else repr(c)[1:-1] for c in text)
 
 
 def delay(seconds: float) -> str:

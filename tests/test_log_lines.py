@@ -13,7 +13,7 @@ from django_pgjobs import Job, logs, testing
 
 pytestmark = pytest.mark.django_db
 
-FORGED = "no such user\n2026-12-05 05:34:37,115 INFO job 1 (x) completed\r\nDETAIL:\u2028end"
+FORGED = "no such user\n2026-12-05 05:34:37,115 INFO job 1 (x) completed\r\nDETAIL:\u2028\x1b[2Jend"
 
 
 def test_a_failed_and_a_discarded_attempt_are_one_line_each(caplog):
@@ -29,17 +29,20 @@ def test_a_failed_and_a_discarded_attempt_are_one_line_each(caplog):
         assert line.splitlines() == [line], line
         assert line.endswith(
             r"ValueError: no such user\n2026-12-05 05:34:37,115 INFO job 1 (x) completed\r\n"
-            r"DETAIL:\u2028end"
+            r"DETAIL:\u2028\x1b[2Jend"
         ), line
     job.refresh_from_db()
     assert job.errors[-1]["error"] == f"ValueError: {FORGED}", "the record keeps it as it is"
 
 
-def test_one_line_escapes_every_line_break_and_nothing_else():
+def test_one_line_escapes_every_line_break_and_unprintable_character_and_nothing_else():
     breaks = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
     text = logs.one_line(f"a{breaks}b\té ü")
     assert text.splitlines() == [text]
     assert text == r"a\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029b" + "\té ü"
+    # A terminal's escape sequences and a right-to-left override: a task's error
+    # quoting its argument (any string the API takes) drove the operator's terminal.
+    assert logs.one_line("a\x1b[2J\x07\x9b\u202eb\x00") == r"a\x1b[2J\x07\x9b\u202eb\x00"
     # A command's stderr ends with a line break: the line ends with the text.
     assert logs.one_line("CommandFailed: sh exited with code 3: oops\n") == (
         "CommandFailed: sh exited with code 3: oops"
