@@ -18,6 +18,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db import DatabaseError, connections, transaction
@@ -61,6 +62,11 @@ Clock = Callable[[], datetime]
 #: Seconds past its timeout after which a sync job that ignored the interrupt is
 #: failed by the worker and its thread abandoned.
 TIMEOUT_GRACE = 1.0
+
+#: Most seconds between two attempts to write the failure of a job that ignored its
+#: timeout, while the write fails (the database away, say): the second comes 0.1 s
+#: after the first, each later one twice as long after the one before.
+ABANDON_RETRY_MAX = 5.0
 
 #: The value of WORKER_PREFETCH (and --prefetch) that adapts the prefetch to the load.
 AUTO = "auto"
@@ -234,6 +240,10 @@ class Worker:
         # the loop must watch (scanning every running job on every wake-up made
         # the loop quadratic in the concurrency).
         self._timed: dict[int, JobContext] = {}
+        # Jobs that ignored their timeout and whose failure could not be written yet,
+        # by id: retried with a backoff, not on every pass (see _abandon_failed). The
+        # loop's thread only.
+        self._unwritten: dict[int, _Unwritten] = {}
 
     # -- one step -----------------------------------------------------------------
 
@@ -716,14 +726,31 @@ class Worker:
         """Interrupt sync jobs past their timeout; fail the ones that ignore it."""
         with self._lock:
             timed = list(self._timed.values())
+        now = time.monotonic()
         for context in timed:
-            if not context.overdue():
+            due = self._due_at(context)
+            if due is None or now <= due:
                 continue
             if not getattr(context, "interrupted", False):
                 context.interrupted = True  # type: ignore[attr-defined]
                 context.interrupt(JobTimeout)
-            elif context.overdue(grace=TIMEOUT_GRACE):
+            else:
                 self._abandon(context)
+
+    def _due_at(self, context: JobContext) -> float | None:
+        """When (``time.monotonic()``) the loop next has something to do about a timed
+        job: interrupt it at its timeout, fail it past the grace after, or try again to
+        write that failure. Not the timeout alone: once it was past, the loop woke every
+        10 ms until the job was done with."""
+        deadline = context.deadline()
+        if deadline is None:
+            return None
+        unwritten = self._unwritten.get(context.job.id)
+        if unwritten is not None:
+            return unwritten.retry_at
+        if getattr(context, "interrupted", False):
+            return deadline + TIMEOUT_GRACE
+        return deadline
 
     def _abandon(self, context: JobContext) -> None:
         """Fail a job whose thread ignored its timeout, counted once as what was written."""
@@ -731,28 +758,73 @@ class Worker:
             return  # its thread came back first: the completer writes its outcome
         job = context.job
         error = JobTimeout(f"attempt exceeded its timeout of {job.timeout}s")
-        logger.warning(
-            "job %s (%s) ignored its timeout; failing it and abandoning its thread",
-            job.pk,
-            logs.printable(job.task),
-            extra=logs.job_fields(job),
-        )
+        unwritten = self._unwritten.get(job.pk)
+        if unwritten is None:  # said once, not again at each retry of the write
+            logger.warning(
+                "job %s (%s) ignored its timeout; failing it and abandoning its thread",
+                job.pk,
+                logs.printable(job.task),
+                extra=logs.job_fields(job),
+            )
         # Its task may be unknown here: held in a job_started receiver, sent before the
         # lookup (UnknownTask ended the loop).
         outcome = failed_attempt(job, error, self.clock(), registered_or_none(job.task))
         try:
             [written] = transitions.finish([outcome])
         except DatabaseError as problem:
-            logger.error("could not fail overdue job %s: %s", job.pk, problem)
-            with self._lock:
-                self._timed[job.pk] = context  # try again on the next pass
+            self._abandon_failed(context, problem)
             return
+        if unwritten is not None:
+            del self._unwritten[job.pk]
+            logger.warning(
+                "job %s: its failure at its timeout written after %.1fs (%d failed attempt(s))",
+                job.pk,
+                time.monotonic() - unwritten.since,
+                unwritten.attempts,
+            )
         if written:  # retried when, or discarded: as for a failure of the task's own
             log_abandoned(outcome, error)
         with self._lock:
             _forget(self.running, context)
         # Not written: its lease was taken away (cancelled, deleted, rescued) first.
         self._record(outcome.state if written else "lost")
+
+    def _abandon_failed(self, context: JobContext, problem: DatabaseError) -> None:
+        """Writing the failure of a job that ignored its timeout failed: try again
+        after a backoff, as long as it takes (the job stays executing under our lease
+        meanwhile). Said once per job, and again every REMIND_EVERY seconds while it
+        lasts: retried on every pass of the loop, it used to say so each time."""
+        job = context.job
+        if isinstance(problem, db.CONNECTION_TROUBLE):
+            # Else every retry meets the same lost connection (Django reconnects only a
+            # closed one), and nothing else of the loop's closes it while its slots are
+            # full: the write failed on after the database was back.
+            connections[self.using].close()
+        now = time.monotonic()
+        unwritten = self._unwritten.get(job.pk)
+        if unwritten is None:
+            unwritten = self._unwritten[job.pk] = _Unwritten(since=now)
+        else:
+            unwritten.attempts += 1
+            unwritten.delay = min(unwritten.delay * 2, ABANDON_RETRY_MAX)
+        unwritten.retry_at = now + unwritten.delay
+        if unwritten.said_at is None:
+            logger.error(
+                "could not fail overdue job %s: %s; retrying until it is written",
+                job.pk,
+                outage.describe(problem),
+            )
+            unwritten.said_at = now
+        elif now - unwritten.said_at >= outage.REMIND_EVERY:
+            logger.error(
+                "could not fail overdue job %s for %.0fs now: %s",
+                job.pk,
+                now - unwritten.since,
+                outage.describe(problem),
+            )
+            unwritten.said_at = now
+        with self._lock:
+            self._timed[job.pk] = context
 
     def _give_up_on(self, context: JobContext) -> bool:
         """Take a timed-out job from its thread: what the thread returns from now on is
@@ -785,7 +857,7 @@ class Worker:
             while self._retries_at and self._retries_at[0] <= claimed_at:
                 heapq.heappop(self._retries_at)
             retry_at = self._retries_at[0] if self._retries_at else None
-        pending = [d for d in (c.deadline() for c in timed) if d is not None]
+        pending = [d for d in (self._due_at(c) for c in timed) if d is not None]
         pending += [at for at in (self._room_at, retry_at, self._retry_lost_at) if at is not None]
         if not pending:
             return None
@@ -1129,6 +1201,17 @@ class Worker:
             f" after {attempts} attempt{'s' if attempts != 1 else ''}" if attempts else "",
             logs.in_words(self.stats),
         )
+
+
+@dataclass
+class _Unwritten:
+    """The failure of a job that ignored its timeout, not written yet (the write failed)."""
+
+    since: float  # time.monotonic() of the first failed attempt
+    retry_at: float = 0.0
+    delay: float = 0.1  # seconds from the last failed attempt to the next one
+    attempts: int = 1
+    said_at: float | None = None  # time.monotonic() when the failure was last logged
 
 
 def _write_alone(

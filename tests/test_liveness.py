@@ -4,6 +4,7 @@ can't reach the database for longer than the stale limit exits for a restart."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 import uuid
@@ -50,19 +51,16 @@ def state(job: Job) -> str:
     return Job.objects.get(pk=job.pk).state
 
 
-def test_an_outcome_is_written_after_an_outage_longer_than_a_minute(worker_process, wait):
-    """The completer used to give up after 60 s of outage, leaving the job executing
-    under its live worker's lease for good."""
-    env = {**FAST, "PGJOBS_WORKER_STALE_AFTER": "600"}
-    process = worker_process("--concurrency", "2", env=env)
-    job = Job.enqueue("tests.tasks_for_tests.blocked", args=[2])
-    wait(lambda: state(job) == JobState.EXECUTING, timeout=30)
+@contextlib.contextmanager
+def database_away() -> Iterator[None]:
+    """The test database refuses connections, and every one of them but the test's
+    own is ended: a server that went away, as its clients see it."""
     name = connection.settings_dict["NAME"]
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
         ours = cursor.fetchone()[0]
     params = {**db.connection_params(), "dbname": "postgres"}
-    with psycopg.connect(**params, autocommit=True) as admin:  # the server goes away
+    with psycopg.connect(**params, autocommit=True) as admin:
         admin.execute(
             sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(sql.Identifier(name))
         )
@@ -72,19 +70,52 @@ def test_an_outcome_is_written_after_an_outage_longer_than_a_minute(worker_proce
                 " WHERE datname = %s AND pid <> %s",
                 [name, ours],
             )
-            # The outage lasts longer than the completer's old retry window: a fixed
-            # duration is the point here, not a condition to wait for.
-            time.sleep(execution.OUTAGE_WINDOW + 5)
-            assert process.proc.poll() is None, process.output()
+            yield
         finally:
             admin.execute(
                 sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(sql.Identifier(name))
             )
+
+
+def test_an_outcome_is_written_after_an_outage_longer_than_a_minute(worker_process, wait):
+    """The completer used to give up after 60 s of outage, leaving the job executing
+    under its live worker's lease for good."""
+    env = {**FAST, "PGJOBS_WORKER_STALE_AFTER": "600"}
+    process = worker_process("--concurrency", "2", env=env)
+    job = Job.enqueue("tests.tasks_for_tests.blocked", args=[2])
+    wait(lambda: state(job) == JobState.EXECUTING, timeout=30)
+    with database_away():
+        # The outage lasts longer than the completer's old retry window: a fixed
+        # duration is the point here, not a condition to wait for.
+        time.sleep(execution.OUTAGE_WINDOW + 5)
+        assert process.proc.poll() is None, process.output()
     # Its outcome is written, not dropped: completed, or (when the job's own thread
     # met the outage while tidying up its connections) a failed attempt to retry.
     wait(lambda: state(job) in (JobState.COMPLETED, JobState.RETRYABLE), timeout=60)
     done = Job.objects.get(pk=job.pk)
     assert done.result == "finished" or done.errors, process.output()[-3000:]
+    assert process.stop() == 0, process.output()
+
+
+def test_an_overdue_job_failed_through_an_outage_is_said_once(worker_process, wait):
+    """Failing a job whose thread ignored its timeout is retried on every pass of
+    the loop until the database answers: each pass used to say again that the job
+    ignored its timeout, and that failing it failed."""
+    env = {**FAST, "PGJOBS_WORKER_STALE_AFTER": "600"}
+    process = worker_process("--concurrency", "1", env=env)
+    job = Job.enqueue("tests.tasks_for_tests.blocked", args=[15], max_attempts=1, timeout=2)
+    wait(lambda: state(job) == JobState.EXECUTING, timeout=30)
+    with database_away():  # before its timeout and grace (3 s) are up
+        wait(lambda: "could not fail overdue job" in process.output(), timeout=30)
+        # Long enough for several passes of the loop (its backoff doubles from 0.1 s):
+        # a fixed duration is the point here, not a condition to wait for.
+        time.sleep(5)
+    wait(lambda: state(job) == JobState.DISCARDED, timeout=30)
+    written = f"job {job.pk}: its failure at its timeout written after"
+    wait(lambda: written in process.output(), timeout=10)
+    said = [line for line in process.output().splitlines() if f"job {job.pk}" in line]
+    assert sum("ignored its timeout" in line for line in said) == 1, said
+    assert sum("could not fail overdue job" in line for line in said) == 1, said
     assert process.stop() == 0, process.output()
 
 

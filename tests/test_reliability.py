@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -381,6 +383,48 @@ def test_a_job_blocked_past_its_timeout_is_failed_and_its_slot_reused(
         f"job {stuck.pk} (tests.tasks_for_tests.blocked) discarded after attempt 1: "
         "JobTimeout: attempt exceeded its timeout of 0.3s",
     ]
+
+
+def test_a_failure_at_a_timeout_the_database_refuses_is_retried_with_a_backoff(
+    threaded_worker, wait, monkeypatch, caplog
+):
+    # A statement the server refuses (a read-only standby after a failover, say) leaves
+    # the connection usable: the write was tried again on every pass of the loop,
+    # which an overdue job woke every 10 ms, and each pass said it all again.
+    from django.db import DatabaseError
+
+    from django_pgjobs import transitions
+
+    refusing = threading.Event()
+    refusing.set()
+    refused_at: list[float] = []
+    finish = transitions.finish
+
+    def read_only(*args: object, **kwargs: object) -> list[bool]:
+        if refusing.is_set():
+            refused_at.append(time.monotonic())
+            raise DatabaseError("cannot execute UPDATE in a read-only transaction")
+        return finish(*args, **kwargs)
+
+    monkeypatch.setattr(transitions, "finish", read_only)
+    stuck = Job.enqueue("tests.tasks_for_tests.blocked", args=[20], max_attempts=1, timeout=0.3)
+    threaded_worker(concurrency=1)
+    wait(lambda: len(refused_at) >= 4, timeout=10)
+    refusing.clear()
+    wait(lambda: Job.objects.get(pk=stuck.pk).state == JobState.DISCARDED, timeout=10)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(refused_at)]
+    assert min(gaps) >= 0.09, gaps  # 0.1 s, then twice as long each time
+    said = [r.getMessage() for r in caplog.records if f"job {stuck.pk}" in r.getMessage()]
+    assert said[:2] == [
+        f"job {stuck.pk} (tests.tasks_for_tests.blocked) ignored its timeout; failing it and "
+        "abandoning its thread",
+        f"could not fail overdue job {stuck.pk}: cannot execute UPDATE in a read-only "
+        "transaction; retrying until it is written",
+    ]
+    assert said[2].startswith(f"job {stuck.pk}: its failure at its timeout written after ")
+    assert said[2].endswith(f"({len(refused_at)} failed attempt(s))")
+    assert said[3].startswith(f"job {stuck.pk} (tests.tasks_for_tests.blocked) discarded")
+    assert len(said) == 4, said
 
 
 def test_a_job_failed_at_its_timeout_before_its_task_was_called_is_not_then_run(
