@@ -318,6 +318,23 @@ def call_in_a_transaction(payload=None, connector=None):
 
 
 @task
+def linger_after_a_throttle(seconds, connector=None):
+    """Calls its connector inside a transaction of its own (rolled back as the
+    ConnectorThrottled leaves it), then holds the exception ``seconds`` before it
+    lets it go: slow work after the answer (test_connector_backpressure)."""
+    from django.db import transaction
+
+    from django_pgjobs.connectors.errors import ConnectorThrottled
+
+    try:
+        with transaction.atomic():
+            return connector.call(None)
+    except ConnectorThrottled:
+        time.sleep(seconds)
+        raise
+
+
+@task
 def call_another_connector(name, connector=None):
     """Calls connector ``name``, not its own (test_connector_backpressure)."""
     from django_pgjobs.connectors import get_connector

@@ -76,6 +76,24 @@ def test_a_throttle_holds_when_a_job_naming_no_connector_rolls_it_back(http_peer
     assert throttled_until is not None and throttled_until >= before + timedelta(seconds=119)
 
 
+def test_a_throttle_written_again_counts_from_the_answer_not_from_the_attempts_end(http_peer):
+    # The throttle written again once the task let the exception go counted the whole
+    # Retry-After from then: a task that held it (or did slow work after it) kept the
+    # connector throttled, and its job snoozed, longer than the service asked.
+    ConnectorFactory(name="api", config={"url": http_peer.url})
+    http_peer.status, http_peer.extra_headers = 429, {"Retry-After": "120"}
+    job = Job.enqueue("tests.tasks_for_tests.linger_after_a_throttle", args=[2], connector="api")
+    before = timezone.now()
+    assert Worker(concurrency=1).drain() == {"scheduled": 1}
+    answered_by = timezone.now() - timedelta(seconds=2)  # the task held it 2 s after
+    throttled_until = Connector.objects.get().throttled_until
+    assert throttled_until is not None
+    assert before + timedelta(seconds=119) <= throttled_until
+    assert throttled_until <= answered_by + timedelta(seconds=121)
+    job.refresh_from_db()
+    assert job.run_at <= answered_by + timedelta(seconds=121)
+
+
 def test_a_throttle_is_written_again_on_the_connector_that_answered_not_the_jobs(http_peer):
     # A task may call a connector other than its own: the throttle written again once
     # the task is done is the one that answered's, not the job's connector's.

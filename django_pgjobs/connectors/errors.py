@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from datetime import datetime, timedelta
+
 from .. import limits
 from ..exceptions import PgJobsError, Snooze
 
@@ -44,7 +47,19 @@ class ConnectorThrottled(Snooze):
     def __init__(self, name: str, delay: float, status: int) -> None:
         # ``connector``: the one that answered, which a task's own may not be.
         self.connector, self.delay, self.status = name, delay, status
+        # Raised as the answer comes: its Retry-After counts from then, not from when
+        # the task lets it go (it may hold it, or do slow work after it).
+        self.answered_at = time.monotonic()
         super().__init__(delay, reason=f"connector {name!r} answered {status} with Retry-After")
+
+    def remaining(self) -> float:
+        """Seconds of the service's Retry-After still to run."""
+        return max(0.0, self.delay - (time.monotonic() - self.answered_at))
+
+    def wake_at(self, now: datetime) -> datetime:
+        """When the job may run again, seen at ``now``: once the Retry-After counted
+        from the answer is over."""
+        return now + timedelta(seconds=self.remaining())
 
 
 class ConnectorBusy(Snooze):

@@ -121,13 +121,17 @@ def throttle_again(snooze: Snooze) -> None:
     answered is undone if the task's own transaction rolls back as the exception
     leaves it, and every other job would call the service on (a later deadline
     already written stays). Of the connector that answered, whether or not the job
-    names it: a task may load one itself (``get_connector``)."""
+    names it: a task may load one itself (``get_connector``). Until the Retry-After
+    counted from the answer is over, not from now: the task may have held it."""
     from .http import throttle
 
     if not isinstance(snooze, ConnectorThrottled):
         return
+    remaining = snooze.remaining()
+    if remaining <= 0:
+        return  # over already: the service may be called again
     try:
-        throttle(snooze.connector, snooze.delay)
+        throttle(snooze.connector, remaining)
     except DatabaseError as error:  # the job is snoozed all the same
         logger.warning("could not throttle connector %s: %s", snooze.connector, error)
 
