@@ -136,8 +136,9 @@ def prune_finished(now: datetime, older_than: timedelta, batch_size: int = 1000)
 def cancel_stranded(now: datetime) -> int:
     """Cancel waiting jobs that nothing can release: a dependency of theirs doesn't
     exist (deleted around ``transitions.delete_many``) or finished without releasing
-    them, or no unfinished one is left although they still count some. Each is
-    logged; see sql/cancel_stranded.sql."""
+    them, or no unfinished one is left although they still count some; and those
+    counting fewer than they wait for, whose dependencies' finishes the counter's
+    CHECK would refuse. Each is logged; see sql/cancel_stranded.sql."""
     cancelled = db.fetch_dicts("cancel_stranded", {"now": now})
     for row in cancelled:
         logger.warning(

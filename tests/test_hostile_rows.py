@@ -205,6 +205,34 @@ def test_a_job_waiting_on_an_edge_its_finished_dependency_never_released_is_canc
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_job_counting_fewer_dependencies_than_it_waits_for_is_cancelled_saying_so(worker):
+    """Its counter is counted down as each dependency finishes: below zero the CHECK
+    refused the dependency's finish (drain raised IntegrityError; a worker left the
+    dependency executing until a rescue ran it again, for ever), and at zero it was
+    released while a dependency was still running. The prune routine cancels it first,
+    saying so; then its dependencies finish as any do."""
+    first, second = insert_job(), insert_job()
+    none_counted = insert_job(state="'waiting'", pending_dependencies="0")
+    one_of_two = insert_job(state="'waiting'", pending_dependencies="1")
+    fine = insert_job(state="'waiting'", pending_dependencies="2")
+    dangling_edges((none_counted, first), (one_of_two, first), (one_of_two, second),
+                   (fine, first), (fine, second))  # fmt: skip
+    try:
+        assert housekeeping.prune(timezone.now()) == 2
+        cancelled = (none_counted, one_of_two)
+        errors = {pk: Job.objects.get(pk=pk).errors[-1]["error"] for pk in cancelled}
+        assert errors == {
+            none_counted: "DependencyFailed: it counts 0 unfinished dependencies, but waits for 1",
+            one_of_two: "DependencyFailed: it counts 1 unfinished dependencies, but waits for 2",
+        }
+        assert worker.drain() == {"completed": 3}  # the two dependencies, then `fine`
+        assert states() == {first: "completed", second: "completed", none_counted: "cancelled",
+                            one_of_two: "cancelled", fine: "completed"}  # fmt: skip
+    finally:  # a transactional test's flush would meet the edges' keys
+        sql("DELETE FROM pgjobs_jobdependency")
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_running_job_adds_to_its_pipeline_past_an_edge_to_a_job_that_doesnt_exist(worker):
     """The edges it copies went to the missing job too: the insert failed at commit,
     and the running job with it, on every attempt."""
