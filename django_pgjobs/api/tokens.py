@@ -24,7 +24,9 @@ from ..queues import QUEUE_NAME
 
 PREFIX = "pgj_"
 #: Most bytes of JSON text of a token's queues, and of its connectors, read on a
-#: request: about 15,000 names (["*"] grants every queue).
+#: request. Each name takes its length and 4 bytes more (its quotes, the ", " after
+#: it): 14,925 names of 63 characters (the longest queue name), 9,615 of 100 (the
+#: longest connector name), 71,428 of 10. ["*"] grants every queue.
 MAX_SCOPE_BYTES = 1_000_000
 SCOPES = ("queues", "connectors")
 #: last_used_at is written at most this often per token, not on every request.
