@@ -169,7 +169,7 @@ def delay(seconds: float) -> str:
 
 
 #: The order of a stop summary: a worker's outcomes, then a scheduler's ticks.
-WORDS_ORDER = ("completed", "retryable", "scheduled", "discarded", "cancelled",
+WORDS_ORDER = ("completed", "retryable", "snoozed", "scheduled", "discarded", "cancelled",
                "fired", "skipped", "failed")  # fmt: skip
 
 

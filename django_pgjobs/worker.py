@@ -1192,14 +1192,8 @@ class Worker:
                 logger.warning("could not remove worker row %s: %s", self.record.pk, error)
         connections[self.using].close()
         self._gone.set()
-        # "after N attempts": a job retried and then completed counts in both words,
-        # which read as jobs summed to more than the worker ran.
-        attempts = sum(self.stats.values())
         logger.info(
-            "worker %s stopped%s: %s",
-            self.record.pk if self.record else "-",
-            f" after {attempts} attempt{'s' if attempts != 1 else ''}" if attempts else "",
-            logs.in_words(self.stats),
+            "worker %s stopped%s", self.record.pk if self.record else "-", _summary(self.stats)
         )
 
 
@@ -1212,6 +1206,25 @@ class _Unwritten:
     delay: float = 0.1  # seconds from the last failed attempt to the next one
     attempts: int = 1
     said_at: float | None = None  # time.monotonic() when the failure was last logged
+
+
+#: A run that ended in these snoozed (Snooze, a busy connector): no attempt was used.
+SNOOZED = frozenset({JobState.SCHEDULED.value, JobState.AVAILABLE.value})
+
+
+def _summary(stats: Counter[str]) -> str:
+    """The end of a stop line: " after 3 attempts: 2 completed, 1 retryable, 1 snoozed".
+
+    "after N attempts": a job retried and then completed counts in both words, which
+    read as jobs summed to more than the worker ran. A snooze is no attempt: six of
+    them read "after 6 attempts: 6 scheduled" of a job that had never failed."""
+    words: Counter[str] = Counter()
+    for outcome, count in stats.items():
+        word = getattr(outcome, "value", outcome)
+        words["snoozed" if word in SNOOZED else word] += count
+    attempts = sum(count for word, count in words.items() if word != "snoozed")
+    after = f" after {attempts} attempt{'s' if attempts != 1 else ''}" if attempts else ""
+    return f"{after}: {logs.in_words(words)}"
 
 
 def _write_alone(

@@ -319,3 +319,16 @@ def test_a_worker_with_tasks_registered_does_not_warn_of_none(caplog):
     with caplog.at_level("WARNING", logger="django_pgjobs"), pytest.raises(SystemExit):
         call_command("runworker", "--burst")
     assert not [r for r in caplog.records if "no task is registered" in r.getMessage()]
+
+
+def test_a_stop_summary_counts_a_snooze_as_no_attempt():
+    """A job snoozing six times read "stopped after 6 attempts: 6 scheduled", where a
+    snooze uses no attempt and the job had never failed."""
+    done = add.enqueue(1, 2)
+    Job.enqueue("tests.tasks_for_flow.snooze_times", kwargs={"times": 2, "seconds": 30})
+    result = manage("runworker", "--burst")
+    assert result.returncode == 0, result.stderr
+    stop = next(line for line in result.stderr.splitlines() if " stopped" in line)
+    assert stop.endswith(" stopped after 1 attempt: 1 completed, 1 snoozed"), stop
+    done.refresh_from_db()
+    assert done.state == "completed"
