@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.db import connections
 
-from . import conf
+from . import conf, logs
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -217,7 +217,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def log_message(self, format: str, *args: Any) -> None:
-        logger.debug("metrics endpoint: " + format, *args)
+        # Escaped, as Python's own does: the request line is anyone's who reaches the port.
+        logger.debug("metrics endpoint: %s", logs.printable(format % args))
 
 
 @contextlib.contextmanager

@@ -4,6 +4,7 @@ and none for long."""
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 from collections.abc import Iterator
@@ -77,3 +78,17 @@ def test_a_connection_that_sends_nothing_more_is_closed(monkeypatch):
 def test_the_server_header_does_not_say_pythons_version(endpoint):
     answer = livez(endpoint)
     assert b"Server: pgjobs\r\n" in answer and b"Python" not in answer
+
+
+def test_a_request_line_reaches_the_log_escaped(endpoint, caplog):
+    """Python's own log_message escapes control characters; ours, at DEBUG, wrote the
+    request line as it came: anyone who reaches the port sent the log's reader (a
+    terminal) escape sequences, and forged lines with a bare CR or other breaks."""
+    caplog.set_level(logging.DEBUG, logger="django_pgjobs.probes")
+    with connect(endpoint) as probe:
+        probe.sendall(b"GET /livez\x1b[2J\x85\r HTTP/1.0\r\n\r\n")
+        probe.recv(200)
+    wait_until(lambda: any("metrics endpoint" in r.getMessage() for r in caplog.records))
+    said = [r.getMessage() for r in caplog.records if "metrics endpoint" in r.getMessage()]
+    assert said and all(line.isprintable() for line in said), said
+    assert any(r"/livez\x1b[2J" in line for line in said), said
