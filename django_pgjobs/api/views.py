@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -15,6 +15,7 @@ from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import reverse
+from django.utils.cache import set_response_etag
 from django.views.decorators.csrf import csrf_exempt
 
 from .. import conf, kept_errors, limits, logs, payload, queues, shown
@@ -57,7 +58,8 @@ GRANT = {
 
 def api_view(method: str, permission: str) -> Callable[[View], View]:
     """Method check, bearer-token authentication and permission, JSON errors. A GET
-    view answers HEAD too (monitors and load balancers send it), as GET without a body."""
+    view answers HEAD too (monitors and load balancers send it), as GET without a body
+    (``as_read``)."""
     allowed = (method, "HEAD") if method == "GET" else (method,)
 
     def decorate(view: View) -> View:
@@ -65,7 +67,7 @@ def api_view(method: str, permission: str) -> Callable[[View], View]:
         @csrf_exempt  # token in a header, never a cookie: nothing to forge
         def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
             answer = _answer(request, view, allowed, permission, *args, **kwargs)
-            return without_body(request, answer)
+            return as_read(request, answer)
 
         return wrapped
 
@@ -105,13 +107,35 @@ def method_not_allowed(allowed: tuple[str, ...]) -> HttpResponse:
     return response
 
 
-def without_body(request: HttpRequest, response: HttpResponse) -> HttpResponse:
-    """The answer to a HEAD: the GET's status and headers, its Content-Length too, and
-    no body (not every server drops one: an answer must not rely on it)."""
-    if request.method == "HEAD" and not response.streaming:
-        response["Content-Length"] = str(len(response.content))
-        response.content = b""
-    return response
+def as_read(request: HttpRequest, response: HttpResponse) -> HttpResponse:
+    """The answer to a GET, and to a HEAD the same one, its Content-Length too, whose
+    body is never sent (``HeadAnswer``). Both with the ETag ConditionalGetMiddleware
+    gives a GET (it skips HEAD): a HEAD's ETag must be the GET's."""
+    if request.method not in ("GET", "HEAD") or response.streaming:
+        return response
+    set_response_etag(response)
+    if request.method == "GET":
+        return response
+    answer = HeadAnswer(
+        response.content,
+        status=response.status_code,
+        reason=response.reason_phrase,
+        headers=dict(response.items()),
+    )
+    answer["Content-Length"] = str(len(response.content))
+    return answer
+
+
+class HeadAnswer(HttpResponse):
+    """A GET's answer given to a HEAD. Its body stays until the middleware is done
+    with it: emptied by the view, GZipMiddleware left it alone, and the HEAD went
+    without the GET's Content-Encoding, Vary and compressed Content-Length. It is
+    never sent: a WSGI server sends what it iterates, and not every one drops the
+    body of a HEAD's answer (wsgiref's doesn't). Django's ASGI handler sends the
+    content: uvicorn drops it for a HEAD, as ASGI servers do."""
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(())
 
 
 def job_json(job: Job) -> dict[str, Any]:
@@ -326,4 +350,4 @@ def openapi(request: HttpRequest) -> HttpResponse:
         # the wrong path must hear so, as at every other route.
         return method_not_allowed(("GET", "HEAD"))
     document = HttpResponse(openapi_document(), content_type="application/yaml")
-    return without_body(request, document)
+    return as_read(request, document)
