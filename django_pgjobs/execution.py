@@ -445,12 +445,23 @@ def _snooze(job: Job, until: datetime, now: datetime, reason: str) -> str:
         logs.jobs_logger.info(
             "job %s (%s) snoozed, runs again in %s%s",
             job.pk,
-            job.task,
-            logs.delay((until - now).total_seconds()),
+            logs.printable(job.task),
+            logs.delay(_seconds_between(now, until)),
             f": {logs.one_line(reason)}" if reason else "",
             extra=logs.job_fields(job),
         )
     return job.state if snoozed else "lost"
+
+
+def _seconds_between(now: datetime, until: datetime) -> float:
+    """``until - now`` in seconds, where a naive time (a task's own, with USE_TZ off) is
+    in TIME_ZONE, as the database stores it: naive minus aware was a TypeError."""
+    zone = timezone.get_default_timezone()
+    if timezone.is_naive(until):
+        until = timezone.make_aware(until, zone)
+    if timezone.is_naive(now):
+        now = timezone.make_aware(now, zone)
+    return (until - now).total_seconds()
 
 
 T = TypeVar("T")
