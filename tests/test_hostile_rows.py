@@ -233,6 +233,23 @@ def test_a_job_counting_fewer_dependencies_than_it_waits_for_is_cancelled_saying
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_dependency_of_a_job_counting_fewer_than_it_waits_for_still_finishes(worker):
+    """Before the prune routine finds such a job, its dependencies finish all the same
+    (migration 0026): the trigger counted them off to below zero, which the CHECK
+    refused, so drain raised IntegrityError and a worker left the dependency executing
+    until a rescue ran it again. The count stops at zero, which releases the job."""
+    first, second = insert_job(), insert_job()
+    none_counted = insert_job(state="'waiting'", pending_dependencies="0")
+    dangling_edges((none_counted, first), (none_counted, second))
+    try:
+        assert worker.drain() == {"completed": 3}  # the dependencies, then the job
+        assert states() == {first: "completed", second: "completed", none_counted: "completed"}
+        assert Job.objects.get(pk=none_counted).pending_dependencies == 0
+    finally:  # a transactional test's flush would meet the edges' keys
+        sql("DELETE FROM pgjobs_jobdependency")
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_running_job_adds_to_its_pipeline_past_an_edge_to_a_job_that_doesnt_exist(worker):
     """The edges it copies went to the missing job too: the insert failed at commit,
     and the running job with it, on every attempt."""
