@@ -40,7 +40,7 @@ from common import (  # noqa: E402
     recreate_database,
     with_database,
 )
-from run import SYSTEMS, venv_python  # noqa: E402
+from run import FLUSH_PROBE, PLAIN_INSERT, SYSTEMS, migrated_database, venv_python  # noqa: E402
 
 #: What Job.enqueue("pgjobs_tasks.noop") passes to sql/insert_job.sql (run_at and
 #: created_at are its clock's now: now() here, of the same type).
@@ -71,8 +71,6 @@ PGQUEUER_ARRAYS = [
     "'{NULL}'::text[]",
     "'{NULL}'::jsonb[]",
 ]
-
-PLAIN = "INSERT INTO flush_probe (task) VALUES ('noop');"
 
 
 def one_line(sql: str) -> str:
@@ -108,20 +106,8 @@ def pgqueuer_statement(python: str) -> str:
 
 
 def install_ours(url: str) -> None:
-    recreate_database(url)
-    env = {
-        **os.environ,
-        "DATABASE_URL": url,
-        "DJANGO_SETTINGS_MODULE": "pgjobs_settings",
-        "PYTHONPATH": os.pathsep.join([str(BENCH / "runners"), str(BENCH), str(ROOT)]),
-    }
-    subprocess.run(
-        [sys.executable, str(ROOT / "manage.py"), "migrate", "-v0"], cwd=ROOT, env=env, check=True
-    )
-    psql(
-        url,
-        "CREATE TABLE flush_probe (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, task text)",
-    )
+    migrated_database(url)
+    psql(url, FLUSH_PROBE)  # insert1's table, beside ours
 
 
 def install_pgqueuer(url: str, python: str) -> None:
@@ -178,7 +164,7 @@ def main() -> None:
             "ours": (ours, our_statement(), ""),
             "ours, events off": (ours, our_statement(), "-c pgjobs.events=off"),
             "pgqueuer": (theirs, pgqueuer_statement(python), ""),
-            "plain INSERT": (ours, PLAIN, ""),
+            "plain INSERT": (ours, PLAIN_INSERT, ""),
         }
         report(runs, args)
     finally:

@@ -172,10 +172,8 @@ def claim_script(batch: int) -> str:
     )
 
 
-def prepare_ceiling(url: str) -> None:
-    """The real job table (migrated), copied without its triggers into plain_job."""
-    import psycopg
-
+def migrated_database(url: str) -> None:
+    """A fresh database at ``url`` with django-pgjobs' tables, as ``migrate`` makes them."""
     recreate_database(url)
     env = {
         **os.environ,
@@ -186,6 +184,13 @@ def prepare_ceiling(url: str) -> None:
     subprocess.run(
         [sys.executable, str(ROOT / "manage.py"), "migrate", "-v0"], cwd=ROOT, env=env, check=True
     )
+
+
+def prepare_ceiling(url: str) -> None:
+    """The real job table (migrated), copied without its triggers into plain_job."""
+    import psycopg
+
+    migrated_database(url)
     with psycopg.connect(url, autocommit=True) as conn:
         options = conn.execute(
             "SELECT reloptions FROM pg_class WHERE relname = 'pgjobs_job'"
@@ -202,11 +207,16 @@ def flush_ceiling(url: str, rows: int) -> float:
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS flush_probe"
-            " (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, task text)"
-        )
-    return pgbench(url, "INSERT INTO flush_probe (task) VALUES ('noop');\n", 1, rows)
+        conn.execute(FLUSH_PROBE)
+    return pgbench(url, PLAIN_INSERT + "\n", 1, rows)
+
+
+#: The table of insert1, and the one-row INSERT it times.
+FLUSH_PROBE = (
+    "CREATE TABLE IF NOT EXISTS flush_probe"
+    " (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, task text)"
+)
+PLAIN_INSERT = "INSERT INTO flush_probe (task) VALUES ('noop');"
 
 
 def pgbench(url: str, script: str, clients: int, transactions: int) -> float:
