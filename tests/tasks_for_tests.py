@@ -324,7 +324,7 @@ def linger_after_a_throttle(seconds, connector=None):
     lets it go: slow work after the answer (test_connector_backpressure)."""
     from django.db import transaction
 
-    from django_pgjobs.connectors.errors import ConnectorThrottled
+    from django_pgjobs.connectors import ConnectorThrottled
 
     try:
         with transaction.atomic():

@@ -18,6 +18,7 @@ from .errors import (
     ConnectorError,
     ConnectorMisconfigured,
     ConnectorRefused,
+    ConnectorThrottled,
     UnknownConnectorKind,
 )
 from .http import HttpConnector, HttpResponse, HttpStatusError
@@ -36,6 +37,7 @@ __all__ = [
     "ConnectorKind",
     "ConnectorMisconfigured",
     "ConnectorRefused",
+    "ConnectorThrottled",
     "HttpConnector",
     "HttpResponse",
     "HttpStatusError",
