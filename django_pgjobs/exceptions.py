@@ -112,6 +112,12 @@ class JobGone(PgJobsError, InvalidTransition):
 class JobTimeout(PgJobsError):
     """The attempt ran longer than its job's timeout."""
 
+    @classmethod
+    def exceeded(cls, timeout: float | None, how: str = "") -> JobTimeout:
+        """The error of an attempt past its job's ``timeout`` (seconds), ``how`` it
+        ended after: every way a worker times out an attempt says the same."""
+        return cls(f"attempt exceeded its timeout of {timeout}s{how}")
+
 
 class JobCancelled(PgJobsError):
     """Raised in a task (by ``raise_if_cancelled``) whose job was cancelled."""

@@ -151,7 +151,7 @@ def _run_coroutine(
         try:
             return await asyncio.wait_for(coroutine, job.timeout)
         except TimeoutError:
-            raise JobTimeout(f"attempt exceeded its timeout of {job.timeout}s") from None
+            raise JobTimeout.exceeded(job.timeout) from None
 
     loop = asyncio.new_event_loop()
     try:
@@ -286,7 +286,7 @@ def _timeout_said(job: Job, error: BaseException) -> BaseException:
     timeout: that raises the bare class in the job's thread (an exception instance
     can't be raised there), and the error record said "JobTimeout: " and no more."""
     if type(error) is JobTimeout and not error.args:
-        error.args = (f"attempt exceeded its timeout of {job.timeout}s",)
+        error.args = JobTimeout.exceeded(job.timeout).args
     return error
 
 

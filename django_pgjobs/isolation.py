@@ -189,9 +189,7 @@ def _verdict(
     if exitcode is None:  # its supervisor went away first: nothing is known
         return "handed back" if transitions.hand_back(job) else "lost"
     if killed_at_timeout:
-        error: BaseException = JobTimeout(
-            f"attempt exceeded its timeout of {job.timeout}s; its process was killed"
-        )
+        error: BaseException = JobTimeout.exceeded(job.timeout, "; its process was killed")
     else:
         error = WorkerLost(f"the job's process {_how_it_ended(exitcode)}")
     logger.warning(

@@ -757,7 +757,7 @@ class Worker:
         if not self._give_up_on(context):
             return  # its thread came back first: the completer writes its outcome
         job = context.job
-        error = JobTimeout(f"attempt exceeded its timeout of {job.timeout}s")
+        error = JobTimeout.exceeded(job.timeout)
         unwritten = self._unwritten.get(job.pk)
         if unwritten is None:  # said once, not again at each retry of the write
             logger.warning(
