@@ -379,7 +379,7 @@ def similar_names(name: object) -> list[str]:
         return []  # no name a job holds: nothing is like it (and difflib stays cheap)
     module, _, function = name.rpartition(".")
     same_function, same_module = [], []
-    for known in _registry:
+    for known in list(_registry):  # a copy: a thread may register a task meanwhile
         known_module, _, known_function = known.rpartition(".")
         if _spelling(known_function) == _spelling(function):
             same_function.append(known)

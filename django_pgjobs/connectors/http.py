@@ -313,8 +313,9 @@ class HttpConnector(ConnectorKind):
             [name for name in headers if name.lower() not in had],
             [name for name in parameters if name not in had_parameters],
         )
-        if _keyed_path_problem(config) != _keyed_path_problem(stored):
-            problems |= _keyed_path_problem(config)
+        keyed = _keyed_path_problem(config)
+        if keyed != _keyed_path_problem(stored):
+            problems |= keyed
         return problems
 
     @secret_frames
