@@ -414,7 +414,13 @@ def test_a_failure_at_a_timeout_the_database_refuses_is_retried_with_a_backoff(
     wait(lambda: Job.objects.get(pk=stuck.pk).state == JobState.DISCARDED, timeout=10)
     gaps = [later - earlier for earlier, later in itertools.pairwise(refused_at)]
     assert min(gaps) >= 0.09, gaps  # 0.1 s, then twice as long each time
-    said = [r.getMessage() for r in caplog.records if f"job {stuck.pk}" in r.getMessage()]
+
+    def said_of_the_job() -> list[str]:
+        return [r.getMessage() for r in caplog.records if f"job {stuck.pk}" in r.getMessage()]
+
+    # The worker says the write and the discard after they commit: wait for its lines.
+    wait(lambda: len(said_of_the_job()) >= 4, timeout=10)
+    said = said_of_the_job()
     assert said[:2] == [
         f"job {stuck.pk} (tests.tasks_for_tests.blocked) ignored its timeout; failing it and "
         "abandoning its thread",
