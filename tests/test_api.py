@@ -388,6 +388,32 @@ def test_head_sends_the_headers_get_does_behind_gzip_and_conditional_get(
     assert got.has_header("Content-Encoding") == (gzip == "gzip" and len(got.content) >= 200)
 
 
+@pytest.mark.parametrize("path", ["/jobs/{pk}", "/jobs/openapi.yaml"])
+@pytest.mark.parametrize("middleware", [True, False])
+def test_head_with_a_matching_if_none_match_is_304_as_get_is(
+    client, token, settings, path, middleware
+):
+    # ConditionalGetMiddleware skips HEAD: a HEAD whose ETag matched was a 200, and a
+    # GET's 304 needed the middleware, though every answer carries its ETag.
+    if middleware:
+        settings.MIDDLEWARE = [
+            "django.middleware.http.ConditionalGetMiddleware",
+            *settings.MIDDLEWARE,
+        ]
+    job = Job.enqueue(ADD, args=[1, 2], queue="mail")
+    path = path.format(pk=job.pk)
+    headers = {"Authorization": f"Bearer {token}"}
+    etag = client.get(path, headers=headers)["ETag"]
+    for method in (client.get, client.head):
+        fresh = method(path, headers={**headers, "If-None-Match": etag})
+        assert fresh.status_code == 304 and fresh.content == b"" and fresh["ETag"] == etag
+        stale = method(path, headers={**headers, "If-None-Match": '"other"'})
+        assert stale.status_code == 200 and stale["ETag"] == etag
+    Job.objects.filter(pk=job.pk).update(priority=7)  # the job changed: its ETag too
+    changed = client.head(path, headers={**headers, "If-None-Match": etag})
+    assert changed.status_code == (304 if "openapi" in path else 200)
+
+
 # -- GET /jobs/<id> -------------------------------------------------------------------
 
 

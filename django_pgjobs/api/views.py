@@ -15,7 +15,7 @@ from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import reverse
-from django.utils.cache import set_response_etag
+from django.utils.cache import get_conditional_response, set_response_etag
 from django.views.decorators.csrf import csrf_exempt
 
 from .. import conf, kept_errors, limits, logs, payload, queues, shown
@@ -110,12 +110,15 @@ def method_not_allowed(allowed: tuple[str, ...]) -> HttpResponse:
 def as_read(request: HttpRequest, response: HttpResponse) -> HttpResponse:
     """The answer to a GET, and to a HEAD the same one, its Content-Length too, whose
     body is never sent (``HeadAnswer``). Both with the ETag ConditionalGetMiddleware
-    gives a GET (it skips HEAD): a HEAD's ETag must be the GET's."""
+    gives a GET (it skips HEAD): a HEAD's ETag must be the GET's. Both answered 304
+    when the client's If-None-Match holds that ETag (RFC 9110 13.1.2), here and not
+    by the middleware alone: it skips HEAD, and a project may not have it."""
     if request.method not in ("GET", "HEAD") or response.streaming:
         return response
     set_response_etag(response)
-    if request.method == "GET":
-        return response
+    conditional = get_conditional_response(request, etag=response.get("ETag"), response=response)
+    if request.method == "GET" or conditional is not response:
+        return conditional
     answer = HeadAnswer(
         response.content,
         status=response.status_code,
