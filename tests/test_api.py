@@ -261,6 +261,40 @@ def test_a_body_that_is_not_json_is_415(client, token):
     assert response.status_code == 415 and not Job.objects.exists()
 
 
+@pytest.mark.parametrize("charset", ["latin-1", "ISO-8859-1", "utf-16", "utf-16le", "x-bogus"])
+@pytest.mark.parametrize("path", ["/jobs", "/jobs/run"])
+def test_a_json_body_declared_in_another_charset_than_utf8_is_415(client, token, charset, path):
+    # The charset was ignored: a latin-1 body was read as UTF-8, its "é" a 400 about
+    # invalid UTF-8 (or other characters, when its bytes happen to be UTF-8). JSON
+    # between systems is UTF-8 (RFC 8259 8.1): another declared charset is refused.
+    Job.enqueue(ADD, args=[1, 2])
+    sent = {"task": ADD, "args": ["café", 1]} if path == "/jobs" else {"limit": 1}
+    body = json.dumps(sent, ensure_ascii=False)
+    response = client.generic(  # post() would re-encode the bytes
+        "POST",
+        path,
+        body.encode("utf-16" if "16" in charset else "latin-1"),
+        content_type=f"application/json; charset={charset}",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert response.status_code == 415
+    answer = response.json()
+    assert answer["error"] == "unsupported_media_type"
+    assert "UTF-8" in answer["message"] and charset in answer["message"]
+    assert list(Job.objects.values_list("state", flat=True)) == [JobState.AVAILABLE]
+
+
+@pytest.mark.parametrize("charset", ["", "; charset=utf-8", '; charset="UTF-8"', "; charset=utf8"])
+def test_a_json_body_declared_utf8_or_undeclared_is_read(client, token, charset):
+    response = client.post(
+        "/jobs",
+        json.dumps({"task": ADD, "args": ["café", 1]}, ensure_ascii=False).encode(),
+        content_type=f"application/json{charset}",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert response.status_code == 201 and response.json()["args"] == ["café", 1]
+
+
 def test_an_oversized_payload_is_413_naming_args(client, token, settings):
     settings.PGJOBS = {**settings.PGJOBS, "MAX_PAYLOAD_BYTES": 100}
     response = post(client, "/jobs", {"task": ADD, "args": ["x" * 200, 1]}, token)

@@ -202,10 +202,31 @@ def _record_json(record: dict[str, Any], tracebacks: bool) -> dict[str, Any]:
     return visible
 
 
+#: The charsets a JSON body may declare (``utf8`` is a common misspelling of it).
+UTF8 = ("utf-8", "utf8")
+
+
+def other_charset(request: HttpRequest) -> HttpResponse | None:
+    """The 415 of a JSON body declared in a charset other than UTF-8, else None. It was
+    read as UTF-8 whatever it said: a latin-1 "é" was a 400 about invalid UTF-8, or
+    another character. JSON between systems is UTF-8 (RFC 8259 8.1), so it is refused."""
+    charset = request.content_params.get("charset")
+    if charset is None or charset.lower() in UTF8:
+        return None
+    return error(
+        415,
+        "unsupported_media_type",
+        f"send the JSON body in UTF-8, the only charset this API reads (RFC 8259), "
+        f"not charset={limits.shown(charset)}",
+    )
+
+
 @api_view("POST", "can_enqueue")
 def enqueue(request: HttpRequest, token: ApiToken) -> HttpResponse:
     if request.content_type != "application/json":
         return error(415, "unsupported_media_type", "send the job as application/json")
+    if refused := other_charset(request):
+        return refused
     try:
         body = parse_json_object(request.body)
     except RequestDataTooBig:
@@ -284,6 +305,8 @@ def run(request: HttpRequest, token: ApiToken) -> HttpResponse:
     # The parameters come in the query string or a JSON object: a body of another kind
     # (curl -d limit=5 sends a form) was ignored, and every due job ran.
     in_json = bool(body) and request.content_type == "application/json"
+    if request.content_type == "application/json" and (refused := other_charset(request)):
+        return refused
     if body and not in_json and not _empty_form(request):
         return error(
             415,
