@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from .pickling import PickledWhole
 from .states import InvalidTransition
 
 
-class PgJobsError(Exception):
-    """Base class for errors raised by django-pgjobs."""
+class PgJobsError(PickledWhole, Exception):
+    """Base class for errors raised by django-pgjobs (each survives pickle whole)."""
 
 
 def _named(value: object) -> str:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from django.db import models
 
+from .pickling import PickledWhole
+
 
 class JobState(models.TextChoices):
     WAITING = "waiting", "Waiting"  # dependencies unmet
@@ -52,7 +54,7 @@ RETRY_FROM: frozenset[JobState] = FINISHED | {S.SCHEDULED, S.RETRYABLE}
 ACTIVE: frozenset[JobState] = frozenset(set(JobState) - FINISHED)
 
 
-class InvalidTransition(Exception):
+class InvalidTransition(PickledWhole, Exception):
     """A state change that the state machine does not allow."""
 
     def __init__(self, job_id: int | None, from_state: str, to_state: str) -> None:
