@@ -86,6 +86,13 @@ _CREDENTIAL_PARTS = ("passw", "passphrase")
 #: Words that start with "auth" and carry none: a thing's author (``X-Author``,
 #: ``X-Authored-By``, ``Authority``); "authoriz" and "authoris" do.
 _AUTHORSHIP = re.compile("author(?!i[sz])")
+#: A word that starts as a credential's does and names an identity: who a proxy
+#: authenticated (``X-Authenticated-User``), not how.
+_IDENTITY_WORDS = ("authenticated",)
+#: Words after "session" that name where a load balancer pins a session
+#: (``X-Session-Affinity``), not the session's id: "session" alone (``X-Session``), or
+#: before any other word (``X-Session-Id``), still names a credential.
+_SESSION_HINTS = ("affinity",)
 #: What comes before a credential's word in a compound that names one (``apikey``,
 #: ``accesstoken``, ``clientsecret``, ``oauth``): any ending in one made ``X-Monkey``,
 #: ``X-Hockey-Team`` and ``X-Concession-Id`` credentials' names.
@@ -110,21 +117,36 @@ def _names_a_code(words: list[str]) -> bool:
     return joined == "code" or joined.endswith(tuple(f"{start}code" for start in _CODE_NAMES))
 
 
+def _names_no_secret(word: str, following: str) -> bool:
+    """Whether a name's ``word`` (lower case), before ``following`` (its next word, or
+    ""), starts as a credential's does and names none: an identity, a session's routing
+    hint (``_IDENTITY_WORDS``, ``_SESSION_HINTS``). The name's other words still count."""
+    if word in _IDENTITY_WORDS:
+        return True
+    if word == "session":
+        return following in _SESSION_HINTS
+    return word.startswith("session") and word.removeprefix("session") in _SESSION_HINTS
+
+
 def names_a_credential(name: str) -> bool:
     """Whether a header's or a query parameter's ``name`` names a credential: one of
     its words is one of CREDENTIAL_WORDS, or a compound ending in one after one of
     _COMPOUND_STARTS (``apikey``, ``accesstoken``, ``oauth``, plurals too, a number
     after it), or holds one of _CREDENTIAL_PARTS, or starts with one of
-    _CREDENTIAL_PREFIXES (an author's word aside), or is ``code`` (whole, or after
-    one of _CODE_NAMES). For refusing a name in a plain config, so narrower than
-    masking: ``api-version``, ``X-GitHub-Api-Version``, ``X-Design``,
-    ``X-Cache-Bypass``, ``X-Monkey``, ``X-Author`` and ``country_code`` are no
+    _CREDENTIAL_PREFIXES (an author's word, an identity, a session's hint aside), or
+    is ``code`` (whole, or after one of _CODE_NAMES). For refusing a name in a plain
+    config, so narrower than masking: ``api-version``, ``X-GitHub-Api-Version``,
+    ``X-Design``, ``X-Cache-Bypass``, ``X-Monkey``, ``X-Author``,
+    ``X-Authenticated-User``, ``X-Session-Affinity`` and ``country_code`` are no
     credentials' names."""
     words = _NAME_WORDS.findall(name)
     if _names_a_code(words):
         return True
-    for word in words:
-        word = word.lower().rstrip("0123456789")  # "Key2", "token1": a second key is one
+    # "Key2", "token1": a second key is one.
+    lowered = [word.lower().rstrip("0123456789") for word in words]
+    for word, following in itertools.pairwise([*lowered, ""]):
+        if _names_no_secret(word, following):
+            continue
         singular = word[:-1] if word.endswith("s") and not word.endswith("ss") else word
         if word == "pass" or any(part in word for part in _CREDENTIAL_PARTS):
             return True

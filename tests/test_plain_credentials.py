@@ -49,6 +49,13 @@ CREDENTIAL_HEADERS = [
     "X-Authorisation",
     "X-Userpassword",  # a password after any word: none is "bypass"
     "x-dbpasswd",
+    # Beside the words above that carry none: still a credential's name.
+    "X-Session",
+    "X-Session-Token",
+    "sessionid",
+    "X-Authenticated-Token",
+    "X-Authentication",
+    "X-Session-Affinity-Key",
 ]
 PLAIN_HEADERS = [
     "Accept",
@@ -71,6 +78,12 @@ PLAIN_HEADERS = [
     "X-Author",
     "X-Authored-By",
     "X-Authority",
+    # Who a proxy authenticated, and where a load balancer keeps a session: an
+    # identity and a routing hint, no secret ("session" alone or with "id" is one).
+    "X-Authenticated-User",
+    "X-Authenticated-Userid",
+    "X-Session-Affinity",
+    "SessionAffinity",
     # "code" names a credential only whole or after a word that makes it one (below).
     "country_code",
     "X-Zip-Code",
