@@ -32,7 +32,18 @@ from datetime import datetime, timedelta
 from django.db import DatabaseError, connections
 from django.db.models.functions import Now
 
-from . import __version__, clocks, conf, db, housekeeping, limits, logs, outage, schedules
+from . import (
+    __version__,
+    clocks,
+    conf,
+    db,
+    housekeeping,
+    limits,
+    logs,
+    outage,
+    querylog,
+    schedules,
+)
 from .housekeeping import RoutineSpec
 from .models import Schedule, SchedulerProcess
 from .notifier import Notifier
@@ -154,6 +165,7 @@ class Scheduler:
         retry_delay = 0.1
         while not self.stopping.is_set():
             self.wakeup.clear()  # before reading: an edit from now on wakes the next sleep
+            querylog.forget()
             began, seen = time.monotonic(), outage.generation(self.using)
             try:
                 self._check_in()
@@ -284,6 +296,7 @@ class Scheduler:
         retry_delay = 0.1
         while not self.stopping.is_set():
             began, seen = time.monotonic(), outage.generation(self.using)
+            querylog.forget()
             try:
                 housekeeping.run_due(self.routines, self.clock(), self.using)
                 wake_at = housekeeping.next_due_at(self.routines, self.clock(), self.using)

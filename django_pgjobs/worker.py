@@ -39,6 +39,7 @@ from . import (
     maintenance,
     middleware,
     outage,
+    querylog,
     ratelimits,
     supervisor,
     transitions,
@@ -535,6 +536,7 @@ class Worker:
 
     def _run(self, context: JobContext) -> Outcome | str:
         context.pool_thread = threading.get_ident()
+        querylog.forget()  # the task sees its own queries only, as a view does
         with self._lock:
             self._queued -= 1
             if self.prefetch and not self._queued:
@@ -649,6 +651,7 @@ class Worker:
                         last = True
                         break
                     batch.append(more)
+                querylog.forget()
                 self._write_batch(batch)
                 if last:
                     break
@@ -926,6 +929,7 @@ class Worker:
         retry_delay = 0.1
         while not self.stopping.is_set():
             self.wakeup.clear()
+            querylog.forget()
             seen = outage.generation(self.using)
             try:
                 self._know_backend()
@@ -1064,6 +1068,7 @@ class Worker:
         failed = False
         while not self.stopping.wait(interval):
             began = time.monotonic()
+            querylog.forget()
             try:
                 if beat(self.record.pk, self.using, self.database_clock.measure()):
                     logger.info("worker %s: stop requested", self.record.pk)

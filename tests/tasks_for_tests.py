@@ -6,6 +6,9 @@ import signal
 import sys
 import threading
 import time
+import weakref
+
+from django.db.backends.signals import connection_created
 
 from django_pgjobs import DiscardJob, Snooze, isolation, signals, task
 from django_pgjobs.context import current_job
@@ -352,3 +355,22 @@ def call_named_in_a_transaction(name):
 
     with transaction.atomic():
         return get_connector(name).call(None)
+
+
+#: Every Django connection this process made (each thread has its own), for
+#: ``most_queries_logged``.
+_CONNECTIONS: weakref.WeakSet = weakref.WeakSet()
+
+
+def _keep_connection(sender: object, connection: object, **kwargs: object) -> None:
+    _CONNECTIONS.add(connection)
+
+
+connection_created.connect(_keep_connection)
+
+
+@task
+def most_queries_logged() -> int:
+    """The most statements any thread's Django connection holds in its query log
+    (kept while DEBUG is on), in this process."""
+    return max((len(c.queries_log) for c in list(_CONNECTIONS)), default=0)

@@ -332,3 +332,47 @@ def test_a_stop_summary_counts_a_snooze_as_no_attempt():
     assert stop.endswith(" stopped after 1 attempt: 1 completed, 1 snoozed"), stop
     done.refresh_from_db()
     assert done.state == "completed"
+
+
+def test_a_worker_with_debug_on_keeps_no_query_log_growing(worker_process, wait):
+    """With DEBUG = True (startproject's default) each Django connection logs every
+    statement it runs, up to 9,000, and only a request empties the log (Django's
+    reset_queries): each thread of a worker, which serves none, kept its last 9,000."""
+    Job.enqueue_many(
+        [{"task": "testproject.demo.tasks.record", "args": [f"q-{n}"]} for n in range(300)]
+    )
+    process = worker_process("--concurrency", "2", env={"DEBUG": "True"})
+    wait(lambda: not Job.objects.exclude(state="completed").exists(), timeout=60)
+    probe = Job.enqueue("tests.tasks_for_tests.most_queries_logged")
+    wait(lambda: Job.objects.get(pk=probe.pk).state == "completed", timeout=30)
+    most = Job.objects.get(pk=probe.pk).result
+    assert process.stop() == 0, process.output()
+    assert most < 20, f"a connection of the worker holds {most} logged queries"
+    [said] = [line for line in process.output().splitlines() if "DEBUG" in line]
+    assert said.endswith(
+        "INFO django_pgjobs.worker: settings.DEBUG is on: Django logs every query "
+        "(connection.queries); this process empties each thread's log at every job or "
+        "pass, as Django does at every request. Turn DEBUG off in production."
+    )
+
+
+def test_a_scheduler_with_debug_on_keeps_no_query_log_growing(settings):
+    """As a worker's threads: each pass of a scheduler's loop added its statements to
+    its thread's query log, up to 9,000."""
+    from django_pgjobs.scheduler import Scheduler
+
+    settings.DEBUG = True
+    scheduler = Scheduler(routines=[])
+    passes = []
+
+    def sleep_until(when):
+        passes.append(len(connection.queries_log))
+        if len(passes) == 50:
+            scheduler.request_stop()
+
+    scheduler.start()
+    try:
+        scheduler.loop(sleep_until)
+    finally:
+        scheduler.shutdown()
+    assert max(passes) < 20, passes  # it grew by 5 statements a pass

@@ -9,7 +9,7 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from django_pgjobs import conf, liveness, logs, schedules, unmigrated
+from django_pgjobs import conf, liveness, logs, querylog, schedules, unmigrated
 from django_pgjobs.scheduler import Scheduler
 from django_pgjobs.schedules import Fired
 
@@ -50,6 +50,7 @@ class Command(BaseCommand):
             fired = [f for f in report.fired if f.fire_at is not None]
             self.stdout.write(f"fired {len(fired)} tick(s)" + "".join(map(_tick_line, fired)))
             return
+        querylog.say_at_start(logger)
 
         def on_signal(signum: int, frame: object) -> None:
             logger.info("received %s", signal.Signals(signum).name)

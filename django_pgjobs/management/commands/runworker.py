@@ -25,6 +25,7 @@ from django_pgjobs import (
     maintenance,
     middleware,
     probes,
+    querylog,
     tasks,
     transitions,
     unmigrated,
@@ -232,6 +233,7 @@ def warn_at_start(alias: str) -> None:
 
 
 def _warn_at_start(alias: str) -> None:
+    querylog.say_at_start(logger)
     _warn_of_no_tasks()
     try:
         names = unmigrated.pending(alias)  # the migration graph: 10-70 ms, once
