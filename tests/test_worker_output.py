@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -376,3 +377,38 @@ def test_a_scheduler_with_debug_on_keeps_no_query_log_growing(settings):
     finally:
         scheduler.shutdown()
     assert max(passes) < 20, passes  # it grew by 5 statements a pass
+
+
+def test_runscheduler_says_a_signal_sent_twice_at_once_once(worker_process, wait):
+    """coreutils ``timeout`` sends its SIGTERM to the command, then to its whole process
+    group: the scheduler said "received SIGTERM" twice when the second came after its
+    handler had run (a loaded machine), where the worker counts them as one."""
+    process = worker_process("--no-maintenance", command="runscheduler", env={"DEBUG": "True"})
+    wait(lambda: " started: " in process.output(), timeout=30)
+    process.proc.send_signal(signal.SIGTERM)
+    wait(lambda: "received SIGTERM" in process.output(), timeout=10)
+    process.proc.send_signal(signal.SIGTERM)  # within SAME_SIGNAL_WITHIN of the first
+    assert process.wait(30) == 0, process.output()
+    said = [line for line in process.output().splitlines() if "received" in line]
+    assert len(said) == 1, process.output()
+    assert said[0].endswith("INFO django_pgjobs.scheduler: received SIGTERM")
+    assert process.output().count("settings.DEBUG is on: ") == 1  # as a worker says it
+
+
+@pytest.mark.skipif(not shutil.which("timeout"), reason="coreutils timeout is not installed")
+def test_runscheduler_under_timeout_stops_saying_so_once(tmp_path):
+    """The command the README's reader types to try it: ``timeout 5 manage.py
+    runscheduler``. Its exit status is timeout's 124; the scheduler's own is 0."""
+    env = {**os.environ, **conftest.test_database_env(), "PGJOBS_TEST_NO_LOGGING": "1"}
+    result = subprocess.run(
+        ["timeout", "8", sys.executable, "manage.py", "runscheduler", "--no-maintenance"],
+        cwd=conftest.ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 124, result.stderr  # timed out, as asked
+    assert " started: " in result.stderr, result.stderr
+    assert result.stderr.count("received SIGTERM") == 1, result.stderr
+    assert result.stderr.count("scheduler stopped") == 1, result.stderr

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-import signal
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from django_pgjobs import conf, liveness, logs, querylog, schedules, unmigrated
+from django_pgjobs import conf, liveness, logs, querylog, schedules, stopsignals, unmigrated
 from django_pgjobs.scheduler import Scheduler
 from django_pgjobs.schedules import Fired
 
@@ -51,13 +50,7 @@ class Command(BaseCommand):
             self.stdout.write(f"fired {len(fired)} tick(s)" + "".join(map(_tick_line, fired)))
             return
         querylog.say_at_start(logger)
-
-        def on_signal(signum: int, frame: object) -> None:
-            logger.info("received %s", signal.Signals(signum).name)
-            scheduler.request_stop()
-
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
+        stopsignals.on_stop_signals(scheduler.request_stop, logger)
         try:
             scheduler.run()
         except ImproperlyConfigured as error:

@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import signal
 import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,6 +24,7 @@ from django_pgjobs import (
     middleware,
     probes,
     querylog,
+    stopsignals,
     tasks,
     transitions,
     unmigrated,
@@ -39,9 +38,6 @@ from django_pgjobs.supervisor import MAX_PROCESSES, run_processes
 from django_pgjobs.worker import Worker
 
 logger = logging.getLogger("django_pgjobs.worker")
-
-#: Signals closer together than this (seconds) are one request to stop.
-SAME_SIGNAL_WITHIN = 1.0
 
 
 def _prefetch(value: str) -> int | str:
@@ -192,20 +188,7 @@ class Command(BaseCommand):
         for alias in {conf.get("DATABASE"), conf.get("LISTEN_DATABASE") or conf.get("DATABASE")}:
             liveness.harden_connections(alias, "worker")
         worker = self._worker(queues, options, on_stale=liveness.exit_stale)
-        first_signal_at: list[float] = []
-
-        def on_signal(signum: int, frame: object) -> None:
-            now = time.monotonic()
-            # Ctrl-C, or systemd stopping the whole cgroup, reaches a --processes
-            # child both directly and through its parent: count those as one.
-            if first_signal_at and now - first_signal_at[0] < SAME_SIGNAL_WITHIN:
-                return
-            first_signal_at.append(now)
-            logger.info("received %s", signal.Signals(signum).name)
-            worker.request_stop()
-
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
+        stopsignals.on_stop_signals(worker.request_stop, logger)
         if endpoint is None:
             worker.run()
         else:

@@ -1,0 +1,35 @@
+"""SIGTERM and SIGINT, for ``runworker`` and ``runscheduler``: a request to stop, said once.
+
+One request to stop often arrives as two signals a moment apart: Ctrl-C, or systemd
+stopping the whole cgroup, reaches a ``--processes`` child both directly and through
+its parent, and coreutils ``timeout`` signals the command, then its whole process
+group. Signals that close to the first are that same request, said and acted on
+once. A later one is a new request (a worker's second hands its running jobs back).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections.abc import Callable
+
+#: Signals closer together than this (seconds) are one request to stop.
+SAME_SIGNAL_WITHIN = 1.0
+
+
+def on_stop_signals(request_stop: Callable[[], None], logger: logging.Logger) -> None:
+    """Call ``request_stop`` on SIGTERM and SIGINT, after a line saying which came;
+    nothing for one within SAME_SIGNAL_WITHIN of the first."""
+    first_at: list[float] = []
+
+    def on_signal(signum: int, frame: object) -> None:
+        now = time.monotonic()
+        if first_at and now - first_at[0] < SAME_SIGNAL_WITHIN:
+            return
+        first_at.append(now)
+        logger.info("received %s", signal.Signals(signum).name)
+        request_stop()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, on_signal)
