@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import datetime, timedelta
 
 from .pickling import PickledWhole
@@ -33,11 +34,35 @@ class UnknownTask(PgJobsError, LookupError):
     @classmethod
     def in_worker(cls, name: str, retried: bool) -> UnknownTask:
         """What a worker records on a job of a task it doesn't know: newer code may."""
-        other_cause = (
+        return cls(name, skew_hint(retried, _not_found_because(name)), where=" in this worker")
+
+
+#: Where a worker finds tasks, as its errors and its start line say it.
+WHERE_TASKS_ARE_FOUND = (
+    "a worker imports the tasks.py module of each installed app and the modules of "
+    "PGJOBS['TASK_MODULES']"
+)
+
+
+def _not_found_because(name: str) -> str:
+    """Why a worker may not know task ``name`` but for older code: its module, named,
+    was never imported here (a shop/jobs.py only a view imports), or was and defines no
+    such task. Looked up in ``sys.modules`` only: a job's name is never imported."""
+    module = name.rpartition(".")[0] if isinstance(name, str) else ""
+    if not module:
+        return (
             "the task's module is not imported at startup (define it in an installed "
             "app's tasks.py, or list its module in PGJOBS['TASK_MODULES'])"
         )
-        return cls(name, skew_hint(retried, other_cause), where=" in this worker")
+    if module in sys.modules:
+        return (
+            f"its module {_named(module)}, imported in this worker, has no function of "
+            "that name decorated with @task"
+        )
+    return (
+        f"its module {_named(module)} is not imported in this worker: "
+        f"{WHERE_TASKS_ARE_FOUND} (list it there)"
+    )
 
 
 def skew_hint(retried: bool, other_cause: str) -> str:

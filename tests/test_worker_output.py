@@ -412,3 +412,56 @@ def test_runscheduler_under_timeout_stops_saying_so_once(tmp_path):
     assert " started: " in result.stderr, result.stderr
     assert result.stderr.count("received SIGTERM") == 1, result.stderr
     assert result.stderr.count("scheduler stopped") == 1, result.stderr
+
+
+def test_runworker_says_at_start_which_modules_its_tasks_come_from():
+    """A newcomer whose task lives in shop/jobs.py (imported by a view, so enqueue works)
+    saw nothing at start that told the worker had not imported it."""
+    from django_pgjobs import tasks
+
+    demo = [name for name in tasks.registered_tasks() if name.startswith("testproject.demo.tasks.")]
+    result = manage("runworker", "--burst")
+    assert result.returncode == 0, result.stderr
+    [line] = [line for line in result.stderr.splitlines() if " task(s) registered" in line]
+    assert re.search(r" INFO \d+ task\(s\) registered, from ", line), line
+    assert f"testproject.demo.tasks ({len(demo)})" in line
+    assert line.endswith(
+        "; a worker imports the tasks.py module of each installed app and the modules "
+        "of PGJOBS['TASK_MODULES']."
+    )
+    assert "django_pgjobs.connectors" not in line  # pgjobs' own task: not the project's
+
+
+def test_a_job_of_a_task_module_the_worker_never_imported_says_so_by_name(monkeypatch):
+    """Its UnknownTask said "the task's module is not imported at startup": which
+    module, and what to do with it, were left to guess."""
+    from django_pgjobs import tasks
+
+    # Registered in this test only, as a view importing shop/jobs.py would register it.
+    monkeypatch.setattr(tasks, "_registry", dict(tasks._registry))
+    from tests.jobs_no_worker_imports import forgotten
+
+    job = forgotten.enqueue(1)
+    result = manage("runworker", "--burst")
+    assert result.returncode == 0, result.stderr
+    job.refresh_from_db()
+    error = job.errors[0]["error"]
+    assert (
+        "or its module 'tests.jobs_no_worker_imports' is not imported in this worker: a "
+        "worker imports the tasks.py module of each installed app and the modules of "
+        "PGJOBS['TASK_MODULES'] (list it there): retried, as a worker running newer code "
+        "may run it"
+    ) in error, error
+    assert "'tests.jobs_no_worker_imports' is not imported in this worker" in result.stderr
+
+
+def test_a_job_of_a_task_its_imported_module_lacks_does_not_blame_the_import():
+    from django_pgjobs.exceptions import UnknownTask
+
+    said = str(UnknownTask.in_worker("testproject.demo.tasks.gone", retried=False))
+    assert (
+        "or its module 'testproject.demo.tasks', imported in this worker, has no function "
+        "of that name decorated with @task: its attempts are used up"
+    ) in said, said
+    bare = str(UnknownTask.in_worker("gone", retried=False))
+    assert "the task's module is not imported at startup" in bare

@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import logging
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -30,7 +31,7 @@ from django_pgjobs import (
     unmigrated,
 )
 from django_pgjobs.connectors.tasks import call as connector_call
-from django_pgjobs.exceptions import InvalidQueueName, UnknownQueue
+from django_pgjobs.exceptions import WHERE_TASKS_ARE_FOUND, InvalidQueueName, UnknownQueue
 from django_pgjobs.metrics import REQUIREMENT as METRICS_REQUIREMENT
 from django_pgjobs.metrics import require_client
 from django_pgjobs.queues import sync_from_settings
@@ -217,7 +218,7 @@ def warn_at_start(alias: str) -> None:
 
 def _warn_at_start(alias: str) -> None:
     querylog.say_at_start(logger)
-    _warn_of_no_tasks()
+    _say_tasks()
     try:
         names = unmigrated.pending(alias)  # the migration graph: 10-70 ms, once
     except Exception:  # an unreadable graph or table: the worker's own errors say more
@@ -246,11 +247,21 @@ def _warn_at_start(alias: str) -> None:
         )
 
 
-def _warn_of_no_tasks() -> None:
-    """A project's tasks module that no app imports (tasks in ``jobs.py``, its app not
-    in INSTALLED_APPS) left the worker silent, and every job it claimed then failed."""
+def _say_tasks() -> None:
+    """The project's tasks this worker knows, counted by module: one in a module no app
+    imports (``shop/jobs.py``, imported only by the view that enqueues its jobs) is
+    missing from the line, where each of its jobs failed with nothing said at start.
+    None at all (every module missed, an app left out of INSTALLED_APPS) is a WARNING."""
     own = set(tasks.registered_tasks()) - {connector_call.name}  # pgjobs' own task
-    if not own:
+    if own:
+        modules = Counter(name.rpartition(".")[0] for name in own)
+        logger.info(
+            "%d task(s) registered, from %s; %s.",
+            len(own),
+            ", ".join(f"{module} ({count})" for module, count in sorted(modules.items())),
+            WHERE_TASKS_ARE_FOUND,
+        )
+    else:
         logger.warning(
             "no task is registered in this worker: each job it claims will fail with "
             "UnknownTask. Define tasks with @task in the tasks.py module of an app in "
