@@ -138,7 +138,8 @@ def cancel_stranded(now: datetime) -> int:
     exist (deleted around ``transitions.delete_many``) or finished without releasing
     them, or no unfinished one is left although they still count some; and those
     counting fewer than they wait for, whose dependencies' finishes the counter's
-    CHECK would refuse. Each is logged; see sql/cancel_stranded.sql."""
+    CHECK would refuse; and the jobs of a dependency cycle. Each is logged; see
+    sql/cancel_stranded.sql."""
     cancelled = db.fetch_dicts("cancel_stranded", {"now": now})
     for row in cancelled:
         logger.warning(

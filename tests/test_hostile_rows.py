@@ -249,6 +249,62 @@ def test_a_dependency_of_a_job_counting_fewer_than_it_waits_for_still_finishes(w
         sql("DELETE FROM pgjobs_jobdependency")
 
 
+def test_jobs_waiting_on_each_other_in_a_cycle_are_cancelled_saying_so(worker, caplog):
+    """Edges written by SQL so that jobs wait on each other (A on B, B on A): none
+    can be released, and they waited forever, in no list of problems. The prune
+    routine cancels every job of the cycle, saying which jobs it is made of; a job
+    waiting on one of them is cancelled after it, as behind any cancelled job, and
+    a pipeline beside them (an edge to a later job too) is left alone."""
+    a = insert_job(state="'waiting'", pending_dependencies="1")
+    b = insert_job(state="'waiting'", pending_dependencies="1")
+    c, d, e = (insert_job(state="'waiting'", pending_dependencies="1") for _ in range(3))
+    runs = insert_job()
+    grounded = insert_job(state="'waiting'", pending_dependencies="2")  # also on `runs`
+    partner = insert_job(state="'waiting'", pending_dependencies="1")
+    edges = [(a, b), (b, a), (c, d), (d, e), (e, c), (grounded, runs), (grounded, partner),
+             (partner, grounded)]  # fmt: skip
+    for job_id, depends_on_id in edges:
+        JobDependency.objects.create(job_id=job_id, depends_on_id=depends_on_id)
+    behind = Job.enqueue(ADD, [5, 6], depends_on=[a])
+    first = Job.enqueue(ADD, [1, 2], run_at=timezone.now() + timedelta(hours=1))
+    older = Job.enqueue(ADD, [3, 4], depends_on=[first])
+    newer = Job.enqueue(ADD, [7, 8], depends_on=[first])
+    JobDependency.objects.create(job_id=older.pk, depends_on_id=newer.pk)  # a later job
+    Job.objects.filter(pk=older.pk).update(pending_dependencies=2)
+    cycles = {a: (a, b), b: (a, b), c: (c, d, e), d: (c, d, e), e: (c, d, e),
+              grounded: (grounded, partner), partner: (grounded, partner)}  # fmt: skip
+    assert housekeeping.prune(timezone.now()) == len(cycles)
+    assert states() == {**dict.fromkeys(cycles, "cancelled"), runs: "available",
+                        behind.pk: "cancelled", first.pk: "scheduled", older.pk: "waiting",
+                        newer.pk: "waiting"}  # fmt: skip
+    errors = {pk: Job.objects.get(pk=pk).errors[-1]["error"] for pk in cycles}
+    assert errors == {
+        pk: "DependencyFailed: it waits for itself, through a dependency cycle of jobs "
+        + ", ".join(map(str, members))
+        for pk, members in cycles.items()
+    }
+    assert Job.objects.get(pk=behind.pk).errors[-1]["error"] == (
+        f"DependencyFailed: job {a} ended cancelled"
+    )
+    for pk in cycles:
+        assert caplog.text.count(f"job {pk} ({ADD}) can never run") == 1
+    assert housekeeping.prune(timezone.now()) == 0  # nothing more to do
+    assert worker.drain(now=timezone.now() + timedelta(hours=2)) == {"completed": 4}
+
+
+def test_a_long_dependency_cycle_lists_its_first_jobs(worker):
+    """A cycle of a thousand jobs is found in one pass, and its error stays short."""
+    ids = [insert_job(state="'waiting'", pending_dependencies="1") for _ in range(1000)]
+    for job_id, depends_on_id in zip(ids, ids[1:] + ids[:1], strict=True):
+        JobDependency.objects.create(job_id=job_id, depends_on_id=depends_on_id)
+    assert housekeeping.prune(timezone.now()) == 1000
+    listed = ", ".join(map(str, ids[:10]))
+    assert Job.objects.get(pk=ids[500]).errors[-1]["error"] == (
+        f"DependencyFailed: it waits for itself, through a dependency cycle of jobs {listed}"
+        " and 990 more"
+    )
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_running_job_adds_to_its_pipeline_past_an_edge_to_a_job_that_doesnt_exist(worker):
     """The edges it copies went to the missing job too: the insert failed at commit,
