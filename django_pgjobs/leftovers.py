@@ -31,6 +31,8 @@ from asgiref.sync import SyncToAsync, ThreadSensitiveContext
 from django.db import DatabaseError, connections
 from django.db.backends.signals import connection_created
 
+from . import querylog
+
 logger = logging.getLogger(__name__)
 
 #: libpq's (and psycopg's) transaction status codes.
@@ -267,12 +269,13 @@ def orm_calls_on_this_threads_executor() -> Iterator[None]:
 
 
 def tidy_orm_thread() -> dict[str, str]:
-    """``tidy`` on this thread's ORM thread, if an async task used it."""
+    """``tidy`` on this thread's ORM thread, if an async task used it (and its query
+    log emptied)."""
     found = getattr(_local, "orm", None)
     if found is None or not found[1].started:
         return {}
     try:
-        return found[1].submit(tidy, {}).result(ORM_THREAD_PATIENCE)
+        return found[1].submit(_tidy_after_async_job).result(ORM_THREAD_PATIENCE)
     except concurrent.futures.TimeoutError:
         logger.warning(
             "%s is still busy after its async job ended; leaving it to that call",
@@ -280,6 +283,14 @@ def tidy_orm_thread() -> dict[str, str]:
         )
         release_orm_thread()
         return {}
+
+
+def _tidy_after_async_job() -> dict[str, str]:
+    """On an ORM thread after each async job: ``tidy``, and its query log emptied, as
+    its job thread's is before each job (querylog.py), not between the job's calls."""
+    left = tidy({})
+    querylog.forget()
+    return left
 
 
 def release_orm_thread() -> None:

@@ -6,7 +6,8 @@ connection, so per thread. A web process empties its thread's logs at each reque
 (``django.db.reset_queries`` on ``request_started``). A worker serves no request: each
 of its threads kept its last 9,000 statements, and each job's, claim's and write's
 were added to them. Each long-running thread calls ``forget`` once per cycle instead
-(a job, a pass of the loop, a batch of outcomes, a heartbeat, a tick).
+(a job, a pass of the loop, a batch of outcomes, a heartbeat, a tick), and a job
+thread's ORM thread (an async task's ORM calls: leftovers.py) after each job.
 """
 
 from __future__ import annotations

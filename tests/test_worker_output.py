@@ -341,6 +341,8 @@ def test_a_worker_with_debug_on_keeps_no_query_log_growing(worker_process, wait)
     reset_queries): each thread of a worker, which serves none, kept its last 9,000."""
     Job.enqueue_many(
         [{"task": "testproject.demo.tasks.record", "args": [f"q-{n}"]} for n in range(300)]
+        # An async task's ORM calls run on its job thread's ORM thread (leftovers.py).
+        + [{"task": "tests.tasks_for_tests.async_record", "args": [f"a-{n}"]} for n in range(100)]
     )
     process = worker_process("--concurrency", "2", env={"DEBUG": "True"})
     wait(lambda: not Job.objects.exclude(state="completed").exists(), timeout=60)
