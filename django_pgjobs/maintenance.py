@@ -113,10 +113,31 @@ def prune_finished(now: datetime, older_than: timedelta, batch_size: int = 1000)
     An ``older_than`` that is no timedelta of 0 or more (a negative one deleted jobs
     finished just now) or reaches before year 1 (``timedelta.max`` raised
     OverflowError), or a ``batch_size`` that is no whole number from 1 to 100,000
-    (0 looped for ever, deleting nothing) raise InvalidOption."""
+    (0 looped for ever, deleting nothing) raise InvalidOption. A finished job without
+    a finished_at (written by SQL) is dated by its last attempt's start, or else its
+    creation (sql/prune_undated.sql)."""
     finished_before = limits.before(now, older_than)
     limits.whole_number(batch_size, "batch_size", 1, 100_000)
     using = db.alias()
+    return _prune_undated(finished_before, batch_size, using) + _prune_dated(
+        finished_before, batch_size, using
+    )
+
+
+def _prune_undated(finished_before: datetime, batch_size: int, using: str) -> int:
+    """Delete the finished jobs without a finished_at dated before ``finished_before``,
+    in batches; a batch counts none it keeps, so a short one is the last."""
+    params = {"finished_before": finished_before, "batch_size": batch_size}
+    total = 0
+    while True:
+        deleted = db.fetch_dicts("prune_undated", params, using)[0]["deleted"]
+        total += deleted
+        if deleted < batch_size:
+            return total
+
+
+def _prune_dated(finished_before: datetime, batch_size: int, using: str) -> int:
+    """Delete the jobs finished before ``finished_before``, in batches (sql/prune.sql)."""
     total = 0
     # Each batch goes on from the newest finished_at the last one deleted (sql/prune.sql).
     finished_from = datetime.min.replace(tzinfo=UTC)

@@ -121,6 +121,28 @@ def test_prune_keeps_a_dependency_until_its_dependents_have_finished(worker, che
     assert not JobDependency.objects.exists()
 
 
+@pytest.mark.parametrize("ended", ["completed", "discarded", "cancelled"])
+def test_prune_deletes_a_finished_job_without_a_finish_time_by_its_last_known_time(
+    worker, checked_at_once, ended
+):
+    """A finished job whose finished_at is NULL (written by SQL: every transition
+    writes one) was never pruned. It is dated by the latest time the row knows it
+    had not finished yet (its last attempt's start, or its creation), and kept as
+    long as a dated job would be, and while a job not finished yet depends on it."""
+    old = "now() - interval '30 days'"
+    undated = insert_job(state=f"'{ended}'", created_at=old)
+    attempted = insert_job(state=f"'{ended}'", created_at=old, attempt="1",
+                           attempted_at="now() - interval '1 day'")  # fmt: skip
+    recent = insert_job(state=f"'{ended}'", created_at="now() - interval '1 day'")
+    needed = insert_job(state=f"'{ended}'", created_at=old)
+    waits = insert_job(state="'waiting'", pending_dependencies="1")
+    JobDependency.objects.create(job_id=waits, depends_on_id=needed)
+    assert maintenance.prune_finished(timezone.now(), timedelta(days=7)) == 1
+    assert set(states()) == {attempted, recent, needed, waits}
+    assert maintenance.prune_finished(timezone.now(), timedelta(hours=1)) == 2
+    assert set(states()) == {needed, waits} and undated not in states()
+
+
 def dangling_edges(*edges: tuple[int, int], satisfied: bool = False) -> None:
     """Edges (job, depends_on) naming jobs that don't exist: the foreign keys are
     triggers, which a replica session skips (a restore of part of a dump)."""

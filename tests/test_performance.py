@@ -377,3 +377,16 @@ def test_prune_looks_up_dependents_by_index_when_one_job_has_most_edges():
 
     assert scans("pgjobs_job", "seq_scan") - before < 20  # one a finished job: 3,001
     assert not JobDependency.objects.exists()
+
+
+def test_prune_finds_finished_jobs_without_a_finish_time_through_the_finished_index():
+    # Each prune looks for finished jobs whose finished_at is NULL (written by SQL;
+    # sql/prune_undated.sql): among millions of dated ones, reading them all each time
+    # would cost the prune more than its batches.
+    finished_jobs(20_000, days_ago=1)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE pgjobs_job")
+        params = {"finished_before": timezone.now() - timedelta(days=7), "batch_size": 1000}
+        cursor.execute("EXPLAIN " + db.statement("prune_undated"), params)
+        found = "\n".join(row[0] for row in cursor.fetchall())
+    assert "pgjobs_job_finished" in found and "Seq Scan on pgjobs_job job" not in found, found
