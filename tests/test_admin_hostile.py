@@ -13,6 +13,7 @@ import json
 import re
 from urllib.parse import quote, urljoin, urlsplit
 
+import django
 import pytest
 from django.contrib.admin.utils import quote as admin_quote
 from django.urls import reverse
@@ -517,6 +518,40 @@ def test_a_queue_named_as_a_dot_segment_added_in_the_admin_opens_on(admin_client
     assert added.status_code == 302, added.context["adminform"].form.errors
     page = admin_client.get(browsed(added["Location"]))
     assert page.status_code == 200 and page.context["original"].name == name
+
+
+@pytest.mark.parametrize("name", [".", ".."])
+def test_a_dot_segment_queue_is_linked_right_by_save_messages_and_recent_actions(
+    admin_client, name
+):
+    """Django's own links to a queue went through ``quote`` alone, not ``quote_pk``:
+    the message after adding it and the admin index's "Recent actions" linked to
+    "/./change/", which a browser resolves to another page."""
+    add = reverse("admin:pgjobs_queue_add")
+    added = admin_client.post(add, {**edited(admin_client.get(add)), "name": name}, follow=True)
+    [message] = messages_of(added)
+    [href] = re.findall(r'href="([^"]*)"', message)
+    page = admin_client.get(browsed(href))
+    assert page.status_code == 200 and page.context["original"].name == name
+    changed = admin_client.post(browsed(href), {**edited(page), "priority": 3}, follow=True)
+    [message] = messages_of(changed)
+    assert [browsed(h) for h in re.findall(r'href="([^"]*)"', message)] == [browsed(href)]
+    index = admin_client.get(reverse("admin:index"))
+    recent = hrefs(index, r"[^\"]*/pgjobs/queue/[^\"]*/change/")
+    assert len(recent) == 2 and {browsed(h) for h in recent} == {browsed(href)}
+
+
+@pytest.mark.parametrize("name", ["default", "."])
+def test_a_queue_page_s_delete_link_is_in_the_django_version_s_own_markup(admin_client, name):
+    """Its submit row was ours, for a "." queue's delete link, in Django 6's markup
+    (``role="button"``) on Django 5.2 too."""
+    QueueFactory(name=name)
+    page = admin_client.get(reverse("admin:pgjobs_queue_change", args=[name])).content.decode()
+    [link] = re.findall(r'<a [^>]*class="deletelink"[^>]*>', page)
+    assert ('role="button"' in link) == (django.VERSION >= (6, 0))
+    [href] = re.findall(r'href="([^"]*)"', link)
+    opened = admin_client.get(browsed(href))
+    assert opened.status_code == 200 and opened.context["object"].name == name
 
 
 def edited(page) -> dict[str, object]:

@@ -34,7 +34,7 @@ from django.db import DataError, connections, models, transaction
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.template.response import TemplateResponse
-from django.urls import NoReverseMatch, reverse
+from django.urls import NoReverseMatch, URLPattern, path, register_converter, reverse
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext as _
 
@@ -108,6 +108,9 @@ class OperatorAdmin(admin.ModelAdmin):
     pages refuse odd input without a 500."""
 
     formfield_overrides = {models.JSONField: {"form_class": StorableJSONField}}
+
+    def get_urls(self) -> list[URLPattern]:
+        return [with_object_id(url) for url in super().get_urls()]
 
     def action_checkbox(self, obj: Any) -> str:
         """Django's checkbox, written out: its widget renders a template per row, which
@@ -264,6 +267,35 @@ def quoted_pk(text: str) -> str:
 def unquote_pk(text: str) -> str:
     """The primary key of an admin URL made with ``quote_pk``."""
     return unquote(quoted_pk(text))
+
+
+class ObjectIdConverter:
+    """The id in Django's object URLs (change, history, delete), a browser can follow
+    whatever it is: ``reverse`` spells "." and ".." as DOT_SEGMENTS say, and the view
+    gets them back. Every link Django makes to an object goes through ``reverse`` with
+    the id its ``quote`` made, which leaves dots as they are: the message after a save
+    and the index's "Recent actions" (``LogEntry.get_admin_url``) linked to "/./change/"."""
+
+    regex = ".+"  # Django's <path:>: an id may hold "/"
+
+    def to_python(self, value: str) -> str:
+        return quoted_pk(value)
+
+    def to_url(self, value: Any) -> str:
+        text = str(value)
+        return DOT_SEGMENTS.get(text, text)
+
+
+register_converter(ObjectIdConverter, "pgjobs_object_id")
+
+
+def with_object_id(url: Any) -> Any:
+    """One of Django's admin URLs, its ``<path:object_id>`` an ObjectIdConverter's."""
+    route = str(url.pattern)
+    if not isinstance(url, URLPattern) or "<path:object_id>" not in route:
+        return url
+    spelt = route.replace("<path:object_id>", "<pgjobs_object_id:object_id>")
+    return path(spelt, url.callback, url.default_args, url.name)
 
 
 def url_or_none(name: str, *args: object) -> str | None:

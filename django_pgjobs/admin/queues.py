@@ -16,7 +16,7 @@ from .. import conf, queues, ratelimits, stats
 from ..models import Queue
 from ..stats import DEPTH_STATES
 from ..templatetags.pgjobs_admin import duration
-from .base import CheckedChangeList, OperatorAdmin, quote_pk, quoted_pk, unquote_pk
+from .base import CheckedChangeList, OperatorAdmin, quote_pk, unquote_pk
 
 
 class QueueChangeList(CheckedChangeList):
@@ -127,23 +127,6 @@ class QueueAdmin(OperatorAdmin):
         if self.has_change_permission(request):
             return shown
         return tuple("paused" if name == "paused_toggle" else name for name in shown)
-
-    # A queue named "." or ".." is linked as "_2E" or "_2E_2E" (quote_pk): the pages of
-    # Django's own take the id as Django's quote makes it.
-    def change_view(self, request: HttpRequest, object_id: str, *args: Any, **kwargs: Any) -> Any:
-        return super().change_view(request, quoted_pk(object_id), *args, **kwargs)
-
-    def history_view(self, request: HttpRequest, object_id: str, *args: Any, **kwargs: Any) -> Any:
-        return super().history_view(request, quoted_pk(object_id), *args, **kwargs)
-
-    def delete_view(self, request: HttpRequest, object_id: str, *args: Any, **kwargs: Any) -> Any:
-        return super().delete_view(request, quoted_pk(object_id), *args, **kwargs)
-
-    def response_add(
-        self, request: HttpRequest, obj: Queue, post_url_continue: str | None = None
-    ) -> HttpResponse:
-        changed = reverse("admin:pgjobs_queue_change", args=[quote_pk(obj.pk)])
-        return super().response_add(request, obj, post_url_continue or changed)
 
     def get_readonly_fields(self, request: HttpRequest, obj: Queue | None = None) -> tuple:
         return ("name",) if obj else ()  # jobs refer to queues by name

@@ -148,15 +148,6 @@ TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
 @register.filter
-def pgjobs_urlquote(pk: Any) -> Any:
-    """Django's ``admin_urlquote``, but a queue named "." or ".." gets a link a browser
-    follows to it (``admin.base.quote_pk``)."""
-    from ..admin.base import quote_pk
-
-    return quote_pk(pk)
-
-
-@register.filter
 def when(value: datetime.datetime | None) -> str:
     """A time as ``2026-12-05 14:03:27`` in the current time zone, in a <time> element
     that carries it in full (ISO 8601, with its offset) for tools and tooltips."""
