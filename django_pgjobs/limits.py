@@ -17,6 +17,7 @@ naming the field (``ValidationError`` for forms and model saves: ``validation_er
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -162,6 +163,26 @@ def id_in_text(text: Any) -> int | None:
         return None
     value = int(text)
     return value if value <= MAX_ID else None
+
+
+#: A number as an operator types one: ASCII digits, a minus sign, and for a number
+#: that may have a fraction one decimal point.
+_WHOLE_NUMBER = re.compile(r"-?[0-9]+")
+_NUMBER = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+
+
+def number_in_text(text: Any, *, fraction: bool = False) -> int | float | None:
+    """The number ``text`` writes in ASCII digits (a float with ``fraction``), or None:
+    the one rule for a command's number option. int() and float() also read
+    Arabic-Indic and full-width digits, " 5", "+5" and "1_000" (float() "nan", "inf"
+    and "1e400"), so a number option took text no operator typed as that number."""
+    pattern = _NUMBER if fraction else _WHOLE_NUMBER
+    if not isinstance(text, str) or pattern.fullmatch(text) is None:
+        return None
+    try:
+        return float(text) if fraction else int(text)
+    except ValueError:  # int() refuses over 4,300 digits
+        return None
 
 
 def row_ids(values: Any, field: str) -> list[int]:

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from urllib.parse import quote
 
 import pytest
-from django.core.management import call_command
+from django.core.management import call_command, load_command_class
 from django.core.management.base import CommandError
 from django.db import connection
 from django.test import override_settings
@@ -110,6 +110,44 @@ def test_stopworker_reads_no_other_id(db, text):
     assert not WorkerProcess.objects.filter(stop_requested=True).exists()
     call_command("stopworker", str(worker.pk), stdout=io.StringIO())
     assert WorkerProcess.objects.get().stop_requested
+
+
+#: Text int() and float() read as numbers that no operator types as one: Arabic-Indic
+#: and full-width digits, white space, a plus sign, underscores (float: nan and inf).
+NOT_WHOLE_NUMBERS = ["\u0665", "\uff15", "\u0661\u0660", " 5", "5 ", "+5", "1_0"]
+NOT_DECIMALS = ["\u0665", "\u0661.5", " 5", "+5", "1_0", "nan", "inf", "1e400"]
+#: Each number option of the commands: (command, arguments before it), its flag.
+NUMBER_OPTIONS = [
+    (("pgjobs", "list"), "--limit", NOT_WHOLE_NUMBERS),
+    (("pgjobs", "schedules"), "--next", NOT_WHOLE_NUMBERS),
+    (("runworker", "--burst"), "--concurrency", NOT_WHOLE_NUMBERS),
+    (("runworker", "--burst"), "--processes", NOT_WHOLE_NUMBERS),
+    (("runworker", "--burst"), "--prefetch", NOT_WHOLE_NUMBERS),
+    (("runworker", "--burst"), "--metrics-port", NOT_WHOLE_NUMBERS),
+    (("runworker", "--burst"), "--poll-interval", NOT_DECIMALS),
+    (("issue_api_token", "deploy", "--queues", "*"), "--expires-in-days", NOT_DECIMALS),
+]
+
+
+@pytest.mark.parametrize(
+    ("command", "flag", "text"),
+    [(command, flag, text) for command, flag, texts in NUMBER_OPTIONS for text in texts],
+)
+def test_a_number_option_reads_ascii_digits_only(command, flag, text):
+    """argparse's int() and float() read "\u0665" (Arabic-Indic) and "\uff15"
+    (full-width) as 5, and " 5", "+5" and "1_0" too: ``pgjobs list --limit \u0665``
+    listed five jobs, ``runworker --concurrency \u0662`` ran two threads. (Parsed
+    only: a command that took the text would run.)"""
+    name, *before = command
+    parser = load_command_class("django_pgjobs", name).create_parser("manage.py", name)
+    with pytest.raises(CommandError) as refused:
+        parser.parse_args([*before, flag, text])
+    kind = "whole number" if flag != "--poll-interval" and "days" not in flag else "number"
+    nor_auto = ', nor "auto"' if flag == "--prefetch" else ""
+    assert str(refused.value) == (
+        f"Error: argument {flag}: {limits.shown(text)} is not a {kind} written in ASCII "
+        f"digits{nor_auto}"
+    )
 
 
 def test_a_cancel_notice_for_no_job_id_is_ignored(worker):

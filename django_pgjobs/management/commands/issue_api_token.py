@@ -13,6 +13,7 @@ from django.utils import timezone
 from django_pgjobs import conf, unmigrated
 from django_pgjobs.api.tokens import issue
 from django_pgjobs.exceptions import InvalidOption
+from django_pgjobs.management import arguments
 from django_pgjobs.queues import QUEUE_NAME
 
 
@@ -30,7 +31,7 @@ class Command(BaseCommand):
         parser.add_argument("--run", action="store_true", help="Allow POST /jobs/run.")
         parser.add_argument("--no-enqueue", action="store_true", help="Forbid POST /jobs.")
         parser.add_argument("--no-read", action="store_true", help="Forbid GET /jobs/<id>.")
-        parser.add_argument("--expires-in-days", type=float, default=None)
+        parser.add_argument("--expires-in-days", type=arguments.number, default=None)
 
     def execute(self, *args: Any, **options: Any) -> Any:
         with unmigrated.required(conf.get("DATABASE")):  # "run migrate", not a traceback

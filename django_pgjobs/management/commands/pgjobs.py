@@ -36,6 +36,7 @@ from django_pgjobs import (
 )
 from django_pgjobs.cron import InvalidCron, UnknownTimezone
 from django_pgjobs.exceptions import JobGone, PgJobsError
+from django_pgjobs.management import arguments
 from django_pgjobs.models import Job, Queue, Schedule
 from django_pgjobs.selection import (
     InvalidSelection,
@@ -69,7 +70,9 @@ class Command(BaseCommand):
         add("stats", "Jobs per queue and state, the oldest due job per queue, the workers.")
         listing = add("list", "Jobs matching filters, newest first.")
         _filters(listing)
-        listing.add_argument("--limit", type=int, default=50, help="Most jobs shown (50).")
+        listing.add_argument(
+            "--limit", type=arguments.whole_number, default=50, help="Most jobs shown (50)."
+        )
         show = add("show", "Everything about one job, with the traceback of each failed attempt.")
         show.add_argument("id", help="A job id.")
         for name, what in (
@@ -85,7 +88,9 @@ class Command(BaseCommand):
             toggle = add(name, f"{what} these queues.")
             toggle.add_argument("queues", nargs="+", help="Queue names.")
         listed = add("schedules", "Cron schedules: last and next fires, how late they are.")
-        listed.add_argument("--next", type=int, default=3, help="Fire times shown per schedule.")
+        listed.add_argument(
+            "--next", type=arguments.whole_number, default=3, help="Fire times shown per schedule."
+        )
         prune = add("prune", "Delete finished jobs and fired-tick records older than a limit.")
         prune.add_argument(
             "--older-than", default=None, help="A duration (7d, 12h); default PRUNE_AFTER."

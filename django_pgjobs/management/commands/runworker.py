@@ -32,6 +32,7 @@ from django_pgjobs import (
 )
 from django_pgjobs.connectors.tasks import call as connector_call
 from django_pgjobs.exceptions import WHERE_TASKS_ARE_FOUND, InvalidQueueName, UnknownQueue
+from django_pgjobs.management import arguments
 from django_pgjobs.metrics import REQUIREMENT as METRICS_REQUIREMENT
 from django_pgjobs.metrics import require_client
 from django_pgjobs.queues import sync_from_settings
@@ -46,9 +47,9 @@ def _prefetch(value: str) -> int | str:
     if value == "auto":
         return value
     try:
-        return int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'{value!r} is not a number or "auto"') from None
+        return arguments.whole_number(value)
+    except argparse.ArgumentTypeError as problem:
+        raise argparse.ArgumentTypeError(f'{problem}, nor "auto"') from None
 
 
 class Command(BaseCommand):
@@ -60,7 +61,7 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--concurrency",
-            type=int,
+            type=arguments.whole_number,
             default=None,
             help="Jobs run at once per process, on threads (default: "
             f"PGJOBS['WORKER_CONCURRENCY'], here {conf.get('WORKER_CONCURRENCY')!r}).",
@@ -74,7 +75,7 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--processes",
-            type=int,
+            type=arguments.whole_number,
             default=1,
             help="Worker processes to start (default 1; for jobs that compute, about one "
             "per core).",
@@ -84,14 +85,14 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--poll-interval",
-            type=float,
+            type=arguments.number,
             default=None,
             help="Seconds between polls when no notification arrives (default: "
             f"PGJOBS['POLL_INTERVAL'], here {conf.get('POLL_INTERVAL')!r}).",
         )
         parser.add_argument(
             "--metrics-port",
-            type=int,
+            type=arguments.whole_number,
             default=None,
             help="Serve /metrics, /livez and /readyz on this port (needs "
             f"pip install '{METRICS_REQUIREMENT}').",
