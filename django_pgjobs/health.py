@@ -15,8 +15,9 @@ from typing import Any
 from django.db import DatabaseError, connections
 from django.db.models import Q
 
-from . import clocks, conf, limits, stats
-from .models import Queue, Schedule, WorkerProcess
+from . import clocks, conf, cron, limits, logs, stats
+from .models import Queue, Schedule, SchedulerProcess, WorkerProcess
+from .scheduler import STALE_AFTER as SCHEDULER_STALE_AFTER
 
 #: How late a planned cron tick may be before the scheduler counts as lagging.
 DEFAULT_SCHEDULER_LAG = timedelta(seconds=60)
@@ -158,24 +159,66 @@ def known_queue_names(using: str) -> set[str]:
 
 
 def check_scheduler(now: datetime, max_lag: timedelta, using: str | None = None) -> Check:
-    """The most overdue enabled schedule: a tick planned before ``now - max_lag`` that no
-    scheduler has fired, or a schedule no scheduler has planned in that long."""
-    schedules = Schedule.objects.using(using or conf.get("DATABASE")).filter(enabled=True)
+    """The most overdue enabled schedule (``overdue_schedule``), and the likely cause,
+    from what the database knows (``late_cause``)."""
+    using = using or conf.get("DATABASE")
+    overdue = overdue_schedule(now, max_lag, using)
+    if overdue is None:
+        return Check("scheduler", True, f"no tick more than {max_lag.total_seconds():.0f}s late")
+    cause = late_cause(overdue, now, using)
+    return Check("scheduler", False, f"{lateness(overdue, now, max_lag)}: {cause}")
+
+
+def overdue_schedule(now: datetime, max_lag: timedelta, using: str) -> dict[str, Any] | None:
+    """The enabled schedule with a tick planned before ``now - max_lag`` that no
+    scheduler has fired, or that no scheduler has planned in that long, the most
+    overdue: its name, next_fire_at, updated_at, cron and timezone; or None."""
     late_before = limits.before(now, max_lag, "max_lag")  # not OverflowError
-    overdue = (
-        schedules.filter(
+    return (
+        Schedule.objects.using(using)
+        .filter(enabled=True)
+        .filter(
             Q(next_fire_at__lt=late_before)
             | Q(next_fire_at__isnull=True, updated_at__lt=late_before)
         )
         .order_by("next_fire_at", "updated_at")
-        .values("name", "next_fire_at", "updated_at")
+        .values("name", "next_fire_at", "updated_at", "cron", "timezone")
         .first()
     )
-    if overdue is None:
-        return Check("scheduler", True, f"no tick more than {max_lag.total_seconds():.0f}s late")
+
+
+def lateness(overdue: dict[str, Any], now: datetime, max_lag: timedelta) -> str:
+    """How late ``overdue`` is: "schedule 'nightly' is 180s late (limit 60s)"."""
+    limit = f"(limit {max_lag.total_seconds():.0f}s)"
     if overdue["next_fire_at"] is None:
-        detail = f"schedule {overdue['name']!r} has not been planned by any scheduler"
-    else:
-        lag = (now - overdue["next_fire_at"]).total_seconds()
-        detail = f"schedule {overdue['name']!r} is {lag:.0f}s late"
-    return Check("scheduler", False, f"{detail} (limit {max_lag.total_seconds():.0f}s)")
+        return f"schedule {overdue['name']!r} has not been planned by any scheduler {limit}"
+    lag = (now - overdue["next_fire_at"]).total_seconds()
+    return f"schedule {overdue['name']!r} is {lag:.0f}s late {limit}"
+
+
+def late_cause(overdue: dict[str, Any], now: datetime, using: str) -> str:
+    """Why ``overdue`` (a schedule's name, cron and timezone) is likely late: a cron or
+    timezone no scheduler can plan (written by SQL), no scheduler running, none that
+    passed lately, or one that runs and still has not fired it."""
+    try:
+        cron.timing(overdue["cron"], overdue["timezone"])
+    except Exception as error:  # whatever the row holds: the check must still answer
+        return f"no scheduler can plan it: {logs.one_line(str(error))}"
+    last = (
+        SchedulerProcess.objects.using(using)
+        .order_by("-heartbeat_at")
+        .values("host", "pid", "heartbeat_at")
+        .first()
+    )
+    if last is None:
+        return "no scheduler is running (no runscheduler has a row in Scheduler processes)"
+    ago = f"{max(0.0, (now - last['heartbeat_at']).total_seconds()):.0f}s ago"
+    if last["heartbeat_at"] < now - SCHEDULER_STALE_AFTER:
+        return (
+            f"no scheduler has passed in {SCHEDULER_STALE_AFTER.total_seconds():.0f}s: the "
+            f"last, on {last['host']!r} (pid {last['pid']}), {ago}"
+        )
+    return (
+        f"a scheduler runs (on {last['host']!r}, pid {last['pid']}, passed {ago}) but has "
+        "not fired it; see its log"
+    )

@@ -55,6 +55,9 @@ Clock = Callable[[], datetime]
 
 #: Longest sleep without a look at the table: covers lost notifications and clock jumps.
 MAX_SLEEP = timedelta(seconds=60)
+#: A scheduler passes at least every MAX_SLEEP: a row not updated in twice that is a
+#: scheduler that stopped (the admin's Scheduler processes, ``pgjobs health``).
+STALE_AFTER = 2 * MAX_SLEEP
 #: Shortest sleep when something due could not be fired (another scheduler holds it).
 MIN_SLEEP = timedelta(seconds=0.5)
 #: Rows of schedulers not seen for this long are deleted when a scheduler starts.

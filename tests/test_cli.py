@@ -17,7 +17,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.utils import timezone
 
-from django_pgjobs.models import Job, Queue, Schedule, WorkerProcess
+from django_pgjobs.models import Job, Queue, Schedule, SchedulerProcess, WorkerProcess
 from django_pgjobs.selection import InvalidSelection, JobFilter, parse_instant
 from django_pgjobs.states import JobState
 from tests.conftest import ROOT, wait_until
@@ -450,6 +450,40 @@ def test_health_fails_when_a_cron_tick_is_late_or_no_scheduler_ever_planned():
     )
     code, out, _ = pgjobs("health")
     assert code == 1 and "has not been planned by any scheduler" in out
+
+
+def test_health_says_why_a_schedule_is_late_from_what_the_database_knows():
+    """ "schedule 'x' is 180s late" said nothing of why: no scheduler running, one
+    that stopped passing, a cron written by SQL that no scheduler can plan, or a
+    scheduler that runs and still hasn't fired it."""
+    late = ScheduleFactory()
+    Schedule.objects.filter(pk=late.pk).update(next_fire_at=timezone.now() - timedelta(minutes=3))
+
+    def detail() -> str:
+        code, out, _ = pgjobs("health", "--json")
+        (check,) = [c for c in json.loads(out)["checks"] if c["name"] == "scheduler"]
+        assert code == 1 and check["ok"] is False
+        return check["detail"]
+
+    assert detail().endswith(
+        "(limit 60s): no scheduler is running (no runscheduler has a row in Scheduler processes)"
+    )
+    process = SchedulerProcess.objects.create(host="web-1", pid=4242)
+    gone = timezone.now() - timedelta(minutes=5)
+    SchedulerProcess.objects.filter(pk=process.pk).update(started_at=gone, heartbeat_at=gone)
+    assert re.search(
+        r": no scheduler has passed in 120s: the last, on 'web-1' \(pid 4242\), 30\ds ago$",
+        detail(),
+    )
+    SchedulerProcess.objects.filter(pk=process.pk).update(heartbeat_at=timezone.now())
+    assert re.search(
+        r": a scheduler runs \(on 'web-1', pid 4242, passed \ds ago\) but has not fired it; "
+        r"see its log$",
+        detail(),
+    )
+    Schedule.objects.filter(pk=late.pk).update(cron="61 * * * *")  # clears next_fire_at
+    Schedule.objects.filter(pk=late.pk).update(next_fire_at=timezone.now() - timedelta(hours=1))
+    assert re.search(r": no scheduler can plan it: .*61", detail())
 
 
 @pytest.mark.slow

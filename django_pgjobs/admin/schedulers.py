@@ -10,13 +10,10 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 
 from ..models import SchedulerProcess
-from ..scheduler import MAX_SLEEP
+from ..scheduler import STALE_AFTER
 from ..templatetags.pgjobs_admin import clock_skew, when
 from .base import OperatorAdmin
 from .workers import heartbeat_age, seen
-
-#: A scheduler looks at the table at least every MAX_SLEEP; twice that is a miss.
-STALE_AFTER = 2 * MAX_SLEEP
 
 
 class SchedulerProcessAdmin(OperatorAdmin):

@@ -53,15 +53,16 @@ def no_scheduler_warning() -> str | None:
     """What the list says when an enabled schedule is late (as ``pgjobs health`` counts
     it) and no ``runscheduler`` passed within STALE_AFTER; None otherwise. (``--once``
     from cron keeps no row: its schedules are on time, so it is not warned about.)"""
-    using = conf.get("DATABASE")
-    late = health.check_scheduler(timezone.now(), health.DEFAULT_SCHEDULER_LAG, using)
-    if late.ok:
+    using, now, lag = conf.get("DATABASE"), timezone.now(), health.DEFAULT_SCHEDULER_LAG
+    overdue = health.overdue_schedule(now, lag, using)
+    if overdue is None:
         return None
     processes = SchedulerProcess.objects.using(using)
     if processes.filter(heartbeat_at__gte=Now() - STALE_AFTER).exists():
         return None  # a scheduler runs: the late schedule is its business, not a setup step
+    late = health.lateness(overdue, now, lag)
     return (
-        f"No scheduler is running, and {late.detail}: schedules fire only while "
+        f"No scheduler is running, and {late}: schedules fire only while "
         "`python manage.py runscheduler` runs (or `runscheduler --once` from cron). "
         "See Scheduler processes."
     )
