@@ -133,6 +133,9 @@ def measure(system: str, url: str, jobs: int, scratch_sql: list[str]) -> dict[st
                         return len(readings) % 5 == 0 and not adapter.busy()
 
                     wait_until(finished, 600, "the drain", 0.01)
+                # TransactionEnds's last snapshot, taken as it closed, can be the first
+                # to see the last job's transaction ended: a reading after it.
+                readings.append(read(tree, backends))
                 time.sleep(STATS_FLUSHED)
                 commits_after = commits(conn)
                 xids = [xid for xid in adapter.outcome_xids() if xid not in warm]
