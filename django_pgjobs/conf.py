@@ -58,7 +58,8 @@ DEFAULTS: dict[str, Any] = {
     # Largest accepted args+kwargs, in bytes of JSON.
     "MAX_PAYLOAD_BYTES": 1_000_000,
     # Publish every job transition on the pgjobs_events channel (events.listen(),
-    # job.wait()). Off saves workers a few percent on no-op jobs.
+    # job.wait()); workers publish theirs only while some session listens. Off saves
+    # each enqueue its notification, and job.wait() then polls.
     "EVENTS": True,
     # Modules that define tasks, imported at startup besides the tasks.py of each
     # installed app, e.g. ["myproject.jobs"]. Task names resolve against the tasks

@@ -73,7 +73,7 @@ TIMESTAMPTZ_OID = 1184
 #: the table was empty (a worker started on an idle queue, or after a TRUNCATE)
 #: joined a burst of 10,000 new jobs by sequential scans, 100 times slower per
 #: claim, until autovacuum's next ANALYZE (tests/test_performance.py).
-PREPARABLE = frozenset({"publish", "publish_now", "queue_configs"})
+PREPARABLE = frozenset({"listened", "publish", "publish_now", "queue_configs"})
 
 
 def prepare_on_this_thread() -> None:

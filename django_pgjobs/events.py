@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from queue import Empty, SimpleQueue
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from django.db import DatabaseError, connections
@@ -34,6 +34,11 @@ if TYPE_CHECKING:
     from .models import Job
 
 EVENTS_CHANNEL = "pgjobs_events"
+
+#: The advisory lock (two keys: 'pjob' in ASCII, 1) that every session listening on
+#: ``EVENTS_CHANNEL`` holds, shared, taken before its LISTEN: workers publish their
+#: claims and outcomes only while some session holds it (sql/listened.sql).
+LISTENERS_LOCK = (1886023522, 1)
 logger = logging.getLogger(__name__)
 
 
@@ -93,6 +98,7 @@ class EventStream:
     def __init__(self, using: str | None = None) -> None:
         params = db.connection_params(db.listen_alias(using))
         self._conn = psycopg.connect(**params, autocommit=True)
+        hold_listeners_lock(self._conn)
         self._conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(EVENTS_CHANNEL)))
 
     def iter(
@@ -126,6 +132,18 @@ class EventStream:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+#: Holds ``LISTENERS_LOCK`` shared until the session ends (or it is let go).
+HOLD_LISTENERS_LOCK = "SELECT pg_advisory_lock_shared(%s, %s)"
+
+
+def hold_listeners_lock(conn: psycopg.Connection[Any]) -> None:
+    """Tell workers that ``conn``'s session listens for job events, before it LISTENs:
+    they publish their claims and outcomes only while a session does. Held for the
+    session's life; a session that LISTENs without it hears every other event (inserts,
+    an operator's changes, dependency releases: the database publishes those itself)."""
+    conn.execute(HOLD_LISTENERS_LOCK, LISTENERS_LOCK)
 
 
 def switch_off_in_database(connection: object, **kwargs: object) -> None:
@@ -200,9 +218,25 @@ def publish(changes: Iterable[Change], using: str) -> None:
 
 
 def _send(runs: list[Run], using: str) -> None:
-    if runs:
-        statement = "publish" if connections[using].in_atomic_block else "publish_now"
-        db.fetch_dicts(statement, {"payloads": payloads(runs)}, using)
+    if not runs:
+        return
+    connection = connections[using]
+    if connection.in_atomic_block or not connection.get_autocommit():
+        # Sent when the change commits, to whoever listens then: a session may start
+        # listening after a look for one here, and before that commit.
+        statement = "publish"
+    elif listened(using):
+        statement = "publish_now"
+    else:
+        # Nobody to tell. The change committed before this look, so a session that
+        # LISTENs from now on hears only later changes, which are looked at anew.
+        return
+    db.fetch_dicts(statement, {"payloads": payloads(runs)}, using)
+
+
+def listened(using: str) -> bool:
+    """Whether some session listens for job events now (holds ``LISTENERS_LOCK``)."""
+    return db.fetch_dicts("listened", {}, using)[0]["listened"]
 
 
 #: How long a worker's publisher retries a batch of events through an outage, from

@@ -13,7 +13,7 @@ from django.db import connections
 from psycopg import sql
 
 from . import conf, db, limits
-from .events import EVENTS_CHANNEL, Event, listen
+from .events import EVENTS_CHANNEL, HOLD_LISTENERS_LOCK, LISTENERS_LOCK, Event, listen
 from .exceptions import JobGone
 from .states import FINISHED
 
@@ -130,6 +130,7 @@ async def async_wait_for(job: Job, timeout: float | None) -> Job:
     params = db.connection_params(db.listen_alias(job._state.db))
     conn = await psycopg.AsyncConnection.connect(**params, autocommit=True)
     try:
+        await conn.execute(HOLD_LISTENERS_LOCK, LISTENERS_LOCK)  # see events.hold_listeners_lock
         await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(EVENTS_CHANNEL)))
         if (await _arefreshed(job)).is_finished:
             return job

@@ -190,6 +190,18 @@ def test_async_wait(threaded_worker):
     assert result and result[0].result == 42
 
 
+def test_async_wait_is_told_of_the_outcome_not_left_to_its_look_at_the_row(threaded_worker):
+    # Its LISTEN holds the listeners' lock, as events.listen()'s does: without it the
+    # worker published nothing, and the wait ended at its next look (each second).
+    threaded_worker()
+    delays = []
+    for _ in range(3):
+        job = Job.enqueue("testproject.demo.tasks.sleep", args=[0.2])
+        done = run_async(job.async_wait(timeout=10))
+        delays.append(time.time() - done.finished_at.timestamp())
+    assert statistics.median(delays) < 0.25, delays
+
+
 async def asgi_get(path: str) -> bytes:
     """The body of a GET through Django's ASGI handler, as a server would drive it."""
     scope = {
@@ -541,3 +553,41 @@ def test_a_wait_ends_soon_after_its_job_is_deleted(how):
     assert not thread.is_alive()
     assert raised and isinstance(raised[0], JobGone), raised
     assert time.monotonic() - deleted < WAIT_CHECK_EVERY + 2
+
+
+def _worker_events(conn: psycopg.Connection, job_id: int, seconds: float) -> list[str]:
+    """The states of ``job_id``'s events after its insert that ``conn`` hears in ``seconds``."""
+    heard = []
+    for notify in conn.notifies(timeout=seconds):
+        heard += [e.state for e in events.Event.parse(notify.payload) if e.job_id == job_id]
+    return [state for state in heard if state != "available"]
+
+
+def test_a_worker_publishes_its_claims_and_outcomes_only_while_someone_listens(
+    threaded_worker, second_connection, wait
+):
+    # Building, sending and committing them cost a draining worker a fifth of its CPU
+    # per job; a session that listens holds the listeners' lock, which workers look for.
+    threaded_worker()
+    second_connection.execute("LISTEN pgjobs_events")  # not holding the lock
+    unheard = add.enqueue(1, 2)
+    wait(lambda: Job.objects.get(pk=unheard.pk).state == JobState.COMPLETED, timeout=10)
+    assert _worker_events(second_connection, unheard.pk, 0.5) == []
+
+    events.hold_listeners_lock(second_connection)  # what events.listen() does
+    heard = add.enqueue(2, 3)
+    wait(lambda: Job.objects.get(pk=heard.pk).state == JobState.COMPLETED, timeout=10)
+    deadline = time.monotonic() + 10
+    states: list[str] = []
+    while len(states) < 2 and time.monotonic() < deadline:
+        states += _worker_events(second_connection, heard.pk, 0.5)
+    assert states == ["executing", "completed"]
+
+
+def test_a_listener_that_returned_hears_every_later_outcome(threaded_worker):
+    threaded_worker()
+    for _ in range(3):
+        with events.listen() as stream:
+            job = add.enqueue(1, 1)
+            done = stream.first(lambda e, pk=job.pk: e.job_id == pk and e.state == "completed", 10)
+        assert done is not None
