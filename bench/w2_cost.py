@@ -16,6 +16,11 @@ the CPU is read from /proc every 10 ms, the nearest reading after each edge take
 a system that does much of its work before its first jobs count as done (claims far
 ahead, completions written late) spends less in the window than in the whole drain,
 and its steady rate is higher by as much.
+
+``W2COST_LISTENING=1`` in the environment: a session listens for our job events
+through each of our drains and reads them (as ``events.listen()`` or ``job.wait()``
+would), so that our workers publish their claims and outcomes, which they skip while
+nobody listens; its backend is not counted.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import contextlib
 import os
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +55,32 @@ TICK = os.sysconf("SC_CLK_TCK")
 #: Seconds for idle backends to have flushed their counters to pg_stat_database
 #: (at most once a second while busy; an idle one within the workers' poll).
 STATS_FLUSHED = 3.0
+
+LISTENING = os.environ.get("W2COST_LISTENING") == "1"
+
+
+@contextlib.contextmanager
+def listening() -> Iterator[list[int]]:
+    """A session that listens for our job events and reads them, on a thread; yields
+    a list holding how many it read."""
+    import threading
+
+    from django_pgjobs import events
+
+    read, stop = [0], threading.Event()
+
+    def drain(stream: events.EventStream) -> None:
+        while not stop.is_set():
+            read[0] += sum(1 for _ in stream.iter(timeout=0.1))
+
+    with events.listen() as stream:
+        thread = threading.Thread(target=drain, args=(stream,), daemon=True)
+        thread.start()
+        try:
+            yield read
+        finally:
+            stop.set()
+            thread.join()
 
 
 def processes_cpu_s(pids: list[int]) -> float:
@@ -105,7 +137,8 @@ def measure(system: str, url: str, jobs: int, scratch_sql: list[str]) -> dict[st
         run_scratch_sql(url, scratch_sql)
         analyzed_with_backlog(adapter, jobs)  # as run.py's W2
         adapter.done()  # its connection open: not a worker's
-        with psycopg.connect(url, autocommit=True) as conn:
+        heard = listening() if LISTENING and system == "pgjobs" else contextlib.nullcontext([0])
+        with heard as events_read, psycopg.connect(url, autocommit=True) as conn:
             # The backends that are not the workers': this one's, the adapter's.
             others = {
                 pid
@@ -149,6 +182,8 @@ def measure(system: str, url: str, jobs: int, scratch_sql: list[str]) -> dict[st
         next(r for r in readings if r.at >= done_at[round(edge * jobs) - 1]) for edge in WINDOW
     )
     in_window = bisect.bisect_right(done_at, last.at) - bisect.bisect_right(done_at, first.at)
+    if LISTENING and system == "pgjobs":  # each job's insert, claim and outcome
+        assert events_read[0] >= 3 * jobs, f"{events_read[0]} events read of {jobs} jobs"
     return {
         "version": adapter.version,
         "per_s": jobs / (done_at[-1] - started),
