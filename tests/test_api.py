@@ -295,6 +295,58 @@ def test_a_json_body_declared_utf8_or_undeclared_is_read(client, token, charset)
     assert response.status_code == 201 and response.json()["args"] == ["café", 1]
 
 
+#: Bodies without a charset that are no UTF-8: json.loads(bytes) guessed UTF-16 and
+#: UTF-32 itself (with a BOM or without), and let UTF-8-encoded surrogates through.
+NOT_UTF8 = {
+    "utf-16": ("utf-16", "UTF-16"),
+    "utf-16-le": ("utf-16-le", "UTF-16"),
+    "utf-16-be": ("utf-16-be", "UTF-16"),
+    "utf-32": ("utf-32", "UTF-32"),
+    "utf-32-le": ("utf-32-le", "UTF-32"),
+    "utf-32-be": ("utf-32-be", "UTF-32"),
+    "latin-1": ("latin-1", "UTF-8"),
+    "an encoded surrogate": ("utf-8+surrogate", "UTF-8"),
+}
+
+
+def not_utf8(text: str, encoding: str) -> bytes:
+    if encoding == "utf-8+surrogate":  # CESU-8's way: "\ud83d" as three bytes
+        return text.replace("café", "caf\ud83d").encode("utf-8", "surrogatepass")
+    return text.encode(encoding)
+
+
+@pytest.mark.parametrize("sent", NOT_UTF8.values(), ids=NOT_UTF8.keys())
+@pytest.mark.parametrize("path", ["/jobs", "/jobs/run"])
+def test_a_json_body_that_is_not_utf8_is_400_even_without_a_charset(client, token, sent, path):
+    # RFC 8259 8.1: JSON between systems is UTF-8. json.loads(bytes) read UTF-16 and
+    # UTF-32 too, so a body a proxy or a log reads as garbage enqueued a job or ran some.
+    encoding, named = sent
+    if path == "/jobs/run" and named == "UTF-8":
+        pytest.skip("/jobs/run takes no string where a non-ASCII letter would be read")
+    Job.enqueue(ADD, args=[1, 2])
+    fields = {"task": ADD, "args": ["café", 1]} if path == "/jobs" else {"limit": 1}
+    response = client.generic(  # post() would re-encode the bytes
+        "POST",
+        path,
+        not_utf8(json.dumps(fields, ensure_ascii=False), encoding),
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert response.status_code == 400
+    answer = response.json()
+    assert answer["error"] == "invalid" and list(answer["fields"]) == ["body"]
+    assert "not UTF-8" in answer["fields"]["body"] and named in answer["fields"]["body"]
+    assert list(Job.objects.values_list("state", flat=True)) == [JobState.AVAILABLE]
+
+
+def test_a_utf8_body_after_a_byte_order_mark_is_read(client, token):
+    # RFC 8259 8.1 lets a parser ignore a UTF-8 BOM; some clients (.NET, PowerShell,
+    # Notepad-saved files sent with curl --data-binary) write one.
+    body = json.dumps({"task": ADD, "args": ["café", 1]}, ensure_ascii=False)
+    response = post(client, "/jobs", "\ufeff".encode() + body.encode(), token)
+    assert response.status_code == 201 and response.json()["args"] == ["café", 1]
+
+
 def test_an_oversized_payload_is_413_naming_args(client, token, settings):
     settings.PGJOBS = {**settings.PGJOBS, "MAX_PAYLOAD_BYTES": 100}
     response = post(client, "/jobs", {"task": ADD, "args": ["x" * 200, 1]}, token)

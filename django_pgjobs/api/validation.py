@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 import re
 import sys
@@ -43,11 +44,11 @@ def parse_json_object(raw: bytes, *, null: dict[str, Any] | None = None) -> dict
 
     try:
         body = json.loads(
-            raw or b"null",
+            utf8_text(raw) or "null",
             parse_constant=no_constants,
             object_pairs_hook=once_each,
         )
-    except (ValueError, UnicodeDecodeError) as problem:
+    except ValueError as problem:
         raise Invalid({"body": f"not valid JSON: {_said(problem)}"}) from None
     except RecursionError:
         raise Invalid({"body": "nested too deeply"}) from None
@@ -56,6 +57,29 @@ def parse_json_object(raw: bytes, *, null: dict[str, Any] | None = None) -> dict
     if not isinstance(body, dict):
         raise Invalid({"body": "must be a JSON object"})
     return body
+
+
+def utf8_text(raw: bytes) -> str:
+    """``raw`` read as UTF-8, strictly, after a UTF-8 byte order mark if it has one
+    (RFC 8259 8.1 lets a parser ignore it, and .NET clients write one). json.loads(bytes)
+    also read UTF-16 and UTF-32, which JSON between systems is not (RFC 8259 8.1): a
+    proxy, a WAF or a log reading the body as UTF-8 saw another one than the job enqueued.
+    It also let UTF-8-encoded surrogates through ("surrogatepass")."""
+    guessed = json.detect_encoding(raw)
+    if guessed.startswith(("utf-16", "utf-32")):
+        # Its NUL bytes may well be valid UTF-8: say what it is, not "Expecting value".
+        named = guessed[:6].upper()
+        raise Invalid({"body": f"not UTF-8 (it looks like {named}): {UTF8_ONLY}"})
+    bom = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
+    try:
+        return raw[bom:].decode("utf-8")
+    except UnicodeDecodeError as bad:
+        at = bom + bad.start
+        said = f"byte 0x{raw[at]:02x} at offset {at} ({bad.reason})"
+        raise Invalid({"body": f"not UTF-8, {said}: {UTF8_ONLY}"}) from None
+
+
+UTF8_ONLY = "send JSON in UTF-8, the only encoding this API reads (RFC 8259)"
 
 
 def _said(problem: Exception) -> str:
