@@ -62,6 +62,8 @@ def test_a_demo_that_fails_leaves_no_process_behind(tmp_path, wait):
         busy.close()
     assert done.returncode != 0, done.stdout + done.stderr
     assert "enqueued 13 demo jobs, one every 5s" in done.stdout, done.stdout + done.stderr
+    # runserver's "That port is already in use." alone left the newcomer to find --port.
+    assert f"port {port} is taken: ./dev demo --port {port + 1}" in done.stderr, done.stderr
     # The worker and scheduler it started are gone (SIGTERM: they stop within seconds).
     wait(lambda: not processes_with(marker), timeout=45)
     # Its jobs are spread over the first minute.
