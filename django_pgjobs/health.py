@@ -1,4 +1,5 @@
-"""Health checks for probes and monitoring: database, this host's workers, queue ages, cron.
+"""Health checks for probes and monitoring: database, this host's workers, queue ages, cron,
+and (pruning off) the waiting jobs that can never run.
 
 Each check reads what the workers and schedulers write anyway (heartbeats,
 ``next_fire_at``) and what the dashboard counts (the claim index), so a probe
@@ -15,7 +16,7 @@ from typing import Any
 from django.db import DatabaseError, connections
 from django.db.models import Q
 
-from . import clocks, conf, cron, limits, logs, stats
+from . import clocks, conf, cron, limits, logs, maintenance, stats
 from .models import Queue, Schedule, SchedulerProcess, WorkerProcess
 from .scheduler import STALE_AFTER as SCHEDULER_STALE_AFTER
 
@@ -42,6 +43,7 @@ def run_checks(
     max_age: timedelta | None = None,
     queues: Iterable[str] = (),
     scheduler_lag: timedelta | None = DEFAULT_SCHEDULER_LAG,
+    stranded: bool | None = None,
     using: str | None = None,
 ) -> list[Check]:
     """Every check asked for; healthy when all are ``ok``.
@@ -51,7 +53,9 @@ def run_checks(
       and with ``require_worker`` at least one is alive;
     - queue <name>: (with ``max_age``) no due job of an unpaused queue has waited longer;
     - scheduler: (unless ``scheduler_lag`` is None) no enabled schedule's planned
-      tick is later than that.
+      tick is later than that;
+    - stranded: (with ``stranded``; by default when ``PRUNE_INTERVAL`` is None) no
+      waiting job is one that nothing can release.
     """
     using = using or conf.get("DATABASE")
     database = check_database(using)
@@ -72,6 +76,10 @@ def run_checks(
         checks += check_queue_ages(now, max_age, queues, using)
     if scheduler_lag is not None:
         checks.append(check_scheduler(now, scheduler_lag, using))
+    if conf.get("PRUNE_INTERVAL") is None if stranded is None else stranded:
+        # With pruning on, its pass cancels them (and logs each): failing until then
+        # would page someone for what fixes itself.
+        checks.append(check_stranded(using))
     return checks
 
 
@@ -152,6 +160,35 @@ def check_queue_ages(
             )
         )
     return checks
+
+
+#: How many of the jobs that can never run the stranded check names.
+STRANDED_SHOWN = 3
+
+
+def check_stranded(using: str | None = None) -> Check:
+    """The waiting jobs the prune pass would cancel (a dependency missing or finished
+    without releasing them, a count that can't reach zero, a cycle): the first few
+    named, with why. Off with pruning, nothing else says they will never run."""
+    total, first = maintenance.find_stranded(STRANDED_SHOWN, using or conf.get("DATABASE"))
+    if not total:
+        return Check("stranded", True, "no waiting job that can never run")
+    named = "; ".join(
+        f"job {row['id']} ({logs.printable(row['task'])}): {row['error']}" for row in first
+    )
+    more = f"; and {total - len(first)} more" if total > len(first) else ""
+    what = "job" if total == 1 else "jobs"
+    return Check(
+        "stranded", False, f"{total} waiting {what} can never run: {named}{more} ({_cure()})"
+    )
+
+
+def _cure() -> str:
+    """What cancels them: ``manage.py pgjobs prune``, or the prune pass that is on."""
+    interval = conf.get("PRUNE_INTERVAL")
+    if interval is None:
+        return "pruning is off, PRUNE_INTERVAL is None: manage.py pgjobs prune cancels them"
+    return f"the scheduler's prune pass cancels them, every {interval:g}s"
 
 
 def known_queue_names(using: str) -> set[str]:

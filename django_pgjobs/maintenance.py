@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from django.db import transaction
 from django.db.models import Q
@@ -170,3 +171,11 @@ def cancel_stranded(now: datetime) -> int:
             row["error"],
         )
     return len(cancelled)
+
+
+def find_stranded(shown: int, using: str | None = None) -> tuple[int, list[dict[str, Any]]]:
+    """How many waiting jobs ``cancel_stranded`` would cancel, and the first ``shown``
+    of them (id, task, and the error it would write), cancelling none: with pruning off
+    nothing else says they will never run. See sql/find_stranded.sql."""
+    rows = db.fetch_dicts("find_stranded", {"shown": shown}, using)
+    return (rows[0]["total"] if rows else 0), rows

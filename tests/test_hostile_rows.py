@@ -30,6 +30,7 @@ from django.utils import timezone
 from django_pgjobs import (
     clocks,
     events,
+    health,
     housekeeping,
     maintenance,
     metrics,
@@ -325,6 +326,54 @@ def test_a_long_dependency_cycle_lists_its_first_jobs(worker):
         f"DependencyFailed: it waits for itself, through a dependency cycle of jobs {listed}"
         " and 990 more"
     )
+
+
+def test_with_pruning_off_health_names_the_waiting_jobs_that_can_never_run(settings):
+    """PRUNE_INTERVAL = None turns off the pass that cancels them: they waited for
+    ever, and nothing said so. The health check now names them (and writes nothing);
+    with pruning on it is left out, the pass cancelling them, unless asked for."""
+    settings.PGJOBS = {**settings.PGJOBS, "PRUNE_INTERVAL": None}
+    a = insert_job(state="'waiting'", pending_dependencies="1")
+    b = insert_job(state="'waiting'", pending_dependencies="1")
+    JobDependency.objects.create(job_id=a, depends_on_id=b)
+    JobDependency.objects.create(job_id=b, depends_on_id=a)
+    stranded = insert_job(state="'waiting'", pending_dependencies="1")
+    dangling_edges((stranded, GONE))
+    first = Job.enqueue(ADD, [1, 2], run_at=timezone.now() + timedelta(hours=1))
+    Job.enqueue(ADD, [3, 4], depends_on=[first])  # a pipeline waiting as it should
+    before = states()
+
+    check = stranded_check()
+    assert not check.ok and check.detail.startswith("3 waiting jobs can never run: ")
+    assert f"job {a} ({ADD}): DependencyFailed: it waits for itself, through a " in check.detail
+    assert f"job {stranded} ({ADD}): DependencyFailed: job {GONE} does not exist" in check.detail
+    assert "PRUNE_INTERVAL is None" in check.detail and "pgjobs prune" in check.detail
+    assert states() == before  # a probe writes nothing
+    code_out = cli("health", "--max-scheduler-lag", "off")
+    assert re.search(r"FAIL +stranded +3 waiting jobs can never run", code_out), code_out
+    assert "stranded" not in cli("health", "--no-stranded", "--max-scheduler-lag", "off")
+
+    settings.PGJOBS = {**settings.PGJOBS, "PRUNE_INTERVAL": 300}
+    assert "stranded" not in {c.name for c in health.run_checks(scheduler_lag=None)}
+    assert not stranded_check(stranded=True).ok
+    assert housekeeping.prune(timezone.now()) == 3
+    assert stranded_check(stranded=True) == health.Check(
+        "stranded", True, "no waiting job that can never run"
+    )
+
+
+def test_health_names_the_first_few_of_many_jobs_that_can_never_run(settings):
+    settings.PGJOBS = {**settings.PGJOBS, "PRUNE_INTERVAL": None}
+    ids = [insert_job(state="'waiting'", pending_dependencies="1") for _ in range(50)]
+    dangling_edges(*((pk, GONE) for pk in ids))
+    detail = stranded_check().detail
+    assert detail.startswith("50 waiting jobs can never run: ") and "and 47 more" in detail
+    assert [f"job {pk} " in detail for pk in ids[:4]] == [True, True, True, False]
+
+
+def stranded_check(**options: Any) -> health.Check:
+    checks = health.run_checks(scheduler_lag=None, **options)
+    return next(check for check in checks if check.name == "stranded")
 
 
 @pytest.mark.django_db(transaction=True)
@@ -907,6 +956,7 @@ READINGS = [
     ["stats"], ["stats", "--json"], ["list", "--limit", "10000"], ["list", "--json", "--limit",
     "10000"], ["list", "--state", "waiting"], ["schedules", "--next", "100"],
     ["schedules", "--json"], ["health"], ["health", "--json", "--max-age", "1s"],
+    ["health", "--stranded"],
 ]  # fmt: skip
 
 

@@ -9,6 +9,7 @@ a question answered no), 2 a usage error.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -114,6 +115,12 @@ class Command(BaseCommand):
             "--max-scheduler-lag",
             default="60s",
             help="Fail if a cron tick is later than this (60s); 'off'.",
+        )
+        check.add_argument(
+            "--stranded",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help="Fail if a waiting job can never run (on when PRUNE_INTERVAL is None).",
         )
         self.subcommands = list(sub.choices)
 
@@ -292,6 +299,7 @@ class Command(BaseCommand):
             max_age=_duration_or_none(options["max_age"], "--max-age"),
             queues=parse_queues(options["queues"]),
             scheduler_lag=None if lag == "off" else _positive(lag, "--max-scheduler-lag"),
+            stranded=options["stranded"],
         )
         healthy = all(check.ok for check in checks)
         if not self.emit({"healthy": healthy, "checks": [c.as_dict() for c in checks]}):
