@@ -45,11 +45,17 @@ def listed(names: list[str]) -> str:
     return ", ".join(names[:2]) + (", ..." if len(names) > 2 else "")
 
 
+def undefined(error: BaseException) -> bool:
+    """Whether ``error`` (or the driver's error Django wrapped in it) is a missing
+    table, function or column: what pgjobs' queries meet before ``migrate``."""
+    cause = error if getattr(error, "sqlstate", None) else error.__cause__
+    return getattr(cause, "sqlstate", None) in UNDEFINED
+
+
 def explain(error: BaseException, alias: str) -> str | None:
     """What to do about ``error`` if pgjobs' migrations missing from ``alias`` caused
     it; None for any other error."""
-    cause = error if getattr(error, "sqlstate", None) else error.__cause__
-    if getattr(cause, "sqlstate", None) not in UNDEFINED:
+    if not undefined(error):
         return None
     # Only now, on the way out: reading the migration graph costs a start-up time.
     try:

@@ -240,6 +240,10 @@ def _warn_at_start(alias: str) -> None:
     try:
         sync_from_settings(alias, warn=True)
     except Exception as error:  # the worker's own sync may work (a moment's outage)
+        if names and unmigrated.undefined(error):
+            # The line above said why (no table to compare with); this one, ending
+            # "The worker runs on." just before the worker stops to say migrate, misled.
+            return
         logger.warning(
             "could not compare PGJOBS['QUEUES'] with the queues of database %r (%s); a "
             "declaration that differs from its row is not warned of. The worker runs on.",
