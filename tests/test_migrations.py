@@ -559,6 +559,7 @@ def test_commands_on_an_unmigrated_database_say_to_migrate_not_a_traceback():
             # Nor a second warning, with PostgreSQL's 'relation "pgjobs_queue" does not
             # exist' and "The worker runs on.", just before it stopped.
             assert "could not compare PGJOBS['QUEUES']" not in said, (command, said)
+            assert "...." not in said, (command, said)  # the list's "..." ran into a "."
         with scratch.connect() as conn:  # the commands wrote nothing
             assert _rows(conn, "SELECT relname FROM pg_class WHERE relname LIKE 'pgjobs%'") == []
 

@@ -233,7 +233,7 @@ def test_a_worker_on_a_database_missing_a_migration_warns_once_naming_it_and_run
     assert len(warned) == 1, result.stderr
     assert "WARNING 1 pgjobs migration(s) not applied to database " in warned[0]
     assert warned[0].endswith(
-        f": {latest[1]}. Run `python manage.py migrate`: until then this worker may fail "
+        f" ({latest[1]}). Run `python manage.py migrate`: until then this worker may fail "
         "or miss what they add."
     )
     done.refresh_from_db()

@@ -227,7 +227,7 @@ def _warn_at_start(alias: str) -> None:
     if names:
         flag = "" if alias == "default" else f" --database {alias}"
         logger.warning(
-            "%d pgjobs migration(s) not applied to database %s: %s. Run `python manage.py "
+            "%d pgjobs migration(s) not applied to database %s (%s). Run `python manage.py "
             "migrate%s`: until then this worker may fail or miss what they add.",
             len(names),
             logs.database(alias),
