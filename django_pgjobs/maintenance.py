@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -155,14 +156,63 @@ def _prune_dated(finished_before: datetime, batch_size: int, using: str) -> int:
         finished_from = batch["finished_at"]
 
 
-def cancel_stranded(now: datetime) -> int:
+#: The most steps one pass's search for dependency cycles walks, forward and back each:
+#: about a third of a second of the scheduler's maintenance (sql/stranded.sql).
+CYCLE_WALK_CAP = 50_000
+
+
+@dataclass
+class CycleSearch:
+    """Where the next prune pass's search for dependency cycles starts (after job
+    ``after``) and from how many jobs (``origins``; None: all). A graph of waiting jobs
+    written by SQL can make the search walk the square of their number: a pass cut at
+    CYCLE_WALK_CAP halves its starts next time, from the same place; one not cut goes
+    on after them, with twice as many. Each process keeps its own: a restart starts over."""
+
+    after: int = 0
+    origins: int | None = None
+    steps: int = 0
+
+    def restart(self) -> None:
+        self.after, self.origins, self.steps = 0, None, 0
+
+    def params(self) -> dict[str, Any]:
+        return {"after": self.after, "origins": self.origins, "walk_cap": CYCLE_WALK_CAP}
+
+    def advance(self, got: dict[str, Any]) -> None:
+        """Take the search row of sql/cancel_stranded.sql: how far this pass got."""
+        self.steps = got["steps"]
+        if max(got["steps"], got["steps_back"]) < CYCLE_WALK_CAP:
+            done_all = self.origins is None or got["origins"] < self.origins
+            self.after = 0 if done_all else got["last_origin"]
+            self.origins = None if self.origins is None else self.origins * 2
+            return
+        logger.warning(
+            "the dependency cycle search stopped after %s steps from %s job(s) after job %s "
+            "(waiting jobs written so that it walks far); the next prune goes on from there",
+            CYCLE_WALK_CAP,
+            got["origins"],
+            self.after,
+        )
+        if got["origins"] > 1:
+            self.origins = got["origins"] // 2
+        else:  # one job's own walk is longer: a cycle of more jobs is not found from it
+            self.after, self.origins = got["last_origin"] or 0, 1
+
+
+CYCLE_SEARCH = CycleSearch()
+
+
+def cancel_stranded(now: datetime, search: CycleSearch = CYCLE_SEARCH) -> int:
     """Cancel waiting jobs that nothing can release: a dependency of theirs doesn't
     exist (deleted around ``transitions.delete_many``) or finished without releasing
     them, or no unfinished one is left although they still count some; and those
     counting fewer than they wait for, whose dependencies' finishes the counter's
     CHECK would refuse; and the jobs of a dependency cycle. Each is logged; see
     sql/cancel_stranded.sql."""
-    cancelled = db.fetch_dicts("cancel_stranded", {"now": now})
+    rows = db.fetch_dicts("cancel_stranded", {"now": now, **search.params()})
+    cancelled = [row for row in rows if row["id"] is not None]
+    search.advance(next(row for row in rows if row["id"] is None))
     for row in cancelled:
         logger.warning(
             "job %s (%s) can never run: %s; cancelled",
@@ -177,5 +227,6 @@ def find_stranded(shown: int, using: str | None = None) -> tuple[int, list[dict[
     """How many waiting jobs ``cancel_stranded`` would cancel, and the first ``shown``
     of them (id, task, and the error it would write), cancelling none: with pruning off
     nothing else says they will never run. See sql/find_stranded.sql."""
-    rows = db.fetch_dicts("find_stranded", {"shown": shown}, using)
+    params = {"shown": shown, **CycleSearch().params()}  # from the start, bounded
+    rows = db.fetch_dicts("find_stranded", params, using)
     return (rows[0]["total"] if rows else 0), rows

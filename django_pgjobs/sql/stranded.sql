@@ -1,4 +1,5 @@
--- The CTEs ending in stranded (id, dependency, ended, waits_for, cycle): the waiting
+-- The CTEs ending in stranded (id, dependency, ended, waits_for, cycle), and search (how
+-- far the search for cycles got): the waiting
 -- jobs that nothing can release any more, one reason each. cancel_stranded.sql cancels
 -- them (the prune pass); find_stranded.sql names them (the health check, which pruning
 -- turned off leaves the only one to say so). Not a statement of its own.
@@ -44,20 +45,27 @@ WITH RECURSIVE unsatisfied AS MATERIALIZED (
       AND NOT EXISTS (
           SELECT FROM pgjobs_jobdependency AS edge WHERE edge.job_id = job.id AND NOT edge.satisfied
       )
+), origins AS MATERIALIZED (
+    -- Where the search for cycles starts: each job that waits on a newer one and that
+    -- a newer one waits on, as the lowest job of a cycle does. A pipeline's jobs wait
+    -- on older ones (an edge to a newer job is rare: a running job adding to its
+    -- pipeline), so there are few. (From every job waiting on a newer one, a chain of
+    -- 3,000 so made by SQL took 7.7 s, each of its jobs walking the rest of it.) Those
+    -- after %(after)s, the first %(origins)s (NULL: all): a pass whose walk was cut
+    -- takes fewer next time, from where it got to (maintenance.CycleSearch).
+    SELECT DISTINCT job_id AS id FROM unsatisfied
+    WHERE ended = 'waiting' AND depends_on_id > job_id AND job_id > %(after)s
+      AND job_id IN (SELECT depends_on_id FROM unsatisfied WHERE job_id > depends_on_id)
+    ORDER BY 1
+    LIMIT %(origins)s
 ), ahead (origin, id) AS (
-    -- Cycles, each found from its lowest job: the jobs each waiting job reaches along
+    -- Cycles, each found from its lowest job: the jobs each origin reaches along
     -- unsatisfied edges to waiting jobs of higher ids, UNION keeping one row a pair.
-    -- Only from a job that waits on a newer one and that a newer one waits on, as the
-    -- lowest job of a cycle does: a pipeline's jobs wait on older ones (an edge to a
-    -- newer job is rare: a running job adding to its pipeline), so this starts from
-    -- few edges and stops at once. (From every job waiting on a newer one, a chain of
-    -- 3,000 so made by SQL took 7.7 s, each of its jobs walking the rest of it.) Each
-    -- step probes the edges' and jobs' indexes, the OFFSET keeping the planner from
+    -- Each step probes the edges' and jobs' indexes, the OFFSET keeping the planner from
     -- hashing every unsatisfied edge at each step of a long cycle (a cycle of 5,000
     -- jobs: 5,000 steps, 5.5 s).
     SELECT job_id, depends_on_id FROM unsatisfied
-    WHERE ended = 'waiting' AND depends_on_id > job_id
-      AND job_id IN (SELECT depends_on_id FROM unsatisfied WHERE job_id > depends_on_id)
+    WHERE ended = 'waiting' AND depends_on_id > job_id AND job_id IN (SELECT id FROM origins)
     UNION
     SELECT ahead.origin, next.id
     FROM ahead CROSS JOIN LATERAL (
@@ -68,10 +76,16 @@ WITH RECURSIVE unsatisfied AS MATERIALIZED (
         OFFSET 0
     ) AS next
     WHERE ahead.id <> ahead.origin
+), walked AS MATERIALIZED (
+    -- The walk, %(walk_cap)s steps at most: many waiting jobs each waiting on a long
+    -- chain of newer ones (written by SQL) each walked all of it, 2,000 of them 13 s.
+    -- PostgreSQL takes the steps a reader asks for only, so the LIMIT stops the walk.
+    -- A walk cut short misses cycles, never makes one up: a job reaching itself is on one.
+    SELECT origin, id FROM ahead LIMIT %(walk_cap)s
 ), behind (origin, id) AS (
     -- From each job that reaches itself, back along the same edges, by the same
     -- index probes: the jobs that reach it.
-    SELECT origin, origin FROM ahead WHERE id = origin
+    SELECT origin, origin FROM walked WHERE id = origin
     UNION
     SELECT behind.origin, previous.id
     FROM behind CROSS JOIN LATERAL (
@@ -81,6 +95,16 @@ WITH RECURSIVE unsatisfied AS MATERIALIZED (
           AND edge.job_id > behind.origin
         OFFSET 0
     ) AS previous
+), walked_back AS MATERIALIZED (
+    -- As bounded: a job can be behind many cycles' lowest jobs. A cycle's jobs not
+    -- reached are cancelled after those that are, as behind any cancelled job.
+    SELECT origin, id FROM behind LIMIT %(walk_cap)s
+), search AS (
+    -- How far this pass's search got, for the next one (maintenance.CycleSearch).
+    SELECT (SELECT count(*) FROM walked) AS steps,
+           (SELECT count(*) FROM walked_back) AS steps_back,
+           (SELECT count(*) FROM origins) AS origins,
+           (SELECT max(id) FROM origins) AS last_origin
 ), cycled AS (
     -- A job both reached from and reaching a cycle's lowest job is on a cycle through
     -- it. Each is named with the jobs of the cycles through the lowest such job (all
@@ -90,12 +114,12 @@ WITH RECURSIVE unsatisfied AS MATERIALIZED (
            member.id, NULL::bigint AS dependency, NULL::varchar AS ended,
            NULL::bigint AS waits_for, cycles.named AS cycle
     FROM (
-        SELECT behind.origin, array_agg(behind.id ORDER BY behind.id) AS members,
-               array_to_string((array_agg(behind.id ORDER BY behind.id))[:10], ', ')
+        SELECT walked_back.origin, array_agg(walked_back.id ORDER BY walked_back.id) AS members,
+               array_to_string((array_agg(walked_back.id ORDER BY walked_back.id))[:10], ', ')
                || CASE WHEN count(*) > 10 THEN ' and ' || count(*) - 10 || ' more'
                        ELSE '' END AS named
-        FROM behind JOIN ahead USING (origin, id)
-        GROUP BY behind.origin
+        FROM walked_back JOIN walked USING (origin, id)
+        GROUP BY walked_back.origin
     ) AS cycles
     CROSS JOIN unnest(cycles.members) AS member (id)
     ORDER BY member.id, cycles.origin
