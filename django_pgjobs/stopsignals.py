@@ -14,6 +14,9 @@ import signal
 import time
 from collections.abc import Callable
 
+#: The signals that ask a worker or a scheduler to stop (a ``--processes`` supervisor
+#: passes them on to its children).
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
 #: Signals closer together than this (seconds) are one request to stop.
 SAME_SIGNAL_WITHIN = 1.0
 
@@ -31,5 +34,5 @@ def on_stop_signals(request_stop: Callable[[], None], logger: logging.Logger) ->
         logger.info("received %s", signal.Signals(signum).name)
         request_stop()
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in STOP_SIGNALS:
         signal.signal(signum, on_signal)

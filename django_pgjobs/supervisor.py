@@ -42,6 +42,8 @@ from dataclasses import dataclass, field
 
 from django.db import connections
 
+from .stopsignals import STOP_SIGNALS
+
 logger = logging.getLogger(__name__)
 
 #: Delay before restarting a child that died before it registered its worker,
@@ -53,8 +55,6 @@ CHECK_PID_EVERY = 0.01
 #: Most children one supervisor runs (runworker --processes): each opens database
 #: connections of its own, and 100,000 made a fork bomb that exhausted the server's.
 MAX_PROCESSES = 256
-#: The signals that stop the supervisor, passed on to its children.
-STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
 
 # -- in a child -------------------------------------------------------------------------
 
@@ -292,7 +292,7 @@ class Supervisor:
             with contextlib.suppress(OSError):
                 os.close(fd)
         signal.set_wakeup_fd(-1)
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+        for signum in (*STOP_SIGNALS, signal.SIGCHLD):
             signal.signal(signum, signal.SIG_DFL)
 
     def _start(self, slot: Slot) -> None:
