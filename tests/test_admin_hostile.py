@@ -524,7 +524,7 @@ def test_a_queue_named_as_a_dot_segment_added_in_the_admin_opens_on(admin_client
 def test_a_dot_segment_queue_is_linked_right_by_save_messages_and_recent_actions(
     admin_client, name
 ):
-    """Django's own links to a queue went through ``quote`` alone, not ``quote_pk``:
+    """Django's own links to a queue went through ``quote`` alone, which leaves dots:
     the message after adding it and the admin index's "Recent actions" linked to
     "/./change/", which a browser resolves to another page."""
     add = reverse("admin:pgjobs_queue_add")

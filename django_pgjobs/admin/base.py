@@ -22,7 +22,6 @@ from typing import Any
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.options import IncorrectLookupParameters
-from django.contrib.admin.utils import quote, unquote
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import (
     EmptyResultSet,
@@ -243,7 +242,7 @@ class OperatorAdmin(admin.ModelAdmin):
         return TemplateResponse(request, template, self.operator_context(request, **context))
 
 
-#: Change-page ids a URL can't carry as they are: a browser resolves "/./" and "/../"
+#: Object ids a URL can't carry as they are: a browser resolves "/./" and "/../"
 #: before it asks, so a queue named "." or ".." linked to another page. Spelt as
 #: Django's ``quote`` spells what it escapes; no id it quotes reads so, as it escapes
 #: every "_" (as "_5F").
@@ -251,35 +250,18 @@ DOT_SEGMENTS = {".": "_2E", "..": "_2E_2E"}
 _SPELT_DOTS = {spelt: name for name, spelt in DOT_SEGMENTS.items()}
 
 
-def quote_pk(pk: Any) -> Any:
-    """A primary key for an admin URL: Django's ``quote``, and a dot-segment one spelt
-    as ``DOT_SEGMENTS`` says (``quoted_pk`` reads it back)."""
-    quoted = quote(pk)
-    return DOT_SEGMENTS.get(quoted, quoted) if isinstance(quoted, str) else quoted
-
-
-def quoted_pk(text: str) -> str:
-    """The id of an admin URL made with ``quote_pk`` as Django's ``quote`` makes it, for
-    its views, which ``unquote`` it (and leave ``_2E`` as it is)."""
-    return _SPELT_DOTS.get(text, text)
-
-
-def unquote_pk(text: str) -> str:
-    """The primary key of an admin URL made with ``quote_pk``."""
-    return unquote(quoted_pk(text))
-
-
 class ObjectIdConverter:
-    """The id in Django's object URLs (change, history, delete), a browser can follow
-    whatever it is: ``reverse`` spells "." and ".." as DOT_SEGMENTS say, and the view
-    gets them back. Every link Django makes to an object goes through ``reverse`` with
-    the id its ``quote`` made, which leaves dots as they are: the message after a save
-    and the index's "Recent actions" (``LogEntry.get_admin_url``) linked to "/./change/"."""
+    """The id in Django's object URLs (change, history, delete) and a queue's pause and
+    resume URLs, a browser can follow whatever it is: ``reverse`` spells "." and ".." as
+    DOT_SEGMENTS say, and the view gets them back, as Django's ``quote`` made them.
+    Every link to an object goes through ``reverse`` with the id ``quote`` made, which
+    leaves dots as they are: the message after a save and the index's "Recent actions"
+    (``LogEntry.get_admin_url``) linked to "/./change/"."""
 
     regex = ".+"  # Django's <path:>: an id may hold "/"
 
     def to_python(self, value: str) -> str:
-        return quoted_pk(value)
+        return _SPELT_DOTS.get(value, value)
 
     def to_url(self, value: Any) -> str:
         text = str(value)

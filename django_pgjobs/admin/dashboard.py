@@ -12,6 +12,7 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.admin import ModelAdmin
+from django.contrib.admin.utils import quote
 from django.db.models import Exists, OuterRef, QuerySet
 from django.db.models.functions import JSONArray, Now
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -22,7 +23,7 @@ from django.utils import timezone
 from .. import conf, logs, stats
 from ..models import Queue, WorkerProcess
 from ..templatetags.pgjobs_admin import TIME_FORMAT
-from .base import quote_pk, url_or_none
+from .base import url_or_none
 
 #: How often the page asks for fresh numbers, in milliseconds.
 REFRESH_MS = 3000
@@ -42,7 +43,7 @@ def dashboard_data(now: datetime | None = None) -> dict[str, Any]:
                 "oldest_available_seconds": _age(now, oldest),
                 # The page unquotes it (x_3A was linked as x:); None for a
                 # name jobs carry that no URL can (an empty one).
-                "url": url_or_none("admin:pgjobs_queue_change", quote_pk(queue["name"])),
+                "url": url_or_none("admin:pgjobs_queue_change", quote(queue["name"])),
             }
         )
     ages = [q["oldest_available_seconds"] for q in queues if q["oldest_available_seconds"]]

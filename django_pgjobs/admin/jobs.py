@@ -13,6 +13,7 @@ from django.contrib.admin.options import (
     TO_FIELD_VAR,
     IncorrectLookupParameters,
 )
+from django.contrib.admin.utils import quote
 from django.contrib.admin.views.main import (
     ALL_VAR,
     ERROR_FLAG,
@@ -43,7 +44,7 @@ from ..exceptions import JobGone
 from ..models import Job, JobDependency
 from ..states import FINISHED, RETRY_FROM, InvalidTransition, JobState
 from ..templatetags.pgjobs_admin import clipped, elapsed, escaped, when
-from .base import CheckedChangeList, OperatorAdmin, id_in_url, quote_pk, url_or_none
+from .base import CheckedChangeList, OperatorAdmin, id_in_url, url_or_none
 from .dashboard import DashboardViews, no_worker_warning
 from .filters import QueueFilter, SnoozedFilter, StateFilter, TaskFilter
 from .paginator import SCAN_SECONDS, EstimatingPaginator
@@ -380,7 +381,7 @@ class JobAdmin(OperatorAdmin):
             .select_related("job")
             .only("depends_on_id", "job__task", "job__state")
             .order_by("job_id")[:LINKED_JOBS],
-            queue_url=url_or_none("admin:pgjobs_queue_change", quote_pk(job.queue)),
+            queue_url=url_or_none("admin:pgjobs_queue_change", quote(job.queue)),
             has_view_permission=True,
         )
 

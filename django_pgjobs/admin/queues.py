@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin.utils import quote, unquote
 from django.contrib.admin.views.main import ChangeList
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
@@ -16,7 +17,7 @@ from .. import conf, queues, ratelimits, stats
 from ..models import Queue
 from ..stats import DEPTH_STATES
 from ..templatetags.pgjobs_admin import duration
-from .base import CheckedChangeList, OperatorAdmin, quote_pk, unquote_pk
+from .base import CheckedChangeList, OperatorAdmin
 
 
 class QueueChangeList(CheckedChangeList):
@@ -26,9 +27,6 @@ class QueueChangeList(CheckedChangeList):
     the planner guesses hundreds of rows and spends longer compiling the query
     (JIT) than running it.
     """
-
-    def url_for_result(self, result: Queue) -> str:
-        return reverse("admin:pgjobs_queue_change", args=[quote_pk(result.pk)])
 
     def get_results(self, request: HttpRequest) -> None:
         super().get_results(request)
@@ -168,16 +166,16 @@ class QueueAdmin(OperatorAdmin):
             'formaction="{}" name="_toggle" value="{}">{}</button>',
             "paused" if queue.paused else "running",
             "paused" if queue.paused else "running",
-            reverse(f"admin:pgjobs_queue_{action}", args=[quote_pk(queue.name)]),
+            reverse(f"admin:pgjobs_queue_{action}", args=[quote(queue.name)]),
             queue.name,
             action.capitalize(),
         )
 
     def get_urls(self) -> list[URLPattern]:
         own = [
-            path("<str:name>/pause/", self.operator_view(self.pause_view, "change"),
+            path("<pgjobs_object_id:name>/pause/", self.operator_view(self.pause_view, "change"),
                  name="pgjobs_queue_pause"),
-            path("<str:name>/resume/", self.operator_view(self.resume_view, "change"),
+            path("<pgjobs_object_id:name>/resume/", self.operator_view(self.resume_view, "change"),
                  name="pgjobs_queue_resume"),
         ]  # fmt: skip
         return own + super().get_urls()
@@ -189,7 +187,7 @@ class QueueAdmin(OperatorAdmin):
         return self._set_paused(request, name, paused=False)
 
     def _set_paused(self, request: HttpRequest, name: str, *, paused: bool) -> HttpResponse:
-        queue = self.get_object(request, unquote_pk(name))
+        queue = self.get_object(request, unquote(name))
         if queue is None:
             raise Http404(f"no queue {name!r}")
         queues.set_paused([queue.name], paused)
