@@ -223,10 +223,22 @@ def cancel_stranded(now: datetime, search: CycleSearch = CYCLE_SEARCH) -> int:
     return len(cancelled)
 
 
-def find_stranded(shown: int, using: str | None = None) -> tuple[int, list[dict[str, Any]]]:
+@dataclass(frozen=True)
+class Stranded:
+    """What ``find_stranded`` found: how many, the first few, and whether the search for
+    cycles stopped at CYCLE_WALK_CAP (some may then be missing)."""
+
+    total: int
+    first: list[dict[str, Any]]
+    search_cut: bool
+
+
+def find_stranded(shown: int, using: str | None = None) -> Stranded:
     """How many waiting jobs ``cancel_stranded`` would cancel, and the first ``shown``
     of them (id, task, and the error it would write), cancelling none: with pruning off
     nothing else says they will never run. See sql/find_stranded.sql."""
     params = {"shown": shown, **CycleSearch().params()}  # from the start, bounded
     rows = db.fetch_dicts("find_stranded", params, using)
-    return (rows[0]["total"] if rows else 0), rows
+    first = [row for row in rows if row["id"] is not None]
+    cut = max(rows[0]["steps"], rows[0]["steps_back"]) >= CYCLE_WALK_CAP
+    return Stranded(first[0]["total"] if first else 0, first, cut)

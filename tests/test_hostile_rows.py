@@ -392,6 +392,10 @@ def test_a_hostile_graph_bounds_each_cycle_search_and_cycles_are_still_found(
     assert set(Job.objects.filter(pk__in=graph).values_list("state", flat=True)) == {"waiting"}
     assert "the dependency cycle search stopped after 2000 steps" in caplog.text
     assert maintenance.CYCLE_SEARCH.steps <= 2_000
+    assert health.check_stranded() == health.Check(
+        "stranded", True, "no waiting job that can never run; the search for cycles stopped "
+        "after 2000 steps"
+    )  # fmt: skip
 
 
 def test_with_pruning_off_health_names_the_waiting_jobs_that_can_never_run(settings):
