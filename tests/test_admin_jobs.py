@@ -155,6 +155,17 @@ def test_the_list_shows_each_jobs_last_error_and_how_long_it_ran(admin_client):
     assert ">2.5s<" in rows[failed.pk] and ">250ms<" in rows[quick.pk]
 
 
+def test_a_completed_job_s_earlier_error_is_shown_as_earlier_not_as_a_failure(admin_client):
+    # A job that failed once and then succeeded read, in red, like a failed one.
+    earlier = [{"attempt": 1, "at": "", "error": "TimeoutError: slow", "traceback": "..."}]
+    done = JobFactory(completed=True, errors=earlier)
+    failed = JobFactory(discarded=True, errors=earlier)
+    rows = _rows_by_id(admin_client.get(changelist()))
+    assert "pgjobs-error" not in rows[done.pk]
+    assert "earlier attempt: TimeoutError: slow" in rows[done.pk]
+    assert 'class="pgjobs-error"' in rows[failed.pk] and "earlier" not in rows[failed.pk]
+
+
 def test_the_list_reads_no_traceback_and_no_query_per_job(admin_client):
     """The list reads each job's last error out of ``errors`` in the database, not
     the column itself (every traceback), and costs the same for 2 jobs or 40."""

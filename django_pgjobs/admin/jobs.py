@@ -214,8 +214,13 @@ class JobAdmin(OperatorAdmin):
         first_line = next((line for line in error.splitlines() if line.strip()), "")
         if not first_line:
             return ""
+        if job.state == S.COMPLETED:  # it failed before, then succeeded: no failure now
+            first_line = f"earlier attempt: {first_line}"
+            kind = "pgjobs-muted"
+        else:
+            kind = "pgjobs-error"
         return SafeString(
-            f'<span class="pgjobs-error" title="{escaped(first_line)}">'
+            f'<span class="{kind}" title="{escaped(first_line)}">'
             f"{escaped(clipped(first_line, 60))}</span>"
         )
 
