@@ -3,8 +3,10 @@
 A trigger publishes every job insert and state change on the PostgreSQL
 channel ``pgjobs_events`` (on commit, like any NOTIFY), one notification for
 every job of a statement that made the same transition (the payload format is
-in migrations/sql/0002_database_triggers.sql). ``listen()`` opens a
-connection of its own and yields them::
+in migrations/sql/0002_database_triggers.sql); workers publish their claims and
+outcomes themselves (``Publisher``), only while some session listens, as each
+holding ``LISTENERS_LOCK`` says. ``listen()`` opens a connection of its own, takes
+that lock, and yields them::
 
     with events.listen() as stream:
         for event in stream.iter(timeout=5):
@@ -210,8 +212,8 @@ def publish(changes: Iterable[Change], using: str) -> None:
     own (a worker's claims and outcomes: see pgjobs_job_transitioned).
 
     Inside a transaction they go out when it commits; otherwise at once, in a
-    short transaction that doesn't wait for the disk. Nothing with
-    ``PGJOBS["EVENTS"] = False``.
+    short transaction that doesn't wait for the disk, if some session listens
+    (``listened``), else not at all. Nothing with ``PGJOBS["EVENTS"] = False``.
     """
     if conf.get("EVENTS"):
         _send(runs_of(changes), using)

@@ -1,9 +1,11 @@
-"""Exceptions that survive pickle whole. Ours cross process boundaries: Django's
-parallel test runner, multiprocessing, error reporters that pickle what they send.
-Python unpickles an exception by calling its class with ``args``, the message only
-for ours, whose ``__init__`` takes the values the message is made of: it raised a
-TypeError (``ConnectorThrottled``, ``InvalidOption``) or made a message of the
-message (``UnknownQueue``)."""
+"""Exceptions that survive pickle whole (``PickledWhole``, mixed into each of ours).
+
+Ours cross process boundaries: Django's parallel test runner, multiprocessing, error
+reporters that pickle what they send. Python unpickles an exception by calling its
+class with ``args``, the message only for ours, whose ``__init__`` takes the values
+the message is made of: it raised a TypeError (``ConnectorThrottled``,
+``InvalidOption``) or made a message of the message (``UnknownQueue``).
+"""
 
 from __future__ import annotations
 
