@@ -1109,10 +1109,14 @@ REFUSED_COMMANDS = {
     **{
         f"a token expiring in {days} days": (
             ("issue_api_token", "ci", "--queues", "*", "--expires-in-days", days),
-            "--expires-in-days must be a number greater than 0",
+            f"Error: argument --expires-in-days: {days!r} is not a number written in ASCII digits",
         )
-        for days in ("nan", "inf", "1e400", "-1")
+        for days in ("nan", "inf", "1e400")
     },
+    "a token expiring in -1 days": (
+        ("issue_api_token", "ci", "--queues", "*", "--expires-in-days", "-1"),
+        "--expires-in-days must be a number greater than 0",
+    ),
     "a token expiring past 9999": (
         ("issue_api_token", "ci", "--queues", "*", "--expires-in-days", "3000000"),
         "--expires-in-days: 3e+06 days is past the year 9999",
