@@ -113,7 +113,7 @@ class Command(BaseCommand):
                 "commands (on more machines)"
             )
         with unmigrated.required(conf.get("DATABASE")), self._endpoint(options) as endpoint:
-            warn_at_start(conf.get("DATABASE"))
+            say_at_start(conf.get("DATABASE"))
 
             def run(index: int) -> int:
                 return self._run_worker(queues, options, endpoint, index)
@@ -201,23 +201,25 @@ class Command(BaseCommand):
         return 0
 
 
-def warn_at_start(alias: str) -> None:
-    """One WARNING line for pgjobs migrations not applied to ``alias``, and one per
-    ``pgjobs.W002`` (a task's queue no queue has): a worker runs either way, but not
-    as meant, and said nothing of them (a plain ``check`` reads no database).
+def say_at_start(alias: str) -> None:
+    """The lines before a worker's start line: that DEBUG is on (querylog.py), the
+    tasks it registered by module, and a WARNING for pgjobs migrations not applied to
+    ``alias`` and one per ``pgjobs.W002`` (a task's queue no queue has): a worker runs
+    either way, but not as meant, and said nothing of them (a plain ``check`` reads no
+    database).
 
     A connection this opens is closed after it: the worker's own must be opened after
     ``liveness.harden_connections`` (its name, its keepalives), which one already
     open keeps out of."""
     was_open = connections[alias].connection is not None
     try:
-        _warn_at_start(alias)
+        _say_at_start(alias)
     finally:
         if not was_open and not connections[alias].in_atomic_block:
             connections[alias].close()
 
 
-def _warn_at_start(alias: str) -> None:
+def _say_at_start(alias: str) -> None:
     querylog.say_at_start(logger)
     _say_tasks()
     try:
