@@ -18,34 +18,14 @@ WITH doomed AS (
     WHERE state IN ('completed', 'discarded', 'cancelled')
       AND finished_at < %(finished_before)s
       AND finished_at >= %(finished_from)s
-      -- Probed per candidate through the edges' index (mostly finding none): the
-      -- OFFSET keeps the planner from making it an anti-join, which read every
-      -- unfinished job for each batch (measured: 3 ms a batch against 200 ms at
-      -- 300,000 jobs, and a subquery in any other form was JIT-compiled, 200 ms).
-      AND NOT EXISTS (
-          SELECT FROM pgjobs_jobdependency AS edge
-          JOIN pgjobs_job AS dependent ON dependent.id = edge.job_id
-          WHERE edge.depends_on_id = job.id
-            AND dependent.state NOT IN ('completed', 'discarded', 'cancelled')
-          OFFSET 0
-      )
+      AND NOT
+-- include: prune_kept
     ORDER BY finished_at
     LIMIT %(batch_size)s
     FOR UPDATE SKIP LOCKED
-), edges AS (
-    -- The edges are found by joining the batch, through the edges' indexes: as
-    -- "job_id = ANY (ARRAY(SELECT id FROM doomed)) OR depends_on_id = ANY (...)" the
-    -- planner, expecting a short array, read every edge and searched both arrays
-    -- for each (a finished gather job of 100,000 dependencies: 300 ms a batch,
-    -- 38.7 s to prune them all, against 2.7 s for 25,000).
-    DELETE FROM pgjobs_jobdependency
-    WHERE id IN (
-        SELECT edge.id FROM doomed JOIN pgjobs_jobdependency AS edge ON edge.job_id = doomed.id
-        UNION ALL
-        SELECT edge.id FROM doomed JOIN pgjobs_jobdependency AS edge
-            ON edge.depends_on_id = doomed.id
-    )
-), deleted AS (
+),
+-- include: prune_edges
+, deleted AS (
     DELETE FROM pgjobs_job
     WHERE id IN (SELECT id FROM doomed)
     RETURNING finished_at

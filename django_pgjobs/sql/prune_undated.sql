@@ -11,24 +11,13 @@ WITH doomed AS (
     WHERE state IN ('completed', 'discarded', 'cancelled')
       AND finished_at IS NULL
       AND greatest(created_at, attempted_at) < %(finished_before)s
-      AND NOT EXISTS (
-          SELECT FROM pgjobs_jobdependency AS edge
-          JOIN pgjobs_job AS dependent ON dependent.id = edge.job_id
-          WHERE edge.depends_on_id = job.id
-            AND dependent.state NOT IN ('completed', 'discarded', 'cancelled')
-          OFFSET 0
-      )
+      AND NOT
+-- include: prune_kept
     LIMIT %(batch_size)s
     FOR UPDATE SKIP LOCKED
-), edges AS (
-    DELETE FROM pgjobs_jobdependency
-    WHERE id IN (
-        SELECT edge.id FROM doomed JOIN pgjobs_jobdependency AS edge ON edge.job_id = doomed.id
-        UNION ALL
-        SELECT edge.id FROM doomed JOIN pgjobs_jobdependency AS edge
-            ON edge.depends_on_id = doomed.id
-    )
-), deleted AS (
+),
+-- include: prune_edges
+, deleted AS (
     DELETE FROM pgjobs_job
     WHERE id IN (SELECT id FROM doomed)
     RETURNING id
