@@ -238,7 +238,8 @@ def _send(runs: list[Run], using: str) -> None:
 
 def listened(using: str) -> bool:
     """Whether some session listens for job events now (holds ``LISTENERS_LOCK``)."""
-    return db.fetch_dicts("listened", {}, using)[0]["listened"]
+    lock, key = LISTENERS_LOCK
+    return db.fetch_dicts("listened", {"lock": lock, "key": key}, using)[0]["listened"]
 
 
 #: How long a worker's publisher retries a batch of events through an outage, from
