@@ -124,7 +124,7 @@ def speak(verbosity: int = 1, log_format: str = "text") -> bool:
 
 
 def in_words(counts: dict[Any, int]) -> str:
-    """``{"completed": 3, "retryable": 1}`` as "3 completed, 1 retryable"; "no jobs".
+    """``{"completed": 3, "discarded": 1}`` as "3 completed, 1 discarded"; "no jobs".
 
     In a fixed order (``WORDS_ORDER``, then the rest by name), not in the order the
     counts first happened, so that two summaries read alike side by side."""
@@ -169,8 +169,8 @@ def delay(seconds: float) -> str:
 
 
 #: The order of a stop summary: a worker's outcomes, then a scheduler's ticks.
-WORDS_ORDER = ("completed", "retryable", "snoozed", "scheduled", "discarded", "cancelled",
-               "fired", "skipped", "failed")  # fmt: skip
+WORDS_ORDER = ("completed", "failed and will retry", "snoozed", "scheduled", "discarded",
+               "cancelled", "fired", "skipped", "failed")  # fmt: skip
 
 
 def add_arguments(parser: Any) -> None:

@@ -1217,8 +1217,14 @@ class _Unwritten:
 SNOOZED = frozenset({JobState.SCHEDULED.value, JobState.AVAILABLE.value})
 
 
+#: How a stop line says an outcome that a state's name says badly: "1 retryable" read
+#: as a job still pending, where the attempt it counts had failed.
+OUTCOME_WORDS = {JobState.RETRYABLE.value: "failed and will retry"}
+
+
 def _summary(stats: Counter[str]) -> str:
-    """The end of a stop line: " after 3 attempts: 2 completed, 1 retryable, 1 snoozed".
+    """The end of a stop line: " after 3 attempts: 2 completed, 1 failed and will retry,
+    1 snoozed".
 
     "after N attempts": a job retried and then completed counts in both words, which
     read as jobs summed to more than the worker ran. A snooze is no attempt: six of
@@ -1226,7 +1232,7 @@ def _summary(stats: Counter[str]) -> str:
     words: Counter[str] = Counter()
     for outcome, count in stats.items():
         word = getattr(outcome, "value", outcome)
-        words["snoozed" if word in SNOOZED else word] += count
+        words["snoozed" if word in SNOOZED else OUTCOME_WORDS.get(word, word)] += count
     attempts = sum(count for word, count in words.items() if word != "snoozed")
     after = f" after {attempts} attempt{'s' if attempts != 1 else ''}" if attempts else ""
     return f"{after}: {logs.in_words(words)}"

@@ -239,7 +239,7 @@ def test_a_worker_process_on_older_code_retries_them_with_one_warning_an_attempt
         assert f"job {job.pk} ({job.task}) attempt 1 can't run on this worker: " in lines[0]
         assert lines[0].endswith(RETRIED)
     assert "Traceback" not in first
-    assert first.splitlines()[-1].endswith("stopped after 2 attempts: 2 retryable")
+    assert first.splitlines()[-1].endswith("stopped after 2 attempts: 2 failed and will retry")
     Job.objects.update(run_at=added.created_at)  # due again
     second = runworker_burst()
     for job in (added, greeting):

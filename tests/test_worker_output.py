@@ -63,7 +63,9 @@ def test_runworker_speaks_by_default():
     )
     assert f"job {done.pk} " not in out  # completions only from -v 2
     stop = next(line for line in out.splitlines() if " stopped after " in line)
-    assert stop.endswith("stopped after 3 attempts: 1 completed, 1 retryable, 1 discarded")
+    assert stop.endswith(
+        "stopped after 3 attempts: 1 completed, 1 failed and will retry, 1 discarded"
+    )
     assert "JobState" not in out
 
 
@@ -73,6 +75,18 @@ def test_a_summary_reads_in_a_fixed_order_not_the_order_things_happened():
     counts = {JobState.DISCARDED: 1, "odd": 2, JobState.COMPLETED: 3, JobState.RETRYABLE: 0}
     assert logs.in_words(counts) == "3 completed, 1 discarded, 2 odd"
     assert logs.in_words({"fired": 0}) == "no jobs"
+
+
+def test_a_stop_summary_says_a_failed_attempt_that_will_retry_plainly():
+    """"1 retryable" read as a job still pending, where its attempt had failed."""
+    from collections import Counter
+
+    from django_pgjobs.states import JobState
+    from django_pgjobs.worker import _summary
+
+    stats = Counter({JobState.RETRYABLE: 2, JobState.COMPLETED: 1, "scheduled": 1})
+    said = _summary(stats)
+    assert said == " after 3 attempts: 1 completed, 2 failed and will retry, 1 snoozed"
 
 
 def test_a_retry_delay_reads_as_a_person_says_it():
