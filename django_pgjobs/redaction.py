@@ -27,7 +27,9 @@ of ``user:password``) and ``Bearer`` token in a text, the password of every
 URL's ``user:password@``, the path of a webhook's URL that is its key (Slack's:
 ``KEYED_PATHS``) and the value of every query parameter named as a credential
 (``?access_token=``), whoever's they are: error messages get it whether
-or not a connector was involved.
+or not a connector was involved. A name is a credential's by one rule,
+``names_a_credential``, for a query parameter masked and for a header or parameter
+refused in a connector's plain config and masked in what its call said.
 """
 
 from __future__ import annotations
@@ -71,9 +73,6 @@ CREDENTIAL_WORDS = (
     "auth", "token", "key", "secret", "pass", "pwd", "signature", "sig", "credential",
     "session", "cookie", "jwt",
 )  # fmt: skip
-#: A credential's parameter name, for masking: any of the words (or "api") anywhere in
-#: it. A value masked too many costs nothing.
-_CREDENTIAL_NAME = re.compile("|".join(("api", *CREDENTIAL_WORDS)), re.IGNORECASE)
 #: A name's words: runs of letters and digits, split where the case changes too
 #: (``apiKey``: api, Key; ``APIKey``: API, Key).
 _NAME_WORDS = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z0-9]+(?![a-z])")
@@ -81,8 +80,17 @@ _NAME_WORDS = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z0-9]+(?![a-z])")
 #: ``sessionid``): "obsession" names none.
 _CREDENTIAL_PREFIXES = ("auth", "session")
 #: Words that make a credential's name wherever they stand in a word (``passwd``,
-#: ``userpassword``, ``dbpasswd``): "pass" does only whole, or "bypass" would.
-_CREDENTIAL_PARTS = ("passw", "passphrase")
+#: ``userpassword``, ``mytoken``, ``webhooksecretvalue``, ``JSESSIONID``,
+#: ``PHPSESSID``): no ordinary word holds one. "pass", "key", "auth", "sig" and
+#: "session" do only whole or in a compound, or "bypass", "monkey", "author" and
+#: "obsession" would.
+_CREDENTIAL_PARTS = (
+    "passw", "passphrase", "pwd", "token", "secret", "signature", "credential", "cookie",
+    "jwt", "apikey", "authoriz", "authoris", "sessionid", "sessid",
+)  # fmt: skip
+#: Names with a credential's word that carry none, their words run together in lower
+#: case: an idempotency key only tells requests apart (and is one per request).
+_NOT_CREDENTIALS = ("idempotencykey", "xidempotencykey")
 #: Words that start with "auth" and carry none: a thing's author (``X-Author``,
 #: ``X-Authored-By``, ``Authority``); "authoriz" and "authoris" do.
 _AUTHORSHIP = re.compile("author(?!i[sz])")
@@ -101,6 +109,7 @@ _COMPOUND_STARTS = (
     "bearer", "id", "csrf", "xsrf", "o", "pass", "sign", "signing", "hmac", "shared",
     "license", "subscription", "webhook", "security", "service", "user", "admin", "jwt",
     "sas", "session", "auth", "hub", "request", "upload", "download", "encryption",
+    "basic", "proxy", "priv",
 )  # fmt: skip
 _COMPOUNDS = tuple(
     start + word for start in _COMPOUND_STARTS for word in CREDENTIAL_WORDS if word != "pass"
@@ -134,14 +143,17 @@ def names_a_credential(name: str) -> bool:
     _COMPOUND_STARTS (``apikey``, ``accesstoken``, ``oauth``, plurals too, a number
     after it), or holds one of _CREDENTIAL_PARTS, or starts with one of
     _CREDENTIAL_PREFIXES (an author's word, an identity, a session's hint aside), or
-    is ``code`` (whole, or after one of _CODE_NAMES). For refusing a name in a plain
-    config, so narrower than masking: ``api-version``, ``X-GitHub-Api-Version``,
-    ``X-Design``, ``X-Cache-Bypass``, ``X-Monkey``, ``X-Author``,
-    ``X-Authenticated-User``, ``X-Session-Affinity`` and ``country_code`` are no
+    is ``code`` (whole, or after one of _CODE_NAMES). The one rule for refusing a name
+    in a plain config and for masking its value (a logged URL's query, what a call
+    sent): ``api-version``, ``X-GitHub-Api-Version``, ``X-Design``,
+    ``X-Cache-Bypass``, ``X-Monkey``, ``X-Author``, ``X-Authenticated-User``,
+    ``X-Session-Affinity``, ``Idempotency-Key`` and ``country_code`` are no
     credentials' names."""
     words = _NAME_WORDS.findall(name)
     if _names_a_code(words):
         return True
+    if "".join(words).lower() in _NOT_CREDENTIALS:
+        return False
     # "Key2", "token1": a second key is one.
     lowered = [word.lower().rstrip("0123456789") for word in words]
     for word, following in itertools.pairwise([*lowered, ""]):
@@ -198,8 +210,8 @@ def _mask_query_credentials(text: str) -> str:
     for name in _QUERY_NAME.finditer(text):
         if name.start() < at:
             continue  # inside a value masked already
-        if _CREDENTIAL_NAME.search(name[1]) is None and not names_a_credential(name[1]):
-            continue  # no credential's name ("?code=" is one, whole)
+        if not names_a_credential(name[1]):
+            continue  # no credential's name (the same rule as a header's)
         value = _QUERY_VALUE.match(text, name.end())
         if value is not None:
             kept += [text[at : name.end()], REDACTED]

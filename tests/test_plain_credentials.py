@@ -109,9 +109,62 @@ def test_credential_names_are_told_apart_from_plain_ones():
     assert all(names_a_credential(name) for name in CREDENTIAL_HEADERS)
     assert all(names_a_credential(name) for name in ("access_token", "apiKey", "sig", "passwd"))
     assert all(names_a_credential(name) for name in CREDENTIAL_PARAMETERS)
-    # Idempotency-Key is let through by the http kind, not by this rule: "key" is a word.
-    plain = [name for name in PLAIN_HEADERS if name != "Idempotency-Key"]
-    assert not any(names_a_credential(name) for name in [*plain, "api-version", "page"])
+    plain = [*PLAIN_HEADERS, "X-Idempotency-Key", "idempotency_key", "api-version", "page"]
+    assert not any(names_a_credential(name) for name in plain)
+
+
+#: Names of real credentials the words-and-compounds rule missed while masking in
+#: logged URLs caught them by a word anywhere: a token, a secret, a password, a
+#: signature, a cookie, an authorization, an api key or a session id inside one word.
+RUN_TOGETHER_CREDENTIALS = [
+    "mytoken",
+    "ghtoken",
+    "accesstokenvalue",
+    "mysecret",
+    "webhooksecretvalue",
+    "dbpwd",
+    "reqsignature",
+    "mycookie",
+    "proxyauthorization",
+    "googleapikey",
+    "apikeyvalue",
+    "JSESSIONID",
+    "PHPSESSID",
+    "basicauth",
+    "privkey",
+]
+
+
+def masked_in_a_logged_url(name: str) -> bool:
+    from django_pgjobs.redaction import mask_credentials
+
+    said = mask_credentials(f"GET https://api.example.com/v1?page=2&{name}=v4lue-42 failed")
+    assert ("v4lue-42" in said) != ("********" in said), said
+    return "********" in said
+
+
+@pytest.mark.parametrize(
+    "name", [*CREDENTIAL_HEADERS, *PLAIN_HEADERS, *CREDENTIAL_PARAMETERS,
+             *RUN_TOGETHER_CREDENTIALS, "api-version", "page", "X-Idempotency-Key"],
+)  # fmt: skip
+def test_one_rule_names_a_credential_in_a_header_and_in_a_logged_url(name):
+    """A logged URL's ``?X-Authenticated-User=`` was masked (a word anywhere:
+    "auth"), while the header of that name is an ordinary one: each name is a
+    credential's for both or for neither."""
+    from django_pgjobs.connectors.http import credential_headers
+
+    assert masked_in_a_logged_url(name) == bool(credential_headers({name: "v"}))
+
+
+@pytest.mark.parametrize("name", RUN_TOGETHER_CREDENTIALS)
+def test_a_credential_s_word_run_together_with_others_still_names_one(name):
+    from django_pgjobs.redaction import names_a_credential
+
+    assert names_a_credential(name)
+    assert masked_in_a_logged_url(name)
+    with pytest.raises(ValidationError, match="names a credential"):
+        Connector.objects.create(name="hook", kind="http", config=http_config(**{name: KEY}))
+    assert not Connector.objects.exists()
 
 
 # -- headers --------------------------------------------------------------------------------

@@ -79,21 +79,13 @@ def _http_url(url: str) -> str | None:
 #: in a stored row too (its jobs fail); other credentials' names only when written
 #: (``credential_headers``), so that a row saved before that rule keeps working.
 CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
-#: Names with a credential's word that carry none: an idempotency key only tells
-#: requests apart (and is one per request, passed to ``request(headers=)``).
-NOT_CREDENTIAL_HEADERS = frozenset({"idempotency-key", "x-idempotency-key"})
 
 
 def credential_headers(headers: dict[Any, Any]) -> list[str]:
     """The names in ``headers`` that name a credential (``X-Api-Key``, ``X-Auth-Token``,
-    ``X-Hub-Signature``; ``redaction.names_a_credential``), sorted."""
-    return sorted(
-        name
-        for name in headers
-        if isinstance(name, str)
-        and name.lower() not in NOT_CREDENTIAL_HEADERS
-        and names_a_credential(name)
-    )
+    ``X-Hub-Signature``; ``redaction.names_a_credential``, the rule that masks a
+    logged URL's query parameters; ``Idempotency-Key`` is none), sorted."""
+    return sorted(name for name in headers if isinstance(name, str) and names_a_credential(name))
 
 
 def credential_parameters(url: str) -> list[str]:
