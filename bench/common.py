@@ -836,14 +836,16 @@ def run_workloads(adapter: Adapter, args: argparse.Namespace) -> dict[str, Any]:
         # Every configuration of the sweep on W2, ``reps`` times each.
         result["tune"], result["best"], result["reps"] = {}, adapter.best.label, args.reps
         wanted = {label.strip() for label in args.tune_configs.split(",") if label.strip()}
-        for config in adapter.drain_configs:
-            if wanted and config.label not in wanted:
-                continue
-            runs = [w2_drain(adapter, config, jobs) for _ in range(args.reps)]
-            print(f"[{adapter.name}] W2 {config.label}: {runs}", file=log, flush=True)
-            result["tune"][config.label] = {
-                key: statistics.median(r[key] for r in runs) for key in runs[0]
-            }
+        configs = [c for c in adapter.drain_configs if not wanted or c.label in wanted]
+        # Repetitions go round the configurations, so that a minute of a slower box
+        # falls on several configurations' drains rather than on all of one's.
+        runs: dict[str, list[dict[str, Any]]] = {c.label: [] for c in configs}
+        for _ in range(args.reps):
+            for config in configs:
+                runs[config.label].append(run := w2_drain(adapter, config, jobs))
+                print(f"[{adapter.name}] W2 {config.label}: {run}", file=log, flush=True)
+        for label, done in runs.items():
+            result["tune"][label] = {k: statistics.median(r[k] for r in done) for k in done[0]}
     workloads = set(args.workloads.split(","))
     if "w1" in workloads:
         each_jobs = max(1, round((args.each_jobs or args.jobs) * adapter.scale))

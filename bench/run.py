@@ -499,21 +499,27 @@ def flush_ceiling_table(ceilings: list[tuple[int, dict[str, Any]]]) -> list[str]
     return lines
 
 
+def _drains(count: int) -> str:
+    return f"{count} drain" if count == 1 else f"{count} drains"
+
+
 def tune_report(info: dict[str, str], results: list[dict[str, Any]]) -> str:
     """Every configuration of every system's sweep on W2; the best of each in bold."""
     lines = [
-        f"Swept {info['date']} (`run.py --tune`, {results[0].get('reps', 1)} drain each)"
+        f"Swept {info['date']} (`run.py --tune`, {_drains(results[0].get('reps', 1))} each,"
+        " medians; the repetitions go round the configurations)"
         f" on {info['cpu']}; `load`: 1-minute load average during the system's sweep;"
         " **bold**: the configuration stored as the runner's `best`.",
         "",
-        "| system | configuration | W2 steady (jobs/s) | W2 whole (jobs/s) | RSS (MB) | load |",
-        "| --- | --- | ---: | ---: | ---: | ---: |",
+        "| system | configuration | jobs | W2 steady (jobs/s) | W2 whole (jobs/s) | RSS (MB)"
+        " | load |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in results:
         for label, w2 in r["tune"].items():
             shown = f"**{label}**" if label == r["best"] else label
             lines.append(
-                f"| {r['system']} | {shown} | {fmt(w2['steady_per_s'])}"
+                f"| {r['system']} | {shown} | {r['jobs']:,} | {fmt(w2['steady_per_s'])}"
                 f" | {fmt(w2['jobs_per_s'])} | {fmt(w2['rss_mb'])} | {r['load']:.1f} |"
             )
     return "\n".join(lines)

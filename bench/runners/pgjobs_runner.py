@@ -29,6 +29,7 @@ class PgJobs(Adapter):
         Config(3, 50, {"prefetch": 1000}),
         Config(3, 20, {"prefetch": 1000}),
         Config(4, 50, {"prefetch": 1000}),
+        Config(3, 50, {"prefetch": 3000}),
         Config(2, 50, {"prefetch": 300, "events": "off"}),
     ]
     # The best of the sweep with the events channel on (the default; events=off

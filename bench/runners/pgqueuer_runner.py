@@ -43,7 +43,7 @@ class PgQueuer(Adapter):
         for processes in (1, 2, 4)
         for batch in (10, 50, 100, 200, 500, 1000)
         if processes != 4 or batch >= 200
-    ]
+    ] + [Config(processes, 1000) for processes in (6, 8)]
     # The best of that sweep by steady rate (bench/README.md lists every figure):
     # 4 processes beat 2 on this 2-core box, as they take a larger share of it.
     best = Config(4, 1000)
