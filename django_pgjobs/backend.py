@@ -19,7 +19,7 @@ from django.apps import apps
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
-from . import bridge, conf, kept_errors, limits
+from . import bridge, conf, limits, shown
 from .compat import (
     TASK_MAX_PRIORITY,
     TASK_MIN_PRIORITY,
@@ -122,12 +122,13 @@ class PgJobsBackend(BaseTaskBackend):
         # The id exactly as result.id gives it: int() also read " 1 ", "1_0", "\uff11"
         # and 1.5, so ids that are none named some other job.
         if not _is_job_id(result_id):
-            shown = limits.shown(result_id)
-            raise TaskResultDoesNotExist(f"{shown} is not a pgjobs job id") from None
+            said = limits.shown(result_id)
+            raise TaskResultDoesNotExist(f"{said} is not a pgjobs job id") from None
         pk = int(result_id)
-        # Its first and latest error records only, however many its row holds.
-        jobs = kept_errors.bounded(Job.objects.using(conf.get("DATABASE")))
-        job = kept_errors.kept(jobs.filter(pk=pk).first())
+        # Its first and latest error records only, however many its row holds, and its
+        # values as the API shows them: a row written by SQL may hold 255 MB in each.
+        jobs = shown.bounded(Job.objects.using(conf.get("DATABASE")))
+        job = shown.read(jobs.filter(pk=pk).first())
         if job is None:
             raise TaskResultDoesNotExist(f"there is no job {pk}")
         django_task = bridge.django_task_named(job.task)

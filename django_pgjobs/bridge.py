@@ -23,7 +23,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from . import exceptions, limits, signals
+from . import exceptions, limits, payload, signals
 from .compat import (
     TASK_MAX_PRIORITY,
     TASK_MIN_PRIORITY,
@@ -157,6 +157,22 @@ def _started(django_task: Task) -> tuple[Any, ...]:
 # -- jobs as Django TaskResults -------------------------------------------------------------
 
 
+class PgJobsTaskResult(TaskResult):
+    """Django's TaskResult, whose ``return_value`` raises ValueError naming why a job's
+    stored result can't be given (a row written by SQL: JSON Python can't read, or a
+    value over what is shown) where it gave the stored JSON's text, a str the task
+    never returned, or the whole of a 100 MB value."""
+
+    __slots__ = ()
+
+    @property
+    def return_value(self) -> Any:
+        value = TaskResult.return_value.fget(self)  # type: ignore[attr-defined]
+        if isinstance(value, payload.Unreadable):
+            raise ValueError(f"job {self.id}'s return value can't be read: {value.problem}")
+        return value
+
+
 def result_from_job(job: Job, django_task: Task, alias: str) -> TaskResult:
     try:
         task = django_task.using(
@@ -165,7 +181,7 @@ def result_from_job(job: Job, django_task: Task, alias: str) -> TaskResult:
     except InvalidTask:  # moved to a queue the backend doesn't list: keep the task's own
         task = django_task
     status = status_of(job.state)
-    result = TaskResult(
+    result = PgJobsTaskResult(
         task=task,
         id=str(job.pk),
         status=status,
@@ -174,16 +190,36 @@ def result_from_job(job: Job, django_task: Task, alias: str) -> TaskResult:
         started_at=job.attempted_at,
         last_attempted_at=job.attempted_at,
         finished_at=job.finished_at,
-        # A row written by SQL may hold any JSON: what is no array or object reads as none.
-        args=list(job.args) if isinstance(job.args, list) else [],
-        kwargs=dict(job.kwargs) if isinstance(job.kwargs, dict) else {},
+        args=_arguments(job.args, list),
+        kwargs=_arguments(job.kwargs, dict),
         backend=alias,
         errors=[_task_error(record) for record in _records(job.errors)],
         worker_ids=_worker_ids(job),
     )
     if status == TaskResultStatus.SUCCESSFUL:
-        object.__setattr__(result, "_return_value", job.result)
+        object.__setattr__(result, "_return_value", _return_value(job))
     return result
+
+
+def _arguments(value: Any, kind: type[list] | type[dict]) -> Any:
+    """A job's args (``kind`` list) or kwargs (dict) as a TaskResult holds them. A row
+    written by SQL may hold any JSON: what is no array (object), or is what enqueue
+    refuses (nested past ``payload.MAX_DEPTH``: Django's TaskResult copies them by
+    recursion, and 1,100 levels raised RecursionError in get_result and in the worker
+    relaying task_finished), or was not read (over ``shown.limit()``), reads as none."""
+    return kind(value) if type(value) is kind and payload.is_plain(value) else kind()
+
+
+def _return_value(job: Job) -> Any:
+    """The result of ``job``, or a ``payload.Unreadable`` saying why it can't be given
+    (``PgJobsTaskResult.return_value`` raises with it): a value not read, being over
+    what is shown (``job.not_shown``), or JSON Python can't read."""
+    why = getattr(job, "not_shown", {}).get("result")
+    if why is None:
+        return job.result
+    unread = payload.Unreadable("")
+    unread.problem = why
+    return unread
 
 
 def _records(errors: Any) -> list[dict[str, Any]]:

@@ -80,6 +80,13 @@ _PLAIN_AT = _plain_chain()
 _is_plain = _PLAIN_AT[0]
 
 
+def is_plain(value: Any) -> bool:
+    """Whether ``value`` is made of JSON's own types only, finite numbers, and lists and
+    dicts at most MAX_DEPTH levels deep: what enqueue stores, and a reader of a row
+    written any other way can walk by recursion."""
+    return _is_plain(value)
+
+
 def _find_bad_value(
     value: Any, path: str, depth: int = 0, within: frozenset = frozenset()
 ) -> str | None:
