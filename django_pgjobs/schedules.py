@@ -234,9 +234,19 @@ def declared_schedule(name: str, options: dict[str, Any], *, offline: bool = Fal
         except ValidationError as error:
             problems.update(error.message_dict)
     if problems:
-        described = "; ".join(f"{field}: {' '.join(texts)}" for field, texts in problems.items())
+        described = "; ".join(
+            _on_field(field, " ".join(texts)) for field, texts in problems.items()
+        )
         raise ImproperlyConfigured(f"PGJOBS['SCHEDULES'][{name!r}] is invalid: {described}")
     return schedule
+
+
+def _on_field(field: str, text: str) -> str:
+    """A field's problem, named once: argument errors name theirs already ("args: missing
+    argument 'b' of add()", "kwargs['x']: ..."), and a non-field error has none."""
+    if field == NON_FIELD_ERRORS or text.startswith((f"{field}:", f"{field}[")):
+        return text
+    return f"{field}: {text}"
 
 
 def sync_from_settings(using: str | None = None) -> list[str]:

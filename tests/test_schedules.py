@@ -294,6 +294,16 @@ def test_bad_settings_schedules_fail_the_system_check_and_the_sync(entry, fragme
     assert not Schedule.objects.exists()
 
 
+def test_a_settings_schedule_missing_an_argument_names_the_field_once(settings):
+    # The check used to say "is invalid: args: args: missing argument 'b' of add()".
+    from django_pgjobs.checks import check_settings
+
+    entry = {"cron": "0 9 * * *", "task": "testproject.demo.tasks.add", "args": [1]}
+    settings.PGJOBS = {**settings.PGJOBS, "SCHEDULES": {"sum": entry}}
+    (message,) = [error.msg for error in check_settings()]
+    assert message == "PGJOBS['SCHEDULES']['sum'] is invalid: args: missing argument 'b' of add()"
+
+
 @pytest.mark.parametrize(
     "setting, value, fragment",
     [
