@@ -314,6 +314,42 @@ def test_retry_makes_a_discarded_job_available_again(admin_client):
     assert job.state == S.AVAILABLE and job.max_attempts > job.attempt
 
 
+def test_a_completed_job_offers_to_run_again_not_to_retry(admin_client):
+    """A completed job failed nothing: "Retry now", in the primary button's colour,
+    read as if it needed one, and ran it again (a second welcome mail) at one click."""
+    page = admin_client.get(detail(JobFactory(completed=True))).content.decode()
+    assert "Run again…" in page and "Retry now" not in page
+    assert 'class="button default"' not in page
+    page = admin_client.get(detail(JobFactory(scheduled=True))).content.decode()
+    assert "Run now" in page and "Retry now" not in page
+
+
+def test_running_a_completed_job_again_asks_first_and_changes_nothing(admin_client):
+    job = JobFactory(completed=True)
+    response = admin_client.post(reverse("admin:pgjobs_job_retry", args=[job.pk]))
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert f"Run job #{job.pk} again?" in page and "testproject.demo.tasks.add" in page
+    assert "happens again" in page and 'name="confirmed" value="yes"' in page
+    assert detail(job) in page  # "No, take me back"
+    assert state_of(job) == S.COMPLETED
+
+
+def test_running_a_completed_job_again_once_confirmed_makes_it_available(admin_client):
+    job = JobFactory(completed=True)
+    url = reverse("admin:pgjobs_job_retry", args=[job.pk])
+    response = admin_client.post(url, {"confirmed": "yes"}, follow=True)
+    assert messages_of(response) == [f"Job #{job.pk} will run again."]
+    assert state_of(job) == S.AVAILABLE
+
+
+def test_run_now_of_a_scheduled_job_needs_no_confirmation(admin_client):
+    job = JobFactory(scheduled=True)
+    response = admin_client.post(reverse("admin:pgjobs_job_retry", args=[job.pk]), follow=True)
+    assert messages_of(response) == [f"Job #{job.pk} will run now."]
+    assert state_of(job) == S.AVAILABLE
+
+
 def test_retry_of_an_executing_job_says_why_and_changes_nothing(admin_client):
     job = JobFactory(executing=True)
     response = admin_client.post(reverse("admin:pgjobs_job_retry", args=[job.pk]), follow=True)

@@ -55,6 +55,10 @@ S = JobState
 LINKED_JOBS = 50
 
 
+#: The job page's retry button, by state, where "Retry now" would mislead: a completed
+#: job failed nothing (and runs again only once confirmed), a scheduled one never ran.
+RETRY_LABELS = {S.COMPLETED: "Run again…", S.SCHEDULED: "Run now"}
+
 #: Characters of a job's last error the list shows (the page shows all of it).
 LAST_ERROR_CHARS = 200
 
@@ -374,6 +378,7 @@ class JobAdmin(OperatorAdmin):
             timeline=timeline(job),
             ran_for=self.ran_for(job),
             can_retry=can_change and job.state in RETRY_FROM,
+            retry_label=RETRY_LABELS.get(job.state, "Retry now"),
             can_cancel=can_change and job.state not in FINISHED,
             can_delete=self.has_delete_permission(request, job) and job.state != S.EXECUTING,
             worker_url=self._worker_url(job),
@@ -418,6 +423,9 @@ class JobAdmin(OperatorAdmin):
         job = self._acted_on(request, pk)
         if job is None:
             return self.gone(request, JobGone(pk, JobState.AVAILABLE))
+        if job.state == S.COMPLETED and request.POST.get("confirmed") != "yes":
+            return self.run_again_confirmation(request, job)
+        before = job.state
         try:
             transitions.retry(job)
         except JobGone as gone:
@@ -430,8 +438,20 @@ class JobAdmin(OperatorAdmin):
             self.message_user(request, f"Job #{job.pk} can't be retried now: {why}.",
                               messages.ERROR)  # fmt: skip
         else:
-            self.message_user(request, f"Job #{job.pk} will run again.", messages.SUCCESS)
+            when = "now" if before == S.SCHEDULED else "again"  # it was due later, not failed
+            self.message_user(request, f"Job #{job.pk} will run {when}.", messages.SUCCESS)
         return HttpResponseRedirect(reverse("admin:pgjobs_job_change", args=[job.pk]))
+
+    def run_again_confirmation(self, request: HttpRequest, job: Job) -> HttpResponse:
+        """Ask before a completed job runs again: its task repeats what it did (a mail)."""
+        return self.render_page(
+            request,
+            "admin/pgjobs/job/run_again_confirmation.html",
+            title=f"Run job #{job.pk} again?",
+            job=job,
+            job_label=f"Job #{job.pk}",
+            job_url=reverse("admin:pgjobs_job_change", args=[job.pk]),
+        )
 
     def cancel_view(self, request: HttpRequest, job_id: str) -> HttpResponse:
         pk = job_id_in_url(job_id)
