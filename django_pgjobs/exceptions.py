@@ -69,9 +69,11 @@ def skew_hint(retried: bool, other_cause: str) -> str:
     """What a worker adds to an error of a job its code can't run but newer code may (a
     rolling deploy starts web processes before every worker runs their code): the
     attempt failed and the job is retried, or, once its attempts are used up, what to do."""
+    # The first cause a developer meets: a worker left running while they wrote the task.
     cause = (
-        "This worker's code may be older than the code that enqueued the job "
-        f"(a rolling deploy), or {other_cause}"
+        "This worker's code may be older than the code that enqueued the job (it started "
+        "before the task was added or changed: restart it; or a rolling deploy is under "
+        f"way), or {other_cause}"
     )
     if retried:
         return f"{cause}: retried, as a worker running newer code may run it"

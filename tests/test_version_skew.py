@@ -33,7 +33,11 @@ from tests.factories import QueueFactory
 ADDED = "tests.newer_code.added_since"
 GREET = "tests.tasks_for_tests.greet"
 
-SKEW = "This worker's code may be older than the code that enqueued the job (a rolling deploy)"
+#: In development the usual cause: the worker started before the task was written.
+SKEW = (
+    "This worker's code may be older than the code that enqueued the job (it started "
+    "before the task was added or changed: restart it; or a rolling deploy is under way)"
+)
 RETRIED = "retried, as a worker running newer code may run it"
 USED_UP = (
     "its attempts are used up, so it is discarded; retry it once every worker runs the "
