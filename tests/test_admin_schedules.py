@@ -41,6 +41,14 @@ def test_the_list_and_the_page_show_next_fire_times_in_the_schedules_timezone(ad
     assert page.content.decode().count("09:30:00 JST") == 5
 
 
+def test_the_page_names_a_plain_tasks_parameters(admin_client):
+    """It said "any JSON (the task is not typed)" of add(a, b), and saving without
+    arguments then said "args: missing argument 'a' of add()"."""
+    schedule = make_schedule()
+    page = admin_client.get(reverse("admin:pgjobs_schedule_change", args=[schedule.pk]))
+    assert "a: any JSON; b: any JSON (the task is not typed)" in page.content.decode()
+
+
 def _warning(admin_client) -> str | None:
     page = admin_client.get(changelist("schedule")).content.decode()
     start = page.find("No scheduler is running")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import zoneinfo
 from datetime import datetime
 from typing import Any
@@ -27,6 +28,8 @@ from .schedulers import STALE_AFTER
 UPCOMING = 5
 #: Fired ticks listed on a schedule's page.
 RECENT_TICKS = 10
+#: How a plain task's variadic parameters are named on its schedule's page.
+STARS = {inspect.Parameter.VAR_POSITIONAL: "*", inspect.Parameter.VAR_KEYWORD: "**"}
 #: A tick's column that may be large, written by SQL.
 TICK_TEXT = ("error",)
 #: A schedule's times, on its own clock: the admin's time format with the weekday
@@ -37,6 +40,19 @@ OWN_CLOCK = "%a %Y-%m-%d %H:%M:%S %Z"
 def fire_times(schedule: Schedule, now: datetime, count: int = UPCOMING) -> list[datetime]:
     """The next ``count`` fire times after ``now``, on the schedule's own clock."""
     return schedules.fire_times(schedule, now, count)
+
+
+def plain_parameters(func: Any) -> str:
+    """A plain task's parameters, each any JSON: "a: any JSON; b: any JSON (the task is
+    not typed)". Saying only "any JSON" left a form's "missing argument 'a'" a riddle."""
+    try:
+        parameters = inspect.signature(func, follow_wrapped=False).parameters.values()
+    except (TypeError, ValueError):  # a callable Python can't tell: its calls aren't checked
+        return "any JSON (the task is not typed)"
+    names = [STARS.get(parameter.kind, "") + parameter.name for parameter in parameters]
+    if not names:
+        return "none"
+    return "; ".join(f"{name}: any JSON" for name in names) + " (the task is not typed)"
 
 
 def _local(instant: datetime | None, zone_name: str) -> str:
@@ -154,14 +170,15 @@ class ScheduleAdmin(LargeValuesAdmin):
 
     @admin.display(description="arguments the task takes")
     def task_arguments(self, schedule: Schedule) -> str:
-        """A typed task's parameters and what each expects (args and kwargs are checked
-        against them); nothing for a plain task, which takes any JSON."""
+        """The task's parameters: what each expects of a typed task, their names of a plain
+        one (args and kwargs must bind to them, whatever JSON their values are)."""
         try:
-            signature = get_task(schedule.task).signature
+            task = get_task(schedule.task)
+            signature = task.signature
         except (UnknownTask, NameError, TypeError):
             return "—"
         if signature is None:
-            return "any JSON (the task is not typed)"
+            return plain_parameters(task.func)
         return signature.describe() or "none"
 
     @admin.display(description="last job")
