@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from django.apps import apps
-from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
@@ -52,6 +52,18 @@ class ReadableJSONField(models.JSONField):
     holding its text, as Django already does with text that is not JSON, instead of
     raising (or, for the decimal, giving infinity) in every worker, page and answer
     that reads the row."""
+
+    def validate(self, value: Any, model_instance: Any) -> None:
+        """Django's, refusing as ValidationError too what json can't encode but by
+        ValueError or RecursionError (an integer of 5,000 digits, a value that contains
+        itself, nesting past the stack): Django catches TypeError only, and these came
+        out of ``full_clean()`` where its callers, forms too, expect ValidationError."""
+        try:
+            super().validate(value, model_instance)
+        except (ValueError, RecursionError):
+            raise ValidationError(
+                self.error_messages["invalid"], code="invalid", params={"value": value}
+            ) from None
 
     def from_db_value(self, value: Any, expression: Any, connection: Any) -> Any:
         if not isinstance(value, str):  # None, or a key's value a backend gave as it is

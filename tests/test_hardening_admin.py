@@ -230,7 +230,9 @@ VALID_FORMS = {
 #: only arrive as the bytes of CESU-8, or escaped in JSON).
 ODD_FIELD_VALUES = [NUL, f"a{NUL}b", "%ED%A0%80", "%FF", HUGE, "-" + HUGE, "1e309", "nan", "inf",
                     "x" * 100_000, '"\\u0000"', '["\\u0000"]', '{"\\u0000": 1}', '["\\ud800"]',
-                    '{"a": "\\udfff"}', "[" * 5000, "0001-01-01", "9999-12-31"]  # fmt: skip
+                    '{"a": "\\udfff"}', "[" * 5000, "0001-01-01", "9999-12-31",
+                    # JSON Python's json can't read: ValueError, not JSONDecodeError.
+                    "9" * 5000, '{"url": ' + "9" * 5000 + "}"]  # fmt: skip
 
 
 @pytest.mark.parametrize("model", VALID_FORMS)

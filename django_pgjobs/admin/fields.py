@@ -2,8 +2,9 @@
 
 Django's ``forms.JSONField`` accepts any JSON: a ``"\\u0000"`` then fails the
 INSERT (``jsonb`` has no NUL), a lone surrogate fails it too and also the page
-that shows the form again, and deeply nested brackets raise ``RecursionError``
-while parsing. Each is a 500. This field turns them into form errors.
+that shows the form again, deeply nested brackets raise ``RecursionError`` while
+parsing, and an integer of over 4,300 digits ``ValueError``. Each is a 500. This
+field turns them into form errors.
 """
 
 from __future__ import annotations
@@ -38,18 +39,23 @@ def unstorable_text(value: Any) -> str | None:
 
 
 class StorableJSONField(forms.JSONField):
-    default_error_messages = {"too_deep": "This JSON is nested too deeply."}
+    default_error_messages = {
+        "too_deep": "This JSON is nested too deeply.",
+        "too_long": "This JSON has an integer of more than 4300 digits, which Python can't read.",
+    }
 
     def to_python(self, value: Any) -> Any:
         try:
             return super().to_python(value)
         except RecursionError:
             raise ValidationError(self.error_messages["too_deep"], code="too_deep") from None
+        except ValueError:  # not JSONDecodeError (Django's "Enter a valid JSON."): int digits
+            raise ValidationError(self.error_messages["too_long"], code="too_long") from None
 
     def bound_data(self, data: Any, initial: Any) -> Any:
         try:
             return super().bound_data(data, initial)
-        except RecursionError:
+        except (RecursionError, ValueError):
             return InvalidJSONInput(data)
 
     def validate(self, value: Any) -> None:
