@@ -91,7 +91,10 @@ class PgJobsBackend(BaseTaskBackend):
         except InvalidQueueName as error:
             raise InvalidTask(str(error)) from None
         _validate_options(task)
-        bridge.register(task)
+        try:
+            bridge.register(task)
+        except InvalidOption as error:  # a path no job can hold: NUL, over 255 characters
+            raise InvalidTask(str(error)) from None
 
     def enqueue(self, task: Task, args: Any, kwargs: Any) -> TaskResult:
         from .models import Job

@@ -90,12 +90,12 @@ def register(django_task: Task) -> None:
     """Make ``django_task`` runnable by the worker under its dotted path.
 
     The first Task seen for a path wins: that is the module-level object the
-    decorator made; later ones are ``.using()`` copies of it.
+    decorator made; later ones are ``.using()`` copies of it. Kept only once pgjobs
+    has registered it: a path no job can hold (InvalidOption) is refused each time.
     """
     name = django_task.module_path
     if name in _django_tasks:
         return
-    _django_tasks[name] = django_task
     pgjobs_task(
         name=name,
         queue=django_task.queue_name,
@@ -103,6 +103,7 @@ def register(django_task: Task) -> None:
         max_attempts=getattr(django_task, "max_attempts", None),
         timeout=getattr(django_task, "timeout", None),
     )(_runner(django_task))
+    _django_tasks[name] = django_task
 
 
 def django_task_named(name: str) -> Task | None:

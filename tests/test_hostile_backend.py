@@ -8,9 +8,14 @@ import json
 import pytest
 
 from django_pgjobs import payload
-from django_pgjobs.compat import TaskResultStatus, task_backends
+from django_pgjobs.compat import InvalidTask, TaskResultStatus, task_backends
 from tests.django_tasks_for_tests import count_items
 from tests.test_hardening_rows import insert_job
+
+try:
+    from django.tasks import task as django_task
+except ImportError:  # Django 5.2: the django-tasks backport
+    from django_tasks import task as django_task
 
 COUNT = "'tests.django_tasks_for_tests.count_items'"
 
@@ -91,3 +96,23 @@ def test_get_result_reads_no_value_over_what_the_api_shows(db, settings):
 def test_a_result_within_the_limits_reads_as_stored(db):
     job = count_items.enqueue([1, 2, 3])
     assert get_result(int(job.id)).args == [[1, 2, 3]]
+
+
+@pytest.mark.parametrize(
+    ("module", "problem"),
+    [("odd\x00module", "contains a NUL character"), ("m" * 300, "must be 1 to 255 characters")],
+)
+def test_a_django_task_whose_path_no_job_can_hold_is_refused_each_time(module, problem):
+    """@task raised pgjobs' InvalidOption, not the InvalidTask Django's callers catch,
+    and left the path registered half: defined again, the task passed, and
+    get_result found it for jobs of that name."""
+    from django_pgjobs import bridge
+
+    def odd(value: int) -> int:
+        return value
+
+    odd.__module__, odd.__qualname__ = module, "odd"  # as if defined there
+    for _ in range(2):
+        with pytest.raises(InvalidTask, match=f"task name {problem}"):
+            django_task(odd)
+    assert bridge.django_task_named(f"{module}.odd") is None
