@@ -1,5 +1,6 @@
-"""Rows written by SQL that the Django Tasks backend reads back: get_result, and the
-worker relaying Django's signals, show each safely, and say what they can't give."""
+"""Rows written by SQL that the Django Tasks backend and connectors read back:
+get_result, the worker relaying Django's signals and a connector's build show each
+safely, and say what they can't give; odd task paths are refused where defined."""
 
 from __future__ import annotations
 
@@ -116,3 +117,30 @@ def test_a_django_task_whose_path_no_job_can_hold_is_refused_each_time(module, p
         with pytest.raises(InvalidTask, match=f"task name {problem}"):
             django_task(odd)
     assert bridge.django_task_named(f"{module}.odd") is None
+
+
+@pytest.mark.parametrize(
+    ("stored", "problem"),
+    [
+        (nested(3000), "its JSON is nested deeper than Python can read"),
+        ('{"url": "http://127.0.0.1:9/", "timeout": ' + "9" * 5000 + "}",
+         "its JSON can't be read by Python"),
+    ],
+)  # fmt: skip
+def test_a_connector_config_python_can_t_read_says_why(worker, stored, problem):
+    """It said "config: must be a JSON object, not Unreadable", a class of ours."""
+    from django_pgjobs import Job
+    from django_pgjobs.connectors import get_connector
+    from django_pgjobs.connectors.errors import ConnectorMisconfigured
+    from tests.factories import ConnectorFactory
+    from tests.test_hardening_rows import sql
+
+    hook = ConnectorFactory(name="hook")
+    sql("UPDATE pgjobs_connector SET config = %s::jsonb WHERE id = %s", [stored, hook.pk])
+    said = f"connector 'hook' is misconfigured: config: can't be read: {problem}"
+    with pytest.raises(ConnectorMisconfigured, match=said):
+        get_connector("hook")
+    job = Job.enqueue("django_pgjobs.connectors.tasks.call", connector="hook", max_attempts=1)
+    assert worker.drain() == {"discarded": 1}
+    job.refresh_from_db()
+    assert "Unreadable" not in job.errors[0]["error"] and problem in job.errors[0]["error"]

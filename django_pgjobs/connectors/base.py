@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 from django.views.decorators.debug import sensitive_variables
 
-from .. import limits
+from .. import limits, payload
 from ..context import current_job
 from ..exceptions import InvalidOption
 from ..redaction import Redactor
@@ -148,6 +148,8 @@ class ConnectorKind:
     @classmethod
     def validate(cls, config: Any, secret_names: Sequence[str]) -> dict[str, str]:
         """Problems with a stored configuration, by field (``config.url``); {} if none."""
+        if isinstance(config, payload.Unreadable):  # written by SQL: say why, not our class
+            return {"config": f"can't be read: {config.problem}"}
         if not isinstance(config, dict):
             return {"config": f"must be a JSON object, not {type(config).__name__}"}
         problems: dict[str, str] = {}
