@@ -32,12 +32,14 @@ class PgJobs(Adapter):
         Config(3, 50, {"prefetch": 3000}),
         Config(2, 50, {"prefetch": 300, "events": "off"}),
     ]
-    # The best of the sweep with the events channel on (the default; events=off
-    # gives up a feature, see bench/README.md): 3 processes beat 2 on this 2-core
-    # box, as they take a larger share of it (so do the peers' 4). Prefetch 1000
-    # rather than 300: claims and outcome writes of ~1,000 jobs cost about 7% less
-    # CPU per job over a drain than of ~350 (bench/README.md, "W2: where the steady
-    # gap comes from"); 2000 only moves work out of the steady window.
+    # The best of the sweep by the steady rate of a 200,000-job drain, as for every
+    # system (bench/README.md, "Which drain chooses"), with the events channel on
+    # (the default; events=off gives up a feature, see bench/README.md): 3 processes
+    # beat 2 on this 2-core box, as they take a larger share of it (so do the peers'
+    # 4). Prefetch 1000 rather than 300: claims and outcome writes of ~1,000 jobs cost
+    # about 7% less CPU per job over a drain than of ~350 (bench/README.md, "W2: where
+    # the steady gap comes from"); 3000 only moves work out of the 20,000-job drain's
+    # steady window, and holds 7 MB more per process.
     best = Config(3, 50, {"prefetch": 1000})
     # W4: what docs/howto/deploy-workers.md recommends for many short jobs, and
     # `runworker` with no options at all.
