@@ -78,7 +78,8 @@ def test_a_summary_reads_in_a_fixed_order_not_the_order_things_happened():
 
 
 def test_a_stop_summary_says_a_failed_attempt_that_will_retry_plainly():
-    """"1 retryable" read as a job still pending, where its attempt had failed."""
+    """The stop line's "1 retryable" read as a job still pending, where its attempt had
+    failed."""
     from collections import Counter
 
     from django_pgjobs.states import JobState
