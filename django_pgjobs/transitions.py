@@ -430,25 +430,29 @@ SNOOZE_REASON_LENGTH = 500
 # -- bulk operator actions: one UPDATE for a whole queryset ----------------------------
 
 
-def retry_many(jobs: QuerySet[Job], now: datetime | None = None) -> int:
-    """``retry`` for every job of ``jobs`` that may be retried, in one UPDATE.
+def can_be_retried(jobs: QuerySet[Job]) -> QuerySet[Job]:
+    """The jobs of ``jobs`` that ``retry_many`` retries, for a count or a question first
+    (how many of them completed, and would run again).
 
-    Jobs in other states (executing, waiting, available) are left alone, and so are
+    Jobs in other states (executing, waiting, available) are left out, and so are
     jobs at ``ATTEMPT_LIMIT`` (one made the whole UPDATE fail: integer out of range).
-    Returns how many jobs were made available.
+    """
+    allowed = set(sources_of(S.AVAILABLE)) & {str(s) for s in RETRY_FROM}
+    return jobs.order_by().filter(state__in=sorted(allowed), attempt__lt=ATTEMPT_LIMIT)
+
+
+def retry_many(jobs: QuerySet[Job], now: datetime | None = None) -> int:
+    """``retry`` for every job of ``jobs`` that may be retried (``can_be_retried``), in one
+    UPDATE; the others are left alone. Returns how many jobs were made available.
+    Completed jobs among them run again: callers ask first (the admin, the command).
     """
     now = now or timezone.now()
-    allowed = set(sources_of(S.AVAILABLE)) & {str(s) for s in RETRY_FROM}
-    return (
-        jobs.order_by()
-        .filter(state__in=sorted(allowed), attempt__lt=ATTEMPT_LIMIT)
-        .update(
-            state=S.AVAILABLE,
-            run_at=now,
-            finished_at=None,
-            max_attempts=_at_least_one_more(),
-            meta=_meta_for_a_retry(),
-        )
+    return can_be_retried(jobs).update(
+        state=S.AVAILABLE,
+        run_at=now,
+        finished_at=None,
+        max_attempts=_at_least_one_more(),
+        meta=_meta_for_a_retry(),
     )
 
 

@@ -572,6 +572,15 @@ def test_bulk_actions_on_every_odd_row_answer_cleanly(admin_client, odd_rows, na
     assert admin_client.get(changelist()).status_code == 200
 
 
+def test_the_bulk_retry_s_question_over_every_odd_row_answers_cleanly(admin_client, odd_rows):
+    """Completed ones among them: the question first, which shows counts, not rows."""
+    data = {"action": "retry_jobs", "index": "0", "_selected_action": list(odd_rows.values())}
+    asked = admin_client.post(changelist(), data)
+    assert asked.status_code == 200 and b"Run completed jobs again?" in asked.content
+    assert unescaped(asked) is None
+    assert Job.objects.filter(pk__in=odd_rows.values(), state="completed").exists()
+
+
 @pytest.mark.parametrize("name", ODD_ROWS)
 def test_retry_and_cancel_of_each_odd_row_answer_cleanly(admin_client, odd_rows, name):
     pk = odd_rows[name]

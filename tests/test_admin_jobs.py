@@ -406,14 +406,117 @@ def test_a_job_deleted_while_it_is_changed_is_said_to_be_gone(admin_client, view
 
 
 def test_retry_selected_retries_what_can_be_retried_and_leaves_the_rest(admin_client):
-    failed, done, running = (
+    failed, cancelled, running = (
         JobFactory(discarded=True),
-        JobFactory(completed=True),
+        JobFactory(cancelled=True),
         JobFactory(executing=True),
     )
-    admin_client.post(changelist(), action("retry_jobs", failed, done, running))
-    assert [state_of(j) for j in (failed, done, running)] == [S.AVAILABLE, S.AVAILABLE,
+    response = admin_client.post(changelist(), action("retry_jobs", failed, cancelled, running),
+                                 follow=True)  # fmt: skip
+    assert messages_of(response) == [
+        "2 job(s) will run again. Executing, waiting and available jobs were left alone."
+    ]
+    assert [state_of(j) for j in (failed, cancelled, running)] == [S.AVAILABLE, S.AVAILABLE,
+                                                                   S.EXECUTING]  # fmt: skip
+
+
+#: What the job page's "Run again…" says will happen, said on the bulk retry's page too.
+RUNS_AGAIN = "what it did the first time (a mail sent, a payment taken) happens again"
+
+
+def _hidden_fields(page: str) -> list[tuple[str, str]]:
+    """The hidden inputs of a confirmation page's form, as the browser posts them back."""
+    return re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', page)
+
+
+def _words(response) -> str:
+    """A page's text with its line breaks and runs of spaces as single spaces."""
+    return " ".join(response.content.decode().split())
+
+
+def test_retry_selected_with_completed_jobs_asks_first_and_changes_nothing(admin_client):
+    """It ran them again at once: a second welcome mail, a second charge, for every
+    completed job in the selection, where the job page's "Run again…" asks first."""
+    done = JobFactory.create_batch(2, completed=True)
+    failed, running = JobFactory(discarded=True), JobFactory(executing=True)
+    selection = action("retry_jobs", *done, failed, running)
+    response = admin_client.post(changelist(), selection)
+    assert response.status_code == 200
+    page = _words(response)
+    assert "Run completed jobs again?" in page
+    assert "Retry 3 job(s)? 2 of them completed, and would run again." in page
+    assert RUNS_AGAIN in page and '<input type="submit" value="Yes, retry them">' in page
+    assert f'<a href="{changelist()}" class="button cancel-link">No, take me back</a>' in page
+    fields = _hidden_fields(page)
+    assert ("confirmed", "yes") in fields and ("action", "retry_jobs") in fields
+    selected = [value for name, value in fields if name == "_selected_action"]
+    assert selected == [str(j.pk) for j in (*done, failed, running)]
+    states = [state_of(j) for j in (*done, failed, running)]
+    assert states == [S.COMPLETED, S.COMPLETED, S.DISCARDED, S.EXECUTING]
+    # Only "yes" is a yes.
+    for answer in ("", "no", "YES", "1"):
+        again = admin_client.post(changelist(), {**selection, "confirmed": answer})
+        assert again.status_code == 200 and b"Run completed jobs again?" in again.content
+    assert state_of(done[0]) == S.COMPLETED
+
+
+def test_retry_selected_with_completed_jobs_once_confirmed_runs_them_again(admin_client):
+    done, failed, running = (
+        JobFactory(completed=True),
+        JobFactory(discarded=True),
+        JobFactory(executing=True),
+    )
+    page = admin_client.post(changelist(), action("retry_jobs", done, failed, running))
+    confirmed = {}
+    for name, value in _hidden_fields(page.content.decode()):
+        confirmed.setdefault(name, []).append(value)
+    response = admin_client.post(changelist(), confirmed, follow=True)  # the page's "Yes"
+    assert messages_of(response) == [
+        "2 job(s) will run again. Executing, waiting and available jobs were left alone."
+    ]
+    assert [state_of(j) for j in (done, failed, running)] == [S.AVAILABLE, S.AVAILABLE,
                                                               S.EXECUTING]  # fmt: skip
+
+
+def test_retry_of_every_job_matching_a_filter_asks_under_that_filter(admin_client):
+    """With "select all", the page's Yes posts to the list under the same filter: the
+    jobs retried are those the question counted, not every job."""
+    mail = [JobFactory(completed=True, queue="mail"), JobFactory(discarded=True, queue="mail")]
+    other = JobFactory(completed=True, queue="default")
+    url = changelist() + "?queue=mail"
+    response = admin_client.post(url, action("retry_jobs", mail[0], select_across=True))
+    page = _words(response)
+    assert "Retry 2 job(s)? 1 of them completed, and would run again." in page
+    assert ("select_across", "1") in _hidden_fields(page)
+    assert '<form method="post">' in page  # posts to this URL, its filter with it
+    assert f'<a href="{url}" class="button cancel-link">No, take me back</a>' in page
+    admin_client.post(url, {**action("retry_jobs", mail[0], select_across=True),
+                            "confirmed": "yes"})  # fmt: skip
+    assert {state_of(j) for j in mail} == {S.AVAILABLE}
+    assert state_of(other) == S.COMPLETED
+
+
+def test_the_bulk_retry_and_the_job_page_warn_in_the_same_words(admin_client):
+    job = JobFactory(completed=True)
+    one = admin_client.post(reverse("admin:pgjobs_job_retry", args=[job.pk]))
+    many = admin_client.post(changelist(), action("retry_jobs", job))
+    assert RUNS_AGAIN in _words(one) and RUNS_AGAIN in _words(many)
+
+
+def test_the_bulk_retry_s_question_needs_a_csrf_token_and_a_post(admin_user):
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(admin_user)
+    job = JobFactory(completed=True)
+    confirmed = {**action("retry_jobs", job), "confirmed": "yes"}
+    assert client.post(changelist(), confirmed).status_code == 403
+    client.get(changelist(), confirmed)  # an action is a POST: this is a (bad) filter
+    assert state_of(job) == S.COMPLETED
+    client = Client()  # the page's form carries the token
+    client.force_login(admin_user)
+    page = client.post(changelist(), action("retry_jobs", job)).content.decode()
+    assert 'name="csrfmiddlewaretoken"' in page
 
 
 def test_cancel_selected_cancels_unfinished_jobs_only(admin_client):
@@ -481,6 +584,11 @@ def _single(name):
         (_single("cancel"), "scheduled", "change_job"),
         (_single("delete"), "completed", "delete_job"),
         (lambda job: (changelist(), action("retry_jobs", job)), "discarded", "change_job"),
+        (
+            lambda job: (changelist(), {**action("retry_jobs", job), "confirmed": "yes"}),
+            "completed",
+            "change_job",
+        ),
         (lambda job: (changelist(), action("cancel_jobs", job)), "scheduled", "change_job"),
         (
             lambda job: (changelist(), {**action("delete_jobs", job), "confirmed": "yes"}),
@@ -493,7 +601,16 @@ def _single(name):
             "change_job",
         ),
     ],
-    ids=["retry", "cancel", "delete", "retry_jobs", "cancel_jobs", "delete_jobs", "retry_all"],
+    ids=[
+        "retry",
+        "cancel",
+        "delete",
+        "retry_jobs",
+        "retry_jobs_completed",
+        "cancel_jobs",
+        "delete_jobs",
+        "retry_all",
+    ],
 )
 def test_without_the_permission_an_operator_gets_403_and_nothing_changes(request_for, trait, needs):
     job = JobFactory(**{trait: True})
@@ -576,12 +693,13 @@ def test_every_page_builds_its_breadcrumbs_as_the_admin_of_this_django_does(admi
     """Django 6 lists breadcrumbs in an <ol>, 5.2 in a <div>: each styles only its own
     (an <ol> on 5.2 renders as a numbered list)."""
     own, _ = _breadcrumbs(admin_client.get(changelist()))  # Django's own template
-    job = JobFactory(discarded=True)
+    job, done = JobFactory(discarded=True), JobFactory(completed=True)
     token = {"name": "cron", "queues": '["default"]', "can_read": "on", "active": "on"}
     pages = {
         "job": admin_client.get(detail(job)),
         "dashboard": admin_client.get(reverse("admin:pgjobs_dashboard")),
         "delete": admin_client.post(changelist(), action("delete_jobs", job)),
+        "retry": admin_client.post(changelist(), action("retry_jobs", done)),
         "token": admin_client.post(reverse("admin:pgjobs_apitoken_add"), token),
     }
     trails = {name: _breadcrumbs(response) for name, response in pages.items()}
@@ -589,5 +707,6 @@ def test_every_page_builds_its_breadcrumbs_as_the_admin_of_this_django_does(admi
         "job": (own, f"Home Background jobs Jobs Job #{job.pk}"),
         "dashboard": (own, "Home Background jobs Dashboard"),
         "delete": (own, "Home Background jobs Jobs Delete jobs"),
+        "retry": (own, "Home Background jobs Jobs Retry jobs"),
         "token": (own, "Home Background jobs API tokens cron"),
     }

@@ -509,13 +509,34 @@ class JobAdmin(OperatorAdmin):
     # -- operator actions: many jobs -------------------------------------------------------
 
     @admin.action(description="Retry selected jobs", permissions=["change"])
-    def retry_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+    def retry_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> HttpResponse | None:
+        """At once, unless completed jobs are among them: as from a completed job's page,
+        they run again only once confirmed (their task repeats what it did: a mail)."""
+        completed = transitions.can_be_retried(queryset).filter(state=S.COMPLETED)
+        if request.POST.get("confirmed") != "yes" and completed.exists():
+            return self.retry_jobs_confirmation(request, queryset, completed)
         retried = transitions.retry_many(queryset)
         self.message_user(
             request,
             f"{retried:,} job(s) will run again. Executing, waiting and available jobs "
             "were left alone.",
             messages.SUCCESS,
+        )
+
+    def retry_jobs_confirmation(
+        self, request: HttpRequest, queryset: QuerySet[Job], completed: QuerySet[Job]
+    ) -> HttpResponse:
+        """How many of the selection would be retried, how many of those completed, and
+        what running them again does, in the words of a completed job's page."""
+        retried, completed_tally = stats.tallies([transitions.can_be_retried(queryset), completed])
+        return self.render_page(
+            request,
+            "admin/pgjobs/job/retry_confirmation.html",
+            title="Run completed jobs again?",
+            retried=retried,
+            completed=completed_tally,
+            post=request.POST,
+            selected=request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME),
         )
 
     @admin.action(description="Cancel selected jobs", permissions=["change"])
