@@ -180,6 +180,73 @@ def test_retry_by_id_reports_each_job_and_fails_for_those_it_could_not_retry():
     assert (discarded.state, executing.state) == (S.AVAILABLE, S.EXECUTING)
 
 
+#: What running a completed job again does, as the admin's pages say it.
+RUNS_AGAIN = "what each did the first time (a mail sent, a payment taken) happens again"
+
+
+def test_retry_by_id_leaves_a_completed_job_alone_without_include_completed():
+    """It ran it again at once (a second welcome mail, a second charge), where the
+    admin asks first."""
+    done, failed = JobFactory(completed=True), JobFactory(discarded=True)
+    code, out, err = pgjobs("retry", str(done.pk), str(failed.pk))
+    assert code == 1 and "some jobs could not be changed" in err
+    assert (
+        f"job {done.pk}: is completed: left alone; --include-completed runs it again, and "
+        "what it did the first time (a mail sent, a payment taken) happens again"
+    ) in out
+    assert f"job {failed.pk}: will run again" in out
+    assert [Job.objects.get(pk=j.pk).state for j in (done, failed)] == [S.COMPLETED, S.AVAILABLE]
+    report = as_json("retry", str(done.pk), "--include-completed")
+    assert report["results"] == [
+        {"id": done.pk, "ok": True, "detail": "will run again", "state": S.AVAILABLE}
+    ]
+
+
+def test_retry_by_filter_leaves_completed_jobs_alone_and_says_how_to_include_them():
+    done = JobFactory.create_batch(2, queue="mail", completed=True)
+    failed = JobFactory(queue="mail", discarded=True)
+    code, out, err = pgjobs("retry", "--queue", "mail", answer="y\n")
+    assert code == 0
+    assert (
+        "retry 3 job(s): jobs with queue mail? 2 of them completed: left alone "
+        "(--include-completed runs them again)"
+    ) in err
+    assert out == (
+        "1 job(s) will run again\n"
+        "2 completed job(s) left alone: pass --include-completed to run them again "
+        f"({RUNS_AGAIN})\n"
+    )
+    assert {Job.objects.get(pk=j.pk).state for j in done} == {S.COMPLETED}
+    assert Job.objects.get(pk=failed.pk).state == S.AVAILABLE
+    assert as_json("retry", "--queue", "mail", "--yes") == {
+        "action": "retry", "matched": 3, "changed": 0, "completed_left_alone": 2,
+    }  # fmt: skip
+
+
+def test_retry_of_only_completed_jobs_asks_nothing_and_says_how_to_include_them():
+    JobFactory.create_batch(2, completed=True)
+    code, out, err = pgjobs("retry", "--state", "completed", answer="")  # a script: no answer
+    assert (code, err) == (0, "")
+    assert out.endswith("2 completed job(s) left alone: pass --include-completed to run them "
+                        f"again ({RUNS_AGAIN})\n")  # fmt: skip
+    assert set(Job.objects.values_list("state", flat=True)) == {S.COMPLETED}
+
+
+def test_retry_by_filter_with_include_completed_says_they_run_again_before_it_asks():
+    done = JobFactory.create_batch(2, queue="mail", completed=True)
+    JobFactory(queue="mail", discarded=True)
+    code, _, err = pgjobs("retry", "--queue", "mail", "--include-completed", answer="n\n")
+    assert code == 1
+    assert (
+        "retry 3 job(s): jobs with queue mail? 2 of them completed and will run again: "
+        f"{RUNS_AGAIN}"
+    ) in err
+    assert {Job.objects.get(pk=j.pk).state for j in done} == {S.COMPLETED}
+    report = as_json("retry", "--queue", "mail", "--include-completed", "--yes")
+    assert report == {"action": "retry", "matched": 3, "changed": 3, "completed_left_alone": 0}
+    assert set(Job.objects.values_list("state", flat=True)) == {S.AVAILABLE}
+
+
 @pytest.mark.parametrize("verb", ["retry", "cancel"])
 def test_a_job_deleted_while_it_is_changed_is_said_to_be_gone(verb):
     """Deleted between the command's read and its UPDATE: a retry said "is discarded:
@@ -230,6 +297,7 @@ def test_a_filter_that_matches_no_job_is_done_without_a_question(verb):
         "action": verb,
         "matched": 0,
         "changed": 0,
+        **({"completed_left_alone": 0} if verb == "retry" else {}),
     }
     assert Job.objects.get().pk == kept.pk and Job.objects.get().state == S.DISCARDED
 

@@ -20,6 +20,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import DatabaseError
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from django_pgjobs import (
@@ -48,7 +49,8 @@ from django_pgjobs.selection import (
     parse_ids,
     parse_queues,
 )
-from django_pgjobs.states import FINISHED, InvalidTransition
+from django_pgjobs.states import FINISHED, InvalidTransition, JobState
+from django_pgjobs.stats import Tally
 from django_pgjobs.templatetags.pgjobs_admin import duration
 
 #: Most jobs ``list`` prints; most fire times ``schedules --next`` computes.
@@ -77,7 +79,11 @@ class Command(BaseCommand):
         show = add("show", "Everything about one job, with the traceback of each failed attempt.")
         show.add_argument("id", help="A job id.")
         for name, what in (
-            ("retry", "Run jobs again now (finished, scheduled or retryable ones)."),
+            (
+                "retry",
+                "Run jobs again now (discarded, cancelled, scheduled or retryable ones; "
+                "completed ones only with --include-completed).",
+            ),
             ("cancel", "Cancel jobs that have not finished (running ones lose their lease)."),
             ("delete", "Delete jobs that are not executing."),
         ):
@@ -85,6 +91,13 @@ class Command(BaseCommand):
             action.add_argument("ids", nargs="*", help="Job ids.")
             _filters(action)
             action.add_argument("--yes", action="store_true", help="Don't ask; do it.")
+            if name == "retry":
+                action.add_argument(
+                    "--include-completed",
+                    action="store_true",
+                    help="Run completed jobs again too: what each did the first time (a mail "
+                    "sent, a payment taken) happens again.",
+                )
         for name, what in (("pause", "Start no new jobs of"), ("resume", "Start jobs of")):
             toggle = add(name, f"{what} these queues.")
             toggle.add_argument("queues", nargs="+", help="Queue names.")
@@ -313,9 +326,13 @@ class Command(BaseCommand):
     # -- changing -------------------------------------------------------------------------
 
     def do_retry(self) -> None:
-        self.change_jobs(
-            "retry", one=_retry_one, many=transitions.retry_many, done="will run again"
-        )
+        # A completed job's task did its work (a mail sent, a payment taken): it runs
+        # again only when --include-completed says so, as the admin asks first.
+        if self.options["include_completed"]:
+            one, many = _retry_one, transitions.retry_many
+        else:
+            one, many = _retry_unless_completed, _retry_all_but_completed
+        self.change_jobs("retry", one=one, many=many, done="will run again")
 
     def do_cancel(self) -> None:
         self.change_jobs("cancel", one=_cancel_one, many=transitions.cancel_many, done="cancelled")
@@ -348,23 +365,46 @@ class Command(BaseCommand):
         unknown = _unknown_ids(selected.ids)
         if unknown and len(unknown) == len(selected.ids):
             raise CommandError(f"no job with id {_id_list(unknown)}; nothing done", returncode=1)
-        matched = stats.tally(selected.jobs())
+        self.change_matching(verb, selected, many=many, done=done)
+        if unknown:
+            raise CommandError(f"no job with id {_id_list(unknown)}", returncode=1)
+
+    def change_matching(
+        self, verb: str, selected: JobFilter, *, many: Callable[[Any], int], done: str
+    ) -> None:
+        """One statement for every job ``selected``, after a question unless ``--yes``.
+        A retry says how many of them completed: left alone, or run again."""
+        completed: Tally | None = None
+        if verb == "retry":  # one statement counts both
+            matched, completed = stats.tallies([selected.jobs(), _completed_among(selected)])
+        else:
+            matched = stats.tally(selected.jobs())
+        include = bool(self.options.get("include_completed"))
+        report: dict[str, Any] = {"action": verb, "matched": matched.value, "changed": 0}
+        if completed is not None:
+            report["completed_left_alone"] = 0 if include else completed.value
         if matched.exact and matched.value == 0:
             # Nothing to ask about: a script without --yes is done, not refused.
-            if not self.emit({"action": verb, "matched": 0, "changed": 0}):
+            if not self.emit(report):
                 self.say(f"no {selected.describe()}: nothing to {verb}")
             return
-        if not self.options["yes"] and not self.confirm(
-            f"{verb} {matched} job(s): {selected.describe()}?"
-        ):
+        # Every match completed and left alone: nothing would change, so nothing to ask.
+        nothing_else = not include and completed == matched and matched.exact
+        question = f"{verb} {matched} job(s): {selected.describe()}?"
+        if completed is not None and completed.value:
+            question += _completed_note(completed, include)
+        if not (self.options["yes"] or nothing_else or self.confirm(question)):
             raise CommandError("nothing done (answer y, or pass --yes)", returncode=1)
-        changed = many(selected.jobs())
-        if not self.emit({"action": verb, "matched": matched.value, "changed": changed}):
+        report["changed"] = changed = many(selected.jobs())
+        if not self.emit(report):
             self.say(f"{changed} job(s) {done}")
             if verb == "delete" and changed < matched.value:
                 self.say("executing jobs are kept: cancel them first")
-        if unknown:
-            raise CommandError(f"no job with id {_id_list(unknown)}", returncode=1)
+            if report.get("completed_left_alone"):
+                self.say(
+                    f"{completed} completed job(s) left alone: pass --include-completed to "
+                    f"run them again ({RUNS_AGAIN})"
+                )
 
     def report_each(self, verb: str, ids: Sequence[int], one: Callable[[Job], str]) -> None:
         jobs = Job.objects.using(_db()).in_bulk(list(ids))
@@ -376,6 +416,8 @@ class Command(BaseCommand):
                 continue
             try:
                 results.append({"id": job_id, "ok": True, "detail": one(job), "state": job.state})
+            except LeftAlone as left:  # not to be changed without an option: it said which
+                results.append({"id": job_id, "ok": False, "detail": str(left), "state": job.state})
             except JobGone:  # deleted or pruned since it was read: its state is no more
                 detail = f"no longer exists (it was deleted or pruned): can't {verb} it"
                 results.append({"id": job_id, "ok": False, "detail": detail, "state": None})
@@ -564,6 +606,40 @@ def _id_list(ids: Sequence[int]) -> str:
 def _retry_one(job: Job) -> str:
     transitions.retry(job)
     return "will run again"
+
+
+class LeftAlone(Exception):
+    """A job the command leaves as it is unless an option says otherwise; the message
+    says which option."""
+
+
+#: What running a completed job again does, as the admin says it before it does it.
+RUNS_AGAIN = "what each did the first time (a mail sent, a payment taken) happens again"
+
+
+def _retry_unless_completed(job: Job) -> str:
+    if job.state == JobState.COMPLETED:
+        raise LeftAlone(
+            "is completed: left alone; --include-completed runs it again, and what it did "
+            "the first time (a mail sent, a payment taken) happens again"
+        )
+    return _retry_one(job)
+
+
+def _retry_all_but_completed(jobs: QuerySet[Job]) -> int:
+    return transitions.retry_many(jobs.exclude(state=JobState.COMPLETED))
+
+
+def _completed_among(selected: JobFilter) -> QuerySet[Job]:
+    """The jobs ``selected`` that a retry would run again although they completed."""
+    return transitions.can_be_retried(selected.jobs()).filter(state=JobState.COMPLETED)
+
+
+def _completed_note(completed: Tally, include: bool) -> str:
+    """What a retry's question adds about the completed jobs among those it matched."""
+    if include:
+        return f" {completed} of them completed and will run again: {RUNS_AGAIN}"
+    return f" {completed} of them completed: left alone (--include-completed runs them again)"
 
 
 def _cancel_one(job: Job) -> str:
