@@ -19,7 +19,7 @@ from django.apps import apps
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
-from . import bridge, conf, limits, shown
+from . import bridge, conf, limits, sending, shown
 from .compat import (
     TASK_MAX_PRIORITY,
     TASK_MIN_PRIORITY,
@@ -115,7 +115,7 @@ class PgJobsBackend(BaseTaskBackend):
         # A unique_key already held by an active job returns that job, as
         # Job.enqueue does; nothing new was enqueued, so no signal.
         if not getattr(job, "is_duplicate", False):
-            task_enqueued.send(type(self), task_result=result)
+            sending.send(task_enqueued, "task_enqueued", job, type(self), task_result=result)
         return result
 
     def get_result(self, result_id: str) -> TaskResult:

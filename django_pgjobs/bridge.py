@@ -19,11 +19,10 @@ import builtins
 import contextlib
 import functools
 import inspect
-import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from . import exceptions, limits, payload, signals
+from . import exceptions, limits, payload, sending, signals
 from .compat import (
     TASK_MAX_PRIORITY,
     TASK_MIN_PRIORITY,
@@ -45,7 +44,6 @@ from .tasks import task as pgjobs_task
 if TYPE_CHECKING:
     from .models import Job
 
-logger = logging.getLogger(__name__)
 
 #: Dotted path -> the Django Task registered under it (the module-level object).
 _django_tasks: dict[str, Task] = {}
@@ -151,7 +149,8 @@ def _started(django_task: Task) -> tuple[Any, ...]:
         return ()
     backend = task_backends[django_task.backend]
     result = result_from_job(running.job, django_task, backend.alias)
-    task_started.send(type(backend), task_result=result)
+    # Inside the task's call: a receiver's error failed the attempt (sending.py).
+    sending.send(task_started, "task_started", running.job, type(backend), task_result=result)
     return (TaskContext(task_result=result),) if django_task.takes_context else ()
 
 
@@ -277,7 +276,7 @@ def _send_finished(sender: Any, job: Job, **kwargs: Any) -> None:
     result = result_from_job(job, django_task, backend.alias)
     error = kwargs.get("error")
     if not isinstance(error, BaseException):  # completed, or rescued (no error object)
-        _relay_finished(backend, result)
+        _relay_finished(backend, job, result)
         return
     # Django's backends send it inside the except block, and its receiver logs the FAILED
     # line with sys.exc_info(): outside one, Django 6's line lacked the traceback (and
@@ -288,16 +287,14 @@ def _send_finished(sender: Any, job: Job, **kwargs: Any) -> None:
     try:
         raise error
     except BaseException:
-        _relay_finished(backend, result)
+        _relay_finished(backend, job, result)
     finally:
         error.__traceback__ = traceback
 
 
-def _relay_finished(backend: Any, result: Any) -> None:
-    # send_robust: a failing receiver must not undo an outcome already written.
-    for receiver, response in task_finished.send_robust(type(backend), task_result=result):
-        if isinstance(response, Exception):
-            logger.error("task_finished receiver %r failed: %r", receiver, response)
+def _relay_finished(backend: Any, job: Job, result: Any) -> None:
+    # A failing receiver must not undo an outcome already written (sending.py).
+    sending.send(task_finished, "task_finished", job, type(backend), task_result=result)
 
 
 # Django's "finished" means the TaskResult is final: completed or out of attempts.

@@ -29,6 +29,7 @@ from . import (
     payload,
     postgres,
     queues,
+    sending,
     signals,
     unmigrated,
 )
@@ -481,7 +482,9 @@ def _insert_jobs(specs: Sequence[JobSpec | dict[str, Any]]) -> list[Job]:
 
         for job in jobs:
             if not getattr(job, "is_duplicate", False):
-                signals.job_enqueued.send(sender=Job, job=job)
+                # Written (committed, outside a transaction): a receiver's error
+                # raised here told the caller they were not (sending.py).
+                sending.send(signals.job_enqueued, "job_enqueued", job, Job, job=job)
     return jobs
 
 

@@ -23,6 +23,7 @@ from . import (
     middleware,
     outage,
     payload,
+    sending,
     signals,
     transitions,
 )
@@ -225,7 +226,8 @@ def run(job: Job, clock: Clock = timezone.now, context: JobContext | None = None
     if not_loaded is not None:
         return not_loaded
     context = context or JobContext(job)
-    signals.job_started.send(sender=Job, job=job)
+    # A receiver that raises is logged, and the job runs all the same (sending.py).
+    sending.send(signals.job_started, "job_started", job, Job, job=job)
     if context.abandoned:  # failed at its timeout while a receiver held it: not ours
         return "lost"  # (call_task looks again, up to the task's call)
     outcome = _attempt(job, clock, context)

@@ -11,7 +11,7 @@ from typing import Any
 from django.db import transaction
 from django.db.models import Q
 
-from . import clocks, conf, db, limits, loaded, logs, signals
+from . import clocks, conf, db, limits, loaded, logs, sending, signals
 from .models import Job, WorkerProcess
 from .states import JobState
 
@@ -72,8 +72,8 @@ def rescue_orphaned(
     for job in rescued:
         # The error rescue.sql appended says which worker and what happens next.
         logger.info("rescued job %s (%s): %s", job.pk, logs.printable(job.task), _last_error(job))
-        signal = signals.job_discarded if job.state == JobState.DISCARDED else signals.job_retrying
-        signal.send(sender=Job, job=job, error=None, rescued=True)
+        name = "job_discarded" if job.state == JobState.DISCARDED else "job_retrying"
+        sending.send(getattr(signals, name), name, job, Job, job=job, error=None, rescued=True)
     return len(rescued)
 
 

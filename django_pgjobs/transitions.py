@@ -22,7 +22,7 @@ from django.db import transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
-from . import conf, db, events, limits, loaded, payload, signals
+from . import conf, db, events, limits, loaded, payload, sending, signals
 from .backoff import Backoff
 from .exceptions import JobGone
 from .models import Job, Queue
@@ -264,12 +264,14 @@ def _as_stored(result: Any) -> Any:
 
 
 def _send_outcome_signal(outcome: Outcome) -> None:
+    """After the outcome is written: a receiver's error is logged (sending.py)."""
+    job = outcome.job
     if outcome.state == S.COMPLETED:
-        signals.job_completed.send(sender=Job, job=outcome.job)
+        sending.send(signals.job_completed, "job_completed", job, Job, job=job)
     elif outcome.state == S.DISCARDED:
-        signals.job_discarded.send(sender=Job, job=outcome.job, error=outcome.error)
+        sending.send(signals.job_discarded, "job_discarded", job, Job, job=job, error=outcome.error)
     else:
-        signals.job_retrying.send(sender=Job, job=outcome.job, error=outcome.error)
+        sending.send(signals.job_retrying, "job_retrying", job, Job, job=job, error=outcome.error)
 
 
 def complete(job: Job, result: Any, now: datetime | None = None) -> bool:
@@ -389,7 +391,7 @@ def cancel(job: Job, now: datetime | None = None) -> Job:
             # Tell the worker running it (on commit) so an async task stops now.
             db.notify(CONTROL_CHANNEL, f"cancel:{job.pk}", using)
     if moved:
-        signals.job_cancelled.send(sender=Job, job=job)
+        sending.send(signals.job_cancelled, "job_cancelled", job, Job, job=job)
     elif not job.is_finished:
         if not _still_there(job):  # deleted between the read and the UPDATE
             raise JobGone(job.pk, S.CANCELLED)

@@ -93,6 +93,24 @@ signals.job_started.connect(_hold_slow_to_start)
 
 
 @task
+def heard_by_broken_receivers(n: int) -> int:
+    """Its job_started and job_completed receivers (below) raise; each records
+    "started:N" / "completed:N" first."""
+    return n
+
+
+def _break_on_signal(sender: object, signal: object, job: object, **kwargs: object) -> None:
+    if getattr(job, "task", None) == "tests.tasks_for_tests.heard_by_broken_receivers":
+        which = "started" if signal is signals.job_started else "completed"
+        record(f"{which}:{job.args[0]}")  # type: ignore[attr-defined]
+        raise RuntimeError(f"a {which} receiver's own bug")
+
+
+signals.job_started.connect(_break_on_signal)
+signals.job_completed.connect(_break_on_signal)
+
+
+@task
 def until_cancelled(tag: str, limit: float = 30) -> str:
     """A long sync task that checks the cancellation flag between steps."""
     record(f"{tag}:start")
