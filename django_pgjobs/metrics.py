@@ -14,6 +14,7 @@ documents.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from .enqueue import JobSpec
     from .models import Job
 
+logger = logging.getLogger(__name__)
 #: The ``prometheus`` extra's requirement (pyproject.toml). The hint names it, not
 #: ``django-pgjobs[prometheus]``: installed from a clone, pgjobs is not on PyPI to be found.
 REQUIREMENT = "prometheus-client>=0.20"
@@ -229,9 +231,12 @@ class PrometheusMiddleware:
         if added:
             enqueued = self.metrics["enqueued"]
 
-            def count() -> None:
-                for (queue, task), n in added.items():
-                    enqueued.labels(queue, task).inc(n)
+            def count() -> None:  # after the commit: raised, the caller's commit raised
+                try:
+                    for (queue, task), n in added.items():
+                        enqueued.labels(queue, task).inc(n)
+                except Exception:
+                    _counting_failed("jobs enqueued")
 
             transaction.on_commit(count, using=conf.get("DATABASE"))
         return jobs
@@ -245,22 +250,49 @@ class PrometheusMiddleware:
             raise  # it never started: it runs again, its attempt uncounted
         except BaseException as error:
             if not context.cancelled:
-                labels = (job.queue, job.task)
-                metrics["failed"].labels(*labels).inc()
-                if isinstance(error, DiscardJob) or job.attempt >= job.max_attempts:
-                    metrics["discarded"].labels(*labels).inc()
-                metrics["duration"].labels(*labels, "failed").observe(time.perf_counter() - started)
+                try:
+                    labels = (job.queue, job.task)
+                    metrics["failed"].labels(*labels).inc()
+                    if isinstance(error, DiscardJob) or job.attempt >= job.max_attempts:
+                        metrics["discarded"].labels(*labels).inc()
+                    took = time.perf_counter() - started
+                    metrics["duration"].labels(*labels, "failed").observe(took)
+                except Exception:  # raised here, it stood in for the task's own error
+                    _counting_failed(f"the failed attempt of job {job.pk}")
             raise
-        took = time.perf_counter() - started
+        try:
+            self._count_completed(job, time.perf_counter() - started)
+        except Exception:  # raised here, the job's result was lost and it ran again
+            _counting_failed(f"the completed attempt of job {job.pk}")
+        return result
+
+    def _count_completed(self, job: Job, took: float) -> None:
         key = (job.queue, job.task)
         children = self._completed.get(key)
         if children is None:  # labels() takes a lock and builds a tuple: once per key
-            children = (metrics["completed"].labels(*key),
-                        metrics["duration"].labels(*key, "completed"))  # fmt: skip
+            children = (self.metrics["completed"].labels(*key),
+                        self.metrics["duration"].labels(*key, "completed"))  # fmt: skip
             self._completed[key] = children
         children[0].inc()
         children[1].observe(took)
-        return result
+
+
+#: Whether this process said that a counter failed (said once: it fails for every job).
+_failure_said = False
+
+
+def _counting_failed(what: str) -> None:
+    """A counter or histogram raised (a full ``PROMETHEUS_MULTIPROC_DIR``, say): the
+    job and the enqueue go on as if it had counted. Logged once per process with its
+    traceback, then at debug level."""
+    global _failure_said
+    if _failure_said:
+        logger.debug("metrics: counting %s failed", what, exc_info=True)
+        return
+    _failure_said = True
+    logger.exception(
+        "metrics: counting %s failed; jobs run on uncounted (said once per process)", what
+    )
 
 
 def _count_rescued(sender: Any, job: Job, rescued: bool = False, **kwargs: Any) -> None:

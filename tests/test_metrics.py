@@ -294,3 +294,33 @@ def test_a_metrics_address_no_socket_can_bind_to_is_refused_saying_so(address, p
 
 def test_collecting_for_registration_asks_the_database_nothing():
     assert DatabaseCollector().describe() == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_counters_that_raise_change_no_job_and_no_enqueue(
+    with_metrics, worker, monkeypatch, caplog
+):
+    # A counter's write can fail (a full PROMETHEUS_MULTIPROC_DIR): raised in the job's
+    # execute hook, a completed job's result was lost and it ran again, a failed one's
+    # error became the counter's; raised on commit, a committed enqueue raised.
+    from prometheus_client.metrics import Counter, Histogram
+
+    from django_pgjobs import metrics
+
+    monkeypatch.setattr(metrics, "_failure_said", False, raising=False)
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Counter, "inc", full)
+    monkeypatch.setattr(Histogram, "observe", full)
+    with transaction.atomic():
+        ok = add.enqueue(1, 2)
+    bad = always_fails.using(max_attempts=1).enqueue("its own error")
+    assert worker.drain() == {S.COMPLETED: 1, S.DISCARDED: 1}
+    ok.refresh_from_db()
+    bad.refresh_from_db()
+    assert (ok.state, ok.result, ok.attempt) == (S.COMPLETED, 3, 1)
+    assert bad.errors[0]["error"] == "ValueError: its own error"
+    said = [r for r in caplog.records if "metrics" in r.getMessage() and r.levelname == "ERROR"]
+    assert len(said) == 1 and said[0].exc_info, [r.getMessage() for r in caplog.records]
