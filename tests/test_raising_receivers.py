@@ -107,6 +107,24 @@ def test_a_raising_job_completed_receiver_lets_drain_go_on(worker, caplog):
     assert_said_once_each(caplog, "job_completed", ids)
 
 
+def test_a_raising_async_receiver_is_logged_and_the_others_are_called(worker, caplog):
+    seen: list[int] = []
+
+    async def broken_async(sender: Any, job: Any, **kwargs: Any) -> None:
+        raise ReceiverBroke("an async receiver's own bug")
+
+    async def heard_async(sender: Any, job: Any, **kwargs: Any) -> None:
+        seen.append(job.pk)
+
+    with connected(signals.job_completed, broken_async, heard_async):
+        job = add.enqueue(1, 1)
+        assert worker.drain() == {"completed": 1}
+    assert seen == [job.pk]
+    [record] = said_about(caplog, "job_completed")
+    assert f"job {job.pk}: " in record.getMessage() and "broken_async" in record.getMessage()
+    assert record.exc_info and isinstance(record.exc_info[1], ReceiverBroke)
+
+
 @pytest.mark.parametrize("signal_name", ["job_retrying", "job_discarded"])
 def test_a_raising_failure_receiver_leaves_the_failure_written_as_it_is(
     worker, caplog, signal_name
