@@ -32,8 +32,13 @@ def send(signal: Signal, name: str, about: Job, sender: Any, /, **named: Any) ->
     ``send_robust`` catches: a KeyboardInterrupt still goes through."""
     if not signal.receivers:  # a signal nobody listens to costs one test
         return
-    # Signal.send's own lookup (weak references resolved, the sender's cache).
-    sync_receivers, async_receivers = signal._live_receivers(sender)
+    found = live_receivers(signal, sender)
+    if found is None:  # a Django whose lookup we can't borrow: its public way
+        for receiver, response in signal.send_robust(sender=sender, **named):
+            if isinstance(response, Exception):
+                _log_failure(name, about, receiver, response)
+        return
+    sync_receivers, async_receivers = found
     for receiver in sync_receivers:
         try:
             receiver(signal=signal, sender=sender, **named)
@@ -44,6 +49,26 @@ def send(signal: Signal, name: str, about: Job, sender: Any, /, **named: Any) ->
             async_to_sync(_send_async)(signal, name, about, sender, async_receivers, named)
         except Exception as error:  # they can't be called here (in a running event loop)
             _log_failure(name, about, async_receivers[0], error)
+
+
+def live_receivers(signal: Any, sender: Any) -> tuple[list, list] | None:
+    """``Signal.send``'s own lookup, ``signal._live_receivers(sender)`` (weak references
+    resolved, the sender's cache): its sync and async receivers, as Django 5.0 to 6.1
+    return them. None where this Django's private lookup is missing or answers
+    otherwise: a rename there must not make every signal of ours raise instead."""
+    lookup = getattr(signal, "_live_receivers", None)
+    if lookup is None:
+        return None
+    try:
+        found = lookup(sender)
+    except TypeError:  # another signature
+        return None
+    if not (isinstance(found, tuple) and len(found) == 2):
+        return None
+    sync_receivers, async_receivers = found
+    if not (isinstance(sync_receivers, list) and isinstance(async_receivers, list)):
+        return None
+    return sync_receivers, async_receivers
 
 
 async def _send_async(

@@ -275,3 +275,45 @@ def test_a_worker_process_whose_receivers_raise_completes_every_job_once_and_run
         assert sorted(int(line.split("job ")[1].split(":")[0]) for line in said) == ids, output
     assert "_break_on_signal raised RuntimeError" in output
     assert "Traceback" in output and "crashed" not in output and "writing" not in output
+
+
+class _OtherDjangoSignal:
+    """A signal of a Django whose private lookup is named or shaped otherwise."""
+
+    def __init__(self, lookup: Any) -> None:
+        if lookup is not None:
+            self._live_receivers = lookup
+
+
+@pytest.mark.parametrize(
+    "lookup",
+    [
+        pytest.param(None, id="no _live_receivers"),
+        pytest.param(lambda sender: [], id="a list, not (sync, async)"),
+        pytest.param(lambda: ([], []), id="another signature"),
+    ],
+)
+def test_a_private_receiver_lookup_of_another_django_is_not_used(lookup):
+    """sending.py borrows Signal._live_receivers, Django's private lookup: it is used
+    only where it has the shape it has in Django 5.2 to 6.1."""
+    from django_pgjobs import sending
+
+    assert sending.live_receivers(_OtherDjangoSignal(lookup), sender=None) is None
+
+
+def test_without_the_private_lookup_every_signal_is_still_sent_and_each_error_logged(
+    worker, caplog, monkeypatch
+):
+    """Where the lookup can't be borrowed, Django's public Signal.send_robust sends (and
+    logs each error too, on django.dispatch, beside our record naming the job)."""
+    from django_pgjobs import sending
+
+    monkeypatch.setattr(sending, "live_receivers", lambda signal, sender: None)
+    seen: list[int] = []
+    with connected(signals.job_completed, broken, heard(seen)):
+        ids = [add.enqueue(n, 1).pk for n in range(2)]
+        assert worker.drain() == {"completed": 2}
+    assert sorted(seen) == ids
+    records = said_about(caplog, "job_completed")
+    assert sorted(int(r.job_id) for r in records) == sorted(ids)  # type: ignore[attr-defined]
+    assert all(isinstance(r.exc_info[1], ReceiverBroke) for r in records if r.exc_info)
