@@ -544,6 +544,18 @@ def test_delete_asks_first_then_deletes_all_but_executing_jobs(admin_client):
     assert list(Job.objects.values_list("pk", flat=True)) == [running.pk]
 
 
+def test_delete_of_more_jobs_than_are_counted_asks_with_one_sign_of_an_estimate(
+    admin_client, monkeypatch
+):
+    """The question said "about ≈5": the tally's own sign says it is an estimate."""
+    monkeypatch.setattr(stats, "COUNT_CAP", 3)
+    jobs = JobFactory.create_batch(5, completed=True)
+    response = admin_client.post(changelist(), action("delete_jobs", jobs[0], select_across=True))
+    assert response.status_code == 200 and b"Yes, delete" in response.content
+    page = response.content.decode()
+    assert "<p>Delete ≈" in page and "about ≈" not in page
+
+
 def test_retry_all_discarded_retries_only_discarded_jobs_matching_the_filter(admin_client):
     mail = JobFactory.create_batch(3, discarded=True, queue="mail")
     elsewhere = JobFactory(discarded=True, queue="default")
