@@ -25,7 +25,7 @@ from unittest import mock
 
 from django.utils import timezone
 
-from . import conf, limits, payload, signals
+from . import conf, limits, payload, sending, signals
 from .exceptions import InvalidOption
 from .queues import validate_name
 from .states import JobState
@@ -132,6 +132,8 @@ def run_inline(*, raise_errors: bool = False) -> Iterator[None]:
             busy.draining = False
             job.refresh_from_db()
 
+    # Its error is the enqueue call's to raise, not a receiver's to log (sending.py).
+    setattr(run_now, sending.RAISES_TO_SENDER, raise_errors)
     signals.job_enqueued.connect(run_now, weak=False)
     try:
         yield

@@ -97,6 +97,9 @@ EXAMPLES: dict[str, Callable[[], BaseException]] = {
     "exceptions.WorkerLost": lambda: WorkerLost("stopped heartbeating"),
     "exceptions._Later": lambda: _Later(5, None, "later"),
     "execution._GivenUp": lambda: _from("execution", "_GivenUp")("timed out"),
+    "management.commands.pgjobs.LeftAlone": lambda: _from(
+        "management.commands.pgjobs", "LeftAlone"
+    )("is completed: left alone; --include-completed runs it again"),
     "notifier.SilentConnection": lambda: _from("notifier", "SilentConnection")("no answer"),
     "postgres.PostgreSQLRequired": lambda: _from("postgres", "PostgreSQLRequired")("sqlite3"),
     "schedules.InvalidSchedule": lambda: _from("schedules", "InvalidSchedule")("bad cron", 3),
