@@ -286,6 +286,23 @@ def test_a_connector_whose_stored_config_is_not_an_object_fails_its_job_clearly(
     assert "config: must be a JSON object, not list" in job.errors[0]["error"]
 
 
+@pytest.mark.parametrize("connector_id", [2**32 + 1, 2**47, 2**63 - 1, -1])
+def test_a_connector_of_any_id_a_row_holds_runs_its_jobs_under_its_concurrency(
+    worker, connector_id
+):
+    """The lock its slot takers share was the connector id shifted into a bigint: an
+    id past 2**47 (written by SQL, or a sequence restarted high) made a key past
+    PostgreSQL's bigint, and each attempt of each of its jobs failed with
+    "ProgrammingError: function pg_advisory_xact_lock(numeric) does not exist"."""
+    Connector.objects.create(name="odd", kind="http", config={"url": "http://127.0.0.1:9"},
+                             concurrency=1)  # fmt: skip
+    sql("UPDATE pgjobs_connector SET id = %s WHERE name = 'odd'", [connector_id])
+    jobs = [Job.enqueue("tests.tasks_for_connectors.connector_name", connector="odd")
+            for _ in range(2)]  # fmt: skip
+    assert worker.drain() == {"completed": 2}
+    assert [Job.objects.get(pk=job.pk).result for job in jobs] == ["odd", "odd"]
+
+
 def test_a_queue_whose_backoff_no_retry_can_be_computed_from_falls_back_to_the_default(worker):
     """Written around the CHECK constraint (dropped here, as in a database restored
     without it): the job is retried on the default policy, the worker goes on."""

@@ -48,7 +48,11 @@ MAX_SLOTS = 0xFFFF
 
 
 def lock_key(connector_id: int) -> int:
-    return LOCK_NAMESPACE + (connector_id << 16)
+    """The key of ``connector_id``'s slot takers: a bigint whatever the id. Its low 32
+    bits, so that an id past them (a row written by SQL, a sequence restarted high)
+    makes no key past a bigint, which failed each of its jobs' attempts with a
+    ProgrammingError; connectors whose ids share those bits only take turns."""
+    return LOCK_NAMESPACE + ((connector_id & 0xFFFF_FFFF) << 16)
 
 
 def take_slot(
