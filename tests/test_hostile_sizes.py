@@ -123,6 +123,34 @@ def test_post_jobs_run_names_a_result_over_the_limit(client, bearer):
     assert "5,002 bytes" in job["not_shown"]["result"]
 
 
+@pytest.mark.parametrize(
+    "columns",
+    [
+        {"args": "jsonb_build_array(repeat('a', 5000))"},
+        {"kwargs": "jsonb_build_object('k', repeat('k', 5000))"},
+        {"errors": "(SELECT jsonb_agg(jsonb_build_object('attempt', n, 'error', 'e'))"
+                   " FROM generate_series(1, 50) AS n)"},
+    ],
+)  # fmt: skip
+def test_post_jobs_answers_a_duplicate_as_get_shows_it(client, bearer, columns):
+    """The answer to an enqueue that found an active job holding its unique key is that
+    job, as GET /jobs/<id> shows it: it was the row as Job.enqueue loaded it, every
+    value whole (a holder written by SQL with 255 MB of args sent them all) and every
+    error record."""
+    holder = insert_job(unique_key="'nightly'", **columns)
+    response = client.post(
+        "/jobs",
+        {"task": "testproject.demo.tasks.add", "args": [1, 2], "unique_key": "nightly"},
+        content_type="application/json",
+        headers=bearer,
+    )
+    assert response.status_code == 200, response.content[:300]
+    answer = response.json()
+    assert answer.pop("duplicate") is True and answer["id"] == holder
+    assert answer == client.get(f"/jobs/{holder}", headers=bearer).json()
+    assert len(response.content) < 3_000, response.content[:300]
+
+
 def test_the_admin_page_names_each_value_over_the_limit(admin_client):
     job_id = large_job()
     page = admin_client.get(reverse("admin:pgjobs_job_change", args=[job_id]))
