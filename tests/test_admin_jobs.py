@@ -544,6 +544,31 @@ def test_delete_asks_first_then_deletes_all_but_executing_jobs(admin_client):
     assert list(Job.objects.values_list("pk", flat=True)) == [running.pk]
 
 
+def test_delete_asks_with_the_bulk_retry_s_form_and_its_yes_deletes_under_the_filter(
+    admin_client,
+):
+    """The bulk Delete's question is the bulk Retry's form (one template): the selection
+    posted back to this URL, its filter with it, a Yes and a way back to the list."""
+    mail = [JobFactory(completed=True, queue="mail"), JobFactory(discarded=True, queue="mail")]
+    other = JobFactory(completed=True, queue="default")
+    url = changelist() + "?queue=mail"
+    response = admin_client.post(url, action("delete_jobs", mail[0], select_across=True))
+    page = _words(response)
+    assert '<form method="post">' in page and 'name="csrfmiddlewaretoken"' in page
+    assert '<input type="submit" value="Yes, delete">' in page
+    assert f'<a href="{url}" class="button cancel-link">No, take me back</a>' in page
+    fields = _hidden_fields(page)
+    assert [value for name, value in fields if name == "_selected_action"] == [str(mail[0].pk)]
+    assert {("action", "delete_jobs"), ("index", "0"), ("select_across", "1"),
+            ("confirmed", "yes")} <= set(fields)  # fmt: skip
+    assert Job.objects.count() == 3, "nothing deleted before confirmation"
+    confirmed = {}
+    for name, value in fields:
+        confirmed.setdefault(name, []).append(value)
+    admin_client.post(url, confirmed)  # the page's "Yes"
+    assert list(Job.objects.values_list("pk", flat=True)) == [other.pk]
+
+
 def test_delete_of_more_jobs_than_are_counted_asks_with_one_sign_of_an_estimate(
     admin_client, monkeypatch
 ):
