@@ -477,15 +477,30 @@ def _insert_jobs(specs: Sequence[JobSpec | dict[str, Any]]) -> list[Job]:
             jobs = [builder.make(spec, shape) for spec, shape in zip(checked, shapes, strict=True)]
     if not streamed:
         _insert_built(checked, jobs, using, builder.now)
-    if signals.job_enqueued.receivers:  # a send per job costs a large batch even unheard
-        from .models import Job
-
-        for job in jobs:
-            if not getattr(job, "is_duplicate", False):
-                # Written (committed, outside a transaction): a receiver's error
-                # raised here told the caller they were not (sending.py).
-                sending.send(signals.job_enqueued, "job_enqueued", job, Job, job=job)
+    # A send per job costs a large batch even unheard: only when someone listens.
+    if signals.job_enqueued.receivers or inline_runners:
+        _enqueued(jobs)
     return jobs
+
+
+#: ``testing.run_inline``'s: each is called with each job enqueued (not a duplicate),
+#: after every job of the call was signalled, and its error is the enqueue call's to
+#: raise, as no signal receiver's is. Empty outside ``run_inline``.
+inline_runners: list[Callable[[Job], None]] = []
+
+
+def _enqueued(jobs: list[Job]) -> None:
+    """Tell of the jobs written: ``job_enqueued``, then ``run_inline``'s runners."""
+    from .models import Job
+
+    added = [job for job in jobs if not getattr(job, "is_duplicate", False)]
+    for job in added:
+        # Written (committed, outside a transaction): a receiver's error
+        # raised here told the caller they were not (sending.py).
+        sending.send(signals.job_enqueued, "job_enqueued", job, Job, job=job)
+    for job in added:
+        for run in tuple(inline_runners):  # another thread's run_inline may end meanwhile
+            run(job)
 
 
 def _insert_built(specs: list[JobSpec], jobs: list[Job], using: str, now: datetime) -> None:

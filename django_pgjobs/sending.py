@@ -17,11 +17,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: A receiver with this attribute true has its error raised to the sender, not logged:
-#: ``testing.run_inline(raise_errors=True)`` runs each job inside ``job_enqueued`` and
-#: raises the job's error from the enqueue call, as its docs promise.
-RAISES_TO_SENDER = "pgjobs_raises_to_sender"
-
 
 def send(signal: Signal, name: str, about: Job, sender: Any, /, **named: Any) -> None:
     """Send ``signal`` (``name`` in the log) about the job ``about`` to each of its
@@ -41,8 +36,6 @@ def send(signal: Signal, name: str, about: Job, sender: Any, /, **named: Any) ->
     if found is None:  # a Django whose lookup we can't borrow: its public way
         for receiver, response in signal.send_robust(sender=sender, **named):
             if isinstance(response, Exception):
-                if getattr(receiver, RAISES_TO_SENDER, False):
-                    raise response
                 _log_failure(name, about, receiver, response)
         return
     sync_receivers, async_receivers = found
@@ -50,8 +43,6 @@ def send(signal: Signal, name: str, about: Job, sender: Any, /, **named: Any) ->
         try:
             receiver(signal=signal, sender=sender, **named)
         except Exception as error:
-            if getattr(receiver, RAISES_TO_SENDER, False):
-                raise
             _log_failure(name, about, receiver, error)
     if async_receivers:
         try:

@@ -25,7 +25,7 @@ from unittest import mock
 
 from django.utils import timezone
 
-from . import conf, limits, payload, sending, signals
+from . import conf, enqueue, limits, payload, signals
 from .exceptions import InvalidOption
 from .queues import validate_name
 from .states import JobState
@@ -122,7 +122,7 @@ def run_inline(*, raise_errors: bool = False) -> Iterator[None]:
     thread = threading.get_ident()
     busy = threading.local()
 
-    def run_now(sender: Any, job: Any, **kwargs: Any) -> None:
+    def run_now(job: Any) -> None:
         if threading.get_ident() != thread or getattr(busy, "draining", False):
             return  # a job enqueued by a running job: the drain in progress picks it up
         busy.draining = True
@@ -132,13 +132,13 @@ def run_inline(*, raise_errors: bool = False) -> Iterator[None]:
             busy.draining = False
             job.refresh_from_db()
 
-    # Its error is the enqueue call's to raise, not a receiver's to log (sending.py).
-    setattr(run_now, sending.RAISES_TO_SENDER, raise_errors)
-    signals.job_enqueued.connect(run_now, weak=False)
+    # Not a job_enqueued receiver: a receiver's error is logged, and this one's is
+    # the enqueue call's to raise.
+    enqueue.inline_runners.append(run_now)
     try:
         yield
     finally:
-        signals.job_enqueued.disconnect(run_now)
+        enqueue.inline_runners.remove(run_now)
 
 
 # -- asserting on what was enqueued ---------------------------------------------------------

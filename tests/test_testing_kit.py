@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from django.utils import timezone
 
-from django_pgjobs import Job, limits, testing
+from django_pgjobs import Job, limits, signals, testing
 from django_pgjobs.compat import TaskResultStatus
 from django_pgjobs.exceptions import InvalidOption
 from django_pgjobs.models import Queue, Schedule
@@ -71,6 +72,30 @@ def test_run_inline_records_failures_or_raises_them():
     assert job.state == JobState.DISCARDED
     with testing.run_inline(raise_errors=True), pytest.raises(ValueError, match="declined"):
         always_fails.enqueue("declined")
+
+
+def test_run_inline_raising_a_job_s_error_leaves_every_job_s_signal_sent():
+    """run_inline's raise is the enqueue call's, not a job_enqueued receiver's: each job
+    written is told of to every receiver (even one connected inside the block), before
+    the first job's error stops the enqueue."""
+    heard: list[str] = []
+
+    def receiver(sender: Any, job: Job, **kwargs: Any) -> None:
+        heard.append(job.args[0])
+
+    with testing.run_inline(raise_errors=True):
+        signals.job_enqueued.connect(receiver, weak=False)
+        try:
+            with pytest.raises(ValueError, match="declined"):
+                always_fails.enqueue("declined")
+            specs = [{"task": always_fails.name, "args": ["first"]},
+                     {"task": always_fails.name, "args": ["second"]}]  # fmt: skip
+            with pytest.raises(ValueError, match="first"):
+                Job.enqueue_many(specs)
+        finally:
+            signals.job_enqueued.disconnect(receiver)
+    assert heard == ["declined", "first", "second"]
+    assert not Job.objects.filter(state=JobState.AVAILABLE).exists()
 
 
 def test_run_inline_works_for_django_tasks():
