@@ -232,11 +232,9 @@ class PrometheusMiddleware:
             enqueued = self.metrics["enqueued"]
 
             def count() -> None:  # after the commit: raised, the caller's commit raised
-                try:
+                with _counting("jobs enqueued"):
                     for (queue, task), n in added.items():
                         enqueued.labels(queue, task).inc(n)
-                except Exception:
-                    _counting_failed("jobs enqueued")
 
             transaction.on_commit(count, using=conf.get("DATABASE"))
         return jobs
@@ -250,20 +248,18 @@ class PrometheusMiddleware:
             raise  # it never started: it runs again, its attempt uncounted
         except BaseException as error:
             if not context.cancelled:
-                try:
+                # Raised here, a counter's error stood in for the task's own.
+                with _counting("the failed attempt", job):
                     labels = (job.queue, job.task)
                     metrics["failed"].labels(*labels).inc()
                     if isinstance(error, DiscardJob) or job.attempt >= job.max_attempts:
                         metrics["discarded"].labels(*labels).inc()
                     took = time.perf_counter() - started
                     metrics["duration"].labels(*labels, "failed").observe(took)
-                except Exception:  # raised here, it stood in for the task's own error
-                    _counting_failed(f"the failed attempt of job {job.pk}")
             raise
-        try:
+        # Raised here, a counter's error lost the job's result, and the job ran again.
+        with _counting("the completed attempt", job):
             self._count_completed(job, time.perf_counter() - started)
-        except Exception:  # raised here, the job's result was lost and it ran again
-            _counting_failed(f"the completed attempt of job {job.pk}")
         return result
 
     def _count_completed(self, job: Job, took: float) -> None:
@@ -275,6 +271,27 @@ class PrometheusMiddleware:
             self._completed[key] = children
         children[0].inc()
         children[1].observe(took)
+
+
+class _counting:
+    """``with _counting(what[, job]):`` a counter's ``Exception`` goes no further than
+    ``_counting_failed``. "of job N" is added to ``what`` only once it failed: on every
+    attempt's way, no string is built (nor a generator, as contextlib's would be)."""
+
+    __slots__ = ("job", "what")
+
+    def __init__(self, what: str, job: Job | None = None) -> None:
+        self.what = what
+        self.job = job
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, *rest: object) -> bool:
+        if kind is None or not issubclass(kind, Exception):
+            return False  # a KeyboardInterrupt, say, goes through
+        _counting_failed(self.what if self.job is None else f"{self.what} of job {self.job.pk}")
+        return True
 
 
 #: Whether this process said that a counter failed (said once: it fails for every job).

@@ -3,6 +3,7 @@ endpoints of the web view and of ``runworker --metrics-port``, read with the rea
 
 from __future__ import annotations
 
+import logging
 import signal
 import socket
 import urllib.error
@@ -308,6 +309,7 @@ def test_counters_that_raise_change_no_job_and_no_enqueue(
     from django_pgjobs import metrics
 
     monkeypatch.setattr(metrics, "_failure_said", False, raising=False)
+    caplog.set_level(logging.DEBUG, logger="django_pgjobs.metrics")
 
     def full(*args: object, **kwargs: object) -> None:
         raise OSError(28, "No space left on device")
@@ -324,3 +326,11 @@ def test_counters_that_raise_change_no_job_and_no_enqueue(
     assert bad.errors[0]["error"] == "ValueError: its own error"
     said = [r for r in caplog.records if "metrics" in r.getMessage() and r.levelname == "ERROR"]
     assert len(said) == 1 and said[0].exc_info, [r.getMessage() for r in caplog.records]
+    # Said once; each counting after it, at debug level, naming what went uncounted.
+    counted = [r.getMessage() for r in caplog.records if r.name == "django_pgjobs.metrics"]
+    assert counted == [
+        "metrics: counting jobs enqueued failed; jobs run on uncounted (said once per process)",
+        "metrics: counting jobs enqueued failed",
+        f"metrics: counting the completed attempt of job {ok.pk} failed",
+        f"metrics: counting the failed attempt of job {bad.pk} failed",
+    ]
