@@ -554,7 +554,8 @@ def _log_outcome(outcome: Outcome) -> None:
     line at verbosity 2 (``logs.jobs_logger``)."""
     job = outcome.job
     if outcome.state == JobState.DISCARDED:
-        error = job.errors[-1].get("error") if job.errors else None
+        last = job.errors[-1] if isinstance(job.errors, list) and job.errors else None
+        error = last.get("error") if isinstance(last, dict) else None
         if isinstance(error, str):
             error = logs.one_line(error)
         logger.warning(

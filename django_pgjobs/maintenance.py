@@ -79,10 +79,14 @@ def rescue_orphaned(
 
 def _last_error(job: Job) -> str:
     """The error rescue.sql appended; not loaded if the job's errors are too large
-    (written by SQL, loaded.py)."""
+    (written by SQL, loaded.py), nor if Python can't read them (written by SQL: an
+    ``Unreadable``, their text)."""
     if not job.errors:
         return "(its errors are too large to load; see the job)"
-    return job.errors[-1]["error"]
+    last = job.errors[-1] if isinstance(job.errors, list) else None
+    if not isinstance(last, dict):
+        return "(its errors can't be read by Python; see the job)"
+    return str(last.get("error"))
 
 
 def reclaim_forgotten(

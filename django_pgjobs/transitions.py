@@ -214,11 +214,15 @@ def finish(
                 job.run_at = outcome.run_at
             if outcome.state == S.COMPLETED:
                 job.result = _as_stored(outcome.result)
-            if row["errors"] is not None:
-                errors = row["errors"]
-                job.errors = payload.loads(errors) if isinstance(errors, str) else errors
-            elif "error" in written_row:  # too large to send back (loaded.py)
-                job.errors = [written_row["error"]]  # the record written, at least
+            errors = row["errors"]
+            if isinstance(errors, str):
+                errors = payload.loads(errors)
+            if isinstance(errors, list):
+                job.errors = errors
+            elif "error" in written_row:
+                # Too large to send back (loaded.py), or records Python can't read (an
+                # Unreadable, written by SQL): the record written, at least.
+                job.errors = [written_row["error"]]
         # finish.sql leaves publishing its events to us (see events.publish).
         changes = [(o.job, S.EXECUTING.value) for o in group if results[o.job.id]]
         if publish is None:

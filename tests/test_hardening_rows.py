@@ -260,6 +260,47 @@ def test_other_odd_json_does_not_stop_a_job(worker, case):
     assert worker.drain() == {"completed": 1}
 
 
+#: Error records Python's json can't read (written by SQL), which the database appends to.
+UNREADABLE_ERRORS = {
+    "nested deeper than Python reads": "'" + "[" * 3000 + "]" * 3000 + "'",
+    "a number of 5,001 digits": """'[{"attempt": 1""" + "0" * 5000 + """, "error": "e"}]'""",
+}
+
+
+@pytest.mark.parametrize("case", UNREADABLE_ERRORS)
+def test_a_job_whose_errors_python_cant_read_is_discarded_and_the_worker_goes_on(worker, case):
+    """The records a discard wrote came back as the text Python can't read, and the
+    worker's log line of the discard took it for a list of records: AttributeError out
+    of the drain, the other jobs of its batch left unrun."""
+    odd = insert_job(task="'tests.tasks_for_tests.give_up'", args="'[]'",
+                     errors=UNREADABLE_ERRORS[case])  # fmt: skip
+    after = JobFactory()
+    assert worker.drain() == {"discarded": 1, "completed": 1}
+    assert Job.objects.get(pk=after.pk).state == "completed"
+    [(state, last)] = sql("SELECT state, errors -> -1 ->> 'error' FROM pgjobs_job WHERE id = %s",
+                          [odd])  # fmt: skip
+    assert (state, last) == ("discarded", "DiscardJob: the input is not worth retrying")
+
+
+@pytest.mark.parametrize("case", UNREADABLE_ERRORS)
+def test_a_rescue_of_a_job_whose_errors_python_cant_read_returns_every_job(caplog, case):
+    """The rescue's log line of each job took its errors for a list of records: a
+    TypeError out of rescue_orphaned (a worker's heartbeat thread runs it, and catches
+    only database errors), the jobs after it not announced."""
+    from django_pgjobs import maintenance
+    from tests.factories import WorkerProcessFactory
+
+    dead = WorkerProcessFactory(heartbeat_at=timezone.now() - timedelta(days=1))
+    held = {"state": "'executing'", "lease": "gen_random_uuid()", "attempt": "1",
+            "attempted_at": "now()", "worker_id": str(dead.pk)}  # fmt: skip
+    odd = insert_job(errors=UNREADABLE_ERRORS[case], **held)
+    plain = insert_job(**held)
+    assert maintenance.rescue_orphaned(timezone.now()) == 2
+    assert set(Job.objects.values_list("state", flat=True)) == {"available"}
+    assert f"rescued job {odd} (testproject.demo.tasks.add): (its errors" in caplog.text
+    assert f"rescued job {plain} (testproject.demo.tasks.add): WorkerLost" in caplog.text
+
+
 def test_unknown_tasks_connectors_and_queues_stop_nothing(worker):
     unknown_task = insert_job(task="'nowhere.nothing'")
     unknown_connector = insert_job(connector="'gone'")
