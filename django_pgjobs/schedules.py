@@ -302,10 +302,15 @@ def unpack(schedule: Schedule) -> Schedule:
 
 
 def unreadable(schedule: Schedule) -> str:
-    """Why no job can be enqueued from ``schedule``'s args and kwargs as read, or ''."""
-    return "; ".join(
-        f"{field} {why}" for field, why in sorted(getattr(schedule, "not_shown", {}).items())
-    )
+    """Why no job can be enqueued from ``schedule``'s args and kwargs as read, or '':
+    over the limit, or JSON Python can't read (written by SQL: an ``Unreadable``, said
+    so rather than "args must be a list, not Unreadable", a class of ours)."""
+    problems = dict(getattr(schedule, "not_shown", {}))
+    for field in JOB_VALUES:
+        value = getattr(schedule, field, None)
+        if isinstance(value, payload.Unreadable):
+            problems[field] = f"can't be read: {value.problem}"
+    return "; ".join(f"{field} {why}" for field, why in sorted(problems.items()))
 
 
 @dataclass(frozen=True)

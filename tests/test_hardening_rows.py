@@ -424,6 +424,30 @@ def test_the_scheduler_records_a_tick_it_cant_enqueue_and_fires_the_others():
             assert tick.error and tick.job_id is None, name
 
 
+@pytest.mark.parametrize(
+    ("column", "value", "problem"),
+    [
+        ("args", "'" + "[" * 3000 + "]" * 3000 + "'", "its JSON is nested deeper than Python"),
+        ("kwargs", """'{"a": 1""" + "0" * 5000 + "}'", "its JSON can't be read by Python"),
+    ],
+)
+def test_a_tick_of_arguments_python_cant_read_says_why(admin_client, column, value, problem):
+    """The tick's error named a class of ours: "PayloadError: args must be a list, not
+    Unreadable" (as a connector's config did). So did the admin's Run now."""
+    schedule = Schedule.objects.create(name="odd", cron="* * * * *", task=ADD, args=[1, 2])
+    sql(f"UPDATE pgjobs_schedule SET {column} = {value},"
+        " next_fire_at = now() - interval '1 minute' WHERE id = %s", [schedule.pk])  # fmt: skip
+    Scheduler(routines=[]).run_once()
+    said = f"PayloadError: {column} can't be read: {problem}"
+    tick = schedule.ticks.get()
+    assert tick.job_id is None and tick.error.startswith(said), tick.error
+    assert tick.error.endswith("; edit or delete the schedule")
+    response = admin_client.post(f"/admin/pgjobs/schedule/{schedule.pk}/run-now/", follow=True)
+    [message] = [str(m) for m in response.context["messages"]]
+    assert "Unreadable" not in message and f"{column} can't be read: {problem}" in message
+    assert not Job.objects.exists()
+
+
 def test_the_scheduler_goes_on_past_a_schedule_it_cant_plan(caplog):
     good = Schedule.objects.create(name="good", cron="* * * * *", task=ADD)
     broken = Schedule.objects.create(name="broken", cron="* * * * *", task=ADD)
