@@ -856,6 +856,31 @@ def test_a_rate_window_holding_starts_no_worker_recorded_lets_the_queue_run(work
     assert kept == 1  # the start just taken: the others are dropped as it is recorded
 
 
+@pytest.mark.parametrize(
+    "starts",
+    [
+        "ARRAY['infinity'::timestamptz]",
+        "ARRAY['infinity'::timestamptz, 'infinity'::timestamptz, NULL]",
+        "ARRAY['9999-12-30 00:00:00+00'::timestamptz, '-infinity']",
+        "ARRAY[now() + interval '1 year']",
+    ],
+    ids=["infinity", "infinity twice and NULL", "9999 and -infinity", "a year ahead"],
+)
+def test_a_key_window_holding_starts_no_worker_recorded_lets_the_key_run(worker, starts):
+    """As a queue's window (above), a key's under key_rate_limit: its starts after the
+    claim's clock were counted, so the key's jobs waited until then, for ever for
+    'infinity', while the queue's other keys ran."""
+    Queue.objects.create(name="keyed", key_rate_limit=1, key_rate_period=60)
+    job = Job.enqueue(ADD, [1, 2], queue="keyed", concurrency_key="k")
+    other = Job.enqueue(ADD, [3, 4], queue="keyed", concurrency_key="other")
+    sql("INSERT INTO pgjobs_ratewindow (scope, starts, expires_at)"
+        f" VALUES ('key:keyed/k', {starts}, '9999-12-30 00:00:00+00')")  # fmt: skip
+    assert Worker(["keyed"], concurrency=2).drain() == {"completed": 2}
+    assert Job.objects.get(pk=job.pk).result == 3 and Job.objects.get(pk=other.pk).result == 7
+    [(kept,)] = sql("SELECT cardinality(starts) FROM pgjobs_ratewindow WHERE scope = 'key:keyed/k'")
+    assert kept == 1  # the start just taken: the others are dropped as it is recorded
+
+
 # -- odd job rows through a real worker ------------------------------------------------------
 
 #: A file that a task name written as a dotted path to ``os.system`` would create.

@@ -56,6 +56,9 @@ WITH publisher AS (
     CROSS JOIN clock
     WHERE %(key_rate_limit)s::integer IS NOT NULL
       AND start_at > clock.at - make_interval(secs => %(key_rate_period)s)
+      -- A start after this clock was written by SQL ('infinity', a year ahead): no
+      -- claim records one. Counted, it held the key's jobs back until then.
+      AND start_at <= clock.at
     GROUP BY keys.key
 ), due AS MATERIALIZED (
     SELECT ranked.id, ranked.state
@@ -99,7 +102,8 @@ WITH publisher AS (
             ))[width_bucket(job.id, ARRAY(SELECT id FROM due ORDER BY id))]
         ] AS previous
 ), recorded AS (
-    -- The starts of each key, in its window, dropping those that left it. A key
+    -- The starts of each key, in its window, dropping those that left it and any
+    -- after this clock (written by SQL; EXCLUDED.starts hold clock.at). A key
     -- longer than enqueue writes (by SQL) goes by its digest: the scope could not
     -- hold it, and the failed insert failed every claim of the queue.
     INSERT INTO pgjobs_ratewindow AS window_row (scope, starts, expires_at)
@@ -118,6 +122,7 @@ WITH publisher AS (
     SET starts = array(
             SELECT start_at FROM unnest(window_row.starts) AS start_at
             WHERE start_at > EXCLUDED.expires_at - 2 * make_interval(secs => %(key_rate_period)s)
+              AND start_at <= EXCLUDED.starts[1]
             ORDER BY start_at
         ) || EXCLUDED.starts,
         expires_at = EXCLUDED.expires_at
