@@ -1157,7 +1157,9 @@ class Worker:
 
     def shutdown(self) -> None:
         self.stopping.set()
-        deadline = time.monotonic() + conf.get("SHUTDOWN_TIMEOUT")
+        timeout = conf.get("SHUTDOWN_TIMEOUT")
+        deadline = time.monotonic() + timeout
+        self._say_what_stopping_waits_for(timeout)
         while self.running and not self.hand_back_now.is_set():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -1200,6 +1202,27 @@ class Worker:
         logger.info(
             "worker %s stopped%s", self.record.pk if self.record else "-", _summary(self.stats)
         )
+
+    def _say_what_stopping_waits_for(self, timeout: float) -> None:
+        """One line before a stop waits for running jobs: after "received SIGINT" the
+        worker said nothing for up to SHUTDOWN_TIMEOUT, and a newcomer could not tell
+        it from a hung one, nor knew that a second Ctrl-C hands the jobs back at once.
+        Jobs whose task returned (their outcome being written) are not waited for, nor
+        are prefetched jobs that never started (handed back as their turn comes; without
+        prefetch a job waiting for its thread starts, and is waited for)."""
+        if self.hand_back_now.is_set():
+            return
+        with self._lock:
+            not_started = self._queued if self.prefetch > 0 else 0
+            waited_for = len(self.running) - len(self._returned) - not_started
+        if waited_for > 0:
+            logger.info(
+                "worker %s stopping: waiting up to %s for %d running job(s) to finish, then "
+                "handing them back; stop it again (Ctrl-C, SIGTERM) to hand them back now",
+                self.record.pk if self.record else "-",
+                logs.delay(timeout),
+                waited_for,
+            )
 
 
 @dataclass

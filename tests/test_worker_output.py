@@ -10,13 +10,14 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from django.db import connection
 
-from django_pgjobs import Job, __version__, logs
-from testproject.demo.tasks import add
+from django_pgjobs import Job, __version__, logs, stopsignals
+from testproject.demo.tasks import add, sleep
 from tests import conftest
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -410,6 +411,34 @@ def test_runscheduler_says_a_signal_sent_twice_at_once_once(worker_process, wait
     assert len(said) == 1, process.output()
     assert said[0].endswith("INFO django_pgjobs.scheduler: received SIGTERM")
     assert process.output().count("settings.DEBUG is on: ") == 1  # as a worker says it
+
+
+def test_a_stopping_worker_says_what_it_waits_for_before_it_waits(worker_process, wait):
+    """Ctrl-C with a job running printed "received SIGINT", then nothing for up to
+    SHUTDOWN_TIMEOUT (30 s by default): a newcomer could not tell a worker finishing its
+    jobs from one that hung, nor that a second Ctrl-C hands them back at once."""
+    job = sleep.enqueue(60)
+    process = worker_process(env={"PGJOBS_SHUTDOWN_TIMEOUT": "30"})
+    wait(lambda: Job.objects.get(pk=job.pk).state == "executing", timeout=30)
+    process.proc.send_signal(signal.SIGINT)
+    wait(lambda: "stopping" in process.output(), timeout=10)
+    line = next(line for line in process.output().splitlines() if "stopping" in line)
+    assert re.search(
+        r"INFO django_pgjobs\.worker: worker \d+ stopping: waiting up to 30s for 1 running "
+        r"job\(s\) to finish, then handing them back; stop it again \(Ctrl-C, SIGTERM\) to "
+        r"hand them back now$",
+        line,
+    ), line
+    time.sleep(stopsignals.SAME_SIGNAL_WITHIN + 0.5)  # sooner, it is the same request
+    process.proc.send_signal(signal.SIGINT)  # a second request: hand back now
+    assert process.wait(30) == 0, process.output()
+    assert "handed back" in process.output()
+
+
+def test_a_worker_stopping_with_no_job_running_says_no_more_than_it_stopped(worker_process):
+    process = worker_process()
+    assert process.stop(signal.SIGINT) == 0, process.output()
+    assert "stopping" not in process.output(), process.output()
 
 
 @pytest.mark.skipif(not shutil.which("timeout"), reason="coreutils timeout is not installed")
