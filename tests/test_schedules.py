@@ -470,6 +470,28 @@ def test_runscheduler_once_fires_what_is_due_and_exits(settings):
     assert f": job {Job.objects.get().pk}" in out.getvalue()
 
 
+def test_runscheduler_once_says_which_schedules_it_created_from_settings(settings, caplog):
+    # A long-running scheduler logs "created schedule(s) from settings: ..."; --once
+    # created them without a word, and said only "fired 0 tick(s)".
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    settings.PGJOBS = {
+        **settings.PGJOBS,
+        "SCHEDULES": {
+            "nightly": {"cron": "30 2 * * *", "task": "testproject.demo.tasks.add", "args": [1, 2]}
+        },
+    }
+    caplog.set_level(logging.INFO, logger="django_pgjobs")
+    out = StringIO()
+    call_command("runscheduler", "--once", "--no-maintenance", stdout=out)
+    assert "created schedule(s) from settings: nightly" in caplog.messages
+    caplog.clear()
+    call_command("runscheduler", "--once", "--no-maintenance", stdout=out)  # exists now
+    assert not [m for m in caplog.messages if m.startswith("created schedule")]
+
+
 def test_runscheduler_once_says_why_a_tick_enqueued_nothing(settings):
     # Its summary said "job None" of a tick whose task is unknown, and of one its
     # overlap policy skipped, where the log line said why.

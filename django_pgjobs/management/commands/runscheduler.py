@@ -42,9 +42,11 @@ class Command(BaseCommand):
         scheduler = Scheduler(routines=[] if options["no_maintenance"] else None)
         if options["once"]:
             try:
-                schedules.sync_from_settings(scheduler.using)
+                created = schedules.sync_from_settings(scheduler.using)
             except ImproperlyConfigured as error:
                 raise CommandError(str(error)) from error
+            if created:  # as Scheduler.start says it: --once created them without a word
+                logger.info("created schedule(s) from settings: %s", ", ".join(created))
             report = scheduler.run_once()
             fired = [f for f in report.fired if f.fire_at is not None]
             self.stdout.write(f"fired {len(fired)} tick(s)" + "".join(map(_tick_line, fired)))
