@@ -309,6 +309,30 @@ def test_a_worker_whose_queue_declarations_can_not_be_compared_says_so_and_runs(
     assert done.state == "completed"
 
 
+def test_a_worker_that_can_not_connect_says_so_and_not_that_it_runs_on():
+    """A newcomer's worker with a wrong PORT warned "could not compare PGJOBS['QUEUES']
+    ... The worker runs on." and stopped on the next line with "Can't connect to
+    database": the warning said the opposite of what happened, and came first."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": "postgres://root@127.0.0.1:1/pgjobs_nowhere",
+        "PGJOBS_TEST_NO_LOGGING": "1",
+    }
+    env.pop("DIRECT_DATABASE_URL", None)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "runworker"],
+        cwd=conftest.ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "CommandError: Can't connect to database 'default': " in result.stderr
+    assert "runs on" not in result.stderr, result.stderr
+    assert "could not compare" not in result.stderr, result.stderr
+
+
 def test_a_worker_with_no_task_of_the_project_registered_warns_and_runs(caplog, monkeypatch):
     """A tasks module no app imports (tasks in jobs.py, an app left out of
     INSTALLED_APPS) left the worker silent, and each job it claimed then failed."""

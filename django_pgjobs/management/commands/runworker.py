@@ -23,6 +23,7 @@ from django_pgjobs import (
     logs,
     maintenance,
     middleware,
+    outage,
     probes,
     querylog,
     stopsignals,
@@ -246,6 +247,12 @@ def _say_at_start(alias: str) -> None:
             # The line above said why (no table to compare with); this one, ending
             # "The worker runs on." just before the worker stops to say migrate, misled.
             return
+        if outage.is_refused(error):
+            # No connection could be made (a wrong PORT, no server): the worker's start
+            # would stop on the same refusal a moment later. Stop on it now, with
+            # "Can't connect to database ..." (unmigrated.required), and not after a
+            # warning that ends "The worker runs on.".
+            raise
         logger.warning(
             "could not compare PGJOBS['QUEUES'] with the queues of database %r (%s); a "
             "declaration that differs from its row is not warned of. The worker runs on.",
