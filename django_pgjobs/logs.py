@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+from django.db import DatabaseError
+
 from .context import current_job
 
 #: Per-job lines (completed jobs) go to this logger, so verbosity 1 can leave them out.
@@ -132,6 +134,56 @@ def in_words(counts: dict[Any, int]) -> str:
     rank = {word: index for index, word in enumerate(WORDS_ORDER)}
     ordered = sorted(named, key=lambda word: (rank.get(word, len(rank)), str(word)))
     return ", ".join(f"{named[word]} {word}" for word in ordered) or "no jobs"
+
+
+class LoopStep:
+    """An error no connection explains (a bug of ours meeting an odd row) in a step a
+    loop runs again and again (the heartbeat's rescue, a scheduler pass): the loop
+    carries on, as after an outage, instead of ending (a heartbeat thread that ended
+    left its worker taken for dead while it still ran its jobs). ``failed(error)`` in
+    the loop's ``except Exception``, ``passed()`` after the step went through; or
+    ``with step:`` around it, which leaves a database's error to the loop's own
+    handling (an outage, a refused statement) and says any other.
+
+    Said at ERROR with its traceback, on ``logger`` (one of django_pgjobs'), the first
+    time; while the same error repeats, at DEBUG (a step that fails on every pass
+    said so every few seconds); again in full once it changes or after a pass that
+    went through."""
+
+    def __init__(self, logger: logging.Logger, what: str) -> None:
+        self.logger = logger
+        self.what = what
+        self._said: str | None = None
+
+    def failed(self, error: BaseException) -> None:
+        from .transitions import error_line  # not at import: it loads the models
+
+        line = one_line(error_line(error))
+        if line == self._said:
+            self.logger.debug("%s failed again: %s", self.what, line)
+            return
+        self._said = line
+        self.logger.error(
+            "%s failed: %s; carrying on (said once while it repeats)",
+            self.what,
+            line,
+            exc_info=error,
+        )
+
+    def passed(self) -> None:
+        self._said = None
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, error: Any, *rest: object) -> bool:
+        if kind is None:
+            self.passed()
+            return False
+        if not issubclass(kind, Exception) or issubclass(kind, DatabaseError):
+            return False  # a KeyboardInterrupt goes through; the loop handles the database
+        self.failed(error)
+        return True
 
 
 def one_line(text: str) -> str:

@@ -166,6 +166,7 @@ class Scheduler:
         """Pass after pass until ``request_stop``; ``sleep_until`` defaults to real time."""
         sleep_until = sleep_until or self._sleep_until
         retry_delay = 0.1
+        passing = logs.LoopStep(logger, "a scheduler pass")
         while not self.stopping.is_set():
             self.wakeup.clear()  # before reading: an edit from now on wakes the next sleep
             querylog.forget()
@@ -178,6 +179,7 @@ class Scheduler:
                 if retry_delay > 0.1:  # back after a failure, on a new connection
                     outage.reachable(self.using, began)
                 retry_delay = 0.1
+                passing.passed()
             except db.CONNECTION_TROUBLE as error:
                 outage.unreachable(self.using, error)  # said once per outage
                 connections[self.using].close()
@@ -187,6 +189,16 @@ class Scheduler:
                 # the LISTEN connection, which may be another alias's, reconnected.
                 # A retry's wait, in real time: not a tick's, so not sleep_until's.
                 outage.pause(self.using, outage.spread(retry_delay), self.wakeup, since=seen)
+                retry_delay = min(retry_delay * 2, 10.0)
+                continue
+            except Exception as error:
+                # A bug of ours meeting an odd row, or a statement the server refused
+                # (no outage): it ended the loop, and the scheduler with it. Said once;
+                # passes again after the same backoff, sooner on an edit or a stop.
+                passing.failed(error)
+                if isinstance(error, DatabaseError):
+                    connections[self.using].close()
+                self.wakeup.wait(outage.spread(retry_delay))
                 retry_delay = min(retry_delay * 2, 10.0)
                 continue
             sleep_until(wake_at)
@@ -297,6 +309,7 @@ class Scheduler:
 
     def _housekeep(self) -> None:
         retry_delay = 0.1
+        planning = logs.LoopStep(logger, "maintenance")
         while not self.stopping.is_set():
             began, seen = time.monotonic(), outage.generation(self.using)
             querylog.forget()
@@ -307,6 +320,7 @@ class Scheduler:
                 if retry_delay > 0.1:  # back after a failure, on a new connection
                     outage.reachable(self.using, began)
                 retry_delay = 0.1
+                planning.passed()
             except db.CONNECTION_TROUBLE as error:
                 outage.unreachable(self.using, error)  # said once per outage
                 connections[self.using].close()
@@ -323,6 +337,9 @@ class Scheduler:
             except DatabaseError as error:
                 logger.warning("maintenance failed (%s); trying again in 5s", error)
                 connections[self.using].close()
+                delay = 5.0
+            except Exception as error:  # a bug of ours: it ended the thread, silently
+                planning.failed(error)
                 delay = 5.0
             self.stopping.wait(min(max(delay, 1.0), self.max_sleep.total_seconds()))
         connections[self.using].close()

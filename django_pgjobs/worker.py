@@ -1062,25 +1062,38 @@ class Worker:
                 context.request_cancel()
 
     def _beat(self) -> None:
+        """The heartbeat thread: write the heartbeat, and every RESCUE_INTERVAL rescue
+        dead workers' jobs and give back those this one forgot. It must outlive any
+        error of a step: ended, it left its worker taken for dead (its jobs rescued)
+        while it still ran them. An error that is no database's (a bug of ours) is said
+        once with its traceback (``logs.LoopStep``), and the other steps still run."""
         interval = conf.get("HEARTBEAT_INTERVAL")
         rescue_every = conf.get("RESCUE_INTERVAL")
         next_rescue = time.monotonic()
         failed = False
+        steps = {
+            "beat": logs.LoopStep(logger, f"worker {self.record.pk}: writing its heartbeat"),
+            "rescue": logs.LoopStep(logger, f"worker {self.record.pk}: rescuing lost jobs"),
+            "reclaim": logs.LoopStep(logger, f"worker {self.record.pk}: reclaiming jobs"),
+        }
         while not self.stopping.wait(interval):
             began = time.monotonic()
             querylog.forget()
             try:
-                if beat(self.record.pk, self.using, self.database_clock.measure()):
-                    logger.info("worker %s: stop requested", self.record.pk)
-                    self.request_stop()
-                self.heartbeat_ok_at = time.monotonic()
+                with steps["beat"]:
+                    if beat(self.record.pk, self.using, self.database_clock.measure()):
+                        logger.info("worker %s: stop requested", self.record.pk)
+                        self.request_stop()
+                    self.heartbeat_ok_at = time.monotonic()
                 if failed:  # back after a failure, on a new connection
                     outage.reachable(self.using, began)
                     failed = False
                 if time.monotonic() >= next_rescue:
-                    # Heartbeats are stamped by the database: judge them by its clock.
-                    maintenance.rescue_orphaned(self.database_clock())
-                    self.reclaim_forgotten()
+                    with steps["rescue"]:
+                        # Heartbeats are stamped by the database: judge them by its clock.
+                        maintenance.rescue_orphaned(self.database_clock())
+                    with steps["reclaim"]:
+                        self.reclaim_forgotten()
                     next_rescue = time.monotonic() + rescue_every
             except db.CONNECTION_TROUBLE as error:
                 outage.unreachable(self.using, error)

@@ -424,3 +424,50 @@ def test_behind_a_pooler_a_claim_that_commits_late_is_given_back_all_the_same(
         assert process.stop() == 0, process.output()[-3000:]
     finally:
         proxy.close()
+
+
+@pytest.mark.parametrize("step", ["rescue_orphaned", "reclaim_forgotten"])
+def test_a_bug_in_a_heartbeat_step_is_said_once_and_the_heartbeat_goes_on(
+    threaded_worker, wait, settings, monkeypatch, caplog, step
+):
+    """The heartbeat thread caught database errors only around its rescue and its
+    reclaim: any other exception (a bug of ours meeting an odd row) ended the thread,
+    the heartbeat stopped, and other workers took the jobs this one still ran."""
+    from django_pgjobs import maintenance
+    from django_pgjobs.worker import Worker
+
+    settings.PGJOBS = {**settings.PGJOBS, "HEARTBEAT_INTERVAL": 0.1, "RESCUE_INTERVAL": 0.1}
+    raised: list[float] = []
+    ran: list[str] = []
+
+    def buggy(*args: object, **kwargs: object) -> int:
+        raised.append(time.monotonic())
+        raise TypeError("a bug of ours")
+
+    def spy(name: str, real: Callable[..., int]) -> Callable[..., int]:
+        def called(*args: object, **kwargs: object) -> int:
+            ran.append(name)
+            return real(*args, **kwargs)
+
+        return called
+
+    rescue = spy("rescue_orphaned", maintenance.rescue_orphaned)
+    reclaim = spy("reclaim_forgotten", Worker.reclaim_forgotten)
+    monkeypatch.setattr(maintenance, "rescue_orphaned", rescue)
+    monkeypatch.setattr(Worker, "reclaim_forgotten", reclaim)
+    if step == "rescue_orphaned":
+        monkeypatch.setattr(maintenance, "rescue_orphaned", buggy)
+    else:
+        monkeypatch.setattr(Worker, "reclaim_forgotten", buggy)
+    worker = threaded_worker(poll_interval=0.2)
+    wait(lambda: len(raised) >= 3, timeout=10)
+    # The other step still runs, and the heartbeat is still written after the bug.
+    other = "reclaim_forgotten" if step == "rescue_orphaned" else "rescue_orphaned"
+    wait(lambda: other in ran, timeout=10)
+    beat_at = WorkerProcess.objects.get(pk=worker.record.pk).heartbeat_at
+    wait(lambda: WorkerProcess.objects.get(pk=worker.record.pk).heartbeat_at > beat_at, timeout=10)
+    assert worker._heartbeat is not None and worker._heartbeat.is_alive()
+    said = [r for r in caplog.records if "a bug of ours" in r.getMessage()]
+    assert len(said) == 1, [r.getMessage() for r in said]  # once, not once a beat
+    assert said[0].levelname == "ERROR" and said[0].exc_info is not None
+    assert said[0].name.startswith("django_pgjobs")

@@ -4,6 +4,7 @@ woken as the other loops are (outage.py), and says the outage once and its end o
 
 from __future__ import annotations
 
+import itertools
 import logging
 import socket
 import threading
@@ -13,7 +14,7 @@ from datetime import datetime, timedelta
 
 import psycopg
 import pytest
-from django.db import connection
+from django.db import DataError, connection
 
 from django_pgjobs import outage
 from django_pgjobs.housekeeping import RoutineSpec
@@ -131,3 +132,95 @@ def test_the_loop_resumes_as_soon_as_maintenance_gets_through(no_outage):
         housekeeper.join(10)
     assert not loop.is_alive() and not housekeeper.is_alive()
     assert not outage.is_down("default")
+
+
+@pytest.mark.parametrize(
+    "error", [TypeError("a bug of ours"), DataError("a row no statement expected")]
+)
+def test_an_error_no_outage_explains_is_said_once_and_the_loop_goes_on(
+    no_outage, caplog, monkeypatch, error
+):
+    """The loop caught a lost connection only: any other error of a pass (a bug of
+    ours meeting an odd row, a statement the server refused) ended it, and with it the
+    scheduler. Now it is said once with its traceback, and the loop backs off and
+    passes again."""
+    from django_pgjobs import schedules
+
+    buggy = threading.Event()
+    buggy.set()
+    raised: list[float] = []
+    passed: list[float] = []
+    fire_due = schedules.fire_due
+
+    def with_a_bug(*args: object, **kwargs: object) -> object:
+        if buggy.is_set():
+            raised.append(time.monotonic())
+            raise error
+        passed.append(time.monotonic())
+        return fire_due(*args, **kwargs)
+
+    monkeypatch.setattr(schedules, "fire_due", with_a_bug)
+    scheduler = Scheduler(routines=[], max_sleep=timedelta(seconds=0.2))
+
+    def looping() -> None:
+        try:
+            scheduler.loop()
+        finally:
+            connection.close()
+
+    loop = threading.Thread(target=looping, daemon=True)
+    loop.start()
+    try:
+        wait_until(lambda: len(raised) >= 3, timeout=10)
+        assert loop.is_alive()
+        buggy.clear()
+        wait_until(lambda: len(passed) >= 2, timeout=15)
+    finally:
+        scheduler.request_stop()
+        loop.join(10)
+    assert not loop.is_alive()
+    gaps = [later - earlier for earlier, later in itertools.pairwise(raised)]
+    assert min(gaps) >= 0.04, gaps  # backed off, not a busy loop
+    said = [r for r in caplog.records if str(error) in r.getMessage()]
+    assert len(said) == 1, [r.getMessage() for r in said]
+    assert said[0].levelname == "ERROR" and said[0].exc_info is not None
+
+
+def test_a_bug_in_maintenance_is_said_once_and_its_thread_goes_on(no_outage, caplog, monkeypatch):
+    """The maintenance thread caught database errors only: any other (a bug of ours
+    planning its next run) ended it silently, and rescue and prune stopped."""
+    from django_pgjobs import housekeeping
+
+    buggy = threading.Event()
+    buggy.set()
+    raised: list[float] = []
+    runs: list[float] = []
+    next_due_at = housekeeping.next_due_at
+
+    def with_a_bug(*args: object, **kwargs: object) -> object:
+        if buggy.is_set():
+            raised.append(time.monotonic())
+            raise TypeError("a bug of ours")
+        return next_due_at(*args, **kwargs)
+
+    def action(now: datetime) -> int:
+        runs.append(time.monotonic())
+        return 0
+
+    monkeypatch.setattr(housekeeping, "next_due_at", with_a_bug)
+    scheduler = Scheduler(routines=[RoutineSpec("often", timedelta(milliseconds=1), action)])
+    thread = threading.Thread(target=scheduler._housekeep, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: len(raised) >= 2, timeout=15)
+        assert thread.is_alive()
+        buggy.clear()
+        ran = len(runs)
+        wait_until(lambda: len(runs) > ran + 1, timeout=15)
+    finally:
+        scheduler.request_stop()
+        thread.join(10)
+    assert not thread.is_alive()
+    said = [r for r in caplog.records if "a bug of ours" in r.getMessage()]
+    assert len(said) == 1, [r.getMessage() for r in said]
+    assert said[0].levelname == "ERROR" and said[0].exc_info is not None
