@@ -16,7 +16,7 @@ from typing import Any
 from django.db import DatabaseError, connections
 from django.db.models import Q
 
-from . import clocks, conf, cron, limits, logs, maintenance, stats
+from . import clocks, conf, cron, limits, liveness, logs, maintenance, stats
 from .models import Queue, Schedule, SchedulerProcess, WorkerProcess
 from .scheduler import STALE_AFTER as SCHEDULER_STALE_AFTER
 
@@ -104,13 +104,14 @@ def check_workers(
     """No worker row of ``host`` is stale, unless a worker started on it since
     (a process that crashed and was restarted leaves a row until rescue removes it)."""
     stale_after = stale_after or timedelta(seconds=conf.get("WORKER_STALE_AFTER"))
-    stale_before = limits.before(now, stale_after, "stale_after")  # not OverflowError
+    limits.before(now, stale_after, "stale_after")  # InvalidOption, not OverflowError
     rows = list(
         WorkerProcess.objects.using(using or conf.get("DATABASE"))
         .filter(host=host)
         .values("pk", "pid", "started_at", "heartbeat_at")
     )
-    fresh = [row for row in rows if row["heartbeat_at"] >= stale_before]
+    # Not one from the future either (``liveness.alive``): no live worker's is.
+    fresh = [row for row in rows if liveness.is_alive(row["heartbeat_at"], now, stale_after)]
     stale = [
         row
         for row in rows
@@ -121,16 +122,28 @@ def check_workers(
     ]
     if stale:
         worst = min(stale, key=lambda row: row["heartbeat_at"])
-        age = (now - worst["heartbeat_at"]).total_seconds()
         return Check(
             "workers",
             False,
             f"worker {worst['pk']} (pid {worst['pid']}) on {host} last heartbeat "
-            f"{age:.0f}s ago (stale after {stale_after.total_seconds():.0f}s)",
+            f"{_ago(now, worst['heartbeat_at'])} (stale after "
+            f"{stale_after.total_seconds():.0f}s)",
         )
     if require and not fresh:
         return Check("workers", False, f"no worker is running on {host}")
     return Check("workers", True, f"{len(fresh)} alive on {host}")
+
+
+def _ago(now: datetime, heartbeat_at: datetime) -> str:
+    """ "75s ago", or for a heartbeat ahead of ``now`` (written by SQL: no live process
+    stamps one), "3600s ahead of the database's clock"."""
+    try:
+        age = (now - heartbeat_at).total_seconds()
+    except OverflowError:  # pragma: no cover - both are datetimes of years 1 to 9999
+        return "at an unreadable time"
+    if age < 0:
+        return f"{-age:.0f}s ahead of the database's clock"
+    return f"{age:.0f}s ago"
 
 
 def check_queue_ages(
@@ -250,16 +263,18 @@ def late_cause(overdue: dict[str, Any], now: datetime, using: str) -> str:
         cron.timing(overdue["cron"], overdue["timezone"])
     except Exception as error:  # whatever the row holds: the check must still answer
         return f"no scheduler can plan it: {logs.one_line(str(error))}"
-    last = (
-        SchedulerProcess.objects.using(using)
-        .order_by("-heartbeat_at")
-        .values("host", "pid", "heartbeat_at")
-        .first()
-    )
+    rows = SchedulerProcess.objects.using(using).order_by("-heartbeat_at")
+    fields = ("host", "pid", "heartbeat_at")
+    # A row ahead of the database's clock (written by SQL: none of a running scheduler
+    # is) is no scheduler's (liveness.alive): it said one ran, for ever.
+    last = rows.filter(liveness.alive(SCHEDULER_STALE_AFTER, now)).values(*fields).first()
+    stale_before = now - SCHEDULER_STALE_AFTER
+    if last is None:
+        last = rows.filter(heartbeat_at__lt=stale_before).values(*fields).first()
     if last is None:
         return "no scheduler is running (no runscheduler has a row in Scheduler processes)"
     ago = f"{max(0.0, (now - last['heartbeat_at']).total_seconds()):.0f}s ago"
-    if last["heartbeat_at"] < now - SCHEDULER_STALE_AFTER:
+    if last["heartbeat_at"] < stale_before:
         return (
             f"no scheduler has passed in {SCHEDULER_STALE_AFTER.total_seconds():.0f}s: the "
             f"last, on {last['host']!r} (pid {last['pid']}), {ago}"

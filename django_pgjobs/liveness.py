@@ -17,10 +17,13 @@ import os
 import select
 import sys
 import time
+from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
 from django.db import connections
+from django.db.models import Q
+from django.db.models.functions import Now
 
 from . import conf
 
@@ -43,6 +46,47 @@ CONNECTION_OPTIONS: dict[str, Any] = {
     "tcp_user_timeout": 30_000,
     "connect_timeout": 10,
 }
+
+
+def alive(stale_after: timedelta, now: datetime | None = None) -> Q:
+    """The process rows (``WorkerProcess``, ``SchedulerProcess``) of processes alive by
+    their heartbeat: one no older than ``stale_after`` before ``now`` (by default the
+    database's clock, ``Now()``, which stamps heartbeats) and no further ahead of it.
+    No live process's heartbeat is ahead of the database's clock: a row written by
+    SQL in the year 9999 hid for ever that no scheduler ran (rescue already took such
+    a worker for dead: sql/rescue.sql). Within ``stale_after`` ahead still counts: a
+    ``now`` that lags the database's (a web host's clock) sees fresh ones ahead."""
+    if now is None:
+        return Q(heartbeat_at__gte=Now() - stale_after, heartbeat_at__lte=Now() + stale_after)
+    earliest, latest = _bounds(now, stale_after)
+    alive = Q()
+    if earliest is not None:
+        alive &= Q(heartbeat_at__gte=earliest)
+    if latest is not None:
+        alive &= Q(heartbeat_at__lte=latest)
+    return alive
+
+
+def is_alive(heartbeat_at: datetime, now: datetime, stale_after: timedelta) -> bool:
+    """``alive`` for a heartbeat already read: within ``stale_after`` of ``now``,
+    either way."""
+    earliest, latest = _bounds(now, stale_after)
+    return (earliest is None or heartbeat_at >= earliest) and (
+        latest is None or heartbeat_at <= latest
+    )
+
+
+def _bounds(now: datetime, stale_after: timedelta) -> tuple[datetime | None, datetime | None]:
+    """``now`` ∓ ``stale_after``; None past the ends of time (no OverflowError)."""
+    try:
+        earliest: datetime | None = now - stale_after
+    except OverflowError:
+        earliest = None
+    try:
+        latest: datetime | None = now + stale_after
+    except OverflowError:
+        latest = None
+    return earliest, latest
 
 
 def harden_connections(using: str, role: str) -> str:

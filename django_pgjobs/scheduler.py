@@ -39,6 +39,7 @@ from . import (
     db,
     housekeeping,
     limits,
+    liveness,
     logs,
     outage,
     querylog,
@@ -60,7 +61,8 @@ MAX_SLEEP = timedelta(seconds=60)
 STALE_AFTER = 2 * MAX_SLEEP
 #: Shortest sleep when something due could not be fired (another scheduler holds it).
 MIN_SLEEP = timedelta(seconds=0.5)
-#: Rows of schedulers not seen for this long are deleted when a scheduler starts.
+#: Rows of schedulers not seen for this long (or with a heartbeat as far ahead of the
+#: database's clock: no running scheduler's) are deleted when a scheduler starts.
 FORGET_SCHEDULERS_AFTER = timedelta(hours=1)
 
 
@@ -238,8 +240,9 @@ class Scheduler:
         created = schedules.sync_from_settings(self.using)
         if created:
             logger.info("created schedule(s) from settings: %s", ", ".join(created))
-        forgotten = Now() - FORGET_SCHEDULERS_AFTER
-        SchedulerProcess.objects.using(self.using).filter(heartbeat_at__lt=forgotten).delete()
+        # Those ahead too: one in the year 9999 (written by SQL) was kept for ever.
+        rows = SchedulerProcess.objects.using(self.using)
+        rows.exclude(liveness.alive(FORGET_SCHEDULERS_AFTER)).delete()
         self.record = self._register(clocks.measure(self.clock))
         self._notifier = Notifier(
             [SCHEDULES_CHANNEL],

@@ -36,7 +36,7 @@ from django.db.models import (
 from django.dispatch import receiver
 from django.utils import timezone
 
-from . import clocks, conf, db, shown
+from . import clocks, conf, db, liveness, shown
 from .models import Job, Queue, WorkerProcess
 from .states import ACTIVE, CLAIMABLE, FINISHED, JobState
 
@@ -535,12 +535,13 @@ ONE_MINUTE = timedelta(minutes=1)
 
 
 def worker_summary(now: datetime | None = None, using: str | None = None) -> dict[str, int]:
-    """How many worker rows are alive (recent heartbeat) and how many look dead."""
+    """How many worker rows are alive (recent heartbeat, none from the future:
+    ``liveness.alive``) and how many look dead."""
     using = using or conf.get("DATABASE")
     now = now or clocks.database_now(using)  # heartbeats are stamped by the database
-    fresh_since = now - timedelta(seconds=conf.get("WORKER_STALE_AFTER"))
+    stale_after = timedelta(seconds=conf.get("WORKER_STALE_AFTER"))
     rows = WorkerProcess.objects.using(using)
-    live = rows.filter(heartbeat_at__gte=fresh_since).count()
+    live = rows.filter(liveness.alive(stale_after, now)).count()
     return {"live": live, "stale": rows.count() - live}
 
 
@@ -560,7 +561,7 @@ def workers(now: datetime | None = None, using: str | None = None) -> list[dict[
     ``pgjobs stats`` take 560 MB (71 MB now). Queues over it are None, and
     ``not_shown`` says why."""
     now = now or clocks.database_now(using)  # heartbeats are stamped by the database
-    stale_after = conf.get("WORKER_STALE_AFTER")
+    stale_after = timedelta(seconds=conf.get("WORKER_STALE_AFTER"))
     rows = WorkerProcess.objects.using(using or conf.get("DATABASE")).order_by("-started_at", "-pk")
     listed = []
     for row in shown.within(rows, LISTED_WORKER_FIELDS, shown.LISTED_BYTES):
@@ -576,7 +577,7 @@ def workers(now: datetime | None = None, using: str | None = None) -> list[dict[
                 "started_at": row.started_at,
                 "heartbeat_at": row.heartbeat_at,
                 "heartbeat_age": age,
-                "alive": age <= stale_after,
+                "alive": liveness.is_alive(row.heartbeat_at, now, stale_after),
                 "stop_requested": row.stop_requested,
                 "not_shown": not_shown,
             }

@@ -14,13 +14,13 @@ from django.contrib import messages
 from django.contrib.admin import ModelAdmin
 from django.contrib.admin.utils import quote
 from django.db.models import Exists, OuterRef, QuerySet
-from django.db.models.functions import JSONArray, Now
+from django.db.models.functions import JSONArray
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 
-from .. import conf, logs, stats
+from .. import conf, liveness, logs, stats
 from ..models import Queue, WorkerProcess
 from ..templatetags.pgjobs_admin import TIME_FORMAT
 from .base import url_or_none
@@ -80,9 +80,10 @@ UNSERVED_LOOKED_AT = 100
 
 
 def alive_workers(using: str) -> QuerySet[WorkerProcess]:
-    """Workers whose heartbeat is fresh, by the database's clock (which stamps it)."""
+    """Workers whose heartbeat is fresh, by the database's clock (which stamps it),
+    and not from the future (``liveness.alive``)."""
     stale_after = timedelta(seconds=conf.get("WORKER_STALE_AFTER"))
-    return WorkerProcess.objects.using(using).filter(heartbeat_at__gte=Now() - stale_after)
+    return WorkerProcess.objects.using(using).filter(liveness.alive(stale_after))
 
 
 def no_worker_warning(now: datetime | None = None) -> str | None:

@@ -9,14 +9,13 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.db.models.functions import Now
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from .. import conf, health, schedules, shown
+from .. import conf, health, liveness, schedules, shown
 from ..exceptions import UnknownTask
 from ..models import Schedule, SchedulerProcess
 from ..tasks import get_task
@@ -74,7 +73,7 @@ def no_scheduler_warning() -> str | None:
     if overdue is None:
         return None
     processes = SchedulerProcess.objects.using(using)
-    if processes.filter(heartbeat_at__gte=Now() - STALE_AFTER).exists():
+    if processes.filter(liveness.alive(STALE_AFTER)).exists():
         return None  # a scheduler runs: the late schedule is its business, not a setup step
     late = health.lateness(overdue, now, lag)
     return (

@@ -41,8 +41,12 @@ def heartbeat_age() -> ExpressionWrapper:
 
 def seen(process: WorkerProcess | SchedulerProcess, stale_after: timedelta) -> str:
     """How long ago ``process`` (annotated with ``heartbeat_age``) checked in; stale
-    past ``stale_after``."""
+    past ``stale_after``, or as far ahead (written by SQL)."""
     age = getattr(process, "heartbeat_age", None) or timedelta(0)
+    if age < -stale_after:  # ahead of the database's clock: no live process's (liveness.alive)
+        return format_html(
+            '<span class="pgjobs-stale">{} ahead (stale)</span>', duration(-age.total_seconds())
+        )
     seconds = max(0, int(age.total_seconds()))
     stale = age > stale_after
     return format_html(
