@@ -519,11 +519,13 @@ class Job(models.Model):
             )
         return insert_jobs(list(specs))
 
-    def retry(self) -> Job:
-        """Make this job run again as soon as possible (operator action)."""
+    def retry(self, *, include_completed: bool | datetime = True) -> Job:
+        """Make this job run again as soon as possible (operator action). A completed
+        job too, unless ``include_completed`` is False (then it is left alone:
+        InvalidTransition), or a time it completed after (``transitions.retry``)."""
         from .transitions import retry
 
-        return retry(self)
+        return retry(self, include_completed=include_completed)
 
     def cancel(self) -> Job:
         """Cancel this job; a job already finished is left as it is."""

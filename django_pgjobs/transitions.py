@@ -40,11 +40,13 @@ def _move(
     *,
     lease_checked: bool = False,
     sources: Iterable[str] | None = None,
+    where: Q | None = None,
     **values: Any,
 ) -> bool:
     """Move ``job`` to ``to`` if its stored state allows it; refresh it either way.
 
-    ``sources`` narrows the states the state machine allows to move from.
+    ``sources`` narrows the states the state machine allows to move from; ``where``
+    adds a condition of the caller's to the same UPDATE.
     """
     allowed = set(sources_of(to))
     if sources is not None:
@@ -52,6 +54,8 @@ def _move(
     rows = Job.objects.using(job._state.db or conf.get("DATABASE")).filter(
         pk=job.pk, state__in=sorted(allowed)
     )
+    if where is not None:
+        rows = rows.filter(where)
     if lease_checked:
         rows = rows.filter(state=S.EXECUTING, lease=job.lease)
     moved = rows.update(state=to, **values) == 1
@@ -335,10 +339,24 @@ def queue_backoff(queue: str) -> Backoff:
 ATTEMPT_LIMIT = 2**31 - 1
 
 
-def retry(job: Job, now: datetime | None = None) -> Job:
+#: What ``include_completed`` of ``retry`` and ``retry_many`` takes: False (a completed
+#: job is left alone), True (it runs again), or a cut-off: it runs again if it completed
+#: no later than that (when an operator was asked about it: one that completed after
+#: the question, or again since, is left alone).
+IncludeCompleted = bool | datetime
+
+
+def retry(
+    job: Job, now: datetime | None = None, *, include_completed: IncludeCompleted = False
+) -> Job:
     """Run the job again as soon as possible, with at least one attempt left.
-    InvalidTransition for a job in another state or at ``ATTEMPT_LIMIT``; JobGone
-    (an InvalidTransition) for a job whose row was deleted or pruned."""
+
+    A completed job only if ``include_completed`` says so (``IncludeCompleted``): its
+    task did its work (a mail sent), and running it again repeats that. The rule is in
+    the UPDATE, so that a job completing after the caller's check is left alone too.
+    InvalidTransition for a job in another state (a completed one left alone included)
+    or at ``ATTEMPT_LIMIT``; JobGone (an InvalidTransition) for a job whose row was
+    deleted or pruned."""
     limits.saved(job, "retry")
     now = now or timezone.now()
     if job.attempt >= ATTEMPT_LIMIT:
@@ -347,6 +365,7 @@ def retry(job: Job, now: datetime | None = None) -> Job:
         job,
         S.AVAILABLE,
         sources=RETRY_FROM,
+        where=_completed_ones(include_completed),
         run_at=now,
         finished_at=None,
         max_attempts=_at_least_one_more(),
@@ -357,6 +376,19 @@ def retry(job: Job, now: datetime | None = None) -> Job:
             raise JobGone(job.pk, S.AVAILABLE)
         raise InvalidTransition(job.pk, job.state, S.AVAILABLE)
     return job
+
+
+def _completed_ones(include: IncludeCompleted) -> Q | None:
+    """The condition a retry's UPDATE adds for ``include_completed`` (None: none). A
+    completed job whose ``finished_at`` is NULL (written by SQL: a worker always writes
+    it) counts as completed before any cut-off."""
+    if include is True:
+        return None
+    if include is False:
+        return ~Q(state=S.COMPLETED)
+    if not isinstance(include, datetime):
+        raise TypeError(f"include_completed takes a bool or a datetime, not {include!r}")
+    return ~Q(state=S.COMPLETED) | Q(finished_at__lte=include) | Q(finished_at__isnull=True)
 
 
 def _meta_for_a_retry() -> Any:
@@ -436,24 +468,35 @@ SNOOZE_REASON_LENGTH = 500
 # -- bulk operator actions: one UPDATE for a whole queryset ----------------------------
 
 
-def can_be_retried(jobs: QuerySet[Job]) -> QuerySet[Job]:
+def can_be_retried(
+    jobs: QuerySet[Job], *, include_completed: IncludeCompleted = True
+) -> QuerySet[Job]:
     """The jobs of ``jobs`` that ``retry_many`` retries, for a count or a question first
-    (how many of them completed, and would run again).
+    (how many of them completed, and would run again): by default with the completed
+    ones, which a question counts (``include_completed`` as ``retry_many``'s).
 
     Jobs in other states (executing, waiting, available) are left out, and so are
     jobs at ``ATTEMPT_LIMIT`` (one made the whole UPDATE fail: integer out of range).
     """
     allowed = set(sources_of(S.AVAILABLE)) & {str(s) for s in RETRY_FROM}
-    return jobs.order_by().filter(state__in=sorted(allowed), attempt__lt=ATTEMPT_LIMIT)
+    retried = jobs.order_by().filter(state__in=sorted(allowed), attempt__lt=ATTEMPT_LIMIT)
+    completed = _completed_ones(include_completed)
+    return retried if completed is None else retried.filter(completed)
 
 
-def retry_many(jobs: QuerySet[Job], now: datetime | None = None) -> int:
+def retry_many(
+    jobs: QuerySet[Job],
+    now: datetime | None = None,
+    *,
+    include_completed: IncludeCompleted = False,
+) -> int:
     """``retry`` for every job of ``jobs`` that may be retried (``can_be_retried``), in one
     UPDATE; the others are left alone. Returns how many jobs were made available.
-    Completed jobs among them run again: callers ask first (the admin, the command).
+    Completed jobs among them run again only as ``include_completed`` says (as
+    ``retry``'s, checked by the same UPDATE): callers ask first (the admin, the command).
     """
     now = now or timezone.now()
-    return can_be_retried(jobs).update(
+    return can_be_retried(jobs, include_completed=include_completed).update(
         state=S.AVAILABLE,
         run_at=now,
         finished_at=None,

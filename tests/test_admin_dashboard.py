@@ -267,7 +267,7 @@ def test_retry_many_is_one_update_that_respects_the_state_machine(django_assert_
     kept = [JobFactory(executing=True), JobFactory(waiting=True), JobFactory()]
     exhausted = JobFactory(discarded=True, attempt=3, max_attempts=3)
     with django_assert_num_queries(1):
-        assert transitions.retry_many(Job.objects.all()) == 4
+        assert transitions.retry_many(Job.objects.all(), include_completed=True) == 4
     assert {Job.objects.get(pk=j.pk).state for j in retried} == {S.AVAILABLE}
     assert [Job.objects.get(pk=j.pk).state for j in kept] == [S.EXECUTING, S.WAITING, S.AVAILABLE]
     assert Job.objects.get(pk=exhausted.pk).max_attempts == 4

@@ -566,7 +566,7 @@ def edited(page) -> dict[str, object]:
 @pytest.mark.parametrize("name", ["retry_jobs", "cancel_jobs", "delete_jobs"])
 def test_bulk_actions_on_every_odd_row_answer_cleanly(admin_client, odd_rows, name):
     data = {"action": name, "index": "0", "_selected_action": list(odd_rows.values()),
-            "confirmed": "yes"}  # fmt: skip
+            "confirmed": "yes", "completed_by": timezone.now().isoformat()}  # fmt: skip
     response = admin_client.post(changelist(), data)
     assert response.status_code == 302, response.status_code
     assert admin_client.get(changelist()).status_code == 200
@@ -588,7 +588,8 @@ def test_retry_and_cancel_of_each_odd_row_answer_cleanly(admin_client, odd_rows,
     if asked.status_code == 200:  # a completed job runs again only once confirmed
         assert "again?" in asked.content.decode() and unescaped(asked) is None
     for view in ("pgjobs_job_retry", "pgjobs_job_cancel"):
-        response = admin_client.post(reverse(f"admin:{view}", args=[pk]), {"confirmed": "yes"})
+        yes = {"confirmed": "yes", "completed_by": timezone.now().isoformat()}
+        response = admin_client.post(reverse(f"admin:{view}", args=[pk]), yes)
         assert response.status_code == 302, (view, response.status_code)
     assert admin_client.get(detail_url(pk)).status_code == 200
 

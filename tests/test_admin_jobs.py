@@ -16,7 +16,7 @@ from django_pgjobs.models import Job, SchedulerProcess
 from django_pgjobs.states import JobState
 from tests.admin_helpers import action, changelist, detail, messages_of, staff_client, state_of
 from tests.factories import ConnectorFactory, JobFactory, WorkerProcessFactory
-from tests.gone import deleted_before_its_update
+from tests.gone import completed_before_its_update, deleted_before_its_update
 
 pytestmark = pytest.mark.django_db
 S = JobState
@@ -338,9 +338,52 @@ def test_running_a_completed_job_again_asks_first_and_changes_nothing(admin_clie
 def test_running_a_completed_job_again_once_confirmed_makes_it_available(admin_client):
     job = JobFactory(completed=True)
     url = reverse("admin:pgjobs_job_retry", args=[job.pk])
-    response = admin_client.post(url, {"confirmed": "yes"}, follow=True)
+    response = admin_client.post(url, _answered_yes(admin_client.post(url)), follow=True)
     assert messages_of(response) == [f"Job #{job.pk} will run again."]
     assert state_of(job) == S.AVAILABLE
+
+
+def test_a_yes_that_does_not_say_what_it_was_asked_about_asks_again(admin_client):
+    """A bare "confirmed=yes" (a page of an earlier release, a hand-made POST) can't say
+    which completion it saw: asked again, never run. Nor can one with a time that is
+    no time, or none PostgreSQL takes."""
+    job = JobFactory(completed=True)
+    url = reverse("admin:pgjobs_job_retry", args=[job.pk])
+    for completed_by in (None, "", "yesterday", "2026-01-01T00:00:00", "\x00",
+                         "9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00"):  # fmt: skip
+        data = {"confirmed": "yes"} if completed_by is None else {
+            "confirmed": "yes", "completed_by": completed_by}  # fmt: skip
+        response = admin_client.post(url, data)
+        assert response.status_code == 200 and b"again?" in response.content, completed_by
+        response = admin_client.post(changelist(), {**action("retry_jobs", job), **data})
+        assert response.status_code == 200 and b"again?" in response.content, completed_by
+    assert state_of(job) == S.COMPLETED
+
+
+def test_run_again_leaves_alone_a_job_completed_again_after_the_question(admin_client):
+    """The page asked about the job's completion it showed; someone else ran it again
+    meanwhile, and it completed again: a "yes" ran it a third time."""
+    job = JobFactory(completed=True)
+    url = reverse("admin:pgjobs_job_retry", args=[job.pk])
+    yes = _answered_yes(admin_client.post(url))
+    Job.objects.filter(pk=job.pk).update(finished_at=timezone.now() + timedelta(seconds=1))
+    response = admin_client.post(url, yes, follow=True)
+    assert messages_of(response) == [
+        f"Job #{job.pk} completed after you were asked; left alone — choose "
+        "“Run again…” to re-run it."
+    ]
+    assert state_of(job) == S.COMPLETED
+
+
+def test_retry_now_of_a_job_that_completes_meanwhile_asks_first(admin_client):
+    """The page offered "Retry now" for a failed job, which a worker ran and completed
+    before the click's UPDATE: the retry ran it again, unasked."""
+    job = JobFactory(retryable=True)
+    with completed_before_its_update(job.pk):
+        response = admin_client.post(reverse("admin:pgjobs_job_retry", args=[job.pk]))
+    assert response.status_code == 200
+    assert f"Run job #{job.pk} again?" in response.content.decode()
+    assert state_of(job) == S.COMPLETED
 
 
 def test_run_now_of_a_scheduled_job_needs_no_confirmation(admin_client):
@@ -478,6 +521,45 @@ def test_retry_selected_with_completed_jobs_once_confirmed_runs_them_again(admin
                                                               S.EXECUTING]  # fmt: skip
 
 
+def _answered_yes(question) -> dict[str, list[str]]:
+    """What a confirmation page's "Yes" posts: its form's hidden fields."""
+    assert question.status_code == 200, question.status_code
+    answer: dict[str, list[str]] = {}
+    for name, value in _hidden_fields(question.content.decode()):
+        answer.setdefault(name, []).append(value)
+    return answer
+
+
+def test_retry_selected_leaves_alone_jobs_completed_after_the_question(admin_client):
+    """The question counted the jobs completed then; one that completed between it and
+    the "Yes" ran again without having been counted (a mail nobody was asked about)."""
+    done, running = JobFactory(completed=True), JobFactory(retryable=True)
+    question = admin_client.post(changelist(), action("retry_jobs", done, running))
+    assert "Retry 2 job(s)? 1 of them completed" in _words(question)
+    yes = _answered_yes(question)
+    with completed_before_its_update(running.pk):  # a worker ran it meanwhile
+        response = admin_client.post(changelist(), yes, follow=True)
+    assert messages_of(response) == [
+        "1 job(s) will run again. Executing, waiting and available jobs were left alone.",
+        "1 job(s) completed after you were asked; left alone — select them again to re-run.",
+    ]
+    assert [state_of(j) for j in (done, running)] == [S.AVAILABLE, S.COMPLETED]
+
+
+def test_retry_selected_without_a_question_leaves_alone_jobs_completed_meanwhile(admin_client):
+    """No completed job among them, so no question: one completing between that check
+    and the UPDATE ran again unasked."""
+    failed, running = JobFactory(discarded=True), JobFactory(retryable=True)
+    with completed_before_its_update(running.pk):
+        response = admin_client.post(changelist(), action("retry_jobs", failed, running),
+                                     follow=True)  # fmt: skip
+    assert messages_of(response) == [
+        "1 job(s) will run again. Executing, waiting and available jobs were left alone.",
+        "1 job(s) completed meanwhile; left alone — select them again to re-run.",
+    ]
+    assert [state_of(j) for j in (failed, running)] == [S.AVAILABLE, S.COMPLETED]
+
+
 def test_retry_of_every_job_matching_a_filter_asks_under_that_filter(admin_client):
     """With "select all", the page's Yes posts to the list under the same filter: the
     jobs retried are those the question counted, not every job."""
@@ -490,8 +572,7 @@ def test_retry_of_every_job_matching_a_filter_asks_under_that_filter(admin_clien
     assert ("select_across", "1") in _hidden_fields(page)
     assert '<form method="post">' in page  # posts to this URL, its filter with it
     assert f'<a href="{url}" class="button cancel-link">No, take me back</a>' in page
-    admin_client.post(url, {**action("retry_jobs", mail[0], select_across=True),
-                            "confirmed": "yes"})  # fmt: skip
+    admin_client.post(url, _answered_yes(response))
     assert {state_of(j) for j in mail} == {S.AVAILABLE}
     assert state_of(other) == S.COMPLETED
 
@@ -622,7 +703,14 @@ def _single(name):
         (_single("delete"), "completed", "delete_job"),
         (lambda job: (changelist(), action("retry_jobs", job)), "discarded", "change_job"),
         (
-            lambda job: (changelist(), {**action("retry_jobs", job), "confirmed": "yes"}),
+            lambda job: (
+                changelist(),
+                {
+                    **action("retry_jobs", job),
+                    "confirmed": "yes",
+                    "completed_by": timezone.now().isoformat(),
+                },
+            ),
             "completed",
             "change_job",
         ),

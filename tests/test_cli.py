@@ -23,7 +23,7 @@ from django_pgjobs.states import JobState
 from tests.conftest import ROOT, wait_until
 from tests.conftest import test_database_env as database_env
 from tests.factories import JobFactory, QueueFactory, ScheduleFactory, WorkerProcessFactory
-from tests.gone import deleted_before_its_update
+from tests.gone import completed_before_its_update, deleted_before_its_update
 from tests.test_hardening_rows import insert_job
 
 S = JobState
@@ -200,6 +200,17 @@ def test_retry_by_id_leaves_a_completed_job_alone_without_include_completed():
     assert report["results"] == [
         {"id": done.pk, "ok": True, "detail": "will run again", "state": S.AVAILABLE}
     ]
+
+
+def test_retry_by_id_leaves_alone_a_job_that_completes_after_the_command_read_it():
+    """The command checked "completed?" and then retried whatever it was: a job that
+    completed in between ran again without --include-completed."""
+    job = JobFactory(retryable=True)
+    with completed_before_its_update(job.pk):
+        code, out, _ = pgjobs("retry", str(job.pk))
+    assert code == 1
+    assert f"job {job.pk}: is completed: left alone; --include-completed runs it again" in out
+    assert Job.objects.get(pk=job.pk).state == S.COMPLETED
 
 
 def test_retry_by_filter_leaves_completed_jobs_alone_and_says_how_to_include_them():

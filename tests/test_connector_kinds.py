@@ -349,7 +349,7 @@ def test_an_operator_s_retry_of_a_completed_job_sends_its_mail_again(worker, smt
     if how == "retry":
         job.retry()
     else:
-        assert transitions.retry_many(Job.objects.filter(pk=job.pk)) == 1
+        assert transitions.retry_many(Job.objects.filter(pk=job.pk), include_completed=True) == 1
     job.refresh_from_db()
     assert "smtp_sent" not in job.meta
     worker.drain()

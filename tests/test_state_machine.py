@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import itertools
 import re
+from datetime import timedelta
 
 import pytest
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Case, Value, When
+from django.utils import timezone
 
+from django_pgjobs import transitions
 from django_pgjobs.exceptions import JobGone
 from django_pgjobs.models import Job
 from django_pgjobs.states import (
@@ -20,7 +23,7 @@ from django_pgjobs.states import (
     sources_of,
 )
 from tests.factories import JobFactory
-from tests.gone import deleted_before_its_update
+from tests.gone import completed_before_its_update, deleted_before_its_update
 
 pytestmark = pytest.mark.django_db
 
@@ -181,3 +184,59 @@ def test_an_action_on_a_job_deleted_between_its_read_and_its_write_says_so(actio
     assert isinstance(refused.value, JobGone)
     assert str(refused.value) == f"job {job.pk} no longer exists (it was deleted or pruned)"
     assert not Job.objects.exists()
+
+
+# -- a completed job runs again only when the caller says so, in the UPDATE itself ----------
+
+
+def test_retry_leaves_a_completed_job_alone_unless_told_to_include_it():
+    job = JobFactory(completed=True)
+    with pytest.raises(InvalidTransition):
+        transitions.retry(job)
+    assert job.state == JobState.COMPLETED
+    transitions.retry(job, include_completed=True)
+    assert job.state == JobState.AVAILABLE
+
+
+def test_retry_of_a_job_that_completes_between_its_read_and_its_write_leaves_it_alone():
+    """The check was the caller's (the command's "is it completed?") and the UPDATE took
+    any retryable state: a job completed in between ran again."""
+    job = JobFactory(retryable=True)
+    with completed_before_its_update(job.pk), pytest.raises(InvalidTransition):
+        transitions.retry(job)
+    assert job.state == JobState.COMPLETED  # read again: it says what it is now
+    assert Job.objects.get(pk=job.pk).state == JobState.COMPLETED
+
+
+def test_retry_of_a_completed_job_by_a_cut_off_takes_only_a_completion_up_to_it():
+    job = JobFactory(completed=True)
+    shown = job.finished_at
+    Job.objects.filter(pk=job.pk).update(finished_at=shown + timedelta(seconds=1))
+    with pytest.raises(InvalidTransition):  # completed again after it was asked about
+        transitions.retry(job, include_completed=shown)
+    assert job.state == JobState.COMPLETED
+    transitions.retry(job, include_completed=shown + timedelta(seconds=1))
+    assert job.state == JobState.AVAILABLE
+
+
+def test_retry_many_leaves_completed_jobs_alone_unless_told_and_by_a_cut_off():
+    now = timezone.now()
+    early = JobFactory(completed=True, finished_at=now - timedelta(minutes=1))
+    late = JobFactory(completed=True, finished_at=now + timedelta(seconds=1))
+    failed = JobFactory(discarded=True)
+    every = Job.objects.filter(pk__in=[early.pk, late.pk, failed.pk])
+    assert transitions.retry_many(every) == 1
+    assert transitions.retry_many(every, include_completed=now) == 1
+    assert [Job.objects.get(pk=j.pk).state for j in (early, late, failed)] == [
+        JobState.AVAILABLE, JobState.COMPLETED, JobState.AVAILABLE
+    ]  # fmt: skip
+    assert transitions.retry_many(every, include_completed=True) == 1
+    assert Job.objects.get(pk=late.pk).state == JobState.AVAILABLE
+
+
+def test_job_retry_runs_a_completed_job_again_as_documented_unless_told_otherwise():
+    """``Job.retry()`` is user code's: it ran completed jobs again, and still does."""
+    job = JobFactory(completed=True)
+    with pytest.raises(InvalidTransition):
+        job.retry(include_completed=False)
+    assert job.retry().state == JobState.AVAILABLE

@@ -4,6 +4,7 @@ with every attempt's traceback, and operator actions that go through ``transitio
 from __future__ import annotations
 
 import copy
+from datetime import UTC, datetime
 from typing import Any
 
 from django.contrib import admin, messages
@@ -57,7 +58,8 @@ LINKED_JOBS = 50
 
 #: The job page's retry button, by state, where "Retry now" would mislead: a completed
 #: job failed nothing (and runs again only once confirmed), a scheduled one never ran.
-RETRY_LABELS = {S.COMPLETED: "Run again…", S.SCHEDULED: "Run now"}
+RUN_AGAIN = "Run again…"
+RETRY_LABELS = {S.COMPLETED: RUN_AGAIN, S.SCHEDULED: "Run now"}
 
 #: Characters of a job's last error the list shows (the page shows all of it).
 LAST_ERROR_CHARS = 200
@@ -423,14 +425,27 @@ class JobAdmin(OperatorAdmin):
         job = self._acted_on(request, pk)
         if job is None:
             return self.gone(request, JobGone(pk, JobState.AVAILABLE))
-        if job.state == S.COMPLETED and request.POST.get("confirmed") != "yes":
+        # A completed job runs again only once confirmed, and only the completion the
+        # question showed: the "yes" carries its time (``completed_by``).
+        completed_by = answered_yes(request)
+        if job.state == S.COMPLETED and completed_by is None:
             return self.run_again_confirmation(request, job)
         before = job.state
         try:
-            transitions.retry(job)
+            transitions.retry(job, include_completed=completed_by or False)
         except JobGone as gone:
             return self.gone(request, gone)
         except InvalidTransition:
+            if job.state == S.COMPLETED and completed_by is None:
+                return self.run_again_confirmation(request, job)  # it completed meanwhile
+            if job.state == S.COMPLETED:
+                self.message_user(
+                    request,
+                    f"Job #{job.pk} completed after you were asked; left alone — choose "
+                    f"“{RUN_AGAIN}” to re-run it.",
+                    messages.WARNING,
+                )
+                return HttpResponseRedirect(reverse("admin:pgjobs_job_change", args=[job.pk]))
             if job.attempt >= transitions.ATTEMPT_LIMIT:
                 why = f"it has had {job.attempt:,} attempts, the most its counter holds"
             else:
@@ -443,7 +458,9 @@ class JobAdmin(OperatorAdmin):
         return HttpResponseRedirect(reverse("admin:pgjobs_job_change", args=[job.pk]))
 
     def run_again_confirmation(self, request: HttpRequest, job: Job) -> HttpResponse:
-        """Ask before a completed job runs again: its task repeats what it did (a mail)."""
+        """Ask before a completed job runs again: its task repeats what it did (a mail).
+        The "yes" carries the time of the completion asked about: the job runs again
+        only if it has not completed again since (someone else ran it meanwhile)."""
         return self.render_page(
             request,
             "admin/pgjobs/job/run_again_confirmation.html",
@@ -451,6 +468,7 @@ class JobAdmin(OperatorAdmin):
             job=job,
             job_label=f"Job #{job.pk}",
             job_url=reverse("admin:pgjobs_job_change", args=[job.pk]),
+            completed_by=(job.finished_at or timezone.now()).isoformat(),
         )
 
     def cancel_view(self, request: HttpRequest, job_id: str) -> HttpResponse:
@@ -511,20 +529,46 @@ class JobAdmin(OperatorAdmin):
     @admin.action(description="Retry selected jobs", permissions=["change"])
     def retry_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> HttpResponse | None:
         """At once, unless completed jobs are among them: as from a completed job's page,
-        they run again only once confirmed (their task repeats what it did: a mail)."""
-        completed = transitions.can_be_retried(queryset).filter(state=S.COMPLETED)
-        if request.POST.get("confirmed") != "yes" and completed.exists():
-            return self.retry_jobs_confirmation(request, queryset, completed)
-        retried = transitions.retry_many(queryset)
+        they run again only once confirmed (their task repeats what it did: a mail).
+
+        The question's "yes" carries when it was asked (``completed_by``), and the
+        UPDATE runs again only the jobs completed by then: one that completed since
+        was not counted in the question, and is left alone (and said to be). The
+        selection itself is posted back as it came (the ticked ids, or "select all"
+        under the list's filters), not as the ids of the jobs counted."""
+        completed_by = answered_yes(request)
+        if completed_by is None:
+            asked_at = timezone.now()  # before the count: a job completing after it is left alone
+            completed = transitions.can_be_retried(queryset).filter(state=S.COMPLETED)
+            if completed.exists():
+                return self.retry_jobs_confirmation(request, queryset, completed, asked_at)
+        retried = transitions.retry_many(queryset, include_completed=completed_by or False)
         self.message_user(
             request,
             f"{retried:,} job(s) will run again. Executing, waiting and available jobs "
             "were left alone.",
             messages.SUCCESS,
         )
+        # Completed since the question, or (none asked about) since the check above.
+        late = transitions.can_be_retried(queryset).filter(state=S.COMPLETED)
+        if completed_by is not None:
+            late = late.filter(finished_at__gt=completed_by)
+        if late.exists():
+            when = "after you were asked" if completed_by is not None else "meanwhile"
+            self.message_user(
+                request,
+                f"{stats.tally(late)} job(s) completed {when}; left alone — select them "
+                "again to re-run.",
+                messages.WARNING,
+            )
+        return None
 
     def retry_jobs_confirmation(
-        self, request: HttpRequest, queryset: QuerySet[Job], completed: QuerySet[Job]
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[Job],
+        completed: QuerySet[Job],
+        asked_at: datetime,
     ) -> HttpResponse:
         """How many of the selection would be retried, how many of those completed, and
         what running them again does, in the words of a completed job's page."""
@@ -535,6 +579,7 @@ class JobAdmin(OperatorAdmin):
             title="Run completed jobs again?",
             retried=retried,
             completed=completed_tally,
+            completed_by=asked_at.isoformat(),
             post=request.POST,
             selected=request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME),
         )
@@ -585,6 +630,28 @@ def _timed_out(paginator: EstimatingPaginator) -> str:
         f"No jobs shown: finding them took more than {SCAN_SECONDS} s, because no "
         "index serves this filter. Narrow it by state or queue (or search by id)."
     )
+
+
+def answered_yes(request: HttpRequest) -> datetime | None:
+    """The "yes" of a question about running completed jobs again: the time it was
+    asked (the last completion it counted), which its form carries as
+    ``completed_by``. None for no "yes", or one without a time (a page of an earlier
+    release, a hand-made POST), or with no time PostgreSQL takes: then ask again."""
+    if request.POST.get("confirmed") != "yes":
+        return None
+    try:
+        at = datetime.fromisoformat(request.POST.get("completed_by", ""))
+        if at.tzinfo is None:
+            return None
+        at = at.astimezone(UTC)
+    except (ValueError, OverflowError):
+        return None
+    return at if MIN_TIME <= at <= MAX_TIME else None
+
+
+#: The times a "yes" may carry: those the database's bounds allow (migration 0004).
+MIN_TIME = datetime(1, 1, 2, tzinfo=UTC)
+MAX_TIME = datetime(9999, 12, 31, tzinfo=UTC)
 
 
 def countable(request: HttpRequest) -> bool:

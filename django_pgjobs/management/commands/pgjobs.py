@@ -329,7 +329,7 @@ class Command(BaseCommand):
         # A completed job's task did its work (a mail sent, a payment taken): it runs
         # again only when --include-completed says so, as the admin asks first.
         if self.options["include_completed"]:
-            one, many = _retry_one, transitions.retry_many
+            one, many = _retry_one, _retry_all
         else:
             one, many = _retry_unless_completed, _retry_all_but_completed
         self.change_jobs("retry", one=one, many=many, done="will run again")
@@ -604,8 +604,12 @@ def _id_list(ids: Sequence[int]) -> str:
 
 
 def _retry_one(job: Job) -> str:
-    transitions.retry(job)
+    transitions.retry(job, include_completed=True)
     return "will run again"
+
+
+def _retry_all(jobs: QuerySet[Job]) -> int:
+    return transitions.retry_many(jobs, include_completed=True)
 
 
 class LeftAlone(Exception):
@@ -618,16 +622,23 @@ RUNS_AGAIN = "what each did the first time (a mail sent, a payment taken) happen
 
 
 def _retry_unless_completed(job: Job) -> str:
-    if job.state == JobState.COMPLETED:
-        raise LeftAlone(
-            "is completed: left alone; --include-completed runs it again, and what it did "
-            "the first time (a mail sent, a payment taken) happens again"
-        )
-    return _retry_one(job)
+    """The retry leaves a completed job alone itself (in its UPDATE): one that completed
+    after it was read here is left alone too, and said to be."""
+    try:
+        if job.state != JobState.COMPLETED:
+            transitions.retry(job, include_completed=False)
+            return "will run again"
+    except InvalidTransition:
+        if job.state != JobState.COMPLETED:  # read again by the refused retry
+            raise
+    raise LeftAlone(
+        "is completed: left alone; --include-completed runs it again, and what it did "
+        "the first time (a mail sent, a payment taken) happens again"
+    )
 
 
 def _retry_all_but_completed(jobs: QuerySet[Job]) -> int:
-    return transitions.retry_many(jobs.exclude(state=JobState.COMPLETED))
+    return transitions.retry_many(jobs, include_completed=False)
 
 
 def _completed_among(selected: JobFilter) -> QuerySet[Job]:
