@@ -769,12 +769,12 @@ class Worker:
                 logs.printable(job.task),
                 extra=logs.job_fields(job),
             )
-        # Its task may be unknown here: held in a job_started receiver, sent before the
-        # lookup (UnknownTask ended the loop).
-        outcome = failed_attempt(job, error, self.clock(), registered_or_none(job.task))
         try:
+            # Its task may be unknown here: held in a job_started receiver, sent before
+            # the lookup (UnknownTask ended the loop).
+            outcome = failed_attempt(job, error, self.clock(), registered_or_none(job.task))
             [written] = transitions.finish([outcome])
-        except DatabaseError as problem:
+        except Exception as problem:  # a bug of ours too: it stopped the worker's loop
             self._abandon_failed(context, problem)
             return
         if unwritten is not None:
@@ -792,12 +792,15 @@ class Worker:
         # Not written: its lease was taken away (cancelled, deleted, rescued) first.
         self._record(outcome.state if written else "lost")
 
-    def _abandon_failed(self, context: JobContext, problem: DatabaseError) -> None:
+    def _abandon_failed(self, context: JobContext, problem: Exception) -> None:
         """Writing the failure of a job that ignored its timeout failed: try again
         after a backoff, as long as it takes (the job stays executing under our lease
         meanwhile). Said once per job, and again every REMIND_EVERY seconds while it
-        lasts: retried on every pass of the loop, it used to say so each time."""
+        lasts: retried on every pass of the loop, it used to say so each time. An
+        error that is no database's (a bug of ours) is said with its type and, the
+        first time, its traceback; the loop carries on as after a database error."""
         job = context.job
+        ours = not isinstance(problem, DatabaseError)
         if isinstance(problem, db.CONNECTION_TROUBLE):
             # Else every retry meets the same lost connection (Django reconnects only a
             # closed one), and nothing else of the loop's closes it while its slots are
@@ -811,11 +814,13 @@ class Worker:
             unwritten.attempts += 1
             unwritten.delay = min(unwritten.delay * 2, ABANDON_RETRY_MAX)
         unwritten.retry_at = now + unwritten.delay
+        why = transitions.error_line(problem) if ours else outage.describe(problem)
         if unwritten.said_at is None:
             logger.error(
                 "could not fail overdue job %s: %s; retrying until it is written",
                 job.pk,
-                outage.describe(problem),
+                why,
+                exc_info=problem if ours else None,
             )
             unwritten.said_at = now
         elif now - unwritten.said_at >= outage.REMIND_EVERY:
@@ -823,7 +828,7 @@ class Worker:
                 "could not fail overdue job %s for %.0fs now: %s",
                 job.pk,
                 now - unwritten.since,
-                outage.describe(problem),
+                why,
             )
             unwritten.said_at = now
         with self._lock:

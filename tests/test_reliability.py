@@ -433,6 +433,43 @@ def test_a_failure_at_a_timeout_the_database_refuses_is_retried_with_a_backoff(
     assert len(said) == 4, said
 
 
+def test_a_bug_of_ours_failing_a_job_at_its_timeout_does_not_stop_the_worker(
+    threaded_worker, wait, monkeypatch, caplog
+):
+    # _abandon caught database errors only: any other exception raised in failing an
+    # overdue job (a bug of ours) left the worker's loop, and the worker stopped.
+    from django_pgjobs import transitions
+
+    buggy = threading.Event()
+    buggy.set()
+    broken_at: list[float] = []
+    finish = transitions.finish
+    stuck = Job.enqueue("tests.tasks_for_tests.blocked", args=[20], max_attempts=1, timeout=0.3)
+
+    def with_a_bug(outcomes, *args: object, **kwargs: object) -> list[bool]:
+        if buggy.is_set() and any(outcome.job.pk == stuck.pk for outcome in outcomes):
+            broken_at.append(time.monotonic())
+            raise TypeError("a bug of ours")
+        return finish(outcomes, *args, **kwargs)
+
+    monkeypatch.setattr(transitions, "finish", with_a_bug)
+    worker = threaded_worker(concurrency=2)
+    wait(lambda: len(broken_at) >= 3, timeout=10)
+    follower = add.enqueue(1, 1)  # the worker still works
+    wait(lambda: Job.objects.get(pk=follower.pk).state == JobState.COMPLETED, timeout=10)
+    buggy.clear()  # and the overdue job's failure is written once it can be
+    wait(lambda: Job.objects.get(pk=stuck.pk).state == JobState.DISCARDED, timeout=10)
+    wait(lambda: worker.stats["discarded"] >= 1, timeout=5)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(broken_at)]
+    assert min(gaps) >= 0.09, gaps  # backed off, as after a database error
+    said = [r for r in caplog.records if f"could not fail overdue job {stuck.pk}" in r.getMessage()]
+    assert [r.getMessage() for r in said] == [
+        f"could not fail overdue job {stuck.pk}: TypeError: a bug of ours; retrying until "
+        "it is written"
+    ]
+    assert said[0].exc_info is not None  # a bug: its traceback, once
+
+
 def test_a_job_failed_at_its_timeout_before_its_task_was_called_is_not_then_run(
     threaded_worker, wait, monkeypatch, caplog
 ):
