@@ -324,6 +324,22 @@ def test_a_completed_job_offers_to_run_again_not_to_retry(admin_client):
     assert "Run now" in page and "Retry now" not in page
 
 
+@pytest.mark.parametrize(
+    "attempt, label, said",
+    [(0, "Run now", "will run now"), (1, "Run again", "will run again")],
+    ids=["cancelled before it ran", "cancelled after an attempt"],
+)
+def test_a_cancelled_job_offers_to_run_not_to_retry(admin_client, attempt, label, said):
+    """A cancelled job failed nothing either: "Retry now" read as if it had. It runs
+    (again, if it had started) at once: no question, so no "…"."""
+    job = JobFactory(cancelled=True, attempt=attempt)
+    page = admin_client.get(detail(job)).content.decode()
+    assert f'id="pgjobs-retry">{label}</button>' in page and "Retry now" not in page
+    response = admin_client.post(reverse("admin:pgjobs_job_retry", args=[job.pk]), follow=True)
+    assert messages_of(response) == [f"Job #{job.pk} {said}."]
+    assert state_of(job) == S.AVAILABLE
+
+
 def test_running_a_completed_job_again_asks_first_and_changes_nothing(admin_client):
     job = JobFactory(completed=True)
     response = admin_client.post(reverse("admin:pgjobs_job_retry", args=[job.pk]))

@@ -57,9 +57,19 @@ LINKED_JOBS = 50
 
 
 #: The job page's retry button, by state, where "Retry now" would mislead: a completed
-#: job failed nothing (and runs again only once confirmed), a scheduled one never ran.
+#: job failed nothing (and runs again only once confirmed: the "…"), a scheduled one
+#: never ran, nor did a cancelled one cancelled before its first attempt (one
+#: cancelled after it runs again, at once).
 RUN_AGAIN = "Run again…"
 RETRY_LABELS = {S.COMPLETED: RUN_AGAIN, S.SCHEDULED: "Run now"}
+
+
+def retry_label(job: Job) -> str:
+    """The job page's retry button for ``job`` (``RETRY_LABELS``)."""
+    if job.state == S.CANCELLED:
+        return "Run again" if job.attempt else "Run now"
+    return RETRY_LABELS.get(job.state, "Retry now")
+
 
 #: Characters of a job's last error the list shows (the page shows all of it).
 LAST_ERROR_CHARS = 200
@@ -380,7 +390,7 @@ class JobAdmin(OperatorAdmin):
             timeline=timeline(job),
             ran_for=self.ran_for(job),
             can_retry=can_change and job.state in RETRY_FROM,
-            retry_label=RETRY_LABELS.get(job.state, "Retry now"),
+            retry_label=retry_label(job),
             can_cancel=can_change and job.state not in FINISHED,
             can_delete=self.has_delete_permission(request, job) and job.state != S.EXECUTING,
             worker_url=self._worker_url(job),
@@ -430,7 +440,7 @@ class JobAdmin(OperatorAdmin):
         completed_by = answered_yes(request)
         if job.state == S.COMPLETED and completed_by is None:
             return self.run_again_confirmation(request, job)
-        before = job.state
+        label = retry_label(job)
         try:
             transitions.retry(job, include_completed=completed_by or False)
         except JobGone as gone:
@@ -453,7 +463,7 @@ class JobAdmin(OperatorAdmin):
             self.message_user(request, f"Job #{job.pk} can't be retried now: {why}.",
                               messages.ERROR)  # fmt: skip
         else:
-            when = "now" if before == S.SCHEDULED else "again"  # it was due later, not failed
+            when = "now" if label == "Run now" else "again"  # it never ran: not "again"
             self.message_user(request, f"Job #{job.pk} will run {when}.", messages.SUCCESS)
         return HttpResponseRedirect(reverse("admin:pgjobs_job_change", args=[job.pk]))
 
