@@ -111,10 +111,14 @@ class PgJobsBackend(BaseTaskBackend):
             timeout=getattr(task, "timeout", None),
             unique_key=getattr(task, "unique_key", None),
         )
-        result = bridge.result_from_job(job, task, self.alias)
-        # A unique_key already held by an active job returns that job, as
-        # Job.enqueue does; nothing new was enqueued, so no signal.
-        if not getattr(job, "is_duplicate", False):
+        # A unique_key already held by an active job returns that job, as Job.enqueue
+        # does, read as get_result reads it (its values within the limit: Job.enqueue
+        # left its large ones deferred); nothing new was enqueued, so no signal.
+        duplicate = getattr(job, "is_duplicate", False)
+        result = bridge.result_from_job(
+            shown.read_again(job) if duplicate else job, task, self.alias
+        )
+        if not duplicate:
             sending.send(task_enqueued, "task_enqueued", job, type(self), task_result=result)
         return result
 

@@ -25,6 +25,7 @@ from . import (
     db,
     dependencies,
     limits,
+    loaded,
     middleware,
     payload,
     postgres,
@@ -795,28 +796,27 @@ def _insert_unique(job: Job, using: str, unique_for: float | None = None) -> Non
     if unique_for is not None:
         db.fetch_dicts("lock_unique_key", {"queue": job.queue, "key": job.unique_key}, using)
         since = job.created_at - timedelta(seconds=unique_for)
-        existing = (
+        existing = loaded.holder(
             Job.objects.using(using)
             .filter(queue=job.queue, unique_key=job.unique_key, created_at__gte=since)
             .order_by("-id")
-            .first()
         )
         if existing is not None:
-            job.__dict__.update(existing.__dict__)
+            loaded.become(job, existing.__dict__)
             job.is_duplicate = True
             return
     try:
         with transaction.atomic(using=using):
             Job.objects.using(using).bulk_create([job])
     except IntegrityError:
-        existing = (
+        existing = loaded.holder(
             Job.objects.using(using)
             .filter(queue=job.queue, unique_key=job.unique_key, state__in=[str(s) for s in ACTIVE])
-            .first()
+            .order_by("pk")
         )
         if existing is None:  # the holder finished between our insert and this read
             raise
-        job.__dict__.update(existing.__dict__)
+        loaded.become(job, existing.__dict__)
         job.is_duplicate = True
 
 
@@ -835,14 +835,18 @@ def _insert_debounced(job: Job, using: str) -> None:
     key = job.meta["debounce"]["key"]
     job.is_duplicate = False
     db.fetch_dicts("lock_debounce_key", {"queue": job.queue, "key": key}, using)
-    pending = db.fetch_jobs("pending_debounced", {"queue": job.queue, "key": key}, using)
+    pending = db.fetch_dicts("pending_debounced", {"queue": job.queue, "key": key}, using)
     if not pending:
         _insert_many([job], using)
         return
-    holder = pending[0]
+    # Locked by the statement; read with its large values left deferred (loaded.holder).
+    holder = loaded.holder(Job.objects.using(using).filter(pk=pending[0]["id"]))
+    if holder is None:  # pragma: no cover - locked FOR UPDATE in this transaction
+        _insert_many([job], using)
+        return
     changes = _debounced_changes(job)
     Job.objects.using(using).filter(pk=holder.pk).update(**changes)
-    job.__dict__.update({**holder.__dict__, **changes, "state": JobState(job.state)})
+    loaded.become(job, {**holder.__dict__, **changes, "state": JobState(job.state)})
     job._state.adding, job._state.db = False, using
     job.is_duplicate = True
 
@@ -886,7 +890,7 @@ class _DebouncedBatch:
         holder, _ = first
         changes = _debounced_changes(job)
         fields = {n: v for n, v in holder.__dict__.items() if n not in ("_state", "is_duplicate")}
-        job.__dict__.update({**copy.deepcopy(fields), **changes, "state": JobState(job.state)})
+        loaded.become(job, {**copy.deepcopy(fields), **changes, "state": JobState(job.state)})
         job._state.adding, job._state.db = False, self.using
         job.is_duplicate = True
         self.pending[key] = (holder, changes)

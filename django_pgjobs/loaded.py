@@ -27,10 +27,14 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from django.db.models.expressions import RawSQL
+
 from . import payload, shown
 from .states import JobState
 
 if TYPE_CHECKING:
+    from django.db.models import QuerySet
+
     from .models import Job
 
 logger = logging.getLogger(__name__)
@@ -142,3 +146,40 @@ def too_large(size: int, most: int) -> str:
         f"its JSON is {size:,} bytes stored, over the {most:,} a worker loads "
         "(twice PGJOBS['MAX_PAYLOAD_BYTES']); not loaded"
     )
+
+
+def holder(jobs: QuerySet[Job]) -> Job | None:
+    """The first of ``jobs`` (the job that holds a duplicate's unique key), each JSON
+    value loaded only if stored in ``INLINE_BYTES`` or less, as a claim sends them. The
+    others are left deferred: Django reads one whole when it is asked for, as any
+    deferred field (``job.args``), and ``save()`` writes none it did not read. A
+    holder written by SQL with 255 MB of args made every duplicate enqueue load them,
+    for a caller that most often reads only its id."""
+    annotations = {}
+    for column in COLUMNS:
+        field = jobs.model._meta.get_field(column)
+        stored = f'pg_column_size("{jobs.model._meta.db_table}"."{field.column}")'
+        annotations[f"_inline_{column}"] = RawSQL(
+            f'CASE WHEN {stored} <= %s THEN "{jobs.model._meta.db_table}"."{field.column}" END',
+            (INLINE_BYTES,),
+            output_field=field.clone(),
+        )
+        annotations[f"_stored_{column}"] = RawSQL(stored, ())
+    row = jobs.defer(*COLUMNS).annotate(**annotations).first()
+    if row is None:
+        return None
+    for column in COLUMNS:
+        value, size = row.__dict__.pop(f"_inline_{column}"), row.__dict__.pop(f"_stored_{column}")
+        if size is None or size <= INLINE_BYTES:  # SQL NULL (no result) or small
+            row.__dict__[column] = value
+    return row
+
+
+def become(job: Job, fields: dict[str, Any]) -> None:
+    """Make ``job`` (a duplicate, as built) the job whose ``fields`` (``__dict__``) are
+    given, read by ``holder``: the JSON values it left deferred are deferred in ``job``
+    too, not ``job``'s own."""
+    job.__dict__.update(fields)
+    for column in COLUMNS:
+        if column not in fields:
+            job.__dict__.pop(column, None)

@@ -52,6 +52,30 @@ def read(job: Any) -> Any:
     return kept_errors.kept(job)
 
 
+def read_again(job: Any) -> Any:
+    """``job`` read again as an answer shows a job (``bounded``): a duplicate's holder
+    as ``Job.enqueue`` returned it (its large values left deferred, ``loaded.holder``),
+    for ``POST /jobs`` and the Django Tasks backend. If it is gone since (deleted,
+    pruned), ``job`` as it is, the values it left deferred none and named in
+    ``not_shown``: read now, they would raise DoesNotExist."""
+    from .models import Job
+
+    jobs = bounded(Job.objects.using(job._state.db or conf.get("DATABASE")))
+    found = read(jobs.filter(pk=job.pk).first())
+    if found is not None:
+        return found
+    job.not_shown = dict(getattr(job, "not_shown", {}))
+    for name in job.get_deferred_fields() & set(_NONE):
+        job.__dict__[name] = _NONE[name]()
+        if name in FIELDS:
+            job.not_shown[name] = "not shown: the job is gone since"
+    return job
+
+
+#: What a value not read stands for in a job shown (``read_again``).
+_NONE = {"args": list, "kwargs": dict, "meta": dict, "errors": list, "result": lambda: None}
+
+
 #: A value stored in over this many times ``most`` bytes is over ``most`` as text, and
 #: is not converted to text to measure it: jsonb's stored form is at most about 4
 #: times its text (an array of zeros; 18 bytes for a lone ``0``), text's its text and

@@ -8,6 +8,7 @@ and the admin, whose forms save no value they did not read.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from datetime import timedelta
@@ -657,3 +658,72 @@ def test_no_admin_page_of_a_row_reads_a_large_value_of_it_or_of_rows_deleted_wit
         for text_column in ('"pgjobs_scheduletick"."error"', '"pgjobs_connector"."description"'):
             whole = [q["sql"] for q in queries if f"{text_column}," in q["sql"]]
             assert not whole, (model, whole[0][:300])
+
+
+#: Values stored in over a claim's INLINE_BYTES (8 KB; md5s: repeat() compresses to
+#: little), and over the limit the tests set (2,000 bytes).
+LARGE_ARGS = "(SELECT jsonb_agg(md5(n::text)) FROM generate_series(1, 2000) AS n)"
+LARGE_ERRORS = (
+    "(SELECT jsonb_agg(jsonb_build_object('attempt', n, 'error', md5(n::text)))"
+    " FROM generate_series(1, 1000) AS n)"
+)
+EXPECTED_ARGS = [hashlib.md5(str(n).encode()).hexdigest() for n in range(1, 2001)]
+
+
+@pytest.mark.parametrize("how", ["unique key", "unique_for"])
+def test_a_duplicate_enqueue_loads_no_large_value_of_the_holder(how):
+    """Job.enqueue of a held unique key returns the holder, which it loaded whole: one
+    written by SQL with 255 MB of args made each duplicate enqueue load them. Its large
+    values are left to load when read, as any deferred field of a model."""
+    from tests.tasks_for_tests import once_an_hour
+
+    if how == "unique key":
+        holder = insert_job(unique_key="'nightly'", args=LARGE_ARGS, errors=LARGE_ERRORS)
+        job = Job.enqueue("testproject.demo.tasks.add", args=[1, 2], unique_key="nightly")
+    else:
+        holder = insert_job(
+            task="'tests.tasks_for_tests.once_an_hour'",
+            unique_key="'tests.tasks_for_tests.once_an_hour:daily'",
+            args=LARGE_ARGS,
+            errors=LARGE_ERRORS,
+        )
+        job = once_an_hour.using(unique_key="tests.tasks_for_tests.once_an_hour:daily").enqueue(
+            "daily"
+        )
+    assert job.pk == holder and job.is_duplicate
+    assert {"args", "errors"} <= job.get_deferred_fields()
+    assert job.kwargs == {} and job.meta == {}  # small: loaded
+    assert job.args == EXPECTED_ARGS  # the holder's, whole, once asked for
+    assert len(job.errors) == 1000
+
+
+def test_a_debounced_call_loads_no_large_value_of_the_job_it_joins():
+    holder = insert_job(
+        state="'scheduled'",
+        run_at="now() + interval '1 minute'",
+        meta="""'{"debounce": {"key": "cart-7", "seconds": 5}}'""",
+        errors=LARGE_ERRORS,
+    )
+    job = Job.enqueue("testproject.demo.tasks.add", args=[1, 2], debounce_key="cart-7", debounce=5)
+    assert job.pk == holder and job.is_duplicate
+    assert job.args == [1, 2]  # this call's, given to the holder
+    assert "errors" in job.get_deferred_fields()
+    assert len(job.errors) == 1000
+
+
+def test_a_django_task_enqueued_as_a_duplicate_is_answered_as_get_result_reads_it():
+    from django.tasks import default_task_backend
+
+    from tests import django_tasks_for_tests as django_tasks
+
+    holder = insert_job(
+        task="'tests.django_tasks_for_tests.nightly_report'",
+        unique_key="'nightly-report'",
+        args=LARGE_ARGS,
+        errors=LARGE_ERRORS,
+    )
+    result = django_tasks.nightly_report.enqueue()
+    assert result.id == str(holder)
+    again = default_task_backend.get_result(result.id)
+    assert result.args == again.args == []  # over the limit: not read, as get_result
+    assert result.errors == again.errors

@@ -274,20 +274,14 @@ def enqueue(request: HttpRequest, token: ApiToken) -> HttpResponse:
         extra=logs.job_fields(job),
     )
     # A duplicate is the job that held the key, written by anyone (SQL too): shown as
-    # GET /jobs/<id> shows it, its values within the limit. Job.enqueue loaded it whole.
-    shown_job = shown_in_answer(job) if duplicate else job
+    # GET /jobs/<id> shows it, its values within the limit (Job.enqueue left its large
+    # ones deferred: read whole if asked for).
+    shown_job = shown.read_again(job) if duplicate else job
     response = JsonResponse(
         {**job_json(shown_job), "duplicate": duplicate}, status=200 if duplicate else 201
     )
     response["Location"] = reverse("pgjobs:job", args=[job.pk])
     return response
-
-
-def shown_in_answer(job: Job) -> Job:
-    """``job`` read again as an answer shows a job (``shown.bounded``); as it was, if it
-    is gone since (deleted or pruned)."""
-    jobs = shown.bounded(Job.objects.using(job._state.db or conf.get("DATABASE")))
-    return shown.read(jobs.filter(pk=job.pk).first()) or job
 
 
 @api_view("GET", "can_read")
