@@ -114,8 +114,10 @@ def cost_main(
             results[system].append(run)
             print(f"round {round_ + 1} {system:9} {per_run(run)}", flush=True)
     for system, runs in results.items():
-        medians = {
-            key: statistics.median(r[key] for r in runs) for key in runs[0] if key != "version"
+        medians = {  # of the figures every run has (a WAL figure may be n/a)
+            key: statistics.median(r[key] for r in runs)
+            for key in runs[0]
+            if all(isinstance(r[key], int | float) for r in runs)
         }
         print(f"median    {system} {runs[0]['version']}: {per_median(medians)}")
 

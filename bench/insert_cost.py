@@ -15,6 +15,13 @@ events off (``pgjobs.events``, as ``PGJOBS["EVENTS"] = False`` sets it). The
 statements take turns in each round, each on its system's fresh database as its
 installer made it (pgqueuer's with its `autovac` settings, as run.py installs it);
 the medians of the rounds are printed in microseconds per transaction.
+
+``--pieces`` prices the job table's parts the same way, by a plain one-row INSERT of a
+no-op job's values (as ``Job.enqueue`` fills them) into copies of the table built up
+part by part: its columns and primary key alone, then with its CHECK constraints, its
+other indexes, both, both and its AFTER INSERT trigger (without its UPDATE
+triggers, which an INSERT never fires), and the job table itself. Each copy takes the
+table's storage settings. The differences say what each part costs one enqueue.
 """
 
 from __future__ import annotations
@@ -110,6 +117,58 @@ def install_ours(url: str) -> None:
     psql(url, FLUSH_PROBE)  # insert1's table, beside ours
 
 
+#: The copies of the job table for --pieces: (name, LIKE options, more DDL).
+PIECES = [
+    ("columns + primary key", "INCLUDING DEFAULTS INCLUDING IDENTITY", "pkey"),
+    ("+ CHECKs", "INCLUDING DEFAULTS INCLUDING IDENTITY INCLUDING CONSTRAINTS", "pkey"),
+    ("+ indexes", "INCLUDING DEFAULTS INCLUDING IDENTITY INCLUDING INDEXES", ""),
+    ("+ CHECKs + indexes", "INCLUDING ALL", ""),
+    ("+ insert trigger", "INCLUDING ALL", "trigger"),
+]
+
+#: A no-op job's columns as Job.enqueue fills them (OUR_VALUES, the columns the
+#: insert function fills itself with their first values).
+PIECE_COLUMNS = {
+    **{name: value for name, value in OUR_VALUES.items() if value != "NULL"},
+    "attempt": "0",
+    "errors": "'[]'",
+}
+
+
+def piece_insert(table: str) -> str:
+    return (
+        f"INSERT INTO {table} ({', '.join(PIECE_COLUMNS)})"
+        f" VALUES ({', '.join(PIECE_COLUMNS.values())});"
+    )
+
+
+def install_pieces(url: str) -> dict[str, str]:
+    """The copies of PIECES beside the migrated job table: name -> its INSERT."""
+    import psycopg
+
+    inserts = {}
+    with psycopg.connect(url, autocommit=True) as conn:
+        (options,) = conn.execute(
+            "SELECT reloptions FROM pg_class WHERE relname = 'pgjobs_job'"
+        ).fetchone()
+        for number, (name, like, more) in enumerate(PIECES):
+            table = f"job_piece_{number}"
+            conn.execute(f"CREATE TABLE {table} (LIKE pgjobs_job {like})")
+            if options:
+                conn.execute(f"ALTER TABLE {table} SET ({', '.join(options)})")
+            if more == "pkey":
+                conn.execute(f"ALTER TABLE {table} ADD PRIMARY KEY (id)")
+            if more == "trigger":  # the job table's, on this copy
+                (definition,) = conn.execute(
+                    "SELECT pg_get_triggerdef(oid) FROM pg_trigger"
+                    " WHERE tgrelid = 'pgjobs_job'::regclass AND tgname = 'pgjobs_job_inserted'"
+                ).fetchone()
+                conn.execute(definition.replace(" ON public.pgjobs_job ", f" ON {table} "))
+            inserts[name] = piece_insert(table)
+    inserts["the job table"] = piece_insert("pgjobs_job")
+    return inserts
+
+
 def install_pgqueuer(url: str, python: str) -> None:
     recreate_database(url)
     for command in ("install", "autovac"):
@@ -152,7 +211,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--url", default=os.environ.get("DATABASE_URL", DEFAULT_URL))
+    parser.add_argument(
+        "--pieces", action="store_true", help="price the job table's parts (see above)"
+    )
     args = parser.parse_args()
+    if args.pieces:
+        pieces(args)
+        return
     base = database_name(args.url)
     ours = with_database(args.url, f"{base}_bench_insert_pgjobs_{os.getpid()}")
     theirs = with_database(args.url, f"{base}_bench_insert_pgqueuer_{os.getpid()}")
@@ -172,6 +237,19 @@ def main() -> None:
         drop_database(theirs)
 
 
+def pieces(args: argparse.Namespace) -> None:
+    ours = with_database(args.url, f"{database_name(args.url)}_bench_pieces_{os.getpid()}")
+    try:
+        install_ours(ours)
+        runs = {"plain INSERT": (ours, PLAIN_INSERT, "")}
+        for name, insert in install_pieces(ours).items():
+            runs[name] = (ours, insert, "")
+        runs["ours (Job.enqueue's)"] = (ours, our_statement(), "")
+        report(runs, args)
+    finally:
+        drop_database(ours)
+
+
 def report(runs: dict[str, tuple[str, str, str]], args: argparse.Namespace) -> None:
     modes = {"flush": "", "no flush": "-c synchronous_commit=off"}
     figures: dict[tuple[str, str], list[float]] = {}
@@ -183,11 +261,11 @@ def report(runs: dict[str, tuple[str, str, str]], args: argparse.Namespace) -> N
                 us = latency_us(url, script, args.seconds, f"{options} {mode_options}".strip())
                 figures.setdefault((name, mode), []).append(us)
                 load = os.getloadavg()[0]
-                print(f"round {round_ + 1} {mode:8} {name:16} {us:6.1f} us  load {load:.1f}")
+                print(f"round {round_ + 1} {mode:8} {name:22} {us:6.1f} us  load {load:.1f}")
     print("median us per transaction (flush / no flush):")
     for name in runs:
         flush, no_flush = (statistics.median(figures[name, mode]) for mode in modes)
-        print(f"  {name:16} {flush:6.1f} / {no_flush:6.1f}")
+        print(f"  {name:22} {flush:6.1f} / {no_flush:6.1f}")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,13 @@ a system that does much of its work before its first jobs count as done (claims 
 ahead, completions written late) spends less in the window than in the whole drain,
 and its steady rate is higher by as much.
 
+Two more figures of the whole drain, read where the machine allows: the WAL its
+database wrote per job (``pg_waldump`` over the drain's WAL, records of other
+databases left out; "n/a" where the server's WAL directory can't be read, as on a
+remote server), and the CPU the rest of the box spent meanwhile, by process name
+(PostgreSQL's WAL writer, the kernel's workers, the measuring itself, anything else
+running), in cores: what a drain that leaves the box 0% idle shares it with.
+
 ``W2COST_LISTENING=1`` in the environment: a session listens for our job events
 through each of our drains and reads them (as ``events.listen()`` or ``job.wait()``
 would), so that our workers publish their claims and outcomes, which they skip while
@@ -26,8 +33,12 @@ nobody listens; its backend is not counted.
 from __future__ import annotations
 
 import bisect
+import collections
 import contextlib
 import os
+import re
+import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -122,6 +133,74 @@ def commits(conn) -> int:
     ).fetchone()[0]
 
 
+def box_processes() -> dict[int, tuple[str, int]]:
+    """Every process of the box: its name (a PostgreSQL process by its title's role,
+    a kernel thread without its number) and its CPU ticks so far."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError):
+            stat = (entry / "stat").read_text()
+            name = stat[stat.index("(") + 1 : stat.rindex(")")]
+            if name in {"postgres", "postmaster"}:
+                title = (entry / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+                name = "postgres: " + title.split(": ", 2)[-1].split(" ")[0]
+            fields = stat.rpartition(")")[2].split()
+            found[int(entry.name)] = (
+                re.sub(r"[/:]?\d+", "", name),
+                int(fields[11]) + int(fields[12]),
+            )
+    return found
+
+
+def elsewhere(
+    before: dict[int, tuple[str, int]], after: dict[int, tuple[str, int]], ours: set[int]
+) -> dict[str, float]:
+    """CPU seconds of each process name between two ``box_processes`` but ``ours``."""
+    spent: collections.Counter[str] = collections.Counter()
+    for pid, (name, ticks) in after.items():
+        if pid in ours:
+            continue
+        then = before.get(pid)
+        spent[name] += ticks - (then[1] if then and then[0] == name else 0)
+    return {name: ticks / TICK for name, ticks in spent.most_common() if ticks > 0}
+
+
+#: Where the server's WAL lies, read off the server; pg_waldump of its version.
+def wal_reader(conn) -> tuple[str, str] | None:
+    """(pg_waldump, the WAL directory) if both are on this machine and readable."""
+    try:
+        directory = conn.execute("SHOW data_directory").fetchone()[0] + "/pg_wal"
+        version = conn.execute("SHOW server_version_num").fetchone()[0][:-4]
+    except Exception:  # not allowed to read it: no WAL figure
+        return None
+    waldump = shutil.which("pg_waldump") or f"/usr/lib/postgresql/{version}/bin/pg_waldump"
+    if not (os.access(waldump, os.X_OK) and os.access(directory, os.R_OK)):
+        return None
+    return waldump, directory
+
+
+_RECORD = re.compile(r"^rmgr: (\S+)\s+len \(rec/tot\):\s+\d+/\s*(\d+),.*?desc: (\S+)")
+
+
+def wal_written(reader: tuple[str, str], start: str, end: str, oid: int) -> dict[str, int]:
+    """Bytes of WAL between LSNs ``start`` and ``end`` whose records touch database
+    ``oid`` (commit records name none and are left out), by resource manager and
+    record kind (\"Heap LOCK\"), and in all (\"total\")."""
+    waldump, directory = reader
+    dumped = subprocess.run(
+        [waldump, "-p", directory, "-s", start, "-e", end], capture_output=True, text=True
+    ).stdout
+    written: collections.Counter[str] = collections.Counter()
+    for line in dumped.splitlines():
+        match = _RECORD.match(line)
+        if match and f"/{oid}/" in line:
+            written[f"{match[1]} {match[3]}"] += int(match[2])
+            written["total"] += int(match[2])
+    return dict(written)
+
+
 def measure(system: str, url: str, jobs: int, scratch_sql: list[str]) -> dict[str, float]:
     """In the system's own interpreter: per-job CPU of one drain of ``jobs`` jobs."""
     import psycopg
@@ -153,6 +232,12 @@ def measure(system: str, url: str, jobs: int, scratch_sql: list[str]) -> dict[st
                 tree = [pid for proc in workers.procs for pid in process_tree(proc.pid)]
                 backends = backend_pids(conn, others | {conn.info.backend_pid})
                 commits_before = commits(conn)
+                reader = wal_reader(conn)
+                oid, lsn_before = conn.execute(
+                    "SELECT oid, pg_current_wal_lsn()::text FROM pg_database"
+                    " WHERE datname = current_database()"
+                ).fetchone()
+                box_before = box_processes()
                 readings = [read(tree, backends)]
                 with TransactionEnds(url) as ends:
                     warm = set(adapter.outcome_xids())
@@ -169,6 +254,11 @@ def measure(system: str, url: str, jobs: int, scratch_sql: list[str]) -> dict[st
                 # TransactionEnds's last snapshot, taken as it closed, can be the first
                 # to see the last job's transaction ended: a reading after it.
                 readings.append(read(tree, backends))
+                box_after = box_processes()
+                (lsn_after,) = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+                # Before the database is dropped: its DROP's checkpoint may recycle the WAL.
+                wal = wal_written(reader, lsn_before, lsn_after, oid) if reader else {}
+                ours = set(tree) | set(backends) | {conn.info.backend_pid}
                 time.sleep(STATS_FLUSHED)
                 commits_after = commits(conn)
                 xids = [xid for xid in adapter.outcome_xids() if xid not in warm]
@@ -195,6 +285,13 @@ def measure(system: str, url: str, jobs: int, scratch_sql: list[str]) -> dict[st
         "window_worker_us": (last.workers - first.workers) / in_window * 1e6,
         "window_server_us": (last.server - first.server) / in_window * 1e6,
         "window_idle_pct": 100 * (last.idle - first.idle) / max(last.total - first.total, 1),
+        "wal_bytes": wal["total"] / jobs if wal else None,
+        "wal_lock_bytes": wal.get("Heap LOCK", 0) / jobs if wal else None,
+        # The rest of the box, in cores over the drain; this measuring process included.
+        "elsewhere_cores": {
+            name: round(seconds / (end.at - start.at), 2)
+            for name, seconds in list(elsewhere(box_before, box_after, ours).items())[:4]
+        },
     }
 
 
@@ -219,6 +316,12 @@ def read(tree: list[int], backends: list[int]) -> Reading:
     return Reading(at, processes_cpu_s(tree), backends_cpu_s(backends), idle, total)
 
 
+def _wal(run: dict) -> str:
+    if run["wal_bytes"] is None:
+        return "WAL n/a (the server's WAL directory can't be read here)"
+    return f"WAL {run['wal_bytes']:,.0f} bytes/job (row locks {run['wal_lock_bytes']:,.0f})"
+
+
 def main() -> None:
     cost_main(
         __file__,
@@ -235,7 +338,9 @@ def main() -> None:
             f"  steady window {run['window_per_s']:7,.0f}/s  worker {run['window_worker_us']:4.1f}"
             f" us  server {run['window_server_us']:4.1f} us  total"
             f" {run['window_worker_us'] + run['window_server_us']:4.1f} us/job;"
-            f" box {run['window_idle_pct']:.0f}% idle"
+            f" box {run['window_idle_pct']:.0f}% idle\n"
+            f"  {_wal(run)}; elsewhere on the box (cores): "
+            + ", ".join(f"{name} {cores:.2f}" for name, cores in run["elsewhere_cores"].items())
         ),
         per_median=lambda medians: (
             f"worker {medians['worker_us']:.1f} us,"
