@@ -30,6 +30,8 @@ class PgJobs(Adapter):
         Config(3, 20, {"prefetch": 1000}),
         Config(4, 50, {"prefetch": 1000}),
         Config(3, 50, {"prefetch": 3000}),
+        Config(2, 100, {"prefetch": 1000}),
+        Config(3, 100, {"prefetch": 1000}),
         Config(2, 50, {"prefetch": 300, "events": "off"}),
     ]
     # The best of the sweep by the steady rate of a 200,000-job drain, as for every
