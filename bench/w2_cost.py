@@ -246,6 +246,12 @@ def measure(system: str, url: str, jobs: int, scratch_sql: list[str]) -> dict[st
                     started = now()  # as run.py's W2: from the enqueue's commit
 
                     def finished() -> bool:
+                        if len(readings) % 5 == 0:
+                            # A worker connects some sessions at its first job (its
+                            # outcome writer's, its publisher's): found here, where
+                            # until 2026-12-07 they ran uncounted.
+                            found = backend_pids(conn, others | {conn.info.backend_pid})
+                            backends.extend(pid for pid in found if pid not in backends)
                         readings.append(read(tree, backends))
                         # The end polled every 50 ms, as run.py's W2 does.
                         return len(readings) % 5 == 0 and not adapter.busy()
