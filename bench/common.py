@@ -683,6 +683,11 @@ class TransactionEnds:
         self._thread.start()
         return self
 
+    @property
+    def backend_pid(self) -> int:
+        """Its session's backend: the measuring's, not the system's under test."""
+        return self._conn.info.backend_pid
+
     def __exit__(self, *exc_info: object) -> None:
         self._stop.set()
         self._thread.join()

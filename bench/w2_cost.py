@@ -240,6 +240,7 @@ def measure(system: str, url: str, jobs: int, scratch_sql: list[str]) -> dict[st
                 box_before = box_processes()
                 readings = [read(tree, backends)]
                 with TransactionEnds(url) as ends:
+                    others.add(ends.backend_pid)
                     warm = set(adapter.outcome_xids())
                     readings.append(read(tree, backends))
                     adapter.enqueue_queued(jobs)
