@@ -830,8 +830,8 @@ def test_a_claim_whose_last_row_cant_be_loaded_discards_it_and_runs_the_others(w
 
 # -- rate windows -------------------------------------------------------------------------
 
-
-@pytest.mark.parametrize(
+#: Starts a rate window can hold (written by SQL) that no worker recorded: after its clock.
+STARTS_NO_WORKER_RECORDED = pytest.mark.parametrize(
     "starts",
     [
         "ARRAY['infinity'::timestamptz]",
@@ -841,6 +841,9 @@ def test_a_claim_whose_last_row_cant_be_loaded_discards_it_and_runs_the_others(w
     ],
     ids=["infinity", "infinity twice and NULL", "9999 and -infinity", "a year ahead"],
 )
+
+
+@STARTS_NO_WORKER_RECORDED
 def test_a_rate_window_holding_starts_no_worker_recorded_lets_the_queue_run(worker, starts):
     """A start after the window's clock reads can't have been recorded (starts go by
     that clock): counted, it kept the window full until then, so the limited queue
@@ -856,16 +859,7 @@ def test_a_rate_window_holding_starts_no_worker_recorded_lets_the_queue_run(work
     assert kept == 1  # the start just taken: the others are dropped as it is recorded
 
 
-@pytest.mark.parametrize(
-    "starts",
-    [
-        "ARRAY['infinity'::timestamptz]",
-        "ARRAY['infinity'::timestamptz, 'infinity'::timestamptz, NULL]",
-        "ARRAY['9999-12-30 00:00:00+00'::timestamptz, '-infinity']",
-        "ARRAY[now() + interval '1 year']",
-    ],
-    ids=["infinity", "infinity twice and NULL", "9999 and -infinity", "a year ahead"],
-)
+@STARTS_NO_WORKER_RECORDED
 def test_a_key_window_holding_starts_no_worker_recorded_lets_the_key_run(worker, starts):
     """As a queue's window (above), a key's under key_rate_limit: its starts after the
     claim's clock were counted, so the key's jobs waited until then, for ever for
