@@ -656,12 +656,7 @@ def answered_yes(request: HttpRequest) -> datetime | None:
         at = at.astimezone(UTC)
     except (ValueError, OverflowError):
         return None
-    return at if MIN_TIME <= at <= MAX_TIME else None
-
-
-#: The times a "yes" may carry: those the database's bounds allow (migration 0004).
-MIN_TIME = datetime(1, 1, 2, tzinfo=UTC)
-MAX_TIME = datetime(9999, 12, 31, tzinfo=UTC)
+    return at if limits.EARLIEST <= at < limits.END else None  # a time the database takes
 
 
 def countable(request: HttpRequest) -> bool:
