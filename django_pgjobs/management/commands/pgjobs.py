@@ -10,6 +10,7 @@ a question answered no), 2 a usage error.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -328,10 +329,9 @@ class Command(BaseCommand):
     def do_retry(self) -> None:
         # A completed job's task did its work (a mail sent, a payment taken): it runs
         # again only when --include-completed says so, as the admin asks first.
-        if self.options["include_completed"]:
-            one, many = _retry_one, _retry_all
-        else:
-            one, many = _retry_unless_completed, _retry_all_but_completed
+        include = bool(self.options["include_completed"])
+        one = _retry_one if include else _retry_unless_completed
+        many = functools.partial(transitions.retry_many, include_completed=include)
         self.change_jobs("retry", one=one, many=many, done="will run again")
 
     def do_cancel(self) -> None:
@@ -608,10 +608,6 @@ def _retry_one(job: Job) -> str:
     return "will run again"
 
 
-def _retry_all(jobs: QuerySet[Job]) -> int:
-    return transitions.retry_many(jobs, include_completed=True)
-
-
 class LeftAlone(Exception):
     """A job the command leaves as it is unless an option says otherwise; the message
     says which option."""
@@ -635,10 +631,6 @@ def _retry_unless_completed(job: Job) -> str:
         "is completed: left alone; --include-completed runs it again, and what it did "
         "the first time (a mail sent, a payment taken) happens again"
     )
-
-
-def _retry_all_but_completed(jobs: QuerySet[Job]) -> int:
-    return transitions.retry_many(jobs, include_completed=False)
 
 
 def _completed_among(selected: JobFilter) -> QuerySet[Job]:
