@@ -381,14 +381,21 @@ def retry(
 def _completed_ones(include: IncludeCompleted) -> Q | None:
     """The condition a retry's UPDATE adds for ``include_completed`` (None: none). A
     completed job whose ``finished_at`` is NULL (written by SQL: a worker always writes
-    it) counts as completed before any cut-off."""
+    it) counts as completed before any cut-off.
+
+    A cut-off is a stored time (``limits.stored_moment``): InvalidOption, before any
+    write, for a naive one (with USE_TZ) or one outside the years a row holds. Sent as
+    given, a UTC offset PostgreSQL doesn't take (over 15:59, or with a fraction of a
+    second; Python takes up to 23:59) failed the UPDATE, aborting the caller's
+    transaction."""
     if include is True:
         return None
     if include is False:
         return ~Q(state=S.COMPLETED)
     if not isinstance(include, datetime):
         raise TypeError(f"include_completed takes a bool or a datetime, not {include!r}")
-    return ~Q(state=S.COMPLETED) | Q(finished_at__lte=include) | Q(finished_at__isnull=True)
+    cut_off = limits.stored_moment(include, "include_completed")
+    return ~Q(state=S.COMPLETED) | Q(finished_at__lte=cut_off) | Q(finished_at__isnull=True)
 
 
 def _meta_for_a_retry() -> Any:

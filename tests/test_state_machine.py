@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import itertools
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from datetime import timezone as dt_timezone
 
 import pytest
 from django.db import IntegrityError, connection, transaction
@@ -12,7 +13,7 @@ from django.db.models import Case, Value, When
 from django.utils import timezone
 
 from django_pgjobs import transitions
-from django_pgjobs.exceptions import JobGone
+from django_pgjobs.exceptions import InvalidOption, JobGone
 from django_pgjobs.models import Job
 from django_pgjobs.states import (
     ALLOWED,
@@ -232,6 +233,45 @@ def test_retry_many_leaves_completed_jobs_alone_unless_told_and_by_a_cut_off():
     ]  # fmt: skip
     assert transitions.retry_many(every, include_completed=True) == 1
     assert Job.objects.get(pk=late.pk).state == JobState.AVAILABLE
+
+
+@pytest.mark.parametrize(
+    "offset",
+    [timedelta(hours=20), timedelta(hours=-23, minutes=-59), timedelta(hours=15, seconds=0.5)],
+    ids=["+20:00", "-23:59", "+15:00:00.5"],
+)
+def test_a_cut_off_in_an_offset_postgresql_does_not_take_is_its_instant(offset):
+    """Python takes UTC offsets up to 23:59, with fractions of a second; PostgreSQL only
+    up to 15:59 and none: the cut-off, sent as given, failed the UPDATE (a DataError,
+    the caller's transaction aborted)."""
+    job = JobFactory(completed=True)
+    finished = job.finished_at.astimezone(dt_timezone(offset))
+    with transaction.atomic():
+        with pytest.raises(InvalidTransition):
+            job.retry(include_completed=finished - timedelta(seconds=1))
+        assert transitions.retry_many(Job.objects.all(), include_completed=finished) == 1
+    assert Job.objects.get(pk=job.pk).state == JobState.AVAILABLE
+
+
+@pytest.mark.parametrize(
+    "cut_off",
+    [
+        datetime(2030, 1, 1),  # no instant: was taken in TIME_ZONE, with a RuntimeWarning
+        datetime(1, 1, 1, tzinfo=dt_timezone(timedelta(hours=14))),
+        datetime.max.replace(tzinfo=UTC),
+    ],
+    ids=["naive", "year 1 +14:00", "datetime.max"],
+)
+def test_a_cut_off_no_row_holds_is_refused_changing_nothing(cut_off):
+    job = JobFactory(completed=True)
+    every = Job.objects.filter(pk=job.pk)
+    with transaction.atomic():
+        for retry in (lambda: job.retry(include_completed=cut_off),
+                      lambda: transitions.retry_many(every, include_completed=cut_off)):  # fmt: skip
+            with pytest.raises(InvalidOption) as refused:
+                retry()
+            assert refused.value.field == "include_completed"
+        assert Job.objects.get(pk=job.pk).state == JobState.COMPLETED  # the transaction goes on
 
 
 def test_job_retry_runs_a_completed_job_again_as_documented_unless_told_otherwise():
