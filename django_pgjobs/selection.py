@@ -10,15 +10,15 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from . import conf
-from .exceptions import InvalidQueueName, PgJobsError
+from . import conf, limits
+from .exceptions import InvalidOption, InvalidQueueName, PgJobsError
 from .limits import MAX_ID, id_in_text
 from .models import Job
 from .queues import validate_name
@@ -90,12 +90,14 @@ def duration_in_words(seconds: float) -> str:
 
 def parse_instant(value: object, now: datetime | None = None, what: str = "time") -> datetime:
     """An ISO 8601 date or date-time (naive ones on the project's clock), or a
-    duration meaning that long before ``now`` ('2h' = two hours ago)."""
+    duration meaning that long before ``now`` ('2h' = two hours ago); a time a row
+    holds (``limits.moment``), as typed: ``JobFilter.jobs`` compares its instant in UTC
+    (PostgreSQL takes no offset over 15:59 nor a fraction of a second, Python does)."""
     now = now or timezone.now()
     text = str(value).strip()
     if _plain_text(value) and _AGO.match(text):
         try:
-            return now - parse_duration(text, what)
+            return _stored(now - parse_duration(text, what), what)
         except OverflowError:
             raise InvalidSelection(f"{what}: {_shown(value)} is too long ago") from None
     try:
@@ -109,6 +111,15 @@ def parse_instant(value: object, now: datetime | None = None, what: str = "time"
         )
     if timezone.is_naive(instant):
         instant = timezone.make_aware(instant)
+    return _stored(instant, what)
+
+
+def _stored(instant: datetime, what: str) -> datetime:
+    """``instant`` if a row can hold it (years 1 and 9999 failed in SQL once in UTC)."""
+    try:
+        limits.moment(instant, what)
+    except InvalidOption as error:
+        raise InvalidSelection(str(error)) from None
     return instant
 
 
@@ -195,10 +206,11 @@ class JobFilter:
             lookups["queue__in"] = list(self.queues)
         if self.tasks:
             lookups["task__in"] = list(self.tasks)
+        # In UTC: an offset as typed may be one PostgreSQL doesn't take (+20:00).
         if self.since:
-            lookups["created_at__gte"] = self.since
+            lookups["created_at__gte"] = self.since.astimezone(UTC)
         if self.before:
-            lookups["created_at__lt"] = self.before
+            lookups["created_at__lt"] = self.before.astimezone(UTC)
         return rows.filter(**lookups)
 
     def describe(self) -> str:

@@ -10,7 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from django.core.management import call_command
@@ -660,6 +660,32 @@ def test_a_reader_that_stops_reading_ends_the_command_without_a_traceback():
         process.kill()  # a no-op once it has exited
     assert "Traceback" not in err and "BrokenPipeError" not in err, err
     assert process.returncode == 1
+
+
+@pytest.mark.parametrize("offset", ["+20:00", "-23:59", "+15:59:59.5", "+05:00:00.000001"])
+def test_an_instant_in_an_offset_postgresql_does_not_take_selects_by_its_instant(offset):
+    """Python reads UTC offsets up to 23:59, with fractions of a second; PostgreSQL takes
+    only up to 15:59 and none: sent as given, the filter was "database error: time
+    zone displacement out of range"."""
+    job = JobFactory()
+    created = job.created_at.astimezone(datetime.fromisoformat(f"2025-01-01T00:00{offset}").tzinfo)
+    since = (created - timedelta(seconds=1)).isoformat()
+    code, out, err = pgjobs("list", "--since", since, "--json")
+    assert code == 0, err
+    assert [row["id"] for row in json.loads(out)["jobs"]] == [job.pk]
+    code, _, err = pgjobs("cancel", "--before", since, "--yes")
+    assert code == 0, err
+    assert Job.objects.get(pk=job.pk).state == S.AVAILABLE
+
+
+@pytest.mark.parametrize(
+    "instant", ["0001-01-01T00:00:00+14:00", "0001-01-01", "9999-12-31T12:00:00-12:00"]
+)
+def test_an_instant_no_row_holds_is_refused_naming_the_range(instant):
+    with pytest.raises(InvalidSelection, match="out of range: times must lie from 0001-01-02"):
+        parse_instant(instant, what="--since")
+    code, _, err = pgjobs("list", "--since", instant)
+    assert code != 0 and "--since" in err and "database error" not in err, err
 
 
 def test_job_filters_parse_instants_on_the_projects_clock():
