@@ -70,7 +70,8 @@ def bounded(queryset: QuerySet[Any]) -> QuerySet[Any]:
     """``queryset`` with each job's ``errors`` read as at most ``KEPT`` records (the first
     and the latest), and ``errors_not_kept`` counting the others, dropped on write
     (meta.errors_dropped) or left out on read: a row of 50,000 records is no 75 MB page,
-    answer or worker read. Only for jobs that are shown, never saved back."""
+    answer or worker read. Meant for jobs that are shown: ``save()`` of one leaves its
+    errors as stored (``models.save_read_fields``)."""
     from .models import ReadableJSONField
 
     return queryset.defer("errors").annotate(
@@ -82,7 +83,9 @@ def bounded(queryset: QuerySet[Any]) -> QuerySet[Any]:
 def kept(job: Any) -> Any:
     """A job read through ``bounded``, its ``errors`` and ``errors_not_kept`` set."""
     if hasattr(job, "_kept_errors"):
-        job.errors = job._kept_errors
+        from .models import stand_in
+
+        stand_in(job, "errors", job._kept_errors)  # in part: never saved back
         job.errors_not_kept = job._errors_left_out + dropped(job)
     return job
 

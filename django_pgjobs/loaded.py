@@ -24,6 +24,7 @@ isolation's crash count), and enqueue keeps it small.
 
 from __future__ import annotations
 
+import copy
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -127,7 +128,8 @@ def release(job: Job) -> None:
 def left_out(fields: dict[str, Any], sizes: list[int | None], most: int) -> dict[str, str]:
     """For a claimed job's ``fields`` whose values of ``sizes`` (stored bytes, in
     ``COLUMNS`` order) are over ``most``: set each left-out value to what stands for
-    none, and return why for each one the job needs to run, by column."""
+    none (``models.stand_in``: never saved back), and return why for each one the
+    job needs to run, by column."""
     problems = {}
     for column, size in zip(COLUMNS, sizes, strict=True):
         if size is None or size <= most:
@@ -138,6 +140,8 @@ def left_out(fields: dict[str, Any], sizes: list[int | None], most: int) -> dict
         else:
             fields[column] = _EMPTY[column]()
             logger.warning("job %s: %s: %s", fields.get("id"), column, why)
+        # ``fields`` is the job's __dict__: Job.save() writes none of these back.
+        fields.setdefault("_stand_ins", {})[column] = copy.copy(fields.get(column))
     return problems
 
 

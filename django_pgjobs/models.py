@@ -6,6 +6,7 @@ worker, the admin and user code share one implementation.
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -77,21 +78,75 @@ class ReadableJSONField(models.JSONField):
 
 
 def unread_fields(row: models.Model) -> frozenset[str]:
-    """The fields of ``row`` that were not read, being too large (``shown.within``):
-    they hold None, and saving the row must not write that over the stored value."""
-    return frozenset(getattr(row, "not_shown", ()))
+    """The fields of ``row`` that were not read whole: too large (``shown.within``, named
+    in ``row.not_shown``), or read in part (``stand_in``: a job's errors read as kept, a
+    value a claim left out). Each holds a stand-in (None, ``{}``, a cut list) that
+    saving the row must not write over the stored value."""
+    named = getattr(row, "not_shown", None)
+    partly = row.__dict__.get("_stand_ins")
+    if not named and not partly:
+        return frozenset()
+    return frozenset(named or ()) | frozenset(partly or ())
 
 
-def save_read_fields(row: models.Model, kwargs: dict[str, Any], unread: frozenset[str]) -> None:
+def stand_in(row: models.Model, name: str, value: Any) -> None:
+    """Set field ``name`` of ``row`` to ``value``, standing in for a value not read
+    whole: ``save()`` leaves the stored value as it is, and refuses to write it if
+    ``value`` was changed since (``save_read_fields``)."""
+    row.__dict__[name] = value
+    row.__dict__.setdefault("_stand_ins", {})[name] = copy.deepcopy(value)
+
+
+def read_whole(row: models.Model, name: str) -> None:
+    """Field ``name`` of ``row`` is a whole value again (given by the caller): saved."""
+    if isinstance(getattr(row, "not_shown", None), dict):
+        row.not_shown.pop(name, None)
+    row.__dict__.get("_stand_ins", {}).pop(name, None)
+
+
+def save_read_fields(
+    row: models.Model,
+    kwargs: dict[str, Any],
+    unread: frozenset[str],
+    every: Sequence[str] | None = None,
+) -> None:
     """Leave ``unread`` fields out of the ``update_fields`` of a ``save(**kwargs)``
-    (every field but the primary key when it names none)."""
+    (``every`` field when it names none: by default all but the primary key), as Django
+    leaves out deferred fields: their stand-ins are never written over the stored
+    values.
+
+    ValueError, nothing written, for a save that would have to write one: an insert
+    (a copy of the row), ``update_fields`` that name one, or a stand-in changed since it
+    was read (the caller's new value would be lost without a word). To write such a
+    value, read the row whole (``Model.objects.get``) or ``update()`` the column."""
+    named = kwargs.get("update_fields")
+    if named is None and every is not None:
+        kwargs["update_fields"] = list(every)
     if not unread:
         return
-    if row._state.adding or kwargs.get("force_insert"):
-        raise ValueError(f"{row!r}: {sorted(unread)} not read; it can only be updated")
-    if kwargs.get("update_fields") is None:
-        kwargs["update_fields"] = [f.name for f in row._meta.concrete_fields if not f.primary_key]
-    kwargs["update_fields"] = [f for f in kwargs["update_fields"] if f not in unread]
+    model, pk = row._meta.model_name, row.pk
+    why = "not read whole (too large to show, or read in part)"
+    fix = f"read the {model} whole (objects.get) to write it, or update() the column"
+    if row._state.adding or row.pk is None or kwargs.get("force_insert"):
+        fields = ", ".join(sorted(unread))
+        raise ValueError(f"{model} {pk}: can't be saved as a new row: {fields} {why}; {fix}")
+    if named is not None:
+        if asked := sorted(unread & {str(name) for name in named}):
+            raise ValueError(
+                f"{model} {pk}: update_fields names {', '.join(asked)}, {why}: saving "
+                f"would write what stands for it over the stored value; {fix}"
+            )
+    else:
+        stand_ins, values = row.__dict__.get("_stand_ins", {}), row.__dict__
+        if changed := sorted(
+            name for name in unread if name in stand_ins and values.get(name) != stand_ins[name]
+        ):
+            raise ValueError(
+                f"{model} {pk}: {', '.join(changed)} changed, but {why}: the change "
+                f"would be lost; {fix}"
+            )
+        named = every or [f.name for f in row._meta.concrete_fields if not f.primary_key]
+    kwargs["update_fields"] = [f for f in named if f not in unread]
 
 
 def times_in_range(name: str, *fields: str, nullable: Iterable[str] = ()) -> models.CheckConstraint:
@@ -280,6 +335,11 @@ class WorkerProcess(models.Model):
     def __str__(self) -> str:
         return f"worker {self.pk} ({self.host}:{self.pid})"
 
+    def save(self, **kwargs: Any) -> None:
+        """Save; queues not read, being too large (``shown.within``), stay as stored."""
+        save_read_fields(self, kwargs, unread_fields(self))
+        super().save(**kwargs)
+
 
 class JobDependency(models.Model):
     """``job`` waits for ``depends_on``: an edge of a pipeline."""
@@ -438,6 +498,20 @@ class Job(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.task} [{self.state}]"
+
+    def save(self, **kwargs: Any) -> None:
+        """Save; a value not read whole is left as stored (``save_read_fields``): one
+        over the limit of a job read as shown (``shown.read``: None, named in
+        ``not_shown``), its errors read as kept (the first and latest ``KEPT``), a value
+        a claim left out or has not yet loaded (``loaded``). A save that would write one
+        (an insert, ``update_fields`` naming it, a stand-in changed since) is refused
+        (ValueError) and writes nothing. Deferred fields (a duplicate's holder) are
+        Django's: left out unless read or set."""
+        unread = unread_fields(self)
+        if waiting := getattr(self, "deferred", None):  # a claim's, not yet loaded
+            unread |= frozenset(waiting)
+        save_read_fields(self, kwargs, unread)
+        super().save(**kwargs)
 
     # -- the public API (DESIGN.md) -------------------------------------------------
 
@@ -739,14 +813,13 @@ class Schedule(models.Model):
         problems = {field: texts for field, texts in problems.items() if field not in unread}
         if problems:
             raise ValidationError(problems)
+        every = [
+            field.name
+            for field in self._meta.concrete_fields
+            if not field.primary_key and field.name not in self.SCHEDULER_FIELDS
+        ]
         updating = not self._state.adding and not kwargs.get("force_insert")
-        if updating and kwargs.get("update_fields") is None:
-            kwargs["update_fields"] = [
-                field.name
-                for field in self._meta.concrete_fields
-                if not field.primary_key and field.name not in self.SCHEDULER_FIELDS
-            ]
-        save_read_fields(self, kwargs, unread)
+        save_read_fields(self, kwargs, unread, every if updating else None)
         super().save(**kwargs)
 
     def clean_fields(self, exclude: Iterable[str] | None = None) -> None:
@@ -1018,7 +1091,7 @@ class Connector(models.Model):
         self.encrypted_secrets = secrets.encrypt(values)
         self.secret_names = sorted(values)
         for written in ("encrypted_secrets", "secret_names"):  # no longer kept as stored
-            getattr(self, "not_shown", {}).pop(written, None)
+            read_whole(self, written)
 
 
 def _check_secrets(values: Any) -> None:

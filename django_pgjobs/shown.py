@@ -36,8 +36,9 @@ def limit() -> int:
 
 def bounded(queryset: QuerySet[Any]) -> QuerySet[Any]:
     """``queryset`` with each job's args, kwargs, result and meta read only if within
-    ``limit()``, and its errors as ``kept_errors.bounded`` reads them. Only for jobs
-    that are shown, never saved back; ``read`` each job it gives."""
+    ``limit()``, and its errors as ``kept_errors.bounded`` reads them; ``read`` each job
+    it gives. Meant for jobs that are shown: ``save()`` of one writes none of the
+    values it did not read whole (``models.save_read_fields``)."""
     return kept_errors.bounded(within(queryset, FIELDS))
 
 
@@ -46,9 +47,11 @@ def read(job: Any) -> Any:
     limit to None and named in ``job.not_shown`` with why; its errors kept."""
     if job is None or not hasattr(job, "_bytes_args"):
         return kept_errors.kept(job)
+    from .models import stand_in
+
     unpack(job, FIELDS)
-    if job.meta is None:
-        job.meta = {}  # what readers of meta (kept errors, the timeline) take for "nothing"
+    if job.meta is None:  # what readers of meta (kept errors, the timeline) take for "nothing"
+        stand_in(job, "meta", {})
     return kept_errors.kept(job)
 
 
@@ -58,7 +61,7 @@ def read_again(job: Any) -> Any:
     for ``POST /jobs`` and the Django Tasks backend. If it is gone since (deleted,
     pruned), ``job`` as it is, the values it left deferred none and named in
     ``not_shown``: read now, they would raise DoesNotExist."""
-    from .models import Job
+    from .models import Job, stand_in
 
     jobs = bounded(Job.objects.using(job._state.db or conf.get("DATABASE")))
     found = read(jobs.filter(pk=job.pk).first())
@@ -66,7 +69,7 @@ def read_again(job: Any) -> Any:
         return found
     job.not_shown = dict(getattr(job, "not_shown", {}))
     for name in job.get_deferred_fields() & set(_NONE):
-        job.__dict__[name] = _NONE[name]()
+        stand_in(job, name, _NONE[name]())  # never saved: the job is gone
         if name in FIELDS:
             job.not_shown[name] = "not shown: the job is gone since"
     return job
@@ -123,7 +126,10 @@ def unpack(
 ) -> dict[str, str]:
     """Set ``fields`` of a row read through ``within`` (the same ``most``): each value
     within the limit, None for those over it, which are named with why in
-    ``row.not_shown`` (and returned). A model's ``save()`` writes no field named there."""
+    ``row.not_shown`` (and returned). A model's ``save()`` writes no field named there
+    (``models.save_read_fields``)."""
+    from .models import read_whole, stand_in
+
     most = limit() if most is None else most
     not_shown: dict[str, str] = {}
     for name in fields:  # each set before anything reads it: a deferred one loads whole
@@ -131,7 +137,10 @@ def unpack(
         if size is not None and (size < 0 or size > most):  # < 0: far over, as stored
             kind = "JSON" if isinstance(row._meta.get_field(name), JSONField) else "text"
             not_shown[name] = too_large(abs(size), most, verb, kind, stored=size < 0)
-        setattr(row, name, getattr(row, f"_shown_{name}"))
+            stand_in(row, name, None)  # never saved over the stored value
+        else:
+            setattr(row, name, getattr(row, f"_shown_{name}"))
+            read_whole(row, name)
     row.not_shown = not_shown
     return not_shown
 

@@ -19,7 +19,7 @@ from django.db.models import (
     Value,
 )
 from django.db.models.functions import Coalesce, Now
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
@@ -126,6 +126,11 @@ class WorkerProcessAdmin(LargeValuesAdmin):
         form_url: str = "",
         extra_context: dict[str, Any] | None = None,
     ) -> HttpResponse:
+        # The page is read-only: a POST saved the row back as read, over the worker's
+        # own writes since (a newer heartbeat, a stop asked for meanwhile). Stop has
+        # its own URL.
+        if request.method not in ("GET", "HEAD"):
+            return HttpResponseNotAllowed(["GET"])
         extra = {
             # Django says "Change worker process": the row is the worker's to write.
             "title": "Worker process",
