@@ -513,6 +513,15 @@ class Job(models.Model):
         save_read_fields(self, kwargs, unread)
         super().save(**kwargs)
 
+    def refresh_from_db(self, using: str | None = None, fields: Any = None, **kwargs: Any) -> None:
+        """Django's: the values read again are whole, so no longer left out of a save.
+        (Django reads one deferred field so too, when it is asked for.)"""
+        super().refresh_from_db(using, fields, **kwargs)
+        if unread_fields(self) and not kwargs.get("from_queryset"):
+            names = fields or [field.name for field in self._meta.concrete_fields]
+            for name in names:
+                read_whole(self, name)
+
     # -- the public API (DESIGN.md) -------------------------------------------------
 
     @classmethod

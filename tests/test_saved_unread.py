@@ -119,6 +119,17 @@ def test_meta_changed_in_place_is_refused_too():
         job.save()
 
 
+def test_a_job_read_again_whole_saves_what_is_changed():
+    job_id = large_job()
+    job = shown_job(job_id)
+    job.refresh_from_db()
+    assert len(job.errors) == 25 and job.result == "r" * 5000
+    job.result = {"new": 1}
+    job.save()
+    after = stored(job_id)
+    assert after[2] == '{"new": 1}' and after[0] == '["' + "a" * 5000 + '"]'
+
+
 def test_a_job_read_as_shown_is_not_inserted_as_a_copy():
     job_id = large_job()
     job = shown_job(job_id)
