@@ -84,6 +84,52 @@ def test_secrets_no_key_can_read_fail_with_advice_and_rotation_changes_nothing(s
     assert stored_column(hook) == before
 
 
+def test_rotation_re_encrypts_every_connector_it_can_and_names_each_it_cannot(settings):
+    """One connector whose secrets no key decrypts (its key dropped too early, a token
+    written by hand) stopped the rotation of every other: they were left needing the
+    old key. Now each readable one is rotated, each other named with why, never with
+    its secret or token, and the command fails (exit status 1)."""
+    settings.PGJOBS = {**settings.PGJOBS, "SECRET_KEYS": ["c" * 40]}
+    orphan = ConnectorFactory(name="orphan", secrets={"token": TOKEN})  # key C: dropped
+    settings.PGJOBS = {**settings.PGJOBS, "SECRET_KEYS": [KEY_A]}
+    first = ConnectorFactory(name="first", secrets={"token": TOKEN})
+    garbled = ConnectorFactory(name="garbled", secrets={"token": TOKEN})
+    last = ConnectorFactory(name="last", secrets={"api_key": "k-1234"})
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE pgjobs_connector SET encrypted_secrets = %s WHERE id = %s",
+            ["gAAAA-not-a-token-\u2603-" + TOKEN, garbled.pk],
+        )
+    kept = {row.pk: stored_column(row) for row in (orphan, garbled)}
+    settings.PGJOBS = {**settings.PGJOBS, "SECRET_KEYS": [KEY_B, KEY_A]}
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.raises(CommandError) as raised:
+        call_command("rotate_connector_secrets", stdout=out, stderr=err)
+    said = str(raised.value)
+    assert "re-encrypted the secrets of 2 connector(s)" in out.getvalue()
+    assert "connector 'orphan': its secrets can't be decrypted" in said
+    assert "connector 'garbled': its secrets can't be decrypted" in said
+    assert "'first'" not in said and "'last'" not in said
+    for text in (said, out.getvalue(), err.getvalue()):
+        assert TOKEN not in text and "k-1234" not in text and "gAAAA" not in text
+    assert raised.value.returncode == 1
+
+    settings.PGJOBS = {**settings.PGJOBS, "SECRET_KEYS": [KEY_B]}  # key A is gone
+    assert Connector.objects.get(pk=first.pk).get_secrets() == {"token": TOKEN}
+    assert Connector.objects.get(pk=last.pk).get_secrets() == {"api_key": "k-1234"}
+    assert {pk: stored_column(Connector(pk=pk)) for pk in kept} == kept  # as they were
+
+
+def test_rotation_with_keys_no_connector_could_use_says_so_once_and_writes_nothing(settings):
+    hook = ConnectorFactory(name="hook", secrets={"token": TOKEN})
+    before = stored_column(hook)
+    settings.PGJOBS = {**settings.PGJOBS, "SECRET_KEYS": ["short"]}
+    with pytest.raises(CommandError, match=r"SECRET_KEYS'\] must be a list") as raised:
+        call_command("rotate_connector_secrets", stdout=io.StringIO())
+    assert "hook" not in str(raised.value)
+    assert stored_column(hook) == before
+
+
 def test_updating_some_secrets_keeps_the_others():
     hook = ConnectorFactory(name="hook", secrets={"token": TOKEN, "api_key": "k-1234"})
     hook.update_secrets({"api_key": "k-5678"}, remove=["token"])

@@ -28,15 +28,19 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         using = conf.get("DATABASE")
+        try:  # keys no connector could be rotated with: said once, not per connector
+            secrets.configured_keys()
+        except secrets.SecretKeysInvalid as error:
+            raise CommandError(str(error)) from None
         rotated, refused = 0, []
         with transaction.atomic(using=using):
             stored = Connector.objects.using(using).select_for_update().only("pk", "name")
             for connector in shown.within(stored.exclude(encrypted_secrets=""), SECRETS):
-                if why := self.too_large(connector):
+                why = self.too_large(connector) or self.rotate(connector, using)
+                if why:
                     refused.append(why)
-                    continue
-                self.rotate(connector, using)
-                rotated += 1
+                else:
+                    rotated += 1
         self.stdout.write(f"re-encrypted the secrets of {rotated} connector(s)")
         if refused:
             raise CommandError(
@@ -56,13 +60,25 @@ class Command(BaseCommand):
         return None
 
     @staticmethod
-    def rotate(connector: Connector, using: str) -> None:
-        """Write the connector's secrets re-encrypted, and nothing else: ``save()`` would
-        check (and so load) its other columns, which may be as large."""
+    def rotate(connector: Connector, using: str) -> str | None:
+        """Write the connector's secrets re-encrypted, and nothing else (``save()`` would
+        check, and so load, its other columns, which may be as large); or, writing
+        nothing, say why they can't be: one connector whose secrets no key decrypts
+        stopped the rotation of every other. What is said never holds a secret, nor
+        the stored token or anything read from it."""
         try:
             token = secrets.rotate(connector.encrypted_secrets)
-        except secrets.SecretsUnreadable as error:
-            raise CommandError(f"connector {connector.name!r}: {error}") from None
-        Connector.objects.using(using).filter(pk=connector.pk).update(
-            encrypted_secrets=token, updated_at=timezone.now()
-        )
+        except secrets.SecretsUnreadable:
+            why = (
+                "its secrets can't be decrypted with any key in PGJOBS['SECRET_KEYS'] (was "
+                "the key that encrypted them removed? put it back, or enter its secrets "
+                "again)"
+            )
+        except Exception as error:  # its message might quote the token: not shown
+            why = f"its secrets could not be re-encrypted ({type(error).__name__})"
+        else:
+            Connector.objects.using(using).filter(pk=connector.pk).update(
+                encrypted_secrets=token, updated_at=timezone.now()
+            )
+            return None
+        return f"connector {connector.name!r}: {why}"
