@@ -107,3 +107,54 @@ def test_stopworker_refuses_a_host_no_worker_can_have_and_flags_nobody(host, pro
     assert not WorkerProcess.objects.filter(stop_requested=True).exists()
     call_command("stopworker", "--host", worker.host, stdout=io.StringIO())
     assert WorkerProcess.objects.get(pk=worker.pk).stop_requested
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "host, problem",
+    [
+        pytest.param("web\udcff", "--host contains a lone surrogate", id="undecodable-byte"),
+        pytest.param("web\u202e1", "--host must not contain control", id="bidi-override"),
+        pytest.param("web\u200b1", "--host must not contain control", id="zero-width-space"),
+        pytest.param("\u00e9" * 256, "--host must be 1 to 255 characters, not 256", id="long"),
+    ],
+)
+def test_stopworker_refuses_unicode_no_worker_can_record_and_flags_nobody(host, problem):
+    """A byte the terminal's encoding can't read reaches argv as a lone surrogate; a
+    direction override or a zero-width space would make the host look like another."""
+    WorkerProcessFactory(host="web1")
+    with pytest.raises(CommandError) as refused:
+        call_command("stopworker", "--host", host)
+    assert str(refused.value).startswith(problem), refused.value
+    assert not WorkerProcess.objects.filter(stop_requested=True).exists()
+
+
+@pytest.mark.django_db
+def test_stopworker_stops_the_workers_of_a_unicode_host_of_255_characters():
+    host = "\u5b57" * 255  # characters, as varchar(255) counts them: 765 bytes of UTF-8
+    worker = WorkerProcessFactory(host=host)
+    other = WorkerProcessFactory(host="web")
+    out = io.StringIO()
+    call_command("stopworker", "--host", host, stdout=out)
+    assert out.getvalue() == "asked 1 worker process(es) to stop\n"
+    assert WorkerProcess.objects.get(pk=worker.pk).stop_requested
+    assert not WorkerProcess.objects.get(pk=other.pk).stop_requested
+
+
+@pytest.mark.django_db
+def test_stopworker_names_hosts_that_differ_only_in_unicode_form_or_case():
+    """'é' as one character and as e and an accent look the same: "no worker process on
+    host 'é'" while the admin lists a worker on host 'é' said nothing of why."""
+    WorkerProcessFactory(host="caf\u00e9-1")  # NFC, as most systems write it
+    WorkerProcessFactory(host="CAFE\u0301-1")
+    WorkerProcessFactory(host="web")
+    with pytest.raises(CommandError) as refused:
+        call_command("stopworker", "--host", "cafe\u0301-1")  # NFD: e and a combining accent
+    said = str(refused.value)
+    assert said.startswith("no worker process on host 'cafe\u0301-1' ('cafe\\u0301-1')"), said
+    assert "differ only in case or Unicode form" in said
+    assert "('CAFE\\u0301-1')" in said and "('caf\\xe9-1')" in said and "'web'" not in said
+    assert not WorkerProcess.objects.filter(stop_requested=True).exists()
+    with pytest.raises(CommandError) as refused:
+        call_command("stopworker", "--host", "elsewhere")
+    assert str(refused.value) == "no worker process on host 'elsewhere'"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -46,7 +47,7 @@ class Command(BaseCommand):
                 raise CommandError(f"{problem}: no worker process records such a host") from None
             ids = list(rows.filter(host=host).values_list("pk", flat=True))
             if not ids:
-                raise CommandError(f"no worker process on host {host!r}")
+                raise CommandError(f"no worker process on host {_said(host)}{_alike(rows, host)}")
         flagged = request_stop(None if options["all"] else ids)
         self.stdout.write(f"asked {flagged} worker process(es) to stop")
 
@@ -60,3 +61,30 @@ def _worker_id(text: str) -> int:
             "processes admin page, as shown there)"
         )
     return worker_id
+
+
+#: Most distinct hosts read to find those alike (``_alike``): a fleet has far fewer.
+HOSTS_READ = 10_000
+
+
+def _said(host: str) -> str:
+    """``host`` quoted, and, if it is not ASCII, as its code points too: 'é' may be one
+    character or e and an accent, which look the same but are other hosts."""
+    return repr(host) if host.isascii() else f"{host!r} ({host!a})"
+
+
+def _folded(host: str) -> str:
+    return unicodedata.normalize("NFKC", host).casefold()
+
+
+def _alike(rows: Any, host: str) -> str:
+    """The hosts of workers that differ from ``host`` only in letter case or Unicode
+    form, named (they look the same or nearly): ``--host`` matches exactly."""
+    key = _folded(host)
+    hosts = rows.order_by("host").values_list("host", flat=True).distinct()[:HOSTS_READ]
+    alike = [other for other in hosts if _folded(other) == key]
+    if not alike:
+        return ""
+    return "; --host matches exactly, and these differ only in case or Unicode form: " + (
+        ", ".join(_said(other) for other in alike)
+    )
