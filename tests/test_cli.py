@@ -494,6 +494,22 @@ def test_health_passes_with_nothing_running_and_fails_on_a_stale_worker_of_this_
     assert as_json("health")["healthy"] is True
 
 
+def test_health_says_plainly_that_no_worker_is_alive_when_none_is_required():
+    """Healthy (the exit status is kept: a host may run no worker), but "0 alive on
+    web-1" read as one more fine line beside "ok": it says so in words."""
+    host = socket.gethostname()
+    code, out, _ = pgjobs("health")
+    assert code == 0
+    said = f"no worker is alive on {host} (not required: with --require-worker this fails)"
+    assert said in out
+    assert as_json("health")["checks"][1] == {"name": "workers", "ok": True, "detail": said}
+    WorkerProcessFactory(host="elsewhere")  # another host's worker is not this one's
+    assert said in pgjobs("health")[1]
+    WorkerProcessFactory(host=host)
+    code, out, _ = pgjobs("health")
+    assert code == 0 and f"1 alive on {host}" in out and "no worker" not in out
+
+
 def test_health_can_require_a_worker_on_this_host():
     code, out, _ = pgjobs("health", "--require-worker")
     assert code == 1 and "no worker is running on" in out
