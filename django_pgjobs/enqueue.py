@@ -143,11 +143,13 @@ class JobBuilder:
 
     def _queue_of(self, queue: Any, registered: Task[Any, Any]) -> tuple[str, int]:
         """A job's queue (the one it names, else its task's, else the default)."""
-        return self._queue(queue or registered.queue or conf.get("DEFAULT_QUEUE"))
+        if unset(queue):
+            queue = registered.queue or conf.get("DEFAULT_QUEUE")
+        return self._queue(queue)
 
     def _connector_of(self, connector: Any, registered: Task[Any, Any]) -> str | None:
         """A job's connector (the one it names, else its task's), if any."""
-        connector = connector or registered.connector
+        connector = registered.connector if unset(connector) else connector
         return None if connector is None else self._connector(connector)
 
     def look_up(self, task: str, queue: str | None, connector: str | None) -> Task[Any, Any]:
@@ -171,7 +173,7 @@ class JobBuilder:
         signature = registered.signature
         if signature is None:
             return spec
-        connector = (spec.connector or registered.connector) is not None
+        connector = not (unset(spec.connector) and registered.connector is None)
         args, kwargs = signature.dump(spec.args, spec.kwargs, connector, bool(spec.pass_results))
         return dataclasses.replace(spec, args=args, kwargs=kwargs)
 
@@ -288,9 +290,7 @@ class JobBuilder:
         run_at = None
         if spec.run_at is not None:  # naive: in TIME_ZONE with USE_TZ off, else refused
             run_at = limits.stored_moment(spec.run_at, "run_at")
-        unique_key = spec.unique_key or None
-        if unique_key is not None:
-            limits.text(unique_key, "unique_key")
+        unique_key = None if unset(spec.unique_key) else limits.text(spec.unique_key, "unique_key")
         flags: dict[str, Any] = {}
         delay = None
         if spec.debounce_key is not None or spec.debounce is not None:
@@ -389,6 +389,14 @@ def _debounce(spec: JobSpec, registered: Task[Any, Any]) -> dict[str, Any]:
     if spec.depends_on:
         raise InvalidOption("debounce_key", "can't be combined with depends_on")
     return {"key": key, "seconds": seconds}
+
+
+def unset(value: Any) -> bool:
+    """Whether a name option (queue, connector, unique_key) is not given: None or "".
+    Another false value is no name, and is checked as given: ``queue=0`` (or False,
+    or []) went to the default queue, ``unique_key=0`` made no key, where 7 was
+    refused."""
+    return value is None or (isinstance(value, str) and not value)
 
 
 def _first_set(*values: Any) -> Any:

@@ -101,6 +101,15 @@ REFUSED: dict[str, tuple[dict[str, Any], type[Exception], str]] = {
     "queue with NUL": ({"queue": "default\x00"}, InvalidQueueName, "invalid queue name"),
     "queue unhashable": ({"queue": ["default"]}, InvalidQueueName, "invalid queue name"),
     "connector with NUL": ({"connector": "hook\x00"}, UnknownConnector, "unknown connector"),
+    # Values that are no name, yet false: taken as "not given" (the default queue, no
+    # connector, no key), as 7 was refused (0 as max_attempts is refused too)
+    "queue zero": ({"queue": 0}, InvalidQueueName, "invalid queue name 0"),
+    "queue False": ({"queue": False}, InvalidQueueName, "invalid queue name False"),
+    "queue an empty list": ({"queue": []}, InvalidQueueName, "invalid queue name"),
+    "connector zero": ({"connector": 0}, UnknownConnector, "unknown connector 0"),
+    "connector an empty dict": ({"connector": {}}, UnknownConnector, "unknown connector"),
+    "unique_key zero": ({"unique_key": 0}, InvalidOption, "unique_key must be a string"),
+    "unique_key False": ({"unique_key": False}, InvalidOption, "unique_key must be a string"),
     # Structures no reader can parse back, or that never end
     "args nested too deep": ({"args": _deep(MAX_DEPTH + 1)}, PayloadError, f"nested more than {MAX_DEPTH} levels"),
     "kwargs nested too deep": ({"kwargs": {"a": _deep(MAX_DEPTH)}}, PayloadError, "nested more than"),
