@@ -712,7 +712,10 @@ def test_a_debounced_call_loads_no_large_value_of_the_job_it_joins():
 
 
 def test_a_django_task_enqueued_as_a_duplicate_is_answered_as_get_result_reads_it():
-    from django.tasks import default_task_backend
+    try:
+        from django.tasks import default_task_backend
+    except ImportError:  # Django 5.2: the django-tasks package
+        from django_tasks import default_task_backend
 
     from tests import django_tasks_for_tests as django_tasks
 
