@@ -34,6 +34,15 @@ class UnknownDependency(PgJobsError, LookupError):
 
 
 def job_ids(depends_on: Sequence[Job | int]) -> list[int]:
+    """The ids ``depends_on`` names; TypeError for anything but a list of saved jobs or
+    ids from 1 to 2**63-1. A string was read as its characters ("12" said "not '1'"),
+    and an id alone raised "'int' object is not iterable"."""
+    if isinstance(depends_on, str | bytes) or not isinstance(depends_on, Iterable):
+        if isinstance(depends_on, str | bytes):
+            given = f"the string {shown(depends_on)}"
+        else:
+            given = f"{shown(depends_on)} ({type(depends_on).__name__})"
+        raise TypeError(f"depends_on must be a list of saved jobs or job ids, not {given}")
     ids = []
     for item in depends_on:
         job_id = item if isinstance(item, int) else getattr(item, "pk", None)

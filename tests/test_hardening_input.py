@@ -238,6 +238,27 @@ def test_depends_on_refuses_ids_no_row_can_have():
 
 
 @pytest.mark.parametrize(
+    "depends_on, said",
+    [
+        # A string was read as its characters: "12" said "not '1'", of a job id it names.
+        ("12", "depends_on must be a list of saved jobs or job ids, not the string '12'"),
+        (b"12", "depends_on must be a list of saved jobs or job ids, not the string b'12'"),
+        # An id alone raised Python's own "'int' object is not iterable".
+        (12, r"depends_on must be a list of saved jobs or job ids, not 12 \(int\)"),
+    ],
+)
+def test_depends_on_that_is_no_list_says_so_and_writes_nothing(depends_on, said):
+    with transaction.atomic():
+        for enqueue in (
+            lambda: Job.enqueue(ANYTHING, depends_on=depends_on),
+            lambda: Job.enqueue_many([{"task": ANYTHING, "depends_on": depends_on}]),
+        ):
+            with pytest.raises(TypeError, match=said):
+                enqueue()
+        assert not Job.objects.exists()  # and the transaction goes on
+
+
+@pytest.mark.parametrize(
     "options, message",
     [
         ({"name": "tests.x\x00"}, "task name contains a NUL"),
