@@ -170,6 +170,28 @@ def test_frozen_time_walks_a_job_through_its_retries():
     assert [e["attempt"] for e in job.errors] == [1, 2, 3]
 
 
+def test_a_frozen_clock_stands_at_an_instant_a_row_holds_as_the_real_clock_gives_it():
+    """It stood at the time as given: in an offset PostgreSQL doesn't take (+20:00) every
+    enqueue under it was a DataError (its created_at), and in year 1 or on 9999-12-31
+    an IntegrityError; either aborted the test's transaction."""
+    from django.db import transaction
+
+    far_east = datetime(2030, 1, 1, tzinfo=timezone.get_fixed_timezone(20 * 60))
+    with testing.freeze_time(far_east) as clock:
+        assert clock() == far_east and clock().utcoffset() == timedelta(0)  # UTC, as now()
+        job = Job.enqueue("testproject.demo.tasks.add", args=[1, 2])
+        assert Job.objects.get(pk=job.pk).created_at == datetime(2029, 12, 31, 4, tzinfo=UTC)
+    with transaction.atomic():
+        for at in (datetime(1, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, tzinfo=UTC)):
+            with pytest.raises(ValueError, match="is out of range"), testing.freeze_time(at):
+                pass
+        with testing.freeze_time(datetime(9999, 12, 30, 12, tzinfo=UTC)) as clock:
+            with pytest.raises(ValueError, match=r"9999-12-31T00:00:00.* is out of range"):
+                clock.advance(hours=12)
+            assert clock() == datetime(9999, 12, 30, 12, tzinfo=UTC)
+        assert Job.objects.filter(pk=job.pk).exists()  # the transaction goes on
+
+
 def test_frozen_time_refuses_naive_times_and_going_backwards():
     naive = datetime(2030, 1, 1)
     with pytest.raises(ValueError, match="timezone-aware"), testing.freeze_time(naive):
