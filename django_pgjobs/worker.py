@@ -932,10 +932,16 @@ class Worker:
     def _loop(self) -> None:
         db.prepare_on_this_thread()
         retry_delay = 0.1
+        # After an error no lost connection explains (see below): seconds to the next pass.
+        error_delay = 0.1
+        passing = logs.LoopStep(
+            logger, f"worker {self.record.pk if self.record else '-'}: a pass of its loop"
+        )
         while not self.stopping.is_set():
             self.wakeup.clear()
             querylog.forget()
             seen = outage.generation(self.using)
+            claiming = False
             try:
                 self._know_backend()
                 if self._claim_in_doubt and time.monotonic() >= (self._retry_lost_at or 0):
@@ -947,10 +953,13 @@ class Worker:
                 # gone from ``running`` by the time the claim returns.
                 was_idle = not self.running
                 claimed_at = time.monotonic()
+                claiming = True
                 claimed = self.run_once()
                 if retry_delay > 0.1:  # back after a failure, on a new connection
                     outage.reachable(self.using, claimed_at)
                 retry_delay = 0.1
+                error_delay = 0.1
+                passing.passed()
             except db.CONNECTION_TROUBLE as error:
                 self._lost_connection()
                 outage.unreachable(self.using, error)
@@ -965,12 +974,38 @@ class Worker:
                 )
                 retry_delay = min(retry_delay * 2, 10.0)
                 continue
+            except Exception as error:
+                # No lost connection: a statement the server refused (a site's trigger
+                # on a row it claims, a constraint), or a bug of ours meeting an odd
+                # row. It ended the loop, and the worker with it, while its heartbeat
+                # went on. Said once while it repeats (at DEBUG after that, again in
+                # full once it changes or a pass went through), backed off from, cut
+                # short by a stop; the jobs running meanwhile finish and are written.
+                passing.failed(error)
+                self._after_failed_pass(claiming)
+                self.stopping.wait(outage.spread(error_delay))
+                error_delay = min(error_delay * 2, 10.0)
+                continue
             if self.burst and not claimed and was_idle:
                 break
             if claimed and len(claimed) == free:
                 continue  # maybe more is due; claim again as soon as capacity allows
             deadline_in = self._next_deadline_in(claimed_at)
             self.wakeup.wait(min(self.poll_interval, deadline_in or self.poll_interval))
+
+    def _after_failed_pass(self, claiming: bool) -> None:
+        """Start the next pass clean after one failed with an error no lost connection
+        explains: on a new connection (nothing of the failed pass's transaction or
+        session left behind), and, if it failed in or after its claim, with that claim
+        in doubt: it may have committed jobs it never started (a failure while it
+        built or started them), which ``_hand_back_unheld`` gives back, uncounted,
+        before the next claim (a claim the server refused committed nothing: it then
+        finds none)."""
+        if claiming:
+            self._claim_in_doubt = True
+        self._backend = None  # the connection closed below ran no claim still under way
+        with contextlib.suppress(Exception):  # closing a broken one may raise too
+            connections[self.using].close()
 
     def _know_backend(self) -> None:
         """Learn which backend serves the loop's connection, once per connection (made

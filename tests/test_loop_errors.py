@@ -1,0 +1,116 @@
+"""No row and no single bug stops a worker: an error the worker's loop meets that no
+lost connection explains (a site's trigger refusing a claim, a bug of ours) is said
+once while it repeats, backed off from, and the loop goes on; its shutdown hands back
+what it can whatever one hand-back raises."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+
+import pytest
+from django.db import connection
+
+from django_pgjobs import Job
+from django_pgjobs.models import WorkerProcess
+from django_pgjobs.states import JobState
+from django_pgjobs.worker import Worker
+from testproject.demo.tasks import add
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+# A site's own audit trigger on the job table, written for numbers in args[0]: a job
+# enqueued with a word there makes every claim that takes it fail with a DataError
+# (invalid_text_representation), which no lost connection explains.
+AUDIT_TRIGGER = """
+CREATE FUNCTION site_audit_claims() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.state = 'executing' AND OLD.state <> 'executing' THEN
+        PERFORM (NEW.args ->> 0)::int;
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER site_audit_claims BEFORE UPDATE ON pgjobs_job
+    FOR EACH ROW EXECUTE FUNCTION site_audit_claims();
+"""
+DROP_AUDIT_TRIGGER = """
+DROP TRIGGER IF EXISTS site_audit_claims ON pgjobs_job;
+DROP FUNCTION IF EXISTS site_audit_claims();
+"""
+
+
+@pytest.fixture
+def audit_trigger():
+    with connection.cursor() as cursor:
+        cursor.execute(AUDIT_TRIGGER)
+    yield lambda: _drop_audit_trigger()
+    _drop_audit_trigger()
+
+
+def _drop_audit_trigger() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(DROP_AUDIT_TRIGGER)
+
+
+def loop_failures(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [
+        r
+        for r in caplog.records
+        if r.name == "django_pgjobs.worker" and "a pass of its loop failed" in r.getMessage()
+    ]
+
+
+def test_a_claim_a_site_trigger_refuses_does_not_stop_the_worker(
+    threaded_worker, wait, caplog, audit_trigger
+):
+    caplog.set_level(logging.DEBUG, logger="django_pgjobs.worker")
+    worker = threaded_worker(poll_interval=0.2)
+    thread = next(t for t in threading.enumerate() if getattr(t, "_target", None) == worker.run)
+    odd = add.enqueue("a", "b")  # "a" is no int: the site's trigger refuses its claim
+    # Said once, with its traceback; the repeats only at DEBUG.
+    wait(lambda: len(loop_failures(caplog)) >= 3, timeout=20)
+    said = loop_failures(caplog)
+    errors = [r for r in said if r.levelno == logging.ERROR]
+    assert len(errors) == 1, [r.getMessage() for r in said]
+    assert "DataError" in errors[0].getMessage() and "carrying on" in errors[0].getMessage()
+    assert errors[0].exc_info is not None
+    assert all(r.levelno == logging.DEBUG for r in said[1:])
+    assert thread.is_alive()  # the loop went on: before, it ended, and the worker with it
+    assert WorkerProcess.objects.filter(pk=worker.record.pk).exists()
+    # Once the trigger is fixed, the jobs it held back run.
+    audit_trigger()
+    plain = add.enqueue(1, 2)
+    wait(lambda: Job.objects.get(pk=plain.pk).state == JobState.COMPLETED, timeout=20)
+    wait(lambda: Job.objects.get(pk=odd.pk).state == JobState.COMPLETED, timeout=20)
+
+
+def test_a_worker_whose_loop_keeps_failing_still_stops_at_once(
+    threaded_worker, wait, caplog, monkeypatch
+):
+    """A bug of ours in a step of the loop: backed off (not a busy loop), and a stop
+    cuts the backoff short."""
+    caplog.set_level(logging.DEBUG, logger="django_pgjobs.worker")
+    failed_at: list[float] = []
+
+    def broken(self: Worker) -> None:
+        failed_at.append(time.monotonic())
+        raise TypeError("a bug of ours")
+
+    worker = threaded_worker(poll_interval=0.2)
+    thread = next(t for t in threading.enumerate() if getattr(t, "_target", None) == worker.run)
+    monkeypatch.setattr(Worker, "enforce_timeouts", broken)
+    worker.wakeup.set()
+    wait(lambda: len(failed_at) >= 5, timeout=30)
+    gaps = [b - a for a, b in itertools.pairwise(failed_at)]
+    assert gaps[-1] > gaps[0] and gaps[-1] >= 0.4, gaps  # backing off
+    errors = [r for r in loop_failures(caplog) if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and "TypeError: a bug of ours" in errors[0].getMessage()
+    monkeypatch.undo()  # shutdown itself enforces timeouts
+    began = time.monotonic()
+    worker.request_stop()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert time.monotonic() - began < 3.0
+    assert not WorkerProcess.objects.filter(pk=worker.record.pk).exists()
