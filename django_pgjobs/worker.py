@@ -1209,52 +1209,70 @@ class Worker:
         self.wakeup.set()
 
     def shutdown(self) -> None:
+        """Stop: wait for the running jobs (up to SHUTDOWN_TIMEOUT), write what finished,
+        hand back the rest, remove the worker's row. Each step survives any error of
+        another (said, with its traceback if no database's): one hand-back that raised
+        a bug of ours left the other jobs and the row to the stale limit's rescue."""
         self.stopping.set()
         timeout = conf.get("SHUTDOWN_TIMEOUT")
         deadline = time.monotonic() + timeout
-        self._say_what_stopping_waits_for(timeout)
+        pk = self.record.pk if self.record else "-"
+        with self._surviving("say what stopping waits for"):
+            self._say_what_stopping_waits_for(timeout)
+        timeouts = logs.LoopStep(logger, f"worker {pk}: enforcing timeouts while stopping")
         while self.running and not self.hand_back_now.is_set():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            self.enforce_timeouts()
+            try:
+                self.enforce_timeouts()
+            except Exception as error:
+                timeouts.failed(error)
             self.hand_back_now.wait(min(remaining, 0.05))
         if self._claim_in_doubt:  # the loop's last claim lost its answer: see _loop
-            try:
+            # Still away: rescue returns them (a crash).
+            with self._surviving("give back the jobs of a lost claim"):
                 self._hand_back_unheld()
-            except DatabaseError as error:  # still away: rescue returns them (a crash)
-                logger.error("could not give back the jobs of a lost claim: %s", error)
         # Jobs that finished are written, not handed back (which would run them again).
-        self._stop_completer()
+        with self._surviving("write the outcomes of the jobs that finished"):
+            self._stop_completer()
         if self._publisher:
-            self._publisher.stop()
+            with self._surviving("publish the last events"):
+                self._publisher.stop()
         for context in self.running_contexts():
             job = context.job
             with self._lock:  # see _run: one of us hands a job back, not both
                 if context.cancelled:
                     continue  # already cancelled: its lease is gone, or a job thread has it
                 context.request_cancel()  # async tasks stop; sync ones see the flag
-            try:
+            # Not handed back: the lease stays valid; rescue of stale workers returns it.
+            with self._surviving(f"hand back job {job.pk}"):
                 handed = transitions.hand_back(job)
-            except DatabaseError as error:
-                # The lease stays valid; rescue of stale workers will return it.
-                logger.error("could not hand back job %s: %s", job.pk, error)
-                continue
-            logger.warning("job %s %s", job.pk, "handed back" if handed else "already moved on")
+                logger.warning("job %s %s", job.pk, "handed back" if handed else "already moved on")
         if self._notifier:
-            self._notifier.stop()
+            with self._surviving("stop listening"):
+                self._notifier.stop()
         if self._pool:
-            self._pool.shutdown(timeout=1.0)
+            with self._surviving("stop the job threads"):
+                self._pool.shutdown(timeout=1.0)
         if self.record:
-            try:
+            with self._surviving(f"remove worker row {self.record.pk}", logging.WARNING):
                 WorkerProcess.objects.using(self.using).filter(pk=self.record.pk).delete()
-            except DatabaseError as error:
-                logger.warning("could not remove worker row %s: %s", self.record.pk, error)
-        connections[self.using].close()
+        with self._surviving("close its connection"):
+            connections[self.using].close()
         self._gone.set()
-        logger.info(
-            "worker %s stopped%s", self.record.pk if self.record else "-", _summary(self.stats)
-        )
+        logger.info("worker %s stopped%s", pk, _summary(self.stats))
+
+    @contextlib.contextmanager
+    def _surviving(self, what: str, level: int = logging.ERROR) -> Iterator[None]:
+        """A step of ``shutdown`` that must not keep the next ones from running: a
+        database's error said in a line, any other (a bug of ours) with its traceback."""
+        try:
+            yield
+        except DatabaseError as error:
+            logger.log(level, "could not %s: %s", what, error)
+        except Exception as error:
+            logger.error("could not %s: %s", what, transitions.error_line(error), exc_info=error)
 
     def _say_what_stopping_waits_for(self, timeout: float) -> None:
         """One line before a stop waits for running jobs: after "received SIGINT" the

@@ -13,7 +13,7 @@ import time
 import pytest
 from django.db import connection
 
-from django_pgjobs import Job
+from django_pgjobs import Job, transitions
 from django_pgjobs.models import WorkerProcess
 from django_pgjobs.states import JobState
 from django_pgjobs.worker import Worker
@@ -114,3 +114,32 @@ def test_a_worker_whose_loop_keeps_failing_still_stops_at_once(
     assert not thread.is_alive()
     assert time.monotonic() - began < 3.0
     assert not WorkerProcess.objects.filter(pk=worker.record.pk).exists()
+
+
+def test_a_hand_back_that_raises_does_not_cut_the_shutdown_short(
+    threaded_worker, wait, caplog, monkeypatch
+):
+    """Shutdown's hand-backs caught database errors only: any other exception (a bug
+    of ours) left the other jobs and the worker's row for the stale limit's rescue."""
+    jobs = [Job.enqueue("tests.tasks_for_tests.blocked", args=[10]) for _ in range(2)]
+    worker = threaded_worker(concurrency=2, poll_interval=0.2)
+    thread = next(t for t in threading.enumerate() if getattr(t, "_target", None) == worker.run)
+    wait(lambda: len(worker.running) == 2, timeout=20)
+    real = transitions.hand_back
+    first = min(job.pk for job in jobs)
+
+    def hand_back(job: Job, *args: object, **kwargs: object) -> bool:
+        if job.pk == first:
+            raise TypeError("a bug of ours")
+        return real(job, *args, **kwargs)
+
+    monkeypatch.setattr(transitions, "hand_back", hand_back)
+    worker.request_stop()
+    worker.request_stop()  # hand them back now
+    thread.join(15)
+    assert not thread.is_alive()
+    other = max(job.pk for job in jobs)
+    assert Job.objects.get(pk=other).state == JobState.AVAILABLE  # handed back all the same
+    assert not WorkerProcess.objects.filter(pk=worker.record.pk).exists()
+    said = [r for r in caplog.records if f"could not hand back job {first}" in r.getMessage()]
+    assert len(said) == 1 and said[0].exc_info is not None, [r.getMessage() for r in said]
