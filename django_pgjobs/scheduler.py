@@ -337,12 +337,13 @@ class Scheduler:
                 )
                 retry_delay = min(retry_delay * 2, 5.0)
                 continue
-            except DatabaseError as error:
-                logger.warning("maintenance failed (%s); trying again in 5s", error)
-                connections[self.using].close()
-                delay = 5.0
-            except Exception as error:  # a bug of ours: it ended the thread, silently
+            except Exception as error:
+                # A bug of ours (it ended the thread, silently) or a statement the
+                # server refused (no outage: said again every 5 s while it lasted):
+                # said once while it repeats, tried again in 5 s.
                 planning.failed(error)
+                if isinstance(error, DatabaseError):
+                    connections[self.using].close()
                 delay = 5.0
             self.stopping.wait(min(max(delay, 1.0), self.max_sleep.total_seconds()))
         connections[self.using].close()

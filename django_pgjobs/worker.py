@@ -1115,6 +1115,9 @@ class Worker:
             "beat": logs.LoopStep(logger, f"worker {self.record.pk}: writing its heartbeat"),
             "rescue": logs.LoopStep(logger, f"worker {self.record.pk}: rescuing lost jobs"),
             "reclaim": logs.LoopStep(logger, f"worker {self.record.pk}: reclaiming jobs"),
+            # A database's error no outage explains, in any of them: said every
+            # HEARTBEAT_INTERVAL while it lasted.
+            "refused": logs.LoopStep(logger, f"worker {self.record.pk}: its heartbeat thread"),
         }
         while not self.stopping.wait(interval):
             began = time.monotonic()
@@ -1140,8 +1143,10 @@ class Worker:
                 connections[self.using].close()
                 failed = True
             except DatabaseError as error:
-                logger.warning("heartbeat failed: %s", error)
+                steps["refused"].failed(error)
                 connections[self.using].close()
+            else:
+                steps["refused"].passed()
         connections[self.using].close()
 
     def _watch(self) -> None:

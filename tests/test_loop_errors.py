@@ -143,3 +143,33 @@ def test_a_hand_back_that_raises_does_not_cut_the_shutdown_short(
     assert not WorkerProcess.objects.filter(pk=worker.record.pk).exists()
     said = [r for r in caplog.records if f"could not hand back job {first}" in r.getMessage()]
     assert len(said) == 1 and said[0].exc_info is not None, [r.getMessage() for r in said]
+
+
+def test_a_heartbeat_the_server_refuses_is_said_once_while_it_repeats(
+    threaded_worker, wait, caplog, monkeypatch, settings
+):
+    """A database's error no outage explains in the heartbeat thread (a statement the
+    server refused) was said every HEARTBEAT_INTERVAL while it lasted: now once."""
+    from django.db import DataError
+
+    from django_pgjobs import worker as worker_module
+
+    settings.PGJOBS = {**settings.PGJOBS, "HEARTBEAT_INTERVAL": 0.1}
+    caplog.set_level(logging.DEBUG, logger="django_pgjobs.worker")
+    refused: list[float] = []
+    real = worker_module.beat
+
+    def beat(*args: object, **kwargs: object) -> bool:
+        if len(refused) < 4:
+            refused.append(time.monotonic())
+            raise DataError("a row no statement expected")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(worker_module, "beat", beat)
+    worker = threaded_worker(poll_interval=0.2)
+    began = worker.heartbeat_ok_at
+    wait(lambda: len(refused) >= 4 and worker.heartbeat_ok_at != began, timeout=20)
+    said = [r for r in caplog.records if "a row no statement expected" in r.getMessage()]
+    errors = [r for r in said if r.levelno >= logging.WARNING]
+    assert len(errors) == 1 and len(said) >= 4, [r.getMessage() for r in said]
+    assert errors[0].levelname == "ERROR"
