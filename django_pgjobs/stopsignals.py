@@ -21,9 +21,14 @@ STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
 SAME_SIGNAL_WITHIN = 1.0
 
 
-def on_stop_signals(request_stop: Callable[[], None], logger: logging.Logger) -> None:
-    """Call ``request_stop`` on SIGTERM and SIGINT, after a line saying which came;
-    nothing for one within SAME_SIGNAL_WITHIN of the first."""
+def on_stop_signals(
+    request_stop: Callable[[], None],
+    logger: logging.Logger,
+    heard: Callable[[int], None] | None = None,
+) -> None:
+    """Call ``request_stop`` on SIGTERM and SIGINT, after a line saying which came (and
+    ``heard(signum)``, if given); nothing for one within SAME_SIGNAL_WITHIN of the
+    first."""
     first_at: list[float] = []
 
     def on_signal(signum: int, frame: object) -> None:
@@ -32,6 +37,8 @@ def on_stop_signals(request_stop: Callable[[], None], logger: logging.Logger) ->
             return
         first_at.append(now)
         logger.info("received %s", signal.Signals(signum).name)
+        if heard is not None:
+            heard(signum)
         request_stop()
 
     for signum in STOP_SIGNALS:

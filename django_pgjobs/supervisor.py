@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 
 from django.db import connections
 
+from . import logs
 from .stopsignals import STOP_SIGNALS
 
 logger = logging.getLogger(__name__)
@@ -70,6 +71,13 @@ def announce(message: str) -> None:
     if _report_fd is not None:
         with contextlib.suppress(OSError):
             os.write(_report_fd, f"{message}\n".encode())
+
+
+def heard(signum: int) -> None:
+    """In a supervised child, tell the supervisor a stop signal came (``signal:SIGTERM``):
+    it stops cleanly all the same, but one the supervisor did not send is no stop the
+    supervisor asked for (nor stopworker's) and the child is replaced."""
+    announce(f"signal:{_name(signum)}")
 
 
 #: How often a process without a pidfd (not Linux 5.3+) looks for its supervisor.
@@ -388,9 +396,9 @@ class Supervisor:
                         # was starting): the stop asked for, not a failure.
                         code = 0
                     slot.pid, slot.exit_code = None, code
-                    self._after_exit(slot)
+                    self._after_exit(slot, pid)
 
-    def _after_exit(self, slot: Slot) -> None:
+    def _after_exit(self, slot: Slot, pid: int) -> None:
         for job_pid in slot.jobs:  # its isolated jobs die with it
             with contextlib.suppress(ProcessLookupError):
                 os.kill(job_pid, signal.SIGKILL)
@@ -400,12 +408,20 @@ class Supervisor:
         slot.said = _read_all(slot)
         code = slot.exit_code
         workers = [int(line[7:]) for line in slot.said if line.startswith("worker:")]
-        if "exit" in slot.said and code == 0:
-            return  # stopped cleanly: not replaced
-        how = (
-            f"was killed by {signal.Signals(-code).name}" if code and code < 0 else f"exited {code}"
-        )
-        if self.rescue is not None and workers:  # its process is gone: nothing runs them
+        clean = "exit" in slot.said and code == 0
+        # A stop signal the child was sent, by name (it says so as it handles one).
+        signalled = next((line[7:] for line in slot.said if line.startswith("signal:")), None)
+        if clean and (signalled is None or pid in self._told or self.stopping):
+            return  # stopped cleanly (--burst done, stopworker, our stop): not replaced
+        if clean:
+            # Stopped cleanly by a signal someone else sent it (`kill -TERM <child>`):
+            # it was taken for stopworker's stop, not replaced, and not said.
+            how = f"was stopped by {logs.printable(signalled)}, which the supervisor did not send"
+        elif code and code < 0:
+            how = f"was killed by {_name(-code)}"
+        else:
+            how = f"exited {code}"
+        if self.rescue is not None and workers and not clean:  # nothing runs them now
             try:
                 self.rescue(workers)
             except Exception:  # the stale limit will return them; don't die of it
@@ -413,7 +429,7 @@ class Supervisor:
             finally:
                 connections.close_all()
         if self.stopping:
-            logger.warning("worker process %s %s while stopping", slot.number, how)
+            logger.warning("worker process %s (pid %s) %s while stopping", slot.number, pid, how)
             return
         # A child that died before it registered a worker failed to start (bad
         # settings, database away): wait longer each time. One that ran jobs is
@@ -427,8 +443,9 @@ class Supervisor:
         )
         slot.restart_at = time.monotonic() + delay
         logger.warning(
-            "worker process %s %s after %.1fs; restarting it%s",
+            "worker process %s (pid %s) %s after %.1fs; restarting it%s",
             slot.number,
+            pid,
             how,
             time.monotonic() - slot.started,
             f" in {delay:.1f}s (it failed to start)" if delay else "",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import signal
 import threading
 import time
@@ -751,7 +752,28 @@ def test_a_killed_child_of_processes_is_replaced_and_its_jobs_rescued_at_once(wo
     wait(lambda: WorkerProcess.objects.exclude(pk=holder.pk).count() == 2, timeout=20)
     assert not WorkerProcess.objects.filter(pk=holder.pk).exists()
     assert supervisor.stop() == 0, supervisor.output()[-3000:]
-    assert "was killed by SIGKILL" in supervisor.output()
+    said = (
+        rf"worker process \d \(pid {holder.pid}\) was killed by SIGKILL after [\d.]+s; restarting"
+    )
+    assert re.search(said, supervisor.output()), supervisor.output()[-3000:]
+
+
+def test_a_child_of_processes_stopped_by_a_signal_it_did_not_send_is_said_and_replaced(
+    worker_process, wait
+):
+    """`kill -TERM <child>`: the child stopped cleanly, as on a stop the supervisor
+    passed on, and the supervisor, taking it for stopworker's, said nothing and ran one
+    process short for good. It now says which child, which signal, and restarts it."""
+    supervisor = worker_process("--processes", "2", env=QUICK_POLL)
+    wait(lambda: WorkerProcess.objects.count() == 2, timeout=30)
+    child = WorkerProcess.objects.order_by("pk").first()
+    os.kill(child.pid, signal.SIGTERM)
+    wait(lambda: WorkerProcess.objects.exclude(pk=child.pk).count() == 2, timeout=30)
+    said = [line for line in supervisor.output().splitlines() if f"(pid {child.pid})" in line]
+    assert len(said) == 1, supervisor.output()[-3000:]
+    assert "was stopped by SIGTERM, which the supervisor did not send" in said[0], said
+    assert said[0].endswith("; restarting it"), said
+    assert supervisor.stop() == 0, supervisor.output()[-3000:]
 
 
 def test_children_whose_supervisor_is_killed_finish_their_jobs_and_stop(worker_process, wait):

@@ -27,6 +27,7 @@ from django_pgjobs import (
     probes,
     querylog,
     stopsignals,
+    supervisor,
     tasks,
     transitions,
     unmigrated,
@@ -191,7 +192,9 @@ class Command(BaseCommand):
         for alias in {conf.get("DATABASE"), conf.get("LISTEN_DATABASE") or conf.get("DATABASE")}:
             liveness.harden_connections(alias, "worker")
         worker = self._worker(queues, options, on_stale=liveness.exit_stale)
-        stopsignals.on_stop_signals(worker.request_stop, logger)
+        # Under --processes, the supervisor learns which signal stopped this child: one
+        # it did not send itself (`kill -TERM <child>`) is said, and the child replaced.
+        stopsignals.on_stop_signals(worker.request_stop, logger, heard=supervisor.heard)
         if endpoint is None:
             worker.run()
         else:
