@@ -416,7 +416,7 @@ class Supervisor:
         if clean:
             # Stopped cleanly by a signal someone else sent it (`kill -TERM <child>`):
             # it was taken for stopworker's stop, not replaced, and not said.
-            how = f"was stopped by {logs.printable(signalled)}, which the supervisor did not send"
+            how = f"was stopped by {logs.printable(signalled)} (not sent by the supervisor)"
         elif code and code < 0:
             how = f"was killed by {_name(-code)}"
         else:
