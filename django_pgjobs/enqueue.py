@@ -541,10 +541,16 @@ def _insert_built(specs: list[JobSpec], jobs: list[Job], using: str, now: dateti
         if plain:
             _insert_many(plain, using)
         debounced = _DebouncedBatch(using)
-        for job, spec in zip(jobs, specs, strict=True):
+        # Keys are taken in one order (queue, then key), whatever the batch's: two
+        # batches of the same keys in other orders would each hold a key the other
+        # waits for, a deadlock. Calls of one key keep their order (a stable sort).
+        for job, spec in sorted(
+            ((job, spec) for job, spec in zip(jobs, specs, strict=True) if not _plain(job)),
+            key=lambda pair: _key_order(pair[0]),
+        ):
             if job.unique_key is not None:
                 _insert_unique(job, using, _unique_for(spec))
-            elif "debounce" in job.meta:
+            else:
                 debounced.add(job)
         debounced.write()
         edges = [
@@ -560,6 +566,13 @@ def _insert_built(specs: list[JobSpec], jobs: list[Job], using: str, now: dateti
 def _plain(job: Job) -> bool:
     """Whether ``job`` goes in with the others, not on its own (a unique or debounce key)."""
     return job.unique_key is None and "debounce" not in job.meta
+
+
+def _key_order(job: Job) -> tuple[str, bool, str]:
+    """Where a keyed job's key is taken in its batch (``_insert_built``)."""
+    if job.unique_key is not None:
+        return job.queue, False, job.unique_key
+    return job.queue, True, job.meta["debounce"]["key"]
 
 
 @contextlib.contextmanager
@@ -786,6 +799,11 @@ def _copy(jobs: Iterable[Job], count: int, using: str) -> None:
     db.copy_in("copy_jobs", copying.chunks(numbered()), using)
 
 
+#: Inserts of a unique job whose key's holder finished before it was read, before
+#: the IntegrityError is raised.
+UNIQUE_INSERT_TRIES = 3
+
+
 def _unique_for(spec: JobSpec) -> float | None:
     return get_task(spec.task).unique_for
 
@@ -813,19 +831,29 @@ def _insert_unique(job: Job, using: str, unique_for: float | None = None) -> Non
             loaded.become(job, existing.__dict__)
             job.is_duplicate = True
             return
-    try:
-        with transaction.atomic(using=using):
-            Job.objects.using(using).bulk_create([job])
-    except IntegrityError:
-        existing = loaded.holder(
-            Job.objects.using(using)
-            .filter(queue=job.queue, unique_key=job.unique_key, state__in=[str(s) for s in ACTIVE])
-            .order_by("pk")
-        )
-        if existing is None:  # the holder finished between our insert and this read
-            raise
-        loaded.become(job, existing.__dict__)
-        job.is_duplicate = True
+    for tries_left in reversed(range(UNIQUE_INSERT_TRIES)):
+        try:
+            with transaction.atomic(using=using):
+                Job.objects.using(using).bulk_create([job])
+            return
+        except IntegrityError:
+            existing = loaded.holder(
+                Job.objects.using(using)
+                .filter(
+                    queue=job.queue, unique_key=job.unique_key, state__in=[str(s) for s in ACTIVE]
+                )
+                .order_by("pk")
+            )
+            # The holder finished between our insert and this read (a quick worker, a
+            # cancel): the key is free again, so insert again. Raised only if it keeps
+            # happening, or the holder stays out of sight (REPEATABLE READ's snapshot).
+            if existing is None:
+                if tries_left:
+                    continue
+                raise
+            loaded.become(job, existing.__dict__)
+            job.is_duplicate = True
+            return
 
 
 def _insert_debounced(job: Job, using: str) -> None:

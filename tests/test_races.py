@@ -1,0 +1,197 @@
+"""Two sessions doing conflicting things at once, against the real PostgreSQL: the
+interleaving is forced (one session holds what the other needs, and the test waits,
+with a deadline, until the other is seen waiting on it)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.db import connection, connections, transaction
+
+from django_pgjobs import Job, enqueue, loaded
+from django_pgjobs.states import JobState
+from tests.conftest import wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ADD = "testproject.demo.tasks.add"
+
+
+class Session(threading.Thread):
+    """``work`` in a transaction of its own Django connection, on a thread; it
+    commits (or rolls back) when told, after ``work`` returned."""
+
+    def __init__(self, work: Callable[[], Any]) -> None:
+        super().__init__(daemon=True)
+        self.work = work
+        self.pid: int | None = None
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+        self.end = threading.Event()
+        self.rollback = False
+
+    def run(self) -> None:
+        try:
+            with transaction.atomic():
+                self.pid = connection.connection.info.backend_pid
+                try:
+                    self.result = self.work()
+                finally:
+                    self.done.set()
+                self.end.wait(30)
+                if self.rollback:
+                    transaction.set_rollback(True)
+        except BaseException as error:
+            self.error = error
+        finally:
+            self.done.set()
+            connections.close_all()
+
+    def finish(self, rollback: bool = False) -> Any:
+        self.rollback = rollback
+        self.end.set()
+        self.join(30)
+        assert not self.is_alive()
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+def start(work: Callable[[], Any]) -> Session:
+    session = Session(work)
+    session.start()
+    wait_until(lambda: session.pid is not None)
+    return session
+
+
+def waiting_on_a_lock(session: Session) -> bool:
+    with connections["default"].cursor() as cursor:
+        cursor.execute(
+            "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %s", [session.pid]
+        )
+        row = cursor.fetchone()
+    return bool(row and row[0])
+
+
+def blocked(session: Session) -> bool:
+    """Whether ``session`` is still at work and waits on a lock another holds."""
+    return not session.done.is_set() and waiting_on_a_lock(session)
+
+
+# -- Unique and debounce keys -----------------------------------------------------------
+
+
+def unique(key: str, n: int = 1) -> Callable[[], Job]:
+    return lambda: Job.enqueue(ADD, args=[n, n], unique_key=key)
+
+
+@pytest.mark.parametrize("outcome", ["commit", "rollback"])
+def test_a_unique_key_enqueued_in_two_open_transactions_is_one_job(outcome):
+    first = start(unique("k"))
+    first.done.wait(10)
+    second = start(unique("k", 2))
+    wait_until(lambda: blocked(second))  # on the first's uncommitted index entry
+    held = first.finish(rollback=outcome == "rollback")
+    got = second.finish()
+    assert not held.is_duplicate
+    if outcome == "commit":
+        assert got.is_duplicate and got.pk == held.pk
+    else:
+        assert not got.is_duplicate and got.pk != held.pk
+    assert list(Job.objects.values_list("pk", flat=True)) == [got.pk]
+
+
+@pytest.mark.parametrize("outcome", ["commit", "rollback"])
+def test_a_unique_for_key_enqueued_in_two_open_transactions_is_one_job(outcome):
+    from tests.tasks_for_tests import once_an_hour
+
+    first = start(lambda: once_an_hour.enqueue("r"))
+    first.done.wait(10)
+    second = start(lambda: once_an_hour.enqueue("r"))
+    wait_until(lambda: blocked(second))  # on the key's advisory lock
+    held = first.finish(rollback=outcome == "rollback")
+    got = second.finish()
+    assert got.is_duplicate == (outcome == "commit")
+    assert (got.pk == held.pk) == (outcome == "commit")
+    assert Job.objects.count() == 1
+
+
+def test_the_second_enqueuer_of_a_key_keeps_its_transaction_usable():
+    first = start(unique("k"))
+    first.done.wait(10)
+
+    def enqueue_and_carry_on() -> tuple[Job, int]:
+        job = Job.enqueue(ADD, args=[2, 2], unique_key="k")
+        return job, Job.enqueue(ADD, args=[3, 3]).pk  # the transaction still works
+
+    second = start(enqueue_and_carry_on)
+    wait_until(lambda: blocked(second))
+    held = first.finish()
+    got, other = second.finish()
+    assert got.is_duplicate and got.pk == held.pk
+    assert Job.objects.filter(pk=other).exists()
+
+
+@pytest.mark.parametrize("keyed", ["unique_key", "debounce_key"])
+def test_two_batches_of_the_same_keys_in_opposite_orders_do_not_deadlock(keyed, monkeypatch):
+    def batch(keys: list[str]) -> Callable[[], list[Job]]:
+        extra = {"debounce": 5} if keyed == "debounce_key" else {}
+        return lambda: Job.enqueue_many(
+            [{"task": ADD, "args": [1, 1], keyed: key, **extra} for key in keys]
+        )
+
+    # Each batch takes its first key, then goes on once the other took its first or
+    # waits on a lock: unless both take their keys in one order, each then holds what
+    # the other waits for.
+    sessions: dict[int, Session] = {}
+    took_first: dict[int, threading.Event] = {}
+    name = "_insert_unique" if keyed == "unique_key" else "_insert_debounced"
+    insert = getattr(enqueue, name)
+
+    def then_wait_for_the_other(job: Job, *args: Any) -> None:
+        insert(job, *args)
+        me = threading.get_ident()
+        if took_first[me].is_set():
+            return
+        took_first[me].set()
+        (other,) = [s for s in sessions.values() if s.ident != me]
+        wait_until(lambda: took_first[other.ident].is_set() or waiting_on_a_lock(other))
+
+    monkeypatch.setattr(enqueue, name, then_wait_for_the_other)
+    keys = [f"k{n}" for n in range(6)]
+    forwards, backwards = Session(batch(keys)), Session(batch(keys[::-1]))
+    for session in (forwards, backwards):
+        session.start()
+        wait_until(lambda s=session: s.ident is not None)
+        sessions[session.ident] = session
+        took_first[session.ident] = threading.Event()
+    wait_until(lambda: forwards.done.is_set() or backwards.done.is_set())
+    for session in (forwards, backwards):
+        if session.done.is_set():
+            assert session.error is None, session.error
+    one, other = forwards.finish(), backwards.finish()
+    assert {job.pk for job in one} == {job.pk for job in other}
+    assert Job.objects.count() == len(keys)
+    got = [job.meta.get("debounce", {}).get("key", job.unique_key) for job in other]
+    assert got == keys[::-1]
+
+
+def test_a_holder_that_finishes_before_the_loser_reads_it_leaves_the_key_free(monkeypatch):
+    """The insert of a key lost to a job that then finished before the loser looked
+    for it (a worker was quick): the loser enqueues, no IntegrityError."""
+    holder = Job.enqueue(ADD, args=[1, 1], unique_key="k")
+    looked = loaded.holder
+
+    def finished_meanwhile(queryset: Any) -> Any:
+        Job.objects.filter(pk=holder.pk).update(state=JobState.CANCELLED)
+        return looked(queryset)
+
+    monkeypatch.setattr(loaded, "holder", finished_meanwhile)
+    with transaction.atomic():
+        job = Job.enqueue(ADD, args=[2, 2], unique_key="k")
+    assert not job.is_duplicate and job.pk != holder.pk
+    assert Job.objects.get(pk=job.pk).state == JobState.AVAILABLE
