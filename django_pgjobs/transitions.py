@@ -426,9 +426,18 @@ def cancel(job: Job, now: datetime | None = None) -> Job:
         raise JobGone(job.pk, S.CANCELLED)
     if job.is_finished:
         return job
-    was_executing = job.state == S.EXECUTING
     using = job._state.db or conf.get("DATABASE")
     with transaction.atomic(using=using):
+        # Its state now, under the row lock the UPDATE takes anyway: a worker may have
+        # claimed it since it was read (its claim skips a locked row, so none can now).
+        state = (
+            Job.objects.using(using)
+            .select_for_update()
+            .filter(pk=job.pk)
+            .values_list("state", flat=True)
+            .first()
+        )
+        was_executing = state == S.EXECUTING
         moved = _move(job, S.CANCELLED, finished_at=now, lease=None)
         if moved and was_executing:
             # Tell the worker running it (on commit) so an async task stops now.
@@ -512,6 +521,11 @@ def retry_many(
     )
 
 
+#: ``cancel_many``'s rounds at most: each cancels the jobs that workers claimed during
+#: the one before (a rare race), so two are nearly always enough.
+CANCEL_ROUNDS = 5
+
+
 def cancel_many(jobs: QuerySet[Job], now: datetime | None = None) -> int:
     """``cancel`` for every unfinished job of ``jobs``, in one UPDATE; finished jobs
     are left alone. Returns how many jobs were cancelled.
@@ -524,13 +538,24 @@ def cancel_many(jobs: QuerySet[Job], now: datetime | None = None) -> int:
     now = now or timezone.now()
     using = jobs.db
     unfinished = jobs.order_by().filter(state__in=sources_of(S.CANCELLED))
+    cancelled = 0
     with transaction.atomic(using=using):
-        running = list(
-            unfinished.filter(state=S.EXECUTING).select_for_update().values_list("pk", flat=True)
-        )
-        cancelled = unfinished.update(state=S.CANCELLED, finished_at=now, lease=None)
-        for job_id in running:
-            db.notify(CONTROL_CHANNEL, f"cancel:{job_id}", using)
+        # A job a worker claims between the locking read and the UPDATE is left to the
+        # next round (the UPDATE skips executing jobs it did not lock), so that each
+        # executing job cancelled is one whose worker is told.
+        for _ in range(CANCEL_ROUNDS):
+            running = list(
+                unfinished.filter(state=S.EXECUTING)
+                .select_for_update()
+                .values_list("pk", flat=True)
+            )
+            cancelled += unfinished.filter(~Q(state=S.EXECUTING) | Q(pk__in=running)).update(
+                state=S.CANCELLED, finished_at=now, lease=None
+            )
+            for job_id in running:
+                db.notify(CONTROL_CHANNEL, f"cancel:{job_id}", using)
+            if not unfinished.filter(state=S.EXECUTING).exists():
+                break
     return cancelled
 
 

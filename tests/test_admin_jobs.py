@@ -422,6 +422,16 @@ def test_cancel_stops_a_scheduled_job(admin_client):
     assert state_of(job) == S.CANCELLED
 
 
+def test_a_cancel_of_a_job_that_completed_meanwhile_says_so(admin_client):
+    """The page showed it executing; a worker completed it before the click's UPDATE:
+    "Job #1 cancelled." was said of a completed job."""
+    job = JobFactory(executing=True)
+    with completed_before_its_update(job.pk):
+        response = admin_client.post(reverse("admin:pgjobs_job_cancel", args=[job.pk]), follow=True)
+    assert messages_of(response) == [f"Job #{job.pk} had already finished (completed)."]
+    assert state_of(job) == S.COMPLETED
+
+
 def test_state_changes_refuse_get(admin_client):
     job = JobFactory(discarded=True)
     assert admin_client.get(reverse("admin:pgjobs_job_retry", args=[job.pk])).status_code == 405

@@ -282,6 +282,14 @@ def test_cancel_by_id_takes_the_lease_of_a_running_job_and_leaves_finished_ones(
     assert running.lease is None
 
 
+def test_a_cancel_of_a_job_that_completed_meanwhile_says_so():
+    job = JobFactory(scheduled=True)
+    with completed_before_its_update(job.pk):
+        code, out, err = pgjobs("cancel", str(job.pk))
+    assert code == 0, err
+    assert out == f"job {job.pk}: had already finished (completed)\n"
+
+
 def test_retry_by_filter_asks_first_and_changes_nothing_without_a_yes():
     jobs = [JobFactory(queue="mail", discarded=True) for _ in range(3)]
     JobFactory(queue="default", discarded=True)

@@ -8,11 +8,14 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import psycopg
 import pytest
 from django.db import connection, connections, transaction
 
-from django_pgjobs import Job, enqueue, loaded
+from django_pgjobs import Job, db, enqueue, loaded, transitions
 from django_pgjobs.states import JobState
+from django_pgjobs.worker import Worker
+from django_pgjobs.workers import CONTROL_CHANNEL
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -195,3 +198,80 @@ def test_a_holder_that_finishes_before_the_loser_reads_it_leaves_the_key_free(mo
         job = Job.enqueue(ADD, args=[2, 2], unique_key="k")
     assert not job.is_duplicate and job.pk != holder.pk
     assert Job.objects.get(pk=job.pk).state == JobState.AVAILABLE
+
+
+# -- Cancel racing a claim and an outcome --------------------------------------------------
+
+
+def claim_params(now: Any) -> dict[str, Any]:
+    return {
+        "queue": "default",
+        "limit": 1,
+        "worker_id": None,
+        "states": ["available"],
+        "most": 2_000_000,
+        "inline": 8192,
+        "now": now,
+    }
+
+
+@pytest.fixture
+def claimer(transactional_db: None) -> Any:
+    """A worker's connection, in a transaction of its own (not autocommit)."""
+    conn = psycopg.connect(**db.connection_params())
+    yield conn
+    conn.close()
+
+
+def control_messages(listener: psycopg.Connection) -> list[str]:
+    return [n.payload for n in listener.notifies(timeout=0.3)]
+
+
+@pytest.mark.parametrize("how", ["cancel", "cancel_many"])
+def test_a_cancel_that_waited_for_a_claim_tells_the_worker(how, claimer, second_connection):
+    """The worker claimed the job while the cancel looked at it: the job is cancelled
+    and its worker told, so that it does not start it (or stops it)."""
+    second_connection.execute(f"LISTEN {CONTROL_CHANNEL}")
+    job = Job.enqueue(ADD, args=[1, 1])
+    now = claimer.execute("SELECT now()").fetchone()[0]
+    claimed = claimer.execute(db.statement("claim"), claim_params(now)).fetchall()
+    assert [row[0] for row in claimed] == [job.pk]  # not committed yet: the row is locked
+
+    def cancel() -> Any:
+        if how == "cancel":
+            return transitions.cancel(Job.objects.get(pk=job.pk)).state
+        return transitions.cancel_many(Job.objects.filter(pk=job.pk))
+
+    session = start(cancel)
+    wait_until(lambda: blocked(session))  # on the claim's row lock
+    claimer.commit()
+    session.done.wait(10)
+    session.finish()
+    assert Job.objects.get(pk=job.pk).state == JobState.CANCELLED
+    assert f"cancel:{job.pk}" in control_messages(second_connection)
+
+
+@pytest.mark.parametrize("first", ["cancel", "outcome"])
+def test_a_cancel_and_an_outcome_at_once_end_in_the_first_one(first):
+    job = Job.enqueue(ADD, args=[1, 1])
+    (claimed,) = Worker(concurrency=1).claim(1)
+
+    def cancel() -> Job:
+        return transitions.cancel(Job.objects.get(pk=job.pk))
+
+    def complete() -> bool:
+        return transitions.complete(claimed, 2)
+
+    holder = start(cancel if first == "cancel" else complete)
+    holder.done.wait(10)
+    other = start(complete if first == "cancel" else cancel)
+    wait_until(lambda: blocked(other))
+    holder.finish()
+    answer = other.finish()
+    stored = Job.objects.get(pk=job.pk)
+    if first == "cancel":
+        assert answer is False  # the lease was taken: the outcome is refused
+        assert stored.state == JobState.CANCELLED and stored.result is None
+    else:
+        assert answer.state == JobState.COMPLETED  # a finished job is left as it is
+        assert stored.state == JobState.COMPLETED and stored.result == 2

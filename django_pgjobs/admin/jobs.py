@@ -494,8 +494,9 @@ class JobAdmin(OperatorAdmin):
         except InvalidTransition:
             self.message_user(request, f"Job #{job.pk} could not be cancelled.", messages.ERROR)
         else:
-            if before in FINISHED:
-                self.message_user(request, f"Job #{job.pk} had already finished ({before}).",
+            # By what it is now: a worker may have finished it since the page was shown.
+            if before in FINISHED or job.state != JobState.CANCELLED:
+                self.message_user(request, f"Job #{job.pk} had already finished ({job.state}).",
                                   messages.WARNING)  # fmt: skip
             else:
                 self.message_user(request, f"Job #{job.pk} cancelled.", messages.SUCCESS)

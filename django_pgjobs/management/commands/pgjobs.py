@@ -648,7 +648,10 @@ def _completed_note(completed: Tally, include: bool) -> str:
 def _cancel_one(job: Job) -> str:
     before = job.state
     transitions.cancel(job)
-    return f"had already finished ({before})" if before in FINISHED else "cancelled"
+    # By what it is now: it may have finished between the read and the cancel.
+    if before in FINISHED or job.state != JobState.CANCELLED:
+        return f"had already finished ({job.state})"
+    return "cancelled"
 
 
 # -- small things -----------------------------------------------------------------------
