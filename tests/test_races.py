@@ -275,3 +275,54 @@ def test_a_cancel_and_an_outcome_at_once_end_in_the_first_one(first):
     else:
         assert answer.state == JobState.COMPLETED  # a finished job is left as it is
         assert stored.state == JobState.COMPLETED and stored.result == 2
+
+
+# -- Dependencies: a parent finishing while a child is enqueued ---------------------------
+
+
+@pytest.mark.parametrize("first", ["parent", "child"])
+@pytest.mark.parametrize("ending", ["completed", "cancelled"])
+def test_a_child_enqueued_while_its_parent_finishes_neither_waits_for_ever_nor_runs_early(
+    first, ending
+):
+    parent = Job.enqueue(ADD, args=[1, 1])
+    (claimed,) = Worker(concurrency=1).claim(1)
+
+    def finish_parent() -> Any:
+        if ending == "completed":
+            return transitions.complete(claimed, 2)
+        return transitions.cancel(Job.objects.get(pk=parent.pk))
+
+    def enqueue_child() -> Job:
+        return Job.enqueue(ADD, args=[2, 2], depends_on=[parent.pk])
+
+    holder = start(finish_parent if first == "parent" else enqueue_child)
+    holder.done.wait(10)
+    other = start(enqueue_child if first == "parent" else finish_parent)
+    wait_until(lambda: blocked(other))
+    holder.finish()
+    other.finish()
+    child = Job.objects.exclude(pk=parent.pk).get()
+    assert Job.objects.get(pk=parent.pk).state == ending
+    if ending == "completed":
+        assert child.state == JobState.AVAILABLE and child.pending_dependencies == 0
+    else:
+        assert child.state == JobState.CANCELLED
+
+
+# -- Queues: pause racing claims, a concurrency limit claimed at once ----------------------
+
+
+def test_a_worker_that_has_not_heard_of_the_pause_yet_claims_nothing(monkeypatch):
+    """A worker keeps its queues' settings until a notification says they changed:
+    between the pause's commit and its notification reaching the worker, a claim
+    started jobs of the paused queue."""
+    from django_pgjobs import queues
+
+    Job.enqueue(ADD, args=[1, 1])
+    worker = Worker(concurrency=1, queues=["default"])
+    monkeypatch.setattr(worker, "_queue_configs", lambda: {"default": {"paused": False}})
+    queues.set_paused(["default"], True)
+    assert worker.claim(1) == []
+    queues.set_paused(["default"], False)
+    assert len(worker.claim(1)) == 1

@@ -21,6 +21,9 @@ WITH publisher AS (
       AND state IN ('available', 'scheduled', 'retryable')
       AND run_at <= %(now)s
       AND state = ANY(%(states)s)
+      -- Paused since the worker last read its queues (their notification is on its
+      -- way): no job starts once a pause committed. One probe of the queue's row.
+      AND NOT EXISTS (SELECT 1 FROM pgjobs_queue WHERE name = %(queue)s AND paused)
     ORDER BY priority DESC, run_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
