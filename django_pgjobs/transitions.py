@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from django.db import transaction
+from django.db import connections, transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
@@ -559,6 +559,13 @@ def cancel_many(jobs: QuerySet[Job], now: datetime | None = None) -> int:
     return cancelled
 
 
+def _hold(jobs: QuerySet[Job], using: str) -> None:
+    """Lock the rows of ``jobs`` (FOR UPDATE) without reading them into Python."""
+    sql, params = jobs.select_for_update().values("pk").query.sql_with_params()
+    with connections[using].cursor() as cursor:
+        cursor.execute(f"SELECT count(*) FROM ({sql}) AS held", params)
+
+
 def delete_many(jobs: QuerySet[Job], now: datetime | None = None) -> int:
     """Delete every job of ``jobs`` that is not executing; returns how many.
 
@@ -574,6 +581,11 @@ def delete_many(jobs: QuerySet[Job], now: datetime | None = None) -> int:
     ids = doomed.values("pk")
     with transaction.atomic(using=using):
         unfinished = doomed.exclude(state__in=sorted(FINISHED)).values("pk")
+        # Held until the end, so that no worker claims one between the statements below
+        # (a claim skips a locked row): one claimed meanwhile was kept, as executing,
+        # but lost its edges and had its dependents cancelled. One claimed before
+        # this lock is left out here, as executing, and so below.
+        _hold(doomed.exclude(state__in=sorted(FINISHED)), using)
         stranded = list(
             JobDependency.objects.using(using)
             .filter(depends_on__in=unfinished, satisfied=False)

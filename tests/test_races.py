@@ -13,6 +13,7 @@ import pytest
 from django.db import connection, connections, transaction
 
 from django_pgjobs import Job, db, enqueue, loaded, transitions
+from django_pgjobs.models import JobDependency
 from django_pgjobs.states import JobState
 from django_pgjobs.worker import Worker
 from django_pgjobs.workers import CONTROL_CHANNEL
@@ -326,3 +327,97 @@ def test_a_worker_that_has_not_heard_of_the_pause_yet_claims_nothing(monkeypatch
     assert worker.claim(1) == []
     queues.set_paused(["default"], False)
     assert len(worker.claim(1)) == 1
+
+
+@pytest.mark.parametrize("limit", [{"concurrency": 2}, {"blocking": True}])
+def test_two_workers_claiming_a_limited_queue_at_once_start_no_more_than_it_allows(limit):
+    from django_pgjobs.models import Queue
+
+    Queue.objects.update_or_create(name="default", defaults=limit)
+    Job.enqueue_many([{"task": ADD, "args": [n, n]} for n in range(5)])
+    allowed = limit.get("concurrency", 1)
+    # The first claim's transaction stays open: the second waits on the queue's row.
+    first = start(lambda: Worker(concurrency=5, queues=["default"]).claim(5))
+    first.done.wait(10)
+    second = start(lambda: Worker(concurrency=5, queues=["default"]).claim(5))
+    wait_until(lambda: blocked(second))
+    assert len(first.finish()) == allowed
+    assert second.finish() == []
+    assert Job.objects.filter(state=JobState.EXECUTING).count() == allowed
+
+
+# -- Schedules: run now racing the scheduler's tick; two schedulers at once ---------------
+
+
+def due_schedule(**options: Any) -> Any:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from tests.factories import ScheduleFactory
+
+    tick = timezone.now().replace(second=0, microsecond=0) - timedelta(minutes=2)
+    # Fired at ``now`` half a minute after its tick: one tick due, the next after now.
+    now = tick + timedelta(seconds=30)
+    return ScheduleFactory(next_fire_at=tick, catch_up="all", **options), tick, now
+
+
+def fire(now: Any) -> list[Any]:
+    from django_pgjobs.scheduler import Scheduler
+
+    return Scheduler(routines=[]).fire_due(now)
+
+
+@pytest.mark.parametrize("first", ["run_now", "tick"])
+def test_run_now_and_the_schedulers_tick_at_once_follow_the_overlap_policy(first):
+    from django_pgjobs.schedules import NotRun, run_now
+
+    schedule, tick, now = due_schedule(overlap="skip")
+    if first == "run_now":
+        holder = start(lambda: run_now(schedule))
+        holder.done.wait(10)
+        assert fire(now) == []  # the schedule's row is held: skipped, not waited for
+        extra = holder.finish()
+        (fired,) = fire(now)  # its next round: the tick, skipped by the policy
+        assert fired.fire_at == tick and fired.skipped.startswith(f"skipped: job {extra.pk}")
+        assert Job.objects.count() == 1
+    else:
+        holder = start(lambda: fire(now))
+        holder.done.wait(10)
+        other = start(lambda: run_now(schedule))
+        wait_until(lambda: blocked(other))  # run now waits for the tick
+        (fired,) = holder.finish()
+        with pytest.raises(NotRun, match=f"not run: job {fired.job_id} of this schedule"):
+            other.finish()
+        assert list(Job.objects.values_list("pk", flat=True)) == [fired.job_id]
+
+
+def test_two_schedulers_at_once_fire_each_tick_once():
+    from django_pgjobs.models import ScheduleTick
+
+    schedule, tick, now = due_schedule()
+    one = start(lambda: fire(now))
+    one.done.wait(10)
+    assert fire(now) == []  # the other skips the row the first holds
+    (fired,) = one.finish()
+    assert fire(now) == []  # and then finds it planned past now
+    assert fired.fire_at == tick and ScheduleTick.objects.filter(schedule=schedule).count() == 1
+    assert Job.objects.count() == 1
+
+
+def test_a_parent_claimed_while_it_is_deleted_keeps_its_child(claimer):
+    """delete_many leaves executing jobs alone, and cancels the children of those it
+    deletes: a parent a worker claimed while it was being deleted was kept, and run,
+    but its child was cancelled as if the parent were gone."""
+    parent = Job.enqueue(ADD, args=[1, 1])
+    child = Job.enqueue(ADD, args=[2, 2], depends_on=[parent.pk])
+    now = claimer.execute("SELECT now()").fetchone()[0]
+    assert [r[0] for r in claimer.execute(db.statement("claim"), claim_params(now))] == [parent.pk]
+    deleting = start(lambda: transitions.delete_many(Job.objects.filter(pk=parent.pk)))
+    wait_until(lambda: blocked(deleting))  # on the claim's row lock
+    claimer.commit()
+    assert deleting.finish() == 0
+    assert Job.objects.get(pk=parent.pk).state == JobState.EXECUTING
+    kept = Job.objects.get(pk=child.pk)
+    assert kept.state == JobState.WAITING and kept.pending_dependencies == 1
+    assert JobDependency.objects.filter(job_id=child.pk, depends_on_id=parent.pk).exists()
