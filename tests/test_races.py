@@ -73,11 +73,13 @@ def start(work: Callable[[], Any]) -> Session:
 
 
 def waiting_on_a_lock(session: Session) -> bool:
-    with connections["default"].cursor() as cursor:
-        cursor.execute(
+    # On a connection of its own, in autocommit: a transaction reads pg_stat_activity once.
+    if session.pid is None:
+        return False
+    with psycopg.connect(**db.connection_params(), autocommit=True) as conn:
+        row = conn.execute(
             "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %s", [session.pid]
-        )
-        row = cursor.fetchone()
+        ).fetchone()
     return bool(row and row[0])
 
 
@@ -124,6 +126,23 @@ def test_a_unique_for_key_enqueued_in_two_open_transactions_is_one_job(outcome):
     assert Job.objects.count() == 1
 
 
+@pytest.mark.parametrize("outcome", ["commit", "rollback"])
+def test_a_debounce_key_called_in_two_open_transactions_leaves_one_pending_job(outcome):
+    def call(n: int) -> Callable[[], Job]:
+        return lambda: Job.enqueue(ADD, args=[n, n], debounce_key="d", debounce=5)
+
+    first = start(call(1))
+    first.done.wait(10)
+    second = start(call(2))
+    wait_until(lambda: blocked(second))  # on the key's advisory lock
+    held = first.finish(rollback=outcome == "rollback")
+    got = second.finish()
+    assert got.is_duplicate == (outcome == "commit")
+    assert (got.pk == held.pk) == (outcome == "commit")
+    (pending,) = Job.objects.all()
+    assert pending.pk == got.pk and pending.args == [2, 2]  # the last call's arguments
+
+
 def test_the_second_enqueuer_of_a_key_keeps_its_transaction_usable():
     first = start(unique("k"))
     first.done.wait(10)
@@ -151,28 +170,25 @@ def test_two_batches_of_the_same_keys_in_opposite_orders_do_not_deadlock(keyed, 
     # Each batch takes its first key, then goes on once the other took its first or
     # waits on a lock: unless both take their keys in one order, each then holds what
     # the other waits for.
-    sessions: dict[int, Session] = {}
-    took_first: dict[int, threading.Event] = {}
     name = "_insert_unique" if keyed == "unique_key" else "_insert_debounced"
     insert = getattr(enqueue, name)
+    keys = [f"k{n}" for n in range(6)]
+    forwards, backwards = Session(batch(keys)), Session(batch(keys[::-1]))
+    took_first = {forwards: threading.Event(), backwards: threading.Event()}
 
     def then_wait_for_the_other(job: Job, *args: Any) -> None:
         insert(job, *args)
-        me = threading.get_ident()
+        me = threading.current_thread()
         if took_first[me].is_set():
             return
         took_first[me].set()
-        (other,) = [s for s in sessions.values() if s.ident != me]
-        wait_until(lambda: took_first[other.ident].is_set() or waiting_on_a_lock(other))
+        other = backwards if me is forwards else forwards
+        wait_until(lambda: took_first[other].is_set() or waiting_on_a_lock(other))
 
     monkeypatch.setattr(enqueue, name, then_wait_for_the_other)
-    keys = [f"k{n}" for n in range(6)]
-    forwards, backwards = Session(batch(keys)), Session(batch(keys[::-1]))
     for session in (forwards, backwards):
         session.start()
-        wait_until(lambda s=session: s.ident is not None)
-        sessions[session.ident] = session
-        took_first[session.ident] = threading.Event()
+        wait_until(lambda s=session: s.pid is not None)
     wait_until(lambda: forwards.done.is_set() or backwards.done.is_set())
     for session in (forwards, backwards):
         if session.done.is_set():
