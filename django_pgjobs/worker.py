@@ -100,6 +100,11 @@ MIN_KEY_RECLAIM = 0.1
 #: may still commit a claim (it could not be ended: behind a pooler, say).
 LOST_CLAIM_RETRY = 1.0
 
+#: Most seconds between two claims of a queue whose claim keeps failing with an error
+#: no lost connection explains (see Worker._claim_failed): 0.1 s after the first
+#: failure, then twice as long each time.
+QUEUE_RETRY_MAX = 10.0
+
 #: What a job thread or the completer says of a job whose outcome it didn't write.
 UNRECORDED = frozenset({"crashed", "unrecorded"})
 
@@ -245,6 +250,11 @@ class Worker:
         # by id: retried with a backoff, not on every pass (see _abandon_failed). The
         # loop's thread only.
         self._unwritten: dict[int, _Unwritten] = {}
+        # Queues whose claim failed with an error no lost connection explains (a
+        # site's trigger refusing one of their rows), by name: each skipped until its
+        # own retry, while the worker's other queues are claimed as usual. A started
+        # worker's only (see claim). The loop's thread only.
+        self._refused: dict[str, _Refused] = {}
 
     # -- one step -----------------------------------------------------------------
 
@@ -253,6 +263,13 @@ class Worker:
 
         The claim statements leave publishing their events to the caller:
         ``publish=False`` lets the loop start the jobs first (``publish_claimed``).
+
+        In a started worker, a queue whose claim fails with an error no lost
+        connection explains is skipped (``_claim_failed``) and the others are claimed
+        all the same: one row a site's trigger refuses held up every queue of the
+        worker. A lost connection still fails the whole claim, for the loop to handle;
+        so does any error without a pool (``drain``, ``run_once`` in tests: the caller
+        sees it).
         """
         now = now or self.clock()
         worker_id = self.record.pk if self.record else None
@@ -263,12 +280,17 @@ class Worker:
             self.queues, key=lambda name: -(configs.get(name) or {}).get("priority", 0)
         )
         claimed: list[Job] = []
+        alone = self._pool is not None  # each queue's claim fails on its own
+        if self._refused:
+            self._forget_refused()
         for name in ordered:
             wanted = limit - len(claimed)
             if wanted <= 0:
                 break
             config = configs.get(name) or {}
             if config.get("paused"):
+                continue
+            if alone and not self._claim_due(name):
                 continue
             params = {
                 "queue": name,
@@ -279,15 +301,79 @@ class Worker:
                 "most": most,
                 "inline": loaded.inline(most),  # larger ones are read when the job runs
             }
-            if config.get("limited"):
-                claimed += self._claim_limited(params)
-            else:
-                claimed += db.fetch_jobs("claim", params, self.using)
+            if not alone:
+                claimed += self._claim_queue(params, config)
+                continue
+            try:
+                jobs = self._claim_queue(params, config)
+            except db.CONNECTION_TROUBLE:
+                raise  # the loop's: a claim in doubt, an outage said
+            except Exception as error:
+                self._claim_failed(name, error)
+                continue
+            if name in self._refused:
+                self._claim_passed(name)
+            claimed += jobs
         # (A row whose run_at could not be loaded sorts as due now; it is failed at once.)
         claimed.sort(key=lambda job: (-job.priority, job.run_at or now, job.pk))
         if publish:
             self.publish_claimed(claimed)
         return claimed
+
+    def _claim_queue(self, params: dict, config: dict) -> list[Job]:
+        if config.get("limited"):
+            return self._claim_limited(params)
+        return db.fetch_jobs("claim", params, self.using)
+
+    def _claim_due(self, name: str) -> bool:
+        """Whether queue ``name`` is to be claimed now: not backed off after a failure."""
+        refused = self._refused.get(name)
+        return refused is None or time.monotonic() >= refused.retry_at
+
+    def _claim_failed(self, name: str, error: Exception) -> None:
+        """The claim of queue ``name`` failed with an error no lost connection explains:
+        a statement the server refused (a site's trigger or constraint on one of its
+        rows) or a bug of ours meeting an odd row. Said once while it repeats, naming
+        the queue (at DEBUG after that, in full again once it changes or a claim went
+        through); the queue is skipped for 0.1 s, then twice as long after each failure
+        up to QUEUE_RETRY_MAX, while the others are claimed on every pass and the
+        loop's other steps (timeouts, hand-backs) keep their pace.
+
+        The claim is in doubt: it may have committed jobs it never returned (a failure
+        as it built them, after its statement committed), which ``_hand_back_unheld``
+        gives back, uncounted, at the start of the next pass, before the queue is
+        claimed again. A claim the server refused committed nothing (its statement, or
+        the transaction of a limited queue's, rolled back): the hand-back finds none.
+        The connection is kept: a refused statement leaves it idle, in autocommit, and
+        the other queues' claims of this pass go on on it."""
+        now = time.monotonic()
+        refused = self._refused.get(name)
+        if refused is None:
+            pk = self.record.pk if self.record else "-"
+            what = f"worker {pk}: a claim of queue {name!r}"
+            refused = self._refused[name] = _Refused(logs.LoopStep(logger, what), since=now)
+        else:
+            refused.failures += 1
+            refused.delay = min(refused.delay * 2, QUEUE_RETRY_MAX)
+        refused.retry_at = now + outage.spread(refused.delay)
+        refused.step.failed(error)
+        self._claim_in_doubt = True
+
+    def _claim_passed(self, name: str) -> None:
+        refused = self._refused.pop(name)
+        logger.info(
+            "worker %s: queue %r claimed again after %s (%d failed claim(s) meanwhile)",
+            self.record.pk if self.record else "-",
+            name,
+            logs.delay(time.monotonic() - refused.since),
+            refused.failures,
+        )
+
+    def _forget_refused(self) -> None:
+        """Drop the failures of queues this worker no longer claims (a worker of every
+        queue reads their list again)."""
+        for name in [name for name in self._refused if name not in self.queues]:
+            del self._refused[name]
 
     def _queue_configs(self) -> dict[str, dict]:
         """Paused/blocking/limit/priority of this worker's queues.
@@ -867,6 +953,11 @@ class Worker:
             retry_at = self._retries_at[0] if self._retries_at else None
         pending = [d for d in (self._due_at(c) for c in timed) if d is not None]
         pending += [at for at in (self._room_at, retry_at, self._retry_lost_at) if at is not None]
+        # A queue backed off after its claim failed: claimed again then. Only one still
+        # ahead: one past (the worker full since, or the queue paused) waits for a
+        # claim the loop makes anyway, not for a wake-up every 10 ms.
+        now = time.monotonic()
+        pending += [r.retry_at for r in self._refused.values() if r.retry_at > now]
         if not pending:
             return None
         return max(0.01, min(pending) - time.monotonic())
@@ -1299,6 +1390,18 @@ class Worker:
                 logs.delay(timeout),
                 waited_for,
             )
+
+
+@dataclass
+class _Refused:
+    """A queue whose claim failed with an error no lost connection explains (see
+    Worker._claim_failed), until one goes through."""
+
+    step: logs.LoopStep  # says the failure once while it repeats
+    since: float  # time.monotonic() of the first failure
+    retry_at: float = 0.0  # time.monotonic() after which the queue is claimed again
+    delay: float = 0.1  # seconds from the last failure to that retry (before spread)
+    failures: int = 1
 
 
 @dataclass

@@ -62,6 +62,15 @@ def loop_failures(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     ]
 
 
+def queue_failures(caplog: pytest.LogCaptureFixture, queue: str) -> list[logging.LogRecord]:
+    return [
+        r
+        for r in caplog.records
+        if r.name == "django_pgjobs.worker"
+        and f"a claim of queue {queue!r} failed" in r.getMessage()
+    ]
+
+
 def test_a_claim_a_site_trigger_refuses_does_not_stop_the_worker(
     threaded_worker, wait, caplog, audit_trigger
 ):
@@ -69,9 +78,10 @@ def test_a_claim_a_site_trigger_refuses_does_not_stop_the_worker(
     worker = threaded_worker(poll_interval=0.2)
     thread = next(t for t in threading.enumerate() if getattr(t, "_target", None) == worker.run)
     odd = add.enqueue("a", "b")  # "a" is no int: the site's trigger refuses its claim
-    # Said once, with its traceback; the repeats only at DEBUG.
-    wait(lambda: len(loop_failures(caplog)) >= 3, timeout=20)
-    said = loop_failures(caplog)
+    # Said once, with its traceback; the repeats only at DEBUG. (The claim of the
+    # queue fails, not the loop's pass: see the tests of one queue's claim below.)
+    wait(lambda: len(queue_failures(caplog, "default")) >= 3, timeout=20)
+    said = queue_failures(caplog, "default")
     errors = [r for r in said if r.levelno == logging.ERROR]
     assert len(errors) == 1, [r.getMessage() for r in said]
     assert "DataError" in errors[0].getMessage() and "carrying on" in errors[0].getMessage()
@@ -173,3 +183,180 @@ def test_a_heartbeat_the_server_refuses_is_said_once_while_it_repeats(
     errors = [r for r in said if r.levelno >= logging.WARNING]
     assert len(errors) == 1 and len(said) >= 4, [r.getMessage() for r in said]
     assert errors[0].levelname == "ERROR"
+
+
+# -- one queue's claim failing holds up none of the worker's other queues ------------
+
+# A site's audit trigger on one queue's jobs alone: a job of that queue with a word in
+# args[0] makes every claim of the queue that takes it fail with a DataError; the other
+# queues' claims don't meet it.
+QUEUE_TRIGGER = """
+CREATE FUNCTION site_audit_queue() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.queue = %s AND NEW.state = 'executing' AND OLD.state <> 'executing' THEN
+        PERFORM (NEW.args ->> 0)::int;
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER site_audit_queue BEFORE UPDATE ON pgjobs_job
+    FOR EACH ROW EXECUTE FUNCTION site_audit_queue();
+"""
+DROP_QUEUE_TRIGGER = """
+DROP TRIGGER IF EXISTS site_audit_queue ON pgjobs_job;
+DROP FUNCTION IF EXISTS site_audit_queue();
+"""
+
+
+@pytest.fixture
+def queue_trigger():
+    def install(queue: str) -> None:
+        with connection.cursor() as cursor:
+            cursor.execute(QUEUE_TRIGGER.replace("%s", "'" + queue + "'"))
+
+    yield install
+    with connection.cursor() as cursor:
+        cursor.execute(DROP_QUEUE_TRIGGER)
+
+
+def state(job: Job) -> str:
+    return Job.objects.get(pk=job.pk).state
+
+
+# "mail" has a concurrency limit (its claim takes the queue's lock, in a transaction),
+# "default" none (one statement, in autocommit).
+@pytest.mark.parametrize(("bad", "good"), [("mail", "default"), ("default", "mail")])
+def test_a_queue_whose_claim_a_trigger_refuses_holds_up_no_other_queue(
+    threaded_worker, wait, caplog, queue_trigger, bad, good
+):
+    """A claim the trigger refuses failed the whole pass: every queue of the worker
+    waited, and, the pass backing off up to 10 s, so did its timeouts. Now that queue
+    alone is skipped, with a backoff of its own, said once naming it."""
+    caplog.set_level(logging.DEBUG, logger="django_pgjobs.worker")
+    queue_trigger(bad)
+    odd = Job.enqueue("testproject.demo.tasks.add", args=["a", "b"], queue=bad)
+    held = Job.enqueue("testproject.demo.tasks.add", args=[3, 4], queue=bad)  # behind it
+    worker = threaded_worker(queues=[bad, good], concurrency=4, poll_interval=0.2)
+    thread = next(t for t in threading.enumerate() if getattr(t, "_target", None) == worker.run)
+    # Failed a few times, so that its backoff has grown past a second or so.
+    wait(lambda: len(queue_failures(caplog, bad)) >= 5, timeout=30)
+    # The other queue's jobs run at once, and its timeouts are enforced on time.
+    began = time.monotonic()
+    plain = Job.enqueue("testproject.demo.tasks.add", args=[1, 2], queue=good)
+    wait(lambda: state(plain) == JobState.COMPLETED, timeout=5)
+    assert time.monotonic() - began < 2.0
+    timed = Job.enqueue("tests.tasks_for_tests.busy", args=[30], queue=good, timeout=0.5)
+    wait(lambda: state(timed) == JobState.EXECUTING, timeout=5)
+    began = time.monotonic()
+    wait(lambda: state(timed) != JobState.EXECUTING, timeout=10)
+    assert time.monotonic() - began < 0.5 + 1.5, "the timeout was enforced late"
+    # Said once, naming the queue, with its traceback; the repeats at DEBUG. The loop's
+    # own passes went through.
+    said = queue_failures(caplog, bad)
+    errors = [r for r in said if r.levelno >= logging.WARNING]
+    assert len(errors) == 1, [r.getMessage() for r in said]
+    assert errors[0].levelno == logging.ERROR and errors[0].exc_info is not None
+    assert "DataError" in errors[0].getMessage()
+    assert all(r.levelno == logging.DEBUG for r in said if r is not errors[0])
+    assert not loop_failures(caplog)
+    # The refused claims committed nothing: both wait, uncounted.
+    for job in (odd, held):
+        job.refresh_from_db()
+        assert (job.state, job.attempt) == (JobState.AVAILABLE, 0)
+    # The odd row removed, the queue's other jobs run (after its backoff, under 10 s).
+    Job.objects.filter(pk=odd.pk).delete()
+    wait(lambda: state(held) == JobState.COMPLETED, timeout=15)
+    assert any(
+        f"queue {bad!r} claimed again" in r.getMessage() and r.levelno == logging.INFO
+        for r in caplog.records
+    )
+    assert thread.is_alive()
+    began = time.monotonic()
+    worker.request_stop()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert time.monotonic() - began < 3.0
+
+
+def test_a_worker_stops_at_once_while_a_queue_of_its_is_backed_off(
+    threaded_worker, wait, caplog, queue_trigger
+):
+    caplog.set_level(logging.DEBUG, logger="django_pgjobs.worker")
+    queue_trigger("mail")
+    Job.enqueue("testproject.demo.tasks.add", args=["a", "b"], queue="mail")
+    worker = threaded_worker(queues=["mail", "default"], poll_interval=5.0)
+    thread = next(t for t in threading.enumerate() if getattr(t, "_target", None) == worker.run)
+    wait(lambda: len(queue_failures(caplog, "mail")) >= 6, timeout=30)  # backoff: seconds
+    began = time.monotonic()
+    worker.request_stop()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert time.monotonic() - began < 2.0
+    assert not WorkerProcess.objects.filter(pk=worker.record.pk).exists()
+
+
+def test_a_queue_claim_that_may_have_committed_is_handed_back(
+    threaded_worker, wait, caplog, monkeypatch
+):
+    """A failure after a queue's claim committed (a bug of ours building its jobs):
+    they are executing under the worker, which never started them. Handed back,
+    uncounted, before that queue is claimed again; the other queue meanwhile runs."""
+    from django_pgjobs import db
+
+    caplog.set_level(logging.DEBUG, logger="django_pgjobs.worker")
+    real = db.fetch_jobs
+    broken = threading.Event()
+    broken.set()
+    committed: list[int] = []
+
+    def fetch_jobs(name: str, params: dict, using: str | None = None) -> list:
+        jobs = real(name, params, using)
+        if broken.is_set() and params.get("queue") == "default" and jobs:
+            committed.extend(job.pk for job in jobs)
+            raise TypeError("a bug of ours building the claimed jobs")
+        return jobs
+
+    monkeypatch.setattr(db, "fetch_jobs", fetch_jobs)
+    victim = Job.enqueue("testproject.demo.tasks.add", args=[1, 2], queue="default")
+    worker = threaded_worker(queues=["default", "mail"], poll_interval=0.2)
+    wait(lambda: len(queue_failures(caplog, "default")) >= 3, timeout=30)
+    assert set(committed) == {victim.pk}
+    other = Job.enqueue("testproject.demo.tasks.add", args=[5, 6], queue="mail")
+    wait(lambda: state(other) == JobState.COMPLETED, timeout=5)
+    # Handed back after each failure: never left executing, no attempt counted.
+    wait(lambda: state(victim) == JobState.AVAILABLE, timeout=15)
+    assert any("handed back" in r.getMessage() for r in caplog.records)
+    broken.clear()
+    wait(lambda: state(victim) == JobState.COMPLETED, timeout=15)
+    victim.refresh_from_db()
+    assert victim.attempt == 1
+    assert worker.stats["completed"] >= 2
+
+
+def test_a_queue_a_trigger_refuses_with_a_plain_raise_holds_up_no_other_queue(
+    threaded_worker, wait, caplog
+):
+    """A trigger's own refusal, as a site writes one (RAISE EXCEPTION: raise_exception,
+    P0001, a ProgrammingError), is that queue's alone too."""
+    caplog.set_level(logging.DEBUG, logger="django_pgjobs.worker")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            QUEUE_TRIGGER.replace("%s", "'mail'").replace(
+                "PERFORM (NEW.args ->> 0)::int;",
+                "IF NEW.args ->> 0 = 'odd' THEN RAISE EXCEPTION 'no odd mail'; END IF;",
+            )
+        )
+    try:
+        odd = Job.enqueue("testproject.demo.tasks.add", args=["odd", "b"], queue="mail")
+        worker = threaded_worker(queues=["mail", "default"], poll_interval=0.2)
+        wait(lambda: queue_failures(caplog, "mail"), timeout=20)
+        plain = Job.enqueue("testproject.demo.tasks.add", args=[1, 2], queue="default")
+        wait(lambda: state(plain) == JobState.COMPLETED, timeout=5)
+        [said] = [r for r in queue_failures(caplog, "mail") if r.levelno >= logging.WARNING]
+        assert "ProgrammingError: no odd mail" in said.getMessage()
+        assert not loop_failures(caplog)
+        assert not [r for r in caplog.records if r.name == "django_pgjobs.outage"]
+        assert state(odd) == JobState.AVAILABLE
+        worker.request_stop()
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(DROP_QUEUE_TRIGGER)
