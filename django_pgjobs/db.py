@@ -44,6 +44,47 @@ from . import conf, loaded, payload
 #: state machine's refusals are no InternalError: they raise check_violation.
 CONNECTION_TROUBLE = (OperationalError, InterfaceError, InternalError)
 
+#: SQLSTATEs (and the classes of them, by their first characters) after which the
+#: session is no use, or the server is away: connection exceptions (08), operator
+#: intervention (57P: shut down, crash, not accepting connections yet, database
+#: dropped), a read-only transaction (25006: a standby, after a failover, which a new
+#: connection may not reach), a session ended for idling in or out of a transaction
+#: (25P03, 25P04), insufficient resources (53: too many connections, out of memory, a
+#: full disk) and PostgreSQL's internal errors (XX).
+CONNECTION_SQLSTATES = ("08", "57P", "25006", "25P03", "25P04", "53", "XX")
+
+
+def connection_trouble(error: BaseException) -> bool:
+    """Whether ``error`` is connection trouble: the connection lost, the server away,
+    or a session no use any more; the caller closes its connection and retries, as
+    through an outage. Told by the SQLSTATE the server sent, not by the exception's
+    class: a statement timeout (57014), a lock timeout (55P03), a deadlock (40P01), a
+    serialization failure (40001) are OperationalErrors, yet the session survives them,
+    and reconnecting gets past none of them; they are the statement's own failure.
+
+    Trouble: an InterfaceError (a connection closed under it); an OperationalError or
+    InternalError without a SQLSTATE (psycopg's own: a connection lost, a protocol
+    state it no longer trusts, ``SilentConnection``); one with a SQLSTATE of
+    ``CONNECTION_SQLSTATES``; a statement prepared on another server connection
+    (``PREPARED_ELSEWHERE``: a pooler in transaction mode, raised as an
+    OperationalError on purpose). Anything else the server sent for a statement is no
+    trouble of the connection's, nor is any other error (a bug of ours, a DataError
+    psycopg raised loading a value)."""
+    troubles = (*CONNECTION_TROUBLE, psycopg.OperationalError, psycopg.InternalError)
+    if isinstance(error, (InterfaceError, psycopg.InterfaceError)):
+        return True
+    if not isinstance(error, troubles):
+        return False
+    seen: BaseException | None = error
+    while seen is not None:  # Django's errors wrap psycopg's (their __cause__)
+        if isinstance(seen, PREPARED_ELSEWHERE):
+            return True
+        code = getattr(seen, "sqlstate", None)
+        if code:
+            return code.startswith(CONNECTION_SQLSTATES)
+        seen = seen.__cause__
+    return True  # no SQLSTATE: the client's own, not the server's answer
+
 
 SQL_DIR = Path(__file__).resolve().parent / "sql"
 
