@@ -267,8 +267,10 @@ class Worker:
         In a started worker, a queue whose claim fails with an error no lost
         connection explains is skipped (``_claim_failed``) and the others are claimed
         all the same: one row a site's trigger refuses held up every queue of the
-        worker. A lost connection still fails the whole claim, for the loop to handle;
-        so does any error without a pool (``drain``, ``run_once`` in tests: the caller
+        worker; so does a statement timeout, a lock timeout or a deadlock there (no
+        connection trouble by its SQLSTATE: ``db.connection_trouble``). A lost
+        connection still fails the whole claim, for the loop to handle; so does any
+        error without a pool (``drain``, ``run_once`` in tests: the caller
         sees it).
         """
         now = now or self.clock()
@@ -306,9 +308,11 @@ class Worker:
                 continue
             try:
                 jobs = self._claim_queue(params, config)
-            except db.CONNECTION_TROUBLE:
-                raise  # the loop's: a claim in doubt, an outage said
             except Exception as error:
+                # Told by its SQLSTATE: a statement timeout, a lock timeout, a deadlock
+                # on this queue's claim are OperationalErrors, yet no lost connection.
+                if db.connection_trouble(error):
+                    raise  # the loop's: a claim in doubt, an outage said
                 self._claim_failed(name, error)
                 continue
             if name in self._refused:

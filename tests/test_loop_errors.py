@@ -360,3 +360,76 @@ def test_a_queue_a_trigger_refuses_with_a_plain_raise_holds_up_no_other_queue(
     finally:
         with connection.cursor() as cursor:
             cursor.execute(DROP_QUEUE_TRIGGER)
+
+
+# -- a statement timeout, lock timeout or deadlock is one queue's, not an outage -------
+
+# A site's trigger on one queue's rows that raises what the server raises for a
+# statement it gave up on: a statement_timeout (query_canceled, 57014), a lock_timeout
+# (lock_not_available, 55P03), a deadlock (deadlock_detected, 40P01). Each an
+# OperationalError, which the worker took for a lost connection: the whole claim pass
+# failed, no other queue of the worker was claimed, and every retry warned, closed
+# the connection and ran a hand-back.
+STATEMENT_ERROR_TRIGGER = """
+CREATE FUNCTION site_slow_queue() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.queue = 'mail' AND NEW.state = 'executing' AND OLD.state <> 'executing' THEN
+        RAISE EXCEPTION USING ERRCODE = '%(code)s', MESSAGE = '%(message)s';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER site_slow_queue BEFORE UPDATE ON pgjobs_job
+    FOR EACH ROW EXECUTE FUNCTION site_slow_queue();
+"""
+DROP_STATEMENT_ERROR_TRIGGER = """
+DROP TRIGGER IF EXISTS site_slow_queue ON pgjobs_job;
+DROP FUNCTION IF EXISTS site_slow_queue();
+"""
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        ("57014", "canceling statement due to statement timeout"),
+        ("55P03", "canceling statement due to lock timeout"),
+        ("40P01", "deadlock detected"),
+    ],
+)
+def test_a_statement_timeout_on_one_queues_claim_is_that_queues_alone(
+    threaded_worker, wait, caplog, code, message
+):
+    caplog.set_level(logging.DEBUG, logger="django_pgjobs.worker")
+    caplog.set_level(logging.DEBUG, logger="django_pgjobs.outage")
+    with connection.cursor() as cursor:
+        cursor.execute(STATEMENT_ERROR_TRIGGER % {"code": code, "message": message})
+    try:
+        slow = Job.enqueue("testproject.demo.tasks.add", args=[1, 1], queue="mail")
+        worker = threaded_worker(queues=["mail", "default"], concurrency=4, poll_interval=0.2)
+        thread = next(t for t in threading.enumerate() if getattr(t, "_target", None) == worker.run)
+        wait(lambda: len(queue_failures(caplog, "mail")) >= 3, timeout=30)
+        # The other queue's jobs run at once.
+        began = time.monotonic()
+        plain = Job.enqueue("testproject.demo.tasks.add", args=[1, 2], queue="default")
+        wait(lambda: state(plain) == JobState.COMPLETED, timeout=5)
+        assert time.monotonic() - began < 2.0
+        # Said once, naming the queue and the error; the repeats at DEBUG.
+        said = queue_failures(caplog, "mail")
+        errors = [r for r in said if r.levelno >= logging.WARNING]
+        assert len(errors) == 1, [r.getMessage() for r in said]
+        assert message in errors[0].getMessage()
+        assert all(r.levelno == logging.DEBUG for r in said if r is not errors[0])
+        # No outage: no warning per retry, no lost connection, no failed pass.
+        outages = [
+            r
+            for r in caplog.records
+            if r.name == "django_pgjobs.outage" and r.levelno >= logging.WARNING
+        ]
+        assert not outages, [r.getMessage() for r in outages]
+        assert not loop_failures(caplog)
+        assert not [r for r in caplog.records if "handed back" in r.getMessage()]
+        slow.refresh_from_db()
+        assert (slow.state, slow.attempt) == (JobState.AVAILABLE, 0)
+        assert thread.is_alive()
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(DROP_STATEMENT_ERROR_TRIGGER)
