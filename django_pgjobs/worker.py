@@ -1056,6 +1056,12 @@ class Worker:
                 error_delay = 0.1
                 passing.passed()
             except db.CONNECTION_TROUBLE as error:
+                if not db.connection_trouble(error):
+                    # A statement timeout, a lock timeout, a deadlock (by its SQLSTATE):
+                    # an OperationalError, yet the session lives. As below.
+                    self._failed_pass(passing, error, claiming, error_delay)
+                    error_delay = min(error_delay * 2, 10.0)
+                    continue
                 self._lost_connection()
                 outage.unreachable(self.using, error)
                 connections[self.using].close()
@@ -1076,9 +1082,7 @@ class Worker:
                 # went on. Said once while it repeats (at DEBUG after that, again in
                 # full once it changes or a pass went through), backed off from, cut
                 # short by a stop; the jobs running meanwhile finish and are written.
-                passing.failed(error)
-                self._after_failed_pass(claiming)
-                self.stopping.wait(outage.spread(error_delay))
+                self._failed_pass(passing, error, claiming, error_delay)
                 error_delay = min(error_delay * 2, 10.0)
                 continue
             if self.burst and not claimed and was_idle:
@@ -1087,6 +1091,16 @@ class Worker:
                 continue  # maybe more is due; claim again as soon as capacity allows
             deadline_in = self._next_deadline_in(claimed_at)
             self.wakeup.wait(min(self.poll_interval, deadline_in or self.poll_interval))
+
+    def _failed_pass(
+        self, passing: logs.LoopStep, error: Exception, claiming: bool, delay: float
+    ) -> None:
+        """A pass of the loop failed with ``error``, which no lost connection explains:
+        say it (once while it repeats), start the next pass clean, back off ``delay``
+        seconds (drawn), cut short by a stop."""
+        passing.failed(error)
+        self._after_failed_pass(claiming)
+        self.stopping.wait(outage.spread(delay))
 
     def _after_failed_pass(self, claiming: bool) -> None:
         """Start the next pass clean after one failed with an error no lost connection
@@ -1233,12 +1247,12 @@ class Worker:
                     with steps["reclaim"]:
                         self.reclaim_forgotten()
                     next_rescue = time.monotonic() + rescue_every
-            except db.CONNECTION_TROUBLE as error:
-                outage.unreachable(self.using, error)
-                connections[self.using].close()
-                failed = True
-            except DatabaseError as error:
-                steps["refused"].failed(error)
+            except (*db.CONNECTION_TROUBLE, DatabaseError) as error:  # (InterfaceError: none)
+                if db.connection_trouble(error):  # by its SQLSTATE, not its class
+                    outage.unreachable(self.using, error)
+                    failed = True
+                else:  # refused, or a statement timeout, a lock timeout, a deadlock
+                    steps["refused"].failed(error)
                 connections[self.using].close()
             else:
                 steps["refused"].passed()

@@ -433,3 +433,82 @@ def test_a_statement_timeout_on_one_queues_claim_is_that_queues_alone(
     finally:
         with connection.cursor() as cursor:
             cursor.execute(DROP_STATEMENT_ERROR_TRIGGER)
+
+
+def _time_out(using: str = "default") -> None:
+    """A real statement timeout (query_canceled, an OperationalError) on ``using``."""
+    from django.db import connections
+
+    from django_pgjobs import db
+
+    with db.local_settings(using, statement_timeout="10ms"), connections[using].cursor() as c:
+        c.execute("SELECT pg_sleep(1)")
+
+
+def outage_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "django_pgjobs.outage" and r.levelno >= logging.WARNING
+    ]
+
+
+def test_a_statement_timeout_in_the_loops_pass_is_said_once_no_outage(
+    threaded_worker, wait, caplog, monkeypatch
+):
+    """Outside the claim (learning its backend, a hand-back), a statement timeout was
+    taken for a lost connection: a warning on every retry, the backend ended as a lost
+    one's. Now as any error no lost connection explains: said once, backed off from."""
+    from django_pgjobs import lostclaims
+
+    caplog.set_level(logging.DEBUG, logger="django_pgjobs.worker")
+    caplog.set_level(logging.DEBUG, logger="django_pgjobs.outage")
+    real = lostclaims.serving
+    timed_out: list[float] = []
+
+    def serving(using: str) -> object:
+        if len(timed_out) < 4:
+            timed_out.append(time.monotonic())
+            _time_out(using)
+        return real(using)
+
+    monkeypatch.setattr(lostclaims, "serving", serving)
+    worker = threaded_worker(poll_interval=0.2)
+    wait(lambda: len(timed_out) >= 4, timeout=30)
+    job = add.enqueue(1, 2)
+    wait(lambda: state(job) == JobState.COMPLETED, timeout=15)
+    said = loop_failures(caplog)
+    errors = [r for r in said if r.levelno >= logging.WARNING]
+    assert len(errors) == 1 and len(said) >= 4, [r.getMessage() for r in said]
+    assert "statement timeout" in errors[0].getMessage()
+    assert not outage_warnings(caplog)
+    assert worker.stats["completed"] == 1
+
+
+def test_a_heartbeat_statement_timeout_is_said_once_no_outage(
+    threaded_worker, wait, caplog, monkeypatch, settings
+):
+    """A statement timeout in the heartbeat thread warned as an outage on every beat."""
+    from django_pgjobs import worker as worker_module
+
+    settings.PGJOBS = {**settings.PGJOBS, "HEARTBEAT_INTERVAL": 0.1}
+    caplog.set_level(logging.DEBUG, logger="django_pgjobs.worker")
+    caplog.set_level(logging.DEBUG, logger="django_pgjobs.outage")
+    timed_out: list[float] = []
+    real = worker_module.beat
+
+    def beat(pk: int, using: str, *args: object) -> bool:
+        if len(timed_out) < 4:
+            timed_out.append(time.monotonic())
+            _time_out(using)
+        return real(pk, using, *args)
+
+    monkeypatch.setattr(worker_module, "beat", beat)
+    worker = threaded_worker(poll_interval=0.2)
+    began = worker.heartbeat_ok_at
+    wait(lambda: len(timed_out) >= 4 and worker.heartbeat_ok_at != began, timeout=20)
+    said = [r for r in caplog.records if "statement timeout" in r.getMessage()]
+    errors = [r for r in said if r.levelno >= logging.WARNING]
+    assert len(errors) == 1 and len(said) >= 4, [r.getMessage() for r in said]
+    assert "heartbeat thread" in errors[0].getMessage()
+    assert not outage_warnings(caplog)
