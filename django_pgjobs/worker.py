@@ -1247,7 +1247,8 @@ class Worker:
                     with steps["reclaim"]:
                         self.reclaim_forgotten()
                     next_rescue = time.monotonic() + rescue_every
-            except (*db.CONNECTION_TROUBLE, DatabaseError) as error:  # (InterfaceError: none)
+            # (Django's InterfaceError is no DatabaseError: named apart.)
+            except (*db.CONNECTION_TROUBLE, DatabaseError) as error:
                 if db.connection_trouble(error):  # by its SQLSTATE, not its class
                     outage.unreachable(self.using, error)
                     failed = True
