@@ -49,9 +49,11 @@ CONNECTION_TROUBLE = (OperationalError, InterfaceError, InternalError)
 #: intervention (57P: shut down, crash, not accepting connections yet, database
 #: dropped), a read-only transaction (25006: a standby, after a failover, which a new
 #: connection may not reach), a session ended for idling in or out of a transaction
-#: (25P03, 25P04), insufficient resources (53: too many connections, out of memory, a
-#: full disk) and PostgreSQL's internal errors (XX).
-CONNECTION_SQLSTATES = ("08", "57P", "25006", "25P03", "25P04", "53", "XX")
+#: (25P03, 25P04), a transaction aborted and never rolled back (25P02: every statement
+#: on the session fails until it is, so a loop that kept the connection would fail
+#: on it forever; a new one starts clean), insufficient resources (53: too many
+#: connections, out of memory, a full disk) and PostgreSQL's internal errors (XX).
+CONNECTION_SQLSTATES = ("08", "57P", "25006", "25P02", "25P03", "25P04", "53", "XX")
 
 
 def connection_trouble(error: BaseException) -> bool:

@@ -6,7 +6,6 @@ both as psycopg raises it and as Django wraps it."""
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 
 import psycopg
@@ -17,6 +16,7 @@ from django.db import InterfaceError as DjangoInterfaceError
 from django.db import OperationalError as DjangoOperationalError
 
 from django_pgjobs import db
+from tests.conftest import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -44,6 +44,14 @@ def probe_table(connect: Connect) -> Iterator[str]:
     conn.execute("INSERT INTO pgjobs_trouble_probe VALUES (1, 0)")
     yield "pgjobs_trouble_probe"
     conn.execute("DROP TABLE IF EXISTS pgjobs_trouble_probe")
+
+
+def gone(conn: psycopg.Connection, pid: int) -> None:
+    """Wait, with a deadline, until backend ``pid`` has ended (its session ended by
+    the server): seen by ``conn``, another session."""
+    wait_until(
+        lambda: not conn.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()
+    )
 
 
 def raised(statement: Callable[[], object]) -> BaseException:
@@ -172,7 +180,7 @@ def test_other_errors_the_server_sent_are_no_connection_trouble(
 def test_a_terminated_backend_is_connection_trouble(connect):
     victim, killer = connect(), connect()
     killer.execute("SELECT pg_terminate_backend(%s)", (victim.info.backend_pid,))
-    time.sleep(0.2)
+    gone(killer, victim.info.backend_pid)
     error = raised(lambda: victim.execute("SELECT 1"))
     assert isinstance(error, psycopg.OperationalError)
     judged(error, True)
@@ -195,9 +203,20 @@ def test_a_session_ended_idle_in_transaction_is_connection_trouble(connect):
     conn.execute("SET idle_in_transaction_session_timeout = '100ms'")
     conn.autocommit = False
     conn.execute("SELECT 1")
-    time.sleep(0.5)
+    gone(connect(), conn.info.backend_pid)
     error = raised(lambda: conn.execute("SELECT 1"))
     assert isinstance(error, psycopg.OperationalError | psycopg.InternalError)
+    judged(error, True)
+
+
+def test_an_aborted_transaction_never_rolled_back_is_connection_trouble(connect):
+    """Every statement fails on such a session until it rolls back: a loop that kept
+    the connection would fail on it forever; a new connection starts clean."""
+    conn = connect()
+    conn.autocommit = False
+    raised(lambda: conn.execute("SELECT 1 / 0"))
+    error = raised(lambda: conn.execute("SELECT 1"))
+    assert isinstance(error, psycopg.errors.InFailedSqlTransaction) and error.sqlstate == "25P02"
     judged(error, True)
 
 
