@@ -15,7 +15,8 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from ctypes import c_double
+from ctypes import c_char, c_double
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from multiprocessing.sharedctypes import RawArray
 from typing import TYPE_CHECKING, Any
@@ -32,11 +33,29 @@ logger = logging.getLogger(__name__)
 #: Seconds between a worker process's reports of its state.
 REPORT_EVERY = 1.0
 
+#: Seconds the passes of a worker's loop, or the claims of one of its queues, may keep
+#: failing (no pass or claim of that queue going through since the first failure)
+#: before ``/readyz`` says the worker is not ready. The loop backs off up to 10 s
+#: between failures, a queue's claims too: by then it failed at least four times, and
+#: a hiccup (one deadlock, one statement timeout) is not said. Ready again once a pass,
+#: or that queue's claim, goes through.
+FAILING_AFTER = 30.0
+
+#: Bytes of a worker process's reason for being unready that the board keeps.
+REASON_BYTES = 400
+
 # A slot of the board: [state, last heartbeat (time.monotonic(), one clock for every
-# process of the machine), pid].
+# process of the machine), pid]; and REASON_BYTES of text (UTF-8, NUL-padded) that say
+# why a FAILING one is.
 _STATE, _BEAT, _PID = range(3)
-STARTING, READY, STOPPING, STOPPED = 0.0, 1.0, 2.0, 3.0
-_NAMES = {STARTING: "starting", READY: "ready", STOPPING: "stopping", STOPPED: "stopped"}
+STARTING, READY, STOPPING, STOPPED, FAILING = 0.0, 1.0, 2.0, 3.0, 4.0
+_NAMES = {
+    STARTING: "starting",
+    READY: "ready",
+    STOPPING: "stopping",
+    STOPPED: "stopped",
+    FAILING: "failing",
+}
 
 
 class Board:
@@ -45,16 +64,29 @@ class Board:
     def __init__(self, processes: int) -> None:
         self.processes = processes
         self._values = RawArray(c_double, 3 * processes)
+        self._reasons = RawArray(c_char, REASON_BYTES * processes)
         now = time.monotonic()
         for index in range(processes):
             self._values[3 * index + _BEAT] = now  # a starting worker has until the stale limit
 
-    def report(self, index: int, state: float, beat: float | None) -> None:
+    def report(self, index: int, state: float, beat: float | None, reason: str = "") -> None:
         base = 3 * index
         self._values[base + _PID] = os.getpid()
         if beat is not None:
             self._values[base + _BEAT] = beat
+        # Written before the state that makes it read, and only when it changed: no
+        # lock between processes (a child killed holding one would hang the probes),
+        # so a read racing a change may see it torn, for one answer.
+        text = _fitted(reason)
+        start = REASON_BYTES * index
+        if self._reasons[start : start + REASON_BYTES] != text:
+            self._reasons[start : start + REASON_BYTES] = text
         self._values[base + _STATE] = state
+
+    def _reason(self, index: int) -> str:
+        start = REASON_BYTES * index
+        text = self._reasons[start : start + REASON_BYTES].split(b"\0", 1)[0]
+        return text.decode("utf-8", "replace")
 
     def problems(self, *, ready: bool) -> list[str]:
         """Why the processes are not live (or not ready); [] when they all are."""
@@ -68,9 +100,20 @@ class Board:
                 found.append(f"{who} has stopped")
             elif now - beat > stale_after:
                 found.append(f"{who}: no heartbeat for {now - beat:.0f}s")
+            elif ready and state == FAILING:
+                found.append(f"{who}: {self._reason(index) or 'failing'}")
             elif ready and state != READY:
                 found.append(f"{who} is {_NAMES.get(state, 'unknown')}")
         return found
+
+
+def _fitted(reason: str) -> bytes:
+    """``reason`` as the board keeps it: UTF-8, cut to REASON_BYTES (on a character's
+    boundary, marked with "..."), NUL-padded."""
+    data = reason.encode()
+    if len(data) > REASON_BYTES:
+        data = data[: REASON_BYTES - 3].decode("utf-8", "ignore").encode() + b"..."
+    return data.ljust(REASON_BYTES, b"\0")
 
 
 class Reporter:
@@ -92,7 +135,12 @@ class Reporter:
 
     def _run(self) -> None:
         while True:
-            self.board.report(self.index, worker_state(self.worker), self.worker.heartbeat_ok_at)
+            state, reason = worker_state(self.worker), ""
+            if state == READY:
+                reason = failing(self.worker)
+                if reason:
+                    state = FAILING
+            self.board.report(self.index, state, self.worker.heartbeat_ok_at, reason)
             if self._done.wait(REPORT_EVERY):
                 return
 
@@ -104,6 +152,24 @@ def worker_state(worker: Worker) -> float:
     if worker.record is None or notifier is None or not notifier.connected.is_set():
         return STARTING
     return READY
+
+
+def failing(worker: Worker) -> str:
+    """Why ``worker`` is not ready though it runs: its loop's passes, or the claims of
+    some of its queues, failing for more than FAILING_AFTER; "" when none is. Says
+    what fails, since when (UTC) and the error's class, never the error's text: a
+    refused row's values are in it (the worker's log has it in full)."""
+    now, wall = time.monotonic(), time.time()
+    said = []
+    for name, since, failures, kind in worker.failing(FAILING_AFTER):
+        what = "its loop: passes" if name is None else f"queue {name!r}: claims"
+        at = datetime.fromtimestamp(wall - (now - since), tz=UTC).strftime("%H:%M:%S UTC")
+        said.append(
+            f"{what} failing since {at} ({logs.delay(now - since)}, {failures} failed, {kind})"
+        )
+    if not said:
+        return ""
+    return "; ".join(said) + "; see the worker's log"
 
 
 #: Most connections the endpoint serves at once; one more is closed unanswered. A

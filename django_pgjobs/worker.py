@@ -255,6 +255,11 @@ class Worker:
         # own retry, while the worker's other queues are claimed as usual. A started
         # worker's only (see claim). The loop's thread only.
         self._refused: dict[str, _Refused] = {}
+        # While the loop's passes keep failing (any error: a lost connection too): the
+        # time.monotonic() of the first failure since the last pass that went through,
+        # the failures since, and the last error's class. For the readiness probe
+        # (``failing``); written by the loop's thread, as one tuple.
+        self._loop_failing: tuple[float, int, str] | None = None
 
     # -- one step -----------------------------------------------------------------
 
@@ -291,6 +296,10 @@ class Worker:
                 break
             config = configs.get(name) or {}
             if config.get("paused"):
+                # Paused (by an operator while a row is dealt with, say): its claims
+                # failing tell nothing any more, nor hold the worker unready; tried
+                # afresh once it is resumed.
+                self._refused.pop(name, None)
                 continue
             if alone and not self._claim_due(name):
                 continue
@@ -359,6 +368,7 @@ class Worker:
         else:
             refused.failures += 1
             refused.delay = min(refused.delay * 2, QUEUE_RETRY_MAX)
+        refused.kind = type(error).__name__
         refused.retry_at = now + outage.spread(refused.delay)
         refused.step.failed(error)
         self._claim_in_doubt = True
@@ -372,6 +382,34 @@ class Worker:
             logs.delay(time.monotonic() - refused.since),
             refused.failures,
         )
+
+    def failing(self, longer_than: float) -> list[tuple[str | None, float, int, str]]:
+        """What has kept failing for more than ``longer_than`` seconds, for the
+        readiness probe (``probes.failing``): (queue name, or None for the loop's
+        passes; time.monotonic() of the first failure; failures since; the last
+        error's class). Called from another thread: it reads what the loop's thread
+        writes, and changes nothing."""
+        now = time.monotonic()
+        found: list[tuple[str | None, float, int, str]] = []
+        loop = self._loop_failing
+        if loop is not None and now - loop[0] > longer_than:
+            found.append((None, *loop))
+        try:
+            refused = list(self._refused.items())
+        except RuntimeError:  # changed while copied (no GIL): read again next report
+            refused = []
+        for name, queue_refused in sorted(refused):
+            if now - queue_refused.since > longer_than:
+                found.append(
+                    (name, queue_refused.since, queue_refused.failures, queue_refused.kind)
+                )
+        return found
+
+    def _loop_failed(self, error: BaseException) -> None:
+        """Count a failed pass of the loop for ``failing``."""
+        last = self._loop_failing
+        since, failures = (last[0], last[1] + 1) if last else (time.monotonic(), 1)
+        self._loop_failing = (since, failures, type(error).__name__)
 
     def _forget_refused(self) -> None:
         """Drop the failures of queues this worker no longer claims (a worker of every
@@ -1055,6 +1093,7 @@ class Worker:
                 retry_delay = 0.1
                 error_delay = 0.1
                 passing.passed()
+                self._loop_failing = None
             except db.CONNECTION_TROUBLE as error:
                 if not db.connection_trouble(error):
                     # A statement timeout, a lock timeout, a deadlock (by its SQLSTATE):
@@ -1062,6 +1101,7 @@ class Worker:
                     self._failed_pass(passing, error, claiming, error_delay)
                     error_delay = min(error_delay * 2, 10.0)
                     continue
+                self._loop_failed(error)
                 self._lost_connection()
                 outage.unreachable(self.using, error)
                 connections[self.using].close()
@@ -1099,6 +1139,7 @@ class Worker:
         say it (once while it repeats), start the next pass clean, back off ``delay``
         seconds (drawn), cut short by a stop."""
         passing.failed(error)
+        self._loop_failed(error)
         self._after_failed_pass(claiming)
         self.stopping.wait(outage.spread(delay))
 
@@ -1421,6 +1462,7 @@ class _Refused:
     retry_at: float = 0.0  # time.monotonic() after which the queue is claimed again
     delay: float = 0.1  # seconds from the last failure to that retry (before spread)
     failures: int = 1
+    kind: str = ""  # the class of the last failure's error (for the readiness probe)
 
 
 @dataclass

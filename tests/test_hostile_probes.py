@@ -5,8 +5,10 @@ and none for long."""
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -92,3 +94,42 @@ def test_a_request_line_reaches_the_log_escaped(endpoint, caplog):
     said = [r.getMessage() for r in caplog.records if "metrics endpoint" in r.getMessage()]
     assert said and all(line.isprintable() for line in said), said
     assert any(r"/livez\x1b[2J" in line for line in said), said
+
+
+def test_a_failing_worker_process_s_reason_reaches_the_parent_cut_to_size():
+    """Under --processes the parent answers for its children: a child's reason for
+    being unready crosses in the board's shared memory, cut to REASON_BYTES on a
+    character's boundary however many queues (and however named) it lists."""
+    board = probes.Board(2)
+    endpoint = probes.Endpoint("127.0.0.1", 0, board)
+    reason = "; ".join(f"queue {'é' * 40 + str(n)!r}: claims failing" for n in range(20))
+
+    def child() -> None:
+        board.report(0, probes.READY, time.monotonic())
+        board.report(1, probes.FAILING, time.monotonic(), reason)
+
+    try:
+        # Forked before the endpoint's thread starts, as runworker does.
+        forked = multiprocessing.get_context("fork").Process(target=child)
+        forked.start()
+        forked.join(10)
+        assert forked.exitcode == 0
+        endpoint.start()
+        with connect(endpoint) as probe:
+            probe.sendall(b"GET /readyz HTTP/1.0\r\n\r\n")
+            answer = b"".join(iter(lambda: probe.recv(4096), b""))
+        head, body = answer.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.0 503")
+        text = body.decode()
+        assert "\ufffd" not in text  # cut between characters, not inside one
+        assert text.startswith("not ready: worker process 2 (pid ")
+        assert "worker process 1" not in text
+        assert "claims failing" in text and text.endswith("...\n")
+        assert len(text.split(": ", 1)[1].encode()) <= probes.REASON_BYTES + 40
+        assert livez(endpoint).startswith(b"HTTP/1.0 200")
+        board.report(1, probes.READY, time.monotonic())  # its claims pass again
+        with connect(endpoint) as probe:
+            probe.sendall(b"GET /readyz HTTP/1.0\r\n\r\n")
+            assert probe.recv(200).startswith(b"HTTP/1.0 200")
+    finally:
+        endpoint.stop()

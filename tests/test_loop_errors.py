@@ -1,20 +1,24 @@
 """No row and no single bug stops a worker: an error the worker's loop meets that no
 lost connection explains (a site's trigger refusing a claim, a bug of ours) is said
 once while it repeats, backed off from, and the loop goes on; its shutdown hands back
-what it can whatever one hand-back raises."""
+what it can whatever one hand-back raises. While it keeps failing, its readiness probe
+says so."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import threading
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 from django.db import connection
 
-from django_pgjobs import Job, transitions
-from django_pgjobs.models import WorkerProcess
+from django_pgjobs import Job, probes, transitions
+from django_pgjobs.models import Queue, WorkerProcess
 from django_pgjobs.states import JobState
 from django_pgjobs.worker import Worker
 from testproject.demo.tasks import add
@@ -512,3 +516,104 @@ def test_a_heartbeat_statement_timeout_is_said_once_no_outage(
     assert len(errors) == 1 and len(said) >= 4, [r.getMessage() for r in said]
     assert "heartbeat thread" in errors[0].getMessage()
     assert not outage_warnings(caplog)
+
+
+# -- the readiness probe says a queue whose claims keep failing, and a failing loop ----
+
+
+def probe(port: int, path: str) -> tuple[int, str]:
+    """A real HTTP request to the worker's probe endpoint: (status, body)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+@pytest.fixture
+def probed(monkeypatch):
+    """Serve /livez and /readyz for a started worker, as ``runworker --metrics-port``
+    does: a board, its endpoint, and the worker's reporter (every 0.1 s here)."""
+    monkeypatch.setattr(probes, "REPORT_EVERY", 0.1)
+    endpoint = probes.Endpoint("127.0.0.1", 0, probes.Board(1))
+    endpoint.start()
+    with contextlib.ExitStack() as stack:
+
+        def serve(worker: Worker) -> int:
+            stack.enter_context(probes.Reporter(endpoint.board, 0, worker))
+            return endpoint.port
+
+        yield serve
+    endpoint.stop()
+
+
+def test_readiness_fails_while_a_queues_claims_keep_failing_and_comes_back(
+    threaded_worker, wait, caplog, queue_trigger, probed, monkeypatch
+):
+    """The worker heartbeats and /livez says live while one queue makes no progress:
+    only its log said so. Past FAILING_AFTER, /readyz says which queue and since when
+    (no error text: it quotes the row), and ready again once its claims pass."""
+    monkeypatch.setattr(probes, "FAILING_AFTER", 3.0)
+    caplog.set_level(logging.DEBUG, logger="django_pgjobs.worker")
+    queue_trigger("mail")
+    worker = threaded_worker(queues=["mail", "default"], concurrency=4, poll_interval=0.2)
+    port = probed(worker)
+    wait(lambda: probe(port, "/readyz") == (200, "ready\n"), timeout=10)
+    odd = Job.enqueue("testproject.demo.tasks.add", args=["a secret", "b"], queue="mail")
+    worker.wakeup.set()
+    wait(lambda: queue_failures(caplog, "mail"), timeout=20)
+    first_failed = queue_failures(caplog, "mail")[0].created
+    _, text = wait(lambda: (r := probe(port, "/readyz"))[0] == 503 and r, timeout=30)
+    assert time.time() - first_failed >= 3.0 - 0.2  # not before the threshold
+    assert text.startswith("not ready: worker process 1 (pid ")
+    assert "queue 'mail': claims failing since " in text and "DataError" in text
+    assert "'default'" not in text
+    assert "secret" not in text and "invalid input" not in text  # no row data
+    # Alive: restarting it would not fix a row.
+    assert probe(port, "/livez") == (200, "live\n")
+    # The worker's other queue runs meanwhile.
+    plain = Job.enqueue("testproject.demo.tasks.add", args=[1, 2], queue="default")
+    wait(lambda: state(plain) == JobState.COMPLETED, timeout=10)
+    assert probe(port, "/readyz")[0] == 503
+    # The row gone, the queue's claims pass again (after its backoff): ready.
+    Job.objects.filter(pk=odd.pk).delete()
+    wait(lambda: probe(port, "/readyz") == (200, "ready\n"), timeout=20)
+
+
+def test_readiness_fails_while_the_workers_loop_keeps_failing(
+    threaded_worker, wait, caplog, probed, monkeypatch
+):
+    monkeypatch.setattr(probes, "FAILING_AFTER", 1.0)
+    caplog.set_level(logging.DEBUG, logger="django_pgjobs.worker")
+    worker = threaded_worker(poll_interval=0.2)
+    port = probed(worker)
+    wait(lambda: probe(port, "/readyz") == (200, "ready\n"), timeout=10)
+
+    def broken(self: Worker) -> None:
+        raise TypeError("a bug of ours")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Worker, "enforce_timeouts", broken)
+        worker.wakeup.set()
+        _, text = wait(lambda: (r := probe(port, "/readyz"))[0] == 503 and r, timeout=30)
+        assert "its loop: passes failing since " in text and "TypeError" in text
+        assert "a bug of ours" not in text
+        assert probe(port, "/livez") == (200, "live\n")
+    worker.wakeup.set()
+    wait(lambda: probe(port, "/readyz") == (200, "ready\n"), timeout=20)
+
+
+def test_a_paused_queue_whose_claims_failed_is_no_reason_to_be_unready(
+    threaded_worker, wait, caplog, queue_trigger, probed, monkeypatch
+):
+    """Pausing the queue is how an operator stops it being claimed until the row is
+    dealt with: it makes no progress on purpose."""
+    monkeypatch.setattr(probes, "FAILING_AFTER", 1.0)
+    caplog.set_level(logging.DEBUG, logger="django_pgjobs.worker")
+    queue_trigger("mail")
+    Job.enqueue("testproject.demo.tasks.add", args=["a", "b"], queue="mail")
+    worker = threaded_worker(queues=["mail", "default"], poll_interval=0.2)
+    port = probed(worker)
+    wait(lambda: probe(port, "/readyz")[0] == 503, timeout=30)
+    Queue.objects.filter(name="mail").update(paused=True)
+    wait(lambda: probe(port, "/readyz") == (200, "ready\n"), timeout=20)
