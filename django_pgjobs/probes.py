@@ -137,7 +137,10 @@ class Reporter:
         while True:
             state, reason = worker_state(self.worker), ""
             if state == READY:
-                reason = failing(self.worker)
+                try:
+                    reason = failing(self.worker)
+                except Exception:  # this thread ending would leave the worker for dead
+                    logger.debug("reading what fails in the worker failed", exc_info=True)
                 if reason:
                     state = FAILING
             self.board.report(self.index, state, self.worker.heartbeat_ok_at, reason)
