@@ -36,7 +36,7 @@ from django.db.models import (
 from django.dispatch import receiver
 from django.utils import timezone
 
-from . import clocks, conf, db, liveness, shown
+from . import clocks, conf, db, limits, liveness, shown
 from .models import Job, Queue, WorkerProcess
 from .states import ACTIVE, CLAIMABLE, FINISHED, JobState
 
@@ -375,7 +375,7 @@ def queue_depths(now: datetime | None = None, using: str | None = None) -> list[
     Finished jobs are not counted: they are history, not depth.
     """
     using = using or conf.get("DATABASE")
-    now = now or timezone.now()
+    now = limits.given_now(now) or timezone.now()
     counts: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(DEPTH_STATES, 0))
     for queue, state, n in depth_counts(using):
         counts[queue][state] = n
@@ -461,7 +461,7 @@ def throughput(
     """
     if 60 % SLICE_SECONDS:
         raise ValueError(f"SLICE_SECONDS must divide a minute, not {SLICE_SECONDS}")
-    now = now or timezone.now()
+    now = limits.given_now(now) or timezone.now()
     end = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
     start = end - timedelta(minutes=minutes)
     params = {
@@ -538,7 +538,8 @@ def worker_summary(now: datetime | None = None, using: str | None = None) -> dic
     """How many worker rows are alive (recent heartbeat, none from the future:
     ``liveness.alive``) and how many look dead."""
     using = using or conf.get("DATABASE")
-    now = now or clocks.database_now(using)  # heartbeats are stamped by the database
+    # Heartbeats are stamped by the database: its clock, unless a now is given.
+    now = limits.given_now(now) or clocks.database_now(using)
     stale_after = timedelta(seconds=conf.get("WORKER_STALE_AFTER"))
     rows = WorkerProcess.objects.using(using)
     live = rows.filter(liveness.alive(stale_after, now)).count()
@@ -560,7 +561,8 @@ def workers(now: datetime | None = None, using: str | None = None) -> list[dict[
     them: a row written by SQL may hold 255 MB there, and one of 100 MB made
     ``pgjobs stats`` take 560 MB (71 MB now). Queues over it are None, and
     ``not_shown`` says why."""
-    now = now or clocks.database_now(using)  # heartbeats are stamped by the database
+    # Heartbeats are stamped by the database: its clock, unless a now is given.
+    now = limits.given_now(now) or clocks.database_now(using)
     stale_after = timedelta(seconds=conf.get("WORKER_STALE_AFTER"))
     rows = WorkerProcess.objects.using(using or conf.get("DATABASE")).order_by("-started_at", "-pk")
     listed = []

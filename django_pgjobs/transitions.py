@@ -358,7 +358,7 @@ def retry(
     or at ``ATTEMPT_LIMIT``; JobGone (an InvalidTransition) for a job whose row was
     deleted or pruned."""
     limits.saved(job, "retry")
-    now = now or timezone.now()
+    now = limits.given_now(now) or timezone.now()
     if job.attempt >= ATTEMPT_LIMIT:
         raise InvalidTransition(job.pk, job.state, S.AVAILABLE)
     moved = _move(
@@ -421,7 +421,7 @@ def cancel(job: Job, now: datetime | None = None) -> Job:
     whatever its worker reports afterwards is refused. JobGone for a job whose row
     was deleted or pruned (it raised Job.DoesNotExist)."""
     limits.saved(job, "cancel")
-    now = now or timezone.now()
+    now = limits.given_now(now) or timezone.now()
     if not _refresh(job):
         raise JobGone(job.pk, S.CANCELLED)
     if job.is_finished:
@@ -511,7 +511,7 @@ def retry_many(
     Completed jobs among them run again only as ``include_completed`` says (as
     ``retry``'s, checked by the same UPDATE): callers ask first (the admin, the command).
     """
-    now = now or timezone.now()
+    now = limits.given_now(now) or timezone.now()
     return can_be_retried(jobs, include_completed=include_completed).update(
         state=S.AVAILABLE,
         run_at=now,
@@ -535,7 +535,7 @@ def cancel_many(jobs: QuerySet[Job], now: datetime | None = None) -> int:
     Unlike it, no ``job_cancelled`` signal is sent per job: that would mean loading
     every row. The database trigger still checks each change.
     """
-    now = now or timezone.now()
+    now = limits.given_now(now) or timezone.now()
     using = jobs.db
     unfinished = jobs.order_by().filter(state__in=sources_of(S.CANCELLED))
     cancelled = 0
@@ -576,6 +576,7 @@ def delete_many(jobs: QuerySet[Job], now: datetime | None = None) -> int:
     """
     from .models import JobDependency
 
+    now = limits.given_now(now)  # refused before anything is deleted
     using = jobs.db
     doomed = jobs.order_by().exclude(state=S.EXECUTING)
     ids = doomed.values("pk")

@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from datetime import timezone as fixed_offset
 from typing import Any
 
 import pytest
@@ -37,7 +38,9 @@ from django_pgjobs import (
     metrics,
     queues,
     schedules,
+    stats,
     testing,
+    transitions,
     workers,
 )
 from django_pgjobs.api.tokens import issue
@@ -605,6 +608,22 @@ NOW_TAKERS = [
     ("housekeeping.prune", lambda now: housekeeping.prune(now)),
 ]
 
+#: The operator actions and readers that take a ``now``: checked and converted as the
+#: drain's and the scheduler's is (``limits.given_now``). Sent as given, a UTC offset
+#: PostgreSQL doesn't take (+20:00, or one with seconds) was a DataError that aborted
+#: the caller's transaction, and a naive one or one past 9999 failed in SQL too.
+NOW_READERS = [
+    ("transitions.retry", lambda now: transitions.retry(first_job(), now)),
+    ("transitions.retry_many", lambda now: transitions.retry_many(Job.objects.all(), now)),
+    ("transitions.cancel", lambda now: transitions.cancel(first_job(), now)),
+    ("transitions.cancel_many", lambda now: transitions.cancel_many(Job.objects.all(), now)),
+    ("transitions.delete_many", lambda now: transitions.delete_many(Job.objects.all(), now)),
+    ("stats.queue_depths", lambda now: stats.queue_depths(now)),
+    ("stats.throughput", lambda now: stats.throughput(now)),
+    ("stats.worker_summary", lambda now: stats.worker_summary(now)),
+    ("stats.workers", lambda now: stats.workers(now)),
+]
+
 #: Calls that must raise another documented error, with this message, writing nothing.
 OTHER_REFUSALS: dict[str, tuple[Callable[[], Any], type[Exception], str]] = {
     # The message's repr() of the name raised ValueError instead of the error.
@@ -709,7 +728,7 @@ OTHER_REFUSALS: dict[str, tuple[Callable[[], Any], type[Exception], str]] = {
         for name, call in [("Worker().drain", lambda now: Worker().drain(now=now)),
                            ("Worker().run_once", lambda now: Worker().run_once(now=now)),
                            ("testing.drain", lambda now: testing.drain(now=now)),
-                           *NOW_TAKERS]
+                           *NOW_TAKERS, *NOW_READERS]
         for value, shown, message in [
             (timezone.now().replace(tzinfo=None), "naive", "must be timezone-aware"),
             ("2020", "'2020'", "must be a timezone-aware datetime, not str '2020'"),
@@ -730,7 +749,7 @@ OTHER_REFUSALS: dict[str, tuple[Callable[[], Any], type[Exception], str]] = {
         for name, call in [("Worker().drain", lambda now: Worker().drain(now=now)),
                            ("Worker().run_once", lambda now: Worker().run_once(now=now)),
                            ("testing.drain", lambda now: testing.drain(now=now)),
-                           *NOW_TAKERS[:3], NOW_TAKERS[5]]
+                           *NOW_TAKERS[:3], NOW_TAKERS[5], *NOW_READERS]
     },
     **{
         f"drain(max_jobs={shown})": (
@@ -778,6 +797,28 @@ def test_a_hostile_call_raises_the_documented_error_writes_nothing_and_keeps_the
             act()
         assert [read() for read in everything] == before  # nothing written, still usable
     assert {first.pk, held, done.pk} <= set(Job.objects.values_list("pk", flat=True))
+
+
+#: Offsets Python takes and PostgreSQL refuses (over 15:59, or with seconds or a fraction).
+ODD_OFFSETS = [timedelta(hours=20), timedelta(hours=5, seconds=7, microseconds=3),
+               timedelta(hours=-23, minutes=59)]  # fmt: skip
+
+
+@pytest.mark.parametrize("offset", ODD_OFFSETS, ids=str)
+@pytest.mark.parametrize("name", [name for name, _ in NOW_READERS])
+def test_a_now_in_any_zone_python_takes_is_read_as_its_instant(name, offset):
+    call = dict(NOW_READERS)[name]
+    first = JobFactory(retryable=True)  # first_job(): retried, or cancelled
+    done = JobFactory(completed=True)
+    now = datetime(2031, 5, 1, 12, tzinfo=fixed_offset(offset))
+    with transaction.atomic():
+        call(now)
+        assert Job.objects.count() >= 0  # the caller's transaction is still usable
+    if name == "transitions.retry":
+        assert Job.objects.get(pk=first.pk).run_at == now
+    if name == "transitions.cancel_many":
+        assert Job.objects.get(pk=first.pk).finished_at == now
+        assert Job.objects.get(pk=done.pk).finished_at != now
 
 
 def test_a_wait_of_zero_seconds_still_times_out_at_once():
