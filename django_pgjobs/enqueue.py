@@ -703,12 +703,21 @@ def _insert_columns() -> list[tuple[str, str]]:
 
 
 def _as_spec(spec: JobSpec | dict[str, Any]) -> JobSpec:
+    """``spec`` as a JobSpec (every path of insert_jobs, and middleware, sees it so).
+    ``kwargs=None`` is no kwargs, as it is for ``Job.enqueue`` and as None is "not
+    given" for every other key (queue, run_at, meta, ...): in a dict or a JobSpec it
+    was a PayloadError ("kwargs must be a dict, not NoneType")."""
     if isinstance(spec, JobSpec):
+        if spec.kwargs is None:
+            return dataclasses.replace(spec, kwargs={})  # the caller's spec is left alone
         return spec
     try:
-        return JobSpec(**spec)
+        built = JobSpec(**spec)
     except TypeError:  # said again here, at no cost to a good batch
         raise TypeError(spec_problem(spec)) from None
+    if built.kwargs is None:
+        built.kwargs = {}
+    return built
 
 
 def spec_problem(spec: Any) -> str:

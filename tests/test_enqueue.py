@@ -611,3 +611,20 @@ def test_enqueue_works_in_the_callers_transaction_on_a_django_without_prepare_cu
     assert not Job.objects.filter(pk=job.pk).exists()  # gone with the caller's rollback
     assert connection.in_atomic_block  # pytest-django's transaction, still usable
     assert Job.objects.count() == 0
+
+
+def test_kwargs_none_means_no_kwargs_at_every_entry_point():
+    """As ``Job.enqueue(kwargs=None)`` does, and as None means "not given" for every
+    other key of enqueue_many's dicts (queue, priority, run_at, meta, ...): a dict's or
+    a JobSpec's ``"kwargs": None`` was a PayloadError ("kwargs must be a dict")."""
+    alone = Job.enqueue(ANYTHING, [1], None, meta=None)
+    small = Job.enqueue_many([{"task": ANYTHING, "args": [1], "kwargs": None, "meta": None}])
+    spec = JobSpec(ANYTHING, [1], None)  # type: ignore[arg-type]
+    large = Job.enqueue_many([spec] * COPY_AT_LEAST)
+    assert spec.kwargs is None  # the caller's spec is left as it was
+    for job in [alone, *small, large[0], large[-1]]:
+        assert job.kwargs == {} == Job.objects.get(pk=job.pk).kwargs
+    from tests import tasks_for_typed
+
+    typed = Job.enqueue_many([{"task": tasks_for_typed.counted.name, "args": [1], "kwargs": None}])
+    assert typed[0].kwargs == {}
