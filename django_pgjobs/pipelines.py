@@ -25,7 +25,7 @@ from typing import Any
 
 from django.db import transaction
 
-from . import conf, dependencies
+from . import conf, dependencies, limits
 from .context import current_job
 from .enqueue import JobSpec, insert_jobs
 from .models import Job
@@ -36,11 +36,14 @@ Stage = JobSpec | Sequence[JobSpec]
 def enqueue_pipeline(*stages: Stage, name: str | None = None) -> list[list[Job]]:
     """Enqueue the stages in one transaction; returns the jobs of each stage.
 
-    ``name`` (default: a random id) is stored as ``meta["pipeline"]`` on every job.
+    ``name`` (default, or "": a random id) is stored as ``meta["pipeline"]`` on every
+    job: text of 1 to 255 characters, as a task's name (``limits.text``), else
+    InvalidOption. Unchecked, ``name=5`` or a list was stored as given, and a name of
+    any length on every job of the pipeline.
     """
     if not stages:
         raise ValueError("a pipeline needs at least one stage")
-    pipeline = name or uuid.uuid4().hex[:12]
+    pipeline = uuid.uuid4().hex[:12] if name is None or name == "" else limits.text(name, "name")
     created: list[list[Job]] = []
     with transaction.atomic(using=conf.get("DATABASE")):
         previous: list[Job] = []
@@ -53,7 +56,7 @@ def enqueue_pipeline(*stages: Stage, name: str | None = None) -> list[list[Job]]
                     replace(
                         spec,
                         depends_on=[*spec.depends_on, *previous],
-                        meta={**spec.meta, "pipeline": pipeline},
+                        meta={**(spec.meta or {}), "pipeline": pipeline},
                     )
                     for spec in specs
                 ]
@@ -98,7 +101,9 @@ def add_to_running_pipeline(specs: Sequence[JobSpec]) -> list[Job]:
     with transaction.atomic(using=parent._state.db or conf.get("DATABASE")):
         jobs = insert_jobs(
             [
-                replace(spec, meta={**spec.meta, "pipeline": pipeline}) if pipeline else spec
+                replace(spec, meta={**(spec.meta or {}), "pipeline": pipeline})
+                if pipeline
+                else spec
                 for spec in specs
             ]
         )

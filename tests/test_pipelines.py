@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from datetime import timedelta
 
@@ -213,6 +214,33 @@ def test_an_empty_pipeline_or_stage_is_refused():
     with pytest.raises(ValueError):
         enqueue_pipeline([add.spec(1, 1)], [])
     assert not Job.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "name, said",
+    [
+        # Stored as given: meta["pipeline"] == 5, a list, or 10,000 characters.
+        (5, "name must be a string, not int 5"),
+        (["nightly"], "name must be a string, not list ['nightly']"),
+        (b"nightly", "name must be a string, not bytes b'nightly'"),
+        ("n" * 256, "name must be 1 to 255 characters, not 256"),
+        ("night\x00ly", "name "),  # no jsonb text holds a NUL
+    ],
+)
+def test_a_pipeline_name_is_text_as_other_names_are(name, said):
+    first = Job.enqueue("testproject.demo.tasks.add", [1, 1])
+    with transaction.atomic():
+        with pytest.raises(InvalidOption, match=re.escape(said)):
+            enqueue_pipeline([add.spec(1, 1)], name=name)
+        assert list(Job.objects.values_list("pk", flat=True)) == [first.pk]  # still usable
+
+
+def test_a_pipeline_named_or_not_and_its_specs_meta_none():
+    (named,), (other,) = enqueue_pipeline(add.spec(1, 1), add.spec(2, 2), name="n" * 255)
+    assert named.meta["pipeline"] == other.meta["pipeline"] == "n" * 255
+    (unnamed,) = enqueue_pipeline({"task": add.name, "args": [1, 1], "meta": None})[0]
+    assert len(unnamed.meta["pipeline"]) == 12  # a random id, as with name=None or ""
+    assert len(enqueue_pipeline(add.spec(1, 1), name="")[0][0].meta["pipeline"]) == 12
 
 
 @pytest.mark.slow
