@@ -236,6 +236,10 @@ def task(
     function called with the job's arguments at enqueue (docs/flow-control.md).
     """
     _check_options(queue, priority, max_attempts, timeout, connector, unique_for)
+    # Taken for their truth, unique="no" made a unique task: flags are True or False,
+    # as enqueue's pass_results and every other flag (limits.boolean).
+    for flag, value in (("unique", unique), ("isolated", isolated), ("typed", typed)):
+        limits.boolean(value, flag)
     retry_on = exception_types(retry_on, "retry_on")
     discard_on = exception_types(discard_on, "discard_on")
     if concurrency_key is not None and not callable(concurrency_key):

@@ -77,6 +77,7 @@ def drain(
     """
     from .worker import Worker
 
+    limits.boolean(raise_errors, "raise_errors")  # "no" raised, as any true value did
     names = [queues] if isinstance(queues, str) else queues
     # The clock is looked up on each call, so freeze_time() applies to it.
     worker = Worker(names, clock=lambda: timezone.now())
@@ -119,6 +120,7 @@ def run_inline(*, raise_errors: bool = False) -> Iterator[None]:
     ``freeze_time`` and call ``drain()``. A failure is recorded on the job, or
     raised from the enqueue call with ``raise_errors``.
     """
+    limits.boolean(raise_errors, "raise_errors")
     thread = threading.get_ident()
     busy = threading.local()
 

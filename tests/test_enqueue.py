@@ -628,3 +628,14 @@ def test_kwargs_none_means_no_kwargs_at_every_entry_point():
 
     typed = Job.enqueue_many([{"task": tasks_for_typed.counted.name, "args": [1], "kwargs": None}])
     assert typed[0].kwargs == {}
+
+
+@pytest.mark.parametrize("option", ["unique", "isolated", "typed"])
+@pytest.mark.parametrize("value, shown", [(1, "1"), ("no", "'no'"), (None, "None")])
+def test_a_tasks_flags_are_true_or_false_as_pass_results_is(option, value, shown):
+    """Taken for their truth, unique="no" made a unique task (and 1 one too): refused
+    as enqueue's pass_results and every other flag are, naming the option."""
+    name = "tests.test_enqueue.flagged"
+    with pytest.raises(InvalidOption, match=f"^{option} must be True or False, not {shown}$"):
+        tasks.task(name=name, **{option: value})(add.func)
+    assert name not in tasks._registry

@@ -272,3 +272,16 @@ def test_a_frozen_clock_advanced_past_year_9999_says_so_and_stays():
                            "time Python holds"):  # fmt: skip
             clock.advance(days=3)
         assert clock() == datetime(9999, 12, 30, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("value, shown", [(1, "1"), ("no", "'no'"), (None, "None")])
+def test_raise_errors_is_true_or_false_as_every_flag_is(value, shown):
+    """Taken for its truth, raise_errors="no" raised a job's error."""
+    job = Job.enqueue("testproject.demo.tasks.always_fails")
+    message = f"^raise_errors must be True or False, not {shown}$"
+    with pytest.raises(InvalidOption, match=message):
+        testing.drain(raise_errors=value)
+    with pytest.raises(InvalidOption, match=message), testing.run_inline(raise_errors=value):
+        pass
+    job.refresh_from_db()
+    assert job.state == JobState.AVAILABLE  # nothing ran
