@@ -142,6 +142,37 @@ def test_stopworker_stops_the_workers_of_a_unicode_host_of_255_characters():
 
 
 @pytest.mark.django_db
+def test_stopworker_says_which_workers_were_already_stopping():
+    """Its words, "asked 0 worker process(es) to stop", read as if none were there to stop."""
+    first, second = WorkerProcessFactory(host="web1"), WorkerProcessFactory(host="web1")
+    third = WorkerProcessFactory(host="web2")
+
+    def said(*args):
+        out = io.StringIO()
+        call_command("stopworker", *args, stdout=out)
+        return out.getvalue()
+
+    assert said(str(first.pk)) == "asked 1 worker process(es) to stop\n"
+    assert said("--host", "web1") == (
+        "asked 1 worker process(es) to stop; 1 more already asked to stop\n"
+    )
+    assert said("--host", "web1") == (
+        "the 2 worker process(es) on host 'web1' were already asked to stop: "
+        "they stop at their next heartbeat, if not already gone\n"
+    )
+    assert said(str(first.pk), str(second.pk)) == (
+        "the 2 worker process(es) given were already asked to stop: "
+        "they stop at their next heartbeat, if not already gone\n"
+    )
+    assert said("--all") == "asked 1 worker process(es) to stop; 2 more already asked to stop\n"
+    assert said("--all") == (
+        "all 3 worker process(es) were already asked to stop: "
+        "they stop at their next heartbeat, if not already gone\n"
+    )
+    assert WorkerProcess.objects.get(pk=third.pk).stop_requested
+
+
+@pytest.mark.django_db
 def test_stopworker_names_hosts_that_differ_only_in_unicode_form_or_case():
     """'é' as one character and as e and an accent look the same: "no worker process on
     host 'é'" while the admin lists a worker on host 'é' said nothing of why."""

@@ -49,7 +49,24 @@ class Command(BaseCommand):
             if not ids:
                 raise CommandError(f"no worker process on host {_said(host)}{_alike(rows, host)}")
         flagged = request_stop(None if options["all"] else ids)
-        self.stdout.write(f"asked {flagged} worker process(es) to stop")
+        asked = rows.filter(stop_requested=True)
+        already = (asked if options["all"] else asked.filter(pk__in=ids)).count() - flagged
+        self.stdout.write(_told(flagged, already, host, every=options["all"]))
+
+
+def _told(flagged: int, already: int, host: str | None, *, every: bool) -> str:
+    """What ``stopworker`` says it did: "asked 0 worker process(es) to stop" of workers
+    that were all asked before read as if there were none to stop."""
+    if flagged or already <= 0:
+        more = f"; {already} more already asked to stop" if already > 0 else ""
+        return f"asked {flagged} worker process(es) to stop{more}"
+    if every:
+        which = f"all {already} worker process(es) were"
+    elif host is not None:
+        which = f"the {already} worker process(es) on host {_said(host)} were"
+    else:
+        which = f"the {already} worker process(es) given were"
+    return f"{which} already asked to stop: they stop at their next heartbeat, if not already gone"
 
 
 def _worker_id(text: str) -> int:
