@@ -88,6 +88,31 @@ def connection_trouble(error: BaseException) -> bool:
     return True  # no SQLSTATE: the client's own, not the server's answer
 
 
+#: SQLSTATEs of a statement the server gave up on, not for anything in its data: a
+#: serialization failure (40001), a deadlock (40P01), a lock timeout (55P03), a
+#: statement timeout or a cancel (57014). The session lives; the same statement may
+#: well go through on a later try.
+TRANSIENT_SQLSTATES = ("40001", "40P01", "55P03", "57014")
+
+
+def transient(error: BaseException) -> bool:
+    """Whether ``error`` is a statement's transient failure (``TRANSIENT_SQLSTATES``,
+    told by the SQLSTATE the server sent, on psycopg's error or the one Django wraps):
+    no refusal by the rows it touched, nor connection trouble (``connection_trouble``:
+    never both). A caller rolls back what it was doing and tries it again later,
+    rather than record it as failed for good (a schedule's tick: see
+    ``schedules.fire_due``)."""
+    if not isinstance(error, (DatabaseError, psycopg.Error)):
+        return False  # a bug of ours, even one raised from such an error
+    seen: BaseException | None = error
+    while seen is not None:  # Django's errors wrap psycopg's (their __cause__)
+        code = getattr(seen, "sqlstate", None)
+        if code:
+            return code in TRANSIENT_SQLSTATES
+        seen = seen.__cause__
+    return False
+
+
 SQL_DIR = Path(__file__).resolve().parent / "sql"
 
 

@@ -73,10 +73,16 @@ def wrapped(error: BaseException) -> BaseException:
     raise AssertionError("not wrapped")
 
 
-def judged(error: BaseException, expected: bool) -> None:
+def judged(error: BaseException, expected: bool, transient: bool = False) -> None:
+    """``error`` is connection trouble if ``expected``, a transient statement error
+    (``db.transient``) if ``transient``: never both; as psycopg raises it and as
+    Django wraps it."""
+    assert not (expected and transient)
     assert db.connection_trouble(error) is expected, repr(error)
+    assert db.transient(error) is transient, repr(error)
     if isinstance(error, psycopg.Error):
         assert db.connection_trouble(wrapped(error)) is expected, repr(error)
+        assert db.transient(wrapped(error)) is transient, repr(error)
 
 
 # -- statement errors: the session survives them ---------------------------------------
@@ -87,7 +93,7 @@ def test_a_statement_timeout_is_no_connection_trouble(connect):
     conn.execute("SET statement_timeout = '50ms'")
     error = raised(lambda: conn.execute("SELECT pg_sleep(2)"))
     assert isinstance(error, psycopg.errors.QueryCanceled) and error.sqlstate == "57014"
-    judged(error, False)
+    judged(error, False, transient=True)
     assert conn.execute("SELECT 1").fetchone() == (1,)  # the session went on
 
 
@@ -96,6 +102,7 @@ def test_a_statement_timeout_through_django_is_no_connection_trouble():
         error = raised(lambda: _timed_out(cursor))
     assert isinstance(error, DjangoOperationalError)
     assert db.connection_trouble(error) is False
+    assert db.transient(error) is True
 
 
 def _timed_out(cursor) -> None:
@@ -111,7 +118,7 @@ def test_a_lock_timeout_is_no_connection_trouble(connect, probe_table):
         waiter.execute("SET lock_timeout = '50ms'")
         error = raised(lambda: waiter.execute(f"SELECT * FROM {probe_table}"))
     assert isinstance(error, psycopg.errors.LockNotAvailable) and error.sqlstate == "55P03"
-    judged(error, False)
+    judged(error, False, transient=True)
 
 
 def test_a_deadlock_is_no_connection_trouble(connect):
@@ -138,7 +145,7 @@ def test_a_deadlock_is_no_connection_trouble(connect):
         thread.join(20)
     [error] = errors
     assert isinstance(error, psycopg.errors.DeadlockDetected) and error.sqlstate == "40P01"
-    judged(error, False)
+    judged(error, False, transient=True)
 
 
 def test_a_serialization_failure_is_no_connection_trouble(connect, probe_table):
@@ -150,7 +157,7 @@ def test_a_serialization_failure_is_no_connection_trouble(connect, probe_table):
     error = raised(lambda: reader.execute(f"UPDATE {probe_table} SET value = 2 WHERE id = 1"))
     reader.rollback()
     assert isinstance(error, psycopg.errors.SerializationFailure) and error.sqlstate == "40001"
-    judged(error, False)
+    judged(error, False, transient=True)
 
 
 @pytest.mark.parametrize(
@@ -163,6 +170,8 @@ def test_a_serialization_failure_is_no_connection_trouble(connect, probe_table):
         # An InternalError by class, whose session is fine: left by no claim, but no
         # lost connection either.
         ("DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = '25001'; END $$", "25001"),
+        # An OperationalError by class, neither trouble nor transient (db.transient).
+        ("DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = '55000'; END $$", "55000"),
     ],
 )
 def test_other_errors_the_server_sent_are_no_connection_trouble(
@@ -278,3 +287,18 @@ def test_other_errors_are_no_connection_trouble(connect):
     judged(error, False)
     assert db.connection_trouble(ValueError("a bug of ours")) is False
     assert db.connection_trouble(RuntimeError("ours")) is False
+    assert db.transient(ValueError("a bug of ours")) is False
+
+
+def test_a_bug_of_ours_raised_from_a_transient_error_is_not_transient(connect):
+    """Judged by what was raised: a TypeError from a statement timeout is a bug of
+    ours, retried by nothing."""
+    conn = connect()
+    conn.execute("SET statement_timeout = '50ms'")
+    timeout = raised(lambda: conn.execute("SELECT pg_sleep(2)"))
+    assert db.transient(timeout) is True
+    try:
+        raise TypeError("ours, handling it") from timeout
+    except TypeError as error:
+        assert db.transient(error) is False
+        assert db.connection_trouble(error) is False
