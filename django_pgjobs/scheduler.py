@@ -182,21 +182,25 @@ class Scheduler:
                     outage.reachable(self.using, began)
                 retry_delay = 0.1
                 passing.passed()
-            except db.CONNECTION_TROUBLE as error:
-                outage.unreachable(self.using, error)  # said once per outage
-                connections[self.using].close()
-                # Cut short once another connection of this process got through (the
-                # maintenance thread's, the LISTEN one's), as the worker loops are, or
-                # by an edit or a stop: it waited out its backoff (up to 10 s) unless
-                # the LISTEN connection, which may be another alias's, reconnected.
-                # A retry's wait, in real time: not a tick's, so not sleep_until's.
-                outage.pause(self.using, outage.spread(retry_delay), self.wakeup, since=seen)
-                retry_delay = min(retry_delay * 2, 10.0)
-                continue
             except Exception as error:
-                # A bug of ours meeting an odd row, or a statement the server refused
-                # (no outage): it ended the loop, and the scheduler with it. Said once;
-                # passes again after the same backoff, sooner on an edit or a stop.
+                if db.connection_trouble(error):  # by its SQLSTATE, not its class
+                    outage.unreachable(self.using, error)  # said once per outage
+                    connections[self.using].close()
+                    # Cut short once another connection of this process got through
+                    # (the maintenance thread's, the LISTEN one's), as the worker loops
+                    # are, or by an edit or a stop: it waited out its backoff (up to
+                    # 10 s) unless the LISTEN connection, which may be another alias's,
+                    # reconnected. A retry's wait, in real time: not a tick's, so not
+                    # sleep_until's.
+                    outage.pause(self.using, outage.spread(retry_delay), self.wakeup, since=seen)
+                    retry_delay = min(retry_delay * 2, 10.0)
+                    continue
+                # A bug of ours meeting an odd row, or a statement the server refused or
+                # gave up on (a statement timeout, a lock timeout, a deadlock: warned as
+                # an outage on every retry; the pass's ticks rolled back, fired on a
+                # later pass): no outage. It ended the loop, and the scheduler with it.
+                # Said once while it repeats; passes again after the same backoff,
+                # sooner on an edit or a stop.
                 passing.failed(error)
                 if isinstance(error, DatabaseError):
                     connections[self.using].close()
@@ -324,23 +328,25 @@ class Scheduler:
                     outage.reachable(self.using, began)
                 retry_delay = 0.1
                 planning.passed()
-            except db.CONNECTION_TROUBLE as error:
-                outage.unreachable(self.using, error)  # said once per outage
-                connections[self.using].close()
-                # As the scheduler loop's: cut short once another connection of this
-                # process (the loop's, the LISTEN one) got through, not a fixed 5 s.
-                outage.pause(
-                    self.using,
-                    outage.spread(retry_delay),
-                    self.stopping,
-                    since=seen,
-                )
-                retry_delay = min(retry_delay * 2, 5.0)
-                continue
             except Exception as error:
-                # A bug of ours (it ended the thread, silently) or a statement the
-                # server refused (no outage: said again every 5 s while it lasted):
-                # said once while it repeats, tried again in 5 s.
+                if db.connection_trouble(error):  # by its SQLSTATE, not its class
+                    outage.unreachable(self.using, error)  # said once per outage
+                    connections[self.using].close()
+                    # As the scheduler loop's: cut short once another connection of
+                    # this process (the loop's, the LISTEN one) got through, not a
+                    # fixed 5 s.
+                    outage.pause(
+                        self.using,
+                        outage.spread(retry_delay),
+                        self.stopping,
+                        since=seen,
+                    )
+                    retry_delay = min(retry_delay * 2, 5.0)
+                    continue
+                # A bug of ours (it ended the thread, silently), a statement the server
+                # refused (no outage: said again every 5 s while it lasted) or gave up
+                # on (a statement timeout, a lock timeout, a deadlock: warned as an
+                # outage on every retry): said once while it repeats, tried again in 5 s.
                 planning.failed(error)
                 if isinstance(error, DatabaseError):
                     connections[self.using].close()
