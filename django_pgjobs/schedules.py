@@ -348,6 +348,19 @@ def next_due_at(using: str, unplannable: Iterable[int] = ()) -> datetime | None:
     return rows.aggregate(at=Min("next_fire_at"))["at"]
 
 
+def retried(error: BaseException) -> bool:
+    """Whether a tick that failed with ``error`` is rolled back and fired on a later
+    pass, rather than recorded as fired with the error (or its schedule as broken):
+    connection trouble (``db.connection_trouble``: the connection lost, the server
+    away), or a statement the server gave up on (``db.transient``: a deadlock, a
+    serialization failure, a lock timeout, a statement timeout), which a later try
+    may well get past. Told by the SQLSTATE, not the class: any other error the
+    server sent (an OperationalError too, say 55000) is the refusal of the schedule's
+    own task, queue or data, marked on its tick as before; retried, it held up every
+    other due schedule of the batch on every pass."""
+    return db.connection_trouble(error) or db.transient(error)
+
+
 def fire_due(
     now: datetime, *, using: str, grace: timedelta, batch_size: int = 100
 ) -> tuple[list[Fired], list[InvalidSchedule]]:
@@ -356,7 +369,10 @@ def fire_due(
 
     Schedules are locked and fired ``batch_size`` at a time in one transaction (one
     commit for many ticks); each in a savepoint, so one failing undoes no other.
-    Rows another scheduler holds are skipped, not waited for.
+    Rows another scheduler holds are skipped, not waited for. An error ``retried``
+    takes (connection trouble; a deadlock, serialization failure, lock timeout or
+    statement timeout) is raised instead: the batch's ticks roll back, none recorded,
+    and the next pass fires them, once.
     """
     fired: list[Fired] = []
     broken: list[InvalidSchedule] = []
@@ -380,9 +396,10 @@ def fire_due(
                         fired.extend(fire(schedule, now, using=using, grace=grace))
                 except InvalidSchedule as error:
                     broken.append(InvalidSchedule(str(error), schedule.pk))
-                except db.CONNECTION_TROUBLE:
-                    raise  # the connection is gone: the loop retries
-                except Exception as error:  # a row no scheduler can use: not the others' fault
+                except Exception as error:
+                    if retried(error):
+                        raise  # this batch's ticks roll back: the loop retries
+                    # A row no scheduler can use: not the others' fault.
                     what = f"schedule {schedule.name!r}: {type(error).__name__}: {error}"
                     broken.append(InvalidSchedule(what, schedule.pk))
         if len(batch) < batch_size:
@@ -464,11 +481,12 @@ def _fire_tick(
     try:
         with transaction.atomic(using=using):
             job = _enqueue(schedule, max(due, now), wait_for, fire_at=fire_at.isoformat())
-    except db.CONNECTION_TROUBLE:
-        raise  # the connection is gone: the whole tick rolls back and is retried
     except Exception as error:
-        # The task was removed, its queue deleted, ...: record the tick as fired
-        # with the reason, rather than retrying a broken schedule every loop.
+        if retried(error):
+            raise  # the whole tick rolls back and is retried on a later pass
+        # The task was removed, its queue deleted, a site's trigger refused its job
+        # ...: record the tick as fired with the reason, rather than retrying a broken
+        # schedule every loop.
         tick.error = f"{type(error).__name__}: {error}"
         tick.save(update_fields=["error"])
         logger.error("schedule %r: tick %s enqueued nothing: %s", schedule.name, fire_at, error)

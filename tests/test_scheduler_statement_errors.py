@@ -244,3 +244,28 @@ def test_a_tick_a_transient_error_hits_is_lost_not_and_fires_once_after(
     assert message in errors[0].getMessage()
     assert not outage_warnings(caplog)
     assert scheduler.stats["fired"] == 1 and not scheduler.stats["failed"]
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "P0001",  # a site's plain RAISE EXCEPTION
+        "55000",  # an OperationalError by class, no transient one: as any refusal
+    ],
+)
+def test_a_tick_a_refusal_hits_is_recorded_failed_once(no_outage, caplog, gate, code):
+    """A refusal that no retry gets past is marked on the tick, as before, and holds
+    up no other schedule; an OperationalError of another SQLSTATE was retried on every
+    pass for good, as an outage."""
+    caplog.set_level(logging.DEBUG, logger="django_pgjobs.outage")
+    schedule = ScheduleFactory(cron="0 * * * *")
+    Scheduler(routines=[]).run_once(at(10, 30))
+    gate(code)
+    scheduler = Scheduler(routines=[])
+    scheduler.run_once(at(11, 0, 30))
+    scheduler.run_once(at(11, 0, 40))
+    [tick] = ScheduleTick.objects.filter(schedule=schedule)
+    assert tick.fire_at == at(11) and f"the gate says {code}" in tick.error
+    assert tick.job_id is None and not Job.objects.exists()
+    assert scheduler.stats["failed"] == 1
+    assert not outage_warnings(caplog)
