@@ -96,6 +96,9 @@ MIN_QUEUE_NAMES_REFRESH = 1.0
 MIN_KEY_RECLAIM = 0.1
 
 
+#: What put a claim in doubt when its connection broke (see Worker._doubt).
+LOST_CONNECTION = "the connection broke"
+
 #: Seconds between the loop's hand-backs while the backend of a connection it lost
 #: may still commit a claim (it could not be ended: behind a pooler, say).
 LOST_CLAIM_RETRY = 1.0
@@ -217,8 +220,17 @@ class Worker:
         # heartbeat then can't tell a forgotten job from a just-claimed one.
         self._claiming = False
         # True once a pass of the loop lost its connection: a claim may have committed
-        # without its answer (see _hand_back_unheld).
+        # without its answer (see _hand_back_unheld); or once a claim, or a pass in or
+        # after its claim, failed otherwise.
         self._claim_in_doubt = False
+        # What put the claim in doubt (see _doubt), for the hand-back to say: the
+        # connection lost (LOST_CONNECTION) or a failure, in words; in order, once each.
+        self._doubts: dict[str, None] = {}
+        # A hand-back that failed with an error no lost connection explains (a site's
+        # trigger refusing it, a statement timeout): said once while it repeats, tried
+        # again after a backoff while the loop's claims go on (see _try_hand_back).
+        self._handing_back: logs.LoopStep | None = None
+        self._hand_back_delay = 0.1
         # The loop's connection (the psycopg one) and the backend serving it, learnt
         # once per connection: the one to end if the connection is lost (lostclaims).
         self._backend: tuple[object, lostclaims.Backend | None] | None = None
@@ -371,7 +383,7 @@ class Worker:
         refused.kind = type(error).__name__
         refused.retry_at = now + outage.spread(refused.delay)
         refused.step.failed(error)
-        self._claim_in_doubt = True
+        self._doubt(f"queue {name!r}: {_error_words(error)}")
 
     def _claim_passed(self, name: str) -> None:
         refused = self._refused.pop(name)
@@ -1078,7 +1090,7 @@ class Worker:
             try:
                 self._know_backend()
                 if self._claim_in_doubt and time.monotonic() >= (self._retry_lost_at or 0):
-                    self._hand_back_unheld()
+                    self._try_hand_back()
                 self.enforce_timeouts()
                 free = self.free_slots()
                 # Read before claiming: a job whose outcome is being written still
@@ -1140,10 +1152,10 @@ class Worker:
         seconds (drawn), cut short by a stop."""
         passing.failed(error)
         self._loop_failed(error)
-        self._after_failed_pass(claiming)
+        self._after_failed_pass(claiming, error)
         self.stopping.wait(outage.spread(delay))
 
-    def _after_failed_pass(self, claiming: bool) -> None:
+    def _after_failed_pass(self, claiming: bool, error: BaseException | None = None) -> None:
         """Start the next pass clean after one failed with an error no lost connection
         explains: on a new connection (nothing of the failed pass's transaction or
         session left behind), and, if it failed in or after its claim, with that claim
@@ -1152,7 +1164,8 @@ class Worker:
         before the next claim (a claim the server refused committed nothing: it then
         finds none)."""
         if claiming:
-            self._claim_in_doubt = True
+            why = _error_words(error) if error is not None else "failed"
+            self._doubt(f"a pass of its loop: {why}")
         self._backend = None  # the connection closed below ran no claim still under way
         with contextlib.suppress(Exception):  # closing a broken one may raise too
             connections[self.using].close()
@@ -1169,7 +1182,7 @@ class Worker:
     def _lost_connection(self) -> None:
         """The loop's connection broke: a claim may have committed without its answer,
         or its backend may still be running it (see lostclaims)."""
-        self._claim_in_doubt = True
+        self._doubt(LOST_CONNECTION)
         # Not compared with the connection now in place: a COMMIT that failed in
         # atomic() has Django reconnect as it leaves the block.
         known, self._backend = self._backend, None
@@ -1178,6 +1191,38 @@ class Worker:
         give_up_at = time.monotonic() + conf.get("WORKER_STALE_AFTER")
         with self._lock:
             self._lost.append((known[1], give_up_at))
+
+    def _doubt(self, cause: str) -> None:
+        """Put the loop's claim in doubt for ``cause``: the connection lost
+        (``LOST_CONNECTION``) or a failure, said by the hand-back that finds its jobs."""
+        self._claim_in_doubt = True
+        self._doubts[cause] = None
+
+    def _try_hand_back(self) -> None:
+        """``_hand_back_unheld``, failing on its own: an error no lost connection
+        explains (a site's trigger refusing the hand-back's UPDATE, a statement timeout)
+        failed the whole pass, on every pass, and no queue was claimed while it lasted.
+        Said once while it repeats; the claim stays in doubt and the hand-back is tried
+        again after a backoff (0.1 s, twice as long after each failure, up to
+        QUEUE_RETRY_MAX), the pass going on meanwhile: the jobs it would give back stay
+        executing under this worker, not among those it holds, so no claim takes them
+        (reclaim_forgotten gets them if it never goes through). A lost connection is
+        the loop's, as before."""
+        if self._handing_back is None:
+            pk = self.record.pk if self.record else "-"
+            what = f"worker {pk}: the hand-back of a claim in doubt"
+            self._handing_back = logs.LoopStep(logger, what)
+        try:
+            self._hand_back_unheld()
+        except Exception as error:
+            if db.connection_trouble(error):
+                raise
+            self._handing_back.failed(error)
+            self._retry_lost_at = time.monotonic() + outage.spread(self._hand_back_delay)
+            self._hand_back_delay = min(self._hand_back_delay * 2, QUEUE_RETRY_MAX)
+            return
+        self._handing_back.passed()
+        self._hand_back_delay = 0.1
 
     def _hand_back_unheld(self) -> None:
         """Give back the jobs of a claim whose answer was lost with the connection: it
@@ -1194,15 +1239,28 @@ class Worker:
         )
         with self._lock:
             self._lost = lost
+        doubts, self._doubts = self._doubts, {LOST_CONNECTION: None} if lost else {}
         self._claim_in_doubt = bool(lost)
         self._retry_lost_at = time.monotonic() + LOST_CLAIM_RETRY if lost else None
-        if rows:
+        if not rows:
+            return
+        ids = ", ".join(str(row["id"]) for row in sorted(rows, key=lambda r: r["id"]))
+        if LOST_CONNECTION in doubts or not doubts:
             logger.warning(
                 "worker %s: a claim committed as the connection broke, its answer lost; "
                 "job(s) %s handed back (not counted as an attempt)",
                 self.record.pk,
-                ", ".join(str(row["id"]) for row in sorted(rows, key=lambda r: r["id"])),
+                ids,
             )
+            return
+        # Put in doubt by a failure of its own, no lost connection: said by its cause.
+        logger.warning(
+            "worker %s: a claim had committed before it failed (%s); job(s) %s handed "
+            "back (never started, not counted as an attempt)",
+            self.record.pk,
+            "; ".join(doubts),
+            ids,
+        )
 
     def _end_lost(self) -> list[tuple[lostclaims.Backend | None, float]]:
         """End the backends of the connections the loop lost; those it can't be sure
@@ -1532,6 +1590,11 @@ def _limited_claim(config: dict) -> str:
     claim_limited.sql."""
     keyed = config.get("key_concurrency") or config.get("key_rate_limit")
     return "claim_keyed" if keyed else "claim_limited"
+
+
+def _error_words(error: BaseException) -> str:
+    """``error`` on one line, as the loop says it: its class and message."""
+    return logs.one_line(transitions.error_line(error))
 
 
 def _which(backend: lostclaims.Backend | None) -> str:

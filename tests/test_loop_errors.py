@@ -617,3 +617,114 @@ def test_a_paused_queue_whose_claims_failed_is_no_reason_to_be_unready(
     wait(lambda: probe(port, "/readyz")[0] == 503, timeout=30)
     Queue.objects.filter(name="mail").update(paused=True)
     wait(lambda: probe(port, "/readyz") == (200, "ready\n"), timeout=20)
+
+
+# -- a claim in doubt: said by its cause; a refused hand-back fails on its own ---------
+
+
+def handed_back_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "handed back" in r.getMessage()]
+
+
+def test_the_jobs_of_a_failed_claim_are_said_handed_back_for_its_real_cause(
+    threaded_worker, wait, caplog, monkeypatch
+):
+    """A claim put in doubt by its own failure (a bug of ours after it committed, here)
+    was said to have 'committed as the connection broke', which no connection did."""
+    from django_pgjobs import db
+
+    caplog.set_level(logging.DEBUG, logger="django_pgjobs.worker")
+    real = db.fetch_jobs
+    broken = threading.Event()
+    broken.set()
+
+    def fetch_jobs(name: str, params: dict, using: str | None = None) -> list:
+        jobs = real(name, params, using)
+        if broken.is_set() and params.get("queue") == "default" and jobs:
+            broken.clear()
+            raise TypeError("a bug of ours building the claimed jobs")
+        return jobs
+
+    monkeypatch.setattr(db, "fetch_jobs", fetch_jobs)
+    victim = Job.enqueue("testproject.demo.tasks.add", args=[1, 2], queue="default")
+    threaded_worker(queues=["default"], poll_interval=0.2)
+    wait(lambda: state(victim) == JobState.COMPLETED, timeout=15)
+    [line] = handed_back_lines(caplog)
+    assert "connection broke" not in line, line
+    assert "queue 'default'" in line and "TypeError: a bug of ours" in line, line
+    assert f"job(s) {victim.pk} handed back" in line, line
+
+
+# A site's trigger refusing the hand-back of a claim in doubt (executing, back to
+# available) while the gate table holds a row.
+HAND_BACK_TRIGGER = """
+CREATE TABLE site_hand_back_gate (closed bool);
+INSERT INTO site_hand_back_gate VALUES (true);
+CREATE FUNCTION site_no_hand_back() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF OLD.state = 'executing' AND NEW.state = 'available'
+            AND EXISTS (SELECT 1 FROM site_hand_back_gate WHERE closed) THEN
+        RAISE EXCEPTION 'a site''s trigger says no hand-back';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER site_no_hand_back BEFORE UPDATE ON pgjobs_job
+    FOR EACH ROW EXECUTE FUNCTION site_no_hand_back();
+"""
+DROP_HAND_BACK_TRIGGER = """
+DROP TRIGGER IF EXISTS site_no_hand_back ON pgjobs_job;
+DROP FUNCTION IF EXISTS site_no_hand_back();
+DROP TABLE IF EXISTS site_hand_back_gate;
+"""
+
+
+def test_a_hand_back_a_site_trigger_refuses_fails_on_its_own(
+    threaded_worker, wait, caplog, monkeypatch
+):
+    """The refused hand-back failed the whole pass, every pass: no queue was claimed
+    while it lasted. Now said once while it repeats, retried, and claims go on."""
+    from django_pgjobs import db
+
+    caplog.set_level(logging.DEBUG, logger="django_pgjobs.worker")
+    with connection.cursor() as cursor:
+        cursor.execute(HAND_BACK_TRIGGER)
+    try:
+        real = db.fetch_jobs
+        broken = threading.Event()
+        broken.set()
+        committed: list[int] = []
+
+        def fetch_jobs(name: str, params: dict, using: str | None = None) -> list:
+            jobs = real(name, params, using)
+            if broken.is_set() and params.get("queue") == "default" and jobs:
+                broken.clear()
+                committed.extend(job.pk for job in jobs)
+                raise TypeError("a bug of ours building the claimed jobs")
+            return jobs
+
+        monkeypatch.setattr(db, "fetch_jobs", fetch_jobs)
+        victim = Job.enqueue("testproject.demo.tasks.add", args=[1, 2], queue="default")
+        worker = threaded_worker(queues=["default", "mail"], poll_interval=0.2)
+        refused = lambda: [  # noqa: E731
+            r for r in caplog.records if "no hand-back" in r.getMessage()
+        ]
+        wait(lambda: len(refused()) >= 3, timeout=30)
+        assert committed == [victim.pk] and state(victim) == JobState.EXECUTING
+        # Claims go on meanwhile.
+        began = time.monotonic()
+        other = Job.enqueue("testproject.demo.tasks.add", args=[5, 6], queue="mail")
+        wait(lambda: state(other) == JobState.COMPLETED, timeout=5)
+        assert time.monotonic() - began < 2.0
+        errors = [r for r in refused() if r.levelno >= logging.WARNING]
+        assert len(errors) == 1, [r.getMessage() for r in refused()]
+        assert "hand-back" in errors[0].getMessage()
+        assert not loop_failures(caplog)
+        with connection.cursor() as cursor:
+            cursor.execute("UPDATE site_hand_back_gate SET closed = false")
+        wait(lambda: state(victim) == JobState.COMPLETED, timeout=15)
+        victim.refresh_from_db()
+        assert victim.attempt == 1
+        assert worker.stats["completed"] == 2
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(DROP_HAND_BACK_TRIGGER)
