@@ -88,11 +88,13 @@ def connection_trouble(error: BaseException) -> bool:
     return True  # no SQLSTATE: the client's own, not the server's answer
 
 
-#: SQLSTATEs of a statement the server gave up on, not for anything in its data: a
-#: serialization failure (40001), a deadlock (40P01), a lock timeout (55P03), a
-#: statement timeout or a cancel (57014). The session lives; the same statement may
-#: well go through on a later try.
-TRANSIENT_SQLSTATES = ("40001", "40P01", "55P03", "57014")
+#: SQLSTATEs (and classes of them, by their first characters) of a statement the
+#: server gave up on, not for anything in its data: a serialization failure (40001),
+#: a statement whose completion is unknown (40003), a deadlock (40P01), a lock timeout
+#: (55P03), a statement timeout or a cancel (57014), the server's own system errors
+#: (58: an I/O error reading or writing a file). The session lives; the same statement
+#: may well go through on a later try.
+TRANSIENT_SQLSTATES = ("40001", "40003", "40P01", "55P03", "57014", "58")
 
 
 def transient(error: BaseException) -> bool:
@@ -108,7 +110,7 @@ def transient(error: BaseException) -> bool:
     while seen is not None:  # Django's errors wrap psycopg's (their __cause__)
         code = getattr(seen, "sqlstate", None)
         if code:
-            return code in TRANSIENT_SQLSTATES
+            return code.startswith(TRANSIENT_SQLSTATES)
         seen = seen.__cause__
     return False
 

@@ -279,6 +279,18 @@ def test_psycopgs_own_errors_without_sqlstate_are_connection_trouble(error):
     judged(error, True)
 
 
+@pytest.mark.parametrize("code", ["40003", "58000", "58030"])
+def test_codes_a_test_cannot_cause_are_transient(connect, code):
+    """A statement whose completion is unknown, an I/O error of the server's: raised
+    by the server (a DO block says the code) as a fault would raise them."""
+    conn = connect()
+    error = raised(
+        lambda: conn.execute(f"DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = '{code}'; END $$")
+    )
+    assert getattr(error, "sqlstate", None) == code
+    judged(error, False, transient=True)
+
+
 def test_other_errors_are_no_connection_trouble(connect):
     conn = connect()
     # psycopg's own, client-side: no connection's trouble either.
