@@ -222,7 +222,7 @@ def delay(seconds: float) -> str:
 
 #: The order of a stop summary: a worker's outcomes, then a scheduler's ticks.
 WORDS_ORDER = ("completed", "failed and will retry", "snoozed", "scheduled", "discarded",
-               "cancelled", "fired", "skipped", "failed")  # fmt: skip
+               "cancelled", "handed back", "fired", "skipped", "failed")  # fmt: skip
 
 
 def add_arguments(parser: Any) -> None:

@@ -1462,7 +1462,14 @@ class Worker:
             # Not handed back: the lease stays valid; rescue of stale workers returns it.
             with self._surviving(f"hand back job {job.pk}"):
                 handed = transitions.hand_back(job)
-                logger.warning("job %s %s", job.pk, "handed back" if handed else "already moved on")
+                logger.warning(
+                    "job %s (%s) %s",
+                    job.pk,
+                    logs.printable(job.task),
+                    "handed back (not counted as an attempt)" if handed else "already moved on",
+                )
+                if handed:  # the stop line said "stopped: no jobs" of a job it handed back
+                    self._record("handed back")
         if self._notifier:
             with self._surviving("stop listening"):
                 self._notifier.stop()
@@ -1541,6 +1548,8 @@ SNOOZED = frozenset({JobState.SCHEDULED.value, JobState.AVAILABLE.value})
 #: How a stop line says an outcome that a state's name says badly: "1 retryable" read
 #: as a job still pending, where the attempt it counts had failed.
 OUTCOME_WORDS = {JobState.RETRYABLE.value: "failed and will retry"}
+#: What a stop line counts apart from the attempts: neither used one.
+NO_ATTEMPT = frozenset({"snoozed", "handed back"})
 
 
 def _summary(stats: Counter[str]) -> str:
@@ -1549,12 +1558,13 @@ def _summary(stats: Counter[str]) -> str:
 
     "after N attempts": a job retried and then completed counts in both words, which
     read as jobs summed to more than the worker ran. A snooze is no attempt: six of
-    them read "after 6 attempts: 6 scheduled" of a job that had never failed."""
+    them read "after 6 attempts: 6 scheduled" of a job that had never failed. Nor is a
+    job handed back at a stop (its attempt is not counted)."""
     words: Counter[str] = Counter()
     for outcome, count in stats.items():
         word = getattr(outcome, "value", outcome)
         words["snoozed" if word in SNOOZED else OUTCOME_WORDS.get(word, word)] += count
-    attempts = sum(count for word, count in words.items() if word != "snoozed")
+    attempts = sum(count for word, count in words.items() if word not in NO_ATTEMPT)
     after = f" after {attempts} attempt{'s' if attempts != 1 else ''}" if attempts else ""
     return f"{after}: {logs.in_words(words)}"
 

@@ -91,6 +91,18 @@ def test_a_stop_summary_says_a_failed_attempt_that_will_retry_plainly():
     assert said == " after 3 attempts: 1 completed, 2 failed and will retry, 1 snoozed"
 
 
+def test_a_stop_summary_counts_a_job_handed_back_as_no_attempt():
+    """A job handed back at a stop is not an attempt (its attempt is not counted): a
+    prefetched one read "stopped after 1 attempt: 1 handed back"."""
+    from collections import Counter
+
+    from django_pgjobs.worker import _summary
+
+    assert _summary(Counter({"handed back": 1})) == ": 1 handed back"
+    said = _summary(Counter({"completed": 2, "handed back": 1}))
+    assert said == " after 2 attempts: 2 completed, 1 handed back"
+
+
 def test_a_retry_delay_reads_as_a_person_says_it():
     said = [logs.delay(s) for s in (-1, 0.94, 9.96, 12.4, 185, 300, 7800, 86400, 100_000)]
     assert said == ["0.0s", "0.9s", "10.0s", "12s", "3m 5s", "5m", "2h 10m", "1d", "1d 3h"]
@@ -456,7 +468,18 @@ def test_a_stopping_worker_says_what_it_waits_for_before_it_waits(worker_process
     time.sleep(stopsignals.SAME_SIGNAL_WITHIN + 0.5)  # sooner, it is the same request
     process.proc.send_signal(signal.SIGINT)  # a second request: hand back now
     assert process.wait(30) == 0, process.output()
-    assert "handed back" in process.output()
+    # The job handed back is named as every job line names it, and the stop line counts
+    # it: it said "job 7 handed back", then "worker 3 stopped: no jobs".
+    lines = process.output().splitlines()
+    assert any(
+        line.endswith(
+            f"WARNING django_pgjobs.worker: job {job.pk} (testproject.demo.tasks.sleep) "
+            "handed back (not counted as an attempt)"
+        )
+        for line in lines
+    ), process.output()
+    stop = next(line for line in lines if " stopped" in line)
+    assert re.search(r"worker \d+ stopped: 1 handed back$", stop), stop
 
 
 def test_a_worker_stopping_with_no_job_running_says_no_more_than_it_stopped(worker_process):
