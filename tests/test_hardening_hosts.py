@@ -143,7 +143,9 @@ def test_stopworker_stops_the_workers_of_a_unicode_host_of_255_characters():
 
 @pytest.mark.django_db
 def test_stopworker_says_which_workers_were_already_stopping():
-    """Its words, "asked 0 worker process(es) to stop", read as if none were there to stop."""
+    """Its words, "asked 0 worker process(es) to stop", read as if none were there to stop.
+    Nor does a worker asked stop "at its next heartbeat": it stops as on SIGTERM, its
+    running jobs given up to SHUTDOWN_TIMEOUT."""
     first, second = WorkerProcessFactory(host="web1"), WorkerProcessFactory(host="web1")
     third = WorkerProcessFactory(host="web2")
 
@@ -158,16 +160,19 @@ def test_stopworker_says_which_workers_were_already_stopping():
     )
     assert said("--host", "web1") == (
         "the 2 worker process(es) on host 'web1' were already asked to stop: "
-        "they stop at their next heartbeat, if not already gone\n"
+        "each stops once its running jobs finish, or hands them back after 30s "
+        "(SHUTDOWN_TIMEOUT), if not already gone\n"
     )
     assert said(str(first.pk), str(second.pk)) == (
         "the 2 worker process(es) given were already asked to stop: "
-        "they stop at their next heartbeat, if not already gone\n"
+        "each stops once its running jobs finish, or hands them back after 30s "
+        "(SHUTDOWN_TIMEOUT), if not already gone\n"
     )
     assert said("--all") == "asked 1 worker process(es) to stop; 2 more already asked to stop\n"
     assert said("--all") == (
         "all 3 worker process(es) were already asked to stop: "
-        "they stop at their next heartbeat, if not already gone\n"
+        "each stops once its running jobs finish, or hands them back after 30s "
+        "(SHUTDOWN_TIMEOUT), if not already gone\n"
     )
     assert WorkerProcess.objects.get(pk=third.pk).stop_requested
 

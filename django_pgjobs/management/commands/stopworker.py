@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from django_pgjobs import conf, db, limits, unmigrated
+from django_pgjobs import conf, db, limits, logs, unmigrated
 from django_pgjobs.exceptions import InvalidOption
 from django_pgjobs.models import WorkerProcess
 from django_pgjobs.workers import request_stop
@@ -66,7 +66,13 @@ def _told(flagged: int, already: int, host: str | None, *, every: bool) -> str:
         which = f"the {already} worker process(es) on host {_said(host)} were"
     else:
         which = f"the {already} worker process(es) given were"
-    return f"{which} already asked to stop: they stop at their next heartbeat, if not already gone"
+    # Not "at their next heartbeat": a worker hears at once (or at its heartbeat), then
+    # stops as on SIGTERM, waiting for its running jobs.
+    wait = logs.delay(conf.get("SHUTDOWN_TIMEOUT"))
+    return (
+        f"{which} already asked to stop: each stops once its running jobs finish, or hands "
+        f"them back after {wait} (SHUTDOWN_TIMEOUT), if not already gone"
+    )
 
 
 def _worker_id(text: str) -> int:
