@@ -150,16 +150,7 @@ class Worker:
         # "auto" (the default) adapts it: see _adapt_prefetch.
         # Bounded like the concurrency: 10**9 claimed the whole queue into memory.
         wanted = conf.get("WORKER_PREFETCH") if prefetch is None else prefetch
-        self.auto_prefetch = wanted == AUTO
-        if not self.auto_prefetch and not (
-            isinstance(wanted, int)
-            and not isinstance(wanted, bool)
-            and 0 <= wanted <= limits.MAX_PREFETCH
-        ):
-            most = f"{limits.MAX_PREFETCH:,}"
-            raise InvalidOption(
-                "prefetch", f'must be "auto" or 0 to {most} jobs, not {limits.shown(wanted)}'
-            )
+        self.auto_prefetch = check_prefetch(wanted) == AUTO
         self.prefetch = 0 if self.auto_prefetch else wanted
         # Seconds the recent jobs took to run (a moving average), for auto prefetch,
         # and whether one was snoozed (a limit said "not now") since the last claim.
@@ -1515,6 +1506,19 @@ class Worker:
                 logs.delay(timeout),
                 waited_for,
             )
+
+
+def check_prefetch(wanted: object, field: str = "prefetch") -> int | str:
+    """``wanted``, if a prefetch: "auto" or a whole number of jobs from 0 to
+    MAX_PREFETCH; InvalidOption naming ``field`` otherwise."""
+    if wanted == AUTO or (
+        isinstance(wanted, int)
+        and not isinstance(wanted, bool)
+        and 0 <= wanted <= limits.MAX_PREFETCH
+    ):
+        return wanted if isinstance(wanted, int) else AUTO
+    most = f"{limits.MAX_PREFETCH:,}"
+    raise InvalidOption(field, f'must be "auto" or 0 to {most} jobs, not {limits.shown(wanted)}')
 
 
 @dataclass

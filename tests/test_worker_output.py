@@ -366,6 +366,28 @@ def test_a_worker_with_no_task_of_the_project_registered_warns_and_runs(caplog, 
     )
 
 
+@pytest.mark.parametrize(
+    "option, value, said",
+    [
+        ("--concurrency", "0", "--concurrency must be between 1 and 10000, not 0"),
+        ("--prefetch", "10001", '--prefetch must be "auto" or 0 to 10,000 jobs, not 10001'),
+        ("--poll-interval", "0", "--poll-interval must be a number of seconds above 0"),
+    ],
+)
+def test_runworker_refuses_a_number_out_of_range_by_its_option_before_it_starts(
+    option, value, said, caplog
+):
+    """``runworker --concurrency 0`` printed the DEBUG line and the tasks registered, as
+    for a worker starting, then "concurrency must be between 1 and 10000", naming no
+    option of the command."""
+    from django.core.management import CommandError, call_command
+
+    with caplog.at_level("INFO", logger="django_pgjobs"), pytest.raises(CommandError) as refused:
+        call_command("runworker", option, value)
+    assert str(refused.value).startswith(said), refused.value
+    assert not [r.getMessage() for r in caplog.records]
+
+
 def test_a_worker_with_tasks_registered_does_not_warn_of_none(caplog):
     from django.core.management import call_command
 

@@ -33,13 +33,18 @@ from django_pgjobs import (
     unmigrated,
 )
 from django_pgjobs.connectors.tasks import call as connector_call
-from django_pgjobs.exceptions import WHERE_TASKS_ARE_FOUND, InvalidQueueName, UnknownQueue
+from django_pgjobs.exceptions import (
+    WHERE_TASKS_ARE_FOUND,
+    InvalidOption,
+    InvalidQueueName,
+    UnknownQueue,
+)
 from django_pgjobs.management import arguments
 from django_pgjobs.metrics import REQUIREMENT as METRICS_REQUIREMENT
 from django_pgjobs.metrics import require_client
 from django_pgjobs.queues import sync_from_settings
 from django_pgjobs.supervisor import MAX_PROCESSES, run_processes
-from django_pgjobs.worker import Worker
+from django_pgjobs.worker import Worker, check_prefetch
 
 logger = logging.getLogger("django_pgjobs.worker")
 
@@ -114,6 +119,7 @@ class Command(BaseCommand):
                 "holds database connections of its own; for more, run more runworker "
                 "commands (on more machines)"
             )
+        _check_numbers(options)
         with unmigrated.required(conf.get("DATABASE")), self._endpoint(options) as endpoint:
             say_at_start(conf.get("DATABASE"))
 
@@ -221,6 +227,21 @@ def say_at_start(alias: str) -> None:
     finally:
         if not was_open and not connections[alias].in_atomic_block:
             connections[alias].close()
+
+
+def _check_numbers(options: dict[str, Any]) -> None:
+    """Refuse --concurrency, --prefetch and --poll-interval out of range by the option's
+    name, before anything is said: the worker refused them after the DEBUG line and the
+    tasks registered, as "concurrency must be between 1 and 10000", naming no option."""
+    try:
+        if options["concurrency"] is not None:
+            limits.whole_number(options["concurrency"], "--concurrency", 1, limits.MAX_CONCURRENCY)
+        if options["prefetch"] is not None:
+            check_prefetch(options["prefetch"], "--prefetch")
+        if options["poll_interval"] is not None:
+            limits.seconds(options["poll_interval"], "--poll-interval")
+    except InvalidOption as error:
+        raise CommandError(str(error)) from None
 
 
 def _say_at_start(alias: str) -> None:
