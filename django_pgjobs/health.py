@@ -16,7 +16,7 @@ from typing import Any
 from django.db import DatabaseError, connections
 from django.db.models import Q
 
-from . import clocks, conf, cron, limits, liveness, logs, maintenance, stats
+from . import clocks, conf, cron, failing, limits, liveness, logs, maintenance, probes, shown, stats
 from .models import Queue, Schedule, SchedulerProcess, WorkerProcess
 from .scheduler import STALE_AFTER as SCHEDULER_STALE_AFTER
 
@@ -49,8 +49,10 @@ def run_checks(
     """Every check asked for; healthy when all are ``ok``.
 
     - database: it answers;
-    - workers: no worker of ``host`` (default: this one) has a stale heartbeat,
-      and with ``require_worker`` at least one is alive;
+    - workers: no worker of ``host`` (default: this one) has a stale heartbeat, none
+      says its loop's passes or a queue's claims have kept failing for more than
+      ``probes.FAILING_AFTER`` (its row's ``failing``), and with ``require_worker``
+      at least one is alive;
     - queue <name>: (with ``max_age``) no due job of an unpaused queue has waited longer;
     - scheduler: (unless ``scheduler_lag`` is None) no enabled schedule's planned
       tick is later than that;
@@ -102,7 +104,9 @@ def check_workers(
     using: str | None = None,
 ) -> Check:
     """No worker row of ``host`` is stale, unless a worker started on it since
-    (a process that crashed and was restarted leaves a row until rescue removes it)."""
+    (a process that crashed and was restarted leaves a row until rescue removes it),
+    and no live one says something of it has kept failing for more than
+    ``probes.FAILING_AFTER`` (``_failing``)."""
     stale_after = stale_after or timedelta(seconds=conf.get("WORKER_STALE_AFTER"))
     limits.before(now, stale_after, "stale_after")  # InvalidOption, not OverflowError
     rows = list(
@@ -129,6 +133,9 @@ def check_workers(
             f"{_ago(now, worst['heartbeat_at'])} (stale after "
             f"{stale_after.total_seconds():.0f}s)",
         )
+    failing_now = _failing(now, fresh, host, using or conf.get("DATABASE"))
+    if failing_now:
+        return Check("workers", False, failing_now)
     if not fresh:  # "0 alive" read as one more line of "ok": said in words
         if require:
             return Check("workers", False, f"no worker is running on {host}")
@@ -138,6 +145,31 @@ def check_workers(
             f"no worker is alive on {host} (not required: with --require-worker this fails)",
         )
     return Check("workers", True, f"{len(fresh)} alive on {host}")
+
+
+#: How many entries of a worker's ``failing`` the workers check says (then "and N more").
+FAILING_SAID = 3
+
+
+def _failing(now: datetime, fresh: list[dict[str, Any]], host: str, using: str) -> str:
+    """What the live workers of ``host`` say has kept failing for more than
+    ``probes.FAILING_AFTER`` (their ``failing`` column, which their heartbeat writes,
+    read within ``shown.LISTED_BYTES``: a larger one, written by SQL, is no worker's),
+    as "worker 3 on web-1: queue 'mail' claims failing since 14:02:17 UTC (24
+    failures, DataError); see its log"; "" when none does."""
+    if not fresh:
+        return ""
+    rows = WorkerProcess.objects.using(using).filter(pk__in=[row["pk"] for row in fresh])
+    rows = shown.within(rows.only("pk").order_by("pk"), ("failing",), shown.LISTED_BYTES)
+    said = []
+    for row in rows:
+        shown.unpack(row, ("failing",), shown.LISTED_BYTES)
+        entries = failing.read(row.failing)
+        found = failing.longer_than(entries, probes.FAILING_AFTER, now)
+        if found:
+            what = failing.said_all(found, FAILING_SAID, now=now)
+            said.append(f"worker {row.pk} on {logs.printable(host)}: {what}; see its log")
+    return "; ".join(said)
 
 
 def _ago(now: datetime, heartbeat_at: datetime) -> str:

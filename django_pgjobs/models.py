@@ -323,6 +323,13 @@ class WorkerProcess(models.Model):
         help_text="Seconds this host's clock is ahead of the database's (negative: behind), "
         "as measured at the last heartbeat.",
     )
+    failing = ReadableJSONField(
+        null=True,
+        blank=True,
+        help_text="What of the worker keeps failing, as its last heartbeat said: its "
+        "loop's passes or a queue's claims, since when (UTC), how many failures and the "
+        "error's class (django_pgjobs.failing); null when nothing fails.",
+    )
 
     class Meta:
         ordering = ["-started_at"]
@@ -336,7 +343,8 @@ class WorkerProcess(models.Model):
         return f"worker {self.pk} ({self.host}:{self.pid})"
 
     def save(self, **kwargs: Any) -> None:
-        """Save; queues not read, being too large (``shown.within``), stay as stored."""
+        """Save; queues and failing not read, being too large (``shown.within``), stay
+        as stored."""
         save_read_fields(self, kwargs, unread_fields(self))
         super().save(**kwargs)
 

@@ -36,7 +36,7 @@ from django.db.models import (
 from django.dispatch import receiver
 from django.utils import timezone
 
-from . import clocks, conf, db, limits, liveness, shown
+from . import clocks, conf, db, failing, limits, liveness, shown
 from .models import Job, Queue, WorkerProcess
 from .states import ACTIVE, CLAIMABLE, FINISHED, JobState
 
@@ -557,10 +557,10 @@ def finished_tallies(using: str | None = None, cap: int | None = None) -> dict[s
 def workers(now: datetime | None = None, using: str | None = None) -> list[dict[str, Any]]:
     """Every worker row, newest first, with the age of its heartbeat and whether it is alive.
 
-    Its queues are read only within ``shown.LISTED_BYTES``, as the admin's list reads
-    them: a row written by SQL may hold 255 MB there, and one of 100 MB made
-    ``pgjobs stats`` take 560 MB (71 MB now). Queues over it are None, and
-    ``not_shown`` says why."""
+    Its queues and what of it keeps failing are read only within
+    ``shown.LISTED_BYTES``, as the admin's list reads them: a row written by SQL may
+    hold 255 MB there, and one of 100 MB made ``pgjobs stats`` take 560 MB (71 MB
+    now). Those over it are None, and ``not_shown`` says why."""
     # Heartbeats are stamped by the database: its clock, unless a now is given.
     now = limits.given_now(now) or clocks.database_now(using)
     stale_after = timedelta(seconds=conf.get("WORKER_STALE_AFTER"))
@@ -581,6 +581,9 @@ def workers(now: datetime | None = None, using: str | None = None) -> list[dict[
                 "heartbeat_age": age,
                 "alive": liveness.is_alive(row.heartbeat_at, now, stale_after),
                 "stop_requested": row.stop_requested,
+                # As read (failing.read): plain values whatever the column holds;
+                # None when nothing fails, or when it is not shown.
+                "failing": _failing(row.failing),
                 "not_shown": not_shown,
             }
         )
@@ -588,4 +591,11 @@ def workers(now: datetime | None = None, using: str | None = None) -> list[dict[
 
 
 #: The worker rows' columns that may be large, written by SQL (the others are bounded).
-LISTED_WORKER_FIELDS = ("queues",)
+LISTED_WORKER_FIELDS = ("queues", "failing")
+
+
+def _failing(value: Any) -> list[dict[str, Any]] | None:
+    """A worker row's ``failing`` as ``workers`` lists it: its entries as read, the
+    first ``failing.MOST_WRITTEN`` (as many as a worker writes)."""
+    entries = failing.read(value).entries[: failing.MOST_WRITTEN]
+    return [entry.as_dict() for entry in entries] or None

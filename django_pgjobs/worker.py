@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.db import DatabaseError, connections, transaction
 from django.db.models.functions import Now
@@ -31,6 +32,7 @@ from . import (
     conf,
     db,
     events,
+    failing,
     isolation,
     limits,
     loaded,
@@ -1323,7 +1325,8 @@ class Worker:
             querylog.forget()
             try:
                 with steps["beat"]:
-                    if beat(self.record.pk, self.using, self.database_clock.measure()):
+                    skew = self.database_clock.measure()
+                    if beat(self.record.pk, self.using, skew, failing.written(self)):
                         logger.info("worker %s: stop requested", self.record.pk)
                         self.request_stop()
                     self.heartbeat_ok_at = time.monotonic()
@@ -1624,11 +1627,18 @@ def _discard(changes: Iterable[events.Change]) -> None:
     """Where a worker's outcome events go with ``PGJOBS["EVENTS"]`` off."""
 
 
-def beat(worker_id: int, using: str, clock_skew: float | None = None) -> bool:
-    """Record a heartbeat (by the database's clock, which rescue judges it by) and the
-    host's measured ``clock_skew``; returns whether the worker was asked to stop."""
+def beat(
+    worker_id: int,
+    using: str,
+    clock_skew: float | None = None,
+    failing_now: list[dict[str, Any]] | None = None,
+) -> bool:
+    """Record a heartbeat (by the database's clock, which rescue judges it by), the
+    host's measured ``clock_skew`` and what of the worker keeps failing
+    (``failing_now``, from ``failing.written``; None: nothing), in the one statement;
+    returns whether the worker was asked to stop."""
     rows = WorkerProcess.objects.using(using).filter(pk=worker_id)
-    if not rows.update(heartbeat_at=Now(), clock_skew=clock_skew):
+    if not rows.update(heartbeat_at=Now(), clock_skew=clock_skew, failing=failing_now):
         return True  # our row is gone: we were presumed dead and our jobs rescued
     return rows.filter(stop_requested=True).exists()
 

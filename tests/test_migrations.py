@@ -326,6 +326,7 @@ MIGRATIONS_AFTER_SQUASH = [
     "0024_schedule_changes_by_column",
     "0025_cascade_finds_children_by_id",
     "0026_dependency_count_stops_at_zero",
+    "0027_workerprocess_failing",
 ]
 
 

@@ -24,13 +24,17 @@ from django.shortcuts import get_object_or_404
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 
-from .. import conf, workers
+from .. import conf, failing, workers
 from ..models import Job, SchedulerProcess, WorkerProcess
 from ..payload import names_in
 from ..states import JobState
 from ..templatetags.pgjobs_admin import clock_skew, duration, when
 from .base import id_in_url
 from .large import LargeValuesAdmin
+
+#: Entries of a worker's ``failing`` its row of the list says, and its page says.
+FAILING_LISTED = 2
+FAILING_SHOWN = 20
 
 
 def heartbeat_age() -> ExpressionWrapper:
@@ -58,7 +62,7 @@ def seen(process: WorkerProcess | SchedulerProcess, stale_after: timedelta) -> s
 
 
 class WorkerProcessAdmin(LargeValuesAdmin):
-    large_fields = listed_fields = ("queues",)
+    large_fields = listed_fields = ("queues", "failing")
     list_display = (
         "id",
         "host",
@@ -68,6 +72,7 @@ class WorkerProcessAdmin(LargeValuesAdmin):
         "started",
         "heartbeat",
         "clock",
+        "failing_now",
         "held_jobs",
         "stop_button",
     )
@@ -82,6 +87,7 @@ class WorkerProcessAdmin(LargeValuesAdmin):
         "started",
         "heartbeat",
         "clock",
+        "failing_list",
         "stop_requested",
         "held_job_list",
     )
@@ -161,6 +167,32 @@ class WorkerProcessAdmin(LargeValuesAdmin):
     @admin.display(description="host clock", ordering="clock_skew")
     def clock(self, worker: WorkerProcess) -> str:
         return clock_skew(worker.clock_skew)
+
+    @admin.display(description="failing")
+    def failing_now(self, worker: WorkerProcess) -> str:
+        return self._failing(worker, FAILING_LISTED)
+
+    @admin.display(description="failing")
+    def failing_list(self, worker: WorkerProcess) -> str:
+        return self._failing(worker, FAILING_SHOWN)
+
+    def _failing(self, worker: WorkerProcess, most: int) -> str:
+        """What of the worker keeps failing, as its last heartbeat wrote it (its loop's
+        passes, a queue's claims: since when, how many failures, the error's class),
+        the first ``most`` entries; whatever the row holds (``failing.read``)."""
+        too_large = self.listed(worker)
+        if "failing" in too_large:
+            return too_large["failing"]
+        entries = failing.read(worker.failing)
+        if not entries:
+            return "-"
+        lines = [failing.said(entry) for entry in entries.entries[:most]]
+        left = len(entries.entries) - most + entries.more
+        if left > 0:
+            lines.append(f"and {left} more")
+        return format_html_join(
+            "", '<div class="pgjobs-stale">{}</div>', ((line,) for line in lines)
+        )
 
     @admin.display(description="jobs held", ordering="held")
     def held_jobs(self, worker: WorkerProcess) -> str:

@@ -702,6 +702,12 @@ def _positive(text: str, what: str) -> timedelta:
 
 def _worker_state(worker: dict[str, Any]) -> str:
     state = "alive" if worker["alive"] else "STALE"
+    if worker.get("failing"):  # its loop's passes or a queue's claims (failing.read)
+        names = ", ".join(
+            "its loop" if f["queue"] is None else repr(f["queue"]) for f in worker["failing"][:3]
+        )
+        more = len(worker["failing"]) - 3
+        state += f", failing: {names}" + (f" and {more} more" if more > 0 else "")
     return state + (", stopping" if worker["stop_requested"] else "")
 
 
