@@ -27,19 +27,27 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 # A site's own audit trigger on the job table, written for numbers in args[0]: a job
 # enqueued with a word there makes every claim that takes it fail with a DataError
-# (invalid_text_representation), which no lost connection explains.
-AUDIT_TRIGGER = """
+# (invalid_text_representation), which no lost connection explains. On every queue's
+# jobs, or one queue's alone; ``check`` is what it does with a job being claimed.
+NUMBERS_ONLY = "PERFORM (NEW.args ->> 0)::int;"
+
+
+def site_trigger(queue: str | None = None, check: str = NUMBERS_ONLY) -> str:
+    which = "TRUE" if queue is None else "NEW.queue = '" + queue.replace("'", "''") + "'"
+    return f"""
 CREATE FUNCTION site_audit_claims() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF NEW.state = 'executing' AND OLD.state <> 'executing' THEN
-        PERFORM (NEW.args ->> 0)::int;
+    IF {which} AND NEW.state = 'executing' AND OLD.state <> 'executing' THEN
+        {check}
     END IF;
     RETURN NEW;
 END $$;
 CREATE TRIGGER site_audit_claims BEFORE UPDATE ON pgjobs_job
     FOR EACH ROW EXECUTE FUNCTION site_audit_claims();
 """
-DROP_AUDIT_TRIGGER = """
+
+
+DROP_SITE_TRIGGER = """
 DROP TRIGGER IF EXISTS site_audit_claims ON pgjobs_job;
 DROP FUNCTION IF EXISTS site_audit_claims();
 """
@@ -47,15 +55,28 @@ DROP FUNCTION IF EXISTS site_audit_claims();
 
 @pytest.fixture
 def audit_trigger():
+    """The trigger on every queue's jobs; the fixture gives what drops it."""
     with connection.cursor() as cursor:
-        cursor.execute(AUDIT_TRIGGER)
-    yield lambda: _drop_audit_trigger()
-    _drop_audit_trigger()
+        cursor.execute(site_trigger())
+    yield _drop_site_trigger
+    _drop_site_trigger()
 
 
-def _drop_audit_trigger() -> None:
+@pytest.fixture
+def queue_trigger():
+    """Installs the trigger on one queue's jobs (``install(queue, check=...)``)."""
+
+    def install(queue: str, check: str = NUMBERS_ONLY) -> None:
+        with connection.cursor() as cursor:
+            cursor.execute(site_trigger(queue, check))
+
+    yield install
+    _drop_site_trigger()
+
+
+def _drop_site_trigger() -> None:
     with connection.cursor() as cursor:
-        cursor.execute(DROP_AUDIT_TRIGGER)
+        cursor.execute(DROP_SITE_TRIGGER)
 
 
 def loop_failures(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
@@ -191,36 +212,6 @@ def test_a_heartbeat_the_server_refuses_is_said_once_while_it_repeats(
 
 # -- one queue's claim failing holds up none of the worker's other queues ------------
 
-# A site's audit trigger on one queue's jobs alone: a job of that queue with a word in
-# args[0] makes every claim of the queue that takes it fail with a DataError; the other
-# queues' claims don't meet it.
-QUEUE_TRIGGER = """
-CREATE FUNCTION site_audit_queue() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF NEW.queue = %s AND NEW.state = 'executing' AND OLD.state <> 'executing' THEN
-        PERFORM (NEW.args ->> 0)::int;
-    END IF;
-    RETURN NEW;
-END $$;
-CREATE TRIGGER site_audit_queue BEFORE UPDATE ON pgjobs_job
-    FOR EACH ROW EXECUTE FUNCTION site_audit_queue();
-"""
-DROP_QUEUE_TRIGGER = """
-DROP TRIGGER IF EXISTS site_audit_queue ON pgjobs_job;
-DROP FUNCTION IF EXISTS site_audit_queue();
-"""
-
-
-@pytest.fixture
-def queue_trigger():
-    def install(queue: str) -> None:
-        with connection.cursor() as cursor:
-            cursor.execute(QUEUE_TRIGGER.replace("%s", "'" + queue + "'"))
-
-    yield install
-    with connection.cursor() as cursor:
-        cursor.execute(DROP_QUEUE_TRIGGER)
-
 
 def state(job: Job) -> str:
     return Job.objects.get(pk=job.pk).state
@@ -337,60 +328,36 @@ def test_a_queue_claim_that_may_have_committed_is_handed_back(
 
 
 def test_a_queue_a_trigger_refuses_with_a_plain_raise_holds_up_no_other_queue(
-    threaded_worker, wait, caplog
+    threaded_worker, wait, caplog, queue_trigger
 ):
     """A trigger's own refusal, as a site writes one (RAISE EXCEPTION: raise_exception,
     P0001, a ProgrammingError), is that queue's alone too."""
     caplog.set_level(logging.DEBUG, logger="django_pgjobs.worker")
-    with connection.cursor() as cursor:
-        cursor.execute(
-            QUEUE_TRIGGER.replace("%s", "'mail'").replace(
-                "PERFORM (NEW.args ->> 0)::int;",
-                "IF NEW.args ->> 0 = 'odd' THEN RAISE EXCEPTION 'no odd mail'; END IF;",
-            )
-        )
-    try:
-        odd = Job.enqueue("testproject.demo.tasks.add", args=["odd", "b"], queue="mail")
-        worker = threaded_worker(queues=["mail", "default"], poll_interval=0.2)
-        wait(lambda: queue_failures(caplog, "mail"), timeout=20)
-        plain = Job.enqueue("testproject.demo.tasks.add", args=[1, 2], queue="default")
-        wait(lambda: state(plain) == JobState.COMPLETED, timeout=5)
-        [said] = [r for r in queue_failures(caplog, "mail") if r.levelno >= logging.WARNING]
-        assert "ProgrammingError: no odd mail" in said.getMessage()
-        assert not loop_failures(caplog)
-        assert not [r for r in caplog.records if r.name == "django_pgjobs.outage"]
-        assert state(odd) == JobState.AVAILABLE
-        worker.request_stop()
-    finally:
-        with connection.cursor() as cursor:
-            cursor.execute(DROP_QUEUE_TRIGGER)
+    queue_trigger(
+        "mail", check="IF NEW.args ->> 0 = 'odd' THEN RAISE EXCEPTION 'no odd mail'; END IF;"
+    )
+    odd = Job.enqueue("testproject.demo.tasks.add", args=["odd", "b"], queue="mail")
+    worker = threaded_worker(queues=["mail", "default"], poll_interval=0.2)
+    wait(lambda: queue_failures(caplog, "mail"), timeout=20)
+    plain = Job.enqueue("testproject.demo.tasks.add", args=[1, 2], queue="default")
+    wait(lambda: state(plain) == JobState.COMPLETED, timeout=5)
+    [said] = [r for r in queue_failures(caplog, "mail") if r.levelno >= logging.WARNING]
+    assert "ProgrammingError: no odd mail" in said.getMessage()
+    assert not loop_failures(caplog)
+    assert not [r for r in caplog.records if r.name == "django_pgjobs.outage"]
+    assert state(odd) == JobState.AVAILABLE
+    worker.request_stop()
 
 
 # -- a statement timeout, lock timeout or deadlock is one queue's, not an outage -------
+
 
 # A site's trigger on one queue's rows that raises what the server raises for a
 # statement it gave up on: a statement_timeout (query_canceled, 57014), a lock_timeout
 # (lock_not_available, 55P03), a deadlock (deadlock_detected, 40P01). Each an
 # OperationalError, which the worker took for a lost connection: the whole claim pass
 # failed, no other queue of the worker was claimed, and every retry warned, closed
-# the connection and ran a hand-back.
-STATEMENT_ERROR_TRIGGER = """
-CREATE FUNCTION site_slow_queue() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF NEW.queue = 'mail' AND NEW.state = 'executing' AND OLD.state <> 'executing' THEN
-        RAISE EXCEPTION USING ERRCODE = '%(code)s', MESSAGE = '%(message)s';
-    END IF;
-    RETURN NEW;
-END $$;
-CREATE TRIGGER site_slow_queue BEFORE UPDATE ON pgjobs_job
-    FOR EACH ROW EXECUTE FUNCTION site_slow_queue();
-"""
-DROP_STATEMENT_ERROR_TRIGGER = """
-DROP TRIGGER IF EXISTS site_slow_queue ON pgjobs_job;
-DROP FUNCTION IF EXISTS site_slow_queue();
-"""
-
-
+# the connection and ran a hand-back. (``queue_trigger`` raises each.)
 @pytest.mark.parametrize(
     ("code", "message"),
     [
@@ -400,43 +367,38 @@ DROP FUNCTION IF EXISTS site_slow_queue();
     ],
 )
 def test_a_statement_timeout_on_one_queues_claim_is_that_queues_alone(
-    threaded_worker, wait, caplog, code, message
+    threaded_worker, wait, caplog, queue_trigger, code, message
 ):
     caplog.set_level(logging.DEBUG, logger="django_pgjobs.worker")
     caplog.set_level(logging.DEBUG, logger="django_pgjobs.outage")
-    with connection.cursor() as cursor:
-        cursor.execute(STATEMENT_ERROR_TRIGGER % {"code": code, "message": message})
-    try:
-        slow = Job.enqueue("testproject.demo.tasks.add", args=[1, 1], queue="mail")
-        worker = threaded_worker(queues=["mail", "default"], concurrency=4, poll_interval=0.2)
-        thread = next(t for t in threading.enumerate() if getattr(t, "_target", None) == worker.run)
-        wait(lambda: len(queue_failures(caplog, "mail")) >= 3, timeout=30)
-        # The other queue's jobs run at once.
-        began = time.monotonic()
-        plain = Job.enqueue("testproject.demo.tasks.add", args=[1, 2], queue="default")
-        wait(lambda: state(plain) == JobState.COMPLETED, timeout=5)
-        assert time.monotonic() - began < 2.0
-        # Said once, naming the queue and the error; the repeats at DEBUG.
-        said = queue_failures(caplog, "mail")
-        errors = [r for r in said if r.levelno >= logging.WARNING]
-        assert len(errors) == 1, [r.getMessage() for r in said]
-        assert message in errors[0].getMessage()
-        assert all(r.levelno == logging.DEBUG for r in said if r is not errors[0])
-        # No outage: no warning per retry, no lost connection, no failed pass.
-        outages = [
-            r
-            for r in caplog.records
-            if r.name == "django_pgjobs.outage" and r.levelno >= logging.WARNING
-        ]
-        assert not outages, [r.getMessage() for r in outages]
-        assert not loop_failures(caplog)
-        assert not [r for r in caplog.records if "handed back" in r.getMessage()]
-        slow.refresh_from_db()
-        assert (slow.state, slow.attempt) == (JobState.AVAILABLE, 0)
-        assert thread.is_alive()
-    finally:
-        with connection.cursor() as cursor:
-            cursor.execute(DROP_STATEMENT_ERROR_TRIGGER)
+    queue_trigger("mail", check=f"RAISE EXCEPTION USING ERRCODE = '{code}', MESSAGE = '{message}';")
+    slow = Job.enqueue("testproject.demo.tasks.add", args=[1, 1], queue="mail")
+    worker = threaded_worker(queues=["mail", "default"], concurrency=4, poll_interval=0.2)
+    thread = next(t for t in threading.enumerate() if getattr(t, "_target", None) == worker.run)
+    wait(lambda: len(queue_failures(caplog, "mail")) >= 3, timeout=30)
+    # The other queue's jobs run at once.
+    began = time.monotonic()
+    plain = Job.enqueue("testproject.demo.tasks.add", args=[1, 2], queue="default")
+    wait(lambda: state(plain) == JobState.COMPLETED, timeout=5)
+    assert time.monotonic() - began < 2.0
+    # Said once, naming the queue and the error; the repeats at DEBUG.
+    said = queue_failures(caplog, "mail")
+    errors = [r for r in said if r.levelno >= logging.WARNING]
+    assert len(errors) == 1, [r.getMessage() for r in said]
+    assert message in errors[0].getMessage()
+    assert all(r.levelno == logging.DEBUG for r in said if r is not errors[0])
+    # No outage: no warning per retry, no lost connection, no failed pass.
+    outages = [
+        r
+        for r in caplog.records
+        if r.name == "django_pgjobs.outage" and r.levelno >= logging.WARNING
+    ]
+    assert not outages, [r.getMessage() for r in outages]
+    assert not loop_failures(caplog)
+    assert not [r for r in caplog.records if "handed back" in r.getMessage()]
+    slow.refresh_from_db()
+    assert (slow.state, slow.attempt) == (JobState.AVAILABLE, 0)
+    assert thread.is_alive()
 
 
 def _time_out(using: str = "default") -> None:
