@@ -1455,12 +1455,14 @@ class Worker:
                 context.request_cancel()  # async tasks stop; sync ones see the flag
             # Not handed back: the lease stays valid; rescue of stale workers returns it.
             with self._surviving(f"hand back job {job.pk}"):
+                fields = logs.job_fields(job)  # the attempt cut short, as its lines said it
                 handed = transitions.hand_back(job)
                 logger.warning(
                     "job %s (%s) %s",
                     job.pk,
                     logs.printable(job.task),
                     "handed back (not counted as an attempt)" if handed else "already moved on",
+                    extra=fields,  # said outside the job, for --log-format json
                 )
                 if handed:  # the stop line said "stopped: no jobs" of a job it handed back
                     self._record("handed back")

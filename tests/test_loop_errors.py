@@ -180,6 +180,30 @@ def test_a_hand_back_that_raises_does_not_cut_the_shutdown_short(
     assert len(said) == 1 and said[0].exc_info is not None, [r.getMessage() for r in said]
 
 
+def test_a_job_handed_back_at_a_stop_is_said_with_its_job_fields(threaded_worker, wait, caplog):
+    """The hand-back's line carried no job_id, task or queue: ``--log-format json``
+    printed it without them, as a line of no job (it is logged on the stopping thread,
+    outside the job)."""
+    caplog.set_level(logging.INFO, logger="django_pgjobs.worker")
+    job = Job.enqueue("tests.tasks_for_tests.blocked", args=[10])
+    worker = threaded_worker(concurrency=1, poll_interval=0.2)
+    thread = next(t for t in threading.enumerate() if getattr(t, "_target", None) == worker.run)
+    wait(lambda: len(worker.running) == 1, timeout=20)
+    worker.request_stop()
+    worker.request_stop()  # hand it back now
+    thread.join(15)
+    assert not thread.is_alive()
+    [said] = [r for r in caplog.records if r.getMessage().startswith(f"job {job.pk} (")]
+    assert said.getMessage().endswith(" handed back (not counted as an attempt)")
+    fields = {key: getattr(said, key, None) for key in ("job_id", "task", "queue", "attempt")}
+    assert fields == {
+        "job_id": job.pk,
+        "task": "tests.tasks_for_tests.blocked",
+        "queue": "default",
+        "attempt": 1,
+    }
+
+
 def test_a_heartbeat_the_server_refuses_is_said_once_while_it_repeats(
     threaded_worker, wait, caplog, monkeypatch, settings
 ):
