@@ -243,29 +243,54 @@ def test_runworker_help_says_each_default_and_where_it_comes_from(settings):
     assert f"pip install '{requirement}'" in shown  # not on PyPI: not django-pgjobs[...]
 
 
-def test_a_worker_on_a_database_missing_a_migration_warns_once_naming_it_and_runs():
-    from django.core.management import call_command
+def _latest_pgjobs_migration() -> tuple[str, str]:
+    """The latest pgjobs migration's name, and the one before it."""
     from django.db.migrations.loader import MigrationLoader
 
     graph = MigrationLoader(connection).graph
     (latest,) = [node for node in graph.leaf_nodes() if node[0] == "pgjobs"]
     (before,) = [parent for parent in graph.node_map[latest].parents if parent[0] == "pgjobs"]
-    call_command("migrate", "pgjobs", before[1], verbosity=0)
+    return latest[1], before[1]
+
+
+def test_a_worker_on_a_database_missing_a_migration_warns_once_naming_it_and_runs():
+    """A migration recorded as not applied (--fake: the schema stays), one whose change
+    the worker doesn't use: it says so once, naming it, and runs."""
+    from django.core.management import call_command
+
+    latest, before = _latest_pgjobs_migration()
+    call_command("migrate", "pgjobs", before, fake=True, verbosity=0)
     try:
         done = add.enqueue(1, 2)
         result = manage("runworker", "--burst")
     finally:
-        call_command("migrate", "pgjobs", verbosity=0)
+        call_command("migrate", "pgjobs", fake=True, verbosity=0)
     assert result.returncode == 0, result.stderr
     warned = [line for line in result.stderr.splitlines() if "migration(s) not applied" in line]
     assert len(warned) == 1, result.stderr
     assert "WARNING 1 pgjobs migration(s) not applied to database " in warned[0]
     assert warned[0].endswith(
-        f" ({latest[1]}). Run `python manage.py migrate`: until then this worker may fail "
+        f" ({latest}). Run `python manage.py migrate`: until then this worker may fail "
         "or miss what they add."
     )
     done.refresh_from_db()
     assert done.state == "completed"
+
+
+def test_a_worker_on_a_database_missing_what_it_writes_stops_naming_the_migration():
+    """0027 adds the column a worker's own row carries (``failing``): without it the
+    worker can't record itself, and stops at start, saying which migration to run."""
+    from django.core.management import call_command
+
+    call_command("migrate", "pgjobs", "0026", verbosity=0)
+    try:
+        result = manage("runworker", "--burst")
+    finally:
+        call_command("migrate", "pgjobs", verbosity=0)
+    assert result.returncode != 0
+    assert "0027_workerprocess_failing" in result.stderr, result.stderr
+    assert "Run `python manage.py migrate` first." in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
 
 
 def test_a_worker_warns_of_a_tasks_queue_no_queue_has_and_runs(caplog):
