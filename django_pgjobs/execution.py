@@ -473,22 +473,43 @@ T = TypeVar("T")
 #: by callers that have something better to do then (see ``record``).
 OUTAGE_WINDOW = 60.0
 
+#: How many times a write that failed for a transient reason (``db.transient``: a
+#: statement timeout, lock timeout, deadlock, serialization failure) is tried in all
+#: before its error is raised to the caller (see ``_through_outage``).
+TRANSIENT_TRIES = 3
+
 
 def _through_outage(
     write: Callable[[], T], what: str, give_up_after: float | None = OUTAGE_WINDOW
 ) -> T | None:
     """``write()``, retried through a database outage for ``give_up_after`` seconds
     (None: for as long as it takes); None if the database stayed away. The calling
-    thread has nothing else to do meanwhile."""
+    thread has nothing else to do meanwhile.
+
+    Connection trouble is told by its SQLSTATE (``db.connection_trouble``), not the
+    exception's class: a statement timeout, lock timeout or deadlock (a site's trigger
+    on one job's row, say) is no outage, and was retried as one for ever, warned each
+    time, holding up a worker's completer and every outcome after it. Such a transient
+    error is tried ``TRANSIENT_TRIES`` times in all, a moment apart, then raised as any
+    other refusal is at once: the caller decides (``Worker._write_batch`` writes the
+    batch's outcomes one by one, so the refused one costs its job alone)."""
     delay = 0.1
     deadline = None if give_up_after is None else time.monotonic() + give_up_after
     using = db.alias()
     failed = False
+    tries = 0
     while True:
         began, seen = time.monotonic(), outage.generation(using)
         try:
             written = write()
         except db.CONNECTION_TROUBLE as error:
+            if not db.connection_trouble(error):
+                tries += 1
+                if not db.transient(error) or tries >= TRANSIENT_TRIES:
+                    raise
+                logger.debug("could not %s: %s; trying again", what, outage.describe(error))
+                time.sleep(0.1 * tries)
+                continue
             if deadline is not None and time.monotonic() > deadline:
                 logger.error("could not %s: %s", what, error)
                 return None

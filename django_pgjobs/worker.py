@@ -801,12 +801,17 @@ class Worker:
             # watchdog ends the process, and rescue returns the jobs.
             outcomes = [outcome for _, outcome in pending]
             states = record(outcomes, publish, give_up_after=None)
-        except Exception:  # no outage: a row or our own bug refused the statement
+        except Exception as error:  # no outage: a row or our own bug refused the statement
             if len(pending) == 1:
-                logger.exception("writing the outcome of job %s failed", pending[0][1].job.pk)
+                _say_refused(pending[0][1], error)
                 states = ["crashed"]
             else:
-                logger.warning("writing %d outcomes failed; writing each alone", len(pending))
+                logger.warning(
+                    "writing %d outcomes failed (%s: %s); writing each alone",
+                    len(pending),
+                    type(error).__name__,
+                    limits.shortened(outage.describe(error), 300),
+                )
                 states = _write_alone([outcome for _, outcome in pending], publish)
         ended = [(context, state) for (context, _), state in zip(pending, states, strict=True)]
         ended += [(c, o) for c, o in batch if not isinstance(o, Outcome)]  # the pool's "crashed"
@@ -1589,10 +1594,30 @@ def _write_alone(
     for outcome in outcomes:
         try:
             states += record([outcome], publish, give_up_after=None)
-        except Exception:
-            logger.exception("writing the outcome of job %s failed", outcome.job.pk)
+        except Exception as error:
+            _say_refused(outcome, error)
             states.append("crashed")
     return states
+
+
+def _say_refused(outcome: Outcome, error: Exception) -> None:
+    """Say, once, that the outcome of ``outcome``'s job could not be written, why, and
+    what becomes of it: the database's refusal (a site's trigger, a constraint, a
+    statement timeout that lasted) in a line; a bug of ours with its traceback."""
+    job = outcome.job
+    ours = not isinstance(error, DatabaseError)
+    logger.error(
+        "job %s (%s): its outcome (%s) could not be written: %s; it stays executing "
+        "under this worker's lease until reclaimed, its attempt counted",
+        job.pk,
+        logs.printable(job.task),
+        getattr(outcome.state, "value", outcome.state),
+        transitions.error_line(error)
+        if ours
+        else f"{type(error).__name__}: {limits.shortened(outage.describe(error), 500)}",
+        exc_info=error if ours else None,
+        extra=logs.job_fields(job),
+    )
 
 
 def _forget(contexts: dict[int, JobContext], context: JobContext) -> None:
