@@ -125,3 +125,37 @@ def test_one_refused_outcome_costs_its_job_alone(threaded_worker, wait, caplog, 
     odd.refresh_from_db()
     assert odd.state == JobState.AVAILABLE and odd.attempt == 1
     assert "outcome was never written" in odd.errors[-1]["error"]
+
+
+def test_a_job_whose_outcome_is_always_refused_ends_discarded_said_once_per_attempt(
+    threaded_worker, wait, caplog, refusing, settings
+):
+    """Not executing for ever, nor run for ever: the worker's own rescue pass takes it
+    back, each attempt counted and recorded, and it is discarded once they are used up.
+    Each attempt's refusal is said once."""
+    settings.PGJOBS = {
+        **settings.PGJOBS,
+        "HEARTBEAT_INTERVAL": 0.2,
+        "RESCUE_INTERVAL": 0.2,
+        "WORKER_STALE_AFTER": 1.0,
+    }
+    caplog.set_level(logging.DEBUG, logger="django_pgjobs")
+    refusing("timeout")
+    odd = Job.enqueue(TASK, args=["odd", "b"], max_attempts=2)
+    worker = threaded_worker(concurrency=2, poll_interval=0.2)
+    wait(lambda: state(odd) == JobState.DISCARDED, timeout=30)
+    odd.refresh_from_db()
+    assert odd.attempt == 2
+    assert [e["error"].split(":")[0] for e in odd.errors] == ["WorkerLost", "WorkerLost"]
+    said = [r for r in caplog.records if f"job {odd.pk} " in r.getMessage()]
+    refused = [r for r in said if "could not be written" in r.getMessage()]
+    assert len(refused) == 2 and all(r.levelno == logging.ERROR for r in refused)
+    assert all(r.exc_info is None for r in refused)
+    assert not [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "django_pgjobs.outage" and r.levelno >= logging.WARNING
+    ]
+    later = Job.enqueue(TASK, args=[1, 2])
+    wait(lambda: state(later) == JobState.COMPLETED, timeout=5)
+    assert worker.stats["crashed"] == 2
