@@ -96,6 +96,9 @@ def test_a_request_line_reaches_the_log_escaped(endpoint, caplog):
     assert any(r"/livez\x1b[2J" in line for line in said), said
 
 
+# Python warns of any fork from a process with threads (pytest's may have some): the
+# child here takes no lock, it writes the board's shared memory and exits.
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_a_failing_worker_process_s_reason_reaches_the_parent_cut_to_size():
     """Under --processes the parent answers for its children: a child's reason for
     being unready crosses in the board's shared memory, cut to REASON_BYTES on a
