@@ -3,7 +3,11 @@ outcome (a DataError, its own RAISE EXCEPTION, a statement timeout) costs that j
 alone. The other outcomes of its batch, and every later batch, are written at once;
 the completer thread lives on; the refused job is said once naming it, and stays
 executing under the worker's lease until reclaimed, its attempt counted and the
-refusal recorded, not lost silently."""
+refusal recorded, not lost silently.
+
+A transient error that outlasts its tries (a lock held on the job's row, a statement
+timeout) is no refusal: the outcome is kept and tried again with a backoff, said once,
+the job keeping its slot, never re-run for it; the other outcomes are written as usual."""
 
 from __future__ import annotations
 
@@ -50,14 +54,16 @@ REFUSALS = {
     "data": ("PERFORM (NEW.args ->> 0)::int;", "invalid input syntax"),
     # the site's own refusal: raise_exception (P0001)
     "raise": ("RAISE EXCEPTION 'no odd outcomes';", "no odd outcomes"),
-    # what the server raises for a statement_timeout (query_canceled, 57014): an
-    # OperationalError, which the completer took for an outage and retried for ever
-    "timeout": (
-        "RAISE EXCEPTION USING ERRCODE = '57014', "
-        "MESSAGE = 'canceling statement due to statement timeout';",
-        "statement timeout",
-    ),
 }
+
+# What the server raises for a statement_timeout (query_canceled, 57014): an
+# OperationalError, which the completer took for an outage and retried for ever, then
+# (ccbd3f0) a refusal that re-ran the job. Raised while the gate table holds a row.
+TIMEOUT = (
+    "IF EXISTS (SELECT 1 FROM site_gate) THEN "
+    "RAISE EXCEPTION USING ERRCODE = '57014', "
+    "MESSAGE = 'canceling statement due to statement timeout'; END IF;"
+)
 
 
 @pytest.fixture
@@ -71,6 +77,26 @@ def refusing():
     yield install
     with connection.cursor() as cursor:
         cursor.execute(DROP)
+
+
+@pytest.fixture
+def gate():
+    """The site's trigger raising a statement timeout on the 'odd' job's completion
+    while the gate is shut; ``gate(False)`` opens it."""
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TABLE site_gate (shut boolean); INSERT INTO site_gate VALUES (true)")
+        cursor.execute(outcome_trigger(TIMEOUT))
+
+    def set_(shut: bool) -> None:
+        with connection.cursor() as cursor:
+            cursor.execute("DELETE FROM site_gate")
+            if shut:
+                cursor.execute("INSERT INTO site_gate VALUES (true)")
+
+    yield set_
+    with connection.cursor() as cursor:
+        cursor.execute(DROP)
+        cursor.execute("DROP TABLE IF EXISTS site_gate")
 
 
 def state(job: Job) -> str:
@@ -140,7 +166,7 @@ def test_a_job_whose_outcome_is_always_refused_ends_discarded_said_once_per_atte
         "WORKER_STALE_AFTER": 1.0,
     }
     caplog.set_level(logging.DEBUG, logger="django_pgjobs")
-    refusing("timeout")
+    refusing("raise")
     odd = Job.enqueue(TASK, args=["odd", "b"], max_attempts=2)
     worker = threaded_worker(concurrency=2, poll_interval=0.2)
     wait(lambda: state(odd) == JobState.DISCARDED, timeout=30)
@@ -159,3 +185,85 @@ def test_a_job_whose_outcome_is_always_refused_ends_discarded_said_once_per_atte
     later = Job.enqueue(TASK, args=[1, 2])
     wait(lambda: state(later) == JobState.COMPLETED, timeout=5)
     assert worker.stats["crashed"] == 2
+
+
+def named(caplog, job: Job, level: int = logging.WARNING) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno >= level and f"job {job.pk} " in r.getMessage()
+    ]
+
+
+def outages(caplog) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "django_pgjobs.outage" and r.levelno >= logging.WARNING
+    ]
+
+
+def test_an_outcome_held_by_a_transient_error_is_kept_and_written_once_it_lifts(
+    threaded_worker, wait, caplog, gate, settings
+):
+    """A statement timeout that lasts (a lock held on the row) is no refusal: the job
+    is not marked crashed, so not reclaimed nor run again; its outcome is kept, tried
+    again with a backoff, said once, and written once it lifts. The other outcomes, of
+    its batch and later ones, are written at once."""
+    settings.PGJOBS = {
+        **settings.PGJOBS,
+        "HEARTBEAT_INTERVAL": 0.2,
+        "RESCUE_INTERVAL": 0.2,
+        "WORKER_STALE_AFTER": 1.0,
+    }
+    caplog.set_level(logging.DEBUG, logger="django_pgjobs")
+    good = [Job.enqueue(TASK, args=[i, 1]) for i in range(8)]
+    odd = Job.enqueue(TASK, args=["odd", "b"], max_attempts=2)
+    good += [Job.enqueue(TASK, args=[i, 2]) for i in range(8)]
+    began = time.monotonic()
+    worker = threaded_worker(concurrency=4, poll_interval=0.2)
+    wait(lambda: all(state(j) == JobState.COMPLETED for j in good), timeout=15)
+    assert time.monotonic() - began < 10
+    later = Job.enqueue(TASK, args=[5, 5])
+    wait(lambda: state(later) == JobState.COMPLETED, timeout=5)
+    # Held past several tries and the stale limit: still executing, its first attempt,
+    # in the worker's slots (its lease kept by the heartbeat, not reclaimed).
+    wait(lambda: odd.pk in worker._kept, timeout=10)
+    time.sleep(2.5)
+    odd.refresh_from_db()
+    assert odd.state == JobState.EXECUTING and odd.attempt == 1, odd.errors
+    assert odd.pk in worker.running
+    said = named(caplog, odd)
+    assert len(said) == 1 and "statement timeout" in said[0], said
+    retried = [m for m in named(caplog, odd, logging.DEBUG) if "trying again" in m]
+    assert len(retried) >= 2, named(caplog, odd, logging.DEBUG)
+    # Lifted: written once, by this attempt, and its slot freed.
+    gate(False)
+    wait(lambda: state(odd) == JobState.COMPLETED, timeout=10)
+    odd.refresh_from_db()
+    assert odd.attempt == 1 and not odd.errors
+    wait(lambda: odd.pk not in worker.running, timeout=5)
+    assert len(named(caplog, odd)) == 1
+    assert worker.stats["crashed"] == 0
+    assert not outages(caplog)
+    again = Job.enqueue(TASK, args=[6, 6])
+    wait(lambda: state(again) == JobState.COMPLETED, timeout=5)
+
+
+def test_an_outcome_still_held_at_shutdown_is_left_executing_for_rescue(
+    threaded_worker, wait, caplog, gate
+):
+    """At shutdown a kept outcome gets a last try; one still held is neither handed back
+    (which would run it again) nor marked crashed: it stays executing for rescue, and
+    the stop says how many were left."""
+    caplog.set_level(logging.DEBUG, logger="django_pgjobs")
+    odd = Job.enqueue(TASK, args=["odd", "b"])
+    worker = threaded_worker(concurrency=2, poll_interval=0.2)
+    wait(lambda: odd.pk in worker._kept, timeout=15)
+    worker.request_stop()
+    wait(lambda: worker._gone.is_set(), timeout=20)
+    odd.refresh_from_db()
+    assert odd.state == JobState.EXECUTING and odd.attempt == 1
+    assert worker.stats["crashed"] == 0 and worker.stats["handed back"] == 0
+    left = [r.getMessage() for r in caplog.records if "left executing" in r.getMessage()]
+    assert len(left) == 1 and "1 job" in left[0], left
