@@ -480,7 +480,10 @@ TRANSIENT_TRIES = 3
 
 
 def _through_outage(
-    write: Callable[[], T], what: str, give_up_after: float | None = OUTAGE_WINDOW
+    write: Callable[[], T],
+    what: str,
+    give_up_after: float | None = OUTAGE_WINDOW,
+    tries: int = TRANSIENT_TRIES,
 ) -> T | None:
     """``write()``, retried through a database outage for ``give_up_after`` seconds
     (None: for as long as it takes); None if the database stayed away. The calling
@@ -490,25 +493,26 @@ def _through_outage(
     exception's class: a statement timeout, lock timeout or deadlock (a site's trigger
     on one job's row, say) is no outage, and was retried as one for ever, warned each
     time, holding up a worker's completer and every outcome after it. Such a transient
-    error is tried ``TRANSIENT_TRIES`` times in all, a moment apart, then raised as any
-    other refusal is at once: the caller decides (``Worker._write_batch`` writes the
-    batch's outcomes one by one, so the refused one costs its job alone)."""
+    error is tried ``tries`` times in all, a moment apart, then raised as any other
+    refusal is at once: the caller decides (``Worker._write_batch`` writes the batch's
+    outcomes one by one, so the refused one costs its job alone, and keeps an outcome a
+    transient error held to try again later, once at a time)."""
     delay = 0.1
     deadline = None if give_up_after is None else time.monotonic() + give_up_after
     using = db.alias()
     failed = False
-    tries = 0
+    tried = 0
     while True:
         began, seen = time.monotonic(), outage.generation(using)
         try:
             written = write()
         except db.CONNECTION_TROUBLE as error:
             if not db.connection_trouble(error):
-                tries += 1
-                if not db.transient(error) or tries >= TRANSIENT_TRIES:
+                tried += 1
+                if not db.transient(error) or tried >= tries:
                     raise
                 logger.debug("could not %s: %s; trying again", what, outage.describe(error))
-                time.sleep(0.1 * tries)
+                time.sleep(0.1 * tried)
                 continue
             if deadline is not None and time.monotonic() > deadline:
                 logger.error("could not %s: %s", what, error)
@@ -531,6 +535,7 @@ def record(
     publish: Callable[[Iterable[Change]], None] | None = None,
     *,
     give_up_after: float | None = OUTAGE_WINDOW,
+    tries: int = TRANSIENT_TRIES,
 ) -> list[str]:
     """Write outcomes (one statement), retrying through a database outage for
     ``give_up_after`` seconds (None: until it is back).
@@ -540,7 +545,8 @@ def record(
     executing under our lease and is rescued once this process's worker is gone
     (or, under a live worker, once it sees it no longer holds the job). Items
     that are already a state (see ``run``) are passed through. A started
-    worker's completer never gives up (see ``Worker._write_batch``).
+    worker's completer never gives up (see ``Worker._write_batch``). A transient
+    error (``db.transient``) is tried ``tries`` times in all, then raised.
     """
     outcomes = [item for item in items if isinstance(item, Outcome)]
     if not outcomes:
@@ -549,6 +555,7 @@ def record(
         lambda: transitions.finish(outcomes, publish),
         f"record {len(outcomes)} outcome(s)",
         give_up_after,
+        tries,
     )
     if written is None:
         return [item if isinstance(item, str) else "unrecorded" for item in items]

@@ -113,6 +113,25 @@ QUEUE_RETRY_MAX = 10.0
 #: What a job thread or the completer says of a job whose outcome it didn't write.
 UNRECORDED = frozenset({"crashed", "unrecorded"})
 
+#: Most seconds between two tries of an outcome kept because a transient error
+#: (``db.transient``: a lock held on its row, a statement timeout) outlasted its
+#: tries: 0.1 s after the first, then twice as long each time (see Worker._keep).
+KEPT_RETRY_MAX = 5.0
+
+#: What ``_write_alone`` says of an outcome it kept to try again later.
+KEPT = "kept"
+
+
+@dataclass
+class _Kept:
+    """An outcome the completer keeps: a transient error outlasted its tries."""
+
+    context: JobContext
+    outcome: Outcome
+    delay: float
+    due: float  # time.monotonic()
+    tries: int = 1
+
 
 class Worker:
     def __init__(
@@ -201,6 +220,14 @@ class Worker:
             queue.SimpleQueue()
         )
         self._completer: threading.Thread | None = None
+        # Outcomes a transient error kept from being written (a lock held on the job's
+        # row, a statement timeout), by job id, tried again after a backoff while the
+        # other outcomes are written: their jobs keep their slots meanwhile, and are
+        # neither marked crashed (reclaimed, run again) nor handed back. The completer
+        # thread's own; see _keep.
+        self._kept: dict[int, _Kept] = {}
+        # Past it, the completer's last pass at shutdown tries no more kept outcomes.
+        self._last_try_by: float | None = None
         self._publisher: events.Publisher | None = None
         # (generation, read at, configs): see _queue_configs.
         self._configs: tuple[int, float, dict[str, dict]] | None = None
@@ -772,7 +799,14 @@ class Worker:
         """
         db.prepare_on_this_thread()
         try:
-            while (item := self._outcomes.get()) is not None:
+            while True:
+                try:
+                    item = self._outcomes.get(timeout=self._kept_due_in())
+                except queue.Empty:  # a kept outcome is due
+                    self._retry_kept()
+                    continue
+                if item is None:
+                    break
                 batch = [item]
                 last = False
                 while len(batch) < MAX_OUTCOME_BATCH:
@@ -786,8 +820,10 @@ class Worker:
                     batch.append(more)
                 querylog.forget()
                 self._write_batch(batch)
+                self._retry_kept()
                 if last:
                     break
+            self._retry_kept(last=True)
         finally:
             connections.close_all()
 
@@ -803,8 +839,7 @@ class Worker:
             states = record(outcomes, publish, give_up_after=None)
         except Exception as error:  # no outage: a row or our own bug refused the statement
             if len(pending) == 1:
-                _say_refused(pending[0][1], error)
-                states = ["crashed"]
+                states = [self._outcome_refused(*pending[0], error)]
             else:
                 logger.warning(
                     "writing %d outcomes failed (%s: %s); writing each alone",
@@ -812,9 +847,22 @@ class Worker:
                     type(error).__name__,
                     limits.shortened(outage.describe(error), 300),
                 )
-                states = _write_alone([outcome for _, outcome in pending], publish)
+                states = _write_alone(pending, publish, self._outcome_refused)
+        kept = {i for i, state in enumerate(states) if state == KEPT}
+        pending = [p for i, p in enumerate(pending) if i not in kept]
+        states = [state for i, state in enumerate(states) if i not in kept]
+        self._ended(pending, states, [(c, o) for c, o in batch if not isinstance(o, Outcome)])
+
+    def _ended(
+        self,
+        pending: list[tuple[JobContext, Outcome]],
+        states: list[str],
+        unwritten: list[tuple[JobContext, str]] | None = None,
+    ) -> None:
+        """Free the slots of these jobs, their outcomes written (``states``, or given up
+        on), and wake the loop when the ones put back are due."""
         ended = [(context, state) for (context, _), state in zip(pending, states, strict=True)]
-        ended += [(c, o) for c, o in batch if not isinstance(o, Outcome)]  # the pool's "crashed"
+        ended += unwritten or []  # the pool's "crashed"
         self._wake_when_due(
             [
                 (outcome.run_at - outcome.at).total_seconds()
@@ -823,6 +871,88 @@ class Worker:
             ]
         )
         self._finished(ended)
+
+    def _outcome_refused(self, context: JobContext, outcome: Outcome, error: Exception) -> str:
+        """What becomes of an outcome the database refused, written alone: a transient
+        error (``db.transient``) that outlasted its tries keeps it, tried again later
+        (KEPT); any other refusal is said and its job left for rescue ("crashed")."""
+        if db.transient(error):
+            self._keep(context, outcome, error)
+            return KEPT
+        _say_refused(outcome, error)
+        return "crashed"
+
+    def _keep(self, context: JobContext, outcome: Outcome, error: Exception) -> None:
+        """Keep an outcome a transient error held (a lock on the job's row that a
+        migration or an operator's shell holds, a statement timeout), said once: marked
+        crashed, its job was reclaimed and run again although its task completed; the
+        whole batch waiting on it held every other outcome. Its job keeps its slot and
+        its lease (still running as far as this worker knows) until it is written."""
+        job = outcome.job
+        self._kept[job.id] = _Kept(context, outcome, delay=0.1, due=time.monotonic() + 0.1)
+        logger.warning(
+            "job %s (%s): its outcome (%s) could not be written: %s: %s; kept and tried "
+            "again with a backoff (up to %s apart) until written, the job executing under "
+            "this worker's lease meanwhile; the other outcomes are written as usual",
+            job.pk,
+            logs.printable(job.task),
+            getattr(outcome.state, "value", outcome.state),
+            type(error).__name__,
+            limits.shortened(outage.describe(error), 500),
+            logs.delay(KEPT_RETRY_MAX),
+            extra=logs.job_fields(job),
+        )
+
+    def _kept_due_in(self) -> float | None:
+        """Seconds until the first kept outcome is due (None: none kept)."""
+        if not self._kept:
+            return None
+        return max(0.0, min(k.due for k in self._kept.values()) - time.monotonic())
+
+    def _retry_kept(self, last: bool = False) -> None:
+        """Try the kept outcomes that are due (``last``: each once, at shutdown, until
+        ``_last_try_by``), each alone and once: a lock still held costs one timeout, not
+        three, of the completer's time, and the other outcomes wait no longer."""
+        publish = self._publisher.publish if self._publisher else _discard
+        for job_id, kept in list(self._kept.items()):
+            now = time.monotonic()
+            if last:
+                if self._last_try_by is not None and now > self._last_try_by:
+                    break
+            elif kept.due > now:
+                continue
+            job = kept.outcome.job
+            try:
+                [state] = record([kept.outcome], publish, give_up_after=None, tries=1)
+            except Exception as error:
+                if db.transient(error):
+                    kept.tries += 1
+                    kept.delay = min(kept.delay * 2, KEPT_RETRY_MAX)
+                    kept.due = time.monotonic() + kept.delay
+                    logger.debug(
+                        "job %s (%s): its kept outcome still could not be written (try %d): "
+                        "%s; trying again in %s",
+                        job.pk,
+                        logs.printable(job.task),
+                        kept.tries,
+                        limits.shortened(outage.describe(error), 300),
+                        logs.delay(kept.delay),
+                        extra=logs.job_fields(job),
+                    )
+                    continue
+                _say_refused(kept.outcome, error)
+                state = "crashed"
+            else:
+                logger.info(
+                    "job %s (%s): its kept outcome (%s) was written after %d tries",
+                    job.pk,
+                    logs.printable(job.task),
+                    getattr(kept.outcome.state, "value", kept.outcome.state),
+                    kept.tries + 1,
+                    extra=logs.job_fields(job),
+                )
+            del self._kept[job_id]
+            self._ended([(kept.context, kept.outcome)], [state])
 
     def _wake_when_due(self, delays: list[float]) -> None:
         """Wake the loop when each of these jobs it put back (a retry, a snooze) is
@@ -855,8 +985,10 @@ class Worker:
         if wake:
             self.wakeup.set()
 
-    def _stop_completer(self, timeout: float = 10.0) -> None:
-        """Write what is queued, then stop the completer thread."""
+    def _stop_completer(self, timeout: float = 10.0, last_try_by: float | None = None) -> None:
+        """Write what is queued, then stop the completer thread: the kept outcomes get
+        a last try each, until ``last_try_by`` (time.monotonic())."""
+        self._last_try_by = last_try_by
         if self._completer is not None and self._completer.is_alive():
             self._outcomes.put(None)
             self._completer.join(timeout)
@@ -987,6 +1119,11 @@ class Worker:
         if first and self._pool is not None and context.pool_thread is not None:
             self._pool.replace(context.pool_thread)
         return True
+
+    def _not_returned(self) -> int:
+        """How many running jobs' tasks haven't returned (or not yet started)."""
+        with self._lock:
+            return len(self.running) - len(self._returned)
 
     def running_contexts(self) -> list[JobContext]:
         """A snapshot: job threads remove their jobs from ``running`` as they finish."""
@@ -1433,7 +1570,9 @@ class Worker:
         with self._surviving("say what stopping waits for"):
             self._say_what_stopping_waits_for(timeout)
         timeouts = logs.LoopStep(logger, f"worker {pk}: enforcing timeouts while stopping")
-        while self.running and not self.hand_back_now.is_set():
+        # Not for jobs whose task returned: their outcome is the completer's to write
+        # (a kept one may wait for a lock for as long as it is held).
+        while self._not_returned() and not self.hand_back_now.is_set():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
@@ -1448,12 +1587,27 @@ class Worker:
                 self._hand_back_unheld()
         # Jobs that finished are written, not handed back (which would run them again).
         with self._surviving("write the outcomes of the jobs that finished"):
-            self._stop_completer()
+            self._stop_completer(last_try_by=max(deadline, time.monotonic() + 1.0))
         if self._publisher:
             with self._surviving("publish the last events"):
                 self._publisher.stop()
+        with self._lock:
+            unwritten = [c for c in self.running.values() if c.job.id in self._returned]
+        if unwritten:
+            # Their tasks returned: handed back, they would run again. Their outcome
+            # still can't be written (the completer is held by an outage, or a lock
+            # outlasted the last try): under our lease, rescue returns them.
+            logger.warning(
+                "worker %s: %d job(s) whose outcome could not be written left executing "
+                "for rescue: %s",
+                pk,
+                len(unwritten),
+                ", ".join(str(c.job.pk) for c in unwritten[:20]),
+            )
         for context in self.running_contexts():
             job = context.job
+            if context in unwritten:
+                continue
             with self._lock:  # see _run: one of us hands a job back, not both
                 if context.cancelled:
                     continue  # already cancelled: its lease is gone, or a job thread has it
@@ -1584,19 +1738,21 @@ def _summary(stats: Counter[str]) -> str:
 
 
 def _write_alone(
-    outcomes: list[Outcome], publish: Callable[[Iterable[events.Change]], None]
+    pending: list[tuple[JobContext, Outcome]],
+    publish: Callable[[Iterable[events.Change]], None],
+    refused: Callable[[JobContext, Outcome, Exception], str],
 ) -> list[str]:
     """Write each outcome in a statement of its own, after their batch failed: one job
     whose row a trigger or constraint refuses (a site's own trigger, say) then costs
     only that job, which stays executing under our lease until a rescue pass returns
-    it ("crashed"); the others' outcomes land instead of being run again."""
+    it ("crashed"), or whose outcome is kept (KEPT) if a transient error held it (see
+    ``Worker._outcome_refused``); the others' outcomes land instead of being run again."""
     states = []
-    for outcome in outcomes:
+    for context, outcome in pending:
         try:
             states += record([outcome], publish, give_up_after=None)
         except Exception as error:
-            _say_refused(outcome, error)
-            states.append("crashed")
+            states.append(refused(context, outcome, error))
     return states
 
 
