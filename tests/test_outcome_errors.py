@@ -267,3 +267,23 @@ def test_an_outcome_still_held_at_shutdown_is_left_executing_for_rescue(
     assert worker.stats["crashed"] == 0 and worker.stats["handed back"] == 0
     left = [r.getMessage() for r in caplog.records if "left executing" in r.getMessage()]
     assert len(left) == 1 and "1 job" in left[0], left
+
+
+def test_a_kept_outcome_whose_lease_was_taken_meanwhile_is_not_written(
+    threaded_worker, wait, caplog, gate
+):
+    """Kept, it is still checked against its lease when it is tried again: the job
+    taken back meanwhile (here discarded, its one attempt used up) is not overwritten."""
+    caplog.set_level(logging.DEBUG, logger="django_pgjobs")
+    odd = Job.enqueue(TASK, args=["odd", "b"], max_attempts=1)
+    worker = threaded_worker(concurrency=2, poll_interval=0.2)
+    wait(lambda: odd.pk in worker._kept, timeout=15)
+    taken = maintenance.reclaim_forgotten(
+        worker.record.pk, [], timezone.now() + timedelta(hours=1), timezone.now()
+    )
+    assert taken == 1
+    gate(False)
+    wait(lambda: odd.pk not in worker.running, timeout=10)
+    odd.refresh_from_db()
+    assert odd.state == JobState.DISCARDED and odd.attempt == 1
+    assert worker.stats["lost"] == 1 and worker.stats["completed"] == 0
