@@ -33,7 +33,7 @@ from django.db import (
 )
 from psycopg.pq import Format
 
-from . import conf, loaded, payload
+from . import conf, loaded, outage, payload
 
 #: What a loop that must go on (a worker's, a scheduler's, an outcome write's retry)
 #: answers by closing its connection and trying again after a pause: the server gone
@@ -77,15 +77,12 @@ def connection_trouble(error: BaseException) -> bool:
         return True
     if not isinstance(error, troubles):
         return False
-    seen: BaseException | None = error
-    while seen is not None:  # Django's errors wrap psycopg's (their __cause__)
-        if isinstance(seen, PREPARED_ELSEWHERE):
-            return True
-        code = getattr(seen, "sqlstate", None)
-        if code:
-            return code.startswith(CONNECTION_SQLSTATES)
-        seen = seen.__cause__
-    return True  # no SQLSTATE: the client's own, not the server's answer
+    sent = outage.answered(error)
+    if sent is None:
+        return True  # no SQLSTATE: the client's own, not the server's answer
+    if isinstance(sent, PREPARED_ELSEWHERE):
+        return True
+    return sent.sqlstate.startswith(CONNECTION_SQLSTATES)
 
 
 #: SQLSTATEs (and classes of them, by their first characters) of a statement the
@@ -106,13 +103,8 @@ def transient(error: BaseException) -> bool:
     ``schedules.fire_due``)."""
     if not isinstance(error, (DatabaseError, psycopg.Error)):
         return False  # a bug of ours, even one raised from such an error
-    seen: BaseException | None = error
-    while seen is not None:  # Django's errors wrap psycopg's (their __cause__)
-        code = getattr(seen, "sqlstate", None)
-        if code:
-            return code.startswith(TRANSIENT_SQLSTATES)
-        seen = seen.__cause__
-    return False
+    sent = outage.answered(error)
+    return sent is not None and sent.sqlstate.startswith(TRANSIENT_SQLSTATES)
 
 
 SQL_DIR = Path(__file__).resolve().parent / "sql"

@@ -117,17 +117,24 @@ def is_refused(error: BaseException) -> bool:
     return False
 
 
+def answered(error: BaseException) -> BaseException | None:
+    """The error in ``error`` or what it wraps (Django's errors wrap psycopg's, their
+    ``__cause__``) that carries the SQLSTATE the server sent; None if none does (an
+    error of the client's own: a lost connection, libpq's)."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if getattr(seen, "sqlstate", None):
+            return seen
+        seen = seen.__cause__
+    return None
+
+
 def is_statement_error(error: BaseException) -> bool:
     """Whether ``error`` (or what it wraps) is the server's answer to a statement: a
     SQLSTATE outside connection exceptions (08) and operator intervention (57P: shut
     down, terminated, starting up). A lost connection has none (libpq's own error)."""
-    seen: BaseException | None = error
-    while seen is not None:
-        code = getattr(seen, "sqlstate", None)
-        if code:
-            return not code.startswith(("08", "57P"))
-        seen = seen.__cause__
-    return False
+    sent = answered(error)
+    return sent is not None and not sent.sqlstate.startswith(("08", "57P"))
 
 
 def reachable(alias: str, began: float) -> None:
