@@ -104,9 +104,11 @@ class Scheduler:
     # -- one pass -----------------------------------------------------------------------
 
     def fire_due(self, now: datetime | None = None) -> list[Fired]:
-        """Fire every schedule due at ``now``."""
+        """Fire every schedule due at ``now``. Raises the first transient error that
+        rolled back a schedule's ticks, once the others are recorded: the loop says it
+        and backs off as before, and a later pass fires them."""
         now = limits.given_now(now) or self._now()
-        fired, broken = schedules.fire_due(now, using=self.using, grace=self.grace)
+        fired, broken, deferred = schedules.fire_due(now, using=self.using, grace=self.grace)
         for result in fired:
             self._record(result)
         for error in broken:
@@ -114,6 +116,8 @@ class Scheduler:
         self._unplannable = {e.schedule_id for e in broken if e.schedule_id is not None}
         # One fixed and broken again is said again.
         self._reported_broken &= {str(error) for error in broken}
+        if deferred:
+            raise deferred[0]
         return fired
 
     def run_once(self, now: datetime | None = None) -> Report:

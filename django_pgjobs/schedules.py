@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.core.exceptions import NON_FIELD_ERRORS, ImproperlyConfigured, ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connections, transaction
 from django.db.models import Min, Q, QuerySet
 from django.utils import timezone
 
@@ -363,20 +363,23 @@ def retried(error: BaseException) -> bool:
 
 def fire_due(
     now: datetime, *, using: str, grace: timedelta, batch_size: int = 100
-) -> tuple[list[Fired], list[InvalidSchedule]]:
+) -> tuple[list[Fired], list[InvalidSchedule], list[Exception]]:
     """Fire every schedule due at ``now``: enabled, with a tick at or before ``now`` or
-    none planned yet. Returns what fired and the rows too broken to plan.
+    none planned yet. Returns what fired, the rows too broken to plan, and the
+    transient errors (``db.transient``) that rolled back a schedule's ticks.
 
     Schedules are locked and fired ``batch_size`` at a time in one transaction (one
     commit for many ticks); each in a savepoint, so one failing undoes no other.
-    Rows another scheduler holds are skipped, not waited for. An error ``retried``
-    takes (connection trouble; a deadlock, serialization failure, lock timeout or
-    statement timeout) is raised instead: the batch's ticks roll back, none recorded,
-    and the next pass fires them, once.
+    Rows another scheduler holds are skipped, not waited for. A transient error (a
+    deadlock, serialization failure, lock timeout or statement timeout) rolls back
+    that schedule's savepoint alone: its ticks are not recorded, it stays due, and a
+    later pass fires them, once; the others commit. Connection trouble is raised:
+    the batch's ticks roll back, none recorded, and the next pass fires them, once.
     """
     fired: list[Fired] = []
     broken: list[InvalidSchedule] = []
-    seen: list[int] = []  # broken rows stay due; don't pick them up twice
+    deferred: list[Exception] = []
+    seen: list[int] = []  # broken or deferred rows stay due; don't pick them up twice
     while True:
         with transaction.atomic(using=using):
             due = (
@@ -397,13 +400,23 @@ def fire_due(
                 except InvalidSchedule as error:
                     broken.append(InvalidSchedule(str(error), schedule.pk))
                 except Exception as error:
+                    if _deferred(error, using):
+                        deferred.append(error)  # its savepoint rolled back: still due
+                        continue
                     if retried(error):
                         raise  # this batch's ticks roll back: the loop retries
                     # A row no scheduler can use: not the others' fault.
                     what = f"schedule {schedule.name!r}: {type(error).__name__}: {error}"
                     broken.append(InvalidSchedule(what, schedule.pk))
         if len(batch) < batch_size:
-            return fired, broken
+            return fired, broken, deferred
+
+
+def _deferred(error: Exception, using: str) -> bool:
+    """Whether ``error`` undid one schedule's savepoint alone, leaving the batch's
+    transaction usable: a transient error, whose savepoint rolled back (if even that
+    failed, Django marked the transaction for rollback: the whole batch is retried)."""
+    return db.transient(error) and not connections[using].needs_rollback
 
 
 def fire(schedule: Schedule, now: datetime, *, using: str, grace: timedelta) -> list[Fired]:
@@ -483,7 +496,7 @@ def _fire_tick(
             job = _enqueue(schedule, max(due, now), wait_for, fire_at=fire_at.isoformat())
     except Exception as error:
         if retried(error):
-            raise  # the whole tick rolls back and is retried on a later pass
+            raise  # the schedule's savepoint rolls back: fired on a later pass (fire_due)
         # The task was removed, its queue deleted, a site's trigger refused its job
         # ...: record the tick as fired with the reason, rather than retrying a broken
         # schedule every loop.

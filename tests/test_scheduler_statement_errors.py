@@ -15,11 +15,11 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
-from django.db import connection, connections
+from django.db import DatabaseError, connection, connections
 
 from django_pgjobs import db, outage, schedules
 from django_pgjobs.housekeeping import RoutineSpec
-from django_pgjobs.models import Job, ScheduleTick
+from django_pgjobs.models import Job, Schedule, ScheduleTick
 from django_pgjobs.scheduler import Scheduler
 from tests.conftest import wait_until
 from tests.factories import ScheduleFactory
@@ -144,15 +144,19 @@ def test_a_statement_timeout_in_maintenance_is_said_once_no_outage(no_outage, ca
 
 # A site's trigger on the job table that fails a tick's enqueue as the gate row says:
 # with a SQLSTATE raised as the server would (a deadlock, a serialization failure, a
-# plain refusal), or, for 'lock', with a real lock timeout on a row the test holds.
+# plain refusal), or, for 'lock', with a real lock timeout on a row the test holds;
+# the jobs of every schedule, or of the one it names.
 GATE = """
-CREATE TABLE pgjobs_tick_gate (id int PRIMARY KEY, code text);
-INSERT INTO pgjobs_tick_gate VALUES (1, NULL), (2, NULL);
+CREATE TABLE pgjobs_tick_gate (id int PRIMARY KEY, code text, schedule text);
+INSERT INTO pgjobs_tick_gate VALUES (1, NULL, NULL), (2, NULL, NULL);
 CREATE FUNCTION pgjobs_tick_gate() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     code text := (SELECT g.code FROM pgjobs_tick_gate g WHERE g.id = 1);
+    gated text := (SELECT g.schedule FROM pgjobs_tick_gate g WHERE g.id = 1);
 BEGIN
-    IF code = 'lock' THEN
+    IF gated IS NOT NULL AND NEW.meta->>'schedule' IS DISTINCT FROM gated THEN
+        RETURN NEW;
+    ELSIF code = 'lock' THEN
         PERFORM set_config('lock_timeout', '100ms', true);
         PERFORM 1 FROM pgjobs_tick_gate WHERE id = 2 FOR UPDATE;
     ELSIF code IS NOT NULL THEN
@@ -169,7 +173,7 @@ DROP FUNCTION IF EXISTS pgjobs_tick_gate();
 DROP TABLE IF EXISTS pgjobs_tick_gate;
 """
 
-Gate = Callable[[str | None], None]
+Gate = Callable[..., None]
 
 
 @pytest.fixture
@@ -177,9 +181,12 @@ def gate() -> Iterator[Gate]:
     with connection.cursor() as cursor:
         cursor.execute(GATE)
 
-    def close(code: str | None) -> None:
+    def close(code: str | None, schedule: str | None = None) -> None:
         with connection.cursor() as cursor:
-            cursor.execute("UPDATE pgjobs_tick_gate SET code = %s WHERE id = 1", [code])
+            cursor.execute(
+                "UPDATE pgjobs_tick_gate SET code = %s, schedule = %s WHERE id = 1",
+                [code, schedule],
+            )
 
     try:
         yield close
@@ -244,6 +251,44 @@ def test_a_tick_a_transient_error_hits_is_lost_not_and_fires_once_after(
     assert message in errors[0].getMessage()
     assert not outage_warnings(caplog)
     assert scheduler.stats["fired"] == 1 and not scheduler.stats["failed"]
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        ("40P01", "the gate says 40P01"),
+        ("lock", "canceling statement due to lock timeout"),
+    ],
+)
+def test_a_transient_error_on_one_tick_rolls_back_that_tick_alone(
+    no_outage, gate, holder, code, message
+):
+    """The batch's other ticks commit: one schedule's deadlock or lock timeout rolled
+    back every tick of its batch (up to 100), none recorded, on every pass it lasted."""
+    for name in ("a", "b", "c"):  # b between the others, in the batch's order
+        ScheduleFactory(name=name, cron="0 * * * *")
+    Scheduler(routines=[]).run_once(at(10, 30))
+    gate(code, "b")
+    if code == "lock":
+        holder.execute("SELECT 1 FROM pgjobs_tick_gate WHERE id = 2 FOR UPDATE")
+    scheduler = Scheduler(routines=[])
+    with pytest.raises(DatabaseError, match=message):  # said by the loop, backed off
+        scheduler.run_once(at(11, 0, 30))
+    fired = ScheduleTick.objects.filter(job__isnull=False, error="")
+    assert sorted(fired.values_list("schedule__name", flat=True)) == ["a", "c"]
+    assert ScheduleTick.objects.count() == 2 and Job.objects.count() == 2
+    assert scheduler.stats["fired"] == 2 and not scheduler.stats["failed"]
+    gate(None)
+    holder.rollback()
+    scheduler.run_once(at(11, 0, 40))
+    scheduler.run_once(at(11, 0, 50))
+    ticks = ScheduleTick.objects.order_by("schedule__name")
+    assert [(t.schedule.name, t.fire_at, t.error) for t in ticks] == [
+        (name, at(11), "") for name in ("a", "b", "c")
+    ]
+    assert all(t.job_id for t in ticks) and Job.objects.count() == 3
+    assert set(Schedule.objects.values_list("next_fire_at", "last_fire_at")) == {(at(12), at(11))}
+    assert scheduler.stats["fired"] == 3 and not scheduler.stats["failed"]
 
 
 @pytest.mark.parametrize(
