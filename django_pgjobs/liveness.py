@@ -25,7 +25,7 @@ from django.db import connections
 from django.db.models import Q
 from django.db.models.functions import Now
 
-from . import conf
+from . import conf, limits
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,9 @@ def alive(stale_after: timedelta, now: datetime | None = None) -> Q:
     No live process's heartbeat is ahead of the database's clock: a row written by
     SQL in the year 9999 hid for ever that no scheduler ran (rescue already took such
     a worker for dead: sql/rescue.sql). Within ``stale_after`` ahead still counts: a
-    ``now`` that lags the database's (a web host's clock) sees fresh ones ahead."""
+    ``now`` that lags the database's (a web host's clock) sees fresh ones ahead.
+    A given ``now`` is checked as ``drain(now=)``'s is (``limits.given_now``)."""
+    now = limits.given_now(now)
     if now is None:
         return Q(heartbeat_at__gte=Now() - stale_after, heartbeat_at__lte=Now() + stale_after)
     earliest, latest = _bounds(now, stale_after)

@@ -416,7 +416,9 @@ def _by_queue(jobs: QuerySet[Job], states: list[str]) -> QuerySet[Job]:
 
 
 def oldest_due(now: datetime, using: str | None = None) -> dict[str, datetime]:
-    """Since when each queue's oldest due job has waited (queues with none are left out)."""
+    """Since when each queue's oldest due job has waited (queues with none are left out).
+    ``now`` is checked as ``queue_depths``'s is (``limits.required_now``)."""
+    now = limits.required_now(now)
     return dict(due_jobs(now, using).values_list("queue").annotate(oldest=Min("run_at")).order_by())
 
 
@@ -425,8 +427,9 @@ def due_jobs(now: datetime, using: str | None = None) -> QuerySet[Job]:
 
     Their ``run_at`` is when they started waiting for a worker. The filter is the
     claim index's own condition, so ``Min("run_at")`` per queue reads only that
-    index (no table rows), even with a large backlog.
+    index (no table rows), even with a large backlog. ``now`` as ``oldest_due``'s.
     """
+    now = limits.required_now(now)
     claimable = sorted(str(state) for state in CLAIMABLE)
     return Job.objects.using(using or conf.get("DATABASE")).filter(
         state__in=claimable, run_at__lte=now

@@ -283,8 +283,9 @@ def _send_outcome_signal(outcome: Outcome) -> None:
 
 
 def complete(job: Job, result: Any, now: datetime | None = None) -> bool:
-    """executing -> completed, keeping the return value. False if the lease was lost."""
-    return finish([completed(job, result, now)])[0]
+    """executing -> completed, keeping the return value. False if the lease was lost.
+    ``now`` is checked as ``retry``'s is (the worker's own ``completed`` takes its clock's)."""
+    return finish([completed(job, result, limits.given_now(now))])[0]
 
 
 def fail(
@@ -299,7 +300,9 @@ def fail(
     """executing -> retryable (run_at by backoff) or discarded; the error is appended.
 
     Discarded when attempts are used up or ``discard`` is set. False if the lease was lost.
+    ``now`` is checked as ``retry``'s is.
     """
+    now = limits.given_now(now)
     outcome = failed(job, error, now, backoff=backoff, discard=discard, spread=spread)
     return finish([outcome])[0]
 
@@ -455,8 +458,12 @@ def snooze(job: Job, until: datetime, now: datetime | None = None, reason: str =
     """executing -> scheduled until ``until`` (available if that is not after ``now``),
     without counting the attempt: the job could not start yet (it raised ``Snooze``,
     or its connector is busy or throttled). Lease-checked: False if the job was lost.
-    The job's meta keeps the number of snoozes and the last one (``reason`` included)."""
-    now = now or timezone.now()
+    The job's meta keeps the number of snoozes and the last one (``reason`` included).
+    ``now`` is checked as ``retry``'s is, ``until`` as enqueue's run_at: sent as given, a
+    UTC offset PostgreSQL refuses (+20:00, or with seconds) aborted the caller's
+    transaction."""
+    now = limits.given_now(now) or timezone.now()
+    until = limits.stored_moment(until, "until")
     rows = db.fetch_dicts(
         "snooze",
         {

@@ -5,8 +5,10 @@ from __future__ import annotations
 import math
 import time
 from datetime import UTC, datetime, timedelta
+from datetime import timezone as timezone_of
 
 import pytest
+from django.db import transaction
 
 from django_pgjobs import InvalidOption, Job, RetryAfter, Snooze, task, transitions
 from django_pgjobs.states import JobState
@@ -109,6 +111,26 @@ def test_a_snooze_is_lease_checked_and_keeps_its_reason_storable():
     assert (stored.state, stored.attempt) == (S.SCHEDULED, 0)
     shown = stored.meta["snoozed"]["reason"]
     assert "hunter2" not in shown and "\x00" not in shown and len(shown) < 700
+
+
+@pytest.mark.django_db
+def test_a_snooze_in_a_zone_postgresql_refuses_is_written_as_its_instant():
+    """Python takes UTC offsets up to 23:59 with seconds, PostgreSQL up to 15:59 and
+    none: sent as given, the snooze was a DataError that aborted the caller's
+    transaction. A naive time is no instant: refused before anything is written."""
+    job = JobFactory(executing=True)
+    odd = timezone_of(timedelta(hours=20))
+    with transaction.atomic():
+        with pytest.raises(InvalidOption, match="now must be timezone-aware"):
+            transitions.snooze(job, NOW, NOW.replace(tzinfo=None))
+        with pytest.raises(InvalidOption, match="until must be timezone-aware"):
+            transitions.snooze(job, NOW.replace(tzinfo=None), NOW)
+        assert Job.objects.get(pk=job.pk).state == S.EXECUTING  # still usable, unchanged
+        until = NOW + timedelta(minutes=5)
+        assert transitions.snooze(job, until.astimezone(odd), NOW.astimezone(odd)) is True
+    stored = Job.objects.get(pk=job.pk)
+    assert (stored.state, stored.run_at) == (S.SCHEDULED, until)
+    assert stored.meta["snoozed"]["until"] == until.isoformat()
 
 
 # -- retry policies -------------------------------------------------------------------

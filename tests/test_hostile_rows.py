@@ -43,7 +43,8 @@ from django_pgjobs import (
     transitions,
     workers,
 )
-from django_pgjobs.api.tokens import issue
+from django_pgjobs.admin.dashboard import dashboard_data, no_worker_warning
+from django_pgjobs.api.tokens import authenticate, issue
 from django_pgjobs.connectors import get_connector
 from django_pgjobs.enqueue import JobSpec
 from django_pgjobs.events import Event
@@ -53,6 +54,7 @@ from django_pgjobs.exceptions import (
     UnknownConnector,
     UnknownTask,
 )
+from django_pgjobs.liveness import alive
 from django_pgjobs.models import ApiToken, Job, JobDependency, Queue, Schedule
 from django_pgjobs.models import WorkerProcess as WorkerRow
 from django_pgjobs.pipelines import enqueue_pipeline
@@ -622,7 +624,21 @@ NOW_READERS = [
     ("stats.throughput", lambda now: stats.throughput(now)),
     ("stats.worker_summary", lambda now: stats.worker_summary(now)),
     ("stats.workers", lambda now: stats.workers(now)),
+    # The worker's own transitions and readers, called by hand: a snooze's now (and its
+    # until), an outcome's finished_at, a token's last use, a liveness cut-off.
+    ("transitions.snooze", lambda now: transitions.snooze(first_job(), LATER, now)),
+    ("transitions.complete", lambda now: transitions.complete(first_job(), 1, now)),
+    ("transitions.fail", lambda now: transitions.fail(first_job(), ValueError("x"), now)),
+    ("stats.oldest_due", lambda now: stats.oldest_due(now)),
+    ("stats.due_jobs", lambda now: stats.due_jobs(now).count()),
+    ("liveness.alive", lambda now: WorkerRow.objects.filter(alive(timedelta(1), now)).count()),
+    ("dashboard_data", lambda now: dashboard_data(now)),
+    ("no_worker_warning", lambda now: no_worker_warning(now)),
+    ("tokens.authenticate", lambda now: authenticate(f"Bearer {issue('t', ['*'])[1]}", now)),
 ]
+
+#: A time a snooze lasts until, in no zone PostgreSQL takes: read as its instant.
+LATER = datetime(2031, 5, 2, tzinfo=fixed_offset(timedelta(hours=20)))
 
 #: Calls that must raise another documented error, with this message, writing nothing.
 OTHER_REFUSALS: dict[str, tuple[Callable[[], Any], type[Exception], str]] = {

@@ -20,7 +20,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 
-from .. import conf, liveness, logs, stats
+from .. import conf, limits, liveness, logs, stats
 from ..models import Queue, WorkerProcess
 from ..templatetags.pgjobs_admin import TIME_FORMAT
 from .base import url_or_none
@@ -31,7 +31,7 @@ REFRESH_MS = 3000
 
 def dashboard_data(now: datetime | None = None) -> dict[str, Any]:
     """Everything the dashboard shows, as JSON-ready values."""
-    now = now or timezone.now()
+    now = limits.given_now(now) or timezone.now()
     series = stats.throughput(now)
     queues = []
     for queue in stats.queue_depths(now):
@@ -91,9 +91,9 @@ def no_worker_warning(now: datetime | None = None) -> str | None:
     waited over UNATTENDED_AFTER and no worker alive (by its heartbeat) serves its
     queue, none at all or none of that queue; None otherwise. Jobs only run by
     ``POST /jobs/run`` wait too: it says so."""
+    now = limits.given_now(now) or timezone.now()  # before any query
     using = conf.get("DATABASE")
     alive = alive_workers(using)
-    now = now or timezone.now()
     due = stats.due_jobs(now, using).filter(run_at__lt=now - UNATTENDED_AFTER)
     some_alive = alive.exists()
     if some_alive:

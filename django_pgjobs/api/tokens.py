@@ -104,8 +104,9 @@ def regenerate(token: ApiToken) -> str:
 
 
 def authenticate(header: str | None, now: datetime | None = None) -> ApiToken:
-    """The token of an ``Authorization: Bearer ...`` header, or TokenRefused."""
-    now = now or timezone.now()
+    """The token of an ``Authorization: Bearer ...`` header, or TokenRefused. A given
+    ``now`` is checked as ``drain(now=)``'s is: it is written as the token's last use."""
+    now = limits.given_now(now) or timezone.now()
     scheme, _, value = (header or "").partition(" ")
     if scheme.lower() != "bearer" or not value.strip():
         raise TokenRefused("send the token as 'Authorization: Bearer <token>'")
