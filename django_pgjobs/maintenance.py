@@ -59,6 +59,9 @@ def rescue_orphaned(
         gone = (
             WorkerProcess.objects.using(using)
             .filter(Q(heartbeat_at__lt=stale_before) | Q(heartbeat_at__gt=beyond) | Q(pk__in=dead))
+            # Not their JSON, when a site's delete receiver makes Django fetch the rows:
+            # queues and failing, written by SQL, may hold anything, of any size.
+            .defer("queues", "failing")
             .delete()[0]
         )
     if rescued or gone:

@@ -5,6 +5,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.db import connection
+from django.db.models.signals import post_delete
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from django_pgjobs import maintenance, transitions
@@ -113,6 +116,46 @@ def test_the_lost_worker_can_not_write_after_the_rescue():
     maintenance.rescue_orphaned(now, stale_after=60)
     assert not transitions.complete(stale_copy, result="late")
     assert Job.objects.get(pk=job.pk).state == JobState.AVAILABLE
+
+
+# A dead worker's row as SQL may leave it: 20 MB of failing, queues no list, nested
+# deeper than Python's JSON reader goes.
+HUGE_ROW = """
+UPDATE pgjobs_workerprocess
+SET failing = to_jsonb(repeat('x', 20000000)),
+    queues = (repeat('[', 5000) || repeat(']', 5000))::jsonb
+WHERE id = %s
+"""
+
+
+@pytest.mark.parametrize("listened", [False, True], ids=["fast", "a-site-listens"])
+def test_rescue_deletes_dead_worker_rows_without_reading_their_json(listened):
+    """Not their queues nor failing: a row written by SQL may hold anything there. Even
+    when a site's post_delete receiver makes Django fetch the rows it deletes."""
+    now = timezone.now()
+    dead = WorkerProcessFactory(heartbeat_at=now - timedelta(minutes=5))
+    job = held_by(dead)
+    with connection.cursor() as cursor:
+        cursor.execute(HUGE_ROW, [dead.pk])
+    deleted: list[tuple[str, set[str]]] = []
+
+    def receiver(sender, instance, **kwargs):
+        deleted.append((str(instance), instance.get_deferred_fields()))
+
+    if listened:  # as an audit app does, for every model
+        post_delete.connect(receiver, weak=False)
+    try:
+        with CaptureQueriesContext(connection) as queries:
+            assert maintenance.rescue_orphaned(now, stale_after=60) == 1
+    finally:
+        post_delete.disconnect(receiver)
+    read = [q["sql"] for q in queries if "pgjobs_workerprocess" in q["sql"]]
+    assert not [sql for sql in read if '"failing"' in sql or '"queues"' in sql], read
+    assert not WorkerProcess.objects.filter(pk=dead.pk).exists()
+    assert Job.objects.get(pk=job.pk).state == JobState.AVAILABLE
+    if listened:
+        # The rest is read: a receiver may name the row.
+        assert deleted == [(f"worker {dead.pk} (test-host:{dead.pid})", {"failing", "queues"})]
 
 
 def test_prune_deletes_only_old_finished_jobs_in_batches():
