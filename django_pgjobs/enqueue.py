@@ -49,7 +49,7 @@ class JobSpec:
     """What a caller asks for; unset options come from the task, then the queue, then settings."""
 
     task: str
-    args: Sequence[Any] = ()
+    args: Sequence[Any] = ()  # None is no args, and None no kwargs (_as_spec)
     kwargs: dict[str, Any] = field(default_factory=dict)
     queue: str | None = None
     priority: int | None = None
@@ -704,20 +704,28 @@ def _insert_columns() -> list[tuple[str, str]]:
 
 def _as_spec(spec: JobSpec | dict[str, Any]) -> JobSpec:
     """``spec`` as a JobSpec (every path of insert_jobs, and middleware, sees it so).
-    ``kwargs=None`` is no kwargs, as it is for ``Job.enqueue`` and as None is "not
-    given" for every other key (queue, run_at, meta, ...): in a dict or a JobSpec it
-    was a PayloadError ("kwargs must be a dict, not NoneType")."""
+    ``args=None`` is no args and ``kwargs=None`` no kwargs, as for ``Job.enqueue``, as
+    ``null`` is for ``POST /jobs`` and as None is "not given" for every other key
+    (queue, run_at, meta, ...): in a dict or a JobSpec it was a PayloadError ("args
+    must be a list, not NoneType")."""
     if isinstance(spec, JobSpec):
-        if spec.kwargs is None:
-            return dataclasses.replace(spec, kwargs={})  # the caller's spec is left alone
+        if spec.args is None or spec.kwargs is None:  # the caller's spec is left alone
+            return _no_none(dataclasses.replace(spec))
         return spec
     try:
         built = JobSpec(**spec)
     except TypeError:  # said again here, at no cost to a good batch
         raise TypeError(spec_problem(spec)) from None
-    if built.kwargs is None:
-        built.kwargs = {}
-    return built
+    return _no_none(built) if built.args is None or built.kwargs is None else built
+
+
+def _no_none(spec: JobSpec) -> JobSpec:
+    """``spec`` (a copy of the caller's), its ``args`` or ``kwargs`` of None made empty."""
+    if spec.args is None:
+        spec.args = ()
+    if spec.kwargs is None:
+        spec.kwargs = {}
+    return spec
 
 
 def spec_problem(spec: Any) -> str:

@@ -553,7 +553,7 @@ class Job(models.Model):
     def enqueue(
         cls,
         task: str,
-        args: Sequence[Any] = (),
+        args: Sequence[Any] | None = (),
         kwargs: dict[str, Any] | None = None,
         *,
         queue: str | None = None,
@@ -571,15 +571,18 @@ class Job(models.Model):
         debounce: float | None = None,
         concurrency_key: str | None = None,
     ) -> Job:
-        """Insert one job in the caller's transaction and return it."""
+        """Insert one job in the caller's transaction and return it. None means none
+        for ``args`` and ``kwargs`` alike (and for ``meta``); anything else not a list
+        (``args``) or a dict (``kwargs``) is a PayloadError, an empty one of the wrong
+        type too (``kwargs or {}`` took ``[]`` and ``""`` for no kwargs)."""
         from .enqueue import JobSpec, insert_jobs
 
         # Positional, in JobSpec's order (tests/test_enqueue.py holds the two to the
         # same names and order): a third of the cost of 17 keywords.
         spec = JobSpec(
             task,
-            args,
-            kwargs or {},
+            () if args is None else args,
+            {} if kwargs is None else kwargs,
             queue,
             priority,
             run_at,

@@ -197,6 +197,16 @@ def test_enqueue_defaults_come_from_the_task(client, token):
     assert (body["queue"], body["max_attempts"], body["state"]) == ("mail", 3, "available")
 
 
+def test_null_args_and_kwargs_are_none_as_for_job_enqueue(client, token):
+    """``null`` is "the default" for every field: no args, no kwargs, as ``None`` is
+    for ``Job.enqueue`` and ``enqueue_many``."""
+    body = {"task": "tests.tasks_for_tests.takes_anything", "args": None, "kwargs": None}
+    answer = post(client, "/jobs", body, token)
+    assert answer.status_code == 201
+    job = Job.objects.get(pk=answer.json()["id"])
+    assert (job.args, job.kwargs) == ([], {})
+
+
 def test_a_unique_key_held_by_an_active_job_returns_that_job_with_200(client, token):
     first = post(client, "/jobs", {"task": ADD, "args": [1, 2], "unique_key": "k"}, token)
     again = post(client, "/jobs", {"task": ADD, "args": [1, 2], "unique_key": "k"}, token)

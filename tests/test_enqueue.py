@@ -613,21 +613,44 @@ def test_enqueue_works_in_the_callers_transaction_on_a_django_without_prepare_cu
     assert Job.objects.count() == 0
 
 
-def test_kwargs_none_means_no_kwargs_at_every_entry_point():
-    """As ``Job.enqueue(kwargs=None)`` does, and as None means "not given" for every
-    other key of enqueue_many's dicts (queue, priority, run_at, meta, ...): a dict's or
-    a JobSpec's ``"kwargs": None`` was a PayloadError ("kwargs must be a dict")."""
-    alone = Job.enqueue(ANYTHING, [1], None, meta=None)
-    small = Job.enqueue_many([{"task": ANYTHING, "args": [1], "kwargs": None, "meta": None}])
-    spec = JobSpec(ANYTHING, [1], None)  # type: ignore[arg-type]
+def test_none_means_no_args_and_no_kwargs_at_every_entry_point():
+    """As ``Job.enqueue(kwargs=None)`` did, and as None means "not given" for every
+    other key of enqueue_many's dicts (queue, priority, run_at, meta, ...) and
+    ``null`` for every field of ``POST /jobs``: ``args=None`` (and a dict's or a
+    JobSpec's ``"args": None`` or ``"kwargs": None``) was a PayloadError ("args must
+    be a list, not NoneType")."""
+    alone = Job.enqueue(ANYTHING, None, None, meta=None)
+    named = Job.enqueue(ANYTHING, args=None, kwargs={"a": 1})
+    small = Job.enqueue_many([{"task": ANYTHING, "args": None, "kwargs": None, "meta": None}])
+    spec = JobSpec(ANYTHING, None, None)  # type: ignore[arg-type]
     large = Job.enqueue_many([spec] * COPY_AT_LEAST)
-    assert spec.kwargs is None  # the caller's spec is left as it was
-    for job in [alone, *small, large[0], large[-1]]:
-        assert job.kwargs == {} == Job.objects.get(pk=job.pk).kwargs
+    assert (spec.args, spec.kwargs) == (None, None)  # the caller's spec is left as it was
+    for job in [alone, named, *small, large[0], large[-1]]:
+        stored = Job.objects.get(pk=job.pk)
+        assert job.args == [] == stored.args
+        assert job.kwargs == ({"a": 1} if job is named else {}) == stored.kwargs
     from tests import tasks_for_typed
 
     typed = Job.enqueue_many([{"task": tasks_for_typed.counted.name, "args": [1], "kwargs": None}])
     assert typed[0].kwargs == {}
+
+
+@pytest.mark.parametrize("field", ["args", "kwargs"])
+@pytest.mark.parametrize("value", [[], {}, "", 0, False], ids=repr)
+def test_args_and_kwargs_of_the_wrong_type_are_refused_even_when_empty(field, value):
+    """Only None means none: ``kwargs or {}`` took ``kwargs=[]``, ``""``, 0 and False
+    for no kwargs at ``Job.enqueue`` while enqueue_many refused them."""
+    if (field, type(value)) in {("args", list), ("kwargs", dict)}:
+        pytest.skip("the right type")
+    kind = "a list" if field == "args" else "a dict"
+    with transaction.atomic():
+        for call in (
+            lambda: Job.enqueue(ANYTHING, **{field: value}),
+            lambda: Job.enqueue_many([{"task": ANYTHING, field: value}]),
+        ):
+            with pytest.raises(PayloadError, match=f"^{field} must be {kind}, not "):
+                call()
+        assert Job.objects.count() == 0  # nothing written, the transaction still usable
 
 
 @pytest.mark.parametrize("option", ["unique", "isolated", "typed"])
