@@ -290,6 +290,10 @@ class Scheduler:
         finally:
             self.shutdown()
 
+    def name(self) -> str | None:
+        """How its lines name it ("scheduler 2"), once it has registered."""
+        return f"scheduler {self.record.pk}" if self.record is not None else None
+
     def request_stop(self) -> None:
         self.stopping.set()
         self.wakeup.set()
@@ -307,7 +311,9 @@ class Scheduler:
                 logger.warning("could not remove scheduler row %s: %s", self.record.pk, error)
         connections[self.using].close()
         logger.info(
-            "scheduler stopped: %s", logs.in_words(self.stats) if self.stats else "nothing fired"
+            "%s stopped: %s",
+            self.name() or "scheduler",  # its start line named it: so does this one
+            logs.in_words(self.stats) if self.stats else "nothing fired",
         )
 
     def _on_notify(self, channel: str, payload: str) -> None:

@@ -25,10 +25,12 @@ def on_stop_signals(
     request_stop: Callable[[], None],
     logger: logging.Logger,
     heard: Callable[[int], None] | None = None,
+    who: Callable[[], str | None] | None = None,
 ) -> None:
     """Call ``request_stop`` on SIGTERM and SIGINT, after a line saying which came (and
     ``heard(signum)``, if given); nothing for one within SAME_SIGNAL_WITHIN of the
-    first."""
+    first. ``who()`` names the process in that line once it has a name ("worker 3"):
+    under ``--processes`` each child said a bare "received SIGTERM", none told apart."""
     first_at: list[float] = []
 
     def on_signal(signum: int, frame: object) -> None:
@@ -36,7 +38,11 @@ def on_stop_signals(
         if first_at and now - first_at[0] < SAME_SIGNAL_WITHIN:
             return
         first_at.append(now)
-        logger.info("received %s", signal.Signals(signum).name)
+        name = who() if who is not None else None
+        if name:
+            logger.info("%s: received %s", name, signal.Signals(signum).name)
+        else:  # a signal before the process registered
+            logger.info("received %s", signal.Signals(signum).name)
         if heard is not None:
             heard(signum)
         request_stop()

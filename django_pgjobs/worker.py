@@ -1551,6 +1551,10 @@ class Worker:
             claimed_before = self.clock() - timedelta(seconds=conf.get("WORKER_STALE_AFTER"))
         return maintenance.reclaim_forgotten(self.record.pk, held, claimed_before, self.clock())
 
+    def name(self) -> str | None:
+        """How its lines name it ("worker 3"), once it has registered."""
+        return f"worker {self.record.pk}" if self.record is not None else None
+
     def request_stop(self) -> None:
         """First call: stop claiming and let running jobs finish. Second: hand them back now."""
         if self.stopping.is_set():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -267,4 +268,4 @@ def test_runscheduler_creates_the_settings_schedules_and_stops_cleanly_on_sigter
         finally:
             if process.poll() is None:
                 process.kill()
-    assert "scheduler stopped" in log_path.read_text()
+    assert re.search(r"scheduler \d+ stopped: ", log_path.read_text())

@@ -492,8 +492,19 @@ def test_runscheduler_says_a_signal_sent_twice_at_once_once(worker_process, wait
     assert process.wait(30) == 0, process.output()
     said = [line for line in process.output().splitlines() if "received" in line]
     assert len(said) == 1, process.output()
-    assert said[0].endswith("INFO django_pgjobs.scheduler: received SIGTERM")
+    assert re.search(r"INFO django_pgjobs\.scheduler: scheduler \d+: received SIGTERM$", said[0])
     assert process.output().count("settings.DEBUG is on: ") == 1  # as a worker says it
+
+
+def test_each_worker_process_names_itself_when_it_hears_a_stop(worker_process, wait):
+    """Under --processes every child said a bare "received SIGTERM", as alike as the
+    lines of one process said twice; its stop line names its worker, so does this."""
+    process = worker_process("--processes", "2")
+    wait(lambda: process.output().count(" started: ") == 2, timeout=60)
+    assert process.stop(signal.SIGTERM) == 0, process.output()
+    said = [line for line in process.output().splitlines() if "received SIGTERM" in line]
+    ids = sorted(re.findall(r"worker (\d+) started: ", process.output()))
+    assert sorted(re.search(r"worker (\d+): received SIGTERM$", line)[1] for line in said) == ids
 
 
 def test_a_stopping_worker_says_what_it_waits_for_before_it_waits(worker_process, wait):
@@ -551,7 +562,7 @@ def test_runscheduler_under_timeout_stops_saying_so_once(tmp_path):
     assert result.returncode == 124, result.stderr  # timed out, as asked
     assert " started: " in result.stderr, result.stderr
     assert result.stderr.count("received SIGTERM") == 1, result.stderr
-    assert result.stderr.count("scheduler stopped") == 1, result.stderr
+    assert len(re.findall(r"scheduler \d+ stopped: ", result.stderr)) == 1, result.stderr
 
 
 def test_runworker_says_at_start_which_modules_its_tasks_come_from():

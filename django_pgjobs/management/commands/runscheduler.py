@@ -52,7 +52,7 @@ class Command(BaseCommand):
             self.stdout.write(f"fired {len(fired)} tick(s)" + "".join(map(_tick_line, fired)))
             return
         querylog.say_at_start(logger)
-        stopsignals.on_stop_signals(scheduler.request_stop, logger)
+        stopsignals.on_stop_signals(scheduler.request_stop, logger, who=scheduler.name)
         try:
             scheduler.run()
         except ImproperlyConfigured as error:

@@ -200,7 +200,9 @@ class Command(BaseCommand):
         worker = self._worker(queues, options, on_stale=liveness.exit_stale)
         # Under --processes, the supervisor learns which signal stopped this child: one
         # it did not send itself (`kill -TERM <child>`) is said, and the child replaced.
-        stopsignals.on_stop_signals(worker.request_stop, logger, heard=supervisor.heard)
+        stopsignals.on_stop_signals(
+            worker.request_stop, logger, heard=supervisor.heard, who=worker.name
+        )
         if endpoint is None:
             worker.run()
         else:
