@@ -266,10 +266,10 @@ def sync_from_settings(using: str | None = None) -> list[str]:
         changed = _differences(declared[name], row)
         if changed:
             logger.warning(
-                "schedule %r in PGJOBS['SCHEDULES'] differs from its row in %s; the database "
+                "schedule %r in PGJOBS['SCHEDULES'] differs from its row (%s); the database "
                 "wins (edit it in the admin, or delete the row to re-create it from settings)",
                 name,
-                changed,
+                "; ".join(changed),
             )
     missing = [schedule for name, schedule in declared.items() if name not in existing]
     Schedule.objects.using(using).bulk_create(missing, ignore_conflicts=True)
@@ -277,8 +277,16 @@ def sync_from_settings(using: str | None = None) -> list[str]:
 
 
 def _differences(declared: Schedule, row: Schedule) -> list[str]:
+    """Each field that differs, with both values, as queues say theirs: the field's name
+    alone left the reader to find what each held (a schedule declared without a
+    timezone takes TIME_ZONE's, which a project may change since)."""
     fields = sorted(DECLARED_OPTIONS - {"enabled"})
-    return [field for field in fields if getattr(declared, field) != getattr(row, field)]
+    return [
+        f"{field}: {limits.shown(getattr(declared, field))} in settings, "
+        f"{limits.shown(getattr(row, field))} in the database"
+        for field in fields
+        if getattr(declared, field) != getattr(row, field)
+    ]
 
 
 # -- firing ------------------------------------------------------------------------------

@@ -258,7 +258,12 @@ def test_settings_schedules_are_created_once_and_the_database_wins_after(setting
     with caplog.at_level(logging.WARNING, logger="django_pgjobs.schedules"):
         assert sync_from_settings() == []
     assert Schedule.objects.get(name="nightly-report").cron == "45 3 * * *"
-    assert "differs from its row" in caplog.text and "['cron']" in caplog.text
+    # The values, not just the field's name: a schedule declared without a timezone
+    # takes TIME_ZONE's, and a project that changed it was warned of ['timezone'] alone.
+    assert (
+        "schedule 'nightly-report' in PGJOBS['SCHEDULES'] differs from its row "
+        "(cron: '30 2 * * *' in settings, '45 3 * * *' in the database); the database wins"
+    ) in caplog.text
 
 
 def test_a_deleted_settings_schedule_comes_back_on_the_next_sync(settings):
