@@ -709,7 +709,13 @@ def test_retry_all_discarded_refuses_a_bad_filter_and_changes_nothing(admin_clie
 
 def test_the_retry_all_button_shows_when_discarded_jobs_match(admin_client):
     JobFactory(discarded=True)
-    assert b"pgjobs-retry-discarded" in admin_client.get(changelist()).content
+    page = admin_client.get(changelist()).content.decode()
+    assert "pgjobs-retry-discarded" in page
+    # It said "Retry all 1 discarded jobs matching this filter".
+    assert "Retry the 1 discarded job matching this filter" in " ".join(page.split())
+    JobFactory(discarded=True)
+    page = admin_client.get(changelist()).content.decode()
+    assert "Retry all 2 discarded jobs matching this filter" in " ".join(page.split())
     Job.objects.all().delete()
     assert b"pgjobs-retry-discarded" not in admin_client.get(changelist()).content
 
