@@ -28,6 +28,7 @@ from django.db import transaction
 from . import conf, dependencies, limits
 from .context import current_job
 from .enqueue import JobSpec, insert_jobs
+from .exceptions import InvalidOption
 from .models import Job
 
 Stage = JobSpec | Sequence[JobSpec]
@@ -36,14 +37,18 @@ Stage = JobSpec | Sequence[JobSpec]
 def enqueue_pipeline(*stages: Stage, name: str | None = None) -> list[list[Job]]:
     """Enqueue the stages in one transaction; returns the jobs of each stage.
 
-    ``name`` (default, or "": a random id) is stored as ``meta["pipeline"]`` on every
-    job: text of 1 to 255 characters, as a task's name (``limits.text``), else
+    ``name`` (default: a random id) is stored as ``meta["pipeline"]`` on every job:
+    text of 1 to 255 characters, as a task's name (``limits.text``), else
     InvalidOption. Unchecked, ``name=5`` or a list was stored as given, and a name of
-    any length on every job of the pipeline.
+    any length on every job of the pipeline. An empty one, a random id once, is
+    refused too: most likely a caller's bug (a setting left empty), whose jobs could
+    not be found by the name it meant.
     """
     if not stages:
         raise ValueError("a pipeline needs at least one stage")
-    pipeline = uuid.uuid4().hex[:12] if name is None or name == "" else limits.text(name, "name")
+    if name == "":
+        raise InvalidOption("name", "must not be empty: leave it out (or None) for a random id")
+    pipeline = uuid.uuid4().hex[:12] if name is None else limits.text(name, "name")
     created: list[list[Job]] = []
     with transaction.atomic(using=conf.get("DATABASE")):
         previous: list[Job] = []

@@ -225,6 +225,9 @@ def test_an_empty_pipeline_or_stage_is_refused():
         (b"nightly", "name must be a string, not bytes b'nightly'"),
         ("n" * 256, "name must be 1 to 255 characters, not 256"),
         ("night\x00ly", "name "),  # no jsonb text holds a NUL
+        # A random id, silently: most likely a caller's bug (a setting left empty), and
+        # its jobs could no longer be found together by the name it meant.
+        ("", "name must not be empty: leave it out (or None) for a random id"),
     ],
 )
 def test_a_pipeline_name_is_text_as_other_names_are(name, said):
@@ -239,8 +242,8 @@ def test_a_pipeline_named_or_not_and_its_specs_meta_none():
     (named,), (other,) = enqueue_pipeline(add.spec(1, 1), add.spec(2, 2), name="n" * 255)
     assert named.meta["pipeline"] == other.meta["pipeline"] == "n" * 255
     (unnamed,) = enqueue_pipeline({"task": add.name, "args": [1, 1], "meta": None})[0]
-    assert len(unnamed.meta["pipeline"]) == 12  # a random id, as with name=None or ""
-    assert len(enqueue_pipeline(add.spec(1, 1), name="")[0][0].meta["pipeline"]) == 12
+    assert len(unnamed.meta["pipeline"]) == 12  # a random id, as with name=None
+    assert len(enqueue_pipeline(add.spec(1, 1), name=None)[0][0].meta["pipeline"]) == 12
 
 
 @pytest.mark.slow
