@@ -478,6 +478,10 @@ OUTAGE_WINDOW = 60.0
 #: before its error is raised to the caller (see ``_through_outage``).
 TRANSIENT_TRIES = 3
 
+#: Most seconds between two tries of a write through a database outage: 0.1 s after
+#: the first failure, then twice as long each time (cut short once it is back).
+OUTAGE_RETRY_MAX = 5.0
+
 
 def _through_outage(
     write: Callable[[], T],
@@ -497,10 +501,9 @@ def _through_outage(
     refusal is at once: the caller decides (``Worker._write_batch`` writes the batch's
     outcomes one by one, so the refused one costs its job alone, and keeps an outcome a
     transient error held to try again later, once at a time)."""
-    delay = 0.1
+    backoff = outage.Doubling(OUTAGE_RETRY_MAX)
     deadline = None if give_up_after is None else time.monotonic() + give_up_after
     using = db.alias()
-    failed = False
     tried = 0
     while True:
         began, seen = time.monotonic(), outage.generation(using)
@@ -521,11 +524,9 @@ def _through_outage(
             for conn in connections.all(initialized_only=True):
                 conn.close()
             # Drawn (a fleet's completers out of step) and cut short when the database is back.
-            outage.pause(using, outage.spread(delay), since=seen)
-            delay = min(delay * 2, 5.0)
-            failed = True
+            outage.pause(using, outage.spread(backoff.failed()), since=seen)
         else:
-            if failed:  # back after a failure, on a new connection
+            if backoff.failures:  # back after a failure, on a new connection
                 outage.reachable(using, began)
             return written
 

@@ -205,6 +205,34 @@ def spread(seconds: float, draw: float | None = None) -> float:
     return seconds * (0.5 + (random.random() if draw is None else draw) / 2)
 
 
+class Doubling:
+    """The wait before a retry: ``first`` seconds after the first failure, twice as
+    long after each next one, up to ``cap``; ``reset`` once a try went through. Shared
+    by the retries of a worker's and a scheduler's own steps (a claim, an outcome, a
+    hand-back, a pass of a loop), which each wrote it out; not the jobs' retry policy
+    (backoff.Backoff). Spreading the wait (``spread``) is the caller's."""
+
+    def __init__(self, cap: float, first: float = 0.1) -> None:
+        self.first = first
+        self.cap = cap
+        #: Seconds to wait after the next failure.
+        self.delay = first
+        #: Failures since the last reset.
+        self.failures = 0
+
+    def failed(self) -> float:
+        """Count a failure; the seconds to wait before trying again."""
+        delay = self.delay
+        self.failures += 1
+        self.delay = min(delay * 2, self.cap)
+        return delay
+
+    def reset(self) -> None:
+        """A try went through: the next failure waits ``first`` again."""
+        self.delay = self.first
+        self.failures = 0
+
+
 def down_for(alias: str) -> float:
     """Seconds since this process found database ``alias`` unreachable; 0.0 if it
     does not hold it so."""

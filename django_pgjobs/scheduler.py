@@ -64,6 +64,11 @@ MIN_SLEEP = timedelta(seconds=0.5)
 #: Rows of schedulers not seen for this long (or with a heartbeat as far ahead of the
 #: database's clock: no running scheduler's) are deleted when a scheduler starts.
 FORGET_SCHEDULERS_AFTER = timedelta(hours=1)
+#: Most seconds between two passes of the loop while they fail: 0.1 s after the
+#: first failure, then twice as long each time (cut short by an edit or a stop).
+LOOP_RETRY_MAX = 10.0
+#: The same for the maintenance thread while its connection is lost.
+MAINTENANCE_RETRY_MAX = 5.0
 
 
 @dataclass
@@ -171,7 +176,7 @@ class Scheduler:
     def loop(self, sleep_until: Callable[[datetime], None] | None = None) -> None:
         """Pass after pass until ``request_stop``; ``sleep_until`` defaults to real time."""
         sleep_until = sleep_until or self._sleep_until
-        retry_delay = 0.1
+        backoff = outage.Doubling(LOOP_RETRY_MAX)
         passing = logs.LoopStep(logger, "a scheduler pass")
         while not self.stopping.is_set():
             self.wakeup.clear()  # before reading: an edit from now on wakes the next sleep
@@ -182,9 +187,9 @@ class Scheduler:
                 now = self.clock()
                 self.fire_due(now)
                 wake_at = self._wake_at(now)
-                if retry_delay > 0.1:  # back after a failure, on a new connection
+                if backoff.failures:  # back after a failure, on a new connection
                     outage.reachable(self.using, began)
-                retry_delay = 0.1
+                backoff.reset()
                 passing.passed()
             except Exception as error:
                 if db.connection_trouble(error):  # by its SQLSTATE, not its class
@@ -196,8 +201,9 @@ class Scheduler:
                     # 10 s) unless the LISTEN connection, which may be another alias's,
                     # reconnected. A retry's wait, in real time: not a tick's, so not
                     # sleep_until's.
-                    outage.pause(self.using, outage.spread(retry_delay), self.wakeup, since=seen)
-                    retry_delay = min(retry_delay * 2, 10.0)
+                    outage.pause(
+                        self.using, outage.spread(backoff.failed()), self.wakeup, since=seen
+                    )
                     continue
                 # A bug of ours meeting an odd row, or a statement the server refused or
                 # gave up on (a statement timeout, a lock timeout, a deadlock: warned as
@@ -208,8 +214,7 @@ class Scheduler:
                 passing.failed(error)
                 if isinstance(error, DatabaseError):
                     connections[self.using].close()
-                self.wakeup.wait(outage.spread(retry_delay))
-                retry_delay = min(retry_delay * 2, 10.0)
+                self.wakeup.wait(outage.spread(backoff.failed()))
                 continue
             sleep_until(wake_at)
 
@@ -325,7 +330,7 @@ class Scheduler:
         self.wakeup.set()
 
     def _housekeep(self) -> None:
-        retry_delay = 0.1
+        backoff = outage.Doubling(MAINTENANCE_RETRY_MAX)
         planning = logs.LoopStep(logger, "maintenance")
         while not self.stopping.is_set():
             began, seen = time.monotonic(), outage.generation(self.using)
@@ -334,9 +339,9 @@ class Scheduler:
                 housekeeping.run_due(self.routines, self.clock(), self.using)
                 wake_at = housekeeping.next_due_at(self.routines, self.clock(), self.using)
                 delay = (wake_at - self.clock()).total_seconds() if wake_at else 60.0
-                if retry_delay > 0.1:  # back after a failure, on a new connection
+                if backoff.failures:  # back after a failure, on a new connection
                     outage.reachable(self.using, began)
-                retry_delay = 0.1
+                backoff.reset()
                 planning.passed()
             except Exception as error:
                 if db.connection_trouble(error):  # by its SQLSTATE, not its class
@@ -347,11 +352,10 @@ class Scheduler:
                     # fixed 5 s.
                     outage.pause(
                         self.using,
-                        outage.spread(retry_delay),
+                        outage.spread(backoff.failed()),
                         self.stopping,
                         since=seen,
                     )
-                    retry_delay = min(retry_delay * 2, 5.0)
                     continue
                 # A bug of ours (it ended the thread, silently), a statement the server
                 # refused (no outage: said again every 5 s while it lasted) or gave up

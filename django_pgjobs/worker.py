@@ -18,7 +18,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -110,6 +110,11 @@ LOST_CLAIM_RETRY = 1.0
 #: failure, then twice as long each time.
 QUEUE_RETRY_MAX = 10.0
 
+#: Most seconds between two passes of the loop while they fail (its connection lost,
+#: or an error no lost connection explains): 0.1 s after the first failure, then
+#: twice as long each time.
+LOOP_RETRY_MAX = 10.0
+
 #: What a job thread or the completer says of a job whose outcome it didn't write.
 UNRECORDED = frozenset({"crashed", "unrecorded"})
 
@@ -128,9 +133,13 @@ class _Kept:
 
     context: JobContext
     outcome: Outcome
-    delay: float
-    due: float  # time.monotonic()
-    tries: int = 1
+    due: float = 0.0  # time.monotonic()
+    backoff: outage.Doubling = field(default_factory=lambda: outage.Doubling(KEPT_RETRY_MAX))
+
+    @property
+    def tries(self) -> int:
+        """Tries that failed: the first write's, then one per retry."""
+        return self.backoff.failures
 
 
 class Worker:
@@ -250,7 +259,7 @@ class Worker:
         # trigger refusing it, a statement timeout): said once while it repeats, tried
         # again after a backoff while the loop's claims go on (see _try_hand_back).
         self._handing_back: logs.LoopStep | None = None
-        self._hand_back_delay = 0.1
+        self._hand_back = outage.Doubling(QUEUE_RETRY_MAX)
         # The loop's connection (the psycopg one) and the backend serving it, learnt
         # once per connection: the one to end if the connection is lost (lostclaims).
         self._backend: tuple[object, lostclaims.Backend | None] | None = None
@@ -397,11 +406,8 @@ class Worker:
             pk = self.record.pk if self.record else "-"
             what = f"worker {pk}: a claim of queue {name!r}"
             refused = self._refused[name] = _Refused(logs.LoopStep(logger, what), since=now)
-        else:
-            refused.failures += 1
-            refused.delay = min(refused.delay * 2, QUEUE_RETRY_MAX)
         refused.kind = type(error).__name__
-        refused.retry_at = now + outage.spread(refused.delay)
+        refused.retry_at = now + outage.spread(refused.backoff.failed())
         refused.step.failed(error)
         self._doubt(f"queue {name!r}: {_error_words(error)}")
 
@@ -889,7 +895,8 @@ class Worker:
         whole batch waiting on it held every other outcome. Its job keeps its slot and
         its lease (still running as far as this worker knows) until it is written."""
         job = outcome.job
-        self._kept[job.id] = _Kept(context, outcome, delay=0.1, due=time.monotonic() + 0.1)
+        kept = self._kept[job.id] = _Kept(context, outcome)
+        kept.due = time.monotonic() + kept.backoff.failed()
         logger.warning(
             "job %s (%s): its outcome (%s) could not be written: %s: %s; kept and tried "
             "again with a backoff (up to %s apart) until written, the job executing under "
@@ -926,9 +933,8 @@ class Worker:
                 [state] = record([kept.outcome], publish, give_up_after=None, tries=1)
             except Exception as error:
                 if db.transient(error):
-                    kept.tries += 1
-                    kept.delay = min(kept.delay * 2, KEPT_RETRY_MAX)
-                    kept.due = time.monotonic() + kept.delay
+                    wait = kept.backoff.failed()
+                    kept.due = time.monotonic() + wait
                     logger.debug(
                         "job %s (%s): its kept outcome still could not be written (try %d): "
                         "%s; trying again in %s",
@@ -936,7 +942,7 @@ class Worker:
                         logs.printable(job.task),
                         kept.tries,
                         limits.shortened(outage.describe(error), 300),
-                        logs.delay(kept.delay),
+                        logs.delay(wait),
                         extra=logs.job_fields(job),
                     )
                     continue
@@ -1080,10 +1086,7 @@ class Worker:
         unwritten = self._unwritten.get(job.pk)
         if unwritten is None:
             unwritten = self._unwritten[job.pk] = _Unwritten(since=now)
-        else:
-            unwritten.attempts += 1
-            unwritten.delay = min(unwritten.delay * 2, ABANDON_RETRY_MAX)
-        unwritten.retry_at = now + unwritten.delay
+        unwritten.retry_at = now + unwritten.backoff.failed()
         why = transitions.error_line(problem) if ours else outage.describe(problem)
         if unwritten.said_at is None:
             logger.error(
@@ -1211,9 +1214,10 @@ class Worker:
 
     def _loop(self) -> None:
         db.prepare_on_this_thread()
-        retry_delay = 0.1
+        # After a lost connection: the wait before reconnecting (cut short, see below).
+        reconnecting = outage.Doubling(LOOP_RETRY_MAX)
         # After an error no lost connection explains (see below): seconds to the next pass.
-        error_delay = 0.1
+        erring = outage.Doubling(LOOP_RETRY_MAX)
         passing = logs.LoopStep(
             logger, f"worker {self.record.pk if self.record else '-'}: a pass of its loop"
         )
@@ -1235,18 +1239,17 @@ class Worker:
                 claimed_at = time.monotonic()
                 claiming = True
                 claimed = self.run_once()
-                if retry_delay > 0.1:  # back after a failure, on a new connection
+                if reconnecting.failures:  # back after a failure, on a new connection
                     outage.reachable(self.using, claimed_at)
-                retry_delay = 0.1
-                error_delay = 0.1
+                reconnecting.reset()
+                erring.reset()
                 passing.passed()
                 self._loop_failing = None
             except db.CONNECTION_TROUBLE as error:
                 if not db.connection_trouble(error):
                     # A statement timeout, a lock timeout, a deadlock (by its SQLSTATE):
                     # an OperationalError, yet the session lives. As below.
-                    self._failed_pass(passing, error, claiming, error_delay)
-                    error_delay = min(error_delay * 2, 10.0)
+                    self._failed_pass(passing, error, claiming, erring.failed())
                     continue
                 self._loop_failed(error)
                 self._lost_connection()
@@ -1256,11 +1259,10 @@ class Worker:
                 # apart) got through: not at the end of a backoff of up to 10 s.
                 outage.pause(
                     self.using,
-                    outage.spread(retry_delay),
+                    outage.spread(reconnecting.failed()),
                     self.stopping,
                     since=seen,
                 )
-                retry_delay = min(retry_delay * 2, 10.0)
                 continue
             except Exception as error:
                 # No lost connection: a statement the server refused (a site's trigger
@@ -1269,8 +1271,7 @@ class Worker:
                 # went on. Said once while it repeats (at DEBUG after that, again in
                 # full once it changes or a pass went through), backed off from, cut
                 # short by a stop; the jobs running meanwhile finish and are written.
-                self._failed_pass(passing, error, claiming, error_delay)
-                error_delay = min(error_delay * 2, 10.0)
+                self._failed_pass(passing, error, claiming, erring.failed())
                 continue
             if self.burst and not claimed and was_idle:
                 break
@@ -1353,11 +1354,10 @@ class Worker:
             if db.connection_trouble(error):
                 raise
             self._handing_back.failed(error)
-            self._retry_lost_at = time.monotonic() + outage.spread(self._hand_back_delay)
-            self._hand_back_delay = min(self._hand_back_delay * 2, QUEUE_RETRY_MAX)
+            self._retry_lost_at = time.monotonic() + outage.spread(self._hand_back.failed())
             return
         self._handing_back.passed()
-        self._hand_back_delay = 0.1
+        self._hand_back.reset()
 
     def _hand_back_unheld(self) -> None:
         """Give back the jobs of a claim whose answer was lost with the connection: it
@@ -1697,9 +1697,13 @@ class _Refused:
     step: logs.LoopStep  # says the failure once while it repeats
     since: float  # time.monotonic() of the first failure
     retry_at: float = 0.0  # time.monotonic() after which the queue is claimed again
-    delay: float = 0.1  # seconds from the last failure to that retry (before spread)
-    failures: int = 1
+    backoff: outage.Doubling = field(default_factory=lambda: outage.Doubling(QUEUE_RETRY_MAX))
     kind: str = ""  # the class of the last failure's error (for the readiness probe)
+
+    @property
+    def failures(self) -> int:
+        """Failed claims since the first."""
+        return self.backoff.failures
 
 
 @dataclass
@@ -1708,9 +1712,13 @@ class _Unwritten:
 
     since: float  # time.monotonic() of the first failed attempt
     retry_at: float = 0.0
-    delay: float = 0.1  # seconds from the last failed attempt to the next one
-    attempts: int = 1
+    backoff: outage.Doubling = field(default_factory=lambda: outage.Doubling(ABANDON_RETRY_MAX))
     said_at: float | None = None  # time.monotonic() when the failure was last logged
+
+    @property
+    def attempts(self) -> int:
+        """Failed attempts so far."""
+        return self.backoff.failures
 
 
 #: A run that ended in these snoozed (Snooze, a busy connector): no attempt was used.

@@ -209,6 +209,33 @@ def test_spread_draws_reach_across_the_range():
     assert all(5.0 <= wait <= 10.0 for wait in drawn) and len(drawn) > 1
 
 
+def test_a_doubling_delay_starts_small_doubles_and_stops_at_its_cap():
+    """The retries of a worker's claims, outcomes, hand-backs and loop, and of the
+    scheduler's: 0.1 s after the first failure, twice as long after each next one."""
+    backoff = outage.Doubling(cap=1.0)
+    assert backoff.delay == 0.1 and backoff.failures == 0
+    waits = [backoff.failed() for _ in range(7)]
+    assert waits == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 1.0]
+    assert backoff.failures == 7 and backoff.delay == 1.0
+
+
+def test_a_doubling_delay_reset_starts_again_from_the_first():
+    backoff = outage.Doubling(cap=10.0, first=0.5)
+    backoff.failed(), backoff.failed()
+    assert backoff.delay == 2.0 and backoff.failures == 2
+    backoff.reset()
+    assert backoff.delay == 0.5 and backoff.failures == 0
+    assert backoff.failed() == 0.5
+
+
+def test_a_doubling_delay_is_the_arithmetic_it_replaces():
+    """Same floats as ``delay = min(delay * 2, cap)`` from 0.1: log lines show them."""
+    backoff, delay = outage.Doubling(cap=10.0), 0.1
+    for _ in range(10):
+        assert backoff.failed() == delay
+        delay = min(delay * 2, 10.0)
+
+
 @pytest.fixture
 def unreachable_alias(django_db_blocker: Any) -> Iterator[str]:
     """A database alias whose server refuses every connection (nothing listens on
