@@ -153,6 +153,26 @@ def test_show_prints_every_attempt_with_its_traceback():
     assert shown["id"] == job.pk and len(shown["errors"]) == 2 and shown["state"] == "discarded"
 
 
+def test_show_prints_each_attempts_time_as_it_prints_the_jobs(settings):
+    """Under TIME_ZONE = "Europe/Berlin" the job's times read 18:51+01:00 and its
+    attempts' 17:50+00:00, as stored: one page, two clocks."""
+    settings.TIME_ZONE = "Europe/Berlin"
+    job = JobFactory(
+        discarded=True,
+        errors=[
+            {"attempt": 1, "at": "2026-12-07T17:50:59.172993+00:00", "error": "ValueError: x"},
+            {"attempt": 2, "at": "not a time", "error": "ValueError: y"},  # written by SQL
+            {"attempt": 3, "at": "9999-12-31T23:30:00+00:00", "error": "ValueError: z"},
+        ],
+    )
+    code, out, _ = pgjobs("show", str(job.pk))
+    assert code == 0
+    assert "attempt 1 at 2026-12-07T18:50:59.172993+01:00: ValueError: x" in out
+    assert "attempt 2 at not a time: ValueError: y" in out
+    assert "attempt 3 at 9999-12-31T23:30:00+00:00: ValueError: z" in out  # past 9999 in Berlin
+    assert as_json("show", str(job.pk))["errors"][0]["at"] == "2026-12-07T17:50:59.172993+00:00"
+
+
 def test_a_stored_row_of_any_shape_is_shown_without_driving_the_terminal():
     job = JobFactory(task="evil\x1b[2J\x07task", errors={"not": "a list"}, args={"x": 1})
     Job.objects.filter(pk=job.pk).update(meta=["odd"], result="\x1b]0;title\x07")

@@ -262,7 +262,7 @@ class Command(BaseCommand):
                 self.say(f"\n({count:,} more error {noun} not kept: a job keeps its first")
                 self.say(f"and its latest {kept_errors.KEPT - 1})")
             self.say(
-                f"\nattempt {_plain(error.get('attempt'))} at {_plain(error.get('at'))}: "
+                f"\nattempt {_plain(error.get('attempt'))} at {_plain(_stored_time(error))}: "
                 f"{_plain(error.get('error'))}"
             )
             if error.get("traceback"):
@@ -726,6 +726,20 @@ def _plain(value: Any) -> str:
     if isinstance(value, datetime):
         return timezone.localtime(value).isoformat()
     return _printable("" if value is None else str(value))
+
+
+def _stored_time(error: dict[str, Any]) -> Any:
+    """An error record's ``at``, an ISO string in UTC, as a time: printed on TIME_ZONE
+    as the job's own times are (they read 18:51+01:00, its attempts 17:50+00:00). One
+    that is no aware ISO time (written by SQL) is printed as it is stored."""
+    at = error.get("at")
+    try:
+        when = datetime.fromisoformat(at) if isinstance(at, str) else None
+        if when is None or timezone.is_naive(when):
+            return at
+        return timezone.localtime(when).isoformat()
+    except (ValueError, OverflowError):  # 9999-12-31T23:00Z is past year 9999 in Berlin
+        return at
 
 
 def _printable(text: str, *, keep_newlines: bool = False) -> str:
