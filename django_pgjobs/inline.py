@@ -131,6 +131,9 @@ class _Watchdog(threading.Thread):
                 if time.monotonic() >= next_beat:
                     next_beat = time.monotonic() + interval
                     try:
+                        # Its heartbeat alone: no skew measured, and no failure it
+                        # carries on through (any error ends the call, raised to its
+                        # caller), so neither is written (they stay as created: NULL).
                         beat(self.worker_id, self.using)
                     except DatabaseError:
                         connections[self.using].close()

@@ -1822,18 +1822,25 @@ def _discard(changes: Iterable[events.Change]) -> None:
     """Where a worker's outcome events go with ``PGJOBS["EVENTS"]`` off."""
 
 
+#: ``beat``'s default for what its caller doesn't track: that column is not written.
+UNTRACKED: Any = object()
+
+
 def beat(
     worker_id: int,
     using: str,
-    clock_skew: float | None = None,
-    failing_now: list[dict[str, Any]] | None = None,
+    clock_skew: float | None = UNTRACKED,
+    failing_now: list[dict[str, Any]] | None = UNTRACKED,
 ) -> bool:
     """Record a heartbeat (by the database's clock, which rescue judges it by), the
     host's measured ``clock_skew`` and what of the worker keeps failing
     (``failing_now``, from ``failing.written``; None: nothing), in the one statement;
-    returns whether the worker was asked to stop."""
+    returns whether the worker was asked to stop. What is not given (the inline
+    runner measures no skew, tracks no failures) is not written."""
+    given = {"clock_skew": clock_skew, "failing": failing_now}
+    tracked = {column: value for column, value in given.items() if value is not UNTRACKED}
     rows = WorkerProcess.objects.using(using).filter(pk=worker_id)
-    if not rows.update(heartbeat_at=Now(), clock_skew=clock_skew, failing=failing_now):
+    if not rows.update(heartbeat_at=Now(), **tracked):
         return True  # our row is gone: we were presumed dead and our jobs rescued
     return rows.filter(stop_requested=True).exists()
 

@@ -14,9 +14,10 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection
 from django.urls import reverse
 
-from django_pgjobs import Job, clocks, failing, health, probes, stats
+from django_pgjobs import Job, clocks, failing, health, inline, probes, stats
 from django_pgjobs.models import WorkerProcess
 from django_pgjobs.worker import Worker
+from tests.conftest import wait_until
 from tests.factories import WorkerProcessFactory
 from tests.test_cli import as_json, pgjobs
 from tests.test_loop_errors import queue_failures, queue_trigger  # noqa: F401 (a fixture)
@@ -225,3 +226,25 @@ def test_read_keeps_what_it_can_of_each_entry():
         (None, None, None),
     ]
     assert read.entries[0].since is not None and read.entries[1].since is None
+
+
+def test_the_inline_runners_heartbeat_writes_only_what_it_tracks(settings):
+    """Its heartbeat, not failing nor clock_skew: it tracks no failures (any error ends
+    the call, raised to its caller) and measures no skew; it wrote NULL in both."""
+    settings.PGJOBS = {**settings.PGJOBS, "HEARTBEAT_INTERVAL": 0.05}
+    row = WorkerProcessFactory(clock_skew=1.5)
+    with connection.cursor() as cursor:  # as another writer (SQL) may have left it
+        cursor.execute(
+            "UPDATE pgjobs_workerprocess SET failing = '[\"x\"]',"
+            " heartbeat_at = now() - interval '1 minute' WHERE id = %s",
+            [row.pk],
+        )
+    before = WorkerProcess.objects.get(pk=row.pk).heartbeat_at
+    watchdog = inline._Watchdog(row.pk, "default")
+    watchdog.start()
+    try:
+        wait_until(lambda: WorkerProcess.objects.get(pk=row.pk).heartbeat_at > before)
+    finally:
+        watchdog.stop()
+    written = WorkerProcess.objects.filter(pk=row.pk).values_list("failing", "clock_skew")
+    assert list(written) == [(["x"], 1.5)]
