@@ -27,6 +27,7 @@ from . import (
     limits,
     loaded,
     middleware,
+    outage,
     payload,
     postgres,
     queues,
@@ -36,7 +37,7 @@ from . import (
 )
 from .binding import takes_keyword
 from .connectors.store import check_known as check_connector
-from .exceptions import InvalidOption, InvalidQueueName
+from .exceptions import InvalidOption, InvalidQueueName, UniqueKeyConflict
 from .states import ACTIVE, JobState
 from .tasks import Task, any_typed, get_task
 
@@ -817,8 +818,11 @@ def _copy(jobs: Iterable[Job], count: int, using: str) -> None:
 
 
 #: Inserts of a unique job whose key's holder finished before it was read, before
-#: the IntegrityError is raised.
+#: UniqueKeyConflict is raised.
 UNIQUE_INSERT_TRIES = 3
+
+#: The partial unique index that holds a key while its job is active (migration 0008).
+UNIQUE_KEY_INDEX = "pgjobs_job_queue_unique_key_active"
 
 
 def _unique_for(spec: JobSpec) -> float | None:
@@ -853,7 +857,7 @@ def _insert_unique(job: Job, using: str, unique_for: float | None = None) -> Non
             with transaction.atomic(using=using):
                 Job.objects.using(using).bulk_create([job])
             return
-        except IntegrityError:
+        except IntegrityError as error:
             existing = loaded.holder(
                 Job.objects.using(using)
                 .filter(
@@ -867,10 +871,26 @@ def _insert_unique(job: Job, using: str, unique_for: float | None = None) -> Non
             if existing is None:
                 if tries_left:
                     continue
+                if _unique_key_taken(error):
+                    raise _conflict(job, using) from error
                 raise
             loaded.become(job, existing.__dict__)
             job.is_duplicate = True
             return
+
+
+def _unique_key_taken(error: IntegrityError) -> bool:
+    """Whether ``error`` is the unique index refusing the key (not a CHECK, say)."""
+    sent = outage.answered(error)
+    diag = getattr(sent, "diag", None)
+    return getattr(diag, "constraint_name", None) == UNIQUE_KEY_INDEX
+
+
+def _conflict(job: Job, using: str) -> UniqueKeyConflict:
+    """What the caller is told of a key held by a job it can't read, with its isolation
+    level (read in its transaction, which the insert's savepoint left usable)."""
+    isolation = db.fetch_dicts("transaction_isolation", {}, using)[0]["isolation"]
+    return UniqueKeyConflict(job.queue, str(job.unique_key), isolation)
 
 
 def _insert_debounced(job: Job, using: str) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from datetime import datetime, timedelta
 
+from django.db.utils import IntegrityError
+
 from .pickling import PickledWhole
 from .states import InvalidTransition
 
@@ -124,6 +126,28 @@ class InvalidOption(PgJobsError, ValueError):
     def __init__(self, field: str, problem: str) -> None:
         self.field, self.problem = field, problem
         super().__init__(f"{field} {problem}")
+
+
+class UniqueKeyConflict(PgJobsError, IntegrityError):
+    """An enqueue whose ``unique_key`` is held by an active job this transaction can't
+    read: one committed after its snapshot, under REPEATABLE READ or SERIALIZABLE (or,
+    at READ COMMITTED, holders that kept finishing as it looked). The unique index
+    refused the insert; nothing was written and the transaction is still usable, but
+    under its snapshot the holder stays out of sight: retry the whole transaction, as
+    for a serialization failure, and the enqueue returns the holder (``is_duplicate``).
+    An ``IntegrityError`` still, as the raw one raised before it was."""
+
+    def __init__(self, queue: str, key: str, isolation: str = "") -> None:
+        self.queue, self.key, self.isolation = queue, key, isolation
+        why = (
+            f"committed after this {isolation.upper()} transaction's snapshot"
+            if isolation and isolation != "read committed"
+            else "that kept finishing before it could be read"
+        )
+        super().__init__(
+            f"unique_key {_named(key)} of queue {_named(queue)} is held by a job {why}: "
+            "nothing was enqueued; retry the transaction (it then returns that job)"
+        )
 
 
 class JobGone(PgJobsError, InvalidTransition):

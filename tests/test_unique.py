@@ -6,10 +6,11 @@ import threading
 from datetime import timedelta
 
 import pytest
-from django.db import connections, transaction
+from django.db import IntegrityError, connection, connections, transaction
 from django.utils import timezone
 
 from django_pgjobs import Job
+from django_pgjobs.exceptions import PgJobsError, UniqueKeyConflict
 from django_pgjobs.states import JobState
 from tests.tasks_for_tests import once_an_hour, unique_report
 
@@ -75,3 +76,44 @@ def test_a_unique_key_is_unique_within_its_queue():
     again = Job.enqueue("testproject.demo.tasks.add", args=[3, 3], unique_key="k-per-queue")
     assert other.pk != first.pk and not other.is_duplicate
     assert again.pk == first.pk and again.is_duplicate
+
+
+def _enqueued_elsewhere(key: str) -> int:
+    """A job of ``key``, enqueued and committed on another connection (a thread's)."""
+    ids: list[int] = []
+
+    def enqueue() -> None:
+        try:
+            ids.append(Job.enqueue("testproject.demo.tasks.add", [1, 1], unique_key=key).pk)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=enqueue)
+    thread.start()
+    thread.join(30)
+    assert ids, "the other connection enqueued nothing"
+    return ids[0]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("isolation", ["REPEATABLE READ", "SERIALIZABLE"])
+def test_a_key_whose_holder_committed_after_the_snapshot_is_a_clear_error(isolation):
+    """Under REPEATABLE READ (or SERIALIZABLE) the holder committed after the caller's
+    snapshot can't be read: the unique index refused the insert and the caller got
+    the raw IntegrityError, naming an index. Ours names the key and says to retry the
+    transaction; it is still an IntegrityError, and the transaction stays usable."""
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(f"SET TRANSACTION ISOLATION LEVEL {isolation}")
+        assert not Job.objects.exists()  # the snapshot is taken
+        holder = _enqueued_elsewhere("report-1")
+        with pytest.raises(UniqueKeyConflict) as refused:
+            Job.enqueue("testproject.demo.tasks.add", [2, 2], unique_key="report-1")
+        error = refused.value
+        assert isinstance(error, IntegrityError) and isinstance(error, PgJobsError)
+        assert (error.queue, error.key) == ("default", "report-1")
+        assert "unique_key 'report-1' of queue 'default'" in str(error)
+        assert "retry the transaction" in str(error)
+        assert not Job.objects.exists()  # usable, its snapshot still
+    again = Job.enqueue("testproject.demo.tasks.add", [2, 2], unique_key="report-1")
+    assert (again.pk, again.is_duplicate) == (holder, True)  # retried: the holder
