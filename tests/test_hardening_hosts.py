@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import io
 import socket
+from datetime import timedelta
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.utils import timezone
 
 from django_pgjobs import conf, inline
 from django_pgjobs.checks import check_settings
@@ -139,6 +141,27 @@ def test_stopworker_stops_the_workers_of_a_unicode_host_of_255_characters():
     assert out.getvalue() == "asked 1 worker process(es) to stop\n"
     assert WorkerProcess.objects.get(pk=worker.pk).stop_requested
     assert not WorkerProcess.objects.get(pk=other.pk).stop_requested
+
+
+@pytest.mark.django_db
+def test_stopworker_says_a_worker_it_asks_is_stale():
+    """A worker killed with SIGKILL keeps its row until a rescue pass: "asked 1 worker
+    process(es) to stop" of it read as if a worker ran and would stop."""
+    gone = WorkerProcessFactory(heartbeat_at=timezone.now() - timedelta(minutes=4))
+    WorkerProcessFactory()  # alive
+    out = io.StringIO()
+    call_command("stopworker", "--all", stdout=out)
+    assert out.getvalue() == (
+        "asked 2 worker process(es) to stop; 1 of them has sent no heartbeat for over 1m "
+        "(WORKER_STALE_AFTER): likely gone already, its jobs rescued and its row removed "
+        "by a running worker or scheduler\n"
+    )
+    out = io.StringIO()
+    call_command("stopworker", str(gone.pk), stdout=out)
+    assert out.getvalue().startswith("the 1 worker process(es) given were already asked")
+    assert out.getvalue().endswith("; 1 of them has sent no heartbeat for over 1m "
+        "(WORKER_STALE_AFTER): likely gone already, its jobs rescued and its row removed "
+        "by a running worker or scheduler\n")  # fmt: skip
 
 
 @pytest.mark.django_db

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import unicodedata
+from datetime import timedelta
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from django_pgjobs import conf, db, limits, logs, unmigrated
+from django_pgjobs import conf, db, limits, liveness, logs, unmigrated
 from django_pgjobs.exceptions import InvalidOption
 from django_pgjobs.models import WorkerProcess
 from django_pgjobs.workers import request_stop
@@ -49,9 +50,26 @@ class Command(BaseCommand):
             if not ids:
                 raise CommandError(f"no worker process on host {_said(host)}{_alike(rows, host)}")
         flagged = request_stop(None if options["all"] else ids)
-        asked = rows.filter(stop_requested=True)
-        already = (asked if options["all"] else asked.filter(pk__in=ids)).count() - flagged
-        self.stdout.write(_told(flagged, already, host, every=options["all"]))
+        named = rows if options["all"] else rows.filter(pk__in=ids)
+        already = named.filter(stop_requested=True).count() - flagged
+        told = _told(flagged, already, host, every=options["all"])
+        self.stdout.write(told + _stale(named))
+
+
+def _stale(named: Any) -> str:
+    """Of the workers named, those whose heartbeat stopped: a worker killed (SIGKILL, its
+    host gone) keeps its row until a rescue pass, and "asked 1 worker process(es) to
+    stop" of it read as if one ran and would stop."""
+    stale_after = conf.get("WORKER_STALE_AFTER")
+    stale = named.exclude(liveness.alive(timedelta(seconds=stale_after))).count()
+    if not stale:
+        return ""
+    return (
+        f"; {stale} of them {'has' if stale == 1 else 'have'} sent no heartbeat for over "
+        f"{logs.delay(stale_after)} (WORKER_STALE_AFTER): likely gone already, "
+        f"{'its' if stale == 1 else 'their'} jobs rescued and "
+        f"{'its row' if stale == 1 else 'their rows'} removed by a running worker or scheduler"
+    )
 
 
 def _told(flagged: int, already: int, host: str | None, *, every: bool) -> str:
