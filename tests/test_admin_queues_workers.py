@@ -114,15 +114,30 @@ def test_the_worker_page_lists_the_jobs_it_holds_and_offers_stop(admin_client):
 
 def test_stop_flags_the_worker(admin_client):
     worker = WorkerProcessFactory()
-    admin_client.post(reverse("admin:pgjobs_workerprocess_stop", args=[worker.pk]))
+    response = admin_client.post(
+        reverse("admin:pgjobs_workerprocess_stop", args=[worker.pk]), follow=True
+    )
     assert WorkerProcess.objects.get(pk=worker.pk).stop_requested
+    # Not "will stop at its next heartbeat": it hears at once (a notification), then
+    # stops as on SIGTERM, as stopworker says.
+    assert [str(m) for m in response.context["messages"]] == [
+        f"Worker {worker.pk} ({worker.host}:{worker.pid}) asked to stop: it stops claiming "
+        "now, and stops once its running jobs finish, or hands them back after 30s "
+        "(SHUTDOWN_TIMEOUT)."
+    ]
 
 
 def test_stop_action_on_selected_workers(admin_client):
     one, two, _third = WorkerProcessFactory.create_batch(3)
-    admin_client.post(changelist("workerprocess"), action("stop_workers", one, two))
+    response = admin_client.post(
+        changelist("workerprocess"), action("stop_workers", one, two), follow=True
+    )
     flagged = set(WorkerProcess.objects.filter(stop_requested=True).values_list("pk", flat=True))
     assert flagged == {one.pk, two.pk}
+    assert [str(m) for m in response.context["messages"]] == [
+        "Asked 2 worker(s) to stop: each stops claiming now, and stops once its running "
+        "jobs finish, or hands them back after 30s (SHUTDOWN_TIMEOUT)."
+    ]
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,7 @@ from django.shortcuts import get_object_or_404
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 
-from .. import conf, failing, workers
+from .. import conf, failing, logs, workers
 from ..models import Job, SchedulerProcess, WorkerProcess
 from ..payload import names_in
 from ..states import JobState
@@ -241,7 +241,7 @@ class WorkerProcessAdmin(LargeValuesAdmin):
         workers.request_stop([worker.pk])
         self.message_user(
             request,
-            f"Worker {worker.pk} ({worker.host}:{worker.pid}) will stop at its next heartbeat.",
+            f"Worker {worker.pk} ({worker.host}:{worker.pid}) asked to stop: it {_stops()}.",
             messages.SUCCESS,
         )
         return HttpResponseRedirect(reverse("admin:pgjobs_workerprocess_changelist"))
@@ -250,5 +250,16 @@ class WorkerProcessAdmin(LargeValuesAdmin):
     def stop_workers(self, request: HttpRequest, queryset: QuerySet[WorkerProcess]) -> None:
         stopped = workers.request_stop(queryset.values_list("pk", flat=True))
         self.message_user(
-            request, f"{stopped} worker(s) will stop at their next heartbeat.", messages.SUCCESS
+            request, f"Asked {stopped} worker(s) to stop: each {_stops()}.", messages.SUCCESS
         )
+
+
+def _stops() -> str:
+    """What a worker asked to stop does. Not "at its next heartbeat", as this said: it
+    hears at once (its notification; at its heartbeat if it missed that), then stops as
+    on SIGTERM, as stopworker says."""
+    wait = logs.delay(conf.get("SHUTDOWN_TIMEOUT"))
+    return (
+        "stops claiming now, and stops once its running jobs finish, or hands them back "
+        f"after {wait} (SHUTDOWN_TIMEOUT)"
+    )
