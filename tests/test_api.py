@@ -7,7 +7,7 @@ import threading
 from datetime import timedelta
 
 import pytest
-from django.db import connections
+from django.db import connection, connections, transaction
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -213,6 +213,45 @@ def test_a_unique_key_held_by_an_active_job_returns_that_job_with_200(client, to
     assert (first.status_code, again.status_code) == (201, 200)
     assert again.json()["id"] == first.json()["id"] and again.json()["duplicate"] is True
     assert Job.objects.count() == 1
+
+
+def _committed_elsewhere(key: str) -> int:
+    """A job of ``key``, enqueued and committed on another connection (a thread's)."""
+    ids: list[int] = []
+
+    def enqueue() -> None:
+        try:
+            ids.append(Job.enqueue(ADD, [1, 1], unique_key=key).pk)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=enqueue)
+    thread.start()
+    thread.join(30)
+    assert ids, "the other connection enqueued nothing"
+    return ids[0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_unique_key_held_out_of_the_requests_sight_is_409_and_writes_nothing(client, token):
+    """A request in a REPEATABLE READ transaction (ATOMIC_REQUESTS on such a database,
+    say) whose snapshot predates the key's holder: the enqueue raises UniqueKeyConflict,
+    which was a 500. It is a 409 saying to retry, nothing written, and the retry (a new
+    transaction) returns the holder."""
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        assert not Job.objects.exists()  # the snapshot is taken
+        holder = _committed_elsewhere("k")
+        answer = post(client, "/jobs", {"task": ADD, "args": [1, 2], "unique_key": "k"}, token)
+        assert answer.status_code == 409, answer.content
+        assert answer.json()["error"] == "conflict"
+        assert "unique_key 'k' of queue 'default'" in answer.json()["message"]
+        assert "retry" in answer.json()["message"]
+        assert not Job.objects.exists()  # nothing written, the transaction usable
+    assert list(Job.objects.values_list("pk", flat=True)) == [holder]
+    again = post(client, "/jobs", {"task": ADD, "args": [1, 2], "unique_key": "k"}, token)
+    assert (again.status_code, again.json()["id"], again.json()["duplicate"]) == (200, holder, True)
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,7 @@ from ..exceptions import (
     InvalidOption,
     InvalidQueueName,
     PayloadError,
+    UniqueKeyConflict,
     UnknownConnector,
     UnknownQueue,
     UnknownTask,
@@ -263,6 +264,8 @@ def enqueue(request: HttpRequest, token: ApiToken) -> HttpResponse:
         raise Invalid({"connector": str(bad)}) from None
     except (InvalidOption, PayloadError) as bad:  # an option the task gives, say
         raise Invalid({bad.field or "args": str(bad)}) from None
+    except UniqueKeyConflict as held:  # by a job this request's snapshot can't read
+        return error(409, "conflict", f"{held}: send the request again")
     duplicate = getattr(job, "is_duplicate", False)
     logger.info(
         "api: job %s (%s) %s on queue %s by token %s",
