@@ -20,7 +20,15 @@ secret in every form it is likely to travel in:
   of the three alignments is masked: the characters that depend on the secret
   alone;
 - each of the escaped forms in hex, lower or upper case (a byte dump, ``bytes.hex()``);
-- any of these split over lines (``LINE_BREAK``): base64 wrapped at 76 columns.
+- any of these split over lines (``LINE_BREAK``): base64 wrapped at 76 columns;
+- each character as it is or escaped on its own, as encoders that escape some
+  characters and not others write it (``character_pattern``): .NET's JSON
+  (``\\u002B`` for ``+``), Jinja2's and Go's HTML (``&#39;``), PHP's (``&#039;``),
+  JavaScript's ``encodeURIComponent`` (``!*'()`` kept), Java's ``URLEncoder``
+  (``~`` as ``%7E``).
+
+A text cut to an excerpt may cut a secret in two: ``Redactor.head`` and
+``Redactor.tail`` mask before they cut, so no part of one is left at the cut.
 
 ``mask_credentials`` also masks the value of every ``Basic`` credential (base64
 of ``user:password``) and ``Bearer`` token in a text, the password of every
@@ -50,6 +58,9 @@ REDACTED = "********"
 MIN_SECRET_LENGTH = 4
 #: Encoded fragments shorter than this are not masked for the same reason.
 MIN_FRAGMENT_LENGTH = 4
+#: Room past a cut for a credential ``mask_credentials`` masks (a Bearer token, a URL
+#: with its password) to lie whole within what is masked before the cut.
+CREDENTIAL_REACH = 512
 
 _BASIC = re.compile(r"\b(Basic)(\s+)([A-Za-z0-9+/_-]{4,}={0,2})")
 _BEARER = re.compile(r"\b(Bearer)(\s+)([A-Za-z0-9._~+/-]{8,}=*)")
@@ -248,6 +259,52 @@ def _mask_basic(found: re.Match[str]) -> str:
     return f"{found[1]}{found[2]}{REDACTED}"
 
 
+#: An HTML character reference's number may carry leading zeros (PHP's ``&#039;``).
+_ZEROS = "0{0,4}"
+#: The most characters ``character_pattern`` matches for one character: ``%25F0``
+#: four times over (an astral character URL-encoded twice), an HTML reference.
+CHARACTER_REACH = 24
+
+
+def character_pattern(secret: str) -> str:
+    """A pattern of ``secret`` whose every character is itself or escaped on its own: a
+    JSON ``\\uXXXX`` (a surrogate pair past the BMP) or short escape, its UTF-8 bytes
+    URL-encoded once or twice, an HTML character reference by number or name, in either
+    case. Encoders escape different sets of characters (.NET's JSON ``+`` and ``'``,
+    JavaScript's ``encodeURIComponent`` none of ``!*'()``, Java's ``URLEncoder`` ``~``),
+    and no list of whole forms holds every mix; a text is masked only if it holds every
+    character of the secret, in order."""
+    return "".join(_character(ch) for ch in secret)
+
+
+def _character(ch: str) -> str:
+    code = ord(ch)
+    units = [code] if code < 0x10000 else [0xD800 + ((code - 0x10000) >> 10),
+                                           0xDC00 + ((code - 0x10000) & 0x3FF)]  # fmt: skip
+    utf8 = ch.encode("utf-8", "surrogatepass")
+    escaped = [
+        "".join(f"\\\\u{unit:04x}" for unit in units),
+        "".join(f"%{byte:02x}" for byte in utf8),
+        "".join(f"%25{byte:02x}" for byte in utf8),
+        f"&#{_ZEROS}{code};",
+        f"&#x{_ZEROS}{code:x};",
+    ]
+    if ch == " ":  # a form's space
+        escaped.append(r"\+")
+    if short := _JSON_SHORT.get(ch):
+        escaped.append(re.escape(short))
+    if name := _HTML_NAMES.get(ch):
+        escaped.append(f"&{name};")
+    # Hex digits and names in either case; the character itself as it is.
+    return f"(?:{re.escape(ch)}|(?i:{'|'.join(escaped)}))"
+
+
+#: The characters JSON escapes with a backslash and a letter (or themselves).
+_JSON_SHORT = {'"': '\\"', "\\": "\\\\", "/": "\\/", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+#: The characters HTML escapes by name in what servers write (``&amp;``, ``&quot;``).
+_HTML_NAMES = {"&": "amp", "<": "lt", ">": "gt", '"': "quot", "'": "apos"}
+
+
 def escaped_forms(secret: str) -> set[str]:
     """The secret as it is and as text escapes it (module docstring)."""
     forms = {secret, secret.lower(), secret.upper(), html.escape(secret)}
@@ -343,6 +400,8 @@ class Redactor:
     def __init__(self, secrets: Iterable[Any] = ()) -> None:
         self._secrets: set[str] = set()
         self._pattern: re.Pattern[str] | None = None
+        #: The most characters one masked form may span (``head``, ``tail``).
+        self.reach = CREDENTIAL_REACH
         self.add(secrets)
 
     def add(self, secrets: Iterable[Any]) -> None:
@@ -351,9 +410,16 @@ class Redactor:
         if new - self._secrets:
             self._secrets |= new
             forms = set().union(*(encoded_forms(secret) for secret in self._secrets))
-            # Longest first: a secret that contains another is masked whole.
-            alternatives = sorted(forms, key=len, reverse=True)
-            self._pattern = re.compile("|".join(map(re.escape, alternatives)))
+            # Longest first: a secret that contains another is masked whole. Each
+            # character escaped on its own first, then the whole forms (base64 of the
+            # escaped ones, a JSON string in another) that no character-wise match holds.
+            secrets_first = sorted(self._secrets, key=len, reverse=True)
+            alternatives = [character_pattern(secret) for secret in secrets_first]
+            alternatives += map(re.escape, sorted(forms, key=len, reverse=True))
+            self._pattern = re.compile("|".join(alternatives))
+            longest = max(len(secrets_first[0]) * CHARACTER_REACH, *map(len, forms))
+            # Split over lines: a break (and its indent) every 76 characters or so.
+            self.reach = 2 * longest + CREDENTIAL_REACH
 
     def __bool__(self) -> bool:
         return bool(self._secrets)
@@ -365,6 +431,31 @@ class Redactor:
             if "\n" in text or "\\n" in text:
                 text = masked_across_lines(self._pattern, text)
         return mask_credentials(text)
+
+    def head(self, text: str, width: int) -> str:
+        """The first ``width`` characters of ``text`` masked: masked before the cut (a
+        secret the cut split in two was left at the end, its first part unmasked), on
+        enough of ``text`` that what the cut leaves out holds any part of a form."""
+        if len(text) <= width:
+            return self.text(text)
+        end = width + self.reach
+        masked = self.text(text[:end])
+        # Masks shorten the text: read further until the unmasked end lies past the cut.
+        while len(masked) < width + self.reach and end < len(text):
+            end += width + self.reach - len(masked)
+            masked = self.text(text[:end])
+        return masked[:width]
+
+    def tail(self, text: str, width: int) -> str:
+        """The last ``width`` characters of ``text`` masked (``head``, from the end)."""
+        if len(text) <= width:
+            return self.text(text)
+        start = len(text) - width - self.reach
+        masked = self.text(text[max(start, 0) :])
+        while len(masked) < width + self.reach and start > 0:
+            start -= width + self.reach - len(masked)
+            masked = self.text(text[max(start, 0) :])
+        return masked[-width:]
 
     def value(self, value: Any) -> Any:
         """A JSON-like value (dicts, lists, strings, numbers) with every string masked,

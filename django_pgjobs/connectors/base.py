@@ -131,9 +131,21 @@ class ConnectorKind:
         forms it travels in (base64, URL-encoded, JSON-escaped; see
         django_pgjobs.redaction), and every Basic or Bearer credential; for messages and
         captured output."""
+        return self._redactor().text(text)
+
+    def redact_head(self, text: str, width: int) -> str:
+        """The first ``width`` characters of ``text``, masked as ``redact`` masks: before
+        the cut, so that no part of a secret the cut split is left (an answer's excerpt)."""
+        return self._redactor().head(text, width)
+
+    def redact_tail(self, text: str, width: int) -> str:
+        """The last ``width`` characters of ``text``, masked (``redact_head``)."""
+        return self._redactor().tail(text, width)
+
+    def _redactor(self) -> Redactor:
         if self.__redactor is None:
             self.__redactor = Redactor(self.masked_values())
-        return self.__redactor.text(text)
+        return self.__redactor
 
     def call(self, payload: Any = None, **options: Any) -> Any:
         """Do this kind's one obvious thing with ``payload`` (the ``call`` task uses it)."""

@@ -107,10 +107,13 @@ def _nonempty(value: str) -> str | None:
 
 
 class _Tail:
-    """Reads a pipe to its end on a thread, keeping the last ``limit`` bytes."""
+    """Reads a pipe to its end on a thread, keeping the last ``limit`` bytes, and
+    ``slack`` bytes before them: masked with them, since a secret printed across
+    their start was cut in two, and its last part left unmasked."""
 
-    def __init__(self, stream: IO[bytes], limit: int) -> None:
+    def __init__(self, stream: IO[bytes], limit: int, slack: int = 0) -> None:
         self.limit = limit
+        self.kept = limit + slack
         self.data = bytearray()
         self.total = 0
         self._stream = stream
@@ -122,11 +125,16 @@ class _Tail:
             while chunk := self._stream.read1(65536):  # type: ignore[attr-defined]
                 self.total += len(chunk)
                 self.data += chunk
-                if len(self.data) > self.limit:
-                    del self.data[: len(self.data) - self.limit]
+                if len(self.data) > self.kept:
+                    del self.data[: len(self.data) - self.kept]
 
     def text(self) -> str:
+        """What was kept, the slack before the last ``limit`` bytes too."""
         return bytes(self.data).decode("utf-8", errors="replace")
+
+    def width(self) -> int:
+        """How many characters the last ``limit`` bytes are."""
+        return len(bytes(self.data[-self.limit :]).decode("utf-8", errors="replace"))
 
 
 @register_kind
@@ -240,8 +248,9 @@ class CommandConnector(ConnectorKind):
 
     def _wait(self, process: subprocess.Popen[bytes], data: Any, started: float) -> CommandResult:
         limit = self.config["max_output_bytes"]
-        stdout = _Tail(process.stdout, limit)  # type: ignore[arg-type]
-        stderr = _Tail(process.stderr, limit)  # type: ignore[arg-type]
+        slack = 4 * self._redactor().reach  # bytes: up to 4 per character
+        stdout = _Tail(process.stdout, limit, slack)  # type: ignore[arg-type]
+        stderr = _Tail(process.stderr, limit, slack)  # type: ignore[arg-type]
         if data is not None:
             threading.Thread(target=_feed, args=(process.stdin, data), daemon=True).start()
         timeout = self.config["timeout"]
@@ -262,8 +271,8 @@ class CommandConnector(ConnectorKind):
             tail.thread.join(5)  # a grandchild may hold the pipe open; don't wait for it
         return CommandResult(
             exit_code=code,
-            stdout=self.redact(stdout.text()),
-            stderr=self.redact(stderr.text()),
+            stdout=self.redact_tail(stdout.text(), stdout.width()),
+            stderr=self.redact_tail(stderr.text(), stderr.width()),
             pid=process.pid,
             seconds=round(time.monotonic() - started, 3),
             truncated=max(stdout.total, stderr.total) > limit,

@@ -374,7 +374,7 @@ class HttpConnector(ConnectorKind):
                 throttle(self.name, delay)
                 raise ConnectorThrottled(self.name, delay, response.status)
         if check and not self.expects(response.status):
-            excerpt = self.redact(response.text[:500])
+            excerpt = self.redact_head(response.text, 500)
             raise HttpStatusError(f"{where} answered {response.status}: {excerpt}", response)
         return response
 
@@ -385,7 +385,7 @@ class HttpConnector(ConnectorKind):
     def call(self, payload: Any = None, **options: Any) -> dict[str, Any]:
         """Send ``payload`` as JSON with the configured method; the answer is the result."""
         response = self.request(payload, **options)
-        body: Any = self.redact(response.text[:BODY_IN_RESULT])
+        body: Any = self.redact_head(response.text, BODY_IN_RESULT)
         if response.headers.get("content-type", "").startswith("application/json"):
             # Mislabelled, or nested too deep for json (RecursionError): keep the text.
             with contextlib.suppress(ValueError, RecursionError):

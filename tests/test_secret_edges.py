@@ -1,0 +1,142 @@
+"""Secrets at the edges of what masking saw: escaped as other languages' servers
+escape them (character by character, some characters and not others), and cut
+across the end of an excerpt (an HTTP answer's first 500 characters, a command's
+kept tail), where masking used to see only part of the secret and left that part."""
+
+from __future__ import annotations
+
+import html
+import json
+import sys
+import threading
+import urllib.parse
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from django_pgjobs.connectors import ConnectorError, get_connector
+from django_pgjobs.redaction import REDACTED, Redactor
+from tests.factories import ConnectorFactory
+
+#: A generated password: base64's "+" and "/", and the punctuation encoders disagree on.
+SECRET = "p@ss!w*rd'(x)+k~y\"z/Q9"
+
+
+def _dotnet_json(text: str) -> str:
+    """System.Text.Json's default: HTML-sensitive characters and "+" as \\uXXXX, upper case."""
+    escapes = {"\\": "\\\\", "\n": "\\n"}
+    return "".join(
+        escapes.get(ch) or (f"\\u{ord(ch):04X}" if ch in "<>&'\"+`" or ord(ch) > 126 else ch)
+        for ch in text
+    )
+
+
+def _markupsafe(text: str) -> str:
+    """Jinja2's (markupsafe) and Go's html.EscapeString: ' as &#39;, " as &#34;."""
+    return (
+        text.replace("&", "&amp;").replace(">", "&gt;").replace("<", "&lt;")
+        .replace("'", "&#39;").replace('"', "&#34;")
+    )  # fmt: skip
+
+
+def _php_html(text: str) -> str:
+    """PHP's htmlspecialchars(ENT_QUOTES): ' as &#039;."""
+    return html.escape(text).replace("&#x27;", "&#039;")
+
+
+ENCODERS: dict[str, Callable[[str], str]] = {
+    ".NET System.Text.Json": _dotnet_json,
+    "Jinja2 / Go html": _markupsafe,
+    "PHP htmlspecialchars": _php_html,
+    "JavaScript encodeURIComponent": lambda t: urllib.parse.quote(t, safe="-_.!~*'()"),
+    "JavaScript encodeURI": lambda t: urllib.parse.quote(t, safe="-_.!~*'();/?:@&=+$,#"),
+    "Java URLEncoder": lambda t: urllib.parse.quote_plus(t, safe="-_.*").replace("~", "%7E"),
+    "PHP urlencode": lambda t: urllib.parse.quote_plus(t, safe="-_.").replace("~", "%7E"),
+    "Go url.PathEscape": lambda t: urllib.parse.quote(t, safe="-_.~$&+,:;=@"),
+    "JSON upper-case escapes": lambda t: json.dumps(t)[1:-1].replace("/", "\\u002F"),
+}
+
+
+@pytest.mark.parametrize("encoder", ENCODERS.values(), ids=ENCODERS.keys())
+def test_a_secret_escaped_as_other_languages_servers_escape_it_is_masked(encoder):
+    echoed = encoder(SECRET)
+    assert echoed != SECRET  # not vacuous: each escapes something
+    masked = Redactor([SECRET]).text(f"denied: {echoed} (bad key)")
+    assert masked == f"denied: {REDACTED} (bad key)"
+
+
+def test_text_that_only_looks_like_an_escaped_secret_is_kept():
+    """Each character may come escaped or not, but every one must be there, in order."""
+    redactor = Redactor([SECRET])
+    for text in (SECRET[:-1], SECRET.replace("+", "-"), _dotnet_json(SECRET)[:-2]):
+        assert redactor.text(text) == text
+
+
+class _Answers(BaseHTTPRequestHandler):
+    """Answers with the status and body the test set on the server."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        status, body = self.server.answer  # type: ignore[attr-defined]
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[ThreadingHTTPServer]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Answers)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+TOKEN = "tok-0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def _hook(server: ThreadingHTTPServer, status: int, body: str) -> None:
+    server.answer = (status, body.encode())  # type: ignore[attr-defined]
+    url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    ConnectorFactory(name="hook", config={"url": url}, secrets={"token": TOKEN})
+
+
+@pytest.mark.parametrize("before", [480, 499, 500 - len(TOKEN) + 1])
+def test_a_secret_across_the_end_of_an_error_excerpt_leaves_no_part(db, server, before):
+    """The error quotes the answer's first 500 characters: it was cut, then masked, so
+    the secret's first 20 characters, cut from the rest, stayed."""
+    _hook(server, 401, "x" * before + TOKEN + " echoed")
+    with pytest.raises(ConnectorError) as failed:
+        get_connector("hook").request({"a": 1})
+    message = str(failed.value)
+    assert "answered 401" in message
+    assert "x" + TOKEN[: 500 - before] not in message, message
+
+
+def test_a_secret_across_the_end_of_a_calls_kept_body_leaves_no_part(db, server):
+    _hook(server, 200, "x" * 9_980 + TOKEN)
+    body = get_connector("hook").call({"a": 1})["body"]
+    assert body.startswith("x" * 9_980) and TOKEN[:4] not in body, body[-60:]
+
+
+@pytest.mark.parametrize("after", [10, 1])
+def test_a_secret_across_the_start_of_a_commands_kept_tail_leaves_no_part(db, after):
+    """A command keeps the tail of its output: cut, then masked, so a secret printed
+    just before that tail left its last characters."""
+    script = f"import os, sys; sys.stdout.write(os.environ['TOKEN'] + 'y' * {100 - after})"
+    ConnectorFactory(
+        name="cmd",
+        kind="command",
+        config={"executable": sys.executable, "args": ["-c", script], "max_output_bytes": 100},
+        secrets={"TOKEN": TOKEN},
+    )
+    result = get_connector("cmd").run()
+    assert result.truncated and result.stdout.endswith("y" * (100 - after)), result.stdout
+    assert TOKEN[-after:] + "y" not in result.stdout, result.stdout
