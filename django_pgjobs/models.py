@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from . import conf, limits, payload
 from .backoff import STRATEGIES, Backoff
+from .exceptions import InvalidOption
 from .payload import names_in
 from .queues import NAME_CHARACTERS
 from .states import ACTIVE, CLAIMABLE, FINISHED, JobState
@@ -1049,7 +1050,8 @@ class Connector(models.Model):
 
     def check_storable(self) -> None:
         """ValidationError per field for a name no job can name, text with a NUL or a
-        lone surrogate, a config that is no JSON object PostgreSQL can store, or secret
+        lone surrogate, a concurrency that is no whole number from 1 to 2**31 - 1, a
+        config that is no JSON object PostgreSQL can store, or secret
         names (``set_secrets``' keys, stored as they are) it can't store. (Of any shape:
         a row written by SQL with odd ones is still saved by the admin, which has no
         field for them.)"""
@@ -1070,6 +1072,11 @@ class Connector(models.Model):
             errors["config"] = problem
         if problem := payload.problem(self.secret_names, "secret_names"):
             errors["secret_names"] = problem
+        if self.concurrency is not None:  # the column's CHECK and its int range
+            try:
+                limits.whole_number(self.concurrency, "concurrency", 1, 2**31 - 1)
+            except InvalidOption as error:
+                errors["concurrency"] = error.problem
         errors.update(limits.rate_problems(self.rate_limit, self.rate_period))
         errors = {field: text for field, text in errors.items() if field not in unread_fields(self)}
         if errors:

@@ -550,6 +550,28 @@ def test_any_connector_is_refused_by_save_or_stored_and_read_back(fields):
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("concurrency", [0, -1, 2**31, 2**40, "3", True, 1.5])
+def test_a_connector_concurrency_no_row_can_hold_is_refused_on_save(concurrency):
+    """2**40 reached the database as a DataError (integer out of range), 0 as the
+    CHECK's IntegrityError: the caller's transaction was aborted. A Queue refused both."""
+    from django.core.exceptions import ValidationError
+
+    from django_pgjobs.models import Connector
+
+    hook = Connector(
+        name="hook", kind="http", config={"url": "http://127.0.0.1:9"}, concurrency=concurrency
+    )
+    with transaction.atomic():
+        with pytest.raises(ValidationError) as refused:
+            hook.save()
+        assert list(refused.value.message_dict) == ["concurrency"]
+        assert not Connector.objects.exists()  # the transaction goes on
+    hook.concurrency = 2**31 - 1
+    hook.save()
+    assert Connector.objects.get().concurrency == 2**31 - 1
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize(
     "name, problem",
     [("api\x00key", "contains a NUL character"), ("\ud800", "contains a lone surrogate")],
