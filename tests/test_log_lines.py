@@ -68,7 +68,7 @@ def test_a_row_s_names_reach_the_log_escaped(caplog, client):
                       attempted_at="now() - interval '1 day'")  # fmt: skip
     stranded = insert_job(task="'x'", state="'waiting'", pending_dependencies="1")
     sql("UPDATE pgjobs_job SET task = %s", [HOSTILE_NAME])
-    token = issue("ci", ["*"])[1]
+    token = issue("ci", ["*"], can_run=True)[1]
     sql("UPDATE pgjobs_apitoken SET name = %s", [HOSTILE_NAME])
     with caplog.at_level(logging.INFO, logger="django_pgjobs"):
         Worker().drain()
@@ -77,11 +77,13 @@ def test_a_row_s_names_reach_the_log_escaped(caplog, client):
         enqueued = {"task": "testproject.demo.tasks.add", "args": [1, 2]}
         headers = {"Authorization": f"Bearer {token}"}
         client.post("/jobs", enqueued, content_type="application/json", headers=headers)
+        client.post("/jobs/run?limit=1", headers=headers)  # its line said the name raw
     lines = [r.getMessage() for r in caplog.records if "2026-12-05" in r.getMessage()]
     said = {pk for pk in (unknown, unrunnable, held, stranded) for line in lines
             if f"job {pk} (" in line}  # fmt: skip
     assert said == {unknown, unrunnable, held, stranded}, lines
     assert any(line.startswith("api: job ") for line in lines), lines  # the token's name
+    assert any(line.startswith("api: token ") for line in lines), lines
     for line in lines:
         assert line.splitlines() == [line] and line.isprintable(), repr(line)
         assert r"x\n2026-12-05 05:34:37,115 INFO job 1 (x) completed\x1b[2J\u202eevil" in line

@@ -338,7 +338,7 @@ def run(request: HttpRequest, token: ApiToken) -> HttpResponse:
     report = run_due(
         names, states=wanted.states, limit=wanted.limit, max_seconds=wanted.max_seconds
     )
-    logger.info("api: token %s ran %s job(s)", token.name, len(report.jobs))
+    logger.info("api: token %s ran %s job(s)", logs.printable(token.name), len(report.jobs))
     # Each job as it ended, not as it was claimed: its state was "executing", and its
     # result, errors and finished_at empty (one query; a job deleted since is shown
     # as it was claimed, as a worker loaded it).
