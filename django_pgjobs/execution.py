@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
@@ -168,16 +169,26 @@ def _run_coroutine(
         loop.close()
 
 
-def _storable(job: Job, result: Any) -> Any:
+def _storable(job: Job, result: Any, context: JobContext) -> Any:
     """The result to store: itself, or a stand-in saying why it can't be (not JSON, a
     NUL, too large, ...). A result the database refused would fail the outcome write
     of every job written with it."""
-    stored, why = payload.storable_result(result, conf.get("MAX_PAYLOAD_BYTES"))
+    stored, why = payload.storable_result(
+        result, conf.get("MAX_PAYLOAD_BYTES"), functools.partial(_masked_excerpt, context)
+    )
     if why is not None:
         # Its type only: the value may hold what the job's redactor masks in the result.
         kind = type(result).__name__
         logger.warning("job %s: its result (a %s) can't be stored; storing its repr", job.pk, kind)
     return stored
+
+
+def _masked_excerpt(context: JobContext, text: str, width: int) -> str:
+    """``text`` cut to ``width`` with the job's secrets masked before the cut: masked
+    after it, a secret the cut split in two left its first part."""
+    if context.redactor is not None:
+        text = context.redactor.head(text, width + 1)  # one more: the cut says "..."
+    return limits.shortened(text, width)
 
 
 def unrunnable(job: Job) -> str | None:
@@ -280,7 +291,7 @@ def _attempt(job: Job, clock: Clock, context: JobContext) -> Outcome | str:
         if outcome.state == JobState.RETRYABLE and not context.cancelled:
             _log_retry(outcome, lambda: context.mask(transitions.error_line(error)))
         return outcome
-    return transitions.completed(job, _storable(job, result), clock())
+    return transitions.completed(job, _storable(job, result, context), clock())
 
 
 def _timeout_said(job: Job, error: BaseException) -> BaseException:
@@ -341,7 +352,7 @@ def _skewed(
             job.pk,
             logs.printable(job.task),
             job.attempt,
-            logs.one_line(context.mask(limits.shortened(transitions.error_line(error), 1000))),
+            logs.one_line(limits.shortened(context.mask(transitions.error_line(error)), 1000)),
             extra=logs.job_fields(job),
         )
     return outcome

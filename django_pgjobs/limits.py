@@ -57,13 +57,17 @@ TEXT_LENGTH = 255
 
 def shown(value: Any, width: int = 80) -> str:
     """``repr(value)`` for a message, shortened; never raises (an int of 5,000 digits does)."""
+    return shortened(repr_text(value), width)
+
+
+def repr_text(value: Any) -> str:
+    """``repr(value)`` whole, or what says why there is none; never raises."""
     try:
-        text = repr(value)
+        return repr(value)
     except (ValueError, RecursionError):
         return f"<a {type(value).__name__} too large to show>"
     except Exception as error:  # a __repr__ of the caller's that fails
         return f"<a {type(value).__name__} whose repr() raised {type(error).__name__}>"
-    return shortened(text, width)
 
 
 def shortened(text: str, width: int) -> str:

@@ -27,7 +27,7 @@ from json.encoder import (  # type: ignore[attr-defined]
 from typing import Any
 
 from .exceptions import PayloadError
-from .limits import shortened, shown, text_problem
+from .limits import repr_text, shortened, shown, text_problem
 
 #: Most levels of lists and dicts inside one another. Readers parse and print
 #: JSON by recursion (Python's json module, the admin's indented view), and a
@@ -361,9 +361,17 @@ def storable_text(text: str, limit: int) -> str:
     return text
 
 
-def storable_result(value: Any, limit: int) -> tuple[Any, str | None]:
+#: Most characters of the repr that stands in for a result that can't be stored.
+RESULT_REPR_LENGTH = 2_000
+
+
+def storable_result(
+    value: Any, limit: int, excerpt: Callable[[str, int], str] = shortened
+) -> tuple[Any, str | None]:
     """``value`` if it can be stored as a job's result (the rules of arguments), and
     None; otherwise what stands in for it, ``{"repr": ..., "unstorable": why}``, and why.
+    ``excerpt`` cuts the repr (a job's masks it first: a secret the cut split in two
+    would leave its first part unmasked).
 
     Most results are None, a bool, a number or a short string: those cost a type test.
     """
@@ -382,5 +390,6 @@ def storable_result(value: Any, limit: int) -> tuple[Any, str | None]:
         if size <= limit:
             return value, None
         why = f"result is {size} bytes of JSON, over the limit of {limit} (MAX_PAYLOAD_BYTES)"
-    stand_in = {"repr": storable_text(shown(value, 2_000), 2_000), "unstorable": why}
+    said = excerpt(repr_text(value), RESULT_REPR_LENGTH)
+    stand_in = {"repr": storable_text(said, RESULT_REPR_LENGTH), "unstorable": why}
     return stand_in, why

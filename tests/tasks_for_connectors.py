@@ -96,3 +96,10 @@ def connect_to(dsn: str) -> None:
     import psycopg
 
     psycopg.connect(dsn, connect_timeout=2).close()
+
+
+@task
+def return_bytes_echoing_a_secret(before: int, connector: ConnectorKind) -> bytes:
+    """Returns what a server echoed as bytes (no JSON: stored as its repr, cut), the
+    job connector's token ``before`` characters into it."""
+    return b"x" * before + str(connector.secret("token")).encode() + b"y" * 5_000

@@ -140,3 +140,21 @@ def test_a_secret_across_the_start_of_a_commands_kept_tail_leaves_no_part(db, af
     result = get_connector("cmd").run()
     assert result.truncated and result.stdout.endswith("y" * (100 - after)), result.stdout
     assert TOKEN[-after:] + "y" not in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize("before", [1_960, 1_990])
+def test_a_secret_across_the_cut_of_an_unstorable_results_repr_leaves_no_part(worker, before):
+    """A result that is no JSON (bytes a task returned as a server sent them) is stored
+    as its repr, cut to 2,000 characters, and then masked: the secret's first part stayed."""
+    from django_pgjobs import Job
+
+    ConnectorFactory(name="hook", secrets={"token": TOKEN})
+    job = Job.enqueue(
+        "tests.tasks_for_connectors.return_bytes_echoing_a_secret", [before], connector="hook"
+    )
+    worker.drain()
+    job.refresh_from_db()
+    shown = job.result["repr"]
+    assert shown.startswith("b'xxx") and job.result["unstorable"], job.result
+    prefix = TOKEN[: 2_000 - 3 - before - 2]  # after b' and before the "..."
+    assert "x" + prefix not in shown, shown[-60:]
