@@ -74,13 +74,13 @@ def test_text_that_only_looks_like_an_escaped_secret_is_kept():
 
 
 class _Answers(BaseHTTPRequestHandler):
-    """Answers with the status and body the test set on the server."""
+    """Answers with the status, body and content type the test set on the server."""
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        status, body = self.server.answer  # type: ignore[attr-defined]
+        status, body, kind = self.server.answer  # type: ignore[attr-defined]
         self.send_response(status)
-        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -102,8 +102,14 @@ def server() -> Iterator[ThreadingHTTPServer]:
 TOKEN = "tok-0123456789abcdefghijklmnopqrstuvwxyz"
 
 
-def _hook(server: ThreadingHTTPServer, status: int, body: str) -> None:
-    server.answer = (status, body.encode())  # type: ignore[attr-defined]
+def _hook(
+    server: ThreadingHTTPServer,
+    status: int,
+    body: str,
+    kind: str = "text/plain",
+    encoding: str = "utf-8",
+) -> None:
+    server.answer = (status, body.encode(encoding), kind)  # type: ignore[attr-defined]
     url = f"http://127.0.0.1:{server.server_address[1]}/hook"
     ConnectorFactory(name="hook", config={"url": url}, secrets={"token": TOKEN})
 
@@ -158,3 +164,24 @@ def test_a_secret_across_the_cut_of_an_unstorable_results_repr_leaves_no_part(wo
     assert shown.startswith("b'xxx") and job.result["unstorable"], job.result
     prefix = TOKEN[: 2_000 - 3 - before - 2]  # after b' and before the "..."
     assert "x" + prefix not in shown, shown[-60:]
+
+
+@pytest.mark.parametrize(
+    "kind, encoding",
+    [
+        ("text/plain; charset=utf-16", "utf-16"),  # with its byte order mark
+        ("text/html; charset=UTF-16LE", "utf-16-le"),
+        ("application/json; charset=utf-32", "utf-32"),
+        ("text/plain", "utf-16"),  # not said, but its byte order mark says it
+        ("text/plain; charset=latin-1", "latin-1"),
+    ],
+)
+def test_a_secret_echoed_in_the_charset_the_answer_declares_is_masked(db, server, kind, encoding):
+    """The answer was read as UTF-8 whatever it said: in UTF-16 the secret came out with
+    a NUL after each character (stored as \\x00), which no form matched, and was left
+    there for anyone to read."""
+    _hook(server, 401, f"denied: {TOKEN} é", kind, encoding)
+    with pytest.raises(ConnectorError) as failed:
+        get_connector("hook").request({"a": 1})
+    message = str(failed.value)
+    assert f"denied: {REDACTED} é" in message, message

@@ -12,6 +12,7 @@ an answer like any other, judged by ``expected_status``.
 from __future__ import annotations
 
 import base64
+import codecs
 import contextlib
 import email.utils
 import functools
@@ -55,10 +56,38 @@ class HttpResponse:
 
     @property
     def text(self) -> str:
-        return self.body.decode("utf-8", errors="replace")
+        """The body as text: in the charset its byte order mark or its ``Content-Type``
+        says, else UTF-8; what is none of it replaced. Read as UTF-8 whatever it said, an
+        answer in UTF-16 had a NUL after each character, and a secret it echoed so was
+        masked in none of its forms."""
+        charset = self.charset()
+        try:
+            return self.body.decode(charset, errors="replace")
+        except (LookupError, UnicodeError, ValueError):  # rot13, base64: no text codecs
+            return self.body.decode("utf-8", errors="replace")
+
+    def charset(self) -> str:
+        """The body's charset, by its byte order mark, then ``Content-Type``; UTF-8."""
+        for mark, name in _BYTE_ORDER_MARKS:
+            if self.body.startswith(mark):
+                return name
+        declared = _CHARSET.search(self.headers.get("content-type", ""))
+        return declared[1] if declared else "utf-8"
 
     def json(self) -> Any:
         return json.loads(self.body)
+
+
+#: Byte order marks and the codec that reads past each (UTF-32's before UTF-16's: the
+#: little-endian UTF-32 mark starts with UTF-16's).
+_BYTE_ORDER_MARKS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+_CHARSET = re.compile(r"""[;\s]charset\s*=\s*["']?([A-Za-z0-9._:+-]{1,40})""", re.IGNORECASE)
 
 
 def _http_url(url: str) -> str | None:
