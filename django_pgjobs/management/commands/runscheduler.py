@@ -23,7 +23,8 @@ class Command(BaseCommand):
             "--once",
             action="store_true",
             help="Fire what is due now and run due maintenance, then exit 0 "
-            "(for hosts that run this from cron every minute).",
+            "(for hosts that run this from cron every minute: with -v 0 it prints only "
+            "errors).",
         )
         parser.add_argument(
             "--no-maintenance",
@@ -49,7 +50,8 @@ class Command(BaseCommand):
                 logger.info("created schedule(s) from settings: %s", ", ".join(created))
             report = scheduler.run_once()
             fired = [f for f in report.fired if f.fire_at is not None]
-            self.stdout.write(f"fired {len(fired)} tick(s)" + "".join(map(_tick_line, fired)))
+            if options["verbosity"] > 0:  # -v 0 from cron: mail only what went wrong
+                self.stdout.write(f"fired {len(fired)} tick(s)" + "".join(map(_tick_line, fired)))
             return
         querylog.say_at_start(logger)
         stopsignals.on_stop_signals(scheduler.request_stop, logger, who=scheduler.name)
