@@ -17,7 +17,7 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -320,10 +320,8 @@ class Worker:
         sees it).
         """
         now = now or self.clock()
-        worker_id = self.record.pk if self.record else None
         self._room_at = None  # set again by the claims of full rate limits
         configs = self._queue_configs()
-        most = loaded.limit()  # no larger JSON value is loaded (loaded.py)
         ordered = sorted(
             self.queues, key=lambda name: -(configs.get(name) or {}).get("priority", 0)
         )
@@ -331,10 +329,12 @@ class Worker:
         alone = self._pool is not None  # each queue's claim fails on its own
         if self._refused:
             self._forget_refused()
+        tried: set[str] = set()
         for name in ordered:
             wanted = limit - len(claimed)
             if wanted <= 0:
                 break
+            tried.add(name)
             config = configs.get(name) or {}
             if config.get("paused"):
                 # Paused (by an operator while a row is dealt with, say): its claims
@@ -344,15 +344,7 @@ class Worker:
                 continue
             if alone and not self._claim_due(name):
                 continue
-            params = {
-                "queue": name,
-                "limit": wanted,
-                "now": now,
-                "worker_id": worker_id,
-                "states": self.states,
-                "most": most,
-                "inline": loaded.inline(most),  # larger ones are read when the job runs
-            }
+            params = self._claim_params(name, wanted, now)
             if not alone:
                 claimed += self._claim_queue(params, config)
                 continue
@@ -368,23 +360,71 @@ class Worker:
             if name in self._refused:
                 self._claim_passed(name)
             claimed += jobs
+        if alone and self._refused:
+            self._try_refused(now, configs, tried)
         # (A row whose run_at could not be loaded sorts as due now; it is failed at once.)
         claimed.sort(key=lambda job: (-job.priority, job.run_at or now, job.pk))
         if publish:
             self.publish_claimed(claimed)
         return claimed
 
+    def _claim_params(self, name: str, limit: int, now: datetime) -> dict:
+        """The parameters of a claim of up to ``limit`` jobs of queue ``name``."""
+        most = loaded.limit()  # no larger JSON value is loaded (loaded.py)
+        return {
+            "queue": name,
+            "limit": limit,
+            "now": now,
+            "worker_id": self.record.pk if self.record else None,
+            "states": self.states,
+            "most": most,
+            "inline": loaded.inline(most),  # larger ones are read when the job runs
+        }
+
     def _claim_queue(self, params: dict, config: dict) -> list[Job]:
         if config.get("limited"):
             return self._claim_limited(params)
         return db.fetch_jobs("claim", params, self.using)
+
+    def _try_refused(
+        self, now: datetime | None, configs: dict | None = None, tried: Collection[str] = ()
+    ) -> None:
+        """Try the claims of the refused queues that are due and were not claimed
+        (``tried``): the worker is full, or its other queues filled the claim. Each in a
+        transaction rolled back: nothing is claimed, nor committed in doubt, yet a row
+        a site's trigger still refuses fails it again, and a queue whose claim would go
+        through is said so. Else a full worker tried it again only once a slot freed,
+        and the readiness probe said its claims failing long after the row was dealt
+        with. Tried at the queue's backoff; up to the worker's capacity, as a claim
+        with every slot free would."""
+        now = now or self.clock()
+        configs = self._queue_configs() if configs is None else configs
+        room_at = self._room_at  # a rate limit's room: for the claims that take jobs
+        try:
+            for name in sorted(self._refused):
+                config = configs.get(name) or {}
+                if name in tried or config.get("paused") or not self._claim_due(name):
+                    continue
+                params = self._claim_params(name, self.concurrency + self.prefetch, now)
+                try:
+                    with transaction.atomic(using=self.using):
+                        self._claim_queue(params, config)
+                        transaction.set_rollback(True, using=self.using)
+                except Exception as error:
+                    if db.connection_trouble(error):
+                        raise  # the loop's, as a claim's
+                    self._claim_failed(name, error, undone=True)
+                    continue
+                self._claim_passed(name, tried_full=True)
+        finally:
+            self._room_at = room_at
 
     def _claim_due(self, name: str) -> bool:
         """Whether queue ``name`` is to be claimed now: not backed off after a failure."""
         refused = self._refused.get(name)
         return refused is None or time.monotonic() >= refused.retry_at
 
-    def _claim_failed(self, name: str, error: Exception) -> None:
+    def _claim_failed(self, name: str, error: Exception, undone: bool = False) -> None:
         """The claim of queue ``name`` failed with an error no lost connection explains:
         a statement the server refused (a site's trigger or constraint on one of its
         rows) or a bug of ours meeting an odd row. Said once while it repeats, naming
@@ -399,7 +439,8 @@ class Worker:
         claimed again. A claim the server refused committed nothing (its statement, or
         the transaction of a limited queue's, rolled back): the hand-back finds none.
         The connection is kept: a refused statement leaves it idle, in autocommit, and
-        the other queues' claims of this pass go on on it."""
+        the other queues' claims of this pass go on on it. ``undone``: a claim tried in
+        a transaction rolled back (``_try_refused``), in doubt of nothing."""
         now = time.monotonic()
         refused = self._refused.get(name)
         if refused is None:
@@ -409,16 +450,23 @@ class Worker:
         refused.kind = type(error).__name__
         refused.retry_at = now + outage.spread(refused.backoff.failed())
         refused.step.failed(error)
-        self._doubt(f"queue {name!r}: {_error_words(error)}")
+        if not undone:
+            self._doubt(f"queue {name!r}: {_error_words(error)}")
 
-    def _claim_passed(self, name: str) -> None:
+    def _claim_passed(self, name: str, tried_full: bool = False) -> None:
+        """The claim of refused queue ``name`` went through (``tried_full``: tried and
+        undone while the worker was full, ``_try_refused``)."""
         refused = self._refused.pop(name)
         logger.info(
-            "worker %s: queue %r claimed again after %s (%d failed claim(s) meanwhile)",
+            "worker %s: queue %r %s after %s (%d failed claim(s) meanwhile)%s",
             self.record.pk if self.record else "-",
             name,
+            "claims go through again" if tried_full else "claimed again",
             logs.delay(time.monotonic() - refused.since),
             refused.failures,
+            "; tried while the worker is full: its jobs are claimed once a slot frees"
+            if tried_full
+            else "",
         )
 
     def failing(self, longer_than: float) -> list[tuple[str | None, float, int, str]]:
@@ -593,7 +641,11 @@ class Worker:
         """
         now = limits.given_now(now)
         free = self.free_slots()
-        if self.stopping.is_set() or not self._worth_a_claim(free):
+        if self.stopping.is_set():
+            return []
+        if not self._worth_a_claim(free):
+            if self._refused and self._pool is not None:
+                self._try_refused(now)
             return []
         with self._lock:
             self._claiming = True
@@ -1145,9 +1197,9 @@ class Worker:
             retry_at = self._retries_at[0] if self._retries_at else None
         pending = [d for d in (self._due_at(c) for c in timed) if d is not None]
         pending += [at for at in (self._room_at, retry_at, self._retry_lost_at) if at is not None]
-        # A queue backed off after its claim failed: claimed again then. Only one still
-        # ahead: one past (the worker full since, or the queue paused) waits for a
-        # claim the loop makes anyway, not for a wake-up every 10 ms.
+        # A queue backed off after its claim failed: claimed again then (tried, if the
+        # worker is full: _try_refused). Only one still ahead: one past (the queue
+        # paused) waits for a claim the loop makes anyway, not for a wake-up every 10 ms.
         now = time.monotonic()
         pending += [r.retry_at for r in self._refused.values() if r.retry_at > now]
         if not pending:

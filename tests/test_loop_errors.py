@@ -605,6 +605,44 @@ def test_a_paused_queue_whose_claims_failed_is_no_reason_to_be_unready(
     wait(lambda: probe(port, "/readyz") == (200, "ready\n"), timeout=20)
 
 
+def test_a_full_worker_tries_a_refused_queue_again_and_is_ready_once_it_passes(
+    threaded_worker, wait, caplog, queue_trigger, probed, monkeypatch
+):
+    """A worker with no free slot claims nothing: a refused queue was not tried again
+    until a slot freed, and /readyz said its claims failing long after the row was
+    dealt with. Its claim is tried (and undone) at its backoff while the worker is
+    full: still failing while the row is there, ready once it is gone."""
+    monkeypatch.setattr(probes, "FAILING_AFTER", 1.0)
+    caplog.set_level(logging.DEBUG, logger="django_pgjobs.worker")
+    queue_trigger("mail")
+    odd = Job.enqueue("testproject.demo.tasks.add", args=["a", "b"], queue="mail")
+    worker = threaded_worker(
+        queues=["mail", "default"], concurrency=1, prefetch=0, poll_interval=0.2
+    )
+    port = probed(worker)
+    wait(lambda: probe(port, "/readyz")[0] == 503, timeout=30)
+    busy = Job.enqueue("tests.tasks_for_tests.until_cancelled", args=["full", 60])
+    try:
+        worker.wakeup.set()
+        wait(lambda: state(busy) == JobState.EXECUTING, timeout=10)
+        assert worker.free_slots() == 0
+        # Full, the row still there: tried again, failing again, unready.
+        tried = len(queue_failures(caplog, "mail"))
+        wait(lambda: len(queue_failures(caplog, "mail")) >= tried + 2, timeout=30)
+        assert probe(port, "/readyz")[0] == 503
+        assert state(odd) == JobState.AVAILABLE  # a try while full claims nothing
+        # The row gone: ready while the worker is still full, the queue's jobs left alone.
+        Job.objects.filter(pk=odd.pk).delete()
+        plain = Job.enqueue("testproject.demo.tasks.add", args=[1, 2], queue="mail")
+        wait(lambda: probe(port, "/readyz") == (200, "ready\n"), timeout=20)
+        assert state(busy) == JobState.EXECUTING and state(plain) == JobState.AVAILABLE
+        passed = [r.getMessage() for r in caplog.records if "go through again" in r.getMessage()]
+        assert len(passed) == 1 and "queue 'mail'" in passed[0] and "full" in passed[0]
+    finally:
+        transitions.cancel(Job.objects.get(pk=busy.pk))
+    wait(lambda: state(plain) == JobState.COMPLETED, timeout=20)
+
+
 # -- a claim in doubt: said by its cause; a refused hand-back fails on its own ---------
 
 
