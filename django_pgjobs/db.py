@@ -350,6 +350,21 @@ def fetch_dicts(name: str, params: dict[str, Any], using: str | None = None) -> 
     return [dict(zip(columns, row, strict=True)) for row in rows]
 
 
+def fetch_dicts_committed(
+    name: str, params: dict[str, Any], using: str | None = None
+) -> list[dict]:
+    """``fetch_dicts`` on a connection of its own, in autocommit: what is committed now,
+    which the snapshot of the caller's REPEATABLE READ or SERIALIZABLE transaction may
+    not show. Opened and closed for the one statement (a rare path: see its callers)."""
+    own = connections.create_connection(using or alias())
+    try:
+        with own.cursor() as cursor:
+            columns, rows = _execute(cursor, name, params)
+    finally:
+        own.close()
+    return [dict(zip(columns, row, strict=True)) for row in rows]
+
+
 #: jsonb texts of most JSON fields of a claimed job: made without the decoder.
 _EMPTY_JSON = {"[]": list, "{}": dict}
 

@@ -841,7 +841,8 @@ def _insert_unique(job: Job, using: str, unique_for: float | None = None) -> Non
 
     job.is_duplicate = False
     if unique_for is not None:
-        db.fetch_dicts("lock_unique_key", {"queue": job.queue, "key": job.unique_key}, using)
+        key = {"queue": job.queue, "key": job.unique_key}
+        isolation = db.fetch_dicts("lock_unique_key", key, using)[0]["isolation"]
         since = job.created_at - timedelta(seconds=unique_for)
         existing = loaded.holder(
             Job.objects.using(using)
@@ -852,6 +853,8 @@ def _insert_unique(job: Job, using: str, unique_for: float | None = None) -> Non
             loaded.become(job, existing.__dict__)
             job.is_duplicate = True
             return
+        if isolation != "read committed" and _held_out_of_sight(job, since, using):
+            raise _conflict(job, using)
     for tries_left in reversed(range(UNIQUE_INSERT_TRIES)):
         try:
             with transaction.atomic(using=using):
@@ -877,6 +880,18 @@ def _insert_unique(job: Job, using: str, unique_for: float | None = None) -> Non
             loaded.become(job, existing.__dict__)
             job.is_duplicate = True
             return
+
+
+def _held_out_of_sight(job: Job, since: datetime, using: str) -> bool:
+    """Whether a job enqueued since ``since`` holds ``job``'s unique_for key, committed
+    after the caller's snapshot: the check above read that snapshot, and a holder that
+    finished since left the unique index, so nothing else would refuse a second job
+    within the window. Read on a connection of its own, after the key's lock was
+    taken: every holder committed before it, and none can commit before this
+    transaction ends. A job the snapshot showed was returned, and this transaction's
+    own are not committed: whatever this finds, the snapshot can't show."""
+    params = {"queue": job.queue, "key": job.unique_key, "since": since}
+    return db.fetch_dicts_committed("unique_key_enqueued_since", params, using)[0]["held"]
 
 
 def _unique_key_taken(error: IntegrityError) -> bool:

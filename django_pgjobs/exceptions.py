@@ -132,9 +132,11 @@ class UniqueKeyConflict(PgJobsError, IntegrityError):
     """An enqueue whose ``unique_key`` is held by an active job this transaction can't
     read: one committed after its snapshot, under REPEATABLE READ or SERIALIZABLE (or,
     at READ COMMITTED, holders that kept finishing as it looked). The unique index
-    refused the insert; nothing was written and the transaction is still usable, but
-    under its snapshot the holder stays out of sight: retry the whole transaction, as
-    for a serialization failure, and the enqueue returns the holder (``is_duplicate``).
+    refused the insert (for a ``unique_for`` task, a look on a connection of its own
+    found a job of the window, finished or not, committed so); nothing was written
+    and the transaction is still usable, but under its snapshot the holder stays out
+    of sight: retry the whole transaction, as for a serialization failure, and the
+    enqueue returns the holder (``is_duplicate``).
     An ``IntegrityError`` still, as the raw one raised before it was."""
 
     def __init__(self, queue: str, key: str, isolation: str = "") -> None:

@@ -9,7 +9,7 @@ import pytest
 from django.db import IntegrityError, connection, connections, transaction
 from django.utils import timezone
 
-from django_pgjobs import Job
+from django_pgjobs import Job, transitions
 from django_pgjobs.exceptions import PgJobsError, UniqueKeyConflict
 from django_pgjobs.states import JobState
 from tests.tasks_for_tests import once_an_hour, unique_report
@@ -116,4 +116,46 @@ def test_a_key_whose_holder_committed_after_the_snapshot_is_a_clear_error(isolat
         assert "retry the transaction" in str(error)
         assert not Job.objects.exists()  # usable, its snapshot still
     again = Job.enqueue("testproject.demo.tasks.add", [2, 2], unique_key="report-1")
+    assert (again.pk, again.is_duplicate) == (holder, True)  # retried: the holder
+
+
+def _enqueued_and_cancelled_elsewhere(name: str) -> int:
+    """A job of ``once_an_hour(name)``, enqueued then cancelled (finished) on another
+    connection (a thread's), each committed."""
+    ids: list[int] = []
+
+    def enqueue() -> None:
+        try:
+            job = once_an_hour.enqueue(name)
+            transitions.cancel(job)
+            ids.append(job.pk)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=enqueue)
+    thread.start()
+    thread.join(30)
+    assert ids, "the other connection enqueued nothing"
+    return ids[0]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("isolation", ["REPEATABLE READ", "SERIALIZABLE"])
+def test_unique_for_holds_against_a_finished_holder_committed_after_the_snapshot(isolation):
+    """unique_for's check of the jobs within its window reads the caller's snapshot:
+    a holder committed after it, and finished since (the unique index no longer
+    holds its key), was out of sight, and a second job was made within the window,
+    silently. The enqueue raises UniqueKeyConflict instead, writing nothing, and the
+    transaction retried returns the holder."""
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(f"SET TRANSACTION ISOLATION LEVEL {isolation}")
+        assert not Job.objects.exists()  # the snapshot is taken
+        holder = _enqueued_and_cancelled_elsewhere("daily")
+        with pytest.raises(UniqueKeyConflict) as refused:
+            once_an_hour.enqueue("daily")
+        assert "retry the transaction" in str(refused.value)
+        assert not Job.objects.exists()  # usable, its snapshot still
+    assert list(Job.objects.values_list("pk", flat=True)) == [holder]
+    again = once_an_hour.enqueue("daily")
     assert (again.pk, again.is_duplicate) == (holder, True)  # retried: the holder
