@@ -49,6 +49,7 @@ import html
 import itertools
 import json
 import re
+import string
 import urllib.parse
 from collections.abc import Iterable
 from typing import Any
@@ -271,9 +272,9 @@ def character_pattern(secret: str) -> str:
     JSON ``\\uXXXX`` (a surrogate pair past the BMP) or short escape, its UTF-8 bytes
     URL-encoded once or twice, an HTML character reference by number or name, in either
     case. Encoders escape different sets of characters (.NET's JSON ``+`` and ``'``,
-    JavaScript's ``encodeURIComponent`` none of ``!*'()``, Java's ``URLEncoder`` ``~``),
-    and no list of whole forms holds every mix; a text is masked only if it holds every
-    character of the secret, in order."""
+    JavaScript's ``encodeURIComponent`` none of ``!*'()``, Java's ``URLEncoder`` ``~``,
+    a shell's quoting ``$`` and ``'``), and no list of whole forms holds every mix; a
+    text is masked only if it holds every character of the secret, in order."""
     return "".join(_character(ch) for ch in secret)
 
 
@@ -295,12 +296,19 @@ def _character(ch: str) -> str:
         escaped.append(re.escape(short))
     if name := _HTML_NAMES.get(ch):
         escaped.append(f"&{name};")
-    # Hex digits and names in either case; the character itself as it is.
-    return f"(?:{re.escape(ch)}|(?i:{'|'.join(escaped)}))"
+    if ch in _PUNCTUATION:  # a shell's \$ (bash's declare -p, printf %q), repr's \'
+        escaped.append(re.escape("\\" + ch))
+    if ch == "'":  # closed, then quoted, in a shell's single-quoted word (set, shlex.quote)
+        escaped += [re.escape("'\\''"), re.escape("'\"'\"'")]
+    # Hex digits and names in either case; the character itself as it is, tried last:
+    # a secret ending in a backslash, escaped as two, is masked with both of them.
+    return f"(?:(?i:{'|'.join(escaped)})|{re.escape(ch)})"
 
 
 #: The characters JSON escapes with a backslash and a letter (or themselves).
 _JSON_SHORT = {'"': '\\"', "\\": "\\\\", "/": "\\/", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+#: What a backslash may escape: ASCII punctuation and the space.
+_PUNCTUATION = frozenset(string.punctuation + " ")
 #: The characters HTML escapes by name in what servers write (``&amp;``, ``&quot;``).
 _HTML_NAMES = {"&": "amp", "<": "lt", ">": "gt", '"': "quot", "'": "apos"}
 

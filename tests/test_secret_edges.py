@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import html
 import json
+import re
+import shlex
 import sys
 import threading
 import urllib.parse
@@ -55,6 +57,11 @@ ENCODERS: dict[str, Callable[[str], str]] = {
     "PHP urlencode": lambda t: urllib.parse.quote_plus(t, safe="-_.").replace("~", "%7E"),
     "Go url.PathEscape": lambda t: urllib.parse.quote(t, safe="-_.~$&+,:;=@"),
     "JSON upper-case escapes": lambda t: json.dumps(t)[1:-1].replace("/", "\\u002F"),
+    # A program printing its environment: bash's declare -p / export -p, printf %q, set.
+    "bash declare -p": lambda t: re.sub(r'([$"\\`])', r"\\\1", t),
+    "bash printf %q": lambda t: re.sub(r"([^\w@%+=:,./-])", r"\\\1", t),
+    "bash set": lambda t: t.replace("'", "'\\''"),
+    "shlex.quote": lambda t: shlex.quote(t)[1:-1],
 }
 
 
@@ -185,3 +192,20 @@ def test_a_secret_echoed_in_the_charset_the_answer_declares_is_masked(db, server
         get_connector("hook").request({"a": 1})
     message = str(failed.value)
     assert f"denied: {REDACTED} é" in message, message
+
+
+def test_a_secret_a_command_prints_shell_quoted_is_masked(db):
+    """``declare -p`` (bash's ``export -p``) writes a variable's value with ``$``, ``"``,
+    a backslash and a backquote escaped: a program printing its environment so left a
+    secret holding one of them in the job's result."""
+    ConnectorFactory(
+        name="cmd",
+        kind="command",
+        config={
+            "executable": "bash",
+            "args": ["-c", "declare -p TOKEN; printf '%q\\n' \"$TOKEN\""],
+        },
+        secrets={"TOKEN": SECRET + "$`\\"},
+    )
+    result = get_connector("cmd").run()
+    assert result.stdout.splitlines() == [f'declare -x TOKEN="{REDACTED}"', REDACTED]
