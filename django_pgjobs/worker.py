@@ -328,7 +328,7 @@ class Worker:
         claimed: list[Job] = []
         alone = self._pool is not None  # each queue's claim fails on its own
         if self._refused:
-            self._forget_refused()
+            self._forget_refused(configs)
         tried: set[str] = set()
         for name in ordered:
             wanted = limit - len(claimed)
@@ -337,11 +337,7 @@ class Worker:
             tried.add(name)
             config = configs.get(name) or {}
             if config.get("paused"):
-                # Paused (by an operator while a row is dealt with, say): its claims
-                # failing tell nothing any more, nor hold the worker unready; tried
-                # afresh once it is resumed.
-                self._refused.pop(name, None)
-                continue
+                continue  # its failures, if any, are kept (see _forget_refused)
             if alone and not self._claim_due(name):
                 continue
             params = self._claim_params(name, wanted, now)
@@ -398,7 +394,9 @@ class Worker:
         with. Tried at the queue's backoff; up to the worker's capacity, as a claim
         with every slot free would."""
         now = now or self.clock()
-        configs = self._queue_configs() if configs is None else configs
+        if configs is None:
+            configs = self._queue_configs()
+            self._forget_refused(configs)
         room_at = self._room_at  # a rate limit's room: for the claims that take jobs
         try:
             for name in sorted(self._refused):
@@ -485,7 +483,7 @@ class Worker:
         except RuntimeError:  # changed while copied (no GIL): read again next report
             refused = []
         for name, queue_refused in sorted(refused):
-            if now - queue_refused.since > longer_than:
+            if not queue_refused.paused and now - queue_refused.since > longer_than:
                 found.append(
                     (name, queue_refused.since, queue_refused.failures, queue_refused.kind)
                 )
@@ -497,11 +495,21 @@ class Worker:
         since, failures = (last[0], last[1] + 1) if last else (time.monotonic(), 1)
         self._loop_failing = (since, failures, type(error).__name__)
 
-    def _forget_refused(self) -> None:
+    def _forget_refused(self, configs: dict) -> None:
         """Drop the failures of queues this worker no longer claims (a worker of every
-        queue reads their list again)."""
+        queue reads their list again), and mark those of paused queues (``configs``).
+
+        A paused queue (by an operator while a row is dealt with, say) makes no
+        progress on purpose: its failures are not said failing (``failing``), nor hold
+        the worker unready. They are kept, not dropped: resumed with the row still
+        there, its claims go on failing as before, said at DEBUG, failing since the
+        first failure (dropped, the first failure after a pause was said in full again,
+        as if new, and counted from then). Resumed, it is claimed at once (its retry
+        is past), then backed off as before the pause."""
         for name in [name for name in self._refused if name not in self.queues]:
             del self._refused[name]
+        for name, refused in self._refused.items():
+            refused.paused = bool((configs.get(name) or {}).get("paused"))
 
     def _queue_configs(self) -> dict[str, dict]:
         """Paused/blocking/limit/priority of this worker's queues.
@@ -1198,10 +1206,11 @@ class Worker:
         pending = [d for d in (self._due_at(c) for c in timed) if d is not None]
         pending += [at for at in (self._room_at, retry_at, self._retry_lost_at) if at is not None]
         # A queue backed off after its claim failed: claimed again then (tried, if the
-        # worker is full: _try_refused). Only one still ahead: one past (the queue
-        # paused) waits for a claim the loop makes anyway, not for a wake-up every 10 ms.
+        # worker is full: _try_refused). Only one still ahead, and not paused: one past
+        # (claimed or tried at every pass) waits for a pass the loop makes anyway, not
+        # for a wake-up every 10 ms; a paused one is not claimed until resumed.
         now = time.monotonic()
-        pending += [r.retry_at for r in self._refused.values() if r.retry_at > now]
+        pending += [r.retry_at for r in self._refused.values() if r.retry_at > now and not r.paused]
         if not pending:
             return None
         return max(0.01, min(pending) - time.monotonic())
@@ -1751,6 +1760,7 @@ class _Refused:
     retry_at: float = 0.0  # time.monotonic() after which the queue is claimed again
     backoff: outage.Doubling = field(default_factory=lambda: outage.Doubling(QUEUE_RETRY_MAX))
     kind: str = ""  # the class of the last failure's error (for the readiness probe)
+    paused: bool = False  # the queue is paused: not said failing (Worker._forget_refused)
 
     @property
     def failures(self) -> int:

@@ -605,6 +605,37 @@ def test_a_paused_queue_whose_claims_failed_is_no_reason_to_be_unready(
     wait(lambda: probe(port, "/readyz") == (200, "ready\n"), timeout=20)
 
 
+def test_a_paused_queue_keeps_its_failures_and_goes_on_failing_once_resumed(
+    threaded_worker, wait, caplog, queue_trigger, probed, monkeypatch
+):
+    """A pause dropped the queue's failure record: resumed with its row still there,
+    its first failure was said at ERROR again, with its traceback, as if new, and its
+    readiness counted from then. Kept across the pause (not said failing meanwhile), it
+    goes on: said at DEBUG, failing since its first failure."""
+    monkeypatch.setattr(probes, "FAILING_AFTER", 1.0)
+    caplog.set_level(logging.DEBUG, logger="django_pgjobs.worker")
+    queue_trigger("mail")
+    Job.enqueue("testproject.demo.tasks.add", args=["a", "b"], queue="mail")
+    worker = threaded_worker(queues=["mail", "default"], poll_interval=0.2)
+    port = probed(worker)
+    wait(lambda: probe(port, "/readyz")[0] == 503, timeout=30)
+    [(queue, since, _, error)] = worker.failing(0)
+    assert (queue, error) == ("mail", "DataError")
+    Queue.objects.filter(name="mail").update(paused=True)
+    wait(lambda: probe(port, "/readyz") == (200, "ready\n"), timeout=20)
+    assert worker.failing(0) == []
+    tried = len(queue_failures(caplog, "mail"))
+    Queue.objects.filter(name="mail").update(paused=False)
+    wait(lambda: len(queue_failures(caplog, "mail")) > tried, timeout=20)
+    again = queue_failures(caplog, "mail")[tried:]
+    assert all(r.levelno == logging.DEBUG for r in again), [r.getMessage() for r in again]
+    errors = [r for r in queue_failures(caplog, "mail") if r.levelno == logging.ERROR]
+    assert len(errors) == 1
+    wait(lambda: probe(port, "/readyz")[0] == 503, timeout=20)
+    [(queue, resumed_since, failures, _)] = worker.failing(0)
+    assert queue == "mail" and resumed_since == since and failures > tried
+
+
 def test_a_full_worker_tries_a_refused_queue_again_and_is_ready_once_it_passes(
     threaded_worker, wait, caplog, queue_trigger, probed, monkeypatch
 ):
