@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import pytest
 from django.db import connection
+from django.db.models.functions import Now
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
@@ -391,6 +393,26 @@ def test_run_again_leaves_alone_a_job_completed_again_after_the_question(admin_c
     assert state_of(job) == S.COMPLETED
 
 
+def test_run_again_of_a_job_without_a_completion_time_is_timed_by_the_database(
+    admin_client, monkeypatch
+):
+    """Its question carries the database's time, not a web host's 10 minutes ahead: a
+    completion after it (stamped by the database) was re-run unasked."""
+    from django_pgjobs.admin import jobs as jobs_admin
+
+    real = timezone.now
+    later = SimpleNamespace(now=lambda: real() + timedelta(minutes=10))
+    monkeypatch.setattr(jobs_admin, "timezone", later)
+    job = JobFactory(completed=True)
+    Job.objects.filter(pk=job.pk).update(finished_at=None)  # written by SQL
+    url = reverse("admin:pgjobs_job_retry", args=[job.pk])
+    yes = _answered_yes(admin_client.post(url))
+    Job.objects.filter(pk=job.pk).update(finished_at=Now() + timedelta(seconds=1))
+    response = admin_client.post(url, yes, follow=True)
+    assert "completed after you were asked" in messages_of(response)[0]
+    assert state_of(job) == S.COMPLETED
+
+
 def test_retry_now_of_a_job_that_completes_meanwhile_asks_first(admin_client):
     """The page offered "Retry now" for a failed job, which a worker ran and completed
     before the click's UPDATE: the retry ran it again, unasked."""
@@ -560,6 +582,33 @@ def test_retry_selected_leaves_alone_jobs_completed_after_the_question(admin_cli
     """The question counted the jobs completed then; one that completed between it and
     the "Yes" ran again without having been counted (a mail nobody was asked about)."""
     done, running = JobFactory(completed=True), JobFactory(retryable=True)
+    question = admin_client.post(changelist(), action("retry_jobs", done, running))
+    assert "Retry 2 job(s)? 1 of them completed" in _words(question)
+    yes = _answered_yes(question)
+    with completed_before_its_update(running.pk):  # a worker ran it meanwhile
+        response = admin_client.post(changelist(), yes, follow=True)
+    assert messages_of(response) == [
+        "1 job(s) will run again. Executing, waiting and available jobs were left alone.",
+        "1 job(s) completed after you were asked; left alone — select them again to re-run.",
+    ]
+    assert [state_of(j) for j in (done, running)] == [S.AVAILABLE, S.COMPLETED]
+
+
+@pytest.mark.parametrize("skew", [timedelta(minutes=10), timedelta(minutes=-10)],
+                         ids=["web-host-ahead", "web-host-behind"])  # fmt: skip
+def test_retry_selecteds_question_is_timed_by_the_database_not_the_web_host(
+    admin_client, monkeypatch, skew
+):
+    """Completions are stamped by the database's clock (a worker's, near it): a web host
+    10 minutes ahead ran again a job that completed after the question, unasked; one 10
+    minutes behind left alone the job it asked about, as "completed after you were
+    asked"."""
+    from django_pgjobs.admin import jobs as jobs_admin
+
+    real = timezone.now
+    monkeypatch.setattr(jobs_admin, "timezone", SimpleNamespace(now=lambda: real() + skew))
+    done, running = JobFactory(completed=True), JobFactory(retryable=True)
+    Job.objects.filter(pk=done.pk).update(finished_at=Now())  # by the database's clock
     question = admin_client.post(changelist(), action("retry_jobs", done, running))
     assert "Retry 2 job(s)? 1 of them completed" in _words(question)
     yes = _answered_yes(question)

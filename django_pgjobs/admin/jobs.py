@@ -40,7 +40,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.safestring import SafeString
 
-from .. import limits, shown, stats, transitions
+from .. import clocks, limits, shown, stats, transitions
 from ..exceptions import JobGone
 from ..models import Job, JobDependency
 from ..states import FINISHED, RETRY_FROM, InvalidTransition, JobState
@@ -478,7 +478,7 @@ class JobAdmin(OperatorAdmin):
             job=job,
             job_label=f"Job #{job.pk}",
             job_url=reverse("admin:pgjobs_job_change", args=[job.pk]),
-            completed_by=(job.finished_at or timezone.now()).isoformat(),
+            completed_by=(job.finished_at or clocks.database_now(job._state.db)).isoformat(),
         )
 
     def cancel_view(self, request: HttpRequest, job_id: str) -> HttpResponse:
@@ -549,7 +549,10 @@ class JobAdmin(OperatorAdmin):
         under the list's filters), not as the ids of the jobs counted."""
         completed_by = answered_yes(request)
         if completed_by is None:
-            asked_at = timezone.now()  # before the count: a job completing after it is left alone
+            # Before the count: a job completing after it is left alone. By the database's
+            # clock, near the workers' that stamp completions: a web host's ahead re-ran
+            # jobs completed after the question, unasked; one behind, none asked about.
+            asked_at = clocks.database_now(queryset.db)
             completed = transitions.can_be_retried(queryset).filter(state=S.COMPLETED)
             if completed.exists():
                 return self.retry_jobs_confirmation(request, queryset, completed, asked_at)
