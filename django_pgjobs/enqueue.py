@@ -214,7 +214,8 @@ class JobBuilder:
 
     def _checked_payload(self, spec: JobSpec, shape: Shape) -> Shape:
         payload.check(spec.args, spec.kwargs, self.max_payload)
-        if spec.meta:
+        if spec.meta is not None and (type(spec.meta) is not dict or spec.meta):
+            # Only None is no meta (as for kwargs): [], "" or 0 is refused, not taken for none.
             payload.check_meta(spec.meta, self.max_payload)
             if not RESERVED_KEYS.keys().isdisjoint(spec.meta):
                 key = min(RESERVED_KEYS.keys() & spec.meta.keys())
@@ -705,27 +706,35 @@ def _insert_columns() -> list[tuple[str, str]]:
 
 def _as_spec(spec: JobSpec | dict[str, Any]) -> JobSpec:
     """``spec`` as a JobSpec (every path of insert_jobs, and middleware, sees it so).
-    ``args=None`` is no args and ``kwargs=None`` no kwargs, as for ``Job.enqueue``, as
-    ``null`` is for ``POST /jobs`` and as None is "not given" for every other key
-    (queue, run_at, meta, ...): in a dict or a JobSpec it was a PayloadError ("args
-    must be a list, not NoneType")."""
+    ``args=None`` is no args, ``kwargs=None`` no kwargs and ``meta=None`` no meta, as
+    for ``Job.enqueue``, as ``null`` is for ``POST /jobs`` and as None is "not given"
+    for every other key (queue, run_at, ...): in a dict or a JobSpec it was a
+    PayloadError ("args must be a list, not NoneType"), and a meta of None reached
+    middleware as None (TenantMiddleware gave such a job no tenant)."""
     if isinstance(spec, JobSpec):
-        if spec.args is None or spec.kwargs is None:  # the caller's spec is left alone
+        if _has_none(spec):  # the caller's spec is left alone
             return _no_none(dataclasses.replace(spec))
         return spec
     try:
         built = JobSpec(**spec)
     except TypeError:  # said again here, at no cost to a good batch
         raise TypeError(spec_problem(spec)) from None
-    return _no_none(built) if built.args is None or built.kwargs is None else built
+    return _no_none(built) if _has_none(built) else built
+
+
+def _has_none(spec: JobSpec) -> bool:
+    return spec.args is None or spec.kwargs is None or spec.meta is None
 
 
 def _no_none(spec: JobSpec) -> JobSpec:
-    """``spec`` (a copy of the caller's), its ``args`` or ``kwargs`` of None made empty."""
+    """``spec`` (a copy of the caller's), its ``args``, ``kwargs`` or ``meta`` of None
+    made empty."""
     if spec.args is None:
         spec.args = ()
     if spec.kwargs is None:
         spec.kwargs = {}
+    if spec.meta is None:
+        spec.meta = {}
     return spec
 
 

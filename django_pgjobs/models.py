@@ -573,8 +573,8 @@ class Job(models.Model):
         concurrency_key: str | None = None,
     ) -> Job:
         """Insert one job in the caller's transaction and return it. None means none
-        for ``args`` and ``kwargs`` alike (and for ``meta``); anything else not a list
-        (``args``) or a dict (``kwargs``) is a PayloadError, an empty one of the wrong
+        for ``args``, ``kwargs`` and ``meta`` alike; anything else not a list (``args``)
+        or a dict (``kwargs``, ``meta``) is a PayloadError, an empty one of the wrong
         type too (``kwargs or {}`` took ``[]`` and ``""`` for no kwargs)."""
         from .enqueue import JobSpec, insert_jobs
 
@@ -594,7 +594,7 @@ class Job(models.Model):
             timeout,
             pass_results,
             on_dependency_failure,
-            meta or {},
+            {} if meta is None else meta,
             debounce_key,
             debounce,
             concurrency_key,

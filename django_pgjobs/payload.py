@@ -281,6 +281,17 @@ def check(args: Any, kwargs: Any, limit: int) -> None:
         )
 
 
+def given_meta(meta: Any) -> dict[str, Any]:
+    """A caller's meta to add keys to (a pipeline's): None is none, as for kwargs;
+    anything but a dict is refused, an empty one of another type too (``meta or {}``
+    took ``[]``, ``""`` and 0 for none)."""
+    if meta is None:
+        return {}
+    if not isinstance(meta, dict):
+        raise PayloadError(f"meta must be a dict, not {type(meta).__name__}", field="meta")
+    return meta
+
+
 def check_meta(meta: Any, limit: int) -> None:
     """A job's meta: a dict of JSON, like kwargs."""
     if not isinstance(meta, dict):

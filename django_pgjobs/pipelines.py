@@ -25,7 +25,7 @@ from typing import Any
 
 from django.db import transaction
 
-from . import conf, dependencies, limits
+from . import conf, dependencies, limits, payload
 from .context import current_job
 from .enqueue import JobSpec, insert_jobs
 from .exceptions import InvalidOption
@@ -61,7 +61,7 @@ def enqueue_pipeline(*stages: Stage, name: str | None = None) -> list[list[Job]]
                     replace(
                         spec,
                         depends_on=[*spec.depends_on, *previous],
-                        meta={**(spec.meta or {}), "pipeline": pipeline},
+                        meta={**payload.given_meta(spec.meta), "pipeline": pipeline},
                     )
                     for spec in specs
                 ]
@@ -106,7 +106,7 @@ def add_to_running_pipeline(specs: Sequence[JobSpec]) -> list[Job]:
     with transaction.atomic(using=parent._state.db or conf.get("DATABASE")):
         jobs = insert_jobs(
             [
-                replace(spec, meta={**(spec.meta or {}), "pipeline": pipeline})
+                replace(spec, meta={**payload.given_meta(spec.meta), "pipeline": pipeline})
                 if pipeline
                 else spec
                 for spec in specs

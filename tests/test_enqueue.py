@@ -16,6 +16,7 @@ from django_pgjobs import Job, PayloadError, UnknownQueue, UnknownTask, tasks
 from django_pgjobs.enqueue import COPY_AT_LEAST, JobSpec
 from django_pgjobs.exceptions import InvalidOption, InvalidQueueName
 from django_pgjobs.models import Queue
+from django_pgjobs.pipelines import enqueue_pipeline
 from django_pgjobs.states import JobState
 from testproject.demo.tasks import add, send_welcome
 from tests.factories import QueueFactory
@@ -651,6 +652,36 @@ def test_args_and_kwargs_of_the_wrong_type_are_refused_even_when_empty(field, va
             with pytest.raises(PayloadError, match=f"^{field} must be {kind}, not "):
                 call()
         assert Job.objects.count() == 0  # nothing written, the transaction still usable
+
+
+@pytest.mark.parametrize("value", [[], "", 0, False, [("a", 1)]], ids=repr)
+def test_meta_of_the_wrong_type_is_refused_even_when_empty(value):
+    """Only None means no meta, as for kwargs: ``meta or {}`` took ``meta=[]``, ``""``,
+    0 and False for none at Job.enqueue and enqueue_pipeline, and enqueue_many left a
+    falsy meta unchecked; a pipeline's ``{**meta}`` raised TypeError for a list."""
+    with transaction.atomic():
+        for call in (
+            lambda: Job.enqueue(ANYTHING, meta=value),
+            lambda: Job.enqueue_many([{"task": ANYTHING, "meta": value}]),
+            lambda: Job.enqueue_many([JobSpec(ANYTHING, meta=value)] * COPY_AT_LEAST),
+            lambda: enqueue_pipeline(JobSpec(ANYTHING, meta=value)),
+        ):
+            with pytest.raises(PayloadError, match=r"^meta must be a dict, not "):
+                call()
+        assert Job.objects.count() == 0  # nothing written, the transaction still usable
+
+
+def test_meta_none_is_no_meta_at_every_entry_point():
+    spec = JobSpec(ANYTHING, meta=None)  # type: ignore[arg-type]
+    jobs = [
+        Job.enqueue(ANYTHING, meta=None),
+        *Job.enqueue_many([{"task": ANYTHING, "meta": None}, spec]),
+        *Job.enqueue_many([spec] * COPY_AT_LEAST)[:1],
+        *enqueue_pipeline(spec)[0],
+    ]
+    assert spec.meta is None  # the caller's spec is left as it was
+    assert [Job.objects.get(pk=job.pk).meta for job in jobs][:4] == [{}] * 4
+    assert set(Job.objects.get(pk=jobs[-1].pk).meta) == {"pipeline"}
 
 
 @pytest.mark.parametrize("option", ["unique", "isolated", "typed"])

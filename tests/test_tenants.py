@@ -14,6 +14,8 @@ from django.db import connection
 from psycopg import sql
 
 from django_pgjobs import Job
+from django_pgjobs.enqueue import JobSpec
+from django_pgjobs.pipelines import enqueue_pipeline
 from django_pgjobs.states import JobState
 from testproject.demo.models import Run
 from testproject.testdb import test_database_name as database_name
@@ -43,6 +45,25 @@ def test_the_tenant_of_the_enqueue_is_the_tenant_of_the_run(tenancy, worker):
     assert Job.objects.get(pk=job.pk).meta == {"tenant": "acme"}
     worker.drain()
     assert tags() == ["job:acme", "untenanted:None"]
+
+
+@pytest.mark.django_db
+def test_meta_none_is_no_meta_and_gets_the_tenant_at_every_entry_point(tenancy):
+    """A dict's or a JobSpec's ``"meta": None`` reached the middleware as None, which
+    it took for a meta of another type (refused later) and left without the tenant:
+    the job ran outside its tenant."""
+    with use_tenant("acme"):
+        jobs = [
+            Job.enqueue(record_tenant.name, ["a"], meta=None),
+            *Job.enqueue_many(
+                [
+                    {"task": record_tenant.name, "args": ["b"], "meta": None},
+                    JobSpec(record_tenant.name, ["c"], meta=None),  # type: ignore[arg-type]
+                ]
+            ),
+            *enqueue_pipeline(JobSpec(record_tenant.name, ["d"], meta=None))[0],  # type: ignore[arg-type]
+        ]
+    assert [Job.objects.get(pk=job.pk).meta.get("tenant") for job in jobs] == ["acme"] * 4
 
 
 @pytest.mark.django_db
