@@ -216,7 +216,10 @@ def cancel_stranded(now: datetime, search: CycleSearch = CYCLE_SEARCH) -> int:
     them, or no unfinished one is left although they still count some; and those
     counting fewer than they wait for, whose dependencies' finishes the counter's
     CHECK would refuse; and the jobs of a dependency cycle. Each is logged; see
-    sql/cancel_stranded.sql."""
+    sql/cancel_stranded.sql. ``now`` is checked and converted as ``rescue_orphaned``'s
+    (InvalidOption): sent as given, a UTC offset PostgreSQL doesn't take (+20:00), a
+    naive time or text failed in SQL and aborted the caller's transaction."""
+    now = limits.required_now(now)
     rows = db.fetch_dicts("cancel_stranded", {"now": now, **search.params()})
     cancelled = [row for row in rows if row["id"] is not None]
     search.advance(next(row for row in rows if row["id"] is None))

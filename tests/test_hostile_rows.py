@@ -635,6 +635,8 @@ NOW_READERS = [
     ("dashboard_data", lambda now: dashboard_data(now)),
     ("no_worker_warning", lambda now: no_worker_warning(now)),
     ("tokens.authenticate", lambda now: authenticate(f"Bearer {issue('t', ['*'])[1]}", now)),
+    # A cancellation's finished_at (housekeeping.prune checked its now already).
+    ("maintenance.cancel_stranded", lambda now: maintenance.cancel_stranded(now)),
 ]
 
 #: A time a snooze lasts until, in no zone PostgreSQL takes: read as its instant.
