@@ -180,6 +180,30 @@ def test_a_malformed_mail_payload_is_discarded_with_the_reason(worker, smtp_peer
     assert smtp_peer.messages == []
 
 
+#: Payloads no server takes, each once an attempt failed and retried to the end.
+UNSENDABLE = {
+    "subject with a line break": ({"subject": "a\nBcc: x@example.com"}, "subject"),
+    "to with a line break": ({"to": ["a@example.com\nBcc: x@example.com"]}, "to"),
+    "from_email with a line break": ({"from_email": "a@example.com\r\nBcc: x"}, "from_email"),
+    "no address": ({"to": ["not an address"]}, "to"),
+    "non-ASCII local part": ({"to": ["ü@example.com"]}, "to"),
+    "two addresses in one": ({"cc": ["a@example.com, b@example.com"]}, "cc"),
+    "html no text": ({"html": 5}, "html"),  # was KeyError: 'builtins.int'
+}
+
+
+@pytest.mark.parametrize("odd, field", UNSENDABLE.values(), ids=UNSENDABLE.keys())
+def test_a_mail_payload_no_server_takes_is_discarded_naming_the_field(
+    worker, smtp_peer, odd, field
+):
+    mailer(smtp_peer)
+    mail = {"subject": "s", "body": "b", "to": ["a@example.com"], **odd}
+    job = run_one(worker, task=CALL, kwargs={"payload": mail}, connector="mailer")
+    assert job.state == JobState.DISCARDED and job.attempt == 1
+    assert f"bad payload for connector 'mailer': smtp payload: {field}" in job.errors[0]["error"]
+    assert smtp_peer.messages == []
+
+
 def test_smtp_connection_test_logs_in_and_sends_nothing(smtp_peer):
     mailer(smtp_peer)
     assert "logged in as mailer" in get_connector("mailer").test()

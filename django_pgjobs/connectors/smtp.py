@@ -13,6 +13,7 @@ import re
 import smtplib
 import socket
 from collections.abc import Iterator, Sequence
+from email.headerregistry import AddressHeader
 from typing import Any
 
 import django
@@ -21,6 +22,7 @@ from django.core.mail import EmailMessage, EmailMultiAlternatives
 from django.core.mail.backends.smtp import EmailBackend
 from django.core.mail.utils import DNS_NAME
 
+from ..limits import shown
 from . import deadline, sent_mail
 from .base import ConnectorKind, Option, seconds, secret_frames
 from .errors import ConnectorError, ConnectorMisconfigured
@@ -74,6 +76,44 @@ def _recipients(value: Any) -> list[str]:
     if isinstance(value, list) and all(isinstance(item, str) for item in value):
         return value
     raise TypeError(f"recipients must be an address or a list of addresses, not {value!r}")
+
+
+def _check_mail(payload: dict[str, Any]) -> None:
+    """TypeError naming the field of a payload no server takes: a header with a line
+    break, an address Django's backend refuses (as it parses one: no domain is fine),
+    an ``html`` that is no text. Each failed an attempt and was retried to the end (an
+    html of 5 as ``KeyError: 'builtins.int'``); ``call`` discards the job at once."""
+    html = payload.get("html")
+    if html and not isinstance(html, str):
+        raise TypeError(f"smtp payload: html must be text, not {shown(html)}")
+    for field in ("subject", "from_email"):
+        if isinstance(payload.get(field), str) and _LINE_BREAK.search(payload[field]):
+            raise TypeError(f"smtp payload: {field} holds a line break: {shown(payload[field])}")
+    for field in ("from_email", "to", "cc", "bcc", "reply_to"):
+        value = payload.get(field)
+        addresses = [value] if isinstance(value, str) else value
+        for address in addresses if isinstance(addresses, list) else ():
+            if isinstance(address, str) and (problem := _address_problem(address)):
+                raise TypeError(f"smtp payload: {field} {shown(address)} {problem}")
+
+
+_LINE_BREAK = re.compile(r"[\r\n]")
+
+
+def _address_problem(address: str) -> str | None:
+    """Why Django's SMTP backend refuses ``address`` (``prep_address``), or None."""
+    if not address:
+        return None  # an empty from_email: the config's, then DEFAULT_FROM_EMAIL
+    parsed = AddressHeader.value_parser(address)
+    defects = {str(defect) for defect in parsed.all_defects}
+    defects.discard("addr-spec local part with no domain")  # Django's "webmaster"
+    if _LINE_BREAK.search(address):
+        return "holds a line break"
+    if defects:
+        return f"is no address ({'; '.join(sorted(defects))})"
+    if len(parsed.all_mailboxes) != 1:
+        return "must be a single address"
+    return None
 
 
 class SmtpPartlySent(ConnectorError):
@@ -297,6 +337,7 @@ class SmtpConnector(ConnectorKind):
         missing = sorted({"subject", "body", "to"} - set(payload))
         if unknown or missing:
             raise TypeError(f"smtp payload: unknown keys {unknown}, missing keys {missing}")
+        _check_mail(payload)
         sent = self.send_mail(**payload)
         return {"sent": sent, "to": _recipients(payload["to"])}
 
