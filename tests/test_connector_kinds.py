@@ -237,6 +237,28 @@ def test_a_non_zero_exit_fails_the_attempt_with_stderr(worker):
     assert job.errors[0]["error"].endswith("exited with code 3: disk full\n")
 
 
+@pytest.mark.parametrize(
+    "payload, said",
+    [
+        ({"input": 5}, "input must be text"),  # ran with no input, and completed
+        ({"input": {"a": 1}}, "input must be text"),
+        ({"input": ["x"]}, "input must be text"),
+        ({"args": {"a": "b"}}, "args must be a list of strings"),  # ran with the arg "a"
+        ({"args": 5}, "args must be a list of strings"),  # "'int' object is not iterable"
+        ({"args": "ab"}, "args must be a list of strings"),
+    ],
+)
+def test_a_command_payload_it_cant_use_is_discarded_and_runs_nothing(
+    worker, tmp_path, payload, said
+):
+    ran = tmp_path / "ran"
+    command(f"open({str(ran)!r}, 'w').close()", allow_job_args=True, allow_job_input=True)
+    job = run_one(worker, task=CALL, kwargs={"payload": payload}, connector="script")
+    assert job.state == JobState.DISCARDED and job.attempt == 1, job.errors
+    assert said in job.errors[0]["error"]
+    assert not ran.exists()
+
+
 def test_secrets_reach_the_process_as_environment_and_are_masked_in_output(worker):
     command("import os; print(os.environ['DB_PASSWORD'])", secrets={"DB_PASSWORD": "hunter2-x"})
     job = run_one(worker, task=CALL, connector="script")

@@ -170,6 +170,10 @@ class CommandConnector(ConnectorKind):
         ``args`` and ``input`` come from the job: each needs the connector's consent
         (``allow_job_args``, ``allow_job_input``), or ConnectorRefused."""
         argv = self._argv(args)
+        if input is not None and not isinstance(input, str | bytes):
+            # Fed on a thread, it failed there: the program ran with no input, and the
+            # job completed.
+            raise TypeError(f"command input must be text (or bytes), not {shown(input)}")
         if input is not None and not self.config["allow_job_input"]:
             raise ConnectorRefused(
                 f"connector {self.name!r} does not take input from jobs "
@@ -223,8 +227,10 @@ class CommandConnector(ConnectorKind):
     # -- helpers -------------------------------------------------------------------------
 
     def _argv(self, args: Sequence[str]) -> list[str]:
-        if isinstance(args, str) or not all(isinstance(a, str) for a in args):
-            raise TypeError(f"command args must be a list of strings, not {args!r}")
+        # A dict ran with its keys as arguments; 5 said "'int' object is not iterable".
+        listed = isinstance(args, Sequence) and not isinstance(args, str | bytes)
+        if not listed or not all(isinstance(a, str) for a in args):
+            raise TypeError(f"command args must be a list of strings, not {shown(args)}")
         if args and not self.config["allow_job_args"]:
             raise ConnectorRefused(
                 f"connector {self.name!r} does not take arguments from jobs "
