@@ -327,6 +327,7 @@ MIGRATIONS_AFTER_SQUASH = [
     "0025_cascade_finds_children_by_id",
     "0026_dependency_count_stops_at_zero",
     "0027_workerprocess_failing",
+    "0028_unique_key_since_index",
 ]
 
 

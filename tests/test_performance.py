@@ -390,3 +390,39 @@ def test_prune_finds_finished_jobs_without_a_finish_time_through_the_finished_in
         cursor.execute("EXPLAIN " + db.statement("prune_undated"), params)
         found = "\n".join(row[0] for row in cursor.fetchall())
     assert "pgjobs_job_finished" in found and "Seq Scan on pgjobs_job job" not in found, found
+
+
+def test_a_unique_for_enqueue_finds_its_window_through_an_index():
+    # unique_for looks for a job of its key enqueued within the window, whatever its
+    # state: finished jobs are no entry in the active keys' unique index, so without
+    # pgjobs_job_unique_key_since each such enqueue read the whole table (100 ms at a
+    # million jobs) while holding the key's lock.
+    from django.test.utils import CaptureQueriesContext
+
+    from tests.tasks_for_tests import once_an_hour
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO pgjobs_job (task, queue, args, kwargs, state, priority, attempt,
+                                    max_attempts, run_at, created_at, finished_at, errors,
+                                    meta, pending_dependencies, unique_key)
+            SELECT 'testproject.demo.tasks.add', 'default', '[]', '{}', 'completed', 0,
+                   1, 3, now(), now(), now(), '[]', '{}', 0,
+                   CASE WHEN n % 100 = 0 THEN 'key ' || n END
+            FROM generate_series(1, 30000) AS n
+            """
+        )
+        cursor.execute("ANALYZE pgjobs_job")
+    with CaptureQueriesContext(connection) as queries:
+        once_an_hour.enqueue("weekly")
+    (window,) = [
+        q["sql"]
+        for q in queries.captured_queries
+        if q["sql"].startswith("SELECT") and '"created_at" >=' in q["sql"]
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("EXPLAIN " + window)
+        found = "\n".join(row[0] for row in cursor.fetchall())
+    assert "pgjobs_job_unique_key_since" in found, found
