@@ -265,6 +265,9 @@ _ZEROS = "0{0,4}"
 #: The most characters ``character_pattern`` matches for one character: ``%25F0``
 #: four times over (an astral character URL-encoded twice), an HTML reference.
 CHARACTER_REACH = 24
+#: The longest secret ``character_pattern`` is made of (passwords, tokens, API keys);
+#: longer ones are masked in the whole forms of ``encoded_forms`` alone.
+CHARACTER_WISE_MAX = 1_000
 
 
 def character_pattern(secret: str) -> str:
@@ -422,10 +425,13 @@ class Redactor:
             # character escaped on its own first, then the whole forms (base64 of the
             # escaped ones, a JSON string in another) that no character-wise match holds.
             secrets_first = sorted(self._secrets, key=len, reverse=True)
-            alternatives = [character_pattern(secret) for secret in secrets_first]
+            # Not for a key or a certificate: compiled, such a pattern costs a second
+            # per 10,000 characters, and nobody echoes one escaped character-wise.
+            wise = [secret for secret in secrets_first if len(secret) <= CHARACTER_WISE_MAX]
+            alternatives = [character_pattern(secret) for secret in wise]
             alternatives += map(re.escape, sorted(forms, key=len, reverse=True))
             self._pattern = re.compile("|".join(alternatives))
-            longest = max(len(secrets_first[0]) * CHARACTER_REACH, *map(len, forms))
+            longest = max(len(wise[0]) * CHARACTER_REACH if wise else 0, *map(len, forms))
             # Split over lines: a break (and its indent) every 76 characters or so.
             self.reach = 2 * longest + CREDENTIAL_REACH
 

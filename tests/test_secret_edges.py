@@ -73,6 +73,17 @@ def test_a_secret_escaped_as_other_languages_servers_escape_it_is_masked(encoder
     assert masked == f"denied: {REDACTED} (bad key)"
 
 
+def test_a_long_secret_is_masked_in_its_whole_forms():
+    """Past CHARACTER_WISE_MAX characters (a key, a certificate) no character-wise
+    pattern is made: compiled, one cost a second per 10,000 characters, per process."""
+    from django_pgjobs.redaction import CHARACTER_WISE_MAX
+
+    long = ("k3y+/" * CHARACTER_WISE_MAX)[: CHARACTER_WISE_MAX * 3]
+    redactor = Redactor([long])
+    for form in (long, json.dumps(long)[1:-1], urllib.parse.quote(long, safe="")):
+        assert redactor.text(f"<{form}>") == f"<{REDACTED}>"
+
+
 def test_text_that_only_looks_like_an_escaped_secret_is_kept():
     """Each character may come escaped or not, but every one must be there, in order."""
     redactor = Redactor([SECRET])
