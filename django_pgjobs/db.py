@@ -109,6 +109,11 @@ def transient(error: BaseException) -> bool:
 
 SQL_DIR = Path(__file__).resolve().parent / "sql"
 
+#: Every file of ``sql/``, read with this module as Python reads the module's code: an
+#: upgrade that replaces the installed package under running processes (pip removes
+#: the old files first) made a statement's first use fail (a worker's hand-back at
+#: shutdown, a web process's POST /jobs/run). About 50 small files.
+_TEXTS = {path.stem: path.read_text() for path in SQL_DIR.glob("*.sql")}
 
 #: A line of a statement that stands for a shared fragment: ``-- include: claimed_json``.
 _INCLUDE = re.compile(r"^[ \t]*-- include: (\w+)[ \t]*$", re.MULTILINE)
@@ -119,7 +124,10 @@ def statement(name: str) -> str:
     """The text of ``sql/<name>.sql``, each ``-- include: <fragment>`` line (alone on
     its line) replaced by the text of ``sql/<fragment>.sql``, itself included the same
     way: columns several statements return alike are written once (claimed_json.sql)."""
-    text = (SQL_DIR / f"{name}.sql").read_text()
+    try:
+        text = _TEXTS[name]
+    except KeyError:
+        raise LookupError(f"no statement {name!r} in {SQL_DIR}") from None
     return _INCLUDE.sub(lambda match: statement(match.group(1)).rstrip("\n"), text)
 
 
