@@ -19,7 +19,8 @@ secret in every form it is likely to travel in:
   how many bytes come before it (0, 1 or 2 past a multiple of three), so each
   of the three alignments is masked: the characters that depend on the secret
   alone;
-- each of the escaped forms in hex, lower or upper case (a byte dump, ``bytes.hex()``);
+- each of the escaped forms in hex, lower or upper case (a byte dump, ``bytes.hex()``),
+  and the secret's bytes in hex apart (``bytes.hex(" ")``, a ``hexdump -C`` line);
 - any of these split over lines (``LINE_BREAK``): base64 wrapped at 76 columns;
 - each character as it is or escaped on its own, as encoders that escape some
   characters and not others write it (``character_pattern``): .NET's JSON
@@ -281,6 +282,14 @@ def character_pattern(secret: str) -> str:
     return "".join(_character(ch) for ch in secret)
 
 
+def hex_pattern(secret: str) -> str:
+    """A pattern of the secret's UTF-8 bytes in hex, in either case, each pair apart or
+    not: ``bytes.hex(" ")``, Go's ``% x``, colons, the hex column of ``hexdump -C``
+    (two spaces after the eighth byte)."""
+    pairs = (f"{byte:02x}" for byte in secret.encode("utf-8", "surrogatepass"))
+    return f"(?i:{'[ :-]{0,2}'.join(pairs)})"
+
+
 def _character(ch: str) -> str:
     code = ord(ch)
     units = [code] if code < 0x10000 else [0xD800 + ((code - 0x10000) >> 10),
@@ -429,6 +438,7 @@ class Redactor:
             # per 10,000 characters, and nobody echoes one escaped character-wise.
             wise = [secret for secret in secrets_first if len(secret) <= CHARACTER_WISE_MAX]
             alternatives = [character_pattern(secret) for secret in wise]
+            alternatives += [hex_pattern(secret) for secret in wise]
             alternatives += map(re.escape, sorted(forms, key=len, reverse=True))
             self._pattern = re.compile("|".join(alternatives))
             longest = max(len(wise[0]) * CHARACTER_REACH if wise else 0, *map(len, forms))

@@ -65,6 +65,29 @@ ENCODERS: dict[str, Callable[[str], str]] = {
 }
 
 
+def _spaced_hex(text: str, separator: str) -> str:
+    return text.encode().hex(separator)
+
+
+def _hexdump_line(text: str) -> str:
+    """The hex column of ``hexdump -C``: bytes apart, two spaces after the eighth."""
+    pairs = [f"{byte:02x}" for byte in text.encode()[:16]]
+    return " ".join(pairs[:8]) + "  " + " ".join(pairs[8:])
+
+
+ENCODERS.update({
+    "bytes.hex(' ')": lambda t: _spaced_hex(t, " "),
+    "bytes.hex(':'), upper case": lambda t: _spaced_hex(t, ":").upper(),
+    "Go's % x": lambda t: _spaced_hex(t, " "),
+})  # fmt: skip
+
+
+def test_a_secret_in_a_hexdump_line_is_masked():
+    sixteen = SECRET[:16]
+    line = f"00000000  {_hexdump_line(sixteen)}  |................|"
+    assert Redactor([sixteen]).text(line).startswith(f"00000000  {REDACTED}  |")
+
+
 @pytest.mark.parametrize("encoder", ENCODERS.values(), ids=ENCODERS.keys())
 def test_a_secret_escaped_as_other_languages_servers_escape_it_is_masked(encoder):
     echoed = encoder(SECRET)
