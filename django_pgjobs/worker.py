@@ -123,6 +123,12 @@ UNRECORDED = frozenset({"crashed", "unrecorded"})
 #: tries: 0.1 s after the first, then twice as long each time (see Worker._keep).
 KEPT_RETRY_MAX = 5.0
 
+#: Least seconds a stopping worker waits for the outcomes of the jobs that finished to
+#: be written (and its kept ones tried a last time) once the running jobs were waited
+#: for: up to SHUTDOWN_TIMEOUT from the stop, or this long if that is sooner (or a
+#: second signal asked to hand back now).
+LAST_WRITES_MIN = 1.0
+
 #: What ``_write_alone`` says of an outcome it kept to try again later.
 KEPT = "kept"
 
@@ -1051,13 +1057,16 @@ class Worker:
         if wake:
             self.wakeup.set()
 
-    def _stop_completer(self, timeout: float = 10.0, last_try_by: float | None = None) -> None:
+    def _stop_completer(self, last_try_by: float) -> None:
         """Write what is queued, then stop the completer thread: the kept outcomes get
-        a last try each, until ``last_try_by`` (time.monotonic())."""
+        a last try each, until ``last_try_by`` (time.monotonic()), and it is waited for
+        until then. Not longer: a completer held by an outage never returns, and the
+        rest of shutdown (handing the other jobs back, removing the row) must run
+        before the process manager's grace period ends."""
         self._last_try_by = last_try_by
         if self._completer is not None and self._completer.is_alive():
             self._outcomes.put(None)
-            self._completer.join(timeout)
+            self._completer.join(max(0.0, last_try_by - time.monotonic()))
 
     # -- timeouts and cancellation ---------------------------------------------------
 
@@ -1650,9 +1659,16 @@ class Worker:
             # Still away: rescue returns them (a crash).
             with self._surviving("give back the jobs of a lost claim"):
                 self._hand_back_unheld()
-        # Jobs that finished are written, not handed back (which would run them again).
+        # Jobs that finished are written, not handed back (which would run them again):
+        # within SHUTDOWN_TIMEOUT, as the running jobs are waited for, and at least
+        # LAST_WRITES_MIN (a second signal: that alone). It was a fixed 10 s, past the
+        # timeout: a grace period set a little above it killed the worker before it
+        # handed its other jobs back.
+        last_writes_by = time.monotonic() + LAST_WRITES_MIN
+        if not self.hand_back_now.is_set():
+            last_writes_by = max(deadline, last_writes_by)
         with self._surviving("write the outcomes of the jobs that finished"):
-            self._stop_completer(last_try_by=max(deadline, time.monotonic() + 1.0))
+            self._stop_completer(last_writes_by)
         if self._publisher:
             with self._surviving("publish the last events"):
                 self._publisher.stop()

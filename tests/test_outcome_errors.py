@@ -289,3 +289,52 @@ def test_a_kept_outcome_whose_lease_was_taken_meanwhile_is_not_written(
     odd.refresh_from_db()
     assert odd.state == JobState.DISCARDED and odd.attempt == 1
     assert worker.stats["lost"] == 1 and worker.stats["completed"] == 0
+
+
+@pytest.fixture
+def stuck_writes(monkeypatch):
+    """The completer's writes block (a database that never answers) until released:
+    (blocked, release)."""
+    from django_pgjobs import worker as worker_module
+
+    release = threading.Event()
+    blocked = threading.Event()
+    real = worker_module.record
+
+    def record(*args: object, **kwargs: object) -> list[str]:
+        blocked.set()
+        release.wait(60)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(worker_module, "record", record)
+    yield blocked, release
+    release.set()
+
+
+@pytest.mark.parametrize("second_signal", [False, True])
+def test_the_last_writes_at_shutdown_wait_no_longer_than_shutdown_timeout(
+    threaded_worker, wait, caplog, settings, stuck_writes, second_signal
+):
+    """The completer was given a fixed 10 s at shutdown, past SHUTDOWN_TIMEOUT: a
+    grace period set a little above it (as the deployment docs say) killed the worker
+    before it handed its other jobs back and removed its row. It gets what is left of
+    SHUTDOWN_TIMEOUT, at least a second; a second signal (hand back now) a second."""
+    settings.PGJOBS = {**settings.PGJOBS, "SHUTDOWN_TIMEOUT": 30.0 if second_signal else 1.0}
+    caplog.set_level(logging.INFO, logger="django_pgjobs")
+    job = Job.enqueue(TASK, args=[1, 2])
+    worker = threaded_worker(concurrency=2, poll_interval=0.2)
+    blocked, release = stuck_writes
+    wait(blocked.is_set, timeout=15)
+    began = time.monotonic()
+    worker.request_stop()
+    if second_signal:
+        worker.request_stop()
+    wait(worker._gone.is_set, timeout=30)
+    took = time.monotonic() - began
+    assert 0.9 <= took < 5.0, took
+    assert Job.objects.get(pk=job.pk).state == JobState.EXECUTING  # left for rescue
+    left = [r.getMessage() for r in caplog.records if "left executing" in r.getMessage()]
+    assert len(left) == 1 and str(job.pk) in left[0], left
+    release.set()  # the completer writes it after all (its lease held): before teardown
+    worker._completer.join(15)
+    assert not worker._completer.is_alive()
