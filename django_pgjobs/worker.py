@@ -1213,12 +1213,16 @@ class Worker:
                 heapq.heappop(self._retries_at)
             retry_at = self._retries_at[0] if self._retries_at else None
         pending = [d for d in (self._due_at(c) for c in timed) if d is not None]
-        pending += [at for at in (self._room_at, retry_at, self._retry_lost_at) if at is not None]
+        pending += [at for at in (retry_at, self._retry_lost_at) if at is not None]
         # A queue backed off after its claim failed: claimed again then (tried, if the
         # worker is full: _try_refused). Only one still ahead, and not paused: one past
         # (claimed or tried at every pass) waits for a pass the loop makes anyway, not
         # for a wake-up every 10 ms; a paused one is not claimed until resumed.
         now = time.monotonic()
+        # A rate limit's room, likewise only ahead: the next claim clears it, and one
+        # gone by while the worker was full (no claim) woke the loop every 10 ms.
+        if self._room_at is not None and self._room_at > now:
+            pending.append(self._room_at)
         pending += [r.retry_at for r in self._refused.values() if r.retry_at > now and not r.paused]
         if not pending:
             return None

@@ -104,6 +104,20 @@ def test_a_rate_limited_queue_claims_what_its_window_has_left(worker):
     assert worker.drain() == {"completed": 1}
 
 
+def test_a_full_worker_is_not_woken_for_a_rate_limits_room_gone_by(worker):
+    # A rate limit's room (the instant its window frees a start) is cleared by the next
+    # claim. A worker full meanwhile makes none, so a room gone by stayed its next
+    # deadline: the loop woke every 10 ms, for nothing, until a slot freed (and a
+    # slot freeing wakes it by itself).
+    set_queue(rate_limit=1, rate_period=0.05)
+    Job.enqueue_many([{"task": STARTED, "args": [f"r{n}"]} for n in range(2)])
+    assert worker.drain() == {"completed": 1}
+    ahead = worker._next_deadline_in(time.monotonic())
+    assert ahead is not None and 0 < ahead <= 0.05, "the room ahead is a deadline"
+    worker._room_at = time.monotonic() - 1.0  # gone by, and no claim since
+    assert worker._next_deadline_in(time.monotonic()) is None
+
+
 @pytest.mark.django_db
 def test_the_concurrency_limit_still_holds_under_a_rate_limit(worker):
     set_queue(rate_limit=100, concurrency=2)
