@@ -64,8 +64,13 @@ MIN_FRAGMENT_LENGTH = 4
 #: with its password) to lie whole within what is masked before the cut.
 CREDENTIAL_REACH = 512
 
-_BASIC = re.compile(r"\b(Basic)(\s+)([A-Za-z0-9+/_-]{4,}={0,2})")
-_BEARER = re.compile(r"\b(Bearer)(\s+)([A-Za-z0-9._~+/-]{8,}=*)")
+#: Where a scheme's name starts: no letter or digit before it, or a quote JSON escaped
+#: as .NET and Go write it (``\\u0022Basic``, where ``\\b`` finds no boundary).
+_START = r"(?:(?<![A-Za-z0-9_])|(?<=\\u0022)|(?<=\\u0027))"
+#: A "+" or "/" of base64 as .NET's JSON (``\\u002B``) or a URL (``%2B``) escapes it.
+_ESCAPED_B64 = r"\\u002[bBfF]|%2[bBfF]"
+_BASIC = re.compile(rf"{_START}(Basic)(\s+)((?:[A-Za-z0-9+/_-]|{_ESCAPED_B64}){{4,}}={{0,2}})")
+_BEARER = re.compile(rf"{_START}(Bearer)(\s+)((?:[A-Za-z0-9._~+/-]|{_ESCAPED_B64}){{8,}}=*)")
 #: The password of a URL's ``user:password@``, up to the last ``@`` of the authority:
 #: one typed into a DSN unquoted ("p@ss") is masked whole. A scheme is read for at
 #: most 64 characters: tried from every letter of a long run ("a.a.a..." in an error
@@ -251,7 +256,7 @@ def mask_credentials(text: str) -> str:
 
 def _mask_basic(found: re.Match[str]) -> str:
     """Mask a Basic value that is base64 of ``user:password`` ("Basic setup" stays)."""
-    value = found[3]
+    value = re.sub(_ESCAPED_B64, lambda escape: "+" if escape[0][-1] in "bB" else "/", found[3])
     try:
         decoded = base64.b64decode(value + "=" * (-len(value) % 4), altchars=b"-_")
     except (binascii.Error, ValueError):
@@ -439,6 +444,13 @@ class Redactor:
             wise = [secret for secret in secrets_first if len(secret) <= CHARACTER_WISE_MAX]
             alternatives = [character_pattern(secret) for secret in wise]
             alternatives += [hex_pattern(secret) for secret in wise]
+            # Its base64 (an echoed Basic header) with "+" and "/" escaped on their own.
+            alternatives += [
+                character_pattern(form)
+                for secret in wise
+                for form in binary_forms(secret)
+                if "+" in form or "/" in form
+            ]
             alternatives += map(re.escape, sorted(forms, key=len, reverse=True))
             self._pattern = re.compile("|".join(alternatives))
             longest = max(len(wise[0]) * CHARACTER_REACH if wise else 0, *map(len, forms))

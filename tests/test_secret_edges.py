@@ -243,3 +243,20 @@ def test_a_secret_a_command_prints_shell_quoted_is_masked(db):
     )
     result = get_connector("cmd").run()
     assert result.stdout.splitlines() == [f'declare -x TOKEN="{REDACTED}"', REDACTED]
+
+
+@pytest.mark.parametrize("password", ["hunter2>>~~secret", "S3cr3t?>?>Pass", "pa\xdf\xdfword>>>"])
+def test_a_basic_credential_echoed_as_dotnet_writes_json_is_masked(password):
+    """.NET's JSON writes the quote before "Basic" as \\u0022 (so no word boundary
+    was found before it) and each "+" of the base64 as \\u002B: the credential, and
+    the base64 of the password in it, were left whole."""
+    import base64
+
+    encoded = base64.b64encode(f"someone:{password}".encode()).decode()
+    assert "+" in encoded  # not vacuous
+    echoed = "denied: " + _dotnet_json(json.dumps({"authorization": f"Basic {encoded}"}))
+    for redactor in (Redactor([password]), Redactor()):  # a connector's secret, or none
+        masked = redactor.text(echoed)
+        assert REDACTED in masked, masked
+        unescaped = masked.replace("\\u002B", "+")
+        assert not any(encoded[at : at + 8] in unescaped for at in range(12, len(encoded) - 8))
