@@ -81,9 +81,11 @@ _URL_PASSWORD = re.compile(r"""([A-Za-z][A-Za-z0-9+.-]{0,63}://[^\s/?#:@'"]*:)[^
 #: a run of those words ("?keykeykey...") was read again from each (24 KB: 0.5 s, 1 MB:
 #: minutes), and read on past separators, each ``;`` of minified CSS read the rest of
 #: it (40 KB: 80 s).
-_QUERY_NAME = re.compile(r"""[?&;]([^=&#?;\s'"]*)=""")
-#: A parameter's value: masked whole if its name is a credential's.
-_QUERY_VALUE = re.compile(r"""[^&#\s'"]+""")
+_QUERY_NAME = re.compile(r"""(?:[?&;]|\\u0026)([^=&#?;\s'"\\]*)=""")
+#: A parameter's value: masked whole if its name is a credential's. Up to an "&" or
+#: a quote, also as Go's and .NET's JSON escape them (``\\u0026``, ``\\u0022``): a
+#: URL they echo separates its parameters so.
+_QUERY_VALUE = re.compile(r"""(?:[^&#\s'"\\]|\\(?!u00(?:26|22|27)))+""")
 #: The words that make a name a credential's (``access_token``, ``apiKey``,
 #: ``X-Amz-Signature``, ``X-Hub-Signature``, ``sessionid``): those Django's error
 #: reports hide settings by, and a few more. One list for masking and for refusing.

@@ -260,3 +260,17 @@ def test_a_basic_credential_echoed_as_dotnet_writes_json_is_masked(password):
         assert REDACTED in masked, masked
         unescaped = masked.replace("\\u002B", "+")
         assert not any(encoded[at : at + 8] in unescaped for at in range(12, len(encoded) - 8))
+
+
+def test_a_credential_query_parameter_after_an_escaped_ampersand_is_masked():
+    """Go's and .NET's JSON write "&" as \\u0026: a URL they echo named its second
+    parameter after it, where only "?", "&" and ";" were looked for, and the
+    access token stayed."""
+    from django_pgjobs.redaction import mask_credentials
+
+    url = "https://api.example.com/v1?page=2&access_token=SEKRIT123&x=1"
+    escape = "\\u0026"
+    echoed = f"denied: {json.dumps(url)}".replace("&", escape)
+    masked = mask_credentials(echoed)
+    assert "SEKRIT123" not in masked, masked
+    assert f"page=2{escape}access_token={REDACTED}{escape}x=1" in masked
