@@ -1718,7 +1718,10 @@ class Worker:
                 self._pool.shutdown(timeout=1.0)
         if self.record:
             with self._surviving(f"remove worker row {self.record.pk}", logging.WARNING):
-                WorkerProcess.objects.using(self.using).filter(pk=self.record.pk).delete()
+                # Not its JSON, when a site's delete receiver makes Django fetch the
+                # row: queues and failing, written by SQL, may hold anything.
+                rows = WorkerProcess.objects.using(self.using).filter(pk=self.record.pk)
+                rows.defer("queues", "failing").delete()
         with self._surviving("close its connection"):
             connections[self.using].close()
         self._gone.set()

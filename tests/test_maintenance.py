@@ -6,13 +6,14 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection
-from django.db.models.signals import post_delete
+from django.db.models.signals import post_delete, post_save
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from django_pgjobs import maintenance, transitions
+from django_pgjobs import inline, maintenance, transitions
 from django_pgjobs.models import Job, WorkerProcess
 from django_pgjobs.states import JobState
+from django_pgjobs.worker import Worker
 from tests.factories import JobFactory, WorkerProcessFactory
 
 pytestmark = pytest.mark.django_db
@@ -156,6 +157,48 @@ def test_rescue_deletes_dead_worker_rows_without_reading_their_json(listened):
     if listened:
         # The rest is read: a receiver may name the row.
         assert deleted == [(f"worker {dead.pk} (test-host:{dead.pid})", {"failing", "queues"})]
+
+
+def stop_a_worker() -> None:
+    worker = Worker(["default"], concurrency=1)
+    worker.start()
+    worker.shutdown()
+
+
+def run_inline() -> None:
+    inline.run_due(["default"])
+
+
+@pytest.mark.django_db(transaction=True)  # a worker's shutdown closes its connection
+@pytest.mark.parametrize("stop", [stop_a_worker, run_inline], ids=["worker", "inline"])
+def test_a_process_deletes_its_own_row_without_reading_its_json(stop):
+    """As rescue does a dead worker's: even when a site's post_delete receiver makes
+    Django fetch the row, its queues and failing, which SQL may have written with
+    anything, are left unread."""
+
+    def written_by_sql(sender, instance, created, **kwargs):
+        if created:
+            with connection.cursor() as cursor:
+                cursor.execute(HUGE_ROW, [instance.pk])
+
+    deleted: list[set[str]] = []
+
+    def receiver(sender, instance, **kwargs):
+        deleted.append(instance.get_deferred_fields())
+
+    post_save.connect(written_by_sql, sender=WorkerProcess, weak=False)
+    post_delete.connect(receiver, sender=WorkerProcess, weak=False)
+    try:
+        with CaptureQueriesContext(connection) as queries:
+            stop()
+    finally:
+        post_save.disconnect(written_by_sql, sender=WorkerProcess)
+        post_delete.disconnect(receiver, sender=WorkerProcess)
+    read = [q["sql"] for q in queries if q["sql"].startswith("SELECT")]
+    read = [sql for sql in read if "pgjobs_workerprocess" in sql]
+    assert read and not [sql for sql in read if '"failing"' in sql or '"queues"' in sql], read
+    assert deleted == [{"failing", "queues"}]
+    assert not WorkerProcess.objects.exists()
 
 
 def test_prune_deletes_only_old_finished_jobs_in_batches():
