@@ -67,8 +67,9 @@ CREDENTIAL_REACH = 512
 #: Where a scheme's name starts: no letter or digit before it, or a quote JSON escaped
 #: as .NET and Go write it (``\\u0022Basic``, where ``\\b`` finds no boundary).
 _START = r"(?:(?<![A-Za-z0-9_])|(?<=\\u0022)|(?<=\\u0027))"
-#: A "+" or "/" of base64 as .NET's JSON (``\\u002B``) or a URL (``%2B``) escapes it.
-_ESCAPED_B64 = r"\\u002[bBfF]|%2[bBfF]"
+#: A "+" or "/" of base64 as .NET's JSON (``\\u002B``), a URL (``%2B``) or Go's HTML
+#: templates (``&#43;``) escape it.
+_ESCAPED_B64 = r"\\u002[bBfF]|%2[bBfF]|&#(?:43|47|x2[bBfF]);"
 _BASIC = re.compile(rf"{_START}(Basic)(\s+)((?:[A-Za-z0-9+/_-]|{_ESCAPED_B64}){{4,}}={{0,2}})")
 _BEARER = re.compile(rf"{_START}(Bearer)(\s+)((?:[A-Za-z0-9._~+/-]|{_ESCAPED_B64}){{8,}}=*)")
 #: The password of a URL's ``user:password@``, up to the last ``@`` of the authority:
@@ -256,9 +257,14 @@ def mask_credentials(text: str) -> str:
     return _BEARER.sub(lambda found: f"{found[1]}{found[2]}{REDACTED}", text)
 
 
+def _base64_sign(escape: re.Match[str]) -> str:
+    """The "+" or "/" an ``_ESCAPED_B64`` escape stands for."""
+    return "+" if escape[0].rstrip(";")[-2:].lower() in ("2b", "43") else "/"
+
+
 def _mask_basic(found: re.Match[str]) -> str:
     """Mask a Basic value that is base64 of ``user:password`` ("Basic setup" stays)."""
-    value = re.sub(_ESCAPED_B64, lambda escape: "+" if escape[0][-1] in "bB" else "/", found[3])
+    value = re.sub(_ESCAPED_B64, _base64_sign, found[3])
     try:
         decoded = base64.b64decode(value + "=" * (-len(value) % 4), altchars=b"-_")
     except (binascii.Error, ValueError):

@@ -245,8 +245,14 @@ def test_a_secret_a_command_prints_shell_quoted_is_masked(db):
     assert result.stdout.splitlines() == [f'declare -x TOKEN="{REDACTED}"', REDACTED]
 
 
+def _go_html(text: str) -> str:
+    """Go's html/template in HTML text: "+" as &#43;, quotes as &#34; and &#39;."""
+    return text.replace("+", "&#43;").replace('"', "&#34;").replace("'", "&#39;")
+
+
 @pytest.mark.parametrize("password", ["hunter2>>~~secret", "S3cr3t?>?>Pass", "pa\xdf\xdfword>>>"])
-def test_a_basic_credential_echoed_as_dotnet_writes_json_is_masked(password):
+@pytest.mark.parametrize("escaped", [_dotnet_json, _go_html], ids=[".NET JSON", "Go HTML"])
+def test_a_basic_credential_echoed_as_dotnet_writes_json_is_masked(password, escaped):
     """.NET's JSON writes the quote before "Basic" as \\u0022 (so no word boundary
     was found before it) and each "+" of the base64 as \\u002B: the credential, and
     the base64 of the password in it, were left whole."""
@@ -254,11 +260,11 @@ def test_a_basic_credential_echoed_as_dotnet_writes_json_is_masked(password):
 
     encoded = base64.b64encode(f"someone:{password}".encode()).decode()
     assert "+" in encoded  # not vacuous
-    echoed = "denied: " + _dotnet_json(json.dumps({"authorization": f"Basic {encoded}"}))
+    echoed = "denied: " + escaped(json.dumps({"authorization": f"Basic {encoded}"}))
     for redactor in (Redactor([password]), Redactor()):  # a connector's secret, or none
         masked = redactor.text(echoed)
         assert REDACTED in masked, masked
-        unescaped = masked.replace("\\u002B", "+")
+        unescaped = masked.replace("\\u002B", "+").replace("&#43;", "+")
         assert not any(encoded[at : at + 8] in unescaped for at in range(12, len(encoded) - 8))
 
 
