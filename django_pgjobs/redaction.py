@@ -76,7 +76,9 @@ _BEARER = re.compile(rf"{_START}(Bearer)(\s+)((?:[A-Za-z0-9._~+/-]|{_ESCAPED_B64
 #: one typed into a DSN unquoted ("p@ss") is masked whole. A scheme is read for at
 #: most 64 characters: tried from every letter of a long run ("a.a.a..." in an error
 #: naming a URL), each try read to the run's end, and 200 KB took minutes.
-_URL_PASSWORD = re.compile(r"""([A-Za-z][A-Za-z0-9+.-]{0,63}://[^\s/?#:@'"]*:)[^\s/?#'"]+(?=@)""")
+_URL_PASSWORD = re.compile(
+    r"""([A-Za-z][A-Za-z0-9+.-]{0,63}:\\?/\\?/[^\s/?#:@'"]*:)[^\s/?#'"]+(?=@)"""
+)
 #: A URL's query parameter's name (``?name=``, ``&``, ``;``), up to the next separator:
 #: each is read once. Matched with its value and a credential's words in one pattern,
 #: a run of those words ("?keykeykey...") was read again from each (24 KB: 0.5 s, 1 MB:
@@ -205,8 +207,8 @@ _KEYED_PATHS = tuple(
 )
 #: A URL on one of KEYED_PATHS' hosts: its origin, and its path up to a space or a quote.
 _KEYED_URL = re.compile(
-    r"(?P<origin>https?://(?:" + "|".join(host for _, host, _ in KEYED_PATHS) + r")(?::\d+)?)"
-    r"""(?P<path>/[^\s?#'"<>]*)""",
+    r"(?P<origin>https?:\\?/\\?/(?:" + "|".join(host for _, host, _ in KEYED_PATHS) + r")(?::\d+)?)"
+    r"""(?P<path>\\?/[^\s?#'"<>]*)""",
     re.IGNORECASE,
 )
 
@@ -220,9 +222,11 @@ def keyed_path_service(host: str, path: str) -> str | None:
 
 
 def _mask_keyed_path(found: re.Match[str]) -> str:
-    origin = found["origin"]
-    host = origin.split("://", 1)[1].rsplit(":", 1)[0]
-    return f"{origin}/{REDACTED}" if keyed_path_service(host, found["path"]) else found[0]
+    origin, path = found["origin"], found["path"]
+    host = origin.replace("\\/", "/").split("://", 1)[1].rsplit(":", 1)[0]
+    slash = "\\/" if path.startswith("\\/") else "/"  # as PHP's JSON escapes it, or not
+    service = keyed_path_service(host, path.replace("\\/", "/"))
+    return f"{origin}{slash}{REDACTED}" if service else found[0]
 
 
 def _mask_query_credentials(text: str) -> str:
@@ -246,7 +250,7 @@ def mask_credentials(text: str) -> str:
     path of a webhook's URL that is its key (``KEYED_PATHS``: Slack's, Discord's), and
     the value of each query parameter named as a credential (an HTTP library's error
     naming the URL it called)."""
-    if "://" in text:
+    if "://" in text or ":\\/\\/" in text:  # ":\/\/": PHP writes "/" as "\/" in JSON
         text = _URL_PASSWORD.sub(lambda found: f"{found[1]}{REDACTED}", text)
         text = _KEYED_URL.sub(_mask_keyed_path, text)
     if "=" in text:

@@ -280,3 +280,16 @@ def test_a_credential_query_parameter_after_an_escaped_ampersand_is_masked():
     masked = mask_credentials(echoed)
     assert "SEKRIT123" not in masked, masked
     assert f"page=2{escape}access_token={REDACTED}{escape}x=1" in masked
+
+
+def test_urls_echoed_with_their_slashes_escaped_as_php_writes_json_are_masked():
+    """PHP's json_encode writes "/" as "\\/": a DSN's password and a Slack webhook's
+    key in a URL so escaped were looked for after "://" only, and left."""
+    from django_pgjobs.redaction import mask_credentials
+
+    dsn = json.dumps({"dsn": "postgres://app:s3cretpw@db/app"}).replace("/", "\\/")
+    hook = json.dumps({"url": "https://hooks.slack.com/services/T0/B0/XXXXSECRET"})
+    hook = hook.replace("/", "\\/")
+    assert mask_credentials(dsn) == dsn.replace("s3cretpw", REDACTED)
+    masked = mask_credentials(hook)
+    assert "XXXXSECRET" not in masked and "hooks.slack.com\\/" + REDACTED in masked, masked
