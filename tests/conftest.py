@@ -18,7 +18,7 @@ from urllib.parse import quote
 import psycopg
 import psycopg.sql
 import pytest
-from django.db import connection
+from django.db import connection, connections
 
 from django_pgjobs import db, stats
 from django_pgjobs.worker import Worker
@@ -73,6 +73,25 @@ def wait_until(condition: Callable[[], Any], timeout: float = 10.0, interval: fl
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s: {condition}")
         time.sleep(interval)
+
+
+def on_another_connection(work: Callable[[], Any], timeout: float = 30.0) -> Any:
+    """What ``work()`` returns, run and committed on a connection of its own (a
+    thread's), while the caller's transaction stays open: a holder the caller's
+    snapshot predates, say."""
+    done: list[Any] = []
+
+    def run() -> None:
+        try:
+            done.append(work())
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(timeout)
+    assert done, "the other connection did not finish its work"
+    return done[0]
 
 
 @pytest.fixture(autouse=True)

@@ -17,6 +17,7 @@ from django_pgjobs.api.tokens import digest, issue
 from django_pgjobs.models import ApiToken, WorkerProcess
 from django_pgjobs.states import JobState
 from testproject.demo.models import Run
+from tests.conftest import on_another_connection
 from tests.factories import ConnectorFactory, JobFactory, QueueFactory
 
 pytestmark = pytest.mark.django_db
@@ -217,19 +218,7 @@ def test_a_unique_key_held_by_an_active_job_returns_that_job_with_200(client, to
 
 def _committed_elsewhere(key: str) -> int:
     """A job of ``key``, enqueued and committed on another connection (a thread's)."""
-    ids: list[int] = []
-
-    def enqueue() -> None:
-        try:
-            ids.append(Job.enqueue(ADD, [1, 1], unique_key=key).pk)
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=enqueue)
-    thread.start()
-    thread.join(30)
-    assert ids, "the other connection enqueued nothing"
-    return ids[0]
+    return on_another_connection(lambda: Job.enqueue(ADD, [1, 1], unique_key=key).pk)
 
 
 @pytest.mark.django_db(transaction=True)

@@ -12,6 +12,7 @@ from django.utils import timezone
 from django_pgjobs import Job, transitions
 from django_pgjobs.exceptions import PgJobsError, UniqueKeyConflict
 from django_pgjobs.states import JobState
+from tests.conftest import on_another_connection
 from tests.tasks_for_tests import once_an_hour, unique_report
 
 pytestmark = pytest.mark.django_db
@@ -80,19 +81,9 @@ def test_a_unique_key_is_unique_within_its_queue():
 
 def _enqueued_elsewhere(key: str) -> int:
     """A job of ``key``, enqueued and committed on another connection (a thread's)."""
-    ids: list[int] = []
-
-    def enqueue() -> None:
-        try:
-            ids.append(Job.enqueue("testproject.demo.tasks.add", [1, 1], unique_key=key).pk)
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=enqueue)
-    thread.start()
-    thread.join(30)
-    assert ids, "the other connection enqueued nothing"
-    return ids[0]
+    return on_another_connection(
+        lambda: Job.enqueue("testproject.demo.tasks.add", [1, 1], unique_key=key).pk
+    )
 
 
 @pytest.mark.django_db(transaction=True)
@@ -122,21 +113,13 @@ def test_a_key_whose_holder_committed_after_the_snapshot_is_a_clear_error(isolat
 def _enqueued_and_cancelled_elsewhere(name: str) -> int:
     """A job of ``once_an_hour(name)``, enqueued then cancelled (finished) on another
     connection (a thread's), each committed."""
-    ids: list[int] = []
 
-    def enqueue() -> None:
-        try:
-            job = once_an_hour.enqueue(name)
-            transitions.cancel(job)
-            ids.append(job.pk)
-        finally:
-            connections.close_all()
+    def enqueue_and_cancel() -> int:
+        job = once_an_hour.enqueue(name)
+        transitions.cancel(job)
+        return job.pk
 
-    thread = threading.Thread(target=enqueue)
-    thread.start()
-    thread.join(30)
-    assert ids, "the other connection enqueued nothing"
-    return ids[0]
+    return on_another_connection(enqueue_and_cancel)
 
 
 @pytest.mark.django_db(transaction=True)
