@@ -462,12 +462,13 @@ class Worker:
         undone while the worker was full, ``_try_refused``)."""
         refused = self._refused.pop(name)
         logger.info(
-            "worker %s: queue %r %s after %s (%d failed claim(s) meanwhile)%s",
+            "worker %s: queue %r %s after %s (%d failed claim(s) meanwhile%s)%s",
             self.record.pk if self.record else "-",
             name,
             "claims go through again" if tried_full else "claimed again",
             logs.delay(time.monotonic() - refused.since),
             refused.failures,
+            f"; paused {logs.delay(refused.paused_for)} in between" if refused.paused_for else "",
             "; tried while the worker is full: its jobs are claimed once a slot frees"
             if tried_full
             else "",
@@ -508,14 +509,16 @@ class Worker:
         A paused queue (by an operator while a row is dealt with, say) makes no
         progress on purpose: its failures are not said failing (``failing``), nor hold
         the worker unready. They are kept, not dropped: resumed with the row still
-        there, its claims go on failing as before, said at DEBUG, failing since the
-        first failure (dropped, the first failure after a pause was said in full again,
-        as if new, and counted from then). Resumed, it is claimed at once (its retry
-        is past), then backed off as before the pause."""
+        there, its claims go on failing as before, said at DEBUG, failing for as long
+        as before the pause (dropped, the first failure after a pause was said in full
+        again, as if new, and counted from then; kept whole, a pause of days was
+        counted as failing). Resumed, it is claimed at once (its retry is past), then
+        backed off as before the pause."""
         for name in [name for name in self._refused if name not in self.queues]:
             del self._refused[name]
+        now = time.monotonic()
         for name, refused in self._refused.items():
-            refused.paused = bool((configs.get(name) or {}).get("paused"))
+            refused.pause(bool((configs.get(name) or {}).get("paused")), now)
 
     def _queue_configs(self) -> dict[str, dict]:
         """Paused/blocking/limit/priority of this worker's queues.
@@ -1783,12 +1786,29 @@ class _Refused:
     retry_at: float = 0.0  # time.monotonic() after which the queue is claimed again
     backoff: outage.Doubling = field(default_factory=lambda: outage.Doubling(QUEUE_RETRY_MAX))
     kind: str = ""  # the class of the last failure's error (for the readiness probe)
-    paused: bool = False  # the queue is paused: not said failing (Worker._forget_refused)
+    paused_at: float | None = None  # time.monotonic() the queue was seen paused, if it is
+    paused_for: float = 0.0  # seconds paused since the first failure, ended pauses
 
     @property
     def failures(self) -> int:
         """Failed claims since the first."""
         return self.backoff.failures
+
+    @property
+    def paused(self) -> bool:
+        """The queue is paused: not said failing (Worker._forget_refused)."""
+        return self.paused_at is not None
+
+    def pause(self, paused: bool, now: float) -> None:
+        """The queue is (still, or no longer) paused at ``now``. A pause ended moves
+        ``since`` later by its length: the failing time counts no pause (a queue paused
+        for days, resumed, was said failing for days)."""
+        if paused and self.paused_at is None:
+            self.paused_at = now
+        elif not paused and self.paused_at is not None:
+            self.since += now - self.paused_at
+            self.paused_for += now - self.paused_at
+            self.paused_at = None
 
 
 @dataclass

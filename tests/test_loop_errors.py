@@ -13,6 +13,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from types import SimpleNamespace
 
 import pytest
 from django.db import connection
@@ -611,7 +612,7 @@ def test_a_paused_queue_keeps_its_failures_and_goes_on_failing_once_resumed(
     """A pause dropped the queue's failure record: resumed with its row still there,
     its first failure was said at ERROR again, with its traceback, as if new, and its
     readiness counted from then. Kept across the pause (not said failing meanwhile), it
-    goes on: said at DEBUG, failing since its first failure."""
+    goes on: said at DEBUG, failing for as long as before the pause."""
     monkeypatch.setattr(probes, "FAILING_AFTER", 1.0)
     caplog.set_level(logging.DEBUG, logger="django_pgjobs.worker")
     queue_trigger("mail")
@@ -633,7 +634,35 @@ def test_a_paused_queue_keeps_its_failures_and_goes_on_failing_once_resumed(
     assert len(errors) == 1
     wait(lambda: probe(port, "/readyz")[0] == 503, timeout=20)
     [(queue, resumed_since, failures, _)] = worker.failing(0)
-    assert queue == "mail" and resumed_since == since and failures > tried
+    # Its first failure's, moved later by the pause: the failing time counts no pause.
+    assert queue == "mail" and resumed_since > since and failures > tried
+
+
+def test_a_queue_failing_before_a_pause_counts_its_failing_time_without_the_pause(
+    worker, monkeypatch, caplog
+):
+    """Paused for days, then resumed: its failing time went on through the pause, and
+    the line said "claims go through again after 3d" of a queue failing for 50 seconds.
+    The pause is not counted (readiness: failing 40 s already, said at once), and the
+    line says the pause apart."""
+    from django_pgjobs import worker as worker_module
+
+    clock = SimpleNamespace(monotonic=lambda: 0.0)
+    monkeypatch.setattr(worker_module, "time", clock)
+    caplog.set_level(logging.INFO, logger="django_pgjobs.worker")
+    worker._claim_failed("default", ValueError("refused"), undone=True)
+    clock.monotonic = lambda: 40.0
+    worker._forget_refused({"default": {"paused": True}})
+    assert worker.failing(0) == []
+    days = 3 * 86400
+    clock.monotonic = lambda: 40.0 + days
+    worker._forget_refused({"default": {}})  # resumed
+    [(queue, since, failures, _)] = worker.failing(30)
+    assert (queue, since, failures) == ("default", days, 1)  # failing 40 s: now - since
+    clock.monotonic = lambda: 50.0 + days
+    worker._claim_passed("default", tried_full=True)
+    [line] = [r.getMessage() for r in caplog.records if "go through again" in r.getMessage()]
+    assert "claims go through again after 50s (1 failed claim(s) meanwhile; paused 3d" in line
 
 
 def test_a_full_worker_tries_a_refused_queue_again_and_is_ready_once_it_passes(
