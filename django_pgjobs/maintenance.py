@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 
 from . import clocks, conf, db, limits, loaded, logs, sending, signals
 from .models import Job, WorkerProcess
@@ -56,19 +56,17 @@ def rescue_orphaned(
             "inline": loaded.limit(),  # all sent: these jobs are not run here (loaded.py)
         }
         rescued = db.fetch_jobs("rescue", params, using)
-        gone = (
-            WorkerProcess.objects.using(using)
-            .filter(Q(heartbeat_at__lt=stale_before) | Q(heartbeat_at__gt=beyond) | Q(pk__in=dead))
-            # Not their JSON, when a site's delete receiver makes Django fetch the rows:
-            # queues and failing, written by SQL, may hold anything, of any size.
-            .defer("queues", "failing")
-            .delete()[0]
+        gone = _delete_workers(
+            WorkerProcess.objects.using(using).filter(
+                Q(heartbeat_at__lt=stale_before) | Q(heartbeat_at__gt=beyond) | Q(pk__in=dead)
+            )
         )
     if rescued or gone:
         ids = ", ".join(str(job.pk) for job in rescued[:20]) + (" ..." if len(rescued) > 20 else "")
         logger.warning(
-            "removed %s lost worker row(s); returned %s job(s) they held to the queue%s",
-            gone,
+            "removed %s lost worker row(s)%s; returned %s job(s) they held to the queue%s",
+            len(gone),
+            _named(gone),
             len(rescued),
             f": {ids}" if rescued else "",
         )
@@ -78,6 +76,35 @@ def rescue_orphaned(
         name = "job_discarded" if job.state == JobState.DISCARDED else "job_retrying"
         sending.send(getattr(signals, name), name, job, Job, job=job, error=None, rescued=True)
     return len(rescued)
+
+
+#: Most dead workers a rescue's line names; the others are counted.
+NAMED_WORKERS = 10
+
+
+def _delete_workers(rows: QuerySet[WorkerProcess]) -> list[tuple[int, str, int]]:
+    """Delete the worker rows of ``rows`` that no other rescue is deleting (locked ones
+    are skipped, as rescue.sql skips their jobs: left to it); returns the (id, host,
+    pid) of each, to be named. Not their JSON, when a site's delete receiver makes
+    Django fetch the rows: queues and failing, written by SQL, may hold anything."""
+    found = list(
+        rows.select_for_update(skip_locked=True).order_by("pk").values_list("pk", "host", "pid")
+    )
+    if found:
+        rows.filter(pk__in=[pk for pk, _, _ in found]).defer("queues", "failing").delete()
+    return found
+
+
+def _named(workers: list[tuple[int, str, int]]) -> str:
+    """The rows for the line, the first ``NAMED_WORKERS`` named, the others counted
+    (``: worker 3 (web-1:4242), ... and 2 more``); a host written by SQL escaped."""
+    if not workers:
+        return ""
+    named = ", ".join(
+        f"worker {pk} ({logs.printable(host)}:{pid})" for pk, host, pid in workers[:NAMED_WORKERS]
+    )
+    more = len(workers) - NAMED_WORKERS
+    return f": {named}" + (f" and {more} more" if more > 0 else "")
 
 
 def _last_error(job: Job) -> str:

@@ -159,6 +159,43 @@ def test_rescue_deletes_dead_worker_rows_without_reading_their_json(listened):
         assert deleted == [(f"worker {dead.pk} (test-host:{dead.pid})", {"failing", "queues"})]
 
 
+def test_rescue_names_the_worker_rows_it_removes_the_first_ten(caplog):
+    """ "removed 12 lost worker row(s)" said not which: their ids, hosts and pids, the
+    first ten, the others counted; a host written by SQL escaped, and their JSON unread
+    (a site's post_delete receiver listening)."""
+    now = timezone.now()
+    dead = [
+        WorkerProcessFactory(heartbeat_at=now - timedelta(minutes=5), host=f"web-{n}", pid=n)
+        for n in range(12)
+    ]
+    WorkerProcess.objects.filter(pk=dead[0].pk).update(host="web\nforged line")
+    with connection.cursor() as cursor:
+        cursor.execute(HUGE_ROW, [dead[1].pk])
+    alive = WorkerProcessFactory(heartbeat_at=now)
+    post_delete.connect(_listening, sender=WorkerProcess, weak=False)
+    try:
+        with CaptureQueriesContext(connection) as queries:
+            maintenance.rescue_orphaned(now, stale_after=60)
+    finally:
+        post_delete.disconnect(_listening, sender=WorkerProcess)
+    [line] = [r.getMessage() for r in caplog.records if "lost worker row" in r.getMessage()]
+    named = ", ".join(
+        [f"worker {dead[0].pk} (web\\nforged line:0)"]
+        + [f"worker {w.pk} (web-{n}:{n})" for n, w in enumerate(dead[1:10], 1)]
+    )
+    assert line == (
+        f"removed 12 lost worker row(s): {named} and 2 more; "
+        "returned 0 job(s) they held to the queue"
+    )
+    read = [q["sql"] for q in queries if "pgjobs_workerprocess" in q["sql"]]
+    assert not [sql for sql in read if '"failing"' in sql or '"queues"' in sql], read
+    assert list(WorkerProcess.objects.values_list("pk", flat=True)) == [alive.pk]
+
+
+def _listening(sender, instance, **kwargs):
+    """A site's post_delete receiver (an audit app's): Django fetches the rows it deletes."""
+
+
 def stop_a_worker() -> None:
     worker = Worker(["default"], concurrency=1)
     worker.start()
