@@ -607,8 +607,12 @@ def delete_many(jobs: QuerySet[Job], now: datetime | None = None) -> int:
             .values_list("job_id", flat=True)
             .distinct()
         )
-        edges = JobDependency.objects.using(using).filter(Q(job__in=ids) | Q(depends_on__in=ids))
-        edges._raw_delete(using)
+        # Each end through its own index, in one statement: no index serves an OR of
+        # the two, which read every edge of the table to delete a job's few.
+        edges = JobDependency.objects.using(using)
+        ends = edges.filter(job__in=ids).values("pk")
+        ends = ends.union(edges.filter(depends_on__in=ids).values("pk"), all=True)
+        edges.filter(pk__in=ends)._raw_delete(using)
         deleted = doomed._raw_delete(using)
         cancel_many(Job.objects.using(using).filter(pk__in=stranded), now)
     return deleted
