@@ -110,8 +110,10 @@ def no_worker_warning(now: datetime | None = None) -> str | None:
     else:
         due = due.exclude(queue__in=Queue.objects.using(using).filter(paused=True).values("name"))
     # One job that waited that long, not the longest: the claim index finds one at
-    # once, where the oldest of each queue read all of a backlog of millions.
-    waited = due.values_list("queue", "run_at")[:1]
+    # once, where the oldest of each queue read all of a backlog of millions. In no
+    # order: newest first walked the primary key back through every job when none
+    # was found (all due jobs in paused queues: 331 ms at 500,000 jobs).
+    waited = due.order_by().values_list("queue", "run_at")[:1]
     if not waited:
         return None
     name, since = waited[0]
