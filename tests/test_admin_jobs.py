@@ -511,6 +511,22 @@ def test_retry_selected_retries_what_can_be_retried_and_leaves_the_rest(admin_cl
                                                                    S.EXECUTING]  # fmt: skip
 
 
+@pytest.mark.parametrize("select_across", [False, True], ids=["ticked", "select-all"])
+def test_retry_selected_says_jobs_were_left_alone_only_when_some_were(admin_client, select_across):
+    """It always added "Executing, waiting and available jobs were left alone.", also of
+    a selection that held none. A select-all is checked with one EXISTS, not counted."""
+    failed = JobFactory.create_batch(2, discarded=True, queue="mail")
+    data = action("retry_jobs", *failed, select_across=select_across)
+    response = admin_client.post(changelist() + "?queue=mail", data, follow=True)
+    assert messages_of(response) == ["2 job(s) will run again."]
+    running = JobFactory(executing=True, queue="mail")
+    data = action("retry_jobs", running, select_across=select_across)
+    response = admin_client.post(changelist() + "?queue=mail", data, follow=True)
+    assert messages_of(response) == [
+        "0 job(s) will run again. Executing, waiting and available jobs were left alone."
+    ]
+
+
 #: What the job page's "Run again…" says will happen, said on the bulk retry's page too.
 RUNS_AGAIN = "what it did the first time (a mail sent, a payment taken) happens again"
 
@@ -588,7 +604,7 @@ def test_retry_selected_leaves_alone_jobs_completed_after_the_question(admin_cli
     with completed_before_its_update(running.pk):  # a worker ran it meanwhile
         response = admin_client.post(changelist(), yes, follow=True)
     assert messages_of(response) == [
-        "1 job(s) will run again. Executing, waiting and available jobs were left alone.",
+        "1 job(s) will run again.",
         "1 job(s) completed after you were asked; left alone — select them again to re-run.",
     ]
     assert [state_of(j) for j in (done, running)] == [S.AVAILABLE, S.COMPLETED]
@@ -615,7 +631,7 @@ def test_retry_selecteds_question_is_timed_by_the_database_not_the_web_host(
     with completed_before_its_update(running.pk):  # a worker ran it meanwhile
         response = admin_client.post(changelist(), yes, follow=True)
     assert messages_of(response) == [
-        "1 job(s) will run again. Executing, waiting and available jobs were left alone.",
+        "1 job(s) will run again.",
         "1 job(s) completed after you were asked; left alone — select them again to re-run.",
     ]
     assert [state_of(j) for j in (done, running)] == [S.AVAILABLE, S.COMPLETED]
@@ -629,7 +645,7 @@ def test_retry_selected_without_a_question_leaves_alone_jobs_completed_meanwhile
         response = admin_client.post(changelist(), action("retry_jobs", failed, running),
                                      follow=True)  # fmt: skip
     assert messages_of(response) == [
-        "1 job(s) will run again. Executing, waiting and available jobs were left alone.",
+        "1 job(s) will run again.",
         "1 job(s) completed meanwhile; left alone — select them again to re-run.",
     ]
     assert [state_of(j) for j in (failed, running)] == [S.AVAILABLE, S.COMPLETED]

@@ -118,6 +118,10 @@ def _snoozed_note(job: Job) -> str:
     return SafeString(f'<div class="pgjobs-muted" data-pgjobs-snoozed>{note}</div>')
 
 
+#: The states a retry leaves alone, said when a selection held any.
+NOT_RETRIED = frozenset(JobState) - RETRY_FROM
+
+
 class JobAdmin(OperatorAdmin):
     # Seven columns fit a 1280 px screen beside the admin's navigation and the
     # filters: the queue goes under the task, the attempt under the state, and one
@@ -556,11 +560,14 @@ class JobAdmin(OperatorAdmin):
             completed = transitions.can_be_retried(queryset).filter(state=S.COMPLETED)
             if completed.exists():
                 return self.retry_jobs_confirmation(request, queryset, completed, asked_at)
+        # Before the UPDATE, whose jobs become available. One EXISTS, by the states'
+        # indexes: a select-all of millions is not counted for a sentence.
+        left_alone = queryset.order_by().filter(state__in=sorted(NOT_RETRIED)).exists()
         retried = transitions.retry_many(queryset, include_completed=completed_by or False)
         self.message_user(
             request,
-            f"{retried:,} job(s) will run again. Executing, waiting and available jobs "
-            "were left alone.",
+            f"{retried:,} job(s) will run again."
+            + (" Executing, waiting and available jobs were left alone." if left_alone else ""),
             messages.SUCCESS,
         )
         # Completed since the question, or (none asked about) since the check above.
