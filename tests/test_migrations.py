@@ -328,6 +328,7 @@ MIGRATIONS_AFTER_SQUASH = [
     "0026_dependency_count_stops_at_zero",
     "0027_workerprocess_failing",
     "0028_unique_key_since_index",
+    "0029_rare_states_by_id",
 ]
 
 

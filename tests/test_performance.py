@@ -255,11 +255,13 @@ def test_executing_jobs_are_found_by_queue_and_by_worker_through_one_index():
         assert "pgjobs_job_executing" in found and "Seq Scan" not in found, found
 
 
-@pytest.mark.parametrize("state", [S.DISCARDED, S.CANCELLED])
-def test_the_newest_jobs_of_a_rare_finished_state_are_read_by_their_own_index(state):
-    # The job list under ?state=discarded: the 50 newest by id, not a walk back
-    # through every newer completed job (pgjobs_job_failed_by_id; completed jobs are
-    # no entry). One job in 30 of the state, as in production.
+@pytest.mark.parametrize("state", [S.DISCARDED, S.CANCELLED, S.RETRYABLE, S.SCHEDULED, S.WAITING])
+def test_the_newest_jobs_of_a_rare_state_are_read_by_their_own_index(state):
+    # The job list under ?state=discarded (and pgjobs list --state): the 50 newest by
+    # id, not a walk back through every newer completed job (pgjobs_job_rare_by_id;
+    # available, executing and completed jobs are no entry). One job in 30 of the
+    # state, as in production. Retryable, scheduled and waiting ones walked it back
+    # until 0029: 134 ms for 2,000 retryable jobs behind 398,000 newer ones.
     with connection.cursor() as cursor:
         cursor.execute(
             """
@@ -275,7 +277,7 @@ def test_the_newest_jobs_of_a_rare_finished_state_are_read_by_their_own_index(st
         )
         cursor.execute("ANALYZE pgjobs_job")
     found = explained(Job.objects.filter(state=state).order_by("-id")[:50])
-    assert "pgjobs_job_failed_by_id" in found and "Sort" not in found, found
+    assert "pgjobs_job_rare_by_id" in found and "Sort" not in found, found
 
 
 def finished_jobs(count: int, days_ago: int) -> list[int]:
