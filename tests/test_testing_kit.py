@@ -156,6 +156,20 @@ def test_frozen_time_runs_scheduled_jobs_when_advanced_past_run_at():
     assert job.finished_at == datetime(2030, 1, 2, 9, tzinfo=UTC)
 
 
+def test_a_job_retried_under_frozen_time_is_due_on_that_clock():
+    # A retry makes its job due at the clock pgjobs reads (timezone.now, which
+    # freeze_time stops), as the drain that runs it reads it: a test frozen in the past
+    # retried a discarded job, and drain() never ran it again.
+    with testing.freeze_time(datetime(2020, 1, 1, 9, tzinfo=UTC)) as clock:
+        job = always_fails.using(max_attempts=1).enqueue()
+        assert testing.drain() == {"discarded": 1}
+        job.refresh_from_db()
+        job.retry()
+        job.refresh_from_db()
+        assert job.run_at == clock.now
+        assert testing.drain() == {"discarded": 1}
+
+
 def test_frozen_time_walks_a_job_through_its_retries():
     # always_fails retries after a fixed 0.5 s.
     with testing.freeze_time() as clock:
