@@ -20,7 +20,6 @@ from typing import Any
 
 from django.db import connections, transaction
 from django.db.models import F, Q, QuerySet
-from django.db.models.functions import Now
 from django.utils import timezone
 
 from . import conf, db, events, limits, loaded, payload, sending, signals
@@ -362,7 +361,7 @@ def retry(
     or at ``ATTEMPT_LIMIT``; JobGone (an InvalidTransition) for a job whose row was
     deleted or pruned."""
     limits.saved(job, "retry")
-    run_at = _due_now(now)
+    now = limits.given_now(now) or timezone.now()
     if job.attempt >= ATTEMPT_LIMIT:
         raise InvalidTransition(job.pk, job.state, S.AVAILABLE)
     moved = _move(
@@ -370,7 +369,7 @@ def retry(
         S.AVAILABLE,
         sources=RETRY_FROM,
         where=_completed_ones(include_completed),
-        run_at=run_at,
+        run_at=now,
         finished_at=None,
         max_attempts=_at_least_one_more(),
         meta=_meta_for_a_retry(),
@@ -380,13 +379,6 @@ def retry(
             raise JobGone(job.pk, S.AVAILABLE)
         raise InvalidTransition(job.pk, job.state, S.AVAILABLE)
     return job
-
-
-def _due_now(now: datetime | None) -> datetime | Now:
-    """A retried job's run_at: the given ``now``, else the database's (claims compare
-    run_at with it), not the caller's clock: a web host's ahead made the job wait out
-    its skew."""
-    return limits.given_now(now) or Now()
 
 
 def _completed_ones(include: IncludeCompleted) -> Q | None:
@@ -526,9 +518,10 @@ def retry_many(
     Completed jobs among them run again only as ``include_completed`` says (as
     ``retry``'s, checked by the same UPDATE): callers ask first (the admin, the command).
     """
+    now = limits.given_now(now) or timezone.now()
     return can_be_retried(jobs, include_completed=include_completed).update(
         state=S.AVAILABLE,
-        run_at=_due_now(now),
+        run_at=now,
         finished_at=None,
         max_attempts=_at_least_one_more(),
         meta=_meta_for_a_retry(),

@@ -6,14 +6,13 @@ import itertools
 import re
 from datetime import UTC, datetime, timedelta
 from datetime import timezone as dt_timezone
-from types import SimpleNamespace
 
 import pytest
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Case, Value, When
 from django.utils import timezone
 
-from django_pgjobs import clocks, transitions
+from django_pgjobs import transitions
 from django_pgjobs.exceptions import InvalidOption, JobGone
 from django_pgjobs.models import Job
 from django_pgjobs.states import (
@@ -28,8 +27,6 @@ from tests.factories import JobFactory
 from tests.gone import completed_before_its_update, deleted_before_its_update
 
 pytestmark = pytest.mark.django_db
-
-AHEAD = timedelta(minutes=10)
 
 STATES = [state.value for state in JobState]
 
@@ -236,34 +233,6 @@ def test_retry_many_leaves_completed_jobs_alone_unless_told_and_by_a_cut_off():
     ]  # fmt: skip
     assert transitions.retry_many(every, include_completed=True) == 1
     assert Job.objects.get(pk=late.pk).state == JobState.AVAILABLE
-
-
-@pytest.mark.parametrize("how", ["retry", "retry_many"])
-def test_a_retry_is_due_by_the_databases_clock_not_the_callers(monkeypatch, how):
-    """A web host whose clock runs 10 minutes ahead made the job it retried wait those
-    10 minutes: its run_at was the host's time. The admin, the API and the CLI retry
-    through these two."""
-    real = timezone.now
-    monkeypatch.setattr(transitions, "timezone", SimpleNamespace(now=lambda: real() + AHEAD))
-    job = JobFactory(discarded=True)
-    if how == "retry":
-        transitions.retry(job)
-    else:
-        assert transitions.retry_many(Job.objects.filter(pk=job.pk)) == 1
-    job.refresh_from_db()
-    assert job.state == JobState.AVAILABLE
-    assert job.run_at <= clocks.database_now()  # due now, as a worker's claim sees it
-
-
-def test_a_retry_at_a_given_now_is_due_then():
-    """A given now is still the clock: clocks are parameters."""
-    later = timezone.now() + AHEAD
-    job = JobFactory(discarded=True)
-    transitions.retry(job, now=later)
-    assert job.run_at == later
-    other = JobFactory(discarded=True)
-    assert transitions.retry_many(Job.objects.filter(pk=other.pk), now=later) == 1
-    assert Job.objects.get(pk=other.pk).run_at == later
 
 
 @pytest.mark.parametrize(
