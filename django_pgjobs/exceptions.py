@@ -163,6 +163,23 @@ class JobGone(PgJobsError, InvalidTransition):
         Exception.__init__(self, f"job {job_id} no longer exists (it was deleted or pruned)")
 
 
+class UniqueKeyHeld(PgJobsError, InvalidTransition):
+    """A retry of a finished job whose ``unique_key`` another active job of its queue
+    holds now (``holder_id``; None if it finished before it could be read): the job
+    would hold the key beside it, which the unique index refuses. Nothing was written
+    and the transaction is still usable. An ``InvalidTransition`` too."""
+
+    def __init__(self, job_id: int | None, queue: str, key: str, holder_id: int | None) -> None:
+        self.job_id, self.from_state, self.to_state = job_id, None, "available"
+        self.queue, self.key, self.holder_id = queue, key, holder_id
+        holder = f"active job {holder_id}" if holder_id is not None else "an active job"
+        self.why = (
+            f"its unique_key {_named(key)} of queue {_named(queue)} is held by {holder}; "
+            "nothing changed (cancel that job, or retry this one once it has finished)"
+        )
+        Exception.__init__(self, f"job {job_id}: can't retry it: {self.why}")
+
+
 class JobTimeout(PgJobsError):
     """The attempt ran longer than its job's timeout."""
 

@@ -18,16 +18,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from django.db import connections, transaction
-from django.db.models import F, Q, QuerySet
+from django.db import IntegrityError, connections, transaction
+from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from . import conf, db, events, limits, loaded, payload, sending, signals
 from .backoff import Backoff
-from .exceptions import JobGone
+from .exceptions import JobGone, UniqueKeyHeld
 from .models import Job, Queue
 from .redaction import Redactor, mask_credentials
-from .states import FINISHED, RETRY_FROM, InvalidTransition, JobState, sources_of
+from .states import ACTIVE, FINISHED, RETRY_FROM, InvalidTransition, JobState, sources_of
 from .workers import CONTROL_CHANNEL
 
 logger = logging.getLogger(__name__)
@@ -359,26 +359,67 @@ def retry(
     the UPDATE, so that a job completing after the caller's check is left alone too.
     InvalidTransition for a job in another state (a completed one left alone included)
     or at ``ATTEMPT_LIMIT``; JobGone (an InvalidTransition) for a job whose row was
-    deleted or pruned."""
+    deleted or pruned; UniqueKeyHeld (an InvalidTransition) for a finished job whose
+    unique_key an active job holds now (the unique index refused the UPDATE)."""
     limits.saved(job, "retry")
     now = limits.given_now(now) or timezone.now()
     if job.attempt >= ATTEMPT_LIMIT:
         raise InvalidTransition(job.pk, job.state, S.AVAILABLE)
-    moved = _move(
-        job,
-        S.AVAILABLE,
-        sources=RETRY_FROM,
-        where=_completed_ones(include_completed),
-        run_at=now,
-        finished_at=None,
-        max_attempts=_at_least_one_more(),
-        meta=_meta_for_a_retry(),
-    )
+    completed = _completed_ones(include_completed)
+    key_free = ~Exists(_key_holders())
+    try:
+        with transaction.atomic(using=job._state.db or conf.get("DATABASE")):
+            moved = _move(
+                job,
+                S.AVAILABLE,
+                sources=RETRY_FROM,
+                where=key_free if completed is None else completed & key_free,
+                run_at=now,
+                finished_at=None,
+                max_attempts=_at_least_one_more(),
+                meta=_meta_for_a_retry(),
+            )
+    except IntegrityError as error:  # a holder committed after the UPDATE's snapshot
+        if not _unique_key_taken(error):
+            raise
+        _refresh(job)
+        raise _key_held(job) from error
     if not moved:
         if not _still_there(job):  # else the message named the state it had when read
             raise JobGone(job.pk, S.AVAILABLE)
+        held = _key_held(job) if job.is_finished and job.unique_key is not None else None
+        if held is not None and held.holder_id is not None:
+            raise held
         raise InvalidTransition(job.pk, job.state, S.AVAILABLE)
     return job
+
+
+def _key_holders() -> QuerySet[Job]:
+    """The active jobs holding the unique_key of the outer query's job (none if it has
+    no key): a retried finished job would hold it too, which the unique index refuses
+    (jobs already active hold their own key, and are among these)."""
+    return Job.objects.filter(
+        queue=OuterRef("queue"), unique_key=OuterRef("unique_key"), state__in=sorted(ACTIVE)
+    )
+
+
+def _key_held(job: Job) -> UniqueKeyHeld:
+    """What a retry of ``job`` is told when its key is held, naming the holder."""
+    using = job._state.db or conf.get("DATABASE")
+    holder = (
+        Job.objects.using(using)
+        .filter(queue=job.queue, unique_key=job.unique_key, state__in=sorted(ACTIVE))
+        .exclude(pk=job.pk)
+        .values_list("pk", flat=True)
+        .first()
+    )
+    return UniqueKeyHeld(job.pk, job.queue, str(job.unique_key), holder)
+
+
+def _unique_key_taken(error: IntegrityError) -> bool:
+    from .enqueue import _unique_key_taken
+
+    return _unique_key_taken(error)
 
 
 def _completed_ones(include: IncludeCompleted) -> Q | None:
@@ -500,11 +541,63 @@ def can_be_retried(
 
     Jobs in other states (executing, waiting, available) are left out, and so are
     jobs at ``ATTEMPT_LIMIT`` (one made the whole UPDATE fail: integer out of range).
+    Finished jobs whose unique_key is held are left out too (``key_held``).
     """
+    candidates = _in_retry_states(jobs, include_completed)
+    return candidates.filter(~_key_taken(candidates))
+
+
+def _in_retry_states(jobs: QuerySet[Job], include_completed: IncludeCompleted) -> QuerySet[Job]:
     allowed = set(sources_of(S.AVAILABLE)) & {str(s) for s in RETRY_FROM}
     retried = jobs.order_by().filter(state__in=sorted(allowed), attempt__lt=ATTEMPT_LIMIT)
     completed = _completed_ones(include_completed)
     return retried if completed is None else retried.filter(completed)
+
+
+def _key_taken(candidates: QuerySet[Job]) -> Q:
+    """A finished job of ``candidates`` whose unique_key an active job holds, or a newer
+    job of ``candidates`` takes: of the jobs of a key, the newest (highest id) runs
+    again, its arguments being the latest. One such job failed the whole UPDATE on the
+    unique index, and nothing was retried."""
+    newer = candidates.filter(
+        state__in=sorted(FINISHED),
+        queue=OuterRef("queue"),
+        unique_key=OuterRef("unique_key"),
+        pk__gt=OuterRef("pk"),
+    )
+    return Q(state__in=sorted(FINISHED), unique_key__isnull=False) & (
+        Q(Exists(_key_holders())) | Q(Exists(newer))
+    )
+
+
+def key_held(jobs: QuerySet[Job], *, include_completed: IncludeCompleted = True) -> QuerySet[Job]:
+    """The jobs of ``jobs`` that a retry leaves as they were because their unique_key is
+    held (``_key_taken``), to be named after ``retry_many`` (``include_completed`` as
+    its); after it, held by the jobs it retried too."""
+    candidates = _in_retry_states(jobs, include_completed)
+    return candidates.filter(_key_taken(candidates)).order_by("pk")
+
+
+#: How many of the jobs ``key_held`` finds a caller names (the command, the admin).
+KEY_HELD_NAMED = 20
+
+#: What a caller says of the jobs ``key_held`` finds, before their ids.
+KEY_HELD_SAID = (
+    "left as they were: their unique_key is held by an active job (the newest job of a "
+    "key is the one retried)"
+)
+
+
+def key_held_ids(
+    jobs: QuerySet[Job], *, include_completed: IncludeCompleted = True
+) -> tuple[list[int], int]:
+    """The first ``KEY_HELD_NAMED`` ids of ``key_held(jobs)``, and how many there are
+    (counted only past them)."""
+    held = key_held(jobs, include_completed=include_completed)
+    ids = list(held.values_list("pk", flat=True)[: KEY_HELD_NAMED + 1])
+    if len(ids) <= KEY_HELD_NAMED:
+        return ids, len(ids)
+    return ids[:KEY_HELD_NAMED], held.count()
 
 
 def retry_many(
@@ -514,18 +607,32 @@ def retry_many(
     include_completed: IncludeCompleted = False,
 ) -> int:
     """``retry`` for every job of ``jobs`` that may be retried (``can_be_retried``), in one
-    UPDATE; the others are left alone. Returns how many jobs were made available.
+    UPDATE; the others are left alone (``key_held`` names those whose unique_key is
+    held). Returns how many jobs were made available.
     Completed jobs among them run again only as ``include_completed`` says (as
     ``retry``'s, checked by the same UPDATE): callers ask first (the admin, the command).
     """
     now = limits.given_now(now) or timezone.now()
-    return can_be_retried(jobs, include_completed=include_completed).update(
-        state=S.AVAILABLE,
-        run_at=now,
-        finished_at=None,
-        max_attempts=_at_least_one_more(),
-        meta=_meta_for_a_retry(),
-    )
+    retried = can_be_retried(jobs, include_completed=include_completed)
+    for tries_left in reversed(range(RETRY_MANY_TRIES)):
+        try:
+            with transaction.atomic(using=jobs.db):  # a refused UPDATE spoils no transaction
+                return retried.update(
+                    state=S.AVAILABLE,
+                    run_at=now,
+                    finished_at=None,
+                    max_attempts=_at_least_one_more(),
+                    meta=_meta_for_a_retry(),
+                )
+        except IntegrityError as error:
+            # A holder committed after the UPDATE's snapshot: the next one sees it.
+            if not tries_left or not _unique_key_taken(error):
+                raise
+    raise AssertionError("unreachable")
+
+
+#: ``retry_many``'s UPDATEs at most, when keys are taken by jobs committed meanwhile.
+RETRY_MANY_TRIES = 3
 
 
 #: ``cancel_many``'s rounds at most: each cancels the jobs that workers claimed during

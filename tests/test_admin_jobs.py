@@ -527,6 +527,48 @@ def test_retry_selected_says_jobs_were_left_alone_only_when_some_were(admin_clie
     ]
 
 
+def test_retry_selected_retries_every_job_it_can_and_names_those_whose_key_is_held(
+    admin_client,
+):
+    """Two selected jobs of one unique_key failed the whole action on the unique index."""
+    older, newer = (JobFactory(queue="reports", unique_key="k", discarded=True) for _ in "ab")
+    held = JobFactory(queue="reports", unique_key="h", discarded=True)
+    holder = JobFactory(queue="reports", unique_key="h")
+    response = admin_client.post(changelist(), action("retry_jobs", older, newer, held),
+                                 follow=True)  # fmt: skip
+    assert messages_of(response) == [
+        "1 job(s) will run again.",
+        "2 job(s) left as they were: their unique_key is held by an active job (the newest "
+        f"job of a key is the one retried): #{older.pk}, #{held.pk}.",
+    ]
+    states = [state_of(j) for j in (older, newer, held, holder)]
+    assert states == [S.DISCARDED, S.AVAILABLE, S.DISCARDED, S.AVAILABLE]
+
+
+def test_retry_of_a_job_whose_key_is_held_names_the_holder(admin_client):
+    job = JobFactory(queue="reports", unique_key="k", discarded=True)
+    holder = JobFactory(queue="reports", unique_key="k")
+    response = admin_client.post(reverse("admin:pgjobs_job_retry", args=[job.pk]), follow=True)
+    assert messages_of(response) == [
+        f"Job #{job.pk} can't be retried now: its unique_key 'k' is held by active job "
+        f"#{holder.pk}; cancel that job, or retry this one once it has finished."
+    ]
+    assert state_of(job) == S.DISCARDED
+
+
+def test_retry_every_discarded_job_names_those_whose_key_is_held(admin_client):
+    held = JobFactory(queue="reports", unique_key="k", discarded=True)
+    JobFactory(queue="reports", unique_key="k")
+    free = JobFactory(queue="reports", discarded=True)
+    response = admin_client.post(reverse("admin:pgjobs_job_retry_discarded"), follow=True)
+    assert messages_of(response) == [
+        "1 discarded job(s) will run again.",
+        "1 job(s) left as they were: their unique_key is held by an active job (the newest "
+        f"job of a key is the one retried): #{held.pk}.",
+    ]
+    assert [state_of(j) for j in (held, free)] == [S.DISCARDED, S.AVAILABLE]
+
+
 #: What the job page's "Run again…" says will happen, said on the bulk retry's page too.
 RUNS_AGAIN = "what it did the first time (a mail sent, a payment taken) happens again"
 

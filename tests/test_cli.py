@@ -251,6 +251,7 @@ def test_retry_by_filter_leaves_completed_jobs_alone_and_says_how_to_include_the
     assert Job.objects.get(pk=failed.pk).state == S.AVAILABLE
     assert as_json("retry", "--queue", "mail", "--yes") == {
         "action": "retry", "matched": 3, "changed": 0, "completed_left_alone": 2,
+        "key_held": 0, "key_held_ids": [],
     }  # fmt: skip
 
 
@@ -274,7 +275,10 @@ def test_retry_by_filter_with_include_completed_says_they_run_again_before_it_as
     ) in err
     assert {Job.objects.get(pk=j.pk).state for j in done} == {S.COMPLETED}
     report = as_json("retry", "--queue", "mail", "--include-completed", "--yes")
-    assert report == {"action": "retry", "matched": 3, "changed": 3, "completed_left_alone": 0}
+    assert report == {
+        "action": "retry", "matched": 3, "changed": 3, "completed_left_alone": 0,
+        "key_held": 0, "key_held_ids": [],
+    }  # fmt: skip
     assert set(Job.objects.values_list("state", flat=True)) == {S.AVAILABLE}
 
 
@@ -739,3 +743,37 @@ def test_job_filters_parse_instants_on_the_projects_clock():
     assert timezone.is_aware(parse_instant("2025-05-01"))
     with pytest.raises(InvalidSelection):
         JobFilter.parse(ids=["1", "x"])
+
+
+def test_retry_by_filter_retries_every_job_it_can_and_names_those_whose_key_is_held():
+    """Two selected jobs of one unique_key failed the whole retry on the unique index."""
+    older, newer = (JobFactory(queue="reports", unique_key="k", discarded=True) for _ in "ab")
+    held = JobFactory(queue="reports", unique_key="h", discarded=True)
+    JobFactory(queue="reports", unique_key="h")
+    free = JobFactory(queue="reports", discarded=True)
+    code, out, err = pgjobs("retry", "--state", "discarded", "--queue", "reports", "--yes")
+    assert (code, err) == (0, "")
+    assert out == (
+        "2 job(s) will run again\n"
+        "2 job(s) left as they were: their unique_key is held by an active job (the newest "
+        f"job of a key is the one retried): ids {older.pk}, {held.pk}\n"
+    )
+    assert [Job.objects.get(pk=j.pk).state for j in (older, newer, held, free)] == [
+        S.DISCARDED, S.AVAILABLE, S.DISCARDED, S.AVAILABLE,
+    ]  # fmt: skip
+    JobFactory(queue="reports", unique_key="x", discarded=True)
+    assert as_json("retry", "--state", "discarded", "--queue", "reports", "--yes") == {
+        "action": "retry", "matched": 3, "changed": 1, "completed_left_alone": 0,
+        "key_held": 2, "key_held_ids": [older.pk, held.pk],
+    }  # fmt: skip
+
+
+def test_retry_by_id_of_a_job_whose_key_is_held_names_the_holder():
+    job = JobFactory(queue="reports", unique_key="k", discarded=True)
+    holder = JobFactory(queue="reports", unique_key="k")
+    code, out, _ = pgjobs("retry", str(job.pk))
+    assert code == 1
+    assert (
+        f"job {job.pk}: can't retry it: its unique_key 'k' of queue 'reports' is held by "
+        f"active job {holder.pk}"
+    ) in out

@@ -142,3 +142,57 @@ def test_unique_for_holds_against_a_finished_holder_committed_after_the_snapshot
     assert list(Job.objects.values_list("pk", flat=True)) == [holder]
     again = once_an_hour.enqueue("daily")
     assert (again.pk, again.is_duplicate) == (holder, True)  # retried: the holder
+
+
+def _keyed(state: str, key: str | None, queue: str = "reports") -> Job:
+    from tests.factories import JobFactory
+
+    traits = {} if state == JobState.AVAILABLE else {state: True}
+    return JobFactory(queue=queue, unique_key=key, **traits)
+
+
+def test_a_bulk_retry_retries_the_newest_job_of_each_free_key_and_leaves_held_ones():
+    """Two discarded jobs of one key, or one whose key an active job holds, made the
+    whole UPDATE fail on the unique index: nothing was retried."""
+    older, newer = _keyed("discarded", "k1"), _keyed("discarded", "k1")
+    held, holder = _keyed("discarded", "k2"), _keyed("scheduled", "k2")
+    free = _keyed("discarded", None)
+    elsewhere = _keyed("discarded", "k2", queue="mail")  # keys are per queue
+    selection = Job.objects.filter(state=JobState.DISCARDED)
+    with transaction.atomic():
+        assert sorted(transitions.key_held(selection).values_list("pk", flat=True)) == sorted(
+            [older.pk, held.pk]
+        )
+        assert transitions.retry_many(selection) == 3
+        assert sorted(transitions.key_held(selection).values_list("pk", flat=True)) == sorted(
+            [older.pk, held.pk]
+        )
+        assert Job.objects.count() == 6  # the caller's transaction is still usable
+    states = dict(Job.objects.values_list("pk", "state"))
+    assert [states[j.pk] for j in (older, newer, held, holder, free, elsewhere)] == [
+        JobState.DISCARDED, JobState.AVAILABLE, JobState.DISCARDED, JobState.SCHEDULED,
+        JobState.AVAILABLE, JobState.AVAILABLE,
+    ]  # fmt: skip
+
+
+def test_a_retry_of_a_job_whose_key_is_held_is_a_clear_error_that_writes_nothing():
+    from django_pgjobs.exceptions import UniqueKeyHeld
+    from django_pgjobs.states import InvalidTransition
+
+    job, holder = _keyed("discarded", "k"), _keyed("available", "k")
+    with transaction.atomic():
+        with pytest.raises(UniqueKeyHeld) as raised:
+            job.retry()
+        assert Job.objects.count() == 2  # the caller's transaction is still usable
+    assert isinstance(raised.value, InvalidTransition)
+    assert (raised.value.job_id, raised.value.holder_id, raised.value.key) == (
+        job.pk, holder.pk, "k",
+    )  # fmt: skip
+    assert str(raised.value) == (
+        f"job {job.pk}: can't retry it: its unique_key 'k' of queue 'reports' is held by "
+        f"active job {holder.pk}; nothing changed (cancel that job, or retry this one once "
+        "it has finished)"
+    )
+    assert Job.objects.get(pk=job.pk).state == JobState.DISCARDED
+    holder.cancel()  # the key is free again
+    assert job.retry().state == JobState.AVAILABLE

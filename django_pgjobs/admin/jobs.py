@@ -43,7 +43,7 @@ from django.utils import timezone
 from django.utils.safestring import SafeString
 
 from .. import clocks, limits, shown, stats, transitions
-from ..exceptions import JobGone
+from ..exceptions import JobGone, UniqueKeyHeld
 from ..models import Job, JobDependency
 from ..states import FINISHED, RETRY_FROM, InvalidTransition, JobState
 from ..templatetags.pgjobs_admin import clipped, elapsed, escaped, when
@@ -453,6 +453,15 @@ class JobAdmin(OperatorAdmin):
             transitions.retry(job, include_completed=completed_by or False)
         except JobGone as gone:
             return self.gone(request, gone)
+        except UniqueKeyHeld as held:
+            holder = "an active job" if held.holder_id is None else f"active job #{held.holder_id}"
+            self.message_user(
+                request,
+                f"Job #{job.pk} can't be retried now: its unique_key "
+                f"{limits.shown(held.key, 300)} is held by {holder}; cancel that job, or "
+                "retry this one once it has finished.",
+                messages.ERROR,
+            )
         except InvalidTransition:
             if job.state == S.COMPLETED and completed_by is None:
                 return self.run_again_confirmation(request, job)  # it completed meanwhile
@@ -541,6 +550,7 @@ class JobAdmin(OperatorAdmin):
         retried = transitions.retry_many(others.filter(state=S.DISCARDED))
         self.message_user(request, f"{retried:,} discarded job(s) will run again.",
                           messages.SUCCESS)  # fmt: skip
+        self.say_key_held(request, others.filter(state=S.DISCARDED), include_completed=False)
         return HttpResponseRedirect(f"{changelist}?{filters}" if filters else changelist)
 
     # -- operator actions: many jobs -------------------------------------------------------
@@ -575,6 +585,7 @@ class JobAdmin(OperatorAdmin):
             + (" Executing, waiting and available jobs were left alone." if left_alone else ""),
             messages.SUCCESS,
         )
+        self.say_key_held(request, queryset, include_completed=completed_by or False)
         # Completed since the question, or (none asked about) since the check above.
         late = transitions.can_be_retried(queryset).filter(state=S.COMPLETED)
         if completed_by is not None:
@@ -588,6 +599,21 @@ class JobAdmin(OperatorAdmin):
                 messages.WARNING,
             )
         return None
+
+    def say_key_held(
+        self, request: HttpRequest, jobs: QuerySet[Job], include_completed: bool | datetime
+    ) -> None:
+        """Name the jobs a retry left as they were because their unique_key is held."""
+        ids, count = transitions.key_held_ids(jobs, include_completed=include_completed)
+        if not ids:
+            return
+        more = f" and {count - len(ids):,} more" if count > len(ids) else ""
+        named = ", ".join(f"#{pk}" for pk in ids)
+        self.message_user(
+            request,
+            f"{count:,} job(s) {transitions.KEY_HELD_SAID}: {named}{more}.",
+            messages.WARNING,
+        )
 
     def retry_jobs_confirmation(
         self,

@@ -38,7 +38,7 @@ from django_pgjobs import (
     unmigrated,
 )
 from django_pgjobs.cron import InvalidCron, UnknownTimezone
-from django_pgjobs.exceptions import JobGone, PgJobsError
+from django_pgjobs.exceptions import JobGone, PgJobsError, UniqueKeyHeld
 from django_pgjobs.management import arguments
 from django_pgjobs.models import Job, Queue, Schedule
 from django_pgjobs.selection import (
@@ -396,8 +396,20 @@ class Command(BaseCommand):
         if not (self.options["yes"] or nothing_else or self.confirm(question)):
             raise CommandError("nothing done (answer y, or pass --yes)", returncode=1)
         report["changed"] = changed = many(selected.jobs())
+        held: list[int] = []
+        if verb == "retry":
+            held, report["key_held"] = transitions.key_held_ids(
+                selected.jobs(), include_completed=include
+            )
+            report["key_held_ids"] = held
         if not self.emit(report):
             self.say(f"{changed} job(s) {done}")
+            if held:
+                more = report["key_held"] - len(held)
+                self.say(
+                    f"{report['key_held']} job(s) {transitions.KEY_HELD_SAID}: ids "
+                    f"{_id_list(held)}" + (f" and {more} more" if more else "")
+                )
             if verb == "delete" and changed < matched.value:
                 self.say("executing jobs are kept: cancel them first")
             if report.get("completed_left_alone"):
@@ -418,6 +430,9 @@ class Command(BaseCommand):
                 results.append({"id": job_id, "ok": True, "detail": one(job), "state": job.state})
             except LeftAlone as left:  # not to be changed without an option: it said which
                 results.append({"id": job_id, "ok": False, "detail": str(left), "state": job.state})
+            except UniqueKeyHeld as held:  # an active job holds its key: named
+                detail = f"can't {verb} it: {held.why}"
+                results.append({"id": job_id, "ok": False, "detail": detail, "state": job.state})
             except JobGone:  # deleted or pruned since it was read: its state is no more
                 detail = f"no longer exists (it was deleted or pruned): can't {verb} it"
                 results.append({"id": job_id, "ok": False, "detail": detail, "state": None})
