@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -196,3 +197,70 @@ def test_a_retry_of_a_job_whose_key_is_held_is_a_clear_error_that_writes_nothing
     assert Job.objects.get(pk=job.pk).state == JobState.DISCARDED
     holder.cancel()  # the key is free again
     assert job.retry().state == JobState.AVAILABLE
+
+
+def _held_while_retried(key: str, retry) -> tuple[int, object]:
+    """``retry()``'s outcome (its value or its error) and the id of a job of ``key``
+    that another connection inserts before it and commits while it waits on the
+    unique index: the holder was not there for the UPDATE's look, only for its write."""
+    inserted, outcome = threading.Event(), []
+
+    def hold() -> int:
+        with transaction.atomic():
+            pk = Job.enqueue("testproject.demo.tasks.add", [1, 1], unique_key=key).pk
+            inserted.set()
+            deadline = time.monotonic() + 30
+            with connection.cursor() as cursor:
+                while time.monotonic() < deadline:  # the retry waits on this transaction
+                    cursor.execute("SELECT pg_stat_clear_snapshot()")  # else read once
+                    cursor.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = "
+                        "'Lock' AND datname = current_database()"
+                    )
+                    if cursor.fetchone()[0]:
+                        break
+                    time.sleep(0.01)
+        return pk
+
+    def retried() -> None:
+        inserted.wait(30)
+        try:
+            outcome.append(retry())
+        except Exception as error:  # the outcome is what the test checks
+            outcome.append(error)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=retried)
+    thread.start()
+    holder = on_another_connection(hold)
+    thread.join(30)
+    assert outcome, "the retry did not finish"
+    return holder, outcome[0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_bulk_retry_leaves_a_job_whose_key_was_taken_while_it_ran():
+    """The holder committed after the UPDATE's look: its write failed on the unique
+    index. The UPDATE runs again, in a savepoint of its own, and sees the holder."""
+    from tests.factories import JobFactory
+
+    held = JobFactory(queue="default", unique_key="race", discarded=True)
+    free = JobFactory(queue="default", discarded=True)
+    selection = Job.objects.filter(state=JobState.DISCARDED)
+    _, retried = _held_while_retried("race", lambda: transitions.retry_many(selection))
+    assert retried == 1
+    states = dict(Job.objects.values_list("pk", "state"))
+    assert (states[held.pk], states[free.pk]) == (JobState.DISCARDED, JobState.AVAILABLE)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_retry_of_a_job_whose_key_was_taken_while_it_ran_names_the_holder():
+    from django_pgjobs.exceptions import UniqueKeyHeld
+    from tests.factories import JobFactory
+
+    job = JobFactory(queue="default", unique_key="race", discarded=True)
+    holder, refused = _held_while_retried("race", job.retry)
+    assert isinstance(refused, UniqueKeyHeld), refused
+    assert refused.holder_id == holder
+    assert Job.objects.get(pk=job.pk).state == JobState.DISCARDED
