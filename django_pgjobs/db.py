@@ -107,6 +107,18 @@ def transient(error: BaseException) -> bool:
     return sent is not None and sent.sqlstate.startswith(TRANSIENT_SQLSTATES)
 
 
+#: The partial unique index that holds a key while its job is active (migration 0008).
+UNIQUE_KEY_INDEX = "pgjobs_job_queue_unique_key_active"
+
+
+def unique_key_taken(error: BaseException) -> bool:
+    """Whether ``error`` is the unique index of active jobs' keys refusing a row (not a
+    CHECK, say): an enqueue's or a retry's job whose key another active job holds."""
+    sent = outage.answered(error)
+    diag = getattr(sent, "diag", None)
+    return getattr(diag, "constraint_name", None) == UNIQUE_KEY_INDEX
+
+
 SQL_DIR = Path(__file__).resolve().parent / "sql"
 
 #: Every file of ``sql/``, read with this module as Python reads the module's code: an

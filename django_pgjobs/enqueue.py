@@ -27,7 +27,6 @@ from . import (
     limits,
     loaded,
     middleware,
-    outage,
     payload,
     postgres,
     queues,
@@ -830,9 +829,6 @@ def _copy(jobs: Iterable[Job], count: int, using: str) -> None:
 #: UniqueKeyConflict is raised.
 UNIQUE_INSERT_TRIES = 3
 
-#: The partial unique index that holds a key while its job is active (migration 0008).
-UNIQUE_KEY_INDEX = "pgjobs_job_queue_unique_key_active"
-
 
 def _unique_for(spec: JobSpec) -> float | None:
     return get_task(spec.task).unique_for
@@ -883,7 +879,7 @@ def _insert_unique(job: Job, using: str, unique_for: float | None = None) -> Non
             if existing is None:
                 if tries_left:
                     continue
-                if _unique_key_taken(error):
+                if db.unique_key_taken(error):
                     raise _conflict(job, using) from error
                 raise
             loaded.become(job, existing.__dict__)
@@ -901,13 +897,6 @@ def _held_out_of_sight(job: Job, since: datetime, using: str) -> bool:
     own are not committed: whatever this finds, the snapshot can't show."""
     params = {"queue": job.queue, "key": job.unique_key, "since": since}
     return db.fetch_dicts_committed("unique_key_enqueued_since", params, using)[0]["held"]
-
-
-def _unique_key_taken(error: IntegrityError) -> bool:
-    """Whether ``error`` is the unique index refusing the key (not a CHECK, say)."""
-    sent = outage.answered(error)
-    diag = getattr(sent, "diag", None)
-    return getattr(diag, "constraint_name", None) == UNIQUE_KEY_INDEX
 
 
 def _conflict(job: Job, using: str) -> UniqueKeyConflict:

@@ -380,7 +380,7 @@ def retry(
                 meta=_meta_for_a_retry(),
             )
     except IntegrityError as error:  # a holder committed after the UPDATE's snapshot
-        if not _unique_key_taken(error):
+        if not db.unique_key_taken(error):
             raise
         _refresh(job)
         raise _key_held(job) from error
@@ -414,12 +414,6 @@ def _key_held(job: Job) -> UniqueKeyHeld:
         .first()
     )
     return UniqueKeyHeld(job.pk, job.queue, str(job.unique_key), holder)
-
-
-def _unique_key_taken(error: IntegrityError) -> bool:
-    from .enqueue import _unique_key_taken
-
-    return _unique_key_taken(error)
 
 
 def _completed_ones(include: IncludeCompleted) -> Q | None:
@@ -626,7 +620,7 @@ def retry_many(
                 )
         except IntegrityError as error:
             # A holder committed after the UPDATE's snapshot: the next one sees it.
-            if not tries_left or not _unique_key_taken(error):
+            if not tries_left or not db.unique_key_taken(error):
                 raise
     raise AssertionError("unreachable")
 
