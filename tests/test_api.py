@@ -690,6 +690,10 @@ def test_run_puts_back_a_job_whose_connector_is_busy(client, token):
         ("max_seconds=nan", "max_seconds"),
         ("status=completed", "status"),
         ("queue=nowhere", "queue"),
+        ("queue=", "queue"),
+        ("queue=default,,default", "queue"),
+        ("queue=default,", "queue"),
+        ("status=", "status"),
         ("queues=default", "queues"),
     ],
 )
@@ -697,6 +701,15 @@ def test_bad_run_parameters_are_400_and_run_nothing(client, token, query, field)
     job = Job.enqueue(ADD, [1, 1])
     response = post(client, f"/jobs/run?{query}", None, token)
     assert response.status_code == 400 and field in response.json()["fields"]
+    assert Job.objects.get(pk=job.pk).state == JobState.AVAILABLE
+
+
+@pytest.mark.parametrize("body", [{"queue": ""}, {"queue": ["default", ""]}, {"queue": []}])
+def test_empty_queue_names_in_a_run_body_are_400_and_run_nothing(client, token, body):
+    # They were dropped silently: "" or [] ran every queue of the token.
+    job = Job.enqueue(ADD, [1, 1])
+    response = post(client, "/jobs/run", body, token)
+    assert response.status_code == 400 and "queue" in response.json()["fields"]
     assert Job.objects.get(pk=job.pk).state == JobState.AVAILABLE
 
 

@@ -260,8 +260,12 @@ def _in_query(
 def _names(value: str | None) -> list[str] | None:
     if value is None:
         return None
-    names = [name.strip() for name in value.split(",") if name.strip()]
-    return names or None
+    # An empty name was dropped, and a list of none ran every queue of the token: "queue="
+    # or "mail,,default" is a mistake to say, not a choice of everything.
+    names = [name.strip() for name in value.split(",")]
+    if not all(names):
+        raise ValueError(f"must be comma-separated names, none empty, not {limits.shown(value)}")
+    return names
 
 
 def _names_in_body(value: Any) -> list[str] | None:
@@ -269,6 +273,8 @@ def _names_in_body(value: Any) -> list[str] | None:
     if isinstance(value, str):
         return _names(value)
     if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        if not value or not all(item.strip() for item in value):
+            raise ValueError(f"must be an array of names, none empty, not {limits.shown(value)}")
         return _names(",".join(value))
     what = "a string of comma-separated names or an array of strings"
     raise ValueError(f"must be {what}, not {limits.shown(value)}")
