@@ -119,6 +119,22 @@ def unique_key_taken(error: BaseException) -> bool:
     return getattr(diag, "constraint_name", None) == UNIQUE_KEY_INDEX
 
 
+#: The detail of the refusal ``unique_key_taken`` tests: the queue (no comma or space
+#: in its name: ``queues.NAME_CHARACTERS``), then the key, whatever it holds.
+_KEY_TAKEN_DETAIL = re.compile(
+    r"Key \(queue, unique_key\)=\(([A-Za-z0-9_.:-]{1,63}), (.*)\) already exists\.\Z",
+    re.DOTALL,
+)
+
+
+def key_taken(error: BaseException) -> tuple[str, str] | None:
+    """The queue and key that ``error``, a refusal ``unique_key_taken`` tests, names in
+    its detail; None if it names none this reads (no detail, a server of other words)."""
+    detail = getattr(getattr(outage.answered(error), "diag", None), "message_detail", None)
+    found = _KEY_TAKEN_DETAIL.match(detail) if isinstance(detail, str) else None
+    return (found[1], found[2]) if found else None
+
+
 SQL_DIR = Path(__file__).resolve().parent / "sql"
 
 #: Every file of ``sql/``, read with this module as Python reads the module's code: an

@@ -137,19 +137,30 @@ class UniqueKeyConflict(PgJobsError, IntegrityError):
     and the transaction is still usable, but under its snapshot the holder stays out
     of sight: retry the whole transaction, as for a serialization failure, and the
     enqueue returns the holder (``is_duplicate``).
+    Also a bulk retry's (``retry_many``), whose UPDATE the index kept refusing for a
+    finished job's key so held: nothing was retried (``done``); ``queue`` and ``key``
+    are None if the database did not say which key.
     An ``IntegrityError`` still, as the raw one raised before it was."""
 
-    def __init__(self, queue: str, key: str, isolation: str = "") -> None:
-        self.queue, self.key, self.isolation = queue, key, isolation
+    def __init__(
+        self,
+        queue: str | None,
+        key: str | None,
+        isolation: str = "",
+        done: str = "nothing was enqueued; retry the transaction (it then returns that job)",
+    ) -> None:
+        self.queue, self.key, self.isolation, self.done = queue, key, isolation, done
         why = (
             f"committed after this {isolation.upper()} transaction's snapshot"
             if isolation and isolation != "read committed"
             else "that kept finishing before it could be read"
         )
-        super().__init__(
-            f"unique_key {_named(key)} of queue {_named(queue)} is held by a job {why}: "
-            "nothing was enqueued; retry the transaction (it then returns that job)"
+        which = (
+            f"unique_key {_named(key)} of queue {_named(queue)}"
+            if key is not None
+            else "a unique_key"
         )
+        super().__init__(f"{which} is held by a job {why}: {done}")
 
 
 class JobGone(PgJobsError, InvalidTransition):

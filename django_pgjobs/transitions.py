@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from . import conf, db, events, limits, loaded, payload, sending, signals
 from .backoff import Backoff
-from .exceptions import JobGone, UniqueKeyHeld
+from .exceptions import JobGone, UniqueKeyConflict, UniqueKeyHeld
 from .models import Job, Queue
 from .redaction import Redactor, mask_credentials
 from .states import ACTIVE, FINISHED, RETRY_FROM, InvalidTransition, JobState, sources_of
@@ -619,10 +619,23 @@ def retry_many(
                     meta=_meta_for_a_retry(),
                 )
         except IntegrityError as error:
-            # A holder committed after the UPDATE's snapshot: the next one sees it.
-            if not tries_left or not db.unique_key_taken(error):
+            # A holder committed after the UPDATE's snapshot: the next one sees it,
+            # unless the transaction's snapshot is older than it (REPEATABLE READ).
+            if not db.unique_key_taken(error):
                 raise
+            if not tries_left:
+                raise _out_of_sight(error, jobs.db) from error
     raise AssertionError("unreachable")
+
+
+def _out_of_sight(error: IntegrityError, using: str) -> UniqueKeyConflict:
+    """What ``retry_many`` raises when every try's UPDATE was refused a key held by a
+    job its snapshot can't read, with the caller's isolation level (the savepoint left
+    its transaction usable)."""
+    isolation = db.fetch_dicts("transaction_isolation", {}, using)[0]["isolation"]
+    queue, key = db.key_taken(error) or (None, None)
+    done = "nothing was retried; retry the transaction (it then leaves such jobs as they were)"
+    return UniqueKeyConflict(queue, key, isolation, done)
 
 
 #: ``retry_many``'s UPDATEs at most, when keys are taken by jobs committed meanwhile.

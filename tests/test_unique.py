@@ -264,3 +264,31 @@ def test_a_retry_of_a_job_whose_key_was_taken_while_it_ran_names_the_holder():
     assert isinstance(refused, UniqueKeyHeld), refused
     assert refused.holder_id == holder
     assert Job.objects.get(pk=job.pk).state == JobState.DISCARDED
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("isolation", ["REPEATABLE READ", "SERIALIZABLE"])
+def test_a_bulk_retry_of_a_key_held_after_the_snapshot_is_a_clear_error(isolation):
+    """Under REPEATABLE READ (or SERIALIZABLE) a holder committed after the caller's
+    snapshot stays out of every try's sight: each UPDATE failed on the unique index
+    and the raw IntegrityError reached the caller. Ours names the key and says to
+    retry the transaction; nothing is written and the transaction stays usable."""
+    from tests.factories import JobFactory
+
+    finished = JobFactory(queue="default", unique_key="report-1, (x)", discarded=True)
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(f"SET TRANSACTION ISOLATION LEVEL {isolation}")
+        selection = Job.objects.filter(state=JobState.DISCARDED)
+        assert list(selection.values_list("pk", flat=True)) == [finished.pk]  # snapshot
+        holder = _enqueued_elsewhere("report-1, (x)")
+        with pytest.raises(UniqueKeyConflict) as refused:
+            transitions.retry_many(selection)
+        error = refused.value
+        assert isinstance(error, IntegrityError) and isinstance(error, PgJobsError)
+        assert (error.queue, error.key) == ("default", "report-1, (x)")
+        assert error.isolation == isolation.lower()
+        assert "retry the transaction" in str(error)
+        assert Job.objects.get(pk=finished.pk).state == JobState.DISCARDED  # usable
+    states = dict(Job.objects.values_list("pk", "state"))
+    assert (states[finished.pk], states[holder]) == (JobState.DISCARDED, JobState.AVAILABLE)
