@@ -15,8 +15,10 @@ from datetime import datetime, timedelta
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import transaction
 from django.utils import timezone
 
+from django_pgjobs.management.commands import pgjobs as pgjobs_command
 from django_pgjobs.models import Job, Queue, Schedule, SchedulerProcess, WorkerProcess
 from django_pgjobs.selection import InvalidSelection, JobFilter, parse_instant
 from django_pgjobs.states import JobState
@@ -130,6 +132,27 @@ def test_list_filters_by_state_queue_task_and_creation_time_newest_first():
     )
     code, out, _ = pgjobs("list", "--state", "waiting", "--since", "2025-05-01T14:30+00:00")
     assert out.strip() == "no jobs with state waiting, created since 2025-05-01T14:30:00+00:00"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("args", [("--task", "gone.task"), ("--before", "20d", "--json")])
+def test_list_stops_a_read_past_its_time_limit_and_says_what_to_narrow(
+    second_connection, monkeypatch, args
+):
+    # A filter no index serves reads every row (--task of a task gone: 80 ms at 600,000
+    # jobs; --before 20d: hundreds of thousands), and the list had no time limit, unlike
+    # the admin's. The table locked elsewhere makes the read wait as a long scan would.
+    monkeypatch.setattr(pgjobs_command, "LIST_SECONDS", 0.2)
+    with transaction.atomic():
+        with second_connection.transaction():
+            second_connection.execute(f"LOCK TABLE {Job._meta.db_table} IN ACCESS EXCLUSIVE MODE")
+            code, out, err = pgjobs("list", *args)
+        assert Job.objects.count() == 0  # the caller's transaction is still usable
+    assert (code, out) == (1, "")
+    assert err == (
+        "no jobs listed: finding them took more than 0.2 s (no index serves --task, --since "
+        "or --before alone); narrow the list with --state or --queue"
+    )
 
 
 def test_list_of_an_empty_table_says_no_jobs(db):

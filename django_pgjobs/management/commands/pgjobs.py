@@ -20,13 +20,14 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import DatabaseError
+from django.db import DatabaseError, OperationalError
 from django.db.models import QuerySet
 from django.utils import timezone
 
 from django_pgjobs import (
     clocks,
     conf,
+    db,
     health,
     housekeeping,
     kept_errors,
@@ -57,6 +58,11 @@ from django_pgjobs.templatetags.pgjobs_admin import duration
 #: Most jobs ``list`` prints; most fire times ``schedules --next`` computes.
 MAX_LIST = 10_000
 MAX_NEXT = 100
+#: How long ``list``'s read may take, as the admin's job list (``SCAN_SECONDS``): a filter
+#: no index serves (a task gone, ``--before 20d``) reads every row when few match.
+LIST_SECONDS = 5
+#: PostgreSQL's error for a statement cut short by statement_timeout.
+QUERY_CANCELED = "57014"
 
 
 class Command(BaseCommand):
@@ -218,7 +224,7 @@ class Command(BaseCommand):
         limit = self.options["limit"]
         if not 1 <= limit <= MAX_LIST:
             raise InvalidSelection(f"--limit must be from 1 to {MAX_LIST}")
-        jobs = list(selected.jobs().order_by("-id")[: limit + 1])
+        jobs = _newest(selected.jobs().order_by("-id")[: limit + 1])
         more, jobs = len(jobs) > limit, jobs[:limit]
         if self.emit({"jobs": [job_summary(job) for job in jobs], "more": more}):
             return
@@ -694,6 +700,26 @@ def _filters(parser: CommandParser) -> None:
         "--since", default=None, help="Created since: ISO date/time, or a duration ago (2h)."
     )
     parser.add_argument("--before", default=None, help="Created before: as --since.")
+
+
+def _newest(rows: QuerySet[Job]) -> list[Job]:
+    """The rows, read within ``LIST_SECONDS`` and without parallel workers (they take the
+    cores the queue's workers need), as the admin's job list reads its pages."""
+    try:
+        with db.local_settings(
+            _db(),
+            statement_timeout=f"{LIST_SECONDS * 1000:.0f}ms",
+            max_parallel_workers_per_gather="0",
+        ):
+            return list(rows)
+    except OperationalError as error:
+        if getattr(error.__cause__, "sqlstate", None) != QUERY_CANCELED:
+            raise
+        raise CommandError(
+            f"no jobs listed: finding them took more than {LIST_SECONDS:g} s (no index serves "
+            "--task, --since or --before alone); narrow the list with --state or --queue",
+            returncode=1,
+        ) from None
 
 
 def _db() -> str:
