@@ -85,13 +85,44 @@ def connection_trouble(error: BaseException) -> bool:
     return sent.sqlstate.startswith(CONNECTION_SQLSTATES)
 
 
+#: PostgreSQL's SQLSTATE for a statement cut short: by its ``statement_timeout``, or
+#: cancelled (``pg_cancel_backend``, a client's cancel request). ``cut_short`` tells which.
+QUERY_CANCELED = "57014"
+
 #: SQLSTATEs (and classes of them, by their first characters) of a statement the
 #: server gave up on, not for anything in its data: a serialization failure (40001),
 #: a statement whose completion is unknown (40003), a deadlock (40P01), a lock timeout
-#: (55P03), a statement timeout or a cancel (57014), the server's own system errors
-#: (58: an I/O error reading or writing a file). The session lives; the same statement
-#: may well go through on a later try.
-TRANSIENT_SQLSTATES = ("40001", "40003", "40P01", "55P03", "57014", "58")
+#: (55P03), a statement timeout or a cancel (``QUERY_CANCELED``), the server's own system
+#: errors (58: an I/O error reading or writing a file). The session lives; the same
+#: statement may well go through on a later try.
+TRANSIENT_SQLSTATES = ("40001", "40003", "40P01", "55P03", QUERY_CANCELED, "58")
+
+#: What ``cut_short`` returns.
+TIMED_OUT = "timed out"
+CANCELLED = "cancelled"
+
+#: PostgreSQL's own words (untranslated) for each reason a statement was cut short.
+_CUT_SHORT_SAID = {"statement timeout": TIMED_OUT, "user request": CANCELLED}
+
+
+def cut_short(error: BaseException, took: float, limit: float) -> str | None:
+    """Why PostgreSQL cut short the statement that raised ``error`` (``QUERY_CANCELED``),
+    which ran ``took`` seconds under a ``statement_timeout`` of ``limit``: ``TIMED_OUT``,
+    or ``CANCELLED`` (an operator's ``pg_cancel_backend``, a client's cancel request);
+    None if it was not cut short (another error).
+
+    The server's message says which ("canceling statement due to statement timeout",
+    "... due to user request"); one translated (``lc_messages``) is told by the time it
+    took: a statement cut short before its time limit was not stopped by it (the
+    server's clock starts after ours, so a time-out always took ``limit`` here)."""
+    sent = outage.answered(error)
+    if sent is None or sent.sqlstate != QUERY_CANCELED:
+        return None
+    said = getattr(getattr(sent, "diag", None), "message_primary", None) or ""
+    for words, reason in _CUT_SHORT_SAID.items():
+        if said.endswith(f"due to {words}"):
+            return reason
+    return TIMED_OUT if took >= limit else CANCELLED
 
 
 def transient(error: BaseException) -> bool:

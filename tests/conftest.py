@@ -94,6 +94,35 @@ def on_another_connection(work: Callable[[], Any], timeout: float = 30.0) -> Any
     return done[0]
 
 
+@contextlib.contextmanager
+def cancelled_once_running(text: str, timeout: float = 30.0) -> Iterator[None]:
+    """Within the block, an operator's ``pg_cancel_backend`` of the first statement
+    seen running (or waiting for a lock) whose text holds ``text``, from a thread of
+    its own: as a DBA stops a slow query, before its time limit."""
+    stop = threading.Event()
+
+    def cancel() -> None:
+        with psycopg.connect(**db.connection_params(), autocommit=True) as own:
+            deadline = time.monotonic() + timeout
+            while not stop.is_set() and time.monotonic() < deadline:
+                row = own.execute(
+                    "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE state = 'active'"
+                    " AND pid <> pg_backend_pid() AND strpos(query, %s) > 0 LIMIT 1",
+                    [text],
+                ).fetchone()
+                if row:
+                    return
+                stop.wait(0.01)
+
+    thread = threading.Thread(target=cancel)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout)
+
+
 @pytest.fixture(autouse=True)
 def tallies_counted_afresh() -> None:
     """A count one test found past its cap is not taken as past it by the next one

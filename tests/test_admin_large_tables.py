@@ -16,6 +16,7 @@ from django_pgjobs.admin import paginator
 from django_pgjobs.models import Job
 from django_pgjobs.states import JobState
 from tests.admin_helpers import changelist
+from tests.conftest import cancelled_once_running
 from tests.factories import JobFactory
 
 pytestmark = pytest.mark.django_db
@@ -361,6 +362,30 @@ def test_a_scan_that_takes_too_long_is_cut_short_with_a_message(admin_client, mo
         assert cursor.fetchone()[0] == "0"
         cursor.execute("SELECT count(*) FROM pgjobs_job")
         assert cursor.fetchone()[0] == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_scan_an_operator_cancels_says_so_not_that_it_was_slow(admin_client, monkeypatch):
+    # pg_cancel_backend sends the same SQLSTATE as the time limit (57014): the page
+    # said "finding them took more than 5 s" of a scan stopped long before.
+    JobFactory.create_batch(3)
+    # A search that costs PostgreSQL a second per row: the operator stops it.
+    monkeypatch.setattr(
+        job_admin.JobAdmin,
+        "get_search_results",
+        lambda self, request, queryset, term: (
+            queryset.extra(where=["pg_sleep(1.01) IS NOT NULL"]),
+            False,
+        ),
+    )
+    with cancelled_once_running("pg_sleep(1.01)"):
+        response = admin_client.get(changelist(), {"q": "slow"})
+    assert response.status_code == 200 and shown(response) == []
+    cut = response.context["cl"].paginator
+    assert (cut.cancelled, cut.timed_out) == (True, False)
+    page = response.content.decode()
+    assert "the database cancelled finding them" in page and "Reload the page" in page
+    assert "took more than" not in page
 
 
 def test_a_deep_page_of_a_counted_list_is_found_within_the_time_limit(admin_client, monkeypatch):

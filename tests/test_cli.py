@@ -22,7 +22,7 @@ from django_pgjobs.management.commands import pgjobs as pgjobs_command
 from django_pgjobs.models import Job, Queue, Schedule, SchedulerProcess, WorkerProcess
 from django_pgjobs.selection import InvalidSelection, JobFilter, parse_instant
 from django_pgjobs.states import JobState
-from tests.conftest import ROOT, wait_until
+from tests.conftest import ROOT, cancelled_once_running, wait_until
 from tests.conftest import test_database_env as database_env
 from tests.factories import JobFactory, QueueFactory, ScheduleFactory, WorkerProcessFactory
 from tests.gone import completed_before_its_update, deleted_before_its_update
@@ -153,6 +153,24 @@ def test_list_stops_a_read_past_its_time_limit_and_says_what_to_narrow(
         "no jobs listed: finding them took more than 0.2 s (no index serves --task, --since "
         "or --before alone); narrow the list with --state or --queue"
     )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_list_cancelled_by_an_operator_says_so_not_that_it_was_slow(second_connection):
+    # pg_cancel_backend sends the same SQLSTATE as the time limit (57014): the list
+    # said "took more than 5 s" of a read an operator stopped after a few milliseconds.
+    with transaction.atomic():
+        with second_connection.transaction():
+            second_connection.execute(f"LOCK TABLE {Job._meta.db_table} IN ACCESS EXCLUSIVE MODE")
+            with cancelled_once_running("gone.task"):
+                code, out, err = pgjobs("list", "--task", "gone.task")
+        assert Job.objects.count() == 0  # the caller's transaction is still usable
+    assert (code, out) == (1, "")
+    assert re.fullmatch(
+        r"no jobs listed: the database cancelled the read after \d+\.\d s, before its time "
+        r"limit of 5 s \(an operator's pg_cancel_backend\?\); run it again",
+        err,
+    ), err
 
 
 def test_list_of_an_empty_table_says_no_jobs(db):

@@ -197,8 +197,8 @@ class JobAdmin(OperatorAdmin):
         if context and isinstance(context.get("cl"), ChangeList):
             cl = context["cl"]
             context.update(self._state_tabs(request, cl))
-            if getattr(cl.paginator, "timed_out", False):
-                self.message_user(request, _timed_out(cl.paginator), messages.WARNING)
+            if getattr(cl.paginator, "cut_short", False):
+                self.message_user(request, _cut_short(cl.paginator), messages.WARNING)
         return response
 
     @admin.display(description="task")
@@ -670,8 +670,15 @@ class JobAdmin(OperatorAdmin):
         return None
 
 
-def _timed_out(paginator: EstimatingPaginator) -> str:
-    """Why the list shows no jobs after its time limit, and what to do instead."""
+def _cut_short(paginator: EstimatingPaginator) -> str:
+    """Why the list shows no jobs after its time limit, and what to do instead; or
+    that an operator cancelled the scan (it was not slow: the limit had not run out)."""
+    if paginator.cancelled:
+        return (
+            "No jobs shown: the database cancelled finding them (an operator's "
+            "pg_cancel_backend, or the server's administrator) before their time limit "
+            f"of {SCAN_SECONDS} s. Reload the page to try again."
+        )
     if paginator.countable:  # an index serves the filters: the page was too deep
         return (
             f"No jobs shown: page {paginator.number:,} starts after {paginator.start:,} jobs, "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from functools import cached_property
 from typing import Any
 
@@ -26,7 +27,8 @@ class EstimatingPaginator(Paginator):
     counted: the rows of the page asked for (``number``) and one more are found
     (``page_ids``), newest first, in a statement that may run ``SCAN_SECONDS``
     at most, and the count is exact only if that page is the last one; else it
-    is the planner's estimate. ``timed_out`` says the scan was cut short.
+    is the planner's estimate. ``timed_out`` says the scan was cut short by that limit,
+    ``cancelled`` by an operator (``pg_cancel_backend``) before it.
 
     A page past the first ``COUNT_CAP`` jobs (``deep``) is found the same way, time
     limit included, even where the list is counted: an OFFSET reads every row before
@@ -52,6 +54,7 @@ class EstimatingPaginator(Paginator):
         self.countable, self.number = countable, max(1, number)
         self.per_state = per_state
         self.timed_out = False
+        self.cancelled = False  # by an operator (pg_cancel_backend), before the time limit
 
     @property
     def start(self) -> int:
@@ -73,6 +76,7 @@ class EstimatingPaginator(Paginator):
             return []  # no job has such a position (PostgreSQL's OFFSET would overflow)
         ids = self.object_list.values_list("pk", flat=True)[start : start + self.per_page + 1]
         using = self.object_list.db
+        began = time.monotonic()
         try:
             # A time limit, and no parallel workers (they cost more to start than a
             # page's scan, and take the cores the workers need).
@@ -81,9 +85,10 @@ class EstimatingPaginator(Paginator):
             ):
                 return list(ids)
         except OperationalError as error:
-            if getattr(error.__cause__, "sqlstate", None) != QUERY_CANCELED:
+            why = db.cut_short(error, time.monotonic() - began, SCAN_SECONDS)
+            if why is None:
                 raise
-            self.timed_out = True
+            self.timed_out, self.cancelled = why == db.TIMED_OUT, why == db.CANCELLED
             return []
 
     @cached_property
@@ -94,7 +99,7 @@ class EstimatingPaginator(Paginator):
             parts = self.per_state.values()
             return Tally(sum(t.value for t in parts), exact=all(t.exact for t in parts))
         ids, start = self.page_ids or [], self.start
-        if (ids and len(ids) <= self.per_page) or (not ids and start == 0 and not self.timed_out):
+        if (ids and len(ids) <= self.per_page) or (not ids and start == 0 and not self.cut_short):
             return Tally(start + len(ids))  # this page is the last: everything is known
         # More than this page (or a page past the end): at least what was seen.
         least = start + len(ids)
@@ -108,7 +113,13 @@ class EstimatingPaginator(Paginator):
     def past_the_end(self) -> bool:
         """Whether the page asked for, not the first, found no job: it has none to show
         (the count, "at least what was seen", may still say it exists)."""
-        return self.page_ids == [] and self.number > 1 and not self.timed_out
+        return self.page_ids == [] and self.number > 1 and not self.cut_short
+
+    @property
+    def cut_short(self) -> bool:
+        """Whether the scan for the page stopped before it found it (``timed_out``,
+        ``cancelled``)."""
+        return self.timed_out or self.cancelled
 
     @cached_property
     def count(self) -> int:
@@ -128,5 +139,3 @@ class EstimatingPaginator(Paginator):
 
 #: How long the scan for a page under a filter no index serves may take.
 SCAN_SECONDS = 5
-#: PostgreSQL's error for a statement cut short by statement_timeout.
-QUERY_CANCELED = "57014"

@@ -14,6 +14,7 @@ import functools
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -61,8 +62,6 @@ MAX_NEXT = 100
 #: How long ``list``'s read may take, as the admin's job list (``SCAN_SECONDS``): a filter
 #: no index serves (a task gone, ``--before 20d``) reads every row when few match.
 LIST_SECONDS = 5
-#: PostgreSQL's error for a statement cut short by statement_timeout.
-QUERY_CANCELED = "57014"
 
 
 class Command(BaseCommand):
@@ -705,6 +704,7 @@ def _filters(parser: CommandParser) -> None:
 def _newest(rows: QuerySet[Job]) -> list[Job]:
     """The rows, read within ``LIST_SECONDS`` and without parallel workers (they take the
     cores the queue's workers need), as the admin's job list reads its pages."""
+    began = time.monotonic()
     try:
         with db.local_settings(
             _db(),
@@ -713,8 +713,17 @@ def _newest(rows: QuerySet[Job]) -> list[Job]:
         ):
             return list(rows)
     except OperationalError as error:
-        if getattr(error.__cause__, "sqlstate", None) != QUERY_CANCELED:
+        took = time.monotonic() - began
+        why = db.cut_short(error, took, LIST_SECONDS)
+        if why is None:
             raise
+        if why == db.CANCELLED:  # not slow: someone stopped it (pg_cancel_backend)
+            raise CommandError(
+                f"no jobs listed: the database cancelled the read after {took:.1f} s, "
+                f"before its time limit of {LIST_SECONDS:g} s (an operator's "
+                "pg_cancel_backend?); run it again",
+                returncode=1,
+            ) from None
         raise CommandError(
             f"no jobs listed: finding them took more than {LIST_SECONDS:g} s (no index serves "
             "--task, --since or --before alone); narrow the list with --state or --queue",
