@@ -713,6 +713,29 @@ def test_empty_queue_names_in_a_run_body_are_400_and_run_nothing(client, token, 
     assert Job.objects.get(pk=job.pk).state == JobState.AVAILABLE
 
 
+@pytest.mark.parametrize(
+    "query, body, field",
+    [
+        ("queue=default,default", None, "queue"),
+        ("queue=default,%20default", None, "queue"),
+        ("status=available,scheduled,available", None, "status"),
+        ("", {"queue": ["default", "default"]}, "queue"),
+        ("", {"queue": "default,default"}, "queue"),
+        ("", {"status": ["retryable", " retryable"]}, "status"),
+    ],
+)
+def test_a_name_given_twice_in_a_run_list_is_400_and_runs_nothing(
+    client, token, query, body, field
+):
+    # Taken as given, as a parameter given twice or a key twice in a body is not.
+    job = Job.enqueue(ADD, [1, 1])
+    response = post(client, f"/jobs/run?{query}", body, token)
+    assert response.status_code == 400, response.content
+    given = "default" if field == "queue" else "available" if query else "retryable"
+    assert response.json()["fields"] == {field: f"names {given!r} twice: give each name once"}
+    assert Job.objects.get(pk=job.pk).state == JobState.AVAILABLE
+
+
 def test_a_token_runs_only_its_queues(client):
     _, plain = issue("mail-runner", ["mail"], can_run=True)
     mail = Job.enqueue(ADD, [1, 1], queue="mail")

@@ -265,6 +265,11 @@ def _names(value: str | None) -> list[str] | None:
     names = [name.strip() for name in value.split(",")]
     if not all(names):
         raise ValueError(f"must be comma-separated names, none empty, not {limits.shown(value)}")
+    # Refused, as a parameter given twice is (and a key twice in a body): "mail,mail" is
+    # a mistake of whatever wrote it, to be said rather than read one way or another.
+    twice = next((name for i, name in enumerate(names) if name in names[:i]), None)
+    if twice is not None:
+        raise ValueError(f"names {limits.shown(twice)} twice: give each name once")
     return names
 
 
