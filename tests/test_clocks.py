@@ -73,7 +73,7 @@ def test_runscheduler_on_a_host_fast_waits_for_the_databases_clock():
     Schedule.objects.filter(pk=schedule.pk).update(next_fire_at=tick)
     offset = (tick - db_now).total_seconds() + 5  # its clock says the tick is 5 s old
     output = run_scheduler_once(offset)
-    assert "fired 0 tick(s)" in output, output
+    assert "runscheduler --once: nothing was due" in output, output
     assert not ScheduleTick.objects.exists()
 
 

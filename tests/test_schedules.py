@@ -457,7 +457,7 @@ def test_a_schedule_another_scheduler_is_firing_is_skipped_not_waited_for(second
     assert Scheduler(routines=[]).run_once(at(11)).fired[0].fire_at == at(11)
 
 
-def test_runscheduler_once_fires_what_is_due_and_exits(settings):
+def test_runscheduler_once_fires_what_is_due_and_exits(settings, caplog):
     from io import StringIO
 
     from django.core.management import call_command
@@ -467,12 +467,15 @@ def test_runscheduler_once_fires_what_is_due_and_exits(settings):
     Schedule.objects.filter(pk=schedule.pk).update(
         next_fire_at=datetime.now(UTC).replace(second=0, microsecond=0)
     )
+    caplog.set_level(logging.INFO, logger="django_pgjobs")
     out = StringIO()
     call_command("runscheduler", "--once", "--no-maintenance", stdout=out)
-    assert "fired 1 tick(s)" in out.getvalue()
     assert Job.objects.count() == 1
-    assert f"{schedule.name} @ " in out.getvalue()
-    assert f": job {Job.objects.get().pk}" in out.getvalue()
+    # Said once, through the log (tests/test_worker_output.py: not on stdout as well).
+    assert out.getvalue() == ""
+    fired = [m for m in caplog.messages if schedule.name in m]
+    assert len(fired) == 1 and fired[0].endswith(f" as job {Job.objects.get().pk}"), fired
+    assert caplog.messages[-1] == "runscheduler --once: 1 fired"
 
 
 def test_runscheduler_once_says_which_schedules_it_created_from_settings(settings, caplog):
@@ -497,9 +500,9 @@ def test_runscheduler_once_says_which_schedules_it_created_from_settings(setting
     assert not [m for m in caplog.messages if m.startswith("created schedule")]
 
 
-def test_runscheduler_once_says_why_a_tick_enqueued_nothing(settings):
+def test_runscheduler_once_says_why_a_tick_enqueued_nothing(settings, caplog):
     # Its summary said "job None" of a tick whose task is unknown, and of one its
-    # overlap policy skipped, where the log line said why.
+    # overlap policy skipped, where the log line said why; the log lines alone say it.
     from io import StringIO
 
     from django.core.management import call_command
@@ -511,12 +514,14 @@ def test_runscheduler_once_says_why_a_tick_enqueued_nothing(settings):
     running = JobFactory(executing=True)
     Schedule.objects.filter(pk=gone.pk).update(next_fire_at=due)
     Schedule.objects.filter(pk=busy.pk).update(next_fire_at=due, last_job=running)
+    caplog.set_level(logging.INFO, logger="django_pgjobs")
     out = StringIO()
     call_command("runscheduler", "--once", "--no-maintenance", stdout=out)
-    said = out.getvalue()
-    assert "job None" not in said
+    said = "\n".join(caplog.messages)
+    assert "job None" not in said and out.getvalue() == ""
     # At any tick: past a minute's turn since `due`, the scheduler fires the next one
     # (catch_up "latest").
-    assert re.search(r"^  gone @ \S+: enqueued nothing: UnknownTask: unknown task ", said, re.M)
-    busy_line = rf"^  busy @ \S+: skipped: job {running.pk} of this schedule is "
+    assert re.search(r"^schedule 'gone': tick \S+ \S+ enqueued nothing: unknown task ", said, re.M)
+    busy_line = rf"^schedule 'busy': tick \S+ \S+ skipped: job {running.pk} of this schedule is "
     assert re.search(busy_line, said, re.M), said
+    assert caplog.messages[-1] == "runscheduler --once: 1 skipped, 1 failed"

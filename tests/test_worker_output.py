@@ -181,9 +181,33 @@ def test_json_lines_carry_the_job_and_worker_fields():
 def test_runscheduler_speaks_by_default(tmp_path):
     result = manage("runscheduler", "--once")
     assert result.returncode == 0, result.stderr
-    # --once reports what it fired on stdout; a long-running scheduler prints its banner
-    # (tests/test_scheduler.py starts one).
-    assert "fired " in result.stdout
+    # --once closes with what it did, through the log as a worker's stop line; a
+    # long-running scheduler prints its banner (tests/test_scheduler.py starts one).
+    assert re.search(r" INFO runscheduler --once: (\d+ fired|nothing was due)", result.stderr)
+    assert result.stdout == ""
+
+
+def test_runscheduler_once_says_each_tick_once():
+    """Each tick was said twice: by the scheduler's log line on stderr, and again in a
+    summary on stdout. Now once, through the log (--log-format and the project's
+    LOGGING apply to it, as to runworker's), then a closing line."""
+    from django.utils import timezone
+
+    from django_pgjobs.models import Schedule
+    from tests.factories import ScheduleFactory
+
+    schedule = ScheduleFactory(name="ticking-once")
+    due = timezone.now().replace(second=0, microsecond=0)
+    Schedule.objects.filter(pk=schedule.pk).update(next_fire_at=due)
+    result = manage("runscheduler", "--once", "--no-maintenance")
+    assert result.returncode == 0, result.stderr
+    said = result.stdout + result.stderr
+    assert said.count("ticking-once") == 1, said
+    job = Job.objects.get(task=schedule.task)
+    assert re.search(rf" INFO schedule 'ticking-once': fired tick \S+ \S+ as job {job.pk}$",
+                     result.stderr, re.M), said  # fmt: skip
+    assert re.search(r" INFO runscheduler --once: 1 fired$", result.stderr, re.M), said
+    assert result.stdout == ""
 
 
 def test_runscheduler_once_says_nothing_at_verbosity_0():

@@ -10,7 +10,6 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from django_pgjobs import conf, liveness, logs, querylog, schedules, stopsignals, unmigrated
 from django_pgjobs.scheduler import Scheduler
-from django_pgjobs.schedules import Fired
 
 logger = logging.getLogger("django_pgjobs.scheduler")
 
@@ -48,10 +47,12 @@ class Command(BaseCommand):
                 raise CommandError(str(error)) from error
             if created:  # as Scheduler.start says it: --once created them without a word
                 logger.info("created schedule(s) from settings: %s", ", ".join(created))
-            report = scheduler.run_once()
-            fired = [f for f in report.fired if f.fire_at is not None]
-            if options["verbosity"] > 0:  # -v 0 from cron: mail only what went wrong
-                self.stdout.write(f"fired {len(fired)} tick(s)" + "".join(map(_tick_line, fired)))
+            # Each tick is said as it fires, by the scheduler's own log lines (fired
+            # and skipped at INFO, failed at ERROR: -v 0 leaves these, for cron to
+            # mail); then one closing line, as a worker's stop line closes --burst.
+            scheduler.run_once()
+            done = logs.in_words(scheduler.stats) if scheduler.stats else "nothing was due"
+            logger.info("runscheduler --once: %s", done)
             return
         querylog.say_at_start(logger)
         stopsignals.on_stop_signals(scheduler.request_stop, logger, who=scheduler.name)
@@ -59,16 +60,3 @@ class Command(BaseCommand):
             scheduler.run()
         except ImproperlyConfigured as error:
             raise CommandError(str(error)) from error
-
-
-def _tick_line(fired: Fired) -> str:
-    """A fired tick in ``--once``'s summary: its job, or why it enqueued none (as the
-    tick's record and the log say it), not "job None"."""
-    if fired.job_id is not None:
-        outcome = f"job {fired.job_id}"
-    elif fired.skipped:
-        outcome = fired.skipped
-    else:
-        outcome = f"enqueued nothing: {fired.error}"
-    at = fired.fire_at.isoformat() if fired.fire_at else "?"
-    return f"\n  {fired.schedule} @ {at}: {outcome}"
