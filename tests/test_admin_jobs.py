@@ -6,6 +6,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
+import psycopg
 import pytest
 from django.db import connection
 from django.db.models.functions import Now
@@ -17,6 +18,7 @@ from django_pgjobs import stats
 from django_pgjobs.models import Job, SchedulerProcess
 from django_pgjobs.states import JobState
 from tests.admin_helpers import action, changelist, detail, messages_of, staff_client, state_of
+from tests.conftest import on_another_connection
 from tests.factories import ConnectorFactory, JobFactory, WorkerProcessFactory
 from tests.gone import completed_before_its_update, deleted_before_its_update
 
@@ -974,3 +976,84 @@ def test_every_page_builds_its_breadcrumbs_as_the_admin_of_this_django_does(admi
         "retry": (own, "Home Background jobs Jobs Retry jobs"),
         "token": (own, "Home Background jobs API tokens cron"),
     }
+
+
+# -- a unique_key taken after a REPEATABLE READ request's snapshot -----------------------------
+
+
+@pytest.fixture
+def repeatable_read_requests(monkeypatch):
+    """Every request in a transaction (ATOMIC_REQUESTS) at REPEATABLE READ (the
+    database's OPTIONS isolation_level), as a project configures them."""
+    own = connection.settings_dict
+    connection.close()
+    monkeypatch.setitem(own, "ATOMIC_REQUESTS", True)
+    isolation = psycopg.IsolationLevel.REPEATABLE_READ
+    monkeypatch.setitem(own, "OPTIONS", {**own.get("OPTIONS", {}), "isolation_level": isolation})
+    yield
+    connection.close()  # the next connection is made as configured before
+
+
+def key_taken_before(monkeypatch, name: str, key: str) -> list[int]:
+    """``transitions.name`` takes ``key`` first: a job of it enqueued and committed on
+    another connection, after the request's snapshot. The holder's id, once taken."""
+    from django_pgjobs import transitions
+
+    real, holders = getattr(transitions, name), []
+
+    def taken_first(*args, **kwargs):
+        holders.append(
+            on_another_connection(
+                lambda: Job.enqueue("testproject.demo.tasks.add", [1, 1], unique_key=key).pk
+            )
+        )
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(transitions, name, taken_first)
+    return holders
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("selected", ["ticked", "every discarded job"])
+def test_a_bulk_retry_whose_key_was_taken_after_the_requests_snapshot_says_to_try_again(
+    admin_client, repeatable_read_requests, monkeypatch, selected
+):
+    """The holder, committed after the request's snapshot, is out of its sight: every
+    try's UPDATE is refused, and retry_many's UniqueKeyConflict was a 500."""
+    job = JobFactory(discarded=True, unique_key="report-1")
+    holders = key_taken_before(monkeypatch, "retry_many", "report-1")
+    if selected == "ticked":
+        response = admin_client.post(changelist(), action("retry_jobs", job), follow=True)
+    else:
+        response = admin_client.post(reverse("admin:pgjobs_job_retry_discarded"), follow=True)
+    assert response.status_code == 200
+    assert messages_of(response) == [
+        "Nothing retried: unique_key 'report-1' of queue 'default' was taken by a job "
+        "committed after this request began, which its REPEATABLE READ transaction can't "
+        "see. Try again: the retry then leaves the jobs whose key is held as they were."
+    ]
+    assert state_of(job) == S.DISCARDED
+    assert Job.objects.get(pk=holders[0]).state == S.AVAILABLE
+    # Tried again, in a new request: the job is left as it was, and said to be.
+    again = admin_client.post(changelist(), action("retry_jobs", job), follow=True)
+    assert messages_of(again)[0] == "0 job(s) will run again."
+    assert state_of(job) == S.DISCARDED
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_retry_whose_key_was_taken_after_the_requests_snapshot_says_to_try_again(
+    admin_client, repeatable_read_requests, monkeypatch
+):
+    """One job: the refused UPDATE raises UniqueKeyHeld, whose holder the snapshot
+    can't read either; said without a 500, and to try again."""
+    job = JobFactory(discarded=True, unique_key="report-1")
+    holders = key_taken_before(monkeypatch, "retry", "report-1")
+    url = reverse("admin:pgjobs_job_retry", args=[job.pk])
+    response = admin_client.post(url, follow=True)
+    assert response.status_code == 200
+    assert messages_of(response) == [
+        f"Job #{job.pk} can't be retried now: its unique_key 'report-1' is held by an "
+        "active job this request can't see yet; try again to see which, then cancel "
+        "that job, or retry this one once it has finished."
+    ]
+    assert state_of(job) == S.DISCARDED and holders

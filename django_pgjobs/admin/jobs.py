@@ -43,7 +43,7 @@ from django.utils import timezone
 from django.utils.safestring import SafeString
 
 from .. import clocks, limits, shown, stats, transitions
-from ..exceptions import JobGone, UniqueKeyHeld
+from ..exceptions import JobGone, UniqueKeyConflict, UniqueKeyHeld
 from ..models import Job, JobDependency
 from ..states import FINISHED, RETRY_FROM, InvalidTransition, JobState
 from ..templatetags.pgjobs_admin import clipped, elapsed, escaped, when
@@ -454,11 +454,18 @@ class JobAdmin(OperatorAdmin):
         except JobGone as gone:
             return self.gone(request, gone)
         except UniqueKeyHeld as held:
-            holder = "an active job" if held.holder_id is None else f"active job #{held.holder_id}"
+            # None: the holder finished before it was read, or (REPEATABLE READ) it was
+            # committed after the request's snapshot, which can't read it.
+            holder = (
+                "an active job this request can't see yet; try again to see which, then "
+                "cancel that job,"
+                if held.holder_id is None
+                else f"active job #{held.holder_id}; cancel that job,"
+            )
             self.message_user(
                 request,
                 f"Job #{job.pk} can't be retried now: its unique_key "
-                f"{limits.shown(held.key, 300)} is held by {holder}; cancel that job, or "
+                f"{limits.shown(held.key, 300)} is held by {holder} or "
                 "retry this one once it has finished.",
                 messages.ERROR,
             )
@@ -547,7 +554,11 @@ class JobAdmin(OperatorAdmin):
         except IncorrectLookupParameters:  # get_changelist_instance said why
             self.message_user(request, "Nothing retried.", messages.ERROR)
             return HttpResponseRedirect(changelist)
-        retried = transitions.retry_many(others.filter(state=S.DISCARDED))
+        try:
+            retried = transitions.retry_many(others.filter(state=S.DISCARDED))
+        except UniqueKeyConflict as conflict:
+            self.message_user(request, _key_out_of_sight(conflict), messages.ERROR)
+            return HttpResponseRedirect(f"{changelist}?{filters}" if filters else changelist)
         self.message_user(request, f"{retried:,} discarded job(s) will run again.",
                           messages.SUCCESS)  # fmt: skip
         self.say_key_held(request, others.filter(state=S.DISCARDED), include_completed=False)
@@ -578,7 +589,11 @@ class JobAdmin(OperatorAdmin):
         # select-all of millions; its states ORed, not IN: PostgreSQL then reads each
         # state's partial index (an IN read the whole table under a task filter).
         left_alone = queryset.order_by().filter(NOT_RETRIED).exists()
-        retried = transitions.retry_many(queryset, include_completed=completed_by or False)
+        try:
+            retried = transitions.retry_many(queryset, include_completed=completed_by or False)
+        except UniqueKeyConflict as conflict:  # the transaction is still usable
+            self.message_user(request, _key_out_of_sight(conflict), messages.ERROR)
+            return None
         self.message_user(
             request,
             f"{retried:,} job(s) will run again."
@@ -688,6 +703,29 @@ def _cut_short(paginator: EstimatingPaginator) -> str:
     return (
         f"No jobs shown: finding them took more than {SCAN_SECONDS} s, because no "
         "index serves this filter. Narrow it by state or queue (or search by id)."
+    )
+
+
+def _key_out_of_sight(conflict: UniqueKeyConflict) -> str:
+    """What a bulk retry says when its UPDATE kept being refused a unique_key held by a
+    job its transaction can't see (``retry_many``'s UniqueKeyConflict: under
+    ATOMIC_REQUESTS at REPEATABLE READ, one committed after the request began)."""
+    which = (
+        f"unique_key {limits.shown(conflict.key, 300)} of queue {limits.shown(conflict.queue)}"
+        if conflict.key is not None
+        else "a unique_key"
+    )
+    isolation = conflict.isolation.upper() if conflict.isolation else ""
+    if isolation and isolation != "READ COMMITTED":
+        why = (
+            f"was taken by a job committed after this request began, which its "
+            f"{isolation} transaction can't see"
+        )
+    else:
+        why = "was taken by jobs that kept finishing before they could be read"
+    return (
+        f"Nothing retried: {which} {why}. Try again: the retry then leaves the jobs "
+        "whose key is held as they were."
     )
 
 
