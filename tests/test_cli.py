@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from django_pgjobs.management.commands import pgjobs as pgjobs_command
@@ -367,6 +367,60 @@ def test_retry_by_filter_asks_first_and_changes_nothing_without_a_yes():
     code, out, _ = pgjobs("retry", "--state", "discarded", "--queue", "mail", answer="y\n")
     assert code == 0 and "3 job(s) will run again" in out
     assert {j.state for j in Job.objects.filter(pk__in=[j.pk for j in jobs])} == {S.AVAILABLE}
+
+
+def _many_completed_jobs(count: int) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO pgjobs_job (task, queue, args, kwargs, state, priority, attempt,"
+            " max_attempts, run_at, created_at, finished_at, errors, meta,"
+            " pending_dependencies) SELECT 'testproject.demo.tasks.add', 'default', '[]',"
+            " '{}', 'completed', 0, 1, 3, now(), now(), now(), '[]', '{}', 0"
+            " FROM generate_series(1, %s)",
+            [count],
+        )
+        cursor.execute("ANALYZE pgjobs_job")
+
+
+@pytest.mark.parametrize("verb", ["retry", "cancel", "delete"])
+def test_the_count_before_a_change_by_filter_is_cut_short_not_the_change(monkeypatch, verb):
+    # --task alone: no index serves it, and the question's count read every row without
+    # limit (0.5 s at 600,000 jobs, two counts for a retry). Past its time limit the
+    # question gives the planner's estimate; the change itself is never cut short.
+    _many_completed_jobs(50_000)
+    state = S.SCHEDULED if verb == "cancel" else S.DISCARDED
+    cancelled = verb == "cancel"  # a job a cancel changes: not finished
+    gone = JobFactory(task="shop.tasks.gone", scheduled=cancelled, discarded=not cancelled)
+    monkeypatch.setattr(pgjobs_command, "COUNT_SECONDS", 0.001)
+    code, _, err = pgjobs(verb, "--task", "shop.tasks.gone", answer="n\n")
+    assert code == 1, err
+    assert re.match(rf"{verb} ≈\d+ job\(s\): jobs with task shop.tasks.gone\? ", err), err
+    assert (
+        "(the planner's estimate: counting them took more than 0.001 s; the change itself "
+        "is not cut short)"
+    ) in err
+    assert err.endswith("nothing done (answer y, or pass --yes)")
+    assert Job.objects.filter(task="shop.tasks.gone").get().state == state
+    report = as_json(verb, "--task", "shop.tasks.gone", "--yes")
+    assert report["changed"] == 1
+    after = Job.objects.filter(pk=gone.pk).values_list("state", flat=True).first()
+    assert after == {"retry": S.AVAILABLE, "cancel": S.CANCELLED, "delete": None}[verb]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_count_before_a_change_cancelled_by_an_operator_changes_nothing(second_connection):
+    JobFactory(task="shop.tasks.gone", discarded=True)
+    with second_connection.transaction():
+        second_connection.execute(f"LOCK TABLE {Job._meta.db_table} IN ACCESS EXCLUSIVE MODE")
+        with cancelled_once_running("shop.tasks.gone"):
+            code, out, err = pgjobs("retry", "--task", "shop.tasks.gone", "--yes")
+    assert (code, out) == (1, "")
+    assert re.fullmatch(
+        r"nothing done: the database cancelled counting the jobs after \d+\.\d s \(an "
+        r"operator's pg_cancel_backend\?\); run it again",
+        err,
+    ), err
+    assert Job.objects.get().state == S.DISCARDED
 
 
 @pytest.mark.parametrize("verb", ["retry", "cancel", "delete"])

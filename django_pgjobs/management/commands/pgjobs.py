@@ -62,6 +62,9 @@ MAX_NEXT = 100
 #: How long ``list``'s read may take, as the admin's job list (``SCAN_SECONDS``): a filter
 #: no index serves (a task gone, ``--before 20d``) reads every row when few match.
 LIST_SECONDS = 5
+#: How long counting the jobs a retry, cancel or delete by filter matches may take
+#: before its question; past it, the question gives the planner's estimate.
+COUNT_SECONDS = 5
 
 
 class Command(BaseCommand):
@@ -381,9 +384,11 @@ class Command(BaseCommand):
         A retry says how many of them completed: left alone, or run again."""
         completed: Tally | None = None
         if verb == "retry":  # one statement counts both
-            matched, completed = stats.tallies([selected.jobs(), _completed_among(selected)])
+            (matched, completed), estimated = _preview(
+                [selected.jobs(), _completed_among(selected)]
+            )
         else:
-            matched = stats.tally(selected.jobs())
+            (matched,), estimated = _preview([selected.jobs()])
         include = bool(self.options.get("include_completed"))
         report: dict[str, Any] = {"action": verb, "matched": matched.value, "changed": 0}
         if completed is not None:
@@ -398,6 +403,11 @@ class Command(BaseCommand):
         question = f"{verb} {matched} job(s): {selected.describe()}?"
         if completed is not None and completed.value:
             question += _completed_note(completed, include)
+        if estimated:  # not counted in time: said why
+            question += (
+                f" (the planner's estimate: counting them took more than {COUNT_SECONDS:g} s; "
+                "the change itself is not cut short)"
+            )
         if not (self.options["yes"] or nothing_else or self.confirm(question)):
             raise CommandError("nothing done (answer y, or pass --yes)", returncode=1)
         report["changed"] = changed = many(selected.jobs())
@@ -729,6 +739,35 @@ def _newest(rows: QuerySet[Job]) -> list[Job]:
             "--task, --since or --before alone); narrow the list with --state or --queue",
             returncode=1,
         ) from None
+
+
+def _preview(querysets: list[QuerySet[Job]]) -> tuple[list[Tally], bool]:
+    """``stats.tallies`` of ``querysets``, for the question before a change by filter:
+    counted within ``COUNT_SECONDS`` and without parallel workers, else the planner's
+    estimates (and True: estimated for want of time). A filter no index serves
+    (``--task``, ``--before`` alone) counted every matching row with no limit (0.5 s at
+    600,000 jobs; seconds at millions) before the question was asked. The change itself
+    has no time limit: a bulk write of millions of jobs is what it was asked for."""
+    began = time.monotonic()
+    try:
+        with db.local_settings(
+            _db(),
+            statement_timeout=f"{COUNT_SECONDS * 1000:.0f}ms",
+            max_parallel_workers_per_gather="0",
+        ):
+            return stats.tallies(querysets), False
+    except OperationalError as error:
+        took = time.monotonic() - began
+        why = db.cut_short(error, took, COUNT_SECONDS)
+        if why is None:
+            raise
+        if why == db.CANCELLED:
+            raise CommandError(
+                f"nothing done: the database cancelled counting the jobs after {took:.1f} s "
+                "(an operator's pg_cancel_backend?); run it again",
+                returncode=1,
+            ) from None
+    return [Tally(value, exact=False) for value in stats.estimates(querysets)], True
 
 
 def _db() -> str:
