@@ -4,8 +4,6 @@ with every attempt's traceback, and operator actions that go through ``transitio
 from __future__ import annotations
 
 import copy
-import functools
-import operator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -121,9 +119,7 @@ def _snoozed_note(job: Job) -> str:
 
 
 #: The jobs a retry leaves alone (by their states), said when a selection held any.
-NOT_RETRIED = functools.reduce(
-    operator.or_, (Q(state=state) for state in sorted(set(JobState) - RETRY_FROM))
-)
+NOT_RETRIED = transitions.any_state(set(JobState) - RETRY_FROM)
 
 
 class JobAdmin(OperatorAdmin):
