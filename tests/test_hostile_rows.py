@@ -1333,3 +1333,30 @@ def test_a_schedule_of_no_task_logs_one_line_a_tick_and_no_traceback(caplog):
     ticks = list(schedule.ticks.order_by("fire_at").values_list("error", "job_id"))
     assert [(error.split(":")[0], job) for error, job in ticks] == [("UnknownTask", None)] * 2
     assert Job.objects.filter(task=ADD).count() == 2 and not CANARY.exists()
+
+
+@pytest.mark.parametrize("meta", ["5", "null", '"smtp_sent"', "true", '["smtp_sent", 1]'])
+def test_a_completed_job_whose_meta_is_no_object_is_retried_with_the_others(meta):
+    """A retry of a completed job drops its meta's smtp_sent with ``meta - 'smtp_sent'``,
+    which PostgreSQL refuses on a scalar ("cannot delete from scalar"): one such row
+    (written by SQL) failed the whole bulk retry (the admin's, pgjobs retry
+    --include-completed) and every retry of it with a DataError. Its meta is left as it
+    is, as rescue leaves it; a worker then ends the job clearly (test_hardening_rows)."""
+    odd = insert_job(state="'completed'", finished_at="now()", attempt="1", meta=f"'{meta}'")
+    plain = insert_job(state="'completed'", finished_at="now()", attempt="1",
+                       meta="""'{"smtp_sent": {"a": 1}, "kept": 1}'""")  # fmt: skip
+    assert transitions.retry_many(Job.objects.all(), include_completed=True) == 2
+    rows = dict(sql("SELECT id, meta::text FROM pgjobs_job WHERE state = 'available'"))
+    assert rows == {odd: sql(f"SELECT '{meta}'::jsonb::text")[0][0], plain: '{"kept": 1}'}
+    Job.objects.all().delete()
+    odd = insert_job(state="'completed'", finished_at="now()", attempt="1", meta=f"'{meta}'")
+    with transaction.atomic():
+        assert (
+            transitions.retry(Job.objects.get(pk=odd), include_completed=True).state == "available"
+        )
+    insert_job(state="'completed'", finished_at="now()", attempt="1", meta=f"'{meta}'")
+    out = io.StringIO()
+    call_command("pgjobs", "retry", "--yes", "--state", "completed", "--include-completed",
+                 stdout=out, stderr=out)  # fmt: skip
+    assert "1 job(s) will run again" in out.getvalue(), out.getvalue()
+    assert set(Job.objects.values_list("state", flat=True)) == {"available"}
