@@ -439,12 +439,18 @@ def _completed_ones(include: IncludeCompleted) -> Q | None:
 def _meta_for_a_retry() -> Any:
     """A retried job's meta: a completed job runs again whole, so it forgets the mail its
     SMTP connector sent (``smtp_sent``, which spares a failed job's retry the messages
-    its server accepted already); a re-run of a "send the welcome mail" job sent none."""
+    its server accepted already); a re-run of a "send the welcome mail" job sent none.
+    A meta that is no object (written by SQL) is left as it is, as rescue leaves it:
+    PostgreSQL refuses ``-`` on a scalar, and one such job failed a whole bulk retry."""
     from django.db.models import Case, When
     from django.db.models.expressions import RawSQL
 
     meta = Job._meta.get_field("meta")
-    forgotten = RawSQL("meta - %s", [SENT_MAIL_KEY], output_field=meta)
+    forgotten = RawSQL(
+        "CASE WHEN jsonb_typeof(meta) = 'object' THEN meta - %s ELSE meta END",
+        [SENT_MAIL_KEY],
+        output_field=meta,
+    )
     return Case(When(state=S.COMPLETED, then=forgotten), default=F("meta"), output_field=meta)
 
 
