@@ -573,6 +573,33 @@ def test_a_connector_concurrency_no_row_can_hold_is_refused_on_save(concurrency)
 
 @pytest.mark.django_db
 @pytest.mark.parametrize(
+    "field, value, problem",
+    [
+        ("description", None, "must be a string, not NoneType None"),
+        ("description", 5, "must be a string, not int 5"),
+        ("kind", None, "must be a string of 1 to 50 characters"),
+    ],
+)
+def test_a_connector_text_field_that_is_no_string_is_refused_saying_what_it_takes(
+    field, value, problem
+):
+    """A description, which has no length limit, was refused as "must be a string of 1
+    to None characters"."""
+    from django.core.exceptions import ValidationError
+
+    from django_pgjobs.models import Connector
+
+    hook = Connector(name="hook", kind="http", config={"url": "http://127.0.0.1:9"})
+    setattr(hook, field, value)
+    with transaction.atomic():
+        with pytest.raises(ValidationError) as refused:
+            hook.save()
+        assert refused.value.message_dict == {field: [problem]}
+        assert not Connector.objects.exists()  # the transaction goes on
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
     "name, problem",
     [("api\x00key", "contains a NUL character"), ("\ud800", "contains a lone surrogate")],
 )
