@@ -1079,7 +1079,11 @@ class Connector(models.Model):
             errors["name"] = "1-100 letters, digits, '_', '-', '.' or ':'"
         for field, length in (("kind", 50), ("description", None)):
             value = getattr(self, field)
-            if not isinstance(value, str) or (length and not 0 < len(value) <= length):
+            if length is None and not isinstance(value, str):  # of any length
+                errors[field] = (
+                    f"must be a string, not {type(value).__name__} {limits.shown(value)}"
+                )
+            elif not isinstance(value, str) or (length and not 0 < len(value) <= length):
                 errors[field] = f"must be a string of 1 to {length} characters"
             elif problem := limits.text_problem(value):
                 errors[field] = problem
