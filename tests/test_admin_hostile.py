@@ -280,6 +280,11 @@ ODD_ROWS: dict[str, dict[str, str]] = {
             ("count", "until", "at", "reason"), MARKUP)}),
     },
     "meta snoozed a list": {"meta": json_of({"snoozed": [1, 2]})},
+    "meta a number, completed": {"state": "'completed'", **FINISHED, "meta": "'5'"},
+    "meta null, completed": {"state": "'completed'", **FINISHED, "meta": "'null'"},
+    "meta a string of markup, completed": {
+        "state": "'completed'", **FINISHED, "meta": json_of(MARKUP),
+    },
     "meta snoozed at the ends of time": {
         "meta": json_of({"snoozed": {"count": 1e300, "at": "0001-01-01T00:00:00-12:00",
                                      "until": "9999-12-31T23:59:59+14:00"}}),
