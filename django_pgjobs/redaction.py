@@ -21,6 +21,13 @@ secret in every form it is likely to travel in:
   alone;
 - each of the escaped forms in hex, lower or upper case (a byte dump, ``bytes.hex()``),
   and the secret's bytes in hex apart (``bytes.hex(" ")``, a ``hexdump -C`` line);
+- in a byte dump (``hexdump -C``, ``xxd``) cut across its lines, in its hex and its
+  text column: the dump's lines read back into bytes (``dump_line``) and each form
+  found in them masked on each line it runs over (``Redactor._masked_in_dumps``);
+- as a number: a secret of digits alone only where no digit adjoins it
+  (``numbers_of``), and in a JSON-like value as a number equal to it;
+- URL-encoded as any form encoder writes it (``form_pattern``), for a secret too long
+  to be masked character by character;
 - any of these split over lines (``LINE_BREAK``): base64 wrapped at 76 columns;
 - each character as it is or escaped on its own, as encoders that escape some
   characters and not others write it (``character_pattern``): .NET's JSON
@@ -299,6 +306,31 @@ def character_pattern(secret: str) -> str:
     return "".join(_character(ch) for ch in secret)
 
 
+#: What every application/x-www-form-urlencoded encoder writes as it is.
+_FORM_KEPT = frozenset(string.ascii_letters + string.digits + "-._")
+
+
+def form_pattern(secret: str) -> str:
+    """A pattern of ``secret`` URL-encoded as form encoders write it, once or twice:
+    a space as ``+`` (``%2B`` twice), each character other than ``_FORM_KEPT`` as it
+    is or as its UTF-8 bytes escaped. Encoders disagree on ``*~!'()`` (WHATWG's and
+    Java's keep ``*``, PHP's none, Go's ``~``, .NET's ``!*()``, jQuery's all of them);
+    for a secret longer than CHARACTER_WISE_MAX, whose character-wise pattern would
+    cost too much to compile: a key or a certificate posted in a form."""
+    parts = []
+    for ch in secret:
+        if ch in _FORM_KEPT:
+            parts.append(ch)
+        elif ch == " ":
+            parts.append(r"(?:\+|(?i:%20|%2b|%2520))")
+        else:
+            utf8 = ch.encode("utf-8", "surrogatepass")
+            once = "".join(f"%{byte:02x}" for byte in utf8)
+            twice = "".join(f"%25{byte:02x}" for byte in utf8)
+            parts.append(f"(?:{re.escape(ch)}|(?i:{once}|{twice}))")
+    return "".join(parts)
+
+
 def hex_pattern(secret: str) -> str:
     """A pattern of the secret's UTF-8 bytes in hex, in either case, each pair apart or
     not: ``bytes.hex(" ")``, Go's ``% x``, colons, the hex column of ``hexdump -C``
@@ -319,8 +351,8 @@ def _character(ch: str) -> str:
         f"&#{_ZEROS}{code};",
         f"&#x{_ZEROS}{code:x};",
     ]
-    if ch == " ":  # a form's space
-        escaped.append(r"\+")
+    if ch == " ":  # a form's space, and that form's "+" URL-encoded (a form in a form)
+        escaped += [r"\+", "%2b"]
     if short := _JSON_SHORT.get(ch):
         escaped.append(re.escape(short))
     if name := _HTML_NAMES.get(ch):
@@ -430,6 +462,73 @@ def masked_across_lines(pattern: re.Pattern[str], text: str) -> str:
     return "".join(masked) + text[at:]
 
 
+#: A secret that is a number (a PIN, a numeric API secret): ASCII digits alone.
+_NUMBER = re.compile(r"[0-9]+")
+
+
+def numbers_of(secret: str) -> list[str]:
+    """The numbers ``secret`` is, as text writes them: itself if it is digits alone,
+    and without its leading zeros (a JSON parser's number of "0084731920551"), each
+    if at least MIN_SECRET_LENGTH digits long. Masked only where no digit adjoins them
+    (``_bounded``): "1847319205512" is another number, not "84731920551" in disguise.
+    A number's other forms (its hex, its base64) are masked anywhere, as any secret's."""
+    if not _NUMBER.fullmatch(secret):
+        return []
+    return [number for number in {secret, secret.lstrip("0")} if len(number) >= MIN_SECRET_LENGTH]
+
+
+def _bounded(pattern: str) -> str:
+    """``pattern`` where no digit adjoins it, nor is it a number's fraction ("1.8473")."""
+    return f"(?<![0-9])(?<![0-9][.,])(?:{pattern})(?![0-9])"
+
+
+#: Where a line of a byte dump may start: an offset, then bytes in hex (``hexdump -C``:
+#: "00000010  70 40", ``xxd``: "00000010: 7040"), at the text's start or a line's.
+_DUMP_START = re.compile(r"(?m)(?:^|(?<=\\n))[0-9a-fA-F]{6,16}:? {1,2}[0-9a-fA-F]{2}")
+#: A line's break, as it is or in a JSON string.
+_LINE_END = re.compile(r"\r?\n|(?:\\r)?\\n")
+_DUMP_OFFSET = re.compile(r"[0-9a-fA-F]{6,16}:? ")
+_DUMP_BYTES = re.compile(r" {0,2}((?:[0-9a-fA-F]{2}){1,4})(?![0-9a-fA-F])")
+#: The longest line of a dump read: 16 bytes a line, in either tool's layout, escaped.
+_DUMP_WIDTH = 200
+
+
+def _shown_byte(byte: int, in_json: bool) -> str:
+    """A byte as a dump's text column shows it (a dot unless printable ASCII), and as
+    a JSON string holding the dump escapes that."""
+    ch = chr(byte) if 32 <= byte < 127 else "."
+    return ("\\" + ch if ch in '"\\' else ch) if in_json else ch
+
+
+def dump_line(line: str) -> tuple[bytes, list[tuple[int, int]], list[tuple[int, int]]] | None:
+    """A line of ``hexdump -C`` or ``xxd`` (any grouping) read: its bytes, where each
+    byte's hex digits are in the line, and where its character of the text column is;
+    None for any other line. A line is a dump's only if its text column shows exactly
+    its bytes, so no other text is read as one."""
+    offset = _DUMP_OFFSET.match(line)
+    if offset is None or len(line) > _DUMP_WIDTH:
+        return None
+    data, hexes, at = bytearray(), [], offset.end()
+    while (group := _DUMP_BYTES.match(line, at)) is not None and len(data) < 16:
+        start = group.start(1)
+        for index in range(0, len(group[1]), 2):
+            data.append(int(group[1][index : index + 2], 16))
+            hexes.append((start + index, start + index + 2))
+        at = group.end()
+        rest = line[at:]
+        for in_json, bars in itertools.product((False, True), ("", "|")):  # "|": hexdump -C
+            shown = [_shown_byte(byte, in_json) for byte in data]
+            column = bars + "".join(shown) + bars
+            if not (rest.endswith(column) and len(rest) > len(column)):
+                continue
+            if rest[: len(rest) - len(column)].strip(" "):
+                continue
+            first = len(line) - len(column) + len(bars)
+            ends = list(itertools.accumulate(map(len, shown), initial=first))
+            return bytes(data), hexes, list(itertools.pairwise(ends))
+    return None
+
+
 class Redactor:
     """Masks a set of secret values, in every form of ``encoded_forms``, and
     credentials (``mask_credentials``). Falsy when it has no secret to mask."""
@@ -437,6 +536,8 @@ class Redactor:
     def __init__(self, secrets: Iterable[Any] = ()) -> None:
         self._secrets: set[str] = set()
         self._pattern: re.Pattern[str] | None = None
+        #: The numeric secrets as numbers: masked in a value (``value``) as numbers.
+        self._numbers: set[int] = set()
         #: The most characters one masked form may span (``head``, ``tail``).
         self.reach = CREDENTIAL_REACH
         self.add(secrets)
@@ -454,8 +555,22 @@ class Redactor:
             # Not for a key or a certificate: compiled, such a pattern costs a second
             # per 10,000 characters, and nobody echoes one escaped character-wise.
             wise = [secret for secret in secrets_first if len(secret) <= CHARACTER_WISE_MAX]
-            alternatives = [character_pattern(secret) for secret in wise]
+            # A number is masked where no digit adjoins it, in each of its forms that is
+            # digits alone (the secret, its URL-encoding...); its hex and base64 anywhere.
+            numbers = {number for secret in self._secrets for number in numbers_of(secret)}
+            # As numbers, those a number's digits write ("0007" is no 7); int() reads
+            # no more than 4,300 digits.
+            self._numbers = {
+                int(number) for number in numbers if number[0] != "0" and len(number) <= 4_000
+            }
+            forms |= numbers
+            alternatives = [
+                _bounded(character_pattern(secret)) if secret in numbers
+                else character_pattern(secret)
+                for secret in wise
+            ]  # fmt: skip
             alternatives += [hex_pattern(secret) for secret in wise]
+            alternatives += [form_pattern(s) for s in secrets_first if len(s) > CHARACTER_WISE_MAX]
             # Its base64 (an echoed Basic header) with "+" and "/" escaped on their own.
             alternatives += [
                 character_pattern(form)
@@ -463,7 +578,10 @@ class Redactor:
                 for form in binary_forms(secret)
                 if "+" in form or "/" in form
             ]
-            alternatives += map(re.escape, sorted(forms, key=len, reverse=True))
+            alternatives += [
+                _bounded(re.escape(form)) if form in numbers else re.escape(form)
+                for form in sorted(forms, key=len, reverse=True)
+            ]
             self._pattern = re.compile("|".join(alternatives))
             longest = max(len(wise[0]) * CHARACTER_REACH if wise else 0, *map(len, forms))
             # Split over lines: a break (and its indent) every 76 characters or so.
@@ -475,10 +593,74 @@ class Redactor:
     def text(self, text: str) -> str:
         """``text`` with every form of every secret, and every credential, masked."""
         if self._pattern is not None:
+            if _DUMP_START.search(text):
+                text = self._masked_in_dumps(text)
             text = self._pattern.sub(REDACTED, text)
             if "\n" in text or "\\n" in text:
                 text = masked_across_lines(self._pattern, text)
         return mask_credentials(text)
+
+    def _masked_in_dumps(self, text: str) -> str:
+        """``text`` with each secret in a byte dump (``dump_line``: ``hexdump -C``,
+        ``xxd``) masked in its hex and its text column: the bytes of the dump's
+        consecutive lines are read as one, and each form of a secret found in them is
+        masked on every line it runs over. A secret cut at the end of a line (16 bytes)
+        was left in both columns: the next line's offset and the text column stood
+        between its halves in hex, the hex column between its halves in text."""
+        spans: list[tuple[int, int]] = []
+        block: list[tuple[int, tuple[bytes, list, list]]] = []
+        at = 0
+        for end in [*(found.start() for found in _LINE_END.finditer(text)), len(text)]:
+            read = dump_line(text[at:end])
+            if read is not None:
+                block.append((at, read))
+            else:
+                spans += self._in_dump(block)
+                block = []
+            found_end = _LINE_END.match(text, end)
+            at = found_end.end() if found_end else end
+        spans += self._in_dump(block)
+        if not spans:
+            return text
+        kept, at = [], 0
+        for start, end in sorted(spans):
+            kept += [text[at:start], REDACTED]
+            at = end
+        return "".join(kept) + text[at:]
+
+    def _in_dump(self, block: list[tuple[int, tuple[bytes, list, list]]]) -> list[tuple[int, int]]:
+        """Where, in the text, the forms of secrets in a dump's ``block`` of lines are:
+        for each line a secret's bytes run over, their hex and their text column."""
+        assert self._pattern is not None
+        if not block:
+            return []
+        data = b"".join(read[0] for _, read in block)
+        decoded = data.decode("utf-8", "surrogateescape")
+        # Where each character's bytes start: a character is 1 to 4 bytes of UTF-8.
+        starts = list(
+            itertools.accumulate(
+                (len(ch.encode("utf-8", "surrogateescape")) for ch in decoded), initial=0
+            )
+        )
+        masked = bytearray(len(data))
+        for found in self._pattern.finditer(decoded):
+            masked[starts[found.start()] : starts[found.end()]] = b"\1" * (
+                starts[found.end()] - starts[found.start()]
+            )
+        if not any(masked):
+            return []
+        spans, first = [], 0
+        for line_at, (line_bytes, hexes, shown) in block:
+            flags = masked[first : first + len(line_bytes)]
+            first += len(line_bytes)
+            for byte in range(len(flags)):
+                if flags[byte] and (byte == 0 or not flags[byte - 1]):
+                    last = byte
+                    while last + 1 < len(flags) and flags[last + 1]:
+                        last += 1
+                    spans.append((line_at + hexes[byte][0], line_at + hexes[last][1]))
+                    spans.append((line_at + shown[byte][0], line_at + shown[last][1]))
+        return spans
 
     def head(self, text: str, width: int) -> str:
         """The first ``width`` characters of ``text`` masked: masked before the cut (a
@@ -511,7 +693,7 @@ class Redactor:
         if isinstance(value, str):
             return self.text(value)
         if not isinstance(value, dict | list | tuple):
-            return value
+            return self._number(value)
         root: list[Any] = [None]
         pending: list[tuple[Any, Any, Any]] = [(value, root, 0)]
         while pending:
@@ -530,5 +712,17 @@ class Redactor:
                 parent[slot] = listed
                 pending.extend((inner, listed, index) for index, inner in enumerate(item))
             else:
-                parent[slot] = item
+                parent[slot] = self._number(item)
         return root[0]
+
+    def _number(self, value: Any) -> Any:
+        """``value``, or REDACTED if it is a number that is a numeric secret (a JSON
+        number an answer echoed it as, read back as an int or a float)."""
+        if (
+            self._numbers
+            and isinstance(value, int | float)
+            and not isinstance(value, bool)
+            and value in self._numbers  # by value: no str() of a 5,000-digit int
+        ):
+            return REDACTED
+        return value

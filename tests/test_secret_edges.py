@@ -293,3 +293,176 @@ def test_urls_echoed_with_their_slashes_escaped_as_php_writes_json_are_masked():
     assert mask_credentials(dsn) == dsn.replace("s3cretpw", REDACTED)
     masked = mask_credentials(hook)
     assert "XXXXSECRET" not in masked and "hooks.slack.com\\/" + REDACTED in masked, masked
+
+
+# -- a number, a byte dump's text column, a posted form ------------------------------------
+
+PIN = "84731920551"
+
+
+@pytest.mark.parametrize(
+    "echoed",
+    [
+        {"pin": int(PIN)},
+        {"pin": float(PIN)},  # a JSON number read back as a float (JavaScript, Go)
+        {"at": [{"pin": int(PIN)}]},
+    ],
+)
+def test_a_numeric_secret_echoed_as_a_number_is_masked_in_a_value(echoed):
+    """A peer answering ``{"pin": 84731920551}``, read as JSON and returned by the task:
+    the number was no string, and the job's result kept it."""
+    for secret in (PIN, int(PIN)):  # a secret stored as text, or as a JSON number
+        masked = Redactor([secret]).value(echoed)
+        assert PIN not in json.dumps(masked) and REDACTED in json.dumps(masked), masked
+
+
+@pytest.mark.parametrize(
+    "text, masked",
+    [
+        ('{"pin": 84731920551}', f'{{"pin": {REDACTED}}}'),
+        ("pin 84731920551.", f"pin {REDACTED}."),
+        ("84731920551.0", f"{REDACTED}.0"),  # Python's repr of the float
+        ("-84731920551", f"-{REDACTED}"),
+        ("pin=84731920551&x=1", f"pin={REDACTED}&x=1"),
+        ("pin%3D84731920551", f"pin%3D{REDACTED}"),  # no digit before it: "%3D" ends in D
+        # Longer numbers that hold its digits are other numbers: an order, a timestamp.
+        ("order 1847319205512 shipped", "order 1847319205512 shipped"),
+        ("id 847319205510", "id 847319205510"),
+        ("1.84731920551", "1.84731920551"),
+    ],
+)
+def test_a_numeric_secret_is_masked_where_no_digit_adjoins_it(text, masked):
+    assert Redactor([PIN]).text(text) == masked
+
+
+def test_a_numeric_secret_with_leading_zeros_is_masked_as_the_number_it_is():
+    """Posted as "0084731920551", echoed as the number a JSON parser made of it."""
+    redactor = Redactor(["00" + PIN])
+    assert redactor.text('{"pin": 84731920551}') == f'{{"pin": {REDACTED}}}'
+    assert redactor.value({"pin": int(PIN)}) == {"pin": REDACTED}
+    # Numbers shorter than MIN_SECRET_LENGTH are never masked: "0007" is no 7.
+    assert Redactor(["0007"]).value({"n": 7, "s": "0007 and 7"}) == {
+        "n": 7,
+        "s": f"{REDACTED} and 7",
+    }
+
+
+def test_other_numbers_and_non_numeric_secrets_are_masked_as_before():
+    redactor = Redactor([PIN, "ab12cd34"])
+    value = {"n": 1847319205512, "b": True, "f": 1.5, "s": "xab12cd34y"}
+    assert redactor.value(value) == {**value, "s": f"x{REDACTED}y"}
+
+
+def _hexdump_c(data: bytes) -> str:
+    """``hexdump -C``: 16 bytes a line, two spaces after the eighth, the text column
+    between bars (a byte outside printable ASCII as ".")."""
+    lines = []
+    for at in range(0, len(data), 16):
+        chunk = data[at : at + 16]
+        pairs = [f"{byte:02x}" for byte in chunk]
+        hexes = (" ".join(pairs[:8]) + "  " + " ".join(pairs[8:])).rstrip()
+        text = "".join(chr(b) if 32 <= b < 127 else "." for b in chunk)
+        lines.append(f"{at:08x}  {hexes:<49} |{text}|")
+    return "\n".join([*lines, f"{len(data):08x}"])
+
+
+def _xxd(data: bytes, group: int = 2) -> str:
+    """``xxd`` (``-g1`` with group=1): offset and colon, bytes in groups, the text column
+    after two spaces, no bars."""
+    lines = []
+    for at in range(0, len(data), 16):
+        chunk = data[at : at + 16]
+        groups = [chunk[i : i + group].hex() for i in range(0, len(chunk), group)]
+        width = 16 * 2 + 16 // group - 1
+        text = "".join(chr(b) if 32 <= b < 127 else "." for b in chunk)
+        lines.append(f"{at:08x}: {' '.join(groups):<{width}}  {text}")
+    return "\n".join(lines)
+
+
+DUMPS: dict[str, Callable[[bytes], str]] = {
+    "hexdump -C": _hexdump_c,
+    "xxd": _xxd,
+    "xxd -g1": lambda data: _xxd(data, 1),
+    "xxd -g4": lambda data: _xxd(data, 4),
+    "hexdump -C, in JSON": lambda data: json.dumps(_hexdump_c(data))[1:-1],
+}
+
+
+def _columns(dump: str) -> tuple[str, str]:
+    """A dump's hex digits and its text column, each run together across lines."""
+    hexes, texts = [], []
+    for line in dump.replace("\\n", "\n").splitlines():
+        found = re.match(r"[0-9a-f]{8}:? +((?:[0-9a-f*]+ {1,2})+) *\|?(.*?)\|?$", line)
+        if found:
+            hexes.append(found[1].replace(" ", ""))
+            texts.append(found[2])
+    return "".join(hexes), "".join(texts)
+
+
+@pytest.mark.parametrize("dump", DUMPS.values(), ids=DUMPS.keys())
+@pytest.mark.parametrize("before", [0, 7, 13])
+def test_a_secret_in_a_byte_dump_cut_across_lines_is_masked_in_both_columns(dump, before):
+    """A peer dumping the request it refused: the secret ran on over the next line, its
+    hex and its text column each cut at 16 bytes, and neither part was masked."""
+    request = b"POST / HTTP/1.1\r\n" + b"k" * before + b"X-Key: " + SECRET.encode() + b"\r\n\r\n"
+    dumped = dump(request)
+    masked = Redactor([SECRET]).text(f"peer said:\n{dumped}\nbye")
+    assert masked.startswith("peer said:\n") and masked.endswith("\nbye"), masked
+    hexes, text = _columns(masked)
+    assert "POST / HTTP/1.1" in text and "X-Key: " in text, masked  # the rest is kept
+    for at in range(len(SECRET) - 3):
+        part = SECRET[at : at + 4]
+        assert part not in text and part.encode().hex() not in hexes, (part, masked)
+
+
+@pytest.mark.parametrize("dump", DUMPS.values(), ids=DUMPS.keys())
+def test_a_byte_dump_without_a_secret_is_kept(dump):
+    dumped = dump(b"GET /status HTTP/1.1\r\nHost: example.com\r\n\r\n" + bytes(range(256)))
+    assert Redactor([SECRET]).text(dumped) == dumped
+
+
+def _form(keep: str, space: str = "+", digits: str = "%{:02X}") -> Callable[[str], str]:
+    """application/x-www-form-urlencoded as an encoder writes it: letters, digits and
+    ``keep`` as they are, a space as ``space``, every other byte escaped."""
+
+    def encode(text: str) -> str:
+        out = []
+        for ch in text:
+            if ch == " ":
+                out.append(space)
+            elif ch.isascii() and (ch.isalnum() or ch in keep):
+                out.append(ch)
+            else:
+                out += [digits.format(byte) for byte in ch.encode()]
+        return "".join(out)
+
+    return encode
+
+
+FORMS: dict[str, Callable[[str], str]] = {
+    "Python urlencode": lambda t: urllib.parse.urlencode({"k": t})[2:],
+    "WHATWG URLSearchParams, Java, Ruby": _form("*-._"),
+    "PHP urlencode, http_build_query": _form("-._"),
+    "Go url.QueryEscape": _form("-._~"),
+    ".NET WebUtility.UrlEncode": _form("-_.!*()"),
+    ".NET HttpUtility.UrlEncode": _form("-_.!*()", digits="%{:02x}"),
+    "jQuery.param": _form("!'()*~-_."),
+    "form-encoded twice": lambda t: _form("*-._")(_form("*-._")(t)),
+}
+
+
+@pytest.mark.parametrize("encode", FORMS.values(), ids=FORMS.keys())
+@pytest.mark.parametrize(
+    "secret",
+    [SECRET + " é", "two words here!", ("k3y +/~*é" * 200)[:1_500]],
+    ids=["password", "passphrase", "long"],
+)
+def test_a_secret_echoed_in_a_posted_form_is_masked(encode, secret):
+    """A peer echoing the form it was posted (an OAuth token request's client_secret),
+    as its own encoder writes it: a space as "+" and then, encoded twice, as "%2B";
+    and a secret longer than CHARACTER_WISE_MAX in any encoder's form but Python's."""
+    echoed = encode(secret)
+    assert echoed != secret
+    # A field's name no credential's (client_secret's value is masked by its name).
+    masked = Redactor([secret]).text(f"got grant_type=client_credentials&client={echoed}&x=1")
+    assert masked == f"got grant_type=client_credentials&client={REDACTED}&x=1"
