@@ -1102,9 +1102,15 @@ class Connector(models.Model):
             raise ValidationError(errors)
 
     def get_secrets(self) -> dict[str, Any]:
+        """The secrets, decrypted. Read while a job runs (by ``get_connector``, or by a
+        task off the row itself), they are masked from then on in whatever that job
+        leaves behind: its error, its result, its log lines (``mask_in_running_job``)."""
         from . import secrets
+        from .connectors.store import mask_in_running_job
 
-        return secrets.decrypt(self.encrypted_secrets, f"connector {self.name!r}")
+        values = secrets.decrypt(self.encrypted_secrets, f"connector {self.name!r}")
+        mask_in_running_job(self, values)
+        return values
 
     def set_secrets(self, values: dict[str, Any]) -> None:
         """Replace every secret (not saved until ``save()``); {} removes them all.

@@ -103,3 +103,16 @@ def return_bytes_echoing_a_secret(before: int, connector: ConnectorKind) -> byte
     """Returns what a server echoed as bytes (no JSON: stored as its repr, cut), the
     job connector's token ``before`` characters into it."""
     return b"x" * before + str(connector.secret("token")).encode() + b"y" * 5_000
+
+
+@task
+def read_secrets_of(name: str, fail: bool) -> dict[str, Any]:
+    """Reads a connector's secrets off its row (``Connector.get_secrets()``, no
+    ``get_connector``), then fails with them, or returns them, in every form they
+    travel in, and as they are (a number a number)."""
+    from django_pgjobs.models import Connector
+
+    secrets = Connector.objects.get(name=name).get_secrets()
+    if fail:
+        raise RuntimeError(f"the server said: {echoes(secrets)}")
+    return {"echoed": echoes(secrets), "secrets": secrets}

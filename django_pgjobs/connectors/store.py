@@ -72,11 +72,24 @@ def load(name: str, using: str) -> Any:
 
 def build(stored: Any) -> ConnectorKind:
     """The connector of a stored row, secrets decrypted. Inside a job, its secrets are
-    masked from then on in whatever the job leaves behind (error, result, log)."""
+    masked from then on in whatever the job leaves behind (error, result, log): read
+    through ``get_secrets``, which registers them (``mask_in_running_job``)."""
     kind_class = check_stored(stored)
-    secrets = stored.get_secrets()
-    connector = kind_class(stored.name, dict(stored.config), secrets)
+    return kind_class(stored.name, dict(stored.config), stored.get_secrets())
+
+
+def mask_in_running_job(stored: Any, secrets: dict[str, Any]) -> None:
+    """Mask the ``secrets`` of the stored connector ``stored``, as its kind masks them
+    (``masked_values``: the parts of http's url secret that travel alone, too), in what
+    the running job leaves behind; outside a job, nothing. A row whose kind no longer
+    exists, or whose config its kind refuses, still has its values masked."""
     running = current_job()
-    if running is not None and secrets:
-        running.add_secrets(connector.masked_values())
-    return connector
+    if running is None or not secrets:
+        return
+    values: list[Any] = list(secrets.values())
+    try:
+        kind_class = check_stored(stored)
+        values += kind_class(stored.name, dict(stored.config), secrets).masked_values()
+    except ConnectorMisconfigured:  # the values are masked whatever the kind says
+        pass
+    running.add_secrets(values)
