@@ -13,7 +13,6 @@ import gc
 import heapq
 import logging
 import os
-import queue
 import threading
 import time
 from collections import Counter
@@ -46,9 +45,10 @@ from . import (
     supervisor,
     transitions,
 )
+from .completer import Completer
 from .context import JobContext
 from .exceptions import InvalidOption, JobTimeout
-from .execution import execute, failed_attempt, log_abandoned, record, run
+from .execution import execute, failed_attempt, log_abandoned, run
 from .models import Job, Queue, WorkerProcess
 from .notifier import JOBS_CHANNEL, Notifier
 from .pool import JobPool
@@ -86,9 +86,6 @@ AUTO_PREFETCH_HORIZON = 0.05
 #: that LISTEN hears nothing.
 LISTEN_PROBE_TIMEOUT = 5.0
 
-#: Most outcomes written by one statement.
-MAX_OUTCOME_BATCH = 500
-
 #: Least seconds between two reads of the queues' names by a worker of every queue:
 #: anyone who may connect can NOTIFY names it doesn't know.
 MIN_QUEUE_NAMES_REFRESH = 1.0
@@ -118,34 +115,11 @@ LOOP_RETRY_MAX = 10.0
 #: What a job thread or the completer says of a job whose outcome it didn't write.
 UNRECORDED = frozenset({"crashed", "unrecorded"})
 
-#: Most seconds between two tries of an outcome kept because a transient error
-#: (``db.transient``: a lock held on its row, a statement timeout) outlasted its
-#: tries: 0.1 s after the first, then twice as long each time (see Worker._keep).
-KEPT_RETRY_MAX = 5.0
-
 #: Least seconds a stopping worker waits for the outcomes of the jobs that finished to
 #: be written (and its kept ones tried a last time) once the running jobs were waited
 #: for: up to SHUTDOWN_TIMEOUT from the stop, or this long if that is sooner (or a
 #: second signal asked to hand back now).
 LAST_WRITES_MIN = 1.0
-
-#: What ``_write_alone`` says of an outcome it kept to try again later.
-KEPT = "kept"
-
-
-@dataclass
-class _Kept:
-    """An outcome the completer keeps: a transient error outlasted its tries."""
-
-    context: JobContext
-    outcome: Outcome
-    due: float = 0.0  # time.monotonic()
-    backoff: outage.Doubling = field(default_factory=lambda: outage.Doubling(KEPT_RETRY_MAX))
-
-    @property
-    def tries(self) -> int:
-        """Tries that failed: the first write's, then one per retry."""
-        return self.backoff.failures
 
 
 class Worker:
@@ -228,21 +202,9 @@ class Worker:
         self._notifier: Notifier | None = None
         self._heartbeat: threading.Thread | None = None
         self._lock = threading.Lock()
-        # Outcomes of jobs that ran on the pool, waiting to be written by the
-        # completer thread: everything that piled up while it wrote the last
-        # batch goes in one statement (one commit) next.
-        self._outcomes: queue.SimpleQueue[tuple[JobContext, Outcome | str] | None] = (
-            queue.SimpleQueue()
-        )
-        self._completer: threading.Thread | None = None
-        # Outcomes a transient error kept from being written (a lock held on the job's
-        # row, a statement timeout), by job id, tried again after a backoff while the
-        # other outcomes are written: their jobs keep their slots meanwhile, and are
-        # neither marked crashed (reclaimed, run again) nor handed back. The completer
-        # thread's own; see _keep.
-        self._kept: dict[int, _Kept] = {}
-        # Past it, the completer's last pass at shutdown tries no more kept outcomes.
-        self._last_try_by: float | None = None
+        # Writes the outcomes of the jobs that ran on the pool (its thread starts with
+        # the worker), then frees their slots (_finished).
+        self._completer = Completer(self._finished, self._wake_when_due)
         self._publisher: events.Publisher | None = None
         # (generation, read at, configs): see _queue_configs.
         self._configs: tuple[int, float, dict[str, dict]] | None = None
@@ -861,173 +823,9 @@ class Worker:
         if abandoned:
             logger.info("job %s: its abandoned thread came back; nothing written", context.job.pk)
         else:
-            self._outcomes.put((context, outcome))
+            self._completer.outcomes.put((context, outcome))
         if wake:
             self.wakeup.set()
-
-    def _complete(self) -> None:
-        """The completer thread: write queued outcomes in batches, then free their slots.
-
-        A job keeps its slot until its outcome is written, so the concurrency
-        limit covers written-or-not outcomes too, and shutdown can tell jobs
-        still running from jobs done.
-        """
-        db.prepare_on_this_thread()
-        try:
-            while True:
-                try:
-                    item = self._outcomes.get(timeout=self._kept_due_in())
-                except queue.Empty:  # a kept outcome is due
-                    self._retry_kept()
-                    continue
-                if item is None:
-                    break
-                batch = [item]
-                last = False
-                while len(batch) < MAX_OUTCOME_BATCH:
-                    try:
-                        more = self._outcomes.get_nowait()
-                    except queue.Empty:
-                        break
-                    if more is None:
-                        last = True
-                        break
-                    batch.append(more)
-                querylog.forget()
-                self._write_batch(batch)
-                self._retry_kept()
-                if last:
-                    break
-            self._retry_kept(last=True)
-        finally:
-            connections.close_all()
-
-    def _write_batch(self, batch: list[tuple[JobContext, Outcome | str]]) -> None:
-        pending = [(c, o) for c, o in batch if isinstance(o, Outcome)]
-        publish = self._publisher.publish if self._publisher else _discard
-        try:
-            # Never given up on while this worker lives: a dropped outcome would
-            # leave its job executing under our live lease. The slots stay taken
-            # meanwhile, which stops claiming (see _free). Past the stale limit the
-            # watchdog ends the process, and rescue returns the jobs.
-            outcomes = [outcome for _, outcome in pending]
-            states = record(outcomes, publish, give_up_after=None)
-        except Exception as error:  # no outage: a row or our own bug refused the statement
-            if len(pending) == 1:
-                states = [self._outcome_refused(*pending[0], error)]
-            else:
-                logger.warning(
-                    "writing %d outcomes failed (%s: %s); writing each alone",
-                    len(pending),
-                    type(error).__name__,
-                    limits.shortened(outage.describe(error), 300),
-                )
-                states = _write_alone(pending, publish, self._outcome_refused)
-        kept = {i for i, state in enumerate(states) if state == KEPT}
-        pending = [p for i, p in enumerate(pending) if i not in kept]
-        states = [state for i, state in enumerate(states) if i not in kept]
-        self._ended(pending, states, [(c, o) for c, o in batch if not isinstance(o, Outcome)])
-
-    def _ended(
-        self,
-        pending: list[tuple[JobContext, Outcome]],
-        states: list[str],
-        unwritten: list[tuple[JobContext, str]] | None = None,
-    ) -> None:
-        """Free the slots of these jobs, their outcomes written (``states``, or given up
-        on), and wake the loop when the ones put back are due."""
-        ended = [(context, state) for (context, _), state in zip(pending, states, strict=True)]
-        ended += unwritten or []  # the pool's "crashed"
-        self._wake_when_due(
-            [
-                (outcome.run_at - outcome.at).total_seconds()
-                for (_, outcome), state in zip(pending, states, strict=True)
-                if state == JobState.RETRYABLE and outcome.run_at is not None
-            ]
-        )
-        self._finished(ended)
-
-    def _outcome_refused(self, context: JobContext, outcome: Outcome, error: Exception) -> str:
-        """What becomes of an outcome the database refused, written alone: a transient
-        error (``db.transient``) that outlasted its tries keeps it, tried again later
-        (KEPT); any other refusal is said and its job left for rescue ("crashed")."""
-        if db.transient(error):
-            self._keep(context, outcome, error)
-            return KEPT
-        _say_refused(outcome, error)
-        return "crashed"
-
-    def _keep(self, context: JobContext, outcome: Outcome, error: Exception) -> None:
-        """Keep an outcome a transient error held (a lock on the job's row that a
-        migration or an operator's shell holds, a statement timeout), said once: marked
-        crashed, its job was reclaimed and run again although its task completed; the
-        whole batch waiting on it held every other outcome. Its job keeps its slot and
-        its lease (still running as far as this worker knows) until it is written."""
-        job = outcome.job
-        kept = self._kept[job.id] = _Kept(context, outcome)
-        kept.due = time.monotonic() + kept.backoff.failed()
-        logger.warning(
-            "job %s (%s): its outcome (%s) could not be written: %s: %s; kept and tried "
-            "again with a backoff (up to %s apart) until written, the job executing under "
-            "this worker's lease meanwhile; the other outcomes are written as usual",
-            job.pk,
-            logs.printable(job.task),
-            getattr(outcome.state, "value", outcome.state),
-            type(error).__name__,
-            limits.shortened(outage.describe(error), 500),
-            logs.delay(KEPT_RETRY_MAX),
-            extra=logs.job_fields(job),
-        )
-
-    def _kept_due_in(self) -> float | None:
-        """Seconds until the first kept outcome is due (None: none kept)."""
-        if not self._kept:
-            return None
-        return max(0.0, min(k.due for k in self._kept.values()) - time.monotonic())
-
-    def _retry_kept(self, last: bool = False) -> None:
-        """Try the kept outcomes that are due (``last``: each once, at shutdown, until
-        ``_last_try_by``), each alone and once: a lock still held costs one timeout, not
-        three, of the completer's time, and the other outcomes wait no longer."""
-        publish = self._publisher.publish if self._publisher else _discard
-        for job_id, kept in list(self._kept.items()):
-            now = time.monotonic()
-            if last:
-                if self._last_try_by is not None and now > self._last_try_by:
-                    break
-            elif kept.due > now:
-                continue
-            job = kept.outcome.job
-            try:
-                [state] = record([kept.outcome], publish, give_up_after=None, tries=1)
-            except Exception as error:
-                if db.transient(error):
-                    wait = kept.backoff.failed()
-                    kept.due = time.monotonic() + wait
-                    logger.debug(
-                        "job %s (%s): its kept outcome still could not be written (try %d): "
-                        "%s; trying again in %s",
-                        job.pk,
-                        logs.printable(job.task),
-                        kept.tries,
-                        limits.shortened(outage.describe(error), 300),
-                        logs.delay(wait),
-                        extra=logs.job_fields(job),
-                    )
-                    continue
-                _say_refused(kept.outcome, error)
-                state = "crashed"
-            else:
-                logger.info(
-                    "job %s (%s): its kept outcome (%s) was written after %d tries",
-                    job.pk,
-                    logs.printable(job.task),
-                    getattr(kept.outcome.state, "value", kept.outcome.state),
-                    kept.tries + 1,
-                    extra=logs.job_fields(job),
-                )
-            del self._kept[job_id]
-            self._ended([(kept.context, kept.outcome)], [state])
 
     def _wake_when_due(self, delays: list[float]) -> None:
         """Wake the loop when each of these jobs it put back (a retry, a snooze) is
@@ -1047,7 +845,8 @@ class Worker:
                     heapq.heappush(self._retries_at, at)
 
     def _finished(self, ended: list[tuple[JobContext, str]]) -> None:
-        """Free the slots of jobs whose outcome is written (or given up on)."""
+        """Free the slots of jobs whose outcome is written (or given up on): the
+        completer's, from its thread."""
         with self._lock:
             for context, outcome in ended:
                 _forget(self.running, context)
@@ -1059,17 +858,6 @@ class Worker:
             wake = self._worth_a_claim(self._free())
         if wake:
             self.wakeup.set()
-
-    def _stop_completer(self, last_try_by: float) -> None:
-        """Write what is queued, then stop the completer thread: the kept outcomes get
-        a last try each, until ``last_try_by`` (time.monotonic()), and it is waited for
-        until then. Not longer: a completer held by an outage never returns, and the
-        rest of shutdown (handing the other jobs back, removing the row) must run
-        before the process manager's grace period ends."""
-        self._last_try_by = last_try_by
-        if self._completer is not None and self._completer.is_alive():
-            self._outcomes.put(None)
-            self._completer.join(max(0.0, last_try_by - time.monotonic()))
 
     # -- timeouts and cancellation ---------------------------------------------------
 
@@ -1249,10 +1037,7 @@ class Worker:
         if conf.get("EVENTS"):
             self._publisher = events.Publisher(self.using)
             self._publisher.start()
-        self._completer = threading.Thread(
-            target=self._complete, name="pgjobs-completer", daemon=True
-        )
-        self._completer.start()
+        self._completer.start(self._publisher)
         self._pool = JobPool(self.concurrency, self._run, self._ran)
         self._notifier = Notifier(
             [JOBS_CHANNEL, CONTROL_CHANNEL],
@@ -1675,7 +1460,7 @@ class Worker:
         if not self.hand_back_now.is_set():
             last_writes_by = max(deadline, last_writes_by)
         with self._surviving("write the outcomes of the jobs that finished"):
-            self._stop_completer(last_writes_by)
+            self._completer.stop(last_writes_by)
         if self._publisher:
             with self._surviving("publish the last events"):
                 self._publisher.stop()
@@ -1854,45 +1639,6 @@ def _summary(stats: Counter[str]) -> str:
     return f"{after}: {logs.in_words(words)}"
 
 
-def _write_alone(
-    pending: list[tuple[JobContext, Outcome]],
-    publish: Callable[[Iterable[events.Change]], None],
-    refused: Callable[[JobContext, Outcome, Exception], str],
-) -> list[str]:
-    """Write each outcome in a statement of its own, after their batch failed: one job
-    whose row a trigger or constraint refuses (a site's own trigger, say) then costs
-    only that job, which stays executing under our lease until a rescue pass returns
-    it ("crashed"), or whose outcome is kept (KEPT) if a transient error held it (see
-    ``Worker._outcome_refused``); the others' outcomes land instead of being run again."""
-    states = []
-    for context, outcome in pending:
-        try:
-            states += record([outcome], publish, give_up_after=None)
-        except Exception as error:
-            states.append(refused(context, outcome, error))
-    return states
-
-
-def _say_refused(outcome: Outcome, error: Exception) -> None:
-    """Say, once, that the outcome of ``outcome``'s job could not be written, why, and
-    what becomes of it: the database's refusal (a site's trigger, a constraint, a
-    statement timeout that lasted) in a line; a bug of ours with its traceback."""
-    job = outcome.job
-    ours = not isinstance(error, DatabaseError)
-    logger.error(
-        "job %s (%s): its outcome (%s) could not be written: %s; it stays executing "
-        "under this worker's lease until reclaimed, its attempt counted",
-        job.pk,
-        logs.printable(job.task),
-        getattr(outcome.state, "value", outcome.state),
-        transitions.error_line(error)
-        if ours
-        else f"{type(error).__name__}: {limits.shortened(outage.describe(error), 500)}",
-        exc_info=error if ours else None,
-        extra=logs.job_fields(job),
-    )
-
-
 def _forget(contexts: dict[int, JobContext], context: JobContext) -> None:
     """Drop ``context`` from ``contexts`` if it is still there: its job may have been
     claimed again since (a snooze or retry due at once, written before this run's slot
@@ -1921,10 +1667,6 @@ def _which(backend: lostclaims.Backend | None) -> str:
     if backend.pooled:
         return "behind a pooler: its server connection is not the worker's to end"
     return f"pid {backend.pid} still runs"
-
-
-def _discard(changes: Iterable[events.Change]) -> None:
-    """Where a worker's outcome events go with ``PGJOBS["EVENTS"]`` off."""
 
 
 #: ``beat``'s default for what its caller doesn't track: that column is not written.

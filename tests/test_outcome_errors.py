@@ -230,7 +230,7 @@ def test_an_outcome_held_by_a_transient_error_is_kept_and_written_once_it_lifts(
     wait(lambda: state(later) == JobState.COMPLETED, timeout=5)
     # Held past several tries and the stale limit: still executing, its first attempt,
     # in the worker's slots (its lease kept by the heartbeat, not reclaimed).
-    wait(lambda: odd.pk in worker._kept, timeout=10)
+    wait(lambda: odd.pk in worker._completer.kept, timeout=10)
     time.sleep(2.5)
     odd.refresh_from_db()
     assert odd.state == JobState.EXECUTING and odd.attempt == 1, odd.errors
@@ -261,7 +261,7 @@ def test_an_outcome_still_held_at_shutdown_is_left_executing_for_rescue(
     caplog.set_level(logging.DEBUG, logger="django_pgjobs")
     odd = Job.enqueue(TASK, args=["odd", "b"])
     worker = threaded_worker(concurrency=2, poll_interval=0.2)
-    wait(lambda: odd.pk in worker._kept, timeout=15)
+    wait(lambda: odd.pk in worker._completer.kept, timeout=15)
     worker.request_stop()
     wait(lambda: worker._gone.is_set(), timeout=20)
     odd.refresh_from_db()
@@ -279,7 +279,7 @@ def test_a_kept_outcome_whose_lease_was_taken_meanwhile_is_not_written(
     caplog.set_level(logging.DEBUG, logger="django_pgjobs")
     odd = Job.enqueue(TASK, args=["odd", "b"], max_attempts=1)
     worker = threaded_worker(concurrency=2, poll_interval=0.2)
-    wait(lambda: odd.pk in worker._kept, timeout=15)
+    wait(lambda: odd.pk in worker._completer.kept, timeout=15)
     taken = maintenance.reclaim_forgotten(
         worker.record.pk, [], timezone.now() + timedelta(hours=1), timezone.now()
     )
@@ -295,18 +295,18 @@ def test_a_kept_outcome_whose_lease_was_taken_meanwhile_is_not_written(
 def stuck_writes(monkeypatch):
     """The completer's writes block (a database that never answers) until released:
     (blocked, release)."""
-    from django_pgjobs import worker as worker_module
+    from django_pgjobs import completer
 
     release = threading.Event()
     blocked = threading.Event()
-    real = worker_module.record
+    real = completer.record
 
     def record(*args: object, **kwargs: object) -> list[str]:
         blocked.set()
         release.wait(60)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(worker_module, "record", record)
+    monkeypatch.setattr(completer, "record", record)
     yield blocked, release
     release.set()
 
@@ -336,5 +336,5 @@ def test_the_last_writes_at_shutdown_wait_no_longer_than_shutdown_timeout(
     left = [r.getMessage() for r in caplog.records if "left executing" in r.getMessage()]
     assert len(left) == 1 and str(job.pk) in left[0], left
     release.set()  # the completer writes it after all (its lease held): before teardown
-    worker._completer.join(15)
-    assert not worker._completer.is_alive()
+    worker._completer.thread.join(15)
+    assert not worker._completer.thread.is_alive()

@@ -195,9 +195,9 @@ def test_a_lost_claim_s_hand_back_leaves_a_job_that_ran_but_was_not_recorded(
     the attempt. A lost claim's hand-back took it for one of its own, never started,
     and gave it back uncounted (the reviewer's finding)."""
 
-    from django_pgjobs import worker as worker_module
+    from django_pgjobs import completer
 
-    real_record = worker_module.record
+    real_record = completer.record
     refused: list[int] = []
 
     def record(outcomes: list, *args: object, **kwargs: object) -> list:
@@ -206,7 +206,7 @@ def test_a_lost_claim_s_hand_back_leaves_a_job_that_ran_but_was_not_recorded(
             raise ValueError("a row the statement refused")  # no outage
         return real_record(outcomes, *args, **kwargs)
 
-    monkeypatch.setattr(worker_module, "record", record)
+    monkeypatch.setattr(completer, "record", record)
     ran = add.enqueue(1, 1)
     worker = threaded_worker(poll_interval=0.5)
     wait(lambda: worker.stats["crashed"] == 1, timeout=10)
