@@ -59,7 +59,7 @@ import json
 import re
 import string
 import urllib.parse
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 REDACTED = "********"
@@ -529,6 +529,23 @@ def dump_line(line: str) -> tuple[bytes, list[tuple[int, int]], list[tuple[int, 
     return None
 
 
+def secret_texts(secrets: Iterable[Any]) -> Iterator[str]:
+    """The texts that stand for ``secrets``: a string as it is, a number as it is
+    written, and each of those a JSON secret holds (a service account's dict, a list of
+    keys), however deep: masked as its Python repr, the strings inside it were not
+    masked at all. None and booleans stand for nothing: a bit is no secret, and masking
+    "True" masked every "true" of a job's output."""
+    pending = list(secrets)
+    while pending:  # a loop, not recursion: JSON may nest deeper than Python recurses
+        value = pending.pop()
+        if isinstance(value, dict):
+            pending.extend(value.values())
+        elif isinstance(value, list | tuple):
+            pending.extend(value)
+        elif value is not None and not isinstance(value, bool):
+            yield str(value)
+
+
 class Redactor:
     """Masks a set of secret values, in every form of ``encoded_forms``, and
     credentials (``mask_credentials``). Falsy when it has no secret to mask."""
@@ -544,7 +561,7 @@ class Redactor:
 
     def add(self, secrets: Iterable[Any]) -> None:
         """Mask these too."""
-        new = {str(s) for s in secrets if s is not None and len(str(s)) >= MIN_SECRET_LENGTH}
+        new = {text for text in secret_texts(secrets) if len(text) >= MIN_SECRET_LENGTH}
         if new - self._secrets:
             self._secrets |= new
             forms = set().union(*(encoded_forms(secret) for secret in self._secrets))

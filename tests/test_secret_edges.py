@@ -466,3 +466,33 @@ def test_a_secret_echoed_in_a_posted_form_is_masked(encode, secret):
     # A field's name no credential's (client_secret's value is masked by its name).
     masked = Redactor([secret]).text(f"got grant_type=client_credentials&client={echoed}&x=1")
     assert masked == f"got grant_type=client_credentials&client={REDACTED}&x=1"
+
+
+SERVICE_ACCOUNT = {
+    "type": "service_account",
+    "private_key": "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END",
+    "client_email": "robot@example-project.iam.gserviceaccount.com",
+    "nested": [{"token": "tok-93f1c2aa71"}, 84731920551],
+    "enabled": True,
+}
+
+
+def test_the_values_inside_a_json_secret_are_masked_each():
+    """A secret may be any JSON value (``set_secrets``): a service account's dict. Masked
+    as its Python repr, the strings inside it were not masked at all."""
+    redactor = Redactor([SERVICE_ACCOUNT])
+    echoed = json.dumps(
+        {
+            "key": SERVICE_ACCOUNT["private_key"],
+            "who": SERVICE_ACCOUNT["client_email"],
+            "auth": "Bearer-ish tok-93f1c2aa71",
+            "pin": 84731920551,
+            "note": "the account is enabled: true",
+        }
+    )
+    masked = redactor.text(echoed)
+    for leaked in ("MIIEvQIBADANBgkqhkiG9w0BAQEFAASC", "robot@example", "tok-93f1c2aa71"):
+        assert leaked not in masked
+    assert "84731920551" not in masked
+    assert "true" in masked  # a boolean is one bit, no secret: every "true" stayed
+    assert redactor.value({"pin": 84731920551}) == {"pin": REDACTED}
