@@ -275,6 +275,25 @@ def test_runworker_help_says_each_default_and_where_it_comes_from(settings):
     assert f"pip install '{requirement}'" in shown  # not on PyPI: not django-pgjobs[...]
 
 
+def test_runworker_with_a_mistyped_setting_says_the_check_not_a_traceback(settings, capsys):
+    """Its help read PGJOBS['WORKER_CONCURRENCY'] while building the parser, before the
+    system checks ran: a value of the wrong type was a traceback out of argparse set-up
+    (runscheduler and pgjobs said pgjobs.E003 as a SystemCheckError)."""
+    from django.core.management import load_command_class
+
+    settings.PGJOBS = {**settings.PGJOBS, "WORKER_CONCURRENCY": "4", "POLL_INTERVAL": "1"}
+    command = load_command_class("django_pgjobs", "runworker")
+    shown = " ".join(command.create_parser("manage.py", "runworker").format_help().split())
+    refused = "PGJOBS['WORKER_CONCURRENCY'] must be int, not str."
+    assert f"(default: PGJOBS['WORKER_CONCURRENCY'], here '4', refused: {refused})" in shown
+    with pytest.raises(SystemExit) as stopped:
+        command.run_from_argv(["manage.py", "runworker", "--burst"])
+    assert stopped.value.code == 1
+    said = capsys.readouterr().err
+    assert "SystemCheckError" in said and "Traceback" not in said
+    assert "(pgjobs.E003) PGJOBS['WORKER_CONCURRENCY'] must be int, not str." in said
+
+
 def _latest_pgjobs_migration() -> tuple[str, str]:
     """The latest pgjobs migration's name, and the one before it."""
     from django.db.migrations.loader import MigrationLoader

@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
@@ -59,6 +60,18 @@ def _prefetch(value: str) -> int | str:
         raise argparse.ArgumentTypeError(f'{problem}, nor "auto"') from None
 
 
+def _configured(key: str) -> str:
+    """``PGJOBS[key]`` for the help text. The parser is built before the system checks
+    run: a value of the wrong type is said here and left to pgjobs.E003 to refuse, not
+    raised as a traceback out of argparse's set-up."""
+    try:
+        return repr(conf.get(key))
+    except ImproperlyConfigured as problem:
+        pgjobs = getattr(settings, "PGJOBS", None)
+        value = pgjobs.get(key) if isinstance(pgjobs, dict) else None
+        return f"{value!r}, refused: {problem}"
+
+
 class Command(BaseCommand):
     help = "Run background jobs from the given queues until stopped."
 
@@ -71,7 +84,7 @@ class Command(BaseCommand):
             type=arguments.whole_number,
             default=None,
             help="Jobs run at once per process, on threads (default: "
-            f"PGJOBS['WORKER_CONCURRENCY'], here {conf.get('WORKER_CONCURRENCY')!r}).",
+            f"PGJOBS['WORKER_CONCURRENCY'], here {_configured('WORKER_CONCURRENCY')}).",
         )
         parser.add_argument(
             "--prefetch",
@@ -95,7 +108,7 @@ class Command(BaseCommand):
             type=arguments.number,
             default=None,
             help="Seconds between polls when no notification arrives (default: "
-            f"PGJOBS['POLL_INTERVAL'], here {conf.get('POLL_INTERVAL')!r}).",
+            f"PGJOBS['POLL_INTERVAL'], here {_configured('POLL_INTERVAL')}).",
         )
         parser.add_argument(
             "--metrics-port",
