@@ -271,7 +271,7 @@ class RetryAfter(_Later):
         super().__init__(seconds, until, message)
 
     def __str__(self) -> str:
-        then = f"next attempt {self.when()}"
+        then = f"asked to retry {self.when()}"
         return f"{self.said} ({then})" if self.said else then
 
 

@@ -93,7 +93,9 @@ def test_snooze_and_retry_after_refuse_odd_times_when_made():
             make(math.nan)
     assert Snooze(until=NOW).wake_at(NOW - timedelta(days=1)) == NOW
     assert str(Snooze(5, reason="busy")) == "busy: snoozed, to run in 5s"
-    assert str(RetryAfter(5)) == "next attempt in 5s"
+    # What the task asked, true also of the attempt that discards the job: "next
+    # attempt in 5s" was recorded, and logged, on a job with no attempt left.
+    assert str(RetryAfter(5)) == "asked to retry in 5s"
 
 
 @pytest.mark.django_db
@@ -141,7 +143,7 @@ def test_retry_after_sets_the_next_attempt_and_counts_it(worker):
     job = _drained(worker, Job.enqueue(f"{FLOW}.retry_after", args=[120]))
     assert (job.state, job.attempt, job.run_at) == (S.RETRYABLE, 1, NOW + timedelta(seconds=120))
     assert job.errors[0]["error"] == (
-        "RetryAfter: the service asked us to wait (next attempt in 120s)"
+        "RetryAfter: the service asked us to wait (asked to retry in 120s)"
     )
     job = _drained(worker, job, job.run_at)
     assert (job.state, job.attempt) == (S.DISCARDED, 2), "max_attempts=2: no retry left"
@@ -249,7 +251,7 @@ def test_the_job_page_shows_its_snoozes_and_retry_after(worker, admin_client):
 
     retried = _drained(worker, Job.enqueue(f"{FLOW}.retry_after", args=[60]))
     page = admin_client.get(detail(retried)).content.decode()
-    assert "next attempt in 60s" in page and "Attempt 2 due" in page
+    assert "asked to retry in 60s" in page and "Attempt 2 due" in page
 
 
 @pytest.mark.django_db
