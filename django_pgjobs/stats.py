@@ -45,6 +45,12 @@ S = JobState
 #: Exact counts stop here; above it the planner's estimate is shown.
 COUNT_CAP = 10_000
 
+#: A job table of at most this many rows is counted under any filter in the admin:
+#: counting it reads no more than that (``few_jobs``). Under a filter no index serves,
+#: a larger one shows the planner's estimates, which on a new project's few jobs were
+#: "≈1" in every state's tab. 0: never.
+FEW_JOBS = 2_000
+
 #: States whose jobs are still to run, shown as a queue's depth.
 #: In declaration order: waiting, scheduled, available, executing, retryable.
 DEPTH_STATES: tuple[str, ...] = tuple(s.value for s in JobState if s in ACTIVE)
@@ -74,6 +80,14 @@ def _short(n: int) -> str:
         if n >= size:
             return f"{n / size:.1f}".removesuffix(".0") + suffix
     return str(n)
+
+
+def few_jobs(using: str) -> bool:
+    """Whether the job table of ``using`` holds at most ``FEW_JOBS`` rows: a count of at
+    most ``FEW_JOBS + 1`` of them (none with ``FEW_JOBS`` 0)."""
+    if FEW_JOBS <= 0:
+        return False
+    return Job.objects.using(using).order_by()[: FEW_JOBS + 1].count() <= FEW_JOBS
 
 
 def tally(

@@ -19,6 +19,7 @@ from django.contrib.admin.utils import quote as admin_quote
 from django.urls import reverse
 from django.utils import timezone
 
+from django_pgjobs import stats
 from django_pgjobs.models import ApiToken, Job, Queue, Schedule, WorkerProcess
 from django_pgjobs.states import JobState
 from tests.admin_helpers import changelist, messages_of
@@ -36,9 +37,10 @@ def shown(response) -> list[int]:
 
 
 @pytest.mark.parametrize("term", ["²", "¹²", "#²", "①", "٣", "#٣", "1²"])
-def test_digits_int_cant_read_are_searched_as_text(admin_client, term):
+def test_digits_int_cant_read_are_searched_as_text(admin_client, monkeypatch, term):
     """``str.isdigit`` is true of superscripts and circled digits, which ``int()``
     refuses: such a term was a 500 (in the search and again in the list's count)."""
+    monkeypatch.setattr(stats, "FEW_JOBS", 0)  # as on a large table: no count of text
     job = JobFactory(args=[f"n{term}"])
     JobFactory()
     response = admin_client.get(changelist(), {"q": term})

@@ -34,6 +34,37 @@ def no_count_of_rows(queries: CaptureQueriesContext) -> bool:
     return not any("count(" in q["sql"].lower() for q in queries.captured_queries)
 
 
+@pytest.fixture(autouse=True)
+def as_if_large(monkeypatch):
+    """These tests stand for large tables on a few rows: a table of at most
+    ``stats.FEW_JOBS`` jobs is counted whatever the filter (0: never)."""
+    monkeypatch.setattr(stats, "FEW_JOBS", 0)
+
+
+# -- a small table: every count is exact --------------------------------------------------
+
+
+@pytest.mark.parametrize("query", [{"task": "shop.tasks.sync"}, {"q": "x"}])
+def test_a_small_table_is_counted_under_any_filter(admin_client, monkeypatch, query):
+    """A new project's admin, filtered by task (a link of its sidebar), said "≈1" in
+    every state's tab, and "Retry all ≈1 discarded jobs" over four: the planner's
+    estimates of a table it has barely seen. Counting a table this small reads little."""
+    monkeypatch.setattr(stats, "FEW_JOBS", 100)
+    JobFactory.create_batch(4, discarded=True, task="shop.tasks.sync", args=["x"])
+    JobFactory.create_batch(3, completed=True, task="shop.tasks.sync", args=["x"])
+    JobFactory.create_batch(2, completed=True)
+    response = admin_client.get(changelist(), query)
+    assert response.context["cl"].paginator.countable
+    assert tabs(response)["discarded"] == stats.Tally(4)
+    assert tabs(response)["cancelled"] == stats.Tally(0)
+    assert response.context["cl"].result_count == 7
+    assert "Retry all 4 discarded jobs" in response.content.decode()
+    filtered = admin_client.get(changelist(), {**query, "state": "discarded"})
+    cl = filtered.context["cl"]
+    assert cl.result_count == 4 and not cl.paginator.is_estimate
+    assert all(tally.exact for tally in tabs(filtered).values())
+
+
 # -- where counting is cheap (state, queue, a search by id) -----------------------------
 
 

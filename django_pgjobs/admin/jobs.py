@@ -168,16 +168,16 @@ class JobAdmin(OperatorAdmin):
             number = int(request.GET.get(PAGE_VAR, 1))
         except ValueError:
             number = 1
-        counted = countable(request)
+        is_counted = counted(request, queryset.db)
         # Unfiltered by state, the list's count is the sum of the tabs' (one statement
         # for all eight): a count of all jobs, or of a queue's, reads the table itself.
         # Uncounted, the tabs' estimates are the list's too: one EXPLAIN, not two.
         per_state = None
         if StateFilter.parameter_name not in request.GET:
-            per_state = stats.state_tallies(queryset, counted=counted)
+            per_state = stats.state_tallies(queryset, counted=is_counted)
         return EstimatingPaginator(
             queryset, per_page, orphans, allow_empty_first_page,
-            countable=counted, number=number, per_state=per_state,
+            countable=is_counted, number=number, per_state=per_state,
         )  # fmt: skip
 
     def changelist_view(
@@ -321,16 +321,16 @@ class JobAdmin(OperatorAdmin):
         others = cl.get_queryset(request, exclude_parameters=[StateFilter.parameter_name])
         # Under a filter no index serves, a capped count of a rare state would read
         # every row of a common one: the planner's estimates instead.
-        counted = countable(request)
+        is_counted = counted(request, others.db)
         tallies = getattr(cl.paginator, "per_state", None)
         current = request.GET.get(StateFilter.parameter_name)
         if tallies is None:
             # The list's count is its state's tab's, under the same filters: counted
             # once (at ten million jobs, up to COUNT_CAP index rows less a page).
             paginator = cl.paginator
-            shared = counted and current in JobState.values
+            shared = is_counted and current in JobState.values
             known = {current: paginator.tally} if shared and paginator.countable else {}
-            tallies = stats.state_tallies(others, counted=counted, known=known)
+            tallies = stats.state_tallies(others, counted=is_counted, known=known)
         tabs = [
             {
                 "state": state.value,
@@ -345,7 +345,7 @@ class JobAdmin(OperatorAdmin):
             "state_tabs": tabs,
             "all_states_url": cl.get_query_string(remove=[StateFilter.parameter_name, "p"]),
             "discarded_tally": tallies.get(S.DISCARDED.value),
-            "counted": counted,
+            "counted": is_counted,
             "can_retry_discarded": self.has_change_permission(request),
             "filters_query": cl.get_query_string(remove=["p"]).removeprefix("?"),
         }
@@ -740,6 +740,19 @@ def answered_yes(request: HttpRequest) -> datetime | None:
     except (ValueError, OverflowError):
         return None
     return at if limits.EARLIEST <= at < limits.END else None  # a time the database takes
+
+
+def counted(request: HttpRequest, using: str) -> bool:
+    """Whether the list is counted: its filters are ones an index serves (``countable``),
+    or the job table is so small (``stats.few_jobs``) that counting under any filter
+    reads little. Asked once a request."""
+    if countable(request):
+        return True
+    few = getattr(request, "_pgjobs_few_jobs", None)
+    if few is None:
+        few = stats.few_jobs(using)
+        request._pgjobs_few_jobs = few  # type: ignore[attr-defined]
+    return few
 
 
 def countable(request: HttpRequest) -> bool:
