@@ -107,6 +107,7 @@ def cancelled_once_running(text: str, timeout: float = 30.0) -> Iterator[None]:
             while not stop.is_set() and time.monotonic() < deadline:
                 row = own.execute(
                     "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE state = 'active'"
+                    " AND datname = current_database()"  # not another run's test on the server
                     " AND pid <> pg_backend_pid() AND strpos(query, %s) > 0 LIMIT 1",
                     [text],
                 ).fetchone()
