@@ -144,6 +144,33 @@ def once_an_hour(name: str) -> str:
     return name
 
 
+@task(unique=True)
+def unique_export(report_id: int, fmt: str = "pdf", *, pages: int | None = None) -> str:
+    """A unique task with defaults: every way of passing one call is one job."""
+    return f"report {report_id} as {fmt}"
+
+
+#: A default no JSON can hold: a call that leaves it out gives it no value to key on.
+NOT_GIVEN = object()
+
+
+@task(unique=True)
+def unique_tagged(first: int, /, *rest: int, since: object = NOT_GIVEN, **labels: str) -> int:
+    """A unique task of every kind of parameter."""
+    return first + sum(rest)
+
+
+@task(unique=True)
+def unique_total(results: list[int], *, scale: int = 1) -> int:
+    """A unique gather step: ``results`` comes from the worker, not the enqueue."""
+    return sum(results) * scale
+
+
+@task(unique_for=3600)
+def once_an_hour_as(name: str, fmt: str = "pdf") -> str:
+    return f"{name} as {fmt}"
+
+
 @task
 def enqueue_follow_up(n: int) -> int:
     """Enqueues another job, as tasks that fan out do."""

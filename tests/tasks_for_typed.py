@@ -119,3 +119,11 @@ def typed_post(payload: dict[str, int], connector: ConnectorKind) -> dict[str, i
 def typed_total(results: list[int], *, scale: int = 1) -> int:
     """A typed gather step: its dependencies' results come from the worker."""
     return sum(results) * scale
+
+
+@task(typed=True, unique=True)
+def unique_invoice(
+    when: date, colour: Colour = Colour.RED, *, total: Decimal = Decimal("0")
+) -> str:
+    """A unique typed task: its key is of the values as stored, defaults too."""
+    return f"{when} {colour} {total}"

@@ -26,7 +26,18 @@ from django_pgjobs.models import Schedule, ScheduleTick
 from django_pgjobs.scheduler import Scheduler
 from django_pgjobs.typed import InvalidArguments, Signature, UnsupportedType
 from tests.factories import ScheduleFactory
-from tests.tasks_for_typed import Colour, Line, Node, Order, counted, invoice, later, place, tree
+from tests.tasks_for_typed import (
+    Colour,
+    Line,
+    Node,
+    Order,
+    counted,
+    invoice,
+    later,
+    place,
+    tree,
+    unique_invoice,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -122,6 +133,27 @@ def test_a_recursive_dataclass_and_a_hint_defined_after_its_task(worker):
     job = tree.enqueue(Node("a", [Node("b"), Node("c", [Node("d")])]))
     assert run(worker, job).result == 4
     assert run(worker, later.enqueue({"name": "x"})).result == "Later"
+
+
+def test_a_unique_typed_task_keys_the_values_as_stored_by_parameter_defaults_too():
+    """Its key is of the arguments as stored (the typed values' JSON), bound to the
+    parameters with the defaults applied, each default as its type stores it."""
+    first = unique_invoice.enqueue(date(2026, 1, 1))
+    for again in [
+        unique_invoice.enqueue("2026-01-01"),
+        unique_invoice.enqueue(when=date(2026, 1, 1), colour=Colour.RED),
+        unique_invoice.enqueue(date(2026, 1, 1), "red", total=Decimal("0")),
+        unique_invoice.enqueue(total="0", when="2026-01-01"),
+    ]:
+        assert (again.pk, again.is_duplicate) == (first.pk, True), (again.args, again.kwargs)
+    others = [
+        unique_invoice.enqueue(date(2026, 1, 2)),
+        unique_invoice.enqueue(date(2026, 1, 1), Colour.BLUE),
+        unique_invoice.enqueue(date(2026, 1, 1), total=Decimal("0.00")),  # stored as "0.00"
+    ]
+    assert len({first.pk, *(other.pk for other in others)}) == 4
+    with pytest.raises(InvalidArguments, match="'when' is given in args as well"):
+        unique_invoice.enqueue(date(2026, 1, 1), when=date(2026, 1, 1))
 
 
 def test_plain_tasks_are_not_checked_as_before():

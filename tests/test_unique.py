@@ -11,10 +11,16 @@ from django.db import IntegrityError, connection, connections, transaction
 from django.utils import timezone
 
 from django_pgjobs import Job, transitions
-from django_pgjobs.exceptions import PgJobsError, UniqueKeyConflict
+from django_pgjobs.exceptions import InvalidArguments, PgJobsError, UniqueKeyConflict
 from django_pgjobs.states import JobState
 from tests.conftest import on_another_connection
-from tests.tasks_for_tests import once_an_hour, unique_report
+from tests.tasks_for_tests import (
+    once_an_hour,
+    once_an_hour_as,
+    unique_export,
+    unique_report,
+    unique_tagged,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -26,6 +32,149 @@ def test_unique_tasks_derive_their_key_from_the_arguments():
     assert again.pk == first.pk and again.is_duplicate
     assert other.pk != first.pk
     assert Job.objects.count() == 2
+
+
+def _one_job(*enqueues) -> Job:
+    """The job of the first of ``enqueues``, after checking each later one returned it."""
+    first = enqueues[0]()
+    for enqueue in enqueues[1:]:
+        again = enqueue()
+        assert (again.pk, again.is_duplicate) == (first.pk, True), (again.args, again.kwargs)
+    assert Job.objects.filter(task=first.task).count() == 1
+    return first
+
+
+def test_an_argument_passed_by_position_or_by_name_is_one_job():
+    """The key was of the arguments as written: enqueue(7) and enqueue(report_id=7),
+    one call of the function, were two keys and two jobs."""
+    _one_job(lambda: unique_report.enqueue(7), lambda: unique_report.enqueue(report_id=7))
+    _one_job(lambda: once_an_hour.enqueue(name="daily"), lambda: once_an_hour.enqueue("daily"))
+
+
+def test_a_default_left_out_or_given_is_one_job():
+    job = _one_job(
+        lambda: unique_export.enqueue(7),
+        lambda: unique_export.enqueue(7, "pdf"),
+        lambda: unique_export.enqueue(7, fmt="pdf"),
+        lambda: unique_export.enqueue(report_id=7, fmt="pdf", pages=None),
+        lambda: unique_export.enqueue(pages=None, report_id=7),
+    )
+    assert (job.args, job.kwargs) == ([7], {})  # the job keeps the arguments as given
+    _one_job(
+        lambda: once_an_hour_as.enqueue("daily"), lambda: once_an_hour_as.enqueue("daily", "pdf")
+    )
+
+
+def test_other_values_are_other_jobs_and_1_is_not_1_0():
+    """The same arguments are the same JSON, parameter by parameter: 1 and 1.0 are
+    equal in Python but not the same JSON, nor "7" and 7."""
+    calls = [
+        lambda: unique_export.enqueue(7),
+        lambda: unique_export.enqueue(7.0),
+        lambda: unique_export.enqueue("7"),
+        lambda: unique_export.enqueue(7, "csv"),
+        lambda: unique_export.enqueue(7, pages=3),
+        lambda: unique_export.enqueue(8),
+    ]
+    jobs = [call() for call in calls]
+    assert len({job.pk for job in jobs}) == len(calls)
+    assert not any(job.is_duplicate for job in jobs)
+
+
+def test_variadic_arguments_are_keyed_too_their_names_in_any_order():
+    job = _one_job(
+        lambda: unique_tagged.enqueue(1, 2, 3, colour="red", size="s"),
+        lambda: unique_tagged.enqueue(1, 2, 3, size="s", colour="red"),
+    )
+    others = [
+        unique_tagged.enqueue(1, 2, 3),
+        unique_tagged.enqueue(1, 2, colour="red", size="s"),
+        unique_tagged.enqueue(1, 3, 2, colour="red", size="s"),
+        unique_tagged.enqueue(1, 2, 3, colour="red", size="m"),
+        # A positional-only name as a keyword goes to **labels, not to ``first``.
+        unique_tagged.enqueue(1, 2, 3, colour="red", size="s", first="x"),
+    ]
+    assert len({job.pk, *(other.pk for other in others)}) == 6
+
+
+def test_a_default_no_json_holds_keys_calls_that_leave_it_out_alike():
+    first = _one_job(lambda: unique_tagged.enqueue(1), lambda: unique_tagged.enqueue(1))
+    assert unique_tagged.enqueue(1, since=None).pk != first.pk
+
+
+def test_a_parameter_the_worker_passes_in_is_keyed_as_left_out():
+    """``results`` is the worker's to pass (pass_results=True): no enqueue gives it."""
+    name = "tests.tasks_for_tests.unique_total"
+    _one_job(
+        lambda: Job.enqueue(name, pass_results=True),
+        lambda: Job.enqueue(name, kwargs={"scale": 1}, pass_results=True),
+    )
+
+
+def test_a_parameter_with_a_default_added_to_a_task_keeps_the_keys_of_calls_without_it():
+    """Across a deploy that adds ``fmt="pdf"`` to a unique task (or changes its
+    default), a job enqueued by the old code and one by the new, stored alike as
+    ``[7]`` and run alike, keep one key: an argument equal to its default counts as
+    left out, not the default as given."""
+    from django_pgjobs.tasks import Task
+
+    def before(report_id): ...
+    def after(report_id, fmt="pdf"): ...
+    def changed(report_id, fmt="csv"): ...
+
+    keys = {
+        Task(function, "reports.export", unique=True).unique_key(args, kwargs)
+        for function, args, kwargs in [
+            (before, [7], {}),
+            (after, [7], {}),
+            (after, [7, "pdf"], {}),
+            (after, [], {"report_id": 7, "fmt": "pdf"}),
+            (changed, [7], {}),
+        ]
+    }
+    assert len(keys) == 1
+    assert Task(changed, "reports.export", unique=True).unique_key([7, "pdf"], {}) not in keys
+
+
+def test_a_batch_keys_each_job_by_its_parameters():
+    name = "tests.tasks_for_tests.unique_export"
+    jobs = Job.enqueue_many(
+        [
+            {"task": name, "args": [1]},
+            {"task": name, "kwargs": {"report_id": 1, "fmt": "pdf"}},
+            {"task": name, "args": [1, "csv"]},
+        ]
+    )
+    assert jobs[1].pk == jobs[0].pk and jobs[1].is_duplicate
+    assert jobs[2].pk != jobs[0].pk and Job.objects.count() == 2
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, said",
+    [
+        ([7, "pdf", 3], {}, "args: unique_export() takes at most 2 positional argument(s), got 3"),
+        ([7], {"report_id": 7}, "kwargs['report_id']: 'report_id' is given in args as well"),
+        ([7], {"format": "pdf"}, "kwargs['format']: unique_export() has no parameter 'format'"),
+        ([], {"fmt": "pdf"}, "args: missing argument 'report_id' of unique_export()"),
+    ],
+)
+def test_arguments_that_do_not_bind_are_refused_as_for_any_task(args, kwargs, said):
+    with pytest.raises(InvalidArguments) as refused:
+        Job.enqueue("tests.tasks_for_tests.unique_export", args=args, kwargs=kwargs)
+    assert str(refused.value) == said
+    assert not Job.objects.exists()
+
+
+def test_the_parameters_are_read_once_per_task_not_per_enqueue(monkeypatch):
+    import inspect
+
+    unique_export.enqueue(1)
+
+    def signature(*args, **kwargs):
+        raise AssertionError("inspect.signature() per enqueue")
+
+    monkeypatch.setattr(inspect, "signature", signature)
+    assert unique_export.enqueue(fmt="pdf", report_id=1).is_duplicate
 
 
 def test_the_key_is_free_again_once_the_job_finished(worker):
