@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import hashlib
 import importlib
 import inspect
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
@@ -15,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 from . import limits
 from .backoff import Backoff
 from .exceptions import InvalidOption, UnknownTask
+from .unique_keys import CallKey, derive
 
 if TYPE_CHECKING:
     from .binding import Binding
@@ -63,6 +62,7 @@ class Task(Generic[P, R]):
     concurrency_key: str | Callable[..., str | None] | None = None
     _signature: Signature | None = field(default=None, init=False, repr=False)
     _binding: Binding | bool | None = field(default=False, init=False, repr=False)
+    _call_key: CallKey | bool | None = field(default=False, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.is_async = inspect.iscoroutinefunction(self.func)
@@ -123,12 +123,20 @@ class Task(Generic[P, R]):
         """Whether its jobs get a unique key from their arguments (``unique_key``)."""
         return bool(self.unique or self.unique_for)
 
+    @property
+    def call_key(self) -> CallKey | None:
+        """Its function's parameters as its unique keys bind arguments to them; None
+        for a function whose parameters Python can't tell. Worked out once."""
+        if self._call_key is False:
+            self._call_key = CallKey.of(self)
+        return self._call_key  # type: ignore[return-value]
+
     def unique_key(self, args: Any, kwargs: Any) -> str | None:
-        """The key a ``unique`` task derives from its arguments, or None."""
+        """The key a ``unique`` task derives from its (checked) arguments, or None: of
+        the call, by parameter with the defaults applied, however it was written."""
         if not self.derives_keys:
             return None
-        encoded = json.dumps([list(args), kwargs], sort_keys=True, separators=(",", ":"))
-        return f"{self.name}:{hashlib.sha256(encoded.encode()).hexdigest()[:32]}"
+        return derive(self.name, self.call_key, args, kwargs)
 
     def derived_concurrency_key(self, args: Any, kwargs: Any) -> str | None:
         """The key its ``concurrency_key`` function gives these arguments (None without
