@@ -216,6 +216,26 @@ def test_a_unique_key_held_by_an_active_job_returns_that_job_with_200(client, to
     assert Job.objects.count() == 1
 
 
+def test_an_empty_unique_key_is_no_key_as_for_job_enqueue(client, token):
+    """``Job.enqueue(unique_key="")`` is no key (as None is); the API refused ``""``
+    with a 400, though its description allows any string: it is no key too."""
+    answers = [
+        post(client, "/jobs", {"task": ADD, "args": [1, 2], "unique_key": ""}, token)
+        for _ in range(2)
+    ]
+    assert [answer.status_code for answer in answers] == [201, 201], answers[0].content
+    assert [answer.json()["duplicate"] for answer in answers] == [False, False]
+    assert list(Job.objects.values_list("unique_key", flat=True)) == [None, None]
+
+
+def test_a_unique_task_called_by_position_or_by_name_is_one_job(client, token):
+    task = "tests.tasks_for_tests.unique_report"
+    first = post(client, "/jobs", {"task": task, "args": [7]}, token)
+    again = post(client, "/jobs", {"task": task, "kwargs": {"report_id": 7}}, token)
+    assert (first.status_code, again.status_code) == (201, 200), again.content
+    assert again.json()["id"] == first.json()["id"] and again.json()["duplicate"] is True
+
+
 def _committed_elsewhere(key: str) -> int:
     """A job of ``key``, enqueued and committed on another connection (a thread's)."""
     return on_another_connection(lambda: Job.enqueue(ADD, [1, 1], unique_key=key).pk)
