@@ -114,6 +114,18 @@ def _string(max_length: int) -> Callable[[Any], Any]:
     return check
 
 
+def _key(max_length: int) -> Callable[[Any], Any]:
+    """A unique_key: a string as ``_string`` takes, or ``""`` for none, as
+    ``Job.enqueue`` takes it (the API refused ``""`` while the Python API made no key
+    of it and the OpenAPI description allowed it)."""
+    check_string = _string(max_length)
+
+    def check(value: Any) -> Any:
+        return None if value == "" else check_string(value)
+
+    return check
+
+
 def _integer(low: int, high: int) -> Callable[[Any], Any]:
     def check(value: Any) -> Any:
         if not isinstance(value, int) or isinstance(value, bool):
@@ -169,7 +181,7 @@ ENQUEUE_FIELDS: dict[str, Callable[[Any], Any]] = {
     "run_at": _timestamp,
     "priority": _integer(*limits.SMALLINT),
     "max_attempts": _integer(1, limits.MAX_ATTEMPTS),
-    "unique_key": _string(255),
+    "unique_key": _key(255),
     "connector": _string(100),
     "timeout": _seconds,
 }
