@@ -133,7 +133,8 @@ class Task(Generic[P, R]):
 
     def unique_key(self, args: Any, kwargs: Any) -> str | None:
         """The key a ``unique`` task derives from its (checked) arguments, or None: of
-        the call, by parameter with the defaults applied, however it was written."""
+        the call, by parameter (one equal to its default counts as left out), however it
+        was written."""
         if not self.derives_keys:
             return None
         return derive(self.name, self.call_key, args, kwargs)
