@@ -509,7 +509,7 @@ def _through_outage(
     on one job's row, say) is no outage, and was retried as one for ever, warned each
     time, holding up a worker's completer and every outcome after it. Such a transient
     error is tried ``tries`` times in all, a moment apart, then raised as any other
-    refusal is at once: the caller decides (``Worker._write_batch`` writes the batch's
+    refusal is at once: the caller decides (``Completer._write_batch`` writes the batch's
     outcomes one by one, so the refused one costs its job alone, and keeps an outcome a
     transient error held to try again later, once at a time)."""
     backoff = outage.Doubling(OUTAGE_RETRY_MAX)
@@ -557,7 +557,7 @@ def record(
     executing under our lease and is rescued once this process's worker is gone
     (or, under a live worker, once it sees it no longer holds the job). Items
     that are already a state (see ``run``) are passed through. A started
-    worker's completer never gives up (see ``Worker._write_batch``). A transient
+    worker's completer never gives up (see ``Completer._write_batch``). A transient
     error (``db.transient``) is tried ``tries`` times in all, then raised.
     """
     outcomes = [item for item in items if isinstance(item, Outcome)]
