@@ -6,7 +6,7 @@ import socket
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import Message
@@ -34,7 +34,8 @@ class HttpPeer:
 
     url: str
     status: int = 200
-    answer: bytes = b'{"ok": true}'
+    #: The answer's body, or a function making it from the request (an echo).
+    answer: bytes | Callable[[Received], bytes] = b'{"ok": true}'
     content_type: str = "application/json"
     #: More headers of the answer (e.g. Retry-After).
     extra_headers: dict[str, str] = field(default_factory=dict)
@@ -54,20 +55,22 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         with peer.lock:
+            received = Received(self.command, self.path, dict(self.headers), body)
             peer.in_flight += 1
             peer.max_in_flight = max(peer.max_in_flight, peer.in_flight)
-            peer.received.append(Received(self.command, self.path, dict(self.headers), body))
+            peer.received.append(received)
         try:
             if peer.delay:
                 time.sleep(peer.delay)
+            answer = peer.answer(received) if callable(peer.answer) else peer.answer
             self.send_response(peer.status)
             self.send_header("Content-Type", peer.content_type)
-            self.send_header("Content-Length", str(len(peer.answer)))
+            self.send_header("Content-Length", str(len(answer)))
             for name, value in peer.extra_headers.items():
                 self.send_header(name, value)
             self.end_headers()
             if self.command != "HEAD":
-                self.wfile.write(peer.answer)
+                self.wfile.write(answer)
         finally:
             with peer.lock:
                 peer.in_flight -= 1

@@ -7,46 +7,31 @@ them in plain config."""
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from django_pgjobs import Job
 from django_pgjobs.connectors import ConnectorError, get_connector
 from tests.factories import ConnectorFactory, stored_as_before
+from tests.peers import HttpPeer, Received
 from tests.test_hardening_secrets import leaks
 
 KEY = "Plain-k3y-9f2c/77+x"
 TOKEN = "Call-t0ken-4e1a8b"
 
 
-class _Echo(BaseHTTPRequestHandler):
-    """Answers 401 with the request line and every header it got, as a debugging
-    endpoint (or TRACE) does."""
-
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        body = f"denied {self.command} {self.path}\n{self.headers}".encode()
-        self.send_response(401)
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
+def _echo(request: Received) -> bytes:
+    """The request line and every header it got, as a debugging endpoint (or TRACE)
+    answers."""
+    headers = "".join(f"{name}: {value}\n" for name, value in request.headers.items())
+    return f"denied {request.method} {request.path}\n{headers}\n".encode()
 
 
 @pytest.fixture
-def echo_url() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/hook"
-    server.shutdown()
-    server.server_close()
+def echo_url(http_peer: HttpPeer) -> str:
+    """Answers 401 with the request it refused."""
+    http_peer.status, http_peer.content_type, http_peer.answer = 401, "text/plain", _echo
+    return http_peer.url
 
 
 def test_credentials_a_task_passes_to_one_call_are_masked_in_its_error(db, echo_url):

@@ -10,16 +10,15 @@ import json
 import re
 import shlex
 import sys
-import threading
 import urllib.parse
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 
 import pytest
 
 from django_pgjobs.connectors import ConnectorError, get_connector
 from django_pgjobs.redaction import REDACTED, Redactor
 from tests.factories import ConnectorFactory
+from tests.peers import HttpPeer
 
 #: A generated password: base64's "+" and "/", and the punctuation encoders disagree on.
 SECRET = "p@ss!w*rd'(x)+k~y\"z/Q9"
@@ -114,52 +113,25 @@ def test_text_that_only_looks_like_an_escaped_secret_is_kept():
         assert redactor.text(text) == text
 
 
-class _Answers(BaseHTTPRequestHandler):
-    """Answers with the status, body and content type the test set on the server."""
-
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        status, body, kind = self.server.answer  # type: ignore[attr-defined]
-        self.send_response(status)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def server() -> Iterator[ThreadingHTTPServer]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Answers)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server
-    server.shutdown()
-    server.server_close()
-
-
 TOKEN = "tok-0123456789abcdefghijklmnopqrstuvwxyz"
 
 
 def _hook(
-    server: ThreadingHTTPServer,
+    peer: HttpPeer,
     status: int,
     body: str,
     kind: str = "text/plain",
     encoding: str = "utf-8",
 ) -> None:
-    server.answer = (status, body.encode(encoding), kind)  # type: ignore[attr-defined]
-    url = f"http://127.0.0.1:{server.server_address[1]}/hook"
-    ConnectorFactory(name="hook", config={"url": url}, secrets={"token": TOKEN})
+    peer.status, peer.answer, peer.content_type = status, body.encode(encoding), kind
+    ConnectorFactory(name="hook", config={"url": peer.url}, secrets={"token": TOKEN})
 
 
 @pytest.mark.parametrize("before", [480, 499, 500 - len(TOKEN) + 1])
-def test_a_secret_across_the_end_of_an_error_excerpt_leaves_no_part(db, server, before):
+def test_a_secret_across_the_end_of_an_error_excerpt_leaves_no_part(db, http_peer, before):
     """The error quotes the answer's first 500 characters: it was cut, then masked, so
     the secret's first 20 characters, cut from the rest, stayed."""
-    _hook(server, 401, "x" * before + TOKEN + " echoed")
+    _hook(http_peer, 401, "x" * before + TOKEN + " echoed")
     with pytest.raises(ConnectorError) as failed:
         get_connector("hook").request({"a": 1})
     message = str(failed.value)
@@ -167,8 +139,8 @@ def test_a_secret_across_the_end_of_an_error_excerpt_leaves_no_part(db, server, 
     assert "x" + TOKEN[: 500 - before] not in message, message
 
 
-def test_a_secret_across_the_end_of_a_calls_kept_body_leaves_no_part(db, server):
-    _hook(server, 200, "x" * 9_980 + TOKEN)
+def test_a_secret_across_the_end_of_a_calls_kept_body_leaves_no_part(db, http_peer):
+    _hook(http_peer, 200, "x" * 9_980 + TOKEN)
     body = get_connector("hook").call({"a": 1})["body"]
     assert body.startswith("x" * 9_980) and TOKEN[:4] not in body, body[-60:]
 
@@ -217,11 +189,13 @@ def test_a_secret_across_the_cut_of_an_unstorable_results_repr_leaves_no_part(wo
         ("text/plain; charset=latin-1", "latin-1"),
     ],
 )
-def test_a_secret_echoed_in_the_charset_the_answer_declares_is_masked(db, server, kind, encoding):
+def test_a_secret_echoed_in_the_charset_the_answer_declares_is_masked(
+    db, http_peer, kind, encoding
+):
     """The answer was read as UTF-8 whatever it said: in UTF-16 the secret came out with
     a NUL after each character (stored as \\x00), which no form matched, and was left
     there for anyone to read."""
-    _hook(server, 401, f"denied: {TOKEN} é", kind, encoding)
+    _hook(http_peer, 401, f"denied: {TOKEN} é", kind, encoding)
     with pytest.raises(ConnectorError) as failed:
         get_connector("hook").request({"a": 1})
     message = str(failed.value)
