@@ -611,24 +611,6 @@ def test_retry_selected_with_completed_jobs_asks_first_and_changes_nothing(admin
     assert state_of(done[0]) == S.COMPLETED
 
 
-def test_retry_selected_with_completed_jobs_once_confirmed_runs_them_again(admin_client):
-    done, failed, running = (
-        JobFactory(completed=True),
-        JobFactory(discarded=True),
-        JobFactory(executing=True),
-    )
-    page = admin_client.post(changelist(), action("retry_jobs", done, failed, running))
-    confirmed = {}
-    for name, value in _hidden_fields(page.content.decode()):
-        confirmed.setdefault(name, []).append(value)
-    response = admin_client.post(changelist(), confirmed, follow=True)  # the page's "Yes"
-    assert messages_of(response) == [
-        "2 job(s) will run again. Executing, waiting and available jobs were left alone."
-    ]
-    assert [state_of(j) for j in (done, failed, running)] == [S.AVAILABLE, S.AVAILABLE,
-                                                              S.EXECUTING]  # fmt: skip
-
-
 def _answered_yes(question) -> dict[str, list[str]]:
     """What a confirmation page's "Yes" posts: its form's hidden fields."""
     assert question.status_code == 200, question.status_code
@@ -638,10 +620,24 @@ def _answered_yes(question) -> dict[str, list[str]]:
     return answer
 
 
-def test_retry_selected_leaves_alone_jobs_completed_after_the_question(admin_client):
-    """The question counted the jobs completed then; one that completed between it and
-    the "Yes" ran again without having been counted (a mail nobody was asked about)."""
-    done, running = JobFactory(completed=True), JobFactory(retryable=True)
+def test_retry_selected_with_completed_jobs_once_confirmed_runs_them_again(admin_client):
+    done, failed, running = (
+        JobFactory(completed=True),
+        JobFactory(discarded=True),
+        JobFactory(executing=True),
+    )
+    page = admin_client.post(changelist(), action("retry_jobs", done, failed, running))
+    response = admin_client.post(changelist(), _answered_yes(page), follow=True)
+    assert messages_of(response) == [
+        "2 job(s) will run again. Executing, waiting and available jobs were left alone."
+    ]
+    assert [state_of(j) for j in (done, failed, running)] == [S.AVAILABLE, S.AVAILABLE,
+                                                              S.EXECUTING]  # fmt: skip
+
+
+def _retry_running_completed_after_the_question(admin_client, done: Job, running: Job) -> None:
+    """Retries ``done`` (completed) and ``running``, asked about ``done``; a worker
+    completes ``running`` between the question and its "Yes": it is left alone."""
     question = admin_client.post(changelist(), action("retry_jobs", done, running))
     assert "Retry 2 job(s)? 1 of them completed" in _words(question)
     yes = _answered_yes(question)
@@ -652,6 +648,13 @@ def test_retry_selected_leaves_alone_jobs_completed_after_the_question(admin_cli
         "1 job(s) completed after you were asked; left alone — select them again to re-run.",
     ]
     assert [state_of(j) for j in (done, running)] == [S.AVAILABLE, S.COMPLETED]
+
+
+def test_retry_selected_leaves_alone_jobs_completed_after_the_question(admin_client):
+    """The question counted the jobs completed then; one that completed between it and
+    the "Yes" ran again without having been counted (a mail nobody was asked about)."""
+    done, running = JobFactory(completed=True), JobFactory(retryable=True)
+    _retry_running_completed_after_the_question(admin_client, done, running)
 
 
 @pytest.mark.parametrize("skew", [timedelta(minutes=10), timedelta(minutes=-10)],
@@ -669,16 +672,7 @@ def test_retry_selecteds_question_is_timed_by_the_database_not_the_web_host(
     monkeypatch.setattr(jobs_admin, "timezone", SimpleNamespace(now=lambda: real() + skew))
     done, running = JobFactory(completed=True), JobFactory(retryable=True)
     Job.objects.filter(pk=done.pk).update(finished_at=Now())  # by the database's clock
-    question = admin_client.post(changelist(), action("retry_jobs", done, running))
-    assert "Retry 2 job(s)? 1 of them completed" in _words(question)
-    yes = _answered_yes(question)
-    with completed_before_its_update(running.pk):  # a worker ran it meanwhile
-        response = admin_client.post(changelist(), yes, follow=True)
-    assert messages_of(response) == [
-        "1 job(s) will run again.",
-        "1 job(s) completed after you were asked; left alone — select them again to re-run.",
-    ]
-    assert [state_of(j) for j in (done, running)] == [S.AVAILABLE, S.COMPLETED]
+    _retry_running_completed_after_the_question(admin_client, done, running)
 
 
 def test_retry_selected_without_a_question_leaves_alone_jobs_completed_meanwhile(admin_client):
