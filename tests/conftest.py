@@ -321,3 +321,6 @@ def kill_all(processes: list[WorkerProcess]) -> None:
 
 # Local HTTP and SMTP servers for connector tests.
 from tests.peers import http_peer, smtp_peer  # noqa: E402, F401
+
+# A site's own SQL (its triggers on the job table), dropped at the test's end.
+from tests.site_database import site_sql  # noqa: E402, F401

@@ -23,6 +23,7 @@ from django_pgjobs.models import Queue, WorkerProcess
 from django_pgjobs.states import JobState
 from django_pgjobs.worker import Worker
 from testproject.demo.tasks import add
+from tests.site_database import outage_warnings, time_out, trigger_sql
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -33,51 +34,31 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 NUMBERS_ONLY = "PERFORM (NEW.args ->> 0)::int;"
 
 
-def site_trigger(queue: str | None = None, check: str = NUMBERS_ONLY) -> str:
+def site_trigger(queue: str | None = None, check: str = NUMBERS_ONLY) -> tuple[str, str]:
     which = "TRUE" if queue is None else "NEW.queue = '" + queue.replace("'", "''") + "'"
-    return f"""
-CREATE FUNCTION site_audit_claims() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
+    return trigger_sql(
+        "site_audit_claims",
+        f"""
     IF {which} AND NEW.state = 'executing' AND OLD.state <> 'executing' THEN
         {check}
-    END IF;
-    RETURN NEW;
-END $$;
-CREATE TRIGGER site_audit_claims BEFORE UPDATE ON pgjobs_job
-    FOR EACH ROW EXECUTE FUNCTION site_audit_claims();
-"""
-
-
-DROP_SITE_TRIGGER = """
-DROP TRIGGER IF EXISTS site_audit_claims ON pgjobs_job;
-DROP FUNCTION IF EXISTS site_audit_claims();
-"""
+    END IF;""",
+    )
 
 
 @pytest.fixture
-def audit_trigger():
+def audit_trigger(site_sql):
     """The trigger on every queue's jobs; the fixture gives what drops it."""
-    with connection.cursor() as cursor:
-        cursor.execute(site_trigger())
-    yield _drop_site_trigger
-    _drop_site_trigger()
+    return site_sql(*site_trigger())
 
 
 @pytest.fixture
-def queue_trigger():
+def queue_trigger(site_sql):
     """Installs the trigger on one queue's jobs (``install(queue, check=...)``)."""
 
     def install(queue: str, check: str = NUMBERS_ONLY) -> None:
-        with connection.cursor() as cursor:
-            cursor.execute(site_trigger(queue, check))
+        site_sql(*site_trigger(queue, check))
 
-    yield install
-    _drop_site_trigger()
-
-
-def _drop_site_trigger() -> None:
-    with connection.cursor() as cursor:
-        cursor.execute(DROP_SITE_TRIGGER)
+    return install
 
 
 def loop_failures(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
@@ -314,15 +295,14 @@ def test_a_worker_stops_at_once_while_a_queue_of_its_is_backed_off(
     assert not WorkerProcess.objects.filter(pk=worker.record.pk).exists()
 
 
-def test_a_queue_claim_that_may_have_committed_is_handed_back(
-    threaded_worker, wait, caplog, monkeypatch
-):
-    """A failure after a queue's claim committed (a bug of ours building its jobs):
-    they are executing under the worker, which never started them. Handed back,
-    uncounted, before that queue is claimed again; the other queue meanwhile runs."""
+def claims_of_default_break(
+    monkeypatch: pytest.MonkeyPatch, once: bool = False
+) -> tuple[threading.Event, list[int]]:
+    """A bug of ours after a claim of queue 'default' committed: building its jobs
+    raises, on every such claim while the event given is set (``once``: the first
+    alone). Gives that event and the ids of the jobs those claims committed."""
     from django_pgjobs import db
 
-    caplog.set_level(logging.DEBUG, logger="django_pgjobs.worker")
     real = db.fetch_jobs
     broken = threading.Event()
     broken.set()
@@ -331,11 +311,24 @@ def test_a_queue_claim_that_may_have_committed_is_handed_back(
     def fetch_jobs(name: str, params: dict, using: str | None = None) -> list:
         jobs = real(name, params, using)
         if broken.is_set() and params.get("queue") == "default" and jobs:
+            if once:
+                broken.clear()
             committed.extend(job.pk for job in jobs)
             raise TypeError("a bug of ours building the claimed jobs")
         return jobs
 
     monkeypatch.setattr(db, "fetch_jobs", fetch_jobs)
+    return broken, committed
+
+
+def test_a_queue_claim_that_may_have_committed_is_handed_back(
+    threaded_worker, wait, caplog, monkeypatch
+):
+    """A failure after a queue's claim committed (a bug of ours building its jobs):
+    they are executing under the worker, which never started them. Handed back,
+    uncounted, before that queue is claimed again; the other queue meanwhile runs."""
+    caplog.set_level(logging.DEBUG, logger="django_pgjobs.worker")
+    broken, committed = claims_of_default_break(monkeypatch)
     victim = Job.enqueue("testproject.demo.tasks.add", args=[1, 2], queue="default")
     worker = threaded_worker(queues=["default", "mail"], poll_interval=0.2)
     wait(lambda: len(queue_failures(caplog, "default")) >= 3, timeout=30)
@@ -413,35 +406,12 @@ def test_a_statement_timeout_on_one_queues_claim_is_that_queues_alone(
     assert message in errors[0].getMessage()
     assert all(r.levelno == logging.DEBUG for r in said if r is not errors[0])
     # No outage: no warning per retry, no lost connection, no failed pass.
-    outages = [
-        r
-        for r in caplog.records
-        if r.name == "django_pgjobs.outage" and r.levelno >= logging.WARNING
-    ]
-    assert not outages, [r.getMessage() for r in outages]
+    assert not outage_warnings(caplog)
     assert not loop_failures(caplog)
     assert not [r for r in caplog.records if "handed back" in r.getMessage()]
     slow.refresh_from_db()
     assert (slow.state, slow.attempt) == (JobState.AVAILABLE, 0)
     assert thread.is_alive()
-
-
-def _time_out(using: str = "default") -> None:
-    """A real statement timeout (query_canceled, an OperationalError) on ``using``."""
-    from django.db import connections
-
-    from django_pgjobs import db
-
-    with db.local_settings(using, statement_timeout="10ms"), connections[using].cursor() as c:
-        c.execute("SELECT pg_sleep(1)")
-
-
-def outage_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [
-        r.getMessage()
-        for r in caplog.records
-        if r.name == "django_pgjobs.outage" and r.levelno >= logging.WARNING
-    ]
 
 
 def test_a_statement_timeout_in_the_loops_pass_is_said_once_no_outage(
@@ -460,7 +430,7 @@ def test_a_statement_timeout_in_the_loops_pass_is_said_once_no_outage(
     def serving(using: str) -> object:
         if len(timed_out) < 4:
             timed_out.append(time.monotonic())
-            _time_out(using)
+            time_out(using)
         return real(using)
 
     monkeypatch.setattr(lostclaims, "serving", serving)
@@ -491,7 +461,7 @@ def test_a_heartbeat_statement_timeout_is_said_once_no_outage(
     def beat(pk: int, using: str, *args: object) -> bool:
         if len(timed_out) < 4:
             timed_out.append(time.monotonic())
-            _time_out(using)
+            time_out(using)
         return real(pk, using, *args)
 
     monkeypatch.setattr(worker_module, "beat", beat)
@@ -715,21 +685,8 @@ def test_the_jobs_of_a_failed_claim_are_said_handed_back_for_its_real_cause(
 ):
     """A claim put in doubt by its own failure (a bug of ours after it committed, here)
     was said to have 'committed as the connection broke', which no connection did."""
-    from django_pgjobs import db
-
     caplog.set_level(logging.DEBUG, logger="django_pgjobs.worker")
-    real = db.fetch_jobs
-    broken = threading.Event()
-    broken.set()
-
-    def fetch_jobs(name: str, params: dict, using: str | None = None) -> list:
-        jobs = real(name, params, using)
-        if broken.is_set() and params.get("queue") == "default" and jobs:
-            broken.clear()
-            raise TypeError("a bug of ours building the claimed jobs")
-        return jobs
-
-    monkeypatch.setattr(db, "fetch_jobs", fetch_jobs)
+    claims_of_default_break(monkeypatch, once=True)
     victim = Job.enqueue("testproject.demo.tasks.add", args=[1, 2], queue="default")
     threaded_worker(queues=["default"], poll_interval=0.2)
     wait(lambda: state(victim) == JobState.COMPLETED, timeout=15)
@@ -741,74 +698,48 @@ def test_the_jobs_of_a_failed_claim_are_said_handed_back_for_its_real_cause(
 
 # A site's trigger refusing the hand-back of a claim in doubt (executing, back to
 # available) while the gate table holds a row.
-HAND_BACK_TRIGGER = """
+HAND_BACK_GATE = """
 CREATE TABLE site_hand_back_gate (closed bool);
 INSERT INTO site_hand_back_gate VALUES (true);
-CREATE FUNCTION site_no_hand_back() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
+"""
+HAND_BACK_TRIGGER = trigger_sql(
+    "site_no_hand_back",
+    """
     IF OLD.state = 'executing' AND NEW.state = 'available'
             AND EXISTS (SELECT 1 FROM site_hand_back_gate WHERE closed) THEN
         RAISE EXCEPTION 'a site''s trigger says no hand-back';
-    END IF;
-    RETURN NEW;
-END $$;
-CREATE TRIGGER site_no_hand_back BEFORE UPDATE ON pgjobs_job
-    FOR EACH ROW EXECUTE FUNCTION site_no_hand_back();
-"""
-DROP_HAND_BACK_TRIGGER = """
-DROP TRIGGER IF EXISTS site_no_hand_back ON pgjobs_job;
-DROP FUNCTION IF EXISTS site_no_hand_back();
-DROP TABLE IF EXISTS site_hand_back_gate;
-"""
+    END IF;""",
+)
 
 
 def test_a_hand_back_a_site_trigger_refuses_fails_on_its_own(
-    threaded_worker, wait, caplog, monkeypatch
+    threaded_worker, wait, caplog, monkeypatch, site_sql
 ):
     """The refused hand-back failed the whole pass, every pass: no queue was claimed
     while it lasted. Now said once while it repeats, retried, and claims go on."""
-    from django_pgjobs import db
-
     caplog.set_level(logging.DEBUG, logger="django_pgjobs.worker")
+    site_sql(HAND_BACK_GATE, "DROP TABLE IF EXISTS site_hand_back_gate")
+    site_sql(*HAND_BACK_TRIGGER)
+    _, committed = claims_of_default_break(monkeypatch, once=True)
+    victim = Job.enqueue("testproject.demo.tasks.add", args=[1, 2], queue="default")
+    worker = threaded_worker(queues=["default", "mail"], poll_interval=0.2)
+    refused = lambda: [  # noqa: E731
+        r for r in caplog.records if "no hand-back" in r.getMessage()
+    ]
+    wait(lambda: len(refused()) >= 3, timeout=30)
+    assert committed == [victim.pk] and state(victim) == JobState.EXECUTING
+    # Claims go on meanwhile.
+    began = time.monotonic()
+    other = Job.enqueue("testproject.demo.tasks.add", args=[5, 6], queue="mail")
+    wait(lambda: state(other) == JobState.COMPLETED, timeout=5)
+    assert time.monotonic() - began < 2.0
+    errors = [r for r in refused() if r.levelno >= logging.WARNING]
+    assert len(errors) == 1, [r.getMessage() for r in refused()]
+    assert "hand-back" in errors[0].getMessage()
+    assert not loop_failures(caplog)
     with connection.cursor() as cursor:
-        cursor.execute(HAND_BACK_TRIGGER)
-    try:
-        real = db.fetch_jobs
-        broken = threading.Event()
-        broken.set()
-        committed: list[int] = []
-
-        def fetch_jobs(name: str, params: dict, using: str | None = None) -> list:
-            jobs = real(name, params, using)
-            if broken.is_set() and params.get("queue") == "default" and jobs:
-                broken.clear()
-                committed.extend(job.pk for job in jobs)
-                raise TypeError("a bug of ours building the claimed jobs")
-            return jobs
-
-        monkeypatch.setattr(db, "fetch_jobs", fetch_jobs)
-        victim = Job.enqueue("testproject.demo.tasks.add", args=[1, 2], queue="default")
-        worker = threaded_worker(queues=["default", "mail"], poll_interval=0.2)
-        refused = lambda: [  # noqa: E731
-            r for r in caplog.records if "no hand-back" in r.getMessage()
-        ]
-        wait(lambda: len(refused()) >= 3, timeout=30)
-        assert committed == [victim.pk] and state(victim) == JobState.EXECUTING
-        # Claims go on meanwhile.
-        began = time.monotonic()
-        other = Job.enqueue("testproject.demo.tasks.add", args=[5, 6], queue="mail")
-        wait(lambda: state(other) == JobState.COMPLETED, timeout=5)
-        assert time.monotonic() - began < 2.0
-        errors = [r for r in refused() if r.levelno >= logging.WARNING]
-        assert len(errors) == 1, [r.getMessage() for r in refused()]
-        assert "hand-back" in errors[0].getMessage()
-        assert not loop_failures(caplog)
-        with connection.cursor() as cursor:
-            cursor.execute("UPDATE site_hand_back_gate SET closed = false")
-        wait(lambda: state(victim) == JobState.COMPLETED, timeout=15)
-        victim.refresh_from_db()
-        assert victim.attempt == 1
-        assert worker.stats["completed"] == 2
-    finally:
-        with connection.cursor() as cursor:
-            cursor.execute(DROP_HAND_BACK_TRIGGER)
+        cursor.execute("UPDATE site_hand_back_gate SET closed = false")
+    wait(lambda: state(victim) == JobState.COMPLETED, timeout=15)
+    victim.refresh_from_db()
+    assert victim.attempt == 1
+    assert worker.stats["completed"] == 2

@@ -22,31 +22,23 @@ from django.utils import timezone
 
 from django_pgjobs import Job, maintenance
 from django_pgjobs.states import JobState
+from django_pgjobs.worker import Worker
+from tests.site_database import outage_warnings, trigger_sql
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 TASK = "testproject.demo.tasks.add"
 
 
-def outcome_trigger(raise_: str) -> str:
+def outcome_trigger(raise_: str) -> tuple[str, str]:
     """A site's trigger refusing the completion of a job whose args[0] is 'odd'."""
-    return f"""
-CREATE FUNCTION site_audit_outcomes() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
+    return trigger_sql(
+        "site_audit_outcomes",
+        f"""
     IF NEW.state = 'completed' AND NEW.args ->> 0 = 'odd' THEN
         {raise_}
-    END IF;
-    RETURN NEW;
-END $$;
-CREATE TRIGGER site_audit_outcomes BEFORE UPDATE ON pgjobs_job
-    FOR EACH ROW EXECUTE FUNCTION site_audit_outcomes();
-"""
-
-
-DROP = """
-DROP TRIGGER IF EXISTS site_audit_outcomes ON pgjobs_job;
-DROP FUNCTION IF EXISTS site_audit_outcomes();
-"""
+    END IF;""",
+    )
 
 
 REFUSALS = {
@@ -67,25 +59,24 @@ TIMEOUT = (
 
 
 @pytest.fixture
-def refusing():
+def refusing(site_sql):
     def install(kind: str) -> str:
         raise_, said = REFUSALS[kind]
-        with connection.cursor() as cursor:
-            cursor.execute(outcome_trigger(raise_))
+        site_sql(*outcome_trigger(raise_))
         return said
 
-    yield install
-    with connection.cursor() as cursor:
-        cursor.execute(DROP)
+    return install
 
 
 @pytest.fixture
-def gate():
+def gate(site_sql):
     """The site's trigger raising a statement timeout on the 'odd' job's completion
     while the gate is shut; ``gate(False)`` opens it."""
-    with connection.cursor() as cursor:
-        cursor.execute("CREATE TABLE site_gate (shut boolean); INSERT INTO site_gate VALUES (true)")
-        cursor.execute(outcome_trigger(TIMEOUT))
+    site_sql(
+        "CREATE TABLE site_gate (shut boolean); INSERT INTO site_gate VALUES (true)",
+        "DROP TABLE IF EXISTS site_gate",
+    )
+    site_sql(*outcome_trigger(TIMEOUT))
 
     def set_(shut: bool) -> None:
         with connection.cursor() as cursor:
@@ -93,43 +84,40 @@ def gate():
             if shut:
                 cursor.execute("INSERT INTO site_gate VALUES (true)")
 
-    yield set_
-    with connection.cursor() as cursor:
-        cursor.execute(DROP)
-        cursor.execute("DROP TABLE IF EXISTS site_gate")
+    return set_
 
 
 def state(job: Job) -> str:
     return Job.objects.filter(pk=job.pk).values_list("state", flat=True).first()
 
 
+def odd_among_others(threaded_worker, wait, max_attempts: int) -> tuple[Job, Worker]:
+    """The 'odd' job amid sixteen others, enqueued before a worker starts: one claim,
+    and their outcomes in one batch. The others' outcomes are written, promptly."""
+    good = [Job.enqueue(TASK, args=[i, 1]) for i in range(8)]
+    odd = Job.enqueue(TASK, args=["odd", "b"], max_attempts=max_attempts)
+    good += [Job.enqueue(TASK, args=[i, 2]) for i in range(8)]
+    began = time.monotonic()
+    worker = threaded_worker(concurrency=4, poll_interval=0.2)
+    wait(lambda: all(state(j) == JobState.COMPLETED for j in good), timeout=15)
+    assert time.monotonic() - began < 10
+    return odd, worker
+
+
 @pytest.mark.parametrize("kind", sorted(REFUSALS))
 def test_one_refused_outcome_costs_its_job_alone(threaded_worker, wait, caplog, refusing, kind):
     caplog.set_level(logging.DEBUG, logger="django_pgjobs")
     said = refusing(kind)
-    # Enqueued before the worker starts: one claim, and their outcomes in one batch.
-    good = [Job.enqueue(TASK, args=[i, 1]) for i in range(8)]
     # Its one attempt: reclaimed, it is discarded, not claimed again by the live worker
     # before the test reads it (a race the poll won now and then).
-    odd = Job.enqueue(TASK, args=["odd", "b"], max_attempts=1)
-    good += [Job.enqueue(TASK, args=[i, 2]) for i in range(8)]
-    began = time.monotonic()
-    worker = threaded_worker(concurrency=4, poll_interval=0.2)
-    # The batch's other outcomes are written, promptly.
-    wait(lambda: all(state(j) == JobState.COMPLETED for j in good), timeout=15)
-    assert time.monotonic() - began < 10
+    odd, worker = odd_among_others(threaded_worker, wait, max_attempts=1)
     completer = [t for t in threading.enumerate() if t.name == "pgjobs-completer"]
     assert completer and all(t.is_alive() for t in completer)
     # And every later batch.
     later = Job.enqueue(TASK, args=[5, 5])
     wait(lambda: state(later) == JobState.COMPLETED, timeout=5)
     # No outage: a row's refusal is no lost connection, retried as one for ever.
-    outages = [
-        r.getMessage()
-        for r in caplog.records
-        if r.name == "django_pgjobs.outage" and r.levelno >= logging.WARNING
-    ]
-    assert not outages, outages
+    assert not outage_warnings(caplog)
     # The refused job: said once, naming it and why, at WARNING or above.
     named = [
         r
@@ -179,11 +167,7 @@ def test_a_job_whose_outcome_is_always_refused_ends_discarded_said_once_per_atte
     refused = [r for r in said if "could not be written" in r.getMessage()]
     assert len(refused) == 2 and all(r.levelno == logging.ERROR for r in refused)
     assert all(r.exc_info is None for r in refused)
-    assert not [
-        r.getMessage()
-        for r in caplog.records
-        if r.name == "django_pgjobs.outage" and r.levelno >= logging.WARNING
-    ]
+    assert not outage_warnings(caplog)
     later = Job.enqueue(TASK, args=[1, 2])
     wait(lambda: state(later) == JobState.COMPLETED, timeout=5)
     assert worker.stats["crashed"] == 2
@@ -194,14 +178,6 @@ def named(caplog, job: Job, level: int = logging.WARNING) -> list[str]:
         r.getMessage()
         for r in caplog.records
         if r.levelno >= level and f"job {job.pk} " in r.getMessage()
-    ]
-
-
-def outages(caplog) -> list[str]:
-    return [
-        r.getMessage()
-        for r in caplog.records
-        if r.name == "django_pgjobs.outage" and r.levelno >= logging.WARNING
     ]
 
 
@@ -219,13 +195,7 @@ def test_an_outcome_held_by_a_transient_error_is_kept_and_written_once_it_lifts(
         "WORKER_STALE_AFTER": 1.0,
     }
     caplog.set_level(logging.DEBUG, logger="django_pgjobs")
-    good = [Job.enqueue(TASK, args=[i, 1]) for i in range(8)]
-    odd = Job.enqueue(TASK, args=["odd", "b"], max_attempts=2)
-    good += [Job.enqueue(TASK, args=[i, 2]) for i in range(8)]
-    began = time.monotonic()
-    worker = threaded_worker(concurrency=4, poll_interval=0.2)
-    wait(lambda: all(state(j) == JobState.COMPLETED for j in good), timeout=15)
-    assert time.monotonic() - began < 10
+    odd, worker = odd_among_others(threaded_worker, wait, max_attempts=2)
     later = Job.enqueue(TASK, args=[5, 5])
     wait(lambda: state(later) == JobState.COMPLETED, timeout=5)
     # Held past several tries and the stale limit: still executing, its first attempt,
@@ -247,7 +217,7 @@ def test_an_outcome_held_by_a_transient_error_is_kept_and_written_once_it_lifts(
     wait(lambda: odd.pk not in worker.running, timeout=5)
     assert len(named(caplog, odd)) == 1
     assert worker.stats["crashed"] == 0
-    assert not outages(caplog)
+    assert not outage_warnings(caplog)
     again = Job.enqueue(TASK, args=[6, 6])
     wait(lambda: state(again) == JobState.COMPLETED, timeout=5)
 

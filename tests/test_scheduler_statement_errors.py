@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
-from django.db import DatabaseError, connection, connections
+from django.db import DatabaseError, connection
 
 from django_pgjobs import db, outage, schedules
 from django_pgjobs.housekeeping import RoutineSpec
@@ -23,6 +23,7 @@ from django_pgjobs.models import Job, Schedule, ScheduleTick
 from django_pgjobs.scheduler import Scheduler
 from tests.conftest import wait_until
 from tests.factories import ScheduleFactory
+from tests.site_database import outage_warnings, time_out, trigger_sql
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -36,20 +37,6 @@ def no_outage() -> Iterator[None]:
     outage._states.pop("default", None)
     yield
     outage._states.pop("default", None)
-
-
-def time_out(using: str = "default") -> None:
-    """A real statement timeout (query_canceled, an OperationalError) on ``using``."""
-    with db.local_settings(using, statement_timeout="10ms"), connections[using].cursor() as c:
-        c.execute("SELECT pg_sleep(1)")
-
-
-def outage_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [
-        r.getMessage()
-        for r in caplog.records
-        if r.name == "django_pgjobs.outage" and r.levelno >= logging.WARNING
-    ]
 
 
 def said(caplog: pytest.LogCaptureFixture, what: str) -> list[logging.LogRecord]:
@@ -146,14 +133,13 @@ def test_a_statement_timeout_in_maintenance_is_said_once_no_outage(no_outage, ca
 # with a SQLSTATE raised as the server would (a deadlock, a serialization failure, a
 # plain refusal), or, for 'lock', with a real lock timeout on a row the test holds;
 # the jobs of every schedule, or of the one it names.
-GATE = """
+GATE_TABLE = """
 CREATE TABLE pgjobs_tick_gate (id int PRIMARY KEY, code text, schedule text);
 INSERT INTO pgjobs_tick_gate VALUES (1, NULL, NULL), (2, NULL, NULL);
-CREATE FUNCTION pgjobs_tick_gate() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    code text := (SELECT g.code FROM pgjobs_tick_gate g WHERE g.id = 1);
-    gated text := (SELECT g.schedule FROM pgjobs_tick_gate g WHERE g.id = 1);
-BEGIN
+"""
+GATE = trigger_sql(
+    "pgjobs_tick_gate",
+    """
     IF gated IS NOT NULL AND NEW.meta->>'schedule' IS DISTINCT FROM gated THEN
         RETURN NEW;
     ELSIF code = 'lock' THEN
@@ -161,25 +147,20 @@ BEGIN
         PERFORM 1 FROM pgjobs_tick_gate WHERE id = 2 FOR UPDATE;
     ELSIF code IS NOT NULL THEN
         RAISE EXCEPTION USING ERRCODE = code, MESSAGE = 'the gate says ' || code;
-    END IF;
-    RETURN NEW;
-END $$;
-CREATE TRIGGER pgjobs_tick_gate BEFORE INSERT ON pgjobs_job
-    FOR EACH ROW EXECUTE FUNCTION pgjobs_tick_gate();
-"""
-DROP_GATE = """
-DROP TRIGGER IF EXISTS pgjobs_tick_gate ON pgjobs_job;
-DROP FUNCTION IF EXISTS pgjobs_tick_gate();
-DROP TABLE IF EXISTS pgjobs_tick_gate;
-"""
+    END IF;""",
+    event="INSERT",
+    declare="""
+    code text := (SELECT g.code FROM pgjobs_tick_gate g WHERE g.id = 1);
+    gated text := (SELECT g.schedule FROM pgjobs_tick_gate g WHERE g.id = 1);""",
+)
 
 Gate = Callable[..., None]
 
 
 @pytest.fixture
-def gate() -> Iterator[Gate]:
-    with connection.cursor() as cursor:
-        cursor.execute(GATE)
+def gate(site_sql) -> Gate:
+    site_sql(GATE_TABLE, "DROP TABLE IF EXISTS pgjobs_tick_gate")
+    site_sql(*GATE)
 
     def close(code: str | None, schedule: str | None = None) -> None:
         with connection.cursor() as cursor:
@@ -188,11 +169,7 @@ def gate() -> Iterator[Gate]:
                 [code, schedule],
             )
 
-    try:
-        yield close
-    finally:
-        with connection.cursor() as cursor:
-            cursor.execute(DROP_GATE)
+    return close
 
 
 @pytest.fixture
