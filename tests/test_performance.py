@@ -255,6 +255,30 @@ def test_executing_jobs_are_found_by_queue_and_by_worker_through_one_index():
         assert "pgjobs_job_executing" in found and "Seq Scan" not in found, found
 
 
+def finished_jobs_analyzed(
+    state: str = "'completed'", params: list | None = None, count: int = 30_000
+) -> list[int]:
+    """``count`` finished jobs of one task, each in the state the SQL ``state`` says of
+    its ``n`` (1 to ``count``; ``params`` fill its placeholders), the table analyzed
+    after; their ids."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            INSERT INTO pgjobs_job (task, queue, args, kwargs, state, priority, attempt,
+                                    max_attempts, run_at, created_at, finished_at, errors,
+                                    meta, pending_dependencies)
+            SELECT 'testproject.demo.tasks.add', 'default', '[]', '{{}}', {state}, 0, 1, 3,
+                   now(), now(), now(), '[]', '{{}}', 0
+            FROM generate_series(1, %s) AS n
+            RETURNING id
+            """,
+            [*(params or []), count],
+        )
+        ids = [row[0] for row in cursor.fetchall()]
+        cursor.execute("ANALYZE pgjobs_job")
+    return ids
+
+
 @pytest.mark.parametrize("state", [S.DISCARDED, S.CANCELLED, S.RETRYABLE, S.SCHEDULED, S.WAITING])
 def test_the_newest_jobs_of_a_rare_state_are_read_by_their_own_index(state):
     # The job list under ?state=discarded (and pgjobs list --state): the 50 newest by
@@ -262,20 +286,7 @@ def test_the_newest_jobs_of_a_rare_state_are_read_by_their_own_index(state):
     # available, executing and completed jobs are no entry). One job in 30 of the
     # state, as in production. Retryable, scheduled and waiting ones walked it back
     # until 0029: 134 ms for 2,000 retryable jobs behind 398,000 newer ones.
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            INSERT INTO pgjobs_job (task, queue, args, kwargs, state, priority, attempt,
-                                    max_attempts, run_at, created_at, finished_at, errors,
-                                    meta, pending_dependencies)
-            SELECT 'testproject.demo.tasks.add', 'default', '[]', '{}',
-                   CASE WHEN n %% 30 = 0 THEN %s ELSE 'completed' END, 0, 1, 3,
-                   now(), now(), now(), '[]', '{}', 0
-            FROM generate_series(1, 30000) AS n
-            """,
-            [state.value],
-        )
-        cursor.execute("ANALYZE pgjobs_job")
+    finished_jobs_analyzed("CASE WHEN n %% 30 = 0 THEN %s ELSE 'completed' END", [state.value])
     found = explained(Job.objects.filter(state=state).order_by("-id")[:50])
     assert "pgjobs_job_rare_by_id" in found and "Sort" not in found, found
 
@@ -288,20 +299,7 @@ def test_a_bulk_retry_or_cancel_by_task_reads_only_the_jobs_it_could_change():
     and each UPDATE read the whole table (the retry 280 ms at 600,000 jobs)."""
     from django_pgjobs.selection import JobFilter
 
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            INSERT INTO pgjobs_job (task, queue, args, kwargs, state, priority, attempt,
-                                    max_attempts, run_at, created_at, finished_at, errors,
-                                    meta, pending_dependencies)
-            SELECT 'testproject.demo.tasks.add', 'default', '[]', '{}',
-                   CASE WHEN n %% 30 = 0 THEN 'discarded' ELSE 'completed' END, 0, 1, 3,
-                   now(), now(), now(), '[]', '{}', 0
-            FROM generate_series(1, 30000) AS n
-            """,
-            [],
-        )
-        cursor.execute("ANALYZE pgjobs_job")
+    finished_jobs_analyzed("CASE WHEN n %% 30 = 0 THEN 'discarded' ELSE 'completed' END")
     failed = JobFactory(task="shop.tasks.gone", discarded=True)
     waiting = JobFactory(task="shop.tasks.gone", scheduled=True)
     jobs = JobFilter.parse(tasks=["shop.tasks.gone"]).jobs()
@@ -487,24 +485,16 @@ def test_deleting_jobs_finds_their_edges_through_the_edge_indexes():
     # (...)": no index serves an OR of two subqueries, and every delete (the admin's
     # action, `pgjobs delete`) read the whole edge table, 28 ms at 125,000 edges for
     # one job, where each side through its own index takes 0.05 ms.
+    ids = finished_jobs_analyzed(count=20000)
     with connection.cursor() as cursor:
         cursor.execute(
             """
-            WITH jobs AS (
-                INSERT INTO pgjobs_job (task, queue, args, kwargs, state, priority, attempt,
-                                        max_attempts, run_at, created_at, finished_at,
-                                        errors, meta, pending_dependencies)
-                SELECT 'testproject.demo.tasks.add', 'default', '[]', '{}', 'completed', 0,
-                       1, 3, now(), now(), now(), '[]', '{}', 0
-                FROM generate_series(1, 20000)
-                RETURNING id
-            )
             INSERT INTO pgjobs_jobdependency (job_id, depends_on_id, satisfied)
-            SELECT id, id - 1, true FROM jobs
-            WHERE id % 2 = 0 AND id > (SELECT min(id) FROM jobs)
-            """
+            SELECT id, id - 1, true FROM unnest(%s::bigint[]) AS id
+            WHERE id %% 2 = 0 AND id > %s
+            """,
+            [ids, min(ids)],
         )
-        cursor.execute("ANALYZE pgjobs_job")
         cursor.execute("ANALYZE pgjobs_jobdependency")
     edge = JobDependency.objects.order_by("-id").first()
     doomed = Job.objects.filter(pk=edge.depends_on_id)
