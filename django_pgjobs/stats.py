@@ -26,7 +26,7 @@ from typing import Any
 
 from django.core.exceptions import EmptyResultSet
 from django.core.signals import setting_changed
-from django.db import connections
+from django.db import OperationalError, connections
 from django.db.models import (
     Count,
     Min,
@@ -50,6 +50,10 @@ COUNT_CAP = 10_000
 #: a larger one shows the planner's estimates, which on a new project's few jobs were
 #: "≈1" in every state's tab. 0: never.
 FEW_JOBS = 2_000
+
+#: How long ``tallies_within`` counts (a question before a bulk change: the admin's
+#: "Run completed jobs again?", ``pgjobs retry`` by filter) before it estimates.
+COUNT_SECONDS = 5
 
 #: States whose jobs are still to run, shown as a queue's depth.
 #: In declaration order: waiting, scheduled, available, executing, retryable.
@@ -154,6 +158,52 @@ def tallies(
         Tally(max(guessed[i], cap + 1), exact=False) if i in guessed else Tally(counts[i])
         for i in range(len(querysets))
     ]
+
+
+@dataclass(frozen=True)
+class TimedTallies:
+    """What ``tallies_within`` found: ``tallies``, and ``cut_short``: None (counted),
+    ``db.TIMED_OUT`` (the planner's estimates) or ``db.CANCELLED`` (no tallies), after
+    ``took`` seconds."""
+
+    tallies: list[Tally]
+    cut_short: str | None = None
+    took: float = 0.0
+
+
+def tallies_within(
+    querysets: Sequence[QuerySet[Any]], seconds: float | None = None
+) -> TimedTallies:
+    """``tallies`` of ``querysets``, counted within ``seconds`` (``COUNT_SECONDS``) and
+    without parallel workers; past the limit the planner's estimates (``db.TIMED_OUT``);
+    cut short by an operator (``pg_cancel_backend``) before it, none (``db.CANCELLED``),
+    for the caller to give up on. Any other error is raised.
+
+    For the question before a bulk change (``pgjobs retry`` by filter, the admin's
+    "Run completed jobs again?"): under a filter no index serves (a task, a date) even
+    a capped count reads every row when few match, with no limit (1.6 s at 600,000
+    jobs for a rare task; seconds at millions). The change itself is the caller's,
+    with no time limit: a bulk write of millions of jobs is what it was asked for."""
+    seconds = COUNT_SECONDS if seconds is None else seconds
+    if not querysets:
+        return TimedTallies([])
+    began = time.monotonic()
+    try:
+        with db.local_settings(
+            querysets[0].db,
+            # Never 0 ms: that is no limit at all.
+            statement_timeout=f"{max(1, round(seconds * 1000))}ms",
+            max_parallel_workers_per_gather="0",
+        ):
+            return TimedTallies(tallies(querysets))
+    except OperationalError as error:
+        took = time.monotonic() - began
+        why = db.cut_short(error, took, seconds)
+        if why is None:
+            raise
+    if why == db.CANCELLED:  # not even an EXPLAIN: it may wait on the same lock
+        return TimedTallies([], why, took)
+    return TimedTallies([Tally(value, exact=False) for value in estimates(querysets)], why, took)
 
 
 def _capped_counts(using: str, compiled: dict[int, tuple[str, tuple[Any, ...]]]) -> dict[int, int]:

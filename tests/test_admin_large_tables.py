@@ -3,6 +3,7 @@ elsewhere, a bounded scan for a page, and odd input answered without a 500."""
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -15,7 +16,7 @@ from django_pgjobs.admin import jobs as job_admin
 from django_pgjobs.admin import paginator
 from django_pgjobs.models import Job
 from django_pgjobs.states import JobState
-from tests.admin_helpers import changelist
+from tests.admin_helpers import action, changelist
 from tests.conftest import cancelled_once_running
 from tests.factories import JobFactory
 
@@ -468,6 +469,81 @@ def test_the_scan_leaves_the_callers_settings_as_they_were(admin_client):
         assert cursor.fetchone()[0] == "0"
         cursor.execute("SHOW max_parallel_workers_per_gather")
         assert cursor.fetchone()[0] == "1"
+
+
+def _completed_jobs(count: int) -> None:
+    """``count`` completed jobs of another task, written by one statement."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO pgjobs_job (task, queue, args, kwargs, state, priority, attempt,"
+            " max_attempts, run_at, created_at, finished_at, errors, meta,"
+            " pending_dependencies) SELECT 'testproject.demo.tasks.add', 'default', '[]',"
+            " '{}', 'completed', 0, 1, 3, now(), now(), now(), '[]', '{}', 0"
+            " FROM generate_series(1, %s)",
+            [count],
+        )
+        cursor.execute("ANALYZE pgjobs_job")
+
+
+def test_the_retry_questions_count_stops_at_its_time_limit_and_says_it_estimates(
+    admin_client, monkeypatch
+):
+    """Retry of every job under a task filter: no index serves the task, and the
+    question's two counts read every row with no time limit (1.6 s at 600,000 jobs for
+    a rare task), where the list itself stops after 5 s. Past the limit the page gives
+    the planner's estimates, and says so; the retry, once confirmed, is not cut short."""
+    _completed_jobs(20_000)
+    gone = [JobFactory(task="shop.tasks.gone", completed=True),
+            JobFactory(task="shop.tasks.gone", discarded=True)]  # fmt: skip
+    monkeypatch.setattr(stats, "COUNT_SECONDS", 0.001)
+    url = changelist() + "?task=shop.tasks.gone"
+    with CaptureQueriesContext(connection) as queries:
+        response = admin_client.post(url, action("retry_jobs", gone[0], select_across=True))
+    assert response.status_code == 200
+    page = " ".join(response.content.decode().split())
+    assert re.search(r"Retry ≈[\d.,kMG]+ job\(s\)\? ≈[\d.,kMG]+ of them completed, and "
+                     r"would run again\.", page), page  # fmt: skip
+    assert (
+        "These numbers are the planner's estimates: counting the jobs took more than "
+        "0.001 s. The retry is not cut short: it runs again every job selected"
+    ) in page
+    assert any("statement_timeout" in q["sql"] for q in queries.captured_queries)
+    with connection.cursor() as cursor:  # the session's settings as they were
+        cursor.execute("SHOW statement_timeout")
+        assert cursor.fetchone()[0] == "0"
+    yes: dict[str, list[str]] = {}
+    for name, value in re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', page):
+        yes.setdefault(name, []).append(value)
+    admin_client.post(url, yes)
+    states = set(Job.objects.filter(task="shop.tasks.gone").values_list("state", flat=True))
+    assert states == {JobState.AVAILABLE}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_retry_questions_count_an_operator_cancels_retries_nothing(admin_client, monkeypatch):
+    done = JobFactory(completed=True)
+    # A search that costs PostgreSQL a second per row: the operator stops its count.
+    monkeypatch.setattr(
+        job_admin.JobAdmin,
+        "get_search_results",
+        lambda self, request, queryset, term: (
+            queryset.extra(where=["pg_sleep(1.01) IS NOT NULL"]),
+            False,
+        ),
+    )
+    url = changelist() + "?q=slow"
+    # The count's statement (stats.tallies), not the list's scan for its page.
+    with cancelled_once_running("SELECT (SELECT count(*) FROM ("):
+        response = admin_client.post(url, action("retry_jobs", done, select_across=True),
+                                     follow=True)  # fmt: skip
+    assert response.status_code == 200
+    said = [str(m) for m in response.context["messages"]]
+    assert len(said) == 1 and re.fullmatch(
+        r"Nothing retried: the database cancelled counting the jobs after \d+\.\d s \(an "
+        r"operator's pg_cancel_backend\?\)\. Try again\.",
+        said[0],
+    ), said
+    assert Job.objects.get().state == JobState.COMPLETED
 
 
 # -- an empty table, hostile input ------------------------------------------------------

@@ -40,7 +40,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.safestring import SafeString
 
-from .. import clocks, limits, shown, stats, transitions
+from .. import clocks, db, limits, shown, stats, transitions
 from ..exceptions import JobGone, UniqueKeyConflict, UniqueKeyHeld
 from ..models import Job, JobDependency
 from ..states import FINISHED, RETRY_FROM, InvalidTransition, JobState
@@ -632,16 +632,32 @@ class JobAdmin(OperatorAdmin):
         queryset: QuerySet[Job],
         completed: QuerySet[Job],
         asked_at: datetime,
-    ) -> HttpResponse:
+    ) -> HttpResponse | None:
         """How many of the selection would be retried, how many of those completed, and
-        what running them again does, in the words of a completed job's page."""
-        retried, completed_tally = stats.tallies([transitions.can_be_retried(queryset), completed])
+        what running them again does, in the words of a completed job's page.
+
+        Counted within ``stats.COUNT_SECONDS``, as ``pgjobs retry`` by filter counts
+        before its question: a select-all under a filter no index serves (a task) read
+        every row with no limit. Past it the page gives the planner's estimates and
+        says so; a count an operator cancels retries nothing, and says so."""
+        seconds = stats.COUNT_SECONDS
+        found = stats.tallies_within([transitions.can_be_retried(queryset), completed], seconds)
+        if found.cut_short == db.CANCELLED:
+            self.message_user(
+                request,
+                f"Nothing retried: the database cancelled counting the jobs after "
+                f"{found.took:.1f} s (an operator's pg_cancel_backend?). Try again.",
+                messages.ERROR,
+            )
+            return None
+        retried, completed_tally = found.tallies
         return self.render_page(
             request,
             "admin/pgjobs/job/retry_confirmation.html",
             title="Run completed jobs again?",
             retried=retried,
             completed=completed_tally,
+            estimated_after=f"{seconds:g}" if found.cut_short else None,
             completed_by=asked_at.isoformat(),
             post=request.POST,
             selected=request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME),

@@ -64,7 +64,7 @@ MAX_NEXT = 100
 LIST_SECONDS = 5
 #: How long counting the jobs a retry, cancel or delete by filter matches may take
 #: before its question; past it, the question gives the planner's estimate.
-COUNT_SECONDS = 5
+COUNT_SECONDS = stats.COUNT_SECONDS
 
 
 class Command(BaseCommand):
@@ -742,32 +742,20 @@ def _newest(rows: QuerySet[Job]) -> list[Job]:
 
 
 def _preview(querysets: list[QuerySet[Job]]) -> tuple[list[Tally], bool]:
-    """``stats.tallies`` of ``querysets``, for the question before a change by filter:
-    counted within ``COUNT_SECONDS`` and without parallel workers, else the planner's
-    estimates (and True: estimated for want of time). A filter no index serves
-    (``--task``, ``--before`` alone) counted every matching row with no limit (0.5 s at
-    600,000 jobs; seconds at millions) before the question was asked. The change itself
-    has no time limit: a bulk write of millions of jobs is what it was asked for."""
-    began = time.monotonic()
-    try:
-        with db.local_settings(
-            _db(),
-            statement_timeout=f"{COUNT_SECONDS * 1000:.0f}ms",
-            max_parallel_workers_per_gather="0",
-        ):
-            return stats.tallies(querysets), False
-    except OperationalError as error:
-        took = time.monotonic() - began
-        why = db.cut_short(error, took, COUNT_SECONDS)
-        if why is None:
-            raise
-        if why == db.CANCELLED:
-            raise CommandError(
-                f"nothing done: the database cancelled counting the jobs after {took:.1f} s "
-                "(an operator's pg_cancel_backend?); run it again",
-                returncode=1,
-            ) from None
-    return [Tally(value, exact=False) for value in stats.estimates(querysets)], True
+    """``stats.tallies_within`` ``COUNT_SECONDS`` of ``querysets``, for the question
+    before a change by filter, and True if they are estimates for want of time. A filter
+    no index serves (``--task``, ``--before`` alone) counted every matching row with no
+    limit (0.5 s at 600,000 jobs; seconds at millions) before the question was asked.
+    The change itself has no time limit: a bulk write of millions of jobs is what it was
+    asked for."""
+    found = stats.tallies_within(querysets, COUNT_SECONDS)
+    if found.cut_short == db.CANCELLED:
+        raise CommandError(
+            f"nothing done: the database cancelled counting the jobs after {found.took:.1f} s "
+            "(an operator's pg_cancel_backend?); run it again",
+            returncode=1,
+        )
+    return found.tallies, found.cut_short is not None
 
 
 def _db() -> str:
