@@ -43,12 +43,16 @@ def enqueue_pipeline(*stages: Stage, name: str | None = None) -> list[list[Job]]
     any length on every job of the pipeline. An empty one, a random id once, is
     refused too: most likely a caller's bug (a setting left empty), whose jobs could
     not be found by the name it meant.
+
+    A spec whose own ``meta["pipeline"]`` is another name is refused (InvalidOption
+    naming ``meta``), not silently relabelled: its jobs were found under no such name.
     """
     if not stages:
         raise ValueError("a pipeline needs at least one stage")
     if name == "":
         raise InvalidOption("name", "must not be empty: leave it out (or None) for a random id")
     pipeline = uuid.uuid4().hex[:12] if name is None else limits.text(name, "name")
+    whose = f"the pipeline's name ({'a random id' if name is None else limits.shown(pipeline)})"
     created: list[list[Job]] = []
     with transaction.atomic(using=conf.get("DATABASE")):
         previous: list[Job] = []
@@ -61,7 +65,9 @@ def enqueue_pipeline(*stages: Stage, name: str | None = None) -> list[list[Job]]
                     replace(
                         spec,
                         depends_on=[*spec.depends_on, *previous],
-                        meta={**payload.given_meta(spec.meta), "pipeline": pipeline},
+                        meta=_in_pipeline(
+                            spec, pipeline, whose, "pass name= instead, or leave the key out"
+                        ),
                     )
                     for spec in specs
                 ]
@@ -69,6 +75,19 @@ def enqueue_pipeline(*stages: Stage, name: str | None = None) -> list[list[Job]]
             created.append(jobs)
             previous = jobs
     return created
+
+
+def _in_pipeline(spec: JobSpec, pipeline: Any, whose: str, instead: str) -> dict[str, Any]:
+    """``spec``'s meta labelled with ``pipeline``; InvalidOption if it holds another
+    ``pipeline`` of its own (``whose``: the name that would replace it, in words;
+    ``instead``: what to do). The same name is no replacement: kept."""
+    meta = payload.given_meta(spec.meta)
+    if "pipeline" in meta and meta["pipeline"] != pipeline:
+        own = limits.shown(meta["pipeline"])
+        raise InvalidOption(
+            "meta", f"key 'pipeline' ({own}) would be replaced by {whose}: {instead}"
+        )
+    return {**meta, "pipeline": pipeline}
 
 
 def _specs(stage: Any, where: str) -> list[JobSpec]:
@@ -96,17 +115,22 @@ def _specs(stage: Any, where: str) -> list[JobSpec]:
 
 def add_to_running_pipeline(specs: Sequence[JobSpec]) -> list[Job]:
     """From inside a running task: enqueue ``specs`` and make the job's dependents
-    wait for them too (e.g. split work into many parallel jobs)."""
+    wait for them too (e.g. split work into many parallel jobs). They carry the job's
+    pipeline name; a spec whose own ``meta["pipeline"]`` is another is refused."""
     context = current_job()
     if context is None:
         raise RuntimeError("add_jobs can only be called from a running job")
     parent = context.job
     pipeline = parent.meta.get("pipeline")
+    whose = f"the running job's pipeline ({limits.shown(pipeline)})"
     specs = _specs(specs, "add_jobs")
     with transaction.atomic(using=parent._state.db or conf.get("DATABASE")):
         jobs = insert_jobs(
             [
-                replace(spec, meta={**payload.given_meta(spec.meta), "pipeline": pipeline})
+                replace(
+                    spec,
+                    meta=_in_pipeline(spec, pipeline, whose, "leave the key out"),
+                )
                 if pipeline
                 else spec
                 for spec in specs

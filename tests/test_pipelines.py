@@ -246,6 +246,51 @@ def test_a_pipeline_named_or_not_and_its_specs_meta_none():
     assert len(enqueue_pipeline(add.spec(1, 1), name=None)[0][0].meta["pipeline"]) == 12
 
 
+def test_a_specs_own_pipeline_in_meta_is_refused_not_replaced():
+    """It was replaced by the pipeline's name, silently: jobs enqueued with
+    meta={"pipeline": "billing"} were found under no such label."""
+    first = Job.enqueue("testproject.demo.tasks.add", [1, 1])
+    with transaction.atomic():
+        for name, said in (
+            ("nightly", "'nightly'"),
+            (None, "a random id"),
+        ):
+            with pytest.raises(InvalidOption) as refused:
+                enqueue_pipeline(
+                    [add.spec(1, 1)], add.using(meta={"pipeline": "billing"}).spec(2, 2),
+                    name=name,
+                )  # fmt: skip
+            assert refused.value.field == "meta"
+            assert str(refused.value) == (
+                f"meta key 'pipeline' ('billing') would be replaced by the pipeline's name "
+                f"({said}): pass name= instead, or leave the key out"
+            )
+        assert list(Job.objects.values_list("pk", flat=True)) == [first.pk]  # still usable
+    # The same name is no replacement: kept.
+    ((job,),) = enqueue_pipeline(add.using(meta={"pipeline": "n", "x": 1}).spec(1, 1), name="n")
+    assert job.meta == {"pipeline": "n", "x": 1}
+
+
+def test_add_jobs_refuses_a_specs_own_pipeline_in_meta():
+    from django_pgjobs.context import JobContext, _current
+    from django_pgjobs.pipelines import add_to_running_pipeline
+
+    ((parent,),) = enqueue_pipeline(add.spec(1, 1), name="nightly")
+    token = _current.set(JobContext(job=parent))
+    try:
+        with pytest.raises(InvalidOption) as refused:
+            add_to_running_pipeline([add.using(meta={"pipeline": "billing"}).spec(2, 2)])
+        assert str(refused.value) == (
+            "meta key 'pipeline' ('billing') would be replaced by the running job's "
+            "pipeline ('nightly'): leave the key out"
+        )
+        (kept,) = add_to_running_pipeline([add.using(meta={"pipeline": "nightly"}).spec(3, 3)])
+    finally:
+        _current.reset(token)
+    assert kept.meta == {"pipeline": "nightly"}
+    assert Job.objects.count() == 2
+
+
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_three_stages_with_fifty_way_fan_out_over_two_worker_processes(worker_process, wait):
