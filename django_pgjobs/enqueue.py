@@ -379,7 +379,20 @@ def _forget_prototypes(setting: str, **kwargs: Any) -> None:
 
 
 def _debounce(spec: JobSpec, registered: Task[Any, Any]) -> dict[str, Any]:
-    """The checked ``meta["debounce"]`` of a debounced job."""
+    """The checked ``meta["debounce"]`` of a debounced job: both options, or which of
+    them is missing (not "must be a string, not NoneType None" of a key never given)."""
+    if spec.debounce_key is None:
+        raise InvalidOption(
+            "debounce_key",
+            f"is missing: debounce={limits.shown(spec.debounce)} needs a debounce_key, the "
+            "key whose calls it makes one job of",
+        )
+    if spec.debounce is None:
+        raise InvalidOption(
+            "debounce",
+            f"is missing: debounce_key={limits.shown(spec.debounce_key)} needs debounce, "
+            "the seconds to wait after the last call",
+        )
     key = limits.text(spec.debounce_key, "debounce_key")
     seconds = limits.seconds(spec.debounce, "debounce")
     if spec.unique_key or registered.derives_keys:

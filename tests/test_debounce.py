@@ -16,6 +16,7 @@ from django_pgjobs import InvalidOption, Job
 from django_pgjobs.enqueue import JobSpec
 from django_pgjobs.states import JobState
 from django_pgjobs.worker import Worker
+from testproject.demo.tasks import add
 from tests.tasks_for_tests import unique_report
 
 ADD = "testproject.demo.tasks.add"
@@ -108,6 +109,35 @@ def test_odd_debounce_options_are_refused_with_nothing_written(options, field):
             Job.enqueue(ADD, args=[1, 1], **options)
         assert refused.value.field == field
         assert Job.objects.count() == 0  # and the transaction is still usable
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "options, said",
+    [
+        # It said "debounce_key must be a string, not NoneType None" of a key never given.
+        (
+            {"debounce": 5},
+            "debounce_key is missing: debounce=5 needs a debounce_key, the key whose calls "
+            "it makes one job of",
+        ),
+        (
+            {"debounce_key": "k"},
+            "debounce is missing: debounce_key='k' needs debounce, the seconds to wait after "
+            "the last call",
+        ),
+    ],
+)
+def test_half_a_debounce_says_what_is_missing(options, said):
+    for enqueue in (
+        lambda: Job.enqueue(ADD, args=[1, 1], **options),
+        lambda: add.using(**options).enqueue(1, 1),
+        lambda: Job.enqueue_many([{"task": ADD, "args": [1, 1], **options}]),
+    ):
+        with pytest.raises(InvalidOption) as refused:
+            enqueue()
+        assert str(refused.value) == said
+    assert not Job.objects.exists()
 
 
 @pytest.mark.django_db
