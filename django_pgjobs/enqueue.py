@@ -204,8 +204,8 @@ class JobBuilder:
         )
         try:
             shape = self._shapes.get(options)
-        except (TypeError, ValueError):  # unhashable, or a tzinfo that can't say its offset
-            # _prototype says what is wrong
+        except Exception:  # unhashable, or a tzinfo that can't say its offset (any error
+            # of its own: hash() asks it): _prototype says what is wrong
             return self._checked_payload(spec, self._prototype(spec).at(self.now))
         if shape is None:
             shape = self._shapes[options] = self._shape(spec, options)

@@ -89,7 +89,9 @@ def text_problem(value: str) -> str | None:
 
 
 def moment(value: Any, field: str = "run_at") -> datetime:
-    """An aware datetime, in UTC, within [EARLIEST, END)."""
+    """An aware datetime, in UTC, within [EARLIEST, END); else InvalidOption, also of
+    one whose tzinfo's ``utcoffset()`` raises (a TypeError, an exception of its own:
+    they reached the caller unchanged)."""
     if not isinstance(value, datetime):
         raise InvalidOption(
             field, f"must be a timezone-aware datetime, not {type(value).__name__} {shown(value)}"
@@ -99,6 +101,11 @@ def moment(value: Any, field: str = "run_at") -> datetime:
         in_utc = None if offset is None else value.astimezone(UTC)
     except (OverflowError, ValueError):  # before year 1 or after 9999 once in UTC
         offset, in_utc = timedelta(0), None
+    except Exception as error:  # a tzinfo of the caller's that fails in its own way
+        raise InvalidOption(
+            field,
+            f"{shown(value)}: its time zone can't say its offset from UTC ({shown(error)})",
+        ) from None
     if offset is None:
         raise InvalidOption(field, "must be timezone-aware (a naive datetime is no instant)")
     if in_utc is None or not EARLIEST <= in_utc < END:
@@ -129,7 +136,7 @@ def before(now: datetime, older_than: Any, field: str = "older_than") -> datetim
 def _when(value: datetime) -> str:
     try:
         return value.isoformat()
-    except (OverflowError, ValueError):  # a tzinfo that can't say its offset
+    except Exception:  # a tzinfo that can't say its offset (any error of its own)
         return shown(value)
 
 
@@ -317,16 +324,17 @@ def instant(value: Any, field: str, *, naive: bool | None = None) -> datetime:
     from django.utils import timezone
 
     # Settings are read for a naive one only: an aware until= needs no configured Django.
-    if _naive(value) and (naive if naive is not None else not settings.USE_TZ):
+    if is_naive(value) and (naive if naive is not None else not settings.USE_TZ):
         value = timezone.make_aware(value, timezone.get_default_timezone())
     return moment(value, field)
 
 
-def _naive(value: Any) -> bool:
-    """Whether ``value`` is a naive datetime; a tzinfo that fails is left to ``moment``."""
+def is_naive(value: Any) -> bool:
+    """Whether ``value`` is a naive datetime; a tzinfo that fails (whatever it raises:
+    ``timezone.is_naive`` lets it through) is left to ``moment``, which refuses it."""
     try:
         return isinstance(value, datetime) and value.utcoffset() is None
-    except (OverflowError, ValueError):
+    except Exception:  # any error of the tzinfo's own
         return False
 
 

@@ -281,7 +281,7 @@ class FrozenClock:
         holds. As given, an offset PostgreSQL doesn't take (+20:00) failed every
         enqueue under the clock (its created_at), and year 1 or 9999-12-31 failed it
         too: database errors that aborted the test's transaction."""
-        if not isinstance(at, datetime) or timezone.is_naive(at):  # "2020": AttributeError
+        if not isinstance(at, datetime) or limits.is_naive(at):  # "2020": AttributeError
             raise ValueError(f"freeze_time needs a timezone-aware datetime, not {limits.shown(at)}")
         self.now = limits.moment(at, "freeze_time")  # InvalidOption is a ValueError
         return self.now

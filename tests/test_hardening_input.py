@@ -48,6 +48,41 @@ class BrokenOffset(tzinfo):
         return timedelta(0)
 
 
+class RaisingOffset(tzinfo):
+    """A tzinfo of the caller's whose utcoffset() raises ``error`` (a bug of its own)."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def utcoffset(self, dt: datetime | None) -> timedelta:
+        raise self.error
+
+    def dst(self, dt: datetime | None) -> timedelta:
+        return timedelta(0)
+
+
+class WrongOffset(tzinfo):
+    """A tzinfo whose utcoffset() is no timedelta: Python raises TypeError of it."""
+
+    def utcoffset(self, dt: datetime | None) -> Any:
+        return 3600
+
+    def dst(self, dt: datetime | None) -> timedelta:
+        return timedelta(0)
+
+
+class OwnError(Exception):
+    pass
+
+
+#: A time whose tzinfo can't say its offset, but by ValueError or OverflowError.
+UNSAYABLE_TIMES = {
+    "TypeError": datetime(2030, 1, 1, tzinfo=RaisingOffset(TypeError("no offset here"))),
+    "an exception of its own": datetime(2030, 1, 1, tzinfo=RaisingOffset(OwnError("lost"))),
+    "no timedelta": datetime(2030, 1, 1, tzinfo=WrongOffset()),
+}
+
+
 def cyclic_dict() -> dict:
     value: dict = {}
     value["me"] = value
@@ -65,6 +100,8 @@ REFUSED: dict[str, tuple[dict[str, Any], type[Exception], str]] = {
     "run_at a date": ({"run_at": date(2030, 1, 1)}, InvalidOption, "not date"),
     "run_at a string": ({"run_at": "2030-01-01T00:00:00Z"}, InvalidOption, "not str"),
     "run_at with an offset Python refuses": ({"run_at": datetime(2030, 1, 1, tzinfo=BrokenOffset())}, InvalidOption, "out of range"),
+    # It reached the caller as the tzinfo's own TypeError, or any exception of its own.
+    **{f"run_at whose tzinfo raises {name}": ({"run_at": when}, InvalidOption, "run_at .*: its time zone can't say its offset from UTC") for name, when in UNSAYABLE_TIMES.items()},
     # Numbers that are not finite, or beyond their column or any sense
     "timeout NaN": ({"timeout": math.nan}, InvalidOption, "timeout must be a number of seconds"),
     "timeout infinite": ({"timeout": math.inf}, InvalidOption, "timeout"),
@@ -194,6 +231,34 @@ def test_a_refused_value_outside_a_transaction_writes_nothing(entry):
     with pytest.raises(error, match=message):
         ENTRY_POINTS[entry](options)
     assert not Job.objects.exists()
+
+
+@pytest.mark.parametrize("name", UNSAYABLE_TIMES)
+def test_a_time_whose_tzinfo_raises_is_refused_by_every_time_check(name):
+    """limits' time checks caught ValueError and OverflowError of a tzinfo only: its
+    TypeError, or an exception of its own, reached the caller unchanged."""
+    from django.core.exceptions import ValidationError
+
+    from django_pgjobs import limits, transitions
+    from django_pgjobs.exceptions import RetryAfter, Snooze
+    from django_pgjobs.testing import freeze_time
+
+    when = UNSAYABLE_TIMES[name]
+    said = "its time zone can.{1,2}t say its offset from UTC"  # str(ValidationError) escapes '
+    checks: list[tuple[Callable[[], Any], type[Exception]]] = [
+        (lambda: Snooze(until=when), InvalidOption),
+        (lambda: RetryAfter(until=when), InvalidOption),
+        (lambda: limits.validate_time(when), ValidationError),  # the model fields'
+        (lambda: limits.before(when, timedelta(days=1)), InvalidOption),
+        (lambda: limits.given_now(when), InvalidOption),  # drain's, maintenance's now=
+        (lambda: transitions.retry_many(Job.objects.all(), include_completed=when), InvalidOption),
+        (lambda: freeze_time(when).__enter__(), InvalidOption),
+    ]
+    job = takes_anything.enqueue(1)  # a job the checks must leave as it is
+    for check, error in checks:
+        with pytest.raises(error, match=said):
+            check()
+    assert list(Job.objects.values_list("pk", "state")) == [(job.pk, "available")]
 
 
 @pytest.mark.parametrize("entry", ENTRY_POINTS)
