@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from django.db import connection, connections, transaction
@@ -189,6 +189,26 @@ def test_enqueue_creates_the_job_and_answers_201_with_where_to_find_it(client, t
     assert (job.priority, job.max_attempts, job.timeout) == (5, 4, 30.0)
     assert job.state == JobState.SCHEDULED and body["state"] == "scheduled"
     assert body["duplicate"] is False
+
+
+@pytest.mark.parametrize(
+    "given, kept",
+    [
+        # .NET's round-trip format ("o") writes 7 digits, Go's RFC3339Nano up to 9.
+        ("2030-01-01T09:00:00.1234567Z", "2030-01-01T09:00:00.123456Z"),
+        ("2030-01-01T09:00:00.999999999+00:00", "2030-01-01T09:00:00.999999Z"),
+        # Cut, never rounded up: not a second later (as PostgreSQL rounds a text time).
+        ("2030-01-01T08:59:59.9999999Z", "2030-01-01T08:59:59.999999Z"),
+    ],
+)
+def test_a_run_at_finer_than_a_microsecond_is_cut_to_it_and_the_answer_says_so(
+    client, token, given, kept
+):
+    response = post(client, "/jobs", {"task": ADD, "args": [1, 2], "run_at": given}, token)
+    assert response.status_code == 201, response.json()
+    job = Job.objects.get(pk=response.json()["id"])
+    assert job.run_at == datetime.fromisoformat(kept)
+    assert datetime.fromisoformat(response.json()["run_at"]) == job.run_at
 
 
 def test_enqueue_defaults_come_from_the_task(client, token):
