@@ -121,7 +121,10 @@ def add_to_running_pipeline(specs: Sequence[JobSpec]) -> list[Job]:
     if context is None:
         raise RuntimeError("add_jobs can only be called from a running job")
     parent = context.job
-    pipeline = parent.meta.get("pipeline")
+    # A meta that is no object, or a pipeline that is no name (written by SQL): no
+    # pipeline to carry, rather than AttributeError from the task's add_jobs.
+    meta = parent.meta if isinstance(parent.meta, dict) else {}
+    pipeline = meta.get("pipeline") if isinstance(meta.get("pipeline"), str) else None
     whose = f"the running job's pipeline ({limits.shown(pipeline)})"
     specs = _specs(specs, "add_jobs")
     with transaction.atomic(using=parent._state.db or conf.get("DATABASE")):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from datetime import timedelta
@@ -345,3 +346,26 @@ def test_two_last_dependencies_finishing_at_once_release_the_dependent_exactly_o
     joined.refresh_from_db()
     assert joined.state == S.AVAILABLE and joined.pending_dependencies == 0
     assert JobDependency.objects.filter(job=joined, satisfied=True).count() == 2
+
+
+@pytest.mark.parametrize("meta", [5, "nightly", [], None, {"pipeline": 7}, {"pipeline": ""}])
+def test_add_jobs_of_a_job_whose_meta_sql_wrote_oddly_adds_them_without_a_pipeline(meta):
+    """A running job whose meta is no object, or whose pipeline is no name (written by
+    SQL), raised AttributeError from add_jobs ('int' object has no attribute 'get')."""
+    from django_pgjobs.context import JobContext, _current
+    from django_pgjobs.pipelines import add_to_running_pipeline
+
+    parent = Job.enqueue(add.name, [1, 1])
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE pgjobs_job SET meta = %s::jsonb WHERE id = %s",
+            [json.dumps(meta), parent.pk],
+        )
+    parent.refresh_from_db()
+    token = _current.set(JobContext(job=parent))
+    try:
+        (added,) = add_to_running_pipeline([add.spec(2, 2)])
+    finally:
+        _current.reset(token)
+    assert "pipeline" not in Job.objects.get(pk=added.pk).meta
+    assert JobDependency.objects.filter(job=added).count() == 0
