@@ -6,6 +6,7 @@ import uuid
 from datetime import timedelta
 
 import factory
+from django.db import connection
 from django.utils import timezone
 
 from django_pgjobs.cron import timing
@@ -147,3 +148,27 @@ def connector_form(**overrides: object) -> dict[str, object]:
         "secrets": "",
         **overrides,
     }
+
+
+def finished_jobs_analyzed(
+    state: str = "'completed'", params: list | None = None, count: int = 30_000
+) -> list[int]:
+    """``count`` finished jobs of one task, written by one statement (a large table,
+    fast), each in the state the SQL ``state`` says of its ``n`` (1 to ``count``;
+    ``params`` fill its placeholders), the table analyzed after; their ids."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            INSERT INTO pgjobs_job (task, queue, args, kwargs, state, priority, attempt,
+                                    max_attempts, run_at, created_at, finished_at, errors,
+                                    meta, pending_dependencies)
+            SELECT 'testproject.demo.tasks.add', 'default', '[]', '{{}}', {state}, 0, 1, 3,
+                   now(), now(), now(), '[]', '{{}}', 0
+            FROM generate_series(1, %s) AS n
+            RETURNING id
+            """,
+            [*(params or []), count],
+        )
+        ids = [row[0] for row in cursor.fetchall()]
+        cursor.execute("ANALYZE pgjobs_job")
+    return ids

@@ -18,7 +18,7 @@ from django_pgjobs.models import Job
 from django_pgjobs.states import JobState
 from tests.admin_helpers import action, changelist
 from tests.conftest import cancelled_once_running
-from tests.factories import JobFactory
+from tests.factories import JobFactory, finished_jobs_analyzed
 
 pytestmark = pytest.mark.django_db
 
@@ -471,20 +471,6 @@ def test_the_scan_leaves_the_callers_settings_as_they_were(admin_client):
         assert cursor.fetchone()[0] == "1"
 
 
-def _completed_jobs(count: int) -> None:
-    """``count`` completed jobs of another task, written by one statement."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "INSERT INTO pgjobs_job (task, queue, args, kwargs, state, priority, attempt,"
-            " max_attempts, run_at, created_at, finished_at, errors, meta,"
-            " pending_dependencies) SELECT 'testproject.demo.tasks.add', 'default', '[]',"
-            " '{}', 'completed', 0, 1, 3, now(), now(), now(), '[]', '{}', 0"
-            " FROM generate_series(1, %s)",
-            [count],
-        )
-        cursor.execute("ANALYZE pgjobs_job")
-
-
 def test_the_retry_questions_count_stops_at_its_time_limit_and_says_it_estimates(
     admin_client, monkeypatch
 ):
@@ -492,7 +478,7 @@ def test_the_retry_questions_count_stops_at_its_time_limit_and_says_it_estimates
     question's two counts read every row with no time limit (1.6 s at 600,000 jobs for
     a rare task), where the list itself stops after 5 s. Past the limit the page gives
     the planner's estimates, and says so; the retry, once confirmed, is not cut short."""
-    _completed_jobs(20_000)
+    finished_jobs_analyzed(count=20_000)
     gone = [JobFactory(task="shop.tasks.gone", completed=True),
             JobFactory(task="shop.tasks.gone", discarded=True)]  # fmt: skip
     monkeypatch.setattr(stats, "COUNT_SECONDS", 0.001)

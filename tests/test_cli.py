@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from django_pgjobs.management.commands import pgjobs as pgjobs_command
@@ -24,7 +24,13 @@ from django_pgjobs.selection import InvalidSelection, JobFilter, parse_instant
 from django_pgjobs.states import JobState
 from tests.conftest import ROOT, cancelled_once_running, wait_until
 from tests.conftest import test_database_env as database_env
-from tests.factories import JobFactory, QueueFactory, ScheduleFactory, WorkerProcessFactory
+from tests.factories import (
+    JobFactory,
+    QueueFactory,
+    ScheduleFactory,
+    WorkerProcessFactory,
+    finished_jobs_analyzed,
+)
 from tests.gone import completed_before_its_update, deleted_before_its_update
 from tests.test_hardening_rows import insert_job
 
@@ -369,25 +375,12 @@ def test_retry_by_filter_asks_first_and_changes_nothing_without_a_yes():
     assert {j.state for j in Job.objects.filter(pk__in=[j.pk for j in jobs])} == {S.AVAILABLE}
 
 
-def _many_completed_jobs(count: int) -> None:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "INSERT INTO pgjobs_job (task, queue, args, kwargs, state, priority, attempt,"
-            " max_attempts, run_at, created_at, finished_at, errors, meta,"
-            " pending_dependencies) SELECT 'testproject.demo.tasks.add', 'default', '[]',"
-            " '{}', 'completed', 0, 1, 3, now(), now(), now(), '[]', '{}', 0"
-            " FROM generate_series(1, %s)",
-            [count],
-        )
-        cursor.execute("ANALYZE pgjobs_job")
-
-
 @pytest.mark.parametrize("verb", ["retry", "cancel", "delete"])
 def test_the_count_before_a_change_by_filter_is_cut_short_not_the_change(monkeypatch, verb):
     # --task alone: no index serves it, and the question's count read every row without
     # limit (0.5 s at 600,000 jobs, two counts for a retry). Past its time limit the
     # question gives the planner's estimate; the change itself is never cut short.
-    _many_completed_jobs(50_000)
+    finished_jobs_analyzed(count=50_000)
     state = S.SCHEDULED if verb == "cancel" else S.DISCARDED
     cancelled = verb == "cancel"  # a job a cancel changes: not finished
     gone = JobFactory(task="shop.tasks.gone", scheduled=cancelled, discarded=not cancelled)

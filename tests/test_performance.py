@@ -13,7 +13,7 @@ from django_pgjobs import Job, db, events, maintenance, transitions
 from django_pgjobs.models import JobDependency
 from django_pgjobs.states import JobState
 from testproject.demo.tasks import add
-from tests.factories import JobFactory
+from tests.factories import JobFactory, finished_jobs_analyzed
 
 pytestmark = pytest.mark.django_db
 
@@ -253,30 +253,6 @@ def test_executing_jobs_are_found_by_queue_and_by_worker_through_one_index():
     for executing in (by_queue, by_worker):
         found = explained(executing)
         assert "pgjobs_job_executing" in found and "Seq Scan" not in found, found
-
-
-def finished_jobs_analyzed(
-    state: str = "'completed'", params: list | None = None, count: int = 30_000
-) -> list[int]:
-    """``count`` finished jobs of one task, each in the state the SQL ``state`` says of
-    its ``n`` (1 to ``count``; ``params`` fill its placeholders), the table analyzed
-    after; their ids."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"""
-            INSERT INTO pgjobs_job (task, queue, args, kwargs, state, priority, attempt,
-                                    max_attempts, run_at, created_at, finished_at, errors,
-                                    meta, pending_dependencies)
-            SELECT 'testproject.demo.tasks.add', 'default', '[]', '{{}}', {state}, 0, 1, 3,
-                   now(), now(), now(), '[]', '{{}}', 0
-            FROM generate_series(1, %s) AS n
-            RETURNING id
-            """,
-            [*(params or []), count],
-        )
-        ids = [row[0] for row in cursor.fetchall()]
-        cursor.execute("ANALYZE pgjobs_job")
-    return ids
 
 
 @pytest.mark.parametrize("state", [S.DISCARDED, S.CANCELLED, S.RETRYABLE, S.SCHEDULED, S.WAITING])
