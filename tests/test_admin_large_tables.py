@@ -371,19 +371,28 @@ def test_date_drill_down_finds_the_days_jobs(admin_client):
     assert response.status_code == 200 and shown(response) == [today.pk]
 
 
+def searches_sleeping(
+    monkeypatch: pytest.MonkeyPatch, seconds: float, only: str | None = None
+) -> None:
+    """The job list's search (of ``only``, or any) costs PostgreSQL ``seconds`` per row
+    it reads: a slow scan, for the time limits and an operator's cancel."""
+    where = f"pg_sleep({seconds}) IS NOT NULL"
+    monkeypatch.setattr(
+        job_admin.JobAdmin,
+        "get_search_results",
+        lambda self, request, queryset, term: (
+            queryset.extra(where=[where]) if only is None or term == only else queryset,
+            False,
+        ),
+    )
+
+
 def test_a_scan_that_takes_too_long_is_cut_short_with_a_message(admin_client, monkeypatch):
     JobFactory.create_batch(3)
     monkeypatch.setattr(paginator, "SCAN_SECONDS", 0.001)
     # A search that costs PostgreSQL a few milliseconds per row: past the limit at once.
     slow = "pg_sleep"
-    monkeypatch.setattr(
-        job_admin.JobAdmin,
-        "get_search_results",
-        lambda self, request, queryset, term: (
-            queryset.extra(where=["pg_sleep(0.05) IS NOT NULL"]) if term == slow else queryset,
-            False,
-        ),
-    )
+    searches_sleeping(monkeypatch, 0.05, only=slow)
     response = admin_client.get(changelist(), {"q": slow})
     assert response.status_code == 200 and shown(response) == []
     assert response.context["cl"].paginator.timed_out
@@ -402,14 +411,7 @@ def test_a_scan_an_operator_cancels_says_so_not_that_it_was_slow(admin_client, m
     # said "finding them took more than 5 s" of a scan stopped long before.
     JobFactory.create_batch(3)
     # A search that costs PostgreSQL a second per row: the operator stops it.
-    monkeypatch.setattr(
-        job_admin.JobAdmin,
-        "get_search_results",
-        lambda self, request, queryset, term: (
-            queryset.extra(where=["pg_sleep(1.01) IS NOT NULL"]),
-            False,
-        ),
-    )
+    searches_sleeping(monkeypatch, 1.01)
     with cancelled_once_running("pg_sleep(1.01)"):
         response = admin_client.get(changelist(), {"q": "slow"})
     assert response.status_code == 200 and shown(response) == []
@@ -444,14 +446,7 @@ def test_a_deep_page_that_takes_too_long_says_how_to_reach_old_jobs(admin_client
     monkeypatch.setattr(paginator, "SCAN_SECONDS", 0.001)
     # Counted as under an indexed filter, but each row costs PostgreSQL 20 ms.
     monkeypatch.setattr(job_admin, "countable", lambda request: True)
-    monkeypatch.setattr(
-        job_admin.JobAdmin,
-        "get_search_results",
-        lambda self, request, queryset, term: (
-            queryset.extra(where=["pg_sleep(0.02) IS NOT NULL"]),
-            False,
-        ),
-    )
+    searches_sleeping(monkeypatch, 0.02)
     response = admin_client.get(changelist(), {"q": "slow", "p": "2"})
     assert response.status_code == 200 and shown(response) == []
     assert response.context["cl"].paginator.timed_out
@@ -509,14 +504,7 @@ def test_the_retry_questions_count_stops_at_its_time_limit_and_says_it_estimates
 def test_the_retry_questions_count_an_operator_cancels_retries_nothing(admin_client, monkeypatch):
     done = JobFactory(completed=True)
     # A search that costs PostgreSQL a second per row: the operator stops its count.
-    monkeypatch.setattr(
-        job_admin.JobAdmin,
-        "get_search_results",
-        lambda self, request, queryset, term: (
-            queryset.extra(where=["pg_sleep(1.01) IS NOT NULL"]),
-            False,
-        ),
-    )
+    searches_sleeping(monkeypatch, 1.01)
     url = changelist() + "?q=slow"
     # The count's statement (stats.tallies), not the list's scan for its page.
     with cancelled_once_running("SELECT (SELECT count(*) FROM ("):
