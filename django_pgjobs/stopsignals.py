@@ -1,4 +1,10 @@
-"""SIGTERM and SIGINT, for ``runworker`` and ``runscheduler``: a request to stop, said once.
+"""SIGTERM, SIGINT and SIGHUP, for ``runworker`` and ``runscheduler``: a request to stop,
+said once.
+
+SIGHUP is the terminal hanging up (an ssh session or a tmux pane closed on a command
+run in the foreground, or a stopped one's process group orphaned): its default action
+killed the process outright, leaving its running jobs ``executing`` under a dead
+worker until a rescue pass took them as a crash's. It stops as SIGTERM does.
 
 One request to stop often arrives as two signals a moment apart: Ctrl-C, or systemd
 stopping the whole cgroup, reaches a ``--processes`` child both directly and through
@@ -16,7 +22,7 @@ from collections.abc import Callable
 
 #: The signals that ask a worker or a scheduler to stop (a ``--processes`` supervisor
 #: passes them on to its children).
-STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
 #: Signals closer together than this (seconds) are one request to stop.
 SAME_SIGNAL_WITHIN = 1.0
 
@@ -27,7 +33,7 @@ def on_stop_signals(
     heard: Callable[[int], None] | None = None,
     who: Callable[[], str | None] | None = None,
 ) -> None:
-    """Call ``request_stop`` on SIGTERM and SIGINT, after a line saying which came (and
+    """Call ``request_stop`` on SIGTERM, SIGINT and SIGHUP, after a line saying which came (and
     ``heard(signum)``, if given); nothing for one within SAME_SIGNAL_WITHIN of the
     first. ``who()`` names the process in that line once it has a name ("worker 3"):
     under ``--processes`` each child said a bare "received SIGTERM", none told apart."""

@@ -16,7 +16,7 @@ from django.db import connection
 from django.utils import timezone
 
 from django_pgjobs import Job, limits, liveness, signals
-from django_pgjobs.models import Queue, WorkerProcess
+from django_pgjobs.models import Queue, SchedulerProcess, WorkerProcess
 from django_pgjobs.states import JobState
 from testproject.demo.models import Run
 from testproject.demo.tasks import add, async_sleep
@@ -892,3 +892,39 @@ def test_with_auto_prefetch_poison_jobs_still_hurt_no_bystander(worker_process, 
         assert len(alone) == job.attempt, job.errors
     assert set(Run.objects.values_list("tag", flat=True)) == {f"n{n}" for n in range(300)}
     assert not normal.exclude(attempt=1).exists()
+
+
+def test_a_worker_whose_terminal_hangs_up_stops_as_on_sigterm(worker_process, wait):
+    """Closing the terminal (an ssh session, a tmux pane) sends SIGHUP: it killed the
+    worker outright, its running job left executing under a dead worker until a
+    rescue pass, 60-90 s later, counted as a crash."""
+    job = Job.enqueue("testproject.demo.tasks.sleep", args=[2])
+    worker = worker_process(env=QUICK_POLL)
+    wait(lambda: Job.objects.get(pk=job.pk).state == JobState.EXECUTING, timeout=30)
+    assert worker.stop(signal.SIGHUP) == 0, worker.output()[-3000:]
+    assert Job.objects.get(pk=job.pk).state == JobState.COMPLETED
+    assert not WorkerProcess.objects.exists()
+    assert re.search(r"worker \d+: received SIGHUP", worker.output()), worker.output()[-3000:]
+
+
+def test_processes_whose_terminal_hangs_up_stop_as_on_sigterm(worker_process, wait):
+    """A hangup reaches the whole foreground process group: supervisor and children."""
+    job = Job.enqueue("testproject.demo.tasks.sleep", args=[2])
+    supervisor = worker_process("--processes", "2", env=QUICK_POLL)
+    wait(lambda: Job.objects.get(pk=job.pk).state == JobState.EXECUTING, timeout=30)
+    wait(lambda: WorkerProcess.objects.count() == 2, timeout=30)
+    children = set(WorkerProcess.objects.values_list("pid", flat=True))
+    os.killpg(supervisor.pid, signal.SIGHUP)
+    assert supervisor.wait(30) == 0, supervisor.output()[-3000:]
+    assert Job.objects.get(pk=job.pk).state == JobState.COMPLETED
+    assert not WorkerProcess.objects.exists()
+    assert not any(conftest.running(pid) for pid in children)
+    assert "restarting" not in supervisor.output(), supervisor.output()[-3000:]
+
+
+def test_a_scheduler_whose_terminal_hangs_up_stops_as_on_sigterm(worker_process, wait):
+    scheduler = worker_process(command="runscheduler")
+    wait(lambda: SchedulerProcess.objects.exists(), timeout=30)
+    assert scheduler.stop(signal.SIGHUP) == 0, scheduler.output()[-3000:]
+    assert not SchedulerProcess.objects.exists()
+    assert re.search(r"scheduler \d+: received SIGHUP", scheduler.output()), scheduler.output()
