@@ -263,6 +263,7 @@ def task(
         )
 
     def register(fn: Callable[..., Any]) -> Task[Any, Any]:
+        _refuse_no_function(fn)
         task_name = name or f"{fn.__module__}.{fn.__qualname__}"
         if "<locals>" in task_name:
             raise ValueError(f"{task_name}: tasks must be module-level functions")
@@ -292,6 +293,21 @@ def task(
         return registered
 
     return register(func) if func is not None else register
+
+
+def _refuse_no_function(fn: Any) -> None:
+    """TypeError saying what @task takes, for what it can't register: Python's own error
+    ("'str' object has no attribute '__module__'") named neither the mistake nor the fix."""
+    if isinstance(fn, Task):
+        raise TypeError(
+            f"{fn.name} is a task already: decorate the function once, with @task or "
+            f"@task(options), not both"
+        )
+    if not callable(fn):
+        raise TypeError(
+            f"@task takes the function to register, not {limits.shown(fn)} "
+            f"({type(fn).__name__}): options go by keyword, @task(queue='mail')"
+        )
 
 
 def exception_types(value: Any, field: str) -> tuple[type[BaseException], ...]:

@@ -349,6 +349,26 @@ def test_the_task_decorator_refuses_options_no_job_could_have(options, message):
         task(**options)(func)
 
 
+def test_the_task_decorator_refuses_what_is_no_function_saying_what_it_takes(request):
+    from django_pgjobs import task, tasks
+
+    def func() -> None: ...
+
+    func.__module__, func.__qualname__ = "tests.defined_here", "func"
+    once = task(func)
+    request.addfinalizer(lambda: tasks._registry.pop(once.name, None))
+    # docs/reference/models.md showed "@task  # or with options:" over "@task(...)":
+    # pasted, the second decorator met the first's Task and raised AttributeError
+    # ('Task' object has no attribute '__qualname__').
+    with pytest.raises(TypeError, match=r"tests\.defined_here\.func is a task already: "):
+        task(once)
+    with pytest.raises(TypeError, match="is a task already"):
+        task(queue="default")(once)
+    # @task("mail") for @task(queue="mail") raised "'str' object has no attribute".
+    with pytest.raises(TypeError, match=r"not 'mail' \(str\): options go by keyword"):
+        task("mail")
+
+
 # -- any input at all ----------------------------------------------------------------------
 
 #: Characters PostgreSQL or UTF-8 refuse, and look-alikes they take.
