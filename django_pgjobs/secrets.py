@@ -102,11 +102,39 @@ def decrypt(token: str, owner: str = "connector") -> dict[str, Any]:
     except InvalidToken:
         raise SecretsUnreadable(
             f"{owner}: its secrets can't be decrypted with any key in PGJOBS['SECRET_KEYS'] "
-            "(or SECRET_KEY and SECRET_KEY_FALLBACKS). Was the key that encrypted them "
-            "removed before `manage.py rotate_connector_secrets` ran? Put it back, or "
-            "enter the secrets again."
+            f"(or SECRET_KEY and SECRET_KEY_FALLBACKS). {unreadable_advice(token)}"
         ) from None
     return json.loads(plain)
+
+
+#: What to do about secrets no configured key decrypts, in general.
+KEY_REMOVED = (
+    "Was the key that encrypted them removed before `manage.py rotate_connector_secrets` "
+    "ran? Put it back, or enter the secrets again."
+)
+
+#: ... and when they were saved before SECRET_KEYS was set.
+SAVED_BEFORE_SECRET_KEYS = (
+    "They were encrypted before PGJOBS['SECRET_KEYS'] was set, with the key derived from "
+    "SECRET_KEY: list SECRET_KEY after your key (PGJOBS['SECRET_KEYS'] = [your_key, "
+    "SECRET_KEY]), run `manage.py rotate_connector_secrets`, then remove it."
+)
+
+
+def unreadable_advice(token: str) -> str:
+    """What to do about ``token``, which no configured key decrypts. A project that set
+    SECRET_KEYS after saving secrets without it needs SECRET_KEY listed (its derived key
+    is that of the same text there), and "put the key back" named none it knew of."""
+    if not token or not conf.get("SECRET_KEYS"):
+        return KEY_REMOVED
+    from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+
+    try:
+        django_keys = [settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", [])]
+        MultiFernet([Fernet(_fernet_key(key)) for key in django_keys]).decrypt(token.encode())
+    except (InvalidToken, ImproperlyConfigured, TypeError, AttributeError, ValueError):
+        return KEY_REMOVED
+    return SAVED_BEFORE_SECRET_KEYS
 
 
 def rotate(token: str) -> str:
@@ -118,7 +146,9 @@ def rotate(token: str) -> str:
     try:
         return _cipher().rotate(token.encode()).decode()
     except InvalidToken:
-        raise SecretsUnreadable("secrets can't be decrypted with any configured key") from None
+        raise SecretsUnreadable(
+            f"secrets can't be decrypted with any configured key. {unreadable_advice(token)}"
+        ) from None
 
 
 def mask(values: dict[str, Any]) -> dict[str, str]:

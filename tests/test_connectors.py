@@ -84,6 +84,29 @@ def test_secrets_no_key_can_read_fail_with_advice_and_rotation_changes_nothing(s
     assert stored_column(hook) == before
 
 
+def test_secrets_saved_before_secret_keys_was_set_say_to_list_secret_key(settings):
+    """A project starts without SECRET_KEYS (keys derived from SECRET_KEY), then sets
+    it: every connector's secrets became unreadable, and the advice ("was the key that
+    encrypted them removed?") named no key to put back: the one to list is SECRET_KEY,
+    whose derived key is that of the same text in SECRET_KEYS."""
+    settings.SECRET_KEY = "s" * 50
+    settings.PGJOBS = {k: v for k, v in settings.PGJOBS.items() if k != "SECRET_KEYS"}
+    hook = ConnectorFactory(name="hook", secrets={"token": TOKEN})
+    settings.PGJOBS = {**settings.PGJOBS, "SECRET_KEYS": [KEY_A]}
+    said = r"encrypted before PGJOBS\['SECRET_KEYS'\] was set, with the key derived from SECRET_KEY"
+    with pytest.raises(SecretsUnreadable, match=said):
+        get_connector("hook")
+    with pytest.raises(CommandError, match=said) as raised:
+        call_command("rotate_connector_secrets", stdout=io.StringIO())
+    assert "s" * 50 not in str(raised.value) and TOKEN not in str(raised.value)
+
+    # What it says to do works: SECRET_KEY listed after the new key, rotate, drop it.
+    settings.PGJOBS = {**settings.PGJOBS, "SECRET_KEYS": [KEY_A, settings.SECRET_KEY]}
+    call_command("rotate_connector_secrets", stdout=io.StringIO())
+    settings.PGJOBS = {**settings.PGJOBS, "SECRET_KEYS": [KEY_A]}
+    assert Connector.objects.get(pk=hook.pk).get_secrets() == {"token": TOKEN}
+
+
 def test_rotation_re_encrypts_every_connector_it_can_and_names_each_it_cannot(settings):
     """One connector whose secrets no key decrypts (its key dropped too early, a token
     written by hand) stopped the rotation of every other: they were left needing the

@@ -69,11 +69,15 @@ class Command(BaseCommand):
         try:
             token = secrets.rotate(connector.encrypted_secrets)
         except secrets.SecretsUnreadable:
-            why = (
-                "its secrets can't be decrypted with any key in PGJOBS['SECRET_KEYS'] (was "
-                "the key that encrypted them removed? put it back, or enter its secrets "
-                "again)"
-            )
+            advice = secrets.unreadable_advice(connector.encrypted_secrets)
+            if advice == secrets.KEY_REMOVED:  # said in the line's own words
+                advice = (
+                    "was the key that encrypted them removed? put it back, or enter its "
+                    "secrets again"
+                )
+            else:  # a sentence of its own, said inside this line's parentheses
+                advice = advice[0].lower() + advice[1:].rstrip(".")
+            why = f"its secrets can't be decrypted with any key in PGJOBS['SECRET_KEYS'] ({advice})"
         except Exception as error:  # its message might quote the token: not shown
             why = f"its secrets could not be re-encrypted ({type(error).__name__})"
         else:
