@@ -177,7 +177,16 @@ def test_a_malformed_mail_payload_is_discarded_with_the_reason(worker, smtp_peer
     job = run_one(worker, task=CALL, kwargs={"payload": {"subject": "s"}}, connector="mailer")
     assert job.state == JobState.DISCARDED
     assert "missing keys ['body', 'to']" in job.errors[0]["error"]
+    assert "unknown keys" not in job.errors[0]["error"]  # it said "unknown keys []" too
     assert smtp_peer.messages == []
+
+
+def test_an_smtp_call_that_fails_names_the_port_it_tried():
+    """A config without a port said 'smtp.example.com:default port': which one (25,
+    587 with TLS, 465 with SSL) was left to guess."""
+    ConnectorFactory(name="mailer", kind="smtp", config={"host": "127.0.0.1", "use_ssl": True})
+    with pytest.raises(ConnectorError, match=r"SMTP 127\.0\.0\.1:465: "):
+        get_connector("mailer").send_mail("s", "b", to=["ada@example.com"])
 
 
 #: Payloads no server takes, each once an attempt failed and retried to the end.

@@ -237,7 +237,7 @@ class SmtpConnector(ConnectorKind):
         self._check_login()
         options: dict[str, Any] = {
             "host": self.config["host"],
-            "port": self.config["port"],
+            "port": self._port(),
             "username": self.config["username"],
             "password": self.secret("password", ""),
             "use_tls": self.config["use_tls"],
@@ -248,10 +248,13 @@ class SmtpConnector(ConnectorKind):
             # Django 6.1 builds backends for MAILERS with an alias; doing the same
             # avoids the warning about constructing backends directly.
             options["alias"] = f"pgjobs-connector:{self.name}"
-        if options["port"] is None:
-            use_ssl, use_tls = options["use_ssl"], options["use_tls"]
-            options["port"] = 465 if use_ssl else 587 if use_tls else 25
         return _Backend(**options)
+
+    def _port(self) -> int:
+        """The port connected to: the configured one, else the default of the protocol."""
+        if self.config["port"] is not None:
+            return self.config["port"]
+        return 465 if self.config["use_ssl"] else 587 if self.config["use_tls"] else 25
 
     def send(self, messages: Sequence[EmailMessage]) -> int:
         """Send Django email messages over one connection; returns how many were sent.
@@ -265,7 +268,7 @@ class SmtpConnector(ConnectorKind):
             if not message.from_email or message.from_email == settings.DEFAULT_FROM_EMAIL:
                 message.from_email = sender
         ledger = sent_mail.ledger()
-        where = f"{self.config['host']}:{self.config['port'] or 'default port'}"
+        where = f"{self.config['host']}:{self._port()}"
         earlier = sent = 0
         try:
             with self._exchange(where):
@@ -335,8 +338,13 @@ class SmtpConnector(ConnectorKind):
         known = {"subject", "body", "to", "html", "from_email", "cc", "bcc", "reply_to"}
         unknown = sorted(set(payload) - known)
         missing = sorted({"subject", "body", "to"} - set(payload))
-        if unknown or missing:
-            raise TypeError(f"smtp payload: unknown keys {unknown}, missing keys {missing}")
+        if unknown or missing:  # each named only when there is one
+            wrong = [
+                f"{what} keys {keys}"
+                for what, keys in (("unknown", unknown), ("missing", missing))
+                if keys
+            ]
+            raise TypeError(f"smtp payload: {', '.join(wrong)}")
         _check_mail(payload)
         sent = self.send_mail(**payload)
         return {"sent": sent, "to": _recipients(payload["to"])}
