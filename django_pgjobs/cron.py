@@ -133,6 +133,8 @@ def parse_expression(expression: str) -> str:
             f"cron expression {expression!r} has {len(fields)} fields; use 5: "
             "minute hour day-of-month month day-of-week, or 6 with seconds first"
         )
+    else:
+        _check_day_fields(fields, expression)
     readable = standard(expression)
     try:
         croniter(readable, datetime(2000, 1, 1), second_at_beginning=len(fields) == 6).get_next(
@@ -175,6 +177,30 @@ def _refused_field(fields: list[str]) -> tuple[str, str, str] | None:
         except (CroniterBadCronError, CroniterError, ValueError, KeyError):
             return name, field, values
     return None
+
+
+#: Day fields that restrict nothing: beside them the other day field alone decides.
+_ANY_DAY = frozenset({"*", "?"})
+
+
+def _check_day_fields(fields: list[str], expression: str) -> None:
+    """Refuse ``#`` (nth weekday) or ``W`` (nearest weekday) beside a restricted other
+    day field. Cron fires on a day matching either field; croniter requires both once
+    one holds ``#`` ("15 * fri#2": never, refused as "no such date") or reads only the
+    ``W`` ("15W * mon-fri": the 15W days alone), so its fire times would not be cron's."""
+    day_of_month, day_of_week = fields[-3], fields[-1]
+    if "#" in day_of_week and day_of_month not in _ANY_DAY:
+        special, other = (day_of_week, "day-of-week"), (day_of_month, "day-of-month")
+    elif "w" in day_of_month.lower() and day_of_week not in _ANY_DAY:
+        special, other = (day_of_month, "day-of-month"), (day_of_week, "day-of-week")
+    else:
+        return
+    raise InvalidCron(
+        f"cron expression {expression!r}: its {special[1]} field, {special[0]!r}, can't be "
+        f"combined with a {other[1]} ({other[0]!r}): cron fires on a day matching either, "
+        f"which croniter does not do for '#' and 'W'; set the {other[1]} to '*' (or use "
+        "two schedules)"
+    )
 
 
 def parse_interval(expression: str) -> timedelta:

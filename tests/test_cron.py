@@ -166,6 +166,47 @@ def test_an_invalid_field_is_named(expression, said):
         Cron.parse(expression)
 
 
+@pytest.mark.parametrize(
+    "expression, field",
+    [
+        ("0 2 15 * fri#2", "'fri#2'"),
+        ("0 2 8-14 * 5#2", "'5#2'"),
+        ("0 0 L * 1#1", "'1#1'"),
+        ("0 0 2 15 * 5#2", "'5#2'"),  # six fields: the day fields are the last three
+        ("0 2 15W * 1-5", "'15W'"),
+        ("0 2 15W * sun", "'15W'"),
+        ("30 0 2 1W * mon", "'1W'"),
+    ],
+)
+def test_nth_weekday_and_nearest_weekday_are_refused_beside_the_other_day_field(expression, field):
+    # Cron fires on a day matching either day field; croniter requires both once
+    # one holds '#' or 'W' (or reads only the 'W'): "15 * fri#2" was refused as
+    # "never fires (no such date)", "15W * 1-5" fired on the 15W days alone.
+    with pytest.raises(InvalidCron, match=re.escape(field) + ".*can't be combined"):
+        Cron.parse(expression)
+
+
+def test_nearest_weekday_question_mark_and_nth_weekday_fire_as_documented():
+    def days(expression: str) -> list[str]:
+        fired = Cron.parse(expression, "Europe/Berlin").fire_times(
+            utc(2026, 1, 1), utc(2026, 12, 31)
+        )
+        return [t.astimezone(BERLIN).strftime("%m-%d %a %H:%M") for t in fired]
+
+    # 15W: the weekday nearest the 15th, in its month (2026-03-15 is a Sunday).
+    assert days("0 2 15W * *")[2] == "03-16 Mon 02:00"
+    # 1W never leaves its month: 2026-08-01 is a Saturday, so Monday the 3rd.
+    assert days("0 2 1W * *")[7] == "08-03 Mon 02:00"
+    # 31W in May 2026 (the 31st a Sunday) is Friday the 29th; a day past the month's
+    # end is its last day, so February's 30W is Friday the 27th.
+    assert days("0 2 31W * *")[4] == "05-29 Fri 02:00"
+    assert days("0 2 30W * *")[1] == "02-27 Fri 02:00"
+    # ? is * in a day field; the fifth Sunday of March 2026 is the spring-forward night.
+    assert days("0 2 ? * 0#5") == ["03-29 Sun 03:00", "05-31 Sun 02:00", "08-30 Sun 02:00",
+                                   "11-29 Sun 02:00"]  # fmt: skip
+    assert days("0 2 ? * *") == days("0 2 * * *")
+
+
 @pytest.mark.parametrize("name", ["Europe/Bxrlin", "europe/berlin", "", "../../etc/passwd", "CEST"])
 def test_unknown_timezones_are_refused(name):
     with pytest.raises(UnknownTimezone, match="unknown timezone"):
@@ -623,3 +664,107 @@ def test_jitter_is_a_pure_function_bounded_by_the_jitter_and_the_next_tick(key, 
     assert timedelta(0) <= delay <= timedelta(seconds=jitter)
     assert delay < gap
     assert delay % timedelta(milliseconds=1) == timedelta(0)
+
+
+# -- L, W, # and ?: day fields against a calendar oracle ----------------------------------
+
+WEEKDAY_NAMES = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
+
+
+def last_day(day: datetime) -> int:
+    following = (day.replace(day=28) + timedelta(days=4)).replace(day=1)
+    return (following - timedelta(days=1)).day
+
+
+def nearest_weekday(wanted: int, day: datetime) -> int:
+    """Quartz's ``nW``: the weekday nearest day ``wanted`` (a later day than the month
+    has: its last), never in another month."""
+    last = last_day(day)
+    target = min(wanted, last)
+    weekday = day.replace(day=target).weekday()  # Monday 0 ... Sunday 6
+    if weekday == 5:  # Saturday: the Friday before, or the Monday after the 1st
+        return target - 1 if target > 1 else target + 2
+    if weekday == 6:  # Sunday: the Monday after, or the Friday before the last day
+        return target + 1 if target < last else target - 2
+    return target
+
+
+# (text, does the local date match): day-of-month, then day-of-week.
+day_of_month_specs = st.one_of(
+    st.sampled_from([("*", None), ("?", None), ("L", lambda d: d.day == last_day(d))]),
+    st.integers(1, 31).map(lambda n: (str(n), lambda d, n=n: d.day == n)),
+    st.integers(1, 31).map(lambda n: (f"{n}W", lambda d, n=n: d.day == nearest_weekday(n, d))),
+)
+day_of_week_specs = st.one_of(
+    st.sampled_from([("*", None), ("?", None)]),
+    st.integers(0, 6).map(lambda w: (WEEKDAY_NAMES[w], lambda d, w=w: (d.weekday() + 1) % 7 == w)),
+    st.tuples(st.integers(0, 7), st.integers(1, 5)).map(
+        lambda wk: (
+            f"{wk[0]}#{wk[1]}",
+            lambda d, w=wk[0] % 7, k=wk[1]: (
+                (d.weekday() + 1) % 7 == w and (d.day - 1) // 7 + 1 == k
+            ),
+        )
+    ),
+)
+
+
+def day_matcher(dom: tuple, dow: tuple):
+    """Cron's rule: both day fields restricted, either matching fires; else the one."""
+    (_, on_month), (_, on_week) = dom, dow
+    if on_month and on_week:
+        return lambda d: on_month(d) or on_week(d)
+    return on_month or on_week or (lambda d: True)
+
+
+def oracle_next_on_days(minutes, hours, matches, zone, after: datetime) -> datetime:
+    """oracle_next's walk of the clock, for any day predicate; hours with no day of
+    interest on the clock are crossed an hour at a time."""
+
+    def reading(instant: datetime) -> datetime:
+        return instant.astimezone(zone).replace(tzinfo=None)
+
+    def named(local_time: datetime) -> bool:
+        return local_time.minute in minutes and local_time.hour in hours and matches(local_time)
+
+    start = after.replace(second=0, microsecond=0)
+    shown = max([reading(after)] + [reading(start - k * MINUTE) for k in range(26 * 60)])
+    instant = start
+    while True:
+        # Offsets move by at most a few hours: dates 3 h ahead bound what a 1 h step shows.
+        ahead = reading(instant + 3 * timedelta(hours=1))
+        quiet = not any(matches(shown + timedelta(days=d)) for d in range((ahead - shown).days + 2))
+        instant += timedelta(hours=1) if quiet else MINUTE
+        now_showing = reading(instant)
+        if now_showing > shown:
+            first_new = shown.replace(second=0, microsecond=0) + MINUTE
+            while first_new <= now_showing and not quiet:
+                if named(first_new):
+                    return instant
+                first_new += MINUTE
+            shown = now_showing
+
+
+@settings(max_examples=80, deadline=None)
+@given(field(0, 59), field(0, 23), day_of_month_specs, day_of_week_specs, field(1, 12),
+       shifting_zones, instants)  # fmt: skip
+def test_l_w_nth_and_question_mark_agree_with_a_calendar_walk_of_the_clock(
+    minute, hour, dom, dow, month, zone, after
+):
+    both = dom[1] is not None and dow[1] is not None
+    expression = f"{minute[0]} {hour[0]} {dom[0]} {month[0]} {dow[0]}"
+    if both and ("W" in dom[0] or "#" in dow[0]):
+        with pytest.raises(InvalidCron, match="can't be combined"):
+            Cron.parse(expression, zone)
+        return
+    schedule = any_cron_text(expression, zone)  # "31 * feb" never fires: refused, skipped
+    on_days = day_matcher(dom, dow)
+
+    def matches(d: datetime) -> bool:
+        return d.month in month[1] and on_days(d)
+
+    following = schedule.next_after(after)
+    assume(following - after < timedelta(days=400))  # keep the walk short
+    assert following == oracle_next_on_days(minute[1], hour[1], matches, schedule.zone, after)
+    latest = schedule.latest_at_or_before(following - _US)
+    assert latest is None or (latest <= after and schedule.next_after(latest) == following)
