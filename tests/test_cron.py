@@ -768,3 +768,12 @@ def test_l_w_nth_and_question_mark_agree_with_a_calendar_walk_of_the_clock(
     assert following == oracle_next_on_days(minute[1], hour[1], matches, schedule.zone, after)
     latest = schedule.latest_at_or_before(following - _US)
     assert latest is None or (latest <= after and schedule.next_after(latest) == following)
+
+
+def test_a_stepped_day_field_is_restricted_so_either_day_field_fires():
+    # As documented: croniter's reading, not Vixie cron's (which ANDs a field starting
+    # with '*'): odd days and Mondays, not odd Mondays.
+    fired = Cron.parse("0 2 */2 * mon").fire_times(utc(2026, 1, 1), utc(2026, 1, 13, 3))
+    assert [t.strftime("%d %a") for t in fired] == [
+        "01 Thu", "03 Sat", "05 Mon", "07 Wed", "09 Fri", "11 Sun", "12 Mon", "13 Tue"
+    ]  # fmt: skip
