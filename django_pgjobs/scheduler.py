@@ -45,6 +45,7 @@ from . import (
     querylog,
     schedules,
 )
+from .cron import COUNT_LIMIT
 from .housekeeping import RoutineSpec
 from .models import Schedule, SchedulerProcess
 from .notifier import Notifier
@@ -161,7 +162,8 @@ class Scheduler:
             logger.warning(
                 "schedule %r: %s tick(s) missed while no scheduler could fire them%s",
                 fired.schedule,
-                fired.missed,
+                # Counted up to COUNT_LIMIT: a day's ticks of every second are 86,400.
+                f"at least {fired.missed}" if fired.missed >= COUNT_LIMIT else fired.missed,
                 "" if fired.fire_at else " (dropped by its catch_up policy)",
             )
 

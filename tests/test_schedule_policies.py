@@ -247,6 +247,26 @@ def test_latest_with_a_window_drops_a_tick_older_than_it(scheduler):
     assert fired.fire_at == at(12)
 
 
+def test_a_scheduler_down_for_a_day_fires_one_or_at_most_the_limit_and_says_how_many_missed(
+    scheduler, caplog
+):
+    # Every second, down from 10:30 to 10:30 the next day: 86,400 ticks passed.
+    latest = planned(at(10, 30), name="latest", cron="* * * * * *")
+    every = planned(at(10, 30), name="every", cron="* * * * * *", catch_up="all")
+    caplog.set_level("WARNING", logger="django_pgjobs.scheduler")
+    fired = scheduler.run_once(at(10, 30) + timedelta(days=1)).fired
+    assert len(ticks(latest)) == 1
+    assert len(ticks(every)) == 100  # the latest catch_up_limit ticks, no more
+    assert Job.objects.count() == 101
+    said = sorted(r.getMessage() for r in caplog.records if "missed" in r.getMessage())
+    # Counted up to cron.COUNT_LIMIT (1000): the line said "1000 tick(s) missed".
+    assert said == [
+        "schedule 'every': at least 1000 tick(s) missed while no scheduler could fire them",
+        "schedule 'latest': at least 1000 tick(s) missed while no scheduler could fire them",
+    ]
+    assert sum(f.missed for f in fired) == 2000
+
+
 # -- settings ------------------------------------------------------------------------------
 
 
