@@ -717,7 +717,8 @@ class Schedule(models.Model):
 
     Edit it any time (admin, ORM, SQL): a changed cron, timezone or a re-enable
     clears ``next_fire_at`` (database trigger), and running schedulers are
-    notified and plan from the first tick after that moment.
+    notified and plan from the first tick after that moment (with none running:
+    after the moment one starts and sees it).
     """
 
     name = models.CharField(max_length=200, unique=True)
