@@ -39,7 +39,7 @@ from typing import TypeAlias
 
 from croniter import CroniterBadCronError, CroniterBadDateError, CroniterError, croniter
 
-from .limits import plain_digits
+from .limits import plain_digits, shown
 
 #: Shorthands croniter understands and we accept; "@reboot" has no meaning here.
 ALIASES = frozenset(
@@ -98,6 +98,11 @@ def _known_timezones() -> frozenset[str]:
     return frozenset(zoneinfo.available_timezones()) - MACHINE_ZONES
 
 
+#: Longest expression read: what a schedule's ``cron`` column holds. A longer one is
+#: refused before croniter reads it (a list of 200,000 values took it 3 s).
+MAX_EXPRESSION = 100
+
+
 def parse_timezone(name: str) -> zoneinfo.ZoneInfo:
     """The zone called ``name`` (IANA, e.g. "Europe/Berlin"), or UnknownTimezone."""
     if isinstance(name, str) and name in MACHINE_ZONES:  # a list is unhashable: below
@@ -106,8 +111,11 @@ def parse_timezone(name: str) -> zoneinfo.ZoneInfo:
             "scheduler's may not be: name the zone, e.g. 'UTC' or 'Europe/Berlin'"
         )
     if not isinstance(name, str) or name not in _known_timezones():
+        # Shortened: a form or a log line quoted a name of a megabyte whole.
+        length = f" of {len(name):,} characters" if isinstance(name, str) and len(name) > 80 else ""
         raise UnknownTimezone(
-            f"unknown timezone {name!r}: use an IANA name such as 'UTC' or 'Europe/Berlin'"
+            f"unknown timezone {shown(name)}{length}: use an IANA name such as 'UTC' or "
+            "'Europe/Berlin'"
         )
     return zoneinfo.ZoneInfo(name)
 
@@ -117,6 +125,12 @@ def parse_expression(expression: str) -> str:
     fires (5 fields, or 6 with seconds first) or a valid ``@every``; else InvalidCron."""
     if not isinstance(expression, str) or not expression.strip():
         raise InvalidCron("a cron expression is required, e.g. '*/5 * * * *' or '@every 30s'")
+    if len(expression) > MAX_EXPRESSION:
+        # Before reading it, and shortened: each message below quotes the expression.
+        raise InvalidCron(
+            f"cron expression {shown(expression)} of {len(expression):,} characters is too "
+            f"long: at most {MAX_EXPRESSION}"
+        )
     expression = " ".join(expression.split())
     if expression.lower().startswith(EVERY):
         parse_interval(expression)

@@ -846,7 +846,10 @@ class Schedule(models.Model):
             try:
                 check(self)
             except ValidationError as error:
-                problems.update(error.message_dict)
+                # Each check's words on a field kept: "too long" was replaced by the
+                # timing check's "unknown timezone".
+                for field, texts in error.message_dict.items():
+                    problems.setdefault(field, []).extend(texts)
         problems = {field: texts for field, texts in problems.items() if field not in unread}
         if problems:
             raise ValidationError(problems)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -64,6 +65,31 @@ def test_an_unknown_timezone_is_an_error_on_the_timezone_field_and_nothing_is_sa
     assert "unknown timezone 'Europe/Bxrlin'" in caught.value.message_dict["timezone"][0]
     with pytest.raises(ValidationError, match="timezone"):
         schedule.save()
+    assert not Schedule.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("cron", "0," * 200_000 + "0 * * * *"),  # croniter took 3 s to read the list
+        ("cron", "x" * 1_000_000),
+        ("cron", "@every " + "1" * 1_000_000 + "s"),
+        ("timezone", "Europe/" + "x" * 1_000_000),
+    ],
+)
+def test_a_huge_cron_or_timezone_is_refused_at_once_in_a_message_of_a_line(field, value):
+    # Each message quoted the whole value: a form showed a megabyte back, and save()
+    # put it in place of the "too long" the column check said.
+    fields = {"name": "huge", "cron": "0 9 * * *", "task": "testproject.demo.tasks.add"}
+    schedule = Schedule(**(fields | {field: value}))
+    for check in (schedule.full_clean, schedule.save):
+        began = time.monotonic()
+        with pytest.raises(ValidationError) as caught:
+            check()
+        assert time.monotonic() - began < 0.5
+        said = caught.value.message_dict[field]
+        assert all(len(text) < 400 for text in said), [text[:400] for text in said]
+        assert any("characters" in text for text in said), said
     assert not Schedule.objects.exists()
 
 
