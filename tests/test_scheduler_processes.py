@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from django.db import connection
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -306,3 +307,53 @@ def next_leap_day(after: datetime) -> datetime:
         for year in years
         if calendar.isleap(year) and (day := datetime(year, 2, 29, tzinfo=UTC)) > after
     )
+
+
+def test_a_runscheduler_killed_in_the_middle_of_a_tick_leaves_it_to_another_once(
+    real_schedulers, site_sql, wait
+):
+    # The first tick any scheduler records stalls in a site's trigger (a sequence is not
+    # rolled back, so only that one stalls): that scheduler holds the row and the tick,
+    # uncommitted, when it is killed. Its server process holds them until the statement
+    # ends (PostgreSQL notices the client gone when it next reads from it), then rolls
+    # back. The other skipped the row while it was held; it then fires each second from
+    # the stalled one on (catch_up="all"), each once.
+    site_sql(
+        "CREATE SEQUENCE sched23_stall;"
+        "CREATE FUNCTION sched23_stall() RETURNS trigger LANGUAGE plpgsql AS $$"
+        " BEGIN IF nextval('sched23_stall') = 1 THEN PERFORM pg_sleep(8); END IF;"
+        " RETURN NEW; END $$;"
+        "CREATE TRIGGER sched23_stall BEFORE INSERT ON pgjobs_scheduletick"
+        " FOR EACH ROW EXECUTE FUNCTION sched23_stall()",
+        "DROP TRIGGER sched23_stall ON pgjobs_scheduletick; DROP FUNCTION sched23_stall();"
+        "DROP SEQUENCE sched23_stall",
+    )
+    every = ScheduleFactory(cron="* * * * * *", catch_up="all")
+    started = real_schedulers(2)
+
+    def stalled() -> str | None:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT application_name FROM pg_stat_activity WHERE wait_event = 'PgSleep'"
+                " AND query LIKE '%%pgjobs_scheduletick%%'"
+            )
+            row = cursor.fetchone()
+        return row[0] if row else None
+
+    name = wait(stalled, timeout=60)
+    [victim] = [p for p in started if name.endswith(f":{p.pid}")]
+    # Held, uncommitted: no tick recorded, and the row still says the stalled one is next.
+    assert not ScheduleTick.objects.filter(schedule=every).exists()
+    stalled_tick = Schedule.objects.get(pk=every.pk).next_fire_at
+    victim.kill()
+    victim.wait(30)
+    started.remove(victim)  # its exit is no clean one
+    wait(lambda: ScheduleTick.objects.filter(schedule=every).count() >= 5, timeout=60)
+    ticks = fired_ticks(every)
+    seconds = [tick.fire_at for tick in ticks]
+    assert seconds[0] == stalled_tick
+    assert [b - a for a, b in itertools.pairwise(seconds)] == [timedelta(seconds=1)] * (
+        len(seconds) - 1
+    ), "a second was skipped or fired twice"
+    assert all(tick.job_id for tick in ticks)
+    assert Job.objects.filter(meta__schedule=every.name).count() == len(ticks)
