@@ -173,9 +173,9 @@ def parse_expression(expression: str) -> str:
 FIELDS = (
     ("minute", "0-59"),
     ("hour", "0-23"),
-    ("day-of-month", "1-31 or L"),
+    ("day-of-month", "1-31, L, 15W or ?"),
     ("month", "1-12 or jan-dec"),
-    ("day-of-week", "0-7 or sun-sat"),
+    ("day-of-week", "0-7, sun-sat, fri#2 or ?"),
 )
 SECOND = ("second", "0-59")
 

@@ -153,7 +153,13 @@ def test_invalid_expressions_say_what_is_wrong(expression, message):
     "expression, said",
     [
         ("61 * * * *", "its minute field, '61', is wrong (it takes 0-59; croniter: "),
-        ("0 9 * * mon-fry", "its day-of-week field, 'mon-fry', is wrong (it takes 0-7 or sun-sat"),
+        ("0 9 * * mon-fry", "its day-of-week field, 'mon-fry', is wrong (it takes 0-7, sun-sat"),
+        # Each day field names what it takes beyond numbers: L, W, # and ?.
+        ("0 9 1LW * *", "its day-of-month field, '1LW', is wrong (it takes 1-31, L, 15W or ?"),
+        (
+            "0 9 * * fri#6",
+            "its day-of-week field, 'fri#6', is wrong (it takes 0-7, sun-sat, fri#2 or ?",
+        ),
         ("0 24 * * *", "its hour field, '24', is wrong (it takes 0-23"),
         ("60 0 9 * * *", "its second field, '60', is wrong (it takes 0-59"),
         ("0 0 1 13 *", "its month field, '13', is wrong (it takes 1-12 or jan-dec"),
