@@ -123,7 +123,13 @@ def parse_timezone(name: str) -> zoneinfo.ZoneInfo:
 def parse_expression(expression: str) -> str:
     """The expression with its spaces tidied, if it is a valid cron expression that
     fires (5 fields, or 6 with seconds first) or a valid ``@every``; else InvalidCron."""
-    if not isinstance(expression, str) or not expression.strip():
+    if not isinstance(expression, str):
+        # Not "is required" of a value given, only of the wrong type.
+        raise InvalidCron(
+            f"a cron expression must be a string, not {type(expression).__name__} "
+            f"{shown(expression)}, e.g. '*/5 * * * *' or '@every 30s'"
+        )
+    if not expression.strip():
         raise InvalidCron("a cron expression is required, e.g. '*/5 * * * *' or '@every 30s'")
     if len(expression) > MAX_EXPRESSION:
         # Before reading it, and shortened: each message below quotes the expression.

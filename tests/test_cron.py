@@ -132,6 +132,9 @@ def test_aliases_are_accepted():
     "expression, message",
     [
         ("", "required"),
+        ("   ", "required"),
+        (b"* * * * *", r"must be a string, not bytes b'\* \* \* \* \*'"),  # not "is required"
+        (5, "must be a string, not int 5"),
         ("* * * *", "has 4 fields"),
         ("0 * * * * * *", "has 7 fields"),
         ("60 * * * * *", "out of range"),
