@@ -18,14 +18,22 @@ import logging
 import random
 import threading
 import time
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 
 import psycopg
 
 logger = logging.getLogger(__name__)
 
-#: Seconds between the warnings that the database is still unreachable.
+#: Seconds between the warnings that the database is still unreachable (and that
+#: connections keep being lost).
 REMIND_EVERY = 60.0
+#: Connections lost within REMIND_EVERY that make a warning. One terminated session is
+#: routine (idle_session_timeout, a cleanup ending every session of a database, a
+#: server restart or failover: a worker loses its five or so at once, and the restart
+#: is said as an outage); sessions ended again and again are not, and each was said at
+#: DEBUG only.
+LOST_OFTEN = 20
 
 
 @dataclass
@@ -35,6 +43,9 @@ class _State:
     failures: int = 0
     #: Goes up when the database answered again, or a retry should be tried now.
     generation: int = 0
+    #: When connections were lost (not refused) within the last REMIND_EVERY seconds.
+    lost: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))
+    lost_said_at: float = float("-inf")
 
 
 _lock = threading.Lock()
@@ -94,6 +105,37 @@ def unreachable(alias: str, error: BaseException) -> None:
         )
     else:
         logger.debug("database %r: %s; retrying", alias, describe(error))
+        if not refused and since is None:
+            lost(alias, error)
+
+
+def lost(alias: str, error: BaseException) -> None:
+    """A connection to database ``alias`` was lost while the server takes new ones (the
+    caller reconnects, and said it at DEBUG): a warning once LOST_OFTEN were lost
+    within REMIND_EVERY seconds, then at most once every REMIND_EVERY while it goes on."""
+    state = _state(alias)
+    now = time.monotonic()
+    with _lock:
+        state.lost.append(now)
+        while now - state.lost[0] > REMIND_EVERY:
+            state.lost.popleft()
+        count = len(state.lost)
+        say = count >= LOST_OFTEN and now - state.lost_said_at >= REMIND_EVERY
+        if say:
+            state.lost_said_at = now
+        within = now - state.lost[0]
+    if say:
+        logger.warning(
+            "database %r: %d connection(s) of this process lost in the last %.0fs, each"
+            " reopened (the latest: %s); something keeps ending its sessions"
+            " (pg_terminate_backend, idle_session_timeout, a pooler or proxy between);"
+            " said at most once every %.0fs while it goes on",
+            alias,
+            count,
+            within,
+            describe(error),
+            REMIND_EVERY,
+        )
 
 
 #: How psycopg begins the errors of a connection attempt (its connect generator), and

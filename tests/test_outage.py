@@ -140,6 +140,47 @@ def test_a_statement_the_server_refuses_is_a_warning_each_time(alias, caplog, er
     assert not outage.is_down(alias)
 
 
+def test_connections_lost_again_and_again_are_said_at_most_once_a_minute(
+    alias, caplog, monkeypatch
+):
+    """One terminated session is routine (idle_session_timeout, a cleanup); a process
+    whose sessions something keeps ending said nothing at the default level, however
+    long it went on: each loss was at DEBUG."""
+    now = [1000.0]
+    monkeypatch.setattr(outage.time, "monotonic", lambda: now[0])
+    for _ in range(outage.LOST_OFTEN - 1):
+        outage.unreachable(alias, wrapped(LOST))
+        now[0] += 1
+    assert warnings(caplog) == []
+    outage.unreachable(alias, wrapped(LOST))
+    said = warnings(caplog)
+    assert len(said) == 1, said
+    assert said[0].startswith(
+        f"database {alias!r}: {outage.LOST_OFTEN} connection(s) of this process lost in"
+        " the last 19s, each reopened (the latest: consuming input failed: server closed"
+        " the connection unexpectedly)"
+    ), said
+    assert "pg_terminate_backend" in said[0] and "This probably" not in said[0]
+    for _ in range(30):  # within the minute: counted, not said
+        now[0] += 1
+        outage.unreachable(alias, wrapped(LOST))
+    assert len(warnings(caplog)) == 1
+    now[0] += 30  # a minute after the first line
+    outage.unreachable(alias, wrapped(LOST))
+    said = warnings(caplog)
+    assert len(said) == 2 and " connection(s) of this process lost in the last 60s" in said[1]
+    assert not outage.is_down(alias)
+
+
+def test_connections_lost_now_and_then_are_not_said(alias, caplog, monkeypatch):
+    now = [1000.0]
+    monkeypatch.setattr(outage.time, "monotonic", lambda: now[0])
+    for _ in range(5 * outage.LOST_OFTEN):
+        outage.unreachable(alias, wrapped(LOST))
+        now[0] += 2 * outage.REMIND_EVERY / outage.LOST_OFTEN
+    assert warnings(caplog) == []
+
+
 def test_a_long_outage_is_recalled_every_so_often(alias, caplog, monkeypatch):
     monkeypatch.setattr(outage, "REMIND_EVERY", 0.0)
     outage.unreachable(alias, wrapped(REFUSED))

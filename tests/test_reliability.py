@@ -928,3 +928,27 @@ def test_a_scheduler_whose_terminal_hangs_up_stops_as_on_sigterm(worker_process,
     assert scheduler.stop(signal.SIGHUP) == 0, scheduler.output()[-3000:]
     assert not SchedulerProcess.objects.exists()
     assert re.search(r"scheduler \d+: received SIGHUP", scheduler.output()), scheduler.output()
+
+
+def test_a_worker_whose_sessions_keep_being_ended_says_so_once_and_carries_on(worker_process, wait):
+    """Terminated sessions were each said at DEBUG only: a worker whose connections
+    something ended again and again for minutes said nothing at the default level."""
+    worker = worker_process(env=QUICK_POLL)
+    wait(lambda: WorkerProcess.objects.exists(), timeout=30)
+    said = "connection(s) of this process lost in the last"
+
+    def end_its_sessions() -> bool:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND application_name ~ %s",
+                [f":{worker.pid}( |$)"],
+            )
+        return said in worker.output()
+
+    wait(end_its_sessions, timeout=60)
+    lines = [line for line in worker.output().splitlines() if said in line]
+    assert len(lines) == 1 and " WARNING " in lines[0], worker.output()[-3000:]
+    job = Job.enqueue("testproject.demo.tasks.add", args=[1, 2])
+    wait(lambda: Job.objects.get(pk=job.pk).state == JobState.COMPLETED, timeout=30)
+    assert worker.stop() == 0, worker.output()[-3000:]
