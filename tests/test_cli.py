@@ -865,3 +865,30 @@ def test_retry_by_id_of_a_job_whose_key_is_held_names_the_holder():
         f"job {job.pk}: can't retry it: its unique_key 'k' of queue 'reports' is held by "
         f"active job {holder.pk}"
     ) in out
+
+
+def test_djangos_own_options_are_taken_after_the_subcommand_too(db):
+    """`pgjobs health --settings mysite.prod`, as a probe is written: every other
+    command takes Django's options anywhere, and this one refused them after its
+    subcommand (`unrecognized arguments: --settings`, exit 2: a probe that always fails)."""
+    done = run_cli(
+        "stats",
+        "--json",
+        "--settings",
+        "testproject.settings",
+        "--pythonpath",
+        str(ROOT),
+        "--traceback",
+        "--no-color",
+        "-v",
+        "0",
+        "--skip-checks",
+    )
+    assert done.returncode == 0, done.stderr
+    assert "queues" in json.loads(done.stdout)
+    # And they still work before it.
+    done = run_cli("--settings", "testproject.settings", "-v", "0", "stats", "--json")
+    assert done.returncode == 0, done.stderr
+    # Given after it, the settings are the ones named.
+    done = run_cli("health", "--settings", "no_such_settings_module")
+    assert done.returncode == 1 and "No module named 'no_such_settings_module'" in done.stderr

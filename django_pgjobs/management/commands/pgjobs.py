@@ -78,7 +78,7 @@ class Command(BaseCommand):
         # Not required by argparse, whose error named no subcommand ("the following
         # arguments are required: SUBCOMMAND"): handle() lists them.
         sub = parser.add_subparsers(dest="subcommand", metavar="SUBCOMMAND")
-        add = _adder(sub)
+        add = _adder(sub, parser)
         add("stats", "Jobs per queue and state, the oldest due job per queue, the workers.")
         listing = add("list", "Jobs matching filters, newest first.")
         _filters(listing)
@@ -687,13 +687,49 @@ def _cancel_one(job: Job) -> str:
 # -- small things -----------------------------------------------------------------------
 
 
-def _adder(sub: Any) -> Callable[[str, str], CommandParser]:
+def _adder(sub: Any, command: CommandParser) -> Callable[[str, str], CommandParser]:
     def add(name: str, help_text: str) -> CommandParser:
         parser = sub.add_parser(name, help=help_text, description=help_text)
         parser.add_argument("--json", action="store_true", help="Print one JSON document.")
+        _django_options(command, parser)
         return parser
 
     return add
+
+
+#: Django's options of every command (BaseCommand.create_parser), by their dest.
+DJANGO_OPTIONS = (
+    "verbosity",
+    "settings",
+    "pythonpath",
+    "traceback",
+    "no_color",
+    "force_color",
+    "skip_checks",
+)
+
+
+def _django_options(command: CommandParser, parser: CommandParser) -> None:
+    """Take Django's options after the subcommand too (`pgjobs health --settings
+    mysite.prod`, as a probe is written), as every other command takes them anywhere:
+    they were refused there, a usage error (exit 2). SUPPRESS as their default: a
+    subcommand's defaults overwrite what was given before it."""
+    for action in command._actions:  # argparse keeps no public list of them
+        if action.dest not in DJANGO_OPTIONS:
+            continue
+        # A flag (store_true) takes no value; the others a value of their type.
+        kind: dict[str, Any] = (
+            {"action": "store_true"}
+            if action.nargs == 0
+            else {"type": action.type, "choices": action.choices}
+        )
+        parser.add_argument(
+            *action.option_strings,
+            dest=action.dest,
+            default=argparse.SUPPRESS,
+            help=argparse.SUPPRESS,
+            **kind,
+        )
 
 
 def _filters(parser: CommandParser) -> None:
