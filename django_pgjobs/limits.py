@@ -107,7 +107,12 @@ def moment(value: Any, field: str = "run_at") -> datetime:
             f"{shown(value)}: its time zone can't say its offset from UTC ({shown(error)})",
         ) from None
     if offset is None:
-        raise InvalidOption(field, "must be timezone-aware (a naive datetime is no instant)")
+        raise InvalidOption(
+            field,
+            "must be timezone-aware (a naive datetime is no instant: use "
+            "django.utils.timezone.now() + timedelta(...), not datetime.now(); "
+            "timezone.make_aware() makes a naive time aware)",
+        )
     if in_utc is None or not EARLIEST <= in_utc < END:
         raise InvalidOption(
             field,

@@ -7,7 +7,7 @@ import difflib
 import importlib
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from . import limits
@@ -160,6 +160,7 @@ class Task(Generic[P, R]):
 
         ``send_welcome.using(run_at=tomorrow, priority=5).enqueue(42)``
         """
+        _refuse_unknown_options(self.name, options)
         return Enqueuer(self, options)
 
 
@@ -293,6 +294,31 @@ def task(
         return registered
 
     return register(func) if func is not None else register
+
+
+#: Other libraries' words for a delay (Celery's countdown and eta, Django Tasks' run_after).
+DELAY_WORDS = frozenset({"countdown", "eta", "delay", "run_after", "run_in", "defer", "in_"})
+
+
+def _refuse_unknown_options(name: str, options: dict[str, Any]) -> None:
+    """TypeError, at ``using()``, for an option no job has, naming those there are: at
+    enqueue it was Python's "Job.enqueue() got an unexpected keyword argument"."""
+    from .enqueue import JobSpec
+
+    known = [each.name for each in fields(JobSpec) if each.name not in ("task", "args", "kwargs")]
+    for option in options:
+        if option in known:
+            continue
+        if option in DELAY_WORDS:
+            hint = "to run it later: run_at=timezone.now() + timedelta(seconds=30)"
+        elif close := difflib.get_close_matches(option, known, n=1):
+            hint = f"did you mean {close[0]!r}?"
+        else:
+            hint = "the task's arguments go to enqueue()"
+        raise TypeError(
+            f"{name}.using() has no option {limits.shown(option)} ({hint}); it takes "
+            f"{', '.join(known)}"
+        )
 
 
 def _refuse_no_function(fn: Any) -> None:

@@ -369,6 +369,35 @@ def test_the_task_decorator_refuses_what_is_no_function_saying_what_it_takes(req
         task("mail")
 
 
+@pytest.mark.parametrize(
+    "option, said",
+    [
+        # Celery's and RQ's words for a delay, and Django Tasks' run_after: each was a
+        # TypeError at enqueue, "Job.enqueue() got an unexpected keyword argument".
+        ("countdown", "to run it later: run_at=timezone.now"),
+        ("eta", "to run it later: run_at=timezone.now"),
+        ("run_after", "to run it later: run_at=timezone.now"),
+        ("priorty", "did you mean 'priority'"),
+    ],
+)
+def test_using_refuses_an_option_enqueue_has_not_naming_those_it_has(option, said):
+    with transaction.atomic():
+        with pytest.raises(
+            TypeError, match=f"takes_anything.using\\(\\) has no option '{option}'"
+        ) as refused:
+            takes_anything.using(**{option: 5}).enqueue(1)
+        assert said in str(refused.value)
+        assert "queue, priority, run_at" in str(refused.value)
+        assert not Job.objects.exists()  # and the transaction goes on
+
+
+def test_a_naive_run_at_says_how_to_make_an_aware_one():
+    with pytest.raises(
+        InvalidOption, match=r"no instant: use django\.utils\.timezone\.now\(\) \+ timedelta"
+    ):
+        Job.enqueue(ANYTHING, run_at=datetime(2030, 1, 1))
+
+
 # -- any input at all ----------------------------------------------------------------------
 
 #: Characters PostgreSQL or UTF-8 refuse, and look-alikes they take.
