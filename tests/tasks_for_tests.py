@@ -419,3 +419,22 @@ def most_queries_logged() -> int:
     """The most statements any thread's Django connection holds in its query log
     (kept while DEBUG is on), in this process."""
     return max((len(c.queries_log) for c in list(_CONNECTIONS)), default=0)
+
+
+@task
+def ticking(path: str, seconds: float) -> str:
+    """Append "pid time" to the file ``path`` every 10 ms for ``seconds``, in Python
+    (no cancellation flag looked at): where and when it ran. Lines of two processes
+    interleaved in time mean it ran twice at once."""
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        with open(path, "a") as ticks:
+            ticks.write(f"{os.getpid()} {time.time()}\n")
+        time.sleep(0.01)
+    return "done"
+
+
+@task(isolated=True)
+def ticking_alone(path: str, seconds: float) -> str:
+    """``ticking`` in a child process of its own."""
+    return ticking.func(path, seconds)

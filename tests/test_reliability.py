@@ -952,3 +952,42 @@ def test_a_worker_whose_sessions_keep_being_ended_says_so_once_and_carries_on(wo
     job = Job.enqueue("testproject.demo.tasks.add", args=[1, 2])
     wait(lambda: Job.objects.get(pk=job.pk).state == JobState.COMPLETED, timeout=30)
     assert worker.stop() == 0, worker.output()[-3000:]
+
+
+@pytest.mark.parametrize("task", ["ticking", "ticking_alone"])
+def test_a_job_handed_back_at_a_stop_runs_on_no_longer_than_its_worker_takes_to_exit(
+    worker_process, wait, tmp_path, task
+):
+    """A stopping worker hands back the jobs still running at SHUTDOWN_TIMEOUT, and
+    another worker may claim them at once, while a sync task can't be stopped from
+    outside: it ends with its process. The hand-back came before the job threads were
+    joined, a second each, so a job ran in two workers at once for seconds (2.4 s here
+    for two jobs) while its first worker was alive. It now comes last, a moment before
+    the process ends (10-25 ms here). A job run in a child process of its own
+    (isolated) has its child killed first, and is handed back, not failed."""
+    tags = ["a", "b"]
+    for tag in tags:
+        Job.enqueue(f"tests.tasks_for_tests.{task}", args=[str(tmp_path / tag), 120])
+    stopping = worker_process("--concurrency", "2", env={"PGJOBS_SHUTDOWN_TIMEOUT": "0.5"})
+    wait(lambda: all((tmp_path / tag).exists() for tag in tags), timeout=30)
+    taker = worker_process("--concurrency", "2")
+    wait(lambda: " started: " in taker.output(), timeout=30)
+    assert stopping.stop(signal.SIGTERM) == 0, stopping.output()
+    said = stopping.output()
+    assert said.count(") handed back (not counted as an attempt)") == 2, said
+    assert "WorkerLost" not in said, said
+
+    def ticks(tag: str) -> tuple[list[float], list[float]]:
+        """When the job ticked in its first process (its first tick's), and elsewhere."""
+        lines = [line.split() for line in (tmp_path / tag).read_text().splitlines()]
+        first = [float(at) for pid, at in lines if pid == lines[0][0]]
+        return first, [float(at) for pid, at in lines if pid != lines[0][0]]
+
+    wait(lambda: all(ticks(tag)[1] for tag in tags), timeout=30)
+    for tag in tags:
+        first, second = ticks(tag)
+        # Its process's exit (a few ms), with room for a loaded machine.
+        assert max(first) - min(second) < 0.5, f"{tag}: ran twice at once for " + (
+            f"{max(first) - min(second):.2f}s"
+        )
+    assert set(Job.objects.values_list("attempt", flat=True)) == {1}
