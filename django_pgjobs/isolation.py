@@ -114,11 +114,12 @@ def run_alone(context: JobContext, clock: Clock = timezone.now) -> Outcome | str
     child = _start(job)
     context.started = time.monotonic()
     deadline = None if job.timeout is None else context.started + job.timeout + TIMEOUT_GRACE
-    killed_at_timeout = False
+    killed_at_timeout = given_up = False
     while not child.ended(CHECK_EVERY):
         overdue = deadline is not None and time.monotonic() > deadline
         if context.cancelled or overdue:
             killed_at_timeout = overdue and not context.cancelled
+            given_up = context.cancelled
             child.kill()
             child.ended(None)
             break
@@ -131,7 +132,7 @@ def run_alone(context: JobContext, clock: Clock = timezone.now) -> Outcome | str
         from .execution import run
 
         return run(job, clock, context)
-    return _verdict(job, child.exitcode, killed_at_timeout, clock)
+    return _verdict(job, child.exitcode, killed_at_timeout, clock, given_up)
 
 
 class _ForkServerChild:
@@ -173,9 +174,10 @@ def _start(job: Job) -> _ForkServerChild | supervisor.Launched:
 
 
 def _verdict(
-    job: Job, exitcode: int | None, killed_at_timeout: bool, clock: Clock
+    job: Job, exitcode: int | None, killed_at_timeout: bool, clock: Clock, given_up: bool = False
 ) -> Outcome | str:
-    """What became of ``job`` once its process ended with ``exitcode``."""
+    """What became of ``job`` once its process ended with ``exitcode`` (killed as it
+    was ``given_up``: cancelled)."""
     row = Job.objects.using(job._state.db).filter(pk=job.pk).values_list("state", "lease").first()
     if row is None:
         return "lost"  # deleted meanwhile
@@ -186,6 +188,11 @@ def _verdict(
         # (Scheduled: the child snoozed it.)
         ended = {JobState.COMPLETED, JobState.RETRYABLE, JobState.DISCARDED, JobState.SCHEDULED}
         return state if state in ended else "lost"
+    if given_up:
+        # Cancelled with its lease still ours: a stopping worker gave up on it, and
+        # hands it back once its child is gone (an operator's cancel clears the lease
+        # first). No failed attempt: its process was killed by us, for the stop.
+        return "lost"
     if exitcode is None:  # its supervisor went away first: nothing is known
         return "handed back" if transitions.hand_back(job) else "lost"
     if killed_at_timeout:

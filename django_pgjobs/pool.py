@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -74,10 +75,13 @@ class JobPool:
             connections.close_all()
 
     def shutdown(self, timeout: float = 5.0) -> bool:
-        """Let idle threads exit; True if all did within ``timeout``."""
+        """Let idle threads exit; True if all did within ``timeout``, for all of them
+        together: a second each kept a stopping worker alive, its tasks still running,
+        for as many seconds as it had threads busy."""
         serving = [t for t in self._threads if t.ident not in self._retired]
         for _ in serving:
             self._inbox.put(None)
+        deadline = time.monotonic() + timeout
         for thread in serving:
-            thread.join(timeout)
+            thread.join(max(0.0, deadline - time.monotonic()))
         return not any(thread.is_alive() for thread in serving)

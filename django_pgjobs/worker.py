@@ -121,6 +121,11 @@ UNRECORDED = frozenset({"crashed", "unrecorded"})
 #: second signal asked to hand back now).
 LAST_WRITES_MIN = 1.0
 
+#: Most seconds a stopping worker waits for its job threads to end, all of them
+#: together, before it hands back the jobs still running (a sync task can't be
+#: stopped from outside: it ends with the process, a moment after).
+POOL_STOP_WAIT = 1.0
+
 
 class Worker:
     def __init__(
@@ -1477,14 +1482,52 @@ class Worker:
                 len(unwritten),
                 ", ".join(str(c.job.pk) for c in unwritten[:20]),
             )
+        # Told to stop (async tasks are cancelled, sync ones see the flag), and never
+        # started by a thread from here on; handed back only once the job threads had
+        # their moment to end (see _hand_back_given_up).
+        given_up = self._give_up_running(unwritten)
+        if self._notifier:
+            with self._surviving("stop listening"):
+                self._notifier.stop()
+        if self._pool:
+            with self._surviving("stop the job threads"):
+                self._pool.shutdown(timeout=POOL_STOP_WAIT)
+        self._hand_back_given_up(given_up)
+        if self.record:
+            with self._surviving(f"remove worker row {self.record.pk}", logging.WARNING):
+                # Not its JSON, when a site's delete receiver makes Django fetch the
+                # row: queues and failing, written by SQL, may hold anything.
+                rows = WorkerProcess.objects.using(self.using).filter(pk=self.record.pk)
+                rows.defer("queues", "failing").delete()
+        with self._surviving("close its connection"):
+            connections[self.using].close()
+        self._gone.set()
+        logger.info("worker %s stopped%s", pk, _summary(self.stats))
+
+    def _give_up_running(self, unwritten: list[JobContext]) -> list[JobContext]:
+        """The jobs a stop gives up on, cancelled: those still running at
+        SHUTDOWN_TIMEOUT and those fetched ahead, not ``unwritten`` ones (their task
+        returned). A job a thread cancelled already is not ours to hand back: its lease
+        is gone, or that thread hands it back (see _run)."""
+        given_up = []
         for context in self.running_contexts():
-            job = context.job
             if context in unwritten:
                 continue
             with self._lock:  # see _run: one of us hands a job back, not both
                 if context.cancelled:
-                    continue  # already cancelled: its lease is gone, or a job thread has it
+                    continue
                 context.request_cancel()  # async tasks stop; sync ones see the flag
+            given_up.append(context)
+        return given_up
+
+    def _hand_back_given_up(self, given_up: list[JobContext]) -> None:
+        """Hand back the jobs a stop gave up on (``_give_up_running``), as the last
+        thing before the worker's row goes and the process ends: a job handed back may
+        be claimed by another worker at once, while a sync task still running here
+        can't be stopped from outside. Handed back before the job threads were joined
+        (a second each), such a job ran in two workers at once for seconds."""
+        for context in given_up:
+            job = context.job
             # Not handed back: the lease stays valid; rescue of stale workers returns it.
             with self._surviving(f"hand back job {job.pk}"):
                 fields = logs.job_fields(job)  # the attempt cut short, as its lines said it
@@ -1498,22 +1541,6 @@ class Worker:
                 )
                 if handed:  # the stop line said "stopped: no jobs" of a job it handed back
                     self._record("handed back")
-        if self._notifier:
-            with self._surviving("stop listening"):
-                self._notifier.stop()
-        if self._pool:
-            with self._surviving("stop the job threads"):
-                self._pool.shutdown(timeout=1.0)
-        if self.record:
-            with self._surviving(f"remove worker row {self.record.pk}", logging.WARNING):
-                # Not its JSON, when a site's delete receiver makes Django fetch the
-                # row: queues and failing, written by SQL, may hold anything.
-                rows = WorkerProcess.objects.using(self.using).filter(pk=self.record.pk)
-                rows.defer("queues", "failing").delete()
-        with self._surviving("close its connection"):
-            connections[self.using].close()
-        self._gone.set()
-        logger.info("worker %s stopped%s", pk, _summary(self.stats))
 
     @contextlib.contextmanager
     def _surviving(self, what: str, level: int = logging.ERROR) -> Iterator[None]:
