@@ -862,6 +862,43 @@ def test_issue_api_token_prints_a_working_token(client):
     assert ApiToken.objects.count() == 1
 
 
+def test_issue_api_token_warns_of_a_queue_or_connector_that_does_not_exist(client):
+    """A typo (--queues mial) made a token that every request for 'mail' was refused
+    with, and nothing said so when it was made. It is still made (a queue may be
+    created later), with a warning on stderr; stdout holds the token alone."""
+    import io
+
+    from django.core.management import call_command
+
+    ConnectorFactory(name="slack")
+    QueueFactory(name="late")
+    out, err = io.StringIO(), io.StringIO()
+    call_command(
+        "issue_api_token",
+        "ci",
+        "--queues",
+        "mial,late,default",
+        "--connectors",
+        "slakc,slack",
+        stdout=out,
+        stderr=err,
+    )
+    plain = out.getvalue().strip()
+    assert ApiToken.objects.get(name="ci").token_hash == digest(plain)
+    said = err.getvalue()
+    assert "no queue is called 'mial' (did you mean 'mail'?)" in said
+    assert "no connector is called 'slakc' (did you mean 'slack'?)" in said
+    assert (
+        "'late'" not in said
+        and "'default'" not in said
+        and "'slack'" not in said.replace("'slack'?", "")
+    )
+
+    err = io.StringIO()
+    call_command("issue_api_token", "all", "--queues", "*", stdout=io.StringIO(), stderr=err)
+    assert err.getvalue() == ""
+
+
 def test_a_token_expires_in_local_time_without_time_zone_support(client, settings):
     """USE_TZ = False: issue_api_token --expires-in-days and issue() with a naive time
     (TIME_ZONE's local time, as the ORM stores it) work; an aware one is stored local."""
