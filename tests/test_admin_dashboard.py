@@ -17,6 +17,7 @@ from django_pgjobs.models import Job, Queue, WorkerProcess
 from django_pgjobs.states import JobState
 from tests.admin_helpers import staff_client
 from tests.factories import JobFactory, QueueFactory, WorkerProcessFactory
+from tests.test_hardening_rows import sql
 
 pytestmark = pytest.mark.django_db
 S = JobState
@@ -85,6 +86,33 @@ def test_the_chart_counts_nothing_that_is_no_failed_attempt():
     JobFactory(retryable=True, errors={"attempt": 1, "at": gone.isoformat()})
     JobFactory(retryable=True, errors="failed")
     assert failed_per_minute(stats.throughput(NOW)) == {}
+
+
+#: A failure's time, as JSON that jsonb keeps and Python's json can't read back.
+UNREADABLE_TIMES = {
+    "an integer of 5,001 digits": "1" + "0" * 5000,
+    "an array nested 3,000 deep": "[" * 3000 + "]" * 3000,
+}
+
+
+@pytest.mark.parametrize("at", UNREADABLE_TIMES.values(), ids=list(UNREADABLE_TIMES))
+def test_a_failure_time_python_cant_read_is_skipped_not_a_500(admin_client, at):
+    """A record's "at" written by SQL as such JSON came out of sql/throughput.sql in
+    the failures' JSON text, which json.loads refused (ValueError, RecursionError):
+    the dashboard and its data were a 500 while the job stayed in the hour."""
+    gone = NOW - timedelta(minutes=1)
+    JobFactory(discarded=True, finished_at=gone, errors=[failure(1, gone)])
+    for state in ("retryable", "discarded"):
+        odd = JobFactory(state=state, finished_at=gone, errors=[])
+        sql(
+            "UPDATE pgjobs_job SET errors = jsonb_build_array("
+            "jsonb_build_object('attempt', 1, 'at', %s::jsonb)) WHERE id = %s",
+            [at, odd.pk],
+        )
+    assert failed_per_minute(stats.throughput(NOW)) == {29: 1}
+    Job.objects.update(finished_at=timezone.now())  # in the pages' hour
+    for page in ("admin:pgjobs_dashboard", "admin:pgjobs_dashboard_data"):
+        assert admin_client.get(reverse(page)).status_code == 200, page
 
 
 # The first slice (stats.SLICE_SECONDS long) of the minute 12:28 of the dashboard's hour.
