@@ -104,7 +104,25 @@ def decrypt(token: str, owner: str = "connector") -> dict[str, Any]:
             f"{owner}: its secrets can't be decrypted with any key in PGJOBS['SECRET_KEYS'] "
             f"(or SECRET_KEY and SECRET_KEY_FALLBACKS). {unreadable_advice(token)}"
         ) from None
-    return json.loads(plain)
+    return _secrets_in(plain, owner)
+
+
+def _secrets_in(plain: bytes, owner: str) -> dict[str, Any]:
+    """The JSON object of secrets ``plain`` holds, as ``encrypt`` writes it. Anything
+    else (a token made by hand, or by another program, with the key) came out as it
+    was: a job of the connector failed with AttributeError, JSONDecodeError or
+    RecursionError, and a secret typed in the admin was a 500. What is said never
+    quotes ``plain``: it is the secrets."""
+    try:
+        values = json.loads(plain)
+    except (ValueError, RecursionError):  # no UTF-8 or JSON, an integer of 5,000 digits
+        values = None
+    if not isinstance(values, dict):
+        raise SecretsUnreadable(
+            f"{owner}: its secrets decrypt to no JSON object of secrets (were they "
+            "encrypted by hand, or by another program?): enter the secrets again."
+        )
+    return values
 
 
 #: What to do about secrets no configured key decrypts, in general.

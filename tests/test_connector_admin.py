@@ -51,6 +51,24 @@ def test_a_form_with_errors_does_not_echo_the_secret_just_typed(admin_client):
     assert not Connector.objects.exists()
 
 
+def test_a_secret_typed_for_a_connector_whose_secrets_are_no_object_is_refused(admin_client):
+    """Stored secrets that decrypt to no JSON object of secrets (a token made by hand
+    with the key): typing a secret was a 500 (AttributeError in update_secrets); now
+    the form says so, and 'clear secrets' starts over."""
+    from tests.test_connectors import with_token_of
+
+    hook = with_token_of(b"[1, 2]")
+    url = f"/admin/pgjobs/connector/{hook.pk}/change/"
+    response = admin_client.post(url, connector_form(secrets=f"token={SECRET}"))
+    page = response.content.decode()
+    assert response.status_code == 200 and "no JSON object of secrets" in page
+    assert "clear secrets" in page and SECRET not in page
+    assert Connector.objects.get(pk=hook.pk).encrypted_secrets == hook.encrypted_secrets
+    form = connector_form(secrets=f"token={SECRET}", clear_secrets="on")
+    assert admin_client.post(url, form).status_code == 302
+    assert Connector.objects.get(pk=hook.pk).get_secrets() == {"token": SECRET}
+
+
 def test_an_empty_secrets_field_keeps_them_and_name_equals_removes_one(admin_client):
     hook = ConnectorFactory(name="hook", secrets={"token": SECRET, "api_key": "k-123456"})
     url = f"/admin/pgjobs/connector/{hook.pk}/change/"

@@ -107,6 +107,50 @@ def test_secrets_saved_before_secret_keys_was_set_say_to_list_secret_key(setting
     assert Connector.objects.get(pk=hook.pk).get_secrets() == {"token": TOKEN}
 
 
+#: What a token may decrypt to other than the JSON object of secrets ``secrets.encrypt``
+#: writes (a token made by hand, or by another program, with the key).
+NO_SECRETS = {
+    "a number": b"5",
+    "a list": b'["token"]',
+    "null": b"null",
+    "a string": b'"' + TOKEN.encode() + b'"',
+    "no JSON": b"token=" + TOKEN.encode(),
+    "no UTF-8": b"\xff\xfe" + TOKEN.encode(),
+    "nested 3,000 deep": b"[" * 3000 + b"]" * 3000,
+    "a secret of 5,001 digits": b'{"token": 1' + b"0" * 5000 + b"}",
+}
+
+
+def with_token_of(plain: bytes) -> Connector:
+    """A connector whose stored secrets decrypt, with the configured key, to ``plain``."""
+    from django_pgjobs import secrets
+
+    hook = ConnectorFactory(name="hook")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE pgjobs_connector SET encrypted_secrets = %s, secret_names = '[\"token\"]'"
+            " WHERE id = %s",
+            [secrets._cipher().encrypt(plain).decode(), hook.pk],
+        )
+    return Connector.objects.get(pk=hook.pk)
+
+
+@pytest.mark.parametrize("plain", NO_SECRETS.values(), ids=list(NO_SECRETS))
+def test_secrets_that_decrypt_to_no_object_of_secrets_are_unreadable(plain):
+    """They came out of json.loads as they were: a job of the connector failed with
+    AttributeError ('int' object has no attribute 'values'), JSONDecodeError or
+    RecursionError, and a secret typed in the admin was a 500 (``update_secrets``)."""
+    hook = with_token_of(plain)
+    with pytest.raises(SecretsUnreadable, match="no JSON object of secrets") as raised:
+        get_connector("hook")
+    assert TOKEN not in str(raised.value)
+    with pytest.raises(SecretsUnreadable, match="enter the secrets again"):
+        hook.update_secrets({"api_key": "k-1"})
+    hook.set_secrets({"api_key": "k-1"})  # starting over works
+    hook.save()
+    assert get_connector("hook").secret("api_key") == "k-1"
+
+
 def test_rotation_re_encrypts_every_connector_it_can_and_names_each_it_cannot(settings):
     """One connector whose secrets no key decrypts (its key dropped too early, a token
     written by hand) stopped the rotation of every other: they were left needing the
