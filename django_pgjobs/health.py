@@ -58,7 +58,12 @@ def run_checks(
       tick is later than that;
     - stranded: (with ``stranded``; by default when ``PRUNE_INTERVAL`` is None) no
       waiting job is one that nothing can release.
+
+    A ``host`` no worker row can record (``limits.host_name``: empty, unprintable, a
+    lone surrogate) is ``InvalidOption``, checking nothing.
     """
+    if host is not None:  # no worker records another: psycopg raised on a lone surrogate
+        limits.host_name(host, "host")
     using = using or conf.get("DATABASE")
     database = check_database(using)
     if not database.ok:

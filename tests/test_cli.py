@@ -18,6 +18,8 @@ from django.core.management.base import CommandError
 from django.db import transaction
 from django.utils import timezone
 
+from django_pgjobs import health
+from django_pgjobs.exceptions import InvalidOption
 from django_pgjobs.management.commands import pgjobs as pgjobs_command
 from django_pgjobs.models import Job, Queue, Schedule, SchedulerProcess, WorkerProcess
 from django_pgjobs.selection import InvalidSelection, JobFilter, parse_instant
@@ -628,6 +630,23 @@ def test_health_says_plainly_that_no_worker_is_alive_when_none_is_required():
     WorkerProcessFactory(host=host)
     code, out, _ = pgjobs("health")
     assert code == 0 and f"1 alive on {host}" in out and "no worker" not in out
+
+
+@pytest.mark.parametrize(
+    ("host", "said"),
+    [("\udcff", "lone surrogate"), ("a\tb", "unprintable"), ("", "1 to 255 characters"),
+     (" ", "white space")],
+    ids=["a byte no UTF-8 holds (from a shell: $'\\xff')", "a tab", "empty", "a space"],
+)  # fmt: skip
+def test_health_refuses_a_host_no_worker_records(host, said):
+    """A shell's argument of a byte no UTF-8 holds (Python reads it as a lone
+    surrogate) was a traceback (UnicodeEncodeError in psycopg); "" checked this
+    host instead; a tab was "no worker is alive on a\tb". Refused, as stopworker's."""
+    code, out, err = pgjobs("health", "--host", host)
+    assert code == 1 and not out
+    assert err.startswith("--host ") and said in err and "no worker process records" in err
+    with pytest.raises(InvalidOption, match=said):
+        health.run_checks(host=host)
 
 
 def test_health_can_require_a_worker_on_this_host():
