@@ -3,8 +3,11 @@ there once, so that each child it forks starts ready."""
 
 import importlib.util
 import os
+import signal
 
 from django.apps import apps
+
+from django_pgjobs.stopsignals import STOP_SIGNALS
 
 _settings = os.environ.get("DJANGO_SETTINGS_MODULE", "")
 # Found from here, the fork server's directory (the worker's): else each child
@@ -16,3 +19,9 @@ if _settings and not apps.ready and importlib.util.find_spec(_settings.split("."
 
     with contextlib.suppress(Exception):  # each child tries again, and reports it
         django.setup()
+
+# Ctrl-C, a hangup or systemd's KillMode=control-group reach this process too: it
+# lives as long as its worker (it ends when the worker does), and its children, the
+# jobs' processes, inherit this (isolation.ignore_stop_signals).
+for _signum in STOP_SIGNALS:
+    signal.signal(_signum, signal.SIG_IGN)

@@ -294,14 +294,16 @@ class Supervisor:
             fds.extend(slot.jobs.values())
         return fds
 
-    def _forked(self) -> None:
-        """In a new process: drop the supervisor's descriptors and signal handlers."""
+    def _forked(self, on_stop: signal.Handlers = signal.SIG_DFL) -> None:
+        """In a new process: drop the supervisor's descriptors and signal handlers
+        (``on_stop`` for the stop signals: a job's process ignores them)."""
         for fd in self._own_descriptors():
             with contextlib.suppress(OSError):
                 os.close(fd)
         signal.set_wakeup_fd(-1)
-        for signum in (*STOP_SIGNALS, signal.SIGCHLD):
-            signal.signal(signum, signal.SIG_DFL)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, on_stop)
 
     def _start(self, slot: Slot) -> None:
         """Fork a child into ``slot``. Connections are closed first: a child opens its own."""
@@ -356,12 +358,20 @@ class Supervisor:
         status = fds[0]
         connections.close_all()
         supervisor = os.getpid()
+        # Held back over the fork, as for a worker's process (_start): here, ignored.
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         pid = os.fork()
         if pid == 0:  # the job's process
             code = 1
             try:
                 os.close(status)
-                self._forked()
+                # Deaf to stop signals: Ctrl-C or a hangup reaches the terminal's
+                # whole process group, systemd's default KillMode every process of
+                # the unit, and the job died of it (an attempt counted) while its
+                # worker was letting running jobs finish. Its worker kills it when it
+                # hands the job back; it dies with the supervisor.
+                self._forked(on_stop=signal.SIG_IGN)
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
                 signal_when_gone(supervisor, signal.SIGKILL)
                 from .isolation import run_in_child
 
@@ -370,6 +380,7 @@ class Supervisor:
                 logger.exception("isolated job %s crashed", request)
             finally:
                 os._exit(code)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         slot.jobs[pid] = status
         with contextlib.suppress(OSError):
             os.write(status, f"pid {pid}\n".encode())

@@ -991,3 +991,32 @@ def test_a_job_handed_back_at_a_stop_runs_on_no_longer_than_its_worker_takes_to_
             f"{max(first) - min(second):.2f}s"
         )
     assert set(Job.objects.values_list("attempt", flat=True)) == {1}
+
+
+def test_ctrl_c_lets_an_isolated_job_finish_as_the_others(worker_process, wait):
+    """Ctrl-C (SIGINT to the terminal's whole process group, as a hangup's SIGHUP or
+    systemd's default KillMode's SIGTERM reach every process) reached an isolated
+    job's process too: it raised KeyboardInterrupt, and the stop that lets running
+    jobs finish counted the attempt failed."""
+    job = Job.enqueue("tests.tasks_for_tests.isolated_pid", args=[3])
+    worker = worker_process(env=QUICK_POLL)
+    wait(lambda: Job.objects.get(pk=job.pk).state == JobState.EXECUTING, timeout=30)
+    # The job's process, forked by the worker's fork server.
+    wait(lambda: any(_children_of(child) for child in _children_of(worker.pid)), timeout=20)
+    os.killpg(worker.pid, signal.SIGINT)
+    assert worker.wait(30) == 0, worker.output()[-3000:]
+    job.refresh_from_db()
+    assert (job.state, job.attempt, job.errors) == (JobState.COMPLETED, 1, []), job.errors
+
+
+def test_a_hangup_lets_an_isolated_job_of_processes_finish(worker_process, wait):
+    job = Job.enqueue("tests.tasks_for_tests.isolated_pid", args=[3])
+    supervisor = worker_process("--processes", "2", env=QUICK_POLL)
+    wait(lambda: Job.objects.get(pk=job.pk).state == JobState.EXECUTING, timeout=30)
+    wait(lambda: WorkerProcess.objects.count() == 2, timeout=30)
+    workers = set(WorkerProcess.objects.values_list("pid", flat=True))
+    wait(lambda: _children_of(supervisor.pid) - workers, timeout=10)  # the job's process
+    os.killpg(supervisor.pid, signal.SIGHUP)
+    assert supervisor.wait(30) == 0, supervisor.output()[-3000:]
+    job.refresh_from_db()
+    assert (job.state, job.attempt, job.errors) == (JobState.COMPLETED, 1, []), job.errors
