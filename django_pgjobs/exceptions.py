@@ -86,10 +86,11 @@ def skew_hint(retried: bool, other_cause: str) -> str:
 
 
 class UnknownQueue(PgJobsError, LookupError):
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, close: str | None = None) -> None:
         self.name = name
+        meant = f" (did you mean {_named(close)}?)" if close else ""
         super().__init__(
-            f"unknown queue {_named(name)}: "
+            f"unknown queue {_named(name)}{meant}: "
             "declare it in PGJOBS['QUEUES'] or create it in the admin"
         )
 

@@ -29,3 +29,8 @@ class KnownNames:
             model.objects.using(conf.get("DATABASE")).values_list("name", flat=True)
         )
         return name in self._names
+
+    @property
+    def names(self) -> frozenset[str]:
+        """The names as last read (after a miss, those of now)."""
+        return self._names

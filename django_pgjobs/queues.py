@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
 import re
 from collections.abc import Callable, Iterable
@@ -97,7 +98,9 @@ def check_known(name: object) -> str:
     name = validate_name(name)
     if name in conf.get("QUEUES") or name in _stored:
         return name
-    raise UnknownQueue(name)
+    # The miss above read the stored names again: a typo is told the queue it missed.
+    close = difflib.get_close_matches(name, sorted({*conf.get("QUEUES"), *_stored.names}), n=1)
+    raise UnknownQueue(name, close[0] if close else None)
 
 
 def sync_from_settings(

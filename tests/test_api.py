@@ -329,6 +329,20 @@ def test_a_misspelt_task_is_not_answered_with_the_names_of_registered_ones(clien
     assert ADD not in response.content.decode()
 
 
+def test_a_misspelt_queue_is_not_answered_with_the_names_of_existing_ones(client, token):
+    """As for tasks: the Python API's "did you mean 'mail'" names a queue the token's
+    holder did not send, on POST /jobs and POST /jobs/run alike."""
+    for path, body in (
+        ("/jobs", {"task": ADD, "args": [1, 2], "queue": "mial"}),
+        ("/jobs/run?queue=mial", None),
+    ):
+        response = post(client, path, body, token)
+        assert response.status_code == 400, response.content
+        assert "unknown queue 'mial'" in response.json()["fields"]["queue"]
+        assert "'mail'" not in response.content.decode()
+    assert not Job.objects.exists()
+
+
 def test_several_bad_fields_are_reported_at_once(client, token):
     response = post(client, "/jobs", {"task": ADD, "priority": "x", "args": 1}, token)
     assert set(response.json()["fields"]) == {"priority", "args"}

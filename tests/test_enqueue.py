@@ -105,6 +105,20 @@ def test_what_options_decide_is_kept_between_calls_until_what_it_read_changes(se
         Job.enqueue("testproject.demo.tasks.add", [1, 1], queue="short-lived")
 
 
+def test_an_unknown_queue_names_the_closest_one_that_exists():
+    """A typo (queue="mial", runworker --queues mial) said only to declare the queue,
+    though the one meant exists; a stored queue counts as a declared one."""
+    QueueFactory(name="reports")
+    with pytest.raises(UnknownQueue, match=r"unknown queue 'mial' \(did you mean 'mail'\?\): "):
+        Job.enqueue("testproject.demo.tasks.add", [1, 1], queue="mial")
+    with pytest.raises(UnknownQueue, match=r"\(did you mean 'reports'\?\)"):
+        Job.enqueue("testproject.demo.tasks.add", [1, 1], queue="report")
+    with pytest.raises(UnknownQueue) as far:
+        Job.enqueue("testproject.demo.tasks.add", [1, 1], queue="zzzzzz")
+    assert "did you mean" not in str(far.value)
+    assert not Job.objects.exists()
+
+
 def test_a_job_changed_after_enqueue_changes_no_later_job():
     """What a kind of job's options decide is kept between calls: a returned job's
     meta, nested dicts too, is its own."""

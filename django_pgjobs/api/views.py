@@ -42,6 +42,12 @@ View = Callable[..., HttpResponse]
 logger = logging.getLogger(__name__)
 
 
+def queue_refused(bad: UnknownQueue | InvalidQueueName) -> str:
+    """What a request is told of a queue refused: an unknown one without the Python
+    API's "did you mean", which names a queue the token's holder did not send."""
+    return str(UnknownQueue(bad.name)) if isinstance(bad, UnknownQueue) else str(bad)
+
+
 def error(status: int, code: str, message: str, **extra: Any) -> JsonResponse:
     return JsonResponse({"error": code, "message": message, **extra}, status=status)
 
@@ -259,7 +265,7 @@ def enqueue(request: HttpRequest, token: ApiToken) -> HttpResponse:
     try:
         job = Job.enqueue(**options)
     except (UnknownQueue, InvalidQueueName) as bad:
-        raise Invalid({"queue": str(bad)}) from None
+        raise Invalid({"queue": queue_refused(bad)}) from None
     except UnknownConnector as bad:
         raise Invalid({"connector": str(bad)}) from None
     except (InvalidOption, PayloadError) as bad:  # an option the task gives, say
@@ -334,7 +340,7 @@ def run(request: HttpRequest, token: ApiToken) -> HttpResponse:
         try:
             queues.check_known(name)
         except (UnknownQueue, InvalidQueueName) as bad:
-            raise Invalid({"queue": str(bad)}) from None
+            raise Invalid({"queue": queue_refused(bad)}) from None
     report = run_due(
         names, states=wanted.states, limit=wanted.limit, max_seconds=wanted.max_seconds
     )
