@@ -327,9 +327,10 @@ class WorkerLost(PgJobsError):
 
 
 class UnknownConnector(PgJobsError, LookupError):
-    def __init__(self, name: object) -> None:
+    def __init__(self, name: object, close: str | None = None) -> None:
         self.name = name
+        meant = f" (did you mean {_named(close)}?)" if close else ""
         super().__init__(
-            f"unknown connector {_named(name)}: "
+            f"unknown connector {_named(name)}{meant}: "
             "create it in the admin (Background jobs → Connectors)"
         )

@@ -329,9 +329,13 @@ def test_a_misspelt_task_is_not_answered_with_the_names_of_registered_ones(clien
     assert ADD not in response.content.decode()
 
 
-def test_a_misspelt_queue_is_not_answered_with_the_names_of_existing_ones(client, token):
+def test_a_misspelt_queue_or_connector_is_not_answered_with_existing_names(client, token):
     """As for tasks: the Python API's "did you mean 'mail'" names a queue the token's
     holder did not send, on POST /jobs and POST /jobs/run alike."""
+    ConnectorFactory(name="mailer")
+    response = post(client, "/jobs", {"task": ADD, "args": [1, 2], "connector": "mailr"}, token)
+    assert "unknown connector 'mailr'" in response.json()["fields"]["connector"]
+    assert "'mailer'" not in response.content.decode()
     for path, body in (
         ("/jobs", {"task": ADD, "args": [1, 2], "queue": "mial"}),
         ("/jobs/run?queue=mial", None),

@@ -241,6 +241,19 @@ def test_a_connector_broken_in_the_database_fails_its_job_with_the_reason(worker
 # -- enqueue --------------------------------------------------------------------------
 
 
+def test_an_unknown_connector_at_enqueue_names_the_closest_one_that_exists():
+    """A typo (connector="mailr") was told to create the connector it meant."""
+    ConnectorFactory(name="mailer")
+    with pytest.raises(
+        UnknownConnector, match=r"unknown connector 'mailr' \(did you mean 'mailer'\?\)"
+    ):
+        Job.enqueue("testproject.demo.tasks.add", args=[1, 2], connector="mailr")
+    with pytest.raises(UnknownConnector) as far:
+        Job.enqueue("testproject.demo.tasks.add", args=[1, 2], connector="zzzzzz")
+    assert "did you mean" not in str(far.value)
+    assert not Job.objects.exists()
+
+
 def test_enqueue_with_an_unknown_connector_is_refused_and_writes_nothing():
     with pytest.raises(UnknownConnector, match="nowhere"):
         Job.enqueue("testproject.demo.tasks.add", args=[1, 2], connector="nowhere")

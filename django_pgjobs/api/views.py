@@ -266,8 +266,8 @@ def enqueue(request: HttpRequest, token: ApiToken) -> HttpResponse:
         job = Job.enqueue(**options)
     except (UnknownQueue, InvalidQueueName) as bad:
         raise Invalid({"queue": queue_refused(bad)}) from None
-    except UnknownConnector as bad:
-        raise Invalid({"connector": str(bad)}) from None
+    except UnknownConnector as bad:  # without "did you mean": a name not sent
+        raise Invalid({"connector": str(UnknownConnector(bad.name))}) from None
     except (InvalidOption, PayloadError) as bad:  # an option the task gives, say
         raise Invalid({bad.field or "args": str(bad)}) from None
     except UniqueKeyConflict as held:  # by a job this request's snapshot can't read

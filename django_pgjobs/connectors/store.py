@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 from typing import Any
 
@@ -31,7 +32,10 @@ def check_known(name: object) -> str:
     if not isinstance(name, str) or not CONNECTOR_NAME.match(name):
         raise UnknownConnector(name)  # no connector can have that name: no need to look
     if name not in _stored:
-        raise UnknownConnector(name)
+        # The miss read the names again: a typo is told the connector it missed (not
+        # by the API, whose callers may name only the connectors of their token).
+        close = difflib.get_close_matches(name, sorted(_stored.names), n=1)
+        raise UnknownConnector(name, close[0] if close else None)
     return name
 
 
