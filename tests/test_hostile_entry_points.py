@@ -737,6 +737,17 @@ def test_a_form_of_more_fields_than_django_reads_is_refused_as_json(db, client):
     assert response.status_code == 415 and "query string" in response.json()["message"]
 
 
+@pytest.mark.parametrize("body", [b"", b'{"limit": 1}'], ids=["no body", "a JSON body"])
+def test_a_query_string_of_more_fields_than_django_reads_is_refused_as_json(db, client, body):
+    """request.GET raised TooManyFieldsSent: Django's HTML 400 page, where every other
+    refusal of the API is JSON naming what is wrong."""
+    query = "&".join(f"k{n}=1" for n in range(1001))  # DATA_UPLOAD_MAX_NUMBER_FIELDS: 1000
+    response = run_with_body(client, body, query=query)
+    assert response.status_code == 400 and response["Content-Type"] == "application/json"
+    said = "more than 1000 parameters (DATA_UPLOAD_MAX_NUMBER_FIELDS); known: queue, status"
+    assert response.json()["fields"]["query"].startswith(said)
+
+
 @pytest.mark.parametrize("raw", [b"--x--\r\n", b"--x--", b"\r\n--x--\r\n"])
 def test_an_empty_multipart_form_is_no_body(db, client, raw):
     bearer = {"Authorization": "Bearer " + issue("ci", ["*"], can_run=True)[1]}

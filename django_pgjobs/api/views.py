@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -35,7 +36,7 @@ from ..tasks import get_task
 from ..transitions import ERROR_LENGTH, TRACEBACK_LENGTH
 from .openapi import document as openapi_document
 from .tokens import TokenRefused, authenticate
-from .validation import Invalid, parse_enqueue, parse_json_object, parse_run
+from .validation import RUN_PARAMETERS, Invalid, parse_enqueue, parse_json_object, parse_run
 
 View = Callable[..., HttpResponse]
 
@@ -327,7 +328,7 @@ def run(request: HttpRequest, token: ApiToken) -> HttpResponse:
             "send the parameters in the query string, or in the body as a JSON object "
             "(Content-Type: application/json)",
         )
-    wanted = parse_run(request.GET, parse_json_object(body, null={}) if in_json else None)
+    wanted = parse_run(_query(request), parse_json_object(body, null={}) if in_json else None)
     scopes = names_in(token.queues)
     names = wanted.queues or (None if "*" in scopes else scopes)
     if names == []:
@@ -363,6 +364,17 @@ def run(request: HttpRequest, token: ApiToken) -> HttpResponse:
             ],
         }
     )
+
+
+def _query(request: HttpRequest) -> Any:
+    """The query string's parameters; ``Invalid`` for more than Django reads, whose
+    TooManyFieldsSent was its HTML 400 page where every other refusal is JSON."""
+    try:
+        return request.GET
+    except SuspiciousOperation:  # more than DATA_UPLOAD_MAX_NUMBER_FIELDS
+        most = settings.DATA_UPLOAD_MAX_NUMBER_FIELDS
+        said = f"more than {most} parameters (DATA_UPLOAD_MAX_NUMBER_FIELDS); known: "
+        raise Invalid({"query": said + ", ".join(RUN_PARAMETERS)}) from None
 
 
 def _empty_form(request: HttpRequest) -> bool:
