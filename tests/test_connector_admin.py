@@ -98,8 +98,10 @@ def test_the_test_connection_action_reports_what_it_saw(admin_client, http_peer)
         follow=True,
     )
     page = response.content.decode()
-    assert "Good: HEAD http://127.0.0.1:" in page and "answered 200" in page
-    assert "Bad: ConnectorError" in page and "refused" in page
+    # Named as stored: the admin's template capitalises each message's first letter,
+    # and "good: ..." showed as "Good: ...", a connector of another name.
+    assert "Connector good: HEAD http://127.0.0.1:" in page and "answered 200" in page
+    assert "Connector bad: ConnectorError" in page and "refused" in page
     assert SECRET not in page
     assert http_peer.received[0].headers["Authorization"] == f"Bearer {SECRET}"
 

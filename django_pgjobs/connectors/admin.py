@@ -219,4 +219,5 @@ class ConnectorAdmin(LargeValuesAdmin):
                 seen, level = f"{type(problem).__name__}: {problem}", messages.ERROR
             # What a server answered may echo the secrets: messages are stored in the session.
             shown = built.redact(seen) if built is not None else mask_credentials(seen)
-            self.message_user(request, f"{name}: {shown}", level)
+            # Prefixed: the admin capitalises a message's first letter, and so a name.
+            self.message_user(request, f"Connector {name}: {shown}", level)
