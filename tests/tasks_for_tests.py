@@ -438,3 +438,10 @@ def ticking(path: str, seconds: float) -> str:
 def ticking_alone(path: str, seconds: float) -> str:
     """``ticking`` in a child process of its own."""
     return ticking.func(path, seconds)
+
+
+@task(isolated=True, max_attempts=1)
+def dies_alone(seconds: float) -> None:
+    """In a child process of its own, dies after ``seconds`` without an outcome."""
+    time.sleep(seconds)
+    os._exit(3)

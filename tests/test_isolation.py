@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from django.db import connection
 
 from django_pgjobs import Job
 from django_pgjobs.states import JobState
@@ -84,3 +85,36 @@ def test_a_task_declared_isolated_runs_each_attempt_in_a_child_process(threaded_
     # A hard timeout: the sleep can't be interrupted in a thread, its process is killed.
     wait(lambda: Job.objects.get(pk=stuck.pk).state == JobState.DISCARDED, timeout=15)
     assert "its process was killed" in Job.objects.get(pk=stuck.pk).errors[-1]["error"]
+
+
+def test_a_job_thread_whose_connection_was_ended_meanwhile_still_records_its_child_s_death(
+    worker_process, wait
+):
+    """While a child runs its job, the worker's thread waits with its connection idle,
+    and that connection may be ended meanwhile (pg_terminate_backend, the server's
+    idle_session_timeout, a restart). The thread's read of what the child did failed:
+    "crashed" with a traceback, the death of the child unrecorded (the job left
+    executing under the live worker until reclaimed, 60 s on, counting an attempt),
+    and the same for every later job run alone on that thread."""
+    from django_pgjobs.models import WorkerProcess
+
+    process = worker_process("--concurrency", "1", env={"PGJOBS_POLL_INTERVAL": "0.5"})
+    wait(lambda: WorkerProcess.objects.exists(), timeout=30)
+    first = Job.enqueue("tests.tasks_for_tests.isolated_pid")  # the thread connects
+    wait(lambda: Job.objects.get(pk=first.pk).state == JobState.COMPLETED, timeout=30)
+    dying = Job.enqueue("tests.tasks_for_tests.dies_alone", args=[2])
+    wait(lambda: Job.objects.get(pk=dying.pk).state == JobState.EXECUTING, timeout=30)
+    with connection.cursor() as cursor:  # the thread's, idle since its last read
+        cursor.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND state = 'idle'"
+            ' AND query LIKE \'SELECT "pgjobs_job"."state" AS "state", "pgjobs_job"."lease"%%\''
+        )
+        assert cursor.fetchone()[0] == 1
+    wait(lambda: Job.objects.get(pk=dying.pk).state == JobState.DISCARDED, timeout=30)
+    dying.refresh_from_db()
+    assert "exited with status 3" in dying.errors[-1]["error"], dying.errors
+    later = Job.enqueue("tests.tasks_for_tests.isolated_pid")
+    wait(lambda: Job.objects.get(pk=later.pk).state == JobState.COMPLETED, timeout=30)
+    assert process.stop() == 0
+    assert "crashed" not in process.output(), process.output()[-3000:]
