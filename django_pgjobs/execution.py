@@ -448,7 +448,7 @@ def _by_queue_backoff(
 
 def _snooze(job: Job, until: datetime, now: datetime, reason: str) -> str:
     """Put a job that could not start back until ``until`` (lease-checked), now."""
-    snoozed = _through_outage(
+    snoozed = through_outage(
         lambda: transitions.snooze(job, until, now, reason), f"snooze job {job.pk}"
     )
     if snoozed is None:
@@ -486,7 +486,7 @@ OUTAGE_WINDOW = 60.0
 
 #: How many times a write that failed for a transient reason (``db.transient``: a
 #: statement timeout, lock timeout, deadlock, serialization failure) is tried in all
-#: before its error is raised to the caller (see ``_through_outage``).
+#: before its error is raised to the caller (see ``through_outage``).
 TRANSIENT_TRIES = 3
 
 #: Most seconds between two tries of a write through a database outage: 0.1 s after
@@ -494,7 +494,7 @@ TRANSIENT_TRIES = 3
 OUTAGE_RETRY_MAX = 5.0
 
 
-def _through_outage(
+def through_outage(
     write: Callable[[], T],
     what: str,
     give_up_after: float | None = OUTAGE_WINDOW,
@@ -563,7 +563,7 @@ def record(
     outcomes = [item for item in items if isinstance(item, Outcome)]
     if not outcomes:
         return [str(item) for item in items]
-    written = _through_outage(
+    written = through_outage(
         lambda: transitions.finish(outcomes, publish),
         f"record {len(outcomes)} outcome(s)",
         give_up_after,

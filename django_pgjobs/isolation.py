@@ -179,7 +179,16 @@ def _verdict(
 ) -> Outcome | str:
     """What became of ``job`` once its process ended with ``exitcode`` (killed as it
     was ``given_up``: cancelled)."""
-    row = Job.objects.using(job._state.db).filter(pk=job.pk).values_list("state", "lease").first()
+    from .execution import through_outage
+
+    # On a new connection if need be: the thread's sat idle while the child ran, and
+    # may have been ended meanwhile (idle_session_timeout, pg_terminate_backend, a
+    # restart). The read failed: "crashed", the child's death unrecorded.
+    rows = Job.objects.using(job._state.db).filter(pk=job.pk).values_list("state", "lease")
+    read = through_outage(lambda: [rows.first()], f"read what job {job.pk}'s process did")
+    if read is None:
+        return "unrecorded"  # the database stayed away: executing under our lease
+    [row] = read
     if row is None:
         return "lost"  # deleted meanwhile
     state, lease = row

@@ -329,5 +329,5 @@ def test_an_outcome_write_draws_its_waits(unreachable_alias, drawn):
     def write() -> None:
         connections[unreachable_alias].ensure_connection()
 
-    assert execution._through_outage(write, "write an outcome", give_up_after=0.5) is None
+    assert execution.through_outage(write, "write an outcome", give_up_after=0.5) is None
     assert drawn[:3] == [0.1, 0.2, 0.4]
