@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 
 from django.db import connections
 
-from . import logs
+from . import db, logs, outage
 from .stopsignals import STOP_SIGNALS
 
 logger = logging.getLogger(__name__)
@@ -329,7 +329,14 @@ class Supervisor:
                     signal.SIGTERM,
                     "the supervisor (pid %s) is gone: stopping this worker process",
                 )
-                code = self.target(slot.number)
+                try:
+                    code = self.target(slot.number)
+                except Exception as error:
+                    # Said to the supervisor, for its restart line: the exception went
+                    # down with the process, and "it failed to start" said no more.
+                    announce(f"failed:{_why(error)}")
+                    logger.debug("worker process %s failed", slot.number, exc_info=True)
+                    raise
                 announce("exit")
             finally:
                 os._exit(code)
@@ -422,6 +429,7 @@ class Supervisor:
         clean = "exit" in slot.said and code == 0
         # A stop signal the child was sent, by name (it says so as it handles one).
         signalled = next((line[7:] for line in slot.said if line.startswith("signal:")), None)
+        failed = next((line[7:] for line in slot.said if line.startswith("failed:")), None)
         if clean and (signalled is None or pid in self._told or self.stopping):
             return  # stopped cleanly (--burst done, stopworker, our stop): not replaced
         if clean:
@@ -435,8 +443,17 @@ class Supervisor:
         if self.rescue is not None and workers and not clean:  # nothing runs them now
             try:
                 self.rescue(workers)
-            except Exception:  # the stale limit will return them; don't die of it
-                logger.exception("could not rescue the jobs of worker(s) %s at once", workers)
+            except Exception as error:  # the stale limit will return them; don't die of it
+                if not db.connection_trouble(error):
+                    logger.exception("could not rescue the jobs of worker(s) %s at once", workers)
+                else:  # the database away, likely why the child died: no traceback
+                    logger.error(
+                        "could not rescue the jobs of worker(s) %s at once (%s); a rescue "
+                        "pass takes them once the worker's heartbeat is older than "
+                        "WORKER_STALE_AFTER",
+                        workers,
+                        _why(error),
+                    )
             finally:
                 connections.close_all()
         if self.stopping:
@@ -459,7 +476,9 @@ class Supervisor:
             pid,
             how,
             time.monotonic() - slot.started,
-            f" in {delay:.1f}s (it failed to start)" if delay else "",
+            f" in {delay:.1f}s (it failed to start{f': {failed}' if failed else ''})"
+            if delay
+            else "",
         )
 
 
@@ -479,6 +498,13 @@ def run_processes(
     their locks or connections, and Python resets its own. ``rescue(worker_ids)``
     returns the jobs of a dead child's workers to the queue."""
     return Supervisor(count, target, after_fork, rescue).run()
+
+
+def _why(error: BaseException) -> str:
+    """``OperationalError: connection failed: ...``: the first line of ``error``, on one
+    line of at most 500 characters (libpq's hints and DETAIL on lines of their own)."""
+    line = f"{type(error).__name__}: {outage.describe(error)}"
+    return logs.one_line(line if len(line) <= 500 else f"{line[:499]}…")
 
 
 def _name(signum: int) -> str:
@@ -501,4 +527,5 @@ def _read_all(slot: Slot) -> list[str]:
             slot.report = None
             break
         chunks.append(chunk)
-    return b"".join(chunks).decode(errors="replace").split()
+    # By line: a line may hold spaces (why it failed).
+    return b"".join(chunks).decode(errors="replace").splitlines()

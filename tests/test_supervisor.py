@@ -35,6 +35,32 @@ if mode == "stop-early":
     sys.exit(run_processes(int(sys.argv[2]), target))
 # A child that fails before registering a worker, or one that stops cleanly.
 target = (lambda index: 1) if mode == "fail" else (lambda index: 0)
+if mode == "rescue-fails":  # a worker that registered, then died, its database away
+    from django.db import OperationalError
+    from django_pgjobs import supervisor
+
+    def target(index):
+        supervisor.announce("worker:7")
+        return 75
+
+    def rescue(worker_ids):
+        raise OperationalError(
+            'connection failed: connection to server at "127.0.0.1", port 5499 failed: '
+            "Connection refused\\n\\tIs the server running on that host?"
+        )
+
+    stop = threading.Timer(1.5, os.kill, (os.getpid(), signal.SIGTERM))
+    stop.daemon = True
+    stop.start()
+    sys.exit(run_processes(1, target, rescue=rescue))
+if mode == "raise":  # as a worker whose database was dropped under it
+    from django.db import OperationalError
+
+    def target(index):
+        raise OperationalError(
+            'connection failed: connection to server at "127.0.0.1", port 5432 failed: '
+            'FATAL:  database "gone" does not exist\\nHINT: a second line'
+        )
 stop = threading.Timer(4.0, os.kill, (os.getpid(), signal.SIGTERM))
 stop.daemon = True
 stop.start()
@@ -59,6 +85,38 @@ def test_a_child_that_fails_to_start_is_restarted_after_a_doubling_delay():
     assert delays[:3] == [0.5, 1.0, 2.0], output
     assert len(delays) <= 4, "no crash loop: at most 4 restarts in 4 s"
     assert code == 1, output
+
+
+def test_a_child_that_fails_to_start_says_why():
+    """A child that raised as it started (its database dropped, or refusing) exited 1
+    saying nothing: `worker process 0 (pid 4242) exited 1 after 0.0s; restarting it in
+    30.0s (it failed to start)`, every 30 s, and the reason was nowhere."""
+    code, output = supervise("raise")
+    lines = [line for line in output.splitlines() if "restarting it in" in line]
+    assert lines and all(
+        line.endswith(
+            "(it failed to start: OperationalError: connection failed: connection to server"
+            ' at "127.0.0.1", port 5432 failed: FATAL:  database "gone" does not exist)'
+        )
+        for line in lines
+    ), output
+    assert "Traceback" not in output and "a second line" not in output, output
+    assert code == 1, output
+
+
+def test_a_rescue_the_database_refuses_is_one_line():
+    """The supervisor rescues a dead child's jobs at once; with the database away (the
+    likely reason the child died) that failed with a traceback of 40 lines per child."""
+    _code, output = supervise("rescue-fails")
+    said = [line for line in output.splitlines() if "could not rescue" in line]
+    assert said, output
+    assert said[0].endswith(
+        "could not rescue the jobs of worker(s) [7] at once (OperationalError: connection"
+        ' failed: connection to server at "127.0.0.1", port 5499 failed: Connection'
+        " refused); a rescue pass takes them once the worker's heartbeat is older than"
+        " WORKER_STALE_AFTER"
+    ), said
+    assert "Traceback" not in output, output
 
 
 def test_a_child_that_stops_cleanly_is_not_replaced():
