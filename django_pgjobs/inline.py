@@ -23,9 +23,9 @@ from django.db import DatabaseError, connections
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from . import conf, isolation
+from . import conf, isolation, limits
 from .context import JobContext
-from .exceptions import JobTimeout
+from .exceptions import InvalidOption, JobTimeout
 from .execution import execute
 from .models import Job, WorkerProcess
 from .worker import Worker, beat
@@ -59,9 +59,15 @@ def run_due(
     """Run up to ``limit`` due jobs of ``queues`` (all when None), one after another.
 
     No new job starts once ``max_seconds`` have passed; the running one finishes.
+    ``InvalidOption``, before anything is written, for a ``limit`` that is no whole
+    number from 1, a ``max_seconds`` that is no number of seconds from 0 to a year,
+    and ``queues`` or ``states`` given as one string.
     """
-    if limit < 1:
-        raise ValueError("limit must be at least 1")
+    limit = limits.whole_number(limit, "limit", 1, limits.MAX_ID)
+    if max_seconds is not None:
+        max_seconds = limits.seconds(max_seconds, "max_seconds", zero=True)
+    _no_string(queues, "queues", "queue names")
+    _no_string(states, "states", "states")
     worker = Worker(queues, concurrency=1, states=states, clock=clock)
     using = worker.using
     worker.record = WorkerProcess.objects.using(using).create(
@@ -100,6 +106,13 @@ def run_due(
         rows = WorkerProcess.objects.using(using).filter(pk=worker.record.pk)
         rows.defer("queues", "failing").delete()  # as the worker's shutdown: not its JSON
     return report
+
+
+def _no_string(value: object, field: str, what: str) -> None:
+    """Refuse one string where a list is due: it was read as its letters (a queue 'd')."""
+    if isinstance(value, str | bytes):
+        said = f"must be a list of {what}, not the string {limits.shown(value)}"
+        raise InvalidOption(field, said)
 
 
 class _Watchdog(threading.Thread):

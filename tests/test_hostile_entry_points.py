@@ -27,7 +27,7 @@ from django.db import connection
 from django.test import override_settings
 from django.urls import reverse
 
-from django_pgjobs import InvalidOption, Job, RetryAfter, Snooze, limits
+from django_pgjobs import InvalidOption, Job, RetryAfter, Snooze, inline, limits
 from django_pgjobs.api.tokens import issue
 from django_pgjobs.compat import InvalidTask, TaskResultDoesNotExist, task_backends
 from django_pgjobs.connectors import deadline
@@ -759,3 +759,31 @@ def test_a_run_body_over_the_upload_limit_is_a_413(db, client):
     with override_settings(DATA_UPLOAD_MAX_MEMORY_SIZE=100):
         response = run_with_body(client, json.dumps({"queue": "x" * 200}).encode())
     assert response.status_code == 413
+
+
+# -- inline.run_due: refused before it registers as a worker ---------------------------------
+
+RUN_DUE_REFUSED = {
+    "max_seconds a string": ({"max_seconds": "5"}, "max_seconds must be a number of seconds"),
+    "max_seconds NaN": ({"max_seconds": float("nan")}, "max_seconds must be a number of seconds"),
+    "max_seconds below 0": ({"max_seconds": -1}, "max_seconds must be a number of seconds"),
+    "limit a string": ({"limit": "5"}, "limit must be a whole number"),
+    "limit NaN": ({"limit": float("nan")}, "limit must be a whole number"),
+    "limit 0": ({"limit": 0}, "limit must be between 1"),
+    "queues a string": ({"queues": "default"}, "queues must be a list of queue names"),
+    "states a string": ({"states": "available"}, "states must be a list of states"),
+}
+
+
+@pytest.mark.parametrize(("options", "said"), RUN_DUE_REFUSED.values(), ids=list(RUN_DUE_REFUSED))
+def test_run_due_refuses_what_it_cant_use_and_writes_nothing(db, options, said):
+    """A max_seconds or limit that is no number raised TypeError once the caller was
+    registered as a worker: its row stayed, and its watchdog thread heartbeat it for as
+    long as the process lived. A NaN was no limit at all (every due job ran), and a
+    string of queues or states was read as its letters (unknown queue 'd')."""
+    job = Job.enqueue(ADD, [1, 2])
+    with pytest.raises(InvalidOption, match=re.escape(said)):
+        inline.run_due(**options)
+    assert not WorkerProcess.objects.exists()
+    assert not [t for t in threading.enumerate() if t.name == "pgjobs-inline-watchdog"]
+    assert Job.objects.get(pk=job.pk).state == JobState.AVAILABLE
