@@ -16,12 +16,12 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import DatabaseError, connections, transaction
+from django.db import DatabaseError, connections
 from django.db.models.functions import Now
 from django.utils import timezone
 
@@ -34,22 +34,21 @@ from . import (
     failing,
     isolation,
     limits,
-    loaded,
     logs,
     lostclaims,
     maintenance,
     middleware,
     outage,
     querylog,
-    ratelimits,
     supervisor,
     transitions,
 )
+from .claimer import QUEUE_RETRY_MAX, Claimer, all_queue_names
 from .completer import Completer
 from .context import JobContext
 from .exceptions import InvalidOption, JobTimeout
 from .execution import execute, failed_attempt, log_abandoned, run
-from .models import Job, Queue, WorkerProcess
+from .models import Job, WorkerProcess
 from .notifier import JOBS_CHANNEL, Notifier
 from .pool import JobPool
 from .queues import check_known, sync_from_settings
@@ -86,14 +85,6 @@ AUTO_PREFETCH_HORIZON = 0.05
 #: that LISTEN hears nothing.
 LISTEN_PROBE_TIMEOUT = 5.0
 
-#: Least seconds between two reads of the queues' names by a worker of every queue:
-#: anyone who may connect can NOTIFY names it doesn't know.
-MIN_QUEUE_NAMES_REFRESH = 1.0
-
-#: Least seconds between the claims a queue's key_rate_limit wakes a worker for (a
-#: key held back has room within its period; a tiny period must not spin).
-MIN_KEY_RECLAIM = 0.1
-
 
 #: What put a claim in doubt when its connection broke (see Worker._doubt).
 LOST_CONNECTION = "the connection broke"
@@ -101,11 +92,6 @@ LOST_CONNECTION = "the connection broke"
 #: Seconds between the loop's hand-backs while the backend of a connection it lost
 #: may still commit a claim (it could not be ended: behind a pooler, say).
 LOST_CLAIM_RETRY = 1.0
-
-#: Most seconds between two claims of a queue whose claim keeps failing with an error
-#: no lost connection explains (see Worker._claim_failed): 0.1 s after the first
-#: failure, then twice as long each time.
-QUEUE_RETRY_MAX = 10.0
 
 #: Most seconds between two passes of the loop while they fail (its connection lost,
 #: or an error no lost connection explains): 0.1 s after the first failure, then
@@ -141,13 +127,11 @@ class Worker:
         on_stale: Callable[[object, float, float], None] | None = None,
     ) -> None:
         self.using = conf.get("DATABASE")
-        # Without queues: every queue, the list read again as queues are added
-        # (``_refresh_queue_names``).
-        self.every_queue = not queues
-        self.queues = list(queues) if queues else all_queue_names(self.using)
-        self._queue_names_read_at = time.monotonic()
-        self._queue_names_stale = False
-        for name in self.queues:
+        # Without queues: every queue, the list read again as queues are added (by
+        # the claimer: ``Claimer._refresh_queue_names``).
+        every_queue = not queues
+        queue_names = list(queues) if queues else all_queue_names(self.using)
+        for name in queue_names:
             check_known(name)
         # None means the setting. Anything else is checked (InvalidOption, a
         # ValueError): 0 silently meant the setting, 10**8 built that many threads
@@ -189,7 +173,18 @@ class Worker:
         self.states = sorted(str(s) for s in (states or CLAIMABLE))
         if not set(self.states) <= set(CLAIMABLE):
             raise ValueError(f"states must be among {sorted(CLAIMABLE)}, not {self.states}")
-        self.record: WorkerProcess | None = None
+        # Claims the jobs of its queues and keeps what the claims go by: their list,
+        # their settings, the ones whose claim failed, a rate limit's room.
+        self._claimer = Claimer(
+            self.using,
+            queue_names,
+            every_queue,
+            states=self.states,
+            poll_interval=self.poll_interval,
+            capacity=self._capacity,
+            in_doubt=self._queue_in_doubt,
+        )
+        self.record = None
         # Called (worker id, seconds silent, limit) when no heartbeat could be written
         # for WORKER_STALE_AFTER: runworker ends the process (liveness.exit_stale).
         self.on_stale = on_stale
@@ -211,9 +206,6 @@ class Worker:
         # the worker), then frees their slots (_finished).
         self._completer = Completer(self._finished, self._wake_when_due)
         self._publisher: events.Publisher | None = None
-        # (generation, read at, configs): see _queue_configs.
-        self._configs: tuple[int, float, dict[str, dict]] | None = None
-        self._config_generation = 0
         # Jobs in ``running`` whose task returned and whose outcome awaits the
         # completer: they hold no thread, so their slots can take new jobs (up to
         # a bound: see _free).
@@ -249,9 +241,6 @@ class Worker:
         self._unrecorded: set[int] = set()
         # Claimed jobs submitted to the pool that no thread has started yet.
         self._queued = 0
-        # time.monotonic() when a full rate limit's window has room again (see
-        # _claim_rated): the loop claims again then, not at its next poll.
-        self._room_at: float | None = None
         # time.monotonic() of each retry or snooze this worker wrote that is due
         # before its next poll, soonest first (a heap): a retry 1 s after a failure
         # runs then, not at the poll after it (see _wake_when_due).
@@ -264,16 +253,33 @@ class Worker:
         # by id: retried with a backoff, not on every pass (see _abandon_failed). The
         # loop's thread only.
         self._unwritten: dict[int, _Unwritten] = {}
-        # Queues whose claim failed with an error no lost connection explains (a
-        # site's trigger refusing one of their rows), by name: each skipped until its
-        # own retry, while the worker's other queues are claimed as usual. A started
-        # worker's only (see claim). The loop's thread only.
-        self._refused: dict[str, _Refused] = {}
         # While the loop's passes keep failing (any error: a lost connection too): the
         # time.monotonic() of the first failure since the last pass that went through,
         # the failures since, and the last error's class. For the readiness probe
         # (``failing``); written by the loop's thread, as one tuple.
         self._loop_failing: tuple[float, int, str] | None = None
+
+    @property
+    def record(self) -> WorkerProcess | None:
+        """Its row, once registered (by ``start``, or by ``inline.run_due``): its claims
+        are made under its id."""
+        return self._row
+
+    @record.setter
+    def record(self, record: WorkerProcess | None) -> None:
+        self._row = record
+        self._claimer.worker_id = None if record is None else record.pk
+
+    @property
+    def queues(self) -> list[str]:
+        """The queues it claims (a worker of every queue reads their list again as
+        queues are added: ``Claimer._refresh_queue_names``)."""
+        return self._claimer.queues
+
+    @property
+    def every_queue(self) -> bool:
+        """Whether it was given no queues: it claims every queue."""
+        return self._claimer.every_queue
 
     # -- one step -----------------------------------------------------------------
 
@@ -284,162 +290,15 @@ class Worker:
         ``publish=False`` lets the loop start the jobs first (``publish_claimed``).
 
         In a started worker, a queue whose claim fails with an error no lost
-        connection explains is skipped (``_claim_failed``) and the others are claimed
-        all the same: one row a site's trigger refuses held up every queue of the
-        worker; so does a statement timeout, a lock timeout or a deadlock there (no
-        connection trouble by its SQLSTATE: ``db.connection_trouble``). A lost
-        connection still fails the whole claim, for the loop to handle; so does any
-        error without a pool (``drain``, ``run_once`` in tests: the caller
-        sees it).
+        connection explains is skipped and the others are claimed all the same
+        (``Claimer.claim``). A lost connection still fails the whole claim, for the
+        loop to handle; so does any error without a pool (``drain``, ``run_once`` in
+        tests: the caller sees it).
         """
-        now = now or self.clock()
-        self._room_at = None  # set again by the claims of full rate limits
-        configs = self._queue_configs()
-        ordered = sorted(
-            self.queues, key=lambda name: -(configs.get(name) or {}).get("priority", 0)
-        )
-        claimed: list[Job] = []
-        alone = self._pool is not None  # each queue's claim fails on its own
-        if self._refused:
-            self._forget_refused(configs)
-        tried: set[str] = set()
-        for name in ordered:
-            wanted = limit - len(claimed)
-            if wanted <= 0:
-                break
-            tried.add(name)
-            config = configs.get(name) or {}
-            if config.get("paused"):
-                continue  # its failures, if any, are kept (see _forget_refused)
-            if alone and not self._claim_due(name):
-                continue
-            params = self._claim_params(name, wanted, now)
-            if not alone:
-                claimed += self._claim_queue(params, config)
-                continue
-            try:
-                jobs = self._claim_queue(params, config)
-            except Exception as error:
-                # Told by its SQLSTATE: a statement timeout, a lock timeout, a deadlock
-                # on this queue's claim are OperationalErrors, yet no lost connection.
-                if db.connection_trouble(error):
-                    raise  # the loop's: a claim in doubt, an outage said
-                self._claim_failed(name, error)
-                continue
-            if name in self._refused:
-                self._claim_passed(name)
-            claimed += jobs
-        if alone and self._refused:
-            self._try_refused(now, configs, tried)
-        # (A row whose run_at could not be loaded sorts as due now; it is failed at once.)
-        claimed.sort(key=lambda job: (-job.priority, job.run_at or now, job.pk))
+        claimed = self._claimer.claim(limit, now or self.clock())
         if publish:
             self.publish_claimed(claimed)
         return claimed
-
-    def _claim_params(self, name: str, limit: int, now: datetime) -> dict:
-        """The parameters of a claim of up to ``limit`` jobs of queue ``name``."""
-        most = loaded.limit()  # no larger JSON value is loaded (loaded.py)
-        return {
-            "queue": name,
-            "limit": limit,
-            "now": now,
-            "worker_id": self.record.pk if self.record else None,
-            "states": self.states,
-            "most": most,
-            "inline": loaded.inline(most),  # larger ones are read when the job runs
-        }
-
-    def _claim_queue(self, params: dict, config: dict) -> list[Job]:
-        if config.get("limited"):
-            return self._claim_limited(params)
-        return db.fetch_jobs("claim", params, self.using)
-
-    def _try_refused(
-        self, now: datetime | None, configs: dict | None = None, tried: Collection[str] = ()
-    ) -> None:
-        """Try the claims of the refused queues that are due and were not claimed
-        (``tried``): the worker is full, or its other queues filled the claim. Each in a
-        transaction rolled back: nothing is claimed, nor committed in doubt, yet a row
-        a site's trigger still refuses fails it again, and a queue whose claim would go
-        through is said so. Else a full worker tried it again only once a slot freed,
-        and the readiness probe said its claims failing long after the row was dealt
-        with. Tried at the queue's backoff; up to the worker's capacity, as a claim
-        with every slot free would."""
-        now = now or self.clock()
-        if configs is None:
-            configs = self._queue_configs()
-            self._forget_refused(configs)
-        room_at = self._room_at  # a rate limit's room: for the claims that take jobs
-        try:
-            for name in sorted(self._refused):
-                config = configs.get(name) or {}
-                if name in tried or config.get("paused") or not self._claim_due(name):
-                    continue
-                params = self._claim_params(name, self.concurrency + self.prefetch, now)
-                try:
-                    with transaction.atomic(using=self.using):
-                        self._claim_queue(params, config)
-                        transaction.set_rollback(True, using=self.using)
-                except Exception as error:
-                    if db.connection_trouble(error):
-                        raise  # the loop's, as a claim's
-                    self._claim_failed(name, error, undone=True)
-                    continue
-                self._claim_passed(name, tried_full=True)
-        finally:
-            self._room_at = room_at
-
-    def _claim_due(self, name: str) -> bool:
-        """Whether queue ``name`` is to be claimed now: not backed off after a failure."""
-        refused = self._refused.get(name)
-        return refused is None or time.monotonic() >= refused.retry_at
-
-    def _claim_failed(self, name: str, error: Exception, undone: bool = False) -> None:
-        """The claim of queue ``name`` failed with an error no lost connection explains:
-        a statement the server refused (a site's trigger or constraint on one of its
-        rows) or a bug of ours meeting an odd row. Said once while it repeats, naming
-        the queue (at DEBUG after that, in full again once it changes or a claim went
-        through); the queue is skipped for 0.1 s, then twice as long after each failure
-        up to QUEUE_RETRY_MAX, while the others are claimed on every pass and the
-        loop's other steps (timeouts, hand-backs) keep their pace.
-
-        The claim is in doubt: it may have committed jobs it never returned (a failure
-        as it built them, after its statement committed), which ``_hand_back_unheld``
-        gives back, uncounted, at the start of the next pass, before the queue is
-        claimed again. A claim the server refused committed nothing (its statement, or
-        the transaction of a limited queue's, rolled back): the hand-back finds none.
-        The connection is kept: a refused statement leaves it idle, in autocommit, and
-        the other queues' claims of this pass go on on it. ``undone``: a claim tried in
-        a transaction rolled back (``_try_refused``), in doubt of nothing."""
-        now = time.monotonic()
-        refused = self._refused.get(name)
-        if refused is None:
-            pk = self.record.pk if self.record else "-"
-            what = f"worker {pk}: a claim of queue {name!r}"
-            refused = self._refused[name] = _Refused(logs.LoopStep(logger, what), since=now)
-        refused.kind = type(error).__name__
-        refused.retry_at = now + outage.spread(refused.backoff.failed())
-        refused.step.failed(error)
-        if not undone:
-            self._doubt(f"queue {name!r}: {_error_words(error)}")
-
-    def _claim_passed(self, name: str, tried_full: bool = False) -> None:
-        """The claim of refused queue ``name`` went through (``tried_full``: tried and
-        undone while the worker was full, ``_try_refused``)."""
-        refused = self._refused.pop(name)
-        logger.info(
-            "worker %s: queue %r %s after %s (%d failed claim(s) meanwhile%s)%s",
-            self.record.pk if self.record else "-",
-            name,
-            "claims go through again" if tried_full else "claimed again",
-            logs.delay(time.monotonic() - refused.since),
-            refused.failures,
-            f"; paused {logs.delay(refused.paused_for)} in between" if refused.paused_for else "",
-            "; tried while the worker is full: its jobs are claimed once a slot frees"
-            if tried_full
-            else "",
-        )
 
     def failing(self, longer_than: float) -> list[tuple[str | None, float, int, str]]:
         """What has kept failing for more than ``longer_than`` seconds, for the
@@ -452,16 +311,7 @@ class Worker:
         loop = self._loop_failing
         if loop is not None and now - loop[0] > longer_than:
             found.append((None, *loop))
-        try:
-            refused = list(self._refused.items())
-        except RuntimeError:  # changed while copied (no GIL): read again next report
-            refused = []
-        for name, queue_refused in sorted(refused):
-            if not queue_refused.paused and now - queue_refused.since > longer_than:
-                found.append(
-                    (name, queue_refused.since, queue_refused.failures, queue_refused.kind)
-                )
-        return found
+        return found + self._claimer.failing(longer_than)
 
     def _loop_failed(self, error: BaseException) -> None:
         """Count a failed pass of the loop for ``failing``."""
@@ -469,87 +319,8 @@ class Worker:
         since, failures = (last[0], last[1] + 1) if last else (time.monotonic(), 1)
         self._loop_failing = (since, failures, type(error).__name__)
 
-    def _forget_refused(self, configs: dict) -> None:
-        """Drop the failures of queues this worker no longer claims (a worker of every
-        queue reads their list again), and mark those of paused queues (``configs``).
-
-        A paused queue (by an operator while a row is dealt with, say) makes no
-        progress on purpose: its failures are not said failing (``failing``), nor hold
-        the worker unready. They are kept, not dropped: resumed with the row still
-        there, its claims go on failing as before, said at DEBUG, failing for as long
-        as before the pause (dropped, the first failure after a pause was said in full
-        again, as if new, and counted from then; kept whole, a pause of days was
-        counted as failing). Resumed, it is claimed at once (its retry is past), then
-        backed off as before the pause."""
-        for name in [name for name in self._refused if name not in self.queues]:
-            del self._refused[name]
-        now = time.monotonic()
-        for name, refused in self._refused.items():
-            refused.pause(bool((configs.get(name) or {}).get("paused")), now)
-
-    def _queue_configs(self) -> dict[str, dict]:
-        """Paused/blocking/limit/priority of this worker's queues.
-
-        A started worker keeps them between claims: any change to a queue row
-        notifies its name on the jobs channel, which drops the copy (so does a
-        reconnect of the LISTEN connection, since notifications may have been
-        lost), and it is read again after ``poll_interval`` regardless. Without
-        a listening notifier (``drain``, tests) they are read every time.
-        """
-        generation = self._config_generation
-        listening = self._notifier is not None and self._notifier.connected.is_set()
-        cached = self._configs
-        if (
-            listening
-            and cached is not None
-            and cached[0] == generation
-            and time.monotonic() - cached[1] < self.poll_interval
-            and not self._queue_names_stale
-        ):
-            return cached[2]
-        self._refresh_queue_names()
-        rows = db.fetch_dicts("queue_configs", {"queues": self.queues}, self.using)
-        configs = {row["name"]: row for row in rows}
-        # Kept only if nothing was notified while we read (the generation is unchanged).
-        self._configs = (generation, time.monotonic(), configs)
-        return configs
-
-    def _forget_queue_configs(self) -> None:
-        self._config_generation += 1
-
-    def _refresh_queue_names(self) -> None:
-        """For a worker of every queue: read the queues again when one it doesn't know
-        was notified (a queue row added: in the admin, say), or, while it listens,
-        ``poll_interval`` after the last read; at most once in
-        ``MIN_QUEUE_NAMES_REFRESH``. The list was read only at start, and a queue added
-        later had its jobs wait beside a live worker until it was restarted."""
-        if not self.every_queue:
-            return
-        since = time.monotonic() - self._queue_names_read_at
-        polled = self._notifier is not None and since >= self.poll_interval
-        if not (self._queue_names_stale or polled):
-            return
-        if since < MIN_QUEUE_NAMES_REFRESH:
-            self._room_again(MIN_QUEUE_NAMES_REFRESH - since)  # claim again then
-            return
-        self._queue_names_stale = False
-        self._queue_names_read_at = time.monotonic()
-        names = all_queue_names(self.using)
-        if names == self.queues:
-            return
-        added = [name for name in names if name not in self.queues]
-        self.queues = names
-        if self.record is not None:
-            WorkerProcess.objects.using(self.using).filter(pk=self.record.pk).update(queues=names)
-            logger.info(
-                "worker %s: queues now %s%s",
-                self.record.pk,
-                ", ".join(names),
-                f" (added {', '.join(added)})" if added else "",
-            )
-
     def _on_reconnect(self) -> None:
-        self._forget_queue_configs()
+        self._claimer.forget_queue_configs()
         outage.retry_now(self.using)  # LISTEN got through: so will the claims, likely
         self.wakeup.set()
 
@@ -560,61 +331,6 @@ class Worker:
         elif self._pool is None:  # inline (drain, tests): at once
             events.publish(changes, self.using)
         # else: a started worker without a publisher has EVENTS off
-
-    def _claim_limited(self, params: dict) -> list[Job]:
-        with transaction.atomic(using=self.using):
-            locked = db.fetch_dicts("lock_queue", params, self.using)
-            if not locked or locked[0]["paused"]:
-                return []
-            config = locked[0]
-            if config["blocking"]:
-                return db.fetch_jobs("claim_blocking", params, self.using)
-            params = {
-                **params,
-                "concurrency": config["concurrency"],
-                "key_concurrency": config["key_concurrency"],
-                "key_rate_limit": config["key_rate_limit"],
-                "key_rate_period": config["key_rate_period"],
-                "key_scope": ratelimits.key_scope(params["queue"]),
-                "key_length": limits.TEXT_LENGTH,  # the longest key enqueue writes
-                # Under a rate limit per key, the start is the claim's own clock (None),
-                # later than every start recorded before in its keys' windows.
-                "started_at": None if config["key_rate_limit"] else params["now"],
-            }
-            if config["rate_limit"] is None:
-                claimed = db.fetch_jobs(_limited_claim(config), params, self.using)
-            else:
-                claimed = self._claim_rated(params, config)
-        if config["key_rate_limit"] and len(claimed) < params["limit"]:
-            # A key's window may have held jobs back: it has room within a period.
-            self._room_again(max(config["key_rate_period"], MIN_KEY_RECLAIM))
-        return claimed
-
-    def _claim_rated(self, params: dict, config: dict) -> list[Job]:
-        """Claim what the queue's rate limit has left (its turn is taken: lock_queue.sql)
-        and record the starts; once the window is full, wake up when it has room."""
-        scope = ratelimits.queue_scope(params["queue"])
-        window = ratelimits.read(scope, config["rate_limit"], config["rate_period"], self.using)
-        wanted = min(params["limit"], window.left)
-        claimed = (
-            db.fetch_jobs(
-                _limited_claim(config),
-                {**params, "limit": wanted, "started_at": window.now},
-                self.using,
-            )
-            if wanted
-            else []
-        )
-        ratelimits.record(window, len(claimed), scope, self.using)
-        if len(claimed) == window.left:  # full: more may be due by then
-            self._room_again(window.room_again_in())
-        return claimed
-
-    def _room_again(self, seconds: float) -> None:
-        """Claim again in ``seconds`` at the latest: a rate limit's window has room then."""
-        at = time.monotonic() + seconds
-        if self._room_at is None or at < self._room_at:
-            self._room_at = at
 
     def run_once(self, now: datetime | None = None) -> list[Job]:
         """Claim what free capacity allows and start it on the pool (inline if no pool).
@@ -628,8 +344,8 @@ class Worker:
         if self.stopping.is_set():
             return []
         if not self._worth_a_claim(free):
-            if self._refused and self._pool is not None:
-                self._try_refused(now)
+            if self._claimer.refused and self._pool is not None:
+                self._claimer.try_refused(now or self.clock())
             return []
         with self._lock:
             self._claiming = True
@@ -784,6 +500,10 @@ class Worker:
             # loses an update at worst.
             self._run_seconds = took if last is None else last + (took - last) / 20
         return outcome
+
+    def _capacity(self) -> int:
+        """Most jobs it holds: its threads and its prefetch (as it is now, if auto)."""
+        return self.concurrency + self.prefetch
 
     def free_slots(self) -> int:
         """Jobs this worker can claim now: its threads and prefetch, less the jobs it
@@ -1010,16 +730,8 @@ class Worker:
             retry_at = self._retries_at[0] if self._retries_at else None
         pending = [d for d in (self._due_at(c) for c in timed) if d is not None]
         pending += [at for at in (retry_at, self._retry_lost_at) if at is not None]
-        # A queue backed off after its claim failed: claimed again then (tried, if the
-        # worker is full: _try_refused). Only one still ahead, and not paused: one past
-        # (claimed or tried at every pass) waits for a pass the loop makes anyway, not
-        # for a wake-up every 10 ms; a paused one is not claimed until resumed.
-        now = time.monotonic()
-        # A rate limit's room, likewise only ahead: the next claim clears it, and one
-        # gone by while the worker was full (no claim) woke the loop every 10 ms.
-        if self._room_at is not None and self._room_at > now:
-            pending.append(self._room_at)
-        pending += [r.retry_at for r in self._refused.values() if r.retry_at > now and not r.paused]
+        # A rate limit's room, a refused queue's retry: only those still ahead.
+        pending += self._claimer.due_ahead(time.monotonic())
         if not pending:
             return None
         return max(0.01, min(pending) - time.monotonic())
@@ -1051,6 +763,7 @@ class Worker:
             using=conf.get("LISTEN_DATABASE") or self.using,
             check_every=conf.get("HEARTBEAT_INTERVAL"),
         )
+        self._claimer.start(self._notifier)  # each queue's claim fails alone from now on
         self._notifier.start()
         self._heartbeat = threading.Thread(target=self._beat, name="pgjobs-heartbeat", daemon=True)
         self._heartbeat.start()
@@ -1195,6 +908,11 @@ class Worker:
         with self._lock:
             self._lost.append((known[1], give_up_at))
 
+    def _queue_in_doubt(self, name: str, error: Exception) -> None:
+        """The claim of queue ``name`` failed with ``error``, no lost connection (the
+        claimer's ``_claim_failed``): the loop's claim is in doubt."""
+        self._doubt(f"queue {name!r}: {_error_words(error)}")
+
     def _doubt(self, cause: str) -> None:
         """Put the loop's claim in doubt for ``cause``: the connection lost
         (``LOST_CONNECTION``) or a failure, said by the hand-back that finds its jobs."""
@@ -1289,13 +1007,7 @@ class Worker:
 
     def _on_notify(self, channel: str, payload: str) -> None:
         if channel == JOBS_CHANNEL:
-            if payload in self.queues:
-                # New jobs or a changed queue row: the payload doesn't say which.
-                self._forget_queue_configs()
-                self.wakeup.set()
-            elif self.every_queue:  # a queue added since the list was read, likely
-                self._queue_names_stale = True
-                self._forget_queue_configs()
+            if self._claimer.notified(payload):
                 self.wakeup.set()
             return
         action, _, target = payload.partition(":")
@@ -1589,41 +1301,6 @@ def check_prefetch(wanted: object, field: str = "prefetch") -> int | str:
 
 
 @dataclass
-class _Refused:
-    """A queue whose claim failed with an error no lost connection explains (see
-    Worker._claim_failed), until one goes through."""
-
-    step: logs.LoopStep  # says the failure once while it repeats
-    since: float  # time.monotonic() of the first failure
-    retry_at: float = 0.0  # time.monotonic() after which the queue is claimed again
-    backoff: outage.Doubling = field(default_factory=lambda: outage.Doubling(QUEUE_RETRY_MAX))
-    kind: str = ""  # the class of the last failure's error (for the readiness probe)
-    paused_at: float | None = None  # time.monotonic() the queue was seen paused, if it is
-    paused_for: float = 0.0  # seconds paused since the first failure, ended pauses
-
-    @property
-    def failures(self) -> int:
-        """Failed claims since the first."""
-        return self.backoff.failures
-
-    @property
-    def paused(self) -> bool:
-        """The queue is paused: not said failing (Worker._forget_refused)."""
-        return self.paused_at is not None
-
-    def pause(self, paused: bool, now: float) -> None:
-        """The queue is (still, or no longer) paused at ``now``. A pause ended moves
-        ``since`` later by its length: the failing time counts no pause (a queue paused
-        for days, resumed, was said failing for days)."""
-        if paused and self.paused_at is None:
-            self.paused_at = now
-        elif not paused and self.paused_at is not None:
-            self.since += now - self.paused_at
-            self.paused_for += now - self.paused_at
-            self.paused_at = None
-
-
-@dataclass
 class _Unwritten:
     """The failure of a job that ignored its timeout, not written yet (the write failed)."""
 
@@ -1672,14 +1349,6 @@ def _forget(contexts: dict[int, JobContext], context: JobContext) -> None:
     was freed), and the job's new run, under the same id, must stay."""
     if contexts.get(context.job.id) is context:
         del contexts[context.job.id]
-
-
-def _limited_claim(config: dict) -> str:
-    """The claim statement of a limited queue: with a per-key limit, the one that
-    counts each key's executing jobs and recent starts (claim_keyed.sql), else
-    claim_limited.sql."""
-    keyed = config.get("key_concurrency") or config.get("key_rate_limit")
-    return "claim_keyed" if keyed else "claim_limited"
 
 
 def _error_words(error: BaseException) -> str:
@@ -1756,9 +1425,3 @@ COLLECT_YOUNGEST_EVERY = 50_000
 _collector_lock = threading.Lock()
 _collector_users = 0  # workers running in this process
 _collector_threshold: tuple[int, ...] = gc.get_threshold()  # as the first one found it
-
-
-def all_queue_names(using: str) -> list[str]:
-    declared = list(conf.get("QUEUES"))
-    stored = Queue.objects.using(using).exclude(name__in=declared).values_list("name", flat=True)
-    return declared + sorted(stored)

@@ -1,17 +1,20 @@
-"""The completer's module stands on its own: the worker owns a Completer, never the
-other way round (a completer importing the worker would tie the outcome writes back
-into the loop they were moved out of)."""
+"""The modules moved out of the worker stand on their own: the worker owns a Completer
+and a Claimer, never the other way round (one importing the worker would tie the
+outcome writes, or the claims, back into the loop they were moved out of)."""
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
+import pytest
+
 import django_pgjobs
 
 
-def test_the_completer_does_not_import_the_worker():
-    source = Path(django_pgjobs.__file__).with_name("completer.py").read_text()
+@pytest.mark.parametrize("module", ["completer.py", "claimer.py"])
+def test_the_modules_moved_out_of_the_worker_do_not_import_it(module):
+    source = Path(django_pgjobs.__file__).with_name(module).read_text()
     imported = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.ImportFrom):

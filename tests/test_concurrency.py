@@ -15,16 +15,13 @@ from django.db import connection, transaction
 from django.db.models import Count
 
 from django_pgjobs import Job, db
+from django_pgjobs.claimer import MIN_QUEUE_NAMES_REFRESH
 from django_pgjobs.models import Queue
 from django_pgjobs.models import WorkerProcess as WorkerProcessRow
 from django_pgjobs.notifier import JOBS_CHANNEL
 from django_pgjobs.signals import job_started
 from django_pgjobs.states import JobState
-from django_pgjobs.worker import (
-    COLLECT_YOUNGEST_EVERY,
-    MIN_QUEUE_NAMES_REFRESH,
-    _fewer_collections,
-)
+from django_pgjobs.worker import COLLECT_YOUNGEST_EVERY, _fewer_collections
 from testproject.demo.models import Run
 from testproject.demo.tasks import add, record, serial_step, sleep
 
@@ -346,16 +343,16 @@ def test_a_flood_of_unknown_queue_names_reads_the_queues_at_most_once_a_second(
 ):
     # Each name a worker of every queue doesn't know is a cue to read the queues again,
     # and anyone who may connect can NOTIFY: 200 names read them at most once a second.
-    from django_pgjobs import worker as worker_module
+    from django_pgjobs import claimer as claimer_module
 
     reads: list[float] = []
-    real = worker_module.all_queue_names
+    real = claimer_module.all_queue_names
 
     def all_queue_names(using: str) -> list[str]:
         reads.append(time.monotonic())
         return real(using)
 
-    monkeypatch.setattr(worker_module, "all_queue_names", all_queue_names)
+    monkeypatch.setattr(claimer_module, "all_queue_names", all_queue_names)
     threaded_worker(poll_interval=30)  # the notifications, not the poll
     flood = time.monotonic()
     with connection.cursor() as cursor:

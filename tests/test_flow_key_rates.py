@@ -53,7 +53,7 @@ def test_a_key_at_its_rate_limit_waits_unclaimed_while_other_keys_start():
     assert states(cold) == states(plain) == [(S.COMPLETED, 1)] * 2
     window = RateWindow.objects.get(scope=ratelimits.key_scope("rated") + "hot")
     assert len(window.starts) == 3
-    assert worker._room_at is not None, "a held-back key wakes the worker within its period"
+    assert worker._claimer.room_at is not None, "a held-back key wakes the worker within its period"
 
     Queue.objects.filter(name="rated").update(key_rate_limit=5)  # live: the next claim
     assert worker.drain() == {"completed": 2}

@@ -95,7 +95,7 @@ def test_a_rate_limited_queue_claims_what_its_window_has_left(worker):
     set_queue(rate_limit=3, rate_period=3600.0)
     jobs = Job.enqueue_many([{"task": STARTED, "args": [f"r{n}"]} for n in range(5)])
     assert worker.drain() == {"completed": 3}
-    assert worker._room_at is not None and worker._room_at - time.monotonic() > 3500
+    assert worker._claimer.room_at is not None and worker._claimer.room_at - time.monotonic() > 3500
     assert worker.drain() == {}, "the window is full for an hour"
     states = sorted(Job.objects.filter(pk__in=[j.pk for j in jobs]).values_list("state", "attempt"))
     assert states == [(S.AVAILABLE, 0)] * 2 + [(S.COMPLETED, 1)] * 3, "no attempt burnt"
@@ -114,7 +114,7 @@ def test_a_full_worker_is_not_woken_for_a_rate_limits_room_gone_by(worker):
     assert worker.drain() == {"completed": 1}
     ahead = worker._next_deadline_in(time.monotonic())
     assert ahead is not None and 0 < ahead <= 0.05, "the room ahead is a deadline"
-    worker._room_at = time.monotonic() - 1.0  # gone by, and no claim since
+    worker._claimer.room_at = time.monotonic() - 1.0  # gone by, and no claim since
     assert worker._next_deadline_in(time.monotonic()) is None
 
 

@@ -615,22 +615,22 @@ def test_a_queue_failing_before_a_pause_counts_its_failing_time_without_the_paus
     the line said "claims go through again after 3d" of a queue failing for 50 seconds.
     The pause is not counted (readiness: failing 40 s already, said at once), and the
     line says the pause apart."""
-    from django_pgjobs import worker as worker_module
+    from django_pgjobs import claimer as claimer_module
 
     clock = SimpleNamespace(monotonic=lambda: 0.0)
-    monkeypatch.setattr(worker_module, "time", clock)
+    monkeypatch.setattr(claimer_module, "time", clock)
     caplog.set_level(logging.INFO, logger="django_pgjobs.worker")
-    worker._claim_failed("default", ValueError("refused"), undone=True)
+    worker._claimer._claim_failed("default", ValueError("refused"), undone=True)
     clock.monotonic = lambda: 40.0
-    worker._forget_refused({"default": {"paused": True}})
+    worker._claimer._forget_refused({"default": {"paused": True}})
     assert worker.failing(0) == []
     days = 3 * 86400
     clock.monotonic = lambda: 40.0 + days
-    worker._forget_refused({"default": {}})  # resumed
+    worker._claimer._forget_refused({"default": {}})  # resumed
     [(queue, since, failures, _)] = worker.failing(30)
     assert (queue, since, failures) == ("default", days, 1)  # failing 40 s: now - since
     clock.monotonic = lambda: 50.0 + days
-    worker._claim_passed("default", tried_full=True)
+    worker._claimer._claim_passed("default", tried_full=True)
     [line] = [r.getMessage() for r in caplog.records if "go through again" in r.getMessage()]
     assert "claims go through again after 50s (1 failed claim(s) meanwhile; paused 3d" in line
 

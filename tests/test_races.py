@@ -338,7 +338,7 @@ def test_a_worker_that_has_not_heard_of_the_pause_yet_claims_nothing(monkeypatch
 
     Job.enqueue(ADD, args=[1, 1])
     worker = Worker(concurrency=1, queues=["default"])
-    monkeypatch.setattr(worker, "_queue_configs", lambda: {"default": {"paused": False}})
+    monkeypatch.setattr(worker._claimer, "_queue_configs", lambda: {"default": {"paused": False}})
     queues.set_paused(["default"], True)
     assert worker.claim(1) == []
     queues.set_paused(["default"], False)
