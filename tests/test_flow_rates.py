@@ -109,11 +109,13 @@ def test_a_full_worker_is_not_woken_for_a_rate_limits_room_gone_by(worker):
     # claim. A worker full meanwhile makes none, so a room gone by stayed its next
     # deadline: the loop woke every 10 ms, for nothing, until a slot freed (and a
     # slot freeing wakes it by itself).
-    set_queue(rate_limit=1, rate_period=0.05)
+    # A period long enough that a loaded host can't let it pass before the first look
+    # (50 ms did, once, at load 6 on two cores).
+    set_queue(rate_limit=1, rate_period=5.0)
     Job.enqueue_many([{"task": STARTED, "args": [f"r{n}"]} for n in range(2)])
     assert worker.drain() == {"completed": 1}
     ahead = worker._next_deadline_in(time.monotonic())
-    assert ahead is not None and 0 < ahead <= 0.05, "the room ahead is a deadline"
+    assert ahead is not None and 0 < ahead <= 5.0, "the room ahead is a deadline"
     worker._claimer.room_at = time.monotonic() - 1.0  # gone by, and no claim since
     assert worker._next_deadline_in(time.monotonic()) is None
 
