@@ -30,7 +30,7 @@ import psycopg
 from django.db import DatabaseError, connections
 from psycopg import sql
 
-from . import conf, db, outage
+from . import conf, db, limits, outage
 
 if TYPE_CHECKING:
     from .models import Job
@@ -106,7 +106,14 @@ class EventStream:
     def iter(
         self, timeout: float | None = None, where: Callable[[Event], bool] = lambda e: True
     ) -> Iterator[Event]:
-        """Yield matching events until ``timeout`` seconds have passed (None: forever)."""
+        """Yield matching events until ``timeout`` seconds have passed (None: forever).
+        ``InvalidOption`` at once for a timeout that is no number of seconds from 0 to a
+        year, as ``job.wait()``'s: a NaN never ran out, and the stream listened for ever."""
+        if timeout is not None:
+            timeout = limits.seconds(timeout, "timeout", zero=True)
+        return self._events(timeout, where)
+
+    def _events(self, timeout: float | None, where: Callable[[Event], bool]) -> Iterator[Event]:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             remaining = None if deadline is None else deadline - time.monotonic()

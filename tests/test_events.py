@@ -21,7 +21,7 @@ from django.db import IntegrityError, connection, connections, transaction
 from django.utils import timezone
 
 from django_pgjobs import Job, db, events
-from django_pgjobs.exceptions import JobGone
+from django_pgjobs.exceptions import InvalidOption, JobGone
 from django_pgjobs.models import Queue
 from django_pgjobs.signals import job_completed, job_discarded, job_retrying, job_started
 from django_pgjobs.states import JobState
@@ -89,6 +89,22 @@ def test_inserts_and_state_changes_are_published_in_order(worker):
             for e in stream.iter(timeout=1, where=lambda e: e.job_id == job.pk)
         ]
     assert seen == [(None, "available"), ("available", "executing"), ("executing", "completed")]
+
+
+NO_SECONDS = {"NaN": float("nan"), "a string": "5", "below 0": -1, "infinite": float("inf")}
+
+
+@pytest.mark.parametrize("timeout", NO_SECONDS.values(), ids=list(NO_SECONDS))
+def test_iter_and_first_refuse_a_timeout_that_is_no_number_of_seconds(db, timeout):
+    """A NaN never ran out: no comparison with it is true, so the stream listened for
+    ever (as job.wait() did before its timeout was checked); a string raised TypeError
+    at the first event asked for. Refused when called, as wait()'s is."""
+    with events.listen() as stream:
+        with pytest.raises(InvalidOption, match="timeout must be a number of seconds"):
+            stream.iter(timeout=timeout)
+        with pytest.raises(InvalidOption, match="timeout must be a number of seconds"):
+            stream.first(lambda event: True, timeout)
+        assert list(stream.iter(timeout=0)) == []  # none: it stops at once
 
 
 def test_events_carry_the_task_queue_and_attempt(worker):
