@@ -6,6 +6,7 @@ Registered from ``PgJobsConfig.ready()`` (the admin engineer owns
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django import forms
@@ -27,6 +28,7 @@ from ..secrets import SecretKeysInvalid, SecretsUnreadable
 from ..templatetags.pgjobs_admin import when
 from .base import ConnectorKind, Option
 from .registry import kinds
+from .shown_config import restored, shown_config
 from .store import build, load
 
 
@@ -101,11 +103,31 @@ class ConnectorForm(forms.ModelForm):
             self.fields["config"].help_text = "A JSON object. " + "; ".join(
                 f"{name}: {options_summary(kinds()[name])}" for name in shown
             )
+        if self.shows_stored_config():
+            # A row written by SQL may hold credentials the rules refuse: never rendered.
+            self.initial["config"] = shown_config(self.instance.config)
         stored = ", ".join(names_in(self.instance.secret_names)) or "none"
         self.fields["secrets"].help_text = (
             f"Stored: {stored}. One NAME=value per line sets a secret, NAME= removes one; "
             "leave empty to keep them. Stored values are never shown."
         )
+
+    def shows_stored_config(self) -> bool:
+        """Whether the config field is filled from a stored row's config (read whole)."""
+        instance = self.instance
+        return (
+            "config" in self.fields
+            and not instance._state.adding
+            and "config" not in unread_fields(instance)
+        )
+
+    def clean_config(self) -> Any:
+        """The config posted, a masked value left as shown put back as stored
+        (``shown_config.restored``): the mask is never saved in its place."""
+        config = self.cleaned_data.get("config")
+        if self.shows_stored_config():
+            return restored(config, self.instance.config)
+        return config
 
     def clean_secrets(self) -> tuple[dict[str, str], list[str]]:
         return parse_secret_lines(self.cleaned_data.get("secrets") or "")
@@ -182,12 +204,19 @@ class ConnectorAdmin(LargeValuesAdmin):
         fieldsets = super().get_fieldsets(request, obj)
         if obj is not None and not self.has_change_permission(request, obj):
             # Staff who may only view see which secrets are stored, and nothing to type in.
+            # And the config with what credentials a row written by SQL holds masked.
             return [
                 ("Secrets", {"fields": ["stored_secrets"]}) if "secrets" in options["fields"]
-                else (title, options)
+                else (title, {**options, "fields": [
+                    "config_shown" if field == "config" else field for field in options["fields"]
+                ]})
                 for title, options in fieldsets
             ]  # fmt: skip
         return fieldsets
+
+    @admin.display(description="config")
+    def config_shown(self, connector: Connector) -> str:
+        return json.dumps(shown_config(connector.config), indent=2, ensure_ascii=False)
 
     @admin.display(description="rate limit")
     def rate(self, connector: Connector) -> str:
