@@ -1070,13 +1070,14 @@ class Connector(models.Model):
     def check_storable(self) -> None:
         """ValidationError per field for a name no job can name, text with a NUL or a
         lone surrogate, a concurrency that is no whole number from 1 to 2**31 - 1, a
-        config that is no JSON object PostgreSQL can store, or secret
+        config that is no JSON object PostgreSQL can store or larger than a job reads
+        (``store.size_problem``: every job using it failed), or secret
         names (``set_secrets``' keys, stored as they are) it can't store. (Of any shape:
         a row written by SQL with odd ones is still saved by the admin, which has no
         field for them.)"""
         from django.core.exceptions import ValidationError
 
-        from .connectors.store import CONNECTOR_NAME
+        from .connectors.store import CONNECTOR_NAME, config_size, size_problem
 
         errors: dict[str, str] = {}
         if not isinstance(self.name, str) or not CONNECTOR_NAME.match(self.name):
@@ -1091,7 +1092,8 @@ class Connector(models.Model):
                 errors[field] = f"must be a string of 1 to {length} characters"
             elif problem := limits.text_problem(value):
                 errors[field] = problem
-        if problem := payload.shaped_problem(self.config, "config", dict):
+        problem = payload.shaped_problem(self.config, "config", dict)
+        if problem or (problem := size_problem(config_size(self.config), "JSON")):
             errors["config"] = problem
         if problem := payload.problem(self.secret_names, "secret_names"):
             errors["secret_names"] = problem
@@ -1143,8 +1145,12 @@ class Connector(models.Model):
 
     def _store_secrets(self, values: dict[str, Any]) -> None:
         from . import secrets
+        from .connectors.store import size_problem
 
-        self.encrypted_secrets = secrets.encrypt(values)
+        encrypted = secrets.encrypt(values)
+        if problem := size_problem(len(encrypted), "encrypted text"):
+            _refuse_secrets(problem)
+        self.encrypted_secrets = encrypted
         self.secret_names = sorted(values)
         for written in ("encrypted_secrets", "secret_names"):  # no longer kept as stored
             read_whole(self, written)

@@ -15,6 +15,7 @@ from datetime import timedelta
 from io import StringIO
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 from django.utils import timezone
@@ -465,6 +466,32 @@ def test_a_connector_with_a_large_value_is_shown_without_it_and_saved_without_it
     size = sql(f"SELECT octet_length(({value})::text)")[0][0]
     assert sql(stored, [connector.pk]) == [(7, size)]
     assert Connector.objects.get(pk=connector.pk).get_secrets() == {"token": "t0ken-value"}
+
+
+def test_a_connector_value_no_job_could_read_is_refused_when_written(admin_client):
+    """Config or secrets over what a job reads (twice MAX_PAYLOAD_BYTES, as stored) were
+    saved, by the admin or in code, and every job using the connector then failed: they
+    are refused, naming the size and the limit, and nothing is written."""
+    hook = ConnectorFactory(name="hook", secrets={"token": "t0ken-value"})
+    before = sql("SELECT config, encrypted_secrets FROM pgjobs_connector")
+    hook.config = {"url": "http://127.0.0.1:9/", "headers": {"X-Pad": "c" * 2 * PAYLOAD}}
+    with pytest.raises(ValidationError, match=r"config.*over the 2,000 a job reads") as refused:
+        hook.save()
+    assert "cccc" not in str(refused.value)
+    hook.refresh_from_db()
+    with pytest.raises(ValidationError, match=r"secrets.*over the 2,000 a job reads"):
+        hook.update_secrets({"api_key": "k" * 2 * PAYLOAD})
+    with pytest.raises(ValidationError, match="over the 2,000 a job reads"):
+        Connector(name="other", kind="http", config={"url": "http://x/"}).set_secrets(
+            {"token": "k" * 2 * PAYLOAD}
+        )
+    page = admin_client.post(
+        reverse("admin:pgjobs_connector_change", args=[hook.pk]),
+        connector_form(secrets="token=" + "s" * 2 * PAYLOAD),
+    ).content.decode()
+    assert "over the 2,000 a job reads" in page and "ssss" not in page
+    assert sql("SELECT config, encrypted_secrets FROM pgjobs_connector") == before
+    assert get_connector("hook").secret("token") == "t0ken-value"
 
 
 def test_a_worker_process_with_large_queues_is_listed_and_shown_without_them(admin_client, loaded):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import json
 import re
 from typing import Any
 
@@ -72,6 +73,26 @@ def load(name: str, using: str) -> Any:
     if too_large := shown.unpack(stored, BUILT_FROM, verb="read"):
         raise ConnectorMisconfigured(stored.name, too_large)
     return stored
+
+
+def size_problem(size: int, kind: str) -> str | None:
+    """Why a value of ``size`` bytes (its ``kind``: JSON, text) can't be written to a
+    connector: over what ``load`` reads of it, so every job using it would fail."""
+    from .. import shown
+
+    most = shown.limit()
+    if size <= most:
+        return None
+    return (
+        f"its {kind} is {size:,} bytes, over the {most:,} a job reads (twice "
+        "PGJOBS['MAX_PAYLOAD_BYTES']): every job using the connector would fail"
+    )
+
+
+def config_size(config: dict[str, Any]) -> int:
+    """The bytes of ``config`` as PostgreSQL writes a jsonb as text (what ``load``
+    measures): spaced out, in UTF-8."""
+    return len(json.dumps(config, ensure_ascii=False, separators=(", ", ": ")).encode())
 
 
 def build(stored: Any) -> ConnectorKind:
