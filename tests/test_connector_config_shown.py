@@ -14,6 +14,7 @@ import json
 
 import pytest
 from django.contrib.auth.models import Permission, User
+from django.db import connection
 
 from django_pgjobs.connectors.shown_config import shown_config
 from django_pgjobs.models import Connector
@@ -107,3 +108,20 @@ def test_a_config_without_credentials_is_shown_as_stored():
     assert shown_config(config) == config
     for odd in ([1, 2], "text", None, {"headers": [1]}):
         assert shown_config(odd) == odd
+
+
+@pytest.mark.parametrize("depth", [400, 900, 3000])
+def test_a_config_nested_deep_is_shown_without_its_credentials(admin_client, client, depth):
+    """Nested past what a walk of it can recurse through (written by SQL): its page
+    still renders, for editors and viewers, and shows no credential."""
+    hook = ConnectorFactory(name="hook")
+    nested = "[" * depth + json.dumps(f"http://mallory:{SECRET}@127.0.0.1:9/") + "]" * depth
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE pgjobs_connector SET config = %s::jsonb", [nested])
+    viewer = User.objects.create_user("viewer", password="pw", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_connector"))
+    client.force_login(viewer)
+    for who in (admin_client, client):
+        response = who.get(f"/admin/pgjobs/connector/{hook.pk}/change/")
+        assert response.status_code == 200
+        assert leaks(response.content.decode(), SECRET) == []

@@ -6,7 +6,6 @@ Registered from ``PgJobsConfig.ready()`` (the admin engineer owns
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django import forms
@@ -28,7 +27,7 @@ from ..secrets import SecretKeysInvalid, SecretsUnreadable
 from ..templatetags.pgjobs_admin import when
 from .base import ConnectorKind, Option
 from .registry import kinds
-from .shown_config import restored, shown_config
+from .shown_config import restored, shown_config, shown_text
 from .store import build, load
 
 
@@ -216,7 +215,7 @@ class ConnectorAdmin(LargeValuesAdmin):
 
     @admin.display(description="config")
     def config_shown(self, connector: Connector) -> str:
-        return json.dumps(shown_config(connector.config), indent=2, ensure_ascii=False)
+        return shown_text(connector.config)
 
     @admin.display(description="rate limit")
     def rate(self, connector: Connector) -> str:

@@ -11,6 +11,7 @@ mask in its place.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from ..redaction import REDACTED, mask_credentials, names_a_credential
@@ -21,8 +22,24 @@ def shown_config(config: Any) -> Any:
     password, a credential query parameter, a Basic or Bearer value), and the value of
     each entry of a nested object (``headers``, ``env``) whose name names a credential;
     of any shape (a row written by SQL). Options' own names (``api_key_header``) are
-    no credentials: the top level's entries are judged by their values only."""
-    return _shown(config, nested=False)
+    no credentials: the top level's entries are judged by their values only. A config
+    nested deeper than a walk of it can recurse (written by SQL) is ``TOO_DEEP``."""
+    try:
+        return _shown(config, nested=False)
+    except RecursionError:
+        return TOO_DEEP
+
+
+#: What is shown of a config nested too deep to look for credentials in.
+TOO_DEEP = "not shown: nested too deep to look for credentials in; it is kept as stored"
+
+
+def shown_text(config: Any) -> str:
+    """``shown_config(config)`` as indented JSON, for a read-only page."""
+    try:
+        return json.dumps(shown_config(config), indent=2, ensure_ascii=False)
+    except RecursionError:  # within what the walk takes, past what indenting does
+        return TOO_DEEP
 
 
 def _shown(value: Any, nested: bool) -> Any:
@@ -46,7 +63,10 @@ def restored(posted: Any, stored: Any) -> Any:
     with each value left as shown put back as stored: where what was shown differs from
     what is stored (something was masked) and the value posted is what was shown, the
     stored value; an entry or an item edited, added or removed is taken as posted."""
-    return _restored(posted, shown_config(stored), stored)
+    try:
+        return _restored(posted, shown_config(stored), stored)
+    except RecursionError:  # posted nested past the stack: refused as it is, later
+        return posted
 
 
 def _restored(posted: Any, shown: Any, stored: Any) -> Any:
