@@ -139,10 +139,36 @@ SAVED_BEFORE_SECRET_KEYS = (
 )
 
 
+#: ... and when the stored token is no whole token: no key could ever decrypt it.
+DAMAGED = (
+    "Their stored token is damaged (cut short or altered: it is no whole encrypted "
+    "token), so no key can decrypt it: enter the secrets again."
+)
+
+#: Bytes of a Fernet token around its ciphertext: version, time, IV; then the HMAC.
+_FERNET_HEAD, _FERNET_HMAC = 1 + 8 + 16, 32
+
+
+def is_damaged(token: str) -> bool:
+    """Whether ``token`` is no whole Fernet token (URL-safe base64 of version 0x80, the
+    time, the IV, a ciphertext of 16-byte blocks and the HMAC): cut short or altered
+    by SQL, not encrypted with a key since removed (which looks like an altered token
+    of the right shape: only the HMAC tells, and it can't tell which)."""
+    try:
+        data = base64.b64decode(token, altchars=b"-_", validate=True)
+    except ValueError:  # binascii.Error; a character that is not ASCII
+        return True
+    blocks = len(data) - _FERNET_HEAD - _FERNET_HMAC
+    return blocks < 16 or blocks % 16 != 0 or data[0] != 0x80
+
+
 def unreadable_advice(token: str) -> str:
     """What to do about ``token``, which no configured key decrypts. A project that set
     SECRET_KEYS after saving secrets without it needs SECRET_KEY listed (its derived key
-    is that of the same text there), and "put the key back" named none it knew of."""
+    is that of the same text there), and "put the key back" named none it knew of; a
+    damaged token (``is_damaged``) needs no key put back, but the secrets entered again."""
+    if token and is_damaged(token):
+        return DAMAGED
     if not token or not conf.get("SECRET_KEYS"):
         return KEY_REMOVED
     from cryptography.fernet import Fernet, InvalidToken, MultiFernet

@@ -7,10 +7,11 @@ import json
 import re
 from typing import Any
 
-from .. import conf
+from .. import conf, limits
 from ..context import current_job
 from ..exceptions import UnknownConnector
 from ..known import KnownNames
+from ..payload import names_in
 from ..queues import NAME_CHARACTERS
 from .base import ConnectorKind
 from .errors import ConnectorMisconfigured
@@ -100,7 +101,24 @@ def build(stored: Any) -> ConnectorKind:
     masked from then on in whatever the job leaves behind (error, result, log): read
     through ``get_secrets``, which registers them (``mask_in_running_job``)."""
     kind_class = check_stored(stored)
-    return kind_class(stored.name, dict(stored.config), stored.get_secrets())
+    secrets = stored.get_secrets()
+    if problem := names_problem(names_in(stored.secret_names), secrets):
+        raise ConnectorMisconfigured(stored.name, {"secret_names": problem})
+    return kind_class(stored.name, dict(stored.config), secrets)
+
+
+def names_problem(names: list[str], secrets: dict[str, Any]) -> str | None:
+    """Why the stored secret names don't match the secrets, or None. The admin shows the
+    names; a row whose columns were changed apart (an UPDATE of one, a partial restore)
+    said "Stored: token" while its jobs called without one."""
+    again = "(its columns were changed apart: by SQL, a partial restore): enter the secrets again"
+    if missing := [name for name in names if name not in secrets]:
+        listed = ", ".join(map(limits.shown, missing))
+        return f"lists {listed}, which the stored secrets don't hold {again}"
+    if unlisted := sorted(name for name in secrets if name not in names):
+        listed = ", ".join(map(limits.shown, unlisted))
+        return f"don't list {listed}, which the stored secrets hold {again}"
+    return None
 
 
 def mask_in_running_job(stored: Any, secrets: dict[str, Any]) -> None:
