@@ -460,6 +460,31 @@ def test_a_path_no_url_can_carry_fails_without_showing_the_query_string(db, http
     assert CANARY not in str(refused.value) and not http_peer.received
 
 
+@pytest.mark.parametrize("suffix", ["/a b", "?q=a b", "/\x7f", "/caf\u00e9", "?q=\u00e9"])
+def test_a_url_no_request_can_carry_is_refused_when_saved_not_at_every_call(db, suffix):
+    """A space, a control character or a letter that is not ASCII in the url's path or
+    query (of the option or the url secret) was saved, and every call of the connector
+    failed, retried ("ordinal not in range(128)"). The secret's value is not shown."""
+    url = f"http://127.0.0.1:9/hook{suffix}"
+    with pytest.raises(ValidationError, match="quote them") as refused:
+        Connector(name="hook", kind="http", config={"url": url}).full_clean()
+    assert "url" in refused.value.message_dict["config"][0]
+    secret = Connector(name="hook", kind="http", config={})
+    with pytest.raises(ValidationError, match="quote them") as refused:
+        secret.set_secrets({"url": url})
+    assert suffix not in str(refused.value)
+
+
+def test_a_path_a_task_passes_that_is_not_ascii_fails_saying_so(db, http_peer):
+    hook = ConnectorFactory(name="hook", config={"url": http_peer.url})
+    with pytest.raises(ConnectorError, match="not ASCII; quote it") as refused:
+        get_connector("hook").request(path="caf\u00e9", query={"sig": CANARY})
+    assert CANARY not in str(refused.value) and not http_peer.received
+    stored_as_before(hook, {"url": http_peer.url + "/caf\u00e9"})  # refused when saved now
+    with pytest.raises(ConnectorMisconfigured, match="quote them"):
+        get_connector("hook").request()
+
+
 @pytest.mark.parametrize("name", ["A=B", "=", ""])
 def test_an_environment_name_no_process_can_be_given_is_refused_on_save(db, name):
     """Popen raises ValueError for a name with "=" (every job of the connector failed,

@@ -101,7 +101,18 @@ def _http_url(url: str) -> str | None:
     if parts.username is not None or parts.password is not None:
         # The config is plain text, shown in the admin: credentials go in secrets.
         return "must not carry credentials: use the username option and the password secret"
+    if _UNSENDABLE.search(parts.path + parts.query):
+        # http.client refuses them at every call (InvalidURL, UnicodeEncodeError).
+        return (
+            "must not hold spaces, control characters or letters that are not ASCII in "
+            "its path or query: quote them (urllib.parse.quote: %20 for a space)"
+        )
     return None
+
+
+#: What http.client refuses in a request's path and query: a space, a control
+#: character, a letter that is not ASCII (tab and line breaks: urlsplit drops them).
+_UNSENDABLE = re.compile(r"[\x00-\x20\x7f]|[^\x00-\x7f]")
 
 
 #: Headers that carry credentials: the config is plain text, shown in the admin. Refused
@@ -367,6 +378,12 @@ class HttpConnector(ConnectorKind):
         outgoing = urllib.request.Request(url, data=data, headers=all_headers, method=method)
         # Every message names it: a path may carry a secret (an API's /bot<token>/...).
         where = f"{method} {self._shown(url)}"
+        if not urllib.parse.urlsplit(url).path.isascii():  # a task's path: http.client's
+            # UnicodeEncodeError said only "ordinal not in range(128)".
+            raise ConnectorError(
+                f"{where} failed: the path holds a letter that is not ASCII; quote it "
+                "(urllib.parse.quote)"
+            )
         timeout = self.config["timeout"]
         try:
             with deadline.bounding(timeout) as bound:
