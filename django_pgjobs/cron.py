@@ -335,13 +335,23 @@ class _FireTimes:
         raise NotImplementedError
 
     def fire_times(self, after: datetime, until: datetime) -> list[datetime]:
-        """Every fire time in ``(after, until]``, in order."""
+        """Every fire time in ``(after, until]``, in order, up to the last a datetime
+        holds (the year 9999): the tick after it raised ValueError or OverflowError."""
+        _require_aware(after)
+        _require_aware(until)
         found = []
-        current = self.next_after(after)
-        while current <= until:
+        current = self._next_held(after)
+        while current is not None and current <= until:
             found.append(current)
-            current = self.next_after(current)
+            current = self._next_held(current)
         return found
+
+    def _next_held(self, instant: datetime) -> datetime | None:
+        """``next_after(instant)`` (aware), None when it lies past the year 9999."""
+        try:
+            return self.next_after(instant)
+        except (OverflowError, ValueError):  # croniter's "year 10000 is out of range"
+            return None
 
     def is_fire_time(self, instant: datetime) -> bool:
         return self.next_after(instant - _MICROSECOND) == instant

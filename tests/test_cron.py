@@ -786,3 +786,19 @@ def test_a_stepped_day_field_is_restricted_so_either_day_field_fires():
     assert [t.strftime("%d %a") for t in fired] == [
         "01 Thu", "03 Sat", "05 Mon", "07 Wed", "09 Fri", "11 Sun", "12 Mon", "13 Tue"
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("expression", "zone"),
+    [("0 0 29 2 *", "UTC"), ("0 0 1 1 *", "Pacific/Pago_Pago"), ("@every 365d", "UTC"),
+     ("0 12 31 12 *", "Pacific/Kiritimati")],
+)  # fmt: skip
+def test_fire_times_up_to_the_last_time_python_holds_stop_there(expression, zone):
+    """The tick after the last one a datetime holds raised ValueError ("year 10000 is
+    out of range", from croniter) or OverflowError, instead of giving the list."""
+    after, until = datetime(9980, 1, 1, tzinfo=UTC), datetime.max.replace(tzinfo=UTC)
+    times = cron.timing(expression, zone).fire_times(after, until)
+    assert times and after < times[0] and times[-1] <= until
+    assert times == sorted(set(times))
+    with pytest.raises(ValueError, match="must be timezone-aware"):  # not taken for the end
+        cron.timing(expression, zone).fire_times(after, until.replace(tzinfo=None))
