@@ -337,7 +337,12 @@ def exposition(accept: str = "") -> tuple[bytes, str]:
     from prometheus_client import CollectorRegistry
     from prometheus_client.exposition import choose_encoder
 
-    encoder, content_type = choose_encoder(accept)
+    try:
+        encoder, content_type = choose_encoder(accept)
+    except (TypeError, ValueError):
+        # An OpenMetrics version that is no number (version=abc): prometheus_client
+        # compares its parts with numbers. The text format every scraper reads.
+        encoder, content_type = choose_encoder("")
     database = CollectorRegistry()
     database.register(DatabaseCollector())
     body = encoder(process_registry()) + encoder(database)

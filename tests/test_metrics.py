@@ -109,6 +109,20 @@ def test_the_web_view_serves_text_and_openmetrics(client):
     assert body.count("# EOF") == 1 and body.endswith("# EOF\n")
 
 
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "accept",
+    ["application/openmetrics-text;version=abc", "application/openmetrics-text; version=1.x"],
+)
+def test_an_openmetrics_version_that_is_no_number_gets_the_text_format(client, accept):
+    """prometheus_client's choose_encoder compared the version's parts, text, with
+    numbers: TypeError, a 500 from the web view (and from a worker's --metrics-port,
+    which logged an exception at each scrape)."""
+    response = client.get("/metrics", HTTP_ACCEPT=accept)
+    assert response.status_code == 200 and response["Content-Type"].startswith("text/plain")
+    assert "pgjobs_queue_jobs" in response.content.decode()
+
+
 # -- counters and durations: the middleware ------------------------------------------------
 
 
