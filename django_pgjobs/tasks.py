@@ -72,6 +72,24 @@ class Task(Generic[P, R]):
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.func(*args, **kwargs)
 
+    if not TYPE_CHECKING:  # to a type checker, a __getattr__ would make every name exist
+
+        def __getattr__(self, name: str) -> Any:
+            """Only reached when the usual lookup failed. Other libraries' ways to enqueue
+            (``delay``, ``defer``, ``send``...) say what to call instead; any other name
+            is looked up again, so that Python raises its own error (a property's own
+            AttributeError included, which this hook would otherwise hide). Nothing of
+            ``self`` is read: copy and unpickling probe dunders before its fields exist."""
+            instead = ELSEWHERE.get(name)
+            if instead is None:
+                return object.__getattribute__(self, name)
+            raise AttributeError(
+                f"{type(self).__name__!r} object has no attribute {name!r} {instead}; "
+                "see docs/howto/from-celery.md",
+                name=name,
+                obj=self,
+            )
+
     def gives_up_on(self, error: BaseException) -> bool:
         """Whether a failure with ``error`` discards the job at once (``discard_on``, or
         not among ``retry_on`` when that is set); ``RetryAfter`` asks for a retry."""
@@ -295,6 +313,24 @@ def task(
 
     return register(func) if func is not None else register
 
+
+_NOW = "call .enqueue(42), which enqueues in your transaction (no transaction.on_commit needed)"
+_LATER = (
+    "or .using(run_at=timezone.now() + timedelta(seconds=10)).enqueue(42) to run it later "
+    "(queue= and priority= go to using() too)"
+)
+_SPEC = "call .spec(42), a job to enqueue later (a pipeline's stage, a depends_on)"
+#: Other libraries' ways to enqueue (or sign) a call, and what to write here instead.
+ELSEWHERE = {
+    "delay": f"(Celery's): {_NOW}",
+    "apply_async": f"(Celery's): {_NOW}, {_LATER}",
+    "s": f"(Celery's signature): {_SPEC}",
+    "si": f"(Celery's signature): {_SPEC}",
+    "defer": f"(procrastinate's): {_NOW}",
+    "defer_async": f"(procrastinate's): {_NOW}",
+    "send": f"(dramatiq's): {_NOW}",
+    "send_with_options": f"(dramatiq's): {_NOW}, {_LATER}",
+}
 
 #: Other libraries' words for a delay (Celery's countdown and eta, Django Tasks' run_after).
 DELAY_WORDS = frozenset({"countdown", "eta", "delay", "run_after", "run_in", "defer", "in_"})

@@ -391,6 +391,59 @@ def test_using_refuses_an_option_enqueue_has_not_naming_those_it_has(option, sai
         assert not Job.objects.exists()  # and the transaction goes on
 
 
+@pytest.mark.parametrize(
+    "method, said",
+    [
+        # A Celery user's first habit: "'Task' object has no attribute 'delay'" said
+        # neither what to call nor where the guide is.
+        ("delay", ".enqueue(42)"),
+        ("apply_async", ".using(run_at=timezone.now() + timedelta(seconds=10)).enqueue(42)"),
+        ("defer", ".enqueue(42)"),  # procrastinate
+        ("defer_async", ".enqueue(42)"),
+        ("send", ".enqueue(42)"),  # dramatiq
+        ("send_with_options", ".using(run_at=timezone.now() + timedelta(seconds=10))"),
+    ],
+)
+def test_another_librarys_enqueue_method_says_what_to_call_instead(method, said):
+    with pytest.raises(AttributeError, match=f"has no attribute '{method}'") as refused:
+        getattr(takes_anything, method)
+    assert said in str(refused.value)
+    assert "docs/howto/from-celery.md" in str(refused.value)
+    assert refused.value.name == method and refused.value.obj is takes_anything
+    assert not hasattr(takes_anything, method)  # still an AttributeError: hasattr works
+    assert not Job.objects.exists()
+
+
+def test_other_missing_attributes_of_a_task_get_pythons_own_error():
+    import copy
+
+    with pytest.raises(AttributeError) as missing:
+        takes_anything.no_such_thing  # noqa: B018
+    assert str(missing.value) == "'Task' object has no attribute 'no_such_thing'"
+    # Copy and unpickling probe missing dunders (__setstate__, __deepcopy__) on an
+    # instance whose fields aren't set yet: nothing may reach for them (a recursion).
+    bare = object.__new__(type(takes_anything))
+    for name in ("__setstate__", "__deepcopy__", "__getnewargs_ex__", "name", "func"):
+        with pytest.raises(AttributeError, match=f"^'Task' object has no attribute '{name}'$"):
+            getattr(bare, name)
+    with pytest.raises(AttributeError, match=r"has no attribute 'delay' \(Celery"):
+        bare.delay  # noqa: B018
+    for copied in (copy.copy(takes_anything), copy.deepcopy(takes_anything)):
+        assert (copied.name, copied.func) == (takes_anything.name, takes_anything.func)
+
+
+def test_a_property_of_a_task_that_fails_keeps_its_own_attribute_error(monkeypatch):
+    from django_pgjobs.binding import Binding
+    from django_pgjobs.tasks import Task
+
+    def broken(func: object) -> None:
+        raise AttributeError("the binding's own error")
+
+    monkeypatch.setattr(Binding, "of", broken)
+    with pytest.raises(AttributeError, match=r"^the binding's own error$"):
+        Task(takes_anything.func, "tests.fresh").binding  # noqa: B018
+
+
 def test_a_naive_run_at_says_how_to_make_an_aware_one():
     with pytest.raises(
         InvalidOption, match=r"no instant: use django\.utils\.timezone\.now\(\) \+ timedelta"
