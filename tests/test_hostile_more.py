@@ -250,6 +250,10 @@ def test_a_stored_wait_too_long_fails_its_job_as_misconfigured(worker):
         ({"headers": {"Bad Name": "x"}}, "'Bad Name' is not a header name"),
         ({"headers": {"X-A:b": "x"}}, "'X-A:b' is not a header name"),
         ({"api_key_header": "X-Key\n"}, "'X-Key\\n' is not a header name"),
+        ({"headers": {"Content-Length": "5"}}, "'Content-Length' frames the request"),
+        ({"headers": {"transfer-encoding": "chunked"}}, "'transfer-encoding' frames the"),
+        ({"api_key_header": "Content-Length"}, "'Content-Length' frames the request"),
+        ({"api_key_header": "Host"}, "'Host' names the server"),
     ],
 )
 def test_a_header_no_request_can_carry_is_refused_on_save(db, http_peer, config, problem):
@@ -261,6 +265,17 @@ def test_a_header_no_request_can_carry_is_refused_on_save(db, http_peer, config,
     assert any(problem in message for message in refused.value.message_dict["config"]), (
         refused.value
     )
+    assert not http_peer.received
+
+
+@pytest.mark.parametrize("name", ["Content-Length", "transfer-encoding"])
+def test_a_framing_header_a_task_passes_is_refused_and_nothing_sent(db, http_peer, name):
+    """Content-Length: 5 cut a payload to its first 5 bytes, and the call succeeded;
+    a larger one held it to its timeout; Transfer-Encoding sent a body the server
+    read as empty."""
+    ConnectorFactory(name="hook", config={"url": http_peer.url})
+    with pytest.raises(InvalidOption, match=f"'{name}' frames the request"):
+        get_connector("hook").call({"a": "bcdefgh"}, headers={name: "5"})
     assert not http_peer.received
 
 

@@ -207,9 +207,45 @@ _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 def _header_name(name: str) -> str | None:
-    if HEADER_NAME.match(name):
-        return None
-    return f"{shown(name)} is not a header name: use letters, digits and !#$%&'*+-.^_`|~"
+    if not HEADER_NAME.match(name):
+        return f"{shown(name)} is not a header name: use letters, digits and !#$%&'*+-.^_`|~"
+    return _framing(name)
+
+
+#: Headers that frame the request's body, which urllib sets from the body itself: one of
+#: the config's or a task's won over it, and Content-Length: 5 cut a payload to its first
+#: 5 bytes, the call succeeding; a larger one held the call to its timeout, and
+#: Transfer-Encoding sent a body the server read as empty.
+FRAMING_HEADERS = frozenset({"content-length", "transfer-encoding"})
+
+
+def _framing(name: str) -> str | None:
+    if name.lower() in FRAMING_HEADERS:
+        return (
+            f"{shown(name)} frames the request, which the connector does from its body: "
+            "leave it out"
+        )
+    return None
+
+
+def _api_key_header(name: str) -> str | None:
+    """A header name that may carry the api_key secret: not Host, which proxies log
+    and route by."""
+    if name.lower() == "host":
+        return (
+            f"{shown(name)} names the server the request is for, which proxies log and "
+            "route by: not where the api_key secret goes"
+        )
+    return _header_name(name)
+
+
+def _sent_headers(headers: Any) -> dict[str, str]:
+    """``request(headers=)`` as given; InvalidOption for a header that frames the body
+    (``FRAMING_HEADERS``), nothing sent."""
+    for name in headers or {}:
+        if isinstance(name, str) and (problem := _framing(name)):
+            raise InvalidOption("headers", problem)
+    return headers or {}
 
 
 def _plain_headers(headers: dict[Any, Any]) -> str | None:
@@ -310,7 +346,11 @@ class HttpConnector(ConnectorKind):
         Option("expected_status", list, [], "Status codes that mean success.", check=_statuses),
         Option("username", str, "", "With the password secret: basic auth."),
         Option(
-            "api_key_header", str, "X-Api-Key", "Header carrying the api_key secret.", _header_name
+            "api_key_header",
+            str,
+            "X-Api-Key",
+            "Header carrying the api_key secret.",
+            _api_key_header,
         ),
         Option("max_response_bytes", int, 1_000_000, check=byte_count),
     )
@@ -368,6 +408,7 @@ class HttpConnector(ConnectorKind):
         other than the expected ones raises HttpStatusError.
         """
         method = request_method(self.config["method"] if method is None else method)
+        headers = _sent_headers(headers)
         # A server's refusal may echo them: masked like secrets, though none holds them.
         self.mask_also(_credential_values(headers or {}, query or {}))
         url = self._url(path, query)
