@@ -16,6 +16,7 @@ import contextvars
 import json
 import logging
 import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -148,16 +149,22 @@ class LoopStep:
     Said at ERROR with its traceback, on ``logger`` (one of django_pgjobs'), the first
     time; while the same error repeats, at DEBUG (a step that fails on every pass
     said so every few seconds); again in full once it changes or after a pass that
-    went through."""
+    went through. The first pass through after failures says so, at INFO: an operator
+    told "carrying on" of a failure learns when it ended."""
 
     def __init__(self, logger: logging.Logger, what: str) -> None:
         self.logger = logger
         self.what = what
         self._said: str | None = None
+        self._failures = 0
+        self._since = 0.0  # time.monotonic() of the first failure of this run of them
 
     def failed(self, error: BaseException) -> None:
         from .transitions import error_line  # not at import: it loads the models
 
+        if not self._failures:
+            self._since = time.monotonic()
+        self._failures += 1
         line = one_line(error_line(error))
         if line == self._said:
             self.logger.debug("%s failed again: %s", self.what, line)
@@ -171,7 +178,14 @@ class LoopStep:
         )
 
     def passed(self) -> None:
-        self._said = None
+        if self._failures:
+            self.logger.info(
+                "%s went through again after %s (%d failed pass(es) meanwhile)",
+                self.what,
+                delay(time.monotonic() - self._since),
+                self._failures,
+            )
+        self._said, self._failures = None, 0
 
     def __enter__(self) -> None:
         return None

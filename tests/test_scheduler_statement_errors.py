@@ -8,6 +8,7 @@ later, not recorded as failed."""
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -94,6 +95,12 @@ def test_a_statement_timeout_in_a_scheduler_pass_is_said_once_no_outage(
     errors = [r for r in failures if r.levelno >= logging.WARNING]
     assert len(errors) == 1 and len(failures) >= 4, [r.getMessage() for r in failures]
     assert "statement timeout" in errors[0].getMessage()
+    # And when it ended, once: "carrying on" alone left the log saying it still failed.
+    back = [r.getMessage() for r in caplog.records if "went through again" in r.getMessage()]
+    assert len(back) == 1 and re.fullmatch(
+        r"a scheduler pass went through again after \d+\.\ds \(4 failed pass\(es\) meanwhile\)",
+        back[0],
+    ), back
     assert not outage_warnings(caplog)
 
 
