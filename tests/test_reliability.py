@@ -100,6 +100,33 @@ def test_a_worker_survives_all_its_connections_being_cut(worker_process, wait):
     assert process.stop() == 0, process.output()
 
 
+def test_a_job_thread_s_connection_ended_while_idle_costs_the_next_job_nothing(
+    worker_process, wait
+):
+    """A job thread's connection, idle between jobs, may be ended (the server's
+    idle_session_timeout, pg_terminate_backend, a restart while the worker had nothing
+    to do). The next job on that thread failed its first query on it: an attempt
+    counted, and a job on its last attempt discarded without having run."""
+    process = worker_process("--concurrency", "1", env=QUICK_POLL)
+    wait(lambda: WorkerProcess.objects.exists(), timeout=30)
+    first = Job.enqueue("testproject.demo.tasks.record", args=["one"])
+    wait(lambda: Job.objects.get(pk=first.pk).state == JobState.COMPLETED, timeout=30)
+    with connection.cursor() as cursor:  # the job thread's, idle since its insert
+        cursor.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND state = 'idle'"
+            " AND query LIKE 'INSERT INTO \"demo_run\"%%'"
+        )
+        assert cursor.fetchone()[0] == 1
+    last = Job.enqueue("testproject.demo.tasks.record", args=["two"], max_attempts=1)
+    done = (JobState.COMPLETED, JobState.DISCARDED)
+    wait(lambda: Job.objects.get(pk=last.pk).state in done, timeout=30)
+    last.refresh_from_db()
+    assert last.state == JobState.COMPLETED, last.errors
+    assert tags() == ["one", "two"]
+    assert process.stop() == 0
+
+
 def all_gone_and_we_answer(cut: list[int]) -> bool:
     """Whether the backends ``cut`` have exited and the test's connection answers.
     Through PgBouncer the cut may include the server connection it hands the test's
