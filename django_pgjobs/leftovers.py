@@ -22,6 +22,7 @@ import concurrent.futures
 import functools
 import logging
 import queue
+import select
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -123,6 +124,35 @@ def drop_broken() -> None:
     for conn in connections.all(initialized_only=True):
         if conn.errors_occurred:
             _drop_if_broken(conn)
+
+
+def drop_ended() -> None:
+    """Close this thread's connections that the server ended while they sat idle
+    between jobs (``idle_session_timeout``, ``pg_terminate_backend``, a restart): the
+    next job's first query failed on one, its attempt counted, and a job on its last
+    attempt was discarded unrun. Costs a poll of each socket per job; a query only on
+    a socket the server wrote to unasked."""
+    for conn in connections.all(initialized_only=True):
+        if conn.connection is not None and not conn.in_atomic_block and _spoken_to(conn):
+            _drop_if_broken(conn)
+
+
+def _spoken_to(conn: Any) -> bool:
+    """Whether the server sent something on ``conn``'s idle socket (or it is closed):
+    on a connection that listens to nothing, its last words as it ended the session
+    (an error message, then end of file)."""
+    raw = conn.connection
+    if getattr(raw, "closed", False):
+        return True
+    try:
+        fileno = raw.fileno
+    except AttributeError:
+        return False  # no socket to look at (another driver): as before
+    try:
+        readable, _, _ = select.select([fileno()], [], [], 0)
+    except Exception:  # a driver's error for a socket it lost: is_usable() tells
+        return True
+    return bool(readable)
 
 
 def _drop_if_broken(conn: Any) -> None:

@@ -33,6 +33,7 @@ from . import (
     events,
     failing,
     isolation,
+    leftovers,
     limits,
     logs,
     lostclaims,
@@ -475,6 +476,7 @@ class Worker:
             return "handed back" if transitions.hand_back(context.job) else "lost"
         if context.isolated:  # a worker was lost while holding it: run it alone
             return isolation.run_alone(context, self.clock)
+        leftovers.drop_ended()  # idle since the thread's last job: maybe ended meanwhile
         started = time.monotonic()
         if self.auto_prefetch:
             with self._lock:
