@@ -125,3 +125,18 @@ def test_a_config_nested_deep_is_shown_without_its_credentials(admin_client, cli
         response = who.get(f"/admin/pgjobs/connector/{hook.pk}/change/")
         assert response.status_code == 200
         assert leaks(response.content.decode(), SECRET) == []
+
+
+def test_an_edit_inside_a_value_that_keeps_its_mask_is_refused_not_saved_with_it(admin_client):
+    """A URL whose page= was edited and whose masked api_key= was left as shown is no
+    longer the URL shown, so it can't be put back: saved, the key became ********."""
+    hook = stored_as_before(ConnectorFactory(name="hook"), STORED["query"])
+    shown = shown_config(hook.config)
+    edited = {"url": shown["url"].replace("page=2", "page=3")}
+    posted = connector_form(config=json.dumps(edited))
+    response = admin_client.post(f"/admin/pgjobs/connector/{hook.pk}/change/", posted)
+    page = response.content.decode()
+    assert response.status_code == 200 and "type the value again" in page
+    assert leaks(page, SECRET) == []
+    hook.refresh_from_db()
+    assert hook.config == STORED["query"]

@@ -22,12 +22,12 @@ from .. import ratelimits
 from ..admin.large import LargeValuesAdmin, not_shown_field
 from ..models import Connector, unread_fields
 from ..payload import names_in
-from ..redaction import mask_credentials
+from ..redaction import REDACTED, mask_credentials
 from ..secrets import SecretKeysInvalid, SecretsUnreadable
 from ..templatetags.pgjobs_admin import when
 from .base import ConnectorKind, Option
 from .registry import kinds
-from .shown_config import restored, shown_config, shown_text
+from .shown_config import mask_left, restored, shown_config, shown_text
 from .store import build, load
 
 
@@ -124,8 +124,14 @@ class ConnectorForm(forms.ModelForm):
         """The config posted, a masked value left as shown put back as stored
         (``shown_config.restored``): the mask is never saved in its place."""
         config = self.cleaned_data.get("config")
-        if self.shows_stored_config():
-            return restored(config, self.instance.config)
+        if not self.shows_stored_config():
+            return config
+        config = restored(config, self.instance.config)
+        if mask_left(config, self.instance.config):
+            raise forms.ValidationError(
+                f"holds {REDACTED}, a credential's mask, in a value edited around it: type "
+                "the value again, or leave the value as shown to keep it"
+            )
         return config
 
     def clean_secrets(self) -> tuple[dict[str, str], list[str]]:

@@ -82,3 +82,18 @@ def _restored(posted: Any, shown: Any, stored: Any) -> Any:
     if isinstance(posted, list) and isinstance(stored, list) and len(posted) == len(stored):
         return [_restored(*items) for items in zip(posted, shown, stored, strict=True)]
     return posted
+
+
+def mask_left(posted: Any, stored: Any) -> bool:
+    """Whether ``posted`` (``restored`` already) still holds ``REDACTED`` where
+    ``stored`` holds none: a value edited around its mask (a URL's ``page=`` changed,
+    its ``api_key=********`` left), which is no longer what was shown and can't be put
+    back; saved, the mask took the credential's place."""
+    return _holds_mask(posted) and not _holds_mask(stored)
+
+
+def _holds_mask(value: Any) -> bool:
+    try:
+        return REDACTED in json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError):  # refused later as it is
+        return False
