@@ -149,10 +149,13 @@ def _spoken_to(conn: Any) -> bool:
     except AttributeError:
         return False  # no socket to look at (another driver): as before
     try:
-        readable, _, _ = select.select([fileno()], [], [], 0)
+        # poll, not select: select refuses a descriptor above 1,023, which a worker of
+        # many threads and connections reaches, and every job would then pay a query.
+        poller = select.poll()
+        poller.register(fileno(), select.POLLIN)
+        return bool(poller.poll(0))
     except Exception:  # a driver's error for a socket it lost: is_usable() tells
         return True
-    return bool(readable)
 
 
 def _drop_if_broken(conn: Any) -> None:

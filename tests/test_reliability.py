@@ -127,6 +127,28 @@ def test_a_job_thread_s_connection_ended_while_idle_costs_the_next_job_nothing(
     assert process.stop() == 0
 
 
+def test_an_idle_socket_is_looked_at_whatever_its_descriptor():
+    """The look before each job at a job thread's idle connections: select() refuses a
+    descriptor above 1,023, which a worker of many threads and connections reaches, and
+    every job then paid a query to the server, its socket taken as spoken to."""
+    import socket
+    from types import SimpleNamespace
+
+    from django_pgjobs import leftovers
+
+    ours, server = socket.socketpair()
+    high = os.dup2(ours.fileno(), 2000)
+    try:
+        idle = SimpleNamespace(connection=SimpleNamespace(closed=False, fileno=lambda: high))
+        assert not leftovers._spoken_to(idle)
+        server.send(b"E")  # the server's last words as it ends the session
+        assert leftovers._spoken_to(idle)
+    finally:
+        os.close(high)
+        ours.close()
+        server.close()
+
+
 def all_gone_and_we_answer(cut: list[int]) -> bool:
     """Whether the backends ``cut`` have exited and the test's connection answers.
     Through PgBouncer the cut may include the server connection it hands the test's
