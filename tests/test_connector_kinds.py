@@ -172,6 +172,27 @@ def test_a_wrong_smtp_password_fails_without_showing_it_then_a_new_one_works(
     assert (job.state, job.result) == (JobState.COMPLETED, {"sent": 1, "to": ["x@example.com"]})
 
 
+@pytest.mark.parametrize("tls", [{"use_tls": True}, {"use_ssl": True}])
+def test_a_server_that_refuses_tls_gets_no_login_and_no_mail(worker, smtp_peer, tls):
+    """With use_tls a server that offers no STARTTLS (or, with use_ssl, speaks no TLS)
+    is not logged in to in plain text: the password would cross the network readable."""
+    mailer(smtp_peer, timeout=5, **tls)
+    job = run_one(
+        worker,
+        task=CALL,
+        kwargs={"payload": {"subject": "s", "body": "b", "to": "x@example.com"}},
+        connector="mailer",
+    )
+    error = job.errors[0]["error"]
+    assert job.state == JobState.RETRYABLE
+    assert ("STARTTLS extension not supported" in error) if "use_tls" in tls else "SSL" in error
+    assert smtp_peer.logins == [] and smtp_peer.messages == []
+    assert smtp_peer.password not in json.dumps(job.errors)
+    with pytest.raises(ConnectorError):
+        get_connector("mailer").test()
+    assert smtp_peer.logins == []
+
+
 def test_a_malformed_mail_payload_is_discarded_with_the_reason(worker, smtp_peer):
     mailer(smtp_peer)
     job = run_one(worker, task=CALL, kwargs={"payload": {"subject": "s"}}, connector="mailer")
