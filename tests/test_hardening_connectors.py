@@ -20,7 +20,7 @@ from django_pgjobs.connectors import ConnectorRefused, deadline, get_connector
 from django_pgjobs.connectors.destinations import Destinations
 from django_pgjobs.models import Connector
 from django_pgjobs.states import JobState
-from tests.factories import ConnectorFactory
+from tests.factories import ConnectorFactory, stored_as_before
 
 pytestmark = pytest.mark.django_db
 
@@ -215,3 +215,27 @@ def test_an_http_config_with_credentials_or_a_bad_url_is_refused(config, field):
     with pytest.raises(ValidationError) as refused:
         Connector(name="hook", kind="http", config=config).full_clean()
     assert field in refused.value.message_dict
+
+
+def test_a_basic_auth_username_with_a_colon_is_refused_when_written(http_peer):
+    """Basic auth sends "username:password": a server takes what follows the first ":"
+    for the password, so "api:k3y" put part of a credential in the plain config, shown
+    in the admin. Refused when written (save() too); a row saved before keeps working,
+    and an edit that leaves its username as it is saves."""
+    for write in (lambda c: c.full_clean(), lambda c: c.save()):
+        connector = Connector(
+            name="hook", kind="http", config={"url": http_peer.url, "username": "api:k3y"}
+        )
+        with pytest.raises(ValidationError, match="must not hold ':'") as refused:
+            write(connector)
+        assert "k3y" not in str(refused.value)
+    assert not Connector.objects.exists()
+    hook = hook_with_password(http_peer.url)
+    stored_as_before(hook, {"url": http_peer.url, "username": "api:k3y"})
+    assert get_connector("hook").call({})["status"] == 200
+    hook.description = "edited"
+    hook.save()
+
+
+def hook_with_password(url: str) -> Connector:
+    return ConnectorFactory(name="hook", config={"url": url}, secrets={"password": "pw"})

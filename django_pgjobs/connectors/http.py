@@ -200,6 +200,20 @@ def _keyed_path_problem(config: Any) -> dict[str, str]:
     return {}
 
 
+def _username_problem(config: Any) -> dict[str, str]:
+    """A basic auth username with a ":" (RFC 7617 refuses it): the server takes what
+    follows the first one for the password, so part of a credential sat in the plain
+    config. Only when written (``write_problems``): a row saved before works as it did."""
+    username = config.get("username") if isinstance(config, dict) else None
+    if isinstance(username, str) and ":" in username:
+        return {
+            "config.username": "must not hold ':': basic auth sends username:password, and "
+            "the server takes what follows the first ':' for the password; put all of the "
+            "password in the password secret"
+        }
+    return {}
+
+
 #: A header name (RFC 9110 token); a value is Latin-1 text without control characters
 #: but tab. http.client refuses others at send time, so every job failed instead.
 HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
@@ -362,7 +376,8 @@ class HttpConnector(ConnectorKind):
         """A credential in a header's or a query parameter's name, or a webhook's URL
         whose path is its key: the config is plain text, shown in the admin. Only when
         written (``ConnectorKind.write_problems``)."""
-        return _credential_problems(*_credential_names(config)) | _keyed_path_problem(config)
+        problems = _credential_problems(*_credential_names(config)) | _keyed_path_problem(config)
+        return problems | _username_problem(config)
 
     @classmethod
     def secret_problems(cls, values: dict[str, Any]) -> dict[str, str]:
@@ -388,6 +403,9 @@ class HttpConnector(ConnectorKind):
         keyed = _keyed_path_problem(config)
         if keyed != _keyed_path_problem(stored):
             problems |= keyed
+        stored_username = stored.get("username") if isinstance(stored, dict) else None
+        if config.get("username") != stored_username:
+            problems |= _username_problem(config)
         return problems
 
     @secret_frames
