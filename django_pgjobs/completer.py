@@ -68,7 +68,12 @@ class Completer:
     Both are the worker's, called from the completer's thread.
     """
 
-    def __init__(self, finished: Finished, wake_when_due: Callable[[list[float]], None]) -> None:
+    def __init__(
+        self,
+        finished: Finished,
+        wake_when_due: Callable[[list[float]], None],
+        crashed: Callable[[], None] = lambda: None,
+    ) -> None:
         # Outcomes of jobs that ran on the pool, waiting to be written by the
         # completer thread: everything that piled up while it wrote the last
         # batch goes in one statement (one commit) next.
@@ -85,6 +90,9 @@ class Completer:
         self._publish: Callable[[Iterable[events.Change]], None] = _discard
         self._finished = finished
         self._wake_when_due = wake_when_due
+        # The worker stops if this thread ends on a bug of ours: its slots would stay
+        # taken by outcomes no one writes, and it would claim nothing more, unseen.
+        self._crashed = crashed
 
     def start(self, publisher: events.Publisher | None) -> None:
         """Start the completer thread; the outcomes' events go to ``publisher``
@@ -113,33 +121,46 @@ class Completer:
         """
         db.prepare_on_this_thread()
         try:
-            while True:
-                try:
-                    item = self.outcomes.get(timeout=self._kept_due_in())
-                except queue.Empty:  # a kept outcome is due
-                    self._retry_kept()
-                    continue
-                if item is None:
-                    break
-                batch = [item]
-                last = False
-                while len(batch) < MAX_OUTCOME_BATCH:
-                    try:
-                        more = self.outcomes.get_nowait()
-                    except queue.Empty:
-                        break
-                    if more is None:
-                        last = True
-                        break
-                    batch.append(more)
-                querylog.forget()
-                self._write_batch(batch)
-                self._retry_kept()
-                if last:
-                    break
-            self._retry_kept(last=True)
+            self._write_until_stopped()
+        except Exception as error:  # not an outage (written through): a bug of ours
+            logger.critical(
+                "the completer thread failed (%s: %s); the worker stops: the outcomes it "
+                "held are not written, and their jobs are rescued as a crashed worker's",
+                type(error).__name__,
+                limits.shortened(str(error), 300),
+                exc_info=error,
+            )
+            self._crashed()
         finally:
             connections.close_all()
+
+    def _write_until_stopped(self) -> None:
+        """Write queued outcomes until the last pass (a None queued) is done."""
+        while True:
+            try:
+                item = self.outcomes.get(timeout=self._kept_due_in())
+            except queue.Empty:  # a kept outcome is due
+                self._retry_kept()
+                continue
+            if item is None:
+                break
+            batch = [item]
+            last = False
+            while len(batch) < MAX_OUTCOME_BATCH:
+                try:
+                    more = self.outcomes.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    last = True
+                    break
+                batch.append(more)
+            querylog.forget()
+            self._write_batch(batch)
+            self._retry_kept()
+            if last:
+                break
+        self._retry_kept(last=True)
 
     def _write_batch(self, batch: list[tuple[JobContext, Outcome | str]]) -> None:
         pending = [(c, o) for c, o in batch if isinstance(o, Outcome)]

@@ -205,7 +205,10 @@ class Worker:
         self._lock = threading.Lock()
         # Writes the outcomes of the jobs that ran on the pool (its thread starts with
         # the worker), then frees their slots (_finished).
-        self._completer = Completer(self._finished, self._wake_when_due)
+        self._completer = Completer(self._finished, self._wake_when_due, self._completer_failed)
+        #: What runworker exits with once the worker stopped: 1 after its completer
+        #: thread failed (a supervisor restarts it), else 0.
+        self.exit_code = 0
         self._publisher: events.Publisher | None = None
         # Jobs in ``running`` whose task returned and whose outcome awaits the
         # completer: they hold no thread, so their slots can take new jobs (up to
@@ -1135,6 +1138,11 @@ class Worker:
     def name(self) -> str | None:
         """How its lines name it ("worker 3"), once it has registered."""
         return f"worker {self.record.pk}" if self.record is not None else None
+
+    def _completer_failed(self) -> None:
+        """The completer thread ended on a bug of ours (it said so): stop, exit 1."""
+        self.exit_code = 1
+        self.request_stop()
 
     def request_stop(self) -> None:
         """First call: stop claiming and let running jobs finish. Second: hand them back now."""

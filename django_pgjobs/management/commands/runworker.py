@@ -223,7 +223,7 @@ class Command(BaseCommand):
                 worker.run()
         # Handed-back jobs may still run on daemon threads; they die with the
         # process, and anything they would have written is refused by the lease.
-        return 0
+        return worker.exit_code
 
 
 def say_at_start(alias: str) -> None:
