@@ -3,11 +3,10 @@ there once, so that each child it forks starts ready."""
 
 import importlib.util
 import os
-import signal
 
 from django.apps import apps
 
-from django_pgjobs.stopsignals import STOP_SIGNALS
+from django_pgjobs.stopsignals import ignore_stop_signals
 
 _settings = os.environ.get("DJANGO_SETTINGS_MODULE", "")
 # Found from here, the fork server's directory (the worker's): else each child
@@ -22,6 +21,5 @@ if _settings and not apps.ready and importlib.util.find_spec(_settings.split("."
 
 # Ctrl-C, a hangup or systemd's KillMode=control-group reach this process too: it
 # lives as long as its worker (it ends when the worker does), and its children, the
-# jobs' processes, inherit this (isolation.ignore_stop_signals).
-for _signum in STOP_SIGNALS:
-    signal.signal(_signum, signal.SIG_IGN)
+# jobs' processes, inherit this.
+ignore_stop_signals()

@@ -44,7 +44,7 @@ from .context import JobContext
 from .exceptions import JobTimeout, UnknownTask, WorkerLost
 from .models import Job
 from .states import JobState
-from .stopsignals import STOP_SIGNALS
+from .stopsignals import ignore_stop_signals
 from .tasks import get_task, registered_or_none
 from .transitions import Outcome
 
@@ -251,6 +251,8 @@ def run_in_child(request: str) -> int:
 
 def _forkserver_child(request: str, databases: dict[str, dict[str, Any]]) -> None:
     """A fork server's child: connect as the worker does, then run the job."""
+    # Again, though the fork server ignores them: multiprocessing gives its children
+    # SIGINT back. First thing: the worker kills it once it is gone (_die_with_worker).
     ignore_stop_signals()
     _die_with_worker()
     try:
@@ -269,17 +271,6 @@ def _set_django_up(databases: dict[str, dict[str, Any]]) -> None:
         django.setup()
     for alias, settings_dict in databases.items():
         connections[alias].settings_dict.update(settings_dict)
-
-
-def ignore_stop_signals() -> None:
-    """Let the stop signals pass a job's process by: Ctrl-C or a hangup reaches the
-    terminal's whole process group (systemd's default KillMode, every process of the
-    unit), and the job died of it, its attempt counted, while its worker was letting
-    running jobs finish. Its worker kills it when it hands the job back, or once it is
-    gone (``_die_with_worker``). The fork server ignores them too (but SIGINT, which
-    multiprocessing gives its children back: hence this, first thing)."""
-    for signum in STOP_SIGNALS:
-        signal.signal(signum, signal.SIG_IGN)
 
 
 def _die_with_worker() -> None:

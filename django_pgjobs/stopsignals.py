@@ -55,3 +55,13 @@ def on_stop_signals(
 
     for signum in STOP_SIGNALS:
         signal.signal(signum, on_signal)
+
+
+def ignore_stop_signals() -> None:
+    """Let the stop signals pass this process by: a job's process, and the fork server
+    that forks them. Ctrl-C or a hangup reaches the terminal's whole process group
+    (systemd's default KillMode, every process of the unit), and the job died of it,
+    its attempt counted, while its worker was letting running jobs finish. Its worker
+    kills it when it hands the job back, or once it is gone."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
