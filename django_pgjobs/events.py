@@ -109,9 +109,7 @@ class EventStream:
         """Yield matching events until ``timeout`` seconds have passed (None: forever).
         ``InvalidOption`` at once for a timeout that is no number of seconds from 0 to a
         year, as ``job.wait()``'s: a NaN never ran out, and the stream listened for ever."""
-        if timeout is not None:
-            timeout = limits.seconds(timeout, "timeout", zero=True)
-        return self._events(timeout, where)
+        return self._events(limits.wait_timeout(timeout), where)
 
     def _events(self, timeout: float | None, where: Callable[[Event], bool]) -> Iterator[Event]:
         deadline = None if timeout is None else time.monotonic() + timeout

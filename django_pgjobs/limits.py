@@ -251,6 +251,13 @@ def timeout(value: Any, field: str = "timeout") -> float:
     return seconds(value, field)
 
 
+def wait_timeout(value: Any) -> float | None:
+    """A wait's ``timeout`` (``job.wait()``, an event stream's ``iter()``): None (no
+    limit) or a number of seconds from 0 to a year, else InvalidOption: a NaN never ran
+    out (the wait never ended), a string failed in the arithmetic."""
+    return None if value is None else seconds(value, "timeout", zero=True)
+
+
 def rate_limit(value: Any, field: str = "rate_limit") -> int:
     return whole_number(value, field, 1, MAX_RATE)
 

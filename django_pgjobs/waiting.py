@@ -67,15 +67,9 @@ def _timed_out(job: Job, timeout: float | None) -> TimeoutError:
     return TimeoutError(f"job {job.pk} did not finish within {timeout:g}s: {where}")
 
 
-def checked_timeout(timeout: object) -> float | None:
-    """None (no limit) or a number of seconds from 0 to a year, else InvalidOption: a
-    NaN never ran out (the wait never ended), a string failed in the arithmetic."""
-    return None if timeout is None else limits.seconds(timeout, "timeout", zero=True)
-
-
 def wait_for(job: Job, timeout: float | None) -> Job:
     limits.saved(job, "wait")
-    timeout = checked_timeout(timeout)
+    timeout = limits.wait_timeout(timeout)
     if not conf.get("EVENTS"):
         return _poll(job, timeout)
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -124,7 +118,7 @@ async def _async_poll(job: Job, timeout: float | None) -> Job:
 
 async def async_wait_for(job: Job, timeout: float | None) -> Job:
     limits.saved(job, "async_wait")
-    timeout = checked_timeout(timeout)
+    timeout = limits.wait_timeout(timeout)
     if not conf.get("EVENTS"):
         return await _async_poll(job, timeout)
     params = db.connection_params(db.listen_alias(job._state.db))
