@@ -1,10 +1,14 @@
-"""Types of the commands' number options, read by one rule (limits.number_in_text)."""
+"""The commands' options read by one rule: numbers (limits.number_in_text) and a
+``--host`` (limits.host_name)."""
 
 from __future__ import annotations
 
 import argparse
 
+from django.core.management.base import CommandError
+
 from django_pgjobs import limits
+from django_pgjobs.exceptions import InvalidOption
 
 
 def whole_number(text: str) -> int:
@@ -26,3 +30,13 @@ def number(text: str) -> float:
             f"{limits.shown(text)} is not a number written in ASCII digits"
         )
     return float(value)
+
+
+def host(value: str) -> str:
+    """``--host`` as worker rows record it (``limits.host_name``), else CommandError: a
+    shell's byte no UTF-8 holds, which Python reads from argv as a lone surrogate, was
+    psycopg's UnicodeEncodeError (a NUL failed in the query), and "" named this host."""
+    try:
+        return limits.host_name(value, "--host")
+    except InvalidOption as problem:
+        raise CommandError(f"{problem}: no worker process records such a host") from None

@@ -32,7 +32,6 @@ from django_pgjobs import (
     health,
     housekeeping,
     kept_errors,
-    limits,
     queues,
     schedules,
     shown,
@@ -41,7 +40,7 @@ from django_pgjobs import (
     unmigrated,
 )
 from django_pgjobs.cron import InvalidCron, UnknownTimezone
-from django_pgjobs.exceptions import InvalidOption, JobGone, PgJobsError, UniqueKeyHeld
+from django_pgjobs.exceptions import JobGone, PgJobsError, UniqueKeyHeld
 from django_pgjobs.management import arguments
 from django_pgjobs.models import Job, Queue, Schedule
 from django_pgjobs.selection import (
@@ -316,7 +315,7 @@ class Command(BaseCommand):
         options = self.options
         lag = options["max_scheduler_lag"]
         checks = health.run_checks(
-            host=_host(options["host"]),
+            host=None if options["host"] is None else arguments.host(options["host"]),
             require_worker=options["require_worker"],
             stale_after=_duration_or_none(options["stale_after"], "--stale-after"),
             max_age=_duration_or_none(options["max_age"], "--max-age"),
@@ -801,20 +800,6 @@ def _db() -> str:
 
 def _seconds(delta: timedelta) -> float:
     return max(0.0, round(delta.total_seconds(), 3))
-
-
-def _host(value: str | None) -> str | None:
-    """``--host`` as worker rows record it (``limits.host_name``), else a CommandError
-    as stopworker's: a shell's byte no UTF-8 holds, which Python reads from argv as a
-    lone surrogate, was psycopg's UnicodeEncodeError, and "" checked this host."""
-    if value is None:
-        return None
-    try:
-        return limits.host_name(value, "--host")
-    except InvalidOption as problem:
-        raise CommandError(
-            f"{problem}: no worker process records such a host", returncode=1
-        ) from None
 
 
 def _duration_or_none(text: str | None, what: str) -> timedelta | None:

@@ -9,7 +9,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from django_pgjobs import conf, db, limits, liveness, logs, unmigrated
-from django_pgjobs.exceptions import InvalidOption
+from django_pgjobs.management import arguments
 from django_pgjobs.models import WorkerProcess
 from django_pgjobs.workers import request_stop
 
@@ -42,10 +42,7 @@ class Command(BaseCommand):
             if unknown:
                 raise CommandError(f"no worker process with id(s) {sorted(unknown)}")
         if host is not None:
-            try:  # a NUL would fail in the query, with psycopg's words
-                limits.host_name(host, "--host")
-            except InvalidOption as problem:
-                raise CommandError(f"{problem}: no worker process records such a host") from None
+            arguments.host(host)
             ids = list(rows.filter(host=host).values_list("pk", flat=True))
             if not ids:
                 raise CommandError(f"no worker process on host {_said(host)}{_alike(rows, host)}")
