@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from . import conf, isolation, limits
 from .context import JobContext
-from .exceptions import InvalidOption, JobTimeout
+from .exceptions import JobTimeout
 from .execution import execute
 from .models import Job, WorkerProcess
 from .worker import Worker, beat
@@ -66,8 +66,8 @@ def run_due(
     limit = limits.whole_number(limit, "limit", 1, limits.MAX_ID)
     if max_seconds is not None:
         max_seconds = limits.seconds(max_seconds, "max_seconds", zero=True)
-    _no_string(queues, "queues", "queue names")
-    _no_string(states, "states", "states")
+    limits.no_string(queues, "queues", "queue names")
+    limits.no_string(states, "states", "states")
     worker = Worker(queues, concurrency=1, states=states, clock=clock)
     using = worker.using
     worker.record = WorkerProcess.objects.using(using).create(
@@ -106,13 +106,6 @@ def run_due(
         rows = WorkerProcess.objects.using(using).filter(pk=worker.record.pk)
         rows.defer("queues", "failing").delete()  # as the worker's shutdown: not its JSON
     return report
-
-
-def _no_string(value: object, field: str, what: str) -> None:
-    """Refuse one string where a list is due: it was read as its letters (a queue 'd')."""
-    if isinstance(value, str | bytes):
-        said = f"must be a list of {what}, not the string {limits.shown(value)}"
-        raise InvalidOption(field, said)
 
 
 class _Watchdog(threading.Thread):

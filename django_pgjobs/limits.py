@@ -209,6 +209,13 @@ def row_ids(values: Any, field: str) -> list[int]:
     return [whole_number(value, field, 1, MAX_ID) for value in values]
 
 
+def no_string(value: Any, field: str, what: str) -> None:
+    """Refuse one string (or bytes) where a list of ``what`` is due: it was read as its
+    letters (a queue 'd')."""
+    if isinstance(value, str | bytes):
+        raise InvalidOption(field, f"must be a list of {what}, not the string {shown(value)}")
+
+
 def saved(job: Any, action: str) -> None:
     """Refuse a job never saved: it has no row to change or wait for. (retry() said
     "job None: cannot go from available to available"; cancel() and wait() raised

@@ -87,8 +87,7 @@ def issue(
 
 def scope(names: Iterable[Any], field: str, pattern: re.Pattern[str]) -> list[str]:
     """``names`` as a token stores them: a list of names ``pattern`` matches, or ``"*"``."""
-    if isinstance(names, str | bytes):
-        raise InvalidOption(field, f"must be a list of names, not the string {limits.shown(names)}")
+    limits.no_string(names, field, "names")
     listed = list(names)
     for name in listed:
         if not (name == "*" or (isinstance(name, str) and pattern.match(name))):
