@@ -43,10 +43,12 @@ View = Callable[..., HttpResponse]
 logger = logging.getLogger(__name__)
 
 
-def queue_refused(bad: UnknownQueue | InvalidQueueName) -> str:
-    """What a request is told of a queue refused: an unknown one without the Python
-    API's "did you mean", which names a queue the token's holder did not send."""
-    return str(UnknownQueue(bad.name)) if isinstance(bad, UnknownQueue) else str(bad)
+def name_refused(bad: UnknownQueue | UnknownConnector | InvalidQueueName) -> str:
+    """What a request is told of a queue or connector refused: an unknown one without
+    the Python API's "did you mean", which names one the token's holder did not send."""
+    if isinstance(bad, UnknownQueue | UnknownConnector):
+        return str(type(bad)(bad.name))
+    return str(bad)
 
 
 def error(status: int, code: str, message: str, **extra: Any) -> JsonResponse:
@@ -266,9 +268,9 @@ def enqueue(request: HttpRequest, token: ApiToken) -> HttpResponse:
     try:
         job = Job.enqueue(**options)
     except (UnknownQueue, InvalidQueueName) as bad:
-        raise Invalid({"queue": queue_refused(bad)}) from None
-    except UnknownConnector as bad:  # without "did you mean": a name not sent
-        raise Invalid({"connector": str(UnknownConnector(bad.name))}) from None
+        raise Invalid({"queue": name_refused(bad)}) from None
+    except UnknownConnector as bad:
+        raise Invalid({"connector": name_refused(bad)}) from None
     except (InvalidOption, PayloadError) as bad:  # an option the task gives, say
         raise Invalid({bad.field or "args": str(bad)}) from None
     except UniqueKeyConflict as held:  # by a job this request's snapshot can't read
@@ -341,7 +343,7 @@ def run(request: HttpRequest, token: ApiToken) -> HttpResponse:
         try:
             queues.check_known(name)
         except (UnknownQueue, InvalidQueueName) as bad:
-            raise Invalid({"queue": queue_refused(bad)}) from None
+            raise Invalid({"queue": name_refused(bad)}) from None
     report = run_due(
         names, states=wanted.states, limit=wanted.limit, max_seconds=wanted.max_seconds
     )
