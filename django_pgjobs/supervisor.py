@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 
 from django.db import connections
 
-from . import db, logs, outage
+from . import db, limits, logs, outage
 from .stopsignals import STOP_SIGNALS
 
 logger = logging.getLogger(__name__)
@@ -504,7 +504,7 @@ def _why(error: BaseException) -> str:
     """``OperationalError: connection failed: ...``: the first line of ``error``, on one
     line of at most 500 characters (libpq's hints and DETAIL on lines of their own)."""
     line = f"{type(error).__name__}: {outage.describe(error)}"
-    return logs.one_line(line if len(line) <= 500 else f"{line[:499]}…")
+    return logs.one_line(limits.shortened(line, 500))
 
 
 def _name(signum: int) -> str:
