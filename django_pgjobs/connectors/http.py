@@ -426,11 +426,11 @@ class HttpConnector(ConnectorKind):
         other than the expected ones raises HttpStatusError.
         """
         method = request_method(self.config["method"] if method is None else method)
-        headers = _sent_headers(headers)
+        headers = _sent_headers(headers)  # a dict from here on
         # A server's refusal may echo them: masked like secrets, though none holds them.
-        self.mask_also(_credential_values(headers or {}, query or {}))
+        self.mask_also(_credential_values(headers, query or {}))
         url = self._url(path, query)
-        all_headers = {**self.config["headers"], **self._auth_headers(), **(headers or {})}
+        all_headers = {**self.config["headers"], **self._auth_headers(), **headers}
         if payload is not None:
             data = json.dumps(payload).encode()
             all_headers.setdefault("Content-Type", "application/json")
