@@ -75,6 +75,11 @@ class JobSpec:
     concurrency_key: str | None = None
 
 
+#: JobSpec's fields, Job.enqueue's arguments: the keys a job's dict may have, and (but
+#: task, args and kwargs) the options ``task.using()`` takes.
+SPEC_FIELDS = tuple(each.name for each in dataclasses.fields(JobSpec))
+
+
 class Shape(NamedTuple):
     """What a job's options decide, worked out once per batch for each set of them."""
 
@@ -759,10 +764,10 @@ def spec_problem(spec: Any) -> str:
             "each job of enqueue_many must be a JobSpec or a dict of Job.enqueue's arguments, "
             f"not {type(spec).__name__} {limits.shown(spec)}"
         )
-    known = [f.name for f in dataclasses.fields(JobSpec)]
-    unknown = [limits.shown(key) for key in spec if key not in known]
+    unknown = [limits.shown(key) for key in spec if key not in SPEC_FIELDS]
     if unknown:
-        return f"a job's dict has unknown key(s) {', '.join(unknown)}; known: {', '.join(known)}"
+        known = ", ".join(SPEC_FIELDS)
+        return f"a job's dict has unknown key(s) {', '.join(unknown)}; known: {known}"
     return "a job's dict has no 'task'"
 
 

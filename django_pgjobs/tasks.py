@@ -7,7 +7,7 @@ import difflib
 import importlib
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from . import limits
@@ -339,9 +339,9 @@ DELAY_WORDS = frozenset({"countdown", "eta", "delay", "run_after", "run_in", "de
 def _refuse_unknown_options(name: str, options: dict[str, Any]) -> None:
     """TypeError, at ``using()``, for an option no job has, naming those there are: at
     enqueue it was Python's "Job.enqueue() got an unexpected keyword argument"."""
-    from .enqueue import JobSpec
+    from .enqueue import SPEC_FIELDS
 
-    known = [each.name for each in fields(JobSpec) if each.name not in ("task", "args", "kwargs")]
+    known = [name for name in SPEC_FIELDS if name not in ("task", "args", "kwargs")]
     for option in options:
         if option in known:
             continue
