@@ -126,8 +126,7 @@ class Notifier:
                 # The server went away, or closed it: the reconnect says more, once,
                 # if the server is unreachable (outage.py).
                 logger.debug("LISTEN connection lost (%s); reconnecting", outage.describe(error))
-                if not outage.is_down(self.using):
-                    outage.lost(self.using, error)  # a warning if it goes on and on
+                outage.lost(self.using, error)  # a warning if it goes on and on
             finally:
                 self.connected.clear()
                 self._conn.close()

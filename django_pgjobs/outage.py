@@ -105,17 +105,21 @@ def unreachable(alias: str, error: BaseException) -> None:
         )
     else:
         logger.debug("database %r: %s; retrying", alias, describe(error))
-        if not refused and since is None:
+        if not refused:
             lost(alias, error)
 
 
 def lost(alias: str, error: BaseException) -> None:
     """A connection to database ``alias`` was lost while the server takes new ones (the
     caller reconnects, and said it at DEBUG): a warning once LOST_OFTEN were lost
-    within REMIND_EVERY seconds, then at most once every REMIND_EVERY while it goes on."""
+    within REMIND_EVERY seconds, then at most once every REMIND_EVERY while it goes on.
+    Nothing while the database is held unreachable (``is_down``): that is an outage,
+    said as one."""
     state = _state(alias)
     now = time.monotonic()
     with _lock:
+        if state.since is not None:
+            return
         state.lost.append(now)
         while now - state.lost[0] > REMIND_EVERY:
             state.lost.popleft()
