@@ -310,9 +310,14 @@ def _log_retry(outcome: Outcome, failure: Callable[[], str]) -> None:
         return
     job = outcome.job
     # When it runs again: a newcomer's log said it failed, not that it would retry.
-    retry_in = logs.delay((outcome.run_at - outcome.at).total_seconds()) if outcome.run_at else "?"
+    # Its queue's row unreadable as it failed: known once its outcome is written.
+    retry_in = (
+        f"in {logs.delay((outcome.run_at - outcome.at).total_seconds())}"
+        if outcome.run_at
+        else "by its queue's backoff"
+    )
     logger.info(
-        "job %s (%s) attempt %s of %s failed, retry in %s: %s",
+        "job %s (%s) attempt %s of %s failed, retry %s: %s",
         job.pk,
         logs.printable(job.task),
         job.attempt,
@@ -441,9 +446,16 @@ def _by_queue_backoff(
         # Without a backoff of its own the job's queue decides, which takes a read.
         return transitions.failed(job, error, now, backoff=backoff)
     except DatabaseError as problem:
-        logger.warning("job %s: queue backoff unreadable (%s); using the default", job.pk, problem)
+        # Not the default backoff instead: seconds, where the queue may spare a
+        # rate-limited service for minutes. Read again as the outcome is written.
+        logger.warning(
+            "job %s: its queue's backoff could not be read (%s); read again as its "
+            "outcome is written",
+            job.pk,
+            shown(problem, 300),
+        )
         leftovers.drop_broken()
-        return transitions.failed(job, error, now, backoff=Backoff.from_dict(conf.get("BACKOFF")))
+        return transitions.failed_by_queue_later(job, error, now)
 
 
 def _snooze(job: Job, until: datetime, now: datetime, reason: str) -> str:

@@ -149,7 +149,10 @@ class Outcome:
     at: datetime
     result: Any = None
     error: BaseException | None = None
-    run_at: datetime | None = None  # retryable: when to run again
+    #: Retryable: when to run again. None: when its queue's backoff says, read as the
+    #: outcome is written (``finish``), its row unreadable as the attempt failed.
+    run_at: datetime | None = None
+    spread: float | None = None  # where in the jitter band the queue's backoff lands
     #: Masks the secrets the attempt loaded in its error and result before they are written.
     redactor: Redactor | None = None
 
@@ -179,6 +182,18 @@ def failed(
     return Outcome(job, S.RETRYABLE, now, error=error, run_at=run_at)
 
 
+def failed_by_queue_later(
+    job: Job, error: BaseException, now: datetime, spread: float | None = None
+) -> Outcome:
+    """Retryable when its queue's backoff says, the queue's row read as the outcome is
+    written (``finish``, which ``record`` retries through an outage): it could not be
+    read as the attempt failed (the database away, a lock on the table). The default
+    backoff in its place retried a job within seconds that its queue spares a
+    rate-limited service for minutes. Its attempts are not used up (``failed``
+    checked: a discard reads nothing)."""
+    return Outcome(job, S.RETRYABLE, now, error=error, spread=spread)
+
+
 def finish(
     outcomes: Sequence[Outcome], publish: Callable[[Iterable[events.Change]], None] | None = None
 ) -> list[bool]:
@@ -196,6 +211,7 @@ def finish(
         if outcome.redactor:  # the result as it is written, read back and signalled
             outcome.result = outcome.redactor.value(outcome.result)
     for using, group in by_alias.items():
+        _by_queue_backoffs(group, using)
         rows = [_outcome_row(outcome) for outcome in group]
         outcomes_json = db.as_json(rows)
         written = {
@@ -319,16 +335,38 @@ def hand_back(job: Job) -> bool:
     )
 
 
+def _by_queue_backoffs(outcomes: Sequence[Outcome], using: str) -> None:
+    """Set the run_at of the retryable outcomes without one (``failed_by_queue_later``)
+    by their queues' backoffs, read in one query; a DatabaseError is raised, and the
+    write tried again by its caller as the write's own would be."""
+    pending = [o for o in outcomes if o.state == S.RETRYABLE and o.run_at is None]
+    if not pending:
+        return
+    policies = queue_backoffs({o.job.queue for o in pending}, using)
+    for outcome in pending:
+        policy = policies[outcome.job.queue]
+        outcome.run_at = policy.next_run_at(outcome.job.attempt, outcome.at, outcome.spread)
+
+
 def queue_backoff(queue: str) -> Backoff:
-    """The queue's retry policy; the default one if its row holds values no policy can
-    have (written around the admin's checks: by SQL, or before they existed)."""
-    row = Queue.objects.using(conf.get("DATABASE")).filter(name=queue).first()
-    if row is not None:
+    """The queue's retry policy (see ``queue_backoffs``)."""
+    return queue_backoffs({queue}, conf.get("DATABASE"))[queue]
+
+
+def queue_backoffs(queues: set[str], using: str) -> dict[str, Backoff]:
+    """The retry policy of each queue; the default one for a queue without a row, or
+    whose row holds values no policy can have (written around the admin's checks: by
+    SQL, or before they existed)."""
+    default = Backoff.from_dict(conf.get("BACKOFF"))
+    policies = dict.fromkeys(queues, default)
+    for row in Queue.objects.using(using).filter(name__in=queues):
         try:
-            return row.backoff()
+            policies[row.name] = row.backoff()
         except ValueError as error:
-            logger.error("queue %r: its backoff is invalid (%s); using the default", queue, error)
-    return Backoff.from_dict(conf.get("BACKOFF"))
+            logger.error(
+                "queue %r: its backoff is invalid (%s); using the default", row.name, error
+            )
+    return policies
 
 
 # -- operator actions (admin, API, user code) --------------------------------------
