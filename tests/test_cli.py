@@ -142,6 +142,38 @@ def test_list_filters_by_state_queue_task_and_creation_time_newest_first():
     assert out.strip() == "no jobs with state waiting, created since 2025-05-01T14:30:00+00:00"
 
 
+@pytest.mark.parametrize("verb", ["list", "retry", "cancel", "delete"])
+def test_a_task_no_one_registered_is_noted_when_nothing_matched(verb):
+    # "no jobs" alone for a typo: the operator concluded the job was gone. A note on
+    # stderr names the task registered under a like name; the exit stays 0.
+    JobFactory(task="testproject.demo.tasks.add", discarded=True)
+    yes = () if verb == "list" else ("--yes",)
+    code, out, err = pgjobs(verb, "--task", "testproject.demo.tasks.ad", *yes)
+    assert code == 0, err
+    assert "no jobs with task testproject.demo.tasks.ad" in out
+    assert err == (
+        "note: no task registered here is called 'testproject.demo.tasks.ad' (did you mean "
+        "'testproject.demo.tasks.add'?); jobs of a task no longer registered are matched "
+        "all the same\n"
+    )
+    code, out, err = pgjobs(verb, "--task", "shop.tasks.nothing_like_it", *yes, "--json")
+    assert code == 0 and json.loads(out), err
+    assert err.startswith("note: no task registered here is called 'shop.tasks.nothing_like_it';")
+
+
+@pytest.mark.parametrize("verb", ["list", "retry", "cancel", "delete"])
+def test_a_task_no_longer_registered_is_a_target_without_a_note(verb):
+    # Jobs of removed code are legitimate targets: matched, no note. A registered
+    # task with no job: "no jobs", no note either.
+    gone = JobFactory(task="shop.tasks.gone", scheduled=True)
+    yes = () if verb == "list" else ("--yes",)
+    code, out, err = pgjobs(verb, "--task", "shop.tasks.gone", *yes)
+    assert (code, err) == (0, "")
+    assert str(gone.pk) in out or "1 job(s)" in out
+    code, out, err = pgjobs(verb, "--task", "testproject.demo.tasks.square", *yes)
+    assert (code, err) == (0, "")
+
+
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("args", [("--task", "gone.task"), ("--before", "20d", "--json")])
 def test_list_stops_a_read_past_its_time_limit_and_says_what_to_narrow(

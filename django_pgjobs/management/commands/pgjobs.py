@@ -36,6 +36,7 @@ from django_pgjobs import (
     schedules,
     shown,
     stats,
+    tasks,
     transitions,
     unmigrated,
 )
@@ -228,6 +229,8 @@ class Command(BaseCommand):
             raise InvalidSelection(f"--limit must be from 1 to {MAX_LIST}")
         jobs = _newest(selected.jobs().order_by("-id")[: limit + 1])
         more, jobs = len(jobs) > limit, jobs[:limit]
+        if not jobs:
+            self.note_unregistered(selected)
         if self.emit({"jobs": [job_summary(job) for job in jobs], "more": more}):
             return
         self.table(
@@ -397,6 +400,7 @@ class Command(BaseCommand):
             # Nothing to ask about: a script without --yes is done, not refused.
             if not self.emit(report):
                 self.say(f"no {selected.describe()}: nothing to {verb}")
+            self.note_unregistered(selected)
             return
         # Every match completed and left alone: nothing would change, so nothing to ask.
         nothing_else = not include and completed == matched and matched.exact
@@ -519,6 +523,21 @@ class Command(BaseCommand):
             since=o["since"],
             before=o["before"],
         )
+
+    def note_unregistered(self, selected: JobFilter) -> None:
+        """When nothing matched, say on stderr which ``--task`` names no task registered
+        here has, with those like it: a typo said "no jobs" alone. A hint, never a
+        refusal: jobs of a task whose code was removed are matched by its old name."""
+        for name in selected.tasks:
+            if tasks.registered_or_none(name) is not None:
+                continue
+            close = tasks.similar_names(name)
+            meant = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+            self.stderr.write(
+                f"note: no task registered here is called {name!r}{meant}; jobs of a task "
+                "no longer registered are matched all the same",
+                style_func=self.style.NOTICE,
+            )
 
     def get_job(self, job_id: int, *, printed: bool = False) -> Job:
         """The job ``job_id``; ``printed``: to print, with its first and latest error
