@@ -31,6 +31,7 @@ from django.db import DatabaseError, connections
 from psycopg import sql
 
 from . import conf, db, limits, outage
+from .exceptions import InvalidOption
 
 if TYPE_CHECKING:
     from .models import Job
@@ -98,6 +99,12 @@ class EventStream:
     """An open subscription; use as a context manager so the connection closes."""
 
     def __init__(self, using: str | None = None) -> None:
+        """``InvalidOption`` for a ``using`` that is no string: Django's connection
+        handler raised "attribute name must be string" for ``listen(5)``."""
+        if using is not None and not isinstance(using, str):
+            raise InvalidOption(
+                "using", f"must be a database alias (a str) or None, not {limits.shown(using)}"
+            )
         params = db.connection_params(db.listen_alias(using))
         self._conn = psycopg.connect(**params, autocommit=True)
         hold_listeners_lock(self._conn)

@@ -107,6 +107,16 @@ def test_iter_and_first_refuse_a_timeout_that_is_no_number_of_seconds(db, timeou
         assert list(stream.iter(timeout=0)) == []  # none: it stops at once
 
 
+@pytest.mark.parametrize("using", [5, b"default", ["default"]])
+def test_listen_refuses_an_alias_that_is_no_string(db, using):
+    """listen(5) raised Python's "attribute name must be string, not 'int'" from deep in
+    Django's connection handler; refused as the alias it is not, before any connection."""
+    with pytest.raises(InvalidOption, match=r"^using must be a database alias \(a str\) or "):
+        events.listen(using)
+    with pytest.raises(InvalidOption, match=re.escape(repr(using))):
+        events.EventStream(using)
+
+
 def test_events_carry_the_task_queue_and_attempt(worker):
     with events.listen() as stream:
         job = always_fails.enqueue("x")
