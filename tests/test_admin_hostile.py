@@ -691,3 +691,30 @@ def test_the_token_form_refuses_names_no_token_holds_and_writes_nothing(admin_cl
     field = next(iter(fields))
     assert list(errors) == [field] and shown in " ".join(errors[field])
     assert not ApiToken.objects.exists()
+
+
+def test_the_token_form_warns_of_a_queue_or_connector_that_does_not_exist(admin_client):
+    """A typo (mial) made a token every request for 'mail' was refused with, and the
+    admin said nothing, where issue_api_token warns. The token is made all the same
+    (a queue may be created later); the page that shows it says what no queue has."""
+    ConnectorFactory(name="slack")
+    QueueFactory(name="late")
+    form = {"name": "ci", "queues": "mial, late, default", "connectors": "slakc, slack"}
+    response = admin_client.post(reverse("admin:pgjobs_apitoken_add"), {**form, "active": "on"})
+    assert response.status_code == 200 and "Copy it now" in response.text
+    token = ApiToken.objects.get(name="ci")
+    assert token.queues == ["mial", "late", "default"]
+    said = messages_of(response)
+    assert said == [
+        "no queue is called 'mial' (did you mean 'mail'?); the token names it all the same, "
+        "and a request for it is refused until it exists",
+        "no connector is called 'slakc' (did you mean 'slack'?); the token names it all the "
+        "same, and a request for it is refused until it exists",
+    ]
+    assert html.escape(said[0][1:]) in response.text  # shown as "No queue ..."
+    change = reverse("admin:pgjobs_apitoken_change", args=[token.pk])
+    edited = {**form, "queues": "*", "connectors": "hooks", "active": "on"}
+    response = admin_client.post(change, edited, follow=True)
+    assert messages_of(response)[0].startswith("no connector is called 'hooks' (yet);")
+    response = admin_client.post(change, {**edited, "connectors": ""}, follow=True)
+    assert not [m for m in messages_of(response) if "is called" in m]

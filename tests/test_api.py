@@ -916,6 +916,13 @@ def test_issue_api_token_warns_of_a_queue_or_connector_that_does_not_exist(clien
     call_command("issue_api_token", "all", "--queues", "*", stdout=io.StringIO(), stderr=err)
     assert err.getvalue() == ""
 
+    err = io.StringIO()  # a difflib pass each: the first five, then how many more
+    many = ",".join(f"q{n}" for n in range(7))
+    call_command("issue_api_token", "many", "--queues", many, stdout=io.StringIO(), stderr=err)
+    lines = err.getvalue().splitlines()
+    assert len(lines) == 6 and lines[4].startswith("warning: no queue is called 'q4'")
+    assert lines[5] == "warning: and 2 more queue name(s) no queue has"
+
 
 def test_a_token_expires_in_local_time_without_time_zone_support(client, settings):
     """USE_TZ = False: issue_api_token --expires-in-days and issue() with a naive time

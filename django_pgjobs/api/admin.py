@@ -22,7 +22,7 @@ from ..connectors.store import CONNECTOR_NAME
 from ..exceptions import InvalidOption
 from ..models import ApiToken
 from ..queues import QUEUE_NAME
-from .tokens import generate, scope
+from .tokens import generate, scope, unknown_names_said
 
 
 class NamesField(StorableJSONField):
@@ -134,6 +134,14 @@ class ApiTokenAdmin(LargeValuesAdmin):
             plain, obj.token_hash, obj.prefix = generate()
             request._pgjobs_issued_token = plain  # type: ignore[attr-defined]
         super().save_model(request, obj, form, change)
+        # As issue_api_token warns: a misspelt queue made a token every request for the
+        # queue meant was refused with. Saved all the same (one may be created later).
+        # Only the fields the form changed: a scope too large to show is not in it.
+        edited = {
+            f: form.cleaned_data[f] for f in ("queues", "connectors") if f in form.changed_data
+        }
+        for said in unknown_names_said(edited.get("queues", ()), edited.get("connectors", ())):
+            self.message_user(request, said, messages.WARNING)
 
     def response_add(self, request: HttpRequest, obj: ApiToken, *args: Any) -> HttpResponse:
         # Shown in this response only: never stored, never put in a message or a cookie.

@@ -7,6 +7,7 @@ lookup be one indexed query.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import re
 import secrets
@@ -19,7 +20,7 @@ from django.utils import timezone
 from .. import conf, limits, shown
 from ..connectors.store import CONNECTOR_NAME
 from ..exceptions import InvalidOption
-from ..models import ApiToken
+from ..models import ApiToken, Connector, Queue
 from ..queues import QUEUE_NAME
 
 PREFIX = "pgj_"
@@ -29,6 +30,9 @@ PREFIX = "pgj_"
 #: longest connector name), 71,428 of 10. ["*"] grants every queue.
 MAX_SCOPE_BYTES = 1_000_000
 SCOPES = ("queues", "connectors")
+#: Most names of each scope a warning of ``unknown_names_said`` names, each with the
+#: known name closest to it (a difflib pass over them), then how many more.
+MAX_UNKNOWN_SAID = 5
 #: last_used_at is written at most this often per token, not on every request.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
@@ -93,6 +97,33 @@ def scope(names: Iterable[Any], field: str, pattern: re.Pattern[str]) -> list[st
         if not (name == "*" or (isinstance(name, str) and pattern.match(name))):
             raise InvalidOption(field, f"{limits.shown(name)} is not a name (nor '*')")
     return listed
+
+
+def unknown_names_said(queues: Iterable[str], connectors: Iterable[str]) -> list[str]:
+    """What a token's scope names that no queue or connector has, one sentence each,
+    with the name it may have meant: a typo (``mial``) made a token every request for
+    ``mail`` was refused with, and nothing said so. A warning only: a token may name a
+    queue or a connector created later. For ``issue_api_token`` and the admin."""
+    using = conf.get("DATABASE")
+    stored = Queue.objects.using(using).values_list("name", flat=True)
+    said = _unknown("queue", queues, {*conf.get("QUEUES"), *stored})
+    named = Connector.objects.using(using).values_list("name", flat=True)
+    return said + _unknown("connector", connectors, set(named))
+
+
+def _unknown(kind: str, given: Iterable[str], known: set[str]) -> list[str]:
+    unknown = [name for name in dict.fromkeys(given) if name != "*" and name not in known]
+    said = []
+    for name in unknown[:MAX_UNKNOWN_SAID]:
+        close = difflib.get_close_matches(name, sorted(known), n=1)
+        hint = f"did you mean {close[0]!r}?" if close else "yet"
+        said.append(
+            f"no {kind} is called {name!r} ({hint}); the token names it all the same, and "
+            "a request for it is refused until it exists"
+        )
+    if len(unknown) > MAX_UNKNOWN_SAID:
+        said.append(f"and {len(unknown) - MAX_UNKNOWN_SAID} more {kind} name(s) no {kind} has")
+    return said
 
 
 def regenerate(token: ApiToken) -> str:

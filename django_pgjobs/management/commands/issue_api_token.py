@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import difflib
 import math
-from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
@@ -13,10 +11,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from django_pgjobs import conf, unmigrated
-from django_pgjobs.api.tokens import issue
+from django_pgjobs.api.tokens import issue, unknown_names_said
 from django_pgjobs.exceptions import InvalidOption
 from django_pgjobs.management import arguments
-from django_pgjobs.models import Connector, Queue
 from django_pgjobs.queues import QUEUE_NAME
 
 
@@ -68,23 +65,7 @@ class Command(BaseCommand):
         self.warn_of_unknown(queues, names(options["connectors"]))
 
     def warn_of_unknown(self, queues: list[str], connectors: list[str]) -> None:
-        """Say on stderr which names no queue or connector has: a typo made a token every
-        request was refused with, and nothing said so. It is made all the same (one may
-        be created later); stdout keeps the token alone, for scripts."""
-        using = conf.get("DATABASE")
-        stored = Queue.objects.using(using).values_list("name", flat=True)
-        self.warn("queue", queues, {*conf.get("QUEUES"), *stored})
-        named = Connector.objects.using(using).values_list("name", flat=True)
-        self.warn("connector", connectors, set(named))
-
-    def warn(self, kind: str, given: Iterable[str], known: set[str]) -> None:
-        for name in given:
-            if name == "*" or name in known:
-                continue
-            close = difflib.get_close_matches(name, sorted(known), n=1)
-            hint = f"did you mean {close[0]!r}?" if close else "yet"
-            self.stderr.write(
-                f"warning: no {kind} is called {name!r} ({hint}); the token names it all the "
-                f"same, and a request for it is refused until it exists",
-                style_func=self.style.WARNING,
-            )
+        """Say on stderr which names no queue or connector has; stdout keeps the token
+        alone, for scripts."""
+        for said in unknown_names_said(queues, connectors):
+            self.stderr.write(f"warning: {said}", style_func=self.style.WARNING)
