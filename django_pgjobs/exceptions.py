@@ -172,7 +172,12 @@ class JobGone(PgJobsError, InvalidTransition):
 
     def __init__(self, job_id: int | None, to_state: str | None = None) -> None:
         self.job_id, self.from_state, self.to_state = job_id, None, to_state
-        Exception.__init__(self, f"job {job_id} no longer exists (it was deleted or pruned)")
+        said = (
+            f"job {job_id} no longer exists (it was deleted or pruned)"
+            if job_id is not None  # None: deleted by its own delete(), which clears its id
+            else "the job no longer exists (it was deleted: delete() clears its id)"
+        )
+        Exception.__init__(self, said)
 
 
 class UniqueKeyHeld(PgJobsError, InvalidTransition):

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from .exceptions import InvalidOption
+from .exceptions import InvalidOption, JobGone
 
 
 def plain_digits(text: str) -> bool:
@@ -217,9 +217,14 @@ def no_string(value: Any, field: str, what: str) -> None:
 
 
 def saved(job: Any, action: str) -> None:
-    """Refuse a job never saved: it has no row to change or wait for. (retry() said
+    """Refuse a job never saved, or deleted by its ``delete()`` (JobGone): it has no
+    row to change or wait for. (retry() said
     "job None: cannot go from available to available"; cancel() and wait() raised
     Job.DoesNotExist, "Job matching query does not exist".)"""
+    if job.pk is None and not job._state.adding:
+        # Read or saved once, its id gone: Model.delete() clears it. Its row is gone,
+        # as for a job deleted otherwise, and not a job never saved.
+        raise JobGone(None)
     if job.pk is None:
         raise InvalidOption(
             "job", f"was never saved (it has no id): {action}() needs a job from Job.enqueue()"

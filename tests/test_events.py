@@ -542,6 +542,22 @@ def test_wait_on_a_deleted_job_says_it_is_gone(settings, events_on):
         run_async(job.async_wait(timeout=5))
 
 
+@pytest.mark.parametrize("action", ["wait", "async_wait", "retry", "cancel"])
+def test_a_job_deleted_by_its_own_delete_is_said_gone_not_never_saved(action):
+    """Django clears the pk on delete(): the job then said it "was never saved". Its
+    row is gone, as for one deleted by a queryset: JobGone, saying how (no id left)."""
+    job = add.enqueue(1, 1)
+    job.delete()
+    gone = "the job no longer exists (it was deleted: delete() clears its id)"
+    with pytest.raises(JobGone, match=re.escape(gone)):
+        if action == "async_wait":
+            run_async(job.async_wait(timeout=5))
+        else:
+            getattr(job, action)()
+    with pytest.raises(InvalidOption, match="was never saved"):  # as before
+        getattr(Job(task=add.name), action if action != "async_wait" else "wait")()
+
+
 def listening() -> bool:
     """Whether a connection of this database listens for events (a wait started)."""
     with connections["default"].cursor() as cursor:
