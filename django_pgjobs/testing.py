@@ -78,7 +78,7 @@ def drain(
     from .worker import Worker
 
     limits.boolean(raise_errors, "raise_errors")  # "no" raised, as any true value did
-    names = [queues] if isinstance(queues, str) else queues
+    names = _queue_names(queues)
     # The clock is looked up on each call, so freeze_time() applies to it.
     worker = Worker(names, clock=lambda: timezone.now())
     if not raise_errors:
@@ -88,6 +88,18 @@ def drain(
     if errors:
         raise errors[0]
     return outcome
+
+
+def _queue_names(queues: Any) -> list[str] | None:
+    """``drain``'s queues as a list (each name is checked by the worker): ``drain(5)``
+    was "TypeError: 'int' object is not iterable", from inside the worker."""
+    if queues is None or isinstance(queues, str):
+        return None if queues is None else [queues]
+    if not isinstance(queues, Iterable):
+        raise InvalidOption(
+            "queues", f"must be a queue name or a list of them, not {limits.shown(queues)}"
+        )
+    return list(queues)
 
 
 @contextmanager
@@ -288,7 +300,7 @@ class FrozenClock:
 
     def advance(self, delta: timedelta | None = None, **units: float) -> datetime:
         """Move forward by ``delta`` or by ``timedelta(**units)``; return the new time."""
-        step = delta if delta is not None else timedelta(**units)
+        step = _step(delta, units)
         if step < timedelta(0):
             raise ValueError("time only moves forward; use set() to go back")
         try:
@@ -298,6 +310,27 @@ class FrozenClock:
                 f"advancing {self.now.isoformat()} by {step} reaches past "
                 f"{datetime.max.isoformat()}, the last time Python holds"
             ) from None
+
+
+def _step(delta: Any, units: dict[str, Any]) -> timedelta:
+    """``advance``'s step, InvalidOption if it is none: handed straight to timedelta(),
+    ``years=1`` or ``seconds=nan`` raised its TypeError or ValueError, ``days=10**12``
+    an OverflowError, and a delta given with units dropped the units."""
+    if delta is not None:
+        if units:
+            raise InvalidOption("advance", "takes a timedelta or units, not both")
+        if not isinstance(delta, timedelta):
+            raise InvalidOption("advance", f"must be a timedelta, not {limits.shown(delta)}")
+        return delta
+    try:
+        return timedelta(**units)
+    except (TypeError, ValueError, OverflowError):
+        given = ", ".join(f"{name}={limits.shown(value)}" for name, value in units.items())
+        raise InvalidOption(
+            "advance",
+            f"{given} is no length of time: use timedelta's units (days, seconds, "
+            "microseconds, milliseconds, minutes, hours, weeks) as finite numbers",
+        ) from None
 
 
 @contextmanager

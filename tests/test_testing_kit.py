@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -299,3 +300,33 @@ def test_raise_errors_is_true_or_false_as_every_flag_is(value, shown):
         pass
     job.refresh_from_db()
     assert job.state == JobState.AVAILABLE  # nothing ran
+
+
+@pytest.mark.parametrize(
+    "step, units, problem",
+    [
+        ("1", {}, "must be a timedelta, not '1'"),
+        (None, {"seconds": float("nan")}, "seconds=nan is no length of time"),
+        (None, {"days": 10**12}, "days=1000000000000 is no length of time"),
+        (None, {"years": 1}, "years=1 is no length of time"),
+        (timedelta(days=1), {"days": 1}, "takes a timedelta or units, not both"),
+    ],
+)
+def test_a_frozen_clock_refuses_an_advance_that_is_no_length_of_time(step, units, problem):
+    """Handed straight to timedelta(), these raised its TypeError ("'years' is an invalid
+    keyword argument for __new__()"), ValueError ("cannot convert float NaN to integer")
+    or OverflowError; a string failed comparing itself with timedelta(0); a timedelta and
+    units together dropped the units."""
+    at = datetime(2030, 1, 1, tzinfo=UTC)
+    with testing.freeze_time(at) as clock:
+        with pytest.raises(InvalidOption, match=re.escape(problem)):
+            clock.advance(step, **units)
+        assert clock() == at
+
+
+@pytest.mark.parametrize("queues", [5, 1.5, object()])
+def test_drain_refuses_queues_that_are_no_names(queues):
+    """``drain(5)`` was "TypeError: 'int' object is not iterable", from inside the worker."""
+    with pytest.raises(InvalidOption, match=r"^queues must be a queue name or a list of them"):
+        testing.drain(queues)
+    assert not Job.objects.exists()  # the test's transaction goes on
