@@ -404,14 +404,16 @@ def retry(
     if job.attempt >= ATTEMPT_LIMIT:
         raise InvalidTransition(job.pk, job.state, S.AVAILABLE)
     completed = _completed_ones(include_completed)
-    key_free = ~Exists(_key_holders())
+    # In the UPDATE too: the counter may have reached the limit since the job was read,
+    # and attempt + 1 was then a DataError ("integer out of range").
+    may_move = Q(attempt__lt=ATTEMPT_LIMIT) & ~Exists(_key_holders())
     try:
         with transaction.atomic(using=job._state.db or conf.get("DATABASE")):
             moved = _move(
                 job,
                 S.AVAILABLE,
                 sources=RETRY_FROM,
-                where=key_free if completed is None else completed & key_free,
+                where=may_move if completed is None else completed & may_move,
                 run_at=now,
                 finished_at=None,
                 max_attempts=_at_least_one_more(),

@@ -139,6 +139,22 @@ def test_retry_of_an_executing_job_is_refused():
         job.retry()
 
 
+def test_retry_of_a_job_read_before_its_attempts_reached_the_limit_is_refused():
+    """The limit was checked on the attempt counter as read: one that SQL (or a worker)
+    brought to 2**31 - 1 since made the UPDATE's attempt + 1 a DataError, "integer out
+    of range", not InvalidTransition."""
+    job = JobFactory(discarded=True)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE pgjobs_job SET attempt = 2147483647, max_attempts = 2147483647 WHERE id = %s",
+            [job.pk],
+        )
+    with pytest.raises(InvalidTransition, match="cannot go from 'discarded' to "):
+        job.retry()
+    assert Job.objects.get(pk=job.pk).state == JobState.DISCARDED  # the transaction goes on
+    assert job.attempt == 2147483647  # read again: it says what it is now
+
+
 @pytest.mark.parametrize("trait", ["waiting", "scheduled", "retryable", "executing"])
 def test_cancel_stops_a_job_that_has_not_finished(trait):
     job = JobFactory(**{trait: True})
