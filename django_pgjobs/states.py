@@ -59,7 +59,9 @@ class InvalidTransition(PickledWhole, Exception):
 
     def __init__(self, job_id: int | None, from_state: str, to_state: str) -> None:
         self.job_id, self.from_state, self.to_state = job_id, from_state, to_state
-        super().__init__(f"job {job_id}: cannot go from {from_state!r} to {to_state!r}")
+        # As stored: the repr of a JobState is "JobState.AVAILABLE".
+        said = [repr(str(state)) for state in (from_state, to_state)]
+        super().__init__(f"job {job_id}: cannot go from {said[0]} to {said[1]}")
 
 
 def can_transition(from_state: str, to_state: str) -> bool:

@@ -139,6 +139,14 @@ def test_retry_of_an_executing_job_is_refused():
         job.retry()
 
 
+def test_a_refused_transition_names_its_states_as_they_are_stored():
+    """A state given as a JobState read "cannot go from 'executing' to JobState.AVAILABLE"."""
+    job = JobFactory(executing=True)
+    with pytest.raises(InvalidTransition) as refused:
+        job.retry()
+    assert str(refused.value) == f"job {job.pk}: cannot go from 'executing' to 'available'"
+
+
 def test_retry_of_a_job_read_before_its_attempts_reached_the_limit_is_refused():
     """The limit was checked on the attempt counter as read: one that SQL (or a worker)
     brought to 2**31 - 1 since made the UPDATE's attempt + 1 a DataError, "integer out
@@ -149,7 +157,7 @@ def test_retry_of_a_job_read_before_its_attempts_reached_the_limit_is_refused():
             "UPDATE pgjobs_job SET attempt = 2147483647, max_attempts = 2147483647 WHERE id = %s",
             [job.pk],
         )
-    with pytest.raises(InvalidTransition, match="cannot go from 'discarded' to "):
+    with pytest.raises(InvalidTransition, match=r"cannot go from 'discarded' to 'available'$"):
         job.retry()
     assert Job.objects.get(pk=job.pk).state == JobState.DISCARDED  # the transaction goes on
     assert job.attempt == 2147483647  # read again: it says what it is now
