@@ -94,6 +94,16 @@ def on_another_connection(work: Callable[[], Any], timeout: float = 30.0) -> Any
     return done[0]
 
 
+#: For a test that ends server sessions it means to be the worker's
+#: (pg_terminate_backend): behind PgBouncer in transaction mode a server session serves
+#: any client, the test's own included (ended, it closed the test's connection and
+#: failed every later test of the run), and none is the worker's alone.
+direct_sessions_only = pytest.mark.skipif(
+    "DIRECT_DATABASE_URL" in os.environ,
+    reason="ends a worker's server sessions: behind PgBouncer they serve the test too",
+)
+
+
 @contextlib.contextmanager
 def cancelled_once_running(text: str, timeout: float = 30.0) -> Iterator[None]:
     """Within the block, an operator's ``pg_cancel_backend`` of the first statement

@@ -100,6 +100,7 @@ def test_a_worker_survives_all_its_connections_being_cut(worker_process, wait):
     assert process.stop() == 0, process.output()
 
 
+@conftest.direct_sessions_only
 def test_a_job_thread_s_connection_ended_while_idle_costs_the_next_job_nothing(
     worker_process, wait
 ):
@@ -979,6 +980,7 @@ def test_a_scheduler_whose_terminal_hangs_up_stops_as_on_sigterm(worker_process,
     assert re.search(r"scheduler \d+: received SIGHUP", scheduler.output()), scheduler.output()
 
 
+@conftest.direct_sessions_only
 def test_a_worker_whose_sessions_keep_being_ended_says_so_once_and_carries_on(worker_process, wait):
     """Terminated sessions were each said at DEBUG only: a worker whose connections
     something ended again and again for minutes said nothing at the default level."""
